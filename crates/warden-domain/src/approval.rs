@@ -1,0 +1,437 @@
+//! Approval tiers and whether the approvals given so far satisfy them.
+//!
+//! A [`Requirement`] is a conjunction of [`Clause`]s, written in policies as
+//! `peer(sre) & manager` or `two-person(security)`; `auto` is the empty conjunction. Each clause
+//! expands into *slots* that distinct approvers fill. One person fills at most one slot, so a
+//! manager who is also an SRE cannot satisfy `peer(sre) & manager` alone. Whether a set of
+//! approvers satisfies a requirement is a bipartite matching between approvers and slots.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::User;
+use crate::names::GroupName;
+
+/// One conjunct of an approval requirement.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Clause {
+    /// `count` approvers, each a member of at least one of `groups`.
+    Peer {
+        groups: BTreeSet<GroupName>,
+        count: u8,
+    },
+    /// The requester's manager, as the directory names them.
+    Manager,
+    /// Two distinct approvers, at least one of them a member of `security`.
+    TwoPerson { security: GroupName },
+}
+
+/// What must approve a request before it is granted. Empty means `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Requirement {
+    clauses: Vec<Clause>,
+}
+
+/// Why a tier expression does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid approval tier {expr:?}: {why}. Write `auto`, or clauses joined by `&` from peer(GROUP[|GROUP...][, COUNT]), manager, two-person(SECURITY_GROUP)"
+)]
+pub struct TierError {
+    expr: String,
+    why: String,
+}
+
+impl Requirement {
+    /// The `auto` tier: granted without any approval.
+    pub fn auto() -> Self {
+        Self::default()
+    }
+
+    /// Whether no approval is needed.
+    pub fn is_auto(&self) -> bool {
+        self.clauses.is_empty()
+    }
+
+    /// The clauses, in canonical order.
+    pub fn clauses(&self) -> &[Clause] {
+        &self.clauses
+    }
+
+    /// The strictest combination of two requirements: both must hold. Peer clauses over the
+    /// same groups keep the higher count; identical clauses are kept once.
+    pub fn and(&self, other: &Requirement) -> Requirement {
+        let mut clauses = self.clauses.clone();
+        for c in &other.clauses {
+            match c {
+                Clause::Peer { groups, count } => {
+                    if let Some(Clause::Peer { count: have, .. }) = clauses
+                        .iter_mut()
+                        .find(|x| matches!(x, Clause::Peer { groups: g, .. } if g == groups))
+                    {
+                        *have = (*have).max(*count);
+                    } else {
+                        clauses.push(c.clone());
+                    }
+                }
+                _ if clauses.contains(c) => {}
+                _ => clauses.push(c.clone()),
+            }
+        }
+        clauses.sort();
+        Requirement { clauses }
+    }
+
+    fn slots(&self) -> Vec<Slot<'_>> {
+        let mut slots = Vec::new();
+        for c in &self.clauses {
+            match c {
+                Clause::Peer { groups, count } => {
+                    slots.extend((0..*count).map(|_| Slot::AnyOf(groups)));
+                }
+                Clause::Manager => slots.push(Slot::Manager),
+                Clause::TwoPerson { security } => {
+                    slots.push(Slot::Member(security));
+                    slots.push(Slot::Anyone);
+                }
+            }
+        }
+        slots
+    }
+
+    /// Evaluates `approvers` (people who approved, as they were when they acted) for a request
+    /// made by `requester`. The requester and repeated names never count.
+    pub fn progress(&self, requester: &User, approvers: &[User]) -> Progress {
+        let slots = self.slots();
+        let people = distinct_others(requester, approvers);
+        let assignment = max_matching(&slots, &people, requester);
+        let missing = slots
+            .iter()
+            .zip(&assignment)
+            .filter(|(_, a)| a.is_none())
+            .map(|(s, _)| s.describe())
+            .collect();
+        Progress {
+            satisfied: assignment.iter().all(Option::is_some),
+            missing,
+        }
+    }
+
+    /// Whether `candidate`'s approval would count, given those already given: they are not the
+    /// requester, have not approved yet, and adding them fills one more slot.
+    pub fn would_count(&self, requester: &User, approvers: &[User], candidate: &User) -> bool {
+        if candidate.name == requester.name || approvers.iter().any(|a| a.name == candidate.name) {
+            return false;
+        }
+        let slots = self.slots();
+        let before = distinct_others(requester, approvers);
+        let mut after = before.clone();
+        after.push(candidate);
+        let filled = |people: &[&User]| {
+            max_matching(&slots, people, requester)
+                .iter()
+                .filter(|a| a.is_some())
+                .count()
+        };
+        filled(&after) > filled(&before)
+    }
+
+    /// Whether `candidate` could fill any slot at all; such a person may deny the request.
+    pub fn may_review(&self, requester: &User, candidate: &User) -> bool {
+        candidate.name != requester.name
+            && self.slots().iter().any(|s| s.accepts(candidate, requester))
+    }
+}
+
+fn distinct_others<'a>(requester: &User, approvers: &'a [User]) -> Vec<&'a User> {
+    let mut seen = BTreeSet::new();
+    approvers
+        .iter()
+        .filter(|a| a.name != requester.name && seen.insert(a.name.clone()))
+        .collect()
+}
+
+/// What the approvals given so far achieve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub satisfied: bool,
+    /// Human descriptions of the slots still open, e.g. `an approver from sre`.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot<'a> {
+    AnyOf(&'a BTreeSet<GroupName>),
+    Member(&'a GroupName),
+    Manager,
+    Anyone,
+}
+
+impl Slot<'_> {
+    fn accepts(&self, who: &User, requester: &User) -> bool {
+        match self {
+            Slot::AnyOf(groups) => groups.iter().any(|g| who.in_group(g)),
+            Slot::Member(g) => who.in_group(g),
+            Slot::Manager => requester.manager.as_ref() == Some(&who.name),
+            Slot::Anyone => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Slot::AnyOf(groups) => format!(
+                "an approver from {}",
+                groups
+                    .iter()
+                    .map(GroupName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            Slot::Member(g) => format!("an approver from {g}"),
+            Slot::Manager => "the requester's manager".to_owned(),
+            Slot::Anyone => "a second approver".to_owned(),
+        }
+    }
+}
+
+/// Maximum bipartite matching of people to slots by augmenting paths (Kuhn's algorithm).
+/// Returns, for each slot, the index of the person filling it.
+fn max_matching(slots: &[Slot<'_>], people: &[&User], requester: &User) -> Vec<Option<usize>> {
+    fn augment(
+        p: usize,
+        slots: &[Slot<'_>],
+        people: &[&User],
+        requester: &User,
+        seen: &mut [bool],
+        owner: &mut [Option<usize>],
+    ) -> bool {
+        for s in 0..slots.len() {
+            if seen[s] || !slots[s].accepts(people[p], requester) {
+                continue;
+            }
+            seen[s] = true;
+            let free = match owner[s] {
+                None => true,
+                Some(q) => augment(q, slots, people, requester, seen, owner),
+            };
+            if free {
+                owner[s] = Some(p);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = vec![None; slots.len()];
+    for p in 0..people.len() {
+        let mut seen = vec![false; slots.len()];
+        augment(p, slots, people, requester, &mut seen, &mut owner);
+    }
+    owner
+}
+
+impl FromStr for Requirement {
+    type Err = TierError;
+    fn from_str(expr: &str) -> Result<Self, TierError> {
+        let err = |why: &str| TierError {
+            expr: expr.chars().take(200).collect(),
+            why: why.to_owned(),
+        };
+        let t = expr.trim();
+        if t == "auto" {
+            return Ok(Self::auto());
+        }
+        let mut req = Requirement::auto();
+        for part in t.split('&').map(str::trim) {
+            let (head, args) = match part.split_once('(') {
+                Some((h, rest)) => {
+                    let inner = rest
+                        .strip_suffix(')')
+                        .ok_or_else(|| err("missing closing parenthesis"))?;
+                    (h.trim(), Some(inner.trim()))
+                }
+                None => (part, None),
+            };
+            let clause = match (head, args) {
+                ("manager", None) => Clause::Manager,
+                ("peer", Some(a)) => {
+                    let (groups, count) = match a.split_once(',') {
+                        Some((g, n)) => (
+                            g,
+                            n.trim()
+                                .parse::<u8>()
+                                .ok()
+                                .filter(|n| (1..=5).contains(n))
+                                .ok_or_else(|| err("peer count must be 1 to 5"))?,
+                        ),
+                        None => (a, 1),
+                    };
+                    let groups = groups
+                        .split('|')
+                        .map(|g| {
+                            g.trim()
+                                .parse::<GroupName>()
+                                .map_err(|e| err(&e.to_string()))
+                        })
+                        .collect::<Result<BTreeSet<_>, _>>()?;
+                    Clause::Peer { groups, count }
+                }
+                ("two-person", Some(a)) => Clause::TwoPerson {
+                    security: a
+                        .parse()
+                        .map_err(|e: crate::names::NameError| err(&e.to_string()))?,
+                },
+                ("auto", None) => return Err(err("`auto` cannot be combined with other clauses")),
+                ("", _) => return Err(err("empty clause")),
+                (h, _) => return Err(err(&format!("unknown clause `{h}`"))),
+            };
+            req = req.and(&Requirement {
+                clauses: vec![clause],
+            });
+        }
+        Ok(req)
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.clauses.is_empty() {
+            return f.write_str("auto");
+        }
+        let parts: Vec<String> = self
+            .clauses
+            .iter()
+            .map(|c| match c {
+                Clause::Peer { groups, count } => {
+                    let g = groups
+                        .iter()
+                        .map(GroupName::as_str)
+                        .collect::<Vec<_>>()
+                        .join("|");
+                    if *count == 1 {
+                        format!("peer({g})")
+                    } else {
+                        format!("peer({g}, {count})")
+                    }
+                }
+                Clause::Manager => "manager".to_owned(),
+                Clause::TwoPerson { security } => format!("two-person({security})"),
+            })
+            .collect();
+        f.write_str(&parts.join(" & "))
+    }
+}
+
+impl TryFrom<String> for Requirement {
+    type Error = TierError;
+    fn try_from(s: String) -> Result<Self, TierError> {
+        s.parse()
+    }
+}
+
+impl From<Requirement> for String {
+    fn from(r: Requirement) -> String {
+        r.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, groups: &[&str], manager: Option<&str>) -> User {
+        User {
+            name: name.parse().unwrap(),
+            groups: groups.iter().map(|g| g.parse().unwrap()).collect(),
+            manager: manager.map(|m| m.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn parses_canonically() {
+        for (input, shown) in [
+            ("auto", "auto"),
+            ("manager", "manager"),
+            ("peer(sre)", "peer(sre)"),
+            ("peer(sre|dba, 2)", "peer(dba|sre, 2)"),
+            ("manager & peer(sre)", "peer(sre) & manager"),
+            (
+                "two-person(security) & manager",
+                "manager & two-person(security)",
+            ),
+            ("peer(sre) & peer(sre, 2)", "peer(sre, 2)"),
+        ] {
+            let r: Requirement = input.parse().unwrap();
+            assert_eq!(r.to_string(), shown, "{input}");
+            assert_eq!(r.to_string().parse::<Requirement>().unwrap(), r);
+        }
+        for bad in [
+            "",
+            "boss",
+            "peer()",
+            "peer(sre",
+            "auto & manager",
+            "peer(sre, 9)",
+            "peer(SRE)",
+        ] {
+            assert!(bad.parse::<Requirement>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn same_person_counts_once() {
+        let alice = user("alice", &["dev"], Some("mallory"));
+        let mallory = user("mallory", &["sre"], None);
+        let sam = user("sam", &["sre"], None);
+        let r: Requirement = "peer(sre) & manager".parse().unwrap();
+        assert!(!r.progress(&alice, &[mallory.clone()]).satisfied);
+        assert!(
+            !r.progress(&alice, &[mallory.clone(), mallory.clone()])
+                .satisfied
+        );
+        assert!(
+            r.progress(&alice, &[mallory.clone(), sam.clone()])
+                .satisfied
+        );
+        // Order does not matter: the matching reassigns mallory to the manager slot.
+        assert!(
+            r.progress(&alice, &[sam.clone(), mallory.clone()])
+                .satisfied
+        );
+        assert!(!r.would_count(&alice, &[mallory.clone()], &mallory));
+    }
+
+    #[test]
+    fn requester_never_counts() {
+        let bob = user("bob", &["sre", "security"], None);
+        let r: Requirement = "peer(sre)".parse().unwrap();
+        assert!(!r.progress(&bob, &[bob.clone()]).satisfied);
+        assert!(!r.would_count(&bob, &[], &bob));
+        assert!(!r.may_review(&bob, &bob));
+    }
+
+    #[test]
+    fn two_person_needs_security() {
+        let alice = user("alice", &["dev"], None);
+        let p1 = user("p1", &["sre"], None);
+        let p2 = user("p2", &["sre"], None);
+        let s = user("sec", &["security"], None);
+        let r: Requirement = "two-person(security)".parse().unwrap();
+        let pr = r.progress(&alice, &[p1.clone(), p2.clone()]);
+        assert!(!pr.satisfied);
+        assert_eq!(pr.missing, vec!["an approver from security"]);
+        assert!(!r.would_count(&alice, &[p1.clone()], &p2));
+        assert!(r.would_count(&alice, &[p1.clone()], &s));
+        assert!(r.progress(&alice, &[p1, s]).satisfied);
+    }
+
+    #[test]
+    fn auto_is_satisfied_by_nobody() {
+        let alice = user("alice", &[], None);
+        assert!(Requirement::auto().progress(&alice, &[]).satisfied);
+    }
+}

@@ -1,0 +1,250 @@
+//! What policy decided about a would-be request, and whether a concrete request meets it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::approval::Requirement;
+use crate::text::Ticket;
+use crate::ttl::Ttl;
+
+/// How much of a session is recorded. Ordered from least to most, so the strictest of several
+/// matching rules is the maximum.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Recording {
+    /// Only session start and end.
+    #[default]
+    Metadata,
+    /// Full recording for a random share of sessions.
+    Sampled,
+    /// Every session recorded in full.
+    Full,
+}
+
+impl FromStr for Recording {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "metadata" => Ok(Self::Metadata),
+            "sampled" => Ok(Self::Sampled),
+            "full" => Ok(Self::Full),
+            other => Err(format!(
+                "unknown recording tier {other:?}: use metadata, sampled or full"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Metadata => "metadata",
+            Self::Sampled => "sampled",
+            Self::Full => "full",
+        })
+    }
+}
+
+/// A ticket pattern from a policy: an anchored regular expression.
+#[derive(Debug, Clone)]
+pub struct TicketPattern(regex::Regex);
+
+impl TicketPattern {
+    /// Compiles `pattern`, anchoring it at both ends so `INC-[0-9]+` cannot match `xINC-1y`.
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let anchored = format!("^(?:{pattern})$");
+        regex::RegexBuilder::new(&anchored)
+            .size_limit(1 << 16)
+            .build()
+            .map(|_| ())
+            .map_err(|e| format!("invalid ticket pattern {pattern:?}: {e}"))?;
+        Ok(Self(
+            regex::Regex::new(&anchored).map_err(|e| e.to_string())?,
+        ))
+    }
+
+    /// The pattern as the policy wrote it.
+    pub fn as_str(&self) -> &str {
+        let s = self.0.as_str();
+        &s[4..s.len() - 2]
+    }
+
+    /// Whether `ticket` matches.
+    pub fn matches(&self, ticket: &Ticket) -> bool {
+        self.0.is_match(ticket.as_str())
+    }
+}
+
+impl PartialEq for TicketPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TicketPattern {}
+
+/// The outcome of evaluating policy for one (user, target, role) at one moment.
+///
+/// When several permit rules match, the strictest of each setting applies: approval
+/// requirements are combined with AND, the smallest maximum TTL and pending timeout win, MFA is
+/// required if any rule requires it, the most complete recording tier wins, and the ticket must
+/// match every pattern. A matching forbid rule, or no matching permit, denies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether any access is allowed at all.
+    pub allowed: bool,
+    /// Ids of the rules that produced the decision: the matching permits when allowed, the
+    /// matching forbids (or none) when denied.
+    pub rules: Vec<String>,
+    pub requirement: Requirement,
+    pub max_ttl: Ttl,
+    pub ticket_patterns: Vec<TicketPattern>,
+    pub mfa: bool,
+    pub recording: Recording,
+    /// How long a request may wait for approval before it times out.
+    pub pending_timeout: Ttl,
+}
+
+/// Why a concrete request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no policy rule permits this request{}", rules_suffix(.0))]
+    NotPermitted(Vec<String>),
+    #[error("requested TTL {requested} is above the maximum of {max} for this role")]
+    TtlAboveMax { requested: Ttl, max: Ttl },
+    #[error("a ticket is required for this role; it must match {0}")]
+    TicketRequired(String),
+    #[error("ticket {ticket:?} does not match the required pattern {pattern}")]
+    TicketMismatch { ticket: String, pattern: String },
+    #[error("this role requires MFA step-up: pass a fresh TOTP code")]
+    MfaRequired,
+}
+
+fn rules_suffix(rules: &[String]) -> String {
+    if rules.is_empty() {
+        String::new()
+    } else {
+        format!(" (forbidden by {})", rules.join(", "))
+    }
+}
+
+impl Refusal {
+    /// A stable machine-readable code for API errors and audit events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotPermitted(_) => "not_permitted",
+            Self::TtlAboveMax { .. } => "ttl_above_max",
+            Self::TicketRequired(_) => "ticket_required",
+            Self::TicketMismatch { .. } => "ticket_mismatch",
+            Self::MfaRequired => "mfa_required",
+        }
+    }
+}
+
+impl Decision {
+    /// A denial with the ids of the forbid rules that caused it (empty when nothing permitted).
+    pub fn deny(rules: Vec<String>) -> Self {
+        Self {
+            allowed: false,
+            rules,
+            requirement: Requirement::auto(),
+            max_ttl: Ttl::MIN,
+            ticket_patterns: Vec::new(),
+            mfa: false,
+            recording: Recording::default(),
+            pending_timeout: Ttl::MIN,
+        }
+    }
+
+    /// Checks a concrete request against the decision. `mfa_verified` says whether the
+    /// requester proved a fresh second factor with this request.
+    pub fn check(
+        &self,
+        ttl: Ttl,
+        ticket: Option<&Ticket>,
+        mfa_verified: bool,
+    ) -> Result<(), Refusal> {
+        if !self.allowed {
+            return Err(Refusal::NotPermitted(self.rules.clone()));
+        }
+        if ttl > self.max_ttl {
+            return Err(Refusal::TtlAboveMax {
+                requested: ttl,
+                max: self.max_ttl,
+            });
+        }
+        for p in &self.ticket_patterns {
+            match ticket {
+                None => return Err(Refusal::TicketRequired(p.as_str().to_owned())),
+                Some(t) if !p.matches(t) => {
+                    return Err(Refusal::TicketMismatch {
+                        ticket: t.as_str().to_owned(),
+                        pattern: p.as_str().to_owned(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        if self.mfa && !mfa_verified {
+            return Err(Refusal::MfaRequired);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed() -> Decision {
+        Decision {
+            allowed: true,
+            rules: vec!["r1".into()],
+            requirement: Requirement::auto(),
+            max_ttl: "1h".parse().unwrap(),
+            ticket_patterns: vec![TicketPattern::new("INC-[0-9]+").unwrap()],
+            mfa: true,
+            recording: Recording::Full,
+            pending_timeout: "1h".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn checks_in_order() {
+        let d = allowed();
+        let t = |s: &str| Ticket::parse(s).unwrap();
+        let h = |s: &str| s.parse::<Ttl>().unwrap();
+        assert_eq!(
+            d.check(h("2h"), None, true),
+            Err(Refusal::TtlAboveMax {
+                requested: h("2h"),
+                max: h("1h")
+            })
+        );
+        assert_eq!(
+            d.check(h("1h"), None, true),
+            Err(Refusal::TicketRequired("INC-[0-9]+".into()))
+        );
+        assert!(matches!(
+            d.check(h("1h"), Some(&t("xINC-1")), true),
+            Err(Refusal::TicketMismatch { .. })
+        ));
+        assert_eq!(
+            d.check(h("1h"), Some(&t("INC-1")), false),
+            Err(Refusal::MfaRequired)
+        );
+        assert_eq!(d.check(h("1h"), Some(&t("INC-1")), true), Ok(()));
+        let msg = Decision::deny(vec!["no-prod".into()])
+            .check(h("1h"), None, true)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "no policy rule permits this request (forbidden by no-prod)"
+        );
+    }
+}

@@ -1,0 +1,601 @@
+//! Access requests and their lifecycle.
+//!
+//! ```text
+//! pending ──approve*──▶ approved ──activate──▶ active ──▶ expired | revoked
+//!    │
+//!    ├──deny──▶ denied     ├──cancel──▶ cancelled     └──deadline──▶ timed-out
+//! ```
+//!
+//! Every method checks its precondition and either changes the request or returns a
+//! [`TransitionError`] leaving it untouched. The caller persists the new state together with the
+//! audit events describing it, in one transaction.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::approval::{Progress, Requirement};
+use crate::decision::{Decision, Recording};
+use crate::directory::User;
+use crate::names::{RoleName, TargetName, UserName};
+use crate::text::{Comment, Reason, Ticket};
+use crate::ttl::Ttl;
+
+/// A request's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(Uuid);
+
+impl RequestId {
+    /// Wraps an id the caller generated.
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Where a request is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Pending,
+    Approved,
+    Active,
+    Expired,
+    Revoked,
+    Denied,
+    Cancelled,
+    TimedOut,
+}
+
+impl State {
+    /// Every state, for listings and metrics.
+    pub const ALL: [State; 8] = [
+        State::Pending,
+        State::Approved,
+        State::Active,
+        State::Expired,
+        State::Revoked,
+        State::Denied,
+        State::Cancelled,
+        State::TimedOut,
+    ];
+
+    /// The state's name as the API and CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Active => "active",
+            State::Expired => "expired",
+            State::Revoked => "revoked",
+            State::Denied => "denied",
+            State::Cancelled => "cancelled",
+            State::TimedOut => "timed-out",
+        }
+    }
+
+    /// Whether no further transition is possible.
+    pub fn is_final(self) -> bool {
+        !matches!(self, State::Pending | State::Approved | State::Active)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown state {s:?}: use one of {}",
+                    State::ALL.map(State::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// An approver's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+/// One approver's action on a request, with the approver as they were when they acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub reviewer: User,
+    pub verdict: Verdict,
+    pub comment: Comment,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// What a user asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub target: TargetName,
+    pub role: RoleName,
+    pub reason: Reason,
+    pub ticket: Option<Ticket>,
+    pub ttl: Ttl,
+}
+
+/// A request for access and, once granted, the grant itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    pub requester: UserName,
+    pub target: TargetName,
+    pub role: RoleName,
+    pub reason: Reason,
+    pub ticket: Option<Ticket>,
+    pub ttl: Ttl,
+    pub state: State,
+    /// The approval tier policy demanded when the request was made or last reviewed.
+    pub requirement: Requirement,
+    /// Ids of the policy rules that decided the request.
+    pub rules: Vec<String>,
+    pub recording: Recording,
+    pub reviews: Vec<Review>,
+    /// The request this one extends, if any.
+    pub extends: Option<RequestId>,
+    /// The requester's SSH public key (OpenSSH format), for certificate-based roles.
+    pub public_key: Option<String>,
+    /// Public, non-secret parts of the issued credential (e.g. an SSH certificate).
+    pub credential: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub pending_deadline: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub activated_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    /// Who ended the request early (revoke, cancel) and why.
+    pub ended_by: Option<UserName>,
+    pub end_comment: Option<Comment>,
+    /// Optimistic-concurrency counter; the store bumps it on every save.
+    pub version: u64,
+}
+
+/// Why a transition was refused. The request is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("request {id} is {state}; only {allowed} requests can be {action}")]
+    WrongState {
+        id: RequestId,
+        state: State,
+        action: &'static str,
+        allowed: &'static str,
+    },
+    #[error("you cannot approve or deny your own request")]
+    OwnRequest,
+    #[error("you have already reviewed this request")]
+    AlreadyReviewed,
+    #[error("your approval would not count: still needed is {}", .0.join(", "))]
+    NotEligible(Vec<String>),
+    #[error("only the requester can {0} this request")]
+    NotRequester(&'static str),
+}
+
+impl TransitionError {
+    /// A stable machine-readable code for API errors and audit events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::WrongState { .. } => "wrong_state",
+            Self::OwnRequest => "own_request",
+            Self::AlreadyReviewed => "already_reviewed",
+            Self::NotEligible(_) => "not_eligible",
+            Self::NotRequester(_) => "not_requester",
+        }
+    }
+}
+
+/// What an approval achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approved {
+    /// The requirement is met; the request is now [`State::Approved`].
+    Complete,
+    /// More approvals are needed.
+    Partial(Progress),
+}
+
+fn after(t: OffsetDateTime, ttl: Ttl) -> OffsetDateTime {
+    t + time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Request {
+    /// A new pending request that `decision` allows. The caller has already run
+    /// [`Decision::check`]. An `auto` requirement leaves it pending too: the caller approves it
+    /// at once with [`Request::approve_automatically`], so the audit trail shows both steps.
+    pub fn new(
+        id: RequestId,
+        requester: UserName,
+        ask: Ask,
+        decision: &Decision,
+        public_key: Option<String>,
+        extends: Option<RequestId>,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id,
+            requester,
+            target: ask.target,
+            role: ask.role,
+            reason: ask.reason,
+            ticket: ask.ticket,
+            ttl: ask.ttl,
+            state: State::Pending,
+            requirement: decision.requirement.clone(),
+            rules: decision.rules.clone(),
+            recording: decision.recording,
+            reviews: Vec::new(),
+            extends,
+            public_key,
+            credential: None,
+            created_at: now,
+            pending_deadline: after(now, decision.pending_timeout),
+            activated_at: None,
+            expires_at: None,
+            ended_at: None,
+            ended_by: None,
+            end_comment: None,
+            version: 0,
+        }
+    }
+
+    fn expect(
+        &self,
+        ok: &[State],
+        action: &'static str,
+        allowed: &'static str,
+    ) -> Result<(), TransitionError> {
+        if ok.contains(&self.state) {
+            Ok(())
+        } else {
+            Err(TransitionError::WrongState {
+                id: self.id,
+                state: self.state,
+                action,
+                allowed,
+            })
+        }
+    }
+
+    fn approvers(&self) -> Vec<User> {
+        self.reviews
+            .iter()
+            .filter(|r| r.verdict == Verdict::Approve)
+            .map(|r| r.reviewer.clone())
+            .collect()
+    }
+
+    /// Moves an `auto`-tier request straight to approved.
+    pub fn approve_automatically(&mut self) -> Result<(), TransitionError> {
+        self.expect(&[State::Pending], "auto-approved", "pending")?;
+        if !self.requirement.is_auto() {
+            return Err(TransitionError::NotEligible(vec![
+                self.requirement.to_string(),
+            ]));
+        }
+        self.state = State::Approved;
+        Ok(())
+    }
+
+    /// Records `approver`'s approval under `requirement` (the tier policy demands now).
+    pub fn approve(
+        &mut self,
+        approver: &User,
+        requester: &User,
+        requirement: Requirement,
+        comment: Comment,
+        now: OffsetDateTime,
+    ) -> Result<Approved, TransitionError> {
+        self.expect(&[State::Pending], "approved", "pending")?;
+        self.check_reviewer(approver)?;
+        let approvers = self.approvers();
+        if !requirement.would_count(requester, &approvers, approver) {
+            return Err(TransitionError::NotEligible(
+                requirement.progress(requester, &approvers).missing,
+            ));
+        }
+        self.reviews.push(Review {
+            reviewer: approver.clone(),
+            verdict: Verdict::Approve,
+            comment,
+            at: now,
+        });
+        let progress = requirement.progress(requester, &self.approvers());
+        self.requirement = requirement;
+        if progress.satisfied {
+            self.state = State::Approved;
+            Ok(Approved::Complete)
+        } else {
+            Ok(Approved::Partial(progress))
+        }
+    }
+
+    fn check_reviewer(&self, reviewer: &User) -> Result<(), TransitionError> {
+        if reviewer.name == self.requester {
+            return Err(TransitionError::OwnRequest);
+        }
+        if self
+            .reviews
+            .iter()
+            .any(|r| r.reviewer.name == reviewer.name)
+        {
+            return Err(TransitionError::AlreadyReviewed);
+        }
+        Ok(())
+    }
+
+    /// Ends the request on a deny from someone eligible to review it.
+    pub fn deny(
+        &mut self,
+        reviewer: &User,
+        requester: &User,
+        requirement: &Requirement,
+        comment: Comment,
+        now: OffsetDateTime,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[State::Pending], "denied", "pending")?;
+        self.check_reviewer(reviewer)?;
+        if !requirement.may_review(requester, reviewer) {
+            return Err(TransitionError::NotEligible(
+                requirement.progress(requester, &self.approvers()).missing,
+            ));
+        }
+        self.reviews.push(Review {
+            reviewer: reviewer.clone(),
+            verdict: Verdict::Deny,
+            comment: comment.clone(),
+            at: now,
+        });
+        self.finish(
+            State::Denied,
+            Some(reviewer.name.clone()),
+            Some(comment),
+            now,
+        );
+        Ok(())
+    }
+
+    /// Withdraws a request that has not been granted yet; only the requester may.
+    pub fn cancel(&mut self, by: &UserName, now: OffsetDateTime) -> Result<(), TransitionError> {
+        if by != &self.requester {
+            return Err(TransitionError::NotRequester("cancel"));
+        }
+        self.expect(
+            &[State::Pending, State::Approved],
+            "cancelled",
+            "pending or approved",
+        )?;
+        self.finish(State::Cancelled, Some(by.clone()), None, now);
+        Ok(())
+    }
+
+    /// Starts the grant: the TTL clock runs from `now`. `credential` holds the public parts
+    /// of what was issued.
+    pub fn activate(
+        &mut self,
+        credential: Option<serde_json::Value>,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, TransitionError> {
+        self.expect(&[State::Approved], "activated", "approved")?;
+        let expires = after(now, self.ttl);
+        self.state = State::Active;
+        self.activated_at = Some(now);
+        self.expires_at = Some(expires);
+        self.credential = credential;
+        Ok(expires)
+    }
+
+    /// Ends an active grant whose time is up. Refused before `expires_at`.
+    pub fn expire(&mut self, now: OffsetDateTime) -> Result<(), TransitionError> {
+        self.expect(&[State::Active], "expired", "active")?;
+        match self.expires_at {
+            Some(e) if e <= now => {
+                self.finish(State::Expired, None, None, now);
+                Ok(())
+            }
+            _ => Err(TransitionError::WrongState {
+                id: self.id,
+                state: self.state,
+                action: "expired before their expiry time",
+                allowed: "no",
+            }),
+        }
+    }
+
+    /// Ends a grant early.
+    pub fn revoke(
+        &mut self,
+        by: &UserName,
+        comment: Comment,
+        now: OffsetDateTime,
+    ) -> Result<(), TransitionError> {
+        self.expect(
+            &[State::Active, State::Approved],
+            "revoked",
+            "active or approved",
+        )?;
+        self.finish(State::Revoked, Some(by.clone()), Some(comment), now);
+        Ok(())
+    }
+
+    /// Ends a request that waited for approval past its deadline.
+    pub fn time_out(&mut self, now: OffsetDateTime) -> Result<(), TransitionError> {
+        self.expect(&[State::Pending], "timed out", "pending")?;
+        if now < self.pending_deadline {
+            return Err(TransitionError::WrongState {
+                id: self.id,
+                state: self.state,
+                action: "timed out before their deadline",
+                allowed: "no",
+            });
+        }
+        self.finish(State::TimedOut, None, None, now);
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        state: State,
+        by: Option<UserName>,
+        comment: Option<Comment>,
+        now: OffsetDateTime,
+    ) {
+        self.state = state;
+        self.ended_at = Some(now);
+        self.ended_by = by;
+        self.end_comment = comment;
+    }
+
+    /// Who may still act, as text for people: e.g. `an approver from sre`.
+    pub fn missing(&self, requester: &User) -> Vec<String> {
+        if self.state != State::Pending {
+            return Vec::new();
+        }
+        self.requirement
+            .progress(requester, &self.approvers())
+            .missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Decision;
+    use time::macros::datetime;
+
+    fn user(name: &str, groups: &[&str], manager: Option<&str>) -> User {
+        User {
+            name: name.parse().unwrap(),
+            groups: groups.iter().map(|g| g.parse().unwrap()).collect(),
+            manager: manager.map(|m| m.parse().unwrap()),
+        }
+    }
+
+    fn request(tier: &str) -> Request {
+        let mut d = Decision::deny(vec![]);
+        d.allowed = true;
+        d.requirement = tier.parse().unwrap();
+        d.max_ttl = "8h".parse().unwrap();
+        d.pending_timeout = "1h".parse().unwrap();
+        Request::new(
+            RequestId::from_uuid(Uuid::nil()),
+            "alice".parse().unwrap(),
+            Ask {
+                target: "web".parse().unwrap(),
+                role: "admin".parse().unwrap(),
+                reason: Reason::parse("debug").unwrap(),
+                ticket: None,
+                ttl: "1h".parse().unwrap(),
+            },
+            &d,
+            None,
+            None,
+            datetime!(2026-01-01 10:00 UTC),
+        )
+    }
+
+    #[test]
+    fn ttl_starts_at_activation() {
+        let alice = user("alice", &[], Some("mgr"));
+        let mgr = user("mgr", &[], None);
+        let mut r = request("manager");
+        let t1 = datetime!(2026-01-01 10:30 UTC);
+        let req = r.requirement.clone();
+        assert_eq!(
+            r.approve(&mgr, &alice, req, Comment::parse("").unwrap(), t1),
+            Ok(Approved::Complete)
+        );
+        assert_eq!(r.activate(None, t1), Ok(datetime!(2026-01-01 11:30 UTC)));
+        assert!(r.expire(datetime!(2026-01-01 11:29 UTC)).is_err());
+        assert_eq!(r.state, State::Active);
+        r.expire(datetime!(2026-01-01 11:30 UTC)).unwrap();
+        assert_eq!(r.state, State::Expired);
+    }
+
+    #[test]
+    fn refusals_leave_request_unchanged() {
+        let alice = user("alice", &["sre"], None);
+        let bob = user("bob", &["sre"], None);
+        let eve = user("eve", &["dev"], None);
+        let mut r = request("peer(sre)");
+        let before = r.clone();
+        let req = r.requirement.clone();
+        let c = || Comment::parse("").unwrap();
+        let now = datetime!(2026-01-01 10:01 UTC);
+        assert_eq!(
+            r.approve(&alice, &alice, req.clone(), c(), now),
+            Err(TransitionError::OwnRequest)
+        );
+        assert!(matches!(
+            r.approve(&eve, &alice, req.clone(), c(), now),
+            Err(TransitionError::NotEligible(_))
+        ));
+        assert!(matches!(
+            r.deny(&eve, &alice, &req, c(), now),
+            Err(TransitionError::NotEligible(_))
+        ));
+        assert_eq!(r, before);
+        r.cancel(&"alice".parse().unwrap(), now).unwrap();
+        assert!(matches!(
+            r.approve(&bob, &alice, req, c(), now),
+            Err(TransitionError::WrongState {
+                state: State::Cancelled,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn deny_ends_and_timeout_waits_for_deadline() {
+        let alice = user("alice", &[], None);
+        let bob = user("bob", &["sre"], None);
+        let mut r = request("peer(sre)");
+        let req = r.requirement.clone();
+        r.deny(
+            &bob,
+            &alice,
+            &req,
+            Comment::parse("no").unwrap(),
+            datetime!(2026-01-01 10:05 UTC),
+        )
+        .unwrap();
+        assert_eq!(r.state, State::Denied);
+
+        let mut r = request("peer(sre)");
+        assert!(r.time_out(datetime!(2026-01-01 10:59 UTC)).is_err());
+        r.time_out(datetime!(2026-01-01 11:00 UTC)).unwrap();
+        assert_eq!(r.state, State::TimedOut);
+    }
+}

@@ -1,0 +1,156 @@
+//! Durations a grant may last.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest TTL Warden accepts anywhere, whatever a policy says: 30 days.
+pub const CEILING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A positive duration of whole seconds, at most [`CEILING`], written like `90s`, `15m`, `1h30m`
+/// or `2d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ttl(u64);
+
+/// Why a string is not a valid TTL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    #[error("TTL {0:?} is not a duration: write it like 90s, 15m, 1h30m or 2d")]
+    Unparseable(String),
+    #[error("TTL must be longer than zero")]
+    Zero,
+    #[error("TTL {0} is above Warden's ceiling of 30d")]
+    AboveCeiling(String),
+}
+
+impl Ttl {
+    /// The shortest TTL: one second.
+    pub const MIN: Ttl = Ttl(1);
+
+    /// Builds a TTL from seconds, checking the same bounds as parsing does.
+    pub fn from_secs(secs: u64) -> Result<Self, TtlError> {
+        if secs == 0 {
+            return Err(TtlError::Zero);
+        }
+        if secs > CEILING.as_secs() {
+            return Err(TtlError::AboveCeiling(format_secs(secs)));
+        }
+        Ok(Self(secs))
+    }
+
+    /// Length in seconds.
+    pub fn as_secs(self) -> u64 {
+        self.0
+    }
+
+    /// Length as a [`Duration`].
+    pub fn as_duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+fn format_secs(mut s: u64) -> String {
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= len {
+            out.push_str(&format!("{}{unit}", s / len));
+            s %= len;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+impl FromStr for Ttl {
+    type Err = TtlError;
+    fn from_str(s: &str) -> Result<Self, TtlError> {
+        let bad = || TtlError::Unparseable(s.chars().take(40).collect());
+        let t = s.trim();
+        if t.is_empty() || t.len() > 32 {
+            return Err(bad());
+        }
+        let mut total: u64 = 0;
+        let mut digits = String::new();
+        for c in t.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            let unit = match c {
+                'd' => 86_400,
+                'h' => 3600,
+                'm' => 60,
+                's' => 1,
+                _ => return Err(bad()),
+            };
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            digits.clear();
+            total = n
+                .checked_mul(unit)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(|| TtlError::AboveCeiling(t.to_owned()))?;
+        }
+        if !digits.is_empty() {
+            // A bare number is ambiguous (seconds? minutes?), so it is refused.
+            return Err(bad());
+        }
+        Self::from_secs(total)
+    }
+}
+
+impl TryFrom<String> for Ttl {
+    type Error = TtlError;
+    fn try_from(s: String) -> Result<Self, TtlError> {
+        s.parse()
+    }
+}
+
+impl From<Ttl> for String {
+    fn from(t: Ttl) -> String {
+        t.to_string()
+    }
+}
+
+impl fmt::Display for Ttl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_secs(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        for (input, secs, shown) in [
+            ("90s", 90, "1m30s"),
+            ("15m", 900, "15m"),
+            ("1h30m", 5400, "1h30m"),
+            ("2d", 172_800, "2d"),
+            ("30d", 2_592_000, "30d"),
+        ] {
+            let t: Ttl = input.parse().unwrap();
+            assert_eq!(t.as_secs(), secs);
+            assert_eq!(t.to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        assert_eq!("0s".parse::<Ttl>(), Err(TtlError::Zero));
+        assert!(matches!(
+            "31d".parse::<Ttl>(),
+            Err(TtlError::AboveCeiling(_))
+        ));
+        for bad in ["", "10", "1x", "h", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!("".parse::<Ttl>().is_err());
+            assert!(bad.parse::<Ttl>().is_err(), "{bad}");
+        }
+    }
+}
