@@ -34,6 +34,11 @@ impl RequestId {
     pub fn from_uuid(id: Uuid) -> Self {
         Self(id)
     }
+
+    /// The id as a number.
+    pub fn as_u128(&self) -> u128 {
+        self.0.as_u128()
+    }
 }
 
 impl fmt::Display for RequestId {

@@ -1,1 +1,136 @@
-//! Placeholder.
+//! Durable storage for Warden: requests and grants, API tokens, users' secrets, and the audit
+//! log, behind the [`Store`] trait.
+//!
+//! Invariant: every state change is written together with the audit events describing it, in
+//! one transaction, and a write returns only once that transaction is durable. There is no way
+//! to change a request without saying what to audit.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use warden_domain::audit::{Code, Event};
+use warden_domain::{Request, RequestId, State, TargetName, UserName};
+
+pub use sqlite::SqliteStore;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Someone else changed the record first; reload and retry.
+    #[error("the record was changed concurrently; retry")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Result alias for storage operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which requests to list.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub requester: Option<UserName>,
+    pub target: Option<TargetName>,
+    /// Empty means every state.
+    pub states: Vec<State>,
+    pub limit: usize,
+}
+
+/// Which audit events to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user: Option<UserName>,
+    pub target: Option<TargetName>,
+    pub request: Option<RequestId>,
+    pub code: Option<Code>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    /// Only events with a larger sequence number.
+    pub after_seq: Option<u64>,
+    pub limit: usize,
+}
+
+/// An audit event as stored: with its place in the log and its RFC 6962 leaf hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub leaf_hash: [u8; 32],
+    pub event: Event,
+}
+
+/// An API token's record. The token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub user: UserName,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked: bool,
+}
+
+/// A user's login secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserSecrets {
+    /// Argon2id PHC string.
+    pub password_hash: Option<String>,
+    /// Confirmed TOTP secret (sealed by the caller).
+    pub totp: Option<String>,
+    /// TOTP secret awaiting its first code (sealed by the caller).
+    pub totp_pending: Option<String>,
+}
+
+/// Durable state. Implementations: [`SqliteStore`].
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores a new request and its events.
+    async fn insert_request(&self, r: &Request, events: Vec<Event>) -> Result<()>;
+
+    /// Saves `r` if the stored version still equals `r.version`; returns the new version.
+    /// Fails with [`Error::Conflict`] otherwise, writing nothing.
+    async fn update_request(&self, r: &Request, events: Vec<Event>) -> Result<u64>;
+
+    async fn request(&self, id: RequestId) -> Result<Option<Request>>;
+
+    /// Newest first.
+    async fn requests(&self, filter: RequestFilter) -> Result<Vec<Request>>;
+
+    /// Active grants past their expiry and pending requests past their deadline at `now`.
+    async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Request>>;
+
+    /// The earliest future expiry or pending deadline, so workers can sleep until then.
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>>;
+
+    /// Appends events that change no other state.
+    async fn append(&self, events: Vec<Event>) -> Result<()>;
+
+    /// Oldest first.
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<StoredEvent>>;
+
+    async fn insert_token(&self, hash: [u8; 32], token: Token, events: Vec<Event>) -> Result<()>;
+    async fn token(&self, hash: [u8; 32]) -> Result<Option<Token>>;
+    /// Returns whether a live token was revoked.
+    async fn revoke_token(&self, hash: [u8; 32], events: Vec<Event>) -> Result<bool>;
+
+    async fn secrets(&self, user: &UserName) -> Result<UserSecrets>;
+    async fn set_password(&self, user: &UserName, hash: String, events: Vec<Event>) -> Result<()>;
+    /// Sets a password only if the user has none; returns whether it was set.
+    async fn init_password(
+        &self,
+        user: &UserName,
+        hash: String,
+        events: Vec<Event>,
+    ) -> Result<bool>;
+    async fn set_totp_pending(
+        &self,
+        user: &UserName,
+        sealed: String,
+        events: Vec<Event>,
+    ) -> Result<()>;
+    /// Promotes the pending TOTP secret to the confirmed one.
+    async fn confirm_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()>;
+    /// Records that TOTP time step `step` was used; returns false if it (or a later one) was
+    /// used already, so a code can never be replayed.
+    async fn use_totp_step(&self, user: &UserName, step: u64) -> Result<bool>;
+}

@@ -1,0 +1,31 @@
+//! The issuers a server knows, by target kind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::Issuer;
+
+/// Issuers by the `kind` their targets name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    by_kind: BTreeMap<&'static str, Arc<dyn Issuer>>,
+}
+
+impl Registry {
+    /// A registry holding `issuers`.
+    pub fn new(issuers: impl IntoIterator<Item = Arc<dyn Issuer>>) -> Self {
+        Self {
+            by_kind: issuers.into_iter().map(|i| (i.kind(), i)).collect(),
+        }
+    }
+
+    /// The issuer for a target kind.
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Issuer>> {
+        self.by_kind.get(kind)
+    }
+
+    /// Every known kind, for error messages.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.by_kind.keys().copied().collect()
+    }
+}

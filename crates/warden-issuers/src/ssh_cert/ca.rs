@@ -1,0 +1,135 @@
+//! Warden's SSH user certificate authority key: created on first start, kept 0600.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ssh_key::certificate::Builder;
+use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
+
+/// Why the CA key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot read SSH user CA key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SSH user CA key {path} is not an unencrypted OpenSSH private key: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error(
+        "SSH user CA key {path} is readable by group or others (mode {mode:o}); run chmod 600 on it"
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("cannot create SSH user CA key {path}: {detail}")]
+    Create { path: PathBuf, detail: String },
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// The CA that signs user certificates.
+#[derive(Clone)]
+pub struct UserCa {
+    key: PrivateKey,
+    public: String,
+}
+
+impl std::fmt::Debug for UserCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCa")
+            .field("public", &self.public)
+            .finish()
+    }
+}
+
+impl UserCa {
+    /// Loads the Ed25519 CA key at `path`, creating it (mode 0600) if it does not exist.
+    /// Returns whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), CaError> {
+        match fs::read_to_string(path) {
+            Ok(text) => {
+                let mode = fs::metadata(path)
+                    .map_err(|source| CaError::Read {
+                        path: path.into(),
+                        source,
+                    })?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(CaError::Permissions {
+                        path: path.into(),
+                        mode: mode & 0o777,
+                    });
+                }
+                let key = PrivateKey::from_openssh(text).map_err(|e| CaError::Parse {
+                    path: path.into(),
+                    detail: e.to_string(),
+                })?;
+                if key.is_encrypted() {
+                    return Err(CaError::Parse {
+                        path: path.into(),
+                        detail: "it is encrypted".into(),
+                    });
+                }
+                Ok((Self::from_key(key, path)?, false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let create = |detail: String| CaError::Create {
+                    path: path.into(),
+                    detail,
+                };
+                let mut rng = rand::rng();
+                let mut key = PrivateKey::random(&mut rng, Algorithm::Ed25519)
+                    .map_err(|e| create(e.to_string()))?;
+                key.set_comment("warden-user-ca");
+                let pem = key
+                    .to_openssh(LineEnding::LF)
+                    .map_err(|e| create(e.to_string()))?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| create(e.to_string()))?;
+                f.write_all(pem.as_bytes())
+                    .map_err(|e| create(e.to_string()))?;
+                f.sync_all().map_err(|e| create(e.to_string()))?;
+                Ok((Self::from_key(key, path)?, true))
+            }
+            Err(source) => Err(CaError::Read {
+                path: path.into(),
+                source,
+            }),
+        }
+    }
+
+    fn from_key(key: PrivateKey, path: &Path) -> Result<Self, CaError> {
+        let public = key.public_key().to_openssh().map_err(|e| CaError::Parse {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+        Ok(Self { key, public })
+    }
+
+    /// The CA public key in OpenSSH format, for sshd's `TrustedUserCAKeys`.
+    pub fn public_key(&self) -> &str {
+        &self.public
+    }
+
+    /// The CA key's SHA-256 fingerprint.
+    pub fn fingerprint(&self) -> String {
+        self.key
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string()
+    }
+
+    /// Signs a prepared certificate and returns it in OpenSSH format.
+    pub(crate) fn sign(&self, builder: Builder) -> Result<String, CaError> {
+        builder
+            .sign(&self.key)
+            .and_then(|c| c.to_openssh())
+            .map_err(|e| CaError::Sign(e.to_string()))
+    }
+}

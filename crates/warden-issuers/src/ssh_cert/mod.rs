@@ -1,0 +1,273 @@
+//! OpenSSH user certificates signed by Warden's user CA.
+//!
+//! A grant for an `ssh` role signs the requester's public key with the CA: principals come from
+//! the role, the validity window is the grant's, the key id is the grant's id and the serial is
+//! derived from it, so sshd's log lines lead back to the request. sshd checks validity at
+//! login, so an expired certificate opens no new session; closing sessions that are already
+//! open is the SSH proxy's job. Revoking is a no-op that reports
+//! [`RevokeResponse::AlreadyGone`]: the certificate dies on its own at `valid_before`.
+//!
+//! Role settings:
+//! ```toml
+//! principals = ["root"]                       # required: the Unix users the certificate may log in as
+//! extensions = ["permit-pty", "permit-agent-forwarding"]   # optional; default ["permit-pty"]
+//! ```
+
+mod ca;
+
+use async_trait::async_trait;
+use ssh_key::PublicKey;
+use ssh_key::certificate::{Builder, CertType};
+
+pub use ca::{CaError, UserCa};
+
+use crate::{Error, IssueRequest, IssueResponse, Issuer, RevokeRequest, RevokeResponse, Settings};
+
+/// Extensions OpenSSH understands on user certificates.
+const KNOWN_EXTENSIONS: [&str; 5] = [
+    "permit-pty",
+    "permit-X11-forwarding",
+    "permit-agent-forwarding",
+    "permit-port-forwarding",
+    "permit-user-rc",
+];
+
+/// Clock skew tolerated between Warden and targets: certificates are valid from this long
+/// before the grant starts. Their end is never moved.
+const SKEW_SECS: i64 = 30;
+
+/// Signs user certificates with Warden's SSH user CA.
+#[derive(Debug)]
+pub struct SshCertIssuer {
+    ca: UserCa,
+}
+
+#[derive(Debug)]
+struct RoleSettings {
+    principals: Vec<String>,
+    extensions: Vec<String>,
+}
+
+fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
+    let strings = |key: &str| -> Result<Option<Vec<String>>, Error> {
+        match s.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        Error::Settings(format!("`{key}` must be a list of strings"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(Error::Settings(format!(
+                "`{key}` must be a list of strings"
+            ))),
+        }
+    };
+    if let Some(k) = s
+        .keys()
+        .find(|k| !matches!(k.as_str(), "principals" | "extensions"))
+    {
+        return Err(Error::Settings(format!(
+            "unknown setting `{k}` for an ssh role; known: principals, extensions"
+        )));
+    }
+    let principals = strings("principals")?
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            Error::Settings("an ssh role needs `principals = [\"user\", ...]`".into())
+        })?;
+    if let Some(p) = principals
+        .iter()
+        .find(|p| p.is_empty() || p.len() > 64 || p.chars().any(|c| c.is_whitespace() || c == ','))
+    {
+        return Err(Error::Settings(format!(
+            "principal {p:?} is not a valid login name"
+        )));
+    }
+    let extensions = strings("extensions")?.unwrap_or_else(|| vec!["permit-pty".to_owned()]);
+    if let Some(e) = extensions
+        .iter()
+        .find(|e| !KNOWN_EXTENSIONS.contains(&e.as_str()))
+    {
+        return Err(Error::Settings(format!(
+            "unknown certificate extension {e:?}; known: {}",
+            KNOWN_EXTENSIONS.join(", ")
+        )));
+    }
+    Ok(RoleSettings {
+        principals,
+        extensions,
+    })
+}
+
+impl SshCertIssuer {
+    /// An issuer signing with `ca`.
+    pub fn new(ca: UserCa) -> Self {
+        Self { ca }
+    }
+}
+
+fn unix(t: time::OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp()).unwrap_or(0)
+}
+
+#[async_trait]
+impl Issuer for SshCertIssuer {
+    fn kind(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn check_settings(&self, settings: &Settings) -> Result<(), Error> {
+        parse_settings(settings).map(|_| ())
+    }
+
+    async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
+        let settings = parse_settings(req.settings)?;
+        let key_text = req.public_key.ok_or_else(|| {
+            Error::Input("an ssh role needs the requester's public key (OpenSSH format)".into())
+        })?;
+        let key = PublicKey::from_openssh(key_text.trim())
+            .map_err(|_| Error::Input("the public key is not a valid OpenSSH public key".into()))?;
+        let valid_after = unix(req.valid_after - time::Duration::seconds(SKEW_SECS));
+        let valid_before = unix(req.valid_before);
+        let mut rng = rand::rng();
+        let mut build = || -> Result<_, ssh_key::Error> {
+            let mut b = Builder::new_with_random_nonce(
+                &mut rng,
+                key.key_data().clone(),
+                valid_after,
+                valid_before,
+            )?;
+            // The low 64 bits of the UUIDv7 grant id are random: unique enough for KRLs.
+            let serial = req.grant.as_u128() as u64;
+            b.serial(serial)?
+                .cert_type(CertType::User)?
+                .key_id(req.grant.to_string())?
+                .comment(format!("warden grant {} for {}", req.grant, req.user))?;
+            for p in &settings.principals {
+                b.valid_principal(p.clone())?;
+            }
+            for e in &settings.extensions {
+                b.extension(e.clone(), "")?;
+            }
+            Ok((b, serial))
+        };
+        let (builder, serial) =
+            build().map_err(|e| Error::Internal(format!("building certificate: {e}")))?;
+        let cert = self
+            .ca
+            .sign(builder)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(IssueResponse {
+            public: serde_json::json!({
+                "kind": "ssh-certificate",
+                "certificate": cert,
+                "principals": settings.principals,
+                "serial": serial,
+                "key_id": req.grant.to_string(),
+                "ca_fingerprint": self.ca.fingerprint(),
+            }),
+            secret: None,
+        })
+    }
+
+    async fn revoke(&self, _req: RevokeRequest<'_>) -> Result<RevokeResponse, Error> {
+        Ok(RevokeResponse::AlreadyGone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssh_key::{Algorithm, Certificate, PrivateKey};
+    use time::macros::datetime;
+    use warden_domain::RequestId;
+
+    fn settings(v: serde_json::Value) -> Settings {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn signs_a_certificate_sshd_would_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca");
+        let (ca, created) = UserCa::load_or_create(&path).unwrap();
+        assert!(created);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (again, created) = UserCa::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(again.public_key(), ca.public_key());
+
+        let user_key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let issuer = SshCertIssuer::new(ca.clone());
+        let grant = RequestId::from_uuid(uuid::Uuid::from_u128(0xabc));
+        let s = settings(serde_json::json!({"principals": ["root", "deploy"]}));
+        let pk = user_key.public_key().to_openssh().unwrap();
+        let out = issuer
+            .issue(IssueRequest {
+                grant,
+                user: &"alice".parse().unwrap(),
+                target: &"web".parse().unwrap(),
+                role: &"admin".parse().unwrap(),
+                settings: &s,
+                valid_after: datetime!(2026-01-01 10:00 UTC),
+                valid_before: datetime!(2026-01-01 11:00 UTC),
+                public_key: Some(&pk),
+            })
+            .await
+            .unwrap();
+        assert!(out.secret.is_none());
+        let text = out.public["certificate"].as_str().unwrap();
+        let cert = Certificate::from_openssh(text).unwrap();
+        assert_eq!(
+            cert.valid_principals(),
+            ["root".to_owned(), "deploy".to_owned()]
+        );
+        assert_eq!(cert.key_id(), grant.to_string());
+        assert_eq!(
+            cert.valid_before(),
+            datetime!(2026-01-01 11:00 UTC).unix_timestamp() as u64
+        );
+        let ca_fp = ssh_key::PublicKey::from_openssh(ca.public_key())
+            .unwrap()
+            .fingerprint(ssh_key::HashAlg::Sha256);
+        cert.validate_at(
+            datetime!(2026-01-01 10:30 UTC).unix_timestamp() as u64,
+            [&ca_fp],
+        )
+        .unwrap();
+        assert!(
+            cert.validate_at(
+                datetime!(2026-01-01 11:00 UTC).unix_timestamp() as u64,
+                [&ca_fp]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let issuer_err =
+            |v: serde_json::Value| parse_settings(&settings(v)).unwrap_err().to_string();
+        assert!(issuer_err(serde_json::json!({})).contains("needs `principals"));
+        assert!(issuer_err(serde_json::json!({"principals": []})).contains("needs `principals"));
+        assert!(
+            issuer_err(serde_json::json!({"principals": ["a b"]})).contains("not a valid login")
+        );
+        assert!(
+            issuer_err(serde_json::json!({"principals": ["a"], "x": 1}))
+                .contains("unknown setting `x`")
+        );
+        assert!(
+            issuer_err(serde_json::json!({"principals": ["a"], "extensions": ["permit-foo"]}))
+                .contains("unknown certificate extension")
+        );
+    }
+}

@@ -1,0 +1,514 @@
+//! The SQLite store: one file in WAL mode, written by a group-commit thread, read through a
+//! small pool of read-only connections.
+//!
+//! `synchronous=FULL` makes every commit durable before callers hear back; group commit keeps
+//! that affordable under load.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use warden_domain::audit::Event;
+use warden_domain::{Request, RequestId, State, UserName};
+
+use crate::{AuditFilter, Error, RequestFilter, Result, StoredEvent, Token, UserSecrets};
+use writer::Writer;
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+const READERS: usize = 8;
+
+/// SQLite-backed [`crate::Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_ms(v: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        configure(&conn).map_err(backend)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        match version {
+            0 => conn
+                .execute_batch(&format!(
+                    "BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(backend)?,
+            SCHEMA_VERSION => {}
+            v => {
+                return Err(Error::Backend(format!(
+                    "{} has schema version {v}, newer than this Warden understands ({SCHEMA_VERSION}); upgrade Warden",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Self {
+            writer: Writer::start(conn).map_err(backend)?,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.to_owned(),
+        })
+    }
+
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(backend)?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(backend)?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))
+                        .map_err(backend)?;
+                    c
+                }
+            };
+            let out = f(&conn).map_err(backend);
+            let mut pool = readers.lock().map_err(backend)?;
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+/// The bytes a leaf commits to: the event with its sequence number, as JSON.
+fn leaf(seq: u64, event: &Event) -> Result<(String, [u8; 32])> {
+    #[derive(serde::Serialize)]
+    struct Leaf<'a> {
+        seq: u64,
+        #[serde(flatten)]
+        event: &'a Event,
+    }
+    let body = serde_json::to_string(&Leaf { seq, event }).map_err(backend)?;
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(body.as_bytes());
+    Ok((body, h.finalize().into()))
+}
+
+fn append_events(conn: &Connection, events: &[Event]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut seq: u64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(backend)?
+        .try_into()
+        .map_err(backend)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO audit (seq, time, code, user, target, request_id, body, leaf_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(backend)?;
+    for e in events {
+        seq += 1;
+        let (body, hash) = leaf(seq, e)?;
+        stmt.execute(params![
+            i64::try_from(seq).map_err(backend)?,
+            ms(e.time),
+            e.code.number(),
+            e.actor.user.as_ref().map(UserName::as_str),
+            e.target.as_ref().map(|t| t.as_str().to_owned()),
+            e.request_id.map(|r| r.to_string()),
+            body,
+            &hash[..],
+        ])
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// When the background worker must next look at a request.
+fn due_at(r: &Request) -> Option<i64> {
+    match r.state {
+        State::Pending => Some(ms(r.pending_deadline)),
+        State::Active => r.expires_at.map(ms),
+        _ => None,
+    }
+}
+
+fn decode_request(body: String, version: i64) -> rusqlite::Result<Request> {
+    let mut r: Request = serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    r.version = u64::try_from(version).unwrap_or(0);
+    Ok(r)
+}
+
+fn decode_event(seq: i64, body: String, hash: Vec<u8>) -> rusqlite::Result<StoredEvent> {
+    let event: Event = serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(StoredEvent {
+        seq: u64::try_from(seq).unwrap_or(0),
+        leaf_hash: hash.try_into().unwrap_or([0; 32]),
+        event,
+    })
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n.clamp(1, 10_000)).unwrap_or(10_000)
+}
+
+#[async_trait]
+impl crate::Store for SqliteStore {
+    async fn insert_request(&self, r: &Request, events: Vec<Event>) -> Result<()> {
+        let body = serde_json::to_string(r).map_err(backend)?;
+        let (id, requester, target, state) = (
+            r.id.to_string(),
+            r.requester.to_string(),
+            r.target.to_string(),
+            r.state.as_str(),
+        );
+        let (created, due) = (ms(r.created_at), due_at(r));
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO requests (id, requester, target, state, created_at, due_at, version, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+                )
+                .and_then(|mut s| s.execute(params![id, requester, target, state, created, due, body]))
+                .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    async fn update_request(&self, r: &Request, events: Vec<Event>) -> Result<u64> {
+        let body = serde_json::to_string(r).map_err(backend)?;
+        let (id, state, due) = (r.id.to_string(), r.state.as_str(), due_at(r));
+        let version = i64::try_from(r.version).map_err(backend)?;
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE requests SET state = ?2, due_at = ?3, body = ?4, version = version + 1
+                         WHERE id = ?1 AND version = ?5",
+                    )
+                    .and_then(|mut s| s.execute(params![id, state, due, body, version]))
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(Error::Conflict);
+                }
+                append_events(c, &events)?;
+                u64::try_from(version + 1).map_err(backend)
+            })
+            .await
+    }
+
+    async fn request(&self, id: RequestId) -> Result<Option<Request>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT body, version FROM requests WHERE id = ?1")?
+                .query_row([id], |row| decode_request(row.get(0)?, row.get(1)?))
+                .optional()
+        })
+        .await
+    }
+
+    async fn requests(&self, f: RequestFilter) -> Result<Vec<Request>> {
+        self.read(move |c| {
+            let states: Vec<&str> = f.states.iter().map(|s| s.as_str()).collect();
+            let states_json = serde_json::to_string(&states).unwrap_or_else(|_| "[]".into());
+            let mut stmt = c.prepare_cached(
+                "SELECT body, version FROM requests
+                 WHERE (?1 IS NULL OR requester = ?1)
+                   AND (?2 IS NULL OR target = ?2)
+                   AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3)))
+                 ORDER BY created_at DESC, id DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    f.requester.as_ref().map(UserName::as_str),
+                    f.target.as_ref().map(|t| t.as_str().to_owned()),
+                    states_json,
+                    limit(f.limit)
+                ],
+                |row| decode_request(row.get(0)?, row.get(1)?),
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn due(&self, now: OffsetDateTime, n: usize) -> Result<Vec<Request>> {
+        let now = ms(now);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body, version FROM requests WHERE due_at IS NOT NULL AND due_at <= ?1
+                 ORDER BY due_at LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit(n)], |row| {
+                decode_request(row.get(0)?, row.get(1)?)
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MIN(due_at) FROM requests WHERE due_at IS NOT NULL",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+        })
+        .await
+        .map(|v| v.map(from_ms))
+    }
+
+    async fn append(&self, events: Vec<Event>) -> Result<()> {
+        self.writer.write(move |c| append_events(c, &events)).await
+    }
+
+    async fn audit(&self, f: AuditFilter) -> Result<Vec<StoredEvent>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, body, leaf_hash FROM audit
+                 WHERE (?1 IS NULL OR user = ?1)
+                   AND (?2 IS NULL OR target = ?2)
+                   AND (?3 IS NULL OR request_id = ?3)
+                   AND (?4 IS NULL OR code = ?4)
+                   AND (?5 IS NULL OR time >= ?5)
+                   AND (?6 IS NULL OR time < ?6)
+                   AND seq > ?7
+                 ORDER BY seq LIMIT ?8",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    f.user.as_ref().map(UserName::as_str),
+                    f.target.as_ref().map(|t| t.as_str().to_owned()),
+                    f.request.map(|r| r.to_string()),
+                    f.code.map(|c| c.number()),
+                    f.from.map(ms),
+                    f.to.map(ms),
+                    i64::try_from(f.after_seq.unwrap_or(0)).unwrap_or(i64::MAX),
+                    limit(f.limit)
+                ],
+                |row| decode_event(row.get(0)?, row.get(1)?, row.get(2)?),
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn insert_token(&self, hash: [u8; 32], t: Token, events: Vec<Event>) -> Result<()> {
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO tokens (hash, user, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![&hash[..], t.user.as_str(), ms(t.created_at), ms(t.expires_at)],
+                )
+                .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    async fn token(&self, hash: [u8; 32]) -> Result<Option<Token>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT user, created_at, expires_at, revoked FROM tokens WHERE hash = ?1",
+            )?
+            .query_row([&hash[..]], |r| {
+                let user: String = r.get(0)?;
+                Ok((
+                    user,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .await?
+        .map(|(user, created, expires, revoked)| {
+            Ok(Token {
+                user: user.parse().map_err(backend)?,
+                created_at: from_ms(created),
+                expires_at: from_ms(expires),
+                revoked: revoked != 0,
+            })
+        })
+        .transpose()
+    }
+
+    async fn revoke_token(&self, hash: [u8; 32], events: Vec<Event>) -> Result<bool> {
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE tokens SET revoked = 1 WHERE hash = ?1 AND revoked = 0",
+                        [&hash[..]],
+                    )
+                    .map_err(backend)?;
+                append_events(c, &events)?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn secrets(&self, user: &UserName) -> Result<UserSecrets> {
+        let user = user.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT password_hash, totp, totp_pending FROM user_secrets WHERE user = ?1",
+                [user],
+                |r| {
+                    Ok(UserSecrets {
+                        password_hash: r.get(0)?,
+                        totp: r.get(1)?,
+                        totp_pending: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    async fn set_password(&self, user: &UserName, hash: String, events: Vec<Event>) -> Result<()> {
+        let user = user.to_string();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
+                     ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
+                    params![user, hash],
+                )
+                .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    async fn init_password(
+        &self,
+        user: &UserName,
+        hash: String,
+        events: Vec<Event>,
+    ) -> Result<bool> {
+        let user = user.to_string();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
+                         ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash
+                         WHERE password_hash IS NULL",
+                        params![user, hash],
+                    )
+                    .map_err(backend)?;
+                if n > 0 {
+                    append_events(c, &events)?;
+                }
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn set_totp_pending(
+        &self,
+        user: &UserName,
+        sealed: String,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        let user = user.to_string();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO user_secrets (user, totp_pending) VALUES (?1, ?2)
+                     ON CONFLICT (user) DO UPDATE SET totp_pending = excluded.totp_pending",
+                    params![user, sealed],
+                )
+                .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    async fn confirm_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()> {
+        let user = user.to_string();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE user_secrets SET totp = totp_pending, totp_pending = NULL
+                         WHERE user = ?1 AND totp_pending IS NOT NULL",
+                        [user],
+                    )
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(Error::NotFound);
+                }
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    async fn use_totp_step(&self, user: &UserName, step: u64) -> Result<bool> {
+        let user = user.to_string();
+        let step = i64::try_from(step).map_err(backend)?;
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE user_secrets SET totp_last_step = ?2 WHERE user = ?1 AND totp_last_step < ?2",
+                    params![user, step],
+                )
+                .map(|n| n > 0)
+                .map_err(backend)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,44 @@
+-- Warden's SQLite schema, version 1.
+CREATE TABLE requests (
+    id TEXT PRIMARY KEY,
+    requester TEXT NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    -- When the worker must act: the pending deadline while pending, the expiry while active.
+    due_at INTEGER,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+) STRICT;
+CREATE INDEX requests_due ON requests (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX requests_requester ON requests (requester, created_at);
+
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    code INTEGER NOT NULL,
+    user TEXT,
+    target TEXT,
+    request_id TEXT,
+    body TEXT NOT NULL,
+    leaf_hash BLOB NOT NULL
+) STRICT;
+CREATE INDEX audit_request ON audit (request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX audit_user ON audit (user, seq);
+CREATE INDEX audit_time ON audit (time);
+
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY,
+    user TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE user_secrets (
+    user TEXT PRIMARY KEY,
+    password_hash TEXT,
+    totp TEXT,
+    totp_pending TEXT,
+    totp_last_step INTEGER NOT NULL DEFAULT 0
+) STRICT;
