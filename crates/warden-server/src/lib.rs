@@ -1,1 +1,18 @@
-//! Placeholder.
+//! Warden's server: configuration, the HTTP API, authentication, the request broker that
+//! drives requests through policy, approval and issuance, and the background worker that
+//! expires grants and times out requests.
+//!
+//! Invariant: only this crate knows HTTP and JSON request shapes; the domain and policy crates
+//! stay pure, and every outside world (storage, issuers) is reached through a trait.
+
+pub mod api;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod keys;
+pub mod serve;
+pub mod state;
+pub mod worker;
+
+pub use config::Config;
+pub use serve::{ServeOptions, serve};

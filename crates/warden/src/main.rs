@@ -1,1 +1,160 @@
-fn main() {}
+//! `warden`: the server (`warden serve`) and the command-line client in one binary.
+//!
+//! Every command accepts `--json` for machine-readable output. Exit codes are listed in
+//! [`exit`].
+
+mod client;
+mod commands;
+mod exit;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Just-in-time privileged access: request, approve, connect, revoke, audit."
+)]
+struct Cli {
+    /// Server URL (default: the saved login's, else http://127.0.0.1:8443).
+    #[arg(long, global = true, env = "WARDEN_SERVER")]
+    server: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Warden server.
+    Serve(ServeArgs),
+    /// Log in and save an API token.
+    Login(commands::auth::LoginArgs),
+    /// Revoke the saved token and forget it.
+    Logout,
+    /// Show who the saved token belongs to.
+    Whoami,
+    /// Manage your second factor (TOTP).
+    #[command(subcommand)]
+    Mfa(commands::auth::MfaCommand),
+    /// List the roles you may request, with tier, maximum TTL and MFA requirement.
+    Targets,
+    /// Create and act on access requests.
+    #[command(subcommand)]
+    Request(commands::requests::RequestCommand),
+    /// Check, test, explain and reload policy.
+    #[command(subcommand)]
+    Policy(commands::policy::PolicyCommand),
+    /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
+    SshCa,
+    /// Search the audit log.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
+    /// Administer users.
+    #[command(subcommand)]
+    User(commands::auth::UserCommand),
+    /// Hash a password read from stdin for a config file's `password_hash`.
+    HashPassword,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (default ./warden-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// API listen address (default 127.0.0.1:8443).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Development server: temporary data, demo users and demo policy.
+    #[arg(long)]
+    dev: bool,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,warden_server=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = output::Output { json: cli.json };
+    let server = cli.server;
+    match cli.command {
+        Command::Serve(a) => {
+            init_logging(a.log_format == "json");
+            warden_server::serve(warden_server::ServeOptions {
+                config: a.config,
+                data_dir: a.data_dir,
+                listen: a.listen,
+                dev: a.dev,
+            })
+            .await
+        }
+        Command::Login(a) => commands::auth::login(server, a, out).await,
+        Command::Logout => commands::auth::logout(server, out).await,
+        Command::Whoami => commands::auth::whoami(server, out).await,
+        Command::Mfa(c) => commands::auth::mfa(server, c, out).await,
+        Command::User(c) => commands::auth::user(server, c, out).await,
+        Command::HashPassword => commands::auth::hash_password(out),
+        Command::Targets => commands::requests::targets(server, out).await,
+        Command::Request(c) => commands::requests::run(server, c, out).await,
+        Command::Policy(c) => commands::policy::run(server, c, out).await,
+        Command::SshCa => {
+            let client = client::Client::new(server)?;
+            print!("{}", client.get_text("/v1/ssh/ca").await?);
+            Ok(())
+        }
+        Command::Audit(c) => commands::audit::run(server, c, out).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = exit::code_of(&e);
+            if json {
+                let api = e
+                    .downcast_ref::<exit::Failure>()
+                    .and_then(|f| f.api_code.clone());
+                let body = serde_json::json!({ "error": { "code": api.unwrap_or_else(|| "error".into()), "message": format!("{e:#}"), "exit_code": code } });
+                eprintln!("{body}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

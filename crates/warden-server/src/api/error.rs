@@ -1,0 +1,122 @@
+//! API errors: an HTTP status, a stable code and a message safe to show. Internal details go
+//! to the log, never into the response.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use warden_domain::request::TransitionError;
+
+use crate::auth::AuthError;
+use crate::broker;
+
+/// The body of every error response: `{"error":{"code":"…","message":"…"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code such as `ttl_above_max`.
+    pub code: String,
+    /// A sentence saying what was wrong and how to fix it.
+    pub message: String,
+}
+
+/// An error on its way to becoming a response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with the given parts.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// 400 for input that does not parse or validate.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 403 for callers who lack the right.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "not_permitted", message)
+    }
+
+    fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<broker::Error> for ApiError {
+    fn from(e: broker::Error) -> Self {
+        use broker::Error as E;
+        let status = match &e {
+            E::Input { .. } => StatusCode::BAD_REQUEST,
+            E::Unknown(_) | E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Refused(_) | E::Forbidden(_) | E::Mfa(_) => StatusCode::FORBIDDEN,
+            E::Transition(
+                TransitionError::WrongState { .. } | TransitionError::AlreadyReviewed,
+            ) => StatusCode::CONFLICT,
+            E::Transition(_) => StatusCode::FORBIDDEN,
+            E::Issuer(_) => StatusCode::BAD_GATEWAY,
+            E::Store(warden_store::Error::Conflict) => StatusCode::CONFLICT,
+            E::Store(s) => {
+                tracing::error!(error = %s, "storage failure");
+                return Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "storage is unavailable; nothing was changed",
+                );
+            }
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::BadCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string())
+            }
+            AuthError::TotpRequired => {
+                Self::new(StatusCode::UNAUTHORIZED, "totp_required", e.to_string())
+            }
+            AuthError::NoToken | AuthError::BadToken => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+            }
+            AuthError::Mfa(m) => Self::new(StatusCode::FORBIDDEN, "mfa", m),
+            AuthError::Store(s) => Self::from(broker::Error::Store(s)),
+            AuthError::Internal(d) => Self::internal(d),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTP API under `/v1`: JSON in and out, bearer-token authentication, an OpenAPI document
+//! at `/v1/openapi.json`, and errors as `{"error":{"code":"…","message":"…"}}`.
+
+mod error;
+mod meta;
+mod policy;
+mod requests;
+mod session;
+mod views;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::{Json, extract::DefaultBodyLimit};
+use utoipa::OpenApi;
+use warden_domain::User;
+use warden_domain::audit::{Actor, Code, Event};
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::broker::Caller;
+use crate::state::{Shared, now};
+
+/// Largest accepted request body. Real requests are a few hundred bytes; SSH public keys are
+/// the largest field.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The API router over `app`.
+pub fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route("/v1/openapi.json", get(meta::openapi))
+        .route("/v1/ssh/ca", get(meta::ssh_ca))
+        .route("/v1/auth/login", post(session::login))
+        .route("/v1/auth/logout", post(session::logout))
+        .route("/v1/auth/whoami", get(session::whoami))
+        .route("/v1/auth/mfa/enroll", post(session::mfa_enroll))
+        .route("/v1/auth/mfa/confirm", post(session::mfa_confirm))
+        .route("/v1/users/{name}/password", put(session::set_password))
+        .route("/v1/targets", get(policy::targets))
+        .route("/v1/policy", get(policy::status))
+        .route("/v1/policy/explain", post(policy::explain))
+        .route("/v1/policy/reload", post(policy::reload))
+        .route("/v1/requests", post(requests::create).get(requests::list))
+        .route("/v1/requests/{id}", get(requests::show))
+        .route("/v1/requests/{id}/approve", post(requests::approve))
+        .route("/v1/requests/{id}/deny", post(requests::deny))
+        .route("/v1/requests/{id}/cancel", post(requests::cancel))
+        .route("/v1/requests/{id}/revoke", post(requests::revoke))
+        .route("/v1/requests/{id}/extend", post(requests::extend))
+        .route("/v1/audit", get(meta::audit))
+        .fallback(meta::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit."),
+    paths(
+        meta::healthz, meta::readyz, meta::ssh_ca, meta::audit,
+        session::login, session::logout, session::whoami, session::mfa_enroll, session::mfa_confirm, session::set_password,
+        policy::targets, policy::status, policy::explain, policy::reload,
+        requests::create, requests::list, requests::show, requests::approve, requests::deny,
+        requests::cancel, requests::revoke, requests::extend,
+    ),
+    modifiers(&BearerAuth)
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The caller's network address, when the server was started with connect info.
+fn source(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip().to_string())
+}
+
+/// An authenticated caller, from `Authorization: Bearer <token>`.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub user: User,
+    pub token: String,
+    pub source: Option<String>,
+}
+
+impl Authed {
+    /// The caller as the broker sees them.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            user: &self.user,
+            source: self.source.clone(),
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::user(self.user.name.clone(), self.source.clone())
+    }
+}
+
+impl FromRequestParts<Shared> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        let source = source(parts);
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(crate::auth::AuthError::NoToken)?;
+        let (user, _) = app.authenticate(token, source.clone()).await?;
+        Ok(Self {
+            user,
+            token: token.to_owned(),
+            source,
+        })
+    }
+}
+
+/// The caller's address without requiring authentication.
+#[derive(Debug, Clone)]
+pub struct Source(pub Option<String>);
+
+impl FromRequestParts<Shared> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Shared) -> Result<Self, Self::Rejection> {
+        Ok(Source(source(parts)))
+    }
+}
+
+/// Unwraps a JSON body, auditing a malformed one as a refusal of `action`.
+async fn body<T>(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(v)) => Ok(v),
+        Err(rejection) => {
+            let err = ApiError::bad_request(
+                "bad_json",
+                format!("the request body is not valid: {}", rejection.body_text()),
+            );
+            Err(refuse(app, who, action, err).await)
+        }
+    }
+}
+
+/// Parses a field with its domain type, turning the parse error into a 400 that names the field.
+fn field<T, E: std::fmt::Display>(code: &str, parsed: Result<T, E>) -> Result<T, ApiError> {
+    parsed.map_err(|e| ApiError::bad_request(code, e.to_string()))
+}
+
+/// Audits a refusal of bad input and returns it; the request changed nothing.
+async fn refuse(app: &Shared, who: &Authed, action: &str, err: ApiError) -> ApiError {
+    let event = Event::new(Code::ActionRefused, who.actor(), now())
+        .denied(&err.code, err.message.clone())
+        .details(serde_json::json!({ "action": action }));
+    match app.store.append(vec![event]).await {
+        Ok(()) => err,
+        Err(e) => crate::broker::Error::from(e).into(),
+    }
+}

@@ -1,0 +1,194 @@
+//! `/v1/targets` and `/v1/policy`: what the caller may request, decisions explained, reloads.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warden_domain::{Ticket, Ttl, UserName};
+
+use super::views::DecisionView;
+use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use crate::state::Shared;
+
+/// One role the caller may request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TargetOption {
+    pub target: String,
+    pub role: String,
+    pub kind: String,
+    pub environment: String,
+    pub description: Option<String>,
+    pub decision: DecisionView,
+}
+
+/// Roles the caller may request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TargetList {
+    pub targets: Vec<TargetOption>,
+}
+
+/// The live policy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PolicyStatus {
+    /// SHA-256 over the policy files.
+    pub digest: String,
+    pub rules: usize,
+    pub targets: usize,
+}
+
+/// A would-be request to explain.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainBody {
+    /// Whose request; default the caller. Explaining for others is for administrators.
+    pub user: Option<String>,
+    pub target: String,
+    pub role: String,
+    /// Default 1h.
+    pub ttl: Option<String>,
+    pub ticket: Option<String>,
+}
+
+/// The decision and whether the given details would pass it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Explanation {
+    pub user: String,
+    pub target: String,
+    pub role: String,
+    pub decision: DecisionView,
+    /// Why the request as given would be refused (MFA aside), if it would.
+    pub refusal: Option<String>,
+}
+
+/// Outcome of a reload.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReloadResult {
+    pub digest: String,
+}
+
+/// Every role the caller may request, with its tier, maximum TTL and MFA requirement.
+#[utoipa::path(get, path = "/v1/targets", security(("token" = [])), responses((status = 200, body = TargetList)))]
+pub async fn targets(State(app): State<Shared>, who: Authed) -> Json<TargetList> {
+    let (policy, options) = app.options(&who.user);
+    let targets = options
+        .iter()
+        .filter(|(_, _, d)| d.allowed)
+        .filter_map(|(t, r, d)| {
+            let target = policy.targets().get(t)?;
+            Some(TargetOption {
+                target: t.to_string(),
+                role: r.to_string(),
+                kind: target.kind.clone(),
+                environment: target.environment.clone(),
+                description: target
+                    .roles
+                    .get(r)
+                    .and_then(|ro| ro.description.clone())
+                    .or_else(|| target.description.clone()),
+                decision: d.into(),
+            })
+        })
+        .collect();
+    Json(TargetList { targets })
+}
+
+/// The live policy's digest and size.
+#[utoipa::path(get, path = "/v1/policy", security(("token" = [])), responses((status = 200, body = PolicyStatus)))]
+pub async fn status(State(app): State<Shared>, _who: Authed) -> Json<PolicyStatus> {
+    let p = app.policy.load();
+    Json(PolicyStatus {
+        digest: p.digest().to_owned(),
+        rules: p.rule_count(),
+        targets: p.targets().iter().count(),
+    })
+}
+
+/// Explains what policy would decide for a request, naming the rules.
+#[utoipa::path(post, path = "/v1/policy/explain", request_body = ExplainBody, security(("token" = [])),
+    responses((status = 200, body = Explanation), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn explain(
+    State(app): State<Shared>,
+    who: Authed,
+    raw: Result<Json<ExplainBody>, JsonRejection>,
+) -> Result<Json<Explanation>, ApiError> {
+    let b = body(&app, &who, "policy.explain", raw).await?;
+    let parsed = (|| {
+        let user = match b.user.as_deref() {
+            None => who.user.clone(),
+            Some(name) => {
+                let name: UserName = field("bad_user", name.parse())?;
+                if name != who.user.name && !app.is_admin(&who.user) {
+                    return Err(ApiError::forbidden(
+                        "only administrators can explain decisions for other users",
+                    ));
+                }
+                app.user(&name).cloned().ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("user {name} is not in the directory"),
+                    )
+                })?
+            }
+        };
+        let ttl: Ttl = match b.ttl.as_deref() {
+            Some(t) => field("bad_ttl", t.parse())?,
+            None => {
+                Ttl::from_secs(3600).map_err(|e| ApiError::bad_request("bad_ttl", e.to_string()))?
+            }
+        };
+        let ticket = b
+            .ticket
+            .as_deref()
+            .map(|t| field("bad_ticket", Ticket::parse(t)))
+            .transpose()?;
+        Ok((
+            user,
+            field("bad_target", b.target.parse())?,
+            field("bad_role", b.role.parse())?,
+            ttl,
+            ticket,
+        ))
+    })();
+    let (user, target, role, ttl, ticket) = match parsed {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(&app, &who, "policy.explain", e).await),
+    };
+    let (decision, refusal) = app.explain(&user, &target, &role, ttl, ticket.as_ref())?;
+    Ok(Json(Explanation {
+        user: user.name.to_string(),
+        target: target.to_string(),
+        role: role.to_string(),
+        decision: (&decision).into(),
+        refusal: refusal.map(|r| r.to_string()),
+    }))
+}
+
+/// Reloads the policy directory. An invalid policy is rejected with every problem listed, and
+/// the live policy stays. Administrators only.
+#[utoipa::path(post, path = "/v1/policy/reload", security(("token" = [])),
+    responses((status = 200, body = ReloadResult), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn reload(
+    State(app): State<Shared>,
+    who: Authed,
+) -> Result<Json<ReloadResult>, ApiError> {
+    if !app.is_admin(&who.user) {
+        return Err(refuse(
+            &app,
+            &who,
+            "policy.reload",
+            ApiError::forbidden("only administrators can reload policy"),
+        )
+        .await);
+    }
+    match app.reload_policy(who.actor()).await {
+        Ok(digest) => Ok(Json(ReloadResult { digest })),
+        Err(report) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            format!("the new policy was rejected and the previous one stays live:\n{report}"),
+        )),
+    }
+}

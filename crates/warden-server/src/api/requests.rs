@@ -1,0 +1,304 @@
+//! `/v1/requests`: create, list, show, approve, deny, cancel, revoke, extend.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use warden_domain::request::Ask;
+use warden_domain::{Comment, Reason, RequestId, Ticket, Ttl};
+use warden_store::RequestFilter;
+
+use super::views::{RequestList, RequestView};
+use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use crate::broker::{Create, Outcome};
+use crate::state::Shared;
+
+/// Longest accepted public key, in bytes (an RSA-16384 key is about 2.8 KiB).
+const MAX_PUBLIC_KEY: usize = 8192;
+/// Longest accepted TOTP code field.
+const MAX_TOTP: usize = 16;
+
+/// A new request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    pub target: String,
+    pub role: String,
+    /// Why access is needed.
+    pub reason: String,
+    /// Ticket or incident id, e.g. INC-1234.
+    pub ticket: Option<String>,
+    /// How long the grant lasts once active, e.g. 30m, 1h, 1h30m.
+    pub ttl: String,
+    /// Your SSH public key (OpenSSH format) for ssh roles.
+    pub public_key: Option<String>,
+    /// A fresh TOTP code, for roles that require MFA step-up.
+    pub totp: Option<String>,
+}
+
+/// An approver's or revoker's words.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    #[serde(default)]
+    pub comment: String,
+    /// A fresh TOTP code, when the role requires MFA step-up.
+    pub totp: Option<String>,
+}
+
+/// More time on an active grant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    pub ttl: String,
+    pub reason: Option<String>,
+    pub totp: Option<String>,
+}
+
+/// Filters for listing requests.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only requests in this state.
+    pub state: Option<String>,
+    /// Only requests by this user.
+    pub requester: Option<String>,
+    /// Only requests this caller may approve or deny now.
+    #[serde(default)]
+    pub reviewable: bool,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+fn bounded<'a>(name: &str, v: Option<&'a str>, max: usize) -> Result<Option<&'a str>, ApiError> {
+    match v {
+        Some(s) if s.len() > max => Err(ApiError::bad_request(
+            "field_too_long",
+            format!("{name} is longer than {max} bytes"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn view(app: &Shared, outcome: Outcome) -> RequestView {
+    let mut v = RequestView::new(&outcome.request, app.user(&outcome.request.requester));
+    v.secret = outcome.secret.map(|s| s.expose().clone());
+    v
+}
+
+fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request("bad_id", format!("{raw:?} is not a request id (a UUID)"))
+    })
+}
+
+fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
+    let ask = Ask {
+        target: field("bad_target", b.target.parse())?,
+        role: field("bad_role", b.role.parse())?,
+        reason: field("bad_reason", Reason::parse(&b.reason))?,
+        ticket: b
+            .ticket
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(Ticket::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request("bad_ticket", e.to_string()))?,
+        ttl: field("bad_ttl", b.ttl.parse::<Ttl>())?,
+    };
+    Ok(Create {
+        ask,
+        public_key: bounded("public_key", b.public_key.as_deref(), MAX_PUBLIC_KEY)?
+            .map(str::to_owned),
+        totp: bounded("totp", b.totp.as_deref(), MAX_TOTP)?.map(str::to_owned),
+    })
+}
+
+/// Requests access. An `auto` tier answers with the active grant.
+#[utoipa::path(post, path = "/v1/requests", request_body = CreateBody, security(("token" = [])),
+    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn create(
+    State(app): State<Shared>,
+    who: Authed,
+    raw: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<RequestView>), ApiError> {
+    let b = body(&app, &who, "request.create", raw).await?;
+    let input = match parse_create(b) {
+        Ok(i) => i,
+        Err(e) => return Err(refuse(&app, &who, "request.create", e).await),
+    };
+    let outcome = app.create(who.caller(), input, None).await?;
+    Ok((StatusCode::CREATED, Json(view(&app, outcome))))
+}
+
+/// Lists requests the caller may see, newest first.
+#[utoipa::path(get, path = "/v1/requests", params(ListQuery), security(("token" = [])), responses((status = 200, body = RequestList)))]
+pub async fn list(
+    State(app): State<Shared>,
+    who: Authed,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<RequestList>, ApiError> {
+    let states = match q.state.as_deref() {
+        Some(s) => vec![field("bad_state", s.parse())?],
+        None => Vec::new(),
+    };
+    let requester = q
+        .requester
+        .as_deref()
+        .map(|r| field("bad_user", r.parse()))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let found = app
+        .store
+        .requests(RequestFilter {
+            requester,
+            target: None,
+            states,
+            limit: limit * 4,
+        })
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let requests = found
+        .iter()
+        .filter(|r| app.may_view(&who.user, r))
+        .filter(|r| {
+            !q.reviewable
+                || (r.state == warden_domain::State::Pending
+                    && app.user(&r.requester).is_some_and(|req| {
+                        r.requirement.may_review(req, &who.user)
+                            && !r.reviews.iter().any(|v| v.reviewer.name == who.user.name)
+                    }))
+        })
+        .take(limit)
+        .map(|r| RequestView::new(r, app.user(&r.requester)))
+        .collect();
+    Ok(Json(RequestList { requests }))
+}
+
+/// Shows one request.
+#[utoipa::path(get, path = "/v1/requests/{id}", security(("token" = [])), responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
+    let id = parse_id(&id)?;
+    let r = app.show(who.caller(), id).await?;
+    Ok(Json(RequestView::new(&r, app.user(&r.requester))))
+}
+
+async fn review(
+    app: Shared,
+    who: Authed,
+    id: String,
+    approve: bool,
+    raw: Result<Json<ReviewBody>, JsonRejection>,
+) -> Result<Json<RequestView>, ApiError> {
+    let action = if approve {
+        "request.approve"
+    } else {
+        "request.deny"
+    };
+    let b = body(&app, &who, action, raw).await?;
+    let parsed = parse_id(&id).and_then(|id| {
+        let comment = field("bad_comment", Comment::parse(&b.comment))?;
+        let totp = bounded("totp", b.totp.as_deref(), MAX_TOTP)?.map(str::to_owned);
+        Ok((id, comment, totp))
+    });
+    let (id, comment, totp) = match parsed {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(&app, &who, action, e).await),
+    };
+    let outcome = app.review(who.caller(), id, approve, comment, totp).await?;
+    Ok(Json(view(&app, outcome)))
+}
+
+/// Approves a pending request. Refused for the requester, for someone who already reviewed
+/// it, and for anyone whose approval would not count toward the tier.
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", request_body = ReviewBody, security(("token" = [])),
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn approve(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+    raw: Result<Json<ReviewBody>, JsonRejection>,
+) -> Result<Json<RequestView>, ApiError> {
+    review(app, who, id, true, raw).await
+}
+
+/// Denies a pending request; a deny from an eligible approver ends it.
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", request_body = ReviewBody, security(("token" = [])),
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn deny(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+    raw: Result<Json<ReviewBody>, JsonRejection>,
+) -> Result<Json<RequestView>, ApiError> {
+    review(app, who, id, false, raw).await
+}
+
+/// Withdraws your own request before it is granted.
+#[utoipa::path(post, path = "/v1/requests/{id}/cancel", security(("token" = [])),
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(&app, &who, "request.cancel", e).await),
+    };
+    let r = app.cancel(who.caller(), id).await?;
+    Ok(Json(RequestView::new(&r, app.user(&r.requester))))
+}
+
+/// Ends a grant early and revokes its credential.
+#[utoipa::path(post, path = "/v1/requests/{id}/revoke", request_body = ReviewBody, security(("token" = [])),
+    responses((status = 200, body = RequestView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+    raw: Result<Json<ReviewBody>, JsonRejection>,
+) -> Result<Json<RequestView>, ApiError> {
+    let b = body(&app, &who, "request.revoke", raw).await?;
+    let parsed =
+        parse_id(&id).and_then(|id| Ok((id, field("bad_comment", Comment::parse(&b.comment))?)));
+    let (id, comment) = match parsed {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(&app, &who, "request.revoke", e).await),
+    };
+    let r = app.revoke(who.caller(), id, comment).await?;
+    Ok(Json(RequestView::new(&r, app.user(&r.requester))))
+}
+
+/// Asks for more time: a new request linked to this one, decided and approved afresh.
+#[utoipa::path(post, path = "/v1/requests/{id}/extend", request_body = ExtendBody, security(("token" = [])),
+    responses((status = 201, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn extend(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+    raw: Result<Json<ExtendBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<RequestView>), ApiError> {
+    let b = body(&app, &who, "request.extend", raw).await?;
+    let parsed = parse_id(&id).and_then(|id| {
+        let ttl = field("bad_ttl", b.ttl.parse::<Ttl>())?;
+        let reason = b
+            .reason
+            .as_deref()
+            .map(|r| field("bad_reason", Reason::parse(r)))
+            .transpose()?;
+        let totp = bounded("totp", b.totp.as_deref(), MAX_TOTP)?.map(str::to_owned);
+        Ok((id, ttl, reason, totp))
+    });
+    let (id, ttl, reason, totp) = match parsed {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(&app, &who, "request.extend", e).await),
+    };
+    let outcome = app.extend(who.caller(), id, ttl, reason, totp).await?;
+    Ok((StatusCode::CREATED, Json(view(&app, outcome))))
+}

@@ -1,0 +1,202 @@
+//! `/v1/auth` and `/v1/users`: login, logout, whoami, MFA enrolment, passwords.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warden_domain::UserName;
+
+use super::views::rfc3339;
+use super::{ApiError, Authed, ErrorBody, Source, body, field, refuse};
+use crate::state::Shared;
+
+/// Longest accepted password, in bytes; argon2 cost grows with it.
+const MAX_PASSWORD: usize = 1024;
+
+/// Credentials to exchange for a token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub user: String,
+    pub password: String,
+    /// Required once the user has enrolled MFA.
+    pub totp: Option<String>,
+}
+
+/// A token, shown once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    pub user: String,
+    pub expires_at: String,
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub manager: Option<String>,
+    pub admin: bool,
+    pub mfa_enrolled: bool,
+}
+
+/// MFA enrolment.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    /// A current code from the existing factor, when replacing it.
+    pub totp: Option<String>,
+}
+
+/// The otpauth URI to load into an authenticator app.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnrollResponse {
+    pub otpauth_uri: String,
+}
+
+/// A TOTP code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    pub code: String,
+}
+
+/// A new password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    pub password: String,
+}
+
+/// Exchanges a password (and TOTP code) for an API token.
+#[utoipa::path(post, path = "/v1/auth/login", request_body = LoginBody,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
+pub async fn login(
+    State(app): State<Shared>,
+    Source(source): Source,
+    raw: Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let Json(b) = raw.map_err(|r| {
+        ApiError::bad_request(
+            "bad_json",
+            format!("the request body is not valid: {}", r.body_text()),
+        )
+    })?;
+    if b.password.len() > MAX_PASSWORD
+        || b.user.len() > 256
+        || b.totp.as_ref().is_some_and(|t| t.len() > 16)
+    {
+        return Err(ApiError::bad_request(
+            "field_too_long",
+            "user, password or totp is too long",
+        ));
+    }
+    let issued = app
+        .login(&b.user, &b.password, b.totp.as_deref(), source)
+        .await?;
+    Ok(Json(LoginResponse {
+        token: issued.token,
+        user: b.user,
+        expires_at: rfc3339(issued.expires_at),
+    }))
+}
+
+/// Revokes the token used for this call.
+#[utoipa::path(post, path = "/v1/auth/logout", security(("token" = [])), responses((status = 204)))]
+pub async fn logout(State(app): State<Shared>, who: Authed) -> Result<StatusCode, ApiError> {
+    app.logout(&who.token, &who.user, who.source.clone())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/v1/auth/whoami", security(("token" = [])), responses((status = 200, body = WhoAmI)))]
+pub async fn whoami(State(app): State<Shared>, who: Authed) -> Result<Json<WhoAmI>, ApiError> {
+    Ok(Json(WhoAmI {
+        user: who.user.name.to_string(),
+        groups: who.user.groups.iter().map(ToString::to_string).collect(),
+        manager: who.user.manager.as_ref().map(ToString::to_string),
+        admin: app.is_admin(&who.user),
+        mfa_enrolled: app.mfa_enrolled(&who.user.name).await?,
+    }))
+}
+
+/// Starts TOTP enrolment; confirm it with a first code.
+#[utoipa::path(post, path = "/v1/auth/mfa/enroll", request_body = EnrollBody, security(("token" = [])),
+    responses((status = 200, body = EnrollResponse), (status = 403, body = ErrorBody)))]
+pub async fn mfa_enroll(
+    State(app): State<Shared>,
+    who: Authed,
+    raw: Result<Json<EnrollBody>, JsonRejection>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let b = body(&app, &who, "mfa.enroll", raw).await?;
+    let uri = app
+        .mfa_enroll(&who.user, b.totp.as_deref(), who.source.clone())
+        .await?;
+    Ok(Json(EnrollResponse { otpauth_uri: uri }))
+}
+
+/// Confirms TOTP enrolment.
+#[utoipa::path(post, path = "/v1/auth/mfa/confirm", request_body = CodeBody, security(("token" = [])),
+    responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn mfa_confirm(
+    State(app): State<Shared>,
+    who: Authed,
+    raw: Result<Json<CodeBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = body(&app, &who, "mfa.confirm", raw).await?;
+    if b.code.len() > 16 {
+        return Err(refuse(
+            &app,
+            &who,
+            "mfa.confirm",
+            ApiError::bad_request("field_too_long", "code is too long"),
+        )
+        .await);
+    }
+    app.mfa_confirm(&who.user, &b.code, who.source.clone())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets a user's password. Administrators only.
+#[utoipa::path(put, path = "/v1/users/{name}/password", request_body = PasswordBody, security(("token" = [])),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_password(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+    raw: Result<Json<PasswordBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = body(&app, &who, "user.set_password", raw).await?;
+    let checked = (|| {
+        if !app.is_admin(&who.user) {
+            return Err(ApiError::forbidden("only administrators can set passwords"));
+        }
+        let name: UserName = field("bad_user", name.parse())?;
+        if app.user(&name).is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("user {name} is not in the directory; add them to the config file first"),
+            ));
+        }
+        if b.password.chars().count() < 12 || b.password.len() > MAX_PASSWORD {
+            return Err(ApiError::bad_request(
+                "weak_password",
+                "passwords must be 12 to 1024 characters long",
+            ));
+        }
+        Ok(name)
+    })();
+    let name = match checked {
+        Ok(n) => n,
+        Err(e) => return Err(refuse(&app, &who, "user.set_password", e).await),
+    };
+    app.set_password(&who.user, &name, &b.password, who.source.clone())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,140 @@
+//! JSON shapes of the API. Times are RFC 3339 strings in UTC.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use warden_domain::request::Verdict;
+use warden_domain::{Decision, Request, User};
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A request and, once active, its grant.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RequestView {
+    pub id: String,
+    /// pending, approved, active, expired, revoked, denied, cancelled or timed-out.
+    pub state: String,
+    pub requester: String,
+    pub target: String,
+    pub role: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub ttl: String,
+    /// The approval tier, e.g. `peer(sre) & manager`.
+    pub tier: String,
+    /// Ids of the policy rules that decided this request.
+    pub rules: Vec<String>,
+    pub recording: String,
+    pub created_at: String,
+    pub pending_deadline: String,
+    pub activated_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub ended_by: Option<String>,
+    pub end_comment: Option<String>,
+    pub extends: Option<String>,
+    pub reviews: Vec<ReviewView>,
+    /// Approvals still needed, while pending.
+    pub still_needed: Vec<String>,
+    /// Public facts about the issued credential (e.g. the SSH certificate).
+    #[schema(value_type = Option<Object>)]
+    pub credential: Option<serde_json::Value>,
+    /// Secret parts of the credential: present only in the response that issued it.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<serde_json::Value>,
+}
+
+/// One approver's action.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReviewView {
+    pub reviewer: String,
+    /// approve or deny.
+    pub verdict: String,
+    pub comment: String,
+    pub at: String,
+}
+
+impl RequestView {
+    pub fn new(r: &Request, requester: Option<&User>) -> Self {
+        Self {
+            id: r.id.to_string(),
+            state: r.state.to_string(),
+            requester: r.requester.to_string(),
+            target: r.target.to_string(),
+            role: r.role.to_string(),
+            reason: r.reason.to_string(),
+            ticket: r.ticket.as_ref().map(ToString::to_string),
+            ttl: r.ttl.to_string(),
+            tier: r.requirement.to_string(),
+            rules: r.rules.clone(),
+            recording: r.recording.to_string(),
+            created_at: rfc3339(r.created_at),
+            pending_deadline: rfc3339(r.pending_deadline),
+            activated_at: r.activated_at.map(rfc3339),
+            expires_at: r.expires_at.map(rfc3339),
+            ended_at: r.ended_at.map(rfc3339),
+            ended_by: r.ended_by.as_ref().map(ToString::to_string),
+            end_comment: r.end_comment.as_ref().map(ToString::to_string),
+            extends: r.extends.map(|e| e.to_string()),
+            reviews: r
+                .reviews
+                .iter()
+                .map(|v| ReviewView {
+                    reviewer: v.reviewer.name.to_string(),
+                    verdict: match v.verdict {
+                        Verdict::Approve => "approve",
+                        Verdict::Deny => "deny",
+                    }
+                    .to_owned(),
+                    comment: v.comment.to_string(),
+                    at: rfc3339(v.at),
+                })
+                .collect(),
+            still_needed: requester.map(|u| r.missing(u)).unwrap_or_default(),
+            credential: r.credential.clone(),
+            secret: None,
+        }
+    }
+}
+
+/// A list of requests.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RequestList {
+    pub requests: Vec<RequestView>,
+}
+
+/// What policy decides, with the rules that decided it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DecisionView {
+    pub allowed: bool,
+    pub rules: Vec<String>,
+    pub tier: String,
+    pub max_ttl: String,
+    pub ticket_patterns: Vec<String>,
+    pub mfa: bool,
+    pub recording: String,
+    pub pending_timeout: String,
+}
+
+impl From<&Decision> for DecisionView {
+    fn from(d: &Decision) -> Self {
+        Self {
+            allowed: d.allowed,
+            rules: d.rules.clone(),
+            tier: d.requirement.to_string(),
+            max_ttl: d.max_ttl.to_string(),
+            ticket_patterns: d
+                .ticket_patterns
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            mfa: d.mfa,
+            recording: d.recording.to_string(),
+            pending_timeout: d.pending_timeout.to_string(),
+        }
+    }
+}

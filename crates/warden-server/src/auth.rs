@@ -1,0 +1,380 @@
+//! Authentication: argon2id passwords, TOTP second factors, and short-lived API tokens.
+//!
+//! Tokens are 256-bit random strings handed out once; only their SHA-256 is stored, so a stolen
+//! database yields no usable token. TOTP codes are accepted once: the last used time step is
+//! stored and a code for it or an earlier step is refused, so a code seen over a shoulder
+//! cannot be replayed.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use totp_rs::{Secret, Totp};
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::{User, UserName};
+use warden_store::Token;
+
+use crate::state::{App, now};
+
+/// Prefix of Warden API tokens, so secret scanners can recognise them.
+pub const TOKEN_PREFIX: &str = "wdn_";
+
+/// Why authentication failed. Messages are safe to show: they never say which factor was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid user name, password or TOTP code")]
+    BadCredentials,
+    #[error("a TOTP code is required for this user: pass --totp CODE")]
+    TotpRequired,
+    #[error("missing or malformed Authorization header: log in with `warden login`")]
+    NoToken,
+    #[error("the API token is invalid, expired or revoked: log in again with `warden login`")]
+    BadToken,
+    #[error("{0}")]
+    Mfa(String),
+    #[error("storage failure: {0}")]
+    Store(#[from] warden_store::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Hashes a password with argon2id and a random salt.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    Argon2::default()
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map(|h: PasswordHash| h.to_string())
+        .map_err(|e| AuthError::Internal(e.to_string()))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A fresh random password for the bootstrap admin.
+pub fn random_password() -> String {
+    let mut b = [0u8; 18];
+    rand::rng().fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// SHA-256 of a token, the form in which tokens are stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn totp_for(user: &UserName, secret: Vec<u8>) -> Result<Totp, AuthError> {
+    totp_rs::Builder::new()
+        .with_secret(Secret::from(secret))
+        .with_issuer(Some("Warden"))
+        .with_account_name(user.as_str())
+        .build()
+        .map_err(|e| AuthError::Internal(format!("TOTP setup: {e}")))
+}
+
+/// A token just issued: shown to the user once.
+#[derive(Debug)]
+pub struct Issued {
+    pub token: String,
+    pub expires_at: OffsetDateTime,
+}
+
+impl App {
+    async fn user_totp(&self, user: &UserName, pending: bool) -> Result<Option<Totp>, AuthError> {
+        let secrets = self.store.secrets(user).await?;
+        let sealed = if pending {
+            secrets.totp_pending
+        } else {
+            secrets.totp
+        };
+        sealed
+            .map(|s| {
+                let raw = self
+                    .sealer
+                    .open(&s)
+                    .map_err(|e| AuthError::Internal(e.to_string()))?;
+                totp_for(user, raw)
+            })
+            .transpose()
+    }
+
+    /// Checks a TOTP code for `user` and burns its time step. False for a wrong or reused code.
+    async fn check_code(
+        &self,
+        user: &UserName,
+        totp: &Totp,
+        code: &str,
+    ) -> Result<bool, AuthError> {
+        let Ok(unix) = u64::try_from(now().unix_timestamp()) else {
+            return Ok(false);
+        };
+        match totp.check(code.trim(), unix) {
+            Some(step) => Ok(self.store.use_totp_step(user, step).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether `user` has a confirmed second factor.
+    pub async fn mfa_enrolled(&self, user: &UserName) -> Result<bool, AuthError> {
+        Ok(self.store.secrets(user).await?.totp.is_some())
+    }
+
+    /// Verifies a fresh TOTP code for MFA step-up.
+    pub async fn step_up(&self, user: &UserName, code: Option<&str>) -> Result<bool, AuthError> {
+        let Some(code) = code else { return Ok(false) };
+        match self.user_totp(user, false).await? {
+            Some(totp) => self.check_code(user, &totp, code).await,
+            None => Err(AuthError::Mfa(
+                "this action requires MFA, and you have not enrolled: run `warden mfa enroll`"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Exchanges a password (and a TOTP code when enrolled) for an API token.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        code: Option<&str>,
+        source: Option<String>,
+    ) -> Result<Issued, AuthError> {
+        let fail = |why: &str| {
+            Event::new(
+                Code::LoginFailed,
+                Actor {
+                    user: None,
+                    claimed: Some(name.chars().take(64).collect()),
+                    source: source.clone(),
+                },
+                now(),
+            )
+            .denied("bad_credentials", why)
+        };
+        let user = name
+            .parse::<UserName>()
+            .ok()
+            .and_then(|n| self.user(&n).cloned());
+        let secrets = match &user {
+            Some(u) => self.store.secrets(&u.name).await?,
+            None => Default::default(),
+        };
+        let ok = match (&user, &secrets.password_hash) {
+            (Some(_), Some(phc)) => {
+                let (pw, phc) = (password.to_owned(), phc.clone());
+                tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => {
+                // Spend the same time as a real check so timing does not reveal user names.
+                let pw = password.to_owned();
+                let _ = tokio::task::spawn_blocking(move || hash_password(&pw)).await;
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            self.store
+                .append(vec![fail("unknown user or wrong password")])
+                .await?;
+            return Err(AuthError::BadCredentials);
+        };
+        if let Some(totp) = self.user_totp(&user.name, false).await? {
+            let Some(code) = code else {
+                self.store.append(vec![fail("TOTP code missing")]).await?;
+                return Err(AuthError::TotpRequired);
+            };
+            if !self.check_code(&user.name, &totp, code).await? {
+                self.store
+                    .append(vec![fail("wrong or reused TOTP code")])
+                    .await?;
+                return Err(AuthError::BadCredentials);
+            }
+        }
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let created = now();
+        let expires_at = created + self.config.token_ttl.as_duration();
+        let event = Event::new(
+            Code::LoginSucceeded,
+            Actor::user(user.name.clone(), source),
+            created,
+        )
+        .details(serde_json::json!({ "token_expires_at": expires_at.unix_timestamp() }));
+        self.store
+            .insert_token(
+                token_hash(&token),
+                Token {
+                    user: user.name.clone(),
+                    created_at: created,
+                    expires_at,
+                    revoked: false,
+                },
+                vec![event],
+            )
+            .await?;
+        Ok(Issued { token, expires_at })
+    }
+
+    /// Resolves a bearer token to its user. Refusals are audited.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        source: Option<String>,
+    ) -> Result<(User, Token), AuthError> {
+        let hash = token_hash(token);
+        let record = if token.starts_with(TOKEN_PREFIX) && token.len() < 100 {
+            self.store.token(hash).await?
+        } else {
+            None
+        };
+        let t = now();
+        let why = match &record {
+            None => "unknown token",
+            Some(r) if r.revoked => "revoked token",
+            Some(r) if r.expires_at <= t => "expired token",
+            Some(r) => match self.user(&r.user) {
+                Some(u) => return Ok((u.clone(), r.clone())),
+                None => "token of a user no longer in the directory",
+            },
+        };
+        let event = Event::new(
+            Code::TokenRejected,
+            Actor {
+                user: None,
+                claimed: record.map(|r| r.user.to_string()),
+                source,
+            },
+            t,
+        )
+        .denied("bad_token", why);
+        self.store.append(vec![event]).await?;
+        Err(AuthError::BadToken)
+    }
+
+    /// Revokes a token (logout).
+    pub async fn logout(
+        &self,
+        token: &str,
+        user: &User,
+        source: Option<String>,
+    ) -> Result<(), AuthError> {
+        let event = Event::new(Code::Logout, Actor::user(user.name.clone(), source), now());
+        self.store
+            .revoke_token(token_hash(token), vec![event])
+            .await?;
+        Ok(())
+    }
+
+    /// Starts TOTP enrolment and returns the otpauth URI to scan. Re-enrolling while a factor
+    /// is confirmed needs a current code from it.
+    pub async fn mfa_enroll(
+        &self,
+        user: &User,
+        code: Option<&str>,
+        source: Option<String>,
+    ) -> Result<String, AuthError> {
+        if let Some(totp) = self.user_totp(&user.name, false).await? {
+            let ok = match code {
+                Some(c) => self.check_code(&user.name, &totp, c).await?,
+                None => false,
+            };
+            if !ok {
+                return Err(AuthError::Mfa(
+                    "you already have MFA; pass a current code with --totp to replace it".into(),
+                ));
+            }
+        }
+        let secret = Secret::generate();
+        let totp = totp_for(&user.name, secret.as_bytes().to_vec())?;
+        let uri = totp
+            .to_url()
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let sealed = self
+            .sealer
+            .seal(secret.as_bytes())
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let event = Event::new(
+            Code::MfaEnrollStarted,
+            Actor::user(user.name.clone(), source),
+            now(),
+        );
+        self.store
+            .set_totp_pending(&user.name, sealed, vec![event])
+            .await?;
+        Ok(uri)
+    }
+
+    /// Confirms enrolment with a first code from the authenticator.
+    pub async fn mfa_confirm(
+        &self,
+        user: &User,
+        code: &str,
+        source: Option<String>,
+    ) -> Result<(), AuthError> {
+        let totp = self.user_totp(&user.name, true).await?.ok_or_else(|| {
+            AuthError::Mfa("no enrolment in progress: run `warden mfa enroll` first".into())
+        })?;
+        if !self.check_code(&user.name, &totp, code).await? {
+            return Err(AuthError::Mfa(
+                "the code does not match; check the authenticator's clock and try the next code"
+                    .into(),
+            ));
+        }
+        let event = Event::new(
+            Code::MfaEnrolled,
+            Actor::user(user.name.clone(), source),
+            now(),
+        );
+        self.store.confirm_totp(&user.name, vec![event]).await?;
+        Ok(())
+    }
+
+    /// Sets a user's password (administrators only; checked by the caller).
+    pub async fn set_password(
+        &self,
+        admin: &User,
+        target: &UserName,
+        password: &str,
+        source: Option<String>,
+    ) -> Result<(), AuthError> {
+        let pw = password.to_owned();
+        let phc = tokio::task::spawn_blocking(move || hash_password(&pw))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        let event = Event::new(
+            Code::PasswordSet,
+            Actor::user(admin.name.clone(), source),
+            now(),
+        )
+        .details(serde_json::json!({ "user": target }));
+        self.store.set_password(target, phc, vec![event]).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+}

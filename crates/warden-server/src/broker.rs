@@ -1,0 +1,754 @@
+//! The request broker: drives requests through policy, approval and issuance.
+//!
+//! Each operation loads what it needs, asks the domain to make the transition, issues or
+//! revokes credentials through the issuer for the target's kind, and stores the new state with
+//! its audit events in one transaction. Every refusal is audited before it is returned.
+//! Concurrent changes to one request are detected by its version and retried.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::request::{Approved, Ask, TransitionError};
+use warden_domain::{
+    Comment, Decision, Reason, Refusal, Request, RequestId, RoleName, State, TargetName, Ticket,
+    Ttl, User,
+};
+use warden_issuers::{IssueRequest, RevokeRequest, RevokeResponse, Secret};
+use warden_policy::{Action, Context, Policy};
+
+use crate::auth::AuthError;
+use crate::state::{App, now};
+
+/// How many times an operation is retried when another writer changed the request first.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Why the broker refused or failed. Refusals leave all state unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Input { code: &'static str, message: String },
+    #[error("{0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    #[error("{0}")]
+    Transition(#[from] TransitionError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("request {0} not found")]
+    NotFound(RequestId),
+    #[error("{0}")]
+    Mfa(String),
+    #[error("the credential could not be issued or revoked: {0}")]
+    Issuer(String),
+    #[error("storage failure: {0}")]
+    Store(#[from] warden_store::Error),
+}
+
+impl Error {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Input { code, .. } => code,
+            Error::Unknown(_) => "unknown_target",
+            Error::Refused(r) => r.code(),
+            Error::Transition(t) => t.code(),
+            Error::Forbidden(_) => "not_permitted",
+            Error::NotFound(_) => "not_found",
+            Error::Mfa(_) => "mfa_required",
+            Error::Issuer(_) => "issuer_failed",
+            Error::Store(_) => "storage_unavailable",
+        }
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(s) => Error::Store(s),
+            other => Error::Mfa(other.to_string()),
+        }
+    }
+}
+
+/// What a requester asks for.
+#[derive(Debug, Clone)]
+pub struct Create {
+    pub ask: Ask,
+    pub public_key: Option<String>,
+    /// A TOTP code, for roles that demand MFA step-up.
+    pub totp: Option<String>,
+}
+
+/// A request together with the secret parts of its credential, present only in the response
+/// to the call that issued it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub request: Request,
+    pub secret: Option<Secret<serde_json::Value>>,
+}
+
+/// Who is calling, for audit events.
+#[derive(Debug, Clone)]
+pub struct Caller<'a> {
+    pub user: &'a User,
+    pub source: Option<String>,
+}
+
+impl Caller<'_> {
+    fn actor(&self) -> Actor {
+        Actor::user(self.user.name.clone(), self.source.clone())
+    }
+}
+
+fn context(now: OffsetDateTime, ttl: Ttl, ticket: Option<&Ticket>) -> Context {
+    Context {
+        now,
+        ttl,
+        ticket: ticket.cloned(),
+    }
+}
+
+fn decision_details(d: &Decision) -> serde_json::Value {
+    serde_json::json!({
+        "rules": d.rules,
+        "tier": d.requirement.to_string(),
+        "max_ttl": d.max_ttl.to_string(),
+        "mfa": d.mfa,
+        "recording": d.recording.to_string(),
+    })
+}
+
+impl App {
+    /// Appends a refusal event and hands the error back, so refusals cannot go unaudited.
+    async fn refused(&self, event: Event, err: Error) -> Error {
+        let event = event.denied(err.code(), err.to_string());
+        match self.store.append(vec![event]).await {
+            Ok(()) => err,
+            // Fail closed: the caller learns the refusal could not be recorded.
+            Err(e) => Error::Store(e),
+        }
+    }
+
+    fn decide(
+        &self,
+        policy: &Policy,
+        user: &User,
+        target: &TargetName,
+        role: &RoleName,
+        ctx: &Context,
+    ) -> Result<Decision, Error> {
+        policy
+            .decide(Action::Request, user, target, role, ctx)
+            .map_err(|e| Error::Unknown(e.to_string()))
+    }
+
+    /// Issues the credential and activates the grant, adding the events that say so.
+    async fn activate(
+        &self,
+        policy: &Policy,
+        r: &mut Request,
+        events: &mut Vec<Event>,
+        actor: &Actor,
+        now: OffsetDateTime,
+    ) -> Result<Option<Secret<serde_json::Value>>, Error> {
+        let target = policy.targets().get(&r.target).ok_or_else(|| {
+            Error::Unknown(format!("target {} is no longer in the policy", r.target))
+        })?;
+        let role = target.roles.get(&r.role).ok_or_else(|| {
+            Error::Unknown(format!(
+                "role {} is no longer defined for {}",
+                r.role, r.target
+            ))
+        })?;
+        let issuer = self
+            .issuers
+            .get(&target.kind)
+            .ok_or_else(|| Error::Issuer(format!("no issuer for target kind {:?}", target.kind)))?;
+        let valid_before = now + r.ttl.as_duration();
+        let issued = issuer
+            .issue(IssueRequest {
+                grant: r.id,
+                user: &r.requester,
+                target: &r.target,
+                role: &r.role,
+                settings: &role.settings,
+                valid_after: now,
+                valid_before,
+                public_key: r.public_key.as_deref(),
+            })
+            .await;
+        let issued = match issued {
+            Ok(i) => i,
+            Err(e) => {
+                events.push(
+                    Event::new(Code::CredentialIssueFailed, Actor::system(), now)
+                        .for_request(r)
+                        .failed("issuer_failed", e.to_string()),
+                );
+                return Err(Error::Issuer(e.to_string()));
+            }
+        };
+        let mut public_facts = issued.public.clone();
+        if let Some(obj) = public_facts.as_object_mut() {
+            // The certificate itself is public but long; the audit log keeps its identifiers.
+            obj.remove("certificate");
+        }
+        r.activate(Some(issued.public), now)?;
+        events.push(
+            Event::new(Code::CredentialIssued, actor.clone(), now)
+                .for_request(r)
+                .details(public_facts),
+        );
+        events.push(
+            Event::new(Code::GrantActivated, actor.clone(), now)
+                .for_request(r)
+                .details(serde_json::json!({ "expires_at": valid_before.unix_timestamp(), "kind": target.kind })),
+        );
+        Ok(issued.secret)
+    }
+
+    /// Creates a request; an `auto` tier grants it at once.
+    pub async fn create(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        extends: Option<RequestId>,
+    ) -> Result<Outcome, Error> {
+        let now = now();
+        let actor = caller.actor();
+        let Create {
+            ask,
+            public_key,
+            totp,
+        } = input;
+        let refusal = |extra: serde_json::Value| {
+            let mut e = Event::new(Code::RequestRefused, actor.clone(), now);
+            e.target = Some(ask.target.clone());
+            e.role = Some(ask.role.clone());
+            e.details = extra;
+            e
+        };
+        let policy = self.policy.load_full();
+        let decision = match self.decide(
+            &policy,
+            caller.user,
+            &ask.target,
+            &ask.role,
+            &context(now, ask.ttl, ask.ticket.as_ref()),
+        ) {
+            Ok(d) => d,
+            Err(e) => return Err(self.refused(refusal(serde_json::Value::Null), e).await),
+        };
+        let mfa = if decision.mfa && decision.allowed {
+            match self.step_up(&caller.user.name, totp.as_deref()).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    return Err(self
+                        .refused(refusal(decision_details(&decision)), e.into())
+                        .await);
+                }
+            }
+        } else {
+            false
+        };
+        if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), mfa) {
+            return Err(self
+                .refused(refusal(decision_details(&decision)), refusal_reason.into())
+                .await);
+        }
+        let Some((kind, settings)) = policy.targets().get(&ask.target).and_then(|t| {
+            t.roles
+                .get(&ask.role)
+                .map(|r| (t.kind.clone(), r.settings.clone()))
+        }) else {
+            return Err(Error::Unknown(format!(
+                "unknown target {} or role {}",
+                ask.target, ask.role
+            )));
+        };
+        let checked = match self.issuers.get(&kind) {
+            Some(i) => i
+                .check_request(&settings, public_key.as_deref())
+                .map_err(|e| Error::Input {
+                    code: "bad_credential_input",
+                    message: e.to_string(),
+                }),
+            None => Err(Error::Issuer(format!("no issuer for target kind {kind:?}"))),
+        };
+        if let Err(e) = checked {
+            return Err(self.refused(refusal(decision_details(&decision)), e).await);
+        }
+
+        let mut r = Request::new(
+            RequestId::from_uuid(Uuid::now_v7()),
+            caller.user.name.clone(),
+            ask,
+            &decision,
+            public_key,
+            extends,
+            now,
+        );
+        let mut details = decision_details(&decision);
+        if let Some(obj) = details.as_object_mut() {
+            obj.insert("reason".into(), r.reason.as_str().into());
+            obj.insert(
+                "ticket".into(),
+                r.ticket.as_ref().map(|t| t.as_str()).into(),
+            );
+            obj.insert("ttl".into(), r.ttl.to_string().into());
+            obj.insert("extends".into(), extends.map(|e| e.to_string()).into());
+        }
+        let mut events = vec![
+            Event::new(Code::RequestCreated, actor.clone(), now)
+                .for_request(&r)
+                .details(details),
+        ];
+        let mut secret = None;
+        if r.requirement.is_auto() {
+            r.approve_automatically()?;
+            events.push(
+                Event::new(Code::RequestApproved, Actor::system(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({ "tier": "auto", "rules": r.rules })),
+            );
+            match self
+                .activate(&policy, &mut r, &mut events, &actor, now)
+                .await
+            {
+                Ok(s) => secret = s,
+                Err(e) => {
+                    // The approved request is kept with the failure on record.
+                    self.store.insert_request(&r, events).await?;
+                    return Err(e);
+                }
+            }
+        }
+        self.store.insert_request(&r, events).await?;
+        self.wake.notify_one();
+        Ok(Outcome { request: r, secret })
+    }
+
+    async fn load(&self, caller: &Caller<'_>, id: RequestId, code: Code) -> Result<Request, Error> {
+        match self.store.request(id).await? {
+            Some(r) => Ok(r),
+            None => {
+                let mut e = Event::new(code, caller.actor(), now());
+                e.request_id = Some(id);
+                Err(self.refused(e, Error::NotFound(id)).await)
+            }
+        }
+    }
+
+    /// Whether `user` may see request `r`: the requester, administrators, and anyone who may
+    /// review it.
+    pub fn may_view(&self, user: &User, r: &Request) -> bool {
+        user.name == r.requester
+            || self.is_admin(user)
+            || self
+                .user(&r.requester)
+                .is_some_and(|req| r.requirement.may_review(req, user))
+    }
+
+    /// Reads one request, if the caller may see it.
+    pub async fn show(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
+        let r = self.load(&caller, id, Code::ActionRefused).await?;
+        if self.may_view(caller.user, &r) {
+            Ok(r)
+        } else {
+            // Indistinguishable from a missing request, so ids cannot be probed.
+            Err(Error::NotFound(id))
+        }
+    }
+
+    /// Approves (`approve = true`) or denies a pending request.
+    pub async fn review(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+        approve: bool,
+        comment: Comment,
+        totp: Option<String>,
+    ) -> Result<Outcome, Error> {
+        let mut stepped_up = None;
+        for _ in 0..CONFLICT_RETRIES {
+            let now = now();
+            let actor = caller.actor();
+            let mut r = self.load(&caller, id, Code::ReviewRefused).await?;
+            let refusal = Event::new(Code::ReviewRefused, actor.clone(), now)
+                .for_request(&r)
+                .details(
+                    serde_json::json!({ "verdict": if approve { "approve" } else { "deny" } }),
+                );
+            let Some(requester) = self.user(&r.requester).cloned() else {
+                let e = Error::Forbidden(format!(
+                    "requester {} is no longer in the directory; the request cannot be approved",
+                    r.requester
+                ));
+                return Err(self.refused(refusal, e).await);
+            };
+            let policy = self.policy.load_full();
+            let decision = match self.decide(
+                &policy,
+                &requester,
+                &r.target,
+                &r.role,
+                &context(now, r.ttl, r.ticket.as_ref()),
+            ) {
+                Ok(d) => d,
+                Err(e) => return Err(self.refused(refusal, e).await),
+            };
+            if approve && !decision.allowed {
+                let e = Error::Forbidden(format!(
+                    "policy no longer permits this request ({}); it can only be denied or cancelled",
+                    Refusal::NotPermitted(decision.rules.clone())
+                ));
+                return Err(self.refused(refusal, e).await);
+            }
+            if approve && decision.mfa && stepped_up.is_none() {
+                match self.step_up(&caller.user.name, totp.as_deref()).await {
+                    Ok(true) => stepped_up = Some(()),
+                    Ok(false) => {
+                        let e = Error::Mfa("approving this role requires MFA step-up: pass a fresh TOTP code with --totp".into());
+                        return Err(self.refused(refusal, e).await);
+                    }
+                    Err(e) => return Err(self.refused(refusal, e.into()).await),
+                }
+            }
+            let mut events = Vec::new();
+            let mut secret = None;
+            if approve {
+                let outcome = r.approve(
+                    caller.user,
+                    &requester,
+                    decision.requirement.clone(),
+                    comment.clone(),
+                    now,
+                );
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => return Err(self.refused(refusal, e.into()).await),
+                };
+                let missing = match &outcome {
+                    Approved::Complete => Vec::new(),
+                    Approved::Partial(p) => p.missing.clone(),
+                };
+                events.push(
+                    Event::new(Code::RequestReviewed, actor.clone(), now)
+                        .for_request(&r)
+                        .details(serde_json::json!({
+                            "verdict": "approve",
+                            "comment": comment.as_str(),
+                            "tier": r.requirement.to_string(),
+                            "still_needed": missing,
+                        })),
+                );
+                if outcome == Approved::Complete {
+                    events.push(Event::new(Code::RequestApproved, actor.clone(), now).for_request(&r).details(serde_json::json!({
+                        "tier": r.requirement.to_string(),
+                        "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
+                    })));
+                    match self
+                        .activate(&policy, &mut r, &mut events, &actor, now)
+                        .await
+                    {
+                        Ok(s) => secret = s,
+                        Err(e) => {
+                            self.store.update_request(&r, events).await?;
+                            return Err(e);
+                        }
+                    }
+                }
+            } else {
+                let requirement = if decision.allowed {
+                    decision.requirement.clone()
+                } else {
+                    r.requirement.clone()
+                };
+                if let Err(e) = r.deny(caller.user, &requester, &requirement, comment.clone(), now)
+                {
+                    return Err(self.refused(refusal, e.into()).await);
+                }
+                events.push(
+                    Event::new(Code::RequestDenied, actor.clone(), now)
+                        .for_request(&r)
+                        .details(serde_json::json!({ "comment": comment.as_str() })),
+                );
+            }
+            match self.store.update_request(&r, events).await {
+                Ok(v) => {
+                    r.version = v;
+                    self.wake.notify_one();
+                    return Ok(Outcome { request: r, secret });
+                }
+                Err(warden_store::Error::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(warden_store::Error::Conflict))
+    }
+
+    /// Withdraws the caller's own request before it is granted.
+    pub async fn cancel(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
+        for _ in 0..CONFLICT_RETRIES {
+            let now = now();
+            let mut r = self.load(&caller, id, Code::ActionRefused).await?;
+            if let Err(e) = r.cancel(&caller.user.name, now) {
+                let ev = Event::new(Code::ActionRefused, caller.actor(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({"action": "cancel"}));
+                return Err(self.refused(ev, e.into()).await);
+            }
+            let ev = Event::new(Code::RequestCancelled, caller.actor(), now).for_request(&r);
+            match self.store.update_request(&r, vec![ev]).await {
+                Ok(v) => {
+                    r.version = v;
+                    return Ok(r);
+                }
+                Err(warden_store::Error::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(warden_store::Error::Conflict))
+    }
+
+    /// Revokes the credential at the target and ends the grant. `by` is `None` for expiry.
+    async fn end_grant(
+        &self,
+        r: &mut Request,
+        by: Option<(&Caller<'_>, Comment)>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Event>, Error> {
+        let policy = self.policy.load_full();
+        let actor = by
+            .as_ref()
+            .map(|(c, _)| c.actor())
+            .unwrap_or_else(Actor::system);
+        let mut events = Vec::new();
+        if r.state == State::Active {
+            let target = policy.targets().get(&r.target);
+            let settings = target
+                .and_then(|t| t.roles.get(&r.role))
+                .map(|ro| ro.settings.clone())
+                .unwrap_or_default();
+            let issuer = target.and_then(|t| self.issuers.get(&t.kind));
+            let public = r.credential.clone().unwrap_or(serde_json::Value::Null);
+            let outcome = match issuer {
+                Some(i) => i
+                    .revoke(RevokeRequest {
+                        grant: r.id,
+                        target: &r.target,
+                        role: &r.role,
+                        settings: &settings,
+                        public: &public,
+                    })
+                    .await
+                    .map_err(|e| Error::Issuer(e.to_string()))?,
+                // The target left the policy: nothing is known about how to revoke, so fail
+                // loudly rather than pretend.
+                None => {
+                    return Err(Error::Issuer(format!(
+                        "no issuer known for target {}; revoke by hand",
+                        r.target
+                    )));
+                }
+            };
+            events.push(Event::new(Code::CredentialRevoked, actor.clone(), now).for_request(r).details(serde_json::json!({
+                "outcome": if outcome == RevokeResponse::Revoked { "revoked" } else { "already_gone" },
+            })));
+        }
+        match by {
+            Some((_, comment)) => {
+                let who = actor.user.clone().unwrap_or_else(|| r.requester.clone());
+                r.revoke(&who, comment.clone(), now)?;
+                events.push(
+                    Event::new(Code::GrantRevoked, actor, now)
+                        .for_request(r)
+                        .details(serde_json::json!({ "comment": comment.as_str() })),
+                );
+            }
+            None => {
+                r.expire(now)?;
+                events.push(
+                    Event::new(Code::GrantExpired, actor, now)
+                        .for_request(r)
+                        .details(serde_json::json!({
+                            "lag_ms": r.expires_at.map(|e| (now - e).whole_milliseconds()),
+                        })),
+                );
+            }
+        }
+        Ok(events)
+    }
+
+    /// Ends a grant early. Allowed to the requester, administrators, and anyone who may
+    /// review the request.
+    pub async fn revoke(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+        comment: Comment,
+    ) -> Result<Request, Error> {
+        for _ in 0..CONFLICT_RETRIES {
+            let now = now();
+            let mut r = self.load(&caller, id, Code::ActionRefused).await?;
+            let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
+                .for_request(&r)
+                .details(serde_json::json!({"action": "revoke"}));
+            if !self.may_view(caller.user, &r) {
+                return Err(self.refused(refusal, Error::NotFound(id)).await);
+            }
+            let events = match self
+                .end_grant(&mut r, Some((&caller, comment.clone())), now)
+                .await
+            {
+                Ok(ev) => ev,
+                Err(e) => return Err(self.refused(refusal, e).await),
+            };
+            match self.store.update_request(&r, events).await {
+                Ok(v) => {
+                    r.version = v;
+                    return Ok(r);
+                }
+                Err(warden_store::Error::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(warden_store::Error::Conflict))
+    }
+
+    /// Asks for more time on an active grant: a new request, linked to the original, that goes
+    /// through policy and approval again.
+    pub async fn extend(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+        ttl: Ttl,
+        reason: Option<Reason>,
+        totp: Option<String>,
+    ) -> Result<Outcome, Error> {
+        let now = now();
+        let r = self.load(&caller, id, Code::ActionRefused).await?;
+        let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
+            .for_request(&r)
+            .details(serde_json::json!({"action": "extend"}));
+        if r.requester != caller.user.name {
+            return Err(self
+                .refused(refusal, TransitionError::NotRequester("extend").into())
+                .await);
+        }
+        if r.state != State::Active {
+            let e = TransitionError::WrongState {
+                id,
+                state: r.state,
+                action: "extended",
+                allowed: "active",
+            };
+            return Err(self.refused(refusal, e.into()).await);
+        }
+        let reason = match reason {
+            Some(reason) => reason,
+            None => Reason::parse(
+                &format!("extension of {}: {}", r.id, r.reason)
+                    .chars()
+                    .take(Reason::MAX)
+                    .collect::<String>(),
+            )
+            .map_err(|e| Error::Input {
+                code: "bad_reason",
+                message: e.to_string(),
+            })?,
+        };
+        let ask = Ask {
+            target: r.target.clone(),
+            role: r.role.clone(),
+            reason,
+            ticket: r.ticket.clone(),
+            ttl,
+        };
+        self.create(
+            caller,
+            Create {
+                ask,
+                public_key: r.public_key.clone(),
+                totp,
+            },
+            Some(r.id),
+        )
+        .await
+    }
+
+    /// Expires grants and times out requests whose moment has come. Returns how many were
+    /// handled; failures are logged, audited and retried on the next pass.
+    pub async fn process_due(&self) -> Result<usize, Error> {
+        let now = now();
+        let due = self.store.due(now, 256).await?;
+        let mut handled = 0;
+        for mut r in due {
+            let events = match r.state {
+                State::Pending => {
+                    r.time_out(now)?;
+                    vec![Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r)]
+                }
+                State::Active => match self.end_grant(&mut r, None, now).await {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::error!(request = %r.id, error = %e, "revocation at expiry failed; will retry");
+                        let ev = Event::new(Code::CredentialRevoked, Actor::system(), now)
+                            .for_request(&r)
+                            .failed(e.code(), e.to_string());
+                        self.store.append(vec![ev]).await?;
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            match self.store.update_request(&r, events).await {
+                Ok(_) => handled += 1,
+                Err(warden_store::Error::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(handled)
+    }
+
+    /// The decision policy would make for `user` now, and whether the given request details
+    /// would pass it (MFA aside).
+    pub fn explain(
+        &self,
+        user: &User,
+        target: &TargetName,
+        role: &RoleName,
+        ttl: Ttl,
+        ticket: Option<&Ticket>,
+    ) -> Result<(Decision, Option<Refusal>), Error> {
+        let policy = self.policy.load_full();
+        let d = self.decide(&policy, user, target, role, &context(now(), ttl, ticket))?;
+        let check = d.check(ttl, ticket, true).err();
+        Ok((d, check))
+    }
+
+    /// Every target and role with what policy says about `user` requesting it now.
+    /// Evaluated with the shortest TTL and no ticket; the decision's settings say what a real
+    /// request must bring.
+    pub fn options(&self, user: &User) -> (Arc<Policy>, Vec<(TargetName, RoleName, Decision)>) {
+        let policy = self.policy.load_full();
+        let mut out = Vec::new();
+        for (_, t) in policy.targets().iter() {
+            for role in t.roles.keys() {
+                if let Ok(d) = self.decide(
+                    &policy,
+                    user,
+                    &t.name,
+                    role,
+                    &context(now(), Ttl::MIN, None),
+                ) {
+                    out.push((t.name.clone(), role.clone(), d));
+                }
+            }
+        }
+        (policy, out)
+    }
+}

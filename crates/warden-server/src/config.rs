@@ -1,0 +1,197 @@
+//! The server's configuration file (`warden serve --config warden.toml`).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8443"        # API address; loopback by default
+//! data_dir = "/var/lib/warden"     # database, keys, default policy
+//! policy_dir = "/etc/warden/policy" # a git checkout of your policy repo
+//! token_ttl = "8h"                 # lifetime of API tokens from `warden login`
+//! admin_group = "admins"           # members may reload policy and manage users
+//! bootstrap_admin = "admin"        # created with a one-time password on first start
+//!
+//! [users.alice]
+//! groups = ["dev"]
+//! manager = "mallory"
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use warden_domain::directory::DirectoryError;
+use warden_domain::{Directory, GroupName, Ttl, User, UserName};
+
+/// The configuration file's contents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// API listen address. Warden speaks plain HTTP: keep it on loopback or put a TLS
+    /// terminating proxy in front.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the database, keys and (by default) the policy live. Default `./warden-data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The policy directory. Default `<data_dir>/policy`, seeded with an example on first start.
+    pub policy_dir: Option<PathBuf>,
+    /// Lifetime of API tokens.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl: Ttl,
+    /// Members of this group may reload policy, set passwords and see every request.
+    #[serde(default = "default_admin_group")]
+    pub admin_group: GroupName,
+    /// The administrator created on first start; their one-time password is printed once
+    /// (or taken from `WARDEN_BOOTSTRAP_PASSWORD`).
+    #[serde(default = "default_bootstrap_admin")]
+    pub bootstrap_admin: UserName,
+    /// The directory: who exists, their groups and managers.
+    #[serde(default)]
+    pub users: BTreeMap<UserName, UserConfig>,
+}
+
+/// One user in the directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    #[serde(default)]
+    pub groups: BTreeSet<GroupName>,
+    pub manager: Option<UserName>,
+    /// An argon2id PHC hash (from `warden hash-password`), used as the initial password.
+    /// Passwords changed later through the API are kept in the database instead.
+    pub password_hash: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("warden-data")
+}
+fn default_token_ttl() -> Ttl {
+    Ttl::from_secs(8 * 3600).unwrap_or(Ttl::MIN)
+}
+fn default_admin_group() -> GroupName {
+    "admins"
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid literal"))
+}
+fn default_bootstrap_admin() -> UserName {
+    "admin"
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid literal"))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            policy_dir: None,
+            token_ttl: default_token_ttl(),
+            admin_group: default_admin_group(),
+            bootstrap_admin: default_bootstrap_admin(),
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: DirectoryError,
+    },
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        config
+            .directory()
+            .map_err(|source| ConfigError::Directory {
+                path: path.into(),
+                source,
+            })?;
+        Ok(config)
+    }
+
+    /// The policy directory in effect.
+    pub fn policy_dir(&self) -> PathBuf {
+        self.policy_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("policy"))
+    }
+
+    /// The directory the config declares, with the bootstrap admin added to the admin group.
+    pub fn directory(&self) -> Result<Directory, DirectoryError> {
+        let mut users: BTreeMap<UserName, User> = self
+            .users
+            .iter()
+            .map(|(name, u)| {
+                (
+                    name.clone(),
+                    User {
+                        name: name.clone(),
+                        groups: u.groups.clone(),
+                        manager: u.manager.clone(),
+                    },
+                )
+            })
+            .collect();
+        users
+            .entry(self.bootstrap_admin.clone())
+            .or_insert_with(|| User {
+                name: self.bootstrap_admin.clone(),
+                groups: BTreeSet::new(),
+                manager: None,
+            })
+            .groups
+            .insert(self.admin_group.clone());
+        Directory::new(users.into_values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_fields_and_managers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "listn = \"127.0.0.1:1\"\n").unwrap();
+        assert!(
+            Config::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `listn`")
+        );
+        std::fs::write(&p, "[users.alice]\nmanager = \"ghost\"\n").unwrap();
+        assert!(Config::load(&p).unwrap_err().to_string().contains("ghost"));
+        std::fs::write(&p, "[users.alice]\ngroups = [\"dev\"]\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        let d = c.directory().unwrap();
+        assert!(
+            d.get(&"admin".parse().unwrap())
+                .unwrap()
+                .in_group(&"admins".parse().unwrap())
+        );
+    }
+}

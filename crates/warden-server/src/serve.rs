@@ -1,0 +1,262 @@
+//! `warden serve`: start-up, the listener, signals and shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_issuers::Registry;
+use warden_issuers::ssh_cert::{SshCertIssuer, UserCa};
+use warden_store::{SqliteStore, Store};
+
+use crate::auth::{hash_password, random_password};
+use crate::config::{Config, UserConfig};
+use crate::keys::{Sealer, audit_signing_key};
+use crate::state::{App, Shared, load_policy, now};
+
+/// Environment variable that sets the bootstrap admin's password instead of a random one.
+pub const BOOTSTRAP_PASSWORD_ENV: &str = "WARDEN_BOOTSTRAP_PASSWORD";
+
+/// The password every demo user has under `--dev`.
+pub const DEV_PASSWORD: &str = "warden-dev";
+
+/// How `warden serve` was invoked.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    /// Development mode: a throwaway data dir, demo users and the demo policy.
+    pub dev: bool,
+}
+
+fn demo_users() -> anyhow::Result<Vec<(&'static str, UserConfig)>> {
+    let user = |groups: &[&str], manager: Option<&str>| -> anyhow::Result<UserConfig> {
+        Ok(UserConfig {
+            groups: groups.iter().map(|g| g.parse()).collect::<Result<_, _>>()?,
+            manager: manager.map(str::parse).transpose()?,
+            password_hash: None,
+        })
+    };
+    Ok(vec![
+        ("alice", user(&["dev"], Some("mallory"))?),
+        ("bob", user(&["sre"], None)?),
+        ("mallory", user(&["managers"], None)?),
+        ("sam", user(&["security"], None)?),
+        ("admin", user(&["admins"], None)?),
+    ])
+}
+
+fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
+    for (name, text) in warden_policy::demo_files() {
+        let path = dir.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let mut config = match &opts.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    // Kept alive for the server's lifetime: dropping it deletes the dev data dir.
+    let mut _dev_dir = None;
+    if opts.dev {
+        let dir = tempfile::Builder::new().prefix("warden-dev-").tempdir()?;
+        config.data_dir = dir.path().to_owned();
+        config.policy_dir = None;
+        for (name, u) in demo_users()? {
+            config.users.insert(name.parse()?, u);
+        }
+        _dev_dir = Some(dir);
+    }
+    if let Some(d) = &opts.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(l) = opts.listen {
+        config.listen = l;
+    }
+    let directory = config.directory()?;
+    create_private_dir(&config.data_dir)?;
+    let data = config.data_dir.clone();
+
+    let store = SqliteStore::open(&data.join("warden.db"))?;
+    let (ca, ca_created) = UserCa::load_or_create(&data.join("ssh_user_ca"))?;
+    let _audit_key = audit_signing_key(&data.join("audit_signing.key"))?;
+    let sealer = Sealer::load_or_create(&data.join("master.key"))?;
+
+    let policy_dir = config.policy_dir();
+    if !policy_dir.exists() {
+        if config.policy_dir.is_some() {
+            bail!("policy dir {} does not exist", policy_dir.display());
+        }
+        write_demo_policy(&policy_dir)?;
+        println!(
+            "Wrote the example policy to {} — edit it, then `warden policy reload`.",
+            policy_dir.display()
+        );
+    }
+    let policy = load_policy(&policy_dir).map_err(|report| {
+        anyhow::anyhow!("policy in {} is invalid:\n{report}", policy_dir.display())
+    })?;
+
+    let issuers =
+        Registry::new(
+            [Arc::new(SshCertIssuer::new(ca.clone())) as Arc<dyn warden_issuers::Issuer>],
+        );
+    let store: Arc<dyn Store> = Arc::new(store);
+    let app: Shared = Arc::new(App::new(
+        store.clone(),
+        policy,
+        policy_dir.clone(),
+        directory,
+        issuers,
+        ca,
+        sealer,
+        config.clone(),
+    ));
+
+    bootstrap_passwords(&app, &config, opts.dev).await?;
+    store
+        .append(vec![
+            Event::new(Code::ServerStarted, Actor::system(), now()).details(serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "listen": config.listen.to_string(),
+                "ssh_ca_created": ca_created,
+                "dev": opts.dev,
+            })),
+            Event::new(Code::PolicyLoaded, Actor::system(), now()).details(serde_json::json!({
+                "digest": app.policy.load().digest(),
+                "rules": app.policy.load().rule_count(),
+                "dir": policy_dir.display().to_string(),
+            })),
+        ])
+        .await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if opts.dev {
+        println!(
+            "==> DEVELOPMENT SERVER: data in a temporary directory, deleted at exit. Never use in production."
+        );
+        println!(
+            "    Demo users alice (dev, manager mallory), bob (sre), mallory (managers), sam (security), admin (admins)"
+        );
+        println!("    all have the password {DEV_PASSWORD:?}.");
+    }
+    println!(
+        "Warden listening on http://{addr} (data dir {})",
+        data.display()
+    );
+    println!("SSH user CA: {}", app.ca.public_key());
+    tracing::info!(%addr, "listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(crate::worker::run(app.clone(), stop_rx.clone()));
+    tokio::spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
+
+    let router = crate::api::router(app.clone());
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    store
+        .append(vec![Event::new(
+            Code::ServerStopped,
+            Actor::system(),
+            now(),
+        )])
+        .await?;
+    println!("Warden stopped.");
+    Ok(())
+}
+
+/// Sets initial passwords: config hashes, demo passwords, and the bootstrap admin's.
+async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::Result<()> {
+    for (name, u) in &config.users {
+        let hash = match (&u.password_hash, dev) {
+            (Some(h), _) => h.clone(),
+            (None, true) => hash_password(DEV_PASSWORD)?,
+            (None, false) => continue,
+        };
+        let event = Event::new(Code::PasswordSet, Actor::system(), now()).details(
+            serde_json::json!({ "user": name, "source": if dev { "dev" } else { "config" } }),
+        );
+        app.store.init_password(name, hash, vec![event]).await?;
+    }
+    let admin = &config.bootstrap_admin;
+    let (password, from_env) = match std::env::var(BOOTSTRAP_PASSWORD_ENV) {
+        Ok(p) if !p.is_empty() => (p, true),
+        _ => (random_password(), false),
+    };
+    let event = Event::new(Code::PasswordSet, Actor::system(), now())
+        .details(serde_json::json!({ "user": admin, "source": "bootstrap" }));
+    let set = app
+        .store
+        .init_password(admin, hash_password(&password)?, vec![event])
+        .await?;
+    if set && !from_env {
+        println!(
+            "Bootstrap admin {admin:?} created. One-time password (shown only now): {password}"
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match app.reload_policy(Actor::system()).await {
+                Ok(digest) => tracing::info!(%digest, "policy reloaded on SIGHUP"),
+                Err(report) => tracing::error!(%report, "policy reload on SIGHUP rejected; the previous policy stays live"),
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}

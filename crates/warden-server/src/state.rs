@@ -1,0 +1,163 @@
+//! The server's shared state and the policy it enforces.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, Notify};
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::{Directory, User, UserName};
+use warden_issuers::Registry;
+use warden_issuers::ssh_cert::UserCa;
+use warden_policy::{Diagnostic, Policy, Report};
+use warden_store::Store;
+
+use crate::config::Config;
+use crate::keys::Sealer;
+
+/// Everything request handlers and workers share.
+#[derive(Debug)]
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub policy: ArcSwap<Policy>,
+    pub policy_dir: PathBuf,
+    pub directory: Directory,
+    pub issuers: Registry,
+    pub ca: UserCa,
+    pub sealer: Sealer,
+    pub config: Config,
+    /// Wakes the worker when a new deadline may be earlier than the one it sleeps for.
+    pub wake: Notify,
+    /// Serialises policy reloads.
+    reload: Mutex<()>,
+}
+
+/// Handle passed to handlers.
+pub type Shared = Arc<App>;
+
+/// Current time; the one place the server reads the clock for domain decisions.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Loads a policy directory and checks every role's settings against its issuer.
+pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
+    let policy = Policy::load_dir(dir)?;
+    let diagnostics = check_issuers(&policy);
+    if diagnostics.is_empty() {
+        Ok(policy)
+    } else {
+        Err(Report { diagnostics })
+    }
+}
+
+/// Problems with role settings that only the issuers can see.
+pub fn check_issuers(policy: &Policy) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (_, target) in policy.targets().iter() {
+        for role in target.roles.values() {
+            if let Err(e) = warden_issuers::check_settings(&target.kind, &role.settings) {
+                out.push(Diagnostic {
+                    file: "targets.toml".into(),
+                    line: None,
+                    column: None,
+                    message: format!("target {} role {}: {e}", target.name, role.name),
+                });
+            }
+        }
+    }
+    out
+}
+
+impl App {
+    /// Assembles the state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Policy,
+        policy_dir: PathBuf,
+        directory: Directory,
+        issuers: Registry,
+        ca: UserCa,
+        sealer: Sealer,
+        config: Config,
+    ) -> Self {
+        Self {
+            store,
+            policy: ArcSwap::from_pointee(policy),
+            policy_dir,
+            directory,
+            issuers,
+            ca,
+            sealer,
+            config,
+            wake: Notify::new(),
+            reload: Mutex::new(()),
+        }
+    }
+
+    /// Whether `user` administers Warden.
+    pub fn is_admin(&self, user: &User) -> bool {
+        user.in_group(&self.config.admin_group)
+    }
+
+    /// Looks a user up in the directory.
+    pub fn user(&self, name: &UserName) -> Option<&User> {
+        self.directory.get(name)
+    }
+
+    /// Reloads the policy directory. An invalid policy is rejected and the live one stays;
+    /// both outcomes are audited.
+    pub async fn reload_policy(&self, actor: Actor) -> Result<String, Report> {
+        let _guard = self.reload.lock().await;
+        let dir = self.policy_dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_policy(&dir))
+            .await
+            .map_err(|e| Report {
+                diagnostics: vec![Diagnostic {
+                    file: String::new(),
+                    line: None,
+                    column: None,
+                    message: format!("policy loader crashed: {e}"),
+                }],
+            })?;
+        let old = self.policy.load().digest().to_owned();
+        match loaded {
+            Ok(policy) => {
+                let digest = policy.digest().to_owned();
+                let event =
+                    Event::new(Code::PolicyLoaded, actor, now()).details(serde_json::json!({
+                        "digest": digest,
+                        "previous_digest": old,
+                        "rules": policy.rule_count(),
+                        "dir": self.policy_dir.display().to_string(),
+                    }));
+                self.store.append(vec![event]).await.map_err(|e| Report {
+                    diagnostics: vec![Diagnostic {
+                        file: String::new(),
+                        line: None,
+                        column: None,
+                        message: format!(
+                            "policy not reloaded: its audit event could not be stored: {e}"
+                        ),
+                    }],
+                })?;
+                self.policy.store(Arc::new(policy));
+                Ok(digest)
+            }
+            Err(report) => {
+                let event = Event::new(Code::PolicyReloadRejected, actor, now())
+                    .denied("invalid_policy", format!("{} problem(s); the previous policy stays live", report.diagnostics.len()))
+                    .details(serde_json::json!({
+                        "live_digest": old,
+                        "problems": report.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    }));
+                if let Err(e) = self.store.append(vec![event]).await {
+                    tracing::error!(error = %e, "could not audit a rejected policy reload");
+                }
+                Err(report)
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The background worker that expires grants and times out pending requests.
+//!
+//! It sleeps until the earliest deadline in the store rather than polling on a fixed interval,
+//! so a grant ends at its expiry, not up to a polling period later. Anything that may create an
+//! earlier deadline wakes it. Expired grants left over from a crash or downtime are due at once
+//! on start.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::state::{Shared, now};
+
+/// Longest sleep, as a safety net against clock jumps.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// Pause after a failed pass before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs until `stop` turns true.
+pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
+    loop {
+        let sleep = match app.process_due().await {
+            Ok(handled) => match app.store.next_due().await {
+                Ok(Some(next)) => {
+                    let wait = next - now();
+                    if wait.is_negative() {
+                        // Still due after a pass: either more than one batch was due (go on at
+                        // once) or a revocation failed (retry after a pause).
+                        if handled > 0 { Duration::ZERO } else { RETRY }
+                    } else {
+                        Duration::try_from(wait).unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
+                    }
+                }
+                Ok(None) => MAX_SLEEP,
+                Err(e) => {
+                    tracing::error!(error = %e, "worker cannot read deadlines");
+                    RETRY
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "worker pass failed");
+                RETRY
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = app.wake.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The API client and the token it keeps in `WARDEN_HOME` (default `~/.config/warden`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::exit::{self, Failure};
+
+/// Default server address: the loopback listener of `warden serve`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8443";
+
+/// What `warden login` saves.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Saved {
+    pub server: String,
+    pub user: String,
+    pub token: String,
+    pub expires_at: String,
+}
+
+/// Where the client keeps its files.
+pub fn home() -> anyhow::Result<PathBuf> {
+    if let Ok(h) = std::env::var("WARDEN_HOME") {
+        return Ok(PathBuf::from(h));
+    }
+    let base = std::env::var("HOME").context("HOME is not set; set WARDEN_HOME")?;
+    Ok(PathBuf::from(base).join(".config").join("warden"))
+}
+
+/// Creates the client's home directory, private to the user.
+pub fn ensure_home() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let h = home()?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&h)
+        .with_context(|| format!("creating {}", h.display()))?;
+    Ok(h)
+}
+
+fn saved_path() -> anyhow::Result<PathBuf> {
+    Ok(home()?.join("credentials.json"))
+}
+
+/// The saved login, if any.
+pub fn load_saved() -> anyhow::Result<Option<Saved>> {
+    match std::fs::read_to_string(saved_path()?) {
+        Ok(text) => Ok(serde_json::from_str(&text).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Saves a login with mode 0600.
+pub fn save(s: &Saved) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    ensure_home()?;
+    let path = saved_path()?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(serde_json::to_string_pretty(s)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Forgets the saved login.
+pub fn forget() -> anyhow::Result<()> {
+    match std::fs::remove_file(saved_path()?) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// An API client for one server.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    pub server: String,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+impl Client {
+    /// A client for `server` (or the saved/default one), with the saved token when it belongs
+    /// to that server.
+    pub fn new(server: Option<String>) -> anyhow::Result<Self> {
+        let saved = load_saved()?;
+        let server = server
+            .or_else(|| saved.as_ref().map(|s| s.server.clone()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        let token = saved.filter(|s| s.server == server).map(|s| s.token);
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            server,
+            token,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        auth: bool,
+    ) -> anyhow::Result<T> {
+        let req = match (&self.token, auth) {
+            (Some(t), true) => req.bearer_auth(t),
+            (None, true) => {
+                return Err(Failure::new(
+                    exit::UNAUTHENTICATED,
+                    "not logged in: run `warden login --user NAME` first",
+                )
+                .into());
+            }
+            _ => req,
+        };
+        let resp = req.send().await.map_err(|e| {
+            Failure::new(
+                exit::UNREACHABLE,
+                format!("cannot reach the Warden server at {}: {e}", self.server),
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::new(exit::UNREACHABLE, format!("reading the response: {e}")))?;
+        if status.is_success() {
+            let text = if bytes.is_empty() {
+                &b"null"[..]
+            } else {
+                &bytes[..]
+            };
+            return serde_json::from_slice(text)
+                .context("the server sent a response this client does not understand");
+        }
+        let (api_code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (Some(b.error.code), b.error.message),
+            Err(_) => (None, format!("server answered {status}")),
+        };
+        Err(Failure::from_status(status.as_u16(), api_code, message).into())
+    }
+
+    /// GET with the token.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.get(self.url(path)), true).await
+    }
+
+    /// GET without a token, returning text.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self.http.get(self.url(path)).send().await.map_err(|e| {
+            Failure::new(
+                exit::UNREACHABLE,
+                format!("cannot reach the Warden server at {}: {e}", self.server),
+            )
+        })?;
+        if !resp.status().is_success() {
+            return Err(Failure::from_status(
+                resp.status().as_u16(),
+                None,
+                format!("server answered {}", resp.status()),
+            )
+            .into());
+        }
+        Ok(resp.text().await?)
+    }
+
+    /// POST JSON with the token.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.post(self.url(path)).json(body), true)
+            .await
+    }
+
+    /// PUT JSON with the token.
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.put(self.url(path)).json(body), true)
+            .await
+    }
+
+    /// POST JSON without a token.
+    pub async fn post_anonymous<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.post(self.url(path)).json(body), false)
+            .await
+    }
+}

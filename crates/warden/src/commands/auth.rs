@@ -1,0 +1,191 @@
+//! `login`, `logout`, `whoami`, `mfa`, `user`, `hash-password`.
+
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::read_secret;
+use crate::client::{self, Client, Saved};
+use crate::output::{Output, fields};
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Your user name.
+    #[arg(long)]
+    user: String,
+    /// Read the password from stdin instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+    /// A TOTP code, once you have enrolled MFA.
+    #[arg(long)]
+    totp: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Start enrolment: prints an otpauth:// URI for your authenticator app.
+    Enroll {
+        /// A current code, when replacing an existing factor.
+        #[arg(long)]
+        totp: Option<String>,
+    },
+    /// Finish enrolment with the first code the authenticator shows.
+    Confirm { code: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Set a user's password (administrators).
+    SetPassword {
+        name: String,
+        /// Read the password from stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginResponse {
+    token: String,
+    user: String,
+    expires_at: String,
+}
+
+pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow::Result<()> {
+    let password = read_secret("Password: ", a.password_stdin)?;
+    let c = Client::new(server)?;
+    let r: LoginResponse = c
+        .post_anonymous(
+            "/v1/auth/login",
+            &json!({ "user": a.user, "password": password, "totp": a.totp }),
+        )
+        .await?;
+    client::save(&Saved {
+        server: c.server.clone(),
+        user: r.user.clone(),
+        token: r.token,
+        expires_at: r.expires_at.clone(),
+    })?;
+    if out.json {
+        out.json(&json!({ "user": r.user, "server": c.server, "expires_at": r.expires_at }))
+    } else {
+        println!(
+            "Logged in to {} as {} until {}.",
+            c.server, r.user, r.expires_at
+        );
+        Ok(())
+    }
+}
+
+pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    // Revoke server-side first; forget locally even if the token was already dead.
+    let revoked = c.post::<Value>("/v1/auth/logout", &json!({})).await;
+    client::forget()?;
+    if out.json {
+        out.json(&json!({ "logged_out": true, "revoked": revoked.is_ok() }))
+    } else {
+        println!("Logged out.");
+        Ok(())
+    }
+}
+
+pub async fn whoami(server: Option<String>, out: Output) -> anyhow::Result<()> {
+    let v: Value = Client::new(server)?.get("/v1/auth/whoami").await?;
+    if out.json {
+        return out.json(&v);
+    }
+    let groups = v["groups"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    fields(&[
+        ("user", v["user"].as_str().unwrap_or_default().to_owned()),
+        ("groups", groups),
+        (
+            "manager",
+            v["manager"].as_str().unwrap_or_default().to_owned(),
+        ),
+        ("admin", v["admin"].to_string()),
+        (
+            "mfa",
+            if v["mfa_enrolled"].as_bool() == Some(true) {
+                "enrolled".into()
+            } else {
+                "not enrolled (warden mfa enroll)".into()
+            },
+        ),
+    ]);
+    Ok(())
+}
+
+pub async fn mfa(server: Option<String>, cmd: MfaCommand, out: Output) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    match cmd {
+        MfaCommand::Enroll { totp } => {
+            let v: Value = c
+                .post("/v1/auth/mfa/enroll", &json!({ "totp": totp }))
+                .await?;
+            if out.json {
+                return out.json(&v);
+            }
+            println!(
+                "Add this to your authenticator app (it contains your TOTP secret; keep it private):"
+            );
+            println!("{}", v["otpauth_uri"].as_str().unwrap_or_default());
+            println!("Then finish with: warden mfa confirm CODE");
+            Ok(())
+        }
+        MfaCommand::Confirm { code } => {
+            let _: Value = c
+                .post("/v1/auth/mfa/confirm", &json!({ "code": code }))
+                .await?;
+            if out.json {
+                out.json(&json!({ "mfa_enrolled": true }))
+            } else {
+                println!("MFA enrolled. Logins and step-up now need a code.");
+                Ok(())
+            }
+        }
+    }
+}
+
+pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::SetPassword {
+            name,
+            password_stdin,
+        } => {
+            let password = read_secret("New password: ", password_stdin)?;
+            let c = Client::new(server)?;
+            let _: Value = c
+                .put(
+                    &format!("/v1/users/{name}/password"),
+                    &json!({ "password": password }),
+                )
+                .await?;
+            if out.json {
+                out.json(&json!({ "user": name, "password_set": true }))
+            } else {
+                println!("Password set for {name}.");
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn hash_password(out: Output) -> anyhow::Result<()> {
+    let password = read_secret("Password: ", true)?;
+    let phc = warden_server::auth::hash_password(&password)?;
+    if out.json {
+        out.json(&json!({ "password_hash": phc }))
+    } else {
+        println!("{phc}");
+        Ok(())
+    }
+}

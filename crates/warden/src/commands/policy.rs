@@ -1,0 +1,217 @@
+//! `policy check|test|explain|reload|schema`.
+//!
+//! `check` and `test` run locally on a directory, so a policy repository's CI needs only the
+//! `warden` binary; `explain` and `reload` ask the server.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::exit::{self, Failure};
+use crate::output::{Output, fields};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy directory; reports every problem with file and line.
+    Check { dir: PathBuf },
+    /// Run the fixture cases in DIR/tests against the policy in DIR.
+    Test { dir: PathBuf },
+    /// Show what the live policy decides for a would-be request, and which rules decided it.
+    Explain {
+        target: String,
+        #[arg(long)]
+        role: String,
+        /// Explain for another user (administrators).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// Make the server reload its policy directory (administrators).
+    Reload,
+    /// Print the Cedar schema policies are validated against.
+    Schema,
+}
+
+fn load(dir: &std::path::Path) -> Result<warden_policy::Policy, warden_policy::Report> {
+    warden_server::state::load_policy(dir)
+}
+
+pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCommand::Check { dir } => match load(&dir) {
+            Ok(p) => {
+                if out.json {
+                    out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count() }))
+                } else {
+                    println!(
+                        "OK: {} rules, {} targets (digest {})",
+                        p.rule_count(),
+                        p.targets().iter().count(),
+                        p.digest()
+                    );
+                    Ok(())
+                }
+            }
+            Err(report) => {
+                if out.json {
+                    out.json(&json!({ "valid": false, "diagnostics": report.diagnostics }))?;
+                } else {
+                    eprintln!("{report}");
+                }
+                Err(Failure::new(
+                    exit::FAILURE,
+                    format!(
+                        "{} problem(s) in {}",
+                        report.diagnostics.len(),
+                        dir.display()
+                    ),
+                )
+                .into())
+            }
+        },
+        PolicyCommand::Test { dir } => {
+            if let Err(report) = load(&dir) {
+                eprintln!("{report}");
+                return Err(Failure::new(
+                    exit::FAILURE,
+                    format!("the policy in {} does not load", dir.display()),
+                )
+                .into());
+            }
+            let report = warden_policy::run_tests(&dir)
+                .map_err(|r| Failure::new(exit::FAILURE, r.to_string()))?;
+            if out.json {
+                out.json(&report)?;
+            } else {
+                for c in &report.cases {
+                    let mark = if c.passed { "PASS" } else { "FAIL" };
+                    println!("{mark}  {}: {}", c.file, c.name);
+                    if let Some(m) = &c.message {
+                        println!("      {m}");
+                    }
+                }
+                println!("{} passed, {} failed", report.passed(), report.failed());
+            }
+            if report.failed() > 0 {
+                return Err(Failure::new(
+                    exit::FAILURE,
+                    format!("{} policy test case(s) failed", report.failed()),
+                )
+                .into());
+            }
+            Ok(())
+        }
+        PolicyCommand::Explain {
+            target,
+            role,
+            user,
+            ttl,
+            ticket,
+        } => {
+            let v: Value = Client::new(server)?
+                .post("/v1/policy/explain", &json!({ "user": user, "target": target, "role": role, "ttl": ttl, "ticket": ticket }))
+                .await?;
+            if out.json {
+                return out.json(&v);
+            }
+            let d = &v["decision"];
+            let list = |k: &str| {
+                d[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let allowed = d["allowed"] == true;
+            fields(&[
+                ("user", v["user"].as_str().unwrap_or_default().into()),
+                (
+                    "request",
+                    format!(
+                        "{} --role {} --ttl {ttl}",
+                        v["target"].as_str().unwrap_or_default(),
+                        v["role"].as_str().unwrap_or_default()
+                    ),
+                ),
+                (
+                    "decision",
+                    if allowed {
+                        "allow".into()
+                    } else {
+                        "deny".into()
+                    },
+                ),
+                (
+                    "rules",
+                    if list("rules").is_empty() {
+                        "(no rule matched)".into()
+                    } else {
+                        list("rules")
+                    },
+                ),
+                (
+                    "tier",
+                    if allowed {
+                        d["tier"].as_str().unwrap_or_default().into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                (
+                    "max ttl",
+                    if allowed {
+                        d["max_ttl"].as_str().unwrap_or_default().into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                ("ticket", list("ticket_patterns")),
+                (
+                    "mfa",
+                    if d["mfa"] == true {
+                        "required".into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                (
+                    "recording",
+                    if allowed {
+                        d["recording"].as_str().unwrap_or_default().into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                (
+                    "would refuse",
+                    v["refusal"].as_str().unwrap_or_default().into(),
+                ),
+            ]);
+            Ok(())
+        }
+        PolicyCommand::Reload => {
+            let v: Value = Client::new(server)?
+                .post("/v1/policy/reload", &json!({}))
+                .await?;
+            if out.json {
+                out.json(&v)
+            } else {
+                println!(
+                    "Policy reloaded (digest {}).",
+                    v["digest"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
+        }
+        PolicyCommand::Schema => {
+            print!("{}", warden_policy::SCHEMA);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! `targets` and `request create|list|show|approve|deny|cancel|revoke|extend`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::audit::query;
+use crate::client::{Client, ensure_home};
+use crate::exit::{self, Failure};
+use crate::output::{Output, fields, table};
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Request access to a role on a target.
+    Create(CreateArgs),
+    /// List requests you can see (yours, those you may review; all for administrators).
+    List {
+        /// Only this state: pending, approved, active, expired, revoked, denied, cancelled, timed-out.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only requests by this user.
+        #[arg(long)]
+        requester: Option<String>,
+        /// Only pending requests waiting for your review.
+        #[arg(long)]
+        reviewable: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one request.
+    Show { id: String },
+    /// Approve a pending request.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// A fresh TOTP code, when the role requires MFA.
+        #[arg(long)]
+        totp: Option<String>,
+    },
+    /// Deny a pending request.
+    Deny {
+        id: String,
+        /// Why; shown to the requester and audited.
+        #[arg(long)]
+        comment: String,
+    },
+    /// Withdraw your pending request.
+    Cancel { id: String },
+    /// End an active grant now.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Ask for more time on an active grant (a new, linked request).
+    Extend {
+        id: String,
+        #[arg(long)]
+        ttl: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        totp: Option<String>,
+        /// Wait until the extension is decided.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The target, e.g. prod-web-1.
+    target: String,
+    /// The role to request.
+    #[arg(long)]
+    role: String,
+    /// Why you need access.
+    #[arg(long)]
+    reason: String,
+    /// Ticket or incident id.
+    #[arg(long)]
+    ticket: Option<String>,
+    /// How long, once granted: 30m, 1h, 1h30m.
+    #[arg(long)]
+    ttl: String,
+    /// SSH public key to certify (default: a key Warden's client generates in WARDEN_HOME/ssh).
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// A fresh TOTP code, for roles that require MFA step-up.
+    #[arg(long)]
+    totp: Option<String>,
+    /// Wait until the request is decided (approved, denied, timed out).
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    wait_timeout: u64,
+}
+
+/// The client's own SSH key pair, created once. The private key never leaves this machine.
+fn client_key() -> anyhow::Result<(PathBuf, String)> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = ensure_home()?.join("ssh");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let private = dir.join("id_ed25519");
+    let public = dir.join("id_ed25519.pub");
+    if !private.exists() {
+        let key = ssh_key::PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519)?;
+        let pem = key.to_openssh(ssh_key::LineEnding::LF)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&private)?;
+        std::io::Write::write_all(&mut f, pem.as_bytes())?;
+        std::fs::write(&public, format!("{}\n", key.public_key().to_openssh()?))?;
+    }
+    let text = std::fs::read_to_string(&public)
+        .with_context(|| format!("reading {}", public.display()))?;
+    Ok((private, text.trim().to_owned()))
+}
+
+/// Writes an active grant's certificate to `WARDEN_HOME/ssh/ID-cert.pub` and returns its path.
+fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
+    let Some(cert) = v.pointer("/credential/certificate").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let id = v["id"].as_str().unwrap_or("grant");
+    let dir = ensure_home()?.join("ssh");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{id}-cert.pub"));
+    std::fs::write(&path, format!("{cert}\n"))?;
+    Ok(Some(path))
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn print_request(v: &Value) {
+    let reviews = v["reviews"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                s(r, "reviewer"),
+                s(r, "verdict"),
+                s(r, "comment")
+            )
+            .trim()
+            .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let needed = v["still_needed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    fields(&[
+        ("id", s(v, "id")),
+        ("state", s(v, "state")),
+        ("requester", s(v, "requester")),
+        ("target", s(v, "target")),
+        ("role", s(v, "role")),
+        ("reason", s(v, "reason")),
+        ("ticket", s(v, "ticket")),
+        ("ttl", s(v, "ttl")),
+        ("tier", s(v, "tier")),
+        (
+            "rules",
+            v["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("still needed", needed),
+        ("reviews", reviews),
+        ("created", s(v, "created_at")),
+        ("activated", s(v, "activated_at")),
+        ("expires", s(v, "expires_at")),
+        ("ended", s(v, "ended_at")),
+        ("ended by", s(v, "ended_by")),
+        ("extends", s(v, "extends")),
+    ]);
+}
+
+async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    let mut announced = false;
+    loop {
+        let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
+        if v["state"] != "pending" {
+            return Ok(v);
+        }
+        if !announced {
+            eprintln!(
+                "Waiting for approval ({})...",
+                v["still_needed"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            announced = true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Failure::new(
+                exit::FAILURE,
+                format!("request {id} is still pending after {timeout}s"),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
+    let cert = if v["state"] == "active" {
+        save_certificate(v)?
+    } else {
+        None
+    };
+    if out.json {
+        let mut v = v.clone();
+        if let (Some(obj), Some(c)) = (v.as_object_mut(), &cert) {
+            obj.insert("certificate_file".into(), c.display().to_string().into());
+            if let Some(k) = key {
+                obj.insert("private_key_file".into(), k.display().to_string().into());
+            }
+        }
+        return out.json(&v);
+    }
+    print_request(v);
+    if let Some(c) = cert {
+        let principals = v
+            .pointer("/credential/principals")
+            .and_then(Value::as_array)
+            .and_then(|p| p.first())
+            .and_then(Value::as_str)
+            .unwrap_or("USER");
+        println!();
+        println!("SSH certificate saved to {}", c.display());
+        match key {
+            Some(k) => println!(
+                "Connect: ssh -i {} -o CertificateFile={} {principals}@HOST",
+                k.display(),
+                c.display()
+            ),
+            None => println!(
+                "Connect: ssh -o CertificateFile={} {principals}@HOST",
+                c.display()
+            ),
+        }
+    }
+    let state = v["state"].as_str().unwrap_or_default();
+    match state {
+        "denied" | "timed-out" | "cancelled" => {
+            Err(Failure::new(exit::REFUSED, format!("request {} was {state}", s(v, "id"))).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    match cmd {
+        RequestCommand::Create(a) => {
+            let (key_path, public_key) = match &a.public_key {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).map_err(|e| {
+                        Failure::new(
+                            exit::USAGE,
+                            format!("cannot read public key {}: {e}", p.display()),
+                        )
+                    })?;
+                    // The private key is conventionally the .pub file without its extension.
+                    (Some(p.with_extension("")), text.trim().to_owned())
+                }
+                None => {
+                    let (k, p) = client_key()?;
+                    (Some(k), p)
+                }
+            };
+            let body = json!({
+                "target": a.target, "role": a.role, "reason": a.reason, "ticket": a.ticket,
+                "ttl": a.ttl, "public_key": public_key, "totp": a.totp,
+            });
+            let mut v: Value = c.post("/v1/requests", &body).await?;
+            if a.wait && v["state"] == "pending" {
+                if !out.json {
+                    eprintln!("Request {} created.", s(&v, "id"));
+                }
+                v = wait_decided(&c, &s(&v, "id"), a.wait_timeout).await?;
+            }
+            finish(&v, key_path.as_deref(), out)
+        }
+        RequestCommand::List {
+            state,
+            requester,
+            reviewable,
+            limit,
+        } => {
+            let q = query(&[
+                ("state", state),
+                ("requester", requester),
+                ("reviewable", reviewable.then(|| "true".into())),
+                ("limit", Some(limit.to_string())),
+            ]);
+            let v: Value = c.get(&format!("/v1/requests{q}")).await?;
+            if out.json {
+                return out.json(&v);
+            }
+            let rows: Vec<Vec<String>> = v["requests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    vec![
+                        s(r, "id"),
+                        s(r, "state"),
+                        s(r, "requester"),
+                        s(r, "target"),
+                        s(r, "role"),
+                        s(r, "ttl"),
+                        s(r, "tier"),
+                        s(r, "expires_at"),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "STATE",
+                    "REQUESTER",
+                    "TARGET",
+                    "ROLE",
+                    "TTL",
+                    "TIER",
+                    "EXPIRES",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        RequestCommand::Show { id } => {
+            let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
+            if out.json {
+                out.json(&v)
+            } else {
+                print_request(&v);
+                Ok(())
+            }
+        }
+        RequestCommand::Approve { id, comment, totp } => {
+            let v: Value = c
+                .post(
+                    &format!("/v1/requests/{id}/approve"),
+                    &json!({ "comment": comment, "totp": totp }),
+                )
+                .await?;
+            if out.json {
+                out.json(&v)
+            } else {
+                print_request(&v);
+                Ok(())
+            }
+        }
+        RequestCommand::Deny { id, comment } => {
+            let v: Value = c
+                .post(
+                    &format!("/v1/requests/{id}/deny"),
+                    &json!({ "comment": comment }),
+                )
+                .await?;
+            if out.json {
+                out.json(&v)
+            } else {
+                print_request(&v);
+                Ok(())
+            }
+        }
+        RequestCommand::Cancel { id } => {
+            let v: Value = c
+                .post(&format!("/v1/requests/{id}/cancel"), &json!({}))
+                .await?;
+            if out.json {
+                out.json(&v)
+            } else {
+                print_request(&v);
+                Ok(())
+            }
+        }
+        RequestCommand::Revoke { id, comment } => {
+            let v: Value = c
+                .post(
+                    &format!("/v1/requests/{id}/revoke"),
+                    &json!({ "comment": comment }),
+                )
+                .await?;
+            if out.json {
+                out.json(&v)
+            } else {
+                print_request(&v);
+                Ok(())
+            }
+        }
+        RequestCommand::Extend {
+            id,
+            ttl,
+            reason,
+            totp,
+            wait,
+        } => {
+            let mut v: Value = c
+                .post(
+                    &format!("/v1/requests/{id}/extend"),
+                    &json!({ "ttl": ttl, "reason": reason, "totp": totp }),
+                )
+                .await?;
+            if wait && v["state"] == "pending" {
+                v = wait_decided(&c, &s(&v, "id"), 3600).await?;
+            }
+            finish(&v, None, out)
+        }
+    }
+}
+
+pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> {
+    let v: Value = Client::new(server)?.get("/v1/targets").await?;
+    if out.json {
+        return out.json(&v);
+    }
+    let rows: Vec<Vec<String>> = v["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let d = &t["decision"];
+            vec![
+                s(t, "target"),
+                s(t, "role"),
+                s(t, "kind"),
+                s(d, "tier"),
+                s(d, "max_ttl"),
+                if d["mfa"] == true {
+                    "required".into()
+                } else {
+                    "-".into()
+                },
+                d["ticket_patterns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                s(t, "description"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TARGET",
+            "ROLE",
+            "KIND",
+            "TIER",
+            "MAX TTL",
+            "MFA",
+            "TICKET",
+            "DESCRIPTION",
+        ],
+        &rows,
+    );
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Exit codes, decided in one place.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure: server error, failed checks or tests |
+//! | 2 | usage error or invalid input |
+//! | 3 | refused by policy or not permitted |
+//! | 4 | not found |
+//! | 5 | not logged in, or the token is invalid or expired |
+//! | 6 | conflict: the request is not in a state that allows this |
+//! | 7 | the server cannot be reached |
+
+use std::fmt;
+
+/// An error that ends the command with a specific exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    /// The server's stable error code, when it sent one.
+    pub api_code: Option<String>,
+    pub message: String,
+}
+
+pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const REFUSED: u8 = 3;
+pub const NOT_FOUND: u8 = 4;
+pub const UNAUTHENTICATED: u8 = 5;
+pub const CONFLICT: u8 = 6;
+pub const UNREACHABLE: u8 = 7;
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            api_code: None,
+            message: message.into(),
+        }
+    }
+
+    /// Maps an HTTP status from the API to an exit code.
+    pub fn from_status(status: u16, api_code: Option<String>, message: String) -> Self {
+        let code = match status {
+            400 | 413 | 422 => USAGE,
+            401 => UNAUTHENTICATED,
+            403 => REFUSED,
+            404 => NOT_FOUND,
+            409 => CONFLICT,
+            _ => FAILURE,
+        };
+        Self {
+            code,
+            api_code,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Exit code for any error: a [`Failure`]'s own, or 1.
+pub fn code_of(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<Failure>()
+        .map(|f| f.code)
+        .unwrap_or(FAILURE)
+}

@@ -1,0 +1,54 @@
+//! Human tables or JSON, chosen once per invocation.
+
+use serde::Serialize;
+
+/// How to print results.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value` as pretty JSON.
+    pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        use std::io::Write;
+        let text = serde_json::to_string_pretty(value)?;
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+        Ok(())
+    }
+}
+
+/// Prints rows as a left-aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+/// Prints `key: value` lines, skipping empty values.
+pub fn fields(pairs: &[(&str, String)]) {
+    let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in pairs {
+        if !v.is_empty() {
+            println!("{k:<w$}  {v}");
+        }
+    }
+}
