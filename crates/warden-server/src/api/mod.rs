@@ -56,7 +56,31 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/audit", get(meta::audit))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(app)
+}
+
+/// Answers 413 with a JSON error before reading a body whose declared length is over the
+/// limit. Bodies without a length still stop at the limit, inside the JSON extractor.
+async fn refuse_large_bodies(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT) {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The OpenAPI document.

@@ -1,0 +1,156 @@
+//! Problems found while loading a policy directory, each pinned to a file, line and column.
+//!
+//! `warden policy check` exists so that a policy change is caught in review rather than at the
+//! first request, so every problem carries a position an editor can jump to, and loading keeps
+//! going after the first problem so one run shows them all.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// File name relative to the policy directory, e.g. `targets.toml` or `tests/access.toml`.
+    pub file: String,
+    /// 1-based line, when the problem has a position.
+    pub line: Option<usize>,
+    /// 1-based column in characters, when the problem has a position.
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem that kept a policy directory (or its fixtures) from loading.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Ordered by file, then position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// Sorts `diagnostics` into reading order; `None` when there are none, so callers can write
+    /// `if let Some(report) = Report::from_diagnostics(found)`.
+    pub(crate) fn from_diagnostics(mut diagnostics: Vec<Diagnostic>) -> Option<Self> {
+        if diagnostics.is_empty() {
+            return None;
+        }
+        diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        diagnostics.dedup();
+        Some(Self { diagnostics })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Report {}
+
+/// A file being loaded: its name for messages and its text for turning byte offsets (which the
+/// TOML and Cedar parsers report) into lines and columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub name: &'a str,
+    pub text: &'a str,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(name: &'a str, text: &'a str) -> Self {
+        Self { name, text }
+    }
+
+    /// A problem at byte `offset` of the file.
+    pub fn at(&self, offset: usize, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = position(self.text, offset);
+        Diagnostic {
+            file: self.name.to_owned(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+
+    /// A problem with the file as a whole.
+    pub fn whole(&self, message: impl Into<String>) -> Diagnostic {
+        file_diagnostic(self.name, message)
+    }
+}
+
+/// A problem with a file as a whole, e.g. one that is missing or unreadable.
+pub(crate) fn file_diagnostic(file: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        file: file.to_owned(),
+        line: None,
+        column: None,
+        message: message.into(),
+    }
+}
+
+/// 1-based line and character column of byte `offset` in `text`. Offsets past the end or inside
+/// a multi-byte character are moved back to the nearest character start, so a slightly-off
+/// offset from a parser still yields a usable position.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_characters() {
+        let text = "ab\nçd\n";
+        assert_eq!(position(text, 0), (1, 1));
+        assert_eq!(position(text, 1), (1, 2));
+        assert_eq!(position(text, 3), (2, 1));
+        // 'ç' is two bytes: the 'd' after it is column 2.
+        assert_eq!(position(text, 5), (2, 2));
+        assert_eq!(position(text, 4), (2, 1));
+        assert_eq!(position(text, 99), (3, 1));
+    }
+
+    #[test]
+    fn displays_one_problem_per_line() {
+        let src = Source::new("a.cedar", "x\ny");
+        let report = Report::from_diagnostics(vec![
+            src.at(2, "second"),
+            file_diagnostic("targets.toml", "missing"),
+            src.at(0, "first"),
+        ])
+        .unwrap();
+        assert_eq!(
+            report.to_string(),
+            "a.cedar:1:1: first\na.cedar:2:1: second\ntargets.toml: missing"
+        );
+        assert!(Report::from_diagnostics(vec![]).is_none());
+    }
+}

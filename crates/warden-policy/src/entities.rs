@@ -1,0 +1,232 @@
+//! The Cedar side of a decision: entities for users, targets and roles, the action, and the
+//! request context, shaped as `schema.cedarschema` declares.
+//!
+//! Target and role entities only change when the policy directory does, so they are built once
+//! at load time and merely cloned per decision; only the user entity and the context are new
+//! each time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
+use warden_domain::{RoleName, TargetName, User};
+
+use crate::targets::Targets;
+use crate::{Action, Context};
+
+/// Entity type names and action ids, parsed once.
+#[derive(Debug, Clone)]
+pub(crate) struct Vocabulary {
+    user: EntityTypeName,
+    group: EntityTypeName,
+    target: EntityTypeName,
+    role: EntityTypeName,
+    request: EntityUid,
+    breakglass: EntityUid,
+}
+
+impl Vocabulary {
+    pub fn new() -> Result<Self, String> {
+        let ty = |name: &str| {
+            EntityTypeName::from_str(name).map_err(|e| format!("entity type {name}: {e}"))
+        };
+        let action = ty("Action")?;
+        let uid = |id: &str| EntityUid::from_type_name_and_id(action.clone(), EntityId::new(id));
+        Ok(Self {
+            user: ty("User")?,
+            group: ty("Group")?,
+            target: ty("Target")?,
+            role: ty("Role")?,
+            request: uid(Action::Request.as_str()),
+            breakglass: uid(Action::Breakglass.as_str()),
+        })
+    }
+
+    pub fn action(&self, action: Action) -> &EntityUid {
+        match action {
+            Action::Request => &self.request,
+            Action::Breakglass => &self.breakglass,
+        }
+    }
+
+    pub fn is_target(&self, uid: &EntityUid) -> bool {
+        uid.type_name() == &self.target
+    }
+
+    pub fn is_role(&self, uid: &EntityUid) -> bool {
+        uid.type_name() == &self.role
+    }
+
+    fn target_uid(&self, target: &TargetName) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.target.clone(), EntityId::new(target.as_str()))
+    }
+
+    /// The role's entity id is `<target>/<role>`: names cannot contain `/`, so it is unambiguous.
+    fn role_uid(&self, target: &TargetName, role: &RoleName) -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            self.role.clone(),
+            EntityId::new(format!("{target}/{role}")),
+        )
+    }
+
+    /// The user as a member of their groups. Group entities themselves are not needed: Cedar's
+    /// `in` only follows the user's parent links.
+    pub fn user(&self, user: &User) -> Entity {
+        let groups: HashSet<EntityUid> = user
+            .groups
+            .iter()
+            .map(|g| {
+                EntityUid::from_type_name_and_id(self.group.clone(), EntityId::new(g.as_str()))
+            })
+            .collect();
+        Entity::new_no_attrs(
+            EntityUid::from_type_name_and_id(self.user.clone(), EntityId::new(user.name.as_str())),
+            groups,
+        )
+    }
+}
+
+/// A target's entity and its roles', ready to be cloned into a decision.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetEntities {
+    pub target: Entity,
+    pub roles: BTreeMap<RoleName, Entity>,
+}
+
+/// Builds every target's and role's entity, checking them against the schema so that a
+/// mismatch between this code and the schema surfaces at load time, not as evaluation errors.
+pub(crate) fn build(
+    vocab: &Vocabulary,
+    targets: &Targets,
+    schema: &Schema,
+) -> Result<BTreeMap<TargetName, TargetEntities>, String> {
+    let mut built = BTreeMap::new();
+    for (name, t) in targets.iter() {
+        let target_uid = vocab.target_uid(name);
+        let target = Entity::new(
+            target_uid.clone(),
+            HashMap::from([
+                (
+                    "environment".to_owned(),
+                    RestrictedExpression::new_string(t.environment.clone()),
+                ),
+                (
+                    "kind".to_owned(),
+                    RestrictedExpression::new_string(t.kind.clone()),
+                ),
+                (
+                    "labels".to_owned(),
+                    RestrictedExpression::new_set(
+                        t.labels
+                            .iter()
+                            .cloned()
+                            .map(RestrictedExpression::new_string),
+                    ),
+                ),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| format!("target {name}: {e}"))?;
+        let mut roles = BTreeMap::new();
+        for role in t.roles.keys() {
+            let entity = Entity::new(
+                vocab.role_uid(name, role),
+                HashMap::from([
+                    (
+                        "name".to_owned(),
+                        RestrictedExpression::new_string(role.to_string()),
+                    ),
+                    (
+                        "target".to_owned(),
+                        RestrictedExpression::new_entity_uid(target_uid.clone()),
+                    ),
+                ]),
+                HashSet::from([target_uid.clone()]),
+            )
+            .map_err(|e| format!("role {name}/{role}: {e}"))?;
+            roles.insert(role.clone(), entity);
+        }
+        built.insert(name.clone(), TargetEntities { target, roles });
+    }
+    let all = built
+        .values()
+        .flat_map(|t| std::iter::once(t.target.clone()).chain(t.roles.values().cloned()));
+    cedar_policy::Entities::from_entities(all, Some(schema))
+        .map_err(|e| format!("target entities do not match the schema: {e}"))?;
+    Ok(built)
+}
+
+/// The request context: what was asked for, and the time in UTC for time windows.
+pub(crate) fn context(ctx: &Context) -> Result<cedar_policy::Context, String> {
+    let now = ctx.now.to_offset(time::UtcOffset::UTC);
+    let long = |v: u8| RestrictedExpression::new_long(i64::from(v));
+    let ttl_seconds = i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX);
+    let now_record = RestrictedExpression::new_record([
+        ("hour".to_owned(), long(now.hour())),
+        ("minute".to_owned(), long(now.minute())),
+        (
+            "weekday".to_owned(),
+            long(now.weekday().number_days_from_monday()),
+        ),
+    ])
+    .map_err(|e| e.to_string())?;
+    cedar_policy::Context::from_pairs([
+        (
+            "ttl_seconds".to_owned(),
+            RestrictedExpression::new_long(ttl_seconds),
+        ),
+        (
+            "has_ticket".to_owned(),
+            RestrictedExpression::new_bool(ctx.ticket.is_some()),
+        ),
+        (
+            "ticket".to_owned(),
+            RestrictedExpression::new_string(
+                ctx.ticket
+                    .as_ref()
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
+            ),
+        ),
+        ("now".to_owned(), now_record),
+    ])
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn context_matches_the_schema() {
+        let (schema, _) = Schema::from_cedarschema_str(crate::SCHEMA).unwrap();
+        let vocab = Vocabulary::new().unwrap();
+        let ctx = Context {
+            // A Sunday evening in New York is Monday 01:30 in UTC.
+            now: datetime!(2026-01-04 20:30 -5),
+            ttl: "1h".parse().unwrap(),
+            ticket: Some(warden_domain::Ticket::parse("INC-1").unwrap()),
+        };
+        let cedar = context(&ctx).unwrap();
+        let user = User {
+            name: "alice".parse().unwrap(),
+            groups: ["dev".parse().unwrap()].into(),
+            manager: None,
+        };
+        let role = vocab.role_uid(&"t".parse().unwrap(), &"r".parse().unwrap());
+        cedar_policy::Request::new(
+            vocab.user(&user).uid(),
+            vocab.action(Action::Breakglass).clone(),
+            role,
+            cedar.clone(),
+            Some(&schema),
+        )
+        .unwrap();
+        let now = cedar.get("now").unwrap().to_string();
+        assert!(
+            now.contains("\"weekday\": 0") && now.contains("\"hour\": 1"),
+            "{now}"
+        );
+    }
+}

@@ -1,0 +1,589 @@
+//! Fixture tests for a policy directory (`tests/*.toml`), so a policy repository can run its own
+//! CI: each case asks for a decision and states what it must be.
+//!
+//! A fixture file declares the users it needs (`[users.NAME]`) and its cases (`[[case]]`); see
+//! the demo policy's `tests/access.toml` for every key. Problems in a fixture file are load
+//! errors with positions, like problems in the policy; a case whose decision differs from its
+//! expectation fails with the difference spelled out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use toml::de::{DeTable, DeValue};
+use warden_domain::{
+    Decision, GroupName, Recording, Requirement, RoleName, TargetName, Ticket, Ttl, User, UserName,
+};
+
+use crate::diagnostics::{Diagnostic, Report, Source};
+use crate::toml_doc::{self, Item};
+use crate::{Action, Context, Policy, load};
+
+/// The outcome of every case in every fixture file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TestReport {
+    pub cases: Vec<CaseResult>,
+}
+
+impl TestReport {
+    /// Number of cases that passed.
+    pub fn passed(&self) -> usize {
+        self.cases.iter().filter(|c| c.passed).count()
+    }
+
+    /// Number of cases that failed.
+    pub fn failed(&self) -> usize {
+        self.cases.len() - self.passed()
+    }
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseResult {
+    /// Fixture file, relative to the policy directory.
+    pub file: String,
+    pub name: String,
+    pub passed: bool,
+    /// What differed, for a failed case.
+    pub message: Option<String>,
+}
+
+/// Runs all fixture files under `dir/tests` against the policy in `dir`. Fails with a
+/// [`Report`] when the policy or a fixture file does not load.
+pub fn run_tests(dir: &Path) -> Result<TestReport, Report> {
+    run_files(&load::read_dir(dir, true)?)
+}
+
+/// Runs the fixtures among `files` against the policy among them.
+pub(crate) fn run_files(files: &[(String, String)]) -> Result<TestReport, Report> {
+    let mut out = Vec::new();
+    let suites: Vec<Suite> = files
+        .iter()
+        .filter(|(n, _)| {
+            n.strip_prefix(load::TESTS_DIR)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|rest| rest.ends_with(".toml") && !rest.contains('/'))
+        })
+        .filter_map(|(name, text)| parse_suite(Source::new(name, text), &mut out))
+        .collect();
+    let policy = match Policy::from_files(files) {
+        Ok(p) => Some(p),
+        Err(report) => {
+            out.extend(report.diagnostics);
+            None
+        }
+    };
+    if let Some(report) = Report::from_diagnostics(out) {
+        return Err(report);
+    }
+    let Some(policy) = policy else {
+        return Err(Report::default());
+    };
+    let cases = suites
+        .iter()
+        .flat_map(|suite| {
+            suite.cases.iter().map(|case| {
+                let message = run_case(&policy, suite, case);
+                CaseResult {
+                    file: suite.file.clone(),
+                    name: case.name.clone(),
+                    passed: message.is_none(),
+                    message,
+                }
+            })
+        })
+        .collect();
+    Ok(TestReport { cases })
+}
+
+/// One fixture file.
+#[derive(Debug)]
+struct Suite {
+    file: String,
+    users: BTreeMap<UserName, User>,
+    cases: Vec<Case>,
+}
+
+/// One case, with its optional expectations.
+#[derive(Debug)]
+struct Case {
+    name: String,
+    user: UserName,
+    target: TargetName,
+    role: RoleName,
+    action: Action,
+    ttl: Ttl,
+    ticket: Option<Ticket>,
+    at: OffsetDateTime,
+    allow: bool,
+    tier: Option<Requirement>,
+    max_ttl: Option<Ttl>,
+    mfa: Option<bool>,
+    recording: Option<Recording>,
+    rules: Option<BTreeSet<String>>,
+    refusal: Option<String>,
+    mfa_verified: bool,
+}
+
+/// When a case does not say: a Monday at noon UTC, inside any office-hours window.
+const DEFAULT_AT: OffsetDateTime = time::macros::datetime!(2026-01-05 12:00 UTC);
+
+/// Codes a case may expect from `Decision::check`; `none` means the request passes.
+const REFUSALS: [&str; 6] = [
+    "none",
+    "not_permitted",
+    "ttl_above_max",
+    "ticket_required",
+    "ticket_mismatch",
+    "mfa_required",
+];
+
+const TOP_KEYS: [&str; 2] = ["users", "case"];
+const USER_KEYS: [&str; 2] = ["groups", "manager"];
+const CASE_KEYS: [&str; 16] = [
+    "name",
+    "user",
+    "target",
+    "role",
+    "action",
+    "ttl",
+    "ticket",
+    "at",
+    "expect",
+    "tier",
+    "max_ttl",
+    "mfa",
+    "recording",
+    "rules",
+    "refusal",
+    "mfa_verified",
+];
+/// Expectations about the terms of a grant, which only an allowed decision has.
+const ALLOW_ONLY_KEYS: [&str; 4] = ["tier", "max_ttl", "mfa", "recording"];
+
+fn parse_suite(src: Source<'_>, out: &mut Vec<Diagnostic>) -> Option<Suite> {
+    let before = out.len();
+    let doc = toml_doc::parse(src, out)?;
+    for key in doc.keys() {
+        if !TOP_KEYS.contains(&key.get_ref().as_ref()) {
+            out.push(toml_doc::unknown_key(
+                src,
+                key,
+                "at the top level",
+                &TOP_KEYS,
+            ));
+        }
+    }
+    let users = match doc.get("users") {
+        Some(item) => parse_users(src, item, out),
+        None => BTreeMap::new(),
+    };
+    let mut cases = Vec::new();
+    if let Some(items) = doc
+        .get("case")
+        .and_then(|item| toml_doc::array(src, "`case`", item, out))
+    {
+        let mut names = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some(table) = toml_doc::table(src, "each [[case]]", item, out) else {
+                continue;
+            };
+            if let Some(case) = parse_case(src, i + 1, item, table, &users, out) {
+                if !names.insert(case.name.clone()) {
+                    out.push(toml_doc::at(
+                        src,
+                        item.span(),
+                        format!("duplicate case name {:?}", case.name),
+                    ));
+                }
+                cases.push(case);
+            }
+        }
+    }
+    (out.len() == before).then(|| Suite {
+        file: src.name.to_owned(),
+        users,
+        cases,
+    })
+}
+
+fn parse_users(
+    src: Source<'_>,
+    item: &Item<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> BTreeMap<UserName, User> {
+    let mut users = BTreeMap::new();
+    let mut managers = Vec::new();
+    let Some(table) = toml_doc::table(src, "`users`", item, out) else {
+        return users;
+    };
+    for (key, item) in table {
+        let name = key
+            .get_ref()
+            .parse::<UserName>()
+            .map_err(|e| out.push(toml_doc::at(src, key.span(), e.to_string())))
+            .ok();
+        let what = format!("user `{}`", key.get_ref());
+        let Some(body) = toml_doc::table(src, &what, item, out) else {
+            continue;
+        };
+        let mut groups = BTreeSet::new();
+        let mut manager = None;
+        for (k, v) in body {
+            let field = format!("`{}` of {what}", k.get_ref());
+            match k.get_ref().as_ref() {
+                "groups" => {
+                    for (g, span) in toml_doc::strings(src, &field, v, out).unwrap_or_default() {
+                        match g.parse::<GroupName>() {
+                            Ok(g) => {
+                                groups.insert(g);
+                            }
+                            Err(e) => out.push(toml_doc::at(src, span, e.to_string())),
+                        }
+                    }
+                }
+                "manager" => {
+                    manager = toml_doc::parsed::<UserName>(src, &field, v, out);
+                    if let Some(m) = &manager {
+                        managers.push((m.clone(), v.span()));
+                    }
+                }
+                _ => out.push(toml_doc::unknown_key(
+                    src,
+                    k,
+                    &format!("in {what}"),
+                    &USER_KEYS,
+                )),
+            }
+        }
+        if let Some(name) = name {
+            if manager.as_ref() == Some(&name) {
+                out.push(toml_doc::at(
+                    src,
+                    key.span(),
+                    format!("user {name} names themself as manager"),
+                ));
+            }
+            users.insert(
+                name.clone(),
+                User {
+                    name,
+                    groups,
+                    manager,
+                },
+            );
+        }
+    }
+    for (m, span) in managers {
+        if !users.contains_key(&m) {
+            out.push(toml_doc::at(
+                src,
+                span,
+                format!("manager {m} is not declared: add a [users.{m}] table"),
+            ));
+        }
+    }
+    users
+}
+
+fn parse_case(
+    src: Source<'_>,
+    number: usize,
+    item: &Item<'_>,
+    table: &DeTable<'_>,
+    users: &BTreeMap<UserName, User>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Case> {
+    let before = out.len();
+    let shown = match table.get("name").map(|n| n.get_ref()) {
+        Some(DeValue::String(s)) => format!("case {s:?}"),
+        _ => format!("case #{number}"),
+    };
+    for key in table.keys() {
+        if !CASE_KEYS.contains(&key.get_ref().as_ref()) {
+            out.push(toml_doc::unknown_key(
+                src,
+                key,
+                &format!("in {shown}"),
+                &CASE_KEYS,
+            ));
+        }
+    }
+    let field = |key: &str| table.get(key);
+    let what = |key: &str| format!("`{key}` of {shown}");
+    let required = |key: &str, out: &mut Vec<Diagnostic>| {
+        let found = field(key);
+        if found.is_none() {
+            out.push(toml_doc::at(
+                src,
+                item.span(),
+                format!("{shown} has no `{key}`"),
+            ));
+        }
+        found
+    };
+
+    let name = required("name", out).and_then(|v| toml_doc::string(src, &what("name"), v, out));
+    let user = required("user", out)
+        .and_then(|v| toml_doc::parsed::<UserName>(src, &what("user"), v, out).map(|u| (u, v)));
+    if let Some((u, v)) = &user
+        && !users.contains_key(u)
+    {
+        out.push(toml_doc::at(
+            src,
+            v.span(),
+            format!("user {u} is not declared: add a [users.{u}] table"),
+        ));
+    }
+    let target = required("target", out)
+        .and_then(|v| toml_doc::parsed::<TargetName>(src, &what("target"), v, out));
+    let role = required("role", out)
+        .and_then(|v| toml_doc::parsed::<RoleName>(src, &what("role"), v, out));
+    let allow = required("expect", out).and_then(|v| {
+        match toml_doc::string(src, &what("expect"), v, out)? {
+            "allow" => Some(true),
+            "deny" => Some(false),
+            other => {
+                out.push(toml_doc::at(
+                    src,
+                    v.span(),
+                    format!(
+                        "{}: {other:?} is neither \"allow\" nor \"deny\"",
+                        what("expect")
+                    ),
+                ));
+                None
+            }
+        }
+    });
+    if allow == Some(false) {
+        for key in ALLOW_ONLY_KEYS {
+            if let Some(v) = field(key) {
+                out.push(toml_doc::at(
+                    src,
+                    v.span(),
+                    format!("{}: only an allowed decision has terms to check; remove it or expect \"allow\"", what(key)),
+                ));
+            }
+        }
+    }
+    let action = match field("action") {
+        None => Some(Action::Request),
+        Some(v) => match toml_doc::string(src, &what("action"), v, out)? {
+            "request" => Some(Action::Request),
+            "breakglass" => Some(Action::Breakglass),
+            other => {
+                out.push(toml_doc::at(
+                    src,
+                    v.span(),
+                    format!(
+                        "{}: {other:?} is neither \"request\" nor \"breakglass\"",
+                        what("action")
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    let ttl = match field("ttl") {
+        None => Ttl::from_secs(3600).ok(),
+        Some(v) => toml_doc::parsed::<Ttl>(src, &what("ttl"), v, out),
+    };
+    let ticket = optional(field("ticket"), |v| {
+        let s = toml_doc::string(src, &what("ticket"), v, out)?;
+        Ticket::parse(s)
+            .map_err(|e| {
+                out.push(toml_doc::at(
+                    src,
+                    v.span(),
+                    format!("{}: {e}", what("ticket")),
+                ))
+            })
+            .ok()
+    });
+    let at = match field("at") {
+        None => Some(DEFAULT_AT),
+        Some(v) => parse_time(src, &what("at"), v, out),
+    };
+    let tier = optional(field("tier"), |v| {
+        toml_doc::parsed(src, &what("tier"), v, out)
+    });
+    let max_ttl = optional(field("max_ttl"), |v| {
+        toml_doc::parsed(src, &what("max_ttl"), v, out)
+    });
+    let recording = optional(field("recording"), |v| {
+        toml_doc::parsed(src, &what("recording"), v, out)
+    });
+    let mfa = optional(field("mfa"), |v| {
+        toml_doc::boolean(src, &what("mfa"), v, out)
+    });
+    let mfa_verified = match field("mfa_verified") {
+        None => Some(false),
+        Some(v) => toml_doc::boolean(src, &what("mfa_verified"), v, out),
+    };
+    let rules = optional(field("rules"), |v| {
+        toml_doc::strings(src, &what("rules"), v, out).map(|r| {
+            r.into_iter()
+                .map(|(s, _)| s.to_owned())
+                .collect::<BTreeSet<_>>()
+        })
+    });
+    let refusal = optional(field("refusal"), |v| {
+        let code = toml_doc::string(src, &what("refusal"), v, out)?;
+        if REFUSALS.contains(&code) {
+            return Some(code.to_owned());
+        }
+        out.push(toml_doc::at(
+            src,
+            v.span(),
+            format!(
+                "{}: unknown refusal code {code:?}; use one of {}",
+                what("refusal"),
+                REFUSALS.join(", ")
+            ),
+        ));
+        None
+    });
+    if out.len() != before {
+        return None;
+    }
+    Some(Case {
+        name: name?.to_owned(),
+        user: user?.0,
+        target: target?,
+        role: role?,
+        action: action?,
+        ttl: ttl?,
+        ticket: ticket?,
+        at: at?,
+        allow: allow?,
+        tier: tier?,
+        max_ttl: max_ttl?,
+        mfa: mfa?,
+        recording: recording?,
+        rules: rules?,
+        refusal: refusal?,
+        mfa_verified: mfa_verified?,
+    })
+}
+
+/// An optional value: `Some(None)` when absent, `Some(Some(v))` when present and valid, `None`
+/// when present but invalid (already reported by `read`).
+fn optional<T>(
+    item: Option<&Item<'_>>,
+    read: impl FnOnce(&Item<'_>) -> Option<T>,
+) -> Option<Option<T>> {
+    match item {
+        None => Some(None),
+        Some(v) => read(v).map(Some),
+    }
+}
+
+/// An RFC 3339 time, written either as a string or as a bare TOML datetime.
+fn parse_time(
+    src: Source<'_>,
+    what: &str,
+    item: &Item<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<OffsetDateTime> {
+    let text = match item.get_ref() {
+        DeValue::Datetime(d) => d.to_string(),
+        _ => toml_doc::string(src, what, item, out)?.to_owned(),
+    };
+    OffsetDateTime::parse(&text, &Rfc3339)
+        .map_err(|e| {
+            out.push(toml_doc::at(
+                src,
+                item.span(),
+                format!(
+                    "{what}: {text:?} is not an RFC 3339 time such as 2026-01-05T10:00:00Z ({e})"
+                ),
+            ));
+        })
+        .ok()
+}
+
+/// Runs one case; `None` when it passes, else what differed.
+fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Option<String> {
+    let Some(user) = suite.users.get(&case.user) else {
+        // Parsing already reports undeclared users; never let such a case pass.
+        return Some(format!("user {} is not declared", case.user));
+    };
+    let ctx = Context {
+        now: case.at,
+        ttl: case.ttl,
+        ticket: case.ticket.clone(),
+    };
+    let d = match policy.decide(case.action, user, &case.target, &case.role, &ctx) {
+        Ok(d) => d,
+        Err(e) => return Some(e.to_string()),
+    };
+    if d.allowed != case.allow {
+        let expected = if case.allow { "allow" } else { "deny" };
+        return Some(format!("expected {expected}, got {}", describe(&d)));
+    }
+    let mut wrong = Vec::new();
+    let mut compare = |what: &str, expected: Option<String>, got: String| {
+        if let Some(expected) = expected
+            && expected != got
+        {
+            wrong.push(format!("{what}: expected {expected}, got {got}"));
+        }
+    };
+    compare(
+        "tier",
+        case.tier.as_ref().map(ToString::to_string),
+        d.requirement.to_string(),
+    );
+    compare(
+        "max_ttl",
+        case.max_ttl.map(|t| t.to_string()),
+        d.max_ttl.to_string(),
+    );
+    compare("mfa", case.mfa.map(|m| m.to_string()), d.mfa.to_string());
+    compare(
+        "recording",
+        case.recording.map(|r| r.to_string()),
+        d.recording.to_string(),
+    );
+    compare(
+        "rules",
+        case.rules.as_ref().map(|r| list(r.iter())),
+        list(d.rules.iter().collect::<BTreeSet<_>>().into_iter()),
+    );
+    let refusal = match d.check(case.ttl, case.ticket.as_ref(), case.mfa_verified) {
+        Ok(()) => "none".to_owned(),
+        Err(r) => format!("{} ({r})", r.code()),
+    };
+    if let Some(expected) = &case.refusal {
+        let code = refusal.split(' ').next().unwrap_or_default();
+        if code != expected {
+            wrong.push(format!("refusal: expected {expected}, got {refusal}"));
+        }
+    }
+    (!wrong.is_empty()).then(|| wrong.join("; "))
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    format!(
+        "[{}]",
+        items.map(String::as_str).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn describe(d: &Decision) -> String {
+    if d.allowed {
+        format!(
+            "allow (rules {}; tier {}; max_ttl {})",
+            list(d.rules.iter()),
+            d.requirement,
+            d.max_ttl
+        )
+    } else if d.rules.is_empty() {
+        "deny (no permit matched)".to_owned()
+    } else {
+        format!("deny (by {})", list(d.rules.iter()))
+    }
+}

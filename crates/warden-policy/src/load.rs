@@ -1,0 +1,479 @@
+//! Loading a policy directory: reading its files, parsing and strictly validating the Cedar
+//! policies, reading their annotations, and cross-checking them against `targets.toml`.
+//!
+//! Each `.cedar` file is parsed on its own so that the byte offsets Cedar reports are relative
+//! to that file; every policy's position in its file is remembered so that later checks
+//! (annotations, validation, entity references) can point at the right line too.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{Authorizer, Effect, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use sha2::{Digest as _, Sha256};
+
+use crate::diagnostics::{Diagnostic, Report, Source, file_diagnostic};
+use crate::entities::{self, Vocabulary};
+use crate::policy::Policy;
+use crate::rules;
+use crate::targets::{self, Targets};
+
+/// Where the Cedar files' problems are filed when there are no Cedar files at all.
+const CEDAR_FILES: &str = "*.cedar";
+/// The fixture folder, relative to the policy directory.
+pub(crate) const TESTS_DIR: &str = "tests";
+
+/// Reads the files a policy directory is made of: `targets.toml`, the top-level `*.cedar`
+/// files and, with `with_tests`, `tests/*.toml`. Names are relative to `dir`, with `/`.
+pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, String)>, Report> {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    let shown = dir.display().to_string();
+    let mut wanted: Vec<(String, std::path::PathBuf)> = Vec::new();
+    match list(dir) {
+        Ok(names) => {
+            for name in names {
+                if name == targets::FILE || name.ends_with(".cedar") {
+                    wanted.push((name.clone(), dir.join(&name)));
+                }
+            }
+        }
+        Err(e) => out.push(file_diagnostic(
+            &shown,
+            format!("cannot read the policy directory: {e}"),
+        )),
+    }
+    let tests = dir.join(TESTS_DIR);
+    if with_tests && tests.is_dir() {
+        match list(&tests) {
+            Ok(names) => {
+                for name in names.into_iter().filter(|n| n.ends_with(".toml")) {
+                    wanted.push((format!("{TESTS_DIR}/{name}"), tests.join(&name)));
+                }
+            }
+            Err(e) => out.push(file_diagnostic(TESTS_DIR, format!("cannot read: {e}"))),
+        }
+    }
+    for (name, path) in wanted {
+        match std::fs::read(&path).map(String::from_utf8) {
+            Ok(Ok(text)) => files.push((name, text)),
+            Ok(Err(_)) => out.push(file_diagnostic(&name, "not valid UTF-8")),
+            Err(e) => out.push(file_diagnostic(&name, format!("cannot read: {e}"))),
+        }
+    }
+    match Report::from_diagnostics(out) {
+        Some(report) => Err(report),
+        None => Ok(files),
+    }
+}
+
+/// Names of the regular files (or links to them) directly in `dir`, sorted.
+fn list(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !std::fs::metadata(entry.path())?.is_file() {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// A Cedar policy's home: which file, and where in it.
+#[derive(Debug, Clone, Copy)]
+struct Home<'a> {
+    src: Source<'a>,
+    offset: usize,
+}
+
+impl Home<'_> {
+    fn at(&self, extra: usize, message: impl Into<String>) -> Diagnostic {
+        self.src.at(self.offset + extra, message)
+    }
+}
+
+/// Builds a [`Policy`] from in-memory files; see [`Policy::from_files`].
+pub(crate) fn load(files: &[(String, String)]) -> Result<Policy, Report> {
+    let mut out = Vec::new();
+    let targets = match files.iter().find(|(n, _)| n == targets::FILE) {
+        Some((_, text)) => targets::parse(text, &mut out),
+        None => {
+            out.push(file_diagnostic(
+                targets::FILE,
+                "missing: a policy directory needs a targets.toml defining the targets and their roles",
+            ));
+            None
+        }
+    };
+    let mut cedar_files: Vec<&(String, String)> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".cedar") && !n.contains('/'))
+        .collect();
+    cedar_files.sort_by(|a, b| a.0.cmp(&b.0));
+    if cedar_files.is_empty() {
+        out.push(file_diagnostic(
+            CEDAR_FILES,
+            "no policy files: without rules every request is denied; add a .cedar file",
+        ));
+    }
+
+    let (schema, _) = Schema::from_cedarschema_str(crate::SCHEMA).map_err(|e| Report {
+        diagnostics: vec![file_diagnostic("schema.cedarschema", e.to_string())],
+    })?;
+    let vocab = Vocabulary::new().map_err(|e| Report {
+        diagnostics: vec![file_diagnostic("schema.cedarschema", e)],
+    })?;
+
+    let mut rules = Rules::new(targets.as_ref(), &vocab);
+    for (name, text) in &cedar_files {
+        rules.add_file(Source::new(name, text), &mut out);
+    }
+    rules.validate(schema.clone(), &mut out);
+    let Rules { set, terms, .. } = rules;
+
+    let entities = match &targets {
+        Some(t) => match entities::build(&vocab, t, &schema) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                out.push(file_diagnostic(targets::FILE, e));
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(report) = Report::from_diagnostics(out) {
+        return Err(report);
+    }
+    let (Some(targets), Some(entities)) = (targets, entities) else {
+        // Both are only missing after a problem was reported above.
+        return Err(Report::default());
+    };
+    Ok(Policy {
+        digest: digest(files),
+        targets,
+        set,
+        terms,
+        entities,
+        vocab,
+        authorizer: Authorizer::new(),
+    })
+}
+
+/// Hex SHA-256 over `targets.toml` and the top-level `*.cedar` files in name order, each as
+/// length-prefixed name and contents so that no two different sets of files hash alike.
+fn digest(files: &[(String, String)]) -> String {
+    let mut parts: Vec<&(String, String)> = files
+        .iter()
+        .filter(|(n, _)| n == targets::FILE || (n.ends_with(".cedar") && !n.contains('/')))
+        .collect();
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = Sha256::new();
+    for (name, text) in parts {
+        for part in [name.as_bytes(), text.as_bytes()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The Cedar policies of all files, as they are being collected.
+struct Rules<'a> {
+    /// For checking entity references; `None` when targets.toml did not load, to avoid a
+    /// cascade of follow-on problems.
+    targets: Option<&'a Targets>,
+    vocab: &'a Vocabulary,
+    set: PolicySet,
+    homes: HashMap<PolicyId, Home<'a>>,
+    terms: HashMap<PolicyId, rules::Terms>,
+}
+
+impl<'a> Rules<'a> {
+    fn new(targets: Option<&'a Targets>, vocab: &'a Vocabulary) -> Self {
+        Self {
+            targets,
+            vocab,
+            set: PolicySet::new(),
+            homes: HashMap::new(),
+            terms: HashMap::new(),
+        }
+    }
+
+    fn add_file(&mut self, src: Source<'a>, out: &mut Vec<Diagnostic>) {
+        let parsed = match PolicySet::from_str(src.text) {
+            Ok(p) => p,
+            Err(errors) => {
+                out.extend(errors.iter().map(|e| miette_diagnostic(src, e, 0)));
+                return;
+            }
+        };
+        // Cedar numbers a file's policies and templates `policy0`, `policy1`, ... in source
+        // order; finding each one's text after the previous one gives its position. (Anything
+        // numbered otherwise sorts last and is searched for from the start of the file.)
+        let mut items: Vec<(usize, Item)> = parsed
+            .policies()
+            .map(|p| (p.id(), Item::Policy(Box::new(p.clone()))))
+            .chain(
+                parsed
+                    .templates()
+                    .map(|t| (t.id(), Item::Template(t.to_cedar()))),
+            )
+            .map(|(id, item)| {
+                let n = id
+                    .to_string()
+                    .strip_prefix("policy")
+                    .and_then(|n| n.parse::<usize>().ok());
+                (n.unwrap_or(usize::MAX), item)
+            })
+            .collect();
+        items.sort_by_key(|(n, _)| *n);
+        let mut cursor = 0;
+        for (ordinal, (_, item)) in items.into_iter().enumerate() {
+            let text = match &item {
+                Item::Policy(p) => p.to_cedar().unwrap_or_default(),
+                Item::Template(t) => t.clone(),
+            };
+            let offset = src.text[cursor..]
+                .find(&text)
+                .map(|i| cursor + i)
+                .or_else(|| src.text.find(&text))
+                .unwrap_or(cursor);
+            cursor = offset + text.len();
+            let home = Home { src, offset };
+            match item {
+                Item::Template(_) => out.push(home.at(
+                    0,
+                    "templates (policies with ?principal or ?resource) are not supported; name the principal and resource in the policy",
+                )),
+                Item::Policy(p) => self.add_policy(home, &text, ordinal + 1, *p, out),
+            }
+        }
+    }
+
+    fn add_policy(
+        &mut self,
+        home: Home<'a>,
+        text: &str,
+        ordinal: usize,
+        policy: cedar_policy::Policy,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let effect = match policy.effect() {
+            Effect::Permit => "permit",
+            Effect::Forbid => "forbid",
+        };
+        // A policy without a usable id still gets validated, under a stand-in id that no real
+        // id can collide with ('#' is not allowed in ids).
+        let stand_in = format!("{}#{ordinal}", home.src.name);
+        // Messages name the policy as its author did, even when that id is unusable.
+        let shown = policy.annotation("id").unwrap_or(&stand_in).to_owned();
+        let id = match policy.annotation("id") {
+            None => {
+                out.push(home.at(
+                    0,
+                    format!("{effect} has no @id; give every policy a unique @id(\"...\") so decisions can name it"),
+                ));
+                stand_in
+            }
+            Some(id) => {
+                let at = annotation_offset(text, "id").unwrap_or(0);
+                if let Err(e) = rules::check_id(id) {
+                    out.push(home.at(at, e));
+                    stand_in
+                } else if let Some(first) = self.homes.get(&PolicyId::new(id)) {
+                    let first = first.src.at(first.offset, "");
+                    out.push(home.at(
+                        at,
+                        format!(
+                            "duplicate @id(\"{id}\"): already used at {}:{}",
+                            first.file,
+                            first.line.unwrap_or(1)
+                        ),
+                    ));
+                    stand_in
+                } else {
+                    id.to_owned()
+                }
+            }
+        };
+        let pid = PolicyId::new(&id);
+
+        let checked = match policy.effect() {
+            Effect::Permit => rules::permit_terms(&shown, policy.annotations()).map(|t| {
+                self.terms.insert(pid.clone(), t);
+            }),
+            Effect::Forbid => rules::check_forbid(policy.annotations()),
+        };
+        if let Err(errors) = checked {
+            for e in errors {
+                let at = e
+                    .key
+                    .as_deref()
+                    .and_then(|k| annotation_offset(text, k))
+                    .unwrap_or(0);
+                out.push(home.at(at, e.message));
+            }
+        }
+
+        if let Some(targets) = self.targets {
+            check_references(home, text, &shown, &policy, targets, self.vocab, out);
+        }
+
+        self.homes.insert(pid.clone(), home);
+        if let Err(e) = self.set.add(policy.new_id(pid)) {
+            out.push(home.at(0, e.to_string()));
+        }
+    }
+
+    /// Strict validation against the schema. Validator warnings (a policy that can never
+    /// apply, confusable characters) are reported as problems too: in an access policy they
+    /// are almost always a mistake, and a silently dead rule is how access quietly breaks.
+    fn validate(&self, schema: Schema, out: &mut Vec<Diagnostic>) {
+        if self.set.is_empty() {
+            return;
+        }
+        let result = Validator::new(schema).validate(&self.set, ValidationMode::Strict);
+        let mut reported = BTreeSet::new();
+        for e in result.validation_errors() {
+            reported.insert(e.policy_id());
+            out.push(self.validation_diagnostic(e.policy_id(), e));
+        }
+        // One mistake often draws several warnings ("no applicable action" and "impossible");
+        // the first says enough.
+        for w in result.validation_warnings() {
+            if reported.insert(w.policy_id()) {
+                out.push(self.validation_diagnostic(w.policy_id(), w));
+            }
+        }
+    }
+
+    fn validation_diagnostic(&self, id: &PolicyId, e: &dyn miette::Diagnostic) -> Diagnostic {
+        match self.homes.get(id) {
+            // Validation spans are offsets into the file the policy was parsed from.
+            Some(home) => miette_diagnostic(home.src, e, home.offset),
+            None => file_diagnostic(CEDAR_FILES, e.to_string()),
+        }
+    }
+}
+
+/// What a file's parsed set holds, in source order.
+enum Item {
+    Policy(Box<cedar_policy::Policy>),
+    Template(String),
+}
+
+/// Reports `Role::"t/r"` and `Target::"t"` literals that `targets.toml` does not define: such a
+/// rule would silently never match, or match something other than intended after a rename.
+fn check_references(
+    home: Home<'_>,
+    text: &str,
+    id: &str,
+    policy: &cedar_policy::Policy,
+    targets: &Targets,
+    vocab: &Vocabulary,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut seen = BTreeSet::new();
+    for uid in policy.entity_literals() {
+        if !seen.insert(uid.to_string()) {
+            continue;
+        }
+        let raw = uid.id().unescaped();
+        let problem = if vocab.is_target(&uid) {
+            let known = raw.parse().ok().is_some_and(|t| targets.get(&t).is_some());
+            (!known).then(|| {
+                format!("policy {id} refers to {uid}, but targets.toml defines no target `{raw}`")
+            })
+        } else if vocab.is_role(&uid) {
+            role_problem(raw, targets).map(|why| format!("policy {id} refers to {uid}, but {why}"))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            let quoted = format!("\"{}\"", uid.id().escaped());
+            let at = text.find(&quoted).unwrap_or(0);
+            out.push(home.at(at, message));
+        }
+    }
+}
+
+fn role_problem(raw: &str, targets: &Targets) -> Option<String> {
+    let Some((t, r)) = raw.split_once('/') else {
+        return Some(
+            "role ids are written \"<target>/<role>\", e.g. Role::\"prod-web-1/admin\"".to_owned(),
+        );
+    };
+    let Some(target) = t.parse().ok().and_then(|t| targets.get(&t)) else {
+        return Some(format!("targets.toml defines no target `{t}`"));
+    };
+    if r.parse()
+        .ok()
+        .is_some_and(|r| target.roles.contains_key(&r))
+    {
+        return None;
+    }
+    let mut known = String::new();
+    for (i, name) in target.roles.keys().enumerate() {
+        let _ = write!(known, "{}{name}", if i > 0 { ", " } else { "" });
+    }
+    Some(format!(
+        "target `{t}` has no role `{r}` (its roles: {known})"
+    ))
+}
+
+/// Byte offset of annotation `@key` in a policy's text, so its problems point at it.
+fn annotation_offset(text: &str, key: &str) -> Option<usize> {
+    let needle = format!("@{key}");
+    text.match_indices(&needle).map(|(i, _)| i).find(|&i| {
+        !text[i + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// A Cedar error (which carries byte spans into the file through miette) as a positioned
+/// problem; one without a span points at `base`.
+fn miette_diagnostic(src: Source<'_>, e: &dyn miette::Diagnostic, base: usize) -> Diagnostic {
+    let label = e.labels().and_then(|mut l| l.next());
+    let mut message = e.to_string();
+    if let Some(text) = label.as_ref().and_then(|l| l.label()) {
+        let _ = write!(message, ": {text}");
+    }
+    if let Some(help) = e.help() {
+        let _ = write!(message, " ({help})");
+    }
+    let offset = label.map_or(base, |l| l.offset());
+    src.at(offset, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_annotations() {
+        let text = "@idx(\"a\") @id(\"b\")\npermit(principal, action, resource);";
+        assert_eq!(annotation_offset(text, "id"), Some(10));
+        assert_eq!(annotation_offset(text, "mfa"), None);
+    }
+
+    #[test]
+    fn digest_covers_policy_files_only() {
+        let files = |targets: &str, test: &str| {
+            vec![
+                ("targets.toml".to_owned(), targets.to_owned()),
+                ("a.cedar".to_owned(), String::new()),
+                ("tests/a.toml".to_owned(), test.to_owned()),
+            ]
+        };
+        assert_eq!(digest(&files("x", "1")), digest(&files("x", "2")));
+        assert_ne!(digest(&files("x", "1")), digest(&files("y", "1")));
+        assert_eq!(digest(&files("x", "1")).len(), 64);
+    }
+}

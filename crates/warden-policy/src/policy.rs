@@ -1,0 +1,201 @@
+//! A loaded, validated policy and the decision it makes for a would-be request.
+//!
+//! Everything that can be checked is checked at load time, so [`Policy::decide`] only builds the
+//! per-request entities and context, runs Cedar, and folds the matching rules' terms together.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Request};
+use warden_domain::{Decision, RoleName, TargetName, User};
+
+use crate::diagnostics::Report;
+use crate::entities::{self, TargetEntities, Vocabulary};
+use crate::rules::{self, Terms};
+use crate::targets::Targets;
+use crate::{Action, Context, load};
+
+/// A policy directory, loaded and validated. Immutable; share it behind an `Arc` and swap the
+/// whole value on reload.
+pub struct Policy {
+    pub(crate) digest: String,
+    pub(crate) targets: Targets,
+    pub(crate) set: PolicySet,
+    /// The terms of every `permit`, by rule id. Forbids have none.
+    pub(crate) terms: HashMap<PolicyId, Terms>,
+    pub(crate) entities: BTreeMap<TargetName, TargetEntities>,
+    pub(crate) vocab: Vocabulary,
+    pub(crate) authorizer: Authorizer,
+}
+
+impl fmt::Debug for Policy {
+    // The full Cedar policy set would drown a log line; the digest identifies the policy.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("digest", &self.digest)
+            .field("targets", &self.targets.len())
+            .field("rules", &self.rule_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a decision could not even be attempted: the request names something `targets.toml`
+/// does not define.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("unknown target `{target}`; known targets: {}", list(.known))]
+    UnknownTarget {
+        target: TargetName,
+        known: Vec<String>,
+    },
+    #[error("target `{target}` has no role `{role}`; its roles: {}", list(.known))]
+    UnknownRole {
+        target: TargetName,
+        role: RoleName,
+        known: Vec<String>,
+    },
+}
+
+/// How many known names an error lists before summarising: enough to spot a typo, short enough
+/// for one line.
+const LISTED: usize = 20;
+
+fn list(known: &[String]) -> String {
+    if known.is_empty() {
+        return "none".to_owned();
+    }
+    let mut s = known
+        .iter()
+        .take(LISTED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if known.len() > LISTED {
+        s.push_str(&format!(" and {} more", known.len() - LISTED));
+    }
+    s
+}
+
+impl Policy {
+    /// Loads and validates a directory: `targets.toml` and every `*.cedar` file at its top
+    /// level. On failure returns every problem found, not just the first.
+    pub fn load_dir(dir: &Path) -> Result<Policy, Report> {
+        Self::from_files(&load::read_dir(dir, false)?)
+    }
+
+    /// Loads from in-memory files given as (name relative to the policy directory, contents),
+    /// e.g. the embedded demo policy. Files other than `targets.toml` and top-level `*.cedar`
+    /// files (such as `tests/*.toml`) are ignored.
+    pub fn from_files(files: &[(String, String)]) -> Result<Policy, Report> {
+        load::load(files)
+    }
+
+    /// Hex SHA-256 over the names and contents of the files that make up the policy
+    /// (`targets.toml` and the `*.cedar` files), in name order. Fixture files do not change any
+    /// decision, so they do not change the digest.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The targets and their roles.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// Number of rules (Cedar policies) loaded.
+    pub fn rule_count(&self) -> usize {
+        self.set.num_of_policies()
+    }
+
+    /// Decides a would-be request by `user` for `role` on `target`; see the crate documentation
+    /// for how rules combine. Fails only when the target or role is unknown.
+    pub fn decide(
+        &self,
+        action: Action,
+        user: &User,
+        target: &TargetName,
+        role: &RoleName,
+        ctx: &Context,
+    ) -> Result<Decision, LookupError> {
+        let t = self
+            .entities
+            .get(target)
+            .ok_or_else(|| LookupError::UnknownTarget {
+                target: target.clone(),
+                known: self.entities.keys().map(ToString::to_string).collect(),
+            })?;
+        let role_entity = t.roles.get(role).ok_or_else(|| LookupError::UnknownRole {
+            target: target.clone(),
+            role: role.clone(),
+            known: t.roles.keys().map(ToString::to_string).collect(),
+        })?;
+        // None of the steps below can fail for inputs built here; if one ever does, nothing is
+        // granted.
+        let Some(response) = self.evaluate(action, user, &t.target, role_entity, ctx) else {
+            return Ok(Decision::deny(Vec::new()));
+        };
+        let diagnostics = response.diagnostics();
+        let denied = response.decision() == cedar_policy::Decision::Deny;
+        // Sorted, so decisions (and the combined terms) do not depend on Cedar's report order.
+        let mut matched: Vec<&PolicyId> = diagnostics.reason().collect();
+        let mut erroring: Vec<&PolicyId> = diagnostics
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => p.policy_id(),
+            })
+            .collect();
+        if !erroring.is_empty() {
+            // A rule that cannot be evaluated might have been a forbid: fail closed, naming
+            // the broken rules and any forbids that matched anyway.
+            if denied {
+                erroring.extend(matched);
+            }
+            return Ok(Decision::deny(ids(erroring)));
+        }
+        if denied {
+            return Ok(Decision::deny(ids(matched)));
+        }
+        matched.sort();
+        matched.dedup();
+        let terms: Option<Vec<&Terms>> = matched.iter().map(|id| self.terms.get(*id)).collect();
+        Ok(match terms {
+            Some(terms) => rules::combine(ids(matched), &terms),
+            // Every permit has terms; a match without them would be a bug, so grant nothing.
+            None => Decision::deny(Vec::new()),
+        })
+    }
+
+    fn evaluate(
+        &self,
+        action: Action,
+        user: &User,
+        target: &cedar_policy::Entity,
+        role: &cedar_policy::Entity,
+        ctx: &Context,
+    ) -> Option<cedar_policy::Response> {
+        let principal = self.vocab.user(user);
+        let request = Request::new(
+            principal.uid(),
+            self.vocab.action(action).clone(),
+            role.uid(),
+            entities::context(ctx).ok()?,
+            None,
+        )
+        .ok()?;
+        let entities =
+            Entities::from_entities([principal, target.clone(), role.clone()], None).ok()?;
+        Some(
+            self.authorizer
+                .is_authorized(&request, &self.set, &entities),
+        )
+    }
+}
+
+/// Rule ids as decisions report them: sorted and distinct.
+fn ids(policies: Vec<&PolicyId>) -> Vec<String> {
+    let mut ids: Vec<String> = policies.into_iter().map(ToString::to_string).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}

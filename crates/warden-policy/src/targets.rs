@@ -1,0 +1,338 @@
+//! `targets.toml`: the systems Warden grants access to and the roles each one offers.
+//!
+//! Policies name targets and roles, issuers turn a granted role into a credential, and the UI
+//! lists what can be requested; all three read this one definition. Role settings other than
+//! `description` belong to the issuer (`kind`), so they are kept as JSON for it to validate.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use toml::de::DeTable;
+use warden_domain::{RoleName, TargetName};
+
+use crate::diagnostics::{Diagnostic, Source};
+use crate::toml_doc::{self, Key};
+
+/// The file name, relative to the policy directory.
+pub(crate) const FILE: &str = "targets.toml";
+
+/// Every target, by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Targets(BTreeMap<TargetName, Target>);
+
+impl Targets {
+    /// Looks a target up by name.
+    pub fn get(&self, name: &TargetName) -> Option<&Target> {
+        self.0.get(name)
+    }
+
+    /// Every target, ordered by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&TargetName, &Target)> {
+        self.0.iter()
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no target is defined.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A system Warden grants access to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Target {
+    pub name: TargetName,
+    /// Which credential issuer handles the target, e.g. `ssh`.
+    pub kind: String,
+    /// Free-form environment name such as `production`; policies match on it.
+    pub environment: String,
+    pub description: Option<String>,
+    pub labels: BTreeSet<String>,
+    pub roles: BTreeMap<RoleName, Role>,
+}
+
+/// A level of access on a target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Role {
+    pub name: RoleName,
+    pub description: Option<String>,
+    /// Issuer-specific settings: every key of the role's table except `description`.
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+const TARGET_KEYS: [&str; 5] = ["kind", "environment", "description", "labels", "roles"];
+
+/// Reads `targets.toml`, appending every problem to `out`; `None` if there was any.
+pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<Targets> {
+    let src = Source::new(FILE, text);
+    let before = out.len();
+    let doc = toml_doc::parse(src, out)?;
+    let mut targets = BTreeMap::new();
+    for (key, item) in &doc {
+        if key.get_ref() != "targets" {
+            out.push(at_key(
+                src,
+                key,
+                format!(
+                    "unknown top-level key `{}`; targets.toml holds only [targets.NAME] tables",
+                    key.get_ref()
+                ),
+            ));
+            continue;
+        }
+        let Some(table) = toml_doc::table(src, "`targets`", item, out) else {
+            continue;
+        };
+        for (name_key, item) in table {
+            let name = parse_name::<TargetName>(src, name_key, out);
+            let what = format!("target `{}`", name_key.get_ref());
+            let Some(body) = toml_doc::table(src, &what, item, out) else {
+                continue;
+            };
+            if let Some(target) = target(src, name_key, name, body, out) {
+                targets.insert(target.name.clone(), target);
+            }
+        }
+    }
+    (out.len() == before).then_some(Targets(targets))
+}
+
+fn target(
+    src: Source<'_>,
+    name_key: &Key<'_>,
+    name: Option<TargetName>,
+    body: &DeTable<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Target> {
+    let shown = name_key.get_ref();
+    let mut kind = None;
+    let mut environment = None;
+    let mut description = None;
+    let mut labels = BTreeSet::new();
+    let mut roles = None;
+    for (key, item) in body {
+        let what = format!("`{}` of target `{shown}`", key.get_ref());
+        match key.get_ref().as_ref() {
+            "kind" => kind = non_empty(src, &what, item, out),
+            "environment" => environment = non_empty(src, &what, item, out),
+            "description" => {
+                description = toml_doc::string(src, &what, item, out).map(str::to_owned);
+            }
+            "labels" => {
+                labels = toml_doc::strings(src, &what, item, out)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(s, _)| s.to_owned())
+                    .collect();
+            }
+            "roles" => {
+                roles = toml_doc::table(src, &what, item, out)
+                    .map(|t| parse_roles(src, shown, name_key, t, out));
+            }
+            _ => out.push(toml_doc::unknown_key(
+                src,
+                key,
+                &format!("in target `{shown}`"),
+                &TARGET_KEYS,
+            )),
+        }
+    }
+    let missing = |field: &str| at_key(src, name_key, format!("target `{shown}` has no `{field}`"));
+    if kind.is_none() && !body.contains_key("kind") {
+        out.push(missing("kind"));
+    }
+    if environment.is_none() && !body.contains_key("environment") {
+        out.push(missing("environment"));
+    }
+    if !body.contains_key("roles") {
+        out.push(at_key(
+            src,
+            name_key,
+            format!(
+                "target `{shown}` has no roles: add at least one [targets.{shown}.roles.NAME] table"
+            ),
+        ));
+    }
+    Some(Target {
+        name: name?,
+        kind: kind?,
+        environment: environment?,
+        description,
+        labels,
+        roles: roles??,
+    })
+}
+
+fn parse_roles(
+    src: Source<'_>,
+    target: &str,
+    target_key: &Key<'_>,
+    table: &DeTable<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<BTreeMap<RoleName, Role>> {
+    let before = out.len();
+    if table.is_empty() {
+        out.push(at_key(
+            src,
+            target_key,
+            format!("target `{target}` has no roles: add at least one [targets.{target}.roles.NAME] table"),
+        ));
+    }
+    let mut roles = BTreeMap::new();
+    for (key, item) in table {
+        let name = parse_name::<RoleName>(src, key, out);
+        let what = format!("role `{}` of target `{target}`", key.get_ref());
+        let Some(body) = toml_doc::table(src, &what, item, out) else {
+            continue;
+        };
+        let mut description = None;
+        let mut settings = serde_json::Map::new();
+        for (k, v) in body {
+            if k.get_ref() == "description" {
+                let what = format!("`description` of {what}");
+                description = toml_doc::string(src, &what, v, out).map(str::to_owned);
+                continue;
+            }
+            match toml_doc::to_json(v.get_ref()) {
+                Ok(json) => {
+                    settings.insert(k.get_ref().to_string(), json);
+                }
+                Err(e) => out.push(toml_doc::at(
+                    src,
+                    v.span(),
+                    format!("`{}` of {what}: {e}", k.get_ref()),
+                )),
+            }
+        }
+        if let Some(name) = name {
+            roles.insert(
+                name.clone(),
+                Role {
+                    name,
+                    description,
+                    settings,
+                },
+            );
+        }
+    }
+    (out.len() == before).then_some(roles)
+}
+
+/// A target or role name from a table key, checked against the domain's naming rules.
+fn parse_name<T: std::str::FromStr<Err = warden_domain::names::NameError>>(
+    src: Source<'_>,
+    key: &Key<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    key.get_ref()
+        .parse()
+        .map_err(|e: warden_domain::names::NameError| out.push(at_key(src, key, e.to_string())))
+        .ok()
+}
+
+fn non_empty(
+    src: Source<'_>,
+    what: &str,
+    item: &toml_doc::Item<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let s = toml_doc::string(src, what, item, out)?;
+    if s.trim().is_empty() {
+        out.push(toml_doc::at(
+            src,
+            item.span(),
+            format!("{what} may not be empty"),
+        ));
+        return None;
+    }
+    Some(s.to_owned())
+}
+
+fn at_key(src: Source<'_>, key: &Key<'_>, message: impl Into<String>) -> Diagnostic {
+    toml_doc::at(src, key.span(), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        assert!(parse(text, &mut out).is_none(), "{text} parsed");
+        let report = crate::Report::from_diagnostics(out).unwrap();
+        report.diagnostics.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn reads_targets_and_keeps_issuer_settings() {
+        let text = r#"
+[targets.prod-web-1]
+kind = "ssh"
+environment = "production"
+description = "Production web server"
+labels = ["web", "eu"]
+
+[targets.prod-web-1.roles.admin]
+description = "root shell"
+principals = ["root"]
+extensions = { permit-pty = true }
+"#;
+        let mut out = Vec::new();
+        let targets = parse(text, &mut out).unwrap();
+        assert!(out.is_empty());
+        let t = targets.get(&"prod-web-1".parse().unwrap()).unwrap();
+        assert_eq!(t.kind, "ssh");
+        assert_eq!(t.environment, "production");
+        assert_eq!(t.labels.len(), 2);
+        let admin = &t.roles[&"admin".parse().unwrap()];
+        assert_eq!(admin.description.as_deref(), Some("root shell"));
+        assert_eq!(
+            serde_json::Value::Object(admin.settings.clone()),
+            serde_json::json!({"principals": ["root"], "extensions": {"permit-pty": true}})
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_line() {
+        let got = problems(
+            r#"targts = 1
+[targets.Prod]
+kind = "ssh"
+environment = "production"
+[targets.Prod.roles.admin]
+
+[targets.web]
+kind = 7
+enviroment = "staging"
+[targets.web.roles."bad role"]
+"#,
+        );
+        assert_eq!(
+            got,
+            vec![
+                "targets.toml:1:1: unknown top-level key `targts`; targets.toml holds only [targets.NAME] tables",
+                "targets.toml:2:10: invalid target name \"Prod\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+                "targets.toml:7:10: target `web` has no `environment`",
+                "targets.toml:8:8: `kind` of target `web` must be a string, not integer",
+                "targets.toml:9:1: unknown key `enviroment` in target `web`; allowed keys: kind, environment, description, labels, roles",
+                "targets.toml:10:20: invalid role name \"bad role\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_target_needs_roles() {
+        let got = problems("[targets.web]\nkind = \"ssh\"\nenvironment = \"x\"\n");
+        assert_eq!(
+            got,
+            vec![
+                "targets.toml:1:10: target `web` has no roles: add at least one [targets.web.roles.NAME] table"
+            ]
+        );
+    }
+}

@@ -1,0 +1,655 @@
+//! Tests of the crate as its callers use it: loading, deciding, reporting problems and running
+//! fixtures.
+
+use time::macros::datetime;
+use warden_domain::{Recording, Ticket, User};
+
+use super::*;
+
+const TARGETS: &str = r#"
+[targets.prod-web-1]
+kind = "ssh"
+environment = "production"
+labels = ["web"]
+
+[targets.prod-web-1.roles.admin]
+principals = ["root"]
+
+[targets.prod-web-1.roles.viewer]
+principals = ["viewer"]
+
+[targets.stage-web-1]
+kind = "ssh"
+environment = "staging"
+
+[targets.stage-web-1.roles.admin]
+principals = ["root"]
+"#;
+
+fn files(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut files = vec![("targets.toml".to_owned(), TARGETS.to_owned())];
+    files.extend(
+        extra
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
+    );
+    files
+}
+
+fn load(extra: &[(&str, &str)]) -> Policy {
+    Policy::from_files(&files(extra)).unwrap_or_else(|r| panic!("{r}"))
+}
+
+fn problems(files: &[(String, String)]) -> Vec<String> {
+    match Policy::from_files(files) {
+        Ok(_) => panic!("loaded"),
+        Err(r) => r.diagnostics.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn user(name: &str, groups: &[&str]) -> User {
+    User {
+        name: name.parse().unwrap(),
+        groups: groups.iter().map(|g| g.parse().unwrap()).collect(),
+        manager: None,
+    }
+}
+
+fn ctx() -> Context {
+    Context {
+        now: datetime!(2026-01-05 12:00 UTC),
+        ttl: "1h".parse().unwrap(),
+        ticket: None,
+    }
+}
+
+fn decide(
+    p: &Policy,
+    who: &User,
+    target: &str,
+    role: &str,
+    ctx: &Context,
+) -> warden_domain::Decision {
+    p.decide(
+        Action::Request,
+        who,
+        &target.parse().unwrap(),
+        &role.parse().unwrap(),
+        ctx,
+    )
+    .unwrap()
+}
+
+#[test]
+fn demo_policy_loads_and_its_fixtures_pass() {
+    let policy = Policy::from_files(&demo_files()).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(policy.rule_count(), 5);
+    assert_eq!(policy.targets().len(), 1);
+    let report = fixtures::run_files(&demo_files()).unwrap_or_else(|r| panic!("{r}"));
+    let failures: Vec<_> = report.cases.iter().filter(|c| !c.passed).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(report.passed(), 13);
+    assert_eq!(report.failed(), 0);
+}
+
+#[test]
+fn loads_a_directory_like_in_memory_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in demo_files() {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    std::fs::write(dir.path().join("README.md"), "not policy").unwrap();
+    let from_dir = Policy::load_dir(dir.path()).unwrap();
+    let in_memory = Policy::from_files(&demo_files()).unwrap();
+    assert_eq!(from_dir.digest(), in_memory.digest());
+    let report = run_tests(dir.path()).unwrap();
+    assert_eq!((report.passed(), report.failed()), (13, 0));
+
+    std::fs::write(dir.path().join("extra.cedar"), "@id(\"x\")").unwrap();
+    let err = Policy::load_dir(dir.path()).unwrap_err();
+    assert_eq!(err.diagnostics[0].file, "extra.cedar");
+
+    let missing = Policy::load_dir(&dir.path().join("nope")).unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("cannot read the policy directory"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn the_strictest_terms_of_overlapping_permits_apply() {
+    let p = load(&[
+        (
+            "sre.cedar",
+            r#"
+@id("sre-prod")
+@approval("peer(sre)")
+@max_ttl("4h")
+@ticket("INC-[0-9]+")
+@recording("sampled")
+@pending_timeout("2h")
+permit (principal in Group::"sre", action == Action::"request", resource in Target::"prod-web-1");
+"#,
+        ),
+        (
+            "prod.cedar",
+            r#"
+@id("prod-guard")
+@approval("manager & peer(sre, 2)")
+@max_ttl("1h")
+@ticket("(INC|CHG)-[0-9]+")
+@mfa("required")
+@recording("full")
+permit (principal, action, resource)
+when { resource.target.environment == "production" && resource.name == "admin" };
+
+@id("prod-same-ticket")
+@approval("auto")
+@max_ttl("8h")
+@ticket("INC-[0-9]+")
+permit (principal in Group::"sre", action, resource == Role::"prod-web-1/admin");
+"#,
+        ),
+    ]);
+    let bob = user("bob", &["sre"]);
+    let d = decide(&p, &bob, "prod-web-1", "admin", &ctx());
+    assert!(d.allowed);
+    assert_eq!(d.rules, vec!["prod-guard", "prod-same-ticket", "sre-prod"]);
+    assert_eq!(d.requirement.to_string(), "peer(sre, 2) & manager");
+    assert_eq!(d.max_ttl.to_string(), "1h");
+    assert_eq!(d.pending_timeout.to_string(), "2h");
+    assert!(d.mfa);
+    assert_eq!(d.recording, Recording::Full);
+    let patterns: Vec<_> = d.ticket_patterns.iter().map(|t| t.as_str()).collect();
+    assert_eq!(patterns, vec!["(INC|CHG)-[0-9]+", "INC-[0-9]+"]);
+
+    // Only one permit matches the viewer role: its own terms, and the defaults.
+    let d = decide(&p, &bob, "prod-web-1", "viewer", &ctx());
+    assert_eq!(d.rules, vec!["sre-prod"]);
+    assert_eq!(d.requirement.to_string(), "peer(sre)");
+    assert!(!d.mfa);
+    // Nothing permits a non-SRE on staging.
+    let d = decide(&p, &user("alice", &["dev"]), "stage-web-1", "admin", &ctx());
+    assert!(!d.allowed);
+    assert!(d.rules.is_empty());
+}
+
+#[test]
+fn a_matching_forbid_wins() {
+    let p = load(&[(
+        "a.cedar",
+        r#"
+@id("everyone")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action, resource);
+
+@id("no-web-for-contractors")
+@reason("contractors work on staging only")
+forbid (principal in Group::"contractors", action, resource)
+when { resource.target.labels.contains("web") && resource.target.environment == "production" };
+
+@id("no-admin-for-contractors")
+forbid (principal in Group::"contractors", action, resource)
+when { resource.name == "admin" };
+"#,
+    )]);
+    let carol = user("carol", &["contractors"]);
+    let d = decide(&p, &carol, "prod-web-1", "admin", &ctx());
+    assert!(!d.allowed);
+    assert_eq!(
+        d.rules,
+        vec!["no-admin-for-contractors", "no-web-for-contractors"]
+    );
+    assert_eq!(
+        d.check(ctx().ttl, None, true).unwrap_err().to_string(),
+        "no policy rule permits this request (forbidden by no-admin-for-contractors, no-web-for-contractors)"
+    );
+    assert_eq!(
+        decide(&p, &carol, "prod-web-1", "viewer", &ctx()).rules,
+        vec!["no-web-for-contractors"]
+    );
+    assert!(decide(&p, &user("dave", &["dev"]), "prod-web-1", "admin", &ctx()).allowed);
+}
+
+#[test]
+fn evaluation_errors_fail_closed() {
+    let p = load(&[(
+        "a.cedar",
+        r#"
+@id("fine")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action, resource);
+
+@id("overflows")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action, resource == Role::"prod-web-1/admin")
+when { context.ttl_seconds * 9223372036854775807 > 0 };
+
+@id("forbid-overflows")
+forbid (principal, action, resource == Role::"stage-web-1/admin")
+when { context.ttl_seconds * 9223372036854775807 > 0 };
+"#,
+    )]);
+    let alice = user("alice", &["dev"]);
+    // A permit that cannot be evaluated denies, even though another permit matches.
+    let d = decide(&p, &alice, "prod-web-1", "admin", &ctx());
+    assert!(!d.allowed);
+    assert_eq!(d.rules, vec!["overflows"]);
+    // A forbid that cannot be evaluated denies too, where Cedar alone would have allowed.
+    let d = decide(&p, &alice, "stage-web-1", "admin", &ctx());
+    assert!(!d.allowed);
+    assert_eq!(d.rules, vec!["forbid-overflows"]);
+    assert!(decide(&p, &alice, "prod-web-1", "viewer", &ctx()).allowed);
+}
+
+#[test]
+fn time_windows_and_actions_are_visible_to_rules() {
+    let p = load(&[(
+        "a.cedar",
+        r#"
+@id("office-hours")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource)
+when { context.now.weekday < 5 && context.now.hour >= 8 && context.now.hour < 18 };
+
+@id("breakglass-with-ticket")
+@approval("auto")
+@max_ttl("30m")
+permit (principal in Group::"sre", action == Action::"breakglass", resource)
+when { context.has_ticket && context.ticket like "INC-*" && context.ttl_seconds <= 1800 };
+"#,
+    )]);
+    let bob = user("bob", &["sre"]);
+    let at = |now| Context { now, ..ctx() };
+    assert!(
+        decide(
+            &p,
+            &bob,
+            "prod-web-1",
+            "admin",
+            &at(datetime!(2026-01-05 09:00 UTC))
+        )
+        .allowed
+    );
+    // 19:00 in UTC+2 is 17:00 UTC: inside the window.
+    assert!(
+        decide(
+            &p,
+            &bob,
+            "prod-web-1",
+            "admin",
+            &at(datetime!(2026-01-05 19:00 +2))
+        )
+        .allowed
+    );
+    assert!(
+        !decide(
+            &p,
+            &bob,
+            "prod-web-1",
+            "admin",
+            &at(datetime!(2026-01-05 18:00 UTC))
+        )
+        .allowed
+    );
+    assert!(
+        !decide(
+            &p,
+            &bob,
+            "prod-web-1",
+            "admin",
+            &at(datetime!(2026-01-11 10:00 UTC))
+        )
+        .allowed
+    );
+
+    let breakglass = |ttl: &str, ticket: Option<&str>| {
+        let c = Context {
+            ttl: ttl.parse().unwrap(),
+            ticket: ticket.map(|t| Ticket::parse(t).unwrap()),
+            now: datetime!(2026-01-11 03:00 UTC),
+        };
+        p.decide(
+            Action::Breakglass,
+            &bob,
+            &"prod-web-1".parse().unwrap(),
+            &"admin".parse().unwrap(),
+            &c,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        breakglass("30m", Some("INC-9")).rules,
+        vec!["breakglass-with-ticket"]
+    );
+    assert!(!breakglass("30m", None).allowed);
+    assert!(!breakglass("30m", Some("CHG-9")).allowed);
+    assert!(!breakglass("31m", Some("INC-9")).allowed);
+}
+
+#[test]
+fn unknown_targets_and_roles_are_named_clearly() {
+    let p = load(&[(
+        "a.cedar",
+        "@id(\"x\") @approval(\"auto\") @max_ttl(\"1h\") permit(principal, action, resource);",
+    )]);
+    let alice = user("alice", &[]);
+    let err = p
+        .decide(
+            Action::Request,
+            &alice,
+            &"prod-web-2".parse().unwrap(),
+            &"admin".parse().unwrap(),
+            &ctx(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown target `prod-web-2`; known targets: prod-web-1, stage-web-1"
+    );
+    let err = p
+        .decide(
+            Action::Request,
+            &alice,
+            &"prod-web-1".parse().unwrap(),
+            &"root".parse().unwrap(),
+            &ctx(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "target `prod-web-1` has no role `root`; its roles: admin, viewer"
+    );
+
+    let mut many = String::new();
+    for i in 0..25 {
+        many.push_str(&format!(
+            "[targets.t{i:02}]\nkind = \"ssh\"\nenvironment = \"x\"\n[targets.t{i:02}.roles.r]\n"
+        ));
+    }
+    let files = vec![
+        ("targets.toml".to_owned(), many),
+        (
+            "a.cedar".to_owned(),
+            "@id(\"x\") @approval(\"auto\") @max_ttl(\"1h\") permit(principal, action, resource);"
+                .to_owned(),
+        ),
+    ];
+    let p = Policy::from_files(&files).unwrap();
+    let err = p
+        .decide(
+            Action::Request,
+            &alice,
+            &"zz".parse().unwrap(),
+            &"r".parse().unwrap(),
+            &ctx(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.ends_with("t18, t19 and 5 more"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_position() {
+    let mut f = files(&[
+        (
+            "a.cedar",
+            r#"// rules for prod
+@id("prod-admin")
+@approval("peer(sre)")
+@max_ttl("forever")
+permit (principal, action, resource == Role::"prod-web-1/admin");
+
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action, resource);
+
+@id("typo")
+@approval("auto")
+@max_tll("1h")
+permit (principal, action, resource)
+when { resource.nam == "admin" };
+"#,
+        ),
+        (
+            "b.cedar",
+            r#"@id("prod-admin")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action, resource == Role::"prod-web-1/root");
+
+@id("no-ttl")
+permit (principal, action, resource in Target::"prod-web-9");
+
+@id("bad-forbid")
+@mfa("required")
+forbid (principal, action, resource == Role::"nowhere");
+
+@id("template")
+permit (principal == ?principal, action, resource);
+"#,
+        ),
+        (
+            "c.cedar",
+            "@id(\"x\")\npermit (principal, action, resource)\n  when { principal.name == };\n",
+        ),
+    ]);
+    f.push(("README.md".to_owned(), "ignored".to_owned()));
+    let got = problems(&f);
+    let expected = [
+        "a.cedar:4:1: @max_ttl: TTL \"forever\" is not a duration: write it like 90s, 15m, 1h30m or 2d",
+        "a.cedar:7:1: permit has no @id; give every policy a unique @id(\"...\") so decisions can name it",
+        "a.cedar:11:1: permit typo has no @max_ttl; say how long a grant may last, e.g. @max_ttl(\"1h\")",
+        "a.cedar:13:1: unknown annotation @max_tll on a permit; allowed: @id, @approval, @max_ttl, @ticket, @mfa, @recording, @pending_timeout",
+        "a.cedar:15:8: for policy `typo`, attribute `nam` on entity type `Role` not found (did you mean `name`?)",
+        "b.cedar:1:1: duplicate @id(\"prod-admin\"): already used at a.cedar:2",
+        "b.cedar:4:46: policy prod-admin refers to Role::\"prod-web-1/root\", but target `prod-web-1` has no role `root` (its roles: admin, viewer)",
+        "b.cedar:6:1: permit no-ttl has no @approval; write @approval(\"auto\") to grant without approval",
+        "b.cedar:6:1: permit no-ttl has no @max_ttl; say how long a grant may last, e.g. @max_ttl(\"1h\")",
+        "b.cedar:7:48: policy no-ttl refers to Target::\"prod-web-9\", but targets.toml defines no target `prod-web-9`",
+        "b.cedar:10:1: unknown annotation @mfa on a forbid (a forbid only denies, so it has no terms); allowed: @id, @reason",
+        "b.cedar:11:46: policy bad-forbid refers to Role::\"nowhere\", but role ids are written \"<target>/<role>\", e.g. Role::\"prod-web-1/admin\"",
+        "b.cedar:13:1: templates (policies with ?principal or ?resource) are not supported; name the principal and resource in the policy",
+    ];
+    for e in expected {
+        assert!(
+            got.contains(&e.to_owned()),
+            "missing {e}\n got:\n{}",
+            got.join("\n")
+        );
+    }
+    let c: Vec<_> = got.iter().filter(|g| g.starts_with("c.cedar:")).collect();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(
+        c[0].starts_with("c.cedar:3:28: unexpected token `}`"),
+        "{c:?}"
+    );
+    assert_eq!(got.len(), expected.len() + 1, "{}", got.join("\n"));
+}
+
+#[test]
+fn validation_problems_point_into_the_right_file() {
+    let got = problems(&files(&[
+        (
+            "a.cedar",
+            "@id(\"a\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n",
+        ),
+        (
+            "b.cedar",
+            "\n\n@id(\"b\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource)\nwhen { context.now.weekday == \"monday\" };\n\n@id(\"c\") forbid (principal, action, resource == Target::\"prod-web-1\");\n",
+        ),
+    ]));
+    assert_eq!(got.len(), 2, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with(
+            "b.cedar:5:8: the types Long and String are not compatible (for policy `b`"
+        ),
+        "{}",
+        got[0]
+    );
+    // A rule that can never apply is a mistake: Target is never the resource, roles are.
+    assert_eq!(
+        got[1],
+        "b.cedar:7:1: for policy `c`, unable to find an applicable action given the policy scope constraints (try replacing `==` with `in` in the resource clause)"
+    );
+}
+
+#[test]
+fn file_level_problems_are_reported_together() {
+    let got = problems(&[("notes.txt".to_owned(), String::new())]);
+    assert_eq!(
+        got,
+        vec![
+            "*.cedar: no policy files: without rules every request is denied; add a .cedar file",
+            "targets.toml: missing: a policy directory needs a targets.toml defining the targets and their roles",
+        ]
+    );
+    // A broken targets.toml is reported alongside the Cedar problems, without follow-on
+    // complaints about the roles the rules refer to.
+    let got = problems(&[
+        (
+            "targets.toml".to_owned(),
+            "[targets.x]\nkind = \n".to_owned(),
+        ),
+        (
+            "a.cedar".to_owned(),
+            "@id(\"a\") permit (principal, action, resource == Role::\"x/y\");".to_owned(),
+        ),
+    ]);
+    assert_eq!(got.len(), 3, "{}", got.join("\n"));
+    assert!(got[2].starts_with("targets.toml:2:"), "{}", got[2]);
+}
+
+#[test]
+fn fixture_problems_and_failures_are_precise() {
+    let policy = "@id(\"viewers\")\n@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\npermit (principal, action, resource)\nwhen { resource.name == \"viewer\" };\n";
+    let bad = r#"[users.alice]
+groups = ["dev"]
+manager = "mallory"
+email = "a@example.com"
+
+[[case]]
+name = "x"
+user = "bob"
+target = "prod-web-1"
+role = "viewer"
+expect = "maybe"
+refusal = "nope"
+
+[[case]]
+name = "y"
+user = "alice"
+target = "prod-web-1"
+expect = "deny"
+"#;
+    let got = match fixtures::run_files(&files(&[("a.cedar", policy), ("tests/bad.toml", bad)])) {
+        Ok(_) => panic!("ran"),
+        Err(r) => r.to_string(),
+    };
+    assert_eq!(
+        got,
+        [
+            "tests/bad.toml:3:11: manager mallory is not declared: add a [users.mallory] table",
+            "tests/bad.toml:4:1: unknown key `email` in user `alice`; allowed keys: groups, manager",
+            "tests/bad.toml:8:8: user bob is not declared: add a [users.bob] table",
+            "tests/bad.toml:11:10: `expect` of case \"x\": \"maybe\" is neither \"allow\" nor \"deny\"",
+            "tests/bad.toml:12:11: `refusal` of case \"x\": unknown refusal code \"nope\"; use one of none, not_permitted, ttl_above_max, ticket_required, ticket_mismatch, mfa_required",
+            "tests/bad.toml:14:1: case \"y\" has no `role`",
+        ]
+        .join("\n")
+    );
+
+    let cases = r#"[users.alice]
+groups = ["dev"]
+
+[[case]]
+name = "passes"
+user = "alice"
+target = "prod-web-1"
+role = "viewer"
+at = 2026-01-06T08:00:00Z
+expect = "allow"
+tier = "peer(sre)"
+rules = ["viewers"]
+refusal = "none"
+
+[[case]]
+name = "wrong terms"
+user = "alice"
+target = "prod-web-1"
+role = "viewer"
+ttl = "2h"
+expect = "allow"
+tier = "manager"
+max_ttl = "1h"
+mfa = true
+rules = ["other"]
+refusal = "ticket_required"
+
+[[case]]
+name = "wrong verdict"
+user = "alice"
+target = "prod-web-1"
+role = "admin"
+expect = "allow"
+
+[[case]]
+name = "unknown role"
+user = "alice"
+target = "prod-web-1"
+role = "root"
+expect = "deny"
+"#;
+    let report =
+        fixtures::run_files(&files(&[("a.cedar", policy), ("tests/t.toml", cases)])).unwrap();
+    let messages: Vec<_> = report
+        .cases
+        .iter()
+        .map(|c| (c.name.as_str(), c.message.as_deref()))
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            ("passes", None),
+            (
+                "wrong terms",
+                Some(
+                    "tier: expected manager, got peer(sre); mfa: expected true, got false; rules: expected [other], got [viewers]; refusal: expected ticket_required, got ttl_above_max (requested TTL 2h is above the maximum of 1h for this role)"
+                )
+            ),
+            (
+                "wrong verdict",
+                Some("expected allow, got deny (no permit matched)")
+            ),
+            (
+                "unknown role",
+                Some("target `prod-web-1` has no role `root`; its roles: admin, viewer")
+            ),
+        ]
+    );
+    assert_eq!((report.passed(), report.failed()), (1, 3));
+    assert_eq!(report.cases[0].file, "tests/t.toml");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["cases"][0]["passed"], true);
+}
+
+#[test]
+fn policies_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Policy>();
+    let p = load(&[(
+        "a.cedar",
+        "@id(\"x\") @approval(\"auto\") @max_ttl(\"1h\") permit(principal, action, resource);",
+    )]);
+    assert_eq!(p.digest().len(), 64);
+    assert!(format!("{p:?}").contains("rules: 1"));
+    assert!(SCHEMA.contains("entity Role in [Target]"));
+}

@@ -1,0 +1,56 @@
+//! Test support for Warden's integration tests.
+//!
+//! Everything here runs real programs as child processes on 127.0.0.1 and
+//! keeps its files in a temporary directory that disappears with the value:
+//!
+//! - [`Sshd`]: a private OpenSSH server that trusts a caller-given user CA,
+//!   with [`ensure_local_user`] and [`ssh_login`] to prove a certificate works.
+//! - [`Server`]: the `warden` binary, started on a free port and waited for
+//!   until `/readyz` answers 200.
+//! - [`Cli`]: the `warden` binary as a client, with its own home directory.
+//! - [`free_port`] and [`http_get`]: small building blocks used by the above.
+//!
+//! Helpers panic with a clear message when the environment is not as a test
+//! needs it: a failed setup is a failed test.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod cli;
+mod http;
+mod process;
+mod server;
+mod sshd;
+
+pub use cli::{Cli, CliOutput};
+pub use http::{HttpResponse, http_get};
+pub use server::Server;
+pub use sshd::{Sshd, ensure_local_user, ssh_keypair, ssh_login};
+
+use std::net::{Ipv4Addr, TcpListener};
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// The port is found by binding port 0 and reading what the kernel chose; the
+/// listener is closed before returning, so another process could take the port
+/// in between. Callers that start a server on it retry when that happens.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("binding 127.0.0.1:0 to find a free port");
+    listener
+        .local_addr()
+        .expect("reading the local address of a bound listener")
+        .port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_is_bindable() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .expect("the port from free_port can be bound");
+    }
+}

@@ -1,0 +1,195 @@
+//! Shared set-up for the integration tests: a real `warden` server on a free loopback port with
+//! a temporary data dir, the demo directory (`--dev`), and a test policy written before start.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use warden_testkit::{Cli, CliOutput, Server};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_warden");
+pub const PASSWORD: &str = "warden-dev";
+
+/// The Unix account the test policy's certificates log in as.
+pub const LOCAL_USER: &str = "warden-it";
+
+pub const TARGETS: &str = r#"
+[targets.web]
+kind = "ssh"
+environment = "test"
+description = "integration test host"
+
+[targets.web.roles.view]
+principals = ["warden-it"]
+
+[targets.web.roles.deploy]
+principals = ["warden-it"]
+
+[targets.web.roles.admin]
+principals = ["warden-it"]
+
+[targets.web.roles.root]
+principals = ["warden-it"]
+"#;
+
+pub const RULES: &str = r#"
+@id("view-auto")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"web/view");
+
+@id("deploy-peer")
+@approval("peer(sre)")
+@max_ttl("4h")
+@ticket("CHG-[0-9]+")
+@pending_timeout("3s")
+permit (principal in Group::"dev", action == Action::"request", resource == Role::"web/deploy");
+
+@id("admin-peer-manager")
+@approval("peer(sre) & manager")
+@max_ttl("2h")
+@mfa("required")
+permit (principal in Group::"dev", action == Action::"request", resource == Role::"web/admin");
+
+@id("root-two-person")
+@approval("two-person(security)")
+@max_ttl("1h")
+permit (principal in Group::"dev", action == Action::"request", resource == Role::"web/root");
+"#;
+
+/// A running server and the temporary directory holding its data.
+pub struct Env {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// Starts `warden serve --dev` with the test policy in its data dir.
+    pub fn start() -> Env {
+        Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", RULES)], &[])
+    }
+
+    /// Starts `warden serve --dev` with `files` as its policy (none: the demo policy).
+    pub fn start_with(files: &[(&str, &str)], extra_args: &[&str]) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        if !files.is_empty() {
+            write_policy(&data.join("policy"), files);
+        }
+        let mut args = vec!["serve", "--dev"];
+        args.extend_from_slice(extra_args);
+        let server = Server::start_in(Path::new(BIN), &data, &args, &[]);
+        Env { server, dir }
+    }
+
+    pub fn policy_dir(&self) -> PathBuf {
+        self.server.data_dir().join("policy")
+    }
+
+    /// A CLI logged in as `user`.
+    pub fn login(&self, user: &str) -> Cli {
+        let cli = self.server.cli();
+        let out = cli.run(
+            &["login", "--user", user, "--password-stdin"],
+            Some(PASSWORD),
+        );
+        assert!(out.success(), "login {user}: {out:?}");
+        cli
+    }
+}
+
+pub fn write_policy(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+/// Runs a CLI command with `--json` expecting success.
+pub fn ok(cli: &Cli, args: &[&str]) -> Value {
+    cli.json(args)
+}
+
+/// Runs a CLI command expecting exit code `code`; returns the output.
+pub fn fails(cli: &Cli, args: &[&str], code: i32) -> CliOutput {
+    let out = cli.run(args, None);
+    assert_eq!(
+        out.code,
+        code,
+        "`warden {}` should exit {code}: {out:?}",
+        args.join(" ")
+    );
+    out
+}
+
+/// Creates a request and returns its JSON.
+pub fn create(cli: &Cli, target: &str, role: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "request",
+        "create",
+        target,
+        "--role",
+        role,
+        "--reason",
+        "integration test",
+    ];
+    if !extra.iter().any(|a| *a == "--ttl") {
+        args.extend_from_slice(&["--ttl", "30m"]);
+    }
+    args.extend_from_slice(extra);
+    ok(cli, &args)
+}
+
+pub fn id(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+pub fn state(cli: &Cli, id: &str) -> String {
+    ok(cli, &["request", "show", id])["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Audit events for a request, as (action, outcome) pairs, oldest first.
+pub fn audit_actions(admin: &Cli, request: &str) -> Vec<(String, String)> {
+    let v = ok(
+        admin,
+        &["audit", "search", "--request", request, "--limit", "1000"],
+    );
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"]["action"].as_str().unwrap().to_owned(),
+                e["event"]["outcome"]["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A TOTP code for the authenticator behind `uri`, `steps_ahead` 30-second steps from now.
+/// Codes for the next step are accepted (one step of clock skew), which lets a test use a
+/// second, distinct code without waiting.
+pub fn totp(uri: &str, steps_ahead: u64) -> String {
+    let t = totp_rs::Totp::from_url(uri).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    t.generate(now + 30 * steps_ahead).to_string()
+}
+
+/// Enrols MFA for the CLI's user and returns the otpauth URI.
+pub fn enroll_mfa(cli: &Cli) -> String {
+    let v = ok(cli, &["mfa", "enroll"]);
+    let uri = v["otpauth_uri"].as_str().unwrap().to_owned();
+    ok(cli, &["mfa", "confirm", &totp(&uri, 0)]);
+    uri
+}

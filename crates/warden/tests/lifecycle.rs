@@ -1,0 +1,467 @@
+//! The request lifecycle through the real binary: every approval tier, the refusals around
+//! them, cancel, revoke, extend and pending timeouts. Every refusal must change nothing and be
+//! audited.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+#[test]
+fn auto_tier_is_active_at_once_with_a_certificate() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let v = create(&alice, "web", "view", &["--ttl", "10m"]);
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["rules"], serde_json::json!(["view-auto"]));
+    assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    let cert = v["credential"]["certificate"].as_str().unwrap();
+    assert!(
+        cert.starts_with("ssh-ed25519-cert-v01@openssh.com "),
+        "{cert}"
+    );
+    assert_eq!(v["credential"]["key_id"], v["id"]);
+    // The certificate file the CLI wrote is a certificate ssh-keygen can read.
+    let file = v["certificate_file"].as_str().unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-L", "-f", file])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("Key ID: \"{}\"", id(&v))), "{text}");
+    assert!(text.contains(LOCAL_USER), "{text}");
+
+    let admin = env.login("admin");
+    let actions: Vec<String> = audit_actions(&admin, &id(&v))
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "request.created",
+            "request.approved",
+            "credential.issued",
+            "grant.activated"
+        ]
+    );
+}
+
+#[test]
+fn peer_tier_refuses_the_requester_and_the_ineligible() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let sam = env.login("sam");
+    let bob = env.login("bob");
+    let v = create(&alice, "web", "deploy", &["--ticket", "CHG-7"]);
+    assert_eq!(v["state"], "pending");
+    assert_eq!(
+        v["still_needed"],
+        serde_json::json!(["an approver from sre"])
+    );
+    let rid = id(&v);
+
+    let own = fails(&alice, &["request", "approve", &rid], 3);
+    assert!(own.stderr.contains("your own request"), "{own:?}");
+    let wrong_group = fails(&sam, &["request", "approve", &rid], 3);
+    assert!(
+        wrong_group.stderr.contains("would not count"),
+        "{wrong_group:?}"
+    );
+    let wrong_group_deny = fails(&sam, &["request", "deny", &rid, "--comment", "no"], 3);
+    assert!(
+        wrong_group_deny.stderr.contains("would not count"),
+        "{wrong_group_deny:?}"
+    );
+    assert_eq!(state(&alice, &rid), "pending");
+
+    // bob sees it in his review queue, approves, and the grant is active.
+    let queue = ok(&bob, &["request", "list", "--reviewable"]);
+    assert_eq!(queue["requests"][0]["id"], rid.as_str());
+    let approved = ok(
+        &bob,
+        &["request", "approve", &rid, "--comment", "looks fine"],
+    );
+    assert_eq!(approved["state"], "active");
+    assert_eq!(approved["reviews"][0]["reviewer"], "bob");
+    // Approving twice is a conflict and changes nothing.
+    fails(&bob, &["request", "approve", &rid], 6);
+
+    let admin = env.login("admin");
+    let actions = audit_actions(&admin, &rid);
+    let refused = actions
+        .iter()
+        .filter(|(a, o)| a == "request.review_refused" && o == "denied")
+        .count();
+    assert_eq!(refused, 4, "{actions:?}");
+}
+
+#[test]
+fn manager_and_peer_with_mfa_step_up() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let mallory = env.login("mallory");
+
+    // Without MFA the role is refused up front.
+    let no_mfa = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
+        ],
+        3,
+    );
+    assert!(no_mfa.stderr.contains("MFA"), "{no_mfa:?}");
+    let uri = enroll_mfa(&alice);
+    let bad = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
+            "--totp", "000000",
+        ],
+        3,
+    );
+    assert!(bad.stderr.contains("MFA"), "{bad:?}");
+    let code = totp(&uri, 1);
+    let v = create(&alice, "web", "admin", &["--ttl", "1h", "--totp", &code]);
+    let rid = id(&v);
+    assert_eq!(v["tier"], "peer(sre) & manager");
+    // The same code cannot be replayed.
+    fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "admin", "--reason", "again", "--ttl", "1h",
+            "--totp", &code,
+        ],
+        3,
+    );
+
+    // Approvers of an MFA role step up too.
+    let bob_uri = enroll_mfa(&bob);
+    fails(&bob, &["request", "approve", &rid], 3);
+    let after_bob = ok(
+        &bob,
+        &["request", "approve", &rid, "--totp", &totp(&bob_uri, 1)],
+    );
+    assert_eq!(after_bob["state"], "pending");
+    assert_eq!(
+        after_bob["still_needed"],
+        serde_json::json!(["the requester's manager"])
+    );
+    let mallory_uri = enroll_mfa(&mallory);
+    let done = ok(
+        &mallory,
+        &["request", "approve", &rid, "--totp", &totp(&mallory_uri, 1)],
+    );
+    assert_eq!(done["state"], "active");
+}
+
+#[test]
+fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let mallory = env.login("mallory");
+    let sam = env.login("sam");
+
+    let rid = id(&create(&alice, "web", "root", &[]));
+    ok(&bob, &["request", "approve", &rid]);
+    // A second non-security approver would not count.
+    let out = fails(&mallory, &["request", "approve", &rid], 3);
+    assert!(out.stderr.contains("an approver from security"), "{out:?}");
+    assert_eq!(ok(&sam, &["request", "approve", &rid])["state"], "active");
+
+    let rid2 = id(&create(&alice, "web", "root", &[]));
+    let denied = ok(
+        &sam,
+        &[
+            "request",
+            "deny",
+            &rid2,
+            "--comment",
+            "not during the freeze",
+        ],
+    );
+    assert_eq!(denied["state"], "denied");
+    assert_eq!(denied["end_comment"], "not during the freeze");
+    fails(&bob, &["request", "approve", &rid2], 6);
+}
+
+#[test]
+fn cancel_revoke_and_extend() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let admin = env.login("admin");
+
+    let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    fails(&bob, &["request", "cancel", &pending], 3);
+    assert_eq!(
+        ok(&alice, &["request", "cancel", &pending])["state"],
+        "cancelled"
+    );
+    let out = fails(&bob, &["request", "approve", &pending], 6);
+    assert!(out.stderr.contains("cancelled"), "{out:?}");
+
+    let active = id(&create(&alice, "web", "view", &[]));
+    // Extending makes a new request linked to the original, decided afresh.
+    let ext = ok(&alice, &["request", "extend", &active, "--ttl", "20m"]);
+    assert_eq!(ext["extends"], active.as_str());
+    assert_eq!(ext["state"], "active");
+    fails(&bob, &["request", "extend", &active, "--ttl", "20m"], 3);
+
+    let revoked = ok(
+        &admin,
+        &["request", "revoke", &active, "--comment", "offboarding"],
+    );
+    assert_eq!(revoked["state"], "revoked");
+    assert_eq!(revoked["ended_by"], "admin");
+    fails(&alice, &["request", "revoke", &active], 6);
+    fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 6);
+}
+
+#[test]
+fn pending_requests_time_out() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let rid = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-2"]));
+    // The test policy gives deploy requests 3 s to be approved.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while state(&alice, &rid) == "pending" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request never timed out"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(state(&alice, &rid), "timed-out");
+    fails(&bob, &["request", "approve", &rid], 6);
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_audited() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let admin = env.login("admin");
+    let base = ["request", "create", "web"];
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec![
+                "request", "create", "nope", "--role", "view", "--reason", "x", "--ttl", "1h",
+            ],
+            4,
+            "unknown target",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "nope", "--reason", "x", "--ttl", "1h",
+            ],
+            4,
+            "role",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "2h",
+            ],
+            3,
+            "maximum of 1h",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "0s",
+            ],
+            2,
+            "longer than zero",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "soon",
+            ],
+            2,
+            "not a duration",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "view", "--reason", "  ", "--ttl", "1h",
+            ],
+            2,
+            "reason is required",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "deploy", "--reason", "x", "--ttl", "1h",
+            ],
+            3,
+            "CHG-[0-9]+",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "deploy", "--reason", "x", "--ttl", "1h",
+                "--ticket", "INC-1",
+            ],
+            3,
+            "CHG-[0-9]+",
+        ),
+        (
+            vec![
+                "request", "create", "web", "--role", "Bad Role", "--reason", "x", "--ttl", "1h",
+            ],
+            2,
+            "invalid role name",
+        ),
+        (vec!["request", "show", "not-a-uuid"], 2, "not a request id"),
+        (
+            vec!["request", "show", "01a20188-1453-76f0-a513-ced885409e28"],
+            4,
+            "not found",
+        ),
+    ];
+    for (args, code, needle) in &cases {
+        let out = fails(&alice, args, *code);
+        assert!(out.stderr.contains(needle), "`{}`: {out:?}", args.join(" "));
+    }
+    let long_reason = "r".repeat(5000);
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--role", "view", "--ttl", "1h", "--reason", &long_reason]);
+    assert!(fails(&alice, &args, 2).stderr.contains("limit is 1000"));
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--role", "view", "--ttl", "1h", "--reason", "a\u{7}b"]);
+    assert!(
+        fails(&alice, &args, 2)
+            .stderr
+            .contains("control characters")
+    );
+
+    // Nothing was created, and every refusal is in the audit log.
+    assert_eq!(
+        ok(&alice, &["request", "list"])["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let log = ok(
+        &admin,
+        &["audit", "search", "--user", "alice", "--limit", "1000"],
+    );
+    let refusals = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["outcome"]["result"] == "denied")
+        .count();
+    assert!(refusals >= 12, "only {refusals} refusals audited: {log}");
+
+    // Raw API: malformed JSON, unknown fields, oversize bodies, bad tokens.
+    let token = std::fs::read_to_string(alice.home().join("credentials.json")).unwrap();
+    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+    let token = token["token"].as_str().unwrap();
+    let port = env.server.port();
+    let (status, body) = post(port, "/v1/requests", Some(token), "{not json");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_code(&body), "bad_json");
+    let (status, body) = post(
+        port,
+        "/v1/requests",
+        Some(token),
+        r#"{"target":"web","role":"view","reason":"x","ttl":"1h","admin":true}"#,
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "bad_json"),
+        "{body}"
+    );
+    let big = format!(
+        r#"{{"target":"web","role":"view","reason":"{}","ttl":"1h"}}"#,
+        "x".repeat(100_000)
+    );
+    let (status, _) = post(port, "/v1/requests", Some(token), &big);
+    assert_eq!(status, 413);
+    let (status, body) = post(port, "/v1/requests", Some("wdn_forged"), "{}");
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (401, "unauthenticated")
+    );
+    let (status, _) = post(port, "/v1/requests", None, "{}");
+    assert_eq!(status, 401);
+    // The server keeps serving.
+    assert_eq!(
+        warden_testkit::http_get(port, "/healthz").unwrap().status,
+        200
+    );
+    let rejected = ok(
+        &admin,
+        &["audit", "search", "--code", "auth.token_rejected"],
+    );
+    assert!(!rejected["events"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn logout_revokes_the_token() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(alice.home().join("credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let token = saved["token"].as_str().unwrap().to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(alice.home().join("credentials.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    ok(&alice, &["logout"]);
+    let (status, _) = get(env.server.port(), "/v1/auth/whoami", Some(&token));
+    assert_eq!(status, 401);
+    fails(&alice, &["whoami"], 5);
+    let wrong = alice.run(
+        &["login", "--user", "alice", "--password-stdin"],
+        Some("wrong password"),
+    );
+    assert_eq!(wrong.code, 5, "{wrong:?}");
+}
+
+fn error_code(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // The server may answer (413) before reading everything; ignore a reset while writing.
+    let _ = s.write_all(req.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    request(port, "POST", path, token, body)
+}
+
+fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    request(port, "GET", path, token, "")
+}

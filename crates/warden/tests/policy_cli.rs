@@ -1,0 +1,219 @@
+//! Policy as code from the command line: check, test, explain, and reload on the live server
+//! (API and SIGHUP), where an invalid policy is rejected and the old one stays live.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use warden_testkit::Cli;
+
+fn local_cli() -> Cli {
+    // check and test need no server.
+    Cli::new(Path::new(BIN), "http://127.0.0.1:9")
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let cli = local_cli();
+    let good = cli.json(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(good["valid"], true);
+    assert_eq!(good["rules"], 4);
+
+    let bad_rules = "@id(\"a\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\")\nwhen { principal.nosuch == 1 };\n\n@id(\"b\")\n@approval(\"boss\")\n@max_ttl(\"1h\")\npermit (principal, action, resource);\n";
+    write_policy(
+        dir.path(),
+        &[
+            ("access.cedar", bad_rules),
+            ("more.cedar", "permit (principal, action,\n"),
+        ],
+    );
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("access.cedar:5"),
+        "validation error not located: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("access.cedar:8"),
+        "bad tier not located: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("more.cedar:"),
+        "parse error not reported: {}",
+        out.stderr
+    );
+
+    std::fs::remove_file(dir.path().join("more.cedar")).unwrap();
+    let view_only = "@id(\"a\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");\n";
+    write_policy(
+        dir.path(),
+        &[
+            ("access.cedar", view_only),
+            (
+                "targets.toml",
+                "[targets.web]\nkind = \"ssh\"\nenvironment = \"t\"\n[targets.web.roles.view]\nprincipals = []\n",
+            ),
+        ],
+    );
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("principals"), "{}", out.stderr);
+}
+
+#[test]
+fn test_runs_fixture_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = r#"
+[users.alice]
+groups = ["dev"]
+manager = "mallory"
+[users.mallory]
+groups = ["managers"]
+
+[[case]]
+name = "view is automatic"
+user = "alice"
+target = "web"
+role = "view"
+expect = "allow"
+tier = "auto"
+max_ttl = "1h"
+rules = ["view-auto"]
+
+[[case]]
+name = "deploy needs a ticket"
+user = "alice"
+target = "web"
+role = "deploy"
+expect = "allow"
+tier = "peer(sre)"
+refusal = "ticket_required"
+"#;
+    write_policy(
+        dir.path(),
+        &[
+            ("targets.toml", TARGETS),
+            ("access.cedar", RULES),
+            ("tests/cases.toml", fixture),
+        ],
+    );
+    let cli = local_cli();
+    let out = cli.run(&["policy", "test", dir.path().to_str().unwrap()], None);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("2 passed, 0 failed"), "{}", out.stdout);
+
+    let failing = fixture.replace("tier = \"auto\"", "tier = \"manager\"");
+    write_policy(dir.path(), &[("tests/cases.toml", &failing)]);
+    let out = cli.run(&["policy", "test", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("FAIL"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 passed, 1 failed"), "{}", out.stdout);
+
+    // The demo policy a fresh server writes passes its own fixtures.
+    let env = Env::start_with(&[], &[]);
+    let out = cli.run(
+        &["policy", "test", env.policy_dir().to_str().unwrap()],
+        None,
+    );
+    assert!(out.success(), "demo policy fixtures: {out:?}");
+}
+
+#[test]
+fn explain_names_the_deciding_rules() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let v = ok(
+        &alice,
+        &[
+            "policy", "explain", "web", "--role", "deploy", "--ttl", "1h",
+        ],
+    );
+    assert_eq!(v["decision"]["allowed"], true);
+    assert_eq!(v["decision"]["rules"], serde_json::json!(["deploy-peer"]));
+    assert_eq!(v["decision"]["tier"], "peer(sre)");
+    assert!(v["refusal"].as_str().unwrap().contains("CHG-[0-9]+"));
+    let bob = env.login("bob");
+    let v = ok(&bob, &["policy", "explain", "web", "--role", "deploy"]);
+    assert_eq!(v["decision"]["allowed"], false);
+    fails(
+        &alice,
+        &[
+            "policy", "explain", "web", "--role", "view", "--user", "bob",
+        ],
+        3,
+    );
+    let admin = env.login("admin");
+    let v = ok(
+        &admin,
+        &[
+            "policy", "explain", "web", "--role", "view", "--user", "bob",
+        ],
+    );
+    assert_eq!(v["user"], "bob");
+}
+
+#[test]
+fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let admin = env.login("admin");
+    fails(&alice, &["policy", "reload"], 3);
+
+    // A valid change takes effect: view now needs a peer.
+    let stricter = RULES.replace("@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");", "@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");");
+    assert_ne!(stricter, RULES);
+    write_policy(&env.policy_dir(), &[("access.cedar", &stricter)]);
+    let before = ok(&admin, &["policy", "reload"]);
+    assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");
+
+    // An invalid change is rejected with its problems, and the live policy stays.
+    write_policy(
+        &env.policy_dir(),
+        &[("access.cedar", "permit (principal, action, resource")],
+    );
+    let out = fails(&admin, &["policy", "reload"], 2);
+    assert!(out.stderr.contains("access.cedar"), "{out:?}");
+    assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");
+
+    // SIGHUP reloads too; an invalid file on SIGHUP also leaves the live policy.
+    unsafe_kill(env.server.pid(), "HUP");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");
+    write_policy(&env.policy_dir(), &[("access.cedar", RULES)]);
+    unsafe_kill(env.server.pid(), "HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if create(&alice, "web", "view", &[])["state"] == "active" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP reload never took effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = ok(
+        &admin,
+        &["audit", "search", "--code", "policy.reload_rejected"],
+    );
+    assert_eq!(log["events"].as_array().unwrap().len(), 2, "{log}");
+    assert!(before["digest"].as_str().unwrap().len() == 64);
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

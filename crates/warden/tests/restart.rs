@@ -1,0 +1,141 @@
+//! A deployment-style server (`--config FILE`) keeps all state across a restart, shuts down
+//! cleanly on SIGTERM, and serves its health, readiness and OpenAPI endpoints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use warden_testkit::{Server, http_get};
+
+#[test]
+fn state_survives_restart_and_sigterm_is_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = dir.path().join("policy");
+    write_policy(
+        &policy,
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let hash_cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let hash = hash_cli.run(&["hash-password"], Some("alice-password-1"));
+    assert!(hash.success(), "{hash:?}");
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy_dir = {:?}\ntoken_ttl = \"1h\"\n\n[users.alice]\ngroups = [\"dev\"]\nmanager = \"mallory\"\npassword_hash = {:?}\n\n[users.mallory]\ngroups = [\"managers\"]\n\n[users.bob]\ngroups = [\"sre\"]\n",
+            policy.display().to_string(),
+            hash.stdout.trim()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let mut server = Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--config", &config],
+        &[("WARDEN_BOOTSTRAP_PASSWORD", "admin-password-1")],
+    );
+
+    // Keys are private to the server's user.
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ssh_user_ca", "audit_signing.key", "master.key"] {
+        let mode = std::fs::metadata(data.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    assert!(!server.stdout().contains("admin-password-1"));
+
+    let alice = server.cli();
+    assert!(
+        alice
+            .run(
+                &["login", "--user", "alice", "--password-stdin"],
+                Some("alice-password-1")
+            )
+            .success()
+    );
+    let admin = server.cli();
+    assert!(
+        admin
+            .run(
+                &["login", "--user", "admin", "--password-stdin"],
+                Some("admin-password-1")
+            )
+            .success()
+    );
+    let active = id(&create(&alice, "web", "view", &[]));
+    let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-9"]));
+    let events_before = ok(&admin, &["audit", "search", "--limit", "10000"])["events"]
+        .as_array()
+        .unwrap()
+        .len();
+
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM should exit cleanly: {status:?}\n{}",
+        server.stderr()
+    );
+    assert!(server.stdout().contains("Warden stopped."));
+    server.restart();
+
+    // Tokens, requests, grants and the audit log all survived.
+    assert_eq!(state(&alice, &active), "active");
+    let p = ok(&alice, &["request", "show", &pending]);
+    assert!(p["state"] == "pending" || p["state"] == "timed-out", "{p}");
+    let events = ok(&admin, &["audit", "search", "--limit", "10000"])["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(events.len() > events_before);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "audit sequence has gaps: {seqs:?}"
+    );
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"server.stopped"), "{actions:?}");
+    // The bootstrap password is not reset on restart.
+    assert!(!server.stdout().contains("One-time password"));
+}
+
+#[test]
+fn health_readiness_and_openapi() {
+    let env = Env::start();
+    let port = env.server.port();
+    assert_eq!(http_get(port, "/healthz").unwrap().status, 200);
+    assert_eq!(http_get(port, "/readyz").unwrap().status, 200);
+    let doc = http_get(port, "/v1/openapi.json").unwrap();
+    assert_eq!(doc.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/requests",
+        "/v1/requests/{id}/approve",
+        "/v1/auth/login",
+        "/v1/policy/explain",
+        "/v1/targets",
+    ] {
+        assert!(
+            v["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let missing = http_get(port, "/v1/nope").unwrap();
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("\"code\":\"no_route\""),
+        "{}",
+        missing.body
+    );
+}

@@ -1,0 +1,98 @@
+//! The spine end to end: a certificate Warden issues logs into a real OpenSSH sshd that trusts
+//! Warden's CA, and is refused once the grant has expired.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use warden_testkit::{Sshd, ensure_local_user, ssh_login};
+
+#[test]
+fn certificate_logs_in_until_the_grant_expires() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    ensure_local_user(LOCAL_USER);
+
+    // sshd trusts exactly what `warden ssh-ca` prints.
+    let ca = alice.run(&["ssh-ca"], None);
+    assert!(ca.success(), "{ca:?}");
+    let sshd = Sshd::start(ca.stdout.trim());
+    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+
+    // No grant, no login: the client's own key alone is not trusted.
+    let v = create(&alice, "web", "view", &["--ttl", "6s"]);
+    assert_eq!(v["state"], "active");
+    let key = Path::new(v["private_key_file"].as_str().unwrap()).to_owned();
+    let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
+    let expires = Instant::now() + Duration::from_secs(6);
+
+    let out = ssh_login(
+        sshd.port(),
+        LOCAL_USER,
+        &key,
+        &cert,
+        "echo granted-$(whoami)",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("granted-{LOCAL_USER}"),
+        "{out:?}\n{}",
+        sshd.log()
+    );
+    assert!(
+        sshd.log().contains(&format!("ID {}", id(&v))),
+        "sshd did not log the key id:\n{}",
+        sshd.log()
+    );
+
+    // After expiry the same certificate is refused, and Warden marked the grant expired.
+    let wait = expires.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+    std::thread::sleep(wait);
+    let out = ssh_login(sshd.port(), LOCAL_USER, &key, &cert, "echo granted");
+    assert!(
+        !out.status.success(),
+        "login after expiry must fail: {out:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert_eq!(state(&alice, &id(&v)), "expired");
+    let admin = env.login("admin");
+    let actions: Vec<String> = audit_actions(&admin, &id(&v))
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    assert!(
+        actions.ends_with(&["credential.revoked".to_owned(), "grant.expired".to_owned()]),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_certificate_for_another_principal_is_refused() {
+    let env = Env::start_with(
+        &[
+            (
+                "targets.toml",
+                "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\n[targets.web.roles.view]\nprincipals = [\"someone-else\"]\n",
+            ),
+            (
+                "access.cedar",
+                "@id(\"v\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");\n",
+            ),
+        ],
+        &[],
+    );
+    let alice = env.login("alice");
+    ensure_local_user(LOCAL_USER);
+    let ca = alice.run(&["ssh-ca"], None);
+    let sshd = Sshd::start(ca.stdout.trim());
+    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let v = create(&alice, "web", "view", &[]);
+    let key = Path::new(v["private_key_file"].as_str().unwrap()).to_owned();
+    let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
+    let out = ssh_login(sshd.port(), LOCAL_USER, &key, &cert, "echo granted");
+    assert!(!out.status.success(), "{out:?}");
+}
