@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use warden_domain::{RequestId, RoleName, TargetName, UserName};
 
-pub use registry::Registry;
+pub use registry::{Registry, check_settings};
 
 /// Issuer-specific settings of a role, from the targets file.
 pub type Settings = serde_json::Map<String, serde_json::Value>;
@@ -106,9 +106,9 @@ pub trait Issuer: Send + Sync + fmt::Debug {
     /// The `kind` name targets use to select this issuer, e.g. `ssh`.
     fn kind(&self) -> &'static str;
 
-    /// Checks a role's settings when the policy is loaded, so mistakes surface at
-    /// `warden policy check` and reload time rather than at the first request.
-    fn check_settings(&self, settings: &Settings) -> Result<(), Error>;
+    /// Checks a request's inputs before it is stored, so a request that could never be
+    /// issued is refused up front rather than after approval.
+    fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error>;
 
     /// Creates a credential valid from `valid_after` until `valid_before`.
     async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error>;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::Issuer;
+use crate::{Error, Issuer, Settings, ssh_cert};
 
 /// Issuers by the `kind` their targets name.
 #[derive(Debug, Clone, Default)]
@@ -27,5 +27,20 @@ impl Registry {
     /// Every known kind, for error messages.
     pub fn kinds(&self) -> Vec<&'static str> {
         self.by_kind.keys().copied().collect()
+    }
+}
+
+/// Kinds of target this build of Warden can issue credentials for.
+pub const KINDS: &[&str] = &["ssh"];
+
+/// Checks a role's settings for a target `kind` without needing a running issuer, so mistakes
+/// surface at `warden policy check` and reload time rather than at the first request.
+pub fn check_settings(kind: &str, settings: &Settings) -> Result<(), Error> {
+    match kind {
+        "ssh" => ssh_cert::check_settings(settings),
+        other => Err(Error::Settings(format!(
+            "unknown target kind {other:?}; known kinds: {}",
+            KINDS.join(", ")
+        ))),
     }
 }

@@ -103,6 +103,19 @@ fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
     })
 }
 
+/// Checks an ssh role's settings.
+pub fn check_settings(settings: &Settings) -> Result<(), Error> {
+    parse_settings(settings).map(|_| ())
+}
+
+fn parse_public_key(text: Option<&str>) -> Result<PublicKey, Error> {
+    let text = text.ok_or_else(|| {
+        Error::Input("an ssh role needs your public key (OpenSSH format, e.g. the contents of ~/.ssh/id_ed25519.pub)".into())
+    })?;
+    PublicKey::from_openssh(text.trim())
+        .map_err(|_| Error::Input("the public key is not a valid OpenSSH public key".into()))
+}
+
 impl SshCertIssuer {
     /// An issuer signing with `ca`.
     pub fn new(ca: UserCa) -> Self {
@@ -120,17 +133,14 @@ impl Issuer for SshCertIssuer {
         "ssh"
     }
 
-    fn check_settings(&self, settings: &Settings) -> Result<(), Error> {
-        parse_settings(settings).map(|_| ())
+    fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error> {
+        parse_settings(settings)?;
+        parse_public_key(public_key).map(|_| ())
     }
 
     async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
         let settings = parse_settings(req.settings)?;
-        let key_text = req.public_key.ok_or_else(|| {
-            Error::Input("an ssh role needs the requester's public key (OpenSSH format)".into())
-        })?;
-        let key = PublicKey::from_openssh(key_text.trim())
-            .map_err(|_| Error::Input("the public key is not a valid OpenSSH public key".into()))?;
+        let key = parse_public_key(req.public_key)?;
         let valid_after = unix(req.valid_after - time::Duration::seconds(SKEW_SECS));
         let valid_before = unix(req.valid_before);
         let mut rng = rand::rng();
