@@ -137,7 +137,7 @@ pub fn create(cli: &Cli, target: &str, role: &str, extra: &[&str]) -> Value {
         "--reason",
         "integration test",
     ];
-    if !extra.iter().any(|a| *a == "--ttl") {
+    if !extra.contains(&"--ttl") {
         args.extend_from_slice(&["--ttl", "30m"]);
     }
     args.extend_from_slice(extra);
