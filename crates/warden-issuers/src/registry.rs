@@ -33,11 +33,12 @@ impl Registry {
 /// Kinds of target this build of Warden can issue credentials for.
 pub const KINDS: &[&str] = &["ssh"];
 
-/// Checks a role's settings for a target `kind` without needing a running issuer, so mistakes
-/// surface at `warden policy check` and reload time rather than at the first request.
-pub fn check_settings(kind: &str, settings: &Settings) -> Result<(), Error> {
+/// Checks a target's connection and a role's settings for a target `kind` without needing a
+/// running issuer, so mistakes surface at `warden policy check` and reload time rather than at
+/// the first request.
+pub fn check_settings(kind: &str, connection: &Settings, settings: &Settings) -> Result<(), Error> {
     match kind {
-        "ssh" => ssh_cert::check_settings(settings),
+        "ssh" => ssh_cert::check_settings(connection, settings),
         other => Err(Error::Settings(format!(
             "unknown target kind {other:?}; known kinds: {}",
             KINDS.join(", ")

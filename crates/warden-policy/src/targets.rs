@@ -53,6 +53,10 @@ pub struct Target {
     pub environment: String,
     pub description: Option<String>,
     pub labels: BTreeSet<String>,
+    /// Where the issuer reaches the target (e.g. `host`, `port`, `database`): the
+    /// `[targets.NAME.connection]` table, kept as JSON for the issuer to validate. Secrets never
+    /// go here; admin credentials live in Warden's encrypted vault.
+    pub connection: serde_json::Map<String, serde_json::Value>,
     pub roles: BTreeMap<RoleName, Role>,
 }
 
@@ -65,7 +69,14 @@ pub struct Role {
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
-const TARGET_KEYS: [&str; 5] = ["kind", "environment", "description", "labels", "roles"];
+const TARGET_KEYS: [&str; 6] = [
+    "kind",
+    "environment",
+    "description",
+    "labels",
+    "connection",
+    "roles",
+];
 
 /// Reads `targets.toml`, appending every problem to `out`; `None` if there was any.
 pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<Targets> {
@@ -114,6 +125,7 @@ fn target(
     let mut environment = None;
     let mut description = None;
     let mut labels = BTreeSet::new();
+    let mut connection = serde_json::Map::new();
     let mut roles = None;
     for (key, item) in body {
         let what = format!("`{}` of target `{shown}`", key.get_ref());
@@ -130,6 +142,15 @@ fn target(
                     .map(|(s, _)| s.to_owned())
                     .collect();
             }
+            "connection" => match toml_doc::to_json(item.get_ref()) {
+                Ok(serde_json::Value::Object(map)) => connection = map,
+                Ok(_) => out.push(toml_doc::at(
+                    src,
+                    item.span(),
+                    format!("{what} must be a table"),
+                )),
+                Err(e) => out.push(toml_doc::at(src, item.span(), format!("{what}: {e}"))),
+            },
             "roles" => {
                 roles = toml_doc::table(src, &what, item, out)
                     .map(|t| parse_roles(src, shown, name_key, t, out));
@@ -164,6 +185,7 @@ fn target(
         environment: environment?,
         description,
         labels,
+        connection,
         roles: roles??,
     })
 }
@@ -319,7 +341,7 @@ enviroment = "staging"
                 "targets.toml:2:10: invalid target name \"Prod\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
                 "targets.toml:7:10: target `web` has no `environment`",
                 "targets.toml:8:8: `kind` of target `web` must be a string, not integer",
-                "targets.toml:9:1: unknown key `enviroment` in target `web`; allowed keys: kind, environment, description, labels, roles",
+                "targets.toml:9:1: unknown key `enviroment` in target `web`; allowed keys: kind, environment, description, labels, connection, roles",
                 "targets.toml:10:20: invalid role name \"bad role\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
             ]
         );

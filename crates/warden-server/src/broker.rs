@@ -174,10 +174,14 @@ impl App {
                 user: &r.requester,
                 target: &r.target,
                 role: &r.role,
+                connection: &target.connection,
                 settings: &role.settings,
                 valid_after: now,
                 valid_before,
                 public_key: r.public_key.as_deref(),
+                account: None,
+                password: None,
+                admin: None,
             })
             .await;
         let issued = match issued {

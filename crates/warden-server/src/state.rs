@@ -57,7 +57,9 @@ pub fn check_issuers(policy: &Policy) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (_, target) in policy.targets().iter() {
         for role in target.roles.values() {
-            if let Err(e) = warden_issuers::check_settings(&target.kind, &role.settings) {
+            if let Err(e) =
+                warden_issuers::check_settings(&target.kind, &target.connection, &role.settings)
+            {
                 out.push(Diagnostic {
                     file: "targets.toml".into(),
                     line: None,

@@ -103,8 +103,13 @@ fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
     })
 }
 
-/// Checks an ssh role's settings.
-pub fn check_settings(settings: &Settings) -> Result<(), Error> {
+/// Checks an ssh target's connection (none is needed) and a role's settings.
+pub fn check_settings(connection: &Settings, settings: &Settings) -> Result<(), Error> {
+    if let Some(k) = connection.keys().next() {
+        return Err(Error::Settings(format!(
+            "ssh targets take no connection settings (found `{k}`): sshd trusts Warden's CA instead"
+        )));
+    }
     parse_settings(settings).map(|_| ())
 }
 
@@ -226,10 +231,14 @@ mod tests {
                 user: &"alice".parse().unwrap(),
                 target: &"web".parse().unwrap(),
                 role: &"admin".parse().unwrap(),
+                connection: &Settings::new(),
                 settings: &s,
                 valid_after: datetime!(2026-01-01 10:00 UTC),
                 valid_before: datetime!(2026-01-01 11:00 UTC),
                 public_key: Some(&pk),
+                account: None,
+                password: None,
+                admin: None,
             })
             .await
             .unwrap();
