@@ -537,6 +537,7 @@ impl App {
                 .and_then(|t| t.roles.get(&r.role))
                 .map(|ro| ro.settings.clone())
                 .unwrap_or_default();
+            let connection = target.map(|t| t.connection.clone()).unwrap_or_default();
             let issuer = target.and_then(|t| self.issuers.get(&t.kind));
             let public = r.credential.clone().unwrap_or(serde_json::Value::Null);
             let outcome = match issuer {
@@ -545,8 +546,11 @@ impl App {
                         grant: r.id,
                         target: &r.target,
                         role: &r.role,
+                        connection: &connection,
                         settings: &settings,
                         public: &public,
+                        account: None,
+                        admin: None,
                     })
                     .await
                     .map_err(|e| Error::Issuer(e.to_string()))?,
