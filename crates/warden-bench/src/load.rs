@@ -1,0 +1,196 @@
+//! Sends one kind of request again and again: a warmup, a latency run at
+//! concurrency 1 and a throughput run at concurrency N, each bounded in count
+//! and in time, counting every response that misses the expectation.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Client, Method};
+
+use crate::check::Expectation;
+
+/// One endpoint and how to call it.
+#[derive(Debug)]
+pub struct Target {
+    client: Client,
+    method: Method,
+    url: String,
+    headers: HeaderMap,
+    body: Option<String>,
+    expect: Expectation,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+/// The client every benchmark uses, whatever the system under test, so the
+/// systems are measured through the same HTTP stack: HTTP/1.1 keep-alive, a
+/// pool as large as the concurrency, no proxy, 30 s per request.
+pub fn client(concurrency: usize) -> anyhow::Result<Client> {
+    Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Parses `Name: value` header arguments.
+pub fn parse_headers(raw: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for h in raw {
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("header {h:?} is not `Name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .with_context(|| format!("header name in {h:?}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .with_context(|| format!("header value in {h:?}"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+impl Target {
+    pub fn new(
+        client: Client,
+        method: Method,
+        url: String,
+        mut headers: HeaderMap,
+        body: Option<String>,
+        expect: Expectation,
+    ) -> Target {
+        if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Target {
+            client,
+            method,
+            url,
+            headers,
+            body,
+            expect,
+            errors: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+        }
+    }
+
+    /// Sends the request once; `true` if the response met the expectation.
+    async fn once(&self) -> bool {
+        let mut request = self
+            .client
+            .request(self.method.clone(), &self.url)
+            .headers(self.headers.clone());
+        if let Some(body) = &self.body {
+            request = request.body(body.clone());
+        }
+        let outcome = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.bytes().await {
+                    Ok(body) => self.expect.check(status, &body),
+                    Err(e) => Err(format!(
+                        "reading the body of an HTTP {status} response: {e}"
+                    )),
+                }
+            }
+            Err(e) => Err(format!("sending the request: {e}")),
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(why) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert(why);
+                }
+                false
+            }
+        }
+    }
+
+    /// How many requests so far missed the expectation.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The reason the first failed request failed, if one did.
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+/// What a latency run measured: per-request times of the successful
+/// requests, in microseconds, and how many requests were sent.
+#[derive(Debug)]
+pub struct Latency {
+    pub histogram: Histogram<u64>,
+    pub sent: u64,
+}
+
+/// Sends up to `count` requests one after another, stopping early at `limit`.
+pub async fn sequential(target: &Target, count: u64, limit: Duration) -> anyhow::Result<Latency> {
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("creating the histogram")?;
+    let deadline = Instant::now() + limit;
+    let mut sent = 0;
+    while sent < count && Instant::now() < deadline {
+        let start = Instant::now();
+        let ok = target.once().await;
+        sent += 1;
+        if ok {
+            let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            histogram.saturating_record(micros.max(1));
+        }
+    }
+    Ok(Latency { histogram, sent })
+}
+
+/// What a throughput run measured.
+#[derive(Debug)]
+pub struct Throughput {
+    pub sent: u64,
+    /// Requests whose response met the expectation.
+    pub ok: u64,
+    pub elapsed: Duration,
+}
+
+/// Sends up to `count` requests from `concurrency` concurrent workers,
+/// stopping early at `limit`.
+pub async fn concurrent(
+    target: Arc<Target>,
+    count: u64,
+    concurrency: usize,
+    limit: Duration,
+) -> anyhow::Result<Throughput> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let target = Arc::clone(&target);
+        let issued = Arc::clone(&issued);
+        workers.push(tokio::spawn(async move {
+            let (mut sent, mut ok) = (0u64, 0u64);
+            while issued.fetch_add(1, Ordering::Relaxed) < count && Instant::now() < deadline {
+                ok += u64::from(target.once().await);
+                sent += 1;
+            }
+            (sent, ok)
+        }));
+    }
+    let (mut sent, mut ok) = (0, 0);
+    for worker in workers {
+        let (s, o) = worker.await.context("a load worker failed")?;
+        sent += s;
+        ok += o;
+    }
+    Ok(Throughput {
+        sent,
+        ok,
+        elapsed: start.elapsed(),
+    })
+}
