@@ -83,6 +83,49 @@ fn totp_for(user: &UserName, secret: Vec<u8>) -> Result<Totp, AuthError> {
         .map_err(|e| AuthError::Internal(format!("TOTP setup: {e}")))
 }
 
+/// Most tokens remembered by [`TokenCache`]; past this the cache starts afresh.
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Live tokens already checked against the store, by hash. Only this process revokes tokens
+/// (logout), and it marks them revoked here before writing the revocation, so a cached token
+/// never outlives a logout, even one racing a concurrent lookup; expiry is checked on every use.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], Token>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<Token> {
+        self.map
+            .lock()
+            .ok()?
+            .get(hash)
+            .filter(|t| !t.revoked)
+            .cloned()
+    }
+
+    fn put(&self, hash: [u8; 32], token: Token) {
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= TOKEN_CACHE_MAX {
+                m.clear();
+            }
+            m.entry(hash).or_insert(token);
+        }
+    }
+
+    fn mark_revoked(&self, hash: [u8; 32], token: Token) {
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(
+                hash,
+                Token {
+                    revoked: true,
+                    ..token
+                },
+            );
+        }
+    }
+}
+
 /// A token just issued: shown to the user once.
 #[derive(Debug)]
 pub struct Issued {
@@ -235,18 +278,26 @@ impl App {
         source: Option<String>,
     ) -> Result<(User, Token), AuthError> {
         let hash = token_hash(token);
+        let t = now();
+        if let Some(r) = self.tokens.get(&hash).filter(|r| r.expires_at > t) {
+            if let Some(u) = self.user(&r.user) {
+                return Ok((u.clone(), r));
+            }
+        }
         let record = if token.starts_with(TOKEN_PREFIX) && token.len() < 100 {
             self.store.token(hash).await?
         } else {
             None
         };
-        let t = now();
         let why = match &record {
             None => "unknown token",
             Some(r) if r.revoked => "revoked token",
             Some(r) if r.expires_at <= t => "expired token",
             Some(r) => match self.user(&r.user) {
-                Some(u) => return Ok((u.clone(), r.clone())),
+                Some(u) => {
+                    self.tokens.put(hash, r.clone());
+                    return Ok((u.clone(), r.clone()));
+                }
                 None => "token of a user no longer in the directory",
             },
         };
@@ -271,10 +322,19 @@ impl App {
         user: &User,
         source: Option<String>,
     ) -> Result<(), AuthError> {
-        let event = Event::new(Code::Logout, Actor::user(user.name.clone(), source), now());
-        self.store
-            .revoke_token(token_hash(token), vec![event])
-            .await?;
+        let t = now();
+        let event = Event::new(Code::Logout, Actor::user(user.name.clone(), source), t);
+        let hash = token_hash(token);
+        self.tokens.mark_revoked(
+            hash,
+            Token {
+                user: user.name.clone(),
+                created_at: t,
+                expires_at: t,
+                revoked: true,
+            },
+        );
+        self.store.revoke_token(hash, vec![event]).await?;
         Ok(())
     }
 

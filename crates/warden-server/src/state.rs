@@ -31,6 +31,8 @@ pub struct App {
     pub wake: Notify,
     /// Serialises policy reloads.
     reload: Mutex<()>,
+    /// Recently seen tokens, so a request does not cost a database read to authenticate.
+    pub tokens: crate::auth::TokenCache,
 }
 
 /// Handle passed to handlers.
@@ -96,6 +98,7 @@ impl App {
             config,
             wake: Notify::new(),
             reload: Mutex::new(()),
+            tokens: crate::auth::TokenCache::default(),
         }
     }
 
