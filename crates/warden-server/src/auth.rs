@@ -279,10 +279,10 @@ impl App {
     ) -> Result<(User, Token), AuthError> {
         let hash = token_hash(token);
         let t = now();
-        if let Some(r) = self.tokens.get(&hash).filter(|r| r.expires_at > t) {
-            if let Some(u) = self.user(&r.user) {
-                return Ok((u.clone(), r));
-            }
+        if let Some(r) = self.tokens.get(&hash).filter(|r| r.expires_at > t)
+            && let Some(u) = self.user(&r.user)
+        {
+            return Ok((u.clone(), r));
         }
         let record = if token.starts_with(TOKEN_PREFIX) && token.len() < 100 {
             self.store.token(hash).await?

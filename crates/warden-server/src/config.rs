@@ -44,6 +44,13 @@ pub struct Config {
     /// (or taken from `WARDEN_BOOTSTRAP_PASSWORD`).
     #[serde(default = "default_bootstrap_admin")]
     pub bootstrap_admin: UserName,
+    /// The audit log's name in its signed checkpoints (C2SP `origin`); make it unique per
+    /// deployment, e.g. `warden.example.com/audit`.
+    #[serde(default = "default_audit_origin")]
+    pub audit_origin: String,
+    /// How often a signed checkpoint of the audit log is written (also on shutdown).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Ttl,
     /// The directory: who exists, their groups and managers.
     #[serde(default)]
     pub users: BTreeMap<UserName, UserConfig>,
@@ -70,6 +77,12 @@ fn default_data_dir() -> PathBuf {
 fn default_token_ttl() -> Ttl {
     Ttl::from_secs(8 * 3600).unwrap_or(Ttl::MIN)
 }
+fn default_audit_origin() -> String {
+    "warden.local/audit".to_owned()
+}
+fn default_checkpoint_interval() -> Ttl {
+    Ttl::from_secs(10).unwrap_or(Ttl::MIN)
+}
 fn default_admin_group() -> GroupName {
     "admins"
         .parse()
@@ -90,6 +103,8 @@ impl Default for Config {
             token_ttl: default_token_ttl(),
             admin_group: default_admin_group(),
             bootstrap_admin: default_bootstrap_admin(),
+            audit_origin: default_audit_origin(),
+            checkpoint_interval: default_checkpoint_interval(),
             users: BTreeMap::new(),
         }
     }

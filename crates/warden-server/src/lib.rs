@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod checkpoints;
 pub mod config;
 pub mod keys;
 pub mod serve;

@@ -101,7 +101,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let store = SqliteStore::open(&data.join("warden.db"))?;
     let (ca, ca_created) = UserCa::load_or_create(&data.join("ssh_user_ca"))?;
-    let _audit_key = audit_signing_key(&data.join("audit_signing.key"))?;
+    let audit_key = audit_signing_key(&data.join("audit_signing.key"))?;
+    let note_signer = crate::checkpoints::signer(&config.audit_origin, &audit_key)?;
+    // The verifier key is public: auditors verify checkpoints and exports with it, offline.
+    std::fs::write(
+        data.join("audit_verifier.pub"),
+        format!("{}\n", note_signer.verifier()),
+    )?;
     let sealer = Sealer::load_or_create(&data.join("master.key"))?;
 
     let policy_dir = config.policy_dir();
@@ -174,6 +180,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = tokio::spawn(crate::worker::run(app.clone(), stop_rx.clone()));
+    let checkpointer = tokio::spawn(crate::checkpoints::run(
+        app.clone(),
+        note_signer.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
 
     let router = crate::api::router(app.clone());
@@ -185,6 +196,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     .await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = checkpointer.await;
     store
         .append(vec![Event::new(
             Code::ServerStopped,
@@ -192,6 +204,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             now(),
         )])
         .await?;
+    crate::checkpoints::checkpoint(store.as_ref(), &note_signer, &config.audit_origin).await?;
     println!("Warden stopped.");
     Ok(())
 }

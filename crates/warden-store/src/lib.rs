@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use warden_domain::audit::{Code, Event};
 use warden_domain::{Request, RequestId, State, TargetName, UserName};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{AuditReader, SqliteStore};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,27 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+/// One audit log leaf: the exact bytes hashed into the Merkle tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    pub seq: u64,
+    /// The event as JSON with its sequence number; the leaf hash is over these bytes.
+    pub data: String,
+    pub hash: [u8; 32],
+}
+
+/// A signed checkpoint of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub size: u64,
+    pub root: [u8; 32],
+    pub time: OffsetDateTime,
+    /// The tree's frontier at `size` (see `warden_audit::Tree::frontier`).
+    pub frontier: Vec<[u8; 32]>,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
 /// An API token's record. The token itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -107,6 +128,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Oldest first.
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<StoredEvent>>;
+
+    /// Audit leaves with a sequence number above `after_seq`, oldest first.
+    async fn audit_leaves(&self, after_seq: u64, limit: usize) -> Result<Vec<Leaf>>;
+
+    /// The leaf hashes of events 1..=`size`, for proofs.
+    async fn leaf_hashes(&self, size: u64) -> Result<Vec<[u8; 32]>>;
+
+    /// The newest checkpoint.
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
+
+    /// The checkpoint at exactly `size`, if one was made.
+    async fn checkpoint(&self, size: u64) -> Result<Option<Checkpoint>>;
+
+    /// Stores a checkpoint. Checkpoints only grow: a smaller or equal size is refused.
+    async fn insert_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+
+    /// How far export sink `sink` has delivered (0 when it never has).
+    async fn sink_cursor(&self, sink: &str) -> Result<u64>;
+
+    /// Records that `sink` delivered everything up to `seq`.
+    async fn set_sink_cursor(&self, sink: &str, seq: u64) -> Result<()>;
 
     async fn insert_token(&self, hash: [u8; 32], token: Token, events: Vec<Event>) -> Result<()>;
     async fn token(&self, hash: [u8; 32]) -> Result<Option<Token>>;

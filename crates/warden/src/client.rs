@@ -193,6 +193,37 @@ impl Client {
         Ok(resp.text().await?)
     }
 
+    /// GET text with the token.
+    pub async fn get_text_authed(&self, path: &str) -> anyhow::Result<String> {
+        let token = self.token.as_deref().ok_or_else(|| {
+            Failure::new(
+                exit::UNAUTHENTICATED,
+                "not logged in: run `warden login --user NAME` first",
+            )
+        })?;
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::UNREACHABLE,
+                    format!("cannot reach the Warden server at {}: {e}", self.server),
+                )
+            })?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error.message)
+                .unwrap_or_else(|_| format!("server answered {status}"));
+            return Err(Failure::from_status(status.as_u16(), None, message).into());
+        }
+        Ok(text)
+    }
+
     /// POST JSON with the token.
     pub async fn post<T: DeserializeOwned>(
         &self,

@@ -1,6 +1,7 @@
 //! The HTTP API under `/v1`: JSON in and out, bearer-token authentication, an OpenAPI document
 //! at `/v1/openapi.json`, and errors as `{"error":{"code":"…","message":"…"}}`.
 
+mod audit;
 mod error;
 mod meta;
 mod policy;
@@ -53,7 +54,12 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/requests/{id}/cancel", post(requests::cancel))
         .route("/v1/requests/{id}/revoke", post(requests::revoke))
         .route("/v1/requests/{id}/extend", post(requests::extend))
-        .route("/v1/audit", get(meta::audit))
+        .route("/v1/audit", get(audit::search))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/verifier-key", get(audit::verifier_key))
+        .route("/v1/audit/proof/{seq}", get(audit::proof))
+        .route("/v1/audit/consistency", get(audit::consistency))
+        .route("/v1/audit/export", get(audit::export))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
@@ -88,7 +94,8 @@ async fn refuse_large_bodies(
 #[openapi(
     info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit."),
     paths(
-        meta::healthz, meta::readyz, meta::ssh_ca, meta::audit,
+        meta::healthz, meta::readyz, meta::ssh_ca,
+        audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export,
         session::login, session::logout, session::whoami, session::mfa_enroll, session::mfa_confirm, session::set_password,
         policy::targets, policy::status, policy::explain, policy::reload,
         requests::create, requests::list, requests::show, requests::approve, requests::deny,

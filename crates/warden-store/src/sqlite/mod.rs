@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use warden_domain::audit::Event;
 use warden_domain::{Request, RequestId, State, UserName};
 
-use crate::{AuditFilter, Error, RequestFilter, Result, StoredEvent, Token, UserSecrets};
+use crate::{
+    AuditFilter, Checkpoint, Error, Leaf, RequestFilter, Result, StoredEvent, Token, UserSecrets,
+};
 use writer::Writer;
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -117,16 +118,14 @@ impl SqliteStore {
 /// The bytes a leaf commits to: the event with its sequence number, as JSON.
 fn leaf(seq: u64, event: &Event) -> Result<(String, [u8; 32])> {
     #[derive(serde::Serialize)]
-    struct Leaf<'a> {
+    struct LeafData<'a> {
         seq: u64,
         #[serde(flatten)]
         event: &'a Event,
     }
-    let body = serde_json::to_string(&Leaf { seq, event }).map_err(backend)?;
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(body.as_bytes());
-    Ok((body, h.finalize().into()))
+    let body = serde_json::to_string(&LeafData { seq, event }).map_err(backend)?;
+    let hash = warden_audit::merkle::leaf_hash(body.as_bytes());
+    Ok((body, hash))
 }
 
 fn append_events(conn: &Connection, events: &[Event]) -> Result<()> {
@@ -189,6 +188,30 @@ fn decode_event(seq: i64, body: String, hash: Vec<u8>) -> rusqlite::Result<Store
         seq: u64::try_from(seq).unwrap_or(0),
         leaf_hash: hash.try_into().unwrap_or([0; 32]),
         event,
+    })
+}
+
+fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "not a 32-byte hash".into(),
+        )
+    })
+}
+
+fn decode_checkpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
+    let frontier: Vec<u8> = row.get(3)?;
+    Ok(Checkpoint {
+        size: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+        root: hash32(row.get(1)?)?,
+        time: from_ms(row.get(2)?),
+        frontier: frontier
+            .chunks(32)
+            .map(|c| hash32(c.to_vec()))
+            .collect::<rusqlite::Result<_>>()?,
+        note: row.get(4)?,
     })
 }
 
@@ -337,6 +360,111 @@ impl crate::Store for SqliteStore {
             rows.collect()
         })
         .await
+    }
+
+    async fn audit_leaves(&self, after_seq: u64, n: usize) -> Result<Vec<Leaf>> {
+        let after = i64::try_from(after_seq).map_err(backend)?;
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, body, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit(n)], |r| {
+                Ok(Leaf {
+                    seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    data: r.get(1)?,
+                    hash: hash32(r.get(2)?)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn leaf_hashes(&self, size: u64) -> Result<Vec<[u8; 32]>> {
+        let size = i64::try_from(size).map_err(backend)?;
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT leaf_hash FROM audit WHERE seq <= ?1 ORDER BY seq")?;
+            let rows = stmt.query_map([size], |r| hash32(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                decode_checkpoint,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, size: u64) -> Result<Option<Checkpoint>> {
+        let size = i64::try_from(size).map_err(backend)?;
+        self.read(move |c| {
+            c.query_row(
+                "SELECT size, root, time, frontier, note FROM checkpoints WHERE size = ?1",
+                [size],
+                decode_checkpoint,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn insert_checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        let size = i64::try_from(cp.size).map_err(backend)?;
+        let frontier: Vec<u8> = cp.frontier.concat();
+        self.writer
+            .write(move |c| {
+                let newest: i64 = c
+                    .query_row("SELECT COALESCE(MAX(size), 0) FROM checkpoints", [], |r| r.get(0))
+                    .map_err(backend)?;
+                if size <= newest {
+                    return Err(Error::Conflict);
+                }
+                c.execute(
+                    "INSERT INTO checkpoints (size, root, time, frontier, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![size, &cp.root[..], ms(cp.time), frontier, cp.note],
+                )
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> Result<u64> {
+        let sink = sink.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT seq FROM sink_cursors WHERE sink = ?1",
+                [sink],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+        })
+        .await
+        .map(|v| v.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+    }
+
+    async fn set_sink_cursor(&self, sink: &str, seq: u64) -> Result<()> {
+        let sink = sink.to_owned();
+        let seq = i64::try_from(seq).map_err(backend)?;
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO sink_cursors (sink, seq) VALUES (?1, ?2)
+                     ON CONFLICT (sink) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    params![sink, seq],
+                )
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn insert_token(&self, hash: [u8; 32], t: Token, events: Vec<Event>) -> Result<()> {
@@ -507,6 +635,61 @@ impl crate::Store for SqliteStore {
                 .map_err(backend)
             })
             .await
+    }
+}
+
+/// Read-only access to a data directory's audit log, for offline verification: it opens the
+/// database file directly, so it works without (and regardless of) a running server.
+#[derive(Debug)]
+pub struct AuditReader {
+    conn: Connection,
+}
+
+impl AuditReader {
+    /// Opens `path` read-only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::Backend(format!("cannot open {}: {e}", path.display())))?;
+        Ok(Self { conn })
+    }
+
+    /// Up to `limit` stored leaves (seq, data, stored hash) after `after_seq`, in seq order.
+    /// A damaged hash column still yields a record (all zeros), so verification can name it.
+    pub fn leaves(&self, after_seq: u64, limit: usize) -> Result<Vec<(u64, String, [u8; 32])>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, body, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(backend)?;
+        let after = i64::try_from(after_seq).map_err(backend)?;
+        let rows = stmt
+            .query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    let hash: Vec<u8> = r.get(2)?;
+                    Ok((
+                        u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        r.get::<_, String>(1)?,
+                        hash.try_into().unwrap_or([0; 32]),
+                    ))
+                },
+            )
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+    }
+
+    /// Every stored checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size")
+            .map_err(backend)?;
+        let rows = stmt.query_map([], decode_checkpoint).map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
 }
 

@@ -42,3 +42,19 @@ CREATE TABLE user_secrets (
     totp_pending TEXT,
     totp_last_step INTEGER NOT NULL DEFAULT 0
 ) STRICT;
+
+-- Signed checkpoints of the audit log's Merkle tree. `frontier` holds the right-most perfect
+-- subtree roots at `size`, so the next checkpoint resumes without rehashing the whole log.
+CREATE TABLE checkpoints (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    time INTEGER NOT NULL,
+    frontier BLOB NOT NULL,
+    note TEXT NOT NULL
+) STRICT;
+
+-- How far each export sink has delivered the audit log.
+CREATE TABLE sink_cursors (
+    sink TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) STRICT;

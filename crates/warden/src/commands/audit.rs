@@ -1,8 +1,11 @@
-//! `audit search`.
+//! `audit search|checkpoint|verifier-key|verify|prove|prove-consistency|verify-proof|export`.
+
+use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde_json::Value;
 
+use super::audit_verify;
 use crate::client::Client;
 use crate::output::{Output, table};
 
@@ -25,6 +28,56 @@ pub enum AuditCommand {
         to: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Print the newest signed checkpoint; keep copies elsewhere to detect truncation later.
+    Checkpoint,
+    /// Print the verifier key for checkpoints and proofs.
+    VerifierKey,
+    /// Verify the whole log offline from a data directory, or an export bundle.
+    Verify {
+        /// The server's data directory (read directly; no server needed).
+        #[arg(long, default_value = "warden-data", conflicts_with = "bundle")]
+        data_dir: PathBuf,
+        /// A verifier key, or a file holding one (default: DATA_DIR/audit_verifier.pub).
+        #[arg(long)]
+        verifier_key: Option<String>,
+        /// A checkpoint kept outside the server (repeatable): detects truncation and rewrites.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// Verify an export bundle written by `warden audit export` instead.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+    /// Print an inclusion proof for event SEQ against a signed checkpoint.
+    Prove {
+        seq: u64,
+        /// The checkpoint's size (default: the newest).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print a consistency proof between two checkpoints.
+    ProveConsistency {
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Check a proof printed by `prove` or `prove-consistency`, offline.
+    VerifyProof {
+        file: PathBuf,
+        /// A verifier key, or a file holding one.
+        #[arg(long)]
+        verifier_key: String,
+    },
+    /// Write a self-contained, offline-verifiable bundle of events to DIR.
+    Export {
+        dir: PathBuf,
+        /// RFC 3339.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -52,15 +105,73 @@ fn urlencode(s: &str) -> String {
 }
 
 pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyhow::Result<()> {
-    let AuditCommand::Search {
-        user,
-        target,
-        request,
-        code,
-        from,
-        to,
-        limit,
-    } = cmd;
+    let (user, target, request, code, from, to, limit) = match cmd {
+        AuditCommand::Search {
+            user,
+            target,
+            request,
+            code,
+            from,
+            to,
+            limit,
+        } => (user, target, request, code, from, to, limit),
+        AuditCommand::Checkpoint => {
+            print!(
+                "{}",
+                Client::new(server)?
+                    .get_text_authed("/v1/audit/checkpoint")
+                    .await?
+            );
+            return Ok(());
+        }
+        AuditCommand::VerifierKey => {
+            print!(
+                "{}",
+                Client::new(server)?
+                    .get_text("/v1/audit/verifier-key")
+                    .await?
+            );
+            return Ok(());
+        }
+        AuditCommand::Verify {
+            data_dir,
+            verifier_key,
+            checkpoint,
+            bundle,
+        } => {
+            return match bundle {
+                Some(dir) => audit_verify::bundle(&dir, verifier_key.as_deref(), out),
+                None => audit_verify::store(&data_dir, verifier_key.as_deref(), &checkpoint, out),
+            };
+        }
+        AuditCommand::Prove { seq, size } => {
+            let q = query(&[("size", size.map(|s| s.to_string()))]);
+            let v: Value = Client::new(server)?
+                .get(&format!("/v1/audit/proof/{seq}{q}"))
+                .await?;
+            return out.json(&v);
+        }
+        AuditCommand::ProveConsistency { from, to } => {
+            let q = query(&[
+                ("from", Some(from.to_string())),
+                ("to", to.map(|t| t.to_string())),
+            ]);
+            let v: Value = Client::new(server)?
+                .get(&format!("/v1/audit/consistency{q}"))
+                .await?;
+            return out.json(&v);
+        }
+        AuditCommand::VerifyProof { file, verifier_key } => {
+            return audit_verify::proof(&file, &verifier_key, out);
+        }
+        AuditCommand::Export { dir, from, to } => {
+            let q = query(&[("from", from), ("to", to)]);
+            let v: Value = Client::new(server)?
+                .get(&format!("/v1/audit/export{q}"))
+                .await?;
+            return audit_verify::write_bundle(&dir, &v, out);
+        }
+    };
     let q = query(&[
         ("user", user),
         ("target", target),

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod audit;
+mod audit_verify;
 pub mod auth;
 pub mod policy;
 pub mod requests;

@@ -1,0 +1,375 @@
+//! `/v1/audit`: search, signed checkpoints, inclusion and consistency proofs, and export
+//! bundles that verify offline with only the verifier key.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+use warden_domain::audit::Code;
+use warden_store::AuditFilter;
+
+use super::{ApiError, Authed, ErrorBody, field};
+use crate::state::Shared;
+
+/// Audit search filters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub request: Option<String>,
+    /// An event code (`W2000`) or name (`request.created`).
+    pub code: Option<String>,
+    /// RFC 3339.
+    pub from: Option<String>,
+    /// RFC 3339.
+    pub to: Option<String>,
+    pub after_seq: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+/// One stored event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    pub seq: u64,
+    /// Hex RFC 6962 leaf hash.
+    pub leaf_hash: String,
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+/// Matching events.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    pub events: Vec<AuditRecord>,
+}
+
+fn time_arg(v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    v.map(|t| field("bad_time", OffsetDateTime::parse(t, &Rfc3339)))
+        .transpose()
+}
+
+/// Searches the audit log, oldest first. Administrators see everything; others see their own
+/// events.
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("token" = [])),
+    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody)))]
+pub async fn search(
+    State(app): State<Shared>,
+    who: Authed,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditList>, ApiError> {
+    let mut user = q
+        .user
+        .as_deref()
+        .map(|u| field("bad_user", u.parse()))
+        .transpose()?;
+    if !app.is_admin(&who.user) {
+        if user.as_ref().is_some_and(|u| u != &who.user.name) {
+            return Err(ApiError::forbidden(
+                "only administrators can search other users' events",
+            ));
+        }
+        user = Some(who.user.name.clone());
+    }
+    let code = q
+        .code
+        .as_deref()
+        .map(|c| {
+            Code::parse(c).ok_or_else(|| {
+                ApiError::bad_request("bad_code", format!("unknown event code {c:?}"))
+            })
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        user,
+        target: q
+            .target
+            .as_deref()
+            .map(|t| field("bad_target", t.parse()))
+            .transpose()?,
+        request: q
+            .request
+            .as_deref()
+            .map(|r| field("bad_id", r.parse()))
+            .transpose()?,
+        code,
+        from: time_arg(q.from.as_deref())?,
+        to: time_arg(q.to.as_deref())?,
+        after_seq: q.after_seq,
+        limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+    };
+    let events = app
+        .store
+        .audit(filter)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let events = events
+        .into_iter()
+        .map(|e| AuditRecord {
+            seq: e.seq,
+            leaf_hash: hex(&e.leaf_hash),
+            event: serde_json::to_value(&e.event).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Json(AuditList { events }))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn require_admin(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError> {
+    if app.is_admin(&who.user) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "only administrators can {what}"
+        )))
+    }
+}
+
+fn hexes(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(|h| hex(h)).collect()
+}
+
+fn proof_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("bad_proof_request", e.to_string())
+}
+
+async fn checkpoint_at(
+    app: &Shared,
+    size: Option<u64>,
+) -> Result<warden_store::Checkpoint, ApiError> {
+    let cp = match size {
+        Some(s) => app.store.checkpoint(s).await,
+        None => app.store.latest_checkpoint().await,
+    }
+    .map_err(crate::broker::Error::from)?;
+    cp.ok_or_else(|| match size {
+        Some(s) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no checkpoint at size {s}; proofs anchor to checkpoint sizes (see `warden audit checkpoint`)")),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no checkpoint has been written yet; try again in a few seconds"),
+    })
+}
+
+/// The newest signed checkpoint (C2SP signed note). Keep copies elsewhere: they later expose
+/// any rewrite or truncation of the log.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", security(("token" = [])), responses((status = 200, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
+pub async fn checkpoint(
+    State(app): State<Shared>,
+    _who: Authed,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = checkpoint_at(&app, None).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        cp.note,
+    ))
+}
+
+/// The note verifier key for checkpoints: `name+keyid+base64`.
+#[utoipa::path(get, path = "/v1/audit/verifier-key", responses((status = 200, content_type = "text/plain")))]
+pub async fn verifier_key(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let key =
+        std::fs::read_to_string(app.config.data_dir.join("audit_verifier.pub")).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("verifier key unavailable: {e}"),
+            )
+        })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], key))
+}
+
+/// Which checkpoint to anchor a proof to.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ProofQuery {
+    /// A checkpoint's tree size; default the newest.
+    pub size: Option<u64>,
+}
+
+/// An inclusion proof: the event's exact leaf bytes, the signed checkpoint, and the audit path.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    /// Always `inclusion`.
+    pub kind: String,
+    pub seq: u64,
+    pub leaf_data: String,
+    pub checkpoint: String,
+    /// Hex hashes, RFC 9162 order.
+    pub proof: Vec<String>,
+}
+
+/// Proves that event `seq` is in the log committed to by a signed checkpoint. Administrators.
+#[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(ProofQuery), security(("token" = [])),
+    responses((status = 200, body = InclusionProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn proof(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(seq): Path<u64>,
+    Query(q): Query<ProofQuery>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    require_admin(&app, &who, "read audit proofs")?;
+    let cp = checkpoint_at(&app, q.size).await?;
+    if seq == 0 || seq > cp.size {
+        return Err(ApiError::bad_request(
+            "bad_proof_request",
+            format!("seq {seq} is not in the checkpoint of size {}", cp.size),
+        ));
+    }
+    let leaves = app
+        .store
+        .leaf_hashes(cp.size)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let path = warden_audit::merkle::inclusion_proof(seq - 1, &leaves).map_err(proof_error)?;
+    let leaf = app
+        .store
+        .audit_leaves(seq - 1, 1)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let leaf = leaf
+        .into_iter()
+        .next()
+        .filter(|l| l.seq == seq)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("event {seq} is missing from the store"),
+            )
+        })?;
+    Ok(Json(InclusionProof {
+        kind: "inclusion".into(),
+        seq,
+        leaf_data: leaf.data,
+        checkpoint: cp.note,
+        proof: hexes(&path),
+    }))
+}
+
+/// Two checkpoints to relate.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ConsistencyQuery {
+    pub from: u64,
+    /// Default the newest checkpoint.
+    pub to: Option<u64>,
+}
+
+/// A consistency proof: the newer checkpoint's log extends the older one's without changing it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyProof {
+    /// Always `consistency`.
+    pub kind: String,
+    pub old_checkpoint: String,
+    pub new_checkpoint: String,
+    pub proof: Vec<String>,
+}
+
+/// Proves that the log at checkpoint `to` is an append-only extension of checkpoint `from`.
+#[utoipa::path(get, path = "/v1/audit/consistency", params(ConsistencyQuery), security(("token" = [])),
+    responses((status = 200, body = ConsistencyProof), (status = 404, body = ErrorBody)))]
+pub async fn consistency(
+    State(app): State<Shared>,
+    _who: Authed,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let old = checkpoint_at(&app, Some(q.from)).await?;
+    let new = checkpoint_at(&app, q.to).await?;
+    let leaves = app
+        .store
+        .leaf_hashes(new.size)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let path = warden_audit::merkle::consistency_proof(old.size, &leaves).map_err(proof_error)?;
+    Ok(Json(ConsistencyProof {
+        kind: "consistency".into(),
+        old_checkpoint: old.note,
+        new_checkpoint: new.note,
+        proof: hexes(&path),
+    }))
+}
+
+/// Which events to export.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExportQuery {
+    /// RFC 3339; default the beginning.
+    pub from: Option<String>,
+    /// RFC 3339; default the newest checkpoint.
+    pub to: Option<String>,
+}
+
+/// One exported event with its inclusion proof.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExportedEvent {
+    pub seq: u64,
+    pub leaf_data: String,
+    pub proof: Vec<String>,
+}
+
+/// A self-contained bundle: events, each provably in the log of the signed checkpoint.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Bundle {
+    pub verifier_key: String,
+    pub checkpoint: String,
+    pub events: Vec<ExportedEvent>,
+}
+
+/// Most events in one export.
+const EXPORT_MAX: usize = 100_000;
+
+/// Exports events in a time range, each with an inclusion proof against the newest signed
+/// checkpoint. Administrators.
+#[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("token" = [])),
+    responses((status = 200, body = Bundle), (status = 403, body = ErrorBody)))]
+pub async fn export(
+    State(app): State<Shared>,
+    who: Authed,
+    Query(q): Query<ExportQuery>,
+) -> Result<Json<Bundle>, ApiError> {
+    require_admin(&app, &who, "export the audit log")?;
+    let cp = checkpoint_at(&app, None).await?;
+    let events = app
+        .store
+        .audit(AuditFilter {
+            from: time_arg(q.from.as_deref())?,
+            to: time_arg(q.to.as_deref())?,
+            limit: EXPORT_MAX,
+            ..Default::default()
+        })
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let leaves = app
+        .store
+        .leaf_hashes(cp.size)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e.seq <= cp.size) {
+        let data = app
+            .store
+            .audit_leaves(e.seq - 1, 1)
+            .await
+            .map_err(crate::broker::Error::from)?;
+        let Some(leaf) = data.into_iter().next() else {
+            continue;
+        };
+        let path =
+            warden_audit::merkle::inclusion_proof(e.seq - 1, &leaves).map_err(proof_error)?;
+        out.push(ExportedEvent {
+            seq: e.seq,
+            leaf_data: leaf.data,
+            proof: hexes(&path),
+        });
+    }
+    let verifier_key = std::fs::read_to_string(app.config.data_dir.join("audit_verifier.pub"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Ok(Json(Bundle {
+        verifier_key,
+        checkpoint: cp.note,
+        events: out,
+    }))
+}

@@ -1,0 +1,348 @@
+//! Offline verification of the audit log: the whole store, an export bundle, or one proof.
+//! Nothing here talks to a server; trust comes only from the verifier key.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use warden_audit::merkle::{leaf_hash, verify_consistency, verify_inclusion};
+use warden_audit::{Checkpoint, NoteVerifier, Problem, Record, verify_log};
+use warden_store::AuditReader;
+
+use crate::exit::{self, Failure};
+use crate::output::Output;
+
+/// Leaves read per batch while streaming the store.
+const BATCH: usize = 10_000;
+
+/// A key given inline, or the path of a file holding one.
+fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).with_context(|| format!("reading verifier key {arg}"))?
+    } else {
+        arg.to_owned()
+    };
+    text.trim().parse().map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("not a verifier key ({e}): expected NAME+KEYID+BASE64 or a file holding one"),
+        )
+        .into()
+    })
+}
+
+fn unhex(items: &Value) -> anyhow::Result<Vec<[u8; 32]>> {
+    items
+        .as_array()
+        .context("proof must be a list of hex hashes")?
+        .iter()
+        .map(|h| {
+            let bytes = hex::decode(h.as_str().unwrap_or_default()).context("bad hex in proof")?;
+            bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("proof hash is not 32 bytes"))
+        })
+        .collect()
+}
+
+/// The sequence number the event's own bytes claim.
+fn claimed_seq(data: &str) -> Option<u64> {
+    serde_json::from_str::<Value>(data)
+        .ok()?
+        .get("seq")?
+        .as_u64()
+}
+
+fn report(out: Output, summary: Value, problems: &[String]) -> anyhow::Result<()> {
+    if out.json {
+        let mut v = summary;
+        v["problems"] = json!(problems);
+        v["valid"] = json!(problems.is_empty());
+        out.json(&v)?;
+    } else {
+        for (k, v) in summary.as_object().into_iter().flatten() {
+            println!("{k}: {v}");
+        }
+        for p in problems {
+            println!("PROBLEM: {p}");
+        }
+        if problems.is_empty() {
+            println!("OK: the audit log verifies");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            exit::FAILURE,
+            format!("audit verification failed: {} problem(s)", problems.len()),
+        )
+        .into())
+    }
+}
+
+fn describe(p: &Problem) -> String {
+    match p {
+        Problem::Modified { seq } => format!("event {seq} was modified"),
+        Problem::Missing { seq, count } => {
+            format!("event {seq} is missing ({count} event(s) deleted from there)")
+        }
+        Problem::OutOfOrder { seq, expected } => {
+            format!("event {seq} is out of order or inserted (expected {expected})")
+        }
+        Problem::RootMismatch { size } => format!(
+            "the log's first {size} events do not match the signed checkpoint at size {size}"
+        ),
+        Problem::Truncated {
+            checkpoint_size,
+            log_size,
+        } => {
+            format!(
+                "the log was truncated: a checkpoint covers {checkpoint_size} events but only {log_size} remain"
+            )
+        }
+    }
+}
+
+/// Verifies everything in a data directory: every event, every stored checkpoint, and any
+/// checkpoints kept elsewhere.
+pub fn store(
+    data_dir: &Path,
+    key: Option<&str>,
+    external: &[std::path::PathBuf],
+    out: Output,
+) -> anyhow::Result<()> {
+    let default_key = data_dir.join("audit_verifier.pub");
+    let key = verifier(key.unwrap_or(&default_key.display().to_string()))?;
+    let reader = AuditReader::open(&data_dir.join("warden.db"))?;
+    let mut problems = Vec::new();
+
+    let mut checkpoints = Vec::new();
+    for stored in reader.checkpoints()? {
+        match Checkpoint::open(&stored.note, &key) {
+            Ok(cp) if cp.size == stored.size && cp.root == stored.root => checkpoints.push(cp),
+            Ok(_) => problems.push(format!(
+                "checkpoint at size {}: the stored size or root differs from its signed note",
+                stored.size
+            )),
+            Err(e) => problems.push(format!(
+                "checkpoint at size {}: not validly signed by {} ({e}): forged or altered",
+                stored.size,
+                key.name()
+            )),
+        }
+    }
+    let mut outside = Vec::new();
+    for file in external {
+        let note =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        match Checkpoint::open(&note, &key) {
+            Ok(cp) => outside.push(cp),
+            Err(e) => problems.push(format!(
+                "external checkpoint {}: not validly signed ({e})",
+                file.display()
+            )),
+        }
+    }
+
+    let moved = RefCell::new(Vec::new());
+    let failed = RefCell::new(None);
+    let mut after = 0;
+    let mut batch: std::vec::IntoIter<(u64, String, [u8; 32])> = Vec::new().into_iter();
+    let records = std::iter::from_fn(|| {
+        loop {
+            if let Some((seq, data, hash)) = batch.next() {
+                after = seq;
+                if claimed_seq(&data) != Some(seq) {
+                    moved.borrow_mut().push(format!(
+                        "event stored at {seq} claims another sequence number: moved or forged"
+                    ));
+                }
+                return Some(Record {
+                    seq,
+                    leaf_data: data.into_bytes(),
+                    stored_leaf_hash: hash,
+                });
+            }
+            match reader.leaves(after, BATCH) {
+                Ok(next) if next.is_empty() => return None,
+                Ok(next) => batch = next.into_iter(),
+                Err(e) => {
+                    *failed.borrow_mut() = Some(e);
+                    return None;
+                }
+            }
+        }
+    });
+    let result = verify_log(records, &checkpoints, &outside);
+    if let Some(e) = failed.into_inner() {
+        return Err(e.into());
+    }
+    problems.extend(moved.into_inner());
+    problems.extend(result.problems.iter().map(describe));
+    let summary = json!({
+        "events_checked": result.events_checked,
+        "checkpoints_checked": result.checkpoints_checked,
+        "external_checkpoints": outside.len(),
+        "verifier": key.name(),
+    });
+    report(out, summary, &problems)
+}
+
+/// Checks one proof file from `warden audit prove` or `prove-consistency`.
+pub fn proof(file: &Path, key: &str, out: Output) -> anyhow::Result<()> {
+    let key = verifier(key)?;
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+    )
+    .map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("{} is not a proof file: {e}", file.display()),
+        )
+    })?;
+    let open = |field: &str| -> anyhow::Result<Checkpoint> {
+        let note = v[field]
+            .as_str()
+            .with_context(|| format!("proof has no {field}"))?;
+        Checkpoint::open(note, &key).map_err(|e| {
+            Failure::new(exit::FAILURE, format!("{field} is not validly signed: {e}")).into()
+        })
+    };
+    let path = unhex(&v["proof"])?;
+    let summary = match v["kind"].as_str() {
+        Some("inclusion") => {
+            let cp = open("checkpoint")?;
+            let seq = v["seq"].as_u64().context("proof has no seq")?;
+            let data = v["leaf_data"].as_str().context("proof has no leaf_data")?;
+            if claimed_seq(data) != Some(seq) {
+                return Err(Failure::new(
+                    exit::FAILURE,
+                    format!("the event claims another sequence number than {seq}"),
+                )
+                .into());
+            }
+            verify_inclusion(
+                seq - 1,
+                cp.size,
+                &leaf_hash(data.as_bytes()),
+                &path,
+                &cp.root,
+            )
+            .map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("inclusion proof does not verify: {e}"),
+                )
+            })?;
+            json!({ "kind": "inclusion", "seq": seq, "checkpoint_size": cp.size, "valid": true })
+        }
+        Some("consistency") => {
+            let old = open("old_checkpoint")?;
+            let new = open("new_checkpoint")?;
+            verify_consistency(old.size, new.size, &old.root, &new.root, &path).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("consistency proof does not verify: {e}"),
+                )
+            })?;
+            json!({ "kind": "consistency", "from": old.size, "to": new.size, "valid": true })
+        }
+        _ => {
+            return Err(Failure::new(
+                exit::USAGE,
+                "unknown proof kind; expected inclusion or consistency",
+            )
+            .into());
+        }
+    };
+    report(out, summary, &[])
+}
+
+/// Writes an export bundle as three files: the verifier key, the checkpoint, the events.
+pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("verifier.key"),
+        format!("{}\n", v["verifier_key"].as_str().unwrap_or_default()),
+    )?;
+    std::fs::write(
+        dir.join("checkpoint.note"),
+        v["checkpoint"].as_str().unwrap_or_default(),
+    )?;
+    let mut lines = String::new();
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    for e in &events {
+        lines.push_str(&serde_json::to_string(e)?);
+        lines.push('\n');
+    }
+    std::fs::write(dir.join("events.jsonl"), lines)?;
+    if out.json {
+        out.json(&json!({ "dir": dir.display().to_string(), "events": events.len() }))
+    } else {
+        println!(
+            "Wrote {} events to {}; check them with `warden audit verify --bundle {}`.",
+            events.len(),
+            dir.display(),
+            dir.display()
+        );
+        Ok(())
+    }
+}
+
+/// Verifies a bundle: the checkpoint's signature and every event's inclusion proof.
+pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> {
+    let bundled = dir.join("verifier.key");
+    // A bundle's own key proves only self-consistency; pass --verifier-key to anchor trust.
+    let key = verifier(key.unwrap_or(&bundled.display().to_string()))?;
+    let note =
+        std::fs::read_to_string(dir.join("checkpoint.note")).context("reading checkpoint.note")?;
+    let cp = Checkpoint::open(&note, &key).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("the bundle's checkpoint is not validly signed: {e}"),
+        )
+    })?;
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).context("reading events.jsonl")?;
+    let mut problems = Vec::new();
+    let mut checked = 0u64;
+    let mut previous: Option<u64> = None;
+    for (n, line) in text.lines().enumerate() {
+        let e: Value = match serde_json::from_str(line) {
+            Ok(e) => e,
+            Err(_) => {
+                problems.push(format!("events.jsonl line {} is not JSON", n + 1));
+                continue;
+            }
+        };
+        let seq = e["seq"].as_u64().unwrap_or(0);
+        let data = e["leaf_data"].as_str().unwrap_or_default();
+        let ok = seq > 0
+            && claimed_seq(data) == Some(seq)
+            && unhex(&e["proof"]).is_ok_and(|p| {
+                verify_inclusion(seq - 1, cp.size, &leaf_hash(data.as_bytes()), &p, &cp.root)
+                    .is_ok()
+            });
+        if !ok {
+            problems.push(format!(
+                "event {seq} (line {}) is not in the signed log: modified or forged",
+                n + 1
+            ));
+        }
+        if let Some(p) = previous
+            && seq != p + 1
+        {
+            problems.push(format!(
+                "events {}..{} are missing from the bundle",
+                p + 1,
+                seq.saturating_sub(1).max(p + 1)
+            ));
+        }
+        previous = Some(seq);
+        checked += 1;
+    }
+    let summary =
+        json!({ "events_checked": checked, "checkpoint_size": cp.size, "verifier": key.name() });
+    report(out, summary, &problems)
+}

@@ -1,0 +1,386 @@
+//! The tamper-evident audit log against the real store: signed checkpoints, offline
+//! verification that names the sequence number of every modified, deleted, moved or truncated
+//! event, a forged checkpoint, restart continuity, and proofs and bundles checked offline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use warden_testkit::{Cli, Server};
+
+/// A server with 1-second checkpoints, some history, stopped cleanly (final checkpoint).
+struct Stopped {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    checkpoint_note: String,
+    size: u64,
+}
+
+fn config(dir: &Path) -> String {
+    let p = dir.join("warden.toml");
+    std::fs::write(&p, "checkpoint_interval = \"1s\"\n").unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+fn history() -> (Stopped, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let cfg = config(dir.path());
+    let mut server = Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--dev", "--config", &cfg],
+        &[],
+    );
+    let alice = server.cli();
+    assert!(
+        alice
+            .run(
+                &["login", "--user", "alice", "--password-stdin"],
+                Some(PASSWORD)
+            )
+            .success()
+    );
+    for _ in 0..4 {
+        create(&alice, "web", "view", &[]);
+    }
+    let status = server.terminate();
+    assert!(status.success());
+    let checkpoint_note = latest_note(&data);
+    let size = note_size(&checkpoint_note);
+    (
+        Stopped {
+            _dir: dir,
+            data,
+            checkpoint_note,
+            size,
+        },
+        server,
+    )
+}
+
+fn latest_note(data: &Path) -> String {
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    db.query_row(
+        "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn note_size(note: &str) -> u64 {
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+/// A copy of the data dir to tamper with.
+fn copy(data: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["warden.db", "audit_verifier.pub"] {
+        std::fs::copy(data.join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
+
+fn verify(data: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let mut args = vec![
+        "--json",
+        "audit",
+        "verify",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = cli.run(&args, None);
+    let v = serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("no JSON report: {out:?}"));
+    (out.code, v)
+}
+
+fn problems(v: &serde_json::Value) -> Vec<String> {
+    v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn tamper(data: &Path, sql: &str) {
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    db.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn tampering_is_detected_and_named() {
+    let (h, _server) = history();
+    assert!(h.size >= 20, "expected a longer history, got {}", h.size);
+
+    let (code, v) = verify(&h.data, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["events_checked"], h.size);
+
+    // A flipped byte in one event.
+    let c = copy(&h.data);
+    tamper(
+        c.path(),
+        "UPDATE audit SET body = replace(body, '\"allowed\"', '\"denied\"') WHERE seq = 5",
+    );
+    let (code, v) = verify(c.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&v).iter().any(|p| p == "event 5 was modified"),
+        "{v}"
+    );
+
+    // A deleted event.
+    let c = copy(&h.data);
+    tamper(c.path(), "DELETE FROM audit WHERE seq = 7");
+    let (_, v) = verify(c.path(), &[]);
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.starts_with("event 7 is missing")),
+        "{v}"
+    );
+
+    // Two events swapped (bodies and hashes moved together, so each row is self-consistent).
+    let c = copy(&h.data);
+    tamper(
+        c.path(),
+        "UPDATE audit SET seq = -3 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = -3;",
+    );
+    let (_, v) = verify(c.path(), &[]);
+    let ps = problems(&v);
+    assert!(
+        ps.iter()
+            .any(|p| p.contains("stored at 3 claims another sequence number")),
+        "{v}"
+    );
+    assert!(
+        ps.iter()
+            .any(|p| p.contains("stored at 4 claims another sequence number")),
+        "{v}"
+    );
+
+    // An inserted event.
+    let c = copy(&h.data);
+    tamper(
+        c.path(),
+        "INSERT INTO audit (seq, time, code, body, leaf_hash) SELECT 1000000, time, code, body, leaf_hash FROM audit WHERE seq = 2",
+    );
+    let (_, v) = verify(c.path(), &[]);
+    assert!(!problems(&v).is_empty(), "{v}");
+
+    // A truncated tail, with the server's own checkpoints deleted too: only a checkpoint kept
+    // elsewhere can tell.
+    let kept = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(kept.path(), &h.checkpoint_note).unwrap();
+    let c = copy(&h.data);
+    tamper(
+        c.path(),
+        &format!(
+            "DELETE FROM audit WHERE seq > {}; DELETE FROM checkpoints;",
+            h.size - 3
+        ),
+    );
+    let (code, v) = verify(c.path(), &[]);
+    assert_eq!(
+        code, 0,
+        "without an outside checkpoint a clean truncation looks valid: {v}"
+    );
+    let (code, v) = verify(c.path(), &["--checkpoint", kept.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&v).iter().any(|p| p.contains(&format!(
+            "checkpoint covers {} events but only {} remain",
+            h.size,
+            h.size - 3
+        ))),
+        "{v}"
+    );
+
+    // A checkpoint forged with another key.
+    let forger = warden_audit::NoteSigner::from_seed("warden.local/audit", &[7; 32]).unwrap();
+    let forged = warden_audit::Checkpoint {
+        origin: "warden.local/audit".into(),
+        size: h.size + 1,
+        root: [1; 32],
+        extensions: vec![],
+    }
+    .sign(&forger)
+    .unwrap();
+    let c = copy(&h.data);
+    let db = rusqlite::Connection::open(c.path().join("warden.db")).unwrap();
+    db.execute(
+        "INSERT INTO checkpoints (size, root, time, frontier, note) VALUES (?1, ?2, 0, x'', ?3)",
+        rusqlite::params![h.size as i64 + 1, vec![1u8; 32], forged],
+    )
+    .unwrap();
+    let (code, v) = verify(c.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&v).iter().any(|p| p.contains(&format!(
+            "checkpoint at size {}: not validly signed",
+            h.size + 1
+        ))),
+        "{v}"
+    );
+}
+
+#[test]
+fn chain_continues_across_restart_and_proofs_verify_offline() {
+    let (h, mut server) = history();
+    server.restart();
+    let admin = server.cli();
+    assert!(
+        admin
+            .run(
+                &["login", "--user", "admin", "--password-stdin"],
+                Some(PASSWORD)
+            )
+            .success()
+    );
+    create(&admin, "web", "view", &[])
+        .as_object()
+        .map(|_| ())
+        .unwrap_or(());
+    let key = admin
+        .run(&["audit", "verifier-key"], None)
+        .stdout
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("warden.local/audit+"), "{key}");
+
+    // Wait for a checkpoint past the restart.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let newest = loop {
+        let note = admin.run(&["audit", "checkpoint"], None).stdout;
+        if note_size(&note) > h.size {
+            break note_size(&note);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after restart"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    // The log after the restart extends the log before it.
+    let consistency = admin.run(
+        &[
+            "audit",
+            "prove-consistency",
+            "--from",
+            &h.size.to_string(),
+            "--to",
+            &newest.to_string(),
+        ],
+        None,
+    );
+    assert!(consistency.success(), "{consistency:?}");
+    let cfile = dir.path().join("consistency.json");
+    std::fs::write(&cfile, &consistency.stdout).unwrap();
+    let ok = admin.run(
+        &[
+            "audit",
+            "verify-proof",
+            cfile.to_str().unwrap(),
+            "--verifier-key",
+            &key,
+        ],
+        None,
+    );
+    assert!(ok.success(), "{ok:?}");
+
+    // One event, proven offline; altering it breaks the proof.
+    let proof = admin.run(&["audit", "prove", "3"], None);
+    assert!(proof.success(), "{proof:?}");
+    let pfile = dir.path().join("proof.json");
+    std::fs::write(&pfile, &proof.stdout).unwrap();
+    assert!(
+        admin
+            .run(
+                &[
+                    "audit",
+                    "verify-proof",
+                    pfile.to_str().unwrap(),
+                    "--verifier-key",
+                    &key
+                ],
+                None
+            )
+            .success()
+    );
+    // Event 3 is the demo directory's third password being set; make it claim another user.
+    let altered = proof
+        .stdout
+        .replace("\\\"user\\\":\\\"bob\\\"", "\\\"user\\\":\\\"eve\\\"");
+    assert_ne!(altered, proof.stdout);
+    std::fs::write(&pfile, altered).unwrap();
+    assert_eq!(
+        admin
+            .run(
+                &[
+                    "audit",
+                    "verify-proof",
+                    pfile.to_str().unwrap(),
+                    "--verifier-key",
+                    &key
+                ],
+                None
+            )
+            .code,
+        1
+    );
+
+    // An export bundle verifies without the server; an edited bundle does not.
+    let bundle = dir.path().join("bundle");
+    let out = admin.run(&["audit", "export", bundle.to_str().unwrap()], None);
+    assert!(out.success(), "{out:?}");
+    let verified = admin.run(
+        &[
+            "--json",
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--verifier-key",
+            &key,
+        ],
+        None,
+    );
+    assert!(verified.success(), "{verified:?}");
+    let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
+    assert_eq!(events.lines().count() as u64, newest);
+    std::fs::write(
+        bundle.join("events.jsonl"),
+        events.replacen("alice", "mallory", 1),
+    )
+    .unwrap();
+    let broken = admin.run(
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--verifier-key",
+            &key,
+        ],
+        None,
+    );
+    assert_eq!(broken.code, 1, "{broken:?}");
+
+    // And the live store still verifies end to end after the restart.
+    server.terminate();
+    let (code, v) = verify(&h.data, &[]);
+    assert_eq!(code, 0, "{v}");
+}
