@@ -4,9 +4,12 @@
 //! The interface follows the shape of Vault's database plugin interface: a small trait whose
 //! methods take a request struct and return a response struct, so fields can be added without
 //! breaking implementations, and whose revoke is idempotent. Each issuer lives in its own
-//! folder and is registered once in [`Registry::with_builtin`].
+//! folder and is registered once in the server's issuer [`Registry`].
 
+pub mod mariadb;
+pub mod postgres;
 pub mod registry;
+mod sql;
 pub mod ssh_cert;
 
 use std::fmt;

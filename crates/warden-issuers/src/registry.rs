@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{Error, Issuer, Settings, ssh_cert};
+use crate::{Error, Issuer, Settings, mariadb, postgres, ssh_cert};
 
 /// Issuers by the `kind` their targets name.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +31,7 @@ impl Registry {
 }
 
 /// Kinds of target this build of Warden can issue credentials for.
-pub const KINDS: &[&str] = &["ssh"];
+pub const KINDS: &[&str] = &["ssh", "postgres", "mariadb"];
 
 /// Checks a target's connection and a role's settings for a target `kind` without needing a
 /// running issuer, so mistakes surface at `warden policy check` and reload time rather than at
@@ -39,6 +39,8 @@ pub const KINDS: &[&str] = &["ssh"];
 pub fn check_settings(kind: &str, connection: &Settings, settings: &Settings) -> Result<(), Error> {
     match kind {
         "ssh" => ssh_cert::check_settings(connection, settings),
+        "postgres" => postgres::check_settings(connection, settings),
+        "mariadb" => mariadb::check_settings(connection, settings),
         other => Err(Error::Settings(format!(
             "unknown target kind {other:?}; known kinds: {}",
             KINDS.join(", ")

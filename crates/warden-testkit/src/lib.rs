@@ -8,6 +8,9 @@
 //! - [`Server`]: the `warden` binary, started on a free port and waited for
 //!   until `/readyz` answers 200.
 //! - [`Cli`]: the `warden` binary as a client, with its own home directory.
+//! - [`Postgres`] and [`Mariadb`]: private database servers with an administrator account
+//!   and a small `app` database, driven with the real `psql` and `mariadb` clients; an
+//!   [`OpenSession`] holds a client connected to prove that revoking ends it.
 //! - [`free_port`] and [`http_get`]: small building blocks used by the above.
 //!
 //! Helpers panic with a clear message when the environment is not as a test
@@ -16,13 +19,19 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod cli;
+mod database;
 mod http;
+mod mariadb;
+mod postgres;
 mod process;
 mod server;
 mod sshd;
 
 pub use cli::{Cli, CliOutput};
+pub use database::OpenSession;
 pub use http::{HttpResponse, http_get};
+pub use mariadb::Mariadb;
+pub use postgres::Postgres;
 pub use server::Server;
 pub use sshd::{Sshd, ensure_local_user, ssh_keypair, ssh_login};
 

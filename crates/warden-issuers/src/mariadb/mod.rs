@@ -1,0 +1,476 @@
+//! MariaDB and MySQL accounts, created per grant and dropped at its end.
+//!
+//! Issuing connects as the target's administrator, runs `CREATE USER 'name'@'host'
+//! IDENTIFIED BY '...'` and then the role's grant statements. These servers commit each
+//! account statement on its own, so if a grant fails the account is dropped again before the
+//! error is returned: no half-made account is left behind.
+//!
+//! MariaDB has no `VALID UNTIL`: the grant's end is enforced only by Warden revoking the
+//! account. Nor can an account carry a comment (`CREATE USER ... COMMENT` is MySQL-only), so
+//! the only mark of Warden's accounts is their name: `w_`, the user part and the 12 hex digits
+//! of the grant id, e.g. `w_alice_3f2a9c81d0b4`. Accounts named like that are listed as
+//! Warden's, and revoking a grant drops the account of its name even if someone else created
+//! it (issuing then failed, as the name was taken): that is why the prefix is reserved for
+//! Warden.
+//!
+//! Revoking, in order: lock every account of that name (no new sessions), kill its
+//! connections, drop it and kill again whatever connected in between; then wait until the
+//! server lists no connection of the account. A revoke that finds neither an account nor a
+//! connection reports [`RevokeResponse::AlreadyGone`].
+//!
+//! Statements run with `NO_BACKSLASH_ESCAPES` added to the session's `sql_mode`, so a string
+//! literal is quoted the same on every server (a backslash in a grant statement is literal)
+//! and with the session's time zone set to UTC, the zone of `{{expires}}`.
+//!
+//! The administrator needs `CREATE USER`, the privileges it grants `WITH GRANT OPTION`,
+//! `PROCESS` and `CONNECTION ADMIN` (or `SUPER`) to see and kill connections, and `SELECT` on
+//! `mysql.user`.
+//!
+//! Connection (`[targets.NAME.connection]`):
+//! ```toml
+//! host = "db.internal"        # required
+//! port = 3306                 # optional, default 3306
+//! database = "app"            # optional: the default database of Warden's connection
+//! ```
+//! Role settings:
+//! ```toml
+//! grants = ["GRANT SELECT ON app.* TO {{name}}"]   # required
+//! host = "10.0.%"             # optional: the account's host part, default "%"
+//! ```
+//! In the statements, `{{name}}` becomes the account as `'name'@'host'`, `{{password}}` its
+//! password and `{{expires}}` the grant's end (UTC), both as quoted string literals; any other
+//! placeholder is a settings error. Statements are trusted; only these values are filled in.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+use time::OffsetDateTime;
+use time::macros::format_description;
+use warden_domain::{RequestId, UserName};
+
+use crate::sql::template::{Template, Values, parse_grants};
+use crate::sql::{
+    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, is_account_name,
+    parse_connection, redact, require_account, require_admin, require_password, url,
+};
+use crate::{
+    Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest, RevokeResponse,
+    RotateRootRequest, Secret, Settings,
+};
+
+const KIND: &str = "mariadb";
+const DEFAULT_PORT: u16 = 3306;
+const DEFAULT_HOST: &str = "%";
+/// The longest host part MariaDB stores.
+const HOST_MAX: usize = 255;
+/// Run on every connection: see the module documentation.
+const SESSION_SETUP: &str = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
+     'NO_BACKSLASH_ESCAPES'), SESSION time_zone = '+00:00'";
+/// MariaDB's error for a statement it cannot parse; its message quotes up to 80 characters of
+/// the statement, which can cut a password so that redaction no longer finds it.
+const ER_PARSE_ERROR: u16 = 1064;
+/// MariaDB's error for killing a connection that has already ended.
+const ER_NO_SUCH_THREAD: u16 = 1094;
+
+/// Creates MariaDB (or MySQL) accounts for grants.
+#[derive(Debug, Default)]
+pub struct MariadbIssuer;
+
+impl MariadbIssuer {
+    /// The issuer; it holds no state and connects per call.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+#[derive(Debug)]
+struct RoleSettings {
+    grants: Vec<Template>,
+    host: String,
+}
+
+/// Checks a mariadb target's connection table and a role's settings.
+pub fn check_settings(connection: &Settings, settings: &Settings) -> Result<(), Error> {
+    parse_connection(KIND, connection, DEFAULT_PORT, false)?;
+    parse_settings(settings).map(|_| ())
+}
+
+fn parse_settings(settings: &Settings) -> Result<RoleSettings, Error> {
+    if let Some(k) = settings
+        .keys()
+        .find(|k| !matches!(k.as_str(), "grants" | "host"))
+    {
+        return Err(Error::Settings(format!(
+            "unknown setting `{k}` for a mariadb role; known: grants, host"
+        )));
+    }
+    let host = match settings.get("host") {
+        None => DEFAULT_HOST.to_owned(),
+        Some(serde_json::Value::String(h)) if is_host_pattern(h) => h.clone(),
+        Some(_) => {
+            return Err(Error::Settings(format!(
+                "`host` of a mariadb role must be an account host such as \"%\", \"10.0.%\" or \
+                 \"app.internal\": up to {HOST_MAX} letters, digits and . - _ % : /"
+            )));
+        }
+    };
+    Ok(RoleSettings {
+        grants: parse_grants(KIND, settings)?,
+        host,
+    })
+}
+
+/// Whether `h` can be the host part of an account: names, addresses, `%`/`_` wildcards and
+/// netmasks. Quotes are not among them, though the value is quoted anyway.
+fn is_host_pattern(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= HOST_MAX
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'%' | b':' | b'/')
+        })
+}
+
+/// A string literal, given the session's `NO_BACKSLASH_ESCAPES`.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// An account: `'user'@'host'`.
+fn account(user: &str, host: &str) -> String {
+    format!("{}@{}", literal(user), literal(host))
+}
+
+/// `valid_before` as a quoted `DATETIME` literal in UTC, cut to the second (never later).
+fn expires_literal(valid_before: OffsetDateTime) -> Result<String, Error> {
+    valid_before
+        .to_offset(time::UtcOffset::UTC)
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .map(|t| literal(&t))
+        .map_err(|e| Error::Internal(format!("formatting the grant's end: {e}")))
+}
+
+/// What went wrong with a statement holding `secrets`, with every one redacted. A parse error
+/// of such a statement is reduced to its code, since its quoted excerpt of the statement may
+/// hold part of a secret, which redaction would not find.
+fn target_error(what: &str, e: &mysql_async::Error, secrets: &[&str]) -> Error {
+    Error::Target(describe(what, e, secrets))
+}
+
+fn describe(what: &str, e: &mysql_async::Error, secrets: &[&str]) -> String {
+    let text = match e {
+        mysql_async::Error::Server(s) if s.code == ER_PARSE_ERROR && !secrets.is_empty() => {
+            format!(
+                "SQL syntax error (error {}); the statement is not shown because it holds a password",
+                s.code
+            )
+        }
+        mysql_async::Error::Server(s) => {
+            format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state)
+        }
+        other => other.to_string(),
+    };
+    redact(&format!("{what}: {text}"), secrets)
+}
+
+/// Connects to the target as `user`, failing within [`CONNECT_TIMEOUT`].
+async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, Error> {
+    let where_ = format!(
+        "connecting to mariadb at {}:{} as {user}",
+        conn.host, conn.port
+    );
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(conn.host.clone())
+        .tcp_port(conn.port)
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(conn.database.clone())
+        // Otherwise a loopback connection is silently moved to the server's Unix socket, where
+        // the same user name may be a different account.
+        .prefer_socket(false)
+        .init(vec![SESSION_SETUP]);
+    tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
+        .await
+        .map_err(|_| {
+            Error::Target(format!(
+                "{where_}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| target_error(&where_, &e, &[password]))
+}
+
+/// Runs `work` on a fresh connection and closes it politely, whatever the outcome.
+async fn with_conn<T>(
+    conn: &Connection,
+    user: &str,
+    password: &str,
+    work: impl AsyncFnOnce(&mut Conn) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut c = connect(conn, user, password).await?;
+    let result = work(&mut c).await;
+    // The work is done (or failed) either way; a failed goodbye changes nothing at the server.
+    let _ = c.disconnect().await;
+    result
+}
+
+/// Kills every connection of `user`; returns how many there were.
+async fn kill_connections(c: &mut Conn, user: &str) -> Result<usize, Error> {
+    let failed = |e: mysql_async::Error| {
+        target_error(&format!("killing the connections of {user}"), &e, &[])
+    };
+    let ids: Vec<u64> = c
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+            (user,),
+        )
+        .await
+        .map_err(failed)?;
+    for id in &ids {
+        match c.query_drop(format!("KILL CONNECTION {id}")).await {
+            Err(mysql_async::Error::Server(s)) if s.code == ER_NO_SUCH_THREAD => {}
+            other => other.map_err(failed)?,
+        }
+    }
+    Ok(ids.len())
+}
+
+/// Waits until the server lists no connection of `user`: a killed connection lingers until
+/// its thread notices.
+async fn wait_connections_gone(c: &mut Conn, user: &str) -> Result<(), Error> {
+    let deadline = Instant::now() + SESSION_END_TIMEOUT;
+    loop {
+        let left: Option<u64> = c
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?",
+                (user,),
+            )
+            .await
+            .map_err(|e| target_error(&format!("counting the connections of {user}"), &e, &[]))?;
+        match left {
+            None | Some(0) => return Ok(()),
+            Some(n) if Instant::now() >= deadline => {
+                return Err(Error::Target(format!(
+                    "{n} connection(s) of {user} were still open {} s after being killed",
+                    SESSION_END_TIMEOUT.as_secs()
+                )));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[async_trait]
+impl Issuer for MariadbIssuer {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn check_request(&self, settings: &Settings, _public_key: Option<&str>) -> Result<(), Error> {
+        parse_settings(settings).map(|_| ())
+    }
+
+    fn account_name(&self, grant: RequestId, user: &UserName) -> Option<String> {
+        Some(account_name(grant, user))
+    }
+
+    async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let settings = parse_settings(req.settings)?;
+        let admin = require_admin(req.admin, req.target)?;
+        let name = require_account(req.account)?;
+        let password = require_password(req.password, "new account")?;
+        let secrets = [password];
+        let grantee = account(name, &settings.host);
+        let (password_literal, expires) = (literal(password), expires_literal(req.valid_before)?);
+        let values = Values {
+            name: &grantee,
+            password: &password_literal,
+            expires: &expires,
+        };
+
+        with_conn(&conn, &admin.username, admin.password.expose(), async |c| {
+            c.query_drop(format!(
+                "CREATE USER {grantee} IDENTIFIED BY {password_literal}"
+            ))
+            .await
+            .map_err(|e| target_error(&format!("creating account {grantee}"), &e, &secrets))?;
+            for (i, grant) in settings.grants.iter().enumerate() {
+                let Err(e) = c.query_drop(grant.render(values)).await else {
+                    continue;
+                };
+                let what = format!(
+                    "grant statement {} ({:?}) for account {grantee}",
+                    i + 1,
+                    grant.source()
+                );
+                // Only a statement holding the password can make the server quote it.
+                let in_statement: &[&str] = if grant.uses_password() { &secrets } else { &[] };
+                let failed = describe(&what, &e, in_statement);
+                let undone = match c.query_drop(format!("DROP USER IF EXISTS {grantee}")).await {
+                    Ok(()) => "the account was dropped again".to_owned(),
+                    Err(e) => describe(
+                        "dropping the account again failed too, revoking will retry",
+                        &e,
+                        &[],
+                    ),
+                };
+                return Err(Error::Target(format!("{failed}; {undone}")));
+            }
+            Ok(())
+        })
+        .await?;
+
+        Ok(IssueResponse {
+            public: serde_json::json!({
+                "kind": KIND,
+                "username": name,
+                "host": conn.host,
+                "port": conn.port,
+                "database": conn.database,
+            }),
+            secret: Some(Secret::new(serde_json::json!({
+                "password": password,
+                "url": url("mysql", name, password, &conn),
+            }))),
+        })
+    }
+
+    async fn revoke(&self, req: RevokeRequest<'_>) -> Result<RevokeResponse, Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let admin = require_admin(req.admin, req.target)?;
+        let name = require_account(req.account)?;
+        with_conn(&conn, &admin.username, admin.password.expose(), async |c| {
+            // Every host part: the role's `host` setting may have changed since issuing.
+            let hosts: Vec<String> = c
+                .exec("SELECT Host FROM mysql.user WHERE User = ?", (name,))
+                .await
+                .map_err(|e| target_error(&format!("looking up account {name}"), &e, &[]))?;
+            for host in &hosts {
+                let grantee = account(name, host);
+                c.query_drop(format!("ALTER USER {grantee} ACCOUNT LOCK"))
+                    .await
+                    .map_err(|e| target_error(&format!("locking account {grantee}"), &e, &[]))?;
+            }
+            let mut killed = kill_connections(c, name).await?;
+            for host in &hosts {
+                let grantee = account(name, host);
+                c.query_drop(format!("DROP USER IF EXISTS {grantee}"))
+                    .await
+                    .map_err(|e| target_error(&format!("dropping account {grantee}"), &e, &[]))?;
+            }
+            killed += kill_connections(c, name).await?;
+            wait_connections_gone(c, name).await?;
+            Ok(if hosts.is_empty() && killed == 0 {
+                RevokeResponse::AlreadyGone
+            } else {
+                RevokeResponse::Revoked
+            })
+        })
+        .await
+    }
+
+    async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<String>, Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let admin = require_admin(req.admin, req.target)?;
+        let users: Vec<String> =
+            with_conn(&conn, &admin.username, admin.password.expose(), async |c| {
+                c.query(
+                    "SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, 2) = 'w_' ORDER BY User",
+                )
+                .await
+                .map_err(|e| target_error("listing accounts", &e, &[]))
+            })
+            .await?;
+        Ok(users.into_iter().filter(|u| is_account_name(u)).collect())
+    }
+
+    async fn rotate_root(&self, req: RotateRootRequest<'_>) -> Result<(), Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let new_password = require_password(Some(req.new_password), "administrator")?;
+        let failed = |e: mysql_async::Error| {
+            target_error("changing the administrator's password", &e, &[new_password])
+        };
+        with_conn(
+            &conn,
+            &req.admin.username,
+            req.admin.password.expose(),
+            async |c| {
+                // The account as the server matched it. `ALTER USER CURRENT_USER()` would do, but
+                // MariaDB 10.11 accepts it and changes nothing.
+                let current: Option<String> = c
+                    .query_first("SELECT CURRENT_USER()")
+                    .await
+                    .map_err(failed)?;
+                let (user, host) = current
+                    .as_deref()
+                    .and_then(|u| u.rsplit_once('@'))
+                    .ok_or_else(|| {
+                        Error::Target(format!("the server named the current account {current:?}"))
+                    })?;
+                c.query_drop(format!(
+                    "ALTER USER {} IDENTIFIED BY {}",
+                    account(user, host),
+                    literal(new_password)
+                ))
+                .await
+                .map_err(failed)
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn settings(v: serde_json::Value) -> Settings {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn quoting_keeps_values_inside_their_quotes() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(account("w_a_000000000001", "%"), "'w_a_000000000001'@'%'");
+        assert_eq!(
+            expires_literal(datetime!(2026-01-01 12:00:30.9 +01:00)).unwrap(),
+            "'2026-01-01 11:00:30'"
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let conn = settings(serde_json::json!({"host": "db"}));
+        let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"]}));
+        assert!(check_settings(&conn, &ok).is_ok());
+        let with_host = settings(
+            serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"], "host": "10.0.%"}),
+        );
+        assert_eq!(parse_settings(&with_host).unwrap().host, "10.0.%");
+        let err =
+            |s: serde_json::Value| check_settings(&conn, &settings(s)).unwrap_err().to_string();
+        assert!(
+            err(serde_json::json!({"grants": ["G {{name}}"], "host": "a'b"})).contains("`host`")
+        );
+        assert!(err(serde_json::json!({"grants": ["G {{name}}"], "host": ""})).contains("`host`"));
+        assert!(
+            err(serde_json::json!({"grants": ["G {{name}}"], "x": 1}))
+                .contains("unknown setting `x`")
+        );
+        assert!(err(serde_json::json!({"grants": ["G {{nmae}}"]})).contains("{{nmae}}"));
+        assert!(
+            check_settings(
+                &settings(serde_json::json!({"host": "db", "tls": true})),
+                &ok
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("unknown connection setting `tls`")
+        );
+    }
+}

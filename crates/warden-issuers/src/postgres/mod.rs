@@ -1,0 +1,418 @@
+//! PostgreSQL login roles, created per grant and dropped at its end.
+//!
+//! Issuing connects as the target's administrator and, in one transaction, creates the role
+//! with `LOGIN`, its password and `VALID UNTIL` the grant's end, comments it with
+//! `warden grant <id>` and runs the role's grant statements: either all of it exists or none.
+//! The comment is the marker reconciliation relies on: only roles with the `w_` prefix *and* a
+//! comment naming the grant their name was derived from are Warden's. `VALID UNTIL` is a
+//! backstop that refuses new logins after the end even if Warden is down; it does not end open
+//! sessions, which is what revoking is for.
+//!
+//! The password never reaches the server in clear: it is sent as a SCRAM-SHA-256 verifier
+//! computed here, so it cannot end up in the server's log or `pg_stat_activity`.
+//!
+//! Revoking, in order: `ALTER ROLE ... NOLOGIN` (no new sessions), terminate the role's
+//! sessions and wait until they are gone, then in one transaction `REASSIGN OWNED BY` the role
+//! `TO` the administrator (objects it created are kept, not lost), `DROP OWNED BY` it (its
+//! remaining privileges) and `DROP ROLE`. `REASSIGN` and `DROP OWNED` act on the target's
+//! database only: if the role owns objects in another database, `DROP ROLE` fails and the
+//! error says where, leaving the role unable to log in.
+//!
+//! The administrator needs `CREATEROLE` (or superuser), the right to grant what the role's
+//! statements grant, and `pg_signal_backend` to end sessions.
+//!
+//! Connection (`[targets.NAME.connection]`):
+//! ```toml
+//! host = "db.internal"        # required
+//! port = 5432                 # optional, default 5432
+//! database = "app"            # required: where grants run and owned objects are reassigned
+//! ```
+//! Role settings:
+//! ```toml
+//! grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{name}}"]   # required
+//! ```
+//! In the statements, `{{name}}` becomes the role as a quoted identifier, `{{password}}` its
+//! password and `{{expires}}` the grant's end (UTC), both as quoted string literals; any other
+//! placeholder is a settings error. Statements are trusted; only these values are filled in.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use time::macros::format_description;
+use tokio_postgres::{Client, NoTls};
+use warden_domain::{RequestId, UserName};
+
+use crate::sql::template::{Template, Values, parse_grants};
+use crate::sql::{
+    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, grant_tail, is_account_name,
+    parse_connection, redact, require_account, require_admin, require_password, url,
+};
+use crate::{
+    Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest, RevokeResponse,
+    RotateRootRequest, Secret, Settings,
+};
+
+const KIND: &str = "postgres";
+const DEFAULT_PORT: u16 = 5432;
+/// Starts the comment that marks a role as Warden's; the grant id follows.
+const MARKER: &str = "warden grant ";
+
+/// Creates PostgreSQL roles for grants.
+#[derive(Debug, Default)]
+pub struct PostgresIssuer;
+
+impl PostgresIssuer {
+    /// The issuer; it holds no state and connects per call.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+/// Checks a postgres target's connection table and a role's settings.
+pub fn check_settings(connection: &Settings, settings: &Settings) -> Result<(), Error> {
+    parse_connection(KIND, connection, DEFAULT_PORT, true)?;
+    parse_settings(settings).map(|_| ())
+}
+
+fn parse_settings(settings: &Settings) -> Result<Vec<Template>, Error> {
+    if let Some(k) = settings.keys().find(|k| k.as_str() != "grants") {
+        return Err(Error::Settings(format!(
+            "unknown setting `{k}` for a postgres role; known: grants"
+        )));
+    }
+    parse_grants(KIND, settings)
+}
+
+/// A quoted identifier: safe for any name.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal that means the same whatever `standard_conforming_strings` is: text with
+/// a backslash is written as an escape string (`E'...'`) with the backslash doubled.
+fn literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// `valid_before` as a quoted `timestamptz` literal, cut to the second (never later).
+fn expires_literal(valid_before: OffsetDateTime) -> Result<String, Error> {
+    valid_before
+        .to_offset(time::UtcOffset::UTC)
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]+00"
+        ))
+        .map(|t| literal(&t))
+        .map_err(|e| Error::Internal(format!("formatting the grant's end: {e}")))
+}
+
+fn marker(grant: RequestId) -> String {
+    format!("{MARKER}{grant}")
+}
+
+/// What the server said, with the SQLSTATE, detail and hint when there are any.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; DETAIL: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; HINT: {hint}"));
+        }
+        return text;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+fn target_error(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> Error {
+    Error::Target(redact(&format!("{what}: {}", describe(e)), secrets))
+}
+
+/// Connects to the target's database as `user`, failing within [`CONNECT_TIMEOUT`].
+async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Client, Error> {
+    let where_ = format!(
+        "connecting to postgres at {}:{} as {user}",
+        conn.host, conn.port
+    );
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&conn.host)
+        .port(conn.port)
+        .user(user)
+        .password(password)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .application_name("warden");
+    if let Some(db) = &conn.database {
+        config.dbname(db);
+    }
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| {
+            Error::Target(format!(
+                "{where_}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| target_error(&where_, &e, &[password]))?;
+    // The connection task ends when the client is dropped; its errors reach the client's calls.
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Ends every session of the role with oid `oid` and waits until the server shows none.
+async fn end_sessions(client: &Client, role: &str, oid: u32) -> Result<(), Error> {
+    let failed = |e: tokio_postgres::Error| {
+        target_error(&format!("ending the sessions of role {role}"), &e, &[])
+    };
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(failed)?;
+    let deadline = Instant::now() + SESSION_END_TIMEOUT;
+    loop {
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usesysid = $1",
+                &[&oid],
+            )
+            .await
+            .map_err(failed)?
+            .get(0);
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Target(format!(
+                "{left} session(s) of role {role} were still open {} s after being terminated",
+                SESSION_END_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[async_trait]
+impl Issuer for PostgresIssuer {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn check_request(&self, settings: &Settings, _public_key: Option<&str>) -> Result<(), Error> {
+        parse_settings(settings).map(|_| ())
+    }
+
+    fn account_name(&self, grant: RequestId, user: &UserName) -> Option<String> {
+        Some(account_name(grant, user))
+    }
+
+    async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
+        let grants = parse_settings(req.settings)?;
+        let admin = require_admin(req.admin, req.target)?;
+        let account = require_account(req.account)?;
+        let password = require_password(req.password, "new role")?;
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let secrets = [password, verifier.as_str()];
+        let role = ident(account);
+        let (password_literal, expires) = (literal(password), expires_literal(req.valid_before)?);
+        let values = Values {
+            name: &role,
+            password: &password_literal,
+            expires: &expires,
+        };
+
+        let mut client = connect(&conn, &admin.username, admin.password.expose()).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| target_error("starting a transaction", &e, &secrets))?;
+        let create = format!(
+            "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {expires}",
+            literal(&verifier)
+        );
+        tx.batch_execute(&create)
+            .await
+            .map_err(|e| target_error(&format!("creating role {account}"), &e, &secrets))?;
+        tx.batch_execute(&format!(
+            "COMMENT ON ROLE {role} IS {}",
+            literal(&marker(req.grant))
+        ))
+        .await
+        .map_err(|e| target_error(&format!("marking role {account} as Warden's"), &e, &secrets))?;
+        for (i, grant) in grants.iter().enumerate() {
+            tx.batch_execute(&grant.render(values)).await.map_err(|e| {
+                target_error(
+                    &format!(
+                        "grant statement {} ({:?}) for role {account}; nothing was created",
+                        i + 1,
+                        grant.source()
+                    ),
+                    &e,
+                    &secrets,
+                )
+            })?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| target_error(&format!("committing role {account}"), &e, &secrets))?;
+
+        Ok(IssueResponse {
+            public: serde_json::json!({
+                "kind": KIND,
+                "username": account,
+                "host": conn.host,
+                "port": conn.port,
+                "database": conn.database,
+            }),
+            secret: Some(Secret::new(serde_json::json!({
+                "password": password,
+                "url": url("postgresql", account, password, &conn),
+            }))),
+        })
+    }
+
+    async fn revoke(&self, req: RevokeRequest<'_>) -> Result<RevokeResponse, Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
+        let admin = require_admin(req.admin, req.target)?;
+        let account = require_account(req.account)?;
+        let client = connect(&conn, &admin.username, admin.password.expose()).await?;
+        let failed = |what: &str, e: tokio_postgres::Error| {
+            target_error(&format!("{what} role {account}"), &e, &[])
+        };
+
+        let row = client
+            .query_opt(
+                "SELECT oid, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+                &[&account],
+            )
+            .await
+            .map_err(|e| failed("looking up", e))?;
+        let Some(row) = row else {
+            return Ok(RevokeResponse::AlreadyGone);
+        };
+        let (oid, comment): (u32, Option<String>) = (row.get(0), row.get(1));
+        // A role of this name without this grant's marker was not made by Warden for it (its
+        // creation failed because the name was taken): it is not Warden's to drop.
+        if comment.as_deref() != Some(marker(req.grant).as_str()) {
+            return Ok(RevokeResponse::AlreadyGone);
+        }
+
+        let role = ident(account);
+        client
+            .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
+            .await
+            .map_err(|e| failed("disabling login of", e))?;
+        end_sessions(&client, account, oid).await?;
+        client
+            .batch_execute(&format!(
+                "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}"
+            ))
+            .await
+            .map_err(|e| failed("dropping", e))?;
+        Ok(RevokeResponse::Revoked)
+    }
+
+    async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<String>, Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
+        let admin = require_admin(req.admin, req.target)?;
+        let client = connect(&conn, &admin.username, admin.password.expose()).await?;
+        let rows = client
+            .query(
+                "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles \
+                 WHERE left(rolname, 2) = 'w_' ORDER BY rolname",
+                &[],
+            )
+            .await
+            .map_err(|e| target_error("listing roles", &e, &[]))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let (name, comment): (String, Option<String>) = (row.get(0), row.get(1));
+                let grant: RequestId = comment?.strip_prefix(MARKER)?.parse().ok()?;
+                (is_account_name(&name) && name.ends_with(&grant_tail(grant))).then_some(name)
+            })
+            .collect())
+    }
+
+    async fn rotate_root(&self, req: RotateRootRequest<'_>) -> Result<(), Error> {
+        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
+        let new_password = require_password(Some(req.new_password), "administrator")?;
+        let client = connect(&conn, &req.admin.username, req.admin.password.expose()).await?;
+        let verifier = postgres_protocol::password::scram_sha_256(new_password.as_bytes());
+        client
+            .batch_execute(&format!(
+                "ALTER ROLE CURRENT_USER PASSWORD {}",
+                literal(&verifier)
+            ))
+            .await
+            .map_err(|e| {
+                target_error(
+                    "changing the administrator's password",
+                    &e,
+                    &[new_password, verifier.as_str()],
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn settings(v: serde_json::Value) -> Settings {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn quoting_keeps_values_inside_their_quotes() {
+        assert_eq!(ident("w_a_000000000001"), "\"w_a_000000000001\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\'b"), "E'a\\\\''b'");
+        assert_eq!(
+            expires_literal(datetime!(2026-01-01 12:00:30.9 +01:00)).unwrap(),
+            "'2026-01-01 11:00:30+00'"
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let conn = settings(serde_json::json!({"host": "db", "database": "app"}));
+        let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON t TO {{name}}"]}));
+        assert!(check_settings(&conn, &ok).is_ok());
+        let err = |c: &Settings, s: serde_json::Value| {
+            check_settings(c, &settings(s)).unwrap_err().to_string()
+        };
+        assert!(
+            err(
+                &conn,
+                serde_json::json!({"grants": ["G {{name}}"], "on_revoke": "x"})
+            )
+            .contains("unknown setting `on_revoke`")
+        );
+        assert!(err(&conn, serde_json::json!({"grants": ["G {{role}}"]})).contains("{{role}}"));
+        assert!(err(&conn, serde_json::json!({})).contains("needs `grants"));
+        let no_db = settings(serde_json::json!({"host": "db"}));
+        assert!(
+            err(&no_db, serde_json::json!({"grants": ["G {{name}}"]})).contains("needs `database")
+        );
+    }
+}

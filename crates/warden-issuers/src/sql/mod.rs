@@ -1,0 +1,356 @@
+//! What the SQL database issuers share: account names, connection settings, the inputs every
+//! call needs, connection URLs and keeping secrets out of error messages.
+//!
+//! Account names are `w_` + the user name (mapped to `[a-z0-9_]`, at most 16 characters) +
+//! `_` + the last 12 hex digits of the grant id, e.g. `w_alice_3f2a9c81d0b4`. The grant id is a
+//! UUIDv7 whose low bits are random, so the name is unique per grant while still telling an
+//! administrator whose account it is. At most 31 characters, it fits MySQL's 32-character
+//! limit and PostgreSQL's 63. The `w_` prefix is reserved for Warden: accounts named like this
+//! are treated as Warden's by reconciliation, so people must not create such accounts by hand.
+
+pub(crate) mod template;
+
+use std::time::Duration;
+
+use warden_domain::{RequestId, TargetName, UserName};
+
+use crate::{AdminCredential, Error, Secret, Settings};
+
+/// How long connecting (including authentication) to a target may take, so a target that is
+/// down fails a request quickly instead of holding it up.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a revoke waits for the sessions it ended to disappear from the server.
+pub(crate) const SESSION_END_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every account Warden creates starts with this.
+const PREFIX: &str = "w_";
+/// The most characters of the user name kept in an account name.
+const USER_PART_MAX: usize = 16;
+/// Hex digits of the grant id at the end of an account name.
+const TAIL_LEN: usize = 12;
+
+/// The 12 lowercase hex digits of `grant` that end its account's name: its low 48 bits, which
+/// are random in a UUIDv7.
+pub(crate) fn grant_tail(grant: RequestId) -> String {
+    format!("{:012x}", grant.as_u128() & 0xffff_ffff_ffff)
+}
+
+/// The account Warden creates at a database target for `grant`, requested by `user`.
+pub(crate) fn account_name(grant: RequestId, user: &UserName) -> String {
+    let user_part: String = user
+        .as_str()
+        .chars()
+        .take(USER_PART_MAX)
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .collect();
+    format!("{PREFIX}{user_part}_{}", grant_tail(grant))
+}
+
+/// Whether `name` has exactly the shape [`account_name`] produces. Only such names are ever
+/// created, revoked or listed, so a typo in a lease can never drop somebody else's account.
+pub(crate) fn is_account_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let Some((user_part, tail)) = rest.split_at_checked(rest.len().saturating_sub(TAIL_LEN)) else {
+        return false;
+    };
+    let Some(user_part) = user_part.strip_suffix('_') else {
+        return false;
+    };
+    (1..=USER_PART_MAX).contains(&user_part.len())
+        && user_part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && tail.len() == TAIL_LEN
+        && tail
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Where a database target is, from its `[targets.NAME.connection]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub database: Option<String>,
+}
+
+/// Parses a connection table for a target of `kind`. `database` is required when
+/// `needs_database` is set (PostgreSQL connects to one database; MariaDB need not).
+pub(crate) fn parse_connection(
+    kind: &str,
+    settings: &Settings,
+    default_port: u16,
+    needs_database: bool,
+) -> Result<Connection, Error> {
+    if let Some(k) = settings
+        .keys()
+        .find(|k| !matches!(k.as_str(), "host" | "port" | "database"))
+    {
+        return Err(Error::Settings(format!(
+            "unknown connection setting `{k}` for a {kind} target; known: host, port, database \
+             (the administrator's password is not a setting: use `warden target set-credential`)"
+        )));
+    }
+    let text = |key: &str| -> Result<Option<String>, Error> {
+        match settings.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(Error::Settings(format!(
+                "connection setting `{key}` of a {kind} target must be a non-empty string"
+            ))),
+        }
+    };
+    let host = text("host")?.ok_or_else(|| {
+        Error::Settings(format!(
+            "a {kind} target needs `host = \"...\"` in its connection table"
+        ))
+    })?;
+    let port = match settings.get("port") {
+        None => default_port,
+        Some(v) => v
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                Error::Settings(format!(
+                    "connection setting `port` of a {kind} target must be an integer from 1 to 65535"
+                ))
+            })?,
+    };
+    let database = text("database")?;
+    if needs_database && database.is_none() {
+        return Err(Error::Settings(format!(
+            "a {kind} target needs `database = \"...\"` in its connection table"
+        )));
+    }
+    Ok(Connection {
+        host,
+        port,
+        database,
+    })
+}
+
+/// Reads an optional list of strings from role settings.
+pub(crate) fn strings(
+    kind: &str,
+    settings: &Settings,
+    key: &str,
+) -> Result<Option<Vec<String>>, Error> {
+    let wrong = || {
+        Error::Settings(format!(
+            "`{key}` of a {kind} role must be a list of strings"
+        ))
+    };
+    match settings.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(wrong()),
+    }
+}
+
+/// The administrator credential, or an error telling the operator how to store one.
+pub(crate) fn require_admin<'a>(
+    admin: Option<&'a AdminCredential>,
+    target: &TargetName,
+) -> Result<&'a AdminCredential, Error> {
+    admin.ok_or_else(|| {
+        Error::Input(format!(
+            "no administrator credential is stored for target {target}; run `warden target set-credential {target}`"
+        ))
+    })
+}
+
+/// The account recorded in the lease, checked to be one Warden names.
+pub(crate) fn require_account(account: Option<&str>) -> Result<&str, Error> {
+    let account = account
+        .ok_or_else(|| Error::Input("no account name was recorded for this grant".into()))?;
+    if is_account_name(account) {
+        Ok(account)
+    } else {
+        Err(Error::Input(format!(
+            "{account:?} is not an account name Warden creates (w_<user>_<12 hex digits>)"
+        )))
+    }
+}
+
+/// A password generated by the server. Databases cannot store a NUL character, so one is
+/// refused here rather than truncated by the server.
+pub(crate) fn require_password<'a>(
+    password: Option<&'a Secret<String>>,
+    what: &str,
+) -> Result<&'a str, Error> {
+    let password = password
+        .ok_or_else(|| Error::Input(format!("no password was generated for the {what}")))?
+        .expose();
+    if password.is_empty() || password.contains('\0') {
+        return Err(Error::Input(format!(
+            "the generated password for the {what} is empty or contains a NUL character"
+        )));
+    }
+    Ok(password)
+}
+
+/// A connection URL such as `postgresql://user:password@host:port/database`, with every part
+/// percent-encoded so any password survives the trip through a URL parser.
+pub(crate) fn url(scheme: &str, user: &str, password: &str, conn: &Connection) -> String {
+    let host = if conn.host.contains(':') {
+        format!("[{}]", conn.host)
+    } else {
+        conn.host.clone()
+    };
+    let mut url = format!(
+        "{scheme}://{}:{}@{host}:{}",
+        percent_encode(user),
+        percent_encode(password),
+        conn.port
+    );
+    if let Some(db) = &conn.database {
+        url.push('/');
+        url.push_str(&percent_encode(db));
+    }
+    url
+}
+
+/// Encodes every byte except RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `text` with every occurrence of each secret replaced, for error messages built from what a
+/// server said about a statement that contained them.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "<redacted>");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(n: u128) -> RequestId {
+        RequestId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn account_names_are_short_unique_and_recognised() {
+        let user: UserName = "alice.smith-jones".parse().unwrap();
+        let name = account_name(grant(0x0191_0000_0000_7000_8000_3f2a_9c81_d0b4), &user);
+        assert_eq!(name, "w_alice_smith_jone_3f2a9c81d0b4");
+        assert!(name.len() <= 31);
+        assert!(is_account_name(&name));
+
+        let long: UserName = "a234567890123456789012345678901234567890".parse().unwrap();
+        let name = account_name(grant(u128::MAX), &long);
+        assert_eq!(name.len(), 31);
+        assert!(is_account_name(&name));
+        assert_ne!(account_name(grant(1), &user), account_name(grant(2), &user));
+
+        for bad in [
+            "alice",
+            "w_",
+            "w__3f2a9c81d0b4",
+            "w_alice_3f2a9c81d0b",
+            "w_alice_3F2A9C81D0B4",
+            "w_alice3f2a9c81d0b4",
+            "w_Alice_3f2a9c81d0b4",
+            "w_a'b_3f2a9c81d0b4",
+            "w_12345678901234567_3f2a9c81d0b4",
+            "x_alice_3f2a9c81d0b4",
+        ] {
+            assert!(
+                !is_account_name(bad),
+                "{bad} must not be taken for Warden's"
+            );
+        }
+    }
+
+    #[test]
+    fn connections_are_checked() {
+        let s = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let conn = parse_connection(
+            "postgres",
+            &s(serde_json::json!({"host": "db", "database": "app"})),
+            5432,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            conn,
+            Connection {
+                host: "db".into(),
+                port: 5432,
+                database: Some("app".into())
+            }
+        );
+        let err = |v: serde_json::Value, needs_db: bool| {
+            parse_connection("postgres", &s(v), 5432, needs_db)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(serde_json::json!({"database": "app"}), true).contains("needs `host"));
+        assert!(err(serde_json::json!({"host": "db"}), true).contains("needs `database"));
+        assert!(
+            err(serde_json::json!({"host": "db", "port": 0}), false).contains("from 1 to 65535")
+        );
+        assert!(
+            err(serde_json::json!({"host": "db", "port": "5432"}), false)
+                .contains("from 1 to 65535")
+        );
+        assert!(
+            err(serde_json::json!({"host": "db", "password": "x"}), false)
+                .contains("unknown connection setting `password`")
+        );
+        assert!(
+            parse_connection(
+                "mariadb",
+                &s(serde_json::json!({"host": "db", "port": 3307})),
+                3306,
+                false
+            )
+            .is_ok_and(|c| c.port == 3307 && c.database.is_none())
+        );
+    }
+
+    #[test]
+    fn urls_encode_every_part() {
+        let conn = Connection {
+            host: "::1".into(),
+            port: 5432,
+            database: Some("my db".into()),
+        };
+        assert_eq!(
+            url("postgresql", "w_a_000000000001", "p@ss:w/rd%?#é", &conn),
+            "postgresql://w_a_000000000001:p%40ss%3Aw%2Frd%25%3F%23%C3%A9@[::1]:5432/my%20db"
+        );
+    }
+
+    #[test]
+    fn redaction_removes_every_occurrence() {
+        assert_eq!(
+            redact("near 'hunter2' and 'hunter2'", &["hunter2", ""]),
+            "near '<redacted>' and '<redacted>'"
+        );
+    }
+}
