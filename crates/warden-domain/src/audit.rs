@@ -62,8 +62,15 @@ codes! {
     CredentialIssued = 4000, "credential.issued";
     CredentialIssueFailed = 4001, "credential.issue_failed";
     CredentialRevoked = 4002, "credential.revoked";
+    CredentialRevokeFailed = 4003, "credential.revoke_failed";
+    OrphanRemoved = 4004, "credential.orphan_removed";
+    CredentialPickedUp = 4005, "credential.picked_up";
+    TargetCredentialSet = 4006, "target.credential_set";
+    TargetRootRotated = 4007, "target.root_rotated";
+    UserOffboarded = 1007, "auth.user_offboarded";
     PolicyLoaded = 3000, "policy.loaded";
     PolicyReloadRejected = 3001, "policy.reload_rejected";
+    ExportFailed = 5000, "audit.export_failed";
     ServerStarted = 9000, "server.started";
     ServerStopped = 9001, "server.stopped";
 }

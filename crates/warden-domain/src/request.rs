@@ -439,7 +439,7 @@ impl Request {
         }
     }
 
-    /// Ends a grant early.
+    /// Ends a grant early, or withdraws a request before it is granted (offboarding).
     pub fn revoke(
         &mut self,
         by: &UserName,
@@ -447,11 +447,23 @@ impl Request {
         now: OffsetDateTime,
     ) -> Result<(), TransitionError> {
         self.expect(
-            &[State::Active, State::Approved],
+            &[State::Active, State::Approved, State::Pending],
             "revoked",
-            "active or approved",
+            "active, approved or pending",
         )?;
         self.finish(State::Revoked, Some(by.clone()), Some(comment), now);
+        Ok(())
+    }
+
+    /// Ends an approved request whose credential could not be issued; nothing was granted.
+    pub fn end_unissued(
+        &mut self,
+        why: String,
+        now: OffsetDateTime,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[State::Approved], "closed unissued", "approved")?;
+        let comment = Comment::parse(&why.chars().take(Comment::MAX).collect::<String>()).ok();
+        self.finish(State::Revoked, None, comment, now);
         Ok(())
     }
 

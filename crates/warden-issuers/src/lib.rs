@@ -109,6 +109,14 @@ pub struct ListRequest<'a> {
     pub admin: Option<&'a AdminCredential>,
 }
 
+/// An account Warden made at a target, as reconciliation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    /// The grant it was made for, when the target keeps a marker saying so.
+    pub grant: Option<RequestId>,
+}
+
 /// Set the administrator's password at the target.
 #[derive(Debug, Clone)]
 pub struct RotateRootRequest<'a> {
@@ -169,7 +177,7 @@ pub trait Issuer: Send + Sync + fmt::Debug {
 
     /// Accounts at the target that Warden created (name prefix and marker), for
     /// reconciliation against live leases. Accounts without the marker are never listed.
-    async fn list_accounts(&self, _req: ListRequest<'_>) -> Result<Vec<String>, Error> {
+    async fn list_accounts(&self, _req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
         Ok(Vec::new())
     }
 

@@ -113,6 +113,15 @@ impl TokenCache {
         }
     }
 
+    /// Marks every cached token of `user` revoked (offboarding).
+    pub fn forget_user(&self, user: &UserName) {
+        if let Ok(mut m) = self.map.lock() {
+            for t in m.values_mut().filter(|t| &t.user == user) {
+                t.revoked = true;
+            }
+        }
+    }
+
     fn mark_revoked(&self, hash: [u8; 32], token: Token) {
         if let Ok(mut m) = self.map.lock() {
             m.insert(

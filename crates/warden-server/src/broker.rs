@@ -7,16 +7,21 @@
 
 use std::sync::Arc;
 
+use std::str::FromStr;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::request::{Approved, Ask, TransitionError};
 use warden_domain::{
-    Comment, Decision, Reason, Refusal, Request, RequestId, RoleName, State, TargetName, Ticket,
-    Ttl, User,
+    Comment, Decision, Lease, LeaseState, Reason, Refusal, Request, RequestId, RoleName, State,
+    TargetName, Ticket, Ttl, User,
 };
-use warden_issuers::{IssueRequest, RevokeRequest, RevokeResponse, Secret};
+
+use warden_issuers::{
+    AdminCredential, IssueRequest, ListRequest, RevokeRequest, RevokeResponse, Secret,
+};
 use warden_policy::{Action, Context, Policy};
+use warden_store::Change;
 
 use crate::auth::AuthError;
 use crate::state::{App, now};
@@ -145,15 +150,32 @@ impl App {
             .map_err(|e| Error::Unknown(e.to_string()))
     }
 
-    /// Issues the credential and activates the grant, adding the events that say so.
-    async fn activate(
+    /// Stores `r`: inserts it when `stored` is false, else saves it over its stored version.
+    async fn save(&self, r: &mut Request, stored: &mut bool, change: Change) -> Result<(), Error> {
+        if *stored {
+            r.version = self.store.update_request(r, change).await?;
+        } else {
+            self.store.insert_request(r, change).await?;
+            *stored = true;
+        }
+        Ok(())
+    }
+
+    /// Issues the credential for an approved request and activates the grant, storing every
+    /// step with `events`. For issuers that create accounts the lease's intent, naming the
+    /// account, is stored *before* the target is touched, so a crash at any instant leaves a
+    /// lease to clean up and never an unknown account. The secret goes back to `caller` if they
+    /// are the requester, and is otherwise sealed for the requester's one pickup.
+    async fn grant(
         &self,
         policy: &Policy,
-        r: &mut Request,
-        events: &mut Vec<Event>,
-        actor: &Actor,
+        mut r: Request,
+        mut events: Vec<Event>,
+        mut stored: bool,
+        caller: &Caller<'_>,
         now: OffsetDateTime,
-    ) -> Result<Option<Secret<serde_json::Value>>, Error> {
+    ) -> Result<Outcome, Error> {
+        let actor = caller.actor();
         let target = policy.targets().get(&r.target).ok_or_else(|| {
             Error::Unknown(format!("target {} is no longer in the policy", r.target))
         })?;
@@ -168,6 +190,29 @@ impl App {
             .get(&target.kind)
             .ok_or_else(|| Error::Issuer(format!("no issuer for target kind {:?}", target.kind)))?;
         let valid_before = now + r.ttl.as_duration();
+        let mut lease = None;
+        let mut admin = None;
+        let password = issuer.account_name(r.id, &r.requester).map(|account| {
+            lease = Some(Lease::intent(
+                r.id,
+                r.requester.clone(),
+                r.target.clone(),
+                r.role.clone(),
+                account,
+                valid_before,
+                now,
+            ));
+            Secret::new(crate::auth::random_password())
+        });
+        if lease.is_some() {
+            admin = self.admin_credential(&r.target).await?;
+            let change = Change {
+                lease: lease.clone(),
+                pickup: None,
+                events: std::mem::take(&mut events),
+            };
+            self.save(&mut r, &mut stored, change).await?;
+        }
         let issued = issuer
             .issue(IssueRequest {
                 grant: r.id,
@@ -179,9 +224,9 @@ impl App {
                 valid_after: now,
                 valid_before,
                 public_key: r.public_key.as_deref(),
-                account: None,
-                password: None,
-                admin: None,
+                account: lease.as_ref().map(|l| l.account.as_str()),
+                password: password.as_ref(),
+                admin: admin.as_ref(),
             })
             .await;
         let issued = match issued {
@@ -189,9 +234,25 @@ impl App {
             Err(e) => {
                 events.push(
                     Event::new(Code::CredentialIssueFailed, Actor::system(), now)
-                        .for_request(r)
+                        .for_request(&r)
                         .failed("issuer_failed", e.to_string()),
                 );
+                r.end_unissued(format!("the credential could not be issued: {e}"), now)?;
+                if let Some(l) = lease.as_mut() {
+                    // Anything half-made at the target is removed by the lease worker.
+                    l.start_revoking(now);
+                }
+                self.save(
+                    &mut r,
+                    &mut stored,
+                    Change {
+                        lease,
+                        pickup: None,
+                        events,
+                    },
+                )
+                .await?;
+                self.wake.notify_one();
                 return Err(Error::Issuer(e.to_string()));
             }
         };
@@ -201,17 +262,139 @@ impl App {
             obj.remove("certificate");
         }
         r.activate(Some(issued.public), now)?;
+        if let Some(l) = lease.as_mut() {
+            l.activate(valid_before);
+        }
         events.push(
             Event::new(Code::CredentialIssued, actor.clone(), now)
-                .for_request(r)
+                .for_request(&r)
                 .details(public_facts),
         );
         events.push(
             Event::new(Code::GrantActivated, actor.clone(), now)
-                .for_request(r)
+                .for_request(&r)
                 .details(serde_json::json!({ "expires_at": valid_before.unix_timestamp(), "kind": target.kind })),
         );
-        Ok(issued.secret)
+        let (secret, pickup) = match issued.secret {
+            Some(secret) if caller.user.name != r.requester => {
+                let sealed = serde_json::to_vec(secret.expose())
+                    .map_err(|e| Error::Issuer(e.to_string()))
+                    .and_then(|b| {
+                        self.sealer
+                            .seal(&b)
+                            .map_err(|e| Error::Issuer(e.to_string()))
+                    })?;
+                (None, Some(sealed))
+            }
+            other => (other, None),
+        };
+        self.save(
+            &mut r,
+            &mut stored,
+            Change {
+                lease,
+                pickup,
+                events,
+            },
+        )
+        .await?;
+        self.wake.notify_one();
+        Ok(Outcome { request: r, secret })
+    }
+
+    /// A target's admin credential from the vault.
+    pub async fn admin_credential(
+        &self,
+        target: &TargetName,
+    ) -> Result<Option<AdminCredential>, Error> {
+        let Some(sealed) = self.store.target_credential(target).await? else {
+            return Ok(None);
+        };
+        let plain = self.sealer.open(&sealed).map_err(|e| {
+            Error::Issuer(format!(
+                "the stored credential for {target} does not open: {e}"
+            ))
+        })?;
+        let (current, next) = crate::vault::parse_credential(&plain)?;
+        if next.is_some() {
+            tracing::warn!(%target, "a root rotation was interrupted; run `warden target rotate-root` again");
+        }
+        Ok(Some(current))
+    }
+
+    /// Hands the requester the secret of their credential, once.
+    pub async fn pickup(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+    ) -> Result<serde_json::Value, Error> {
+        let r = self.load(&caller, id, Code::ActionRefused).await?;
+        if r.requester != caller.user.name {
+            let ev = Event::new(Code::ActionRefused, caller.actor(), now())
+                .for_request(&r)
+                .details(serde_json::json!({"action": "pickup"}));
+            return Err(self
+                .refused(
+                    ev,
+                    TransitionError::NotRequester("pick up the credential of").into(),
+                )
+                .await);
+        }
+        let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now()).for_request(&r);
+        let Some(sealed) = self.store.take_pickup(id, vec![ev]).await? else {
+            return Err(Error::Input {
+                code: "already_picked_up",
+                message: format!(
+                    "the credential of {id} was already handed over (it is shown once) or needs none"
+                ),
+            });
+        };
+        let plain = self
+            .sealer
+            .open(&sealed)
+            .map_err(|e| Error::Issuer(e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| Error::Issuer(e.to_string()))
+    }
+
+    /// Offboarding: ends every pending, approved and active request of `user` and revokes
+    /// their API tokens. Returns how many requests were ended.
+    pub async fn offboard(
+        &self,
+        caller: Caller<'_>,
+        user: &warden_domain::UserName,
+    ) -> Result<usize, Error> {
+        if !self.is_admin(caller.user) {
+            return Err(Error::Forbidden(
+                "only administrators can offboard users".into(),
+            ));
+        }
+        let open = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: Some(user.clone()),
+                target: None,
+                states: vec![State::Pending, State::Approved, State::Active],
+                limit: 10_000,
+            })
+            .await?;
+        let mut ended = 0;
+        for r in &open {
+            let comment = Comment::parse("offboarded").map_err(|e| Error::Input {
+                code: "bad_comment",
+                message: e.to_string(),
+            })?;
+            match self.revoke(caller.clone(), r.id, comment).await {
+                Ok(_) => ended += 1,
+                Err(Error::Transition(_)) => {} // ended meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        let ev = Event::new(Code::UserOffboarded, caller.actor(), now())
+            .details(serde_json::json!({ "user": user, "requests_ended": ended }));
+        let tokens = self.store.revoke_user_tokens(user, vec![ev]).await?;
+        self.tokens.forget_user(user);
+        tracing::info!(%user, ended, tokens, "user offboarded");
+        Ok(ended)
     }
 
     /// Creates a request; an `auto` tier grants it at once.
@@ -310,7 +493,6 @@ impl App {
                 .for_request(&r)
                 .details(details),
         ];
-        let mut secret = None;
         if r.requirement.is_auto() {
             r.approve_automatically()?;
             events.push(
@@ -318,21 +500,14 @@ impl App {
                     .for_request(&r)
                     .details(serde_json::json!({ "tier": "auto", "rules": r.rules })),
             );
-            match self
-                .activate(&policy, &mut r, &mut events, &actor, now)
-                .await
-            {
-                Ok(s) => secret = s,
-                Err(e) => {
-                    // The approved request is kept with the failure on record.
-                    self.store.insert_request(&r, events).await?;
-                    return Err(e);
-                }
-            }
+            return self.grant(&policy, r, events, false, &caller, now).await;
         }
-        self.store.insert_request(&r, events).await?;
+        self.store.insert_request(&r, events.into()).await?;
         self.wake.notify_one();
-        Ok(Outcome { request: r, secret })
+        Ok(Outcome {
+            request: r,
+            secret: None,
+        })
     }
 
     async fn load(&self, caller: &Caller<'_>, id: RequestId, code: Code) -> Result<Request, Error> {
@@ -422,7 +597,6 @@ impl App {
                 }
             }
             let mut events = Vec::new();
-            let mut secret = None;
             if approve {
                 let outcome = r.approve(
                     caller.user,
@@ -454,15 +628,9 @@ impl App {
                         "tier": r.requirement.to_string(),
                         "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
                     })));
-                    match self
-                        .activate(&policy, &mut r, &mut events, &actor, now)
-                        .await
-                    {
-                        Ok(s) => secret = s,
-                        Err(e) => {
-                            self.store.update_request(&r, events).await?;
-                            return Err(e);
-                        }
+                    match self.grant(&policy, r, events, true, &caller, now).await {
+                        Err(Error::Store(warden_store::Error::Conflict)) => continue,
+                        other => return other,
                     }
                 }
             } else {
@@ -481,11 +649,14 @@ impl App {
                         .details(serde_json::json!({ "comment": comment.as_str() })),
                 );
             }
-            match self.store.update_request(&r, events).await {
+            match self.store.update_request(&r, events.into()).await {
                 Ok(v) => {
                     r.version = v;
                     self.wake.notify_one();
-                    return Ok(Outcome { request: r, secret });
+                    return Ok(Outcome {
+                        request: r,
+                        secret: None,
+                    });
                 }
                 Err(warden_store::Error::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -506,7 +677,7 @@ impl App {
                 return Err(self.refused(ev, e.into()).await);
             }
             let ev = Event::new(Code::RequestCancelled, caller.actor(), now).for_request(&r);
-            match self.store.update_request(&r, vec![ev]).await {
+            match self.store.update_request(&r, vec![ev].into()).await {
                 Ok(v) => {
                     r.version = v;
                     return Ok(r);
@@ -518,55 +689,24 @@ impl App {
         Err(Error::Store(warden_store::Error::Conflict))
     }
 
-    /// Revokes the credential at the target and ends the grant. `by` is `None` for expiry.
+    /// Ends a grant (`by` is `None` for expiry). Credentials that die on their own (SSH
+    /// certificates) need nothing more; an account at a target gets its lease moved to
+    /// revoking in the same transaction, and the lease worker removes it at once.
     async fn end_grant(
         &self,
         r: &mut Request,
         by: Option<(&Caller<'_>, Comment)>,
         now: OffsetDateTime,
-    ) -> Result<Vec<Event>, Error> {
-        let policy = self.policy.load_full();
+    ) -> Result<Change, Error> {
         let actor = by
             .as_ref()
             .map(|(c, _)| c.actor())
             .unwrap_or_else(Actor::system);
-        let mut events = Vec::new();
-        if r.state == State::Active {
-            let target = policy.targets().get(&r.target);
-            let settings = target
-                .and_then(|t| t.roles.get(&r.role))
-                .map(|ro| ro.settings.clone())
-                .unwrap_or_default();
-            let connection = target.map(|t| t.connection.clone()).unwrap_or_default();
-            let issuer = target.and_then(|t| self.issuers.get(&t.kind));
-            let public = r.credential.clone().unwrap_or(serde_json::Value::Null);
-            let outcome = match issuer {
-                Some(i) => i
-                    .revoke(RevokeRequest {
-                        grant: r.id,
-                        target: &r.target,
-                        role: &r.role,
-                        connection: &connection,
-                        settings: &settings,
-                        public: &public,
-                        account: None,
-                        admin: None,
-                    })
-                    .await
-                    .map_err(|e| Error::Issuer(e.to_string()))?,
-                // The target left the policy: nothing is known about how to revoke, so fail
-                // loudly rather than pretend.
-                None => {
-                    return Err(Error::Issuer(format!(
-                        "no issuer known for target {}; revoke by hand",
-                        r.target
-                    )));
-                }
-            };
-            events.push(Event::new(Code::CredentialRevoked, actor.clone(), now).for_request(r).details(serde_json::json!({
-                "outcome": if outcome == RevokeResponse::Revoked { "revoked" } else { "already_gone" },
-            })));
+        let mut lease = self.store.lease(r.id).await?;
+        if let Some(l) = lease.as_mut() {
+            l.start_revoking(now);
         }
+        let mut events = Vec::new();
         match by {
             Some((_, comment)) => {
                 let who = actor.user.clone().unwrap_or_else(|| r.requester.clone());
@@ -588,7 +728,12 @@ impl App {
                 );
             }
         }
-        Ok(events)
+        self.wake.notify_one();
+        Ok(Change {
+            lease,
+            pickup: None,
+            events,
+        })
     }
 
     /// Ends a grant early. Allowed to the requester, administrators, and anyone who may
@@ -608,14 +753,14 @@ impl App {
             if !self.may_view(caller.user, &r) {
                 return Err(self.refused(refusal, Error::NotFound(id)).await);
             }
-            let events = match self
+            let change = match self
                 .end_grant(&mut r, Some((&caller, comment.clone())), now)
                 .await
             {
-                Ok(ev) => ev,
+                Ok(change) => change,
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
-            match self.store.update_request(&r, events).await {
+            match self.store.update_request(&r, change).await {
                 Ok(v) => {
                     r.version = v;
                     return Ok(r);
@@ -688,38 +833,219 @@ impl App {
         .await
     }
 
-    /// Expires grants and times out requests whose moment has come. Returns how many were
-    /// handled; failures are logged, audited and retried on the next pass.
+    /// Expires grants, times out requests, and revokes credentials whose leases are due.
+    /// Returns how many were handled; failures are logged, audited and retried with backoff.
     pub async fn process_due(&self) -> Result<usize, Error> {
         let now = now();
-        let due = self.store.due(now, 256).await?;
         let mut handled = 0;
-        for mut r in due {
-            let events = match r.state {
+        for mut r in self.store.due(now, 256).await? {
+            let change = match r.state {
                 State::Pending => {
                     r.time_out(now)?;
                     vec![Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r)]
+                        .into()
                 }
-                State::Active => match self.end_grant(&mut r, None, now).await {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        tracing::error!(request = %r.id, error = %e, "revocation at expiry failed; will retry");
-                        let ev = Event::new(Code::CredentialRevoked, Actor::system(), now)
-                            .for_request(&r)
-                            .failed(e.code(), e.to_string());
-                        self.store.append(vec![ev]).await?;
-                        continue;
-                    }
-                },
+                State::Active => self.end_grant(&mut r, None, now).await?,
                 _ => continue,
             };
-            match self.store.update_request(&r, events).await {
+            match self.store.update_request(&r, change).await {
                 Ok(_) => handled += 1,
                 Err(warden_store::Error::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
         }
+        for lease in self.store.due_leases(now, 256).await? {
+            self.process_lease(lease, now).await?;
+            handled += 1;
+        }
         Ok(handled)
+    }
+
+    /// Moves every lease still at its intent to revoking. Called once at start-up: no issue is
+    /// in flight in a fresh process, so an intent is a leftover of a crash.
+    pub async fn recover_intents(&self) -> Result<usize, Error> {
+        let now = now();
+        let horizon = now + warden_domain::lease::INTENT_GRACE + time::Duration::seconds(1);
+        let mut n = 0;
+        for mut l in self.store.due_leases(horizon, 100_000).await? {
+            if l.state == LeaseState::Intent {
+                l.start_revoking(now);
+                self.store.update_lease(&l, Vec::new()).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Acts on one due lease: revokes its credential, or retries later with backoff.
+    async fn process_lease(&self, mut lease: Lease, now: OffsetDateTime) -> Result<(), Error> {
+        if lease.state == LeaseState::Intent {
+            // Issue never confirmed: close the request if it is still waiting, then clean up.
+            if let Some(mut r) = self.store.request(lease.grant).await?
+                && r.state == State::Approved
+            {
+                r.end_unissued(
+                    "the credential's issue was interrupted; request access again".into(),
+                    now,
+                )?;
+                let ev = Event::new(Code::CredentialIssueFailed, Actor::system(), now)
+                    .for_request(&r)
+                    .failed("interrupted", "issue did not complete");
+                match self.store.update_request(&r, vec![ev].into()).await {
+                    Ok(_) | Err(warden_store::Error::Conflict) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if lease.state == LeaseState::Revoked {
+            return Ok(());
+        }
+        lease.start_revoking(now);
+        let policy = self.policy.load_full();
+        let target = policy.targets().get(&lease.target);
+        let settings = target
+            .and_then(|t| t.roles.get(&lease.role))
+            .map(|ro| ro.settings.clone())
+            .unwrap_or_default();
+        let connection = target.map(|t| t.connection.clone()).unwrap_or_default();
+        let outcome = match target.and_then(|t| self.issuers.get(&t.kind)) {
+            None => Err(format!(
+                "target {} is no longer in the policy; remove account {} by hand",
+                lease.target, lease.account
+            )),
+            Some(issuer) => {
+                let admin = self.admin_credential(&lease.target).await?;
+                issuer
+                    .revoke(RevokeRequest {
+                        grant: lease.grant,
+                        target: &lease.target,
+                        role: &lease.role,
+                        connection: &connection,
+                        settings: &settings,
+                        public: &serde_json::Value::Null,
+                        account: Some(&lease.account),
+                        admin: admin.as_ref(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let (grant, target, role) = (lease.grant, lease.target.clone(), lease.role.clone());
+        let base = |code| {
+            let mut e = Event::new(code, Actor::system(), now);
+            e.request_id = Some(grant);
+            e.target = Some(target.clone());
+            e.role = Some(role.clone());
+            e
+        };
+        let events = match outcome {
+            Ok(result) => {
+                lease.revoked();
+                vec![base(Code::CredentialRevoked).details(serde_json::json!({
+                    "account": lease.account,
+                    "outcome": if result == RevokeResponse::Revoked { "revoked" } else { "already_gone" },
+                    "lag_ms": (now - lease.expires_at).whole_milliseconds().max(0),
+                }))]
+            }
+            Err(e) => {
+                tracing::error!(grant = %lease.grant, account = %lease.account, error = %e, "revocation failed; will retry");
+                let newly_failed = lease.revoke_failed(e.clone(), now);
+                if newly_failed {
+                    vec![base(Code::CredentialRevokeFailed).failed("revoke_failed", e).details(serde_json::json!({ "account": lease.account, "attempts": lease.attempts }))]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        self.store.update_lease(&lease, events).await?;
+        Ok(())
+    }
+
+    /// Removes accounts Warden made at its targets that no live lease accounts for (restored
+    /// backups, hand-made copies of Warden's names, crashes of another deployment). Accounts
+    /// without Warden's name prefix and marker are never listed, so never touched. Returns how
+    /// many orphans were removed.
+    pub async fn reconcile(&self) -> Result<usize, Error> {
+        let policy = self.policy.load_full();
+        let probe = RequestId::from_uuid(Uuid::nil());
+        let probe_user: warden_domain::UserName = "reconciler"
+            .parse()
+            .map_err(|e: warden_domain::names::NameError| Error::Issuer(e.to_string()))?;
+        let mut removed = 0;
+        for (_, target) in policy.targets().iter() {
+            let Some(issuer) = self.issuers.get(&target.kind) else {
+                continue;
+            };
+            if issuer.account_name(probe, &probe_user).is_none() {
+                continue;
+            }
+            let Some(admin) = self.admin_credential(&target.name).await? else {
+                continue;
+            };
+            // Leases first, accounts second: an account created after this read has a lease
+            // (its intent) that the read may have missed, so never remove what is newer.
+            let live: std::collections::HashSet<String> = self
+                .store
+                .live_leases(&target.name)
+                .await?
+                .into_iter()
+                .map(|l| l.account)
+                .collect();
+            let accounts = match issuer
+                .list_accounts(ListRequest {
+                    target: &target.name,
+                    connection: &target.connection,
+                    admin: Some(&admin),
+                })
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(target = %target.name, error = %e, "reconciliation could not list accounts");
+                    continue;
+                }
+            };
+            let fresh: std::collections::HashSet<String> = self
+                .store
+                .live_leases(&target.name)
+                .await?
+                .into_iter()
+                .map(|l| l.account)
+                .collect();
+            for account in accounts
+                .into_iter()
+                .filter(|a| !live.contains(&a.name) && !fresh.contains(&a.name))
+            {
+                let now = now();
+                let outcome = issuer
+                    .revoke(RevokeRequest {
+                        grant: account.grant.unwrap_or(probe),
+                        target: &target.name,
+                        role: &RoleName::from_str("reconcile")
+                            .map_err(|e| Error::Issuer(e.to_string()))?,
+                        connection: &target.connection,
+                        settings: &Default::default(),
+                        public: &serde_json::Value::Null,
+                        account: Some(&account.name),
+                        admin: Some(&admin),
+                    })
+                    .await;
+                let mut ev = Event::new(Code::OrphanRemoved, Actor::system(), now).details(
+                    serde_json::json!({
+                        "account": account.name,
+                        "grant": account.grant.map(|g| g.to_string()),
+                    }),
+                );
+                ev.target = Some(target.name.clone());
+                ev.request_id = account.grant;
+                match outcome {
+                    Ok(_) => removed += 1,
+                    Err(e) => ev = ev.failed("revoke_failed", e.to_string()),
+                }
+                self.store.append(vec![ev]).await?;
+            }
+        }
+        Ok(removed)
     }
 
     /// The decision policy would make for `user` now, and whether the given request details

@@ -54,6 +54,10 @@ pub struct Config {
     /// The directory: who exists, their groups and managers.
     #[serde(default)]
     pub users: BTreeMap<UserName, UserConfig>,
+    /// Where the audit log is exported (`[[sinks]]`); see [`crate::export`]. Only here, never
+    /// through the API, so an API caller cannot redirect or silence the export.
+    #[serde(default, deserialize_with = "crate::export::sinks")]
+    pub sinks: Vec<crate::export::SinkConfig>,
 }
 
 /// One user in the directory.
@@ -106,6 +110,7 @@ impl Default for Config {
             audit_origin: default_audit_origin(),
             checkpoint_interval: default_checkpoint_interval(),
             users: BTreeMap::new(),
+            sinks: Vec::new(),
         }
     }
 }

@@ -10,9 +10,11 @@ pub mod auth;
 pub mod broker;
 pub mod checkpoints;
 pub mod config;
+pub mod export;
 pub mod keys;
 pub mod serve;
 pub mod state;
+pub mod vault;
 pub mod worker;
 
 pub use config::Config;

@@ -125,10 +125,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         anyhow::anyhow!("policy in {} is invalid:\n{report}", policy_dir.display())
     })?;
 
-    let issuers =
-        Registry::new(
-            [Arc::new(SshCertIssuer::new(ca.clone())) as Arc<dyn warden_issuers::Issuer>],
-        );
+    let issuers = Registry::new([
+        Arc::new(SshCertIssuer::new(ca.clone())) as Arc<dyn warden_issuers::Issuer>,
+        Arc::new(warden_issuers::postgres::PostgresIssuer::new()),
+        Arc::new(warden_issuers::mariadb::MariadbIssuer::new()),
+    ]);
     let store: Arc<dyn Store> = Arc::new(store);
     let app: Shared = Arc::new(App::new(
         store.clone(),
@@ -179,7 +180,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let interrupted = app.recover_intents().await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "credentials whose issue was interrupted by a crash are being removed"
+        );
+    }
     let worker = tokio::spawn(crate::worker::run(app.clone(), stop_rx.clone()));
+    tokio::spawn(crate::worker::reconcile(app.clone(), stop_rx.clone()));
+    let exporter = crate::export::Exporter::start(&app)?;
     let checkpointer = tokio::spawn(crate::checkpoints::run(
         app.clone(),
         note_signer.clone(),
@@ -205,6 +215,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         )])
         .await?;
     crate::checkpoints::checkpoint(store.as_ref(), &note_signer, &config.audit_origin).await?;
+    // Export the last events, the stop included; at most 5 s, the rest goes at the next start.
+    exporter.flush().await;
     println!("Warden stopped.");
     Ok(())
 }

@@ -33,6 +33,8 @@ pub struct App {
     reload: Mutex<()>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
     pub tokens: crate::auth::TokenCache,
+    /// The audit export's live figures, for `GET /v1/audit/status`.
+    pub export: crate::export::Status,
 }
 
 /// Handle passed to handlers.
@@ -99,6 +101,7 @@ impl App {
             wake: Notify::new(),
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
+            export: crate::export::Status::default(),
         }
     }
 

@@ -49,3 +49,21 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
         }
     }
 }
+
+/// How often accounts at targets are compared with live leases.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
+/// Removes orphaned accounts on start and then every minute, until `stop`.
+pub async fn reconcile(app: Shared, mut stop: watch::Receiver<bool>) {
+    loop {
+        match app.reconcile().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(removed = n, "reconciliation removed orphaned accounts"),
+            Err(e) => tracing::error!(error = %e, "reconciliation failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

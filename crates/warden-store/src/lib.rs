@@ -10,7 +10,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use warden_domain::audit::{Code, Event};
-use warden_domain::{Request, RequestId, State, TargetName, UserName};
+use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
 pub use sqlite::{AuditReader, SqliteStore};
 
@@ -28,6 +28,25 @@ pub enum Error {
 
 /// Result alias for storage operations.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// What is written together with a request, in the same transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// The grant's lease, inserted or replaced.
+    pub lease: Option<Lease>,
+    /// A sealed secret awaiting its one pickup by the requester.
+    pub pickup: Option<String>,
+    pub events: Vec<Event>,
+}
+
+impl From<Vec<Event>> for Change {
+    fn from(events: Vec<Event>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+}
 
 /// Which requests to list.
 #[derive(Debug, Clone, Default)]
@@ -105,12 +124,42 @@ pub struct UserSecrets {
 /// Durable state. Implementations: [`SqliteStore`].
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Stores a new request and its events.
-    async fn insert_request(&self, r: &Request, events: Vec<Event>) -> Result<()>;
+    /// Stores a new request with its lease, pickup and events.
+    async fn insert_request(&self, r: &Request, change: Change) -> Result<()>;
 
-    /// Saves `r` if the stored version still equals `r.version`; returns the new version.
-    /// Fails with [`Error::Conflict`] otherwise, writing nothing.
-    async fn update_request(&self, r: &Request, events: Vec<Event>) -> Result<u64>;
+    /// Saves `r` (and its lease, pickup and events) if the stored version still equals
+    /// `r.version`; returns the new version. Fails with [`Error::Conflict`] otherwise, writing
+    /// nothing.
+    async fn update_request(&self, r: &Request, change: Change) -> Result<u64>;
+
+    /// A grant's lease.
+    async fn lease(&self, grant: RequestId) -> Result<Option<Lease>>;
+
+    /// Saves a lease with its events.
+    async fn update_lease(&self, lease: &Lease, events: Vec<Event>) -> Result<()>;
+
+    /// Leases whose next action is due at `now`, oldest first.
+    async fn due_leases(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Lease>>;
+
+    /// Leases whose account may still exist at `target`.
+    async fn live_leases(&self, target: &TargetName) -> Result<Vec<Lease>>;
+
+    /// Takes (reads and deletes) a grant's sealed secret; `None` if already taken.
+    async fn take_pickup(&self, grant: RequestId, events: Vec<Event>) -> Result<Option<String>>;
+
+    /// A target's sealed admin credential.
+    async fn target_credential(&self, target: &TargetName) -> Result<Option<String>>;
+
+    /// Stores a target's sealed admin credential.
+    async fn set_target_credential(
+        &self,
+        target: &TargetName,
+        sealed: String,
+        events: Vec<Event>,
+    ) -> Result<()>;
+
+    /// Revokes every token of `user` (offboarding); returns how many were live.
+    async fn revoke_user_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>>;
 
@@ -120,7 +169,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Active grants past their expiry and pending requests past their deadline at `now`.
     async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Request>>;
 
-    /// The earliest future expiry or pending deadline, so workers can sleep until then.
+    /// The earliest expiry, pending deadline or lease action, so workers can sleep until then.
     async fn next_due(&self) -> Result<Option<OffsetDateTime>>;
 
     /// Appends events that change no other state.

@@ -52,6 +52,20 @@ enum Command {
     /// Check, test, explain and reload policy.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
+    /// Connect to a database target with your active grant.
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
+    /// Manage target admin credentials (administrators).
+    #[command(subcommand)]
+    Target(commands::db::TargetCommand),
+    /// Offboarding: end every open request and grant of a user (administrators).
+    Revoke {
+        #[arg(long)]
+        user: String,
+        /// Required, to make the scope explicit.
+        #[arg(long, required = true)]
+        all: bool,
+    },
     /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
     SshCa,
     /// Search the audit log.
@@ -125,6 +139,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(c) => commands::audit::run(server, c, out).await,
+        Command::Db(c) => commands::db::db(server, c).await,
+        Command::Target(c) => commands::db::target(server, c, out).await,
+        Command::Revoke { user, all: _ } => commands::db::revoke_all(server, user, out).await,
     }
 }
 

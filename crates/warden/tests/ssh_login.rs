@@ -64,8 +64,10 @@ fn certificate_logs_in_until_the_grant_expires() {
         .into_iter()
         .map(|a| a.0)
         .collect();
-    assert!(
-        actions.ends_with(&["credential.revoked".to_owned(), "grant.expired".to_owned()]),
+    // A certificate dies on its own at valid_before: nothing to revoke at the target.
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("grant.expired"),
         "{actions:?}"
     );
 }

@@ -56,8 +56,8 @@ use crate::sql::{
     parse_connection, redact, require_account, require_admin, require_password, url,
 };
 use crate::{
-    Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest, RevokeResponse,
-    RotateRootRequest, Secret, Settings,
+    Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
+    RevokeResponse, RotateRootRequest, Secret, Settings,
 };
 
 const KIND: &str = "mariadb";
@@ -373,7 +373,7 @@ impl Issuer for MariadbIssuer {
         .await
     }
 
-    async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<String>, Error> {
+    async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
         let admin = require_admin(req.admin, req.target)?;
         let users: Vec<String> =
@@ -385,7 +385,12 @@ impl Issuer for MariadbIssuer {
                 .map_err(|e| target_error("listing accounts", &e, &[]))
             })
             .await?;
-        Ok(users.into_iter().filter(|u| is_account_name(u)).collect())
+        // MariaDB keeps no account comment, so the grant is not known from the target.
+        Ok(users
+            .into_iter()
+            .filter(|u| is_account_name(u))
+            .map(|name| Account { name, grant: None })
+            .collect())
     }
 
     async fn rotate_root(&self, req: RotateRootRequest<'_>) -> Result<(), Error> {

@@ -49,8 +49,8 @@ use crate::sql::{
     parse_connection, redact, require_account, require_admin, require_password, url,
 };
 use crate::{
-    Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest, RevokeResponse,
-    RotateRootRequest, Secret, Settings,
+    Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
+    RevokeResponse, RotateRootRequest, Secret, Settings,
 };
 
 const KIND: &str = "postgres";
@@ -329,7 +329,7 @@ impl Issuer for PostgresIssuer {
         Ok(RevokeResponse::Revoked)
     }
 
-    async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<String>, Error> {
+    async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let admin = require_admin(req.admin, req.target)?;
         let client = connect(&conn, &admin.username, admin.password.expose()).await?;
@@ -346,7 +346,10 @@ impl Issuer for PostgresIssuer {
             .filter_map(|row| {
                 let (name, comment): (String, Option<String>) = (row.get(0), row.get(1));
                 let grant: RequestId = comment?.strip_prefix(MARKER)?.parse().ok()?;
-                (is_account_name(&name) && name.ends_with(&grant_tail(grant))).then_some(name)
+                (is_account_name(&name) && name.ends_with(&grant_tail(grant))).then_some(Account {
+                    name,
+                    grant: Some(grant),
+                })
             })
             .collect())
     }

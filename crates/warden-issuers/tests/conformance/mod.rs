@@ -136,6 +136,9 @@ async fn list(t: &impl Target) -> Vec<String> {
         })
         .await
         .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect()
 }
 
 fn in_an_hour() -> OffsetDateTime {

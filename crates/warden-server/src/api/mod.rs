@@ -3,10 +3,12 @@
 
 mod audit;
 mod error;
+mod export;
 mod meta;
 mod policy;
 mod requests;
 mod session;
+mod targets;
 mod views;
 
 use std::net::SocketAddr;
@@ -43,6 +45,13 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/auth/mfa/enroll", post(session::mfa_enroll))
         .route("/v1/auth/mfa/confirm", post(session::mfa_confirm))
         .route("/v1/users/{name}/password", put(session::set_password))
+        .route("/v1/users/{name}/revoke-all", post(session::revoke_all))
+        .route(
+            "/v1/targets/{name}/credential",
+            put(targets::set_credential),
+        )
+        .route("/v1/targets/{name}/rotate-root", post(targets::rotate_root))
+        .route("/v1/requests/{id}/credential", post(requests::credential))
         .route("/v1/targets", get(policy::targets))
         .route("/v1/policy", get(policy::status))
         .route("/v1/policy/explain", post(policy::explain))
@@ -60,6 +69,7 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/audit/proof/{seq}", get(audit::proof))
         .route("/v1/audit/consistency", get(audit::consistency))
         .route("/v1/audit/export", get(audit::export))
+        .route("/v1/audit/status", get(export::status))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
@@ -96,10 +106,12 @@ async fn refuse_large_bodies(
     paths(
         meta::healthz, meta::readyz, meta::ssh_ca,
         audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export,
+        export::status,
         session::login, session::logout, session::whoami, session::mfa_enroll, session::mfa_confirm, session::set_password,
         policy::targets, policy::status, policy::explain, policy::reload,
         requests::create, requests::list, requests::show, requests::approve, requests::deny,
-        requests::cancel, requests::revoke, requests::extend,
+        requests::cancel, requests::revoke, requests::extend, requests::credential,
+        session::revoke_all, targets::set_credential, targets::rotate_root,
     ),
     modifiers(&BearerAuth)
 )]

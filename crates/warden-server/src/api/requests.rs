@@ -302,3 +302,18 @@ pub async fn extend(
     let outcome = app.extend(who.caller(), id, ttl, reason, totp).await?;
     Ok((StatusCode::CREATED, Json(view(&app, outcome))))
 }
+
+/// Hands the requester their credential's secret (password, connection URL), once.
+#[utoipa::path(post, path = "/v1/requests/{id}/credential", security(("token" = [])),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn credential(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(&app, &who, "request.credential", e).await),
+    };
+    Ok(Json(app.pickup(who.caller(), id).await?))
+}

@@ -200,3 +200,30 @@ pub async fn set_password(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// How many requests offboarding ended.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Offboarded {
+    pub user: String,
+    pub requests_ended: usize,
+}
+
+/// Offboarding: ends every open request and grant of a user and revokes their tokens.
+/// Administrators.
+#[utoipa::path(post, path = "/v1/users/{name}/revoke-all", security(("token" = [])),
+    responses((status = 200, body = Offboarded), (status = 403, body = ErrorBody)))]
+pub async fn revoke_all(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+) -> Result<Json<Offboarded>, ApiError> {
+    let user: UserName = match field("bad_user", name.parse()) {
+        Ok(u) => u,
+        Err(e) => return Err(refuse(&app, &who, "user.revoke_all", e).await),
+    };
+    let n = app.offboard(who.caller(), &user).await?;
+    Ok(Json(Offboarded {
+        user: user.to_string(),
+        requests_ended: n,
+    }))
+}

@@ -13,10 +13,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
 use warden_domain::audit::Event;
-use warden_domain::{Request, RequestId, State, UserName};
+use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
 use crate::{
-    AuditFilter, Checkpoint, Error, Leaf, RequestFilter, Result, StoredEvent, Token, UserSecrets,
+    AuditFilter, Change, Checkpoint, Error, Leaf, RequestFilter, Result, StoredEvent, Token,
+    UserSecrets,
 };
 use writer::Writer;
 
@@ -163,6 +164,46 @@ fn append_events(conn: &Connection, events: &[Event]) -> Result<()> {
     Ok(())
 }
 
+/// Writes a change's lease and pickup; the caller writes its events.
+fn write_extras(
+    c: &Connection,
+    grant: &str,
+    lease: Option<(String, String, String, Option<i64>, String)>,
+    pickup: Option<String>,
+) -> Result<()> {
+    if let Some((user, target, state, due, body)) = lease {
+        c.prepare_cached(
+            "INSERT INTO leases (grant_id, user, target, state, due_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (grant_id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at, body = excluded.body",
+        )
+        .and_then(|mut s| s.execute(params![grant, user, target, state, due, body]))
+        .map_err(backend)?;
+    }
+    if let Some(sealed) = pickup {
+        c.prepare_cached("INSERT OR REPLACE INTO pickups (grant_id, sealed) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![grant, sealed]))
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// A lease as the columns it is stored in.
+fn lease_row(l: &Lease) -> Result<(String, String, String, Option<i64>, String)> {
+    Ok((
+        l.user.to_string(),
+        l.target.to_string(),
+        l.state.as_str().to_owned(),
+        l.due_at.map(ms),
+        serde_json::to_string(l).map_err(backend)?,
+    ))
+}
+
+fn decode_lease(body: String) -> rusqlite::Result<Lease> {
+    serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// When the background worker must next look at a request.
 fn due_at(r: &Request) -> Option<i64> {
     match r.state {
@@ -221,7 +262,7 @@ fn limit(n: usize) -> i64 {
 
 #[async_trait]
 impl crate::Store for SqliteStore {
-    async fn insert_request(&self, r: &Request, events: Vec<Event>) -> Result<()> {
+    async fn insert_request(&self, r: &Request, change: Change) -> Result<()> {
         let body = serde_json::to_string(r).map_err(backend)?;
         let (id, requester, target, state) = (
             r.id.to_string(),
@@ -230,6 +271,8 @@ impl crate::Store for SqliteStore {
             r.state.as_str(),
         );
         let (created, due) = (ms(r.created_at), due_at(r));
+        let lease = change.lease.as_ref().map(lease_row).transpose()?;
+        let Change { pickup, events, .. } = change;
         self.writer
             .write(move |c| {
                 c.prepare_cached(
@@ -238,15 +281,18 @@ impl crate::Store for SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![id, requester, target, state, created, due, body]))
                 .map_err(backend)?;
+                write_extras(c, &id, lease, pickup)?;
                 append_events(c, &events)
             })
             .await
     }
 
-    async fn update_request(&self, r: &Request, events: Vec<Event>) -> Result<u64> {
+    async fn update_request(&self, r: &Request, change: Change) -> Result<u64> {
         let body = serde_json::to_string(r).map_err(backend)?;
         let (id, state, due) = (r.id.to_string(), r.state.as_str(), due_at(r));
         let version = i64::try_from(r.version).map_err(backend)?;
+        let lease = change.lease.as_ref().map(lease_row).transpose()?;
+        let Change { pickup, events, .. } = change;
         self.writer
             .write(move |c| {
                 let n = c
@@ -259,8 +305,123 @@ impl crate::Store for SqliteStore {
                 if n == 0 {
                     return Err(Error::Conflict);
                 }
+                write_extras(c, &id, lease, pickup)?;
                 append_events(c, &events)?;
                 u64::try_from(version + 1).map_err(backend)
+            })
+            .await
+    }
+
+    async fn lease(&self, grant: RequestId) -> Result<Option<Lease>> {
+        let id = grant.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT body FROM leases WHERE grant_id = ?1")?
+                .query_row([id], |r| decode_lease(r.get(0)?))
+                .optional()
+        })
+        .await
+    }
+
+    async fn update_lease(&self, lease: &Lease, events: Vec<Event>) -> Result<()> {
+        let row = lease_row(lease)?;
+        let id = lease.grant.to_string();
+        self.writer
+            .write(move |c| {
+                write_extras(c, &id, Some(row), None)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    async fn due_leases(&self, now: OffsetDateTime, n: usize) -> Result<Vec<Lease>> {
+        let now = ms(now);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM leases WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit(n)], |r| decode_lease(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn live_leases(&self, target: &TargetName) -> Result<Vec<Lease>> {
+        let target = target.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM leases WHERE target = ?1 AND state != 'revoked'",
+            )?;
+            let rows = stmt.query_map([target], |r| decode_lease(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn take_pickup(&self, grant: RequestId, events: Vec<Event>) -> Result<Option<String>> {
+        let id = grant.to_string();
+        self.writer
+            .write(move |c| {
+                let sealed: Option<String> = c
+                    .query_row(
+                        "DELETE FROM pickups WHERE grant_id = ?1 RETURNING sealed",
+                        [id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                if sealed.is_some() {
+                    append_events(c, &events)?;
+                }
+                Ok(sealed)
+            })
+            .await
+    }
+
+    async fn target_credential(&self, target: &TargetName) -> Result<Option<String>> {
+        let target = target.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT sealed FROM target_credentials WHERE target = ?1",
+                [target],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn set_target_credential(
+        &self,
+        target: &TargetName,
+        sealed: String,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        let target = target.to_string();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO target_credentials (target, sealed) VALUES (?1, ?2)
+                     ON CONFLICT (target) DO UPDATE SET sealed = excluded.sealed",
+                    params![target, sealed],
+                )
+                .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    async fn revoke_user_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
+        let user = user.to_string();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE tokens SET revoked = 1 WHERE user = ?1 AND revoked = 0",
+                        [user],
+                    )
+                    .map_err(backend)?;
+                append_events(c, &events)?;
+                Ok(n)
             })
             .await
     }
@@ -318,7 +479,8 @@ impl crate::Store for SqliteStore {
     async fn next_due(&self) -> Result<Option<OffsetDateTime>> {
         self.read(|c| {
             c.query_row(
-                "SELECT MIN(due_at) FROM requests WHERE due_at IS NOT NULL",
+                "SELECT MIN(d) FROM (SELECT MIN(due_at) AS d FROM requests WHERE due_at IS NOT NULL
+                                     UNION ALL SELECT MIN(due_at) FROM leases WHERE due_at IS NOT NULL)",
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )

@@ -58,3 +58,27 @@ CREATE TABLE sink_cursors (
     sink TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 ) STRICT;
+
+-- Credentials Warden created at targets, from intent to confirmed removal.
+CREATE TABLE leases (
+    grant_id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    due_at INTEGER,
+    body TEXT NOT NULL
+) STRICT;
+CREATE INDEX leases_due ON leases (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX leases_target ON leases (target, state);
+
+-- Target admin credentials, sealed (AES-256-GCM envelope) by the server: never plaintext.
+CREATE TABLE target_credentials (
+    target TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL
+) STRICT;
+
+-- Secrets of issued credentials awaiting their one pickup by the requester, sealed.
+CREATE TABLE pickups (
+    grant_id TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL
+) STRICT;

@@ -45,13 +45,13 @@ fn event(code: Code) -> Event {
 async fn optimistic_concurrency_writes_nothing_on_conflict() {
     let (_d, s) = store();
     let r = request(1);
-    s.insert_request(&r, vec![event(Code::RequestCreated)])
+    s.insert_request(&r, vec![event(Code::RequestCreated)].into())
         .await
         .unwrap();
     let mut a = s.request(r.id).await.unwrap().unwrap();
     a.approve_automatically().unwrap();
     assert_eq!(
-        s.update_request(&a, vec![event(Code::RequestApproved)])
+        s.update_request(&a, vec![event(Code::RequestApproved)].into())
             .await
             .unwrap(),
         1
@@ -62,7 +62,7 @@ async fn optimistic_concurrency_writes_nothing_on_conflict() {
         .cancel(&"alice".parse().unwrap(), datetime!(2026-01-01 10:01 UTC))
         .unwrap();
     assert!(matches!(
-        s.update_request(&stale, vec![event(Code::RequestCancelled)])
+        s.update_request(&stale, vec![event(Code::RequestCancelled)].into())
             .await,
         Err(Error::Conflict)
     ));
@@ -91,7 +91,7 @@ async fn concurrent_writes_share_commits_and_fail_alone() {
         // Every tenth insert reuses an id and must fail without harming the others.
         let id = if i % 10 == 9 { i - 1 } else { i };
         tasks.push(tokio::spawn(async move {
-            s.insert_request(&request(id), vec![event(Code::RequestCreated)])
+            s.insert_request(&request(id), vec![event(Code::RequestCreated)].into())
                 .await
         }));
     }
@@ -128,7 +128,7 @@ async fn concurrent_writes_share_commits_and_fail_alone() {
 async fn due_and_next_due_follow_state() {
     let (_d, s) = store();
     let r = request(7);
-    s.insert_request(&r, vec![]).await.unwrap();
+    s.insert_request(&r, vec![].into()).await.unwrap();
     assert_eq!(
         s.next_due().await.unwrap(),
         Some(datetime!(2026-01-01 11:00 UTC))
@@ -149,7 +149,7 @@ async fn due_and_next_due_follow_state() {
     let mut r = s.request(r.id).await.unwrap().unwrap();
     r.approve_automatically().unwrap();
     r.activate(None, datetime!(2026-01-01 10:05 UTC)).unwrap();
-    s.update_request(&r, vec![]).await.unwrap();
+    s.update_request(&r, vec![].into()).await.unwrap();
     assert_eq!(
         s.next_due().await.unwrap(),
         Some(datetime!(2026-01-01 10:15 UTC))
@@ -178,7 +178,7 @@ async fn state_survives_reopen() {
     let r = request(3);
     {
         let s = SqliteStore::open(&path).unwrap();
-        s.insert_request(&r, vec![event(Code::RequestCreated)])
+        s.insert_request(&r, vec![event(Code::RequestCreated)].into())
             .await
             .unwrap();
     }

@@ -1,4 +1,4 @@
-//! `audit search|checkpoint|verifier-key|verify|prove|prove-consistency|verify-proof|export`.
+//! `audit search|checkpoint|verifier-key|verify|prove|prove-consistency|verify-proof|export|status`.
 
 use std::path::PathBuf;
 
@@ -79,6 +79,8 @@ pub enum AuditCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Show how far each export sink (`[[sinks]]` in the server's config) has delivered.
+    Status,
 }
 
 pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -171,6 +173,7 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
                 .await?;
             return audit_verify::write_bundle(&dir, &v, out);
         }
+        AuditCommand::Status => return status(server, out).await,
     };
     let q = query(&[
         ("user", user),
@@ -212,6 +215,50 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
     table(
         &[
             "SEQ", "TIME", "CODE", "ACTION", "USER", "TARGET", "REQUEST", "OUTCOME",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Prints each sink's cursor, lag and failures.
+async fn status(server: Option<String>, out: Output) -> anyhow::Result<()> {
+    let v: Value = Client::new(server)?.get("/v1/audit/status").await?;
+    if out.json {
+        return out.json(&v);
+    }
+    let rows: Vec<Vec<String>> = v["sinks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+            vec![
+                text("name"),
+                text("kind"),
+                s["cursor"].to_string(),
+                v["log_size"].to_string(),
+                s["lag"].to_string(),
+                s["failures"].to_string(),
+                text("last_success"),
+                text("last_error"),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("No export sinks configured (add [[sinks]] to the server's config file).");
+        return Ok(());
+    }
+    table(
+        &[
+            "SINK",
+            "KIND",
+            "CURSOR",
+            "SIZE",
+            "LAG",
+            "FAILURES",
+            "LAST SUCCESS",
+            "LAST ERROR",
         ],
         &rows,
     );

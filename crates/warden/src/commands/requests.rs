@@ -56,6 +56,8 @@ pub enum RequestCommand {
         #[arg(long, default_value = "")]
         comment: String,
     },
+    /// Receive your grant's secret (database password), once; kept for `warden db connect`.
+    Credential { id: String },
     /// Ask for more time on an active grant (a new, linked request).
     Extend {
         id: String,
@@ -241,6 +243,14 @@ fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
     } else {
         None
     };
+    let secret = v["secret"].as_object().map(|_| &v["secret"]);
+    if let Some(secret) = secret {
+        super::db::save_secret(
+            v["id"].as_str().unwrap_or_default(),
+            &v["credential"],
+            secret,
+        )?;
+    }
     if out.json {
         let mut v = v.clone();
         if let (Some(obj), Some(c)) = (v.as_object_mut(), &cert) {
@@ -252,6 +262,16 @@ fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
         return out.json(&v);
     }
     print_request(v);
+    if let Some(secret) = secret {
+        println!();
+        println!("Credential (shown once; kept in WARDEN_HOME for `warden db connect`):");
+        if let Some(url) = secret["url"].as_str() {
+            println!("  {url}");
+        }
+        for (k, val) in super::db::env_lines(&v["credential"], secret) {
+            println!("  export {k}={val}");
+        }
+    }
     if let Some(c) = cert {
         let principals = v
             .pointer("/credential/principals")
@@ -312,6 +332,13 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                     eprintln!("Request {} created.", s(&v, "id"));
                 }
                 v = wait_decided(&c, &s(&v, "id"), a.wait_timeout).await?;
+                let needs_pickup = matches!(
+                    v.pointer("/credential/kind").and_then(Value::as_str),
+                    Some("postgres" | "mariadb")
+                );
+                if v["state"] == "active" && needs_pickup {
+                    v["secret"] = super::db::pickup(&c, &v).await?.unwrap_or(Value::Null);
+                }
             }
             finish(&v, key_path.as_deref(), out)
         }
@@ -424,6 +451,13 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 print_request(&v);
                 Ok(())
             }
+        }
+        RequestCommand::Credential { id } => {
+            let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
+            let secret = super::db::pickup(&c, &v).await?;
+            let mut v = v;
+            v["secret"] = secret.unwrap_or(Value::Null);
+            finish(&v, None, out)
         }
         RequestCommand::Extend {
             id,

@@ -1,0 +1,66 @@
+//! `GET /v1/audit/status`: how far each export sink has delivered the audit log.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::views::rfc3339;
+use super::{ApiError, Authed, ErrorBody};
+use crate::state::Shared;
+
+/// The export's state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditStatus {
+    /// The latest sequence number in the audit log.
+    pub log_size: u64,
+    pub sinks: Vec<SinkStatus>,
+}
+
+/// One sink's figures.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SinkStatus {
+    pub name: String,
+    /// file, syslog or webhook.
+    pub kind: String,
+    /// Where it delivers: a path, `tcp://host:port`, or a URL without credentials or query.
+    pub destination: String,
+    /// The last sequence number delivered.
+    pub cursor: u64,
+    /// Events not yet delivered: `log_size - cursor`.
+    pub lag: u64,
+    /// Deliveries failed in a row since the last success.
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_success: Option<String>,
+}
+
+/// The audit export's progress per sink. Administrators only.
+#[utoipa::path(get, path = "/v1/audit/status", security(("token" = [])),
+    responses((status = 200, body = AuditStatus), (status = 403, body = ErrorBody)))]
+pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<AuditStatus>, ApiError> {
+    if !app.is_admin(&who.user) {
+        return Err(ApiError::forbidden(
+            "only administrators can see the audit export status",
+        ));
+    }
+    let snap = app.export.snapshot();
+    let sinks = snap
+        .sinks
+        .into_iter()
+        .map(|s| SinkStatus {
+            lag: snap.log_size.saturating_sub(s.cursor),
+            name: s.name,
+            kind: s.kind.to_owned(),
+            destination: s.destination,
+            cursor: s.cursor,
+            failures: s.failures,
+            last_error: s.last_error,
+            last_success: s.last_success.map(rfc3339),
+        })
+        .collect();
+    Ok(Json(AuditStatus {
+        log_size: snap.log_size,
+        sinks,
+    }))
+}

@@ -1,0 +1,55 @@
+//! `/v1/targets/{name}`: admin credentials in the vault, and root rotation.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use warden_domain::TargetName;
+
+use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use crate::state::Shared;
+
+/// The administrator account Warden uses at a target.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialBody {
+    pub username: String,
+    pub password: String,
+}
+
+/// Stores a target's admin credential, sealed under the master key. Administrators.
+#[utoipa::path(put, path = "/v1/targets/{name}/credential", request_body = CredentialBody, security(("token" = [])),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_credential(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+    raw: Result<Json<CredentialBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = body(&app, &who, "target.set_credential", raw).await?;
+    let target: TargetName = match field("bad_target", name.parse()) {
+        Ok(t) => t,
+        Err(e) => return Err(refuse(&app, &who, "target.set_credential", e).await),
+    };
+    app.set_target_credential(who.caller(), &target, &b.username, &b.password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes the target's admin password to a random one only Warden knows. Administrators.
+#[utoipa::path(post, path = "/v1/targets/{name}/rotate-root", security(("token" = [])),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn rotate_root(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let target: TargetName = match field("bad_target", name.parse()) {
+        Ok(t) => t,
+        Err(e) => return Err(refuse(&app, &who, "target.rotate_root", e).await),
+    };
+    app.rotate_root(who.caller(), &target).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,414 @@
+//! The `[[sinks]]` tables of the configuration file: where the audit log is exported to.
+//!
+//! Sinks are configured only here, never through the API, so that whoever can call the API
+//! cannot redirect or silence the export. Every sink is checked when the file is read: a typo
+//! stops start-up with a message naming the sink, instead of quietly exporting nowhere.
+//!
+//! ```toml
+//! [[sinks]]
+//! name = "siem-file"        # unique; the sink's cursor is stored under this name
+//! kind = "file"
+//! path = "/var/log/warden/audit.jsonl"
+//! max_bytes = 104857600     # then audit.jsonl becomes audit.jsonl.1, … (default 100 MiB)
+//! keep = 10                 # rotated files kept (default 10)
+//!
+//! [[sinks]]
+//! name = "siem-syslog"
+//! kind = "syslog"
+//! address = "127.0.0.1:6514"
+//! transport = "tcp"         # or "udp" (default "tcp")
+//! app_name = "warden"       # RFC 5424 APP-NAME (default "warden")
+//!
+//! [[sinks]]
+//! name = "siem-webhook"
+//! kind = "webhook"
+//! url = "http://127.0.0.1:9000/ingest"
+//! batch = 100               # events per POST (default 100)
+//! header = { "Authorization" = "Bearer …" }
+//! ```
+//!
+//! A webhook `header` usually holds a credential: the configuration file then holds a secret
+//! and must be readable only by Warden's user. Header values never appear in logs, the status
+//! or error messages.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+/// Largest webhook batch; bigger POSTs gain nothing and risk receivers' body limits.
+const MAX_BATCH: usize = 10_000;
+
+/// One export destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    File(FileConfig),
+    Syslog(SyslogConfig),
+    Webhook(WebhookConfig),
+}
+
+/// JSON lines appended to a local file, rotated by size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// The file is rotated before it would grow past this many bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// How many rotated files (`PATH.1` … `PATH.keep`) are kept; older ones are deleted.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+/// RFC 5424 messages to a syslog receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    pub name: String,
+    /// `host:port` of the receiver.
+    pub address: String,
+    #[serde(default)]
+    pub transport: Transport,
+    /// The RFC 5424 APP-NAME.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+}
+
+/// How syslog messages travel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RFC 6587 octet-counted frames over one TCP connection.
+    #[default]
+    Tcp,
+    /// One message per datagram (RFC 5426). Nothing acknowledges a datagram, so a receiver
+    /// that is down loses what was sent meanwhile: prefer TCP for an audit trail.
+    Udp,
+}
+
+/// Batches of records POSTed as JSON to an HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    /// Plain `http://`: put a TLS-terminating forwarder next to Warden to reach a remote
+    /// receiver over HTTPS.
+    pub url: String,
+    /// Events per POST.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Extra request headers, typically a credential.
+    #[serde(default)]
+    pub header: Headers,
+}
+
+/// Webhook headers. Their values are usually secrets, so `Debug` shows only the names.
+#[derive(Clone, Default, Deserialize)]
+pub struct Headers(pub BTreeMap<String, String>);
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+fn default_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_keep() -> u32 {
+    10
+}
+fn default_app_name() -> String {
+    "warden".to_owned()
+}
+fn default_batch() -> usize {
+    100
+}
+
+impl SinkConfig {
+    /// The sink's unique name, under which its cursor is stored.
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::File(c) => &c.name,
+            SinkConfig::Syslog(c) => &c.name,
+            SinkConfig::Webhook(c) => &c.name,
+        }
+    }
+
+    /// `file`, `syslog` or `webhook`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::File(_) => "file",
+            SinkConfig::Syslog(_) => "syslog",
+            SinkConfig::Webhook(_) => "webhook",
+        }
+    }
+
+    /// Where the sink delivers, safe to show: a webhook URL loses its credentials and query.
+    pub fn destination(&self) -> String {
+        match self {
+            SinkConfig::File(c) => c.path.display().to_string(),
+            SinkConfig::Syslog(c) => {
+                let t = match c.transport {
+                    Transport::Tcp => "tcp",
+                    Transport::Udp => "udp",
+                };
+                format!("{t}://{}", c.address)
+            }
+            SinkConfig::Webhook(c) => match reqwest::Url::parse(&c.url) {
+                Ok(u) => shown_url(&u),
+                Err(_) => String::new(),
+            },
+        }
+    }
+
+    /// Why this sink cannot work, if it cannot.
+    fn check(&self) -> Result<(), String> {
+        check_name(self.name())?;
+        match self {
+            SinkConfig::File(c) => {
+                if c.path.as_os_str().is_empty() {
+                    return Err("`path` is empty".into());
+                }
+                if c.max_bytes == 0 {
+                    return Err("`max_bytes` must be at least 1".into());
+                }
+                if c.keep == 0 {
+                    return Err("`keep` must be at least 1 (rotated files to keep)".into());
+                }
+            }
+            SinkConfig::Syslog(c) => {
+                check_address(&c.address)?;
+                let printable = c.app_name.bytes().all(|b| (33..=126).contains(&b));
+                if c.app_name.is_empty() || c.app_name.len() > 48 || !printable {
+                    return Err(format!(
+                        "`app_name` {:?} must be 1 to 48 printable ASCII characters without spaces (RFC 5424)",
+                        c.app_name
+                    ));
+                }
+            }
+            SinkConfig::Webhook(c) => {
+                webhook_url(&c.url)?;
+                if c.batch == 0 || c.batch > MAX_BATCH {
+                    return Err(format!(
+                        "`batch` must be between 1 and {MAX_BATCH}, not {}",
+                        c.batch
+                    ));
+                }
+                for (name, value) in &c.header.0 {
+                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(format!("`header` {name:?} is not a valid HTTP header name"));
+                    }
+                    if reqwest::header::HeaderValue::from_str(value).is_err() {
+                        // Never echo the value: it is likely a secret.
+                        return Err(format!(
+                            "`header` {name:?} has a value that is not valid in HTTP"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A URL without user name, password, query or fragment, for messages and the status.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// Parses and checks a webhook URL.
+pub fn webhook_url(url: &str) -> Result<reqwest::Url, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
+    match u.scheme() {
+        "http" if u.host().is_some() => Ok(u),
+        "http" => Err("`url` has no host".into()),
+        "https" => Err(
+            "`url` must be http://: this build of Warden has no TLS client; \
+             send to a TLS-terminating forwarder on the same host instead"
+                .into(),
+        ),
+        s => Err(format!("`url` has scheme {s:?}; only http:// is supported")),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`name` {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// Accepts `ip:port`, `[ipv6]:port` and `hostname:port`; a host name is resolved at each
+/// connection, so a receiver may move.
+fn check_address(address: &str) -> Result<(), String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("`address` {address:?} must be host:port, e.g. \"127.0.0.1:6514\"");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// Deserializes the `sinks` list and checks it: each sink on its own, and names unique since
+/// a name identifies a sink's stored cursor.
+pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SinkConfig>, D::Error> {
+    let sinks = Vec::<SinkConfig>::deserialize(d)?;
+    let mut names = BTreeSet::new();
+    for (i, s) in sinks.iter().enumerate() {
+        s.check().map_err(|m| {
+            serde::de::Error::custom(format!("sink {} ({:?}): {m}", i + 1, s.name()))
+        })?;
+        if !names.insert(s.name()) {
+            return Err(serde::de::Error::custom(format!(
+                "sink {}: the name {:?} is used by another sink; names must be unique",
+                i + 1,
+                s.name()
+            )));
+        }
+    }
+    Ok(sinks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[serde(default, deserialize_with = "sinks")]
+        sinks: Vec<SinkConfig>,
+    }
+
+    fn parse(text: &str) -> Result<Vec<SinkConfig>, String> {
+        toml::from_str::<Doc>(text)
+            .map(|d| d.sinks)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_every_kind_with_defaults() {
+        let sinks = parse(
+            r#"
+            [[sinks]]
+            name = "f"
+            kind = "file"
+            path = "/tmp/a.jsonl"
+            [[sinks]]
+            name = "s"
+            kind = "syslog"
+            address = "localhost:514"
+            transport = "udp"
+            [[sinks]]
+            name = "w"
+            kind = "webhook"
+            url = "http://u:pw@127.0.0.1:9/in?key=k"
+            header = { "Authorization" = "Bearer secret" }
+            "#,
+        )
+        .unwrap();
+        let SinkConfig::File(f) = &sinks[0] else {
+            panic!()
+        };
+        assert_eq!((f.max_bytes, f.keep), (100 * 1024 * 1024, 10));
+        let SinkConfig::Syslog(s) = &sinks[1] else {
+            panic!()
+        };
+        assert_eq!(
+            (s.transport, s.app_name.as_str()),
+            (Transport::Udp, "warden")
+        );
+        let SinkConfig::Webhook(w) = &sinks[2] else {
+            panic!()
+        };
+        assert_eq!(w.batch, 100);
+        assert_eq!(sinks[2].destination(), "http://127.0.0.1:9/in");
+        let debug = format!("{sinks:?}");
+        assert!(
+            debug.contains("Authorization") && !debug.contains("secret"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_sinks_with_clear_messages() {
+        let cases = [
+            (
+                "kind = \"file\"\nname = \"a\"\npath = \"\"",
+                "`path` is empty",
+            ),
+            (
+                "kind = \"file\"\nname = \"a\"\npath = \"/x\"\nmax_bytes = 0",
+                "max_bytes",
+            ),
+            (
+                "kind = \"file\"\nname = \"a\"\npath = \"/x\"\nsize = 3",
+                "unknown field `size`",
+            ),
+            (
+                "kind = \"syslog\"\nname = \"a\"\naddress = \"nowhere\"",
+                "must be host:port",
+            ),
+            (
+                "kind = \"syslog\"\nname = \"a\"\naddress = \"h:0\"",
+                "must be host:port",
+            ),
+            (
+                "kind = \"syslog\"\nname = \"a\"\naddress = \"h:1\"\ntransport = \"tls\"",
+                "tls",
+            ),
+            (
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"http://h/\"\nbatch = 0",
+                "`batch`",
+            ),
+            (
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"https://h/\"",
+                "no TLS",
+            ),
+            (
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"not a url\"",
+                "not a valid URL",
+            ),
+            (
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"http://h/\"\nheader = { \"X\" = \"a\\nb\" }",
+                "not valid in HTTP",
+            ),
+            ("kind = \"pigeon\"\nname = \"a\"", "pigeon"),
+            ("kind = \"file\"\nname = \"a b\"\npath = \"/x\"", "`name`"),
+        ];
+        for (body, expected) in cases {
+            let err = parse(&format!("[[sinks]]\n{body}\n")).unwrap_err();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+        let dup = "[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/x\"\n\
+                   [[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/y\"\n";
+        assert!(parse(dup).unwrap_err().contains("names must be unique"));
+    }
+}

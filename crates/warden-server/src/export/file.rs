@@ -1,0 +1,152 @@
+//! The file sink: one JSON record per line (see `json_record`), appended to a file that is
+//! rotated by size — `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2`, … and the oldest
+//! beyond `keep` is dropped. A batch counts as delivered once it is written and fsynced.
+//!
+//! Rotation renames from the oldest down, each rename atomic, so a crash part-way leaves at
+//! worst a missing number, never a lost or overwritten newer file. A line torn by a crash is
+//! ended with a newline before appending, so it cannot swallow the record after it; the torn
+//! record itself is sent again because the cursor had not moved past it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use warden_store::Leaf;
+
+use super::config::FileConfig;
+use super::{Sink, json_record};
+
+/// Leaves per write and fsync.
+const BATCH: usize = 1000;
+
+/// Appends JSON lines to a rotating file.
+#[derive(Debug)]
+pub struct FileSink {
+    target: Target,
+    /// The open file, kept between batches; `None` after an error, so it is reopened.
+    out: Option<Output>,
+}
+
+#[derive(Debug, Clone)]
+struct Target {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+}
+
+#[derive(Debug)]
+struct Output {
+    file: File,
+    size: u64,
+}
+
+impl FileSink {
+    pub fn new(c: &FileConfig) -> Self {
+        Self {
+            target: Target {
+                path: c.path.clone(),
+                max_bytes: c.max_bytes,
+                keep: c.keep,
+            },
+            out: None,
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn batch(&self) -> usize {
+        BATCH
+    }
+
+    async fn deliver(&mut self, leaves: &[Leaf]) -> Result<(), String> {
+        let lines: Vec<String> = leaves.iter().map(|l| json_record(l) + "\n").collect();
+        let target = self.target.clone();
+        let out = self.out.take();
+        let written = tokio::task::spawn_blocking(move || target.write(out, &lines))
+            .await
+            .map_err(|e| format!("file writer crashed: {e}"))?;
+        match written {
+            Ok(o) => {
+                self.out = Some(o);
+                Ok(())
+            }
+            Err(e) => Err(format!("{}: {e}", self.target.path.display())),
+        }
+    }
+}
+
+impl Target {
+    /// Writes `lines`, rotating whenever the next line would take the file past `max_bytes`
+    /// (a single longer line gets a file of its own), then fsyncs. Returns the file to keep
+    /// appending to.
+    fn write(&self, out: Option<Output>, lines: &[String]) -> std::io::Result<Output> {
+        let mut o = match out {
+            Some(o) => o,
+            None => self.open()?,
+        };
+        let mut buf = Vec::new();
+        for line in lines {
+            let pending = o.size + buf.len() as u64;
+            if pending > 0 && pending + line.len() as u64 > self.max_bytes {
+                o.file.write_all(&buf)?;
+                o.file.sync_data()?;
+                buf.clear();
+                drop(o);
+                self.rotate()?;
+                o = self.open()?;
+            }
+            buf.extend_from_slice(line.as_bytes());
+        }
+        o.file.write_all(&buf)?;
+        o.size += buf.len() as u64;
+        o.file.sync_data()?;
+        Ok(o)
+    }
+
+    fn open(&self) -> std::io::Result<Output> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        let mut size = file.metadata()?.len();
+        if size > 0 {
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(size - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+                size += 1;
+            }
+        }
+        Ok(Output { file, size })
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        p.into()
+    }
+
+    fn rotate(&self) -> std::io::Result<()> {
+        for n in (1..self.keep).rev() {
+            rename_if_present(&self.rotated(n), &self.rotated(n + 1))?;
+        }
+        rename_if_present(&self.path, &self.rotated(1))?;
+        // Make the renames themselves durable.
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()
+    }
+}
+
+fn rename_if_present(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,394 @@
+//! Exports the audit log to SIEM sinks, at least once: JSON lines to rotating files
+//! ([`file`]), RFC 5424 syslog over TCP or UDP ([`syslog`]) and batched HTTP POSTs
+//! ([`webhook`]).
+//!
+//! Each sink runs in its own task with a durable cursor, the sequence number of the last event
+//! it delivered, stored in the database under the sink's name. The task reads the events after
+//! its cursor, hands them to the sink and moves the cursor only once the sink acknowledged
+//! them. A failed delivery retries the same events with exponential backoff, so nothing is
+//! ever skipped; after a crash the events after the stored cursor are sent again. Receivers
+//! therefore see every event at least once, possibly twice, and every record carries its
+//! sequence number and leaf hash so a receiver can drop duplicates and detect gaps.
+//!
+//! The log cannot be exported faster than it is written, so tasks poll for new events; the
+//! figures of [`Status`] are kept in memory for `GET /v1/audit/status`.
+
+mod config;
+mod file;
+mod syslog;
+mod webhook;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_store::Leaf;
+
+pub use config::{SinkConfig, sinks};
+
+use crate::state::{Shared, now};
+
+/// How often a caught-up sink looks for new events, and the log size is refreshed.
+const POLL: Duration = Duration::from_millis(200);
+/// First pause after a failure; it doubles with each further failure …
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// … up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for sinks to deliver the last events.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// Leaves read per query while measuring the log.
+const HEAD_BATCH: usize = 1000;
+
+/// A destination for audit records.
+pub trait Sink: Send + 'static {
+    /// Most leaves handed to one [`Sink::deliver`].
+    fn batch(&self) -> usize;
+
+    /// Delivers `leaves`, oldest first. Succeeds only once the destination has them as far as
+    /// its transport can tell; the error is a message safe to show (no secrets).
+    fn deliver(&mut self, leaves: &[Leaf]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A leaf as one JSON record, `{"seq":N,"leaf_hash":"…","event":{…}}`, as the file and
+/// webhook sinks send it. `event` holds the leaf's bytes unchanged, so a receiver can recompute
+/// the leaf hash from them.
+fn json_record(leaf: &Leaf) -> String {
+    format!(
+        "{{\"seq\":{},\"leaf_hash\":\"{}\",\"event\":{}}}",
+        leaf.seq,
+        hex::encode(leaf.hash),
+        leaf.data
+    )
+}
+
+/// Live figures of every sink, shared between the export tasks and the API.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    inner: Arc<Mutex<Figures>>,
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    /// The latest sequence number seen in the log.
+    head: u64,
+    sinks: Vec<SinkFigures>,
+}
+
+/// One sink's figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkFigures {
+    pub name: String,
+    pub kind: &'static str,
+    /// Where it delivers, without credentials.
+    pub destination: String,
+    /// The last sequence number delivered.
+    pub cursor: u64,
+    /// Deliveries failed in a row since the last success.
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_success: Option<OffsetDateTime>,
+}
+
+/// A consistent copy of the figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The latest sequence number in the log; a sink's lag is this minus its cursor.
+    pub log_size: u64,
+    pub sinks: Vec<SinkFigures>,
+}
+
+impl Status {
+    fn lock(&self) -> MutexGuard<'_, Figures> {
+        // Figures stay usable even if a holder panicked: they are only counters.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The figures now.
+    pub fn snapshot(&self) -> Snapshot {
+        let f = self.lock();
+        let cursors = f.sinks.iter().map(|s| s.cursor);
+        Snapshot {
+            log_size: cursors.fold(f.head, u64::max),
+            sinks: f.sinks.clone(),
+        }
+    }
+
+    fn update(&self, name: &str, change: impl FnOnce(&mut SinkFigures)) {
+        if let Some(s) = self.lock().sinks.iter_mut().find(|s| s.name == name) {
+            change(s);
+        }
+    }
+
+    fn saw(&self, seq: u64) {
+        let mut f = self.lock();
+        f.head = f.head.max(seq);
+    }
+
+    /// Records a failure; returns whether it starts a streak.
+    fn failed(&self, name: &str, error: &str) -> bool {
+        let mut first = false;
+        self.update(name, |s| {
+            first = s.failures == 0;
+            s.failures += 1;
+            s.last_error = Some(error.to_owned());
+        });
+        first
+    }
+
+    fn delivered(&self, name: &str, cursor: u64) {
+        self.update(name, |s| {
+            s.cursor = cursor;
+            s.failures = 0;
+            s.last_success = Some(now());
+        });
+    }
+}
+
+/// The running export: one task per sink, plus one measuring the log.
+#[derive(Debug)]
+pub struct Exporter {
+    tasks: Vec<JoinHandle<()>>,
+    measure: Option<JoinHandle<()>>,
+    draining: watch::Sender<bool>,
+}
+
+impl Exporter {
+    /// Starts a task for every configured sink.
+    pub fn start(app: &Shared) -> anyhow::Result<Self> {
+        let (draining, drain_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for config in &app.config.sinks {
+            let task = Task {
+                app: app.clone(),
+                name: config.name().to_owned(),
+                kind: config.kind(),
+                draining: drain_rx.clone(),
+            };
+            app.export.lock().sinks.push(SinkFigures {
+                name: task.name.clone(),
+                kind: task.kind,
+                destination: config.destination(),
+                cursor: 0,
+                failures: 0,
+                last_error: None,
+                last_success: None,
+            });
+            tasks.push(match config {
+                SinkConfig::File(c) => tokio::spawn(task.run(file::FileSink::new(c))),
+                SinkConfig::Syslog(c) => tokio::spawn(task.run(syslog::SyslogSink::new(c))),
+                SinkConfig::Webhook(c) => tokio::spawn(task.run(webhook::WebhookSink::new(c)?)),
+            });
+        }
+        let measure = (!tasks.is_empty()).then(|| tokio::spawn(measure(app.clone())));
+        Ok(Self {
+            tasks,
+            measure,
+            draining,
+        })
+    }
+
+    /// Lets every sink deliver what the log holds now, for at most five seconds, then stops
+    /// them. What is left is sent on the next start.
+    pub async fn flush(self) {
+        if let Some(m) = &self.measure {
+            m.abort();
+        }
+        let _ = self.draining.send(true);
+        let deadline = tokio::time::Instant::now() + FLUSH_LIMIT;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Keeps the log size in the status current, so lag shows even while sinks are stuck.
+async fn measure(app: Shared) {
+    // Everything up to the latest checkpoint exists: start reading there, not at 1.
+    let mut head = match app.store.latest_checkpoint().await {
+        Ok(c) => c.map_or(0, |c| c.size),
+        Err(_) => 0,
+    };
+    loop {
+        loop {
+            match app.store.audit_leaves(head, HEAD_BATCH).await {
+                Ok(leaves) => {
+                    if let Some(last) = leaves.last() {
+                        head = last.seq;
+                    }
+                    if leaves.len() < HEAD_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot measure the audit log for export");
+                    break;
+                }
+            }
+        }
+        app.export.saw(head);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One sink's export loop.
+struct Task {
+    app: Shared,
+    name: String,
+    kind: &'static str,
+    /// Turns true at shutdown: deliver what is there, then stop.
+    draining: watch::Receiver<bool>,
+}
+
+impl Task {
+    async fn run<S: Sink>(mut self, mut sink: S) {
+        let status = self.app.export.clone();
+        let mut backoff = BACKOFF_MIN;
+        let mut cursor = loop {
+            match self.app.store.sink_cursor(&self.name).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    if !self
+                        .fail(&format!("cannot read the cursor: {e}"), None, &mut backoff)
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+        };
+        status.update(&self.name, |s| s.cursor = cursor);
+        loop {
+            let leaves = match self.app.store.audit_leaves(cursor, sink.batch()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    if !self
+                        .fail(
+                            &format!("cannot read the audit log: {e}"),
+                            None,
+                            &mut backoff,
+                        )
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(last) = leaves.last().map(|l| l.seq) else {
+                if *self.draining.borrow() {
+                    return;
+                }
+                // Woken early by shutdown: look once more, then stop when nothing is left.
+                self.pause(POLL).await;
+                continue;
+            };
+            status.saw(last);
+            // The same events until they are delivered: skipping would leave a gap.
+            while let Err(e) = sink.deliver(&leaves).await {
+                if !self.fail(&e, Some(cursor + 1), &mut backoff).await {
+                    return;
+                }
+            }
+            while let Err(e) = self.app.store.set_sink_cursor(&self.name, last).await {
+                // Delivered but not recorded: they would be sent again, which is allowed.
+                if !self
+                    .fail(&format!("cannot store the cursor: {e}"), None, &mut backoff)
+                    .await
+                {
+                    return;
+                }
+            }
+            cursor = last;
+            status.delivered(&self.name, cursor);
+            backoff = BACKOFF_MIN;
+        }
+    }
+
+    /// Records a failure, audits the first of a streak (one event per streak, so a dead sink
+    /// cannot flood the log it exports), and waits out the backoff. Returns false when the task
+    /// should stop instead: during shutdown a failing sink gives up at once, and the events it
+    /// missed are sent on the next start.
+    async fn fail(&mut self, error: &str, pending: Option<u64>, backoff: &mut Duration) -> bool {
+        let first = self.app.export.failed(&self.name, error);
+        if *self.draining.borrow() {
+            tracing::warn!(sink = %self.name, error, "audit export failed at shutdown; resuming at the next start");
+            return false;
+        }
+        tracing::warn!(sink = %self.name, error, "audit export failed; retrying");
+        if first {
+            let event = Event::new(Code::ExportFailed, Actor::system(), now())
+                .failed(
+                    "export_failed",
+                    format!("sink {} cannot deliver: {error}", self.name),
+                )
+                .details(serde_json::json!({
+                    "sink": self.name,
+                    "kind": self.kind,
+                    "pending_from_seq": pending,
+                }));
+            if let Err(e) = self.app.store.append(vec![event]).await {
+                tracing::error!(sink = %self.name, error = %e, "cannot audit an export failure");
+            }
+        }
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        self.pause(wait).await
+    }
+
+    /// Sleeps for `d`; returns false if shutdown began meanwhile.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.draining.changed() => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_embed_the_leaf_bytes_unchanged() {
+        let leaf = Leaf {
+            seq: 7,
+            data: r#"{"seq":7,"code":"W1000"}"#.to_owned(),
+            hash: [0xab; 32],
+        };
+        let r = json_record(&leaf);
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["leaf_hash"], "ab".repeat(32));
+        assert!(r.ends_with(&format!("\"event\":{}}}", leaf.data)));
+    }
+
+    #[test]
+    fn lag_is_measured_against_the_newest_event_seen() {
+        let s = Status::default();
+        s.lock().sinks.push(SinkFigures {
+            name: "a".into(),
+            kind: "file",
+            destination: String::new(),
+            cursor: 0,
+            failures: 0,
+            last_error: None,
+            last_success: None,
+        });
+        s.saw(10);
+        assert!(s.failed("a", "down"));
+        assert!(!s.failed("a", "still down"));
+        let snap = s.snapshot();
+        assert_eq!((snap.log_size, snap.sinks[0].failures), (10, 2));
+        s.delivered("a", 12);
+        let snap = s.snapshot();
+        assert_eq!(
+            (snap.log_size, snap.sinks[0].cursor, snap.sinks[0].failures),
+            (12, 12, 0)
+        );
+    }
+}

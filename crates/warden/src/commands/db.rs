@@ -1,0 +1,210 @@
+//! `db connect`, `target set-credential|rotate-root`, `revoke --user --all`, and handing over
+//! database credentials.
+//!
+//! A database credential's secret is shown once. The client keeps it in
+//! `WARDEN_HOME/grants/ID.json` (mode 0600) so `warden db connect` can use it for the grant's
+//! life; it is passed to `psql`/`mariadb` in the environment, never on the command line.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::read_secret;
+use crate::client::{Client, ensure_home};
+use crate::exit::{self, Failure};
+use crate::output::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Store the admin account Warden uses to create accounts at TARGET (sealed at rest).
+    SetCredential {
+        target: String,
+        #[arg(long)]
+        username: String,
+        /// Read the password from stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change TARGET's admin password to a random one only Warden knows.
+    RotateRoot { target: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Run psql or mariadb with your active grant's credential for TARGET.
+    Connect {
+        target: String,
+        /// Which role's grant, when you hold several.
+        #[arg(long)]
+        role: Option<String>,
+        /// Extra arguments for the client, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn grant_file(id: &str) -> anyhow::Result<PathBuf> {
+    Ok(ensure_home()?.join("grants").join(format!("{id}.json")))
+}
+
+/// Keeps a grant's secret for `db connect`, readable only by the user.
+pub fn save_secret(id: &str, public: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = grant_file(id)?;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(
+        serde_json::to_string_pretty(&json!({ "credential": public, "secret": secret }))?
+            .as_bytes(),
+    )?;
+    Ok(path)
+}
+
+/// Fetches a grant's secret from the server (once) and keeps it.
+pub async fn pickup(c: &Client, v: &Value) -> anyhow::Result<Option<Value>> {
+    let id = v["id"].as_str().unwrap_or_default();
+    let secret: Value = c
+        .post(&format!("/v1/requests/{id}/credential"), &json!({}))
+        .await?;
+    save_secret(id, &v["credential"], &secret)?;
+    Ok(Some(secret))
+}
+
+/// Environment lines for a database credential (`PGPASSWORD=…` style).
+pub fn env_lines(public: &Value, secret: &Value) -> Vec<(String, String)> {
+    let s = |v: &Value, k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    match public["kind"].as_str() {
+        Some("postgres") => vec![
+            ("PGHOST".into(), s(public, "host")),
+            ("PGPORT".into(), s(public, "port")),
+            ("PGDATABASE".into(), s(public, "database")),
+            ("PGUSER".into(), s(public, "username")),
+            ("PGPASSWORD".into(), s(secret, "password")),
+        ],
+        Some("mariadb") => vec![
+            ("MYSQL_HOST".into(), s(public, "host")),
+            ("MYSQL_TCP_PORT".into(), s(public, "port")),
+            ("MYSQL_PWD".into(), s(secret, "password")),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    match cmd {
+        TargetCommand::SetCredential {
+            target,
+            username,
+            password_stdin,
+        } => {
+            let password = read_secret("Admin password: ", password_stdin)?;
+            let _: Value = c
+                .put(
+                    &format!("/v1/targets/{target}/credential"),
+                    &json!({ "username": username, "password": password }),
+                )
+                .await?;
+            if out.json {
+                out.json(&json!({ "target": target, "credential_set": true }))
+            } else {
+                println!("Credential for {target} stored (sealed).");
+                Ok(())
+            }
+        }
+        TargetCommand::RotateRoot { target } => {
+            let _: Value = c
+                .post(&format!("/v1/targets/{target}/rotate-root"), &json!({}))
+                .await?;
+            if out.json {
+                out.json(&json!({ "target": target, "rotated": true }))
+            } else {
+                println!("{target}'s admin password was rotated; only Warden knows it now.");
+                Ok(())
+            }
+        }
+    }
+}
+
+pub async fn revoke_all(server: Option<String>, user: String, out: Output) -> anyhow::Result<()> {
+    let v: Value = Client::new(server)?
+        .post(&format!("/v1/users/{user}/revoke-all"), &json!({}))
+        .await?;
+    if out.json {
+        out.json(&v)
+    } else {
+        println!(
+            "{user}: {} request(s) ended, tokens revoked.",
+            v["requests_ended"]
+        );
+        Ok(())
+    }
+}
+
+pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
+    let DbCommand::Connect { target, role, args } = cmd;
+    let c = Client::new(server)?;
+    let me: Value = c.get("/v1/auth/whoami").await?;
+    let user = me["user"].as_str().unwrap_or_default();
+    let list: Value = c
+        .get(&format!("/v1/requests?state=active&requester={user}"))
+        .await?;
+    let grant = list["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["target"] == target.as_str() && role.as_deref().is_none_or(|ro| r["role"] == ro))
+        .cloned()
+        .ok_or_else(|| Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`")))?;
+    let id = grant["id"].as_str().unwrap_or_default();
+    let saved = std::fs::read_to_string(grant_file(id)?)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let secret = match saved {
+        Some(s) => s["secret"].clone(),
+        None => pickup(&c, &grant).await?.unwrap_or(Value::Null),
+    };
+    let public = &grant["credential"];
+    let env = env_lines(public, &secret);
+    let mut cmd = match public["kind"].as_str() {
+        Some("postgres") => std::process::Command::new("psql"),
+        Some("mariadb") => {
+            let mut m = std::process::Command::new("mariadb");
+            m.arg("--protocol=TCP")
+                .arg("-u")
+                .arg(public["username"].as_str().unwrap_or_default());
+            if let Some(db) = public["database"].as_str() {
+                m.arg(db);
+            }
+            m
+        }
+        other => {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("{target} is not a database target ({other:?})"),
+            )
+            .into());
+        }
+    };
+    cmd.envs(env).args(args);
+    // exec replaces this process: the client's exit status is ours.
+    Err(cmd.exec()).context("starting the database client (is psql/mariadb installed?)")
+}

@@ -1,0 +1,604 @@
+//! Audit export to SIEM sinks, end to end against the real binary: JSON lines in rotating
+//! files, RFC 5424 syslog to a real rsyslogd over TCP and UDP, and an HTTP webhook that goes
+//! down and comes back, with the server killed mid-export. Every sink must end up with every
+//! sequence number from 1 to the latest: duplicates are allowed, gaps never.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{BIN, PASSWORD};
+use serde_json::Value;
+use warden_testkit::{Cli, Server, free_port};
+
+/// How long any one awaited condition may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Starts `warden serve --dev --config DIR/warden.toml` with `sinks` as the whole config.
+fn start(dir: &Path, sinks: &str) -> Server {
+    let config = dir.join("warden.toml");
+    std::fs::write(&config, sinks).unwrap();
+    Server::start_in(
+        Path::new(BIN),
+        &dir.join("data"),
+        &["serve", "--dev", "--config", config.to_str().unwrap()],
+        &[],
+    )
+}
+
+fn login(server: &Server, user: &str) -> Cli {
+    let cli = server.cli();
+    let out = cli.run(
+        &["login", "--user", user, "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(out.success(), "login {user}: {out:?}");
+    cli
+}
+
+/// Makes `n` audit events cheaply: each request with an unknown token is refused and audited.
+/// Stops early (returning how many were made) once the server stops answering.
+fn rejected_tokens(port: u16, n: usize) -> usize {
+    for i in 0..n {
+        let answered = (|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(
+                b"GET /v1/auth/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                  Authorization: Bearer not-a-token\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        match answered {
+            Ok(a) if a.starts_with("HTTP/1.1 401") => {}
+            _ => return i,
+        }
+    }
+    n
+}
+
+/// Every event's leaf hash by sequence number, from the audit search API.
+fn leaf_hashes(admin: &Cli) -> BTreeMap<u64, String> {
+    let v = admin.json(&["audit", "search", "--limit", "10000"]);
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["leaf_hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn latest_seq(admin: &Cli) -> u64 {
+    *leaf_hashes(admin).keys().last().unwrap()
+}
+
+/// The named sink's row of `warden audit status --json`.
+fn sink_status(admin: &Cli, name: &str) -> Value {
+    let v = admin.json(&["audit", "status"]);
+    v["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no sink {name} in {v}"))
+        .clone()
+}
+
+/// Polls `check` until it returns true; panics naming `what` after [`WAIT`].
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `seqs` holds every number in 1..=`latest`.
+fn complete(seqs: &BTreeSet<u64>, latest: u64) -> bool {
+    (1..=latest).all(|s| seqs.contains(&s))
+}
+
+#[test]
+fn file_sink_writes_contiguous_json_lines_across_rotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("audit.jsonl");
+    let mut server = start(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"siem-file\"\nkind = \"file\"\npath = {:?}\nmax_bytes = 2048\nkeep = 1000\n",
+            out.to_str().unwrap()
+        ),
+    );
+    let admin = login(&server, "admin");
+    assert_eq!(rejected_tokens(server.port(), 40), 40);
+    let latest = latest_seq(&admin);
+    let hashes = leaf_hashes(&admin);
+
+    let read_all = || -> Vec<(PathBuf, String)> {
+        let mut files: Vec<PathBuf> = (1..)
+            .map(|n| PathBuf::from(format!("{}.{n}", out.display())))
+            .take_while(|p| p.exists())
+            .collect();
+        files.reverse(); // oldest first
+        files.push(out.clone());
+        files
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                (p, text)
+            })
+            .collect()
+    };
+    let seqs_in = |files: &[(PathBuf, String)]| -> Vec<u64> {
+        files
+            .iter()
+            .flat_map(|(_, text)| text.lines())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    wait_for("the file sink to catch up", || {
+        complete(&seqs_in(&read_all()).into_iter().collect(), latest)
+    });
+
+    let files = read_all();
+    assert!(
+        files.len() > 3,
+        "expected rotations, got {} file(s)",
+        files.len()
+    );
+    for (path, text) in &files {
+        assert!(
+            text.len() <= 2048,
+            "{} has {} bytes",
+            path.display(),
+            text.len()
+        );
+        for line in text.lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let seq = record["seq"].as_u64().unwrap();
+            assert_eq!(record["event"]["seq"].as_u64(), Some(seq), "{line}");
+            assert_eq!(
+                record["leaf_hash"].as_str(),
+                Some(hashes[&seq].as_str()),
+                "{line}"
+            );
+        }
+    }
+    // In order from 1, with nothing missing and nothing repeated, across every file.
+    let seqs = seqs_in(&files);
+    assert_eq!(
+        seqs[..latest as usize],
+        (1..=latest).collect::<Vec<_>>()[..]
+    );
+
+    // Shutdown exports the last events, the stop itself included.
+    assert!(server.terminate().success());
+    let last_line = read_all().pop().unwrap().1;
+    let last: Value = serde_json::from_str(last_line.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"]["action"], "server.stopped", "{last}");
+}
+
+/// A private rsyslogd on 127.0.0.1 writing every message's raw text to one file.
+struct Rsyslog {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    fn start(tcp_port: u16, udp_port: u16) -> Rsyslog {
+        let bin = ["/usr/sbin/rsyslogd", "/usr/bin/rsyslogd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("rsyslogd is not installed (apt-get install rsyslog; scripts/test does it)");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let out = dir.path().join("received.log");
+        let conf = dir.path().join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{d}\" maxMessageSize=\"64k\")\n\
+                 module(load=\"imtcp\")\n\
+                 module(load=\"imudp\")\n\
+                 template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{tcp_port}\")\n\
+                 input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp_port}\")\n\
+                 action(type=\"omfile\" file=\"{}\" template=\"raw\")\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("rsyslogd.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut r = Rsyslog {
+            child,
+            out,
+            _dir: dir,
+        };
+        wait_for("rsyslogd to listen", || {
+            assert!(r.child.try_wait().unwrap().is_none(), "rsyslogd exited");
+            TcpStream::connect(("127.0.0.1", tcp_port)).is_ok()
+        });
+        r
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One received RFC 5424 message, taken apart.
+#[derive(Debug)]
+struct Syslog {
+    pri: u32,
+    timestamp: String,
+    app: String,
+    procid: String,
+    msgid: String,
+    seq: u64,
+    leaf_hash: String,
+    msg: Value,
+}
+
+fn parse_syslog(line: &str) -> Syslog {
+    let (head, rest) = line
+        .split_once(" [warden@32473 ")
+        .unwrap_or_else(|| panic!("no structured data: {line}"));
+    let h: Vec<&str> = head.splitn(6, ' ').collect();
+    assert_eq!(h.len(), 6, "{line}");
+    let pri = h[0]
+        .strip_prefix('<')
+        .and_then(|p| p.strip_suffix(">1"))
+        .unwrap_or_else(|| panic!("bad PRI/VERSION: {line}"));
+    let (sd, msg) = rest.split_once("] ").unwrap();
+    let param = |name: &str| -> String {
+        let start = sd.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        sd[start..].split('"').next().unwrap().to_owned()
+    };
+    Syslog {
+        pri: pri.parse().unwrap(),
+        timestamp: h[1].to_owned(),
+        app: h[3].to_owned(),
+        procid: h[4].to_owned(),
+        msgid: h[5].to_owned(),
+        seq: param("seq").parse().unwrap(),
+        leaf_hash: param("leafHash"),
+        msg: serde_json::from_str(msg).unwrap_or_else(|e| panic!("MSG is not JSON ({e}): {line}")),
+    }
+}
+
+#[test]
+fn syslog_sink_sends_rfc5424_to_rsyslog_over_tcp_and_udp() {
+    let tcp_port = free_port();
+    let udp_port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let rsyslog = Rsyslog::start(tcp_port, udp_port);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"siem-tcp\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{tcp_port}\"\ntransport = \"tcp\"\napp_name = \"warden-tcp\"\n\n\
+             [[sinks]]\nname = \"siem-udp\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{udp_port}\"\ntransport = \"udp\"\napp_name = \"warden-udp\"\n"
+        ),
+    );
+    let admin = login(&server, "admin");
+    assert_eq!(rejected_tokens(server.port(), 5), 5);
+    let latest = latest_seq(&admin);
+    let hashes = leaf_hashes(&admin);
+
+    let received = |app: &str| -> Vec<Syslog> {
+        rsyslog
+            .lines()
+            .iter()
+            // rsyslogd's own notices land in the same file.
+            .filter(|l| l.contains(" [warden@32473 "))
+            .map(|l| parse_syslog(l))
+            .filter(|m| m.app == app)
+            .collect()
+    };
+    wait_for("rsyslogd to receive every event over TCP", || {
+        complete(
+            &received("warden-tcp").iter().map(|m| m.seq).collect(),
+            latest,
+        )
+    });
+    let tcp = received("warden-tcp");
+    let pid = server.pid().to_string();
+    let mut severities = BTreeSet::new();
+    for m in &tcp {
+        assert_eq!(m.msg["seq"].as_u64(), Some(m.seq), "{m:?}");
+        assert_eq!(m.leaf_hash, hashes[&m.seq], "{m:?}");
+        assert_eq!(m.msgid, m.msg["code"].as_str().unwrap(), "{m:?}");
+        assert_eq!(m.procid, pid);
+        assert!(
+            m.timestamp.len() == 27 && m.timestamp.ends_with('Z'),
+            "{}",
+            m.timestamp
+        );
+        // Facility authpriv; info when allowed, warning when denied.
+        let expected = match m.msg["outcome"]["result"].as_str().unwrap() {
+            "allowed" => 86,
+            "denied" => 84,
+            other => panic!("unexpected outcome {other}"),
+        };
+        assert_eq!(m.pri, expected, "{m:?}");
+        severities.insert(m.pri);
+    }
+    assert_eq!(severities, BTreeSet::from([84, 86]));
+
+    wait_for("a message over UDP", || !received("warden-udp").is_empty());
+    let udp = received("warden-udp");
+    assert_eq!(udp[0].leaf_hash, hashes[&udp[0].seq], "{:?}", udp[0]);
+    assert_eq!(sink_status(&admin, "siem-udp")["failures"], 0);
+}
+
+/// What the stand-in webhook receiver has seen.
+#[derive(Debug, Default)]
+struct Inbox {
+    /// Sequence numbers accepted (answered 200), in arrival order.
+    seqs: Vec<u64>,
+    posts: usize,
+    largest_batch: usize,
+    /// While true, every POST is answered 503.
+    down: bool,
+    /// Pause before answering, to keep deliveries in flight.
+    delay: Duration,
+    /// Request lines or headers that were not as configured.
+    wrong: Vec<String>,
+}
+
+impl Inbox {
+    fn seqs(inbox: &Mutex<Inbox>) -> BTreeSet<u64> {
+        inbox.lock().unwrap().seqs.iter().copied().collect()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1, one thread per connection, keep-alive supported.
+fn webhook_receiver() -> (u16, Arc<Mutex<Inbox>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inbox = Arc::new(Mutex::new(Inbox::default()));
+    let shared = inbox.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let inbox = shared.clone();
+            thread::spawn(move || {
+                let _ = serve_posts(conn, &inbox);
+            });
+        }
+    });
+    (port, inbox)
+}
+
+fn serve_posts(conn: TcpStream, inbox: &Mutex<Inbox>) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let (mut length, mut authorization, mut content_type) = (0, String::new(), String::new());
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header)?;
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap(),
+                "authorization" => authorization = value.trim().to_owned(),
+                "content-type" => content_type = value.trim().to_owned(),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let (status, delay) = {
+            let mut inbox = inbox.lock().unwrap();
+            if request_line != "POST /ingest?key=query-secret HTTP/1.1\r\n"
+                || authorization != "Bearer header-secret"
+                || content_type != "application/json"
+            {
+                inbox.wrong.push(format!(
+                    "{request_line:?} {authorization:?} {content_type:?}"
+                ));
+            }
+            if inbox.down {
+                ("503 Service Unavailable", inbox.delay)
+            } else {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                let events = v["events"].as_array().unwrap();
+                for e in events {
+                    let seq = e["seq"].as_u64().unwrap();
+                    assert_eq!(e["event"]["seq"].as_u64(), Some(seq));
+                    assert_eq!(e["leaf_hash"].as_str().unwrap().len(), 64);
+                    inbox.seqs.push(seq);
+                }
+                inbox.posts += 1;
+                inbox.largest_batch = inbox.largest_batch.max(events.len());
+                ("200 OK", inbox.delay)
+            }
+        };
+        thread::sleep(delay);
+        writer.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
+    }
+}
+
+#[test]
+fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
+    let (port, inbox) = webhook_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"siem-webhook\"\nkind = \"webhook\"\n\
+             url = \"http://127.0.0.1:{port}/ingest?key=query-secret\"\nbatch = 5\n\
+             header = {{ \"Authorization\" = \"Bearer header-secret\" }}\n"
+        ),
+    );
+    let admin = login(&server, "admin");
+
+    // Delivered in batches.
+    assert_eq!(rejected_tokens(server.port(), 12), 12);
+    let latest = latest_seq(&admin);
+    wait_for("the first events", || {
+        complete(&Inbox::seqs(&inbox), latest)
+    });
+    assert_eq!(inbox.lock().unwrap().largest_batch, 5);
+
+    // Only administrators see the export's status.
+    let alice = login(&server, "alice");
+    let refused = alice.run(&["audit", "status"], None);
+    assert_eq!(refused.code, 3, "{refused:?}");
+
+    // The receiver goes down: events wait, the status shows lag and failures without the
+    // URL's query or the header's secret, and the outage is audited once.
+    inbox.lock().unwrap().down = true;
+    assert_eq!(rejected_tokens(server.port(), 20), 20);
+    wait_for("failures in the status", || {
+        let s = sink_status(&admin, "siem-webhook");
+        s["failures"].as_u64().unwrap() >= 2 && s["lag"].as_u64().unwrap() >= 20
+    });
+    let down = sink_status(&admin, "siem-webhook");
+    let error = down["last_error"].as_str().unwrap();
+    assert!(error.contains("503"), "{down}");
+    assert!(!down.to_string().contains("secret"), "{down}");
+    assert_eq!(
+        down["destination"],
+        format!("http://127.0.0.1:{port}/ingest")
+    );
+    let table = admin.run(&["audit", "status"], None);
+    assert!(
+        table.stdout.contains("siem-webhook") && table.stdout.contains("LAG"),
+        "{table:?}"
+    );
+
+    inbox.lock().unwrap().down = false;
+    let latest = latest_seq(&admin);
+    wait_for("catch-up after the outage", || {
+        complete(&Inbox::seqs(&inbox), latest)
+    });
+    wait_for("lag 0 in the status", || {
+        let s = sink_status(&admin, "siem-webhook");
+        s["lag"] == 0 && s["failures"] == 0 && s["last_success"].is_string()
+    });
+    let failures = admin.json(&["audit", "search", "--code", "audit.export_failed"]);
+    let failures = failures["events"].as_array().unwrap();
+    assert_eq!(
+        failures.len(),
+        1,
+        "one event per failure streak: {failures:?}"
+    );
+    assert_eq!(failures[0]["event"]["details"]["sink"], "siem-webhook");
+
+    // Killed with SIGKILL while a burst is being exported: after a restart the receiver ends
+    // with every event.
+    // A slow receiver (at most 50 events/s) keeps the export behind the burst.
+    inbox.lock().unwrap().delay = Duration::from_millis(100);
+    let before = inbox.lock().unwrap().seqs.len();
+    let api = server.port();
+    let burst = thread::spawn(move || rejected_tokens(api, 300));
+    wait_for("the burst to be exporting", || {
+        inbox.lock().unwrap().seqs.len() >= before + 20
+    });
+    server.kill_hard();
+    let made = burst.join().unwrap();
+    let at_kill = Inbox::seqs(&inbox);
+    inbox.lock().unwrap().delay = Duration::ZERO;
+    server.restart();
+    let latest = latest_seq(&admin);
+    assert!(latest as usize >= made, "{latest} < {made}");
+    let started = Instant::now();
+    wait_for("catch-up after the crash", || {
+        complete(&Inbox::seqs(&inbox), latest)
+    });
+    eprintln!(
+        "{made} events in the burst; {} of {latest} delivered at the kill; all {latest} after {:?}",
+        at_kill.len(),
+        started.elapsed()
+    );
+    // The restart's first event marks what the killed server had logged.
+    let starts = admin.json(&["audit", "search", "--code", "server.started"]);
+    let restart = starts["events"][1]["seq"].as_u64().unwrap();
+    assert!(
+        !complete(&at_kill, restart - 1),
+        "the kill should have interrupted the export"
+    );
+    let inbox = inbox.lock().unwrap();
+    assert!(inbox.wrong.is_empty(), "{:?}", inbox.wrong);
+    assert!(inbox.largest_batch <= 5);
+}
+
+#[test]
+fn bad_sinks_stop_start_up_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        "[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/tmp/x\"\n\n\
+         [[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("names must be unique"), "{out:?}");
+}
