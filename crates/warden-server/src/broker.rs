@@ -728,7 +728,6 @@ impl App {
                 );
             }
         }
-        self.wake.notify_one();
         Ok(Change {
             lease,
             pickup: None,
@@ -763,6 +762,8 @@ impl App {
             match self.store.update_request(&r, change).await {
                 Ok(v) => {
                     r.version = v;
+                    // The lease is now due: the worker removes the credential at once.
+                    self.wake.notify_one();
                     return Ok(r);
                 }
                 Err(warden_store::Error::Conflict) => continue,

@@ -27,6 +27,9 @@
 //! header = { "Authorization" = "Bearer …" }
 //! ```
 //!
+//! A sink's cursor is stored under its name: renaming a sink exports the whole log to it
+//! again.
+//!
 //! A webhook `header` usually holds a credential: the configuration file then holds a secret
 //! and must be readable only by Warden's user. Header values never appear in logs, the status
 //! or error messages.

@@ -109,7 +109,7 @@ impl Target {
             .create(true)
             .read(true)
             .append(true)
-            .mode(0o600)
+            .mode(0o640)
             .open(&self.path)?;
         let mut size = file.metadata()?.len();
         if size > 0 {
@@ -148,5 +148,50 @@ fn rename_if_present(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(seqs: std::ops::Range<u64>) -> Vec<String> {
+        seqs.map(|i| format!("{{\"seq\":{i}}}\n")).collect()
+    }
+
+    fn read(p: PathBuf) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target {
+            path: dir.path().join("a.jsonl"),
+            max_bytes: 30,
+            keep: 2,
+        };
+        // Lines of 10 bytes up to seq 9, then 11: three, then two, to a file.
+        let mut out = None;
+        for batch in [1..4, 4..10, 10..13] {
+            out = Some(t.write(out, &lines(batch)).unwrap());
+        }
+        assert_eq!(read(t.rotated(2)), lines(7..10).concat());
+        assert_eq!(read(t.rotated(1)), lines(10..12).concat());
+        assert_eq!(read(t.path.clone()), lines(12..13).concat());
+        assert!(!t.rotated(3).exists());
+    }
+
+    #[test]
+    fn a_torn_line_is_ended_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target {
+            path: dir.path().join("a.jsonl"),
+            max_bytes: 1000,
+            keep: 1,
+        };
+        std::fs::write(&t.path, "{\"seq\":1}\n{\"se").unwrap();
+        t.write(None, &lines(2..3)).unwrap();
+        assert_eq!(read(t.path.clone()), "{\"seq\":1}\n{\"se\n{\"seq\":2}\n");
     }
 }

@@ -1,0 +1,303 @@
+//! Database credentials end to end through the real binary, a real PostgreSQL and a real
+//! MariaDB: issue → log in with psql/mariadb → only the declared grants work → expiry or revoke
+//! → open sessions killed, login refused, account gone; one-time pickup; offboarding;
+//! reconciliation of planted orphans; rotate-root; and no secret in the database file or logs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use warden_testkit::{Cli, Mariadb, Postgres};
+
+fn policy(pg: u16, maria: u16) -> (String, String) {
+    let targets = format!(
+        r#"
+[targets.pg]
+kind = "postgres"
+environment = "test"
+[targets.pg.connection]
+host = "127.0.0.1"
+port = {pg}
+database = "app"
+[targets.pg.roles.read]
+grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
+[targets.pg.roles.reviewed]
+grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
+
+[targets.maria]
+kind = "mariadb"
+environment = "test"
+[targets.maria.connection]
+host = "127.0.0.1"
+port = {maria}
+database = "app"
+[targets.maria.roles.read]
+grants = ["GRANT SELECT ON app.* TO {{{{name}}}}"]
+"#
+    );
+    let rules = r#"
+@id("db-read")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource in Target::"pg")
+when { resource.name == "read" };
+
+@id("maria-read")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"maria/read");
+
+@id("db-reviewed")
+@approval("peer(sre)")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"pg/reviewed");
+"#;
+    (targets, rules.to_owned())
+}
+
+fn set_credential(admin: &Cli, target: &str, user: &str, password: &str) {
+    let out = admin.run(
+        &[
+            "target",
+            "set-credential",
+            target,
+            "--username",
+            user,
+            "--password-stdin",
+        ],
+        Some(password),
+    );
+    assert!(out.success(), "{out:?}");
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pg_role_count(pg: &Postgres, name: &str) -> String {
+    pg.admin_query(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
+    ))
+}
+
+#[test]
+fn postgres_grant_lives_exactly_as_long_as_the_lease() {
+    let pg = Postgres::start();
+    let (targets, rules) = policy(pg.port(), 1);
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    let alice = env.login("alice");
+
+    let v = create(&alice, "pg", "read", &["--ttl", "5s"]);
+    assert_eq!(v["state"], "active", "{v}");
+    let user = v["credential"]["username"].as_str().unwrap().to_owned();
+    let password = v["secret"]["password"].as_str().unwrap().to_owned();
+    assert!(
+        v["secret"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgresql://")
+    );
+
+    // The declared grant works, and nothing more.
+    let read = pg.psql(&user, &password, "SELECT count(*) FROM items");
+    assert!(read.status.success(), "{read:?}");
+    let write = pg.psql(&user, &password, "INSERT INTO items VALUES (9, 'x')");
+    assert!(!write.status.success(), "writes must be refused");
+
+    // `warden db connect` runs psql with the credential in its environment.
+    let out = alice.run(
+        &["db", "connect", "pg", "--", "-Atc", "SELECT current_user"],
+        None,
+    );
+    assert_eq!(out.stdout.trim(), user, "{out:?}");
+
+    // At expiry: the open session is killed, login is refused, the role is gone.
+    let mut session = pg.hold_session(&user, &password);
+    let ended = session.wait(Duration::from_secs(12));
+    assert!(ended.is_some(), "the open session survived expiry");
+    wait_until("the role to be dropped", Duration::from_secs(5), || {
+        pg_role_count(&pg, &user) == "0"
+    });
+    assert!(!pg.psql(&user, &password, "SELECT 1").status.success());
+    assert_eq!(state(&alice, &id(&v)), "expired");
+    let actions: Vec<String> = audit_actions(&admin, &id(&v))
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    assert!(
+        actions.contains(&"credential.revoked".to_owned()),
+        "{actions:?}"
+    );
+
+    // No secret anywhere in Warden's own files or logs.
+    let db = std::fs::read(env.server.data_dir().join("warden.db")).unwrap();
+    let wal = std::fs::read(env.server.data_dir().join("warden.db-wal")).unwrap_or_default();
+    for secret in [password.as_str(), pg.admin_password()] {
+        let needle = secret.as_bytes();
+        for (name, hay) in [("warden.db", &db), ("warden.db-wal", &wal)] {
+            assert!(
+                !hay.windows(needle.len()).any(|w| w == needle),
+                "a secret is in {name}"
+            );
+        }
+        assert!(
+            !env.server.stdout().contains(secret),
+            "a secret is in stdout"
+        );
+        assert!(
+            !env.server.stderr().contains(secret),
+            "a secret is in stderr"
+        );
+        let log = ok(&admin, &["audit", "search", "--limit", "10000"]).to_string();
+        assert!(!log.contains(secret), "a secret is in the audit log");
+    }
+}
+
+#[test]
+fn pickup_early_revoke_offboarding_and_rotation() {
+    let pg = Postgres::start();
+    let (targets, rules) = policy(pg.port(), 1);
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+
+    // Approved by someone else: the secret waits for the requester, and is handed over once.
+    let pending = id(&create(&alice, "pg", "reviewed", &[]));
+    let approved = ok(&bob, &["request", "approve", &pending]);
+    assert_eq!(approved["state"], "active");
+    assert!(
+        approved.get("secret").is_none(),
+        "the approver must not see the secret"
+    );
+    fails(&bob, &["request", "credential", &pending], 3);
+    let picked = ok(&alice, &["request", "credential", &pending]);
+    let user = picked["credential"]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let password = picked["secret"]["password"].as_str().unwrap().to_owned();
+    assert!(pg.psql(&user, &password, "SELECT 1").status.success());
+    fails(&alice, &["request", "credential", &pending], 2);
+
+    // Early revoke takes effect within seconds.
+    let mut session = pg.hold_session(&user, &password);
+    ok(&alice, &["request", "revoke", &pending]);
+    assert!(
+        session.wait(Duration::from_secs(5)).is_some(),
+        "session survived revoke"
+    );
+    wait_until("the revoked role to go", Duration::from_secs(5), || {
+        pg_role_count(&pg, &user) == "0"
+    });
+
+    // Offboarding ends everything alice holds and logs her out.
+    let a = create(&alice, "pg", "read", &["--ttl", "30m"]);
+    let b = create(&alice, "pg", "read", &["--ttl", "30m"]);
+    let waiting = id(&create(&alice, "pg", "reviewed", &[]));
+    let out = ok(&admin, &["revoke", "--user", "alice", "--all"]);
+    assert_eq!(out["requests_ended"], 3);
+    for v in [&a, &b] {
+        let name = v["credential"]["username"].as_str().unwrap().to_owned();
+        wait_until("offboarded roles to go", Duration::from_secs(5), || {
+            pg_role_count(&pg, &name) == "0"
+        });
+    }
+    assert_eq!(state(&admin, &waiting), "revoked");
+    fails(&alice, &["whoami"], 5);
+
+    // rotate-root: the old admin password stops working; Warden still issues.
+    ok(&admin, &["target", "rotate-root", "pg"]);
+    let old = pg.psql(pg.admin_user(), pg.admin_password(), "SELECT 1");
+    assert!(!old.status.success(), "the old admin password still works");
+    let alice = env.login("alice");
+    assert_eq!(create(&alice, "pg", "read", &[])["state"], "active");
+}
+
+#[test]
+fn reconciliation_removes_planted_orphans_and_nothing_else() {
+    let pg = Postgres::start();
+    let (targets, rules) = policy(pg.port(), 1);
+    let mut env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    let alice = env.login("alice");
+    let live = create(&alice, "pg", "read", &["--ttl", "30m"]);
+    let live_user = live["credential"]["username"].as_str().unwrap().to_owned();
+
+    // An account that looks like Warden's (prefix and marker) but has no lease, one with the
+    // prefix but no marker, and a plain human account.
+    pg.admin_query(
+        "CREATE ROLE w_ghost_0123456789ab LOGIN; \
+         COMMENT ON ROLE w_ghost_0123456789ab IS 'warden grant 00000000-0000-7000-8000-0123456789ab'; \
+         CREATE ROLE w_human LOGIN; CREATE ROLE dba_human LOGIN",
+    );
+    // Reconciliation runs at start-up (and every minute).
+    env.server.terminate();
+    env.server.restart();
+    wait_until("the orphan to be removed", Duration::from_secs(10), || {
+        pg_role_count(&pg, "w_ghost_0123456789ab") == "0"
+    });
+    assert_eq!(pg_role_count(&pg, "w_human"), "1");
+    assert_eq!(pg_role_count(&pg, "dba_human"), "1");
+    assert_eq!(
+        pg_role_count(&pg, &live_user),
+        "1",
+        "a live grant's account was touched"
+    );
+    let admin = env.login("admin");
+    let log = ok(
+        &admin,
+        &["audit", "search", "--code", "credential.orphan_removed"],
+    );
+    assert_eq!(log["events"].as_array().unwrap().len(), 1, "{log}");
+}
+
+#[test]
+fn mariadb_grant_has_no_valid_until_so_the_lease_enforces_it() {
+    let maria = Mariadb::start();
+    let (targets, rules) = policy(1, maria.port());
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "maria", maria.admin_user(), maria.admin_password());
+    let alice = env.login("alice");
+
+    let v = create(&alice, "maria", "read", &["--ttl", "4s"]);
+    assert_eq!(v["state"], "active", "{v}");
+    let user = v["credential"]["username"].as_str().unwrap().to_owned();
+    let password = v["secret"]["password"].as_str().unwrap().to_owned();
+    let read = maria.client(&user, &password, "SELECT count(*) FROM app.items");
+    assert!(read.status.success(), "{read:?}");
+    assert!(
+        !maria
+            .client(&user, &password, "INSERT INTO app.items VALUES (9, 'x')")
+            .status
+            .success()
+    );
+
+    let mut session = maria.hold_session(&user, &password);
+    assert!(
+        session.wait(Duration::from_secs(12)).is_some(),
+        "the open session survived expiry"
+    );
+    let count = || {
+        maria.admin_query(&format!(
+            "SELECT count(*) FROM mysql.user WHERE User = '{user}'"
+        ))
+    };
+    wait_until("the user to be dropped", Duration::from_secs(5), || {
+        count() == "0"
+    });
+    assert!(!maria.client(&user, &password, "SELECT 1").status.success());
+    assert_eq!(state(&alice, &id(&v)), "expired");
+}
