@@ -66,16 +66,48 @@ pub fn audit_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     Ok(key)
 }
 
-/// Seals small secrets (TOTP seeds) at rest with AES-256-GCM under the master key.
+/// Seals secrets at rest with AES-256-GCM envelope encryption: each secret is encrypted under
+/// its own random data key, and only the data key is encrypted under the master key. Rotating
+/// the master key re-wraps the small data keys and leaves the secrets' ciphertexts untouched.
+///
+/// Format: `v2.` base64(nonce ‖ wrapped data key) `.` base64(nonce ‖ ciphertext).
 #[derive(Clone)]
 pub struct Sealer {
-    cipher: Aes256Gcm,
+    master: Aes256Gcm,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Sealer(<key>)")
     }
+}
+
+fn encrypt(cipher: &Aes256Gcm, plain: &[u8]) -> anyhow::Result<String> {
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt(&Nonce::from(nonce), plain)
+        .map_err(|_| anyhow::anyhow!("sealing failed"))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    Ok(STANDARD.encode(out))
+}
+
+fn decrypt(cipher: &Aes256Gcm, b64: &str) -> anyhow::Result<Vec<u8>> {
+    let raw = STANDARD
+        .decode(b64)
+        .ok()
+        .filter(|r| r.len() > 12)
+        .context("sealed value is malformed")?;
+    let (nonce, ct) = raw.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().context("sealed value is malformed")?;
+    cipher
+        .decrypt(&Nonce::from(nonce), ct)
+        .map_err(|_| anyhow::anyhow!("sealed value does not open with this master key"))
+}
+
+fn cipher(key: &[u8]) -> anyhow::Result<Aes256Gcm> {
+    Aes256Gcm::new_from_slice(key).map_err(|_| anyhow::anyhow!("a key must be 32 bytes"))
 }
 
 impl Sealer {
@@ -101,36 +133,60 @@ impl Sealer {
                 }
             },
         };
-        let cipher = Aes256Gcm::new_from_slice(&key)
-            .map_err(|_| anyhow::anyhow!("bad master key length"))?;
-        Ok(Self { cipher })
+        Ok(Self {
+            master: cipher(&key)?,
+        })
     }
 
-    /// Encrypts `plain` with a fresh random nonce; the result is `v1:` + base64(nonce ‖ ciphertext).
+    /// Loads a master key file that must exist (for re-wrapping).
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        match read_private(path)? {
+            Some(k) if k.len() == 32 => Ok(Self {
+                master: cipher(&k)?,
+            }),
+            Some(_) => bail!("{} must hold exactly 32 bytes", path.display()),
+            None => bail!("{} does not exist", path.display()),
+        }
+    }
+
+    /// Creates a new random master key file (mode 0600) for a rotation.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let mut k = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut k);
+        write_private(path, &k)?;
+        Ok(Self {
+            master: cipher(&k)?,
+        })
+    }
+
+    /// Encrypts `plain` under a fresh data key.
     pub fn seal(&self, plain: &[u8]) -> anyhow::Result<String> {
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(&Nonce::from(nonce), plain)
-            .map_err(|_| anyhow::anyhow!("sealing failed"))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        Ok(format!("v1:{}", STANDARD.encode(out)))
+        let mut dek = [0u8; 32];
+        rand::rng().fill_bytes(&mut dek);
+        let body = encrypt(&cipher(&dek)?, plain)?;
+        let wrapped = encrypt(&self.master, &dek)?;
+        Ok(format!("v2.{wrapped}.{body}"))
+    }
+
+    fn parts(sealed: &str) -> anyhow::Result<(&str, &str)> {
+        sealed
+            .strip_prefix("v2.")
+            .and_then(|r| r.split_once('.'))
+            .context("sealed value is malformed")
     }
 
     /// Decrypts what [`Sealer::seal`] produced.
     pub fn open(&self, sealed: &str) -> anyhow::Result<Vec<u8>> {
-        let raw = sealed
-            .strip_prefix("v1:")
-            .and_then(|b| STANDARD.decode(b).ok())
-            .filter(|r| r.len() > 12)
-            .context("sealed value is malformed")?;
-        let (nonce, ct) = raw.split_at(12);
-        let nonce: [u8; 12] = nonce.try_into().context("sealed value is malformed")?;
-        self.cipher
-            .decrypt(&Nonce::from(nonce), ct)
-            .map_err(|_| anyhow::anyhow!("sealed value does not open with this master key"))
+        let (wrapped, body) = Self::parts(sealed)?;
+        let dek = decrypt(&self.master, wrapped)?;
+        decrypt(&cipher(&dek)?, body)
+    }
+
+    /// Re-wraps a sealed value's data key under `new`, for master key rotation.
+    pub fn rewrap(&self, sealed: &str, new: &Sealer) -> anyhow::Result<String> {
+        let (wrapped, body) = Self::parts(sealed)?;
+        let dek = decrypt(&self.master, wrapped)?;
+        Ok(format!("v2.{}.{body}", encrypt(&new.master, &dek)?))
     }
 }
 
@@ -160,6 +216,12 @@ mod tests {
         let sealed = s.seal(b"JBSWY3DPEHPK3PXP").unwrap();
         assert!(!sealed.contains("JBSWY3DPEHPK3PXP"));
         assert_eq!(s.open(&sealed).unwrap(), b"JBSWY3DPEHPK3PXP");
-        assert!(s.open("v1:AAAA").is_err());
+        assert!(s.open("v2.AAAA.AAAA").is_err());
+        // Rotation: the new key opens the re-wrapped value, the old one no longer does.
+        let new = Sealer::create(&dir.path().join("master.key.new")).unwrap();
+        let rewrapped = s.rewrap(&sealed, &new).unwrap();
+        assert_eq!(new.open(&rewrapped).unwrap(), b"JBSWY3DPEHPK3PXP");
+        assert!(s.open(&rewrapped).is_err());
+        assert_eq!(sealed.rsplit('.').next(), rewrapped.rsplit('.').next());
     }
 }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use warden_domain::audit::{Code, Event};
 use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
-pub use sqlite::{AuditReader, SqliteStore};
+pub use sqlite::{AuditReader, SqliteStore, rewrap_sealed};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

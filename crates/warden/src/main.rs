@@ -66,6 +66,9 @@ enum Command {
         #[arg(long, required = true)]
         all: bool,
     },
+    /// Master key rotation (offline, server stopped).
+    #[command(subcommand)]
+    Vault(commands::vault::VaultCommand),
     /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
     SshCa,
     /// Search the audit log.
@@ -140,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(c) => commands::audit::run(server, c, out).await,
         Command::Db(c) => commands::db::db(server, c).await,
+        Command::Vault(c) => commands::vault::run(c, out),
         Command::Target(c) => commands::db::target(server, c, out).await,
         Command::Revoke { user, all: _ } => commands::db::revoke_all(server, user, out).await,
     }

@@ -139,3 +139,37 @@ fn health_readiness_and_openapi() {
         missing.body
     );
 }
+
+#[test]
+fn master_key_rotation_keeps_every_secret_usable() {
+    let mut env = Env::start();
+    let alice = env.login("alice");
+    let uri = enroll_mfa(&alice);
+    let key_before = std::fs::read(env.server.data_dir().join("master.key")).unwrap();
+    env.server.terminate();
+
+    let offline = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let data = env.server.data_dir().to_str().unwrap().to_owned();
+    let out = offline.run(&["--json", "vault", "rewrap", "--data-dir", &data], None);
+    assert!(out.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(v["rewrapped"].as_u64().unwrap() >= 1, "{v}");
+    let key_after = std::fs::read(env.server.data_dir().join("master.key")).unwrap();
+    assert_ne!(key_before, key_after);
+
+    // The TOTP seed sealed under the old key still works under the new one.
+    env.server.restart();
+    let cli = env.server.cli();
+    let login = cli.run(
+        &[
+            "login",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--totp",
+            &totp(&uri, 1),
+        ],
+        Some(PASSWORD),
+    );
+    assert!(login.success(), "{login:?}");
+}

@@ -800,6 +800,49 @@ impl crate::Store for SqliteStore {
     }
 }
 
+/// Replaces every sealed value in the database at `path` with `f(value)`, in one transaction:
+/// TOTP seeds, target credentials and pending pickups. For master key rotation, with the server
+/// stopped. Returns how many values were rewritten.
+pub fn rewrap_sealed(
+    path: &Path,
+    f: impl Fn(&str) -> std::result::Result<String, String>,
+) -> Result<usize> {
+    let mut conn = Connection::open(path).map_err(backend)?;
+    configure(&conn).map_err(backend)?;
+    let tx = conn.transaction().map_err(backend)?;
+    let mut n = 0;
+    for (table, key, column) in [
+        ("user_secrets", "user", "totp"),
+        ("user_secrets", "user", "totp_pending"),
+        ("target_credentials", "target", "sealed"),
+        ("pickups", "grant_id", "sealed"),
+    ] {
+        let rows: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)?
+        };
+        for (k, sealed) in rows {
+            let new =
+                f(&sealed).map_err(|e| Error::Backend(format!("{table}.{column} of {k}: {e}")))?;
+            tx.execute(
+                &format!("UPDATE {table} SET {column} = ?1 WHERE {key} = ?2"),
+                params![new, k],
+            )
+            .map_err(backend)?;
+            n += 1;
+        }
+    }
+    tx.commit().map_err(backend)?;
+    Ok(n)
+}
+
 /// Read-only access to a data directory's audit log, for offline verification: it opens the
 /// database file directly, so it works without (and regardless of) a running server.
 #[derive(Debug)]
