@@ -116,27 +116,49 @@ impl SqliteStore {
     }
 }
 
-/// The bytes a leaf commits to: the event with its sequence number, as JSON.
-fn leaf(seq: u64, event: &Event) -> Result<(String, [u8; 32])> {
-    #[derive(serde::Serialize)]
-    struct LeafData<'a> {
-        seq: u64,
-        #[serde(flatten)]
-        event: &'a Event,
-    }
-    let body = serde_json::to_string(&LeafData { seq, event }).map_err(backend)?;
-    let hash = warden_audit::merkle::leaf_hash(body.as_bytes());
-    Ok((body, hash))
+/// An event serialised before it reaches the writer thread, so the thread that holds the
+/// write lock only splices in the sequence number and hashes.
+struct Prepared {
+    /// The event as a JSON object.
+    json: String,
+    time: i64,
+    code: u16,
+    user: Option<String>,
+    target: Option<String>,
+    request: Option<String>,
 }
 
-fn append_events(conn: &Connection, events: &[Event]) -> Result<()> {
+fn prepare(events: &[Event]) -> Result<Vec<Prepared>> {
+    events
+        .iter()
+        .map(|e| {
+            Ok(Prepared {
+                json: serde_json::to_string(e).map_err(backend)?,
+                time: ms(e.time),
+                code: e.code.number(),
+                user: e.actor.user.as_ref().map(ToString::to_string),
+                target: e.target.as_ref().map(ToString::to_string),
+                request: e.request_id.map(|r| r.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// The bytes a leaf commits to: the event with its sequence number first, as JSON.
+fn leaf(seq: u64, event_json: &str) -> (String, [u8; 32]) {
+    let rest = event_json.strip_prefix('{').unwrap_or(event_json);
+    let body = format!("{{\"seq\":{seq},{rest}");
+    let hash = warden_audit::merkle::leaf_hash(body.as_bytes());
+    (body, hash)
+}
+
+fn append_events(conn: &Connection, events: &[Prepared]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
     let mut seq: u64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
-            r.get::<_, i64>(0)
-        })
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM audit")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
         .map_err(backend)?
         .try_into()
         .map_err(backend)?;
@@ -148,14 +170,14 @@ fn append_events(conn: &Connection, events: &[Event]) -> Result<()> {
         .map_err(backend)?;
     for e in events {
         seq += 1;
-        let (body, hash) = leaf(seq, e)?;
+        let (body, hash) = leaf(seq, &e.json);
         stmt.execute(params![
             i64::try_from(seq).map_err(backend)?,
-            ms(e.time),
-            e.code.number(),
-            e.actor.user.as_ref().map(UserName::as_str),
-            e.target.as_ref().map(|t| t.as_str().to_owned()),
-            e.request_id.map(|r| r.to_string()),
+            e.time,
+            e.code,
+            e.user,
+            e.target,
+            e.request,
             body,
             &hash[..],
         ])
@@ -273,6 +295,7 @@ impl crate::Store for SqliteStore {
         let (created, due) = (ms(r.created_at), due_at(r));
         let lease = change.lease.as_ref().map(lease_row).transpose()?;
         let Change { pickup, events, .. } = change;
+        let events = prepare(&events)?;
         self.writer
             .write(move |c| {
                 c.prepare_cached(
@@ -293,6 +316,7 @@ impl crate::Store for SqliteStore {
         let version = i64::try_from(r.version).map_err(backend)?;
         let lease = change.lease.as_ref().map(lease_row).transpose()?;
         let Change { pickup, events, .. } = change;
+        let events = prepare(&events)?;
         self.writer
             .write(move |c| {
                 let n = c
@@ -323,6 +347,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn update_lease(&self, lease: &Lease, events: Vec<Event>) -> Result<()> {
+        let events = prepare(&events)?;
         let row = lease_row(lease)?;
         let id = lease.grant.to_string();
         self.writer
@@ -358,6 +383,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn take_pickup(&self, grant: RequestId, events: Vec<Event>) -> Result<Option<String>> {
+        let events = prepare(&events)?;
         let id = grant.to_string();
         self.writer
             .write(move |c| {
@@ -396,6 +422,7 @@ impl crate::Store for SqliteStore {
         sealed: String,
         events: Vec<Event>,
     ) -> Result<()> {
+        let events = prepare(&events)?;
         let target = target.to_string();
         self.writer
             .write(move |c| {
@@ -411,6 +438,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn revoke_user_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
+        let events = prepare(&events)?;
         let user = user.to_string();
         self.writer
             .write(move |c| {
@@ -490,6 +518,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn append(&self, events: Vec<Event>) -> Result<()> {
+        let events = prepare(&events)?;
         self.writer.write(move |c| append_events(c, &events)).await
     }
 
@@ -630,6 +659,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn insert_token(&self, hash: [u8; 32], t: Token, events: Vec<Event>) -> Result<()> {
+        let events = prepare(&events)?;
         self.writer
             .write(move |c| {
                 c.execute(
@@ -671,6 +701,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn revoke_token(&self, hash: [u8; 32], events: Vec<Event>) -> Result<bool> {
+        let events = prepare(&events)?;
         self.writer
             .write(move |c| {
                 let n = c
@@ -706,6 +737,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn set_password(&self, user: &UserName, hash: String, events: Vec<Event>) -> Result<()> {
+        let events = prepare(&events)?;
         let user = user.to_string();
         self.writer
             .write(move |c| {
@@ -726,6 +758,7 @@ impl crate::Store for SqliteStore {
         hash: String,
         events: Vec<Event>,
     ) -> Result<bool> {
+        let events = prepare(&events)?;
         let user = user.to_string();
         self.writer
             .write(move |c| {
@@ -751,6 +784,7 @@ impl crate::Store for SqliteStore {
         sealed: String,
         events: Vec<Event>,
     ) -> Result<()> {
+        let events = prepare(&events)?;
         let user = user.to_string();
         self.writer
             .write(move |c| {
@@ -766,6 +800,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn confirm_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()> {
+        let events = prepare(&events)?;
         let user = user.to_string();
         self.writer
             .write(move |c| {

@@ -61,17 +61,21 @@ impl Writer {
     }
 }
 
+/// Runs a parameterless statement, parsed once per connection.
+fn run_cached(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(|e| Error::Backend(e.to_string()))
+}
+
 fn savepoint<R>(conn: &Connection, change: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.execute_batch("SAVEPOINT change")
-        .map_err(|e| Error::Backend(e.to_string()))?;
+    run_cached(conn, "SAVEPOINT change")?;
     let outcome = change(conn);
-    let end = if outcome.is_ok() {
-        "RELEASE change"
-    } else {
-        "ROLLBACK TO change; RELEASE change"
-    };
-    conn.execute_batch(end)
-        .map_err(|e| Error::Backend(e.to_string()))?;
+    if outcome.is_err() {
+        run_cached(conn, "ROLLBACK TO change")?;
+    }
+    run_cached(conn, "RELEASE change")?;
     outcome
 }
 
