@@ -61,6 +61,10 @@ impl Sshd {
         fs::write(&ca_file, format!("{}\n", ca_public_key.trim()))
             .expect("writing the user CA public key");
         set_mode(&ca_file, 0o644);
+        // sshd reads the revoked keys list at every login; it starts empty.
+        let revoked = dir.path().join("revoked_keys");
+        fs::write(&revoked, "").expect("writing the revoked keys file");
+        set_mode(&revoked, 0o644);
 
         let log = dir.path().join("sshd.log");
         for attempt in 1..=PORT_ATTEMPTS {
@@ -129,6 +133,12 @@ impl Sshd {
         self.dir.path()
     }
 
+    /// Replaces sshd's revoked keys list (`RevokedKeys`): one public key per line.
+    pub fn set_revoked_keys(&self, text: &str) {
+        let path = self.dir.path().join("revoked_keys");
+        fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
     /// Lets certificates carrying `principal` log in as `local_user`
     /// (appends a line to `principals/<local_user>`).
     pub fn allow_principal(&self, local_user: &str, principal: &str) {
@@ -184,11 +194,13 @@ fn sshd_config(
          AuthorizedKeysFile none\n\
          TrustedUserCAKeys {ca}\n\
          AuthorizedPrincipalsFile {principals}/%u\n\
+         RevokedKeys {revoked}\n\
          LogLevel VERBOSE\n",
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
         ca = ca_file.display(),
         principals = principals.display(),
+        revoked = dir.join("revoked_keys").display(),
     )
 }
 

@@ -71,6 +71,8 @@ enum Command {
     Vault(commands::vault::VaultCommand),
     /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
     SshCa,
+    /// Print the keys of SSH grants revoked early, for sshd's RevokedKeys (refresh it often).
+    SshRevokedKeys,
     /// Search the audit log.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
@@ -136,6 +138,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Targets => commands::requests::targets(server, out).await,
         Command::Request(c) => commands::requests::run(server, c, out).await,
         Command::Policy(c) => commands::policy::run(server, c, out).await,
+        Command::SshRevokedKeys => {
+            let client = client::Client::new(server)?;
+            print!("{}", client.get_text("/v1/ssh/revoked-keys").await?);
+            Ok(())
+        }
         Command::SshCa => {
             let client = client::Client::new(server)?;
             print!("{}", client.get_text("/v1/ssh/ca").await?);

@@ -98,3 +98,42 @@ fn a_certificate_for_another_principal_is_refused() {
     let out = ssh_login(sshd.port(), LOCAL_USER, &key, &cert, "echo granted");
     assert!(!out.status.success(), "{out:?}");
 }
+
+#[test]
+fn early_revoke_reaches_sshd_through_revoked_keys() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    ensure_local_user(LOCAL_USER);
+    let ca = alice.run(&["ssh-ca"], None);
+    let sshd = Sshd::start(ca.stdout.trim());
+    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+
+    let first = create(&alice, "web", "view", &["--ttl", "30m"]);
+    let second = create(&alice, "web", "view", &["--ttl", "30m"]);
+    let login = |v: &serde_json::Value| {
+        let key = Path::new(v["private_key_file"].as_str().unwrap()).to_owned();
+        let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
+        ssh_login(sshd.port(), LOCAL_USER, &key, &cert, "echo in")
+    };
+    assert!(login(&first).status.success());
+    assert_ne!(
+        first["private_key_file"], second["private_key_file"],
+        "each grant gets its own key"
+    );
+
+    ok(&alice, &["request", "revoke", &id(&first)]);
+    let revoked = alice.run(&["ssh-revoked-keys"], None);
+    assert!(revoked.success(), "{revoked:?}");
+    assert_eq!(revoked.stdout.lines().count(), 1, "{}", revoked.stdout);
+    sshd.set_revoked_keys(&revoked.stdout);
+
+    // The revoked grant's certificate is refused at once; the other grant still logs in.
+    assert!(
+        !login(&first).status.success(),
+        "a revoked certificate still logs in"
+    );
+    assert!(
+        login(&second).status.success(),
+        "revoking one grant cut off another"
+    );
+}

@@ -47,3 +47,38 @@ pub async fn ssh_ca(State(app): State<Shared>) -> impl IntoResponse {
         format!("{}\n", app.ca.public_key()),
     )
 }
+
+/// Public keys of SSH grants revoked before their certificate expired, one per line: serve it
+/// to sshd's `RevokedKeys` so an early revoke takes effect at the host, not only at expiry.
+/// Each grant has its own key (the CLI makes one per request), so listing it cuts off only
+/// that grant.
+#[utoipa::path(get, path = "/v1/ssh/revoked-keys", responses((status = 200, content_type = "text/plain")))]
+pub async fn ssh_revoked_keys(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let revoked = app
+        .store
+        .requests(warden_store::RequestFilter {
+            states: vec![warden_domain::State::Revoked],
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let now = crate::state::now();
+    let mut keys: Vec<&str> = revoked
+        .iter()
+        .filter(|r| r.expires_at.is_some_and(|e| e > now))
+        .filter(|r| {
+            r.credential
+                .as_ref()
+                .is_some_and(|c| c["kind"] == "ssh-certificate")
+        })
+        .filter_map(|r| r.public_key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut text = keys.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}

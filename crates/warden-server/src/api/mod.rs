@@ -39,6 +39,7 @@ pub fn router(app: Shared) -> Router {
         .route("/readyz", get(meta::readyz))
         .route("/v1/openapi.json", get(meta::openapi))
         .route("/v1/ssh/ca", get(meta::ssh_ca))
+        .route("/v1/ssh/revoked-keys", get(meta::ssh_revoked_keys))
         .route("/v1/auth/login", post(session::login))
         .route("/v1/auth/logout", post(session::logout))
         .route("/v1/auth/whoami", get(session::whoami))
@@ -104,7 +105,7 @@ async fn refuse_large_bodies(
 #[openapi(
     info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit."),
     paths(
-        meta::healthz, meta::readyz, meta::ssh_ca,
+        meta::healthz, meta::readyz, meta::ssh_ca, meta::ssh_revoked_keys,
         audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export,
         export::status,
         session::login, session::logout, session::whoami, session::mfa_enroll, session::mfa_confirm, session::set_password,

@@ -103,30 +103,41 @@ pub struct CreateArgs {
     wait_timeout: u64,
 }
 
-/// The client's own SSH key pair, created once. The private key never leaves this machine.
-fn client_key() -> anyhow::Result<(PathBuf, String)> {
+/// A fresh SSH key pair for one request, in `WARDEN_HOME/ssh`. The private key never leaves
+/// this machine, and because every grant has its own key, revoking a grant early can list
+/// exactly its key in sshd's `RevokedKeys` without cutting off other grants.
+fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = ensure_home()?.join("ssh");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
-    let private = dir.join("id_ed25519");
-    let public = dir.join("id_ed25519.pub");
-    if !private.exists() {
-        let key = ssh_key::PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519)?;
-        let pem = key.to_openssh(ssh_key::LineEnding::LF)?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&private)?;
-        std::io::Write::write_all(&mut f, pem.as_bytes())?;
-        std::fs::write(&public, format!("{}\n", key.public_key().to_openssh()?))?;
-    }
-    let text = std::fs::read_to_string(&public)
-        .with_context(|| format!("reading {}", public.display()))?;
-    Ok((private, text.trim().to_owned()))
+    let key = ssh_key::PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519)?;
+    let public = key.public_key().to_openssh()?;
+    let name = format!(
+        "pending-{}",
+        &key.public_key()
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string()[7..19]
+            .replace(['/', '+'], "_")
+    );
+    let private = dir.join(name);
+    let pem = key.to_openssh(ssh_key::LineEnding::LF)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&private)?;
+    std::io::Write::write_all(&mut f, pem.as_bytes())?;
+    Ok((private, public))
+}
+
+/// Names a request's key after the request, next to its certificate.
+fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
+    let named = key.with_file_name(id);
+    std::fs::rename(key, &named).with_context(|| format!("renaming {}", key.display()))?;
+    Ok(named)
 }
 
 /// Writes an active grant's certificate to `WARDEN_HOME/ssh/ID-cert.pub` and returns its path.
@@ -243,6 +254,9 @@ fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
     } else {
         None
     };
+    // A key this client generated for the request is named after it.
+    let own_key = ensure_home()?.join("ssh").join(s(v, "id"));
+    let key = key.or_else(|| own_key.exists().then_some(own_key.as_path()));
     let secret = v["secret"].as_object().map(|_| &v["secret"]);
     if let Some(secret) = secret {
         super::db::save_secret(
@@ -293,6 +307,11 @@ fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
             ),
         }
     }
+    Ok(())
+}
+
+/// After waiting for a decision: a request that ended without a grant is a refusal.
+fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
     let state = v["state"].as_str().unwrap_or_default();
     match state {
         "denied" | "timed-out" | "cancelled" => {
@@ -318,15 +337,29 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                     (Some(p.with_extension("")), text.trim().to_owned())
                 }
                 None => {
-                    let (k, p) = client_key()?;
+                    let (k, p) = new_client_key()?;
                     (Some(k), p)
                 }
             };
+            let generated = a.public_key.is_none();
             let body = json!({
                 "target": a.target, "role": a.role, "reason": a.reason, "ticket": a.ticket,
                 "ttl": a.ttl, "public_key": public_key, "totp": a.totp,
             });
-            let mut v: Value = c.post("/v1/requests", &body).await?;
+            let created: anyhow::Result<Value> = c.post("/v1/requests", &body).await;
+            let mut v = match created {
+                Ok(v) => v,
+                Err(e) => {
+                    if let (true, Some(k)) = (generated, &key_path) {
+                        let _ = std::fs::remove_file(k);
+                    }
+                    return Err(e);
+                }
+            };
+            let key_path = match (generated, key_path) {
+                (true, Some(k)) => Some(adopt_key(&k, &s(&v, "id"))?),
+                (_, k) => k,
+            };
             if a.wait && v["state"] == "pending" {
                 if !out.json {
                     eprintln!("Request {} created.", s(&v, "id"));
@@ -340,7 +373,8 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                     v["secret"] = super::db::pickup(&c, &v).await?.unwrap_or(Value::Null);
                 }
             }
-            finish(&v, key_path.as_deref(), out)
+            finish(&v, key_path.as_deref(), out)?;
+            refused_if_ended(&v)
         }
         RequestCommand::List {
             state,
@@ -392,12 +426,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
         }
         RequestCommand::Show { id } => {
             let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
-            if out.json {
-                out.json(&v)
-            } else {
-                print_request(&v);
-                Ok(())
-            }
+            finish(&v, None, out)
         }
         RequestCommand::Approve { id, comment, totp } => {
             let v: Value = c
@@ -475,7 +504,14 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             if wait && v["state"] == "pending" {
                 v = wait_decided(&c, &s(&v, "id"), 3600).await?;
             }
-            finish(&v, None, out)
+            // The extension certifies the original grant's key.
+            let original_key = ensure_home()?.join("ssh").join(&id);
+            finish(
+                &v,
+                original_key.exists().then_some(original_key.as_path()),
+                out,
+            )?;
+            refused_if_ended(&v)
         }
     }
 }
