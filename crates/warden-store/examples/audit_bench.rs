@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use time::OffsetDateTime;
 use warden_audit::{Checkpoint, Record, Tree, verify_log};
+use warden_domain::UserName;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_store::{AuditReader, SqliteStore, Store};
 
@@ -15,8 +16,8 @@ use warden_store::{AuditReader, SqliteStore, Store};
 const WRITERS: usize = 256;
 const PER_WRITE: usize = 4;
 
-fn event(i: usize) -> Event {
-    Event::new(Code::RequestCreated, Actor::user("alice".parse().expect("valid"), Some("127.0.0.1".into())), OffsetDateTime::now_utc())
+fn event(user: &UserName, i: usize) -> Event {
+    Event::new(Code::RequestCreated, Actor::user(user.clone(), Some("127.0.0.1".into())), OffsetDateTime::now_utc())
         .details(serde_json::json!({ "reason": "benchmark", "ticket": format!("INC-{i}"), "ttl": "1h", "tier": "peer(sre) & manager" }))
 }
 
@@ -35,12 +36,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     let writes = total / PER_WRITE / WRITERS;
+    let user: UserName = "alice".parse()?;
     for w in 0..WRITERS {
         let store = store.clone();
+        let user = user.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..writes {
                 let events = (0..PER_WRITE)
-                    .map(|k| event(w * 1_000_000 + n * PER_WRITE + k))
+                    .map(|k| event(&user, w * 1_000_000 + n * PER_WRITE + k))
                     .collect();
                 store.append(events).await?;
             }
