@@ -836,11 +836,13 @@ impl crate::Store for SqliteStore {
 }
 
 /// Replaces every sealed value in the database at `path` with `f(value)`, in one transaction:
-/// TOTP seeds, target credentials and pending pickups. For master key rotation, with the server
-/// stopped. Returns how many values were rewritten.
+/// TOTP seeds, target credentials and pending pickups, and appends the audit event `event(n)`
+/// in the same transaction. For master key rotation, with the server stopped. Returns how many
+/// values were rewritten.
 pub fn rewrap_sealed(
     path: &Path,
     f: impl Fn(&str) -> std::result::Result<String, String>,
+    event: impl FnOnce(usize) -> Event,
 ) -> Result<usize> {
     let mut conn = Connection::open(path).map_err(backend)?;
     configure(&conn).map_err(backend)?;
@@ -874,6 +876,7 @@ pub fn rewrap_sealed(
             n += 1;
         }
     }
+    append_events(&tx, &prepare(&[event(n)])?)?;
     tx.commit().map_err(backend)?;
     Ok(n)
 }

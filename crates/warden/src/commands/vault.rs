@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde_json::json;
+use warden_domain::audit::{Actor, Code, Event};
 use warden_server::keys::Sealer;
 
 use crate::output::Output;
@@ -28,9 +29,18 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
     let next = data_dir.join("master.key.new");
     let old = Sealer::load(&current)?;
     let new = Sealer::create(&next)?;
-    let n = warden_store::rewrap_sealed(&data_dir.join("warden.db"), |s| {
-        old.rewrap(s, &new).map_err(|e| e.to_string())
-    });
+    let n = warden_store::rewrap_sealed(
+        &data_dir.join("warden.db"),
+        |s| old.rewrap(s, &new).map_err(|e| e.to_string()),
+        |n| {
+            Event::new(
+                Code::MasterKeyRotated,
+                Actor::system(),
+                time::OffsetDateTime::now_utc(),
+            )
+            .details(json!({ "rewrapped": n, "by": "warden vault rewrap" }))
+        },
+    );
     let n = match n {
         Ok(n) => n,
         Err(e) => {
