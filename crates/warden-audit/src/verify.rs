@@ -147,17 +147,34 @@ pub fn verify_log<I>(records: I, checkpoints: &[Checkpoint], external: &[Checkpo
 where
     I: IntoIterator<Item = Record>,
 {
+    verify_log_from(Tree::new(), records, checkpoints, external)
+}
+
+/// Like [`verify_log`], for a log whose first `base.size()` events were archived: the records
+/// continue from `base`, the tree as it stood after the archived events (rebuilt from a stored
+/// frontier). A checkpoint at exactly `base.size()` authenticates the base itself; checkpoints
+/// below it cover archived events and are left to the archive's own verification.
+pub fn verify_log_from<I>(
+    base: Tree,
+    records: I,
+    checkpoints: &[Checkpoint],
+    external: &[Checkpoint],
+) -> Report
+where
+    I: IntoIterator<Item = Record>,
+{
     let mut anchors: Vec<(u64, Hash)> = checkpoints
         .iter()
         .chain(external)
+        .filter(|c| c.size >= base.size())
         .map(|c| (c.size, c.root))
         .collect();
     anchors.sort_unstable_by_key(|&(size, _)| size);
     let mut anchors = anchors.into_iter().peekable();
 
     let mut report = Report::default();
-    let mut tree = Tree::new();
-    let mut expected = 1u64;
+    let mut expected = base.size() + 1;
+    let mut tree = base;
     check_anchors(&tree, &mut anchors, &mut report);
     for record in records {
         report.events_checked += 1;

@@ -71,6 +71,8 @@ codes! {
     MasterKeyRotated = 9002, "server.master_key_rotated";
     PolicyLoaded = 3000, "policy.loaded";
     PolicyReloadRejected = 3001, "policy.reload_rejected";
+    SegmentArchived = 3100, "audit.segment_archived";
+    SegmentDeleted = 3101, "audit.segment_deleted";
     ExportFailed = 5000, "audit.export_failed";
     ServerStarted = 9000, "server.started";
     ServerStopped = 9001, "server.stopped";

@@ -51,6 +51,9 @@ pub struct Config {
     /// How often a signed checkpoint of the audit log is written (also on shutdown).
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: Ttl,
+    /// Days audit events stay in the live log before they are sealed into archive segments
+    /// under `<data_dir>/archive` (checked daily). Unset: the live log keeps everything.
+    pub audit_retention_days: Option<u32>,
     /// The directory: who exists, their groups and managers.
     #[serde(default)]
     pub users: BTreeMap<UserName, UserConfig>,
@@ -109,6 +112,7 @@ impl Default for Config {
             bootstrap_admin: default_bootstrap_admin(),
             audit_origin: default_audit_origin(),
             checkpoint_interval: default_checkpoint_interval(),
+            audit_retention_days: None,
             users: BTreeMap::new(),
             sinks: Vec::new(),
         }

@@ -6,6 +6,7 @@
 //! stay pure, and every outside world (storage, issuers) is reached through a trait.
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod broker;
 pub mod checkpoints;

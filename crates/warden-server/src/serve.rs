@@ -189,6 +189,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     let worker = tokio::spawn(crate::worker::run(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::reconcile(app.clone(), stop_rx.clone()));
+    tokio::spawn(crate::worker::retention(app.clone(), stop_rx.clone()));
     let exporter = crate::export::Exporter::start(&app)?;
     let checkpointer = tokio::spawn(crate::checkpoints::run(
         app.clone(),

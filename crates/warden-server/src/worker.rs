@@ -67,3 +67,30 @@ pub async fn reconcile(app: Shared, mut stop: watch::Receiver<bool>) {
         }
     }
 }
+
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Seals events past the configured retention into archive segments, daily, until `stop`.
+pub async fn retention(app: Shared, mut stop: watch::Receiver<bool>) {
+    let Some(days) = app.config.audit_retention_days else {
+        return;
+    };
+    loop {
+        let before = now() - time::Duration::days(i64::from(days));
+        match app
+            .archive(before, warden_domain::audit::Actor::system())
+            .await
+        {
+            Ok(Some(a)) => {
+                tracing::info!(from = a.from, to = a.to, file = %a.file, "audit events archived")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "audit retention failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

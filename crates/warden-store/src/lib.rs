@@ -193,6 +193,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a checkpoint. Checkpoints only grow: a smaller or equal size is refused.
     async fn insert_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
 
+    /// The largest sequence number of an event before `time`, if any.
+    async fn last_seq_before(&self, time: OffsetDateTime) -> Result<Option<u64>>;
+
+    /// The newest checkpoint of at most `size` events.
+    async fn checkpoint_at_most(&self, size: u64) -> Result<Option<Checkpoint>>;
+
+    /// The sequence number of the oldest event still in the live log (0 when empty); events
+    /// before it were archived.
+    async fn first_seq(&self) -> Result<u64>;
+
+    /// Removes events up to `upto` (sealed into an archive segment by the caller) and appends
+    /// `events` saying so, in one transaction.
+    async fn archive_audit(&self, upto: u64, events: Vec<Event>) -> Result<usize>;
+
     /// How far export sink `sink` has delivered (0 when it never has).
     async fn sink_cursor(&self, sink: &str) -> Result<u64>;
 

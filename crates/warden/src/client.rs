@@ -234,6 +234,11 @@ impl Client {
             .await
     }
 
+    /// DELETE with the token.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.delete(self.url(path)), true).await
+    }
+
     /// PUT JSON with the token.
     pub async fn put<T: DeserializeOwned>(
         &self,

@@ -384,3 +384,95 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
     let (code, v) = verify(&h.data, &[]);
     assert_eq!(code, 0, "{v}");
 }
+
+#[test]
+fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
+    let (h, mut server) = history();
+    server.restart();
+    let admin = server.cli();
+    assert!(
+        admin
+            .run(
+                &["login", "--user", "admin", "--password-stdin"],
+                Some(PASSWORD)
+            )
+            .success()
+    );
+    let key = admin
+        .run(&["audit", "verifier-key"], None)
+        .stdout
+        .trim()
+        .to_owned();
+
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let archived = admin.json(&["audit", "archive", "--before", &now]);
+    assert_eq!(archived["from"], 1, "{archived}");
+    let to = archived["to"].as_u64().unwrap();
+    assert!(to >= h.size, "{archived}");
+    let file = server
+        .data_dir()
+        .join("archive")
+        .join(archived["file"].as_str().unwrap());
+
+    // The segment proves itself; an edited segment does not.
+    let ok_segment = admin.run(
+        &[
+            "audit",
+            "verify",
+            "--segment",
+            file.to_str().unwrap(),
+            "--verifier-key",
+            &key,
+        ],
+        None,
+    );
+    assert!(ok_segment.success(), "{ok_segment:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(edited.path(), text.replacen("alice", "mallo", 1)).unwrap();
+    let bad = admin.run(
+        &[
+            "audit",
+            "verify",
+            "--segment",
+            edited.path().to_str().unwrap(),
+            "--verifier-key",
+            &key,
+        ],
+        None,
+    );
+    assert_eq!(bad.code, 1, "{bad:?}");
+
+    // Deleting the segment is audited; the live log still verifies from the archive's end.
+    let del = admin.run(
+        &[
+            "audit",
+            "delete-segment",
+            archived["file"].as_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(del.success(), "{del:?}");
+    assert!(!file.exists());
+    create(&admin, "web", "view", &[]);
+    server.terminate();
+    let (code, v) = verify(&h.data, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["archived_before"], to);
+
+    // Rows removed without an archive are not mistaken for retention.
+    let c = copy(&h.data);
+    let copy_db = c.path();
+    let first: i64 = rusqlite::Connection::open(copy_db.join("warden.db"))
+        .unwrap()
+        .query_row("SELECT MIN(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    tamper(
+        copy_db,
+        &format!("DELETE FROM audit WHERE seq < {}", first + 3),
+    );
+    let (code, v) = verify(copy_db, &[]);
+    assert_eq!(code, 1, "{v}");
+}

@@ -131,6 +131,30 @@ fn require_admin(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError>
     }
 }
 
+/// Every leaf hash up to `size`; refused once older events were archived, because proofs
+/// computed over the live log alone would be wrong. (Archived ranges prove themselves.)
+async fn all_leaf_hashes(app: &Shared, size: u64) -> Result<Vec<[u8; 32]>, ApiError> {
+    let first = app
+        .store
+        .first_seq()
+        .await
+        .map_err(crate::broker::Error::from)?;
+    if first > 1 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "archived",
+            format!(
+                "events before {first} were archived: verify them with their archive segment (`warden audit verify --segment`)"
+            ),
+        ));
+    }
+    Ok(app
+        .store
+        .leaf_hashes(size)
+        .await
+        .map_err(crate::broker::Error::from)?)
+}
+
 fn hexes(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(|h| hex(h)).collect()
 }
@@ -218,11 +242,7 @@ pub async fn proof(
             format!("seq {seq} is not in the checkpoint of size {}", cp.size),
         ));
     }
-    let leaves = app
-        .store
-        .leaf_hashes(cp.size)
-        .await
-        .map_err(crate::broker::Error::from)?;
+    let leaves = all_leaf_hashes(&app, cp.size).await?;
     let path = warden_audit::merkle::inclusion_proof(seq - 1, &leaves).map_err(proof_error)?;
     let leaf = app
         .store
@@ -277,11 +297,7 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let old = checkpoint_at(&app, Some(q.from)).await?;
     let new = checkpoint_at(&app, q.to).await?;
-    let leaves = app
-        .store
-        .leaf_hashes(new.size)
-        .await
-        .map_err(crate::broker::Error::from)?;
+    let leaves = all_leaf_hashes(&app, new.size).await?;
     let path = warden_audit::merkle::consistency_proof(old.size, &leaves).map_err(proof_error)?;
     Ok(Json(ConsistencyProof {
         kind: "consistency".into(),
@@ -340,11 +356,7 @@ pub async fn export(
         })
         .await
         .map_err(crate::broker::Error::from)?;
-    let leaves = app
-        .store
-        .leaf_hashes(cp.size)
-        .await
-        .map_err(crate::broker::Error::from)?;
+    let leaves = all_leaf_hashes(&app, cp.size).await?;
     let mut out = Vec::new();
     for e in events.iter().filter(|e| e.seq <= cp.size) {
         let data = app
@@ -372,4 +384,57 @@ pub async fn export(
         checkpoint: cp.note,
         events: out,
     }))
+}
+
+/// Which events to seal.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveBody {
+    /// RFC 3339: events older than this (up to the newest checkpoint covering only them).
+    pub before: String,
+}
+
+/// Seals old events into a self-verifying archive segment and removes them from the live log
+/// (retention does this daily). Administrators.
+#[utoipa::path(post, path = "/v1/audit/archive", request_body = ArchiveBody, security(("token" = [])),
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody)))]
+pub async fn archive(
+    State(app): State<Shared>,
+    who: Authed,
+    Json(b): Json<ArchiveBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&app, &who, "archive the audit log")?;
+    let before = field("bad_time", OffsetDateTime::parse(&b.before, &Rfc3339))?;
+    let archived = app
+        .archive(
+            before,
+            warden_domain::audit::Actor::user(who.user.name.clone(), who.source.clone()),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "archive_failed",
+                e.to_string(),
+            )
+        })?;
+    Ok(Json(serde_json::to_value(&archived).unwrap_or_default()))
+}
+
+/// Deletes an archive segment past retention; the deletion is audited first. Administrators.
+#[utoipa::path(delete, path = "/v1/audit/segments/{name}", security(("token" = [])),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_segment(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&app, &who, "delete archive segments")?;
+    app.delete_segment(
+        &name,
+        warden_domain::audit::Actor::user(who.user.name.clone(), who.source.clone()),
+    )
+    .await
+    .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -70,6 +70,11 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/audit/proof/{seq}", get(audit::proof))
         .route("/v1/audit/consistency", get(audit::consistency))
         .route("/v1/audit/export", get(audit::export))
+        .route("/v1/audit/archive", post(audit::archive))
+        .route(
+            "/v1/audit/segments/{name}",
+            axum::routing::delete(audit::delete_segment),
+        )
         .route("/v1/audit/status", get(export::status))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -106,7 +111,7 @@ async fn refuse_large_bodies(
     info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit."),
     paths(
         meta::healthz, meta::readyz, meta::ssh_ca, meta::ssh_revoked_keys,
-        audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export,
+        audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export, audit::archive, audit::delete_segment,
         export::status,
         session::login, session::logout, session::whoami, session::mfa_enroll, session::mfa_confirm, session::set_password,
         policy::targets, policy::status, policy::explain, policy::reload,

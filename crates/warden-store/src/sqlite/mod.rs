@@ -628,6 +628,54 @@ impl crate::Store for SqliteStore {
             .await
     }
 
+    async fn last_seq_before(&self, time: OffsetDateTime) -> Result<Option<u64>> {
+        let t = ms(time);
+        self.read(move |c| {
+            c.query_row("SELECT MAX(seq) FROM audit WHERE time < ?1", [t], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+        })
+        .await
+        .map(|v| v.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+
+    async fn checkpoint_at_most(&self, size: u64) -> Result<Option<Checkpoint>> {
+        let size = i64::try_from(size).map_err(backend)?;
+        self.read(move |c| {
+            c.query_row(
+                "SELECT size, root, time, frontier, note FROM checkpoints WHERE size <= ?1 ORDER BY size DESC LIMIT 1",
+                [size],
+                decode_checkpoint,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn first_seq(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MIN(seq), 0) FROM audit", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await
+        .map(|v| u64::try_from(v).unwrap_or(0))
+    }
+
+    async fn archive_audit(&self, upto: u64, events: Vec<Event>) -> Result<usize> {
+        let events = prepare(&events)?;
+        let upto = i64::try_from(upto).map_err(backend)?;
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute("DELETE FROM audit WHERE seq <= ?1", [upto])
+                    .map_err(backend)?;
+                append_events(c, &events)?;
+                Ok(n)
+            })
+            .await
+    }
+
     async fn sink_cursor(&self, sink: &str) -> Result<u64> {
         let sink = sink.to_owned();
         self.read(move |c| {

@@ -47,6 +47,9 @@ pub enum AuditCommand {
         /// Verify an export bundle written by `warden audit export` instead.
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// Verify an archive segment (DATA_DIR/archive/segment-*.json) instead.
+        #[arg(long, conflicts_with = "bundle")]
+        segment: Option<PathBuf>,
     },
     /// Print an inclusion proof for event SEQ against a signed checkpoint.
     Prove {
@@ -69,6 +72,15 @@ pub enum AuditCommand {
         #[arg(long)]
         verifier_key: String,
     },
+    /// Seal events older than TIME into a self-verifying archive segment (retention does this
+    /// daily when `audit_retention_days` is set).
+    Archive {
+        /// RFC 3339.
+        #[arg(long)]
+        before: String,
+    },
+    /// Delete an archive segment past retention (audited).
+    DeleteSegment { name: String },
     /// Write a self-contained, offline-verifiable bundle of events to DIR.
     Export {
         dir: PathBuf,
@@ -140,10 +152,14 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             verifier_key,
             checkpoint,
             bundle,
+            segment,
         } => {
-            return match bundle {
-                Some(dir) => audit_verify::bundle(&dir, verifier_key.as_deref(), out),
-                None => audit_verify::store(&data_dir, verifier_key.as_deref(), &checkpoint, out),
+            return match (bundle, segment) {
+                (Some(dir), _) => audit_verify::bundle(&dir, verifier_key.as_deref(), out),
+                (None, Some(file)) => audit_verify::segment(&file, verifier_key.as_deref(), out),
+                (None, None) => {
+                    audit_verify::store(&data_dir, verifier_key.as_deref(), &checkpoint, out)
+                }
             };
         }
         AuditCommand::Prove { seq, size } => {
@@ -162,6 +178,40 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
                 .get(&format!("/v1/audit/consistency{q}"))
                 .await?;
             return out.json(&v);
+        }
+        AuditCommand::Archive { before } => {
+            let v: Value = Client::new(server)?
+                .post(
+                    "/v1/audit/archive",
+                    &serde_json::json!({ "before": before }),
+                )
+                .await?;
+            if out.json || v.is_null() {
+                if v.is_null() && !out.json {
+                    println!(
+                        "Nothing to archive: no checkpoint covers only events before {before}."
+                    );
+                    return Ok(());
+                }
+                return out.json(&v);
+            }
+            println!(
+                "Archived events {}..{} into {} (sha256 {}).",
+                v["from"],
+                v["to"],
+                v["file"].as_str().unwrap_or_default(),
+                v["sha256"].as_str().unwrap_or_default()
+            );
+            return Ok(());
+        }
+        AuditCommand::DeleteSegment { name } => {
+            let _: Value = Client::new(server)?
+                .delete(&format!("/v1/audit/segments/{name}"))
+                .await?;
+            if !out.json {
+                println!("Deleted {name}; the deletion is in the audit log.");
+            }
+            return Ok(());
         }
         AuditCommand::VerifyProof { file, verifier_key } => {
             return audit_verify::proof(&file, &verifier_key, out);

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{Value, json};
 use warden_audit::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use warden_audit::{Checkpoint, NoteVerifier, Problem, Record, verify_log};
+use warden_audit::{Checkpoint, NoteVerifier, Problem, Record, Tree, verify_log_from};
 use warden_store::AuditReader;
 
 use crate::exit::{self, Failure};
@@ -119,7 +119,8 @@ pub fn store(
     let mut problems = Vec::new();
 
     let mut checkpoints = Vec::new();
-    for stored in reader.checkpoints()? {
+    let stored_checkpoints = reader.checkpoints()?;
+    for stored in &stored_checkpoints {
         match Checkpoint::open(&stored.note, &key) {
             Ok(cp) if cp.size == stored.size && cp.root == stored.root => checkpoints.push(cp),
             Ok(_) => problems.push(format!(
@@ -146,9 +147,30 @@ pub fn store(
         }
     }
 
+    // Events before the first stored one were archived: resume from the checkpoint there.
+    let base = reader
+        .leaves(0, 1)?
+        .first()
+        .map_or(0, |(seq, _, _)| seq.saturating_sub(1));
+    let tree = if base == 0 {
+        Tree::new()
+    } else {
+        match stored_checkpoints
+            .iter()
+            .find(|c| c.size == base)
+            .map(|c| Tree::from_frontier(c.size, c.frontier.clone()))
+        {
+            Some(Ok(tree)) => tree,
+            _ => {
+                problems.push(format!("events 1..{base} are missing and no checkpoint at {base} lets the log resume: deleted, not archived"));
+                Tree::new()
+            }
+        }
+    };
+    let archived_to = RefCell::new(0u64);
     let moved = RefCell::new(Vec::new());
     let failed = RefCell::new(None);
-    let mut after = 0;
+    let mut after = base;
     let mut batch: std::vec::IntoIter<(u64, String, [u8; 32])> = Vec::new().into_iter();
     let records = std::iter::from_fn(|| {
         loop {
@@ -158,6 +180,14 @@ pub fn store(
                     moved.borrow_mut().push(format!(
                         "event stored at {seq} claims another sequence number: moved or forged"
                     ));
+                }
+                if data.contains("\"audit.segment_archived\"")
+                    && let Some(to) = serde_json::from_str::<Value>(&data)
+                        .ok()
+                        .and_then(|v| v["details"]["to"].as_u64())
+                {
+                    let mut a = archived_to.borrow_mut();
+                    *a = (*a).max(to);
                 }
                 return Some(Record {
                     seq,
@@ -175,16 +205,22 @@ pub fn store(
             }
         }
     });
-    let result = verify_log(records, &checkpoints, &outside);
+    let result = verify_log_from(tree, records, &checkpoints, &outside);
     if let Some(e) = failed.into_inner() {
         return Err(e.into());
     }
     problems.extend(moved.into_inner());
+    if base > 0 && archived_to.into_inner() != base {
+        problems.push(format!(
+            "events 1..{base} left the live log without an audited archive ending at {base}"
+        ));
+    }
     problems.extend(result.problems.iter().map(describe));
     let summary = json!({
         "events_checked": result.events_checked,
         "checkpoints_checked": result.checkpoints_checked,
         "external_checkpoints": outside.len(),
+        "archived_before": base,
         "verifier": key.name(),
     });
     report(out, summary, &problems)
@@ -345,4 +381,59 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
     let summary =
         json!({ "events_checked": checked, "checkpoint_size": cp.size, "verifier": key.name() });
     report(out, summary, &problems)
+}
+
+/// Verifies an archive segment on its own: both checkpoints' signatures, the start frontier
+/// against the first, and every event against the second.
+pub fn segment(file: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> {
+    let key = verifier(key.context("pass --verifier-key (the segment does not carry one)")?)?;
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+    )
+    .map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("{} is not an archive segment: {e}", file.display()),
+        )
+    })?;
+    let mut problems = Vec::new();
+    let from = v["from"].as_u64().unwrap_or(0);
+    let to = v["to"].as_u64().unwrap_or(0);
+    let mut tree = Tree::new();
+    if from > 1 {
+        let start = Checkpoint::open(v["start"]["checkpoint"].as_str().unwrap_or_default(), &key);
+        let frontier: Option<Vec<[u8; 32]>> = v["start"]["frontier"].as_array().and_then(|f| {
+            f.iter()
+                .map(|h| hex::decode(h.as_str()?).ok()?.try_into().ok())
+                .collect()
+        });
+        match (start, frontier.map(|f| Tree::from_frontier(from - 1, f))) {
+            (Ok(cp), Some(Ok(t))) if cp.size == from - 1 && t.root() == cp.root => tree = t,
+            (Err(e), _) => {
+                problems.push(format!("the start checkpoint is not validly signed: {e}"))
+            }
+            _ => problems
+                .push("the start frontier does not match the signed start checkpoint".to_owned()),
+        }
+    }
+    for (i, data) in v["events"].as_array().into_iter().flatten().enumerate() {
+        let data = data.as_str().unwrap_or_default();
+        let seq = from + i as u64;
+        if claimed_seq(data) != Some(seq) {
+            problems.push(format!("event {seq} claims another sequence number"));
+        }
+        tree.push(leaf_hash(data.as_bytes()));
+    }
+    match Checkpoint::open(v["end"].as_str().unwrap_or_default(), &key) {
+        Ok(end) if end.size == to && tree.size() == to && tree.root() == end.root => {}
+        Ok(_) => problems.push(format!(
+            "events {from}..{to} do not match the signed end checkpoint: modified, missing or added"
+        )),
+        Err(e) => problems.push(format!("the end checkpoint is not validly signed: {e}")),
+    }
+    report(
+        out,
+        json!({ "from": from, "to": to, "events_checked": to.saturating_sub(from) + 1 }),
+        &problems,
+    )
 }

@@ -1,0 +1,155 @@
+//! Retention: old audit events are sealed into archive segments that verify on their own, then
+//! leave the live log.
+//!
+//! A segment holds the events between two signed checkpoints, the first checkpoint's tree
+//! frontier, and both signed notes. Rebuilding the tree from the frontier must give the first
+//! checkpoint's root (which authenticates the frontier), and adding the events must give the
+//! second's, so a segment proves itself with only the verifier key. The live log then starts
+//! from the second checkpoint, which `warden audit verify` resumes from. Archiving and deleting
+//! segments are themselves audited.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use warden_domain::audit::{Actor, Code, Event};
+
+use crate::state::{App, now};
+
+/// An archive segment file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Segment {
+    /// Always `warden-audit-segment-v1`.
+    pub format: String,
+    pub from: u64,
+    pub to: u64,
+    /// The signed checkpoint at `from - 1` and its tree frontier (hex); absent when `from` is 1.
+    pub start: Option<Start>,
+    /// The signed checkpoint at `to`.
+    pub end: String,
+    /// The events' exact leaf bytes, `from` to `to`.
+    pub events: Vec<String>,
+}
+
+/// Where a segment's tree starts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Start {
+    pub checkpoint: String,
+    pub frontier: Vec<String>,
+}
+
+/// Where segments are kept.
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("archive")
+}
+
+/// The outcome of an archive run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Archived {
+    pub file: String,
+    pub from: u64,
+    pub to: u64,
+    pub sha256: String,
+}
+
+impl App {
+    /// Seals every event older than `before` (up to the newest checkpoint covering only such
+    /// events) into a segment and removes them from the live log.
+    pub async fn archive(
+        &self,
+        before: OffsetDateTime,
+        actor: Actor,
+    ) -> anyhow::Result<Option<Archived>> {
+        let Some(last_old) = self.store.last_seq_before(before).await? else {
+            return Ok(None);
+        };
+        let Some(end) = self.store.checkpoint_at_most(last_old).await? else {
+            return Ok(None);
+        };
+        let base = self.store.first_seq().await?.saturating_sub(1);
+        if end.size <= base {
+            return Ok(None);
+        }
+        let start = if base == 0 {
+            None
+        } else {
+            let cp =
+                self.store.checkpoint(base).await?.context(
+                    "the live log's base checkpoint is missing; run `warden audit verify`",
+                )?;
+            Some(Start {
+                checkpoint: cp.note,
+                frontier: cp.frontier.iter().map(hex::encode).collect(),
+            })
+        };
+        let mut events = Vec::new();
+        let mut after = base;
+        while after < end.size {
+            let leaves = self.store.audit_leaves(after, 10_000).await?;
+            let Some(last) = leaves.last().map(|l| l.seq) else {
+                break;
+            };
+            for l in leaves.into_iter().filter(|l| l.seq <= end.size) {
+                if l.seq != after + 1 {
+                    bail!(
+                        "the audit log has a gap at {}; run `warden audit verify`",
+                        after + 1
+                    );
+                }
+                after = l.seq;
+                events.push(l.data);
+            }
+            if last >= end.size {
+                break;
+            }
+        }
+        let segment = Segment {
+            format: "warden-audit-segment-v1".into(),
+            from: base + 1,
+            to: end.size,
+            start,
+            end: end.note,
+            events,
+        };
+        let bytes = serde_json::to_vec(&segment)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let dir = dir(&self.config.data_dir);
+        std::fs::create_dir_all(&dir)?;
+        let name = format!("segment-{:012}-{:012}.json", segment.from, segment.to);
+        let path = dir.join(&name);
+        let mut f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        let ev = Event::new(Code::SegmentArchived, actor, now()).details(serde_json::json!({
+            "file": name, "from": segment.from, "to": segment.to, "sha256": sha256,
+        }));
+        self.store.archive_audit(segment.to, vec![ev]).await?;
+        Ok(Some(Archived {
+            file: name,
+            from: segment.from,
+            to: segment.to,
+            sha256,
+        }))
+    }
+
+    /// Deletes an archive segment past retention, recording which events it held.
+    pub async fn delete_segment(&self, name: &str, actor: Actor) -> anyhow::Result<()> {
+        if name.contains('/') || !name.starts_with("segment-") || !name.ends_with(".json") {
+            bail!("{name:?} is not an archive segment name");
+        }
+        let path = dir(&self.config.data_dir).join(name);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let segment: Segment = serde_json::from_slice(&bytes).context("not an archive segment")?;
+        let ev = Event::new(Code::SegmentDeleted, actor, now()).details(serde_json::json!({
+            "file": name, "from": segment.from, "to": segment.to, "sha256": hex::encode(Sha256::digest(&bytes)),
+        }));
+        // Audit first: a deletion that cannot be recorded does not happen.
+        self.store.append(vec![ev]).await?;
+        std::fs::remove_file(&path)?;
+        Ok(())
+    }
+}
