@@ -880,22 +880,21 @@ impl App {
 
     /// Acts on one due lease: revokes its credential, or retries later with backoff.
     async fn process_lease(&self, mut lease: Lease, now: OffsetDateTime) -> Result<(), Error> {
-        if lease.state == LeaseState::Intent {
-            // Issue never confirmed: close the request if it is still waiting, then clean up.
-            if let Some(mut r) = self.store.request(lease.grant).await?
-                && r.state == State::Approved
-            {
-                r.end_unissued(
-                    "the credential's issue was interrupted; request access again".into(),
-                    now,
-                )?;
-                let ev = Event::new(Code::CredentialIssueFailed, Actor::system(), now)
-                    .for_request(&r)
-                    .failed("interrupted", "issue did not complete");
-                match self.store.update_request(&r, vec![ev].into()).await {
-                    Ok(_) | Err(warden_store::Error::Conflict) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        // A lease being removed while its request is still approved means the issue never
+        // completed (a crash, or a failure after the intent): close the request too.
+        if let Some(mut r) = self.store.request(lease.grant).await?
+            && r.state == State::Approved
+        {
+            r.end_unissued(
+                "the credential's issue was interrupted; request access again".into(),
+                now,
+            )?;
+            let ev = Event::new(Code::CredentialIssueFailed, Actor::system(), now)
+                .for_request(&r)
+                .failed("interrupted", "issue did not complete");
+            match self.store.update_request(&r, vec![ev].into()).await {
+                Ok(_) | Err(warden_store::Error::Conflict) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         if lease.state == LeaseState::Revoked {
