@@ -321,6 +321,19 @@ fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
     }
 }
 
+/// Posts one action on a request and prints the request as it now stands.
+async fn act(c: &Client, id: &str, action: &str, body: Value, out: Output) -> anyhow::Result<()> {
+    let v: Value = c
+        .post(&format!("/v1/requests/{id}/{action}"), &body)
+        .await?;
+    if out.json {
+        out.json(&v)
+    } else {
+        print_request(&v);
+        Ok(())
+    }
+}
+
 pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     match cmd {
@@ -429,57 +442,21 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             finish(&v, None, out)
         }
         RequestCommand::Approve { id, comment, totp } => {
-            let v: Value = c
-                .post(
-                    &format!("/v1/requests/{id}/approve"),
-                    &json!({ "comment": comment, "totp": totp }),
-                )
-                .await?;
-            if out.json {
-                out.json(&v)
-            } else {
-                print_request(&v);
-                Ok(())
-            }
+            act(
+                &c,
+                &id,
+                "approve",
+                json!({ "comment": comment, "totp": totp }),
+                out,
+            )
+            .await
         }
         RequestCommand::Deny { id, comment } => {
-            let v: Value = c
-                .post(
-                    &format!("/v1/requests/{id}/deny"),
-                    &json!({ "comment": comment }),
-                )
-                .await?;
-            if out.json {
-                out.json(&v)
-            } else {
-                print_request(&v);
-                Ok(())
-            }
+            act(&c, &id, "deny", json!({ "comment": comment }), out).await
         }
-        RequestCommand::Cancel { id } => {
-            let v: Value = c
-                .post(&format!("/v1/requests/{id}/cancel"), &json!({}))
-                .await?;
-            if out.json {
-                out.json(&v)
-            } else {
-                print_request(&v);
-                Ok(())
-            }
-        }
+        RequestCommand::Cancel { id } => act(&c, &id, "cancel", json!({}), out).await,
         RequestCommand::Revoke { id, comment } => {
-            let v: Value = c
-                .post(
-                    &format!("/v1/requests/{id}/revoke"),
-                    &json!({ "comment": comment }),
-                )
-                .await?;
-            if out.json {
-                out.json(&v)
-            } else {
-                print_request(&v);
-                Ok(())
-            }
+            act(&c, &id, "revoke", json!({ "comment": comment }), out).await
         }
         RequestCommand::Credential { id } => {
             let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
