@@ -8,6 +8,8 @@
 use std::sync::Arc;
 
 use std::str::FromStr;
+
+use futures_util::StreamExt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_domain::audit::{Actor, Code, Event};
@@ -25,6 +27,9 @@ use warden_store::Change;
 
 use crate::auth::AuthError;
 use crate::state::{App, now};
+
+/// Revocations run at once against targets, at most.
+const LEASE_CONCURRENCY: usize = 32;
 
 /// How many times an operation is retried when another writer changed the request first.
 const CONFLICT_RETRIES: usize = 5;
@@ -840,14 +845,26 @@ impl App {
         let now = now();
         let mut handled = 0;
         for mut r in self.store.due(now, 256).await? {
-            let change = match r.state {
-                State::Pending => {
-                    r.time_out(now)?;
-                    vec![Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r)]
+            let ended = match r.state {
+                State::Pending => r
+                    .time_out(now)
+                    .map(|()| {
+                        vec![
+                            Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r),
+                        ]
                         .into()
-                }
-                State::Active => self.end_grant(&mut r, None, now).await?,
+                    })
+                    .map_err(Error::from),
+                State::Active => self.end_grant(&mut r, None, now).await,
                 _ => continue,
+            };
+            // One request that cannot move must not hold up the others.
+            let change = match ended {
+                Ok(change) => change,
+                Err(e) => {
+                    tracing::warn!(request = %r.id, error = %e, "due request not processed; will retry");
+                    continue;
+                }
             };
             match self.store.update_request(&r, change).await {
                 Ok(_) => handled += 1,
@@ -855,9 +872,19 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        for lease in self.store.due_leases(now, 256).await? {
-            self.process_lease(lease, now).await?;
-            handled += 1;
+        // Revocations wait on targets; run several at once so a burst of expiries is not
+        // served one round trip at a time.
+        let leases = self.store.due_leases(now, 1024).await?;
+        handled += leases.len();
+        let results: Vec<Result<(), Error>> = futures_util::stream::iter(leases)
+            .map(|lease| self.process_lease(lease, now))
+            .buffer_unordered(LEASE_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "lease not processed; will retry");
+            }
         }
         Ok(handled)
     }

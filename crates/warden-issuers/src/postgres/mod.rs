@@ -58,6 +58,37 @@ const DEFAULT_PORT: u16 = 5432;
 /// Starts the comment that marks a role as Warden's; the grant id follows.
 const MARKER: &str = "warden grant ";
 
+/// Attempts at a role's transaction when PostgreSQL reports a catalog conflict.
+const CATALOG_RETRIES: u64 = 5;
+
+/// Runs a role's statements in one transaction; on failure, says which step failed.
+async fn create_role(
+    client: &mut tokio_postgres::Client,
+    statements: &[(String, String)],
+) -> Result<(), (String, tokio_postgres::Error)> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| ("starting a transaction".to_owned(), e))?;
+    for (what, sql) in statements {
+        tx.batch_execute(sql).await.map_err(|e| (what.clone(), e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| ("committing the role".to_owned(), e))
+}
+
+/// Whether an error is a transient conflict between concurrent catalog changes.
+fn catalog_conflict(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::T_R_SERIALIZATION_FAILURE
+            || *db.code() == SqlState::T_R_DEADLOCK_DETECTED
+            || (*db.code() == SqlState::INTERNAL_ERROR
+                && db.message().contains("concurrently updated"))
+    })
+}
+
 /// Creates PostgreSQL roles for grants.
 #[derive(Debug, Default)]
 pub struct PostgresIssuer;
@@ -239,39 +270,40 @@ impl Issuer for PostgresIssuer {
         };
 
         let mut client = connect(&conn, &admin.username, admin.password.expose()).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| target_error("starting a transaction", &e, &secrets))?;
         let create = format!(
             "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {expires}",
             literal(&verifier)
         );
-        tx.batch_execute(&create)
-            .await
-            .map_err(|e| target_error(&format!("creating role {account}"), &e, &secrets))?;
-        tx.batch_execute(&format!(
-            "COMMENT ON ROLE {role} IS {}",
-            literal(&marker(req.grant))
-        ))
-        .await
-        .map_err(|e| target_error(&format!("marking role {account} as Warden's"), &e, &secrets))?;
-        for (i, grant) in grants.iter().enumerate() {
-            tx.batch_execute(&grant.render(values)).await.map_err(|e| {
-                target_error(
-                    &format!(
-                        "grant statement {} ({:?}) for role {account}; nothing was created",
-                        i + 1,
-                        grant.source()
-                    ),
-                    &e,
-                    &secrets,
-                )
-            })?;
+        let comment = format!("COMMENT ON ROLE {role} IS {}", literal(&marker(req.grant)));
+        let statements: Vec<(String, String)> = [
+            (format!("creating role {account}"), create),
+            (format!("marking role {account} as Warden's"), comment),
+        ]
+        .into_iter()
+        .chain(grants.iter().enumerate().map(|(i, grant)| {
+            (
+                format!(
+                    "grant statement {} ({:?}) for role {account}; nothing was created",
+                    i + 1,
+                    grant.source()
+                ),
+                grant.render(values),
+            )
+        }))
+        .collect();
+        // Concurrent GRANTs on the same objects can collide in PostgreSQL's catalog ("tuple
+        // concurrently updated"); the whole transaction rolled back, so it is simply retried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match create_role(&mut client, &statements).await {
+                Ok(()) => break,
+                Err((_, e)) if attempt < CATALOG_RETRIES && catalog_conflict(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                Err((what, e)) => return Err(target_error(&what, &e, &secrets)),
+            }
         }
-        tx.commit()
-            .await
-            .map_err(|e| target_error(&format!("committing role {account}"), &e, &secrets))?;
 
         Ok(IssueResponse {
             public: serde_json::json!({

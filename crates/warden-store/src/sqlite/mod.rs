@@ -229,10 +229,16 @@ fn decode_lease(body: String) -> rusqlite::Result<Lease> {
 /// When the background worker must next look at a request.
 fn due_at(r: &Request) -> Option<i64> {
     match r.state {
-        State::Pending => Some(ms(r.pending_deadline)),
-        State::Active => r.expires_at.map(ms),
+        State::Pending => Some(ceil_ms(r.pending_deadline)),
+        State::Active => r.expires_at.map(ceil_ms),
         _ => None,
     }
+}
+
+/// Milliseconds rounded up, so a deadline stored in milliseconds is never due before it
+/// actually passed.
+fn ceil_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from((t.unix_timestamp_nanos() + 999_999).div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
 fn decode_request(body: String, version: i64) -> rusqlite::Result<Request> {
