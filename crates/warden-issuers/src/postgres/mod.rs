@@ -91,12 +91,25 @@ fn catalog_conflict(e: &tokio_postgres::Error) -> bool {
 
 /// Creates PostgreSQL roles for grants.
 #[derive(Debug, Default)]
-pub struct PostgresIssuer;
+pub struct PostgresIssuer {
+    /// One lock per database: PostgreSQL serialises catalog changes such as GRANTs on the same
+    /// tables anyway, and queueing them here avoids the conflicts concurrent ones run into.
+    catalogs:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
 
 impl PostgresIssuer {
-    /// The issuer; it holds no state and connects per call.
+    /// The issuer; it connects per call.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    fn catalog_lock(&self, key: String) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .catalogs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(key).or_default().clone()
     }
 }
 
@@ -293,6 +306,13 @@ impl Issuer for PostgresIssuer {
         .collect();
         // Concurrent GRANTs on the same objects can collide in PostgreSQL's catalog ("tuple
         // concurrently updated"); the whole transaction rolled back, so it is simply retried.
+        let lock = self.catalog_lock(format!(
+            "{}:{}/{}",
+            conn.host,
+            conn.port,
+            conn.database.as_deref().unwrap_or_default()
+        ));
+        let _queued = lock.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
