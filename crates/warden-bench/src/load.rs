@@ -2,6 +2,7 @@
 //! concurrency 1 and a throughput run at concurrency N, each bounded in count
 //! and in time, counting every response that misses the expectation.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +23,15 @@ pub struct Target {
     url: String,
     headers: HeaderMap,
     body: Option<String>,
+    /// When set, `{ttl}` in the body becomes a TTL in seconds from this range, inclusive,
+    /// stepping through it request by request so the TTLs spread evenly.
+    ttl_range: Option<(u64, u64)>,
+    sent: AtomicU64,
     expect: Expectation,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Failures by reason, numbers and hex runs blanked so the same failure counts once.
+    error_kinds: Mutex<BTreeMap<String, u64>>,
 }
 
 /// The client every benchmark uses, whatever the system under test, so the
@@ -73,10 +80,32 @@ impl Target {
             url,
             headers,
             body,
+            ttl_range: None,
+            sent: AtomicU64::new(0),
             expect,
             errors: AtomicU64::new(0),
             first_error: Mutex::new(None),
+            error_kinds: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Replaces `{ttl}` in the body with TTLs from `min..=max` seconds, one step per request.
+    pub fn with_ttl_range(mut self, range: Option<(u64, u64)>) -> Target {
+        self.ttl_range = range;
+        self
+    }
+
+    /// The body of the next request.
+    fn next_body(&self) -> Option<String> {
+        let body = self.body.as_ref()?;
+        let n = self.sent.fetch_add(1, Ordering::Relaxed);
+        Some(match self.ttl_range {
+            Some((min, max)) => {
+                let ttl = min + n % (max - min + 1);
+                body.replace("{ttl}", &format!("{ttl}s"))
+            }
+            None => body.clone(),
+        })
     }
 
     /// Sends the request once; `true` if the response met the expectation.
@@ -85,8 +114,8 @@ impl Target {
             .client
             .request(self.method.clone(), &self.url)
             .headers(self.headers.clone());
-        if let Some(body) = &self.body {
-            request = request.body(body.clone());
+        if let Some(body) = self.next_body() {
+            request = request.body(body);
         }
         let outcome = match request.send().await {
             Ok(response) => {
@@ -104,6 +133,9 @@ impl Target {
             Ok(()) => true,
             Err(why) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut kinds) = self.error_kinds.lock() {
+                    *kinds.entry(error_kind(&why)).or_default() += 1;
+                }
                 if let Ok(mut first) = self.first_error.lock() {
                     first.get_or_insert(why);
                 }
@@ -120,6 +152,58 @@ impl Target {
     /// The reason the first failed request failed, if one did.
     pub fn first_error(&self) -> Option<String> {
         self.first_error.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Every kind of failure seen and how often, most frequent first.
+    pub fn error_kinds(&self) -> Vec<(String, u64)> {
+        let mut kinds: Vec<(String, u64)> = self
+            .error_kinds
+            .lock()
+            .map(|k| k.iter().map(|(r, n)| (r.clone(), *n)).collect())
+            .unwrap_or_default();
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+        kinds
+    }
+}
+
+/// A failure's reason with every word that holds a digit (ids, account names, numbers) shown
+/// as `#`, cut to 300 characters, so failures differing only in such values group together.
+fn error_kind(why: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in why.chars().take(300) {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_kind;
+
+    #[test]
+    fn error_kinds_blank_ids_and_numbers() {
+        assert_eq!(
+            error_kind(
+                "HTTP 502: role w_admin_e24dc732b6fc: tuple concurrently updated (SQLSTATE XX000)"
+            ),
+            "HTTP #: role #: tuple concurrently updated (SQLSTATE #)"
+        );
+        assert_eq!(error_kind("row is too big"), "row is too big");
     }
 }
 
