@@ -82,6 +82,25 @@ impl SqliteStore {
         })
     }
 
+    /// Runs one two-parameter upsert with its events, in one transaction.
+    async fn upsert(
+        &self,
+        sql: &'static str,
+        key: String,
+        value: String,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        let events = prepare(&events)?;
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(sql)
+                    .and_then(|mut s| s.execute(params![key, value]))
+                    .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
     async fn read<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
@@ -428,19 +447,14 @@ impl crate::Store for SqliteStore {
         sealed: String,
         events: Vec<Event>,
     ) -> Result<()> {
-        let events = prepare(&events)?;
-        let target = target.to_string();
-        self.writer
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO target_credentials (target, sealed) VALUES (?1, ?2)
-                     ON CONFLICT (target) DO UPDATE SET sealed = excluded.sealed",
-                    params![target, sealed],
-                )
-                .map_err(backend)?;
-                append_events(c, &events)
-            })
-            .await
+        self.upsert(
+            "INSERT INTO target_credentials (target, sealed) VALUES (?1, ?2)
+             ON CONFLICT (target) DO UPDATE SET sealed = excluded.sealed",
+            target.to_string(),
+            sealed,
+            events,
+        )
+        .await
     }
 
     async fn revoke_user_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
@@ -791,19 +805,14 @@ impl crate::Store for SqliteStore {
     }
 
     async fn set_password(&self, user: &UserName, hash: String, events: Vec<Event>) -> Result<()> {
-        let events = prepare(&events)?;
-        let user = user.to_string();
-        self.writer
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
-                     ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
-                    params![user, hash],
-                )
-                .map_err(backend)?;
-                append_events(c, &events)
-            })
-            .await
+        self.upsert(
+            "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
+             ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
+            user.to_string(),
+            hash,
+            events,
+        )
+        .await
     }
 
     async fn init_password(
@@ -838,19 +847,14 @@ impl crate::Store for SqliteStore {
         sealed: String,
         events: Vec<Event>,
     ) -> Result<()> {
-        let events = prepare(&events)?;
-        let user = user.to_string();
-        self.writer
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO user_secrets (user, totp_pending) VALUES (?1, ?2)
-                     ON CONFLICT (user) DO UPDATE SET totp_pending = excluded.totp_pending",
-                    params![user, sealed],
-                )
-                .map_err(backend)?;
-                append_events(c, &events)
-            })
-            .await
+        self.upsert(
+            "INSERT INTO user_secrets (user, totp_pending) VALUES (?1, ?2)
+             ON CONFLICT (user) DO UPDATE SET totp_pending = excluded.totp_pending",
+            user.to_string(),
+            sealed,
+            events,
+        )
+        .await
     }
 
     async fn confirm_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()> {
