@@ -81,13 +81,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Kept alive for the server's lifetime: dropping it deletes the dev data dir.
     let mut _dev_dir = None;
     if opts.dev {
-        let dir = tempfile::Builder::new().prefix("warden-dev-").tempdir()?;
-        config.data_dir = dir.path().to_owned();
         config.policy_dir = None;
+        // A throwaway data dir, unless the caller chose one.
+        if opts.data_dir.is_none() {
+            let dir = tempfile::Builder::new().prefix("warden-dev-").tempdir()?;
+            config.data_dir = dir.path().to_owned();
+            _dev_dir = Some(dir);
+        }
         for (name, u) in demo_users()? {
             config.users.insert(name.parse()?, u);
         }
-        _dev_dir = Some(dir);
     }
     if let Some(d) = &opts.data_dir {
         config.data_dir = d.clone();

@@ -9,7 +9,8 @@
 //! - reconciliation never had to remove an orphan (every account had its lease).
 //!
 //! The kill moments and TTLs come from a seeded generator. The seed is printed;
-//! `WARDEN_CRASH_SEED=N` replays it and `WARDEN_CRASH_CYCLES=N` sets the number of kills
+//! `WARDEN_CRASH_SEED=N` replays the same delays and TTLs (the interleaving with the server
+//! still varies) and `WARDEN_CRASH_CYCLES=N` sets the number of kills
 //! (default 50 for PostgreSQL, 10 for MariaDB). Each run prints `crash.*` lines with what it
 //! saw (`bench/run crash` collects them) before it asserts.
 
@@ -33,8 +34,9 @@ use warden_testkit::{Cli, Mariadb, Postgres, Server};
 const MAX_KILL_DELAY_MS: u64 = 400;
 /// Shortest and longest TTL of a grant in the stream, in seconds.
 const TTL_SECS: (u64, u64) = (1, 3);
-/// Threads sending requests, and each one's pause between two requests. The rate stays below
-/// what the worker revokes, so every lateness seen is the crashes', not a backlog's.
+/// Threads sending requests, and each one's pause between two requests: a steady load of a few
+/// grants a second each, enough that most kills land in the middle of an issue or a revocation
+/// without saturating the database.
 const STREAM_THREADS: usize = 2;
 const STREAM_PAUSE: Duration = Duration::from_millis(40);
 /// How long after its expiry a lease may still be unrevoked.

@@ -372,6 +372,14 @@ impl Issuer for PostgresIssuer {
             .await
             .map_err(|e| failed("disabling login of", e))?;
         end_sessions(&client, account, oid).await?;
+        // DROP OWNED rewrites the same privilege rows role creation does: queue behind it.
+        let lock = self.catalog_lock(format!(
+            "{}:{}/{}",
+            conn.host,
+            conn.port,
+            conn.database.as_deref().unwrap_or_default()
+        ));
+        let _queued = lock.lock().await;
         client
             .batch_execute(&format!(
                 "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}"
