@@ -71,9 +71,4 @@ impl Directory {
     pub fn get(&self, name: &UserName) -> Option<&User> {
         self.users.get(name)
     }
-
-    /// Every user, ordered by name.
-    pub fn users(&self) -> impl Iterator<Item = &User> {
-        self.users.values()
-    }
 }

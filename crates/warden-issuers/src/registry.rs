@@ -23,11 +23,6 @@ impl Registry {
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Issuer>> {
         self.by_kind.get(kind)
     }
-
-    /// Every known kind, for error messages.
-    pub fn kinds(&self) -> Vec<&'static str> {
-        self.by_kind.keys().copied().collect()
-    }
 }
 
 /// Kinds of target this build of Warden can issue credentials for.
