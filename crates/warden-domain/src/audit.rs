@@ -59,6 +59,9 @@ codes! {
     GrantExpired = 2009, "grant.expired";
     GrantRevoked = 2010, "grant.revoked";
     ActionRefused = 2011, "request.action_refused";
+    BreakGlassActivated = 2100, "breakglass.activated";
+    PostmortemOpened = 2101, "postmortem.opened";
+    PostmortemClosed = 2102, "postmortem.closed";
     CredentialIssued = 4000, "credential.issued";
     CredentialIssueFailed = 4001, "credential.issue_failed";
     CredentialRevoked = 4002, "credential.revoked";

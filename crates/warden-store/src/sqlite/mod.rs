@@ -21,8 +21,9 @@ use crate::{
 };
 use writer::Writer;
 
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+/// The schema as numbered migrations, oldest first; `PRAGMA user_version` counts how many
+/// are applied. Add a file and a line here; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_core.sql")];
 const READERS: usize = 8;
 
 /// SQLite-backed [`crate::Store`].
@@ -51,6 +52,30 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")
 }
 
+/// Applies the migrations `conn` does not have yet, each in its own transaction.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend)?;
+    if version > known {
+        return Err(Error::Backend(format!(
+            "{} has schema version {version}, newer than this Warden understands ({known}); upgrade Warden",
+            path.display()
+        )));
+    }
+    for (applied, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql} PRAGMA user_version={applied}; COMMIT;"
+        ))
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
@@ -58,23 +83,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         configure(&conn).map_err(backend)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(backend)?;
-        match version {
-            0 => conn
-                .execute_batch(&format!(
-                    "BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-                ))
-                .map_err(backend)?,
-            SCHEMA_VERSION => {}
-            v => {
-                return Err(Error::Backend(format!(
-                    "{} has schema version {v}, newer than this Warden understands ({SCHEMA_VERSION}); upgrade Warden",
-                    path.display()
-                )));
-            }
-        }
+        migrate(&conn, path)?;
         Ok(Self {
             writer: Writer::start(conn).map_err(backend)?,
             readers: Arc::new(Mutex::new(Vec::new())),

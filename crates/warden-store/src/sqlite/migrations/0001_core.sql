@@ -1,4 +1,4 @@
--- Warden's SQLite schema, version 1.
+-- Warden's SQLite schema: the core tables. Later migrations (0002_…) add to it.
 CREATE TABLE requests (
     id TEXT PRIMARY KEY,
     requester TEXT NOT NULL,
