@@ -78,6 +78,16 @@ impl Target for Db {
             .admin_query("CREATE USER 'alice'@'%' IDENTIFIED BY 'x'; CREATE USER 'w_dba'@'%'");
         vec!["alice".into(), "w_dba".into()]
     }
+
+    fn end_admin_connections(&self) {
+        let ids = self.server.admin_query(&format!(
+            "SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE USER = {}",
+            literal(self.server.admin_user())
+        ));
+        for id in ids.split(',').filter(|id| id.parse::<u64>().is_ok()) {
+            self.server.admin_query(&format!("KILL {id}"));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,13 @@ impl Target for Pg {
         ));
         names.map(str::to_owned).to_vec()
     }
+
+    fn end_admin_connections(&self) {
+        self.server.admin_query(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {}",
+            literal(self.server.admin_user())
+        ));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

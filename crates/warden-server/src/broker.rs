@@ -839,43 +839,17 @@ impl App {
         .await
     }
 
-    /// Expires grants, times out requests, and revokes credentials whose leases are due.
+    /// Revokes credentials whose leases are due, then expires grants and times out requests.
     /// Returns how many were handled; failures are logged, audited and retried with backoff.
+    ///
+    /// Credentials go first: an active grant's lease is due at its expiry, so the account is
+    /// removed without waiting for the request's own change. Both run many at once, so a burst
+    /// of expiries (after downtime, say) is neither served one target round trip nor one commit
+    /// at a time; the store's group commit makes the concurrent writes share their syncs.
     pub async fn process_due(&self) -> Result<usize, Error> {
         let now = now();
-        let mut handled = 0;
-        for mut r in self.store.due(now, 256).await? {
-            let ended = match r.state {
-                State::Pending => r
-                    .time_out(now)
-                    .map(|()| {
-                        vec![
-                            Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r),
-                        ]
-                        .into()
-                    })
-                    .map_err(Error::from),
-                State::Active => self.end_grant(&mut r, None, now).await,
-                _ => continue,
-            };
-            // One request that cannot move must not hold up the others.
-            let change = match ended {
-                Ok(change) => change,
-                Err(e) => {
-                    tracing::warn!(request = %r.id, error = %e, "due request not processed; will retry");
-                    continue;
-                }
-            };
-            match self.store.update_request(&r, change).await {
-                Ok(_) => handled += 1,
-                Err(warden_store::Error::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Revocations wait on targets; run several at once so a burst of expiries is not
-        // served one round trip at a time.
         let leases = self.store.due_leases(now, 1024).await?;
-        handled += leases.len();
+        let mut handled = leases.len();
         let results: Vec<Result<(), Error>> = futures_util::stream::iter(leases)
             .map(|lease| self.process_lease(lease, now))
             .buffer_unordered(LEASE_CONCURRENCY)
@@ -886,7 +860,49 @@ impl App {
                 tracing::error!(error = %e, "lease not processed; will retry");
             }
         }
+        let ended: Vec<Result<bool, Error>> =
+            futures_util::stream::iter(self.store.due(now, 256).await?)
+                .map(|r| self.end_due(r, now))
+                .buffer_unordered(LEASE_CONCURRENCY)
+                .collect()
+                .await;
+        for r in ended {
+            match r {
+                Ok(true) => handled += 1,
+                Ok(false) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(handled)
+    }
+
+    /// Times out a pending request or expires an active grant that is due; returns whether it
+    /// changed. One request that cannot move is logged and left for the next pass, so it never
+    /// holds up the others.
+    async fn end_due(&self, mut r: Request, now: OffsetDateTime) -> Result<bool, Error> {
+        let ended = match r.state {
+            State::Pending => r
+                .time_out(now)
+                .map(|()| {
+                    vec![Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r)]
+                        .into()
+                })
+                .map_err(Error::from),
+            State::Active => self.end_grant(&mut r, None, now).await,
+            _ => return Ok(false),
+        };
+        let change = match ended {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(request = %r.id, error = %e, "due request not processed; will retry");
+                return Ok(false);
+            }
+        };
+        match self.store.update_request(&r, change).await {
+            Ok(_) => Ok(true),
+            Err(warden_store::Error::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Moves every lease still at its intent to revoking. Called once at start-up: no issue is

@@ -50,6 +50,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use warden_domain::{RequestId, UserName};
 
+use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, parse_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, is_account_name,
@@ -76,12 +77,49 @@ const ER_NO_SUCH_THREAD: u16 = 1094;
 
 /// Creates MariaDB (or MySQL) accounts for grants.
 #[derive(Debug, Default)]
-pub struct MariadbIssuer;
+pub struct MariadbIssuer {
+    /// Administrator connections between calls.
+    pool: Pool<Conn>,
+}
 
 impl MariadbIssuer {
-    /// The issuer; it holds no state and connects per call.
+    /// The issuer; it keeps administrator connections open between calls.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// Runs `work` on an administrator connection: an idle one from the pool that still
+    /// answers a ping, else a new one. It goes back to the pool only if `work` succeeded.
+    async fn with_admin<T>(
+        &self,
+        conn: &Connection,
+        user: &str,
+        password: &str,
+        work: impl AsyncFnOnce(&mut Conn) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let key = Key::new(conn, user, password);
+        let mut pooled = None;
+        while let Some(mut c) = self.pool.take(&key, |_| true) {
+            if c.ping().await.is_ok() {
+                pooled = Some(c);
+                break;
+            }
+        }
+        let mut c = match pooled {
+            Some(c) => c,
+            None => connect(conn, user, password).await?,
+        };
+        match work(&mut c).await {
+            Ok(v) => {
+                self.pool.put(key, c);
+                Ok(v)
+            }
+            Err(e) => {
+                // A failed goodbye changes nothing at the server.
+                let _ = c.disconnect().await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -203,7 +241,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, 
         .map_err(|e| target_error(&where_, &e, &[password]))
 }
 
-/// Runs `work` on a fresh connection and closes it politely, whatever the outcome.
+/// Runs `work` on a connection of its own and closes it politely, whatever the outcome.
 async fn with_conn<T>(
     conn: &Connection,
     user: &str,
@@ -292,7 +330,7 @@ impl Issuer for MariadbIssuer {
             expires: &expires,
         };
 
-        with_conn(&conn, &admin.username, admin.password.expose(), async |c| {
+        self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
             c.query_drop(format!(
                 "CREATE USER {grantee} IDENTIFIED BY {password_literal}"
             ))
@@ -343,7 +381,7 @@ impl Issuer for MariadbIssuer {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
-        with_conn(&conn, &admin.username, admin.password.expose(), async |c| {
+        self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
             // Every host part: the role's `host` setting may have changed since issuing.
             let hosts: Vec<String> = c
                 .exec("SELECT Host FROM mysql.user WHERE User = ?", (name,))
@@ -377,7 +415,7 @@ impl Issuer for MariadbIssuer {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
         let admin = require_admin(req.admin, req.target)?;
         let users: Vec<String> =
-            with_conn(&conn, &admin.username, admin.password.expose(), async |c| {
+            self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
                 c.query(
                     "SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, 2) = 'w_' ORDER BY User",
                 )
@@ -399,6 +437,7 @@ impl Issuer for MariadbIssuer {
         let failed = |e: mysql_async::Error| {
             target_error("changing the administrator's password", &e, &[new_password])
         };
+        // A connection of its own: it authenticated with the password this call replaces.
         with_conn(
             &conn,
             &req.admin.username,

@@ -44,12 +44,13 @@ use tokio_postgres::{Client, NoTls};
 use warden_domain::{RequestId, UserName};
 
 use crate::sql::template::{Template, Values, parse_grants};
+use crate::sql::pool::{Key, Pool};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, grant_tail, is_account_name,
     parse_connection, redact, require_account, require_admin, require_password, url,
 };
 use crate::{
-    Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
+    Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
     RevokeResponse, RotateRootRequest, Secret, Settings,
 };
 
@@ -96,12 +97,33 @@ pub struct PostgresIssuer {
     /// tables anyway, and queueing them here avoids the conflicts concurrent ones run into.
     catalogs:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    /// Administrator connections between calls.
+    pool: Pool<Client>,
 }
 
 impl PostgresIssuer {
-    /// The issuer; it connects per call.
+    /// The issuer; it keeps administrator connections open between calls.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An administrator connection: an idle one from the pool that still answers, else a new
+    /// one. Give it back with [`Pool::put`] once its work succeeded.
+    async fn admin_client(
+        &self,
+        conn: &Connection,
+        admin: &AdminCredential,
+    ) -> Result<(Key, Client), Error> {
+        let key = Key::new(conn, &admin.username, admin.password.expose());
+        while let Some(client) = self.pool.take(&key, |c| !c.is_closed()) {
+            // One round trip tells a connection the server has since closed (a restart, an
+            // idle timeout) before real work fails on it.
+            if client.batch_execute("").await.is_ok() {
+                return Ok((key, client));
+            }
+        }
+        let client = connect(conn, &admin.username, admin.password.expose()).await?;
+        Ok((key, client))
     }
 
     fn catalog_lock(&self, key: String) -> std::sync::Arc<tokio::sync::Mutex<()>> {
@@ -282,7 +304,7 @@ impl Issuer for PostgresIssuer {
             expires: &expires,
         };
 
-        let mut client = connect(&conn, &admin.username, admin.password.expose()).await?;
+        let (key, mut client) = self.admin_client(&conn, admin).await?;
         let create = format!(
             "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {expires}",
             literal(&verifier)
@@ -324,6 +346,7 @@ impl Issuer for PostgresIssuer {
                 Err((what, e)) => return Err(target_error(&what, &e, &secrets)),
             }
         }
+        self.pool.put(key, client);
 
         Ok(IssueResponse {
             public: serde_json::json!({
@@ -344,7 +367,7 @@ impl Issuer for PostgresIssuer {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let admin = require_admin(req.admin, req.target)?;
         let account = require_account(req.account)?;
-        let client = connect(&conn, &admin.username, admin.password.expose()).await?;
+        let (key, client) = self.admin_client(&conn, admin).await?;
         let failed = |what: &str, e: tokio_postgres::Error| {
             target_error(&format!("{what} role {account}"), &e, &[])
         };
@@ -357,12 +380,14 @@ impl Issuer for PostgresIssuer {
             .await
             .map_err(|e| failed("looking up", e))?;
         let Some(row) = row else {
+            self.pool.put(key, client);
             return Ok(RevokeResponse::AlreadyGone);
         };
         let (oid, comment): (u32, Option<String>) = (row.get(0), row.get(1));
         // A role of this name without this grant's marker was not made by Warden for it (its
         // creation failed because the name was taken): it is not Warden's to drop.
         if comment.as_deref() != Some(marker(req.grant).as_str()) {
+            self.pool.put(key, client);
             return Ok(RevokeResponse::AlreadyGone);
         }
 
@@ -386,13 +411,14 @@ impl Issuer for PostgresIssuer {
             ))
             .await
             .map_err(|e| failed("dropping", e))?;
+        self.pool.put(key, client);
         Ok(RevokeResponse::Revoked)
     }
 
     async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let admin = require_admin(req.admin, req.target)?;
-        let client = connect(&conn, &admin.username, admin.password.expose()).await?;
+        let (key, client) = self.admin_client(&conn, admin).await?;
         let rows = client
             .query(
                 "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles \
@@ -401,6 +427,7 @@ impl Issuer for PostgresIssuer {
             )
             .await
             .map_err(|e| target_error("listing roles", &e, &[]))?;
+        self.pool.put(key, client);
         Ok(rows
             .iter()
             .filter_map(|row| {
@@ -417,6 +444,7 @@ impl Issuer for PostgresIssuer {
     async fn rotate_root(&self, req: RotateRootRequest<'_>) -> Result<(), Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let new_password = require_password(Some(req.new_password), "administrator")?;
+        // A connection of its own: it authenticated with the password this call replaces.
         let client = connect(&conn, &req.admin.username, req.admin.password.expose()).await?;
         let verifier = postgres_protocol::password::scram_sha_256(new_password.as_bytes());
         client

@@ -8,6 +8,7 @@
 //! limit and PostgreSQL's 63. The `w_` prefix is reserved for Warden: accounts named like this
 //! are treated as Warden's by reconciliation, so people must not create such accounts by hand.
 
+pub(crate) mod pool;
 pub(crate) mod template;
 
 use std::time::Duration;

@@ -37,6 +37,9 @@ pub trait Target: Sync {
     fn account_exists(&self, name: &str) -> bool;
     /// Creates accounts by hand, as a human administrator would, and returns their names.
     fn create_human_accounts(&self) -> Vec<String>;
+    /// Ends every connection of the administrator from the server's side, as a restart or an
+    /// idle timeout would.
+    fn end_admin_connections(&self);
 }
 
 /// One grant as the server would prepare it: an id, the account name the issuer chose and a
@@ -158,6 +161,7 @@ fn text(out: &Output) -> String {
 /// since every step before uses the password the server was set up with.
 pub async fn run(t: &impl Target) {
     lifecycle(t).await;
+    closed_admin_connections_are_not_reused(t).await;
     only_own_accounts(t).await;
     failed_grants_leave_nothing(t).await;
     rotate_root(t).await;
@@ -234,6 +238,24 @@ async fn lifecycle(t: &impl Target) {
     );
     assert!(!list(t).await.contains(&g.account));
     assert_eq!(revoke(t, &g).await.unwrap(), RevokeResponse::AlreadyGone);
+}
+
+/// The issuer keeps administrator connections between calls; when the server has closed them,
+/// the next call still works.
+async fn closed_admin_connections_are_not_reused(t: &impl Target) {
+    let first = Grant::new(t.issuer(), "carol");
+    issue(t, &first, &grants(&t.read_grants()), in_an_hour())
+        .await
+        .unwrap();
+    t.end_admin_connections();
+    let second = Grant::new(t.issuer(), "carol");
+    issue(t, &second, &grants(&t.read_grants()), in_an_hour())
+        .await
+        .expect("issuing after the server closed the administrator's connections");
+    t.end_admin_connections();
+    for g in [&first, &second] {
+        assert_eq!(revoke(t, g).await.unwrap(), RevokeResponse::Revoked);
+    }
 }
 
 /// Listing shows Warden's accounts only, and revoking never touches anyone else's.

@@ -1,0 +1,145 @@
+//! Administrator connections kept open between calls, per target and credential.
+//!
+//! Connecting and authenticating (SCRAM on PostgreSQL) costs more than the statements an
+//! issue or a revoke runs, so a connection that finished its work cleanly goes back here and
+//! the next call at the same target takes it. Only connections whose work succeeded are
+//! returned: one that failed is dropped, whatever state it was left in. Connections idle for
+//! longer than [`IDLE_LIMIT`] are closed rather than reused, and when a target's administrator
+//! credential changes (`rotate-root`, `set-credential`) the connections made with the old one
+//! are closed the next time one with the new credential is returned.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::Connection;
+
+/// How long an unused connection is kept.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The most idle connections kept per target and credential: as many as revocations run at
+/// once, so a burst of expiries does not reconnect.
+const MAX_IDLE: usize = 32;
+
+/// Which connections are interchangeable: same server, database and credential. The password
+/// is kept only as a SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    host: String,
+    port: u16,
+    database: Option<String>,
+    user: String,
+    password: [u8; 32],
+}
+
+impl Key {
+    pub(crate) fn new(conn: &Connection, user: &str, password: &str) -> Self {
+        Self {
+            host: conn.host.clone(),
+            port: conn.port,
+            database: conn.database.clone(),
+            user: user.to_owned(),
+            password: Sha256::digest(password.as_bytes()).into(),
+        }
+    }
+
+    fn same_place(&self, other: &Key) -> bool {
+        self.host == other.host && self.port == other.port && self.database == other.database
+    }
+}
+
+/// Idle connections of type `C`.
+#[derive(Debug)]
+pub(crate) struct Pool<C> {
+    idle: Mutex<HashMap<Key, Vec<(C, Instant)>>>,
+}
+
+impl<C> Default for Pool<C> {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<C> Pool<C> {
+    /// The most recently returned connection for `key` that `usable` accepts, if any.
+    pub(crate) fn take(&self, key: &Key, usable: impl Fn(&C) -> bool) -> Option<C> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let list = idle.get_mut(key)?;
+        while let Some((c, since)) = list.pop() {
+            if now.duration_since(since) < IDLE_LIMIT && usable(&c) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Keeps `c`, which just finished its work cleanly, for the next call at `key`.
+    pub(crate) fn put(&self, key: Key, c: C) {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        // Connections made with a credential that has since changed are never used again.
+        idle.retain(|k, _| k == &key || !k.same_place(&key));
+        let list = idle.entry(key).or_default();
+        list.retain(|(_, since)| now.duration_since(*since) < IDLE_LIMIT);
+        if list.len() < MAX_IDLE {
+            list.push((c, now));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<(C, Instant)>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(host: &str) -> Connection {
+        Connection {
+            host: host.into(),
+            port: 5432,
+            database: Some("app".into()),
+        }
+    }
+
+    #[test]
+    fn connections_are_reused_only_for_the_same_target_and_credential() {
+        let pool = Pool::default();
+        let a = Key::new(&conn("db1"), "admin", "one");
+        pool.put(a.clone(), 1);
+        assert_eq!(pool.take(&Key::new(&conn("db2"), "admin", "one"), |_| true), None);
+        assert_eq!(pool.take(&Key::new(&conn("db1"), "admin", "two"), |_| true), None);
+        assert_eq!(pool.take(&a, |_| true), Some(1));
+        assert_eq!(pool.take(&a, |_| true), None, "a connection is handed out once");
+    }
+
+    #[test]
+    fn unusable_connections_are_dropped() {
+        let pool = Pool::default();
+        let a = Key::new(&conn("db1"), "admin", "one");
+        pool.put(a.clone(), 1);
+        pool.put(a.clone(), 2);
+        assert_eq!(pool.take(&a, |c| *c == 1), Some(1), "2 was closed and skipped");
+        assert_eq!(pool.take(&a, |_| true), None);
+    }
+
+    #[test]
+    fn a_new_credential_closes_the_old_ones() {
+        let pool = Pool::default();
+        let old = Key::new(&conn("db1"), "admin", "old");
+        let other = Key::new(&conn("db2"), "admin", "old");
+        pool.put(old.clone(), 1);
+        pool.put(other.clone(), 3);
+        pool.put(Key::new(&conn("db1"), "admin", "new"), 2);
+        assert_eq!(pool.take(&old, |_| true), None);
+        assert_eq!(pool.take(&other, |_| true), Some(3), "other targets keep theirs");
+    }
+}
