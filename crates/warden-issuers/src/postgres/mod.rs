@@ -63,18 +63,28 @@ const MARKER: &str = "warden grant ";
 const CATALOG_RETRIES: u64 = 5;
 
 /// Runs a role's statements in one transaction; on failure, says which step failed.
+///
+/// The statements are pipelined: sent back to back and answered in order, so the whole
+/// transaction costs two round trips, whatever the number of grants. After a failure the
+/// server rejects the rest of the transaction, so the first error is the one that matters.
 async fn create_role(
-    client: &mut tokio_postgres::Client,
+    client: &Client,
     statements: &[(String, String)],
 ) -> Result<(), (String, tokio_postgres::Error)> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| ("starting a transaction".to_owned(), e))?;
-    for (what, sql) in statements {
-        tx.batch_execute(sql).await.map_err(|e| (what.clone(), e))?;
+    let begin = ("starting a transaction".to_owned(), "BEGIN".to_owned());
+    let steps = std::iter::once(&begin).chain(statements);
+    let results = futures_util::future::join_all(
+        steps.map(|(what, sql)| async move { client.batch_execute(sql).await.map_err(|e| (what, e)) }),
+    )
+    .await;
+    if let Some((what, e)) = results.into_iter().find_map(Result::err) {
+        // Nothing was created; a failed rollback leaves the connection unusable, and a failed
+        // call never returns its connection to the pool.
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err((what.clone(), e));
     }
-    tx.commit()
+    client
+        .batch_execute("COMMIT")
         .await
         .map_err(|e| ("committing the role".to_owned(), e))
 }
@@ -304,7 +314,7 @@ impl Issuer for PostgresIssuer {
             expires: &expires,
         };
 
-        let (key, mut client) = self.admin_client(&conn, admin).await?;
+        let (key, client) = self.admin_client(&conn, admin).await?;
         let create = format!(
             "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {expires}",
             literal(&verifier)
@@ -338,7 +348,7 @@ impl Issuer for PostgresIssuer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match create_role(&mut client, &statements).await {
+            match create_role(&client, &statements).await {
                 Ok(()) => break,
                 Err((_, e)) if attempt < CATALOG_RETRIES && catalog_conflict(&e) => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
