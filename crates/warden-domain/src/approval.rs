@@ -463,7 +463,10 @@ mod tests {
             ("peer(sre) & peer(dba)", "peer"),
             ("manager & peer(sre)", "peer+manager"),
             ("two-person(security)", "two-person"),
-            ("two-person(sec) & manager & peer(x)", "peer+manager+two-person"),
+            (
+                "two-person(sec) & manager & peer(x)",
+                "peer+manager+two-person",
+            ),
         ] {
             let r: Requirement = expr.parse().unwrap();
             assert_eq!(r.tier(), tier, "{expr}");

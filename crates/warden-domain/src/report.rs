@@ -441,7 +441,9 @@ mod tests {
             )
             .unwrap();
         let mut cancelled = request(6, 50, "manager", None);
-        cancelled.cancel(&"alice".parse().unwrap(), T0 + min(51)).unwrap();
+        cancelled
+            .cancel(&"alice".parse().unwrap(), T0 + min(51))
+            .unwrap();
         let before = auto(7, -10); // made before the period: ignored
         let requests = [
             auto(1, 0),
@@ -476,7 +478,10 @@ mod tests {
         assert_eq!(c.approval_p90_seconds.standing, Standing::Above);
         assert_eq!(c.approval_median_seconds.count, 3);
         // Held: three full hours and one early revoke after 10 minutes.
-        assert_eq!(c.privilege_seconds.value, Some((3.0 * 3600.0 + 600.0) / 4.0));
+        assert_eq!(
+            c.privilege_seconds.value,
+            Some((3.0 * 3600.0 + 600.0) / 4.0)
+        );
         assert_eq!(c.breakglass_uses.standing, Standing::Within);
         assert_eq!(c.revocation_max_seconds.standing, Standing::NoData);
     }
@@ -486,7 +491,10 @@ mod tests {
         let c = card(&[peer(1, 0, 1, None), peer(2, 5, 2, None)], &[]);
         assert_eq!(c.approval_median_seconds.value, Some(60.0));
         assert_eq!(c.approval_median_seconds.standing, Standing::Below);
-        assert_eq!(card(&[], &[]).approval_median_seconds.standing, Standing::NoData);
+        assert_eq!(
+            card(&[], &[]).approval_median_seconds.standing,
+            Standing::NoData
+        );
         assert_eq!(card(&[], &[]).jit_share.value, None);
     }
 
@@ -531,8 +539,16 @@ mod tests {
         let other = auto(3, 0);
         let sec = Duration::milliseconds;
         let events = [
-            event(Code::CredentialRevoked, T0 + min(60) + sec(400), Some(expired.id)),
-            event(Code::CredentialRevoked, T0 + min(20) + sec(2500), Some(revoked.id)),
+            event(
+                Code::CredentialRevoked,
+                T0 + min(60) + sec(400),
+                Some(expired.id),
+            ),
+            event(
+                Code::CredentialRevoked,
+                T0 + min(20) + sec(2500),
+                Some(revoked.id),
+            ),
             // A repeat confirmation does not count twice; failures are counted.
             event(Code::CredentialRevoked, T0 + min(30), Some(revoked.id)),
             event(Code::CredentialRevokeFailed, T0 + min(61), Some(other.id)),
