@@ -15,8 +15,7 @@ impl SqliteStore {
         let rows: Vec<(String, String, i64)> = self
             .read(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT state, json_extract(body, '$.requirement'), COUNT(*) FROM requests
-                     GROUP BY state, json_extract(body, '$.requirement')",
+                    "SELECT state, requirement, COUNT(*) FROM requests GROUP BY state, requirement",
                 )?;
                 let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
                 rows.collect()
@@ -86,5 +85,139 @@ impl SqliteStore {
             rows.collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+    use time::macros::datetime;
+    use warden_domain::audit::{Actor, Event};
+    use warden_domain::decision::Decision;
+    use warden_domain::request::Ask;
+    use warden_domain::{Reason, RequestId};
+
+    use super::*;
+    use crate::Store;
+
+    const T0: OffsetDateTime = datetime!(2026-01-01 10:00 UTC);
+
+    fn request(n: u128, tier: &str, minutes: i64) -> Request {
+        let mut d = Decision::deny(vec![]);
+        d.allowed = true;
+        d.requirement = tier.parse().unwrap();
+        d.max_ttl = "1h".parse().unwrap();
+        d.pending_timeout = "1h".parse().unwrap();
+        Request::new(
+            RequestId::from_uuid(uuid::Uuid::from_u128(n)),
+            "alice".parse().unwrap(),
+            Ask {
+                target: "web".parse().unwrap(),
+                role: "admin".parse().unwrap(),
+                reason: Reason::parse("x").unwrap(),
+                ticket: None,
+                ttl: "10m".parse().unwrap(),
+            },
+            &d,
+            None,
+            None,
+            T0 + Duration::minutes(minutes),
+        )
+    }
+
+    fn breakglass(drill: Option<bool>) -> Event {
+        let e = Event::new(Code::BreakGlassActivated, Actor::system(), T0);
+        match drill {
+            Some(d) => e.details(serde_json::json!({ "drill": d })),
+            None => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_group_by_state_tier_and_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+        for (n, tier, at) in [(1, "auto", 0), (2, "peer(sre)", 5), (3, "peer(sre)", 10)] {
+            s.insert_request(&request(n, tier, at), Vec::new().into())
+                .await
+                .unwrap();
+        }
+        let mut counts = s.count_requests().await.unwrap();
+        counts.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            counts,
+            [
+                (State::Pending, "auto".to_owned(), 1),
+                (State::Pending, "peer(sre)".to_owned(), 2)
+            ]
+        );
+        let between = s
+            .created_between(T0 + Duration::minutes(5), T0 + Duration::minutes(10), 10)
+            .await
+            .unwrap();
+        assert_eq!(between.len(), 1);
+        assert_eq!(
+            between[0].id,
+            RequestId::from_uuid(uuid::Uuid::from_u128(2))
+        );
+
+        s.append(vec![
+            breakglass(Some(true)),
+            breakglass(Some(false)),
+            breakglass(Some(false)),
+            breakglass(None),
+            Event::new(Code::PostmortemOpened, Actor::system(), T0),
+        ])
+        .await
+        .unwrap();
+        let mut by_drill = s
+            .count_events(Code::BreakGlassActivated, Some("drill"))
+            .await
+            .unwrap();
+        by_drill.sort();
+        assert_eq!(
+            by_drill,
+            [
+                (None, 1),
+                (Some("false".to_owned()), 2),
+                (Some("true".to_owned()), 1)
+            ]
+        );
+        let opened = s.count_events(Code::PostmortemOpened, None).await.unwrap();
+        assert_eq!(opened, [(None, 1)]);
+        assert_eq!(s.count_failed_leases().await.unwrap(), 0);
+    }
+
+    #[test]
+    fn scrape_counts_read_only_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for (sql, index) in [
+            (
+                "SELECT state, requirement, COUNT(*) FROM requests GROUP BY state, requirement",
+                // The virtual column's values come from the index (measured: 100,000 requests
+                // of 1.5 KB count in about 20 ms, as fast as a covering index).
+                "INDEX requests_state_requirement",
+            ),
+            (
+                "SELECT COUNT(*) FROM leases WHERE state = 'failed'",
+                "COVERING INDEX leases_state",
+            ),
+            (
+                "SELECT COUNT(*) FROM audit WHERE code = 2100",
+                "INDEX audit_code",
+            ),
+        ] {
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
+        }
     }
 }
