@@ -1,7 +1,8 @@
 //! Prometheus metrics, served at `/metrics` in the text exposition format 0.0.4.
 //!
 //! Every series is declared once in [`series!`] below: adding a metric is one line there plus
-//! the call that feeds it. Event-driven series (counters, histograms) are fed by the broker as
+//! the call that feeds it (`app.metrics.add`, `observe` or `set`), or, for a figure counted
+//! from audit events, one more line in [`FROM_AUDIT`] and no call at all. Event-driven series (counters, histograms) are fed by the broker as
 //! things happen; figures that must be right after a restart (requests by state, failed
 //! leases, export lag, and the series counted from audit events in [`FROM_AUDIT`]) are read
 //! at scrape time. Label values are always bounded: states, approval tiers
@@ -122,7 +123,8 @@ series! {
 /// How a series is counted from the audit log.
 #[derive(Debug, Clone, Copy)]
 enum Tally {
-    /// Events of the code, by the value of a details field, with the values always shown.
+    /// Events of the code, by the value of a details field. Every listed value is shown, zero
+    /// or not; events without the field count under the first.
     ByDetail(Code, &'static str, &'static [&'static str]),
     /// Events of the first code less events of the second.
     Difference(Code, Code),

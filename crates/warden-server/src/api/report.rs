@@ -179,12 +179,21 @@ pub async fn report(
         );
         return Err(refuse(&app, &who, "report", err).await);
     }
-    let mut all = events(&app, Code::BreakGlassActivated, Some(from), Some(to)).await?;
-    for code in [Code::PostmortemOpened, Code::PostmortemClosed] {
-        all.extend(events(&app, code, None, Some(to)).await?);
-    }
-    for code in [Code::CredentialRevoked, Code::CredentialRevokeFailed] {
-        all.extend(events(&app, code, Some(from), None).await?);
+    let mut all = Vec::new();
+    for (code, from, to) in [
+        (Code::BreakGlassActivated, Some(from), Some(to)),
+        (Code::PostmortemOpened, None, Some(to)),
+        (Code::PostmortemClosed, None, Some(to)),
+        (Code::CredentialRevoked, Some(from), None),
+        (Code::CredentialRevokeFailed, Some(from), None),
+    ] {
+        match events(&app, code, from, to).await {
+            Ok(e) => all.extend(e),
+            Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                return Err(refuse(&app, &who, "report", e).await);
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(Json(Scorecard::compute(Input {
         from,
