@@ -55,11 +55,14 @@ pub enum Standing {
     Above,
     /// Nothing in the period to compute it from.
     NoData,
+    /// The figure has no target band; it is shown for information.
+    Untargeted,
 }
 
 impl Band {
     fn judge(&self, value: Option<f64>) -> Standing {
         match value {
+            _ if self.min.is_none() && self.max.is_none() => Standing::Untargeted,
             None => Standing::NoData,
             Some(v) if self.min.is_some_and(|m| v < m) => Standing::Below,
             Some(v) if self.max.is_some_and(|m| v > m) => Standing::Above,
@@ -470,6 +473,7 @@ mod tests {
         assert_eq!(c.jit_share.standing, Standing::Within);
         assert_eq!(c.standing_accounts, None);
         assert_eq!((c.ticket_share.count, c.ticket_share.of), (2, Some(4)));
+        assert_eq!(c.ticket_share.standing, Standing::Untargeted);
         assert_eq!(c.ticket_share.value, Some(0.5));
         // Approvals after 4, 12 and 30 minutes: median 12 (in band), p90 30 (above).
         assert_eq!(c.approval_median_seconds.value, Some(720.0));

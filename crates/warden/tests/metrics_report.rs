@@ -118,6 +118,7 @@ fn scorecard_and_metrics_follow_a_scripted_history() {
         (ticket["value"].as_f64(), ticket["count"].as_u64()),
         (Some(0.25), Some(1))
     );
+    assert_eq!(ticket["standing"], "untargeted");
     for name in ["approval_median_seconds", "approval_p90_seconds"] {
         let f = figure(&card, name);
         assert_eq!(f["count"], 2, "{name}: {f}");

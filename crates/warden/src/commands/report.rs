@@ -67,12 +67,12 @@ fn row(name: &str, f: &Figure, unit: Unit) -> Vec<String> {
         }
         (Some(v), None) => value(v, unit),
     };
-    let standing = match (f.standing, f.band.min.or(f.band.max)) {
-        (_, None) => "",
-        (Standing::Within, _) => "on target",
-        (Standing::Below, _) => "BELOW",
-        (Standing::Above, _) => "ABOVE",
-        (Standing::NoData, _) => "no data",
+    let standing = match f.standing {
+        Standing::Untargeted => "",
+        Standing::Within => "on target",
+        Standing::Below => "BELOW",
+        Standing::Above => "ABOVE",
+        Standing::NoData => "no data",
     };
     vec![
         name.to_owned(),
