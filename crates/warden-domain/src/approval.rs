@@ -63,6 +63,26 @@ impl Requirement {
         &self.clauses
     }
 
+    /// The tier's shape without its groups and counts, for metric labels and reports: `auto`,
+    /// `peer`, `manager`, `two-person`, or kinds joined by `+` such as `peer+manager`. At most
+    /// eight values whatever the policy says.
+    pub fn tier(&self) -> &'static str {
+        let has = |f: fn(&Clause) -> bool| self.clauses.iter().any(f);
+        let peer = has(|c| matches!(c, Clause::Peer { .. }));
+        let manager = has(|c| matches!(c, Clause::Manager));
+        let two = has(|c| matches!(c, Clause::TwoPerson { .. }));
+        match (peer, manager, two) {
+            (false, false, false) => "auto",
+            (true, false, false) => "peer",
+            (false, true, false) => "manager",
+            (false, false, true) => "two-person",
+            (true, true, false) => "peer+manager",
+            (true, false, true) => "peer+two-person",
+            (false, true, true) => "manager+two-person",
+            (true, true, true) => "peer+manager+two-person",
+        }
+    }
+
     /// The strictest combination of two requirements: both must hold. Peer clauses over the
     /// same groups keep the higher count; identical clauses are kept once.
     pub fn and(&self, other: &Requirement) -> Requirement {
@@ -433,5 +453,23 @@ mod tests {
     fn auto_is_satisfied_by_nobody() {
         let alice = user("alice", &[], None);
         assert!(Requirement::auto().progress(&alice, &[]).satisfied);
+    }
+
+    #[test]
+    fn tier_drops_groups_and_counts() {
+        for (expr, tier) in [
+            ("auto", "auto"),
+            ("peer(sre|dba, 2)", "peer"),
+            ("peer(sre) & peer(dba)", "peer"),
+            ("manager & peer(sre)", "peer+manager"),
+            ("two-person(security)", "two-person"),
+            (
+                "two-person(sec) & manager & peer(x)",
+                "peer+manager+two-person",
+            ),
+        ] {
+            let r: Requirement = expr.parse().unwrap();
+            assert_eq!(r.tier(), tier, "{expr}");
+        }
     }
 }

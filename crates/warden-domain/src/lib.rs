@@ -10,6 +10,7 @@ pub mod decision;
 pub mod directory;
 pub mod lease;
 pub mod names;
+pub mod report;
 pub mod request;
 pub mod text;
 pub mod ttl;

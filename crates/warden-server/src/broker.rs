@@ -26,6 +26,7 @@ use warden_policy::{Action, Context, Policy};
 use warden_store::Change;
 
 use crate::auth::AuthError;
+use crate::metrics;
 use crate::state::{App, now};
 
 /// Revocations run at once against targets, at most.
@@ -160,10 +161,37 @@ impl App {
         if *stored {
             r.version = self.store.update_request(r, change).await?;
         } else {
-            self.store.insert_request(r, change).await?;
+            self.insert(r, change).await?;
             *stored = true;
         }
         Ok(())
+    }
+
+    /// Stores a new request and counts it.
+    async fn insert(&self, r: &Request, change: Change) -> Result<(), Error> {
+        self.store.insert_request(r, change).await?;
+        self.metrics
+            .add(&metrics::REQUESTS_CREATED, &[r.requirement.tier()], 1);
+        Ok(())
+    }
+
+    /// Counts a grant's issue (or its failure) once stored. The approval, if one was needed,
+    /// was stored with it.
+    fn issued(&self, r: &Request, kind: &str, ok: bool, approved: OffsetDateTime) {
+        let tier = r.requirement.tier();
+        let since = |t: OffsetDateTime| (t - r.created_at).as_seconds_f64().max(0.0);
+        if !r.requirement.is_auto() {
+            self.metrics
+                .observe(&metrics::APPROVAL_LATENCY, &[tier], since(approved));
+        }
+        if ok {
+            self.metrics.add(&metrics::ISSUED, &[kind], 1);
+            // The clock now, not the approval's instant: issuing takes time too.
+            self.metrics
+                .observe(&metrics::TIME_TO_GRANT, &[tier], since(now()));
+        } else {
+            self.metrics.add(&metrics::ISSUE_FAILURES, &[kind], 1);
+        }
     }
 
     /// Issues the credential for an approved request and activates the grant, storing every
@@ -257,6 +285,7 @@ impl App {
                     },
                 )
                 .await?;
+                self.issued(&r, &target.kind, false, now);
                 self.wake.notify_one();
                 return Err(Error::Issuer(e.to_string()));
             }
@@ -303,6 +332,7 @@ impl App {
             },
         )
         .await?;
+        self.issued(&r, &target.kind, true, now);
         self.wake.notify_one();
         Ok(Outcome { request: r, secret })
     }
@@ -507,7 +537,7 @@ impl App {
             );
             return self.grant(&policy, r, events, false, &caller, now).await;
         }
-        self.store.insert_request(&r, events.into()).await?;
+        self.insert(&r, events.into()).await?;
         self.wake.notify_one();
         Ok(Outcome {
             request: r,
@@ -925,7 +955,13 @@ impl App {
     async fn process_lease(&self, mut lease: Lease, now: OffsetDateTime) -> Result<(), Error> {
         // A lease being removed while its request is still approved means the issue never
         // completed (a crash, or a failure after the intent): close the request too.
-        if let Some(mut r) = self.store.request(lease.grant).await?
+        let request = self.store.request(lease.grant).await?;
+        // The account should be gone from the grant's end, or its expiry if that came first.
+        let due = request
+            .as_ref()
+            .and_then(|r| r.ended_at)
+            .map_or(lease.expires_at, |end| end.min(lease.expires_at));
+        if let Some(mut r) = request
             && r.state == State::Approved
         {
             r.end_unissued(
@@ -973,21 +1009,25 @@ impl App {
                     .map_err(|e| e.to_string())
             }
         };
+        let kind = target.map_or("unknown", |t| t.kind.as_str()).to_owned();
         let (grant, target, role) = (lease.grant, lease.target.clone(), lease.role.clone());
+        // Events carry the time the target answered, so lags include the revocation itself.
+        let done = now.max(crate::state::now());
         let base = |code| {
-            let mut e = Event::new(code, Actor::system(), now);
+            let mut e = Event::new(code, Actor::system(), done);
             e.request_id = Some(grant);
             e.target = Some(target.clone());
             e.role = Some(role.clone());
             e
         };
+        let removed = outcome.is_ok();
         let events = match outcome {
             Ok(result) => {
                 lease.revoked();
                 vec![base(Code::CredentialRevoked).details(serde_json::json!({
                     "account": lease.account,
                     "outcome": if result == RevokeResponse::Revoked { "revoked" } else { "already_gone" },
-                    "lag_ms": (now - lease.expires_at).whole_milliseconds().max(0),
+                    "lag_ms": (done - lease.expires_at).whole_milliseconds().max(0),
                 }))]
             }
             Err(e) => {
@@ -1001,6 +1041,14 @@ impl App {
             }
         };
         self.store.update_lease(&lease, events).await?;
+        if removed {
+            self.metrics.add(&metrics::REVOKED, &[&kind], 1);
+            let lag = (done - due).as_seconds_f64().max(0.0);
+            self.metrics
+                .observe(&metrics::REVOCATION_LAG, &[&kind], lag);
+        } else {
+            self.metrics.add(&metrics::REVOKE_FAILURES, &[&kind], 1);
+        }
         Ok(())
     }
 

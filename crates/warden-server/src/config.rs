@@ -7,6 +7,8 @@
 //! token_ttl = "8h"                 # lifetime of API tokens from `warden login`
 //! admin_group = "admins"           # members may reload policy and manage users
 //! bootstrap_admin = "admin"        # created with a one-time password on first start
+//! security_group = "security"      # members may read `warden report`, as admins may
+//! metrics_token = "…"              # optional: bearer token `GET /metrics` then requires
 //!
 //! [users.alice]
 //! groups = ["dev"]
@@ -44,6 +46,14 @@ pub struct Config {
     /// (or taken from `WARDEN_BOOTSTRAP_PASSWORD`).
     #[serde(default = "default_bootstrap_admin")]
     pub bootstrap_admin: UserName,
+    /// Members of this group may read the zero-standing-privilege report, as administrators
+    /// may.
+    #[serde(default = "default_security_group")]
+    pub security_group: GroupName,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`; unset, it is
+    /// open to anyone who reaches the API listener (it shows counts, never names or ids).
+    /// A secret: keep the config file private.
+    pub metrics_token: Option<BearerToken>,
     /// The audit log's name in its signed checkpoints (C2SP `origin`); make it unique per
     /// deployment, e.g. `warden.example.com/audit`.
     #[serde(default = "default_audit_origin")]
@@ -75,6 +85,36 @@ pub struct UserConfig {
     pub password_hash: Option<String>,
 }
 
+/// A bearer token set in the config file. `Debug` never shows it.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BearerToken(String);
+
+impl TryFrom<String> for BearerToken {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.len() < 16 {
+            return Err("the token must be at least 16 characters long; generate one with `openssl rand -hex 32`".into());
+        }
+        Ok(Self(s))
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl BearerToken {
+    /// Whether `presented` is this token. Compares SHA-256 digests, so the time taken says
+    /// nothing about how much of the token was right.
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.0.as_bytes()) == Sha256::digest(presented.as_bytes())
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
 }
@@ -95,6 +135,11 @@ fn default_admin_group() -> GroupName {
         .parse()
         .unwrap_or_else(|_| unreachable!("valid literal"))
 }
+fn default_security_group() -> GroupName {
+    "security"
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid literal"))
+}
 fn default_bootstrap_admin() -> UserName {
     "admin"
         .parse()
@@ -110,6 +155,8 @@ impl Default for Config {
             token_ttl: default_token_ttl(),
             admin_group: default_admin_group(),
             bootstrap_admin: default_bootstrap_admin(),
+            security_group: default_security_group(),
+            metrics_token: None,
             audit_origin: default_audit_origin(),
             checkpoint_interval: default_checkpoint_interval(),
             audit_retention_days: None,

@@ -13,6 +13,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod export;
 pub mod keys;
+pub mod metrics;
 pub mod serve;
 pub mod state;
 pub mod vault;

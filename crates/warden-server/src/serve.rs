@@ -143,6 +143,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ca,
         sealer,
         config.clone(),
+        crate::metrics::Metrics::new().map_err(anyhow::Error::msg)?,
     ));
 
     bootstrap_passwords(&app, &config, opts.dev).await?;

@@ -35,6 +35,7 @@ pub struct App {
     pub tokens: crate::auth::TokenCache,
     /// The audit export's live figures, for `GET /v1/audit/status`.
     pub export: crate::export::Status,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Handle passed to handlers.
@@ -88,6 +89,7 @@ impl App {
         ca: UserCa,
         sealer: Sealer,
         config: Config,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         Self {
             store,
@@ -102,12 +104,19 @@ impl App {
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
             export: crate::export::Status::default(),
+            metrics,
         }
     }
 
     /// Whether `user` administers Warden.
     pub fn is_admin(&self, user: &User) -> bool {
         user.in_group(&self.config.admin_group)
+    }
+
+    /// Whether `user` may read the zero-standing-privilege report: administrators and the
+    /// security group.
+    pub fn may_report(&self, user: &User) -> bool {
+        self.is_admin(user) || user.in_group(&self.config.security_group)
     }
 
     /// Looks a user up in the directory.

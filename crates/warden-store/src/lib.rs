@@ -238,4 +238,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records that TOTP time step `step` was used; returns false if it (or a later one) was
     /// used already, so a code can never be replayed.
     async fn use_totp_step(&self, user: &UserName, step: u64) -> Result<bool>;
+
+    // --- Figures for metrics and the zero-standing-privilege report --------------------------
+    // Read-only, cheap grouped counts: the metrics endpoint calls them at every scrape.
+
+    /// How many requests are in each state, by the approval requirement they carry as policy
+    /// wrote it (e.g. `peer(sre) & manager`, `auto`).
+    async fn count_requests(&self) -> Result<Vec<(State, String, u64)>>;
+
+    /// How many leases are marked failed (revocation keeps failing; still retried).
+    async fn count_failed_leases(&self) -> Result<u64>;
+
+    /// How many events with `code` the live log holds, grouped by the value of the details
+    /// field `detail` as text (`None` when absent, or when no field is named). Name only fields
+    /// whose values are few, such as booleans.
+    async fn count_events(
+        &self,
+        code: Code,
+        detail: Option<&'static str>,
+    ) -> Result<Vec<(Option<String>, u64)>>;
+
+    /// Requests created in `[from, to)`, oldest first, at most `limit`.
+    async fn created_between(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Request>>;
 }

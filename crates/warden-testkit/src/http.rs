@@ -33,12 +33,21 @@ impl HttpResponse {
 /// and reading to 10 s; errors (refused, timed out, malformed) come back as
 /// `io::Error` so callers can poll.
 pub fn http_get(port: u16, path: &str) -> io::Result<HttpResponse> {
+    http_get_with(port, path, &[])
+}
+
+/// Like [`http_get`], with extra request headers (name, value).
+pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> io::Result<HttpResponse> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: */*\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();

@@ -11,7 +11,8 @@
 //! - [`Postgres`] and [`Mariadb`]: private database servers with an administrator account
 //!   and a small `app` database, driven with the real `psql` and `mariadb` clients; an
 //!   [`OpenSession`] holds a client connected to prove that revoking ends it.
-//! - [`free_port`] and [`http_get`]: small building blocks used by the above.
+//! - [`free_port`], [`http_get`] and [`http_get_with`]: small building blocks used by the
+//!   above.
 //!
 //! Helpers panic with a clear message when the environment is not as a test
 //! needs it: a failed setup is a failed test.
@@ -29,7 +30,7 @@ mod sshd;
 
 pub use cli::{Cli, CliOutput};
 pub use database::OpenSession;
-pub use http::{HttpResponse, http_get};
+pub use http::{HttpResponse, http_get, http_get_with};
 pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 pub use server::Server;

@@ -73,6 +73,8 @@ enum Command {
     SshCa,
     /// Print the keys of SSH grants revoked early, for sshd's RevokedKeys (refresh it often).
     SshRevokedKeys,
+    /// The zero-standing-privilege scorecard of a period (administrators and security).
+    Report(commands::report::ReportArgs),
     /// Search the audit log.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
@@ -149,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(c) => commands::audit::run(server, c, out).await,
+        Command::Report(a) => commands::report::run(server, a, out).await,
         Command::Db(c) => commands::db::db(server, c).await,
         Command::Vault(c) => commands::vault::run(c, out),
         Command::Target(c) => commands::db::target(server, c, out).await,

@@ -6,6 +6,7 @@ mod error;
 mod export;
 mod meta;
 mod policy;
+mod report;
 mod requests;
 mod session;
 mod targets;
@@ -17,8 +18,13 @@ use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
 use axum::routing::{get, post, put};
 use axum::{Json, extract::DefaultBodyLimit};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use warden_domain::User;
 use warden_domain::audit::{Actor, Code, Event};
@@ -37,6 +43,8 @@ pub fn router(app: Shared) -> Router {
     Router::new()
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
+        .route("/metrics", get(report::metrics))
+        .route("/v1/report", get(report::report))
         .route("/v1/openapi.json", get(meta::openapi))
         .route("/v1/ssh/ca", get(meta::ssh_ca))
         .route("/v1/ssh/revoked-keys", get(meta::ssh_revoked_keys))
@@ -79,7 +87,77 @@ pub fn router(app: Shared) -> Router {
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(log_response),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
+        .layer(axum::middleware::from_fn(drop_bad_request_ids))
         .with_state(app)
+}
+
+/// The correlation id header: taken from the caller when well-formed, else generated, and
+/// echoed in the response.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest correlation id accepted from a caller.
+const REQUEST_ID_MAX: usize = 128;
+
+/// Makes a UUIDv7 correlation id for requests that bring none.
+#[derive(Debug, Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Removes a caller's correlation id that is too long or has characters other than letters,
+/// digits and `._:-`, so log lines only ever carry plain, bounded ids; a fresh one replaces it.
+async fn drop_bad_request_ids(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let bad = req.headers().get(&REQUEST_ID).is_some_and(|v| {
+        let b = v.as_bytes();
+        b.is_empty()
+            || b.len() > REQUEST_ID_MAX
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+    });
+    if bad {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(req).await
+}
+
+/// The span every log line of one HTTP request is written in: its correlation id, method and
+/// path (never the query, which may carry search terms).
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+/// One access-log line per request, inside its span.
+fn log_response(
+    res: &axum::http::Response<axum::body::Body>,
+    latency: std::time::Duration,
+    _: &tracing::Span,
+) {
+    tracing::info!(
+        status = res.status().as_u16(),
+        ms = latency.as_secs_f64() * 1000.0,
+        "request served"
+    );
 }
 
 /// Answers 413 with a JSON error before reading a body whose declared length is over the
@@ -112,7 +190,7 @@ async fn refuse_large_bodies(
     paths(
         meta::healthz, meta::readyz, meta::ssh_ca, meta::ssh_revoked_keys,
         audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export, audit::archive, audit::delete_segment,
-        export::status,
+        export::status, report::metrics, report::report,
         session::login, session::logout, session::whoami, session::mfa_enroll, session::mfa_confirm, session::set_password,
         policy::targets, policy::status, policy::explain, policy::reload,
         requests::create, requests::list, requests::show, requests::approve, requests::deny,

@@ -4,6 +4,7 @@
 //! `synchronous=FULL` makes every commit durable before callers hear back; group commit keeps
 //! that affordable under load.
 
+mod figures;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,10 @@ use writer::Writer;
 
 /// The schema as numbered migrations, oldest first; `PRAGMA user_version` counts how many
 /// are applied. Add a file and a line here; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_core.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_core.sql"),
+    include_str!("migrations/0004_figures.sql"),
+];
 const READERS: usize = 8;
 
 /// SQLite-backed [`crate::Store`].
@@ -899,6 +903,33 @@ impl crate::Store for SqliteStore {
                 .map_err(backend)
             })
             .await
+    }
+
+    // Figures: see `figures.rs`.
+
+    async fn count_requests(&self) -> Result<Vec<(State, String, u64)>> {
+        SqliteStore::count_requests(self).await
+    }
+
+    async fn count_failed_leases(&self) -> Result<u64> {
+        SqliteStore::count_failed_leases(self).await
+    }
+
+    async fn count_events(
+        &self,
+        code: warden_domain::audit::Code,
+        detail: Option<&'static str>,
+    ) -> Result<Vec<(Option<String>, u64)>> {
+        SqliteStore::count_events(self, code, detail).await
+    }
+
+    async fn created_between(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Request>> {
+        SqliteStore::created_between(self, from, to, limit).await
     }
 }
 

@@ -5,6 +5,7 @@ mod audit_verify;
 pub mod auth;
 pub mod db;
 pub mod policy;
+pub mod report;
 pub mod requests;
 pub mod vault;
 

@@ -1,0 +1,204 @@
+//! `GET /metrics` (Prometheus text format) and `GET /v1/report` (the zero-standing-privilege
+//! scorecard of a period).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+use utoipa::IntoParams;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::report::{Input, Scorecard};
+use warden_store::AuditFilter;
+
+use super::{ApiError, Authed, ErrorBody, Source, refuse};
+use crate::state::{Shared, now};
+
+/// The default report period: the 30 days before `to`.
+const DEFAULT_PERIOD: Duration = Duration::days(30);
+/// Most requests one report reads; a longer period must be split.
+const MAX_REQUESTS: usize = 200_000;
+/// Audit events read per page.
+const PAGE: usize = 10_000;
+/// Most pages of one event code one report reads.
+const MAX_PAGES: usize = 100;
+
+/// Every series in the Prometheus text exposition format 0.0.4. Open unless the config sets
+/// `metrics_token`, then it needs `Authorization: Bearer <metrics_token>`. Shows counts by
+/// state, tier, issuer kind and sink: never user names or request ids.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, content_type = "text/plain; version=0.0.4"),
+    (status = 401, body = ErrorBody)))]
+pub async fn metrics(
+    State(app): State<Shared>,
+    Source(source): Source,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &app.config.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !presented.is_some_and(|p| token.matches(p)) {
+            let err = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "GET /metrics needs `Authorization: Bearer <token>` with the metrics_token of the server's config",
+            );
+            let ev = Event::new(
+                Code::TokenRejected,
+                Actor {
+                    source,
+                    ..Actor::default()
+                },
+                now(),
+            )
+            .denied(&err.code, err.message.clone())
+            .details(serde_json::json!({ "endpoint": "/metrics" }));
+            app.store
+                .append(vec![ev])
+                .await
+                .map_err(crate::broker::Error::from)?;
+            return Err(err);
+        }
+    }
+    let text = app
+        .metrics
+        .render(&app)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
+}
+
+/// The report's period.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReportQuery {
+    /// RFC 3339; default 30 days before `to`.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; default now.
+    pub to: Option<String>,
+}
+
+/// Every event of `code` in `[from, to)`, oldest first.
+async fn events(
+    app: &Shared,
+    code: Code,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+) -> Result<Vec<Event>, ApiError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    for _ in 0..MAX_PAGES {
+        let page = app
+            .store
+            .audit(AuditFilter {
+                code: Some(code),
+                from,
+                to,
+                after_seq: after,
+                limit: PAGE,
+                ..AuditFilter::default()
+            })
+            .await
+            .map_err(crate::broker::Error::from)?;
+        let full = page.len() == PAGE;
+        after = page.last().map(|e| e.seq);
+        out.extend(page.into_iter().map(|e| e.event));
+        if !full {
+            return Ok(out);
+        }
+    }
+    Err(ApiError::bad_request(
+        "period_too_large",
+        format!(
+            "the period holds more than {} {code} events; ask for a shorter one with from and to",
+            MAX_PAGES * PAGE
+        ),
+    ))
+}
+
+/// The zero-standing-privilege scorecard of the requests created in `[from, to)`.
+/// Administrators and the security group only.
+#[utoipa::path(get, path = "/v1/report", params(ReportQuery), security(("token" = [])),
+    responses((status = 200, content_type = "application/json"), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn report(
+    State(app): State<Shared>,
+    who: Authed,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<Scorecard>, ApiError> {
+    if !app.may_report(&who.user) {
+        let err = ApiError::forbidden(format!(
+            "only administrators and members of {} can read the report",
+            app.config.security_group
+        ));
+        return Err(refuse(&app, &who, "report", err).await);
+    }
+    let parse = |name: &str, v: Option<&str>| {
+        v.map(|t| {
+            OffsetDateTime::parse(t, &Rfc3339).map_err(|e| {
+                ApiError::bad_request(
+                    "bad_time",
+                    format!(
+                        "{name} {t:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z ({e})"
+                    ),
+                )
+            })
+        })
+        .transpose()
+    };
+    let period = parse("to", q.to.as_deref()).and_then(|to| {
+        let to = to.unwrap_or_else(now);
+        let from = parse("from", q.from.as_deref())?.unwrap_or(to - DEFAULT_PERIOD);
+        if from >= to {
+            return Err(ApiError::bad_request(
+                "bad_period",
+                "from must be before to (both RFC 3339, e.g. 2026-01-01T00:00:00Z)",
+            ));
+        }
+        Ok((from, to))
+    });
+    let (from, to) = match period {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(&app, &who, "report", e).await),
+    };
+    let requests = app
+        .store
+        .created_between(from, to, MAX_REQUESTS + 1)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    if requests.len() > MAX_REQUESTS {
+        let err = ApiError::bad_request(
+            "period_too_large",
+            format!(
+                "the period holds more than {MAX_REQUESTS} requests; ask for a shorter one with from and to"
+            ),
+        );
+        return Err(refuse(&app, &who, "report", err).await);
+    }
+    let mut all = Vec::new();
+    for (code, from, to) in [
+        (Code::BreakGlassActivated, Some(from), Some(to)),
+        (Code::PostmortemOpened, None, Some(to)),
+        (Code::PostmortemClosed, None, Some(to)),
+        (Code::CredentialRevoked, Some(from), None),
+        (Code::CredentialRevokeFailed, Some(from), None),
+    ] {
+        match events(&app, code, from, to).await {
+            Ok(e) => all.extend(e),
+            Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                return Err(refuse(&app, &who, "report", e).await);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Json(Scorecard::compute(Input {
+        from,
+        to,
+        requests: &requests,
+        events: &all,
+    })))
+}

@@ -1,0 +1,403 @@
+//! Operating figures through the real binary: a scripted history of requests (automatic
+//! grants, peer and two-person approvals, a denial, a cancel, early revokes, a database grant)
+//! must show up exactly in `warden report --json` and in `/metrics`, which `promtool check
+//! metrics` must accept; plus the metrics token, correlation ids and JSON logs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use warden_testkit::{Postgres, http_get, http_get_with};
+
+/// The value of the sample named exactly `series` (name and labels as rendered).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrapes `/metrics` and checks it with `promtool check metrics`.
+fn scrape(port: u16) -> String {
+    let r = http_get(port, "/metrics").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(r.body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejected /metrics:\n{}{}\n--- metrics ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        r.body
+    );
+    r.body
+}
+
+fn figure(card: &Value, name: &str) -> Value {
+    card[name].clone()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn scorecard_and_metrics_follow_a_scripted_history() {
+    let mut env = Env::start();
+    let started = Instant::now();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let sam = env.login("sam");
+    let admin = env.login("admin");
+
+    // Two automatic grants; one is revoked early.
+    create(&alice, "web", "view", &["--ttl", "10m"]);
+    let early = id(&create(&alice, "web", "view", &["--ttl", "10m"]));
+    ok(&alice, &["request", "revoke", &early, "--comment", "done"]);
+    // A peer approval with a ticket, a denial and a cancel.
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    assert_eq!(
+        ok(&bob, &["request", "approve", &deploy])["state"],
+        "active"
+    );
+    let denied = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-2"]));
+    ok(&bob, &["request", "deny", &denied, "--comment", "not now"]);
+    let cancelled = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-3"]));
+    ok(&alice, &["request", "cancel", &cancelled]);
+    // Two people, one from security.
+    let root = id(&create(&alice, "web", "root", &[]));
+    ok(&sam, &["request", "approve", &root]);
+    assert_eq!(ok(&bob, &["request", "approve", &root])["state"], "active");
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // The report, exactly where the history decides it, within bounds where it is a time.
+    let card = ok(&admin, &["report"]);
+    assert_eq!(
+        card["requests"],
+        serde_json::json!({"active": 3, "revoked": 1, "denied": 1, "cancelled": 1})
+    );
+    assert_eq!(card["grants"], 4);
+    let jit = figure(&card, "jit_share");
+    assert_eq!(
+        (
+            jit["value"].as_f64(),
+            jit["count"].as_u64(),
+            jit["of"].as_u64()
+        ),
+        (Some(1.0), Some(4), Some(4))
+    );
+    assert_eq!(jit["standing"], "within");
+    assert!(card["standing_accounts"].is_null());
+    let ticket = figure(&card, "ticket_share");
+    assert_eq!(
+        (ticket["value"].as_f64(), ticket["count"].as_u64()),
+        (Some(0.25), Some(1))
+    );
+    assert_eq!(ticket["standing"], "untargeted");
+    for name in ["approval_median_seconds", "approval_p90_seconds"] {
+        let f = figure(&card, name);
+        assert_eq!(f["count"], 2, "{name}: {f}");
+        let v = f["value"].as_f64().unwrap();
+        assert!(
+            v > 0.0 && v <= elapsed,
+            "{name} = {v}, history took {elapsed}"
+        );
+        // Approved within seconds: quicker than the healthy band.
+        assert_eq!(f["standing"], "below", "{name}");
+        assert_eq!(f["band"], serde_json::json!({"min": 300.0, "max": 900.0}));
+    }
+    let held = figure(&card, "privilege_seconds");
+    assert_eq!(held["count"], 4);
+    assert!(held["value"].as_f64().unwrap() <= elapsed + 1.0, "{held}");
+    for name in ["breakglass_uses", "postmortems_open", "revocation_failures"] {
+        assert_eq!(figure(&card, name)["value"], 0.0, "{name}");
+    }
+    assert_eq!(
+        figure(&card, "revocation_max_seconds")["standing"],
+        "no-data"
+    );
+
+    // A period before the history holds nothing.
+    let empty = ok(
+        &admin,
+        &[
+            "report",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2020-02-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(empty["grants"], 0);
+    assert_eq!(empty["jit_share"]["standing"], "no-data");
+    // Bad input and callers without the right are refused with a reason.
+    let bad = fails(&admin, &["report", "--from", "yesterday"], 2);
+    assert!(bad.stderr.contains("is not an RFC 3339 time"), "{bad:?}");
+    let backwards = fails(
+        &admin,
+        &[
+            "report",
+            "--from",
+            "2026-02-01T00:00:00Z",
+            "--to",
+            "2026-01-01T00:00:00Z",
+        ],
+        2,
+    );
+    assert!(
+        backwards.stderr.contains("from must be before to"),
+        "{backwards:?}"
+    );
+    let refused = fails(&alice, &["report"], 3);
+    assert!(refused.stderr.contains("security"), "{refused:?}");
+    // The security group may read it, and the human table says where figures stand.
+    let table = sam.run(&["report"], None);
+    assert!(table.success(), "{table:?}");
+    assert!(
+        table
+            .stdout
+            .contains("just-in-time share       100.0% (4 of 4)"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("BELOW"), "{}", table.stdout);
+    assert!(table.stdout.contains("not measured"), "{}", table.stdout);
+
+    // Metrics: accepted by promtool, and the series moved as the history says.
+    let m = scrape(env.server.port());
+    for (series, want) in [
+        (r#"warden_requests{state="active",tier="auto"}"#, 1.0),
+        (r#"warden_requests{state="revoked",tier="auto"}"#, 1.0),
+        (r#"warden_requests{state="active",tier="peer"}"#, 1.0),
+        (r#"warden_requests{state="denied",tier="peer"}"#, 1.0),
+        (r#"warden_requests{state="cancelled",tier="peer"}"#, 1.0),
+        (r#"warden_requests{state="pending",tier="peer"}"#, 0.0),
+        (r#"warden_requests{state="active",tier="two-person"}"#, 1.0),
+        ("warden_grants_active", 3.0),
+        (r#"warden_requests_created_total{tier="auto"}"#, 2.0),
+        (r#"warden_requests_created_total{tier="peer"}"#, 3.0),
+        (r#"warden_requests_created_total{tier="two-person"}"#, 1.0),
+        (r#"warden_credentials_issued_total{kind="ssh"}"#, 4.0),
+        (r#"warden_approval_latency_seconds_count{tier="peer"}"#, 1.0),
+        (
+            r#"warden_approval_latency_seconds_count{tier="two-person"}"#,
+            1.0,
+        ),
+        (r#"warden_time_to_grant_seconds_count{tier="auto"}"#, 2.0),
+        (r#"warden_breakglass_uses_total{drill="false"}"#, 0.0),
+        ("warden_postmortems_open", 0.0),
+        ("warden_leases_failed", 0.0),
+    ] {
+        assert_eq!(sample(&m, series), Some(want), "{series}\n{m}");
+    }
+    // Approvals took seconds: all in the buckets below the 5-minute mark.
+    assert_eq!(
+        sample(
+            &m,
+            r#"warden_approval_latency_seconds_bucket{tier="peer",le="300"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !m.contains("alice") && !m.contains(&deploy),
+        "labels must be bounded:\n{m}"
+    );
+
+    // After a restart the store-backed series are the same; event counters start again.
+    env.server.terminate();
+    env.server.restart();
+    let m = scrape(env.server.port());
+    assert_eq!(
+        sample(&m, r#"warden_requests{state="active",tier="peer"}"#),
+        Some(1.0)
+    );
+    assert_eq!(sample(&m, "warden_grants_active"), Some(3.0));
+    assert_eq!(
+        sample(&m, r#"warden_requests_created_total{tier="peer"}"#),
+        None
+    );
+}
+
+#[test]
+fn database_revocation_is_timed_in_report_and_metrics() {
+    let pg = Postgres::start();
+    let targets = format!(
+        r#"
+[targets.pg]
+kind = "postgres"
+environment = "test"
+[targets.pg.connection]
+host = "127.0.0.1"
+port = {}
+database = "app"
+[targets.pg.roles.read]
+grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
+"#,
+        pg.port()
+    );
+    let rules = r#"
+@id("pg-read")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"pg/read");
+"#;
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", rules)], &[]);
+    let admin = env.login("admin");
+    let out = admin.run(
+        &[
+            "target",
+            "set-credential",
+            "pg",
+            "--username",
+            pg.admin_user(),
+            "--password-stdin",
+        ],
+        Some(pg.admin_password()),
+    );
+    assert!(out.success(), "{out:?}");
+    let alice = env.login("alice");
+    let grant = id(&create(&alice, "pg", "read", &["--ttl", "10m"]));
+    ok(&alice, &["request", "revoke", &grant]);
+    wait_until("the account's removal", Duration::from_secs(20), || {
+        audit_actions(&admin, &grant)
+            .iter()
+            .any(|(a, _)| a == "credential.revoked")
+    });
+
+    let card = ok(&admin, &["report"]);
+    let max = figure(&card, "revocation_max_seconds");
+    assert_eq!(max["count"], 1, "{card}");
+    let lag = max["value"].as_f64().unwrap();
+    // Revoked through the API, removed by the worker at once: well under the 20 s waited.
+    assert!((0.0..20.0).contains(&lag), "{lag}");
+    assert_eq!(
+        figure(&card, "revocation_mean_seconds")["value"],
+        max["value"]
+    );
+
+    let m = scrape(env.server.port());
+    assert_eq!(
+        sample(&m, r#"warden_credentials_issued_total{kind="postgres"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, r#"warden_credentials_revoked_total{kind="postgres"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"warden_revocation_lag_seconds_count{kind="postgres"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, r#"warden_requests{state="revoked",tier="auto"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn metrics_token_correlation_ids_and_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    let token = "a-metrics-token-for-tests-0123456789";
+    std::fs::write(&config, format!("metrics_token = \"{token}\"\n")).unwrap();
+    let env = Env::start_with(
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        &["--config", config.to_str().unwrap(), "--log-format", "json"],
+    );
+    let port = env.server.port();
+
+    let none = http_get(port, "/metrics").unwrap();
+    assert_eq!(none.status, 401);
+    let body: Value = serde_json::from_str(&none.body).unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("metrics_token")
+    );
+    let wrong = http_get_with(
+        port,
+        "/metrics",
+        &[("Authorization", "Bearer not-the-token-at-all")],
+    );
+    assert_eq!(wrong.unwrap().status, 401);
+    let auth = format!("Bearer {token}");
+    let right = http_get_with(
+        port,
+        "/metrics",
+        &[("Authorization", &auth), ("X-Request-Id", "it-corr-42")],
+    )
+    .unwrap();
+    assert_eq!(right.status, 200);
+    assert!(right.body.contains("warden_requests{"), "{}", right.body);
+    // The caller's correlation id is echoed and carried by the request's log lines.
+    assert_eq!(right.header("x-request-id"), Some("it-corr-42"));
+    // Refused scrapes are audited, and the token is in no event.
+    let admin = env.login("admin");
+    let events = ok(
+        &admin,
+        &["audit", "search", "--code", "auth.token_rejected"],
+    );
+    let rejected: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["details"]["endpoint"] == "/metrics")
+        .collect();
+    assert_eq!(rejected.len(), 2, "{events}");
+    assert!(!events.to_string().contains(token));
+
+    // A malformed id is replaced by a generated one; none given, one is generated.
+    let long = "x".repeat(200);
+    for given in [Some(long.as_str()), Some("bad id\twith tab"), None] {
+        let headers: Vec<(&str, &str)> = given.map(|g| ("X-Request-Id", g)).into_iter().collect();
+        let r = http_get_with(port, "/healthz", &headers).unwrap();
+        let id = r.header("x-request-id").unwrap().to_owned();
+        assert_eq!(id.len(), 36, "{id}");
+        assert!(uuid_like(&id), "{id}");
+    }
+
+    wait_until("the request's log line", Duration::from_secs(5), || {
+        env.server.stderr().contains("it-corr-42")
+    });
+    let logs = env.server.stderr();
+    let line = logs.lines().find(|l| l.contains("it-corr-42")).unwrap();
+    let json: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(json["span"]["request_id"], "it-corr-42", "{line}");
+    assert_eq!(json["span"]["path"], "/metrics", "{line}");
+    assert!(!logs.contains(token), "the metrics token reached the log");
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.split('-').map(str::len).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
