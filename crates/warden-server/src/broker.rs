@@ -13,10 +13,11 @@ use futures_util::StreamExt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
 use warden_domain::request::{Approved, Ask, TransitionError};
 use warden_domain::{
-    Comment, Decision, Lease, LeaseState, Reason, Refusal, Request, RequestId, RoleName, State,
-    TargetName, Ticket, Ttl, User,
+    Audience, BreakGlass, Comment, Decision, Lease, LeaseState, Postmortem, Reason, Refusal,
+    Request, RequestId, RoleName, State, TargetName, Ticket, Ttl, User,
 };
 
 use warden_issuers::{
@@ -53,6 +54,8 @@ pub enum Error {
     Mfa(String),
     #[error("the credential could not be issued or revoked: {0}")]
     Issuer(String),
+    #[error("{0}")]
+    Postmortem(#[from] warden_domain::postmortem::PostmortemError),
     #[error("storage failure: {0}")]
     Store(#[from] warden_store::Error),
 }
@@ -69,6 +72,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Mfa(_) => "mfa_required",
             Error::Issuer(_) => "issuer_failed",
+            Error::Postmortem(p) => p.code(),
             Error::Store(_) => "storage_unavailable",
         }
     }
@@ -108,7 +112,7 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn actor(&self) -> Actor {
+    pub(crate) fn actor(&self) -> Actor {
         Actor::user(self.user.name.clone(), self.source.clone())
     }
 }
@@ -133,7 +137,7 @@ fn decision_details(d: &Decision) -> serde_json::Value {
 
 impl App {
     /// Appends a refusal event and hands the error back, so refusals cannot go unaudited.
-    async fn refused(&self, event: Event, err: Error) -> Error {
+    pub(crate) async fn refused(&self, event: Event, err: Error) -> Error {
         let event = event.denied(err.code(), err.to_string());
         match self.store.append(vec![event]).await {
             Ok(()) => err,
@@ -145,13 +149,14 @@ impl App {
     fn decide(
         &self,
         policy: &Policy,
+        action: Action,
         user: &User,
         target: &TargetName,
         role: &RoleName,
         ctx: &Context,
     ) -> Result<Decision, Error> {
         policy
-            .decide(Action::Request, user, target, role, ctx)
+            .decide(action, user, target, role, ctx)
             .map_err(|e| Error::Unknown(e.to_string()))
     }
 
@@ -213,8 +218,8 @@ impl App {
             admin = self.admin_credential(&r.target).await?;
             let change = Change {
                 lease: lease.clone(),
-                pickup: None,
                 events: std::mem::take(&mut events),
+                ..Change::default()
             };
             self.save(&mut r, &mut stored, change).await?;
         }
@@ -252,8 +257,8 @@ impl App {
                     &mut stored,
                     Change {
                         lease,
-                        pickup: None,
                         events,
+                        ..Change::default()
                     },
                 )
                 .await?;
@@ -267,6 +272,7 @@ impl App {
             obj.remove("certificate");
         }
         r.activate(Some(issued.public), now)?;
+        r.warn_before(self.config.expiry_warning);
         if let Some(l) = lease.as_mut() {
             l.activate(valid_before);
         }
@@ -280,6 +286,31 @@ impl App {
                 .for_request(&r)
                 .details(serde_json::json!({ "expires_at": valid_before.unix_timestamp(), "kind": target.kind })),
         );
+        let mut postmortem = None;
+        let mut notices = Vec::new();
+        if let Some(bg) = r.breakglass {
+            events.push(
+                Event::new(Code::BreakGlassActivated, actor.clone(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({
+                        "drill": bg.drill,
+                        "reason": r.reason.as_str(),
+                        "ticket": r.ticket.as_ref().map(|t| t.as_str()),
+                        "ttl": r.ttl.to_string(),
+                        "recording": r.recording.to_string(),
+                        "expires_at": valid_before.unix_timestamp(),
+                    })),
+            );
+            events.push(
+                Event::new(Code::PostmortemOpened, Actor::system(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({ "drill": bg.drill })),
+            );
+            postmortem = Some(Postmortem::open(&r, bg.drill, now));
+            notices = self.notices(&r, Kind::BreakGlass, Audience::Security, None);
+        } else if caller.user.name != r.requester {
+            notices = self.notices(&r, Kind::Approved, Audience::Requester, None);
+        }
         let (secret, pickup) = match issued.secret {
             Some(secret) if caller.user.name != r.requester => {
                 let sealed = serde_json::to_vec(secret.expose())
@@ -299,11 +330,14 @@ impl App {
             Change {
                 lease,
                 pickup,
+                postmortem,
                 events,
+                notices,
             },
         )
         .await?;
         self.wake.notify_one();
+        self.outbox.notify_one();
         Ok(Outcome { request: r, secret })
     }
 
@@ -409,15 +443,43 @@ impl App {
         input: Create,
         extends: Option<RequestId>,
     ) -> Result<Outcome, Error> {
+        self.start(caller, input, extends, None).await
+    }
+
+    /// Breaks the glass: decided by the break-glass rules alone, always after MFA step-up (a
+    /// user without a second factor is refused), granted at once and recorded in full; the
+    /// grant notifies security and opens a postmortem. A drill takes the same path, flagged.
+    pub async fn breakglass(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        drill: bool,
+    ) -> Result<Outcome, Error> {
+        self.start(caller, input, None, Some(BreakGlass { drill }))
+            .await
+    }
+
+    /// Creates a request, or a break-glass grant with `breakglass`.
+    async fn start(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        extends: Option<RequestId>,
+        breakglass: Option<BreakGlass>,
+    ) -> Result<Outcome, Error> {
         let now = now();
         let actor = caller.actor();
+        let (action, refused_code) = match breakglass {
+            Some(_) => (Action::Breakglass, Code::BreakGlassRefused),
+            None => (Action::Request, Code::RequestRefused),
+        };
         let Create {
             ask,
             public_key,
             totp,
         } = input;
         let refusal = |extra: serde_json::Value| {
-            let mut e = Event::new(Code::RequestRefused, actor.clone(), now);
+            let mut e = Event::new(refused_code, actor.clone(), now);
             e.target = Some(ask.target.clone());
             e.role = Some(ask.role.clone());
             e.details = extra;
@@ -426,6 +488,7 @@ impl App {
         let policy = self.policy.load_full();
         let decision = match self.decide(
             &policy,
+            action,
             caller.user,
             &ask.target,
             &ask.role,
@@ -434,6 +497,16 @@ impl App {
             Ok(d) => d,
             Err(e) => return Err(self.refused(refusal(serde_json::Value::Null), e).await),
         };
+        if breakglass.is_some()
+            && decision.allowed
+            && totp.is_none()
+            && self.store.secrets(&caller.user.name).await?.totp.is_none()
+        {
+            let e = Error::Mfa(
+                "break-glass requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` now, before an emergency".into(),
+            );
+            return Err(self.refused(refusal(decision_details(&decision)), e).await);
+        }
         let mfa = if decision.mfa && decision.allowed {
             match self.step_up(&caller.user.name, totp.as_deref()).await {
                 Ok(ok) => ok,
@@ -483,6 +556,7 @@ impl App {
             extends,
             now,
         );
+        r.breakglass = breakglass;
         let mut details = decision_details(&decision);
         if let Some(obj) = details.as_object_mut() {
             obj.insert("reason".into(), r.reason.as_str().into());
@@ -492,6 +566,12 @@ impl App {
             );
             obj.insert("ttl".into(), r.ttl.to_string().into());
             obj.insert("extends".into(), extends.map(|e| e.to_string()).into());
+            if let Some(bg) = breakglass {
+                obj.insert(
+                    "breakglass".into(),
+                    serde_json::json!({ "drill": bg.drill }),
+                );
+            }
         }
         let mut events = vec![
             Event::new(Code::RequestCreated, actor.clone(), now)
@@ -503,12 +583,26 @@ impl App {
             events.push(
                 Event::new(Code::RequestApproved, Actor::system(), now)
                     .for_request(&r)
-                    .details(serde_json::json!({ "tier": "auto", "rules": r.rules })),
+                    .details(serde_json::json!({
+                        "tier": if breakglass.is_some() { "breakglass" } else { "auto" },
+                        "rules": r.rules,
+                    })),
             );
             return self.grant(&policy, r, events, false, &caller, now).await;
         }
-        self.store.insert_request(&r, events.into()).await?;
+        let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
+        self.store
+            .insert_request(
+                &r,
+                Change {
+                    events,
+                    notices,
+                    ..Change::default()
+                },
+            )
+            .await?;
         self.wake.notify_one();
+        self.outbox.notify_one();
         Ok(Outcome {
             request: r,
             secret: None,
@@ -576,6 +670,7 @@ impl App {
             let policy = self.policy.load_full();
             let decision = match self.decide(
                 &policy,
+                Action::Request,
                 &requester,
                 &r.target,
                 &r.role,
@@ -602,6 +697,7 @@ impl App {
                 }
             }
             let mut events = Vec::new();
+            let mut notices = Vec::new();
             if approve {
                 let outcome = r.approve(
                     caller.user,
@@ -653,11 +749,20 @@ impl App {
                         .for_request(&r)
                         .details(serde_json::json!({ "comment": comment.as_str() })),
                 );
+                let why = (!comment.as_str().is_empty())
+                    .then(|| format!("{}: {}", caller.user.name, comment.as_str()));
+                notices = self.notices(&r, Kind::Denied, Audience::Requester, why);
             }
-            match self.store.update_request(&r, events.into()).await {
+            let change = Change {
+                events,
+                notices,
+                ..Change::default()
+            };
+            match self.store.update_request(&r, change).await {
                 Ok(v) => {
                     r.version = v;
                     self.wake.notify_one();
+                    self.outbox.notify_one();
                     return Ok(Outcome {
                         request: r,
                         secret: None,
@@ -735,8 +840,8 @@ impl App {
         }
         Ok(Change {
             lease,
-            pickup: None,
             events,
+            ..Change::default()
         })
     }
 
@@ -855,7 +960,25 @@ impl App {
                         .into()
                     })
                     .map_err(Error::from),
-                State::Active => self.end_grant(&mut r, None, now).await,
+                State::Active if r.expires_at.is_some_and(|e| e <= now) => {
+                    self.end_grant(&mut r, None, now).await
+                }
+                State::Active => {
+                    if !r.take_warning(now) {
+                        continue;
+                    }
+                    Ok(Change {
+                        events: vec![
+                            Event::new(Code::ExpiryWarned, Actor::system(), now)
+                                .for_request(&r)
+                                .details(serde_json::json!({
+                                    "expires_at": r.expires_at.map(|e| e.unix_timestamp()),
+                                })),
+                        ],
+                        notices: self.notices(&r, Kind::ExpirySoon, Audience::Requester, None),
+                        ..Change::default()
+                    })
+                }
                 _ => continue,
             };
             // One request that cannot move must not hold up the others.
@@ -867,7 +990,10 @@ impl App {
                 }
             };
             match self.store.update_request(&r, change).await {
-                Ok(_) => handled += 1,
+                Ok(_) => {
+                    handled += 1;
+                    self.outbox.notify_one();
+                }
                 Err(warden_store::Error::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -898,7 +1024,7 @@ impl App {
         for mut l in self.store.due_leases(horizon, 100_000).await? {
             if l.state == LeaseState::Intent {
                 l.start_revoking(now);
-                self.store.update_lease(&l, Vec::new()).await?;
+                self.store.update_lease(&l, Vec::new(), Vec::new()).await?;
                 n += 1;
             }
         }
@@ -965,6 +1091,7 @@ impl App {
             e.role = Some(role.clone());
             e
         };
+        let mut notices = Vec::new();
         let events = match outcome {
             Ok(result) => {
                 lease.revoked();
@@ -978,13 +1105,25 @@ impl App {
                 tracing::error!(grant = %lease.grant, account = %lease.account, error = %e, "revocation failed; will retry");
                 let newly_failed = lease.revoke_failed(e.clone(), now);
                 if newly_failed {
+                    if let Some(r) = self.store.request(lease.grant).await? {
+                        notices = self.notices(
+                            &r,
+                            Kind::RevokeFailed,
+                            Audience::Security,
+                            Some(format!("account {}: {e}", lease.account)),
+                        );
+                    }
                     vec![base(Code::CredentialRevokeFailed).failed("revoke_failed", e).details(serde_json::json!({ "account": lease.account, "attempts": lease.attempts }))]
                 } else {
                     Vec::new()
                 }
             }
         };
-        self.store.update_lease(&lease, events).await?;
+        let notify = !notices.is_empty();
+        self.store.update_lease(&lease, events, notices).await?;
+        if notify {
+            self.outbox.notify_one();
+        }
         Ok(())
     }
 
@@ -1079,6 +1218,7 @@ impl App {
     /// would pass it (MFA aside).
     pub fn explain(
         &self,
+        action: Action,
         user: &User,
         target: &TargetName,
         role: &RoleName,
@@ -1086,7 +1226,14 @@ impl App {
         ticket: Option<&Ticket>,
     ) -> Result<(Decision, Option<Refusal>), Error> {
         let policy = self.policy.load_full();
-        let d = self.decide(&policy, user, target, role, &context(now(), ttl, ticket))?;
+        let d = self.decide(
+            &policy,
+            action,
+            user,
+            target,
+            role,
+            &context(now(), ttl, ticket),
+        )?;
         let check = d.check(ttl, ticket, true).err();
         Ok((d, check))
     }
@@ -1101,6 +1248,7 @@ impl App {
             for role in t.roles.keys() {
                 if let Ok(d) = self.decide(
                     &policy,
+                    Action::Request,
                     user,
                     &t.name,
                     role,

@@ -61,6 +61,20 @@ pub struct Config {
     /// through the API, so an API caller cannot redirect or silence the export.
     #[serde(default, deserialize_with = "crate::export::sinks")]
     pub sinks: Vec<crate::export::SinkConfig>,
+    /// Where notifications go (`[[notify]]`); see [`crate::notify`]. Only here, never through
+    /// the API.
+    #[serde(default, deserialize_with = "crate::notify::sinks")]
+    pub notify: Vec<crate::notify::NotifyConfig>,
+    /// The address people reach Warden at, for the links in notifications, e.g.
+    /// `https://warden.example.com`. Default `http://` and the listen address.
+    pub public_url: Option<String>,
+    /// Its members are told of every break-glass use and failed revocation, and may close
+    /// postmortems.
+    #[serde(default = "default_security_group")]
+    pub security_group: GroupName,
+    /// How long before a grant ends its requester is told (only for grants longer than this).
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: Ttl,
 }
 
 /// One user in the directory.
@@ -95,6 +109,14 @@ fn default_admin_group() -> GroupName {
         .parse()
         .unwrap_or_else(|_| unreachable!("valid literal"))
 }
+fn default_security_group() -> GroupName {
+    "security"
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid literal"))
+}
+fn default_expiry_warning() -> Ttl {
+    Ttl::from_secs(600).unwrap_or(Ttl::MIN)
+}
 fn default_bootstrap_admin() -> UserName {
     "admin"
         .parse()
@@ -115,6 +137,10 @@ impl Default for Config {
             audit_retention_days: None,
             users: BTreeMap::new(),
             sinks: Vec::new(),
+            notify: Vec::new(),
+            public_url: None,
+            security_group: default_security_group(),
+            expiry_warning: default_expiry_warning(),
         }
     }
 }
@@ -147,6 +173,16 @@ impl Config {
             path: path.into(),
             message: e.to_string(),
         })?;
+        if let Some(u) = &config.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError::Parse {
+                path: path.into(),
+                message: format!(
+                    "`public_url` {u:?} must start with http:// or https://, e.g. \"https://warden.example.com\""
+                ),
+            });
+        }
         config
             .directory()
             .map_err(|source| ConfigError::Directory {

@@ -13,6 +13,8 @@ pub mod checkpoints;
 pub mod config;
 pub mod export;
 pub mod keys;
+pub mod notify;
+pub mod postmortems;
 pub mod serve;
 pub mod state;
 pub mod vault;

@@ -194,6 +194,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tokio::spawn(crate::worker::reconcile(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::retention(app.clone(), stop_rx.clone()));
     let exporter = crate::export::Exporter::start(&app)?;
+    crate::notify::outbox::check(&app)?;
+    let dispatcher = tokio::spawn(crate::notify::outbox::run(app.clone(), stop_rx.clone()));
     let checkpointer = tokio::spawn(crate::checkpoints::run(
         app.clone(),
         note_signer.clone(),
@@ -210,6 +212,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     .await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = dispatcher.await;
     let _ = checkpointer.await;
     store
         .append(vec![Event::new(

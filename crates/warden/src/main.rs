@@ -49,6 +49,18 @@ enum Command {
     /// Create and act on access requests.
     #[command(subcommand)]
     Request(commands::requests::RequestCommand),
+    /// Emergency access: granted at once after MFA, recorded in full, security notified, and a
+    /// postmortem opened. `--drill` for a drill.
+    Breakglass(commands::breakglass::BreakglassArgs),
+    /// List, show and close the postmortems of break-glass grants.
+    #[command(subcommand)]
+    Postmortem(commands::breakglass::PostmortemCommand),
+    /// Reports: break-glass drills.
+    #[command(subcommand)]
+    Report(commands::breakglass::ReportCommand),
+    /// The notification outbox.
+    #[command(subcommand)]
+    Notify(commands::breakglass::NotifyCommand),
     /// Check, test, explain and reload policy.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
@@ -138,6 +150,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Targets => commands::requests::targets(server, out).await,
         Command::Request(c) => commands::requests::run(server, c, out).await,
         Command::Policy(c) => commands::policy::run(server, c, out).await,
+        Command::Breakglass(a) => commands::breakglass::breakglass(server, a, out).await,
+        Command::Postmortem(c) => commands::breakglass::postmortem(server, c, out).await,
+        Command::Report(c) => commands::breakglass::report(server, c, out).await,
+        Command::Notify(c) => commands::breakglass::notify(server, c, out).await,
         Command::SshRevokedKeys => {
             let client = client::Client::new(server)?;
             print!("{}", client.get_text("/v1/ssh/revoked-keys").await?);

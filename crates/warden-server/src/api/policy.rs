@@ -49,6 +49,9 @@ pub struct ExplainBody {
     /// Default 1h.
     pub ttl: Option<String>,
     pub ticket: Option<String>,
+    /// Explain break-glass access (`Action::"breakglass"`) instead of a normal request.
+    #[serde(default)]
+    pub breakglass: bool,
 }
 
 /// The decision and whether the given details would pass it.
@@ -57,6 +60,8 @@ pub struct Explanation {
     pub user: String,
     pub target: String,
     pub role: String,
+    /// `request` or `breakglass`: which rules decided.
+    pub action: String,
     pub decision: DecisionView,
     /// Why the request as given would be refused (MFA aside), if it would.
     pub refusal: Option<String>,
@@ -156,11 +161,17 @@ pub async fn explain(
         Ok(p) => p,
         Err(e) => return Err(refuse(&app, &who, "policy.explain", e).await),
     };
-    let (decision, refusal) = app.explain(&user, &target, &role, ttl, ticket.as_ref())?;
+    let action = if b.breakglass {
+        warden_policy::Action::Breakglass
+    } else {
+        warden_policy::Action::Request
+    };
+    let (decision, refusal) = app.explain(action, &user, &target, &role, ttl, ticket.as_ref())?;
     Ok(Json(Explanation {
         user: user.name.to_string(),
         target: target.to_string(),
         role: role.to_string(),
+        action: action.as_str().to_owned(),
         decision: (&decision).into(),
         refusal: refusal.map(|r| r.to_string()),
     }))
