@@ -500,7 +500,7 @@ impl App {
         if breakglass.is_some()
             && decision.allowed
             && totp.is_none()
-            && self.store.secrets(&caller.user.name).await?.totp.is_none()
+            && !self.mfa_enrolled(&caller.user.name).await?
         {
             let e = Error::Mfa(
                 "break-glass requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` now, before an emergency".into(),
