@@ -1104,15 +1104,23 @@ impl App {
             Err(e) => {
                 tracing::error!(grant = %lease.grant, account = %lease.account, error = %e, "revocation failed; will retry");
                 let newly_failed = lease.revoke_failed(e.clone(), now);
-                if newly_failed {
+                // Security hears at the first failure (the account outlives its grant from
+                // now on) and again when Warden stops retrying.
+                if lease.attempts == 1 || newly_failed {
+                    let detail = if newly_failed {
+                        format!(
+                            "account {}: gave up after {} attempts; remove it by hand: {e}",
+                            lease.account, lease.attempts
+                        )
+                    } else {
+                        format!("account {}: retrying with backoff: {e}", lease.account)
+                    };
                     if let Some(r) = self.store.request(lease.grant).await? {
-                        notices = self.notices(
-                            &r,
-                            Kind::RevokeFailed,
-                            Audience::Security,
-                            Some(format!("account {}: {e}", lease.account)),
-                        );
+                        notices =
+                            self.notices(&r, Kind::RevokeFailed, Audience::Security, Some(detail));
                     }
+                }
+                if newly_failed {
                     vec![base(Code::CredentialRevokeFailed).failed("revoke_failed", e).details(serde_json::json!({ "account": lease.account, "attempts": lease.attempts }))]
                 } else {
                     Vec::new()

@@ -634,3 +634,75 @@ fn bad_notify_sinks_stop_start_up_with_a_clear_message() {
         "{out:?}"
     );
 }
+
+#[test]
+fn security_hears_when_a_credential_cannot_be_revoked() {
+    let pg = warden_testkit::Postgres::start();
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let targets = format!(
+        "[targets.pg]\nkind = \"postgres\"\nenvironment = \"test\"\n\
+         [targets.pg.connection]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\n\
+         [targets.pg.roles.read]\ngrants = [\"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}\"]\n",
+        pg.port()
+    );
+    let rules = "@id(\"pg-read\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n\
+                 permit (principal, action == Action::\"request\", resource == Role::\"pg/read\");\n";
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", &targets), ("access.cedar", rules)],
+    );
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\naudiences = [\"security\"]\n",
+            hook.url()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--dev", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let admin = login(&server, "admin");
+    let out = admin.run(
+        &[
+            "target",
+            "set-credential",
+            "pg",
+            "--username",
+            pg.admin_user(),
+            "--password-stdin",
+        ],
+        Some(pg.admin_password()),
+    );
+    assert!(out.success(), "{out:?}");
+    let alice = login(&server, "alice");
+    let v = common::create(&alice, "pg", "read", &[]);
+    assert_eq!(v["state"], "active", "{v}");
+    let rid = id(&v);
+    let account = v["credential"]["username"].as_str().unwrap().to_owned();
+
+    // The database goes away; the early revoke cannot reach it.
+    let admin_password = pg.admin_password().to_owned();
+    drop(pg);
+    ok(&alice, &["request", "revoke", &rid, "--comment", "done"]);
+    wait_for("security's notification", || {
+        !notices(&hook, "revoke_failed", &rid).is_empty()
+    });
+    let n = &notices(&hook, "revoke_failed", &rid)[0];
+    assert_eq!(n["audience"], "security");
+    let detail = n["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&account) && detail.contains("retrying"),
+        "{detail}"
+    );
+    assert!(!n.to_string().contains(&admin_password), "{n}");
+    // Only the first failure notifies until Warden gives up.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(notices(&hook, "revoke_failed", &rid).len(), 1);
+}
