@@ -7,6 +7,14 @@
 //! token_ttl = "8h"                 # lifetime of API tokens from `warden login`
 //! admin_group = "admins"           # members may reload policy and manage users
 //! bootstrap_admin = "admin"        # created with a one-time password on first start
+//! public_url = "https://warden.example.com"  # what links in notifications point at
+//! security_group = "security"      # told of break-glass; closes postmortems
+//! expiry_warning = "10m"           # requesters are told this long before a grant ends
+//!
+//! [[notify]]                       # notification sinks: see `crate::notify`
+//! name = "chat"
+//! kind = "webhook"
+//! url = "http://127.0.0.1:9000/hooks/warden"
 //!
 //! [users.alice]
 //! groups = ["dev"]

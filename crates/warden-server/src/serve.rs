@@ -212,7 +212,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     .await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
-    let _ = dispatcher.await;
+    // A delivery in flight may wait on a slow sink; what it has not marked delivered stays
+    // queued and is sent at the next start.
+    let mut dispatcher = dispatcher;
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher.abort();
+    }
     let _ = checkpointer.await;
     store
         .append(vec![Event::new(

@@ -142,7 +142,7 @@ fn serve_posts(conn: TcpStream, inbox: &Mutex<Inbox>, running: &AtomicBool) -> s
         reader
             .get_ref()
             .set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut length = 0;
+        let (mut length, mut close) = (0, false);
         loop {
             let mut header = String::new();
             reader.read_line(&mut header)?;
@@ -150,10 +150,12 @@ fn serve_posts(conn: TcpStream, inbox: &Mutex<Inbox>, running: &AtomicBool) -> s
             if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.trim().eq_ignore_ascii_case("close");
+                }
             }
         }
         let mut body = vec![0; length];
@@ -178,5 +180,8 @@ fn serve_posts(conn: TcpStream, inbox: &Mutex<Inbox>, running: &AtomicBool) -> s
             status
         };
         writer.write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
+        if close {
+            return Ok(());
+        }
     }
 }
