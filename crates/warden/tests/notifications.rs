@@ -3,7 +3,7 @@
 //! security are told; break-glass grants at once after MFA, notifies security, and opens a
 //! postmortem that stays open until closed; drills are flagged and reported; and the outbox
 //! delivers everything after the receiver was down and after the server was killed with
-//! SIGKILL, each notification id exactly once.
+//! SIGKILL, each notification id exactly once. A break-glass certificate logs into a real sshd.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,9 +14,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, PASSWORD, TARGETS, enroll_mfa, fails, id, ok, totp, write_policy};
+use common::{BIN, LOCAL_USER, PASSWORD, TARGETS, enroll_mfa, fails, id, ok, totp, write_policy};
 use serde_json::Value;
-use warden_testkit::{Cli, Server, SmtpSink, WebhookReceiver};
+use warden_testkit::{Cli, Server, SmtpSink, Sshd, WebhookReceiver, ensure_local_user, ssh_login};
 
 /// How long any one awaited condition may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -309,6 +309,23 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     assert_eq!(v["tier"], "auto");
     assert_eq!(v["rules"], serde_json::json!(["bg-root"]));
     assert!(v["credential"]["certificate"].is_string(), "{v}");
+    // The certificate comes from the same issuer as any grant: it logs into a real sshd.
+    ensure_local_user(LOCAL_USER);
+    let sshd = Sshd::start(bob.run(&["ssh-ca"], None).stdout.trim());
+    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let login = ssh_login(
+        sshd.port(),
+        LOCAL_USER,
+        Path::new(v["private_key_file"].as_str().unwrap()),
+        Path::new(v["certificate_file"].as_str().unwrap()),
+        "echo breakglass-$(whoami)",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&login.stdout).trim(),
+        format!("breakglass-{LOCAL_USER}"),
+        "{login:?}\n{}",
+        sshd.log()
+    );
     let shown = bob.run(&["request", "show", &rid], None);
     assert!(
         shown
