@@ -10,7 +10,7 @@ mod policy;
 mod requests;
 mod session;
 mod targets;
-pub(crate) mod views;
+mod views;
 
 use std::net::SocketAddr;
 

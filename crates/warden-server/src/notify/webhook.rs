@@ -15,6 +15,19 @@ use crate::export::{chain, shown_url, webhook_url};
 const REQUEST_LIMIT: Duration = Duration::from_secs(30);
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Slack reads `<…>` as links and mentions (`<!channel>`): a requester's reason must not ping
+/// a channel, so the three control characters are escaped as Slack documents.
+fn slack_escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// POSTs notifications to one URL.
 #[derive(Debug)]
 pub struct WebhookSink {
@@ -61,7 +74,7 @@ impl WebhookSink {
                 "kind": n.kind.as_str(),
                 "audience": n.audience,
                 "recipients": n.recipients,
-                "time": crate::api::views::rfc3339(n.time),
+                "time": rfc3339(n.time),
                 "subject": n.subject(),
                 "request": {
                     "id": n.request,
@@ -73,13 +86,13 @@ impl WebhookSink {
                     "ttl": n.ttl.to_string(),
                     "breakglass": n.breakglass,
                     "drill": n.drill,
-                    "expires_at": n.expires_at.map(crate::api::views::rfc3339),
+                    "expires_at": n.expires_at.map(rfc3339),
                 },
                 "detail": n.detail,
                 "links": { "request": links.request, "commands": links.commands },
             }),
             Format::Slack => {
-                let t = text(n, links);
+                let t = slack_escape(&text(n, links));
                 json!({
                     "text": t,
                     "blocks": [
@@ -102,5 +115,18 @@ impl WebhookSink {
         } else {
             Err(format!("POST {} answered {status}", self.shown))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_text_cannot_mention_a_channel() {
+        assert_eq!(
+            slack_escape("fix <!channel> & co"),
+            "fix &lt;!channel&gt; &amp; co"
+        );
     }
 }
