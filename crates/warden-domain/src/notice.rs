@@ -26,6 +26,8 @@ pub enum Kind {
     Approved,
     /// The request was denied.
     Denied,
+    /// Nobody decided in time.
+    TimedOut,
     /// The grant ends soon.
     ExpirySoon,
     /// Someone used break-glass access.
@@ -41,6 +43,7 @@ impl Kind {
             Kind::ApprovalNeeded => "approval_needed",
             Kind::Approved => "approved",
             Kind::Denied => "denied",
+            Kind::TimedOut => "timed_out",
             Kind::ExpirySoon => "expiry_soon",
             Kind::BreakGlass => "breakglass",
             Kind::RevokeFailed => "revoke_failed",
@@ -156,6 +159,9 @@ impl Notice {
             }
             Kind::Approved => format!("[Warden] your request for {what} was approved"),
             Kind::Denied => format!("[Warden] your request for {what} was denied"),
+            Kind::TimedOut => {
+                format!("[Warden] your request for {what} timed out waiting for approval")
+            }
             Kind::ExpirySoon => format!("[Warden] your access to {what} ends soon"),
             Kind::BreakGlass => {
                 format!(

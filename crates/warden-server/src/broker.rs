@@ -953,11 +953,12 @@ impl App {
             let ended = match r.state {
                 State::Pending => r
                     .time_out(now)
-                    .map(|()| {
-                        vec![
+                    .map(|()| Change {
+                        events: vec![
                             Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r),
-                        ]
-                        .into()
+                        ],
+                        notices: self.notices(&r, Kind::TimedOut, Audience::Requester, None),
+                        ..Change::default()
                     })
                     .map_err(Error::from),
                 State::Active if r.expires_at.is_some_and(|e| e <= now) => {

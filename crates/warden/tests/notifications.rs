@@ -32,6 +32,12 @@ permit (principal, action == Action::"request", resource == Role::"web/view");
 @max_ttl("4h")
 permit (principal in Group::"dev", action == Action::"request", resource == Role::"web/deploy");
 
+@id("admin-quick")
+@approval("peer(sre)")
+@max_ttl("1h")
+@pending_timeout("2s")
+permit (principal in Group::"dev", action == Action::"request", resource == Role::"web/admin");
+
 @id("bg-root")
 @max_ttl("1h")
 @ticket("INC-[0-9]+")
@@ -220,6 +226,17 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
         chat.accepted()
             .iter()
             .all(|m| !m["text"].as_str().unwrap().contains("denied"))
+    );
+
+    // Nobody decides in time: the requester hears of that too.
+    let late = common::create(&alice, "web", "admin", &[]);
+    let lid = id(&late);
+    wait_for("the time-out notice", || {
+        !notices(&hook, "timed_out", &lid).is_empty()
+    });
+    mail(
+        &smtp,
+        "your request for web/admin timed out waiting for approval",
     );
 
     // A one-minute grant is 58 s from its end two seconds after it starts: expiry soon.
