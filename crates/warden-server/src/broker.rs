@@ -1247,17 +1247,21 @@ impl App {
         Ok((d, check))
     }
 
-    /// Every target and role with what policy says about `user` requesting it now.
-    /// Evaluated with the shortest TTL and no ticket; the decision's settings say what a real
-    /// request must bring.
-    pub fn options(&self, user: &User) -> (Arc<Policy>, Vec<(TargetName, RoleName, Decision)>) {
+    /// Every target and role with what policy says about `user` asking for it now, through
+    /// `action`. Evaluated with the shortest TTL and no ticket; the decision's settings say what
+    /// a real request must bring.
+    pub fn options(
+        &self,
+        action: Action,
+        user: &User,
+    ) -> (Arc<Policy>, Vec<(TargetName, RoleName, Decision)>) {
         let policy = self.policy.load_full();
         let mut out = Vec::new();
         for (_, t) in policy.targets().iter() {
             for role in t.roles.keys() {
                 if let Ok(d) = self.decide(
                     &policy,
-                    Action::Request,
+                    action,
                     user,
                     &t.name,
                     role,

@@ -297,6 +297,24 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         "30m",
     ];
 
+    // `warden targets` lists the break-glass roles of those who may use them.
+    let t = ok(&bob, &["targets"]);
+    let roles: Vec<&str> = t["breakglass"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, vec!["admin", "root"], "{t}");
+    assert!(
+        ok(&alice, &["targets"])["breakglass"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let table = bob.run(&["targets"], None);
+    assert!(table.stdout.contains("Break-glass"), "{table:?}");
+
     // No second factor, no break-glass; developers have no break-glass rule at all.
     let out = fails(&bob, &bg, 3);
     assert!(out.stderr.contains("warden mfa enroll"), "{out:?}");

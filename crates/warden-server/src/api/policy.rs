@@ -27,6 +27,8 @@ pub struct TargetOption {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TargetList {
     pub targets: Vec<TargetOption>,
+    /// Roles the caller may take in an emergency with `warden breakglass`.
+    pub breakglass: Vec<TargetOption>,
 }
 
 /// The live policy.
@@ -76,27 +78,32 @@ pub struct ReloadResult {
 /// Every role the caller may request, with its tier, maximum TTL and MFA requirement.
 #[utoipa::path(get, path = "/v1/targets", security(("token" = [])), responses((status = 200, body = TargetList)))]
 pub async fn targets(State(app): State<Shared>, who: Authed) -> Json<TargetList> {
-    let (policy, options) = app.options(&who.user);
-    let targets = options
-        .iter()
-        .filter(|(_, _, d)| d.allowed)
-        .filter_map(|(t, r, d)| {
-            let target = policy.targets().get(t)?;
-            Some(TargetOption {
-                target: t.to_string(),
-                role: r.to_string(),
-                kind: target.kind.clone(),
-                environment: target.environment.clone(),
-                description: target
-                    .roles
-                    .get(r)
-                    .and_then(|ro| ro.description.clone())
-                    .or_else(|| target.description.clone()),
-                decision: d.into(),
+    let allowed = |action| {
+        let (policy, options) = app.options(action, &who.user);
+        options
+            .iter()
+            .filter(|(_, _, d)| d.allowed)
+            .filter_map(|(t, r, d)| {
+                let target = policy.targets().get(t)?;
+                Some(TargetOption {
+                    target: t.to_string(),
+                    role: r.to_string(),
+                    kind: target.kind.clone(),
+                    environment: target.environment.clone(),
+                    description: target
+                        .roles
+                        .get(r)
+                        .and_then(|ro| ro.description.clone())
+                        .or_else(|| target.description.clone()),
+                    decision: d.into(),
+                })
             })
-        })
-        .collect();
-    Json(TargetList { targets })
+            .collect()
+    };
+    Json(TargetList {
+        targets: allowed(warden_policy::Action::Request),
+        breakglass: allowed(warden_policy::Action::Breakglass),
+    })
 }
 
 /// The live policy's digest and size.

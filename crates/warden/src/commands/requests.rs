@@ -548,5 +548,32 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
         ],
         &rows,
     );
+    let emergency: Vec<Vec<String>> = v["breakglass"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let d = &t["decision"];
+            vec![
+                s(t, "target"),
+                s(t, "role"),
+                s(d, "max_ttl"),
+                d["ticket_patterns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            ]
+        })
+        .collect();
+    if !emergency.is_empty() {
+        println!();
+        println!(
+            "Break-glass (`warden breakglass TARGET --role ROLE`; MFA, full recording, security notified):"
+        );
+        table(&["TARGET", "ROLE", "MAX TTL", "TICKET"], &emergency);
+    }
     Ok(())
 }
