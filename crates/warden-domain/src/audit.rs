@@ -62,6 +62,10 @@ codes! {
     BreakGlassActivated = 2100, "breakglass.activated";
     PostmortemOpened = 2101, "postmortem.opened";
     PostmortemClosed = 2102, "postmortem.closed";
+    BreakGlassRefused = 2103, "breakglass.refused";
+    PostmortemCloseRefused = 2104, "postmortem.close_refused";
+    NotificationFailed = 6000, "notification.failed";
+    ExpiryWarned = 6001, "notification.expiry_warned";
     CredentialIssued = 4000, "credential.issued";
     CredentialIssueFailed = 4001, "credential.issue_failed";
     CredentialRevoked = 4002, "credential.revoked";

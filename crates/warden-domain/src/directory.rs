@@ -71,4 +71,9 @@ impl Directory {
     pub fn get(&self, name: &UserName) -> Option<&User> {
         self.users.get(name)
     }
+
+    /// Every user, by name.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
 }

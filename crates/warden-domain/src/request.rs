@@ -150,6 +150,13 @@ pub struct Ask {
     pub ttl: Ttl,
 }
 
+/// Marks a break-glass request: granted at once under the break-glass rules, fully recorded,
+/// security notified, and followed by a postmortem. A drill goes the same way, flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlass {
+    pub drill: bool,
+}
+
 /// A request for access and, once granted, the grant itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -186,6 +193,16 @@ pub struct Request {
     /// Who ended the request early (revoke, cancel) and why.
     pub ended_by: Option<UserName>,
     pub end_comment: Option<Comment>,
+    /// Set on break-glass requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakglass: Option<BreakGlass>,
+    /// When the requester is to be told that the grant ends soon; cleared once they are.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warn_at: Option<OffsetDateTime>,
     /// Optimistic-concurrency counter; the store bumps it on every save.
     pub version: u64,
 }
@@ -272,6 +289,8 @@ impl Request {
             ended_at: None,
             ended_by: None,
             end_comment: None,
+            breakglass: None,
+            warn_at: None,
             version: 0,
         }
     }
@@ -493,6 +512,29 @@ impl Request {
         self.ended_at = Some(now);
         self.ended_by = by;
         self.end_comment = comment;
+        self.warn_at = None;
+    }
+
+    /// Schedules the "ends soon" warning `lead` before an active grant's expiry, for grants
+    /// longer than `lead` (a shorter one is ending soon from the start).
+    pub fn warn_before(&mut self, lead: Ttl) {
+        self.warn_at = match self.expires_at {
+            Some(e) if self.state == State::Active && self.ttl > lead => {
+                Some(e - time::Duration::seconds(i64::try_from(lead.as_secs()).unwrap_or(0)))
+            }
+            _ => None,
+        };
+    }
+
+    /// Whether the "ends soon" warning is due at `now`; if so it is taken, so it is given once.
+    pub fn take_warning(&mut self, now: OffsetDateTime) -> bool {
+        match self.warn_at {
+            Some(w) if self.state == State::Active && w <= now => {
+                self.warn_at = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Who may still act, as text for people: e.g. `an approver from sre`.
@@ -592,6 +634,25 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn expiry_warning_is_given_once_and_only_for_long_grants() {
+        let alice = user("alice", &[], Some("mgr"));
+        let mgr = user("mgr", &[], None);
+        let mut r = request("manager");
+        let t = datetime!(2026-01-01 10:00 UTC);
+        let req = r.requirement.clone();
+        r.approve(&mgr, &alice, req, Comment::parse("").unwrap(), t)
+            .unwrap();
+        r.activate(None, t).unwrap();
+        r.warn_before("2h".parse().unwrap());
+        assert_eq!(r.warn_at, None, "a 1h grant is shorter than the lead");
+        r.warn_before("10m".parse().unwrap());
+        assert_eq!(r.warn_at, Some(datetime!(2026-01-01 10:50 UTC)));
+        assert!(!r.take_warning(datetime!(2026-01-01 10:49 UTC)));
+        assert!(r.take_warning(datetime!(2026-01-01 10:50 UTC)));
+        assert!(!r.take_warning(datetime!(2026-01-01 10:51 UTC)));
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //! `@pending_timeout("1h")` (default 24h) are optional. A `forbid` takes only `@id` and an
 //! optional `@reason`. Any other annotation is an error, so a typo cannot silently drop a term.
 //!
+//! A permit whose scope says `action == Action::"breakglass"` is a break-glass permit: its terms
+//! are fixed (granted at once, MFA step-up, full recording), so it takes only `@id`, a required
+//! `@max_ttl` of at most 4h and an optional `@ticket`. A permit naming both actions is refused.
+//!
 //! # How a decision is made
 //!
 //! Cedar evaluates every policy for the request: principal `User::"<name>"` (a member of its
@@ -37,6 +41,9 @@
 //!    several match the strictest terms apply: approval requirements are combined with AND,
 //!    the smallest maximum TTL and pending timeout win, MFA is required if any permit requires
 //!    it, the most complete recording tier wins, and the ticket must match every pattern.
+//!
+//! A break-glass decision considers break-glass permits only: an ordinary permit, even one
+//! without an action constraint, never grants emergency access (forbids still apply).
 //!
 //! Whether a concrete request (its TTL, ticket and MFA proof) meets an allowed decision is
 //! [`warden_domain::Decision::check`]'s job; who must approve it is the approval tier's.

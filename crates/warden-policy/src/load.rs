@@ -303,11 +303,20 @@ impl<'a> Rules<'a> {
         };
         let pid = PolicyId::new(&id);
 
-        let checked = match policy.effect() {
-            Effect::Permit => rules::permit_terms(&shown, policy.annotations()).map(|t| {
+        let checked = match (policy.effect(), self.scope(&policy)) {
+            (Effect::Permit, Ok(breakglass)) => if breakglass {
+                rules::breakglass_terms(&shown, policy.annotations())
+            } else {
+                rules::permit_terms(&shown, policy.annotations())
+            }
+            .map(|t| {
                 self.terms.insert(pid.clone(), t);
             }),
-            Effect::Forbid => rules::check_forbid(policy.annotations()),
+            (Effect::Permit, Err(message)) => Err(vec![rules::AnnotationError {
+                key: None,
+                message: format!("permit {shown} {message}"),
+            }]),
+            (Effect::Forbid, _) => rules::check_forbid(policy.annotations()),
         };
         if let Err(errors) = checked {
             for e in errors {
@@ -327,6 +336,27 @@ impl<'a> Rules<'a> {
         self.homes.insert(pid.clone(), home);
         if let Err(e) = self.set.add(policy.new_id(pid)) {
             out.push(home.at(0, e.to_string()));
+        }
+    }
+
+    /// Whether a permit is a break-glass permit: one whose scope names only
+    /// `Action::"breakglass"`. A permit naming both actions is refused, since the two have
+    /// different terms; one with no action constraint is about the normal flow.
+    fn scope(&self, policy: &cedar_policy::Policy) -> Result<bool, String> {
+        let breakglass = self.vocab.action(crate::Action::Breakglass);
+        match policy.action_constraint() {
+            cedar_policy::ActionConstraint::Any => Ok(false),
+            cedar_policy::ActionConstraint::Eq(a) => Ok(&a == breakglass),
+            cedar_policy::ActionConstraint::In(actions) => {
+                let n = actions.iter().filter(|a| *a == breakglass).count();
+                if n == 0 {
+                    Ok(false)
+                } else if n == actions.len() {
+                    Ok(true)
+                } else {
+                    Err("names both Action::\"request\" and Action::\"breakglass\": their terms differ, so write one permit for each".into())
+                }
+            }
         }
     }
 

@@ -158,12 +158,49 @@ impl Policy {
         }
         matched.sort();
         matched.dedup();
+        // A permit without an action constraint is about the normal flow; break-glass is
+        // decided by break-glass permits alone.
+        let breakglass = action == Action::Breakglass;
+        matched.retain(|id| {
+            self.terms
+                .get(*id)
+                .is_none_or(|t| t.breakglass == breakglass)
+        });
+        if matched.is_empty() {
+            return Ok(Decision::deny(Vec::new()));
+        }
         let terms: Option<Vec<&Terms>> = matched.iter().map(|id| self.terms.get(*id)).collect();
         Ok(match terms {
             Some(terms) => rules::combine(ids(matched), &terms),
             // Every permit has terms; a match without them would be a bug, so grant nothing.
             None => Decision::deny(Vec::new()),
         })
+    }
+
+    /// The roles some break-glass permit's scope covers, by target and role name: the roles
+    /// people may break the glass for (a permit's `when` may narrow who and when further).
+    pub fn breakglass_roles(&self) -> Vec<(TargetName, RoleName)> {
+        use cedar_policy::ResourceConstraint as R;
+        let mut out = std::collections::BTreeSet::new();
+        for p in self.set.policies() {
+            if !self.terms.get(p.id()).is_some_and(|t| t.breakglass) {
+                continue;
+            }
+            for (name, t) in &self.entities {
+                for (role, entity) in &t.roles {
+                    let uid = entity.uid();
+                    let covered = match p.resource_constraint() {
+                        R::Any | R::Is(_) => true,
+                        R::Eq(u) => u == uid,
+                        R::In(u) | R::IsIn(_, u) => u == uid || u == t.target.uid(),
+                    };
+                    if covered {
+                        out.insert((name.clone(), role.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
     }
 
     fn evaluate(

@@ -23,6 +23,12 @@ const PERMIT_KEYS: [&str; 7] = [
 ];
 /// Annotations allowed on a `forbid`: a forbid only denies, so terms would mean nothing there.
 const FORBID_KEYS: [&str; 2] = ["id", "reason"];
+/// Annotations allowed on a break-glass `permit`: its other terms are fixed (granted at once,
+/// MFA step-up, full recording), so they cannot be written.
+const BREAKGLASS_KEYS: [&str; 3] = ["id", "max_ttl", "ticket"];
+/// The longest break-glass grant a policy may allow: emergency access is short, and more time
+/// goes through the normal flow.
+pub(crate) const BREAKGLASS_MAX_TTL: &str = "4h";
 
 /// How long a request may wait for approval when a permit does not say: a day, so a request
 /// made at the end of one working day can still be approved the next.
@@ -40,6 +46,8 @@ pub(crate) struct Terms {
     pub mfa: bool,
     pub recording: Recording,
     pub pending_timeout: Ttl,
+    /// Whether the permit is for `Action::"breakglass"`.
+    pub breakglass: bool,
 }
 
 /// A problem with one annotation (`key`), or with the policy as a whole (`None`).
@@ -146,8 +154,83 @@ pub(crate) fn permit_terms<'a>(
                 mfa,
                 recording,
                 pending_timeout,
+                breakglass: false,
             })
         }
+        _ => Err(errors),
+    }
+}
+
+/// Why a term cannot be written on a break-glass permit.
+fn fixed_for_breakglass(key: &str) -> Option<&'static str> {
+    match key {
+        "approval" => Some(
+            "a break-glass permit grants at once, without approval: remove @approval (each use is reviewed afterwards in its postmortem)",
+        ),
+        "mfa" => Some("break-glass always requires MFA step-up: remove @mfa"),
+        "recording" => Some("break-glass sessions are always recorded in full: remove @recording"),
+        "pending_timeout" => {
+            Some("break-glass grants at once, so nothing waits: remove @pending_timeout")
+        }
+        _ => None,
+    }
+}
+
+/// Reads the terms of a break-glass `permit` (`action == Action::"breakglass"`): a required
+/// `@max_ttl` of at most [`BREAKGLASS_MAX_TTL`] and an optional `@ticket`. Granted at once,
+/// always with MFA step-up and full recording.
+pub(crate) fn breakglass_terms<'a>(
+    id: &str,
+    annotations: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Terms, Vec<AnnotationError>> {
+    let annotations: Vec<(&str, &str)> = annotations.collect();
+    let mut errors: Vec<AnnotationError> = annotations
+        .iter()
+        .filter_map(|(k, _)| fixed_for_breakglass(k).map(|m| problem(Some(k), m.to_owned())))
+        .collect();
+    let others: Vec<(&str, &str)> = annotations
+        .iter()
+        .copied()
+        .filter(|(k, _)| fixed_for_breakglass(k).is_none())
+        .collect();
+    errors.extend(unknown(&others, &BREAKGLASS_KEYS, "break-glass permit"));
+    let get = |key: &str| annotations.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let ceiling: Ttl = BREAKGLASS_MAX_TTL.parse().unwrap_or(Ttl::MIN);
+    let max_ttl = match get("max_ttl") {
+        None => {
+            errors.push(problem(
+                None,
+                format!("break-glass permit {id} has no @max_ttl; say how long emergency access lasts, e.g. @max_ttl(\"1h\")"),
+            ));
+            None
+        }
+        Some(v) => ttl("max_ttl", v, &mut errors).and_then(|t| {
+            if t > ceiling {
+                errors.push(problem(
+                    Some("max_ttl"),
+                    format!("@max_ttl(\"{v}\") is too long for break-glass: at most {BREAKGLASS_MAX_TTL}; longer access goes through the normal flow"),
+                ));
+                None
+            } else {
+                Some(t)
+            }
+        }),
+    };
+    let ticket = get("ticket").and_then(|v| {
+        TicketPattern::new(v)
+            .map_err(|e| errors.push(problem(Some("ticket"), format!("@ticket: {e}"))))
+            .ok()
+    });
+    match max_ttl {
+        Some(max_ttl) if errors.is_empty() => Ok(Terms {
+            requirement: Requirement::auto(),
+            max_ttl,
+            ticket,
+            mfa: true,
+            recording: Recording::Full,
+            pending_timeout: Ttl::MIN,
+            breakglass: true,
+        }),
         _ => Err(errors),
     }
 }
@@ -279,6 +362,38 @@ mod tests {
         .unwrap_err();
         assert_eq!(errs.len(), 7, "{errs:?}");
         assert!(errs[0].starts_with("unknown annotation @aproval on a permit"));
+    }
+
+    #[test]
+    fn breakglass_terms_are_fixed_but_the_ttl() {
+        let t = breakglass_terms("bg", [("id", "bg"), ("max_ttl", "1h")].into_iter()).unwrap();
+        assert!(t.breakglass && t.mfa && t.requirement.is_auto());
+        assert_eq!(t.recording, Recording::Full);
+        let errs = breakglass_terms(
+            "bg",
+            [
+                ("approval", "auto"),
+                ("mfa", "required"),
+                ("recording", "metadata"),
+                ("max_ttl", "8h"),
+                ("color", "red"),
+            ]
+            .into_iter(),
+        )
+        .unwrap_err();
+        let messages: Vec<&str> = errors_text(&errs);
+        assert_eq!(messages.len(), 5, "{messages:?}");
+        assert!(messages[0].contains("remove @approval"));
+        assert!(messages[1].contains("always requires MFA"));
+        assert!(messages[2].contains("recorded in full"));
+        assert!(messages[3].starts_with("unknown annotation @color on a break-glass permit"));
+        assert!(messages[4].contains("at most 4h"));
+        let errs = breakglass_terms("bg", [("id", "bg")].into_iter()).unwrap_err();
+        assert!(errs[0].message.contains("has no @max_ttl"));
+    }
+
+    fn errors_text(errs: &[AnnotationError]) -> Vec<&str> {
+        errs.iter().map(|e| e.message.as_str()).collect()
     }
 
     #[test]

@@ -83,12 +83,16 @@ fn decide(
 #[test]
 fn demo_policy_loads_and_its_fixtures_pass() {
     let policy = Policy::from_files(&demo_files()).unwrap_or_else(|r| panic!("{r}"));
-    assert_eq!(policy.rule_count(), 5);
+    assert_eq!(policy.rule_count(), 6);
+    assert_eq!(
+        policy.breakglass_roles(),
+        vec![("demo-ssh".parse().unwrap(), "root".parse().unwrap())]
+    );
     assert_eq!(policy.targets().len(), 1);
     let report = fixtures::run_files(&demo_files()).unwrap_or_else(|r| panic!("{r}"));
     let failures: Vec<_> = report.cases.iter().filter(|c| !c.passed).collect();
     assert!(failures.is_empty(), "{failures:#?}");
-    assert_eq!(report.passed(), 13);
+    assert_eq!(report.passed(), 18);
     assert_eq!(report.failed(), 0);
 }
 
@@ -105,7 +109,7 @@ fn loads_a_directory_like_in_memory_files() {
     let in_memory = Policy::from_files(&demo_files()).unwrap();
     assert_eq!(from_dir.digest(), in_memory.digest());
     let report = run_tests(dir.path()).unwrap();
-    assert_eq!((report.passed(), report.failed()), (13, 0));
+    assert_eq!((report.passed(), report.failed()), (18, 0));
 
     std::fs::write(dir.path().join("extra.cedar"), "@id(\"x\")").unwrap();
     let err = Policy::load_dir(dir.path()).unwrap_err();
@@ -261,7 +265,6 @@ permit (principal, action == Action::"request", resource)
 when { context.now.weekday < 5 && context.now.hour >= 8 && context.now.hour < 18 };
 
 @id("breakglass-with-ticket")
-@approval("auto")
 @max_ttl("30m")
 permit (principal in Group::"sre", action == Action::"breakglass", resource)
 when { context.has_ticket && context.ticket like "INC-*" && context.ttl_seconds <= 1800 };
@@ -333,6 +336,72 @@ when { context.has_ticket && context.ticket like "INC-*" && context.ttl_seconds 
     assert!(!breakglass("30m", None).allowed);
     assert!(!breakglass("30m", Some("CHG-9")).allowed);
     assert!(!breakglass("31m", Some("INC-9")).allowed);
+}
+
+#[test]
+fn breakglass_permits_have_their_own_terms() {
+    let report = Policy::from_files(&[
+        ("targets.toml".into(), TARGETS.into()),
+        (
+            "a.cedar".into(),
+            r#"
+@id("both")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action in [Action::"request", Action::"breakglass"], resource);
+
+@id("bg-approval")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"breakglass", resource);
+"#
+            .into(),
+        ),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(report.contains("permit both names both"), "{report}");
+    assert!(report.contains("remove @approval"), "{report}");
+
+    let p = load(&[(
+        "a.cedar",
+        r#"
+@id("anything")
+@approval("auto")
+@max_ttl("8h")
+permit (principal, action, resource);
+
+@id("bg-target")
+@max_ttl("1h")
+permit (principal in Group::"sre", action == Action::"breakglass", resource in Target::"prod-web-1");
+"#,
+    )]);
+    let bob = user("bob", &["sre"]);
+    let bg = |target: &str| {
+        p.decide(
+            Action::Breakglass,
+            &bob,
+            &target.parse().unwrap(),
+            &"admin".parse().unwrap(),
+            &ctx(),
+        )
+        .unwrap()
+    };
+    // The unconstrained permit is about the normal flow: it grants no break-glass access.
+    let d = bg("prod-web-1");
+    assert_eq!(d.rules, vec!["bg-target"]);
+    assert!(d.mfa && d.requirement.is_auto());
+    assert_eq!(d.recording, Recording::Full);
+    assert!(!bg("stage-web-1").allowed);
+    let roles: Vec<String> = p
+        .breakglass_roles()
+        .into_iter()
+        .map(|(t, r)| format!("{t}/{r}"))
+        .collect();
+    assert!(
+        !roles.is_empty() && roles.iter().all(|r| r.starts_with("prod-web-1/")),
+        "{roles:?}"
+    );
 }
 
 #[test]

@@ -13,10 +13,11 @@ use futures_util::StreamExt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
 use warden_domain::request::{Approved, Ask, TransitionError};
 use warden_domain::{
-    Comment, Decision, Lease, LeaseState, Reason, Refusal, Request, RequestId, RoleName, State,
-    TargetName, Ticket, Ttl, User,
+    Audience, BreakGlass, Comment, Decision, Lease, LeaseState, Postmortem, Reason, Refusal,
+    Request, RequestId, RoleName, State, TargetName, Ticket, Ttl, User,
 };
 
 use warden_issuers::{
@@ -54,6 +55,8 @@ pub enum Error {
     Mfa(String),
     #[error("the credential could not be issued or revoked: {0}")]
     Issuer(String),
+    #[error("{0}")]
+    Postmortem(#[from] warden_domain::postmortem::PostmortemError),
     #[error("storage failure: {0}")]
     Store(#[from] warden_store::Error),
 }
@@ -70,6 +73,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Mfa(_) => "mfa_required",
             Error::Issuer(_) => "issuer_failed",
+            Error::Postmortem(p) => p.code(),
             Error::Store(_) => "storage_unavailable",
         }
     }
@@ -109,7 +113,7 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn actor(&self) -> Actor {
+    pub(crate) fn actor(&self) -> Actor {
         Actor::user(self.user.name.clone(), self.source.clone())
     }
 }
@@ -134,7 +138,7 @@ fn decision_details(d: &Decision) -> serde_json::Value {
 
 impl App {
     /// Appends a refusal event and hands the error back, so refusals cannot go unaudited.
-    async fn refused(&self, event: Event, err: Error) -> Error {
+    pub(crate) async fn refused(&self, event: Event, err: Error) -> Error {
         let event = event.denied(err.code(), err.to_string());
         match self.store.append(vec![event]).await {
             Ok(()) => err,
@@ -146,13 +150,14 @@ impl App {
     fn decide(
         &self,
         policy: &Policy,
+        action: Action,
         user: &User,
         target: &TargetName,
         role: &RoleName,
         ctx: &Context,
     ) -> Result<Decision, Error> {
         policy
-            .decide(Action::Request, user, target, role, ctx)
+            .decide(action, user, target, role, ctx)
             .map_err(|e| Error::Unknown(e.to_string()))
     }
 
@@ -241,8 +246,8 @@ impl App {
             admin = self.admin_credential(&r.target).await?;
             let change = Change {
                 lease: lease.clone(),
-                pickup: None,
                 events: std::mem::take(&mut events),
+                ..Change::default()
             };
             self.save(&mut r, &mut stored, change).await?;
         }
@@ -280,8 +285,8 @@ impl App {
                     &mut stored,
                     Change {
                         lease,
-                        pickup: None,
                         events,
+                        ..Change::default()
                     },
                 )
                 .await?;
@@ -296,6 +301,7 @@ impl App {
             obj.remove("certificate");
         }
         r.activate(Some(issued.public), now)?;
+        r.warn_before(self.config.expiry_warning);
         if let Some(l) = lease.as_mut() {
             l.activate(valid_before);
         }
@@ -309,6 +315,31 @@ impl App {
                 .for_request(&r)
                 .details(serde_json::json!({ "expires_at": valid_before.unix_timestamp(), "kind": target.kind })),
         );
+        let mut postmortem = None;
+        let mut notices = Vec::new();
+        if let Some(bg) = r.breakglass {
+            events.push(
+                Event::new(Code::BreakGlassActivated, actor.clone(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({
+                        "drill": bg.drill,
+                        "reason": r.reason.as_str(),
+                        "ticket": r.ticket.as_ref().map(|t| t.as_str()),
+                        "ttl": r.ttl.to_string(),
+                        "recording": r.recording.to_string(),
+                        "expires_at": valid_before.unix_timestamp(),
+                    })),
+            );
+            events.push(
+                Event::new(Code::PostmortemOpened, Actor::system(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({ "drill": bg.drill })),
+            );
+            postmortem = Some(Postmortem::open(&r, bg.drill, now));
+            notices = self.notices(&r, Kind::BreakGlass, Audience::Security, None);
+        } else if caller.user.name != r.requester {
+            notices = self.notices(&r, Kind::Approved, Audience::Requester, None);
+        }
         let (secret, pickup) = match issued.secret {
             Some(secret) if caller.user.name != r.requester => {
                 let sealed = serde_json::to_vec(secret.expose())
@@ -328,12 +359,15 @@ impl App {
             Change {
                 lease,
                 pickup,
+                postmortem,
                 events,
+                notices,
             },
         )
         .await?;
         self.issued(&r, &target.kind, true, now);
         self.wake.notify_one();
+        self.outbox.notify_one();
         Ok(Outcome { request: r, secret })
     }
 
@@ -439,15 +473,43 @@ impl App {
         input: Create,
         extends: Option<RequestId>,
     ) -> Result<Outcome, Error> {
+        self.start(caller, input, extends, None).await
+    }
+
+    /// Breaks the glass: decided by the break-glass rules alone, always after MFA step-up (a
+    /// user without a second factor is refused), granted at once and recorded in full; the
+    /// grant notifies security and opens a postmortem. A drill takes the same path, flagged.
+    pub async fn breakglass(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        drill: bool,
+    ) -> Result<Outcome, Error> {
+        self.start(caller, input, None, Some(BreakGlass { drill }))
+            .await
+    }
+
+    /// Creates a request, or a break-glass grant with `breakglass`.
+    async fn start(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        extends: Option<RequestId>,
+        breakglass: Option<BreakGlass>,
+    ) -> Result<Outcome, Error> {
         let now = now();
         let actor = caller.actor();
+        let (action, refused_code) = match breakglass {
+            Some(_) => (Action::Breakglass, Code::BreakGlassRefused),
+            None => (Action::Request, Code::RequestRefused),
+        };
         let Create {
             ask,
             public_key,
             totp,
         } = input;
         let refusal = |extra: serde_json::Value| {
-            let mut e = Event::new(Code::RequestRefused, actor.clone(), now);
+            let mut e = Event::new(refused_code, actor.clone(), now);
             e.target = Some(ask.target.clone());
             e.role = Some(ask.role.clone());
             e.details = extra;
@@ -456,6 +518,7 @@ impl App {
         let policy = self.policy.load_full();
         let decision = match self.decide(
             &policy,
+            action,
             caller.user,
             &ask.target,
             &ask.role,
@@ -464,6 +527,16 @@ impl App {
             Ok(d) => d,
             Err(e) => return Err(self.refused(refusal(serde_json::Value::Null), e).await),
         };
+        if breakglass.is_some()
+            && decision.allowed
+            && totp.is_none()
+            && !self.mfa_enrolled(&caller.user.name).await?
+        {
+            let e = Error::Mfa(
+                "break-glass requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` now, before an emergency".into(),
+            );
+            return Err(self.refused(refusal(decision_details(&decision)), e).await);
+        }
         let mfa = if decision.mfa && decision.allowed {
             match self.step_up(&caller.user.name, totp.as_deref()).await {
                 Ok(ok) => ok,
@@ -513,6 +586,7 @@ impl App {
             extends,
             now,
         );
+        r.breakglass = breakglass;
         let mut details = decision_details(&decision);
         if let Some(obj) = details.as_object_mut() {
             obj.insert("reason".into(), r.reason.as_str().into());
@@ -522,6 +596,12 @@ impl App {
             );
             obj.insert("ttl".into(), r.ttl.to_string().into());
             obj.insert("extends".into(), extends.map(|e| e.to_string()).into());
+            if let Some(bg) = breakglass {
+                obj.insert(
+                    "breakglass".into(),
+                    serde_json::json!({ "drill": bg.drill }),
+                );
+            }
         }
         let mut events = vec![
             Event::new(Code::RequestCreated, actor.clone(), now)
@@ -533,12 +613,25 @@ impl App {
             events.push(
                 Event::new(Code::RequestApproved, Actor::system(), now)
                     .for_request(&r)
-                    .details(serde_json::json!({ "tier": "auto", "rules": r.rules })),
+                    .details(serde_json::json!({
+                        "tier": if breakglass.is_some() { "breakglass" } else { "auto" },
+                        "rules": r.rules,
+                    })),
             );
             return self.grant(&policy, r, events, false, &caller, now).await;
         }
-        self.insert(&r, events.into()).await?;
+        let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
+        self.insert(
+            &r,
+            Change {
+                events,
+                notices,
+                ..Change::default()
+            },
+        )
+        .await?;
         self.wake.notify_one();
+        self.outbox.notify_one();
         Ok(Outcome {
             request: r,
             secret: None,
@@ -606,6 +699,7 @@ impl App {
             let policy = self.policy.load_full();
             let decision = match self.decide(
                 &policy,
+                Action::Request,
                 &requester,
                 &r.target,
                 &r.role,
@@ -632,6 +726,7 @@ impl App {
                 }
             }
             let mut events = Vec::new();
+            let mut notices = Vec::new();
             if approve {
                 let outcome = r.approve(
                     caller.user,
@@ -683,11 +778,20 @@ impl App {
                         .for_request(&r)
                         .details(serde_json::json!({ "comment": comment.as_str() })),
                 );
+                let why = (!comment.as_str().is_empty())
+                    .then(|| format!("{}: {}", caller.user.name, comment.as_str()));
+                notices = self.notices(&r, Kind::Denied, Audience::Requester, why);
             }
-            match self.store.update_request(&r, events.into()).await {
+            let change = Change {
+                events,
+                notices,
+                ..Change::default()
+            };
+            match self.store.update_request(&r, change).await {
                 Ok(v) => {
                     r.version = v;
                     self.wake.notify_one();
+                    self.outbox.notify_one();
                     return Ok(Outcome {
                         request: r,
                         secret: None,
@@ -765,8 +869,8 @@ impl App {
         }
         Ok(Change {
             lease,
-            pickup: None,
             events,
+            ..Change::default()
         })
     }
 
@@ -906,19 +1010,41 @@ impl App {
         Ok(handled)
     }
 
-    /// Times out a pending request or expires an active grant that is due; returns whether it
-    /// changed. One request that cannot move is logged and left for the next pass, so it never
-    /// holds up the others.
+    /// Acts on a request whose deadline has come: times out a pending request, expires an
+    /// active grant, or warns its requester that it ends soon. Returns whether it changed. One
+    /// request that cannot move is logged and left for the next pass, so it never holds up the
+    /// others.
     async fn end_due(&self, mut r: Request, now: OffsetDateTime) -> Result<bool, Error> {
         let ended = match r.state {
             State::Pending => r
                 .time_out(now)
-                .map(|()| {
-                    vec![Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r)]
-                        .into()
+                .map(|()| Change {
+                    events: vec![
+                        Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r),
+                    ],
+                    notices: self.notices(&r, Kind::TimedOut, Audience::Requester, None),
+                    ..Change::default()
                 })
                 .map_err(Error::from),
-            State::Active => self.end_grant(&mut r, None, now).await,
+            State::Active if r.expires_at.is_some_and(|e| e <= now) => {
+                self.end_grant(&mut r, None, now).await
+            }
+            State::Active => {
+                if !r.take_warning(now) {
+                    return Ok(false);
+                }
+                Ok(Change {
+                    events: vec![
+                        Event::new(Code::ExpiryWarned, Actor::system(), now)
+                            .for_request(&r)
+                            .details(serde_json::json!({
+                                "expires_at": r.expires_at.map(|e| e.unix_timestamp()),
+                            })),
+                    ],
+                    notices: self.notices(&r, Kind::ExpirySoon, Audience::Requester, None),
+                    ..Change::default()
+                })
+            }
             _ => return Ok(false),
         };
         let change = match ended {
@@ -929,7 +1055,10 @@ impl App {
             }
         };
         match self.store.update_request(&r, change).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.outbox.notify_one();
+                Ok(true)
+            }
             Err(warden_store::Error::Conflict) => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -944,7 +1073,7 @@ impl App {
         for mut l in self.store.due_leases(horizon, 100_000).await? {
             if l.state == LeaseState::Intent {
                 l.start_revoking(now);
-                self.store.update_lease(&l, Vec::new()).await?;
+                self.store.update_lease(&l, Vec::new(), Vec::new()).await?;
                 n += 1;
             }
         }
@@ -1021,6 +1150,7 @@ impl App {
             e
         };
         let removed = outcome.is_ok();
+        let mut notices = Vec::new();
         let events = match outcome {
             Ok(result) => {
                 lease.revoked();
@@ -1033,6 +1163,22 @@ impl App {
             Err(e) => {
                 tracing::error!(grant = %lease.grant, account = %lease.account, error = %e, "revocation failed; will retry");
                 let newly_failed = lease.revoke_failed(e.clone(), now);
+                // Security hears at the first failure (the account outlives its grant from
+                // now on) and again when Warden stops retrying.
+                if lease.attempts == 1 || newly_failed {
+                    let detail = if newly_failed {
+                        format!(
+                            "account {}: still there after {} attempts, now marked failed (retries go on, further apart); check the target: {e}",
+                            lease.account, lease.attempts
+                        )
+                    } else {
+                        format!("account {}: retrying with backoff: {e}", lease.account)
+                    };
+                    if let Some(r) = self.store.request(lease.grant).await? {
+                        notices =
+                            self.notices(&r, Kind::RevokeFailed, Audience::Security, Some(detail));
+                    }
+                }
                 if newly_failed {
                     vec![base(Code::CredentialRevokeFailed).failed("revoke_failed", e).details(serde_json::json!({ "account": lease.account, "attempts": lease.attempts }))]
                 } else {
@@ -1040,7 +1186,11 @@ impl App {
                 }
             }
         };
-        self.store.update_lease(&lease, events).await?;
+        let notify = !notices.is_empty();
+        self.store.update_lease(&lease, events, notices).await?;
+        if notify {
+            self.outbox.notify_one();
+        }
         if removed {
             self.metrics.add(&metrics::REVOKED, &[&kind], 1);
             let lag = (done - due).as_seconds_f64().max(0.0);
@@ -1143,6 +1293,7 @@ impl App {
     /// would pass it (MFA aside).
     pub fn explain(
         &self,
+        action: Action,
         user: &User,
         target: &TargetName,
         role: &RoleName,
@@ -1150,21 +1301,33 @@ impl App {
         ticket: Option<&Ticket>,
     ) -> Result<(Decision, Option<Refusal>), Error> {
         let policy = self.policy.load_full();
-        let d = self.decide(&policy, user, target, role, &context(now(), ttl, ticket))?;
+        let d = self.decide(
+            &policy,
+            action,
+            user,
+            target,
+            role,
+            &context(now(), ttl, ticket),
+        )?;
         let check = d.check(ttl, ticket, true).err();
         Ok((d, check))
     }
 
-    /// Every target and role with what policy says about `user` requesting it now.
-    /// Evaluated with the shortest TTL and no ticket; the decision's settings say what a real
-    /// request must bring.
-    pub fn options(&self, user: &User) -> (Arc<Policy>, Vec<(TargetName, RoleName, Decision)>) {
+    /// Every target and role with what policy says about `user` asking for it now, through
+    /// `action`. Evaluated with the shortest TTL and no ticket; the decision's settings say what
+    /// a real request must bring.
+    pub fn options(
+        &self,
+        action: Action,
+        user: &User,
+    ) -> (Arc<Policy>, Vec<(TargetName, RoleName, Decision)>) {
         let policy = self.policy.load_full();
         let mut out = Vec::new();
         for (_, t) in policy.targets().iter() {
             for role in t.roles.keys() {
                 if let Ok(d) = self.decide(
                     &policy,
+                    action,
                     user,
                     &t.name,
                     role,

@@ -7,8 +7,15 @@
 //! token_ttl = "8h"                 # lifetime of API tokens from `warden login`
 //! admin_group = "admins"           # members may reload policy and manage users
 //! bootstrap_admin = "admin"        # created with a one-time password on first start
-//! security_group = "security"      # members may read `warden report`, as admins may
+//! security_group = "security"      # told of break-glass; closes postmortems; reads `warden report`
 //! metrics_token = "…"              # optional: bearer token `GET /metrics` then requires
+//! public_url = "https://warden.example.com"  # what links in notifications point at
+//! expiry_warning = "10m"           # requesters are told this long before a grant ends
+//!
+//! [[notify]]                       # notification sinks: see `crate::notify`
+//! name = "chat"
+//! kind = "webhook"
+//! url = "http://127.0.0.1:9000/hooks/warden"
 //!
 //! [users.alice]
 //! groups = ["dev"]
@@ -46,8 +53,8 @@ pub struct Config {
     /// (or taken from `WARDEN_BOOTSTRAP_PASSWORD`).
     #[serde(default = "default_bootstrap_admin")]
     pub bootstrap_admin: UserName,
-    /// Members of this group may read the zero-standing-privilege report, as administrators
-    /// may.
+    /// Its members are told of every break-glass use and failed revocation, may close
+    /// postmortems, and may read the zero-standing-privilege report, as administrators may.
     #[serde(default = "default_security_group")]
     pub security_group: GroupName,
     /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`; unset, it is
@@ -71,6 +78,16 @@ pub struct Config {
     /// through the API, so an API caller cannot redirect or silence the export.
     #[serde(default, deserialize_with = "crate::export::sinks")]
     pub sinks: Vec<crate::export::SinkConfig>,
+    /// Where notifications go (`[[notify]]`); see [`crate::notify`]. Only here, never through
+    /// the API.
+    #[serde(default, deserialize_with = "crate::notify::sinks")]
+    pub notify: Vec<crate::notify::NotifyConfig>,
+    /// The address people reach Warden at, for the links in notifications, e.g.
+    /// `https://warden.example.com`. Default `http://` and the listen address.
+    pub public_url: Option<String>,
+    /// How long before a grant ends its requester is told (only for grants longer than this).
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: Ttl,
 }
 
 /// One user in the directory.
@@ -140,6 +157,9 @@ fn default_security_group() -> GroupName {
         .parse()
         .unwrap_or_else(|_| unreachable!("valid literal"))
 }
+fn default_expiry_warning() -> Ttl {
+    Ttl::from_secs(600).unwrap_or(Ttl::MIN)
+}
 fn default_bootstrap_admin() -> UserName {
     "admin"
         .parse()
@@ -162,6 +182,9 @@ impl Default for Config {
             audit_retention_days: None,
             users: BTreeMap::new(),
             sinks: Vec::new(),
+            notify: Vec::new(),
+            public_url: None,
+            expiry_warning: default_expiry_warning(),
         }
     }
 }
@@ -194,6 +217,16 @@ impl Config {
             path: path.into(),
             message: e.to_string(),
         })?;
+        if let Some(u) = &config.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError::Parse {
+                path: path.into(),
+                message: format!(
+                    "`public_url` {u:?} must start with http:// or https://, e.g. \"https://warden.example.com\""
+                ),
+            });
+        }
         config
             .directory()
             .map_err(|source| ConfigError::Directory {

@@ -14,6 +14,8 @@ pub mod config;
 pub mod export;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
+pub mod postmortems;
 pub mod serve;
 pub mod state;
 pub mod vault;

@@ -118,6 +118,8 @@ series! {
     EXPORT_LAG = gauge("warden_audit_export_lag_events", "Audit events not yet delivered, by export sink.", &["sink"]);
     BREAKGLASS_USES = counter("warden_breakglass_uses_total", "Break-glass activations in the audit log, drills apart.", &["drill"]);
     POSTMORTEMS_OPEN = gauge("warden_postmortems_open", "Postmortems opened and not yet closed, from the audit log.", &[]);
+    OUTBOX_PENDING = gauge("warden_notifications_pending", "Notifications queued and not yet delivered to every sink; retrying: those that failed at least once.", &["state"]);
+    OUTBOX_LAG = gauge("warden_notifications_lag_seconds", "Age of the oldest undelivered notification (0 when none).", &[]);
 }
 
 /// How a series is counted from the audit log.
@@ -255,6 +257,18 @@ impl Metrics {
             let lag = export.log_size.saturating_sub(sink.cursor);
             self.set(&EXPORT_LAG, &[&sink.name], lag as f64);
         }
+
+        let outbox = app.store.outbox_status().await?;
+        self.set(
+            &OUTBOX_PENDING,
+            &["queued"],
+            outbox.pending.saturating_sub(outbox.retrying) as f64,
+        );
+        self.set(&OUTBOX_PENDING, &["retrying"], outbox.retrying as f64);
+        let lag = outbox
+            .oldest_pending
+            .map_or(0.0, |t| (crate::state::now() - t).as_seconds_f64().max(0.0));
+        self.set(&OUTBOX_LAG, &[], lag);
 
         for (def, tally) in FROM_AUDIT {
             match *tally {

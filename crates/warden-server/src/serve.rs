@@ -195,6 +195,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tokio::spawn(crate::worker::reconcile(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::retention(app.clone(), stop_rx.clone()));
     let exporter = crate::export::Exporter::start(&app)?;
+    crate::notify::outbox::check(&app)?;
+    let dispatcher = tokio::spawn(crate::notify::outbox::run(app.clone(), stop_rx.clone()));
     let checkpointer = tokio::spawn(crate::checkpoints::run(
         app.clone(),
         note_signer.clone(),
@@ -211,6 +213,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     .await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    // A delivery in flight may wait on a slow sink; what it has not marked delivered stays
+    // queued and is sent at the next start.
+    let mut dispatcher = dispatcher;
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher.abort();
+    }
     let _ = checkpointer.await;
     store
         .append(vec![Event::new(

@@ -29,6 +29,8 @@ pub struct App {
     pub config: Config,
     /// Wakes the worker when a new deadline may be earlier than the one it sleeps for.
     pub wake: Notify,
+    /// Wakes the notification dispatcher when notifications were queued.
+    pub outbox: Notify,
     /// Serialises policy reloads.
     reload: Mutex<()>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
@@ -101,6 +103,7 @@ impl App {
             sealer,
             config,
             wake: Notify::new(),
+            outbox: Notify::new(),
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
             export: crate::export::Status::default(),

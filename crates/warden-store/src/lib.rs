@@ -10,7 +10,9 @@ pub mod sqlite;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use warden_domain::audit::{Code, Event};
-use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
+use warden_domain::{
+    Lease, Notice, Postmortem, Request, RequestId, RoleName, State, TargetName, UserName,
+};
 
 pub use sqlite::{AuditReader, SqliteStore, rewrap_sealed};
 
@@ -36,7 +38,11 @@ pub struct Change {
     pub lease: Option<Lease>,
     /// A sealed secret awaiting its one pickup by the requester.
     pub pickup: Option<String>,
+    /// The postmortem a break-glass grant opens.
+    pub postmortem: Option<Postmortem>,
     pub events: Vec<Event>,
+    /// Notifications the change causes, queued in the outbox with it.
+    pub notices: Vec<Outgoing>,
 }
 
 impl From<Vec<Event>> for Change {
@@ -46,6 +52,44 @@ impl From<Vec<Event>> for Change {
             ..Self::default()
         }
     }
+}
+
+/// A notification queued for one notification sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The sink's configured name.
+    pub sink: String,
+    pub notice: Notice,
+}
+
+/// A queued notification as the outbox holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub sink: String,
+    pub notice: Notice,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// The outbox's figures, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStatus {
+    /// Notifications not yet delivered.
+    pub pending: u64,
+    /// Of those, how many failed at least once.
+    pub retrying: u64,
+    pub delivered: u64,
+    /// When the oldest undelivered notification was queued: the outbox's lag.
+    pub oldest_pending: Option<OffsetDateTime>,
+}
+
+/// When each break-glass role was last drilled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drill {
+    pub target: TargetName,
+    pub role: RoleName,
+    pub at: OffsetDateTime,
+    pub request: RequestId,
 }
 
 /// Which requests to list.
@@ -135,8 +179,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A grant's lease.
     async fn lease(&self, grant: RequestId) -> Result<Option<Lease>>;
 
-    /// Saves a lease with its events.
-    async fn update_lease(&self, lease: &Lease, events: Vec<Event>) -> Result<()>;
+    /// Saves a lease with its events and the notifications it causes.
+    async fn update_lease(
+        &self,
+        lease: &Lease,
+        events: Vec<Event>,
+        notices: Vec<Outgoing>,
+    ) -> Result<()>;
 
     /// Leases whose next action is due at `now`, oldest first.
     async fn due_leases(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Lease>>;
@@ -265,4 +314,48 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         to: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Request>>;
+
+    // --- Notification outbox and break-glass postmortems -----------------------------------
+    // Notifications are queued by `Change::notices` (and `update_lease`), in the transaction of
+    // the change that causes them; these methods deliver them and read postmortems.
+
+    /// Queued notifications due for delivery at `now`, oldest first.
+    async fn due_notices(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// When the next queued notification is due, so the dispatcher can sleep until then.
+    async fn next_notice_due(&self) -> Result<Option<OffsetDateTime>>;
+
+    /// Marks notification `id` delivered to `sink`.
+    async fn notice_delivered(&self, id: uuid::Uuid, sink: &str, now: OffsetDateTime)
+    -> Result<()>;
+
+    /// Records a failed delivery and when to try again, with `events`.
+    async fn notice_failed(
+        &self,
+        id: uuid::Uuid,
+        sink: &str,
+        attempts: u32,
+        retry_at: OffsetDateTime,
+        error: &str,
+        events: Vec<Event>,
+    ) -> Result<()>;
+
+    /// Pending, retrying and delivered notifications.
+    async fn outbox_status(&self) -> Result<OutboxStatus>;
+
+    /// One postmortem, by its grant's id.
+    async fn postmortem(&self, request: RequestId) -> Result<Option<Postmortem>>;
+
+    /// Postmortems, newest first; only open ones with `open_only`.
+    async fn postmortems(&self, open_only: bool, limit: usize) -> Result<Vec<Postmortem>>;
+
+    /// Saves a closed postmortem with its events, if it was still open; [`Error::Conflict`]
+    /// otherwise.
+    async fn close_postmortem(&self, pm: &Postmortem, events: Vec<Event>) -> Result<()>;
+
+    /// How many postmortems are open.
+    async fn open_postmortems(&self) -> Result<u64>;
+
+    /// The latest drill of every role that was ever drilled.
+    async fn last_drills(&self) -> Result<Vec<Drill>>;
 }

@@ -11,6 +11,9 @@
 //! - [`Postgres`] and [`Mariadb`]: private database servers with an administrator account
 //!   and a small `app` database, driven with the real `psql` and `mariadb` clients; an
 //!   [`OpenSession`] holds a client connected to prove that revoking ends it.
+//! - [`WebhookReceiver`]: an HTTP receiver that accepts POSTs, or answers them with an error, or
+//!   is stopped and started again, to play a notification sink that goes down.
+//! - [`SmtpSink`]: a real SMTP server (Python's `smtpd`) that keeps the messages it receives.
 //! - [`free_port`], [`http_get`] and [`http_get_with`]: small building blocks used by the
 //!   above.
 //!
@@ -26,7 +29,9 @@ mod mariadb;
 mod postgres;
 mod process;
 mod server;
+mod smtp;
 mod sshd;
+mod webhook;
 
 pub use cli::{Cli, CliOutput};
 pub use database::OpenSession;
@@ -34,7 +39,9 @@ pub use http::{HttpResponse, http_get, http_get_with};
 pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 pub use server::Server;
+pub use smtp::SmtpSink;
 pub use sshd::{Sshd, ensure_local_user, ssh_keypair, ssh_login};
+pub use webhook::WebhookReceiver;
 
 use std::net::{Ipv4Addr, TcpListener};
 

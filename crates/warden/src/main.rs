@@ -49,6 +49,15 @@ enum Command {
     /// Create and act on access requests.
     #[command(subcommand)]
     Request(commands::requests::RequestCommand),
+    /// Emergency access: granted at once after MFA, recorded in full, security notified, and a
+    /// postmortem opened. `--drill` for a drill.
+    Breakglass(commands::breakglass::BreakglassArgs),
+    /// List, show and close the postmortems of break-glass grants.
+    #[command(subcommand)]
+    Postmortem(commands::breakglass::PostmortemCommand),
+    /// The notification outbox.
+    #[command(subcommand)]
+    Notify(commands::breakglass::NotifyCommand),
     /// Check, test, explain and reload policy.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
@@ -73,7 +82,8 @@ enum Command {
     SshCa,
     /// Print the keys of SSH grants revoked early, for sshd's RevokedKeys (refresh it often).
     SshRevokedKeys,
-    /// The zero-standing-privilege scorecard of a period (administrators and security).
+    /// The zero-standing-privilege scorecard of a period, or `report drills` (administrators
+    /// and security).
     Report(commands::report::ReportArgs),
     /// Search the audit log.
     #[command(subcommand)]
@@ -140,6 +150,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Targets => commands::requests::targets(server, out).await,
         Command::Request(c) => commands::requests::run(server, c, out).await,
         Command::Policy(c) => commands::policy::run(server, c, out).await,
+        Command::Breakglass(a) => commands::breakglass::breakglass(server, a, out).await,
+        Command::Postmortem(c) => commands::breakglass::postmortem(server, c, out).await,
+        Command::Notify(c) => commands::breakglass::notify(server, c, out).await,
         Command::SshRevokedKeys => {
             let client = client::Client::new(server)?;
             print!("{}", client.get_text("/v1/ssh/revoked-keys").await?);

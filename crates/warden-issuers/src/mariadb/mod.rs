@@ -414,8 +414,8 @@ impl Issuer for MariadbIssuer {
     async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
         let admin = require_admin(req.admin, req.target)?;
-        let users: Vec<String> =
-            self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
+        let users: Vec<String> = self
+            .with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
                 c.query(
                     "SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, 2) = 'w_' ORDER BY User",
                 )

@@ -43,15 +43,15 @@ use time::macros::format_description;
 use tokio_postgres::{Client, NoTls};
 use warden_domain::{RequestId, UserName};
 
-use crate::sql::template::{Template, Values, parse_grants};
 use crate::sql::pool::{Key, Pool};
+use crate::sql::template::{Template, Values, parse_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, grant_tail, is_account_name,
     parse_connection, redact, require_account, require_admin, require_password, url,
 };
 use crate::{
-    Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
-    RevokeResponse, RotateRootRequest, Secret, Settings,
+    Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest,
+    RevokeRequest, RevokeResponse, RotateRootRequest, Secret, Settings,
 };
 
 const KIND: &str = "postgres";
@@ -73,10 +73,11 @@ async fn create_role(
 ) -> Result<(), (String, tokio_postgres::Error)> {
     let begin = ("starting a transaction".to_owned(), "BEGIN".to_owned());
     let steps = std::iter::once(&begin).chain(statements);
-    let results = futures_util::future::join_all(
-        steps.map(|(what, sql)| async move { client.batch_execute(sql).await.map_err(|e| (what, e)) }),
-    )
-    .await;
+    let results =
+        futures_util::future::join_all(steps.map(|(what, sql)| async move {
+            client.batch_execute(sql).await.map_err(|e| (what, e))
+        }))
+        .await;
     if let Some((what, e)) = results.into_iter().find_map(Result::err) {
         // Nothing was created; a failed rollback leaves the connection unusable, and a failed
         // call never returns its connection to the pool.

@@ -115,10 +115,20 @@ mod tests {
         let pool = Pool::default();
         let a = Key::new(&conn("db1"), "admin", "one");
         pool.put(a.clone(), 1);
-        assert_eq!(pool.take(&Key::new(&conn("db2"), "admin", "one"), |_| true), None);
-        assert_eq!(pool.take(&Key::new(&conn("db1"), "admin", "two"), |_| true), None);
+        assert_eq!(
+            pool.take(&Key::new(&conn("db2"), "admin", "one"), |_| true),
+            None
+        );
+        assert_eq!(
+            pool.take(&Key::new(&conn("db1"), "admin", "two"), |_| true),
+            None
+        );
         assert_eq!(pool.take(&a, |_| true), Some(1));
-        assert_eq!(pool.take(&a, |_| true), None, "a connection is handed out once");
+        assert_eq!(
+            pool.take(&a, |_| true),
+            None,
+            "a connection is handed out once"
+        );
     }
 
     #[test]
@@ -127,7 +137,11 @@ mod tests {
         let a = Key::new(&conn("db1"), "admin", "one");
         pool.put(a.clone(), 1);
         pool.put(a.clone(), 2);
-        assert_eq!(pool.take(&a, |c| *c == 1), Some(1), "2 was closed and skipped");
+        assert_eq!(
+            pool.take(&a, |c| *c == 1),
+            Some(1),
+            "2 was closed and skipped"
+        );
         assert_eq!(pool.take(&a, |_| true), None);
     }
 
@@ -140,6 +154,10 @@ mod tests {
         pool.put(other.clone(), 3);
         pool.put(Key::new(&conn("db1"), "admin", "new"), 2);
         assert_eq!(pool.take(&old, |_| true), None);
-        assert_eq!(pool.take(&other, |_| true), Some(3), "other targets keep theirs");
+        assert_eq!(
+            pool.take(&other, |_| true),
+            Some(3),
+            "other targets keep theirs"
+        );
     }
 }

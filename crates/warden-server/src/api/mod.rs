@@ -2,6 +2,7 @@
 //! at `/v1/openapi.json`, and errors as `{"error":{"code":"…","message":"…"}}`.
 
 mod audit;
+mod breakglass;
 mod error;
 mod export;
 mod meta;
@@ -84,6 +85,12 @@ pub fn router(app: Shared) -> Router {
             axum::routing::delete(audit::delete_segment),
         )
         .route("/v1/audit/status", get(export::status))
+        .route("/v1/breakglass", post(breakglass::create))
+        .route("/v1/postmortems", get(breakglass::list))
+        .route("/v1/postmortems/{id}", get(breakglass::show))
+        .route("/v1/postmortems/{id}/close", post(breakglass::close))
+        .route("/v1/report/drills", get(breakglass::drills))
+        .route("/v1/notifications/status", get(breakglass::outbox))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
@@ -196,6 +203,8 @@ async fn refuse_large_bodies(
         requests::create, requests::list, requests::show, requests::approve, requests::deny,
         requests::cancel, requests::revoke, requests::extend, requests::credential,
         session::revoke_all, targets::set_credential, targets::rotate_root,
+        breakglass::create, breakglass::list, breakglass::show, breakglass::close,
+        breakglass::drills, breakglass::outbox,
     ),
     modifiers(&BearerAuth)
 )]

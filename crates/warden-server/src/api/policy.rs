@@ -27,6 +27,8 @@ pub struct TargetOption {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TargetList {
     pub targets: Vec<TargetOption>,
+    /// Roles the caller may take in an emergency with `warden breakglass`.
+    pub breakglass: Vec<TargetOption>,
 }
 
 /// The live policy.
@@ -49,6 +51,9 @@ pub struct ExplainBody {
     /// Default 1h.
     pub ttl: Option<String>,
     pub ticket: Option<String>,
+    /// Explain break-glass access (`Action::"breakglass"`) instead of a normal request.
+    #[serde(default)]
+    pub breakglass: bool,
 }
 
 /// The decision and whether the given details would pass it.
@@ -57,6 +62,8 @@ pub struct Explanation {
     pub user: String,
     pub target: String,
     pub role: String,
+    /// `request` or `breakglass`: which rules decided.
+    pub action: String,
     pub decision: DecisionView,
     /// Why the request as given would be refused (MFA aside), if it would.
     pub refusal: Option<String>,
@@ -71,27 +78,32 @@ pub struct ReloadResult {
 /// Every role the caller may request, with its tier, maximum TTL and MFA requirement.
 #[utoipa::path(get, path = "/v1/targets", security(("token" = [])), responses((status = 200, body = TargetList)))]
 pub async fn targets(State(app): State<Shared>, who: Authed) -> Json<TargetList> {
-    let (policy, options) = app.options(&who.user);
-    let targets = options
-        .iter()
-        .filter(|(_, _, d)| d.allowed)
-        .filter_map(|(t, r, d)| {
-            let target = policy.targets().get(t)?;
-            Some(TargetOption {
-                target: t.to_string(),
-                role: r.to_string(),
-                kind: target.kind.clone(),
-                environment: target.environment.clone(),
-                description: target
-                    .roles
-                    .get(r)
-                    .and_then(|ro| ro.description.clone())
-                    .or_else(|| target.description.clone()),
-                decision: d.into(),
+    let allowed = |action| {
+        let (policy, options) = app.options(action, &who.user);
+        options
+            .iter()
+            .filter(|(_, _, d)| d.allowed)
+            .filter_map(|(t, r, d)| {
+                let target = policy.targets().get(t)?;
+                Some(TargetOption {
+                    target: t.to_string(),
+                    role: r.to_string(),
+                    kind: target.kind.clone(),
+                    environment: target.environment.clone(),
+                    description: target
+                        .roles
+                        .get(r)
+                        .and_then(|ro| ro.description.clone())
+                        .or_else(|| target.description.clone()),
+                    decision: d.into(),
+                })
             })
-        })
-        .collect();
-    Json(TargetList { targets })
+            .collect()
+    };
+    Json(TargetList {
+        targets: allowed(warden_policy::Action::Request),
+        breakglass: allowed(warden_policy::Action::Breakglass),
+    })
 }
 
 /// The live policy's digest and size.
@@ -156,11 +168,17 @@ pub async fn explain(
         Ok(p) => p,
         Err(e) => return Err(refuse(&app, &who, "policy.explain", e).await),
     };
-    let (decision, refusal) = app.explain(&user, &target, &role, ttl, ticket.as_ref())?;
+    let action = if b.breakglass {
+        warden_policy::Action::Breakglass
+    } else {
+        warden_policy::Action::Request
+    };
+    let (decision, refusal) = app.explain(action, &user, &target, &role, ttl, ticket.as_ref())?;
     Ok(Json(Explanation {
         user: user.name.to_string(),
         target: target.to_string(),
         role: role.to_string(),
+        action: action.as_str().to_owned(),
         decision: (&decision).into(),
         refusal: refusal.map(|r| r.to_string()),
     }))

@@ -81,19 +81,19 @@ fn bounded<'a>(name: &str, v: Option<&'a str>, max: usize) -> Result<Option<&'a 
     }
 }
 
-fn view(app: &Shared, outcome: Outcome) -> RequestView {
+pub(super) fn view(app: &Shared, outcome: Outcome) -> RequestView {
     let mut v = RequestView::new(&outcome.request, app.user(&outcome.request.requester));
     v.secret = outcome.secret.map(|s| s.expose().clone());
     v
 }
 
-fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::bad_request("bad_id", format!("{raw:?} is not a request id (a UUID)"))
     })
 }
 
-fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
+pub(super) fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
     let ask = Ask {
         target: field("bad_target", b.target.parse())?,
         role: field("bad_role", b.role.parse())?,

@@ -28,6 +28,9 @@ pub struct RequestView {
     /// Ids of the policy rules that decided this request.
     pub rules: Vec<String>,
     pub recording: String,
+    /// Whether this is break-glass access, and whether a drill.
+    pub breakglass: bool,
+    pub drill: bool,
     pub created_at: String,
     pub pending_deadline: String,
     pub activated_at: Option<String>,
@@ -72,6 +75,8 @@ impl RequestView {
             tier: r.requirement.to_string(),
             rules: r.rules.clone(),
             recording: r.recording.to_string(),
+            breakglass: r.breakglass.is_some(),
+            drill: r.breakglass.is_some_and(|b| b.drill),
             created_at: rfc3339(r.created_at),
             pending_deadline: rfc3339(r.pending_deadline),
             activated_at: r.activated_at.map(rfc3339),

@@ -244,7 +244,8 @@ pub fn webhook_url(url: &str) -> Result<reqwest::Url, String> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+/// Checks a sink name: it keys stored state, so it is short and plain.
+pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_store::Leaf;
 
-pub use config::{SinkConfig, sinks};
+pub use config::{Headers, SinkConfig, check_name, shown_url, sinks, webhook_url};
+pub(crate) use webhook::chain;
 
 use crate::state::{Shared, now};
 

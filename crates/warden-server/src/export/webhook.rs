@@ -81,7 +81,7 @@ impl Sink for WebhookSink {
 }
 
 /// An error with its causes, e.g. "error sending request: connection refused".
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -4,6 +4,7 @@
 //! `synchronous=FULL` makes every commit durable before callers hear back; group commit keeps
 //! that affordable under load.
 
+mod breakglass;
 mod figures;
 mod writer;
 
@@ -17,15 +18,17 @@ use warden_domain::audit::Event;
 use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
 use crate::{
-    AuditFilter, Change, Checkpoint, Error, Leaf, RequestFilter, Result, StoredEvent, Token,
-    UserSecrets,
+    AuditFilter, Change, Checkpoint, Delivery, Drill, Error, Leaf, OutboxStatus, Outgoing,
+    RequestFilter, Result, StoredEvent, Token, UserSecrets,
 };
+use breakglass::{NoticeRow, PostmortemRow};
 use writer::Writer;
 
 /// The schema as numbered migrations, oldest first; `PRAGMA user_version` counts how many
 /// are applied. Add a file and a line here; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_core.sql"),
+    include_str!("migrations/0003_breakglass_outbox.sql"),
     include_str!("migrations/0004_figures.sql"),
 ];
 const READERS: usize = 8;
@@ -218,14 +221,37 @@ fn append_events(conn: &Connection, events: &[Prepared]) -> Result<()> {
     Ok(())
 }
 
-/// Writes a change's lease and pickup; the caller writes its events.
-fn write_extras(
-    c: &Connection,
-    grant: &str,
-    lease: Option<(String, String, String, Option<i64>, String)>,
+/// What a change writes besides the request and its events, as columns prepared before the
+/// writer thread.
+#[derive(Default)]
+struct Extras {
+    lease: Option<LeaseRow>,
     pickup: Option<String>,
-) -> Result<()> {
-    if let Some((user, target, state, due, body)) = lease {
+    postmortem: Option<PostmortemRow>,
+    notices: Vec<NoticeRow>,
+}
+
+impl Extras {
+    fn of(change: &Change) -> Result<Self> {
+        Ok(Self {
+            lease: change.lease.as_ref().map(lease_row).transpose()?,
+            pickup: change.pickup.clone(),
+            postmortem: change
+                .postmortem
+                .as_ref()
+                .map(breakglass::postmortem_row)
+                .transpose()?,
+            notices: breakglass::notice_rows(&change.notices)?,
+        })
+    }
+}
+
+/// A lease as its columns: user, target, state, due, body.
+type LeaseRow = (String, String, String, Option<i64>, String);
+
+/// Writes a change's lease, pickup, postmortem and notices; the caller writes its events.
+fn write_extras(c: &Connection, grant: &str, extras: Extras) -> Result<()> {
+    if let Some((user, target, state, due, body)) = extras.lease {
         c.prepare_cached(
             "INSERT INTO leases (grant_id, user, target, state, due_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (grant_id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at, body = excluded.body",
@@ -233,16 +259,19 @@ fn write_extras(
         .and_then(|mut s| s.execute(params![grant, user, target, state, due, body]))
         .map_err(backend)?;
     }
-    if let Some(sealed) = pickup {
+    if let Some(sealed) = extras.pickup {
         c.prepare_cached("INSERT OR REPLACE INTO pickups (grant_id, sealed) VALUES (?1, ?2)")
             .and_then(|mut s| s.execute(params![grant, sealed]))
             .map_err(backend)?;
     }
-    Ok(())
+    if let Some(pm) = &extras.postmortem {
+        breakglass::write_postmortem(c, pm)?;
+    }
+    breakglass::write_notices(c, &extras.notices)
 }
 
 /// A lease as the columns it is stored in.
-fn lease_row(l: &Lease) -> Result<(String, String, String, Option<i64>, String)> {
+fn lease_row(l: &Lease) -> Result<LeaseRow> {
     Ok((
         l.user.to_string(),
         l.target.to_string(),
@@ -262,7 +291,7 @@ fn decode_lease(body: String) -> rusqlite::Result<Lease> {
 fn due_at(r: &Request) -> Option<i64> {
     match r.state {
         State::Pending => Some(ceil_ms(r.pending_deadline)),
-        State::Active => r.expires_at.map(ceil_ms),
+        State::Active => r.warn_at.into_iter().chain(r.expires_at).min().map(ceil_ms),
         _ => None,
     }
 }
@@ -331,9 +360,8 @@ impl crate::Store for SqliteStore {
             r.state.as_str(),
         );
         let (created, due) = (ms(r.created_at), due_at(r));
-        let lease = change.lease.as_ref().map(lease_row).transpose()?;
-        let Change { pickup, events, .. } = change;
-        let events = prepare(&events)?;
+        let extras = Extras::of(&change)?;
+        let events = prepare(&change.events)?;
         self.writer
             .write(move |c| {
                 c.prepare_cached(
@@ -342,7 +370,7 @@ impl crate::Store for SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![id, requester, target, state, created, due, body]))
                 .map_err(backend)?;
-                write_extras(c, &id, lease, pickup)?;
+                write_extras(c, &id, extras)?;
                 append_events(c, &events)
             })
             .await
@@ -352,9 +380,8 @@ impl crate::Store for SqliteStore {
         let body = serde_json::to_string(r).map_err(backend)?;
         let (id, state, due) = (r.id.to_string(), r.state.as_str(), due_at(r));
         let version = i64::try_from(r.version).map_err(backend)?;
-        let lease = change.lease.as_ref().map(lease_row).transpose()?;
-        let Change { pickup, events, .. } = change;
-        let events = prepare(&events)?;
+        let extras = Extras::of(&change)?;
+        let events = prepare(&change.events)?;
         self.writer
             .write(move |c| {
                 let n = c
@@ -367,7 +394,7 @@ impl crate::Store for SqliteStore {
                 if n == 0 {
                     return Err(Error::Conflict);
                 }
-                write_extras(c, &id, lease, pickup)?;
+                write_extras(c, &id, extras)?;
                 append_events(c, &events)?;
                 u64::try_from(version + 1).map_err(backend)
             })
@@ -384,13 +411,22 @@ impl crate::Store for SqliteStore {
         .await
     }
 
-    async fn update_lease(&self, lease: &Lease, events: Vec<Event>) -> Result<()> {
+    async fn update_lease(
+        &self,
+        lease: &Lease,
+        events: Vec<Event>,
+        notices: Vec<Outgoing>,
+    ) -> Result<()> {
         let events = prepare(&events)?;
-        let row = lease_row(lease)?;
+        let extras = Extras {
+            lease: Some(lease_row(lease)?),
+            notices: breakglass::notice_rows(&notices)?,
+            ..Extras::default()
+        };
         let id = lease.grant.to_string();
         self.writer
             .write(move |c| {
-                write_extras(c, &id, Some(row), None)?;
+                write_extras(c, &id, extras)?;
                 append_events(c, &events)
             })
             .await
@@ -930,6 +966,70 @@ impl crate::Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Request>> {
         SqliteStore::created_between(self, from, to, limit).await
+    }
+
+    // --- Notification outbox and break-glass postmortems (see `breakglass.rs`) ------------
+
+    async fn due_notices(&self, now: OffsetDateTime, n: usize) -> Result<Vec<Delivery>> {
+        self.due_notices_at(now, n).await
+    }
+
+    async fn next_notice_due(&self) -> Result<Option<OffsetDateTime>> {
+        self.next_notice().await
+    }
+
+    async fn notice_delivered(
+        &self,
+        id: uuid::Uuid,
+        sink: &str,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        self.mark_delivered(id, sink, now).await
+    }
+
+    async fn notice_failed(
+        &self,
+        id: uuid::Uuid,
+        sink: &str,
+        attempts: u32,
+        retry_at: OffsetDateTime,
+        error: &str,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        self.mark_failed(id, sink, attempts, retry_at, error, events)
+            .await
+    }
+
+    async fn outbox_status(&self) -> Result<OutboxStatus> {
+        self.outbox_figures().await
+    }
+
+    async fn postmortem(&self, request: RequestId) -> Result<Option<warden_domain::Postmortem>> {
+        self.read_postmortem(request).await
+    }
+
+    async fn postmortems(
+        &self,
+        open_only: bool,
+        n: usize,
+    ) -> Result<Vec<warden_domain::Postmortem>> {
+        self.read_postmortems(open_only, n).await
+    }
+
+    async fn close_postmortem(
+        &self,
+        pm: &warden_domain::Postmortem,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        self.save_closed(pm, events).await
+    }
+
+    async fn open_postmortems(&self) -> Result<u64> {
+        self.count_open().await
+    }
+
+    async fn last_drills(&self) -> Result<Vec<Drill>> {
+        self.drills().await
     }
 }
 

@@ -194,3 +194,144 @@ async fn state_survives_reopen() {
         .unwrap();
     assert_eq!(log.last().unwrap().seq, 2);
 }
+
+#[tokio::test]
+async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
+    use warden_domain::notice::Kind;
+    use warden_domain::{Audience, Notice};
+
+    let (_d, s) = store();
+    let r = request(7);
+    let at = datetime!(2026-01-01 10:00 UTC);
+    let notice = Notice::about(
+        uuid::Uuid::from_u128(99),
+        &r,
+        Kind::ApprovalNeeded,
+        Audience::Approvers,
+        vec!["bob".parse().unwrap()],
+        at,
+    );
+    let out = |sink: &str| crate::Outgoing {
+        sink: sink.into(),
+        notice: notice.clone(),
+    };
+    // A change that fails writes no notice.
+    s.insert_request(&r, vec![event(Code::RequestCreated)].into())
+        .await
+        .unwrap();
+    let dup = crate::Change {
+        notices: vec![out("hook")],
+        ..Default::default()
+    };
+    assert!(s.insert_request(&r, dup).await.is_err());
+    assert_eq!(s.outbox_status().await.unwrap().pending, 0);
+
+    let mut r2 = s.request(r.id).await.unwrap().unwrap();
+    r2.approve_automatically().unwrap();
+    let change = crate::Change {
+        events: vec![event(Code::RequestApproved)],
+        notices: vec![out("hook"), out("mail")],
+        ..Default::default()
+    };
+    s.update_request(&r2, change).await.unwrap();
+    let due = s.due_notices(at, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].notice, notice);
+    assert_eq!(s.next_notice_due().await.unwrap(), Some(at));
+
+    // A failure reschedules one sink's row; the other is delivered.
+    let later = datetime!(2026-01-01 10:05 UTC);
+    s.notice_failed(
+        notice.id,
+        "hook",
+        1,
+        later,
+        "down",
+        vec![event(Code::NotificationFailed)],
+    )
+    .await
+    .unwrap();
+    s.notice_delivered(notice.id, "mail", at).await.unwrap();
+    assert!(s.due_notices(at, 10).await.unwrap().is_empty());
+    let status = s.outbox_status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.retrying, status.delivered),
+        (1, 1, 1)
+    );
+    assert_eq!(status.oldest_pending, Some(at));
+    let retry = s.due_notices(later, 10).await.unwrap();
+    assert_eq!(
+        (retry.len(), retry[0].attempts, retry[0].sink.as_str()),
+        (1, 1, "hook")
+    );
+    s.notice_delivered(notice.id, "hook", later).await.unwrap();
+    // A late failure report for a delivered row changes nothing.
+    s.notice_failed(notice.id, "hook", 2, later, "late", Vec::new())
+        .await
+        .unwrap();
+    let status = s.outbox_status().await.unwrap();
+    assert_eq!((status.pending, status.delivered), (0, 2));
+    assert_eq!(s.next_notice_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn postmortems_open_with_their_grant_and_close_once() {
+    use warden_domain::{Comment, Link, Postmortem};
+
+    let (_d, s) = store();
+    let at = datetime!(2026-01-01 10:00 UTC);
+    let mut drill = None;
+    for (n, is_drill) in [(1, false), (2, true), (3, true)] {
+        let r = request(n);
+        let pm = Postmortem::open(&r, is_drill, at + time::Duration::minutes(n as i64));
+        if is_drill {
+            drill = Some(pm.clone());
+        }
+        let change = crate::Change {
+            postmortem: Some(pm),
+            events: vec![event(Code::PostmortemOpened)],
+            ..Default::default()
+        };
+        s.insert_request(&r, change).await.unwrap();
+    }
+    assert_eq!(s.open_postmortems().await.unwrap(), 3);
+    let drills = s.last_drills().await.unwrap();
+    assert_eq!(drills.len(), 1);
+    assert_eq!(drills[0].request, drill.unwrap().request);
+    assert_eq!(drills[0].at, at + time::Duration::minutes(3));
+
+    let mut pm = s.postmortem(request(1).id).await.unwrap().unwrap();
+    let stale = pm.clone();
+    pm.close(
+        &"sam".parse().unwrap(),
+        Link::parse("https://wiki/pm/1").unwrap(),
+        Comment::parse("learned").unwrap(),
+        at,
+    )
+    .unwrap();
+    s.close_postmortem(&pm, vec![event(Code::PostmortemClosed)])
+        .await
+        .unwrap();
+    let mut again = stale;
+    again
+        .close(
+            &"sam".parse().unwrap(),
+            Link::parse("https://wiki/pm/2").unwrap(),
+            Comment::parse("twice").unwrap(),
+            at,
+        )
+        .unwrap();
+    assert!(matches!(
+        s.close_postmortem(&again, vec![event(Code::PostmortemClosed)])
+            .await,
+        Err(Error::Conflict)
+    ));
+    assert_eq!(s.open_postmortems().await.unwrap(), 2);
+    assert_eq!(s.postmortems(true, 10).await.unwrap().len(), 2);
+    let all = s.postmortems(false, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        all[2].closed.as_ref().unwrap().link.as_str(),
+        "https://wiki/pm/1"
+    );
+}

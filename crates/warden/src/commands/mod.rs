@@ -3,6 +3,7 @@
 pub mod audit;
 mod audit_verify;
 pub mod auth;
+pub mod breakglass;
 pub mod db;
 pub mod policy;
 pub mod report;

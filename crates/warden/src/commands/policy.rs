@@ -30,6 +30,9 @@ pub enum PolicyCommand {
         ttl: String,
         #[arg(long)]
         ticket: Option<String>,
+        /// Explain break-glass access under the break-glass rules.
+        #[arg(long)]
+        breakglass: bool,
     },
     /// Make the server reload its policy directory (administrators).
     Reload,
@@ -45,8 +48,13 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
     match cmd {
         PolicyCommand::Check { dir } => match load(&dir) {
             Ok(p) => {
+                let breakglass: Vec<String> = p
+                    .breakglass_roles()
+                    .iter()
+                    .map(|(t, r)| format!("{t}/{r}"))
+                    .collect();
                 if out.json {
-                    out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count() }))
+                    out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count(), "breakglass_roles": breakglass }))
                 } else {
                     println!(
                         "OK: {} rules, {} targets (digest {})",
@@ -54,6 +62,9 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                         p.targets().iter().count(),
                         p.digest()
                     );
+                    if !breakglass.is_empty() {
+                        println!("Break-glass roles: {}", breakglass.join(", "));
+                    }
                     Ok(())
                 }
             }
@@ -112,9 +123,10 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
             user,
             ttl,
             ticket,
+            breakglass,
         } => {
             let v: Value = Client::new(server)?
-                .post("/v1/policy/explain", &json!({ "user": user, "target": target, "role": role, "ttl": ttl, "ticket": ticket }))
+                .post("/v1/policy/explain", &json!({ "user": user, "target": target, "role": role, "ttl": ttl, "ticket": ticket, "breakglass": breakglass }))
                 .await?;
             if out.json {
                 return out.json(&v);
@@ -134,7 +146,8 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 (
                     "request",
                     format!(
-                        "{} --role {} --ttl {ttl}",
+                        "{}{} --role {} --ttl {ttl}",
+                        if breakglass { "breakglass " } else { "" },
                         v["target"].as_str().unwrap_or_default(),
                         v["role"].as_str().unwrap_or_default()
                     ),

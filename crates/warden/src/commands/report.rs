@@ -1,7 +1,7 @@
 //! `report`: the zero-standing-privilege scorecard of a period, as a table showing where each
 //! figure stands against its target band, or as JSON.
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use warden_domain::report::{Band, Figure, Scorecard, Standing};
 
 use super::audit::query;
@@ -9,13 +9,23 @@ use crate::client::Client;
 use crate::output::{Output, table};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ReportArgs {
+    #[command(subcommand)]
+    other: Option<ReportCommand>,
     /// Start of the period, RFC 3339 (default: 30 days before --to).
     #[arg(long)]
     from: Option<String>,
     /// End of the period, RFC 3339, exclusive (default: now).
     #[arg(long)]
     to: Option<String>,
+}
+
+/// Reports other than the scorecard.
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// When each break-glass role was last drilled; flags any not drilled within a year.
+    Drills,
 }
 
 /// How a figure's value reads.
@@ -83,6 +93,9 @@ fn row(name: &str, f: &Figure, unit: Unit) -> Vec<String> {
 }
 
 pub async fn run(server: Option<String>, a: ReportArgs, out: Output) -> anyhow::Result<()> {
+    if let Some(ReportCommand::Drills) = a.other {
+        return super::breakglass::drills(server, out).await;
+    }
     let client = Client::new(server)?;
     let path = format!("/v1/report{}", query(&[("from", a.from), ("to", a.to)]));
     let card: Scorecard = client.get(&path).await?;

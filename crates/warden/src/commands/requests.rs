@@ -106,7 +106,7 @@ pub struct CreateArgs {
 /// A fresh SSH key pair for one request, in `WARDEN_HOME/ssh`. The private key never leaves
 /// this machine, and because every grant has its own key, revoking a grant early can list
 /// exactly its key in sshd's `RevokedKeys` without cutting off other grants.
-fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
+pub(super) fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = ensure_home()?.join("ssh");
     std::fs::DirBuilder::new()
@@ -134,7 +134,7 @@ fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
 }
 
 /// Names a request's key after the request, next to its certificate.
-fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
     let named = key.with_file_name(id);
     std::fs::rename(key, &named).with_context(|| format!("renaming {}", key.display()))?;
     Ok(named)
@@ -153,7 +153,7 @@ fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-fn s(v: &Value, k: &str) -> String {
+pub(super) fn s(v: &Value, k: &str) -> String {
     match &v[k] {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -195,6 +195,15 @@ fn print_request(v: &Value) {
         ("ticket", s(v, "ticket")),
         ("ttl", s(v, "ttl")),
         ("tier", s(v, "tier")),
+        (
+            "break-glass",
+            match (v["breakglass"] == true, v["drill"] == true) {
+                (true, true) => "yes (drill)".to_owned(),
+                (true, false) => "yes".to_owned(),
+                _ => String::new(),
+            },
+        ),
+        ("recording", s(v, "recording")),
         (
             "rules",
             v["rules"]
@@ -248,7 +257,7 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
     }
 }
 
-fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
+pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
     let cert = if v["state"] == "active" {
         save_certificate(v)?
     } else {
@@ -539,5 +548,32 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
         ],
         &rows,
     );
+    let emergency: Vec<Vec<String>> = v["breakglass"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let d = &t["decision"];
+            vec![
+                s(t, "target"),
+                s(t, "role"),
+                s(d, "max_ttl"),
+                d["ticket_patterns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            ]
+        })
+        .collect();
+    if !emergency.is_empty() {
+        println!();
+        println!(
+            "Break-glass (`warden breakglass TARGET --role ROLE`; MFA, full recording, security notified):"
+        );
+        table(&["TARGET", "ROLE", "MAX TTL", "TICKET"], &emergency);
+    }
     Ok(())
 }

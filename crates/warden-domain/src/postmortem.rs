@@ -1,0 +1,205 @@
+//! Postmortems: every break-glass use opens one, and it stays open until someone closes it with
+//! a link to the write-up and a note. Drills open one too, marked as a drill, so the procedure
+//! is exercised end to end.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::names::{RoleName, TargetName, UserName};
+use crate::request::{Request, RequestId};
+use crate::text::{Comment, Reason, TextError};
+
+/// Where the write-up lives: an `http://` or `https://` URL without spaces or control
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Link(String);
+
+impl Link {
+    /// Longest accepted link, in bytes.
+    pub const MAX: usize = 2048;
+
+    /// Checks `s`.
+    pub fn parse(s: &str) -> Result<Self, PostmortemError> {
+        let s = s.trim();
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+            && s.len() <= Self::MAX
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(PostmortemError::BadLink(s.chars().take(80).collect()))
+        }
+    }
+
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Link {
+    type Error = PostmortemError;
+    fn try_from(s: String) -> Result<Self, PostmortemError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Link> for String {
+    fn from(l: Link) -> String {
+        l.0
+    }
+}
+
+/// Why a postmortem could not be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostmortemError {
+    #[error(
+        "link {0:?} is not an http:// or https:// URL; pass the write-up's address with --link"
+    )]
+    BadLink(String),
+    #[error("a note is required when closing a postmortem: say what was learned with --note")]
+    NoNote,
+    #[error("{0}")]
+    Note(#[from] TextError),
+    #[error("the postmortem of {0} is already closed")]
+    AlreadyClosed(RequestId),
+}
+
+impl PostmortemError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadLink(_) => "bad_link",
+            Self::NoNote | Self::Note(_) => "bad_note",
+            Self::AlreadyClosed(_) => "already_closed",
+        }
+    }
+}
+
+/// How a postmortem was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closure {
+    pub by: UserName,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub link: Link,
+    pub note: Comment,
+}
+
+/// The follow-up item of one break-glass grant; its id is the grant's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postmortem {
+    pub request: RequestId,
+    pub requester: UserName,
+    pub target: TargetName,
+    pub role: RoleName,
+    pub reason: Reason,
+    pub drill: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    pub closed: Option<Closure>,
+}
+
+impl Postmortem {
+    /// Opens the postmortem of break-glass grant `r`.
+    pub fn open(r: &Request, drill: bool, now: OffsetDateTime) -> Self {
+        Self {
+            request: r.id,
+            requester: r.requester.clone(),
+            target: r.target.clone(),
+            role: r.role.clone(),
+            reason: r.reason.clone(),
+            drill,
+            opened_at: now,
+            closed: None,
+        }
+    }
+
+    /// Whether it still waits to be closed.
+    pub fn is_open(&self) -> bool {
+        self.closed.is_none()
+    }
+
+    /// Closes it with the write-up's `link` and a non-empty `note`.
+    pub fn close(
+        &mut self,
+        by: &UserName,
+        link: Link,
+        note: Comment,
+        now: OffsetDateTime,
+    ) -> Result<(), PostmortemError> {
+        if self.closed.is_some() {
+            return Err(PostmortemError::AlreadyClosed(self.request));
+        }
+        if note.as_str().is_empty() {
+            return Err(PostmortemError::NoNote);
+        }
+        self.closed = Some(Closure {
+            by: by.clone(),
+            at: now,
+            link,
+            note,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_web_addresses() {
+        assert!(Link::parse("https://wiki.example.com/pm/42").is_ok());
+        assert!(Link::parse("http://10.0.0.1/x").is_ok());
+        for bad in [
+            "",
+            "wiki/pm",
+            "https://",
+            "https:///x",
+            "https://a b",
+            "ftp://x",
+            "javascript:alert(1)",
+        ] {
+            assert!(Link::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn closes_once_with_a_note() {
+        let mut pm = Postmortem {
+            request: RequestId::from_uuid(uuid::Uuid::nil()),
+            requester: "bob".parse().unwrap(),
+            target: "web".parse().unwrap(),
+            role: "root".parse().unwrap(),
+            reason: Reason::parse("outage").unwrap(),
+            drill: false,
+            opened_at: OffsetDateTime::UNIX_EPOCH,
+            closed: None,
+        };
+        let sam: UserName = "sam".parse().unwrap();
+        let link = Link::parse("https://wiki/pm/1").unwrap();
+        let at = OffsetDateTime::UNIX_EPOCH;
+        assert_eq!(
+            pm.close(&sam, link.clone(), Comment::parse("").unwrap(), at),
+            Err(PostmortemError::NoNote)
+        );
+        assert!(pm.is_open());
+        pm.close(
+            &sam,
+            link.clone(),
+            Comment::parse("rotated keys").unwrap(),
+            at,
+        )
+        .unwrap();
+        assert!(!pm.is_open());
+        assert!(matches!(
+            pm.close(&sam, link, Comment::parse("again").unwrap(), at),
+            Err(PostmortemError::AlreadyClosed(_))
+        ));
+    }
+}

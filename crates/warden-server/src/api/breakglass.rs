@@ -1,0 +1,257 @@
+//! `/v1/breakglass`, `/v1/postmortems`, `/v1/report/drills` and `/v1/notifications/status`:
+//! emergency access, its follow-up, the drill report and the notification outbox.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use warden_domain::Postmortem;
+
+use super::requests::{CreateBody, parse_create, parse_id, view};
+use super::views::{RequestView, rfc3339};
+use super::{ApiError, Authed, ErrorBody, body, refuse};
+use crate::state::Shared;
+
+/// Emergency access: the fields of a request, and whether it is a drill.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassBody {
+    pub target: String,
+    pub role: String,
+    /// What the emergency is.
+    pub reason: String,
+    /// The incident id, when the break-glass rule demands one.
+    pub ticket: Option<String>,
+    /// How long, at most the rule's maximum.
+    pub ttl: String,
+    pub public_key: Option<String>,
+    /// A fresh TOTP code: always required.
+    pub totp: Option<String>,
+    /// A drill: the same path, flagged as a drill everywhere.
+    #[serde(default)]
+    pub drill: bool,
+}
+
+/// A postmortem.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PostmortemView {
+    /// The break-glass grant's id.
+    pub id: String,
+    /// open or closed.
+    pub state: String,
+    pub requester: String,
+    pub target: String,
+    pub role: String,
+    pub reason: String,
+    pub drill: bool,
+    pub opened_at: String,
+    pub closed_at: Option<String>,
+    pub closed_by: Option<String>,
+    pub link: Option<String>,
+    pub note: Option<String>,
+}
+
+impl From<&Postmortem> for PostmortemView {
+    fn from(p: &Postmortem) -> Self {
+        let c = p.closed.as_ref();
+        Self {
+            id: p.request.to_string(),
+            state: if p.is_open() { "open" } else { "closed" }.to_owned(),
+            requester: p.requester.to_string(),
+            target: p.target.to_string(),
+            role: p.role.to_string(),
+            reason: p.reason.to_string(),
+            drill: p.drill,
+            opened_at: rfc3339(p.opened_at),
+            closed_at: c.map(|c| rfc3339(c.at)),
+            closed_by: c.map(|c| c.by.to_string()),
+            link: c.map(|c| c.link.as_str().to_owned()),
+            note: c.map(|c| c.note.to_string()),
+        }
+    }
+}
+
+/// Postmortems.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PostmortemList {
+    pub postmortems: Vec<PostmortemView>,
+}
+
+/// Which postmortems to list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PostmortemQuery {
+    /// Closed ones too (default: only open ones).
+    #[serde(default)]
+    pub all: bool,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// Closing words.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    /// Where the write-up is: an http:// or https:// URL.
+    pub link: String,
+    /// What was learned; required.
+    pub note: String,
+}
+
+/// One break-glass role's drill status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DrillView {
+    pub target: String,
+    pub role: String,
+    pub last_drill: Option<String>,
+    /// The last drill's grant.
+    pub request: Option<String>,
+    /// Not drilled within 365 days.
+    pub overdue: bool,
+}
+
+/// The drill report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DrillReport {
+    pub roles: Vec<DrillView>,
+}
+
+/// The notification outbox.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OutboxView {
+    /// Notifications not yet delivered, per sink row.
+    pub pending: u64,
+    /// Of those, how many failed at least once and wait for a retry.
+    pub retrying: u64,
+    pub delivered: u64,
+    /// When the oldest undelivered notification was queued.
+    pub oldest_pending: Option<String>,
+    /// Configured sinks: name, kind and destination (no credentials).
+    pub sinks: Vec<[String; 3]>,
+}
+
+/// Breaks the glass: grants at once after MFA step-up under the break-glass rules, records in
+/// full, notifies security and opens a postmortem.
+#[utoipa::path(post, path = "/v1/breakglass", request_body = BreakGlassBody, security(("token" = [])),
+    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create(
+    State(app): State<Shared>,
+    who: Authed,
+    raw: Result<Json<BreakGlassBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<RequestView>), ApiError> {
+    let b = body(&app, &who, "breakglass.create", raw).await?;
+    let drill = b.drill;
+    let parsed = parse_create(CreateBody {
+        target: b.target,
+        role: b.role,
+        reason: b.reason,
+        ticket: b.ticket,
+        ttl: b.ttl,
+        public_key: b.public_key,
+        totp: b.totp,
+    });
+    let input = match parsed {
+        Ok(i) => i,
+        Err(e) => return Err(refuse(&app, &who, "breakglass.create", e).await),
+    };
+    let outcome = app.breakglass(who.caller(), input, drill).await?;
+    Ok((StatusCode::CREATED, Json(view(&app, outcome))))
+}
+
+/// Lists postmortems, newest first: all for security and administrators, your own otherwise.
+#[utoipa::path(get, path = "/v1/postmortems", params(PostmortemQuery), security(("token" = [])),
+    responses((status = 200, body = PostmortemList)))]
+pub async fn list(
+    State(app): State<Shared>,
+    who: Authed,
+    Query(q): Query<PostmortemQuery>,
+) -> Result<Json<PostmortemList>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let found = app.postmortems(&who.caller(), !q.all, limit).await?;
+    Ok(Json(PostmortemList {
+        postmortems: found.iter().map(PostmortemView::from).collect(),
+    }))
+}
+
+/// Shows one postmortem.
+#[utoipa::path(get, path = "/v1/postmortems/{id}", security(("token" = [])),
+    responses((status = 200, body = PostmortemView), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<PostmortemView>, ApiError> {
+    let id = parse_id(&id)?;
+    let p = app.show_postmortem(&who.caller(), id).await?;
+    Ok(Json((&p).into()))
+}
+
+/// Closes a postmortem with the write-up's link and a note. Security and administrators.
+#[utoipa::path(post, path = "/v1/postmortems/{id}/close", request_body = CloseBody, security(("token" = [])),
+    responses((status = 200, body = PostmortemView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn close(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+    raw: Result<Json<CloseBody>, JsonRejection>,
+) -> Result<Json<PostmortemView>, ApiError> {
+    let b = body(&app, &who, "postmortem.close", raw).await?;
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(&app, &who, "postmortem.close", e).await),
+    };
+    let p = app
+        .close_postmortem(who.caller(), id, &b.link, &b.note)
+        .await?;
+    Ok(Json((&p).into()))
+}
+
+/// Every break-glass role with its last drill, flagging those not drilled within a year.
+/// Security and administrators.
+#[utoipa::path(get, path = "/v1/report/drills", security(("token" = [])),
+    responses((status = 200, body = DrillReport), (status = 403, body = ErrorBody)))]
+pub async fn drills(State(app): State<Shared>, who: Authed) -> Result<Json<DrillReport>, ApiError> {
+    if !app.is_security(&who.user) {
+        return Err(ApiError::forbidden(
+            "only security and administrators can see the drill report",
+        ));
+    }
+    let roles = app
+        .drill_report()
+        .await?
+        .into_iter()
+        .map(|d| DrillView {
+            target: d.target.to_string(),
+            role: d.role.to_string(),
+            last_drill: d.last.map(|(at, _)| rfc3339(at)),
+            request: d.last.map(|(_, id)| id.to_string()),
+            overdue: d.overdue,
+        })
+        .collect();
+    Ok(Json(DrillReport { roles }))
+}
+
+/// The notification outbox's figures. Administrators only.
+#[utoipa::path(get, path = "/v1/notifications/status", security(("token" = [])),
+    responses((status = 200, body = OutboxView), (status = 403, body = ErrorBody)))]
+pub async fn outbox(State(app): State<Shared>, who: Authed) -> Result<Json<OutboxView>, ApiError> {
+    if !app.is_admin(&who.user) {
+        return Err(ApiError::forbidden(
+            "only administrators can see the notification outbox",
+        ));
+    }
+    let s = app.outbox_status().await?;
+    Ok(Json(OutboxView {
+        pending: s.pending,
+        retrying: s.retrying,
+        delivered: s.delivered,
+        oldest_pending: s.oldest_pending.map(rfc3339),
+        sinks: app
+            .config
+            .notify
+            .iter()
+            .map(|c| [c.name().to_owned(), c.kind().to_owned(), c.destination()])
+            .collect(),
+    }))
+}

@@ -1,0 +1,172 @@
+//! Notifications: approvers of a request waiting for them, requesters of the decision and of
+//! expiry soon, security of break-glass use and of failed revocations.
+//!
+//! A notice is queued in the durable outbox in the same transaction as the state change that
+//! causes it, one row per sink that wants it ([`App::notices`]); the [`outbox`] dispatcher then
+//! delivers each row, retrying with exponential backoff while a sink is down, and marks it
+//! delivered. Delivery is at least once: a crash between sending and marking sends again, and
+//! every payload carries the notice's stable id so receivers can drop the duplicate.
+//!
+//! Links in a notice carry nothing but the request id: approving still takes the approver's
+//! own login and, where policy demands it, a fresh second factor.
+
+mod config;
+pub mod outbox;
+mod smtp;
+mod webhook;
+
+use uuid::Uuid;
+use warden_domain::notice::Kind;
+use warden_domain::{Audience, Notice, Request, UserName};
+use warden_store::Outgoing;
+
+pub use config::{NotifyConfig, sinks};
+
+use crate::state::{App, now};
+
+/// Where a person acts on a notice. Never a token: only the request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    /// The request in the API (and the portal), e.g. `https://warden.example.com/v1/requests/ID`.
+    pub request: String,
+    /// CLI commands to act on it.
+    pub commands: Vec<String>,
+}
+
+impl Links {
+    /// The links of `n` for a Warden reached at `base`.
+    pub fn of(n: &Notice, base: &str) -> Self {
+        let id = n.request;
+        let commands = match n.kind {
+            Kind::ApprovalNeeded => vec![
+                format!("warden request approve {id}"),
+                format!("warden request deny {id} --comment REASON"),
+            ],
+            Kind::BreakGlass => vec![
+                format!("warden request show {id}"),
+                format!("warden postmortem show {id}"),
+            ],
+            Kind::ExpirySoon => vec![format!("warden request extend {id} --ttl TTL")],
+            _ => vec![format!("warden request show {id}")],
+        };
+        Self {
+            request: format!("{}/v1/requests/{id}", base.trim_end_matches('/')),
+            commands,
+        }
+    }
+}
+
+/// The notice as plain text: subject, facts, links and id.
+fn text(n: &Notice, links: &Links) -> String {
+    let mut out = format!("{}\n\n", n.subject());
+    for (k, v) in n.facts() {
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    out.push_str(&format!("\n{}\n", links.request));
+    for c in &links.commands {
+        out.push_str(&format!("  {c}\n"));
+    }
+    if n.kind == Kind::ApprovalNeeded {
+        out.push_str("Approving needs your own login (and MFA where the role demands it).\n");
+    }
+    out.push_str(&format!("\nnotification id: {}\n", n.id));
+    out
+}
+
+impl App {
+    /// The address notifications link to.
+    pub fn public_url(&self) -> String {
+        self.config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.config.listen))
+    }
+
+    /// A notice about `r` for `audience`, queued for every sink that wants it (none when no
+    /// sink does). Recipients are computed here: approvers whose approval would count, the
+    /// requester, or the members of the security group.
+    pub fn notices(
+        &self,
+        r: &Request,
+        kind: Kind,
+        audience: Audience,
+        detail: Option<String>,
+    ) -> Vec<Outgoing> {
+        let recipients: Vec<UserName> = match audience {
+            Audience::Requester => vec![r.requester.clone()],
+            Audience::Approvers => match self.user(&r.requester) {
+                Some(requester) => self
+                    .directory
+                    .users()
+                    .filter(|u| r.requirement.may_review(requester, u))
+                    .map(|u| u.name.clone())
+                    .collect(),
+                None => Vec::new(),
+            },
+            Audience::Security => self
+                .directory
+                .users()
+                .filter(|u| u.in_group(&self.config.security_group))
+                .map(|u| u.name.clone())
+                .collect(),
+        };
+        let mut notice = Notice::about(Uuid::now_v7(), r, kind, audience, recipients, now());
+        notice.detail = detail;
+        self.config
+            .notify
+            .iter()
+            .filter(|s| s.wants(audience, notice.recipients.len()))
+            .map(|s| Outgoing {
+                sink: s.name().to_owned(),
+                notice: notice.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_domain::request::Ask;
+    use warden_domain::{Decision, Reason, RequestId};
+
+    #[test]
+    fn links_carry_only_the_request_id() {
+        let mut d = Decision::deny(vec![]);
+        d.allowed = true;
+        d.requirement = "peer(sre)".parse().unwrap();
+        let r = Request::new(
+            RequestId::from_uuid(Uuid::nil()),
+            "alice".parse().unwrap(),
+            Ask {
+                target: "web".parse().unwrap(),
+                role: "deploy".parse().unwrap(),
+                reason: Reason::parse("release").unwrap(),
+                ticket: None,
+                ttl: "1h".parse().unwrap(),
+            },
+            &d,
+            None,
+            None,
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        let n = Notice::about(
+            Uuid::nil(),
+            &r,
+            Kind::ApprovalNeeded,
+            Audience::Approvers,
+            vec!["bob".parse().unwrap()],
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        let l = Links::of(&n, "https://warden.example.com/");
+        let id = Uuid::nil().to_string();
+        assert_eq!(
+            l.request,
+            format!("https://warden.example.com/v1/requests/{id}")
+        );
+        assert_eq!(l.commands[0], format!("warden request approve {id}"));
+        let t = text(&n, &l);
+        assert!(t.starts_with("[Warden] alice asks for web/deploy"), "{t}");
+        assert!(t.contains(&format!("notification id: {id}")), "{t}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The notification webhook: one POST per notification, as Warden's JSON (`format = "json"`)
+//! or as a Slack incoming-webhook message (`format = "slack"`). Only a 2xx answer counts as
+//! delivered; anything else, redirects included, is retried.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+use warden_domain::Notice;
+
+use super::config::{Format, WebhookConfig};
+use super::{Links, text};
+use crate::export::{chain, shown_url, webhook_url};
+
+const REQUEST_LIMIT: Duration = Duration::from_secs(30);
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Slack reads `<…>` as links and mentions (`<!channel>`): a requester's reason must not ping
+/// a channel, so the three control characters are escaped as Slack documents.
+fn slack_escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// POSTs notifications to one URL.
+#[derive(Debug)]
+pub struct WebhookSink {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    shown: String,
+    headers: HeaderMap,
+    format: Format,
+}
+
+impl WebhookSink {
+    /// Fails only if the configuration was not checked, or no HTTP client can be made.
+    pub fn new(c: &WebhookConfig) -> anyhow::Result<Self> {
+        let url =
+            webhook_url(&c.url).map_err(|m| anyhow::anyhow!("notify sink {:?}: {m}", c.name))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &c.header.0 {
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                anyhow::anyhow!("notify sink {:?}: header {name:?} is invalid", c.name)
+            })?;
+            value.set_sensitive(true);
+            headers.insert(HeaderName::from_bytes(name.as_bytes())?, value);
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_LIMIT)
+            .connect_timeout(CONNECT_LIMIT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            shown: shown_url(&url),
+            url,
+            headers,
+            format: c.format,
+        })
+    }
+
+    /// Sends one notification.
+    pub async fn deliver(&self, n: &Notice, links: &Links) -> Result<(), String> {
+        let body = match self.format {
+            Format::Json => json!({
+                "id": n.id,
+                "kind": n.kind.as_str(),
+                "audience": n.audience,
+                "recipients": n.recipients,
+                "time": rfc3339(n.time),
+                "subject": n.subject(),
+                "request": {
+                    "id": n.request,
+                    "requester": n.requester,
+                    "target": n.target,
+                    "role": n.role,
+                    "reason": n.reason,
+                    "ticket": n.ticket,
+                    "ttl": n.ttl.to_string(),
+                    "breakglass": n.breakglass,
+                    "drill": n.drill,
+                    "expires_at": n.expires_at.map(rfc3339),
+                },
+                "detail": n.detail,
+                "links": { "request": links.request, "commands": links.commands },
+            }),
+            Format::Slack => {
+                let t = slack_escape(&text(n, links));
+                json!({
+                    "text": t,
+                    "blocks": [
+                        { "type": "section", "text": { "type": "mrkdwn", "text": t } }
+                    ],
+                })
+            }
+        };
+        let answer = self
+            .http
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {}", self.shown, chain(&e.without_url())))?;
+        let status = answer.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {} answered {status}", self.shown))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_text_cannot_mention_a_channel() {
+        assert_eq!(
+            slack_escape("fix <!channel> & co"),
+            "fix &lt;!channel&gt; &amp; co"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Postmortems of break-glass grants and the drill report.
+//!
+//! A postmortem is opened with its grant (see `broker.rs`) and stays open until a member of
+//! the security group or an administrator closes it with a link to the write-up and a note;
+//! closing is audited. The drill report lists every role the break-glass rules cover with its
+//! last drill, flagging roles not drilled within a year.
+
+use time::OffsetDateTime;
+use warden_domain::audit::{Code, Event};
+use warden_domain::{Comment, Link, Postmortem, RequestId, RoleName, TargetName, User};
+use warden_store::OutboxStatus;
+
+use crate::broker::{Caller, Error};
+use crate::state::{App, now};
+
+/// How often each break-glass role must be drilled.
+pub const DRILL_EVERY_DAYS: i64 = 365;
+
+/// One break-glass role in the drill report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillStatus {
+    pub target: TargetName,
+    pub role: RoleName,
+    pub last: Option<(OffsetDateTime, RequestId)>,
+    /// No drill within [`DRILL_EVERY_DAYS`].
+    pub overdue: bool,
+}
+
+impl App {
+    /// Whether `user` works postmortems: the security group and administrators.
+    pub fn is_security(&self, user: &User) -> bool {
+        user.in_group(&self.config.security_group) || self.is_admin(user)
+    }
+
+    /// Postmortems the caller may see, newest first: all for security and administrators,
+    /// their own for everyone else.
+    pub async fn postmortems(
+        &self,
+        caller: &Caller<'_>,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Postmortem>, Error> {
+        let all = self.store.postmortems(open_only, limit.max(1) * 4).await?;
+        let security = self.is_security(caller.user);
+        Ok(all
+            .into_iter()
+            .filter(|p| security || p.requester == caller.user.name)
+            .take(limit)
+            .collect())
+    }
+
+    /// One postmortem, if the caller may see it.
+    pub async fn show_postmortem(
+        &self,
+        caller: &Caller<'_>,
+        id: RequestId,
+    ) -> Result<Postmortem, Error> {
+        match self.store.postmortem(id).await? {
+            Some(p) if self.is_security(caller.user) || p.requester == caller.user.name => Ok(p),
+            // Indistinguishable from a missing one, so ids cannot be probed.
+            _ => Err(Error::NotFound(id)),
+        }
+    }
+
+    /// Closes a postmortem with the write-up's link and a note. Security and administrators
+    /// only; every refusal is audited.
+    pub async fn close_postmortem(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+        link: &str,
+        note: &str,
+    ) -> Result<Postmortem, Error> {
+        let now = now();
+        let mut refusal = Event::new(Code::PostmortemCloseRefused, caller.actor(), now);
+        refusal.request_id = Some(id);
+        if !self.is_security(caller.user) {
+            let e = Error::Forbidden(format!(
+                "only members of {} and administrators close postmortems",
+                self.config.security_group
+            ));
+            return Err(self.refused(refusal, e).await);
+        }
+        let Some(mut pm) = self.store.postmortem(id).await? else {
+            return Err(self.refused(refusal, Error::NotFound(id)).await);
+        };
+        refusal.target = Some(pm.target.clone());
+        refusal.role = Some(pm.role.clone());
+        let closed = Link::parse(link).and_then(|link| {
+            let note = Comment::parse(note)?;
+            pm.close(&caller.user.name, link, note, now)
+        });
+        if let Err(e) = closed {
+            return Err(self.refused(refusal, e.into()).await);
+        }
+        let Some(closure) = pm.closed.as_ref() else {
+            return Err(Error::NotFound(id));
+        };
+        let mut ev =
+            Event::new(Code::PostmortemClosed, caller.actor(), now).details(serde_json::json!({
+                "drill": pm.drill,
+                "link": closure.link.as_str(),
+                "note": closure.note.as_str(),
+                "open_for_s": (now - pm.opened_at).whole_seconds(),
+            }));
+        ev.request_id = Some(pm.request);
+        ev.target = Some(pm.target.clone());
+        ev.role = Some(pm.role.clone());
+        match self.store.close_postmortem(&pm, vec![ev]).await {
+            Ok(()) => Ok(pm),
+            Err(warden_store::Error::Conflict) => {
+                let e = warden_domain::postmortem::PostmortemError::AlreadyClosed(id);
+                Err(self.refused(refusal, e.into()).await)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every role the break-glass rules cover, with its last drill.
+    pub async fn drill_report(&self) -> Result<Vec<DrillStatus>, Error> {
+        let drills = self.store.last_drills().await?;
+        let cutoff = now() - time::Duration::days(DRILL_EVERY_DAYS);
+        Ok(self
+            .policy
+            .load()
+            .breakglass_roles()
+            .into_iter()
+            .map(|(target, role)| {
+                let last = drills
+                    .iter()
+                    .find(|d| d.target == target && d.role == role)
+                    .map(|d| (d.at, d.request));
+                DrillStatus {
+                    overdue: last.is_none_or(|(at, _)| at < cutoff),
+                    target,
+                    role,
+                    last,
+                }
+            })
+            .collect())
+    }
+
+    /// How many postmortems are open, for metrics.
+    pub async fn open_postmortems(&self) -> Result<u64, Error> {
+        Ok(self.store.open_postmortems().await?)
+    }
+
+    /// The notification outbox's figures, for status and metrics.
+    pub async fn outbox_status(&self) -> Result<OutboxStatus, Error> {
+        Ok(self.store.outbox_status().await?)
+    }
+}

@@ -1,0 +1,270 @@
+//! The notification outbox and break-glass postmortems in SQLite.
+//!
+//! Outbox rows and postmortems are written by the change that causes them (see
+//! [`super::write_extras`]); this file delivers, retries and reads them.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+use warden_domain::audit::Event;
+use warden_domain::{Postmortem, RequestId};
+
+use super::{SqliteStore, backend, ceil_ms, from_ms, limit, ms, prepare};
+use crate::{Delivery, Drill, Error, OutboxStatus, Outgoing, Result};
+
+/// An outbox row as its columns: notice id, sink, created, body.
+pub(super) type NoticeRow = (String, String, i64, String);
+
+/// A postmortem as its columns: request id, target, role, drill, opened, closed, body.
+pub(super) type PostmortemRow = (String, String, String, bool, i64, Option<i64>, String);
+
+pub(super) fn notice_rows(notices: &[Outgoing]) -> Result<Vec<NoticeRow>> {
+    notices
+        .iter()
+        .map(|o| {
+            Ok((
+                o.notice.id.to_string(),
+                o.sink.clone(),
+                ms(o.notice.time),
+                serde_json::to_string(&o.notice).map_err(backend)?,
+            ))
+        })
+        .collect()
+}
+
+pub(super) fn postmortem_row(pm: &Postmortem) -> Result<PostmortemRow> {
+    Ok((
+        pm.request.to_string(),
+        pm.target.to_string(),
+        pm.role.to_string(),
+        pm.drill,
+        ms(pm.opened_at),
+        pm.closed.as_ref().map(|c| ms(c.at)),
+        serde_json::to_string(pm).map_err(backend)?,
+    ))
+}
+
+/// Queues notices; a notice already queued for a sink stays as it is, so a retried change
+/// never queues it twice.
+pub(super) fn write_notices(c: &Connection, rows: &[NoticeRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = c
+        .prepare_cached(
+            "INSERT INTO outbox (notice_id, sink, created_at, due_at, body) VALUES (?1, ?2, ?3, ?3, ?4)
+             ON CONFLICT (notice_id, sink) DO NOTHING",
+        )
+        .map_err(backend)?;
+    for (id, sink, created, body) in rows {
+        stmt.execute(params![id, sink, created, body])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_postmortem(c: &Connection, row: &PostmortemRow) -> Result<()> {
+    let (id, target, role, drill, opened, closed, body) = row;
+    c.prepare_cached(
+        "INSERT INTO postmortems (request_id, target, role, drill, opened_at, closed_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (request_id) DO UPDATE SET closed_at = excluded.closed_at, body = excluded.body",
+    )
+    .and_then(|mut s| s.execute(params![id, target, role, drill, opened, closed, body]))
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: String) -> rusqlite::Result<T> {
+    serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+impl SqliteStore {
+    pub(super) async fn due_notices_at(
+        &self,
+        now: OffsetDateTime,
+        n: usize,
+    ) -> Result<Vec<Delivery>> {
+        let now = ms(now);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT sink, attempts, body FROM outbox WHERE due_at IS NOT NULL AND due_at <= ?1
+                 ORDER BY due_at, created_at LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit(n)], |r| {
+                Ok(Delivery {
+                    sink: r.get(0)?,
+                    attempts: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+                    notice: json(r.get(2)?)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn next_notice(&self) -> Result<Option<OffsetDateTime>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MIN(due_at) FROM outbox WHERE due_at IS NOT NULL",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+        })
+        .await
+        .map(|v| v.map(from_ms))
+    }
+
+    pub(super) async fn mark_delivered(
+        &self,
+        id: uuid::Uuid,
+        sink: &str,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let (id, sink, now) = (id.to_string(), sink.to_owned(), ms(now));
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE outbox SET due_at = NULL, delivered_at = ?3, last_error = NULL
+                     WHERE notice_id = ?1 AND sink = ?2",
+                )
+                .and_then(|mut s| s.execute(params![id, sink, now]))
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub(super) async fn mark_failed(
+        &self,
+        id: uuid::Uuid,
+        sink: &str,
+        attempts: u32,
+        retry_at: OffsetDateTime,
+        error: &str,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        let events = prepare(&events)?;
+        let (id, sink, due, error) = (
+            id.to_string(),
+            sink.to_owned(),
+            ceil_ms(retry_at),
+            error.to_owned(),
+        );
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE outbox SET attempts = ?3, due_at = ?4, last_error = ?5
+                     WHERE notice_id = ?1 AND sink = ?2 AND due_at IS NOT NULL",
+                )
+                .and_then(|mut s| s.execute(params![id, sink, attempts, due, error]))
+                .map_err(backend)?;
+                super::append_events(c, &events)
+            })
+            .await
+    }
+
+    pub(super) async fn outbox_figures(&self) -> Result<OutboxStatus> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FILTER (WHERE due_at IS NOT NULL),
+                        COUNT(*) FILTER (WHERE due_at IS NOT NULL AND attempts > 0),
+                        COUNT(*) FILTER (WHERE due_at IS NULL),
+                        MIN(created_at) FILTER (WHERE due_at IS NOT NULL)
+                 FROM outbox",
+                [],
+                |r| {
+                    Ok(OutboxStatus {
+                        pending: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        retrying: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        delivered: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                        oldest_pending: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    pub(super) async fn read_postmortem(&self, request: RequestId) -> Result<Option<Postmortem>> {
+        let id = request.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT body FROM postmortems WHERE request_id = ?1")?
+                .query_row([id], |r| json(r.get(0)?))
+                .optional()
+        })
+        .await
+    }
+
+    pub(super) async fn read_postmortems(
+        &self,
+        open_only: bool,
+        n: usize,
+    ) -> Result<Vec<Postmortem>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM postmortems WHERE (?1 = 0 OR closed_at IS NULL)
+                 ORDER BY opened_at DESC, request_id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![open_only, limit(n)], |r| json(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn save_closed(&self, pm: &Postmortem, events: Vec<Event>) -> Result<()> {
+        let events = prepare(&events)?;
+        let (id, _, _, _, _, closed, body) = postmortem_row(pm)?;
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE postmortems SET closed_at = ?2, body = ?3
+                         WHERE request_id = ?1 AND closed_at IS NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![id, closed, body]))
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(Error::Conflict);
+                }
+                super::append_events(c, &events)
+            })
+            .await
+    }
+
+    pub(super) async fn count_open(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM postmortems WHERE closed_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    pub(super) async fn drills(&self) -> Result<Vec<Drill>> {
+        let rows: Vec<(String, String, i64, String)> = self
+            .read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT target, role, MAX(opened_at), request_id FROM postmortems WHERE drill = 1
+                     GROUP BY target, role ORDER BY target, role",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(t, r, at, id)| {
+                Ok(Drill {
+                    target: t.parse().map_err(backend)?,
+                    role: r.parse().map_err(backend)?,
+                    at: from_ms(at),
+                    request: id.parse().map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,267 @@
+//! `breakglass`, `postmortem list|show|close`, `report drills` and `notify status`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::audit::query;
+use super::requests::{adopt_key, finish, new_client_key, s};
+use crate::client::Client;
+use crate::exit::{self, Failure};
+use crate::output::{Output, fields, table};
+
+#[derive(Debug, Args)]
+pub struct BreakglassArgs {
+    /// The target, e.g. prod-web-1.
+    target: String,
+    /// A break-glass role (see `warden policy check`, which lists them).
+    #[arg(long)]
+    role: String,
+    /// What the emergency is.
+    #[arg(long)]
+    reason: String,
+    /// The incident id, when the break-glass rule demands one.
+    #[arg(long)]
+    ticket: Option<String>,
+    /// How long: at most the rule's maximum.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// A fresh TOTP code: break-glass always requires one.
+    #[arg(long)]
+    totp: Option<String>,
+    /// A drill: the same path, flagged as a drill everywhere.
+    #[arg(long)]
+    drill: bool,
+    /// SSH public key to certify (default: a fresh key in WARDEN_HOME/ssh).
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PostmortemCommand {
+    /// List open postmortems (all of them for security and administrators).
+    List {
+        /// Closed ones too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one postmortem (its id is the break-glass grant's).
+    Show { id: String },
+    /// Close a postmortem with a link to the write-up and what was learned (security).
+    Close {
+        id: String,
+        #[arg(long)]
+        link: String,
+        #[arg(long)]
+        note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// The notification outbox: pending, retrying and delivered notifications (administrators).
+    Status,
+}
+
+pub async fn breakglass(
+    server: Option<String>,
+    a: BreakglassArgs,
+    out: Output,
+) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    let (key_path, public_key, generated) = match &a.public_key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("cannot read public key {}: {e}", p.display()),
+                )
+            })?;
+            (p.with_extension(""), text.trim().to_owned(), false)
+        }
+        None => {
+            let (k, p) = new_client_key()?;
+            (k, p, true)
+        }
+    };
+    let body = json!({
+        "target": a.target, "role": a.role, "reason": a.reason, "ticket": a.ticket,
+        "ttl": a.ttl, "public_key": public_key, "totp": a.totp, "drill": a.drill,
+    });
+    let v: Value = match c.post("/v1/breakglass", &body).await {
+        Ok(v) => v,
+        Err(e) => {
+            if generated {
+                let _ = std::fs::remove_file(&key_path);
+            }
+            return Err(e);
+        }
+    };
+    let key_path = if generated {
+        adopt_key(&key_path, &s(&v, "id"))?
+    } else {
+        key_path
+    };
+    if !out.json {
+        println!(
+            "BREAK-GLASS{}: granted at once, recorded in full; security has been notified and postmortem {} is open.\n",
+            if a.drill { " DRILL" } else { "" },
+            s(&v, "id")
+        );
+    }
+    finish(&v, Some(&key_path), out)
+}
+
+fn print_postmortem(p: &Value) {
+    fields(&[
+        ("id", s(p, "id")),
+        ("state", s(p, "state")),
+        (
+            "drill",
+            if p["drill"] == true {
+                "yes".into()
+            } else {
+                String::new()
+            },
+        ),
+        ("requester", s(p, "requester")),
+        ("target", s(p, "target")),
+        ("role", s(p, "role")),
+        ("reason", s(p, "reason")),
+        ("opened", s(p, "opened_at")),
+        ("closed", s(p, "closed_at")),
+        ("closed by", s(p, "closed_by")),
+        ("link", s(p, "link")),
+        ("note", s(p, "note")),
+    ]);
+}
+
+pub async fn postmortem(
+    server: Option<String>,
+    cmd: PostmortemCommand,
+    out: Output,
+) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    match cmd {
+        PostmortemCommand::List { all, limit } => {
+            let q = query(&[
+                ("all", all.then(|| "true".into())),
+                ("limit", Some(limit.to_string())),
+            ]);
+            let v: Value = c.get(&format!("/v1/postmortems{q}")).await?;
+            if out.json {
+                return out.json(&v);
+            }
+            let rows: Vec<Vec<String>> = v["postmortems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    vec![
+                        s(p, "id"),
+                        s(p, "state"),
+                        if p["drill"] == true {
+                            "drill".into()
+                        } else {
+                            "-".into()
+                        },
+                        s(p, "requester"),
+                        format!("{}/{}", s(p, "target"), s(p, "role")),
+                        s(p, "opened_at"),
+                    ]
+                })
+                .collect();
+            table(
+                &["ID", "STATE", "DRILL", "REQUESTER", "ROLE", "OPENED"],
+                &rows,
+            );
+            Ok(())
+        }
+        PostmortemCommand::Show { id } => {
+            let v: Value = c.get(&format!("/v1/postmortems/{id}")).await?;
+            if out.json {
+                return out.json(&v);
+            }
+            print_postmortem(&v);
+            Ok(())
+        }
+        PostmortemCommand::Close { id, link, note } => {
+            let v: Value = c
+                .post(
+                    &format!("/v1/postmortems/{id}/close"),
+                    &json!({ "link": link, "note": note }),
+                )
+                .await?;
+            if out.json {
+                return out.json(&v);
+            }
+            print_postmortem(&v);
+            Ok(())
+        }
+    }
+}
+
+/// `warden report drills`: when each break-glass role was last drilled.
+pub async fn drills(server: Option<String>, out: Output) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    let v: Value = c.get("/v1/report/drills").await?;
+    if out.json {
+        return out.json(&v);
+    }
+    let rows: Vec<Vec<String>> = v["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                s(d, "target"),
+                s(d, "role"),
+                match d["last_drill"].as_str() {
+                    Some(t) => t.to_owned(),
+                    None => "never".into(),
+                },
+                if d["overdue"] == true {
+                    "OVERDUE: no drill in the past 365 days".into()
+                } else {
+                    "ok".into()
+                },
+            ]
+        })
+        .collect();
+    table(&["TARGET", "ROLE", "LAST DRILL", "STATUS"], &rows);
+    Ok(())
+}
+
+pub async fn notify(server: Option<String>, cmd: NotifyCommand, out: Output) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    match cmd {
+        NotifyCommand::Status => {
+            let v: Value = c.get("/v1/notifications/status").await?;
+            if out.json {
+                return out.json(&v);
+            }
+            fields(&[
+                ("pending", s(&v, "pending")),
+                ("retrying", s(&v, "retrying")),
+                ("delivered", s(&v, "delivered")),
+                ("oldest pending", s(&v, "oldest_pending")),
+            ]);
+            let rows: Vec<Vec<String>> = v["sinks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    (0..3)
+                        .map(|i| r[i].as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .collect();
+            println!();
+            table(&["SINK", "KIND", "DESTINATION"], &rows);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,760 @@
+//! Notifications and break-glass, end to end against the real binary: a local webhook
+//! receiver and a real SMTP server (Python's smtpd) receive what approvers, requesters and
+//! security are told; break-glass grants at once after MFA, notifies security, and opens a
+//! postmortem that stays open until closed; drills are flagged and reported; and the outbox
+//! delivers everything after the receiver was down and after the server was killed with
+//! SIGKILL, each notification id exactly once. A break-glass certificate logs into a real sshd.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{BIN, LOCAL_USER, PASSWORD, TARGETS, enroll_mfa, fails, id, ok, totp, write_policy};
+use serde_json::Value;
+use warden_testkit::{Cli, Server, SmtpSink, Sshd, WebhookReceiver, ensure_local_user, ssh_login};
+
+/// How long any one awaited condition may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+const RULES: &str = r#"
+@id("view-auto")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"web/view");
+
+@id("deploy-peer")
+@approval("peer(sre)")
+@max_ttl("4h")
+permit (principal in Group::"dev", action == Action::"request", resource == Role::"web/deploy");
+
+@id("admin-quick")
+@approval("peer(sre)")
+@max_ttl("1h")
+@pending_timeout("2s")
+permit (principal in Group::"dev", action == Action::"request", resource == Role::"web/admin");
+
+@id("bg-root")
+@max_ttl("1h")
+@ticket("INC-[0-9]+")
+permit (principal in Group::"sre", action == Action::"breakglass", resource == Role::"web/root");
+
+@id("bg-admin")
+@max_ttl("30m")
+permit (principal in Group::"sre", action == Action::"breakglass", resource == Role::"web/admin");
+"#;
+
+/// Starts `warden serve --dev --config` with the test policy and `config` as the config file.
+fn start(dir: &Path, config: &str) -> Server {
+    let data = dir.join("data");
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let path = dir.join("warden.toml");
+    std::fs::write(&path, config).unwrap();
+    Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--dev", "--config", path.to_str().unwrap()],
+        &[],
+    )
+}
+
+fn login(server: &Server, user: &str) -> Cli {
+    let cli = server.cli();
+    let out = cli.run(
+        &["login", "--user", user, "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(out.success(), "login {user}: {out:?}");
+    cli
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The accepted webhook notifications of `kind` about request `rid`.
+fn notices(r: &WebhookReceiver, kind: &str, rid: &str) -> Vec<Value> {
+    r.accepted()
+        .into_iter()
+        .filter(|n| n["kind"] == kind && n["request"]["id"] == rid)
+        .collect()
+}
+
+/// The first mail whose subject contains `subject`, once it arrived.
+fn mail(smtp: &SmtpSink, subject: &str) -> String {
+    let mut found = None;
+    wait_for(&format!("a mail about {subject:?}"), || {
+        found = smtp.messages().into_iter().find(|m| m.contains(subject));
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn header<'a>(mail: &'a str, name: &str) -> &'a str {
+    mail.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} header in {mail}"))
+}
+
+fn events(admin: &Cli, code: &str) -> Vec<Value> {
+    ok(
+        admin,
+        &["audit", "search", "--code", code, "--limit", "1000"],
+    )["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
+    let hook = WebhookReceiver::start();
+    let chat = WebhookReceiver::start();
+    let smtp = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "public_url = \"https://warden.example.com\"\nexpiry_warning = \"58s\"\n\n\
+             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+             [[notify]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"{}\"\nformat = \"slack\"\naudiences = [\"approvers\"]\n\n\
+             [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             from = \"Warden <warden@example.com>\"\nuser_domain = \"example.com\"\n\
+             to = {{ approvers = [\"oncall@example.com\"] }}\n",
+            hook.url(),
+            chat.url(),
+            smtp.port()
+        ),
+    );
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+
+    // A pending request: its approvers hear of it, with links that carry only the id.
+    let r = common::create(&alice, "web", "deploy", &[]);
+    let rid = id(&r);
+    wait_for("the approvers' notification", || {
+        !notices(&hook, "approval_needed", &rid).is_empty()
+    });
+    let n = &notices(&hook, "approval_needed", &rid)[0];
+    assert_eq!(n["audience"], "approvers");
+    assert_eq!(n["recipients"], serde_json::json!(["bob"]));
+    assert_eq!(n["request"]["requester"], "alice");
+    assert_eq!(n["request"]["reason"], "integration test");
+    assert_eq!(
+        n["links"]["request"],
+        format!("https://warden.example.com/v1/requests/{rid}")
+    );
+    assert_eq!(
+        n["links"]["commands"][0],
+        format!("warden request approve {rid}")
+    );
+    let notice_id = n["id"].as_str().unwrap().to_owned();
+    let token = std::fs::read_to_string(alice.home().join("credentials.json")).unwrap();
+    let token: Value = serde_json::from_str(&token).unwrap();
+    assert!(!n.to_string().contains(token["token"].as_str().unwrap()));
+    assert!(!n.to_string().contains("wdn_"), "{n}");
+
+    // The Slack-shaped sink gets text carrying the notification id.
+    wait_for("the chat message", || {
+        chat.accepted()
+            .iter()
+            .any(|m| m["text"].as_str().is_some_and(|t| t.contains(&notice_id)))
+    });
+    let text = chat.accepted()[0]["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.starts_with("[Warden] alice asks for web/deploy"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("warden request approve {rid}")),
+        "{text}"
+    );
+
+    // The mail goes to the approvers' list and to bob himself, with the id as Message-ID.
+    let m = mail(&smtp, "alice asks for web/deploy");
+    assert_eq!(
+        header(&m, "Subject"),
+        "[Warden] alice asks for web/deploy: your approval is needed"
+    );
+    assert_eq!(header(&m, "Message-ID"), format!("<{notice_id}@warden>"));
+    assert_eq!(header(&m, "From"), "Warden <warden@example.com>");
+    let to = header(&m, "To");
+    assert!(
+        to.contains("bob@example.com") && to.contains("oncall@example.com"),
+        "{to}"
+    );
+    assert!(
+        m.contains(&format!("https://warden.example.com/v1/requests/{rid}")),
+        "{m}"
+    );
+    assert!(m.contains("needs your own login"), "{m}");
+
+    // The decision goes back to the requester.
+    ok(&bob, &["request", "approve", &rid, "--comment", "go"]);
+    wait_for("the requester's notification", || {
+        !notices(&hook, "approved", &rid).is_empty()
+    });
+    let n = &notices(&hook, "approved", &rid)[0];
+    assert_eq!(
+        (n["audience"].as_str(), n["recipients"][0].as_str()),
+        (Some("requester"), Some("alice"))
+    );
+    let m = mail(&smtp, "your request for web/deploy was approved");
+    assert_eq!(header(&m, "To"), "alice@example.com");
+
+    let denied = common::create(&alice, "web", "deploy", &[]);
+    let did = id(&denied);
+    ok(&bob, &["request", "deny", &did, "--comment", "not today"]);
+    wait_for("the denial", || !notices(&hook, "denied", &did).is_empty());
+    assert_eq!(
+        notices(&hook, "denied", &did)[0]["detail"],
+        "bob: not today"
+    );
+    // The chat sink wants approvers only.
+    assert!(
+        chat.accepted()
+            .iter()
+            .all(|m| !m["text"].as_str().unwrap().contains("denied"))
+    );
+
+    // Nobody decides in time: the requester hears of that too.
+    let late = common::create(&alice, "web", "admin", &[]);
+    let lid = id(&late);
+    wait_for("the time-out notice", || {
+        !notices(&hook, "timed_out", &lid).is_empty()
+    });
+    mail(
+        &smtp,
+        "your request for web/admin timed out waiting for approval",
+    );
+
+    // A one-minute grant is 58 s from its end two seconds after it starts: expiry soon.
+    let view = common::create(&alice, "web", "view", &["--ttl", "1m"]);
+    let vid = id(&view);
+    wait_for("the expiry warning", || {
+        !notices(&hook, "expiry_soon", &vid).is_empty()
+    });
+    let n = &notices(&hook, "expiry_soon", &vid)[0];
+    assert_eq!(n["request"]["expires_at"], view["expires_at"]);
+    assert_eq!(
+        n["links"]["commands"][0],
+        format!("warden request extend {vid} --ttl TTL")
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(notices(&hook, "expiry_soon", &vid).len(), 1, "warned once");
+    // Auto-approved by herself: alice is not told what she just saw.
+    assert!(notices(&hook, "approved", &vid).is_empty());
+    let admin = login(&server, "admin");
+    let warned = events(&admin, "notification.expiry_warned");
+    assert_eq!(warned.len(), 1);
+    assert_eq!(warned[0]["event"]["request_id"], vid);
+}
+
+#[test]
+fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
+    let hook = WebhookReceiver::start();
+    let smtp = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[users.carol]\ngroups = [\"sre\"]\n\n\
+             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\naudiences = [\"security\"]\n\n\
+             [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             from = \"warden@example.com\"\nto = {{ security = [\"security@example.com\"] }}\n",
+            hook.url(),
+            smtp.port()
+        ),
+    );
+    let (alice, bob, carol, sam, admin) = (
+        login(&server, "alice"),
+        login(&server, "bob"),
+        login(&server, "carol"),
+        login(&server, "sam"),
+        login(&server, "admin"),
+    );
+    let bg = [
+        "breakglass",
+        "web",
+        "--role",
+        "root",
+        "--reason",
+        "db down",
+        "--ticket",
+        "INC-7",
+        "--ttl",
+        "30m",
+    ];
+
+    // `warden targets` lists the break-glass roles of those who may use them.
+    let t = ok(&bob, &["targets"]);
+    let roles: Vec<&str> = t["breakglass"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, vec!["admin", "root"], "{t}");
+    assert!(
+        ok(&alice, &["targets"])["breakglass"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let table = bob.run(&["targets"], None);
+    assert!(table.stdout.contains("Break-glass"), "{table:?}");
+
+    // No second factor, no break-glass; developers have no break-glass rule at all.
+    let out = fails(&bob, &bg, 3);
+    assert!(out.stderr.contains("warden mfa enroll"), "{out:?}");
+    fails(&alice, &bg, 3);
+    let uri = enroll_mfa(&bob);
+    let out = fails(&bob, &bg, 3);
+    assert!(out.stderr.contains("TOTP"), "{out:?}");
+    let mut no_ticket: Vec<&str> = bg.to_vec();
+    no_ticket.retain(|a| *a != "--ticket" && *a != "INC-7");
+    let out = fails(&bob, &no_ticket, 3);
+    assert!(out.stderr.contains("INC-[0-9]+"), "{out:?}");
+    let refused = events(&admin, "breakglass.refused");
+    assert!(refused.len() >= 4, "{refused:?}");
+
+    // With a fresh code: active at once, recorded in full, flagged as break-glass.
+    let code = totp(&uri, 1);
+    let mut args = bg.to_vec();
+    args.extend(["--totp", &code]);
+    let v = ok(&bob, &args);
+    let rid = id(&v);
+    assert_eq!(v["state"], "active");
+    assert_eq!(
+        (v["breakglass"].as_bool(), v["drill"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(v["recording"], "full");
+    assert_eq!(v["tier"], "auto");
+    assert_eq!(v["rules"], serde_json::json!(["bg-root"]));
+    assert!(v["credential"]["certificate"].is_string(), "{v}");
+    // The certificate comes from the same issuer as any grant: it logs into a real sshd.
+    ensure_local_user(LOCAL_USER);
+    let sshd = Sshd::start(bob.run(&["ssh-ca"], None).stdout.trim());
+    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let login = ssh_login(
+        sshd.port(),
+        LOCAL_USER,
+        Path::new(v["private_key_file"].as_str().unwrap()),
+        Path::new(v["certificate_file"].as_str().unwrap()),
+        "echo breakglass-$(whoami)",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&login.stdout).trim(),
+        format!("breakglass-{LOCAL_USER}"),
+        "{login:?}\n{}",
+        sshd.log()
+    );
+    let shown = bob.run(&["request", "show", &rid], None);
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("break-glass") && l.ends_with(" yes")),
+        "{shown:?}"
+    );
+
+    // Security hears of it on every sink.
+    wait_for("security's webhook", || {
+        !notices(&hook, "breakglass", &rid).is_empty()
+    });
+    let n = &notices(&hook, "breakglass", &rid)[0];
+    assert_eq!(n["audience"], "security");
+    assert_eq!(n["recipients"], serde_json::json!(["sam"]));
+    assert_eq!(n["request"]["drill"], false);
+    assert_eq!(
+        n["links"]["commands"][1],
+        format!("warden postmortem show {rid}")
+    );
+    let m = mail(&smtp, "BREAK-GLASS: bob took web/root");
+    assert_eq!(header(&m, "To"), "security@example.com");
+    assert!(
+        m.contains("ticket: INC-7") && m.contains("reason: db down"),
+        "{m}"
+    );
+
+    let activated = events(&admin, "breakglass.activated");
+    assert_eq!(activated.len(), 1);
+    assert_eq!(activated[0]["event"]["code"], "W2100");
+    assert_eq!(activated[0]["event"]["details"]["drill"], false);
+    assert_eq!(activated[0]["event"]["request_id"], rid);
+    assert_eq!(events(&admin, "postmortem.opened").len(), 1);
+
+    // The postmortem is open; security sees it, the requester sees his own.
+    let open = ok(&sam, &["postmortem", "list"]);
+    assert_eq!(open["postmortems"][0]["id"], rid);
+    assert_eq!(open["postmortems"][0]["state"], "open");
+    assert_eq!(
+        ok(&bob, &["postmortem", "list"])["postmortems"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ok(&alice, &["postmortem", "list"])["postmortems"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    fails(&alice, &["postmortem", "show", &rid], 4);
+
+    // Only security or administrators close it, with a link and a note.
+    let close = |who: &Cli, link: &str, note: &str, code: i32| {
+        fails(
+            who,
+            &["postmortem", "close", &rid, "--link", link, "--note", note],
+            code,
+        )
+    };
+    close(&bob, "https://wiki/pm/7", "fixed", 3);
+    let out = close(&sam, "https://wiki/pm/7", "", 2);
+    assert!(out.stderr.contains("--note"), "{out:?}");
+    let out = close(&sam, "wiki/pm/7", "fixed", 2);
+    assert!(out.stderr.contains("--link"), "{out:?}");
+    assert_eq!(events(&admin, "postmortem.close_refused").len(), 3);
+    assert_eq!(ok(&sam, &["postmortem", "show", &rid])["state"], "open");
+    let closed = ok(
+        &sam,
+        &[
+            "postmortem",
+            "close",
+            &rid,
+            "--link",
+            "https://wiki/pm/7",
+            "--note",
+            "replica promoted",
+        ],
+    );
+    assert_eq!(closed["state"], "closed");
+    assert_eq!(closed["closed_by"], "sam");
+    assert_eq!(closed["link"], "https://wiki/pm/7");
+    close(&sam, "https://wiki/pm/8", "again", 6);
+    assert!(
+        ok(&sam, &["postmortem", "list"])["postmortems"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ok(&sam, &["postmortem", "list", "--all"])["postmortems"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let done = events(&admin, "postmortem.closed");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["event"]["actor"]["user"], "sam");
+    assert_eq!(done[0]["event"]["details"]["link"], "https://wiki/pm/7");
+
+    // Before any drill every break-glass role is overdue.
+    let report = ok(&sam, &["report", "drills"]);
+    assert_eq!(report["roles"].as_array().unwrap().len(), 2, "{report}");
+    assert!(
+        report["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["overdue"] == true)
+    );
+
+    // A drill: the same path, flagged everywhere.
+    let carol_uri = enroll_mfa(&carol);
+    let code = totp(&carol_uri, 1);
+    let drill = ok(
+        &carol,
+        &[
+            "breakglass",
+            "web",
+            "--role",
+            "root",
+            "--reason",
+            "annual drill",
+            "--ticket",
+            "INC-1",
+            "--ttl",
+            "5m",
+            "--drill",
+            "--totp",
+            &code,
+        ],
+    );
+    let did = id(&drill);
+    assert_eq!(
+        (drill["state"].as_str(), drill["drill"].as_bool()),
+        (Some("active"), Some(true))
+    );
+    wait_for("the drill's notification", || {
+        !notices(&hook, "breakglass", &did).is_empty()
+    });
+    assert_eq!(
+        notices(&hook, "breakglass", &did)[0]["request"]["drill"],
+        true
+    );
+    mail(&smtp, "BREAK-GLASS (DRILL): carol took web/root");
+    let activated = events(&admin, "breakglass.activated");
+    assert_eq!(activated.len(), 2);
+    assert_eq!(activated[1]["event"]["details"]["drill"], true);
+    let pm = ok(&sam, &["postmortem", "show", &did]);
+    assert_eq!(
+        (pm["drill"].as_bool(), pm["state"].as_str()),
+        (Some(true), Some("open"))
+    );
+
+    let report = ok(&sam, &["report", "drills"]);
+    let roles: BTreeMap<String, Value> = report["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}/{}",
+                    r["target"].as_str().unwrap(),
+                    r["role"].as_str().unwrap()
+                ),
+                r.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(roles["web/root"]["overdue"], false);
+    assert_eq!(roles["web/root"]["request"], did);
+    assert!(roles["web/root"]["last_drill"].is_string());
+    assert_eq!(roles["web/admin"]["overdue"], true);
+    assert!(roles["web/admin"]["last_drill"].is_null());
+    let table = sam.run(&["report", "drills"], None);
+    assert!(
+        table.stdout.contains("OVERDUE") && table.stdout.contains("never"),
+        "{table:?}"
+    );
+    fails(&alice, &["report", "drills"], 3);
+
+    // `policy explain --breakglass` names the rule and its fixed terms.
+    let e = ok(
+        &bob,
+        &[
+            "policy",
+            "explain",
+            "web",
+            "--role",
+            "admin",
+            "--breakglass",
+            "--ttl",
+            "30m",
+        ],
+    );
+    assert_eq!(e["action"], "breakglass");
+    assert_eq!(e["decision"]["rules"], serde_json::json!(["bg-admin"]));
+    assert_eq!(
+        (
+            e["decision"]["mfa"].as_bool(),
+            e["decision"]["recording"].as_str()
+        ),
+        (Some(true), Some("full"))
+    );
+}
+
+#[test]
+fn the_outbox_delivers_after_an_outage_and_a_kill_9_each_notification_once() {
+    let mut hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url()
+        ),
+    );
+    let alice = login(&server, "alice");
+    let admin = login(&server, "admin");
+    let status = |admin: &Cli| ok(admin, &["notify", "status"]);
+
+    // The receiver fails: notifications wait and are retried, the failure is audited.
+    hook.answer(500);
+    let first: Vec<String> = (0..3)
+        .map(|_| id(&common::create(&alice, "web", "deploy", &[])))
+        .collect();
+    wait_for("retries", || hook.refused() >= 6);
+    let s = status(&admin);
+    assert_eq!(
+        (s["pending"].as_u64(), s["delivered"].as_u64()),
+        (Some(3), Some(0)),
+        "{s}"
+    );
+    assert!(s["retrying"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["oldest_pending"].is_string(), "{s}");
+    let failed = events(&admin, "notification.failed");
+    assert_eq!(
+        failed.len(),
+        3,
+        "one event per notification's first failure: {failed:?}"
+    );
+    assert!(
+        failed[0]["event"]["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("500")
+    );
+    assert!(hook.accepted().is_empty());
+
+    hook.answer(200);
+    wait_for("delivery after the outage", || hook.accepted().len() >= 3);
+
+    // Down altogether, then killed: what was queued is delivered after the restart.
+    hook.stop();
+    let second: Vec<String> = (0..3)
+        .map(|_| id(&common::create(&alice, "web", "deploy", &[])))
+        .collect();
+    wait_for("the second batch to wait", || {
+        status(&admin)["pending"].as_u64() == Some(3)
+    });
+    thread::sleep(Duration::from_millis(700));
+    server.kill_hard();
+    server.restart();
+    hook.resume();
+    let all: Vec<&String> = first.iter().chain(&second).collect();
+    wait_for("delivery after the kill", || {
+        let got = hook.accepted();
+        all.iter()
+            .all(|r| got.iter().any(|n| n["request"]["id"] == r.as_str()))
+    });
+    // Give a duplicate time to show, then count per notification id.
+    thread::sleep(Duration::from_secs(1));
+    let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
+    for n in hook.accepted() {
+        *per_id
+            .entry(n["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_id.len(), 6, "{per_id:?}");
+    assert!(per_id.values().all(|&n| n == 1), "{per_id:?}");
+    let admin = login(&server, "admin");
+    let s = status(&admin);
+    assert_eq!(
+        (s["pending"].as_u64(), s["delivered"].as_u64()),
+        (Some(0), Some(6)),
+        "{s}"
+    );
+    assert_eq!(s["sinks"][0][0], "hook");
+}
+
+#[test]
+fn bad_notify_sinks_stop_start_up_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nfrom = \"warden\"\n\
+         to = { security = [\"s@example.com\"] }\n",
+    )
+    .unwrap();
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("`from` \"warden\" is not an e-mail address"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn security_hears_when_a_credential_cannot_be_revoked() {
+    let pg = warden_testkit::Postgres::start();
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let targets = format!(
+        "[targets.pg]\nkind = \"postgres\"\nenvironment = \"test\"\n\
+         [targets.pg.connection]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\n\
+         [targets.pg.roles.read]\ngrants = [\"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}\"]\n",
+        pg.port()
+    );
+    let rules = "@id(\"pg-read\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n\
+                 permit (principal, action == Action::\"request\", resource == Role::\"pg/read\");\n";
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", &targets), ("access.cedar", rules)],
+    );
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\naudiences = [\"security\"]\n",
+            hook.url()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--dev", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let admin = login(&server, "admin");
+    let out = admin.run(
+        &[
+            "target",
+            "set-credential",
+            "pg",
+            "--username",
+            pg.admin_user(),
+            "--password-stdin",
+        ],
+        Some(pg.admin_password()),
+    );
+    assert!(out.success(), "{out:?}");
+    let alice = login(&server, "alice");
+    let v = common::create(&alice, "pg", "read", &[]);
+    assert_eq!(v["state"], "active", "{v}");
+    let rid = id(&v);
+    let account = v["credential"]["username"].as_str().unwrap().to_owned();
+
+    // The database goes away; the early revoke cannot reach it.
+    let admin_password = pg.admin_password().to_owned();
+    drop(pg);
+    ok(&alice, &["request", "revoke", &rid, "--comment", "done"]);
+    wait_for("security's notification", || {
+        !notices(&hook, "revoke_failed", &rid).is_empty()
+    });
+    let n = &notices(&hook, "revoke_failed", &rid)[0];
+    assert_eq!(n["audience"], "security");
+    let detail = n["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&account) && detail.contains("retrying"),
+        "{detail}"
+    );
+    assert!(!n.to_string().contains(&admin_password), "{n}");
+    // Only the first failure notifies until Warden gives up.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(notices(&hook, "revoke_failed", &rid).len(), 1);
+}
