@@ -108,7 +108,7 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn actor(&self) -> Actor {
+    pub(crate) fn actor(&self) -> Actor {
         Actor::user(self.user.name.clone(), self.source.clone())
     }
 }
@@ -769,6 +769,7 @@ impl App {
                     r.version = v;
                     // The lease is now due: the worker removes the credential at once.
                     self.wake.notify_one();
+                    self.end_sessions(r.id, "your grant was revoked");
                     return Ok(r);
                 }
                 Err(warden_store::Error::Conflict) => continue,
@@ -867,7 +868,12 @@ impl App {
                 }
             };
             match self.store.update_request(&r, change).await {
-                Ok(_) => handled += 1,
+                Ok(_) => {
+                    handled += 1;
+                    if r.state == State::Expired {
+                        self.end_sessions(r.id, "your grant has expired");
+                    }
+                }
                 Err(warden_store::Error::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }

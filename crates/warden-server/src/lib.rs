@@ -14,6 +14,7 @@ pub mod config;
 pub mod export;
 pub mod keys;
 pub mod serve;
+pub mod ssh;
 pub mod state;
 pub mod vault;
 pub mod worker;

@@ -35,6 +35,12 @@ pub struct App {
     pub tokens: crate::auth::TokenCache,
     /// The audit export's live figures, for `GET /v1/audit/status`.
     pub export: crate::export::Status,
+    /// The SSH proxy's live sessions.
+    pub sessions: Arc<warden_ssh_proxy::SessionRegistry>,
+    /// Where SSH session recordings are kept (`<data_dir>/recordings`).
+    pub recordings: Arc<dyn warden_ssh_proxy::Recordings>,
+    /// The SSH proxy's bound address, once it listens.
+    pub ssh_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Handle passed to handlers.
@@ -97,11 +103,16 @@ impl App {
             issuers,
             ca,
             sealer,
-            config,
             wake: Notify::new(),
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
             export: crate::export::Status::default(),
+            sessions: Arc::default(),
+            recordings: Arc::new(warden_ssh_proxy::FsRecordings::new(
+                config.data_dir.join("recordings"),
+            )),
+            ssh_addr: std::sync::OnceLock::new(),
+            config,
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`Postgres`] and [`Mariadb`]: private database servers with an administrator account
 //!   and a small `app` database, driven with the real `psql` and `mariadb` clients; an
 //!   [`OpenSession`] holds a client connected to prove that revoking ends it.
+//! - [`Tmux`]: a terminal program (e.g. an interactive `ssh`) driven through tmux.
 //! - [`free_port`] and [`http_get`]: small building blocks used by the above.
 //!
 //! Helpers panic with a clear message when the environment is not as a test
@@ -26,6 +27,7 @@ mod postgres;
 mod process;
 mod server;
 mod sshd;
+mod tmux;
 
 pub use cli::{Cli, CliOutput};
 pub use database::OpenSession;
@@ -33,7 +35,8 @@ pub use http::{HttpResponse, http_get};
 pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 pub use server::Server;
-pub use sshd::{Sshd, ensure_local_user, ssh_keypair, ssh_login};
+pub use sshd::{Sshd, ensure_local_user, ssh_base_args, ssh_keypair, ssh_login, ssh_run};
+pub use tmux::Tmux;
 
 use std::net::{Ipv4Addr, TcpListener};
 

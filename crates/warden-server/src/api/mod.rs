@@ -8,6 +8,7 @@ mod meta;
 mod policy;
 mod requests;
 mod session;
+mod ssh;
 mod targets;
 mod views;
 
@@ -40,6 +41,18 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/openapi.json", get(meta::openapi))
         .route("/v1/ssh/ca", get(meta::ssh_ca))
         .route("/v1/ssh/revoked-keys", get(meta::ssh_revoked_keys))
+        .route("/v1/ssh/proxy", get(ssh::proxy))
+        .route("/v1/ssh/keys", post(ssh::add_key).get(ssh::list_keys))
+        .route(
+            "/v1/ssh/keys/{fingerprint}",
+            axum::routing::delete(ssh::remove_key),
+        )
+        .route("/v1/targets/{name}/host-key", put(ssh::pin_host_key))
+        .route("/v1/targets/{name}/host-key/scan", post(ssh::scan_host_key))
+        .route("/v1/sessions", get(ssh::list))
+        .route("/v1/sessions/{id}/kill", post(ssh::kill))
+        .route("/v1/sessions/{id}/watch", get(ssh::watch))
+        .route("/v1/sessions/{id}/recording", get(ssh::recording))
         .route("/v1/auth/login", post(session::login))
         .route("/v1/auth/logout", post(session::logout))
         .route("/v1/auth/whoami", get(session::whoami))
@@ -118,6 +131,8 @@ async fn refuse_large_bodies(
         requests::create, requests::list, requests::show, requests::approve, requests::deny,
         requests::cancel, requests::revoke, requests::extend, requests::credential,
         session::revoke_all, targets::set_credential, targets::rotate_root,
+        ssh::proxy, ssh::add_key, ssh::list_keys, ssh::remove_key, ssh::scan_host_key, ssh::pin_host_key,
+        ssh::list, ssh::kill, ssh::watch, ssh::recording,
     ),
     modifiers(&BearerAuth)
 )]

@@ -4,6 +4,7 @@
 //! `synchronous=FULL` makes every commit durable before callers hear back; group commit keeps
 //! that affordable under load.
 
+mod ssh;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -16,14 +17,17 @@ use warden_domain::audit::Event;
 use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
 use crate::{
-    AuditFilter, Change, Checkpoint, Error, Leaf, RequestFilter, Result, StoredEvent, Token,
-    UserSecrets,
+    AuditFilter, Change, Checkpoint, Error, Leaf, RequestFilter, Result, SshKey, StoredEvent,
+    Token, UserSecrets,
 };
 use writer::Writer;
 
 /// The schema as numbered migrations, oldest first; `PRAGMA user_version` counts how many
 /// are applied. Add a file and a line here; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_core.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_core.sql"),
+    include_str!("migrations/0002_ssh_sessions.sql"),
+];
 const READERS: usize = 8;
 
 /// SQLite-backed [`crate::Store`].
@@ -899,6 +903,35 @@ impl crate::Store for SqliteStore {
                 .map_err(backend)
             })
             .await
+    }
+
+    async fn add_ssh_key(&self, key: &SshKey, events: Vec<Event>) -> Result<()> {
+        self.insert_ssh_key(key, events).await
+    }
+    async fn remove_ssh_key(
+        &self,
+        user: &UserName,
+        fingerprint: &str,
+        events: Vec<Event>,
+    ) -> Result<bool> {
+        self.delete_ssh_key(user, fingerprint, events).await
+    }
+    async fn ssh_keys(&self, user: &UserName) -> Result<Vec<SshKey>> {
+        self.select_ssh_keys(user).await
+    }
+    async fn ssh_key(&self, fingerprint: &str) -> Result<Option<SshKey>> {
+        self.select_ssh_key(fingerprint).await
+    }
+    async fn set_host_key(
+        &self,
+        target: &TargetName,
+        key: String,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        self.upsert_host_key(target, key, events).await
+    }
+    async fn host_key(&self, target: &TargetName) -> Result<Option<String>> {
+        self.select_host_key(target).await
     }
 }
 

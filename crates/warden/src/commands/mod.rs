@@ -6,6 +6,7 @@ pub mod auth;
 pub mod db;
 pub mod policy;
 pub mod requests;
+pub mod ssh;
 pub mod vault;
 
 use std::io::Read;
