@@ -297,11 +297,7 @@ impl App {
             return Err(Error::Forbidden("only administrators pin host keys".into()));
         }
         let policy = self.policy.load();
-        if !policy
-            .targets()
-            .get(target)
-            .is_some_and(|t| t.kind == "ssh")
-        {
+        if policy.targets().get(target).is_none_or(|t| t.kind != "ssh") {
             return Err(Error::Unknown(format!("no ssh target {target}")));
         }
         let key = PublicKey::from_openssh(key.trim()).map_err(|_| Error::Input {

@@ -200,6 +200,7 @@ fn sshd_config(
          TrustedUserCAKeys {ca}\n\
          AuthorizedPrincipalsFile {principals}/%u\n\
          RevokedKeys {revoked}\n\
+         Subsystem sftp internal-sftp\n\
          LogLevel VERBOSE\n",
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
