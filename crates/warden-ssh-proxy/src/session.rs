@@ -118,16 +118,15 @@ pub(crate) async fn run(
             Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
                 break Request::Sftp;
             }
-            Some(
-                ChannelMsg::RequestSubsystem { want_reply, .. }
-                | ChannelMsg::SetEnv { want_reply, .. }
-                | ChannelMsg::AgentForward { want_reply }
-                | ChannelMsg::RequestX11 { want_reply, .. },
-            ) => {
+            Some(ChannelMsg::RequestSubsystem { want_reply, .. }) => {
                 if want_reply {
                     let _ = handle.channel_failure(id).await;
                 }
             }
+            // Environment, agent and X11 requests are not passed on. They get no reply:
+            // OpenSSH sends them without asking for one (the library reports `want_reply`
+            // as true for them whatever the client sent), and an unasked reply would be
+            // taken as the answer to the next request.
             Some(_) => {}
         }
     };

@@ -72,14 +72,17 @@ enum Command {
     /// Manage the public keys you log in to Warden's SSH proxy with.
     #[command(subcommand)]
     Keys(commands::ssh::KeysCommand),
-    /// ssh to TARGET through Warden's SSH proxy (extra ssh arguments after `--`).
+    /// ssh to TARGET through Warden's SSH proxy (a remote command may follow `--`).
     Ssh {
         target: String,
         /// The Unix account on the target (default: the role's first principal).
         #[arg(long)]
         login: Option<String>,
+        /// The private key registered with `warden keys add` (default: ssh's own choice).
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
         #[arg(last = true)]
-        args: Vec<String>,
+        command: Vec<String>,
     },
     /// List, watch and end live SSH sessions.
     #[command(subcommand)]
@@ -185,8 +188,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ssh {
             target,
             login,
-            args,
-        } => commands::ssh::ssh(server, target, login, args).await,
+            identity,
+            command,
+        } => commands::ssh::ssh(server, target, login, identity, command).await,
         Command::Sessions(c) => commands::ssh::sessions(server, c, out).await,
         Command::Replay {
             session,

@@ -228,6 +228,40 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     let shown = asciinema_cat(&path);
     assert!(shown.contains(&format!("relayed-{LOCAL_USER}")), "{shown}");
     assert!(shown.contains("to-stderr"), "{shown}");
+
+    // `warden replay` fetches the same recording (auditors only) and plays it.
+    let saved = s.env.dir.path().join("saved.cast");
+    let out = s.admin.run(
+        &["replay", &session, "--out", saved.to_str().unwrap()],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+    let played = s.admin.run(&["replay", &session, "--speed", "100"], None);
+    assert!(
+        played.stdout.contains(&format!("relayed-{LOCAL_USER}")),
+        "{played:?}"
+    );
+    fails(&s.alice, &["replay", &session], 3);
+    assert_eq!(s.events("session.recording_read").len(), 2);
+
+    // `warden ssh` finds the proxy, pins its host key for the client, and names the target.
+    let out = s.alice.run(
+        &[
+            "ssh",
+            "web",
+            "-i",
+            s.key.to_str().unwrap(),
+            "--",
+            "echo",
+            "via-warden-ssh",
+        ],
+        None,
+    );
+    assert_eq!(out.stdout.trim(), "via-warden-ssh", "{out:?}");
 }
 
 #[test]

@@ -217,7 +217,8 @@ pub async fn ssh(
     server: Option<String>,
     target: String,
     login: Option<String>,
-    args: Vec<String>,
+    identity: Option<PathBuf>,
+    command: Vec<String>,
 ) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     let me: Value = c.get("/v1/auth/whoami").await?;
@@ -250,9 +251,11 @@ pub async fn ssh(
         .arg("-o")
         .arg("StrictHostKeyChecking=yes")
         .arg("-o")
-        .arg(format!("HostKeyAlias=[{host}]:{}", addr.port()))
-        .arg(format!("{name}@{host}"))
-        .args(args);
+        .arg(format!("HostKeyAlias=[{host}]:{}", addr.port()));
+    if let Some(key) = identity {
+        cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
+    }
+    cmd.arg(format!("{name}@{host}")).args(command);
     Err(cmd.exec()).context("starting ssh (is the OpenSSH client installed?)")
 }
 
