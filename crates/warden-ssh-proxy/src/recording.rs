@@ -122,7 +122,7 @@ impl Asciicast {
     /// Starts a recording on `out` and writes its header.
     pub fn start(out: Box<dyn Write + Send>, header: &Header) -> io::Result<Self> {
         let mut rec = Self {
-            out: BufWriter::with_capacity(64 * 1024, out),
+            out: BufWriter::with_capacity(16 * 1024, out),
             hasher: Sha256::new(),
             start: Instant::now(),
             last_flush: Instant::now(),

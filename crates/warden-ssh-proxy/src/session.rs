@@ -553,9 +553,13 @@ impl Open {
             audit_ctx.clone(),
             pty.is_some(),
         ));
-        let expiry = (grant.expires_at - now())
-            .try_into()
-            .unwrap_or(Duration::ZERO);
+        // The session's own deadline, independent of the worker that expires grants.
+        let expiry = tokio::time::sleep(
+            (grant.expires_at - now())
+                .try_into()
+                .unwrap_or(Duration::ZERO),
+        );
+        tokio::pin!(expiry);
         let mut flush = tokio::time::interval(crate::recording::FLUSH_INTERVAL);
         let end = loop {
             tokio::select! {
@@ -569,7 +573,7 @@ impl Open {
                         (Err(_), _) => break End::Warden("the proxy is shutting down".into()),
                     }
                 }
-                () = tokio::time::sleep(expiry) => {
+                () = &mut expiry => {
                     break End::Warden(format!("your grant {} has expired", grant.id));
                 }
                 () = shared.recording_failed.notified() => {
