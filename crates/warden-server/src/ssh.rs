@@ -40,6 +40,36 @@ impl Backend for ProxyBackend {
         Ok(found.map(|k| k.user).filter(|u| self.0.user(u).is_some()))
     }
 
+    async fn authenticate_certificate(
+        &self,
+        cert: &Certificate,
+    ) -> Result<Option<UserName>, BackendError> {
+        // Signed by Warden's CA and valid now; the key id names the grant it was issued for.
+        let ca = PublicKey::from_openssh(self.0.ca.public_key())
+            .map_err(|e| BackendError(format!("the user CA key: {e}")))?;
+        let at = u64::try_from(now().unix_timestamp()).unwrap_or(0);
+        if cert.cert_type() != russh::keys::ssh_key::certificate::CertType::User
+            || cert
+                .validate_at(at, [&ca.fingerprint(HashAlg::Sha256)])
+                .is_err()
+        {
+            return Ok(None);
+        }
+        let Ok(uuid) = cert.key_id().parse::<uuid::Uuid>() else {
+            return Ok(None);
+        };
+        let grant = self
+            .0
+            .store
+            .request(RequestId::from_uuid(uuid))
+            .await
+            .map_err(store_err)?;
+        Ok(grant
+            .filter(|r| r.state == State::Active)
+            .map(|r| r.requester)
+            .filter(|u| self.0.user(u).is_some()))
+    }
+
     async fn authorize(
         &self,
         user: &UserName,

@@ -54,6 +54,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The Warden user a verified public key is registered to, if any.
     async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError>;
 
+    /// The Warden user a certificate (ownership verified) was issued to, if Warden's user CA
+    /// signed it and it is valid now.
+    async fn authenticate_certificate(
+        &self,
+        cert: &Certificate,
+    ) -> Result<Option<UserName>, BackendError>;
+
     /// The grant under which `user` may open a session on `target` now.
     async fn authorize(
         &self,

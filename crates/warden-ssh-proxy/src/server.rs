@@ -206,6 +206,33 @@ impl server::Handler for Connection {
         }
     }
 
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let Some((claimed, target, login)) = parse_user(user) else {
+            return Ok(Auth::reject());
+        };
+        match self
+            .ctx
+            .backend
+            .authenticate_certificate(certificate)
+            .await?
+        {
+            Some(owner) if owner == claimed => {
+                self.identity = Some(Arc::new(Identity {
+                    user: owner,
+                    target,
+                    login,
+                    peer: self.peer,
+                }));
+                Ok(Auth::Accept)
+            }
+            _ => Ok(Auth::reject()),
+        }
+    }
+
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,

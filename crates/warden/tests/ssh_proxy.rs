@@ -248,6 +248,25 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     fails(&s.alice, &["replay", &session], 3);
     assert_eq!(s.events("session.recording_read").len(), 2);
 
+    // The grant's own certificate (made by `request create`) logs in to the proxy too.
+    let out = std::process::Command::new("timeout")
+        .arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(
+            s.port,
+            Path::new(grant["private_key_file"].as_str().unwrap()),
+        ))
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            grant["certificate_file"].as_str().unwrap()
+        ))
+        .arg("alice:web@127.0.0.1")
+        .arg("echo by-certificate")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "by-certificate", "{out:?}");
+
     // `warden ssh` finds the proxy, pins its host key for the client, and names the target.
     let out = s.alice.run(
         &[
