@@ -84,9 +84,11 @@ enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// List, watch and end live SSH sessions.
-    #[command(subcommand)]
-    Sessions(commands::ssh::SessionsCommand),
+    /// List (the default), watch and end live SSH sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: Option<commands::ssh::SessionsCommand>,
+    },
     /// Play a session's recording on this terminal, or save it with --out.
     Replay {
         session: String,
@@ -191,7 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             identity,
             command,
         } => commands::ssh::ssh(server, target, login, identity, command).await,
-        Command::Sessions(c) => commands::ssh::sessions(server, c, out).await,
+        Command::Sessions { command } => {
+            let c = command.unwrap_or(commands::ssh::SessionsCommand::List);
+            commands::ssh::sessions(server, c, out).await
+        }
         Command::Replay {
             session,
             out: file,
