@@ -81,6 +81,19 @@ codes! {
     SegmentArchived = 3100, "audit.segment_archived";
     SegmentDeleted = 3101, "audit.segment_deleted";
     ExportFailed = 5000, "audit.export_failed";
+    SessionStarted = 7000, "session.started";
+    SessionEnded = 7001, "session.ended";
+    SessionRefused = 7002, "session.refused";
+    SessionExec = 7003, "session.exec";
+    CommandBlocked = 7004, "session.command_blocked";
+    FileTransfer = 7005, "session.file_transfer";
+    SessionKilled = 7006, "session.killed";
+    RecordingFailed = 7007, "session.recording_failed";
+    SessionWatched = 7008, "session.watched";
+    RecordingRead = 7009, "session.recording_read";
+    SshKeyAdded = 7010, "ssh.key_added";
+    SshKeyRemoved = 7011, "ssh.key_removed";
+    HostKeyPinned = 7012, "target.host_key_pinned";
     ServerStarted = 9000, "server.started";
     ServerStopped = 9001, "server.stopped";
 }

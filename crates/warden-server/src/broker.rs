@@ -903,6 +903,7 @@ impl App {
                     r.version = v;
                     // The lease is now due: the worker removes the credential at once.
                     self.wake.notify_one();
+                    self.end_sessions(r.id, "your grant was revoked");
                     return Ok(r);
                 }
                 Err(warden_store::Error::Conflict) => continue,
@@ -1057,6 +1058,9 @@ impl App {
         match self.store.update_request(&r, change).await {
             Ok(_) => {
                 self.outbox.notify_one();
+                if r.state == State::Expired {
+                    self.end_sessions(r.id, "your grant has expired");
+                }
                 Ok(true)
             }
             Err(warden_store::Error::Conflict) => Ok(false),

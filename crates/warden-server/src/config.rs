@@ -2,6 +2,8 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8443"        # API address; loopback by default
+//! ssh_listen = "127.0.0.1:2222"    # the SSH proxy (ssh -p 2222 alice:TARGET@host)
+//! session_viewers = "security"     # may list, watch, kill and replay everyone's sessions
 //! data_dir = "/var/lib/warden"     # database, keys, default policy
 //! policy_dir = "/etc/warden/policy" # a git checkout of your policy repo
 //! token_ttl = "8h"                 # lifetime of API tokens from `warden login`
@@ -38,6 +40,13 @@ pub struct Config {
     /// terminating proxy in front.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The SSH proxy's listen address. Users connect with `ssh -p PORT USER:TARGET@HOST`.
+    #[serde(default = "default_ssh_listen")]
+    pub ssh_listen: SocketAddr,
+    /// Members of this group (and administrators) may list, watch, terminate and replay
+    /// everyone's SSH sessions. Recordings can hold secrets typed or shown on screen.
+    #[serde(default = "default_session_viewers")]
+    pub session_viewers: GroupName,
     /// Where the database, keys and (by default) the policy live. Default `./warden-data`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -135,6 +144,14 @@ impl BearerToken {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
 }
+fn default_ssh_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2222))
+}
+fn default_session_viewers() -> GroupName {
+    "security"
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid literal"))
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("warden-data")
 }
@@ -170,6 +187,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            ssh_listen: default_ssh_listen(),
+            session_viewers: default_session_viewers(),
             data_dir: default_data_dir(),
             policy_dir: None,
             token_ttl: default_token_ttl(),

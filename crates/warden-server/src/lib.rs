@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod postmortems;
 pub mod serve;
+pub mod ssh;
 pub mod state;
 pub mod vault;
 pub mod worker;

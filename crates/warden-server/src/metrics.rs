@@ -119,6 +119,9 @@ series! {
     BREAKGLASS_USES = counter("warden_breakglass_uses_total", "Break-glass activations in the audit log, drills apart.", &["drill"]);
     POSTMORTEMS_OPEN = gauge("warden_postmortems_open", "Postmortems opened and not yet closed, from the audit log.", &[]);
     OUTBOX_PENDING = gauge("warden_notifications_pending", "Notifications queued and not yet delivered to every sink; retrying: those that failed at least once.", &["state"]);
+    SESSIONS_ACTIVE = gauge("warden_sessions_active", "SSH sessions open through the proxy now.", &[]);
+    SESSIONS_RECORDED = counter("warden_sessions_recorded_total", "SSH sessions recorded since start.", &[]);
+    RECORDING_FAILURES = counter("warden_recording_failures_total", "SSH sessions refused or ended since start because their recording could not be written.", &[]);
     OUTBOX_LAG = gauge("warden_notifications_lag_seconds", "Age of the oldest undelivered notification (0 when none).", &[]);
 }
 
@@ -257,6 +260,10 @@ impl Metrics {
             let lag = export.log_size.saturating_sub(sink.cursor);
             self.set(&EXPORT_LAG, &[&sink.name], lag as f64);
         }
+
+        self.set(&SESSIONS_ACTIVE, &[], app.sessions.active() as f64);
+        self.absolute(&SESSIONS_RECORDED, &[], app.sessions.recorded_total());
+        self.absolute(&RECORDING_FAILURES, &[], app.sessions.recording_failures());
 
         let outbox = app.store.outbox_status().await?;
         self.set(

@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    /// The SSH proxy's listen address (port 0: any free port).
+    pub ssh_listen: Option<SocketAddr>,
     /// Development mode: a throwaway data dir, demo users and the demo policy.
     pub dev: bool,
 }
@@ -97,6 +99,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     if let Some(l) = opts.listen {
         config.listen = l;
+    }
+    if let Some(l) = opts.ssh_listen {
+        config.ssh_listen = l;
     }
     let directory = config.directory()?;
     create_private_dir(&config.data_dir)?;
@@ -191,6 +196,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "credentials whose issue was interrupted by a crash are being removed"
         );
     }
+    let ssh_addr = crate::ssh::start(&app, stop_rx.clone()).await?;
+    println!(
+        "Warden SSH proxy listening on {ssh_addr} (ssh -p {} USER:TARGET@HOST)",
+        ssh_addr.port()
+    );
     let worker = tokio::spawn(crate::worker::run(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::reconcile(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::retention(app.clone(), stop_rx.clone()));

@@ -38,6 +38,12 @@ pub struct App {
     /// The audit export's live figures, for `GET /v1/audit/status`.
     pub export: crate::export::Status,
     pub metrics: crate::metrics::Metrics,
+    /// The SSH proxy's live sessions.
+    pub sessions: Arc<warden_ssh_proxy::SessionRegistry>,
+    /// Where SSH session recordings are kept (`<data_dir>/recordings`).
+    pub recordings: Arc<dyn warden_ssh_proxy::Recordings>,
+    /// The SSH proxy's bound address, once it listens.
+    pub ssh_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Handle passed to handlers.
@@ -101,13 +107,18 @@ impl App {
             issuers,
             ca,
             sealer,
-            config,
             wake: Notify::new(),
             outbox: Notify::new(),
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
             export: crate::export::Status::default(),
             metrics,
+            sessions: Arc::default(),
+            recordings: Arc::new(warden_ssh_proxy::FsRecordings::new(
+                config.data_dir.join("recordings"),
+            )),
+            ssh_addr: std::sync::OnceLock::new(),
+            config,
         }
     }
 

@@ -165,6 +165,17 @@ pub struct UserSecrets {
     pub totp_pending: Option<String>,
 }
 
+/// A public key registered to a user for logging in to Warden's SSH proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKey {
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub user: UserName,
+    /// One OpenSSH public key line, without its comment.
+    pub public_key: String,
+    pub added_at: OffsetDateTime,
+}
+
 /// Durable state. Implementations: [`SqliteStore`].
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -358,4 +369,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The latest drill of every role that was ever drilled.
     async fn last_drills(&self) -> Result<Vec<Drill>>;
+
+    // --- The SSH proxy: users' public keys and pinned upstream host keys. ---
+
+    /// Registers a key; [`Error::Conflict`] if its fingerprint is registered already (to
+    /// anyone), writing nothing.
+    async fn add_ssh_key(&self, key: &SshKey, events: Vec<Event>) -> Result<()>;
+    /// Removes `user`'s key `fingerprint`; returns whether it existed (events are written
+    /// only then).
+    async fn remove_ssh_key(
+        &self,
+        user: &UserName,
+        fingerprint: &str,
+        events: Vec<Event>,
+    ) -> Result<bool>;
+    /// `user`'s keys, oldest first.
+    async fn ssh_keys(&self, user: &UserName) -> Result<Vec<SshKey>>;
+    /// The key with `fingerprint`, whoever registered it.
+    async fn ssh_key(&self, fingerprint: &str) -> Result<Option<SshKey>>;
+    /// Pins a target's upstream host key (an OpenSSH public key line).
+    async fn set_host_key(
+        &self,
+        target: &TargetName,
+        key: String,
+        events: Vec<Event>,
+    ) -> Result<()>;
+    /// A target's pinned host key.
+    async fn host_key(&self, target: &TargetName) -> Result<Option<String>>;
 }

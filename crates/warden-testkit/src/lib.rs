@@ -14,6 +14,7 @@
 //! - [`WebhookReceiver`]: an HTTP receiver that accepts POSTs, or answers them with an error, or
 //!   is stopped and started again, to play a notification sink that goes down.
 //! - [`SmtpSink`]: a real SMTP server (Python's `smtpd`) that keeps the messages it receives.
+//! - [`Tmux`]: a terminal program (e.g. an interactive `ssh`) driven through tmux.
 //! - [`free_port`], [`http_get`] and [`http_get_with`]: small building blocks used by the
 //!   above.
 //!
@@ -31,6 +32,7 @@ mod process;
 mod server;
 mod smtp;
 mod sshd;
+mod tmux;
 mod webhook;
 
 pub use cli::{Cli, CliOutput};
@@ -40,7 +42,8 @@ pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 pub use server::Server;
 pub use smtp::SmtpSink;
-pub use sshd::{Sshd, ensure_local_user, ssh_keypair, ssh_login};
+pub use sshd::{Sshd, ensure_local_user, ssh_base_args, ssh_keypair, ssh_login, ssh_run};
+pub use tmux::Tmux;
 pub use webhook::WebhookReceiver;
 
 use std::net::{Ipv4Addr, TcpListener};

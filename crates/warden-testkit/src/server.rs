@@ -115,6 +115,18 @@ impl Server {
         self.port
     }
 
+    /// The port the SSH proxy listens on, from the line the server prints at start.
+    /// Panics if it printed none.
+    pub fn ssh_port(&self) -> u16 {
+        let out = self.stdout();
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("Warden SSH proxy listening on 127.0.0.1:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the server printed no SSH proxy address\n{out}"))
+    }
+
     /// The data directory passed as `--data-dir`.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -194,6 +206,9 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            // Tests run side by side: the SSH proxy takes any free port too.
+            .arg("--ssh-listen")
+            .arg("127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log("stdout.log"))
             .stderr(log("stderr.log"));

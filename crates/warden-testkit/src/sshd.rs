@@ -161,6 +161,11 @@ impl Sshd {
         read_lossy(&self.dir.path().join("sshd.log"))
     }
 
+    /// The server's host public key, `ssh-ed25519 AAAA...`.
+    pub fn host_public_key(&self) -> &str {
+        &self.host_public_key
+    }
+
     /// A `known_hosts` line for this server: `[127.0.0.1]:PORT ssh-ed25519 AAAA...`.
     pub fn host_key_line(&self) -> String {
         format!("[127.0.0.1]:{} {}", self.port, self.host_public_key)
@@ -195,6 +200,7 @@ fn sshd_config(
          TrustedUserCAKeys {ca}\n\
          AuthorizedPrincipalsFile {principals}/%u\n\
          RevokedKeys {revoked}\n\
+         Subsystem sftp internal-sftp\n\
          LogLevel VERBOSE\n",
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
@@ -329,4 +335,46 @@ pub fn ssh_login(
         .arg(format!("{user}@127.0.0.1"))
         .arg(command);
     run_bounded(&mut cmd, None, Duration::from_secs(30), "ssh")
+}
+
+/// The `ssh` options every test connection uses: no user config, no prompts, no host key
+/// checks (the tests check Warden's pinning, not the client's), bounded connect time.
+pub fn ssh_base_args(port: u16, key_path: &Path) -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-i",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([
+        key_path.display().to_string(),
+        "-p".to_owned(),
+        port.to_string(),
+    ])
+    .collect()
+}
+
+/// Runs `ssh -p port LOGIN@127.0.0.1 command` with the private key at `key_path`, bounded
+/// to 30 s (exit status 124 then).
+pub fn ssh_run(port: u16, login: &str, key_path: &Path, command: &str) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(port, key_path))
+        .arg(format!("{login}@127.0.0.1"))
+        .arg(command);
+    run_bounded(&mut cmd, None, Duration::from_secs(40), "ssh")
 }

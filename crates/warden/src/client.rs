@@ -224,6 +224,49 @@ impl Client {
         Ok(text)
     }
 
+    /// GET with the token, returning the response to read as a stream.
+    pub async fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let token = self.token.as_deref().ok_or_else(|| {
+            Failure::new(
+                exit::UNAUTHENTICATED,
+                "not logged in: run `warden login --user NAME` first",
+            )
+        })?;
+        let resp = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::UNREACHABLE,
+                    format!("cannot reach the Warden server at {}: {e}", self.server),
+                )
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let (code, message) = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| (Some(b.error.code), b.error.message))
+                .unwrap_or_else(|_| (None, format!("server answered {status}")));
+            return Err(Failure::from_status(status.as_u16(), code, message).into());
+        }
+        Ok(resp)
+    }
+
+    /// The server's host name, from its URL.
+    pub fn host(&self) -> Option<String> {
+        let rest = self.server.split_once("://")?.1;
+        let authority = rest.split('/').next()?;
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => authority,
+        };
+        Some(host.trim_matches(['[', ']']).to_owned())
+    }
+
     /// POST JSON with the token.
     pub async fn post<T: DeserializeOwned>(
         &self,

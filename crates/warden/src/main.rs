@@ -78,6 +78,39 @@ enum Command {
     /// Master key rotation (offline, server stopped).
     #[command(subcommand)]
     Vault(commands::vault::VaultCommand),
+    /// Manage the public keys you log in to Warden's SSH proxy with.
+    #[command(subcommand)]
+    Keys(commands::ssh::KeysCommand),
+    /// ssh to TARGET through Warden's SSH proxy (a remote command may follow `--`).
+    Ssh {
+        target: String,
+        /// The Unix account on the target (default: the role's first principal).
+        #[arg(long)]
+        login: Option<String>,
+        /// The private key registered with `warden keys add` (default: ssh's own choice).
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List (the default), watch and end live SSH sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: Option<commands::ssh::SessionsCommand>,
+    },
+    /// Play a session's recording on this terminal, or save it with --out.
+    Replay {
+        session: String,
+        /// Save the asciicast file instead of playing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Playback speed.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Longest pause, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        idle_limit: f64,
+    },
     /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
     SshCa,
     /// Print the keys of SSH grants revoked early, for sshd's RevokedKeys (refresh it often).
@@ -106,6 +139,9 @@ struct ServeArgs {
     /// API listen address (default 127.0.0.1:8443).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// SSH proxy listen address (default 127.0.0.1:2222; port 0 picks a free one).
+    #[arg(long)]
+    ssh_listen: Option<SocketAddr>,
     /// Development server: temporary data, demo users and demo policy.
     #[arg(long)]
     dev: bool,
@@ -137,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config: a.config,
                 data_dir: a.data_dir,
                 listen: a.listen,
+                ssh_listen: a.ssh_listen,
                 dev: a.dev,
             })
             .await
@@ -165,6 +202,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(c) => commands::audit::run(server, c, out).await,
         Command::Report(a) => commands::report::run(server, a, out).await,
+        Command::Keys(c) => commands::ssh::keys(server, c, out).await,
+        Command::Ssh {
+            target,
+            login,
+            identity,
+            command,
+        } => commands::ssh::ssh(server, target, login, identity, command).await,
+        Command::Sessions { command } => {
+            let c = command.unwrap_or(commands::ssh::SessionsCommand::List);
+            commands::ssh::sessions(server, c, out).await
+        }
+        Command::Replay {
+            session,
+            out: file,
+            speed,
+            idle_limit,
+        } => commands::ssh::replay(server, session, file, speed, idle_limit).await,
         Command::Db(c) => commands::db::db(server, c).await,
         Command::Vault(c) => commands::vault::run(c, out),
         Command::Target(c) => commands::db::target(server, c, out).await,

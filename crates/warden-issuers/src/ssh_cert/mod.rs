@@ -11,7 +11,20 @@
 //! ```toml
 //! principals = ["root"]                       # required: the Unix users the certificate may log in as
 //! extensions = ["permit-pty", "permit-agent-forwarding"]   # optional; default ["permit-pty"]
+//! # Controls the SSH proxy enforces (certificates used directly bypass them):
+//! deny_commands = ["^rm -rf", "shutdown"]     # regexes; matching exec requests and shell lines are blocked
+//! file_transfer = false                       # scp/sftp through the proxy; default true
+//! record_input = true                         # record keystrokes too; default false
 //! ```
+//!
+//! Target connection (optional; needed only to reach the host through Warden's SSH proxy):
+//! ```toml
+//! host = "10.0.0.7"
+//! port = 22                                   # default 22
+//! host_key = "ssh-ed25519 AAAA..."            # the host's public key, pinned
+//! ```
+//! `warden target pin-host-key TARGET` fetches the key and stores it after the fingerprint
+//! was confirmed, instead of `host_key`.
 
 mod ca;
 
@@ -42,10 +55,79 @@ pub struct SshCertIssuer {
     ca: UserCa,
 }
 
-#[derive(Debug)]
-struct RoleSettings {
-    principals: Vec<String>,
-    extensions: Vec<String>,
+/// A role's settings as the SSH proxy needs them.
+#[derive(Debug, Clone)]
+pub struct RoleSettings {
+    pub principals: Vec<String>,
+    pub extensions: Vec<String>,
+    /// Regular expressions (checked at load time).
+    pub deny_commands: Vec<String>,
+    pub file_transfer: bool,
+    pub record_input: bool,
+}
+
+/// Where an ssh target's sshd listens, from its `connection` table.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub host: String,
+    pub port: u16,
+    /// The pinned host key, if configured in the policy.
+    pub host_key: Option<PublicKey>,
+}
+
+/// The role settings of an ssh role.
+pub fn role_settings(s: &Settings) -> Result<RoleSettings, Error> {
+    parse_settings(s)
+}
+
+/// The connection of an ssh target; `None` when it has none (not reachable through the proxy).
+pub fn connection(c: &Settings) -> Result<Option<Connection>, Error> {
+    if let Some(k) = c
+        .keys()
+        .find(|k| !matches!(k.as_str(), "host" | "port" | "host_key"))
+    {
+        return Err(Error::Settings(format!(
+            "unknown connection setting `{k}` for an ssh target; known: host, port, host_key"
+        )));
+    }
+    let Some(host) = c.get("host") else {
+        if c.is_empty() {
+            return Ok(None);
+        }
+        return Err(Error::Settings(
+            "an ssh target's connection needs `host` (port and host_key are optional)".into(),
+        ));
+    };
+    let host = host
+        .as_str()
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .ok_or_else(|| Error::Settings("`host` must be a host name or address".into()))?
+        .to_owned();
+    let port = match c.get("port") {
+        None => 22,
+        Some(v) => v
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::Settings("`port` must be a number from 1 to 65535".into()))?,
+    };
+    let host_key = match c.get("host_key") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|t| PublicKey::from_openssh(t.trim()).ok())
+                .ok_or_else(|| {
+                    Error::Settings(
+                        "`host_key` must be an OpenSSH public key line, e.g. the contents of /etc/ssh/ssh_host_ed25519_key.pub".into(),
+                    )
+                })?,
+        ),
+    };
+    Ok(Some(Connection {
+        host,
+        port,
+        host_key,
+    }))
 }
 
 fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
@@ -66,13 +148,30 @@ fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
             ))),
         }
     };
-    if let Some(k) = s
-        .keys()
-        .find(|k| !matches!(k.as_str(), "principals" | "extensions"))
-    {
+    let flag = |key: &str, default: bool| -> Result<bool, Error> {
+        match s.get(key) {
+            None => Ok(default),
+            Some(serde_json::Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(Error::Settings(format!("`{key}` must be true or false"))),
+        }
+    };
+    if let Some(k) = s.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "principals" | "extensions" | "deny_commands" | "file_transfer" | "record_input"
+        )
+    }) {
         return Err(Error::Settings(format!(
-            "unknown setting `{k}` for an ssh role; known: principals, extensions"
+            "unknown setting `{k}` for an ssh role; known: principals, extensions, deny_commands, file_transfer, record_input"
         )));
+    }
+    let deny_commands = strings("deny_commands")?.unwrap_or_default();
+    for p in &deny_commands {
+        if let Err(e) = regex::Regex::new(p) {
+            return Err(Error::Settings(format!(
+                "deny_commands pattern {p:?} is not a valid regular expression: {e}"
+            )));
+        }
     }
     let principals = strings("principals")?
         .filter(|p| !p.is_empty())
@@ -100,16 +199,16 @@ fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
     Ok(RoleSettings {
         principals,
         extensions,
+        deny_commands,
+        file_transfer: flag("file_transfer", true)?,
+        record_input: flag("record_input", false)?,
     })
 }
 
-/// Checks an ssh target's connection (none is needed) and a role's settings.
+/// Checks an ssh target's connection (optional: only the proxy needs it) and a role's
+/// settings.
 pub fn check_settings(connection: &Settings, settings: &Settings) -> Result<(), Error> {
-    if let Some(k) = connection.keys().next() {
-        return Err(Error::Settings(format!(
-            "ssh targets take no connection settings (found `{k}`): sshd trusts Warden's CA instead"
-        )));
-    }
+    self::connection(connection)?;
     parse_settings(settings).map(|_| ())
 }
 
@@ -288,5 +387,35 @@ mod tests {
             issuer_err(serde_json::json!({"principals": ["a"], "extensions": ["permit-foo"]}))
                 .contains("unknown certificate extension")
         );
+        assert!(
+            issuer_err(serde_json::json!({"principals": ["a"], "deny_commands": ["(rm"]}))
+                .contains("not a valid regular expression")
+        );
+        assert!(
+            issuer_err(serde_json::json!({"principals": ["a"], "file_transfer": "no"}))
+                .contains("true or false")
+        );
+        let r = role_settings(&settings(serde_json::json!({
+            "principals": ["a"], "deny_commands": ["^rm"], "file_transfer": false, "record_input": true
+        })))
+        .unwrap();
+        assert_eq!(r.deny_commands, ["^rm"]);
+        assert!(!r.file_transfer && r.record_input);
+    }
+
+    #[test]
+    fn connections_are_checked() {
+        let conn = |v: serde_json::Value| connection(&settings(v));
+        assert!(conn(serde_json::json!({})).unwrap().is_none());
+        let c = conn(serde_json::json!({"host": "127.0.0.1", "port": 2200}))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 2200));
+        assert!(c.host_key.is_none());
+        let err = |v| conn(v).unwrap_err().to_string();
+        assert!(err(serde_json::json!({"port": 22})).contains("needs `host`"));
+        assert!(err(serde_json::json!({"host": "h", "port": 0})).contains("`port`"));
+        assert!(err(serde_json::json!({"host": "h", "host_key": "nope"})).contains("host_key"));
+        assert!(err(serde_json::json!({"host": "h", "user": "x"})).contains("unknown connection"));
     }
 }

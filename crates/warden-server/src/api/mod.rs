@@ -10,6 +10,7 @@ mod policy;
 mod report;
 mod requests;
 mod session;
+mod ssh;
 mod targets;
 mod views;
 
@@ -49,6 +50,18 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/openapi.json", get(meta::openapi))
         .route("/v1/ssh/ca", get(meta::ssh_ca))
         .route("/v1/ssh/revoked-keys", get(meta::ssh_revoked_keys))
+        .route("/v1/ssh/proxy", get(ssh::proxy))
+        .route("/v1/ssh/keys", post(ssh::add_key).get(ssh::list_keys))
+        .route(
+            "/v1/ssh/keys/{fingerprint}",
+            axum::routing::delete(ssh::remove_key),
+        )
+        .route("/v1/targets/{name}/host-key", put(ssh::pin_host_key))
+        .route("/v1/targets/{name}/host-key/scan", post(ssh::scan_host_key))
+        .route("/v1/sessions", get(ssh::list))
+        .route("/v1/sessions/{id}/kill", post(ssh::kill))
+        .route("/v1/sessions/{id}/watch", get(ssh::watch))
+        .route("/v1/sessions/{id}/recording", get(ssh::recording))
         .route("/v1/auth/login", post(session::login))
         .route("/v1/auth/logout", post(session::logout))
         .route("/v1/auth/whoami", get(session::whoami))
@@ -205,6 +218,8 @@ async fn refuse_large_bodies(
         session::revoke_all, targets::set_credential, targets::rotate_root,
         breakglass::create, breakglass::list, breakglass::show, breakglass::close,
         breakglass::drills, breakglass::outbox,
+        ssh::proxy, ssh::add_key, ssh::list_keys, ssh::remove_key, ssh::scan_host_key, ssh::pin_host_key,
+        ssh::list, ssh::kill, ssh::watch, ssh::recording,
     ),
     modifiers(&BearerAuth)
 )]

@@ -6,6 +6,7 @@
 
 mod breakglass;
 mod figures;
+mod ssh;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
 use crate::{
     AuditFilter, Change, Checkpoint, Delivery, Drill, Error, Leaf, OutboxStatus, Outgoing,
-    RequestFilter, Result, StoredEvent, Token, UserSecrets,
+    RequestFilter, Result, SshKey, StoredEvent, Token, UserSecrets,
 };
 use breakglass::{NoticeRow, PostmortemRow};
 use writer::Writer;
@@ -28,6 +29,7 @@ use writer::Writer;
 /// are applied. Add a file and a line here; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_core.sql"),
+    include_str!("migrations/0002_ssh_sessions.sql"),
     include_str!("migrations/0003_breakglass_outbox.sql"),
     include_str!("migrations/0004_figures.sql"),
 ];
@@ -1030,6 +1032,37 @@ impl crate::Store for SqliteStore {
 
     async fn last_drills(&self) -> Result<Vec<Drill>> {
         self.drills().await
+    }
+
+    // --- The SSH proxy: see `ssh.rs`. ---
+
+    async fn add_ssh_key(&self, key: &SshKey, events: Vec<Event>) -> Result<()> {
+        self.insert_ssh_key(key, events).await
+    }
+    async fn remove_ssh_key(
+        &self,
+        user: &UserName,
+        fingerprint: &str,
+        events: Vec<Event>,
+    ) -> Result<bool> {
+        self.delete_ssh_key(user, fingerprint, events).await
+    }
+    async fn ssh_keys(&self, user: &UserName) -> Result<Vec<SshKey>> {
+        self.select_ssh_keys(user).await
+    }
+    async fn ssh_key(&self, fingerprint: &str) -> Result<Option<SshKey>> {
+        self.select_ssh_key(fingerprint).await
+    }
+    async fn set_host_key(
+        &self,
+        target: &TargetName,
+        key: String,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        self.upsert_host_key(target, key, events).await
+    }
+    async fn host_key(&self, target: &TargetName) -> Result<Option<String>> {
+        self.select_host_key(target).await
     }
 }
 

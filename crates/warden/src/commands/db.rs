@@ -1,4 +1,4 @@
-//! `db connect`, `target set-credential|rotate-root`, `revoke --user --all`, and handing over
+//! `db connect`, `target set-credential|rotate-root|pin-host-key`, `revoke --user --all`, and handing over
 //! database credentials.
 //!
 //! A database credential's secret is shown once. The client keeps it in
@@ -30,6 +30,13 @@ pub enum TargetCommand {
     },
     /// Change TARGET's admin password to a random one only Warden knows.
     RotateRoot { target: String },
+    /// Fetch an ssh TARGET's host key, show its fingerprint, and pin it once confirmed.
+    PinHostKey {
+        target: String,
+        /// Confirm non-interactively: pin only if the key has this fingerprint (SHA256:…).
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +137,10 @@ pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> 
                 Ok(())
             }
         }
+        TargetCommand::PinHostKey {
+            target,
+            fingerprint,
+        } => super::ssh::pin_host_key(&c, &target, fingerprint, out).await,
         TargetCommand::RotateRoot { target } => {
             let _: Value = c
                 .post(&format!("/v1/targets/{target}/rotate-root"), &json!({}))

@@ -8,6 +8,7 @@ pub mod db;
 pub mod policy;
 pub mod report;
 pub mod requests;
+pub mod ssh;
 pub mod vault;
 
 use std::io::Read;

@@ -1,0 +1,238 @@
+//! The SSH proxy over the API: users' keys, pinned host keys, and live sessions (list,
+//! watch, kill) and their recordings.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warden_domain::TargetName;
+use warden_domain::audit::Code;
+
+use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use crate::state::Shared;
+
+/// A public key to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    /// One OpenSSH public key line.
+    pub public_key: String,
+}
+
+/// A registered key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub fingerprint: String,
+    pub public_key: String,
+    pub added_at: String,
+}
+
+fn view(k: warden_store::SshKey) -> KeyView {
+    KeyView {
+        fingerprint: k.fingerprint,
+        public_key: k.public_key,
+        added_at: k
+            .added_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
+/// Registers a public key for logging in to the SSH proxy as the caller.
+#[utoipa::path(post, path = "/v1/ssh/keys", request_body = KeyBody, security(("token" = [])),
+    responses((status = 201, body = KeyView), (status = 400, body = ErrorBody)))]
+pub async fn add_key(
+    State(app): State<Shared>,
+    who: Authed,
+    raw: Result<Json<KeyBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<KeyView>), ApiError> {
+    let b = body(&app, &who, "ssh.key_add", raw).await?;
+    match app.add_ssh_key(who.caller(), &b.public_key).await {
+        Ok(k) => Ok((StatusCode::CREATED, Json(view(k)))),
+        Err(e) => Err(refuse(&app, &who, "ssh.key_add", e.into()).await),
+    }
+}
+
+/// The caller's registered keys.
+#[utoipa::path(get, path = "/v1/ssh/keys", security(("token" = [])), responses((status = 200, body = Object)))]
+pub async fn list_keys(
+    State(app): State<Shared>,
+    who: Authed,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = app
+        .store
+        .ssh_keys(&who.user.name)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    Ok(Json(
+        serde_json::json!({ "keys": keys.into_iter().map(view).collect::<Vec<_>>() }),
+    ))
+}
+
+/// Removes one of the caller's keys.
+#[utoipa::path(delete, path = "/v1/ssh/keys/{fingerprint}", security(("token" = [])),
+    responses((status = 204), (status = 400, body = ErrorBody)))]
+pub async fn remove_key(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(fingerprint): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match app.remove_ssh_key(who.caller(), &fingerprint).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(refuse(&app, &who, "ssh.key_remove", e.into()).await),
+    }
+}
+
+/// Where the SSH proxy listens and its host key, for `warden ssh`.
+#[utoipa::path(get, path = "/v1/ssh/proxy", responses((status = 200, body = Object)))]
+pub async fn proxy(State(app): State<Shared>) -> Json<serde_json::Value> {
+    let key_path = app.config.data_dir.join("ssh_host_ed25519_key");
+    let host_key = warden_ssh_proxy::load_or_create_host_key(&key_path)
+        .ok()
+        .and_then(|(k, _)| k.public_key().to_openssh().ok());
+    Json(serde_json::json!({
+        "address": app.ssh_addr.get().map(ToString::to_string),
+        "host_key": host_key,
+    }))
+}
+
+/// What an upstream host presents, for confirmation before pinning.
+#[utoipa::path(post, path = "/v1/targets/{name}/host-key/scan", security(("token" = [])),
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn scan_host_key(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let target: TargetName = field("bad_target", name.parse())?;
+    let (key, fingerprint) = app.scan_host_key(who.caller(), &target).await?;
+    Ok(Json(
+        serde_json::json!({ "public_key": key, "fingerprint": fingerprint }),
+    ))
+}
+
+/// A host key to pin, with the fingerprint the administrator confirmed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinBody {
+    pub public_key: String,
+    pub fingerprint: String,
+}
+
+/// Pins a target's host key. Administrators.
+#[utoipa::path(put, path = "/v1/targets/{name}/host-key", request_body = PinBody, security(("token" = [])),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn pin_host_key(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+    raw: Result<Json<PinBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b = body(&app, &who, "target.pin_host_key", raw).await?;
+    let target: TargetName = match field("bad_target", name.parse()) {
+        Ok(t) => t,
+        Err(e) => return Err(refuse(&app, &who, "target.pin_host_key", e).await),
+    };
+    match app
+        .pin_host_key(who.caller(), &target, &b.public_key, &b.fingerprint)
+        .await
+    {
+        Ok(fp) => Ok(Json(
+            serde_json::json!({ "target": target, "fingerprint": fp }),
+        )),
+        Err(e) => Err(refuse(&app, &who, "target.pin_host_key", e.into()).await),
+    }
+}
+
+/// Live sessions: everyone's for administrators and session viewers, the caller's otherwise.
+#[utoipa::path(get, path = "/v1/sessions", security(("token" = [])), responses((status = 200, body = Object)))]
+pub async fn list(State(app): State<Shared>, who: Authed) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "sessions": app.sessions(&who.user) }))
+}
+
+/// Ends a live session at once; the user is told who ended it.
+#[utoipa::path(post, path = "/v1/sessions/{id}/kill", security(("token" = [])),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn kill(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match app.kill_session(who.caller(), &id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(refuse(&app, &who, "session.kill", e.into()).await),
+    }
+}
+
+/// Streams a live session's terminal output from now on, until it ends.
+#[utoipa::path(get, path = "/v1/sessions/{id}/watch", security(("token" = [])),
+    responses((status = 200, content_type = "application/octet-stream"), (status = 403, body = ErrorBody)))]
+pub async fn watch(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who.caller();
+    if let Err(e) = app.oversee(&caller, &id) {
+        return Err(refuse(&app, &who, "session.watch", e.into()).await);
+    }
+    let rx = app.sessions.watch(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_session",
+            "the session ended",
+        )
+    })?;
+    app.audit_session_access(&caller, Code::SessionWatched, &id)
+        .await?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(bytes) => return Some((Ok::<_, std::io::Error>(bytes), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// A session's asciicast v2 recording (also while it runs). Administrators and session
+/// viewers; every read is audited.
+#[utoipa::path(get, path = "/v1/sessions/{id}/recording", security(("token" = [])),
+    responses((status = 200, content_type = "application/x-asciicast"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn recording(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who.caller();
+    if !app.may_oversee_sessions(&who.user) {
+        let e = ApiError::forbidden("only administrators and session viewers may replay sessions");
+        return Err(refuse(&app, &who, "session.replay", e).await);
+    }
+    let recordings = app.recordings.clone();
+    let rid = id.clone();
+    let data = tokio::task::spawn_blocking(move || recordings.read(&rid))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_recording",
+                format!("no recording of session {id} (metadata-only sessions have none)"),
+            ),
+            _ => ApiError::bad_request("bad_session", e.to_string()),
+        })?;
+    app.audit_session_access(&caller, Code::RecordingRead, &id)
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], data).into_response())
+}

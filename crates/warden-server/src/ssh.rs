@@ -1,0 +1,444 @@
+//! The SSH proxy's side of the server: the [`Backend`] it talks to (keys, grants, signing,
+//! audit), registered user keys, pinned host keys, and live session control.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use russh::keys::ssh_key::{Certificate, HashAlg, PublicKey};
+use warden_domain::audit::{Code, Event};
+use warden_domain::{RequestId, State, TargetName, User, UserName};
+use warden_issuers::IssueRequest;
+use warden_issuers::ssh_cert;
+use warden_ssh_proxy::{Backend, BackendError, Denied, Grant, Rules, SessionInfo, Upstream};
+use warden_store::{RequestFilter, SshKey};
+
+use crate::broker::{Caller, Error};
+use crate::state::{App, Shared, now};
+
+/// The proxy's backend: this server.
+#[derive(Debug, Clone)]
+pub struct ProxyBackend(pub Shared);
+
+fn store_err(e: warden_store::Error) -> BackendError {
+    BackendError(format!("storage: {e}"))
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+#[async_trait]
+impl Backend for ProxyBackend {
+    async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError> {
+        let found = self
+            .0
+            .store
+            .ssh_key(&fingerprint(key))
+            .await
+            .map_err(store_err)?;
+        // A key of someone no longer in the directory logs nobody in.
+        Ok(found.map(|k| k.user).filter(|u| self.0.user(u).is_some()))
+    }
+
+    async fn authenticate_certificate(
+        &self,
+        cert: &Certificate,
+    ) -> Result<Option<UserName>, BackendError> {
+        // Signed by Warden's CA and valid now; the key id names the grant it was issued for.
+        let ca = PublicKey::from_openssh(self.0.ca.public_key())
+            .map_err(|e| BackendError(format!("the user CA key: {e}")))?;
+        let at = u64::try_from(now().unix_timestamp()).unwrap_or(0);
+        if cert.cert_type() != russh::keys::ssh_key::certificate::CertType::User
+            || cert
+                .validate_at(at, [&ca.fingerprint(HashAlg::Sha256)])
+                .is_err()
+        {
+            return Ok(None);
+        }
+        let Ok(uuid) = cert.key_id().parse::<uuid::Uuid>() else {
+            return Ok(None);
+        };
+        let grant = self
+            .0
+            .store
+            .request(RequestId::from_uuid(uuid))
+            .await
+            .map_err(store_err)?;
+        Ok(grant
+            .filter(|r| r.state == State::Active)
+            .map(|r| r.requester)
+            .filter(|u| self.0.user(u).is_some()))
+    }
+
+    async fn authorize(
+        &self,
+        user: &UserName,
+        target: &str,
+    ) -> Result<Result<Grant, Denied>, BackendError> {
+        self.0.authorize_ssh(user, target).await
+    }
+
+    async fn sign(&self, grant: &Grant, key: &PublicKey) -> Result<Certificate, BackendError> {
+        let policy = self.0.policy.load();
+        let target = policy
+            .targets()
+            .get(&grant.target)
+            .ok_or_else(|| BackendError(format!("target {} left the policy", grant.target)))?;
+        let role = target
+            .roles
+            .get(&grant.role)
+            .ok_or_else(|| BackendError(format!("role {} left the policy", grant.role)))?;
+        let issuer = self
+            .0
+            .issuers
+            .get("ssh")
+            .ok_or_else(|| BackendError("no ssh issuer".into()))?;
+        let public = key
+            .to_openssh()
+            .map_err(|e| BackendError(format!("encoding the session key: {e}")))?;
+        let out = issuer
+            .issue(IssueRequest {
+                grant: grant.id,
+                user: &grant.user,
+                target: &grant.target,
+                role: &grant.role,
+                connection: &target.connection,
+                settings: &role.settings,
+                valid_after: now(),
+                valid_before: grant.expires_at,
+                public_key: Some(&public),
+                account: None,
+                password: None,
+                admin: None,
+            })
+            .await
+            .map_err(|e| BackendError(format!("signing the upstream certificate: {e}")))?;
+        let text = out.public["certificate"]
+            .as_str()
+            .ok_or_else(|| BackendError("the ssh issuer returned no certificate".into()))?;
+        Certificate::from_openssh(text).map_err(|e| BackendError(format!("certificate: {e}")))
+    }
+
+    async fn audit(&self, events: Vec<Event>) -> Result<(), BackendError> {
+        self.0.store.append(events).await.map_err(store_err)
+    }
+}
+
+fn denied(code: &'static str, message: String) -> Result<Result<Grant, Denied>, BackendError> {
+    Ok(Err(Denied { code, message }))
+}
+
+impl App {
+    /// The grant under which `user` may open an SSH session on `target` now: the active one
+    /// that lasts longest. Refusals say what to request instead.
+    async fn authorize_ssh(
+        &self,
+        user: &UserName,
+        target: &str,
+    ) -> Result<Result<Grant, Denied>, BackendError> {
+        let policy = self.policy.load();
+        let Some((name, t)) = target
+            .parse::<TargetName>()
+            .ok()
+            .and_then(|n| policy.targets().get(&n).map(|t| (n, t)))
+        else {
+            return denied(
+                "unknown_target",
+                format!("there is no target {target:?}; `warden targets` lists them"),
+            );
+        };
+        if t.kind != "ssh" {
+            return denied(
+                "not_ssh",
+                format!("{name} is a {} target, not an ssh one", t.kind),
+            );
+        }
+        let connection = match ssh_cert::connection(&t.connection) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return denied(
+                    "no_connection",
+                    format!(
+                        "{name} has no `connection.host` in the policy: Warden cannot reach it"
+                    ),
+                );
+            }
+            Err(e) => return denied("bad_connection", format!("{name}: {e}")),
+        };
+        let host_key = match connection.host_key {
+            Some(k) => k,
+            None => match self.store.host_key(&name).await.map_err(store_err)? {
+                Some(text) => PublicKey::from_openssh(&text)
+                    .map_err(|e| BackendError(format!("pinned host key of {name}: {e}")))?,
+                None => {
+                    return denied(
+                        "host_key_not_pinned",
+                        format!(
+                            "{name} has no pinned host key; an administrator must run `warden target pin-host-key {name}` (or set connection.host_key)"
+                        ),
+                    );
+                }
+            },
+        };
+        let now = now();
+        let grants = self
+            .store
+            .requests(RequestFilter {
+                requester: Some(user.clone()),
+                target: Some(name.clone()),
+                states: vec![State::Active],
+                limit: 100,
+            })
+            .await
+            .map_err(store_err)?;
+        let best = grants
+            .into_iter()
+            .filter(|r| r.expires_at.is_some_and(|e| e > now))
+            .filter(|r| t.roles.contains_key(&r.role))
+            .max_by_key(|r| r.expires_at);
+        let Some(r) = best else {
+            let roles: Vec<_> = t.roles.keys().map(ToString::to_string).collect();
+            return denied(
+                "no_active_grant",
+                format!(
+                    "{user} has no active grant for {name}. Request one: warden request create {name} --role {} --reason \"…\"   (roles: {})",
+                    roles.first().map_or("ROLE", String::as_str),
+                    roles.join(", ")
+                ),
+            );
+        };
+        let role = t
+            .roles
+            .get(&r.role)
+            .ok_or_else(|| BackendError("role vanished".into()))?;
+        let settings = ssh_cert::role_settings(&role.settings)
+            .map_err(|e| BackendError(format!("role {}: {e}", r.role)))?;
+        let rules = Rules::new(
+            &settings.deny_commands,
+            settings.file_transfer,
+            settings.record_input,
+        )
+        .map_err(|e| BackendError(format!("role {}: {e}", r.role)))?;
+        Ok(Ok(Grant {
+            id: r.id,
+            user: user.clone(),
+            target: name,
+            role: r.role.clone(),
+            expires_at: r.expires_at.unwrap_or(now),
+            principals: settings.principals,
+            upstream: Upstream {
+                host: connection.host,
+                port: connection.port,
+                host_key,
+            },
+            rules,
+            recording: r.recording,
+        }))
+    }
+
+    /// Registers a public key to the caller for logging in to the SSH proxy.
+    pub async fn add_ssh_key(&self, caller: Caller<'_>, text: &str) -> Result<SshKey, Error> {
+        let input = |message: String| Error::Input {
+            code: "bad_public_key",
+            message,
+        };
+        let key = PublicKey::from_openssh(text.trim()).map_err(|_| {
+            input(
+                "not an OpenSSH public key line (e.g. the contents of ~/.ssh/id_ed25519.pub)"
+                    .into(),
+            )
+        })?;
+        let record = SshKey {
+            fingerprint: fingerprint(&key),
+            user: caller.user.name.clone(),
+            public_key: key
+                .to_openssh()
+                .map_err(|e| input(format!("cannot encode the key: {e}")))?,
+            added_at: now(),
+        };
+        let event = Event::new(Code::SshKeyAdded, caller.actor(), now()).details(
+            serde_json::json!({ "fingerprint": record.fingerprint, "algorithm": key.algorithm().to_string() }),
+        );
+        match self.store.add_ssh_key(&record, vec![event]).await {
+            Ok(()) => Ok(record),
+            Err(warden_store::Error::Conflict) => Err(Error::Input {
+                code: "key_registered",
+                message: format!("the key {} is registered already", record.fingerprint),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes one of the caller's keys.
+    pub async fn remove_ssh_key(&self, caller: Caller<'_>, fingerprint: &str) -> Result<(), Error> {
+        let event = Event::new(Code::SshKeyRemoved, caller.actor(), now())
+            .details(serde_json::json!({ "fingerprint": fingerprint }));
+        if self
+            .store
+            .remove_ssh_key(&caller.user.name, fingerprint, vec![event])
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Input {
+                code: "no_such_key",
+                message: format!("you have no key {fingerprint}; `warden keys list` shows yours"),
+            })
+        }
+    }
+
+    /// What `target`'s sshd presents as its host key, for an administrator to confirm.
+    pub async fn scan_host_key(
+        &self,
+        caller: Caller<'_>,
+        target: &TargetName,
+    ) -> Result<(String, String), Error> {
+        if !self.is_admin(caller.user) {
+            return Err(Error::Forbidden("only administrators pin host keys".into()));
+        }
+        let policy = self.policy.load();
+        let t = policy
+            .targets()
+            .get(target)
+            .filter(|t| t.kind == "ssh")
+            .ok_or_else(|| Error::Unknown(format!("no ssh target {target}")))?;
+        let conn = ssh_cert::connection(&t.connection)
+            .map_err(|e| Error::Issuer(e.to_string()))?
+            .ok_or_else(|| Error::Input {
+                code: "no_connection",
+                message: format!("{target} has no connection.host in the policy"),
+            })?;
+        let key = warden_ssh_proxy::fetch_host_key(&conn.host, conn.port)
+            .await
+            .map_err(|e| Error::Issuer(e.to_string()))?;
+        let text = key.to_openssh().map_err(|e| Error::Issuer(e.to_string()))?;
+        Ok((text, fingerprint(&key)))
+    }
+
+    /// Pins `target`'s host key, after the administrator confirmed its fingerprint.
+    pub async fn pin_host_key(
+        &self,
+        caller: Caller<'_>,
+        target: &TargetName,
+        key: &str,
+        confirmed: &str,
+    ) -> Result<String, Error> {
+        if !self.is_admin(caller.user) {
+            return Err(Error::Forbidden("only administrators pin host keys".into()));
+        }
+        let policy = self.policy.load();
+        if policy.targets().get(target).is_none_or(|t| t.kind != "ssh") {
+            return Err(Error::Unknown(format!("no ssh target {target}")));
+        }
+        let key = PublicKey::from_openssh(key.trim()).map_err(|_| Error::Input {
+            code: "bad_public_key",
+            message: "the host key is not an OpenSSH public key line".into(),
+        })?;
+        let fp = fingerprint(&key);
+        if fp != confirmed {
+            return Err(Error::Input {
+                code: "fingerprint_mismatch",
+                message: format!("the key's fingerprint is {fp}, not the confirmed {confirmed}"),
+            });
+        }
+        let text = key.to_openssh().map_err(|e| Error::Input {
+            code: "bad_public_key",
+            message: e.to_string(),
+        })?;
+        let mut event = Event::new(Code::HostKeyPinned, caller.actor(), now())
+            .details(serde_json::json!({ "fingerprint": fp }));
+        event.target = Some(target.clone());
+        self.store.set_host_key(target, text, vec![event]).await?;
+        Ok(fp)
+    }
+
+    /// Whether `user` may list, watch, kill and replay sessions of others.
+    pub fn may_oversee_sessions(&self, user: &User) -> bool {
+        self.is_admin(user) || user.in_group(&self.config.session_viewers)
+    }
+
+    /// Live sessions the caller may see: all for overseers, their own otherwise.
+    pub fn sessions(&self, user: &User) -> Vec<SessionInfo> {
+        let all = self.sessions.list();
+        if self.may_oversee_sessions(user) {
+            all
+        } else {
+            all.into_iter().filter(|s| s.user == user.name).collect()
+        }
+    }
+
+    /// Ends a live session; audited with who did it.
+    pub async fn kill_session(&self, caller: Caller<'_>, id: &str) -> Result<(), Error> {
+        let info = self.oversee(&caller, id)?;
+        let mut event = Event::new(Code::SessionKilled, caller.actor(), now())
+            .details(serde_json::json!({ "user": info.user }));
+        event.session_id = Some(id.to_owned());
+        event.request_id = Some(info.grant);
+        event.target = Some(info.target.clone());
+        self.store.append(vec![event]).await?;
+        self.sessions
+            .kill(id, &format!("terminated by {}", caller.user.name));
+        Ok(())
+    }
+
+    /// Checks that the caller may oversee live session `id`.
+    pub fn oversee(&self, caller: &Caller<'_>, id: &str) -> Result<SessionInfo, Error> {
+        let info = self.sessions.get(id).ok_or_else(|| Error::Input {
+            code: "no_such_session",
+            message: format!("no live session {id}; `warden sessions` lists them"),
+        })?;
+        if !self.may_oversee_sessions(caller.user) {
+            return Err(Error::Forbidden(
+                "only administrators and session viewers may watch or end sessions".into(),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Audits an access to a session's terminal (watch or replay).
+    pub async fn audit_session_access(
+        &self,
+        caller: &Caller<'_>,
+        code: Code,
+        id: &str,
+    ) -> Result<(), Error> {
+        let mut event = Event::new(code, caller.actor(), now());
+        event.session_id = Some(id.to_owned());
+        self.store.append(vec![event]).await?;
+        Ok(())
+    }
+
+    /// Ends the live sessions of a grant that just ended.
+    pub fn end_sessions(&self, grant: RequestId, why: &str) {
+        let n = self.sessions.end_grant(grant, why);
+        if n > 0 {
+            tracing::info!(%grant, sessions = n, "ended the sessions of an ended grant");
+        }
+    }
+}
+
+/// Starts the SSH listener; returns its bound address.
+pub async fn start(
+    app: &Shared,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let key_path = app.config.data_dir.join("ssh_host_ed25519_key");
+    let (host_key, _) = warden_ssh_proxy::load_or_create_host_key(&key_path)?;
+    let listener = warden_ssh_proxy::Listener::bind(app.config.ssh_listen, host_key).await?;
+    let addr = listener.local_addr()?;
+    let _ = app.ssh_addr.set(addr);
+    let config = warden_ssh_proxy::ProxyConfig {
+        backend: Arc::new(ProxyBackend(app.clone())),
+        registry: app.sessions.clone(),
+        recordings: app.recordings.clone(),
+    };
+    tokio::spawn(async move {
+        let mut stop = stop;
+        listener
+            .run(config, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    Ok(addr)
+}

@@ -1,0 +1,76 @@
+//! What the proxy needs from the rest of Warden, as one small trait.
+
+use async_trait::async_trait;
+use russh::keys::ssh_key::{Certificate, PublicKey};
+use time::OffsetDateTime;
+use warden_domain::audit::Event;
+use warden_domain::{Recording, RequestId, RoleName, TargetName, UserName};
+
+use crate::Rules;
+
+/// A failure of the backend (storage, signing): the session is refused or ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+/// Why a user may not open a session, with what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Denied {
+    /// A stable machine-readable code for the audit event.
+    pub code: &'static str,
+    /// Shown to the user: what is missing and what to request.
+    pub message: String,
+}
+
+/// Where the target's sshd is, and the host key it must present.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    /// Pinned: configured in the policy or confirmed by an administrator, never learnt on
+    /// first use.
+    pub host_key: PublicKey,
+}
+
+/// An active grant that lets a user open sessions on a target.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub id: RequestId,
+    pub user: UserName,
+    pub target: TargetName,
+    pub role: RoleName,
+    pub expires_at: OffsetDateTime,
+    /// The Unix accounts the upstream certificate may log in as; the first is the default.
+    pub principals: Vec<String>,
+    pub upstream: Upstream,
+    pub rules: Rules,
+    pub recording: Recording,
+}
+
+/// The server side of the proxy: identity, authorization, signing and the audit log.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// The Warden user a verified public key is registered to, if any.
+    async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError>;
+
+    /// The Warden user a certificate (ownership verified) was issued to, if Warden's user CA
+    /// signed it and it is valid now.
+    async fn authenticate_certificate(
+        &self,
+        cert: &Certificate,
+    ) -> Result<Option<UserName>, BackendError>;
+
+    /// The grant under which `user` may open a session on `target` now.
+    async fn authorize(
+        &self,
+        user: &UserName,
+        target: &str,
+    ) -> Result<Result<Grant, Denied>, BackendError>;
+
+    /// A certificate for `key`, signed by Warden's user CA, valid only for `grant`.
+    async fn sign(&self, grant: &Grant, key: &PublicKey) -> Result<Certificate, BackendError>;
+
+    /// Appends events to the audit log; returns once they are durable.
+    async fn audit(&self, events: Vec<Event>) -> Result<(), BackendError>;
+}

@@ -1,0 +1,152 @@
+//! The live sessions: who is connected where, and the handles to watch and end them.
+//!
+//! Also keeps the counters a metrics endpoint reads: sessions active, recorded, and
+//! recording failures.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, watch};
+use warden_domain::{RequestId, RoleName, TargetName, UserName};
+
+/// How much live output a slow watcher may lag behind before it misses some.
+const WATCH_BUFFER: usize = 256;
+
+/// A live session as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub user: UserName,
+    pub target: TargetName,
+    pub role: RoleName,
+    pub grant: RequestId,
+    /// The Unix account on the target.
+    pub login: String,
+    /// `shell`, `exec` or `sftp`.
+    pub kind: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub grant_expires_at: OffsetDateTime,
+    pub recorded: bool,
+}
+
+struct Live {
+    info: SessionInfo,
+    end: watch::Sender<Option<String>>,
+    output: broadcast::Sender<Bytes>,
+}
+
+/// Every live session of this proxy.
+#[derive(Default)]
+pub struct SessionRegistry {
+    live: Mutex<HashMap<String, Live>>,
+    recorded_total: AtomicU64,
+    recording_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for SessionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRegistry")
+            .field("active", &self.active())
+            .finish()
+    }
+}
+
+/// A session's side of its registration: told when to end, and where to copy output.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub end: watch::Receiver<Option<String>>,
+    pub output: broadcast::Sender<Bytes>,
+}
+
+impl SessionRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn register(&self, info: SessionInfo) -> Registration {
+        let (end_tx, end_rx) = watch::channel(None);
+        let (output, _) = broadcast::channel(WATCH_BUFFER);
+        if info.recorded {
+            self.recorded_total.fetch_add(1, Ordering::Relaxed);
+        }
+        self.lock().insert(
+            info.id.clone(),
+            Live {
+                info,
+                end: end_tx,
+                output: output.clone(),
+            },
+        );
+        Registration {
+            end: end_rx,
+            output,
+        }
+    }
+
+    pub(crate) fn unregister(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub(crate) fn recording_failed(&self) {
+        self.recording_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The live sessions, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<_> = self.lock().values().map(|l| l.info.clone()).collect();
+        v.sort_by_key(|s| s.started_at);
+        v
+    }
+
+    /// One live session.
+    pub fn get(&self, id: &str) -> Option<SessionInfo> {
+        self.lock().get(id).map(|l| l.info.clone())
+    }
+
+    /// Ends session `id`, telling its user `reason`; false if it is not live.
+    pub fn kill(&self, id: &str, reason: &str) -> bool {
+        self.lock()
+            .get(id)
+            .map(|l| l.end.send_replace(Some(reason.to_owned())))
+            .is_some()
+    }
+
+    /// Ends every session opened under `grant`; returns how many.
+    pub fn end_grant(&self, grant: RequestId, reason: &str) -> usize {
+        let live = self.lock();
+        let mut n = 0;
+        for l in live.values().filter(|l| l.info.grant == grant) {
+            l.end.send_replace(Some(reason.to_owned()));
+            n += 1;
+        }
+        n
+    }
+
+    /// The live terminal output of session `id` from now on.
+    pub fn watch(&self, id: &str) -> Option<broadcast::Receiver<Bytes>> {
+        self.lock().get(id).map(|l| l.output.subscribe())
+    }
+
+    /// How many sessions are live.
+    pub fn active(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// How many sessions were recorded since start.
+    pub fn recorded_total(&self) -> u64 {
+        self.recorded_total.load(Ordering::Relaxed)
+    }
+
+    /// How many sessions were refused or ended because their recording could not be written.
+    pub fn recording_failures(&self) -> u64 {
+        self.recording_failures.load(Ordering::Relaxed)
+    }
+}

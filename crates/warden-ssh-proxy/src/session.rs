@@ -1,0 +1,837 @@
+//! One session channel, from request to end: authorize, check the rules, start the
+//! recording, connect upstream, relay both ways, and end it when the user, the target, an
+//! operator or the grant's expiry says so.
+//!
+//! Fail closed: a session that must be recorded and cannot be is refused, or ended at the
+//! first failed write; an audit event that cannot be stored refuses the session or ends it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use russh::server::{self, Msg};
+use russh::{Channel, ChannelId, ChannelMsg, Pty};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::{Recording, UserName};
+
+use crate::recording::{Asciicast, Header, Kind};
+use crate::registry::Registration;
+use crate::rules::LineTracker;
+use crate::server::Context;
+use crate::sftp::{FileOp, Tracker};
+use crate::{Grant, SessionInfo, upstream};
+
+/// Who is connected and what they asked for at login.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub user: UserName,
+    pub target: String,
+    pub login: Option<String>,
+    pub peer: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+struct PtyRequest {
+    term: String,
+    cols: u32,
+    rows: u32,
+    px: u32,
+    py: u32,
+    modes: Vec<(Pty, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Request {
+    Shell,
+    Exec(String),
+    Sftp,
+}
+
+impl Request {
+    fn kind(&self) -> &'static str {
+        match self {
+            Request::Shell => "shell",
+            Request::Exec(_) => "exec",
+            Request::Sftp => "sftp",
+        }
+    }
+}
+
+/// A refusal shown to the user on stderr, with exit status 1.
+struct Refusal(String);
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Runs one session channel to its end.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    who: Arc<Identity>,
+    channel: Channel<Msg>,
+    handle: server::Handle,
+) {
+    let id = channel.id();
+    let (mut down_rx, down_tx) = channel.split();
+    let mut pty: Option<PtyRequest> = None;
+    let request = loop {
+        match down_rx.wait().await {
+            None | Some(ChannelMsg::Close) | Some(ChannelMsg::Eof) => return,
+            Some(ChannelMsg::RequestPty {
+                want_reply,
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+            }) => {
+                pty = Some(PtyRequest {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                    px: pix_width,
+                    py: pix_height,
+                    modes: terminal_modes,
+                });
+                if want_reply {
+                    let _ = handle.channel_success(id).await;
+                }
+            }
+            Some(ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            }) => {
+                if let Some(p) = pty.as_mut() {
+                    p.cols = col_width;
+                    p.rows = row_height;
+                }
+            }
+            Some(ChannelMsg::RequestShell { .. }) => break Request::Shell,
+            Some(ChannelMsg::Exec { command, .. }) => {
+                break Request::Exec(String::from_utf8_lossy(&command).into_owned());
+            }
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
+                break Request::Sftp;
+            }
+            Some(ChannelMsg::RequestSubsystem { want_reply, .. }) => {
+                if want_reply {
+                    let _ = handle.channel_failure(id).await;
+                }
+            }
+            // Environment, agent and X11 requests are not passed on. They get no reply:
+            // OpenSSH sends them without asking for one (the library reports `want_reply`
+            // as true for them whatever the client sent), and an unasked reply would be
+            // taken as the answer to the next request.
+            Some(_) => {}
+        }
+    };
+    // Replies to the shell/exec/subsystem request come after the upstream answered; the
+    // client waits for them.
+    let start = Start {
+        ctx: &ctx,
+        who: &who,
+        request: &request,
+        pty: pty.as_ref(),
+    };
+    match start.open().await {
+        Err(Refusal(message)) => {
+            let _ = handle.channel_success(id).await;
+            let text = format!("warden: {message}\r\n");
+            let _ = down_tx.extended_data_bytes(1, Bytes::from(text)).await;
+            let _ = down_tx.exit_status(1).await;
+            let _ = down_tx.eof().await;
+            let _ = down_tx.close().await;
+        }
+        Ok(open) => {
+            let _ = handle.channel_success(id).await;
+            open.relay(ctx, id, down_rx, down_tx, handle, pty).await;
+        }
+    }
+}
+
+struct Start<'a> {
+    ctx: &'a Context,
+    who: &'a Identity,
+    request: &'a Request,
+    pty: Option<&'a PtyRequest>,
+}
+
+/// A session whose upstream channel is open.
+struct Open {
+    session: String,
+    grant: Grant,
+    request: Request,
+    upstream: upstream::Connection,
+    channel: Channel<russh::client::Msg>,
+    /// Upstream messages that arrived before the reply to our request.
+    early: Vec<ChannelMsg>,
+    recording: Option<Asciicast>,
+    registration: Registration,
+    started: std::time::Instant,
+}
+
+impl Start<'_> {
+    fn actor(&self) -> Actor {
+        Actor::user(self.who.user.clone(), Some(self.who.peer.ip().to_string()))
+    }
+
+    fn event(&self, code: Code, grant: Option<&Grant>, session: Option<&str>) -> Event {
+        let mut e = Event::new(code, self.actor(), now());
+        if let Some(g) = grant {
+            e.request_id = Some(g.id);
+            e.target = Some(g.target.clone());
+            e.role = Some(g.role.clone());
+        }
+        e.session_id = session.map(str::to_owned);
+        e
+    }
+
+    /// Audits a refusal and returns it; if the audit fails, the user hears that instead.
+    async fn refuse(&self, event: Event, message: String) -> Refusal {
+        match self.ctx.backend.audit(vec![event]).await {
+            Ok(()) => Refusal(message),
+            Err(e) => {
+                tracing::error!(error = %e, "could not audit a refused ssh session");
+                Refusal("the session is refused: the audit log cannot be written".into())
+            }
+        }
+    }
+
+    fn details(&self, extra: serde_json::Value) -> serde_json::Value {
+        let mut d = serde_json::json!({
+            "requested_target": self.who.target,
+            "kind": self.request.kind(),
+        });
+        if let Request::Exec(c) = self.request {
+            d["command"] = serde_json::json!(c);
+        }
+        if let (Some(map), serde_json::Value::Object(more)) = (d.as_object_mut(), extra) {
+            map.extend(more);
+        }
+        d
+    }
+
+    async fn open(&self) -> Result<Open, Refusal> {
+        let grant = match self
+            .ctx
+            .backend
+            .authorize(&self.who.user, &self.who.target)
+            .await
+        {
+            Ok(Ok(g)) => g,
+            Ok(Err(denied)) => {
+                let e = self
+                    .event(Code::SessionRefused, None, None)
+                    .denied(denied.code, denied.message.clone())
+                    .details(self.details(serde_json::Value::Null));
+                return Err(self.refuse(e, denied.message).await);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ssh authorization failed");
+                return Err(Refusal(
+                    "the session is refused: Warden could not check your grants".into(),
+                ));
+            }
+        };
+        let refused = |code: &str, reason: &str| {
+            self.event(Code::SessionRefused, Some(&grant), None)
+                .denied(code, reason.to_owned())
+                .details(self.details(serde_json::Value::Null))
+        };
+        let login = self
+            .who
+            .login
+            .clone()
+            .or_else(|| grant.principals.first().cloned())
+            .unwrap_or_default();
+        if !grant.principals.contains(&login) {
+            let msg = format!(
+                "your grant for {} (role {}) logs in as {}; not as {login:?}",
+                grant.target,
+                grant.role,
+                grant.principals.join(", ")
+            );
+            return Err(self.refuse(refused("login_not_granted", &msg), msg).await);
+        }
+        // Command and file-transfer rules, before anything reaches the target.
+        let transfer = match self.request {
+            Request::Sftp => true,
+            Request::Exec(c) => {
+                let first = c.split_whitespace().next().unwrap_or("");
+                first == "scp" || first.ends_with("/scp") || first.ends_with("sftp-server")
+            }
+            Request::Shell => false,
+        };
+        if transfer && !grant.rules.file_transfer {
+            let msg = format!(
+                "file transfer is not allowed for role {} on {}",
+                grant.role, grant.target
+            );
+            let e = self
+                .event(Code::CommandBlocked, Some(&grant), None)
+                .denied("file_transfer_denied", msg.clone())
+                .details(self.details(serde_json::json!({ "rule": "file_transfer = false" })));
+            return Err(self.refuse(e, msg).await);
+        }
+        if let Request::Exec(command) = self.request
+            && let Some(pattern) = grant.rules.denies(command)
+        {
+            let msg = format!(
+                "command blocked: it matches the deny rule /{pattern}/ of role {} on {}",
+                grant.role, grant.target
+            );
+            let e = self
+                .event(Code::CommandBlocked, Some(&grant), None)
+                .denied("command_denied", msg.clone())
+                .details(self.details(serde_json::json!({ "rule": pattern })));
+            return Err(self.refuse(e, msg).await);
+        }
+
+        let session = uuid::Uuid::now_v7().to_string();
+        let recorded = grant.recording != Recording::Metadata && *self.request != Request::Sftp;
+        let recording = if recorded {
+            let header = Header {
+                width: self.pty.map_or(80, |p| p.cols),
+                height: self.pty.map_or(24, |p| p.rows),
+                timestamp: now().unix_timestamp(),
+                title: format!("{} on {} as {login}", self.who.user, grant.target),
+                term: self.pty.map(|p| p.term.clone()),
+                command: match self.request {
+                    Request::Exec(c) => Some(c.clone()),
+                    _ => None,
+                },
+            };
+            let started = self
+                .ctx
+                .recordings
+                .create(&session)
+                .and_then(|out| Asciicast::start(out, &header));
+            match started {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.ctx.registry.recording_failed();
+                    let msg = format!(
+                        "the session is refused: policy requires it to be recorded ({}) and the recording store cannot be written",
+                        grant.recording
+                    );
+                    let ev = self
+                        .event(Code::RecordingFailed, Some(&grant), Some(&session))
+                        .failed("recording_unavailable", e.to_string())
+                        .details(self.details(serde_json::Value::Null));
+                    return Err(self.refuse(ev, msg).await);
+                }
+            }
+        } else {
+            None
+        };
+
+        let upstream = match upstream::connect(
+            self.ctx.backend.as_ref(),
+            &grant,
+            &login,
+            self.ctx.client.clone(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("cannot reach {}: {e}", grant.target);
+                return Err(self
+                    .refuse(refused("upstream_failed", &e.to_string()), msg)
+                    .await);
+            }
+        };
+        let (channel, early) = match self.open_channel(&upstream).await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("{} refused the session: {e}", grant.target);
+                return Err(self.refuse(refused("upstream_refused", &e), msg).await);
+            }
+        };
+
+        let mut events = vec![
+            self.event(Code::SessionStarted, Some(&grant), Some(&session))
+                .details(self.details(serde_json::json!({
+                    "login": login,
+                    "recording": grant.recording.to_string(),
+                    "recorded": recorded,
+                    "pty": self.pty.map(|p| serde_json::json!({"term": p.term, "cols": p.cols, "rows": p.rows})),
+                    "grant_expires_at": grant.expires_at.unix_timestamp(),
+                }))),
+        ];
+        if let Request::Exec(command) = self.request {
+            events.push(
+                self.event(Code::SessionExec, Some(&grant), Some(&session))
+                    .details(serde_json::json!({ "command": command })),
+            );
+        }
+        if let Err(e) = self.ctx.backend.audit(events).await {
+            tracing::error!(error = %e, "could not audit a session start");
+            return Err(Refusal(
+                "the session is refused: the audit log cannot be written".into(),
+            ));
+        }
+        let registration = self.ctx.registry.register(SessionInfo {
+            id: session.clone(),
+            user: self.who.user.clone(),
+            target: grant.target.clone(),
+            role: grant.role.clone(),
+            grant: grant.id,
+            login,
+            kind: self.request.kind().to_owned(),
+            started_at: now(),
+            grant_expires_at: grant.expires_at,
+            recorded,
+        });
+        Ok(Open {
+            session,
+            grant,
+            request: self.request.clone(),
+            upstream,
+            channel,
+            early,
+            recording,
+            registration,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Opens the upstream channel and makes the same request there.
+    async fn open_channel(
+        &self,
+        up: &upstream::Connection,
+    ) -> Result<(Channel<russh::client::Msg>, Vec<ChannelMsg>), String> {
+        let mut ch = up
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| e.to_string())?;
+        let sent = async {
+            if let Some(p) = self.pty {
+                ch.request_pty(false, &p.term, p.cols, p.rows, p.px, p.py, &p.modes)
+                    .await?;
+            }
+            match self.request {
+                Request::Shell => ch.request_shell(true).await,
+                Request::Exec(c) => ch.exec(true, c.as_bytes()).await,
+                Request::Sftp => ch.request_subsystem(true, "sftp").await,
+            }
+        };
+        sent.await.map_err(|e: russh::Error| e.to_string())?;
+        let mut early = Vec::new();
+        loop {
+            match ch.wait().await {
+                Some(ChannelMsg::Success) => return Ok((ch, early)),
+                Some(ChannelMsg::Failure) => {
+                    return Err(format!("it refused the {} request", self.request.kind()));
+                }
+                None | Some(ChannelMsg::Close) => return Err("it closed the channel".into()),
+                Some(other) => early.push(other),
+            }
+        }
+    }
+}
+
+/// State both relay directions share.
+struct Shared {
+    recording: Mutex<Option<Asciicast>>,
+    /// Set when a recording write failed; the session must end.
+    recording_failed: Notify,
+    output: tokio::sync::broadcast::Sender<Bytes>,
+    sftp: Option<Mutex<Tracker>>,
+}
+
+impl Shared {
+    /// Records terminal data; on failure the session is told to end.
+    fn record(&self, kind: Kind, data: &[u8]) {
+        let mut guard = self
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rec) = guard.as_mut() {
+            let r = match kind {
+                Kind::Resize => Ok(()),
+                _ => rec.data(kind, data),
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "recording write failed; ending the session");
+                self.recording_failed.notify_one();
+            }
+        }
+    }
+
+    fn resize(&self, cols: u32, rows: u32) {
+        let mut guard = self
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rec) = guard.as_mut()
+            && rec.resize(cols, rows).is_err()
+        {
+            self.recording_failed.notify_one();
+        }
+    }
+
+    fn flush(&self) {
+        let mut guard = self
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rec) = guard.as_mut()
+            && rec.flush_if_due().is_err()
+        {
+            self.recording_failed.notify_one();
+        }
+    }
+}
+
+/// How a session ended.
+enum End {
+    /// The target closed the channel (the command or shell exited).
+    Target(Option<u32>),
+    /// The user closed the channel.
+    Client,
+    /// Warden ended it, telling the user why.
+    Warden(String),
+}
+
+impl Open {
+    async fn relay(
+        self,
+        ctx: Arc<Context>,
+        id: ChannelId,
+        down_rx: russh::ChannelReadHalf,
+        down_tx: russh::ChannelWriteHalf<Msg>,
+        handle: server::Handle,
+        pty: Option<PtyRequest>,
+    ) {
+        let Open {
+            session,
+            grant,
+            request,
+            upstream,
+            channel,
+            early,
+            recording,
+            mut registration,
+            started,
+        } = self;
+        let (up_rx, up_tx) = channel.split();
+        let shared = Arc::new(Shared {
+            recording: Mutex::new(recording),
+            recording_failed: Notify::new(),
+            output: registration.output.clone(),
+            sftp: (request == Request::Sftp).then(|| Mutex::new(Tracker::default())),
+        });
+        let audit_ctx = AuditCtx {
+            ctx: ctx.clone(),
+            grant: grant.clone(),
+            session: session.clone(),
+        };
+        let mut output = tokio::spawn(output_loop(
+            up_rx,
+            down_tx,
+            early,
+            shared.clone(),
+            handle.clone(),
+            id,
+        ));
+        let tracker = (request == Request::Shell && pty.is_some() && grant.rules.has_deny())
+            .then(LineTracker::default);
+        let mut input = tokio::spawn(input_loop(
+            down_rx,
+            up_tx,
+            shared.clone(),
+            handle.clone(),
+            id,
+            tracker,
+            audit_ctx.clone(),
+            pty.is_some(),
+        ));
+        // The session's own deadline, independent of the worker that expires grants.
+        let expiry = tokio::time::sleep(
+            (grant.expires_at - now())
+                .try_into()
+                .unwrap_or(Duration::ZERO),
+        );
+        tokio::pin!(expiry);
+        let mut flush = tokio::time::interval(crate::recording::FLUSH_INTERVAL);
+        let end = loop {
+            tokio::select! {
+                out = &mut output => break End::Target(out.ok().flatten()),
+                _ = &mut input => break End::Client,
+                changed = registration.end.changed() => {
+                    let reason = registration.end.borrow().clone();
+                    match (changed, reason) {
+                        (Ok(()), Some(reason)) => break End::Warden(reason),
+                        (Ok(()), None) => {}
+                        (Err(_), _) => break End::Warden("the proxy is shutting down".into()),
+                    }
+                }
+                () = &mut expiry => {
+                    break End::Warden(format!("your grant {} has expired", grant.id));
+                }
+                () = shared.recording_failed.notified() => {
+                    ctx.registry.recording_failed();
+                    break End::Warden("the recording could not be written; policy does not allow the session to go on unrecorded".into());
+                }
+                _ = flush.tick() => shared.flush(),
+            }
+        };
+        input.abort();
+        let exit = match &end {
+            End::Target(code) => *code,
+            End::Client => {
+                output.abort();
+                None
+            }
+            End::Warden(reason) => {
+                output.abort();
+                let text = format!("\r\nwarden: session ended: {reason}\r\n");
+                shared.record(Kind::Output, text.as_bytes());
+                let _ = if pty.is_some() {
+                    handle.data(id, Bytes::from(text)).await
+                } else {
+                    handle.extended_data(id, 1, Bytes::from(text)).await
+                };
+                let _ = handle.exit_status_request(id, 255).await;
+                let _ = handle.eof(id).await;
+                let _ = handle.close(id).await;
+                None
+            }
+        };
+        let _ = upstream
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "session ended", "")
+            .await;
+        let recording = shared
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let digest = match recording.map(Asciicast::finish) {
+            Some(Ok((sha256, bytes))) => serde_json::json!({"sha256": sha256, "bytes": bytes}),
+            Some(Err(e)) => {
+                ctx.registry.recording_failed();
+                serde_json::json!({"error": e.to_string()})
+            }
+            None => serde_json::Value::Null,
+        };
+        let mut events = Vec::new();
+        if let Some(t) = &shared.sftp {
+            let tracker =
+                std::mem::take(&mut *t.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            events.extend(
+                tracker
+                    .finish()
+                    .into_iter()
+                    .map(|op| audit_ctx.transfer(op)),
+            );
+        }
+        let (ended_by, reason) = match &end {
+            End::Target(_) => ("target", None),
+            End::Client => ("client", None),
+            End::Warden(r) => ("warden", Some(r.clone())),
+        };
+        events.push(
+            audit_ctx
+                .event(Code::SessionEnded)
+                .details(serde_json::json!({
+                    "kind": request.kind(),
+                    "ended_by": ended_by,
+                    "reason": reason,
+                    "exit_status": exit,
+                    "duration_ms": started.elapsed().as_millis() as u64,
+                    "recording": digest,
+                })),
+        );
+        if let Err(e) = ctx.backend.audit(events).await {
+            tracing::error!(session = %session, error = %e, "could not audit a session end");
+        }
+        ctx.registry.unregister(&session);
+    }
+}
+
+/// What audit events of a running session carry.
+#[derive(Clone)]
+struct AuditCtx {
+    ctx: Arc<Context>,
+    grant: Grant,
+    session: String,
+}
+
+impl AuditCtx {
+    fn event(&self, code: Code) -> Event {
+        let mut e = Event::new(code, Actor::user(self.grant.user.clone(), None), now());
+        e.request_id = Some(self.grant.id);
+        e.target = Some(self.grant.target.clone());
+        e.role = Some(self.grant.role.clone());
+        e.session_id = Some(self.session.clone());
+        e
+    }
+
+    fn transfer(&self, op: FileOp) -> Event {
+        self.event(Code::FileTransfer)
+            .details(serde_json::to_value(op).unwrap_or_default())
+    }
+}
+
+/// Target → user: output, exit status, end of file.
+async fn output_loop(
+    mut up_rx: russh::ChannelReadHalf,
+    down_tx: russh::ChannelWriteHalf<Msg>,
+    early: Vec<ChannelMsg>,
+    shared: Arc<Shared>,
+    handle: server::Handle,
+    id: ChannelId,
+) -> Option<u32> {
+    let mut exit = None;
+    let mut early = early.into_iter();
+    loop {
+        let msg = match early.next() {
+            Some(m) => Some(m),
+            None => up_rx.wait().await,
+        };
+        match msg {
+            Some(ChannelMsg::Data { data }) => {
+                if let Some(t) = &shared.sftp {
+                    let parsed = t
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .server(&data);
+                    if parsed.is_err() {
+                        break;
+                    }
+                } else {
+                    shared.record(Kind::Output, &data);
+                    let _ = shared.output.send(data.clone());
+                }
+                if down_tx.data_bytes(data).await.is_err() {
+                    break;
+                }
+            }
+            Some(ChannelMsg::ExtendedData { data, ext }) => {
+                shared.record(Kind::Output, &data);
+                let _ = shared.output.send(data.clone());
+                if down_tx.extended_data_bytes(ext, data).await.is_err() {
+                    break;
+                }
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => {
+                exit = Some(exit_status);
+                let _ = down_tx.exit_status(exit_status).await;
+            }
+            Some(ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            }) => {
+                let _ = handle
+                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                    .await;
+            }
+            Some(ChannelMsg::Eof) => {
+                let _ = down_tx.eof().await;
+            }
+            None | Some(ChannelMsg::Close) => break,
+            Some(_) => {}
+        }
+    }
+    let _ = down_tx.eof().await;
+    let _ = down_tx.close().await;
+    exit
+}
+
+/// User → target: keystrokes (checked against deny rules), resizes, signals, SFTP requests.
+#[allow(clippy::too_many_arguments)]
+async fn input_loop(
+    mut down_rx: russh::ChannelReadHalf,
+    up_tx: russh::ChannelWriteHalf<russh::client::Msg>,
+    shared: Arc<Shared>,
+    handle: server::Handle,
+    id: ChannelId,
+    mut tracker: Option<LineTracker>,
+    audit: AuditCtx,
+    pty: bool,
+) {
+    while let Some(msg) = down_rx.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                let mut data = data;
+                if let Some(t) = &shared.sftp {
+                    let ops = t
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .client(&data);
+                    match ops {
+                        Ok(ops) if ops.is_empty() => {}
+                        Ok(ops) => {
+                            let events = ops.into_iter().map(|op| audit.transfer(op)).collect();
+                            if audit.ctx.backend.audit(events).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ending an sftp session Warden cannot follow");
+                            return;
+                        }
+                    }
+                } else if let Some(t) = tracker.as_mut() {
+                    let filtered = t.feed(&audit.grant.rules, &data);
+                    for (line, pattern) in filtered.blocked {
+                        let msg = format!(
+                            "blocked: the line matches the deny rule /{pattern}/ of role {}",
+                            audit.grant.role
+                        );
+                        let ev = audit
+                            .event(Code::CommandBlocked)
+                            .denied("command_denied", msg.clone())
+                            .details(
+                                serde_json::json!({"line": line, "rule": pattern, "kind": "shell"}),
+                            );
+                        if audit.ctx.backend.audit(vec![ev]).await.is_err() {
+                            return;
+                        }
+                        let notice = format!("\r\nwarden: {msg}\r\n");
+                        shared.record(Kind::Output, notice.as_bytes());
+                        let _ = handle.data(id, Bytes::from(notice)).await;
+                    }
+                    if audit.grant.rules.record_input {
+                        shared.record(Kind::Input, &data);
+                    }
+                    data = Bytes::from(filtered.forward);
+                } else if audit.grant.rules.record_input && pty {
+                    shared.record(Kind::Input, &data);
+                }
+                if up_tx.data_bytes(data).await.is_err() {
+                    return;
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = up_tx.eof().await;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                shared.resize(col_width, row_height);
+                let _ = up_tx
+                    .window_change(col_width, row_height, pix_width, pix_height)
+                    .await;
+            }
+            ChannelMsg::Signal { signal } => {
+                let _ = up_tx.signal(signal).await;
+            }
+            ChannelMsg::Close => return,
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! File-transfer metadata from the SFTP subsystem: which files, which direction, how many
+//! bytes. Modern `scp` speaks SFTP too, so this covers both.
+//!
+//! A small bounded parser of the few packets that matter (OPEN, READ, WRITE, CLOSE, REMOVE,
+//! RENAME and the HANDLE/DATA replies); every other packet passes untouched. A packet longer
+//! than [`MAX_PACKET`] is refused as an error, which ends the session: unparsed transfers are
+//! never let through unrecorded.
+
+use std::collections::HashMap;
+
+/// Largest SFTP packet accepted (OpenSSH sends at most 256 KiB).
+pub const MAX_PACKET: usize = 1024 * 1024;
+
+const OPEN: u8 = 3;
+const CLOSE: u8 = 4;
+const READ: u8 = 5;
+const WRITE: u8 = 6;
+const REMOVE: u8 = 13;
+const RENAME: u8 = 18;
+const HANDLE: u8 = 102;
+const DATA: u8 = 103;
+const FLAG_WRITE: u32 = 0x2;
+
+/// Which way a file went, seen from the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+/// Something done to a file on the target.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum FileOp {
+    Transfer {
+        path: String,
+        direction: Direction,
+        bytes: u64,
+    },
+    Remove {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+}
+
+/// A packet was too long or malformed.
+#[derive(Debug, thiserror::Error)]
+#[error("unparseable SFTP packet: {0}")]
+pub struct ParseError(&'static str);
+
+#[derive(Debug)]
+struct Open {
+    path: String,
+    direction: Direction,
+    bytes: u64,
+}
+
+/// Follows one SFTP channel in both directions.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    from_client: Vec<u8>,
+    from_server: Vec<u8>,
+    opening: HashMap<u32, (String, Direction)>,
+    reading: HashMap<u32, Vec<u8>>,
+    open: HashMap<Vec<u8>, Open>,
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn u32(&mut self) -> Result<u32, ParseError> {
+        let (head, rest) = self.0.split_at_checked(4).ok_or(ParseError("truncated"))?;
+        self.0 = rest;
+        Ok(u32::from_be_bytes([head[0], head[1], head[2], head[3]]))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], ParseError> {
+        let n = self.u32()? as usize;
+        let (head, rest) = self.0.split_at_checked(n).ok_or(ParseError("truncated"))?;
+        self.0 = rest;
+        Ok(head)
+    }
+    fn string(&mut self) -> Result<String, ParseError> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+}
+
+/// Splits whole packets off `buf`, calling `f(type, body)` for each.
+fn packets(
+    buf: &mut Vec<u8>,
+    data: &[u8],
+    mut f: impl FnMut(u8, &[u8]) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
+    buf.extend_from_slice(data);
+    let mut at = 0;
+    while buf.len() - at >= 4 {
+        let len = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        if len == 0 || len > MAX_PACKET {
+            return Err(ParseError("bad length"));
+        }
+        if buf.len() - at - 4 < len {
+            break;
+        }
+        let packet = &buf[at + 4..at + 4 + len];
+        f(packet[0], &packet[1..])?;
+        at += 4 + len;
+    }
+    buf.drain(..at);
+    Ok(())
+}
+
+impl Tracker {
+    /// Feeds bytes the client sent; returns completed operations.
+    pub fn client(&mut self, data: &[u8]) -> Result<Vec<FileOp>, ParseError> {
+        let mut done = Vec::new();
+        let mut buf = std::mem::take(&mut self.from_client);
+        let r = packets(&mut buf, data, |kind, body| {
+            let mut r = Reader(body);
+            match kind {
+                OPEN => {
+                    let id = r.u32()?;
+                    let path = r.string()?;
+                    let flags = r.u32()?;
+                    let direction = if flags & FLAG_WRITE != 0 {
+                        Direction::Upload
+                    } else {
+                        Direction::Download
+                    };
+                    self.opening.insert(id, (path, direction));
+                }
+                READ => {
+                    let id = r.u32()?;
+                    let handle = r.bytes()?.to_vec();
+                    self.reading.insert(id, handle);
+                }
+                WRITE => {
+                    let _id = r.u32()?;
+                    let handle = r.bytes()?;
+                    let _offset = (r.u32()?, r.u32()?);
+                    let data = r.bytes()?;
+                    if let Some(f) = self.open.get_mut(handle) {
+                        f.bytes += data.len() as u64;
+                    }
+                }
+                CLOSE => {
+                    let _id = r.u32()?;
+                    let handle = r.bytes()?;
+                    if let Some(f) = self.open.remove(handle) {
+                        done.push(FileOp::Transfer {
+                            path: f.path,
+                            direction: f.direction,
+                            bytes: f.bytes,
+                        });
+                    }
+                }
+                REMOVE => {
+                    let _id = r.u32()?;
+                    done.push(FileOp::Remove { path: r.string()? });
+                }
+                RENAME => {
+                    let _id = r.u32()?;
+                    let from = r.string()?;
+                    let to = r.string()?;
+                    done.push(FileOp::Rename { from, to });
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        self.from_client = buf;
+        r.map(|()| done)
+    }
+
+    /// Feeds bytes the server sent.
+    pub fn server(&mut self, data: &[u8]) -> Result<(), ParseError> {
+        let mut buf = std::mem::take(&mut self.from_server);
+        let r = packets(&mut buf, data, |kind, body| {
+            let mut r = Reader(body);
+            match kind {
+                HANDLE => {
+                    let id = r.u32()?;
+                    let handle = r.bytes()?.to_vec();
+                    if let Some((path, direction)) = self.opening.remove(&id) {
+                        self.open.insert(
+                            handle,
+                            Open {
+                                path,
+                                direction,
+                                bytes: 0,
+                            },
+                        );
+                    }
+                }
+                DATA => {
+                    let id = r.u32()?;
+                    let data = r.bytes()?;
+                    if let Some(handle) = self.reading.remove(&id)
+                        && let Some(f) = self.open.get_mut(&handle)
+                    {
+                        f.bytes += data.len() as u64;
+                    }
+                }
+                _ => {
+                    // A STATUS reply ends a pending OPEN or READ too.
+                    if let Ok(id) = r.u32() {
+                        self.opening.remove(&id);
+                        self.reading.remove(&id);
+                    }
+                }
+            }
+            Ok(())
+        });
+        self.from_server = buf;
+        r
+    }
+
+    /// Files still open when the channel ended.
+    pub fn finish(self) -> Vec<FileOp> {
+        self.open
+            .into_values()
+            .map(|f| FileOp::Transfer {
+                path: f.path,
+                direction: f.direction,
+                bytes: f.bytes,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(kind: u8, fields: &[&[u8]]) -> Vec<u8> {
+        let mut body = vec![kind];
+        for f in fields {
+            body.extend_from_slice(f);
+        }
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend(body);
+        out
+    }
+    fn s(b: &[u8]) -> Vec<u8> {
+        let mut v = (b.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    }
+    fn u(n: u32) -> Vec<u8> {
+        n.to_be_bytes().to_vec()
+    }
+
+    #[test]
+    fn follows_an_upload_and_a_download() {
+        let mut t = Tracker::default();
+        // Upload: OPEN(write) → HANDLE → two WRITEs (split across chunks) → CLOSE.
+        let open = packet(OPEN, &[&u(1), &s(b"/tmp/up"), &u(0x1a), &u(0)]);
+        assert!(t.client(&open).unwrap().is_empty());
+        t.server(&packet(HANDLE, &[&u(1), &s(b"h1")])).unwrap();
+        let write = packet(WRITE, &[&u(2), &s(b"h1"), &u(0), &u(0), &s(&[7; 1000])]);
+        let (a, b) = write.split_at(10);
+        assert!(t.client(a).unwrap().is_empty());
+        t.client(b).unwrap();
+        t.client(&packet(
+            WRITE,
+            &[&u(3), &s(b"h1"), &u(0), &u(1000), &s(&[7; 24])],
+        ))
+        .unwrap();
+        let done = t.client(&packet(CLOSE, &[&u(4), &s(b"h1")])).unwrap();
+        assert_eq!(
+            done,
+            vec![FileOp::Transfer {
+                path: "/tmp/up".into(),
+                direction: Direction::Upload,
+                bytes: 1024
+            }]
+        );
+        // Download: OPEN(read) → HANDLE → READ → DATA, left open at the end.
+        t.client(&packet(OPEN, &[&u(5), &s(b"/etc/hosts"), &u(1), &u(0)]))
+            .unwrap();
+        t.server(&packet(HANDLE, &[&u(5), &s(b"h2")])).unwrap();
+        t.client(&packet(READ, &[&u(6), &s(b"h2"), &u(0), &u(0), &u(4096)]))
+            .unwrap();
+        t.server(&packet(DATA, &[&u(6), &s(b"127.0.0.1 localhost\n")]))
+            .unwrap();
+        assert_eq!(
+            t.finish(),
+            vec![FileOp::Transfer {
+                path: "/etc/hosts".into(),
+                direction: Direction::Download,
+                bytes: 20
+            }]
+        );
+    }
+
+    #[test]
+    fn refuses_oversized_and_truncated_packets() {
+        let mut t = Tracker::default();
+        assert!(t.client(&u(MAX_PACKET as u32 + 1)).is_err());
+        let mut t = Tracker::default();
+        assert!(t.client(&packet(OPEN, &[&u(1)])).is_err());
+    }
+}

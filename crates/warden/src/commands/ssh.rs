@@ -1,0 +1,308 @@
+//! The SSH proxy from the client: `keys`, `ssh TARGET`, `sessions`, `replay`, and
+//! `target pin-host-key`.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::client::{Client, ensure_home};
+use crate::exit::{self, Failure};
+use crate::output::{Output, table};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Register a public key (e.g. ~/.ssh/id_ed25519.pub) to log in to Warden's SSH proxy.
+    Add { file: PathBuf },
+    /// List your registered keys.
+    List,
+    /// Remove a key by its fingerprint (SHA256:…).
+    Remove { fingerprint: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List live sessions (yours; everyone's for administrators and session viewers).
+    List,
+    /// Stream a live session's terminal output until it ends.
+    Watch { id: String },
+    /// End a live session at once.
+    Kill { id: String },
+}
+
+pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    match cmd {
+        KeysCommand::Add { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Failure::new(exit::USAGE, format!("cannot read {}: {e}", file.display()))
+            })?;
+            let v: Value = c
+                .post("/v1/ssh/keys", &json!({ "public_key": text }))
+                .await?;
+            if out.json {
+                out.json(&v)
+            } else {
+                println!(
+                    "Registered {}.",
+                    v["fingerprint"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
+        }
+        KeysCommand::List => {
+            let v: Value = c.get("/v1/ssh/keys").await?;
+            if out.json {
+                return out.json(&v);
+            }
+            let rows: Vec<Vec<String>> = v["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    vec![
+                        k["fingerprint"].as_str().unwrap_or_default().to_owned(),
+                        k["added_at"].as_str().unwrap_or_default().to_owned(),
+                    ]
+                })
+                .collect();
+            table(&["FINGERPRINT", "ADDED"], &rows);
+            Ok(())
+        }
+        KeysCommand::Remove { fingerprint } => {
+            let path = format!("/v1/ssh/keys/{}", encode(&fingerprint));
+            let _: Value = c.delete(&path).await?;
+            if out.json {
+                out.json(&json!({ "removed": fingerprint }))
+            } else {
+                println!("Removed {fingerprint}.");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Percent-encodes what a path segment cannot hold (fingerprints contain `/` and `+`).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn sessions(
+    server: Option<String>,
+    cmd: SessionsCommand,
+    out: Output,
+) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    match cmd {
+        SessionsCommand::List => {
+            let v: Value = c.get("/v1/sessions").await?;
+            if out.json {
+                return out.json(&v);
+            }
+            let s = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            let rows: Vec<Vec<String>> = v["sessions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| {
+                    vec![
+                        s(x, "id"),
+                        s(x, "user"),
+                        s(x, "target"),
+                        s(x, "login"),
+                        s(x, "kind"),
+                        s(x, "started_at"),
+                        s(x, "grant_expires_at"),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "USER",
+                    "TARGET",
+                    "LOGIN",
+                    "KIND",
+                    "STARTED",
+                    "GRANT EXPIRES",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        SessionsCommand::Watch { id } => {
+            let mut resp = c.get_stream(&format!("/v1/sessions/{id}/watch")).await?;
+            let mut stdout = std::io::stdout();
+            while let Some(chunk) = resp.chunk().await.context("reading the live stream")? {
+                stdout.write_all(&chunk)?;
+                stdout.flush()?;
+            }
+            Ok(())
+        }
+        SessionsCommand::Kill { id } => {
+            let _: Value = c
+                .post(&format!("/v1/sessions/{id}/kill"), &json!({}))
+                .await?;
+            if out.json {
+                out.json(&json!({ "killed": id }))
+            } else {
+                println!("Session {id} ended.");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Fetches a recording; saves it to `out_file` or plays it on the terminal.
+pub async fn replay(
+    server: Option<String>,
+    id: String,
+    out_file: Option<PathBuf>,
+    speed: f64,
+    idle_limit: f64,
+) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    let cast = c
+        .get_text_authed(&format!("/v1/sessions/{id}/recording"))
+        .await?;
+    if let Some(path) = out_file {
+        std::fs::write(&path, &cast).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "Saved to {} (play it with `asciinema play`).",
+            path.display()
+        );
+        return Ok(());
+    }
+    if speed <= 0.0 {
+        return Err(Failure::new(exit::USAGE, "--speed must be above 0").into());
+    }
+    let mut stdout = std::io::stdout();
+    let mut last = 0.0f64;
+    for line in cast.lines().skip(1) {
+        let Ok(Value::Array(ev)) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let (Some(t), Some(kind), Some(data)) = (
+            ev.first().and_then(Value::as_f64),
+            ev.get(1).and_then(Value::as_str),
+            ev.get(2).and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        if kind != "o" {
+            continue;
+        }
+        let wait = ((t - last).max(0.0)).min(idle_limit) / speed;
+        last = t;
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        stdout.write_all(data.as_bytes())?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+/// Runs `ssh` to TARGET through Warden's SSH proxy, with its host key pinned.
+pub async fn ssh(
+    server: Option<String>,
+    target: String,
+    login: Option<String>,
+    identity: Option<PathBuf>,
+    command: Vec<String>,
+) -> anyhow::Result<()> {
+    let c = Client::new(server)?;
+    let me: Value = c.get("/v1/auth/whoami").await?;
+    let user = me["user"].as_str().unwrap_or_default().to_owned();
+    let proxy: Value = c.get("/v1/ssh/proxy").await?;
+    let addr: std::net::SocketAddr = proxy["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| Failure::new(exit::FAILURE, "the server runs no SSH proxy"))?;
+    let host_key = proxy["host_key"].as_str().unwrap_or_default();
+    // A proxy listening on all addresses is reached where the API is.
+    let host = if addr.ip().is_unspecified() {
+        c.host().unwrap_or_else(|| "127.0.0.1".into())
+    } else {
+        addr.ip().to_string()
+    };
+    let dir = ensure_home()?.join("ssh");
+    std::fs::create_dir_all(&dir)?;
+    let known = dir.join("warden_known_hosts");
+    std::fs::write(&known, format!("[{host}]:{} {host_key}\n", addr.port()))?;
+    let mut name = format!("{user}:{target}");
+    if let Some(l) = login {
+        name = format!("{name}:{l}");
+    }
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-p")
+        .arg(addr.port().to_string())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .arg("-o")
+        .arg("StrictHostKeyChecking=yes")
+        .arg("-o")
+        .arg(format!("HostKeyAlias=[{host}]:{}", addr.port()));
+    if let Some(key) = identity {
+        cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
+    }
+    cmd.arg(format!("{name}@{host}")).args(command);
+    Err(cmd.exec()).context("starting ssh (is the OpenSSH client installed?)")
+}
+
+/// Fetches TARGET's host key, shows its fingerprint, and pins it once confirmed.
+pub async fn pin_host_key(
+    c: &Client,
+    target: &str,
+    fingerprint: Option<String>,
+    out: Output,
+) -> anyhow::Result<()> {
+    let scan: Value = c
+        .post(&format!("/v1/targets/{target}/host-key/scan"), &json!({}))
+        .await?;
+    let key = scan["public_key"].as_str().unwrap_or_default();
+    let seen = scan["fingerprint"].as_str().unwrap_or_default();
+    let confirmed = match fingerprint {
+        Some(f) => f,
+        None => {
+            eprintln!("{target} presents the host key {seen}");
+            eprint!(
+                "Compare it with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host. Pin it? [y/N] "
+            );
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                return Err(Failure::new(exit::REFUSED, "not pinned").into());
+            }
+            seen.to_owned()
+        }
+    };
+    if confirmed != seen {
+        return Err(Failure::new(
+            exit::REFUSED,
+            format!("{target} presents {seen}, not the confirmed {confirmed}: not pinned"),
+        )
+        .into());
+    }
+    let v: Value = c
+        .put(
+            &format!("/v1/targets/{target}/host-key"),
+            &json!({ "public_key": key, "fingerprint": confirmed }),
+        )
+        .await?;
+    if out.json {
+        out.json(&v)
+    } else {
+        println!("Pinned {confirmed} for {target}.");
+        Ok(())
+    }
+}

@@ -1,0 +1,635 @@
+//! Warden's SSH proxy end to end, with the real OpenSSH client and a real sshd on loopback:
+//! key login to Warden, authorization by an active grant, the upstream certificate and pinned
+//! host key, recordings checked with `asciinema cat`, command rules, file transfers, live
+//! control, and failing closed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use warden_testkit::{Cli, Sshd, Tmux, ensure_local_user, ssh_base_args, ssh_keypair, ssh_run};
+
+/// A Warden server whose `web` target is a private sshd, and alice with a registered key.
+struct Setup {
+    env: Env,
+    sshd: Sshd,
+    alice: Cli,
+    admin: Cli,
+    key: PathBuf,
+    port: u16,
+    _keys: tempfile::TempDir,
+}
+
+fn role_settings(extra: &str) -> String {
+    format!("principals = [\"{LOCAL_USER}\"]\n{extra}")
+}
+
+fn rules(recording: &str) -> String {
+    format!(
+        "@id(\"view-auto\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n@recording(\"{recording}\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");\n"
+    )
+}
+
+fn targets(connection: &str, role: &str) -> String {
+    format!(
+        "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\n[targets.web.connection]\n{connection}\n[targets.web.roles.view]\n{role}\n"
+    )
+}
+
+impl Setup {
+    /// `role` is the view role's extra settings; `pin` puts the sshd's host key in the policy.
+    fn start(recording: &str, role: &str, pin: bool) -> Setup {
+        let env = Env::start_with(
+            &[
+                (
+                    "targets.toml",
+                    &targets("host = \"127.0.0.1\"\nport = 1", &role_settings(role)),
+                ),
+                ("access.cedar", &rules(recording)),
+            ],
+            &[],
+        );
+        let alice = env.login("alice");
+        let admin = env.login("admin");
+        ensure_local_user(LOCAL_USER);
+        let ca = alice.run(&["ssh-ca"], None);
+        assert!(ca.success(), "{ca:?}");
+        let sshd = Sshd::start(ca.stdout.trim());
+        sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+        let mut connection = format!("host = \"127.0.0.1\"\nport = {}", sshd.port());
+        if pin {
+            connection.push_str(&format!("\nhost_key = \"{}\"", sshd.host_public_key()));
+        }
+        write_policy(
+            &env.policy_dir(),
+            &[("targets.toml", &targets(&connection, &role_settings(role)))],
+        );
+        ok(&admin, &["policy", "reload"]);
+        let keys = tempfile::tempdir().unwrap();
+        let (key, _) = ssh_keypair(keys.path(), "alice_key");
+        let added = ok(&alice, &["keys", "add", &format!("{}.pub", key.display())]);
+        assert!(
+            added["fingerprint"]
+                .as_str()
+                .unwrap()
+                .starts_with("SHA256:")
+        );
+        let port = env.server.ssh_port();
+        Setup {
+            env,
+            sshd,
+            alice,
+            admin,
+            key,
+            port,
+            _keys: keys,
+        }
+    }
+
+    fn ssh(&self, command: &str) -> Output {
+        ssh_run(self.port, "alice:web", &self.key, command)
+    }
+
+    fn grant(&self, ttl: &str) -> Value {
+        let v = create(&self.alice, "web", "view", &["--ttl", ttl]);
+        assert_eq!(v["state"], "active", "{v}");
+        v
+    }
+
+    /// Audit events with `action`, newest last.
+    fn events(&self, action: &str) -> Vec<Value> {
+        let v = ok(
+            &self.admin,
+            &["audit", "search", "--code", action, "--limit", "1000"],
+        );
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].clone())
+            .collect()
+    }
+
+    /// Waits (bounded) for an audit event with `action`, and returns the newest.
+    fn wait_event(&self, action: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(e) = self.events(action).pop() {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {action} event within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn recording(&self, session: &str) -> PathBuf {
+        self.env
+            .server
+            .data_dir()
+            .join("recordings")
+            .join(format!("{session}.cast"))
+    }
+
+    fn interactive(&self) -> Tmux {
+        let args: Vec<String> = ssh_base_args(self.port, &self.key)
+            .into_iter()
+            .map(|a| format!("'{a}'"))
+            .collect();
+        Tmux::start(&format!("ssh -tt {} alice:web@127.0.0.1", args.join(" ")))
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `asciinema cat FILE` (it needs a terminal, so under `script`).
+fn asciinema_cat(path: &Path) -> String {
+    let out = std::process::Command::new("timeout")
+        .args(["20", "script", "-qec"])
+        .arg(format!("asciinema cat {}", path.display()))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "asciinema cat failed: {out:?}");
+    text(&out.stdout)
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
+    let s = Setup::start("full", "", true);
+
+    // No grant: refused, and told what to request.
+    let out = s.ssh("echo hi");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("no active grant for web"), "{err}");
+    assert!(
+        err.contains("warden request create web --role view"),
+        "{err}"
+    );
+    let refused = s.wait_event("session.refused", Duration::from_secs(5));
+    assert_eq!(refused["outcome"]["code"], "no_active_grant");
+
+    // An unregistered key does not get in at all.
+    let other = tempfile::tempdir().unwrap();
+    let (stranger, _) = ssh_keypair(other.path(), "stranger");
+    let out = ssh_run(s.port, "alice:web", &stranger, "echo hi");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+
+    let grant = s.grant("30m");
+    let out = s.ssh("echo relayed-$(whoami); echo to-stderr >&2; exit 3");
+    assert_eq!(out.status.code(), Some(3), "{out:?}\n{}", s.sshd.log());
+    assert_eq!(text(&out.stdout).trim(), format!("relayed-{LOCAL_USER}"));
+    assert_eq!(text(&out.stderr).trim(), "to-stderr");
+    // The target saw Warden's certificate for this grant, not anything of alice's.
+    assert!(
+        s.sshd.log().contains(&format!("ID {}", id(&grant))),
+        "{}",
+        s.sshd.log()
+    );
+
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    let session = ended["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(ended["request_id"], grant["id"]);
+    assert_eq!(ended["details"]["exit_status"], 3);
+    let exec = s.events("session.exec").pop().unwrap();
+    assert_eq!(exec["session_id"], session.as_str());
+    assert!(
+        exec["details"]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo relayed")
+    );
+    // The recording is on disk, its digest is in the end event, and asciinema reads it.
+    let path = s.recording(&session);
+    assert_eq!(ended["details"]["recording"]["sha256"], sha256_hex(&path));
+    let shown = asciinema_cat(&path);
+    assert!(shown.contains(&format!("relayed-{LOCAL_USER}")), "{shown}");
+    assert!(shown.contains("to-stderr"), "{shown}");
+
+    // `warden replay` fetches the same recording (auditors only) and plays it.
+    let saved = s.env.dir.path().join("saved.cast");
+    let out = s.admin.run(
+        &["replay", &session, "--out", saved.to_str().unwrap()],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+    let played = s.admin.run(&["replay", &session, "--speed", "100"], None);
+    assert!(
+        played.stdout.contains(&format!("relayed-{LOCAL_USER}")),
+        "{played:?}"
+    );
+    fails(&s.alice, &["replay", &session], 3);
+    assert_eq!(s.events("session.recording_read").len(), 2);
+
+    // The grant's own certificate (made by `request create`) logs in to the proxy too.
+    let out = std::process::Command::new("timeout")
+        .arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(
+            s.port,
+            Path::new(grant["private_key_file"].as_str().unwrap()),
+        ))
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            grant["certificate_file"].as_str().unwrap()
+        ))
+        .arg("alice:web@127.0.0.1")
+        .arg("echo by-certificate")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "by-certificate", "{out:?}");
+
+    // `warden ssh` finds the proxy, pins its host key for the client, and names the target.
+    let out = s.alice.run(
+        &[
+            "ssh",
+            "web",
+            "-i",
+            s.key.to_str().unwrap(),
+            "--",
+            "echo",
+            "via-warden-ssh",
+        ],
+        None,
+    );
+    assert_eq!(out.stdout.trim(), "via-warden-ssh", "{out:?}");
+}
+
+#[test]
+fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
+    let s = Setup::start(
+        "full",
+        "deny_commands = [\"^rm -rf\", \"shutdown\"]\nrecord_input = true",
+        true,
+    );
+    s.grant("30m");
+
+    // A denied exec never reaches the target.
+    let out = s.ssh("rm -rf /tmp/warden-never");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("command blocked"), "{out:?}");
+    let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
+    assert_eq!(blocked["details"]["rule"], "^rm -rf");
+
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    term.send_line("echo first-$((40+2))");
+    term.wait_for("first-42", 1, Duration::from_secs(10));
+    term.send_line("shutdown -h now");
+    term.wait_for("warden: blocked", 1, Duration::from_secs(10));
+    term.send_line("echo after-$((1+1))");
+    let screen = term.wait_for("after-2", 1, Duration::from_secs(10));
+    assert!(
+        !screen.contains("shutdown: "),
+        "the line reached the shell:\n{screen}"
+    );
+    term.send_line("exit");
+    let ended = s.wait_event("session.ended", Duration::from_secs(10));
+    let blocked = s.events("session.command_blocked").pop().unwrap();
+    assert_eq!(blocked["details"]["line"], "shutdown -h now");
+    assert_eq!(blocked["session_id"], ended["session_id"]);
+
+    let path = s.recording(ended["session_id"].as_str().unwrap());
+    let cast = std::fs::read_to_string(&path).unwrap();
+    let header: Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (header["version"].as_u64(), header["width"].as_u64()),
+        (Some(2), Some(120))
+    );
+    assert!(
+        cast.contains(", \"i\", "),
+        "input is recorded when the role says so"
+    );
+    let shown = asciinema_cat(&path);
+    assert!(shown.contains("first-42"), "{shown}");
+    assert!(shown.contains("warden: blocked"), "{shown}");
+    assert!(shown.contains("after-2"), "{shown}");
+}
+
+#[test]
+fn grant_expiry_ends_an_open_session_and_watch_and_kill_work() {
+    let s = Setup::start("full", "", true);
+    s.grant("8s");
+    let started = Instant::now();
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    let list = ok(&s.admin, &["sessions", "list"]);
+    let session = list["sessions"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["sessions"][0]["user"], "alice");
+    // alice sees her own session; bob sees none of hers.
+    assert_eq!(
+        ok(&s.alice, &["sessions", "list"])["sessions"][0]["id"],
+        session.as_str()
+    );
+    let bob = s.env.login("bob");
+    assert_eq!(
+        ok(&bob, &["sessions", "list"])["sessions"],
+        serde_json::json!([])
+    );
+    fails(&bob, &["sessions", "kill", &session], 3);
+
+    // The administrator watches the live terminal.
+    let watch_out = s.env.dir.path().join("watch.out");
+    let mut watcher = std::process::Command::new(BIN)
+        .args(["sessions", "watch", &session])
+        .env("WARDEN_SERVER", s.admin.server_url())
+        .env("WARDEN_HOME", s.admin.home())
+        .stdout(std::fs::File::create(&watch_out).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    term.send_line("echo watched-$((6*7))");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&watch_out)
+        .unwrap()
+        .contains("watched-42")
+    {
+        assert!(Instant::now() < deadline, "the watcher saw no live output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // At expiry the session ends, with a message to the user, and the watch stream closes.
+    let screen = term.wait_for("session ended", 1, Duration::from_secs(15));
+    assert!(screen.contains("has expired"), "{screen}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(12), "ended after {elapsed:?}");
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    assert_eq!(ended["details"]["ended_by"], "warden");
+    assert!(watcher.wait().unwrap().success());
+
+    // Kill: a new grant, a long command, ended by the administrator.
+    s.grant("30m");
+    let port = s.port;
+    let key = s.key.clone();
+    let long =
+        std::thread::spawn(move || ssh_run(port, "alice:web", &key, "sleep 60; echo finished"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let list = ok(&s.admin, &["sessions", "list"]);
+        if let Some(id) = list["sessions"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exec session never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ok(&s.admin, &["sessions", "kill", &id]);
+    let out = long.join().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(!text(&out.stdout).contains("finished"));
+    assert!(text(&out.stderr).contains("terminated by admin"), "{out:?}");
+    let killed = s.events("session.killed").pop().unwrap();
+    assert_eq!(killed["session_id"], id.as_str());
+    assert_eq!(killed["actor"]["user"], "admin");
+}
+
+#[test]
+fn an_early_revoke_ends_the_session() {
+    let s = Setup::start("metadata", "", true);
+    let grant = s.grant("30m");
+    let port = s.port;
+    let key = s.key.clone();
+    let long = std::thread::spawn(move || ssh_run(port, "alice:web", &key, "sleep 60"));
+    s.wait_event("session.started", Duration::from_secs(10));
+    let revoked_at = Instant::now();
+    ok(&s.alice, &["request", "revoke", &id(&grant)]);
+    let out = long.join().unwrap();
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+    assert!(
+        text(&out.stderr).contains("your grant was revoked"),
+        "{out:?}"
+    );
+    // Metadata tier: audited, nothing recorded.
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    assert!(ended["details"]["recording"].is_null(), "{ended}");
+    assert!(!s.recording(ended["session_id"].as_str().unwrap()).exists());
+}
+
+#[test]
+fn an_unwritable_recording_store_refuses_recorded_sessions() {
+    let s = Setup::start("full", "", true);
+    s.grant("30m");
+    // Tests run as root, which ignores permission bits: a file where the directory should be
+    // makes the store unwritable for anyone.
+    let dir = s.env.server.data_dir().join("recordings");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(&dir, "").unwrap();
+    let out = s.ssh("echo must-not-run > /tmp/warden-unrecorded");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("recording store cannot be written"),
+        "{out:?}"
+    );
+    assert!(!text(&out.stdout).contains("must-not-run"));
+    let failed = s.wait_event("session.recording_failed", Duration::from_secs(5));
+    assert_eq!(failed["outcome"]["result"], "failed");
+    assert!(
+        s.events("session.started").is_empty(),
+        "the session must not start"
+    );
+}
+
+#[test]
+fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
+    let s = Setup::start("full", "", true);
+    s.grant("30m");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("upload.bin");
+    std::fs::write(&local, vec![7u8; 100_000]).unwrap();
+    let remote = format!("/tmp/warden-scp-{}", std::process::id());
+    let scp = |args: &[String]| {
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.arg("30").arg("scp");
+        let base = ssh_base_args(s.port, &s.key);
+        // scp takes -P for the port.
+        for a in &base {
+            cmd.arg(if a == "-p" { "-P" } else { a.as_str() });
+        }
+        // A user name with a colon would be read as host:path, so it goes in an option.
+        cmd.args(["-o", "User=alice:web"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = scp(&[local.display().to_string(), format!("127.0.0.1:{remote}")]);
+    assert!(out.status.success(), "{out:?}");
+    let back = dir.path().join("back.bin");
+    let batch = dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!("get {remote} {}\nrm {remote}\n", back.display()),
+    )
+    .unwrap();
+    let mut sftp = std::process::Command::new("timeout");
+    sftp.arg("30").arg("sftp").arg("-b").arg(&batch);
+    for a in ssh_base_args(s.port, &s.key) {
+        sftp.arg(if a == "-p" { "-P".to_owned() } else { a });
+    }
+    let out = sftp
+        .args(["-o", "User=alice:web", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&back).unwrap().len(), 100_000);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ops = loop {
+        let ops: Vec<Value> = s
+            .events("session.file_transfer")
+            .into_iter()
+            .map(|e| e["details"].clone())
+            .collect();
+        if ops.len() >= 3 || Instant::now() > deadline {
+            break ops;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let expect = |op: Value| assert!(ops.contains(&op), "{op} not in {ops:?}");
+    expect(
+        serde_json::json!({"op": "transfer", "path": remote, "direction": "upload", "bytes": 100_000}),
+    );
+    expect(
+        serde_json::json!({"op": "transfer", "path": remote, "direction": "download", "bytes": 100_000}),
+    );
+    expect(serde_json::json!({"op": "remove", "path": remote}));
+
+    // A role without file transfer: scp is refused before it reaches the target.
+    write_policy(
+        &s.env.policy_dir(),
+        &[(
+            "targets.toml",
+            &targets(
+                &format!(
+                    "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{}\"",
+                    s.sshd.port(),
+                    s.sshd.host_public_key()
+                ),
+                &role_settings("file_transfer = false"),
+            ),
+        )],
+    );
+    ok(&s.admin, &["policy", "reload"]);
+    let out = scp(&[
+        local.display().to_string(),
+        format!("127.0.0.1:{remote}-denied"),
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
+    assert_eq!(blocked["outcome"]["code"], "file_transfer_denied");
+}
+
+#[test]
+fn host_keys_are_pinned_only_after_confirmation() {
+    let s = Setup::start("full", "", false);
+    s.grant("30m");
+    let out = s.ssh("echo hi");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("warden target pin-host-key web"),
+        "{out:?}"
+    );
+
+    let fp = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(s.sshd.dir().join("ssh_host_ed25519_key.pub"))
+        .output()
+        .unwrap();
+    let fingerprint = text(&fp.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    fails(
+        &s.admin,
+        &[
+            "target",
+            "pin-host-key",
+            "web",
+            "--fingerprint",
+            "SHA256:wrong",
+        ],
+        3,
+    );
+    fails(
+        &s.alice,
+        &[
+            "target",
+            "pin-host-key",
+            "web",
+            "--fingerprint",
+            &fingerprint,
+        ],
+        3,
+    );
+    let v = ok(
+        &s.admin,
+        &[
+            "target",
+            "pin-host-key",
+            "web",
+            "--fingerprint",
+            &fingerprint,
+        ],
+    );
+    assert_eq!(v["fingerprint"], fingerprint.as_str());
+    assert_eq!(s.events("target.host_key_pinned").len(), 1);
+    let out = s.ssh("echo pinned-ok");
+    assert_eq!(text(&out.stdout).trim(), "pinned-ok", "{out:?}");
+
+    // A host presenting another key is refused.
+    write_policy(
+        &s.env.policy_dir(),
+        &[(
+            "targets.toml",
+            &targets(
+                &format!(
+                    "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{}\"",
+                    s.sshd.port(),
+                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIsSiZgSWy4fFHwmSHb8tTcN8kYa/0yJ0bvbXoQ8cmiN"
+                ),
+                &role_settings(""),
+            ),
+        )],
+    );
+    ok(&s.admin, &["policy", "reload"]);
+    let out = s.ssh("echo hi");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("other than the one pinned"),
+        "{out:?}"
+    );
+}
