@@ -20,6 +20,7 @@ pub mod serve;
 pub mod ssh;
 pub mod state;
 pub mod vault;
+pub mod webhook;
 pub mod worker;
 
 pub use config::Config;

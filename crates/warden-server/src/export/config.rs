@@ -280,23 +280,45 @@ fn check_address(address: &str) -> Result<(), String> {
     }
 }
 
+/// A configured sink, as a list of them is checked: each on its own, names unique.
+pub trait Named {
+    fn name(&self) -> &str;
+    /// Why this sink cannot work, if it cannot.
+    fn check(&self) -> Result<(), String>;
+}
+
+impl Named for SinkConfig {
+    fn name(&self) -> &str {
+        SinkConfig::name(self)
+    }
+    fn check(&self) -> Result<(), String> {
+        SinkConfig::check(self)
+    }
+}
+
+/// Checks every sink of a list (`what` names them in messages, e.g. `sink`) and that no two
+/// share a name.
+pub fn check_all<T: Named>(sinks: &[T], what: &str) -> Result<(), String> {
+    let mut names = BTreeSet::new();
+    for (i, s) in sinks.iter().enumerate() {
+        s.check()
+            .map_err(|m| format!("{what} {} ({:?}): {m}", i + 1, s.name()))?;
+        if !names.insert(s.name()) {
+            return Err(format!(
+                "{what} {}: the name {:?} is used by another sink; names must be unique",
+                i + 1,
+                s.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Deserializes the `sinks` list and checks it: each sink on its own, and names unique since
 /// a name identifies a sink's stored cursor.
 pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SinkConfig>, D::Error> {
     let sinks = Vec::<SinkConfig>::deserialize(d)?;
-    let mut names = BTreeSet::new();
-    for (i, s) in sinks.iter().enumerate() {
-        s.check().map_err(|m| {
-            serde::de::Error::custom(format!("sink {} ({:?}): {m}", i + 1, s.name()))
-        })?;
-        if !names.insert(s.name()) {
-            return Err(serde::de::Error::custom(format!(
-                "sink {}: the name {:?} is used by another sink; names must be unique",
-                i + 1,
-                s.name()
-            )));
-        }
-    }
+    check_all(&sinks, "sink").map_err(serde::de::Error::custom)?;
     Ok(sinks)
 }
 

@@ -27,8 +27,9 @@ use tokio::task::JoinHandle;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_store::Leaf;
 
-pub use config::{Headers, SinkConfig, check_name, shown_url, sinks, webhook_url};
-pub(crate) use webhook::chain;
+pub use config::{
+    Headers, Named, SinkConfig, check_all, check_name, shown_url, sinks, webhook_url,
+};
 
 use crate::state::{Shared, now};
 

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Deserializer};
 use warden_domain::Audience;
 
-use crate::export::{Headers, check_name, shown_url, webhook_url};
+use crate::export::{Headers, Named, check_all, check_name, shown_url, webhook_url};
 
 /// One notification destination.
 #[derive(Debug, Clone, Deserialize)]
@@ -193,22 +193,19 @@ impl NotifyConfig {
     }
 }
 
+impl Named for NotifyConfig {
+    fn name(&self) -> &str {
+        NotifyConfig::name(self)
+    }
+    fn check(&self) -> Result<(), String> {
+        NotifyConfig::check(self)
+    }
+}
+
 /// Deserializes the `notify` list and checks it: each sink on its own, names unique.
 pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NotifyConfig>, D::Error> {
     let sinks = Vec::<NotifyConfig>::deserialize(d)?;
-    let mut names = BTreeSet::new();
-    for (i, s) in sinks.iter().enumerate() {
-        s.check().map_err(|m| {
-            serde::de::Error::custom(format!("notify sink {} ({:?}): {m}", i + 1, s.name()))
-        })?;
-        if !names.insert(s.name()) {
-            return Err(serde::de::Error::custom(format!(
-                "notify sink {}: the name {:?} is used by another sink; names must be unique",
-                i + 1,
-                s.name()
-            )));
-        }
-    }
+    check_all(&sinks, "notify sink").map_err(serde::de::Error::custom)?;
     Ok(sinks)
 }
 

@@ -2,18 +2,12 @@
 //! or as a Slack incoming-webhook message (`format = "slack"`). Only a 2xx answer counts as
 //! delivered; anything else, redirects included, is retried.
 
-use std::time::Duration;
-
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 use warden_domain::Notice;
 
 use super::config::{Format, WebhookConfig};
 use super::{Links, text};
-use crate::export::{chain, shown_url, webhook_url};
-
-const REQUEST_LIMIT: Duration = Duration::from_secs(30);
-const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+use crate::webhook::Endpoint;
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
@@ -31,37 +25,15 @@ fn slack_escape(t: &str) -> String {
 /// POSTs notifications to one URL.
 #[derive(Debug)]
 pub struct WebhookSink {
-    http: reqwest::Client,
-    url: reqwest::Url,
-    shown: String,
-    headers: HeaderMap,
+    endpoint: Endpoint,
     format: Format,
 }
 
 impl WebhookSink {
     /// Fails only if the configuration was not checked, or no HTTP client can be made.
     pub fn new(c: &WebhookConfig) -> anyhow::Result<Self> {
-        let url =
-            webhook_url(&c.url).map_err(|m| anyhow::anyhow!("notify sink {:?}: {m}", c.name))?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &c.header.0 {
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
-                anyhow::anyhow!("notify sink {:?}: header {name:?} is invalid", c.name)
-            })?;
-            value.set_sensitive(true);
-            headers.insert(HeaderName::from_bytes(name.as_bytes())?, value);
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_LIMIT)
-            .connect_timeout(CONNECT_LIMIT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
         Ok(Self {
-            http,
-            shown: shown_url(&url),
-            url,
-            headers,
+            endpoint: Endpoint::new(&format!("notify sink {:?}", c.name), &c.url, &c.header)?,
             format: c.format,
         })
     }
@@ -101,20 +73,7 @@ impl WebhookSink {
                 })
             }
         };
-        let answer = self
-            .http
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| format!("POST {}: {}", self.shown, chain(&e.without_url())))?;
-        let status = answer.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("POST {} answered {status}", self.shown))
-        }
+        self.endpoint.post(body.to_string()).await
     }
 }
 
