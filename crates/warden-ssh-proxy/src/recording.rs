@@ -97,6 +97,8 @@ pub struct Asciicast {
     /// Bytes of an incomplete UTF-8 sequence, per stream (output, input).
     carry: [Vec<u8>; 2],
     bytes: u64,
+    /// Reused for each event line.
+    scratch: String,
 }
 
 impl std::fmt::Debug for Asciicast {
@@ -128,6 +130,7 @@ impl Asciicast {
             last_flush: Instant::now(),
             carry: [Vec::new(), Vec::new()],
             bytes: 0,
+            scratch: String::new(),
         };
         let mut h = serde_json::json!({
             "version": 2,
@@ -156,16 +159,24 @@ impl Asciicast {
     /// Appends terminal data of `kind`.
     pub fn data(&mut self, kind: Kind, data: &[u8]) -> io::Result<()> {
         let slot = usize::from(kind == Kind::Input);
+        if self.carry[slot].is_empty() {
+            // The common case: no partial sequence waiting, so no copy.
+            let keep = incomplete_tail(data);
+            let (whole, tail) = data.split_at(data.len() - keep);
+            self.carry[slot].extend_from_slice(tail);
+            if whole.is_empty() {
+                return Ok(());
+            }
+            return self.event(kind, &String::from_utf8_lossy(whole));
+        }
         let mut bytes = std::mem::take(&mut self.carry[slot]);
         bytes.extend_from_slice(data);
         let keep = incomplete_tail(&bytes);
-        let tail = bytes.split_off(bytes.len() - keep);
-        self.carry[slot] = tail;
+        self.carry[slot] = bytes.split_off(bytes.len() - keep);
         if bytes.is_empty() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&bytes);
-        self.event(kind, &text)
+        self.event(kind, &String::from_utf8_lossy(&bytes))
     }
 
     /// Appends a terminal resize.
@@ -174,9 +185,18 @@ impl Asciicast {
     }
 
     fn event(&mut self, kind: Kind, text: &str) -> io::Result<()> {
+        use std::fmt::Write as _;
         let t = self.start.elapsed().as_secs_f64();
-        let data = serde_json::Value::String(text.to_owned());
-        self.line(&format!("[{t:.6}, \"{}\", {data}]\n", kind.code()))?;
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        let _ = write!(line, "[{t:.6}, \"{}\", ", kind.code());
+        // serde_json escapes control characters and quotes; the text is valid UTF-8.
+        let quoted = serde_json::to_string(text).map_err(io::Error::other)?;
+        line.push_str(&quoted);
+        line.push_str("]\n");
+        let written = self.line(&line);
+        self.scratch = line;
+        written?;
         self.flush_if_due()
     }
 

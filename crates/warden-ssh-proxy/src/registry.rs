@@ -150,3 +150,47 @@ impl SessionRegistry {
         self.recording_failures.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, grant: u128, recorded: bool) -> SessionInfo {
+        SessionInfo {
+            id: id.into(),
+            user: "alice".parse().unwrap(),
+            target: "web".parse().unwrap(),
+            role: "view".parse().unwrap(),
+            grant: RequestId::from_uuid(uuid::Uuid::from_u128(grant)),
+            login: "root".into(),
+            kind: "shell".into(),
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            grant_expires_at: OffsetDateTime::UNIX_EPOCH,
+            recorded,
+        }
+    }
+
+    #[test]
+    fn ending_a_grant_ends_only_its_sessions() {
+        let r = SessionRegistry::default();
+        let a = r.register(info("a", 1, true));
+        let b = r.register(info("b", 1, false));
+        let c = r.register(info("c", 2, true));
+        assert_eq!((r.active(), r.recorded_total()), (3, 2));
+        assert_eq!(
+            r.end_grant(RequestId::from_uuid(uuid::Uuid::from_u128(1)), "revoked"),
+            2
+        );
+        assert_eq!(a.end.borrow().as_deref(), Some("revoked"));
+        assert_eq!(b.end.borrow().as_deref(), Some("revoked"));
+        assert!(c.end.borrow().is_none());
+        assert!(r.kill("c", "terminated by admin"));
+        assert_eq!(c.end.borrow().as_deref(), Some("terminated by admin"));
+        r.unregister("a");
+        assert!(!r.kill("a", "x"), "an ended session cannot be killed");
+        assert!(r.watch("a").is_none());
+        assert_eq!(r.list().len(), 2);
+        r.recording_failed();
+        assert_eq!(r.recording_failures(), 1);
+    }
+}

@@ -24,16 +24,6 @@ pub struct Rules {
     pub record_input: bool,
 }
 
-impl Default for Rules {
-    fn default() -> Self {
-        Self {
-            deny: Vec::new(),
-            file_transfer: true,
-            record_input: false,
-        }
-    }
-}
-
 impl Rules {
     /// Rules from deny patterns (regular expressions, unanchored).
     pub fn new(
