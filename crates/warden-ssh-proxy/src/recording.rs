@@ -98,7 +98,7 @@ pub struct Asciicast {
     carry: [Vec<u8>; 2],
     bytes: u64,
     /// Reused for each event line.
-    scratch: String,
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Asciicast {
@@ -130,7 +130,7 @@ impl Asciicast {
             last_flush: Instant::now(),
             carry: [Vec::new(), Vec::new()],
             bytes: 0,
-            scratch: String::new(),
+            scratch: Vec::new(),
         };
         let mut h = serde_json::json!({
             "version": 2,
@@ -145,15 +145,15 @@ impl Asciicast {
         if let Some(command) = &header.command {
             h["command"] = serde_json::json!(command);
         }
-        rec.line(&format!("{h}\n"))?;
+        rec.line(format!("{h}\n").as_bytes())?;
         rec.flush()?;
         Ok(rec)
     }
 
-    fn line(&mut self, line: &str) -> io::Result<()> {
-        self.hasher.update(line.as_bytes());
+    fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.hasher.update(line);
         self.bytes += line.len() as u64;
-        self.out.write_all(line.as_bytes())
+        self.out.write_all(line)
     }
 
     /// Appends terminal data of `kind`.
@@ -167,7 +167,7 @@ impl Asciicast {
             if whole.is_empty() {
                 return Ok(());
             }
-            return self.event(kind, &String::from_utf8_lossy(whole));
+            return self.event(kind, &text(whole));
         }
         let mut bytes = std::mem::take(&mut self.carry[slot]);
         bytes.extend_from_slice(data);
@@ -176,7 +176,7 @@ impl Asciicast {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.event(kind, &String::from_utf8_lossy(&bytes))
+        self.event(kind, &text(&bytes))
     }
 
     /// Appends a terminal resize.
@@ -185,15 +185,13 @@ impl Asciicast {
     }
 
     fn event(&mut self, kind: Kind, text: &str) -> io::Result<()> {
-        use std::fmt::Write as _;
         let t = self.start.elapsed().as_secs_f64();
         let mut line = std::mem::take(&mut self.scratch);
         line.clear();
-        let _ = write!(line, "[{t:.6}, \"{}\", ", kind.code());
+        write!(line, "[{t:.6}, \"{}\", ", kind.code())?;
         // serde_json escapes control characters and quotes; the text is valid UTF-8.
-        let quoted = serde_json::to_string(text).map_err(io::Error::other)?;
-        line.push_str(&quoted);
-        line.push_str("]\n");
+        serde_json::to_writer(&mut line, text).map_err(io::Error::other)?;
+        line.extend_from_slice(b"]\n");
         let written = self.line(&line);
         self.scratch = line;
         written?;
@@ -219,11 +217,20 @@ impl Asciicast {
             let rest = std::mem::take(&mut self.carry[slot]);
             if !rest.is_empty() {
                 let kind = if slot == 0 { Kind::Output } else { Kind::Input };
-                self.event(kind, &String::from_utf8_lossy(&rest))?;
+                self.event(kind, &text(&rest))?;
             }
         }
         self.flush()?;
         Ok((hex::encode(self.hasher.finalize()), self.bytes))
+    }
+}
+
+/// `b` as text: borrowed when it is valid UTF-8 (nearly always, and checked far faster than a
+/// lossy conversion walks it), with invalid bytes replaced otherwise.
+fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
     }
 }
 
