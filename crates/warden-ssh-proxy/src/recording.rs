@@ -189,8 +189,7 @@ impl Asciicast {
         let mut line = std::mem::take(&mut self.scratch);
         line.clear();
         write!(line, "[{t:.6}, \"{}\", ", kind.code())?;
-        // serde_json escapes control characters and quotes; the text is valid UTF-8.
-        serde_json::to_writer(&mut line, text).map_err(io::Error::other)?;
+        json_string(&mut line, text);
         line.extend_from_slice(b"]\n");
         let written = self.line(&line);
         self.scratch = line;
@@ -223,6 +222,61 @@ impl Asciicast {
         self.flush()?;
         Ok((hex::encode(self.hasher.finalize()), self.bytes))
     }
+}
+
+/// Appends `text` as a JSON string, escaped as serde_json escapes it. Terminal output is nearly
+/// all plain text, so eight bytes at a time are checked for anything to escape (a control
+/// character, `"` or `\\`) and copied in runs; this is the recorder's hottest loop.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `w` is zero; never misses one (it may flag a word needlessly,
+    // which only sends it down the byte-by-byte path).
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let needs_escape = |w: u64| {
+        has_zero(w & !(ONES * 0x1f)) || has_zero(w ^ (ONES * 0x22)) || has_zero(w ^ (ONES * 0x5c))
+    };
+    let bytes = text.as_bytes();
+    out.push(b'"');
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escaped);
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// `b` as text: borrowed when it is valid UTF-8 (nearly always, and checked far faster than a
@@ -266,6 +320,33 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u8..0x80)
+            .map(|b| format!("ab{}cdefghij", b as char))
+            .collect();
+        cases.extend(
+            [
+                "",
+                "plain ascii that is longer than eight bytes",
+                "\u{20ac} \u{fffd} caf\u{e9}",
+                "\"\\\"\\",
+                "line\r\nnext\tcol\u{1b}[0m",
+                "\u{7f}\u{80}\u{ffff}",
+            ]
+            .map(String::from),
+        );
+        for text in cases {
+            let mut out = Vec::new();
+            json_string(&mut out, &text);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&text).unwrap(),
+                "{text:?}"
+            );
         }
     }
 
