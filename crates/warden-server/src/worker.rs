@@ -148,3 +148,47 @@ pub async fn retention(app: Shared, mut stop: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    /// Whether a wake-up is waiting for the worker (and takes it).
+    fn woken(wake: &Wake) -> bool {
+        wake.notify.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn wakes_only_for_an_earlier_deadline_while_asleep_and_always_during_a_pass() {
+        let wake = Wake::default();
+        let t = now();
+        let minute = time::Duration::minutes(1);
+        // Before the first pass has planned anything, every change wakes it.
+        wake.by(Some(t + minute * 60));
+        assert!(woken(&wake));
+
+        wake.sleeping_until(t + minute);
+        wake.by(Some(t + minute * 60));
+        assert!(!woken(&wake), "a later deadline must not wake the worker");
+        wake.by(None);
+        assert!(
+            !woken(&wake),
+            "a change without a deadline must not wake it"
+        );
+        wake.by(Some(t + time::Duration::seconds(30)));
+        assert!(woken(&wake), "an earlier deadline must wake it");
+
+        wake.passing();
+        wake.by(Some(t + minute * 60));
+        assert!(
+            woken(&wake),
+            "during a pass every change must wake it again"
+        );
+
+        wake.sleeping_until(t + minute);
+        wake.now();
+        assert!(woken(&wake));
+    }
+}
