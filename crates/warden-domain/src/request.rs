@@ -515,6 +515,16 @@ impl Request {
         self.warn_at = None;
     }
 
+    /// The request's next deadline, when the worker must look at it: a pending request's
+    /// review deadline, an active grant's warning or expiry, whichever comes first.
+    pub fn due_at(&self) -> Option<OffsetDateTime> {
+        match self.state {
+            State::Pending => Some(self.pending_deadline),
+            State::Active => self.warn_at.into_iter().chain(self.expires_at).min(),
+            _ => None,
+        }
+    }
+
     /// Schedules the "ends soon" warning `lead` before an active grant's expiry, for grants
     /// longer than `lead` (a shorter one is ending soon from the start).
     pub fn warn_before(&mut self, lead: Ttl) {

@@ -291,7 +291,7 @@ impl App {
                 )
                 .await?;
                 self.issued(&r, &target.kind, false, now);
-                self.wake.notify_one();
+                self.wake.now();
                 return Err(Error::Issuer(e.to_string()));
             }
         };
@@ -353,6 +353,12 @@ impl App {
             }
             other => (other, None),
         };
+        let deadline = r
+            .due_at()
+            .into_iter()
+            .chain(lease.as_ref().and_then(|l| l.due_at))
+            .min();
+        let notify = !notices.is_empty();
         self.save(
             &mut r,
             &mut stored,
@@ -366,8 +372,10 @@ impl App {
         )
         .await?;
         self.issued(&r, &target.kind, true, now);
-        self.wake.notify_one();
-        self.outbox.notify_one();
+        self.wake.by(deadline);
+        if notify {
+            self.outbox.notify_one();
+        }
         Ok(Outcome { request: r, secret })
     }
 
@@ -630,7 +638,7 @@ impl App {
             },
         )
         .await?;
-        self.wake.notify_one();
+        self.wake.by(r.due_at());
         self.outbox.notify_one();
         Ok(Outcome {
             request: r,
@@ -790,7 +798,7 @@ impl App {
             match self.store.update_request(&r, change).await {
                 Ok(v) => {
                     r.version = v;
-                    self.wake.notify_one();
+                    self.wake.now();
                     self.outbox.notify_one();
                     return Ok(Outcome {
                         request: r,
@@ -902,7 +910,7 @@ impl App {
                 Ok(v) => {
                     r.version = v;
                     // The lease is now due: the worker removes the credential at once.
-                    self.wake.notify_one();
+                    self.wake.now();
                     self.end_sessions(r.id, "your grant was revoked");
                     return Ok(r);
                 }

@@ -28,7 +28,7 @@ pub struct App {
     pub sealer: Sealer,
     pub config: Config,
     /// Wakes the worker when a new deadline may be earlier than the one it sleeps for.
-    pub wake: Notify,
+    pub wake: crate::worker::Wake,
     /// Wakes the notification dispatcher when notifications were queued.
     pub outbox: Notify,
     /// Serialises policy reloads.
@@ -107,7 +107,7 @@ impl App {
             issuers,
             ca,
             sealer,
-            wake: Notify::new(),
+            wake: crate::worker::Wake::default(),
             outbox: Notify::new(),
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),

@@ -5,11 +5,63 @@
 //! earlier deadline wakes it. Expired grants left over from a crash or downtime are due at once
 //! on start.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
 
 use crate::state::{Shared, now};
+
+/// Wakes the worker when a stored change may have brought its next deadline forward.
+///
+/// The worker notes when it wakes next; a change whose deadline is later leaves it asleep, so
+/// a stream of hour-long grants does not cost a worker pass (and its reads) each. During a pass
+/// the worker may already have read the deadlines, so then every change wakes it again.
+#[derive(Debug)]
+pub struct Wake {
+    notify: Notify,
+    /// When the worker wakes anyway, in Unix milliseconds; `i64::MAX` during a pass.
+    next_ms: AtomicI64,
+}
+
+impl Default for Wake {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            next_ms: AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
+impl Wake {
+    /// Wakes the worker now.
+    pub fn now(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Wakes the worker unless it wakes anyway by `deadline` (a change without one: never).
+    pub fn by(&self, deadline: Option<OffsetDateTime>) {
+        if deadline.is_some_and(|d| unix_ms(d) < self.next_ms.load(Ordering::SeqCst)) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Marks the start of a pass: from now on every change wakes the worker again.
+    fn passing(&self) {
+        self.next_ms.store(i64::MAX, Ordering::SeqCst);
+    }
+
+    /// Notes that the worker sleeps until `at` unless woken.
+    fn sleeping_until(&self, at: OffsetDateTime) {
+        self.next_ms.store(unix_ms(at), Ordering::SeqCst);
+    }
+}
+
+/// Milliseconds since the Unix epoch, rounded down.
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
 
 /// Longest sleep, as a safety net against clock jumps.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -19,6 +71,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Runs until `stop` turns true.
 pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
     loop {
+        app.wake.passing();
         let sleep = match app.process_due().await {
             Ok(handled) => match app.store.next_due().await {
                 Ok(Some(next)) => {
@@ -42,9 +95,10 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
                 RETRY
             }
         };
+        app.wake.sleeping_until(now() + sleep);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = app.wake.notified() => {}
+            _ = app.wake.notify.notified() => {}
             _ = stop.changed() => return,
         }
     }
@@ -92,5 +146,49 @@ pub async fn retention(app: Shared, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(RETENTION_EVERY) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    /// Whether a wake-up is waiting for the worker (and takes it).
+    fn woken(wake: &Wake) -> bool {
+        wake.notify.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn wakes_only_for_an_earlier_deadline_while_asleep_and_always_during_a_pass() {
+        let wake = Wake::default();
+        let t = now();
+        let minute = time::Duration::minutes(1);
+        // Before the first pass has planned anything, every change wakes it.
+        wake.by(Some(t + minute * 60));
+        assert!(woken(&wake));
+
+        wake.sleeping_until(t + minute);
+        wake.by(Some(t + minute * 60));
+        assert!(!woken(&wake), "a later deadline must not wake the worker");
+        wake.by(None);
+        assert!(
+            !woken(&wake),
+            "a change without a deadline must not wake it"
+        );
+        wake.by(Some(t + time::Duration::seconds(30)));
+        assert!(woken(&wake), "an earlier deadline must wake it");
+
+        wake.passing();
+        wake.by(Some(t + minute * 60));
+        assert!(
+            woken(&wake),
+            "during a pass every change must wake it again"
+        );
+
+        wake.sleeping_until(t + minute);
+        wake.now();
+        assert!(woken(&wake));
     }
 }

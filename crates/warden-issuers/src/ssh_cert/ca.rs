@@ -1,12 +1,18 @@
 //! Warden's SSH user certificate authority key: created on first start, kept 0600.
+//!
+//! The key is held as an `ed25519_dalek::SigningKey` with its public half and fingerprint
+//! derived once at load: signing through `ssh_key::PrivateKey` re-derives the public key (a
+//! scalar multiplication as costly as the signature itself) at every certificate.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::ed25519::signature;
 use ssh_key::certificate::Builder;
-use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
+use ssh_key::public::KeyData;
+use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, Signature};
 
 /// Why the CA key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +37,31 @@ pub enum CaError {
 /// The CA that signs user certificates.
 #[derive(Clone)]
 pub struct UserCa {
-    key: PrivateKey,
+    signer: CaSigner,
     public: String,
+    fingerprint: String,
+}
+
+/// The CA key in the form that signs without re-deriving anything.
+#[derive(Clone)]
+struct CaSigner {
+    key: ed25519_dalek::SigningKey,
+    public: KeyData,
+}
+
+impl signature::Signer<Signature> for CaSigner {
+    fn try_sign(&self, message: &[u8]) -> signature::Result<Signature> {
+        Ok(Signature::new(
+            Algorithm::Ed25519,
+            self.key.sign(message).to_bytes(),
+        )?)
+    }
+}
+
+impl From<&CaSigner> for KeyData {
+    fn from(signer: &CaSigner) -> Self {
+        signer.public.clone()
+    }
 }
 
 impl std::fmt::Debug for UserCa {
@@ -105,11 +134,30 @@ impl UserCa {
     }
 
     fn from_key(key: PrivateKey, path: &Path) -> Result<Self, CaError> {
-        let public = key.public_key().to_openssh().map_err(|e| CaError::Parse {
+        let parse = |detail: String| CaError::Parse {
             path: path.into(),
-            detail: e.to_string(),
+            detail,
+        };
+        let pair = key.key_data().ed25519().ok_or_else(|| {
+            parse(format!(
+                "it is an {} key; the user CA must be Ed25519 (move it away and Warden creates one)",
+                key.algorithm()
+            ))
         })?;
-        Ok(Self { key, public })
+        let signer = CaSigner {
+            key: ed25519_dalek::SigningKey::try_from(pair).map_err(|e| parse(e.to_string()))?,
+            public: key.public_key().key_data().clone(),
+        };
+        let public = key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| parse(e.to_string()))?;
+        let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+        Ok(Self {
+            signer,
+            public,
+            fingerprint,
+        })
     }
 
     /// The CA public key in OpenSSH format, for sshd's `TrustedUserCAKeys`.
@@ -118,17 +166,14 @@ impl UserCa {
     }
 
     /// The CA key's SHA-256 fingerprint.
-    pub fn fingerprint(&self) -> String {
-        self.key
-            .public_key()
-            .fingerprint(HashAlg::Sha256)
-            .to_string()
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Signs a prepared certificate and returns it in OpenSSH format.
     pub(crate) fn sign(&self, builder: Builder) -> Result<String, CaError> {
         builder
-            .sign(&self.key)
+            .sign(&self.signer)
             .and_then(|c| c.to_openssh())
             .map_err(|e| CaError::Sign(e.to_string()))
     }

@@ -291,11 +291,7 @@ fn decode_lease(body: String) -> rusqlite::Result<Lease> {
 
 /// When the background worker must next look at a request.
 fn due_at(r: &Request) -> Option<i64> {
-    match r.state {
-        State::Pending => Some(ceil_ms(r.pending_deadline)),
-        State::Active => r.warn_at.into_iter().chain(r.expires_at).min().map(ceil_ms),
-        _ => None,
-    }
+    r.due_at().map(ceil_ms)
 }
 
 /// Milliseconds rounded up, so a deadline stored in milliseconds is never due before it
@@ -577,12 +573,11 @@ impl crate::Store for SqliteStore {
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>> {
         self.read(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT MIN(d) FROM (SELECT MIN(due_at) AS d FROM requests WHERE due_at IS NOT NULL
                                      UNION ALL SELECT MIN(due_at) FROM leases WHERE due_at IS NOT NULL)",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
+            )?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))
         })
         .await
         .map(|v| v.map(from_ms))

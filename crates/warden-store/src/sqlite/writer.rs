@@ -63,10 +63,13 @@ impl Writer {
 
 /// Runs a parameterless statement, parsed once per connection.
 fn run_cached(conn: &Connection, sql: &str) -> Result<()> {
+    execute_cached(conn, sql).map_err(|e| Error::Backend(e.to_string()))
+}
+
+fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))
         .map(|_| ())
-        .map_err(|e| Error::Backend(e.to_string()))
 }
 
 fn savepoint<R>(conn: &Connection, change: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
@@ -88,7 +91,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = execute_cached(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in batch {
                 // Run nothing; tell every caller why.
@@ -98,9 +101,9 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
             continue;
         }
         let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let commit = execute_cached(&conn, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = execute_cached(&conn, "ROLLBACK");
         }
         let err = commit.err();
         for c in completions {
