@@ -195,46 +195,31 @@ impl Client {
 
     /// GET text with the token.
     pub async fn get_text_authed(&self, path: &str) -> anyhow::Result<String> {
-        let token = self.token.as_deref().ok_or_else(|| {
-            Failure::new(
-                exit::UNAUTHENTICATED,
-                "not logged in: run `warden login --user NAME` first",
-            )
-        })?;
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    exit::UNREACHABLE,
-                    format!("cannot reach the Warden server at {}: {e}", self.server),
-                )
-            })?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| b.error.message)
-                .unwrap_or_else(|_| format!("server answered {status}"));
-            return Err(Failure::from_status(status.as_u16(), None, message).into());
-        }
-        Ok(text)
+        Ok(self.get_authed(&self.http, path).await?.text().await?)
     }
 
-    /// GET with the token, returning the response to read as a stream.
+    /// GET with the token, returning the response to read as a stream (no overall timeout:
+    /// a watched session lasts as long as it lasts).
     pub async fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        self.get_authed(&http, path).await
+    }
+
+    /// GET `path` with the token through `http`; a non-2xx answer becomes the server's error.
+    async fn get_authed(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         let token = self.token.as_deref().ok_or_else(|| {
             Failure::new(
                 exit::UNAUTHENTICATED,
                 "not logged in: run `warden login --user NAME` first",
             )
         })?;
-        let resp = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?
+        let resp = http
             .get(self.url(path))
             .bearer_auth(token)
             .send()
