@@ -545,6 +545,14 @@ impl App {
             );
             return Err(self.refused(refusal(decision_details(&decision)), e).await);
         }
+        // Refuse what no second factor can fix (TTL, ticket) before spending the caller's code:
+        // a one-time code used up by a request refused for its ticket would make them wait
+        // for the next one.
+        if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), true) {
+            return Err(self
+                .refused(refusal(decision_details(&decision)), refusal_reason.into())
+                .await);
+        }
         let mfa = if decision.mfa && decision.allowed {
             match self.step_up(&caller.user.name, totp.as_deref()).await {
                 Ok(ok) => ok,

@@ -124,6 +124,16 @@ fn manager_and_peer_with_mfa_step_up() {
     );
     assert!(bad.stderr.contains("MFA"), "{bad:?}");
     let code = totp(&uri, 1);
+    // A refusal no second factor could fix leaves the code unspent.
+    let too_long = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "9h",
+            "--totp", &code,
+        ],
+        3,
+    );
+    assert!(too_long.stderr.contains("2h"), "{too_long:?}");
     let v = create(&alice, "web", "admin", &["--ttl", "1h", "--totp", &code]);
     let rid = id(&v);
     assert_eq!(v["tier"], "peer(sre) & manager");
