@@ -296,6 +296,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_token_is_long_and_never_shown() {
+        let short: Result<Config, _> = toml::from_str("metrics_token = \"short\"\n");
+        assert!(
+            short
+                .unwrap_err()
+                .to_string()
+                .contains("at least 16 characters")
+        );
+        let c: Config = toml::from_str("metrics_token = \"0123456789abcdef-x\"\n").unwrap();
+        let token = c.metrics_token.as_ref().unwrap();
+        assert!(token.matches("0123456789abcdef-x"));
+        assert!(!token.matches("0123456789abcdef-"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
     fn rejects_unknown_fields_and_managers() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w.toml");

@@ -230,7 +230,7 @@ impl Metrics {
         let mut tiers: Vec<&'static str> = vec![warden_domain::Requirement::auto().tier()];
         let mut table = std::collections::HashMap::new();
         for (state, requirement, n) in &counts {
-            // A requirement that no longer parses is still counted, under its own tier.
+            // A requirement this version cannot parse is still counted, as tier `unknown`.
             let tier = requirement
                 .parse::<warden_domain::Requirement>()
                 .map(|r| r.tier())
