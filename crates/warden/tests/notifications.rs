@@ -547,6 +547,32 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     );
     fails(&alice, &["report", "drills"], 3);
 
+    // `policy check` lists the break-glass roles, and refuses a break-glass rule that tries to
+    // set a fixed term, naming file and line.
+    let policy_dir = server.data_dir().join("policy");
+    let checked = ok(&bob, &["policy", "check", policy_dir.to_str().unwrap()]);
+    assert_eq!(
+        checked["breakglass_roles"],
+        serde_json::json!(["web/admin", "web/root"])
+    );
+    let bad = dir.path().join("bad-policy");
+    write_policy(
+        &bad,
+        &[
+            ("targets.toml", TARGETS),
+            (
+                "access.cedar",
+                "@id(\"bg\")\n@max_ttl(\"1h\")\n@recording(\"metadata\")\n\
+                 permit (principal, action == Action::\"breakglass\", resource);\n",
+            ),
+        ],
+    );
+    let out = fails(&bob, &["policy", "check", bad.to_str().unwrap()], 1);
+    assert!(
+        out.stderr.contains("access.cedar:3") && out.stderr.contains("recorded in full"),
+        "{out:?}"
+    );
+
     // `policy explain --breakglass` names the rule and its fixed terms.
     let e = ok(
         &bob,
