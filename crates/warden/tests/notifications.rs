@@ -79,7 +79,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -143,9 +143,14 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     // A pending request: its approvers hear of it, with links that carry only the id.
     let r = common::create(&alice, "web", "deploy", &[]);
     let rid = id(&r);
+    let created = Instant::now();
     wait_for("the approvers' notification", || {
         !notices(&hook, "approval_needed", &rid).is_empty()
     });
+    eprintln!(
+        "approval notice at the webhook {:?} after the request was created",
+        created.elapsed()
+    );
     let n = &notices(&hook, "approval_needed", &rid)[0];
     assert_eq!(n["audience"], "approvers");
     assert_eq!(n["recipients"], serde_json::json!(["bob"]));
