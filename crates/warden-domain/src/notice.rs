@@ -140,12 +140,6 @@ impl Notice {
         }
     }
 
-    /// Adds a comment or a failure's reason.
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-
     /// One line saying what happened, e.g. for an e-mail subject.
     pub fn subject(&self) -> String {
         let what = format!("{}/{}", self.target, self.role);

@@ -79,7 +79,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -143,9 +143,14 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     // A pending request: its approvers hear of it, with links that carry only the id.
     let r = common::create(&alice, "web", "deploy", &[]);
     let rid = id(&r);
+    let created = Instant::now();
     wait_for("the approvers' notification", || {
         !notices(&hook, "approval_needed", &rid).is_empty()
     });
+    eprintln!(
+        "approval notice at the webhook {:?} after the request was created",
+        created.elapsed()
+    );
     let n = &notices(&hook, "approval_needed", &rid)[0];
     assert_eq!(n["audience"], "approvers");
     assert_eq!(n["recipients"], serde_json::json!(["bob"]));
@@ -546,6 +551,32 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         "{table:?}"
     );
     fails(&alice, &["report", "drills"], 3);
+
+    // `policy check` lists the break-glass roles, and refuses a break-glass rule that tries to
+    // set a fixed term, naming file and line.
+    let policy_dir = server.data_dir().join("policy");
+    let checked = ok(&bob, &["policy", "check", policy_dir.to_str().unwrap()]);
+    assert_eq!(
+        checked["breakglass_roles"],
+        serde_json::json!(["web/admin", "web/root"])
+    );
+    let bad = dir.path().join("bad-policy");
+    write_policy(
+        &bad,
+        &[
+            ("targets.toml", TARGETS),
+            (
+                "access.cedar",
+                "@id(\"bg\")\n@max_ttl(\"1h\")\n@recording(\"metadata\")\n\
+                 permit (principal, action == Action::\"breakglass\", resource);\n",
+            ),
+        ],
+    );
+    let out = fails(&bob, &["policy", "check", bad.to_str().unwrap()], 1);
+    assert!(
+        out.stderr.contains("access.cedar:3") && out.stderr.contains("recorded in full"),
+        "{out:?}"
+    );
 
     // `policy explain --breakglass` names the rule and its fixed terms.
     let e = ok(
