@@ -5,14 +5,15 @@
 //! channel the proxy asks the [`Backend`] whether the user holds an active grant for the target
 //! *now*, connects upstream with a fresh key and a certificate valid only for that grant
 //! (the user never sees either), checks the upstream host key against the pinned one, and
-//! relays the channel while recording it ([`recording`]), enforcing the role's command and
-//! file-transfer rules ([`rules`], [`sftp`]) and obeying live control ([`SessionRegistry`]):
-//! kill, watch, and the end of the grant.
+//! relays the channel while recording it ([`recording`], written beside the relay by its own
+//! task), enforcing the role's command and file-transfer rules ([`rules`], [`sftp`]) and
+//! obeying live control ([`SessionRegistry`]): kill, watch, and the end of the grant.
 //!
 //! The crate knows neither HTTP nor SQL: everything durable goes through [`Backend`].
 
 mod backend;
 mod error;
+mod recorder;
 pub mod recording;
 mod registry;
 pub mod rules;

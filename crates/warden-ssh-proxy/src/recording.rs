@@ -6,7 +6,7 @@
 //! session-end audit event. Terminal output that is not valid UTF-8 is written with U+FFFD in
 //! place of the bad bytes (a sequence split between two chunks is kept whole).
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -88,17 +88,21 @@ impl Kind {
     }
 }
 
+/// Buffered recording data is written once there is this much of it (or a flush is due):
+/// writing the page cache in big pieces costs the kernel far less per byte than in small ones.
+const WRITE_AT: usize = 256 * 1024;
+
 /// An asciicast v2 recording being written.
 pub struct Asciicast {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
+    /// Event lines not written yet (already hashed); grows only as far as bulk output needs.
+    pending: Vec<u8>,
     hasher: Sha256,
     start: Instant,
     last_flush: Instant,
     /// Bytes of an incomplete UTF-8 sequence, per stream (output, input).
     carry: [Vec<u8>; 2],
     bytes: u64,
-    /// Reused for each event line.
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Asciicast {
@@ -124,13 +128,13 @@ impl Asciicast {
     /// Starts a recording on `out` and writes its header.
     pub fn start(out: Box<dyn Write + Send>, header: &Header) -> io::Result<Self> {
         let mut rec = Self {
-            out: BufWriter::with_capacity(16 * 1024, out),
+            out,
+            pending: Vec::new(),
             hasher: Sha256::new(),
             start: Instant::now(),
             last_flush: Instant::now(),
             carry: [Vec::new(), Vec::new()],
             bytes: 0,
-            scratch: Vec::new(),
         };
         let mut h = serde_json::json!({
             "version": 2,
@@ -151,9 +155,27 @@ impl Asciicast {
     }
 
     fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        let from = self.pending.len();
+        self.pending.extend_from_slice(line);
+        self.appended(from)
+    }
+
+    /// Hashes and counts what was appended to `pending` from `from` on; writes `pending` out
+    /// once it is big enough.
+    fn appended(&mut self, from: usize) -> io::Result<()> {
+        let line = &self.pending[from..];
         self.hasher.update(line);
         self.bytes += line.len() as u64;
-        self.out.write_all(line)
+        if self.pending.len() >= WRITE_AT {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        let written = self.out.write_all(&self.pending);
+        self.pending.clear();
+        written
     }
 
     /// Appends terminal data of `kind`.
@@ -186,14 +208,11 @@ impl Asciicast {
 
     fn event(&mut self, kind: Kind, text: &str) -> io::Result<()> {
         let t = self.start.elapsed().as_secs_f64();
-        let mut line = std::mem::take(&mut self.scratch);
-        line.clear();
-        write!(line, "[{t:.6}, \"{}\", ", kind.code())?;
-        json_string(&mut line, text);
-        line.extend_from_slice(b"]\n");
-        let written = self.line(&line);
-        self.scratch = line;
-        written?;
+        let from = self.pending.len();
+        write!(self.pending, "[{t:.6}, \"{}\", ", kind.code())?;
+        json_string(&mut self.pending, text);
+        self.pending.extend_from_slice(b"]\n");
+        self.appended(from)?;
         self.flush_if_due()
     }
 
@@ -207,6 +226,9 @@ impl Asciicast {
 
     fn flush(&mut self) -> io::Result<()> {
         self.last_flush = Instant::now();
+        self.write_pending()?;
+        // A session that went quiet after bulk output need not keep a big buffer.
+        self.pending.shrink_to(WRITE_AT / 4);
         self.out.flush()
     }
 
@@ -224,59 +246,74 @@ impl Asciicast {
     }
 }
 
-/// Appends `text` as a JSON string, escaped as serde_json escapes it. Terminal output is nearly
-/// all plain text, so eight bytes at a time are checked for anything to escape (a control
-/// character, `"` or `\\`) and copied in runs; this is the recorder's hottest loop.
+/// Appends `text` as a JSON string, escaped as serde_json escapes it. This is the recorder's
+/// hottest loop: terminal output is nearly all plain text, so it is checked a block at a time
+/// for anything to escape (a control character, `"` or `\\`), in a form the compiler turns
+/// into vector compares, and copied in runs between the few bytes that need escaping.
 fn json_string(out: &mut Vec<u8>, text: &str) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Whether any byte of `w` is zero; never misses one (it may flag a word needlessly,
-    // which only sends it down the byte-by-byte path).
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
-    let needs_escape = |w: u64| {
-        has_zero(w & !(ONES * 0x1f)) || has_zero(w ^ (ONES * 0x22)) || has_zero(w ^ (ONES * 0x5c))
-    };
+    const BLOCK: usize = 32;
     let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
-            }
+    let mut start = 0;
+    let (blocks, rest) = bytes.as_chunks::<BLOCK>();
+    for (n, block) in blocks.iter().enumerate() {
+        let mut mask = escape_mask(block);
+        while mask != 0 {
+            let i = n * BLOCK + mask.trailing_zeros() as usize;
+            out.extend_from_slice(&bytes[start..i]);
+            escape(out, bytes[i]);
+            start = i + 1;
+            mask &= mask - 1;
         }
-        let b = bytes[i];
-        let escaped: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escaped.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(escaped);
+    }
+    for (i, &b) in bytes.iter().enumerate().skip(bytes.len() - rest.len()) {
+        if needs_escape(b) {
+            out.extend_from_slice(&bytes[start..i]);
+            escape(out, b);
+            start = i + 1;
         }
-        i += 1;
-        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Bit `i` is set when `block[i]` needs escaping. The flags are computed byte by byte with no
+/// branches, which compiles to vector compares; each eight flags (0 or 1) are then gathered
+/// into eight bits with one multiplication.
+fn escape_mask(block: &[u8; 32]) -> u32 {
+    let flags = block.map(|b| u8::from(needs_escape(b)));
+    let (words, _) = flags.as_chunks::<8>();
+    words.iter().enumerate().fold(0, |mask, (n, word)| {
+        let bits = (u64::from_le_bytes(*word).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32;
+        mask | bits << (8 * n)
+    })
+}
+
+/// Appends the JSON escape of `b`, one of the bytes [`needs_escape`] picks.
+fn escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+        ]),
+    }
 }
 
 /// `b` as text: borrowed when it is valid UTF-8 (nearly always, and checked far faster than a
@@ -339,6 +376,15 @@ mod tests {
             ]
             .map(String::from),
         );
+        // Every byte that needs escaping at every offset of the first blocks and the tail.
+        for pos in 0..70 {
+            for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+                let mut text: String = "x".repeat(70);
+                text.replace_range(pos..=pos, &special.to_string());
+                text.push_str("\u{e9}\"");
+                cases.push(text);
+            }
+        }
         for text in cases {
             let mut out = Vec::new();
             json_string(&mut out, &text);

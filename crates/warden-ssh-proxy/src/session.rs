@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Recording, UserName};
 
+use crate::recorder::Recorder;
 use crate::recording::{Asciicast, Header, Kind};
 use crate::registry::Registration;
 use crate::rules::LineTracker;
@@ -439,53 +440,30 @@ impl Start<'_> {
 
 /// State both relay directions share.
 struct Shared {
-    recording: Mutex<Option<Asciicast>>,
+    recorder: Option<Recorder>,
     /// Set when a recording write failed; the session must end.
-    recording_failed: Notify,
+    recording_failed: Arc<Notify>,
     output: tokio::sync::broadcast::Sender<Bytes>,
     sftp: Option<Mutex<Tracker>>,
 }
 
 impl Shared {
-    /// Records terminal data; on failure the session is told to end.
-    fn record(&self, kind: Kind, data: &[u8]) {
-        let mut guard = self
-            .recording
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(rec) = guard.as_mut() {
-            let r = match kind {
-                Kind::Resize => Ok(()),
-                _ => rec.data(kind, data),
-            };
-            if let Err(e) = r {
-                tracing::error!(error = %e, "recording write failed; ending the session");
-                self.recording_failed.notify_one();
-            }
+    /// Records terminal data (a failed write ends the session through `recording_failed`).
+    async fn record(&self, kind: Kind, data: Bytes) {
+        if let Some(recorder) = &self.recorder {
+            recorder.data(kind, data).await;
         }
     }
 
-    fn resize(&self, cols: u32, rows: u32) {
-        let mut guard = self
-            .recording
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(rec) = guard.as_mut()
-            && rec.resize(cols, rows).is_err()
-        {
-            self.recording_failed.notify_one();
+    async fn resize(&self, cols: u32, rows: u32) {
+        if let Some(recorder) = &self.recorder {
+            recorder.resize(cols, rows).await;
         }
     }
 
     fn flush(&self) {
-        let mut guard = self
-            .recording
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(rec) = guard.as_mut()
-            && rec.flush_if_due().is_err()
-        {
-            self.recording_failed.notify_one();
+        if let Some(recorder) = &self.recorder {
+            recorder.flush();
         }
     }
 }
@@ -522,9 +500,10 @@ impl Open {
             started,
         } = self;
         let (up_rx, up_tx) = channel.split();
+        let recording_failed = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
-            recording: Mutex::new(recording),
-            recording_failed: Notify::new(),
+            recorder: recording.map(|r| Recorder::spawn(r, recording_failed.clone())),
+            recording_failed,
             output: registration.output.clone(),
             sftp: (request == Request::Sftp).then(|| Mutex::new(Tracker::default())),
         });
@@ -593,11 +572,12 @@ impl Open {
             End::Warden(reason) => {
                 output.abort();
                 let text = format!("\r\nwarden: session ended: {reason}\r\n");
-                shared.record(Kind::Output, text.as_bytes());
+                let text = Bytes::from(text);
+                shared.record(Kind::Output, text.clone()).await;
                 let _ = if pty.is_some() {
-                    handle.data(id, Bytes::from(text)).await
+                    handle.data(id, text).await
                 } else {
-                    handle.extended_data(id, 1, Bytes::from(text)).await
+                    handle.extended_data(id, 1, text).await
                 };
                 let _ = handle.exit_status_request(id, 255).await;
                 let _ = handle.eof(id).await;
@@ -609,12 +589,11 @@ impl Open {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "session ended", "")
             .await;
-        let recording = shared
-            .recording
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let digest = match recording.map(Asciicast::finish) {
+        let finished = match &shared.recorder {
+            Some(recorder) => Some(recorder.finish().await),
+            None => None,
+        };
+        let digest = match finished {
             Some(Ok((sha256, bytes))) => serde_json::json!({"sha256": sha256, "bytes": bytes}),
             Some(Err(e)) => {
                 ctx.registry.recording_failed();
@@ -708,7 +687,7 @@ async fn output_loop(
                         break;
                     }
                 } else {
-                    shared.record(Kind::Output, &data);
+                    shared.record(Kind::Output, data.clone()).await;
                     let _ = shared.output.send(data.clone());
                 }
                 if down_tx.data_bytes(data).await.is_err() {
@@ -716,7 +695,7 @@ async fn output_loop(
                 }
             }
             Some(ChannelMsg::ExtendedData { data, ext }) => {
-                shared.record(Kind::Output, &data);
+                shared.record(Kind::Output, data.clone()).await;
                 let _ = shared.output.send(data.clone());
                 if down_tx.extended_data_bytes(ext, data).await.is_err() {
                     break;
@@ -799,15 +778,16 @@ async fn input_loop(
                             return;
                         }
                         let notice = format!("\r\nwarden: {msg}\r\n");
-                        shared.record(Kind::Output, notice.as_bytes());
-                        let _ = handle.data(id, Bytes::from(notice)).await;
+                        let notice = Bytes::from(notice);
+                        shared.record(Kind::Output, notice.clone()).await;
+                        let _ = handle.data(id, notice).await;
                     }
                     if audit.grant.rules.record_input {
-                        shared.record(Kind::Input, &data);
+                        shared.record(Kind::Input, data.clone()).await;
                     }
                     data = Bytes::from(filtered.forward);
                 } else if audit.grant.rules.record_input && pty {
-                    shared.record(Kind::Input, &data);
+                    shared.record(Kind::Input, data.clone()).await;
                 }
                 if up_tx.data_bytes(data).await.is_err() {
                     return;
@@ -822,7 +802,7 @@ async fn input_loop(
                 pix_width,
                 pix_height,
             } => {
-                shared.resize(col_width, row_height);
+                shared.resize(col_width, row_height).await;
                 let _ = up_tx
                     .window_change(col_width, row_height, pix_width, pix_height)
                     .await;
