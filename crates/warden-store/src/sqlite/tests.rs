@@ -335,3 +335,23 @@ async fn postmortems_open_with_their_grant_and_close_once() {
         "https://wiki/pm/1"
     );
 }
+
+#[tokio::test]
+async fn the_log_is_checkpointed_off_the_commit_path_and_stays_small() {
+    let (dir, s) = store();
+    // Far more than SQLite's own limit of 1000 pages, had nothing checkpointed.
+    for n in 0..3000 {
+        s.insert_request(&request(n), vec![event(Code::RequestCreated)].into())
+            .await
+            .unwrap();
+    }
+    let wal = std::fs::metadata(dir.path().join("w.db-wal"))
+        .unwrap()
+        .len();
+    assert!(wal < 32 << 20, "the write-ahead log grew to {wal} bytes");
+    let all = RequestFilter {
+        limit: 5000,
+        ..RequestFilter::default()
+    };
+    assert_eq!(s.requests(all).await.unwrap().len(), 3000);
+}

@@ -4,6 +4,12 @@
 //! Each caller's change runs inside its own savepoint: a change that fails is rolled back alone
 //! and its caller gets the error, while the rest of the batch commits. A caller hears back only
 //! after the whole transaction committed.
+//!
+//! Checkpoints (copying the write-ahead log back into the database file) run on a thread of
+//! their own. Left to SQLite, the commit that crosses the log's size limit would do one itself,
+//! and that caller would wait for megabytes to be written and synced: the slowest percent of
+//! all requests would be exactly those. The writer only copies the little the checkpointer
+//! could not, so that the log can restart.
 
 use std::sync::mpsc;
 use std::thread;
@@ -19,6 +25,10 @@ type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Transactions committed between two nudges to the checkpointer. A grant adds about ten
+/// pages to the log, so the log stays within some tens of megabytes.
+const CHECKPOINT_EVERY: u32 = 256;
+
 /// Handle to the writer thread.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
@@ -26,13 +36,28 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread that owns `conn`.
-    pub(crate) fn start(conn: Connection) -> std::io::Result<Self> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
-            .name("warden-store-writer".into())
-            .spawn(move || run(conn, rx))?;
-        Ok(Self { jobs })
+    /// Starts the writer thread that owns `conn` and the thread that checkpoints through
+    /// `checkpoints`, a second connection to the same database.
+    pub(crate) fn start(conn: Connection, checkpoints: Connection) -> Result<Self> {
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::Backend(format!("cannot start the storage writer: {e}"))
+        };
+        // The checkpointer does the work SQLite would otherwise do inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| failed(&e))?;
+        let (nudge, nudged) = mpsc::sync_channel::<()>(1);
+        let (done, checkpointed) = mpsc::channel::<()>();
+        let spawned = thread::Builder::new()
+            .name("warden-store-checkpoint".into())
+            .spawn(move || checkpoint(&checkpoints, &nudged, &done))
+            .and_then(|_| {
+                let (jobs, rx) = mpsc::channel::<Job>();
+                thread::Builder::new()
+                    .name("warden-store-writer".into())
+                    .spawn(move || run(conn, rx, nudge, checkpointed))
+                    .map(|_| Self { jobs })
+            });
+        spawned.map_err(|e| failed(&e))
     }
 
     /// Runs `change` in the next batch and returns its result once the batch is durable.
@@ -82,7 +107,34 @@ fn savepoint<R>(conn: &Connection, change: impl FnOnce(&Connection) -> Result<R>
     outcome
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// Checkpoints the log each time the writer nudges, and tells the writer when it is done.
+/// Passive: it never blocks the writer or a reader, and copies what no reader still needs.
+fn checkpoint(conn: &Connection, nudged: &mpsc::Receiver<()>, done: &mpsc::Sender<()>) {
+    while nudged.recv().is_ok() {
+        match passive_checkpoint(conn) {
+            Ok(()) => {
+                if done.send(()).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint failed; the write-ahead log keeps growing until one succeeds");
+            }
+        }
+    }
+}
+
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    nudge: mpsc::SyncSender<()>,
+    checkpointed: mpsc::Receiver<()>,
+) {
+    let mut since_checkpoint = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -108,6 +160,20 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
         let err = commit.err();
         for c in completions {
             c(err.as_deref());
+        }
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            since_checkpoint = 0;
+            // Full means a nudge is already waiting.
+            let _ = nudge.try_send(());
+        }
+        if checkpointed.try_recv().is_ok() {
+            // The log restarts from its beginning only if it was all copied when a write
+            // begins, and under load the writer has always added to it since the checkpointer
+            // began. Copying that little rest here, between two batches, lets it restart.
+            if let Err(e) = passive_checkpoint(&conn) {
+                tracing::warn!(error = %e, "checkpoint failed");
+            }
         }
     }
 }
