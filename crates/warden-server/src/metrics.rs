@@ -56,7 +56,8 @@ pub struct Def {
 }
 
 impl Def {
-    const fn counter(
+    const fn new(
+        kind: Kind,
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],
@@ -64,21 +65,23 @@ impl Def {
         Self {
             name,
             help,
-            kind: Kind::Counter,
+            kind,
             labels,
         }
+    }
+    const fn counter(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Self::new(Kind::Counter, name, help, labels)
     }
     const fn gauge(
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],
     ) -> Self {
-        Self {
-            name,
-            help,
-            kind: Kind::Gauge,
-            labels,
-        }
+        Self::new(Kind::Gauge, name, help, labels)
     }
     const fn histogram(
         name: &'static str,
@@ -86,12 +89,7 @@ impl Def {
         labels: &'static [&'static str],
         buckets: &'static [f64],
     ) -> Self {
-        Self {
-            name,
-            help,
-            kind: Kind::Histogram(buckets),
-            labels,
-        }
+        Self::new(Kind::Histogram(buckets), name, help, labels)
     }
 }
 

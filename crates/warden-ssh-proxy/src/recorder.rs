@@ -24,8 +24,7 @@ enum Entry {
     Finish(oneshot::Sender<io::Result<(String, u64)>>),
 }
 
-/// The relay's end of a recording. Cloned handles feed the same recording, in order.
-#[derive(Clone)]
+/// The relay's end of a recording.
 pub(crate) struct Recorder {
     tx: mpsc::Sender<Entry>,
     failed: Arc<Notify>,
@@ -98,20 +97,8 @@ impl Recorder {
 mod tests {
     use super::*;
     use crate::recording::Header;
+    use crate::recording::tests::Shared;
     use std::io::Write;
-    use std::sync::Mutex;
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// Accepts the header, then fails every write.
     struct Full(usize);

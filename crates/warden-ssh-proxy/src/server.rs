@@ -196,6 +196,31 @@ struct Connection {
     identity: Option<Arc<Identity>>,
 }
 
+impl Connection {
+    /// Accepts the login when the key or certificate belongs to the user the SSH user name
+    /// claims, and remembers who they are and what they asked for.
+    fn accept_if(
+        &mut self,
+        owner: Option<UserName>,
+        claimed: UserName,
+        target: String,
+        login: Option<String>,
+    ) -> Auth {
+        match owner {
+            Some(user) if user == claimed => {
+                self.identity = Some(Arc::new(Identity {
+                    user,
+                    target,
+                    login,
+                    peer: self.peer,
+                }));
+                Auth::Accept
+            }
+            _ => Auth::reject(),
+        }
+    }
+}
+
 impl server::Handler for Connection {
     type Error = Error;
 
@@ -207,18 +232,8 @@ impl server::Handler for Connection {
         let Some((claimed, target, login)) = parse_user(user) else {
             return Ok(Auth::reject());
         };
-        match self.ctx.backend.authenticate(key.public_key).await? {
-            Some(owner) if owner == claimed => {
-                self.identity = Some(Arc::new(Identity {
-                    user: owner,
-                    target,
-                    login,
-                    peer: self.peer,
-                }));
-                Ok(Auth::Accept)
-            }
-            _ => Ok(Auth::reject()),
-        }
+        let owner = self.ctx.backend.authenticate(key.public_key).await?;
+        Ok(self.accept_if(owner, claimed, target, login))
     }
 
     async fn auth_openssh_certificate(
@@ -229,23 +244,12 @@ impl server::Handler for Connection {
         let Some((claimed, target, login)) = parse_user(user) else {
             return Ok(Auth::reject());
         };
-        match self
+        let owner = self
             .ctx
             .backend
             .authenticate_certificate(certificate)
-            .await?
-        {
-            Some(owner) if owner == claimed => {
-                self.identity = Some(Arc::new(Identity {
-                    user: owner,
-                    target,
-                    login,
-                    peer: self.peer,
-                }));
-                Ok(Auth::Accept)
-            }
-            _ => Ok(Auth::reject()),
-        }
+            .await?;
+        Ok(self.accept_if(owner, claimed, target, login))
     }
 
     async fn channel_open_session(

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BIN, PASSWORD, write_policy};
+use common::{BIN, PASSWORD, set_credential, write_policy};
 use rusqlite::Connection;
 use warden_testkit::{Cli, Mariadb, Postgres, Server};
 
@@ -339,18 +339,7 @@ fn crash_loop(db: Db, default_cycles: usize) {
     );
     let admin = login(&server, "admin");
     let (user, password) = db.admin();
-    let out = admin.run(
-        &[
-            "target",
-            "set-credential",
-            "db",
-            "--username",
-            user,
-            "--password-stdin",
-        ],
-        Some(password),
-    );
-    assert!(out.success(), "{out:?}");
+    set_credential(&admin, "db", user, password);
     let alice = login(&server, "alice");
 
     let limit = LOOP_LIMIT.max(Duration::from_millis(1200) * cycles as u32);

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use warden_testkit::{Cli, Mariadb, Postgres};
+use warden_testkit::{Mariadb, Postgres};
 
 fn policy(pg: u16, maria: u16) -> (String, String) {
     let targets = format!(
@@ -56,21 +56,6 @@ permit (principal, action == Action::"request", resource == Role::"maria/read");
 permit (principal, action == Action::"request", resource == Role::"pg/reviewed");
 "#;
     (targets, rules.to_owned())
-}
-
-fn set_credential(admin: &Cli, target: &str, user: &str, password: &str) {
-    let out = admin.run(
-        &[
-            "target",
-            "set-credential",
-            target,
-            "--username",
-            user,
-            "--password-stdin",
-        ],
-        Some(password),
-    );
-    assert!(out.success(), "{out:?}");
 }
 
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

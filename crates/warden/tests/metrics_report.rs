@@ -269,18 +269,7 @@ permit (principal, action == Action::"request", resource == Role::"pg/read");
 "#;
     let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", rules)], &[]);
     let admin = env.login("admin");
-    let out = admin.run(
-        &[
-            "target",
-            "set-credential",
-            "pg",
-            "--username",
-            pg.admin_user(),
-            "--password-stdin",
-        ],
-        Some(pg.admin_password()),
-    );
-    assert!(out.success(), "{out:?}");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
     let alice = env.login("alice");
     let grant = id(&create(&alice, "pg", "read", &["--ttl", "10m"]));
     ok(&alice, &["request", "revoke", &grant]);

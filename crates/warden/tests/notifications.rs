@@ -14,7 +14,10 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, LOCAL_USER, PASSWORD, TARGETS, enroll_mfa, fails, id, ok, totp, write_policy};
+use common::{
+    BIN, LOCAL_USER, PASSWORD, TARGETS, enroll_mfa, fails, id, ok, set_credential, totp,
+    write_policy,
+};
 use serde_json::Value;
 use warden_testkit::{Cli, Server, SmtpSink, Sshd, WebhookReceiver, ensure_local_user, ssh_login};
 
@@ -752,18 +755,7 @@ fn security_hears_when_a_credential_cannot_be_revoked() {
         &[],
     );
     let admin = login(&server, "admin");
-    let out = admin.run(
-        &[
-            "target",
-            "set-credential",
-            "pg",
-            "--username",
-            pg.admin_user(),
-            "--password-stdin",
-        ],
-        Some(pg.admin_password()),
-    );
-    assert!(out.success(), "{out:?}");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
     let alice = login(&server, "alice");
     let v = common::create(&alice, "pg", "read", &[]);
     assert_eq!(v["state"], "active", "{v}");

@@ -43,6 +43,23 @@ fn targets(connection: &str, role: &str) -> String {
 }
 
 impl Setup {
+    /// Reloads the policy with the target's host key pinned to `host_key` and the role's
+    /// extra `settings`.
+    fn repin(&self, host_key: &str, settings: &str) {
+        let connection = format!(
+            "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{host_key}\"",
+            self.sshd.port()
+        );
+        write_policy(
+            &self.env.policy_dir(),
+            &[(
+                "targets.toml",
+                &targets(&connection, &role_settings(settings)),
+            )],
+        );
+        ok(&self.admin, &["policy", "reload"]);
+    }
+
     /// `role` is the view role's extra settings; `pin` puts the sshd's host key in the policy.
     fn start(recording: &str, role: &str, pin: bool) -> Setup {
         let env = Env::start_with(
@@ -528,21 +545,7 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     expect(serde_json::json!({"op": "remove", "path": remote}));
 
     // A role without file transfer: scp is refused before it reaches the target.
-    write_policy(
-        &s.env.policy_dir(),
-        &[(
-            "targets.toml",
-            &targets(
-                &format!(
-                    "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{}\"",
-                    s.sshd.port(),
-                    s.sshd.host_public_key()
-                ),
-                &role_settings("file_transfer = false"),
-            ),
-        )],
-    );
-    ok(&s.admin, &["policy", "reload"]);
+    s.repin(s.sshd.host_public_key(), "file_transfer = false");
     let out = scp(&[
         local.display().to_string(),
         format!("127.0.0.1:{remote}-denied"),
@@ -611,21 +614,10 @@ fn host_keys_are_pinned_only_after_confirmation() {
     assert_eq!(text(&out.stdout).trim(), "pinned-ok", "{out:?}");
 
     // A host presenting another key is refused.
-    write_policy(
-        &s.env.policy_dir(),
-        &[(
-            "targets.toml",
-            &targets(
-                &format!(
-                    "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{}\"",
-                    s.sshd.port(),
-                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIsSiZgSWy4fFHwmSHb8tTcN8kYa/0yJ0bvbXoQ8cmiN"
-                ),
-                &role_settings(""),
-            ),
-        )],
+    s.repin(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIsSiZgSWy4fFHwmSHb8tTcN8kYa/0yJ0bvbXoQ8cmiN",
+        "",
     );
-    ok(&s.admin, &["policy", "reload"]);
     let out = s.ssh("echo hi");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(

@@ -92,37 +92,19 @@ impl SqliteStore {
 mod tests {
     use time::Duration;
     use time::macros::datetime;
+    use warden_domain::RequestId;
     use warden_domain::audit::{Actor, Event};
-    use warden_domain::decision::Decision;
-    use warden_domain::request::Ask;
-    use warden_domain::{Reason, RequestId};
 
+    use super::super::tests::{allowed, request_decided};
     use super::*;
     use crate::Store;
 
     const T0: OffsetDateTime = datetime!(2026-01-01 10:00 UTC);
 
     fn request(n: u128, tier: &str, minutes: i64) -> Request {
-        let mut d = Decision::deny(vec![]);
-        d.allowed = true;
+        let mut d = allowed();
         d.requirement = tier.parse().unwrap();
-        d.max_ttl = "1h".parse().unwrap();
-        d.pending_timeout = "1h".parse().unwrap();
-        Request::new(
-            RequestId::from_uuid(uuid::Uuid::from_u128(n)),
-            "alice".parse().unwrap(),
-            Ask {
-                target: "web".parse().unwrap(),
-                role: "admin".parse().unwrap(),
-                reason: Reason::parse("x").unwrap(),
-                ticket: None,
-                ttl: "10m".parse().unwrap(),
-            },
-            &d,
-            None,
-            None,
-            T0 + Duration::minutes(minutes),
-        )
+        request_decided(n, &d, T0 + Duration::minutes(minutes))
     }
 
     fn breakglass(drill: Option<bool>) -> Event {

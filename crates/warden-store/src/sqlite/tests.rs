@@ -16,10 +16,20 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
 }
 
 fn request(n: u128) -> Request {
+    request_decided(n, &allowed(), datetime!(2026-01-01 10:00 UTC))
+}
+
+/// A decision allowing a request for up to an hour (the figures' tests set its tier).
+pub(super) fn allowed() -> Decision {
     let mut d = Decision::deny(vec![]);
     d.allowed = true;
     d.max_ttl = "1h".parse().unwrap();
     d.pending_timeout = "1h".parse().unwrap();
+    d
+}
+
+/// Request `n` of alice for web/admin, decided by `d` and created at `created`.
+pub(super) fn request_decided(n: u128, d: &Decision, created: time::OffsetDateTime) -> Request {
     Request::new(
         RequestId::from_uuid(uuid::Uuid::from_u128(n)),
         "alice".parse().unwrap(),
@@ -30,10 +40,10 @@ fn request(n: u128) -> Request {
             ticket: None,
             ttl: "10m".parse().unwrap(),
         },
-        &d,
+        d,
         None,
         None,
-        datetime!(2026-01-01 10:00 UTC),
+        created,
     )
 }
 

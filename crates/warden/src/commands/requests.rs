@@ -153,6 +153,17 @@ fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// A decision's ticket patterns, as one cell: a ticket must match every one of them.
+fn ticket_patterns(decision: &Value) -> String {
+    decision["ticket_patterns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 pub(super) fn s(v: &Value, k: &str) -> String {
     match &v[k] {
         Value::String(s) => s.clone(),
@@ -524,13 +535,7 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
                 } else {
                     "-".into()
                 },
-                d["ticket_patterns"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" and "),
+                ticket_patterns(d),
                 s(t, "description"),
             ]
         })
@@ -558,13 +563,7 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
                 s(t, "target"),
                 s(t, "role"),
                 s(d, "max_ttl"),
-                d["ticket_patterns"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" and "),
+                ticket_patterns(d),
             ]
         })
         .collect();

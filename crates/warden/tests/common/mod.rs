@@ -109,6 +109,22 @@ pub fn write_policy(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// Stores `target`'s administrator credential (`warden target set-credential`).
+pub fn set_credential(admin: &Cli, target: &str, user: &str, password: &str) {
+    let out = admin.run(
+        &[
+            "target",
+            "set-credential",
+            target,
+            "--username",
+            user,
+            "--password-stdin",
+        ],
+        Some(password),
+    );
+    assert!(out.success(), "{out:?}");
+}
+
 /// Runs a CLI command with `--json` expecting success.
 pub fn ok(cli: &Cli, args: &[&str]) -> Value {
     cli.json(args)
