@@ -1,5 +1,5 @@
 //! The postgres issuer against a real PostgreSQL server: the conformance suite, plus the
-//! `VALID UNTIL` backstop that only PostgreSQL has.
+//! `VALID UNTIL` backstop and the SCRAM verifiers that only PostgreSQL has.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -165,4 +165,29 @@ async fn valid_until_refuses_logins_after_the_end() {
         "{}",
         String::from_utf8_lossy(&after.stderr)
     );
+}
+
+/// The server holds only Warden's SCRAM verifier (16 rounds, see `postgres/scram.rs`), never
+/// the password, and `psql` logs in with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_keeps_a_verifier_that_psql_logs_in_with() {
+    let pg = Pg::start();
+    let g = Grant::new(&pg.issuer, "vera");
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    issue(&pg, &g, &grants(&pg.read_grants()), end)
+        .await
+        .unwrap();
+    let stored = pg.server.admin_query(&format!(
+        "SELECT rolpassword FROM pg_authid WHERE rolname = {}",
+        literal(&g.account)
+    ));
+    assert!(stored.starts_with("SCRAM-SHA-256$16:"), "{stored}");
+    assert!(!stored.contains(g.password.expose()));
+    let login = pg.run_sql(&g.account, g.password.expose(), "SELECT current_user");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&login.stdout).trim(), g.account);
 }
