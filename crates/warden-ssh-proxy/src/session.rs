@@ -555,8 +555,8 @@ impl Open {
                 () = &mut expiry => {
                     break End::Warden(format!("your grant {} has expired", grant.id));
                 }
+                // Counted once, below, when finishing the recording reports the failure.
                 () = shared.recording_failed.notified() => {
-                    ctx.registry.recording_failed();
                     break End::Warden("the recording could not be written; policy does not allow the session to go on unrecorded".into());
                 }
                 _ = flush.tick() => shared.flush(),
