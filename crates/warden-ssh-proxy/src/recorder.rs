@@ -159,7 +159,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_is_reported_and_finish_fails() {
-        // The header takes one write; a chunk bigger than the buffer goes straight through.
+        // The header takes the one write that succeeds; a chunk above the write threshold is
+        // written at once, and fails.
         let rec = Asciicast::start(Box::new(Full(1)), &header()).unwrap();
         let failed = Arc::new(Notify::new());
         let recorder = Recorder::spawn(rec, failed.clone());

@@ -149,15 +149,10 @@ impl Asciicast {
         if let Some(command) = &header.command {
             h["command"] = serde_json::json!(command);
         }
-        rec.line(format!("{h}\n").as_bytes())?;
+        writeln!(rec.pending, "{h}")?;
+        rec.appended(0)?;
         rec.flush()?;
         Ok(rec)
-    }
-
-    fn line(&mut self, line: &[u8]) -> io::Result<()> {
-        let from = self.pending.len();
-        self.pending.extend_from_slice(line);
-        self.appended(from)
     }
 
     /// Hashes and counts what was appended to `pending` from `from` on; writes `pending` out

@@ -25,8 +25,8 @@ type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Transactions committed between two nudges to the checkpointer. A grant adds about ten
-/// pages to the log, so the log stays within some tens of megabytes.
+/// Transactions committed between two nudges to the checkpointer. A transaction adds about
+/// twenty pages to the log, so the log stays within some tens of megabytes.
 const CHECKPOINT_EVERY: u32 = 256;
 
 /// Handle to the writer thread.

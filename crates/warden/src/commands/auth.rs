@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::read_secret;
+use super::requests::joined;
 use crate::client::{self, Client, Saved};
 use crate::output::{Output, fields};
 
@@ -95,15 +96,7 @@ pub async fn whoami(server: Option<String>, out: Output) -> anyhow::Result<()> {
     if out.json {
         return out.json(&v);
     }
-    let groups = v["groups"]
-        .as_array()
-        .map(|g| {
-            g.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
+    let groups = joined(&v["groups"], ", ");
     fields(&[
         ("user", v["user"].as_str().unwrap_or_default().to_owned()),
         ("groups", groups),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use super::requests::joined;
 use crate::client::Client;
 use crate::exit::{self, Failure};
 use crate::output::{Output, fields};
@@ -132,14 +133,7 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 return out.json(&v);
             }
             let d = &v["decision"];
-            let list = |k: &str| {
-                d[k].as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let list = |k: &str| joined(&d[k], ", ");
             let allowed = d["allowed"] == true;
             fields(&[
                 ("user", v["user"].as_str().unwrap_or_default().into()),

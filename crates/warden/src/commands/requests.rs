@@ -153,15 +153,14 @@ fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-/// A decision's ticket patterns, as one cell: a ticket must match every one of them.
-fn ticket_patterns(decision: &Value) -> String {
-    decision["ticket_patterns"]
-        .as_array()
+/// The strings of the array `v` (nothing if it is not one), joined by `sep`: one table cell.
+pub(super) fn joined(v: &Value, sep: &str) -> String {
+    v.as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .collect::<Vec<_>>()
-        .join(" and ")
+        .join(sep)
 }
 
 pub(super) fn s(v: &Value, k: &str) -> String {
@@ -189,13 +188,7 @@ fn print_request(v: &Value) {
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let needed = v["still_needed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let needed = joined(&v["still_needed"], ", ");
     fields(&[
         ("id", s(v, "id")),
         ("state", s(v, "state")),
@@ -215,16 +208,7 @@ fn print_request(v: &Value) {
             },
         ),
         ("recording", s(v, "recording")),
-        (
-            "rules",
-            v["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
+        ("rules", joined(&v["rules"], ", ")),
         ("still needed", needed),
         ("reviews", reviews),
         ("created", s(v, "created_at")),
@@ -247,13 +231,7 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
         if !announced {
             eprintln!(
                 "Waiting for approval ({})...",
-                v["still_needed"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                joined(&v["still_needed"], ", ")
             );
             announced = true;
         }
@@ -535,7 +513,7 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
                 } else {
                     "-".into()
                 },
-                ticket_patterns(d),
+                joined(&d["ticket_patterns"], " and "),
                 s(t, "description"),
             ]
         })
@@ -563,7 +541,7 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
                 s(t, "target"),
                 s(t, "role"),
                 s(d, "max_ttl"),
-                ticket_patterns(d),
+                joined(&d["ticket_patterns"], " and "),
             ]
         })
         .collect();
