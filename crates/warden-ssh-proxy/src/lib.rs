@@ -12,6 +12,7 @@
 //! The crate knows neither HTTP nor SQL: everything durable goes through [`Backend`].
 
 mod backend;
+mod direct_file;
 mod error;
 mod recorder;
 pub mod recording;

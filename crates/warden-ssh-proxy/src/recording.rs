@@ -17,7 +17,8 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where recordings are kept. Implementations: [`FsRecordings`].
 pub trait Recordings: Send + Sync + std::fmt::Debug {
-    /// Creates the recording of session `id` for writing; fails if it cannot be written.
+    /// Creates the recording of session `id` for writing; fails if it cannot be written. What
+    /// is written may be buffered: it is in the store once `flush` returns.
     fn create(&self, id: &str) -> io::Result<Box<dyn Write + Send>>;
 
     /// Reads a finished (or still running) recording.
@@ -49,7 +50,7 @@ impl FsRecordings {
 
 impl Recordings for FsRecordings {
     fn create(&self, id: &str) -> io::Result<Box<dyn Write + Send>> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let path = self.path(id)?;
         if !self.dir.is_dir() {
             std::fs::DirBuilder::new()
@@ -57,12 +58,7 @@ impl Recordings for FsRecordings {
                 .mode(0o700)
                 .create(&self.dir)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        Ok(Box::new(file))
+        Ok(Box::new(crate::direct_file::DirectFile::create(&path)?))
     }
 
     fn read(&self, id: &str) -> io::Result<Vec<u8>> {
@@ -435,6 +431,7 @@ pub(crate) mod tests {
         assert!(store.create("../x").is_err());
         let mut w = store.create("abc-1").unwrap();
         w.write_all(b"x").unwrap();
+        w.flush().unwrap();
         assert_eq!(store.read("abc-1").unwrap(), b"x");
         // A file where the directory should be: nothing can be written.
         let blocked = dir.path().join("blocked");

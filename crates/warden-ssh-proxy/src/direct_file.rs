@@ -1,0 +1,283 @@
+//! A recording file written around the page cache.
+//!
+//! A recording is written once and seldom read, yet every byte written through the page cache
+//! costs a copy into a freshly zeroed page, dirty-page bookkeeping, and a writeback later that
+//! competes with the sessions still running: a gigabyte of output leaves a gigabyte of dirty
+//! pages behind. So whole blocks go to the disk with `O_DIRECT`, straight from an aligned
+//! buffer, written by a thread of their own while the recorder fills the next buffer; only the
+//! partial last block of each flush goes through the page cache, which keeps the file exactly
+//! as long as what was written. Where the file system refuses `O_DIRECT` (tmpfs, for one), the
+//! file is written the ordinary way.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::mpsc;
+
+/// Alignment of direct writes: of the buffer, the length and the file offset.
+const BLOCK: usize = 4096;
+
+/// Bytes buffered before a direct write.
+const CAPACITY: usize = 64 * BLOCK;
+
+/// A buffer whose bytes from `start` on sit at a [`BLOCK`]-aligned address. It never grows past
+/// the capacity it was made with, so it never moves; memory is only touched as it fills, so an
+/// idle session's recording costs a page, not the whole buffer.
+struct Aligned {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl Aligned {
+    fn new() -> Self {
+        let mut bytes: Vec<u8> = Vec::with_capacity(CAPACITY + BLOCK);
+        let start = bytes.as_ptr().align_offset(BLOCK);
+        bytes.resize(start, 0);
+        Self { bytes, start }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// The leading whole blocks.
+    fn blocks(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len() / BLOCK * BLOCK]
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    /// Appends as much of `data` as fits; returns how much that was.
+    fn fill(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(CAPACITY - self.len());
+        self.bytes.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// Keeps only what follows the leading whole blocks, moved to the front.
+    fn drop_blocks(&mut self) {
+        let whole = self.len() / BLOCK * BLOCK;
+        self.bytes.copy_within(self.start + whole.., self.start);
+        self.bytes.truncate(self.bytes.len() - whole);
+    }
+}
+
+/// A thread doing one direct write at a time, handing each buffer back when it is written.
+struct BlockWriter {
+    jobs: mpsc::SyncSender<(Aligned, u64)>,
+    done: mpsc::Receiver<(Aligned, io::Result<()>)>,
+    in_flight: bool,
+}
+
+impl BlockWriter {
+    /// Starts the thread writing through `direct`, or through `cached` should a file system
+    /// that opened `direct` refuse its writes.
+    fn start(direct: File, cached: File) -> io::Result<Self> {
+        let (jobs, rx) = mpsc::sync_channel::<(Aligned, u64)>(1);
+        let (tx, done) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("warden-recording".into())
+            .spawn(move || {
+                let mut file = &direct;
+                for (buf, offset) in rx {
+                    let mut written = file.write_all_at(buf.blocks(), offset);
+                    if matches!(&written, Err(e) if e.raw_os_error() == Some(libc::EINVAL)) {
+                        file = &cached;
+                        written = file.write_all_at(buf.blocks(), offset);
+                    }
+                    if tx.send((buf, written)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            jobs,
+            done,
+            in_flight: false,
+        })
+    }
+
+    /// Waits for the write in flight, if any; returns its buffer.
+    fn wait(&mut self) -> io::Result<Option<Aligned>> {
+        if !std::mem::take(&mut self.in_flight) {
+            return Ok(None);
+        }
+        let (buf, written) = self
+            .done
+            .recv()
+            .map_err(|_| io::Error::other("the recording's writer thread stopped"))?;
+        written.map(|()| Some(buf))
+    }
+
+    fn send(&mut self, buf: Aligned, offset: u64) -> io::Result<()> {
+        self.jobs
+            .send((buf, offset))
+            .map_err(|_| io::Error::other("the recording's writer thread stopped"))?;
+        self.in_flight = true;
+        Ok(())
+    }
+}
+
+/// How whole blocks are written.
+enum Blocks {
+    /// Through the page cache, like the partial last block.
+    Cached,
+    /// With `O_DIRECT`, by a thread that starts with the first full buffer.
+    Unstarted(File),
+    Direct(BlockWriter),
+}
+
+pub(crate) struct DirectFile {
+    cached: File,
+    blocks: Blocks,
+    buf: Aligned,
+    /// Where `buf`'s data goes in the file; always a multiple of [`BLOCK`].
+    offset: u64,
+}
+
+impl DirectFile {
+    /// Creates `path` (mode 0600); fails if it exists.
+    pub(crate) fn create(path: &Path) -> io::Result<Self> {
+        let cached = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        let blocks = match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(direct) => Blocks::Unstarted(direct),
+            Err(_) => Blocks::Cached,
+        };
+        Ok(Self {
+            cached,
+            blocks,
+            buf: Aligned::new(),
+            offset: 0,
+        })
+    }
+
+    /// Sends the buffer's whole blocks on their way, keeping the partial last one.
+    fn write_blocks(&mut self) -> io::Result<()> {
+        let whole = self.buf.blocks().len();
+        if whole == 0 {
+            return Ok(());
+        }
+        self.blocks = match std::mem::replace(&mut self.blocks, Blocks::Cached) {
+            Blocks::Unstarted(file) => {
+                match self
+                    .cached
+                    .try_clone()
+                    .and_then(|cached| BlockWriter::start(file, cached))
+                {
+                    Ok(writer) => Blocks::Direct(writer),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recording through the page cache: no thread for direct writes");
+                        Blocks::Cached
+                    }
+                }
+            }
+            other => other,
+        };
+        match &mut self.blocks {
+            Blocks::Cached | Blocks::Unstarted(_) => {
+                self.cached.write_all_at(self.buf.blocks(), self.offset)?;
+            }
+            Blocks::Direct(writer) => {
+                let mut next = writer.wait()?.unwrap_or_else(Aligned::new);
+                next.bytes.truncate(next.start);
+                next.fill(&self.buf.data()[whole..]);
+                let full = std::mem::replace(&mut self.buf, next);
+                writer.send(full, self.offset)?;
+                self.offset += whole as u64;
+                return Ok(());
+            }
+        }
+        self.buf.drop_blocks();
+        self.offset += whole as u64;
+        Ok(())
+    }
+
+    /// Waits until every direct write sent is on disk.
+    fn settle(&mut self) -> io::Result<()> {
+        if let Blocks::Direct(writer) = &mut self.blocks {
+            writer.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for DirectFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.buf.fill(data);
+        if self.buf.len() == CAPACITY {
+            self.write_blocks()?;
+        }
+        Ok(n)
+    }
+
+    /// Everything written so far reaches the file: whole blocks directly, the partial last
+    /// block through the page cache (written again, directly, once it is whole).
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_blocks()?;
+        self.settle()?;
+        if self.buf.len() > 0 {
+            self.cached.write_all_at(self.buf.data(), self.offset)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DirectFile {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn the_file_holds_exactly_what_was_written_after_each_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.cast");
+        let mut f = DirectFile::create(&path).unwrap();
+        let data = pattern(5 * CAPACITY + 1234);
+        let mut written = 0;
+        // Uneven pieces, with flushes between some, cross every boundary case.
+        for (i, piece) in data.chunks(70_001).enumerate() {
+            f.write_all(piece).unwrap();
+            written += piece.len();
+            if i % 3 == 0 {
+                f.flush().unwrap();
+                assert_eq!(std::fs::read(&path).unwrap(), data[..written]);
+            }
+        }
+        f.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        f.write_all(b"tail").unwrap();
+        drop(f);
+        let mut expected = data;
+        expected.extend_from_slice(b"tail");
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn an_existing_file_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.cast");
+        std::fs::write(&path, b"kept").unwrap();
+        assert!(DirectFile::create(&path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+    }
+}
