@@ -22,23 +22,31 @@ const BLOCK: usize = 4096;
 const CAPACITY: usize = 64 * BLOCK;
 
 /// A buffer whose bytes from `start` on sit at a [`BLOCK`]-aligned address. It never grows past
-/// the capacity it was made with, so it never moves; memory is only touched as it fills, so an
-/// idle session's recording costs a page, not the whole buffer.
+/// the capacity it was made with, so it never moves.
 struct Aligned {
     bytes: Vec<u8>,
     start: usize,
+    capacity: usize,
 }
 
 impl Aligned {
-    fn new() -> Self {
-        let mut bytes: Vec<u8> = Vec::with_capacity(CAPACITY + BLOCK);
+    fn new(capacity: usize) -> Self {
+        let mut bytes: Vec<u8> = Vec::with_capacity(capacity + BLOCK);
         let start = bytes.as_ptr().align_offset(BLOCK);
         bytes.resize(start, 0);
-        Self { bytes, start }
+        Self {
+            bytes,
+            start,
+            capacity,
+        }
     }
 
     fn len(&self) -> usize {
         self.bytes.len() - self.start
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() == self.capacity
     }
 
     /// The leading whole blocks.
@@ -52,9 +60,13 @@ impl Aligned {
 
     /// Appends as much of `data` as fits; returns how much that was.
     fn fill(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(CAPACITY - self.len());
+        let n = data.len().min(self.capacity - self.len());
         self.bytes.extend_from_slice(&data[..n]);
         n
+    }
+
+    fn clear(&mut self) {
+        self.bytes.truncate(self.start);
     }
 
     /// Keeps only what follows the leading whole blocks, moved to the front.
@@ -141,23 +153,32 @@ pub(crate) struct DirectFile {
 impl DirectFile {
     /// Creates `path` (mode 0600); fails if it exists.
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
+        Self::open(path, true)
+    }
+
+    /// [`DirectFile::create`], trying `O_DIRECT` only when `direct`.
+    fn open(path: &Path, direct: bool) -> io::Result<Self> {
         let cached = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)?;
-        let blocks = match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(direct) => Blocks::Unstarted(direct),
-            Err(_) => Blocks::Cached,
+        let opened = direct.then(|| {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+        });
+        let blocks = match opened {
+            Some(Ok(file)) => Blocks::Unstarted(file),
+            Some(Err(_)) | None => Blocks::Cached,
         };
         Ok(Self {
             cached,
             blocks,
-            buf: Aligned::new(),
+            // One block to begin with: most sessions are interactive, and hundreds may be
+            // open; a bulk transfer gets full-sized buffers once it fills this one.
+            buf: Aligned::new(BLOCK),
             offset: 0,
         })
     }
@@ -184,21 +205,29 @@ impl DirectFile {
             }
             other => other,
         };
-        match &mut self.blocks {
+        let written_back = match &mut self.blocks {
+            Blocks::Direct(writer) => writer.wait()?,
             Blocks::Cached | Blocks::Unstarted(_) => {
                 self.cached.write_all_at(self.buf.blocks(), self.offset)?;
+                None
             }
-            Blocks::Direct(writer) => {
-                let mut next = writer.wait()?.unwrap_or_else(Aligned::new);
-                next.bytes.truncate(next.start);
-                next.fill(&self.buf.data()[whole..]);
-                let full = std::mem::replace(&mut self.buf, next);
+        };
+        let direct = matches!(self.blocks, Blocks::Direct(_));
+        if direct || self.buf.capacity < CAPACITY {
+            // The next buffer starts with the partial last block: the buffer the writer just
+            // handed back, or a new one of full size.
+            let mut next = written_back
+                .filter(|b| b.capacity == CAPACITY)
+                .unwrap_or_else(|| Aligned::new(CAPACITY));
+            next.clear();
+            next.fill(&self.buf.data()[whole..]);
+            let full = std::mem::replace(&mut self.buf, next);
+            if let Blocks::Direct(writer) = &mut self.blocks {
                 writer.send(full, self.offset)?;
-                self.offset += whole as u64;
-                return Ok(());
             }
+        } else {
+            self.buf.drop_blocks();
         }
-        self.buf.drop_blocks();
         self.offset += whole as u64;
         Ok(())
     }
@@ -215,7 +244,7 @@ impl DirectFile {
 impl Write for DirectFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.buf.fill(data);
-        if self.buf.len() == CAPACITY {
+        if self.buf.is_full() {
             self.write_blocks()?;
         }
         Ok(n)
@@ -249,9 +278,15 @@ mod tests {
 
     #[test]
     fn the_file_holds_exactly_what_was_written_after_each_flush() {
+        for direct in [true, false] {
+            writes_exactly(direct);
+        }
+    }
+
+    fn writes_exactly(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.cast");
-        let mut f = DirectFile::create(&path).unwrap();
+        let mut f = DirectFile::open(&path, direct).unwrap();
         let data = pattern(5 * CAPACITY + 1234);
         let mut written = 0;
         // Uneven pieces, with flushes between some, cross every boundary case.
