@@ -23,6 +23,9 @@ pub trait Recordings: Send + Sync + std::fmt::Debug {
 
     /// Reads a finished (or still running) recording.
     fn read(&self, id: &str) -> io::Result<Vec<u8>>;
+
+    /// Removes the recording of a session that never started (its header, nothing relayed).
+    fn discard(&self, id: &str) -> io::Result<()>;
 }
 
 /// Recordings as files `<dir>/<session id>.cast`, mode 0600.
@@ -63,6 +66,10 @@ impl Recordings for FsRecordings {
 
     fn read(&self, id: &str) -> io::Result<Vec<u8>> {
         std::fs::read(self.path(id)?)
+    }
+
+    fn discard(&self, id: &str) -> io::Result<()> {
+        std::fs::remove_file(self.path(id)?)
     }
 }
 
@@ -433,6 +440,10 @@ pub(crate) mod tests {
         w.write_all(b"x").unwrap();
         w.flush().unwrap();
         assert_eq!(store.read("abc-1").unwrap(), b"x");
+        drop(w);
+        store.discard("abc-1").unwrap();
+        assert!(store.read("abc-1").is_err());
+        assert!(store.discard("../x").is_err());
         // A file where the directory should be: nothing can be written.
         let blocked = dir.path().join("blocked");
         std::fs::write(&blocked, "").unwrap();

@@ -203,6 +203,17 @@ impl Start<'_> {
         }
     }
 
+    /// Removes the recording of a session that did not start: it holds a header and nothing
+    /// else, and no `session.started` event would explain it to whoever audits recordings.
+    fn abandon(&self, recording: Option<Asciicast>, session: &str) {
+        if let Some(r) = recording {
+            drop(r);
+            if let Err(e) = self.ctx.recordings.discard(session) {
+                tracing::warn!(session, error = %e, "could not remove the recording of a session that did not start");
+            }
+        }
+    }
+
     fn details(&self, extra: serde_json::Value) -> serde_json::Value {
         let mut d = serde_json::json!({
             "requested_target": self.who.target,
@@ -341,6 +352,7 @@ impl Start<'_> {
         {
             Ok(c) => c,
             Err(e) => {
+                self.abandon(recording, &session);
                 let msg = format!("cannot reach {}: {e}", grant.target);
                 return Err(self
                     .refuse(refused("upstream_failed", &e.to_string()), msg)
@@ -350,6 +362,7 @@ impl Start<'_> {
         let (channel, early) = match self.open_channel(&upstream).await {
             Ok(c) => c,
             Err(e) => {
+                self.abandon(recording, &session);
                 let msg = format!("{} refused the session: {e}", grant.target);
                 return Err(self.refuse(refused("upstream_refused", &e), msg).await);
             }
@@ -372,6 +385,7 @@ impl Start<'_> {
             );
         }
         if let Err(e) = self.ctx.backend.audit(events).await {
+            self.abandon(recording, &session);
             tracing::error!(error = %e, "could not audit a session start");
             return Err(Refusal(
                 "the session is refused: the audit log cannot be written".into(),

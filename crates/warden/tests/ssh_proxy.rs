@@ -624,4 +624,10 @@ fn host_keys_are_pinned_only_after_confirmation() {
         text(&out.stderr).contains("other than the one pinned"),
         "{out:?}"
     );
+    // Refused after its recording was created, that session left no recording behind: the
+    // one recording is the session that ran.
+    let recordings = std::fs::read_dir(s.env.server.data_dir().join("recordings"))
+        .unwrap()
+        .count();
+    assert_eq!(recordings, 1);
 }
