@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_ssh_sessions.sql"),
     include_str!("migrations/0003_breakglass_outbox.sql"),
     include_str!("migrations/0004_figures.sql"),
+    include_str!("migrations/0005_unused_audit_indexes.sql"),
 ];
 const READERS: usize = 8;
 
