@@ -189,22 +189,7 @@ impl DirectFile {
         if whole == 0 {
             return Ok(());
         }
-        self.blocks = match std::mem::replace(&mut self.blocks, Blocks::Cached) {
-            Blocks::Unstarted(file) => {
-                match self
-                    .cached
-                    .try_clone()
-                    .and_then(|cached| BlockWriter::start(file, cached))
-                {
-                    Ok(writer) => Blocks::Direct(writer),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "recording through the page cache: no thread for direct writes");
-                        Blocks::Cached
-                    }
-                }
-            }
-            other => other,
-        };
+        self.start_writer();
         let written_back = match &mut self.blocks {
             Blocks::Direct(writer) => writer.wait()?,
             Blocks::Cached | Blocks::Unstarted(_) => {
@@ -230,6 +215,28 @@ impl DirectFile {
         }
         self.offset += whole as u64;
         Ok(())
+    }
+
+    /// Starts the thread for direct writes if it is not running yet; without one, the file is
+    /// written through the page cache.
+    fn start_writer(&mut self) {
+        let direct = match std::mem::replace(&mut self.blocks, Blocks::Cached) {
+            Blocks::Unstarted(direct) => direct,
+            running_or_cached => {
+                self.blocks = running_or_cached;
+                return;
+            }
+        };
+        match self
+            .cached
+            .try_clone()
+            .and_then(|cached| BlockWriter::start(direct, cached))
+        {
+            Ok(writer) => self.blocks = Blocks::Direct(writer),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording through the page cache: no thread for direct writes");
+            }
+        }
     }
 
     /// Waits until every direct write sent is on disk.

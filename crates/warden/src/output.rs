@@ -52,3 +52,13 @@ pub fn fields(pairs: &[(&str, String)]) {
         }
     }
 }
+
+/// The strings of the JSON array `v` (nothing if it is not one), joined by `sep`: one cell.
+pub fn joined(v: &serde_json::Value, sep: &str) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect::<Vec<_>>()
+        .join(sep)
+}

@@ -5,9 +5,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::read_secret;
-use super::requests::joined;
 use crate::client::{self, Client, Saved};
-use crate::output::{Output, fields};
+use crate::output::{Output, fields, joined};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {

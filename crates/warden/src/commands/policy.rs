@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::requests::joined;
 use crate::client::Client;
 use crate::exit::{self, Failure};
-use crate::output::{Output, fields};
+use crate::output::{Output, fields, joined};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {

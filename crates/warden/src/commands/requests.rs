@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::audit::query;
 use crate::client::{Client, ensure_home};
 use crate::exit::{self, Failure};
-use crate::output::{Output, fields, table};
+use crate::output::{Output, fields, joined, table};
 
 #[derive(Debug, Subcommand)]
 pub enum RequestCommand {
@@ -151,16 +151,6 @@ fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     let path = dir.join(format!("{id}-cert.pub"));
     std::fs::write(&path, format!("{cert}\n"))?;
     Ok(Some(path))
-}
-
-/// The strings of the array `v` (nothing if it is not one), joined by `sep`: one table cell.
-pub(super) fn joined(v: &Value, sep: &str) -> String {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join(sep)
 }
 
 pub(super) fn s(v: &Value, k: &str) -> String {
