@@ -1,11 +1,14 @@
 //! What counts as a successful response: the expected HTTP status and,
 //! optionally, expected values of fields in the JSON body.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// How much of a failing response body an error message keeps.
 const BODY_EXCERPT: usize = 600;
@@ -55,13 +58,17 @@ impl fmt::Display for FieldRule {
 }
 
 impl FieldRule {
-    fn check(&self, body: &Value) -> Result<(), String> {
+    /// Finds the field without building the whole document: each object on the path is read
+    /// as its members' unparsed text, and only the field itself is parsed.
+    fn check(&self, body: &RawValue) -> Result<(), String> {
+        let missing = || format!("no field {}", self.path.join("."));
         let mut at = body;
         for key in &self.path {
-            at = at
-                .get(key)
-                .ok_or_else(|| format!("no field {}", self.path.join(".")))?;
+            let members: HashMap<Cow<'_, str>, &RawValue> =
+                serde_json::from_str(at.get()).map_err(|_| missing())?;
+            at = members.get(key.as_str()).copied().ok_or_else(missing)?;
         }
+        let at: Value = serde_json::from_str(at.get()).map_err(|e| e.to_string())?;
         // Strings compare by their content, anything else by its JSON text.
         let text = at.as_str().map_or_else(|| at.to_string(), str::to_owned);
         let ok = match &self.want {
@@ -97,12 +104,15 @@ impl Expectation {
         if self.fields.is_empty() {
             return Ok(());
         }
-        let json: Value = match serde_json::from_slice(body).context("response is not JSON") {
+        let json: &RawValue = match std::str::from_utf8(body)
+            .context("response is not UTF-8")
+            .and_then(|text| serde_json::from_str(text).context("response is not JSON"))
+        {
             Ok(v) => v,
             Err(e) => return fail(format!("{e:#}")),
         };
         for rule in &self.fields {
-            if let Err(why) = rule.check(&json) {
+            if let Err(why) = rule.check(json) {
                 return fail(why);
             }
         }

@@ -11,10 +11,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Args;
+use http::{HeaderMap, Method};
 use serde_json::Value;
 
-use crate::load;
+use crate::conn::{Conn, Endpoint, parse_headers};
 
 /// Events per page, the API's maximum.
 const PAGE: usize = 10_000;
@@ -56,32 +58,31 @@ struct Revoked {
 
 /// Fetches every matching event, page by page.
 async fn fetch(
-    client: &reqwest::Client,
-    args: &LagArgs,
-    headers: &reqwest::header::HeaderMap,
+    conn: &mut Conn,
+    server: &Endpoint,
+    headers: &HeaderMap,
+    after_seq: u64,
 ) -> anyhow::Result<Vec<Revoked>> {
-    let mut after = args.after_seq;
+    let mut after = after_seq;
     let mut out = Vec::new();
     loop {
-        let url = format!(
-            "{}/v1/audit?code=credential.revoked&limit={PAGE}&after_seq={after}",
-            args.url.trim_end_matches('/')
+        let path = format!("/v1/audit?code=credential.revoked&limit={PAGE}&after_seq={after}");
+        let request = server
+            .with_path(&path)?
+            .request(&Method::GET, headers, Bytes::new());
+        let (status, body) = conn
+            .send(request)
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let body: Value =
+            serde_json::from_slice(&body).with_context(|| format!("reading GET {path}"))?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "GET {path}: HTTP {status}: {body}"
         );
-        let response = client
-            .get(&url)
-            .headers(headers.clone())
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .with_context(|| format!("reading GET {url}"))?;
-        anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}: {body}");
         let events = body["events"]
             .as_array()
-            .with_context(|| format!("GET {url}: no `events` array"))?;
+            .with_context(|| format!("GET {path}: no `events` array"))?;
         for record in events {
             after = after.max(record["seq"].as_u64().context("an event without `seq`")?);
             let event = &record["event"];
@@ -109,11 +110,12 @@ fn quantile(sorted: &[i64], q: f64) -> i64 {
 
 /// Waits for the events, prints the figures; exits 1 if fewer than expected arrived.
 pub async fn run(args: LagArgs) -> anyhow::Result<ExitCode> {
-    let client = load::client(1)?;
-    let headers = load::parse_headers(&args.headers)?;
+    let server = Endpoint::parse(&args.url).await?;
+    let headers = server.headers(parse_headers(&args.headers)?, false);
+    let mut conn = Conn::new(&server);
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     let all = loop {
-        let all = fetch(&client, &args, &headers).await?;
+        let all = fetch(&mut conn, &server, &headers, args.after_seq).await?;
         if all.iter().filter(|e| e.removed).count() >= args.expect || Instant::now() >= deadline {
             break all;
         }

@@ -9,20 +9,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
 use hdrhistogram::Histogram;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Client, Method};
+use http::{HeaderMap, Method};
 
 use crate::check::Expectation;
+use crate::conn::{Conn, Endpoint};
 
 /// One endpoint and how to call it.
 #[derive(Debug)]
 pub struct Target {
-    client: Client,
+    endpoint: Endpoint,
     method: Method,
-    url: String,
+    /// Every header of each request, `Host` included, prepared once.
     headers: HeaderMap,
-    body: Option<String>,
+    body: Option<Bytes>,
     /// When set, `{ttl}` in the body becomes a TTL in seconds from this range, inclusive,
     /// stepping through it request by request so the TTLs spread evenly.
     ttl_range: Option<(u64, u64)>,
@@ -34,52 +35,19 @@ pub struct Target {
     error_kinds: Mutex<BTreeMap<String, u64>>,
 }
 
-/// The client every benchmark uses, whatever the system under test, so the
-/// systems are measured through the same HTTP stack: HTTP/1.1 keep-alive, a
-/// pool as large as the concurrency, no proxy, 30 s per request.
-pub fn client(concurrency: usize) -> anyhow::Result<Client> {
-    Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")
-}
-
-/// Parses `Name: value` header arguments.
-pub fn parse_headers(raw: &[String]) -> anyhow::Result<HeaderMap> {
-    let mut headers = HeaderMap::new();
-    for h in raw {
-        let (name, value) = h
-            .split_once(':')
-            .with_context(|| format!("header {h:?} is not `Name: value`"))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .with_context(|| format!("header name in {h:?}"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .with_context(|| format!("header value in {h:?}"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
 impl Target {
     pub fn new(
-        client: Client,
+        endpoint: Endpoint,
         method: Method,
-        url: String,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Option<String>,
         expect: Expectation,
     ) -> Target {
-        if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
         Target {
-            client,
+            headers: endpoint.headers(headers, body.is_some()),
+            endpoint,
             method,
-            url,
-            headers,
-            body,
+            body: body.map(Bytes::from),
             ttl_range: None,
             sent: AtomicU64::new(0),
             expect,
@@ -95,39 +63,35 @@ impl Target {
         self
     }
 
-    /// The body of the next request.
-    fn next_body(&self) -> Option<String> {
-        let body = self.body.as_ref()?;
-        let n = self.sent.fetch_add(1, Ordering::Relaxed);
-        Some(match self.ttl_range {
-            Some((min, max)) => {
-                let ttl = min + n % (max - min + 1);
-                body.replace("{ttl}", &format!("{ttl}s"))
-            }
-            None => body.clone(),
-        })
+    /// A connection of its own for one load worker.
+    pub fn connection(&self) -> Conn {
+        Conn::new(&self.endpoint)
     }
 
-    /// Sends the request once; `true` if the response met the expectation.
-    async fn once(&self) -> bool {
-        let mut request = self
-            .client
-            .request(self.method.clone(), &self.url)
-            .headers(self.headers.clone());
-        if let Some(body) = self.next_body() {
-            request = request.body(body);
-        }
-        let outcome = match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                match response.bytes().await {
-                    Ok(body) => self.expect.check(status, &body),
-                    Err(e) => Err(format!(
-                        "reading the body of an HTTP {status} response: {e}"
-                    )),
-                }
+    /// The body of the next request.
+    fn next_body(&self) -> Bytes {
+        let Some(body) = &self.body else {
+            return Bytes::new();
+        };
+        let n = self.sent.fetch_add(1, Ordering::Relaxed);
+        match self.ttl_range {
+            Some((min, max)) => {
+                let ttl = min + n % (max - min + 1);
+                let text = String::from_utf8_lossy(body);
+                Bytes::from(text.replace("{ttl}", &format!("{ttl}s")))
             }
-            Err(e) => Err(format!("sending the request: {e}")),
+            None => body.clone(),
+        }
+    }
+
+    /// Sends the request once on `conn`; `true` if the response met the expectation.
+    async fn once(&self, conn: &mut Conn) -> bool {
+        let request = self
+            .endpoint
+            .request(&self.method, &self.headers, self.next_body());
+        let outcome = match conn.send(request).await {
+            Ok((status, body)) => self.expect.check(status, &body),
+            Err(e) => Err(format!("{e:#}")),
         };
         match outcome {
             Ok(()) => true,
@@ -221,9 +185,10 @@ pub async fn sequential(target: &Target, count: u64, limit: Duration) -> anyhow:
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("creating the histogram")?;
     let deadline = Instant::now() + limit;
     let mut sent = 0;
+    let mut conn = target.connection();
     while sent < count && Instant::now() < deadline {
         let start = Instant::now();
-        let ok = target.once().await;
+        let ok = target.once(&mut conn).await;
         sent += 1;
         if ok {
             let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -259,8 +224,9 @@ pub async fn concurrent(
         let issued = Arc::clone(&issued);
         workers.push(tokio::spawn(async move {
             let (mut sent, mut ok) = (0u64, 0u64);
+            let mut conn = target.connection();
             while issued.fetch_add(1, Ordering::Relaxed) < count && Instant::now() < deadline {
-                ok += u64::from(target.once().await);
+                ok += u64::from(target.once(&mut conn).await);
                 sent += 1;
             }
             (sent, ok)

@@ -8,6 +8,7 @@
 //! system is measured through the same client, so the figures compare.
 
 mod check;
+mod conn;
 mod lag;
 mod load;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use reqwest::Method;
+use http::Method;
 
 use crate::check::{Expectation, FieldRule};
 
@@ -141,10 +142,9 @@ async fn http(args: HttpArgs) -> anyhow::Result<ExitCode> {
     };
     let target = Arc::new(
         load::Target::new(
-            load::client(args.concurrency)?,
+            conn::Endpoint::parse(&args.url).await?,
             method,
-            args.url.clone(),
-            load::parse_headers(&args.headers)?,
+            conn::parse_headers(&args.headers)?,
             args.body.clone(),
             Expectation {
                 status: args.expect_status,

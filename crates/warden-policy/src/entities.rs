@@ -2,13 +2,17 @@
 //! request context, shaped as `schema.cedarschema` declares.
 //!
 //! Target and role entities only change when the policy directory does, so they are built once
-//! at load time and merely cloned per decision; only the user entity and the context are new
-//! each time.
+//! at load time; a decision's entity set (its user, target and role) is kept for the next
+//! decision with the same inputs ([`EntitySets`]); only the context is new each time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
+use cedar_policy::{
+    Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema,
+};
 use warden_domain::{RoleName, TargetName, User};
 
 use crate::targets::Targets;
@@ -79,10 +83,61 @@ impl Vocabulary {
                 EntityUid::from_type_name_and_id(self.group.clone(), EntityId::new(g.as_str()))
             })
             .collect();
-        Entity::new_no_attrs(
-            EntityUid::from_type_name_and_id(self.user.clone(), EntityId::new(user.name.as_str())),
-            groups,
-        )
+        Entity::new_no_attrs(self.user_uid(user), groups)
+    }
+
+    pub fn user_uid(&self, user: &User) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.user.clone(), EntityId::new(user.name.as_str()))
+    }
+}
+
+/// Entity sets of recent decisions, by everything they are built from: the user's name and
+/// groups, the target and the role.
+///
+/// Building a set computes the transitive closure of its parent links, about a tenth of a
+/// decision's work, yet the same user asks for the same role again and again. The cache lives
+/// in the loaded policy, so a reload starts afresh; a change of the user's groups changes the
+/// key. It holds at most [`CACHED_SETS`] sets and is emptied when full.
+#[derive(Debug, Default)]
+pub(crate) struct EntitySets {
+    sets: Mutex<HashMap<String, Arc<Entities>>>,
+}
+
+/// Entity sets cached at most: a few megabytes.
+const CACHED_SETS: usize = 4096;
+
+impl EntitySets {
+    /// The set of `user` with `target` and `role`, built by `build` when not cached. `None`
+    /// when `build` fails (nothing is cached then).
+    pub fn get(
+        &self,
+        user: &User,
+        target: &TargetName,
+        role: &RoleName,
+        build: impl FnOnce() -> Option<Entities>,
+    ) -> Option<Arc<Entities>> {
+        // Names are restricted to a-z, 0-9 and `._-`, so spaces and newlines separate them
+        // unambiguously.
+        let mut key = format!("{target}\n{role}\n{}", user.name);
+        for group in &user.groups {
+            let _ = write!(key, " {group}");
+        }
+        let cached = self.lock().get(&key).cloned();
+        if cached.is_some() {
+            return cached;
+        }
+        let built = Arc::new(build()?);
+        let mut sets = self.lock();
+        if sets.len() >= CACHED_SETS {
+            sets.clear();
+        }
+        sets.insert(key, Arc::clone(&built));
+        Some(built)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entities>>> {
+        // A panic while holding the lock leaves the map as it was between two operations.
+        self.sets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -14,7 +14,7 @@ use cedar_policy::{Authorizer, Effect, PolicyId, PolicySet, Schema, ValidationMo
 use sha2::{Digest as _, Sha256};
 
 use crate::diagnostics::{Diagnostic, Report, Source, file_diagnostic};
-use crate::entities::{self, Vocabulary};
+use crate::entities::{self, EntitySets, Vocabulary};
 use crate::policy::Policy;
 use crate::rules;
 use crate::targets::{self, Targets};
@@ -161,6 +161,7 @@ pub(crate) fn load(files: &[(String, String)]) -> Result<Policy, Report> {
         entities,
         vocab,
         authorizer: Authorizer::new(),
+        entity_sets: EntitySets::default(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! A loaded, validated policy and the decision it makes for a would-be request.
 //!
 //! Everything that can be checked is checked at load time, so [`Policy::decide`] only builds the
-//! per-request entities and context, runs Cedar, and folds the matching rules' terms together.
+//! per-request context (and the entities, unless a recent decision had the same), runs Cedar,
+//! and folds the matching rules' terms together.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -11,7 +12,7 @@ use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Request};
 use warden_domain::{Decision, RoleName, TargetName, User};
 
 use crate::diagnostics::Report;
-use crate::entities::{self, TargetEntities, Vocabulary};
+use crate::entities::{self, EntitySets, TargetEntities, Vocabulary};
 use crate::rules::{self, Terms};
 use crate::targets::Targets;
 use crate::{Action, Context, load};
@@ -27,6 +28,7 @@ pub struct Policy {
     pub(crate) entities: BTreeMap<TargetName, TargetEntities>,
     pub(crate) vocab: Vocabulary,
     pub(crate) authorizer: Authorizer,
+    pub(crate) entity_sets: EntitySets,
 }
 
 impl fmt::Debug for Policy {
@@ -132,7 +134,8 @@ impl Policy {
         })?;
         // None of the steps below can fail for inputs built here; if one ever does, nothing is
         // granted.
-        let Some(response) = self.evaluate(action, user, &t.target, role_entity, ctx) else {
+        let Some(response) = self.evaluate(action, user, (target, role), t, role_entity, ctx)
+        else {
             return Ok(Decision::deny(Vec::new()));
         };
         let diagnostics = response.diagnostics();
@@ -207,21 +210,23 @@ impl Policy {
         &self,
         action: Action,
         user: &User,
-        target: &cedar_policy::Entity,
+        (target_name, role_name): (&TargetName, &RoleName),
+        target: &TargetEntities,
         role: &cedar_policy::Entity,
         ctx: &Context,
     ) -> Option<cedar_policy::Response> {
-        let principal = self.vocab.user(user);
         let request = Request::new(
-            principal.uid(),
+            self.vocab.user_uid(user),
             self.vocab.action(action).clone(),
             role.uid(),
             entities::context(ctx).ok()?,
             None,
         )
         .ok()?;
-        let entities =
-            Entities::from_entities([principal, target.clone(), role.clone()], None).ok()?;
+        let entities = self.entity_sets.get(user, target_name, role_name, || {
+            let principal = self.vocab.user(user);
+            Entities::from_entities([principal, target.target.clone(), role.clone()], None).ok()
+        })?;
         Some(
             self.authorizer
                 .is_authorized(&request, &self.set, &entities),

@@ -220,6 +220,29 @@ when { resource.name == "admin" };
     assert!(decide(&p, &user("dave", &["dev"]), "prod-web-1", "admin", &ctx()).allowed);
 }
 
+/// Decisions reuse the entity set of an earlier one with the same inputs; one whose user's
+/// groups changed, or for another role, is decided afresh.
+#[test]
+fn repeated_decisions_follow_the_users_groups() {
+    let p = load(&[(
+        "a.cedar",
+        r#"
+@id("ops-admin")
+@approval("auto")
+@max_ttl("1h")
+permit (principal in Group::"ops", action, resource == Role::"prod-web-1/admin");
+"#,
+    )]);
+    let ops = user("erin", &["ops"]);
+    let left = user("erin", &["dev"]);
+    for _ in 0..3 {
+        assert!(decide(&p, &ops, "prod-web-1", "admin", &ctx()).allowed);
+        assert!(!decide(&p, &left, "prod-web-1", "admin", &ctx()).allowed);
+        assert!(!decide(&p, &ops, "prod-web-1", "viewer", &ctx()).allowed);
+        assert!(!decide(&p, &user("ops", &[]), "prod-web-1", "admin", &ctx()).allowed);
+    }
+}
+
 #[test]
 fn evaluation_errors_fail_closed() {
     let p = load(&[(

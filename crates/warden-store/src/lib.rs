@@ -311,7 +311,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// How many events with `code` the live log holds, grouped by the value of the details
     /// field `detail` as text (`None` when absent, or when no field is named). Name only fields
-    /// whose values are few, such as booleans.
+    /// whose values are few, such as booleans. Only the codes the metrics count (break-glass
+    /// uses, postmortems opened and closed) are indexed for it; any other code is an error.
     async fn count_events(
         &self,
         code: Code,

@@ -337,7 +337,10 @@ fn metrics_token_correlation_ids_and_json_logs() {
     let wrong = http_get_with(
         port,
         "/metrics",
-        &[("Authorization", "Bearer not-the-token-at-all")],
+        &[
+            ("Authorization", "Bearer not-the-token-at-all"),
+            ("X-Request-Id", "it-corr-41"),
+        ],
     );
     assert_eq!(wrong.unwrap().status, 401);
     let auth = format!("Bearer {token}");
@@ -349,7 +352,8 @@ fn metrics_token_correlation_ids_and_json_logs() {
     .unwrap();
     assert_eq!(right.status, 200);
     assert!(right.body.contains("warden_requests{"), "{}", right.body);
-    // The caller's correlation id is echoed and carried by the request's log lines.
+    // The caller's correlation id is echoed and carried by the request's log lines: the
+    // refused scrape has an access-log line, the successful one none at the default level.
     assert_eq!(right.header("x-request-id"), Some("it-corr-42"));
     // Refused scrapes are audited, and the token is in no event.
     let admin = env.login("admin");
@@ -376,14 +380,21 @@ fn metrics_token_correlation_ids_and_json_logs() {
         assert!(uuid_like(&id), "{id}");
     }
 
-    wait_until("the request's log line", Duration::from_secs(5), || {
-        env.server.stderr().contains("it-corr-42")
-    });
+    wait_until(
+        "the refused request's log line",
+        Duration::from_secs(5),
+        || env.server.stderr().contains("it-corr-41"),
+    );
     let logs = env.server.stderr();
-    let line = logs.lines().find(|l| l.contains("it-corr-42")).unwrap();
+    let line = logs.lines().find(|l| l.contains("it-corr-41")).unwrap();
     let json: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    assert_eq!(json["span"]["request_id"], "it-corr-42", "{line}");
+    assert_eq!(json["span"]["request_id"], "it-corr-41", "{line}");
     assert_eq!(json["span"]["path"], "/metrics", "{line}");
+    assert_eq!(json["fields"]["status"], 401, "{line}");
+    assert!(
+        !logs.contains("it-corr-42"),
+        "a successful request was logged: {logs}"
+    );
     assert!(!logs.contains(token), "the metrics token reached the log");
 }
 

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_breakglass_outbox.sql"),
     include_str!("migrations/0004_figures.sql"),
     include_str!("migrations/0005_unused_audit_indexes.sql"),
+    include_str!("migrations/0006_counted_audit_codes.sql"),
 ];
 const READERS: usize = 8;
 
