@@ -107,18 +107,17 @@ pub(crate) struct EntitySets {
 const CACHED_SETS: usize = 4096;
 
 impl EntitySets {
-    /// The set of `user` with `target` and `role`, built by `build` when not cached. `None`
-    /// when `build` fails (nothing is cached then).
+    /// The set of `user` with `role` (and the role's target), built by `build` when not
+    /// cached. `None` when `build` fails (nothing is cached then).
     pub fn get(
         &self,
         user: &User,
-        target: &TargetName,
-        role: &RoleName,
+        role: &Entity,
         build: impl FnOnce() -> Option<Entities>,
     ) -> Option<Arc<Entities>> {
-        // Names are restricted to a-z, 0-9 and `._-`, so spaces and newlines separate them
-        // unambiguously.
-        let mut key = format!("{target}\n{role}\n{}", user.name);
+        // The role's id is `<target>/<role>`. Names are restricted to a-z, 0-9 and `._-`, so
+        // spaces and newlines separate them unambiguously.
+        let mut key = format!("{}\n{}", role.uid().id().unescaped(), user.name);
         for group in &user.groups {
             let _ = write!(key, " {group}");
         }

@@ -134,8 +134,7 @@ impl Policy {
         })?;
         // None of the steps below can fail for inputs built here; if one ever does, nothing is
         // granted.
-        let Some(response) = self.evaluate(action, user, (target, role), t, role_entity, ctx)
-        else {
+        let Some(response) = self.evaluate(action, user, &t.target, role_entity, ctx) else {
             return Ok(Decision::deny(Vec::new()));
         };
         let diagnostics = response.diagnostics();
@@ -210,8 +209,7 @@ impl Policy {
         &self,
         action: Action,
         user: &User,
-        (target_name, role_name): (&TargetName, &RoleName),
-        target: &TargetEntities,
+        target: &cedar_policy::Entity,
         role: &cedar_policy::Entity,
         ctx: &Context,
     ) -> Option<cedar_policy::Response> {
@@ -223,9 +221,9 @@ impl Policy {
             None,
         )
         .ok()?;
-        let entities = self.entity_sets.get(user, target_name, role_name, || {
+        let entities = self.entity_sets.get(user, role, || {
             let principal = self.vocab.user(user);
-            Entities::from_entities([principal, target.target.clone(), role.clone()], None).ok()
+            Entities::from_entities([principal, target.clone(), role.clone()], None).ok()
         })?;
         Some(
             self.authorizer
