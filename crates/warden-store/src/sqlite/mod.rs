@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_figures.sql"),
     include_str!("migrations/0005_unused_audit_indexes.sql"),
     include_str!("migrations/0006_counted_audit_codes.sql"),
+    include_str!("migrations/0007_stored_requirement.sql"),
 ];
 const READERS: usize = 8;
 
@@ -359,11 +360,12 @@ fn limit(n: usize) -> i64 {
 impl crate::Store for SqliteStore {
     async fn insert_request(&self, r: &Request, change: Change) -> Result<()> {
         let body = serde_json::to_string(r).map_err(backend)?;
-        let (id, requester, target, state) = (
+        let (id, requester, target, state, requirement) = (
             r.id.to_string(),
             r.requester.to_string(),
             r.target.to_string(),
             r.state.as_str(),
+            r.requirement.to_string(),
         );
         let (created, due) = (ms(r.created_at), due_at(r));
         let extras = Extras::of(&change)?;
@@ -371,10 +373,12 @@ impl crate::Store for SqliteStore {
         self.writer
             .write(move |c| {
                 c.prepare_cached(
-                    "INSERT INTO requests (id, requester, target, state, created_at, due_at, version, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+                    "INSERT INTO requests (id, requester, target, state, requirement, created_at, due_at, version, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
                 )
-                .and_then(|mut s| s.execute(params![id, requester, target, state, created, due, body]))
+                .and_then(|mut s| {
+                    s.execute(params![id, requester, target, state, requirement, created, due, body])
+                })
                 .map_err(backend)?;
                 write_extras(c, &id, extras)?;
                 append_events(c, &events)
@@ -385,6 +389,8 @@ impl crate::Store for SqliteStore {
     async fn update_request(&self, r: &Request, change: Change) -> Result<u64> {
         let body = serde_json::to_string(r).map_err(backend)?;
         let (id, state, due) = (r.id.to_string(), r.state.as_str(), due_at(r));
+        // An approval re-reads the requirement from the policy of the moment it is given.
+        let requirement = r.requirement.to_string();
         let version = i64::try_from(r.version).map_err(backend)?;
         let extras = Extras::of(&change)?;
         let events = prepare(&change.events)?;
@@ -392,10 +398,12 @@ impl crate::Store for SqliteStore {
             .write(move |c| {
                 let n = c
                     .prepare_cached(
-                        "UPDATE requests SET state = ?2, due_at = ?3, body = ?4, version = version + 1
-                         WHERE id = ?1 AND version = ?5",
+                        "UPDATE requests SET state = ?2, requirement = ?3, due_at = ?4, body = ?5,
+                         version = version + 1 WHERE id = ?1 AND version = ?6",
                     )
-                    .and_then(|mut s| s.execute(params![id, state, due, body, version]))
+                    .and_then(|mut s| {
+                        s.execute(params![id, state, requirement, due, body, version])
+                    })
                     .map_err(backend)?;
                 if n == 0 {
                     return Err(Error::Conflict);
