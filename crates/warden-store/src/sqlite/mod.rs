@@ -37,6 +37,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_stored_requirement.sql"),
 ];
 const READERS: usize = 8;
+/// The page size of a new database (an existing one keeps its own). A commit writes every page
+/// it touched to the log and syncs them, and a grant's commit touches one leaf of each of some
+/// ten B-trees to add a few dozen bytes to each: on the disks measured, a sync takes about
+/// 6 µs longer per 4 KiB page it writes, so halving SQLite's default page makes each commit's
+/// sync shorter (grants/s +5 % under load). 2 KiB is the smallest page that still holds a
+/// whole request row (about 1.5 KB) without an overflow page.
+const PAGE_SIZE: i64 = 2048;
 
 /// SQLite-backed [`crate::Store`].
 #[derive(Debug, Clone)]
@@ -96,6 +103,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(backend)?;
+        // Before anything is written: the page size is fixed when the file is created.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         configure(&conn).map_err(backend)?;

@@ -365,3 +365,34 @@ async fn the_log_is_checkpointed_off_the_commit_path_and_stays_small() {
     };
     assert_eq!(s.requests(all).await.unwrap().len(), 3000);
 }
+
+#[tokio::test]
+async fn new_databases_use_small_pages_and_old_ones_keep_theirs() {
+    let page_size = |path: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap()
+    };
+    let (dir, s) = store();
+    s.insert_request(&request(1), vec![event(Code::RequestCreated)].into())
+        .await
+        .unwrap();
+    assert_eq!(page_size(&dir.path().join("w.db")), super::PAGE_SIZE);
+
+    // A database created with SQLite's default page size opens, and stays as it was.
+    let old = dir.path().join("old.db");
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .execute_batch("PRAGMA page_size=4096; CREATE TABLE t (x);")
+        .unwrap();
+    let s = SqliteStore::open(&old).unwrap();
+    s.insert_request(&request(2), vec![event(Code::RequestCreated)].into())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.request(request(2).id).await.unwrap().unwrap().id,
+        request(2).id
+    );
+    assert_eq!(page_size(&old), 4096);
+}
