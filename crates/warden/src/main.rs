@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a grant allocates and frees many short-lived
 /// buffers on whichever runtime thread polls it, and glibc's malloc spent a seventh of the
-/// machine's time on that under load.
+/// machine's time on that under load. Built without transparent huge pages (`no_thp`): with
+/// them an idle SSH session held 180-227 KiB against glibc's 101-156; without, 126-161.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
