@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_stored_requirement.sql"),
 ];
 const READERS: usize = 8;
+
 /// The page size of a new database (an existing one keeps its own). A commit writes every page
 /// it touched to the log and syncs them, and a grant's commit touches one leaf of each of some
 /// ten B-trees to add a few dozen bytes to each: on the disks measured, a sync takes about
