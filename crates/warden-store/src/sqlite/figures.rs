@@ -123,6 +123,17 @@ mod tests {
         request_decided(n, &d, T0 + Duration::minutes(minutes))
     }
 
+    /// The store's request counts, ordered by requirement.
+    async fn counts_by_requirement(s: &SqliteStore) -> Vec<(State, String, u64)> {
+        let mut counts = s.count_requests().await.unwrap();
+        counts.sort_by(|a, b| a.1.cmp(&b.1));
+        counts
+    }
+
+    fn pending(requirement: &str, n: u64) -> (State, String, u64) {
+        (State::Pending, requirement.to_owned(), n)
+    }
+
     fn breakglass(drill: Option<bool>) -> Event {
         let e = Event::new(Code::BreakGlassActivated, Actor::system(), T0);
         match drill {
@@ -140,14 +151,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let mut counts = s.count_requests().await.unwrap();
-        counts.sort_by(|a, b| a.1.cmp(&b.1));
         assert_eq!(
-            counts,
-            [
-                (State::Pending, "auto".to_owned(), 1),
-                (State::Pending, "peer(sre)".to_owned(), 2)
-            ]
+            counts_by_requirement(&s).await,
+            [pending("auto", 1), pending("peer(sre)", 2)]
         );
         let between = s
             .created_between(T0 + Duration::minutes(5), T0 + Duration::minutes(10), 10)
@@ -212,14 +218,9 @@ mod tests {
         // An update writes the requirement of the moment (an approval re-reads it).
         r.requirement = "manager".parse().unwrap();
         s.update_request(&r, Vec::new().into()).await.unwrap();
-        let mut counts = s.count_requests().await.unwrap();
-        counts.sort_by(|a, b| a.1.cmp(&b.1));
         assert_eq!(
-            counts,
-            [
-                (State::Pending, "manager".to_owned(), 1),
-                (State::Pending, "peer(sre)".to_owned(), 1)
-            ]
+            counts_by_requirement(&s).await,
+            [pending("manager", 1), pending("peer(sre)", 1)]
         );
     }
 
