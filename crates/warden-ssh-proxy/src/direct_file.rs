@@ -125,29 +125,30 @@ impl BlockWriter {
     /// writes are in flight.
     fn reclaim(&mut self) -> io::Result<Option<Aligned>> {
         let finished = if self.in_flight == DEPTH {
-            Some(self.done.recv().map_err(|_| stopped())?)
+            self.done.recv().map_err(|_| stopped())?
         } else {
             match self.done.try_recv() {
-                Ok(finished) => Some(finished),
-                Err(mpsc::TryRecvError::Empty) => None,
+                Ok(finished) => finished,
+                Err(mpsc::TryRecvError::Empty) => return Ok(None),
                 Err(mpsc::TryRecvError::Disconnected) => return Err(stopped()),
             }
         };
-        let Some((buf, written)) = finished else {
-            return Ok(None);
-        };
-        self.in_flight -= 1;
-        written.map(|()| Some(buf))
+        self.written_back(finished).map(Some)
     }
 
     /// Waits until every write in flight has finished.
     fn settle(&mut self) -> io::Result<()> {
         while self.in_flight > 0 {
-            let (_, written) = self.done.recv().map_err(|_| stopped())?;
-            self.in_flight -= 1;
-            written?;
+            let finished = self.done.recv().map_err(|_| stopped())?;
+            self.written_back(finished)?;
         }
         Ok(())
+    }
+
+    /// Counts a write handed back as finished; its buffer, if it succeeded.
+    fn written_back(&mut self, (buf, written): (Aligned, io::Result<()>)) -> io::Result<Aligned> {
+        self.in_flight -= 1;
+        written.map(|()| buf)
     }
 
     fn send(&mut self, buf: Aligned, offset: u64) -> io::Result<()> {
