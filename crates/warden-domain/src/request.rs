@@ -39,6 +39,15 @@ impl RequestId {
     pub fn as_u128(&self) -> u128 {
         self.0.as_u128()
     }
+
+    /// The millisecond a UUIDv7 id carries; `None` for ids of other versions. A new request's
+    /// `created_at` is this instant, so ids sort by creation time and a period's requests are
+    /// a range of ids.
+    pub fn instant(&self) -> Option<OffsetDateTime> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        let nanos = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+    }
 }
 
 impl fmt::Display for RequestId {
@@ -563,6 +572,17 @@ mod tests {
     use super::*;
     use crate::decision::Decision;
     use time::macros::datetime;
+
+    #[test]
+    fn a_v7_id_carries_its_millisecond_and_others_none() {
+        let at = datetime!(2026-03-01 12:34:56.789 UTC);
+        let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap();
+        let v7 = RequestId::from_uuid(
+            uuid::Builder::from_unix_timestamp_millis(ms, &[7; 10]).into_uuid(),
+        );
+        assert_eq!(v7.instant(), Some(at));
+        assert_eq!(RequestId::from_uuid(Uuid::from_u128(1)).instant(), None);
+    }
 
     fn user(name: &str, groups: &[&str], manager: Option<&str>) -> User {
         User {

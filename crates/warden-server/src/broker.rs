@@ -28,7 +28,7 @@ use warden_store::Change;
 
 use crate::auth::AuthError;
 use crate::metrics;
-use crate::state::{App, now};
+use crate::state::{App, new_request_id, now};
 
 /// Revocations run at once against targets, at most.
 const LEASE_CONCURRENCY: usize = 32;
@@ -505,7 +505,7 @@ impl App {
         extends: Option<RequestId>,
         breakglass: Option<BreakGlass>,
     ) -> Result<Outcome, Error> {
-        let now = now();
+        let (id, now) = new_request_id();
         let actor = caller.actor();
         let (action, refused_code) = match breakglass {
             Some(_) => (Action::Breakglass, Code::BreakGlassRefused),
@@ -594,7 +594,7 @@ impl App {
         }
 
         let mut r = Request::new(
-            RequestId::from_uuid(Uuid::now_v7()),
+            id,
             caller.user.name.clone(),
             ask,
             &decision,

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify};
+use uuid::Uuid;
 use warden_domain::audit::{Actor, Code, Event};
-use warden_domain::{Directory, User, UserName};
+use warden_domain::{Directory, RequestId, User, UserName};
 use warden_issuers::Registry;
 use warden_issuers::ssh_cert::UserCa;
 use warden_policy::{Diagnostic, Policy, Report};
@@ -52,6 +53,13 @@ pub type Shared = Arc<App>;
 /// Current time; the one place the server reads the clock for domain decisions.
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
+}
+
+/// A new request's id and the instant it is created: a UUIDv7 (ordered within the process)
+/// and the millisecond it carries, so ids sort by creation time.
+pub fn new_request_id() -> (RequestId, OffsetDateTime) {
+    let id = RequestId::from_uuid(Uuid::now_v7());
+    (id, id.instant().unwrap_or_else(now))
 }
 
 /// Loads a policy directory and checks every role's settings against its issuer.

@@ -89,13 +89,17 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<Request>> {
         let (from, to) = (ms(from), ms(to));
+        let (first, after) = (first_id_at(from), first_id_at(to));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |c| {
+            // The id range finds them on the primary key's index; `created_at` keeps the
+            // period exact for requests stored before ids carried it (see migration 0008).
             let mut stmt = c.prepare_cached(
-                "SELECT body, version FROM requests WHERE created_at >= ?1 AND created_at < ?2
-                 ORDER BY created_at, id LIMIT ?3",
+                "SELECT body, version FROM requests WHERE id >= ?1 AND id < ?2
+                   AND created_at >= ?3 AND created_at < ?4
+                 ORDER BY id LIMIT ?5",
             )?;
-            let rows = stmt.query_map(params![from, to, limit], |row| {
+            let rows = stmt.query_map(params![first, after, from, to, limit], |row| {
                 decode_request(row.get(0)?, row.get(1)?)
             })?;
             rows.collect()
@@ -104,11 +108,19 @@ impl SqliteStore {
     }
 }
 
+/// The smallest request id (as stored) of millisecond `ms`. Ids are UUIDv7: their text starts
+/// with the millisecond in fixed-width hex, so every id of that millisecond or later sorts at or
+/// above this one, and every earlier one below it.
+fn first_id_at(ms: i64) -> String {
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(ms).unwrap_or(0), &[0; 10])
+        .into_uuid()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use time::Duration;
     use time::macros::datetime;
-    use warden_domain::RequestId;
     use warden_domain::audit::{Actor, Event};
 
     use super::super::tests::{allowed, request_decided};
@@ -160,10 +172,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(between.len(), 1);
-        assert_eq!(
-            between[0].id,
-            RequestId::from_uuid(uuid::Uuid::from_u128(2))
-        );
+        assert_eq!(between[0].id, request(2, "peer(sre)", 5).id);
 
         s.append(vec![
             breakglass(Some(true)),

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_unused_audit_indexes.sql"),
     include_str!("migrations/0006_counted_audit_codes.sql"),
     include_str!("migrations/0007_stored_requirement.sql"),
+    include_str!("migrations/0008_requests_in_id_order.sql"),
 ];
 const READERS: usize = 8;
 
@@ -567,7 +568,7 @@ impl crate::Store for SqliteStore {
                  WHERE (?1 IS NULL OR requester = ?1)
                    AND (?2 IS NULL OR target = ?2)
                    AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3)))
-                 ORDER BY created_at DESC, id DESC LIMIT ?4",
+                 ORDER BY id DESC LIMIT ?4",
             )?;
             let rows = stmt.query_map(
                 params![

@@ -29,9 +29,12 @@ pub(super) fn allowed() -> Decision {
 }
 
 /// Request `n` of alice for web/admin, decided by `d` and created at `created`.
+/// Request `n` created at `created`, its id a UUIDv7 carrying that instant as Warden's do.
 pub(super) fn request_decided(n: u128, d: &Decision, created: time::OffsetDateTime) -> Request {
+    let ms = u64::try_from(created.unix_timestamp_nanos() / 1_000_000).unwrap();
+    let low: [u8; 10] = n.to_be_bytes()[6..].try_into().unwrap();
     Request::new(
-        RequestId::from_uuid(uuid::Uuid::from_u128(n)),
+        RequestId::from_uuid(uuid::Builder::from_unix_timestamp_millis(ms, &low).into_uuid()),
         "alice".parse().unwrap(),
         Ask {
             target: "web".parse().unwrap(),
@@ -90,6 +93,32 @@ async fn optimistic_concurrency_writes_nothing_on_conflict() {
         codes,
         vec![(1, Code::RequestCreated), (2, Code::RequestApproved)]
     );
+}
+
+#[tokio::test]
+async fn requests_are_listed_newest_first_whatever_order_they_were_stored_in() {
+    let (_d, s) = store();
+    let t0 = datetime!(2026-01-01 10:00 UTC);
+    for minutes in [3, 1, 4, 0, 2] {
+        let r = request_decided(
+            minutes,
+            &allowed(),
+            t0 + time::Duration::minutes(minutes.try_into().unwrap()),
+        );
+        s.insert_request(&r, Vec::new().into()).await.unwrap();
+    }
+    let listed = s
+        .requests(RequestFilter {
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let minutes: Vec<i64> = listed
+        .iter()
+        .map(|r| (r.created_at - t0).whole_minutes())
+        .collect();
+    assert_eq!(minutes, [4, 3, 2]);
 }
 
 #[tokio::test]
