@@ -89,11 +89,15 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<Request>> {
         let (from, to) = (ms(from), ms(to));
-        let (first, after) = (first_id_at(from), first_id_at(to));
+        // A request's id carries its `created_at` (see migration 0008). Before, the id was
+        // drawn a little after `created_at` was read, never before: the range reaches past the
+        // period's end by `LEGACY_ID_LAG_MS` for those, and `created_at` keeps it exact.
+        let (first, after) = (
+            first_id_at(from),
+            first_id_at(to.saturating_add(LEGACY_ID_LAG_MS)),
+        );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |c| {
-            // The id range finds them on the primary key's index; `created_at` keeps the
-            // period exact for requests stored before ids carried it (see migration 0008).
             let mut stmt = c.prepare_cached(
                 "SELECT body, version FROM requests WHERE id >= ?1 AND id < ?2
                    AND created_at >= ?3 AND created_at < ?4
@@ -107,6 +111,10 @@ impl SqliteStore {
         .await
     }
 }
+
+/// How much later than its `created_at` a request stored before migration 0008 may have drawn
+/// its id: the policy's decision and the MFA check lie between the two, a few milliseconds.
+const LEGACY_ID_LAG_MS: i64 = 60_000;
 
 /// The smallest request id (as stored) of millisecond `ms`. Ids are UUIDv7: their text starts
 /// with the millisecond in fixed-width hex, so every id of that millisecond or later sorts at or
@@ -152,6 +160,26 @@ mod tests {
             Some(d) => e.details(serde_json::json!({ "drill": d })),
             None => e,
         }
+    }
+
+    #[tokio::test]
+    async fn a_period_holds_requests_whose_older_ids_were_drawn_after_created_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+        // Stored before migration 0008: created a millisecond before the period ends, its id
+        // drawn 5 ms later, inside the next period.
+        let mut legacy = request(1, "auto", 10);
+        legacy.created_at -= Duration::milliseconds(1);
+        let drawn = u64::try_from(ms(legacy.created_at + Duration::milliseconds(5))).unwrap();
+        legacy.id = warden_domain::RequestId::from_uuid(
+            uuid::Builder::from_unix_timestamp_millis(drawn, &[1; 10]).into_uuid(),
+        );
+        s.insert_request(&legacy, Vec::new().into()).await.unwrap();
+        let period = |from: i64, to: i64| {
+            s.created_between(T0 + Duration::minutes(from), T0 + Duration::minutes(to), 10)
+        };
+        assert_eq!(period(5, 10).await.unwrap().len(), 1);
+        assert!(period(10, 15).await.unwrap().is_empty());
     }
 
     #[tokio::test]
