@@ -40,6 +40,13 @@ impl RequestId {
         self.0.as_u128()
     }
 
+    /// The UUIDv7 id of millisecond `at` with the given low (random) bytes: the inverse of
+    /// [`RequestId::instant`]. With zeros it is the smallest id of that millisecond.
+    pub fn v7(at: OffsetDateTime, low: [u8; 10]) -> Self {
+        let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        Self(uuid::Builder::from_unix_timestamp_millis(ms, &low).into_uuid())
+    }
+
     /// The millisecond a UUIDv7 id carries; `None` for ids of other versions. A new request's
     /// `created_at` is this instant, so ids sort by creation time and a period's requests are
     /// a range of ids.
@@ -576,11 +583,7 @@ mod tests {
     #[test]
     fn a_v7_id_carries_its_millisecond_and_others_none() {
         let at = datetime!(2026-03-01 12:34:56.789 UTC);
-        let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap();
-        let v7 = RequestId::from_uuid(
-            uuid::Builder::from_unix_timestamp_millis(ms, &[7; 10]).into_uuid(),
-        );
-        assert_eq!(v7.instant(), Some(at));
+        assert_eq!(RequestId::v7(at, [7; 10]).instant(), Some(at));
         assert_eq!(RequestId::from_uuid(Uuid::from_u128(1)).instant(), None);
     }
 

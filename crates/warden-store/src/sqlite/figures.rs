@@ -4,9 +4,9 @@
 //! `0007_stored_requirement.sql` index what these queries read.
 
 use rusqlite::params;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use warden_domain::audit::Code;
-use warden_domain::{Request, State};
+use warden_domain::{Request, RequestId, State};
 
 use super::{SqliteStore, decode_request, ms};
 use crate::Result;
@@ -88,14 +88,16 @@ impl SqliteStore {
         to: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Request>> {
-        let (from, to) = (ms(from), ms(to));
         // A request's id carries its `created_at` (see migration 0008). Before, the id was
         // drawn a little after `created_at` was read, never before: the range reaches past the
-        // period's end by `LEGACY_ID_LAG_MS` for those, and `created_at` keeps it exact.
+        // period's end by `LEGACY_ID_LAG` for those, and `created_at` keeps it exact. Ids are
+        // stored as UUIDv7 text, the millisecond first in fixed-width hex, so a millisecond's
+        // smallest id sorts above every earlier id and at or below every later one.
         let (first, after) = (
-            first_id_at(from),
-            first_id_at(to.saturating_add(LEGACY_ID_LAG_MS)),
+            RequestId::v7(from, [0; 10]).to_string(),
+            RequestId::v7(to.saturating_add(LEGACY_ID_LAG), [0; 10]).to_string(),
         );
+        let (from, to) = (ms(from), ms(to));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -114,20 +116,10 @@ impl SqliteStore {
 
 /// How much later than its `created_at` a request stored before migration 0008 may have drawn
 /// its id: the policy's decision and the MFA check lie between the two, a few milliseconds.
-const LEGACY_ID_LAG_MS: i64 = 60_000;
-
-/// The smallest request id (as stored) of millisecond `ms`. Ids are UUIDv7: their text starts
-/// with the millisecond in fixed-width hex, so every id of that millisecond or later sorts at or
-/// above this one, and every earlier one below it.
-fn first_id_at(ms: i64) -> String {
-    uuid::Builder::from_unix_timestamp_millis(u64::try_from(ms).unwrap_or(0), &[0; 10])
-        .into_uuid()
-        .to_string()
-}
+const LEGACY_ID_LAG: Duration = Duration::minutes(1);
 
 #[cfg(test)]
 mod tests {
-    use time::Duration;
     use time::macros::datetime;
     use warden_domain::audit::{Actor, Event};
 
@@ -170,10 +162,7 @@ mod tests {
         // drawn 5 ms later, inside the next period.
         let mut legacy = request(1, "auto", 10);
         legacy.created_at -= Duration::milliseconds(1);
-        let drawn = u64::try_from(ms(legacy.created_at + Duration::milliseconds(5))).unwrap();
-        legacy.id = warden_domain::RequestId::from_uuid(
-            uuid::Builder::from_unix_timestamp_millis(drawn, &[1; 10]).into_uuid(),
-        );
+        legacy.id = RequestId::v7(legacy.created_at + Duration::milliseconds(5), [1; 10]);
         s.insert_request(&legacy, Vec::new().into()).await.unwrap();
         let period = |from: i64, to: i64| {
             s.created_between(T0 + Duration::minutes(from), T0 + Duration::minutes(to), 10)

@@ -28,13 +28,12 @@ pub(super) fn allowed() -> Decision {
     d
 }
 
-/// Request `n` of alice for web/admin, decided by `d` and created at `created`.
-/// Request `n` created at `created`, its id a UUIDv7 carrying that instant as Warden's do.
+/// Request `n` of alice for web/admin, decided by `d` and created at `created`; its id carries
+/// that instant, as Warden's do.
 pub(super) fn request_decided(n: u128, d: &Decision, created: time::OffsetDateTime) -> Request {
-    let ms = u64::try_from(created.unix_timestamp_nanos() / 1_000_000).unwrap();
     let low: [u8; 10] = n.to_be_bytes()[6..].try_into().unwrap();
     Request::new(
-        RequestId::from_uuid(uuid::Builder::from_unix_timestamp_millis(ms, &low).into_uuid()),
+        RequestId::v7(created, low),
         "alice".parse().unwrap(),
         Ask {
             target: "web".parse().unwrap(),
