@@ -56,17 +56,14 @@ pub struct Archived {
 }
 
 impl App {
-    /// Seals every event older than `before` (up to the newest checkpoint covering only such
-    /// events) into a segment and removes them from the live log.
+    /// Seals the events of the newest checkpoint made before `before`, every one of them older
+    /// than `before`, into a segment and removes them from the live log.
     pub async fn archive(
         &self,
         before: OffsetDateTime,
         actor: Actor,
     ) -> anyhow::Result<Option<Archived>> {
-        let Some(last_old) = self.store.last_seq_before(before).await? else {
-            return Ok(None);
-        };
-        let Some(end) = self.store.checkpoint_at_most(last_old).await? else {
+        let Some(end) = self.store.checkpoint_before(before).await? else {
             return Ok(None);
         };
         let base = self.store.first_seq().await?.saturating_sub(1);

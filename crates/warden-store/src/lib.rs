@@ -253,11 +253,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a checkpoint. Checkpoints only grow: a smaller or equal size is refused.
     async fn insert_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
 
-    /// The largest sequence number of an event before `time`, if any.
-    async fn last_seq_before(&self, time: OffsetDateTime) -> Result<Option<u64>>;
-
-    /// The newest checkpoint of at most `size` events.
-    async fn checkpoint_at_most(&self, size: u64) -> Result<Option<Checkpoint>>;
+    /// The newest checkpoint made before `time`. It was made after every event it covers was
+    /// stored, so all of them are older than `time`.
+    async fn checkpoint_before(&self, time: OffsetDateTime) -> Result<Option<Checkpoint>>;
 
     /// The sequence number of the oldest event still in the live log (0 when empty); events
     /// before it were archived.

@@ -36,8 +36,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_counted_audit_codes.sql"),
     include_str!("migrations/0007_stored_requirement.sql"),
     include_str!("migrations/0008_requests_in_id_order.sql"),
+    include_str!("migrations/0009_archive_by_checkpoint_time.sql"),
 ];
 const READERS: usize = 8;
+
+/// The newest checkpoint made before a time, found through `checkpoints_time` (migration 0009).
+const CHECKPOINT_BEFORE: &str = "SELECT size, root, time, frontier, note FROM checkpoints
+     WHERE time < ?1 ORDER BY time DESC, size DESC LIMIT 1";
 
 /// The page size of a new database (an existing one keeps its own). A commit writes every page
 /// it touched to the log and syncs them, and a grant's commit touches one leaf of each of some
@@ -722,26 +727,11 @@ impl crate::Store for SqliteStore {
             .await
     }
 
-    async fn last_seq_before(&self, time: OffsetDateTime) -> Result<Option<u64>> {
+    async fn checkpoint_before(&self, time: OffsetDateTime) -> Result<Option<Checkpoint>> {
         let t = ms(time);
         self.read(move |c| {
-            c.query_row("SELECT MAX(seq) FROM audit WHERE time < ?1", [t], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-        })
-        .await
-        .map(|v| v.map(|s| u64::try_from(s).unwrap_or(0)))
-    }
-
-    async fn checkpoint_at_most(&self, size: u64) -> Result<Option<Checkpoint>> {
-        let size = i64::try_from(size).map_err(backend)?;
-        self.read(move |c| {
-            c.query_row(
-                "SELECT size, root, time, frontier, note FROM checkpoints WHERE size <= ?1 ORDER BY size DESC LIMIT 1",
-                [size],
-                decode_checkpoint,
-            )
-            .optional()
+            c.query_row(CHECKPOINT_BEFORE, [t], decode_checkpoint)
+                .optional()
         })
         .await
     }

@@ -424,3 +424,41 @@ async fn new_databases_use_small_pages_and_old_ones_keep_theirs() {
     );
     assert_eq!(page_size(&old), 4096);
 }
+
+#[tokio::test]
+async fn the_archive_cutoff_is_the_newest_checkpoint_made_before_it() {
+    let (dir, s) = store();
+    let at = |minute: u8| datetime!(2026-01-01 10:00 UTC) + time::Duration::minutes(minute.into());
+    for (size, minute) in [(3, 0), (7, 10), (12, 20)] {
+        s.insert_checkpoint(crate::Checkpoint {
+            size,
+            root: [0; 32],
+            time: at(minute),
+            frontier: Vec::new(),
+            note: format!("checkpoint {size}"),
+        })
+        .await
+        .unwrap();
+    }
+    let size_before = async |minute| {
+        s.checkpoint_before(at(minute))
+            .await
+            .unwrap()
+            .map(|c| c.size)
+    };
+    assert_eq!(size_before(0).await, None);
+    assert_eq!(size_before(10).await, Some(3));
+    assert_eq!(size_before(11).await, Some(7));
+    assert_eq!(size_before(30).await, Some(12));
+
+    // Found through the index on time, not by reading every checkpoint since.
+    let c = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+    let plan: String = c
+        .query_row(
+            &format!("EXPLAIN QUERY PLAN {}", super::CHECKPOINT_BEFORE),
+            [0],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("INDEX checkpoints_time"), "{plan}");
+}
