@@ -149,11 +149,9 @@ impl UserCa {
                 key.algorithm()
             ))
         })?;
-        let pair = Ed25519KeyPair::from_seed_and_public_key(
-            pair.private.as_ref(),
-            pair.public.as_ref(),
-        )
-        .map_err(|e| parse(format!("its private and public halves do not match: {e}")))?;
+        let pair =
+            Ed25519KeyPair::from_seed_and_public_key(pair.private.as_ref(), pair.public.as_ref())
+                .map_err(|e| parse(format!("its private and public halves do not match: {e}")))?;
         let signer = CaSigner {
             key: Arc::new(pair),
             public: key.public_key().key_data().clone(),
