@@ -9,6 +9,7 @@ pub mod api;
 pub mod archive;
 pub mod auth;
 pub mod broker;
+pub mod ca_file;
 pub mod checkpoints;
 pub mod config;
 pub mod export;

@@ -4,9 +4,15 @@
 //! Only a 2xx answer counts as delivered; anything else, redirects included, is a failure for
 //! the caller to retry (a redirect could carry the configured headers elsewhere). Error
 //! messages show the URL without credentials or query, and never the configured headers.
+//!
+//! `https://` receivers are verified against the system's trusted roots, or only against the
+//! certificates of a `ca_file` for a private CA; a receiver that fails verification is a
+//! failed delivery like any other, retried and reported, and nothing is sent to it.
 
+use std::path::Path;
 use std::time::Duration;
 
+use reqwest::Certificate;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::export::{Headers, shown_url, webhook_url};
@@ -28,7 +34,12 @@ pub struct Endpoint {
 impl Endpoint {
     /// `what` names the sink in errors, e.g. `sink "siem"`. Fails only if the configuration
     /// was not checked, or no HTTP client can be made.
-    pub fn new(what: &str, url: &str, header: &Headers) -> anyhow::Result<Self> {
+    pub fn new(
+        what: &str,
+        url: &str,
+        header: &Headers,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let url = webhook_url(url).map_err(|m| anyhow::anyhow!("{what}: {m}"))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &header.0 {
@@ -38,11 +49,14 @@ impl Endpoint {
             headers.insert(HeaderName::from_bytes(name.as_bytes())?, value);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(REQUEST_LIMIT)
             .connect_timeout(CONNECT_LIMIT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = ca_file {
+            http = http.tls_certs_only(roots(path).map_err(|m| anyhow::anyhow!("{what}: {m}"))?);
+        }
+        let http = http.build()?;
         Ok(Self {
             http,
             shown: shown_url(&url),
@@ -68,6 +82,33 @@ impl Endpoint {
             Err(format!("POST {} answered {status}", self.shown))
         }
     }
+}
+
+/// Why a webhook's `url`, `header` and `ca_file` cannot work, if they cannot. Header values
+/// are never echoed: they are likely secrets.
+pub fn check(url: &str, header: &Headers, ca_file: Option<&Path>) -> Result<(), String> {
+    let url = webhook_url(url)?;
+    for (name, value) in &header.0 {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("`header` {name:?} is not a valid HTTP header name"));
+        }
+        if HeaderValue::from_str(value).is_err() {
+            return Err(format!(
+                "`header` {name:?} has a value that is not valid in HTTP"
+            ));
+        }
+    }
+    match ca_file {
+        Some(_) if url.scheme() != "https" => Err("`ca_file` is only for an https:// `url`".into()),
+        Some(path) => roots(path).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// The certificates of a `ca_file`, the only roots an endpoint with one trusts.
+fn roots(path: &Path) -> Result<Vec<Certificate>, String> {
+    let pem = crate::ca_file::read(path)?;
+    Certificate::from_pem_bundle(&pem).map_err(|e| format!("`ca_file` {}: {e}", path.display()))
 }
 
 /// An error with its causes, e.g. "error sending request: connection refused".

@@ -14,6 +14,8 @@
 //! - [`WebhookReceiver`]: an HTTP receiver that accepts POSTs, or answers them with an error, or
 //!   is stopped and started again, to play a notification sink that goes down.
 //! - [`SmtpSink`]: a real SMTP server (Python's `smtpd`) that keeps the messages it receives.
+//! - [`TestCa`] and [`TlsFront`]: a throwaway CA's certificate for 127.0.0.1, and `socat`
+//!   terminating TLS with it for a local port.
 //! - [`Tmux`]: a terminal program (e.g. an interactive `ssh`) driven through tmux.
 //! - [`free_port`], [`http_get`] and [`http_get_with`]: small building blocks used by the
 //!   above.
@@ -32,6 +34,7 @@ mod process;
 mod server;
 mod smtp;
 mod sshd;
+mod tls;
 mod tmux;
 mod webhook;
 
@@ -41,8 +44,9 @@ pub use http::{HttpResponse, http_get, http_get_with};
 pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 pub use server::Server;
-pub use smtp::SmtpSink;
+pub use smtp::{SmtpSink, SmtpTls};
 pub use sshd::{Sshd, ensure_local_user, ssh_base_args, ssh_keypair, ssh_login, ssh_run};
+pub use tls::{TestCa, TlsFront};
 pub use tmux::Tmux;
 pub use webhook::WebhookReceiver;
 

@@ -1,5 +1,6 @@
 //! A real SMTP server on 127.0.0.1 that keeps what it receives: Python's `smtpd`
-//! `DebuggingServer` (Python 3.11), which prints every message it accepts. Killed when
+//! `DebuggingServer` (Python 3.11), which prints every message it accepts, or for a relay that
+//! demands TLS and a login, Debian's `aiosmtpd` with a [`TestCa`] certificate. Killed when
 //! dropped.
 
 use std::fs::File;
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::free_port;
 use crate::process::{POLL, read_lossy};
+use crate::{TestCa, free_port};
 
 const READY_LIMIT: Duration = Duration::from_secs(10);
 
@@ -29,13 +30,9 @@ impl SmtpSink {
     /// Starts `python3 -m smtpd -n -c DebuggingServer` on a free port and waits until it
     /// accepts connections.
     pub fn start() -> SmtpSink {
-        let dir = tempfile::Builder::new()
-            .prefix("warden-smtp-")
-            .tempdir()
-            .expect("a temp dir for the SMTP sink");
-        let out = dir.path().join("messages.log");
-        let port = free_port();
-        let child = Command::new("python3")
+        let (dir, out, port) = files();
+        let mut python = Command::new("python3");
+        python
             .args([
                 "-u",
                 "-W",
@@ -46,31 +43,44 @@ impl SmtpSink {
                 "-c",
                 "DebuggingServer",
             ])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(File::create(&out).expect("the SMTP sink's log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting python3 -m smtpd (Python 3.11's SMTP server)");
-        let mut sink = SmtpSink {
-            port,
-            child,
+            .arg(format!("127.0.0.1:{port}"));
+        spawn(
+            python,
+            dir,
             out,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + READY_LIMIT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = sink.child.try_wait() {
-                panic!("the SMTP sink exited at start ({status}); it needs Python 3.11's smtpd");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the SMTP sink did not listen within 10 s"
-            );
-            thread::sleep(POLL);
-        }
-        sink
+            port,
+            "python3 -m smtpd (Python 3.11's SMTP server)",
+        )
+    }
+
+    /// Starts `aiosmtpd` demanding TLS (STARTTLS before anything else, or TLS from the first
+    /// byte) with `ca`'s certificate, and a login as `user` with `password` before any mail.
+    /// Each kept message starts with `X-Sink-TLS: yes|no` and `X-Sink-Login: USER|-`.
+    pub fn start_secure(tls: SmtpTls, ca: &TestCa, user: &str, password: &str) -> SmtpSink {
+        let (dir, out, port) = files();
+        let script = dir.path().join("relay.py");
+        std::fs::write(&script, RELAY).expect("writing the relay's script");
+        // Debian's Python, where python3-aiosmtpd is installed.
+        let mut python = Command::new("/usr/bin/python3");
+        python
+            .arg("-u")
+            .arg(&script)
+            .arg(match tls {
+                SmtpTls::Starttls => "starttls",
+                SmtpTls::Tls => "tls",
+            })
+            .arg(port.to_string())
+            .arg(ca.cert_file())
+            .arg(ca.key_file())
+            .args([user, password])
+            .arg(&out);
+        spawn(
+            python,
+            dir,
+            out,
+            port,
+            "aiosmtpd (Debian's python3-aiosmtpd)",
+        )
     }
 
     /// The port it listens on, on 127.0.0.1.
@@ -97,6 +107,92 @@ impl SmtpSink {
         out
     }
 }
+
+/// How a [`SmtpSink::start_secure`] relay protects its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain at first; STARTTLS required before a login or a message.
+    Starttls,
+    /// TLS from the first byte ("SMTPS").
+    Tls,
+}
+
+/// A temp dir, the log file in it, and a free port.
+fn files() -> (TempDir, PathBuf, u16) {
+    let dir = tempfile::Builder::new()
+        .prefix("warden-smtp-")
+        .tempdir()
+        .expect("a temp dir for the SMTP sink");
+    let out = dir.path().join("messages.log");
+    (dir, out, free_port())
+}
+
+/// Starts `command` with its output to `out` and waits until it accepts connections on `port`.
+fn spawn(mut command: Command, dir: TempDir, out: PathBuf, port: u16, what: &str) -> SmtpSink {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).expect("the SMTP sink's log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let mut sink = SmtpSink {
+        port,
+        child,
+        out,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + READY_LIMIT;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = sink.child.try_wait() {
+            panic!("the SMTP sink exited at start ({status}); it needs {what}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SMTP sink did not listen within 10 s"
+        );
+        thread::sleep(POLL);
+    }
+    sink
+}
+
+/// The relay demanding TLS and a login: keeps each message in the `DebuggingServer` log's
+/// format, after two lines saying whether it came over TLS and who logged in.
+const RELAY: &str = r#"
+import ssl, sys, threading
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+mode, port, cert, key, user, password, out = sys.argv[1:]
+
+class Keep:
+    async def handle_DATA(self, server, session, envelope):
+        login = session.auth_data.decode() if session.authenticated else "-"
+        tls = mode == "tls" or session.ssl is not None
+        lines = ["X-Sink-TLS: " + ("yes" if tls else "no"),
+                 "X-Sink-Login: " + login]
+        lines += envelope.content.decode("utf-8", "replace").splitlines()
+        with open(out, "a") as f:
+            f.write("---------- MESSAGE FOLLOWS ----------\n" + "\n".join(lines)
+                    + "\n------------ END MESSAGE ------------\n")
+        return "250 OK"
+
+def check(server, session, envelope, mechanism, data):
+    ok = (isinstance(data, LoginPassword) and data.login == user.encode()
+          and data.password == password.encode())
+    return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
+
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+common = dict(hostname="127.0.0.1", port=int(port), authenticator=check, auth_required=True)
+if mode == "starttls":
+    relay = Controller(Keep(), tls_context=ctx, require_starttls=True, **common)
+else:
+    # The listener speaks only TLS, which aiosmtpd does not count as TLS for AUTH.
+    relay = Controller(Keep(), ssl_context=ctx, auth_require_tls=False, **common)
+relay.start()
+threading.Event().wait()
+"#;
 
 /// The server prints each line as a Python bytes literal, `b'...'`.
 fn unquote(line: &str) -> String {

@@ -45,6 +45,11 @@ impl WebhookReceiver {
         r
     }
 
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `http://127.0.0.1:PORT/hook`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)

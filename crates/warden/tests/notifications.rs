@@ -1,6 +1,6 @@
 //! Notifications and break-glass, end to end against the real binary: a local webhook
-//! receiver and a real SMTP server (Python's smtpd) receive what approvers, requesters and
-//! security are told; break-glass grants at once after MFA, notifies security, and opens a
+//! receiver (also behind TLS) and real SMTP servers (Python's smtpd, and aiosmtpd demanding
+//! STARTTLS or TLS and a login) receive what approvers, requesters and security are told; break-glass grants at once after MFA, notifies security, and opens a
 //! postmortem that stays open until closed; drills are flagged and reported; and the outbox
 //! delivers everything after the receiver was down and after the server was killed with
 //! SIGKILL, each notification id exactly once. A break-glass certificate logs into a real sshd.
@@ -19,7 +19,10 @@ use common::{
     write_policy,
 };
 use serde_json::Value;
-use warden_testkit::{Cli, Server, SmtpSink, Sshd, WebhookReceiver, ensure_local_user, ssh_login};
+use warden_testkit::{
+    Cli, Server, SmtpSink, SmtpTls, Sshd, TestCa, TlsFront, WebhookReceiver, ensure_local_user,
+    ssh_login,
+};
 
 /// How long any one awaited condition may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -780,4 +783,148 @@ fn security_hears_when_a_credential_cannot_be_revoked() {
     // Only the first failure notifies until Warden gives up.
     thread::sleep(Duration::from_secs(3));
     assert_eq!(notices(&hook, "revoke_failed", &rid).len(), 1);
+}
+
+#[test]
+fn https_webhooks_are_delivered_only_to_a_receiver_whose_certificate_verifies() {
+    let trusted = WebhookReceiver::start();
+    let trusted_tls = TlsFront::start(trusted.port());
+    let unknown = WebhookReceiver::start();
+    let unknown_tls = TlsFront::start(unknown.port());
+    let dir = tempfile::tempdir().unwrap();
+
+    // A `ca_file` that holds no certificate stops start-up, naming the sink and the file.
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nca_file = \"{}\"\n",
+            trusted_tls.url(),
+            config.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("timeout")
+        .args(["20", BIN, "serve", "--dev", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_ne!(out.status.code(), Some(124), "it must refuse, not serve");
+    assert!(
+        stderr.contains("\"hook\"") && stderr.contains("holds no PEM certificate"),
+        "{stderr}"
+    );
+
+    // One sink trusts the private CA that issued its receiver's certificate; the other
+    // trusts only the system's roots, which do not include it.
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"private-ca\"\nkind = \"webhook\"\nurl = \"{}\"\nca_file = \"{}\"\n\n\
+             [[notify]]\nname = \"system-roots\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            trusted_tls.url(),
+            trusted_tls.ca_file().display(),
+            unknown_tls.url(),
+        ),
+    );
+    let alice = login(&server, "alice");
+    let admin = login(&server, "admin");
+    let rid = id(&common::create(&alice, "web", "deploy", &[]));
+    wait_for("the notification over HTTPS", || {
+        !notices(&trusted, "approval_needed", &rid).is_empty()
+    });
+    wait_for("the failed delivery's audit event", || {
+        !events(&admin, "notification.failed").is_empty()
+    });
+    let failed = events(&admin, "notification.failed");
+    let reason = failed[0]["event"]["outcome"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("127.0.0.1") && reason.to_lowercase().contains("certificate"),
+        "{reason}"
+    );
+    assert!(failed[0].to_string().contains("system-roots"), "{failed:?}");
+    // Nothing was sent over a connection whose certificate did not verify.
+    thread::sleep(Duration::from_secs(1));
+    assert!(unknown.accepted().is_empty(), "{:?}", unknown.accepted());
+    assert_eq!(notices(&trusted, "approval_needed", &rid).len(), 1);
+}
+
+#[test]
+fn mail_goes_to_a_relay_over_starttls_or_tls_with_a_login() {
+    let ca = TestCa::new();
+    let starttls = SmtpSink::start_secure(SmtpTls::Starttls, &ca, "warden", "relay-pw-1");
+    let smtps = SmtpSink::start_secure(SmtpTls::Tls, &ca, "warden", "relay-pw-1");
+    let dir = tempfile::tempdir().unwrap();
+    let sink = |name: &str, port: u16, extra: &str| {
+        format!(
+            "[[notify]]\nname = \"{name}\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             from = \"warden@example.com\"\nto = {{ approvers = [\"{name}@example.com\"] }}\n{extra}\n"
+        )
+    };
+    let login = |password: &str| {
+        format!(
+            "username = \"warden\"\npassword = \"{password}\"\nca_file = \"{}\"\n",
+            ca.ca_file().display()
+        )
+    };
+    let server = start(
+        dir.path(),
+        &[
+            sink(
+                "submission",
+                starttls.port(),
+                &format!("tls = \"starttls\"\n{}", login("relay-pw-1")),
+            ),
+            sink(
+                "smtps",
+                smtps.port(),
+                &format!("tls = \"tls\"\n{}", login("relay-pw-1")),
+            ),
+            // The relay's CA is not among the system's roots.
+            sink(
+                "system-roots",
+                starttls.port(),
+                "tls = \"starttls\"\nusername = \"warden\"\npassword = \"relay-pw-1\"",
+            ),
+            sink(
+                "wrong-password",
+                smtps.port(),
+                &format!("tls = \"tls\"\n{}", login("not-it")),
+            ),
+        ]
+        .concat(),
+    );
+    let alice = self::login(&server, "alice");
+    let admin = self::login(&server, "admin");
+    common::create(&alice, "web", "deploy", &[]);
+
+    for (relay, name) in [(&starttls, "submission"), (&smtps, "smtps")] {
+        let m = mail(relay, "alice asks for web/deploy");
+        assert_eq!(header(&m, "To"), format!("{name}@example.com"), "{m}");
+        assert_eq!(header(&m, "X-Sink-TLS"), "yes", "{m}");
+        assert_eq!(header(&m, "X-Sink-Login"), "warden", "{m}");
+    }
+    wait_for("both failed deliveries' audit events", || {
+        events(&admin, "notification.failed").len() >= 2
+    });
+    let failed = events(&admin, "notification.failed");
+    let reason = |sink: &str| {
+        failed
+            .iter()
+            .find(|e| e.to_string().contains(&format!("\"{sink}\"")))
+            .and_then(|e| e["event"]["outcome"]["reason"].as_str())
+            .unwrap_or_else(|| panic!("no failure of {sink}: {failed:?}"))
+            .to_lowercase()
+    };
+    assert!(reason("system-roots").contains("certificate"), "{failed:?}");
+    assert!(reason("wrong-password").contains("535"), "{failed:?}");
+    assert!(
+        !format!("{failed:?}").contains("relay-pw-1") && !format!("{failed:?}").contains("not-it")
+    );
+    // Each relay kept exactly the one mail of the sink that could reach it.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(starttls.messages().len(), 1);
+    assert_eq!(smtps.messages().len(), 1);
 }

@@ -22,9 +22,10 @@
 //! [[sinks]]
 //! name = "siem-webhook"
 //! kind = "webhook"
-//! url = "http://127.0.0.1:9000/ingest"
+//! url = "https://siem.example.com/ingest"
 //! batch = 100               # events per POST (default 100)
 //! header = { "Authorization" = "Bearer …" }
+//! ca_file = "/etc/warden/siem-ca.pem"   # trust only this CA (default: the system's roots)
 //! ```
 //!
 //! A sink's cursor is stored under its name: renaming a sink exports the whole log to it
@@ -98,8 +99,7 @@ pub enum Transport {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub name: String,
-    /// Plain `http://`: put a TLS-terminating forwarder next to Warden to reach a remote
-    /// receiver over HTTPS.
+    /// `https://` (or `http://` to a receiver on a trusted network).
     pub url: String,
     /// Events per POST.
     #[serde(default = "default_batch")]
@@ -107,6 +107,9 @@ pub struct WebhookConfig {
     /// Extra request headers, typically a credential.
     #[serde(default)]
     pub header: Headers,
+    /// PEM file of the only CA certificates trusted for an `https://` receiver, for a private
+    /// CA; without it, the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Webhook headers. Their values are usually secrets, so `Debug` shows only the names.
@@ -195,23 +198,12 @@ impl SinkConfig {
                 }
             }
             SinkConfig::Webhook(c) => {
-                webhook_url(&c.url)?;
+                crate::webhook::check(&c.url, &c.header, c.ca_file.as_deref())?;
                 if c.batch == 0 || c.batch > MAX_BATCH {
                     return Err(format!(
                         "`batch` must be between 1 and {MAX_BATCH}, not {}",
                         c.batch
                     ));
-                }
-                for (name, value) in &c.header.0 {
-                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        return Err(format!("`header` {name:?} is not a valid HTTP header name"));
-                    }
-                    if reqwest::header::HeaderValue::from_str(value).is_err() {
-                        // Never echo the value: it is likely a secret.
-                        return Err(format!(
-                            "`header` {name:?} has a value that is not valid in HTTP"
-                        ));
-                    }
                 }
             }
         }
@@ -233,14 +225,11 @@ pub fn shown_url(url: &reqwest::Url) -> String {
 pub fn webhook_url(url: &str) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
     match u.scheme() {
-        "http" if u.host().is_some() => Ok(u),
-        "http" => Err("`url` has no host".into()),
-        "https" => Err(
-            "`url` must be http://: this build of Warden has no TLS client; \
-             send to a TLS-terminating forwarder on the same host instead"
-                .into(),
-        ),
-        s => Err(format!("`url` has scheme {s:?}; only http:// is supported")),
+        "http" | "https" if u.host().is_some() => Ok(u),
+        "http" | "https" => Err("`url` has no host".into()),
+        s => Err(format!(
+            "`url` has scheme {s:?}; use https:// (or http:// to a receiver on a trusted network)"
+        )),
     }
 }
 
@@ -415,8 +404,20 @@ mod tests {
                 "`batch`",
             ),
             (
-                "kind = \"webhook\"\nname = \"a\"\nurl = \"https://h/\"",
-                "no TLS",
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"ftp://h/\"",
+                "use https://",
+            ),
+            (
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"http://h/\"\nca_file = \"/etc/hostname\"",
+                "`ca_file` is only for an https:// `url`",
+            ),
+            (
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"https://h/\"\nca_file = \"/nonexistent/ca.pem\"",
+                "cannot read `ca_file` /nonexistent/ca.pem",
+            ),
+            (
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"https://h/\"\nca_file = \"/etc/hostname\"",
+                "`ca_file` /etc/hostname holds no PEM certificate",
             ),
             (
                 "kind = \"webhook\"\nname = \"a\"\nurl = \"not a url\"",

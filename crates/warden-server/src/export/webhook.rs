@@ -19,7 +19,12 @@ impl WebhookSink {
     /// Fails only if the configuration was not checked, or no HTTP client can be made.
     pub fn new(c: &WebhookConfig) -> anyhow::Result<Self> {
         Ok(Self {
-            endpoint: Endpoint::new(&format!("sink {:?}", c.name), &c.url, &c.header)?,
+            endpoint: Endpoint::new(
+                &format!("sink {:?}", c.name),
+                &c.url,
+                &c.header,
+                c.ca_file.as_deref(),
+            )?,
             batch: c.batch,
         })
     }

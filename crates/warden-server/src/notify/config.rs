@@ -7,7 +7,7 @@
 //! [[notify]]
 //! name = "chat"                       # unique; queued notifications are kept per sink name
 //! kind = "webhook"
-//! url = "http://127.0.0.1:9000/hooks/warden"
+//! url = "https://hooks.slack.com/services/…"
 //! format = "slack"                    # or "json" (default): the whole notification
 //! audiences = ["approvers", "security"]   # default: all three
 //! header = { "Authorization" = "Bearer …" }
@@ -19,21 +19,26 @@
 //! port = 25
 //! from = "Warden <warden@example.com>"
 //! user_domain = "example.com"         # also mail each named recipient at NAME@example.com
+//! # tls = "starttls"                  # or "tls"; then optionally username, password, ca_file
 //! [notify.to]
 //! security = ["security@example.com"]
 //! approvers = ["oncall@example.com"]
 //! ```
 //!
-//! SMTP is spoken in plain text without authentication: point it at a relay on the same host
-//! or network (a local MTA that forwards with STARTTLS). Notifications carry no secrets, but
-//! request details travel unencrypted to the relay.
+//! SMTP to a remote relay takes `tls = "starttls"` (port 587) or `tls = "tls"` (port 465), and
+//! `username` and `password` if the relay wants a login; `ca_file` trusts a private CA. The
+//! default, plain text without a login, is for a relay on the same host or a trusted network.
+//! A `password` makes the configuration file a secret, like a webhook `header`; it never
+//! appears in logs, the status or error messages.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 use warden_domain::Audience;
 
-use crate::export::{Headers, Named, check_all, check_name, shown_url, webhook_url};
+use crate::export::{Headers, Named, check_all, check_name, shown_url};
 
 /// One notification destination.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,7 +53,7 @@ pub enum NotifyConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub name: String,
-    /// Plain `http://`, like the audit webhook.
+    /// `https://` (or `http://` to a receiver on a trusted network), like the audit webhook.
     pub url: String,
     #[serde(default)]
     pub format: Format,
@@ -58,6 +63,8 @@ pub struct WebhookConfig {
     /// Extra request headers, typically a credential; never shown.
     #[serde(default)]
     pub header: Headers,
+    /// PEM file of the only CA certificates trusted for an `https://` receiver.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The shape of a webhook's body.
@@ -77,8 +84,17 @@ pub enum Format {
 pub struct SmtpConfig {
     pub name: String,
     pub host: String,
-    #[serde(default = "default_smtp_port")]
-    pub port: u16,
+    /// Default: 25 without TLS, 587 with `starttls`, 465 with `tls`.
+    pub port: Option<u16>,
+    /// How the connection to the relay is protected.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// PEM file of the only CA certificates trusted for the relay; default the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Logs in (AUTH PLAIN or LOGIN) as this user, with `password`. Only over TLS: a password
+    /// never crosses the network in clear.
+    pub username: Option<String>,
+    pub password: Option<SmtpPassword>,
     /// The sender, e.g. `Warden <warden@example.com>`.
     pub from: String,
     /// Fixed addresses per audience.
@@ -89,11 +105,54 @@ pub struct SmtpConfig {
     pub user_domain: Option<String>,
 }
 
+/// How an SMTP sink protects its connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text, for a relay on the same host or a trusted network.
+    #[default]
+    None,
+    /// Plain, then upgraded with STARTTLS before anything else is sent; a relay that does not
+    /// offer it is a failed delivery, never a fallback to plain text.
+    Starttls,
+    /// TLS from the first byte ("SMTPS").
+    Tls,
+}
+
+/// An SMTP password: never shown by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SmtpPassword(pub String);
+
+impl fmt::Debug for SmtpPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl SmtpConfig {
+    /// The configured port, or the usual one for the TLS mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+        })
+    }
+
+    /// `smtp://` or `smtps://` HOST:PORT, for messages and the status.
+    pub fn shown(&self) -> String {
+        let scheme = if self.tls == SmtpTls::Tls {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        format!("{scheme}://{}:{}", self.host, self.port())
+    }
+}
+
 fn all_audiences() -> BTreeSet<Audience> {
     Audience::ALL.into_iter().collect()
-}
-fn default_smtp_port() -> u16 {
-    25
 }
 
 impl NotifyConfig {
@@ -119,7 +178,7 @@ impl NotifyConfig {
             NotifyConfig::Webhook(c) => reqwest::Url::parse(&c.url)
                 .map(|u| shown_url(&u))
                 .unwrap_or_default(),
-            NotifyConfig::Smtp(c) => format!("smtp://{}:{}", c.host, c.port),
+            NotifyConfig::Smtp(c) => c.shown(),
         }
     }
 
@@ -138,21 +197,11 @@ impl NotifyConfig {
         check_name(self.name())?;
         match self {
             NotifyConfig::Webhook(c) => {
-                webhook_url(&c.url)?;
+                crate::webhook::check(&c.url, &c.header, c.ca_file.as_deref())?;
                 if c.audiences.is_empty() {
                     return Err(
                         "`audiences` is empty: list approvers, requester or security".into(),
                     );
-                }
-                for (name, value) in &c.header.0 {
-                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        return Err(format!("`header` {name:?} is not a valid HTTP header name"));
-                    }
-                    if reqwest::header::HeaderValue::from_str(value).is_err() {
-                        return Err(format!(
-                            "`header` {name:?} has a value that is not valid in HTTP"
-                        ));
-                    }
                 }
             }
             NotifyConfig::Smtp(c) => {
@@ -162,7 +211,7 @@ impl NotifyConfig {
                         c.host
                     ));
                 }
-                if c.port == 0 {
+                if c.port == Some(0) {
                     return Err("`port` must be between 1 and 65535".into());
                 }
                 c.from
@@ -181,6 +230,25 @@ impl NotifyConfig {
                     format!("x@{d}").parse::<lettre::Address>().map_err(|_| {
                         format!("`user_domain` {d:?} is not a mail domain, e.g. \"example.com\"")
                     })?;
+                }
+                match (&c.username, &c.password) {
+                    (Some(_), None) | (None, Some(_)) => {
+                        return Err("`username` and `password` go together".into());
+                    }
+                    (Some(_), Some(_)) if c.tls == SmtpTls::None => {
+                        return Err("`username` needs `tls = \"starttls\"` or `tls = \"tls\"`: \
+                                    a password is never sent in clear"
+                            .into());
+                    }
+                    _ => {}
+                }
+                if let Some(path) = &c.ca_file {
+                    if c.tls == SmtpTls::None {
+                        return Err(
+                            "`ca_file` needs `tls = \"starttls\"` or `tls = \"tls\"`".into()
+                        );
+                    }
+                    crate::ca_file::read(path)?;
                 }
                 if c.to.values().all(Vec::is_empty) && c.user_domain.is_none() {
                     return Err(
@@ -253,7 +321,7 @@ mod tests {
         let NotifyConfig::Smtp(m) = &sinks[1] else {
             panic!()
         };
-        assert_eq!(m.port, 25);
+        assert_eq!(m.port(), 25);
         assert!(sinks[1].wants(Audience::Security, 0));
         assert!(!sinks[1].wants(Audience::Approvers, 2));
     }
@@ -262,8 +330,8 @@ mod tests {
     fn refuses_bad_sinks_with_clear_messages() {
         let cases = [
             (
-                "kind = \"webhook\"\nname = \"a\"\nurl = \"https://h/\"",
-                "no TLS",
+                "kind = \"webhook\"\nname = \"a\"\nurl = \"file:///tmp/x\"",
+                "use https://",
             ),
             (
                 "kind = \"webhook\"\nname = \"a\"\nurl = \"http://h/\"\nformat = \"teams\"",
@@ -286,8 +354,24 @@ mod tests {
                 "no recipients",
             ),
             (
-                "kind = \"smtp\"\nname = \"a\"\nhost = \"h\"\nfrom = \"w@x.org\"\nuser_domain = \"x.org\"\ntls = true",
-                "unknown field `tls`",
+                "kind = \"smtp\"\nname = \"a\"\nhost = \"h\"\nfrom = \"w@x.org\"\nuser_domain = \"x.org\"\ntls = \"ssl\"",
+                "unknown variant `ssl`",
+            ),
+            (
+                "kind = \"smtp\"\nname = \"a\"\nhost = \"h\"\nfrom = \"w@x.org\"\nuser_domain = \"x.org\"\nusername = \"u\"\npassword = \"hunter2\"",
+                "a password is never sent in clear",
+            ),
+            (
+                "kind = \"smtp\"\nname = \"a\"\nhost = \"h\"\nfrom = \"w@x.org\"\nuser_domain = \"x.org\"\ntls = \"tls\"\nusername = \"u\"",
+                "`username` and `password` go together",
+            ),
+            (
+                "kind = \"smtp\"\nname = \"a\"\nhost = \"h\"\nfrom = \"w@x.org\"\nuser_domain = \"x.org\"\nca_file = \"/etc/hostname\"",
+                "`ca_file` needs `tls",
+            ),
+            (
+                "kind = \"smtp\"\nname = \"a\"\nhost = \"h\"\nfrom = \"w@x.org\"\nuser_domain = \"x.org\"\ntls = \"starttls\"\nca_file = \"/nonexistent.pem\"",
+                "cannot read `ca_file` /nonexistent.pem",
             ),
         ];
         for (body, expected) in cases {

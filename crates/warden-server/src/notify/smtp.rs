@@ -1,15 +1,20 @@
 //! The notification mailer: one plain-text message per notification through an SMTP relay,
 //! with the notification id as the Message-ID so mail systems and people can spot a resend.
 //!
-//! Plain SMTP without authentication or TLS: use a relay on the same host or network.
+//! The relay is reached in plain text, with STARTTLS required, or over TLS from the start, as
+//! configured; a relay's certificate is verified against the system's roots or only against
+//! the sink's `ca_file`, and a login is only ever sent over TLS.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use warden_domain::Notice;
+use warden_domain::{Audience, Notice};
 
-use super::config::SmtpConfig;
+use super::config::{SmtpConfig, SmtpTls};
 use super::{Links, text};
 
 const SEND_LIMIT: Duration = Duration::from_secs(30);
@@ -20,38 +25,58 @@ pub struct SmtpSink {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     shown: String,
     from: Mailbox,
-    config: SmtpConfig,
+    /// Fixed addresses per audience, as configured.
+    to: BTreeMap<Audience, Vec<String>>,
+    user_domain: Option<String>,
 }
 
 impl SmtpSink {
     /// Fails only if the configuration was not checked.
     pub fn new(c: &SmtpConfig) -> anyhow::Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)
-            .port(c.port)
-            .timeout(Some(SEND_LIMIT))
-            .build();
+        let failed = |m: &dyn std::fmt::Display| anyhow::anyhow!("notify sink {:?}: {m}", c.name);
+        // Plain until `tls` says otherwise: the builder's name warns of exactly that.
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)
+            .port(c.port())
+            .timeout(Some(SEND_LIMIT));
+        if c.tls != SmtpTls::None {
+            let mut params = TlsParameters::builder(c.host.clone());
+            if let Some(path) = &c.ca_file {
+                let pem = crate::ca_file::read(path).map_err(|m| failed(&m))?;
+                params = params
+                    .certificate_store(CertificateStore::None)
+                    .add_root_certificate(Certificate::from_pem(&pem).map_err(|e| failed(&e))?);
+            }
+            let params = params.build_rustls().map_err(|e| failed(&e))?;
+            builder = builder.tls(match c.tls {
+                SmtpTls::Tls => Tls::Wrapper(params),
+                _ => Tls::Required(params),
+            });
+        }
+        if let (Some(user), Some(password)) = (&c.username, &c.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
+        }
         Ok(Self {
-            transport,
-            shown: format!("smtp://{}:{}", c.host, c.port),
+            transport: builder.build(),
+            shown: c.shown(),
             from: c
                 .from
                 .parse()
                 .map_err(|e| anyhow::anyhow!("notify sink {:?}: `from`: {e}", c.name))?,
-            config: c.clone(),
+            to: c.to.clone(),
+            user_domain: c.user_domain.clone(),
         })
     }
 
     /// The addresses `n` goes to.
     fn recipients(&self, n: &Notice) -> Vec<Mailbox> {
         let mut out: Vec<Mailbox> = self
-            .config
             .to
             .get(&n.audience)
             .into_iter()
             .flatten()
             .filter_map(|a| a.parse().ok())
             .collect();
-        if let Some(domain) = &self.config.user_domain {
+        if let Some(domain) = &self.user_domain {
             out.extend(
                 n.recipients
                     .iter()
