@@ -34,6 +34,8 @@ pub enum Kind {
     BreakGlass,
     /// A credential could not be revoked at its target.
     RevokeFailed,
+    /// An approved or break-glass request ended without its credential: the issuer failed.
+    IssueFailed,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::ExpirySoon => "expiry_soon",
             Kind::BreakGlass => "breakglass",
             Kind::RevokeFailed => "revoke_failed",
+            Kind::IssueFailed => "issue_failed",
         }
     }
 }
@@ -164,6 +167,11 @@ impl Notice {
                 )
             }
             Kind::RevokeFailed => format!("[Warden] revocation failed for {what}"),
+            Kind::IssueFailed if self.breakglass => format!(
+                "[Warden] BREAK-GLASS{drill} FAILED: {} could not get {what}",
+                self.requester
+            ),
+            Kind::IssueFailed => format!("[Warden] the credential for {what} could not be issued"),
         }
     }
 

@@ -275,23 +275,44 @@ impl App {
                         .for_request(&r)
                         .failed("issuer_failed", e.to_string()),
                 );
-                r.end_unissued(format!("the credential could not be issued: {e}"), now)?;
+                let why = format!("the credential could not be issued: {e}");
+                r.end_unissued(why.clone(), now)?;
                 if let Some(l) = lease.as_mut() {
                     // Anything half-made at the target is removed by the lease worker.
                     l.start_revoking(now);
                 }
+                // Security hears of every failed emergency; a requester who is not the caller
+                // (their request was just approved) would otherwise never learn it failed.
+                let mut notices = Vec::new();
+                if r.breakglass.is_some() {
+                    notices =
+                        self.notices(&r, Kind::IssueFailed, Audience::Security, Some(why.clone()));
+                }
+                if caller.user.name != r.requester {
+                    notices.extend(self.notices(
+                        &r,
+                        Kind::IssueFailed,
+                        Audience::Requester,
+                        Some(why),
+                    ));
+                }
+                let notify = !notices.is_empty();
                 self.save(
                     &mut r,
                     &mut stored,
                     Change {
                         lease,
                         events,
+                        notices,
                         ..Change::default()
                     },
                 )
                 .await?;
                 self.issued(&r, &target.kind, false, now);
                 self.wake.now();
+                if notify {
+                    self.outbox.notify_one();
+                }
                 return Err(Error::Issuer(e.to_string()));
             }
         };

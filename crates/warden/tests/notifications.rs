@@ -928,3 +928,94 @@ fn mail_goes_to_a_relay_over_starttls_or_tls_with_a_login() {
     assert_eq!(starttls.messages().len(), 1);
     assert_eq!(smtps.messages().len(), 1);
 }
+
+#[test]
+fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Nothing listens at the target's port: every issue fails.
+    let targets = format!(
+        "[targets.pg]\nkind = \"postgres\"\nenvironment = \"test\"\n\
+         [targets.pg.connection]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\n\
+         [targets.pg.roles.read]\ngrants = [\"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}\"]\n\
+         [targets.pg.roles.root]\ngrants = [\"GRANT ALL ON ALL TABLES IN SCHEMA public TO {{{{name}}}}\"]\n",
+        warden_testkit::free_port()
+    );
+    let rules = "@id(\"pg-peer\")\n@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\n\
+                 permit (principal in Group::\"dev\", action == Action::\"request\", resource == Role::\"pg/read\");\n\
+                 @id(\"pg-bg\")\n@max_ttl(\"1h\")\n\
+                 permit (principal in Group::\"sre\", action == Action::\"breakglass\", resource == Role::\"pg/root\");\n";
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", &targets), ("access.cedar", rules)],
+    );
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--dev", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let admin = login(&server, "admin");
+    set_credential(&admin, "pg", "warden_admin", "unused-password");
+    let (alice, bob) = (login(&server, "alice"), login(&server, "bob"));
+
+    // A break-glass grant that fails: the emergency is not over, and security must know.
+    let code = totp(&enroll_mfa(&bob), 1);
+    let out = bob.run(
+        &[
+            "breakglass",
+            "pg",
+            "--role",
+            "root",
+            "--reason",
+            "db down",
+            "--ttl",
+            "30m",
+            "--totp",
+            &code,
+        ],
+        None,
+    );
+    assert!(!out.success(), "{out:?}");
+    let bg = ok(&bob, &["request", "list"]);
+    let bg_id = bg["requests"][0]["id"].as_str().unwrap().to_owned();
+    wait_for("security's notification", || {
+        !notices(&hook, "issue_failed", &bg_id).is_empty()
+    });
+    let n = &notices(&hook, "issue_failed", &bg_id)[0];
+    assert_eq!(
+        (n["audience"].as_str(), n["request"]["breakglass"].as_bool()),
+        (Some("security"), Some(true)),
+        "{n}"
+    );
+    assert!(
+        n["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be issued"),
+        "{n}"
+    );
+
+    // An approved request that fails: its requester did not make the call that failed.
+    let rid = id(&common::create(&alice, "pg", "read", &[]));
+    let out = bob.run(&["request", "approve", &rid, "--comment", "go"], None);
+    assert!(!out.success(), "{out:?}");
+    wait_for("the requester's notification", || {
+        !notices(&hook, "issue_failed", &rid).is_empty()
+    });
+    let n = &notices(&hook, "issue_failed", &rid)[0];
+    assert_eq!(n["audience"], "requester", "{n}");
+    assert_eq!(n["recipients"], serde_json::json!(["alice"]), "{n}");
+    assert!(!n.to_string().contains("unused-password"), "{n}");
+    assert_eq!(notices(&hook, "issue_failed", &rid).len(), 1);
+}
