@@ -74,6 +74,48 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes the data dir for this process alone. Two servers on one data dir would both revoke
+/// and reconcile the same leases and sign checkpoints over each other's log: the second one
+/// refuses to start instead, as do offline commands that rewrite the store (`vault rewrap`).
+/// The lock file names the holder's pid for the message.
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("warden.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("another warden (pid {holder})")
+            };
+            bail!(
+                "data dir {} is in use by {who}: stop it first, or give this server its own --data-dir",
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut config = match &opts.config {
@@ -106,6 +148,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let directory = config.directory()?;
     create_private_dir(&config.data_dir)?;
     let data = config.data_dir.clone();
+    // Held until the server stops: the OS releases it even after a kill -9.
+    let _lock = lock_data_dir(&data)?;
 
     let store = SqliteStore::open(&data.join("warden.db"))?;
     let (ca, ca_created) = UserCa::load_or_create(&data.join("ssh_user_ca"))?;

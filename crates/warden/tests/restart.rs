@@ -52,6 +52,24 @@ fn state_survives_restart_and_sigterm_is_graceful() {
     }
     assert!(!server.stdout().contains("admin-password-1"));
 
+    // A second server on the same data dir refuses to start, naming the one that holds it.
+    let second = std::process::Command::new("timeout")
+        .args(["20", BIN, "serve", "--config", &config, "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", warden_testkit::free_port()),
+        ])
+        .args(["--ssh-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("in use by another warden (pid {})", server.pid())),
+        "{stderr}"
+    );
+
     let alice = server.cli();
     assert!(
         alice
@@ -146,10 +164,20 @@ fn master_key_rotation_keeps_every_secret_usable() {
     let alice = env.login("alice");
     let uri = enroll_mfa(&alice);
     let key_before = std::fs::read(env.server.data_dir().join("master.key")).unwrap();
-    env.server.terminate();
-
     let offline = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
     let data = env.server.data_dir().to_str().unwrap().to_owned();
+
+    // Not while the server runs: it would go on sealing under the old key.
+    let out = offline.run(&["vault", "rewrap", "--data-dir", &data], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("in use by another warden"), "{out:?}");
+    assert_eq!(
+        std::fs::read(env.server.data_dir().join("master.key")).unwrap(),
+        key_before
+    );
+    assert!(!env.server.data_dir().join("master.key.new").exists());
+
+    env.server.terminate();
     let out = offline.run(&["--json", "vault", "rewrap", "--data-dir", &data], None);
     assert!(out.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

@@ -28,6 +28,8 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
     let current = data_dir.join("master.key");
     let next = data_dir.join("master.key.new");
     let old = Sealer::load(&current)?;
+    // A running server would keep sealing under the old key: it must be stopped.
+    let _lock = warden_server::serve::lock_data_dir(&data_dir)?;
     let new = Sealer::create(&next)?;
     let n = warden_store::rewrap_sealed(
         &data_dir.join("warden.db"),
