@@ -145,6 +145,8 @@ impl EntitySets {
 pub(crate) struct TargetEntities {
     pub target: Entity,
     pub roles: BTreeMap<RoleName, Entity>,
+    /// Where the target's time windows are read.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 /// Builds every target's and role's entity, checking them against the schema so that a
@@ -200,7 +202,18 @@ pub(crate) fn build(
             .map_err(|e| format!("role {name}/{role}: {e}"))?;
             roles.insert(role.clone(), entity);
         }
-        built.insert(name.clone(), TargetEntities { target, roles });
+        let timezone = t
+            .timezone
+            .as_ref()
+            .map_or(jiff::tz::TimeZone::UTC, |z| z.tz().clone());
+        built.insert(
+            name.clone(),
+            TargetEntities {
+                target,
+                roles,
+                timezone,
+            },
+        );
     }
     let all = built
         .values()
@@ -210,17 +223,23 @@ pub(crate) fn build(
     Ok(built)
 }
 
-/// The request context: what was asked for, and the time in UTC for time windows.
-pub(crate) fn context(ctx: &Context) -> Result<cedar_policy::Context, String> {
-    let now = ctx.now.to_offset(time::UtcOffset::UTC);
-    let long = |v: u8| RestrictedExpression::new_long(i64::from(v));
+/// The request context: what was asked for, and the time in `tz` (the target's time zone)
+/// for time windows.
+pub(crate) fn context(
+    ctx: &Context,
+    tz: &jiff::tz::TimeZone,
+) -> Result<cedar_policy::Context, String> {
+    let now = jiff::Timestamp::from_nanosecond(ctx.now.unix_timestamp_nanos())
+        .map_err(|e| e.to_string())?
+        .to_zoned_datetime(tz.clone());
+    let long = |v: i8| RestrictedExpression::new_long(i64::from(v));
     let ttl_seconds = i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX);
     let now_record = RestrictedExpression::new_record([
         ("hour".to_owned(), long(now.hour())),
         ("minute".to_owned(), long(now.minute())),
         (
             "weekday".to_owned(),
-            long(now.weekday().number_days_from_monday()),
+            long(now.weekday().to_monday_zero_offset()),
         ),
     ])
     .map_err(|e| e.to_string())?;
@@ -262,7 +281,7 @@ mod tests {
             ttl: "1h".parse().unwrap(),
             ticket: Some(warden_domain::Ticket::parse("INC-1").unwrap()),
         };
-        let cedar = context(&ctx).unwrap();
+        let cedar = context(&ctx, &jiff::tz::TimeZone::UTC).unwrap();
         let user = User {
             name: "alice".parse().unwrap(),
             groups: ["dev".parse().unwrap()].into(),

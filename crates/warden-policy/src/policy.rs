@@ -134,7 +134,7 @@ impl Policy {
         })?;
         // None of the steps below can fail for inputs built here; if one ever does, nothing is
         // granted.
-        let Some(response) = self.evaluate(action, user, &t.target, role_entity, ctx) else {
+        let Some(response) = self.evaluate(action, user, t, role_entity, ctx) else {
             return Ok(Decision::deny(Vec::new()));
         };
         let diagnostics = response.diagnostics();
@@ -209,7 +209,7 @@ impl Policy {
         &self,
         action: Action,
         user: &User,
-        target: &cedar_policy::Entity,
+        target: &entities::TargetEntities,
         role: &cedar_policy::Entity,
         ctx: &Context,
     ) -> Option<cedar_policy::Response> {
@@ -217,13 +217,13 @@ impl Policy {
             self.vocab.user_uid(user),
             self.vocab.action(action).clone(),
             role.uid(),
-            entities::context(ctx).ok()?,
+            entities::context(ctx, &target.timezone).ok()?,
             None,
         )
         .ok()?;
         let entities = self.entity_sets.get(user, role, || {
             let principal = self.vocab.user(user);
-            Entities::from_entities([principal, target.clone(), role.clone()], None).ok()
+            Entities::from_entities([principal, target.target.clone(), role.clone()], None).ok()
         })?;
         Some(
             self.authorizer

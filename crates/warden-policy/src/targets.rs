@@ -57,7 +57,45 @@ pub struct Target {
     /// `[targets.NAME.connection]` table, kept as JSON for the issuer to validate. Secrets never
     /// go here; admin credentials live in Warden's encrypted vault.
     pub connection: serde_json::Map<String, serde_json::Value>,
+    /// Where `context.now` is read for time windows on this target's roles; UTC if unset.
+    pub timezone: Option<Zone>,
     pub roles: BTreeMap<RoleName, Role>,
+}
+
+/// An IANA time zone, e.g. `Europe/Paris`, from the database built into Warden: the same
+/// policy gives the same decision on every machine, daylight saving time included.
+#[derive(Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Zone {
+    name: String,
+    #[serde(skip)]
+    tz: jiff::tz::TimeZone,
+}
+
+impl Zone {
+    /// Looks `name` up; `None` if the database has no such zone.
+    pub fn get(name: &str) -> Option<Zone> {
+        let tz = jiff::tz::TimeZone::get(name).ok()?;
+        Some(Zone {
+            name: name.to_owned(),
+            tz,
+        })
+    }
+
+    /// The zone's name, as written.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn tz(&self) -> &jiff::tz::TimeZone {
+        &self.tz
+    }
+}
+
+impl std::fmt::Debug for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 /// A level of access on a target.
@@ -69,12 +107,13 @@ pub struct Role {
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
-const TARGET_KEYS: [&str; 6] = [
+const TARGET_KEYS: [&str; 7] = [
     "kind",
     "environment",
     "description",
     "labels",
     "connection",
+    "timezone",
     "roles",
 ];
 
@@ -126,6 +165,7 @@ fn target(
     let mut description = None;
     let mut labels = BTreeSet::new();
     let mut connection = serde_json::Map::new();
+    let mut timezone = None;
     let mut roles = None;
     for (key, item) in body {
         let what = format!("`{}` of target `{shown}`", key.get_ref());
@@ -151,6 +191,20 @@ fn target(
                 )),
                 Err(e) => out.push(toml_doc::at(src, item.span(), format!("{what}: {e}"))),
             },
+            "timezone" => {
+                if let Some(name) = toml_doc::string(src, &what, item, out) {
+                    timezone = Zone::get(name);
+                    if timezone.is_none() {
+                        out.push(toml_doc::at(
+                            src,
+                            item.span(),
+                            format!(
+                                "{what}: unknown time zone {name:?}; use an IANA name such as \"Europe/Paris\" or \"America/New_York\""
+                            ),
+                        ));
+                    }
+                }
+            }
             "roles" => {
                 roles = toml_doc::table(src, &what, item, out)
                     .map(|t| parse_roles(src, shown, name_key, t, out));
@@ -186,6 +240,7 @@ fn target(
         description,
         labels,
         connection,
+        timezone,
         roles: roles??,
     })
 }
@@ -341,7 +396,7 @@ enviroment = "staging"
                 "targets.toml:2:10: invalid target name \"Prod\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
                 "targets.toml:7:10: target `web` has no `environment`",
                 "targets.toml:8:8: `kind` of target `web` must be a string, not integer",
-                "targets.toml:9:1: unknown key `enviroment` in target `web`; allowed keys: kind, environment, description, labels, connection, roles",
+                "targets.toml:9:1: unknown key `enviroment` in target `web`; allowed keys: kind, environment, description, labels, connection, timezone, roles",
                 "targets.toml:10:20: invalid role name \"bad role\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
             ]
         );

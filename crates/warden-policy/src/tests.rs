@@ -745,3 +745,60 @@ fn policies_can_be_shared_across_threads() {
     assert!(format!("{p:?}").contains("rules: 1"));
     assert!(SCHEMA.contains("entity Role in [Target]"));
 }
+
+#[test]
+fn time_windows_read_the_clock_in_the_targets_time_zone() {
+    let targets = r#"
+[targets.nyc-db]
+kind = "ssh"
+environment = "production"
+timezone = "America/New_York"
+
+[targets.nyc-db.roles.admin]
+principals = ["root"]
+
+[targets.utc-db]
+kind = "ssh"
+environment = "production"
+
+[targets.utc-db.roles.admin]
+principals = ["root"]
+"#;
+    let rules = r#"
+@id("office-hours")
+@approval("auto")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource)
+when { context.now.weekday < 5 && context.now.hour >= 8 && context.now.hour < 18 };
+"#;
+    let p = Policy::from_files(&[
+        ("targets.toml".to_owned(), targets.to_owned()),
+        ("a.cedar".to_owned(), rules.to_owned()),
+    ])
+    .unwrap_or_else(|r| panic!("{r}"));
+    let bob = user("bob", &["sre"]);
+    let allowed =
+        |target: &str, now| decide(&p, &bob, target, "admin", &Context { now, ..ctx() }).allowed;
+    // Winter: New York is UTC-5.
+    assert!(allowed("nyc-db", datetime!(2026-01-05 13:30 UTC)));
+    assert!(!allowed("nyc-db", datetime!(2026-01-05 12:30 UTC)));
+    assert!(allowed("utc-db", datetime!(2026-01-05 12:30 UTC)));
+    // Summer: UTC-4, so the same window opens an hour earlier in UTC.
+    assert!(allowed("nyc-db", datetime!(2026-07-06 12:30 UTC)));
+    assert!(!allowed("nyc-db", datetime!(2026-07-06 11:30 UTC)));
+    // Monday 02:00 UTC is still Sunday evening in New York: a weekend.
+    assert!(!allowed("nyc-db", datetime!(2026-01-05 02:00 UTC)));
+    assert!(!allowed("utc-db", datetime!(2026-01-05 02:00 UTC)));
+    assert!(allowed("utc-db", datetime!(2026-01-05 09:00 UTC)));
+
+    let bad = targets.replace("America/New_York", "Mars/Olympus_Mons");
+    let found = problems(&[
+        ("targets.toml".to_owned(), bad),
+        ("a.cedar".to_owned(), rules.to_owned()),
+    ]);
+    assert!(
+        found.iter().any(|d| d.contains("targets.toml:5")
+            && d.contains("unknown time zone \"Mars/Olympus_Mons\"")),
+        "{found:?}"
+    );
+}
