@@ -424,9 +424,13 @@ pub async fn start(
 ) -> anyhow::Result<std::net::SocketAddr> {
     let key_path = app.config.data_dir.join("ssh_host_ed25519_key");
     let (host_key, _) = warden_ssh_proxy::load_or_create_host_key(&key_path)?;
+    let public = host_key.public_key().to_openssh()?;
     let listener = warden_ssh_proxy::Listener::bind(app.config.ssh_listen, host_key).await?;
     let addr = listener.local_addr()?;
-    let _ = app.ssh_addr.set(addr);
+    let _ = app.ssh_proxy.set(crate::state::SshProxy {
+        addr,
+        host_key: public,
+    });
     let config = warden_ssh_proxy::ProxyConfig {
         backend: Arc::new(ProxyBackend(app.clone())),
         registry: app.sessions.clone(),

@@ -43,8 +43,16 @@ pub struct App {
     pub sessions: Arc<warden_ssh_proxy::SessionRegistry>,
     /// Where SSH session recordings are kept (`<data_dir>/recordings`).
     pub recordings: Arc<dyn warden_ssh_proxy::Recordings>,
-    /// The SSH proxy's bound address, once it listens.
-    pub ssh_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Where the SSH proxy listens and the host key it presents, once it listens.
+    pub ssh_proxy: std::sync::OnceLock<SshProxy>,
+}
+
+/// What `warden ssh` needs to reach the proxy and trust it on first use.
+#[derive(Debug, Clone)]
+pub struct SshProxy {
+    pub addr: std::net::SocketAddr,
+    /// The host's public key, OpenSSH format.
+    pub host_key: String,
 }
 
 /// Handle passed to handlers.
@@ -125,7 +133,7 @@ impl App {
             recordings: Arc::new(warden_ssh_proxy::FsRecordings::new(
                 config.data_dir.join("recordings"),
             )),
-            ssh_addr: std::sync::OnceLock::new(),
+            ssh_proxy: std::sync::OnceLock::new(),
             config,
         }
     }

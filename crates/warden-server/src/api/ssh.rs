@@ -90,13 +90,10 @@ pub async fn remove_key(
 /// Where the SSH proxy listens and its host key, for `warden ssh`.
 #[utoipa::path(get, path = "/v1/ssh/proxy", responses((status = 200, body = Object)))]
 pub async fn proxy(State(app): State<Shared>) -> Json<serde_json::Value> {
-    let key_path = app.config.data_dir.join("ssh_host_ed25519_key");
-    let host_key = warden_ssh_proxy::load_or_create_host_key(&key_path)
-        .ok()
-        .and_then(|(k, _)| k.public_key().to_openssh().ok());
+    let proxy = app.ssh_proxy.get();
     Json(serde_json::json!({
-        "address": app.ssh_addr.get().map(ToString::to_string),
-        "host_key": host_key,
+        "address": proxy.map(|p| p.addr.to_string()),
+        "host_key": proxy.map(|p| p.host_key.as_str()),
     }))
 }
 
