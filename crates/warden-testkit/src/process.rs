@@ -8,6 +8,23 @@ use std::time::{Duration, Instant};
 /// How often a waiting loop looks at a child or a port again.
 pub(crate) const POLL: Duration = Duration::from_millis(25);
 
+/// Waits until something accepts connections on 127.0.0.1:`port`, for at most 10 s. Panics if
+/// `child` (a server just started, `what`) exits meanwhile, or at the deadline.
+pub(crate) fn wait_listening(child: &mut Child, port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited at start ({status})");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port} within 10 s"
+        );
+        thread::sleep(POLL);
+    }
+}
+
 /// Runs `cmd` to completion with piped stdio, feeding it `stdin` if given.
 ///
 /// Panics, after killing the child, if it is still running after `limit`;

@@ -4,18 +4,13 @@
 //! dropped.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::process::{POLL, read_lossy};
+use crate::process::{read_lossy, wait_listening};
 use crate::{TestCa, free_port};
-
-const READY_LIMIT: Duration = Duration::from_secs(10);
 
 /// A running SMTP sink.
 #[derive(Debug)]
@@ -141,18 +136,7 @@ fn spawn(mut command: Command, dir: TempDir, out: PathBuf, port: u16, what: &str
         out,
         _dir: dir,
     };
-    let deadline = Instant::now() + READY_LIMIT;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = sink.child.try_wait() {
-            panic!("the SMTP sink exited at start ({status}); it needs {what}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the SMTP sink did not listen within 10 s"
-        );
-        thread::sleep(POLL);
-    }
+    wait_listening(&mut sink.child, port, &format!("the SMTP sink ({what})"));
     sink
 }
 

@@ -4,18 +4,16 @@
 //! [`crate::WebhookReceiver`]) into an `https://` one whose CA only the test trusts, to prove a
 //! client verifies the certificate it is shown.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use crate::free_port;
-use crate::process::POLL;
+use crate::process::wait_listening;
 
-const READY_LIMIT: Duration = Duration::from_secs(10);
+/// A new P-256 key, unencrypted, for `openssl req`.
+const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
 
 /// A CA and the certificate it issued to `127.0.0.1`, in a temporary directory.
 #[derive(Debug)]
@@ -33,44 +31,14 @@ impl TestCa {
         let d = dir.path();
         openssl(
             d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=warden test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign",
-            ],
+            &format!(
+                "req -x509 {NEW_KEY} -keyout ca.key -out ca.pem -days 2 -subj /CN=warden-test-CA \
+                 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+            ),
         );
         openssl(
             d,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
+            &format!("req {NEW_KEY} -keyout server.key -out server.csr -subj /CN=127.0.0.1"),
         );
         std::fs::write(
             d.join("server.ext"),
@@ -79,23 +47,8 @@ impl TestCa {
         .expect("writing the certificate's extensions");
         openssl(
             d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+             -days 2 -extfile server.ext",
         );
         TestCa { dir }
     }
@@ -149,18 +102,7 @@ impl TlsFront {
             .spawn()
             .expect("starting socat (Debian's socat)");
         let mut front = TlsFront { port, child, ca };
-        let deadline = Instant::now() + READY_LIMIT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = front.child.try_wait() {
-                panic!("socat exited at start ({status})");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the TLS front did not listen within 10 s"
-            );
-            thread::sleep(POLL);
-        }
+        wait_listening(&mut front.child, port, "socat, the TLS front");
         front
     }
 
@@ -182,17 +124,17 @@ impl Drop for TlsFront {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl` in `dir` with `args`, split at whitespace.
+fn openssl(dir: &Path, args: &str) {
     let out = Command::new("openssl")
-        .args(args)
+        .args(args.split_whitespace())
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .expect("running openssl");
     assert!(
         out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
+        "openssl {args}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -56,10 +56,15 @@ permit (principal in Group::"sre", action == Action::"breakglass", resource == R
 
 /// Starts `warden serve --dev --config` with the test policy and `config` as the config file.
 fn start(dir: &Path, config: &str) -> Server {
+    start_with(dir, TARGETS, RULES, config)
+}
+
+/// Starts `warden serve --dev --config` with `targets` and `rules` as its policy.
+fn start_with(dir: &Path, targets: &str, rules: &str, config: &str) -> Server {
     let data = dir.join("data");
     write_policy(
         &data.join("policy"),
-        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        &[("targets.toml", targets), ("access.cedar", rules)],
     );
     let path = dir.join("warden.toml");
     std::fs::write(&path, config).unwrap();
@@ -729,7 +734,6 @@ fn security_hears_when_a_credential_cannot_be_revoked() {
     let pg = warden_testkit::Postgres::start();
     let hook = WebhookReceiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let targets = format!(
         "[targets.pg]\nkind = \"postgres\"\nenvironment = \"test\"\n\
          [targets.pg.connection]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\n\
@@ -738,24 +742,14 @@ fn security_hears_when_a_credential_cannot_be_revoked() {
     );
     let rules = "@id(\"pg-read\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n\
                  permit (principal, action == Action::\"request\", resource == Role::\"pg/read\");\n";
-    write_policy(
-        &data.join("policy"),
-        &[("targets.toml", &targets), ("access.cedar", rules)],
-    );
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let server = start_with(
+        dir.path(),
+        &targets,
+        rules,
+        &format!(
             "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\naudiences = [\"security\"]\n",
             hook.url()
         ),
-    )
-    .unwrap();
-    let server = Server::start_in(
-        Path::new(BIN),
-        &data,
-        &["serve", "--dev", "--config", config.to_str().unwrap()],
-        &[],
     );
     let admin = login(&server, "admin");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
@@ -933,7 +927,6 @@ fn mail_goes_to_a_relay_over_starttls_or_tls_with_a_login() {
 fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
     let hook = WebhookReceiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     // Nothing listens at the target's port: every issue fails.
     let targets = format!(
         "[targets.pg]\nkind = \"postgres\"\nenvironment = \"test\"\n\
@@ -946,24 +939,14 @@ fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
                  permit (principal in Group::\"dev\", action == Action::\"request\", resource == Role::\"pg/read\");\n\
                  @id(\"pg-bg\")\n@max_ttl(\"1h\")\n\
                  permit (principal in Group::\"sre\", action == Action::\"breakglass\", resource == Role::\"pg/root\");\n";
-    write_policy(
-        &data.join("policy"),
-        &[("targets.toml", &targets), ("access.cedar", rules)],
-    );
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let server = start_with(
+        dir.path(),
+        &targets,
+        rules,
+        &format!(
             "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
             hook.url()
         ),
-    )
-    .unwrap();
-    let server = Server::start_in(
-        Path::new(BIN),
-        &data,
-        &["serve", "--dev", "--config", config.to_str().unwrap()],
-        &[],
     );
     let admin = login(&server, "admin");
     set_credential(&admin, "pg", "warden_admin", "unused-password");
