@@ -373,6 +373,20 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n.clamp(1, 10_000)).unwrap_or(10_000)
 }
 
+/// Requests in given live states (`?3`, a JSON list), newest first: through the state index.
+const LIST_LIVE: &str = "SELECT body, version FROM requests
+     WHERE (?1 IS NULL OR requester = ?1)
+       AND (?2 IS NULL OR target = ?2)
+       AND state IN (SELECT value FROM json_each(?3))
+     ORDER BY id DESC LIMIT ?4";
+
+/// Requests in any states (`?3`; `[]` for all), newest first: walking the history from its end.
+const LIST_ANY: &str = "SELECT body, version FROM requests
+     WHERE (?1 IS NULL OR requester = ?1)
+       AND (?2 IS NULL OR target = ?2)
+       AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3)))
+     ORDER BY id DESC LIMIT ?4";
+
 #[async_trait]
 impl crate::Store for SqliteStore {
     async fn insert_request(&self, r: &Request, change: Change) -> Result<()> {
@@ -568,13 +582,11 @@ impl crate::Store for SqliteStore {
         self.read(move |c| {
             let states: Vec<&str> = f.states.iter().map(|s| s.as_str()).collect();
             let states_json = serde_json::to_string(&states).unwrap_or_else(|_| "[]".into());
-            let mut stmt = c.prepare_cached(
-                "SELECT body, version FROM requests
-                 WHERE (?1 IS NULL OR requester = ?1)
-                   AND (?2 IS NULL OR target = ?2)
-                   AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3)))
-                 ORDER BY id DESC LIMIT ?4",
-            )?;
+            // Requests still in play (pending, approved, active) are few whatever the history's
+            // size: find them by the state index and sort them. Any other listing walks the
+            // newest first and stops at the limit, which the history's size does not slow.
+            let live = !f.states.is_empty() && f.states.iter().all(|s| !s.is_final());
+            let mut stmt = c.prepare_cached(if live { LIST_LIVE } else { LIST_ANY })?;
             let rows = stmt.query_map(
                 params![
                     f.requester.as_ref().map(UserName::as_str),

@@ -462,3 +462,74 @@ async fn the_archive_cutoff_is_the_newest_checkpoint_made_before_it() {
         .unwrap();
     assert!(plan.contains("INDEX checkpoints_time"), "{plan}");
 }
+
+#[tokio::test]
+async fn live_requests_are_found_by_state_and_listed_newest_first() {
+    let (dir, s) = store();
+    let t0 = datetime!(2026-01-01 10:00 UTC);
+    // Minutes 0..12: every third one still pending, the one after it approved, the rest
+    // cancelled.
+    for minute in 0..12u8 {
+        let created = t0 + time::Duration::minutes(minute.into());
+        let mut r = request_decided(minute.into(), &allowed(), created);
+        match minute % 3 {
+            0 => {}
+            1 => r.approve_automatically().unwrap(),
+            _ => r.cancel(&"alice".parse().unwrap(), created).unwrap(),
+        }
+        s.insert_request(&r, Vec::new().into()).await.unwrap();
+    }
+    let minutes = |states: Vec<State>, limit: usize| {
+        let s = s.clone();
+        async move {
+            s.requests(RequestFilter {
+                states,
+                limit,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.created_at - t0).whole_minutes())
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(minutes(vec![State::Pending], 10).await, [9, 6, 3, 0]);
+    assert_eq!(minutes(vec![State::Pending], 2).await, [9, 6]);
+    assert_eq!(
+        minutes(vec![State::Pending, State::Approved], 3).await,
+        [10, 9, 7]
+    );
+    assert_eq!(minutes(vec![State::Cancelled], 3).await, [11, 8, 5]);
+    assert_eq!(
+        minutes(vec![State::Pending, State::Cancelled], 3).await,
+        [11, 9, 8]
+    );
+    assert_eq!(minutes(Vec::new(), 2).await, [11, 10]);
+
+    // Live states are read through the state index, not by walking the whole history.
+    let plan = |sql: &str| -> String {
+        rusqlite::Connection::open(dir.path().join("w.db"))
+            .unwrap()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(
+                rusqlite::params![None::<String>, None::<String>, "[\"pending\"]", 10],
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let live = plan(super::LIST_LIVE);
+    assert!(
+        live.contains("USING INDEX requests_state_requirement"),
+        "{live}"
+    );
+    let any = plan(super::LIST_ANY);
+    assert!(
+        any.contains("SCAN requests USING INDEX sqlite_autoindex"),
+        "{any}"
+    );
+}
