@@ -108,7 +108,8 @@ pub struct AuditFilter {
     pub user: Option<UserName>,
     pub target: Option<TargetName>,
     pub request: Option<RequestId>,
-    pub code: Option<Code>,
+    /// Empty means every code.
+    pub codes: Vec<Code>,
     pub from: Option<OffsetDateTime>,
     pub to: Option<OffsetDateTime>,
     /// Only events with a larger sequence number.

@@ -95,7 +95,7 @@ pub async fn search(
             .as_deref()
             .map(|r| field("bad_id", r.parse()))
             .transpose()?,
-        code,
+        codes: code.into_iter().collect(),
         from: time_arg(q.from.as_deref())?,
         to: time_arg(q.to.as_deref())?,
         after_seq: q.after_seq,

@@ -640,7 +640,7 @@ impl crate::Store for SqliteStore {
                  WHERE (?1 IS NULL OR user = ?1)
                    AND (?2 IS NULL OR target = ?2)
                    AND (?3 IS NULL OR request_id = ?3)
-                   AND (?4 IS NULL OR code = ?4)
+                   AND (?4 = '[]' OR code IN (SELECT value FROM json_each(?4)))
                    AND (?5 IS NULL OR time >= ?5)
                    AND (?6 IS NULL OR time < ?6)
                    AND seq > ?7
@@ -651,7 +651,8 @@ impl crate::Store for SqliteStore {
                     f.user.as_ref().map(UserName::as_str),
                     f.target.as_ref().map(|t| t.as_str().to_owned()),
                     f.request.map(|r| r.to_string()),
-                    f.code.map(|c| c.number()),
+                    serde_json::to_string(&f.codes.iter().map(|c| c.number()).collect::<Vec<_>>())
+                        .unwrap_or_else(|_| "[]".into()),
                     f.from.map(ms),
                     f.to.map(ms),
                     i64::try_from(f.after_seq.unwrap_or(0)).unwrap_or(i64::MAX),

@@ -533,3 +533,42 @@ async fn live_requests_are_found_by_state_and_listed_newest_first() {
         "{any}"
     );
 }
+
+#[tokio::test]
+async fn the_audit_search_takes_several_codes_at_once() {
+    let (_d, s) = store();
+    let codes = [
+        Code::RequestCreated,
+        Code::RequestApproved,
+        Code::CredentialRevoked,
+        Code::RequestCreated,
+        Code::CredentialRevoked,
+    ];
+    s.append(codes.iter().map(|c| event(*c)).collect())
+        .await
+        .unwrap();
+    let found = |codes: Vec<Code>| {
+        let s = s.clone();
+        async move {
+            s.audit(AuditFilter {
+                codes,
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.seq, e.event.code))
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        found(vec![Code::CredentialRevoked, Code::RequestApproved]).await,
+        [
+            (2, Code::RequestApproved),
+            (3, Code::CredentialRevoked),
+            (5, Code::CredentialRevoked)
+        ]
+    );
+    assert_eq!(found(Vec::new()).await.len(), 5);
+}
