@@ -82,11 +82,6 @@ impl Zone {
         })
     }
 
-    /// The zone's name, as written.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub(crate) fn tz(&self) -> &jiff::tz::TimeZone {
         &self.tz
     }

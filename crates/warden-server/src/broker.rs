@@ -285,8 +285,12 @@ impl App {
                 // (their request was just approved) would otherwise never learn it failed.
                 let mut notices = Vec::new();
                 if r.breakglass.is_some() {
-                    notices =
-                        self.notices(&r, Kind::IssueFailed, Audience::Security, Some(why.clone()));
+                    notices.extend(self.notices(
+                        &r,
+                        Kind::IssueFailed,
+                        Audience::Security,
+                        Some(why.clone()),
+                    ));
                 }
                 if caller.user.name != r.requester {
                     notices.extend(self.notices(

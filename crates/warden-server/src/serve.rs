@@ -79,7 +79,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// refuses to start instead, as do offline commands that rewrite the store (`vault rewrap`).
 /// The lock file names the holder's pid for the message.
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::io::{Read, Seek, Write};
+    use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("warden.lock");
     let mut file = std::fs::OpenOptions::new()
@@ -110,8 +110,8 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
             return Err(e).with_context(|| format!("locking {}", path.display()));
         }
     }
+    // Still at offset 0: nothing was read.
     file.set_len(0)?;
-    file.rewind()?;
     writeln!(file, "{}", std::process::id())?;
     Ok(file)
 }

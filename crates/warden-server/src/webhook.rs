@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::Certificate;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use crate::export::{Headers, shown_url, webhook_url};
+use crate::export::{Headers, shown_url};
 
 /// Limit on one POST, connecting included.
 const REQUEST_LIMIT: Duration = Duration::from_secs(30);
@@ -102,6 +102,18 @@ pub fn check(url: &str, header: &Headers, ca_file: Option<&Path>) -> Result<(), 
         Some(_) if url.scheme() != "https" => Err("`ca_file` is only for an https:// `url`".into()),
         Some(path) => roots(path).map(|_| ()),
         None => Ok(()),
+    }
+}
+
+/// Parses and checks a webhook URL.
+fn webhook_url(url: &str) -> Result<reqwest::Url, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
+    match u.scheme() {
+        "http" | "https" if u.host().is_some() => Ok(u),
+        "http" | "https" => Err("`url` has no host".into()),
+        s => Err(format!(
+            "`url` has scheme {s:?}; use https:// (or http:// to a receiver on a trusted network)"
+        )),
     }
 }
 

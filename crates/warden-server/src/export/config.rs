@@ -221,18 +221,6 @@ pub fn shown_url(url: &reqwest::Url) -> String {
     u.to_string()
 }
 
-/// Parses and checks a webhook URL.
-pub fn webhook_url(url: &str) -> Result<reqwest::Url, String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
-    match u.scheme() {
-        "http" | "https" if u.host().is_some() => Ok(u),
-        "http" | "https" => Err("`url` has no host".into()),
-        s => Err(format!(
-            "`url` has scheme {s:?}; use https:// (or http:// to a receiver on a trusted network)"
-        )),
-    }
-}
-
 /// Checks a sink name: it keys stored state, so it is short and plain.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

@@ -27,9 +27,7 @@ use tokio::task::JoinHandle;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_store::Leaf;
 
-pub use config::{
-    Headers, Named, SinkConfig, check_all, check_name, shown_url, sinks, webhook_url,
-};
+pub use config::{Headers, Named, SinkConfig, check_all, check_name, shown_url, sinks};
 
 use crate::state::{Shared, now};
 
