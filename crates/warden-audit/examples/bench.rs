@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use warden_audit::merkle::{inclusion_proof, leaf_hash, verify_inclusion};
+use warden_audit::merkle::{Proofs, leaf_hash, verify_inclusion};
 use warden_audit::{Checkpoint, Hash, Record, Tree, verify_log};
 
 /// How long each repeated measurement runs at least.
@@ -116,7 +116,8 @@ fn verify_log_rate() -> f64 {
     LOG_EVENTS as f64 / elapsed
 }
 
-fn inclusion_proof_verify() -> f64 {
+/// A million leaves, the tree's root, and the tree with every node kept.
+fn million() -> (Vec<Hash>, Hash, Proofs) {
     let leaves: Vec<Hash> = (0..1_000_000u64)
         .map(|i| leaf_hash(&i.to_be_bytes()))
         .collect();
@@ -124,18 +125,41 @@ fn inclusion_proof_verify() -> f64 {
     for leaf in &leaves {
         tree.push(*leaf);
     }
-    let root = tree.root();
-    let size = leaves.len() as u64;
+    let proofs = Proofs::new(leaves.clone());
+    (leaves, tree.root(), proofs)
+}
+
+/// Leaves per second hashed into a tree that keeps every node (done once per proof request
+/// or export).
+fn proof_tree_build(leaves: &[Hash]) -> f64 {
+    rate(leaves.len() as u64, || {
+        black_box(Proofs::new(leaves.to_vec()));
+    })
+}
+
+/// Inclusion proofs per second from a built tree of a million leaves.
+fn inclusion_proof(proofs: &Proofs) -> f64 {
+    let size = proofs.size();
+    let mut i = 0u64;
+    rate(64, || {
+        for _ in 0..64 {
+            i += 1;
+            black_box(proofs.inclusion(i * 15_619 % size).unwrap_or_default());
+        }
+    })
+}
+
+fn inclusion_proof_verify(leaves: &[Hash], root: &Hash, tree: &Proofs) -> f64 {
+    let size = tree.size();
     let proofs: Vec<(u64, Vec<Hash>)> = (0..64u64)
         .map(|i| {
             let index = i * 15_619 % size;
-            let proof = inclusion_proof(index, &leaves).unwrap_or_default();
-            (index, proof)
+            (index, tree.inclusion(index).unwrap_or_default())
         })
         .collect();
     rate(proofs.len() as u64, || {
         for (index, proof) in &proofs {
-            let ok = verify_inclusion(*index, size, &leaves[*index as usize], proof, &root);
+            let ok = verify_inclusion(*index, size, &leaves[*index as usize], proof, root);
             assert!(ok.is_ok());
         }
     })
@@ -146,8 +170,14 @@ fn main() {
     println!("audit.leaf_hash: {:.0} hashes/s", leaf_hashes());
     println!("audit.tree_append: {:.0} leaves/s", tree_append());
     println!("audit.verify_log: {:.0} events/s", verify_log_rate());
+    let (leaves, root, proofs) = million();
+    println!(
+        "audit.proof_tree_build: {:.0} leaves/s",
+        proof_tree_build(&leaves)
+    );
+    println!("audit.inclusion_proof: {:.0}/s", inclusion_proof(&proofs));
     println!(
         "audit.inclusion_proof_verify: {:.0}/s",
-        inclusion_proof_verify()
+        inclusion_proof_verify(&leaves, &root, &proofs)
     );
 }

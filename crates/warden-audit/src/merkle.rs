@@ -183,45 +183,140 @@ pub enum ProofError {
     RootMismatch,
 }
 
-/// Converts a `u64` index or size to a slice position, which always fits on
-/// the 64-bit targets the server runs on.
-fn to_usize(value: u64, size: usize) -> Result<usize, ProofError> {
-    usize::try_from(value).map_err(|_| ProofError::IndexOutOfRange {
-        index: value,
-        size: size as u64,
-    })
+/// Every node of one tree, kept so that any number of proofs against it are cheap.
+///
+/// Proving one leaf from the bare list of leaves rehashes every subtree beside its path, about
+/// n hashes per proof; an export of k events with a proof each would cost k·n. Built once
+/// (about n hashes, 2n kept), this answers each proof with O(log² n) hashing: `levels[k][i]` is
+/// the root of the perfect subtree over leaves `i·2^k .. (i+1)·2^k`, and every other subtree
+/// RFC 6962 splits into folds from O(log n) of those.
+#[derive(Debug, Clone)]
+pub struct Proofs {
+    levels: Vec<Vec<Hash>>,
 }
 
-/// The inclusion proof (RFC 9162 §2.1.3.1 PATH) of leaf `index` in the tree
-/// made of `leaves`, ordered from the leaf's sibling up to the root's child.
-///
-/// # Errors
-/// [`ProofError::IndexOutOfRange`] if `index` is not below `leaves.len()`.
-pub fn inclusion_proof(index: u64, leaves: &[Hash]) -> Result<Vec<Hash>, ProofError> {
-    let mut m = to_usize(index, leaves.len())?;
-    if m >= leaves.len() {
-        return Err(ProofError::IndexOutOfRange {
-            index,
-            size: leaves.len() as u64,
-        });
+impl Proofs {
+    /// Hashes every perfect subtree of the tree made of `leaves` (leaf hashes, in order).
+    pub fn new(leaves: Vec<Hash>) -> Self {
+        let mut levels = vec![leaves];
+        while let Some(below) = levels.last().filter(|l| l.len() > 1) {
+            let above = below
+                .chunks_exact(2)
+                .map(|pair| node_hash(&pair[0], &pair[1]))
+                .collect();
+            levels.push(above);
+        }
+        Self { levels }
     }
-    // Walk down from the root, noting the sibling subtree at each level; the
-    // siblings' sizes add up to less than n, so this is O(n) hashing.
-    let mut proof = Vec::with_capacity(64);
-    let mut span = leaves;
-    while span.len() > 1 {
-        let (left, right) = span.split_at(split_point(span.len()));
-        if m < left.len() {
-            proof.push(root(right));
-            span = left;
-        } else {
-            proof.push(root(left));
-            m -= left.len();
-            span = right;
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.leaves() as u64
+    }
+
+    fn leaves(&self) -> usize {
+        self.levels.first().map_or(0, Vec::len)
+    }
+
+    /// The root of the tree (RFC 6962 MTH).
+    pub fn root(&self) -> Hash {
+        match self.leaves() {
+            0 => EMPTY_ROOT,
+            n => self.span(0, n),
         }
     }
-    proof.reverse();
-    Ok(proof)
+
+    /// MTH of the leaves `start..end` (non-empty). Every subtree RFC 6962 splits a tree into
+    /// starts at a multiple of the largest power of two not above its length, so a perfect
+    /// one is a stored node and any other is a stored left half and a shorter right rest.
+    fn span(&self, start: usize, end: usize) -> Hash {
+        let len = end - start;
+        if len.is_power_of_two() {
+            let level = len.trailing_zeros() as usize;
+            return self.levels[level][start >> level];
+        }
+        let mid = start + split_point(len);
+        node_hash(&self.span(start, mid), &self.span(mid, end))
+    }
+
+    /// The inclusion proof (RFC 9162 §2.1.3.1 PATH) of leaf `index`, ordered from the leaf's
+    /// sibling up to the root's child.
+    ///
+    /// # Errors
+    /// [`ProofError::IndexOutOfRange`] if `index` is not below the size.
+    pub fn inclusion(&self, index: u64) -> Result<Vec<Hash>, ProofError> {
+        let n = self.leaves();
+        let m =
+            usize::try_from(index)
+                .ok()
+                .filter(|&m| m < n)
+                .ok_or(ProofError::IndexOutOfRange {
+                    index,
+                    size: n as u64,
+                })?;
+        // Walk down from the root, noting the sibling subtree at each level.
+        let mut proof = Vec::with_capacity(64);
+        let (mut lo, mut hi) = (0, n);
+        while hi - lo > 1 {
+            let mid = lo + split_point(hi - lo);
+            if m < mid {
+                proof.push(self.span(mid, hi));
+                hi = mid;
+            } else {
+                proof.push(self.span(lo, mid));
+                lo = mid;
+            }
+        }
+        proof.reverse();
+        Ok(proof)
+    }
+
+    /// The consistency proof (RFC 9162 §2.1.4.1 PROOF) that the tree of the first
+    /// `old_size` leaves is a prefix of this one.
+    ///
+    /// The proof is empty when `old_size` is 0 or the size: every tree extends the empty
+    /// tree, and a tree is consistent with itself.
+    ///
+    /// # Errors
+    /// [`ProofError::SizeOrder`] if `old_size` is above the size.
+    pub fn consistency(&self, old_size: u64) -> Result<Vec<Hash>, ProofError> {
+        let n = self.leaves();
+        let old =
+            usize::try_from(old_size)
+                .ok()
+                .filter(|&m| m <= n)
+                .ok_or(ProofError::SizeOrder {
+                    old_size,
+                    new_size: n as u64,
+                })?;
+        let mut proof = Vec::with_capacity(64);
+        if old == 0 || old == n {
+            return Ok(proof);
+        }
+        // SUBPROOF(m, D, b) unrolled from the top: `whole` is b, true while the old tree is
+        // still a left-aligned subtree whose root the verifier knows.
+        let (mut lo, mut hi) = (0, n);
+        let mut whole = true;
+        loop {
+            if old == hi {
+                if !whole {
+                    proof.push(self.span(lo, hi));
+                }
+                break;
+            }
+            let mid = lo + split_point(hi - lo);
+            if old <= mid {
+                proof.push(self.span(mid, hi));
+                hi = mid;
+            } else {
+                proof.push(self.span(lo, mid));
+                lo = mid;
+                whole = false;
+            }
+        }
+        proof.reverse();
+        Ok(proof)
+    }
 }
 
 /// Checks that `leaf` (a [`leaf_hash`]) sits at `index` in the tree of
@@ -267,50 +362,6 @@ pub fn verify_inclusion(
         return Err(ProofError::RootMismatch);
     }
     Ok(())
-}
-
-/// The consistency proof (RFC 9162 §2.1.4.1 PROOF) that the tree of the
-/// first `old_size` of `leaves` is a prefix of the tree of all of them.
-///
-/// The proof is empty when `old_size` is 0 or `leaves.len()`: every tree
-/// extends the empty tree, and a tree is consistent with itself.
-///
-/// # Errors
-/// [`ProofError::SizeOrder`] if `old_size > leaves.len()`.
-pub fn consistency_proof(old_size: u64, leaves: &[Hash]) -> Result<Vec<Hash>, ProofError> {
-    let new_size = leaves.len() as u64;
-    if old_size > new_size {
-        return Err(ProofError::SizeOrder { old_size, new_size });
-    }
-    let mut m = to_usize(old_size, leaves.len())?;
-    let mut proof = Vec::with_capacity(64);
-    if m == 0 || m == leaves.len() {
-        return Ok(proof);
-    }
-    // SUBPROOF(m, D, b) unrolled from the top: `whole` is b, true while the
-    // old tree is still a left-aligned subtree whose root the verifier knows.
-    let mut span = leaves;
-    let mut whole = true;
-    loop {
-        if m == span.len() {
-            if !whole {
-                proof.push(root(span));
-            }
-            break;
-        }
-        let (left, right) = span.split_at(split_point(span.len()));
-        if m <= left.len() {
-            proof.push(root(right));
-            span = left;
-        } else {
-            proof.push(root(left));
-            m -= left.len();
-            span = right;
-            whole = false;
-        }
-    }
-    proof.reverse();
-    Ok(proof)
 }
 
 /// Checks that the tree of `old_size` leaves with root `old_root` is a prefix
@@ -392,6 +443,14 @@ pub fn verify_consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inclusion_proof(index: u64, leaves: &[Hash]) -> Result<Vec<Hash>, ProofError> {
+        Proofs::new(leaves.to_vec()).inclusion(index)
+    }
+
+    fn consistency_proof(old_size: u64, leaves: &[Hash]) -> Result<Vec<Hash>, ProofError> {
+        Proofs::new(leaves.to_vec()).consistency(old_size)
+    }
 
     fn hex(s: &str) -> Hash {
         let mut out = [0u8; 32];
@@ -511,6 +570,16 @@ mod tests {
             assert_eq!(tree.size(), i as u64 + 1);
             assert_eq!(tree.frontier().len(), tree.size().count_ones() as usize);
             assert_eq!(tree.root(), root(&l[..=i]), "size {}", i + 1);
+        }
+    }
+
+    #[test]
+    fn kept_nodes_give_the_batch_root() {
+        let l = leaves(300);
+        for n in 0..=l.len() {
+            let proofs = Proofs::new(l[..n].to_vec());
+            assert_eq!(proofs.size(), n as u64);
+            assert_eq!(proofs.root(), root(&l[..n]), "size {n}");
         }
     }
 
