@@ -32,6 +32,8 @@ use serde::Deserialize;
 use warden_domain::directory::DirectoryError;
 use warden_domain::{Directory, GroupName, Ttl, User, UserName};
 
+use crate::config_secret::ConfigSecret;
+
 /// The configuration file's contents.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +70,7 @@ pub struct Config {
     pub security_group: GroupName,
     /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`; unset, it is
     /// open to anyone who reaches the API listener (it shows counts, never names or ids).
-    /// A secret: keep the config file private.
+    /// A secret: give it as `{ file = "…" }` or `{ env = "…" }` to keep it out of the file.
     pub metrics_token: Option<BearerToken>,
     /// The audit log's name in its signed checkpoints (C2SP `origin`); make it unique per
     /// deployment, e.g. `warden.example.com/audit`.
@@ -111,15 +113,16 @@ pub struct UserConfig {
     pub password_hash: Option<String>,
 }
 
-/// A bearer token set in the config file. `Debug` never shows it.
+/// A bearer token set in the config file (inline, or from a file or the environment: see
+/// [`ConfigSecret`]). `Debug` never shows it.
 #[derive(Clone, Deserialize)]
-#[serde(try_from = "String")]
-pub struct BearerToken(String);
+#[serde(try_from = "ConfigSecret")]
+pub struct BearerToken(ConfigSecret);
 
-impl TryFrom<String> for BearerToken {
+impl TryFrom<ConfigSecret> for BearerToken {
     type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        if s.len() < 16 {
+    fn try_from(s: ConfigSecret) -> Result<Self, String> {
+        if s.expose().len() < 16 {
             return Err("the token must be at least 16 characters long; generate one with `openssl rand -hex 32`".into());
         }
         Ok(Self(s))
@@ -137,7 +140,7 @@ impl BearerToken {
     /// nothing about how much of the token was right.
     pub fn matches(&self, presented: &str) -> bool {
         use sha2::{Digest, Sha256};
-        Sha256::digest(self.0.as_bytes()) == Sha256::digest(presented.as_bytes())
+        Sha256::digest(self.0.expose().as_bytes()) == Sha256::digest(presented.as_bytes())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod ca_file;
 pub mod checkpoints;
 pub mod config;
+pub mod config_secret;
 pub mod export;
 pub mod keys;
 pub mod metrics;

@@ -43,7 +43,7 @@ impl Endpoint {
         let url = webhook_url(url).map_err(|m| anyhow::anyhow!("{what}: {m}"))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &header.0 {
-            let mut value = HeaderValue::from_str(value)
+            let mut value = HeaderValue::from_str(value.expose())
                 .map_err(|_| anyhow::anyhow!("{what}: header {name:?} is invalid"))?;
             value.set_sensitive(true);
             headers.insert(HeaderName::from_bytes(name.as_bytes())?, value);
@@ -92,7 +92,7 @@ pub fn check(url: &str, header: &Headers, ca_file: Option<&Path>) -> Result<(), 
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(format!("`header` {name:?} is not a valid HTTP header name"));
         }
-        if HeaderValue::from_str(value).is_err() {
+        if HeaderValue::from_str(value.expose()).is_err() {
             return Err(format!(
                 "`header` {name:?} has a value that is not valid in HTTP"
             ));

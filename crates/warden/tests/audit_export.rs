@@ -31,7 +31,7 @@ fn start(dir: &Path, sinks: &str) -> Server {
         Path::new(BIN),
         &dir.join("data"),
         &["serve", "--dev", "--config", config.to_str().unwrap()],
-        &[],
+        &[("WARDEN_TEST_SIEM_AUTHORIZATION", "Bearer header-secret")],
     )
 }
 
@@ -480,7 +480,7 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
         &format!(
             "[[sinks]]\nname = \"siem-webhook\"\nkind = \"webhook\"\n\
              url = \"http://127.0.0.1:{port}/ingest?key=query-secret\"\nbatch = 5\n\
-             header = {{ \"Authorization\" = \"Bearer header-secret\" }}\n"
+             header = {{ \"Authorization\" = {{ env = \"WARDEN_TEST_SIEM_AUTHORIZATION\" }} }}\n"
         ),
     );
     let admin = login(&server, "admin");

@@ -859,22 +859,28 @@ fn mail_goes_to_a_relay_over_starttls_or_tls_with_a_login() {
     };
     let login = |password: &str| {
         format!(
-            "username = \"warden\"\npassword = \"{password}\"\nca_file = \"{}\"\n",
+            "username = \"warden\"\npassword = {password}\nca_file = \"{}\"\n",
             ca.ca_file().display()
         )
     };
+    // One sink reads its password from a file, so the configuration holds no secret.
+    let password_file = dir.path().join("relay-password");
+    std::fs::write(&password_file, "relay-pw-1\n").unwrap();
     let server = start(
         dir.path(),
         &[
             sink(
                 "submission",
                 starttls.port(),
-                &format!("tls = \"starttls\"\n{}", login("relay-pw-1")),
+                &format!(
+                    "tls = \"starttls\"\n{}",
+                    login(&format!("{{ file = {:?} }}", password_file))
+                ),
             ),
             sink(
                 "smtps",
                 smtps.port(),
-                &format!("tls = \"tls\"\n{}", login("relay-pw-1")),
+                &format!("tls = \"tls\"\n{}", login("\"relay-pw-1\"")),
             ),
             // The relay's CA is not among the system's roots.
             sink(
@@ -885,7 +891,7 @@ fn mail_goes_to_a_relay_over_starttls_or_tls_with_a_login() {
             sink(
                 "wrong-password",
                 smtps.port(),
-                &format!("tls = \"tls\"\n{}", login("not-it")),
+                &format!("tls = \"tls\"\n{}", login("\"not-it\"")),
             ),
         ]
         .concat(),

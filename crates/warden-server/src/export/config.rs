@@ -24,16 +24,17 @@
 //! kind = "webhook"
 //! url = "https://siem.example.com/ingest"
 //! batch = 100               # events per POST (default 100)
-//! header = { "Authorization" = "Bearer …" }
+//! header = { "Authorization" = { env = "WARDEN_SIEM_AUTHORIZATION" } }   # or "Bearer …" inline
 //! ca_file = "/etc/warden/siem-ca.pem"   # trust only this CA (default: the system's roots)
 //! ```
 //!
 //! A sink's cursor is stored under its name: renaming a sink exports the whole log to it
 //! again.
 //!
-//! A webhook `header` usually holds a credential: the configuration file then holds a secret
-//! and must be readable only by Warden's user. Header values never appear in logs, the status
-//! or error messages.
+//! A webhook `header` usually holds a credential. Given inline, it makes the configuration file
+//! a secret, readable only by Warden's user; given as `{ file = "…" }` or `{ env = "…" }` (see
+//! [`crate::config_secret`]), it is read from there when the configuration is. Header values
+//! never appear in logs, the status or error messages.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -41,6 +42,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::config_secret::ConfigSecret;
 
 /// Largest webhook batch; bigger POSTs gain nothing and risk receivers' body limits.
 const MAX_BATCH: usize = 10_000;
@@ -112,9 +115,10 @@ pub struct WebhookConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Webhook headers. Their values are usually secrets, so `Debug` shows only the names.
+/// Webhook headers. Their values are usually secrets, so `Debug` shows only the names, and each
+/// may be given as `{ file = "…" }` or `{ env = "…" }` (see [`ConfigSecret`]).
 #[derive(Clone, Default, Deserialize)]
-pub struct Headers(pub BTreeMap<String, String>);
+pub struct Headers(pub BTreeMap<String, ConfigSecret>);
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -28,16 +28,17 @@
 //! SMTP to a remote relay takes `tls = "starttls"` (port 587) or `tls = "tls"` (port 465), and
 //! `username` and `password` if the relay wants a login; `ca_file` trusts a private CA. The
 //! default, plain text without a login, is for a relay on the same host or a trusted network.
-//! A `password` makes the configuration file a secret, like a webhook `header`; it never
-//! appears in logs, the status or error messages.
+//! A `password`, like a webhook `header` value, is best given as `{ file = "…" }` or
+//! `{ env = "…" }` (see [`crate::config_secret`]) so the configuration file holds no secret; it
+//! never appears in logs, the status or error messages.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 use warden_domain::Audience;
 
+use crate::config_secret::ConfigSecret;
 use crate::export::{Headers, Named, check_all, check_name, shown_url};
 
 /// One notification destination.
@@ -94,7 +95,7 @@ pub struct SmtpConfig {
     /// Logs in (AUTH PLAIN or LOGIN) as this user, with `password`. Only over TLS: a password
     /// never crosses the network in clear.
     pub username: Option<String>,
-    pub password: Option<SmtpPassword>,
+    pub password: Option<ConfigSecret>,
     /// The sender, e.g. `Warden <warden@example.com>`.
     pub from: String,
     /// Fixed addresses per audience.
@@ -117,17 +118,6 @@ pub enum SmtpTls {
     Starttls,
     /// TLS from the first byte ("SMTPS").
     Tls,
-}
-
-/// An SMTP password: never shown by `Debug`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct SmtpPassword(pub String);
-
-impl fmt::Debug for SmtpPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 impl SmtpConfig {

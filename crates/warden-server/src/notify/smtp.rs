@@ -53,7 +53,8 @@ impl SmtpSink {
             });
         }
         if let (Some(user), Some(password)) = (&c.username, &c.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         Ok(Self {
             transport: builder.build(),
