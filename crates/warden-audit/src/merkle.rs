@@ -181,62 +181,138 @@ pub enum ProofError {
     /// The proof does not lead to the expected root(s).
     #[error("the proof does not lead to the expected root hash")]
     RootMismatch,
+    /// The tree was built without the nodes this proof needs (see [`Proofs::from_blocks`]).
+    #[error("the tree's nodes this proof needs were not loaded")]
+    NotLoaded,
 }
 
-/// Every node of one tree, kept so that any number of proofs against it are cheap.
+/// Height of the blocks whose roots the log stores: 2^10 = 1024 leaves each. A proof about one
+/// leaf then reads one root per block and the leaves of at most two blocks (the leaf's and the
+/// last, partial one) instead of every leaf.
+pub const BLOCK_HEIGHT: u32 = 10;
+
+/// The nodes of one tree that proofs need, kept so that any number of proofs against it are
+/// cheap.
 ///
 /// Proving one leaf from the bare list of leaves rehashes every subtree beside its path, about
-/// n hashes per proof; an export of k events with a proof each would cost k·n. Built once
-/// (about n hashes, 2n kept), this answers each proof with O(log² n) hashing: `levels[k][i]` is
-/// the root of the perfect subtree over leaves `i·2^k .. (i+1)·2^k`, and every other subtree
-/// RFC 6962 splits into folds from O(log n) of those.
+/// n hashes per proof; an export of k events with a proof each would cost k·n. Built once from
+/// all the leaves ([`Proofs::new`]: about n hashes, 2n kept), this answers each proof with
+/// O(log² n) hashing. Built from the roots of the tree's blocks of 2^h leaves and the leaves of
+/// the few blocks a proof passes through ([`Proofs::from_blocks`]), it needs n/2^h + 2·2^h
+/// hashes to start with.
 #[derive(Debug, Clone)]
 pub struct Proofs {
+    size: usize,
+    /// Height of `levels[0]`'s subtrees: 0 when built from the leaves.
+    base: u32,
+    /// `levels[k][i]` is the root of the perfect subtree over the `2^(base+k)` leaves from
+    /// `i·2^(base+k)`.
     levels: Vec<Vec<Hash>>,
+    /// Blocks whose leaves were given (first leaf, their tree), for subtrees below `base`.
+    blocks: Vec<(usize, Proofs)>,
 }
 
 impl Proofs {
     /// Hashes every perfect subtree of the tree made of `leaves` (leaf hashes, in order).
     pub fn new(leaves: Vec<Hash>) -> Self {
-        let mut levels = vec![leaves];
-        while let Some(below) = levels.last().filter(|l| l.len() > 1) {
-            let above = below
-                .chunks_exact(2)
-                .map(|pair| node_hash(&pair[0], &pair[1]))
-                .collect();
-            levels.push(above);
+        Self {
+            size: leaves.len(),
+            base: 0,
+            levels: pairwise(leaves),
+            blocks: Vec::new(),
         }
-        Self { levels }
+    }
+
+    /// The tree of `size` leaves given by `roots`, the roots of its complete blocks of
+    /// 2^`height` leaves in order, and `blocks`: the leaves of some blocks, each as its first
+    /// leaf's index and its leaf hashes (the last block may be partial). Proofs about the
+    /// leaves [`Proofs::blocks_needed`] names need no other.
+    ///
+    /// # Errors
+    /// [`ProofError::NotLoaded`] if there is not one root per complete block, or a block is
+    /// not aligned to the block size or has the wrong number of leaves.
+    pub fn from_blocks(
+        size: u64,
+        height: u32,
+        roots: Vec<Hash>,
+        blocks: Vec<(u64, Vec<Hash>)>,
+    ) -> Result<Self, ProofError> {
+        let size = usize::try_from(size).map_err(|_| ProofError::NotLoaded)?;
+        let block = 1usize << height;
+        if roots.len() != size >> height {
+            return Err(ProofError::NotLoaded);
+        }
+        let blocks = blocks
+            .into_iter()
+            .map(|(first, leaves)| {
+                let first = usize::try_from(first).map_err(|_| ProofError::NotLoaded)?;
+                let whole = first % block == 0 && first < size;
+                if !whole || leaves.len() != block.min(size - first) {
+                    return Err(ProofError::NotLoaded);
+                }
+                Ok((first, Proofs::new(leaves)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            size,
+            base: height,
+            levels: pairwise(roots),
+            blocks,
+        })
+    }
+
+    /// The first leaves of the blocks of 2^`height` leaves that a proof about `leaf` in a
+    /// tree of `size` leaves passes through: the leaf's own block and the last block, if that
+    /// is partial. For a consistency proof from an older size, `leaf` is that size minus one.
+    pub fn blocks_needed(leaf: u64, size: u64, height: u32) -> Vec<u64> {
+        let own = leaf >> height << height;
+        let last = size >> height << height;
+        let mut firsts = vec![own];
+        if last != own && last < size {
+            firsts.push(last);
+        }
+        firsts
     }
 
     /// Number of leaves.
     pub fn size(&self) -> u64 {
-        self.leaves() as u64
-    }
-
-    fn leaves(&self) -> usize {
-        self.levels.first().map_or(0, Vec::len)
+        self.size as u64
     }
 
     /// The root of the tree (RFC 6962 MTH).
-    pub fn root(&self) -> Hash {
-        match self.leaves() {
-            0 => EMPTY_ROOT,
+    ///
+    /// # Errors
+    /// [`ProofError::NotLoaded`] if it was built without the last, partial block's leaves.
+    pub fn root(&self) -> Result<Hash, ProofError> {
+        match self.size {
+            0 => Ok(EMPTY_ROOT),
             n => self.span(0, n),
         }
     }
 
     /// MTH of the leaves `start..end` (non-empty). Every subtree RFC 6962 splits a tree into
     /// starts at a multiple of the largest power of two not above its length, so a perfect
-    /// one is a stored node and any other is a stored left half and a shorter right rest.
-    fn span(&self, start: usize, end: usize) -> Hash {
+    /// one is a kept node and any other is a kept left half and a shorter right rest.
+    fn span(&self, start: usize, end: usize) -> Result<Hash, ProofError> {
         let len = end - start;
         if len.is_power_of_two() {
-            let level = len.trailing_zeros() as usize;
-            return self.levels[level][start >> level];
+            let level = len.trailing_zeros();
+            if level >= self.base {
+                let kept = self.levels.get((level - self.base) as usize);
+                return kept
+                    .and_then(|l| l.get(start >> level))
+                    .copied()
+                    .ok_or(ProofError::NotLoaded);
+            }
+            let (first, block) = self
+                .blocks
+                .iter()
+                .find(|(first, b)| (*first..*first + b.size).contains(&start))
+                .ok_or(ProofError::NotLoaded)?;
+            return block.span(start - first, end - first);
         }
         let mid = start + split_point(len);
-        node_hash(&self.span(start, mid), &self.span(mid, end))
+        Ok(node_hash(&self.span(start, mid)?, &self.span(mid, end)?))
     }
 
     /// The inclusion proof (RFC 9162 §2.1.3.1 PATH) of leaf `index`, ordered from the leaf's
@@ -245,7 +321,7 @@ impl Proofs {
     /// # Errors
     /// [`ProofError::IndexOutOfRange`] if `index` is not below the size.
     pub fn inclusion(&self, index: u64) -> Result<Vec<Hash>, ProofError> {
-        let n = self.leaves();
+        let n = self.size;
         let m =
             usize::try_from(index)
                 .ok()
@@ -260,10 +336,10 @@ impl Proofs {
         while hi - lo > 1 {
             let mid = lo + split_point(hi - lo);
             if m < mid {
-                proof.push(self.span(mid, hi));
+                proof.push(self.span(mid, hi)?);
                 hi = mid;
             } else {
-                proof.push(self.span(lo, mid));
+                proof.push(self.span(lo, mid)?);
                 lo = mid;
             }
         }
@@ -280,7 +356,7 @@ impl Proofs {
     /// # Errors
     /// [`ProofError::SizeOrder`] if `old_size` is above the size.
     pub fn consistency(&self, old_size: u64) -> Result<Vec<Hash>, ProofError> {
-        let n = self.leaves();
+        let n = self.size;
         let old =
             usize::try_from(old_size)
                 .ok()
@@ -300,16 +376,16 @@ impl Proofs {
         loop {
             if old == hi {
                 if !whole {
-                    proof.push(self.span(lo, hi));
+                    proof.push(self.span(lo, hi)?);
                 }
                 break;
             }
             let mid = lo + split_point(hi - lo);
             if old <= mid {
-                proof.push(self.span(mid, hi));
+                proof.push(self.span(mid, hi)?);
                 hi = mid;
             } else {
-                proof.push(self.span(lo, mid));
+                proof.push(self.span(lo, mid)?);
                 lo = mid;
                 whole = false;
             }
@@ -317,6 +393,20 @@ impl Proofs {
         proof.reverse();
         Ok(proof)
     }
+}
+
+/// `nodes` and every level above them: each level's neighbours hashed in pairs, an odd last
+/// one left out (it belongs to no perfect subtree of the next height).
+fn pairwise(nodes: Vec<Hash>) -> Vec<Vec<Hash>> {
+    let mut levels = vec![nodes];
+    while let Some(below) = levels.last().filter(|l| l.len() > 1) {
+        let above = below
+            .chunks_exact(2)
+            .map(|pair| node_hash(&pair[0], &pair[1]))
+            .collect();
+        levels.push(above);
+    }
+    levels
 }
 
 /// Checks that `leaf` (a [`leaf_hash`]) sits at `index` in the tree of
@@ -573,13 +663,75 @@ mod tests {
         }
     }
 
+    /// The tree of `l` from its blocks of 2^`height` leaves, loading the blocks a proof about
+    /// `leaf` needs.
+    fn from_blocks_for(l: &[Hash], height: u32, leaf: u64) -> Proofs {
+        let block = 1usize << height;
+        let roots = l.chunks_exact(block).map(root).collect();
+        let blocks = Proofs::blocks_needed(leaf, l.len() as u64, height)
+            .into_iter()
+            .map(|first| {
+                let first_leaf = first as usize;
+                let leaves = l[first_leaf..(first_leaf + block).min(l.len())].to_vec();
+                (first, leaves)
+            })
+            .collect();
+        Proofs::from_blocks(l.len() as u64, height, roots, blocks).unwrap()
+    }
+
+    #[test]
+    fn proofs_from_blocks_equal_proofs_from_every_leaf() {
+        let l = leaves(70);
+        for height in [0, 1, 2, 3, 10] {
+            for n in 1..=l.len() {
+                let full = Proofs::new(l[..n].to_vec());
+                for i in 0..n as u64 {
+                    let part = from_blocks_for(&l[..n], height, i);
+                    assert_eq!(part.inclusion(i), full.inclusion(i), "h{height} n{n} i{i}");
+                    let old = i + 1;
+                    assert_eq!(
+                        part.consistency(old),
+                        full.consistency(old),
+                        "h{height} n{n} old{old}"
+                    );
+                }
+                let last = from_blocks_for(&l[..n], height, n as u64 - 1);
+                assert_eq!(last.root(), full.root(), "h{height} n{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn proofs_from_blocks_refuse_what_was_not_loaded() {
+        let l = leaves(20);
+        let roots: Vec<Hash> = l.chunks_exact(4).map(root).collect();
+        // Only the first block's leaves: leaf 9's path needs its own block and the last one.
+        let tree =
+            Proofs::from_blocks(18, 2, roots[..4].to_vec(), vec![(0, l[..4].to_vec())]).unwrap();
+        assert_eq!(tree.inclusion(9), Err(ProofError::NotLoaded));
+        assert!(
+            tree.inclusion(1).is_err(),
+            "the partial last block is missing too"
+        );
+        assert_eq!(Proofs::blocks_needed(9, 18, 2), vec![8, 16]);
+        // Roots that do not match the size, misaligned or short blocks.
+        let bad = [
+            Proofs::from_blocks(18, 2, roots[..3].to_vec(), vec![]),
+            Proofs::from_blocks(18, 2, roots[..4].to_vec(), vec![(2, l[2..6].to_vec())]),
+            Proofs::from_blocks(18, 2, roots[..4].to_vec(), vec![(16, l[16..17].to_vec())]),
+        ];
+        for b in bad {
+            assert_eq!(b.unwrap_err(), ProofError::NotLoaded);
+        }
+    }
+
     #[test]
     fn kept_nodes_give_the_batch_root() {
         let l = leaves(300);
         for n in 0..=l.len() {
             let proofs = Proofs::new(l[..n].to_vec());
             assert_eq!(proofs.size(), n as u64);
-            assert_eq!(proofs.root(), root(&l[..n]), "size {n}");
+            assert_eq!(proofs.root().unwrap(), root(&l[..n]), "size {n}");
         }
     }
 

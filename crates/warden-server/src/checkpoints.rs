@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
+use warden_audit::merkle::BLOCK_HEIGHT;
 use warden_audit::{Checkpoint, NoteSigner, Tree};
 use warden_store::Store;
 
@@ -21,7 +22,8 @@ pub fn signer(origin: &str, key: &ed25519_dalek::SigningKey) -> anyhow::Result<N
         .map_err(|e| anyhow::anyhow!("audit_origin {origin:?} cannot name a signing key: {e}"))
 }
 
-/// Writes a checkpoint if the log grew since the last one. Returns its size.
+/// Writes a checkpoint if the log grew since the last one, with the roots of the blocks of
+/// events it completes (see [`BLOCK_HEIGHT`]). Returns its size.
 pub async fn checkpoint(
     store: &dyn Store,
     signer: &NoteSigner,
@@ -33,6 +35,8 @@ pub async fn checkpoint(
             .map_err(|e| anyhow::anyhow!("stored checkpoint at {} is damaged: {e}", c.size))?,
         None => Tree::new(),
     };
+    let mut block = current_block(&tree)?;
+    let mut blocks = Vec::new();
     loop {
         let leaves = store.audit_leaves(tree.size(), BATCH).await?;
         let done = leaves.len() < BATCH;
@@ -44,7 +48,13 @@ pub async fn checkpoint(
                 tree.size() + 1
             );
             // Hash the stored bytes, not the stored hash, so a damaged row cannot be signed over.
-            tree.push(warden_audit::merkle::leaf_hash(leaf.data.as_bytes()));
+            let hash = warden_audit::merkle::leaf_hash(leaf.data.as_bytes());
+            tree.push(hash);
+            block.push(hash);
+            if block.size() == 1 << BLOCK_HEIGHT {
+                blocks.push(((tree.size() >> BLOCK_HEIGHT) - 1, block.root()));
+                block = Tree::new();
+            }
         }
         if done {
             break;
@@ -62,15 +72,28 @@ pub async fn checkpoint(
     };
     let note = cp.sign(signer)?;
     store
-        .insert_checkpoint(warden_store::Checkpoint {
-            size: cp.size,
-            root: cp.root,
-            time,
-            frontier: tree.frontier().to_vec(),
-            note,
-        })
+        .insert_checkpoint(
+            warden_store::Checkpoint {
+                size: cp.size,
+                root: cp.root,
+                time,
+                frontier: tree.frontier().to_vec(),
+                note,
+            },
+            blocks,
+        )
         .await?;
     Ok(Some(cp.size))
+}
+
+/// The tree of the events of `tree`'s last, incomplete block. Its perfect subtrees are the
+/// smallest of `tree`'s frontier: one per set bit of the size below the block height.
+fn current_block(tree: &Tree) -> anyhow::Result<Tree> {
+    let size = tree.size() & ((1 << BLOCK_HEIGHT) - 1);
+    let frontier = tree.frontier();
+    let own = frontier.len() - size.count_ones() as usize;
+    Tree::from_frontier(size, frontier[own..].to_vec())
+        .map_err(|e| anyhow::anyhow!("the audit tree's frontier is damaged: {e}"))
 }
 
 /// Writes checkpoints every `interval` until `stop`. The server writes the last one itself,

@@ -242,8 +242,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Audit leaves with a sequence number above `after_seq`, oldest first.
     async fn audit_leaves(&self, after_seq: u64, limit: usize) -> Result<Vec<Leaf>>;
 
-    /// The leaf hashes of events 1..=`size`, for proofs.
-    async fn leaf_hashes(&self, size: u64) -> Result<Vec<[u8; 32]>>;
+    /// The leaf hashes of the events after `after_seq` up to `upto_seq`, in order, for proofs.
+    async fn leaf_hashes(&self, after_seq: u64, upto_seq: u64) -> Result<Vec<[u8; 32]>>;
+
+    /// The stored roots of the log's first `count` blocks of events (block `b` holds events
+    /// `b·2^h + 1 ..= (b+1)·2^h`, `h` being `warden_audit::merkle::BLOCK_HEIGHT`), in order,
+    /// stopping at the first block without one (logs written before blocks were stored have
+    /// none).
+    async fn block_roots(&self, count: u64) -> Result<Vec<[u8; 32]>>;
 
     /// The newest checkpoint.
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
@@ -251,8 +257,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The checkpoint at exactly `size`, if one was made.
     async fn checkpoint(&self, size: u64) -> Result<Option<Checkpoint>>;
 
-    /// Stores a checkpoint. Checkpoints only grow: a smaller or equal size is refused.
-    async fn insert_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+    /// Stores a checkpoint, with the roots of the blocks of events it completed (block number,
+    /// root). Checkpoints only grow: a smaller or equal size is refused.
+    async fn insert_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+        blocks: Vec<(u64, [u8; 32])>,
+    ) -> Result<()>;
 
     /// The newest checkpoint made before `time`. It was made after every event it covers was
     /// stored, so all of them are older than `time`.

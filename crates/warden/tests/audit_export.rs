@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, PASSWORD};
+use common::{BIN, PASSWORD, rejected_tokens};
 use serde_json::Value;
 use warden_testkit::{Cli, Server, free_port};
 
@@ -43,29 +43,6 @@ fn login(server: &Server, user: &str) -> Cli {
     );
     assert!(out.success(), "login {user}: {out:?}");
     cli
-}
-
-/// Makes `n` audit events cheaply: each request with an unknown token is refused and audited.
-/// Stops early (returning how many were made) once the server stops answering.
-fn rejected_tokens(port: u16, n: usize) -> usize {
-    for i in 0..n {
-        let answered = (|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect(("127.0.0.1", port))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(
-                b"GET /v1/auth/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                  Authorization: Bearer not-a-token\r\nConnection: close\r\n\r\n",
-            )?;
-            let mut answer = String::new();
-            s.read_to_string(&mut answer)?;
-            Ok(answer)
-        })();
-        match answered {
-            Ok(a) if a.starts_with("HTTP/1.1 401") => {}
-            _ => return i,
-        }
-    }
-    n
 }
 
 /// Every event's leaf hash by sequence number, from the audit search API.

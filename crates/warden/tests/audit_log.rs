@@ -476,3 +476,125 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     let (code, v) = verify(copy_db, &[]);
     assert_eq!(code, 1, "{v}");
 }
+
+/// The newest checkpoint's size once it is at least `size`.
+fn checkpoint_reaching(admin: &Cli, size: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let reached = note_size(&admin.run(&["audit", "checkpoint"], None).stdout);
+        if reached >= size {
+            return reached;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint of {size} events"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Checks a proof printed by `warden audit ARGS` offline.
+fn proven(admin: &Cli, dir: &Path, key: &str, args: &[&str]) {
+    let proof = admin.run(args, None);
+    assert!(proof.success(), "{args:?}: {proof:?}");
+    let file = dir.join("proof.json");
+    std::fs::write(&file, &proof.stdout).unwrap();
+    let checked = admin.run(
+        &[
+            "audit",
+            "verify-proof",
+            file.to_str().unwrap(),
+            "--verifier-key",
+            key,
+        ],
+        None,
+    );
+    assert!(checked.success(), "{args:?}: {checked:?}");
+}
+
+/// Starts the server on `data` and logs in as the administrator.
+fn serve_as_admin(data: &Path, cfg: &str) -> (Server, Cli) {
+    let server = Server::start_in(
+        Path::new(BIN),
+        data,
+        &["serve", "--dev", "--config", cfg],
+        &[],
+    );
+    let admin = server.cli();
+    assert!(
+        admin
+            .run(
+                &["login", "--user", "admin", "--password-stdin"],
+                Some(PASSWORD)
+            )
+            .success()
+    );
+    (server, admin)
+}
+
+/// A log of several blocks of 1024 events, with a restart in the middle of one: proofs read
+/// the blocks' stored roots and two blocks' events, and every one verifies offline, at block
+/// edges too.
+#[test]
+fn proofs_over_many_blocks_verify_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path());
+    let (mut server, admin) = serve_as_admin(&data, &cfg);
+    let key = admin.run(&["audit", "verifier-key"], None).stdout;
+    let key = key.trim().to_owned();
+    let key = key.as_str();
+
+    assert_eq!(rejected_tokens(server.port(), 1100), 1100);
+    let older = checkpoint_reaching(&admin, 1100);
+    assert!(server.terminate().success());
+    // The second block is completed after the restart, from the stored checkpoint's frontier.
+    let (server, admin) = serve_as_admin(&data, &cfg);
+    assert_eq!(rejected_tokens(server.port(), 1100), 1100);
+    let newest = checkpoint_reaching(&admin, older + 1100);
+
+    let c = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    let blocks: i64 = c
+        .query_row("SELECT COUNT(*) FROM audit_blocks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        blocks as u64,
+        newest >> 10,
+        "one stored root per complete block"
+    );
+
+    for seq in [
+        1,
+        2,
+        1023,
+        1024,
+        1025,
+        2048,
+        older,
+        older + 1,
+        newest - 1,
+        newest,
+    ] {
+        proven(
+            &admin,
+            dir.path(),
+            key,
+            &["audit", "prove", &seq.to_string()],
+        );
+    }
+    let size = older.to_string();
+    for seq in [1, 1024, older] {
+        proven(
+            &admin,
+            dir.path(),
+            key,
+            &["audit", "prove", &seq.to_string(), "--size", &size],
+        );
+    }
+    proven(
+        &admin,
+        dir.path(),
+        key,
+        &["audit", "prove-consistency", "--from", &size],
+    );
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
-use warden_audit::merkle::Proofs;
+use warden_audit::merkle::{BLOCK_HEIGHT, Proofs};
 use warden_domain::audit::Code;
 use warden_store::AuditFilter;
 
@@ -132,10 +132,9 @@ fn require_admin(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError>
     }
 }
 
-/// The tree of the first `size` events, every node hashed once so that each proof against it
-/// is cheap. Refused once older events were archived, because proofs computed over the live
-/// log alone would be wrong. (Archived ranges prove themselves.)
-async fn tree_at(app: &Shared, size: u64) -> Result<Proofs, ApiError> {
+/// Refuses proofs once older events were archived, because proofs computed over the live log
+/// alone would be wrong. (Archived ranges prove themselves.)
+async fn refuse_archived(app: &Shared) -> Result<(), ApiError> {
     let first = app
         .store
         .first_seq()
@@ -150,21 +149,57 @@ async fn tree_at(app: &Shared, size: u64) -> Result<Proofs, ApiError> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// The tree of the first `size` events, every node hashed once so that many proofs against it
+/// (an export's) are cheap.
+async fn whole_tree(app: &Shared, size: u64) -> Result<Proofs, ApiError> {
+    refuse_archived(app).await?;
     let leaves = app
         .store
-        .leaf_hashes(size)
+        .leaf_hashes(0, size)
         .await
         .map_err(crate::broker::Error::from)?;
     // A hash per event: seconds of CPU for a long log, kept off the request workers.
     tokio::task::spawn_blocking(move || Proofs::new(leaves))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("hashing the audit tree failed: {e}"),
-            )
-        })
+        .map_err(|e| internal(format!("hashing the audit tree failed: {e}")))
+}
+
+/// The tree of the first `size` events as far as proofs about the event at index `leaf` (its
+/// seq minus one) need it: the stored roots of its blocks and the hashes of two blocks' events.
+/// A log whose early blocks have no stored roots (written by an older Warden) is read whole.
+async fn tree_for(app: &Shared, size: u64, leaf: u64) -> Result<Proofs, ApiError> {
+    let count = size >> BLOCK_HEIGHT;
+    let roots = app
+        .store
+        .block_roots(count)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    if roots.len() as u64 != count {
+        return whole_tree(app, size).await;
+    }
+    refuse_archived(app).await?;
+    let mut blocks = Vec::new();
+    for first in Proofs::blocks_needed(leaf, size, BLOCK_HEIGHT) {
+        let upto = (first + (1 << BLOCK_HEIGHT)).min(size);
+        let hashes = app
+            .store
+            .leaf_hashes(first, upto)
+            .await
+            .map_err(crate::broker::Error::from)?;
+        blocks.push((first, hashes));
+    }
+    Proofs::from_blocks(size, BLOCK_HEIGHT, roots, blocks).map_err(|e| {
+        internal(format!(
+            "the audit log's events up to {size} cannot be read whole ({e}); run `warden audit verify`"
+        ))
+    })
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
 
 fn hexes(hashes: &[[u8; 32]]) -> Vec<String> {
@@ -254,7 +289,7 @@ pub async fn proof(
             format!("seq {seq} is not in the checkpoint of size {}", cp.size),
         ));
     }
-    let path = tree_at(&app, cp.size)
+    let path = tree_for(&app, cp.size, seq - 1)
         .await?
         .inclusion(seq - 1)
         .map_err(proof_error)?;
@@ -311,7 +346,7 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let old = checkpoint_at(&app, Some(q.from)).await?;
     let new = checkpoint_at(&app, q.to).await?;
-    let path = tree_at(&app, new.size)
+    let path = tree_for(&app, new.size, old.size.saturating_sub(1))
         .await?
         .consistency(old.size)
         .map_err(proof_error)?;
@@ -372,7 +407,7 @@ pub async fn export(
         })
         .await
         .map_err(crate::broker::Error::from)?;
-    let tree = tree_at(&app, cp.size).await?;
+    let tree = whole_tree(&app, cp.size).await?;
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e.seq)

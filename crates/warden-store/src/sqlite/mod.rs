@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_stored_requirement.sql"),
     include_str!("migrations/0008_requests_in_id_order.sql"),
     include_str!("migrations/0009_archive_by_checkpoint_time.sql"),
+    include_str!("migrations/0010_audit_block_roots.sql"),
 ];
 const READERS: usize = 8;
 
@@ -683,13 +684,34 @@ impl crate::Store for SqliteStore {
         .await
     }
 
-    async fn leaf_hashes(&self, size: u64) -> Result<Vec<[u8; 32]>> {
-        let size = i64::try_from(size).map_err(backend)?;
+    async fn leaf_hashes(&self, after_seq: u64, upto_seq: u64) -> Result<Vec<[u8; 32]>> {
+        let after = i64::try_from(after_seq).map_err(backend)?;
+        let upto = i64::try_from(upto_seq).map_err(backend)?;
         self.read(move |c| {
-            let mut stmt =
-                c.prepare_cached("SELECT leaf_hash FROM audit WHERE seq <= ?1 ORDER BY seq")?;
-            let rows = stmt.query_map([size], |r| hash32(r.get(0)?))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT leaf_hash FROM audit WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([after, upto], |r| hash32(r.get(0)?))?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn block_roots(&self, count: u64) -> Result<Vec<[u8; 32]>> {
+        let count = i64::try_from(count).map_err(backend)?;
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT block, root FROM audit_blocks WHERE block < ?1 ORDER BY block",
+            )?;
+            let mut roots = Vec::new();
+            let mut rows = stmt.query([count])?;
+            while let Some(row) = rows.next()? {
+                if row.get::<_, i64>(0)? != i64::try_from(roots.len()).unwrap_or(i64::MAX) {
+                    break;
+                }
+                roots.push(hash32(row.get(1)?)?);
+            }
+            Ok(roots)
         })
         .await
     }
@@ -719,9 +741,13 @@ impl crate::Store for SqliteStore {
         .await
     }
 
-    async fn insert_checkpoint(&self, cp: Checkpoint) -> Result<()> {
+    async fn insert_checkpoint(&self, cp: Checkpoint, blocks: Vec<(u64, [u8; 32])>) -> Result<()> {
         let size = i64::try_from(cp.size).map_err(backend)?;
         let frontier: Vec<u8> = cp.frontier.concat();
+        let blocks = blocks
+            .into_iter()
+            .map(|(b, root)| Ok((i64::try_from(b).map_err(backend)?, root)))
+            .collect::<Result<Vec<_>>>()?;
         self.writer
             .write(move |c| {
                 let newest: i64 = c
@@ -735,6 +761,16 @@ impl crate::Store for SqliteStore {
                     params![size, &cp.root[..], ms(cp.time), frontier, cp.note],
                 )
                 .map_err(backend)?;
+                // Derived from the log, so a block already stored keeps its root.
+                let mut insert = c
+                    .prepare_cached(
+                        "INSERT INTO audit_blocks (block, root) VALUES (?1, ?2)
+                         ON CONFLICT (block) DO NOTHING",
+                    )
+                    .map_err(backend)?;
+                for (block, root) in &blocks {
+                    insert.execute(params![block, &root[..]]).map_err(backend)?;
+                }
                 Ok(())
             })
             .await

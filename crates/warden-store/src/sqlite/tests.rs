@@ -430,13 +430,16 @@ async fn the_archive_cutoff_is_the_newest_checkpoint_made_before_it() {
     let (dir, s) = store();
     let at = |minute: u8| datetime!(2026-01-01 10:00 UTC) + time::Duration::minutes(minute.into());
     for (size, minute) in [(3, 0), (7, 10), (12, 20)] {
-        s.insert_checkpoint(crate::Checkpoint {
-            size,
-            root: [0; 32],
-            time: at(minute),
-            frontier: Vec::new(),
-            note: format!("checkpoint {size}"),
-        })
+        s.insert_checkpoint(
+            crate::Checkpoint {
+                size,
+                root: [0; 32],
+                time: at(minute),
+                frontier: Vec::new(),
+                note: format!("checkpoint {size}"),
+            },
+            Vec::new(),
+        )
         .await
         .unwrap();
     }
@@ -571,4 +574,35 @@ async fn the_audit_search_takes_several_codes_at_once() {
         ]
     );
     assert_eq!(found(Vec::new()).await.len(), 5);
+}
+
+#[tokio::test]
+async fn block_roots_are_read_in_order_up_to_the_first_missing_one() {
+    let (_dir, s) = store();
+    let checkpoint = |size| crate::Checkpoint {
+        size,
+        root: [0; 32],
+        time: datetime!(2026-01-01 10:00 UTC),
+        frontier: Vec::new(),
+        note: format!("checkpoint {size}"),
+    };
+    s.insert_checkpoint(checkpoint(2048), vec![(0, [1; 32]), (1, [2; 32])])
+        .await
+        .unwrap();
+    // Block 2 never stored (as in a log older than stored blocks), block 3 stored.
+    s.insert_checkpoint(checkpoint(4096), vec![(3, [4; 32]), (1, [9; 32])])
+        .await
+        .unwrap();
+    assert_eq!(s.block_roots(0).await.unwrap(), Vec::<[u8; 32]>::new());
+    assert_eq!(s.block_roots(1).await.unwrap(), vec![[1; 32]]);
+    // A block already stored keeps its root.
+    assert_eq!(s.block_roots(2).await.unwrap(), vec![[1; 32], [2; 32]]);
+    assert_eq!(s.block_roots(4).await.unwrap(), vec![[1; 32], [2; 32]]);
+    // A refused checkpoint stores no block either.
+    assert!(
+        s.insert_checkpoint(checkpoint(4096), vec![(2, [3; 32])])
+            .await
+            .is_err()
+    );
+    assert_eq!(s.block_roots(4).await.unwrap().len(), 2);
 }

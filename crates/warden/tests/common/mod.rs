@@ -3,8 +3,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use warden_testkit::{Cli, CliOutput, Server};
@@ -208,4 +210,27 @@ pub fn enroll_mfa(cli: &Cli) -> String {
     let uri = v["otpauth_uri"].as_str().unwrap().to_owned();
     ok(cli, &["mfa", "confirm", &totp(&uri, 0)]);
     uri
+}
+
+/// Makes `n` audit events cheaply: each request with an unknown token is refused and audited.
+/// Stops early (returning how many were made) once the server stops answering.
+pub fn rejected_tokens(port: u16, n: usize) -> usize {
+    for i in 0..n {
+        let answered = (|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(
+                b"GET /v1/auth/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                  Authorization: Bearer not-a-token\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        match answered {
+            Ok(a) if a.starts_with("HTTP/1.1 401") => {}
+            _ => return i,
+        }
+    }
+    n
 }
