@@ -52,4 +52,4 @@ pub mod verify;
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use merkle::{FrontierError, Hash, ProofError, Tree};
 pub use note::{KeyError, NoteSigner, NoteVerifier};
-pub use verify::{Problem, Record, Report, verify_log, verify_log_from};
+pub use verify::{BlockCheck, Problem, Record, Report, verify_log, verify_log_from};

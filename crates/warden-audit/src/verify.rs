@@ -14,6 +14,7 @@
 //! memory at the speed of two SHA-256 calls per event.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::iter::Peekable;
 use std::vec::IntoIter;
@@ -21,7 +22,7 @@ use std::vec::IntoIter;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::merkle::{Hash, Tree, leaf_hash};
+use crate::merkle::{BLOCK_HEIGHT, Hash, Tree, leaf_hash};
 
 /// One stored event, as read back from the log store in storage order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +217,69 @@ fn check_anchors(tree: &Tree, anchors: &mut Anchors, report: &mut Report) {
         if *root.get_or_insert_with(|| tree.root()) != want {
             report.problems.push(Problem::RootMismatch { size });
         }
+    }
+}
+
+/// Checks the roots a store keeps for its blocks of 2^[`BLOCK_HEIGHT`] events (the shortcut
+/// proofs take) against the events themselves, fed in storage order. The roots are not signed
+/// and every proof is checked against a signed checkpoint, so a wrong root cannot make a false
+/// proof pass; it makes true ones fail, and says the store was altered.
+#[derive(Debug)]
+pub struct BlockCheck {
+    stored: BTreeMap<u64, Hash>,
+    tree: Tree,
+    /// Whether `tree` holds its block's events from the first, without a gap.
+    whole: bool,
+    last_seq: u64,
+    checked: u64,
+    mismatched: Vec<u64>,
+}
+
+impl BlockCheck {
+    /// A check of the `stored` roots (block number, root) over events after `after_seq`.
+    pub fn new(stored: impl IntoIterator<Item = (u64, Hash)>, after_seq: u64) -> Self {
+        Self {
+            stored: stored.into_iter().collect(),
+            tree: Tree::new(),
+            whole: false,
+            last_seq: after_seq,
+            checked: 0,
+            mismatched: Vec::new(),
+        }
+    }
+
+    /// Adds the next stored event.
+    pub fn add(&mut self, seq: u64, leaf_data: &[u8]) {
+        let index = seq.saturating_sub(1);
+        let block_len = 1u64 << BLOCK_HEIGHT;
+        if index.is_multiple_of(block_len) {
+            self.tree = Tree::new();
+            self.whole = true;
+        } else if seq != self.last_seq + 1 {
+            self.whole = false;
+        }
+        self.last_seq = seq;
+        self.tree.push(leaf_hash(leaf_data));
+        let block = index >> BLOCK_HEIGHT;
+        if self.whole
+            && self.tree.size() == block_len
+            && let Some(stored) = self.stored.get(&block)
+        {
+            self.checked += 1;
+            if *stored != self.tree.root() {
+                self.mismatched.push(block);
+            }
+        }
+    }
+
+    /// How many stored roots were compared with complete blocks of events.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// The blocks whose stored root differs from their events' root.
+    pub fn mismatched(&self) -> &[u64] {
+        &self.mismatched
     }
 }
 
@@ -512,5 +576,33 @@ mod tests {
             })
         );
         assert_eq!(serde_json::from_value::<Report>(json).unwrap(), report);
+    }
+
+    #[test]
+    fn block_roots_are_checked_against_whole_blocks_only() {
+        use crate::merkle::root;
+        let block = 1usize << BLOCK_HEIGHT;
+        let data: Vec<Vec<u8>> = (1..=3 * block + 5)
+            .map(|seq| format!("event {seq}").into_bytes())
+            .collect();
+        let hashes: Vec<Hash> = data.iter().map(|d| leaf_hash(d)).collect();
+        let roots: Vec<Hash> = hashes.chunks_exact(block).map(root).collect();
+        let stored = vec![(0, roots[0]), (1, [7; 32]), (2, roots[2])];
+
+        let mut all = BlockCheck::new(stored.clone(), 0);
+        for (i, d) in data.iter().enumerate() {
+            all.add(i as u64 + 1, d);
+        }
+        assert_eq!((all.checked(), all.mismatched()), (3, &[1][..]));
+
+        // Starting inside block 0 (archived events before), and a gap in block 2: only block 1
+        // is whole.
+        let mut partial = BlockCheck::new(stored, 10);
+        for (i, d) in data.iter().enumerate().skip(10) {
+            if i != 2 * block + 3 {
+                partial.add(i as u64 + 1, d);
+            }
+        }
+        assert_eq!((partial.checked(), partial.mismatched()), (1, &[1][..]));
     }
 }

@@ -597,4 +597,41 @@ fn proofs_over_many_blocks_verify_offline() {
         key,
         &["audit", "prove-consistency", "--from", &size],
     );
+
+    // Offline verification recomputes every stored block root; an altered one is named.
+    let mut server = server;
+    assert!(server.terminate().success());
+    let verify = |admin: &Cli| {
+        admin.run(
+            &[
+                "audit",
+                "verify",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--json",
+            ],
+            None,
+        )
+    };
+    let clean = verify(&admin);
+    assert!(clean.success(), "{clean:?}");
+    assert!(
+        clean
+            .stdout
+            .contains(&format!("\"blocks_checked\": {blocks}")),
+        "{clean:?}"
+    );
+    c.execute(
+        "UPDATE audit_blocks SET root = zeroblob(32) WHERE block = 1",
+        [],
+    )
+    .unwrap();
+    let altered = verify(&admin);
+    assert_eq!(altered.code, 1, "{altered:?}");
+    assert!(
+        altered
+            .stdout
+            .contains("block of events 1025..=2048: its stored Merkle root differs"),
+        "{altered:?}"
+    );
 }

@@ -1218,6 +1218,35 @@ impl AuditReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
 
+    /// Every stored block root (block number, root); none in a database older than them.
+    pub fn block_roots(&self) -> Result<Vec<(u64, [u8; 32])>> {
+        let has_blocks: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_blocks')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if !has_blocks {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT block, root FROM audit_blocks ORDER BY block")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let root: Vec<u8> = r.get(1)?;
+                Ok((
+                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    root.try_into().unwrap_or([0; 32]),
+                ))
+            })
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+    }
+
     /// Every stored checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         let mut stmt = self

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{Value, json};
 use warden_audit::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use warden_audit::{Checkpoint, NoteVerifier, Problem, Record, Tree, verify_log_from};
+use warden_audit::{BlockCheck, Checkpoint, NoteVerifier, Problem, Record, Tree, verify_log_from};
 use warden_store::AuditReader;
 
 use crate::exit::{self, Failure};
@@ -167,6 +167,7 @@ pub fn store(
             }
         }
     };
+    let blocks = RefCell::new(BlockCheck::new(reader.block_roots()?, base));
     let archived_to = RefCell::new(0u64);
     let moved = RefCell::new(Vec::new());
     let failed = RefCell::new(None);
@@ -189,6 +190,7 @@ pub fn store(
                     let mut a = archived_to.borrow_mut();
                     *a = (*a).max(to);
                 }
+                blocks.borrow_mut().add(seq, data.as_bytes());
                 return Some(Record {
                     seq,
                     leaf_data: data.into_bytes(),
@@ -216,9 +218,16 @@ pub fn store(
         ));
     }
     problems.extend(result.problems.iter().map(describe));
+    let blocks = blocks.into_inner();
+    problems.extend(blocks.mismatched().iter().map(|b| {
+        let first = (b << warden_audit::merkle::BLOCK_HEIGHT) + 1;
+        let last = (b + 1) << warden_audit::merkle::BLOCK_HEIGHT;
+        format!("block of events {first}..={last}: its stored Merkle root differs from the events' (altered; proofs through it fail)")
+    }));
     let summary = json!({
         "events_checked": result.events_checked,
         "checkpoints_checked": result.checkpoints_checked,
+        "blocks_checked": blocks.checked(),
         "external_checkpoints": outside.len(),
         "archived_before": base,
         "verifier": key.name(),
