@@ -545,11 +545,14 @@ fn proofs_over_many_blocks_verify_offline() {
     let key = key.trim().to_owned();
     let key = key.as_str();
 
-    assert_eq!(rejected_tokens(server.port(), 1100), 1100);
-    let older = checkpoint_reaching(&admin, 1100);
+    assert_eq!(rejected_tokens(server.port(), 3000), 3000);
+    let older = checkpoint_reaching(&admin, 3000);
     assert!(server.terminate().success());
-    // The second block is completed after the restart, from the stored checkpoint's frontier.
+    // The third block is completed after the restart, from the stored checkpoint's frontier.
     let (server, admin) = serve_as_admin(&data, &cfg);
+    let since = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     assert_eq!(rejected_tokens(server.port(), 1100), 1100);
     let newest = checkpoint_reaching(&admin, older + 1100);
 
@@ -569,7 +572,7 @@ fn proofs_over_many_blocks_verify_offline() {
         1023,
         1024,
         1025,
-        2048,
+        3072,
         older,
         older + 1,
         newest - 1,
@@ -597,6 +600,34 @@ fn proofs_over_many_blocks_verify_offline() {
         key,
         &["audit", "prove-consistency", "--from", &size],
     );
+
+    // An export of the events since the restart: their blocks and the last one are read.
+    let bundle = dir.path().join("bundle");
+    let out = admin.run(
+        &[
+            "audit",
+            "export",
+            bundle.to_str().unwrap(),
+            "--from",
+            &since,
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
+    assert!(events.lines().count() >= 1100, "{}", events.lines().count());
+    let verified = admin.run(
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--verifier-key",
+            key,
+        ],
+        None,
+    );
+    assert!(verified.success(), "{verified:?}");
 
     // Offline verification recomputes every stored block root; an altered one is named.
     let mut server = server;

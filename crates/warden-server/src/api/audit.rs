@@ -1,6 +1,8 @@
 //! `/v1/audit`: search, signed checkpoints, inclusion and consistency proofs, and export
 //! bundles that verify offline with only the verifier key.
 
+use std::collections::BTreeSet;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -152,8 +154,7 @@ async fn refuse_archived(app: &Shared) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The tree of the first `size` events, every node hashed once so that many proofs against it
-/// (an export's) are cheap.
+/// The tree of the first `size` events, every node hashed once.
 async fn whole_tree(app: &Shared, size: u64) -> Result<Proofs, ApiError> {
     refuse_archived(app).await?;
     let leaves = app
@@ -167,11 +168,19 @@ async fn whole_tree(app: &Shared, size: u64) -> Result<Proofs, ApiError> {
         .map_err(|e| internal(format!("hashing the audit tree failed: {e}")))
 }
 
-/// The tree of the first `size` events as far as proofs about the event at index `leaf` (its
-/// seq minus one) need it: the stored roots of its blocks and the hashes of two blocks' events.
-/// A log whose early blocks have no stored roots (written by an older Warden) is read whole.
-async fn tree_for(app: &Shared, size: u64, leaf: u64) -> Result<Proofs, ApiError> {
+/// The tree of the first `size` events as far as proofs about the events at indexes `leaves`
+/// (their seqs minus one) need it: the stored roots of its blocks and the hashes of the events
+/// of the blocks the proofs pass through. Read whole when those blocks are all of it, or when
+/// early blocks have no stored roots (a log written by an older Warden).
+async fn tree_for(app: &Shared, size: u64, leaves: &[u64]) -> Result<Proofs, ApiError> {
     let count = size >> BLOCK_HEIGHT;
+    let firsts: BTreeSet<u64> = leaves
+        .iter()
+        .flat_map(|&leaf| Proofs::blocks_needed(leaf, size, BLOCK_HEIGHT))
+        .collect();
+    if (firsts.len() as u64) << BLOCK_HEIGHT >= size {
+        return whole_tree(app, size).await;
+    }
     let roots = app
         .store
         .block_roots(count)
@@ -182,7 +191,7 @@ async fn tree_for(app: &Shared, size: u64, leaf: u64) -> Result<Proofs, ApiError
     }
     refuse_archived(app).await?;
     let mut blocks = Vec::new();
-    for first in Proofs::blocks_needed(leaf, size, BLOCK_HEIGHT) {
+    for first in firsts {
         let upto = (first + (1 << BLOCK_HEIGHT)).min(size);
         let hashes = app
             .store
@@ -289,7 +298,7 @@ pub async fn proof(
             format!("seq {seq} is not in the checkpoint of size {}", cp.size),
         ));
     }
-    let path = tree_for(&app, cp.size, seq - 1)
+    let path = tree_for(&app, cp.size, &[seq - 1])
         .await?
         .inclusion(seq - 1)
         .map_err(proof_error)?;
@@ -346,7 +355,7 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let old = checkpoint_at(&app, Some(q.from)).await?;
     let new = checkpoint_at(&app, q.to).await?;
-    let path = tree_for(&app, new.size, old.size.saturating_sub(1))
+    let path = tree_for(&app, new.size, &[old.size.saturating_sub(1)])
         .await?
         .consistency(old.size)
         .map_err(proof_error)?;
@@ -407,12 +416,13 @@ pub async fn export(
         })
         .await
         .map_err(crate::broker::Error::from)?;
-    let tree = whole_tree(&app, cp.size).await?;
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e.seq)
         .filter(|&seq| seq <= cp.size)
         .collect();
+    let indexes: Vec<u64> = seqs.iter().map(|seq| seq - 1).collect();
+    let tree = tree_for(&app, cp.size, &indexes).await?;
     let mut out = Vec::with_capacity(seqs.len());
     // The events' exact bytes, read a run of consecutive sequence numbers at a time.
     for run in seqs.chunk_by(|a, b| a + 1 == *b) {
