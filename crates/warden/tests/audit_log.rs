@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use warden_testkit::{Cli, Server};
+use warden_testkit::{Cli, CliOutput, Server};
 
 /// A server with 1-second checkpoints, some history, stopped cleanly (final checkpoint).
 struct Stopped {
@@ -260,22 +260,14 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
     assert!(key.starts_with("warden.local/audit+"), "{key}");
 
     // Wait for a checkpoint past the restart.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let newest = loop {
-        let note = admin.run(&["audit", "checkpoint"], None).stdout;
-        if note_size(&note) > h.size {
-            break note_size(&note);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint after restart"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    };
+    let newest = checkpoint_reaching(&admin, h.size + 1);
 
     let dir = tempfile::tempdir().unwrap();
     // The log after the restart extends the log before it.
-    let consistency = admin.run(
+    proven(
+        &admin,
+        dir.path(),
+        &key,
         &[
             "audit",
             "prove-consistency",
@@ -284,22 +276,7 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
             "--to",
             &newest.to_string(),
         ],
-        None,
     );
-    assert!(consistency.success(), "{consistency:?}");
-    let cfile = dir.path().join("consistency.json");
-    std::fs::write(&cfile, &consistency.stdout).unwrap();
-    let ok = admin.run(
-        &[
-            "audit",
-            "verify-proof",
-            cfile.to_str().unwrap(),
-            "--verifier-key",
-            &key,
-        ],
-        None,
-    );
-    assert!(ok.success(), "{ok:?}");
 
     // One event, proven offline; altering it breaks the proof.
     let proof = admin.run(&["audit", "prove", "3"], None);
@@ -346,18 +323,7 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
     let bundle = dir.path().join("bundle");
     let out = admin.run(&["audit", "export", bundle.to_str().unwrap()], None);
     assert!(out.success(), "{out:?}");
-    let verified = admin.run(
-        &[
-            "--json",
-            "audit",
-            "verify",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--verifier-key",
-            &key,
-        ],
-        None,
-    );
+    let verified = verify_bundle(&admin, &bundle, &key);
     assert!(verified.success(), "{verified:?}");
     let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
     assert_eq!(events.lines().count() as u64, newest);
@@ -366,17 +332,7 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
         events.replacen("alice", "mallory", 1),
     )
     .unwrap();
-    let broken = admin.run(
-        &[
-            "audit",
-            "verify",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--verifier-key",
-            &key,
-        ],
-        None,
-    );
+    let broken = verify_bundle(&admin, &bundle, &key);
     assert_eq!(broken.code, 1, "{broken:?}");
 
     // And the live store still verifies end to end after the restart.
@@ -512,6 +468,21 @@ fn proven(admin: &Cli, dir: &Path, key: &str, args: &[&str]) {
     assert!(checked.success(), "{args:?}: {checked:?}");
 }
 
+/// `warden audit verify --bundle DIR`, offline.
+fn verify_bundle(admin: &Cli, bundle: &Path, key: &str) -> CliOutput {
+    admin.run(
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--verifier-key",
+            key,
+        ],
+        None,
+    )
+}
+
 /// Starts the server on `data` and logs in as the administrator.
 fn serve_as_admin(data: &Path, cfg: &str) -> (Server, Cli) {
     let server = Server::start_in(
@@ -616,53 +587,25 @@ fn proofs_over_many_blocks_verify_offline() {
     assert!(out.success(), "{out:?}");
     let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
     assert!(events.lines().count() >= 1100, "{}", events.lines().count());
-    let verified = admin.run(
-        &[
-            "audit",
-            "verify",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--verifier-key",
-            key,
-        ],
-        None,
-    );
+    let verified = verify_bundle(&admin, &bundle, key);
     assert!(verified.success(), "{verified:?}");
 
     // Offline verification recomputes every stored block root; an altered one is named.
     let mut server = server;
     assert!(server.terminate().success());
-    let verify = |admin: &Cli| {
-        admin.run(
-            &[
-                "audit",
-                "verify",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--json",
-            ],
-            None,
-        )
-    };
-    let clean = verify(&admin);
-    assert!(clean.success(), "{clean:?}");
-    assert!(
-        clean
-            .stdout
-            .contains(&format!("\"blocks_checked\": {blocks}")),
-        "{clean:?}"
-    );
-    c.execute(
+    let (code, v) = verify(&data, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["blocks_checked"], blocks, "{v}");
+    tamper(
+        &data,
         "UPDATE audit_blocks SET root = zeroblob(32) WHERE block = 1",
-        [],
-    )
-    .unwrap();
-    let altered = verify(&admin);
-    assert_eq!(altered.code, 1, "{altered:?}");
-    assert!(
-        altered
-            .stdout
-            .contains("block of events 1025..=2048: its stored Merkle root differs"),
-        "{altered:?}"
+    );
+    let (code, v) = verify(&data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(
+        problems(&v),
+        [
+            "block of events 1025..=2048: its stored Merkle root differs from the events' (altered; proofs through it fail)"
+        ]
     );
 }
