@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, PASSWORD, rejected_tokens};
+use common::{BIN, login, rejected_tokens};
 use serde_json::Value;
 use warden_testkit::{Cli, Server, free_port};
 
@@ -33,16 +33,6 @@ fn start(dir: &Path, sinks: &str) -> Server {
         &["serve", "--dev", "--config", config.to_str().unwrap()],
         &[("WARDEN_TEST_SIEM_AUTHORIZATION", "Bearer header-secret")],
     )
-}
-
-fn login(server: &Server, user: &str) -> Cli {
-    let cli = server.cli();
-    let out = cli.run(
-        &["login", "--user", user, "--password-stdin"],
-        Some(PASSWORD),
-    );
-    assert!(out.success(), "login {user}: {out:?}");
-    cli
 }
 
 /// Every event's leaf hash by sequence number, from the audit search API.

@@ -39,15 +39,7 @@ fn history() -> (Stopped, Server) {
         &["serve", "--dev", "--config", &cfg],
         &[],
     );
-    let alice = server.cli();
-    assert!(
-        alice
-            .run(
-                &["login", "--user", "alice", "--password-stdin"],
-                Some(PASSWORD)
-            )
-            .success()
-    );
+    let alice = login(&server, "alice");
     for _ in 0..4 {
         create(&alice, "web", "view", &[]);
     }
@@ -239,15 +231,7 @@ fn tampering_is_detected_and_named() {
 fn chain_continues_across_restart_and_proofs_verify_offline() {
     let (h, mut server) = history();
     server.restart();
-    let admin = server.cli();
-    assert!(
-        admin
-            .run(
-                &["login", "--user", "admin", "--password-stdin"],
-                Some(PASSWORD)
-            )
-            .success()
-    );
+    let admin = login(&server, "admin");
     create(&admin, "web", "view", &[])
         .as_object()
         .map(|_| ())
@@ -345,15 +329,7 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
 fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     let (h, mut server) = history();
     server.restart();
-    let admin = server.cli();
-    assert!(
-        admin
-            .run(
-                &["login", "--user", "admin", "--password-stdin"],
-                Some(PASSWORD)
-            )
-            .success()
-    );
+    let admin = login(&server, "admin");
     let key = admin
         .run(&["audit", "verifier-key"], None)
         .stdout
@@ -491,15 +467,7 @@ fn serve_as_admin(data: &Path, cfg: &str) -> (Server, Cli) {
         &["serve", "--dev", "--config", cfg],
         &[],
     );
-    let admin = server.cli();
-    assert!(
-        admin
-            .run(
-                &["login", "--user", "admin", "--password-stdin"],
-                Some(PASSWORD)
-            )
-            .success()
-    );
+    let admin = login(&server, "admin");
     (server, admin)
 }
 

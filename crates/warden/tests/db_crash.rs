@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BIN, PASSWORD, set_credential, write_policy};
+use common::{BIN, login, set_credential, write_policy};
 use rusqlite::Connection;
 use warden_testkit::{Cli, Mariadb, Postgres, Server};
 
@@ -232,16 +232,6 @@ fn token(cli: &Cli) -> String {
     let saved = std::fs::read_to_string(cli.home().join("credentials.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&saved).unwrap();
     v["token"].as_str().unwrap().to_owned()
-}
-
-fn login(server: &Server, user: &str) -> Cli {
-    let cli = server.cli();
-    let out = cli.run(
-        &["login", "--user", user, "--password-stdin"],
-        Some(PASSWORD),
-    );
-    assert!(out.success(), "login {user}: {out:?}");
-    cli
 }
 
 /// Reads the server's database file (alongside the running server: WAL readers do not block).

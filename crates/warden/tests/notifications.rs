@@ -15,8 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, LOCAL_USER, PASSWORD, TARGETS, enroll_mfa, fails, id, ok, set_credential, totp,
-    write_policy,
+    BIN, LOCAL_USER, TARGETS, enroll_mfa, fails, id, login, ok, set_credential, totp, write_policy,
 };
 use serde_json::Value;
 use warden_testkit::{
@@ -74,16 +73,6 @@ fn start_with(dir: &Path, targets: &str, rules: &str, config: &str) -> Server {
         &["serve", "--dev", "--config", path.to_str().unwrap()],
         &[],
     )
-}
-
-fn login(server: &Server, user: &str) -> Cli {
-    let cli = server.cli();
-    let out = cli.run(
-        &["login", "--user", user, "--password-stdin"],
-        Some(PASSWORD),
-    );
-    assert!(out.success(), "login {user}: {out:?}");
-    cli
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {

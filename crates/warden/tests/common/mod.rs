@@ -234,3 +234,14 @@ pub fn rejected_tokens(port: u16, n: usize) -> usize {
     }
     n
 }
+
+/// A client of `server`, logged in as `user` (the demo directory's password).
+pub fn login(server: &Server, user: &str) -> Cli {
+    let cli = server.cli();
+    let out = cli.run(
+        &["login", "--user", user, "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(out.success(), "login {user}: {out:?}");
+    cli
+}
