@@ -4,6 +4,8 @@
 //! `synchronous=FULL` makes every commit durable before callers hear back; group commit keeps
 //! that affordable under load.
 
+mod audit_search;
+mod block_keys;
 mod breakglass;
 mod figures;
 mod ssh;
@@ -635,35 +637,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn audit(&self, f: AuditFilter) -> Result<Vec<StoredEvent>> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, body, leaf_hash FROM audit
-                 WHERE (?1 IS NULL OR user = ?1)
-                   AND (?2 IS NULL OR target = ?2)
-                   AND (?3 IS NULL OR request_id = ?3)
-                   AND (?4 = '[]' OR code IN (SELECT value FROM json_each(?4)))
-                   AND (?5 IS NULL OR time >= ?5)
-                   AND (?6 IS NULL OR time < ?6)
-                   AND seq > ?7
-                 ORDER BY seq LIMIT ?8",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    f.user.as_ref().map(UserName::as_str),
-                    f.target.as_ref().map(|t| t.as_str().to_owned()),
-                    f.request.map(|r| r.to_string()),
-                    serde_json::to_string(&f.codes.iter().map(|c| c.number()).collect::<Vec<_>>())
-                        .unwrap_or_else(|_| "[]".into()),
-                    f.from.map(ms),
-                    f.to.map(ms),
-                    i64::try_from(f.after_seq.unwrap_or(0)).unwrap_or(i64::MAX),
-                    limit(f.limit)
-                ],
-                |row| decode_event(row.get(0)?, row.get(1)?, row.get(2)?),
-            )?;
-            rows.collect()
-        })
-        .await
+        self.read(move |c| audit_search::search(c, &f)).await
     }
 
     async fn audit_leaves(&self, after_seq: u64, n: usize) -> Result<Vec<Leaf>> {
@@ -748,6 +722,11 @@ impl crate::Store for SqliteStore {
             .into_iter()
             .map(|(b, root)| Ok((i64::try_from(b).map_err(backend)?, root)))
             .collect::<Result<Vec<_>>>()?;
+        let numbers: Vec<i64> = blocks.iter().map(|(b, _)| *b).collect();
+        // Read apart from the writer, which only stores them.
+        let keys = self
+            .read(move |c| audit_search::block_keys(c, &numbers))
+            .await?;
         self.writer
             .write(move |c| {
                 let newest: i64 = c
@@ -764,12 +743,14 @@ impl crate::Store for SqliteStore {
                 // Derived from the log, so a block already stored keeps its root.
                 let mut insert = c
                     .prepare_cached(
-                        "INSERT INTO audit_blocks (block, root) VALUES (?1, ?2)
+                        "INSERT INTO audit_blocks (block, root, keys) VALUES (?1, ?2, ?3)
                          ON CONFLICT (block) DO NOTHING",
                     )
                     .map_err(backend)?;
-                for (block, root) in &blocks {
-                    insert.execute(params![block, &root[..]]).map_err(backend)?;
+                for ((block, root), keys) in blocks.iter().zip(&keys) {
+                    insert
+                        .execute(params![block, &root[..], keys])
+                        .map_err(backend)?;
                 }
                 Ok(())
             })

@@ -606,3 +606,89 @@ async fn block_roots_are_read_in_order_up_to_the_first_missing_one() {
     );
     assert_eq!(s.block_roots(4).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn searches_by_name_read_only_the_blocks_that_may_hold_it() {
+    let (dir, s) = store();
+    // 3500 events: request k's twelve events in a row, seven users and five targets around.
+    let ids: Vec<RequestId> = (0..300u128)
+        .map(|k| request_decided(k, &allowed(), datetime!(2026-01-01 10:00 UTC)).id)
+        .collect();
+    let events: Vec<Event> = (0..3500usize)
+        .map(|i| {
+            let mut e = event(Code::RequestCreated);
+            e.actor = Actor::user(format!("user{}", i % 7).parse().unwrap(), None);
+            e.target = Some(format!("t{}", i % 5).parse().unwrap());
+            e.request_id = Some(ids[i / 12]);
+            e
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        s.append(chunk.to_vec()).await.unwrap();
+    }
+    // Blocks 0 and 2 have filters; block 1 has none, as in a log older than them.
+    let checkpoint = crate::Checkpoint {
+        size: 3500,
+        root: [0; 32],
+        time: datetime!(2026-01-01 10:00 UTC),
+        frontier: Vec::new(),
+        note: "checkpoint".into(),
+    };
+    s.insert_checkpoint(checkpoint, vec![(0, [0; 32]), (2, [0; 32])])
+        .await
+        .unwrap();
+
+    let c = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+    let first = ids[0].to_string();
+    assert_eq!(
+        super::audit_search::candidate_ranges(&c, &[super::block_keys::Key::Request(&first)], 0)
+            .unwrap(),
+        vec![(0, 2048), (3072, i64::MAX)],
+        "block 2 cannot hold request 0; block 1 has no filter"
+    );
+
+    let expected = |f: &dyn Fn(&Event) -> bool, after: u64, limit: usize| -> Vec<u64> {
+        (1..=3500u64)
+            .zip(&events)
+            .filter(|(seq, e)| *seq > after && f(e))
+            .map(|(seq, _)| seq)
+            .take(limit)
+            .collect()
+    };
+    let found = |filter: AuditFilter| {
+        let s = s.clone();
+        async move {
+            let events = s.audit(filter).await.unwrap();
+            events.iter().map(|e| e.seq).collect::<Vec<u64>>()
+        }
+    };
+    for k in [0usize, 85, 170, 255, 291] {
+        let filter = AuditFilter {
+            request: Some(ids[k]),
+            limit: 100,
+            ..Default::default()
+        };
+        let want = expected(&|e| e.request_id == Some(ids[k]), 0, 100);
+        assert_eq!(found(filter).await, want, "request {k}");
+    }
+    let user3 = |e: &Event| e.actor.user.as_ref().is_some_and(|u| u.as_str() == "user3");
+    let filter = AuditFilter {
+        user: Some("user3".parse().unwrap()),
+        target: Some("t2".parse().unwrap()),
+        after_seq: Some(1000),
+        limit: 40,
+        ..Default::default()
+    };
+    let want = expected(
+        &|e| user3(e) && e.target.as_ref().is_some_and(|t| t.as_str() == "t2"),
+        1000,
+        40,
+    );
+    assert_eq!(found(filter).await, want);
+    let filter = AuditFilter {
+        user: Some("nobody".parse().unwrap()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(found(filter).await, Vec::<u64>::new());
+}
