@@ -1228,6 +1228,39 @@ impl AuditReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
 
+    /// Rebuilds the search filter of every block whose events are all in the live log and
+    /// compares it with the stored one: how many were compared, and the blocks whose stored
+    /// filter differs (altered, so that a search could miss their events).
+    pub fn check_block_keys(&self) -> Result<(u64, Vec<u64>)> {
+        if self.block_roots()?.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT block, keys FROM audit_blocks
+                 WHERE keys IS NOT NULL
+                   AND (block << ?1) >= (SELECT COALESCE(MIN(seq), 1) - 1 FROM audit)
+                 ORDER BY block",
+            )
+            .map_err(backend)?;
+        let stored = stmt
+            .query_map([warden_audit::merkle::BLOCK_HEIGHT], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        let mut altered = Vec::new();
+        for (block, keys) in &stored {
+            let rebuilt = audit_search::block_keys(&self.conn, &[*block]).map_err(backend)?;
+            if rebuilt.first() != Some(keys) {
+                altered.push(u64::try_from(*block).unwrap_or(0));
+            }
+        }
+        Ok((stored.len() as u64, altered))
+    }
+
     /// Every stored checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         let mut stmt = self

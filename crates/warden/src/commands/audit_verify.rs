@@ -219,20 +219,39 @@ pub fn store(
     }
     problems.extend(result.problems.iter().map(describe));
     let blocks = blocks.into_inner();
-    problems.extend(blocks.mismatched().iter().map(|b| {
-        let first = (b << warden_audit::merkle::BLOCK_HEIGHT) + 1;
-        let last = (b + 1) << warden_audit::merkle::BLOCK_HEIGHT;
-        format!("block of events {first}..={last}: its stored Merkle root differs from the events' (altered; proofs through it fail)")
+    problems.extend(blocks.mismatched().iter().map(|&b| {
+        format!(
+            "{}: its stored Merkle root differs from the events' (altered; proofs through it fail)",
+            block_name(b)
+        )
+    }));
+    let (filters_checked, altered_filters) = reader.check_block_keys()?;
+    problems.extend(altered_filters.iter().map(|&b| {
+        format!(
+            "{}: its stored search filter differs from the events' (altered; searches could miss them)",
+            block_name(b)
+        )
     }));
     let summary = json!({
         "events_checked": result.events_checked,
         "checkpoints_checked": result.checkpoints_checked,
         "blocks_checked": blocks.checked(),
+        "block_filters_checked": filters_checked,
         "external_checkpoints": outside.len(),
         "archived_before": base,
         "verifier": key.name(),
     });
     report(out, summary, &problems)
+}
+
+/// "block of events 1025..=2048" for block 1.
+fn block_name(block: u64) -> String {
+    let height = warden_audit::merkle::BLOCK_HEIGHT;
+    format!(
+        "block of events {}..={}",
+        (block << height) + 1,
+        (block + 1) << height
+    )
 }
 
 /// Checks one proof file from `warden audit prove` or `prove-consistency`.
