@@ -283,23 +283,17 @@ impl App {
                 }
                 // Security hears of every failed emergency; a requester who is not the caller
                 // (their request was just approved) would otherwise never learn it failed.
-                let mut notices = Vec::new();
-                if r.breakglass.is_some() {
-                    notices.extend(self.notices(
-                        &r,
-                        Kind::IssueFailed,
-                        Audience::Security,
-                        Some(why.clone()),
-                    ));
-                }
-                if caller.user.name != r.requester {
-                    notices.extend(self.notices(
-                        &r,
-                        Kind::IssueFailed,
-                        Audience::Requester,
-                        Some(why),
-                    ));
-                }
+                let told = [
+                    (Audience::Security, r.breakglass.is_some()),
+                    (Audience::Requester, caller.user.name != r.requester),
+                ];
+                let notices: Vec<_> = told
+                    .into_iter()
+                    .filter(|(_, tell)| *tell)
+                    .flat_map(|(audience, _)| {
+                        self.notices(&r, Kind::IssueFailed, audience, Some(why.clone()))
+                    })
+                    .collect();
                 let notify = !notices.is_empty();
                 self.save(
                     &mut r,

@@ -1199,17 +1199,21 @@ impl AuditReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
 
-    /// Every stored block root (block number, root); none in a database older than them.
-    pub fn block_roots(&self) -> Result<Vec<(u64, [u8; 32])>> {
-        let has_blocks: bool = self
-            .conn
+    /// Whether the database has block roots and filters at all (migration 0010): `warden audit
+    /// verify` may read a data dir an older server last wrote.
+    fn has_blocks(&self) -> Result<bool> {
+        self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_blocks')",
                 [],
                 |r| r.get(0),
             )
-            .map_err(backend)?;
-        if !has_blocks {
+            .map_err(backend)
+    }
+
+    /// Every stored block root (block number, root); none in a database older than them.
+    pub fn block_roots(&self) -> Result<Vec<(u64, [u8; 32])>> {
+        if !self.has_blocks()? {
             return Ok(Vec::new());
         }
         let mut stmt = self
@@ -1232,7 +1236,7 @@ impl AuditReader {
     /// compares it with the stored one: how many were compared, and the blocks whose stored
     /// filter differs (altered, so that a search could miss their events).
     pub fn check_block_keys(&self) -> Result<(u64, Vec<u64>)> {
-        if self.block_roots()?.is_empty() {
+        if !self.has_blocks()? {
             return Ok((0, Vec::new()));
         }
         let mut stmt = self
