@@ -16,6 +16,11 @@ use crate::state::{Shared, now};
 /// Leaves read from the store per batch while extending the tree.
 const BATCH: usize = 10_000;
 
+/// Blocks whose roots are filled in per checkpoint (see [`backfill`]): some thirty thousand
+/// events read at each tick, so a long log from before roots were stored gets them within
+/// minutes without holding up its checkpoints.
+const BACKFILL_BLOCKS: usize = 32;
+
 /// Makes the audit signing key into a note signer named after the log's origin.
 pub fn signer(origin: &str, key: &ed25519_dalek::SigningKey) -> anyhow::Result<NoteSigner> {
     NoteSigner::from_seed(origin, &key.to_bytes())
@@ -86,6 +91,54 @@ pub async fn checkpoint(
     Ok(Some(cp.size))
 }
 
+/// Stores the roots and search filters of the complete blocks of events that the newest
+/// checkpoint covers but that have none: a log written before blocks were stored has none for
+/// its earlier blocks, so its proofs would read every event's hash and its searches every
+/// event. At most [`BACKFILL_BLOCKS`] per call; returns how many were stored.
+async fn backfill(store: &dyn Store) -> anyhow::Result<usize> {
+    let Some(last) = store.latest_checkpoint().await? else {
+        return Ok(0);
+    };
+    let missing = store
+        .blocks_without_roots(last.size >> BLOCK_HEIGHT, BACKFILL_BLOCKS)
+        .await?;
+    let mut roots = Vec::with_capacity(missing.len());
+    for block in missing {
+        if let Some(root) = block_root(store, block).await? {
+            roots.push((block, root));
+        }
+    }
+    let stored = roots.len();
+    store.insert_block_roots(roots).await?;
+    Ok(stored)
+}
+
+/// The Merkle root of block `block`'s events, hashed from their stored bytes like the
+/// checkpoint's; `None` if some were archived since the block was found without one.
+async fn block_root(store: &dyn Store, block: u64) -> anyhow::Result<Option<[u8; 32]>> {
+    let first = block << BLOCK_HEIGHT;
+    let leaves = store.audit_leaves(first, 1 << BLOCK_HEIGHT).await?;
+    if leaves.first().map(|l| l.seq) != Some(first + 1) && store.first_seq().await? > first + 1 {
+        return Ok(None);
+    }
+    let mut tree = Tree::new();
+    for leaf in &leaves {
+        let expected = first + tree.size() + 1;
+        anyhow::ensure!(
+            leaf.seq == expected,
+            "audit log has a gap before seq {} (expected {expected}); run `warden audit verify`",
+            leaf.seq
+        );
+        tree.push(warden_audit::merkle::leaf_hash(leaf.data.as_bytes()));
+    }
+    anyhow::ensure!(
+        tree.size() == 1 << BLOCK_HEIGHT,
+        "audit log ends at seq {} inside block {block}, which a checkpoint covers; run `warden audit verify`",
+        first + tree.size()
+    );
+    Ok(Some(tree.root()))
+}
+
 /// The tree of the events of `tree`'s last, incomplete block. Its perfect subtrees are the
 /// smallest of `tree`'s frontier: one per set bit of the size below the block height.
 fn current_block(tree: &Tree) -> anyhow::Result<Tree> {
@@ -103,6 +156,16 @@ pub async fn run(app: Shared, signer: NoteSigner, mut stop: watch::Receiver<bool
     loop {
         if let Err(e) = checkpoint(app.store.as_ref(), &signer, &app.config.audit_origin).await {
             tracing::error!(error = %e, "audit checkpoint failed");
+        }
+        match backfill(app.store.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                blocks = n,
+                "stored the roots of earlier blocks of audit events"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "storing the roots of earlier blocks of audit events failed")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -251,6 +251,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// none).
     async fn block_roots(&self, count: u64) -> Result<Vec<[u8; 32]>>;
 
+    /// Blocks among the first `count` that have no stored root although all their events are
+    /// still in the live log, oldest first, at most `limit`: the blocks of a log written before
+    /// roots were stored, left for the checkpointer to fill in.
+    async fn blocks_without_roots(&self, count: u64, limit: usize) -> Result<Vec<u64>>;
+
+    /// Stores the roots of blocks of events (block number, root) with their search filters,
+    /// built from the stored events. A block already stored keeps its own.
+    async fn insert_block_roots(&self, blocks: Vec<(u64, [u8; 32])>) -> Result<()>;
+
     /// The newest checkpoint.
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
 

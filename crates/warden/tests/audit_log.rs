@@ -584,3 +584,48 @@ fn proofs_over_many_blocks_verify_offline() {
         ]
     );
 }
+
+/// A log written before blocks' roots were stored has none for its earlier blocks: the
+/// checkpointer fills them in, equal to the roots and filters stored as blocks complete, and
+/// offline verification checks them.
+#[test]
+fn a_log_without_stored_blocks_gets_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path());
+    let (mut server, admin) = serve_as_admin(&data, &cfg);
+    assert_eq!(rejected_tokens(server.port(), 2100), 2100);
+    checkpoint_reaching(&admin, 2100);
+    assert!(server.terminate().success());
+
+    let rows = |data: &Path| -> Vec<(i64, Vec<u8>, Vec<u8>)> {
+        let c = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+        let mut stmt = c
+            .prepare("SELECT block, root, keys FROM audit_blocks ORDER BY block")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let stored = rows(&data);
+    assert_eq!(stored.len(), 2, "two complete blocks");
+    tamper(&data, "DELETE FROM audit_blocks");
+
+    let (mut server, admin) = serve_as_admin(&data, &cfg);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rows(&data).len() < stored.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no roots filled in after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(rows(&data), stored);
+    let key = admin.run(&["audit", "verifier-key"], None).stdout;
+    proven(&admin, dir.path(), key.trim(), &["audit", "prove", "1500"]);
+    assert!(server.terminate().success());
+    let (code, v) = verify(&data, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["blocks_checked"], 2, "{v}");
+}

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
+use warden_audit::merkle::BLOCK_HEIGHT;
 use warden_domain::audit::Event;
 use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
@@ -180,6 +181,47 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+
+    /// Blocks' roots as rows with their search filters, read apart from the writer, which
+    /// only stores them.
+    async fn with_filters(&self, blocks: Vec<(u64, [u8; 32])>) -> Result<Vec<BlockRow>> {
+        let numbered = blocks
+            .into_iter()
+            .map(|(b, root)| Ok((i64::try_from(b).map_err(backend)?, root)))
+            .collect::<Result<Vec<_>>>()?;
+        let numbers: Vec<i64> = numbered.iter().map(|(b, _)| *b).collect();
+        let filters = self
+            .read(move |c| audit_search::block_keys(c, &numbers))
+            .await?;
+        Ok(numbered
+            .into_iter()
+            .zip(filters)
+            .map(|((block, root), keys)| BlockRow { block, root, keys })
+            .collect())
+    }
+}
+
+/// A block of events' stored root and search filter.
+struct BlockRow {
+    block: i64,
+    root: [u8; 32],
+    keys: Vec<u8>,
+}
+
+/// Stores blocks' rows. Derived from the log, so a block already stored keeps its own.
+fn insert_blocks(c: &Connection, blocks: &[BlockRow]) -> Result<()> {
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO audit_blocks (block, root, keys) VALUES (?1, ?2, ?3)
+             ON CONFLICT (block) DO NOTHING",
+        )
+        .map_err(backend)?;
+    for b in blocks {
+        insert
+            .execute(params![b.block, &b.root[..], b.keys])
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// An event serialised before it reaches the writer thread, so the thread that holds the
@@ -718,15 +760,7 @@ impl crate::Store for SqliteStore {
     async fn insert_checkpoint(&self, cp: Checkpoint, blocks: Vec<(u64, [u8; 32])>) -> Result<()> {
         let size = i64::try_from(cp.size).map_err(backend)?;
         let frontier: Vec<u8> = cp.frontier.concat();
-        let blocks = blocks
-            .into_iter()
-            .map(|(b, root)| Ok((i64::try_from(b).map_err(backend)?, root)))
-            .collect::<Result<Vec<_>>>()?;
-        let numbers: Vec<i64> = blocks.iter().map(|(b, _)| *b).collect();
-        // Read apart from the writer, which only stores them.
-        let keys = self
-            .read(move |c| audit_search::block_keys(c, &numbers))
-            .await?;
+        let blocks = self.with_filters(blocks).await?;
         self.writer
             .write(move |c| {
                 let newest: i64 = c
@@ -740,21 +774,49 @@ impl crate::Store for SqliteStore {
                     params![size, &cp.root[..], ms(cp.time), frontier, cp.note],
                 )
                 .map_err(backend)?;
-                // Derived from the log, so a block already stored keeps its root.
-                let mut insert = c
-                    .prepare_cached(
-                        "INSERT INTO audit_blocks (block, root, keys) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (block) DO NOTHING",
-                    )
-                    .map_err(backend)?;
-                for ((block, root), keys) in blocks.iter().zip(&keys) {
-                    insert
-                        .execute(params![block, &root[..], keys])
-                        .map_err(backend)?;
-                }
-                Ok(())
+                insert_blocks(c, &blocks)
             })
             .await
+    }
+
+    async fn blocks_without_roots(&self, count: u64, limit: usize) -> Result<Vec<u64>> {
+        let first_seq = self.first_seq().await?;
+        if first_seq == 0 {
+            return Ok(Vec::new());
+        }
+        // The first block whose events were not archived, even in part.
+        let live = (first_seq - 1).div_ceil(1 << BLOCK_HEIGHT);
+        let (from, upto) = (
+            i64::try_from(live).map_err(backend)?,
+            i64::try_from(count).map_err(backend)?,
+        );
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT block FROM audit_blocks WHERE block >= ?1 AND block < ?2 ORDER BY block",
+            )?;
+            let mut stored = stmt.query_map([from, upto], |r| r.get::<_, i64>(0))?;
+            let mut missing = Vec::new();
+            let mut next_stored = stored.next().transpose()?;
+            let mut block = from;
+            while block < upto && missing.len() < limit {
+                if next_stored == Some(block) {
+                    next_stored = stored.next().transpose()?;
+                } else {
+                    missing.push(block.unsigned_abs());
+                }
+                block += 1;
+            }
+            Ok(missing)
+        })
+        .await
+    }
+
+    async fn insert_block_roots(&self, blocks: Vec<(u64, [u8; 32])>) -> Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let blocks = self.with_filters(blocks).await?;
+        self.writer.write(move |c| insert_blocks(c, &blocks)).await
     }
 
     async fn checkpoint_before(&self, time: OffsetDateTime) -> Result<Option<Checkpoint>> {
@@ -1249,7 +1311,7 @@ impl AuditReader {
             )
             .map_err(backend)?;
         let stored = stmt
-            .query_map([warden_audit::merkle::BLOCK_HEIGHT], |r| {
+            .query_map([BLOCK_HEIGHT], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(backend)?

@@ -692,3 +692,57 @@ async fn searches_by_name_read_only_the_blocks_that_may_hold_it() {
     };
     assert_eq!(found(filter).await, Vec::<u64>::new());
 }
+
+#[tokio::test]
+async fn blocks_without_roots_are_the_live_logs_gaps_and_can_be_filled_in() {
+    let (dir, s) = store();
+    let events: Vec<Event> = (0..5000).map(|_| event(Code::RequestCreated)).collect();
+    for chunk in events.chunks(1000) {
+        s.append(chunk.to_vec()).await.unwrap();
+    }
+    let checkpoint = crate::Checkpoint {
+        size: 5000,
+        root: [0; 32],
+        time: datetime!(2026-01-01 10:00 UTC),
+        frontier: Vec::new(),
+        note: "checkpoint".into(),
+    };
+    // Blocks 0 and 2 completed before blocks were stored.
+    s.insert_checkpoint(checkpoint, vec![(1, [1; 32]), (3, [3; 32])])
+        .await
+        .unwrap();
+    assert_eq!(s.blocks_without_roots(4, 10).await.unwrap(), [0, 2]);
+    assert_eq!(s.blocks_without_roots(4, 1).await.unwrap(), [0]);
+    assert_eq!(s.blocks_without_roots(2, 10).await.unwrap(), [0]);
+    assert_eq!(
+        s.blocks_without_roots(0, 10).await.unwrap(),
+        Vec::<u64>::new()
+    );
+
+    s.insert_block_roots(vec![(0, [10; 32]), (2, [12; 32]), (1, [11; 32])])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.blocks_without_roots(4, 10).await.unwrap(),
+        Vec::<u64>::new()
+    );
+    // A block already stored keeps its root; the filled ones get search filters too.
+    assert_eq!(
+        s.block_roots(4).await.unwrap(),
+        [[10; 32], [1; 32], [12; 32], [3; 32]]
+    );
+    let c = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+    let unfiltered: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM audit_blocks WHERE keys IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unfiltered, 0);
+
+    // Blocks whose events were archived, even in part, cannot be filled in.
+    c.execute("DELETE FROM audit_blocks", []).unwrap();
+    s.archive_audit(1500, Vec::new()).await.unwrap();
+    assert_eq!(s.blocks_without_roots(4, 10).await.unwrap(), [2, 3]);
+}
