@@ -20,6 +20,15 @@ const SEARCH: &str = "SELECT seq, body, leaf_hash FROM audit
 
 /// The events `f` asks for, oldest first.
 pub(super) fn search(c: &Connection, f: &AuditFilter) -> rusqlite::Result<Vec<StoredEvent>> {
+    search_by_chunks(c, f, FILTER_CHUNK)
+}
+
+/// [`search`], reading `chunk` block filters at a time.
+pub(super) fn search_by_chunks(
+    c: &Connection,
+    f: &AuditFilter,
+    chunk: i64,
+) -> rusqlite::Result<Vec<StoredEvent>> {
     let user = f.user.as_ref().map(|u| u.as_str().to_owned());
     let target = f.target.as_ref().map(|t| t.as_str().to_owned());
     let request = f.request.map(|r| r.to_string());
@@ -34,50 +43,76 @@ pub(super) fn search(c: &Connection, f: &AuditFilter) -> rusqlite::Result<Vec<St
     .flatten()
     .collect();
     let after = i64::try_from(f.after_seq.unwrap_or(0)).unwrap_or(i64::MAX);
-    let ranges = if keys.is_empty() {
-        vec![(after, i64::MAX)]
-    } else {
-        candidate_ranges(c, &keys, after)?
-    };
     let mut stmt = c.prepare_cached(SEARCH)?;
     let mut found = Vec::new();
-    for (lo, hi) in ranges {
-        let wanted = f.limit.saturating_sub(found.len());
-        if wanted == 0 {
+    // Filters are read a chunk at a time, so a search that finds its fill early reads only
+    // the filters of the blocks before it, not those of the whole log.
+    let mut from_block = Some(after >> BLOCK_HEIGHT);
+    while let Some(block) = from_block {
+        if found.len() >= f.limit {
             break;
         }
-        let rows = stmt.query_map(
-            params![
-                user,
-                target,
-                request,
-                codes,
-                f.from.map(ms),
-                f.to.map(ms),
-                lo,
-                hi,
-                limit(wanted)
-            ],
-            |row| decode_event(row.get(0)?, row.get(1)?, row.get(2)?),
-        )?;
-        for row in rows {
-            found.push(row?);
+        let ranges = if keys.is_empty() {
+            from_block = None;
+            vec![(after, i64::MAX)]
+        } else {
+            let candidates = candidate_ranges(c, &keys, after, block, chunk)?;
+            from_block = candidates.resume;
+            candidates.ranges
+        };
+        for (lo, hi) in ranges {
+            let wanted = f.limit.saturating_sub(found.len());
+            if wanted == 0 {
+                break;
+            }
+            let rows = stmt.query_map(
+                params![
+                    user,
+                    target,
+                    request,
+                    codes,
+                    f.from.map(ms),
+                    f.to.map(ms),
+                    lo,
+                    hi,
+                    limit(wanted)
+                ],
+                |row| decode_event(row.get(0)?, row.get(1)?, row.get(2)?),
+            )?;
+            for row in rows {
+                found.push(row?);
+            }
         }
     }
     Ok(found)
 }
 
-/// The ranges of sequence numbers (after, up to and including) after `after` that may hold
-/// events naming every one of `keys`, in order: every block whose filter may hold them all or
-/// that has no filter, then everything after the last block with one.
+/// Block filters a search reads at a time: 1 MiB of them, for a quarter of a million events.
+const FILTER_CHUNK: i64 = 256;
+
+/// Where in the log a search by name reads, one chunk of block filters at a time.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Candidates {
+    /// Ranges of sequence numbers (after, up to and including), in order.
+    pub(super) ranges: Vec<(i64, i64)>,
+    /// The block the next chunk starts at; `None` once the ranges reach the log's end.
+    pub(super) resume: Option<i64>,
+}
+
+/// The ranges of sequence numbers after `after`, from block `from_block` on, that may hold
+/// events naming every one of `keys`: every block whose filter may hold them all or that has
+/// no filter, up to `chunk` filters; after the last filter of all, everything newer.
 pub(super) fn candidate_ranges(
     c: &Connection,
     keys: &[Key<'_>],
     after: i64,
-) -> rusqlite::Result<Vec<(i64, i64)>> {
-    let mut stmt =
-        c.prepare_cached("SELECT block, keys FROM audit_blocks WHERE block >= ?1 ORDER BY block")?;
-    let mut rows = stmt.query([after >> BLOCK_HEIGHT])?;
+    from_block: i64,
+    chunk: i64,
+) -> rusqlite::Result<Candidates> {
+    let mut stmt = c.prepare_cached(
+        "SELECT block, keys FROM audit_blocks WHERE block >= ?1 ORDER BY block LIMIT ?2",
+    )?;
+    let mut rows = stmt.query([from_block, chunk])?;
     let mut ranges: Vec<(i64, i64)> = Vec::new();
     let mut include = |lo: i64, hi: i64| {
         let lo = lo.max(after);
@@ -89,7 +124,7 @@ pub(super) fn candidate_ranges(
             _ => ranges.push((lo, hi)),
         }
     };
-    let mut next = after >> BLOCK_HEIGHT;
+    let (mut next, mut read) = (from_block, 0);
     while let Some(row) = rows.next()? {
         let block: i64 = row.get(0)?;
         let filter = row
@@ -102,9 +137,19 @@ pub(super) fn candidate_ranges(
             include(block << BLOCK_HEIGHT, (block + 1) << BLOCK_HEIGHT);
         }
         next = block + 1;
+        read += 1;
+    }
+    if read == chunk {
+        return Ok(Candidates {
+            ranges,
+            resume: Some(next),
+        });
     }
     include(next << BLOCK_HEIGHT, i64::MAX);
-    Ok(ranges)
+    Ok(Candidates {
+        ranges,
+        resume: None,
+    })
 }
 
 /// The filter of each of `blocks`, built from its stored events.

@@ -640,12 +640,20 @@ async fn searches_by_name_read_only_the_blocks_that_may_hold_it() {
 
     let c = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
     let first = ids[0].to_string();
+    let first = [super::block_keys::Key::Request(&first)];
+    let candidates = |from, chunk| {
+        let got = super::audit_search::candidate_ranges(&c, &first, 0, from, chunk).unwrap();
+        (got.ranges, got.resume)
+    };
     assert_eq!(
-        super::audit_search::candidate_ranges(&c, &[super::block_keys::Key::Request(&first)], 0)
-            .unwrap(),
-        vec![(0, 2048), (3072, i64::MAX)],
+        candidates(0, 256),
+        (vec![(0, 2048), (3072, i64::MAX)], None),
         "block 2 cannot hold request 0; block 1 has no filter"
     );
+    // One filter at a time: each chunk ends after the block of its filter.
+    assert_eq!(candidates(0, 1), (vec![(0, 1024)], Some(1)));
+    assert_eq!(candidates(1, 1), (vec![(1024, 2048)], Some(3)));
+    assert_eq!(candidates(3, 1), (vec![(3072, i64::MAX)], None));
 
     let expected = |f: &dyn Fn(&Event) -> bool, after: u64, limit: usize| -> Vec<u64> {
         (1..=3500u64)
@@ -657,9 +665,13 @@ async fn searches_by_name_read_only_the_blocks_that_may_hold_it() {
     };
     let found = |filter: AuditFilter| {
         let s = s.clone();
+        let by_ones = super::audit_search::search_by_chunks(&c, &filter, 1).unwrap();
         async move {
             let events = s.audit(filter).await.unwrap();
-            events.iter().map(|e| e.seq).collect::<Vec<u64>>()
+            let seqs = events.iter().map(|e| e.seq).collect::<Vec<u64>>();
+            let by_ones: Vec<u64> = by_ones.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, by_ones, "read one filter at a time");
+            seqs
         }
     };
     for k in [0usize, 85, 170, 255, 291] {
