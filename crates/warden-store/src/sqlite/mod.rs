@@ -264,8 +264,12 @@ fn append_events(conn: &Connection, events: &[Prepared]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
+    // An archive may have removed every event of the live log; its events stay counted by
+    // the checkpoint it cut at, so numbering goes on from there and no number is used twice.
     let mut seq: u64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM audit")
+        .prepare_cached(
+            "SELECT COALESCE((SELECT MAX(seq) FROM audit), (SELECT MAX(size) FROM checkpoints), 0)",
+        )
         .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
         .map_err(backend)?
         .try_into()

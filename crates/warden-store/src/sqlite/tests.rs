@@ -758,3 +758,43 @@ async fn blocks_without_roots_are_the_live_logs_gaps_and_can_be_filled_in() {
     s.archive_audit(1500, Vec::new()).await.unwrap();
     assert_eq!(s.blocks_without_roots(4, 10).await.unwrap(), [2, 3]);
 }
+
+#[tokio::test]
+async fn numbering_goes_on_after_an_archive_of_the_whole_live_log() {
+    let (_dir, s) = store();
+    s.append((0..3).map(|_| event(Code::RequestCreated)).collect())
+        .await
+        .unwrap();
+    s.insert_checkpoint(
+        crate::Checkpoint {
+            size: 3,
+            root: [0; 32],
+            time: datetime!(2026-01-01 10:00 UTC),
+            frontier: Vec::new(),
+            note: "checkpoint 3".into(),
+        },
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    // Every live event archived; the archive's own event comes next, not first.
+    assert_eq!(
+        s.archive_audit(3, vec![event(Code::SegmentArchived)])
+            .await
+            .unwrap(),
+        3
+    );
+    s.append(vec![event(Code::RequestCreated)]).await.unwrap();
+    let seqs: Vec<u64> = s
+        .audit(AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [4, 5]);
+    assert_eq!(s.first_seq().await.unwrap(), 4);
+}
