@@ -629,3 +629,51 @@ fn a_log_without_stored_blocks_gets_them_back() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["blocks_checked"], 2, "{v}");
 }
+
+/// After an archive (here of every event the live log had), numbering goes on, events of
+/// blocks wholly in the live log are still proven through the roots the archived blocks keep,
+/// and a proof through archived events is refused, saying so.
+#[test]
+fn live_events_are_proven_after_an_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path());
+    let (mut server, admin) = serve_as_admin(&data, &cfg);
+    let key = admin.run(&["audit", "verifier-key"], None).stdout;
+    let key = key.trim().to_owned();
+
+    assert_eq!(rejected_tokens(server.port(), 1100), 1100);
+    checkpoint_reaching(&admin, 1100);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let archived = admin.json(&["audit", "archive", "--before", &now]);
+    let to = archived["to"].as_u64().unwrap();
+    assert!((1100..2048).contains(&to), "{archived}");
+
+    assert_eq!(rejected_tokens(server.port(), 1200), 1200);
+    let size = checkpoint_reaching(&admin, to + 1200);
+    for seq in [2049, size] {
+        proven(
+            &admin,
+            dir.path(),
+            &key,
+            &["audit", "prove", &seq.to_string()],
+        );
+    }
+    // Event to+1 is live, but its block's first events were archived.
+    for seq in [5, to + 1] {
+        let refused = admin.run(&["audit", "prove", &seq.to_string()], None);
+        assert!(!refused.success(), "{refused:?}");
+        assert!(
+            refused
+                .stderr
+                .contains(&format!("those before {} were archived", to + 1)),
+            "{refused:?}"
+        );
+    }
+    assert!(server.terminate().success());
+    let (code, v) = verify(&data, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["archived_before"], to);
+}

@@ -134,20 +134,22 @@ fn require_admin(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError>
     }
 }
 
-/// Refuses proofs once older events were archived, because proofs computed over the live log
-/// alone would be wrong. (Archived ranges prove themselves.)
-async fn refuse_archived(app: &Shared) -> Result<(), ApiError> {
+/// Refuses a proof that needs the hashes of events from index `needed_from` (a sequence
+/// number minus one) on when some of them were archived: the live log no longer holds them.
+/// (Archived ranges prove themselves, with their segment.)
+async fn refuse_archived(app: &Shared, needed_from: u64) -> Result<(), ApiError> {
     let first = app
         .store
         .first_seq()
         .await
         .map_err(crate::broker::Error::from)?;
-    if first > 1 {
+    if first > needed_from + 1 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "archived",
             format!(
-                "events before {first} were archived: verify them with their archive segment (`warden audit verify --segment`)"
+                "this proof needs events from {} on, and those before {first} were archived: verify them with their archive segment (`warden audit verify --segment`)",
+                needed_from + 1
             ),
         ));
     }
@@ -156,7 +158,7 @@ async fn refuse_archived(app: &Shared) -> Result<(), ApiError> {
 
 /// The tree of the first `size` events, every node hashed once.
 async fn whole_tree(app: &Shared, size: u64) -> Result<Proofs, ApiError> {
-    refuse_archived(app).await?;
+    refuse_archived(app, 0).await?;
     let leaves = app
         .store
         .leaf_hashes(0, size)
@@ -189,7 +191,8 @@ async fn tree_for(app: &Shared, size: u64, leaves: &[u64]) -> Result<Proofs, Api
     if roots.len() as u64 != count {
         return whole_tree(app, size).await;
     }
-    refuse_archived(app).await?;
+    // Archived blocks keep their roots: proofs through live blocks alone still work.
+    refuse_archived(app, firsts.first().copied().unwrap_or(0)).await?;
     let mut blocks = Vec::new();
     for first in firsts {
         let upto = (first + (1 << BLOCK_HEIGHT)).min(size);
