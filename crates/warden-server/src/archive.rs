@@ -46,6 +46,26 @@ pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("archive")
 }
 
+/// An archive that would remove events an export sink has not delivered yet: they stay in the
+/// live log until it has, or the sink would never send them.
+#[derive(Debug)]
+pub struct SinkBehind {
+    pub sink: String,
+    pub delivered: u64,
+}
+
+impl std::fmt::Display for SinkBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "nothing can be archived yet: export sink {:?} has delivered the events up to {} only, and no checkpoint older than the cutoff covers only those; the rest stay in the live log until it delivers them (see `warden audit status`)",
+            self.sink, self.delivered
+        )
+    }
+}
+
+impl std::error::Error for SinkBehind {}
+
 /// The outcome of an archive run.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Archived {
@@ -53,6 +73,10 @@ pub struct Archived {
     pub from: u64,
     pub to: u64,
     pub sha256: String,
+    /// The export sink that has not delivered the events after `to` that the cutoff would
+    /// have archived too, if one has not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back_by: Option<String>,
 }
 
 impl App {
@@ -63,12 +87,23 @@ impl App {
         before: OffsetDateTime,
         actor: Actor,
     ) -> anyhow::Result<Option<Archived>> {
-        let Some(end) = self.store.checkpoint_before(before).await? else {
+        let Some(mut end) = self.store.checkpoint_before(before).await? else {
             return Ok(None);
         };
         let base = self.store.first_seq().await?.saturating_sub(1);
         if end.size <= base {
             return Ok(None);
+        }
+        let mut held_back_by = None;
+        if let Some(behind) = self.slowest_sink(end.size).await? {
+            match self.store.checkpoint_at_most(behind.delivered).await? {
+                Some(cp) if cp.size > base => {
+                    tracing::warn!(sink = %behind.sink, delivered = behind.delivered, "audit archive held back to what an export sink has delivered");
+                    end = cp;
+                    held_back_by = Some(behind.sink);
+                }
+                _ => return Err(behind.into()),
+            }
         }
         let start = if base == 0 {
             None
@@ -130,7 +165,24 @@ impl App {
             from: segment.from,
             to: segment.to,
             sha256,
+            held_back_by,
         }))
+    }
+
+    /// The configured export sink furthest behind, if it has not delivered the first `upto`
+    /// events.
+    async fn slowest_sink(&self, upto: u64) -> anyhow::Result<Option<SinkBehind>> {
+        let mut slowest: Option<SinkBehind> = None;
+        for sink in &self.config.sinks {
+            let delivered = self.store.sink_cursor(sink.name()).await?;
+            if delivered < upto && slowest.as_ref().is_none_or(|s| delivered < s.delivered) {
+                slowest = Some(SinkBehind {
+                    sink: sink.name().to_owned(),
+                    delivered,
+                });
+            }
+        }
+        Ok(slowest)
     }
 
     /// Deletes an archive segment past retention, recording which events it held.

@@ -274,6 +274,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         blocks: Vec<(u64, [u8; 32])>,
     ) -> Result<()>;
 
+    /// The newest checkpoint of at most `size` events.
+    async fn checkpoint_at_most(&self, size: u64) -> Result<Option<Checkpoint>>;
+
     /// The newest checkpoint made before `time`. It was made after every event it covers was
     /// stored, so all of them are older than `time`.
     async fn checkpoint_before(&self, time: OffsetDateTime) -> Result<Option<Checkpoint>>;

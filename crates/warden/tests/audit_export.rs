@@ -569,3 +569,92 @@ fn bad_sinks_stop_start_up_with_a_clear_message() {
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("names must be unique"), "{out:?}");
 }
+
+/// The newest signed checkpoint's size (its note's second line).
+fn checkpoint_size(admin: &Cli) -> u64 {
+    let note = admin.run(&["audit", "checkpoint"], None).stdout;
+    note.lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Archives `warden audit archive --before NOW`.
+fn archive_now(admin: &Cli) -> warden_testkit::CliOutput {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    admin.run(&["--json", "audit", "archive", "--before", &now], None)
+}
+
+#[test]
+fn the_archive_keeps_what_a_sink_has_not_delivered() {
+    let (port, inbox) = webhook_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(
+        dir.path(),
+        &format!(
+            "checkpoint_interval = \"1s\"\n\n[[sinks]]\nname = \"siem-webhook\"\nkind = \"webhook\"\n\
+             url = \"http://127.0.0.1:{port}/ingest\"\nbatch = 5\n"
+        ),
+    );
+    let admin = login(&server, "admin");
+    assert_eq!(rejected_tokens(server.port(), 20), 20);
+    let delivered = latest_seq(&admin);
+    wait_for("the first events", || {
+        complete(&Inbox::seqs(&inbox), delivered)
+    });
+    wait_for("a checkpoint of them", || {
+        checkpoint_size(&admin) >= delivered
+    });
+
+    // The receiver goes down; later events are checkpointed but not delivered.
+    inbox.lock().unwrap().down = true;
+    assert_eq!(rejected_tokens(server.port(), 20), 20);
+    let latest = latest_seq(&admin);
+    wait_for("a checkpoint of the later events", || {
+        checkpoint_size(&admin) >= latest
+    });
+    let cursor = sink_status(&admin, "siem-webhook")["cursor"]
+        .as_u64()
+        .unwrap();
+    assert!(cursor < latest, "cursor {cursor}, latest {latest}");
+
+    let held = archive_now(&admin);
+    assert!(held.success(), "{held:?}");
+    let held: Value = serde_json::from_str(&held.stdout).unwrap();
+    assert_eq!(held["held_back_by"], "siem-webhook", "{held}");
+    let to = held["to"].as_u64().unwrap();
+    assert!(
+        (delivered..=cursor).contains(&to),
+        "{held}, cursor {cursor}"
+    );
+
+    // Nothing more can go while the sink is behind: refused, naming it.
+    let refused = archive_now(&admin);
+    assert!(!refused.success(), "{refused:?}");
+    let error: Value = serde_json::from_str(&refused.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "sink_behind", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("export sink \"siem-webhook\" has delivered"),
+        "{message}"
+    );
+
+    // Once it has caught up, every event reached it, and the rest is archived.
+    inbox.lock().unwrap().down = false;
+    let latest = latest_seq(&admin);
+    wait_for("the sink to catch up", || {
+        complete(&Inbox::seqs(&inbox), latest)
+    });
+    wait_for("a checkpoint of what it caught up on", || {
+        checkpoint_size(&admin) >= latest
+            && sink_status(&admin, "siem-webhook")["cursor"].as_u64() >= Some(latest)
+    });
+    let rest = archive_now(&admin);
+    assert!(rest.success(), "{rest:?}");
+    let rest: Value = serde_json::from_str(&rest.stdout).unwrap();
+    assert_eq!(rest["from"], to + 1, "{rest}");
+    assert!(rest["held_back_by"].is_null(), "{rest}");
+    assert!(server.terminate().success());
+}

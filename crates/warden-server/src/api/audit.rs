@@ -463,9 +463,10 @@ pub struct ArchiveBody {
 }
 
 /// Seals old events into a self-verifying archive segment and removes them from the live log
-/// (retention does this daily). Administrators.
+/// (retention does this daily), never events an export sink has not delivered yet (409
+/// `sink_behind` when nothing else is left). Administrators.
 #[utoipa::path(post, path = "/v1/audit/archive", request_body = ArchiveBody, security(("token" = [])),
-    responses((status = 200, body = Object), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn archive(
     State(app): State<Shared>,
     who: Authed,
@@ -479,12 +480,13 @@ pub async fn archive(
             warden_domain::audit::Actor::user(who.user.name.clone(), who.source.clone()),
         )
         .await
-        .map_err(|e| {
-            ApiError::new(
+        .map_err(|e| match e.downcast_ref::<crate::archive::SinkBehind>() {
+            Some(behind) => ApiError::new(StatusCode::CONFLICT, "sink_behind", behind.to_string()),
+            None => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "archive_failed",
                 e.to_string(),
-            )
+            ),
         })?;
     Ok(Json(serde_json::to_value(&archived).unwrap_or_default()))
 }

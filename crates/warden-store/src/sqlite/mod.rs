@@ -823,6 +823,20 @@ impl crate::Store for SqliteStore {
         self.writer.write(move |c| insert_blocks(c, &blocks)).await
     }
 
+    async fn checkpoint_at_most(&self, size: u64) -> Result<Option<Checkpoint>> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            c.query_row(
+                "SELECT size, root, time, frontier, note FROM checkpoints WHERE size <= ?1
+                 ORDER BY size DESC LIMIT 1",
+                [size],
+                decode_checkpoint,
+            )
+            .optional()
+        })
+        .await
+    }
+
     async fn checkpoint_before(&self, time: OffsetDateTime) -> Result<Option<Checkpoint>> {
         let t = ms(time);
         self.read(move |c| {

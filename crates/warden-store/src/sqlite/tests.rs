@@ -453,6 +453,11 @@ async fn the_archive_cutoff_is_the_newest_checkpoint_made_before_it() {
     assert_eq!(size_before(10).await, Some(3));
     assert_eq!(size_before(11).await, Some(7));
     assert_eq!(size_before(30).await, Some(12));
+    // Held back to what every export sink has delivered.
+    for (most, size) in [(2, None), (3, Some(3)), (11, Some(7)), (u64::MAX, Some(12))] {
+        let found = s.checkpoint_at_most(most).await.unwrap().map(|c| c.size);
+        assert_eq!(found, size, "at most {most}");
+    }
 
     // Found through the index on time, not by reading every checkpoint since.
     let c = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();

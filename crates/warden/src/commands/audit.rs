@@ -202,6 +202,11 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
                 v["file"].as_str().unwrap_or_default(),
                 v["sha256"].as_str().unwrap_or_default()
             );
+            if let Some(sink) = v["held_back_by"].as_str() {
+                println!(
+                    "Later events stay in the live log until export sink {sink:?} delivers them (see `warden audit status`)."
+                );
+            }
             return Ok(());
         }
         AuditCommand::DeleteSegment { name } => {
