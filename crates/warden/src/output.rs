@@ -62,3 +62,43 @@ pub fn joined(v: &serde_json::Value, sep: &str) -> String {
         .collect::<Vec<_>>()
         .join(sep)
 }
+
+/// The RFC 3339 time in field `k` of `v` to the second, as people read and type it
+/// (`2026-12-04T19:41:20Z`), whatever fraction of a second the server sent; other values as
+/// they are, nothing for none.
+pub fn instant(v: &serde_json::Value, k: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let Some(text) = v[k].as_str() else {
+        return match &v[k] {
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+    };
+    time::OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instant;
+
+    #[test]
+    fn instants_are_shown_to_the_second() {
+        let v = serde_json::json!({
+            "ns": "2026-12-04T18:41:20.281902057Z",
+            "ms": "2026-12-04T18:41:17.931Z",
+            "whole": "2026-12-04T18:41:17Z",
+            "odd": "soon",
+            "none": null,
+        });
+        assert_eq!(instant(&v, "ns"), "2026-12-04T18:41:20Z");
+        assert_eq!(instant(&v, "ms"), "2026-12-04T18:41:17Z");
+        assert_eq!(instant(&v, "whole"), "2026-12-04T18:41:17Z");
+        assert_eq!(instant(&v, "odd"), "soon");
+        assert_eq!(instant(&v, "none"), "");
+        assert_eq!(instant(&v, "missing"), "");
+    }
+}

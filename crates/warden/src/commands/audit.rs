@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::audit_verify;
 use crate::client::Client;
-use crate::output::{Output, table};
+use crate::output::{Output, instant, table};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -257,7 +257,7 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             };
             vec![
                 e["seq"].to_string(),
-                s("/time"),
+                instant(ev, "time"),
                 s("/code"),
                 s("/action"),
                 s("/actor/user"),

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::read_secret;
 use crate::client::{self, Client, Saved};
-use crate::output::{Output, fields, joined};
+use crate::output::{Output, fields, instant, joined};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -71,7 +71,9 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
     } else {
         println!(
             "Logged in to {} as {} until {}.",
-            c.server, r.user, r.expires_at
+            c.server,
+            r.user,
+            instant(&json!({ "at": r.expires_at }), "at")
         );
         Ok(())
     }

@@ -9,7 +9,7 @@ use super::audit::query;
 use super::requests::{adopt_key, finish, new_client_key, s};
 use crate::client::Client;
 use crate::exit::{self, Failure};
-use crate::output::{Output, fields, table};
+use crate::output::{Output, fields, instant, table};
 
 #[derive(Debug, Args)]
 pub struct BreakglassArgs {
@@ -131,8 +131,8 @@ fn print_postmortem(p: &Value) {
         ("target", s(p, "target")),
         ("role", s(p, "role")),
         ("reason", s(p, "reason")),
-        ("opened", s(p, "opened_at")),
-        ("closed", s(p, "closed_at")),
+        ("opened", instant(p, "opened_at")),
+        ("closed", instant(p, "closed_at")),
         ("closed by", s(p, "closed_by")),
         ("link", s(p, "link")),
         ("note", s(p, "note")),
@@ -170,7 +170,7 @@ pub async fn postmortem(
                         },
                         s(p, "requester"),
                         format!("{}/{}", s(p, "target"), s(p, "role")),
-                        s(p, "opened_at"),
+                        instant(p, "opened_at"),
                     ]
                 })
                 .collect();

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::audit::query;
 use crate::client::{Client, ensure_home};
 use crate::exit::{self, Failure};
-use crate::output::{Output, fields, joined, table};
+use crate::output::{Output, fields, instant, joined, table};
 
 #[derive(Debug, Subcommand)]
 pub enum RequestCommand {
@@ -201,10 +201,10 @@ fn print_request(v: &Value) {
         ("rules", joined(&v["rules"], ", ")),
         ("still needed", needed),
         ("reviews", reviews),
-        ("created", s(v, "created_at")),
-        ("activated", s(v, "activated_at")),
-        ("expires", s(v, "expires_at")),
-        ("ended", s(v, "ended_at")),
+        ("created", instant(v, "created_at")),
+        ("activated", instant(v, "activated_at")),
+        ("expires", instant(v, "expires_at")),
+        ("ended", instant(v, "ended_at")),
         ("ended by", s(v, "ended_by")),
         ("extends", s(v, "extends")),
     ]);
@@ -406,7 +406,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                         s(r, "role"),
                         s(r, "ttl"),
                         s(r, "tier"),
-                        s(r, "expires_at"),
+                        instant(r, "expires_at"),
                     ]
                 })
                 .collect();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Client, ensure_home};
 use crate::exit::{self, Failure};
-use crate::output::{Output, table};
+use crate::output::{Output, instant, table};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -122,8 +122,8 @@ pub async fn sessions(
                         s(x, "target"),
                         s(x, "login"),
                         s(x, "kind"),
-                        s(x, "started_at"),
-                        s(x, "grant_expires_at"),
+                        instant(x, "started_at"),
+                        instant(x, "grant_expires_at"),
                     ]
                 })
                 .collect();
