@@ -672,6 +672,32 @@ fn live_events_are_proven_after_an_archive() {
             "{refused:?}"
         );
     }
+    // An export reaching back into that block is refused, saying where one can start.
+    let bundle = dir.path().join("bundle");
+    let export = |from: Option<&str>| {
+        let mut args = vec!["audit", "export", bundle.to_str().unwrap()];
+        args.extend(from.iter().flat_map(|f| ["--from", f]));
+        admin.run(&args, None)
+    };
+    let refused = export(None);
+    assert!(!refused.success(), "{refused:?}");
+    let from = refused
+        .stderr
+        .split("export from ")
+        .nth(1)
+        .and_then(|rest| rest.split(" on").next())
+        .unwrap_or_else(|| panic!("{refused:?}"));
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("events {}..2048 share a block", to + 1)),
+        "{refused:?}"
+    );
+    let exported = export(Some(from));
+    assert!(exported.success(), "{exported:?}");
+    let verified = verify_bundle(&admin, &bundle, &key);
+    assert!(verified.success(), "{verified:?}");
+
     assert!(server.terminate().success());
     let (code, v) = verify(&data, &[]);
     assert_eq!(code, 0, "{v}");

@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 use warden_audit::merkle::{BLOCK_HEIGHT, Proofs};
 use warden_domain::audit::Code;
-use warden_store::AuditFilter;
+use warden_store::{AuditFilter, StoredEvent};
 
 use super::{ApiError, Authed, ErrorBody, field};
 use crate::state::Shared;
@@ -154,6 +154,54 @@ async fn refuse_archived(app: &Shared, needed_from: u64) -> Result<(), ApiError>
         ));
     }
     Ok(())
+}
+
+/// Refuses an export of events the live log cannot prove: those sharing a block with archived
+/// events (an archive cuts at a checkpoint, mostly inside a block), saying from when on an
+/// export can start.
+async fn refuse_unprovable(app: &Shared, events: &[StoredEvent]) -> Result<(), ApiError> {
+    let Some(oldest) = events.first() else {
+        return Ok(());
+    };
+    let first = app
+        .store
+        .first_seq()
+        .await
+        .map_err(crate::broker::Error::from)?;
+    if first <= 1 {
+        return Ok(());
+    }
+    let provable = (first - 1).div_ceil(1 << BLOCK_HEIGHT) * (1 << BLOCK_HEIGHT) + 1;
+    if oldest.seq >= provable {
+        return Ok(());
+    }
+    // Just after the newest of them: the search matches times to the millisecond.
+    let after_them = events
+        .iter()
+        .take_while(|e| e.seq < provable)
+        .map(|e| e.event.time)
+        .max()
+        .and_then(|t| {
+            t.replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
+                .ok()
+        })
+        .map(|t| t + time::Duration::milliseconds(1));
+    let from = match after_them {
+        Some(t) if events.iter().any(|e| e.seq >= provable) => format!(
+            "export from {} on (`--from`)",
+            t.format(&Rfc3339).unwrap_or_default()
+        ),
+        _ => "no event of this range can be proven from the live log".to_owned(),
+    };
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "archived",
+        format!(
+            "events {}..{} share a block of the log with archived events, so the live log cannot prove them: {from}, and verify older events with their archive segment (`warden audit verify --segment`)",
+            oldest.seq,
+            provable - 1
+        ),
+    ))
 }
 
 /// The tree of the first `size` events, every node hashed once.
@@ -401,7 +449,7 @@ const EXPORT_MAX: usize = 100_000;
 /// Exports events in a time range, each with an inclusion proof against the newest signed
 /// checkpoint. Administrators.
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("token" = [])),
-    responses((status = 200, body = Bundle), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Bundle), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn export(
     State(app): State<Shared>,
     who: Authed,
@@ -419,6 +467,7 @@ pub async fn export(
         })
         .await
         .map_err(crate::broker::Error::from)?;
+    refuse_unprovable(&app, &events).await?;
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e.seq)
