@@ -396,6 +396,28 @@ fn bad_input_is_refused_clearly_and_audited() {
     );
     let (status, _) = post(port, "/v1/requests", None, "{}");
     assert_eq!(status, 401);
+    // A path or query that does not parse, or a method the path lacks: JSON errors too.
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    for (path, status, code) in [
+        ("/v1/requests/not-a-uuid", 400, "bad_id"),
+        ("/v1/audit/proof/99999999999999999999", 400, "bad_request"),
+        ("/v1/requests?limit=-1", 400, "bad_request"),
+    ] {
+        let r = warden_testkit::http_get_with(port, path, &auth).unwrap();
+        assert_eq!(
+            (r.status, error_code(&r.body).as_str()),
+            (status, code),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let (status, body) = post(port, "/v1/requests/not-a-uuid", Some(token), "{}");
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (405, "method_not_allowed"),
+        "{body}"
+    );
     // The server keeps serving.
     assert_eq!(
         warden_testkit::http_get(port, "/healthz").unwrap().status,

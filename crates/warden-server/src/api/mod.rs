@@ -105,6 +105,7 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/report/drills", get(breakglass::drills))
         .route("/v1/notifications/status", get(breakglass::outbox))
         .fallback(meta::not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(
@@ -186,6 +187,59 @@ fn log_response(
         tracing::debug!(status, ms, "request served");
     }
 }
+
+/// Gives every error a JSON body. Axum's own rejections (a path or query string that does not
+/// parse, a body where the route wants JSON, a method the route lacks) answer in plain text or
+/// with no body at all; clients and scripts get `{"error":{"code":…,"message":…}}` from every
+/// 4xx and 5xx, with axum's text as the message.
+async fn json_errors(res: axum::response::Response) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_TEXT_MAX)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let (code, otherwise) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this path does not take that method (see the Allow header)",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as JSON, with Content-Type: application/json",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large"),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            ("bad_json", "the request body does not fit the endpoint")
+        }
+        s if s.is_server_error() => ("internal", "internal error; see the server log"),
+        _ => ("bad_request", "the request is not valid"),
+    };
+    let message = if text.is_empty() {
+        otherwise.to_owned()
+    } else {
+        text
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    answer
+}
+
+/// Longest rejection text carried into a JSON error.
+const REJECTION_TEXT_MAX: usize = 4096;
 
 /// Answers 413 with a JSON error before reading a body whose declared length is over the
 /// limit. Bodies without a length still stop at the limit, inside the JSON extractor.
