@@ -363,6 +363,17 @@ impl Inbox {
     }
 }
 
+/// Brings the receiver back up and waits until it has every event up to the newest, which it
+/// returns.
+fn back_up(inbox: &Mutex<Inbox>, admin: &Cli) -> u64 {
+    inbox.lock().unwrap().down = false;
+    let latest = latest_seq(admin);
+    wait_for("the sink to catch up", || {
+        complete(&Inbox::seqs(inbox), latest)
+    });
+    latest
+}
+
 /// A webhook receiver on 127.0.0.1, one thread per connection, keep-alive supported.
 fn webhook_receiver() -> (u16, Arc<Mutex<Inbox>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -487,11 +498,7 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
         "{table:?}"
     );
 
-    inbox.lock().unwrap().down = false;
-    let latest = latest_seq(&admin);
-    wait_for("catch-up after the outage", || {
-        complete(&Inbox::seqs(&inbox), latest)
-    });
+    back_up(&inbox, &admin);
     wait_for("lag 0 in the status", || {
         let s = sink_status(&admin, "siem-webhook");
         s["lag"] == 0 && s["failures"] == 0 && s["last_success"].is_string()
@@ -642,11 +649,7 @@ fn the_archive_keeps_what_a_sink_has_not_delivered() {
     );
 
     // Once it has caught up, every event reached it, and the rest is archived.
-    inbox.lock().unwrap().down = false;
-    let latest = latest_seq(&admin);
-    wait_for("the sink to catch up", || {
-        complete(&Inbox::seqs(&inbox), latest)
-    });
+    let latest = back_up(&inbox, &admin);
     wait_for("a checkpoint of what it caught up on", || {
         checkpoint_size(&admin) >= latest
             && sink_status(&admin, "siem-webhook")["cursor"].as_u64() >= Some(latest)

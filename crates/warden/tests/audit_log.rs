@@ -236,11 +236,7 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
         .as_object()
         .map(|_| ())
         .unwrap_or(());
-    let key = admin
-        .run(&["audit", "verifier-key"], None)
-        .stdout
-        .trim()
-        .to_owned();
+    let key = verifier_key(&admin);
     assert!(key.starts_with("warden.local/audit+"), "{key}");
 
     // Wait for a checkpoint past the restart.
@@ -334,11 +330,7 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     let (h, mut server) = history();
     server.restart();
     let admin = login(&server, "admin");
-    let key = admin
-        .run(&["audit", "verifier-key"], None)
-        .stdout
-        .trim()
-        .to_owned();
+    let key = verifier_key(&admin);
 
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -463,6 +455,29 @@ fn verify_bundle(admin: &Cli, bundle: &Path, key: &str) -> CliOutput {
     )
 }
 
+/// The audit verifier key, as `warden audit verifier-key` prints it.
+fn verifier_key(admin: &Cli) -> String {
+    admin
+        .run(&["audit", "verifier-key"], None)
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// A temporary directory with a config of 1-second checkpoints and a data dir yet to be made.
+struct Fresh {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    cfg: String,
+}
+
+fn fresh() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path());
+    Fresh { dir, data, cfg }
+}
+
 /// Starts the server on `data` and logs in as the administrator.
 fn serve_as_admin(data: &Path, cfg: &str) -> (Server, Cli) {
     let server = Server::start_in(
@@ -480,12 +495,9 @@ fn serve_as_admin(data: &Path, cfg: &str) -> (Server, Cli) {
 /// edges too.
 #[test]
 fn proofs_over_many_blocks_verify_offline() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = config(dir.path());
+    let Fresh { dir, data, cfg } = fresh();
     let (mut server, admin) = serve_as_admin(&data, &cfg);
-    let key = admin.run(&["audit", "verifier-key"], None).stdout;
-    let key = key.trim().to_owned();
+    let key = verifier_key(&admin);
     let key = key.as_str();
 
     assert_eq!(rejected_tokens(server.port(), 3000), 3000);
@@ -590,9 +602,7 @@ fn proofs_over_many_blocks_verify_offline() {
 /// offline verification checks them.
 #[test]
 fn a_log_without_stored_blocks_gets_them_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = config(dir.path());
+    let Fresh { dir, data, cfg } = fresh();
     let (mut server, admin) = serve_as_admin(&data, &cfg);
     assert_eq!(rejected_tokens(server.port(), 2100), 2100);
     checkpoint_reaching(&admin, 2100);
@@ -622,8 +632,12 @@ fn a_log_without_stored_blocks_gets_them_back() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(rows(&data), stored);
-    let key = admin.run(&["audit", "verifier-key"], None).stdout;
-    proven(&admin, dir.path(), key.trim(), &["audit", "prove", "1500"]);
+    proven(
+        &admin,
+        dir.path(),
+        &verifier_key(&admin),
+        &["audit", "prove", "1500"],
+    );
     assert!(server.terminate().success());
     let (code, v) = verify(&data, &[]);
     assert_eq!(code, 0, "{v}");
@@ -635,12 +649,9 @@ fn a_log_without_stored_blocks_gets_them_back() {
 /// and a proof through archived events is refused, saying so.
 #[test]
 fn live_events_are_proven_after_an_archive() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = config(dir.path());
+    let Fresh { dir, data, cfg } = fresh();
     let (mut server, admin) = serve_as_admin(&data, &cfg);
-    let key = admin.run(&["audit", "verifier-key"], None).stdout;
-    let key = key.trim().to_owned();
+    let key = verifier_key(&admin);
 
     assert_eq!(rejected_tokens(server.port(), 1100), 1100);
     checkpoint_reaching(&admin, 1100);

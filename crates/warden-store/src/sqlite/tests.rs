@@ -49,6 +49,22 @@ pub(super) fn request_decided(n: u128, d: &Decision, created: time::OffsetDateTi
     )
 }
 
+/// A checkpoint of `size` events at `time`, its root and frontier left empty.
+fn checkpoint_at(size: u64, time: time::OffsetDateTime) -> crate::Checkpoint {
+    crate::Checkpoint {
+        size,
+        root: [0; 32],
+        time,
+        frontier: Vec::new(),
+        note: format!("checkpoint {size}"),
+    }
+}
+
+/// A checkpoint of `size` events at a fixed time.
+fn checkpoint(size: u64) -> crate::Checkpoint {
+    checkpoint_at(size, datetime!(2026-01-01 10:00 UTC))
+}
+
 fn event(code: Code) -> Event {
     Event::new(code, Actor::system(), datetime!(2026-01-01 10:00 UTC))
 }
@@ -430,18 +446,9 @@ async fn the_archive_cutoff_is_the_newest_checkpoint_made_before_it() {
     let (dir, s) = store();
     let at = |minute: u8| datetime!(2026-01-01 10:00 UTC) + time::Duration::minutes(minute.into());
     for (size, minute) in [(3, 0), (7, 10), (12, 20)] {
-        s.insert_checkpoint(
-            crate::Checkpoint {
-                size,
-                root: [0; 32],
-                time: at(minute),
-                frontier: Vec::new(),
-                note: format!("checkpoint {size}"),
-            },
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+        s.insert_checkpoint(checkpoint_at(size, at(minute)), Vec::new())
+            .await
+            .unwrap();
     }
     let size_before = async |minute| {
         s.checkpoint_before(at(minute))
@@ -584,13 +591,6 @@ async fn the_audit_search_takes_several_codes_at_once() {
 #[tokio::test]
 async fn block_roots_are_read_in_order_up_to_the_first_missing_one() {
     let (_dir, s) = store();
-    let checkpoint = |size| crate::Checkpoint {
-        size,
-        root: [0; 32],
-        time: datetime!(2026-01-01 10:00 UTC),
-        frontier: Vec::new(),
-        note: format!("checkpoint {size}"),
-    };
     s.insert_checkpoint(checkpoint(2048), vec![(0, [1; 32]), (1, [2; 32])])
         .await
         .unwrap();
@@ -632,14 +632,7 @@ async fn searches_by_name_read_only_the_blocks_that_may_hold_it() {
         s.append(chunk.to_vec()).await.unwrap();
     }
     // Blocks 0 and 2 have filters; block 1 has none, as in a log older than them.
-    let checkpoint = crate::Checkpoint {
-        size: 3500,
-        root: [0; 32],
-        time: datetime!(2026-01-01 10:00 UTC),
-        frontier: Vec::new(),
-        note: "checkpoint".into(),
-    };
-    s.insert_checkpoint(checkpoint, vec![(0, [0; 32]), (2, [0; 32])])
+    s.insert_checkpoint(checkpoint(3500), vec![(0, [0; 32]), (2, [0; 32])])
         .await
         .unwrap();
 
@@ -717,15 +710,8 @@ async fn blocks_without_roots_are_the_live_logs_gaps_and_can_be_filled_in() {
     for chunk in events.chunks(1000) {
         s.append(chunk.to_vec()).await.unwrap();
     }
-    let checkpoint = crate::Checkpoint {
-        size: 5000,
-        root: [0; 32],
-        time: datetime!(2026-01-01 10:00 UTC),
-        frontier: Vec::new(),
-        note: "checkpoint".into(),
-    };
     // Blocks 0 and 2 completed before blocks were stored.
-    s.insert_checkpoint(checkpoint, vec![(1, [1; 32]), (3, [3; 32])])
+    s.insert_checkpoint(checkpoint(5000), vec![(1, [1; 32]), (3, [3; 32])])
         .await
         .unwrap();
     assert_eq!(s.blocks_without_roots(4, 10).await.unwrap(), [0, 2]);
@@ -770,18 +756,9 @@ async fn numbering_goes_on_after_an_archive_of_the_whole_live_log() {
     s.append((0..3).map(|_| event(Code::RequestCreated)).collect())
         .await
         .unwrap();
-    s.insert_checkpoint(
-        crate::Checkpoint {
-            size: 3,
-            root: [0; 32],
-            time: datetime!(2026-01-01 10:00 UTC),
-            frontier: Vec::new(),
-            note: "checkpoint 3".into(),
-        },
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    s.insert_checkpoint(checkpoint(3), Vec::new())
+        .await
+        .unwrap();
     // Every live event archived; the archive's own event comes next, not first.
     assert_eq!(
         s.archive_audit(3, vec![event(Code::SegmentArchived)])
