@@ -317,7 +317,7 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         .await?;
     if set && !from_env {
         println!(
-            "Bootstrap admin {admin:?} created. One-time password (shown only now): {password}"
+            "Bootstrap admin '{admin}' created. One-time password (shown only now; change it with `warden user set-password {admin}`): {password}"
         );
     }
     Ok(())

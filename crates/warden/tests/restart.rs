@@ -201,3 +201,34 @@ fn master_key_rotation_keeps_every_secret_usable() {
     );
     assert!(login.success(), "{login:?}");
 }
+
+/// Without `WARDEN_BOOTSTRAP_PASSWORD`, the first start prints the administrator's password
+/// once, naming how to change it; it logs in, and a restart neither prints nor resets it.
+#[test]
+fn the_bootstrap_password_is_printed_once_and_logs_in() {
+    let mut server = Server::start(Path::new(BIN), &["serve"], &[]);
+    let out = server.stdout();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Bootstrap admin 'admin' created."))
+        .unwrap_or_else(|| panic!("no bootstrap line in {out}"));
+    assert!(line.contains("warden user set-password admin"), "{line}");
+    let password = line.rsplit(": ").next().unwrap().to_owned();
+    let login = |server: &Server| {
+        server
+            .cli()
+            .run(
+                &["login", "--user", "admin", "--password-stdin"],
+                Some(&password),
+            )
+            .success()
+    };
+    assert!(login(&server));
+    assert!(server.terminate().success());
+    server.restart();
+    // The output of both starts: the line is there once.
+    let out = server.stdout();
+    assert_eq!(out.matches("Warden listening").count(), 2, "{out}");
+    assert_eq!(out.matches("Bootstrap admin").count(), 1, "{out}");
+    assert!(login(&server));
+}
