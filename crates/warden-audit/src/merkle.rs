@@ -191,6 +191,13 @@ pub enum ProofError {
 /// last, partial one) instead of every leaf.
 pub const BLOCK_HEIGHT: u32 = 10;
 
+/// The first block (of [`BLOCK_HEIGHT`]) whose every leaf is at or after sequence number
+/// `first_seq` (leaf `first_seq - 1`): where a log whose earlier leaves were archived is whole
+/// again.
+pub fn first_whole_block(first_seq: u64) -> u64 {
+    first_seq.saturating_sub(1).div_ceil(1 << BLOCK_HEIGHT)
+}
+
 /// The nodes of one tree that proofs need, kept so that any number of proofs against it are
 /// cheap.
 ///
@@ -917,5 +924,12 @@ mod tests {
             verify_consistency(3, 5, &root(&l[..3]), &r5, &[]),
             Err(ProofError::WrongLength)
         );
+    }
+
+    #[test]
+    fn the_first_whole_block_starts_at_or_after_the_first_sequence_number() {
+        for (first_seq, block) in [(0, 0), (1, 0), (2, 1), (1024, 1), (1025, 1), (1026, 2)] {
+            assert_eq!(first_whole_block(first_seq), block, "seq {first_seq}");
+        }
     }
 }

@@ -171,7 +171,7 @@ async fn refuse_unprovable(app: &Shared, events: &[StoredEvent]) -> Result<(), A
     if first <= 1 {
         return Ok(());
     }
-    let provable = (first - 1).div_ceil(1 << BLOCK_HEIGHT) * (1 << BLOCK_HEIGHT) + 1;
+    let provable = (warden_audit::merkle::first_whole_block(first) << BLOCK_HEIGHT) + 1;
     if oldest.seq >= provable {
         return Ok(());
     }

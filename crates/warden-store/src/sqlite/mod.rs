@@ -792,7 +792,7 @@ impl crate::Store for SqliteStore {
             return Ok(Vec::new());
         }
         // The first block whose events were not archived, even in part.
-        let live = (first_seq - 1).div_ceil(1 << BLOCK_HEIGHT);
+        let live = warden_audit::merkle::first_whole_block(first_seq);
         let (from, upto) = (
             i64::try_from(live).map_err(backend)?,
             i64::try_from(count).map_err(backend)?,
