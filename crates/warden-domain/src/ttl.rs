@@ -88,7 +88,13 @@ impl FromStr for Ttl {
                 's' => 1,
                 _ => return Err(bad()),
             };
-            let n: u64 = digits.parse().map_err(|_| bad())?;
+            if digits.is_empty() {
+                return Err(bad());
+            }
+            // Only digits: too many of them to count is far above the ceiling.
+            let n: u64 = digits
+                .parse()
+                .map_err(|_| TtlError::AboveCeiling(t.to_owned()))?;
             digits.clear();
             total = n
                 .checked_mul(unit)
@@ -148,9 +154,18 @@ mod tests {
             "31d".parse::<Ttl>(),
             Err(TtlError::AboveCeiling(_))
         ));
-        for bad in ["", "10", "1x", "h", "-1h", "1.5h", "99999999999999999999d"] {
-            assert!("".parse::<Ttl>().is_err());
-            assert!(bad.parse::<Ttl>().is_err(), "{bad}");
+        // Too long to count is too long, not unreadable.
+        for long in ["99999999999999999999d", "1d18446744073709551615s"] {
+            assert!(
+                matches!(long.parse::<Ttl>(), Err(TtlError::AboveCeiling(_))),
+                "{long}"
+            );
+        }
+        for bad in ["", "10", "1x", "h", "-1h", "1.5h"] {
+            assert!(
+                matches!(bad.parse::<Ttl>(), Err(TtlError::Unparseable(_))),
+                "{bad}"
+            );
         }
     }
 }
