@@ -94,14 +94,19 @@ pub async fn checkpoint(
 /// Stores the roots and search filters of the complete blocks of events that the newest
 /// checkpoint covers but that have none: a log written before blocks were stored has none for
 /// its earlier blocks, so its proofs would read every event's hash and its searches every
-/// event. At most [`BACKFILL_BLOCKS`] per call; returns how many were stored.
-async fn backfill(store: &dyn Store) -> anyhow::Result<usize> {
+/// event. At most [`BACKFILL_BLOCKS`] per call; returns how many were stored, or `None` when
+/// none was missing: every block completed from then on gets its root with its checkpoint, so
+/// there is nothing left to look for.
+async fn backfill(store: &dyn Store) -> anyhow::Result<Option<usize>> {
     let Some(last) = store.latest_checkpoint().await? else {
-        return Ok(0);
+        return Ok(None);
     };
     let missing = store
         .blocks_without_roots(last.size >> BLOCK_HEIGHT, BACKFILL_BLOCKS)
         .await?;
+    if missing.is_empty() {
+        return Ok(None);
+    }
     let mut roots = Vec::with_capacity(missing.len());
     for block in missing {
         if let Some(root) = block_root(store, block).await? {
@@ -110,7 +115,7 @@ async fn backfill(store: &dyn Store) -> anyhow::Result<usize> {
     }
     let stored = roots.len();
     store.insert_block_roots(roots).await?;
-    Ok(stored)
+    Ok(Some(stored))
 }
 
 /// The Merkle root of block `block`'s events, hashed from their stored bytes like the
@@ -153,18 +158,21 @@ fn current_block(tree: &Tree) -> anyhow::Result<Tree> {
 /// after its final event.
 pub async fn run(app: Shared, signer: NoteSigner, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_secs(app.config.checkpoint_interval.as_secs());
+    let mut backfilling = true;
     loop {
         if let Err(e) = checkpoint(app.store.as_ref(), &signer, &app.config.audit_origin).await {
             tracing::error!(error = %e, "audit checkpoint failed");
         }
-        match backfill(app.store.as_ref()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                blocks = n,
-                "stored the roots of earlier blocks of audit events"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "storing the roots of earlier blocks of audit events failed")
+        if backfilling {
+            match backfill(app.store.as_ref()).await {
+                Ok(None) => backfilling = false,
+                Ok(Some(n)) => tracing::info!(
+                    blocks = n,
+                    "stored the roots of earlier blocks of audit events"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "storing the roots of earlier blocks of audit events failed")
+                }
             }
         }
         tokio::select! {
