@@ -27,3 +27,24 @@ pub use postmortem::{Link, Postmortem};
 pub use request::{BreakGlass, Request, RequestId, State};
 pub use text::{Comment, Reason, Ticket};
 pub use ttl::Ttl;
+
+/// `t` to the millisecond, the one precision of every time Warden stores and shows: a
+/// request's id carries its creation's millisecond and the store keeps milliseconds, so a time
+/// read from the clock is cut to that before it goes anywhere.
+pub fn to_millisecond(t: time::OffsetDateTime) -> time::OffsetDateTime {
+    t.replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
+        .unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    #[test]
+    fn times_are_cut_to_the_millisecond() {
+        assert_eq!(
+            super::to_millisecond(datetime!(2026-01-01 10:00:00.123_456_789 UTC)),
+            datetime!(2026-01-01 10:00:00.123 UTC)
+        );
+    }
+}

@@ -58,13 +58,10 @@ pub struct SshProxy {
 /// Handle passed to handlers.
 pub type Shared = Arc<App>;
 
-/// Current time to the millisecond; the one place the server reads the clock for domain
-/// decisions. A request's id carries its creation's millisecond and the store keeps times in
-/// milliseconds, so every time a request, grant or event shows has that one precision.
+/// Current time to the millisecond ([`warden_domain::to_millisecond`]); the one place the
+/// server reads the clock for domain decisions.
 pub fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
-        .unwrap_or(t)
+    warden_domain::to_millisecond(OffsetDateTime::now_utc())
 }
 
 /// A new request's id and the instant it is created: a UUIDv7 (ordered within the process)

@@ -64,8 +64,10 @@ impl Request {
 /// A refusal shown to the user on stderr, with exit status 1.
 struct Refusal(String);
 
+/// Current time to the millisecond, as the server reads it: session times and the events
+/// about them have the precision of every other time Warden shows.
 fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+    warden_domain::to_millisecond(OffsetDateTime::now_utc())
 }
 
 /// Runs one session channel to its end.
