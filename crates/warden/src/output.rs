@@ -63,17 +63,20 @@ pub fn joined(v: &serde_json::Value, sep: &str) -> String {
         .join(sep)
 }
 
-/// The RFC 3339 time in field `k` of `v` to the second, as people read and type it
-/// (`2026-12-04T19:41:20Z`), whatever fraction of a second the server sent; other values as
+/// The RFC 3339 time in field `k` of `v` to the second ([`to_the_second`]); other values as
 /// they are, nothing for none.
 pub fn instant(v: &serde_json::Value, k: &str) -> String {
+    match &v[k] {
+        serde_json::Value::String(text) => to_the_second(text),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// An RFC 3339 time to the second, as people read and type it (`2026-12-04T19:41:20Z`),
+/// whatever fraction of a second the server sent; text that is not such a time as it is.
+pub fn to_the_second(text: &str) -> String {
     use time::format_description::well_known::Rfc3339;
-    let Some(text) = v[k].as_str() else {
-        return match &v[k] {
-            serde_json::Value::Null => String::new(),
-            other => other.to_string(),
-        };
-    };
     time::OffsetDateTime::parse(text, &Rfc3339)
         .ok()
         .and_then(|t| t.replace_nanosecond(0).ok())

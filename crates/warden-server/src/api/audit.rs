@@ -181,11 +181,7 @@ async fn refuse_unprovable(app: &Shared, events: &[StoredEvent]) -> Result<(), A
         .take_while(|e| e.seq < provable)
         .map(|e| e.event.time)
         .max()
-        .and_then(|t| {
-            t.replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
-                .ok()
-        })
-        .map(|t| t + time::Duration::milliseconds(1));
+        .map(|t| warden_domain::to_millisecond(t) + time::Duration::milliseconds(1));
     let from = match after_them {
         Some(t) if events.iter().any(|e| e.seq >= provable) => format!(
             "export from {} on (`--from`)",

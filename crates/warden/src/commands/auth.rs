@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::read_secret;
 use crate::client::{self, Client, Saved};
-use crate::output::{Output, fields, instant, joined};
+use crate::output::{Output, fields, joined, to_the_second};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -73,7 +73,7 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
             "Logged in to {} as {} until {}.",
             c.server,
             r.user,
-            instant(&json!({ "at": r.expires_at }), "at")
+            to_the_second(&r.expires_at)
         );
         Ok(())
     }
