@@ -196,12 +196,16 @@ async fn json_errors(res: axum::response::Response) -> axum::response::Response 
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     let status = res.status();
+    // Successes first: every response passes here, and most are not errors.
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
     let json = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if json || !(status.is_client_error() || status.is_server_error()) {
+    if json {
         return res;
     }
     let (parts, body) = res.into_parts();
