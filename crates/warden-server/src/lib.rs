@@ -14,6 +14,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod config_secret;
 pub mod export;
+pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod notify;

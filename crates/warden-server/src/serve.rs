@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_issuers::Registry;
@@ -217,13 +216,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // A live session's watch stream is many small writes; with Nagle's algorithm each would
-    // wait for the client's acknowledgement of the one before, a round trip per keystroke.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot turn off Nagle's algorithm on a connection");
-        }
-    });
     if opts.dev {
         println!(
             "==> DEVELOPMENT SERVER: data in a temporary directory, deleted at exit. Never use in production."
@@ -267,12 +259,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tokio::spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
 
     let router = crate::api::router(app.clone());
-    axum::serve(
+    crate::http::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        config.http_header_timeout.as_duration(),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     // A delivery in flight may wait on a slow sink; what it has not marked delivered stays

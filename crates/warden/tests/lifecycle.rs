@@ -456,6 +456,76 @@ fn logout_revokes_the_token() {
     assert_eq!(wrong.code, 5, "{wrong:?}");
 }
 
+#[test]
+fn slow_and_idle_connections_are_closed() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("warden.toml");
+    std::fs::write(&path, "http_header_timeout = \"1s\"\n").unwrap();
+    let env = Env::start_with(
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        &["--config", path.to_str().unwrap()],
+    );
+    let port = env.server.port();
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // Whatever the server still says once it gives up on a connection, then its end.
+    let rest = |s: &mut std::net::TcpStream| {
+        let mut out = Vec::new();
+        match s.read_to_end(&mut out) {
+            Ok(_) => String::from_utf8_lossy(&out).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    };
+
+    // Headers that never end.
+    let mut half = connect();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let said = rest(&mut half);
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 408"),
+        "{said}"
+    );
+
+    // Headers sent a byte at a time, each well within the timeout: cut all the same, and
+    // writing to a connection the server closed fails.
+    let mut trickle = connect();
+    let header = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ";
+    let cut = header
+        .iter()
+        .chain(std::iter::repeat(&b'x'))
+        .take(40)
+        .any(|b| {
+            std::thread::sleep(Duration::from_millis(200));
+            trickle.write_all(&[*b]).is_err()
+        });
+    assert!(
+        cut,
+        "a client sending its headers a byte at a time kept its connection for 8 s"
+    );
+
+    // A keep-alive connection answered once, then left idle.
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    rest(&mut idle);
+
+    // The server keeps serving.
+    assert_eq!(
+        warden_testkit::http_get(port, "/healthz").unwrap().status,
+        200
+    );
+}
+
 fn error_code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     v["error"]["code"].as_str().unwrap_or_default().to_owned()

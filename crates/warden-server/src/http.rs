@@ -1,0 +1,78 @@
+//! The API's HTTP/1.1 server: the accept loop, with the limits on connections that
+//! `axum::serve` leaves unset.
+//!
+//! A client has `header_timeout` to send a request's headers, and a connection idle between
+//! two requests is closed after the same time (hyper starts that timer whenever it waits for a
+//! request), so slow or silent clients cannot hold connections and file descriptors open.
+//! Connections run without Nagle's algorithm: a watched session's output is many small writes,
+//! and each would otherwise wait for the acknowledgement of the one before.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower_http::add_extension::AddExtension;
+
+/// How long an accept error that is not one connection's (out of file descriptors, say) stops
+/// the loop before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets every open connection
+/// finish its request in flight and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot accept API connections; retrying in a second");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot turn off Nagle's algorithm on a connection");
+        }
+        // What `ConnectInfo<SocketAddr>` extracts: the client's address for the audit log.
+        let service = AddExtension::new(router.clone(), ConnectInfo::<SocketAddr>(peer));
+        let connection = graceful
+            .watch(http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "API connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Errors of one connection that came and went before it was accepted.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
