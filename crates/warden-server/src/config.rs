@@ -42,10 +42,10 @@ pub struct Config {
     /// terminating proxy in front.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// How long an API client has to send a request's headers, and how long a connection idle
-    /// between two requests stays open. Default 10s.
-    #[serde(default = "default_http_header_timeout")]
-    pub http_header_timeout: Ttl,
+    /// How long an API client has to send a request's headers, and then its body; a connection
+    /// idle that long between two requests is closed. Default 10s.
+    #[serde(default = "default_http_read_timeout")]
+    pub http_read_timeout: Ttl,
     /// The SSH proxy's listen address. Users connect with `ssh -p PORT USER:TARGET@HOST`.
     #[serde(default = "default_ssh_listen")]
     pub ssh_listen: SocketAddr,
@@ -168,7 +168,7 @@ fn default_token_ttl() -> Ttl {
 fn default_audit_origin() -> String {
     "warden.local/audit".to_owned()
 }
-fn default_http_header_timeout() -> Ttl {
+fn default_http_read_timeout() -> Ttl {
     Ttl::from_secs(10).unwrap_or(Ttl::MIN)
 }
 fn default_checkpoint_interval() -> Ttl {
@@ -208,7 +208,7 @@ impl Default for Config {
             metrics_token: None,
             audit_origin: default_audit_origin(),
             checkpoint_interval: default_checkpoint_interval(),
-            http_header_timeout: default_http_header_timeout(),
+            http_read_timeout: default_http_read_timeout(),
             audit_retention_days: None,
             users: BTreeMap::new(),
             sinks: Vec::new(),

@@ -1,9 +1,10 @@
 //! The API's HTTP/1.1 server: the accept loop, with the limits on connections that
 //! `axum::serve` leaves unset.
 //!
-//! A client has `header_timeout` to send a request's headers, and a connection idle between
-//! two requests is closed after the same time (hyper starts that timer whenever it waits for a
-//! request), so slow or silent clients cannot hold connections and file descriptors open.
+//! A client has `read_timeout` to send a request's headers and as long again for its body, and
+//! a connection idle between two requests is closed after the same time (hyper starts its
+//! header timer whenever it waits for a request), so slow or silent clients cannot hold
+//! connections, file descriptors and handlers.
 //! Connections run without Nagle's algorithm: a watched session's output is many small writes,
 //! and each would otherwise wait for the acknowledgement of the one before.
 
@@ -19,6 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_http::add_extension::AddExtension;
+use tower_http::timeout::RequestBodyDeadline;
 
 /// How long an accept error that is not one connection's (out of file descriptors, say) stops
 /// the loop before it tries again.
@@ -29,12 +31,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
+    read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(read_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -55,7 +57,10 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot turn off Nagle's algorithm on a connection");
         }
         // What `ConnectInfo<SocketAddr>` extracts: the client's address for the audit log.
-        let service = AddExtension::new(router.clone(), ConnectInfo::<SocketAddr>(peer));
+        let service = RequestBodyDeadline::new(
+            AddExtension::new(router.clone(), ConnectInfo::<SocketAddr>(peer)),
+            read_timeout,
+        );
         let connection = graceful
             .watch(http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)));
         tokio::spawn(async move {

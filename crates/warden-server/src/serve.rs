@@ -262,7 +262,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     crate::http::serve(
         listener,
         router,
-        config.http_header_timeout.as_duration(),
+        config.http_read_timeout.as_duration(),
         shutdown_signal(),
     )
     .await;

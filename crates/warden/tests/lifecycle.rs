@@ -462,7 +462,7 @@ fn slow_and_idle_connections_are_closed() {
     use std::time::Duration;
     let cfg = tempfile::tempdir().unwrap();
     let path = cfg.path().join("warden.toml");
-    std::fs::write(&path, "http_header_timeout = \"1s\"\n").unwrap();
+    std::fs::write(&path, "http_read_timeout = \"1s\"\n").unwrap();
     let env = Env::start_with(
         &[("targets.toml", TARGETS), ("access.cedar", RULES)],
         &["--config", path.to_str().unwrap()],
@@ -518,6 +518,55 @@ fn slow_and_idle_connections_are_closed() {
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
     rest(&mut idle);
+
+    // A body that stops short of its length: refused as late, audited, and the connection
+    // closed; then a chunked body over the limit, which no Content-Length announced.
+    let alice = env.login("alice");
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(alice.home().join("credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let head = |extra: &str| {
+        format!(
+            "POST /v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\n{extra}\r\n",
+            saved["token"].as_str().unwrap()
+        )
+    };
+    let mut slow = connect();
+    write!(slow, "{}{{\"target\":", head("Content-Length: 100\r\n")).unwrap();
+    let said = rest(&mut slow);
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert_eq!(
+        error_code(said.split_once("\r\n\r\n").unwrap().1),
+        "request_timeout"
+    );
+    let mut big = connect();
+    let chunk = vec![b'x'; 70 * 1024];
+    let _ = write!(
+        big,
+        "{}{:x}\r\n",
+        head("Transfer-Encoding: chunked\r\n"),
+        chunk.len()
+    )
+    .and_then(|()| big.write_all(&chunk))
+    .and_then(|()| big.write_all(b"\r\n0\r\n\r\n"));
+    let mut answer = [0u8; 512];
+    let n = big.read(&mut answer).unwrap();
+    let said = String::from_utf8_lossy(&answer[..n]);
+    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
+    assert!(said.contains("body_too_large"), "{said}");
+    let refused = ok(
+        &env.login("admin"),
+        &["audit", "search", "--code", "request.action_refused"],
+    );
+    let codes: Vec<&str> = refused["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"]["outcome"]["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["request_timeout", "body_too_large"], "{refused}");
 
     // The server keeps serving.
     assert_eq!(

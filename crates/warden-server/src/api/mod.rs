@@ -223,7 +223,7 @@ async fn json_errors(res: axum::response::Response) -> axum::response::Response 
             "unsupported_media_type",
             "send the body as JSON, with Content-Type: application/json",
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body is too large"),
         StatusCode::UNPROCESSABLE_ENTITY => {
             ("bad_json", "the request body does not fit the endpoint")
         }
@@ -258,14 +258,17 @@ async fn refuse_large_bodies(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT) {
-        return ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
-        )
-        .into_response();
+        return body_too_large().into_response();
     }
     next.run(req).await
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+    )
 }
 
 /// The OpenAPI document.
@@ -376,13 +379,32 @@ async fn body<T>(
 ) -> Result<T, ApiError> {
     match body {
         Ok(Json(v)) => Ok(v),
-        Err(rejection) => {
-            let err = ApiError::bad_request(
-                "bad_json",
-                format!("the request body is not valid: {}", rejection.body_text()),
-            );
-            Err(refuse(app, who, action, err).await)
-        }
+        Err(rejection) => Err(refuse(app, who, action, bad_body(&rejection)).await),
+    }
+}
+
+/// The error for a body that is not the endpoint's JSON: too slow to arrive (408: the
+/// connection's `http_read_timeout` ran out), too large (413) or not valid (400).
+pub(crate) fn bad_body(rejection: &JsonRejection) -> ApiError {
+    use axum::http::StatusCode;
+    let timed_out =
+        std::iter::successors(Some(rejection as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
+    if timed_out {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time: send it right after the headers",
+        )
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_too_large()
+    } else {
+        ApiError::bad_request(
+            "bad_json",
+            format!("the request body is not valid: {}", rejection.body_text()),
+        )
     }
 }
 

@@ -79,12 +79,7 @@ pub async fn login(
     Source(source): Source,
     raw: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let Json(b) = raw.map_err(|r| {
-        ApiError::bad_request(
-            "bad_json",
-            format!("the request body is not valid: {}", r.body_text()),
-        )
-    })?;
+    let Json(b) = raw.map_err(|r| super::bad_body(&r))?;
     if b.password.len() > MAX_PASSWORD
         || b.user.len() > 256
         || b.totp.as_ref().is_some_and(|t| t.len() > 16)
