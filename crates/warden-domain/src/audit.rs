@@ -75,6 +75,7 @@ codes! {
     TargetCredentialSet = 4006, "target.credential_set";
     TargetRootRotated = 4007, "target.root_rotated";
     UserOffboarded = 1007, "auth.user_offboarded";
+    UserLocked = 1008, "auth.user_locked";
     MasterKeyRotated = 9002, "server.master_key_rotated";
     PolicyLoaded = 3000, "policy.loaded";
     PolicyReloadRejected = 3001, "policy.reload_rejected";

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod decision;
 pub mod directory;
 pub mod lease;
+pub mod lockout;
 pub mod names;
 pub mod notice;
 pub mod postmortem;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use totp_rs::{Secret, Totp};
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::lockout::Lockout;
 use warden_domain::{User, UserName};
 use warden_store::Token;
 
@@ -26,7 +27,9 @@ pub const TOKEN_PREFIX: &str = "wdn_";
 /// Why authentication failed. Messages are safe to show: they never say which factor was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("invalid user name, password or TOTP code")]
+    #[error(
+        "invalid user name, password or TOTP code (five wrong ones in a row lock a user's sign-in for 15 minutes)"
+    )]
     BadCredentials,
     #[error("a TOTP code is required for this user: pass --totp CODE")]
     TotpRequired,
@@ -36,6 +39,11 @@ pub enum AuthError {
     BadToken,
     #[error("{0}")]
     Mfa(String),
+    #[error(
+        "too many wrong passwords or TOTP codes in a row: this user's checks are refused until {}",
+        .0.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    )]
+    Locked(OffsetDateTime),
     #[error("storage failure: {0}")]
     Store(#[from] warden_store::Error),
     #[error("internal error: {0}")]
@@ -135,6 +143,33 @@ impl TokenCache {
     }
 }
 
+/// Each user's run of wrong passwords and TOTP codes ([`Lockout`]). Kept in memory: a restart
+/// forgets the runs, and the map holds directory users only.
+#[derive(Debug, Default)]
+pub struct Lockouts {
+    map: std::sync::Mutex<std::collections::HashMap<UserName, Lockout>>,
+}
+
+impl Lockouts {
+    fn runs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<UserName, Lockout>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn locked_until(&self, user: &UserName, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.runs().get(user).and_then(|l| l.locked_until(now))
+    }
+
+    fn failed(&self, user: &UserName, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.runs().entry(user.clone()).or_default().failed(now)
+    }
+
+    fn succeeded(&self, user: &UserName) {
+        self.runs().remove(user);
+    }
+}
+
 /// A token just issued: shown to the user once.
 #[derive(Debug)]
 pub struct Issued {
@@ -168,13 +203,38 @@ impl App {
         totp: &Totp,
         code: &str,
     ) -> Result<bool, AuthError> {
-        let Ok(unix) = u64::try_from(now().unix_timestamp()) else {
-            return Ok(false);
-        };
-        match totp.check(code.trim(), unix) {
-            Some(step) => Ok(self.store.use_totp_step(user, step).await?),
-            None => Ok(false),
+        let t = now();
+        if let Some(until) = self.lockouts.locked_until(user, t) {
+            return Err(AuthError::Locked(until));
         }
+        let ok = match u64::try_from(t.unix_timestamp())
+            .ok()
+            .and_then(|unix| totp.check(code.trim(), unix))
+        {
+            Some(step) => self.store.use_totp_step(user, step).await?,
+            None => false,
+        };
+        self.count(user, ok, t).await?;
+        Ok(ok)
+    }
+
+    /// Records a check of `user`'s last factor: a right answer ends their run of wrong ones,
+    /// and the wrong answer that locks them is audited.
+    async fn count(&self, user: &UserName, ok: bool, t: OffsetDateTime) -> Result<(), AuthError> {
+        if ok {
+            self.lockouts.succeeded(user);
+            return Ok(());
+        }
+        if let Some(until) = self.lockouts.failed(user, t) {
+            let event =
+                Event::new(Code::UserLocked, Actor::system(), t).details(serde_json::json!({
+                    "user": user,
+                    "failures": warden_domain::lockout::MAX_FAILURES,
+                    "until": until.unix_timestamp(),
+                }));
+            self.store.append(vec![event]).await?;
+        }
+        Ok(())
     }
 
     /// Whether `user` has a confirmed second factor.
@@ -218,12 +278,18 @@ impl App {
             .parse::<UserName>()
             .ok()
             .and_then(|n| self.user(&n).cloned());
+        let t = now();
+        // A locked user is told nothing a wrong password would not tell them; the audit log
+        // says why.
+        let locked = user
+            .as_ref()
+            .and_then(|u| self.lockouts.locked_until(&u.name, t));
         let secrets = match &user {
             Some(u) => self.store.secrets(&u.name).await?,
             None => Default::default(),
         };
-        let ok = match (&user, &secrets.password_hash) {
-            (Some(_), Some(phc)) => {
+        let ok = match (&user, &secrets.password_hash, locked) {
+            (Some(_), Some(phc), None) => {
                 let (pw, phc) = (password.to_owned(), phc.clone());
                 tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
                     .await
@@ -236,23 +302,40 @@ impl App {
                 false
             }
         };
+        let known = user.as_ref().map(|u| u.name.clone());
         let Some(user) = user.filter(|_| ok) else {
-            self.store
-                .append(vec![fail("unknown user or wrong password")])
-                .await?;
+            let why = match (&known, locked) {
+                (Some(_), Some(until)) => format!(
+                    "user locked until {} after wrong passwords or TOTP codes",
+                    until.unix_timestamp()
+                ),
+                (Some(u), None) => {
+                    self.count(u, false, t).await?;
+                    "wrong password".to_owned()
+                }
+                (None, _) => "unknown user or wrong password".to_owned(),
+            };
+            self.store.append(vec![fail(&why)]).await?;
             return Err(AuthError::BadCredentials);
         };
-        if let Some(totp) = self.user_totp(&user.name, false).await? {
-            let Some(code) = code else {
-                self.store.append(vec![fail("TOTP code missing")]).await?;
-                return Err(AuthError::TotpRequired);
-            };
-            if !self.check_code(&user.name, &totp, code).await? {
-                self.store
-                    .append(vec![fail("wrong or reused TOTP code")])
-                    .await?;
-                return Err(AuthError::BadCredentials);
+        match self.user_totp(&user.name, false).await? {
+            Some(totp) => {
+                let Some(code) = code else {
+                    self.store.append(vec![fail("TOTP code missing")]).await?;
+                    return Err(AuthError::TotpRequired);
+                };
+                let checked = match self.check_code(&user.name, &totp, code).await {
+                    Err(AuthError::Locked(_)) => Ok(false),
+                    other => other,
+                };
+                if !checked? {
+                    self.store
+                        .append(vec![fail("wrong or reused TOTP code")])
+                        .await?;
+                    return Err(AuthError::BadCredentials);
+                }
             }
+            None => self.lockouts.succeeded(&user.name),
         }
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);

@@ -36,6 +36,7 @@ pub struct App {
     reload: Mutex<()>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
     pub tokens: crate::auth::TokenCache,
+    pub lockouts: crate::auth::Lockouts,
     /// The audit export's live figures, for `GET /v1/audit/status`.
     pub export: crate::export::Status,
     pub metrics: crate::metrics::Metrics,
@@ -128,6 +129,7 @@ impl App {
             outbox: Notify::new(),
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
+            lockouts: crate::auth::Lockouts::default(),
             export: crate::export::Status::default(),
             metrics,
             sessions: Arc::default(),

@@ -168,6 +168,76 @@ fn manager_and_peer_with_mfa_step_up() {
 }
 
 #[test]
+fn wrong_codes_and_passwords_in_a_row_lock_the_user() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let uri = enroll_mfa(&alice);
+    let step_up = |code: &str| {
+        fails(
+            &alice,
+            &[
+                "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
+                "--totp", code,
+            ],
+            3,
+        )
+    };
+    // Codes that are surely wrong: neither this step's nor a neighbour's.
+    let valid: Vec<String> = (0..3).map(|k| totp(&uri, k)).collect();
+    let wrong: Vec<String> = (0..10u32)
+        .map(|k| format!("{:06}", (k * 99_991) % 1_000_000))
+        .filter(|c| !valid.contains(c))
+        .take(5)
+        .collect();
+    assert_eq!(wrong.len(), 5);
+    for code in &wrong {
+        let out = step_up(code);
+        assert!(out.stderr.contains("MFA"), "{out:?}");
+    }
+    // The right code no longer helps, and says until when.
+    let locked = step_up(&totp(&uri, 1));
+    assert!(locked.stderr.contains("refused until"), "{locked:?}");
+    // Nor does signing in with both right factors; the answer does not say why.
+    let login = env.server.cli().run(
+        &[
+            "login",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--totp",
+            &totp(&uri, 1),
+        ],
+        Some(PASSWORD),
+    );
+    assert_eq!(login.code, 5, "{login:?}");
+    assert!(!login.stderr.contains("refused until"), "{login:?}");
+
+    // Wrong passwords lock too; other users are not affected.
+    let bob = env.server.cli();
+    for _ in 0..5 {
+        let out = bob.run(
+            &["login", "--user", "bob", "--password-stdin"],
+            Some("not bob's password"),
+        );
+        assert_eq!(out.code, 5, "{out:?}");
+    }
+    let right = bob.run(
+        &["login", "--user", "bob", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(right.code, 5, "{right:?}");
+    let admin = env.login("admin");
+    let locks = ok(&admin, &["audit", "search", "--code", "auth.user_locked"]);
+    let users: Vec<&str> = locks["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"]["details"]["user"].as_str())
+        .collect();
+    assert_eq!(users, ["alice", "bob"], "{locks}");
+}
+
+#[test]
 fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     let env = Env::start();
     let alice = env.login("alice");

@@ -119,6 +119,7 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
             }
             AuthError::Mfa(m) => Self::new(StatusCode::FORBIDDEN, "mfa", m),
+            AuthError::Locked(_) => Self::new(StatusCode::FORBIDDEN, "locked", e.to_string()),
             AuthError::Store(s) => Self::from(broker::Error::Store(s)),
             AuthError::Internal(d) => Self::internal(d),
         }
