@@ -196,6 +196,22 @@ impl App {
             .transpose()
     }
 
+    /// Runs argon2id work (a hash or a check) on the blocking pool, as many at once as
+    /// [`App::hashing`] allows.
+    async fn argon2<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, AuthError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
     /// Checks a TOTP code for `user` and burns its time step. False for a wrong or reused code.
     async fn check_code(
         &self,
@@ -291,14 +307,14 @@ impl App {
         let ok = match (&user, &secrets.password_hash, locked) {
             (Some(_), Some(phc), None) => {
                 let (pw, phc) = (password.to_owned(), phc.clone());
-                tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
+                self.argon2(move || verify_password(&pw, &phc))
                     .await
                     .unwrap_or(false)
             }
             _ => {
                 // Spend the same time as a real check so timing does not reveal user names.
                 let pw = password.to_owned();
-                let _ = tokio::task::spawn_blocking(move || hash_password(&pw)).await;
+                let _ = self.argon2(move || hash_password(&pw)).await;
                 false
             }
         };
@@ -503,9 +519,7 @@ impl App {
         source: Option<String>,
     ) -> Result<(), AuthError> {
         let pw = password.to_owned();
-        let phc = tokio::task::spawn_blocking(move || hash_password(&pw))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        let phc = self.argon2(move || hash_password(&pw)).await??;
         let event = Event::new(
             Code::PasswordSet,
             Actor::user(admin.name.clone(), source),

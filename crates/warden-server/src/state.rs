@@ -36,7 +36,11 @@ pub struct App {
     reload: Mutex<()>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
     pub tokens: crate::auth::TokenCache,
+    /// Runs of wrong passwords and TOTP codes, per user.
     pub lockouts: crate::auth::Lockouts,
+    /// Bounds the argon2id hashes computed at once to the cores: each holds 19 MiB and a core
+    /// for tens of milliseconds, and anyone who reaches the API can ask for one by signing in.
+    pub hashing: tokio::sync::Semaphore,
     /// The audit export's live figures, for `GET /v1/audit/status`.
     pub export: crate::export::Status,
     pub metrics: crate::metrics::Metrics,
@@ -130,6 +134,9 @@ impl App {
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
             lockouts: crate::auth::Lockouts::default(),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            ),
             export: crate::export::Status::default(),
             metrics,
             sessions: Arc::default(),

@@ -212,6 +212,12 @@ pub fn enroll_mfa(cli: &Cli) -> String {
     uri
 }
 
+/// The `error.code` of an API error body, or "" for any other body.
+pub fn error_code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_default();
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
 /// Makes `n` audit events cheaply: each request with an unknown token is refused and audited.
 /// Stops early (returning how many were made) once the server stops answering.
 pub fn rejected_tokens(port: u16, n: usize) -> usize {

@@ -1,0 +1,251 @@
+//! The API under abuse, through the real binary: slow and idle connections, late and
+//! oversized bodies, guessed passwords and TOTP codes, and bursts of sign-ins. The server must
+//! keep serving everyone else, and refuse each abuser clearly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+#[test]
+fn slow_and_idle_connections_are_closed() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("warden.toml");
+    std::fs::write(&path, "http_read_timeout = \"1s\"\n").unwrap();
+    let env = Env::start_with(
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        &["--config", path.to_str().unwrap()],
+    );
+    let port = env.server.port();
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // Whatever the server still says once it gives up on a connection, then its end.
+    let rest = |s: &mut std::net::TcpStream| {
+        let mut out = Vec::new();
+        match s.read_to_end(&mut out) {
+            Ok(_) => String::from_utf8_lossy(&out).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    };
+
+    // Headers that never end.
+    let mut half = connect();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let said = rest(&mut half);
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 408"),
+        "{said}"
+    );
+
+    // Headers sent a byte at a time, each well within the timeout: cut all the same, and
+    // writing to a connection the server closed fails.
+    let mut trickle = connect();
+    let header = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ";
+    let cut = header
+        .iter()
+        .chain(std::iter::repeat(&b'x'))
+        .take(40)
+        .any(|b| {
+            std::thread::sleep(Duration::from_millis(200));
+            trickle.write_all(&[*b]).is_err()
+        });
+    assert!(
+        cut,
+        "a client sending its headers a byte at a time kept its connection for 8 s"
+    );
+
+    // A keep-alive connection answered once, then left idle.
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    rest(&mut idle);
+
+    // A body that stops short of its length: refused as late, audited, and the connection
+    // closed; then a chunked body over the limit, which no Content-Length announced.
+    let alice = env.login("alice");
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(alice.home().join("credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let head = |extra: &str| {
+        format!(
+            "POST /v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\n{extra}\r\n",
+            saved["token"].as_str().unwrap()
+        )
+    };
+    let mut slow = connect();
+    write!(slow, "{}{{\"target\":", head("Content-Length: 100\r\n")).unwrap();
+    let said = rest(&mut slow);
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert_eq!(
+        error_code(said.split_once("\r\n\r\n").unwrap().1),
+        "request_timeout"
+    );
+    let mut big = connect();
+    let chunk = vec![b'x'; 70 * 1024];
+    let _ = write!(
+        big,
+        "{}{:x}\r\n",
+        head("Transfer-Encoding: chunked\r\n"),
+        chunk.len()
+    )
+    .and_then(|()| big.write_all(&chunk))
+    .and_then(|()| big.write_all(b"\r\n0\r\n\r\n"));
+    let mut answer = [0u8; 512];
+    let n = big.read(&mut answer).unwrap();
+    let said = String::from_utf8_lossy(&answer[..n]);
+    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
+    assert!(said.contains("body_too_large"), "{said}");
+    let refused = ok(
+        &env.login("admin"),
+        &["audit", "search", "--code", "request.action_refused"],
+    );
+    let codes: Vec<&str> = refused["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"]["outcome"]["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["request_timeout", "body_too_large"], "{refused}");
+
+    // The server keeps serving.
+    assert_eq!(
+        warden_testkit::http_get(port, "/healthz").unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn wrong_codes_and_passwords_in_a_row_lock_the_user() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let uri = enroll_mfa(&alice);
+    let step_up = |code: &str| {
+        fails(
+            &alice,
+            &[
+                "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
+                "--totp", code,
+            ],
+            3,
+        )
+    };
+    // Codes that are surely wrong: neither this step's nor a neighbour's.
+    let valid: Vec<String> = (0..3).map(|k| totp(&uri, k)).collect();
+    let wrong: Vec<String> = (0..10u32)
+        .map(|k| format!("{:06}", (k * 99_991) % 1_000_000))
+        .filter(|c| !valid.contains(c))
+        .take(5)
+        .collect();
+    assert_eq!(wrong.len(), 5);
+    for code in &wrong {
+        let out = step_up(code);
+        assert!(out.stderr.contains("MFA"), "{out:?}");
+    }
+    // The right code no longer helps, and says until when.
+    let locked = step_up(&totp(&uri, 1));
+    assert!(locked.stderr.contains("refused until"), "{locked:?}");
+    // Nor does signing in with both right factors; the answer does not say why.
+    let login = env.server.cli().run(
+        &[
+            "login",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--totp",
+            &totp(&uri, 1),
+        ],
+        Some(PASSWORD),
+    );
+    assert_eq!(login.code, 5, "{login:?}");
+    assert!(!login.stderr.contains("refused until"), "{login:?}");
+
+    // Wrong passwords lock too; other users are not affected.
+    let bob = env.server.cli();
+    for _ in 0..5 {
+        let out = bob.run(
+            &["login", "--user", "bob", "--password-stdin"],
+            Some("not bob's password"),
+        );
+        assert_eq!(out.code, 5, "{out:?}");
+    }
+    let right = bob.run(
+        &["login", "--user", "bob", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(right.code, 5, "{right:?}");
+    let admin = env.login("admin");
+    let locks = ok(&admin, &["audit", "search", "--code", "auth.user_locked"]);
+    let users: Vec<&str> = locks["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"]["details"]["user"].as_str())
+        .collect();
+    assert_eq!(users, ["alice", "bob"], "{locks}");
+}
+
+#[test]
+fn a_burst_of_sign_ins_holds_bounded_memory() {
+    use std::io::{Read, Write};
+    let env = Env::start();
+    let port = env.server.port();
+    // The most memory the server has held, in KiB.
+    let peak = || {
+        std::fs::read_to_string(format!("/proc/{}/status", env.server.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = peak();
+    // Unknown users, so that no lockout cuts the work short: each still costs a full hash.
+    let burst: u64 = 48;
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..burst)
+            .map(|i| {
+                s.spawn(move || {
+                    let body = format!(r#"{{"user":"nobody{i}","password":"guess"}}"#);
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+                        .unwrap();
+                    write!(
+                        c,
+                        "POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                         Content-Type: application/json\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .unwrap();
+                    let mut answer = String::new();
+                    c.read_to_string(&mut answer).unwrap();
+                    answer
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert!(
+        answers.iter().all(|a| a.starts_with("HTTP/1.1 401")),
+        "{answers:?}"
+    );
+    // An argon2id hash holds 19 MiB: all of them at once would add most of 900 MiB.
+    let grown_mib = (peak() - before) / 1024;
+    assert!(
+        grown_mib < 19 * burst / 4,
+        "the burst grew the server by {grown_mib} MiB"
+    );
+}
