@@ -26,8 +26,13 @@ use tower_http::timeout::RequestBodyDeadline;
 /// the loop before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets every open connection
-/// finish its request in flight and returns.
+/// How long requests in flight at shutdown get to finish. A watched session's stream or a
+/// stalled upload could run on indefinitely; past this they are cut, so that the server still
+/// writes its final audit checkpoint before a supervisor's kill.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` until `shutdown` completes, then gives the requests in flight
+/// [`DRAIN`] to finish and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -70,7 +75,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "API requests still in flight {} s into shutdown are cut",
+            DRAIN.as_secs()
+        );
+    }
 }
 
 /// Errors of one connection that came and went before it was accepted.

@@ -1,6 +1,7 @@
 //! The API under abuse, through the real binary: slow and idle connections, late and
-//! oversized bodies, guessed passwords and TOTP codes, and bursts of sign-ins. The server must
-//! keep serving everyone else, and refuse each abuser clearly.
+//! oversized bodies, guessed passwords and TOTP codes, bursts of sign-ins, and a request that
+//! stalls through shutdown. The server must keep serving everyone else, refuse each abuser
+//! clearly, and stop on time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -248,4 +249,28 @@ fn a_burst_of_sign_ins_holds_bounded_memory() {
         grown_mib < 19 * burst / 4,
         "the burst grew the server by {grown_mib} MiB"
     );
+}
+
+#[test]
+fn shutdown_does_not_wait_for_a_stalled_request() {
+    use std::io::Write;
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("warden.toml");
+    std::fs::write(&path, "http_read_timeout = \"60s\"\n").unwrap();
+    let mut env = Env::start_with(
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        &["--config", path.to_str().unwrap()],
+    );
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", env.server.port())).unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user\":",
+        )
+        .unwrap();
+    // The body would have a minute to arrive; SIGTERM must not wait for it (terminate gives
+    // the server 10 s).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(env.server.terminate().success());
+    drop(stalled);
 }
