@@ -5,6 +5,7 @@
 //! a connection idle between two requests is closed after the same time (hyper starts its
 //! header timer whenever it waits for a request), so slow or silent clients cannot hold
 //! connections, file descriptors and handlers.
+//!
 //! Connections run without Nagle's algorithm: a watched session's output is many small writes,
 //! and each would otherwise wait for the acknowledgement of the one before.
 
