@@ -109,17 +109,14 @@ fn slow_and_idle_connections_are_closed() {
     let said = String::from_utf8_lossy(&answer[..n]);
     assert!(said.starts_with("HTTP/1.1 413"), "{said}");
     assert!(said.contains("body_too_large"), "{said}");
-    let refused = ok(
-        &env.login("admin"),
-        &["audit", "search", "--code", "request.action_refused"],
+    assert_eq!(
+        audit_values(
+            &env.login("admin"),
+            "request.action_refused",
+            "/event/outcome/code"
+        ),
+        ["request_timeout", "body_too_large"]
     );
-    let codes: Vec<&str> = refused["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["event"]["outcome"]["code"].as_str())
-        .collect();
-    assert_eq!(codes, ["request_timeout", "body_too_large"], "{refused}");
 
     // The server keeps serving.
     assert_eq!(
@@ -159,43 +156,26 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user() {
     let locked = step_up(&totp(&uri, 1));
     assert!(locked.stderr.contains("refused until"), "{locked:?}");
     // Nor does signing in with both right factors; the answer does not say why.
-    let login = env.server.cli().run(
-        &[
-            "login",
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--totp",
-            &totp(&uri, 1),
-        ],
-        Some(PASSWORD),
-    );
+    let login = sign_in(&env.server.cli(), "alice", PASSWORD, Some(&totp(&uri, 1)));
     assert_eq!(login.code, 5, "{login:?}");
     assert!(!login.stderr.contains("refused until"), "{login:?}");
 
     // Wrong passwords lock too; other users are not affected.
     let bob = env.server.cli();
     for _ in 0..5 {
-        let out = bob.run(
-            &["login", "--user", "bob", "--password-stdin"],
-            Some("not bob's password"),
-        );
+        let out = sign_in(&bob, "bob", "not bob's password", None);
         assert_eq!(out.code, 5, "{out:?}");
     }
-    let right = bob.run(
-        &["login", "--user", "bob", "--password-stdin"],
-        Some(PASSWORD),
-    );
+    let right = sign_in(&bob, "bob", PASSWORD, None);
     assert_eq!(right.code, 5, "{right:?}");
-    let admin = env.login("admin");
-    let locks = ok(&admin, &["audit", "search", "--code", "auth.user_locked"]);
-    let users: Vec<&str> = locks["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["event"]["details"]["user"].as_str())
-        .collect();
-    assert_eq!(users, ["alice", "bob"], "{locks}");
+    assert_eq!(
+        audit_values(
+            &env.login("admin"),
+            "auth.user_locked",
+            "/event/details/user"
+        ),
+        ["alice", "bob"]
+    );
 }
 
 #[test]

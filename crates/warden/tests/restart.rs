@@ -187,18 +187,7 @@ fn master_key_rotation_keeps_every_secret_usable() {
 
     // The TOTP seed sealed under the old key still works under the new one.
     env.server.restart();
-    let cli = env.server.cli();
-    let login = cli.run(
-        &[
-            "login",
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--totp",
-            &totp(&uri, 1),
-        ],
-        Some(PASSWORD),
-    );
+    let login = sign_in(&env.server.cli(), "alice", PASSWORD, Some(&totp(&uri, 1)));
     assert!(login.success(), "{login:?}");
 }
 

@@ -212,6 +212,23 @@ pub fn enroll_mfa(cli: &Cli) -> String {
     uri
 }
 
+/// Runs `warden login` as `user` with `password` on stdin and, if given, a TOTP code.
+pub fn sign_in(cli: &Cli, user: &str, password: &str, totp: Option<&str>) -> CliOutput {
+    let mut args = vec!["login", "--user", user, "--password-stdin"];
+    args.extend(totp.iter().flat_map(|code| ["--totp", code]));
+    cli.run(&args, Some(password))
+}
+
+/// The string at `pointer` in every audit event with `code`, oldest first.
+pub fn audit_values(admin: &Cli, code: &str, pointer: &str) -> Vec<String> {
+    ok(admin, &["audit", "search", "--code", code])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.pointer(pointer)?.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The `error.code` of an API error body, or "" for any other body.
 pub fn error_code(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_default();
