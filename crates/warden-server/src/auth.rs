@@ -527,6 +527,8 @@ impl App {
         )
         .details(serde_json::json!({ "user": target }));
         self.store.set_password(target, phc, vec![event]).await?;
+        // A new password from an administrator is the way out of a lockout.
+        self.lockouts.succeeded(target);
         Ok(())
     }
 }

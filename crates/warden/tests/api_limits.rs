@@ -168,6 +168,14 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user() {
     }
     let right = sign_in(&bob, "bob", PASSWORD, None);
     assert_eq!(right.code, 5, "{right:?}");
+    // An administrator's new password lifts the lock.
+    let admin = env.login("admin");
+    let reset = admin.run(
+        &["user", "set-password", "bob", "--password-stdin"],
+        Some("bob's new password"),
+    );
+    assert!(reset.success(), "{reset:?}");
+    assert!(sign_in(&bob, "bob", "bob's new password", None).success());
     assert_eq!(
         audit_values(
             &env.login("admin"),
