@@ -37,10 +37,10 @@ pub struct App {
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
     pub tokens: crate::auth::TokenCache,
     /// Runs of wrong passwords and TOTP codes, per user.
-    pub lockouts: crate::auth::Lockouts,
+    pub(crate) lockouts: crate::auth::Lockouts,
     /// Bounds the argon2id hashes computed at once to the cores: each holds 19 MiB and a core
     /// for tens of milliseconds, and anyone who reaches the API can ask for one by signing in.
-    pub hashing: tokio::sync::Semaphore,
+    pub(crate) hashing: tokio::sync::Semaphore,
     /// The audit export's live figures, for `GET /v1/audit/status`.
     pub export: crate::export::Status,
     pub metrics: crate::metrics::Metrics,

@@ -263,6 +263,7 @@ async fn refuse_large_bodies(
     next.run(req).await
 }
 
+/// The refusal of a body over [`BODY_LIMIT`], declared or streamed.
 fn body_too_large() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::PAYLOAD_TOO_LARGE,
