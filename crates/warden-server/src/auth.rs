@@ -318,21 +318,23 @@ impl App {
                 false
             }
         };
-        let known = user.as_ref().map(|u| u.name.clone());
-        let Some(user) = user.filter(|_| ok) else {
-            let why = match (&known, locked) {
-                (Some(_), Some(until)) => format!(
-                    "user locked until {} after wrong passwords or TOTP codes",
-                    until.unix_timestamp()
-                ),
-                (Some(u), None) => {
-                    self.count(u, false, t).await?;
-                    "wrong password".to_owned()
-                }
-                (None, _) => "unknown user or wrong password".to_owned(),
-            };
-            self.store.append(vec![fail(&why)]).await?;
-            return Err(AuthError::BadCredentials);
+        let user = match user {
+            Some(u) if ok => u,
+            refused => {
+                let why = match (refused, locked) {
+                    (Some(_), Some(until)) => format!(
+                        "user locked until {} after wrong passwords or TOTP codes",
+                        until.unix_timestamp()
+                    ),
+                    (Some(u), None) => {
+                        self.count(&u.name, false, t).await?;
+                        "wrong password".to_owned()
+                    }
+                    (None, _) => "unknown user or wrong password".to_owned(),
+                };
+                self.store.append(vec![fail(&why)]).await?;
+                return Err(AuthError::BadCredentials);
+            }
         };
         match self.user_totp(&user.name, false).await? {
             Some(totp) => {
@@ -341,6 +343,8 @@ impl App {
                     return Err(AuthError::TotpRequired);
                 };
                 let checked = match self.check_code(&user.name, &totp, code).await {
+                    // Locked by a concurrent guess since the password was checked: answered
+                    // like a wrong code, as a locked sign-in is.
                     Err(AuthError::Locked(_)) => Ok(false),
                     other => other,
                 };

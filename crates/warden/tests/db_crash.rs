@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BIN, login, set_credential, write_policy};
+use common::{BIN, login, set_credential, token, write_policy};
 use rusqlite::Connection;
-use warden_testkit::{Cli, Mariadb, Postgres, Server};
+use warden_testkit::{Mariadb, Postgres, Server};
 
 /// Longest pause before a kill, in milliseconds.
 const MAX_KILL_DELAY_MS: u64 = 400;
@@ -225,13 +225,6 @@ fn start_stream(
             })
         })
         .collect()
-}
-
-/// The bearer token `warden login` saved for `cli`.
-fn token(cli: &Cli) -> String {
-    let saved = std::fs::read_to_string(cli.home().join("credentials.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&saved).unwrap();
-    v["token"].as_str().unwrap().to_owned()
 }
 
 /// Reads the server's database file (alongside the running server: WAL readers do not block).

@@ -365,9 +365,7 @@ fn bad_input_is_refused_clearly_and_audited() {
     assert!(refusals >= 12, "only {refusals} refusals audited: {log}");
 
     // Raw API: malformed JSON, unknown fields, oversize bodies, bad tokens.
-    let token = std::fs::read_to_string(alice.home().join("credentials.json")).unwrap();
-    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
-    let token = token["token"].as_str().unwrap();
+    let token = &token(&alice);
     let port = env.server.port();
     let (status, body) = post(port, "/v1/requests", Some(token), "{not json");
     assert_eq!(status, 400, "{body}");
@@ -434,11 +432,7 @@ fn bad_input_is_refused_clearly_and_audited() {
 fn logout_revokes_the_token() {
     let env = Env::start();
     let alice = env.login("alice");
-    let saved: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(alice.home().join("credentials.json")).unwrap(),
-    )
-    .unwrap();
-    let token = saved["token"].as_str().unwrap().to_owned();
+    let token = token(&alice);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(alice.home().join("credentials.json"))
         .unwrap()

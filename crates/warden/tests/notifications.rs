@@ -15,7 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, LOCAL_USER, TARGETS, enroll_mfa, fails, id, login, ok, set_credential, totp, write_policy,
+    BIN, LOCAL_USER, TARGETS, enroll_mfa, fails, id, login, ok, set_credential, token, totp,
+    write_policy,
 };
 use serde_json::Value;
 use warden_testkit::{
@@ -165,9 +166,7 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
         format!("warden request approve {rid}")
     );
     let notice_id = n["id"].as_str().unwrap().to_owned();
-    let token = std::fs::read_to_string(alice.home().join("credentials.json")).unwrap();
-    let token: Value = serde_json::from_str(&token).unwrap();
-    assert!(!n.to_string().contains(token["token"].as_str().unwrap()));
+    assert!(!n.to_string().contains(&token(&alice)));
     assert!(!n.to_string().contains("wdn_"), "{n}");
 
     // The Slack-shaped sink gets text carrying the notification id.

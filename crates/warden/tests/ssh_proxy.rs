@@ -121,16 +121,7 @@ impl Setup {
 
     /// Audit events with `action`, newest last.
     fn events(&self, action: &str) -> Vec<Value> {
-        let v = ok(
-            &self.admin,
-            &["audit", "search", "--code", action, "--limit", "1000"],
-        );
-        v["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"].clone())
-            .collect()
+        audit_events(&self.admin, action)
     }
 
     /// Waits (bounded) for an audit event with `action`, and returns the newest.

@@ -219,14 +219,32 @@ pub fn sign_in(cli: &Cli, user: &str, password: &str, totp: Option<&str>) -> Cli
     cli.run(&args, Some(password))
 }
 
-/// The string at `pointer` in every audit event with `code`, oldest first.
-pub fn audit_values(admin: &Cli, code: &str, pointer: &str) -> Vec<String> {
-    ok(admin, &["audit", "search", "--code", code])["events"]
+/// Every audit event with `code` (up to a thousand), oldest first.
+pub fn audit_events(admin: &Cli, code: &str) -> Vec<Value> {
+    ok(
+        admin,
+        &["audit", "search", "--code", code, "--limit", "1000"],
+    )["events"]
         .as_array()
         .unwrap()
         .iter()
+        .map(|e| e["event"].clone())
+        .collect()
+}
+
+/// The string at `pointer` in every audit event with `code`, oldest first.
+pub fn audit_values(admin: &Cli, code: &str, pointer: &str) -> Vec<String> {
+    audit_events(admin, code)
+        .iter()
         .filter_map(|e| e.pointer(pointer)?.as_str().map(str::to_owned))
         .collect()
+}
+
+/// The bearer token `warden login` saved for `cli`.
+pub fn token(cli: &Cli) -> String {
+    let saved = std::fs::read_to_string(cli.home().join("credentials.json")).unwrap();
+    let v: Value = serde_json::from_str(&saved).unwrap();
+    v["token"].as_str().unwrap().to_owned()
 }
 
 /// The `error.code` of an API error body, or "" for any other body.
