@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, LOCAL_USER, TARGETS, enroll_mfa, fails, id, login, ok, set_credential, token, totp,
-    write_policy,
+    BIN, LOCAL_USER, TARGETS, audit_records, enroll_mfa, fails, id, login, ok, set_credential,
+    token, totp, write_policy,
 };
 use serde_json::Value;
 use warden_testkit::{
@@ -106,16 +106,6 @@ fn header<'a>(mail: &'a str, name: &str) -> &'a str {
     mail.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .unwrap_or_else(|| panic!("no {name} header in {mail}"))
-}
-
-fn events(admin: &Cli, code: &str) -> Vec<Value> {
-    ok(
-        admin,
-        &["audit", "search", "--code", code, "--limit", "1000"],
-    )["events"]
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 #[test]
@@ -260,7 +250,7 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     // Auto-approved by herself: alice is not told what she just saw.
     assert!(notices(&hook, "approved", &vid).is_empty());
     let admin = login(&server, "admin");
-    let warned = events(&admin, "notification.expiry_warned");
+    let warned = audit_records(&admin, "notification.expiry_warned");
     assert_eq!(warned.len(), 1);
     assert_eq!(warned[0]["event"]["request_id"], vid);
 }
@@ -330,7 +320,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     no_ticket.retain(|a| *a != "--ticket" && *a != "INC-7");
     let out = fails(&bob, &no_ticket, 3);
     assert!(out.stderr.contains("INC-[0-9]+"), "{out:?}");
-    let refused = events(&admin, "breakglass.refused");
+    let refused = audit_records(&admin, "breakglass.refused");
     assert!(refused.len() >= 4, "{refused:?}");
 
     // With a fresh code: active at once, recorded in full, flagged as break-glass.
@@ -393,12 +383,12 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         "{m}"
     );
 
-    let activated = events(&admin, "breakglass.activated");
+    let activated = audit_records(&admin, "breakglass.activated");
     assert_eq!(activated.len(), 1);
     assert_eq!(activated[0]["event"]["code"], "W2100");
     assert_eq!(activated[0]["event"]["details"]["drill"], false);
     assert_eq!(activated[0]["event"]["request_id"], rid);
-    assert_eq!(events(&admin, "postmortem.opened").len(), 1);
+    assert_eq!(audit_records(&admin, "postmortem.opened").len(), 1);
 
     // The postmortem is open; security sees it, the requester sees his own.
     let open = ok(&sam, &["postmortem", "list"]);
@@ -433,7 +423,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     assert!(out.stderr.contains("--note"), "{out:?}");
     let out = close(&sam, "wiki/pm/7", "fixed", 2);
     assert!(out.stderr.contains("--link"), "{out:?}");
-    assert_eq!(events(&admin, "postmortem.close_refused").len(), 3);
+    assert_eq!(audit_records(&admin, "postmortem.close_refused").len(), 3);
     assert_eq!(ok(&sam, &["postmortem", "show", &rid])["state"], "open");
     let closed = ok(
         &sam,
@@ -464,7 +454,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
             .len(),
         1
     );
-    let done = events(&admin, "postmortem.closed");
+    let done = audit_records(&admin, "postmortem.closed");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["event"]["actor"]["user"], "sam");
     assert_eq!(done[0]["event"]["details"]["link"], "https://wiki/pm/7");
@@ -514,7 +504,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         true
     );
     mail(&smtp, "BREAK-GLASS (DRILL): carol took web/root");
-    let activated = events(&admin, "breakglass.activated");
+    let activated = audit_records(&admin, "breakglass.activated");
     assert_eq!(activated.len(), 2);
     assert_eq!(activated[1]["event"]["details"]["drill"], true);
     let pm = ok(&sam, &["postmortem", "show", &did]);
@@ -631,7 +621,7 @@ fn the_outbox_delivers_after_an_outage_and_a_kill_9_each_notification_once() {
     );
     assert!(s["retrying"].as_u64().unwrap() >= 1, "{s}");
     assert!(s["oldest_pending"].is_string(), "{s}");
-    let failed = events(&admin, "notification.failed");
+    let failed = audit_records(&admin, "notification.failed");
     assert_eq!(
         failed.len(),
         3,
@@ -818,9 +808,9 @@ fn https_webhooks_are_delivered_only_to_a_receiver_whose_certificate_verifies() 
         !notices(&trusted, "approval_needed", &rid).is_empty()
     });
     wait_for("the failed delivery's audit event", || {
-        !events(&admin, "notification.failed").is_empty()
+        !audit_records(&admin, "notification.failed").is_empty()
     });
-    let failed = events(&admin, "notification.failed");
+    let failed = audit_records(&admin, "notification.failed");
     let reason = failed[0]["event"]["outcome"]["reason"].as_str().unwrap();
     assert!(
         reason.contains("127.0.0.1") && reason.to_lowercase().contains("certificate"),
@@ -895,9 +885,9 @@ fn mail_goes_to_a_relay_over_starttls_or_tls_with_a_login() {
         assert_eq!(header(&m, "X-Sink-Login"), "warden", "{m}");
     }
     wait_for("both failed deliveries' audit events", || {
-        events(&admin, "notification.failed").len() >= 2
+        audit_records(&admin, "notification.failed").len() >= 2
     });
-    let failed = events(&admin, "notification.failed");
+    let failed = audit_records(&admin, "notification.failed");
     let reason = |sink: &str| {
         failed
             .iter()

@@ -219,16 +219,23 @@ pub fn sign_in(cli: &Cli, user: &str, password: &str, totp: Option<&str>) -> Cli
     cli.run(&args, Some(password))
 }
 
-/// Every audit event with `code` (up to a thousand), oldest first.
-pub fn audit_events(admin: &Cli, code: &str) -> Vec<Value> {
+/// Every stored audit record (`seq`, `leaf_hash`, `event`) with `code`, up to a thousand,
+/// oldest first.
+pub fn audit_records(admin: &Cli, code: &str) -> Vec<Value> {
     ok(
         admin,
         &["audit", "search", "--code", code, "--limit", "1000"],
     )["events"]
         .as_array()
         .unwrap()
-        .iter()
-        .map(|e| e["event"].clone())
+        .clone()
+}
+
+/// Every audit event with `code` (up to a thousand), oldest first.
+pub fn audit_events(admin: &Cli, code: &str) -> Vec<Value> {
+    audit_records(admin, code)
+        .into_iter()
+        .map(|r| r["event"].clone())
         .collect()
 }
 
