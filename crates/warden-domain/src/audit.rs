@@ -76,6 +76,8 @@ codes! {
     TargetRootRotated = 4007, "target.root_rotated";
     UserOffboarded = 1007, "auth.user_offboarded";
     UserLocked = 1008, "auth.user_locked";
+    SourceThrottled = 1009, "auth.source_throttled";
+    ForwardedForRefused = 1010, "auth.forwarded_for_refused";
     MasterKeyRotated = 9002, "server.master_key_rotated";
     PolicyLoaded = 3000, "policy.loaded";
     PolicyReloadRejected = 3001, "policy.reload_rejected";

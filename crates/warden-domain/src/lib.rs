@@ -16,6 +16,7 @@ pub mod postmortem;
 pub mod report;
 pub mod request;
 pub mod text;
+pub mod throttle;
 pub mod ttl;
 
 pub use approval::{Clause, Requirement};

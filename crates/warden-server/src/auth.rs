@@ -44,6 +44,11 @@ pub enum AuthError {
         .0.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
     )]
     Locked(OffsetDateTime),
+    #[error(
+        "too many failed sign-ins or invalid tokens from your address: try again after {}",
+        .0.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    )]
+    Throttled(OffsetDateTime),
     #[error("storage failure: {0}")]
     Store(#[from] warden_store::Error),
     #[error("internal error: {0}")]
@@ -290,6 +295,8 @@ impl App {
             )
             .denied("bad_credentials", why)
         };
+        // Before any hash is spent: an address that has spent its failures waits.
+        self.check_source(source.as_deref())?;
         let user = name
             .parse::<UserName>()
             .ok()
@@ -332,7 +339,7 @@ impl App {
                     }
                     (None, _) => "unknown user or wrong password".to_owned(),
                 };
-                self.store.append(vec![fail(&why)]).await?;
+                self.auth_failed(fail(&why)).await?;
                 return Err(AuthError::BadCredentials);
             }
         };
@@ -349,9 +356,7 @@ impl App {
                     other => other,
                 };
                 if !checked? {
-                    self.store
-                        .append(vec![fail("wrong or reused TOTP code")])
-                        .await?;
+                    self.auth_failed(fail("wrong or reused TOTP code")).await?;
                     return Err(AuthError::BadCredentials);
                 }
             }
@@ -383,7 +388,8 @@ impl App {
         Ok(Issued { token, expires_at })
     }
 
-    /// Resolves a bearer token to its user. Refusals are audited.
+    /// Resolves a bearer token to its user. Refusals are audited and counted against the
+    /// caller's address; a valid token passes whatever its address has done.
     pub async fn authenticate(
         &self,
         token: &str,
@@ -413,6 +419,7 @@ impl App {
                 None => "token of a user no longer in the directory",
             },
         };
+        self.check_source(source.as_deref())?;
         let event = Event::new(
             Code::TokenRejected,
             Actor {
@@ -423,7 +430,7 @@ impl App {
             t,
         )
         .denied("bad_token", why);
-        self.store.append(vec![event]).await?;
+        self.auth_failed(event).await?;
         Err(AuthError::BadToken)
     }
 

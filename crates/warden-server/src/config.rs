@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8443"        # API address; loopback by default
+//! trusted_proxies = ["127.0.0.1"]  # proxies whose X-Forwarded-For names the client
 //! ssh_listen = "127.0.0.1:2222"    # the SSH proxy (ssh -p 2222 alice:TARGET@host)
 //! session_viewers = "security"     # may list, watch, kill and replay everyone's sessions
 //! data_dir = "/var/lib/warden"     # database, keys, default policy
@@ -46,6 +47,11 @@ pub struct Config {
     /// idle that long between two requests is closed. Default 10s.
     #[serde(default = "default_http_read_timeout")]
     pub http_read_timeout: Ttl,
+    /// The TLS-terminating proxies in front of the API (addresses or CIDR blocks), whose
+    /// `X-Forwarded-For` names the client for the audit log and the per-address throttle.
+    /// Empty by default: the header is ignored and the connection's peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// The SSH proxy's listen address. Users connect with `ssh -p PORT USER:TARGET@HOST`.
     #[serde(default = "default_ssh_listen")]
     pub ssh_listen: SocketAddr,
@@ -209,6 +215,7 @@ impl Default for Config {
             audit_origin: default_audit_origin(),
             checkpoint_interval: default_checkpoint_interval(),
             http_read_timeout: default_http_read_timeout(),
+            trusted_proxies: Default::default(),
             audit_retention_days: None,
             users: BTreeMap::new(),
             sinks: Vec::new(),

@@ -38,6 +38,8 @@ pub struct App {
     pub tokens: crate::auth::TokenCache,
     /// Runs of wrong passwords and TOTP codes, per user.
     pub(crate) lockouts: crate::auth::Lockouts,
+    /// Failed authentications per client address.
+    pub(crate) throttles: crate::throttle::SourceThrottles,
     /// Bounds the argon2id hashes computed at once to the cores: each holds 19 MiB and a core
     /// for tens of milliseconds, and anyone who reaches the API can ask for one by signing in.
     pub(crate) hashing: tokio::sync::Semaphore,
@@ -134,6 +136,7 @@ impl App {
             reload: Mutex::new(()),
             tokens: crate::auth::TokenCache::default(),
             lockouts: crate::auth::Lockouts::default(),
+            throttles: crate::throttle::SourceThrottles::default(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             ),

@@ -1,5 +1,6 @@
-//! A minimal blocking HTTP/1.1 GET over a plain TCP stream, for readiness
-//! checks and simple probes of a server on 127.0.0.1.
+//! A minimal blocking HTTP/1.1 client over a plain TCP stream (GET, and POST
+//! with a JSON body), for readiness checks and simple probes of a server on
+//! 127.0.0.1.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -38,16 +39,43 @@ pub fn http_get(port: u16, path: &str) -> io::Result<HttpResponse> {
 
 /// Like [`http_get`], with extra request headers (name, value).
 pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> io::Result<HttpResponse> {
+    http_request(port, "GET", path, headers, None)
+}
+
+/// Sends `POST path` with a JSON `body` and extra request headers, like [`http_get_with`].
+pub fn http_post_with(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> io::Result<HttpResponse> {
+    http_request(port, "POST", path, headers, Some(body))
+}
+
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> io::Result<HttpResponse> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let extra: String = headers
+    let mut extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
+    if let Some(body) = body {
+        extra += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: */*\r\n{extra}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: */*\r\n{extra}\r\n{}",
+        body.unwrap_or_default()
     );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();

@@ -17,8 +17,8 @@
 //! - [`TestCa`] and [`TlsFront`]: a throwaway CA's certificate for 127.0.0.1, and `socat`
 //!   terminating TLS with it for a local port.
 //! - [`Tmux`]: a terminal program (e.g. an interactive `ssh`) driven through tmux.
-//! - [`free_port`], [`http_get`] and [`http_get_with`]: small building blocks used by the
-//!   above.
+//! - [`free_port`], [`http_get`], [`http_get_with`] and [`http_post_with`]: small building
+//!   blocks of the above, and probes for tests that speak HTTP as an attacker or a proxy would.
 //!
 //! Helpers panic with a clear message when the environment is not as a test
 //! needs it: a failed setup is a failed test.
@@ -40,7 +40,7 @@ mod webhook;
 
 pub use cli::{Cli, CliOutput};
 pub use database::OpenSession;
-pub use http::{HttpResponse, http_get, http_get_with};
+pub use http::{HttpResponse, http_get, http_get_with, http_post_with};
 pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 pub use server::Server;

@@ -5,7 +5,7 @@
 //! | 0 | success |
 //! | 1 | failure: server error, failed checks or tests |
 //! | 2 | usage error or invalid input |
-//! | 3 | refused by policy or not permitted |
+//! | 3 | refused by policy or not permitted (or throttled: too many failed sign-ins from this address) |
 //! | 4 | not found |
 //! | 5 | not logged in, or the token is invalid or expired |
 //! | 6 | conflict: the request is not in a state that allows this |
@@ -44,7 +44,7 @@ impl Failure {
         let code = match status {
             400 | 413 | 422 => USAGE,
             401 => UNAUTHENTICATED,
-            403 => REFUSED,
+            403 | 429 => REFUSED,
             404 => NOT_FOUND,
             409 => CONFLICT,
             _ => FAILURE,

@@ -1,6 +1,7 @@
 //! The API under abuse, through the real binary: slow and idle connections, late and
-//! oversized bodies, guessed passwords and TOTP codes, bursts of sign-ins, and a request that
-//! stalls through shutdown. The server must keep serving everyone else, refuse each abuser
+//! oversized bodies, guessed passwords and TOTP codes, sprayed passwords and forged tokens from
+//! one address (directly and behind a proxy), bursts of sign-ins, and a request that stalls
+//! through shutdown. The server must keep serving everyone else, refuse each abuser
 //! clearly, and stop on time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,6 +9,7 @@
 mod common;
 
 use common::*;
+use warden_testkit::{Cli, HttpResponse, http_get_with, http_post_with};
 
 #[test]
 fn slow_and_idle_connections_are_closed() {
@@ -180,7 +182,15 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user() {
 #[test]
 fn a_burst_of_sign_ins_holds_bounded_memory() {
     use std::io::{Read, Write};
-    let env = Env::start();
+    // The burst comes through a proxy from as many addresses, so that no address's throttle
+    // cuts it short.
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("warden.toml");
+    std::fs::write(&path, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+    let env = Env::start_with(
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        &["--config", path.to_str().unwrap()],
+    );
     let port = env.server.port();
     // The most memory the server has held, in KiB.
     let peak = || {
@@ -205,6 +215,7 @@ fn a_burst_of_sign_ins_holds_bounded_memory() {
                     write!(
                         c,
                         "POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                         X-Forwarded-For: 198.51.100.{i}\r\n\
                          Content-Type: application/json\r\nContent-Length: {}\r\n\
                          Connection: close\r\n\r\n{body}",
                         body.len()
@@ -227,6 +238,140 @@ fn a_burst_of_sign_ins_holds_bounded_memory() {
     assert!(
         grown_mib < 19 * burst / 4,
         "the burst grew the server by {grown_mib} MiB"
+    );
+}
+
+/// Failed authentications (`BURST` in the domain) an address may make before it waits.
+const BURST: usize = 20;
+
+/// Signs in as `user` through the API with `headers`; the response.
+fn login_as(port: u16, user: &str, password: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let body = format!(r#"{{"user":"{user}","password":"{password}"}}"#);
+    http_post_with(port, "/v1/auth/login", headers, &body).unwrap()
+}
+
+/// `auth.source_throttled` events' sources.
+fn throttled_sources(admin: &Cli) -> Vec<String> {
+    audit_values(admin, "auth.source_throttled", "/actor/source")
+}
+
+#[test]
+fn failed_sign_ins_and_forged_tokens_from_one_address_are_throttled() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    // One guess at each of many names (password spraying), then forged tokens: the
+    // failure that spends the address's budget is the last one checked and audited.
+    for i in 0..BURST - 5 {
+        let r = login_as(port, &format!("user{i}"), "Winter2026!", &[]);
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    for _ in 0..5 {
+        let r = http_get_with(
+            port,
+            "/v1/auth/whoami",
+            &[("Authorization", "Bearer wdn_forged")],
+        )
+        .unwrap();
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    // Now even the right password waits, unchecked, told until when and for how long; a
+    // header naming another client is not believed from an unlisted proxy.
+    let r = login_as(
+        port,
+        "bob",
+        PASSWORD,
+        &[("X-Forwarded-For", "198.51.100.7")],
+    );
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(error_code(&r.body), "too_many_failures");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=4).contains(&wait), "Retry-After: {wait}");
+    let forged = http_get_with(
+        port,
+        "/v1/auth/whoami",
+        &[("Authorization", "Bearer wdn_forged")],
+    )
+    .unwrap();
+    assert_eq!(forged.status, 429, "{forged:?}");
+    let cli = sign_in(&env.server.cli(), "bob", PASSWORD, None);
+    assert_eq!(cli.code, 3, "{cli:?}");
+    assert!(cli.stderr.contains("too many failed sign-ins"), "{cli:?}");
+    // A valid token is honoured whatever its address has done.
+    assert_eq!(alice.json(&["whoami"])["user"], "alice");
+
+    let r = login_as(port, "admin", PASSWORD, &[]);
+    assert_eq!(r.status, 429, "{r:?}");
+    // The budget grows back by one failure per 3 s.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let r = login_as(port, "admin", PASSWORD, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Each failure was audited, the throttle's start once, and the refusals while throttled
+    // only counted.
+    // Each failure was audited, the throttle's start once, and the four refusals while
+    // throttled only counted.
+    let admin = env.login("admin");
+    assert_eq!(audit_records(&admin, "auth.login_failed").len(), BURST - 5);
+    assert_eq!(audit_records(&admin, "auth.token_rejected").len(), 5);
+    assert_eq!(throttled_sources(&admin), ["127.0.0.1"]);
+    let metrics = warden_testkit::http_get(port, "/metrics").unwrap();
+    assert!(
+        metrics.body.contains("warden_auth_throttled_total 4"),
+        "{}",
+        metrics.body
+    );
+}
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_is_audited_and_throttled_apart() {
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("warden.toml");
+    std::fs::write(&path, "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n").unwrap();
+    let env = Env::start_with(
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        &["--config", path.to_str().unwrap()],
+    );
+    let port = env.server.port();
+    let via = |client: &str| vec![("X-Forwarded-For", client.to_owned())];
+    let login = |user: &str, password: &str, xff: &[(&str, String)]| {
+        let headers: Vec<(&str, &str)> = xff.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        login_as(port, user, password, &headers)
+    };
+    // The guesser behind the proxy spends its own address's budget...
+    for i in 0..BURST {
+        let r = login(&format!("user{i}"), "guess", &via("203.0.113.9"));
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    let r = login("bob", PASSWORD, &via("203.0.113.9"));
+    assert_eq!(r.status, 429, "{r:?}");
+    // ...and cannot step around it by writing another address in front of the one the
+    // proxy appended, nor behind a second proxy of ours.
+    let r = login("bob", PASSWORD, &via("198.51.100.99, 203.0.113.9"));
+    assert_eq!(r.status, 429, "{r:?}");
+    let r = login("bob", PASSWORD, &via("203.0.113.9, 10.1.2.3"));
+    assert_eq!(r.status, 429, "{r:?}");
+    // Everyone else behind the same proxy signs in, and the proxy's own connections too.
+    let r = login("bob", PASSWORD, &via("198.51.100.7"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = login("sam", PASSWORD, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    // A header the proxy mangled is refused, not guessed at.
+    let r = login("bob", PASSWORD, &via("198.51.100.7, unknown"));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(error_code(&r.body), "bad_forwarded_for");
+    assert!(r.body.contains("\\\"unknown\\\""), "{}", r.body);
+
+    let admin = env.login("admin");
+    assert_eq!(throttled_sources(&admin), ["203.0.113.9"]);
+    let signed_in = audit_values(&admin, "auth.login", "/actor/source");
+    assert!(
+        signed_in.starts_with(&["198.51.100.7".to_owned(), "127.0.0.1".to_owned()]),
+        "{signed_in:?}"
+    );
+    assert_eq!(
+        audit_values(&admin, "auth.forwarded_for_refused", "/actor/source"),
+        ["127.0.0.1"]
     );
 }
 

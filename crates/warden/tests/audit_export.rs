@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, login, rejected_tokens};
+use common::{BIN, login, refused_requests, token};
 use serde_json::Value;
 use warden_testkit::{Cli, Server, free_port};
 
@@ -93,7 +93,7 @@ fn file_sink_writes_contiguous_json_lines_across_rotations() {
         ),
     );
     let admin = login(&server, "admin");
-    assert_eq!(rejected_tokens(server.port(), 40), 40);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 40), 40);
     let latest = latest_seq(&admin);
     let hashes = leaf_hashes(&admin);
 
@@ -292,7 +292,7 @@ fn syslog_sink_sends_rfc5424_to_rsyslog_over_tcp_and_udp() {
         ),
     );
     let admin = login(&server, "admin");
-    assert_eq!(rejected_tokens(server.port(), 5), 5);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 5), 5);
     let latest = latest_seq(&admin);
     let hashes = leaf_hashes(&admin);
 
@@ -464,7 +464,7 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
     let admin = login(&server, "admin");
 
     // Delivered in batches.
-    assert_eq!(rejected_tokens(server.port(), 12), 12);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 12), 12);
     let latest = latest_seq(&admin);
     wait_for("the first events", || {
         complete(&Inbox::seqs(&inbox), latest)
@@ -479,7 +479,7 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
     // The receiver goes down: events wait, the status shows lag and failures without the
     // URL's query or the header's secret, and the outage is audited once.
     inbox.lock().unwrap().down = true;
-    assert_eq!(rejected_tokens(server.port(), 20), 20);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 20), 20);
     wait_for("failures in the status", || {
         let s = sink_status(&admin, "siem-webhook");
         s["failures"].as_u64().unwrap() >= 2 && s["lag"].as_u64().unwrap() >= 20
@@ -518,7 +518,8 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
     inbox.lock().unwrap().delay = Duration::from_millis(100);
     let before = inbox.lock().unwrap().seqs.len();
     let api = server.port();
-    let burst = thread::spawn(move || rejected_tokens(api, 300));
+    let bearer = token(&admin);
+    let burst = thread::spawn(move || refused_requests(api, &bearer, 300));
     wait_for("the burst to be exporting", || {
         inbox.lock().unwrap().seqs.len() >= before + 20
     });
@@ -606,7 +607,7 @@ fn the_archive_keeps_what_a_sink_has_not_delivered() {
         ),
     );
     let admin = login(&server, "admin");
-    assert_eq!(rejected_tokens(server.port(), 20), 20);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 20), 20);
     let delivered = latest_seq(&admin);
     wait_for("the first events", || {
         complete(&Inbox::seqs(&inbox), delivered)
@@ -617,7 +618,7 @@ fn the_archive_keeps_what_a_sink_has_not_delivered() {
 
     // The receiver goes down; later events are checkpointed but not delivered.
     inbox.lock().unwrap().down = true;
-    assert_eq!(rejected_tokens(server.port(), 20), 20);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 20), 20);
     let latest = latest_seq(&admin);
     wait_for("a checkpoint of the later events", || {
         checkpoint_size(&admin) >= latest

@@ -500,7 +500,7 @@ fn proofs_over_many_blocks_verify_offline() {
     let key = verifier_key(&admin);
     let key = key.as_str();
 
-    assert_eq!(rejected_tokens(server.port(), 3000), 3000);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 3000), 3000);
     let older = checkpoint_reaching(&admin, 3000);
     assert!(server.terminate().success());
     // The third block is completed after the restart, from the stored checkpoint's frontier.
@@ -508,7 +508,7 @@ fn proofs_over_many_blocks_verify_offline() {
     let since = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    assert_eq!(rejected_tokens(server.port(), 1100), 1100);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 1100), 1100);
     let newest = checkpoint_reaching(&admin, older + 1100);
 
     let c = rusqlite::Connection::open(data.join("warden.db")).unwrap();
@@ -604,7 +604,7 @@ fn proofs_over_many_blocks_verify_offline() {
 fn a_log_without_stored_blocks_gets_them_back() {
     let Fresh { dir, data, cfg } = fresh();
     let (mut server, admin) = serve_as_admin(&data, &cfg);
-    assert_eq!(rejected_tokens(server.port(), 2100), 2100);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 2100), 2100);
     checkpoint_reaching(&admin, 2100);
     assert!(server.terminate().success());
 
@@ -653,7 +653,7 @@ fn live_events_are_proven_after_an_archive() {
     let (mut server, admin) = serve_as_admin(&data, &cfg);
     let key = verifier_key(&admin);
 
-    assert_eq!(rejected_tokens(server.port(), 1100), 1100);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 1100), 1100);
     checkpoint_reaching(&admin, 1100);
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -662,7 +662,7 @@ fn live_events_are_proven_after_an_archive() {
     let to = archived["to"].as_u64().unwrap();
     assert!((1100..2048).contains(&to), "{archived}");
 
-    assert_eq!(rejected_tokens(server.port(), 1200), 1200);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 1200), 1200);
     let size = checkpoint_reaching(&admin, to + 1200);
     for seq in [2049, size] {
         proven(

@@ -32,6 +32,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds to send as `Retry-After`, for refusals that pass with time.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -41,6 +43,7 @@ impl ApiError {
             status,
             code: code.to_owned(),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -72,7 +75,13 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -120,6 +129,17 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Mfa(m) => Self::new(StatusCode::FORBIDDEN, "mfa", m),
             AuthError::Locked(_) => Self::new(StatusCode::FORBIDDEN, "locked", e.to_string()),
+            AuthError::Throttled(until) => {
+                let wait = (until - crate::state::now()).whole_seconds().max(0) + 1;
+                Self {
+                    retry_after: u64::try_from(wait).ok(),
+                    ..Self::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_failures",
+                        e.to_string(),
+                    )
+                }
+            }
             AuthError::Store(s) => Self::from(broker::Error::Store(s)),
             AuthError::Internal(d) => Self::internal(d),
         }

@@ -308,12 +308,36 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The caller's network address, when the server was started with connect info.
-fn source(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip().to_string())
+/// The caller's network address, when the server was started with connect info: the peer's,
+/// or the client's behind one of the `trusted_proxies` ([`crate::forwarded`]). A trusted
+/// proxy's `X-Forwarded-For` that does not parse is refused and audited.
+async fn source(parts: &Parts, app: &Shared) -> Result<Option<String>, ApiError> {
+    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return Ok(None);
+    };
+    let forwarded = parts.headers.get_all(crate::forwarded::HEADER).iter();
+    match app.config.trusted_proxies.client(peer.ip(), forwarded) {
+        Ok(client) => Ok(Some(client.to_string())),
+        Err(why) => {
+            let err = ApiError::bad_request(
+                "bad_forwarded_for",
+                format!("{why}: the proxy in front of Warden must append the client's address"),
+            );
+            let event = Event::new(
+                Code::ForwardedForRefused,
+                Actor {
+                    source: Some(peer.ip().to_string()),
+                    ..Actor::default()
+                },
+                now(),
+            )
+            .denied(&err.code, err.message.clone());
+            match app.store.append(vec![event]).await {
+                Ok(()) => Err(err),
+                Err(e) => Err(crate::broker::Error::from(e).into()),
+            }
+        }
+    }
 }
 
 /// An authenticated caller, from `Authorization: Bearer <token>`.
@@ -342,7 +366,7 @@ impl FromRequestParts<Shared> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
-        let source = source(parts);
+        let source = source(parts, app).await?;
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -364,10 +388,10 @@ impl FromRequestParts<Shared> for Authed {
 pub struct Source(pub Option<String>);
 
 impl FromRequestParts<Shared> for Source {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Shared) -> Result<Self, Self::Rejection> {
-        Ok(Source(source(parts)))
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        source(parts, app).await.map(Source)
     }
 }
 

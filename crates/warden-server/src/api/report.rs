@@ -53,6 +53,7 @@ pub async fn metrics(
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         if !presented.is_some_and(|p| token.matches(p)) {
+            app.check_source(source.as_deref())?;
             let err = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -68,10 +69,7 @@ pub async fn metrics(
             )
             .denied(&err.code, err.message.clone())
             .details(serde_json::json!({ "endpoint": "/metrics" }));
-            app.store
-                .append(vec![ev])
-                .await
-                .map_err(crate::broker::Error::from)?;
+            app.auth_failed(ev).await?;
             return Err(err);
         }
     }

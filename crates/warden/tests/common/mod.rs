@@ -260,23 +260,26 @@ pub fn error_code(body: &str) -> String {
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
-/// Makes `n` audit events cheaply: each request with an unknown token is refused and audited.
-/// Stops early (returning how many were made) once the server stops answering.
-pub fn rejected_tokens(port: u16, n: usize) -> usize {
+/// Makes `n` audit events cheaply: each request for access with an empty body is refused and
+/// audited (an authenticated caller's refusals are not throttled, as failed sign-ins and
+/// invalid tokens are). Stops early (returning how many were made) once the server stops
+/// answering.
+pub fn refused_requests(port: u16, bearer: &str, n: usize) -> usize {
+    let request = format!(
+        "POST /v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
     for i in 0..n {
         let answered = (|| -> std::io::Result<String> {
             let mut s = TcpStream::connect(("127.0.0.1", port))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(
-                b"GET /v1/auth/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                  Authorization: Bearer not-a-token\r\nConnection: close\r\n\r\n",
-            )?;
+            s.write_all(request.as_bytes())?;
             let mut answer = String::new();
             s.read_to_string(&mut answer)?;
             Ok(answer)
         })();
         match answered {
-            Ok(a) if a.starts_with("HTTP/1.1 401") => {}
+            Ok(a) if a.starts_with("HTTP/1.1 400") => {}
             _ => return i,
         }
     }

@@ -1,0 +1,150 @@
+//! Failed authentications counted by client address ([`warden_domain::throttle`]): wrong
+//! passwords and codes at sign-in, and invalid API or metrics tokens.
+//!
+//! Only failures count, and a valid token is honoured whatever its address has done, so
+//! users who share an address with a guesser (a NAT, the TLS proxy when `trusted_proxies` is
+//! unset) keep working with the tokens they have; only their sign-ins wait. Attempts refused
+//! while throttled are counted in `warden_auth_throttled_total`, not audited one by one: the
+//! throttle's start is (`auth.source_throttled`), with each failure that led to it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use time::OffsetDateTime;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::throttle::{BURST, FailureBudget};
+
+use crate::auth::AuthError;
+use crate::metrics;
+use crate::state::{App, now};
+
+/// Most addresses tracked at once. Past it, spent budgets are kept and whole ones dropped; if
+/// every tracked address is still throttled, new addresses go uncounted (the per-user lockout
+/// still holds), so a flood of addresses cannot grow the server's memory without bound.
+const MAX_ADDRESSES: usize = 65_536;
+
+/// Each address's budget of failures. IPv6 addresses count by their /64 network, the block
+/// one host usually holds.
+#[derive(Debug, Default)]
+pub struct SourceThrottles {
+    map: Mutex<HashMap<IpAddr, FailureBudget>>,
+}
+
+/// The key an address is counted under, or `None` for an unknown one.
+fn key(source: Option<&str>) -> Option<IpAddr> {
+    match source?.parse::<IpAddr>().ok()? {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => Some(IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into())),
+        },
+        v4 => Some(v4),
+    }
+}
+
+impl SourceThrottles {
+    fn budgets(&self) -> MutexGuard<'_, HashMap<IpAddr, FailureBudget>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn throttled_until(&self, source: Option<&str>, t: OffsetDateTime) -> Option<OffsetDateTime> {
+        let key = key(source)?;
+        self.budgets().get(&key)?.throttled_until(t)
+    }
+
+    /// Counts a failure; returns the end of the throttle it starts, if it spends the budget.
+    fn failed(&self, source: Option<&str>, t: OffsetDateTime) -> Option<OffsetDateTime> {
+        let key = key(source)?;
+        let mut budgets = self.budgets();
+        if budgets.len() >= MAX_ADDRESSES && !budgets.contains_key(&key) {
+            budgets.retain(|_, b| !b.is_whole(t));
+            if budgets.len() >= MAX_ADDRESSES {
+                return None;
+            }
+        }
+        budgets.entry(key).or_default().failed(t)
+    }
+}
+
+impl App {
+    /// Refuses an authentication attempt from an address that has spent its failures.
+    pub(crate) fn check_source(&self, source: Option<&str>) -> Result<(), AuthError> {
+        match self.throttles.throttled_until(source, now()) {
+            Some(until) => {
+                self.metrics.add(&metrics::AUTH_THROTTLED, &[], 1);
+                Err(AuthError::Throttled(until))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Audits a failed authentication and counts it against its actor's address; the failure
+    /// that spends the address's budget is audited with the throttle it starts, in the same
+    /// commit.
+    pub(crate) async fn auth_failed(&self, event: Event) -> Result<(), AuthError> {
+        let source = event.actor.source.clone();
+        let mut events = vec![event];
+        let t = now();
+        if let Some(until) = self.throttles.failed(source.as_deref(), t) {
+            events.push(
+                Event::new(
+                    Code::SourceThrottled,
+                    Actor {
+                        source,
+                        ..Actor::default()
+                    },
+                    t,
+                )
+                .details(serde_json::json!({
+                    "failures": BURST,
+                    "until": until.unix_timestamp(),
+                })),
+            );
+        }
+        self.store.append(events).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_network_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(
+            key(Some("2001:db8:1:2:aaaa::1")),
+            key(Some("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(key(Some("2001:db8:1:2::1")), key(Some("2001:db8:1:3::1")));
+        assert_eq!(key(Some("::ffff:192.0.2.7")), key(Some("192.0.2.7")));
+        assert_ne!(key(Some("192.0.2.7")), key(Some("192.0.2.8")));
+        assert_eq!(key(None), None);
+        assert_eq!(key(Some("not an address")), None);
+    }
+
+    #[test]
+    fn a_full_table_drops_whole_budgets_and_leaves_new_addresses_uncounted_while_all_are_spent() {
+        let throttles = SourceThrottles::default();
+        let t = OffsetDateTime::UNIX_EPOCH;
+        {
+            let mut budgets = throttles.budgets();
+            let mut spent = FailureBudget::default();
+            for _ in 0..BURST {
+                spent.failed(t);
+            }
+            for i in 0..MAX_ADDRESSES as u32 {
+                budgets.insert(IpAddr::V4(i.into()), spent);
+            }
+        }
+        let newcomer = Some("203.0.113.9");
+        for _ in 0..BURST {
+            assert_eq!(throttles.failed(newcomer, t), None);
+        }
+        assert_eq!(throttles.throttled_until(newcomer, t), None);
+        // Once the others' budgets are whole again, the newcomer is counted.
+        let later = t + warden_domain::throttle::REFILL * BURST;
+        throttles.failed(newcomer, later);
+        assert_eq!(throttles.budgets().len(), 1);
+    }
+}
