@@ -27,6 +27,14 @@ impl Lockout {
         self.until.filter(|until| *until > now)
     }
 
+    /// A lockout in force until `until`, as one read back from the audit log after a restart.
+    pub fn until(until: OffsetDateTime) -> Self {
+        Self {
+            failures: 0,
+            until: Some(until),
+        }
+    }
+
     /// Counts a wrong answer given at `now`. Returns the end of the lockout it starts, if it
     /// is the one that reaches [`MAX_FAILURES`].
     pub fn failed(&mut self, now: OffsetDateTime) -> Option<OffsetDateTime> {
@@ -66,6 +74,16 @@ mod tests {
             Some(at + LOCKOUT)
         );
         assert_eq!(l.locked_until(at + LOCKOUT), None);
+    }
+
+    #[test]
+    fn a_lockout_read_back_holds_until_its_end_then_counts_afresh() {
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let until = t0 + Duration::minutes(3);
+        let mut l = Lockout::until(until);
+        assert_eq!(l.locked_until(t0), Some(until));
+        assert_eq!(l.locked_until(until), None);
+        assert_eq!(l.failed(until), None);
     }
 
     #[test]

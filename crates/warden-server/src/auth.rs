@@ -17,7 +17,7 @@ use totp_rs::{Secret, Totp};
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::lockout::Lockout;
 use warden_domain::{User, UserName};
-use warden_store::Token;
+use warden_store::{AuditFilter, Token};
 
 use crate::state::{App, now};
 
@@ -148,8 +148,9 @@ impl TokenCache {
     }
 }
 
-/// Each user's run of wrong passwords and TOTP codes ([`Lockout`]). Kept in memory: a restart
-/// forgets the runs, and the map holds directory users only.
+/// Each user's run of wrong passwords and TOTP codes ([`Lockout`]). Kept in memory, holding
+/// directory users only: a restart forgets runs that locked no one, and reads the lockouts in
+/// force back from the audit log ([`App::restore_lockouts`]).
 #[derive(Debug, Default)]
 pub struct Lockouts {
     map: std::sync::Mutex<std::collections::HashMap<UserName, Lockout>>,
@@ -173,6 +174,10 @@ impl Lockouts {
     fn succeeded(&self, user: &UserName) {
         self.runs().remove(user);
     }
+
+    fn lock(&self, user: UserName, until: OffsetDateTime) {
+        self.runs().insert(user, Lockout::until(until));
+    }
 }
 
 /// A token just issued: shown to the user once.
@@ -183,6 +188,50 @@ pub struct Issued {
 }
 
 impl App {
+    /// Locks again, at start, the users a lockout still held when the server stopped, so a
+    /// restart is no way around one: the `auth.user_locked` events of the last
+    /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT), less those a new password lifted since.
+    /// Only the log's tail is read, from the newest checkpoint made before that window.
+    /// Returns how many users are locked.
+    pub async fn restore_lockouts(&self) -> Result<usize, AuthError> {
+        let t = now();
+        let since = t - warden_domain::lockout::LOCKOUT;
+        let after_seq = self.store.checkpoint_before(since).await?.map(|c| c.size);
+        let events = self
+            .store
+            .audit(AuditFilter {
+                codes: vec![Code::UserLocked, Code::PasswordSet],
+                from: Some(since),
+                after_seq,
+                limit: usize::MAX,
+                ..AuditFilter::default()
+            })
+            .await?;
+        let mut locked = std::collections::HashMap::new();
+        for e in events.into_iter().map(|s| s.event) {
+            let Some(user) = e.details["user"]
+                .as_str()
+                .and_then(|u| u.parse::<UserName>().ok())
+            else {
+                continue;
+            };
+            if e.code == Code::PasswordSet {
+                locked.remove(&user);
+            } else if let Some(until) = e.details["until"]
+                .as_i64()
+                .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok())
+                .filter(|until| *until > t)
+            {
+                locked.insert(user, until);
+            }
+        }
+        let count = locked.len();
+        for (user, until) in locked {
+            self.lockouts.lock(user, until);
+        }
+        Ok(count)
+    }
+
     async fn user_totp(&self, user: &UserName, pending: bool) -> Result<Option<Totp>, AuthError> {
         let secrets = self.store.secrets(user).await?;
         let sealed = if pending {

@@ -196,6 +196,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     ));
 
     bootstrap_passwords(&app, &config, opts.dev).await?;
+    let locked = app.restore_lockouts().await?;
+    if locked > 0 {
+        tracing::info!(
+            locked,
+            "users still locked after wrong passwords or TOTP codes (lift with `warden user set-password`)"
+        );
+    }
     store
         .append(vec![
             Event::new(Code::ServerStarted, Actor::system(), now()).details(serde_json::json!({

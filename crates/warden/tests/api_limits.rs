@@ -123,8 +123,8 @@ fn slow_and_idle_connections_are_closed() {
 }
 
 #[test]
-fn wrong_codes_and_passwords_in_a_row_lock_the_user() {
-    let env = Env::start();
+fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
+    let mut env = Env::start();
     let alice = env.login("alice");
     let uri = enroll_mfa(&alice);
     let step_up = |code: &str| {
@@ -165,13 +165,22 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user() {
     }
     let right = sign_in(&bob, "bob", PASSWORD, None);
     assert_eq!(right.code, 5, "{right:?}");
-    // An administrator's new password lifts the lock.
+    // A restart is no way around a lockout.
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    let right = sign_in(&bob, "bob", PASSWORD, None);
+    assert_eq!(right.code, 5, "{right:?}");
+    let locked = step_up(&totp(&uri, 2));
+    assert!(locked.stderr.contains("refused until"), "{locked:?}");
+    // An administrator's new password lifts the lock, for good.
     let admin = env.login("admin");
     let reset = admin.run(
         &["user", "set-password", "bob", "--password-stdin"],
         Some("bob's new password"),
     );
     assert!(reset.success(), "{reset:?}");
+    assert!(env.server.terminate().success());
+    env.server.restart();
     assert!(sign_in(&bob, "bob", "bob's new password", None).success());
     assert_eq!(
         audit_values(&env.login("admin"), "auth.user_locked", "/details/user"),
