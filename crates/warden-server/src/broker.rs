@@ -684,11 +684,11 @@ impl App {
         }
     }
 
-    /// Whether `user` may see request `r`: the requester, administrators, and anyone who may
-    /// review it.
+    /// Whether `user` may see request `r`: the requester, administrators and audit readers,
+    /// and anyone who may review it.
     pub fn may_view(&self, user: &User, r: &Request) -> bool {
         user.name == r.requester
-            || self.is_admin(user)
+            || self.may_read_audit(user)
             || self
                 .user(&r.requester)
                 .is_some_and(|req| r.requirement.may_review(req, user))

@@ -5,6 +5,7 @@
 //! trusted_proxies = ["127.0.0.1"]  # proxies whose X-Forwarded-For names the client
 //! ssh_listen = "127.0.0.1:2222"    # the SSH proxy (ssh -p 2222 alice:TARGET@host)
 //! session_viewers = "security"     # may list, watch, kill and replay everyone's sessions
+//! audit_readers = "security"       # may search and export everyone's audit events, read-only
 //! data_dir = "/var/lib/warden"     # database, keys, default policy
 //! policy_dir = "/etc/warden/policy" # a git checkout of your policy repo
 //! token_ttl = "8h"                 # lifetime of API tokens from `warden login`
@@ -59,6 +60,11 @@ pub struct Config {
     /// everyone's SSH sessions. Recordings can hold secrets typed or shown on screen.
     #[serde(default = "default_session_viewers")]
     pub session_viewers: GroupName,
+    /// Members of this group (and administrators) may search everyone's audit events, read
+    /// proofs, export bundles and the export's status, and see every request: read-only, for
+    /// security teams and auditors who should not administer Warden.
+    #[serde(default = "default_audit_readers")]
+    pub audit_readers: GroupName,
     /// Where the database, keys and (by default) the policy live. Default `./warden-data`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -165,6 +171,9 @@ fn default_session_viewers() -> GroupName {
         .parse()
         .unwrap_or_else(|_| unreachable!("valid literal"))
 }
+fn default_audit_readers() -> GroupName {
+    default_session_viewers()
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("warden-data")
 }
@@ -205,6 +214,7 @@ impl Default for Config {
             listen: default_listen(),
             ssh_listen: default_ssh_listen(),
             session_viewers: default_session_viewers(),
+            audit_readers: default_audit_readers(),
             data_dir: default_data_dir(),
             policy_dir: None,
             token_ttl: default_token_ttl(),

@@ -156,6 +156,12 @@ impl App {
         user.in_group(&self.config.admin_group)
     }
 
+    /// Whether `user` may read everyone's audit events, proofs and requests: administrators
+    /// and the `audit_readers` group.
+    pub fn may_read_audit(&self, user: &User) -> bool {
+        self.is_admin(user) || user.in_group(&self.config.audit_readers)
+    }
+
     /// Whether `user` may read the zero-standing-privilege report: administrators and the
     /// security group.
     pub fn may_report(&self, user: &User) -> bool {

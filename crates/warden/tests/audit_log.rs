@@ -714,3 +714,59 @@ fn live_events_are_proven_after_an_archive() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["archived_before"], to);
 }
+
+/// Security and auditors read the whole log without administering Warden: members of
+/// `audit_readers` (default group `security`) search everyone's events, see every request,
+/// read proofs, export a bundle that verifies offline and see the export's status; archiving
+/// and policy stay with administrators, and everyone else sees only their own events.
+#[test]
+fn audit_readers_search_prove_and_export_without_administering() {
+    let Fresh { dir, data, cfg } = fresh();
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let (server, _admin) = serve_as_admin(&data, &cfg);
+    let server = &server;
+    let alice = login(server, "alice");
+    let request = id(&create(&alice, "web", "view", &[]));
+    let sam = login(server, "sam");
+    let key = verifier_key(&sam);
+
+    let found = ok(&sam, &["audit", "search", "--user", "alice"]);
+    let created: Vec<u64> = found["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["action"] == "request.created")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(created.len(), 1, "{found}");
+    assert_eq!(ok(&sam, &["request", "show", &request])["id"], request);
+    let listed = ok(&sam, &["request", "list"]);
+    assert!(listed.to_string().contains(&request), "{listed}");
+
+    checkpoint_reaching(&sam, created[0]);
+    let proof = sam.run(&["audit", "prove", &created[0].to_string()], None);
+    assert!(proof.success(), "{proof:?}");
+    let bundle = dir.path().join("bundle");
+    let out = sam.run(&["audit", "export", bundle.to_str().unwrap()], None);
+    assert!(out.success(), "{out:?}");
+    let verified = verify_bundle(&sam, &bundle, &key);
+    assert!(verified.success(), "{verified:?}");
+    assert!(sam.run(&["audit", "status"], None).success());
+
+    // Read-only: no archive, no policy reload.
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    fails(&sam, &["audit", "archive", "--before", &now], 3);
+    fails(&sam, &["policy", "reload"], 3);
+
+    // Anyone else: their own events only, and no proofs or exports.
+    let bob = login(server, "bob");
+    let refused = fails(&bob, &["audit", "search", "--user", "alice"], 3);
+    assert!(refused.stderr.contains("audit_readers"), "{refused:?}");
+    fails(&bob, &["audit", "prove", &created[0].to_string()], 3);
+    fails(&bob, &["audit", "status"], 3);
+}

@@ -69,11 +69,12 @@ pub async fn search(
         .as_deref()
         .map(|u| field("bad_user", u.parse()))
         .transpose()?;
-    if !app.is_admin(&who.user) {
+    if !app.may_read_audit(&who.user) {
         if user.as_ref().is_some_and(|u| u != &who.user.name) {
-            return Err(ApiError::forbidden(
-                "only administrators can search other users' events",
-            ));
+            return Err(ApiError::forbidden(format!(
+                "only administrators and the audit_readers group ({}) can search other users' events",
+                app.config.audit_readers
+            )));
         }
         user = Some(who.user.name.clone());
     }
@@ -122,6 +123,17 @@ pub async fn search(
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn require_audit_reader(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError> {
+    if app.may_read_audit(&who.user) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "only administrators and the audit_readers group ({}) can {what}",
+            app.config.audit_readers
+        )))
+    }
 }
 
 fn require_admin(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError> {
@@ -328,7 +340,8 @@ pub struct InclusionProof {
     pub proof: Vec<String>,
 }
 
-/// Proves that event `seq` is in the log committed to by a signed checkpoint. Administrators.
+/// Proves that event `seq` is in the log committed to by a signed checkpoint. Administrators
+/// and audit readers.
 #[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(ProofQuery), security(("token" = [])),
     responses((status = 200, body = InclusionProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn proof(
@@ -337,7 +350,7 @@ pub async fn proof(
     Path(seq): Path<u64>,
     Query(q): Query<ProofQuery>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    require_admin(&app, &who, "read audit proofs")?;
+    require_audit_reader(&app, &who, "read audit proofs")?;
     let cp = checkpoint_at(&app, q.size).await?;
     if seq == 0 || seq > cp.size {
         return Err(ApiError::bad_request(
@@ -443,7 +456,7 @@ pub struct Bundle {
 const EXPORT_MAX: usize = 100_000;
 
 /// Exports events in a time range, each with an inclusion proof against the newest signed
-/// checkpoint. Administrators.
+/// checkpoint. Administrators and audit readers.
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("token" = [])),
     responses((status = 200, body = Bundle), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn export(
@@ -451,7 +464,7 @@ pub async fn export(
     who: Authed,
     Query(q): Query<ExportQuery>,
 ) -> Result<Json<Bundle>, ApiError> {
-    require_admin(&app, &who, "export the audit log")?;
+    require_audit_reader(&app, &who, "export the audit log")?;
     let cp = checkpoint_at(&app, None).await?;
     let events = app
         .store

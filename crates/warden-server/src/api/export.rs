@@ -35,14 +35,15 @@ pub struct SinkStatus {
     pub last_success: Option<String>,
 }
 
-/// The audit export's progress per sink. Administrators only.
+/// The audit export's progress per sink. Administrators and audit readers.
 #[utoipa::path(get, path = "/v1/audit/status", security(("token" = [])),
     responses((status = 200, body = AuditStatus), (status = 403, body = ErrorBody)))]
 pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<AuditStatus>, ApiError> {
-    if !app.is_admin(&who.user) {
-        return Err(ApiError::forbidden(
-            "only administrators can see the audit export status",
-        ));
+    if !app.may_read_audit(&who.user) {
+        return Err(ApiError::forbidden(format!(
+            "only administrators and the audit_readers group ({}) can see the audit export status",
+            app.config.audit_readers
+        )));
     }
     let snap = app.export.snapshot();
     let sinks = snap
