@@ -15,13 +15,7 @@ use warden_testkit::{Cli, HttpResponse, http_get_with, http_post_with};
 fn slow_and_idle_connections_are_closed() {
     use std::io::{Read, Write};
     use std::time::Duration;
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("warden.toml");
-    std::fs::write(&path, "http_read_timeout = \"1s\"\n").unwrap();
-    let env = Env::start_with(
-        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
-        &["--config", path.to_str().unwrap()],
-    );
+    let env = Env::start_configured("http_read_timeout = \"1s\"\n");
     let port = env.server.port();
     let connect = || {
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -193,13 +187,7 @@ fn a_burst_of_sign_ins_holds_bounded_memory() {
     use std::io::{Read, Write};
     // The burst comes through a proxy from as many addresses, so that no address's throttle
     // cuts it short.
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("warden.toml");
-    std::fs::write(&path, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
-    let env = Env::start_with(
-        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
-        &["--config", path.to_str().unwrap()],
-    );
+    let env = Env::start_configured("trusted_proxies = [\"127.0.0.1\"]\n");
     let port = env.server.port();
     // The most memory the server has held, in KiB.
     let peak = || {
@@ -275,13 +263,16 @@ fn failed_sign_ins_and_forged_tokens_from_one_address_are_throttled() {
         let r = login_as(port, &format!("user{i}"), "Winter2026!", &[]);
         assert_eq!(r.status, 401, "{r:?}");
     }
-    for _ in 0..5 {
-        let r = http_get_with(
+    let forged = || {
+        http_get_with(
             port,
             "/v1/auth/whoami",
             &[("Authorization", "Bearer wdn_forged")],
         )
-        .unwrap();
+        .unwrap()
+    };
+    for _ in 0..5 {
+        let r = forged();
         assert_eq!(r.status, 401, "{r:?}");
     }
     // Now even the right password waits, unchecked, told until when and for how long; a
@@ -296,13 +287,8 @@ fn failed_sign_ins_and_forged_tokens_from_one_address_are_throttled() {
     assert_eq!(error_code(&r.body), "too_many_failures");
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=4).contains(&wait), "Retry-After: {wait}");
-    let forged = http_get_with(
-        port,
-        "/v1/auth/whoami",
-        &[("Authorization", "Bearer wdn_forged")],
-    )
-    .unwrap();
-    assert_eq!(forged.status, 429, "{forged:?}");
+    let r = forged();
+    assert_eq!(r.status, 429, "{r:?}");
     let cli = sign_in(&env.server.cli(), "bob", PASSWORD, None);
     assert_eq!(cli.code, 3, "{cli:?}");
     assert!(cli.stderr.contains("too many failed sign-ins"), "{cli:?}");
@@ -334,13 +320,7 @@ fn failed_sign_ins_and_forged_tokens_from_one_address_are_throttled() {
 
 #[test]
 fn behind_a_trusted_proxy_each_forwarded_client_is_audited_and_throttled_apart() {
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("warden.toml");
-    std::fs::write(&path, "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n").unwrap();
-    let env = Env::start_with(
-        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
-        &["--config", path.to_str().unwrap()],
-    );
+    let env = Env::start_configured("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n");
     let port = env.server.port();
     let via = |client: &str| vec![("X-Forwarded-For", client.to_owned())];
     let login = |user: &str, password: &str, xff: &[(&str, String)]| {
@@ -387,13 +367,7 @@ fn behind_a_trusted_proxy_each_forwarded_client_is_audited_and_throttled_apart()
 #[test]
 fn shutdown_does_not_wait_for_a_stalled_request() {
     use std::io::Write;
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("warden.toml");
-    std::fs::write(&path, "http_read_timeout = \"60s\"\n").unwrap();
-    let mut env = Env::start_with(
-        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
-        &["--config", path.to_str().unwrap()],
-    );
+    let mut env = Env::start_configured("http_read_timeout = \"60s\"\n");
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", env.server.port())).unwrap();
     stalled
         .write_all(

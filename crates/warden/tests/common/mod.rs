@@ -86,6 +86,21 @@ impl Env {
         Env { server, dir }
     }
 
+    /// Starts `warden serve --dev` with the test policy and `config` as its config file.
+    pub fn start_configured(config: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        write_policy(
+            &data.join("policy"),
+            &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+        );
+        let path = dir.path().join("warden.toml");
+        std::fs::write(&path, config).unwrap();
+        let args = ["serve", "--dev", "--config", path.to_str().unwrap()];
+        let server = Server::start_in(Path::new(BIN), &data, &args, &[]);
+        Env { server, dir }
+    }
+
     pub fn policy_dir(&self) -> PathBuf {
         self.server.data_dir().join("policy")
     }
