@@ -1241,6 +1241,20 @@ impl App {
         Ok(())
     }
 
+    /// The accounts at `target` that a live lease names.
+    async fn leased_accounts(
+        &self,
+        target: &TargetName,
+    ) -> Result<std::collections::HashSet<String>, Error> {
+        Ok(self
+            .store
+            .live_leases(target)
+            .await?
+            .into_iter()
+            .map(|l| l.account)
+            .collect())
+    }
+
     /// Removes accounts Warden made at its targets that no live lease accounts for (restored
     /// backups, hand-made copies of Warden's names, crashes of another deployment). Accounts
     /// without Warden's name prefix and marker are never listed, so never touched. Returns how
@@ -1264,13 +1278,7 @@ impl App {
             };
             // Leases first, accounts second: an account created after this read has a lease
             // (its intent) that the read may have missed, so never remove what is newer.
-            let live: std::collections::HashSet<String> = self
-                .store
-                .live_leases(&target.name)
-                .await?
-                .into_iter()
-                .map(|l| l.account)
-                .collect();
+            let live = self.leased_accounts(&target.name).await?;
             let accounts = match issuer
                 .list_accounts(ListRequest {
                     target: &target.name,
@@ -1285,13 +1293,10 @@ impl App {
                     continue;
                 }
             };
-            let fresh: std::collections::HashSet<String> = self
-                .store
-                .live_leases(&target.name)
-                .await?
-                .into_iter()
-                .map(|l| l.account)
-                .collect();
+            // And again after the listing: an account made since the first read has a lease
+            // only this read sees (one whose lease ended since is the lease worker's to remove,
+            // and the first read kept it).
+            let fresh = self.leased_accounts(&target.name).await?;
             for account in accounts
                 .into_iter()
                 .filter(|a| !live.contains(&a.name) && !fresh.contains(&a.name))
