@@ -73,7 +73,8 @@ pub struct PasswordBody {
 
 /// Exchanges a password (and TOTP code) for an API token.
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginBody,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins or invalid tokens from this address; see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
     State(app): State<Shared>,
     Source(source): Source,
