@@ -78,6 +78,7 @@ codes! {
     UserLocked = 1008, "auth.user_locked";
     SourceThrottled = 1009, "auth.source_throttled";
     ForwardedForRefused = 1010, "auth.forwarded_for_refused";
+    UserUnlocked = 1011, "auth.user_unlocked";
     MasterKeyRotated = 9002, "server.master_key_rotated";
     PolicyLoaded = 3000, "policy.loaded";
     PolicyReloadRejected = 3001, "policy.reload_rejected";

@@ -178,6 +178,17 @@ impl Lockouts {
     fn lock(&self, user: UserName, until: OffsetDateTime) {
         self.runs().insert(user, Lockout::until(until));
     }
+
+    /// The users locked at `now` and until when, by name.
+    fn locked(&self, now: OffsetDateTime) -> Vec<(UserName, OffsetDateTime)> {
+        let mut locked: Vec<_> = self
+            .runs()
+            .iter()
+            .filter_map(|(user, l)| Some((user.clone(), l.locked_until(now)?)))
+            .collect();
+        locked.sort();
+        locked
+    }
 }
 
 /// A token just issued: shown to the user once.
@@ -190,7 +201,8 @@ pub struct Issued {
 impl App {
     /// Locks again, at start, the users a lockout still held when the server stopped, so a
     /// restart is no way around one: the `auth.user_locked` events of the last
-    /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT), less those a new password lifted since.
+    /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT), less those a new password or an
+    /// administrator's unlock lifted since.
     /// Only the log's tail is read, from the newest checkpoint made before that window.
     /// Returns how many users are locked.
     pub async fn restore_lockouts(&self) -> Result<usize, AuthError> {
@@ -200,7 +212,7 @@ impl App {
         let events = self
             .store
             .audit(AuditFilter {
-                codes: vec![Code::UserLocked, Code::PasswordSet],
+                codes: vec![Code::UserLocked, Code::PasswordSet, Code::UserUnlocked],
                 from: Some(since),
                 after_seq,
                 limit: usize::MAX,
@@ -215,7 +227,7 @@ impl App {
             else {
                 continue;
             };
-            if e.code == Code::PasswordSet {
+            if e.code != Code::UserLocked {
                 locked.remove(&user);
             } else if let Some(until) = e.details["until"]
                 .as_i64()
@@ -587,9 +599,39 @@ impl App {
         )
         .details(serde_json::json!({ "user": target }));
         self.store.set_password(target, phc, vec![event]).await?;
-        // A new password from an administrator is the way out of a lockout.
+        // A new password from an administrator is a way out of a lockout.
         self.lockouts.succeeded(target);
         Ok(())
+    }
+
+    /// The users whose password and code checks are locked now, and until when.
+    pub fn locked_users(&self) -> Vec<(UserName, OffsetDateTime)> {
+        self.lockouts.locked(now())
+    }
+
+    /// Lifts `target`'s lockout, if any, keeping their password: for the user who mistyped,
+    /// when nothing suggests a guesser. Audited either way; returns the end of the lockout
+    /// lifted.
+    pub async fn unlock(
+        &self,
+        admin: &User,
+        target: &UserName,
+        source: Option<String>,
+    ) -> Result<Option<OffsetDateTime>, AuthError> {
+        let t = now();
+        let until = self.lockouts.locked_until(target, t);
+        let event = Event::new(
+            Code::UserUnlocked,
+            Actor::user(admin.name.clone(), source),
+            t,
+        )
+        .details(serde_json::json!({
+            "user": target,
+            "was_locked_until": until.map(OffsetDateTime::unix_timestamp),
+        }));
+        self.store.append(vec![event]).await?;
+        self.lockouts.succeeded(target);
+        Ok(until)
     }
 }
 

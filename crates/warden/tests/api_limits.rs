@@ -166,8 +166,38 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     assert_eq!(right.code, 5, "{right:?}");
     let locked = step_up(&totp(&uri, 2));
     assert!(locked.stderr.contains("refused until"), "{locked:?}");
-    // An administrator's new password lifts the lock, for good.
     let admin = env.login("admin");
+    let listed: Vec<String> = ok(&admin, &["user", "locked"])["locked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, ["alice", "bob"]);
+    // Unlocked by an administrator, alice keeps her factors and steps up again; only an
+    // administrator may unlock.
+    fails(&alice, &["user", "unlock", "alice"], 3);
+    let unlocked = ok(&admin, &["user", "unlock", "alice"]);
+    assert!(unlocked["was_locked_until"].is_string(), "{unlocked}");
+    let stepped_up = alice.run(
+        &[
+            "request",
+            "create",
+            "web",
+            "--role",
+            "admin",
+            "--reason",
+            "fix",
+            "--ttl",
+            "1h",
+            "--totp",
+            &totp(&uri, 1),
+        ],
+        None,
+    );
+    assert!(stepped_up.success(), "{stepped_up:?}");
+    assert!(ok(&admin, &["user", "unlock", "alice"])["was_locked_until"].is_null());
+    // An administrator's new password lifts the lock too, and both outlast a restart.
     let reset = admin.run(
         &["user", "set-password", "bob", "--password-stdin"],
         Some("bob's new password"),
@@ -176,6 +206,10 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     assert!(env.server.terminate().success());
     env.server.restart();
     assert!(sign_in(&bob, "bob", "bob's new password", None).success());
+    assert_eq!(
+        ok(&admin, &["user", "locked"])["locked"],
+        serde_json::json!([])
+    );
     assert_eq!(
         audit_values(&env.login("admin"), "auth.user_locked", "/details/user"),
         ["alice", "bob"]

@@ -69,6 +69,8 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/auth/mfa/confirm", post(session::mfa_confirm))
         .route("/v1/users/{name}/password", put(session::set_password))
         .route("/v1/users/{name}/revoke-all", post(session::revoke_all))
+        .route("/v1/users/{name}/unlock", post(session::unlock))
+        .route("/v1/users/locked", get(session::locked))
         .route(
             "/v1/targets/{name}/credential",
             put(targets::set_credential),
@@ -284,7 +286,7 @@ fn body_too_large() -> ApiError {
         policy::targets, policy::status, policy::explain, policy::reload,
         requests::create, requests::list, requests::show, requests::approve, requests::deny,
         requests::cancel, requests::revoke, requests::extend, requests::credential,
-        session::revoke_all, targets::set_credential, targets::rotate_root,
+        session::revoke_all, session::locked, session::unlock, targets::set_credential, targets::rotate_root,
         breakglass::create, breakglass::list, breakglass::show, breakglass::close,
         breakglass::drills, breakglass::outbox,
         ssh::proxy, ssh::add_key, ssh::list_keys, ssh::remove_key, ssh::scan_host_key, ssh::pin_host_key,

@@ -1,4 +1,4 @@
-//! `/v1/auth` and `/v1/users`: login, logout, whoami, MFA enrolment, passwords.
+//! `/v1/auth` and `/v1/users`: login, logout, whoami, MFA enrolment, passwords, lockouts.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -221,5 +221,87 @@ pub async fn revoke_all(
     Ok(Json(Offboarded {
         user: user.to_string(),
         requests_ended: n,
+    }))
+}
+
+/// A user whose password and code checks are locked.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LockedUser {
+    pub user: String,
+    /// RFC 3339.
+    pub until: String,
+}
+
+/// The users locked after wrong passwords or TOTP codes in a row.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LockedUsers {
+    pub locked: Vec<LockedUser>,
+}
+
+/// Lists the users locked now and until when. Administrators and audit readers.
+#[utoipa::path(get, path = "/v1/users/locked", security(("token" = [])),
+    responses((status = 200, body = LockedUsers), (status = 403, body = ErrorBody)))]
+pub async fn locked(State(app): State<Shared>, who: Authed) -> Result<Json<LockedUsers>, ApiError> {
+    if !app.may_read_audit(&who.user) {
+        return Err(refuse(
+            &app,
+            &who,
+            "user.locked",
+            ApiError::forbidden(format!(
+                "only administrators and the audit_readers group ({}) can list locked users",
+                app.config.audit_readers
+            )),
+        )
+        .await);
+    }
+    let locked = app
+        .locked_users()
+        .into_iter()
+        .map(|(user, until)| LockedUser {
+            user: user.to_string(),
+            until: rfc3339(until),
+        })
+        .collect();
+    Ok(Json(LockedUsers { locked }))
+}
+
+/// What an unlock lifted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Unlocked {
+    pub user: String,
+    /// The end of the lockout lifted (RFC 3339), or null when the user was not locked.
+    pub was_locked_until: Option<String>,
+}
+
+/// Lifts a user's lockout and keeps their password. Administrators.
+#[utoipa::path(post, path = "/v1/users/{name}/unlock", security(("token" = [])),
+    responses((status = 200, body = Unlocked), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn unlock(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+) -> Result<Json<Unlocked>, ApiError> {
+    let checked = (|| {
+        if !app.is_admin(&who.user) {
+            return Err(ApiError::forbidden("only administrators can unlock users"));
+        }
+        let name: UserName = field("bad_user", name.parse())?;
+        if app.user(&name).is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("user {name} is not in the directory"),
+            ));
+        }
+        Ok(name)
+    })();
+    let name = match checked {
+        Ok(n) => n,
+        Err(e) => return Err(refuse(&app, &who, "user.unlock", e).await),
+    };
+    let until = app.unlock(&who.user, &name, who.source.clone()).await?;
+    Ok(Json(Unlocked {
+        user: name.to_string(),
+        was_locked_until: until.map(rfc3339),
     }))
 }

@@ -5,8 +5,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::read_secret;
+use super::requests::s;
 use crate::client::{self, Client, Saved};
-use crate::output::{Output, fields, joined, to_the_second};
+use crate::output::{Output, fields, instant, joined, table, to_the_second};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -42,6 +43,12 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// List the users locked after wrong passwords or TOTP codes in a row, and until when
+    /// (administrators and audit readers).
+    Locked,
+    /// Lift a user's lockout and keep their password (administrators). `set-password` lifts
+    /// it too, with a new one.
+    Unlock { name: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +176,33 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
                 println!("Password set for {name}.");
                 Ok(())
             }
+        }
+        UserCommand::Locked => {
+            let v: Value = Client::new(server)?.get("/v1/users/locked").await?;
+            if out.json {
+                return out.json(&v);
+            }
+            let rows: Vec<Vec<String>> = v["locked"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| vec![s(l, "user"), instant(l, "until")])
+                .collect();
+            table(&["USER", "LOCKED UNTIL"], &rows);
+            Ok(())
+        }
+        UserCommand::Unlock { name } => {
+            let v: Value = Client::new(server)?
+                .post(&format!("/v1/users/{name}/unlock"), &json!({}))
+                .await?;
+            if out.json {
+                return out.json(&v);
+            }
+            match v["was_locked_until"].as_str() {
+                Some(until) => println!("Unlocked {name} (locked until {}).", to_the_second(until)),
+                None => println!("{name} was not locked."),
+            }
+            Ok(())
         }
     }
 }
