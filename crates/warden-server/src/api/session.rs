@@ -158,6 +158,31 @@ pub async fn mfa_confirm(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The directory user `name` that administrator `who` is about to act on: refused for
+/// anyone else (`what` says what only administrators may do), or for a name not in the
+/// directory.
+fn directory_user(
+    app: &Shared,
+    who: &Authed,
+    name: &str,
+    what: &str,
+) -> Result<UserName, ApiError> {
+    if !app.is_admin(&who.user) {
+        return Err(ApiError::forbidden(format!(
+            "only administrators can {what}"
+        )));
+    }
+    let name: UserName = field("bad_user", name.parse())?;
+    if app.user(&name).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("user {name} is not in the directory; add them to the config file first"),
+        ));
+    }
+    Ok(name)
+}
+
 /// Sets a user's password. Administrators only.
 #[utoipa::path(put, path = "/v1/users/{name}/password", request_body = PasswordBody, security(("token" = [])),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -169,17 +194,7 @@ pub async fn set_password(
 ) -> Result<StatusCode, ApiError> {
     let b = body(&app, &who, "user.set_password", raw).await?;
     let checked = (|| {
-        if !app.is_admin(&who.user) {
-            return Err(ApiError::forbidden("only administrators can set passwords"));
-        }
-        let name: UserName = field("bad_user", name.parse())?;
-        if app.user(&name).is_none() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("user {name} is not in the directory; add them to the config file first"),
-            ));
-        }
+        let name = directory_user(&app, &who, &name, "set passwords")?;
         if b.password.chars().count() < 12 || b.password.len() > MAX_PASSWORD {
             return Err(ApiError::bad_request(
                 "weak_password",
@@ -281,21 +296,7 @@ pub async fn unlock(
     who: Authed,
     Path(name): Path<String>,
 ) -> Result<Json<Unlocked>, ApiError> {
-    let checked = (|| {
-        if !app.is_admin(&who.user) {
-            return Err(ApiError::forbidden("only administrators can unlock users"));
-        }
-        let name: UserName = field("bad_user", name.parse())?;
-        if app.user(&name).is_none() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("user {name} is not in the directory"),
-            ));
-        }
-        Ok(name)
-    })();
-    let name = match checked {
+    let name = match directory_user(&app, &who, &name, "unlock users") {
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.unlock", e).await),
     };
