@@ -96,55 +96,78 @@ fn totp_for(user: &UserName, secret: Vec<u8>) -> Result<Totp, AuthError> {
         .map_err(|e| AuthError::Internal(format!("TOTP setup: {e}")))
 }
 
-/// Most tokens remembered by [`TokenCache`]; past this the cache starts afresh.
+/// Most tokens remembered by [`TokenCache`]; past this the cache forgets its live entries.
 const TOKEN_CACHE_MAX: usize = 10_000;
 
 /// Live tokens already checked against the store, by hash. Only this process revokes tokens
-/// (logout), and it marks them revoked here before writing the revocation, so a cached token
-/// never outlives a logout, even one racing a concurrent lookup; expiry is checked on every use.
+/// (logout, offboarding), and it tells the cache *before* writing the revocation: a lookup
+/// that read the store just before the write must not cache the token live afterwards. So a
+/// logout leaves a revoked entry that a late `put` cannot replace, and an offboarding bars
+/// every token the user had from the cache; neither is forgotten when the cache fills.
+/// Expiry is checked on every use.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], Token>>,
+    map: std::sync::Mutex<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    tokens: std::collections::HashMap<[u8; 32], Token>,
+    /// Offboarded users, and when: their tokens created until then are never cached.
+    offboarded: std::collections::HashMap<UserName, OffsetDateTime>,
 }
 
 impl TokenCache {
-    fn get(&self, hash: &[u8; 32]) -> Option<Token> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Cached> {
         self.map
             .lock()
-            .ok()?
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<Token> {
+        self.cached()
+            .tokens
             .get(hash)
             .filter(|t| !t.revoked)
             .cloned()
     }
 
     fn put(&self, hash: [u8; 32], token: Token) {
-        if let Ok(mut m) = self.map.lock() {
-            if m.len() >= TOKEN_CACHE_MAX {
-                m.clear();
-            }
-            m.entry(hash).or_insert(token);
+        let mut c = self.cached();
+        if c.offboarded
+            .get(&token.user)
+            .is_some_and(|at| token.created_at <= *at)
+        {
+            return;
         }
+        if c.tokens.len() >= TOKEN_CACHE_MAX {
+            c.tokens.retain(|_, t| t.revoked);
+            if c.tokens.len() >= TOKEN_CACHE_MAX {
+                // Ten thousand logouts since the last time: older markers have long served.
+                c.tokens.clear();
+            }
+        }
+        c.tokens.entry(hash).or_insert(token);
     }
 
-    /// Marks every cached token of `user` revoked (offboarding).
-    pub fn forget_user(&self, user: &UserName) {
-        if let Ok(mut m) = self.map.lock() {
-            for t in m.values_mut().filter(|t| &t.user == user) {
-                t.revoked = true;
-            }
+    /// Bars every token of `user` created until `at` from the cache (offboarding), and marks
+    /// those cached revoked.
+    pub fn forget_user(&self, user: &UserName, at: OffsetDateTime) {
+        let mut c = self.cached();
+        c.offboarded.insert(user.clone(), at);
+        for t in c.tokens.values_mut().filter(|t| &t.user == user) {
+            t.revoked = true;
         }
     }
 
     fn mark_revoked(&self, hash: [u8; 32], token: Token) {
-        if let Ok(mut m) = self.map.lock() {
-            m.insert(
-                hash,
-                Token {
-                    revoked: true,
-                    ..token
-                },
-            );
-        }
+        self.cached().tokens.insert(
+            hash,
+            Token {
+                revoked: true,
+                ..token
+            },
+        );
     }
 }
 
@@ -638,6 +661,45 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn live(user: &str, created_at: OffsetDateTime) -> Token {
+        Token {
+            user: user.parse().unwrap(),
+            created_at,
+            expires_at: created_at + time::Duration::hours(8),
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn a_lookup_racing_an_offboarding_never_caches_the_users_tokens() {
+        let cache = TokenCache::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        cache.put([1; 32], live("mallory", t0));
+        cache.forget_user(&"mallory".parse().unwrap(), t0 + time::Duration::SECOND);
+        // Cached before: marked revoked. Read from the store just before its revocation and
+        // put after: not cached. Made after the offboarding: cached as usual.
+        assert!(cache.get(&[1; 32]).is_none());
+        cache.put([2; 32], live("mallory", t0));
+        assert!(cache.get(&[2; 32]).is_none());
+        cache.put([3; 32], live("mallory", t0 + time::Duration::MINUTE));
+        assert!(cache.get(&[3; 32]).is_some());
+    }
+
+    #[test]
+    fn a_logout_outlives_a_full_cache() {
+        let cache = TokenCache::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        cache.mark_revoked([0; 32], live("alice", t0));
+        for i in 0..=TOKEN_CACHE_MAX as u32 {
+            let mut hash = [0xff; 32];
+            hash[..4].copy_from_slice(&i.to_le_bytes());
+            cache.put(hash, live("bob", t0));
+        }
+        // A lookup that read the store before the logout was written puts it back late.
+        cache.put([0; 32], live("alice", t0));
+        assert!(cache.get(&[0; 32]).is_none());
+    }
 
     #[test]
     fn passwords_hash_and_verify() {

@@ -485,10 +485,12 @@ impl App {
                 Err(e) => return Err(e),
             }
         }
-        let ev = Event::new(Code::UserOffboarded, caller.actor(), now())
+        let at = now();
+        // Before the store's revocation, so that no lookup racing it caches a token live.
+        self.tokens.forget_user(user, at);
+        let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
             .details(serde_json::json!({ "user": user, "requests_ended": ended }));
         let tokens = self.store.revoke_user_tokens(user, vec![ev]).await?;
-        self.tokens.forget_user(user);
         tracing::info!(%user, ended, tokens, "user offboarded");
         Ok(ended)
     }
