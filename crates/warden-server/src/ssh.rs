@@ -78,6 +78,11 @@ impl Backend for ProxyBackend {
         self.0.authorize_ssh(user, target).await
     }
 
+    async fn still_active(&self, grant: RequestId) -> Result<bool, BackendError> {
+        let r = self.0.store.request(grant).await.map_err(store_err)?;
+        Ok(r.is_some_and(|r| r.state == State::Active && r.expires_at.is_none_or(|at| at > now())))
+    }
+
     async fn sign(&self, grant: &Grant, key: &PublicKey) -> Result<Certificate, BackendError> {
         let policy = self.0.policy.load();
         let target = policy

@@ -68,6 +68,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         target: &str,
     ) -> Result<Result<Grant, Denied>, BackendError>;
 
+    /// Whether `grant` is still active now: asked once more after a session registers, since
+    /// a revocation between its authorization and its registration ended the grant's other
+    /// sessions but could not see this one.
+    async fn still_active(&self, grant: RequestId) -> Result<bool, BackendError>;
+
     /// A certificate for `key`, signed by Warden's user CA, valid only for `grant`.
     async fn sign(&self, grant: &Grant, key: &PublicKey) -> Result<Certificate, BackendError>;
 

@@ -405,6 +405,19 @@ impl Start<'_> {
             grant_expires_at: grant.expires_at,
             recorded,
         });
+        // A revocation since the authorization above swept the grant's sessions before this
+        // one was registered: asked again now, it is seen either here or by that sweep.
+        let ended = match self.ctx.backend.still_active(grant.id).await {
+            Ok(true) => None,
+            Ok(false) => Some(format!("your grant {} has ended", grant.id)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not check a new session's grant");
+                Some("Warden could not check your grant".to_owned())
+            }
+        };
+        if let Some(reason) = ended {
+            self.ctx.registry.kill(&session, &reason);
+        }
         Ok(Open {
             session,
             grant,

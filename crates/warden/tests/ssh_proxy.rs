@@ -46,10 +46,13 @@ impl Setup {
     /// Reloads the policy with the target's host key pinned to `host_key` and the role's
     /// extra `settings`.
     fn repin(&self, host_key: &str, settings: &str) {
-        let connection = format!(
-            "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{host_key}\"",
-            self.sshd.port()
-        );
+        self.reach(self.sshd.port(), host_key, settings);
+    }
+
+    /// Reloads the policy with the target at `port` on loopback, its host key pinned to
+    /// `host_key`, and the role's extra `settings`.
+    fn reach(&self, port: u16, host_key: &str, settings: &str) {
+        let connection = format!("host = \"127.0.0.1\"\nport = {port}\nhost_key = \"{host_key}\"");
         write_policy(
             &self.env.policy_dir(),
             &[(
@@ -445,6 +448,59 @@ fn an_early_revoke_ends_the_session() {
     let ended = s.wait_event("session.ended", Duration::from_secs(5));
     assert!(ended["details"]["recording"].is_null(), "{ended}");
     assert!(!s.recording(ended["session_id"].as_str().unwrap()).exists());
+}
+
+/// A TCP relay to loopback port `to` that holds each connection for `delay` before
+/// forwarding it, and tells `arrived` when one comes in.
+fn slow_relay(to: u16, delay: Duration) -> (u16, std::sync::mpsc::Receiver<()>) {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (arrived, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for down in listener.incoming().map_while(Result::ok) {
+            let _ = arrived.send(());
+            std::thread::sleep(delay);
+            let Ok(up) = TcpStream::connect(("127.0.0.1", to)) else {
+                return;
+            };
+            for (from, to) in [
+                (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                (up, down),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut &from, &mut &to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_revoke_while_a_session_is_being_set_up_still_ends_it() {
+    let s = Setup::start("metadata", "", true);
+    // The proxy's way to the target takes two seconds, after the grant was checked.
+    let (relay, arrived) = slow_relay(s.sshd.port(), Duration::from_secs(2));
+    s.reach(relay, s.sshd.host_public_key(), "");
+    let grant = s.grant("30m");
+    let (port, key) = (s.port, s.key.clone());
+    let session = std::thread::spawn(move || ssh_run(port, "alice:web", &key, "sleep 20"));
+    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    ok(&s.alice, &["request", "revoke", &id(&grant)]);
+    let revoked_at = Instant::now();
+    // The revocation's sweep found no session yet; the session, once registered, finds the
+    // grant ended.
+    let out = session.join().unwrap();
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(10),
+        "the session outlived its grant by {:?}",
+        revoked_at.elapsed()
+    );
+    assert!(text(&out.stderr).contains("has ended"), "{out:?}");
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    assert_eq!(ended["request_id"], id(&grant).as_str(), "{ended}");
 }
 
 #[test]
