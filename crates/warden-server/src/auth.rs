@@ -286,9 +286,12 @@ impl App {
     }
 
     /// Runs argon2id work (a hash or a check) on the blocking pool, as many at once as
-    /// [`App::hashing`] allows.
+    /// [`App::hashing`] allows. `gate` is asked once a slot is free and can refuse the work:
+    /// sign-ins sent all at once pass every check made on arrival before any of them has
+    /// failed, so the address's budget is checked again right before the hash.
     async fn argon2<R: Send + 'static>(
         &self,
+        gate: impl FnOnce() -> Result<(), AuthError>,
         work: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, AuthError> {
         let _permit = self
@@ -296,6 +299,7 @@ impl App {
             .acquire()
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
+        gate()?;
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))
@@ -388,27 +392,40 @@ impl App {
         let t = now();
         // A locked user is told nothing a wrong password would not tell them; the audit log
         // says why.
-        let locked = user
+        let mut locked = user
             .as_ref()
             .and_then(|u| self.lockouts.locked_until(&u.name, t));
         let secrets = match &user {
             Some(u) => self.store.secrets(&u.name).await?,
             None => Default::default(),
         };
-        let ok = match (&user, &secrets.password_hash, locked) {
+        let gate = || self.check_source(source.as_deref());
+        let checked = match (&user, &secrets.password_hash, locked) {
             (Some(_), Some(phc), None) => {
                 let (pw, phc) = (password.to_owned(), phc.clone());
-                self.argon2(move || verify_password(&pw, &phc))
-                    .await
-                    .unwrap_or(false)
+                self.argon2(gate, move || verify_password(&pw, &phc)).await
             }
             _ => {
                 // Spend the same time as a real check so timing does not reveal user names.
                 let pw = password.to_owned();
-                let _ = self.argon2(move || hash_password(&pw)).await;
-                false
+                self.argon2(gate, move || hash_password(&pw))
+                    .await
+                    .map(|_| false)
             }
         };
+        let ok = match checked {
+            Ok(ok) => ok,
+            Err(throttled @ AuthError::Throttled(_)) => return Err(throttled),
+            Err(_) => false,
+        };
+        // Guesses sent all at once were all checked against a user not yet locked; those
+        // that finish once the lockout began learn nothing, right or wrong.
+        if let Some(u) = &user
+            && locked.is_none()
+        {
+            locked = self.lockouts.locked_until(&u.name, now());
+        }
+        let ok = ok && locked.is_none();
         let user = match user {
             Some(u) if ok => u,
             refused => {
@@ -614,7 +631,7 @@ impl App {
         source: Option<String>,
     ) -> Result<(), AuthError> {
         let pw = password.to_owned();
-        let phc = self.argon2(move || hash_password(&pw)).await??;
+        let phc = self.argon2(|| Ok(()), move || hash_password(&pw)).await??;
         let event = Event::new(
             Code::PasswordSet,
             Actor::user(admin.name.clone(), source),

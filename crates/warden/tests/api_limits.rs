@@ -272,6 +272,39 @@ fn a_burst_of_sign_ins_holds_bounded_memory() {
     );
 }
 
+#[test]
+fn guesses_sent_all_at_once_get_no_more_answers_than_the_lockout_allows() {
+    let env = Env::start();
+    let port = env.server.port();
+    let admin = env.login("admin");
+    let burst = 30;
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let guesses: Vec<_> = (0..burst)
+            .map(|i| s.spawn(move || login_as(port, "bob", &format!("guess-{i}"), &[]).status))
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    // Every guess arrived before any had failed. Checked one hashing slot (one per core) at
+    // a time, only those that finished before bob's lockout began learnt they were wrong;
+    // the rest were answered as locked, or refused unchecked once the address had spent its
+    // failures.
+    let reasons = audit_values(&admin, "auth.login_failed", "/outcome/reason");
+    let answered = reasons.iter().filter(|r| *r == "wrong password").count();
+    let slots = std::thread::available_parallelism().map_or(2, usize::from);
+    assert!(
+        answered <= 5 + slots,
+        "{answered} of {burst} guesses were checked and answered: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("user locked until")),
+        "{reasons:?}"
+    );
+}
+
 /// Failed authentications (`BURST` in the domain) an address may make before it waits.
 const BURST: usize = 20;
 
