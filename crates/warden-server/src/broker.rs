@@ -118,6 +118,11 @@ impl Caller<'_> {
     }
 }
 
+/// Most times offboarding looks for a user's open requests: each look ends what it finds, and
+/// only a request that was already on its way when the tokens were revoked can appear after
+/// the first.
+const OFFBOARD_LOOKS: usize = 5;
+
 fn context(now: OffsetDateTime, ttl: Ttl, ticket: Option<&Ticket>) -> Context {
     Context {
         now,
@@ -452,8 +457,12 @@ impl App {
         serde_json::from_slice(&plain).map_err(|e| Error::Issuer(e.to_string()))
     }
 
-    /// Offboarding: ends every pending, approved and active request of `user` and revokes
-    /// their API tokens. Returns how many requests were ended.
+    /// Offboarding: revokes `user`'s API tokens, then ends every pending, approved and active
+    /// request of theirs. Returns how many requests were ended.
+    ///
+    /// Tokens first, so that the user can start nothing while their requests are being ended;
+    /// a request already on its way when the tokens went is caught by the next look, which is
+    /// repeated until one finds nothing open.
     pub async fn offboard(
         &self,
         caller: Caller<'_>,
@@ -464,33 +473,38 @@ impl App {
                 "only administrators can offboard users".into(),
             ));
         }
-        let open = self
-            .store
-            .requests(warden_store::RequestFilter {
-                requester: Some(user.clone()),
-                target: None,
-                states: vec![State::Pending, State::Approved, State::Active],
-                limit: 10_000,
-            })
-            .await?;
-        let mut ended = 0;
-        for r in &open {
-            let comment = Comment::parse("offboarded").map_err(|e| Error::Input {
-                code: "bad_comment",
-                message: e.to_string(),
-            })?;
-            match self.revoke(caller.clone(), r.id, comment).await {
-                Ok(_) => ended += 1,
-                Err(Error::Transition(_)) => {} // ended meanwhile
-                Err(e) => return Err(e),
-            }
-        }
         let at = now();
         // Before the store's revocation, so that no lookup racing it caches a token live.
         self.tokens.forget_user(user, at);
         let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
-            .details(serde_json::json!({ "user": user, "requests_ended": ended }));
+            .details(serde_json::json!({ "user": user }));
         let tokens = self.store.revoke_user_tokens(user, vec![ev]).await?;
+        let comment = Comment::parse("offboarded").map_err(|e| Error::Input {
+            code: "bad_comment",
+            message: e.to_string(),
+        })?;
+        let mut ended = 0;
+        for _ in 0..OFFBOARD_LOOKS {
+            let open = self
+                .store
+                .requests(warden_store::RequestFilter {
+                    requester: Some(user.clone()),
+                    target: None,
+                    states: vec![State::Pending, State::Approved, State::Active],
+                    limit: 10_000,
+                })
+                .await?;
+            if open.is_empty() {
+                break;
+            }
+            for r in &open {
+                match self.revoke(caller.clone(), r.id, comment.clone()).await {
+                    Ok(_) => ended += 1,
+                    Err(Error::Transition(_)) => {} // ended meanwhile
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         tracing::info!(%user, ended, tokens, "user offboarded");
         Ok(ended)
     }

@@ -450,6 +450,53 @@ fn logout_revokes_the_token() {
     assert_eq!(wrong.code, 5, "{wrong:?}");
 }
 
+#[test]
+fn offboarding_ends_the_requests_made_while_it_runs() {
+    let env = Env::start();
+    let port = env.server.port();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    let bearer = token(&alice);
+    // Enough open grants that offboarding takes a while to end them all.
+    for _ in 0..30 {
+        create(&alice, "web", "view", &[]);
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "busy");
+    let body = serde_json::json!({
+        "target": "web", "role": "view", "reason": "busy", "ttl": "30m",
+        "public_key": public_key.trim(),
+    })
+    .to_string();
+    let body = body.as_str();
+    let made = std::thread::scope(|s| {
+        let busy = s.spawn(|| {
+            // Alice's automation keeps asking until her token stops working (bounded).
+            let mut made = 0;
+            for _ in 0..5000 {
+                match post(port, "/v1/requests", Some(&bearer), body).0 {
+                    201 => made += 1,
+                    401 => return made,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            panic!("the token still worked after 5000 requests");
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = ok(&admin, &["revoke", "--user", "alice", "--all"]);
+        assert!(out["requests_ended"].as_u64().unwrap() >= 30, "{out}");
+        busy.join().unwrap()
+    });
+    assert!(made > 0, "no request was made while offboarding ran");
+    for state in ["pending", "approved", "active"] {
+        let open = ok(
+            &admin,
+            &["request", "list", "--requester", "alice", "--state", state],
+        );
+        assert_eq!(open["requests"], serde_json::json!([]), "{state}: {open}");
+    }
+}
+
 fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
