@@ -214,6 +214,9 @@ impl Lockouts {
     }
 }
 
+/// Audit events read at a time when lockouts are restored at start.
+const RESTORE_PAGE: usize = 1000;
+
 /// A token just issued: shown to the user once.
 #[derive(Debug)]
 pub struct Issued {
@@ -231,33 +234,39 @@ impl App {
     pub async fn restore_lockouts(&self) -> Result<usize, AuthError> {
         let t = now();
         let since = t - warden_domain::lockout::LOCKOUT;
-        let after_seq = self.store.checkpoint_before(since).await?.map(|c| c.size);
-        let events = self
-            .store
-            .audit(AuditFilter {
-                codes: vec![Code::UserLocked, Code::PasswordSet, Code::UserUnlocked],
-                from: Some(since),
-                after_seq,
-                limit: usize::MAX,
-                ..AuditFilter::default()
-            })
-            .await?;
+        let mut after_seq = self.store.checkpoint_before(since).await?.map(|c| c.size);
         let mut locked = std::collections::HashMap::new();
-        for e in events.into_iter().map(|s| s.event) {
-            let Some(user) = e.details["user"]
-                .as_str()
-                .and_then(|u| u.parse::<UserName>().ok())
-            else {
-                continue;
+        loop {
+            let page = self
+                .store
+                .audit(AuditFilter {
+                    codes: vec![Code::UserLocked, Code::PasswordSet, Code::UserUnlocked],
+                    from: Some(since),
+                    after_seq,
+                    limit: RESTORE_PAGE,
+                    ..AuditFilter::default()
+                })
+                .await?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
             };
-            if e.code != Code::UserLocked {
-                locked.remove(&user);
-            } else if let Some(until) = e.details["until"]
-                .as_i64()
-                .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok())
-                .filter(|until| *until > t)
-            {
-                locked.insert(user, until);
+            after_seq = Some(last);
+            for e in page.into_iter().map(|s| s.event) {
+                let Some(user) = e.details["user"]
+                    .as_str()
+                    .and_then(|u| u.parse::<UserName>().ok())
+                else {
+                    continue;
+                };
+                if e.code != Code::UserLocked {
+                    locked.remove(&user);
+                } else if let Some(until) = e.details["until"]
+                    .as_i64()
+                    .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok())
+                    .filter(|until| *until > t)
+                {
+                    locked.insert(user, until);
+                }
             }
         }
         let count = locked.len();
