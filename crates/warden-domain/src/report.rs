@@ -427,7 +427,7 @@ mod tests {
         let mut early = peer(3, 20, 12, Some("CHG-1"));
         early
             .revoke(
-                &"bob".parse().unwrap(),
+                Some(&"bob".parse().unwrap()),
                 Comment::parse("done").unwrap(),
                 early.activated_at.unwrap() + min(10),
             )
@@ -535,7 +535,7 @@ mod tests {
         let mut revoked = auto(2, 0);
         revoked
             .revoke(
-                &"bob".parse().unwrap(),
+                Some(&"bob".parse().unwrap()),
                 Comment::parse("x").unwrap(),
                 T0 + min(20),
             )

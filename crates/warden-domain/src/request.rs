@@ -477,7 +477,7 @@ impl Request {
     /// Ends a grant early, or withdraws a request before it is granted (offboarding).
     pub fn revoke(
         &mut self,
-        by: &UserName,
+        by: Option<&UserName>,
         comment: Comment,
         now: OffsetDateTime,
     ) -> Result<(), TransitionError> {
@@ -486,7 +486,7 @@ impl Request {
             "revoked",
             "active, approved or pending",
         )?;
-        self.finish(State::Revoked, Some(by.clone()), Some(comment), now);
+        self.finish(State::Revoked, by.cloned(), Some(comment), now);
         Ok(())
     }
 

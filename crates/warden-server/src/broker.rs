@@ -885,12 +885,12 @@ impl App {
     async fn end_grant(
         &self,
         r: &mut Request,
-        by: Option<(&Caller<'_>, Comment)>,
+        by: Option<(Actor, Comment)>,
         now: OffsetDateTime,
     ) -> Result<Change, Error> {
         let actor = by
             .as_ref()
-            .map(|(c, _)| c.actor())
+            .map(|(a, _)| a.clone())
             .unwrap_or_else(Actor::system);
         let mut lease = self.store.lease(r.id).await?;
         if let Some(l) = lease.as_mut() {
@@ -899,8 +899,7 @@ impl App {
         let mut events = Vec::new();
         match by {
             Some((_, comment)) => {
-                let who = actor.user.clone().unwrap_or_else(|| r.requester.clone());
-                r.revoke(&who, comment.clone(), now)?;
+                r.revoke(actor.user.as_ref(), comment.clone(), now)?;
                 events.push(
                     Event::new(Code::GrantRevoked, actor, now)
                         .for_request(r)
@@ -943,25 +942,80 @@ impl App {
                 return Err(self.refused(refusal, Error::NotFound(id)).await);
             }
             let change = match self
-                .end_grant(&mut r, Some((&caller, comment.clone())), now)
+                .end_grant(&mut r, Some((caller.actor(), comment.clone())), now)
                 .await
             {
                 Ok(change) => change,
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
-            match self.store.update_request(&r, change).await {
-                Ok(v) => {
-                    r.version = v;
-                    // The lease is now due: the worker removes the credential at once.
-                    self.wake.now();
-                    self.end_sessions(r.id, "your grant was revoked");
-                    return Ok(r);
-                }
-                Err(warden_store::Error::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if self.store_revoked(&mut r, change).await? {
+                return Ok(r);
             }
         }
         Err(Error::Store(warden_store::Error::Conflict))
+    }
+
+    /// Stores a revocation made by [`end_grant`](Self::end_grant) and ends what the grant
+    /// held. False when another change came first (the caller reloads and tries again).
+    async fn store_revoked(&self, r: &mut Request, change: Change) -> Result<bool, Error> {
+        match self.store.update_request(r, change).await {
+            Ok(v) => {
+                r.version = v;
+                // The lease is now due: the worker removes the credential at once.
+                self.wake.now();
+                self.end_sessions(r.id, "your grant was revoked");
+                Ok(true)
+            }
+            Err(warden_store::Error::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends the open requests of users no longer in the directory (removed from the config
+    /// while the server was down), as offboarding would have: a grant must not outlive its
+    /// holder's place in the directory. Run at start; returns how many were ended.
+    pub async fn end_departed(&self) -> Result<usize, Error> {
+        let comment =
+            Comment::parse("the requester is no longer in the directory").map_err(|e| {
+                Error::Input {
+                    code: "bad_comment",
+                    message: e.to_string(),
+                }
+            })?;
+        let mut ended = 0;
+        for _ in 0..OFFBOARD_LOOKS {
+            let departed: Vec<Request> = self
+                .store
+                .requests(warden_store::RequestFilter {
+                    requester: None,
+                    target: None,
+                    states: vec![State::Pending, State::Approved, State::Active],
+                    limit: 10_000,
+                })
+                .await?
+                .into_iter()
+                .filter(|r| self.user(&r.requester).is_none())
+                .collect();
+            if departed.is_empty() {
+                break;
+            }
+            for mut r in departed {
+                for _ in 0..CONFLICT_RETRIES {
+                    let change = self
+                        .end_grant(&mut r, Some((Actor::system(), comment.clone())), now())
+                        .await?;
+                    if self.store_revoked(&mut r, change).await? {
+                        ended += 1;
+                        break;
+                    }
+                    match self.store.request(r.id).await? {
+                        Some(fresh) if !fresh.state.is_final() => r = fresh,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(ended)
     }
 
     /// Asks for more time on an active grant: a new request, linked to the original, that goes

@@ -240,6 +240,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let departed = app.end_departed().await?;
+    if departed > 0 {
+        tracing::warn!(
+            departed,
+            "requests of users no longer in the directory were revoked"
+        );
+    }
     let interrupted = app.recover_intents().await?;
     if interrupted > 0 {
         tracing::warn!(

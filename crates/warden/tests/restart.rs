@@ -221,3 +221,70 @@ fn the_bootstrap_password_is_printed_once_and_logs_in() {
     assert_eq!(out.matches("Bootstrap admin").count(), 1, "{out}");
     assert!(login(&server));
 }
+
+/// A user removed from the config while the server is down holds nothing once it is back:
+/// their open requests and grants are revoked at start, by Warden, saying why.
+#[test]
+fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy");
+    write_policy(
+        &policy,
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let hash_cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let hash = hash_cli.run(&["hash-password"], Some("carol-password-1"));
+    assert!(hash.success(), "{hash:?}");
+    let config = dir.path().join("warden.toml");
+    let directory = |with_carol: bool| {
+        let carol = format!(
+            "[users.carol]\ngroups = [\"dev\"]\npassword_hash = {:?}\n",
+            hash.stdout.trim()
+        );
+        let text = format!(
+            "policy_dir = {:?}\n\n[users.bob]\ngroups = [\"sre\"]\n\n{}",
+            policy.display().to_string(),
+            if with_carol { carol.as_str() } else { "" }
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    directory(true);
+    let mut server = Server::start_in(
+        Path::new(BIN),
+        &dir.path().join("data"),
+        &["serve", "--config", config.to_str().unwrap()],
+        &[("WARDEN_BOOTSTRAP_PASSWORD", "admin-password-1")],
+    );
+    let carol = server.cli();
+    let login = carol.run(
+        &["login", "--user", "carol", "--password-stdin"],
+        Some("carol-password-1"),
+    );
+    assert!(login.success(), "{login:?}");
+    let active = id(&create(&carol, "web", "view", &[]));
+    let pending = id(&create(&carol, "web", "root", &[]));
+
+    assert!(server.terminate().success());
+    directory(false);
+    server.restart();
+    let admin = server.cli();
+    let login = admin.run(
+        &["login", "--user", "admin", "--password-stdin"],
+        Some("admin-password-1"),
+    );
+    assert!(login.success(), "{login:?}");
+    for request in [&active, &pending] {
+        let shown = ok(&admin, &["request", "show", request]);
+        assert_eq!(shown["state"], "revoked", "{shown}");
+    }
+    let revoked = audit_events(&admin, "grant.revoked");
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    for e in &revoked {
+        assert!(e["actor"]["user"].is_null(), "{e}");
+        assert_eq!(
+            e["details"]["comment"],
+            "the requester is no longer in the directory"
+        );
+    }
+    fails(&carol, &["whoami"], 5);
+}
