@@ -10,25 +10,37 @@ use std::path::Path;
 use common::*;
 use warden_testkit::{Server, http_get};
 
-#[test]
-fn state_survives_restart_and_sigterm_is_graceful() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let policy = dir.path().join("policy");
+/// The test policy, written to `<dir>/policy` for a config's `policy_dir`.
+fn test_policy(dir: &Path) -> std::path::PathBuf {
+    let policy = dir.join("policy");
     write_policy(
         &policy,
         &[("targets.toml", TARGETS), ("access.cedar", RULES)],
     );
-    let hash_cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let hash = hash_cli.run(&["hash-password"], Some("alice-password-1"));
-    assert!(hash.success(), "{hash:?}");
+    policy
+}
+
+/// `password`'s hash for a config's `password_hash`, from `warden hash-password`.
+fn password_hash(password: &str) -> String {
+    let cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(&["hash-password"], Some(password));
+    assert!(out.success(), "{out:?}");
+    out.stdout.trim().to_owned()
+}
+
+#[test]
+fn state_survives_restart_and_sigterm_is_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = test_policy(dir.path());
+    let hash = password_hash("alice-password-1");
     let config = dir.path().join("warden.toml");
     std::fs::write(
         &config,
         format!(
             "policy_dir = {:?}\ntoken_ttl = \"1h\"\n\n[users.alice]\ngroups = [\"dev\"]\nmanager = \"mallory\"\npassword_hash = {:?}\n\n[users.mallory]\ngroups = [\"managers\"]\n\n[users.bob]\ngroups = [\"sre\"]\n",
             policy.display().to_string(),
-            hash.stdout.trim()
+            hash
         ),
     )
     .unwrap();
@@ -227,19 +239,13 @@ fn the_bootstrap_password_is_printed_once_and_logs_in() {
 #[test]
 fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy");
-    write_policy(
-        &policy,
-        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
-    );
-    let hash_cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let hash = hash_cli.run(&["hash-password"], Some("carol-password-1"));
-    assert!(hash.success(), "{hash:?}");
+    let policy = test_policy(dir.path());
+    let hash = password_hash("carol-password-1");
     let config = dir.path().join("warden.toml");
     let directory = |with_carol: bool| {
         let carol = format!(
             "[users.carol]\ngroups = [\"dev\"]\npassword_hash = {:?}\n",
-            hash.stdout.trim()
+            hash
         );
         let text = format!(
             "policy_dir = {:?}\n\n[users.bob]\ngroups = [\"sre\"]\n\n{}",
