@@ -118,10 +118,10 @@ impl Caller<'_> {
     }
 }
 
-/// Most times offboarding looks for a user's open requests: each look ends what it finds, and
-/// only a request that was already on its way when the tokens were revoked can appear after
-/// the first.
-const OFFBOARD_LOOKS: usize = 5;
+/// Most times open requests are looked for when all of a user's must end (offboarding, users
+/// gone from the directory): each look ends what it finds, and only a request that was
+/// already on its way can appear after the first.
+const END_ALL_LOOKS: usize = 5;
 
 fn context(now: OffsetDateTime, ttl: Ttl, ticket: Option<&Ticket>) -> Context {
     Context {
@@ -484,7 +484,7 @@ impl App {
             message: e.to_string(),
         })?;
         let mut ended = 0;
-        for _ in 0..OFFBOARD_LOOKS {
+        for _ in 0..END_ALL_LOOKS {
             let open = self
                 .store
                 .requests(warden_store::RequestFilter {
@@ -983,7 +983,7 @@ impl App {
                 }
             })?;
         let mut ended = 0;
-        for _ in 0..OFFBOARD_LOOKS {
+        for _ in 0..END_ALL_LOOKS {
             let departed: Vec<Request> = self
                 .store
                 .requests(warden_store::RequestFilter {
@@ -1001,9 +1001,14 @@ impl App {
             }
             for mut r in departed {
                 for _ in 0..CONFLICT_RETRIES {
-                    let change = self
+                    let change = match self
                         .end_grant(&mut r, Some((Actor::system(), comment.clone())), now())
-                        .await?;
+                        .await
+                    {
+                        Ok(change) => change,
+                        Err(Error::Transition(_)) => break, // ended meanwhile
+                        Err(e) => return Err(e),
+                    };
                     if self.store_revoked(&mut r, change).await? {
                         ended += 1;
                         break;
