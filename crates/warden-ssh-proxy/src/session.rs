@@ -405,8 +405,9 @@ impl Start<'_> {
             grant_expires_at: grant.expires_at,
             recorded,
         });
-        // A revocation since the authorization above swept the grant's sessions before this
-        // one was registered: asked again now, it is seen either here or by that sweep.
+        // A revocation between the authorization above and this registration swept the
+        // grant's sessions without this one; asked again now, any revocation is seen either
+        // here or by its sweep.
         let ended = match self.ctx.backend.still_active(grant.id).await {
             Ok(true) => None,
             Ok(false) => Some(format!("your grant {} has ended", grant.id)),
