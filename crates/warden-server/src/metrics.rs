@@ -120,6 +120,7 @@ series! {
     SESSIONS_ACTIVE = gauge("warden_sessions_active", "SSH sessions open through the proxy now.", &[]);
     SESSIONS_RECORDED = counter("warden_sessions_recorded_total", "SSH sessions recorded since start.", &[]);
     RECORDING_FAILURES = counter("warden_recording_failures_total", "SSH sessions refused or ended since start because their recording could not be written.", &[]);
+    USERS_LOCKED = gauge("warden_users_locked", "Users whose password and TOTP checks are locked now after wrong answers in a row (see warden user locked).", &[]);
     AUTH_THROTTLED = counter("warden_auth_throttled_total", "Sign-ins and invalid tokens refused since start, unchecked and unaudited, because their address had spent its failed authentications (each throttle's start is audited as auth.source_throttled).", &[]);
     OUTBOX_LAG = gauge("warden_notifications_lag_seconds", "Age of the oldest undelivered notification (0 when none).", &[]);
 }
@@ -260,6 +261,7 @@ impl Metrics {
             self.set(&EXPORT_LAG, &[&sink.name], lag as f64);
         }
 
+        self.set(&USERS_LOCKED, &[], app.locked_users().len() as f64);
         self.set(&SESSIONS_ACTIVE, &[], app.sessions.active() as f64);
         self.absolute(&SESSIONS_RECORDED, &[], app.sessions.recorded_total());
         self.absolute(&RECORDING_FAILURES, &[], app.sessions.recording_failures());

@@ -174,6 +174,12 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
         .map(|l| l["user"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(listed, ["alice", "bob"]);
+    let metrics = warden_testkit::http_get(env.server.port(), "/metrics").unwrap();
+    assert!(
+        metrics.body.contains("\nwarden_users_locked 2\n"),
+        "{}",
+        metrics.body
+    );
     // Unlocked by an administrator, alice keeps her factors and steps up again; only an
     // administrator may unlock.
     fails(&alice, &["user", "unlock", "alice"], 3);
