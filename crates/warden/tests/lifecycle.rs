@@ -429,6 +429,29 @@ fn bad_input_is_refused_clearly_and_audited() {
 }
 
 #[test]
+fn an_interactive_login_asks_for_the_totp_code() {
+    use std::time::Duration;
+    let env = Env::start();
+    let uri = enroll_mfa(&env.login("alice"));
+    let fresh = env.server.cli();
+    let tty = warden_testkit::Tmux::start(&format!(
+        "WARDEN_HOME={} WARDEN_SERVER={} {BIN} login --user alice",
+        fresh.home().display(),
+        fresh.server_url()
+    ));
+    tty.wait_for("Password:", 1, Duration::from_secs(10));
+    tty.send_line(PASSWORD);
+    tty.wait_for("TOTP code:", 1, Duration::from_secs(10));
+    tty.send_line(&totp(&uri, 1));
+    tty.wait_for("Logged in", 1, Duration::from_secs(10));
+    assert_eq!(ok(&fresh, &["whoami"])["user"], "alice");
+    // Scripts that pipe the password get the error at once, not a prompt.
+    let piped = sign_in(&env.server.cli(), "alice", PASSWORD, None);
+    assert_eq!(piped.code, 5, "{piped:?}");
+    assert!(piped.stderr.contains("--totp"), "{piped:?}");
+}
+
+#[test]
 fn logout_revokes_the_token() {
     let env = Env::start();
     let alice = env.login("alice");

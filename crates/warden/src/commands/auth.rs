@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::read_secret;
 use super::requests::s;
 use crate::client::{self, Client, Saved};
+use crate::exit::Failure;
 use crate::output::{Output, fields, instant, joined, table, to_the_second};
 
 #[derive(Debug, Args)]
@@ -61,12 +62,19 @@ struct LoginResponse {
 pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow::Result<()> {
     let password = read_secret("Password: ", a.password_stdin)?;
     let c = Client::new(server)?;
-    let r: LoginResponse = c
-        .post_anonymous(
-            "/v1/auth/login",
-            &json!({ "user": a.user, "password": password, "totp": a.totp }),
-        )
-        .await?;
+    let attempt = async |totp: Option<String>| {
+        let body = json!({ "user": a.user, "password": password, "totp": totp });
+        c.post_anonymous::<LoginResponse>("/v1/auth/login", &body)
+            .await
+    };
+    let r = match attempt(a.totp.clone()).await {
+        // At a terminal, ask for the code rather than send the user back to type it all again.
+        Err(e) if a.totp.is_none() && !a.password_stdin && totp_required(&e) => {
+            let code = read_secret("TOTP code: ", false)?;
+            attempt(Some(code)).await?
+        }
+        r => r?,
+    };
     client::save(&Saved {
         server: c.server.clone(),
         user: r.user.clone(),
@@ -154,6 +162,12 @@ pub async fn mfa(server: Option<String>, cmd: MfaCommand, out: Output) -> anyhow
             }
         }
     }
+}
+
+/// Whether the server refused a sign-in only for want of a TOTP code.
+fn totp_required(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Failure>()
+        .is_some_and(|f| f.api_code.as_deref() == Some("totp_required"))
 }
 
 pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyhow::Result<()> {
