@@ -444,7 +444,14 @@ fn an_interactive_login_asks_for_the_totp_code() {
     tty.wait_for("TOTP code:", 1, Duration::from_secs(10));
     tty.send_line(&totp(&uri, 1));
     tty.wait_for("Logged in", 1, Duration::from_secs(10));
-    assert_eq!(ok(&fresh, &["whoami"])["user"], "alice");
+    let me = ok(&fresh, &["whoami"]);
+    assert_eq!(me["user"], "alice");
+    let until = time::OffsetDateTime::parse(
+        me["token_expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(until > time::OffsetDateTime::now_utc(), "{me}");
     // Scripts that pipe the password get the error at once, not a prompt.
     let piped = sign_in(&env.server.cli(), "alice", PASSWORD, None);
     assert_eq!(piped.code, 5, "{piped:?}");

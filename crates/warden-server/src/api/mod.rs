@@ -347,6 +347,8 @@ async fn source(parts: &Parts, app: &Shared) -> Result<Option<String>, ApiError>
 pub struct Authed {
     pub user: User,
     pub token: String,
+    /// When the token stops working.
+    pub token_expires_at: time::OffsetDateTime,
     pub source: Option<String>,
 }
 
@@ -376,10 +378,11 @@ impl FromRequestParts<Shared> for Authed {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(crate::auth::AuthError::NoToken)?;
-        let (user, _) = app.authenticate(token, source.clone()).await?;
+        let (user, record) = app.authenticate(token, source.clone()).await?;
         Ok(Self {
             user,
             token: token.to_owned(),
+            token_expires_at: record.expires_at,
             source,
         })
     }

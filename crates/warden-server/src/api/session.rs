@@ -41,6 +41,8 @@ pub struct WhoAmI {
     pub manager: Option<String>,
     pub admin: bool,
     pub mfa_enrolled: bool,
+    /// When the token used for this call stops working (RFC 3339).
+    pub token_expires_at: String,
 }
 
 /// MFA enrolment.
@@ -117,6 +119,7 @@ pub async fn whoami(State(app): State<Shared>, who: Authed) -> Result<Json<WhoAm
         manager: who.user.manager.as_ref().map(ToString::to_string),
         admin: app.is_admin(&who.user),
         mfa_enrolled: app.mfa_enrolled(&who.user.name).await?,
+        token_expires_at: rfc3339(who.token_expires_at),
     }))
 }
 

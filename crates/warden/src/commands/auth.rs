@@ -129,6 +129,7 @@ pub async fn whoami(server: Option<String>, out: Output) -> anyhow::Result<()> {
                 "not enrolled (warden mfa enroll)".into()
             },
         ),
+        ("signed in until", instant(&v, "token_expires_at")),
     ]);
     Ok(())
 }
