@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
-use warden_domain::throttle::{BURST, FailureBudget};
+use warden_domain::throttle::{BURST, FailureBudget, REFILL};
 
 use crate::auth::AuthError;
 use crate::metrics;
@@ -28,7 +28,16 @@ const MAX_ADDRESSES: usize = 65_536;
 /// one host usually holds.
 #[derive(Debug, Default)]
 pub struct SourceThrottles {
-    map: Mutex<HashMap<IpAddr, FailureBudget>>,
+    map: Mutex<Budgets>,
+}
+
+#[derive(Debug, Default)]
+struct Budgets {
+    by_address: HashMap<IpAddr, FailureBudget>,
+    /// When a full table was last swept of whole budgets. Budgets grow whole no faster than
+    /// one [`REFILL`] at a time, so sweeping again sooner would only cost a pass over the
+    /// whole table for every newcomer of a flood.
+    swept_at: Option<OffsetDateTime>,
 }
 
 /// The key an address is counted under, or `None` for an unknown one.
@@ -43,26 +52,30 @@ fn key(source: Option<&str>) -> Option<IpAddr> {
 }
 
 impl SourceThrottles {
-    fn budgets(&self) -> MutexGuard<'_, HashMap<IpAddr, FailureBudget>> {
+    fn budgets(&self) -> MutexGuard<'_, Budgets> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn throttled_until(&self, source: Option<&str>, t: OffsetDateTime) -> Option<OffsetDateTime> {
         let key = key(source)?;
-        self.budgets().get(&key)?.throttled_until(t)
+        self.budgets().by_address.get(&key)?.throttled_until(t)
     }
 
     /// Counts a failure; returns the end of the throttle it starts, if it spends the budget.
     fn failed(&self, source: Option<&str>, t: OffsetDateTime) -> Option<OffsetDateTime> {
         let key = key(source)?;
-        let mut budgets = self.budgets();
-        if budgets.len() >= MAX_ADDRESSES && !budgets.contains_key(&key) {
-            budgets.retain(|_, b| !b.is_whole(t));
-            if budgets.len() >= MAX_ADDRESSES {
+        let mut b = self.budgets();
+        if b.by_address.len() >= MAX_ADDRESSES && !b.by_address.contains_key(&key) {
+            if b.swept_at.is_some_and(|at| t < at + REFILL) {
+                return None;
+            }
+            b.swept_at = Some(t);
+            b.by_address.retain(|_, budget| !budget.is_whole(t));
+            if b.by_address.len() >= MAX_ADDRESSES {
                 return None;
             }
         }
-        budgets.entry(key).or_default().failed(t)
+        b.by_address.entry(key).or_default().failed(t)
     }
 }
 
@@ -128,13 +141,13 @@ mod tests {
         let throttles = SourceThrottles::default();
         let t = OffsetDateTime::UNIX_EPOCH;
         {
-            let mut budgets = throttles.budgets();
+            let mut b = throttles.budgets();
             let mut spent = FailureBudget::default();
             for _ in 0..BURST {
                 spent.failed(t);
             }
             for i in 0..MAX_ADDRESSES as u32 {
-                budgets.insert(IpAddr::V4(i.into()), spent);
+                b.by_address.insert(IpAddr::V4(i.into()), spent);
             }
         }
         let newcomer = Some("203.0.113.9");
@@ -142,9 +155,11 @@ mod tests {
             assert_eq!(throttles.failed(newcomer, t), None);
         }
         assert_eq!(throttles.throttled_until(newcomer, t), None);
+        // The table was swept once, not once per failure.
+        assert_eq!(throttles.budgets().swept_at, Some(t));
         // Once the others' budgets are whole again, the newcomer is counted.
-        let later = t + warden_domain::throttle::REFILL * BURST;
+        let later = t + REFILL * BURST;
         throttles.failed(newcomer, later);
-        assert_eq!(throttles.budgets().len(), 1);
+        assert_eq!(throttles.budgets().by_address.len(), 1);
     }
 }
