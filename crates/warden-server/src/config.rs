@@ -61,8 +61,9 @@ pub struct Config {
     #[serde(default = "default_session_viewers")]
     pub session_viewers: GroupName,
     /// Members of this group (and administrators) may search everyone's audit events, read
-    /// proofs, export bundles and the export's status, and see every request: read-only, for
-    /// security teams and auditors who should not administer Warden.
+    /// proofs, export bundles and the export's status, see every request and replay recorded
+    /// sessions: read-only, for security teams and auditors who should not administer Warden
+    /// (nor watch or end live sessions, which is `session_viewers`').
     #[serde(default = "default_audit_readers")]
     pub audit_readers: GroupName,
     /// Where the database, keys and (by default) the policy live. Default `./warden-data`.

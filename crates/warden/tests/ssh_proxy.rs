@@ -65,6 +65,14 @@ impl Setup {
 
     /// `role` is the view role's extra settings; `pin` puts the sshd's host key in the policy.
     fn start(recording: &str, role: &str, pin: bool) -> Setup {
+        Setup::start_configured(recording, role, pin, "")
+    }
+
+    /// Like [`Setup::start`], with `config` as the server's config file.
+    fn start_configured(recording: &str, role: &str, pin: bool, config: &str) -> Setup {
+        let keys = tempfile::tempdir().unwrap();
+        let config_file = keys.path().join("warden.toml");
+        std::fs::write(&config_file, config).unwrap();
         let env = Env::start_with(
             &[
                 (
@@ -73,7 +81,7 @@ impl Setup {
                 ),
                 ("access.cedar", &rules(recording)),
             ],
-            &[],
+            &["--config", config_file.to_str().unwrap()],
         );
         let alice = env.login("alice");
         let admin = env.login("admin");
@@ -91,7 +99,6 @@ impl Setup {
             &[("targets.toml", &targets(&connection, &role_settings(role)))],
         );
         ok(&admin, &["policy", "reload"]);
-        let keys = tempfile::tempdir().unwrap();
         let (key, _) = ssh_keypair(keys.path(), "alice_key");
         let added = ok(&alice, &["keys", "add", &format!("{}.pub", key.display())]);
         assert!(
@@ -422,6 +429,24 @@ fn grant_expiry_ends_an_open_session_and_watch_and_kill_work() {
     let killed = s.events("session.killed").pop().unwrap();
     assert_eq!(killed["session_id"], id.as_str());
     assert_eq!(killed["actor"]["user"], "admin");
+}
+
+#[test]
+fn audit_readers_replay_recordings_without_being_session_viewers() {
+    let s = Setup::start_configured("full", "", true, "audit_readers = \"managers\"\n");
+    s.grant("30m");
+    let out = s.ssh("echo replay-me");
+    assert!(out.status.success(), "{out:?}");
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    let session = ended["session_id"].as_str().unwrap();
+    // mallory (managers) replays; bob, neither viewer nor reader, may not.
+    let mallory = s.env.login("mallory");
+    let played = mallory.run(&["replay", session, "--speed", "100"], None);
+    assert!(played.stdout.contains("replay-me"), "{played:?}");
+    fails(&s.env.login("bob"), &["replay", session], 3);
+    let read = s.events("session.recording_read");
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0]["actor"]["user"], "mallory");
 }
 
 #[test]

@@ -212,8 +212,11 @@ pub async fn recording(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = who.caller();
-    if !app.may_oversee_sessions(&who.user) {
-        let e = ApiError::forbidden("only administrators and session viewers may replay sessions");
+    // Audit readers replay too: read-only, like the rest of what they see.
+    if !app.may_oversee_sessions(&who.user) && !app.may_read_audit(&who.user) {
+        let e = ApiError::forbidden(
+            "only administrators, session viewers and audit readers may replay sessions",
+        );
         return Err(refuse(&app, &who, "session.replay", e).await);
     }
     let recordings = app.recordings.clone();
