@@ -33,7 +33,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves `router` on `listener` until `shutdown` completes, then gives the requests in flight
-/// [`DRAIN`] to finish and returns.
+/// `DRAIN` (5 s) to finish and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,

@@ -1,6 +1,6 @@
 //! Exports the audit log to SIEM sinks, at least once: JSON lines to rotating files
-//! ([`file`]), RFC 5424 syslog over TCP or UDP ([`syslog`]) and batched HTTP POSTs
-//! ([`webhook`]).
+//! ([`file`]), RFC 5424 syslog over TCP or UDP (`syslog.rs`) and batched HTTP POSTs
+//! (`webhook.rs`).
 //!
 //! Each sink runs in its own task with a durable cursor, the sequence number of the last event
 //! it delivered, stored in the database under the sink's name. The task reads the events after
