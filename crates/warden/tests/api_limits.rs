@@ -216,6 +216,8 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
         ok(&admin, &["user", "locked"])["locked"],
         serde_json::json!([])
     );
+    let none = admin.run(&["user", "locked"], None);
+    assert_eq!(none.stdout.trim(), "No user is locked.", "{none:?}");
     assert_eq!(
         audit_values(&env.login("admin"), "auth.user_locked", "/details/user"),
         ["alice", "bob"]

@@ -203,7 +203,11 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
                 .flatten()
                 .map(|l| vec![s(l, "user"), instant(l, "until")])
                 .collect();
-            table(&["USER", "LOCKED UNTIL"], &rows);
+            if rows.is_empty() {
+                println!("No user is locked.");
+            } else {
+                table(&["USER", "LOCKED UNTIL"], &rows);
+            }
             Ok(())
         }
         UserCommand::Unlock { name } => {
