@@ -34,9 +34,9 @@ pub struct SourceThrottles {
 #[derive(Debug, Default)]
 struct Budgets {
     by_address: HashMap<IpAddr, FailureBudget>,
-    /// When a full table was last swept of whole budgets. Budgets grow whole no faster than
-    /// one [`REFILL`] at a time, so sweeping again sooner would only cost a pass over the
-    /// whole table for every newcomer of a flood.
+    /// When a full table was last swept of whole budgets. Budgets grow back one failure per
+    /// [`REFILL`], so a sweep sooner than that after one that freed too little would free
+    /// hardly more, at the cost of a pass over the whole table for every newcomer of a flood.
     swept_at: Option<OffsetDateTime>,
 }
 
