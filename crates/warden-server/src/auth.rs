@@ -380,7 +380,7 @@ impl App {
         code: Option<&str>,
         source: Option<String>,
     ) -> Result<Issued, AuthError> {
-        let fail = |why: &str| {
+        let refusal = |code: &str, why: &str| {
             Event::new(
                 Code::LoginFailed,
                 Actor {
@@ -390,8 +390,9 @@ impl App {
                 },
                 now(),
             )
-            .denied("bad_credentials", why)
+            .denied(code, why)
         };
+        let fail = |why: &str| refusal("bad_credentials", why);
         // Before any hash is spent: an address that has spent its failures waits.
         self.check_source(source.as_deref())?;
         let user = name
@@ -456,7 +457,10 @@ impl App {
         match self.user_totp(&user.name, false).await? {
             Some(totp) => {
                 let Some(code) = code else {
-                    self.store.append(vec![fail("TOTP code missing")]).await?;
+                    // Not a wrong answer: the CLI asks for the code and signs in again, so
+                    // alerts on failed sign-ins can leave this code out.
+                    let e = refusal("totp_required", "TOTP code missing");
+                    self.store.append(vec![e]).await?;
                     return Err(AuthError::TotpRequired);
                 };
                 let checked = match self.check_code(&user.name, &totp, code).await {

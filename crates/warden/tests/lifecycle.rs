@@ -452,6 +452,10 @@ fn an_interactive_login_asks_for_the_totp_code() {
     )
     .unwrap();
     assert!(until > time::OffsetDateTime::now_utc(), "{me}");
+    // The first try, without the code, is audited apart from wrong answers.
+    let admin = env.login("admin");
+    let codes = audit_values(&admin, "auth.login_failed", "/outcome/code");
+    assert_eq!(codes, ["totp_required"]);
     // Scripts that pipe the password get the error at once, not a prompt.
     let piped = sign_in(&env.server.cli(), "alice", PASSWORD, None);
     assert_eq!(piped.code, 5, "{piped:?}");
