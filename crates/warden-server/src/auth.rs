@@ -194,7 +194,8 @@ impl Lockouts {
         self.runs().entry(user.clone()).or_default().failed(now)
     }
 
-    fn succeeded(&self, user: &UserName) {
+    /// Ends `user`'s run: a right answer, or an administrator lifting a lock.
+    fn clear(&self, user: &UserName) {
         self.runs().remove(user);
     }
 
@@ -340,7 +341,7 @@ impl App {
     /// and the wrong answer that locks them is audited.
     async fn count(&self, user: &UserName, ok: bool, t: OffsetDateTime) -> Result<(), AuthError> {
         if ok {
-            self.lockouts.succeeded(user);
+            self.lockouts.clear(user);
             return Ok(());
         }
         if let Some(until) = self.lockouts.failed(user, t) {
@@ -393,25 +394,21 @@ impl App {
             .denied(code, why)
         };
         let fail = |why: &str| refusal("bad_credentials", why);
-        // Before any hash is spent: an address that has spent its failures waits.
+        // An address that has spent its failures is refused at once, without queueing for a
+        // hashing slot (and looked at again once it has one: see `argon2`).
         self.check_source(source.as_deref())?;
         let user = name
             .parse::<UserName>()
             .ok()
             .and_then(|n| self.user(&n).cloned());
         let t = now();
-        // A locked user is told nothing a wrong password would not tell them; the audit log
-        // says why.
-        let mut locked = user
-            .as_ref()
-            .and_then(|u| self.lockouts.locked_until(&u.name, t));
         let secrets = match &user {
             Some(u) => self.store.secrets(&u.name).await?,
             None => Default::default(),
         };
         let gate = || self.check_source(source.as_deref());
-        let checked = match (&user, &secrets.password_hash, locked) {
-            (Some(_), Some(phc), None) => {
+        let checked = match (&user, &secrets.password_hash) {
+            (Some(_), Some(phc)) => {
                 let (pw, phc) = (password.to_owned(), phc.clone());
                 self.argon2(gate, move || verify_password(&pw, &phc)).await
             }
@@ -428,13 +425,13 @@ impl App {
             Err(throttled @ AuthError::Throttled(_)) => return Err(throttled),
             Err(_) => false,
         };
-        // Guesses sent all at once were all checked against a user not yet locked; those
-        // that finish once the lockout began learn nothing, right or wrong.
-        if let Some(u) = &user
-            && locked.is_none()
-        {
-            locked = self.lockouts.locked_until(&u.name, now());
-        }
+        // A locked user is told nothing a wrong password would not tell them; the audit log
+        // says why. Looked at once the hash is done: guesses sent all at once were all on their
+        // way before the lockout began, and those that finish after it learn nothing, right
+        // or wrong.
+        let locked = user
+            .as_ref()
+            .and_then(|u| self.lockouts.locked_until(&u.name, now()));
         let ok = ok && locked.is_none();
         let user = match user {
             Some(u) if ok => u,
@@ -474,7 +471,7 @@ impl App {
                     return Err(AuthError::BadCredentials);
                 }
             }
-            None => self.lockouts.succeeded(&user.name),
+            None => self.lockouts.clear(&user.name),
         }
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
@@ -653,7 +650,7 @@ impl App {
         .details(serde_json::json!({ "user": target }));
         self.store.set_password(target, phc, vec![event]).await?;
         // A new password from an administrator is a way out of a lockout.
-        self.lockouts.succeeded(target);
+        self.lockouts.clear(target);
         Ok(())
     }
 
@@ -683,7 +680,7 @@ impl App {
             "was_locked_until": until.map(OffsetDateTime::unix_timestamp),
         }));
         self.store.append(vec![event]).await?;
-        self.lockouts.succeeded(target);
+        self.lockouts.clear(target);
         Ok(until)
     }
 }
