@@ -325,19 +325,16 @@ async fn source(parts: &Parts, app: &Shared) -> Result<Option<String>, ApiError>
                 "bad_forwarded_for",
                 format!("{why}: the proxy in front of Warden must append the client's address"),
             );
-            let event = Event::new(
-                Code::ForwardedForRefused,
-                Actor {
-                    source: Some(peer.ip().to_string()),
-                    ..Actor::default()
-                },
-                now(),
+            let actor = Actor {
+                source: Some(peer.ip().to_string()),
+                ..Actor::default()
+            };
+            Err(audited(
+                app,
+                Event::new(Code::ForwardedForRefused, actor, now()),
+                err,
             )
-            .denied(&err.code, err.message.clone());
-            match app.store.append(vec![event]).await {
-                Ok(()) => Err(err),
-                Err(e) => Err(crate::broker::Error::from(e).into()),
-            }
+            .await)
         }
     }
 }
@@ -446,8 +443,14 @@ fn field<T, E: std::fmt::Display>(code: &str, parsed: Result<T, E>) -> Result<T,
 /// Audits a refusal of bad input and returns it; the request changed nothing.
 async fn refuse(app: &Shared, who: &Authed, action: &str, err: ApiError) -> ApiError {
     let event = Event::new(Code::ActionRefused, who.actor(), now())
-        .denied(&err.code, err.message.clone())
         .details(serde_json::json!({ "action": action }));
+    audited(app, event, err).await
+}
+
+/// Appends `event`, marked denied with `err`, and hands `err` back; a refusal that cannot be
+/// audited becomes a storage error, so none goes unrecorded.
+async fn audited(app: &Shared, event: Event, err: ApiError) -> ApiError {
+    let event = event.denied(&err.code, err.message.clone());
     match app.store.append(vec![event]).await {
         Ok(()) => err,
         Err(e) => crate::broker::Error::from(e).into(),
