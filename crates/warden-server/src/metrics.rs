@@ -2,10 +2,11 @@
 //!
 //! Every series is declared once in `series!` below: adding a metric is one line there plus
 //! the call that feeds it (`app.metrics.add`, `observe` or `set`), or, for a figure counted
-//! from audit events, one more line in `FROM_AUDIT` and no call at all. Event-driven series (counters, histograms) are fed by the broker as
-//! things happen; figures that must be right after a restart (requests by state, failed
-//! leases, export lag, and the series counted from audit events in `FROM_AUDIT`) are read
-//! at scrape time. Label values are always bounded: states, approval tiers
+//! from audit events, one more line in `FROM_AUDIT` and no call at all. Event-driven series
+//! (counters, histograms) are fed by the broker as things happen; figures that must be right
+//! after a restart (requests by state, failed leases, export lag, and the series counted from
+//! audit events in `FROM_AUDIT`) are read at scrape time. Label values are always bounded:
+//! states, approval tiers
 //! ([`warden_domain::Requirement::tier`]), issuer kinds and configured sink names, never user
 //! names or request ids.
 

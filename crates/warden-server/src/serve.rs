@@ -200,7 +200,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if locked > 0 {
         tracing::info!(
             locked,
-            "users still locked after wrong passwords or TOTP codes (lift with `warden user set-password`)"
+            "users still locked after wrong passwords or TOTP codes (`warden user locked` lists them, `warden user unlock` lifts a lock)"
         );
     }
     store
