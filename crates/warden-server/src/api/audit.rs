@@ -15,7 +15,7 @@ use warden_audit::merkle::{BLOCK_HEIGHT, Proofs};
 use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
-use super::{ApiError, Authed, ErrorBody, field};
+use super::{ApiError, Authed, ErrorBody, field, require_audit_reader};
 use crate::state::Shared;
 
 /// Audit search filters.
@@ -71,10 +71,7 @@ pub async fn search(
         .transpose()?;
     if !app.may_read_audit(&who.user) {
         if user.as_ref().is_some_and(|u| u != &who.user.name) {
-            return Err(ApiError::forbidden(format!(
-                "only administrators and the audit_readers group ({}) can search other users' events",
-                app.config.audit_readers
-            )));
+            require_audit_reader(&app, &who, "search other users' events")?;
         }
         user = Some(who.user.name.clone());
     }
@@ -123,17 +120,6 @@ pub async fn search(
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn require_audit_reader(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError> {
-    if app.may_read_audit(&who.user) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "only administrators and the audit_readers group ({}) can {what}",
-            app.config.audit_readers
-        )))
-    }
 }
 
 fn require_admin(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError> {

@@ -39,12 +39,7 @@ pub struct SinkStatus {
 #[utoipa::path(get, path = "/v1/audit/status", security(("token" = [])),
     responses((status = 200, body = AuditStatus), (status = 403, body = ErrorBody)))]
 pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<AuditStatus>, ApiError> {
-    if !app.may_read_audit(&who.user) {
-        return Err(ApiError::forbidden(format!(
-            "only administrators and the audit_readers group ({}) can see the audit export status",
-            app.config.audit_readers
-        )));
-    }
+    super::require_audit_reader(&app, &who, "see the audit export status")?;
     let snap = app.export.snapshot();
     let sinks = snap
         .sinks

@@ -397,6 +397,19 @@ impl FromRequestParts<Shared> for Source {
     }
 }
 
+/// Refuses callers outside the administrators and the `audit_readers` group, saying that
+/// only those may do `what`.
+fn require_audit_reader(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError> {
+    if app.may_read_audit(&who.user) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "only administrators and the audit_readers group ({}) can {what}",
+            app.config.audit_readers
+        )))
+    }
+}
+
 /// Unwraps a JSON body, auditing a malformed one as a refusal of `action`.
 async fn body<T>(
     app: &Shared,

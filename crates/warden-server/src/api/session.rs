@@ -260,17 +260,8 @@ pub struct LockedUsers {
 #[utoipa::path(get, path = "/v1/users/locked", security(("token" = [])),
     responses((status = 200, body = LockedUsers), (status = 403, body = ErrorBody)))]
 pub async fn locked(State(app): State<Shared>, who: Authed) -> Result<Json<LockedUsers>, ApiError> {
-    if !app.may_read_audit(&who.user) {
-        return Err(refuse(
-            &app,
-            &who,
-            "user.locked",
-            ApiError::forbidden(format!(
-                "only administrators and the audit_readers group ({}) can list locked users",
-                app.config.audit_readers
-            )),
-        )
-        .await);
+    if let Err(e) = super::require_audit_reader(&app, &who, "list locked users") {
+        return Err(refuse(&app, &who, "user.locked", e).await);
     }
     let locked = app
         .locked_users()
