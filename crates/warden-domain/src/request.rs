@@ -474,7 +474,8 @@ impl Request {
         }
     }
 
-    /// Ends a grant early, or withdraws a request before it is granted (offboarding).
+    /// Ends a grant early, or withdraws a request before it is granted (offboarding). `by` is
+    /// the person who did it, or `None` for Warden itself.
     pub fn revoke(
         &mut self,
         by: Option<&UserName>,

@@ -479,32 +479,9 @@ impl App {
         let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
             .details(serde_json::json!({ "user": user }));
         let tokens = self.store.revoke_user_tokens(user, vec![ev]).await?;
-        let comment = Comment::parse("offboarded").map_err(|e| Error::Input {
-            code: "bad_comment",
-            message: e.to_string(),
-        })?;
-        let mut ended = 0;
-        for _ in 0..END_ALL_LOOKS {
-            let open = self
-                .store
-                .requests(warden_store::RequestFilter {
-                    requester: Some(user.clone()),
-                    target: None,
-                    states: vec![State::Pending, State::Approved, State::Active],
-                    limit: 10_000,
-                })
-                .await?;
-            if open.is_empty() {
-                break;
-            }
-            for r in &open {
-                match self.revoke(caller.clone(), r.id, comment.clone()).await {
-                    Ok(_) => ended += 1,
-                    Err(Error::Transition(_)) => {} // ended meanwhile
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        let ended = self
+            .end_all(Some(user), |_| true, caller.actor(), "offboarded")
+            .await?;
         tracing::info!(%user, ended, tokens, "user offboarded");
         Ok(ended)
     }
@@ -975,36 +952,50 @@ impl App {
     /// while the server was down), as offboarding would have: a grant must not outlive its
     /// holder's place in the directory. Run at start; returns how many were ended.
     pub async fn end_departed(&self) -> Result<usize, Error> {
-        let comment =
-            Comment::parse("the requester is no longer in the directory").map_err(|e| {
-                Error::Input {
-                    code: "bad_comment",
-                    message: e.to_string(),
-                }
-            })?;
+        self.end_all(
+            None,
+            |r| self.user(&r.requester).is_none(),
+            Actor::system(),
+            "the requester is no longer in the directory",
+        )
+        .await
+    }
+
+    /// Revokes, as `actor` with `comment`, every open request of `requester` (or of anyone)
+    /// that `which` picks, looking again until a look finds none (at most [`END_ALL_LOOKS`]
+    /// times). Returns how many were ended.
+    async fn end_all(
+        &self,
+        requester: Option<&warden_domain::UserName>,
+        which: impl Fn(&Request) -> bool,
+        actor: Actor,
+        comment: &str,
+    ) -> Result<usize, Error> {
+        let comment = Comment::parse(comment).map_err(|e| Error::Input {
+            code: "bad_comment",
+            message: e.to_string(),
+        })?;
+        let by = (actor, comment);
         let mut ended = 0;
         for _ in 0..END_ALL_LOOKS {
-            let departed: Vec<Request> = self
+            let open: Vec<Request> = self
                 .store
                 .requests(warden_store::RequestFilter {
-                    requester: None,
+                    requester: requester.cloned(),
                     target: None,
                     states: vec![State::Pending, State::Approved, State::Active],
                     limit: 10_000,
                 })
                 .await?
                 .into_iter()
-                .filter(|r| self.user(&r.requester).is_none())
+                .filter(|r| which(r))
                 .collect();
-            if departed.is_empty() {
+            if open.is_empty() {
                 break;
             }
-            for mut r in departed {
+            for mut r in open {
                 for _ in 0..CONFLICT_RETRIES {
-                    let change = match self
-                        .end_grant(&mut r, Some((Actor::system(), comment.clone())), now())
-                        .await
-                    {
+                    let change = match self.end_grant(&mut r, Some(by.clone()), now()).await {
                         Ok(change) => change,
                         Err(Error::Transition(_)) => break, // ended meanwhile
                         Err(e) => return Err(e),
