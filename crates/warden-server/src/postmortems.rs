@@ -1,6 +1,6 @@
 //! Postmortems of break-glass grants and the drill report.
 //!
-//! A postmortem is opened with its grant (see `broker.rs`) and stays open until a member of
+//! A postmortem is opened with its grant (see `broker/grant.rs`) and stays open until a member of
 //! the security group or an administrator closes it with a link to the write-up and a note;
 //! closing is audited. The drill report lists every role the break-glass rules cover with its
 //! last drill, flagging roles not drilled within a year.

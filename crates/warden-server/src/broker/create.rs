@@ -1,0 +1,255 @@
+//! Creating requests: policy's decision, MFA step-up and the issuer's check of the input,
+//! then a pending request, or a grant at once for the `auto` tier and break-glass.
+
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
+use warden_domain::request::{Ask, TransitionError};
+use warden_domain::{Audience, BreakGlass, Reason, Request, RequestId, State, Ttl};
+use warden_policy::Action;
+use warden_store::Change;
+
+use super::{Caller, Create, Error, Outcome, context, decision_details};
+use crate::state::{App, new_request_id, now};
+
+impl App {
+    /// Creates a request; an `auto` tier grants it at once.
+    pub async fn create(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        extends: Option<RequestId>,
+    ) -> Result<Outcome, Error> {
+        self.start(caller, input, extends, None).await
+    }
+
+    /// Breaks the glass: decided by the break-glass rules alone, always after MFA step-up (a
+    /// user without a second factor is refused), granted at once and recorded in full; the
+    /// grant notifies security and opens a postmortem. A drill takes the same path, flagged.
+    pub async fn breakglass(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        drill: bool,
+    ) -> Result<Outcome, Error> {
+        self.start(caller, input, None, Some(BreakGlass { drill }))
+            .await
+    }
+
+    /// Creates a request, or a break-glass grant with `breakglass`.
+    async fn start(
+        &self,
+        caller: Caller<'_>,
+        input: Create,
+        extends: Option<RequestId>,
+        breakglass: Option<BreakGlass>,
+    ) -> Result<Outcome, Error> {
+        let (id, now) = new_request_id();
+        let actor = caller.actor();
+        let (action, refused_code) = match breakglass {
+            Some(_) => (Action::Breakglass, Code::BreakGlassRefused),
+            None => (Action::Request, Code::RequestRefused),
+        };
+        let Create {
+            ask,
+            public_key,
+            totp,
+        } = input;
+        let refusal = |extra: serde_json::Value| {
+            let mut e = Event::new(refused_code, actor.clone(), now);
+            e.target = Some(ask.target.clone());
+            e.role = Some(ask.role.clone());
+            e.details = extra;
+            e
+        };
+        let policy = self.policy.load_full();
+        let decision = match self.decide(
+            &policy,
+            action,
+            caller.user,
+            &ask.target,
+            &ask.role,
+            &context(now, ask.ttl, ask.ticket.as_ref()),
+        ) {
+            Ok(d) => d,
+            Err(e) => return Err(self.refused(refusal(serde_json::Value::Null), e).await),
+        };
+        if breakglass.is_some()
+            && decision.allowed
+            && totp.is_none()
+            && !self.mfa_enrolled(&caller.user.name).await?
+        {
+            let e = Error::Mfa(
+                "break-glass requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` now, before an emergency".into(),
+            );
+            return Err(self.refused(refusal(decision_details(&decision)), e).await);
+        }
+        // Refuse what no second factor can fix (TTL, ticket) before spending the caller's code:
+        // a one-time code used up by a request refused for its ticket would make them wait
+        // for the next one.
+        if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), true) {
+            return Err(self
+                .refused(refusal(decision_details(&decision)), refusal_reason.into())
+                .await);
+        }
+        let mfa = if decision.mfa && decision.allowed {
+            match self.step_up(&caller.user.name, totp.as_deref()).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    return Err(self
+                        .refused(refusal(decision_details(&decision)), e.into())
+                        .await);
+                }
+            }
+        } else {
+            false
+        };
+        if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), mfa) {
+            return Err(self
+                .refused(refusal(decision_details(&decision)), refusal_reason.into())
+                .await);
+        }
+        let Some((kind, settings)) = policy.targets().get(&ask.target).and_then(|t| {
+            t.roles
+                .get(&ask.role)
+                .map(|r| (t.kind.clone(), r.settings.clone()))
+        }) else {
+            return Err(Error::Unknown(format!(
+                "unknown target {} or role {}",
+                ask.target, ask.role
+            )));
+        };
+        let checked = match self.issuers.get(&kind) {
+            Some(i) => i
+                .check_request(&settings, public_key.as_deref())
+                .map_err(|e| Error::Input {
+                    code: "bad_credential_input",
+                    message: e.to_string(),
+                }),
+            None => Err(Error::Issuer(format!("no issuer for target kind {kind:?}"))),
+        };
+        if let Err(e) = checked {
+            return Err(self.refused(refusal(decision_details(&decision)), e).await);
+        }
+
+        let mut r = Request::new(
+            id,
+            caller.user.name.clone(),
+            ask,
+            &decision,
+            public_key,
+            extends,
+            now,
+        );
+        r.breakglass = breakglass;
+        let mut details = decision_details(&decision);
+        if let Some(obj) = details.as_object_mut() {
+            obj.insert("reason".into(), r.reason.as_str().into());
+            obj.insert(
+                "ticket".into(),
+                r.ticket.as_ref().map(|t| t.as_str()).into(),
+            );
+            obj.insert("ttl".into(), r.ttl.to_string().into());
+            obj.insert("extends".into(), extends.map(|e| e.to_string()).into());
+            if let Some(bg) = breakglass {
+                obj.insert(
+                    "breakglass".into(),
+                    serde_json::json!({ "drill": bg.drill }),
+                );
+            }
+        }
+        let mut events = vec![
+            Event::new(Code::RequestCreated, actor.clone(), now)
+                .for_request(&r)
+                .details(details),
+        ];
+        if r.requirement.is_auto() {
+            r.approve_automatically()?;
+            events.push(
+                Event::new(Code::RequestApproved, Actor::system(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({
+                        "tier": if breakglass.is_some() { "breakglass" } else { "auto" },
+                        "rules": r.rules,
+                    })),
+            );
+            return self.grant(&policy, r, events, false, &caller, now).await;
+        }
+        let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
+        self.insert(
+            &r,
+            Change {
+                events,
+                notices,
+                ..Change::default()
+            },
+        )
+        .await?;
+        self.wake.by(r.due_at());
+        self.outbox.notify_one();
+        Ok(Outcome {
+            request: r,
+            secret: None,
+        })
+    }
+
+    /// Asks for more time on an active grant: a new request, linked to the original, that goes
+    /// through policy and approval again.
+    pub async fn extend(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+        ttl: Ttl,
+        reason: Option<Reason>,
+        totp: Option<String>,
+    ) -> Result<Outcome, Error> {
+        let now = now();
+        let r = self.load(&caller, id, Code::ActionRefused).await?;
+        let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
+            .for_request(&r)
+            .details(serde_json::json!({"action": "extend"}));
+        if r.requester != caller.user.name {
+            return Err(self
+                .refused(refusal, TransitionError::NotRequester("extend").into())
+                .await);
+        }
+        if r.state != State::Active {
+            let e = TransitionError::WrongState {
+                id,
+                state: r.state,
+                action: "extended",
+                allowed: "active",
+            };
+            return Err(self.refused(refusal, e.into()).await);
+        }
+        let reason = match reason {
+            Some(reason) => reason,
+            None => Reason::parse(
+                &format!("extension of {}: {}", r.id, r.reason)
+                    .chars()
+                    .take(Reason::MAX)
+                    .collect::<String>(),
+            )
+            .map_err(|e| Error::Input {
+                code: "bad_reason",
+                message: e.to_string(),
+            })?,
+        };
+        let ask = Ask {
+            target: r.target.clone(),
+            role: r.role.clone(),
+            reason,
+            ticket: r.ticket.clone(),
+            ttl,
+        };
+        self.create(
+            caller,
+            Create {
+                ask,
+                public_key: r.public_key.clone(),
+                totp,
+            },
+            Some(r.id),
+        )
+        .await
+    }
+}

@@ -1,0 +1,111 @@
+//! The deadlines' pass: due leases revoked, grants expired, pending requests timed out and
+//! expiry warnings sent, many at once.
+
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
+use warden_domain::{Audience, Request, State};
+use warden_store::Change;
+
+use super::Error;
+use crate::state::{App, now};
+
+/// Revocations and expiries run at once, at most.
+const LEASE_CONCURRENCY: usize = 32;
+
+impl App {
+    /// Revokes credentials whose leases are due, then expires grants and times out requests.
+    /// Returns how many were handled; failures are logged, audited and retried with backoff.
+    ///
+    /// Credentials go first: an active grant's lease is due at its expiry, so the account is
+    /// removed without waiting for the request's own change. Both run many at once, so a burst
+    /// of expiries (after downtime, say) is neither served one target round trip nor one commit
+    /// at a time; the store's group commit makes the concurrent writes share their syncs.
+    pub async fn process_due(&self) -> Result<usize, Error> {
+        let now = now();
+        let leases = self.store.due_leases(now, 1024).await?;
+        let mut handled = leases.len();
+        let results: Vec<Result<(), Error>> = futures_util::stream::iter(leases)
+            .map(|lease| self.process_lease(lease, now))
+            .buffer_unordered(LEASE_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "lease not processed; will retry");
+            }
+        }
+        let ended: Vec<Result<bool, Error>> =
+            futures_util::stream::iter(self.store.due(now, 256).await?)
+                .map(|r| self.end_due(r, now))
+                .buffer_unordered(LEASE_CONCURRENCY)
+                .collect()
+                .await;
+        for r in ended {
+            match r {
+                Ok(true) => handled += 1,
+                Ok(false) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(handled)
+    }
+
+    /// Acts on a request whose deadline has come: times out a pending request, expires an
+    /// active grant, or warns its requester that it ends soon. Returns whether it changed. One
+    /// request that cannot move is logged and left for the next pass, so it never holds up the
+    /// others.
+    async fn end_due(&self, mut r: Request, now: OffsetDateTime) -> Result<bool, Error> {
+        let ended = match r.state {
+            State::Pending => r
+                .time_out(now)
+                .map(|()| Change {
+                    events: vec![
+                        Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r),
+                    ],
+                    notices: self.notices(&r, Kind::TimedOut, Audience::Requester, None),
+                    ..Change::default()
+                })
+                .map_err(Error::from),
+            State::Active if r.expires_at.is_some_and(|e| e <= now) => {
+                self.end_grant(&mut r, None, now).await
+            }
+            State::Active => {
+                if !r.take_warning(now) {
+                    return Ok(false);
+                }
+                Ok(Change {
+                    events: vec![
+                        Event::new(Code::ExpiryWarned, Actor::system(), now)
+                            .for_request(&r)
+                            .details(serde_json::json!({
+                                "expires_at": r.expires_at.map(|e| e.unix_timestamp()),
+                            })),
+                    ],
+                    notices: self.notices(&r, Kind::ExpirySoon, Audience::Requester, None),
+                    ..Change::default()
+                })
+            }
+            _ => return Ok(false),
+        };
+        let change = match ended {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(request = %r.id, error = %e, "due request not processed; will retry");
+                return Ok(false);
+            }
+        };
+        match self.store.update_request(&r, change).await {
+            Ok(_) => {
+                self.outbox.notify_one();
+                if r.state == State::Expired {
+                    self.end_sessions(r.id, "your grant has expired");
+                }
+                Ok(true)
+            }
+            Err(warden_store::Error::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Ending grants early: revocation by a person, offboarding, and users gone from the
+//! directory. An account at a target goes with its grant through the lease worker.
+
+use time::OffsetDateTime;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::{Comment, Request, RequestId, State, UserName};
+use warden_store::Change;
+
+use super::{CONFLICT_RETRIES, Caller, Error};
+use crate::state::{App, now};
+
+/// Most times open requests are looked for when all of a user's must end (offboarding, users
+/// gone from the directory): each look ends what it finds, and only a request that was
+/// already on its way can appear after the first.
+const END_ALL_LOOKS: usize = 5;
+
+impl App {
+    /// Ends a grant (`by` is `None` for expiry). Credentials that die on their own (SSH
+    /// certificates) need nothing more; an account at a target gets its lease moved to
+    /// revoking in the same transaction, and the lease worker removes it at once.
+    pub(super) async fn end_grant(
+        &self,
+        r: &mut Request,
+        by: Option<(Actor, Comment)>,
+        now: OffsetDateTime,
+    ) -> Result<Change, Error> {
+        let actor = by
+            .as_ref()
+            .map(|(a, _)| a.clone())
+            .unwrap_or_else(Actor::system);
+        let mut lease = self.store.lease(r.id).await?;
+        if let Some(l) = lease.as_mut() {
+            l.start_revoking(now);
+        }
+        let mut events = Vec::new();
+        match by {
+            Some((_, comment)) => {
+                r.revoke(actor.user.as_ref(), comment.clone(), now)?;
+                events.push(
+                    Event::new(Code::GrantRevoked, actor, now)
+                        .for_request(r)
+                        .details(serde_json::json!({ "comment": comment.as_str() })),
+                );
+            }
+            None => {
+                r.expire(now)?;
+                events.push(
+                    Event::new(Code::GrantExpired, actor, now)
+                        .for_request(r)
+                        .details(serde_json::json!({
+                            "lag_ms": r.expires_at.map(|e| (now - e).whole_milliseconds()),
+                        })),
+                );
+            }
+        }
+        Ok(Change {
+            lease,
+            events,
+            ..Change::default()
+        })
+    }
+
+    /// Ends a grant early. Allowed to the requester, administrators, and anyone who may
+    /// review the request.
+    pub async fn revoke(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+        comment: Comment,
+    ) -> Result<Request, Error> {
+        for _ in 0..CONFLICT_RETRIES {
+            let now = now();
+            let mut r = self.load(&caller, id, Code::ActionRefused).await?;
+            let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
+                .for_request(&r)
+                .details(serde_json::json!({"action": "revoke"}));
+            if !self.may_view(caller.user, &r) {
+                return Err(self.refused(refusal, Error::NotFound(id)).await);
+            }
+            let change = match self
+                .end_grant(&mut r, Some((caller.actor(), comment.clone())), now)
+                .await
+            {
+                Ok(change) => change,
+                Err(e) => return Err(self.refused(refusal, e).await),
+            };
+            if self.store_revoked(&mut r, change).await? {
+                return Ok(r);
+            }
+        }
+        Err(Error::Store(warden_store::Error::Conflict))
+    }
+
+    /// Stores a revocation made by [`end_grant`](Self::end_grant) and ends what the grant
+    /// held. False when another change came first (the caller reloads and tries again).
+    async fn store_revoked(&self, r: &mut Request, change: Change) -> Result<bool, Error> {
+        match self.store.update_request(r, change).await {
+            Ok(v) => {
+                r.version = v;
+                // The lease is now due: the worker removes the credential at once.
+                self.wake.now();
+                self.end_sessions(r.id, "your grant was revoked");
+                Ok(true)
+            }
+            Err(warden_store::Error::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Offboarding: revokes `user`'s API tokens, then ends every pending, approved and active
+    /// request of theirs. Returns how many requests were ended.
+    ///
+    /// Tokens first, so that the user can start nothing while their requests are being ended;
+    /// a request already on its way when the tokens went is caught by the next look, which is
+    /// repeated until one finds nothing open.
+    pub async fn offboard(&self, caller: Caller<'_>, user: &UserName) -> Result<usize, Error> {
+        if !self.is_admin(caller.user) {
+            return Err(Error::Forbidden(
+                "only administrators can offboard users".into(),
+            ));
+        }
+        let at = now();
+        // Before the store's revocation, so that no lookup racing it caches a token live.
+        self.tokens.forget_user(user, at);
+        let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
+            .details(serde_json::json!({ "user": user }));
+        let tokens = self.store.revoke_user_tokens(user, vec![ev]).await?;
+        let ended = self
+            .end_all(Some(user), |_| true, caller.actor(), "offboarded")
+            .await?;
+        tracing::info!(%user, ended, tokens, "user offboarded");
+        Ok(ended)
+    }
+
+    /// Ends the open requests of users no longer in the directory (removed from the config
+    /// while the server was down), as offboarding would have: a grant must not outlive its
+    /// holder's place in the directory. Run at start; returns how many were ended.
+    pub async fn end_departed(&self) -> Result<usize, Error> {
+        self.end_all(
+            None,
+            |r| self.user(&r.requester).is_none(),
+            Actor::system(),
+            "the requester is no longer in the directory",
+        )
+        .await
+    }
+
+    /// Revokes, as `actor` with `comment`, every open request of `requester` (or of anyone)
+    /// that `which` picks, looking again until a look finds none (at most [`END_ALL_LOOKS`]
+    /// times). Returns how many were ended.
+    async fn end_all(
+        &self,
+        requester: Option<&UserName>,
+        which: impl Fn(&Request) -> bool,
+        actor: Actor,
+        comment: &str,
+    ) -> Result<usize, Error> {
+        let comment = Comment::parse(comment).map_err(|e| Error::Input {
+            code: "bad_comment",
+            message: e.to_string(),
+        })?;
+        let by = (actor, comment);
+        let mut ended = 0;
+        for _ in 0..END_ALL_LOOKS {
+            let open: Vec<Request> = self
+                .store
+                .requests(warden_store::RequestFilter {
+                    requester: requester.cloned(),
+                    target: None,
+                    states: vec![State::Pending, State::Approved, State::Active],
+                    limit: 10_000,
+                })
+                .await?
+                .into_iter()
+                .filter(|r| which(r))
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            for mut r in open {
+                for _ in 0..CONFLICT_RETRIES {
+                    let change = match self.end_grant(&mut r, Some(by.clone()), now()).await {
+                        Ok(change) => change,
+                        Err(Error::Transition(_)) => break, // ended meanwhile
+                        Err(e) => return Err(e),
+                    };
+                    if self.store_revoked(&mut r, change).await? {
+                        ended += 1;
+                        break;
+                    }
+                    match self.store.request(r.id).await? {
+                        Some(fresh) if !fresh.state.is_final() => r = fresh,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(ended)
+    }
+}

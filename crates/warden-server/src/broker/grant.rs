@@ -1,0 +1,289 @@
+//! Issuing: an approved request's credential made at its target, the grant activated, and
+//! the secret handed to the requester (at once, or sealed for one pickup).
+
+use time::OffsetDateTime;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
+use warden_domain::request::TransitionError;
+use warden_domain::{Audience, Lease, Postmortem, Request, RequestId, TargetName};
+use warden_issuers::{AdminCredential, IssueRequest, Secret};
+use warden_policy::Policy;
+use warden_store::Change;
+
+use super::{Caller, Error, Outcome};
+use crate::metrics;
+use crate::state::{App, now};
+
+impl App {
+    /// Issues the credential for an approved request and activates the grant, storing every
+    /// step with `events`. For issuers that create accounts the lease's intent, naming the
+    /// account, is stored *before* the target is touched, so a crash at any instant leaves a
+    /// lease to clean up and never an unknown account. The secret goes back to `caller` if they
+    /// are the requester, and is otherwise sealed for the requester's one pickup.
+    pub(super) async fn grant(
+        &self,
+        policy: &Policy,
+        mut r: Request,
+        mut events: Vec<Event>,
+        mut stored: bool,
+        caller: &Caller<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, Error> {
+        let actor = caller.actor();
+        let target = policy.targets().get(&r.target).ok_or_else(|| {
+            Error::Unknown(format!("target {} is no longer in the policy", r.target))
+        })?;
+        let role = target.roles.get(&r.role).ok_or_else(|| {
+            Error::Unknown(format!(
+                "role {} is no longer defined for {}",
+                r.role, r.target
+            ))
+        })?;
+        let issuer = self
+            .issuers
+            .get(&target.kind)
+            .ok_or_else(|| Error::Issuer(format!("no issuer for target kind {:?}", target.kind)))?;
+        let valid_before = now + r.ttl.as_duration();
+        let mut lease = None;
+        let mut admin = None;
+        let password = issuer.account_name(r.id, &r.requester).map(|account| {
+            lease = Some(Lease::intent(
+                r.id,
+                r.requester.clone(),
+                r.target.clone(),
+                r.role.clone(),
+                account,
+                valid_before,
+                now,
+            ));
+            Secret::new(crate::auth::random_password())
+        });
+        if lease.is_some() {
+            admin = self.admin_credential(&r.target).await?;
+            let change = Change {
+                lease: lease.clone(),
+                events: std::mem::take(&mut events),
+                ..Change::default()
+            };
+            self.save(&mut r, &mut stored, change).await?;
+        }
+        let issued = issuer
+            .issue(IssueRequest {
+                grant: r.id,
+                user: &r.requester,
+                target: &r.target,
+                role: &r.role,
+                connection: &target.connection,
+                settings: &role.settings,
+                valid_after: now,
+                valid_before,
+                public_key: r.public_key.as_deref(),
+                account: lease.as_ref().map(|l| l.account.as_str()),
+                password: password.as_ref(),
+                admin: admin.as_ref(),
+            })
+            .await;
+        let issued = match issued {
+            Ok(i) => i,
+            Err(e) => {
+                events.push(
+                    Event::new(Code::CredentialIssueFailed, Actor::system(), now)
+                        .for_request(&r)
+                        .failed("issuer_failed", e.to_string()),
+                );
+                let why = format!("the credential could not be issued: {e}");
+                r.end_unissued(why.clone(), now)?;
+                if let Some(l) = lease.as_mut() {
+                    // Anything half-made at the target is removed by the lease worker.
+                    l.start_revoking(now);
+                }
+                // Security hears of every failed emergency; a requester who is not the caller
+                // (their request was just approved) would otherwise never learn it failed.
+                let told = [
+                    (Audience::Security, r.breakglass.is_some()),
+                    (Audience::Requester, caller.user.name != r.requester),
+                ];
+                let notices: Vec<_> = told
+                    .into_iter()
+                    .filter(|(_, tell)| *tell)
+                    .flat_map(|(audience, _)| {
+                        self.notices(&r, Kind::IssueFailed, audience, Some(why.clone()))
+                    })
+                    .collect();
+                let notify = !notices.is_empty();
+                self.save(
+                    &mut r,
+                    &mut stored,
+                    Change {
+                        lease,
+                        events,
+                        notices,
+                        ..Change::default()
+                    },
+                )
+                .await?;
+                self.issued(&r, &target.kind, false, now);
+                self.wake.now();
+                if notify {
+                    self.outbox.notify_one();
+                }
+                return Err(Error::Issuer(e.to_string()));
+            }
+        };
+        let mut public_facts = issued.public.clone();
+        if let Some(obj) = public_facts.as_object_mut() {
+            // The certificate itself is public but long; the audit log keeps its identifiers.
+            obj.remove("certificate");
+        }
+        r.activate(Some(issued.public), now)?;
+        r.warn_before(self.config.expiry_warning);
+        if let Some(l) = lease.as_mut() {
+            l.activate(valid_before);
+        }
+        events.push(
+            Event::new(Code::CredentialIssued, actor.clone(), now)
+                .for_request(&r)
+                .details(public_facts),
+        );
+        events.push(
+            Event::new(Code::GrantActivated, actor.clone(), now)
+                .for_request(&r)
+                .details(serde_json::json!({ "expires_at": valid_before.unix_timestamp(), "kind": target.kind })),
+        );
+        let mut postmortem = None;
+        let mut notices = Vec::new();
+        if let Some(bg) = r.breakglass {
+            events.push(
+                Event::new(Code::BreakGlassActivated, actor.clone(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({
+                        "drill": bg.drill,
+                        "reason": r.reason.as_str(),
+                        "ticket": r.ticket.as_ref().map(|t| t.as_str()),
+                        "ttl": r.ttl.to_string(),
+                        "recording": r.recording.to_string(),
+                        "expires_at": valid_before.unix_timestamp(),
+                    })),
+            );
+            events.push(
+                Event::new(Code::PostmortemOpened, Actor::system(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({ "drill": bg.drill })),
+            );
+            postmortem = Some(Postmortem::open(&r, bg.drill, now));
+            notices = self.notices(&r, Kind::BreakGlass, Audience::Security, None);
+        } else if caller.user.name != r.requester {
+            notices = self.notices(&r, Kind::Approved, Audience::Requester, None);
+        }
+        let (secret, pickup) = match issued.secret {
+            Some(secret) if caller.user.name != r.requester => {
+                let sealed = serde_json::to_vec(secret.expose())
+                    .map_err(|e| Error::Issuer(e.to_string()))
+                    .and_then(|b| {
+                        self.sealer
+                            .seal(&b)
+                            .map_err(|e| Error::Issuer(e.to_string()))
+                    })?;
+                (None, Some(sealed))
+            }
+            other => (other, None),
+        };
+        let deadline = r
+            .due_at()
+            .into_iter()
+            .chain(lease.as_ref().and_then(|l| l.due_at))
+            .min();
+        let notify = !notices.is_empty();
+        self.save(
+            &mut r,
+            &mut stored,
+            Change {
+                lease,
+                pickup,
+                postmortem,
+                events,
+                notices,
+            },
+        )
+        .await?;
+        self.issued(&r, &target.kind, true, now);
+        self.wake.by(deadline);
+        if notify {
+            self.outbox.notify_one();
+        }
+        Ok(Outcome { request: r, secret })
+    }
+
+    /// Counts a grant's issue (or its failure) once stored. The approval, if one was needed,
+    /// was stored with it.
+    fn issued(&self, r: &Request, kind: &str, ok: bool, approved: OffsetDateTime) {
+        let tier = r.requirement.tier();
+        let since = |t: OffsetDateTime| (t - r.created_at).as_seconds_f64().max(0.0);
+        if !r.requirement.is_auto() {
+            self.metrics
+                .observe(&metrics::APPROVAL_LATENCY, &[tier], since(approved));
+        }
+        if ok {
+            self.metrics.add(&metrics::ISSUED, &[kind], 1);
+            // The clock now, not the approval's instant: issuing takes time too.
+            self.metrics
+                .observe(&metrics::TIME_TO_GRANT, &[tier], since(now()));
+        } else {
+            self.metrics.add(&metrics::ISSUE_FAILURES, &[kind], 1);
+        }
+    }
+
+    /// A target's admin credential from the vault.
+    pub async fn admin_credential(
+        &self,
+        target: &TargetName,
+    ) -> Result<Option<AdminCredential>, Error> {
+        let Some(sealed) = self.store.target_credential(target).await? else {
+            return Ok(None);
+        };
+        let plain = self.sealer.open(&sealed).map_err(|e| {
+            Error::Issuer(format!(
+                "the stored credential for {target} does not open: {e}"
+            ))
+        })?;
+        let (current, next) = crate::vault::parse_credential(&plain)?;
+        if next.is_some() {
+            tracing::warn!(%target, "a root rotation was interrupted; run `warden target rotate-root` again");
+        }
+        Ok(Some(current))
+    }
+
+    /// Hands the requester the secret of their credential, once.
+    pub async fn pickup(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+    ) -> Result<serde_json::Value, Error> {
+        let r = self.load(&caller, id, Code::ActionRefused).await?;
+        if r.requester != caller.user.name {
+            let ev = Event::new(Code::ActionRefused, caller.actor(), now())
+                .for_request(&r)
+                .details(serde_json::json!({"action": "pickup"}));
+            return Err(self
+                .refused(
+                    ev,
+                    TransitionError::NotRequester("pick up the credential of").into(),
+                )
+                .await);
+        }
+        let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now()).for_request(&r);
+        let Some(sealed) = self.store.take_pickup(id, vec![ev]).await? else {
+            return Err(Error::Input {
+                code: "already_picked_up",
+                message: format!(
+                    "the credential of {id} was already handed over (it is shown once) or needs none"
+                ),
+            });
+        };
+        let plain = self
+            .sealer
+            .open(&sealed)
+            .map_err(|e| Error::Issuer(e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| Error::Issuer(e.to_string()))
+    }
+}

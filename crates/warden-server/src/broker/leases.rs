@@ -1,0 +1,251 @@
+//! The accounts Warden makes at targets: leases revoked with backoff, intents left by a crash
+//! recovered, and orphaned accounts reconciled away.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
+use warden_domain::{
+    Audience, Lease, LeaseState, RequestId, RoleName, State, TargetName, UserName,
+};
+use warden_issuers::{ListRequest, RevokeRequest, RevokeResponse};
+
+use super::Error;
+use crate::metrics;
+use crate::state::{App, now};
+
+impl App {
+    /// Moves every lease still at its intent to revoking. Called once at start-up: no issue is
+    /// in flight in a fresh process, so an intent is a leftover of a crash.
+    pub async fn recover_intents(&self) -> Result<usize, Error> {
+        let now = now();
+        let horizon = now + warden_domain::lease::INTENT_GRACE + time::Duration::seconds(1);
+        let mut n = 0;
+        for mut l in self.store.due_leases(horizon, 100_000).await? {
+            if l.state == LeaseState::Intent {
+                l.start_revoking(now);
+                self.store.update_lease(&l, Vec::new(), Vec::new()).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Acts on one due lease: revokes its credential, or retries later with backoff.
+    pub(super) async fn process_lease(
+        &self,
+        mut lease: Lease,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        // A lease being removed while its request is still approved means the issue never
+        // completed (a crash, or a failure after the intent): close the request too.
+        let request = self.store.request(lease.grant).await?;
+        // The account should be gone from the grant's end, or its expiry if that came first.
+        let due = request
+            .as_ref()
+            .and_then(|r| r.ended_at)
+            .map_or(lease.expires_at, |end| end.min(lease.expires_at));
+        if let Some(mut r) = request
+            && r.state == State::Approved
+        {
+            r.end_unissued(
+                "the credential's issue was interrupted; request access again".into(),
+                now,
+            )?;
+            let ev = Event::new(Code::CredentialIssueFailed, Actor::system(), now)
+                .for_request(&r)
+                .failed("interrupted", "issue did not complete");
+            match self.store.update_request(&r, vec![ev].into()).await {
+                Ok(_) | Err(warden_store::Error::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if lease.state == LeaseState::Revoked {
+            return Ok(());
+        }
+        lease.start_revoking(now);
+        let policy = self.policy.load_full();
+        let target = policy.targets().get(&lease.target);
+        let settings = target
+            .and_then(|t| t.roles.get(&lease.role))
+            .map(|ro| ro.settings.clone())
+            .unwrap_or_default();
+        let connection = target.map(|t| t.connection.clone()).unwrap_or_default();
+        let outcome = match target.and_then(|t| self.issuers.get(&t.kind)) {
+            None => Err(format!(
+                "target {} is no longer in the policy; remove account {} by hand",
+                lease.target, lease.account
+            )),
+            Some(issuer) => {
+                let admin = self.admin_credential(&lease.target).await?;
+                issuer
+                    .revoke(RevokeRequest {
+                        grant: lease.grant,
+                        target: &lease.target,
+                        role: &lease.role,
+                        connection: &connection,
+                        settings: &settings,
+                        public: &serde_json::Value::Null,
+                        account: Some(&lease.account),
+                        admin: admin.as_ref(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let kind = target.map_or("unknown", |t| t.kind.as_str()).to_owned();
+        let (grant, target, role) = (lease.grant, lease.target.clone(), lease.role.clone());
+        // Events carry the time the target answered, so lags include the revocation itself.
+        let done = now.max(crate::state::now());
+        let base = |code| {
+            let mut e = Event::new(code, Actor::system(), done);
+            e.request_id = Some(grant);
+            e.target = Some(target.clone());
+            e.role = Some(role.clone());
+            e
+        };
+        let removed = outcome.is_ok();
+        let mut notices = Vec::new();
+        let events = match outcome {
+            Ok(result) => {
+                lease.revoked();
+                vec![base(Code::CredentialRevoked).details(serde_json::json!({
+                    "account": lease.account,
+                    "outcome": if result == RevokeResponse::Revoked { "revoked" } else { "already_gone" },
+                    "lag_ms": (done - lease.expires_at).whole_milliseconds().max(0),
+                }))]
+            }
+            Err(e) => {
+                tracing::error!(grant = %lease.grant, account = %lease.account, error = %e, "revocation failed; will retry");
+                let newly_failed = lease.revoke_failed(e.clone(), now);
+                // Security hears at the first failure (the account outlives its grant from
+                // now on) and again when Warden stops retrying.
+                if lease.attempts == 1 || newly_failed {
+                    let detail = if newly_failed {
+                        format!(
+                            "account {}: still there after {} attempts, now marked failed (retries go on, further apart); check the target: {e}",
+                            lease.account, lease.attempts
+                        )
+                    } else {
+                        format!("account {}: retrying with backoff: {e}", lease.account)
+                    };
+                    if let Some(r) = self.store.request(lease.grant).await? {
+                        notices =
+                            self.notices(&r, Kind::RevokeFailed, Audience::Security, Some(detail));
+                    }
+                }
+                if newly_failed {
+                    vec![base(Code::CredentialRevokeFailed).failed("revoke_failed", e).details(serde_json::json!({ "account": lease.account, "attempts": lease.attempts }))]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        let notify = !notices.is_empty();
+        self.store.update_lease(&lease, events, notices).await?;
+        if notify {
+            self.outbox.notify_one();
+        }
+        if removed {
+            self.metrics.add(&metrics::REVOKED, &[&kind], 1);
+            let lag = (done - due).as_seconds_f64().max(0.0);
+            self.metrics
+                .observe(&metrics::REVOCATION_LAG, &[&kind], lag);
+        } else {
+            self.metrics.add(&metrics::REVOKE_FAILURES, &[&kind], 1);
+        }
+        Ok(())
+    }
+
+    /// The accounts at `target` that a live lease names.
+    async fn leased_accounts(&self, target: &TargetName) -> Result<HashSet<String>, Error> {
+        Ok(self
+            .store
+            .live_leases(target)
+            .await?
+            .into_iter()
+            .map(|l| l.account)
+            .collect())
+    }
+
+    /// Removes accounts Warden made at its targets that no live lease accounts for (restored
+    /// backups, hand-made copies of Warden's names, crashes of another deployment). Accounts
+    /// without Warden's name prefix and marker are never listed, so never touched. Returns how
+    /// many orphans were removed.
+    pub async fn reconcile(&self) -> Result<usize, Error> {
+        let policy = self.policy.load_full();
+        let probe = RequestId::from_uuid(Uuid::nil());
+        let probe_user: UserName = "reconciler"
+            .parse()
+            .map_err(|e: warden_domain::names::NameError| Error::Issuer(e.to_string()))?;
+        let mut removed = 0;
+        for (_, target) in policy.targets().iter() {
+            let Some(issuer) = self.issuers.get(&target.kind) else {
+                continue;
+            };
+            if issuer.account_name(probe, &probe_user).is_none() {
+                continue;
+            }
+            let Some(admin) = self.admin_credential(&target.name).await? else {
+                continue;
+            };
+            // Leases first, accounts second: an account created after this read has a lease
+            // (its intent) that the read may have missed, so never remove what is newer.
+            let live = self.leased_accounts(&target.name).await?;
+            let accounts = match issuer
+                .list_accounts(ListRequest {
+                    target: &target.name,
+                    connection: &target.connection,
+                    admin: Some(&admin),
+                })
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(target = %target.name, error = %e, "reconciliation could not list accounts");
+                    continue;
+                }
+            };
+            // And again after the listing: an account made since the first read has a lease
+            // only this read sees (one whose lease ended since is the lease worker's to remove,
+            // and the first read kept it).
+            let fresh = self.leased_accounts(&target.name).await?;
+            for account in accounts
+                .into_iter()
+                .filter(|a| !live.contains(&a.name) && !fresh.contains(&a.name))
+            {
+                let now = now();
+                let outcome = issuer
+                    .revoke(RevokeRequest {
+                        grant: account.grant.unwrap_or(probe),
+                        target: &target.name,
+                        role: &RoleName::from_str("reconcile")
+                            .map_err(|e| Error::Issuer(e.to_string()))?,
+                        connection: &target.connection,
+                        settings: &Default::default(),
+                        public: &serde_json::Value::Null,
+                        account: Some(&account.name),
+                        admin: Some(&admin),
+                    })
+                    .await;
+                let mut ev = Event::new(Code::OrphanRemoved, Actor::system(), now).details(
+                    serde_json::json!({
+                        "account": account.name,
+                        "grant": account.grant.map(|g| g.to_string()),
+                    }),
+                );
+                ev.target = Some(target.name.clone());
+                ev.request_id = account.grant;
+                match outcome {
+                    Ok(_) => removed += 1,
+                    Err(e) => ev = ev.failed("revoke_failed", e.to_string()),
+                }
+                self.store.append(vec![ev]).await?;
+            }
+        }
+        Ok(removed)
+    }
+}

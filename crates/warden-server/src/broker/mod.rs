@@ -1,0 +1,260 @@
+//! The request broker: drives requests through policy, approval and issuance.
+//!
+//! Each operation loads what it needs, asks the domain to make the transition, issues or
+//! revokes credentials through the issuer for the target's kind, and stores the new state with
+//! its audit events in one transaction. Every refusal is audited before it is returned.
+//! Concurrent changes to one request are detected by its version and retried.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::request::{Ask, TransitionError};
+use warden_domain::{
+    Decision, Refusal, Request, RequestId, RoleName, TargetName, Ticket, Ttl, User,
+};
+use warden_issuers::Secret;
+use warden_policy::{Action, Context, Policy};
+use warden_store::Change;
+
+use crate::auth::AuthError;
+use crate::metrics;
+use crate::state::{App, now};
+
+mod create;
+mod due;
+mod end;
+mod grant;
+mod leases;
+mod review;
+
+/// How many times an operation is retried when another writer changed the request first.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Why the broker refused or failed. Refusals leave all state unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Input { code: &'static str, message: String },
+    #[error("{0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    #[error("{0}")]
+    Transition(#[from] TransitionError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("request {0} not found")]
+    NotFound(RequestId),
+    #[error("{0}")]
+    Mfa(String),
+    #[error("the credential could not be issued or revoked: {0}")]
+    Issuer(String),
+    #[error("{0}")]
+    Postmortem(#[from] warden_domain::postmortem::PostmortemError),
+    #[error("storage failure: {0}")]
+    Store(#[from] warden_store::Error),
+}
+
+impl Error {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Input { code, .. } => code,
+            Error::Unknown(_) => "unknown_target",
+            Error::Refused(r) => r.code(),
+            Error::Transition(t) => t.code(),
+            Error::Forbidden(_) => "not_permitted",
+            Error::NotFound(_) => "not_found",
+            Error::Mfa(_) => "mfa_required",
+            Error::Issuer(_) => "issuer_failed",
+            Error::Postmortem(p) => p.code(),
+            Error::Store(_) => "storage_unavailable",
+        }
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(s) => Error::Store(s),
+            other => Error::Mfa(other.to_string()),
+        }
+    }
+}
+
+/// What a requester asks for.
+#[derive(Debug, Clone)]
+pub struct Create {
+    pub ask: Ask,
+    pub public_key: Option<String>,
+    /// A TOTP code, for roles that demand MFA step-up.
+    pub totp: Option<String>,
+}
+
+/// A request together with the secret parts of its credential, present only in the response
+/// to the call that issued it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub request: Request,
+    pub secret: Option<Secret<serde_json::Value>>,
+}
+
+/// Who is calling, for audit events.
+#[derive(Debug, Clone)]
+pub struct Caller<'a> {
+    pub user: &'a User,
+    pub source: Option<String>,
+}
+
+impl Caller<'_> {
+    pub(crate) fn actor(&self) -> Actor {
+        Actor::user(self.user.name.clone(), self.source.clone())
+    }
+}
+
+fn context(now: OffsetDateTime, ttl: Ttl, ticket: Option<&Ticket>) -> Context {
+    Context {
+        now,
+        ttl,
+        ticket: ticket.cloned(),
+    }
+}
+
+fn decision_details(d: &Decision) -> serde_json::Value {
+    serde_json::json!({
+        "rules": d.rules,
+        "tier": d.requirement.to_string(),
+        "max_ttl": d.max_ttl.to_string(),
+        "mfa": d.mfa,
+        "recording": d.recording.to_string(),
+    })
+}
+
+impl App {
+    /// Appends a refusal event and hands the error back, so refusals cannot go unaudited.
+    pub(crate) async fn refused(&self, event: Event, err: Error) -> Error {
+        let event = event.denied(err.code(), err.to_string());
+        match self.store.append(vec![event]).await {
+            Ok(()) => err,
+            // Fail closed: the caller learns the refusal could not be recorded.
+            Err(e) => Error::Store(e),
+        }
+    }
+
+    fn decide(
+        &self,
+        policy: &Policy,
+        action: Action,
+        user: &User,
+        target: &TargetName,
+        role: &RoleName,
+        ctx: &Context,
+    ) -> Result<Decision, Error> {
+        policy
+            .decide(action, user, target, role, ctx)
+            .map_err(|e| Error::Unknown(e.to_string()))
+    }
+
+    /// Stores `r`: inserts it when `stored` is false, else saves it over its stored version.
+    async fn save(&self, r: &mut Request, stored: &mut bool, change: Change) -> Result<(), Error> {
+        if *stored {
+            r.version = self.store.update_request(r, change).await?;
+        } else {
+            self.insert(r, change).await?;
+            *stored = true;
+        }
+        Ok(())
+    }
+
+    /// Stores a new request and counts it.
+    async fn insert(&self, r: &Request, change: Change) -> Result<(), Error> {
+        self.store.insert_request(r, change).await?;
+        self.metrics
+            .add(&metrics::REQUESTS_CREATED, &[r.requirement.tier()], 1);
+        Ok(())
+    }
+
+    async fn load(&self, caller: &Caller<'_>, id: RequestId, code: Code) -> Result<Request, Error> {
+        match self.store.request(id).await? {
+            Some(r) => Ok(r),
+            None => {
+                let mut e = Event::new(code, caller.actor(), now());
+                e.request_id = Some(id);
+                Err(self.refused(e, Error::NotFound(id)).await)
+            }
+        }
+    }
+
+    /// Whether `user` may see request `r`: the requester, administrators and audit readers,
+    /// and anyone who may review it.
+    pub fn may_view(&self, user: &User, r: &Request) -> bool {
+        user.name == r.requester
+            || self.may_read_audit(user)
+            || self
+                .user(&r.requester)
+                .is_some_and(|req| r.requirement.may_review(req, user))
+    }
+
+    /// Reads one request, if the caller may see it.
+    pub async fn show(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
+        let r = self.load(&caller, id, Code::ActionRefused).await?;
+        if self.may_view(caller.user, &r) {
+            Ok(r)
+        } else {
+            // Indistinguishable from a missing request, so ids cannot be probed.
+            Err(Error::NotFound(id))
+        }
+    }
+
+    /// The decision policy would make for `user` now, and whether the given request details
+    /// would pass it (MFA aside).
+    pub fn explain(
+        &self,
+        action: Action,
+        user: &User,
+        target: &TargetName,
+        role: &RoleName,
+        ttl: Ttl,
+        ticket: Option<&Ticket>,
+    ) -> Result<(Decision, Option<Refusal>), Error> {
+        let policy = self.policy.load_full();
+        let d = self.decide(
+            &policy,
+            action,
+            user,
+            target,
+            role,
+            &context(now(), ttl, ticket),
+        )?;
+        let check = d.check(ttl, ticket, true).err();
+        Ok((d, check))
+    }
+
+    /// Every target and role with what policy says about `user` asking for it now, through
+    /// `action`. Evaluated with the shortest TTL and no ticket; the decision's settings say what
+    /// a real request must bring.
+    pub fn options(
+        &self,
+        action: Action,
+        user: &User,
+    ) -> (Arc<Policy>, Vec<(TargetName, RoleName, Decision)>) {
+        let policy = self.policy.load_full();
+        let mut out = Vec::new();
+        for (_, t) in policy.targets().iter() {
+            for role in t.roles.keys() {
+                if let Ok(d) = self.decide(
+                    &policy,
+                    action,
+                    user,
+                    &t.name,
+                    role,
+                    &context(now(), Ttl::MIN, None),
+                ) {
+                    out.push((t.name.clone(), role.clone(), d));
+                }
+            }
+        }
+        (policy, out)
+    }
+}

@@ -1,0 +1,172 @@
+//! Reviewing and cancelling pending requests: approvals counted against the tier policy
+//! requires at the time of each review, denials, and withdrawals by the requester.
+
+use warden_domain::audit::{Code, Event};
+use warden_domain::notice::Kind;
+use warden_domain::request::Approved;
+use warden_domain::{Audience, Comment, Refusal, Request, RequestId};
+use warden_policy::Action;
+use warden_store::Change;
+
+use super::{CONFLICT_RETRIES, Caller, Error, Outcome, context};
+use crate::state::{App, now};
+
+impl App {
+    /// Approves (`approve = true`) or denies a pending request.
+    pub async fn review(
+        &self,
+        caller: Caller<'_>,
+        id: RequestId,
+        approve: bool,
+        comment: Comment,
+        totp: Option<String>,
+    ) -> Result<Outcome, Error> {
+        let mut stepped_up = None;
+        for _ in 0..CONFLICT_RETRIES {
+            let now = now();
+            let actor = caller.actor();
+            let mut r = self.load(&caller, id, Code::ReviewRefused).await?;
+            let refusal = Event::new(Code::ReviewRefused, actor.clone(), now)
+                .for_request(&r)
+                .details(
+                    serde_json::json!({ "verdict": if approve { "approve" } else { "deny" } }),
+                );
+            let Some(requester) = self.user(&r.requester).cloned() else {
+                let e = Error::Forbidden(format!(
+                    "requester {} is no longer in the directory; the request cannot be approved",
+                    r.requester
+                ));
+                return Err(self.refused(refusal, e).await);
+            };
+            let policy = self.policy.load_full();
+            let decision = match self.decide(
+                &policy,
+                Action::Request,
+                &requester,
+                &r.target,
+                &r.role,
+                &context(now, r.ttl, r.ticket.as_ref()),
+            ) {
+                Ok(d) => d,
+                Err(e) => return Err(self.refused(refusal, e).await),
+            };
+            if approve && !decision.allowed {
+                let e = Error::Forbidden(format!(
+                    "policy no longer permits this request ({}); it can only be denied or cancelled",
+                    Refusal::NotPermitted(decision.rules.clone())
+                ));
+                return Err(self.refused(refusal, e).await);
+            }
+            if approve && decision.mfa && stepped_up.is_none() {
+                match self.step_up(&caller.user.name, totp.as_deref()).await {
+                    Ok(true) => stepped_up = Some(()),
+                    Ok(false) => {
+                        let e = Error::Mfa("approving this role requires MFA step-up: pass a fresh TOTP code with --totp".into());
+                        return Err(self.refused(refusal, e).await);
+                    }
+                    Err(e) => return Err(self.refused(refusal, e.into()).await),
+                }
+            }
+            let mut events = Vec::new();
+            let mut notices = Vec::new();
+            if approve {
+                let outcome = r.approve(
+                    caller.user,
+                    &requester,
+                    decision.requirement.clone(),
+                    comment.clone(),
+                    now,
+                );
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => return Err(self.refused(refusal, e.into()).await),
+                };
+                let missing = match &outcome {
+                    Approved::Complete => Vec::new(),
+                    Approved::Partial(p) => p.missing.clone(),
+                };
+                events.push(
+                    Event::new(Code::RequestReviewed, actor.clone(), now)
+                        .for_request(&r)
+                        .details(serde_json::json!({
+                            "verdict": "approve",
+                            "comment": comment.as_str(),
+                            "tier": r.requirement.to_string(),
+                            "still_needed": missing,
+                        })),
+                );
+                if outcome == Approved::Complete {
+                    events.push(Event::new(Code::RequestApproved, actor.clone(), now).for_request(&r).details(serde_json::json!({
+                        "tier": r.requirement.to_string(),
+                        "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
+                    })));
+                    match self.grant(&policy, r, events, true, &caller, now).await {
+                        Err(Error::Store(warden_store::Error::Conflict)) => continue,
+                        other => return other,
+                    }
+                }
+            } else {
+                let requirement = if decision.allowed {
+                    decision.requirement.clone()
+                } else {
+                    r.requirement.clone()
+                };
+                if let Err(e) = r.deny(caller.user, &requester, &requirement, comment.clone(), now)
+                {
+                    return Err(self.refused(refusal, e.into()).await);
+                }
+                events.push(
+                    Event::new(Code::RequestDenied, actor.clone(), now)
+                        .for_request(&r)
+                        .details(serde_json::json!({ "comment": comment.as_str() })),
+                );
+                let why = (!comment.as_str().is_empty())
+                    .then(|| format!("{}: {}", caller.user.name, comment.as_str()));
+                notices = self.notices(&r, Kind::Denied, Audience::Requester, why);
+            }
+            let change = Change {
+                events,
+                notices,
+                ..Change::default()
+            };
+            match self.store.update_request(&r, change).await {
+                Ok(v) => {
+                    r.version = v;
+                    self.wake.now();
+                    self.outbox.notify_one();
+                    return Ok(Outcome {
+                        request: r,
+                        secret: None,
+                    });
+                }
+                Err(warden_store::Error::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(warden_store::Error::Conflict))
+    }
+
+    /// Withdraws the caller's own request before it is granted.
+    pub async fn cancel(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
+        for _ in 0..CONFLICT_RETRIES {
+            let now = now();
+            let mut r = self.load(&caller, id, Code::ActionRefused).await?;
+            if let Err(e) = r.cancel(&caller.user.name, now) {
+                let ev = Event::new(Code::ActionRefused, caller.actor(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({"action": "cancel"}));
+                return Err(self.refused(ev, e.into()).await);
+            }
+            let ev = Event::new(Code::RequestCancelled, caller.actor(), now).for_request(&r);
+            match self.store.update_request(&r, vec![ev].into()).await {
+                Ok(v) => {
+                    r.version = v;
+                    return Ok(r);
+                }
+                Err(warden_store::Error::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(warden_store::Error::Conflict))
+    }
+}
