@@ -1,0 +1,131 @@
+//! The audit log read straight from a data directory's database file, for offline
+//! verification (`warden audit verify`).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, params};
+use warden_audit::merkle::BLOCK_HEIGHT;
+
+use super::{audit_search, backend, decode_checkpoint};
+use crate::{Checkpoint, Error, Result};
+
+/// Read-only access to a data directory's audit log, for offline verification: it opens the
+/// database file directly, so it works without (and regardless of) a running server.
+#[derive(Debug)]
+pub struct AuditReader {
+    conn: Connection,
+}
+
+impl AuditReader {
+    /// Opens `path` read-only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::Backend(format!("cannot open {}: {e}", path.display())))?;
+        Ok(Self { conn })
+    }
+
+    /// Up to `limit` stored leaves (seq, data, stored hash) after `after_seq`, in seq order.
+    /// A damaged hash column still yields a record (all zeros), so verification can name it.
+    pub fn leaves(&self, after_seq: u64, limit: usize) -> Result<Vec<(u64, String, [u8; 32])>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, body, leaf_hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(backend)?;
+        let after = i64::try_from(after_seq).map_err(backend)?;
+        let rows = stmt
+            .query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    let hash: Vec<u8> = r.get(2)?;
+                    Ok((
+                        u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        r.get::<_, String>(1)?,
+                        hash.try_into().unwrap_or([0; 32]),
+                    ))
+                },
+            )
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+    }
+
+    /// Whether the database has block roots and filters at all (migration 0010): `warden audit
+    /// verify` may read a data dir an older server last wrote.
+    fn has_blocks(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_blocks')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+    }
+
+    /// Every stored block root (block number, root); none in a database older than them.
+    pub fn block_roots(&self) -> Result<Vec<(u64, [u8; 32])>> {
+        if !self.has_blocks()? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT block, root FROM audit_blocks ORDER BY block")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let root: Vec<u8> = r.get(1)?;
+                Ok((
+                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    root.try_into().unwrap_or([0; 32]),
+                ))
+            })
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+    }
+
+    /// Rebuilds the search filter of every block whose events are all in the live log and
+    /// compares it with the stored one: how many were compared, and the blocks whose stored
+    /// filter differs (altered, so that a search could miss their events).
+    pub fn check_block_keys(&self) -> Result<(u64, Vec<u64>)> {
+        if !self.has_blocks()? {
+            return Ok((0, Vec::new()));
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT block, keys FROM audit_blocks
+                 WHERE keys IS NOT NULL
+                   AND (block << ?1) >= (SELECT COALESCE(MIN(seq), 1) - 1 FROM audit)
+                 ORDER BY block",
+            )
+            .map_err(backend)?;
+        let stored = stmt
+            .query_map([BLOCK_HEIGHT], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        let mut altered = Vec::new();
+        for (block, keys) in &stored {
+            let rebuilt = audit_search::block_keys(&self.conn, &[*block]).map_err(backend)?;
+            if rebuilt.first() != Some(keys) {
+                altered.push(u64::try_from(*block).unwrap_or(0));
+            }
+        }
+        Ok((stored.len() as u64, altered))
+    }
+
+    /// Every stored checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size")
+            .map_err(backend)?;
+        let rows = stmt.query_map([], decode_checkpoint).map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+    }
+}
