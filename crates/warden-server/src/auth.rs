@@ -5,6 +5,9 @@
 //! stored and a code for it or an earlier step is refused, so a code seen over a shoulder
 //! cannot be replayed.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -105,23 +108,73 @@ const TOKEN_CACHE_MAX: usize = 10_000;
 /// logout leaves a revoked entry that a late `put` cannot replace, and an offboarding bars
 /// every token the user had from the cache; neither is forgotten when the cache fills.
 /// Expiry is checked on every use.
+///
+/// It also counts each user's changes in flight (API calls that may write), so offboarding
+/// can wait for those that passed authentication before it began: a change is counted only
+/// if its token was not barred meanwhile, checked under the lock that bars it.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    map: std::sync::Mutex<Cached>,
+    map: Arc<Mutex<Cached>>,
 }
 
 #[derive(Debug, Default)]
 struct Cached {
-    tokens: std::collections::HashMap<[u8; 32], Token>,
+    tokens: HashMap<[u8; 32], Token>,
     /// Offboarded users, and when: their tokens created until then are never cached.
-    offboarded: std::collections::HashMap<UserName, OffsetDateTime>,
+    offboarded: HashMap<UserName, OffsetDateTime>,
+    /// Changes in flight by user; a user with none has no entry.
+    changing: HashMap<UserName, usize>,
+}
+
+fn lock(map: &Mutex<Cached>) -> MutexGuard<'_, Cached> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One API call of a user that may change state, counted from its authentication until it
+/// is dropped (see [`App::authenticate`]).
+#[derive(Debug)]
+pub struct ChangeInFlight {
+    map: Arc<Mutex<Cached>>,
+    user: UserName,
+}
+
+impl Drop for ChangeInFlight {
+    fn drop(&mut self) {
+        let mut c = lock(&self.map);
+        if let Some(n) = c.changing.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                c.changing.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl TokenCache {
-    fn cached(&self) -> std::sync::MutexGuard<'_, Cached> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn cached(&self) -> MutexGuard<'_, Cached> {
+        lock(&self.map)
+    }
+
+    /// Counts a change by the holder of `token` until the result is dropped; `None` when the
+    /// token's user has been offboarded since the token was made.
+    fn begin_change(&self, token: &Token) -> Option<ChangeInFlight> {
+        let mut c = self.cached();
+        if c.offboarded
+            .get(&token.user)
+            .is_some_and(|at| token.created_at <= *at)
+        {
+            return None;
+        }
+        *c.changing.entry(token.user.clone()).or_default() += 1;
+        Some(ChangeInFlight {
+            map: Arc::clone(&self.map),
+            user: token.user.clone(),
+        })
+    }
+
+    /// How many changes by `user` are in flight.
+    pub fn changes_in_flight(&self, user: &UserName) -> usize {
+        self.cached().changing.get(user).copied().unwrap_or(0)
     }
 
     fn get(&self, hash: &[u8; 32]) -> Option<Token> {
@@ -169,6 +222,15 @@ impl TokenCache {
             },
         );
     }
+}
+
+/// A caller resolved from their bearer token.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub user: User,
+    pub token: Token,
+    /// Set for a change: counts it in flight while held.
+    pub in_flight: Option<ChangeInFlight>,
 }
 
 /// Each user's run of wrong passwords and TOTP codes ([`Lockout`]). Kept in memory, holding
@@ -500,34 +562,45 @@ impl App {
     }
 
     /// Resolves a bearer token to its user. Refusals are audited and counted against the
-    /// caller's address; a valid token passes whatever its address has done.
+    /// caller's address; a valid token passes whatever its address has done. A `change` (a
+    /// call that may write) is counted in flight until the result is dropped, so that
+    /// offboarding can wait for it, and refused once its user has been offboarded.
     pub async fn authenticate(
         &self,
         token: &str,
         source: Option<String>,
-    ) -> Result<(User, Token), AuthError> {
+        change: bool,
+    ) -> Result<Authenticated, AuthError> {
         let hash = token_hash(token);
         let t = now();
-        if let Some(r) = self.tokens.get(&hash).filter(|r| r.expires_at > t)
-            && let Some(u) = self.user(&r.user)
-        {
-            return Ok((u.clone(), r));
-        }
-        let record = if token.starts_with(TOKEN_PREFIX) && token.len() < 100 {
-            self.store.token(hash).await?
-        } else {
-            None
+        let (record, from_store) = match self.tokens.get(&hash).filter(|r| r.expires_at > t) {
+            Some(cached) => (Some(cached), false),
+            None if token.starts_with(TOKEN_PREFIX) && token.len() < 100 => {
+                (self.store.token(hash).await?, true)
+            }
+            None => (None, false),
         };
         let why = match &record {
             None => "unknown token",
             Some(r) if r.revoked => "revoked token",
             Some(r) if r.expires_at <= t => "expired token",
             Some(r) => match self.user(&r.user) {
-                Some(u) => {
-                    self.tokens.put(hash, r.clone());
-                    return Ok((u.clone(), r.clone()));
-                }
                 None => "token of a user no longer in the directory",
+                Some(u) => {
+                    let in_flight = change.then(|| self.tokens.begin_change(r));
+                    if let Some(None) = in_flight {
+                        "token of an offboarded user"
+                    } else {
+                        if from_store {
+                            self.tokens.put(hash, r.clone());
+                        }
+                        return Ok(Authenticated {
+                            user: u.clone(),
+                            token: r.clone(),
+                            in_flight: in_flight.flatten(),
+                        });
+                    }
+                }
             },
         };
         self.check_source(source.as_deref())?;
@@ -711,6 +784,28 @@ mod tests {
         assert!(cache.get(&[2; 32]).is_none());
         cache.put([3; 32], live("mallory", t0 + time::Duration::MINUTE));
         assert!(cache.get(&[3; 32]).is_some());
+    }
+
+    #[test]
+    fn changes_under_way_are_counted_and_none_starts_after_an_offboarding() {
+        let cache = TokenCache::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let mallory: UserName = "mallory".parse().unwrap();
+        let first = cache.begin_change(&live("mallory", t0)).unwrap();
+        let second = cache.begin_change(&live("mallory", t0)).unwrap();
+        assert_eq!(cache.changes_in_flight(&mallory), 2);
+        cache.forget_user(&mallory, t0 + time::Duration::SECOND);
+        // Authenticated a moment before the offboarding, counted after it: refused.
+        assert!(cache.begin_change(&live("mallory", t0)).is_none());
+        // A token made since (the user came back) works as usual.
+        let later = cache.begin_change(&live("mallory", t0 + time::Duration::MINUTE));
+        assert!(later.is_some());
+        drop(later);
+        drop(first);
+        assert_eq!(cache.changes_in_flight(&mallory), 1);
+        drop(second);
+        assert_eq!(cache.changes_in_flight(&mallory), 0);
+        assert!(cache.cached().changing.is_empty());
     }
 
     #[test]

@@ -531,6 +531,52 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
     }
 }
 
+#[test]
+fn offboarding_waits_for_a_request_already_past_authentication() {
+    use std::io::{Read, Write};
+    let env = Env::start();
+    let port = env.server.port();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "slow");
+    let body = serde_json::json!({
+        "target": "web", "role": "view", "reason": "slow client", "ttl": "30m",
+        "public_key": public_key.trim(),
+    })
+    .to_string();
+    // Alice's request is authenticated from its head; its body comes only once offboarding
+    // has begun, so the request is stored after offboarding looked for her open ones.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(40)))
+        .unwrap();
+    write!(
+        s,
+        "POST /v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        token(&alice),
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ended = std::thread::scope(|scope| {
+        let offboarding = scope.spawn(|| ok(&admin, &["revoke", "--user", "alice", "--all"]));
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        s.write_all(body.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = s.read_to_string(&mut response);
+        assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+        offboarding.join().unwrap()
+    });
+    assert_eq!(ended["requests_ended"], 1, "{ended}");
+    for state in ["pending", "approved", "active"] {
+        let open = ok(
+            &admin,
+            &["request", "list", "--requester", "alice", "--state", state],
+        );
+        assert_eq!(open["requests"], serde_json::json!([]), "{state}: {open}");
+    }
+}
+
 fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

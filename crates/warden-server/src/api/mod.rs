@@ -15,12 +15,13 @@ mod targets;
 mod views;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::routing::{get, post, put};
 use axum::{Json, extract::DefaultBodyLimit};
 use tower_http::request_id::{
@@ -33,6 +34,7 @@ use warden_domain::audit::{Actor, Code, Event};
 
 pub use error::{ApiError, ErrorBody};
 
+use crate::auth::ChangeInFlight;
 use crate::broker::Caller;
 use crate::state::{Shared, now};
 
@@ -347,6 +349,8 @@ pub struct Authed {
     /// When the token stops working.
     pub token_expires_at: time::OffsetDateTime,
     pub source: Option<String>,
+    /// Held for the call's life when it may write, so offboarding can wait for it.
+    _in_flight: Option<Arc<ChangeInFlight>>,
 }
 
 impl Authed {
@@ -375,12 +379,15 @@ impl FromRequestParts<Shared> for Authed {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(crate::auth::AuthError::NoToken)?;
-        let (user, record) = app.authenticate(token, source.clone()).await?;
+        // Reads cannot outlive offboarding's effects; anything else may write.
+        let change = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let found = app.authenticate(token, source.clone(), change).await?;
         Ok(Self {
-            user,
+            user: found.user,
             token: token.to_owned(),
-            token_expires_at: record.expires_at,
+            token_expires_at: found.token.expires_at,
             source,
+            _in_flight: found.in_flight.map(Arc::new),
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Ending grants early: revocation by a person, offboarding, and users gone from the
 //! directory. An account at a target goes with its grant through the lease worker.
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Comment, Request, RequestId, State, UserName};
@@ -10,9 +12,16 @@ use super::{CONFLICT_RETRIES, Caller, Error};
 use crate::state::{App, now};
 
 /// Most times open requests are looked for when all of a user's must end (offboarding, users
-/// gone from the directory): each look ends what it finds, and only a request that was
-/// already on its way can appear after the first.
+/// gone from the directory): each look ends up to [`END_ALL_PAGE`] of them, and one that could
+/// not be ended (a change won every retry) is tried again by the next.
 const END_ALL_LOOKS: usize = 5;
+
+/// Open requests ended per look.
+const END_ALL_PAGE: usize = 10_000;
+
+/// Longest offboarding waits for the user's calls under way (a grant's issue at a slow
+/// target takes a while) before it ends their requests.
+const OFFBOARD_DRAIN: Duration = Duration::from_secs(30);
 
 impl App {
     /// Ends a grant (`by` is `None` for expiry). Credentials that die on their own (SSH
@@ -107,12 +116,13 @@ impl App {
         }
     }
 
-    /// Offboarding: revokes `user`'s API tokens, then ends every pending, approved and active
-    /// request of theirs. Returns how many requests were ended.
+    /// Offboarding: revokes `user`'s API tokens, waits for their changes already under way,
+    /// then ends every pending, approved and active request of theirs. Returns how many
+    /// requests were ended.
     ///
-    /// Tokens first, so that the user can start nothing while their requests are being ended;
-    /// a request already on its way when the tokens went is caught by the next look, which is
-    /// repeated until one finds nothing open.
+    /// Tokens first, so that the user can start nothing new; then the wait, so that a request
+    /// that passed authentication just before is stored before the requests are looked up,
+    /// and ended with them rather than outliving the offboarding.
     pub async fn offboard(&self, caller: Caller<'_>, user: &UserName) -> Result<usize, Error> {
         if !self.is_admin(caller.user) {
             return Err(Error::Forbidden(
@@ -120,11 +130,23 @@ impl App {
             ));
         }
         let at = now();
-        // Before the store's revocation, so that no lookup racing it caches a token live.
+        // Before the store's revocation, so that no lookup racing it caches a token live; from
+        // here on no change of the user's starts.
         self.tokens.forget_user(user, at);
         let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
             .details(serde_json::json!({ "user": user }));
         let tokens = self.store.revoke_user_tokens(user, vec![ev]).await?;
+        // An administrator offboarding themselves is a change of theirs in flight too.
+        let own = usize::from(caller.user.name == *user);
+        let deadline = tokio::time::Instant::now() + OFFBOARD_DRAIN;
+        while self.tokens.changes_in_flight(user) > own {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user) - own,
+                    "offboarding went on without waiting longer for the user's calls under way; check the user's requests once they end");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let ended = self
             .end_all(Some(user), |_| true, caller.actor(), "offboarded")
             .await?;
@@ -168,7 +190,7 @@ impl App {
                     requester: requester.cloned(),
                     target: None,
                     states: vec![State::Pending, State::Approved, State::Active],
-                    limit: 10_000,
+                    limit: END_ALL_PAGE,
                 })
                 .await?
                 .into_iter()
