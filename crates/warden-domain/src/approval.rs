@@ -166,6 +166,18 @@ impl Requirement {
         candidate.name != requester.name
             && self.slots().iter().any(|s| s.accepts(candidate, requester))
     }
+
+    /// Whether this requirement names `candidate` as a reviewer of `requester`'s requests: a
+    /// member of a group it lists, or the requester's manager. Unlike [`may_review`]
+    /// (Self::may_review), a two-person tier's "anyone else" does not count: every user is
+    /// that.
+    pub fn names_reviewer(&self, requester: &User, candidate: &User) -> bool {
+        candidate.name != requester.name
+            && self
+                .slots()
+                .iter()
+                .any(|s| !matches!(s, Slot::Anyone) && s.accepts(candidate, requester))
+    }
 }
 
 fn distinct_others<'a>(requester: &User, approvers: &'a [User]) -> Vec<&'a User> {

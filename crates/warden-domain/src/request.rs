@@ -474,6 +474,17 @@ impl Request {
         }
     }
 
+    /// Whether `candidate` may end this request early (administrators aside): its requester,
+    /// a reviewer its requirement names, or someone who approved it.
+    pub fn may_end(&self, requester: &User, candidate: &User) -> bool {
+        candidate.name == self.requester
+            || self.requirement.names_reviewer(requester, candidate)
+            || self
+                .reviews
+                .iter()
+                .any(|v| v.verdict == Verdict::Approve && v.reviewer.name == candidate.name)
+    }
+
     /// Ends a grant early, or withdraws a request before it is granted (offboarding). `by` is
     /// the person who did it, or `None` for Warden itself.
     pub fn revoke(

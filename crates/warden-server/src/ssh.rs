@@ -192,6 +192,7 @@ impl App {
                 requester: Some(user.clone()),
                 target: Some(name.clone()),
                 states: vec![State::Active],
+                before: None,
                 limit: 100,
             })
             .await

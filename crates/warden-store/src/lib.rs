@@ -99,6 +99,8 @@ pub struct RequestFilter {
     pub target: Option<TargetName>,
     /// Empty means every state.
     pub states: Vec<State>,
+    /// Only requests older than this one: the next page after a listing that ended there.
+    pub before: Option<RequestId>,
     pub limit: usize,
 }
 

@@ -181,6 +181,11 @@ fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     let out = fails(&mallory, &["request", "approve", &rid], 3);
     assert!(out.stderr.contains("an approver from security"), "{out:?}");
     assert_eq!(ok(&sam, &["request", "approve", &rid])["state"], "active");
+    // Anyone may be the tier's second approver, but that makes no one a revoker: mallory
+    // neither approved it nor is named by the tier. bob approved it, so he may end it.
+    let out = fails(&mallory, &["request", "revoke", &rid], 3);
+    assert!(out.stderr.contains("can revoke"), "{out:?}");
+    assert_eq!(ok(&bob, &["request", "revoke", &rid])["state"], "revoked");
 
     let rid2 = id(&create(&alice, "web", "root", &[]));
     let denied = ok(
@@ -219,7 +224,19 @@ fn cancel_revoke_and_extend() {
     let ext = ok(&alice, &["request", "extend", &active, "--ttl", "20m"]);
     assert_eq!(ext["extends"], active.as_str());
     assert_eq!(ext["state"], "active");
-    fails(&bob, &["request", "extend", &active, "--ttl", "20m"], 3);
+    // bob may not see alice's auto-approved grant: to him it does not exist, whatever he tries.
+    for verb in [
+        &["extend", &active, "--ttl", "20m"][..],
+        &["cancel", &active],
+        &["approve", &active],
+        &["revoke", &active],
+    ] {
+        let out = fails(&bob, &[&["request"][..], verb].concat(), 4);
+        assert!(out.stderr.contains("not found"), "{verb:?}: {out:?}");
+    }
+    // sam reads the audit log (and every request) but ends no one's grant by that alone.
+    let out = fails(&env.login("sam"), &["request", "revoke", &active], 3);
+    assert!(out.stderr.contains("can revoke"), "{out:?}");
 
     let revoked = ok(
         &admin,
@@ -229,6 +246,29 @@ fn cancel_revoke_and_extend() {
     assert_eq!(revoked["ended_by"], "admin");
     fails(&alice, &["request", "revoke", &active], 6);
     fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 6);
+}
+
+#[test]
+fn a_listing_finds_what_others_newer_requests_would_hide() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-7"]));
+    // Newer requests bob may not see.
+    for _ in 0..6 {
+        create(&alice, "web", "view", &[]);
+    }
+    for args in [
+        &["request", "list", "--limit", "1"][..],
+        &["request", "list", "--reviewable", "--limit", "1"],
+    ] {
+        let listed = ok(&bob, args);
+        assert_eq!(
+            listed["requests"][0]["id"],
+            pending.as_str(),
+            "{args:?}: {listed}"
+        );
+    }
 }
 
 #[test]

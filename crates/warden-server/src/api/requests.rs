@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use warden_domain::request::Ask;
-use warden_domain::{Comment, Reason, RequestId, Ticket, Ttl};
+use warden_domain::{Comment, Reason, Request, RequestId, Ticket, Ttl};
 use warden_store::RequestFilter;
 
 use super::views::{RequestList, RequestView};
@@ -17,6 +17,11 @@ use crate::state::Shared;
 
 /// Longest accepted public key, in bytes (an RSA-16384 key is about 2.8 KiB).
 const MAX_PUBLIC_KEY: usize = 8192;
+
+/// Requests read per query of a listing, and most queries one listing makes (a caller who may
+/// see few requests in a long history is answered from the newest 50,000).
+const LIST_PAGE: usize = 500;
+const LIST_PAGES: usize = 100;
 /// Longest accepted TOTP code field.
 const MAX_TOTP: usize = 16;
 
@@ -149,30 +154,48 @@ pub async fn list(
         .map(|r| field("bad_user", r.parse()))
         .transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let found = app
-        .store
-        .requests(RequestFilter {
-            requester,
-            target: None,
-            states,
-            limit: limit * 4,
-        })
-        .await
-        .map_err(crate::broker::Error::from)?;
-    let requests = found
-        .iter()
-        .filter(|r| app.may_view(&who.user, r))
-        .filter(|r| {
-            !q.reviewable
+    let shown = |r: &Request| {
+        app.may_view(&who.user, r)
+            && (!q.reviewable
                 || (r.state == warden_domain::State::Pending
                     && app.user(&r.requester).is_some_and(|req| {
                         r.requirement.may_review(req, &who.user)
                             && !r.reviews.iter().any(|v| v.reviewer.name == who.user.name)
-                    }))
-        })
-        .take(limit)
-        .map(|r| RequestView::new(r, app.user(&r.requester)))
-        .collect();
+                    })))
+    };
+    // What the caller may see is decided here, not in the query: read pages, newest first,
+    // until the limit is filled or the history ends, so that others' newer requests never
+    // hide older ones of the caller's. Reviewable requests are pending, so only those are read.
+    let mut filter = RequestFilter {
+        requester,
+        target: None,
+        states: if q.reviewable {
+            vec![warden_domain::State::Pending]
+        } else {
+            states
+        },
+        before: None,
+        limit: LIST_PAGE,
+    };
+    let mut requests = Vec::new();
+    for _ in 0..LIST_PAGES {
+        let page = app
+            .store
+            .requests(filter.clone())
+            .await
+            .map_err(crate::broker::Error::from)?;
+        let full = page.len() == LIST_PAGE;
+        filter.before = page.last().map(|r| r.id);
+        requests.extend(
+            page.iter()
+                .filter(|r| shown(r))
+                .take(limit - requests.len())
+                .map(|r| RequestView::new(r, app.user(&r.requester))),
+        );
+        if requests.len() == limit || !full {
+            break;
+        }
+    }
     Ok(Json(RequestList { requests }))
 }
 

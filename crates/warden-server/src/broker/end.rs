@@ -69,8 +69,9 @@ impl App {
         })
     }
 
-    /// Ends a grant early. Allowed to the requester, administrators, and anyone who may
-    /// review the request.
+    /// Ends a grant early. Allowed to the requester, administrators, the reviewers its
+    /// requirement names (a group's members, the manager) and those who approved it; not to
+    /// readers of the audit log, nor to a two-person tier's "anyone else".
     pub async fn revoke(
         &self,
         caller: Caller<'_>,
@@ -83,8 +84,15 @@ impl App {
             let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
                 .for_request(&r)
                 .details(serde_json::json!({"action": "revoke"}));
-            if !self.may_view(caller.user, &r) {
-                return Err(self.refused(refusal, Error::NotFound(id)).await);
+            let may_end = self.is_admin(caller.user)
+                || self
+                    .user(&r.requester)
+                    .is_some_and(|requester| r.may_end(requester, caller.user));
+            if !may_end {
+                let e = Error::Forbidden(format!(
+                    "only its requester, administrators, the reviewers its policy names and those who approved it can revoke request {id}"
+                ));
+                return Err(self.refused(refusal, e).await);
             }
             let change = match self
                 .end_grant(&mut r, Some((caller.actor(), comment.clone())), now)
@@ -190,6 +198,7 @@ impl App {
                     requester: requester.cloned(),
                     target: None,
                     states: vec![State::Pending, State::Approved, State::Active],
+                    before: None,
                     limit: END_ALL_PAGE,
                 })
                 .await?

@@ -175,8 +175,12 @@ impl App {
         Ok(())
     }
 
+    /// Loads request `id` for `caller`. One that is missing and one the caller may not see are
+    /// refused alike, as not found (audited with `code`), so no call reveals whether an id
+    /// exists or what state it is in.
     async fn load(&self, caller: &Caller<'_>, id: RequestId, code: Code) -> Result<Request, Error> {
-        match self.store.request(id).await? {
+        let found = self.store.request(id).await?;
+        match found.filter(|r| self.may_view(caller.user, r)) {
             Some(r) => Ok(r),
             None => {
                 let mut e = Event::new(code, caller.actor(), now());
@@ -198,13 +202,7 @@ impl App {
 
     /// Reads one request, if the caller may see it.
     pub async fn show(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
-        let r = self.load(&caller, id, Code::ActionRefused).await?;
-        if self.may_view(caller.user, &r) {
-            Ok(r)
-        } else {
-            // Indistinguishable from a missing request, so ids cannot be probed.
-            Err(Error::NotFound(id))
-        }
+        self.load(&caller, id, Code::ActionRefused).await
     }
 
     /// The decision policy would make for `user` now, and whether the given request details

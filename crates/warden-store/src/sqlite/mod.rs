@@ -431,6 +431,7 @@ const LIST_LIVE: &str = "SELECT body, version FROM requests
      WHERE (?1 IS NULL OR requester = ?1)
        AND (?2 IS NULL OR target = ?2)
        AND state IN (SELECT value FROM json_each(?3))
+       AND (?5 IS NULL OR id < ?5)
      ORDER BY id DESC LIMIT ?4";
 
 /// Requests in any states (`?3`; `[]` for all), newest first: walking the history from its end.
@@ -438,6 +439,7 @@ const LIST_ANY: &str = "SELECT body, version FROM requests
      WHERE (?1 IS NULL OR requester = ?1)
        AND (?2 IS NULL OR target = ?2)
        AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3)))
+       AND (?5 IS NULL OR id < ?5)
      ORDER BY id DESC LIMIT ?4";
 
 #[async_trait]
@@ -645,7 +647,8 @@ impl crate::Store for SqliteStore {
                     f.requester.as_ref().map(UserName::as_str),
                     f.target.as_ref().map(|t| t.as_str().to_owned()),
                     states_json,
-                    limit(f.limit)
+                    limit(f.limit),
+                    f.before.map(|id| id.to_string())
                 ],
                 |row| decode_request(row.get(0)?, row.get(1)?),
             )?;
