@@ -185,20 +185,99 @@ impl App {
         Ok(slowest)
     }
 
-    /// Deletes an archive segment past retention, recording which events it held.
-    pub async fn delete_segment(&self, name: &str, actor: Actor) -> anyhow::Result<()> {
-        if name.contains('/') || !name.starts_with("segment-") || !name.ends_with(".json") {
-            bail!("{name:?} is not an archive segment name");
+    /// Deletes an archive segment past retention (its newest event older than
+    /// `audit_retention_days`), recording which events it held. Without a retention set,
+    /// segments are kept.
+    pub async fn delete_segment(&self, name: &str, actor: Actor) -> Result<(), DeleteError> {
+        if !is_segment_name(name) {
+            return Err(DeleteError::BadName(name.to_owned()));
         }
         let path = dir(&self.config.data_dir).join(name);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let segment: Segment = serde_json::from_slice(&bytes).context("not an archive segment")?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DeleteError::NotFound(name.to_owned()));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e)
+                    .context(format!("reading segment {name}"))
+                    .into());
+            }
+        };
+        let segment: Segment = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{name} is not an archive segment"))?;
+        let newest = segment
+            .events
+            .last()
+            .and_then(|e| serde_json::from_str::<Timed>(e).ok())
+            .map(|e| e.time)
+            .with_context(|| format!("{name} holds no readable event"))?;
+        let Some(days) = self.config.audit_retention_days else {
+            return Err(DeleteError::Retained {
+                name: name.to_owned(),
+                newest,
+                days: None,
+            });
+        };
+        if newest > now() - time::Duration::days(i64::from(days)) {
+            return Err(DeleteError::Retained {
+                name: name.to_owned(),
+                newest,
+                days: Some(days),
+            });
+        }
         let ev = Event::new(Code::SegmentDeleted, actor, now()).details(serde_json::json!({
             "file": name, "from": segment.from, "to": segment.to, "sha256": hex::encode(Sha256::digest(&bytes)),
         }));
         // Audit first: a deletion that cannot be recorded does not happen.
-        self.store.append(vec![ev]).await?;
-        std::fs::remove_file(&path)?;
+        self.store
+            .append(vec![ev])
+            .await
+            .map_err(anyhow::Error::from)?;
+        std::fs::remove_file(&path).with_context(|| format!("removing segment {name}"))?;
         Ok(())
+    }
+}
+
+/// An event's time, all a deletion reads of it.
+#[derive(Deserialize)]
+struct Timed {
+    #[serde(with = "time::serde::rfc3339")]
+    time: OffsetDateTime,
+}
+
+/// `segment-FROM-TO.json` with both numbers written out in 12 digits, as archiving names them:
+/// nothing else in the archive directory, and nothing outside it, can be named.
+fn is_segment_name(name: &str) -> bool {
+    let digits = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix("segment-")
+        .and_then(|n| n.strip_suffix(".json"))
+        .and_then(|n| n.split_once('-'))
+        .is_some_and(|(from, to)| digits(from) && digits(to))
+}
+
+/// Why a segment was not deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(
+        "{0:?} is not an archive segment name: they look like segment-000000000001-000000001024.json"
+    )]
+    BadName(String),
+    #[error("no archive segment named {0}")]
+    NotFound(String),
+    #[error("{name} holds events until {newest}, {}", retained(*.days))]
+    Retained {
+        name: String,
+        newest: OffsetDateTime,
+        days: Option<u32>,
+    },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn retained(days: Option<u32>) -> String {
+    match days {
+        Some(d) => format!("within the retention of {d} days (`audit_retention_days`): it can be deleted once its newest event is older than that"),
+        None => "and no `audit_retention_days` is set, so archive segments are kept: set it in the config to delete segments older than it".into(),
     }
 }

@@ -287,3 +287,30 @@ impl Client {
             .await
     }
 }
+
+/// Percent-encodes `s` for one path segment or query value of an API URL, so that a name or
+/// id typed by the user can never reach another path (`../`) or add parameters.
+pub fn segment(s: impl std::fmt::Display) -> String {
+    s.to_string()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `?k=v&...` of the pairs that have a value, encoded; empty when none has.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", segment(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}

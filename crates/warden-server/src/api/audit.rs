@@ -535,9 +535,10 @@ pub async fn archive(
     Ok(Json(serde_json::to_value(&archived).unwrap_or_default()))
 }
 
-/// Deletes an archive segment past retention; the deletion is audited first. Administrators.
+/// Deletes an archive segment past retention (409 `segment_retained` for one that is not, or
+/// when no retention is set); the deletion is audited first. Administrators.
 #[utoipa::path(delete, path = "/v1/audit/segments/{name}", security(("token" = [])),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_segment(
     State(app): State<Shared>,
     who: Authed,
@@ -549,6 +550,15 @@ pub async fn delete_segment(
         warden_domain::audit::Actor::user(who.user.name.clone(), who.source.clone()),
     )
     .await
-    .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
+    .map_err(|e| {
+        use crate::archive::DeleteError as E;
+        let (status, code) = match &e {
+            E::BadName(_) => (StatusCode::BAD_REQUEST, "bad_segment_name"),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            E::Retained { .. } => (StatusCode::CONFLICT, "segment_retained"),
+            E::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "delete_failed"),
+        };
+        ApiError::new(status, code, format!("{e:#}"))
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }

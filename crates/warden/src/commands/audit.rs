@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use super::audit_verify;
-use crate::client::Client;
+use crate::client::{Client, query, segment};
 use crate::output::{Output, instant, table};
 
 #[derive(Debug, Subcommand)]
@@ -95,29 +95,6 @@ pub enum AuditCommand {
     Status,
 }
 
-pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", urlencode(v))))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyhow::Result<()> {
     let (user, target, request, code, from, to, limit) = match cmd {
         AuditCommand::Search {
@@ -165,7 +142,7 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
         AuditCommand::Prove { seq, size } => {
             let q = query(&[("size", size.map(|s| s.to_string()))]);
             let v: Value = Client::new(server)?
-                .get(&format!("/v1/audit/proof/{seq}{q}"))
+                .get(&format!("/v1/audit/proof/{}{q}", segment(seq)))
                 .await?;
             return out.json(&v);
         }
@@ -211,7 +188,7 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
         }
         AuditCommand::DeleteSegment { name } => {
             let _: Value = Client::new(server)?
-                .delete(&format!("/v1/audit/segments/{name}"))
+                .delete(&format!("/v1/audit/segments/{}", segment(&name)))
                 .await?;
             if !out.json {
                 println!("Deleted {name}; the deletion is in the audit log.");

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::read_secret;
 use super::requests::s;
-use crate::client::{self, Client, Saved};
+use crate::client::{self, Client, Saved, segment};
 use crate::exit::Failure;
 use crate::output::{Output, fields, instant, joined, table, to_the_second};
 
@@ -181,7 +181,7 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             let c = Client::new(server)?;
             let _: Value = c
                 .put(
-                    &format!("/v1/users/{name}/password"),
+                    &format!("/v1/users/{}/password", segment(&name)),
                     &json!({ "password": password }),
                 )
                 .await?;
@@ -212,7 +212,7 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
         }
         UserCommand::Unlock { name } => {
             let v: Value = Client::new(server)?
-                .post(&format!("/v1/users/{name}/unlock"), &json!({}))
+                .post(&format!("/v1/users/{}/unlock", segment(&name)), &json!({}))
                 .await?;
             if out.json {
                 return out.json(&v);

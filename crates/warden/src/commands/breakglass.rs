@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::audit::query;
 use super::requests::{adopt_key, finish, new_client_key, s};
-use crate::client::Client;
+use crate::client::{Client, query, segment};
 use crate::exit::{self, Failure};
 use crate::output::{Output, fields, instant, table};
 
@@ -181,7 +180,7 @@ pub async fn postmortem(
             Ok(())
         }
         PostmortemCommand::Show { id } => {
-            let v: Value = c.get(&format!("/v1/postmortems/{id}")).await?;
+            let v: Value = c.get(&format!("/v1/postmortems/{}", segment(&id))).await?;
             if out.json {
                 return out.json(&v);
             }
@@ -191,7 +190,7 @@ pub async fn postmortem(
         PostmortemCommand::Close { id, link, note } => {
             let v: Value = c
                 .post(
-                    &format!("/v1/postmortems/{id}/close"),
+                    &format!("/v1/postmortems/{}/close", segment(&id)),
                     &json!({ "link": link, "note": note }),
                 )
                 .await?;

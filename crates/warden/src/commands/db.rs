@@ -13,7 +13,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::read_secret;
-use crate::client::{Client, ensure_home};
+use crate::client::{Client, ensure_home, segment};
 use crate::exit::{self, Failure};
 use crate::output::Output;
 
@@ -85,7 +85,10 @@ pub fn save_secret(id: &str, public: &Value, secret: &Value) -> anyhow::Result<P
 pub async fn pickup(c: &Client, v: &Value) -> anyhow::Result<Option<Value>> {
     let id = v["id"].as_str().unwrap_or_default();
     let secret: Value = c
-        .post(&format!("/v1/requests/{id}/credential"), &json!({}))
+        .post(
+            &format!("/v1/requests/{}/credential", segment(id)),
+            &json!({}),
+        )
         .await?;
     save_secret(id, &v["credential"], &secret)?;
     Ok(Some(secret))
@@ -126,7 +129,7 @@ pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> 
             let password = read_secret("Admin password: ", password_stdin)?;
             let _: Value = c
                 .put(
-                    &format!("/v1/targets/{target}/credential"),
+                    &format!("/v1/targets/{}/credential", segment(&target)),
                     &json!({ "username": username, "password": password }),
                 )
                 .await?;
@@ -143,7 +146,10 @@ pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> 
         } => super::ssh::pin_host_key(&c, &target, fingerprint, out).await,
         TargetCommand::RotateRoot { target } => {
             let _: Value = c
-                .post(&format!("/v1/targets/{target}/rotate-root"), &json!({}))
+                .post(
+                    &format!("/v1/targets/{}/rotate-root", segment(&target)),
+                    &json!({}),
+                )
                 .await?;
             if out.json {
                 out.json(&json!({ "target": target, "rotated": true }))
@@ -157,7 +163,10 @@ pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> 
 
 pub async fn revoke_all(server: Option<String>, user: String, out: Output) -> anyhow::Result<()> {
     let v: Value = Client::new(server)?
-        .post(&format!("/v1/users/{user}/revoke-all"), &json!({}))
+        .post(
+            &format!("/v1/users/{}/revoke-all", segment(&user)),
+            &json!({}),
+        )
         .await?;
     if out.json {
         out.json(&v)
@@ -176,7 +185,10 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
     let me: Value = c.get("/v1/auth/whoami").await?;
     let user = me["user"].as_str().unwrap_or_default();
     let list: Value = c
-        .get(&format!("/v1/requests?state=active&requester={user}"))
+        .get(&format!(
+            "/v1/requests?state=active&requester={}",
+            segment(user)
+        ))
         .await?;
     let grant = list["requests"]
         .as_array()

@@ -4,8 +4,7 @@
 use clap::{Args, Subcommand};
 use warden_domain::report::{Band, Figure, Scorecard, Standing};
 
-use super::audit::query;
-use crate::client::Client;
+use crate::client::{Client, query};
 use crate::output::{Output, table};
 
 #[derive(Debug, Args)]

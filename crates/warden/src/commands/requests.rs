@@ -7,8 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::audit::query;
-use crate::client::{Client, ensure_home};
+use crate::client::{Client, ensure_home, query, segment};
 use crate::exit::{self, Failure};
 use crate::output::{Output, fields, instant, joined, table};
 
@@ -214,7 +213,7 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
     let mut announced = false;
     loop {
-        let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
+        let v: Value = c.get(&format!("/v1/requests/{}", segment(id))).await?;
         if v["state"] != "pending" {
             return Ok(v);
         }
@@ -312,7 +311,7 @@ fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
 /// Posts one action on a request and prints the request as it now stands.
 async fn act(c: &Client, id: &str, action: &str, body: Value, out: Output) -> anyhow::Result<()> {
     let v: Value = c
-        .post(&format!("/v1/requests/{id}/{action}"), &body)
+        .post(&format!("/v1/requests/{}/{action}", segment(id)), &body)
         .await?;
     if out.json {
         out.json(&v)
@@ -426,7 +425,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             Ok(())
         }
         RequestCommand::Show { id } => {
-            let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
+            let v: Value = c.get(&format!("/v1/requests/{}", segment(&id))).await?;
             finish(&v, None, out)
         }
         RequestCommand::Approve { id, comment, totp } => {
@@ -447,7 +446,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             act(&c, &id, "revoke", json!({ "comment": comment }), out).await
         }
         RequestCommand::Credential { id } => {
-            let v: Value = c.get(&format!("/v1/requests/{id}")).await?;
+            let v: Value = c.get(&format!("/v1/requests/{}", segment(&id))).await?;
             let secret = super::db::pickup(&c, &v).await?;
             let mut v = v;
             v["secret"] = secret.unwrap_or(Value::Null);
@@ -462,7 +461,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
         } => {
             let mut v: Value = c
                 .post(
-                    &format!("/v1/requests/{id}/extend"),
+                    &format!("/v1/requests/{}/extend", segment(&id)),
                     &json!({ "ttl": ttl, "reason": reason, "totp": totp }),
                 )
                 .await?;

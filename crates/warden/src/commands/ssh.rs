@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ensure_home};
+use crate::client::{Client, ensure_home, segment};
 use crate::exit::{self, Failure};
 use crate::output::{Output, instant, table};
 
@@ -74,7 +74,7 @@ pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyh
             Ok(())
         }
         KeysCommand::Remove { fingerprint } => {
-            let path = format!("/v1/ssh/keys/{}", encode(&fingerprint));
+            let path = format!("/v1/ssh/keys/{}", segment(&fingerprint));
             let _: Value = c.delete(&path).await?;
             if out.json {
                 out.json(&json!({ "removed": fingerprint }))
@@ -84,18 +84,6 @@ pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyh
             }
         }
     }
-}
-
-/// Percent-encodes what a path segment cannot hold (fingerprints contain `/` and `+`).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub async fn sessions(
@@ -142,7 +130,9 @@ pub async fn sessions(
             Ok(())
         }
         SessionsCommand::Watch { id } => {
-            let mut resp = c.get_stream(&format!("/v1/sessions/{id}/watch")).await?;
+            let mut resp = c
+                .get_stream(&format!("/v1/sessions/{}/watch", segment(&id)))
+                .await?;
             let mut stdout = std::io::stdout();
             while let Some(chunk) = resp.chunk().await.context("reading the live stream")? {
                 stdout.write_all(&chunk)?;
@@ -152,7 +142,7 @@ pub async fn sessions(
         }
         SessionsCommand::Kill { id } => {
             let _: Value = c
-                .post(&format!("/v1/sessions/{id}/kill"), &json!({}))
+                .post(&format!("/v1/sessions/{}/kill", segment(&id)), &json!({}))
                 .await?;
             if out.json {
                 out.json(&json!({ "killed": id }))
@@ -174,7 +164,7 @@ pub async fn replay(
 ) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     let cast = c
-        .get_text_authed(&format!("/v1/sessions/{id}/recording"))
+        .get_text_authed(&format!("/v1/sessions/{}/recording", segment(&id)))
         .await?;
     if let Some(path) = out_file {
         std::fs::write(&path, &cast).with_context(|| format!("writing {}", path.display()))?;
@@ -267,7 +257,10 @@ pub async fn pin_host_key(
     out: Output,
 ) -> anyhow::Result<()> {
     let scan: Value = c
-        .post(&format!("/v1/targets/{target}/host-key/scan"), &json!({}))
+        .post(
+            &format!("/v1/targets/{}/host-key/scan", segment(target)),
+            &json!({}),
+        )
         .await?;
     let key = scan["public_key"].as_str().unwrap_or_default();
     let seen = scan["fingerprint"].as_str().unwrap_or_default();
@@ -295,7 +288,7 @@ pub async fn pin_host_key(
     }
     let v: Value = c
         .put(
-            &format!("/v1/targets/{target}/host-key"),
+            &format!("/v1/targets/{}/host-key", segment(target)),
             &json!({ "public_key": key, "fingerprint": confirmed }),
         )
         .await?;
