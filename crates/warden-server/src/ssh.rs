@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use russh::keys::ssh_key::{Certificate, HashAlg, PublicKey};
 use warden_domain::audit::{Code, Event};
 use warden_domain::{RequestId, State, TargetName, User, UserName};
-use warden_issuers::IssueRequest;
 use warden_issuers::ssh_cert;
+use warden_issuers::{Holder, IssueRequest};
 use warden_ssh_proxy::{Backend, BackendError, Denied, Grant, Rules, SessionInfo, Upstream};
 use warden_store::{RequestFilter, SshKey};
 
@@ -115,6 +115,7 @@ impl Backend for ProxyBackend {
                 account: None,
                 password: None,
                 admin: None,
+                holder: Holder::Proxy,
             })
             .await
             .map_err(|e| BackendError(format!("signing the upstream certificate: {e}")))?;

@@ -266,24 +266,42 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     fails(&s.alice, &["replay", &session], 3);
     assert_eq!(s.events("session.recording_read").len(), 2);
 
-    // The grant's own certificate (made by `request create`) logs in to the proxy too.
-    let out = std::process::Command::new("timeout")
-        .arg("30")
-        .arg("ssh")
-        .args(ssh_base_args(
-            s.port,
-            Path::new(grant["private_key_file"].as_str().unwrap()),
-        ))
-        .arg("-o")
-        .arg(format!(
-            "CertificateFile={}",
-            grant["certificate_file"].as_str().unwrap()
-        ))
-        .arg("alice:web@127.0.0.1")
-        .arg("echo by-certificate")
-        .output()
-        .unwrap();
+    // The grant's own certificate (made by `request create`) logs in to the proxy too, and
+    // nowhere else: the role is recorded, so it names no account sshd would let it log in as.
+    let with_certificate = |port: u16, login: &str, command: &str| {
+        std::process::Command::new("timeout")
+            .arg("30")
+            .arg("ssh")
+            .args(ssh_base_args(
+                port,
+                Path::new(grant["private_key_file"].as_str().unwrap()),
+            ))
+            .arg("-o")
+            .arg(format!(
+                "CertificateFile={}",
+                grant["certificate_file"].as_str().unwrap()
+            ))
+            .arg(format!("{login}@127.0.0.1"))
+            .arg(command)
+            .output()
+            .unwrap()
+    };
+    let out = with_certificate(s.port, "alice:web", "echo by-certificate");
     assert_eq!(text(&out.stdout).trim(), "by-certificate", "{out:?}");
+    assert_eq!(grant["credential"]["proxy_only"], true, "{grant}");
+    assert_eq!(
+        grant["credential"]["principals"],
+        serde_json::json!(["warden-proxy:alice"])
+    );
+    let direct = with_certificate(s.sshd.port(), LOCAL_USER, "echo went-around");
+    assert_eq!(direct.status.code(), Some(255), "{direct:?}");
+    assert!(!text(&direct.stdout).contains("went-around"), "{direct:?}");
+
+    // `warden ssh` without a key uses that certificate.
+    let out = s
+        .alice
+        .run(&["ssh", "web", "--", "echo", "by-grant-certificate"], None);
+    assert_eq!(out.stdout.trim(), "by-grant-certificate", "{out:?}");
 
     // `warden ssh` finds the proxy, pins its host key for the client, and names the target.
     let out = s.alice.run(

@@ -7,11 +7,17 @@
 //! open is the SSH proxy's job. Revoking is a no-op that reports
 //! [`RevokeResponse::AlreadyGone`]: the certificate dies on its own at `valid_before`.
 //!
+//! A grant whose sessions policy records (`@recording` `sampled` or `full`, break-glass
+//! included) or whose role has controls the proxy enforces gets a certificate for Warden's SSH
+//! proxy only: its one principal, `warden-proxy:USER`, can be no Unix account (`:` cannot be in a
+//! user name), so sshd refuses it at every target. Only the proxy's own certificates, minted
+//! per session and never shown to anyone, carry the role's principals then.
+//!
 //! Role settings:
 //! ```toml
 //! principals = ["root"]                       # required: the Unix users the certificate may log in as
 //! extensions = ["permit-pty", "permit-agent-forwarding"]   # optional; default ["permit-pty"]
-//! # Controls the SSH proxy enforces (certificates used directly bypass them):
+//! # Controls the SSH proxy enforces (a role with any of them is reached through the proxy only):
 //! deny_commands = ["^rm -rf", "shutdown"]     # regexes; matching exec requests and shell lines are blocked
 //! file_transfer = false                       # scp/sftp through the proxy; default true
 //! record_input = true                         # record keystrokes too; default false
@@ -33,8 +39,11 @@ use ssh_key::PublicKey;
 use ssh_key::certificate::{Builder, CertType};
 
 pub use ca::{CaError, UserCa};
+use warden_domain::Recording;
 
-use crate::{Error, IssueRequest, IssueResponse, Issuer, RevokeRequest, RevokeResponse, Settings};
+use crate::{
+    Error, Holder, IssueRequest, IssueResponse, Issuer, RevokeRequest, RevokeResponse, Settings,
+};
 
 /// Extensions OpenSSH understands on user certificates.
 const KNOWN_EXTENSIONS: [&str; 5] = [
@@ -64,6 +73,18 @@ pub struct RoleSettings {
     pub deny_commands: Vec<String>,
     pub file_transfer: bool,
     pub record_input: bool,
+}
+
+impl RoleSettings {
+    /// Whether the role has controls only the SSH proxy can enforce.
+    pub fn controls_sessions(&self) -> bool {
+        !self.deny_commands.is_empty() || !self.file_transfer || self.record_input
+    }
+}
+
+/// The one principal of a certificate that logs in to Warden's SSH proxy only.
+fn proxy_principal(user: &warden_domain::UserName) -> String {
+    format!("warden-proxy:{user}")
 }
 
 /// Where an ssh target's sshd listens, from its `connection` table.
@@ -245,6 +266,17 @@ impl Issuer for SshCertIssuer {
     async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
         let settings = parse_settings(req.settings)?;
         let key = parse_public_key(req.public_key)?;
+        let proxy_only = match req.holder {
+            Holder::Proxy => false,
+            Holder::Requester(recording) => {
+                recording != Recording::Metadata || settings.controls_sessions()
+            }
+        };
+        let (principals, extensions) = if proxy_only {
+            (vec![proxy_principal(req.user)], Vec::new())
+        } else {
+            (settings.principals.clone(), settings.extensions.clone())
+        };
         let valid_after = unix(req.valid_after - time::Duration::seconds(SKEW_SECS));
         let valid_before = unix(req.valid_before);
         let mut rng = rand::rng();
@@ -261,10 +293,10 @@ impl Issuer for SshCertIssuer {
                 .cert_type(CertType::User)?
                 .key_id(req.grant.to_string())?
                 .comment(format!("warden grant {} for {}", req.grant, req.user))?;
-            for p in &settings.principals {
+            for p in &principals {
                 b.valid_principal(p.clone())?;
             }
-            for e in &settings.extensions {
+            for e in &extensions {
                 b.extension(e.clone(), "")?;
             }
             Ok((b, serial))
@@ -279,7 +311,11 @@ impl Issuer for SshCertIssuer {
             public: serde_json::json!({
                 "kind": "ssh-certificate",
                 "certificate": cert,
-                "principals": settings.principals,
+                "principals": principals,
+                // The Unix accounts the grant reaches at the target, and whether only through
+                // the proxy.
+                "logins": settings.principals,
+                "proxy_only": proxy_only,
                 "serial": serial,
                 "key_id": req.grant.to_string(),
                 "ca_fingerprint": self.ca.fingerprint(),
@@ -338,6 +374,7 @@ mod tests {
                 account: None,
                 password: None,
                 admin: None,
+                holder: Holder::Requester(Recording::Metadata),
             })
             .await
             .unwrap();

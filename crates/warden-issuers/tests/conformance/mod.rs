@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use time::OffsetDateTime;
-use warden_domain::{RequestId, RoleName, TargetName, UserName};
+use warden_domain::{Recording, RequestId, RoleName, TargetName, UserName};
 use warden_issuers::{
-    AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
-    RevokeResponse, RotateRootRequest, Secret, Settings,
+    AdminCredential, Error, Holder, IssueRequest, IssueResponse, Issuer, ListRequest,
+    RevokeRequest, RevokeResponse, RotateRootRequest, Secret, Settings,
 };
 use warden_testkit::OpenSession;
 
@@ -107,6 +107,7 @@ pub async fn issue(
             account: Some(&g.account),
             password: Some(&g.password),
             admin: Some(&admin),
+            holder: Holder::Requester(Recording::Metadata),
         })
         .await
 }
@@ -382,6 +383,7 @@ pub async fn run_offline(issuer: &dyn Issuer, connection: Settings) {
         account: Some(&g.account),
         password: Some(&g.password),
         admin,
+        holder: Holder::Requester(Recording::Metadata),
     };
 
     let err = issuer.issue(request(None)).await.unwrap_err();

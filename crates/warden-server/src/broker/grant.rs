@@ -6,7 +6,7 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::TransitionError;
 use warden_domain::{Audience, Lease, Postmortem, Request, RequestId, TargetName};
-use warden_issuers::{AdminCredential, IssueRequest, Secret};
+use warden_issuers::{AdminCredential, Holder, IssueRequest, Secret};
 use warden_policy::Policy;
 use warden_store::Change;
 
@@ -81,6 +81,7 @@ impl App {
                 account: lease.as_ref().map(|l| l.account.as_str()),
                 password: password.as_ref(),
                 admin: admin.as_ref(),
+                holder: Holder::Requester(r.recording),
             })
             .await;
         let issued = match issued {

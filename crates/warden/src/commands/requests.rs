@@ -241,9 +241,10 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
     } else {
         None
     };
-    // A key this client generated for the request is named after it.
-    let own_key = ensure_home()?.join("ssh").join(s(v, "id"));
-    let key = key.or_else(|| own_key.exists().then_some(own_key.as_path()));
+    // A key this client generated for the request is named after it, or after the request it
+    // extends (an extension certifies the same key).
+    let own_key = generated_key(v)?;
+    let key = key.or(own_key.as_deref());
     let secret = v["secret"].as_object().map(|_| &v["secret"]);
     if let Some(secret) = secret {
         super::db::save_secret(
@@ -282,6 +283,13 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
             .unwrap_or("USER");
         println!();
         println!("SSH certificate saved to {}", c.display());
+        if v.pointer("/credential/proxy_only") == Some(&Value::Bool(true)) {
+            println!(
+                "Connect through Warden's SSH proxy (the role's sessions are recorded or filtered there; the certificate logs in nowhere else): warden ssh {}",
+                s(v, "target")
+            );
+            return Ok(());
+        }
         match key {
             Some(k) => println!(
                 "Connect: ssh -i {} -o CertificateFile={} {principals}@HOST",
@@ -295,6 +303,31 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// The key this client generated for request `v`: `WARDEN_HOME/ssh/ID`, or the one of the
+/// request it extends, then linked under this request's id too so that its own extension finds
+/// it.
+fn generated_key(v: &Value) -> anyhow::Result<Option<PathBuf>> {
+    // Ids name files here: take nothing but what a request id is made of.
+    let id_like =
+        |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let (id, extends) = (s(v, "id"), s(v, "extends"));
+    if !id_like(&id) {
+        return Ok(None);
+    }
+    let dir = ensure_home()?.join("ssh");
+    let own = dir.join(&id);
+    if own.exists() {
+        return Ok(Some(own));
+    }
+    let original = dir.join(&extends);
+    if !id_like(&extends) || !original.exists() {
+        return Ok(None);
+    }
+    std::os::unix::fs::symlink(&original, &own)
+        .with_context(|| format!("linking {} to {}", own.display(), original.display()))?;
+    Ok(Some(own))
 }
 
 /// After waiting for a decision: a request that ended without a grant is a refusal.

@@ -242,11 +242,53 @@ pub async fn ssh(
         .arg("StrictHostKeyChecking=yes")
         .arg("-o")
         .arg(format!("HostKeyAlias=[{host}]:{}", addr.port()));
-    if let Some(key) = identity {
+    // Without a key named, the certificate of the caller's grant for the target, if this
+    // client saved it, logs in (a registered key is ssh's own default otherwise).
+    let certified = match identity {
+        Some(key) => Some((key, None)),
+        None => grant_certificate(&c, &user, &target, &dir).await?,
+    };
+    if let Some((key, cert)) = certified {
         cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
+        if let Some(cert) = cert {
+            cmd.arg("-o")
+                .arg(format!("CertificateFile={}", cert.display()));
+        }
     }
     cmd.arg(format!("{name}@{host}")).args(command);
     Err(cmd.exec()).context("starting ssh (is the OpenSSH client installed?)")
+}
+
+/// The key and certificate `warden request create` saved in `dir` for `user`'s active grant
+/// for `target` that ends last, if there is one.
+async fn grant_certificate(
+    c: &Client,
+    user: &str,
+    target: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<(PathBuf, Option<PathBuf>)>> {
+    let v: Value = c
+        .get(&format!(
+            "/v1/requests?state=active&requester={}",
+            segment(user)
+        ))
+        .await?;
+    let mut grants: Vec<&Value> = v["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["target"] == target)
+        .collect();
+    grants.sort_by_key(|r| {
+        std::cmp::Reverse(r["expires_at"].as_str().unwrap_or_default().to_owned())
+    });
+    Ok(grants.into_iter().find_map(|r| {
+        let id = r["id"]
+            .as_str()
+            .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))?;
+        let (key, cert) = (dir.join(id), dir.join(format!("{id}-cert.pub")));
+        (key.exists() && cert.exists()).then_some((key, Some(cert)))
+    }))
 }
 
 /// Fetches TARGET's host key, shows its fingerprint, and pins it once confirmed.
