@@ -295,6 +295,7 @@ fn bad_input_is_refused_clearly_and_audited() {
     let env = Env::start();
     let alice = env.login("alice");
     let admin = env.login("admin");
+    let admin_token = token(&admin);
     let base = ["request", "create", "web"];
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (
@@ -420,6 +421,41 @@ fn bad_input_is_refused_clearly_and_audited() {
         (status, error_code(&body).as_str()),
         (400, "bad_json"),
         "{body}"
+    );
+    // A value in the wrong shape is refused by its kind, never echoed into the audited
+    // refusal: here a password sent as a bare string.
+    let r = request(
+        port,
+        "PUT",
+        "/v1/users/alice/password",
+        Some(&admin_token),
+        r#""Leak-Me-Password-1""#,
+    );
+    assert_eq!(
+        (r.0, error_code(&r.1).as_str()),
+        (400, "bad_json"),
+        "{}",
+        r.1
+    );
+    assert!(!r.1.contains("Leak-Me"), "{}", r.1);
+    let refusals = ok(
+        &admin,
+        &["audit", "search", "--code", "request.action_refused"],
+    );
+    assert!(!refusals.to_string().contains("Leak-Me"), "{refusals}");
+    assert!(
+        refusals
+            .to_string()
+            .contains("invalid type: string, expected"),
+        "{refusals}"
+    );
+    // A body that is not sent as JSON.
+    let r = request_with_type(port, "/v1/requests", token, "text/plain", "{}");
+    assert_eq!(
+        (r.0, error_code(&r.1).as_str()),
+        (415, "unsupported_media_type"),
+        "{}",
+        r.1
     );
     let big = format!(
         r#"{{"target":"web","role":"view","reason":"{}","ttl":"1h"}}"#,
@@ -618,6 +654,27 @@ fn offboarding_waits_for_a_request_already_past_authentication() {
 }
 
 fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    request_raw(port, method, path, token, "application/json", body)
+}
+
+fn request_with_type(
+    port: u16,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    request_raw(port, "POST", path, Some(token), content_type, body)
+}
+
+fn request_raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -626,7 +683,7 @@ fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str)
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     // The server may answer (413) before reading everything; ignore a reset while writing.

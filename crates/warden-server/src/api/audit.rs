@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -15,7 +16,7 @@ use warden_audit::merkle::{BLOCK_HEIGHT, Proofs};
 use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
-use super::{ApiError, Authed, ErrorBody, field, require_audit_reader};
+use super::{ApiError, Authed, ErrorBody, body, field, require_audit_reader, rfc3339};
 use crate::state::Shared;
 
 /// Audit search filters.
@@ -50,9 +51,8 @@ pub struct AuditList {
     pub events: Vec<AuditRecord>,
 }
 
-fn time_arg(v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
-    v.map(|t| field("bad_time", OffsetDateTime::parse(t, &Rfc3339)))
-        .transpose()
+fn time_arg(name: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    v.map(|t| rfc3339(name, t)).transpose()
 }
 
 /// Searches the audit log, oldest first. Administrators see everything; others see their own
@@ -97,8 +97,8 @@ pub async fn search(
             .map(|r| field("bad_id", r.parse()))
             .transpose()?,
         codes: code.into_iter().collect(),
-        from: time_arg(q.from.as_deref())?,
-        to: time_arg(q.to.as_deref())?,
+        from: time_arg("from", q.from.as_deref())?,
+        to: time_arg("to", q.to.as_deref())?,
         after_seq: q.after_seq,
         limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
     };
@@ -455,8 +455,8 @@ pub async fn export(
     let events = app
         .store
         .audit(AuditFilter {
-            from: time_arg(q.from.as_deref())?,
-            to: time_arg(q.to.as_deref())?,
+            from: time_arg("from", q.from.as_deref())?,
+            to: time_arg("to", q.to.as_deref())?,
             limit: EXPORT_MAX,
             ..Default::default()
         })
@@ -514,10 +514,11 @@ pub struct ArchiveBody {
 pub async fn archive(
     State(app): State<Shared>,
     who: Authed,
-    Json(b): Json<ArchiveBody>,
+    raw: Result<Json<ArchiveBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&app, &who, "archive the audit log")?;
-    let before = field("bad_time", OffsetDateTime::parse(&b.before, &Rfc3339))?;
+    let b = body(&app, &who, "audit.archive", raw).await?;
+    let before = rfc3339("before", &b.before)?;
     let archived = app
         .archive(
             before,

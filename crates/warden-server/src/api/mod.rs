@@ -447,12 +447,69 @@ pub(crate) fn bad_body(rejection: &JsonRejection) -> ApiError {
         )
     } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         body_too_large()
+    } else if matches!(rejection, JsonRejection::MissingJsonContentType(_)) {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON, sent with `Content-Type: application/json`",
+        )
     } else {
         ApiError::bad_request(
             "bad_json",
-            format!("the request body is not valid: {}", rejection.body_text()),
+            format!(
+                "the request body is not valid: {}",
+                without_values(&rejection.body_text())
+            ),
         )
     }
+}
+
+/// A body's parse error without the values it quotes (`invalid type: string "…"`), only their
+/// kind: the refusal is audited, and a password sent in the wrong shape must not reach the log.
+fn without_values(text: &str) -> String {
+    const MARKS: [&str; 2] = ["invalid type: ", "invalid value: "];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((at, len)) = MARKS
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
+        .min()
+    {
+        out.push_str(&rest[..at + len]);
+        rest = &rest[at + len..];
+        // The value's kind (`string`, `integer`, `map`...), then the value itself if quoted.
+        let kind_end = rest.find(['"', '`', ',']).unwrap_or(rest.len());
+        out.push_str(rest[..kind_end].trim_end());
+        rest = &rest[kind_end..];
+        let mut chars = rest.char_indices();
+        let close = match chars.next() {
+            Some((_, '`')) => chars.find(|(_, c)| *c == '`').map(|(i, _)| i + 1),
+            Some((_, '"')) => {
+                let mut escaped = false;
+                chars
+                    .find(|(_, c)| {
+                        let end = *c == '"' && !escaped;
+                        escaped = *c == '\\' && !escaped;
+                        end
+                    })
+                    .map(|(i, _)| i + 1)
+            }
+            _ => Some(0),
+        };
+        rest = &rest[close.unwrap_or(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Parses `text`, the parameter `name`, as an RFC 3339 time; a 400 naming both and the format.
+fn rfc3339(name: &str, text: &str) -> Result<time::OffsetDateTime, ApiError> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|e| {
+        ApiError::bad_request(
+            "bad_time",
+            format!("{name} {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z ({e})"),
+        )
+    })
 }
 
 /// Parses a field with its domain type, turning the parse error into a 400 that names the field.
@@ -474,5 +531,43 @@ async fn audited(app: &Shared, event: Event, err: ApiError) -> ApiError {
     match app.store.append(vec![event]).await {
         Ok(()) => err,
         Err(e) => crate::broker::Error::from(e).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[test]
+    fn parse_errors_keep_the_kind_of_a_value_but_not_the_value() {
+        let cases = [
+            (
+                r#"Failed to deserialize the JSON body into the target type: invalid type: string "Leak-Me-Password-1", expected struct PasswordBody at line 1 column 20"#,
+                "Failed to deserialize the JSON body into the target type: invalid type: string, expected struct PasswordBody at line 1 column 20",
+            ),
+            (
+                "password: invalid type: integer `123456789012345`, expected a string at line 1 column 29",
+                "password: invalid type: integer, expected a string at line 1 column 29",
+            ),
+            (
+                r#"invalid value: string "a\", expected b", expected struct X"#,
+                "invalid value: string, expected struct X",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u64; invalid type: map, expected a string",
+                "invalid type: floating point, expected u64; invalid type: map, expected a string",
+            ),
+            (
+                "unknown field `passwrd`, expected `password` at line 1 column 10",
+                "unknown field `passwrd`, expected `password` at line 1 column 10",
+            ),
+            (
+                r#"invalid type: string "unterminated"#,
+                "invalid type: string",
+            ),
+        ];
+        for (raw, clean) in cases {
+            assert_eq!(without_values(raw), clean, "{raw}");
+        }
     }
 }

@@ -6,14 +6,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use utoipa::IntoParams;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::report::{Input, Scorecard};
 use warden_store::AuditFilter;
 
-use super::{ApiError, Authed, ErrorBody, Source, refuse};
+use super::{ApiError, Authed, ErrorBody, Source, refuse, rfc3339};
 use crate::state::{Shared, now};
 
 /// The default report period: the 30 days before `to`.
@@ -149,19 +148,7 @@ pub async fn report(
         ));
         return Err(refuse(&app, &who, "report", err).await);
     }
-    let parse = |name: &str, v: Option<&str>| {
-        v.map(|t| {
-            OffsetDateTime::parse(t, &Rfc3339).map_err(|e| {
-                ApiError::bad_request(
-                    "bad_time",
-                    format!(
-                        "{name} {t:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z ({e})"
-                    ),
-                )
-            })
-        })
-        .transpose()
-    };
+    let parse = |name: &str, v: Option<&str>| v.map(|t| rfc3339(name, t)).transpose();
     let period = parse("to", q.to.as_deref()).and_then(|to| {
         let to = to.unwrap_or_else(now);
         let from = parse("from", q.from.as_deref())?.unwrap_or(to - DEFAULT_PERIOD);
