@@ -305,6 +305,16 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
     assert!(out.success(), "{out:?}");
     let verified = verify_bundle(&admin, &bundle, &key);
     assert!(verified.success(), "{verified:?}");
+    // The key the bundle carries is its maker's word only: the verifier's own copy is needed.
+    let unanchored = admin.run(
+        &["audit", "verify", "--bundle", bundle.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(unanchored.code, 2, "{unanchored:?}");
+    assert!(
+        unanchored.stderr.contains("--verifier-key"),
+        "{unanchored:?}"
+    );
     // Every event up to the newest checkpoint at the time of the export, which may be past
     // `newest`: the server keeps signing while the test runs.
     let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();

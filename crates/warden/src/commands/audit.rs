@@ -38,7 +38,8 @@ pub enum AuditCommand {
         /// The server's data directory (read directly; no server needed).
         #[arg(long, default_value = "warden-data", conflicts_with = "bundle")]
         data_dir: PathBuf,
-        /// A verifier key, or a file holding one (default: DATA_DIR/audit_verifier.pub).
+        /// A verifier key, or a file holding one (default for a data dir:
+        /// DATA_DIR/audit_verifier.pub; required for a bundle or a segment).
         #[arg(long)]
         verifier_key: Option<String>,
         /// A checkpoint kept outside the server (repeatable): detects truncation and rewrites.

@@ -346,7 +346,7 @@ pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
         out.json(&json!({ "dir": dir.display().to_string(), "events": events.len() }))
     } else {
         println!(
-            "Wrote {} events to {}; check them with `warden audit verify --bundle {}`.",
+            "Wrote {} events to {}; check them with `warden audit verify --bundle {} --verifier-key KEY` (KEY: the server's, from `warden audit verifier-key`, kept apart from the bundle).",
             events.len(),
             dir.display(),
             dir.display()
@@ -357,9 +357,19 @@ pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
 
 /// Verifies a bundle: the checkpoint's signature and every event's inclusion proof.
 pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> {
-    let bundled = dir.join("verifier.key");
-    // A bundle's own key proves only self-consistency; pass --verifier-key to anchor trust.
-    let key = verifier(key.unwrap_or(&bundled.display().to_string()))?;
+    // The key in the bundle is whatever its maker put there: anyone can sign a forged log with
+    // a key of their own. Trust comes only from a key the verifier got elsewhere.
+    let Some(key) = key else {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "pass --verifier-key: the server's key as you got it from `warden audit verifier-key` (or your own copy), not the bundle's {}/verifier.key, which proves nothing about who wrote the log",
+                dir.display()
+            ),
+        )
+        .into());
+    };
+    let key = verifier(key)?;
     let note =
         std::fs::read_to_string(dir.join("checkpoint.note")).context("reading checkpoint.note")?;
     let cp = Checkpoint::open(&note, &key).map_err(|e| {
