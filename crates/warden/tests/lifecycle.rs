@@ -244,6 +244,19 @@ fn cancel_revoke_and_extend() {
     );
     assert_eq!(revoked["state"], "revoked");
     assert_eq!(revoked["ended_by"], "admin");
+    // Its extension continued that access: it ends with it.
+    let ext = ok(&alice, &["request", "show", ext["id"].as_str().unwrap()]);
+    assert_eq!(ext["state"], "revoked", "{ext}");
+    assert!(ext["end_comment"].as_str().unwrap().contains(&active), "{ext}");
+
+    // A pending extension of a revoked grant is ended too, so no approver can revive it.
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-3"]));
+    ok(&bob, &["request", "approve", &deploy]);
+    let more = id(&ok(&alice, &["request", "extend", &deploy, "--ttl", "1h"]));
+    assert_eq!(state(&alice, &more), "pending");
+    ok(&admin, &["request", "revoke", &deploy]);
+    assert_eq!(state(&alice, &more), "revoked");
+    fails(&bob, &["request", "approve", &more], 6);
     fails(&alice, &["request", "revoke", &active], 6);
     fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 6);
 }

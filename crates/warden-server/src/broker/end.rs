@@ -1,6 +1,7 @@
 //! Ending grants early: revocation by a person, offboarding, and users gone from the
 //! directory. An account at a target goes with its grant through the lease worker.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -102,10 +103,45 @@ impl App {
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
             if self.store_revoked(&mut r, change).await? {
+                self.end_extensions(&r, caller.actor()).await?;
                 return Ok(r);
             }
         }
         Err(Error::Store(warden_store::Error::Conflict))
+    }
+
+    /// Ends the open extensions of the grant `r` just revoked, and theirs: each continues the
+    /// access the revocation ended, so none may be approved or run on. Returns how many.
+    async fn end_extensions(&self, r: &Request, actor: Actor) -> Result<usize, Error> {
+        let open = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: Some(r.requester.clone()),
+                target: Some(r.target.clone()),
+                states: vec![State::Pending, State::Approved, State::Active],
+                before: None,
+                limit: END_ALL_PAGE,
+            })
+            .await?;
+        let mut chain = HashSet::from([r.id]);
+        while let Some(next) = open
+            .iter()
+            .find(|x| !chain.contains(&x.id) && x.extends.is_some_and(|e| chain.contains(&e)))
+        {
+            chain.insert(next.id);
+        }
+        chain.remove(&r.id);
+        if chain.is_empty() {
+            return Ok(0);
+        }
+        let comment = format!("the grant it extends ({}) was revoked", r.id);
+        self.end_all(
+            Some(&r.requester),
+            |x| chain.contains(&x.id),
+            actor,
+            &comment,
+        )
+        .await
     }
 
     /// Stores a revocation made by [`end_grant`](Self::end_grant) and ends what the grant

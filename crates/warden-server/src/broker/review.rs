@@ -4,7 +4,7 @@
 use warden_domain::audit::{Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::Approved;
-use warden_domain::{Audience, Comment, Refusal, Request, RequestId};
+use warden_domain::{Audience, Comment, Refusal, Request, RequestId, State};
 use warden_policy::Action;
 use warden_store::Change;
 
@@ -38,6 +38,19 @@ impl App {
                 ));
                 return Err(self.refused(refusal, e).await);
             };
+            if approve && r.state == State::Pending && let Some(original) = r.extends {
+                let revoked = self
+                    .store
+                    .request(original)
+                    .await?
+                    .is_some_and(|o| o.state == State::Revoked);
+                if revoked {
+                    let e = Error::Forbidden(format!(
+                        "request {id} extends grant {original}, which was revoked: it can only be denied or cancelled"
+                    ));
+                    return Err(self.refused(refusal, e).await);
+                }
+            }
             let policy = self.policy.load_full();
             let decision = match self.decide(
                 &policy,
