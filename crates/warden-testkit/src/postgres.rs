@@ -129,19 +129,26 @@ impl Postgres {
     }
 
     fn set_up(&self) {
+        // Exactly what the issuer documents it needs, no superuser: tests then prove that
+        // much is enough. It owns the database (so its public schema) and the test table.
         self.superuser(
             "postgres",
             &format!(
-                "CREATE ROLE {ADMIN} WITH SUPERUSER LOGIN PASSWORD {}",
+                "CREATE ROLE {ADMIN} WITH CREATEROLE LOGIN PASSWORD {}; \
+                 GRANT pg_signal_backend TO {ADMIN}",
                 sql_literal(&self.admin_password)
             ),
         );
         // Not in the same call: CREATE DATABASE cannot run inside a transaction.
-        self.superuser("postgres", &format!("CREATE DATABASE {DATABASE}"));
-        self.admin_query(
-            "CREATE TABLE public.items (id int, name text); \
-             INSERT INTO public.items VALUES (1, 'widget')",
+        self.superuser(
+            "postgres",
+            &format!("CREATE DATABASE {DATABASE} OWNER {ADMIN}"),
         );
+        self.admin_query(&format!(
+            "CREATE TABLE public.items (id int, name text); \
+                 INSERT INTO public.items VALUES (1, 'widget'); \
+                 ALTER TABLE public.items OWNER TO {ADMIN}"
+        ));
     }
 
     /// The port the server listens on, on 127.0.0.1.

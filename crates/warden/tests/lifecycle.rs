@@ -247,7 +247,10 @@ fn cancel_revoke_and_extend() {
     // Its extension continued that access: it ends with it.
     let ext = ok(&alice, &["request", "show", ext["id"].as_str().unwrap()]);
     assert_eq!(ext["state"], "revoked", "{ext}");
-    assert!(ext["end_comment"].as_str().unwrap().contains(&active), "{ext}");
+    assert!(
+        ext["end_comment"].as_str().unwrap().contains(&active),
+        "{ext}"
+    );
 
     // A pending extension of a revoked grant is ended too, so no approver can revive it.
     let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-3"]));

@@ -14,9 +14,11 @@
 //! every login (see `scram.rs`).
 //!
 //! Revoking, in order: `ALTER ROLE ... NOLOGIN` (no new sessions), terminate the role's
-//! sessions and wait until they are gone, then in one transaction `REASSIGN OWNED BY` the role
-//! `TO` the administrator (objects it created are kept, not lost), `DROP OWNED BY` it (its
-//! remaining privileges) and `DROP ROLE`. `REASSIGN` and `DROP OWNED` act on the target's
+//! sessions and wait until they are gone, then in one transaction make the administrator a
+//! member of the role (PostgreSQL 15 and older demand it of a `CREATEROLE` administrator for
+//! what follows; 16 made the creator one already), `REASSIGN OWNED BY` the role `TO` the
+//! administrator (objects it created are kept, not lost), `DROP OWNED BY` it (its remaining
+//! privileges) and `DROP ROLE`. `REASSIGN` and `DROP OWNED` act on the target's
 //! database only: if the role owns objects in another database, `DROP ROLE` fails and the
 //! error says where, leaving the role unable to log in.
 //!
@@ -422,7 +424,8 @@ impl Issuer for PostgresIssuer {
         let _queued = lock.lock().await;
         client
             .batch_execute(&format!(
-                "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}"
+                "GRANT {role} TO CURRENT_USER; REASSIGN OWNED BY {role} TO CURRENT_USER; \
+                 DROP OWNED BY {role}; DROP ROLE {role}"
             ))
             .await
             .map_err(|e| failed("dropping", e))?;

@@ -38,7 +38,10 @@ impl App {
                 ));
                 return Err(self.refused(refusal, e).await);
             };
-            if approve && r.state == State::Pending && let Some(original) = r.extends {
+            if approve
+                && r.state == State::Pending
+                && let Some(original) = r.extends
+            {
                 let revoked = self
                     .store
                     .request(original)
