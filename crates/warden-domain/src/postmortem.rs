@@ -27,7 +27,9 @@ impl Link {
             .or_else(|| s.strip_prefix("http://"));
         let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
             && s.len() <= Self::MAX
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || crate::text::hidden(c));
         if ok {
             Ok(Self(s.to_owned()))
         } else {

@@ -1,11 +1,43 @@
 //! Free-text fields people type: reasons, tickets and comments.
 //!
 //! They are shown to approvers and written to the audit log, so they are bounded in length and
-//! may not carry control characters that could forge log lines or terminal output.
+//! may not carry characters that could forge log lines or terminal output, or make the text
+//! read differently from what it holds (see [`hidden`]).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
+/// Whether `c` would not show as itself: control characters (Cc), format characters (Cf: the
+/// bidirectional overrides that reorder what follows, the zero-width space, the byte order
+/// mark), line and paragraph separators, private-use, surrogate and unassigned code points.
+/// Text people read in a review, a terminal or the audit log may hold none of them. The
+/// zero-width (non-)joiner is the exception: Persian, Indic scripts and emoji need it, and it
+/// moves nothing.
+pub fn hidden(c: char) -> bool {
+    !matches!(c, '\u{200C}' | '\u{200D}')
+        && matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+                | GeneralCategory::PrivateUse
+                | GeneralCategory::Surrogate
+                | GeneralCategory::Unassigned
+        )
+}
+
+/// Whether `c` leaves a mark: not white space, nor one of the letters Unicode defines as blank
+/// fillers (Hangul fillers, the blank Braille pattern).
+fn visible(c: char) -> bool {
+    !c.is_whitespace()
+        && !matches!(
+            c,
+            '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}'
+        )
+}
 
 /// Why a text field was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,21 +50,34 @@ pub enum TextError {
         len: usize,
         max: usize,
     },
-    #[error("{0} contains control characters; use plain printable text")]
-    Control(&'static str),
+    #[error("{field} contains {what} (U+{code:04X}); use plain printable text")]
+    Hidden {
+        field: &'static str,
+        what: &'static str,
+        code: u32,
+    },
 }
 
 fn check(field: &'static str, s: &str, max: usize, allow_blank: bool) -> Result<String, TextError> {
     let t = s.trim();
-    if t.is_empty() && !allow_blank {
+    if let Some(c) = t.chars().find(|c| hidden(*c)) {
+        let what = if c.is_control() {
+            "a control character"
+        } else {
+            "an invisible or text-reordering character"
+        };
+        return Err(TextError::Hidden {
+            field,
+            what,
+            code: u32::from(c),
+        });
+    }
+    if !allow_blank && !t.chars().any(visible) {
         return Err(TextError::Blank(field));
     }
     let len = t.chars().count();
     if len > max {
         return Err(TextError::TooLong { field, len, max });
-    }
-    if t.chars().any(char::is_control) {
-        return Err(TextError::Control(field));
     }
     Ok(t.to_owned())
 }
@@ -116,8 +161,43 @@ mod tests {
         ));
         assert_eq!(
             Reason::parse("a\u{1b}[2J"),
-            Err(TextError::Control("reason"))
+            Err(TextError::Hidden {
+                field: "reason",
+                what: "a control character",
+                code: 0x1b
+            })
         );
         assert_eq!(Comment::parse("").unwrap().as_str(), "");
+    }
+
+    #[test]
+    fn what_reads_differently_from_what_it_holds_is_refused() {
+        // Bidirectional override, zero-width space, byte order mark, line separator, NUL.
+        for c in [
+            '\u{202E}', '\u{200B}', '\u{FEFF}', '\u{2028}', '\0', '\u{E000}',
+        ] {
+            let text = format!("rm{c}fr");
+            assert!(
+                matches!(Reason::parse(&text), Err(TextError::Hidden { .. })),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // Made only of blank fillers: as good as empty.
+        assert_eq!(
+            Reason::parse("\u{3164}\u{2800} "),
+            Err(TextError::Blank("reason"))
+        );
+        // Any script, accents and emoji are fine.
+        for ok in [
+            "déploiement",
+            "修复 INC-7",
+            "עדכון",
+            "fix 🔥",
+            "می\u{200C}خواهم",
+            "👩\u{200D}💻",
+        ] {
+            assert_eq!(Reason::parse(ok).unwrap().as_str(), ok);
+        }
     }
 }

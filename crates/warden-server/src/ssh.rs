@@ -268,7 +268,7 @@ impl App {
         );
         match self.store.add_ssh_key(&record, vec![event]).await {
             Ok(()) => Ok(record),
-            Err(warden_store::Error::Conflict) => Err(Error::Input {
+            Err(warden_store::Error::Conflict) => Err(Error::Conflict {
                 code: "key_registered",
                 message: format!("the key {} is registered already", record.fingerprint),
             }),
@@ -287,7 +287,7 @@ impl App {
         {
             Ok(())
         } else {
-            Err(Error::Input {
+            Err(Error::Missing {
                 code: "no_such_key",
                 message: format!("you have no key {fingerprint}; `warden keys list` shows yours"),
             })
@@ -390,7 +390,7 @@ impl App {
 
     /// Checks that the caller may oversee live session `id`.
     pub fn oversee(&self, caller: &Caller<'_>, id: &str) -> Result<SessionInfo, Error> {
-        let info = self.sessions.get(id).ok_or_else(|| Error::Input {
+        let info = self.sessions.get(id).ok_or_else(|| Error::Missing {
             code: "no_such_session",
             message: format!("no live session {id}; `warden sessions` lists them"),
         })?;

@@ -30,6 +30,15 @@ impl App {
             .get(&t.kind)
             .cloned()
             .ok_or_else(|| Error::Issuer(format!("no issuer for target kind {:?}", t.kind)))?;
+        if !crate::broker::makes_accounts(issuer.as_ref()) {
+            return Err(Error::Input {
+                code: "no_admin_credential",
+                message: format!(
+                    "{target} is a {} target, which Warden reaches with no admin credential: credentials and their rotation are for database targets",
+                    t.kind
+                ),
+            });
+        }
         Ok((t, issuer))
     }
 
@@ -68,6 +77,15 @@ impl App {
             return Err(Error::Input {
                 code: "bad_credential",
                 message: "username and password must be 1-128 and 1-1024 characters".into(),
+            });
+        }
+        if username
+            .chars()
+            .any(|c| c.is_whitespace() || warden_domain::text::hidden(c))
+        {
+            return Err(Error::Input {
+                code: "bad_credential",
+                message: "the username may hold no spaces, control or invisible characters".into(),
             });
         }
         let sealed = self.seal_credential(username, password)?;

@@ -176,7 +176,7 @@ fn pickup_early_revoke_offboarding_and_rotation() {
         .to_owned();
     let password = picked["secret"]["password"].as_str().unwrap().to_owned();
     assert!(pg.psql(&user, &password, "SELECT 1").status.success());
-    fails(&alice, &["request", "credential", &pending], 2);
+    fails(&alice, &["request", "credential", &pending], 6);
 
     // Early revoke takes effect within seconds.
     let mut session = pg.hold_session(&user, &password);

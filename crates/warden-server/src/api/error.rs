@@ -90,6 +90,8 @@ impl From<broker::Error> for ApiError {
         use broker::Error as E;
         let status = match &e {
             E::Input { .. } => StatusCode::BAD_REQUEST,
+            E::Missing { .. } => StatusCode::NOT_FOUND,
+            E::Conflict { .. } => StatusCode::CONFLICT,
             E::Unknown(_) | E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Refused(_) | E::Forbidden(_) | E::Mfa(_) => StatusCode::FORBIDDEN,
             E::Transition(

@@ -274,7 +274,7 @@ impl App {
         }
         let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now()).for_request(&r);
         let Some(sealed) = self.store.take_pickup(id, vec![ev]).await? else {
-            return Err(Error::Input {
+            return Err(Error::Conflict {
                 code: "already_picked_up",
                 message: format!(
                     "the credential of {id} was already handed over (it is shown once) or needs none"

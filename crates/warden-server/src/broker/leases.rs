@@ -177,16 +177,14 @@ impl App {
     /// many orphans were removed.
     pub async fn reconcile(&self) -> Result<usize, Error> {
         let policy = self.policy.load_full();
+        // What an account without a grant in its marker is revoked under.
         let probe = RequestId::from_uuid(Uuid::nil());
-        let probe_user: UserName = "reconciler"
-            .parse()
-            .map_err(|e: warden_domain::names::NameError| Error::Issuer(e.to_string()))?;
         let mut removed = 0;
         for (_, target) in policy.targets().iter() {
             let Some(issuer) = self.issuers.get(&target.kind) else {
                 continue;
             };
-            if issuer.account_name(probe, &probe_user).is_none() {
+            if !makes_accounts(issuer.as_ref()) {
                 continue;
             }
             let Some(admin) = self.admin_credential(&target.name).await? else {
@@ -248,4 +246,14 @@ impl App {
         }
         Ok(removed)
     }
+}
+
+/// Whether `issuer` makes accounts at its targets (databases), logging in as an administrator
+/// to do it, rather than credentials that need no account (SSH certificates).
+pub(crate) fn makes_accounts(issuer: &dyn warden_issuers::Issuer) -> bool {
+    "probe".parse::<UserName>().is_ok_and(|user| {
+        issuer
+            .account_name(RequestId::from_uuid(Uuid::nil()), &user)
+            .is_some()
+    })
 }

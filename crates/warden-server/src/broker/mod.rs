@@ -28,6 +28,8 @@ mod grant;
 mod leases;
 mod review;
 
+pub(crate) use leases::makes_accounts;
+
 /// How many times an operation is retried when another writer changed the request first.
 const CONFLICT_RETRIES: usize = 5;
 
@@ -36,6 +38,12 @@ const CONFLICT_RETRIES: usize = 5;
 pub enum Error {
     #[error("{message}")]
     Input { code: &'static str, message: String },
+    /// Something named by the caller that does not exist (a key, a session).
+    #[error("{message}")]
+    Missing { code: &'static str, message: String },
+    /// What the caller asks clashes with what is already there.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Unknown(String),
     #[error("{0}")]
@@ -60,7 +68,9 @@ impl Error {
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Input { code, .. } => code,
+            Error::Input { code, .. }
+            | Error::Missing { code, .. }
+            | Error::Conflict { code, .. } => code,
             Error::Unknown(_) => "unknown_target",
             Error::Refused(r) => r.code(),
             Error::Transition(t) => t.code(),

@@ -73,7 +73,8 @@ impl App {
                 ));
                 return Err(self.refused(refusal, e).await);
             }
-            if approve && decision.mfa && stepped_up.is_none() {
+            // A request past pending is refused for its state below, with no code spent.
+            if approve && decision.mfa && stepped_up.is_none() && r.state == State::Pending {
                 match self.step_up(&caller.user.name, totp.as_deref()).await {
                     Ok(true) => stepped_up = Some(()),
                     Ok(false) => {
