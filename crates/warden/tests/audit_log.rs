@@ -795,5 +795,6 @@ fn audit_readers_search_prove_and_export_without_administering() {
     let refused = fails(&bob, &["audit", "search", "--user", "alice"], 3);
     assert!(refused.stderr.contains("audit_readers"), "{refused:?}");
     fails(&bob, &["audit", "prove", &created[0].to_string()], 3);
+    fails(&bob, &["audit", "prove-consistency", "--from", "1"], 3);
     fails(&bob, &["audit", "status"], 3);
 }

@@ -392,13 +392,15 @@ pub struct ConsistencyProof {
 }
 
 /// Proves that the log at checkpoint `to` is an append-only extension of checkpoint `from`.
+/// Administrators and audit readers, like inclusion proofs.
 #[utoipa::path(get, path = "/v1/audit/consistency", params(ConsistencyQuery), security(("token" = [])),
-    responses((status = 200, body = ConsistencyProof), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConsistencyProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn consistency(
     State(app): State<Shared>,
-    _who: Authed,
+    who: Authed,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
+    require_audit_reader(&app, &who, "read audit proofs")?;
     let old = checkpoint_at(&app, Some(q.from)).await?;
     let new = checkpoint_at(&app, q.to).await?;
     let path = tree_for(&app, new.size, &[old.size.saturating_sub(1)])
