@@ -235,7 +235,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// What a program killed by `SIGPIPE` exits with, as shells report it (128 + 13).
+const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Ends the process quietly when the reader of our output goes away (`warden targets | head`),
+/// as tools that die of `SIGPIPE` do, instead of panicking on the failed print; any other
+/// panic is reported as usual.
+fn quiet_on_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()

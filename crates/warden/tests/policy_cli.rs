@@ -217,3 +217,19 @@ fn unsafe_kill(pid: u32, sig: &str) {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn output_cut_short_by_its_reader_ends_quietly() {
+    // `warden policy schema | head -0`: the reader is gone before anything is written.
+    let mut child = std::process::Command::new(BIN)
+        .args(["policy", "schema"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
