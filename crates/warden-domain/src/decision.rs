@@ -120,7 +120,9 @@ pub enum Refusal {
     TicketRequired(String),
     #[error("ticket {ticket:?} does not match the required pattern {pattern}")]
     TicketMismatch { ticket: String, pattern: String },
-    #[error("this role requires MFA step-up: pass a fresh TOTP code")]
+    #[error(
+        "this role requires MFA step-up: pass --totp CODE, the code your authenticator shows now"
+    )]
     MfaRequired,
 }
 

@@ -424,15 +424,25 @@ impl App {
     }
 
     /// Verifies a fresh TOTP code for MFA step-up.
+    /// `Ok(false)` when no code was given; a wrong or malformed code is an error saying which.
     pub async fn step_up(&self, user: &UserName, code: Option<&str>) -> Result<bool, AuthError> {
-        let Some(code) = code else { return Ok(false) };
-        match self.user_totp(user, false).await? {
-            Some(totp) => self.check_code(user, &totp, code).await,
-            None => Err(AuthError::Mfa(
-                "this action requires MFA, and you have not enrolled: run `warden mfa enroll`"
+        let Some(totp) = self.user_totp(user, false).await? else {
+            return Err(AuthError::Mfa(
+                "this action requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` and `warden mfa confirm CODE`, then pass --totp CODE"
                     .into(),
-            )),
+            ));
+        };
+        let Some(code) = code else { return Ok(false) };
+        if self.check_code(user, &totp, code).await? {
+            return Ok(true);
         }
+        let digits = code.trim();
+        let shaped = digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit());
+        Err(AuthError::Mfa(if shaped {
+            "the TOTP code is wrong, or was used already (each code works once): pass the one your authenticator shows now".into()
+        } else {
+            "a TOTP code is the 6 digits your authenticator shows".into()
+        }))
     }
 
     /// Exchanges a password (and a TOTP code when enrolled) for an API token.

@@ -112,8 +112,26 @@ fn manager_and_peer_with_mfa_step_up() {
         ],
         3,
     );
-    assert!(no_mfa.stderr.contains("MFA"), "{no_mfa:?}");
+    // Each failure says what to do: enrol first, then pass a right, fresh, well-formed code.
+    assert!(no_mfa.stderr.contains("warden mfa enroll"), "{no_mfa:?}");
     let uri = enroll_mfa(&alice);
+    let malformed = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
+            "--totp", "12ab",
+        ],
+        3,
+    );
+    assert!(malformed.stderr.contains("6 digits"), "{malformed:?}");
+    let without = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
+        ],
+        3,
+    );
+    assert!(without.stderr.contains("--totp"), "{without:?}");
     let bad = fails(
         &alice,
         &[
@@ -122,7 +140,7 @@ fn manager_and_peer_with_mfa_step_up() {
         ],
         3,
     );
-    assert!(bad.stderr.contains("MFA"), "{bad:?}");
+    assert!(bad.stderr.contains("TOTP code is wrong"), "{bad:?}");
     let code = totp(&uri, 1);
     // A refusal no second factor could fix leaves the code unspent.
     let too_long = fails(
@@ -138,7 +156,7 @@ fn manager_and_peer_with_mfa_step_up() {
     let rid = id(&v);
     assert_eq!(v["tier"], "peer(sre) & manager");
     // The same code cannot be replayed.
-    fails(
+    let replayed = fails(
         &alice,
         &[
             "request", "create", "web", "--role", "admin", "--reason", "again", "--ttl", "1h",
@@ -146,8 +164,14 @@ fn manager_and_peer_with_mfa_step_up() {
         ],
         3,
     );
+    assert!(replayed.stderr.contains("used already"), "{replayed:?}");
 
     // Approvers of an MFA role step up too.
+    let unenrolled = fails(&bob, &["request", "approve", &rid], 3);
+    assert!(
+        unenrolled.stderr.contains("warden mfa enroll"),
+        "{unenrolled:?}"
+    );
     let bob_uri = enroll_mfa(&bob);
     fails(&bob, &["request", "approve", &rid], 3);
     let after_bob = ok(
