@@ -107,6 +107,8 @@ pub struct Decision {
     pub recording: Recording,
     /// How long a request may wait for approval before it times out.
     pub pending_timeout: Ttl,
+    /// The `@reason` of each matching forbid that gives one, by rule id, to show people why.
+    pub forbid_reasons: Vec<(String, String)>,
 }
 
 /// Why a concrete request was refused.
@@ -159,7 +161,24 @@ impl Decision {
             mfa: false,
             recording: Recording::default(),
             pending_timeout: Ttl::MIN,
+            forbid_reasons: Vec::new(),
         }
+    }
+
+    /// The refusal of a request this decision does not allow: the rules that forbid it, each
+    /// with its reason when it gives one.
+    pub fn not_permitted(&self) -> Refusal {
+        Refusal::NotPermitted(
+            self.rules
+                .iter()
+                .map(
+                    |id| match self.forbid_reasons.iter().find(|(rule, _)| rule == id) {
+                        Some((_, why)) => format!("{id}: {why}"),
+                        None => id.clone(),
+                    },
+                )
+                .collect(),
+        )
     }
 
     /// Checks a concrete request against the decision. `mfa_verified` says whether the
@@ -171,7 +190,7 @@ impl Decision {
         mfa_verified: bool,
     ) -> Result<(), Refusal> {
         if !self.allowed {
-            return Err(Refusal::NotPermitted(self.rules.clone()));
+            return Err(self.not_permitted());
         }
         if ttl > self.max_ttl {
             return Err(Refusal::TtlAboveMax {
@@ -212,6 +231,7 @@ mod tests {
             mfa: true,
             recording: Recording::Full,
             pending_timeout: "1h".parse().unwrap(),
+            forbid_reasons: Vec::new(),
         }
     }
 

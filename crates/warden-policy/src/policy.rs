@@ -156,7 +156,17 @@ impl Policy {
             return Ok(Decision::deny(ids(erroring)));
         }
         if denied {
-            return Ok(Decision::deny(ids(matched)));
+            let forbid_reasons = matched
+                .iter()
+                .filter_map(|id| {
+                    let why = self.set.policy(id)?.annotation("reason")?;
+                    Some((id.to_string(), why.to_owned()))
+                })
+                .collect();
+            return Ok(Decision {
+                forbid_reasons,
+                ..Decision::deny(ids(matched))
+            });
         }
         matched.sort();
         matched.dedup();

@@ -314,6 +314,7 @@ pub(crate) fn combine(rules: Vec<String>, terms: &[&Terms]) -> Decision {
         mfa,
         recording,
         pending_timeout,
+        forbid_reasons: Vec::new(),
     }
 }
 

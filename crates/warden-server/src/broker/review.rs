@@ -4,7 +4,7 @@
 use warden_domain::audit::{Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::Approved;
-use warden_domain::{Audience, Comment, Refusal, Request, RequestId, State};
+use warden_domain::{Audience, Comment, Request, RequestId, State};
 use warden_policy::Action;
 use warden_store::Change;
 
@@ -69,7 +69,7 @@ impl App {
             if approve && !decision.allowed {
                 let e = Error::Forbidden(format!(
                     "policy no longer permits this request ({}); it can only be denied or cancelled",
-                    Refusal::NotPermitted(decision.rules.clone())
+                    decision.not_permitted()
                 ));
                 return Err(self.refused(refusal, e).await);
             }
