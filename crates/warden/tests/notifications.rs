@@ -338,7 +338,9 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     assert_eq!(v["tier"], "auto");
     assert_eq!(v["rules"], serde_json::json!(["bg-root"]));
     assert!(v["credential"]["certificate"].is_string(), "{v}");
-    // The certificate comes from the same issuer as any grant: it logs into a real sshd.
+    // Recorded in full, so its certificate logs in through Warden's SSH proxy only: a real
+    // sshd that trusts the CA refuses it, whatever account it is asked for.
+    assert_eq!(v["credential"]["proxy_only"], true, "{v}");
     ensure_local_user(LOCAL_USER);
     let sshd = Sshd::start(bob.run(&["ssh-ca"], None).stdout.trim());
     sshd.allow_principal(LOCAL_USER, LOCAL_USER);
@@ -349,12 +351,8 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         Path::new(v["certificate_file"].as_str().unwrap()),
         "echo breakglass-$(whoami)",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&login.stdout).trim(),
-        format!("breakglass-{LOCAL_USER}"),
-        "{login:?}\n{}",
-        sshd.log()
-    );
+    assert_eq!(login.status.code(), Some(255), "{login:?}\n{}", sshd.log());
+    assert!(login.stdout.is_empty(), "{login:?}");
     let shown = bob.run(&["request", "show", &rid], None);
     assert!(
         shown

@@ -529,7 +529,13 @@ async fn live_requests_are_found_by_state_and_listed_newest_first() {
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
             .query_map(
-                rusqlite::params![None::<String>, None::<String>, "[\"pending\"]", 10],
+                rusqlite::params![
+                    None::<String>,
+                    None::<String>,
+                    "[\"pending\"]",
+                    10,
+                    None::<String>
+                ],
                 |r| r.get::<_, String>(3),
             )
             .unwrap()
