@@ -12,6 +12,7 @@ pub mod lease;
 pub mod lockout;
 pub mod names;
 pub mod notice;
+pub mod password;
 pub mod postmortem;
 pub mod report;
 pub mod request;

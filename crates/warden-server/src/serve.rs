@@ -321,7 +321,11 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
     }
     let admin = &config.bootstrap_admin;
     let (password, from_env) = match std::env::var(BOOTSTRAP_PASSWORD_ENV) {
-        Ok(p) if !p.is_empty() => (p, true),
+        Ok(p) if !p.is_empty() => {
+            warden_domain::password::check(&p)
+                .map_err(|e| anyhow::anyhow!("{BOOTSTRAP_PASSWORD_ENV}: {e}"))?;
+            (p, true)
+        }
         _ => (random_password(), false),
     };
     let event = Event::new(Code::PasswordSet, Actor::system(), now())

@@ -141,7 +141,7 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     assert_eq!(wrong.len(), 5);
     for code in &wrong {
         let out = step_up(code);
-        assert!(out.stderr.contains("MFA"), "{out:?}");
+        assert!(out.stderr.contains("TOTP code is wrong"), "{out:?}");
     }
     // The right code no longer helps, and says until when.
     let locked = step_up(&totp(&uri, 1));
@@ -203,6 +203,14 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     );
     assert!(stepped_up.success(), "{stepped_up:?}");
     assert!(ok(&admin, &["user", "unlock", "alice"])["was_locked_until"].is_null());
+    // A new password must be one: long, visible and varied.
+    for weak in ["short", "            ", "\0\0\0\0\0\0\0\0\0\0\0\0", "abababababab"] {
+        let refused = admin.run(
+            &["user", "set-password", "bob", "--password-stdin"],
+            Some(weak),
+        );
+        assert_eq!(refused.code, 2, "{weak:?}: {refused:?}");
+    }
     // An administrator's new password lifts the lock too, and both outlast a restart.
     let reset = admin.run(
         &["user", "set-password", "bob", "--password-stdin"],

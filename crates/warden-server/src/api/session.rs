@@ -13,7 +13,7 @@ use super::{ApiError, Authed, ErrorBody, Source, body, field, refuse};
 use crate::state::Shared;
 
 /// Longest accepted password, in bytes; argon2 cost grows with it.
-const MAX_PASSWORD: usize = 1024;
+const MAX_PASSWORD: usize = warden_domain::password::MAX_BYTES;
 
 /// Credentials to exchange for a token.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -198,11 +198,8 @@ pub async fn set_password(
     let b = body(&app, &who, "user.set_password", raw).await?;
     let checked = (|| {
         let name = directory_user(&app, &who, &name, "set passwords")?;
-        if b.password.chars().count() < 12 || b.password.len() > MAX_PASSWORD {
-            return Err(ApiError::bad_request(
-                "weak_password",
-                "passwords must be 12 to 1024 characters long",
-            ));
+        if let Err(e) = warden_domain::password::check(&b.password) {
+            return Err(ApiError::bad_request("weak_password", e.to_string()));
         }
         Ok(name)
     })();

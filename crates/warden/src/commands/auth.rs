@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::read_secret;
 use super::requests::s;
 use crate::client::{self, Client, Saved, segment};
-use crate::exit::Failure;
+use crate::exit::{self, Failure};
 use crate::output::{Output, fields, instant, joined, table, to_the_second};
 
 #[derive(Debug, Args)]
@@ -228,6 +228,8 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
 
 pub fn hash_password(out: Output) -> anyhow::Result<()> {
     let password = read_secret("Password: ", true)?;
+    warden_domain::password::check(&password)
+        .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     let phc = warden_server::auth::hash_password(&password)?;
     if out.json {
         out.json(&json!({ "password_hash": phc }))
