@@ -204,7 +204,12 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     assert!(stepped_up.success(), "{stepped_up:?}");
     assert!(ok(&admin, &["user", "unlock", "alice"])["was_locked_until"].is_null());
     // A new password must be one: long, visible and varied.
-    for weak in ["short", "            ", "\0\0\0\0\0\0\0\0\0\0\0\0", "abababababab"] {
+    for weak in [
+        "short",
+        "            ",
+        "\0\0\0\0\0\0\0\0\0\0\0\0",
+        "abababababab",
+    ] {
         let refused = admin.run(
             &["user", "set-password", "bob", "--password-stdin"],
             Some(weak),

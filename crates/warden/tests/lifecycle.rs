@@ -513,6 +513,10 @@ fn bad_input_is_refused_clearly_and_audited() {
     // A path or query that does not parse, or a method the path lacks: JSON errors too.
     let bearer = format!("Bearer {token}");
     let auth = [("Authorization", bearer.as_str())];
+    // The scheme's name is case-insensitive.
+    let lower = format!("bearer {token}");
+    let r = warden_testkit::http_get_with(port, "/v1/auth/whoami", &[("Authorization", &lower)]);
+    assert_eq!(r.unwrap().status, 200);
     for (path, status, code) in [
         ("/v1/requests/not-a-uuid", 400, "bad_id"),
         ("/v1/audit/proof/99999999999999999999", 400, "bad_request"),

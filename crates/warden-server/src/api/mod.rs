@@ -372,13 +372,7 @@ impl FromRequestParts<Shared> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
         let source = source(parts, app).await?;
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(crate::auth::AuthError::NoToken)?;
+        let token = bearer(&parts.headers).ok_or(crate::auth::AuthError::NoToken)?;
         // Reads cannot outlive offboarding's effects; anything else may write.
         let change = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let found = app.authenticate(token, source.clone(), change).await?;
@@ -390,6 +384,16 @@ impl FromRequestParts<Shared> for Authed {
             _in_flight: found.in_flight.map(Arc::new),
         })
     }
+}
+
+/// The token of `Authorization: Bearer TOKEN` (the scheme's name in any case, as HTTP has it).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let (scheme, token) = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The caller's address without requiring authentication.

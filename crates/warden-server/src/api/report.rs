@@ -46,11 +46,7 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     if let Some(token) = &app.config.metrics_token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let presented = super::bearer(&headers);
         if !presented.is_some_and(|p| token.matches(p)) {
             app.check_source(source.as_deref())?;
             let err = ApiError::new(
