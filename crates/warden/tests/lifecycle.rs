@@ -422,7 +422,7 @@ fn bad_input_is_refused_clearly_and_audited() {
     assert!(
         fails(&alice, &args, 2)
             .stderr
-            .contains("control characters")
+            .contains("a control character (U+0007)")
     );
 
     // Nothing was created, and every refusal is in the audit log.
