@@ -337,6 +337,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     assert_eq!(v["recording"], "full");
     assert_eq!(v["tier"], "auto");
     assert_eq!(v["rules"], serde_json::json!(["bg-root"]));
+    assert_eq!(v["security_notified"], true, "{v}");
     assert!(v["credential"]["certificate"].is_string(), "{v}");
     // Recorded in full, so its certificate logs in through Warden's SSH proxy only: a real
     // sshd that trusts the CA refuses it, whatever account it is asked for.

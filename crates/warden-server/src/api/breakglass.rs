@@ -156,7 +156,17 @@ pub async fn create(
         Err(e) => return Err(refuse(&app, &who, "breakglass.create", e).await),
     };
     let outcome = app.breakglass(who.caller(), input, drill).await?;
-    Ok((StatusCode::CREATED, Json(view(&app, outcome))))
+    // The grant queued a notice to security for every sink that reaches it: none means nobody
+    // hears of it but through the audit log, which the caller must know.
+    let notices = app.notices(
+        &outcome.request,
+        warden_domain::notice::Kind::BreakGlass,
+        warden_domain::Audience::Security,
+        None,
+    );
+    let mut v = view(&app, outcome);
+    v.security_notified = Some(!notices.is_empty());
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 /// Lists postmortems, newest first: all for security and administrators, your own otherwise.

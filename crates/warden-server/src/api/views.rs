@@ -49,6 +49,10 @@ pub struct RequestView {
     #[schema(value_type = Option<Object>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<serde_json::Value>,
+    /// In the response to a break-glass: whether a notice to security was queued (false when
+    /// no `[[notify]]` sink reaches the security group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_notified: Option<bool>,
 }
 
 /// One approver's action.
@@ -102,6 +106,7 @@ impl RequestView {
             still_needed: requester.map(|u| r.missing(u)).unwrap_or_default(),
             credential: r.credential.clone(),
             secret: None,
+            security_notified: None,
         }
     }
 }

@@ -105,8 +105,13 @@ pub async fn breakglass(
         key_path
     };
     if !out.json {
+        let told = if v["security_notified"] == false {
+            "no notification sink reaches security (the server has no [[notify]] for them): tell them yourself"
+        } else {
+            "security is being notified"
+        };
         println!(
-            "BREAK-GLASS{}: granted at once, recorded in full; security has been notified and postmortem {} is open.\n",
+            "BREAK-GLASS{}: granted at once, recorded in full; {told}; postmortem {} is open.\n",
             if a.drill { " DRILL" } else { "" },
             s(&v, "id")
         );
