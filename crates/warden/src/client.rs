@@ -87,6 +87,8 @@ pub struct Client {
     http: reqwest::Client,
     pub server: String,
     token: Option<String>,
+    /// The server the saved login is for, when it is another one.
+    other_login: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +112,22 @@ impl Client {
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
             .trim_end_matches('/')
             .to_owned();
-        let token = saved.filter(|s| s.server == server).map(|s| s.token);
+        let url_ok = reqwest::Url::parse(&server)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !url_ok {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "the server {server:?} (--server or WARDEN_SERVER) is not a URL: write it as http://HOST:PORT or https://HOST"
+                ),
+            )
+            .into());
+        }
+        let (token, other_login) = match saved {
+            Some(s) if s.server == server => (Some(s.token), None),
+            Some(s) => (None, Some(s.server)),
+            None => (None, None),
+        };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
@@ -119,6 +136,7 @@ impl Client {
             http,
             server,
             token,
+            other_login,
         })
     }
 
@@ -134,11 +152,14 @@ impl Client {
         let req = match (&self.token, auth) {
             (Some(t), true) => req.bearer_auth(t),
             (None, true) => {
-                return Err(Failure::new(
-                    exit::UNAUTHENTICATED,
-                    "not logged in: run `warden login --user NAME` first",
-                )
-                .into());
+                let message = match &self.other_login {
+                    Some(other) => format!(
+                        "not logged in to {} (your saved login is for {other}, a different URL): run `warden login --user NAME --server {}` or use that URL",
+                        self.server, self.server
+                    ),
+                    None => "not logged in: run `warden login --user NAME` first".to_owned(),
+                };
+                return Err(Failure::new(exit::UNAUTHENTICATED, message).into());
             }
             _ => req,
         };

@@ -448,6 +448,16 @@ fn bad_input_is_refused_clearly_and_audited() {
     // Raw API: malformed JSON, unknown fields, oversize bodies, bad tokens.
     let token = &token(&alice);
     let port = env.server.port();
+    // A server address that is not a URL, and one the saved login is not for.
+    let out = alice.run(&["whoami", "--server", &format!("127.0.0.1:{port}")], None);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("http://HOST:PORT"), "{out:?}");
+    let out = alice.run(
+        &["whoami", "--server", &format!("http://localhost:{port}")],
+        None,
+    );
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(out.stderr.contains("saved login is for"), "{out:?}");
     let (status, body) = post(port, "/v1/requests", Some(token), "{not json");
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_code(&body), "bad_json");
