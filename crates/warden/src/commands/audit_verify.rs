@@ -381,7 +381,8 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
     let text = std::fs::read_to_string(dir.join("events.jsonl")).context("reading events.jsonl")?;
     let mut problems = Vec::new();
     let mut checked = 0u64;
-    let mut previous: Option<u64> = None;
+    // Each event's sequence number and line, in the bundle's order.
+    let mut order: Vec<(u64, usize)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let e: Value = match serde_json::from_str(line) {
             Ok(e) => e,
@@ -404,21 +405,46 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
                 n + 1
             ));
         }
-        if let Some(p) = previous
-            && seq != p + 1
-        {
-            problems.push(format!(
-                "events {}..{} are missing from the bundle",
-                p + 1,
-                seq.saturating_sub(1).max(p + 1)
-            ));
-        }
-        previous = Some(seq);
+        order.push((seq, n + 1));
         checked += 1;
     }
+    problems.extend(sequence_problems(&order));
     let summary =
         json!({ "events_checked": checked, "checkpoint_size": cp.size, "verifier": key.name() });
     report(out, summary, &problems)
+}
+
+/// What is wrong with the order of a bundle's events (sequence number, line): each moved event
+/// named as moved, each repeated one as repeated, and the numbers missing between the lowest
+/// and the highest.
+fn sequence_problems(order: &[(u64, usize)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, &(seq, line)) in order.iter().enumerate() {
+        if let Some(first) = seen.insert(seq, line) {
+            problems.push(format!(
+                "event {seq} appears twice (lines {first} and {line})"
+            ));
+        } else if let Some(&(before, at)) = i.checked_sub(1).map(|p| &order[p])
+            && seq < before
+        {
+            problems.push(format!(
+                "event {seq} (line {line}) comes after event {before} (line {at}): moved"
+            ));
+        }
+    }
+    let seqs: Vec<u64> = seen.into_keys().collect();
+    for pair in seqs.windows(2) {
+        if pair[1] > pair[0] + 1 {
+            let (from, to) = (pair[0] + 1, pair[1] - 1);
+            problems.push(if from == to {
+                format!("event {from} is missing from the bundle")
+            } else {
+                format!("events {from}..{to} are missing from the bundle")
+            });
+        }
+    }
+    problems
 }
 
 /// Verifies an archive segment on its own: both checkpoints' signatures, the start frontier
@@ -474,4 +500,33 @@ pub fn segment(file: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()
         json!({ "from": from, "to": to, "events_checked": to.saturating_sub(from) + 1 }),
         &problems,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequence_problems;
+
+    fn lines(seqs: &[u64]) -> Vec<(u64, usize)> {
+        seqs.iter().enumerate().map(|(i, s)| (*s, i + 1)).collect()
+    }
+
+    #[test]
+    fn moved_repeated_and_missing_events_are_named_for_what_they_are() {
+        assert!(sequence_problems(&lines(&[4, 5, 6])).is_empty());
+        assert_eq!(
+            sequence_problems(&lines(&[9, 11, 10, 12])),
+            ["event 10 (line 3) comes after event 11 (line 2): moved"]
+        );
+        assert_eq!(
+            sequence_problems(&lines(&[1, 2, 2, 3])),
+            ["event 2 appears twice (lines 2 and 3)"]
+        );
+        assert_eq!(
+            sequence_problems(&lines(&[1, 2, 5, 7])),
+            [
+                "events 3..4 are missing from the bundle",
+                "event 6 is missing from the bundle"
+            ]
+        );
+    }
 }
