@@ -201,13 +201,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Notify(c) => commands::breakglass::notify(server, c, out).await,
         Command::SshRevokedKeys => {
             let client = client::Client::new(server)?;
-            print!("{}", client.get_text("/v1/ssh/revoked-keys").await?);
-            Ok(())
+            out.document(
+                "revoked_keys",
+                &client.get_text("/v1/ssh/revoked-keys").await?,
+            )
         }
         Command::SshCa => {
             let client = client::Client::new(server)?;
-            print!("{}", client.get_text("/v1/ssh/ca").await?);
-            Ok(())
+            out.document("ca_public_key", &client.get_text("/v1/ssh/ca").await?)
         }
         Command::Audit(c) => commands::audit::run(server, c, out).await,
         Command::Report(a) => commands::report::run(server, a, out).await,

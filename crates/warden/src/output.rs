@@ -17,6 +17,17 @@ impl Output {
         let _ = writeln!(std::io::stdout().lock(), "{text}");
         Ok(())
     }
+
+    /// Prints a text document the server keeps (a key, a signed note, a key list) as it is,
+    /// or with `--json` as `{"NAME": TEXT}`.
+    pub fn document(&self, name: &str, text: &str) -> anyhow::Result<()> {
+        if self.json {
+            self.json(&serde_json::json!({ name: text }))
+        } else {
+            print!("{text}");
+            Ok(())
+        }
+    }
 }
 
 /// Prints rows as a left-aligned table with a header.

@@ -108,22 +108,16 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             limit,
         } => (user, target, request, code, from, to, limit),
         AuditCommand::Checkpoint => {
-            print!(
-                "{}",
-                Client::new(server)?
-                    .get_text_authed("/v1/audit/checkpoint")
-                    .await?
-            );
-            return Ok(());
+            let note = Client::new(server)?
+                .get_text_authed("/v1/audit/checkpoint")
+                .await?;
+            return out.document("checkpoint", &note);
         }
         AuditCommand::VerifierKey => {
-            print!(
-                "{}",
-                Client::new(server)?
-                    .get_text("/v1/audit/verifier-key")
-                    .await?
-            );
-            return Ok(());
+            let key = Client::new(server)?
+                .get_text("/v1/audit/verifier-key")
+                .await?;
+            return out.document("verifier_key", &key);
         }
         AuditCommand::Verify {
             data_dir,
