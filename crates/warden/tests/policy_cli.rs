@@ -119,6 +119,12 @@ refusal = "ticket_required"
     assert!(out.stdout.contains("FAIL"), "{}", out.stdout);
     assert!(out.stdout.contains("1 passed, 1 failed"), "{}", out.stdout);
 
+    // Nothing to test is a failure too: a CI job must not pass having checked nothing.
+    std::fs::remove_file(dir.path().join("tests/cases.toml")).unwrap();
+    let out = cli.run(&["policy", "test", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("no test cases"), "{out:?}");
+
     // The demo policy a fresh server writes passes its own fixtures.
     let env = Env::start_with(&[], &[]);
     let out = cli.run(

@@ -115,6 +115,17 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 )
                 .into());
             }
+            // A CI job that tests nothing must not pass as if it had.
+            if report.cases.is_empty() {
+                return Err(Failure::new(
+                    exit::FAILURE,
+                    format!(
+                        "no test cases in {}: write them in tests/*.toml (the demo policy's tests/access.toml shows every key)",
+                        dir.join("tests").display()
+                    ),
+                )
+                .into());
+            }
             Ok(())
         }
         PolicyCommand::Explain {
