@@ -354,7 +354,7 @@ fn bad_input_is_refused_clearly_and_audited() {
                 "request", "create", "web", "--role", "nope", "--reason", "x", "--ttl", "1h",
             ],
             4,
-            "role",
+            "has no role `nope`: `warden targets` lists what you may request",
         ),
         (
             vec![

@@ -14,7 +14,7 @@ use warden_domain::{
     Decision, Refusal, Request, RequestId, RoleName, TargetName, Ticket, Ttl, User,
 };
 use warden_issuers::Secret;
-use warden_policy::{Action, Context, Policy};
+use warden_policy::{Action, Context, LookupError, Policy};
 use warden_store::Change;
 
 use crate::auth::AuthError;
@@ -161,9 +161,20 @@ impl App {
         role: &RoleName,
         ctx: &Context,
     ) -> Result<Decision, Error> {
+        // Without the policy's lists of names: a caller learns of the targets and roles they
+        // may request from `warden targets`, not of every other one from a typo.
         policy
             .decide(action, user, target, role, ctx)
-            .map_err(|e| Error::Unknown(e.to_string()))
+            .map_err(|e| {
+                Error::Unknown(match e {
+                    LookupError::UnknownTarget { target, .. } => format!(
+                        "unknown target `{target}`: `warden targets` lists what you may request"
+                    ),
+                    LookupError::UnknownRole { target, role, .. } => format!(
+                        "target `{target}` has no role `{role}`: `warden targets` lists what you may request"
+                    ),
+                })
+            })
     }
 
     /// Stores `r`: inserts it when `stored` is false, else saves it over its stored version.
