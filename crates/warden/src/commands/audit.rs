@@ -236,12 +236,13 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
                 s("/target"),
                 s("/request_id"),
                 s("/outcome/result"),
+                s("/session_id"),
             ]
         })
         .collect();
     table(
         &[
-            "SEQ", "TIME", "CODE", "ACTION", "USER", "TARGET", "REQUEST", "OUTCOME",
+            "SEQ", "TIME", "CODE", "ACTION", "USER", "TARGET", "REQUEST", "OUTCOME", "SESSION",
         ],
         &rows,
     );
