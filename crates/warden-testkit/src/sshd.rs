@@ -133,10 +133,9 @@ impl Sshd {
         self.dir.path()
     }
 
-    /// Replaces sshd's revoked keys list (`RevokedKeys`): one public key per line.
-    pub fn set_revoked_keys(&self, text: &str) {
-        let path = self.dir.path().join("revoked_keys");
-        fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    /// The file sshd's `RevokedKeys` names: a key revocation list or public keys, one per line.
+    pub fn revoked_keys_path(&self) -> PathBuf {
+        self.dir.path().join("revoked_keys")
     }
 
     /// Lets certificates carrying `principal` log in as `local_user`

@@ -197,6 +197,12 @@ impl Client {
 
     /// GET without a token, returning text.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        String::from_utf8(self.get_bytes(path).await?)
+            .map_err(|_| anyhow::anyhow!("the server sent text that is not UTF-8"))
+    }
+
+    /// GET without a token, returning the body's bytes.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let resp = self.http.get(self.url(path)).send().await.map_err(|e| {
             Failure::new(
                 exit::UNREACHABLE,
@@ -211,7 +217,7 @@ impl Client {
             )
             .into());
         }
-        Ok(resp.text().await?)
+        Ok(resp.bytes().await?.to_vec())
     }
 
     /// GET text with the token.

@@ -120,8 +120,14 @@ enum Command {
     },
     /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
     SshCa,
-    /// Print the keys of SSH grants revoked early, for sshd's RevokedKeys (refresh it often).
-    SshRevokedKeys,
+    /// Write the key revocation list (KRL) of SSH grants revoked early, for sshd's RevokedKeys
+    /// (refresh it often, e.g. from cron).
+    SshRevokedKeys {
+        /// Where to write it, replaced atomically (the file sshd's RevokedKeys names); without
+        /// it, the binary list goes to standard output, which must not be a terminal.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// The zero-standing-privilege scorecard of a period, or `report drills` (administrators
     /// and security).
     Report(commands::report::ReportArgs),
@@ -199,12 +205,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Breakglass(a) => commands::breakglass::breakglass(server, a, out).await,
         Command::Postmortem(c) => commands::breakglass::postmortem(server, c, out).await,
         Command::Notify(c) => commands::breakglass::notify(server, c, out).await,
-        Command::SshRevokedKeys => {
-            let client = client::Client::new(server)?;
-            out.document(
-                "revoked_keys",
-                &client.get_text("/v1/ssh/revoked-keys").await?,
-            )
+        Command::SshRevokedKeys { out: file } => {
+            commands::ssh::revoked_keys(server, file.as_deref(), out).await
         }
         Command::SshCa => {
             let client = client::Client::new(server)?;

@@ -107,33 +107,67 @@ fn early_revoke_reaches_sshd_through_revoked_keys() {
     let ca = alice.run(&["ssh-ca"], None);
     let sshd = Sshd::start(ca.stdout.trim());
     sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let login = |key: &Path, v: &serde_json::Value| {
+        let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
+        ssh_login(sshd.port(), LOCAL_USER, key, &cert, "echo in")
+    };
+    let own_key =
+        |v: &serde_json::Value| Path::new(v["private_key_file"].as_str().unwrap()).to_owned();
 
     let first = create(&alice, "web", "view", &["--ttl", "30m"]);
     let second = create(&alice, "web", "view", &["--ttl", "30m"]);
-    let login = |v: &serde_json::Value| {
-        let key = Path::new(v["private_key_file"].as_str().unwrap()).to_owned();
-        let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
-        ssh_login(sshd.port(), LOCAL_USER, &key, &cert, "echo in")
-    };
-    assert!(login(&first).status.success());
+    assert!(login(&own_key(&first), &first).status.success());
     assert_ne!(
         first["private_key_file"], second["private_key_file"],
         "each grant gets its own key"
     );
+    // Two grants certifying one key: the user's own, passed to both requests.
+    let keys = tempfile::tempdir().unwrap();
+    let (mine, _) = warden_testkit::ssh_keypair(keys.path(), "mine");
+    let mine_pub = format!("{}.pub", mine.display());
+    let third = create(
+        &alice,
+        "web",
+        "view",
+        &["--ttl", "30m", "--public-key", &mine_pub],
+    );
+    let fourth = create(
+        &alice,
+        "web",
+        "view",
+        &["--ttl", "30m", "--public-key", &mine_pub],
+    );
+    assert!(login(&mine, &fourth).status.success());
 
     ok(&alice, &["request", "revoke", &id(&first)]);
-    let revoked = alice.run(&["ssh-revoked-keys"], None);
-    assert!(revoked.success(), "{revoked:?}");
-    assert_eq!(revoked.stdout.lines().count(), 1, "{}", revoked.stdout);
-    sshd.set_revoked_keys(&revoked.stdout);
+    ok(&alice, &["request", "revoke", &id(&third)]);
+    let path = sshd.revoked_keys_path();
+    let written = ok(
+        &alice,
+        &["ssh-revoked-keys", "--out", path.to_str().unwrap()],
+    );
+    assert_eq!(written["file"], path.to_str().unwrap());
+    assert!(std::fs::read(&path).unwrap().starts_with(b"SSHKRL\n\0"));
 
-    // The revoked grant's certificate is refused at once; the other grant still logs in.
+    // The revoked grants' certificates are refused at once; the others still log in, the one
+    // certifying the same key as a revoked grant included: the list names grants, not keys.
     assert!(
-        !login(&first).status.success(),
+        !login(&own_key(&first), &first).status.success(),
         "a revoked certificate still logs in"
     );
     assert!(
-        login(&second).status.success(),
+        !login(&mine, &third).status.success(),
+        "a revoked certificate still logs in"
+    );
+    assert!(
+        login(&own_key(&second), &second).status.success(),
         "revoking one grant cut off another"
     );
+    assert!(
+        login(&mine, &fourth).status.success(),
+        "revoking a grant cut off another grant of the same key"
+    );
+    // A terminal gets no binary: without --out it must be redirected.
+    let json = alice.run(&["ssh-revoked-keys", "--json"], None);
+    assert_eq!(json.code, 2, "{json:?}");
 }

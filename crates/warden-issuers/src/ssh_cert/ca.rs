@@ -17,7 +17,7 @@ use aws_lc_rs::signature::Ed25519KeyPair;
 use ed25519_dalek::ed25519::signature;
 use ssh_key::certificate::Builder;
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, Signature};
+use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, Signature};
 
 /// Why the CA key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +176,14 @@ impl UserCa {
     /// The CA key's SHA-256 fingerprint.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// A key revocation list of this CA's certificates with the given key ids (see
+    /// [`super::krl`]).
+    pub fn revocation_list(&self, key_ids: &[String], version: u64) -> Result<Vec<u8>, String> {
+        PublicKey::from_openssh(&self.public)
+            .and_then(|ca| super::krl::revoked_key_ids(&ca, key_ids, version))
+            .map_err(|e| e.to_string())
     }
 
     /// Signs a prepared certificate and returns it in OpenSSH format.

@@ -33,6 +33,7 @@
 //! was confirmed, instead of `host_key`.
 
 mod ca;
+pub mod krl;
 
 use async_trait::async_trait;
 use ssh_key::PublicKey;

@@ -57,7 +57,7 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "not_permitted", message)
     }
 
-    fn internal(detail: impl std::fmt::Display) -> Self {
+    pub(super) fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -48,11 +48,11 @@ pub async fn ssh_ca(State(app): State<Shared>) -> impl IntoResponse {
     )
 }
 
-/// Public keys of SSH grants revoked before their certificate expired, one per line: serve it
-/// to sshd's `RevokedKeys` so an early revoke takes effect at the host, not only at expiry.
-/// Each grant has its own key (the CLI makes one per request), so listing it cuts off only
-/// that grant.
-#[utoipa::path(get, path = "/v1/ssh/revoked-keys", responses((status = 200, content_type = "text/plain")))]
+/// An OpenSSH key revocation list (KRL) of the SSH grants revoked before their certificates
+/// expired, by the certificates' key id (the grant's id): serve it to sshd's `RevokedKeys` so
+/// an early revoke takes effect at the host, not only at expiry. It names grants, not keys,
+/// so it cuts off no other grant that certified the same key.
+#[utoipa::path(get, path = "/v1/ssh/revoked-keys", responses((status = 200, content_type = "application/octet-stream")))]
 pub async fn ssh_revoked_keys(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let revoked = app
         .store
@@ -64,7 +64,7 @@ pub async fn ssh_revoked_keys(State(app): State<Shared>) -> Result<impl IntoResp
         .await
         .map_err(crate::broker::Error::from)?;
     let now = crate::state::now();
-    let mut keys: Vec<&str> = revoked
+    let mut grants: Vec<String> = revoked
         .iter()
         .filter(|r| r.expires_at.is_some_and(|e| e > now))
         .filter(|r| {
@@ -72,13 +72,13 @@ pub async fn ssh_revoked_keys(State(app): State<Shared>) -> Result<impl IntoResp
                 .as_ref()
                 .is_some_and(|c| c["kind"] == "ssh-certificate")
         })
-        .filter_map(|r| r.public_key.as_deref())
+        .map(|r| r.id.to_string())
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let mut text = keys.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+    grants.sort_unstable();
+    let version = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let krl = app
+        .ca
+        .revocation_list(&grants, version)
+        .map_err(|e| ApiError::internal(format!("building the revocation list: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], krl))
 }

@@ -291,6 +291,56 @@ async fn grant_certificate(
     }))
 }
 
+/// Fetches the key revocation list and writes it to `file`, through a temporary file renamed
+/// over it (sshd never reads half a list), or to standard output.
+pub async fn revoked_keys(
+    server: Option<String>,
+    file: Option<&std::path::Path>,
+    out: Output,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let Some(file) = file else {
+        if out.json || std::io::stdout().is_terminal() {
+            return Err(Failure::new(
+                exit::USAGE,
+                "the revocation list is binary (an OpenSSH KRL): pass --out FILE, or redirect it to a file",
+            )
+            .into());
+        }
+        let krl = Client::new(server)?
+            .get_bytes("/v1/ssh/revoked-keys")
+            .await?;
+        std::io::stdout().write_all(&krl)?;
+        return Ok(());
+    };
+    let krl = Client::new(server)?
+        .get_bytes("/v1/ssh/revoked-keys")
+        .await?;
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let staged = file.with_file_name(name);
+    let written = (|| {
+        let mut f = std::fs::File::create(&staged)?;
+        f.write_all(&krl)?;
+        f.sync_all()?;
+        std::fs::rename(&staged, file)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err(anyhow::Error::from(e).context(format!("writing {}", file.display())));
+    }
+    if out.json {
+        out.json(&json!({ "file": file.display().to_string(), "bytes": krl.len() }))
+    } else {
+        println!(
+            "Wrote the revocation list to {} ({} bytes).",
+            file.display(),
+            krl.len()
+        );
+        Ok(())
+    }
+}
+
 /// Fetches TARGET's host key, shows its fingerprint, and pins it once confirmed.
 pub async fn pin_host_key(
     c: &Client,
