@@ -656,13 +656,7 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
         busy.join().unwrap()
     });
     assert!(made > 0, "no request was made while offboarding ran");
-    for state in ["pending", "approved", "active"] {
-        let open = ok(
-            &admin,
-            &["request", "list", "--requester", "alice", "--state", state],
-        );
-        assert_eq!(open["requests"], serde_json::json!([]), "{state}: {open}");
-    }
+    assert_nothing_open(&admin, "alice");
 }
 
 #[test]
@@ -702,10 +696,15 @@ fn offboarding_waits_for_a_request_already_past_authentication() {
         offboarding.join().unwrap()
     });
     assert_eq!(ended["requests_ended"], 1, "{ended}");
+    assert_nothing_open(&admin, "alice");
+}
+
+/// Asserts that `user` has no pending, approved or active request, as `admin` sees it.
+fn assert_nothing_open(admin: &warden_testkit::Cli, user: &str) {
     for state in ["pending", "approved", "active"] {
         let open = ok(
-            &admin,
-            &["request", "list", "--requester", "alice", "--state", state],
+            admin,
+            &["request", "list", "--requester", user, "--state", state],
         );
         assert_eq!(open["requests"], serde_json::json!([]), "{state}: {open}");
     }
