@@ -221,8 +221,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         events: Vec<Event>,
     ) -> Result<()>;
 
-    /// Revokes every token of `user` (offboarding); returns how many were live.
-    async fn revoke_user_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;
+    /// Offboarding's sign-in side: revokes every token of `user` and disables their password
+    /// (a new one takes an administrator's `set_password`); returns how many tokens were live.
+    async fn offboard_user(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>>;
 

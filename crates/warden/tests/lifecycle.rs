@@ -316,6 +316,41 @@ fn a_listing_finds_what_others_newer_requests_would_hide() {
 }
 
 #[test]
+fn an_approval_meets_the_policy_of_its_time() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let admin = env.login("admin");
+    let ask = |ttl: &str| {
+        id(&create(
+            &alice,
+            "web",
+            "deploy",
+            &["--ticket", "CHG-5", "--ttl", ttl],
+        ))
+    };
+    let long = ask("2h");
+    let recorded = ask("30m");
+    assert_eq!(state(&alice, &recorded), "pending");
+    // Meanwhile policy shortens the role's TTL and records its sessions.
+    let stricter = rules.replace(
+        "@max_ttl(\"4h\")\n@ticket",
+        "@max_ttl(\"1h\")\n@recording(\"full\")\n@ticket",
+    );
+    assert_ne!(stricter, rules);
+    write_policy(&env.policy_dir(), &[("access.cedar", &stricter)]);
+    ok(&admin, &["policy", "reload"]);
+    let out = fails(&bob, &["request", "approve", &long], 3);
+    assert!(out.stderr.contains("above the maximum of 1h"), "{out:?}");
+    assert_eq!(state(&alice, &long), "pending");
+    let granted = ok(&bob, &["request", "approve", &recorded]);
+    assert_eq!(granted["state"], "active");
+    assert_eq!(granted["recording"], "full", "{granted}");
+    assert_eq!(granted["credential"]["proxy_only"], true, "{granted}");
+}
+
+#[test]
 fn pending_requests_time_out() {
     let env = Env::start();
     let alice = env.login("alice");
@@ -656,6 +691,12 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
         busy.join().unwrap()
     });
     assert!(made > 0, "no request was made while offboarding ran");
+    // Nor can she sign in again for a new token: her password went with the old ones.
+    let again = env.server.cli().run(
+        &["login", "--user", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(again.code, 5, "{again:?}");
     assert_nothing_open(&admin, "alice");
 }
 

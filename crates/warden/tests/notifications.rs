@@ -589,6 +589,9 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         ),
         (Some(true), Some("full"))
     );
+    // Security, told of every break-glass grant, may end one; to carol (another SRE) it is not even there.
+    fails(&carol, &["request", "revoke", &rid], 4);
+    assert_eq!(ok(&sam, &["request", "revoke", &rid])["state"], "revoked");
 }
 
 #[test]

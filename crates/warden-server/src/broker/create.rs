@@ -19,7 +19,21 @@ impl App {
         input: Create,
         extends: Option<RequestId>,
     ) -> Result<Outcome, Error> {
-        self.start(caller, input, extends, None).await
+        let outcome = self.start(caller, input, extends, None).await?;
+        // An extension stored as its grant was being revoked escaped the revocation's sweep
+        // of extensions if it came after it; then the grant reads revoked here, and the
+        // extension ends now. (If it came before, the sweep ended it.)
+        if let Some(original) = extends
+            && let Some(o) = self.store.request(original).await?
+            && o.state == State::Revoked
+        {
+            self.end_extensions(&o, Actor::system()).await?;
+            return Err(Error::Forbidden(format!(
+                "grant {original} was revoked while it was being extended; the extension {} was ended with it",
+                outcome.request.id
+            )));
+        }
+        Ok(outcome)
     }
 
     /// Breaks the glass: decided by the break-glass rules alone, always after MFA step-up (a

@@ -71,8 +71,9 @@ impl App {
     }
 
     /// Ends a grant early. Allowed to the requester, administrators, the reviewers its
-    /// requirement names (a group's members, the manager) and those who approved it; not to
-    /// readers of the audit log, nor to a two-person tier's "anyone else".
+    /// requirement names (a group's members, the manager) and those who approved it, and for
+    /// break-glass grants the security group; not to readers of the audit log as such, nor to
+    /// a two-person tier's "anyone else".
     pub async fn revoke(
         &self,
         caller: Caller<'_>,
@@ -85,7 +86,9 @@ impl App {
             let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
                 .for_request(&r)
                 .details(serde_json::json!({"action": "revoke"}));
+            // Security is told of every break-glass grant, and may end any.
             let may_end = self.is_admin(caller.user)
+                || (r.breakglass.is_some() && caller.user.in_group(&self.config.security_group))
                 || self
                     .user(&r.requester)
                     .is_some_and(|requester| r.may_end(requester, caller.user));
@@ -112,7 +115,7 @@ impl App {
 
     /// Ends the open extensions of the grant `r` just revoked, and theirs: each continues the
     /// access the revocation ended, so none may be approved or run on. Returns how many.
-    async fn end_extensions(&self, r: &Request, actor: Actor) -> Result<usize, Error> {
+    pub(super) async fn end_extensions(&self, r: &Request, actor: Actor) -> Result<usize, Error> {
         let open = self
             .store
             .requests(warden_store::RequestFilter {
@@ -160,8 +163,8 @@ impl App {
         }
     }
 
-    /// Offboarding: revokes `user`'s API tokens, waits for their changes already under way,
-    /// then ends every pending, approved and active request of theirs. Returns how many
+    /// Offboarding: revokes `user`'s API tokens and disables their password, waits for their
+    /// changes already under way, then ends every pending, approved and active request of theirs. Returns how many
     /// requests were ended.
     ///
     /// Tokens first, so that the user can start nothing new; then the wait, so that a request
@@ -179,7 +182,7 @@ impl App {
         self.tokens.forget_user(user, at);
         let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
             .details(serde_json::json!({ "user": user }));
-        let tokens = self.store.revoke_user_tokens(user, vec![ev]).await?;
+        let tokens = self.store.offboard_user(user, vec![ev]).await?;
         // An administrator offboarding themselves is a change of theirs in flight too.
         let own = usize::from(caller.user.name == *user);
         let deadline = tokio::time::Instant::now() + OFFBOARD_DRAIN;

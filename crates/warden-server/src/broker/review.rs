@@ -73,6 +73,17 @@ impl App {
                 ));
                 return Err(self.refused(refusal, e).await);
             }
+            // The policy may have changed since the request was made: it must still allow the
+            // request as made (its TTL and ticket; the requester's own step-up was at creation).
+            if approve
+                && r.state == State::Pending
+                && let Err(why) = decision.check(r.ttl, r.ticket.as_ref(), true)
+            {
+                let e = Error::Forbidden(format!(
+                    "policy no longer permits this request as made ({why}); it can only be denied or cancelled"
+                ));
+                return Err(self.refused(refusal, e).await);
+            }
             // A request past pending is refused for its state below, with no code spent.
             if approve && decision.mfa && stepped_up.is_none() && r.state == State::Pending {
                 match self.step_up(&caller.user.name, totp.as_deref()).await {
@@ -87,6 +98,9 @@ impl App {
             let mut events = Vec::new();
             let mut notices = Vec::new();
             if approve {
+                // Recorded at least as policy says now, so a grant never escapes a recording
+                // added after it was asked for.
+                r.recording = r.recording.max(decision.recording);
                 let outcome = r.approve(
                     caller.user,
                     &requester,

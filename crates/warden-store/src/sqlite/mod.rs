@@ -60,6 +60,10 @@ const CHECKPOINT_BEFORE: &str = "SELECT size, root, time, frontier, note FROM ch
 /// whole request row (about 1.5 KB) without an overflow page.
 const PAGE_SIZE: i64 = 2048;
 
+/// What an offboarded user's password hash is replaced with: no PHC string, so it matches no
+/// password.
+const DISABLED_PASSWORD: &str = "!offboarded";
+
 /// SQLite-backed [`crate::Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -606,7 +610,7 @@ impl crate::Store for SqliteStore {
         .await
     }
 
-    async fn revoke_user_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
+    async fn offboard_user(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
         let events = prepare(&events)?;
         let user = user.to_string();
         self.writer
@@ -614,9 +618,17 @@ impl crate::Store for SqliteStore {
                 let n = c
                     .execute(
                         "UPDATE tokens SET revoked = 1 WHERE user = ?1 AND revoked = 0",
-                        [user],
+                        [&user],
                     )
                     .map_err(backend)?;
+                // Not a hash at all, so no password matches it, and not NULL, so a start
+                // does not set it again from the config.
+                c.execute(
+                    "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
+                     ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
+                    params![user, DISABLED_PASSWORD],
+                )
+                .map_err(backend)?;
                 append_events(c, &events)?;
                 Ok(n)
             })
