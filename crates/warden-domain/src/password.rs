@@ -2,7 +2,7 @@
 //! a few characters repeated. No composition rules (a passphrase is fine); the length and the
 //! lockout do the rest.
 
-/// Fewest characters.
+/// Fewest characters that show (spaces, joiners and combining marks aside).
 pub const MIN_CHARS: usize = 12;
 /// Most bytes: argon2 hashes whatever it is given, and a sign-in must not cost more.
 pub const MAX_BYTES: usize = 1024;
@@ -12,7 +12,9 @@ const MIN_DISTINCT: usize = 5;
 /// Why a chosen password was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
-    #[error("passwords must be {MIN_CHARS} to {MAX_BYTES} characters long")]
+    #[error(
+        "passwords need at least {MIN_CHARS} characters that show (spaces and invisible ones aside) and at most {MAX_BYTES} bytes"
+    )]
     Length,
     #[error("passwords may hold no control or invisible characters")]
     Hidden,
@@ -24,16 +26,14 @@ pub enum PasswordError {
 
 /// Checks a password being set (not one being tried at sign-in).
 pub fn check(password: &str) -> Result<(), PasswordError> {
-    if password.chars().count() < MIN_CHARS || password.len() > MAX_BYTES {
-        return Err(PasswordError::Length);
-    }
     if password.chars().any(crate::text::hidden) {
         return Err(PasswordError::Hidden);
     }
-    let distinct = password
-        .chars()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    let shown = || password.chars().filter(|c| crate::text::visible(*c));
+    if shown().count() < MIN_CHARS || password.len() > MAX_BYTES {
+        return Err(PasswordError::Length);
+    }
+    let distinct = shown().collect::<std::collections::BTreeSet<_>>().len();
     if distinct < MIN_DISTINCT {
         return Err(PasswordError::Repetitive(distinct));
     }
@@ -49,9 +49,27 @@ mod tests {
         assert_eq!(check("correct horse battery"), Ok(()));
         assert_eq!(check("short-one"), Err(PasswordError::Length));
         assert_eq!(check(&"x".repeat(1025)), Err(PasswordError::Length));
-        assert_eq!(check("            "), Err(PasswordError::Repetitive(1)));
+        assert_eq!(check("            "), Err(PasswordError::Length));
         assert_eq!(check("abababababab"), Err(PasswordError::Repetitive(2)));
         assert_eq!(check(&"\0".repeat(12)), Err(PasswordError::Hidden));
+        // Padding that does not show does not count.
+        assert_eq!(
+            check("abcde\u{200D}\u{200D}\u{200D}\u{200D}\u{200D}\u{200D}\u{200D}"),
+            Err(PasswordError::Length)
+        );
+        assert_eq!(
+            check(
+                "\u{2000}\u{2001}\u{2002}\u{2003}\u{2004}\u{2005}\u{2006}\u{2007}\u{2008}\u{2009}\u{200A}\u{3000}"
+            ),
+            Err(PasswordError::Length)
+        );
+        // A long passphrase in any script, counted in characters.
+        assert_eq!(
+            check(&"密码短语".repeat(50)),
+            Err(PasswordError::Repetitive(4))
+        );
+        assert_eq!(check("長い合言葉は安全です"), Err(PasswordError::Length));
+        assert_eq!(check("長い合言葉はとても安全です"), Ok(()));
         assert_eq!(check("pass\u{202E}word-long"), Err(PasswordError::Hidden));
     }
 }

@@ -27,9 +27,8 @@ impl Link {
             .or_else(|| s.strip_prefix("http://"));
         let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
             && s.len() <= Self::MAX
-            && !s
-                .chars()
-                .any(|c| c.is_whitespace() || crate::text::hidden(c));
+            // A URL is ASCII (anything else percent-encoded), so nothing in it hides.
+            && s.bytes().all(|b| b.is_ascii_graphic());
         if ok {
             Ok(Self(s.to_owned()))
         } else {

@@ -29,14 +29,27 @@ pub fn hidden(c: char) -> bool {
         )
 }
 
-/// Whether `c` leaves a mark: not white space, nor one of the letters Unicode defines as blank
-/// fillers (Hangul fillers, the blank Braille pattern).
-fn visible(c: char) -> bool {
+/// Whether `c` shows on its own: not white space, not a mark that only changes the character
+/// before it (combining accents, variation selectors, the grapheme joiner), not a zero-width
+/// joiner, and not one of the letters Unicode defines as blank fillers (Hangul fillers, the
+/// blank Braille pattern). Text made of none of these looks empty.
+pub fn visible(c: char) -> bool {
     !c.is_whitespace()
         && !matches!(
             c,
-            '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}'
+            '\u{115F}'
+                | '\u{1160}'
+                | '\u{3164}'
+                | '\u{FFA0}'
+                | '\u{2800}'
+                | '\u{200C}'
+                | '\u{200D}'
         )
+        && !matches!(
+            c.general_category(),
+            GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark
+        )
+        && !hidden(c)
 }
 
 /// Why a text field was refused.
@@ -183,11 +196,20 @@ mod tests {
                 u32::from(c)
             );
         }
-        // Made only of blank fillers: as good as empty.
-        assert_eq!(
-            Reason::parse("\u{3164}\u{2800} "),
-            Err(TextError::Blank("reason"))
-        );
+        // Made only of blank fillers, joiners or marks: as good as empty.
+        for blank in [
+            "\u{3164}\u{2800} ",
+            "\u{200D}",
+            "\u{034F}\u{FE0F}",
+            "\u{0301}",
+            "\u{3164}\u{200D}",
+        ] {
+            assert_eq!(
+                Reason::parse(blank),
+                Err(TextError::Blank("reason")),
+                "{blank:?}"
+            );
+        }
         // Any script, accents and emoji are fine.
         for ok in [
             "déploiement",

@@ -79,13 +79,10 @@ impl App {
                 message: "username and password must be 1-128 and 1-1024 characters".into(),
             });
         }
-        if username
-            .chars()
-            .any(|c| c.is_whitespace() || warden_domain::text::hidden(c))
-        {
+        if !username.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::Input {
                 code: "bad_credential",
-                message: "the username may hold no spaces, control or invisible characters".into(),
+                message: "the username may hold printable ASCII only, no spaces".into(),
             });
         }
         let sealed = self.seal_credential(username, password)?;

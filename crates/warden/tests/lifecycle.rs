@@ -538,6 +538,23 @@ fn bad_input_is_refused_clearly_and_audited() {
             .contains("invalid type: string, expected"),
         "{refusals}"
     );
+    // A key line whose comment would rewrite a terminal, for proxy login or a grant.
+    let keys = tempfile::tempdir().unwrap();
+    let (_, line) = warden_testkit::ssh_keypair(keys.path(), "comment");
+    let forged = format!("{} evil\u{1b}[2J\u{202e}gnp", line.trim());
+    let body = serde_json::json!({ "public_key": forged }).to_string();
+    let (status, body) = post(port, "/v1/ssh/keys", Some(token), &body);
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "bad_public_key"),
+        "{body}"
+    );
+    let grant = serde_json::json!({
+        "target": "web", "role": "view", "reason": "x", "ttl": "10m", "public_key": forged,
+    })
+    .to_string();
+    let (status, body) = post(port, "/v1/requests", Some(token), &grant);
+    assert_eq!(status, 400, "{body}");
     // A body that is not sent as JSON.
     let r = request_with_type(port, "/v1/requests", token, "text/plain", "{}");
     assert_eq!(

@@ -469,9 +469,15 @@ pub(crate) fn bad_body(rejection: &JsonRejection) -> ApiError {
 }
 
 /// A body's parse error without the values it quotes (`invalid type: string "…"`), only their
-/// kind: the refusal is audited, and a password sent in the wrong shape must not reach the log.
+/// kind, nor the names of fields it did not expect: the refusal is audited, and a password sent
+/// in the wrong shape (or as a key) must not reach the log.
 fn without_values(text: &str) -> String {
-    const MARKS: [&str; 2] = ["invalid type: ", "invalid value: "];
+    const MARKS: [&str; 4] = [
+        "invalid type: ",
+        "invalid value: ",
+        "unknown field",
+        "unknown variant",
+    ];
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some((at, len)) = MARKS
@@ -562,8 +568,12 @@ mod tests {
                 "invalid type: floating point, expected u64; invalid type: map, expected a string",
             ),
             (
-                "unknown field `passwrd`, expected `password` at line 1 column 10",
-                "unknown field `passwrd`, expected `password` at line 1 column 10",
+                "unknown field `Leak-as-a-key`, expected `password` at line 1 column 10",
+                "unknown field, expected `password` at line 1 column 10",
+            ),
+            (
+                "unknown variant `Leak`, expected one of `a`, `b`",
+                "unknown variant, expected one of `a`, `b`",
             ),
             (
                 r#"invalid type: string "unterminated"#,
