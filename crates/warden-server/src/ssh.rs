@@ -249,7 +249,7 @@ impl App {
             code: "bad_public_key",
             message,
         };
-        if text.chars().any(warden_domain::text::hidden) {
+        if text.trim().chars().any(warden_domain::text::hidden) {
             return Err(input(
                 "the key line holds control or invisible characters (in its comment?)".into(),
             ));

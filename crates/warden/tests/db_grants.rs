@@ -208,8 +208,22 @@ fn pickup_early_revoke_offboarding_and_rotation() {
     ok(&admin, &["target", "rotate-root", "pg"]);
     let old = pg.psql(pg.admin_user(), pg.admin_password(), "SELECT 1");
     assert!(!old.status.success(), "the old admin password still works");
-    let alice = env.login("alice");
-    assert_eq!(create(&alice, "pg", "read", &[])["state"], "active");
+    // Alice signs in again only with a new password from an administrator.
+    let again = env.server.cli();
+    let login = |password: &str| {
+        again.run(
+            &["login", "--user", "alice", "--password-stdin"],
+            Some(password),
+        )
+    };
+    assert_eq!(login(PASSWORD).code, 5);
+    let reset = admin.run(
+        &["user", "set-password", "alice", "--password-stdin"],
+        Some("alice is back, 2026"),
+    );
+    assert!(reset.success(), "{reset:?}");
+    assert!(login("alice is back, 2026").success());
+    assert_eq!(create(&again, "pg", "read", &[])["state"], "active");
 }
 
 #[test]

@@ -239,7 +239,7 @@ fn parse_public_key(text: Option<&str>) -> Result<PublicKey, Error> {
         Error::Input("an ssh role needs your public key (OpenSSH format, e.g. the contents of ~/.ssh/id_ed25519.pub)".into())
     })?;
     // The comment is the one free text in a key line: it is shown and stored with the grant.
-    if text.chars().any(warden_domain::text::hidden) {
+    if text.trim().chars().any(warden_domain::text::hidden) {
         return Err(Error::Input(
             "the public key line holds control or invisible characters (in its comment?)".into(),
         ));
