@@ -714,6 +714,9 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
         Some(PASSWORD),
     );
     assert_eq!(again.code, 5, "{again:?}");
+    // A name nobody has, nor any open request: a typo, refused with nothing done.
+    let typo = fails(&admin, &["revoke", "--user", "alcie", "--all"], 4);
+    assert!(typo.stderr.contains("not in the directory"), "{typo:?}");
     assert_nothing_open(&admin, "alice");
 }
 

@@ -222,7 +222,7 @@ pub struct Offboarded {
 /// Offboarding: ends every open request and grant of a user and revokes their tokens.
 /// Administrators.
 #[utoipa::path(post, path = "/v1/users/{name}/revoke-all", security(("token" = [])),
-    responses((status = 200, body = Offboarded), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Offboarded), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke_all(
     State(app): State<Shared>,
     who: Authed,

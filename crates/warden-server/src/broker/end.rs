@@ -164,8 +164,9 @@ impl App {
     }
 
     /// Offboarding: revokes `user`'s API tokens and disables their password, waits for their
-    /// changes already under way, then ends every pending, approved and active request of theirs. Returns how many
-    /// requests were ended.
+    /// changes already under way, then ends every pending, approved and active request of
+    /// theirs. Returns how many requests were ended. A name neither in the directory nor on any
+    /// open request is refused as unknown (most likely a typo), with nothing done.
     ///
     /// Tokens first, so that the user can start nothing new; then the wait, so that a request
     /// that passed authentication just before is stored before the requests are looked up,
@@ -175,6 +176,26 @@ impl App {
             return Err(Error::Forbidden(
                 "only administrators can offboard users".into(),
             ));
+        }
+        if self.user(user).is_none() {
+            let open = self
+                .store
+                .requests(warden_store::RequestFilter {
+                    requester: Some(user.clone()),
+                    target: None,
+                    states: vec![State::Pending, State::Approved, State::Active],
+                    before: None,
+                    limit: 1,
+                })
+                .await?;
+            if open.is_empty() {
+                return Err(Error::Missing {
+                    code: "unknown_user",
+                    message: format!(
+                        "{user} is not in the directory and has no open request: nothing to offboard (a typo?)"
+                    ),
+                });
+            }
         }
         let at = now();
         // Before the store's revocation, so that no lookup racing it caches a token live; from
