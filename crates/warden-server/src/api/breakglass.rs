@@ -156,16 +156,10 @@ pub async fn create(
         Err(e) => return Err(refuse(&app, &who, "breakglass.create", e).await),
     };
     let outcome = app.breakglass(who.caller(), input, drill).await?;
-    // The grant queued a notice to security for every sink that reaches it: none means nobody
-    // hears of it but through the audit log, which the caller must know.
-    let notices = app.notices(
-        &outcome.request,
-        warden_domain::notice::Kind::BreakGlass,
-        warden_domain::Audience::Security,
-        None,
-    );
+    // No notice queued means no sink reaches security: the caller must tell them.
+    let notified = outcome.notified;
     let mut v = view(&app, outcome);
-    v.security_notified = Some(!notices.is_empty());
+    v.security_notified = Some(notified);
     Ok((StatusCode::CREATED, Json(v)))
 }
 

@@ -219,7 +219,8 @@ pub struct Offboarded {
     pub requests_ended: usize,
 }
 
-/// Offboarding: ends every open request and grant of a user and revokes their tokens.
+/// Offboarding: revokes a user's tokens, disables their password and ends every open request
+/// and grant of theirs; 404 for a name neither in the directory nor on an open request.
 /// Administrators.
 #[utoipa::path(post, path = "/v1/users/{name}/revoke-all", security(("token" = [])),
     responses((status = 200, body = Offboarded), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

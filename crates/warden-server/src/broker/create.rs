@@ -189,6 +189,7 @@ impl App {
             return self.grant(&policy, r, events, false, &caller, now).await;
         }
         let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
+        let notified = !notices.is_empty();
         self.insert(
             &r,
             Change {
@@ -203,6 +204,7 @@ impl App {
         Ok(Outcome {
             request: r,
             secret: None,
+            notified,
         })
     }
 

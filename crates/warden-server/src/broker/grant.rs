@@ -212,7 +212,11 @@ impl App {
         if notify {
             self.outbox.notify_one();
         }
-        Ok(Outcome { request: r, secret })
+        Ok(Outcome {
+            request: r,
+            secret,
+            notified: notify,
+        })
     }
 
     /// Counts a grant's issue (or its failure) once stored. The approval, if one was needed,

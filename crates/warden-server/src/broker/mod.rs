@@ -108,6 +108,8 @@ pub struct Create {
 pub struct Outcome {
     pub request: Request,
     pub secret: Option<Secret<serde_json::Value>>,
+    /// Whether the change queued a notification (for a break-glass grant: to security).
+    pub notified: bool,
 }
 
 /// Who is calling, for audit events.

@@ -66,13 +66,6 @@ impl App {
                 Ok(d) => d,
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
-            if approve && !decision.allowed {
-                let e = Error::Forbidden(format!(
-                    "policy no longer permits this request ({}); it can only be denied or cancelled",
-                    decision.not_permitted()
-                ));
-                return Err(self.refused(refusal, e).await);
-            }
             // The policy may have changed since the request was made: it must still allow the
             // request as made (its TTL and ticket; the requester's own step-up was at creation).
             if approve
@@ -155,6 +148,7 @@ impl App {
                     .then(|| format!("{}: {}", caller.user.name, comment.as_str()));
                 notices = self.notices(&r, Kind::Denied, Audience::Requester, why);
             }
+            let notified = !notices.is_empty();
             let change = Change {
                 events,
                 notices,
@@ -168,6 +162,7 @@ impl App {
                     return Ok(Outcome {
                         request: r,
                         secret: None,
+                        notified,
                     });
                 }
                 Err(warden_store::Error::Conflict) => continue,
