@@ -117,6 +117,57 @@ fn slow_and_idle_connections_are_closed() {
 }
 
 #[test]
+fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
+    use std::io::{Read, Write};
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let bearer = token(&alice);
+    let auth = format!("Bearer {bearer}");
+
+    let long_query = format!("/v1/audit?actor={}", "a".repeat(9 * 1024));
+    let said = http_get_with(port, &long_query, &[("Authorization", &auth)]).unwrap();
+    assert_eq!(said.status, 414, "{}", said.body);
+    assert_eq!(error_code(&said.body), "uri_too_long");
+
+    let padding = "p".repeat(4000);
+    let many: Vec<(String, &str)> = (0..5)
+        .map(|i| (format!("X-Pad-{i}"), padding.as_str()))
+        .collect();
+    let headers: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let said = http_get_with(port, "/v1/auth/whoami", &headers).unwrap();
+    assert_eq!(said.status, 431, "{}", said.body);
+    assert_eq!(error_code(&said.body), "headers_too_large");
+
+    // A peer approves with a bare POST: no body, no Content-Type.
+    let pending = create(&alice, "web", "deploy", &["--ticket", "CHG-1"]);
+    assert_eq!(pending["state"], "pending");
+    let bob = token(&env.login("bob"));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/requests/{}/approve HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n",
+        id(&pending)
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(state(&alice, &id(&pending)), "active");
+
+    // A body that is sent must still be JSON.
+    let said = http_post_with(
+        port,
+        "/v1/auth/mfa/enroll",
+        &[("Authorization", &auth)],
+        "totp",
+    )
+    .unwrap();
+    assert_eq!(said.status, 400, "{}", said.body);
+    assert_eq!(error_code(&said.body), "bad_json");
+}
+
+#[test]
 fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     let mut env = Env::start();
     let alice = env.login("alice");

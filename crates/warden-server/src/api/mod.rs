@@ -111,7 +111,7 @@ pub fn router(app: Shared) -> Router {
         .fallback(meta::not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(refuse_large_bodies))
+        .layer(axum::middleware::from_fn(refuse_oversize))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -249,13 +249,51 @@ async fn json_errors(res: axum::response::Response) -> axum::response::Response 
 /// Longest rejection text carried into a JSON error.
 const REJECTION_TEXT_MAX: usize = 4096;
 
-/// Answers 413 with a JSON error before reading a body whose declared length is over the
-/// limit. Bodies without a length still stop at the limit, inside the JSON extractor.
-async fn refuse_large_bodies(
+/// Longest request target (path and query) accepted. Real ones are well under a kilobyte;
+/// HTTP's own parser allows 64 KiB and answers past that without a JSON body.
+pub const URI_LIMIT: usize = 8 * 1024;
+/// Most bytes of header lines accepted (names, values and separators). HTTP's own parser stops
+/// at 100 header lines, answering without a JSON body; this refuses long ones first, with one.
+pub const HEADERS_LIMIT: usize = 16 * 1024;
+
+/// Refuses, with a JSON error and before anything else is done, a request whose target is
+/// longer than [`URI_LIMIT`] (414), whose headers are larger than [`HEADERS_LIMIT`] (431), or
+/// whose declared body is larger than [`BODY_LIMIT`] (413). Bodies without a length still stop
+/// at the limit, inside the JSON extractor.
+async fn refuse_oversize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::http::StatusCode;
     use axum::response::IntoResponse;
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > URI_LIMIT {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request's path and query are longer than {} KiB; send search terms that are shorter",
+                URI_LIMIT / 1024
+            ),
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers > HEADERS_LIMIT {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request's headers are larger than {} KiB together; send fewer or shorter ones",
+                HEADERS_LIMIT / 1024
+            ),
+        )
+        .into_response();
+    }
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -431,6 +469,28 @@ async fn body<T>(
     match body {
         Ok(Json(v)) => Ok(v),
         Err(rejection) => Err(refuse(app, who, action, bad_body(&rejection)).await),
+    }
+}
+
+/// A JSON body whose every field may be left out, so the body itself may be too: `curl -X POST
+/// …/approve` with no body reviews without a comment, as `{}` would. Anything sent is parsed as
+/// [`Json`] parses it (Content-Type included).
+pub(crate) struct OptionalJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Default,
+{
+    type Rejection = JsonRejection;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, JsonRejection> {
+        use axum::body::HttpBody;
+        if req.body().size_hint().exact() == Some(0) {
+            return Ok(Self(T::default()));
+        }
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(v))
     }
 }
 

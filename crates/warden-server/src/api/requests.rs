@@ -11,7 +11,7 @@ use warden_domain::{Comment, Reason, Request, RequestId, Ticket, Ttl};
 use warden_store::RequestFilter;
 
 use super::views::{RequestList, RequestView};
-use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, OptionalJson, body, field, refuse};
 use crate::broker::{Create, Outcome};
 use crate::state::Shared;
 
@@ -216,14 +216,14 @@ async fn review(
     who: Authed,
     id: String,
     approve: bool,
-    raw: Result<Json<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
 ) -> Result<Json<RequestView>, ApiError> {
     let action = if approve {
         "request.approve"
     } else {
         "request.deny"
     };
-    let b = body(&app, &who, action, raw).await?;
+    let b = body(&app, &who, action, raw.map(|OptionalJson(v)| Json(v))).await?;
     let parsed = parse_id(&id).and_then(|id| {
         let comment = field("bad_comment", Comment::parse(&b.comment))?;
         let totp = bounded("totp", b.totp.as_deref(), MAX_TOTP)?.map(str::to_owned);
@@ -245,7 +245,7 @@ pub async fn approve(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<Json<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
 ) -> Result<Json<RequestView>, ApiError> {
     review(app, who, id, true, raw).await
 }
@@ -257,7 +257,7 @@ pub async fn deny(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<Json<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
 ) -> Result<Json<RequestView>, ApiError> {
     review(app, who, id, false, raw).await
 }
@@ -285,9 +285,15 @@ pub async fn revoke(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<Json<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let b = body(&app, &who, "request.revoke", raw).await?;
+    let b = body(
+        &app,
+        &who,
+        "request.revoke",
+        raw.map(|OptionalJson(v)| Json(v)),
+    )
+    .await?;
     let parsed =
         parse_id(&id).and_then(|id| Ok((id, field("bad_comment", Comment::parse(&b.comment))?)));
     let (id, comment) = match parsed {

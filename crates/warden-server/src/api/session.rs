@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use warden_domain::UserName;
 
 use super::views::rfc3339;
-use super::{ApiError, Authed, ErrorBody, Source, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, OptionalJson, Source, body, field, refuse};
 use crate::state::Shared;
 
 /// Longest accepted password, in bytes; argon2 cost grows with it.
@@ -129,9 +129,9 @@ pub async fn whoami(State(app): State<Shared>, who: Authed) -> Result<Json<WhoAm
 pub async fn mfa_enroll(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<Json<EnrollBody>, JsonRejection>,
+    raw: Result<OptionalJson<EnrollBody>, JsonRejection>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
-    let b = body(&app, &who, "mfa.enroll", raw).await?;
+    let b = body(&app, &who, "mfa.enroll", raw.map(|OptionalJson(v)| Json(v))).await?;
     let uri = app
         .mfa_enroll(&who.user, b.totp.as_deref(), who.source.clone())
         .await?;
