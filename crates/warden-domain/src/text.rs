@@ -52,6 +52,18 @@ pub fn visible(c: char) -> bool {
         && !hidden(c)
 }
 
+/// An OpenSSH public key line without its surrounding white space, or why it may not be
+/// stored: its comment is the one free text in it, shown and stored with a grant or a proxy
+/// key, so it may hold nothing [`hidden`]. Whether the rest is a key is the SSH parser's call.
+pub fn key_line(text: &str) -> Result<&str, &'static str> {
+    let line = text.trim();
+    if line.chars().any(hidden) {
+        Err("the public key line holds control or invisible characters (in its comment?)")
+    } else {
+        Ok(line)
+    }
+}
+
 /// Why a text field was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
@@ -221,5 +233,15 @@ mod tests {
         ] {
             assert_eq!(Reason::parse(ok).unwrap().as_str(), ok);
         }
+    }
+
+    #[test]
+    fn key_lines_are_trimmed_and_hold_nothing_hidden() {
+        assert_eq!(
+            key_line("ssh-ed25519 AAAA alice@laptop\r\n"),
+            Ok("ssh-ed25519 AAAA alice@laptop")
+        );
+        assert!(key_line("ssh-ed25519 AAAA alice\u{202E}pot").is_err());
+        assert!(key_line("ssh-ed25519 AAAA a\u{1b}[2Jb").is_err());
     }
 }

@@ -249,12 +249,8 @@ impl App {
             code: "bad_public_key",
             message,
         };
-        if text.trim().chars().any(warden_domain::text::hidden) {
-            return Err(input(
-                "the key line holds control or invisible characters (in its comment?)".into(),
-            ));
-        }
-        let key = PublicKey::from_openssh(text.trim()).map_err(|_| {
+        let line = warden_domain::text::key_line(text).map_err(|why| input(why.into()))?;
+        let key = PublicKey::from_openssh(line).map_err(|_| {
             input(
                 "not an OpenSSH public key line (e.g. the contents of ~/.ssh/id_ed25519.pub)"
                     .into(),

@@ -238,13 +238,8 @@ fn parse_public_key(text: Option<&str>) -> Result<PublicKey, Error> {
     let text = text.ok_or_else(|| {
         Error::Input("an ssh role needs your public key (OpenSSH format, e.g. the contents of ~/.ssh/id_ed25519.pub)".into())
     })?;
-    // The comment is the one free text in a key line: it is shown and stored with the grant.
-    if text.trim().chars().any(warden_domain::text::hidden) {
-        return Err(Error::Input(
-            "the public key line holds control or invisible characters (in its comment?)".into(),
-        ));
-    }
-    PublicKey::from_openssh(text.trim())
+    let line = warden_domain::text::key_line(text).map_err(|why| Error::Input(why.into()))?;
+    PublicKey::from_openssh(line)
         .map_err(|_| Error::Input("the public key is not a valid OpenSSH public key".into()))
 }
 
