@@ -68,14 +68,19 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Internal(e.to_string()))
 }
 
+/// Whether `password` matches the hash `phc`. A stored hash that is no PHC string (an
+/// offboarded user's disabled password) matches nothing, after as much work as a real check,
+/// so the time of a refusal does not tell an offboarded user from a wrong password.
 fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => {
+            let _ = hash_password(password);
+            false
+        }
+    }
 }
 
 /// A fresh random password for the bootstrap admin.
