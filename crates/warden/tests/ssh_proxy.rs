@@ -317,6 +317,37 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         None,
     );
     assert_eq!(out.stdout.trim(), "via-warden-ssh", "{out:?}");
+
+    // A private key named by mistake never leaves the client.
+    let slip = fails(&s.alice, &["keys", "add", stranger.to_str().unwrap()], 2);
+    assert!(slip.stderr.contains("is a private key"), "{slip:?}");
+    // A grant for the user's own key, which is not registered: `warden ssh` logs in with it
+    // and its certificate, whether the key is named or not.
+    let own = create(
+        &s.alice,
+        "web",
+        "view",
+        &[
+            "--ttl",
+            "45m",
+            "--public-key",
+            &format!("{}.pub", stranger.display()),
+        ],
+    );
+    assert_eq!(own["state"], "active", "{own}");
+    let out = s.alice.run(&["ssh", "web", "--", "echo", "own-key"], None);
+    assert_eq!(out.stdout.trim(), "own-key", "{out:?}");
+    let named = [
+        "ssh",
+        "web",
+        "-i",
+        stranger.to_str().unwrap(),
+        "--",
+        "echo",
+        "named",
+    ];
+    let out = s.alice.run(&named, None);
+    assert_eq!(out.stdout.trim(), "named", "{out:?}");
 }
 
 #[test]

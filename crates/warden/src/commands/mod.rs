@@ -34,3 +34,27 @@ pub fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
     }
     Ok(s)
 }
+
+/// Longest public key file read: an RSA key line of 16384 bits is under 3 KiB.
+const PUBLIC_KEY_FILE_MAX: u64 = 16 * 1024;
+
+/// Reads the OpenSSH public key line in `file` for the server, refusing a private key before
+/// anything leaves this machine: `keys add ~/.ssh/id_ed25519` is an easy slip.
+pub fn read_public_key(file: &std::path::Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(PUBLIC_KEY_FILE_MAX).read_to_string(&mut text))
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {}: {e}", file.display())))?;
+    if text.contains("PRIVATE KEY") || text.starts_with("PuTTY-User-Key-File") {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is a private key, which never leaves your machine: pass its public half ({}.pub)",
+                file.display(),
+                file.display()
+            ),
+        )
+        .into());
+    }
+    Ok(text.trim().to_owned())
+}

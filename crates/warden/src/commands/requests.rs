@@ -102,16 +102,25 @@ pub struct CreateArgs {
     wait_timeout: u64,
 }
 
-/// A fresh SSH key pair for one request, in `WARDEN_HOME/ssh`. The private key never leaves
-/// this machine, and because every grant has its own key, revoking a grant early can list
-/// exactly its key in sshd's `RevokedKeys` without cutting off other grants.
-pub(super) fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+/// `WARDEN_HOME/ssh`, where grants' keys and certificates are kept, created private to the
+/// user if missing.
+pub(super) fn ssh_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = ensure_home()?.join("ssh");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir)?;
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A fresh SSH key pair for one request, in `WARDEN_HOME/ssh`. The private key never leaves
+/// this machine, and because every grant has its own key, revoking a grant early can list
+/// exactly its key in sshd's `RevokedKeys` without cutting off other grants.
+pub(super) fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = ssh_dir()?;
     let key = ssh_key::PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519)?;
     let public = key.public_key().to_openssh()?;
     let name = format!(
@@ -139,15 +148,25 @@ pub(super) fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
     Ok(named)
 }
 
+/// Links a request's name in `WARDEN_HOME/ssh` to the caller's own private `key`, so that
+/// `warden ssh` finds the key of the grant as it finds a generated one.
+fn link_key(key: &Path, id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Ok(());
+    }
+    let key = std::fs::canonicalize(key).with_context(|| format!("finding {}", key.display()))?;
+    let own = ssh_dir()?.join(id);
+    std::os::unix::fs::symlink(&key, &own)
+        .with_context(|| format!("linking {} to {}", own.display(), key.display()))
+}
+
 /// Writes an active grant's certificate to `WARDEN_HOME/ssh/ID-cert.pub` and returns its path.
 fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     let Some(cert) = v.pointer("/credential/certificate").and_then(Value::as_str) else {
         return Ok(None);
     };
     let id = v["id"].as_str().unwrap_or("grant");
-    let dir = ensure_home()?.join("ssh");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{id}-cert.pub"));
+    let path = ssh_dir()?.join(format!("{id}-cert.pub"));
     std::fs::write(&path, format!("{cert}\n"))?;
     Ok(Some(path))
 }
@@ -360,14 +379,12 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
         RequestCommand::Create(a) => {
             let (key_path, public_key) = match &a.public_key {
                 Some(p) => {
-                    let text = std::fs::read_to_string(p).map_err(|e| {
-                        Failure::new(
-                            exit::USAGE,
-                            format!("cannot read public key {}: {e}", p.display()),
-                        )
-                    })?;
+                    let text = super::read_public_key(p)?;
                     // The private key is conventionally the .pub file without its extension.
-                    (Some(p.with_extension("")), text.trim().to_owned())
+                    let private = (p.extension() == Some("pub".as_ref()))
+                        .then(|| p.with_extension(""))
+                        .filter(|k| k.exists());
+                    (private, text)
                 }
                 None => {
                     let (k, p) = new_client_key()?;
@@ -391,7 +408,11 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             };
             let key_path = match (generated, key_path) {
                 (true, Some(k)) => Some(adopt_key(&k, &s(&v, "id"))?),
-                (_, k) => k,
+                (false, Some(k)) => {
+                    link_key(&k, &s(&v, "id"))?;
+                    Some(k)
+                }
+                (_, None) => None,
             };
             if a.wait && v["state"] == "pending" {
                 if !out.json {

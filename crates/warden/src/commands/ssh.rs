@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ensure_home, segment};
+use crate::client::{Client, segment};
 use crate::exit::{self, Failure};
 use crate::output::{Output, instant, table};
 
@@ -38,9 +38,7 @@ pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyh
     let c = Client::new(server)?;
     match cmd {
         KeysCommand::Add { file } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                Failure::new(exit::USAGE, format!("cannot read {}: {e}", file.display()))
-            })?;
+            let text = super::read_public_key(&file)?;
             let v: Value = c
                 .post("/v1/ssh/keys", &json!({ "public_key": text }))
                 .await?;
@@ -225,8 +223,7 @@ pub async fn ssh(
     } else {
         addr.ip().to_string()
     };
-    let dir = ensure_home()?.join("ssh");
-    std::fs::create_dir_all(&dir)?;
+    let dir = super::requests::ssh_dir()?;
     let known = dir.join("warden_known_hosts");
     std::fs::write(&known, format!("[{host}]:{} {host_key}\n", addr.port()))?;
     let mut name = format!("{user}:{target}");
@@ -242,11 +239,15 @@ pub async fn ssh(
         .arg("StrictHostKeyChecking=yes")
         .arg("-o")
         .arg(format!("HostKeyAlias=[{host}]:{}", addr.port()));
-    // Without a key named, the certificate of the caller's grant for the target, if this
-    // client saved it, logs in (a registered key is ssh's own default otherwise).
+    // The certificate of the caller's grant for the target, if this client saved it, logs
+    // in with its key, or with the key named if the grant certifies it (a registered key is
+    // ssh's own default otherwise).
     let certified = match identity {
-        Some(key) => Some((key, None)),
-        None => grant_certificate(&c, &user, &target, &dir).await?,
+        Some(key) => {
+            let cert = grant_certificate(&c, &user, &target, &dir, Some(&key)).await?;
+            Some((key, cert.and_then(|(_, cert)| cert)))
+        }
+        None => grant_certificate(&c, &user, &target, &dir, None).await?,
     };
     if let Some((key, cert)) = certified {
         cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
@@ -260,13 +261,18 @@ pub async fn ssh(
 }
 
 /// The key and certificate `warden request create` saved in `dir` for `user`'s active grant
-/// for `target` that ends last, if there is one.
+/// for `target` that ends last, if there is one; with `key`, of the grant that certifies it.
 async fn grant_certificate(
     c: &Client,
     user: &str,
     target: &str,
     dir: &std::path::Path,
+    key: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<(PathBuf, Option<PathBuf>)>> {
+    let public = key.and_then(public_half);
+    if key.is_some() && public.is_none() {
+        return Ok(None);
+    }
     let v: Value = c
         .get(&format!(
             "/v1/requests?state=active&requester={}",
@@ -286,9 +292,35 @@ async fn grant_certificate(
         let id = r["id"]
             .as_str()
             .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))?;
-        let (key, cert) = (dir.join(id), dir.join(format!("{id}-cert.pub")));
-        (key.exists() && cert.exists()).then_some((key, Some(cert)))
+        let cert = dir.join(format!("{id}-cert.pub"));
+        match (key, &public) {
+            (Some(key), Some(public)) => certifies(&cert, public).then(|| (key.into(), Some(cert))),
+            _ => {
+                let key = dir.join(id);
+                (key.exists() && cert.exists()).then_some((key, Some(cert)))
+            }
+        }
     }))
+}
+
+/// The public half of the private key in `key`: from `KEY.pub` or the key file itself.
+fn public_half(key: &std::path::Path) -> Option<ssh_key::public::KeyData> {
+    let mut pub_file = key.as_os_str().to_owned();
+    pub_file.push(".pub");
+    ssh_key::PublicKey::read_openssh_file(std::path::Path::new(&pub_file))
+        .map(|k| k.key_data().clone())
+        .or_else(|_| {
+            ssh_key::PrivateKey::read_openssh_file(key).map(|k| k.public_key().key_data().clone())
+        })
+        .ok()
+}
+
+/// Whether the certificate in `cert` certifies `key`.
+fn certifies(cert: &std::path::Path, key: &ssh_key::public::KeyData) -> bool {
+    std::fs::read_to_string(cert)
+        .ok()
+        .and_then(|text| ssh_key::Certificate::from_openssh(text.trim()).ok())
+        .is_some_and(|c| c.public_key() == key)
 }
 
 /// Fetches the key revocation list and writes it to `file`, through a temporary file renamed
