@@ -189,11 +189,7 @@ impl Notice {
             out.push(("ticket", t.to_string()));
         }
         if let Some(e) = self.expires_at {
-            out.push((
-                "expires",
-                e.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-            ));
+            out.push(("expires", crate::rfc3339(e)));
         }
         if self.breakglass {
             out.push((

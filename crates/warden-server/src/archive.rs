@@ -265,7 +265,7 @@ pub enum DeleteError {
     BadName(String),
     #[error("no archive segment named {0}")]
     NotFound(String),
-    #[error("{name} holds events until {newest}, {}", retained(*.days))]
+    #[error("{name} holds events until {}, {}", warden_domain::rfc3339(*.newest), retained(*.days))]
     Retained {
         name: String,
         newest: OffsetDateTime,

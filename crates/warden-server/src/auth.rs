@@ -44,12 +44,12 @@ pub enum AuthError {
     Mfa(String),
     #[error(
         "too many wrong passwords or TOTP codes in a row: this user's checks are refused until {}",
-        .0.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        warden_domain::rfc3339(*.0)
     )]
     Locked(OffsetDateTime),
     #[error(
         "too many failed sign-ins or invalid tokens from your address: try again after {}",
-        .0.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        warden_domain::rfc3339(*.0)
     )]
     Throttled(OffsetDateTime),
     #[error("storage failure: {0}")]
@@ -80,6 +80,19 @@ fn verify_password(password: &str, phc: &str) -> bool {
             let _ = hash_password(password);
             false
         }
+    }
+}
+
+/// When a lockout recorded in the audit log ends: RFC 3339 text, or Unix seconds as earlier
+/// versions wrote it.
+fn lock_end(until: &serde_json::Value) -> Option<OffsetDateTime> {
+    match until {
+        serde_json::Value::String(t) => {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        }
+        v => v
+            .as_i64()
+            .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok()),
     }
 }
 
@@ -328,10 +341,7 @@ impl App {
                 };
                 if e.code != Code::UserLocked {
                     locked.remove(&user);
-                } else if let Some(until) = e.details["until"]
-                    .as_i64()
-                    .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok())
-                    .filter(|until| *until > t)
+                } else if let Some(until) = lock_end(&e.details["until"]).filter(|until| *until > t)
                 {
                     locked.insert(user, until);
                 }
@@ -416,7 +426,7 @@ impl App {
                 Event::new(Code::UserLocked, Actor::system(), t).details(serde_json::json!({
                     "user": user,
                     "failures": warden_domain::lockout::MAX_FAILURES,
-                    "until": until.unix_timestamp(),
+                    "until": warden_domain::rfc3339(until),
                 }));
             self.store.append(vec![event]).await?;
         }
@@ -516,7 +526,7 @@ impl App {
                 let why = match (refused, locked) {
                     (Some(_), Some(until)) => format!(
                         "user locked until {} after wrong passwords or TOTP codes",
-                        until.unix_timestamp()
+                        warden_domain::rfc3339(until)
                     ),
                     (Some(u), None) => {
                         self.count(&u.name, false, t).await?;
@@ -560,7 +570,7 @@ impl App {
             Actor::user(user.name.clone(), source),
             created,
         )
-        .details(serde_json::json!({ "token_expires_at": expires_at.unix_timestamp() }));
+        .details(serde_json::json!({ "token_expires_at": warden_domain::rfc3339(expires_at) }));
         self.store
             .insert_token(
                 token_hash(&token),

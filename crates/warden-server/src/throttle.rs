@@ -110,7 +110,7 @@ impl App {
                 )
                 .details(serde_json::json!({
                     "failures": BURST,
-                    "until": until.unix_timestamp(),
+                    "until": warden_domain::rfc3339(until),
                 })),
             );
         }

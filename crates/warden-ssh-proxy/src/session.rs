@@ -377,7 +377,7 @@ impl Start<'_> {
                     "recording": grant.recording.to_string(),
                     "recorded": recorded,
                     "pty": self.pty.map(|p| serde_json::json!({"term": p.term, "cols": p.cols, "rows": p.rows})),
-                    "grant_expires_at": grant.expires_at.unix_timestamp(),
+                    "grant_expires_at": warden_domain::rfc3339(grant.expires_at),
                 }))),
         ];
         if let Request::Exec(command) = self.request {

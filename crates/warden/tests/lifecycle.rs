@@ -248,8 +248,12 @@ fn cancel_revoke_and_extend() {
     assert!(out.stderr.contains("cancelled"), "{out:?}");
 
     let active = id(&create(&alice, "web", "view", &[]));
+    // An extension runs from when it is granted: one shorter than the 30 minutes left is
+    // refused as adding nothing.
+    let out = fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 2);
+    assert!(out.stderr.contains("ask for more than 30m"), "{out:?}");
     // Extending makes a new request linked to the original, decided afresh.
-    let ext = ok(&alice, &["request", "extend", &active, "--ttl", "20m"]);
+    let ext = ok(&alice, &["request", "extend", &active, "--ttl", "45m"]);
     assert_eq!(ext["extends"], active.as_str());
     assert_eq!(ext["state"], "active");
     // bob may not see alice's auto-approved grant: to him it does not exist, whatever he tries.

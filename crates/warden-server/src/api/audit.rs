@@ -10,7 +10,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 use warden_audit::merkle::{BLOCK_HEIGHT, Proofs};
 use warden_domain::audit::Code;
@@ -181,10 +180,9 @@ async fn refuse_unprovable(app: &Shared, events: &[StoredEvent]) -> Result<(), A
         .max()
         .map(|t| warden_domain::to_millisecond(t) + time::Duration::milliseconds(1));
     let from = match after_them {
-        Some(t) if events.iter().any(|e| e.seq >= provable) => format!(
-            "export from {} on (`--from`)",
-            t.format(&Rfc3339).unwrap_or_default()
-        ),
+        Some(t) if events.iter().any(|e| e.seq >= provable) => {
+            format!("export from {} on (`--from`)", warden_domain::rfc3339(t))
+        }
         _ => "no event of this range can be proven from the live log".to_owned(),
     };
     Err(ApiError::new(

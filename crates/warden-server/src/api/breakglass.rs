@@ -10,9 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use warden_domain::Postmortem;
 
 use super::requests::{CreateBody, parse_create, parse_id, view};
-use super::views::{RequestView, rfc3339};
+use super::views::RequestView;
 use super::{ApiError, Authed, ErrorBody, body, refuse};
 use crate::state::Shared;
+use warden_domain::rfc3339;
 
 /// Emergency access: the fields of a request, and whether it is a drill.
 #[derive(Debug, Deserialize, ToSchema)]

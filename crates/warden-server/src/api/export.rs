@@ -5,9 +5,9 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::views::rfc3339;
 use super::{ApiError, Authed, ErrorBody};
 use crate::state::Shared;
+use warden_domain::rfc3339;
 
 /// The export's state.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

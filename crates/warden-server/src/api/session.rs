@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::UserName;
 
-use super::views::rfc3339;
 use super::{ApiError, Authed, ErrorBody, OptionalJson, Source, body, field, refuse};
 use crate::state::Shared;
+use warden_domain::rfc3339;
 
 /// Longest accepted password, in bytes; argon2 cost grows with it.
 const MAX_PASSWORD: usize = warden_domain::password::MAX_BYTES;

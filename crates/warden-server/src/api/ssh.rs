@@ -35,10 +35,7 @@ fn view(k: warden_store::SshKey) -> KeyView {
     KeyView {
         fingerprint: k.fingerprint,
         public_key: k.public_key,
-        added_at: k
-            .added_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        added_at: warden_domain::rfc3339(k.added_at),
     }
 }
 

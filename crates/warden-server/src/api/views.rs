@@ -1,15 +1,9 @@
 //! JSON shapes of the API. Times are RFC 3339 strings in UTC.
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use warden_domain::request::Verdict;
-use warden_domain::{Decision, Request, User};
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
+use warden_domain::{Decision, Request, User, rfc3339};
 
 /// A request and, once active, its grant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -237,6 +237,23 @@ impl App {
             };
             return Err(self.refused(refusal, e.into()).await);
         }
+        // An extension runs from the moment it is granted, so one no longer than the time the
+        // grant has left would add nothing.
+        if let Some(ends) = r.expires_at
+            && now + ttl.as_duration() <= ends
+        {
+            let ms = (ends - now).whole_milliseconds();
+            let left = Ttl::from_secs(u64::try_from((ms + 999) / 1000).unwrap_or(1))
+                .map_or_else(|_| "a second".to_owned(), |t| t.to_string());
+            let e = Error::Input {
+                code: "ttl_adds_nothing",
+                message: format!(
+                    "grant {id} already runs until {} ({left} from now), and an extension runs from when it is granted: ask for more than {left}",
+                    warden_domain::rfc3339(ends)
+                ),
+            };
+            return Err(self.refused(refusal, e).await);
+        }
         let reason = match reason {
             Some(reason) => reason,
             None => Reason::parse(

@@ -80,7 +80,7 @@ impl App {
                         Event::new(Code::ExpiryWarned, Actor::system(), now)
                             .for_request(&r)
                             .details(serde_json::json!({
-                                "expires_at": r.expires_at.map(|e| e.unix_timestamp()),
+                                "expires_at": r.expires_at.map(warden_domain::rfc3339),
                             })),
                     ],
                     notices: self.notices(&r, Kind::ExpirySoon, Audience::Requester, None),

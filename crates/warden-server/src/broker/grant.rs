@@ -149,7 +149,7 @@ impl App {
         events.push(
             Event::new(Code::GrantActivated, actor.clone(), now)
                 .for_request(&r)
-                .details(serde_json::json!({ "expires_at": valid_before.unix_timestamp(), "kind": target.kind })),
+                .details(serde_json::json!({ "expires_at": warden_domain::rfc3339(valid_before), "kind": target.kind })),
         );
         let mut postmortem = None;
         let mut notices = Vec::new();
@@ -163,7 +163,7 @@ impl App {
                         "ticket": r.ticket.as_ref().map(|t| t.as_str()),
                         "ttl": r.ttl.to_string(),
                         "recording": r.recording.to_string(),
-                        "expires_at": valid_before.unix_timestamp(),
+                        "expires_at": warden_domain::rfc3339(valid_before),
                     })),
             );
             events.push(

@@ -3,16 +3,11 @@
 //! delivered; anything else, redirects included, is retried.
 
 use serde_json::json;
-use warden_domain::Notice;
+use warden_domain::{Notice, rfc3339};
 
 use super::config::{Format, WebhookConfig};
 use super::{Links, text};
 use crate::webhook::Endpoint;
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 /// Slack reads `<…>` as links and mentions (`<!channel>`): a requester's reason must not ping
 /// a channel, so the three control characters are escaped as Slack documents.
