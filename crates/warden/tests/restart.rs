@@ -52,9 +52,16 @@ fn state_survives_restart_and_sigterm_is_graceful() {
         &[("WARDEN_BOOTSTRAP_PASSWORD", "admin-password-1")],
     );
 
-    // Keys are private to the server's user.
+    // Keys, and the database with its hashes and audit log, are private to the server's user.
     use std::os::unix::fs::PermissionsExt;
-    for key in ["ssh_user_ca", "audit_signing.key", "master.key"] {
+    for key in [
+        "ssh_user_ca",
+        "audit_signing.key",
+        "master.key",
+        "warden.db",
+        "warden.db-wal",
+        "warden.db-shm",
+    ] {
         let mode = std::fs::metadata(data.join(key))
             .unwrap()
             .permissions()

@@ -118,9 +118,39 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes the database file (created empty if missing) and its log and index readable by this
+/// user alone: it holds password and token hashes and the audit log. SQLite creates the log
+/// and the index with the database file's permissions.
+fn keep_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let private = std::fs::Permissions::from_mode(0o600);
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| backend(format!("creating {}: {e}", path.display())))?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match std::fs::metadata(file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(file, private.clone())
+                    .map_err(|e| backend(format!("making {} private: {e}", file.display())))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
+        keep_private(path)?;
         let conn = Connection::open(path).map_err(backend)?;
         // Before anything is written: the page size is fixed when the file is created.
         conn.pragma_update(None, "page_size", PAGE_SIZE)
