@@ -721,6 +721,17 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
     // A name nobody has, nor any open request: a typo, refused with nothing done.
     let typo = fails(&admin, &["revoke", "--user", "alcie", "--all"], 4);
     assert!(typo.stderr.contains("not in the directory"), "{typo:?}");
+    // Nor may an administrator offboard themselves: one always remains to undo it.
+    let own = fails(&admin, &["revoke", "--user", "admin", "--all"], 3);
+    assert!(own.stderr.contains("another administrator"), "{own:?}");
+    ok(&admin, &["whoami"]);
+    assert_eq!(
+        audit_values(&admin, "request.action_refused", "/outcome/code")
+            .iter()
+            .filter(|c| ["unknown_user", "not_permitted"].contains(&c.as_str()))
+            .count(),
+        2
+    );
     assert_nothing_open(&admin, "alice");
 }
 

@@ -233,7 +233,10 @@ pub async fn revoke_all(
         Ok(u) => u,
         Err(e) => return Err(refuse(&app, &who, "user.revoke_all", e).await),
     };
-    let n = app.offboard(who.caller(), &user).await?;
+    let n = match app.offboard(who.caller(), &user).await {
+        Ok(n) => n,
+        Err(e) => return Err(refuse(&app, &who, "user.revoke_all", e.into()).await),
+    };
     Ok(Json(Offboarded {
         user: user.to_string(),
         requests_ended: n,

@@ -177,6 +177,12 @@ impl App {
                 "only administrators can offboard users".into(),
             ));
         }
+        // Four eyes, and never an instance no administrator can sign in to.
+        if caller.user.name == *user {
+            return Err(Error::Forbidden(
+                "you cannot offboard yourself: ask another administrator (so that one always remains)".into(),
+            ));
+        }
         if self.user(user).is_none() {
             let open = self
                 .store
@@ -204,12 +210,10 @@ impl App {
         let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
             .details(serde_json::json!({ "user": user }));
         let tokens = self.store.offboard_user(user, vec![ev]).await?;
-        // An administrator offboarding themselves is a change of theirs in flight too.
-        let own = usize::from(caller.user.name == *user);
         let deadline = tokio::time::Instant::now() + OFFBOARD_DRAIN;
-        while self.tokens.changes_in_flight(user) > own {
+        while self.tokens.changes_in_flight(user) > 0 {
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user) - own,
+                tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user),
                     "offboarding went on without waiting longer for the user's calls under way; check the user's requests once they end");
                 break;
             }
