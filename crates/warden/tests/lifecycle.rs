@@ -170,6 +170,11 @@ fn manager_and_peer_with_mfa_step_up() {
     );
     assert!(replayed.stderr.contains("used already"), "{replayed:?}");
 
+    // Someone whose approval would not count is told so, before any code is asked of them.
+    let sam = env.login("sam");
+    let ineligible = fails(&sam, &["request", "approve", &rid], 3);
+    assert!(!ineligible.stderr.contains("TOTP"), "{ineligible:?}");
+    assert!(!ineligible.stderr.contains("mfa"), "{ineligible:?}");
     // Approvers of an MFA role step up too.
     let unenrolled = fails(&bob, &["request", "approve", &rid], 3);
     assert!(

@@ -77,8 +77,19 @@ impl App {
                 ));
                 return Err(self.refused(refusal, e).await);
             }
-            // A request past pending is refused for its state below, with no code spent.
+            // A request past pending is refused for its state below, and an approval that
+            // would not count (not eligible, reviewed already) here, with no code spent.
             if approve && decision.mfa && stepped_up.is_none() && r.state == State::Pending {
+                let trial = r.clone().approve(
+                    caller.user,
+                    &requester,
+                    decision.requirement.clone(),
+                    comment.clone(),
+                    now,
+                );
+                if let Err(e) = trial {
+                    return Err(self.refused(refusal, e.into()).await);
+                }
                 match self.step_up(&caller.user.name, totp.as_deref()).await {
                     Ok(true) => stepped_up = Some(()),
                     Ok(false) => {
