@@ -249,13 +249,7 @@ impl App {
             code: "bad_public_key",
             message,
         };
-        let line = warden_domain::text::key_line(text).map_err(|why| input(why.into()))?;
-        let key = PublicKey::from_openssh(line).map_err(|_| {
-            input(
-                "not an OpenSSH public key line (e.g. the contents of ~/.ssh/id_ed25519.pub)"
-                    .into(),
-            )
-        })?;
+        let key = ssh_cert::user_key(text).map_err(input)?;
         let record = SshKey {
             fingerprint: fingerprint(&key),
             user: caller.user.name.clone(),

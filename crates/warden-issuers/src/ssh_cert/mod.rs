@@ -238,9 +238,31 @@ fn parse_public_key(text: Option<&str>) -> Result<PublicKey, Error> {
     let text = text.ok_or_else(|| {
         Error::Input("an ssh role needs your public key (OpenSSH format, e.g. the contents of ~/.ssh/id_ed25519.pub)".into())
     })?;
-    let line = warden_domain::text::key_line(text).map_err(|why| Error::Input(why.into()))?;
-    PublicKey::from_openssh(line)
-        .map_err(|_| Error::Input("the public key is not a valid OpenSSH public key".into()))
+    user_key(text).map_err(Error::Input)
+}
+
+/// Shortest RSA modulus accepted, as NIST and OpenSSH's own `ssh-keygen` default have it.
+const RSA_MIN_BITS: u32 = 2048;
+
+/// A user's OpenSSH public key line, for a certificate or the SSH proxy: nothing hidden in its
+/// comment, and no key too weak to stand for a person (RSA under 2048 bits, DSA).
+pub fn user_key(text: &str) -> Result<PublicKey, String> {
+    let line = warden_domain::text::key_line(text)?;
+    let key = PublicKey::from_openssh(line).map_err(|_| {
+        "not an OpenSSH public key line (e.g. the contents of ~/.ssh/id_ed25519.pub)".to_owned()
+    })?;
+    if let Some(rsa) = key.key_data().rsa()
+        && rsa.key_size() < RSA_MIN_BITS
+    {
+        return Err(format!(
+            "the RSA key has {} bits; at least {RSA_MIN_BITS} are needed (an Ed25519 key is better: ssh-keygen -t ed25519)",
+            rsa.key_size()
+        ));
+    }
+    if key.key_data().dsa().is_some() {
+        return Err("DSA keys are too weak; use an Ed25519 key (ssh-keygen -t ed25519)".into());
+    }
+    Ok(key)
 }
 
 impl SshCertIssuer {
@@ -456,5 +478,16 @@ mod tests {
         assert!(err(serde_json::json!({"host": "h", "port": 0})).contains("`port`"));
         assert!(err(serde_json::json!({"host": "h", "host_key": "nope"})).contains("host_key"));
         assert!(err(serde_json::json!({"host": "h", "user": "x"})).contains("unknown connection"));
+    }
+
+    #[test]
+    fn weak_user_keys_are_refused() {
+        let weak = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDNm0SALAjUA6Hc+hTSCls69q2hZSznWSoX+pzlQ0nsJRy7JDmLlqNFmDtm36bdDPVmJTqVCoPhBDTz87yhuMTwz/yNfwx143DwhmJq9BigqhyxehiwE371QV4xW6KkEqn0WJqa9VciBji2TYtFeKHDlSUOl4oHJS8SQeqzwohegQ== weak";
+        let why = user_key(weak).unwrap_err();
+        assert!(why.contains("1024 bits"), "{why}");
+        let good = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let line = good.public_key().to_openssh().unwrap();
+        assert!(user_key(&format!("{line}\n")).is_ok());
+        assert!(user_key("ssh-ed25519 notbase64").is_err());
     }
 }
