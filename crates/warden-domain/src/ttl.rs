@@ -76,6 +76,8 @@ impl FromStr for Ttl {
         }
         let mut total: u64 = 0;
         let mut digits = String::new();
+        // Units go from the largest down, each once: `1h1h` or `30s1m` is a typo, not a sum.
+        let mut last_unit = u64::MAX;
         for c in t.chars() {
             if c.is_ascii_digit() {
                 digits.push(c);
@@ -88,9 +90,10 @@ impl FromStr for Ttl {
                 's' => 1,
                 _ => return Err(bad()),
             };
-            if digits.is_empty() {
+            if digits.is_empty() || unit >= last_unit {
                 return Err(bad());
             }
+            last_unit = unit;
             // Only digits: too many of them to count is far above the ceiling.
             let n: u64 = digits
                 .parse()
@@ -105,7 +108,10 @@ impl FromStr for Ttl {
             // A bare number is ambiguous (seconds? minutes?), so it is refused.
             return Err(bad());
         }
-        Self::from_secs(total)
+        Self::from_secs(total).map_err(|e| match e {
+            TtlError::AboveCeiling(_) => TtlError::AboveCeiling(t.to_owned()),
+            other => other,
+        })
     }
 }
 
@@ -161,7 +167,7 @@ mod tests {
                 "{long}"
             );
         }
-        for bad in ["", "10", "1x", "h", "-1h", "1.5h"] {
+        for bad in ["", "10", "1x", "h", "-1h", "1.5h", "1h1h", "30s1m", "1m1h"] {
             assert!(
                 matches!(bad.parse::<Ttl>(), Err(TtlError::Unparseable(_))),
                 "{bad}"

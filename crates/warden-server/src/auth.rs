@@ -473,7 +473,19 @@ impl App {
                 Code::LoginFailed,
                 Actor {
                     user: None,
-                    claimed: Some(name.chars().take(64).collect()),
+                    // Whatever was typed, bounded, with nothing that could forge a log line.
+                    claimed: Some(
+                        name.chars()
+                            .take(64)
+                            .map(|c| {
+                                if warden_domain::text::hidden(c) {
+                                    char::REPLACEMENT_CHARACTER
+                                } else {
+                                    c
+                                }
+                            })
+                            .collect(),
+                    ),
                     source: source.clone(),
                 },
                 now(),

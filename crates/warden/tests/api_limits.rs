@@ -168,6 +168,50 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
 }
 
 #[test]
+fn ambiguous_durations_limits_and_periods_are_refused() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let out = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "1h1h",
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("not a duration"), "{out:?}");
+    let admin = env.login("admin");
+    let auth = format!("Bearer {}", token(&admin));
+    for (path, code) in [
+        ("/v1/requests?limit=0", "bad_limit"),
+        ("/v1/audit?limit=0", "bad_limit"),
+        (
+            "/v1/audit/export?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "bad_period",
+        ),
+        (
+            "/v1/audit?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "bad_period",
+        ),
+    ] {
+        let said = http_get_with(port, path, &[("Authorization", &auth)]).unwrap();
+        assert_eq!(said.status, 400, "{path}: {}", said.body);
+        assert_eq!(error_code(&said.body), code, "{path}");
+    }
+    // A name typed with a control character is audited without it.
+    let said = http_post_with(
+        port,
+        "/v1/auth/login",
+        &[],
+        r#"{"user":"alice\u0000\u001b[2J","password":"wrong password here"}"#,
+    )
+    .unwrap();
+    assert_eq!(said.status, 401, "{}", said.body);
+    let claimed = audit_values(&admin, "auth.login_failed", "/actor/claimed");
+    assert_eq!(claimed, ["alice\u{FFFD}\u{FFFD}[2J"]);
+}
+
+#[test]
 fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     let mut env = Env::start();
     let alice = env.login("alice");

@@ -50,8 +50,23 @@ pub struct AuditList {
     pub events: Vec<AuditRecord>,
 }
 
-fn time_arg(name: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
-    v.map(|t| rfc3339(name, t)).transpose()
+/// The `from` and `to` parameters of a search or an export, either optional; both given, `from`
+/// must come first (a range the wrong way round would silently match nothing).
+fn period(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Option<OffsetDateTime>, Option<OffsetDateTime>), ApiError> {
+    let from = from.map(|t| rfc3339("from", t)).transpose()?;
+    let to = to.map(|t| rfc3339("to", t)).transpose()?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        return Err(ApiError::bad_request(
+            "bad_period",
+            "from must be before to (both RFC 3339, e.g. 2026-01-01T00:00:00Z)",
+        ));
+    }
+    Ok((from, to))
 }
 
 /// Searches the audit log, oldest first. Administrators see everything; others see their own
@@ -83,6 +98,7 @@ pub async fn search(
             })
         })
         .transpose()?;
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
     let filter = AuditFilter {
         user,
         target: q
@@ -96,10 +112,10 @@ pub async fn search(
             .map(|r| field("bad_id", r.parse()))
             .transpose()?,
         codes: code.into_iter().collect(),
-        from: time_arg("from", q.from.as_deref())?,
-        to: time_arg("to", q.to.as_deref())?,
+        from,
+        to,
         after_seq: q.after_seq,
-        limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+        limit: super::limit(q.limit, 1000, 10_000)?,
     };
     let events = app
         .store
@@ -451,12 +467,13 @@ pub async fn export(
     Query(q): Query<ExportQuery>,
 ) -> Result<Json<Bundle>, ApiError> {
     require_audit_reader(&app, &who, "export the audit log")?;
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
     let cp = checkpoint_at(&app, None).await?;
     let events = app
         .store
         .audit(AuditFilter {
-            from: time_arg("from", q.from.as_deref())?,
-            to: time_arg("to", q.to.as_deref())?,
+            from,
+            to,
             limit: EXPORT_MAX,
             ..Default::default()
         })

@@ -572,6 +572,19 @@ fn without_values(text: &str) -> String {
     out
 }
 
+/// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which
+/// would ask for nothing).
+fn limit(given: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match given {
+        Some(0) => Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be 1 or more (at most {max} are returned)"),
+        )),
+        Some(n) => Ok(n.min(max)),
+        None => Ok(default),
+    }
+}
+
 /// Parses `text`, the parameter `name`, as an RFC 3339 time; a 400 naming both and the format.
 fn rfc3339(name: &str, text: &str) -> Result<time::OffsetDateTime, ApiError> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|e| {

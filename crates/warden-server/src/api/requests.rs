@@ -153,7 +153,7 @@ pub async fn list(
         .as_deref()
         .map(|r| field("bad_user", r.parse()))
         .transpose()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::limit(q.limit, 100, 1000)?;
     let shown = |r: &Request| {
         app.may_view(&who.user, r)
             && (!q.reviewable
