@@ -209,6 +209,9 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert_eq!(said.status, 401, "{}", said.body);
     let claimed = audit_values(&admin, "auth.login_failed", "/actor/claimed");
     assert_eq!(claimed, ["alice\u{FFFD}\u{FFFD}[2J"]);
+    // With no export sink, the status still tells the log's size.
+    let status = ok(&admin, &["audit", "status"]);
+    assert!(status["log_size"].as_u64().unwrap() >= 5, "{status}");
 }
 
 #[test]

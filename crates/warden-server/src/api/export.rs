@@ -41,11 +41,14 @@ pub struct SinkStatus {
 pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<AuditStatus>, ApiError> {
     super::require_audit_reader(&app, &who, "see the audit export status")?;
     let snap = app.export.snapshot();
+    let log_size = crate::export::log_head(&app, snap.log_size)
+        .await
+        .map_err(crate::broker::Error::from)?;
     let sinks = snap
         .sinks
         .into_iter()
         .map(|s| SinkStatus {
-            lag: snap.log_size.saturating_sub(s.cursor),
+            lag: log_size.saturating_sub(s.cursor),
             name: s.name,
             kind: s.kind.to_owned(),
             destination: s.destination,
@@ -56,7 +59,7 @@ pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<Audit
         })
         .collect();
     Ok(Json(AuditStatus {
-        log_size: snap.log_size,
+        log_size,
         sinks,
     }))
 }

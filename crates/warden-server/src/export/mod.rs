@@ -208,30 +208,30 @@ impl Exporter {
 
 /// Keeps the log size in the status current, so lag shows even while sinks are stuck.
 async fn measure(app: Shared) {
-    // Everything up to the latest checkpoint exists: start reading there, not at 1.
-    let mut head = match app.store.latest_checkpoint().await {
-        Ok(c) => c.map_or(0, |c| c.size),
-        Err(_) => 0,
-    };
+    let mut head = 0;
     loop {
-        loop {
-            match app.store.audit_leaves(head, HEAD_BATCH).await {
-                Ok(leaves) => {
-                    if let Some(last) = leaves.last() {
-                        head = last.seq;
-                    }
-                    if leaves.len() < HEAD_BATCH {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot measure the audit log for export");
-                    break;
-                }
-            }
+        match log_head(&app, head).await {
+            Ok(h) => head = h,
+            Err(e) => tracing::warn!(error = %e, "cannot measure the audit log for export"),
         }
         app.export.saw(head);
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The latest sequence number in the audit log, read on from `known` (or from the latest
+/// checkpoint, if later: everything it covers exists) rather than from the start.
+pub async fn log_head(app: &Shared, known: u64) -> Result<u64, warden_store::Error> {
+    let checkpointed = app.store.latest_checkpoint().await?.map_or(0, |c| c.size);
+    let mut head = known.max(checkpointed);
+    loop {
+        let leaves = app.store.audit_leaves(head, HEAD_BATCH).await?;
+        if let Some(last) = leaves.last() {
+            head = last.seq;
+        }
+        if leaves.len() < HEAD_BATCH {
+            return Ok(head);
+        }
     }
 }
 
