@@ -345,6 +345,15 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
+    // A cutoff in the future is a mistake; one before every checkpoint archives nothing.
+    let future = admin.run(
+        &["audit", "archive", "--before", "2999-01-01T00:00:00Z"],
+        None,
+    );
+    assert_eq!(future.code, 2, "{future:?}");
+    assert!(future.stderr.contains("in the future"), "{future:?}");
+    let none = admin.json(&["audit", "archive", "--before", "2000-01-01T00:00:00Z"]);
+    assert!(none["file"].is_null(), "{none}");
     let archived = admin.json(&["audit", "archive", "--before", &now]);
     assert_eq!(archived["from"], 1, "{archived}");
     let to = archived["to"].as_u64().unwrap();

@@ -536,6 +536,15 @@ pub async fn archive(
     require_admin(&app, &who, "archive the audit log")?;
     let b = body(&app, &who, "audit.archive", raw).await?;
     let before = rfc3339("before", &b.before)?;
+    if before > crate::state::now() {
+        return Err(ApiError::bad_request(
+            "bad_time",
+            format!(
+                "before {} is in the future: archive events older than a time that has passed",
+                b.before
+            ),
+        ));
+    }
     let archived = app
         .archive(
             before,
@@ -550,7 +559,13 @@ pub async fn archive(
                 e.to_string(),
             ),
         })?;
-    Ok(Json(serde_json::to_value(&archived).unwrap_or_default()))
+    Ok(Json(match archived {
+        Some(a) => serde_json::to_value(&a).unwrap_or_default(),
+        None => serde_json::json!({
+            "file": null,
+            "message": format!("nothing to archive: no checkpoint covers only events before {}", b.before),
+        }),
+    }))
 }
 
 /// Deletes an archive segment past retention (409 `segment_retained` for one that is not, or

@@ -58,8 +58,5 @@ pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<Audit
             last_success: s.last_success.map(rfc3339),
         })
         .collect();
-    Ok(Json(AuditStatus {
-        log_size,
-        sinks,
-    }))
+    Ok(Json(AuditStatus { log_size, sinks }))
 }

@@ -158,14 +158,12 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
                     &serde_json::json!({ "before": before }),
                 )
                 .await?;
-            if out.json || v.is_null() {
-                if v.is_null() && !out.json {
-                    println!(
-                        "Nothing to archive: no checkpoint covers only events before {before}."
-                    );
-                    return Ok(());
-                }
+            if out.json {
                 return out.json(&v);
+            }
+            if v["file"].is_null() {
+                println!("Nothing to archive: no checkpoint covers only events before {before}.");
+                return Ok(());
             }
             println!(
                 "Archived events {}..{} into {} (sha256 {}).",
