@@ -169,8 +169,14 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .get::<RequestId>()
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+    // A request refused for its length is still logged, with the start of its path.
+    let path = req.uri().path();
+    let path = path.get(..LOGGED_PATH_MAX).unwrap_or(path);
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
 }
+
+/// Longest part of a request's path written to the log.
+const LOGGED_PATH_MAX: usize = 256;
 
 /// One access-log line per request, inside its span: server errors as warnings, refusals
 /// (4xx) at info level, and successful requests only at debug level. Every change a

@@ -226,9 +226,6 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 Ok(())
             }
         }
-        PolicyCommand::Schema => {
-            print!("{}", warden_policy::SCHEMA);
-            Ok(())
-        }
+        PolicyCommand::Schema => out.document("schema", warden_policy::SCHEMA),
     }
 }
