@@ -257,6 +257,11 @@ fn cancel_revoke_and_extend() {
     // refused as adding nothing.
     let out = fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 2);
     assert!(out.stderr.contains("ask for more than 30m"), "{out:?}");
+    // `db connect` names what is wrong: no such target, or not a database.
+    let out = fails(&alice, &["db", "connect", "nosuch"], 4);
+    assert!(out.stderr.contains("no target nosuch"), "{out:?}");
+    let out = fails(&alice, &["db", "connect", "web"], 2);
+    assert!(out.stderr.contains("not a database target"), "{out:?}");
     // Extending makes a new request linked to the original, decided afresh.
     let ext = ok(&alice, &["request", "extend", &active, "--ttl", "45m"]);
     assert_eq!(ext["extends"], active.as_str());

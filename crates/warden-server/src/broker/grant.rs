@@ -278,12 +278,17 @@ impl App {
         }
         let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now()).for_request(&r);
         let Some(sealed) = self.store.take_pickup(id, vec![ev]).await? else {
-            return Err(Error::Conflict {
+            // A second pickup may be someone else's use of the token: on the record.
+            let ev = Event::new(Code::ActionRefused, caller.actor(), now())
+                .for_request(&r)
+                .details(serde_json::json!({"action": "pickup"}));
+            let e = Error::Conflict {
                 code: "already_picked_up",
                 message: format!(
                     "the credential of {id} was already handed over (it is shown once) or needs none"
                 ),
-            });
+            };
+            return Err(self.refused(ev, e).await);
         };
         let plain = self
             .sealer

@@ -190,13 +190,37 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
             segment(user)
         ))
         .await?;
-    let grant = list["requests"]
+    let found = list["requests"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|r| r["target"] == target.as_str() && role.as_deref().is_none_or(|ro| r["role"] == ro))
-        .cloned()
-        .ok_or_else(|| Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`")))?;
+        .find(|r| {
+            r["target"] == target.as_str() && role.as_deref().is_none_or(|ro| r["role"] == ro)
+        })
+        .cloned();
+    let Some(grant) = found else {
+        let targets: Value = c.get("/v1/targets").await?;
+        let known = targets["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["target"] == target.as_str());
+        return Err(if known {
+            Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`"))
+        } else {
+            Failure::new(exit::NOT_FOUND, format!("no target {target} that you may request (see `warden targets`)"))
+        }
+        .into());
+    };
+    let public = &grant["credential"];
+    let kind = public["kind"].as_str().unwrap_or_default();
+    if !matches!(kind, "postgres" | "mariadb") {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("{target} is not a database target (its grants are {kind} credentials)"),
+        )
+        .into());
+    }
     let id = grant["id"].as_str().unwrap_or_default();
     let saved = std::fs::read_to_string(grant_file(id)?)
         .ok()
@@ -205,11 +229,9 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         Some(s) => s["secret"].clone(),
         None => pickup(&c, &grant).await?.unwrap_or(Value::Null),
     };
-    let public = &grant["credential"];
     let env = env_lines(public, &secret);
-    let mut cmd = match public["kind"].as_str() {
-        Some("postgres") => std::process::Command::new("psql"),
-        Some("mariadb") => {
+    let mut cmd = match kind {
+        "mariadb" => {
             let mut m = std::process::Command::new("mariadb");
             m.arg("--protocol=TCP")
                 .arg("-u")
@@ -219,13 +241,7 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
             }
             m
         }
-        other => {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!("{target} is not a database target ({other:?})"),
-            )
-            .into());
-        }
+        _ => std::process::Command::new("psql"),
     };
     cmd.envs(env).args(args);
     // exec replaces this process: the client's exit status is ours.
