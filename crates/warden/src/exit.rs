@@ -30,6 +30,20 @@ pub const UNAUTHENTICATED: u8 = 5;
 pub const CONFLICT: u8 = 6;
 pub const UNREACHABLE: u8 = 7;
 
+/// The error code `--json` output gives a failure the server did not name (it was found by
+/// the client, or the server could not be reached): the exit code's meaning.
+pub fn name_of(code: u8) -> &'static str {
+    match code {
+        USAGE => "usage",
+        REFUSED => "refused",
+        NOT_FOUND => "not_found",
+        UNAUTHENTICATED => "unauthenticated",
+        CONFLICT => "conflict",
+        UNREACHABLE => "unreachable",
+        _ => "failure",
+    }
+}
+
 impl Failure {
     pub fn new(code: u8, message: impl Into<String>) -> Self {
         Self {

@@ -282,7 +282,7 @@ fn main() -> ExitCode {
                 let api = e
                     .downcast_ref::<exit::Failure>()
                     .and_then(|f| f.api_code.clone());
-                let body = serde_json::json!({ "error": { "code": api.unwrap_or_else(|| "error".into()), "message": format!("{e:#}"), "exit_code": code } });
+                let body = serde_json::json!({ "error": { "code": api.unwrap_or_else(|| exit::name_of(code).into()), "message": format!("{e:#}"), "exit_code": code } });
                 eprintln!("{body}");
             } else {
                 eprintln!("error: {e:#}");

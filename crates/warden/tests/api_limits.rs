@@ -209,6 +209,11 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert_eq!(said.status, 401, "{}", said.body);
     let claimed = audit_values(&admin, "auth.login_failed", "/actor/claimed");
     assert_eq!(claimed, ["alice\u{FFFD}\u{FFFD}[2J"]);
+    // A failure the client finds is named in --json output by its exit code's meaning.
+    let out = env.server.cli().run(&["whoami", "--json"], None);
+    assert_eq!(out.code, 5, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    assert_eq!(v["error"]["code"], "unauthenticated", "{v}");
     // With no export sink, the status still tells the log's size.
     let status = ok(&admin, &["audit", "status"]);
     assert!(status["log_size"].as_u64().unwrap() >= 5, "{status}");
