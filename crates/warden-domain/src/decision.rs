@@ -114,7 +114,7 @@ pub struct Decision {
 /// Why a concrete request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("no policy rule permits this request{}", rules_suffix(.0))]
+    #[error("{}", not_permitted(.0))]
     NotPermitted(Vec<String>),
     #[error("requested TTL {requested} is above the maximum of {max} for this role")]
     TtlAboveMax { requested: Ttl, max: Ttl },
@@ -128,11 +128,13 @@ pub enum Refusal {
     MfaRequired,
 }
 
-fn rules_suffix(rules: &[String]) -> String {
-    if rules.is_empty() {
-        String::new()
+/// Why a request is not permitted: no permit matched, or the forbid rules that matched.
+fn not_permitted(forbids: &[String]) -> String {
+    if forbids.is_empty() {
+        "no policy rule permits this request".to_owned()
     } else {
-        format!(" (forbidden by {})", rules.join(", "))
+        let rules = if forbids.len() == 1 { "rule" } else { "rules" };
+        format!("forbidden by policy {rules} {}", forbids.join("; "))
     }
 }
 
@@ -264,9 +266,6 @@ mod tests {
             .check(h("1h"), None, true)
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            msg,
-            "no policy rule permits this request (forbidden by no-prod)"
-        );
+        assert_eq!(msg, "forbidden by policy rule no-prod");
     }
 }

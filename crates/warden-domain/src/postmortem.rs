@@ -22,11 +22,16 @@ impl Link {
     /// Checks `s`.
     pub fn parse(s: &str) -> Result<Self, PostmortemError> {
         let s = s.trim();
-        let rest = s
-            .strip_prefix("https://")
-            .or_else(|| s.strip_prefix("http://"));
+        if s.len() > Self::MAX {
+            return Err(PostmortemError::LongLink(s.len()));
+        }
+        // Schemes are case-insensitive (RFC 3986).
+        let rest = ["https://", "http://"].iter().find_map(|scheme| {
+            s.get(..scheme.len())
+                .filter(|head| head.eq_ignore_ascii_case(scheme))
+                .map(|_| &s[scheme.len()..])
+        });
         let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
-            && s.len() <= Self::MAX
             // A URL is ASCII (anything else percent-encoded), so nothing in it hides.
             && s.bytes().all(|b| b.is_ascii_graphic());
         if ok {
@@ -62,6 +67,8 @@ pub enum PostmortemError {
         "link {0:?} is not an http:// or https:// URL; pass the write-up's address with --link"
     )]
     BadLink(String),
+    #[error("the link is {0} bytes long; the limit is 2048: link to a shorter address")]
+    LongLink(usize),
     #[error("a note is required when closing a postmortem: say what was learned with --note")]
     NoNote,
     #[error("{0}")]
@@ -74,7 +81,7 @@ impl PostmortemError {
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadLink(_) => "bad_link",
+            Self::BadLink(_) | Self::LongLink(_) => "bad_link",
             Self::NoNote | Self::Note(_) => "bad_note",
             Self::AlreadyClosed(_) => "already_closed",
         }
@@ -157,6 +164,12 @@ mod tests {
     fn links_are_web_addresses() {
         assert!(Link::parse("https://wiki.example.com/pm/42").is_ok());
         assert!(Link::parse("http://10.0.0.1/x").is_ok());
+        assert!(Link::parse("HTTPS://wiki.example.com/pm/42").is_ok());
+        let long = format!("https://x/{}", "a".repeat(Link::MAX));
+        assert_eq!(
+            Link::parse(&long),
+            Err(PostmortemError::LongLink(long.len()))
+        );
         for bad in [
             "",
             "wiki/pm",

@@ -83,6 +83,26 @@ pub enum TextError {
     },
 }
 
+impl TextError {
+    /// The same refusal, naming the field as the caller knows it (a postmortem's note is a
+    /// comment by type).
+    pub fn named(self, name: &'static str) -> Self {
+        match self {
+            Self::Blank(_) => Self::Blank(name),
+            Self::TooLong { len, max, .. } => Self::TooLong {
+                field: name,
+                len,
+                max,
+            },
+            Self::Hidden { what, code, .. } => Self::Hidden {
+                field: name,
+                what,
+                code,
+            },
+        }
+    }
+}
+
 fn check(field: &'static str, s: &str, max: usize, allow_blank: bool) -> Result<String, TextError> {
     let t = s.trim();
     if let Some(c) = t.chars().find(|c| hidden(*c)) {

@@ -211,7 +211,7 @@ when { resource.name == "admin" };
     );
     assert_eq!(
         d.check(ctx().ttl, None, true).unwrap_err().to_string(),
-        "no policy rule permits this request (forbidden by no-admin-for-contractors, no-web-for-contractors: contractors work on staging only)"
+        "forbidden by policy rules no-admin-for-contractors; no-web-for-contractors: contractors work on staging only"
     );
     assert_eq!(
         decide(&p, &carol, "prod-web-1", "viewer", &ctx()).rules,

@@ -87,7 +87,7 @@ impl App {
         refusal.target = Some(pm.target.clone());
         refusal.role = Some(pm.role.clone());
         let closed = Link::parse(link).and_then(|link| {
-            let note = Comment::parse(note)?;
+            let note = Comment::parse(note).map_err(|e| e.named("note"))?;
             pm.close(&caller.user.name, link, note, now)
         });
         if let Err(e) = closed {
