@@ -63,10 +63,21 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// Text that is not a request id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a request id (a UUID such as 0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60)")]
+pub struct BadRequestId(String);
+
 impl FromStr for RequestId {
-    type Err = uuid::Error;
+    type Err = BadRequestId;
+    /// Only the hyphenated form Warden writes: one id, one spelling (braces, `urn:uuid:` and
+    /// the bare 32 digits are refused).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
+        let bad = || BadRequestId(s.chars().take(40).collect());
+        if s.len() != 36 {
+            return Err(bad());
+        }
+        Uuid::parse_str(s).map(Self).map_err(|_| bad())
     }
 }
 
@@ -597,6 +608,20 @@ mod tests {
         let at = datetime!(2026-03-01 12:34:56.789 UTC);
         assert_eq!(RequestId::v7(at, [7; 10]).instant(), Some(at));
         assert_eq!(RequestId::from_uuid(Uuid::from_u128(1)).instant(), None);
+    }
+
+    #[test]
+    fn ids_have_one_spelling() {
+        let id = "0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60";
+        assert_eq!(id.parse::<RequestId>().unwrap().to_string(), id);
+        for other in [
+            "0190c8a27c1e7def8b1a2f6c3d4e5f60",
+            "{0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60}",
+            "urn:uuid:0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60",
+            "not-a-uuid",
+        ] {
+            assert!(other.parse::<RequestId>().is_err(), "{other}");
+        }
     }
 
     fn user(name: &str, groups: &[&str], manager: Option<&str>) -> User {

@@ -93,9 +93,7 @@ pub(super) fn view(app: &Shared, outcome: Outcome) -> RequestView {
 }
 
 pub(super) fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request("bad_id", format!("{raw:?} is not a request id (a UUID)"))
-    })
+    field("bad_id", raw.parse())
 }
 
 pub(super) fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
