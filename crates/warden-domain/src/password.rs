@@ -19,7 +19,7 @@ pub enum PasswordError {
     #[error("passwords may hold no control or invisible characters")]
     Hidden,
     #[error(
-        "the password has only {0} different characters; use a passphrase, or one a password manager makes"
+        "the password has too few different characters ({0}; at least {MIN_DISTINCT}): use a passphrase, or one a password manager makes"
     )]
     Repetitive(usize),
 }

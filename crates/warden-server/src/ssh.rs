@@ -156,7 +156,7 @@ impl App {
         if t.kind != "ssh" {
             return denied(
                 "not_ssh",
-                format!("{name} is a {} target, not an ssh one", t.kind),
+                format!("{name} is not an ssh target (its kind is {})", t.kind),
             );
         }
         let connection = match ssh_cert::connection(&t.connection) {

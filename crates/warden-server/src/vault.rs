@@ -34,7 +34,7 @@ impl App {
             return Err(Error::Input {
                 code: "no_admin_credential",
                 message: format!(
-                    "{target} is a {} target, which Warden reaches with no admin credential: credentials and their rotation are for database targets",
+                    "{target} is of kind {}, which Warden reaches with no admin credential: credentials and their rotation are for database targets",
                     t.kind
                 ),
             });

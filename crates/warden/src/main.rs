@@ -131,7 +131,7 @@ enum Command {
     /// The zero-standing-privilege scorecard of a period, or `report drills` (administrators
     /// and security).
     Report(commands::report::ReportArgs),
-    /// Search the audit log.
+    /// The audit log: search, checkpoints, proofs, offline verification, export and archive.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
     /// Administer users.
@@ -276,6 +276,15 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A write to a reader that went away (`warden replay ID | head`), as above.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::exit(BROKEN_PIPE_EXIT)
+        }
         Err(e) => {
             let code = exit::code_of(&e);
             if json {

@@ -8,6 +8,15 @@ pub struct Output {
     pub json: bool,
 }
 
+/// `n` and `noun`, plural unless `n` is one: "1 rule", "3 rules".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 impl Output {
     /// Prints `value` as pretty JSON.
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {

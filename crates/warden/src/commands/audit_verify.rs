@@ -76,7 +76,10 @@ fn report(out: Output, summary: Value, problems: &[String]) -> anyhow::Result<()
     } else {
         Err(Failure::new(
             exit::FAILURE,
-            format!("audit verification failed: {} problem(s)", problems.len()),
+            format!(
+                "audit verification failed: {}",
+                crate::output::count(problems.len(), "problem")
+            ),
         )
         .into())
     }

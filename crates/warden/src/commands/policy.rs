@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::client::Client;
 use crate::exit::{self, Failure};
-use crate::output::{Output, fields, joined};
+use crate::output::{Output, count, fields, joined};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -57,9 +57,9 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                     out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count(), "breakglass_roles": breakglass }))
                 } else {
                     println!(
-                        "OK: {} rules, {} targets (digest {})",
-                        p.rule_count(),
-                        p.targets().iter().count(),
+                        "OK: {}, {} (digest {})",
+                        count(p.rule_count(), "rule"),
+                        count(p.targets().iter().count(), "target"),
                         p.digest()
                     );
                     if !breakglass.is_empty() {
@@ -77,8 +77,8 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 Err(Failure::new(
                     exit::FAILURE,
                     format!(
-                        "{} problem(s) in {}",
-                        report.diagnostics.len(),
+                        "{} in {}",
+                        count(report.diagnostics.len(), "problem"),
                         dir.display()
                     ),
                 )
