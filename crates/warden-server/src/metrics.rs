@@ -1,11 +1,10 @@
 //! Prometheus metrics, served at `/metrics` in the text exposition format 0.0.4.
 //!
 //! Every series is declared once in `series!` below: adding a metric is one line there plus
-//! the call that feeds it (`app.metrics.add`, `observe` or `set`), or, for a figure counted
-//! from audit events, one more line in `FROM_AUDIT` and no call at all. Event-driven series
+//! the call that feeds it (`app.metrics.add`, `observe` or `set`). Event-driven series
 //! (counters, histograms) are fed by the broker as things happen; figures that must be right
-//! after a restart (requests by state, failed leases, export lag, and the series counted from
-//! audit events in `FROM_AUDIT`) are read at scrape time. Label values are always bounded:
+//! after a restart and an archive of the audit log (requests by state, failed leases, export
+//! lag, break-glass uses and open postmortems) are read from the store at scrape time. Label values are always bounded:
 //! states, approval tiers
 //! ([`warden_domain::Requirement::tier`]), issuer kinds and configured sink names, never user
 //! names or request ids.
@@ -15,7 +14,6 @@ use std::fmt;
 use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use warden_domain::State;
-use warden_domain::audit::Code;
 
 use crate::state::App;
 
@@ -115,8 +113,8 @@ series! {
     LEASES_FAILED = gauge("warden_leases_failed", "Leases whose revocation kept failing and that need attention (still retried).", &[]);
     REVOCATION_LAG = histogram("warden_revocation_lag_seconds", "Time from when an account should be gone (its grant's end or expiry, whichever first) to its confirmed removal.", &["kind"], REVOCATION_BUCKETS);
     EXPORT_LAG = gauge("warden_audit_export_lag_events", "Audit events not yet delivered, by export sink.", &["sink"]);
-    BREAKGLASS_USES = counter("warden_breakglass_uses_total", "Break-glass activations in the audit log, drills apart.", &["drill"]);
-    POSTMORTEMS_OPEN = gauge("warden_postmortems_open", "Postmortems opened and not yet closed, from the audit log.", &[]);
+    BREAKGLASS_USES = counter("warden_breakglass_uses_total", "Break-glass grants ever made, drills apart.", &["drill"]);
+    POSTMORTEMS_OPEN = gauge("warden_postmortems_open", "Postmortems opened and not yet closed.", &[]);
     OUTBOX_PENDING = gauge("warden_notifications_pending", "Notifications queued and not yet delivered to every sink; retrying: those that failed at least once.", &["state"]);
     SESSIONS_ACTIVE = gauge("warden_sessions_active", "SSH sessions open through the proxy now.", &[]);
     SESSIONS_RECORDED = counter("warden_sessions_recorded_total", "SSH sessions recorded since start.", &[]);
@@ -125,29 +123,6 @@ series! {
     AUTH_THROTTLED = counter("warden_auth_throttled_total", "Sign-ins and invalid tokens refused since start, unchecked and unaudited, because their address had spent its failed authentications (each throttle's start is audited as auth.source_throttled).", &[]);
     OUTBOX_LAG = gauge("warden_notifications_lag_seconds", "Age of the oldest undelivered notification (0 when none).", &[]);
 }
-
-/// How a series is counted from the audit log.
-#[derive(Debug, Clone, Copy)]
-enum Tally {
-    /// Events of the code, by the value of a details field. Every listed value is shown, zero
-    /// or not; events without the field count under the first.
-    ByDetail(Code, &'static str, &'static [&'static str]),
-    /// Events of the first code less events of the second.
-    Difference(Code, Code),
-}
-
-/// Series counted from audit events at scrape time, so they hold as soon as the events exist
-/// and survive restarts. One line each.
-const FROM_AUDIT: &[(Def, Tally)] = &[
-    (
-        BREAKGLASS_USES,
-        Tally::ByDetail(Code::BreakGlassActivated, "drill", &["false", "true"]),
-    ),
-    (
-        POSTMORTEMS_OPEN,
-        Tally::Difference(Code::PostmortemOpened, Code::PostmortemClosed),
-    ),
-];
 
 /// The registry of Warden's metrics.
 pub struct Metrics {
@@ -279,28 +254,11 @@ impl Metrics {
             .map_or(0.0, |t| (crate::state::now() - t).as_seconds_f64().max(0.0));
         self.set(&OUTBOX_LAG, &[], lag);
 
-        for (def, tally) in FROM_AUDIT {
-            match *tally {
-                Tally::ByDetail(code, field, values) => {
-                    let counts = app.store.count_events(code, Some(field)).await?;
-                    for value in values {
-                        let n = counts
-                            .iter()
-                            .filter(|(v, _)| v.as_deref().unwrap_or(values[0]) == *value)
-                            .map(|(_, n)| n)
-                            .sum();
-                        self.absolute(def, &[value], n);
-                    }
-                }
-                Tally::Difference(plus, minus) => {
-                    let total =
-                        |c: Vec<(Option<String>, u64)>| c.iter().map(|(_, n)| n).sum::<u64>();
-                    let a = total(app.store.count_events(plus, None).await?);
-                    let b = total(app.store.count_events(minus, None).await?);
-                    self.set(def, &[], a.saturating_sub(b) as f64);
-                }
-            }
-        }
+        let uses = app.store.breakglass_uses().await?;
+        self.absolute(&BREAKGLASS_USES, &["false"], uses.real);
+        self.absolute(&BREAKGLASS_USES, &["true"], uses.drills);
+        let open = app.store.open_postmortems().await?;
+        self.set(&POSTMORTEMS_OPEN, &[], open as f64);
         Ok(self.recorder.handle().render())
     }
 }

@@ -140,11 +140,6 @@ impl App {
             .collect())
     }
 
-    /// How many postmortems are open, for metrics.
-    pub async fn open_postmortems(&self) -> Result<u64, Error> {
-        Ok(self.store.open_postmortems().await?)
-    }
-
     /// The notification outbox's figures, for status and metrics.
     pub async fn outbox_status(&self) -> Result<OutboxStatus, Error> {
         Ok(self.store.outbox_status().await?)

@@ -31,6 +31,13 @@ pub enum Error {
 /// Result alias for storage operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// How many break-glass grants were made, drills apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BreakGlassUses {
+    pub real: u64,
+    pub drills: u64,
+}
+
 /// What is written together with a request, in the same transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
@@ -334,15 +341,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How many leases are marked failed (revocation keeps failing; still retried).
     async fn count_failed_leases(&self) -> Result<u64>;
 
-    /// How many events with `code` the live log holds, grouped by the value of the details
-    /// field `detail` as text (`None` when absent, or when no field is named). Name only fields
-    /// whose values are few, such as booleans. Only the codes the metrics count (break-glass
-    /// uses, postmortems opened and closed) are indexed for it; any other code is an error.
-    async fn count_events(
-        &self,
-        code: Code,
-        detail: Option<&'static str>,
-    ) -> Result<Vec<(Option<String>, u64)>>;
+    /// Break-glass grants ever made: real ones and drills. Counted from their postmortems
+    /// (every one opens one, and they are kept for good), so the figures hold after the audit
+    /// log is archived.
+    async fn breakglass_uses(&self) -> Result<BreakGlassUses>;
 
     /// Requests created in `[from, to)`, oldest first, at most `limit`.
     async fn created_between(

@@ -260,7 +260,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     let hook = WebhookReceiver::start();
     let smtp = SmtpSink::start();
     let dir = tempfile::tempdir().unwrap();
-    let server = start(
+    let mut server = start(
         dir.path(),
         &format!(
             "[users.carol]\ngroups = [\"sre\"]\n\n\
@@ -539,6 +539,30 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         "{table:?}"
     );
     fails(&alice, &["report", "drills"], 3);
+
+    // The metrics count break-glass from the postmortems, kept for good: archiving the audit
+    // log (up to the checkpoint of a restart) takes nothing away.
+    let figures = |server: &warden_testkit::Server| {
+        let m = warden_testkit::http_get(server.port(), "/metrics")
+            .unwrap()
+            .body;
+        [
+            r#"warden_breakglass_uses_total{drill="false"} 1"#,
+            r#"warden_breakglass_uses_total{drill="true"} 1"#,
+            "warden_postmortems_open 1",
+        ]
+        .map(|line| m.lines().any(|l| l == line))
+    };
+    assert_eq!(figures(&server), [true; 3]);
+    server.terminate();
+    server.restart();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let archived = admin.json(&["audit", "archive", "--before", &now]);
+    assert!(archived["to"].as_u64().unwrap() > 0, "{archived}");
+    assert!(audit_records(&admin, "breakglass.activated").is_empty());
+    assert_eq!(figures(&server), [true; 3]);
 
     // `policy check` lists the break-glass roles, and refuses a break-glass rule that tries to
     // set a fixed term, naming file and line.

@@ -1,24 +1,14 @@
 //! Figures for the metrics endpoint and the zero-standing-privilege report: grouped counts
 //! read at every scrape (so they are right after a restart) and the requests of a period.
-//! Migrations `0004_figures.sql`, `0006_counted_audit_codes.sql` and
-//! `0007_stored_requirement.sql` index what these queries read.
+//! Migrations `0004_figures.sql` and `0007_stored_requirement.sql` index what these queries
+//! read.
 
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
-use warden_domain::audit::Code;
 use warden_domain::{Request, RequestId, State};
 
 use super::{SqliteStore, decode_request, ms};
 use crate::Result;
-
-/// The audit codes [`SqliteStore::count_events`] counts, the only ones the `audit_counted`
-/// index holds: a range of numbers, which the query repeats as literals so that SQLite knows
-/// the partial index applies.
-pub(super) const COUNTED_CODES: [Code; 3] = [
-    Code::BreakGlassActivated,
-    Code::PostmortemOpened,
-    Code::PostmortemClosed,
-];
 
 impl SqliteStore {
     pub(super) async fn count_requests(&self) -> Result<Vec<(State, String, u64)>> {
@@ -48,38 +38,19 @@ impl SqliteStore {
         .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
-    pub(super) async fn count_events(
-        &self,
-        code: Code,
-        detail: Option<&'static str>,
-    ) -> Result<Vec<(Option<String>, u64)>> {
-        if !COUNTED_CODES.contains(&code) {
-            // Counting any other code would read the whole log; metrics count only these.
-            return Err(crate::Error::Backend(format!(
-                "events of code {code:?} are not counted: only {COUNTED_CODES:?} are indexed for it"
-            )));
-        }
-        let path = detail.map(|d| format!("$.details.{d}"));
-        let code = code.number();
-        let rows: Vec<(Option<String>, i64)> = self
-            .read(move |c| {
-                // Details values are JSON scalars; CAST gives `true`/`false` for booleans as
-                // 1/0, so booleans are read through json_type first.
-                let mut stmt = c.prepare_cached(
-                    "SELECT CASE json_type(body, ?2)
-                              WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
-                              ELSE CAST(json_extract(body, ?2) AS TEXT) END AS v,
-                            COUNT(*)
-                     FROM audit WHERE code BETWEEN 2100 AND 2102 AND code = ?1 GROUP BY v",
-                )?;
-                let rows = stmt.query_map(params![code, path], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect()
+    pub(super) async fn breakglass_uses(&self) -> Result<crate::BreakGlassUses> {
+        let (real, drills): (i64, i64) = self
+            .read(|c| {
+                c.prepare_cached(
+                    "SELECT COUNT(*) - COALESCE(SUM(drill), 0), COALESCE(SUM(drill), 0) FROM postmortems",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             })
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(v, n)| (v, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        Ok(crate::BreakGlassUses {
+            real: u64::try_from(real).unwrap_or(0),
+            drills: u64::try_from(drills).unwrap_or(0),
+        })
     }
 
     pub(super) async fn created_between(
@@ -121,7 +92,6 @@ const LEGACY_ID_LAG: Duration = Duration::minutes(1);
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
-    use warden_domain::audit::{Actor, Event};
 
     use super::super::tests::{allowed, request_decided};
     use super::*;
@@ -144,14 +114,6 @@ mod tests {
 
     fn pending(requirement: &str, n: u64) -> (State, String, u64) {
         (State::Pending, requirement.to_owned(), n)
-    }
-
-    fn breakglass(drill: Option<bool>) -> Event {
-        let e = Event::new(Code::BreakGlassActivated, Actor::system(), T0);
-        match drill {
-            Some(d) => e.details(serde_json::json!({ "drill": d })),
-            None => e,
-        }
     }
 
     #[tokio::test]
@@ -191,31 +153,19 @@ mod tests {
         assert_eq!(between.len(), 1);
         assert_eq!(between[0].id, request(2, "peer(sre)", 5).id);
 
-        s.append(vec![
-            breakglass(Some(true)),
-            breakglass(Some(false)),
-            breakglass(Some(false)),
-            breakglass(None),
-            Event::new(Code::PostmortemOpened, Actor::system(), T0),
-        ])
-        .await
-        .unwrap();
-        let mut by_drill = s
-            .count_events(Code::BreakGlassActivated, Some("drill"))
-            .await
-            .unwrap();
-        by_drill.sort();
+        assert_eq!(s.breakglass_uses().await.unwrap(), Default::default());
+        for (n, drill) in [(4, true), (5, false), (6, false)] {
+            let r = request(n, "auto", 20);
+            let change = crate::Change {
+                postmortem: Some(warden_domain::Postmortem::open(&r, drill, T0)),
+                ..Default::default()
+            };
+            s.insert_request(&r, change).await.unwrap();
+        }
         assert_eq!(
-            by_drill,
-            [
-                (None, 1),
-                (Some("false".to_owned()), 2),
-                (Some("true".to_owned()), 1)
-            ]
+            s.breakglass_uses().await.unwrap(),
+            crate::BreakGlassUses { real: 2, drills: 1 }
         );
-        let opened = s.count_events(Code::PostmortemOpened, None).await.unwrap();
-        assert_eq!(opened, [(None, 1)]);
-        assert!(s.count_events(Code::RequestCreated, None).await.is_err());
         assert_eq!(s.count_failed_leases().await.unwrap(), 0);
     }
 
@@ -256,8 +206,6 @@ mod tests {
         let path = dir.path().join("w.db");
         drop(SqliteStore::open(&path).unwrap());
         let c = rusqlite::Connection::open(&path).unwrap();
-        // The literals of the query and of migration 0006.
-        assert_eq!(COUNTED_CODES.map(Code::number), [2100, 2101, 2102]);
         for (sql, index) in [
             (
                 "SELECT state, requirement, COUNT(*) FROM requests GROUP BY state, requirement",
@@ -267,16 +215,10 @@ mod tests {
                 "SELECT COUNT(*) FROM leases WHERE state = 'failed'",
                 "COVERING INDEX leases_state",
             ),
-            (
-                "SELECT COUNT(*) FROM audit WHERE code BETWEEN 2100 AND 2102 AND code = ?1",
-                "INDEX audit_counted",
-            ),
         ] {
             let mut explain = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            // The code is bound as `count_events` binds it.
-            let code = (explain.parameter_count() == 1).then_some(2100);
             let plan: Vec<String> = explain
-                .query_map(rusqlite::params_from_iter(code), |r| r.get(3))
+                .query_map([], |r| r.get(3))
                 .unwrap()
                 .collect::<rusqlite::Result<_>>()
                 .unwrap();

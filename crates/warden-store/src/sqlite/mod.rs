@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_requests_in_id_order.sql"),
     include_str!("migrations/0009_archive_by_checkpoint_time.sql"),
     include_str!("migrations/0010_audit_block_roots.sql"),
+    include_str!("migrations/0011_metrics_from_postmortems.sql"),
 ];
 const READERS: usize = 8;
 
@@ -1128,12 +1129,8 @@ impl crate::Store for SqliteStore {
         SqliteStore::count_failed_leases(self).await
     }
 
-    async fn count_events(
-        &self,
-        code: warden_domain::audit::Code,
-        detail: Option<&'static str>,
-    ) -> Result<Vec<(Option<String>, u64)>> {
-        SqliteStore::count_events(self, code, detail).await
+    async fn breakglass_uses(&self) -> Result<crate::BreakGlassUses> {
+        SqliteStore::breakglass_uses(self).await
     }
 
     async fn created_between(
