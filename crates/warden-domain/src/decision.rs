@@ -191,31 +191,39 @@ impl Decision {
         ticket: Option<&Ticket>,
         mfa_verified: bool,
     ) -> Result<(), Refusal> {
-        if !self.allowed {
-            return Err(self.not_permitted());
+        match self.refusals(ttl, ticket, mfa_verified).into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
         }
+    }
+
+    /// Every reason the decision refuses a concrete request, in the order [`check`](Self::check)
+    /// meets them (empty when it is allowed), so that an explanation can name them all.
+    pub fn refusals(&self, ttl: Ttl, ticket: Option<&Ticket>, mfa_verified: bool) -> Vec<Refusal> {
+        if !self.allowed {
+            return vec![self.not_permitted()];
+        }
+        let mut out = Vec::new();
         if ttl > self.max_ttl {
-            return Err(Refusal::TtlAboveMax {
+            out.push(Refusal::TtlAboveMax {
                 requested: ttl,
                 max: self.max_ttl,
             });
         }
         for p in &self.ticket_patterns {
             match ticket {
-                None => return Err(Refusal::TicketRequired(p.as_str().to_owned())),
-                Some(t) if !p.matches(t) => {
-                    return Err(Refusal::TicketMismatch {
-                        ticket: t.as_str().to_owned(),
-                        pattern: p.as_str().to_owned(),
-                    });
-                }
+                None => out.push(Refusal::TicketRequired(p.as_str().to_owned())),
+                Some(t) if !p.matches(t) => out.push(Refusal::TicketMismatch {
+                    ticket: t.as_str().to_owned(),
+                    pattern: p.as_str().to_owned(),
+                }),
                 Some(_) => {}
             }
         }
         if self.mfa && !mfa_verified {
-            return Err(Refusal::MfaRequired);
+            out.push(Refusal::MfaRequired);
         }
-        Ok(())
+        out
     }
 }
 

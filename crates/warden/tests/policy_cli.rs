@@ -147,7 +147,18 @@ fn explain_names_the_deciding_rules() {
     assert_eq!(v["decision"]["allowed"], true);
     assert_eq!(v["decision"]["rules"], serde_json::json!(["deploy-peer"]));
     assert_eq!(v["decision"]["tier"], "peer(sre)");
-    assert!(v["refusal"].as_str().unwrap().contains("CHG-[0-9]+"));
+    assert!(v["refusals"][0].as_str().unwrap().contains("CHG-[0-9]+"));
+    // Every reason is named, not only the first.
+    let v = ok(
+        &alice,
+        &[
+            "policy", "explain", "web", "--role", "deploy", "--ttl", "9h", "--ticket", "FOO-1",
+        ],
+    );
+    let refusals = v["refusals"].as_array().unwrap();
+    assert_eq!(refusals.len(), 2, "{v}");
+    assert!(refusals[0].as_str().unwrap().contains("4h"), "{v}");
+    assert!(refusals[1].as_str().unwrap().contains("FOO-1"), "{v}");
     let bob = env.login("bob");
     let v = ok(&bob, &["policy", "explain", "web", "--role", "deploy"]);
     assert_eq!(v["decision"]["allowed"], false);

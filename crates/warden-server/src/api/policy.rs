@@ -65,8 +65,8 @@ pub struct Explanation {
     /// `request` or `breakglass`: which rules decided.
     pub action: String,
     pub decision: DecisionView,
-    /// Why the request as given would be refused (MFA aside), if it would.
-    pub refusal: Option<String>,
+    /// Every reason the request as given would be refused (MFA aside); empty if it would not.
+    pub refusals: Vec<String>,
 }
 
 /// Outcome of a reload.
@@ -173,14 +173,14 @@ pub async fn explain(
     } else {
         warden_policy::Action::Request
     };
-    let (decision, refusal) = app.explain(action, &user, &target, &role, ttl, ticket.as_ref())?;
+    let (decision, refusals) = app.explain(action, &user, &target, &role, ttl, ticket.as_ref())?;
     Ok(Json(Explanation {
         user: user.name.to_string(),
         target: target.to_string(),
         role: role.to_string(),
         action: action.as_str().to_owned(),
         decision: (&decision).into(),
-        refusal: refusal.map(|r| r.to_string()),
+        refusals: refusals.iter().map(ToString::to_string).collect(),
     }))
 }
 

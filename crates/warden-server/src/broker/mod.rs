@@ -238,7 +238,7 @@ impl App {
         role: &RoleName,
         ttl: Ttl,
         ticket: Option<&Ticket>,
-    ) -> Result<(Decision, Option<Refusal>), Error> {
+    ) -> Result<(Decision, Vec<Refusal>), Error> {
         let policy = self.policy.load_full();
         let d = self.decide(
             &policy,
@@ -248,8 +248,8 @@ impl App {
             role,
             &context(now(), ttl, ticket),
         )?;
-        let check = d.check(ttl, ticket, true).err();
-        Ok((d, check))
+        let refusals = d.refusals(ttl, ticket, true);
+        Ok((d, refusals))
     }
 
     /// Every target and role with what policy says about `user` asking for it now, through

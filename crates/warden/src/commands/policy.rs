@@ -150,10 +150,14 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 (
                     "request",
                     format!(
-                        "{}{} --role {} --ttl {ttl}",
+                        "{}{} --role {} --ttl {ttl}{}",
                         if breakglass { "breakglass " } else { "" },
                         v["target"].as_str().unwrap_or_default(),
-                        v["role"].as_str().unwrap_or_default()
+                        v["role"].as_str().unwrap_or_default(),
+                        ticket
+                            .as_deref()
+                            .map(|t| format!(" --ticket {t}"))
+                            .unwrap_or_default()
                     ),
                 ),
                 (
@@ -205,10 +209,7 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                         String::new()
                     },
                 ),
-                (
-                    "would refuse",
-                    v["refusal"].as_str().unwrap_or_default().into(),
-                ),
+                ("would refuse", joined(&v["refusals"], "; ")),
             ]);
             Ok(())
         }
