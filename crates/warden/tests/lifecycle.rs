@@ -853,3 +853,34 @@ fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, String)
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     request(port, "GET", path, token, "")
 }
+
+#[test]
+fn a_request_no_one_could_approve_is_refused_at_once() {
+    let rules = r#"
+@id("view-manager")
+@approval("manager")
+@max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"web/view");
+"#;
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", rules)], &[]);
+    // bob has no manager: his request could only time out.
+    let bob = env.login("bob");
+    let out = fails(
+        &bob,
+        &[
+            "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "1h",
+        ],
+        3,
+    );
+    assert!(out.stderr.contains("no one in the directory"), "{out:?}");
+    assert!(out.stderr.contains("manager"), "{out:?}");
+    assert!(
+        ok(&bob, &["request", "list"])["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // alice's manager can approve hers.
+    let alice = env.login("alice");
+    assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");
+}

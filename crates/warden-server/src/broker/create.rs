@@ -4,7 +4,7 @@
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::{Ask, TransitionError};
-use warden_domain::{Audience, BreakGlass, Reason, Request, RequestId, State, Ttl};
+use warden_domain::{Audience, BreakGlass, Reason, Request, RequestId, State, Ttl, User};
 use warden_policy::Action;
 use warden_store::Change;
 
@@ -143,6 +143,18 @@ impl App {
         };
         if let Err(e) = checked {
             return Err(self.refused(refusal(decision_details(&decision)), e).await);
+        }
+        // A request no one in the directory could approve would only wait out its timeout.
+        if !decision.requirement.is_auto() {
+            let everyone: Vec<User> = self.directory.users().cloned().collect();
+            let progress = decision.requirement.progress(caller.user, &everyone);
+            if !progress.satisfied {
+                let e = Error::Forbidden(format!(
+                    "no one in the directory can give this request the approval it needs ({} missing): ask an administrator to change the directory or the policy",
+                    progress.missing.join(", ")
+                ));
+                return Err(self.refused(refusal(decision_details(&decision)), e).await);
+            }
         }
 
         let mut r = Request::new(
