@@ -255,7 +255,7 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
             hash
         );
         let text = format!(
-            "policy_dir = {:?}\n\n[users.bob]\ngroups = [\"sre\"]\n\n{}",
+            "policy_dir = {:?}\n\n[users.bob]\ngroups = [\"sre\"]\n\n[users.sam]\ngroups = [\"security\"]\n\n{}",
             policy.display().to_string(),
             if with_carol { carol.as_str() } else { "" }
         );
