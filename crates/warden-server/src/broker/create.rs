@@ -105,6 +105,18 @@ impl App {
                 .refused(refusal(decision_details(&decision)), refusal_reason.into())
                 .await);
         }
+        // A request no one in the directory could approve would only wait out its timeout.
+        if !decision.requirement.is_auto() {
+            let everyone: Vec<User> = self.directory.users().cloned().collect();
+            let progress = decision.requirement.progress(caller.user, &everyone);
+            if !progress.satisfied {
+                let e = Error::Forbidden(format!(
+                    "no one in the directory can give this request the approval it needs ({} missing): ask an administrator to change the directory or the policy",
+                    progress.missing.join(", ")
+                ));
+                return Err(self.refused(refusal(decision_details(&decision)), e).await);
+            }
+        }
         let mfa = if decision.mfa && decision.allowed {
             match self.step_up(&caller.user.name, totp.as_deref()).await {
                 Ok(ok) => ok,
@@ -143,18 +155,6 @@ impl App {
         };
         if let Err(e) = checked {
             return Err(self.refused(refusal(decision_details(&decision)), e).await);
-        }
-        // A request no one in the directory could approve would only wait out its timeout.
-        if !decision.requirement.is_auto() {
-            let everyone: Vec<User> = self.directory.users().cloned().collect();
-            let progress = decision.requirement.progress(caller.user, &everyone);
-            if !progress.satisfied {
-                let e = Error::Forbidden(format!(
-                    "no one in the directory can give this request the approval it needs ({} missing): ask an administrator to change the directory or the policy",
-                    progress.missing.join(", ")
-                ));
-                return Err(self.refused(refusal(decision_details(&decision)), e).await);
-            }
         }
 
         let mut r = Request::new(
