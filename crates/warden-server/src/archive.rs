@@ -149,11 +149,28 @@ impl App {
         let bytes = serde_json::to_vec(&segment)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let dir = dir(&self.config.data_dir);
-        std::fs::create_dir_all(&dir)?;
+        // The sealed events are the audit log's: readable by the server's user alone, as the
+        // database is.
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let name = format!("segment-{:012}-{:012}.json", segment.from, segment.to);
         let path = dir.join(&name);
-        let mut f =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?
+        };
         f.write_all(&bytes)?;
         f.sync_all()?;
         let ev = Event::new(Code::SegmentArchived, actor, now()).details(serde_json::json!({

@@ -362,6 +362,11 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
         .data_dir()
         .join("archive")
         .join(archived["file"].as_str().unwrap());
+    // Sealed events are as private as the live log.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
 
     // The segment proves itself; an edited segment does not.
     let ok_segment = admin.run(

@@ -241,6 +241,15 @@ fn parse_public_key(text: Option<&str>) -> Result<PublicKey, Error> {
     user_key(text).map_err(Error::Input)
 }
 
+/// The length in bits of the big-endian number `n` (the key's own size counts whole bytes).
+fn modulus_bits(n: &[u8]) -> u32 {
+    let n = n.iter().position(|b| *b != 0).map_or(&[][..], |i| &n[i..]);
+    match n.first() {
+        Some(top) => u32::try_from(n.len() * 8).unwrap_or(u32::MAX) - top.leading_zeros(),
+        None => 0,
+    }
+}
+
 /// Shortest RSA modulus accepted, as NIST and OpenSSH's own `ssh-keygen` default have it.
 const RSA_MIN_BITS: u32 = 2048;
 
@@ -251,13 +260,13 @@ pub fn user_key(text: &str) -> Result<PublicKey, String> {
     let key = PublicKey::from_openssh(line).map_err(|_| {
         "not an OpenSSH public key line (e.g. the contents of ~/.ssh/id_ed25519.pub)".to_owned()
     })?;
-    if let Some(rsa) = key.key_data().rsa()
-        && rsa.key_size() < RSA_MIN_BITS
-    {
-        return Err(format!(
-            "the RSA key has {} bits; at least {RSA_MIN_BITS} are needed (an Ed25519 key is better: ssh-keygen -t ed25519)",
-            rsa.key_size()
-        ));
+    if let Some(rsa) = key.key_data().rsa() {
+        let bits = modulus_bits(rsa.n().as_positive_bytes().unwrap_or_default());
+        if bits < RSA_MIN_BITS {
+            return Err(format!(
+                "the RSA key has {bits} bits; at least {RSA_MIN_BITS} are needed (an Ed25519 key is better: ssh-keygen -t ed25519)"
+            ));
+        }
     }
     if key.key_data().dsa().is_some() {
         return Err("DSA keys are too weak; use an Ed25519 key (ssh-keygen -t ed25519)".into());
@@ -485,6 +494,10 @@ mod tests {
         let weak = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDNm0SALAjUA6Hc+hTSCls69q2hZSznWSoX+pzlQ0nsJRy7JDmLlqNFmDtm36bdDPVmJTqVCoPhBDTz87yhuMTwz/yNfwx143DwhmJq9BigqhyxehiwE371QV4xW6KkEqn0WJqa9VciBji2TYtFeKHDlSUOl4oHJS8SQeqzwohegQ== weak";
         let why = user_key(weak).unwrap_err();
         assert!(why.contains("1024 bits"), "{why}");
+        // Counted in bits, not whole bytes.
+        let odd = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAAF2j4NXAuVbn/c38ogcJN9W4MyFPfV6N4B0rTGwAWFWrCQ6konWzUM5YTqwDYsoeAdS2kcyfiI+ZRZX9V0xYxxZZhHWYx28ewjX1HOQF+AZCRamGQ+GymLAuR1KT3eAXoNFSrd5ONnnsCfzQiI39kzVoc8pgA9hWc/m+K/DtB90PnTzUqbWMwHjCvc5FsZL1/Cde78YtfMJGIOeDlWqYTp09DkeDlYXIXaPUZlDD+H8esvT96fUIR1E2Rg2oPSMU9plloa/GlHrCYRIzwNSYS3CMwGQS1yOmwWxOD4e8gX4piFi75VHY3bE77GwXdMsXe8gXeJKRRqCuKkzJdBdXac= odd";
+        let why = user_key(odd).unwrap_err();
+        assert!(why.contains("2041 bits"), "{why}");
         let good = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let line = good.public_key().to_openssh().unwrap();
         assert!(user_key(&format!("{line}\n")).is_ok());

@@ -172,7 +172,7 @@ pub async fn list(
     who: Authed,
     Query(q): Query<PostmortemQuery>,
 ) -> Result<Json<PostmortemList>, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::limit(q.limit, 100, 1000)?;
     let found = app.postmortems(&who.caller(), !q.all, limit).await?;
     Ok(Json(PostmortemList {
         postmortems: found.iter().map(PostmortemView::from).collect(),

@@ -45,7 +45,10 @@ pub fn read_public_key(file: &std::path::Path) -> anyhow::Result<String> {
     std::fs::File::open(file)
         .and_then(|f| f.take(PUBLIC_KEY_FILE_MAX).read_to_string(&mut text))
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {}: {e}", file.display())))?;
-    if text.contains("PRIVATE KEY") || text.starts_with("PuTTY-User-Key-File") {
+    if ["PRIVATE KEY", "PuTTY-User-Key-File", "Private-Lines"]
+        .iter()
+        .any(|mark| text.contains(mark))
+    {
         return Err(Failure::new(
             exit::USAGE,
             format!(
