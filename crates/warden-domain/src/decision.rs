@@ -126,6 +126,10 @@ pub enum Refusal {
         "this role requires MFA step-up: pass --totp CODE with the TOTP code your authenticator shows now"
     )]
     MfaRequired,
+    #[error(
+        "no one in the directory can give the approval this request needs ({0}): with the requester left out and each person counted once, too few fit it; ask an administrator to change the directory or the policy"
+    )]
+    NoApprovers(String),
 }
 
 /// Why a request is not permitted: no permit matched, or the forbid rules that matched.
@@ -147,6 +151,7 @@ impl Refusal {
             Self::TicketRequired(_) => "ticket_required",
             Self::TicketMismatch { .. } => "ticket_mismatch",
             Self::MfaRequired => "mfa_required",
+            Self::NoApprovers(_) => "no_approvers",
         }
     }
 }
@@ -185,6 +190,21 @@ impl Decision {
 
     /// Checks a concrete request against the decision. `mfa_verified` says whether the
     /// requester proved a fresh second factor with this request.
+    /// Whether the people of the directory, `everyone`, could together give the approval the
+    /// decision requires of a request by `requester`: one that no one could approve would only
+    /// wait out its timeout.
+    pub fn approvable(
+        &self,
+        requester: &crate::User,
+        everyone: &[crate::User],
+    ) -> Result<(), Refusal> {
+        if self.requirement.progress(requester, everyone).satisfied {
+            Ok(())
+        } else {
+            Err(Refusal::NoApprovers(self.requirement.to_string()))
+        }
+    }
+
     pub fn check(
         &self,
         ttl: Ttl,

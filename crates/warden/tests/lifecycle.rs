@@ -880,6 +880,19 @@ permit (principal, action == Action::"request", resource == Role::"web/view");
             .unwrap()
             .is_empty()
     );
+    let explained = ok(
+        &env.login("admin"),
+        &[
+            "policy", "explain", "web", "--role", "view", "--user", "bob",
+        ],
+    );
+    assert!(
+        explained["refusals"][0]
+            .as_str()
+            .unwrap()
+            .contains("no one in the directory"),
+        "{explained}"
+    );
     // alice's manager can approve hers.
     let alice = env.login("alice");
     assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");

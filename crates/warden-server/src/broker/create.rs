@@ -4,7 +4,7 @@
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::{Ask, TransitionError};
-use warden_domain::{Audience, BreakGlass, Reason, Request, RequestId, State, Ttl, User};
+use warden_domain::{Audience, BreakGlass, Reason, Request, RequestId, State, Ttl};
 use warden_policy::Action;
 use warden_store::Change;
 
@@ -105,17 +105,10 @@ impl App {
                 .refused(refusal(decision_details(&decision)), refusal_reason.into())
                 .await);
         }
-        // A request no one in the directory could approve would only wait out its timeout.
-        if !decision.requirement.is_auto() {
-            let everyone: Vec<User> = self.directory.users().cloned().collect();
-            let progress = decision.requirement.progress(caller.user, &everyone);
-            if !progress.satisfied {
-                let e = Error::Forbidden(format!(
-                    "no one in the directory can give this request the approval it needs ({} missing): ask an administrator to change the directory or the policy",
-                    progress.missing.join(", ")
-                ));
-                return Err(self.refused(refusal(decision_details(&decision)), e).await);
-            }
+        if let Err(refusal_reason) = self.approvable(&decision, caller.user) {
+            return Err(self
+                .refused(refusal(decision_details(&decision)), refusal_reason.into())
+                .await);
         }
         let mfa = if decision.mfa && decision.allowed {
             match self.step_up(&caller.user.name, totp.as_deref()).await {

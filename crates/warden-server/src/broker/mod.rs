@@ -248,8 +248,23 @@ impl App {
             role,
             &context(now(), ttl, ticket),
         )?;
-        let refusals = d.refusals(ttl, ticket, true);
+        let mut refusals = d.refusals(ttl, ticket, true);
+        if d.allowed
+            && let Err(none) = self.approvable(&d, user)
+        {
+            refusals.push(none);
+        }
         Ok((d, refusals))
+    }
+
+    /// Whether someone in the directory could give the approval `decision` requires of a
+    /// request by `requester` ([`Decision::approvable`]); an automatic grant needs no one.
+    pub(super) fn approvable(&self, decision: &Decision, requester: &User) -> Result<(), Refusal> {
+        if decision.requirement.is_auto() {
+            return Ok(());
+        }
+        let everyone: Vec<User> = self.directory.users().cloned().collect();
+        decision.approvable(requester, &everyone)
     }
 
     /// Every target and role with what policy says about `user` asking for it now, through
