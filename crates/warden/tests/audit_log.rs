@@ -802,7 +802,20 @@ fn audit_readers_search_prove_and_export_without_administering() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     fails(&sam, &["audit", "archive", "--before", &now], 3);
+    fails(
+        &sam,
+        &[
+            "audit",
+            "delete-segment",
+            "segment-000000000001-000000000002.json",
+        ],
+        3,
+    );
     fails(&sam, &["policy", "reload"], 3);
+    let refused = audit_values(&sam, "request.action_refused", "/details/action");
+    for action in ["audit.archive", "audit.delete_segment"] {
+        assert!(refused.iter().any(|a| a == action), "{action}: {refused:?}");
+    }
 
     // Anyone else: their own events only, and no proofs or exports.
     let bob = login(server, "bob");

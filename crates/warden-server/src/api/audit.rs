@@ -15,7 +15,7 @@ use warden_audit::merkle::{BLOCK_HEIGHT, Proofs};
 use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
-use super::{ApiError, Authed, ErrorBody, body, field, require_audit_reader, rfc3339};
+use super::{ApiError, Authed, ErrorBody, body, field, refuse, require_audit_reader, rfc3339};
 use crate::state::Shared;
 
 /// Audit search filters.
@@ -137,14 +137,18 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn require_admin(app: &Shared, who: &Authed, what: &str) -> Result<(), ApiError> {
+/// Refuses, and audits as a refusal of `action`, a caller who is not an administrator.
+async fn require_admin(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    what: &str,
+) -> Result<(), ApiError> {
     if app.is_admin(&who.user) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "only administrators can {what}"
-        )))
+        return Ok(());
     }
+    let err = ApiError::forbidden(format!("only administrators can {what}"));
+    Err(refuse(app, who, action, err).await)
 }
 
 /// Refuses a proof that needs the hashes of events from index `needed_from` (a sequence
@@ -533,18 +537,24 @@ pub async fn archive(
     who: Authed,
     raw: Result<Json<ArchiveBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_admin(&app, &who, "archive the audit log")?;
+    require_admin(&app, &who, "audit.archive", "archive the audit log").await?;
     let b = body(&app, &who, "audit.archive", raw).await?;
-    let before = rfc3339("before", &b.before)?;
-    if before > crate::state::now() {
-        return Err(ApiError::bad_request(
-            "bad_time",
-            format!(
-                "before {} is in the future: archive events older than a time that has passed",
-                b.before
-            ),
-        ));
-    }
+    let before = rfc3339("before", &b.before).and_then(|before| {
+        if before > crate::state::now() {
+            return Err(ApiError::bad_request(
+                "bad_time",
+                format!(
+                    "before {} is in the future: archive events older than a time that has passed",
+                    b.before
+                ),
+            ));
+        }
+        Ok(before)
+    });
+    let before = match before {
+        Ok(b) => b,
+        Err(e) => return Err(refuse(&app, &who, "audit.archive", e).await),
+    };
     let archived = app
         .archive(
             before,
@@ -577,7 +587,13 @@ pub async fn delete_segment(
     who: Authed,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&app, &who, "delete archive segments")?;
+    require_admin(
+        &app,
+        &who,
+        "audit.delete_segment",
+        "delete archive segments",
+    )
+    .await?;
     app.delete_segment(
         &name,
         warden_domain::audit::Actor::user(who.user.name.clone(), who.source.clone()),
