@@ -173,8 +173,18 @@ impl App {
         };
         f.write_all(&bytes)?;
         f.sync_all()?;
+        // The lockouts in force, whose `auth.user_locked` events may be among those sealed:
+        // a restart reads them back from here (see `App::restore_lockouts`).
+        let locks: Vec<serde_json::Value> = self
+            .locked_users()
+            .into_iter()
+            .map(|(user, until)| {
+                serde_json::json!({ "user": user, "until": warden_domain::rfc3339(until) })
+            })
+            .collect();
         let ev = Event::new(Code::SegmentArchived, actor, now()).details(serde_json::json!({
             "file": name, "from": segment.from, "to": segment.to, "sha256": sha256,
+            "locks": locks,
         }));
         self.store.archive_audit(segment.to, vec![ev]).await?;
         Ok(Some(Archived {

@@ -308,7 +308,8 @@ pub struct Issued {
 impl App {
     /// Locks again, at start, the users a lockout still held when the server stopped, so a
     /// restart is no way around one: the `auth.user_locked` events of the last
-    /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT), less those a new password or an
+    /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT) (or, once an archive sealed them, the
+    /// lockouts its `audit.segment_archived` event lists), less those a new password or an
     /// administrator's unlock lifted since.
     /// Only the log's tail is read, from the newest checkpoint made before that window.
     /// Returns how many users are locked.
@@ -321,7 +322,12 @@ impl App {
             let page = self
                 .store
                 .audit(AuditFilter {
-                    codes: vec![Code::UserLocked, Code::PasswordSet, Code::UserUnlocked],
+                    codes: vec![
+                        Code::UserLocked,
+                        Code::PasswordSet,
+                        Code::UserUnlocked,
+                        Code::SegmentArchived,
+                    ],
                     from: Some(since),
                     after_seq,
                     limit: RESTORE_PAGE,
@@ -333,6 +339,20 @@ impl App {
             };
             after_seq = Some(last);
             for e in page.into_iter().map(|s| s.event) {
+                if e.code == Code::SegmentArchived {
+                    // Lockouts whose events the archive sealed.
+                    for lock in e.details["locks"].as_array().into_iter().flatten() {
+                        if let (Some(user), Some(until)) = (
+                            lock["user"]
+                                .as_str()
+                                .and_then(|u| u.parse::<UserName>().ok()),
+                            lock_end(&lock["until"]).filter(|until| *until > t),
+                        ) {
+                            locked.insert(user, until);
+                        }
+                    }
+                    continue;
+                }
                 let Some(user) = e.details["user"]
                     .as_str()
                     .and_then(|u| u.parse::<UserName>().ok())
