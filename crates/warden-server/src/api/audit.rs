@@ -489,6 +489,21 @@ pub async fn export(
         .map(|e| e.seq)
         .filter(|&seq| seq <= cp.size)
         .collect();
+    let verifier_key = std::fs::read_to_string(app.config.data_dir.join("audit_verifier.pub"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let bundle = |events| {
+        Json(Bundle {
+            verifier_key,
+            checkpoint: cp.note,
+            events,
+        })
+    };
+    // No event, no proof to build (nor to refuse for the archive behind it).
+    if seqs.is_empty() {
+        return Ok(bundle(Vec::new()));
+    }
     let indexes: Vec<u64> = seqs.iter().map(|seq| seq - 1).collect();
     let tree = tree_for(&app, cp.size, &indexes).await?;
     let mut out = Vec::with_capacity(seqs.len());
@@ -508,15 +523,7 @@ pub async fn export(
             });
         }
     }
-    let verifier_key = std::fs::read_to_string(app.config.data_dir.join("audit_verifier.pub"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Ok(Json(Bundle {
-        verifier_key,
-        checkpoint: cp.note,
-        events: out,
-    }))
+    Ok(bundle(out))
 }
 
 /// Which events to seal.
