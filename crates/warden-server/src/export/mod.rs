@@ -219,11 +219,13 @@ async fn measure(app: Shared) {
     }
 }
 
-/// The latest sequence number in the audit log, read on from `known` (or from the latest
-/// checkpoint, if later: everything it covers exists) rather than from the start.
+/// The latest sequence number in the audit log, read on from `known` (when nothing is known
+/// yet, from the latest checkpoint: everything it covers exists) rather than from the start.
 pub async fn log_head(app: &Shared, known: u64) -> Result<u64, warden_store::Error> {
-    let checkpointed = app.store.latest_checkpoint().await?.map_or(0, |c| c.size);
-    let mut head = known.max(checkpointed);
+    let mut head = match known {
+        0 => app.store.latest_checkpoint().await?.map_or(0, |c| c.size),
+        known => known,
+    };
     loop {
         let leaves = app.store.audit_leaves(head, HEAD_BATCH).await?;
         if let Some(last) = leaves.last() {

@@ -148,10 +148,16 @@ pub(super) fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
     Ok(named)
 }
 
+/// Whether `id` is made only of what a request id is made of: ids name files in
+/// `WARDEN_HOME/ssh`, so nothing else (a `/`, `..`) may.
+pub(super) fn id_like(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
 /// Links a request's name in `WARDEN_HOME/ssh` to the caller's own private `key`, so that
 /// `warden ssh` finds the key of the grant as it finds a generated one.
 fn link_key(key: &Path, id: &str) -> anyhow::Result<()> {
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+    if !id_like(id) {
         return Ok(());
     }
     let key = std::fs::canonicalize(key).with_context(|| format!("finding {}", key.display()))?;
@@ -328,9 +334,6 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
 /// request it extends, then linked under this request's id too so that its own extension finds
 /// it.
 fn generated_key(v: &Value) -> anyhow::Result<Option<PathBuf>> {
-    // Ids name files here: take nothing but what a request id is made of.
-    let id_like =
-        |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     let (id, extends) = (s(v, "id"), s(v, "extends"));
     if !id_like(&id) {
         return Ok(None);

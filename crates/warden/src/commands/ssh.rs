@@ -245,9 +245,11 @@ pub async fn ssh(
     let certified = match identity {
         Some(key) => {
             let cert = grant_certificate(&c, &user, &target, &dir, Some(&key)).await?;
-            Some((key, cert.and_then(|(_, cert)| cert)))
+            Some((key, cert.map(|(_, cert)| cert)))
         }
-        None => grant_certificate(&c, &user, &target, &dir, None).await?,
+        None => grant_certificate(&c, &user, &target, &dir, None)
+            .await?
+            .map(|(key, cert)| (key, Some(cert))),
     };
     if let Some((key, cert)) = certified {
         cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
@@ -268,7 +270,7 @@ async fn grant_certificate(
     target: &str,
     dir: &std::path::Path,
     key: Option<&std::path::Path>,
-) -> anyhow::Result<Option<(PathBuf, Option<PathBuf>)>> {
+) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
     let public = key.and_then(public_half);
     if key.is_some() && public.is_none() {
         return Ok(None);
@@ -289,15 +291,13 @@ async fn grant_certificate(
         std::cmp::Reverse(r["expires_at"].as_str().unwrap_or_default().to_owned())
     });
     Ok(grants.into_iter().find_map(|r| {
-        let id = r["id"]
-            .as_str()
-            .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))?;
+        let id = r["id"].as_str().filter(|id| super::requests::id_like(id))?;
         let cert = dir.join(format!("{id}-cert.pub"));
         match (key, &public) {
-            (Some(key), Some(public)) => certifies(&cert, public).then(|| (key.into(), Some(cert))),
+            (Some(key), Some(public)) => certifies(&cert, public).then(|| (key.into(), cert)),
             _ => {
                 let key = dir.join(id);
-                (key.exists() && cert.exists()).then_some((key, Some(cert)))
+                (key.exists() && cert.exists()).then_some((key, cert))
             }
         }
     }))
