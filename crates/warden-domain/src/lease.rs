@@ -69,6 +69,14 @@ pub struct Lease {
     pub last_error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When the target confirmed the credential gone: what the report times revocation by,
+    /// kept here because the audit events that also say it may be archived.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 impl Lease {
@@ -94,6 +102,7 @@ impl Lease {
             attempts: 0,
             last_error: None,
             created_at: now,
+            revoked_at: None,
         }
     }
 
@@ -112,9 +121,10 @@ impl Lease {
         }
     }
 
-    /// The target confirmed the credential is gone.
-    pub fn revoked(&mut self) {
+    /// The target confirmed the credential is gone, `at` that moment.
+    pub fn revoked(&mut self, at: OffsetDateTime) {
         self.state = LeaseState::Revoked;
+        self.revoked_at.get_or_insert(at);
         self.due_at = None;
         self.last_error = None;
     }
@@ -171,8 +181,9 @@ mod tests {
         assert_eq!(l.state, LeaseState::Failed);
         assert_eq!(l.due_at, Some(now + MAX_BACKOFF));
         assert!(l.is_live());
-        l.revoked();
+        l.revoked(now + Duration::seconds(1));
         assert!(!l.is_live());
+        assert_eq!(l.revoked_at, Some(now + Duration::seconds(1)));
         l.start_revoking(now);
         assert_eq!(l.state, LeaseState::Revoked);
     }

@@ -1,16 +1,19 @@
 //! The zero-standing-privilege scorecard: how just-in-time, justified, short-lived, quickly
 //! approved and quickly revoked privileged access was over a period.
 //!
-//! [`Scorecard::compute`] is a plain function of the requests created in the period and a few
-//! kinds of audit events, so every figure can be checked against a scripted history. Each
-//! figure carries the band it should lie in and where it stands against it.
+//! [`Scorecard::compute`] is a plain function of the requests created in the period, the
+//! break-glass postmortems and the leases of its grants, so every figure can be checked against
+//! a scripted history. It reads records the store keeps for good rather than audit events, so a
+//! period's figures stay the same after its events are archived. Each figure carries the band
+//! it should lie in and where it stands against it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::audit::{Code, Event, Outcome};
+use crate::lease::Lease;
+use crate::postmortem::Postmortem;
 use crate::request::{Request, RequestId, State, Verdict};
 
 /// Healthy approval times: quicker suggests rubber-stamping, slower stalls engineers.
@@ -116,10 +119,12 @@ pub struct Input<'a> {
     pub to: OffsetDateTime,
     /// The requests created in `[from, to)`; others are ignored.
     pub requests: &'a [Request],
-    /// Audit events: break-glass activations, postmortems opened and closed, and credential
-    /// revocations and revocation failures. Other codes are ignored, and so are events after
-    /// `to` except revocations of the period's grants.
-    pub events: &'a [Event],
+    /// Break-glass postmortems: one opened in the period is a break-glass use (or drill), one
+    /// opened before its end and not closed by then is open. Others are ignored.
+    pub postmortems: &'a [Postmortem],
+    /// Leases of the period's grants, for when each credential was confirmed gone and how
+    /// many attempts failed first. Leases of other grants are ignored.
+    pub leases: &'a [Lease],
 }
 
 /// The zero-standing-privilege scorecard of a period.
@@ -182,10 +187,6 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-fn allowed(e: &Event) -> bool {
-    e.outcome == Outcome::Allowed
-}
-
 /// When the final approval of a request that needed approval was given, if it was.
 fn approved_at(r: &Request) -> Option<OffsetDateTime> {
     let granted = r.activated_at.is_some() || r.state == State::Approved;
@@ -206,7 +207,8 @@ impl Scorecard {
             from,
             to,
             requests,
-            events,
+            postmortems,
+            leases,
         } = input;
         let requests: Vec<&Request> = requests
             .iter()
@@ -222,25 +224,18 @@ impl Scorecard {
             .filter(|r| r.activated_at.is_some())
             .collect();
         let grant_ids: BTreeSet<RequestId> = grants.iter().map(|g| g.id).collect();
-        let in_period = |e: &&Event| e.time >= from && e.time < to && allowed(e);
-        let until_end = |e: &&Event| e.time < to && allowed(e);
 
-        let breakglass: Vec<&Event> = events
+        let breakglass: Vec<&Postmortem> = postmortems
             .iter()
-            .filter(|e| e.code == Code::BreakGlassActivated)
-            .filter(in_period)
+            .filter(|p| from <= p.opened_at && p.opened_at < to)
             .collect();
-        let drills = breakglass
-            .iter()
-            .filter(|e| e.details.get("drill").and_then(|d| d.as_bool()) == Some(true))
-            .count() as u64;
-        let breakglass_ids: BTreeSet<RequestId> =
-            breakglass.iter().filter_map(|e| e.request_id).collect();
-        // Break-glass activations that did not go through a request of the period are access
-        // Warden observed beyond its grants.
+        let drills = breakglass.iter().filter(|p| p.drill).count() as u64;
+        let breakglass_ids: BTreeSet<RequestId> = breakglass.iter().map(|p| p.request).collect();
+        // Break-glass grants whose request falls outside the period (opened a millisecond
+        // after a request made just before `from`) are access observed beyond its grants.
         let unrequested = breakglass
             .iter()
-            .filter(|e| !e.request_id.is_some_and(|id| grant_ids.contains(&id)))
+            .filter(|p| !grant_ids.contains(&p.request))
             .count() as u64;
         let jit = grants
             .iter()
@@ -268,33 +263,25 @@ impl Scorecard {
             .collect();
         approval.sort_by(f64::total_cmp);
 
-        let count = |code: Code| {
-            events
-                .iter()
-                .filter(|e| e.code == code)
-                .filter(until_end)
-                .count() as u64
-        };
-        let open = count(Code::PostmortemOpened).saturating_sub(count(Code::PostmortemClosed));
+        let open = postmortems
+            .iter()
+            .filter(|p| p.opened_at < to && p.closed.as_ref().is_none_or(|c| c.at >= to))
+            .count() as u64;
 
         let by_id: BTreeMap<RequestId, &Request> = grants.iter().map(|g| (g.id, *g)).collect();
         let mut revocation: Vec<f64> = Vec::new();
-        let mut seen = BTreeSet::new();
         let mut failures = 0;
-        for e in events {
-            let Some(g) = e.request_id.and_then(|id| by_id.get(&id)) else {
+        for lease in leases {
+            let Some(g) = by_id.get(&lease.grant) else {
                 continue;
             };
-            match e.code {
-                Code::CredentialRevoked if allowed(e) && seen.insert(g.id) => {
-                    let due = match (g.ended_at, g.expires_at) {
-                        (Some(end), Some(exp)) => end.min(exp),
-                        (end, exp) => end.or(exp).unwrap_or(e.time),
-                    };
-                    revocation.push(seconds(e.time - due));
-                }
-                Code::CredentialRevokeFailed => failures += 1,
-                _ => {}
+            failures += u64::from(lease.attempts);
+            if let Some(gone) = lease.revoked_at {
+                let due = match (g.ended_at, g.expires_at) {
+                    (Some(end), Some(exp)) => end.min(exp),
+                    (end, exp) => end.or(exp).unwrap_or(gone),
+                };
+                revocation.push(seconds(gone - due));
             }
         }
 
@@ -338,9 +325,9 @@ impl Scorecard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Actor;
     use crate::decision::Decision;
     use crate::directory::User;
+    use crate::postmortem::Link;
     use crate::request::Ask;
     use crate::text::{Comment, Reason, Ticket};
     use time::macros::datetime;
@@ -407,18 +394,58 @@ mod tests {
         r
     }
 
-    fn event(code: Code, at: OffsetDateTime, request: Option<RequestId>) -> Event {
-        let mut e = Event::new(code, Actor::system(), at);
-        e.request_id = request;
-        e
+    /// The postmortem of break-glass grant `r`, opened at `at`, closed at `closed` if given.
+    fn postmortem(
+        r: &Request,
+        drill: bool,
+        at: OffsetDateTime,
+        closed: Option<OffsetDateTime>,
+    ) -> Postmortem {
+        let mut p = Postmortem::open(r, drill, at);
+        if let Some(when) = closed {
+            let link = Link::parse("https://wiki.example.com/pm/1").unwrap();
+            p.close(
+                &"sam".parse().unwrap(),
+                link,
+                Comment::parse("done").unwrap(),
+                when,
+            )
+            .unwrap();
+        }
+        p
     }
 
-    fn card(requests: &[Request], events: &[Event]) -> Scorecard {
+    /// The lease of grant `g`: active, then revoked `gone` if given, after `failures` failed
+    /// attempts.
+    fn lease(g: &Request, failures: u32, gone: Option<OffsetDateTime>) -> Lease {
+        let at = g.activated_at.unwrap();
+        let mut l = Lease::intent(
+            g.id,
+            g.requester.clone(),
+            g.target.clone(),
+            g.role.clone(),
+            format!("w_{}", g.id),
+            g.expires_at.unwrap(),
+            at,
+        );
+        l.activate(g.expires_at.unwrap());
+        l.start_revoking(at);
+        for _ in 0..failures {
+            l.revoke_failed("down".into(), at);
+        }
+        if let Some(gone) = gone {
+            l.revoked(gone);
+        }
+        l
+    }
+
+    fn card(requests: &[Request], postmortems: &[Postmortem], leases: &[Lease]) -> Scorecard {
         Scorecard::compute(Input {
             from: T0,
             to: T0 + Duration::days(1),
             requests,
-            events,
+            postmortems,
+            leases,
         })
     }
 
@@ -457,7 +484,7 @@ mod tests {
             cancelled,
             before,
         ];
-        let c = card(&requests, &[]);
+        let c = card(&requests, &[], &[]);
         assert_eq!(
             c.requests,
             BTreeMap::from([
@@ -492,41 +519,50 @@ mod tests {
 
     #[test]
     fn quick_approvals_are_below_the_band() {
-        let c = card(&[peer(1, 0, 1, None), peer(2, 5, 2, None)], &[]);
+        let c = card(&[peer(1, 0, 1, None), peer(2, 5, 2, None)], &[], &[]);
         assert_eq!(c.approval_median_seconds.value, Some(60.0));
         assert_eq!(c.approval_median_seconds.standing, Standing::Below);
         assert_eq!(
-            card(&[], &[]).approval_median_seconds.standing,
+            card(&[], &[], &[]).approval_median_seconds.standing,
             Standing::NoData
         );
-        assert_eq!(card(&[], &[]).jit_share.value, None);
+        assert_eq!(card(&[], &[], &[]).jit_share.value, None);
     }
 
     #[test]
     fn breakglass_lowers_jit_and_postmortems_stay_open_until_closed() {
-        let grants = [auto(1, 0), auto(2, 5), auto(3, 10)];
-        let mut drill = event(Code::BreakGlassActivated, T0 + min(60), None);
-        drill.details = serde_json::json!({ "drill": true });
-        let events = [
-            // A break-glass use through request 3, one without a request, and a drill.
-            event(Code::BreakGlassActivated, T0 + min(10), Some(grants[2].id)),
-            event(Code::BreakGlassActivated, T0 + min(30), None),
-            drill,
-            event(Code::PostmortemOpened, T0 - Duration::days(3), None),
-            event(Code::PostmortemOpened, T0 + min(10), None),
-            event(Code::PostmortemOpened, T0 + min(30), None),
-            event(Code::PostmortemClosed, T0 + min(90), None),
-            // After the period: not yet closed as of its end.
-            event(Code::PostmortemClosed, T0 + Duration::days(2), None),
+        let grants = [
+            auto(1, 0),
+            auto(2, 5),
+            auto(3, 10),
+            auto(4, 30),
+            auto(5, 60),
         ];
-        let c = card(&grants, &events);
+        let before = auto(6, -3 * 24 * 60);
+        let day = Duration::days(1);
+        let postmortems = [
+            // Break-glass through grants 3 and 4 (closed within the period, so not open),
+            // and a drill through grant 5.
+            postmortem(&grants[2], false, T0 + min(10), None),
+            postmortem(&grants[3], false, T0 + min(30), Some(T0 + min(90))),
+            postmortem(&grants[4], true, T0 + min(60), Some(T0 + 2 * day)),
+            // Before the period: not a use of it, but still open at its end.
+            postmortem(&before, false, before.created_at, None),
+            // Opened after the period: neither.
+            postmortem(&auto(7, 2 * 24 * 60), false, T0 + 2 * day, None),
+        ];
+        let c = card(&grants, &postmortems, &[]);
         assert_eq!(c.breakglass_uses.value, Some(2.0));
         assert_eq!(c.breakglass_uses.standing, Standing::Above);
         assert_eq!(c.breakglass_drills, 1);
-        // Observed: 3 grants + 2 activations outside them; JIT: the 2 grants without.
+        // Five grants observed; JIT: the two without break-glass.
         assert_eq!((c.jit_share.count, c.jit_share.of), (2, Some(5)));
         assert_eq!(c.jit_share.standing, Standing::Below);
-        assert_eq!(c.postmortems_open.value, Some(2.0));
+        // Grant 3's, the drill's (closed after the period) and the one from before.
+        assert_eq!(c.postmortems_open.value, Some(3.0));
+        // A break-glass grant whose request is not the period's is observed beyond its grants.
+        let c = card(&grants[..2], &postmortems, &[]);
+        assert_eq!((c.jit_share.count, c.jit_share.of), (2, Some(5)));
     }
 
     #[test]
@@ -542,28 +578,20 @@ mod tests {
             .unwrap();
         let other = auto(3, 0);
         let sec = Duration::milliseconds;
-        let events = [
-            event(
-                Code::CredentialRevoked,
-                T0 + min(60) + sec(400),
-                Some(expired.id),
-            ),
-            event(
-                Code::CredentialRevoked,
-                T0 + min(20) + sec(2500),
-                Some(revoked.id),
-            ),
-            // A repeat confirmation does not count twice; failures are counted.
-            event(Code::CredentialRevoked, T0 + min(30), Some(revoked.id)),
-            event(Code::CredentialRevokeFailed, T0 + min(61), Some(other.id)),
-            event(Code::CredentialRevoked, T0 + min(5), None),
+        let leases = [
+            lease(&expired, 0, Some(T0 + min(60) + sec(400))),
+            lease(&revoked, 0, Some(T0 + min(20) + sec(2500))),
+            // Still being retried: its failures count, it has no revocation time yet.
+            lease(&other, 2, None),
+            // Not a grant of the period.
+            lease(&auto(4, -60), 3, Some(T0 + min(5))),
         ];
-        let c = card(&[expired, revoked, other], &events);
+        let c = card(&[expired, revoked, other], &[], &leases);
         assert_eq!(c.revocation_mean_seconds.count, 2);
         assert_eq!(c.revocation_mean_seconds.value, Some(1.45));
         assert_eq!(c.revocation_max_seconds.value, Some(2.5));
         assert_eq!(c.revocation_max_seconds.standing, Standing::Above);
-        assert_eq!(c.revocation_failures.value, Some(1.0));
+        assert_eq!(c.revocation_failures.value, Some(2.0));
     }
 
     #[test]

@@ -38,6 +38,18 @@ pub struct BreakGlassUses {
     pub drills: u64,
 }
 
+/// The records a period's report is computed from. None of them is an audit event, so
+/// archiving the log changes no figure.
+#[derive(Debug, Clone, Default)]
+pub struct Period {
+    /// Requests created in the period, oldest first.
+    pub requests: Vec<Request>,
+    /// Leases of those requests (and perhaps of a few made just after the period).
+    pub leases: Vec<Lease>,
+    /// Postmortems opened in the period, or before its end and not closed by then.
+    pub postmortems: Vec<Postmortem>,
+}
+
 /// What is written together with a request, in the same transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
@@ -346,13 +358,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// log is archived.
     async fn breakglass_uses(&self) -> Result<BreakGlassUses>;
 
-    /// Requests created in `[from, to)`, oldest first, at most `limit`.
-    async fn created_between(
+    /// What the report of `[from, to)` reads, from one snapshot: at most `limit` requests.
+    async fn period(
         &self,
         from: OffsetDateTime,
         to: OffsetDateTime,
         limit: usize,
-    ) -> Result<Vec<Request>>;
+    ) -> Result<Period>;
 
     // --- Notification outbox and break-glass postmortems -----------------------------------
     // Notifications are queued by `Change::notices` (and `update_lease`), in the transaction of

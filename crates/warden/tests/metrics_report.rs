@@ -267,7 +267,7 @@ grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
 @max_ttl("1h")
 permit (principal, action == Action::"request", resource == Role::"pg/read");
 "#;
-    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", rules)], &[]);
+    let mut env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", rules)], &[]);
     let admin = env.login("admin");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
     let alice = env.login("alice");
@@ -310,6 +310,20 @@ permit (principal, action == Action::"request", resource == Role::"pg/read");
         sample(&m, r#"warden_requests{state="revoked",tier="auto"}"#),
         Some(1.0)
     );
+
+    // The report times the revocation from the lease, so archiving its events (up to the
+    // checkpoint of a restart) leaves the figure as it was.
+    env.server.terminate();
+    env.server.restart();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let archived = ok(&admin, &["audit", "archive", "--before", &now]);
+    assert!(archived["to"].as_u64().unwrap() > 0, "{archived}");
+    assert!(audit_actions(&admin, &grant).is_empty());
+    let after = ok(&admin, &["report"]);
+    assert_eq!(figure(&after, "revocation_max_seconds"), max, "{after}");
+    assert_eq!(figure(&after, "revocation_failures")["value"], 0.0);
 }
 
 #[test]

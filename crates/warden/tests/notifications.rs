@@ -554,6 +554,17 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         .map(|line| m.lines().any(|l| l == line))
     };
     assert_eq!(figures(&server), [true; 3]);
+    // So does the report, from the postmortems too.
+    let scorecard = || {
+        let card = admin.json(&["report"]);
+        let figure = |name: &str| card[name]["value"].as_f64();
+        (
+            figure("breakglass_uses"),
+            card["breakglass_drills"].as_u64(),
+            figure("postmortems_open"),
+        )
+    };
+    assert_eq!(scorecard(), (Some(1.0), Some(1), Some(1.0)));
     server.terminate();
     server.restart();
     let now = time::OffsetDateTime::now_utc()
@@ -563,6 +574,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     assert!(archived["to"].as_u64().unwrap() > 0, "{archived}");
     assert!(audit_records(&admin, "breakglass.activated").is_empty());
     assert_eq!(figures(&server), [true; 3]);
+    assert_eq!(scorecard(), (Some(1.0), Some(1), Some(1.0)));
 
     // `policy check` lists the break-glass roles, and refuses a break-glass rule that tries to
     // set a fixed term, naming file and line.

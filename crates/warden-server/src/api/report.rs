@@ -6,11 +6,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use utoipa::IntoParams;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::report::{Input, Scorecard};
-use warden_store::AuditFilter;
 
 use super::{ApiError, Authed, ErrorBody, Source, refuse, rfc3339};
 use crate::state::{Shared, now};
@@ -19,20 +18,6 @@ use crate::state::{Shared, now};
 const DEFAULT_PERIOD: Duration = Duration::days(30);
 /// Most requests one report reads; a longer period must be split.
 const MAX_REQUESTS: usize = 200_000;
-/// Audit events read per page.
-const PAGE: usize = 10_000;
-/// Most pages of events one report reads.
-const MAX_PAGES: usize = 100;
-
-/// The events a scorecard counts: break-glass uses and revocations of the period, and the
-/// postmortems opened or closed before its end.
-const COUNTED: [Code; 5] = [
-    Code::BreakGlassActivated,
-    Code::PostmortemOpened,
-    Code::PostmortemClosed,
-    Code::CredentialRevoked,
-    Code::CredentialRevokeFailed,
-];
 
 /// Every series in the Prometheus text exposition format 0.0.4. Open unless the config sets
 /// `metrics_token`, then it needs `Authorization: Bearer <metrics_token>`. Shows counts by
@@ -85,48 +70,6 @@ pub struct ReportQuery {
     pub to: Option<String>,
 }
 
-/// Every event of the `COUNTED` codes, oldest first, read in one pass over the log.
-async fn counted_events(app: &Shared) -> Result<Vec<Event>, ApiError> {
-    let mut out = Vec::new();
-    let mut after = None;
-    for _ in 0..MAX_PAGES {
-        let page = app
-            .store
-            .audit(AuditFilter {
-                codes: COUNTED.to_vec(),
-                after_seq: after,
-                limit: PAGE,
-                ..AuditFilter::default()
-            })
-            .await
-            .map_err(crate::broker::Error::from)?;
-        let full = page.len() == PAGE;
-        after = page.last().map(|e| e.seq);
-        out.extend(page.into_iter().map(|e| e.event));
-        if !full {
-            return Ok(out);
-        }
-    }
-    Err(ApiError::bad_request(
-        "period_too_large",
-        format!(
-            "the log holds more than {} break-glass, postmortem and revocation events; \
-             archive older ones (`warden audit archive`) to report on it",
-            MAX_PAGES * PAGE
-        ),
-    ))
-}
-
-/// Whether `e` counts toward the report of `[from, to)`.
-fn counts(e: &Event, from: OffsetDateTime, to: OffsetDateTime) -> bool {
-    match e.code {
-        Code::BreakGlassActivated => from <= e.time && e.time < to,
-        Code::PostmortemOpened | Code::PostmortemClosed => e.time < to,
-        // A grant of the period may be revoked after its end.
-        _ => from <= e.time,
-    }
-}
-
 /// The zero-standing-privilege scorecard of the requests created in `[from, to)`.
 /// Administrators and the security group only.
 #[utoipa::path(get, path = "/v1/report", params(ReportQuery), security(("token" = [])),
@@ -160,12 +103,12 @@ pub async fn report(
         Ok(p) => p,
         Err(e) => return Err(refuse(&app, &who, "report", e).await),
     };
-    let requests = app
+    let period = app
         .store
-        .created_between(from, to, MAX_REQUESTS + 1)
+        .period(from, to, MAX_REQUESTS + 1)
         .await
         .map_err(crate::broker::Error::from)?;
-    if requests.len() > MAX_REQUESTS {
+    if period.requests.len() > MAX_REQUESTS {
         let err = ApiError::bad_request(
             "period_too_large",
             format!(
@@ -174,18 +117,11 @@ pub async fn report(
         );
         return Err(refuse(&app, &who, "report", err).await);
     }
-    let mut all = match counted_events(&app).await {
-        Ok(e) => e,
-        Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            return Err(refuse(&app, &who, "report", e).await);
-        }
-        Err(e) => return Err(e),
-    };
-    all.retain(|e| counts(e, from, to));
     Ok(Json(Scorecard::compute(Input {
         from,
         to,
-        requests: &requests,
-        events: &all,
+        requests: &period.requests,
+        postmortems: &period.postmortems,
+        leases: &period.leases,
     })))
 }

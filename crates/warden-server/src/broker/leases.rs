@@ -111,7 +111,7 @@ impl App {
         let mut notices = Vec::new();
         let events = match outcome {
             Ok(result) => {
-                lease.revoked();
+                lease.revoked(done);
                 vec![base(Code::CredentialRevoked).details(serde_json::json!({
                     "account": lease.account,
                     "outcome": if result == RevokeResponse::Revoked { "revoked" } else { "already_gone" },

@@ -74,7 +74,7 @@ pub(super) fn write_postmortem(c: &Connection, row: &PostmortemRow) -> Result<()
     Ok(())
 }
 
-fn json<T: serde::de::DeserializeOwned>(body: String) -> rusqlite::Result<T> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(body: String) -> rusqlite::Result<T> {
     serde_json::from_str(&body).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })

@@ -1,14 +1,15 @@
 //! Figures for the metrics endpoint and the zero-standing-privilege report: grouped counts
-//! read at every scrape (so they are right after a restart) and the requests of a period.
+//! read at every scrape (so they are right after a restart) and the records of a period.
 //! Migrations `0004_figures.sql` and `0007_stored_requirement.sql` index what these queries
 //! read.
 
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
-use warden_domain::{Request, RequestId, State};
+use warden_domain::{RequestId, State};
 
-use super::{SqliteStore, decode_request, ms};
-use crate::Result;
+use super::breakglass::json;
+use super::{SqliteStore, decode_lease, decode_request, ms};
+use crate::{Period, Result};
 
 impl SqliteStore {
     pub(super) async fn count_requests(&self) -> Result<Vec<(State, String, u64)>> {
@@ -53,17 +54,18 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn created_between(
+    pub(super) async fn read_period(
         &self,
         from: OffsetDateTime,
         to: OffsetDateTime,
         limit: usize,
-    ) -> Result<Vec<Request>> {
+    ) -> Result<Period> {
         // A request's id carries its `created_at` (see migration 0008). Before, the id was
         // drawn a little after `created_at` was read, never before: the range reaches past the
         // period's end by `LEGACY_ID_LAG` for those, and `created_at` keeps it exact. Ids are
         // stored as UUIDv7 text, the millisecond first in fixed-width hex, so a millisecond's
-        // smallest id sorts above every earlier id and at or below every later one.
+        // smallest id sorts above every earlier id and at or below every later one. A lease's
+        // key is its grant's id, so the same range finds the period's leases.
         let (first, after) = (
             RequestId::v7(from, [0; 10]).to_string(),
             RequestId::v7(to.saturating_add(LEGACY_ID_LAG), [0; 10]).to_string(),
@@ -71,15 +73,40 @@ impl SqliteStore {
         let (from, to) = (ms(from), ms(to));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT body, version FROM requests WHERE id >= ?1 AND id < ?2
-                   AND created_at >= ?3 AND created_at < ?4
-                 ORDER BY id LIMIT ?5",
-            )?;
-            let rows = stmt.query_map(params![first, after, from, to, limit], |row| {
-                decode_request(row.get(0)?, row.get(1)?)
-            })?;
-            rows.collect()
+            // One read transaction: the three lists are of the same moment.
+            let tx = c.unchecked_transaction()?;
+            let requests = tx
+                .prepare_cached(
+                    "SELECT body, version FROM requests WHERE id >= ?1 AND id < ?2
+                       AND created_at >= ?3 AND created_at < ?4
+                     ORDER BY id LIMIT ?5",
+                )?
+                .query_map(params![first, after, from, to, limit], |row| {
+                    decode_request(row.get(0)?, row.get(1)?)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let leases = tx
+                .prepare_cached(
+                    "SELECT body FROM leases WHERE grant_id >= ?1 AND grant_id < ?2
+                     ORDER BY grant_id LIMIT ?3",
+                )?
+                .query_map(params![first, after, limit], |row| {
+                    decode_lease(row.get(0)?)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let postmortems = tx
+                .prepare_cached(
+                    "SELECT body FROM postmortems WHERE opened_at < ?2
+                       AND (opened_at >= ?1 OR closed_at IS NULL OR closed_at >= ?2)
+                     ORDER BY opened_at LIMIT ?3",
+                )?
+                .query_map(params![from, to, limit], |row| json(row.get(0)?))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Period {
+                requests,
+                leases,
+                postmortems,
+            })
         })
         .await
     }
@@ -96,6 +123,7 @@ mod tests {
     use super::super::tests::{allowed, request_decided};
     use super::*;
     use crate::Store;
+    use warden_domain::Request;
 
     const T0: OffsetDateTime = datetime!(2026-01-01 10:00 UTC);
 
@@ -127,10 +155,69 @@ mod tests {
         legacy.id = RequestId::v7(legacy.created_at + Duration::milliseconds(5), [1; 10]);
         s.insert_request(&legacy, Vec::new().into()).await.unwrap();
         let period = |from: i64, to: i64| {
-            s.created_between(T0 + Duration::minutes(from), T0 + Duration::minutes(to), 10)
+            s.period(T0 + Duration::minutes(from), T0 + Duration::minutes(to), 10)
         };
-        assert_eq!(period(5, 10).await.unwrap().len(), 1);
-        assert!(period(10, 15).await.unwrap().is_empty());
+        assert_eq!(period(5, 10).await.unwrap().requests.len(), 1);
+        assert!(period(10, 15).await.unwrap().requests.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_period_holds_its_leases_and_the_postmortems_open_at_its_end() {
+        use warden_domain::{Comment, Lease, Link, Postmortem};
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+        let minute = |m: i64| T0 + Duration::minutes(m);
+        // Break-glass grants at minutes 0, 20 and 40 with their postmortems; the first is
+        // closed at minute 30, the second at minute 50.
+        let mut postmortems = Vec::new();
+        for (n, at) in [(1, 0), (2, 20), (3, 40)] {
+            let r = request(n, "auto", at);
+            let pm = Postmortem::open(&r, false, r.created_at);
+            let lease = Lease::intent(
+                r.id,
+                r.requester.clone(),
+                r.target.clone(),
+                r.role.clone(),
+                format!("w_{n}"),
+                minute(at + 60),
+                r.created_at,
+            );
+            let change = crate::Change {
+                postmortem: Some(pm.clone()),
+                lease: Some(lease),
+                ..Default::default()
+            };
+            s.insert_request(&r, change).await.unwrap();
+            postmortems.push(pm);
+        }
+        for (pm, at) in postmortems.iter_mut().zip([30, 50]) {
+            let link = Link::parse("https://wiki.example.com/pm").unwrap();
+            pm.close(
+                &"sam".parse().unwrap(),
+                link,
+                Comment::parse("done").unwrap(),
+                minute(at),
+            )
+            .unwrap();
+            s.close_postmortem(pm, Vec::new()).await.unwrap();
+        }
+        let grants = |p: &Period| p.leases.iter().map(|l| l.grant).collect::<Vec<_>>();
+        let opened = |p: &Period| p.postmortems.iter().map(|p| p.request).collect::<Vec<_>>();
+        let ids: Vec<RequestId> = postmortems.iter().map(|p| p.request).collect();
+        // [10, 45): the second and third grants; the first postmortem was closed before the
+        // period's end, the second after it.
+        let p = s.period(minute(10), minute(45), 10).await.unwrap();
+        assert_eq!(grants(&p), ids[1..]);
+        assert_eq!(opened(&p), ids[1..]);
+        // [35, 60): the third grant; the second postmortem, closed at 50, is open at 35
+        // but not at 60.
+        let p = s.period(minute(35), minute(60), 10).await.unwrap();
+        assert_eq!(grants(&p), ids[2..]);
+        assert_eq!(opened(&p), ids[2..]);
+        let p = s.period(minute(45), minute(46), 10).await.unwrap();
+        assert!(p.requests.is_empty() && p.leases.is_empty());
+        assert_eq!(opened(&p), ids[1..]);
     }
 
     #[tokio::test]
@@ -147,9 +234,10 @@ mod tests {
             [pending("auto", 1), pending("peer(sre)", 2)]
         );
         let between = s
-            .created_between(T0 + Duration::minutes(5), T0 + Duration::minutes(10), 10)
+            .period(T0 + Duration::minutes(5), T0 + Duration::minutes(10), 10)
             .await
-            .unwrap();
+            .unwrap()
+            .requests;
         assert_eq!(between.len(), 1);
         assert_eq!(between[0].id, request(2, "peer(sre)", 5).id);
 
@@ -198,6 +286,68 @@ mod tests {
             counts_by_requirement(&s).await,
             [pending("manager", 1), pending("peer(sre)", 1)]
         );
+    }
+
+    #[tokio::test]
+    async fn migration_0012_dates_revoked_leases_from_their_events() {
+        use warden_domain::audit::{Actor, Code, Event};
+        use warden_domain::{Lease, LeaseState};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let gone = T0 + Duration::milliseconds(90_250);
+        let mut leases = Vec::new();
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            // Two revoked leases, one still active; the second's event is not in the log.
+            for n in 1..=3 {
+                let r = request(n, "auto", 0);
+                let mut lease = Lease::intent(
+                    r.id,
+                    r.requester.clone(),
+                    r.target.clone(),
+                    r.role.clone(),
+                    format!("w_{n}"),
+                    T0 + Duration::hours(1),
+                    T0,
+                );
+                lease.activate(T0 + Duration::hours(1));
+                if n < 3 {
+                    lease.revoked(gone);
+                }
+                let mut revoked = Event::new(Code::CredentialRevoked, Actor::system(), gone);
+                revoked.request_id = Some(r.id);
+                let events = if n == 1 { vec![revoked] } else { Vec::new() };
+                let change = crate::Change {
+                    lease: Some(lease.clone()),
+                    events,
+                    ..Default::default()
+                };
+                s.insert_request(&r, change).await.unwrap();
+                leases.push(lease);
+            }
+        }
+        {
+            // As a server before migration 0012 left them: no revocation time.
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "UPDATE leases SET body = json_remove(body, '$.revoked_at');
+                 PRAGMA user_version = 11;",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let p = s.period(T0, T0 + Duration::minutes(1), 10).await.unwrap();
+        let got: Vec<_> = p.leases.iter().map(|l| (l.state, l.revoked_at)).collect();
+        assert_eq!(
+            got,
+            [
+                (LeaseState::Revoked, Some(gone)),
+                (LeaseState::Revoked, None),
+                (LeaseState::Active, None)
+            ]
+        );
+        assert_eq!(p.leases[0].grant, leases[0].grant);
     }
 
     #[test]

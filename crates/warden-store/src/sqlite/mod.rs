@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_archive_by_checkpoint_time.sql"),
     include_str!("migrations/0010_audit_block_roots.sql"),
     include_str!("migrations/0011_metrics_from_postmortems.sql"),
+    include_str!("migrations/0012_lease_revoked_at.sql"),
 ];
 const READERS: usize = 8;
 
@@ -1133,13 +1134,13 @@ impl crate::Store for SqliteStore {
         SqliteStore::breakglass_uses(self).await
     }
 
-    async fn created_between(
+    async fn period(
         &self,
         from: OffsetDateTime,
         to: OffsetDateTime,
         limit: usize,
-    ) -> Result<Vec<Request>> {
-        SqliteStore::created_between(self, from, to, limit).await
+    ) -> Result<crate::Period> {
+        self.read_period(from, to, limit).await
     }
 
     // --- Notification outbox and break-glass postmortems (see `breakglass.rs`) ------------
