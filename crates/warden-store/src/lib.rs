@@ -307,8 +307,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// before it were archived.
     async fn first_seq(&self) -> Result<u64>;
 
+    /// The sequence number of the oldest event whose leaf hash the live log holds (0 when
+    /// empty): the first of the oldest block not archived whole. Proofs can be given from there.
+    async fn first_leaf_hash(&self) -> Result<u64>;
+
     /// Removes events up to `upto` (sealed into an archive segment by the caller) and appends
-    /// `events` saying so, in one transaction.
+    /// `events` saying so, in one transaction. The leaf hashes of the removed events that share
+    /// a block with live ones are kept, for proofs about those.
     async fn archive_audit(&self, upto: u64, events: Vec<Event>) -> Result<usize>;
 
     /// How far export sink `sink` has delivered (0 when it never has).

@@ -695,27 +695,46 @@ fn a_log_without_stored_blocks_gets_them_back() {
     assert_eq!(v["blocks_checked"], 2, "{v}");
 }
 
-/// After an archive (here of every event the live log had), numbering goes on, events of
-/// blocks wholly in the live log are still proven through the roots the archived blocks keep,
-/// and a proof through archived events is refused, saying so.
+/// After an archive (here of every event the live log had), numbering goes on, live events are
+/// still proven (those of blocks wholly in the live log through the roots the archived blocks
+/// keep, those sharing a block with archived events through the leaf hashes the archive keeps),
+/// the whole live log exports and verifies, and a proof through archived events is refused,
+/// saying so. A second archive, cutting into a later block, drops the hashes kept for the first.
 #[test]
 fn live_events_are_proven_after_an_archive() {
     let Fresh { dir, data, cfg } = fresh();
     let (mut server, admin) = serve_as_admin(&data, &cfg);
     let key = verifier_key(&admin);
+    let archive = || {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        admin.json(&["audit", "archive", "--before", &now])["to"]
+            .as_u64()
+            .unwrap()
+    };
+    let kept = |data: &Path| -> (i64, Option<i64>, Option<i64>) {
+        let c = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+        c.query_row(
+            "SELECT COUNT(*), MIN(seq), MAX(seq) FROM archived_leaves",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    };
 
     assert_eq!(refused_requests(server.port(), &token(&admin), 1100), 1100);
     checkpoint_reaching(&admin, 1100);
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let archived = admin.json(&["audit", "archive", "--before", &now]);
-    let to = archived["to"].as_u64().unwrap();
-    assert!((1100..2048).contains(&to), "{archived}");
+    let to = archive();
+    assert!((1100..2048).contains(&to), "archived up to {to}");
+    let to = i64::try_from(to).unwrap();
+    assert_eq!(kept(&data), (to - 1024, Some(1025), Some(to)));
+    let to = u64::try_from(to).unwrap();
 
     assert_eq!(refused_requests(server.port(), &token(&admin), 1200), 1200);
     let size = checkpoint_reaching(&admin, to + 1200);
-    for seq in [2049, size] {
+    // Event to+1 shares its block with archived events; 2049 is in a block of its own.
+    for seq in [to + 1, 2049, size] {
         proven(
             &admin,
             dir.path(),
@@ -723,47 +742,46 @@ fn live_events_are_proven_after_an_archive() {
             &["audit", "prove", &seq.to_string()],
         );
     }
-    // Event to+1 is live, but its block's first events were archived.
-    for seq in [5, to + 1] {
+    for seq in [5, to] {
         let refused = admin.run(&["audit", "prove", &seq.to_string()], None);
         assert!(!refused.success(), "{refused:?}");
         assert!(
             refused
                 .stderr
-                .contains(&format!("those before {} were archived", to + 1)),
+                .contains(&format!("with every event before {}", to + 1)),
             "{refused:?}"
         );
     }
-    // An export reaching back into that block is refused, saying where one can start.
+    // The whole live log exports and verifies offline.
     let bundle = dir.path().join("bundle");
-    let export = |from: Option<&str>| {
-        let mut args = vec!["audit", "export", bundle.to_str().unwrap()];
-        args.extend(from.iter().flat_map(|f| ["--from", f]));
-        admin.run(&args, None)
-    };
-    let refused = export(None);
-    assert!(!refused.success(), "{refused:?}");
-    let from = refused
-        .stderr
-        .split("export from ")
-        .nth(1)
-        .and_then(|rest| rest.split(" on").next())
-        .unwrap_or_else(|| panic!("{refused:?}"));
-    assert!(
-        refused
-            .stderr
-            .contains(&format!("events {}..2048 share a block", to + 1)),
-        "{refused:?}"
-    );
-    let exported = export(Some(from));
+    let exported = admin.run(&["audit", "export", bundle.to_str().unwrap()], None);
     assert!(exported.success(), "{exported:?}");
     let verified = verify_bundle(&admin, &bundle, &key);
     assert!(verified.success(), "{verified:?}");
 
+    // A second archive cuts into a later block: the hashes kept for block 2 go.
+    let again = archive();
+    assert!(again > 2048, "archived up to {again}");
+    let whole = i64::try_from(again / 1024 * 1024).unwrap();
+    let kept_again = i64::try_from(again).unwrap() - whole;
+    let range = (kept_again > 0).then_some((whole + 1, whole + kept_again));
+    assert_eq!(
+        kept(&data),
+        (kept_again, range.map(|r| r.0), range.map(|r| r.1))
+    );
+    assert_eq!(refused_requests(server.port(), &token(&admin), 10), 10);
+    let size = checkpoint_reaching(&admin, again + 10);
+    proven(
+        &admin,
+        dir.path(),
+        &key,
+        &["audit", "prove", &size.to_string()],
+    );
+
     assert!(server.terminate().success());
     let (code, v) = verify(&data, &[]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["archived_before"], to);
+    assert_eq!(v["archived_before"], again);
 }
 
 /// Security and auditors read the whole log without administering Warden: members of

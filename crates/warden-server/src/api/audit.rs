@@ -155,12 +155,16 @@ async fn require_admin(
 /// number minus one) on when some of them were archived: the live log no longer holds them.
 /// (Archived ranges prove themselves, with their segment.)
 async fn refuse_archived(app: &Shared, needed_from: u64) -> Result<(), ApiError> {
-    let first = app
-        .store
-        .first_seq()
+    let store = app.store.as_ref();
+    let hashed = store
+        .first_leaf_hash()
         .await
         .map_err(crate::broker::Error::from)?;
-    if first > needed_from + 1 {
+    if hashed > needed_from + 1 {
+        let first = store
+            .first_seq()
+            .await
+            .map_err(crate::broker::Error::from)?;
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "archived",
@@ -173,16 +177,15 @@ async fn refuse_archived(app: &Shared, needed_from: u64) -> Result<(), ApiError>
     Ok(())
 }
 
-/// Refuses an export of events the live log cannot prove: those sharing a block with archived
-/// events (an archive cuts at a checkpoint, mostly inside a block), saying from when on an
-/// export can start.
+/// Refuses an export of events the live log cannot prove: those sharing a block with events
+/// archived before their leaf hashes were kept, saying from when on an export can start.
 async fn refuse_unprovable(app: &Shared, events: &[StoredEvent]) -> Result<(), ApiError> {
     let Some(oldest) = events.first() else {
         return Ok(());
     };
     let first = app
         .store
-        .first_seq()
+        .first_leaf_hash()
         .await
         .map_err(crate::broker::Error::from)?;
     if first <= 1 {
@@ -360,6 +363,20 @@ pub async fn proof(
         return Err(ApiError::bad_request(
             "bad_proof_request",
             format!("seq {seq} is not in the checkpoint of size {}", cp.size),
+        ));
+    }
+    let first = app
+        .store
+        .first_seq()
+        .await
+        .map_err(crate::broker::Error::from)?;
+    if seq < first {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "archived",
+            format!(
+                "event {seq} was archived, with every event before {first}: verify it with its archive segment (`warden audit verify --segment`)"
+            ),
         ));
     }
     let path = tree_for(&app, cp.size, &[seq - 1])

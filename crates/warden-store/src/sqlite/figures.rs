@@ -332,6 +332,7 @@ mod tests {
             let c = rusqlite::Connection::open(&path).unwrap();
             c.execute_batch(
                 "UPDATE leases SET body = json_remove(body, '$.revoked_at');
+                 DROP TABLE archived_leaves;
                  PRAGMA user_version = 11;",
             )
             .unwrap();

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
+use warden_audit::merkle::BLOCK_HEIGHT;
 use warden_domain::audit::Event;
 use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
@@ -47,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_audit_block_roots.sql"),
     include_str!("migrations/0011_metrics_from_postmortems.sql"),
     include_str!("migrations/0012_lease_revoked_at.sql"),
+    include_str!("migrations/0013_archived_leaves.sql"),
 ];
 const READERS: usize = 8;
 
@@ -760,7 +762,11 @@ impl crate::Store for SqliteStore {
         let upto = i64::try_from(upto_seq).map_err(backend)?;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT leaf_hash FROM audit WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+                "SELECT leaf_hash FROM (
+                   SELECT seq, leaf_hash FROM archived_leaves WHERE seq > ?1 AND seq <= ?2
+                   UNION ALL
+                   SELECT seq, leaf_hash FROM audit WHERE seq > ?1 AND seq <= ?2
+                 ) ORDER BY seq",
             )?;
             let rows = stmt.query_map([after, upto], |r| hash32(r.get(0)?))?;
             rows.collect()
@@ -910,11 +916,36 @@ impl crate::Store for SqliteStore {
         .map(|v| u64::try_from(v).unwrap_or(0))
     }
 
+    async fn first_leaf_hash(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE((SELECT MIN(seq) FROM archived_leaves), (SELECT MIN(seq) FROM audit), 0)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(|v| u64::try_from(v).unwrap_or(0))
+    }
+
     async fn archive_audit(&self, upto: u64, events: Vec<Event>) -> Result<usize> {
         let events = prepare(&events)?;
-        let upto = i64::try_from(upto).map_err(backend)?;
+        // The last event of the last block archived whole.
+        let whole = (upto >> BLOCK_HEIGHT) << BLOCK_HEIGHT;
+        let (upto, whole) = (
+            i64::try_from(upto).map_err(backend)?,
+            i64::try_from(whole).map_err(backend)?,
+        );
         self.writer
             .write(move |c| {
+                c.execute("DELETE FROM archived_leaves WHERE seq <= ?1", [whole])
+                    .map_err(backend)?;
+                c.execute(
+                    "INSERT INTO archived_leaves (seq, leaf_hash)
+                     SELECT seq, leaf_hash FROM audit WHERE seq > ?1 AND seq <= ?2",
+                    [whole, upto],
+                )
+                .map_err(backend)?;
                 let n = c
                     .execute("DELETE FROM audit WHERE seq <= ?1", [upto])
                     .map_err(backend)?;

@@ -785,4 +785,11 @@ async fn numbering_goes_on_after_an_archive_of_the_whole_live_log() {
         .collect();
     assert_eq!(seqs, [4, 5]);
     assert_eq!(s.first_seq().await.unwrap(), 4);
+    // The archived events share their block with the live ones: their hashes stay, so every
+    // hash of the block can still be read.
+    assert_eq!(s.first_leaf_hash().await.unwrap(), 1);
+    let hashes = s.leaf_hashes(0, 5).await.unwrap();
+    assert_eq!(hashes.len(), 5);
+    let live = s.audit_leaves(3, 2).await.unwrap();
+    assert_eq!(hashes[3..], [live[0].hash, live[1].hash]);
 }
