@@ -165,6 +165,40 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
     .unwrap();
     assert_eq!(said.status, 400, "{}", said.body);
     assert_eq!(error_code(&said.body), "bad_json");
+
+    // An empty body sent in chunks is left out too: bob denies with one.
+    let pending = create(&alice, "web", "deploy", &["--ticket", "CHG-2"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/requests/{}/deny HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bob}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+        id(&pending)
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(state(&alice, &id(&pending)), "denied");
+
+    // A body is an object: JSON's other values are refused by their kind, an array too (which
+    // would otherwise fill the fields by position).
+    let json = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    for (sent, kind) in [
+        (r#"["web", "view", "reason", null, "1h"]"#, "an array"),
+        ("42", "a number"),
+    ] {
+        let said = http_post_with(port, "/v1/requests", &json, sent).unwrap();
+        assert_eq!(said.status, 400, "{}", said.body);
+        assert_eq!(error_code(&said.body), "bad_json");
+        assert!(
+            said.body.contains("must be a JSON object") && said.body.contains(kind),
+            "{}",
+            said.body
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -15,7 +14,9 @@ use warden_audit::merkle::{BLOCK_HEIGHT, Proofs};
 use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
-use super::{ApiError, Authed, ErrorBody, body, field, refuse, require_audit_reader, rfc3339};
+use super::{
+    ApiError, Authed, ErrorBody, JsonBody, body, field, refuse, require_audit_reader, rfc3339,
+};
 use crate::state::Shared;
 
 /// Audit search filters.
@@ -559,7 +560,7 @@ pub struct ArchiveBody {
 pub async fn archive(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<Json<ArchiveBody>, JsonRejection>,
+    raw: Result<JsonBody<ArchiveBody>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&app, &who, "audit.archive", "archive the audit log").await?;
     let b = body(&app, &who, "audit.archive", raw).await?;

@@ -2,7 +2,6 @@
 //! emergency access, its follow-up, the drill report and the notification outbox.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use warden_domain::Postmortem;
 
 use super::requests::{CreateBody, parse_create, parse_id, view};
 use super::views::RequestView;
-use super::{ApiError, Authed, ErrorBody, body, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, body, refuse};
 use crate::state::Shared;
 use warden_domain::rfc3339;
 
@@ -139,7 +138,7 @@ pub struct OutboxView {
 pub async fn create(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<Json<BreakGlassBody>, JsonRejection>,
+    raw: Result<JsonBody<BreakGlassBody>, ApiError>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     let b = body(&app, &who, "breakglass.create", raw).await?;
     let drill = b.drill;
@@ -199,7 +198,7 @@ pub async fn close(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<Json<CloseBody>, JsonRejection>,
+    raw: Result<JsonBody<CloseBody>, ApiError>,
 ) -> Result<Json<PostmortemView>, ApiError> {
     let b = body(&app, &who, "postmortem.close", raw).await?;
     let id = match parse_id(&id) {

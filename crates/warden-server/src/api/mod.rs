@@ -5,6 +5,7 @@ mod audit;
 mod breakglass;
 mod error;
 mod export;
+mod json_body;
 mod meta;
 mod policy;
 mod report;
@@ -18,12 +19,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::routing::{get, post, put};
-use axum::{Json, extract::DefaultBodyLimit};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -33,6 +33,7 @@ use warden_domain::User;
 use warden_domain::audit::{Actor, Code, Event};
 
 pub use error::{ApiError, ErrorBody};
+pub(crate) use json_body::{JsonBody, OptionalJson};
 
 use crate::auth::ChangeInFlight;
 use crate::broker::Caller;
@@ -265,7 +266,7 @@ pub const HEADERS_LIMIT: usize = 16 * 1024;
 /// Refuses, with a JSON error and before anything else is done, a request whose target is
 /// longer than [`URI_LIMIT`] (414), whose headers are larger than [`HEADERS_LIMIT`] (431), or
 /// whose declared body is larger than [`BODY_LIMIT`] (413). Bodies without a length still stop
-/// at the limit, inside the JSON extractor.
+/// at the limit, inside [`JsonBody`].
 async fn refuse_oversize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -466,116 +467,16 @@ fn require_audit_reader(app: &Shared, who: &Authed, what: &str) -> Result<(), Ap
 }
 
 /// Unwraps a JSON body, auditing a malformed one as a refusal of `action`.
-async fn body<T>(
+async fn body<T, const EMPTY_IS_DEFAULT: bool>(
     app: &Shared,
     who: &Authed,
     action: &str,
-    body: Result<Json<T>, JsonRejection>,
+    body: Result<JsonBody<T, EMPTY_IS_DEFAULT>, ApiError>,
 ) -> Result<T, ApiError> {
     match body {
-        Ok(Json(v)) => Ok(v),
-        Err(rejection) => Err(refuse(app, who, action, bad_body(&rejection)).await),
+        Ok(JsonBody(v)) => Ok(v),
+        Err(err) => Err(refuse(app, who, action, err).await),
     }
-}
-
-/// A JSON body whose every field may be left out, so the body itself may be too: `curl -X POST
-/// …/approve` with no body reviews without a comment, as `{}` would. Anything sent is parsed as
-/// [`Json`] parses it (Content-Type included).
-pub(crate) struct OptionalJson<T>(pub T);
-
-impl<S, T> axum::extract::FromRequest<S> for OptionalJson<T>
-where
-    S: Send + Sync,
-    T: serde::de::DeserializeOwned + Default,
-{
-    type Rejection = JsonRejection;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, JsonRejection> {
-        use axum::body::HttpBody;
-        if req.body().size_hint().exact() == Some(0) {
-            return Ok(Self(T::default()));
-        }
-        let Json(v) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(v))
-    }
-}
-
-/// The error for a body that is not the endpoint's JSON: too slow to arrive (408: the
-/// connection's `http_read_timeout` ran out), too large (413) or not valid (400).
-pub(crate) fn bad_body(rejection: &JsonRejection) -> ApiError {
-    use axum::http::StatusCode;
-    let timed_out =
-        std::iter::successors(Some(rejection as &(dyn std::error::Error + 'static)), |e| {
-            e.source()
-        })
-        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
-    if timed_out {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request body did not arrive in time: send it right after the headers",
-        )
-    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        body_too_large()
-    } else if matches!(rejection, JsonRejection::MissingJsonContentType(_)) {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the request body must be JSON, sent with `Content-Type: application/json`",
-        )
-    } else {
-        ApiError::bad_request(
-            "bad_json",
-            format!(
-                "the request body is not valid: {}",
-                without_values(&rejection.body_text())
-            ),
-        )
-    }
-}
-
-/// A body's parse error without the values it quotes (`invalid type: string "…"`), only their
-/// kind, nor the names of fields it did not expect: the refusal is audited, and a password sent
-/// in the wrong shape (or as a key) must not reach the log.
-fn without_values(text: &str) -> String {
-    const MARKS: [&str; 4] = [
-        "invalid type: ",
-        "invalid value: ",
-        "unknown field",
-        "unknown variant",
-    ];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some((at, len)) = MARKS
-        .iter()
-        .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
-        .min()
-    {
-        out.push_str(&rest[..at + len]);
-        rest = &rest[at + len..];
-        // The value's kind (`string`, `integer`, `map`...), then the value itself if quoted.
-        let kind_end = rest.find(['"', '`', ',']).unwrap_or(rest.len());
-        out.push_str(rest[..kind_end].trim_end());
-        rest = &rest[kind_end..];
-        let mut chars = rest.char_indices();
-        let close = match chars.next() {
-            Some((_, '`')) => chars.find(|(_, c)| *c == '`').map(|(i, _)| i + 1),
-            Some((_, '"')) => {
-                let mut escaped = false;
-                chars
-                    .find(|(_, c)| {
-                        let end = *c == '"' && !escaped;
-                        escaped = *c == '\\' && !escaped;
-                        end
-                    })
-                    .map(|(i, _)| i + 1)
-            }
-            _ => Some(0),
-        };
-        rest = &rest[close.unwrap_or(rest.len())..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which
@@ -620,47 +521,5 @@ async fn audited(app: &Shared, event: Event, err: ApiError) -> ApiError {
     match app.store.append(vec![event]).await {
         Ok(()) => err,
         Err(e) => crate::broker::Error::from(e).into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_values;
-
-    #[test]
-    fn parse_errors_keep_the_kind_of_a_value_but_not_the_value() {
-        let cases = [
-            (
-                r#"Failed to deserialize the JSON body into the target type: invalid type: string "Leak-Me-Password-1", expected struct PasswordBody at line 1 column 20"#,
-                "Failed to deserialize the JSON body into the target type: invalid type: string, expected struct PasswordBody at line 1 column 20",
-            ),
-            (
-                "password: invalid type: integer `123456789012345`, expected a string at line 1 column 29",
-                "password: invalid type: integer, expected a string at line 1 column 29",
-            ),
-            (
-                r#"invalid value: string "a\", expected b", expected struct X"#,
-                "invalid value: string, expected struct X",
-            ),
-            (
-                "invalid type: floating point `1.5`, expected u64; invalid type: map, expected a string",
-                "invalid type: floating point, expected u64; invalid type: map, expected a string",
-            ),
-            (
-                "unknown field `Leak-as-a-key`, expected `password` at line 1 column 10",
-                "unknown field, expected `password` at line 1 column 10",
-            ),
-            (
-                "unknown variant `Leak`, expected one of `a`, `b`",
-                "unknown variant, expected one of `a`, `b`",
-            ),
-            (
-                r#"invalid type: string "unterminated"#,
-                "invalid type: string",
-            ),
-        ];
-        for (raw, clean) in cases {
-            assert_eq!(without_values(raw), clean, "{raw}");
-        }
     }
 }

@@ -2,14 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::{Ticket, Ttl, UserName};
 
 use super::views::DecisionView;
-use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, body, field, refuse};
 use crate::state::Shared;
 
 /// One role the caller may request.
@@ -123,7 +122,7 @@ pub async fn status(State(app): State<Shared>, _who: Authed) -> Json<PolicyStatu
 pub async fn explain(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<Json<ExplainBody>, JsonRejection>,
+    raw: Result<JsonBody<ExplainBody>, ApiError>,
 ) -> Result<Json<Explanation>, ApiError> {
     let b = body(&app, &who, "policy.explain", raw).await?;
     let parsed = (|| {

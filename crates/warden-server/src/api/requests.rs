@@ -1,7 +1,6 @@
 //! `/v1/requests`: create, list, show, approve, deny, cancel, revoke, extend.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -11,7 +10,7 @@ use warden_domain::{Comment, Reason, Request, RequestId, Ticket, Ttl};
 use warden_store::RequestFilter;
 
 use super::views::{RequestList, RequestView};
-use super::{ApiError, Authed, ErrorBody, OptionalJson, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, OptionalJson, body, field, refuse};
 use crate::broker::{Create, Outcome};
 use crate::state::Shared;
 
@@ -124,7 +123,7 @@ pub(super) fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
 pub async fn create(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<Json<CreateBody>, JsonRejection>,
+    raw: Result<JsonBody<CreateBody>, ApiError>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     let b = body(&app, &who, "request.create", raw).await?;
     let input = match parse_create(b) {
@@ -214,14 +213,14 @@ async fn review(
     who: Authed,
     id: String,
     approve: bool,
-    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
     let action = if approve {
         "request.approve"
     } else {
         "request.deny"
     };
-    let b = body(&app, &who, action, raw.map(|OptionalJson(v)| Json(v))).await?;
+    let b = body(&app, &who, action, raw).await?;
     let parsed = parse_id(&id).and_then(|id| {
         let comment = field("bad_comment", Comment::parse(&b.comment))?;
         let totp = bounded("totp", b.totp.as_deref(), MAX_TOTP)?.map(str::to_owned);
@@ -243,7 +242,7 @@ pub async fn approve(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
     review(app, who, id, true, raw).await
 }
@@ -255,7 +254,7 @@ pub async fn deny(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
     review(app, who, id, false, raw).await
 }
@@ -283,15 +282,9 @@ pub async fn revoke(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<OptionalJson<ReviewBody>, JsonRejection>,
+    raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let b = body(
-        &app,
-        &who,
-        "request.revoke",
-        raw.map(|OptionalJson(v)| Json(v)),
-    )
-    .await?;
+    let b = body(&app, &who, "request.revoke", raw).await?;
     let parsed =
         parse_id(&id).and_then(|id| Ok((id, field("bad_comment", Comment::parse(&b.comment))?)));
     let (id, comment) = match parsed {
@@ -309,7 +302,7 @@ pub async fn extend(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
-    raw: Result<Json<ExtendBody>, JsonRejection>,
+    raw: Result<JsonBody<ExtendBody>, ApiError>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     let b = body(&app, &who, "request.extend", raw).await?;
     let parsed = parse_id(&id).and_then(|id| {

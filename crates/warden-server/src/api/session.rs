@@ -1,14 +1,13 @@
 //! `/v1/auth` and `/v1/users`: login, logout, whoami, MFA enrolment, passwords, lockouts.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::UserName;
 
-use super::{ApiError, Authed, ErrorBody, OptionalJson, Source, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, OptionalJson, Source, body, field, refuse};
 use crate::state::Shared;
 use warden_domain::rfc3339;
 
@@ -80,9 +79,9 @@ pub struct PasswordBody {
 pub async fn login(
     State(app): State<Shared>,
     Source(source): Source,
-    raw: Result<Json<LoginBody>, JsonRejection>,
+    raw: Result<JsonBody<LoginBody>, ApiError>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let Json(b) = raw.map_err(|r| super::bad_body(&r))?;
+    let JsonBody(b) = raw?;
     if b.password.len() > MAX_PASSWORD
         || b.user.len() > 256
         || b.totp.as_ref().is_some_and(|t| t.len() > 16)
@@ -129,9 +128,9 @@ pub async fn whoami(State(app): State<Shared>, who: Authed) -> Result<Json<WhoAm
 pub async fn mfa_enroll(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<OptionalJson<EnrollBody>, JsonRejection>,
+    raw: Result<OptionalJson<EnrollBody>, ApiError>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
-    let b = body(&app, &who, "mfa.enroll", raw.map(|OptionalJson(v)| Json(v))).await?;
+    let b = body(&app, &who, "mfa.enroll", raw).await?;
     let uri = app
         .mfa_enroll(&who.user, b.totp.as_deref(), who.source.clone())
         .await?;
@@ -144,7 +143,7 @@ pub async fn mfa_enroll(
 pub async fn mfa_confirm(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<Json<CodeBody>, JsonRejection>,
+    raw: Result<JsonBody<CodeBody>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let b = body(&app, &who, "mfa.confirm", raw).await?;
     if b.code.len() > 16 {
@@ -193,7 +192,7 @@ pub async fn set_password(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
-    raw: Result<Json<PasswordBody>, JsonRejection>,
+    raw: Result<JsonBody<PasswordBody>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let b = body(&app, &who, "user.set_password", raw).await?;
     let checked = (|| {

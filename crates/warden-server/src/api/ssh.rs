@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use utoipa::ToSchema;
 use warden_domain::TargetName;
 use warden_domain::audit::Code;
 
-use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, body, field, refuse};
 use crate::state::Shared;
 
 /// A public key to register.
@@ -45,7 +44,7 @@ fn view(k: warden_store::SshKey) -> KeyView {
 pub async fn add_key(
     State(app): State<Shared>,
     who: Authed,
-    raw: Result<Json<KeyBody>, JsonRejection>,
+    raw: Result<JsonBody<KeyBody>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
     let b = body(&app, &who, "ssh.key_add", raw).await?;
     match app.add_ssh_key(who.caller(), &b.public_key).await {
@@ -124,7 +123,7 @@ pub async fn pin_host_key(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
-    raw: Result<Json<PinBody>, JsonRejection>,
+    raw: Result<JsonBody<PinBody>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(&app, &who, "target.pin_host_key", raw).await?;
     let target: TargetName = match field("bad_target", name.parse()) {

@@ -1,14 +1,12 @@
 //! `/v1/targets/{name}`: admin credentials in the vault, and root rotation.
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use warden_domain::TargetName;
 
-use super::{ApiError, Authed, ErrorBody, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, body, field, refuse};
 use crate::state::Shared;
 
 /// The administrator account Warden uses at a target.
@@ -26,7 +24,7 @@ pub async fn set_credential(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
-    raw: Result<Json<CredentialBody>, JsonRejection>,
+    raw: Result<JsonBody<CredentialBody>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let b = body(&app, &who, "target.set_credential", raw).await?;
     let target: TargetName = match field("bad_target", name.parse()) {

@@ -1,0 +1,259 @@
+//! Request bodies: one JSON object, sent as `application/json`, parsed into the endpoint's
+//! type. Anything else is refused with a JSON error that says what was wrong, never quoting
+//! the values sent (the refusal is audited, and a password in the wrong shape must not reach
+//! the log).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, body_too_large};
+
+/// A request body parsed into `T`. With `EMPTY_IS_DEFAULT` (see [`OptionalJson`]) an empty
+/// body, however it was sent, stands for `{}`.
+pub(crate) struct JsonBody<T, const EMPTY_IS_DEFAULT: bool = false>(pub T);
+
+/// A body whose every field may be left out, so the body itself may be too: `curl -X POST
+/// …/approve` with no body reviews without a comment, as `{}` would.
+pub(crate) type OptionalJson<T> = JsonBody<T, true>;
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T, false> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (headers, bytes) = read(req, state).await?;
+        parse(&headers, &bytes).map(Self)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<T, true> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (headers, bytes) = read(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        parse(&headers, &bytes).map(Self)
+    }
+}
+
+/// The request's headers and its whole body, read within the body limit and the connection's
+/// read timeout.
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), ApiError> {
+    let headers = req.headers().clone();
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|r| unreadable(&r))?;
+    Ok((headers, bytes))
+}
+
+/// Parses `bytes` as the JSON object `T`, checking the declared type first.
+fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON, sent with `Content-Type: application/json`",
+        ));
+    }
+    if let Some(kind) = not_an_object(bytes) {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            format!(
+                "the request body must be a JSON object such as {{\"reason\": \"...\"}}, not {kind}"
+            ),
+        ));
+    }
+    match Json::<T>::from_bytes(bytes) {
+        Ok(Json(v)) => Ok(v),
+        Err(rejection) => Err(ApiError::bad_request(
+            "bad_json",
+            format!(
+                "the request body is not valid: {}",
+                without_values(&rejection.body_text())
+            ),
+        )),
+    }
+}
+
+/// Whether the body is declared as JSON: `application/json`, or a `+json` type.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    let sub = sub.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (sub == "json" || sub.ends_with("+json"))
+}
+
+/// What the body's top-level value is when it is plainly not an object (JSON also parses an
+/// array into a struct, by position, which no client means); `None` for an object, or for
+/// text the parser will refuse with its own message.
+fn not_an_object(bytes: &[u8]) -> Option<&'static str> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    Some(match first {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        b'-' | b'0'..=b'9' => "a number",
+        _ => return None,
+    })
+}
+
+/// The error for a body that could not be read whole: too slow to arrive (408: the
+/// connection's `http_read_timeout` ran out), too large (413) or broken off (400).
+fn unreadable(rejection: &BytesRejection) -> ApiError {
+    let timed_out =
+        std::iter::successors(Some(rejection as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
+    if timed_out {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time: send it right after the headers",
+        )
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_too_large()
+    } else {
+        ApiError::bad_request(
+            "bad_json",
+            format!(
+                "the request body could not be read: {}",
+                rejection.body_text()
+            ),
+        )
+    }
+}
+
+/// A body's parse error without the values it quotes (`invalid type: string "…"`), only their
+/// kind, nor the names of fields it did not expect: the refusal is audited, and a password sent
+/// in the wrong shape (or as a key) must not reach the log.
+fn without_values(text: &str) -> String {
+    const MARKS: [&str; 4] = [
+        "invalid type: ",
+        "invalid value: ",
+        "unknown field",
+        "unknown variant",
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((at, len)) = MARKS
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
+        .min()
+    {
+        out.push_str(&rest[..at + len]);
+        rest = &rest[at + len..];
+        // The value's kind (`string`, `integer`, `map`...), then the value itself if quoted.
+        let kind_end = rest.find(['"', '`', ',']).unwrap_or(rest.len());
+        out.push_str(rest[..kind_end].trim_end());
+        rest = &rest[kind_end..];
+        let mut chars = rest.char_indices();
+        let close = match chars.next() {
+            Some((_, '`')) => chars.find(|(_, c)| *c == '`').map(|(i, _)| i + 1),
+            Some((_, '"')) => {
+                let mut escaped = false;
+                chars
+                    .find(|(_, c)| {
+                        let end = *c == '"' && !escaped;
+                        escaped = *c == '\\' && !escaped;
+                        end
+                    })
+                    .map(|(i, _)| i + 1)
+            }
+            _ => Some(0),
+        };
+        rest = &rest[close.unwrap_or(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_keep_the_kind_of_a_value_but_not_the_value() {
+        let cases = [
+            (
+                r#"Failed to deserialize the JSON body into the target type: invalid type: string "Leak-Me-Password-1", expected struct PasswordBody at line 1 column 20"#,
+                "Failed to deserialize the JSON body into the target type: invalid type: string, expected struct PasswordBody at line 1 column 20",
+            ),
+            (
+                "password: invalid type: integer `123456789012345`, expected a string at line 1 column 29",
+                "password: invalid type: integer, expected a string at line 1 column 29",
+            ),
+            (
+                r#"invalid value: string "a\", expected b", expected struct X"#,
+                "invalid value: string, expected struct X",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u64; invalid type: map, expected a string",
+                "invalid type: floating point, expected u64; invalid type: map, expected a string",
+            ),
+            (
+                "unknown field `Leak-as-a-key`, expected `password` at line 1 column 10",
+                "unknown field, expected `password` at line 1 column 10",
+            ),
+            (
+                "unknown variant `Leak`, expected one of `a`, `b`",
+                "unknown variant, expected one of `a`, `b`",
+            ),
+            (
+                r#"invalid type: string "unterminated"#,
+                "invalid type: string",
+            ),
+        ];
+        for (raw, clean) in cases {
+            assert_eq!(without_values(raw), clean, "{raw}");
+        }
+    }
+
+    #[test]
+    fn only_objects_declared_as_json_are_bodies() {
+        let json = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            is_json(&h)
+        };
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(json(ct), "{ct}");
+        }
+        for ct in ["text/plain", "application/jsonx", "json", "text/json"] {
+            assert!(!json(ct), "{ct}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+        for (body, kind) in [
+            (&b" [1, 2]"[..], Some("an array")),
+            (b"\"x\"", Some("a string")),
+            (b"\n-1", Some("a number")),
+            (b"true", Some("a boolean")),
+            (b"null", Some("null")),
+            (b"\t{}", None),
+            (b"{not json", None),
+            (b"", None),
+        ] {
+            assert_eq!(not_an_object(body), kind, "{body:?}");
+        }
+    }
+}
