@@ -596,18 +596,37 @@ fn bad_input_is_refused_clearly_and_audited() {
     let lower = format!("bearer {token}");
     let r = warden_testkit::http_get_with(port, "/v1/auth/whoami", &[("Authorization", &lower)]);
     assert_eq!(r.unwrap().status, 200);
-    for (path, status, code) in [
-        ("/v1/requests/not-a-uuid", 400, "bad_id"),
-        ("/v1/audit/proof/99999999999999999999", 400, "bad_request"),
-        ("/v1/requests?limit=-1", 400, "bad_request"),
+    let admin_bearer = format!("Bearer {admin_token}");
+    let admin_auth = [("Authorization", admin_bearer.as_str())];
+    for (path, by, status, code) in [
+        ("/v1/requests/not-a-uuid", &auth, 400, "bad_id"),
+        (
+            "/v1/audit/proof/99999999999999999999",
+            &admin_auth,
+            400,
+            "bad_path",
+        ),
+        ("/v1/audit/proof/1", &auth, 403, "not_permitted"),
+        ("/v1/requests?limit=-1", &auth, 400, "bad_query"),
+        ("/v1/audit?limit=0", &auth, 400, "bad_limit"),
     ] {
-        let r = warden_testkit::http_get_with(port, path, &auth).unwrap();
+        let r = warden_testkit::http_get_with(port, path, by).unwrap();
         assert_eq!(
             (r.status, error_code(&r.body).as_str()),
             (status, code),
             "{path}: {}",
             r.body
         );
+    }
+    // Reads change nothing, but their refusals are audited like those of writes.
+    let refused = audit_values(&admin, "request.action_refused", "/details/action");
+    for action in [
+        "request.show",
+        "audit.prove",
+        "request.list",
+        "audit.search",
+    ] {
+        assert!(refused.iter().any(|a| a == action), "{action}: {refused:?}");
     }
     let (status, body) = post(port, "/v1/requests/not-a-uuid", Some(token), "{}");
     assert_eq!(

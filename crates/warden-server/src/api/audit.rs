@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -15,7 +16,8 @@ use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, body, field, refuse, require_audit_reader, rfc3339,
+    ApiError, Authed, ErrorBody, JsonBody, admitted, body, field, path, query, refuse,
+    require_audit_reader, rfc3339,
 };
 use crate::state::Shared;
 
@@ -77,8 +79,33 @@ fn period(
 pub async fn search(
     State(app): State<Shared>,
     who: Authed,
-    Query(q): Query<AuditQuery>,
+    raw: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<AuditList>, ApiError> {
+    let filter = admitted(&app, &who, "audit.search", search_filter(&app, &who, raw)).await?;
+    let events = app
+        .store
+        .audit(filter)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let events = events
+        .into_iter()
+        .map(|e| AuditRecord {
+            seq: e.seq,
+            leaf_hash: hex(&e.leaf_hash),
+            event: serde_json::to_value(&e.event).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Json(AuditList { events }))
+}
+
+/// What a search asks for, as far as the caller may see: others' events only for audit
+/// readers.
+fn search_filter(
+    app: &Shared,
+    who: &Authed,
+    raw: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<AuditFilter, ApiError> {
+    let q = query(raw)?;
     let mut user = q
         .user
         .as_deref()
@@ -86,7 +113,7 @@ pub async fn search(
         .transpose()?;
     if !app.may_read_audit(&who.user) {
         if user.as_ref().is_some_and(|u| u != &who.user.name) {
-            require_audit_reader(&app, &who, "search other users' events")?;
+            require_audit_reader(app, who, "search other users' events")?;
         }
         user = Some(who.user.name.clone());
     }
@@ -100,7 +127,7 @@ pub async fn search(
         })
         .transpose()?;
     let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
-    let filter = AuditFilter {
+    Ok(AuditFilter {
         user,
         target: q
             .target
@@ -117,21 +144,7 @@ pub async fn search(
         to,
         after_seq: q.after_seq,
         limit: super::limit(q.limit, 1000, 10_000)?,
-    };
-    let events = app
-        .store
-        .audit(filter)
-        .await
-        .map_err(crate::broker::Error::from)?;
-    let events = events
-        .into_iter()
-        .map(|e| AuditRecord {
-            seq: e.seq,
-            leaf_hash: hex(&e.leaf_hash),
-            event: serde_json::to_value(&e.event).unwrap_or_default(),
-        })
-        .collect();
-    Ok(Json(AuditList { events }))
+    })
 }
 
 fn hex(b: &[u8]) -> String {
@@ -355,16 +368,19 @@ pub struct InclusionProof {
 pub async fn proof(
     State(app): State<Shared>,
     who: Authed,
-    Path(seq): Path<u64>,
-    Query(q): Query<ProofQuery>,
+    seq: Result<Path<u64>, PathRejection>,
+    raw: Result<Query<ProofQuery>, QueryRejection>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    require_audit_reader(&app, &who, "read audit proofs")?;
+    let asked = require_audit_reader(&app, &who, "read audit proofs")
+        .and_then(|()| Ok((path(seq)?, query(raw)?)));
+    let (seq, q) = admitted(&app, &who, "audit.prove", asked).await?;
     let cp = checkpoint_at(&app, q.size).await?;
     if seq == 0 || seq > cp.size {
-        return Err(ApiError::bad_request(
+        let e = ApiError::bad_request(
             "bad_proof_request",
             format!("seq {seq} is not in the checkpoint of size {}", cp.size),
-        ));
+        );
+        return Err(refuse(&app, &who, "audit.prove", e).await);
     }
     let first = app
         .store
@@ -434,9 +450,10 @@ pub struct ConsistencyProof {
 pub async fn consistency(
     State(app): State<Shared>,
     who: Authed,
-    Query(q): Query<ConsistencyQuery>,
+    raw: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
-    require_audit_reader(&app, &who, "read audit proofs")?;
+    let asked = require_audit_reader(&app, &who, "read audit proofs").and_then(|()| query(raw));
+    let q = admitted(&app, &who, "audit.prove", asked).await?;
     let old = checkpoint_at(&app, Some(q.from)).await?;
     let new = checkpoint_at(&app, q.to).await?;
     let path = tree_for(&app, new.size, &[old.size.saturating_sub(1)])
@@ -486,10 +503,12 @@ const EXPORT_MAX: usize = 100_000;
 pub async fn export(
     State(app): State<Shared>,
     who: Authed,
-    Query(q): Query<ExportQuery>,
+    raw: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Json<Bundle>, ApiError> {
-    require_audit_reader(&app, &who, "export the audit log")?;
-    let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
+    let asked = require_audit_reader(&app, &who, "export the audit log")
+        .and_then(|()| query(raw))
+        .and_then(|q| period(q.from.as_deref(), q.to.as_deref()));
+    let (from, to) = admitted(&app, &who, "audit.export", asked).await?;
     let cp = checkpoint_at(&app, None).await?;
     let events = app
         .store

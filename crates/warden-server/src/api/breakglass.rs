@@ -2,6 +2,7 @@
 //! emergency access, its follow-up, the drill report and the notification outbox.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -169,9 +170,10 @@ pub async fn create(
 pub async fn list(
     State(app): State<Shared>,
     who: Authed,
-    Query(q): Query<PostmortemQuery>,
+    raw: Result<Query<PostmortemQuery>, QueryRejection>,
 ) -> Result<Json<PostmortemList>, ApiError> {
-    let limit = super::limit(q.limit, 100, 1000)?;
+    let asked = super::query(raw).and_then(|q| Ok((super::limit(q.limit, 100, 1000)?, q)));
+    let (limit, q) = super::admitted(&app, &who, "postmortem.list", asked).await?;
     let found = app.postmortems(&who.caller(), !q.all, limit).await?;
     Ok(Json(PostmortemList {
         postmortems: found.iter().map(PostmortemView::from).collect(),
@@ -186,7 +188,7 @@ pub async fn show(
     who: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<PostmortemView>, ApiError> {
-    let id = parse_id(&id)?;
+    let id = super::admitted(&app, &who, "postmortem.show", parse_id(&id)).await?;
     let p = app.show_postmortem(&who.caller(), id).await?;
     Ok(Json((&p).into()))
 }
@@ -217,9 +219,8 @@ pub async fn close(
     responses((status = 200, body = DrillReport), (status = 403, body = ErrorBody)))]
 pub async fn drills(State(app): State<Shared>, who: Authed) -> Result<Json<DrillReport>, ApiError> {
     if !app.is_security(&who.user) {
-        return Err(ApiError::forbidden(
-            "only security and administrators can see the drill report",
-        ));
+        let e = ApiError::forbidden("only security and administrators can see the drill report");
+        return Err(super::refuse(&app, &who, "report.drills", e).await);
     }
     let roles = app
         .drill_report()
@@ -241,9 +242,8 @@ pub async fn drills(State(app): State<Shared>, who: Authed) -> Result<Json<Drill
     responses((status = 200, body = OutboxView), (status = 403, body = ErrorBody)))]
 pub async fn outbox(State(app): State<Shared>, who: Authed) -> Result<Json<OutboxView>, ApiError> {
     if !app.is_admin(&who.user) {
-        return Err(ApiError::forbidden(
-            "only administrators can see the notification outbox",
-        ));
+        let e = ApiError::forbidden("only administrators can see the notification outbox");
+        return Err(super::refuse(&app, &who, "notify.status", e).await);
     }
     let s = app.outbox_status().await?;
     Ok(Json(OutboxView {

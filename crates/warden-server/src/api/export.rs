@@ -39,7 +39,8 @@ pub struct SinkStatus {
 #[utoipa::path(get, path = "/v1/audit/status", security(("token" = [])),
     responses((status = 200, body = AuditStatus), (status = 403, body = ErrorBody)))]
 pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<AuditStatus>, ApiError> {
-    super::require_audit_reader(&app, &who, "see the audit export status")?;
+    let allowed = super::require_audit_reader(&app, &who, "see the audit export status");
+    super::admitted(&app, &who, "audit.status", allowed).await?;
     let snap = app.export.snapshot();
     let log_size = crate::export::log_head(&app, snap.log_size)
         .await

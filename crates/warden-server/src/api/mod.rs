@@ -473,10 +473,38 @@ async fn body<T, const EMPTY_IS_DEFAULT: bool>(
     action: &str,
     body: Result<JsonBody<T, EMPTY_IS_DEFAULT>, ApiError>,
 ) -> Result<T, ApiError> {
-    match body {
-        Ok(JsonBody(v)) => Ok(v),
+    admitted(app, who, action, body.map(|JsonBody(v)| v)).await
+}
+
+/// Passes what a handler read from its request and checked of its caller, or audits the
+/// refusal as one of `action`: reads change nothing, but a caller probing with bad input or
+/// without the right is worth knowing about, as for writes.
+async fn admitted<T>(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    checked: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    match checked {
+        Ok(v) => Ok(v),
         Err(err) => Err(refuse(app, who, action, err).await),
     }
+}
+
+/// A path parameter parsed into `T`, or a 400 `bad_path` saying what did not parse.
+fn path<T>(
+    raw: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>,
+) -> Result<T, ApiError> {
+    raw.map(|axum::extract::Path(p)| p)
+        .map_err(|r| ApiError::bad_request("bad_path", r.body_text()))
+}
+
+/// A query string parsed into `T`, or a 400 `bad_query` saying what did not parse.
+fn query<T>(
+    raw: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    raw.map(|axum::extract::Query(q)| q)
+        .map_err(|r| ApiError::bad_request("bad_query", r.body_text()))
 }
 
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which

@@ -1,6 +1,7 @@
 //! `/v1/requests`: create, list, show, approve, deny, cancel, revoke, extend.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -139,18 +140,22 @@ pub async fn create(
 pub async fn list(
     State(app): State<Shared>,
     who: Authed,
-    Query(q): Query<ListQuery>,
+    raw: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<RequestList>, ApiError> {
-    let states = match q.state.as_deref() {
-        Some(s) => vec![field("bad_state", s.parse())?],
-        None => Vec::new(),
-    };
-    let requester = q
-        .requester
-        .as_deref()
-        .map(|r| field("bad_user", r.parse()))
-        .transpose()?;
-    let limit = super::limit(q.limit, 100, 1000)?;
+    let asked = super::query(raw).and_then(|q| {
+        let states = match q.state.as_deref() {
+            Some(s) => vec![field("bad_state", s.parse())?],
+            None => Vec::new(),
+        };
+        let requester = q
+            .requester
+            .as_deref()
+            .map(|r| field("bad_user", r.parse()))
+            .transpose()?;
+        let limit = super::limit(q.limit, 100, 1000)?;
+        Ok((q, states, requester, limit))
+    });
+    let (q, states, requester, limit) = super::admitted(&app, &who, "request.list", asked).await?;
     let shown = |r: &Request| {
         app.may_view(&who.user, r)
             && (!q.reviewable
@@ -203,7 +208,7 @@ pub async fn show(
     who: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let id = parse_id(&id)?;
+    let id = super::admitted(&app, &who, "request.show", parse_id(&id)).await?;
     let r = app.show(who.caller(), id).await?;
     Ok(Json(RequestView::new(&r, app.user(&r.requester))))
 }

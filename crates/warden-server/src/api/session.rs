@@ -260,9 +260,8 @@ pub struct LockedUsers {
 #[utoipa::path(get, path = "/v1/users/locked", security(("token" = [])),
     responses((status = 200, body = LockedUsers), (status = 403, body = ErrorBody)))]
 pub async fn locked(State(app): State<Shared>, who: Authed) -> Result<Json<LockedUsers>, ApiError> {
-    if let Err(e) = super::require_audit_reader(&app, &who, "list locked users") {
-        return Err(refuse(&app, &who, "user.locked", e).await);
-    }
+    let allowed = super::require_audit_reader(&app, &who, "list locked users");
+    super::admitted(&app, &who, "user.locked", allowed).await?;
     let locked = app
         .locked_users()
         .into_iter()
