@@ -100,13 +100,18 @@ fn slow_and_idle_connections_are_closed() {
     let said = String::from_utf8_lossy(&answer[..n]);
     assert!(said.starts_with("HTTP/1.1 413"), "{said}");
     assert!(said.contains("body_too_large"), "{said}");
+    // One declared too large is refused before it is sent.
+    let mut declared = connect();
+    write!(declared, "{}", head("Content-Length: 70000\r\n")).unwrap();
+    let said = rest(&mut declared);
+    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
     assert_eq!(
         audit_values(
             &env.login("admin"),
             "request.action_refused",
             "/outcome/code"
         ),
-        ["request_timeout", "body_too_large"]
+        ["request_timeout", "body_too_large", "body_too_large"]
     );
 
     // The server keeps serving.

@@ -42,9 +42,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
 }
 
 /// The request's headers and its whole body, read within the body limit and the connection's
-/// read timeout.
+/// read timeout. A body declared larger than the limit is refused unread.
 async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), ApiError> {
     let headers = req.headers().clone();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > super::BODY_LIMIT) {
+        return Err(body_too_large());
+    }
     let bytes = Bytes::from_request(req, state)
         .await
         .map_err(|r| unreadable(&r))?;

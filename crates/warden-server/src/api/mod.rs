@@ -264,9 +264,10 @@ pub const URI_LIMIT: usize = 8 * 1024;
 pub const HEADERS_LIMIT: usize = 16 * 1024;
 
 /// Refuses, with a JSON error and before anything else is done, a request whose target is
-/// longer than [`URI_LIMIT`] (414), whose headers are larger than [`HEADERS_LIMIT`] (431), or
-/// whose declared body is larger than [`BODY_LIMIT`] (413). Bodies without a length still stop
-/// at the limit, inside [`JsonBody`].
+/// longer than [`URI_LIMIT`] (414) or whose headers are larger than [`HEADERS_LIMIT`] (431).
+/// Bodies are bounded by [`JsonBody`], which knows the caller and so audits the refusal: one
+/// declared larger than [`BODY_LIMIT`] is refused unread, one without a length where it passes
+/// the limit.
 async fn refuse_oversize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -300,14 +301,6 @@ async fn refuse_oversize(
             ),
         )
         .into_response();
-    }
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT) {
-        return body_too_large().into_response();
     }
     next.run(req).await
 }
