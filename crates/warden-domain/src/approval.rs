@@ -107,6 +107,7 @@ impl Requirement {
         Requirement { clauses }
     }
 
+    /// The places approvers fill, the most particular first (see [`Slot::rank`]).
     fn slots(&self) -> Vec<Slot<'_>> {
         let mut slots = Vec::new();
         for c in &self.clauses {
@@ -121,6 +122,7 @@ impl Requirement {
                 }
             }
         }
+        slots.sort_by_key(Slot::rank);
         slots
     }
 
@@ -180,12 +182,18 @@ impl Requirement {
     }
 }
 
+/// The approvers who count at all: not the requester, each once, the requester's manager
+/// first. Matched first, against the most particular place first, the manager fills the
+/// manager's place, which no one else could; the places left open are then those someone who
+/// has not approved yet could fill.
 fn distinct_others<'a>(requester: &User, approvers: &'a [User]) -> Vec<&'a User> {
     let mut seen = BTreeSet::new();
-    approvers
+    let mut people: Vec<&User> = approvers
         .iter()
         .filter(|a| a.name != requester.name && seen.insert(a.name.clone()))
-        .collect()
+        .collect();
+    people.sort_by_key(|a| requester.manager.as_ref() != Some(&a.name));
+    people
 }
 
 /// What the approvals given so far achieve.
@@ -205,6 +213,17 @@ enum Slot<'a> {
 }
 
 impl Slot<'_> {
+    /// How few people could fill it: one (the manager), a named group's members, several
+    /// groups' members, anyone.
+    fn rank(&self) -> u8 {
+        match self {
+            Slot::Manager => 0,
+            Slot::Member(_) => 1,
+            Slot::AnyOf(_) => 2,
+            Slot::Anyone => 3,
+        }
+    }
+
     fn accepts(&self, who: &User, requester: &User) -> bool {
         match self {
             Slot::AnyOf(groups) => groups.iter().any(|g| who.in_group(g)),
@@ -232,7 +251,9 @@ impl Slot<'_> {
 }
 
 /// Maximum bipartite matching of people to slots by augmenting paths (Kuhn's algorithm).
-/// Returns, for each slot, the index of the person filling it.
+/// Returns, for each slot, the index of the person filling it. A slot once filled stays filled
+/// (an augmenting path only changes who fills it), so the first person takes the first slot
+/// they fit and keeps it filled.
 fn max_matching(slots: &[Slot<'_>], people: &[&User], requester: &User) -> Vec<Option<usize>> {
     fn augment(
         p: usize,
@@ -435,6 +456,30 @@ mod tests {
                 .satisfied
         );
         assert!(!r.would_count(&alice, std::slice::from_ref(&mallory), &mallory));
+    }
+
+    #[test]
+    fn what_is_still_needed_is_what_someone_new_could_give() {
+        let alice = user("alice", &["dev"], Some("mallory"));
+        let mallory = user("mallory", &["sre", "security"], None);
+        let sam = user("sam", &["sre", "security"], None);
+        // The manager, also a peer, counts as the manager: only the peer is still needed.
+        let r: Requirement = "peer(sre) & manager".parse().unwrap();
+        let missing = |r: &Requirement, who: &[User]| r.progress(&alice, who).missing;
+        assert_eq!(
+            missing(&r, std::slice::from_ref(&mallory)),
+            ["an approver from sre"]
+        );
+        // A security member counts toward security before anyone's place.
+        let r: Requirement = "two-person(security) & manager".parse().unwrap();
+        assert_eq!(
+            missing(&r, std::slice::from_ref(&sam)),
+            ["the requester's manager", "a second approver"]
+        );
+        assert_eq!(
+            missing(&r, std::slice::from_ref(&mallory)),
+            ["an approver from security", "a second approver"]
+        );
     }
 
     #[test]
