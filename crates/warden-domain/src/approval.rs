@@ -128,7 +128,11 @@ impl Requirement {
 
     /// Evaluates `approvers` (people who approved, as they were when they acted) for a request
     /// made by `requester`. The requester and repeated names never count.
-    pub fn progress(&self, requester: &User, approvers: &[User]) -> Progress {
+    pub fn progress<'a>(
+        &self,
+        requester: &User,
+        approvers: impl IntoIterator<Item = &'a User>,
+    ) -> Progress {
         let slots = self.slots();
         let people = distinct_others(requester, approvers);
         let assignment = max_matching(&slots, &people, requester);
@@ -186,11 +190,14 @@ impl Requirement {
 /// first. Matched first, against the most particular place first, the manager fills the
 /// manager's place, which no one else could; the places left open are then those someone who
 /// has not approved yet could fill.
-fn distinct_others<'a>(requester: &User, approvers: &'a [User]) -> Vec<&'a User> {
+fn distinct_others<'a>(
+    requester: &User,
+    approvers: impl IntoIterator<Item = &'a User>,
+) -> Vec<&'a User> {
     let mut seen = BTreeSet::new();
     let mut people: Vec<&User> = approvers
-        .iter()
-        .filter(|a| a.name != requester.name && seen.insert(a.name.clone()))
+        .into_iter()
+        .filter(|a| a.name != requester.name && seen.insert(&a.name))
         .collect();
     people.sort_by_key(|a| requester.manager.as_ref() != Some(&a.name));
     people
@@ -281,6 +288,10 @@ fn max_matching(slots: &[Slot<'_>], people: &[&User], requester: &User) -> Vec<O
     }
     let mut owner = vec![None; slots.len()];
     for p in 0..people.len() {
+        // Everyone else can only change who fills a place, not how many are filled.
+        if owner.iter().all(Option::is_some) {
+            break;
+        }
         let mut seen = vec![false; slots.len()];
         augment(p, slots, people, requester, &mut seen, &mut owner);
     }

@@ -193,10 +193,10 @@ impl Decision {
     /// Whether the people of the directory, `everyone`, could together give the approval the
     /// decision requires of a request by `requester`: one that no one could approve would only
     /// wait out its timeout.
-    pub fn approvable(
+    pub fn approvable<'a>(
         &self,
         requester: &crate::User,
-        everyone: &[crate::User],
+        everyone: impl IntoIterator<Item = &'a crate::User>,
     ) -> Result<(), Refusal> {
         if self.requirement.progress(requester, everyone).satisfied {
             Ok(())

@@ -263,8 +263,7 @@ impl App {
         if decision.requirement.is_auto() {
             return Ok(());
         }
-        let everyone: Vec<User> = self.directory.users().cloned().collect();
-        decision.approvable(requester, &everyone)
+        decision.approvable(requester, self.directory.users())
     }
 
     /// Every target and role with what policy says about `user` asking for it now, through
