@@ -790,9 +790,14 @@ fn security_hears_when_a_credential_cannot_be_revoked() {
         "{detail}"
     );
     assert!(!n.to_string().contains(&admin_password), "{n}");
-    // Only the first failure notifies until Warden gives up.
+    // Only the first failure notifies until Warden gives up; every one is audited.
     thread::sleep(Duration::from_secs(3));
     assert_eq!(notices(&hook, "revoke_failed", &rid).len(), 1);
+    let failures = audit_records(&admin, "credential.revoke_failed");
+    assert!(failures.len() >= 2, "{failures:?}");
+    assert_eq!(failures[0]["event"]["request_id"], rid.as_str());
+    assert_eq!(failures[0]["event"]["details"]["attempts"], 1);
+    assert_eq!(failures[1]["event"]["details"]["attempts"], 2);
 }
 
 #[test]

@@ -137,11 +137,17 @@ impl App {
                             self.notices(&r, Kind::RevokeFailed, Audience::Security, Some(detail));
                     }
                 }
-                if newly_failed {
-                    vec![base(Code::CredentialRevokeFailed).failed("revoke_failed", e).details(serde_json::json!({ "account": lease.account, "attempts": lease.attempts }))]
-                } else {
-                    Vec::new()
-                }
+                // Every attempt that failed is on record, not only the one that gave up: the
+                // account outlived its grant for as long as they went on.
+                vec![
+                    base(Code::CredentialRevokeFailed)
+                        .failed("revoke_failed", e)
+                        .details(serde_json::json!({
+                            "account": lease.account,
+                            "attempts": lease.attempts,
+                            "marked_failed": newly_failed,
+                        })),
+                ]
             }
         };
         let notify = !notices.is_empty();
