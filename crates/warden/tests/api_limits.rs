@@ -204,6 +204,32 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
             said.body
         );
     }
+
+    // An action without fields takes none: a field sent to it is refused, not dropped, the
+    // request stays as it was, and the refusal is in the request's history.
+    let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-3"]));
+    let said = http_post_with(
+        port,
+        &format!("/v1/requests/{pending}/cancel"),
+        &json,
+        r#"{"comment": "no longer needed"}"#,
+    )
+    .unwrap();
+    assert_eq!(said.status, 400, "{}", said.body);
+    assert_eq!(error_code(&said.body), "bad_json");
+    assert_eq!(state(&alice, &pending), "pending");
+    let history = ok(
+        &env.login("admin"),
+        &["audit", "search", "--request", &pending],
+    );
+    let refused: Vec<&serde_json::Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["action"] == "request.action_refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{history}");
+    assert_eq!(refused[0]["event"]["details"]["action"], "request.cancel");
 }
 
 #[test]

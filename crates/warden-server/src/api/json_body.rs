@@ -20,6 +20,12 @@ pub(crate) struct JsonBody<T, const EMPTY_IS_DEFAULT: bool = false>(pub T);
 /// …/approve` with no body reviews without a comment, as `{}` would.
 pub(crate) type OptionalJson<T> = JsonBody<T, true>;
 
+/// The body of an action that takes no fields: none, or `{}`. Anything else is refused rather
+/// than ignored, so a field a client believes it sent is never silently dropped.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoFields {}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T, false> {
     type Rejection = ApiError;
 

@@ -33,7 +33,7 @@ use warden_domain::User;
 use warden_domain::audit::{Actor, Code, Event};
 
 pub use error::{ApiError, ErrorBody};
-pub(crate) use json_body::{JsonBody, OptionalJson};
+pub(crate) use json_body::{JsonBody, NoFields, OptionalJson};
 
 use crate::auth::ChangeInFlight;
 use crate::broker::Caller;
@@ -530,8 +530,21 @@ fn field<T, E: std::fmt::Display>(code: &str, parsed: Result<T, E>) -> Result<T,
 
 /// Audits a refusal of bad input and returns it; the request changed nothing.
 async fn refuse(app: &Shared, who: &Authed, action: &str, err: ApiError) -> ApiError {
-    let event = Event::new(Code::ActionRefused, who.actor(), now())
+    refuse_about(app, who, action, None, err).await
+}
+
+/// [`refuse`], of an action on `request`: the event names it, so that the request's history
+/// shows the refusal.
+async fn refuse_about(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    request: Option<warden_domain::RequestId>,
+    err: ApiError,
+) -> ApiError {
+    let mut event = Event::new(Code::ActionRefused, who.actor(), now())
         .details(serde_json::json!({ "action": action }));
+    event.request_id = request;
     audited(app, event, err).await
 }
 

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use warden_domain::{Ticket, Ttl, UserName};
 
 use super::views::DecisionView;
-use super::{ApiError, Authed, ErrorBody, JsonBody, body, field, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, body, field, refuse};
 use crate::state::Shared;
 
 /// One role the caller may request.
@@ -190,7 +190,9 @@ pub async fn explain(
 pub async fn reload(
     State(app): State<Shared>,
     who: Authed,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<ReloadResult>, ApiError> {
+    let NoFields {} = body(&app, &who, "policy.reload", raw).await?;
     if !app.is_admin(&who.user) {
         return Err(refuse(
             &app,

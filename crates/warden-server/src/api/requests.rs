@@ -11,7 +11,10 @@ use warden_domain::{Comment, Reason, Request, RequestId, Ticket, Ttl};
 use warden_store::RequestFilter;
 
 use super::views::{RequestList, RequestView};
-use super::{ApiError, Authed, ErrorBody, JsonBody, OptionalJson, body, field, refuse};
+use super::{
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, body, field, refuse,
+    refuse_about,
+};
 use crate::broker::{Create, Outcome};
 use crate::state::Shared;
 
@@ -213,6 +216,25 @@ pub async fn show(
     Ok(Json(RequestView::new(&r, app.user(&r.requester))))
 }
 
+/// The id and body of `action` on a request, or the refusal of either, audited: about the
+/// request once its id parses, so that its history shows the refusal.
+async fn request_input<T, const EMPTY_IS_DEFAULT: bool>(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    id: &str,
+    raw: Result<JsonBody<T, EMPTY_IS_DEFAULT>, ApiError>,
+) -> Result<(RequestId, T), ApiError> {
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(app, who, action, e).await),
+    };
+    match raw {
+        Ok(JsonBody(b)) => Ok((id, b)),
+        Err(e) => Err(refuse_about(app, who, action, Some(id), e).await),
+    }
+}
+
 async fn review(
     app: Shared,
     who: Authed,
@@ -225,15 +247,14 @@ async fn review(
     } else {
         "request.deny"
     };
-    let b = body(&app, &who, action, raw).await?;
-    let parsed = parse_id(&id).and_then(|id| {
-        let comment = field("bad_comment", Comment::parse(&b.comment))?;
+    let (id, b) = request_input(&app, &who, action, &id, raw).await?;
+    let parsed = field("bad_comment", Comment::parse(&b.comment)).and_then(|comment| {
         let totp = bounded("totp", b.totp.as_deref(), MAX_TOTP)?.map(str::to_owned);
-        Ok((id, comment, totp))
+        Ok((comment, totp))
     });
-    let (id, comment, totp) = match parsed {
+    let (comment, totp) = match parsed {
         Ok(p) => p,
-        Err(e) => return Err(refuse(&app, &who, action, e).await),
+        Err(e) => return Err(refuse_about(&app, &who, action, Some(id), e).await),
     };
     let outcome = app.review(who.caller(), id, approve, comment, totp).await?;
     Ok(Json(view(&app, outcome)))
@@ -271,11 +292,9 @@ pub async fn cancel(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(e) => return Err(refuse(&app, &who, "request.cancel", e).await),
-    };
+    let (id, NoFields {}) = request_input(&app, &who, "request.cancel", &id, raw).await?;
     let r = app.cancel(who.caller(), id).await?;
     Ok(Json(RequestView::new(&r, app.user(&r.requester))))
 }
@@ -289,12 +308,10 @@ pub async fn revoke(
     Path(id): Path<String>,
     raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let b = body(&app, &who, "request.revoke", raw).await?;
-    let parsed =
-        parse_id(&id).and_then(|id| Ok((id, field("bad_comment", Comment::parse(&b.comment))?)));
-    let (id, comment) = match parsed {
-        Ok(p) => p,
-        Err(e) => return Err(refuse(&app, &who, "request.revoke", e).await),
+    let (id, b) = request_input(&app, &who, "request.revoke", &id, raw).await?;
+    let comment = match field("bad_comment", Comment::parse(&b.comment)) {
+        Ok(c) => c,
+        Err(e) => return Err(refuse_about(&app, &who, "request.revoke", Some(id), e).await),
     };
     let r = app.revoke(who.caller(), id, comment).await?;
     Ok(Json(RequestView::new(&r, app.user(&r.requester))))
@@ -309,20 +326,19 @@ pub async fn extend(
     Path(id): Path<String>,
     raw: Result<JsonBody<ExtendBody>, ApiError>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    let b = body(&app, &who, "request.extend", raw).await?;
-    let parsed = parse_id(&id).and_then(|id| {
-        let ttl = field("bad_ttl", b.ttl.parse::<Ttl>())?;
+    let (id, b) = request_input(&app, &who, "request.extend", &id, raw).await?;
+    let parsed = field("bad_ttl", b.ttl.parse::<Ttl>()).and_then(|ttl| {
         let reason = b
             .reason
             .as_deref()
             .map(|r| field("bad_reason", Reason::parse(r)))
             .transpose()?;
         let totp = bounded("totp", b.totp.as_deref(), MAX_TOTP)?.map(str::to_owned);
-        Ok((id, ttl, reason, totp))
+        Ok((ttl, reason, totp))
     });
-    let (id, ttl, reason, totp) = match parsed {
+    let (ttl, reason, totp) = match parsed {
         Ok(p) => p,
-        Err(e) => return Err(refuse(&app, &who, "request.extend", e).await),
+        Err(e) => return Err(refuse_about(&app, &who, "request.extend", Some(id), e).await),
     };
     let outcome = app.extend(who.caller(), id, ttl, reason, totp).await?;
     Ok((StatusCode::CREATED, Json(view(&app, outcome))))
@@ -335,10 +351,8 @@ pub async fn credential(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(e) => return Err(refuse(&app, &who, "request.credential", e).await),
-    };
+    let (id, NoFields {}) = request_input(&app, &who, "request.credential", &id, raw).await?;
     Ok(Json(app.pickup(who.caller(), id).await?))
 }

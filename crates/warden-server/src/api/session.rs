@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::UserName;
 
-use super::{ApiError, Authed, ErrorBody, JsonBody, OptionalJson, Source, body, field, refuse};
+use super::{
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, Source, body, field, refuse,
+};
 use crate::state::Shared;
 use warden_domain::rfc3339;
 
@@ -103,7 +105,12 @@ pub async fn login(
 
 /// Revokes the token used for this call.
 #[utoipa::path(post, path = "/v1/auth/logout", security(("token" = [])), responses((status = 204)))]
-pub async fn logout(State(app): State<Shared>, who: Authed) -> Result<StatusCode, ApiError> {
+pub async fn logout(
+    State(app): State<Shared>,
+    who: Authed,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
+) -> Result<StatusCode, ApiError> {
+    let NoFields {} = body(&app, &who, "auth.logout", raw).await?;
     app.logout(&who.token, &who.user, who.source.clone())
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -227,7 +234,9 @@ pub async fn revoke_all(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<Offboarded>, ApiError> {
+    let NoFields {} = body(&app, &who, "user.revoke_all", raw).await?;
     let user: UserName = match field("bad_user", name.parse()) {
         Ok(u) => u,
         Err(e) => return Err(refuse(&app, &who, "user.revoke_all", e).await),
@@ -288,7 +297,9 @@ pub async fn unlock(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<Unlocked>, ApiError> {
+    let NoFields {} = body(&app, &who, "user.unlock", raw).await?;
     let name = match directory_user(&app, &who, &name, "unlock users") {
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.unlock", e).await),

@@ -11,7 +11,9 @@ use utoipa::ToSchema;
 use warden_domain::TargetName;
 use warden_domain::audit::Code;
 
-use super::{ApiError, Authed, ErrorBody, JsonBody, body, field, refuse};
+use super::{
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, admitted, body, field, refuse,
+};
 use crate::state::Shared;
 
 /// A public key to register.
@@ -100,8 +102,10 @@ pub async fn scan_host_key(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let target: TargetName = field("bad_target", name.parse())?;
+    let asked = raw.and_then(|JsonBody(NoFields {})| field("bad_target", name.parse()));
+    let target: TargetName = admitted(&app, &who, "target.scan_host_key", asked).await?;
     let (key, fingerprint) = app.scan_host_key(who.caller(), &target).await?;
     Ok(Json(
         serde_json::json!({ "public_key": key, "fingerprint": fingerprint }),
@@ -154,7 +158,9 @@ pub async fn kill(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
+    let NoFields {} = body(&app, &who, "session.kill", raw).await?;
     match app.kill_session(who.caller(), &id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(refuse(&app, &who, "session.kill", e.into()).await),

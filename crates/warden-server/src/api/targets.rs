@@ -6,7 +6,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use warden_domain::TargetName;
 
-use super::{ApiError, Authed, ErrorBody, JsonBody, body, field, refuse};
+use super::{
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, admitted, body, field, refuse,
+};
 use crate::state::Shared;
 
 /// The administrator account Warden uses at a target.
@@ -43,11 +45,10 @@ pub async fn rotate_root(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
-    let target: TargetName = match field("bad_target", name.parse()) {
-        Ok(t) => t,
-        Err(e) => return Err(refuse(&app, &who, "target.rotate_root", e).await),
-    };
+    let asked = raw.and_then(|JsonBody(NoFields {})| field("bad_target", name.parse()));
+    let target: TargetName = admitted(&app, &who, "target.rotate_root", asked).await?;
     app.rotate_root(who.caller(), &target).await?;
     Ok(StatusCode::NO_CONTENT)
 }
