@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -73,24 +73,43 @@ fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Ap
             "the request body must be JSON, sent with `Content-Type: application/json`",
         ));
     }
-    if let Some(kind) = not_an_object(bytes) {
-        return Err(ApiError::bad_request(
-            "bad_json",
-            format!(
-                "the request body must be a JSON object such as {{\"reason\": \"...\"}}, not {kind}"
-            ),
+    let bad = |message: String| ApiError::bad_request("bad_json", message);
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(bad(
+            "the request body starts with a byte-order mark: send the JSON as plain UTF-8, without one".into(),
         ));
+    }
+    if bytes.iter().all(|b| json_space(*b)) {
+        return Err(bad(
+            "the request body is empty: this action needs a JSON object of its fields (see /v1/openapi.json)".into(),
+        ));
+    }
+    if let Some(kind) = not_an_object(bytes) {
+        return Err(bad(format!(
+            "the request body must be a JSON object of the action's fields, {{\"name\": value, ...}}, not {kind}"
+        )));
     }
     match Json::<T>::from_bytes(bytes) {
         Ok(Json(v)) => Ok(v),
-        Err(rejection) => Err(ApiError::bad_request(
-            "bad_json",
-            format!(
-                "the request body is not valid: {}",
-                without_values(&rejection.body_text())
-            ),
-        )),
+        Err(JsonRejection::JsonSyntaxError(e)) => Err(bad(format!(
+            "the request body is not valid JSON: {}",
+            without_values(cause(&e.body_text()))
+        ))),
+        Err(e) => Err(bad(format!(
+            "the request body does not fit the action: {}",
+            without_values(cause(&e.body_text()))
+        ))),
     }
+}
+
+/// The parser's own words, without the extractor's preamble ("Failed to deserialize the JSON
+/// body into the target type: ").
+fn cause(text: &str) -> &str {
+    text.split_once(": ").map_or(text, |(_, cause)| cause)
+}
+
+fn json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// Whether the body is declared as JSON: `application/json`, or a `+json` type.
@@ -113,9 +132,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// array into a struct, by position, which no client means); `None` for an object, or for
 /// text the parser will refuse with its own message.
 fn not_an_object(bytes: &[u8]) -> Option<&'static str> {
-    let first = bytes
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    let first = bytes.iter().find(|b| !json_space(**b))?;
     Some(match first {
         b'[' => "an array",
         b'"' => "a string",
@@ -127,7 +144,7 @@ fn not_an_object(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// The error for a body that could not be read whole: too slow to arrive (408: the
-/// connection's `http_read_timeout` ran out), too large (413) or broken off (400).
+/// connection's `http_read_timeout` ran out), too large (413) or broken off (400 `bad_body`).
 fn unreadable(rejection: &BytesRejection) -> ApiError {
     let timed_out =
         std::iter::successors(Some(rejection as &(dyn std::error::Error + 'static)), |e| {
@@ -144,11 +161,8 @@ fn unreadable(rejection: &BytesRejection) -> ApiError {
         body_too_large()
     } else {
         ApiError::bad_request(
-            "bad_json",
-            format!(
-                "the request body could not be read: {}",
-                rejection.body_text()
-            ),
+            "bad_body",
+            "the request body could not be read whole: its framing is broken or the connection was cut",
         )
     }
 }
@@ -236,6 +250,39 @@ mod tests {
         for (raw, clean) in cases {
             assert_eq!(without_values(raw), clean, "{raw}");
         }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        #[allow(dead_code)]
+        ttl: String,
+    }
+
+    #[test]
+    fn each_bad_body_is_told_what_is_wrong_with_it() {
+        let mut json = HeaderMap::new();
+        json.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let said = |body: &[u8]| parse::<Ask>(&json, body).unwrap_err().message;
+        for (body, says) in [
+            (&b" \n"[..], "the request body is empty"),
+            (b"\xEF\xBB\xBF{}", "byte-order mark"),
+            (b"[\"1h\"]", "not an array"),
+            (
+                b"{ttl: 1}",
+                "not valid JSON: key must be a string at line 1 column 2",
+            ),
+            (
+                b"{\"ttl\": 3600}",
+                "does not fit the action: ttl: invalid type: integer, expected a string",
+            ),
+        ] {
+            let message = said(body);
+            assert!(message.contains(says), "{body:?}: {message}");
+            assert!(!message.contains("Failed to"), "{message}");
+        }
+        let plain = parse::<Ask>(&HeaderMap::new(), b"{}").unwrap_err();
+        assert_eq!(plain.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 
     #[test]

@@ -262,7 +262,7 @@ async fn review(
 
 /// Approves a pending request. Refused for the requester, for someone who already reviewed
 /// it, and for anyone whose approval would not count toward the tier.
-#[utoipa::path(post, path = "/v1/requests/{id}/approve", request_body = ReviewBody, security(("token" = [])),
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", request_body = Option<ReviewBody>, security(("token" = [])),
     responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve(
     State(app): State<Shared>,
@@ -274,7 +274,7 @@ pub async fn approve(
 }
 
 /// Denies a pending request; a deny from an eligible approver ends it.
-#[utoipa::path(post, path = "/v1/requests/{id}/deny", request_body = ReviewBody, security(("token" = [])),
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", request_body = Option<ReviewBody>, security(("token" = [])),
     responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn deny(
     State(app): State<Shared>,
@@ -300,7 +300,7 @@ pub async fn cancel(
 }
 
 /// Ends a grant early and revokes its credential.
-#[utoipa::path(post, path = "/v1/requests/{id}/revoke", request_body = ReviewBody, security(("token" = [])),
+#[utoipa::path(post, path = "/v1/requests/{id}/revoke", request_body = Option<ReviewBody>, security(("token" = [])),
     responses((status = 200, body = RequestView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn revoke(
     State(app): State<Shared>,

@@ -130,7 +130,7 @@ pub async fn whoami(State(app): State<Shared>, who: Authed) -> Result<Json<WhoAm
 }
 
 /// Starts TOTP enrolment; confirm it with a first code.
-#[utoipa::path(post, path = "/v1/auth/mfa/enroll", request_body = EnrollBody, security(("token" = [])),
+#[utoipa::path(post, path = "/v1/auth/mfa/enroll", request_body = Option<EnrollBody>, security(("token" = [])),
     responses((status = 200, body = EnrollResponse), (status = 403, body = ErrorBody)))]
 pub async fn mfa_enroll(
     State(app): State<Shared>,
