@@ -123,7 +123,7 @@ pub enum Refusal {
     #[error("ticket {ticket:?} does not match the required pattern {pattern}")]
     TicketMismatch { ticket: String, pattern: String },
     #[error(
-        "this role requires MFA step-up: pass --totp CODE with the TOTP code your authenticator shows now"
+        "this role requires MFA step-up: pass the TOTP code your authenticator shows now as `totp` (`--totp CODE` from the CLI)"
     )]
     MfaRequired,
     #[error(

@@ -34,7 +34,7 @@ pub enum AuthError {
         "invalid user name, password or TOTP code (five wrong ones in a row lock a user's sign-in for 15 minutes)"
     )]
     BadCredentials,
-    #[error("a TOTP code is required for this user: pass --totp CODE")]
+    #[error("a TOTP code is required for this user: pass it as `totp` (`--totp CODE` from the CLI)")]
     TotpRequired,
     #[error("missing or malformed Authorization header: log in with `warden login`")]
     NoToken,
@@ -463,7 +463,7 @@ impl App {
     pub async fn step_up(&self, user: &UserName, code: Option<&str>) -> Result<bool, AuthError> {
         let Some(totp) = self.user_totp(user, false).await? else {
             return Err(AuthError::Mfa(
-                "this action requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` and `warden mfa confirm CODE`, then pass --totp CODE"
+                "this action requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` and `warden mfa confirm CODE`, then pass the code it shows as `totp` (`--totp CODE` from the CLI)"
                     .into(),
             ));
         };
@@ -713,7 +713,7 @@ impl App {
             };
             if !ok {
                 return Err(AuthError::Mfa(
-                    "you already have MFA; pass a current code with --totp to replace it".into(),
+                    "you already have MFA; pass a current code as `totp` (`--totp CODE` from the CLI) to replace it".into(),
                 ));
             }
         }

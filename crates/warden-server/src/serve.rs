@@ -224,9 +224,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     if opts.dev {
-        println!(
-            "==> DEVELOPMENT SERVER: data in a temporary directory, deleted at exit. Never use in production."
-        );
+        let data = if _dev_dir.is_some() {
+            "data in a temporary directory, deleted at exit".to_owned()
+        } else {
+            format!("data in {}, kept at exit", config.data_dir.display())
+        };
+        println!("==> DEVELOPMENT SERVER: {data}. Never use in production.");
         println!(
             "    Demo users alice (dev, manager mallory), bob (sre), mallory (managers), sam (security), admin (admins)"
         );

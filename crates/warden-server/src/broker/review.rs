@@ -93,7 +93,7 @@ impl App {
                 match self.step_up(&caller.user.name, totp.as_deref()).await {
                     Ok(true) => stepped_up = Some(()),
                     Ok(false) => {
-                        let e = Error::Mfa("approving this role requires MFA step-up: pass a fresh TOTP code with --totp".into());
+                        let e = Error::Mfa("approving this role requires MFA step-up: pass a fresh TOTP code as `totp` (`--totp CODE` from the CLI)".into());
                         return Err(self.refused(refusal, e).await);
                     }
                     Err(e) => return Err(self.refused(refusal, e.into()).await),

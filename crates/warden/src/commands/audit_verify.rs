@@ -54,7 +54,9 @@ fn claimed_seq(data: &str) -> Option<u64> {
         .as_u64()
 }
 
-fn report(out: Output, summary: Value, problems: &[String]) -> anyhow::Result<()> {
+/// Prints what was checked and any problem; `what` names it in the closing line ("the
+/// proof", "the bundle").
+fn report(out: Output, what: &str, summary: Value, problems: &[String]) -> anyhow::Result<()> {
     if out.json {
         let mut v = summary;
         v["problems"] = json!(problems);
@@ -62,13 +64,16 @@ fn report(out: Output, summary: Value, problems: &[String]) -> anyhow::Result<()
         out.json(&v)?;
     } else {
         for (k, v) in summary.as_object().into_iter().flatten() {
-            println!("{k}: {v}");
+            match v {
+                Value::String(s) => println!("{k}: {s}"),
+                v => println!("{k}: {v}"),
+            }
         }
         for p in problems {
             println!("PROBLEM: {p}");
         }
         if problems.is_empty() {
-            println!("OK: the audit log verifies");
+            println!("OK: {what} verifies");
         }
     }
     if problems.is_empty() {
@@ -244,7 +249,7 @@ pub fn store(
         "archived_before": base,
         "verifier": key.name(),
     });
-    report(out, summary, &problems)
+    report(out, "the audit log", summary, &problems)
 }
 
 /// "block of events 1025..=2048" for block 1.
@@ -324,7 +329,7 @@ pub fn proof(file: &Path, key: &str, out: Output) -> anyhow::Result<()> {
             .into());
         }
     };
-    report(out, summary, &[])
+    report(out, "the proof", summary, &[])
 }
 
 /// Writes an export bundle as three files: the verifier key, the checkpoint, the events.
@@ -414,7 +419,7 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
     problems.extend(sequence_problems(&order));
     let summary =
         json!({ "events_checked": checked, "checkpoint_size": cp.size, "verifier": key.name() });
-    report(out, summary, &problems)
+    report(out, "the bundle", summary, &problems)
 }
 
 /// What is wrong with the order of a bundle's events (sequence number, line): each moved event
@@ -500,6 +505,7 @@ pub fn segment(file: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()
     }
     report(
         out,
+        "the segment",
         json!({ "from": from, "to": to, "events_checked": to.saturating_sub(from) + 1 }),
         &problems,
     )
