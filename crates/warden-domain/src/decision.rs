@@ -127,9 +127,15 @@ pub enum Refusal {
     )]
     MfaRequired,
     #[error(
-        "no one in the directory can give the approval this request needs ({0}): with the requester left out and each person counted once, too few fit it; ask an administrator to change the directory or the policy"
+        "no one in the directory can give the approval this request needs ({tier}): with the requester left out and each person counted once, no one is left to be {}; ask an administrator to change the directory or the policy",
+        unfilled.join(", nor ")
     )]
-    NoApprovers(String),
+    NoApprovers {
+        /// The approval the request needs.
+        tier: String,
+        /// The places no one in the directory can fill.
+        unfilled: Vec<String>,
+    },
 }
 
 /// Why a request is not permitted: no permit matched, or the forbid rules that matched.
@@ -151,7 +157,7 @@ impl Refusal {
             Self::TicketRequired(_) => "ticket_required",
             Self::TicketMismatch { .. } => "ticket_mismatch",
             Self::MfaRequired => "mfa_required",
-            Self::NoApprovers(_) => "no_approvers",
+            Self::NoApprovers { .. } => "no_approvers",
         }
     }
 }
@@ -198,10 +204,14 @@ impl Decision {
         requester: &crate::User,
         everyone: impl IntoIterator<Item = &'a crate::User>,
     ) -> Result<(), Refusal> {
-        if self.requirement.progress(requester, everyone).satisfied {
+        let progress = self.requirement.progress(requester, everyone);
+        if progress.satisfied {
             Ok(())
         } else {
-            Err(Refusal::NoApprovers(self.requirement.to_string()))
+            Err(Refusal::NoApprovers {
+                tier: self.requirement.to_string(),
+                unfilled: progress.missing,
+            })
         }
     }
 

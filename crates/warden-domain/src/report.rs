@@ -139,7 +139,7 @@ pub struct Scorecard {
     /// Requests of the period that became grants.
     pub grants: u64,
     /// Grants made through request and approval, over all privileged access observed (those
-    /// grants plus break-glass activations).
+    /// grants plus break-glass activations, drills included: a drill grants real access too).
     pub jit_share: Figure,
     /// Privileged accounts at targets that Warden did not grant. Not measured: standing
     /// privilege discovery is not available yet, so this is always `None` and the JIT share

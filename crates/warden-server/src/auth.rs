@@ -34,7 +34,9 @@ pub enum AuthError {
         "invalid user name, password or TOTP code (five wrong ones in a row lock a user's sign-in for 15 minutes)"
     )]
     BadCredentials,
-    #[error("a TOTP code is required for this user: pass it as `totp` (`--totp CODE` from the CLI)")]
+    #[error(
+        "a TOTP code is required for this user: pass it as `totp` (`--totp CODE` from the CLI)"
+    )]
     TotpRequired,
     #[error("missing or malformed Authorization header: log in with `warden login`")]
     NoToken,
