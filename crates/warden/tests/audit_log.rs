@@ -752,10 +752,28 @@ fn live_events_are_proven_after_an_archive() {
             "{refused:?}"
         );
     }
-    // The whole live log exports and verifies offline.
+    // The whole live log exports and verifies offline; the export, like a search reaching
+    // back that far, says where the archived events end.
     let bundle = dir.path().join("bundle");
     let exported = admin.run(&["audit", "export", bundle.to_str().unwrap()], None);
     assert!(exported.success(), "{exported:?}");
+    assert!(
+        exported
+            .stderr
+            .contains(&format!("events before {} (older than", to + 1))
+            && exported
+                .stderr
+                .contains("were archived and are not exported"),
+        "{exported:?}"
+    );
+    let found = admin.json(&["audit", "search", "--limit", "1"]);
+    assert_eq!(found["archived_before"]["seq"], to + 1, "{found}");
+    let since = found["archived_before"]["time"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let found = admin.json(&["audit", "search", "--limit", "1", "--from", &since]);
+    assert!(found.get("archived_before").is_none(), "{found}");
     let verified = verify_bundle(&admin, &bundle, &key);
     assert!(verified.success(), "{verified:?}");
 

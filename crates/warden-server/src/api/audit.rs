@@ -51,6 +51,51 @@ pub struct AuditRecord {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditList {
     pub events: Vec<AuditRecord>,
+    /// Present when the search reaches back to archived events, which it does not see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_before: Option<ArchivedBefore>,
+}
+
+/// Where the live log starts after an archive: the events before it are in archive segments,
+/// not in a search's or an export's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ArchivedBefore {
+    /// The oldest live event; every one before it was archived.
+    pub seq: u64,
+    /// Its time, RFC 3339: the archived events are older.
+    pub time: String,
+}
+
+/// Where the live log starts, if events before it were archived and a range from `from` (the
+/// beginning when `None`) and after `after_seq` reaches back to them.
+async fn archived_behind(
+    app: &Shared,
+    from: Option<OffsetDateTime>,
+    after_seq: Option<u64>,
+) -> Result<Option<ArchivedBefore>, ApiError> {
+    let store = app.store.as_ref();
+    let first = store
+        .first_seq()
+        .await
+        .map_err(crate::broker::Error::from)?;
+    if first <= 1 || after_seq.is_some_and(|a| a + 1 >= first) {
+        return Ok(None);
+    }
+    let oldest = store
+        .audit(AuditFilter {
+            after_seq: Some(first - 1),
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .map_err(crate::broker::Error::from)?;
+    Ok(oldest
+        .first()
+        .filter(|e| from.is_none_or(|f| f < e.event.time))
+        .map(|e| ArchivedBefore {
+            seq: e.seq,
+            time: warden_domain::rfc3339(e.event.time),
+        }))
 }
 
 /// The `from` and `to` parameters of a search or an export, either optional; both given, `from`
@@ -82,6 +127,7 @@ pub async fn search(
     raw: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<AuditList>, ApiError> {
     let filter = admitted(&app, &who, "audit.search", search_filter(&app, &who, raw)).await?;
+    let archived_before = archived_behind(&app, filter.from, filter.after_seq).await?;
     let events = app
         .store
         .audit(filter)
@@ -95,7 +141,10 @@ pub async fn search(
             event: serde_json::to_value(&e.event).unwrap_or_default(),
         })
         .collect();
-    Ok(Json(AuditList { events }))
+    Ok(Json(AuditList {
+        events,
+        archived_before,
+    }))
 }
 
 /// What a search asks for, as far as the caller may see: others' events only for audit
@@ -491,6 +540,9 @@ pub struct Bundle {
     pub verifier_key: String,
     pub checkpoint: String,
     pub events: Vec<ExportedEvent>,
+    /// Present when the range reaches back to archived events, which the bundle leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_before: Option<ArchivedBefore>,
 }
 
 /// Most events in one export.
@@ -510,6 +562,7 @@ pub async fn export(
         .and_then(|q| period(q.from.as_deref(), q.to.as_deref()));
     let (from, to) = admitted(&app, &who, "audit.export", asked).await?;
     let cp = checkpoint_at(&app, None).await?;
+    let archived_before = archived_behind(&app, from, None).await?;
     let events = app
         .store
         .audit(AuditFilter {
@@ -535,6 +588,7 @@ pub async fn export(
             verifier_key,
             checkpoint: cp.note,
             events,
+            archived_before,
         })
     };
     // No event, no proof to build (nor to refuse for the archive behind it).

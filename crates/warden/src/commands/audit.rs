@@ -244,6 +244,9 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
         ],
         &rows,
     );
+    if let Some(note) = audit_verify::archived_note(&v, "searched") {
+        eprintln!("{note}");
+    }
     Ok(())
 }
 

@@ -351,7 +351,11 @@ pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
     }
     std::fs::write(dir.join("events.jsonl"), lines)?;
     if out.json {
-        out.json(&json!({ "dir": dir.display().to_string(), "events": events.len() }))
+        let mut written = json!({ "dir": dir.display().to_string(), "events": events.len() });
+        if v["archived_before"].is_object() {
+            written["archived_before"] = v["archived_before"].clone();
+        }
+        out.json(&written)
     } else {
         println!(
             "Wrote {} events to {}; check them with `warden audit verify --bundle {} --verifier-key KEY` (KEY: the server's, from `warden audit verifier-key`, kept apart from the bundle).",
@@ -359,8 +363,22 @@ pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
             dir.display(),
             dir.display()
         );
+        if let Some(note) = archived_note(v, "exported") {
+            eprintln!("{note}");
+        }
         Ok(())
     }
+}
+
+/// The note that a search's or an export's range reaches back to archived events, which were
+/// not `done` (searched, exported), when the server says so.
+pub fn archived_note(v: &Value, done: &str) -> Option<String> {
+    let before = v.get("archived_before")?;
+    Some(format!(
+        "note: events before {} (older than {}) were archived and are not {done} here; they are in the server's archive segments (check one with `warden audit verify --segment FILE`)",
+        before["seq"],
+        before["time"].as_str().unwrap_or("?")
+    ))
 }
 
 /// Verifies a bundle: the checkpoint's signature and every event's inclusion proof.
