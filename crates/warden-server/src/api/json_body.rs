@@ -113,12 +113,14 @@ fn json_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Whether the body is declared as JSON: `application/json`, or a `+json` type.
+/// Whether the body is declared as JSON: `application/json`, or a `+json` type, and declared
+/// once (two declarations could be read two ways).
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let mut declared = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (
+        declared.next().and_then(|v| v.to_str().ok()),
+        declared.next(),
+    ) else {
         return false;
     };
     let essence = value.split(';').next().unwrap_or_default().trim();
@@ -302,6 +304,10 @@ mod tests {
             assert!(!json(ct), "{ct}");
         }
         assert!(!is_json(&HeaderMap::new()));
+        let mut twice = HeaderMap::new();
+        twice.append(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        twice.append(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(!is_json(&twice));
         for (body, kind) in [
             (&b" [1, 2]"[..], Some("an array")),
             (b"\"x\"", Some("a string")),
