@@ -303,7 +303,7 @@ impl App {
             .targets()
             .get(target)
             .filter(|t| t.kind == "ssh")
-            .ok_or_else(|| Error::Unknown(format!("no ssh target {target}")))?;
+            .ok_or_else(|| Error::unknown_target(format!("no ssh target {target}")))?;
         let conn = ssh_cert::connection(&t.connection)
             .map_err(|e| Error::Issuer(e.to_string()))?
             .ok_or_else(|| Error::Input {
@@ -330,7 +330,7 @@ impl App {
         }
         let policy = self.policy.load();
         if policy.targets().get(target).is_none_or(|t| t.kind != "ssh") {
-            return Err(Error::Unknown(format!("no ssh target {target}")));
+            return Err(Error::unknown_target(format!("no ssh target {target}")));
         }
         let key = PublicKey::from_openssh(key.trim()).map_err(|_| Error::Input {
             code: "bad_public_key",

@@ -24,7 +24,7 @@ impl App {
             .targets()
             .get(target)
             .cloned()
-            .ok_or_else(|| Error::Unknown(format!("unknown target {target}")))?;
+            .ok_or_else(|| Error::unknown_target(format!("unknown target {target}")))?;
         let issuer = self
             .issuers
             .get(&t.kind)

@@ -456,6 +456,7 @@ fn bad_input_is_refused_clearly_and_audited() {
             "invalid role name",
         ),
         (vec!["request", "show", "not-a-uuid"], 2, "not a request id"),
+        (vec!["request", "cancel", ""], 2, "not a request id"),
         (
             vec!["request", "show", "01a20188-1453-76f0-a513-ced885409e28"],
             4,
@@ -466,6 +467,15 @@ fn bad_input_is_refused_clearly_and_audited() {
         let out = fails(&alice, args, *code);
         assert!(out.stderr.contains(needle), "`{}`: {out:?}", args.join(" "));
     }
+    // An unknown role is told apart from an unknown target.
+    let out = alice.run(
+        &[
+            "--json", "request", "create", "web", "--role", "nope", "--reason", "x", "--ttl", "1h",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("\"unknown_role\""), "{out:?}");
     let long_reason = "r".repeat(5000);
     let mut args = base.to_vec();
     args.extend_from_slice(&["--role", "view", "--ttl", "1h", "--reason", &long_reason]);

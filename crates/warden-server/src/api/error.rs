@@ -92,7 +92,7 @@ impl From<broker::Error> for ApiError {
             E::Input { .. } => StatusCode::BAD_REQUEST,
             E::Missing { .. } => StatusCode::NOT_FOUND,
             E::Conflict { .. } => StatusCode::CONFLICT,
-            E::Unknown(_) | E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Unknown { .. } | E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Refused(_) | E::Forbidden(_) | E::Mfa(_) => StatusCode::FORBIDDEN,
             E::Transition(
                 TransitionError::WrongState { .. } | TransitionError::AlreadyReviewed,

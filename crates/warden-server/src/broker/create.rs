@@ -132,8 +132,8 @@ impl App {
                 .get(&ask.role)
                 .map(|r| (t.kind.clone(), r.settings.clone()))
         }) else {
-            return Err(Error::Unknown(format!(
-                "unknown target {} or role {}",
+            return Err(Error::unknown_role(format!(
+                "target {} has no role {} any more",
                 ask.target, ask.role
             )));
         };

@@ -31,10 +31,10 @@ impl App {
     ) -> Result<Outcome, Error> {
         let actor = caller.actor();
         let target = policy.targets().get(&r.target).ok_or_else(|| {
-            Error::Unknown(format!("target {} is no longer in the policy", r.target))
+            Error::unknown_target(format!("target {} is no longer in the policy", r.target))
         })?;
         let role = target.roles.get(&r.role).ok_or_else(|| {
-            Error::Unknown(format!(
+            Error::unknown_role(format!(
                 "role {} is no longer defined for {}",
                 r.role, r.target
             ))

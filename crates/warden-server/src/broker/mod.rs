@@ -44,8 +44,9 @@ pub enum Error {
     /// What the caller asks clashes with what is already there.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
-    #[error("{0}")]
-    Unknown(String),
+    /// A target or role the policy does not define (`unknown_target`, `unknown_role`).
+    #[error("{message}")]
+    Unknown { code: &'static str, message: String },
     #[error("{0}")]
     Refused(#[from] Refusal),
     #[error("{0}")]
@@ -65,13 +66,27 @@ pub enum Error {
 }
 
 impl Error {
+    pub fn unknown_target(message: String) -> Self {
+        Error::Unknown {
+            code: "unknown_target",
+            message,
+        }
+    }
+
+    pub fn unknown_role(message: String) -> Self {
+        Error::Unknown {
+            code: "unknown_role",
+            message,
+        }
+    }
+
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Input { code, .. }
             | Error::Missing { code, .. }
-            | Error::Conflict { code, .. } => code,
-            Error::Unknown(_) => "unknown_target",
+            | Error::Conflict { code, .. }
+            | Error::Unknown { code, .. } => code,
             Error::Refused(r) => r.code(),
             Error::Transition(t) => t.code(),
             Error::Forbidden(_) => "not_permitted",
@@ -168,14 +183,14 @@ impl App {
         policy
             .decide(action, user, target, role, ctx)
             .map_err(|e| {
-                Error::Unknown(match e {
-                    LookupError::UnknownTarget { target, .. } => format!(
+                match e {
+                    LookupError::UnknownTarget { target, .. } => Error::unknown_target(format!(
                         "unknown target `{target}`: `warden targets` lists what you may request"
-                    ),
-                    LookupError::UnknownRole { target, role, .. } => format!(
+                    )),
+                    LookupError::UnknownRole { target, role, .. } => Error::unknown_role(format!(
                         "target `{target}` has no role `{role}`: `warden targets` lists what you may request"
-                    ),
-                })
+                    )),
+                }
             })
     }
 

@@ -48,9 +48,13 @@ pub enum PostmortemCommand {
         limit: usize,
     },
     /// Show one postmortem (its id is the break-glass grant's).
-    Show { id: String },
+    Show {
+        #[arg(value_parser = super::request_id)]
+        id: String,
+    },
     /// Close a postmortem with a link to the write-up and what was learned (security).
     Close {
+        #[arg(value_parser = super::request_id)]
         id: String,
         #[arg(long)]
         link: String,

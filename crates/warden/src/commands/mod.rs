@@ -15,6 +15,14 @@ use std::io::Read;
 
 use crate::exit::{self, Failure};
 
+/// Parses a request id argument before anything is sent: a malformed one is a usage error
+/// (an empty one would even name another endpoint).
+pub fn request_id(arg: &str) -> Result<String, String> {
+    arg.parse::<warden_domain::RequestId>()
+        .map(|id| id.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// Reads a secret from stdin (piped) or prompts for it without echo (terminal).
 pub fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
     let s = if from_stdin {

@@ -30,9 +30,13 @@ pub enum RequestCommand {
         limit: usize,
     },
     /// Show one request.
-    Show { id: String },
+    Show {
+        #[arg(value_parser = super::request_id)]
+        id: String,
+    },
     /// Approve a pending request.
     Approve {
+        #[arg(value_parser = super::request_id)]
         id: String,
         #[arg(long, default_value = "")]
         comment: String,
@@ -42,23 +46,32 @@ pub enum RequestCommand {
     },
     /// Deny a pending request.
     Deny {
+        #[arg(value_parser = super::request_id)]
         id: String,
         /// Why; shown to the requester and audited.
         #[arg(long)]
         comment: String,
     },
     /// Withdraw your pending request.
-    Cancel { id: String },
+    Cancel {
+        #[arg(value_parser = super::request_id)]
+        id: String,
+    },
     /// End an active grant now.
     Revoke {
+        #[arg(value_parser = super::request_id)]
         id: String,
         #[arg(long, default_value = "")]
         comment: String,
     },
     /// Receive your grant's secret (database password), once; kept for `warden db connect`.
-    Credential { id: String },
+    Credential {
+        #[arg(value_parser = super::request_id)]
+        id: String,
+    },
     /// Ask for more time on an active grant (a new, linked request).
     Extend {
+        #[arg(value_parser = super::request_id)]
         id: String,
         #[arg(long)]
         ttl: String,
