@@ -472,8 +472,9 @@ impl Request {
     pub fn expire(&mut self, now: OffsetDateTime) -> Result<(), TransitionError> {
         self.expect(&[State::Active], "expired", "active")?;
         match self.expires_at {
+            // It ended at its expiry, however late the worker saw it (after a restart).
             Some(e) if e <= now => {
-                self.finish(State::Expired, None, None, now);
+                self.finish(State::Expired, None, None, e);
                 Ok(())
             }
             _ => Err(TransitionError::WrongState {
@@ -536,7 +537,8 @@ impl Request {
                 allowed: "no",
             });
         }
-        self.finish(State::TimedOut, None, None, now);
+        // It timed out at its deadline, however late the worker saw it (after a restart).
+        self.finish(State::TimedOut, None, None, self.pending_deadline);
         Ok(())
     }
 
@@ -669,8 +671,18 @@ mod tests {
         assert_eq!(r.activate(None, t1), Ok(datetime!(2026-01-01 11:30 UTC)));
         assert!(r.expire(datetime!(2026-01-01 11:29 UTC)).is_err());
         assert_eq!(r.state, State::Active);
-        r.expire(datetime!(2026-01-01 11:30 UTC)).unwrap();
+        // Seen late (the server was down at its expiry): it still ended at its expiry.
+        r.expire(datetime!(2026-01-01 12:10 UTC)).unwrap();
         assert_eq!(r.state, State::Expired);
+        assert_eq!(r.ended_at, Some(datetime!(2026-01-01 11:30 UTC)));
+    }
+
+    #[test]
+    fn a_request_seen_late_timed_out_at_its_deadline() {
+        let mut r = request("peer(sre)");
+        r.time_out(datetime!(2026-01-01 13:00 UTC)).unwrap();
+        assert_eq!(r.state, State::TimedOut);
+        assert_eq!(r.ended_at, Some(r.pending_deadline));
     }
 
     #[test]
