@@ -45,13 +45,45 @@ fn saved_path() -> anyhow::Result<PathBuf> {
     Ok(home()?.join("credentials.json"))
 }
 
-/// The saved login, if any.
-pub fn load_saved() -> anyhow::Result<Option<Saved>> {
-    match std::fs::read_to_string(saved_path()?) {
-        Ok(text) => Ok(serde_json::from_str(&text).ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
+/// The login `warden login` saved.
+enum SavedLogin {
+    Missing,
+    Usable(Saved),
+    /// The file is there but cannot be used (edited, cut short): why, for the caller.
+    Damaged(String),
+}
+
+/// Reads the saved login. A damaged one is not an error here: `warden login` must still run
+/// to replace it, and only calls that need the token say it is damaged.
+fn load_saved() -> anyhow::Result<SavedLogin> {
+    let path = saved_path()?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SavedLogin::Missing),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let damaged = |what: &str| {
+        SavedLogin::Damaged(format!(
+            "your saved login ({}) is damaged: {what}; run `warden login --user NAME` again",
+            path.display()
+        ))
+    };
+    let saved: Saved = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(_) => return Ok(damaged("it is not the JSON `warden login` writes")),
+    };
+    // A token Warden issued is its prefix and URL-safe characters, well under 256 bytes; one
+    // edited by hand could not even be sent as a header.
+    let token_ok = saved.token.len() <= 256
+        && saved.token.starts_with("wdn_")
+        && saved
+            .token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !token_ok {
+        return Ok(damaged("its token is not one Warden issues"));
     }
+    Ok(SavedLogin::Usable(saved))
 }
 
 /// Saves a login with mode 0600.
@@ -89,6 +121,8 @@ pub struct Client {
     token: Option<String>,
     /// The server the saved login is for, when it is another one.
     other_login: Option<String>,
+    /// Why the saved login cannot be used, when it is damaged.
+    damaged: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,7 +140,11 @@ impl Client {
     /// A client for `server` (or the saved/default one), with the saved token when it belongs
     /// to that server.
     pub fn new(server: Option<String>) -> anyhow::Result<Self> {
-        let saved = load_saved()?;
+        let (saved, damaged) = match load_saved()? {
+            SavedLogin::Missing => (None, None),
+            SavedLogin::Usable(s) => (Some(s), None),
+            SavedLogin::Damaged(why) => (None, Some(why)),
+        };
         let server = server
             .or_else(|| saved.as_ref().map(|s| s.server.clone()))
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
@@ -137,6 +175,7 @@ impl Client {
             server,
             token,
             other_login,
+            damaged,
         })
     }
 
@@ -152,12 +191,15 @@ impl Client {
         let req = match (&self.token, auth) {
             (Some(t), true) => req.bearer_auth(t),
             (None, true) => {
-                let message = match &self.other_login {
-                    Some(other) => format!(
+                let message = match (&self.damaged, &self.other_login) {
+                    (Some(why), _) => why.clone(),
+                    (None, Some(other)) => format!(
                         "not logged in to {} (your saved login is for {other}, a different URL): run `warden login --user NAME --server {}` or use that URL",
                         self.server, self.server
                     ),
-                    None => "not logged in: run `warden login --user NAME` first".to_owned(),
+                    (None, None) => {
+                        "not logged in: run `warden login --user NAME` first".to_owned()
+                    }
                 };
                 return Err(Failure::new(exit::UNAUTHENTICATED, message).into());
             }
@@ -243,7 +285,9 @@ impl Client {
         let token = self.token.as_deref().ok_or_else(|| {
             Failure::new(
                 exit::UNAUTHENTICATED,
-                "not logged in: run `warden login --user NAME` first",
+                self.damaged.clone().unwrap_or_else(|| {
+                    "not logged in: run `warden login --user NAME` first".into()
+                }),
             )
         })?;
         let resp = http

@@ -710,6 +710,23 @@ fn logout_revokes_the_token() {
         Some("wrong password"),
     );
     assert_eq!(wrong.code, 5, "{wrong:?}");
+
+    // A saved login edited by hand or cut short is called damaged, and a new login replaces it.
+    let saved = alice.home().join("credentials.json");
+    let good = env.login("alice");
+    let text = std::fs::read_to_string(good.home().join("credentials.json")).unwrap();
+    let broken_token = text.replacen("\"wdn_", "\"wdn_\\n", 1);
+    for damaged in [broken_token.as_str(), "{\"server\":"] {
+        std::fs::write(&saved, damaged).unwrap();
+        let out = fails(&alice, &["whoami"], 5);
+        assert!(out.stderr.contains("is damaged"), "{out:?}");
+    }
+    let again = alice.run(
+        &["login", "--user", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(again.success(), "{again:?}");
+    ok(&alice, &["whoami"]);
 }
 
 #[test]
