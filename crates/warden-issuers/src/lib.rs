@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use warden_domain::{Recording, RequestId, RoleName, TargetName, UserName};
 
-pub use registry::{Registry, check_settings};
+pub use registry::{KINDS, Registry, check_settings};
 
 /// Issuer-specific settings of a role, from the targets file.
 pub type Settings = serde_json::Map<String, serde_json::Value>;

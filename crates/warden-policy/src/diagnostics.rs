@@ -67,6 +67,27 @@ impl fmt::Display for Report {
 
 impl std::error::Error for Report {}
 
+/// Where something is written in a policy file, kept with what was loaded from there so that
+/// problems found later (an issuer's check of a role's settings) can name it too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Place {
+    /// A problem found here.
+    pub fn problem(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            line: Some(self.line),
+            column: Some(self.column),
+            message: message.into(),
+        }
+    }
+}
+
 /// A file being loaded: its name for messages and its text for turning byte offsets (which the
 /// TOML and Cedar parsers report) into lines and columns.
 #[derive(Debug, Clone, Copy)]
@@ -82,12 +103,16 @@ impl<'a> Source<'a> {
 
     /// A problem at byte `offset` of the file.
     pub fn at(&self, offset: usize, message: impl Into<String>) -> Diagnostic {
+        self.place(offset).problem(message)
+    }
+
+    /// Byte `offset` of the file as a place.
+    pub fn place(&self, offset: usize) -> Place {
         let (line, column) = position(self.text, offset);
-        Diagnostic {
+        Place {
             file: self.name.to_owned(),
-            line: Some(line),
-            column: Some(column),
-            message: message.into(),
+            line,
+            column,
         }
     }
 

@@ -64,7 +64,7 @@ mod toml_doc;
 use time::OffsetDateTime;
 use warden_domain::{Ticket, Ttl};
 
-pub use diagnostics::{Diagnostic, Report};
+pub use diagnostics::{Diagnostic, Place, Report};
 pub use fixtures::{CaseResult, TestReport, run_tests};
 pub use policy::{LookupError, Policy};
 pub use targets::{Role, Target, Targets};

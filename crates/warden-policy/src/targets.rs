@@ -10,7 +10,7 @@ use serde::Serialize;
 use toml::de::DeTable;
 use warden_domain::{RoleName, TargetName};
 
-use crate::diagnostics::{Diagnostic, Source};
+use crate::diagnostics::{Diagnostic, Place, Source};
 use crate::toml_doc::{self, Key};
 
 /// The file name, relative to the policy directory.
@@ -60,6 +60,9 @@ pub struct Target {
     /// Where `context.now` is read for time windows on this target's roles; UTC if unset.
     pub timezone: Option<Zone>,
     pub roles: BTreeMap<RoleName, Role>,
+    /// Where `kind` is written.
+    #[serde(skip)]
+    pub kind_at: Place,
 }
 
 /// An IANA time zone, e.g. `Europe/Paris`, from the database built into Warden: the same
@@ -100,6 +103,9 @@ pub struct Role {
     pub description: Option<String>,
     /// Issuer-specific settings: every key of the role's table except `description`.
     pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Where the role's table is named.
+    #[serde(skip)]
+    pub at: Place,
 }
 
 const TARGET_KEYS: [&str; 7] = [
@@ -156,6 +162,7 @@ fn target(
 ) -> Option<Target> {
     let shown = name_key.get_ref();
     let mut kind = None;
+    let mut kind_at = Place::default();
     let mut environment = None;
     let mut description = None;
     let mut labels = BTreeSet::new();
@@ -165,7 +172,10 @@ fn target(
     for (key, item) in body {
         let what = format!("`{}` of target `{shown}`", key.get_ref());
         match key.get_ref().as_ref() {
-            "kind" => kind = non_empty(src, &what, item, out),
+            "kind" => {
+                kind = non_empty(src, &what, item, out);
+                kind_at = src.place(item.span().start);
+            }
             "environment" => environment = non_empty(src, &what, item, out),
             "description" => {
                 description = toml_doc::string(src, &what, item, out).map(str::to_owned);
@@ -237,6 +247,7 @@ fn target(
         connection,
         timezone,
         roles: roles??,
+        kind_at,
     })
 }
 
@@ -288,6 +299,7 @@ fn parse_roles(
                     name,
                     description,
                     settings,
+                    at: src.place(key.span().start),
                 },
             );
         }

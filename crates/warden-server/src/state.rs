@@ -93,16 +93,23 @@ pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
 pub fn check_issuers(policy: &Policy) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (_, target) in policy.targets().iter() {
+        if !warden_issuers::KINDS.contains(&target.kind.as_str()) {
+            out.push(target.kind_at.problem(format!(
+                "target {}: unknown kind {:?}; known kinds: {}",
+                target.name,
+                target.kind,
+                warden_issuers::KINDS.join(", ")
+            )));
+            continue;
+        }
         for role in target.roles.values() {
             if let Err(e) =
                 warden_issuers::check_settings(&target.kind, &target.connection, &role.settings)
             {
-                out.push(Diagnostic {
-                    file: "targets.toml".into(),
-                    line: None,
-                    column: None,
-                    message: format!("target {} role {}: {e}", target.name, role.name),
-                });
+                out.push(
+                    role.at
+                        .problem(format!("target {} role {}: {e}", target.name, role.name)),
+                );
             }
         }
     }

@@ -67,7 +67,28 @@ fn check_reports_every_problem_with_file_and_line() {
     );
     let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("principals"), "{}", out.stderr);
+    // What only the issuer can check is located too: at the role, or once at the kind.
+    assert!(
+        out.stderr.contains("targets.toml:4:") && out.stderr.contains("principals"),
+        "{}",
+        out.stderr
+    );
+    write_policy(
+        dir.path(),
+        &[(
+            "targets.toml",
+            "[targets.web]\nkind = \"ftp\"\nenvironment = \"t\"\n[targets.web.roles.view]\n[targets.web.roles.edit]\n",
+        )],
+    );
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(
+        out.stderr.matches("unknown kind").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("targets.toml:2:8"), "{}", out.stderr);
 }
 
 #[test]
