@@ -136,12 +136,15 @@ impl Requirement {
         let slots = self.slots();
         let people = distinct_others(requester, approvers);
         let assignment = max_matching(&slots, &people, requester);
-        let missing = slots
-            .iter()
-            .zip(&assignment)
-            .filter(|(_, a)| a.is_none())
-            .map(|(s, _)| s.describe())
-            .collect();
+        // Open places alike (a clause's count) are named once, with how many.
+        let mut open: Vec<(Slot<'_>, usize)> = Vec::new();
+        for (slot, _) in slots.iter().zip(&assignment).filter(|(_, a)| a.is_none()) {
+            match open.last_mut() {
+                Some((last, n)) if last.describe(1) == slot.describe(1) => *n += 1,
+                _ => open.push((*slot, 1)),
+            }
+        }
+        let missing = open.iter().map(|(slot, n)| slot.describe(*n)).collect();
         Progress {
             satisfied: assignment.iter().all(Option::is_some),
             missing,
@@ -240,19 +243,24 @@ impl Slot<'_> {
         }
     }
 
-    fn describe(&self) -> String {
+    /// `n` open places like this one, for people: `2 approvers from sre`.
+    fn describe(&self, n: usize) -> String {
+        let from = |groups: String| match n {
+            1 => format!("an approver from {groups}"),
+            n => format!("{n} approvers from {groups}"),
+        };
         match self {
-            Slot::AnyOf(groups) => format!(
-                "an approver from {}",
+            Slot::AnyOf(groups) => from(
                 groups
                     .iter()
                     .map(GroupName::as_str)
                     .collect::<Vec<_>>()
-                    .join(" or ")
+                    .join(" or "),
             ),
-            Slot::Member(g) => format!("an approver from {g}"),
+            Slot::Member(g) => from(g.to_string()),
             Slot::Manager => "the requester's manager".to_owned(),
-            Slot::Anyone => "a second approver".to_owned(),
+            Slot::Anyone if n == 1 => "a second approver".to_owned(),
+            Slot::Anyone => format!("{n} more approvers"),
         }
     }
 }
@@ -490,6 +498,21 @@ mod tests {
         assert_eq!(
             missing(&r, std::slice::from_ref(&mallory)),
             ["an approver from security", "a second approver"]
+        );
+    }
+
+    #[test]
+    fn places_alike_are_counted_not_repeated() {
+        let alice = user("alice", &["dev"], None);
+        let bob = user("bob", &["sre"], None);
+        let r: Requirement = "peer(sre|security, 3)".parse().unwrap();
+        assert_eq!(
+            r.progress(&alice, []).missing,
+            ["3 approvers from security or sre"]
+        );
+        assert_eq!(
+            r.progress(&alice, [&bob]).missing,
+            ["2 approvers from security or sre"]
         );
     }
 

@@ -127,8 +127,8 @@ pub enum Refusal {
     )]
     MfaRequired,
     #[error(
-        "no one in the directory can give the approval this request needs ({tier}): with the requester left out and each person counted once, no one is left to be {}; ask an administrator to change the directory or the policy",
-        unfilled.join(", nor ")
+        "no one in the directory can give the approval this request needs ({tier}): with the requester left out and each person counted once, it lacks {}; ask an administrator to change the directory or the policy",
+        unfilled.join(" and ")
     )]
     NoApprovers {
         /// The approval the request needs.

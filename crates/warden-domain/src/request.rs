@@ -250,6 +250,8 @@ pub enum TransitionError {
     AlreadyReviewed,
     #[error("your approval would not count: still needed is {}", .0.join(", "))]
     NotEligible(Vec<String>),
+    #[error("you may not deny this request: only someone who could approve it may, and it needs {}", .0.join(", "))]
+    MayNotDeny(Vec<String>),
     #[error("only the requester can {0} this request")]
     NotRequester(&'static str),
 }
@@ -261,7 +263,7 @@ impl TransitionError {
             Self::WrongState { .. } => "wrong_state",
             Self::OwnRequest => "own_request",
             Self::AlreadyReviewed => "already_reviewed",
-            Self::NotEligible(_) => "not_eligible",
+            Self::NotEligible(_) | Self::MayNotDeny(_) => "not_eligible",
             Self::NotRequester(_) => "not_requester",
         }
     }
@@ -419,7 +421,7 @@ impl Request {
         self.expect(&[State::Pending], "denied", "pending")?;
         self.check_reviewer(reviewer)?;
         if !requirement.may_review(requester, reviewer) {
-            return Err(TransitionError::NotEligible(
+            return Err(TransitionError::MayNotDeny(
                 requirement.progress(requester, &self.approvers()).missing,
             ));
         }
@@ -705,7 +707,7 @@ mod tests {
         ));
         assert!(matches!(
             r.deny(&eve, &alice, &req, c(), now),
-            Err(TransitionError::NotEligible(_))
+            Err(TransitionError::MayNotDeny(_))
         ));
         assert_eq!(r, before);
         r.cancel(&"alice".parse().unwrap(), now).unwrap();
