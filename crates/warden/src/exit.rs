@@ -56,6 +56,8 @@ impl Failure {
     /// Maps an HTTP status from the API to an exit code.
     pub fn from_status(status: u16, api_code: Option<String>, message: String) -> Self {
         let code = match status {
+            // A reload whose policy fails its checks ends as `policy check` does on it.
+            422 if api_code.as_deref() == Some("invalid_policy") => FAILURE,
             400 | 413 | 422 => USAGE,
             401 => UNAUTHENTICATED,
             403 | 429 => REFUSED,
