@@ -56,15 +56,25 @@ pub struct TicketPattern(regex::Regex);
 impl TicketPattern {
     /// Compiles `pattern`, anchoring it at both ends so `INC-[0-9]+` cannot match `xINC-1y`.
     pub fn new(pattern: &str) -> Result<Self, String> {
-        let anchored = format!("^(?:{pattern})$");
-        regex::RegexBuilder::new(&anchored)
-            .size_limit(1 << 16)
-            .build()
-            .map(|_| ())
-            .map_err(|e| format!("invalid ticket pattern {pattern:?}: {e}"))?;
-        Ok(Self(
-            regex::Regex::new(&anchored).map_err(|e| e.to_string())?,
-        ))
+        // Compiled as written first, so that a mistake is described in the policy's own terms
+        // (the anchored form would show the `^(?:` … `)$` around it).
+        let build = |p: &str| regex::RegexBuilder::new(p).size_limit(1 << 16).build();
+        let invalid = |e: regex::Error| {
+            let why = match &e {
+                // The parser's message draws the pattern with a caret under the problem, over
+                // several lines; its last line says what the problem is.
+                regex::Error::Syntax(text) => text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("error: "))
+                    .last()
+                    .unwrap_or(text)
+                    .to_owned(),
+                other => other.to_string(),
+            };
+            format!("invalid ticket pattern {pattern:?}: {why}")
+        };
+        build(pattern).map_err(invalid)?;
+        Ok(Self(build(&format!("^(?:{pattern})$")).map_err(invalid)?))
     }
 
     /// The pattern as the policy wrote it.
@@ -273,6 +283,19 @@ mod tests {
             pending_timeout: "1h".parse().unwrap(),
             forbid_reasons: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_bad_ticket_pattern_is_described_in_the_policy_s_terms() {
+        let e = TicketPattern::new("(INC|CHG-[0-9]+").unwrap_err();
+        assert_eq!(
+            e,
+            "invalid ticket pattern \"(INC|CHG-[0-9]+\": unclosed group"
+        );
+        let p = TicketPattern::new("INC-[0-9]+").unwrap();
+        assert_eq!(p.as_str(), "INC-[0-9]+");
+        assert!(p.matches(&Ticket::parse("INC-42").unwrap()));
+        assert!(!p.matches(&Ticket::parse("xINC-42").unwrap()));
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub struct CreateArgs {
     /// Wait until the request is decided (approved, denied, timed out).
     #[arg(long)]
     wait: bool,
-    /// Give up waiting after this many seconds.
+    /// Give up waiting after this many seconds: exit 1, the request still pending.
     #[arg(long, default_value_t = 3600)]
     wait_timeout: u64,
 }
@@ -265,7 +265,9 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
         if std::time::Instant::now() >= deadline {
             return Err(Failure::new(
                 exit::FAILURE,
-                format!("request {id} is still pending after {timeout}s"),
+                format!(
+                    "stopped waiting after {timeout}s: request {id} is still pending (see `warden request show {id}`)"
+                ),
             )
             .into());
         }
