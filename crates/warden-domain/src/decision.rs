@@ -65,8 +65,8 @@ impl TicketPattern {
                 // several lines; its last line says what the problem is.
                 regex::Error::Syntax(text) => text
                     .lines()
-                    .filter_map(|l| l.strip_prefix("error: "))
-                    .last()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("error: "))
                     .unwrap_or(text)
                     .to_owned(),
                 other => other.to_string(),
