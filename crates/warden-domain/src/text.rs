@@ -57,7 +57,9 @@ pub fn visible(c: char) -> bool {
 /// key, so it may hold nothing [`hidden`]. Whether the rest is a key is the SSH parser's call.
 pub fn key_line(text: &str) -> Result<&str, &'static str> {
     let line = text.trim();
-    if line.chars().any(hidden) {
+    if line.contains(['\n', '\r']) {
+        Err("the public key is more than one line: give one key, as its .pub file holds it")
+    } else if line.chars().any(hidden) {
         Err("the public key line holds control or invisible characters (in its comment?)")
     } else {
         Ok(line)

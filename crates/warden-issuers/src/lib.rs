@@ -154,7 +154,8 @@ pub enum RevokeResponse {
 pub enum Error {
     #[error("role settings are invalid: {0}")]
     Settings(String),
-    #[error("the request is missing what this issuer needs: {0}")]
+    /// What the requester sent (a public key) does not do for this kind of credential.
+    #[error("{0}")]
     Input(String),
     #[error("the target could not be reached or refused the change: {0}")]
     Target(String),

@@ -284,7 +284,10 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
     // A key this client generated for the request is named after it, or after the request it
     // extends (an extension certifies the same key).
     let own_key = generated_key(v)?;
-    let key = key.or(own_key.as_deref());
+    // Named as the user typed it, a key is found only from where they typed it; the printed
+    // command should work from anywhere.
+    let typed = key.map(std::path::absolute).transpose()?;
+    let key = typed.as_deref().or(own_key.as_deref());
     let secret = v["secret"].as_object().map(|_| &v["secret"]);
     if let Some(secret) = secret {
         super::db::save_secret(
