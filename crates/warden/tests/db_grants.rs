@@ -176,7 +176,8 @@ fn pickup_early_revoke_offboarding_and_rotation() {
         .to_owned();
     let password = picked["secret"]["password"].as_str().unwrap().to_owned();
     assert!(pg.psql(&user, &password, "SELECT 1").status.success());
-    fails(&alice, &["request", "credential", &pending], 6);
+    let again = fails(&alice, &["request", "credential", &pending], 6);
+    assert!(again.stderr.contains("it is shown once"), "{again:?}");
 
     // Early revoke takes effect within seconds.
     let mut session = pg.hold_session(&user, &password);

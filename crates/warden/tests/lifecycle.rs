@@ -50,6 +50,9 @@ fn auto_tier_is_active_at_once_with_a_certificate() {
             "grant.activated"
         ]
     );
+    // A certificate is no secret to pick up: it is in the grant.
+    let none = fails(&alice, &["request", "credential", &id(&v)], 6);
+    assert!(none.stderr.contains("no secret to hand over"), "{none:?}");
 }
 
 #[test]

@@ -282,11 +282,21 @@ impl App {
             let ev = Event::new(Code::ActionRefused, caller.actor(), now())
                 .for_request(&r)
                 .details(serde_json::json!({"action": "pickup"}));
-            let e = Error::Conflict {
-                code: "already_picked_up",
-                message: format!(
-                    "the credential of {id} was already handed over (it is shown once) or needs none"
-                ),
+            // Only credentials Warden made an account for (a lease) have a secret to hand over.
+            let e = if self.store.lease(id).await?.is_some() {
+                Error::Conflict {
+                    code: "already_picked_up",
+                    message: format!(
+                        "the credential of {id} was already handed over: it is shown once"
+                    ),
+                }
+            } else {
+                Error::Conflict {
+                    code: "no_secret",
+                    message: format!(
+                        "grant {id} has no secret to hand over: its credential is in the grant itself (`warden request show {id}`)"
+                    ),
+                }
             };
             return Err(self.refused(ev, e).await);
         };
