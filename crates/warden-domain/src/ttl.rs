@@ -22,6 +22,8 @@ pub enum TtlError {
     Unparseable(String),
     #[error("TTL must be longer than zero")]
     Zero,
+    #[error("TTL {0:?} has no unit: write {0}s, {0}m, {0}h or {0}d")]
+    NoUnit(String),
     #[error("TTL {0} is above Warden's ceiling of 30d")]
     AboveCeiling(String),
 }
@@ -106,7 +108,13 @@ impl FromStr for Ttl {
         }
         if !digits.is_empty() {
             // A bare number is ambiguous (seconds? minutes?), so it is refused.
-            return Err(bad());
+            return Err(if digits.chars().all(|c| c == '0') {
+                TtlError::Zero
+            } else if digits == t {
+                TtlError::NoUnit(digits)
+            } else {
+                bad()
+            });
         }
         Self::from_secs(total).map_err(|e| match e {
             TtlError::AboveCeiling(_) => TtlError::AboveCeiling(t.to_owned()),
@@ -156,6 +164,12 @@ mod tests {
     #[test]
     fn refuses_bad_input() {
         assert_eq!("0s".parse::<Ttl>(), Err(TtlError::Zero));
+        assert_eq!("0".parse::<Ttl>(), Err(TtlError::Zero));
+        assert_eq!("30".parse::<Ttl>(), Err(TtlError::NoUnit("30".into())));
+        assert!(matches!(
+            "1h30".parse::<Ttl>(),
+            Err(TtlError::Unparseable(_))
+        ));
         assert!(matches!(
             "31d".parse::<Ttl>(),
             Err(TtlError::AboveCeiling(_))
@@ -167,7 +181,7 @@ mod tests {
                 "{long}"
             );
         }
-        for bad in ["", "10", "1x", "h", "-1h", "1.5h", "1h1h", "30s1m", "1m1h"] {
+        for bad in ["", "1x", "h", "-1h", "1.5h", "1h1h", "30s1m", "1m1h"] {
             assert!(
                 matches!(bad.parse::<Ttl>(), Err(TtlError::Unparseable(_))),
                 "{bad}"
