@@ -382,6 +382,16 @@ extensions = { permit-pty = true }
     }
 
     #[test]
+    fn a_duplicate_table_is_named() {
+        let text = "[targets.web]\nkind = \"ssh\"\nenvironment = \"t\"\n[targets.web.roles.view]\nprincipals = [\"x\"]\n[targets.web]\nkind = \"ssh\"\n";
+        let found = problems(text);
+        assert_eq!(
+            found[0], "targets.toml:6:10: duplicate key: `web`",
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn reports_every_problem_with_its_line() {
         let got = problems(
             r#"targts = 1

@@ -26,11 +26,25 @@ pub(crate) fn parse<'i>(src: Source<'i>, out: &mut Vec<Diagnostic>) -> Option<De
         return Some(doc.into_inner());
     }
     for e in errors {
-        let message = e.message().trim().to_owned();
-        out.push(match e.span() {
-            Some(span) => src.at(span.start, message),
+        let mut message = e.message().trim().to_owned();
+        let d = match e.span() {
+            Some(span) => {
+                // "duplicate key" alone does not say which.
+                let named = src.text.get(span.clone()).map(str::trim);
+                if let Some(key) =
+                    named.filter(|k| !k.is_empty() && k.len() <= 100 && !k.contains('\n'))
+                    && !message.contains(key)
+                {
+                    message = format!("{message}: `{key}`");
+                }
+                src.at(span.start, message)
+            }
             None => src.whole(message),
-        });
+        };
+        // The parser may report one mistake twice, as it recovers.
+        if !out.contains(&d) {
+            out.push(d);
+        }
     }
     None
 }
