@@ -246,6 +246,12 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     );
     assert_eq!(log["events"].as_array().unwrap().len(), 2, "{log}");
     assert!(before["digest"].as_str().unwrap().len() == 64);
+    // A code that does not exist is told the codes of its family.
+    let out = fails(&admin, &["audit", "search", "--code", "policy.reloaded"], 2);
+    assert!(
+        out.stderr.contains("policy.loaded") && out.stderr.contains("policy.reload_rejected"),
+        "{out:?}"
+    );
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {

@@ -147,6 +147,26 @@ pub async fn search(
     }))
 }
 
+/// Why `given` is no event code, with the codes of its family (`policy.…`), or all of them.
+fn unknown_code(given: &str) -> String {
+    let family = given.split('.').next().unwrap_or_default();
+    let names = |f: &dyn Fn(&str) -> bool| -> Vec<&str> {
+        Code::ALL
+            .iter()
+            .map(|c| c.name())
+            .filter(|n| f(n))
+            .collect()
+    };
+    let mut known = names(&|n| n.split('.').next() == Some(family));
+    if known.is_empty() {
+        known = names(&|_| true);
+    }
+    format!(
+        "unknown event code {given:?}; codes are names such as {} (or their numbers, W2000)",
+        known.join(", ")
+    )
+}
+
 /// What a search asks for, as far as the caller may see: others' events only for audit
 /// readers.
 fn search_filter(
@@ -169,11 +189,7 @@ fn search_filter(
     let code = q
         .code
         .as_deref()
-        .map(|c| {
-            Code::parse(c).ok_or_else(|| {
-                ApiError::bad_request("bad_code", format!("unknown event code {c:?}"))
-            })
-        })
+        .map(|c| Code::parse(c).ok_or_else(|| ApiError::bad_request("bad_code", unknown_code(c))))
         .transpose()?;
     let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
     Ok(AuditFilter {
