@@ -304,6 +304,12 @@ fn cancel_revoke_and_extend() {
     ok(&bob, &["request", "approve", &deploy]);
     let more = id(&ok(&alice, &["request", "extend", &deploy, "--ttl", "1h"]));
     assert_eq!(state(&alice, &more), "pending");
+    // One extension at a time.
+    let twice = fails(&alice, &["request", "extend", &deploy, "--ttl", "2h"], 6);
+    assert!(
+        twice.stderr.contains(&format!("extension {more}")),
+        "{twice:?}"
+    );
     ok(&admin, &["request", "revoke", &deploy]);
     assert_eq!(state(&alice, &more), "revoked");
     fails(&bob, &["request", "approve", &more], 6);

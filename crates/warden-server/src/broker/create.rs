@@ -259,6 +259,29 @@ impl App {
             };
             return Err(self.refused(refusal, e).await);
         }
+        // One extension at a time: a second would be approved, and granted, beside the first.
+        let open = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: Some(r.requester.clone()),
+                target: Some(r.target.clone()),
+                states: vec![State::Pending, State::Approved],
+                before: None,
+                limit: 1000,
+            })
+            .await?;
+        if let Some(other) = open.iter().find(|o| o.extends == Some(id)) {
+            let e = Error::Conflict {
+                code: "extension_pending",
+                message: format!(
+                    "extension {} of grant {id} is already waiting ({}): cancel it (`warden request cancel {}`) or wait for it",
+                    other.id,
+                    other.state.as_str(),
+                    other.id
+                ),
+            };
+            return Err(self.refused(refusal, e).await);
+        }
         let reason = match reason {
             Some(reason) => reason,
             None => Reason::parse(
