@@ -44,6 +44,8 @@ impl TestReport {
 pub struct CaseResult {
     /// Fixture file, relative to the policy directory.
     pub file: String,
+    /// The line of the case's `[[case]]` table in it.
+    pub line: usize,
     pub name: String,
     pub passed: bool,
     /// What differed, for a failed case.
@@ -88,6 +90,7 @@ pub(crate) fn run_files(files: &[(String, String)]) -> Result<TestReport, Report
                 let message = run_case(&policy, suite, case);
                 CaseResult {
                     file: suite.file.clone(),
+                    line: case.line,
                     name: case.name.clone(),
                     passed: message.is_none(),
                     message,
@@ -110,6 +113,8 @@ struct Suite {
 #[derive(Debug)]
 struct Case {
     name: String,
+    /// Where its `[[case]]` table starts.
+    line: usize,
     user: UserName,
     target: TargetName,
     role: RoleName,
@@ -451,6 +456,7 @@ fn parse_case(
     }
     Some(Case {
         name: name?.to_owned(),
+        line: src.place(item.span().start).line,
         user: user?.0,
         target: target?,
         role: role?,

@@ -137,7 +137,12 @@ refusal = "ticket_required"
     write_policy(dir.path(), &[("tests/cases.toml", &failing)]);
     let out = cli.run(&["policy", "test", dir.path().to_str().unwrap()], None);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stdout.contains("FAIL"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("FAIL  tests/cases.toml:8: view is automatic"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("1 passed, 1 failed"), "{}", out.stdout);
 
     // Nothing to test is a failure too: a CI job must not pass having checked nothing.

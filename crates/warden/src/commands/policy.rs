@@ -101,7 +101,7 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
             } else {
                 for c in &report.cases {
                     let mark = if c.passed { "PASS" } else { "FAIL" };
-                    println!("{mark}  {}: {}", c.file, c.name);
+                    println!("{mark}  {}:{}: {}", c.file, c.line, c.name);
                     if let Some(m) = &c.message {
                         println!("      {m}");
                     }
