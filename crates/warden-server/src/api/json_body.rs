@@ -173,7 +173,7 @@ fn unreadable(rejection: &BytesRejection) -> ApiError {
 /// A body's parse error without the values it quotes (`invalid type: string "…"`), only their
 /// kind, nor the names of fields it did not expect: the refusal is audited, and a password sent
 /// in the wrong shape (or as a key) must not reach the log.
-fn without_values(text: &str) -> String {
+pub(super) fn without_values(text: &str) -> String {
     const MARKS: [&str; 4] = [
         "invalid type: ",
         "invalid value: ",

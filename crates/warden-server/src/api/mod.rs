@@ -489,7 +489,7 @@ fn path<T>(
     raw: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>,
 ) -> Result<T, ApiError> {
     raw.map(|axum::extract::Path(p)| p)
-        .map_err(|r| ApiError::bad_request("bad_path", r.body_text()))
+        .map_err(|r| ApiError::bad_request("bad_path", json_body::without_values(&r.body_text())))
 }
 
 /// A query string parsed into `T`, or a 400 `bad_query` saying what did not parse.
@@ -497,7 +497,7 @@ fn query<T>(
     raw: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     raw.map(|axum::extract::Query(q)| q)
-        .map_err(|r| ApiError::bad_request("bad_query", r.body_text()))
+        .map_err(|r| ApiError::bad_request("bad_query", json_body::without_values(&r.body_text())))
 }
 
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which
