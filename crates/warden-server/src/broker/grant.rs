@@ -67,23 +67,22 @@ impl App {
             };
             self.save(&mut r, &mut stored, change).await?;
         }
-        let issued = issuer
-            .issue(IssueRequest {
-                grant: r.id,
-                user: &r.requester,
-                target: &r.target,
-                role: &r.role,
-                connection: &target.connection,
-                settings: &role.settings,
-                valid_after: now,
-                valid_before,
-                public_key: r.public_key.as_deref(),
-                account: lease.as_ref().map(|l| l.account.as_str()),
-                password: password.as_ref(),
-                admin: admin.as_ref(),
-                holder: Holder::Requester(r.recording),
-            })
-            .await;
+        let issued = super::within_timeout(issuer.issue(IssueRequest {
+            grant: r.id,
+            user: &r.requester,
+            target: &r.target,
+            role: &r.role,
+            connection: &target.connection,
+            settings: &role.settings,
+            valid_after: now,
+            valid_before,
+            public_key: r.public_key.as_deref(),
+            account: lease.as_ref().map(|l| l.account.as_str()),
+            password: password.as_ref(),
+            admin: admin.as_ref(),
+            holder: Holder::Requester(r.recording),
+        }))
+        .await;
         let issued = match issued {
             Ok(i) => i,
             Err(e) => {

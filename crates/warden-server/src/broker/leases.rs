@@ -81,19 +81,18 @@ impl App {
             )),
             Some(issuer) => {
                 let admin = self.admin_credential(&lease.target).await?;
-                issuer
-                    .revoke(RevokeRequest {
-                        grant: lease.grant,
-                        target: &lease.target,
-                        role: &lease.role,
-                        connection: &connection,
-                        settings: &settings,
-                        public: &serde_json::Value::Null,
-                        account: Some(&lease.account),
-                        admin: admin.as_ref(),
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
+                super::within_timeout(issuer.revoke(RevokeRequest {
+                    grant: lease.grant,
+                    target: &lease.target,
+                    role: &lease.role,
+                    connection: &connection,
+                    settings: &settings,
+                    public: &serde_json::Value::Null,
+                    account: Some(&lease.account),
+                    admin: admin.as_ref(),
+                }))
+                .await
+                .map_err(|e| e.to_string())
             }
         };
         let kind = target.map_or("unknown", |t| t.kind.as_str()).to_owned();
@@ -115,7 +114,7 @@ impl App {
                 vec![base(Code::CredentialRevoked).details(serde_json::json!({
                     "account": lease.account,
                     "outcome": if result == RevokeResponse::Revoked { "revoked" } else { "already_gone" },
-                    "lag_ms": (done - lease.expires_at).whole_milliseconds().max(0),
+                    "lag_ms": (done - due).whole_milliseconds().max(0),
                 }))]
             }
             Err(e) => {
@@ -199,13 +198,12 @@ impl App {
             // Leases first, accounts second: an account created after this read has a lease
             // (its intent) that the read may have missed, so never remove what is newer.
             let live = self.leased_accounts(&target.name).await?;
-            let accounts = match issuer
-                .list_accounts(ListRequest {
-                    target: &target.name,
-                    connection: &target.connection,
-                    admin: Some(&admin),
-                })
-                .await
+            let accounts = match super::within_timeout(issuer.list_accounts(ListRequest {
+                target: &target.name,
+                connection: &target.connection,
+                admin: Some(&admin),
+            }))
+            .await
             {
                 Ok(a) => a,
                 Err(e) => {
@@ -222,8 +220,8 @@ impl App {
                 .filter(|a| !live.contains(&a.name) && !fresh.contains(&a.name))
             {
                 let now = now();
-                let outcome = issuer
-                    .revoke(RevokeRequest {
+                let outcome = super::within_timeout(
+                    issuer.revoke(RevokeRequest {
                         grant: account.grant.unwrap_or(probe),
                         target: &target.name,
                         role: &RoleName::from_str("reconcile")
@@ -233,8 +231,9 @@ impl App {
                         public: &serde_json::Value::Null,
                         account: Some(&account.name),
                         admin: Some(&admin),
-                    })
-                    .await;
+                    }),
+                )
+                .await;
                 let mut ev = Event::new(Code::OrphanRemoved, Actor::system(), now).details(
                     serde_json::json!({
                         "account": account.name,

@@ -33,6 +33,25 @@ pub(crate) use leases::makes_accounts;
 /// How many times an operation is retried when another writer changed the request first.
 const CONFLICT_RETRIES: usize = 5;
 
+/// Longest a target may take to issue or revoke a credential. One that hangs (a stopped
+/// database) would otherwise hold up its caller, and a revocation pass every other target's
+/// revocations with it; past this the attempt fails and is retried like any failure.
+const TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `call` to a target, or a failure once it has taken [`TARGET_TIMEOUT`].
+async fn within_timeout<T>(
+    call: impl std::future::Future<Output = Result<T, warden_issuers::Error>>,
+) -> Result<T, warden_issuers::Error> {
+    tokio::time::timeout(TARGET_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(warden_issuers::Error::Target(format!(
+                "no answer within {} s",
+                TARGET_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 /// Why the broker refused or failed. Refusals leave all state unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
