@@ -132,6 +132,24 @@ fn tampering_is_detected_and_named() {
         "{v}"
     );
 
+    // Searchable columns altered beside untouched text: the event would be hidden from a
+    // search by its request, or shown to another user.
+    let c = copy(&h.data);
+    tamper(
+        c.path(),
+        "UPDATE audit SET user = 'mallory' WHERE seq = 6; UPDATE audit SET request_id = NULL, time = time + 1 WHERE seq = 9",
+    );
+    let (code, v) = verify(c.path(), &[]);
+    assert_eq!(code, 1, "{v}");
+    for seq in [6, 9] {
+        assert!(
+            problems(&v)
+                .iter()
+                .any(|p| p.starts_with(&format!("event {seq}: its searchable columns"))),
+            "{v}"
+        );
+    }
+
     // A deleted event.
     let c = copy(&h.data);
     tamper(c.path(), "DELETE FROM audit WHERE seq = 7");

@@ -271,11 +271,30 @@ fn insert_blocks(c: &Connection, blocks: &[BlockRow]) -> Result<()> {
 struct Prepared {
     /// The event as a JSON object.
     json: String,
+    columns: Columns,
+}
+
+/// What the audit table stores beside an event's text for searching it: its time (ms), code
+/// number, actor, target and request.
+#[derive(Debug, PartialEq, Eq)]
+struct Columns {
     time: i64,
     code: u16,
     user: Option<String>,
     target: Option<String>,
     request: Option<String>,
+}
+
+impl Columns {
+    fn of(e: &Event) -> Self {
+        Self {
+            time: ms(e.time),
+            code: e.code.number(),
+            user: e.actor.user.as_ref().map(ToString::to_string),
+            target: e.target.as_ref().map(ToString::to_string),
+            request: e.request_id.map(|r| r.to_string()),
+        }
+    }
 }
 
 fn prepare(events: &[Event]) -> Result<Vec<Prepared>> {
@@ -284,11 +303,7 @@ fn prepare(events: &[Event]) -> Result<Vec<Prepared>> {
         .map(|e| {
             Ok(Prepared {
                 json: serde_json::to_string(e).map_err(backend)?,
-                time: ms(e.time),
-                code: e.code.number(),
-                user: e.actor.user.as_ref().map(ToString::to_string),
-                target: e.target.as_ref().map(ToString::to_string),
-                request: e.request_id.map(|r| r.to_string()),
+                columns: Columns::of(e),
             })
         })
         .collect()
@@ -325,13 +340,14 @@ fn append_events(conn: &Connection, events: &[Prepared]) -> Result<()> {
     for e in events {
         seq += 1;
         let (body, hash) = leaf(seq, &e.json);
+        let c = &e.columns;
         stmt.execute(params![
             i64::try_from(seq).map_err(backend)?,
-            e.time,
-            e.code,
-            e.user,
-            e.target,
-            e.request,
+            c.time,
+            c.code,
+            c.user,
+            c.target,
+            c.request,
             body,
             &hash[..],
         ])

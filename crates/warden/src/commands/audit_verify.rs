@@ -233,6 +233,12 @@ pub fn store(
             block_name(b)
         )
     }));
+    let (_, altered_columns) = reader.check_columns()?;
+    problems.extend(altered_columns.iter().map(|seq| {
+        format!(
+            "event {seq}: its searchable columns (time, code, actor, target, request) differ from its text (altered; searches could miss it or show it to the wrong user)"
+        )
+    }));
     let (filters_checked, altered_filters) = reader.check_block_keys()?;
     problems.extend(altered_filters.iter().map(|&b| {
         format!(
