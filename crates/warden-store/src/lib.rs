@@ -240,6 +240,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         events: Vec<Event>,
     ) -> Result<()>;
 
+    /// The users who hold a live (unrevoked) token.
+    async fn token_holders(&self) -> Result<Vec<UserName>>;
+
+    /// Revokes every token of `user` with `events` saying why; returns how many were live.
+    async fn revoke_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;
+
     /// Offboarding's sign-in side: revokes every token of `user` and disables their password
     /// (a new one takes an administrator's `set_password`); returns how many tokens were live.
     async fn offboard_user(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;

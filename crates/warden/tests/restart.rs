@@ -256,7 +256,7 @@ fn the_bootstrap_password_is_printed_once_and_logs_in() {
 }
 
 /// A user removed from the config while the server is down holds nothing once it is back:
-/// their open requests and grants are revoked at start, by Warden, saying why.
+/// their open requests, grants and tokens are revoked at start, by Warden, saying why.
 #[test]
 fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,4 +314,19 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
         );
     }
     fails(&carol, &["whoami"], 5);
+    let tokens = audit_events(&admin, "auth.tokens_revoked");
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(tokens[0]["details"]["user"], "carol");
+
+    // Put back in the directory, carol signs in afresh: her old token stays revoked.
+    assert!(server.terminate().success());
+    directory(true);
+    server.restart();
+    fails(&carol, &["whoami"], 5);
+    let login = carol.run(
+        &["login", "--user", "carol", "--password-stdin"],
+        Some("carol-password-1"),
+    );
+    assert!(login.success(), "{login:?}");
+    ok(&carol, &["whoami"]);
 }

@@ -226,10 +226,20 @@ impl App {
         Ok(ended)
     }
 
-    /// Ends the open requests of users no longer in the directory (removed from the config
-    /// while the server was down), as offboarding would have: a grant must not outlive its
-    /// holder's place in the directory. Run at start; returns how many were ended.
+    /// Ends the open requests and revokes the tokens of users no longer in the directory
+    /// (removed from the config while the server was down), as offboarding would have: a
+    /// grant must not outlive its holder's place in the directory. Run at start; returns how
+    /// many requests were ended.
     pub async fn end_departed(&self) -> Result<usize, Error> {
+        // Their tokens too: put back in the directory later, they sign in afresh.
+        for user in self.store.token_holders().await? {
+            if self.user(&user).is_none() {
+                let ev = Event::new(Code::TokensRevoked, Actor::system(), now()).details(
+                    serde_json::json!({ "user": user, "why": "no longer in the directory" }),
+                );
+                self.store.revoke_tokens(&user, vec![ev]).await?;
+            }
+        }
         self.end_all(
             None,
             |r| self.user(&r.requester).is_none(),

@@ -660,6 +660,34 @@ impl crate::Store for SqliteStore {
         .await
     }
 
+    async fn token_holders(&self) -> Result<Vec<UserName>> {
+        let names: Vec<String> = self
+            .read(|c| {
+                c.prepare_cached("SELECT DISTINCT user FROM tokens WHERE revoked = 0")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .await?;
+        names.iter().map(|n| n.parse().map_err(backend)).collect()
+    }
+
+    async fn revoke_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
+        let events = prepare(&events)?;
+        let user = user.to_string();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE tokens SET revoked = 1 WHERE user = ?1 AND revoked = 0",
+                        [&user],
+                    )
+                    .map_err(backend)?;
+                append_events(c, &events)?;
+                Ok(n)
+            })
+            .await
+    }
+
     async fn offboard_user(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
         let events = prepare(&events)?;
         let user = user.to_string();
