@@ -127,7 +127,7 @@ impl App {
                 if notify {
                     self.outbox.notify_one();
                 }
-                return Err(Error::Issuer(e.to_string()));
+                return Err(Error::Issuer(why));
             }
         };
         let mut public_facts = issued.public.clone();

@@ -76,7 +76,8 @@ pub enum Error {
     NotFound(RequestId),
     #[error("{0}")]
     Mfa(String),
-    #[error("the credential could not be issued or revoked: {0}")]
+    /// An issuer, the sealer or a target failed; the message says which and what.
+    #[error("{0}")]
     Issuer(String),
     #[error("{0}")]
     Postmortem(#[from] warden_domain::postmortem::PostmortemError),
