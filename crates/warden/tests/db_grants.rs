@@ -83,6 +83,12 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
 
     let v = create(&alice, "pg", "read", &["--ttl", "5s"]);
     assert_eq!(v["state"], "active", "{v}");
+    // A database account certifies no key: the client keeps none for it.
+    let ssh = alice.home().join("ssh");
+    let keys: Vec<_> = std::fs::read_dir(&ssh)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(keys.is_empty(), "{keys:?}");
     let user = v["credential"]["username"].as_str().unwrap().to_owned();
     let password = v["secret"]["password"].as_str().unwrap().to_owned();
     assert!(

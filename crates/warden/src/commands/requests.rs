@@ -155,6 +155,15 @@ pub(super) fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
 }
 
 /// Names a request's key after the request, next to its certificate.
+/// Whether request `v` may still certify the key it was sent with: not once it is active with
+/// a credential of another kind (a database account), which a generated key is useless to.
+fn certifies_a_key(v: &Value) -> bool {
+    !(v["state"] == "active"
+        && v.pointer("/credential/kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k != "ssh"))
+}
+
 pub(super) fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
     let named = key.with_file_name(id);
     std::fs::rename(key, &named).with_context(|| format!("renaming {}", key.display()))?;
@@ -428,6 +437,11 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 }
             };
             let key_path = match (generated, key_path) {
+                (true, Some(k)) if !certifies_a_key(&v) => {
+                    std::fs::remove_file(&k)
+                        .with_context(|| format!("removing {}", k.display()))?;
+                    None
+                }
                 (true, Some(k)) => Some(adopt_key(&k, &s(&v, "id"))?),
                 (false, Some(k)) => {
                     link_key(&k, &s(&v, "id"))?;
