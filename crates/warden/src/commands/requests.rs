@@ -154,16 +154,14 @@ pub(super) fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
     Ok((private, public))
 }
 
-/// Names a request's key after the request, next to its certificate.
 /// Whether request `v` may still certify the key it was sent with: not once it is active with
-/// a credential of another kind (a database account), which a generated key is useless to.
+/// a credential that is no certificate (a database account), which a generated key is useless
+/// to.
 fn certifies_a_key(v: &Value) -> bool {
-    !(v["state"] == "active"
-        && v.pointer("/credential/kind")
-            .and_then(Value::as_str)
-            .is_some_and(|k| k != "ssh"))
+    v["state"] != "active" || v.pointer("/credential/certificate").is_some()
 }
 
+/// Names a request's key after the request, next to its certificate.
 pub(super) fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
     let named = key.with_file_name(id);
     std::fs::rename(key, &named).with_context(|| format!("renaming {}", key.display()))?;
