@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use warden_domain::audit::Event;
 use warden_domain::{Postmortem, RequestId};
 
-use super::{SqliteStore, backend, ceil_ms, from_ms, limit, ms, prepare};
+use super::{SqliteStore, backend, ceil_ms, from_ms, json, limit, ms, prepare};
 use crate::{Delivery, Drill, Error, OutboxStatus, Outgoing, Result};
 
 /// An outbox row as its columns: notice id, sink, created, body.
@@ -72,12 +72,6 @@ pub(super) fn write_postmortem(c: &Connection, row: &PostmortemRow) -> Result<()
     .and_then(|mut s| s.execute(params![id, target, role, drill, opened, closed, body]))
     .map_err(backend)?;
     Ok(())
-}
-
-pub(super) fn json<T: serde::de::DeserializeOwned>(body: String) -> rusqlite::Result<T> {
-    serde_json::from_str(&body).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
 }
 
 impl SqliteStore {

@@ -7,8 +7,7 @@ use rusqlite::params;
 use time::{Duration, OffsetDateTime};
 use warden_domain::{RequestId, State};
 
-use super::breakglass::json;
-use super::{SqliteStore, decode_lease, decode_request, ms};
+use super::{SqliteStore, decode_request, json, ms};
 use crate::{Period, Result};
 
 impl SqliteStore {
@@ -90,9 +89,7 @@ impl SqliteStore {
                     "SELECT body FROM leases WHERE grant_id >= ?1 AND grant_id < ?2
                      ORDER BY grant_id LIMIT ?3",
                 )?
-                .query_map(params![first, after, limit], |row| {
-                    decode_lease(row.get(0)?)
-                })?
+                .query_map(params![first, after, limit], |row| json(row.get(0)?))?
                 .collect::<rusqlite::Result<_>>()?;
             let postmortems = tx
                 .prepare_cached(

@@ -317,6 +317,15 @@ fn leaf(seq: u64, event_json: &str) -> (String, [u8; 32]) {
     (body, hash)
 }
 
+/// Revokes every live token of `user`; returns how many there were.
+fn revoke_user_tokens(c: &Connection, user: &str) -> Result<usize> {
+    c.execute(
+        "UPDATE tokens SET revoked = 1 WHERE user = ?1 AND revoked = 0",
+        [user],
+    )
+    .map_err(backend)
+}
+
 fn append_events(conn: &Connection, events: &[Prepared]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -416,7 +425,8 @@ fn lease_row(l: &Lease) -> Result<LeaseRow> {
     ))
 }
 
-fn decode_lease(body: String) -> rusqlite::Result<Lease> {
+/// A JSON column's value (a lease, a postmortem, a notice), decoded.
+fn json<T: serde::de::DeserializeOwned>(body: String) -> rusqlite::Result<T> {
     serde_json::from_str(&body).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
@@ -559,7 +569,7 @@ impl crate::Store for SqliteStore {
         let id = grant.to_string();
         self.read(move |c| {
             c.prepare_cached("SELECT body FROM leases WHERE grant_id = ?1")?
-                .query_row([id], |r| decode_lease(r.get(0)?))
+                .query_row([id], |r| json(r.get(0)?))
                 .optional()
         })
         .await
@@ -592,7 +602,7 @@ impl crate::Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT body FROM leases WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now, limit(n)], |r| decode_lease(r.get(0)?))?;
+            let rows = stmt.query_map(params![now, limit(n)], |r| json(r.get(0)?))?;
             rows.collect()
         })
         .await
@@ -604,7 +614,7 @@ impl crate::Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT body FROM leases WHERE target = ?1 AND state != 'revoked'",
             )?;
-            let rows = stmt.query_map([target], |r| decode_lease(r.get(0)?))?;
+            let rows = stmt.query_map([target], |r| json(r.get(0)?))?;
             rows.collect()
         })
         .await
@@ -676,12 +686,7 @@ impl crate::Store for SqliteStore {
         let user = user.to_string();
         self.writer
             .write(move |c| {
-                let n = c
-                    .execute(
-                        "UPDATE tokens SET revoked = 1 WHERE user = ?1 AND revoked = 0",
-                        [&user],
-                    )
-                    .map_err(backend)?;
+                let n = revoke_user_tokens(c, &user)?;
                 append_events(c, &events)?;
                 Ok(n)
             })
@@ -693,12 +698,7 @@ impl crate::Store for SqliteStore {
         let user = user.to_string();
         self.writer
             .write(move |c| {
-                let n = c
-                    .execute(
-                        "UPDATE tokens SET revoked = 1 WHERE user = ?1 AND revoked = 0",
-                        [&user],
-                    )
-                    .map_err(backend)?;
+                let n = revoke_user_tokens(c, &user)?;
                 // Not a hash at all, so no password matches it, and not NULL, so a start
                 // does not set it again from the config.
                 c.execute(
