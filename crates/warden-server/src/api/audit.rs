@@ -150,16 +150,13 @@ pub async fn search(
 /// Why `given` is no event code, with the codes of its family (`policy.…`), or all of them.
 fn unknown_code(given: &str) -> String {
     let family = given.split('.').next().unwrap_or_default();
-    let names = |f: &dyn Fn(&str) -> bool| -> Vec<&str> {
-        Code::ALL
-            .iter()
-            .map(|c| c.name())
-            .filter(|n| f(n))
-            .collect()
-    };
-    let mut known = names(&|n| n.split('.').next() == Some(family));
+    let all = Code::ALL.iter().map(|c| c.name());
+    let mut known: Vec<&str> = all
+        .clone()
+        .filter(|n| n.split('.').next() == Some(family))
+        .collect();
     if known.is_empty() {
-        known = names(&|_| true);
+        known = all.collect();
     }
     format!(
         "unknown event code {given:?}; codes are names such as {} (or their numbers, W2000)",
