@@ -6,9 +6,10 @@ mod conformance;
 
 use std::process::Output;
 
-use conformance::Target;
+use conformance::{Grant, Target, grants, issue, server_style_password};
+use time::OffsetDateTime;
 use warden_issuers::mariadb::MariadbIssuer;
-use warden_issuers::{AdminCredential, Issuer, Secret, Settings};
+use warden_issuers::{AdminCredential, Issuer, RotateRootRequest, Secret, Settings};
 use warden_testkit::{Mariadb, OpenSession};
 
 struct Db {
@@ -106,4 +107,61 @@ async fn offline() {
         connection(warden_testkit::free_port(), "app"),
     )
     .await;
+}
+
+/// MariaDB's general log records statements as sent: it shows the accounts' hashes and never a
+/// password, of a new account or of the administrator's rotation, and both passwords work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_general_log_never_holds_a_password() {
+    let db = Db {
+        server: Mariadb::start(),
+        issuer: MariadbIssuer::new(),
+    };
+    db.server
+        .admin_query("SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = ON");
+    let g = Grant::new(&db.issuer, "gina");
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    issue(&db, &g, &grants(&db.read_grants()), end)
+        .await
+        .unwrap();
+    let admin = db.admin();
+    let new = Secret::new(server_style_password());
+    db.issuer
+        .rotate_root(RotateRootRequest {
+            target: &"db".parse().unwrap(),
+            connection: &db.connection(),
+            admin: &admin,
+            new_password: &new,
+        })
+        .await
+        .unwrap();
+
+    let login = db.run_sql(&g.account, g.password.expose(), "SELECT CURRENT_USER()");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let admin_login = db.run_sql(&admin.username, new.expose(), "SELECT 1");
+    assert!(
+        admin_login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin_login.stderr)
+    );
+
+    db.server.admin_query("SET GLOBAL general_log = OFF");
+    let logged = db
+        .server
+        .admin_query("SELECT CONVERT(argument USING utf8mb4) FROM mysql.general_log");
+    let hashed = logged
+        .lines()
+        .filter(|l| l.contains("IDENTIFIED WITH mysql_native_password AS '*"))
+        .count();
+    assert_eq!(hashed, 2, "the account and the rotation, hashed:\n{logged}");
+    for password in [g.password.expose(), new.expose()] {
+        assert!(
+            !logged.contains(password.as_str()),
+            "a password in the general log:\n{logged}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! MariaDB and MySQL accounts, created per grant and dropped at its end.
 //!
 //! Issuing connects as the target's administrator, runs `CREATE USER 'name'@'host'
-//! IDENTIFIED BY '...'` and then the role's grant statements. These servers commit each
+//! IDENTIFIED ...` and then the role's grant statements. These servers commit each
 //! account statement on its own, so if a grant fails the account is dropped again before the
 //! error is returned: no half-made account is left behind.
 //!
@@ -17,6 +17,13 @@
 //! connections, drop it and kill again whatever connected in between; then wait until the
 //! server lists no connection of the account. A revoke that finds neither an account nor a
 //! connection reports [`RevokeResponse::AlreadyGone`].
+//!
+//! MariaDB writes statements to its general and binary logs as sent, so it is given the
+//! account's `mysql_native_password` hash (`IDENTIFIED WITH mysql_native_password AS '*...'`,
+//! see `native_password.rs`), never the password; the same goes for the administrator's new
+//! password in a rotation. MySQL rewrites passwords out of its logs itself and may not have
+//! that plugin (8.4 and later), so it gets `IDENTIFIED BY '...'` and hashes with its default.
+//! Which server it is comes from `VERSION()`.
 //!
 //! Statements run with `NO_BACKSLASH_ESCAPES` added to the session's `sql_mode`, so a string
 //! literal is quoted the same on every server (a backslash in a grant statement is literal)
@@ -60,6 +67,8 @@ use crate::{
     Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
     RevokeResponse, RotateRootRequest, Secret, Settings,
 };
+
+mod native_password;
 
 const KIND: &str = "mariadb";
 const DEFAULT_PORT: u16 = 3306;
@@ -214,6 +223,20 @@ fn describe(what: &str, e: &mysql_async::Error, secrets: &[&str]) -> String {
     redact(&format!("{what}: {text}"), secrets)
 }
 
+/// The `IDENTIFIED` clause giving an account `password`, whose `mysql_native_password` hash is
+/// `hash`: see the module documentation.
+async fn identified(c: &mut Conn, password: &str, hash: &str) -> Result<String, Error> {
+    let version: Option<String> = c
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| target_error("asking the server's version", &e, &[]))?;
+    Ok(if version.is_some_and(|v| v.contains("MariaDB")) {
+        format!("IDENTIFIED WITH mysql_native_password AS {}", literal(hash))
+    } else {
+        format!("IDENTIFIED BY {}", literal(password))
+    })
+}
+
 /// Connects to the target as `user`, failing within [`CONNECT_TIMEOUT`].
 async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, Error> {
     let where_ = format!(
@@ -321,7 +344,8 @@ impl Issuer for MariadbIssuer {
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
         let password = require_password(req.password, "new account")?;
-        let secrets = [password];
+        let hash = native_password::hash(password);
+        let secrets = [password, hash.as_str()];
         let grantee = account(name, &settings.host);
         let (password_literal, expires) = (literal(password), expires_literal(req.valid_before)?);
         let values = Values {
@@ -331,11 +355,10 @@ impl Issuer for MariadbIssuer {
         };
 
         self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
-            c.query_drop(format!(
-                "CREATE USER {grantee} IDENTIFIED BY {password_literal}"
-            ))
-            .await
-            .map_err(|e| target_error(&format!("creating account {grantee}"), &e, &secrets))?;
+            let identified = identified(c, password, &hash).await?;
+            c.query_drop(format!("CREATE USER {grantee} {identified}"))
+                .await
+                .map_err(|e| target_error(&format!("creating account {grantee}"), &e, &secrets))?;
             for (i, grant) in settings.grants.iter().enumerate() {
                 let Err(e) = c.query_drop(grant.render(values)).await else {
                     continue;
@@ -434,8 +457,13 @@ impl Issuer for MariadbIssuer {
     async fn rotate_root(&self, req: RotateRootRequest<'_>) -> Result<(), Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
         let new_password = require_password(Some(req.new_password), "administrator")?;
+        let hash = native_password::hash(new_password);
         let failed = |e: mysql_async::Error| {
-            target_error("changing the administrator's password", &e, &[new_password])
+            target_error(
+                "changing the administrator's password",
+                &e,
+                &[new_password, &hash],
+            )
         };
         // A connection of its own: it authenticated with the password this call replaces.
         with_conn(
@@ -455,13 +483,10 @@ impl Issuer for MariadbIssuer {
                     .ok_or_else(|| {
                         Error::Target(format!("the server named the current account {current:?}"))
                     })?;
-                c.query_drop(format!(
-                    "ALTER USER {} IDENTIFIED BY {}",
-                    account(user, host),
-                    literal(new_password)
-                ))
-                .await
-                .map_err(failed)
+                let identified = identified(c, new_password, &hash).await?;
+                c.query_drop(format!("ALTER USER {} {identified}", account(user, host)))
+                    .await
+                    .map_err(failed)
             },
         )
         .await
