@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! intent ──created──▶ active ──grant ends──▶ revoking ──removed──▶ revoked
-//!    └──(crash before created)──────────────▶ revoking ◀──retry── failed
+//!    ├──(crash, or issue failed at the target)─▶ revoking ◀──retry── failed
+//!    └──(issue failed before the target was touched)────────────────▶ revoked
 //! ```
 //!
 //! The intent, naming the account, is stored *before* anything is created at the target, so a
@@ -121,6 +122,13 @@ impl Lease {
         }
     }
 
+    /// Issuing failed before anything reached the target: there is no account to remove, and
+    /// none was ever revoked (`revoked_at` stays empty).
+    pub fn never_made(&mut self) {
+        self.state = LeaseState::Revoked;
+        self.due_at = None;
+    }
+
     /// The target confirmed the credential is gone, `at` that moment.
     pub fn revoked(&mut self, at: OffsetDateTime) {
         self.state = LeaseState::Revoked;
@@ -186,5 +194,22 @@ mod tests {
         assert_eq!(l.revoked_at, Some(now + Duration::seconds(1)));
         l.start_revoking(now);
         assert_eq!(l.state, LeaseState::Revoked);
+    }
+
+    #[test]
+    fn an_intent_never_made_is_closed_without_a_revocation() {
+        let now = datetime!(2026-01-01 10:00 UTC);
+        let mut l = Lease::intent(
+            RequestId::from_uuid(uuid::Uuid::nil()),
+            "alice".parse().unwrap(),
+            "db".parse().unwrap(),
+            "ro".parse().unwrap(),
+            "w_alice_1".into(),
+            now + Duration::hours(1),
+            now,
+        );
+        l.never_made();
+        assert!(!l.is_live());
+        assert_eq!((l.due_at, l.revoked_at, l.attempts), (None, None, 0));
     }
 }

@@ -157,12 +157,27 @@ pub enum Error {
     /// What the requester sent (a public key) does not do for this kind of credential.
     #[error("{0}")]
     Input(String),
+    /// Warden could not connect or log in to the target, so it ran nothing there.
+    #[error("the target could not be reached or refused the login: {0}")]
+    Unreached(String),
     #[error("the target could not be reached or refused the change: {0}")]
     Target(String),
     #[error("internal issuer error: {0}")]
     Internal(String),
     #[error("targets of this kind do not support {0}")]
     Unsupported(&'static str),
+}
+
+impl Error {
+    /// Whether the target is known to be as it was before the call: the error came before
+    /// anything was sent to it (settings, inputs, a missing credential) or with the connection
+    /// itself. Any other error may have come after a change, so whatever it made must be undone.
+    pub fn left_target_untouched(&self) -> bool {
+        matches!(
+            self,
+            Error::Settings(_) | Error::Input(_) | Error::Unreached(_) | Error::Unsupported(_)
+        )
+    }
 }
 
 /// One kind of credential.

@@ -26,6 +26,8 @@ database = "app"
 grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
 [targets.pg.roles.reviewed]
 grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
+[targets.pg.roles.broken]
+grants = ["GRANT SELECT ON no_such_table TO {{{{name}}}}"]
 
 [targets.maria]
 kind = "mariadb"
@@ -43,7 +45,7 @@ grants = ["GRANT SELECT ON app.* TO {{{{name}}}}"]
 @approval("auto")
 @max_ttl("1h")
 permit (principal, action == Action::"request", resource in Target::"pg")
-when { resource.name == "read" };
+when { resource.name == "read" || resource.name == "broken" };
 
 @id("maria-read")
 @approval("auto")
@@ -131,6 +133,36 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
         actions.contains(&"credential.revoked".to_owned()),
         "{actions:?}"
     );
+
+    // A grant statement that fails after the role was begun: the issue fails, and the lease
+    // still makes sure at the target that nothing of it is left.
+    let out = alice.run(
+        &[
+            "request", "create", "pg", "--role", "broken", "--reason", "r", "--ttl", "5m",
+        ],
+        None,
+    );
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("no_such_table"), "{out:?}");
+    let failed = audit_events(&admin, "credential.issue_failed");
+    let broken = failed.last().unwrap();
+    assert_eq!(broken["details"]["cleanup"], "revoking", "{broken}");
+    let account = broken["details"]["account"].as_str().unwrap().to_owned();
+    wait_until(
+        "the lease to find nothing left",
+        Duration::from_secs(5),
+        || {
+            audit_events(&admin, "credential.revoked")
+                .iter()
+                .any(|e| e["details"]["account"] == account.as_str())
+        },
+    );
+    let gone = audit_events(&admin, "credential.revoked");
+    let gone = gone
+        .iter()
+        .find(|e| e["details"]["account"] == account.as_str());
+    assert_eq!(gone.unwrap()["details"]["outcome"], "already_gone");
+    assert_eq!(pg_role_count(&pg, &account), "0");
 
     // No secret anywhere in Warden's own files or logs.
     let db = std::fs::read(env.server.data_dir().join("warden.db")).unwrap();

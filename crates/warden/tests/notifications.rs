@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, LOCAL_USER, TARGETS, audit_records, enroll_mfa, fails, id, login, ok, set_credential,
-    token, totp, write_policy,
+    BIN, LOCAL_USER, TARGETS, audit_events, audit_records, enroll_mfa, fails, id, login, ok,
+    set_credential, token, totp, write_policy,
 };
 use serde_json::Value;
 use warden_testkit::{
@@ -1028,4 +1028,15 @@ fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
     assert_eq!(n["recipients"], serde_json::json!(["alice"]), "{n}");
     assert!(!n.to_string().contains("unused-password"), "{n}");
     assert_eq!(notices(&hook, "issue_failed", &rid).len(), 1);
+
+    // Nothing reached the target, so there is nothing to revoke: no retries that could only
+    // fail, no alarms about them.
+    let failed = audit_events(&admin, "credential.issue_failed");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for e in &failed {
+        assert_eq!(e["details"]["cleanup"], "none needed", "{e}");
+    }
+    thread::sleep(Duration::from_secs(2));
+    assert!(audit_events(&admin, "credential.revoke_failed").is_empty());
+    assert!(notices(&hook, "revoke_failed", &rid).is_empty());
 }

@@ -256,12 +256,12 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, 
     tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
         .await
         .map_err(|_| {
-            Error::Target(format!(
+            Error::Unreached(format!(
                 "{where_}: no answer within {} s",
                 CONNECT_TIMEOUT.as_secs()
             ))
         })?
-        .map_err(|e| target_error(&where_, &e, &[password]))
+        .map_err(|e| Error::Unreached(describe(&where_, &e, &[password])))
 }
 
 /// Runs `work` on a connection of its own and closes it politely, whatever the outcome.

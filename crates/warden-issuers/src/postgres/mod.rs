@@ -198,8 +198,13 @@ fn marker(grant: RequestId) -> String {
     format!("{MARKER}{grant}")
 }
 
-/// What the server said, with the SQLSTATE, detail and hint when there are any.
-fn describe(e: &tokio_postgres::Error) -> String {
+/// `what` went wrong and what the server said, with the SQLSTATE, detail and hint when there
+/// are any, and every one of `secrets` redacted.
+fn describe(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> String {
+    redact(&format!("{what}: {}", server_said(e)), secrets)
+}
+
+fn server_said(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut text = format!(
             "{}: {} (SQLSTATE {})",
@@ -222,7 +227,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 fn target_error(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> Error {
-    Error::Target(redact(&format!("{what}: {}", describe(e)), secrets))
+    Error::Target(describe(what, e, secrets))
 }
 
 /// Connects to the target's database as `user`, failing within [`CONNECT_TIMEOUT`].
@@ -245,12 +250,12 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Client
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
         .await
         .map_err(|_| {
-            Error::Target(format!(
+            Error::Unreached(format!(
                 "{where_}: no answer within {} s",
                 CONNECT_TIMEOUT.as_secs()
             ))
         })?
-        .map_err(|e| target_error(&where_, &e, &[password]))?;
+        .map_err(|e| Error::Unreached(describe(&where_, &e, &[password])))?;
     // The connection task ends when the client is dropped; its errors reach the client's calls.
     tokio::spawn(connection);
     Ok(client)

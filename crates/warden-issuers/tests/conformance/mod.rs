@@ -91,8 +91,17 @@ pub async fn issue(
     settings: &Settings,
     valid_before: OffsetDateTime,
 ) -> Result<IssueResponse, Error> {
+    issue_as(t, &t.admin(), g, settings, valid_before).await
+}
+
+async fn issue_as(
+    t: &impl Target,
+    admin: &AdminCredential,
+    g: &Grant,
+    settings: &Settings,
+    valid_before: OffsetDateTime,
+) -> Result<IssueResponse, Error> {
     let (target, role) = names();
-    let admin = t.admin();
     t.issuer()
         .issue(IssueRequest {
             grant: g.id,
@@ -106,7 +115,7 @@ pub async fn issue(
             public_key: None,
             account: Some(&g.account),
             password: Some(&g.password),
-            admin: Some(&admin),
+            admin: Some(admin),
             holder: Holder::Requester(Recording::Metadata),
         })
         .await
@@ -165,6 +174,7 @@ pub async fn run(t: &impl Target) {
     closed_admin_connections_are_not_reused(t).await;
     only_own_accounts(t).await;
     failed_grants_leave_nothing(t).await;
+    a_refused_login_touches_nothing(t).await;
     rotate_root(t).await;
 }
 
@@ -313,6 +323,8 @@ async fn failed_grants_leave_nothing(t: &impl Target) {
             .expect_err("a failing grant statement must fail the issue");
         let message = err.to_string();
         assert!(matches!(err, Error::Target(_)), "{message}");
+        // The account was begun: whatever is left of it must still be revoked.
+        assert!(!err.left_target_untouched());
         assert!(
             !message.contains(g.password.expose().as_str()),
             "the error shows the password: {message}"
@@ -334,6 +346,27 @@ async fn failed_grants_leave_nothing(t: &impl Target) {
         );
         assert_eq!(revoke(t, &g).await.unwrap(), RevokeResponse::AlreadyGone);
     }
+}
+
+/// An administrator password the target refuses fails the issue before anything ran there, so
+/// there is nothing to revoke; the error names the login but not the password.
+async fn a_refused_login_touches_nothing(t: &impl Target) {
+    let mut admin = t.admin();
+    let wrong = format!("{}-not-it", admin.password.expose());
+    admin.password = Secret::new(wrong.clone());
+    let g = Grant::new(t.issuer(), "fay");
+    let err = issue_as(t, &admin, &g, &grants(&t.read_grants()), in_an_hour())
+        .await
+        .expect_err("a wrong administrator password must fail the issue");
+    let message = err.to_string();
+    assert!(matches!(err, Error::Unreached(_)), "{message}");
+    assert!(err.left_target_untouched());
+    assert!(message.contains(&admin.username), "{message}");
+    assert!(
+        !message.contains(&wrong),
+        "the error shows the password: {message}"
+    );
+    assert!(!t.account_exists(&g.account));
 }
 
 /// The administrator's password changes: the old one stops working, the new one works.
@@ -398,7 +431,9 @@ pub async fn run_offline(issuer: &dyn Issuer, connection: Settings) {
     };
     let started = Instant::now();
     let err = issuer.issue(request(Some(&admin))).await.unwrap_err();
-    assert!(matches!(err, Error::Target(_)), "{err}");
+    // Nothing ran at the target, so there is nothing to revoke.
+    assert!(matches!(err, Error::Unreached(_)), "{err}");
+    assert!(err.left_target_untouched());
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "a down target took {:?} to fail",

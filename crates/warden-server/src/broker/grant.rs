@@ -86,17 +86,27 @@ impl App {
         let issued = match issued {
             Ok(i) => i,
             Err(e) => {
-                events.push(
-                    Event::new(Code::CredentialIssueFailed, Actor::system(), now)
-                        .for_request(&r)
-                        .failed("issuer_failed", e.to_string()),
-                );
+                let untouched = e.left_target_untouched();
+                let mut failed = Event::new(Code::CredentialIssueFailed, Actor::system(), now)
+                    .for_request(&r)
+                    .failed("issuer_failed", e.to_string());
+                if let Some(l) = lease.as_mut() {
+                    // Anything half-made at the target is removed by the lease worker; where
+                    // nothing reached the target there is nothing to remove, and retrying a
+                    // revoke (without a credential, say) would only fail on and on.
+                    if untouched {
+                        l.never_made();
+                    } else {
+                        l.start_revoking(now);
+                    }
+                    failed = failed.details(serde_json::json!({
+                        "account": l.account,
+                        "cleanup": if untouched { "none needed" } else { "revoking" },
+                    }));
+                }
+                events.push(failed);
                 let why = format!("the credential could not be issued: {e}");
                 r.end_unissued(why.clone(), now)?;
-                if let Some(l) = lease.as_mut() {
-                    // Anything half-made at the target is removed by the lease worker.
-                    l.start_revoking(now);
-                }
                 // Security hears of every failed emergency; a requester who is not the caller
                 // (their request was just approved) would otherwise never learn it failed.
                 let told = [
