@@ -125,6 +125,14 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     wait_until("the request to be expired", Duration::from_secs(5), || {
         state(&alice, &id(&v)) == "expired"
     });
+    // The client keeps an expired grant's password no longer than its next keeping, reading
+    // or logout.
+    let kept = alice.home().join("grants").join(format!("{}.json", id(&v)));
+    assert!(kept.exists());
+    let again = create(&alice, "pg", "read", &["--ttl", "5m"]);
+    assert!(!kept.exists(), "an expired grant's secret is still kept");
+    let grants = alice.home().join("grants");
+    assert!(grants.join(format!("{}.json", id(&again))).exists());
     let actions: Vec<String> = audit_actions(&admin, &id(&v))
         .into_iter()
         .map(|a| a.0)
@@ -216,10 +224,16 @@ fn pickup_early_revoke_offboarding_and_rotation() {
     assert!(pg.psql(&user, &password, "SELECT 1").status.success());
     let again = fails(&alice, &["request", "credential", &pending], 6);
     assert!(again.stderr.contains("it is shown once"), "{again:?}");
+    let kept = alice.home().join("grants").join(format!("{pending}.json"));
+    assert!(
+        kept.exists(),
+        "the client keeps the secret for `db connect`"
+    );
 
-    // Early revoke takes effect within seconds.
+    // Early revoke takes effect within seconds, and the client forgets the secret.
     let mut session = pg.hold_session(&user, &password);
     ok(&alice, &["request", "revoke", &pending]);
+    assert!(!kept.exists(), "a revoked grant's secret is still kept");
     assert!(
         session.wait(Duration::from_secs(5)).is_some(),
         "session survived revoke"

@@ -99,6 +99,7 @@ pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
     // Revoke server-side first; forget locally even if the token was already dead.
     let revoked = c.post::<Value>("/v1/auth/logout", &json!({})).await;
     client::forget()?;
+    super::db::forget_expired()?;
     if out.json {
         out.json(&json!({ "logged_out": true, "revoked": revoked.is_ok() }))
     } else {

@@ -3,7 +3,10 @@
 //!
 //! A database credential's secret is shown once. The client keeps it in
 //! `WARDEN_HOME/grants/ID.json` (mode 0600) so `warden db connect` can use it for the grant's
-//! life; it is passed to `psql`/`mariadb` in the environment, never on the command line.
+//! life; it is passed to `psql`/`mariadb` in the environment, never on the command line. A
+//! password is no use once its grant has ended, so it is not kept past that: the client forgets
+//! the secrets of expired grants whenever it keeps or reads one and at `logout`, and a grant's
+//! at once when this client revokes it.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -53,15 +56,21 @@ pub enum DbCommand {
     },
 }
 
-fn grant_file(id: &str) -> anyhow::Result<PathBuf> {
-    Ok(ensure_home()?.join("grants").join(format!("{id}.json")))
+fn grants_dir() -> anyhow::Result<PathBuf> {
+    Ok(ensure_home()?.join("grants"))
 }
 
-/// Keeps a grant's secret for `db connect`, readable only by the user.
-pub fn save_secret(id: &str, public: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
+fn grant_file(id: &str) -> anyhow::Result<PathBuf> {
+    Ok(grants_dir()?.join(format!("{id}.json")))
+}
+
+/// Keeps the secret of grant `v` for `db connect`, readable only by the user, until the
+/// grant's expiry.
+pub fn save_secret(v: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let path = grant_file(id)?;
+    forget_expired()?;
+    let path = grant_file(v["id"].as_str().unwrap_or_default())?;
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -74,11 +83,54 @@ pub fn save_secret(id: &str, public: &Value, secret: &Value) -> anyhow::Result<P
         .truncate(true)
         .mode(0o600)
         .open(&path)?;
-    f.write_all(
-        serde_json::to_string_pretty(&json!({ "credential": public, "secret": secret }))?
-            .as_bytes(),
-    )?;
+    let kept = json!({
+        "credential": v["credential"],
+        "secret": secret,
+        "expires_at": v["expires_at"],
+    });
+    f.write_all(serde_json::to_string_pretty(&kept)?.as_bytes())?;
     Ok(path)
+}
+
+/// Removes the kept secrets of grants past their expiry. A file without a readable expiry
+/// (kept by an earlier client) stays: what it holds may still be in use.
+pub fn forget_expired() -> anyhow::Result<()> {
+    let dir = grants_dir()?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    for entry in entries {
+        let path = entry?.path();
+        let expires = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| {
+                let at = v["expires_at"].as_str()?.to_owned();
+                time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        if expires.is_some_and(|at| at <= now) {
+            forget(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the kept secret of grant `id`, if any: it was revoked.
+pub fn forget_secret(id: &str) -> anyhow::Result<()> {
+    forget(&grant_file(id)?)
+}
+
+fn forget(path: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Fetches a grant's secret from the server (once) and keeps it.
@@ -90,7 +142,7 @@ pub async fn pickup(c: &Client, v: &Value) -> anyhow::Result<Option<Value>> {
             &json!({}),
         )
         .await?;
-    save_secret(id, &v["credential"], &secret)?;
+    save_secret(v, &secret)?;
     Ok(Some(secret))
 }
 
@@ -222,6 +274,7 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         .into());
     }
     let id = grant["id"].as_str().unwrap_or_default();
+    forget_expired()?;
     let saved = std::fs::read_to_string(grant_file(id)?)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());

@@ -297,11 +297,7 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
     let key = typed.as_deref().or(own_key.as_deref());
     let secret = v["secret"].as_object().map(|_| &v["secret"]);
     if let Some(secret) = secret {
-        super::db::save_secret(
-            v["id"].as_str().unwrap_or_default(),
-            &v["credential"],
-            secret,
-        )?;
+        super::db::save_secret(v, secret)?;
     }
     if out.json {
         let mut v = v.clone();
@@ -530,7 +526,8 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
         }
         RequestCommand::Cancel { id } => act(&c, &id, "cancel", json!({}), out).await,
         RequestCommand::Revoke { id, comment } => {
-            act(&c, &id, "revoke", json!({ "comment": comment }), out).await
+            act(&c, &id, "revoke", json!({ "comment": comment }), out).await?;
+            super::db::forget_secret(&id)
         }
         RequestCommand::Credential { id } => {
             let v: Value = c.get(&format!("/v1/requests/{}", segment(&id))).await?;
