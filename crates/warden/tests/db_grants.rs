@@ -358,4 +358,32 @@ fn mariadb_grant_has_no_valid_until_so_the_lease_enforces_it() {
     wait_until("the request to be expired", Duration::from_secs(5), || {
         state(&alice, &id(&v)) == "expired"
     });
+
+    // What the human output says to run logs in as the grant's account.
+    let out = alice.run(
+        &[
+            "request", "create", "maria", "--role", "read", "--reason", "r", "--ttl", "5m",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("export ") || l.starts_with("mariadb "))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    let script = format!(
+        "{}; {} -N -e 'SELECT CURRENT_USER()'",
+        lines[..3].join("; "),
+        lines[3]
+    );
+    let login = std::process::Command::new("timeout")
+        .args(["20", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(login.status.success(), "{login:?}");
+    let account = String::from_utf8_lossy(&login.stdout);
+    assert!(account.trim().starts_with("w_alice_"), "{account}");
 }

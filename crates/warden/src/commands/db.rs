@@ -170,6 +170,23 @@ pub fn env_lines(public: &Value, secret: &Value) -> Vec<(String, String)> {
     }
 }
 
+/// The database client and its arguments for a credential, given [`env_lines`] in its
+/// environment: `mariadb` takes no user name from the environment, so it gets it here.
+pub fn client_command(public: &Value) -> (&'static str, Vec<String>) {
+    match public["kind"].as_str() {
+        Some("mariadb") => {
+            let mut args = vec![
+                "--protocol=TCP".to_owned(),
+                "-u".to_owned(),
+                public["username"].as_str().unwrap_or_default().to_owned(),
+            ];
+            args.extend(public["database"].as_str().map(str::to_owned));
+            ("mariadb", args)
+        }
+        _ => ("psql", Vec::new()),
+    }
+}
+
 pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     match cmd {
@@ -282,21 +299,11 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         Some(s) => s["secret"].clone(),
         None => pickup(&c, &grant).await?.unwrap_or(Value::Null),
     };
-    let env = env_lines(public, &secret);
-    let mut cmd = match kind {
-        "mariadb" => {
-            let mut m = std::process::Command::new("mariadb");
-            m.arg("--protocol=TCP")
-                .arg("-u")
-                .arg(public["username"].as_str().unwrap_or_default());
-            if let Some(db) = public["database"].as_str() {
-                m.arg(db);
-            }
-            m
-        }
-        _ => std::process::Command::new("psql"),
-    };
-    cmd.envs(env).args(args);
+    let (program, own_args) = client_command(public);
+    let mut cmd = std::process::Command::new(program);
+    cmd.envs(env_lines(public, &secret))
+        .args(own_args)
+        .args(args);
     // exec replaces this process: the client's exit status is ours.
     Err(cmd.exec()).context("starting the database client (is psql/mariadb installed?)")
 }

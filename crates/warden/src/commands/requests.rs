@@ -319,6 +319,8 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
         for (k, val) in super::db::env_lines(&v["credential"], secret) {
             println!("  export {k}={val}");
         }
+        let (program, args) = super::db::client_command(&v["credential"]);
+        println!("  {program} {}", args.join(" "));
     }
     if let Some(c) = cert {
         let principals = v
