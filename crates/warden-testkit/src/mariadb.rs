@@ -28,9 +28,10 @@ const PORT_ATTEMPTS: usize = 3;
 
 /// A running MariaDB server on 127.0.0.1, killed when dropped.
 ///
-/// It has an account `warden_admin`@`%` with a random password and all privileges `WITH GRANT
-/// OPTION` (the administrator Warden is given) and a database `app` holding
-/// `items(id INT, name TEXT)` with one row.
+/// It has an account `warden_admin`@`%` with a random password and no more privileges than the
+/// README asks of Warden's administrator (`CREATE USER`, `PROCESS`, `CONNECTION ADMIN`, `SELECT`
+/// on `mysql.user`, and `SELECT` on `app` `WITH GRANT OPTION`, what the tests' roles grant), and
+/// a database `app` holding `items(id INT, name TEXT)` with one row.
 #[derive(Debug)]
 pub struct Mariadb {
     dir: TempDir,
@@ -87,6 +88,8 @@ impl Mariadb {
                     dir.path().join("mariadb.pid").display()
                 ))
                 .arg(format!("--log-error={}", log.display()))
+                // Its own, so no other process can touch its temporary files.
+                .arg(format!("--tmpdir={}", dir.path().display()))
                 .args(["--user=root", "--skip-log-bin", "--skip-name-resolve"])
                 .args([
                     "--innodb-buffer-pool-size=16M",
@@ -136,7 +139,9 @@ impl Mariadb {
         let account = format!("{}@'%'", sql_literal(ADMIN));
         self.admin_query(&format!(
             "CREATE USER {account} IDENTIFIED BY {password}; \
-             GRANT ALL PRIVILEGES ON *.* TO {account} WITH GRANT OPTION; \
+             GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO {account}; \
+             GRANT SELECT ON mysql.user TO {account}; \
+             GRANT SELECT ON {DATABASE}.* TO {account} WITH GRANT OPTION; \
              CREATE DATABASE {DATABASE}; \
              CREATE TABLE {DATABASE}.items (id INT, name TEXT); \
              INSERT INTO {DATABASE}.items VALUES (1, 'widget')",
