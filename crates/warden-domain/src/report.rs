@@ -326,7 +326,7 @@ impl Scorecard {
 mod tests {
     use super::*;
     use crate::decision::Decision;
-    use crate::directory::User;
+    use crate::directory::{Directory, User};
     use crate::postmortem::Link;
     use crate::request::Ask;
     use crate::text::{Comment, Reason, Ticket};
@@ -388,8 +388,15 @@ mod tests {
         let bob = user("bob", &["sre"], None);
         let when = r.created_at + min(wait);
         let req = r.requirement.clone();
-        r.approve(&bob, &alice(), req, Comment::parse("").unwrap(), when)
-            .unwrap();
+        r.approve(
+            &bob,
+            &alice(),
+            req,
+            &Directory::default(),
+            Comment::parse("").unwrap(),
+            when,
+        )
+        .unwrap();
         r.activate(None, when).unwrap();
         r
     }
@@ -466,6 +473,7 @@ mod tests {
                 &user("bob", &["sre"], None),
                 &alice(),
                 &req,
+                &Directory::default(),
                 Comment::parse("no").unwrap(),
                 T0 + min(45),
             )

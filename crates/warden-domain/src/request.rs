@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::approval::{Progress, Requirement};
 use crate::decision::{Decision, Recording};
-use crate::directory::User;
+use crate::directory::{Directory, User};
 use crate::names::{RoleName, TargetName, UserName};
 use crate::text::{Comment, Reason, Ticket};
 use crate::ttl::Ttl;
@@ -342,11 +342,27 @@ impl Request {
         }
     }
 
-    fn approvers(&self) -> Vec<User> {
+    /// The approvals that count now: each giver as `directory` has them now *and* as they
+    /// were when they approved, with only the groups of both. An approval stops counting when
+    /// its giver leaves the directory or the group they approved as, and never counts for a
+    /// group they joined later.
+    fn approvers(&self, directory: &Directory) -> Vec<User> {
         self.reviews
             .iter()
             .filter(|r| r.verdict == Verdict::Approve)
-            .map(|r| r.reviewer.clone())
+            .filter_map(|r| {
+                let now = directory.get(&r.reviewer.name)?;
+                Some(User {
+                    name: now.name.clone(),
+                    groups: r
+                        .reviewer
+                        .groups
+                        .intersection(&now.groups)
+                        .cloned()
+                        .collect(),
+                    manager: now.manager.clone(),
+                })
+            })
             .collect()
     }
 
@@ -362,18 +378,20 @@ impl Request {
         Ok(())
     }
 
-    /// Records `approver`'s approval under `requirement` (the tier policy demands now).
+    /// Records `approver`'s approval under `requirement` (the tier policy demands now), the
+    /// approvals given before counted as `directory` has their givers now.
     pub fn approve(
         &mut self,
         approver: &User,
         requester: &User,
         requirement: Requirement,
+        directory: &Directory,
         comment: Comment,
         now: OffsetDateTime,
     ) -> Result<Approved, TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
         self.check_reviewer(approver)?;
-        let approvers = self.approvers();
+        let approvers = self.approvers(directory);
         if !requirement.would_count(requester, &approvers, approver) {
             return Err(TransitionError::NotEligible(
                 requirement.progress(requester, &approvers).missing,
@@ -385,7 +403,9 @@ impl Request {
             comment,
             at: now,
         });
-        let progress = requirement.progress(requester, &self.approvers());
+        let mut approvers = approvers;
+        approvers.push(approver.clone());
+        let progress = requirement.progress(requester, &approvers);
         self.requirement = requirement;
         if progress.satisfied {
             self.state = State::Approved;
@@ -415,15 +435,18 @@ impl Request {
         reviewer: &User,
         requester: &User,
         requirement: &Requirement,
+        directory: &Directory,
         comment: Comment,
         now: OffsetDateTime,
     ) -> Result<(), TransitionError> {
         self.expect(&[State::Pending], "denied", "pending")?;
         self.check_reviewer(reviewer)?;
         if !requirement.may_review(requester, reviewer) {
-            return Err(TransitionError::MayNotDeny(
-                requirement.progress(requester, &self.approvers()).missing,
-            ));
+            return Err(TransitionError::MayNotDeny(self.missing(
+                requester,
+                requirement,
+                directory,
+            )));
         }
         self.reviews.push(Review {
             reviewer: reviewer.clone(),
@@ -590,13 +613,19 @@ impl Request {
         }
     }
 
-    /// Who may still act, as text for people: e.g. `an approver from sre`.
-    pub fn missing(&self, requester: &User) -> Vec<String> {
+    /// Who may still act under `requirement`, as text for people: e.g. `an approver from
+    /// sre`. The approvals given count as `directory` has their givers now.
+    pub fn missing(
+        &self,
+        requester: &User,
+        requirement: &Requirement,
+        directory: &Directory,
+    ) -> Vec<String> {
         if self.state != State::Pending {
             return Vec::new();
         }
-        self.requirement
-            .progress(requester, &self.approvers())
+        requirement
+            .progress(requester, &self.approvers(directory))
             .missing
     }
 }
@@ -667,7 +696,14 @@ mod tests {
         let t1 = datetime!(2026-01-01 10:30 UTC);
         let req = r.requirement.clone();
         assert_eq!(
-            r.approve(&mgr, &alice, req, Comment::parse("").unwrap(), t1),
+            r.approve(
+                &mgr,
+                &alice,
+                req,
+                &Directory::default(),
+                Comment::parse("").unwrap(),
+                t1
+            ),
             Ok(Approved::Complete)
         );
         assert_eq!(r.activate(None, t1), Ok(datetime!(2026-01-01 11:30 UTC)));
@@ -698,21 +734,21 @@ mod tests {
         let c = || Comment::parse("").unwrap();
         let now = datetime!(2026-01-01 10:01 UTC);
         assert_eq!(
-            r.approve(&alice, &alice, req.clone(), c(), now),
+            r.approve(&alice, &alice, req.clone(), &Directory::default(), c(), now),
             Err(TransitionError::OwnRequest)
         );
         assert!(matches!(
-            r.approve(&eve, &alice, req.clone(), c(), now),
+            r.approve(&eve, &alice, req.clone(), &Directory::default(), c(), now),
             Err(TransitionError::NotEligible(_))
         ));
         assert!(matches!(
-            r.deny(&eve, &alice, &req, c(), now),
+            r.deny(&eve, &alice, &req, &Directory::default(), c(), now),
             Err(TransitionError::MayNotDeny(_))
         ));
         assert_eq!(r, before);
         r.cancel(&"alice".parse().unwrap(), now).unwrap();
         assert!(matches!(
-            r.approve(&bob, &alice, req, c(), now),
+            r.approve(&bob, &alice, req, &Directory::default(), c(), now),
             Err(TransitionError::WrongState {
                 state: State::Cancelled,
                 ..
@@ -727,8 +763,15 @@ mod tests {
         let mut r = request("manager");
         let t = datetime!(2026-01-01 10:00 UTC);
         let req = r.requirement.clone();
-        r.approve(&mgr, &alice, req, Comment::parse("").unwrap(), t)
-            .unwrap();
+        r.approve(
+            &mgr,
+            &alice,
+            req,
+            &Directory::default(),
+            Comment::parse("").unwrap(),
+            t,
+        )
+        .unwrap();
         r.activate(None, t).unwrap();
         r.warn_before("2h".parse().unwrap());
         assert_eq!(r.warn_at, None, "a 1h grant is shorter than the lead");
@@ -737,6 +780,62 @@ mod tests {
         assert!(!r.take_warning(datetime!(2026-01-01 10:49 UTC)));
         assert!(r.take_warning(datetime!(2026-01-01 10:50 UTC)));
         assert!(!r.take_warning(datetime!(2026-01-01 10:51 UTC)));
+    }
+
+    /// An approval counts as its giver is now and was when they gave it: one who left the
+    /// directory, or the group they approved as, no longer fills a place.
+    #[test]
+    fn approvals_count_as_their_givers_are_now() {
+        let alice = user("alice", &["dev"], None);
+        let sam = user("sam", &["security"], None);
+        let carol = user("carol", &["dev"], None);
+        let t = datetime!(2026-01-01 10:01 UTC);
+        let c = || Comment::parse("").unwrap();
+        let then = Directory::new([alice.clone(), sam.clone(), carol.clone()]).unwrap();
+        let mut r = request("two-person(security)");
+        let req = r.requirement.clone();
+        assert!(matches!(
+            r.approve(&sam, &alice, req.clone(), &then, c(), t),
+            Ok(Approved::Partial(_))
+        ));
+
+        // sam moved to ops: carol's approval no longer completes the request.
+        let moved =
+            Directory::new([alice.clone(), user("sam", &["ops"], None), carol.clone()]).unwrap();
+        assert_eq!(
+            r.missing(&alice, &req, &moved),
+            vec!["an approver from security".to_owned()]
+        );
+        let mut after_move = r.clone();
+        assert!(matches!(
+            after_move.approve(&carol, &alice, req.clone(), &moved, c(), t),
+            Err(TransitionError::NotEligible(_))
+        ));
+
+        // sam left the directory: the same.
+        let gone = Directory::new([alice.clone(), carol.clone()]).unwrap();
+        assert_eq!(r.missing(&alice, &req, &gone).len(), 2);
+
+        // A group joined after approving does not count either.
+        let mut r = request("peer(sre)");
+        let req = r.requirement.clone();
+        let joined = Directory::new([alice.clone(), user("carol", &["dev", "sre"], None)]).unwrap();
+        r.reviews.push(Review {
+            reviewer: carol.clone(),
+            verdict: Verdict::Approve,
+            comment: c(),
+            at: t,
+        });
+        assert_eq!(r.missing(&alice, &req, &joined).len(), 1);
+
+        // Unchanged, sam's approval stands.
+        let mut r = request("two-person(security)");
+        let req = r.requirement.clone();
+        r.approve(&sam, &alice, req.clone(), &then, c(), t).unwrap();
+        assert_eq!(
+            r.approve(&carol, &alice, req, &then, c(), t),
+            Ok(Approved::Complete)
+        );
     }
 
     #[test]
@@ -749,6 +848,7 @@ mod tests {
             &bob,
             &alice,
             &req,
+            &Directory::default(),
             Comment::parse("no").unwrap(),
             datetime!(2026-01-01 10:05 UTC),
         )

@@ -375,6 +375,40 @@ fn an_approval_meets_the_policy_of_its_time() {
     assert_eq!(granted["credential"]["proxy_only"], true, "{granted}");
 }
 
+/// A reload that hands a pending request to other approvers hands it over whole: they see it,
+/// list it as theirs to review and approve it; the approvers of before no longer see it.
+#[test]
+fn a_reload_hands_pending_requests_to_their_new_approvers() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob, mallory) = (env.login("alice"), env.login("bob"), env.login("mallory"));
+    let admin = env.login("admin");
+    let rid = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-7"]));
+    ok(&bob, &["request", "show", &rid]);
+    fails(&mallory, &["request", "show", &rid], 4);
+
+    let by_manager = rules.replace(
+        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@approval(\"manager\")\n@max_ttl(\"4h\")",
+    );
+    assert_ne!(by_manager, rules);
+    write_policy(&env.policy_dir(), &[("access.cedar", &by_manager)]);
+    ok(&admin, &["policy", "reload"]);
+
+    let shown = ok(&mallory, &["request", "show", &rid]);
+    assert_eq!(shown["tier"], "manager", "{shown}");
+    assert_eq!(
+        shown["still_needed"],
+        serde_json::json!(["the requester's manager"])
+    );
+    let listed = ok(&mallory, &["request", "list", "--reviewable"]);
+    assert_eq!(listed["requests"][0]["id"], rid.as_str(), "{listed}");
+    fails(&bob, &["request", "show", &rid], 4);
+    fails(&bob, &["request", "approve", &rid], 4);
+    let granted = ok(&mallory, &["request", "approve", &rid]);
+    assert_eq!(granted["state"], "active", "{granted}");
+}
+
 #[test]
 fn pending_requests_time_out() {
     let env = Env::start();

@@ -90,7 +90,7 @@ fn bounded<'a>(name: &str, v: Option<&'a str>, max: usize) -> Result<Option<&'a 
 }
 
 pub(super) fn view(app: &Shared, outcome: Outcome) -> RequestView {
-    let mut v = RequestView::new(&outcome.request, app.user(&outcome.request.requester));
+    let mut v = RequestView::new(&outcome.request, app);
     v.secret = outcome.secret.map(|s| s.expose().clone());
     v
 }
@@ -164,7 +164,7 @@ pub async fn list(
             && (!q.reviewable
                 || (r.state == warden_domain::State::Pending
                     && app.user(&r.requester).is_some_and(|req| {
-                        r.requirement.may_review(req, &who.user)
+                        app.requirement_now(r).may_review(req, &who.user)
                             && !r.reviews.iter().any(|v| v.reviewer.name == who.user.name)
                     })))
     };
@@ -195,7 +195,7 @@ pub async fn list(
             page.iter()
                 .filter(|r| shown(r))
                 .take(limit - requests.len())
-                .map(|r| RequestView::new(r, app.user(&r.requester))),
+                .map(|r| RequestView::new(r, &app)),
         );
         if requests.len() == limit || !full {
             break;
@@ -213,7 +213,7 @@ pub async fn show(
 ) -> Result<Json<RequestView>, ApiError> {
     let id = super::admitted(&app, &who, "request.show", parse_id(&id)).await?;
     let r = app.show(who.caller(), id).await?;
-    Ok(Json(RequestView::new(&r, app.user(&r.requester))))
+    Ok(Json(RequestView::new(&r, &app)))
 }
 
 /// The id and body of `action` on a request, or the refusal of either, audited: about the
@@ -296,7 +296,7 @@ pub async fn cancel(
 ) -> Result<Json<RequestView>, ApiError> {
     let (id, NoFields {}) = request_input(&app, &who, "request.cancel", &id, raw).await?;
     let r = app.cancel(who.caller(), id).await?;
-    Ok(Json(RequestView::new(&r, app.user(&r.requester))))
+    Ok(Json(RequestView::new(&r, &app)))
 }
 
 /// Ends a grant early and revokes its credential.
@@ -314,7 +314,7 @@ pub async fn revoke(
         Err(e) => return Err(refuse_about(&app, &who, "request.revoke", Some(id), e).await),
     };
     let r = app.revoke(who.caller(), id, comment).await?;
-    Ok(Json(RequestView::new(&r, app.user(&r.requester))))
+    Ok(Json(RequestView::new(&r, &app)))
 }
 
 /// Asks for more time: a new request linked to this one, decided and approved afresh.

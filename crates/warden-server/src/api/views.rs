@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::request::Verdict;
-use warden_domain::{Decision, Request, User, rfc3339};
+use warden_domain::{Decision, Request, rfc3339};
+
+use crate::state::App;
 
 /// A request and, once active, its grant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -60,7 +62,9 @@ pub struct ReviewView {
 }
 
 impl RequestView {
-    pub fn new(r: &Request, requester: Option<&User>) -> Self {
+    /// `r` as `app` shows it: a pending request with the approval policy demands now.
+    pub fn new(r: &Request, app: &App) -> Self {
+        let requirement = app.requirement_now(r);
         Self {
             id: r.id.to_string(),
             state: r.state.to_string(),
@@ -70,7 +74,7 @@ impl RequestView {
             reason: r.reason.to_string(),
             ticket: r.ticket.as_ref().map(ToString::to_string),
             ttl: r.ttl.to_string(),
-            tier: r.requirement.to_string(),
+            tier: requirement.to_string(),
             rules: r.rules.clone(),
             recording: r.recording.to_string(),
             breakglass: r.breakglass.is_some(),
@@ -97,7 +101,7 @@ impl RequestView {
                     at: rfc3339(v.at),
                 })
                 .collect(),
-            still_needed: requester.map(|u| r.missing(u)).unwrap_or_default(),
+            still_needed: app.still_needed(r, &requirement),
             credential: r.credential.clone(),
             secret: None,
             security_notified: None,

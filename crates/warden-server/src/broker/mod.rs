@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::request::{Ask, TransitionError};
 use warden_domain::{
-    Decision, Refusal, Request, RequestId, RoleName, TargetName, Ticket, Ttl, User,
+    Decision, Refusal, Request, RequestId, Requirement, RoleName, State, TargetName, Ticket, Ttl,
+    User,
 };
 use warden_issuers::Secret;
 use warden_policy::{Action, Context, LookupError, Policy};
@@ -249,13 +250,47 @@ impl App {
     }
 
     /// Whether `user` may see request `r`: the requester, administrators and audit readers,
-    /// and anyone who may review it.
+    /// and anyone who may review it (a pending request under the approval policy demands now).
     pub fn may_view(&self, user: &User, r: &Request) -> bool {
         user.name == r.requester
             || self.may_read_audit(user)
             || self
                 .user(&r.requester)
-                .is_some_and(|req| r.requirement.may_review(req, user))
+                .is_some_and(|req| self.requirement_now(r).may_review(req, user))
+    }
+
+    /// The approval `r` needs: for a pending request, what policy demands of it at this moment
+    /// (a reload or a restart with other groups may have changed it since it was made, and
+    /// approvals are counted against it); for any other, or one policy no longer permits, the
+    /// one it was last decided under.
+    pub fn requirement_now(&self, r: &Request) -> Requirement {
+        if r.state != State::Pending || r.breakglass.is_some() {
+            return r.requirement.clone();
+        }
+        let Some(requester) = self.user(&r.requester) else {
+            return r.requirement.clone();
+        };
+        let policy = self.policy.load();
+        let ctx = context(now(), r.ttl, r.ticket.as_ref());
+        match self.decide(
+            &policy,
+            Action::Request,
+            requester,
+            &r.target,
+            &r.role,
+            &ctx,
+        ) {
+            Ok(d) if d.allowed => d.requirement,
+            _ => r.requirement.clone(),
+        }
+    }
+
+    /// The places `requirement` still leaves open on pending request `r`, as text for people
+    /// (`an approver from sre`), counting the approvals that count now.
+    pub fn still_needed(&self, r: &Request, requirement: &Requirement) -> Vec<String> {
+        self.user(&r.requester)
+            .map(|req| r.missing(req, requirement, &self.directory))
+            .unwrap_or_default()
     }
 
     /// Reads one request, if the caller may see it.

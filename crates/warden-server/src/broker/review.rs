@@ -84,6 +84,7 @@ impl App {
                     caller.user,
                     &requester,
                     decision.requirement.clone(),
+                    &self.directory,
                     comment.clone(),
                     now,
                 );
@@ -109,6 +110,7 @@ impl App {
                     caller.user,
                     &requester,
                     decision.requirement.clone(),
+                    &self.directory,
                     comment.clone(),
                     now,
                 );
@@ -146,8 +148,14 @@ impl App {
                 } else {
                     r.requirement.clone()
                 };
-                if let Err(e) = r.deny(caller.user, &requester, &requirement, comment.clone(), now)
-                {
+                if let Err(e) = r.deny(
+                    caller.user,
+                    &requester,
+                    &requirement,
+                    &self.directory,
+                    comment.clone(),
+                    now,
+                ) {
                     return Err(self.refused(refusal, e.into()).await);
                 }
                 events.push(
