@@ -223,8 +223,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Leases whose next action is due at `now`, oldest first.
     async fn due_leases(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Lease>>;
 
-    /// Leases whose account may still exist at `target`.
-    async fn live_leases(&self, target: &TargetName) -> Result<Vec<Lease>>;
+    /// The accounts of the leases whose account may still exist, at any target: several
+    /// targets may share one database server, and account names, which carry their grant's
+    /// id, are unique across targets.
+    async fn live_accounts(&self) -> Result<Vec<String>>;
 
     /// Takes (reads and deletes) a grant's sealed secret; `None` if already taken.
     async fn take_pickup(&self, grant: RequestId, events: Vec<Event>) -> Result<Option<String>>;

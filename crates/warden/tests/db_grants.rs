@@ -283,12 +283,27 @@ fn pickup_early_revoke_offboarding_and_rotation() {
 fn reconciliation_removes_planted_orphans_and_nothing_else() {
     let pg = Postgres::start();
     let (targets, rules) = policy(pg.port(), 1);
+    // A second target on the same server: each reconciles the accounts of both.
+    let targets = format!(
+        "{targets}\n[targets.pg2]\nkind = \"postgres\"\nenvironment = \"test\"\n\
+         [targets.pg2.connection]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\n\
+         [targets.pg2.roles.read]\ngrants = [\"GRANT SELECT ON items TO {{{{name}}}}\"]\n",
+        pg.port()
+    );
+    let rules = format!(
+        "{rules}\n@id(\"pg2-read\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n\
+         permit (principal, action == Action::\"request\", resource == Role::\"pg2/read\");\n"
+    );
     let mut env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
     let admin = env.login("admin");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    set_credential(&admin, "pg2", pg.admin_user(), pg.admin_password());
     let alice = env.login("alice");
     let live = create(&alice, "pg", "read", &["--ttl", "30m"]);
     let live_user = live["credential"]["username"].as_str().unwrap().to_owned();
+    let other = create(&alice, "pg2", "read", &["--ttl", "30m"]);
+    let other_user = other["credential"]["username"].as_str().unwrap().to_owned();
+    let other_password = other["secret"]["password"].as_str().unwrap().to_owned();
 
     // An account that looks like Warden's (prefix and marker) but has no lease, one with the
     // prefix but no marker, and a plain human account.
@@ -309,6 +324,11 @@ fn reconciliation_removes_planted_orphans_and_nothing_else() {
         pg_role_count(&pg, &live_user),
         "1",
         "a live grant's account was touched"
+    );
+    let login = pg.psql(&other_user, &other_password, "SELECT count(*) FROM items");
+    assert!(
+        login.status.success(),
+        "the other target's live grant was touched: {login:?}"
     );
     let admin = env.login("admin");
     let log = ok(

@@ -8,9 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
-use warden_domain::{
-    Audience, Lease, LeaseState, RequestId, RoleName, State, TargetName, UserName,
-};
+use warden_domain::{Audience, Lease, LeaseState, RequestId, RoleName, State, UserName};
 use warden_issuers::{ListRequest, RevokeRequest, RevokeResponse};
 
 use super::Error;
@@ -165,15 +163,10 @@ impl App {
         Ok(())
     }
 
-    /// The accounts at `target` that a live lease names.
-    async fn leased_accounts(&self, target: &TargetName) -> Result<HashSet<String>, Error> {
-        Ok(self
-            .store
-            .live_leases(target)
-            .await?
-            .into_iter()
-            .map(|l| l.account)
-            .collect())
+    /// The accounts a live lease names, at any target: an account of another target on the
+    /// same database server is not an orphan.
+    async fn leased_accounts(&self) -> Result<HashSet<String>, Error> {
+        Ok(self.store.live_accounts().await?.into_iter().collect())
     }
 
     /// Removes accounts Warden made at its targets that no live lease accounts for (restored
@@ -197,7 +190,7 @@ impl App {
             };
             // Leases first, accounts second: an account created after this read has a lease
             // (its intent) that the read may have missed, so never remove what is newer.
-            let live = self.leased_accounts(&target.name).await?;
+            let live = self.leased_accounts().await?;
             let accounts = match super::within_timeout(issuer.list_accounts(ListRequest {
                 target: &target.name,
                 connection: &target.connection,
@@ -214,7 +207,7 @@ impl App {
             // And again after the listing: an account made since the first read has a lease
             // only this read sees (one whose lease ended since is the lease worker's to remove,
             // and the first read kept it).
-            let fresh = self.leased_accounts(&target.name).await?;
+            let fresh = self.leased_accounts().await?;
             for account in accounts
                 .into_iter()
                 .filter(|a| !live.contains(&a.name) && !fresh.contains(&a.name))

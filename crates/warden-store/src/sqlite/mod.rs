@@ -608,13 +608,13 @@ impl crate::Store for SqliteStore {
         .await
     }
 
-    async fn live_leases(&self, target: &TargetName) -> Result<Vec<Lease>> {
-        let target = target.to_string();
+    async fn live_accounts(&self) -> Result<Vec<String>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT body FROM leases WHERE target = ?1 AND state != 'revoked'",
+                "SELECT json_extract(body, '$.account') FROM leases
+                 WHERE state IN ('intent', 'active', 'revoking', 'failed')",
             )?;
-            let rows = stmt.query_map([target], |r| json(r.get(0)?))?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect()
         })
         .await
