@@ -34,6 +34,13 @@ pub struct App {
     pub outbox: Notify,
     /// Serialises policy reloads.
     reload: Mutex<()>,
+    /// Held by a request's credential issue, and by whatever ends the request, so that a
+    /// revocation waits for an issue under way and then removes what it made.
+    pub(crate) issuing: crate::broker::Locks<RequestId>,
+    /// Held per requester and target (every grant of a chain of extensions shares both) while
+    /// an extension is made and while a grant is revoked with its extensions, so that neither
+    /// two extensions nor an extension and a revocation cross.
+    pub(crate) chains: crate::broker::Locks<(UserName, warden_domain::TargetName)>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
     pub tokens: crate::auth::TokenCache,
     /// Runs of wrong passwords and TOTP codes, per user.
@@ -141,6 +148,8 @@ impl App {
             wake: crate::worker::Wake::default(),
             outbox: Notify::new(),
             reload: Mutex::new(()),
+            issuing: crate::broker::Locks::default(),
+            chains: crate::broker::Locks::default(),
             tokens: crate::auth::TokenCache::default(),
             lockouts: crate::auth::Lockouts::default(),
             throttles: crate::throttle::SourceThrottles::default(),

@@ -28,6 +28,8 @@ grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
 grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
 [targets.pg.roles.broken]
 grants = ["GRANT SELECT ON no_such_table TO {{{{name}}}}"]
+[targets.pg.roles.slow]
+grants = ["SELECT pg_sleep(2)", "GRANT SELECT ON items TO {{{{name}}}}"]
 
 [targets.maria]
 kind = "mariadb"
@@ -45,7 +47,7 @@ grants = ["GRANT SELECT ON app.* TO {{{{name}}}}"]
 @approval("auto")
 @max_ttl("1h")
 permit (principal, action == Action::"request", resource in Target::"pg")
-when { resource.name == "read" || resource.name == "broken" };
+when { resource.name == "read" || resource.name == "broken" || resource.name == "slow" };
 
 @id("maria-read")
 @approval("auto")
@@ -171,6 +173,34 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
         .find(|e| e["details"]["account"] == account.as_str());
     assert_eq!(gone.unwrap()["details"]["outcome"], "already_gone");
     assert_eq!(pg_role_count(&pg, &account), "0");
+
+    // Revoked while its account is being made: the revocation waits for the issue, then
+    // removes the account it made.
+    let (issued, revoked) = std::thread::scope(|s| {
+        let issue = s.spawn(|| create(&alice, "pg", "slow", &["--ttl", "30m"]));
+        let mut in_flight = None;
+        wait_until("the issue to be under way", Duration::from_secs(10), || {
+            let listed = ok(&alice, &["request", "list", "--state", "approved"]);
+            in_flight = listed["requests"][0]["id"].as_str().map(str::to_owned);
+            in_flight.is_some()
+        });
+        let revoked = ok(&alice, &["request", "revoke", &in_flight.unwrap()]);
+        (issue.join().unwrap(), revoked)
+    });
+    assert_eq!(issued["state"], "active", "{issued}");
+    assert_eq!(revoked["state"], "revoked", "{revoked}");
+    let account = issued["credential"]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until("the account made to go", Duration::from_secs(5), || {
+        pg_role_count(&pg, &account) == "0"
+    });
+    let gone = audit_events(&admin, "credential.revoked");
+    let gone = gone
+        .iter()
+        .find(|e| e["details"]["account"] == account.as_str());
+    assert_eq!(gone.unwrap()["details"]["outcome"], "revoked");
 
     // No secret anywhere in Warden's own files or logs.
     let db = std::fs::read(env.server.data_dir().join("warden.db")).unwrap();

@@ -317,6 +317,55 @@ fn cancel_revoke_and_extend() {
     fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 6);
 }
 
+/// Extensions asked for at once: one waits, the others are refused; an extension asked for as
+/// its grant is revoked is refused or ended with it, never left running.
+#[test]
+fn extensions_and_revocations_at_once_keep_their_rules() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob, admin) = (env.login("alice"), env.login("bob"), env.login("admin"));
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-9"]));
+    ok(&bob, &["request", "approve", &deploy]);
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    alice.run(
+                        &["--json", "request", "extend", &deploy, "--ttl", "2h"],
+                        None,
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let made = outs.iter().filter(|o| o.success()).count();
+    assert_eq!(made, 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.success()) {
+        assert!(o.stderr.contains("extension_pending"), "{o:?}");
+    }
+
+    for _ in 0..5 {
+        let view = id(&create(&alice, "web", "view", &[]));
+        let (extended, revoked) = std::thread::scope(|s| {
+            let e = s.spawn(|| {
+                alice.run(
+                    &["--json", "request", "extend", &view, "--ttl", "50m"],
+                    None,
+                )
+            });
+            let r = s.spawn(|| admin.run(&["--json", "request", "revoke", &view], None));
+            (e.join().unwrap(), r.join().unwrap())
+        });
+        assert!(revoked.success(), "{revoked:?}");
+        if extended.success() {
+            let ext: serde_json::Value = serde_json::from_str(&extended.stdout).unwrap();
+            let ext_id = ext["id"].as_str().unwrap();
+            assert_eq!(state(&alice, ext_id), "revoked", "{ext}");
+        }
+    }
+}
+
 #[test]
 fn a_listing_finds_what_others_newer_requests_would_hide() {
     let env = Env::start();

@@ -20,9 +20,9 @@ impl App {
         extends: Option<RequestId>,
     ) -> Result<Outcome, Error> {
         let outcome = self.start(caller, input, extends, None).await?;
-        // An extension stored as its grant was being revoked escaped the revocation's sweep
-        // of extensions if it came after it; then the grant reads revoked here, and the
-        // extension ends now. (If it came before, the sweep ended it.)
+        // A revocation of the grant by a person waits for the extension (`App::chains`);
+        // offboarding does not, and its sweep of extensions misses one stored after it: then
+        // the grant reads revoked here, and the extension ends now.
         if let Some(original) = extends
             && let Some(o) = self.store.request(original).await?
             && o.state == State::Revoked
@@ -223,6 +223,13 @@ impl App {
         reason: Option<Reason>,
         totp: Option<String>,
     ) -> Result<Outcome, Error> {
+        let r = self.load(&caller, id, Code::ActionRefused).await?;
+        // Checked and made while no other extension of the chain is being made and no
+        // revocation of it runs: see `App::chains`.
+        let _chain = self
+            .chains
+            .lock((r.requester.clone(), r.target.clone()))
+            .await;
         let now = now();
         let r = self.load(&caller, id, Code::ActionRefused).await?;
         let refusal = Event::new(Code::ActionRefused, caller.actor(), now)

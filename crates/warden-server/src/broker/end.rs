@@ -81,6 +81,14 @@ impl App {
         comment: Comment,
     ) -> Result<Request, Error> {
         for _ in 0..CONFLICT_RETRIES {
+            let r = self.load(&caller, id, Code::ActionRefused).await?;
+            // An extension being made, and then this request's issue if one is under way,
+            // finish first: the revocation then ends what they made.
+            let _chain = self
+                .chains
+                .lock((r.requester.clone(), r.target.clone()))
+                .await;
+            let _issuing = self.issuing.lock(id).await;
             let now = now();
             let mut r = self.load(&caller, id, Code::ActionRefused).await?;
             let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
@@ -283,6 +291,8 @@ impl App {
                 break;
             }
             for mut r in open {
+                // An issue under way finishes first: then what it made is ended too.
+                let _issuing = self.issuing.lock(r.id).await;
                 for _ in 0..CONFLICT_RETRIES {
                     let change = match self.end_grant(&mut r, Some(by.clone()), now()).await {
                         Ok(change) => change,

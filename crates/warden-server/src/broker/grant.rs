@@ -29,6 +29,8 @@ impl App {
         caller: &Caller<'_>,
         now: OffsetDateTime,
     ) -> Result<Outcome, Error> {
+        // Whatever ends this request meanwhile waits, and then finds what the issue made.
+        let _issuing = self.issuing.lock(r.id).await;
         let actor = caller.actor();
         let target = policy.targets().get(&r.target).ok_or_else(|| {
             Error::unknown_target(format!("target {} is no longer in the policy", r.target))

@@ -27,9 +27,11 @@ mod due;
 mod end;
 mod grant;
 mod leases;
+mod locks;
 mod review;
 
 pub(crate) use leases::makes_accounts;
+pub use locks::Locks;
 
 /// How many times an operation is retried when another writer changed the request first.
 const CONFLICT_RETRIES: usize = 5;
