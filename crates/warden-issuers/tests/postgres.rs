@@ -191,3 +191,20 @@ async fn the_server_keeps_a_verifier_that_psql_logs_in_with() {
     );
     assert_eq!(String::from_utf8_lossy(&login.stdout).trim(), g.account);
 }
+
+/// A grant statement cannot replace the marker revoking trusts: the role it comments on is
+/// still revoked, not taken for someone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_cannot_replace_the_marker() {
+    let pg = Pg::start();
+    let g = Grant::new(&pg.issuer, "cora");
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let mut statements = pg.read_grants();
+    statements.push("COMMENT ON ROLE {{name}} IS 'hijacked'".into());
+    issue(&pg, &g, &grants(&statements), end).await.unwrap();
+    assert_eq!(
+        conformance::revoke(&pg, &g).await.unwrap(),
+        RevokeResponse::Revoked
+    );
+    assert!(!pg.account_exists(&g.account));
+}

@@ -60,8 +60,9 @@ use warden_domain::{RequestId, UserName};
 use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, parse_grants};
 use crate::sql::{
-    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, is_account_name,
-    parse_connection, redact, require_account, require_admin, require_password, url,
+    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key,
+    is_account_name, parse_connection, redact, require_account, require_admin, require_password,
+    url,
 };
 use crate::{
     Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
@@ -330,8 +331,9 @@ impl Issuer for MariadbIssuer {
         KIND
     }
 
-    fn check_request(&self, settings: &Settings, _public_key: Option<&str>) -> Result<(), Error> {
-        parse_settings(settings).map(|_| ())
+    fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error> {
+        parse_settings(settings)?;
+        check_unused_key(public_key)
     }
 
     fn account_name(&self, grant: RequestId, user: &UserName) -> Option<String> {

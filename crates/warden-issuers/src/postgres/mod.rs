@@ -1,8 +1,9 @@
 //! PostgreSQL login roles, created per grant and dropped at its end.
 //!
 //! Issuing connects as the target's administrator and, in one transaction, creates the role
-//! with `LOGIN`, its password and `VALID UNTIL` the grant's end, comments it with
-//! `warden grant <id>` and runs the role's grant statements: either all of it exists or none.
+//! with `LOGIN`, its password and `VALID UNTIL` the grant's end, runs the role's grant
+//! statements and comments it with `warden grant <id>` (last, so that no statement can replace
+//! the marker): either all of it exists or none.
 //! The comment is the marker reconciliation relies on: only roles with the `w_` prefix *and* a
 //! comment naming the grant their name was derived from are Warden's. `VALID UNTIL` is a
 //! backstop that refuses new logins after the end even if Warden is down; it does not end open
@@ -52,8 +53,9 @@ use warden_domain::{RequestId, UserName};
 use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, parse_grants};
 use crate::sql::{
-    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, grant_tail, is_account_name,
-    parse_connection, redact, require_account, require_admin, require_password, url,
+    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key, grant_tail,
+    is_account_name, parse_connection, redact, require_account, require_admin, require_password,
+    url,
 };
 use crate::{
     Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest,
@@ -302,8 +304,9 @@ impl Issuer for PostgresIssuer {
         KIND
     }
 
-    fn check_request(&self, settings: &Settings, _public_key: Option<&str>) -> Result<(), Error> {
-        parse_settings(settings).map(|_| ())
+    fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error> {
+        parse_settings(settings)?;
+        check_unused_key(public_key)
     }
 
     fn account_name(&self, grant: RequestId, user: &UserName) -> Option<String> {
@@ -331,23 +334,23 @@ impl Issuer for PostgresIssuer {
             "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {expires}",
             literal(&verifier)
         );
+        // The marker last, so that no grant statement can replace it: revoking and
+        // reconciling trust it.
         let comment = format!("COMMENT ON ROLE {role} IS {}", literal(&marker(req.grant)));
-        let statements: Vec<(String, String)> = [
-            (format!("creating role {account}"), create),
-            (format!("marking role {account} as Warden's"), comment),
-        ]
-        .into_iter()
-        .chain(grants.iter().enumerate().map(|(i, grant)| {
-            (
-                format!(
-                    "grant statement {} ({:?}) for role {account}; nothing was created",
-                    i + 1,
-                    grant.source()
-                ),
-                grant.render(values),
-            )
-        }))
-        .collect();
+        let statements: Vec<(String, String)> = [(format!("creating role {account}"), create)]
+            .into_iter()
+            .chain(grants.iter().enumerate().map(|(i, grant)| {
+                (
+                    format!(
+                        "grant statement {} ({:?}) for role {account}; nothing was created",
+                        i + 1,
+                        grant.source()
+                    ),
+                    grant.render(values),
+                )
+            }))
+            .chain([(format!("marking role {account} as Warden's"), comment)])
+            .collect();
         // Concurrent GRANTs on the same objects can collide in PostgreSQL's catalog ("tuple
         // concurrently updated"); the whole transaction rolled back, so it is simply retried.
         let lock = self.catalog_lock(format!(

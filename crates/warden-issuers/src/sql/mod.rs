@@ -160,6 +160,18 @@ pub(crate) fn strings(
     }
 }
 
+/// Checks a public key sent with a request for an account. The account does not use it, but
+/// it is stored with the request, so it must be what it claims: never a private key, or
+/// another file, sent by mistake.
+pub(crate) fn check_unused_key(public_key: Option<&str>) -> Result<(), Error> {
+    match public_key {
+        Some(text) => crate::ssh_cert::user_key(text)
+            .map(|_| ())
+            .map_err(|e| Error::Input(format!("public_key: {e}"))),
+        None => Ok(()),
+    }
+}
+
 /// The administrator credential, or an error telling the operator how to store one.
 pub(crate) fn require_admin<'a>(
     admin: Option<&'a AdminCredential>,

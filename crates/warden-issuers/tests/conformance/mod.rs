@@ -403,6 +403,18 @@ pub async fn run_offline(issuer: &dyn Issuer, connection: Settings) {
     let g = Grant::new(issuer, "erin");
     let (target, role) = names();
     let settings = grants(&["GRANT SELECT ON items TO {{name}}".to_owned()]);
+    // A public key sent along is not used, but must be one: it is stored with the request.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMC3R3xf0V2Z7r0t4j3T2cQ7n3p6lXW2q3r6c0mXH9Qd x";
+    assert!(issuer.check_request(&settings, None).is_ok());
+    assert!(issuer.check_request(&settings, Some(key)).is_ok());
+    for wrong in [
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn==\n",
+        "root:*:20228:0:99999:7:::",
+    ] {
+        let err = issuer.check_request(&settings, Some(wrong)).unwrap_err();
+        assert!(matches!(err, Error::Input(_)), "{err}");
+        assert!(!err.to_string().contains("20228"), "{err}");
+    }
     let request = |admin| IssueRequest {
         grant: g.id,
         user: &g.user,
