@@ -41,6 +41,8 @@ pub struct App {
     /// an extension is made and while a grant is revoked with its extensions, so that neither
     /// two extensions nor an extension and a revocation cross.
     pub(crate) chains: crate::broker::Locks<(UserName, warden_domain::TargetName)>,
+    /// Held while a target's admin password is rotated or an interrupted rotation settled.
+    pub(crate) rotations: crate::broker::Locks<warden_domain::TargetName>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
     pub tokens: crate::auth::TokenCache,
     /// Runs of wrong passwords and TOTP codes, per user.
@@ -150,6 +152,7 @@ impl App {
             reload: Mutex::new(()),
             issuing: crate::broker::Locks::default(),
             chains: crate::broker::Locks::default(),
+            rotations: crate::broker::Locks::default(),
             tokens: crate::auth::TokenCache::default(),
             lockouts: crate::auth::Lockouts::default(),
             throttles: crate::throttle::SourceThrottles::default(),

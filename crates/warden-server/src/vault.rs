@@ -1,9 +1,15 @@
 //! Target admin credentials: sealed at rest under the master key, set by administrators, and
 //! rotated to a random password only Warden knows.
+//!
+//! A rotation stores the new password beside the old one before it changes the target. If it
+//! cannot tell whether the target took the change (a crash, no answer), both stay stored, and
+//! the next use of the credential settles it: it logs in with the new password, else the old
+//! one, and keeps the one the target takes. Rotations and settlements of one target run one at
+//! a time, so none stores a password another has just made stale.
 
 use warden_domain::TargetName;
 use warden_domain::audit::{Actor, Code, Event};
-use warden_issuers::{AdminCredential, RotateRootRequest, Secret};
+use warden_issuers::{AdminCredential, ListRequest, RotateRootRequest, Secret};
 
 use crate::broker::{Caller, Error};
 use crate::state::{App, now};
@@ -95,13 +101,95 @@ impl App {
         Ok(())
     }
 
+    /// A target's admin credential from the vault, with an interrupted rotation settled first.
+    pub async fn admin_credential(
+        &self,
+        target: &TargetName,
+    ) -> Result<Option<AdminCredential>, Error> {
+        match self.stored_credential(target).await? {
+            Some((current, None)) => Ok(Some(current)),
+            None => Ok(None),
+            Some((_, Some(_))) => {
+                let _rotating = self.rotations.lock(target.clone()).await;
+                self.settled_credential(target).await
+            }
+        }
+    }
+
+    /// The stored credential and, after an interrupted rotation, the password it was setting.
+    async fn stored_credential(
+        &self,
+        target: &TargetName,
+    ) -> Result<Option<(AdminCredential, Option<Secret<String>>)>, Error> {
+        let Some(sealed) = self.store.target_credential(target).await? else {
+            return Ok(None);
+        };
+        let plain = self.sealer.open(&sealed).map_err(|e| {
+            Error::Issuer(format!(
+                "the stored credential for {target} does not open: {e}"
+            ))
+        })?;
+        parse_credential(&plain).map(Some)
+    }
+
+    /// The credential the target takes, settling an interrupted rotation: the new password if
+    /// it logs in, else the old one; that one is stored alone. Run holding `rotations`.
+    async fn settled_credential(
+        &self,
+        target: &TargetName,
+    ) -> Result<Option<AdminCredential>, Error> {
+        let Some((current, next)) = self.stored_credential(target).await? else {
+            return Ok(None);
+        };
+        let Some(next) = next else {
+            return Ok(Some(current));
+        };
+        let (t, issuer) = self.account_target(target)?;
+        let logs_in = async |admin: &AdminCredential| {
+            crate::broker::within_timeout(issuer.list_accounts(ListRequest {
+                target,
+                connection: &t.connection,
+                admin: Some(admin),
+            }))
+            .await
+        };
+        let new = AdminCredential {
+            username: current.username.clone(),
+            password: next,
+        };
+        let unsettled = |e: warden_issuers::Error| {
+            Error::Issuer(format!(
+                "a rotation of {target}'s admin password was interrupted, and neither password could be tried: {e}"
+            ))
+        };
+        let (kept, which) = match logs_in(&new).await {
+            Ok(_) => (new, "new"),
+            Err(e) if e.left_target_untouched() => match logs_in(&current).await {
+                Ok(_) => (current, "old"),
+                Err(e) => return Err(unsettled(e)),
+            },
+            Err(e) => return Err(unsettled(e)),
+        };
+        let mut ev = Event::new(Code::TargetRootRotated, Actor::system(), now()).details(
+            serde_json::json!({ "username": kept.username, "settled": "an interrupted rotation", "kept": which }),
+        );
+        ev.target = Some(target.clone());
+        let sealed = self.seal_credential(&kept.username, kept.password.expose())?;
+        self.store
+            .set_target_credential(target, sealed, vec![ev])
+            .await?;
+        tracing::info!(%target, kept = which, "an interrupted rotation of the admin password was settled");
+        Ok(Some(kept))
+    }
+
     /// Changes the admin password at `target` to a new random one that only Warden knows. The
     /// new password is sealed and stored next to the old one *before* the target is changed,
-    /// so a crash in between loses neither.
+    /// so a crash in between loses neither (see the module documentation).
     pub async fn rotate_root(&self, caller: Caller<'_>, target: &TargetName) -> Result<(), Error> {
         self.require_admin(&caller, "rotate target credentials")?;
         let (t, issuer) = self.account_target(target)?;
-        let Some(admin) = self.admin_credential(target).await? else {
+        let _rotating = self.rotations.lock(target.clone()).await;
+        let Some(admin) = self.settled_credential(target).await? else {
             return Err(Error::Input {
                 code: "no_credential",
                 message: format!(
@@ -122,14 +210,13 @@ impl App {
         self.store
             .set_target_credential(target, sealed, Vec::new())
             .await?;
-        let rotated = issuer
-            .rotate_root(RotateRootRequest {
-                target,
-                connection: &t.connection,
-                admin: &admin,
-                new_password: &new_password,
-            })
-            .await;
+        let rotated = crate::broker::within_timeout(issuer.rotate_root(RotateRootRequest {
+            target,
+            connection: &t.connection,
+            admin: &admin,
+            new_password: &new_password,
+        }))
+        .await;
         let mut ev = Event::new(Code::TargetRootRotated, caller_actor(&caller), now())
             .details(serde_json::json!({ "username": admin.username }));
         ev.target = Some(target.clone());
@@ -141,7 +228,8 @@ impl App {
                     .await?;
                 Ok(())
             }
-            Err(e) => {
+            // Nothing reached the target: the old password stands.
+            Err(e) if e.left_target_untouched() => {
                 let sealed = self.seal_credential(&admin.username, admin.password.expose())?;
                 self.store
                     .set_target_credential(
@@ -151,6 +239,16 @@ impl App {
                     )
                     .await?;
                 Err(Error::Issuer(e.to_string()))
+            }
+            // The target may have taken the new password: both stay stored until a login
+            // tells which.
+            Err(e) => {
+                self.store
+                    .append(vec![ev.failed("rotate_unsettled", e.to_string())])
+                    .await?;
+                Err(Error::Issuer(format!(
+                    "{e}; it is not known whether {target} took the new password, so Warden keeps both and settles it at the next use"
+                )))
             }
         }
     }

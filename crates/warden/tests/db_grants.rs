@@ -309,6 +309,60 @@ fn pickup_early_revoke_offboarding_and_rotation() {
     assert_eq!(create(&again, "pg", "read", &[])["state"], "active");
 }
 
+/// A crash while the target takes the new admin password leaves both stored; the next use logs
+/// in with the one the target took and keeps it, so Warden never locks itself out.
+#[test]
+fn an_interrupted_rotation_is_settled_at_the_next_use() {
+    let pg = Postgres::start();
+    let (targets, rules) = policy(pg.port(), 1);
+    let mut env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+
+    std::thread::scope(|s| {
+        // Holds the administrator's catalog row, so the rotation's ALTER ROLE waits for it.
+        let holder = s.spawn(|| {
+            pg.admin_query(&format!(
+                "BEGIN; ALTER ROLE {} CONNECTION LIMIT -1; SELECT pg_sleep(3); ROLLBACK",
+                pg.admin_user()
+            ))
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let rotating = s.spawn(|| admin.run(&["target", "rotate-root", "pg"], None));
+        wait_until(
+            "the rotation to wait at the target",
+            Duration::from_secs(10),
+            || {
+                pg.admin_query(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'warden' AND wait_event_type = 'Lock'",
+                ) != "0"
+            },
+        );
+        env.server.kill_hard();
+        let _ = rotating.join().unwrap();
+        holder.join().unwrap();
+    });
+    // The orphaned ALTER ROLE went through once the row was free.
+    wait_until(
+        "the target to take the new password",
+        Duration::from_secs(10),
+        || {
+            !pg.psql(pg.admin_user(), pg.admin_password(), "SELECT 1")
+                .status
+                .success()
+        },
+    );
+
+    env.server.restart();
+    let alice = env.login("alice");
+    assert_eq!(create(&alice, "pg", "read", &[])["state"], "active");
+    let admin = env.login("admin");
+    let settled = audit_events(&admin, "target.root_rotated");
+    let settled = settled.last().unwrap();
+    assert_eq!(settled["details"]["kept"], "new", "{settled}");
+}
+
 #[test]
 fn reconciliation_removes_planted_orphans_and_nothing_else() {
     let pg = Postgres::start();

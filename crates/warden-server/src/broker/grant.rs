@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::TransitionError;
-use warden_domain::{Audience, Lease, Postmortem, Request, RequestId, TargetName};
-use warden_issuers::{AdminCredential, Holder, IssueRequest, Secret};
+use warden_domain::{Audience, Lease, Postmortem, Request, RequestId};
+use warden_issuers::{Holder, IssueRequest, Secret};
 use warden_policy::Policy;
 use warden_store::Change;
 
@@ -247,26 +247,6 @@ impl App {
         } else {
             self.metrics.add(&metrics::ISSUE_FAILURES, &[kind], 1);
         }
-    }
-
-    /// A target's admin credential from the vault.
-    pub async fn admin_credential(
-        &self,
-        target: &TargetName,
-    ) -> Result<Option<AdminCredential>, Error> {
-        let Some(sealed) = self.store.target_credential(target).await? else {
-            return Ok(None);
-        };
-        let plain = self.sealer.open(&sealed).map_err(|e| {
-            Error::Issuer(format!(
-                "the stored credential for {target} does not open: {e}"
-            ))
-        })?;
-        let (current, next) = crate::vault::parse_credential(&plain)?;
-        if next.is_some() {
-            tracing::warn!(%target, "a root rotation was interrupted; run `warden target rotate-root` again");
-        }
-        Ok(Some(current))
     }
 
     /// Hands the requester the secret of their credential, once.

@@ -42,7 +42,7 @@ const CONFLICT_RETRIES: usize = 5;
 const TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `call` to a target, or a failure once it has taken [`TARGET_TIMEOUT`].
-async fn within_timeout<T>(
+pub(crate) async fn within_timeout<T>(
     call: impl std::future::Future<Output = Result<T, warden_issuers::Error>>,
 ) -> Result<T, warden_issuers::Error> {
     tokio::time::timeout(TARGET_TIMEOUT, call)
