@@ -160,6 +160,10 @@ pub enum Error {
     /// Warden could not connect or log in to the target, so it ran nothing there.
     #[error("the target could not be reached or refused the login: {0}")]
     Unreached(String),
+    /// The target's administrator account lacks a privilege Warden needs; found before any
+    /// change was made.
+    #[error("the target's administrator account cannot do what Warden needs: {0}")]
+    Privilege(String),
     #[error("the target could not be reached or refused the change: {0}")]
     Target(String),
     #[error("internal issuer error: {0}")]
@@ -175,7 +179,11 @@ impl Error {
     pub fn left_target_untouched(&self) -> bool {
         matches!(
             self,
-            Error::Settings(_) | Error::Input(_) | Error::Unreached(_) | Error::Unsupported(_)
+            Error::Settings(_)
+                | Error::Input(_)
+                | Error::Unreached(_)
+                | Error::Privilege(_)
+                | Error::Unsupported(_)
         )
     }
 }

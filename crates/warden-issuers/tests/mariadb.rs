@@ -9,7 +9,7 @@ use std::process::Output;
 use conformance::{Grant, Target, grants, issue, server_style_password};
 use time::OffsetDateTime;
 use warden_issuers::mariadb::MariadbIssuer;
-use warden_issuers::{AdminCredential, Issuer, RotateRootRequest, Secret, Settings};
+use warden_issuers::{AdminCredential, Error, Issuer, RotateRootRequest, Secret, Settings};
 use warden_testkit::{Mariadb, OpenSession};
 
 struct Db {
@@ -164,4 +164,42 @@ async fn the_general_log_never_holds_a_password() {
             "a password in the general log:\n{logged}"
         );
     }
+}
+
+/// An administrator without `PROCESS` sees only its own connections: it may neither make an
+/// account nor claim one revoked, since the account's sessions would go on unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_that_cannot_see_connections_is_refused() {
+    let db = Db {
+        server: Mariadb::start(),
+        issuer: MariadbIssuer::new(),
+    };
+    let g = Grant::new(&db.issuer, "hal");
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    issue(&db, &g, &grants(&db.read_grants()), end)
+        .await
+        .unwrap();
+    db.server.admin_query(&format!(
+        "REVOKE PROCESS ON *.* FROM {}@'%'",
+        literal(db.server.admin_user())
+    ));
+    let mut session = db.hold_session(&g.account, g.password.expose());
+
+    let err = conformance::revoke(&db, &g).await.unwrap_err();
+    assert!(matches!(err, Error::Privilege(_)), "{err}");
+    assert!(err.to_string().contains("GRANT PROCESS"), "{err}");
+    assert!(
+        session
+            .wait(std::time::Duration::from_millis(200))
+            .is_none()
+    );
+    assert!(db.account_exists(&g.account));
+
+    let other = Grant::new(&db.issuer, "ida");
+    let err = issue(&db, &other, &grants(&db.read_grants()), end)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Privilege(_)), "{err}");
+    assert!(err.left_target_untouched());
+    assert!(!db.account_exists(&other.account));
 }

@@ -31,7 +31,9 @@
 //!
 //! The administrator needs `CREATE USER`, the privileges it grants `WITH GRANT OPTION`,
 //! `PROCESS` and `CONNECTION ADMIN` (or `SUPER`) to see and kill connections, and `SELECT` on
-//! `mysql.user`.
+//! `mysql.user`. Issuing and revoking check `PROCESS` (granted to the account itself, not
+//! through a role) first: without it the account's connections cannot be seen, and a revoke
+//! would report success while they went on.
 //!
 //! Connection (`[targets.NAME.connection]`):
 //! ```toml
@@ -279,6 +281,39 @@ async fn with_conn<T>(
     result
 }
 
+/// Fails unless the administrator holds `PROCESS` (or `SUPER`), granted to its account: without
+/// it the server lists only the administrator's own connections, so a revoked account's
+/// sessions would go on unseen while the revoke reported success.
+async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
+    let failed =
+        |e: mysql_async::Error| target_error("checking the administrator's privileges", &e, &[]);
+    let current: Option<String> = c
+        .query_first("SELECT CURRENT_USER()")
+        .await
+        .map_err(failed)?;
+    let Some((user, host)) = current.as_deref().and_then(|u| u.rsplit_once('@')) else {
+        return Err(Error::Target(format!(
+            "the server named the current account {current:?}"
+        )));
+    };
+    let held: Option<u64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
+             WHERE GRANTEE = ? AND PRIVILEGE_TYPE IN ('PROCESS', 'SUPER')",
+            (account(user, host),),
+        )
+        .await
+        .map_err(failed)?;
+    if held.unwrap_or(0) == 0 {
+        return Err(Error::Privilege(format!(
+            "{user}@{host} lacks PROCESS, so it cannot see the connections of the accounts it revokes: \
+             GRANT PROCESS, CONNECTION ADMIN ON *.* TO {}",
+            account(user, host)
+        )));
+    }
+    Ok(())
+}
+
 /// Kills every connection of `user`; returns how many there were.
 async fn kill_connections(c: &mut Conn, user: &str) -> Result<usize, Error> {
     let failed = |e: mysql_async::Error| {
@@ -357,6 +392,8 @@ impl Issuer for MariadbIssuer {
         };
 
         self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
+            // An account whose sessions could not be ended is not made at all.
+            check_sees_connections(c).await?;
             let identified = identified(c, password, &hash).await?;
             c.query_drop(format!("CREATE USER {grantee} {identified}"))
                 .await
@@ -407,6 +444,7 @@ impl Issuer for MariadbIssuer {
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
         self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
+            check_sees_connections(c).await?;
             // Every host part: the role's `host` setting may have changed since issuing.
             let hosts: Vec<String> = c
                 .exec("SELECT Host FROM mysql.user WHERE User = ?", (name,))
