@@ -247,10 +247,11 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("config file {path}: {source}")]
+    // Not a `source`: the message already holds it, and error chains would print it twice.
+    #[error("config file {path}: {problem}")]
     Directory {
         path: PathBuf,
-        source: DirectoryError,
+        problem: DirectoryError,
     },
 }
 
@@ -277,9 +278,9 @@ impl Config {
         }
         config
             .directory()
-            .map_err(|source| ConfigError::Directory {
+            .map_err(|problem| ConfigError::Directory {
                 path: path.into(),
-                source,
+                problem,
             })?;
         Ok(config)
     }

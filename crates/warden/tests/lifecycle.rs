@@ -285,6 +285,17 @@ fn cancel_revoke_and_extend() {
     let out = fails(&env.login("sam"), &["request", "revoke", &active], 3);
     assert!(out.stderr.contains("can revoke"), "{out:?}");
 
+    // An administrator sees alice's grant, but keeps no copy of its certificate.
+    ok(&admin, &["request", "show", &active]);
+    let copy = admin.home().join("ssh").join(format!("{active}-cert.pub"));
+    assert!(!copy.exists(), "{}", copy.display());
+    assert!(
+        alice
+            .home()
+            .join("ssh")
+            .join(format!("{active}-cert.pub"))
+            .exists()
+    );
     let revoked = ok(
         &admin,
         &["request", "revoke", &active, "--comment", "offboarding"],

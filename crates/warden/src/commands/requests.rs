@@ -283,11 +283,6 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
 }
 
 pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
-    let cert = if v["state"] == "active" {
-        save_certificate(v)?
-    } else {
-        None
-    };
     // A key this client generated for the request is named after it, or after the request it
     // extends (an extension certifies the same key).
     let own_key = generated_key(v)?;
@@ -295,6 +290,13 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
     // command should work from anywhere.
     let typed = key.map(std::path::absolute).transpose()?;
     let key = typed.as_deref().or(own_key.as_deref());
+    // Kept beside the key it certifies: not for a grant seen here without its key (someone
+    // else's, shown to an approver or an administrator).
+    let cert = if v["state"] == "active" && key.is_some() {
+        save_certificate(v)?
+    } else {
+        None
+    };
     let secret = v["secret"].as_object().map(|_| &v["secret"]);
     if let Some(secret) = secret {
         super::db::save_secret(v, secret)?;
