@@ -135,6 +135,8 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     assert!(!kept.exists(), "an expired grant's secret is still kept");
     let grants = alice.home().join("grants");
     assert!(grants.join(format!("{}.json", id(&again))).exists());
+    let out = fails(&alice, &["db", "connect", "pg", "--role", "nope"], 3);
+    assert!(out.stderr.contains("as nope; you hold: read"), "{out:?}");
     let actions: Vec<String> = audit_actions(&admin, &id(&v))
         .into_iter()
         .map(|a| a.0)

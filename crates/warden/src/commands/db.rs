@@ -259,15 +259,50 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
             segment(user)
         ))
         .await?;
-    let found = list["requests"]
+    let held: Vec<&Value> = list["requests"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|r| {
-            r["target"] == target.as_str() && role.as_deref().is_none_or(|ro| r["role"] == ro)
-        })
-        .cloned();
-    let Some(grant) = found else {
+        .filter(|r| r["target"] == target.as_str())
+        .collect();
+    let found: Vec<&Value> = held
+        .iter()
+        .copied()
+        .filter(|r| role.as_deref().is_none_or(|ro| r["role"] == ro))
+        .collect();
+    let roles = |grants: &[&Value]| {
+        let mut names: Vec<String> = grants
+            .iter()
+            .filter_map(|r| r["role"].as_str().map(str::to_owned))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    if let (Some(role), false) = (&role, held.is_empty())
+        && found.is_empty()
+    {
+        return Err(Failure::new(
+            exit::REFUSED,
+            format!(
+                "you hold no active grant for {target} as {role}; you hold: {}",
+                roles(&held).join(", ")
+            ),
+        )
+        .into());
+    }
+    let found_roles = roles(&found);
+    if role.is_none() && found_roles.len() > 1 {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "you hold active grants for {target} as {}: pick one with --role",
+                found_roles.join(", ")
+            ),
+        )
+        .into());
+    }
+    let Some(grant) = found.first().map(|g| (*g).clone()) else {
         let targets: Value = c.get("/v1/targets").await?;
         let known = targets["targets"]
             .as_array()

@@ -250,6 +250,7 @@ fn print_request(v: &Value) {
         ("expires", instant(v, "expires_at")),
         ("ended", instant(v, "ended_at")),
         ("ended by", s(v, "ended_by")),
+        ("why", s(v, "end_comment")),
         ("extends", s(v, "extends")),
     ]);
 }
