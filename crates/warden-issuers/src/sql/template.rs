@@ -64,7 +64,16 @@ impl Template {
                     )));
                 }
             });
+            let before = rest[..open].chars().last();
             rest = &after[close + 2..];
+            if let Some(q @ ('\'' | '"' | '`')) = before
+                && rest.starts_with(q)
+            {
+                return Err(Error::Settings(format!(
+                    "grant statement {source:?} quotes a placeholder; each is quoted already, so write `{{{{{}}}}}` without the {q}s",
+                    after[..close].trim()
+                )));
+            }
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));
@@ -108,7 +117,7 @@ pub(crate) fn parse_grants(kind: &str, settings: &crate::Settings) -> Result<Vec
                 "a {kind} role needs `grants = [\"GRANT ... TO {{{{name}}}}\", ...]`"
             ))
         })?;
-    grants
+    let templates = grants
         .iter()
         .map(|g| {
             if g.trim().is_empty() {
@@ -119,7 +128,13 @@ pub(crate) fn parse_grants(kind: &str, settings: &crate::Settings) -> Result<Vec
                 Template::parse(g)
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if !templates.iter().any(|t| t.parts.contains(&Part::Name)) {
+        return Err(Error::Settings(format!(
+            "no statement in `grants` of a {kind} role names the account with {{{{name}}}}: it would get none of them, e.g. \"GRANT ... TO {{{{name}}}}\""
+        )));
+    }
+    Ok(templates)
 }
 
 #[cfg(test)]
@@ -131,6 +146,30 @@ mod tests {
         password: "'pw'",
         expires: "'2026-01-01 11:00:00+00'",
     };
+
+    #[test]
+    fn quoted_placeholders_and_statements_without_the_account_are_refused() {
+        for quoted in [
+            "GRANT x TO '{{name}}'",
+            "GRANT x TO \"{{ name }}\"",
+            "SET PASSWORD = `{{password}}`",
+        ] {
+            let e = Template::parse(quoted).unwrap_err().to_string();
+            assert!(e.contains("quotes a placeholder"), "{e}");
+        }
+        assert!(Template::parse("GRANT x TO {{name}}; SELECT '{{expires}}x'").is_ok());
+        let settings = |g: &[&str]| {
+            serde_json::json!({ "grants": g })
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let e = parse_grants("postgres", &settings(&["GRANT SELECT ON t TO me"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names the account"), "{e}");
+        assert!(parse_grants("postgres", &settings(&["SELECT 1", "GRANT r TO {{name}}"])).is_ok());
+    }
 
     #[test]
     fn placeholders_are_replaced_by_quoted_values() {
