@@ -65,16 +65,19 @@ impl App {
         }
     }
 
-    /// Stores the admin credential Warden uses to create accounts at `target`.
+    /// Stores the admin credential Warden uses to create accounts at `target`, once it logs in
+    /// there with what Warden needs (when `verify`): one that cannot would fail every issue,
+    /// and every revocation, from then on.
     pub async fn set_target_credential(
         &self,
         caller: Caller<'_>,
         target: &TargetName,
         username: &str,
         password: &str,
+        verify: bool,
     ) -> Result<(), Error> {
         self.require_admin(&caller, "set target credentials")?;
-        self.account_target(target)?;
+        let (t, issuer) = self.account_target(target)?;
         if username.is_empty()
             || username.len() > 128
             || password.is_empty()
@@ -91,9 +94,29 @@ impl App {
                 message: "the username may hold printable ASCII only, no spaces".into(),
             });
         }
+        if verify {
+            let admin = AdminCredential {
+                username: username.to_owned(),
+                password: Secret::new(password.to_owned()),
+            };
+            let tried = crate::broker::within_timeout(issuer.list_accounts(ListRequest {
+                target,
+                connection: &t.connection,
+                admin: Some(&admin),
+            }))
+            .await;
+            if let Err(e) = tried {
+                return Err(Error::Input {
+                    code: "credential_not_working",
+                    message: format!(
+                        "nothing was stored: {e}. Fix the account at {target}, or store it anyway with `--no-verify` (every issue and revocation will fail until it works)"
+                    ),
+                });
+            }
+        }
         let sealed = self.seal_credential(username, password)?;
         let mut ev = Event::new(Code::TargetCredentialSet, caller_actor(&caller), now())
-            .details(serde_json::json!({ "username": username }));
+            .details(serde_json::json!({ "username": username, "verified": verify }));
         ev.target = Some(target.clone());
         self.store
             .set_target_credential(target, sealed, vec![ev])

@@ -82,6 +82,25 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     let (targets, rules) = policy(pg.port(), 1);
     let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
     let admin = env.login("admin");
+    // A credential the target refuses is not stored.
+    let wrong = admin.run(
+        &[
+            "target",
+            "set-credential",
+            "pg",
+            "--username",
+            pg.admin_user(),
+            "--password-stdin",
+        ],
+        Some("not-the-password"),
+    );
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(wrong.stderr.contains("nothing was stored"), "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("password authentication failed"),
+        "{wrong:?}"
+    );
+    assert!(!wrong.stderr.contains("not-the-password"), "{wrong:?}");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
     let alice = env.login("alice");
 

@@ -479,6 +479,8 @@ impl Issuer for MariadbIssuer {
         let admin = require_admin(req.admin, req.target)?;
         let users: Vec<String> = self
             .with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
+                // Listing is how a stored credential is tried: it must do for revoking too.
+                check_sees_connections(c).await?;
                 c.query(
                     "SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, 2) = 'w_' ORDER BY User",
                 )

@@ -17,11 +17,19 @@ use crate::state::Shared;
 pub struct CredentialBody {
     pub username: String,
     pub password: String,
+    /// Log in to the target with it first, and store it only if that works (default true).
+    #[serde(default = "yes")]
+    pub verify: bool,
 }
 
-/// Stores a target's admin credential, sealed under the master key. Administrators.
+fn yes() -> bool {
+    true
+}
+
+/// Stores a target's admin credential, sealed under the master key, once it logs in to the
+/// target with what Warden needs (unless `verify` is false). Administrators.
 #[utoipa::path(put, path = "/v1/targets/{name}/credential", request_body = CredentialBody, security(("token" = [])),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_credential(
     State(app): State<Shared>,
     who: Authed,
@@ -33,7 +41,7 @@ pub async fn set_credential(
         Ok(t) => t,
         Err(e) => return Err(refuse(&app, &who, "target.set_credential", e).await),
     };
-    app.set_target_credential(who.caller(), &target, &b.username, &b.password)
+    app.set_target_credential(who.caller(), &target, &b.username, &b.password, b.verify)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

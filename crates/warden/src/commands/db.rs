@@ -30,6 +30,10 @@ pub enum TargetCommand {
         /// Read the password from stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// Store it without logging in to the target first (one that does not work fails
+        /// every issue and revocation).
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Change TARGET's admin password to a random one only Warden knows.
     RotateRoot { target: String },
@@ -194,12 +198,13 @@ pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> 
             target,
             username,
             password_stdin,
+            no_verify,
         } => {
             let password = read_secret("Admin password: ", password_stdin)?;
             let _: Value = c
                 .put(
                     &format!("/v1/targets/{}/credential", segment(&target)),
-                    &json!({ "username": username, "password": password }),
+                    &json!({ "username": username, "password": password, "verify": !no_verify }),
                 )
                 .await?;
             if out.json {
