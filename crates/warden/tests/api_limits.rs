@@ -160,6 +160,25 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(state(&alice, &id(&pending)), "active");
 
+    // `null`, as the OpenAPI document allows for an optional body, is no body; a body in
+    // another encoding than UTF-8 is not read as one.
+    let pending = create(&alice, "web", "deploy", &["--ticket", "CHG-3"]);
+    let path = format!("/v1/requests/{}/approve", id(&pending));
+    let bearer = format!("Bearer {bob}");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {bearer}\r\nContent-Type: application/json; charset=latin1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert!(answer.contains("JSON in UTF-8"), "{answer}");
+    let said = http_post_with(port, &path, &[("Authorization", bearer.as_str())], "null").unwrap();
+    assert_eq!(said.status, 200, "{}", said.body);
+    assert_eq!(state(&alice, &id(&pending)), "active");
+
     // A body that is sent must still be JSON.
     let said = http_post_with(
         port,

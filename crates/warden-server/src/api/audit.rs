@@ -23,6 +23,7 @@ use crate::state::Shared;
 
 /// Audit search filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub user: Option<String>,
     pub target: Option<String>,
@@ -406,6 +407,7 @@ pub async fn verifier_key(State(app): State<Shared>) -> Result<impl IntoResponse
 
 /// Which checkpoint to anchor a proof to.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ProofQuery {
     /// A checkpoint's tree size; default the newest.
     pub size: Option<u64>,
@@ -489,6 +491,7 @@ pub async fn proof(
 
 /// Two checkpoints to relate.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     pub from: u64,
     /// Default the newest checkpoint.
@@ -532,6 +535,7 @@ pub async fn consistency(
 
 /// Which events to export.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// RFC 3339; default the beginning.
     pub from: Option<String>,

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use super::{ApiError, body_too_large};
 
 /// A request body parsed into `T`. With `EMPTY_IS_DEFAULT` (see [`OptionalJson`]) an empty
-/// body, however it was sent, stands for `{}`.
+/// body, however it was sent, and the JSON `null` stand for `{}`.
 pub(crate) struct JsonBody<T, const EMPTY_IS_DEFAULT: bool = false>(pub T);
 
 /// A body whose every field may be left out, so the body itself may be too: `curl -X POST
@@ -40,7 +40,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (json, bytes) = read(req, state).await?;
-        if bytes.is_empty() {
+        // `null` is how the OpenAPI document (and JSON) says "no body" too.
+        if bytes.is_empty() || (json && bytes.trim_ascii() == b"null") {
             return Ok(Self(T::default()));
         }
         parse(json, &bytes).map(Self)
@@ -71,7 +72,7 @@ fn parse<T: DeserializeOwned>(json: bool, bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "the request body must be JSON, sent with `Content-Type: application/json`",
+            "the request body must be JSON in UTF-8, sent with `Content-Type: application/json`",
         ));
     }
     let bad = |message: String| ApiError::bad_request("bad_json", message);
@@ -104,8 +105,8 @@ fn parse<T: DeserializeOwned>(json: bool, bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The parser's own words, without the extractor's preamble ("Failed to deserialize the JSON
-/// body into the target type: ").
-fn cause(text: &str) -> &str {
+/// body into the target type: ", "Failed to deserialize query string: ").
+pub(super) fn cause(text: &str) -> &str {
     text.split_once(": ").map_or(text, |(_, cause)| cause)
 }
 
@@ -113,8 +114,8 @@ fn json_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Whether the body is declared as JSON: `application/json`, or a `+json` type, and declared
-/// once (two declarations could be read two ways).
+/// Whether the body is declared as JSON: `application/json`, or a `+json` type, declared once
+/// (two declarations could be read two ways) and in UTF-8, the only encoding it is read in.
 fn is_json(headers: &HeaderMap) -> bool {
     let mut declared = headers.get_all(header::CONTENT_TYPE).iter();
     let (Some(value), None) = (
@@ -123,10 +124,19 @@ fn is_json(headers: &HeaderMap) -> bool {
     ) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim();
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    let other_charset = parts.filter_map(|p| p.split_once('=')).any(|(name, v)| {
+        let v = v.trim().trim_matches('"');
+        name.trim().eq_ignore_ascii_case("charset")
+            && !(v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8"))
+    });
     let Some((kind, sub)) = essence.split_once('/') else {
         return false;
     };
+    if other_charset {
+        return false;
+    }
     let sub = sub.to_ascii_lowercase();
     kind.eq_ignore_ascii_case("application") && (sub == "json" || sub.ends_with("+json"))
 }
@@ -296,11 +306,18 @@ mod tests {
         for ct in [
             "application/json",
             "Application/JSON; charset=utf-8",
+            "application/json; charset=\"UTF8\"",
             "application/merge-patch+json",
         ] {
             assert!(json(ct), "{ct}");
         }
-        for ct in ["text/plain", "application/jsonx", "json", "text/json"] {
+        for ct in [
+            "text/plain",
+            "application/jsonx",
+            "json",
+            "text/json",
+            "application/json; charset=latin1",
+        ] {
             assert!(!json(ct), "{ct}");
         }
         assert!(!is_json(&HeaderMap::new()));

@@ -496,8 +496,16 @@ fn path<T>(
 fn query<T>(
     raw: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
-    raw.map(|axum::extract::Query(q)| q)
-        .map_err(|r| ApiError::bad_request("bad_query", json_body::without_values(&r.body_text())))
+    raw.map(|axum::extract::Query(q)| q).map_err(|r| {
+        let text = r.body_text();
+        ApiError::bad_request(
+            "bad_query",
+            format!(
+                "the query parameters do not fit this endpoint: {}",
+                json_body::without_values(json_body::cause(&text))
+            ),
+        )
+    })
 }
 
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which

@@ -67,6 +67,7 @@ pub struct ExtendBody {
 
 /// Filters for listing requests.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only requests in this state.
     pub state: Option<String>,
