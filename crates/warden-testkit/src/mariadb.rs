@@ -60,7 +60,10 @@ impl Mariadb {
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
                 .args(["--user=root", "--auth-root-authentication-method=normal"])
-                .args(["--skip-test-db", "--skip-name-resolve"]),
+                .args(["--skip-test-db", "--skip-name-resolve"])
+                // Its own: a server starting elsewhere clears leftover temporary files from
+                // its temporary directory, and in a shared /tmp they could be ours.
+                .arg(format!("--tmpdir={}", dir.path().display())),
             None,
             Duration::from_secs(120),
             "mariadb-install-db",
@@ -88,7 +91,7 @@ impl Mariadb {
                     dir.path().join("mariadb.pid").display()
                 ))
                 .arg(format!("--log-error={}", log.display()))
-                // Its own, so no other process can touch its temporary files.
+                // Its own, as for the installation above.
                 .arg(format!("--tmpdir={}", dir.path().display()))
                 .args(["--user=root", "--skip-log-bin", "--skip-name-resolve"])
                 .args([
