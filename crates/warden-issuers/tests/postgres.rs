@@ -208,3 +208,29 @@ async fn a_statement_cannot_replace_the_marker() {
     );
     assert!(!pg.account_exists(&g.account));
 }
+
+/// What the role made in the cluster's other databases (large objects need no privilege, and
+/// every role may connect to `postgres` and `template1`) does not keep it from being dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_left_in_other_databases_do_not_keep_the_role() {
+    let pg = Pg::start();
+    let g = Grant::new(&pg.issuer, "lola");
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    issue(&pg, &g, &grants(&pg.read_grants()), end)
+        .await
+        .unwrap();
+    for database in ["postgres", "template1"] {
+        let made = pg.server.psql_in(
+            database,
+            &g.account,
+            g.password.expose(),
+            "SELECT lo_create(0)",
+        );
+        assert!(made.status.success(), "{made:?}");
+    }
+    assert_eq!(
+        conformance::revoke(&pg, &g).await.unwrap(),
+        RevokeResponse::Revoked
+    );
+    assert!(!pg.account_exists(&g.account));
+}

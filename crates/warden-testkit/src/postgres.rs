@@ -175,7 +175,12 @@ impl Postgres {
     /// `password` (passed in `PGPASSWORD`, never on the command line). Bounded to 20 s by
     /// `timeout`; never prompts.
     pub fn psql(&self, user: &str, password: &str, sql: &str) -> Output {
-        let mut cmd = self.psql_command(user, password, sql, 20);
+        self.psql_in(DATABASE, user, password, sql)
+    }
+
+    /// [`Postgres::psql`] in another of the cluster's databases.
+    pub fn psql_in(&self, database: &str, user: &str, password: &str, sql: &str) -> Output {
+        let mut cmd = self.psql_command(database, user, password, sql, 20);
         run_bounded(&mut cmd, None, Duration::from_secs(30), "psql")
     }
 
@@ -219,13 +224,20 @@ impl Postgres {
             sql_literal(user)
         );
         OpenSession::start(
-            &mut self.psql_command(user, password, "SELECT pg_sleep(60)", 90),
+            &mut self.psql_command(DATABASE, user, password, "SELECT pg_sleep(60)", 90),
             &format!("psql as {user}"),
             || self.admin_query(&probe) != "0",
         )
     }
 
-    fn psql_command(&self, user: &str, password: &str, sql: &str, limit_secs: u32) -> Command {
+    fn psql_command(
+        &self,
+        database: &str,
+        user: &str,
+        password: &str,
+        sql: &str,
+        limit_secs: u32,
+    ) -> Command {
         let mut cmd = Command::new("timeout");
         cmd.arg(limit_secs.to_string())
             .arg(self.bin.join("psql"))
@@ -234,7 +246,7 @@ impl Postgres {
                 "-U",
                 user,
                 "-d",
-                DATABASE,
+                database,
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-Atc",

@@ -15,13 +15,14 @@
 //! every login (see `scram.rs`).
 //!
 //! Revoking, in order: `ALTER ROLE ... NOLOGIN` (no new sessions), terminate the role's
-//! sessions and wait until they are gone, then in one transaction make the administrator a
-//! member of the role (PostgreSQL 15 and older demand it of a `CREATEROLE` administrator for
-//! what follows; 16 made the creator one already), `REASSIGN OWNED BY` the role `TO` the
-//! administrator (objects it created are kept, not lost), `DROP OWNED BY` it (its remaining
-//! privileges) and `DROP ROLE`. `REASSIGN` and `DROP OWNED` act on the target's
-//! database only: if the role owns objects in another database, `DROP ROLE` fails and the
-//! error says where, leaving the role unable to log in.
+//! sessions and wait until they are gone, make the administrator a member of the role
+//! (PostgreSQL 15 and older demand it of a `CREATEROLE` administrator for what follows; 16
+//! made the creator one already), then in one transaction `REASSIGN OWNED BY` the role `TO`
+//! the administrator (objects it created are kept, not lost), `DROP OWNED BY` it (its
+//! remaining privileges) and `DROP ROLE`. Those two act on one database only, so they are first run in
+//! every other database of the cluster where the role made or was granted something (any role
+//! may connect to most of them and create a large object there); only databases that refuse
+//! connections are left, and then `DROP ROLE` fails saying where, the role unable to log in.
 //!
 //! The administrator needs `CREATEROLE` (or superuser), the right to grant what the role's
 //! statements grant, and `pg_signal_backend` to end sessions.
@@ -431,9 +432,40 @@ impl Issuer for PostgresIssuer {
         ));
         let _queued = lock.lock().await;
         client
+            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
+            .await
+            .map_err(|e| failed("taking over", e))?;
+        // Whatever the role made or was granted in the cluster's other databases (any role
+        // may connect to most of them, and a large object needs no privilege to create) would
+        // keep DROP ROLE from working: it is handed over or removed there first.
+        let elsewhere: Vec<String> = client
+            .query(
+                "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid \
+                 WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 \
+                 AND d.datname <> current_database() AND d.datallowconn",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| failed("finding the other databases of", e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        for database in &elsewhere {
+            let there = Connection {
+                database: Some(database.clone()),
+                ..conn.clone()
+            };
+            let other = connect(&there, &admin.username, admin.password.expose()).await?;
+            other
+                .batch_execute(&format!(
+                    "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}"
+                ))
+                .await
+                .map_err(|e| failed(&format!("in database {database}, clearing"), e))?;
+        }
+        client
             .batch_execute(&format!(
-                "GRANT {role} TO CURRENT_USER; REASSIGN OWNED BY {role} TO CURRENT_USER; \
-                 DROP OWNED BY {role}; DROP ROLE {role}"
+                "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}"
             ))
             .await
             .map_err(|e| failed("dropping", e))?;
