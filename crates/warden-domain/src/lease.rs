@@ -162,10 +162,9 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    #[test]
-    fn lifecycle_and_backoff() {
-        let now = datetime!(2026-01-01 10:00 UTC);
-        let mut l = Lease::intent(
+    /// An intent for alice's one-hour grant, made at `now`.
+    fn intent(now: OffsetDateTime) -> Lease {
+        Lease::intent(
             RequestId::from_uuid(uuid::Uuid::nil()),
             "alice".parse().unwrap(),
             "db".parse().unwrap(),
@@ -173,7 +172,13 @@ mod tests {
             "w_alice_1".into(),
             now + Duration::hours(1),
             now,
-        );
+        )
+    }
+
+    #[test]
+    fn lifecycle_and_backoff() {
+        let now = datetime!(2026-01-01 10:00 UTC);
+        let mut l = intent(now);
         assert_eq!(l.due_at, Some(now + INTENT_GRACE));
         l.activate(now + Duration::hours(1));
         assert_eq!(l.due_at, Some(now + Duration::hours(1)));
@@ -199,15 +204,7 @@ mod tests {
     #[test]
     fn an_intent_never_made_is_closed_without_a_revocation() {
         let now = datetime!(2026-01-01 10:00 UTC);
-        let mut l = Lease::intent(
-            RequestId::from_uuid(uuid::Uuid::nil()),
-            "alice".parse().unwrap(),
-            "db".parse().unwrap(),
-            "ro".parse().unwrap(),
-            "w_alice_1".into(),
-            now + Duration::hours(1),
-            now,
-        );
+        let mut l = intent(now);
         l.never_made();
         assert!(!l.is_live());
         assert_eq!((l.due_at, l.revoked_at, l.attempts), (None, None, 0));
