@@ -2,8 +2,10 @@
 //!
 //! The log store keeps, for each event, its sequence number, the exact bytes
 //! that were hashed into the Merkle tree and the leaf hash it recorded. An
-//! attacker with write access to the store can edit, delete, insert or
-//! reorder rows and fix up the stored hashes, but cannot re-sign checkpoints.
+//! attacker with write access to the store alone can edit, delete, insert or
+//! reorder rows and fix up the stored hashes, but cannot re-sign checkpoints
+//! (one who can also read the server's signing key can: checkpoints kept
+//! elsewhere are what settles it).
 //! Replaying the stored events into a fresh tree and comparing the roots with
 //! signed checkpoints — those kept with the log and, crucially, those held
 //! outside it — exposes every such change, and the sequence numbers and

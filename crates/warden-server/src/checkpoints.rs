@@ -3,7 +3,14 @@
 //!
 //! A checkpoint commits to every event before it. Anyone holding the verifier key can check
 //! it offline, and a copy kept elsewhere later exposes any rewrite or truncation of the log.
+//!
+//! The newest one is also written to `audit_checkpoint.note` beside the database, and the
+//! server signs nothing that does not extend it: a log whose stored checkpoints were deleted or
+//! rolled back, or whose newest one no longer matches what it was extended from, gets no more
+//! signatures (each refusal is logged as an error), so its own key never vouches for a
+//! rewritten history. `warden audit verify --data-dir` checks the log against that file too.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -27,19 +34,33 @@ pub fn signer(origin: &str, key: &ed25519_dalek::SigningKey) -> anyhow::Result<N
         .map_err(|e| anyhow::anyhow!("audit_origin {origin:?} cannot name a signing key: {e}"))
 }
 
+/// The file beside the database holding the newest signed checkpoint.
+pub const ANCHOR_FILE: &str = "audit_checkpoint.note";
+
 /// Writes a checkpoint if the log grew since the last one, with the roots of the blocks of
-/// events it completes (see [`BLOCK_HEIGHT`]). Returns its size.
+/// events it completes (see [`BLOCK_HEIGHT`]), and copies it to `anchor` (see the module
+/// documentation). Returns its size.
 pub async fn checkpoint(
     store: &dyn Store,
     signer: &NoteSigner,
     origin: &str,
+    anchor: &Path,
 ) -> anyhow::Result<Option<u64>> {
     let last = store.latest_checkpoint().await?;
     let mut tree = match &last {
-        Some(c) => Tree::from_frontier(c.size, c.frontier.clone())
-            .map_err(|e| anyhow::anyhow!("stored checkpoint at {} is damaged: {e}", c.size))?,
+        Some(c) => {
+            let tree = Tree::from_frontier(c.size, c.frontier.clone())
+                .map_err(|e| anyhow::anyhow!("stored checkpoint at {} is damaged: {e}", c.size))?;
+            anyhow::ensure!(
+                tree.root() == c.root,
+                "the stored checkpoint at {} does not match the tree it was made of (altered); run `warden audit verify`",
+                c.size
+            );
+            tree
+        }
         None => Tree::new(),
     };
+    check_anchor(anchor, &signer.verifier(), last.as_ref())?;
     let mut block = current_block(&tree)?;
     let mut blocks = Vec::new();
     loop {
@@ -83,12 +104,53 @@ pub async fn checkpoint(
                 root: cp.root,
                 time,
                 frontier: tree.frontier().to_vec(),
-                note,
+                note: note.clone(),
             },
             blocks,
         )
         .await?;
+    write_anchor(anchor, &note)?;
     Ok(Some(cp.size))
+}
+
+/// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a log
+/// that starts afresh has neither): a smaller one, or another root at its size, means the log
+/// or its checkpoints were rolled back or rewritten.
+fn check_anchor(
+    anchor: &Path,
+    verifier: &warden_audit::NoteVerifier,
+    last: Option<&warden_store::Checkpoint>,
+) -> anyhow::Result<()> {
+    let note = match std::fs::read_to_string(anchor) {
+        Ok(note) => note,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => anyhow::bail!("reading {}: {e}", anchor.display()),
+    };
+    let signed = Checkpoint::open(&note, verifier)
+        .map_err(|e| anyhow::anyhow!("{} is not validly signed: {e}", anchor.display()))?;
+    let stored = last.map_or((0, None), |c| (c.size, Some(c.root)));
+    anyhow::ensure!(
+        stored.0 >= signed.size,
+        "the log's newest checkpoint covers {} events, but this server signed one of {} (kept in {}): the log or its checkpoints were rolled back or deleted; nothing more is signed until `warden audit verify --data-dir` is clean",
+        stored.0,
+        signed.size,
+        anchor.display()
+    );
+    anyhow::ensure!(
+        stored.0 > signed.size || stored.1 == Some(signed.root),
+        "the log's checkpoint at size {} has another root than the one this server signed (kept in {}): the log was rewritten; nothing more is signed until `warden audit verify --data-dir` is clean",
+        signed.size,
+        anchor.display()
+    );
+    Ok(())
+}
+
+/// Replaces `anchor` with `note`, whole (written aside, then renamed over it).
+fn write_anchor(anchor: &Path, note: &str) -> anyhow::Result<()> {
+    let aside = anchor.with_extension("note.new");
+    std::fs::write(&aside, note)
+        .and_then(|()| std::fs::rename(&aside, anchor))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", anchor.display()))
 }
 
 /// Stores the roots and search filters of the complete blocks of events that the newest
@@ -158,9 +220,17 @@ fn current_block(tree: &Tree) -> anyhow::Result<Tree> {
 /// after its final event.
 pub async fn run(app: Shared, signer: NoteSigner, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_secs(app.config.checkpoint_interval.as_secs());
+    let anchor = app.config.data_dir.join(ANCHOR_FILE);
     let mut backfilling = true;
     loop {
-        if let Err(e) = checkpoint(app.store.as_ref(), &signer, &app.config.audit_origin).await {
+        if let Err(e) = checkpoint(
+            app.store.as_ref(),
+            &signer,
+            &app.config.audit_origin,
+            &anchor,
+        )
+        .await
+        {
             tracing::error!(error = %e, "audit checkpoint failed");
         }
         if backfilling {

@@ -302,7 +302,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             now(),
         )])
         .await?;
-    crate::checkpoints::checkpoint(store.as_ref(), &note_signer, &config.audit_origin).await?;
+    crate::checkpoints::checkpoint(
+        store.as_ref(),
+        &note_signer,
+        &config.audit_origin,
+        &config.data_dir.join(crate::checkpoints::ANCHOR_FILE),
+    )
+    .await?;
     // Export the last events, the stop included; at most 5 s, the rest goes at the next start.
     exporter.flush().await;
     println!("Warden stopped.");

@@ -189,8 +189,9 @@ fn tampering_is_detected_and_named() {
     let (_, v) = verify(c.path(), &[]);
     assert!(!problems(&v).is_empty(), "{v}");
 
-    // A truncated tail, with the server's own checkpoints deleted too: only a checkpoint kept
-    // elsewhere can tell.
+    // A truncated tail, with the server's own checkpoints deleted too (and its copy of the
+    // newest, which `copy` leaves out): a log that no stored checkpoint covers is not taken
+    // for authentic, and a checkpoint kept elsewhere says what was cut.
     let kept = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(kept.path(), &h.checkpoint_note).unwrap();
     let c = copy(&h.data);
@@ -202,9 +203,10 @@ fn tampering_is_detected_and_named() {
         ),
     );
     let (code, v) = verify(c.path(), &[]);
-    assert_eq!(
-        code, 0,
-        "without an outside checkpoint a clean truncation looks valid: {v}"
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v)[0].contains("no stored checkpoint covers any of the"),
+        "{v}"
     );
     let (code, v) = verify(c.path(), &["--checkpoint", kept.path().to_str().unwrap()]);
     assert_eq!(code, 1);
@@ -888,4 +890,93 @@ fn audit_readers_search_prove_and_export_without_administering() {
     fails(&bob, &["audit", "prove", &created[0].to_string()], 3);
     fails(&bob, &["audit", "prove-consistency", "--from", "1"], 3);
     fails(&bob, &["audit", "status"], 3);
+}
+
+/// An insider who rewrites an event and deletes the stored checkpoints gets no new signature:
+/// the server signs nothing that does not extend the checkpoint it keeps beside the database,
+/// and verification against that file says the log was rolled back. One who deletes that file
+/// too gets the server to sign the rewritten log, but a checkpoint an auditor kept exposes the
+/// fork in any proof from it.
+#[test]
+fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    let alice = login(&server, "alice");
+    create(&alice, "demo-ssh", "viewer", &[]);
+    let key = verifier_key(&admin);
+    let size = checkpoint_reaching(&admin, 8);
+    let kept = f.dir.path().join("kept.note");
+    let note = admin.run(&["audit", "checkpoint"], None).stdout;
+    assert_eq!(note_size(&note), size);
+    std::fs::write(&kept, &note).unwrap();
+    assert!(server.terminate().success());
+
+    let rewrite = "UPDATE audit SET body = replace(body, '\"reason\":\"', '\"reason\":\"approved by the CISO; ') \
+                   WHERE code = 2000; DELETE FROM checkpoints;";
+    tamper(&f.data, rewrite);
+    server.restart();
+    let _ = login(&server, "alice");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains("nothing more is signed") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Its last checkpoint at shutdown is refused too.
+    let _ = server.terminate();
+    assert_eq!(
+        latest_note_or_none(&f.data),
+        None,
+        "a rewritten log was signed"
+    );
+    let (code, v) = verify(&f.data, &[]);
+    assert_ne!(code, 0, "{v}");
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.contains("truncated") || p.contains("do not match")),
+        "{v}"
+    );
+
+    // The file gone too: the server signs the rewritten log, which a kept checkpoint exposes.
+    std::fs::remove_file(f.data.join("audit_checkpoint.note")).unwrap();
+    server.restart();
+    let admin = login(&server, "admin");
+    let signed = checkpoint_reaching(&admin, size + 1);
+    let (code, v) = verify(&f.data, &["--checkpoint", kept.to_str().unwrap()]);
+    assert_ne!(code, 0, "{v}");
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.contains(&format!("first {size} events do not match"))),
+        "{v}"
+    );
+    // A proof must start from the kept checkpoint to be checked against it.
+    let proof = admin.run(
+        &["audit", "prove-consistency", "--from", &signed.to_string()],
+        None,
+    );
+    let file = f.dir.path().join("proof.json");
+    std::fs::write(&file, &proof.stdout).unwrap();
+    let args = [
+        "audit",
+        "verify-proof",
+        file.to_str().unwrap(),
+        "--verifier-key",
+        key.as_str(),
+        "--checkpoint",
+        kept.to_str().unwrap(),
+    ];
+    let out = admin.run(&args, None);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(&format!("--from {size}")), "{out:?}");
+}
+
+fn latest_note_or_none(data: &Path) -> Option<String> {
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    db.query_row(
+        "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
 }

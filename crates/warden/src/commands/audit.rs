@@ -72,6 +72,10 @@ pub enum AuditCommand {
         /// A verifier key, or a file holding one.
         #[arg(long)]
         verifier_key: String,
+        /// A checkpoint you kept earlier (`warden audit checkpoint`): the proof must start from
+        /// it, root and all, or the log was rewritten since.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
     },
     /// Seal events older than TIME into a self-verifying archive segment (retention does this
     /// daily when `audit_retention_days` is set).
@@ -188,8 +192,12 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             }
             return Ok(());
         }
-        AuditCommand::VerifyProof { file, verifier_key } => {
-            return audit_verify::proof(&file, &verifier_key, out);
+        AuditCommand::VerifyProof {
+            file,
+            verifier_key,
+            checkpoint,
+        } => {
+            return audit_verify::proof(&file, &verifier_key, checkpoint.as_deref(), out);
         }
         AuditCommand::Export { dir, from, to } => {
             let q = query(&[("from", from), ("to", to)]);

@@ -142,8 +142,12 @@ pub fn store(
             )),
         }
     }
+    // The newest checkpoint the server signed, kept beside the database: a log rolled back
+    // together with its stored checkpoints still falls short of it.
+    let anchor = data_dir.join(warden_server::checkpoints::ANCHOR_FILE);
+    let anchored = anchor.exists() && !external.contains(&anchor);
     let mut outside = Vec::new();
-    for file in external {
+    for file in external.iter().chain(anchored.then_some(&anchor)) {
         let note =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         match Checkpoint::open(&note, &key) {
@@ -246,12 +250,19 @@ pub fn store(
             block_name(b)
         )
     }));
+    if stored_checkpoints.is_empty() && result.events_checked > 0 {
+        problems.push(format!(
+            "no stored checkpoint covers any of the {} events, so none of them is authenticated (were the checkpoints deleted?)",
+            result.events_checked
+        ));
+    }
     let summary = json!({
         "events_checked": result.events_checked,
         "checkpoints_checked": result.checkpoints_checked,
         "blocks_checked": blocks.checked(),
         "block_filters_checked": filters_checked,
         "external_checkpoints": outside.len(),
+        "server_checkpoint_file": anchored,
         "archived_before": base,
         "verifier": key.name(),
     });
@@ -268,9 +279,39 @@ fn block_name(block: u64) -> String {
     )
 }
 
-/// Checks one proof file from `warden audit prove` or `prove-consistency`.
-pub fn proof(file: &Path, key: &str, out: Output) -> anyhow::Result<()> {
+/// Checks one proof file from `warden audit prove` or `prove-consistency`; with `kept`, a
+/// checkpoint kept earlier, also that the proof starts from it (a consistency proof) or is
+/// against it (an inclusion proof at its size).
+pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow::Result<()> {
     let key = verifier(key)?;
+    let kept = kept
+        .map(|path| -> anyhow::Result<Checkpoint> {
+            let note = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Checkpoint::open(&note, &key).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("{} is not validly signed: {e}", path.display()),
+                )
+                .into()
+            })
+        })
+        .transpose()?;
+    // The proof's own checkpoint must be the kept one where they are of one size: the server
+    // could otherwise prove from a rewritten history it signed since.
+    let same_as_kept = |cp: &Checkpoint| -> anyhow::Result<()> {
+        match &kept {
+            Some(k) if k.size == cp.size && k.root != cp.root => Err(Failure::new(
+                exit::FAILURE,
+                format!(
+                    "the proof's checkpoint at size {} has another root than the one you kept: the log was rewritten since (a fork)",
+                    cp.size
+                ),
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    };
     let v: Value = serde_json::from_str(
         &std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
     )
@@ -292,6 +333,7 @@ pub fn proof(file: &Path, key: &str, out: Output) -> anyhow::Result<()> {
     let summary = match v["kind"].as_str() {
         Some("inclusion") => {
             let cp = open("checkpoint")?;
+            same_as_kept(&cp)?;
             let seq = v["seq"].as_u64().context("proof has no seq")?;
             let data = v["leaf_data"].as_str().context("proof has no leaf_data")?;
             if claimed_seq(data) != Some(seq) {
@@ -319,6 +361,19 @@ pub fn proof(file: &Path, key: &str, out: Output) -> anyhow::Result<()> {
         Some("consistency") => {
             let old = open("old_checkpoint")?;
             let new = open("new_checkpoint")?;
+            if let Some(k) = &kept
+                && k.size != old.size
+            {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "the proof starts at size {}, your checkpoint is of size {}: ask for one from it (`warden audit prove-consistency --from {}`)",
+                        old.size, k.size, k.size
+                    ),
+                )
+                .into());
+            }
+            same_as_kept(&old)?;
             verify_consistency(old.size, new.size, &old.root, &new.root, &path).map_err(|e| {
                 Failure::new(
                     exit::FAILURE,
