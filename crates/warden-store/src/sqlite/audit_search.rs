@@ -100,8 +100,10 @@ pub(super) struct Candidates {
 }
 
 /// The ranges of sequence numbers after `after`, from block `from_block` on, that may hold
-/// events naming every one of `keys`: every block whose filter may hold them all or that has
-/// no filter, up to `chunk` filters; after the last filter of all, everything newer.
+/// events naming every one of `keys`: every block whose filter may hold them all, that has no
+/// filter, or that an archive cut into (its filter also names archived events, so `warden audit
+/// verify` cannot rebuild it from the live ones, and it is not trusted), up to `chunk` filters;
+/// after the last filter of all, everything newer.
 pub(super) fn candidate_ranges(
     c: &Connection,
     keys: &[Key<'_>],
@@ -109,6 +111,8 @@ pub(super) fn candidate_ranges(
     from_block: i64,
     chunk: i64,
 ) -> rusqlite::Result<Candidates> {
+    let first_live: i64 =
+        c.query_row("SELECT coalesce(min(seq), 0) FROM audit", [], |r| r.get(0))?;
     let mut stmt = c.prepare_cached(
         "SELECT block, keys FROM audit_blocks WHERE block >= ?1 ORDER BY block LIMIT ?2",
     )?;
@@ -132,7 +136,8 @@ pub(super) fn candidate_ranges(
             .and_then(|b| BlockKeys::from_bytes(&b));
         // Blocks without a row were completed before filters were stored: read them.
         include(next << BLOCK_HEIGHT, block << BLOCK_HEIGHT);
-        let maybe = filter.is_none_or(|f| keys.iter().all(|k| f.may_contain(*k)));
+        let cut = (block << BLOCK_HEIGHT) + 1 < first_live;
+        let maybe = cut || filter.is_none_or(|f| keys.iter().all(|k| f.may_contain(*k)));
         if maybe {
             include(block << BLOCK_HEIGHT, (block + 1) << BLOCK_HEIGHT);
         }
