@@ -195,6 +195,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         crate::metrics::Metrics::new().map_err(anyhow::Error::msg)?,
     ));
 
+    // Before any event of this run: a sink's cursor past the log's end means a rollback.
+    let rolled_back = crate::export::rolled_back(&app).await?;
     bootstrap_passwords(&app, &config, opts.dev).await?;
     let locked = app.restore_lockouts().await?;
     if locked > 0 {
@@ -265,7 +267,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let worker = tokio::spawn(crate::worker::run(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::reconcile(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::retention(app.clone(), stop_rx.clone()));
-    let exporter = crate::export::Exporter::start(&app)?;
+    let exporter = crate::export::Exporter::start(&app, &rolled_back)?;
     crate::notify::outbox::check(&app)?;
     let dispatcher = tokio::spawn(crate::notify::outbox::run(app.clone(), stop_rx.clone()));
     let checkpointer = tokio::spawn(crate::checkpoints::run(

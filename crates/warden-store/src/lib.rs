@@ -315,6 +315,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// before it were archived.
     async fn first_seq(&self) -> Result<u64>;
 
+    /// The sequence number of the newest event in the log (0 when empty).
+    async fn last_seq(&self) -> Result<u64>;
+
     /// The sequence number of the oldest event whose leaf hash the live log holds (0 when
     /// empty): the first of the oldest block not archived whole. Proofs can be given from there.
     async fn first_leaf_hash(&self) -> Result<u64>;

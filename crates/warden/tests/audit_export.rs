@@ -163,6 +163,28 @@ fn file_sink_writes_contiguous_json_lines_across_rotations() {
     let last_line = read_all().pop().unwrap().1;
     let last: Value = serde_json::from_str(last_line.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"]["action"], "server.stopped", "{last}");
+
+    // A log rolled back under the sink (a restored backup, or tampering) is said at once, and
+    // what is written since is exported too, beside what the sink holds of the old history.
+    let cut = latest - 5;
+    let db = rusqlite::Connection::open(dir.path().join("data").join("warden.db")).unwrap();
+    db.execute_batch(&format!("DELETE FROM audit WHERE seq > {cut}"))
+        .unwrap();
+    drop(db);
+    server.restart();
+    let lines = || -> Vec<Value> {
+        read_all()
+            .iter()
+            .flat_map(|(_, text)| text.lines().map(|l| serde_json::from_str(l).unwrap()))
+            .collect()
+    };
+    wait_for("the rollback to be exported", || {
+        lines()
+            .iter()
+            .any(|l| l["event"]["outcome"]["code"] == "log_rolled_back")
+    });
+    let again = lines().iter().filter(|l| l["seq"] == cut + 1).count();
+    assert_eq!(again, 2, "both histories' event {}", cut + 1);
 }
 
 /// A private rsyslogd on 127.0.0.1 writing every message's raw text to one file.

@@ -18,6 +18,7 @@ mod file;
 mod syslog;
 mod webhook;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -157,7 +158,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts a task for every configured sink.
-    pub fn start(app: &Shared) -> anyhow::Result<Self> {
+    pub fn start(app: &Shared, rolled_back: &HashMap<String, u64>) -> anyhow::Result<Self> {
         let (draining, drain_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         for config in &app.config.sinks {
@@ -166,6 +167,7 @@ impl Exporter {
                 name: config.name().to_owned(),
                 kind: config.kind(),
                 draining: drain_rx.clone(),
+                start_at: rolled_back.get(config.name()).copied(),
             };
             app.export.lock().sinks.push(SinkFigures {
                 name: task.name.clone(),
@@ -244,6 +246,43 @@ struct Task {
     kind: &'static str,
     /// Turns true at shutdown: deliver what is there, then stop.
     draining: watch::Receiver<bool>,
+    /// Where to export from, when the log ends before the stored cursor (see [`rolled_back`]).
+    start_at: Option<u64>,
+}
+
+/// Where each sink must export from when the log ends before its stored cursor. A log never
+/// shrinks, so that means it was rolled back (a restored backup, or tampering): said at once,
+/// in the server's log and the audit log, and everything from the log's end on is exported,
+/// beside what the sink holds of the history that was replaced. Run at start, before the
+/// server writes its first event.
+pub async fn rolled_back(app: &Shared) -> anyhow::Result<HashMap<String, u64>> {
+    let last = app.store.last_seq().await?;
+    let mut from = HashMap::new();
+    let mut events = Vec::new();
+    for config in &app.config.sinks {
+        let name = config.name();
+        let cursor = app.store.sink_cursor(name).await?;
+        if cursor <= last {
+            continue;
+        }
+        let why = format!(
+            "the audit log ends at event {last}, but sink {name} has exported up to {cursor}: the log was rolled back (a restored backup, or tampering); exporting from {} on",
+            last + 1
+        );
+        tracing::error!(sink = %name, "{why}");
+        events.push(
+            Event::new(Code::ExportFailed, Actor::system(), now())
+                .failed("log_rolled_back", why)
+                .details(
+                    serde_json::json!({ "sink": name, "cursor": cursor, "log_ends_at": last }),
+                ),
+        );
+        from.insert(name.to_owned(), last);
+    }
+    if !events.is_empty() {
+        app.store.append(events).await?;
+    }
+    Ok(from)
 }
 
 impl Task {
@@ -263,6 +302,9 @@ impl Task {
                 }
             }
         };
+        if let Some(start) = self.start_at {
+            cursor = cursor.min(start);
+        }
         status.update(&self.name, |s| s.cursor = cursor);
         loop {
             let leaves = match self.app.store.audit_leaves(cursor, sink.batch()).await {

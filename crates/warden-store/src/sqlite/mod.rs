@@ -960,6 +960,16 @@ impl crate::Store for SqliteStore {
         .map(|v| u64::try_from(v).unwrap_or(0))
     }
 
+    async fn last_seq(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await
+        .map(|v| u64::try_from(v).unwrap_or(0))
+    }
+
     async fn first_leaf_hash(&self) -> Result<u64> {
         self.read(|c| {
             c.query_row(
