@@ -903,6 +903,12 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
     let alice = login(&server, "alice");
     create(&alice, "demo-ssh", "viewer", &[]);
+    // A full page of a search says how to read on.
+    let page = admin.run(&["audit", "search", "--limit", "2"], None);
+    assert!(page.success(), "{page:?}");
+    assert!(page.stderr.contains("more may follow: add --after 2"), "{page:?}");
+    let next = admin.json(&["audit", "search", "--limit", "2", "--after", "2"]);
+    assert_eq!(next["events"][0]["seq"], 3, "{next}");
     let key = verifier_key(&admin);
     let size = checkpoint_reaching(&admin, 8);
     let kept = f.dir.path().join("kept.note");

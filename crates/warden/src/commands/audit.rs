@@ -26,6 +26,10 @@ pub enum AuditCommand {
         from: Option<String>,
         #[arg(long)]
         to: Option<String>,
+        /// Only events after this sequence number: the next page, from the last one shown.
+        #[arg(long)]
+        after: Option<u64>,
+        /// At most this many events, oldest first (at most 10000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -101,7 +105,7 @@ pub enum AuditCommand {
 }
 
 pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyhow::Result<()> {
-    let (user, target, request, code, from, to, limit) = match cmd {
+    let (user, target, request, code, from, to, after, limit) = match cmd {
         AuditCommand::Search {
             user,
             target,
@@ -109,8 +113,9 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             code,
             from,
             to,
+            after,
             limit,
-        } => (user, target, request, code, from, to, limit),
+        } => (user, target, request, code, from, to, after, limit),
         AuditCommand::Checkpoint => {
             let note = Client::new(server)?
                 .get_text_authed("/v1/audit/checkpoint")
@@ -215,12 +220,18 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
         ("code", code),
         ("from", from),
         ("to", to),
+        ("after_seq", after.map(|a| a.to_string())),
         ("limit", Some(limit.to_string())),
     ]);
     let v: Value = Client::new(server)?.get(&format!("/v1/audit{q}")).await?;
     if out.json {
         return out.json(&v);
     }
+    let shown = v["events"].as_array().map_or(0, Vec::len);
+    let next = v["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .and_then(|e| e["seq"].as_u64());
     let rows: Vec<Vec<String>> = v["events"]
         .as_array()
         .into_iter()
@@ -254,6 +265,10 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
     );
     if let Some(note) = audit_verify::archived_note(&v, "searched") {
         eprintln!("{note}");
+    }
+    // A full page may have more after it: say how to read on rather than stop silently.
+    if let Some(last) = next.filter(|_| shown >= limit.min(10_000)) {
+        eprintln!("{shown} events shown, oldest first; more may follow: add --after {last}");
     }
     Ok(())
 }

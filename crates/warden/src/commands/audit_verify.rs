@@ -121,7 +121,27 @@ pub fn store(
     external: &[std::path::PathBuf],
     out: Output,
 ) -> anyhow::Result<()> {
+    if !data_dir.join("warden.db").is_file() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} holds no Warden database (warden.db): pass the server's data directory with --data-dir",
+                data_dir.display()
+            ),
+        )
+        .into());
+    }
     let default_key = data_dir.join("audit_verifier.pub");
+    if key.is_none() && !default_key.is_file() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "no verifier key at {}: pass one with --verifier-key",
+                default_key.display()
+            ),
+        )
+        .into());
+    }
     let key = verifier(key.unwrap_or(&default_key.display().to_string()))?;
     let reader = AuditReader::open(&data_dir.join("warden.db"))?;
     let mut problems = Vec::new();
@@ -458,7 +478,15 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
     };
     let key = verifier(key)?;
     let note =
-        std::fs::read_to_string(dir.join("checkpoint.note")).context("reading checkpoint.note")?;
+        std::fs::read_to_string(dir.join("checkpoint.note")).map_err(|e| {
+            Failure::new(
+                exit::USAGE,
+                format!(
+                    "{} is not a bundle from `warden audit export` (its checkpoint.note: {e})",
+                    dir.display()
+                ),
+            )
+        })?;
     let cp = Checkpoint::open(&note, &key).map_err(|e| {
         Failure::new(
             exit::FAILURE,
