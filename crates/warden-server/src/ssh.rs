@@ -43,7 +43,7 @@ impl Backend for ProxyBackend {
     async fn authenticate_certificate(
         &self,
         cert: &Certificate,
-    ) -> Result<Option<UserName>, BackendError> {
+    ) -> Result<Option<(UserName, RequestId)>, BackendError> {
         // Signed by Warden's CA and valid now; the key id names the grant it was issued for.
         let ca = PublicKey::from_openssh(self.0.ca.public_key())
             .map_err(|e| BackendError(format!("the user CA key: {e}")))?;
@@ -65,17 +65,18 @@ impl Backend for ProxyBackend {
             .await
             .map_err(store_err)?;
         Ok(grant
-            .filter(|r| r.state == State::Active)
-            .map(|r| r.requester)
-            .filter(|u| self.0.user(u).is_some()))
+            .filter(|r| r.state == State::Active && self.0.user(&r.requester).is_some())
+            .map(|r| (r.requester, r.id)))
     }
 
     async fn authorize(
         &self,
         user: &UserName,
         target: &str,
+        login: Option<&str>,
+        grant: Option<RequestId>,
     ) -> Result<Result<Grant, Denied>, BackendError> {
-        self.0.authorize_ssh(user, target).await
+        self.0.authorize_ssh(user, target, login, grant).await
     }
 
     async fn still_active(&self, grant: RequestId) -> Result<bool, BackendError> {
@@ -135,12 +136,16 @@ fn denied(code: &'static str, message: String) -> Result<Result<Grant, Denied>, 
 }
 
 impl App {
-    /// The grant under which `user` may open an SSH session on `target` now: the active one
-    /// that lasts longest. Refusals say what to request instead.
+    /// The grant under which `user` may open an SSH session on `target` now: `grant`, whose
+    /// certificate they signed in with, if given; else the active one that lasts longest among
+    /// those that log in as `login` (any, if none was asked for). Refusals say what to request
+    /// instead.
     async fn authorize_ssh(
         &self,
         user: &UserName,
         target: &str,
+        login: Option<&str>,
+        grant: Option<RequestId>,
     ) -> Result<Result<Grant, Denied>, BackendError> {
         let policy = self.policy.load();
         let Some((name, t)) = target
@@ -198,11 +203,46 @@ impl App {
             })
             .await
             .map_err(store_err)?;
-        let best = grants
+        let live: Vec<_> = grants
             .into_iter()
             .filter(|r| r.expires_at.is_some_and(|e| e > now))
             .filter(|r| t.roles.contains_key(&r.role))
-            .max_by_key(|r| r.expires_at);
+            .collect();
+        let logs_in_as = |r: &warden_domain::Request, login: &str| {
+            t.roles
+                .get(&r.role)
+                .and_then(|role| ssh_cert::role_settings(&role.settings).ok())
+                .is_some_and(|s| s.principals.iter().any(|p| p == login))
+        };
+        let best = match (grant, login) {
+            (Some(id), _) => {
+                let Some(r) = live.iter().find(|r| r.id == id) else {
+                    return denied(
+                        "certificate_not_for_target",
+                        format!(
+                            "the certificate you signed in with is for grant {id}, which is no active grant of yours for {name}: sign in with that target's certificate or your registered key"
+                        ),
+                    );
+                };
+                Some(r)
+            }
+            (None, Some(login)) if !live.is_empty() => {
+                let Some(r) = live
+                    .iter()
+                    .filter(|r| logs_in_as(r, login))
+                    .max_by_key(|r| r.expires_at)
+                else {
+                    return denied(
+                        "login_not_granted",
+                        format!(
+                            "none of your active grants for {name} logs in as {login:?}: request a role that does (`warden targets`)"
+                        ),
+                    );
+                };
+                Some(r)
+            }
+            _ => live.iter().max_by_key(|r| r.expires_at),
+        };
         let Some(r) = best else {
             let roles: Vec<_> = t.roles.keys().map(ToString::to_string).collect();
             return denied(

@@ -54,18 +54,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The Warden user a verified public key is registered to, if any.
     async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError>;
 
-    /// The Warden user a certificate (ownership verified) was issued to, if Warden's user CA
-    /// signed it and it is valid now.
+    /// The Warden user a certificate (ownership verified) was issued to, and the grant it was
+    /// issued for, if Warden's user CA signed it and it is valid now.
     async fn authenticate_certificate(
         &self,
         cert: &Certificate,
-    ) -> Result<Option<UserName>, BackendError>;
+    ) -> Result<Option<(UserName, RequestId)>, BackendError>;
 
-    /// The grant under which `user` may open a session on `target` now.
+    /// The grant under which `user` may open a session on `target` now: `grant` when the user
+    /// signed in with that grant's certificate, else one that logs in as `login` when one was
+    /// asked for.
     async fn authorize(
         &self,
         user: &UserName,
         target: &str,
+        login: Option<&str>,
+        grant: Option<RequestId>,
     ) -> Result<Result<Grant, Denied>, BackendError>;
 
     /// Whether `grant` is still active now: asked once more after a session registers, since

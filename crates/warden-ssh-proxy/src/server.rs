@@ -9,7 +9,7 @@ use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
 use russh::server::{self, Auth, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, MethodKind, MethodSet};
 use tokio::net::TcpListener;
-use warden_domain::UserName;
+use warden_domain::{RequestId, UserName};
 
 use crate::session::{self, Identity};
 use crate::{Backend, Error, Recordings, SessionRegistry};
@@ -201,18 +201,19 @@ impl Connection {
     /// claims, and remembers who they are and what they asked for.
     fn accept_if(
         &mut self,
-        owner: Option<UserName>,
+        owner: Option<(UserName, Option<RequestId>)>,
         claimed: UserName,
         target: String,
         login: Option<String>,
     ) -> Auth {
         match owner {
-            Some(user) if user == claimed => {
+            Some((user, grant)) if user == claimed => {
                 self.identity = Some(Arc::new(Identity {
                     user,
                     target,
                     login,
                     peer: self.peer,
+                    grant,
                 }));
                 Auth::Accept
             }
@@ -233,7 +234,7 @@ impl server::Handler for Connection {
             return Ok(Auth::reject());
         };
         let owner = self.ctx.backend.authenticate(key.public_key).await?;
-        Ok(self.accept_if(owner, claimed, target, login))
+        Ok(self.accept_if(owner.map(|u| (u, None)), claimed, target, login))
     }
 
     async fn auth_openssh_certificate(
@@ -249,7 +250,12 @@ impl server::Handler for Connection {
             .backend
             .authenticate_certificate(certificate)
             .await?;
-        Ok(self.accept_if(owner, claimed, target, login))
+        Ok(self.accept_if(
+            owner.map(|(u, grant)| (u, Some(grant))),
+            claimed,
+            target,
+            login,
+        ))
     }
 
     async fn channel_open_session(

@@ -15,7 +15,7 @@ use russh::{Channel, ChannelId, ChannelMsg, Pty};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use warden_domain::audit::{Actor, Code, Event};
-use warden_domain::{Recording, UserName};
+use warden_domain::{Recording, RequestId, UserName};
 
 use crate::recorder::Recorder;
 use crate::recording::{Asciicast, Header, Kind};
@@ -32,6 +32,8 @@ pub(crate) struct Identity {
     pub target: String,
     pub login: Option<String>,
     pub peer: SocketAddr,
+    /// The grant whose certificate the user signed in with, if they signed in with one.
+    pub grant: Option<RequestId>,
 }
 
 #[derive(Debug, Clone)]
@@ -234,7 +236,12 @@ impl Start<'_> {
         let grant = match self
             .ctx
             .backend
-            .authorize(&self.who.user, &self.who.target)
+            .authorize(
+                &self.who.user,
+                &self.who.target,
+                self.who.login.as_deref(),
+                self.who.grant,
+            )
             .await
         {
             Ok(Ok(g)) => g,

@@ -906,7 +906,10 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     // A full page of a search says how to read on.
     let page = admin.run(&["audit", "search", "--limit", "2"], None);
     assert!(page.success(), "{page:?}");
-    assert!(page.stderr.contains("more may follow: add --after 2"), "{page:?}");
+    assert!(
+        page.stderr.contains("more may follow: add --after 2"),
+        "{page:?}"
+    );
     let next = admin.json(&["audit", "search", "--limit", "2", "--after", "2"]);
     assert_eq!(next["events"][0]["seq"], 3, "{next}");
     let key = verifier_key(&admin);

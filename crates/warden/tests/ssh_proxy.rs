@@ -288,6 +288,20 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     };
     let out = with_certificate(s.port, "alice:web", "echo by-certificate");
     assert_eq!(text(&out.stdout).trim(), "by-certificate", "{out:?}");
+    // With a longer grant beside it, the certificate's session still runs under its own grant;
+    // a login no grant allows is refused, naming it.
+    let longer = s.grant("50m");
+    let out = with_certificate(s.port, "alice:web", "echo still-by-certificate");
+    assert_eq!(text(&out.stdout).trim(), "still-by-certificate", "{out:?}");
+    let started = s.events("session.started").pop().unwrap();
+    assert_eq!(started["request_id"], grant["id"], "{started}");
+    assert_ne!(started["request_id"], longer["id"]);
+    let out = ssh_run(s.port, "alice:web:nobody", &s.key, "echo no");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("none of your active grants for web logs in as \"nobody\""),
+        "{out:?}"
+    );
     assert_eq!(grant["credential"]["proxy_only"], true, "{grant}");
     assert_eq!(
         grant["credential"]["principals"],

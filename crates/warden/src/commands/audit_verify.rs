@@ -477,16 +477,15 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
         .into());
     };
     let key = verifier(key)?;
-    let note =
-        std::fs::read_to_string(dir.join("checkpoint.note")).map_err(|e| {
-            Failure::new(
-                exit::USAGE,
-                format!(
-                    "{} is not a bundle from `warden audit export` (its checkpoint.note: {e})",
-                    dir.display()
-                ),
-            )
-        })?;
+    let note = std::fs::read_to_string(dir.join("checkpoint.note")).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is not a bundle from `warden audit export` (its checkpoint.note: {e})",
+                dir.display()
+            ),
+        )
+    })?;
     let cp = Checkpoint::open(&note, &key).map_err(|e| {
         Failure::new(
             exit::FAILURE,
