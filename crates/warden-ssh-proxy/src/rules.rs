@@ -69,8 +69,19 @@ pub struct Filtered {
 #[derive(Debug, Default)]
 pub struct LineTracker {
     line: String,
-    /// Inside an escape sequence (cursor keys and the like): skip until its final byte.
-    escape: bool,
+    escape: Escape,
+}
+
+/// Where in an escape sequence the keystrokes are.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Escape {
+    #[default]
+    None,
+    /// Just after ESC: `[` or `O` start a sequence (cursor keys and the like); any other key
+    /// makes a two-key meta command (readline's `ESC 1` numeric argument, say) and ends it.
+    Started,
+    /// Inside a sequence: skip until its final byte.
+    Sequence,
 }
 
 impl LineTracker {
@@ -83,16 +94,30 @@ impl LineTracker {
         let text = String::from_utf8_lossy(input);
         let mut buf = [0u8; 4];
         for c in text.chars() {
-            if self.escape {
-                out.forward
-                    .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                if c.is_ascii_alphabetic() || c == '~' {
-                    self.escape = false;
+            match self.escape {
+                Escape::Started => {
+                    out.forward
+                        .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    self.escape = if c == '[' || c == 'O' {
+                        Escape::Sequence
+                    } else {
+                        Escape::None
+                    };
+                    continue;
                 }
-                continue;
+                Escape::Sequence => {
+                    out.forward
+                        .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    if c.is_ascii_alphabetic() || c == '~' {
+                        self.escape = Escape::None;
+                    }
+                    continue;
+                }
+                Escape::None => {}
             }
             match c {
-                '\r' | '\n' => {
+                // Enter, and Ctrl-O (readline runs the line, then fetches the next one).
+                '\r' | '\n' | '\u{f}' => {
                     let line = std::mem::take(&mut self.line);
                     if let Some(pattern) = rules.denies(&line) {
                         out.forward.push(0x03);
@@ -110,7 +135,7 @@ impl LineTracker {
                     let cut = self.line.rfind(' ').map_or(0, |i| i + 1);
                     self.line.truncate(cut);
                 }
-                '\u{1b}' => self.escape = true,
+                '\u{1b}' => self.escape = Escape::Started,
                 c if !c.is_control() => self.line.push(c),
                 _ => {}
             }
@@ -149,6 +174,10 @@ mod tests {
             (b"shutdown\x15echo hi\r", b"shutdown\x15echo hi\r", 0),
             // Arrow keys are passed on and do not end up in the line.
             (b"\x1b[Ashutdown\r", b"\x1b[Ashutdown\x03", 1),
+            // A meta key (readline's numeric argument) takes one key, not the next letter.
+            (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x03", 1),
+            // Ctrl-O runs the line too.
+            (b"rm -rf /\x0f", b"rm -rf /\x03", 1),
         ];
         for (input, forward, blocked) in cases {
             let mut t = LineTracker::default();

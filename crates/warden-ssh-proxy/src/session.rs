@@ -284,7 +284,9 @@ impl Start<'_> {
             Request::Sftp => true,
             Request::Exec(c) => {
                 let first = c.split_whitespace().next().unwrap_or("");
-                first == "scp" || first.ends_with("/scp") || first.ends_with("sftp-server")
+                ["scp", "sftp-server", "rsync"]
+                    .iter()
+                    .any(|tool| first == *tool || first.ends_with(&format!("/{tool}")))
             }
             Request::Shell => false,
         };
@@ -297,6 +299,19 @@ impl Start<'_> {
                 .event(Code::CommandBlocked, Some(&grant), None)
                 .denied("file_transfer_denied", msg.clone())
                 .details(self.details(serde_json::json!({ "rule": "file_transfer = false" })));
+            return Err(self.refuse(e, msg).await);
+        }
+        // A shell's lines are checked as a terminal submits them; a shell without one reads
+        // whatever arrives, unchecked, so a role with deny rules needs the terminal.
+        if *self.request == Request::Shell && self.pty.is_none() && grant.rules.has_deny() {
+            let msg = format!(
+                "role {} on {} checks each command line, which needs a terminal: use `ssh -t`, or run one command (`ssh ... COMMAND`)",
+                grant.role, grant.target
+            );
+            let e = self
+                .event(Code::CommandBlocked, Some(&grant), None)
+                .denied("terminal_required", msg.clone())
+                .details(self.details(serde_json::Value::Null));
             return Err(self.refuse(e, msg).await);
         }
         if let Request::Exec(command) = self.request
@@ -567,7 +582,9 @@ impl Open {
             id,
             tracker,
             audit_ctx.clone(),
-            pty.is_some(),
+            // What is typed into a shell, with or without a terminal: its commands. An exec's
+            // input is its program's data (a file being copied), not recorded as keystrokes.
+            pty.is_some() || request == Request::Shell,
         ));
         // The session's own deadline, independent of the worker that expires grants.
         let expiry = tokio::time::sleep(
@@ -774,7 +791,7 @@ async fn input_loop(
     id: ChannelId,
     mut tracker: Option<LineTracker>,
     audit: AuditCtx,
-    pty: bool,
+    typed: bool,
 ) {
     while let Some(msg) = down_rx.wait().await {
         match msg {
@@ -823,7 +840,7 @@ async fn input_loop(
                         shared.record(Kind::Input, data.clone()).await;
                     }
                     data = Bytes::from(filtered.forward);
-                } else if audit.grant.rules.record_input && pty {
+                } else if audit.grant.rules.record_input && typed {
                     shared.record(Kind::Input, data.clone()).await;
                 }
                 if up_tx.data_bytes(data).await.is_err() {

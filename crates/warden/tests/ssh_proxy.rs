@@ -380,6 +380,26 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
     assert_eq!(blocked["details"]["rule"], "^rm -rf");
 
+    // A shell without a terminal would read its lines unchecked: refused.
+    let mut piped = std::process::Command::new("timeout")
+        .arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(s.port, &s.key))
+        .args(["-T", "alice:web@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = piped.stdin.take().unwrap();
+        let _ = stdin.write_all(b"echo unchecked-ran\n");
+    }
+    let out = piped.wait_with_output().unwrap();
+    assert!(!text(&out.stdout).contains("unchecked-ran"), "{out:?}");
+    assert!(text(&out.stderr).contains("needs a terminal"), "{out:?}");
+
     let term = s.interactive();
     term.wait_for("$ ", 1, Duration::from_secs(15));
     term.send_line("echo first-$((40+2))");
