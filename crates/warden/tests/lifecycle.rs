@@ -377,6 +377,41 @@ fn extensions_and_revocations_at_once_keep_their_rules() {
     }
 }
 
+/// With `WARDEN_HOME` given as a relative path, an extension finds the key its grant's
+/// certificate was made for, and shows without error however often it is shown.
+#[test]
+fn an_extension_keeps_its_key_under_a_relative_home() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let home = alice.home();
+    let (parent, name) = (home.parent().unwrap(), home.file_name().unwrap());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .current_dir(parent)
+            .env("WARDEN_HOME", name)
+            .env("WARDEN_SERVER", env.server.url())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let granted = run(&[
+        "--json", "request", "create", "web", "--role", "view", "--reason", "r", "--ttl", "10m",
+    ]);
+    let original = granted["id"].as_str().unwrap().to_owned();
+    let ext = run(&["--json", "request", "extend", &original, "--ttl", "45m"]);
+    let ext = ext["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let shown = run(&["--json", "request", "show", &ext]);
+        let key = shown["private_key_file"].as_str().unwrap();
+        assert!(
+            parent.join(key).exists() || std::path::Path::new(key).exists(),
+            "{shown}"
+        );
+    }
+}
+
 #[test]
 fn a_listing_finds_what_others_newer_requests_would_hide() {
     let env = Env::start();

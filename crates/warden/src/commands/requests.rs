@@ -373,7 +373,12 @@ fn generated_key(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     if !id_like(&extends) || !original.exists() {
         return Ok(None);
     }
-    std::os::unix::fs::symlink(&original, &own)
+    // Named relative to the link's own directory, where both live, so the link holds however
+    // WARDEN_HOME was written (a relative path too); one left dangling is made afresh.
+    if own.symlink_metadata().is_ok() {
+        std::fs::remove_file(&own).with_context(|| format!("removing {}", own.display()))?;
+    }
+    std::os::unix::fs::symlink(&extends, &own)
         .with_context(|| format!("linking {} to {}", own.display(), original.display()))?;
     Ok(Some(own))
 }
