@@ -290,6 +290,11 @@ impl App {
             message,
         };
         let key = ssh_cert::user_key(text).map_err(input)?;
+        if fingerprint(&key) == self.ca.fingerprint() {
+            return Err(input(
+                "that is Warden's own user CA key, not yours: register the public key of your key pair".into(),
+            ));
+        }
         let record = SshKey {
             fingerprint: fingerprint(&key),
             user: caller.user.name.clone(),

@@ -97,6 +97,31 @@ fn a_certificate_for_another_principal_is_refused() {
     let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
     let out = ssh_login(sshd.port(), LOCAL_USER, &key, &cert, "echo granted");
     assert!(!out.status.success(), "{out:?}");
+
+    // Warden's own CA key is nobody's: neither certified nor registered for the proxy.
+    let ca_file = alice.home().join("ca.pub");
+    std::fs::write(&ca_file, ca.stdout.trim()).unwrap();
+    let ca_path = ca_file.to_str().unwrap();
+    let out = fails(
+        &alice,
+        &[
+            "request",
+            "create",
+            "web",
+            "--role",
+            "view",
+            "--reason",
+            "r",
+            "--ttl",
+            "1h",
+            "--public-key",
+            ca_path,
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("Warden's own user CA key"), "{out:?}");
+    let out = fails(&alice, &["keys", "add", ca_path], 2);
+    assert!(out.stderr.contains("Warden's own user CA key"), "{out:?}");
 }
 
 #[test]

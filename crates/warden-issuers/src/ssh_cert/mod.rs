@@ -234,11 +234,18 @@ pub fn check_settings(connection: &Settings, settings: &Settings) -> Result<(), 
     parse_settings(settings).map(|_| ())
 }
 
-fn parse_public_key(text: Option<&str>) -> Result<PublicKey, Error> {
+fn parse_public_key(text: Option<&str>, ca: &UserCa) -> Result<PublicKey, Error> {
     let text = text.ok_or_else(|| {
         Error::Input("an ssh role needs your public key (OpenSSH format, e.g. the contents of ~/.ssh/id_ed25519.pub)".into())
     })?;
-    user_key(text).map_err(Error::Input)
+    let key = user_key(text).map_err(Error::Input)?;
+    if key.fingerprint(ssh_key::HashAlg::Sha256).to_string() == ca.fingerprint() {
+        return Err(Error::Input(
+            "that is Warden's own user CA key, not yours: send the public key of your key pair"
+                .into(),
+        ));
+    }
+    Ok(key)
 }
 
 /// The length in bits of the big-endian number `n` (the key's own size counts whole bytes).
@@ -293,12 +300,12 @@ impl Issuer for SshCertIssuer {
 
     fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error> {
         parse_settings(settings)?;
-        parse_public_key(public_key).map(|_| ())
+        parse_public_key(public_key, &self.ca).map(|_| ())
     }
 
     async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
         let settings = parse_settings(req.settings)?;
-        let key = parse_public_key(req.public_key)?;
+        let key = parse_public_key(req.public_key, &self.ca)?;
         let proxy_only = match req.holder {
             Holder::Proxy => false,
             Holder::Requester(recording) => {
