@@ -22,6 +22,9 @@ pub const BOOTSTRAP_PASSWORD_ENV: &str = "WARDEN_BOOTSTRAP_PASSWORD";
 /// The password every demo user has under `--dev`.
 pub const DEV_PASSWORD: &str = "warden-dev";
 
+/// Longest a shutdown waits for live SSH sessions to record their end.
+const SESSIONS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How `warden serve` was invoked.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -286,6 +289,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     )
     .await;
     let _ = stop_tx.send(true);
+    // Live SSH sessions end as a kill ends them, each with its `session.ended` (and its
+    // recording's digest) on record before the last checkpoint.
+    if app.sessions.end_all("Warden is shutting down") > 0 {
+        let deadline = tokio::time::Instant::now() + SESSIONS_DRAIN;
+        while app.sessions.active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     let _ = worker.await;
     // A delivery in flight may wait on a slow sink; what it has not marked delivered stays
     // queued and is sent at the next start.

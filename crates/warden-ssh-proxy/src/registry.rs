@@ -130,6 +130,15 @@ impl SessionRegistry {
         n
     }
 
+    /// Ends every live session, telling its user `reason`; returns how many.
+    pub fn end_all(&self, reason: &str) -> usize {
+        let live = self.lock();
+        for l in live.values() {
+            l.end.send_replace(Some(reason.to_owned()));
+        }
+        live.len()
+    }
+
     /// The live terminal output of session `id` from now on.
     pub fn watch(&self, id: &str) -> Option<broadcast::Receiver<Bytes>> {
         self.lock().get(id).map(|l| l.output.subscribe())

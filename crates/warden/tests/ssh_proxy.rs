@@ -558,6 +558,28 @@ fn an_early_revoke_ends_the_session() {
     assert!(!s.recording(ended["session_id"].as_str().unwrap()).exists());
 }
 
+/// A graceful shutdown ends live sessions as a kill would: the user is told, and the end and
+/// the recording's digest are on record.
+#[test]
+fn a_shutdown_ends_live_sessions_on_the_record() {
+    let mut s = Setup::start("full", "", true);
+    s.grant("30m");
+    let (port, key) = (s.port, s.key.clone());
+    let long = std::thread::spawn(move || ssh_run(port, "alice:web", &key, "echo begun; sleep 60"));
+    let started = s.wait_event("session.started", Duration::from_secs(10));
+    assert!(s.env.server.terminate().success());
+    let out = long.join().unwrap();
+    assert!(
+        text(&out.stderr).contains("Warden is shutting down"),
+        "{out:?}"
+    );
+    s.env.server.restart();
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    assert_eq!(ended["session_id"], started["session_id"], "{ended}");
+    let path = s.recording(ended["session_id"].as_str().unwrap());
+    assert_eq!(ended["details"]["recording"]["sha256"], sha256_hex(&path));
+}
+
 /// A TCP relay to loopback port `to` that holds each connection for `delay` before
 /// forwarding it, and tells `arrived` when one comes in.
 fn slow_relay(to: u16, delay: Duration) -> (u16, std::sync::mpsc::Receiver<()>) {
