@@ -146,6 +146,7 @@ impl Listener {
                 ..Default::default()
             }),
         });
+        let unsigned = Arc::new(Unsigned::default());
         tokio::pin!(stop);
         loop {
             let (socket, peer) = tokio::select! {
@@ -159,21 +160,40 @@ impl Listener {
                 },
                 () = &mut stop => return,
             };
+            let Some(waiting) = unsigned.admit(peer.ip()) else {
+                tracing::warn!(%peer, "ssh connection refused: too many not yet signed in");
+                continue;
+            };
             let _ = socket.set_nodelay(true);
+            let signed_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let handler = Connection {
                 ctx: ctx.clone(),
                 peer,
                 identity: None,
+                signed_in: signed_in.clone(),
+                waiting: Some(waiting),
             };
             let server = self.server.clone();
             tokio::spawn(async move {
-                match server::run_stream(server, socket, handler).await {
-                    Ok(running) => {
-                        if let Err(e) = running.await {
-                            tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
+                let session = async move {
+                    match server::run_stream(server, socket, handler).await {
+                        Ok(running) => {
+                            if let Err(e) = running.await {
+                                tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
+                            }
                         }
+                        Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
                     }
-                    Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
+                };
+                tokio::pin!(session);
+                tokio::select! {
+                    () = &mut session => return,
+                    () = tokio::time::sleep(SIGN_IN_DEADLINE) => {}
+                }
+                if signed_in.load(std::sync::atomic::Ordering::Acquire) {
+                    session.await;
+                } else {
+                    tracing::debug!(%peer, "ssh connection closed: not signed in within {} s", SIGN_IN_DEADLINE.as_secs());
                 }
             });
         }
@@ -189,11 +209,71 @@ fn parse_user(s: &str) -> Option<(UserName, String, Option<String>)> {
     Some((user, target, login))
 }
 
+/// How long a client has from connecting to signing in.
+const SIGN_IN_DEADLINE: Duration = Duration::from_secs(30);
+/// Connections not yet signed in, from one address and from all: each holds a file descriptor,
+/// and unbounded they would leave none for anyone, the API's clients included.
+const UNSIGNED_PER_ADDRESS: usize = 32;
+const UNSIGNED_TOTAL: usize = 1024;
+
+/// Counts the connections not yet signed in, by address.
+#[derive(Debug, Default)]
+struct Unsigned {
+    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection counted in [`Unsigned`] until dropped.
+struct Waiting {
+    unsigned: Arc<Unsigned>,
+    address: std::net::IpAddr,
+}
+
+impl Unsigned {
+    /// Counts a new connection from `address`, unless that address or all of them have as many
+    /// as they may.
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr) -> Option<Waiting> {
+        let mut by = self
+            .by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = by.values().sum();
+        let here = by.entry(address).or_default();
+        if *here >= UNSIGNED_PER_ADDRESS || total >= UNSIGNED_TOTAL {
+            return None;
+        }
+        *here += 1;
+        Some(Waiting {
+            unsigned: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut by = self
+            .unsigned
+            .by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = by.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// One client connection.
 struct Connection {
     ctx: Arc<Context>,
     peer: SocketAddr,
     identity: Option<Arc<Identity>>,
+    /// Set once the client signed in: the sign-in deadline no longer applies.
+    signed_in: Arc<std::sync::atomic::AtomicBool>,
+    /// Counts the connection as not signed in, until it is (or it closes).
+    waiting: Option<Waiting>,
 }
 
 impl Connection {
@@ -215,6 +295,9 @@ impl Connection {
                     peer: self.peer,
                     grant,
                 }));
+                self.signed_in
+                    .store(true, std::sync::atomic::Ordering::Release);
+                self.waiting = None;
                 Auth::Accept
             }
             _ => Auth::reject(),
@@ -278,6 +361,37 @@ impl server::Handler for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_not_signed_in_are_capped_by_address_and_in_all() {
+        let unsigned = Arc::new(Unsigned::default());
+        let one: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..UNSIGNED_PER_ADDRESS)
+            .map(|_| unsigned.admit(one).unwrap())
+            .collect();
+        assert!(unsigned.admit(one).is_none(), "one address over its share");
+        let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(
+            unsigned.admit(other).is_some(),
+            "another address still gets in"
+        );
+        drop(held);
+        assert!(
+            unsigned.admit(one).is_some(),
+            "freed once they sign in or close"
+        );
+        let many: Vec<_> = (0..UNSIGNED_TOTAL)
+            .filter_map(|i| {
+                let a = std::net::IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]);
+                unsigned.admit(a)
+            })
+            .collect();
+        assert_eq!(many.len(), UNSIGNED_TOTAL);
+        assert!(
+            unsigned.admit("10.9.9.9".parse().unwrap()).is_none(),
+            "all over the total"
+        );
+    }
 
     #[test]
     fn user_names_name_the_target() {
