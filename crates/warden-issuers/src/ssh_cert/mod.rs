@@ -274,6 +274,15 @@ pub fn user_key(text: &str) -> Result<PublicKey, String> {
                 "the RSA key has {bits} bits; at least {RSA_MIN_BITS} are needed (an Ed25519 key is better: ssh-keygen -t ed25519)"
             ));
         }
+        // An exponent of 1 makes every signature forgeable, an even one is no RSA key at all;
+        // ssh-keygen makes 65537.
+        let e = rsa.e().as_positive_bytes().unwrap_or_default();
+        let small = (e.len() <= 8).then(|| e.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)));
+        if small.is_some_and(|e| e < 3) || e.last().is_none_or(|b| b % 2 == 0) {
+            return Err(
+                "the RSA key's public exponent is unusable (ssh-keygen makes 65537; an Ed25519 key is better: ssh-keygen -t ed25519)".into(),
+            );
+        }
     }
     if key.key_data().dsa().is_some() {
         return Err("DSA keys are too weak; use an Ed25519 key (ssh-keygen -t ed25519)".into());
@@ -505,6 +514,25 @@ mod tests {
         let odd = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAAF2j4NXAuVbn/c38ogcJN9W4MyFPfV6N4B0rTGwAWFWrCQ6konWzUM5YTqwDYsoeAdS2kcyfiI+ZRZX9V0xYxxZZhHWYx28ewjX1HOQF+AZCRamGQ+GymLAuR1KT3eAXoNFSrd5ONnnsCfzQiI39kzVoc8pgA9hWc/m+K/DtB90PnTzUqbWMwHjCvc5FsZL1/Cde78YtfMJGIOeDlWqYTp09DkeDlYXIXaPUZlDD+H8esvT96fUIR1E2Rg2oPSMU9plloa/GlHrCYRIzwNSYS3CMwGQS1yOmwWxOD4e8gX4piFi75VHY3bE77GwXdMsXe8gXeJKRRqCuKkzJdBdXac= odd";
         let why = user_key(odd).unwrap_err();
         assert!(why.contains("2041 bits"), "{why}");
+        // An `ssh-rsa` key line with exponent `e` and a 2048-bit modulus, in the wire format.
+        let with_e = |e: &[u8]| {
+            use base64::Engine;
+            let mut wire = Vec::new();
+            let mut field = |bytes: &[u8]| {
+                wire.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
+                wire.extend_from_slice(bytes);
+            };
+            field(b"ssh-rsa");
+            field(e);
+            field(&[[0u8].as_slice(), &[0xC5; 256]].concat());
+            let b64 = base64::engine::general_purpose::STANDARD.encode(wire);
+            format!("ssh-rsa {b64} e")
+        };
+        for e in [&[1u8][..], &[1, 0, 0]] {
+            let why = user_key(&with_e(e)).unwrap_err();
+            assert!(why.contains("exponent"), "{why}");
+        }
+        assert!(user_key(&with_e(&[1, 0, 1])).is_ok());
         let good = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let line = good.public_key().to_openssh().unwrap();
         assert!(user_key(&format!("{line}\n")).is_ok());
