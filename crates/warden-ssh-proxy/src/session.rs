@@ -232,6 +232,52 @@ impl Start<'_> {
         d
     }
 
+    /// The first of the role's controls the request breaks, if any: the refusal's code, what
+    /// the user is told, and the rule for the audit event.
+    fn breaks_a_control(&self, grant: &Grant) -> Option<(&'static str, String, serde_json::Value)> {
+        let transfer = match self.request {
+            Request::Sftp => true,
+            Request::Exec(c) => {
+                let first = c.split_whitespace().next().unwrap_or("");
+                ["scp", "sftp-server", "rsync"]
+                    .iter()
+                    .any(|tool| first == *tool || first.ends_with(&format!("/{tool}")))
+            }
+            Request::Shell => false,
+        };
+        if transfer && !grant.rules.file_transfer {
+            let msg = format!(
+                "file transfer is not allowed for role {} on {}",
+                grant.role, grant.target
+            );
+            let rule = serde_json::json!({ "rule": "file_transfer = false" });
+            return Some(("file_transfer_denied", msg, rule));
+        }
+        // A shell's lines are checked as a terminal submits them; a shell without one reads
+        // whatever arrives, unchecked, so a role with deny rules needs the terminal.
+        if *self.request == Request::Shell && self.pty.is_none() && grant.rules.has_deny() {
+            let msg = format!(
+                "role {} on {} checks each command line, which needs a terminal: use `ssh -t`, or run one command (`ssh ... COMMAND`)",
+                grant.role, grant.target
+            );
+            return Some(("terminal_required", msg, serde_json::Value::Null));
+        }
+        if let Request::Exec(command) = self.request
+            && let Some(pattern) = grant.rules.denies(command)
+        {
+            let msg = format!(
+                "command blocked: it matches the deny rule /{pattern}/ of role {} on {}",
+                grant.role, grant.target
+            );
+            return Some((
+                "command_denied",
+                msg,
+                serde_json::json!({ "rule": pattern }),
+            ));
+        }
+        None
+    }
+
     async fn open(&self) -> Result<Open, Refusal> {
         let grant = match self
             .ctx
@@ -280,51 +326,11 @@ impl Start<'_> {
             return Err(self.refuse(refused("login_not_granted", &msg), msg).await);
         }
         // Command and file-transfer rules, before anything reaches the target.
-        let transfer = match self.request {
-            Request::Sftp => true,
-            Request::Exec(c) => {
-                let first = c.split_whitespace().next().unwrap_or("");
-                ["scp", "sftp-server", "rsync"]
-                    .iter()
-                    .any(|tool| first == *tool || first.ends_with(&format!("/{tool}")))
-            }
-            Request::Shell => false,
-        };
-        if transfer && !grant.rules.file_transfer {
-            let msg = format!(
-                "file transfer is not allowed for role {} on {}",
-                grant.role, grant.target
-            );
+        if let Some((code, msg, rule)) = self.breaks_a_control(&grant) {
             let e = self
                 .event(Code::CommandBlocked, Some(&grant), None)
-                .denied("file_transfer_denied", msg.clone())
-                .details(self.details(serde_json::json!({ "rule": "file_transfer = false" })));
-            return Err(self.refuse(e, msg).await);
-        }
-        // A shell's lines are checked as a terminal submits them; a shell without one reads
-        // whatever arrives, unchecked, so a role with deny rules needs the terminal.
-        if *self.request == Request::Shell && self.pty.is_none() && grant.rules.has_deny() {
-            let msg = format!(
-                "role {} on {} checks each command line, which needs a terminal: use `ssh -t`, or run one command (`ssh ... COMMAND`)",
-                grant.role, grant.target
-            );
-            let e = self
-                .event(Code::CommandBlocked, Some(&grant), None)
-                .denied("terminal_required", msg.clone())
-                .details(self.details(serde_json::Value::Null));
-            return Err(self.refuse(e, msg).await);
-        }
-        if let Request::Exec(command) = self.request
-            && let Some(pattern) = grant.rules.denies(command)
-        {
-            let msg = format!(
-                "command blocked: it matches the deny rule /{pattern}/ of role {} on {}",
-                grant.role, grant.target
-            );
-            let e = self
-                .event(Code::CommandBlocked, Some(&grant), None)
-                .denied("command_denied", msg.clone())
-                .details(self.details(serde_json::json!({ "rule": pattern })));
+                .denied(code, msg.clone())
+                .details(self.details(rule));
             return Err(self.refuse(e, msg).await);
         }
 
