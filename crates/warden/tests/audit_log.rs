@@ -460,6 +460,23 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     let (code, v) = verify(&h.data, &[]);
     assert_eq!(code, 0, "{v}");
     assert!(v["archived_before"].as_u64().unwrap() >= to, "{v}");
+    // A sealed segment gone without its deletion on record is found missing.
+    assert!(v["segments_checked"].as_u64().unwrap() >= 1, "{v}");
+    let archive = h.data.join("archive");
+    let sealed = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let aside = h.data.join("aside.json");
+    std::fs::rename(&sealed, &aside).unwrap();
+    let (code, v) = verify(&h.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).iter().any(|p| p.contains("missing from")),
+        "{v}"
+    );
+    std::fs::rename(&aside, &sealed).unwrap();
 
     // Rows removed without an archive are not mistaken for retention.
     let c = copy(&h.data);

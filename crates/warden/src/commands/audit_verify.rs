@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use warden_audit::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use warden_audit::{BlockCheck, Checkpoint, NoteVerifier, Problem, Record, Tree, verify_log_from};
 use warden_store::AuditReader;
@@ -201,6 +202,8 @@ pub fn store(
     };
     let blocks = RefCell::new(BlockCheck::new(reader.block_roots()?, base));
     let archived_to = RefCell::new(0u64);
+    // Segments the log says were sealed (file name → SHA-256), less those it says were deleted.
+    let segments = RefCell::new(std::collections::BTreeMap::<String, String>::new());
     let moved = RefCell::new(Vec::new());
     let failed = RefCell::new(None);
     let mut after = base;
@@ -215,12 +218,26 @@ pub fn store(
                     ));
                 }
                 if data.contains("\"audit.segment_archived\"")
-                    && let Some(to) = serde_json::from_str::<Value>(&data)
-                        .ok()
-                        .and_then(|v| v["details"]["to"].as_u64())
+                    && let Ok(v) = serde_json::from_str::<Value>(&data)
                 {
-                    let mut a = archived_to.borrow_mut();
-                    *a = (*a).max(to);
+                    if let Some(to) = v["details"]["to"].as_u64() {
+                        let mut a = archived_to.borrow_mut();
+                        *a = (*a).max(to);
+                    }
+                    if let (Some(file), Some(sha)) = (
+                        v["details"]["file"].as_str(),
+                        v["details"]["sha256"].as_str(),
+                    ) {
+                        segments
+                            .borrow_mut()
+                            .insert(file.to_owned(), sha.to_owned());
+                    }
+                }
+                if data.contains("\"audit.segment_deleted\"")
+                    && let Ok(v) = serde_json::from_str::<Value>(&data)
+                    && let Some(file) = v["details"]["file"].as_str()
+                {
+                    segments.borrow_mut().remove(file);
                 }
                 blocks.borrow_mut().add(seq, data.as_bytes());
                 return Some(Record {
@@ -244,6 +261,20 @@ pub fn store(
         return Err(e.into());
     }
     problems.extend(moved.into_inner());
+    let segments = segments.into_inner();
+    for (file, sha) in &segments {
+        let path = data_dir.join("archive").join(file);
+        match std::fs::read(&path) {
+            Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == *sha => {}
+            Ok(_) => problems.push(format!(
+                "archive segment {file}: its contents differ from those the log recorded when it was sealed (altered)"
+            )),
+            Err(_) => problems.push(format!(
+                "archive segment {file}: missing from {}, though the log records no deletion of it",
+                path.parent().unwrap_or(&path).display()
+            )),
+        }
+    }
     if base > 0 && archived_to.into_inner() != base {
         problems.push(format!(
             "events 1..{base} left the live log without an audited archive ending at {base}"
@@ -284,6 +315,7 @@ pub fn store(
         "external_checkpoints": outside.len(),
         "server_checkpoint_file": anchored,
         "archived_before": base,
+        "segments_checked": segments.len(),
         "verifier": key.name(),
     });
     report(out, "the audit log", summary, &problems)
