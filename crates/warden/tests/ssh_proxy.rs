@@ -209,6 +209,11 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     );
     let refused = s.wait_event("session.refused", Duration::from_secs(5));
     assert_eq!(refused["outcome"]["code"], "no_active_grant");
+    // `warden ssh` says so itself, with the documented exit codes, before ssh runs.
+    let out = fails(&s.alice, &["ssh", "web", "--", "true"], 3);
+    assert!(out.stderr.contains("no active grant for web"), "{out:?}");
+    fails(&s.alice, &["ssh", "nosuch"], 4);
+    fails(&s.alice, &["ssh", "web", "-i", "/nonexistent/key"], 2);
 
     // An unregistered key does not get in at all.
     let other = tempfile::tempdir().unwrap();

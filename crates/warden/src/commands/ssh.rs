@@ -208,9 +208,43 @@ pub async fn ssh(
     identity: Option<PathBuf>,
     command: Vec<String>,
 ) -> anyhow::Result<()> {
+    if let Some(key) = identity.as_ref().filter(|k| !k.is_file()) {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("-i {}: no such key file", key.display()),
+        )
+        .into());
+    }
     let c = Client::new(server)?;
     let me: Value = c.get("/v1/auth/whoami").await?;
     let user = me["user"].as_str().unwrap_or_default().to_owned();
+    // Refused here with the documented exit codes, before ssh runs (its own are 255 or the
+    // remote command's).
+    let active: Value = c
+        .get(&format!(
+            "/v1/requests?state=active&requester={}",
+            segment(&user)
+        ))
+        .await?;
+    let holds = active["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["target"] == target.as_str());
+    if !holds {
+        let targets: Value = c.get("/v1/targets").await?;
+        let known = targets["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["target"] == target.as_str());
+        return Err(if known {
+            Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`"))
+        } else {
+            Failure::new(exit::NOT_FOUND, format!("no target {target:?} that you may request (see `warden targets`)"))
+        }
+        .into());
+    }
     let proxy: Value = c.get("/v1/ssh/proxy").await?;
     let addr: std::net::SocketAddr = proxy["address"]
         .as_str()
