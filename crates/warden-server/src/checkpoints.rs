@@ -131,14 +131,14 @@ fn check_anchor(
     let stored = last.map_or((0, None), |c| (c.size, Some(c.root)));
     anyhow::ensure!(
         stored.0 >= signed.size,
-        "the log's newest checkpoint covers {} events, but this server signed one of {} (kept in {}): the log or its checkpoints were rolled back or deleted; nothing more is signed until `warden audit verify --data-dir` is clean",
+        "the log's newest checkpoint covers {} events, but this server signed one of {} (kept in {}): the log or its checkpoints were rolled back or deleted, and nothing more is signed. If a backup was restored on purpose, move that file aside (keep it: it records what the restore dropped) and restart",
         stored.0,
         signed.size,
         anchor.display()
     );
     anyhow::ensure!(
         stored.0 > signed.size || stored.1 == Some(signed.root),
-        "the log's checkpoint at size {} has another root than the one this server signed (kept in {}): the log was rewritten; nothing more is signed until `warden audit verify --data-dir` is clean",
+        "the log's checkpoint at size {} has another root than the one this server signed (kept in {}): the log was rewritten, and nothing more is signed; run `warden audit verify --data-dir` to see where",
         signed.size,
         anchor.display()
     );
