@@ -236,9 +236,11 @@ impl Unsigned {
             .by_address
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let total: usize = by.values().sum();
+        if by.values().sum::<usize>() >= UNSIGNED_TOTAL {
+            return None;
+        }
         let here = by.entry(address).or_default();
-        if *here >= UNSIGNED_PER_ADDRESS || total >= UNSIGNED_TOTAL {
+        if *here >= UNSIGNED_PER_ADDRESS {
             return None;
         }
         *here += 1;
