@@ -218,14 +218,15 @@ fn current_block(tree: &Tree) -> anyhow::Result<Tree> {
 
 /// Writes checkpoints every `interval` until `stop`. The server writes the last one itself,
 /// after its final event.
-pub async fn run(app: Shared, signer: NoteSigner, mut stop: watch::Receiver<bool>) {
+pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
+    let signer = &app.audit_signer;
     let interval = Duration::from_secs(app.config.checkpoint_interval.as_secs());
     let anchor = app.config.data_dir.join(ANCHOR_FILE);
     let mut backfilling = true;
     loop {
         if let Err(e) = checkpoint(
             app.store.as_ref(),
-            &signer,
+            signer,
             &app.config.audit_origin,
             &anchor,
         )

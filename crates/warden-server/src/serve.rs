@@ -193,6 +193,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         directory,
         issuers,
         ca,
+        note_signer,
         sealer,
         config.clone(),
         crate::metrics::Metrics::new().map_err(anyhow::Error::msg)?,
@@ -273,11 +274,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let exporter = crate::export::Exporter::start(&app, &rolled_back)?;
     crate::notify::outbox::check(&app)?;
     let dispatcher = tokio::spawn(crate::notify::outbox::run(app.clone(), stop_rx.clone()));
-    let checkpointer = tokio::spawn(crate::checkpoints::run(
-        app.clone(),
-        note_signer.clone(),
-        stop_rx.clone(),
-    ));
+    let checkpointer = tokio::spawn(crate::checkpoints::run(app.clone(), stop_rx.clone()));
     tokio::spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
 
     let router = crate::api::router(app.clone());
@@ -317,7 +314,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await?;
     crate::checkpoints::checkpoint(
         store.as_ref(),
-        &note_signer,
+        &app.audit_signer,
         &config.audit_origin,
         &config.data_dir.join(crate::checkpoints::ANCHOR_FILE),
     )

@@ -26,6 +26,8 @@ pub struct App {
     pub directory: Directory,
     pub issuers: Registry,
     pub ca: UserCa,
+    /// Signs the audit log's checkpoints, and the range of events an export holds.
+    pub audit_signer: warden_audit::NoteSigner,
     pub sealer: Sealer,
     pub config: Config,
     /// Wakes the worker when a new deadline may be earlier than the one it sleeps for.
@@ -135,6 +137,7 @@ impl App {
         directory: Directory,
         issuers: Registry,
         ca: UserCa,
+        audit_signer: warden_audit::NoteSigner,
         sealer: Sealer,
         config: Config,
         metrics: crate::metrics::Metrics,
@@ -146,6 +149,7 @@ impl App {
             directory,
             issuers,
             ca,
+            audit_signer,
             sealer,
             wake: crate::worker::Wake::default(),
             outbox: Notify::new(),

@@ -349,6 +349,34 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
     let broken = verify_bundle(&admin, &bundle, &key);
     assert_eq!(broken.code, 1, "{broken:?}");
 
+    // Events taken out at the end, or the range's signature swapped for the plain checkpoint
+    // of that size: both show.
+    let cut: String = events
+        .lines()
+        .take(events.lines().count() - 2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(bundle.join("events.jsonl"), &cut).unwrap();
+    let cut_short = verify_bundle(&admin, &bundle, &key);
+    assert_eq!(cut_short.code, 1, "{cut_short:?}");
+    assert!(
+        cut_short.stdout.contains("taken out") || cut_short.stderr.contains("taken out"),
+        "{cut_short:?}"
+    );
+    std::fs::write(bundle.join("events.jsonl"), &events).unwrap();
+    assert!(verify_bundle(&admin, &bundle, &key).success());
+    let plain = rusqlite::Connection::open(h.data.join("warden.db"))
+        .unwrap()
+        .query_row(
+            "SELECT note FROM checkpoints WHERE size = ?1",
+            [signed as i64],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap();
+    std::fs::write(bundle.join("checkpoint.note"), plain).unwrap();
+    let unsigned = verify_bundle(&admin, &bundle, &key);
+    assert_eq!(unsigned.code, 1, "{unsigned:?}");
+
     // And the live store still verifies end to end after the restart.
     server.terminate();
     let (code, v) = verify(&h.data, &[]);

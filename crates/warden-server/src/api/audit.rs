@@ -555,6 +555,8 @@ pub struct ExportedEvent {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Bundle {
     pub verifier_key: String,
+    /// The newest checkpoint, signed again with an `export FIRST LAST COUNT` line (or `export
+    /// none`) naming the events the bundle holds.
     pub checkpoint: String,
     pub events: Vec<ExportedEvent>,
     /// Present when the range reaches back to archived events, which the bundle leaves out.
@@ -600,10 +602,22 @@ pub async fn export(
         .unwrap_or_default()
         .trim()
         .to_owned();
+    // The checkpoint again, signed with the range of events the bundle holds: no event can
+    // be taken out of the bundle unseen.
+    let held = match (seqs.first(), seqs.last()) {
+        (Some(first), Some(last)) => format!("export {first} {last} {}", seqs.len()),
+        _ => "export none".to_owned(),
+    };
+    let checkpoint = warden_audit::Checkpoint::open(&cp.note, &app.audit_signer.verifier())
+        .and_then(|mut signed| {
+            signed.extensions.push(held);
+            signed.sign(&app.audit_signer)
+        })
+        .map_err(|e| crate::broker::Error::Issuer(format!("signing the export: {e}")))?;
     let bundle = |events| {
         Json(Bundle {
             verifier_key,
-            checkpoint: cp.note,
+            checkpoint,
             events,
             archived_before,
         })

@@ -555,6 +555,29 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
         checked += 1;
     }
     problems.extend(sequence_problems(&order));
+    // The range of events the bundle holds, signed with its checkpoint at export: none can be
+    // taken out, at either end or between, without it showing.
+    let held = order.iter().map(|(seq, _)| *seq);
+    let found = (held.clone().min(), held.max(), order.len());
+    match cp.extensions.iter().find_map(|e| e.strip_prefix("export ")) {
+        Some("none") if order.is_empty() => {}
+        Some(range) => {
+            let signed: Vec<u64> = range.split(' ').filter_map(|n| n.parse().ok()).collect();
+            let holds_it = matches!(signed[..], [first, last, count]
+                if found == (Some(first), Some(last), usize::try_from(count).unwrap_or(usize::MAX)));
+            if !holds_it {
+                problems.push(format!(
+                    "the bundle was exported holding events {range} (first, last, how many), but holds {} from {} to {}: events were taken out or added",
+                    found.2,
+                    found.0.map_or("-".into(), |s| s.to_string()),
+                    found.1.map_or("-".into(), |s| s.to_string()),
+                ));
+            }
+        }
+        None => problems.push(
+            "the bundle's checkpoint does not say which events were exported (it is not the one `warden audit export` signs): events may have been taken out".into(),
+        ),
+    }
     let summary =
         json!({ "events_checked": checked, "checkpoint_size": cp.size, "verifier": key.name() });
     report(out, "the bundle", summary, &problems)
