@@ -150,6 +150,39 @@ fn tampering_is_detected_and_named() {
         );
     }
 
+    // An event rewritten with its stored hash forged to match: only the roots show it, and the
+    // checkpoints that still match say where to look.
+    let c = copy(&h.data);
+    let db = rusqlite::Connection::open(c.path().join("warden.db")).unwrap();
+    let seq = h.size as i64 - 1;
+    let body: String = db
+        .query_row("SELECT body FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+        .unwrap();
+    let forged = body.replacen("\"time\"", "\"time\" ", 1);
+    assert_ne!(forged, body);
+    let hash = warden_audit::merkle::leaf_hash(forged.as_bytes());
+    db.execute(
+        "UPDATE audit SET body = ?1, leaf_hash = ?2 WHERE seq = ?3",
+        rusqlite::params![forged, hash.to_vec(), seq],
+    )
+    .unwrap();
+    drop(db);
+    let (code, v) = verify(c.path(), &[]);
+    assert_eq!(code, 1, "{v}");
+    let narrowed = problems(&v)
+        .into_iter()
+        .find(|p| p.starts_with("what changed lies in events"))
+        .unwrap_or_else(|| panic!("{v}"));
+    let (from, to) = narrowed
+        .trim_start_matches("what changed lies in events ")
+        .split_once(':')
+        .unwrap()
+        .0
+        .split_once("..=")
+        .unwrap();
+    let (from, to): (i64, i64) = (from.parse().unwrap(), to.parse().unwrap());
+    assert!(from <= seq && seq <= to && from > 1, "{narrowed}");
+
     // A deleted event.
     let c = copy(&h.data);
     tamper(c.path(), "DELETE FROM audit WHERE seq = 7");

@@ -281,6 +281,29 @@ pub fn store(
         ));
     }
     problems.extend(result.problems.iter().map(describe));
+    // An event changed with its stored hash forged to match shows only as a root that no longer
+    // matches: the checkpoints that still do narrow down where.
+    let mismatched: Vec<u64> = result
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::RootMismatch { size } => Some(*size),
+            _ => None,
+        })
+        .collect();
+    if let Some(&first_bad) = mismatched.iter().min() {
+        let last_good = checkpoints
+            .iter()
+            .chain(&outside)
+            .map(|c| c.size)
+            .filter(|&size| size < first_bad && !mismatched.contains(&size))
+            .max()
+            .unwrap_or(base);
+        problems.push(format!(
+            "what changed lies in events {}..={first_bad}: the log still matches the checkpoint at {last_good}",
+            last_good + 1
+        ));
+    }
     let blocks = blocks.into_inner();
     problems.extend(blocks.mismatched().iter().map(|&b| {
         format!(
