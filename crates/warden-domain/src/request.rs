@@ -415,6 +415,24 @@ impl Request {
         }
     }
 
+    /// Approves a pending request whose approvals already meet `requirement`, the approval
+    /// policy demands now (relaxed since they were given, or `auto`): no one could add to them.
+    pub fn approve_as_met(
+        &mut self,
+        requester: &User,
+        requirement: Requirement,
+        directory: &Directory,
+    ) -> Result<(), TransitionError> {
+        self.expect(&[State::Pending], "approved", "pending")?;
+        let progress = requirement.progress(requester, &self.approvers(directory));
+        if !progress.satisfied {
+            return Err(TransitionError::NotEligible(progress.missing));
+        }
+        self.requirement = requirement;
+        self.state = State::Approved;
+        Ok(())
+    }
+
     fn check_reviewer(&self, reviewer: &User) -> Result<(), TransitionError> {
         if reviewer.name == self.requester {
             return Err(TransitionError::OwnRequest);

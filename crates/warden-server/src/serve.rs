@@ -256,6 +256,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "requests of users no longer in the directory were revoked"
         );
     }
+    // A restart with other users or groups may have met some pending requests' approval.
+    crate::broker::grant_met_requests_later(&app);
     let interrupted = app.recover_intents().await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -386,7 +388,10 @@ async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = hup.recv() => match app.reload_policy(Actor::system()).await {
-                Ok(digest) => tracing::info!(%digest, "policy reloaded on SIGHUP"),
+                Ok(digest) => {
+                    tracing::info!(%digest, "policy reloaded on SIGHUP");
+                    crate::broker::grant_met_requests_later(&app);
+                }
                 Err(report) => tracing::error!(%report, "policy reload on SIGHUP rejected; the previous policy stays live"),
             },
             _ = stop.changed() => return,

@@ -504,6 +504,45 @@ fn a_reload_hands_pending_requests_to_their_new_approvers() {
     assert_eq!(granted["state"], "active", "{granted}");
 }
 
+/// A reload that relaxes a pending request's approval to what its approvals already meet (or to
+/// `auto`) grants it: no one could approve it further.
+#[test]
+fn a_reload_grants_what_the_approvals_given_now_meet() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, sam, admin) = (env.login("alice"), env.login("sam"), env.login("admin"));
+    let root = id(&create(&alice, "web", "root", &[]));
+    let half = ok(&sam, &["request", "approve", &root]);
+    assert_eq!(half["state"], "pending", "{half}");
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-8"]));
+
+    let relaxed = rules
+        .replace("two-person(security)", "peer(security)")
+        .replace(
+            "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+            "@approval(\"auto\")\n@max_ttl(\"4h\")",
+        );
+    assert_ne!(relaxed, rules);
+    write_policy(&env.policy_dir(), &[("access.cedar", &relaxed)]);
+    ok(&admin, &["policy", "reload"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state(&alice, &root) != "active" || state(&alice, &deploy) != "active" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still pending after the reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let approved = audit_events(&admin, "request.approved");
+    let by_policy = approved
+        .iter()
+        .find(|e| e["request_id"] == root.as_str())
+        .unwrap();
+    assert!(by_policy["actor"]["user"].is_null(), "{by_policy}");
+    let shown = ok(&alice, &["request", "show", &root]);
+    assert_eq!(shown["tier"], "peer(security)", "{shown}");
+}
+
 #[test]
 fn pending_requests_time_out() {
     let env = Env::start();

@@ -203,7 +203,10 @@ pub async fn reload(
         .await);
     }
     match app.reload_policy(who.actor()).await {
-        Ok(digest) => Ok(Json(ReloadResult { digest })),
+        Ok(digest) => {
+            crate::broker::grant_met_requests_later(&app);
+            Ok(Json(ReloadResult { digest }))
+        }
         Err(report) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_policy",

@@ -191,7 +191,10 @@ impl App {
                         "rules": r.rules,
                     })),
             );
-            return self.grant(&policy, r, events, false, &caller, now).await;
+            let to_requester = caller.user.name == r.requester;
+            return self
+                .grant(&policy, r, events, false, caller.actor(), to_requester, now)
+                .await;
         }
         let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
         let notified = !notices.is_empty();

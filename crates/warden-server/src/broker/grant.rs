@@ -18,20 +18,21 @@ impl App {
     /// Issues the credential for an approved request and activates the grant, storing every
     /// step with `events`. For issuers that create accounts the lease's intent, naming the
     /// account, is stored *before* the target is touched, so a crash at any instant leaves a
-    /// lease to clean up and never an unknown account. The secret goes back to `caller` if they
-    /// are the requester, and is otherwise sealed for the requester's one pickup.
+    /// lease to clean up and never an unknown account. The secret goes back to the caller if
+    /// they are the requester (`to_requester`), and is otherwise sealed for the requester's one
+    /// pickup; `actor` is who granted it.
     pub(super) async fn grant(
         &self,
         policy: &Policy,
         mut r: Request,
         mut events: Vec<Event>,
         mut stored: bool,
-        caller: &Caller<'_>,
+        actor: Actor,
+        to_requester: bool,
         now: OffsetDateTime,
     ) -> Result<Outcome, Error> {
         // Whatever ends this request meanwhile waits, and then finds what the issue made.
         let _issuing = self.issuing.lock(r.id).await;
-        let actor = caller.actor();
         let target = policy.targets().get(&r.target).ok_or_else(|| {
             Error::unknown_target(format!("target {} is no longer in the policy", r.target))
         })?;
@@ -113,7 +114,7 @@ impl App {
                 // (their request was just approved) would otherwise never learn it failed.
                 let told = [
                     (Audience::Security, r.breakglass.is_some()),
-                    (Audience::Requester, caller.user.name != r.requester),
+                    (Audience::Requester, !to_requester),
                 ];
                 let notices: Vec<_> = told
                     .into_iter()
@@ -184,11 +185,11 @@ impl App {
             );
             postmortem = Some(Postmortem::open(&r, bg.drill, now));
             notices = self.notices(&r, Kind::BreakGlass, Audience::Security, None);
-        } else if caller.user.name != r.requester {
+        } else if !to_requester {
             notices = self.notices(&r, Kind::Approved, Audience::Requester, None);
         }
         let (secret, pickup) = match issued.secret {
-            Some(secret) if caller.user.name != r.requester => {
+            Some(secret) if !to_requester => {
                 let sealed = serde_json::to_vec(secret.expose())
                     .map_err(|e| Error::Issuer(e.to_string()))
                     .and_then(|b| {

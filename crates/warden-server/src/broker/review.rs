@@ -1,7 +1,7 @@
 //! Reviewing and cancelling pending requests: approvals counted against the tier policy
 //! requires at the time of each review, denials, and withdrawals by the requester.
 
-use warden_domain::audit::{Code, Event};
+use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::Approved;
 use warden_domain::{Audience, Comment, Request, RequestId, State};
@@ -11,7 +11,92 @@ use warden_store::Change;
 use super::{CONFLICT_RETRIES, Caller, Error, Outcome, context};
 use crate::state::{App, now};
 
+/// Runs [`App::grant_met_requests`] in the background: after a reload, or at start.
+pub fn grant_met_requests_later(app: &crate::state::Shared) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        match app.grant_met_requests().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                granted = n,
+                "pending requests whose approvals now suffice were granted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "granting pending requests whose approvals now suffice failed")
+            }
+        }
+    });
+}
+
 impl App {
+    /// Grants the pending requests whose approvals already meet the approval policy demands
+    /// now: a reload or a restart relaxed it (or made it `auto`), so no one could approve them
+    /// further and they would only wait out their timeout. Run after each reload and at start;
+    /// returns how many were granted.
+    pub async fn grant_met_requests(&self) -> Result<usize, Error> {
+        let policy = self.policy.load_full();
+        let pending = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: None,
+                target: None,
+                states: vec![State::Pending],
+                before: None,
+                limit: 10_000,
+            })
+            .await?;
+        let mut granted = 0;
+        for mut r in pending {
+            let Some(requester) = self.user(&r.requester).cloned() else {
+                continue;
+            };
+            if r.breakglass.is_some() {
+                continue;
+            }
+            let now = now();
+            let ctx = context(now, r.ttl, r.ticket.as_ref());
+            let Ok(decision) = self.decide(
+                &policy,
+                Action::Request,
+                &requester,
+                &r.target,
+                &r.role,
+                &ctx,
+            ) else {
+                continue;
+            };
+            if decision.check(r.ttl, r.ticket.as_ref(), true).is_err()
+                || r.approve_as_met(&requester, decision.requirement.clone(), &self.directory)
+                    .is_err()
+            {
+                continue;
+            }
+            r.recording = r.recording.max(decision.recording);
+            let events = vec![
+                Event::new(Code::RequestApproved, Actor::system(), now)
+                    .for_request(&r)
+                    .details(serde_json::json!({
+                        "tier": r.requirement.to_string(),
+                        "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
+                        "why": "the approvals given meet the approval policy demands now",
+                    })),
+            ];
+            let id = r.id;
+            match self
+                .grant(&policy, r, events, true, Actor::system(), false, now)
+                .await
+            {
+                Ok(_) => granted += 1,
+                // Changed meanwhile (approved, cancelled): its own path decides it.
+                Err(Error::Store(warden_store::Error::Conflict)) => {}
+                Err(e) => {
+                    tracing::warn!(request = %id, error = %e, "granting a request whose approvals now suffice failed")
+                }
+            }
+        }
+        Ok(granted)
+    }
+
     /// Approves (`approve = true`) or denies a pending request.
     pub async fn review(
         &self,
@@ -137,7 +222,11 @@ impl App {
                         "tier": r.requirement.to_string(),
                         "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
                     })));
-                    match self.grant(&policy, r, events, true, &caller, now).await {
+                    let to_requester = caller.user.name == r.requester;
+                    match self
+                        .grant(&policy, r, events, true, actor.clone(), to_requester, now)
+                        .await
+                    {
                         Err(Error::Store(warden_store::Error::Conflict)) => continue,
                         other => return other,
                     }
