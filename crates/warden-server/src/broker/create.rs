@@ -191,10 +191,11 @@ impl App {
                         "rules": r.rules,
                     })),
             );
-            let to_requester = caller.user.name == r.requester;
-            return self
-                .grant(&policy, r, events, false, caller.actor(), to_requester, now)
-                .await;
+            let by = super::grant::Granter {
+                actor: caller.actor(),
+                is_requester: caller.user.name == r.requester,
+            };
+            return self.grant(&policy, r, events, false, by, now).await;
         }
         let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
         let notified = !notices.is_empty();

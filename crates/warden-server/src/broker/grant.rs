@@ -14,23 +14,32 @@ use super::{Caller, Error, Outcome};
 use crate::metrics;
 use crate::state::{App, now};
 
+/// Who grants a request: the actor on record, and whether they are its requester, who then
+/// gets the secret at once (anyone else's grant seals it for the requester's one pickup).
+pub(super) struct Granter {
+    pub actor: Actor,
+    pub is_requester: bool,
+}
+
 impl App {
     /// Issues the credential for an approved request and activates the grant, storing every
     /// step with `events`. For issuers that create accounts the lease's intent, naming the
     /// account, is stored *before* the target is touched, so a crash at any instant leaves a
-    /// lease to clean up and never an unknown account. The secret goes back to the caller if
-    /// they are the requester (`to_requester`), and is otherwise sealed for the requester's one
-    /// pickup; `actor` is who granted it.
+    /// lease to clean up and never an unknown account. The secret goes to `by` (see
+    /// [`Granter`]).
     pub(super) async fn grant(
         &self,
         policy: &Policy,
         mut r: Request,
         mut events: Vec<Event>,
         mut stored: bool,
-        actor: Actor,
-        to_requester: bool,
+        by: Granter,
         now: OffsetDateTime,
     ) -> Result<Outcome, Error> {
+        let Granter {
+            actor,
+            is_requester: to_requester,
+        } = by;
         // Whatever ends this request meanwhile waits, and then finds what the issue made.
         let _issuing = self.issuing.lock(r.id).await;
         let target = policy.targets().get(&r.target).ok_or_else(|| {

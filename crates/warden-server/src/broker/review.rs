@@ -82,10 +82,11 @@ impl App {
                     })),
             ];
             let id = r.id;
-            match self
-                .grant(&policy, r, events, true, Actor::system(), false, now)
-                .await
-            {
+            let by = super::grant::Granter {
+                actor: Actor::system(),
+                is_requester: false,
+            };
+            match self.grant(&policy, r, events, true, by, now).await {
                 Ok(_) => granted += 1,
                 // Changed meanwhile (approved, cancelled): its own path decides it.
                 Err(Error::Store(warden_store::Error::Conflict)) => {}
@@ -222,11 +223,11 @@ impl App {
                         "tier": r.requirement.to_string(),
                         "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
                     })));
-                    let to_requester = caller.user.name == r.requester;
-                    match self
-                        .grant(&policy, r, events, true, actor.clone(), to_requester, now)
-                        .await
-                    {
+                    let by = super::grant::Granter {
+                        actor: actor.clone(),
+                        is_requester: caller.user.name == r.requester,
+                    };
+                    match self.grant(&policy, r, events, true, by, now).await {
                         Err(Error::Store(warden_store::Error::Conflict)) => continue,
                         other => return other,
                     }
