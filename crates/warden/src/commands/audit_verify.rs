@@ -202,8 +202,7 @@ pub fn store(
     };
     let blocks = RefCell::new(BlockCheck::new(reader.block_roots()?, base));
     let archived_to = RefCell::new(0u64);
-    // Segments the log says were sealed (file name → SHA-256), less those it says were deleted.
-    let segments = RefCell::new(std::collections::BTreeMap::<String, String>::new());
+    let segments = RefCell::new(SegmentRecords::default());
     let moved = RefCell::new(Vec::new());
     let failed = RefCell::new(None);
     let mut after = base;
@@ -217,27 +216,9 @@ pub fn store(
                         "event stored at {seq} claims another sequence number: moved or forged"
                     ));
                 }
-                if data.contains("\"audit.segment_archived\"")
-                    && let Ok(v) = serde_json::from_str::<Value>(&data)
-                {
-                    if let Some(to) = v["details"]["to"].as_u64() {
-                        let mut a = archived_to.borrow_mut();
-                        *a = (*a).max(to);
-                    }
-                    if let (Some(file), Some(sha)) = (
-                        v["details"]["file"].as_str(),
-                        v["details"]["sha256"].as_str(),
-                    ) {
-                        segments
-                            .borrow_mut()
-                            .insert(file.to_owned(), sha.to_owned());
-                    }
-                }
-                if data.contains("\"audit.segment_deleted\"")
-                    && let Ok(v) = serde_json::from_str::<Value>(&data)
-                    && let Some(file) = v["details"]["file"].as_str()
-                {
-                    segments.borrow_mut().remove(file);
+                if let Some(to) = segments.borrow_mut().read(&data) {
+                    let mut a = archived_to.borrow_mut();
+                    *a = (*a).max(to);
                 }
                 blocks.borrow_mut().add(seq, data.as_bytes());
                 return Some(Record {
@@ -261,20 +242,9 @@ pub fn store(
         return Err(e.into());
     }
     problems.extend(moved.into_inner());
-    let segments = segments.into_inner();
-    for (file, sha) in &segments {
-        let path = data_dir.join("archive").join(file);
-        match std::fs::read(&path) {
-            Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == *sha => {}
-            Ok(_) => problems.push(format!(
-                "archive segment {file}: its contents differ from those the log recorded when it was sealed (altered)"
-            )),
-            Err(_) => problems.push(format!(
-                "archive segment {file}: missing from {}, though the log records no deletion of it",
-                path.parent().unwrap_or(&path).display()
-            )),
-        }
-    }
+    let (segments_checked, segment_problems) =
+        segments.into_inner().check(&data_dir.join("archive"));
+    problems.extend(segment_problems);
     if base > 0 && archived_to.into_inner() != base {
         problems.push(format!(
             "events 1..{base} left the live log without an audited archive ending at {base}"
@@ -338,10 +308,72 @@ pub fn store(
         "external_checkpoints": outside.len(),
         "server_checkpoint_file": anchored,
         "archived_before": base,
-        "segments_checked": segments.len(),
+        "segments_checked": segments_checked,
         "verifier": key.name(),
     });
     report(out, "the audit log", summary, &problems)
+}
+
+/// The archive segments the log records as sealed (file name → SHA-256) and as deleted, from
+/// the live log and from the segments themselves: a segment's own seal record may have been
+/// archived since, into a later segment.
+#[derive(Default)]
+struct SegmentRecords {
+    sealed: std::collections::BTreeMap<String, String>,
+    deleted: std::collections::BTreeSet<String>,
+}
+
+impl SegmentRecords {
+    /// Notes what event `data` records of segments; returns the end of the range an archive
+    /// event sealed.
+    fn read(&mut self, data: &str) -> Option<u64> {
+        let archived = data.contains("\"audit.segment_archived\"");
+        if !archived && !data.contains("\"audit.segment_deleted\"") {
+            return None;
+        }
+        let v: Value = serde_json::from_str(data).ok()?;
+        let file = v["details"]["file"].as_str()?.to_owned();
+        if !archived {
+            self.deleted.insert(file);
+            return None;
+        }
+        if let Some(sha) = v["details"]["sha256"].as_str() {
+            self.sealed.insert(file, sha.to_owned());
+        }
+        v["details"]["to"].as_u64()
+    }
+
+    /// Checks every segment sealed and not deleted is in `dir` as sealed, reading the records
+    /// of each one found; returns how many were checked, and the problems.
+    fn check(mut self, dir: &Path) -> (usize, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut checked = std::collections::BTreeSet::new();
+        while let Some((file, sha)) = self
+            .sealed
+            .iter()
+            .find(|(f, _)| !checked.contains(*f) && !self.deleted.contains(*f))
+            .map(|(f, s)| (f.clone(), s.clone()))
+        {
+            checked.insert(file.clone());
+            let path = dir.join(&file);
+            match std::fs::read(&path) {
+                Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == sha => {
+                    let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    for data in v["events"].as_array().into_iter().flatten() {
+                        self.read(data.as_str().unwrap_or_default());
+                    }
+                }
+                Ok(_) => problems.push(format!(
+                    "archive segment {file}: its contents differ from those the log recorded when it was sealed (altered)"
+                )),
+                Err(_) => problems.push(format!(
+                    "archive segment {file}: missing from {}, though the log records no deletion of it",
+                    dir.display()
+                )),
+            }
+        }
+        (checked.len(), problems)
+    }
 }
 
 /// "block of events 1025..=2048" for block 1.
