@@ -87,6 +87,8 @@ impl App {
         before: OffsetDateTime,
         actor: Actor,
     ) -> anyhow::Result<Option<Archived>> {
+        // One at a time: two seeing the same live log would seal the same events twice.
+        let _one = self.archiving.lock().await;
         let Some(mut end) = self.store.checkpoint_before(before).await? else {
             return Ok(None);
         };

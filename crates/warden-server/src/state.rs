@@ -36,6 +36,8 @@ pub struct App {
     pub outbox: Notify,
     /// Serialises policy reloads.
     reload: Mutex<()>,
+    /// Serialises archives of the audit log.
+    pub(crate) archiving: Mutex<()>,
     /// Held by a request's credential issue, and by whatever ends the request, so that a
     /// revocation waits for an issue under way and then removes what it made.
     pub(crate) issuing: crate::broker::Locks<RequestId>,
@@ -154,6 +156,7 @@ impl App {
             wake: crate::worker::Wake::default(),
             outbox: Notify::new(),
             reload: Mutex::new(()),
+            archiving: Mutex::new(()),
             issuing: crate::broker::Locks::default(),
             chains: crate::broker::Locks::default(),
             rotations: crate::broker::Locks::default(),
