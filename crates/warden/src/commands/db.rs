@@ -256,20 +256,8 @@ pub async fn revoke_all(server: Option<String>, user: String, out: Output) -> an
 pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
     let DbCommand::Connect { target, role, args } = cmd;
     let c = Client::new(server)?;
-    let me: Value = c.get("/v1/auth/whoami").await?;
-    let user = me["user"].as_str().unwrap_or_default();
-    let list: Value = c
-        .get(&format!(
-            "/v1/requests?state=active&requester={}",
-            segment(user)
-        ))
-        .await?;
-    let held: Vec<&Value> = list["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["target"] == target.as_str())
-        .collect();
+    let (_, held) = super::active_grants(&c, &target).await?;
+    let held: Vec<&Value> = held.iter().collect();
     let found: Vec<&Value> = held
         .iter()
         .copied()
@@ -284,7 +272,7 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         names.dedup();
         names
     };
-    if let (Some(role), false) = (&role, held.is_empty())
+    if let Some(role) = &role
         && found.is_empty()
     {
         return Err(Failure::new(
@@ -307,20 +295,7 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         )
         .into());
     }
-    let Some(grant) = found.first().map(|g| (*g).clone()) else {
-        let targets: Value = c.get("/v1/targets").await?;
-        let known = targets["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|t| t["target"] == target.as_str());
-        return Err(if known {
-            Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`"))
-        } else {
-            Failure::new(exit::NOT_FOUND, format!("no target {target} that you may request (see `warden targets`)"))
-        }
-        .into());
-    };
+    let grant = found[0];
     let public = &grant["credential"];
     let kind = public["kind"].as_str().unwrap_or_default();
     if !matches!(kind, "postgres" | "mariadb") {
@@ -337,7 +312,7 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let secret = match saved {
         Some(s) => s["secret"].clone(),
-        None => pickup(&c, &grant).await?.unwrap_or(Value::Null),
+        None => pickup(&c, grant).await?.unwrap_or(Value::Null),
     };
     let (program, own_args) = client_command(public);
     let mut cmd = std::process::Command::new(program);

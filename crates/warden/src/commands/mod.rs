@@ -13,7 +13,52 @@ pub mod vault;
 
 use std::io::Read;
 
+use serde_json::Value;
+
+use crate::client::{Client, segment};
 use crate::exit::{self, Failure};
+
+/// The caller's active grants for `target`, the one that ends last first. None is a refusal
+/// with the documented exit codes: no active grant for a target they may request (3), or no
+/// such target (4).
+pub(crate) async fn active_grants(
+    c: &Client,
+    target: &str,
+) -> anyhow::Result<(String, Vec<Value>)> {
+    let me: Value = c.get("/v1/auth/whoami").await?;
+    let user = me["user"].as_str().unwrap_or_default().to_owned();
+    let list: Value = c
+        .get(&format!(
+            "/v1/requests?state=active&requester={}",
+            segment(&user)
+        ))
+        .await?;
+    let mut grants: Vec<Value> = list["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["target"] == target)
+        .cloned()
+        .collect();
+    grants.sort_by_key(|r| {
+        std::cmp::Reverse(r["expires_at"].as_str().unwrap_or_default().to_owned())
+    });
+    if !grants.is_empty() {
+        return Ok((user, grants));
+    }
+    let targets: Value = c.get("/v1/targets").await?;
+    let known = targets["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["target"] == target);
+    Err(if known {
+        Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`"))
+    } else {
+        Failure::new(exit::NOT_FOUND, format!("no target {target} that you may request (see `warden targets`)"))
+    }
+    .into())
+}
 
 /// Parses a request id argument before anything is sent: a malformed one is a usage error
 /// (an empty one would even name another endpoint).

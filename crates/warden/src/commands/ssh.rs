@@ -216,35 +216,9 @@ pub async fn ssh(
         .into());
     }
     let c = Client::new(server)?;
-    let me: Value = c.get("/v1/auth/whoami").await?;
-    let user = me["user"].as_str().unwrap_or_default().to_owned();
     // Refused here with the documented exit codes, before ssh runs (its own are 255 or the
     // remote command's).
-    let active: Value = c
-        .get(&format!(
-            "/v1/requests?state=active&requester={}",
-            segment(&user)
-        ))
-        .await?;
-    let holds = active["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|r| r["target"] == target.as_str());
-    if !holds {
-        let targets: Value = c.get("/v1/targets").await?;
-        let known = targets["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|t| t["target"] == target.as_str());
-        return Err(if known {
-            Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`"))
-        } else {
-            Failure::new(exit::NOT_FOUND, format!("no target {target:?} that you may request (see `warden targets`)"))
-        }
-        .into());
-    }
+    let (user, grants) = super::active_grants(&c, &target).await?;
     let proxy: Value = c.get("/v1/ssh/proxy").await?;
     let addr: std::net::SocketAddr = proxy["address"]
         .as_str()
@@ -278,12 +252,10 @@ pub async fn ssh(
     // ssh's own default otherwise).
     let certified = match identity {
         Some(key) => {
-            let cert = grant_certificate(&c, &user, &target, &dir, Some(&key)).await?;
+            let cert = grant_certificate(&grants, &dir, Some(&key));
             Some((key, cert.map(|(_, cert)| cert)))
         }
-        None => grant_certificate(&c, &user, &target, &dir, None)
-            .await?
-            .map(|(key, cert)| (key, Some(cert))),
+        None => grant_certificate(&grants, &dir, None).map(|(key, cert)| (key, Some(cert))),
     };
     if let Some((key, cert)) = certified {
         cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
@@ -296,35 +268,19 @@ pub async fn ssh(
     Err(cmd.exec()).context("starting ssh (is the OpenSSH client installed?)")
 }
 
-/// The key and certificate `warden request create` saved in `dir` for `user`'s active grant
-/// for `target` that ends last, if there is one; with `key`, of the grant that certifies it.
-async fn grant_certificate(
-    c: &Client,
-    user: &str,
-    target: &str,
+/// The key and certificate `warden request create` saved in `dir` for the first of `grants`
+/// (the caller's active grants for the target, the one that ends last first) it saved them
+/// for; with `key`, of the grant that certifies it.
+fn grant_certificate(
+    grants: &[Value],
     dir: &std::path::Path,
     key: Option<&std::path::Path>,
-) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+) -> Option<(PathBuf, PathBuf)> {
     let public = key.and_then(public_half);
     if key.is_some() && public.is_none() {
-        return Ok(None);
+        return None;
     }
-    let v: Value = c
-        .get(&format!(
-            "/v1/requests?state=active&requester={}",
-            segment(user)
-        ))
-        .await?;
-    let mut grants: Vec<&Value> = v["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["target"] == target)
-        .collect();
-    grants.sort_by_key(|r| {
-        std::cmp::Reverse(r["expires_at"].as_str().unwrap_or_default().to_owned())
-    });
-    Ok(grants.into_iter().find_map(|r| {
+    grants.iter().find_map(|r| {
         let id = r["id"].as_str().filter(|id| super::requests::id_like(id))?;
         let cert = dir.join(format!("{id}-cert.pub"));
         match (key, &public) {
@@ -334,7 +290,7 @@ async fn grant_certificate(
                 (key.exists() && cert.exists()).then_some((key, cert))
             }
         }
-    }))
+    })
 }
 
 /// The public half of the private key in `key`: from `KEY.pub` or the key file itself.
