@@ -107,8 +107,15 @@ pub fn save(s: &Saved) -> anyhow::Result<()> {
 
 /// Forgets the saved login.
 pub fn forget() -> anyhow::Result<()> {
-    match std::fs::remove_file(saved_path()?) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+    remove_if_present(&saved_path()?)
+}
+
+/// Removes the file at `path`; one already gone is no error.
+pub fn remove_if_present(path: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
         _ => Ok(()),
     }
 }

@@ -16,7 +16,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::read_secret;
-use crate::client::{Client, ensure_home, segment};
+use crate::client::{Client, ensure_home, remove_if_present, segment};
 use crate::exit::{self, Failure};
 use crate::output::Output;
 
@@ -117,7 +117,7 @@ pub fn forget_expired() -> anyhow::Result<()> {
                     .ok()
             });
         if expires.is_some_and(|at| at <= now) {
-            forget(&path)?;
+            remove_if_present(&path)?;
         }
     }
     Ok(())
@@ -125,16 +125,7 @@ pub fn forget_expired() -> anyhow::Result<()> {
 
 /// Removes the kept secret of grant `id`, if any: it was revoked.
 pub fn forget_secret(id: &str) -> anyhow::Result<()> {
-    forget(&grant_file(id)?)
-}
-
-fn forget(path: &std::path::Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
-    }
+    remove_if_present(&grant_file(id)?)
 }
 
 /// Fetches a grant's secret from the server (once) and keeps it.
