@@ -273,19 +273,23 @@ impl App {
         let Some(requester) = self.user(&r.requester) else {
             return r.requirement.clone();
         };
-        let policy = self.policy.load();
-        let ctx = context(now(), r.ttl, r.ticket.as_ref());
-        match self.decide(
-            &policy,
-            Action::Request,
-            requester,
-            &r.target,
-            &r.role,
-            &ctx,
-        ) {
+        match self.decide_as_made(&self.policy.load(), requester, r, now()) {
             Ok(d) if d.allowed => d.requirement,
             _ => r.requirement.clone(),
         }
+    }
+
+    /// What `policy` decides, at `now`, of request `r` by `requester` as it was made (its
+    /// target, role, TTL and ticket).
+    fn decide_as_made(
+        &self,
+        policy: &Policy,
+        requester: &User,
+        r: &Request,
+        now: OffsetDateTime,
+    ) -> Result<Decision, Error> {
+        let ctx = context(now, r.ttl, r.ticket.as_ref());
+        self.decide(policy, Action::Request, requester, &r.target, &r.role, &ctx)
     }
 
     /// The places `requirement` still leaves open on pending request `r`, as text for people

@@ -5,10 +5,9 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::Approved;
 use warden_domain::{Audience, Comment, Request, RequestId, State};
-use warden_policy::Action;
 use warden_store::Change;
 
-use super::{CONFLICT_RETRIES, Caller, Error, Outcome, context};
+use super::{CONFLICT_RETRIES, Caller, Error, Outcome};
 use crate::state::{App, now};
 
 /// Runs [`App::grant_met_requests`] in the background: after a reload, or at start.
@@ -54,15 +53,7 @@ impl App {
                 continue;
             }
             let now = now();
-            let ctx = context(now, r.ttl, r.ticket.as_ref());
-            let Ok(decision) = self.decide(
-                &policy,
-                Action::Request,
-                &requester,
-                &r.target,
-                &r.role,
-                &ctx,
-            ) else {
+            let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
                 continue;
             };
             if decision.check(r.ttl, r.ticket.as_ref(), true).is_err()
@@ -141,14 +132,7 @@ impl App {
                 }
             }
             let policy = self.policy.load_full();
-            let decision = match self.decide(
-                &policy,
-                Action::Request,
-                &requester,
-                &r.target,
-                &r.role,
-                &context(now, r.ttl, r.ticket.as_ref()),
-            ) {
+            let decision = match self.decide_as_made(&policy, &requester, &r, now) {
                 Ok(d) => d,
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
