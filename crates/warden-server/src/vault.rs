@@ -99,13 +99,7 @@ impl App {
                 username: username.to_owned(),
                 password: Secret::new(password.to_owned()),
             };
-            let tried = crate::broker::within_timeout(issuer.list_accounts(ListRequest {
-                target,
-                connection: &t.connection,
-                admin: Some(&admin),
-            }))
-            .await;
-            if let Err(e) = tried {
+            if let Err(e) = logs_in(&t, issuer.as_ref(), &admin).await {
                 return Err(Error::Input {
                     code: "credential_not_working",
                     message: format!(
@@ -168,14 +162,6 @@ impl App {
             return Ok(Some(current));
         };
         let (t, issuer) = self.account_target(target)?;
-        let logs_in = async |admin: &AdminCredential| {
-            crate::broker::within_timeout(issuer.list_accounts(ListRequest {
-                target,
-                connection: &t.connection,
-                admin: Some(admin),
-            }))
-            .await
-        };
         let new = AdminCredential {
             username: current.username.clone(),
             password: next,
@@ -185,12 +171,14 @@ impl App {
                 "a rotation of {target}'s admin password was interrupted, and neither password could be tried: {e}"
             ))
         };
-        let (kept, which) = match logs_in(&new).await {
-            Ok(_) => (new, "new"),
-            Err(e) if e.left_target_untouched() => match logs_in(&current).await {
-                Ok(_) => (current, "old"),
-                Err(e) => return Err(unsettled(e)),
-            },
+        let (kept, which) = match logs_in(&t, issuer.as_ref(), &new).await {
+            Ok(()) => (new, "new"),
+            Err(e) if e.left_target_untouched() => {
+                match logs_in(&t, issuer.as_ref(), &current).await {
+                    Ok(()) => (current, "old"),
+                    Err(e) => return Err(unsettled(e)),
+                }
+            }
             Err(e) => return Err(unsettled(e)),
         };
         let mut ev = Event::new(Code::TargetRootRotated, Actor::system(), now()).details(
@@ -275,6 +263,22 @@ impl App {
             }
         }
     }
+}
+
+/// Whether `admin` logs in to target `t` with what Warden needs: tried by listing its
+/// accounts, as reconciliation does.
+async fn logs_in(
+    t: &warden_policy::Target,
+    issuer: &dyn warden_issuers::Issuer,
+    admin: &AdminCredential,
+) -> Result<(), warden_issuers::Error> {
+    crate::broker::within_timeout(issuer.list_accounts(ListRequest {
+        target: &t.name,
+        connection: &t.connection,
+        admin: Some(admin),
+    }))
+    .await
+    .map(|_| ())
 }
 
 fn caller_actor(c: &Caller<'_>) -> Actor {
