@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use russh::keys::ssh_key::{Certificate, HashAlg, PublicKey};
+use russh::keys::ssh_key::{self, Certificate, HashAlg, PublicKey, SshSig};
 use warden_domain::audit::{Code, Event};
 use warden_domain::{RequestId, State, TargetName, User, UserName};
 use warden_issuers::ssh_cert;
@@ -25,6 +25,41 @@ fn store_err(e: warden_store::Error) -> BackendError {
 
 fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// The SSH signature namespace of a key registration's proof (`ssh-keygen -Y sign -n`), so that
+/// no signature made for another purpose (git, files) counts as one.
+pub const KEY_PROOF_NAMESPACE: &str = "warden-ssh-key";
+
+/// What a key registration's proof signs: the user the key is registered to. Without a proof
+/// anyone could register another's public key, and that person's sign-ins at the proxy would
+/// then run as the registrant; one made for a user registers the key to no one else.
+pub fn key_proof_message(user: &str) -> String {
+    format!("register this SSH key to Warden user {user}\n")
+}
+
+/// Checks that `proof` is `key`'s signature over [`key_proof_message`] for `user`.
+fn check_key_proof(key: &PublicKey, user: &str, proof: &str) -> Result<(), String> {
+    let how = format!(
+        "`warden keys add` makes one with `ssh-keygen -Y sign -n {KEY_PROOF_NAMESPACE}`, over \"{}\"",
+        key_proof_message(user).trim_end()
+    );
+    let sig = SshSig::from_pem(proof.trim()).map_err(|_| {
+        format!("the proof is not an SSH signature (-----BEGIN SSH SIGNATURE-----); {how}")
+    })?;
+    key.verify(KEY_PROOF_NAMESPACE, key_proof_message(user).as_bytes(), &sig)
+        .map_err(|e| match e {
+            ssh_key::Error::PublicKey => format!(
+                "the proof is signed by another key than the one to register; sign with the key's own private half: {how}"
+            ),
+            ssh_key::Error::Namespace => format!(
+                "the proof was signed for another purpose (namespace {:?}); {how}",
+                sig.namespace()
+            ),
+            _ => format!(
+                "the proof does not verify for this key and user {user}, so it does not show you hold the private key; {how}"
+            ),
+        })
 }
 
 #[async_trait]
@@ -283,8 +318,15 @@ impl App {
         }))
     }
 
-    /// Registers a public key to the caller for logging in to the SSH proxy.
-    pub async fn add_ssh_key(&self, caller: Caller<'_>, text: &str) -> Result<SshKey, Error> {
+    /// Registers a public key to the caller for logging in to the SSH proxy, once `proof` (an
+    /// SSH signature by that key over [`key_proof_message`]) shows the caller holds its private
+    /// half.
+    pub async fn add_ssh_key(
+        &self,
+        caller: Caller<'_>,
+        text: &str,
+        proof: &str,
+    ) -> Result<SshKey, Error> {
         let input = |message: String| Error::Input {
             code: "bad_public_key",
             message,
@@ -295,6 +337,17 @@ impl App {
                 "that is Warden's own user CA key, not yours: register the public key of your key pair".into(),
             ));
         }
+        if key.key_data().rsa().is_some() {
+            return Err(input(
+                "the SSH proxy signs users in with Ed25519 and ECDSA keys, not RSA: register an Ed25519 key (ssh-keygen -t ed25519)".into(),
+            ));
+        }
+        check_key_proof(&key, caller.user.name.as_str(), proof).map_err(|message| {
+            Error::Input {
+                code: "bad_key_proof",
+                message,
+            }
+        })?;
         let record = SshKey {
             fingerprint: fingerprint(&key),
             user: caller.user.name.clone(),

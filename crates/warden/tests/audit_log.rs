@@ -593,13 +593,13 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     assert_eq!(code, 1, "{v}");
 }
 
-/// The newest checkpoint's size once it is at least `size`.
+/// The newest checkpoint's size once it is at least `size` (waiting for the first one, too).
 fn checkpoint_reaching(admin: &Cli, size: u64) -> u64 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let reached = note_size(&admin.run(&["audit", "checkpoint"], None).stdout);
-        if reached >= size {
-            return reached;
+        let newest = admin.run(&["audit", "checkpoint"], None);
+        if newest.success() && note_size(&newest.stdout) >= size {
+            return note_size(&newest.stdout);
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -1035,6 +1035,42 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     let note = admin.run(&["audit", "checkpoint"], None).stdout;
     assert_eq!(note_size(&note), size);
     std::fs::write(&kept, &note).unwrap();
+
+    // The server's checkpoint of that size lost, the log intact: a proof from the kept
+    // checkpoint's size, where the server now keeps none, is checked against the kept one.
+    create(&alice, "demo-ssh", "viewer", &[]);
+    checkpoint_reaching(&admin, size + 1);
+    tamper(
+        &f.data,
+        &format!("DELETE FROM checkpoints WHERE size = {size};"),
+    );
+    let from_kept = |admin: &Cli| {
+        let proof = admin.json(&["audit", "prove-consistency", "--from", &size.to_string()]);
+        assert_eq!(proof["old_size"], size, "{proof}");
+        assert!(proof["old_checkpoint"].is_null(), "{proof}");
+        let file = f.dir.path().join("from-kept.json");
+        std::fs::write(&file, proof.to_string()).unwrap();
+        file
+    };
+    let file = from_kept(&admin);
+    let check = |admin: &Cli, file: &Path, kept_file: Option<&Path>| {
+        let mut args = vec![
+            "audit",
+            "verify-proof",
+            file.to_str().unwrap(),
+            "--verifier-key",
+            key.as_str(),
+        ];
+        if let Some(k) = kept_file {
+            args.extend(["--checkpoint", k.to_str().unwrap()]);
+        }
+        admin.run(&args, None)
+    };
+    let out = check(&admin, &file, Some(&kept));
+    assert!(out.success(), "{out:?}");
+    let out = check(&admin, &file, None);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--checkpoint FILE"), "{out:?}");
     assert!(server.terminate().success());
 
     let rewrite = "UPDATE audit SET body = replace(body, '\"reason\":\"', '\"reason\":\"approved by the CISO; ') \
@@ -1095,6 +1131,13 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     let out = admin.run(&args, None);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains(&format!("--from {size}")), "{out:?}");
+    // From it, the proof fails against the kept checkpoint: the fork shows online.
+    let out = check(&admin, &from_kept(&admin), Some(&kept));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("consistency proof does not verify"),
+        "{out:?}"
+    );
 }
 
 fn latest_note_or_none(data: &Path) -> Option<String> {

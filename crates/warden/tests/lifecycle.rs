@@ -744,7 +744,7 @@ fn bad_input_is_refused_clearly_and_audited() {
     let keys = tempfile::tempdir().unwrap();
     let (_, line) = warden_testkit::ssh_keypair(keys.path(), "comment");
     let forged = format!("{} evil\u{1b}[2J\u{202e}gnp", line.trim());
-    let body = serde_json::json!({ "public_key": forged }).to_string();
+    let body = serde_json::json!({ "public_key": forged, "proof": "-" }).to_string();
     let (status, body) = post(port, "/v1/ssh/keys", Some(token), &body);
     assert_eq!(
         (status, error_code(&body).as_str()),

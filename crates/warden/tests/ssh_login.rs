@@ -120,7 +120,7 @@ fn a_certificate_for_another_principal_is_refused() {
         2,
     );
     assert!(out.stderr.contains("Warden's own user CA key"), "{out:?}");
-    let out = fails(&alice, &["keys", "add", ca_path], 2);
+    let out = fails(&alice, &["keys", "add", ca_path, "--proof", ca_path], 2);
     assert!(out.stderr.contains("Warden's own user CA key"), "{out:?}");
 }
 

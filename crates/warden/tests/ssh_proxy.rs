@@ -221,6 +221,55 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     let out = ssh_run(s.port, "alice:web", &stranger, "echo hi");
     assert_eq!(out.status.code(), Some(255), "{out:?}");
 
+    // Nobody registers another's public key: a key's registration carries its signature over
+    // the user it is registered to, in Warden's namespace, made by its private half.
+    let bob = s.env.login("bob");
+    let alice_public = format!("{}.pub", s.key.display());
+    let proof = |key: &Path, namespace: &str, user: &str| {
+        let file = other.path().join(format!("proof-{namespace}-{user}"));
+        let mut child = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-Y", "sign", "-n", namespace, "-f"])
+            .arg(key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let message = format!("register this SSH key to Warden user {user}\n");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), message.as_bytes()).unwrap();
+        let signed = child.wait_with_output().unwrap();
+        assert!(signed.status.success(), "{signed:?}");
+        std::fs::write(&file, signed.stdout).unwrap();
+        file.to_str().unwrap().to_owned()
+    };
+    for (key, namespace, user, refusal) in [
+        (
+            &s.key,
+            "warden-ssh-key",
+            "alice",
+            "does not verify for this key and user bob",
+        ),
+        (&stranger, "warden-ssh-key", "bob", "signed by another key"),
+        (&s.key, "git", "bob", "signed for another purpose"),
+    ] {
+        let forged = proof(key, namespace, user);
+        let out = fails(&bob, &["keys", "add", &alice_public, "--proof", &forged], 2);
+        assert!(out.stderr.contains(refusal), "{refusal}: {out:?}");
+    }
+    let lone = other.path().join("copied.pub");
+    std::fs::copy(&alice_public, &lone).unwrap();
+    let out = fails(&bob, &["keys", "add", lone.to_str().unwrap()], 2);
+    assert!(
+        out.stderr
+            .contains("registering a key needs its private half"),
+        "{out:?}"
+    );
+    assert!(
+        ok(&bob, &["keys", "list"])["keys"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
     let grant = s.grant("30m");
     let out = s.ssh("echo relayed-$(whoami); echo to-stderr >&2; exit 3");
     assert_eq!(out.status.code(), Some(3), "{out:?}\n{}", s.sshd.log());

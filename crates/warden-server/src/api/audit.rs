@@ -503,13 +503,20 @@ pub struct ConsistencyQuery {
 pub struct ConsistencyProof {
     /// Always `consistency`.
     pub kind: String,
-    pub old_checkpoint: String,
+    /// The size the proof starts from.
+    pub old_size: u64,
+    /// The server's checkpoint at `old_size`, or `null` where it keeps none: then the proof is
+    /// checked against a checkpoint of that size kept elsewhere.
+    pub old_checkpoint: Option<String>,
     pub new_checkpoint: String,
     pub proof: Vec<String>,
 }
 
-/// Proves that the log at checkpoint `to` is an append-only extension of checkpoint `from`.
-/// Administrators and audit readers, like inclusion proofs.
+/// Proves that the log at checkpoint `to` is an append-only extension of its first `from`
+/// events. `from` need not be a size the server kept a checkpoint at: an auditor's kept
+/// checkpoint is checked against the log as it is now, whatever the server's own checkpoints
+/// say (they may have been rewritten with the log). Administrators and audit readers, like
+/// inclusion proofs.
 #[utoipa::path(get, path = "/v1/audit/consistency", params(ConsistencyQuery), security(("token" = [])),
     responses((status = 200, body = ConsistencyProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn consistency(
@@ -519,15 +526,30 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let asked = require_audit_reader(&app, &who, "read audit proofs").and_then(|()| query(raw));
     let q = admitted(&app, &who, "audit.prove", asked).await?;
-    let old = checkpoint_at(&app, Some(q.from)).await?;
     let new = checkpoint_at(&app, q.to).await?;
-    let path = tree_for(&app, new.size, &[old.size.saturating_sub(1)])
+    if q.from > new.size {
+        let e = ApiError::bad_request(
+            "bad_proof_request",
+            format!(
+                "from {} is beyond the checkpoint of size {}: a consistency proof runs from an older size to a newer one",
+                q.from, new.size
+            ),
+        );
+        return Err(refuse(&app, &who, "audit.prove", e).await);
+    }
+    let old = app
+        .store
+        .checkpoint(q.from)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    let path = tree_for(&app, new.size, &[q.from.saturating_sub(1)])
         .await?
-        .consistency(old.size)
+        .consistency(q.from)
         .map_err(proof_error)?;
     Ok(Json(ConsistencyProof {
         kind: "consistency".into(),
-        old_checkpoint: old.note,
+        old_size: q.from,
+        old_checkpoint: old.map(|cp| cp.note),
         new_checkpoint: new.note,
         proof: hexes(&path),
     }))

@@ -20,8 +20,12 @@ use crate::state::Shared;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
-    /// One OpenSSH public key line.
+    /// One OpenSSH public key line (Ed25519 or ECDSA).
     pub public_key: String,
+    /// The key's SSH signature (`ssh-keygen -Y sign -n warden-ssh-key`, armored) over
+    /// `register this SSH key to Warden user NAME` and a newline, NAME the caller's: it shows
+    /// the caller holds the private key.
+    pub proof: String,
 }
 
 /// A registered key.
@@ -49,7 +53,7 @@ pub async fn add_key(
     raw: Result<JsonBody<KeyBody>, ApiError>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
     let b = body(&app, &who, "ssh.key_add", raw).await?;
-    match app.add_ssh_key(who.caller(), &b.public_key).await {
+    match app.add_ssh_key(who.caller(), &b.public_key, &b.proof).await {
         Ok(k) => Ok((StatusCode::CREATED, Json(view(k)))),
         Err(e) => Err(refuse(&app, &who, "ssh.key_add", e.into()).await),
     }

@@ -63,10 +63,13 @@ pub enum AuditCommand {
         #[arg(long)]
         size: Option<u64>,
     },
-    /// Print a consistency proof between two checkpoints.
+    /// Print a consistency proof: the log at a checkpoint extends its first FROM events.
     ProveConsistency {
+        /// The size to prove from: that of a checkpoint you kept (its second line), whether or
+        /// not the server still has one of that size.
         #[arg(long)]
         from: u64,
+        /// The checkpoint's size to prove to (default: the newest).
         #[arg(long)]
         to: Option<u64>,
     },

@@ -466,16 +466,41 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
             json!({ "kind": "inclusion", "seq": seq, "checkpoint_size": cp.size, "valid": true })
         }
         Some("consistency") => {
-            let old = open("old_checkpoint")?;
             let new = open("new_checkpoint")?;
+            let old_size = v["old_size"].as_u64().context("proof has no old_size")?;
             if let Some(k) = &kept
-                && k.size != old.size
+                && k.size != old_size
             {
                 return Err(Failure::new(
                     exit::USAGE,
                     format!(
-                        "the proof starts at size {}, your checkpoint is of size {}: ask for one from it (`warden audit prove-consistency --from {}`)",
-                        old.size, k.size, k.size
+                        "the proof starts at size {old_size}, your checkpoint is of size {}: ask for one from it (`warden audit prove-consistency --from {}`)",
+                        k.size, k.size
+                    ),
+                )
+                .into());
+            }
+            // Where the server keeps no checkpoint of that size, the kept one is all there is
+            // to check the proof's start against.
+            let old = match (&v["old_checkpoint"], &kept) {
+                (Value::Null, Some(k)) => k.clone(),
+                (Value::Null, None) => {
+                    return Err(Failure::new(
+                        exit::USAGE,
+                        format!(
+                            "the server keeps no checkpoint at size {old_size}, where this proof starts: check it against the checkpoint of that size you kept (`--checkpoint FILE`)"
+                        ),
+                    )
+                    .into());
+                }
+                _ => open("old_checkpoint")?,
+            };
+            if old.size != old_size {
+                return Err(Failure::new(
+                    exit::FAILURE,
+                    format!(
+                        "the proof claims to start at size {old_size} but its old checkpoint is of size {}",
+                        old.size
                     ),
                 )
                 .into());

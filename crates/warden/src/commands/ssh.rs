@@ -17,7 +17,15 @@ use crate::output::{Output, instant, table};
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Register a public key (e.g. ~/.ssh/id_ed25519.pub) to log in to Warden's SSH proxy.
-    Add { file: PathBuf },
+    /// Its private half signs a proof that the key is yours, with `ssh-keygen -Y sign` (the
+    /// private key file beside FILE, or ssh-agent).
+    Add {
+        file: PathBuf,
+        /// A proof signed already (`ssh-keygen -Y sign -n warden-ssh-key` over `register this
+        /// SSH key to Warden user NAME` and a newline), e.g. on the machine holding the key.
+        #[arg(long)]
+        proof: Option<PathBuf>,
+    },
     /// List your registered keys.
     List,
     /// Remove a key by its fingerprint (SHA256:…).
@@ -37,10 +45,22 @@ pub enum SessionsCommand {
 pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     match cmd {
-        KeysCommand::Add { file } => {
+        KeysCommand::Add { file, proof } => {
             let text = super::read_public_key(&file)?;
+            let proof = match proof {
+                Some(p) => std::fs::read_to_string(&p).map_err(|e| {
+                    Failure::new(exit::USAGE, format!("cannot read {}: {e}", p.display()))
+                })?,
+                None => {
+                    let me: Value = c.get("/v1/auth/whoami").await?;
+                    sign_key_proof(&file, me["user"].as_str().unwrap_or_default())?
+                }
+            };
             let v: Value = c
-                .post("/v1/ssh/keys", &json!({ "public_key": text }))
+                .post(
+                    "/v1/ssh/keys",
+                    &json!({ "public_key": text, "proof": proof }),
+                )
                 .await?;
             if out.json {
                 out.json(&v)
@@ -82,6 +102,45 @@ pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyh
             }
         }
     }
+}
+
+/// Signs the proof that the caller holds `public`'s private key, with `ssh-keygen -Y sign`: it
+/// reads the private key beside `public` (asking for its passphrase itself), or, with none
+/// there, asks ssh-agent to sign with `public`.
+fn sign_key_proof(public: &std::path::Path, user: &str) -> anyhow::Result<String> {
+    let private = public
+        .to_str()
+        .and_then(|p| p.strip_suffix(".pub"))
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
+    let key = private.as_deref().unwrap_or(public);
+    let mut child = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", warden_server::ssh::KEY_PROOF_NAMESPACE, "-f"])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            Failure::new(
+                exit::USAGE,
+                format!("cannot run ssh-keygen to sign the key's proof ({e}): install the OpenSSH client, or pass a proof made elsewhere with --proof"),
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(warden_server::ssh::key_proof_message(user).as_bytes())?;
+    }
+    let signed = child.wait_with_output()?;
+    if !signed.status.success() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "ssh-keygen could not sign with {} (above, why): registering a key needs its private half, in the file beside the public key or in ssh-agent",
+                key.display()
+            ),
+        )
+        .into());
+    }
+    String::from_utf8(signed.stdout).context("ssh-keygen printed no signature")
 }
 
 pub async fn sessions(
