@@ -59,6 +59,7 @@ codes! {
     GrantExpired = 2009, "grant.expired";
     GrantRevoked = 2010, "grant.revoked";
     ActionRefused = 2011, "request.action_refused";
+    RequirementChanged = 2012, "request.requirement_changed";
     BreakGlassActivated = 2100, "breakglass.activated";
     PostmortemOpened = 2101, "postmortem.opened";
     PostmortemClosed = 2102, "postmortem.closed";

@@ -214,6 +214,16 @@ fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     let sam = env.login("sam");
 
     let rid = id(&create(&alice, "web", "root", &[]));
+    // Security is named by the tier and sees it waiting; the second approver may be anyone,
+    // who is not shown everyone's two-person requests but approves by id when asked.
+    let waiting = |who: &warden_testkit::Cli| -> Vec<serde_json::Value> {
+        ok(who, &["request", "list", "--reviewable"])["requests"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert!(waiting(&sam).iter().any(|r| r["id"] == rid.as_str()));
+    assert!(waiting(&bob).is_empty());
     ok(&bob, &["request", "approve", &rid]);
     // A second non-security approver would not count.
     let out = fails(&mallory, &["request", "approve", &rid], 3);

@@ -255,6 +255,69 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     assert_eq!(warned[0]["event"]["request_id"], vid);
 }
 
+/// A reload that changes who approves a pending request tells those who may approve it now
+/// and could not before (and no one twice), and the audit log says what changed.
+#[test]
+fn a_reload_that_changes_the_approvers_tells_the_new_ones() {
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[users.carol]\ngroups = [\"sre\", \"security\"]\n\n\
+             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url()
+        ),
+    );
+    let (alice, admin) = (login(&server, "alice"), login(&server, "admin"));
+    let rid = id(&common::create(&alice, "web", "deploy", &[]));
+    wait_for("the first approval notice", || {
+        !notices(&hook, "approval_needed", &rid).is_empty()
+    });
+    assert_eq!(
+        notices(&hook, "approval_needed", &rid)[0]["recipients"],
+        serde_json::json!(["bob", "carol"])
+    );
+
+    // Now it takes the security group as well: sam is new, carol was asked already.
+    let stricter = RULES.replace(
+        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@approval(\"peer(sre) & peer(security)\")\n@max_ttl(\"4h\")",
+    );
+    assert_ne!(stricter, RULES);
+    write_policy(
+        &dir.path().join("data/policy"),
+        &[("access.cedar", &stricter)],
+    );
+    ok(&admin, &["policy", "reload"]);
+    wait_for("the new approvers' notice", || {
+        notices(&hook, "approval_needed", &rid).len() == 2
+    });
+    let n = &notices(&hook, "approval_needed", &rid)[1];
+    assert_eq!(n["recipients"], serde_json::json!(["sam"]), "{n}");
+    assert!(
+        n["detail"]
+            .as_str()
+            .unwrap()
+            .contains("needs peer(security) & peer(sre) now, where it needed peer(sre)"),
+        "{n}"
+    );
+    let changed = audit_events(&admin, "request.requirement_changed");
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0]["request_id"], rid);
+    assert_eq!(changed[0]["details"]["told"], serde_json::json!(["sam"]));
+    assert_eq!(
+        ok(&alice, &["request", "show", &rid])["tier"],
+        "peer(security) & peer(sre)"
+    );
+
+    // The same policy again changes nothing and tells no one.
+    ok(&admin, &["policy", "reload"]);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(notices(&hook, "approval_needed", &rid).len(), 2);
+    assert_eq!(audit_events(&admin, "request.requirement_changed").len(), 1);
+}
+
 #[test]
 fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     let hook = WebhookReceiver::start();

@@ -73,7 +73,9 @@ pub struct ListQuery {
     pub state: Option<String>,
     /// Only requests by this user.
     pub requester: Option<String>,
-    /// Only requests this caller may approve or deny now.
+    /// Only pending requests waiting for this caller's review: those whose tier names the
+    /// caller (a member of its groups, the requester's manager). A two-person tier's second
+    /// approver may be anyone, who approves by id when asked.
     #[serde(default)]
     pub reviewable: bool,
     /// At most this many (default 100, at most 1000).
@@ -165,7 +167,7 @@ pub async fn list(
             && (!q.reviewable
                 || (r.state == warden_domain::State::Pending
                     && app.user(&r.requester).is_some_and(|req| {
-                        app.requirement_now(r).may_review(req, &who.user)
+                        app.requirement_now(r).names_reviewer(req, &who.user)
                             && !r.reviews.iter().any(|v| v.reviewer.name == who.user.name)
                     })))
     };

@@ -1,10 +1,11 @@
 //! Reviewing and cancelling pending requests: approvals counted against the tier policy
 //! requires at the time of each review, denials, and withdrawals by the requester.
 
+use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::Approved;
-use warden_domain::{Audience, Comment, Request, RequestId, State};
+use warden_domain::{Audience, Comment, Request, RequestId, Requirement, State, User, UserName};
 use warden_store::Change;
 
 use super::{CONFLICT_RETRIES, Caller, Error, Outcome};
@@ -56,10 +57,22 @@ impl App {
             let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
                 continue;
             };
-            if decision.check(r.ttl, r.ticket.as_ref(), true).is_err()
-                || r.approve_as_met(&requester, decision.requirement.clone(), &self.directory)
-                    .is_err()
+            if decision.check(r.ttl, r.ticket.as_ref(), true).is_err() {
+                continue;
+            }
+            if r.approve_as_met(&requester, decision.requirement.clone(), &self.directory)
+                .is_err()
             {
+                let id = r.id;
+                match self
+                    .announce_requirement(&requester, r, decision.requirement, now)
+                    .await
+                {
+                    Ok(()) | Err(Error::Store(warden_store::Error::Conflict)) => {}
+                    Err(e) => {
+                        tracing::warn!(request = %id, error = %e, "telling a request's new approvers failed")
+                    }
+                }
                 continue;
             }
             r.recording = r.recording.max(decision.recording);
@@ -87,6 +100,67 @@ impl App {
             }
         }
         Ok(granted)
+    }
+
+    /// Stores `requirement`, what pending request `r` now waits for, where a reload or a
+    /// restart changed it, and tells those who may approve it now and could not before: they
+    /// see it in `request list --reviewable` from now on, but were never told of it.
+    async fn announce_requirement(
+        &self,
+        requester: &User,
+        mut r: Request,
+        requirement: Requirement,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        if r.requirement == requirement {
+            return Ok(());
+        }
+        let newcomers: Vec<UserName> = self
+            .directory
+            .users()
+            .filter(|u| {
+                requirement.names_reviewer(requester, u)
+                    && !r.requirement.names_reviewer(requester, u)
+            })
+            .map(|u| u.name.clone())
+            .collect();
+        let previous = std::mem::replace(&mut r.requirement, requirement);
+        let event = Event::new(Code::RequirementChanged, Actor::system(), now)
+            .for_request(&r)
+            .details(serde_json::json!({
+                "previous": previous.to_string(),
+                "tier": r.requirement.to_string(),
+                "told": newcomers,
+            }));
+        let notices = if newcomers.is_empty() {
+            Vec::new()
+        } else {
+            self.notices_to(
+                &r,
+                Kind::ApprovalNeeded,
+                Audience::Approvers,
+                newcomers,
+                Some(format!(
+                    "the approval policy changed while it waited: it needs {} now, where it needed {previous}",
+                    r.requirement
+                )),
+            )
+        };
+        let told = !notices.is_empty();
+        self.store
+            .update_request(
+                &r,
+                Change {
+                    events: vec![event],
+                    notices,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if told {
+            self.outbox.notify_one();
+        }
+        Ok(())
     }
 
     /// Approves (`approve = true`) or denies a pending request.
@@ -125,9 +199,13 @@ impl App {
                     .await?
                     .is_some_and(|o| o.state == State::Revoked);
                 if revoked {
-                    let e = Error::Forbidden(format!(
-                        "request {id} extends grant {original}, which was revoked: it can only be denied or cancelled"
-                    ));
+                    // The state of things, not the approver's rights, stands in the way.
+                    let e = Error::Conflict {
+                        code: "grant_revoked",
+                        message: format!(
+                            "request {id} extends grant {original}, which was revoked: it can only be denied or cancelled"
+                        ),
+                    };
                     return Err(self.refused(refusal, e).await);
                 }
             }

@@ -83,8 +83,9 @@ impl App {
     }
 
     /// A notice about `r` for `audience`, queued for every sink that wants it (none when no
-    /// sink does). Recipients are computed here: approvers whose approval would count, the
-    /// requester, or the members of the security group.
+    /// sink does). Recipients are computed here: the reviewers the request's tier names (its
+    /// groups' members, the requester's manager; a two-person tier's "anyone else" would be
+    /// everyone), the requester, or the members of the security group.
     pub fn notices(
         &self,
         r: &Request,
@@ -98,7 +99,7 @@ impl App {
                 Some(requester) => self
                     .directory
                     .users()
-                    .filter(|u| r.requirement.may_review(requester, u))
+                    .filter(|u| r.requirement.names_reviewer(requester, u))
                     .map(|u| u.name.clone())
                     .collect(),
                 None => Vec::new(),
@@ -110,6 +111,19 @@ impl App {
                 .map(|u| u.name.clone())
                 .collect(),
         };
+        self.notices_to(r, kind, audience, recipients, detail)
+    }
+
+    /// A notice about `r` for some of `audience`, `recipients`, queued for every sink that
+    /// wants it.
+    pub fn notices_to(
+        &self,
+        r: &Request,
+        kind: Kind,
+        audience: Audience,
+        recipients: Vec<UserName>,
+        detail: Option<String>,
+    ) -> Vec<Outgoing> {
         let mut notice = Notice::about(Uuid::now_v7(), r, kind, audience, recipients, now());
         notice.detail = detail;
         self.config

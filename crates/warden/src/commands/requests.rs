@@ -23,7 +23,8 @@ pub enum RequestCommand {
         /// Only requests by this user.
         #[arg(long)]
         requester: Option<String>,
-        /// Only pending requests waiting for your review.
+        /// Only pending requests waiting for your review: those whose tier names you (a
+        /// member of its groups, the requester's manager).
         #[arg(long)]
         reviewable: bool,
         #[arg(long, default_value_t = 50)]
