@@ -250,7 +250,7 @@ pub enum TransitionError {
     AlreadyReviewed,
     #[error("your approval would not count: still needed is {}", .0.join(", "))]
     NotEligible(Vec<String>),
-    #[error("you may not deny this request: only someone who could approve it may, and it needs {}", .0.join(", "))]
+    #[error("you may not deny this request: only a reviewer its tier names may (a two-person tier's second approver may approve, not deny), and it needs {}", .0.join(", "))]
     MayNotDeny(Vec<String>),
     #[error("only the requester can {0} this request")]
     NotRequester(&'static str),
@@ -447,7 +447,23 @@ impl Request {
         Ok(())
     }
 
-    /// Ends the request on a deny from someone eligible to review it.
+    /// Whether `requirement` waits for `candidate` on this request: it is pending, the tier
+    /// names them (a member of its groups, the requester's manager) and their approval would
+    /// fill a place still open. Those are whom a request is listed for as reviewable, and whom a
+    /// changed tier is told of.
+    pub fn awaits(
+        &self,
+        requester: &User,
+        requirement: &Requirement,
+        directory: &Directory,
+        candidate: &User,
+    ) -> bool {
+        self.state == State::Pending
+            && requirement.names_reviewer(requester, candidate)
+            && requirement.would_count(requester, &self.approvers(directory), candidate)
+    }
+
+    /// Ends the request on a deny from a reviewer its tier names.
     pub fn deny(
         &mut self,
         reviewer: &User,
@@ -459,7 +475,9 @@ impl Request {
     ) -> Result<(), TransitionError> {
         self.expect(&[State::Pending], "denied", "pending")?;
         self.check_reviewer(reviewer)?;
-        if !requirement.may_review(requester, reviewer) {
+        // Anyone may be a two-person tier's second approver; were anyone also able to deny,
+        // anyone could block every such request.
+        if !requirement.names_reviewer(requester, reviewer) {
             return Err(TransitionError::MayNotDeny(self.missing(
                 requester,
                 requirement,

@@ -1071,6 +1071,15 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     let out = check(&admin, &file, None);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--checkpoint FILE"), "{out:?}");
+    // Nothing proves from the empty log, and a file that is no proof is said to be none.
+    let out = admin.run(&["audit", "prove-consistency", "--from", "0"], None);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("1 or more"), "{out:?}");
+    let not_a_proof = f.dir.path().join("empty.json");
+    std::fs::write(&not_a_proof, "{}").unwrap();
+    let out = check(&admin, &not_a_proof, Some(&kept));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("is not a proof"), "{out:?}");
     assert!(server.terminate().success());
 
     let rewrite = "UPDATE audit SET body = replace(body, '\"reason\":\"', '\"reason\":\"approved by the CISO; ') \

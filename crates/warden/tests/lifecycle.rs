@@ -80,7 +80,7 @@ fn peer_tier_refuses_the_requester_and_the_ineligible() {
     assert!(
         wrong_group_deny
             .stderr
-            .contains("only someone who could approve it may"),
+            .contains("only a reviewer its tier names may"),
         "{wrong_group_deny:?}"
     );
     assert_eq!(state(&alice, &rid), "pending");
@@ -224,15 +224,32 @@ fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     };
     assert!(waiting(&sam).iter().any(|r| r["id"] == rid.as_str()));
     assert!(waiting(&bob).is_empty());
+    // Nor is it in their plain list, and they may not deny it: anyone could block it then.
+    let listed = |who: &warden_testkit::Cli| {
+        ok(who, &["request", "list"])["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == rid.as_str())
+    };
+    assert!(!listed(&mallory));
+    ok(&mallory, &["request", "show", &rid]);
+    let out = fails(&mallory, &["request", "deny", &rid, "--comment", "no"], 3);
+    assert!(
+        out.stderr.contains("only a reviewer its tier names"),
+        "{out:?}"
+    );
     ok(&bob, &["request", "approve", &rid]);
+    assert!(listed(&bob));
     // A second non-security approver would not count.
     let out = fails(&mallory, &["request", "approve", &rid], 3);
     assert!(out.stderr.contains("an approver from security"), "{out:?}");
     assert_eq!(ok(&sam, &["request", "approve", &rid])["state"], "active");
-    // Anyone may be the tier's second approver, but that makes no one a revoker: mallory
-    // neither approved it nor is named by the tier. bob approved it, so he may end it.
-    let out = fails(&mallory, &["request", "revoke", &rid], 3);
-    assert!(out.stderr.contains("can revoke"), "{out:?}");
+    // Anyone may be the tier's second approver, but that makes no one a revoker: granted, the
+    // request is none of mallory's business, who neither approved it nor is named by the tier.
+    // bob approved it, so he may end it.
+    fails(&mallory, &["request", "show", &rid], 4);
+    fails(&mallory, &["request", "revoke", &rid], 4);
     assert_eq!(ok(&bob, &["request", "revoke", &rid])["state"], "revoked");
 
     let rid2 = id(&create(&alice, "web", "root", &[]));
@@ -248,7 +265,10 @@ fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     );
     assert_eq!(denied["state"], "denied");
     assert_eq!(denied["end_comment"], "not during the freeze");
-    fails(&bob, &["request", "approve", &rid2], 6);
+    // Ended, it is out of reach of those the tier does not name; sam, named, is told why.
+    fails(&bob, &["request", "approve", &rid2], 4);
+    let again = fails(&sam, &["request", "approve", &rid2], 6);
+    assert!(again.stderr.contains("denied"), "{again:?}");
 }
 
 #[test]

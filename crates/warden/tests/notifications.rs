@@ -316,6 +316,47 @@ fn a_reload_that_changes_the_approvers_tells_the_new_ones() {
     thread::sleep(Duration::from_millis(500));
     assert_eq!(notices(&hook, "approval_needed", &rid).len(), 2);
     assert_eq!(audit_events(&admin, "request.requirement_changed").len(), 1);
+
+    // bob fills the sre place; then the manager is asked for instead of security. Only
+    // mallory is told: bob approved already, and carol's approval as sre would not count.
+    let bob = login(&server, "bob");
+    ok(&bob, &["request", "approve", &rid]);
+    let tier = |rules: &str| {
+        write_policy(&dir.path().join("data/policy"), &[("access.cedar", rules)]);
+        ok(&admin, &["policy", "reload"]);
+    };
+    let waiting_for = |user: &str| -> bool {
+        ok(&login(&server, user), &["request", "list", "--reviewable"])["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == rid.as_str())
+    };
+    // A tier the request no longer fits (its 30 minutes above a 10-minute maximum) changes
+    // nothing: it can only be denied or cancelled, and waits for no one.
+    tier(&RULES.replace(
+        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@approval(\"peer(sre) & manager\")\n@max_ttl(\"10m\")",
+    ));
+    assert!(!waiting_for("mallory"));
+    assert!(!waiting_for("sam"));
+    tier(&RULES.replace(
+        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@approval(\"peer(sre) & manager\")\n@max_ttl(\"4h\")",
+    ));
+    wait_for("the manager's notice", || {
+        notices(&hook, "approval_needed", &rid).len() == 3
+    });
+    let n = &notices(&hook, "approval_needed", &rid)[2];
+    assert_eq!(n["recipients"], serde_json::json!(["mallory"]), "{n}");
+    assert_eq!(audit_events(&admin, "request.requirement_changed").len(), 2);
+    assert!(waiting_for("mallory"));
+    assert!(!waiting_for("carol"));
+    assert!(!waiting_for("bob"));
+    assert_eq!(
+        ok(&login(&server, "mallory"), &["request", "approve", &rid])["state"],
+        "active"
+    );
 }
 
 #[test]

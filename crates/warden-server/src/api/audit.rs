@@ -527,6 +527,13 @@ pub async fn consistency(
     let asked = require_audit_reader(&app, &who, "read audit proofs").and_then(|()| query(raw));
     let q = admitted(&app, &who, "audit.prove", asked).await?;
     let new = checkpoint_at(&app, q.to).await?;
+    if q.from == 0 {
+        let e = ApiError::bad_request(
+            "bad_proof_request",
+            "from must be 1 or more: every log extends the empty one, and no checkpoint is of size 0",
+        );
+        return Err(refuse(&app, &who, "audit.prove", e).await);
+    }
     if q.from > new.size {
         let e = ApiError::bad_request(
             "bad_proof_request",

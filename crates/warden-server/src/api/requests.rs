@@ -74,8 +74,9 @@ pub struct ListQuery {
     /// Only requests by this user.
     pub requester: Option<String>,
     /// Only pending requests waiting for this caller's review: those whose tier names the
-    /// caller (a member of its groups, the requester's manager). A two-person tier's second
-    /// approver may be anyone, who approves by id when asked.
+    /// caller (a member of its groups, the requester's manager) and still has a place their
+    /// approval would fill. A two-person tier's second approver may be anyone, who approves by
+    /// id when asked.
     #[serde(default)]
     pub reviewable: bool,
     /// At most this many (default 100, at most 1000).
@@ -163,13 +164,11 @@ pub async fn list(
     });
     let (q, states, requester, limit) = super::admitted(&app, &who, "request.list", asked).await?;
     let shown = |r: &Request| {
-        app.may_view(&who.user, r)
-            && (!q.reviewable
-                || (r.state == warden_domain::State::Pending
-                    && app.user(&r.requester).is_some_and(|req| {
-                        app.requirement_now(r).names_reviewer(req, &who.user)
-                            && !r.reviews.iter().any(|v| v.reviewer.name == who.user.name)
-                    })))
+        if q.reviewable {
+            app.awaits(&who.user, r)
+        } else {
+            app.concerns(&who.user, r)
+        }
     };
     // What the caller may see is decided here, not in the query: read pages, newest first,
     // until the limit is filled or the history ends, so that others' newer requests never

@@ -252,31 +252,57 @@ impl App {
         }
     }
 
-    /// Whether `user` may see request `r`: the requester, administrators and audit readers,
-    /// and anyone who may review it (a pending request under the approval policy demands now).
+    /// Whether `user` may see request `r`: whom it concerns ([`App::concerns`]) and, while it
+    /// is pending, anyone whose approval could count, to read what they are asked to approve
+    /// (a two-person tier's second approver may be anyone: they see it by id, never listed).
     pub fn may_view(&self, user: &User, r: &Request) -> bool {
-        user.name == r.requester
-            || self.may_read_audit(user)
-            || self
-                .user(&r.requester)
-                .is_some_and(|req| self.requirement_now(r).may_review(req, user))
+        self.concerns(user, r)
+            || (r.state == State::Pending
+                && self
+                    .user(&r.requester)
+                    .is_some_and(|req| self.requirement_now(r).may_review(req, user)))
     }
 
-    /// The approval `r` needs: for a pending request, what policy demands of it at this moment
-    /// (a reload or a restart with other groups may have changed it since it was made, and
-    /// approvals are counted against it); for any other, or one policy no longer permits, the
-    /// one it was last decided under.
+    /// Whether request `r` concerns `user`, who then finds it in lists: its requester,
+    /// administrators and audit readers, the reviewers its tier names (its groups' members, the
+    /// requester's manager) and whoever reviewed it.
+    pub fn concerns(&self, user: &User, r: &Request) -> bool {
+        user.name == r.requester
+            || self.may_read_audit(user)
+            || r.reviews.iter().any(|v| v.reviewer.name == user.name)
+            || self
+                .user(&r.requester)
+                .is_some_and(|req| self.requirement_now(r).names_reviewer(req, user))
+    }
+
+    /// Whether pending request `r` waits for `user`'s review now ([`Request::awaits`]), under a
+    /// policy that still permits it as made.
+    pub fn awaits(&self, user: &User, r: &Request) -> bool {
+        self.user(&r.requester).is_some_and(|req| {
+            self.permitted_as_made(req, r)
+                .is_some_and(|d| r.awaits(req, &d.requirement, &self.directory, user))
+        })
+    }
+
+    /// The approval `r` needs: for a pending request policy still permits as made, what it
+    /// demands at this moment (a reload or a restart with other groups may have changed it
+    /// since it was made, and approvals are counted against it); for any other, the one it was
+    /// last decided under.
     pub fn requirement_now(&self, r: &Request) -> Requirement {
+        self.user(&r.requester)
+            .and_then(|req| self.permitted_as_made(req, r))
+            .map_or_else(|| r.requirement.clone(), |d| d.requirement)
+    }
+
+    /// What policy decides now of pending request `r` by `requester`, where it still permits
+    /// the request as made (its TTL and ticket; the requester's step-up was at creation).
+    fn permitted_as_made(&self, requester: &User, r: &Request) -> Option<Decision> {
         if r.state != State::Pending || r.breakglass.is_some() {
-            return r.requirement.clone();
+            return None;
         }
-        let Some(requester) = self.user(&r.requester) else {
-            return r.requirement.clone();
-        };
-        match self.decide_as_made(&self.policy.load(), requester, r, now()) {
-            Ok(d) if d.allowed => d.requirement,
-            _ => r.requirement.clone(),
-        }
+        self.decide_as_made(&self.policy.load(), requester, r, now())
+            .ok()
+            .filter(|d| d.check(r.ttl, r.ticket.as_ref(), true).is_ok())
     }
 
     /// What `policy` decides, at `now`, of request `r` by `requester` as it was made (its

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::Approved;
-use warden_domain::{Audience, Comment, Request, RequestId, Requirement, State, User, UserName};
+use warden_domain::{Audience, Comment, Decision, Request, RequestId, State, User, UserName};
 use warden_store::Change;
 
 use super::{CONFLICT_RETRIES, Caller, Error, Outcome};
@@ -65,7 +65,7 @@ impl App {
             {
                 let id = r.id;
                 match self
-                    .announce_requirement(&requester, r, decision.requirement, now)
+                    .announce_requirement(&requester, r, &decision, now)
                     .await
                 {
                     Ok(()) | Err(Error::Store(warden_store::Error::Conflict)) => {}
@@ -109,17 +109,23 @@ impl App {
         &self,
         requester: &User,
         mut r: Request,
-        requirement: Requirement,
+        decision: &Decision,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
+        let requirement = decision.requirement.clone();
         if r.requirement == requirement {
             return Ok(());
         }
+        // No one could give it: said on the record, as a request made now would be refused.
+        let unapprovable = self
+            .approvable(decision, requester)
+            .err()
+            .map(|e| e.to_string());
         let newcomers: Vec<UserName> = self
             .directory
             .users()
             .filter(|u| {
-                requirement.names_reviewer(requester, u)
+                r.awaits(requester, &requirement, &self.directory, u)
                     && !r.requirement.names_reviewer(requester, u)
             })
             .map(|u| u.name.clone())
@@ -131,6 +137,7 @@ impl App {
                 "previous": previous.to_string(),
                 "tier": r.requirement.to_string(),
                 "told": newcomers,
+                "unapprovable": unapprovable,
             }));
         let notices = if newcomers.is_empty() {
             Vec::new()

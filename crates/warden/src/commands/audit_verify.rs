@@ -393,8 +393,12 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
     let key = verifier(key)?;
     let kept = kept
         .map(|path| -> anyhow::Result<Checkpoint> {
-            let note = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let note = std::fs::read_to_string(path).map_err(|e| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("cannot read the kept checkpoint {}: {e}", path.display()),
+                )
+            })?;
             Checkpoint::open(&note, &key).map_err(|e| {
                 Failure::new(
                     exit::FAILURE,
@@ -436,8 +440,19 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
             Failure::new(exit::FAILURE, format!("{field} is not validly signed: {e}")).into()
         })
     };
+    let kind = v["kind"].as_str();
+    if !matches!(kind, Some("inclusion" | "consistency")) {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is not a proof from `warden audit prove` or `prove-consistency`: its kind is not inclusion or consistency",
+                file.display()
+            ),
+        )
+        .into());
+    }
     let path = unhex(&v["proof"])?;
-    let summary = match v["kind"].as_str() {
+    let summary = match kind {
         Some("inclusion") => {
             let cp = open("checkpoint")?;
             same_as_kept(&cp)?;

@@ -127,7 +127,13 @@ fn sign_key_proof(public: &std::path::Path, user: &str) -> anyhow::Result<String
             )
         })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(warden_server::ssh::key_proof_message(user).as_bytes())?;
+        // ssh-keygen may exit before reading (no private key found): its status below says
+        // so, where this write's broken pipe would not.
+        if let Err(e) = stdin.write_all(warden_server::ssh::key_proof_message(user).as_bytes())
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
     }
     let signed = child.wait_with_output()?;
     if !signed.status.success() {
