@@ -482,7 +482,15 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
         }
         Some("consistency") => {
             let new = open("new_checkpoint")?;
-            let old_size = v["old_size"].as_u64().context("proof has no old_size")?;
+            let old_size = v["old_size"].as_u64().ok_or_else(|| {
+                Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "{} is not a consistency proof of this version: it has no old_size (ask for it again with `warden audit prove-consistency`)",
+                        file.display()
+                    ),
+                )
+            })?;
             if let Some(k) = &kept
                 && k.size != old_size
             {

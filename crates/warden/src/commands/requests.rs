@@ -24,7 +24,8 @@ pub enum RequestCommand {
         #[arg(long)]
         requester: Option<String>,
         /// Only pending requests waiting for your review: those whose tier names you (a
-        /// member of its groups, the requester's manager).
+        /// member of its groups, the requester's manager) and still has a place your approval
+        /// would fill.
         #[arg(long)]
         reviewable: bool,
         #[arg(long, default_value_t = 50)]
