@@ -230,6 +230,11 @@ pub struct Request {
         skip_serializing_if = "Option::is_none"
     )]
     pub warn_at: Option<OffsetDateTime>,
+    /// Whether the requester proved a second factor when making it. A request made without
+    /// one, under a policy that demands MFA step-up since, is no longer permitted as made:
+    /// neither approvers nor Warden may grant it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stepped_up: bool,
     /// Optimistic-concurrency counter; the store bumps it on every save.
     pub version: u64,
 }
@@ -320,6 +325,7 @@ impl Request {
             end_comment: None,
             breakglass: None,
             warn_at: None,
+            stepped_up: false,
             version: 0,
         }
     }

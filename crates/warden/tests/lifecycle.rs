@@ -573,6 +573,57 @@ fn a_reload_grants_what_the_approvals_given_now_meet() {
     assert_eq!(shown["tier"], "peer(security)", "{shown}");
 }
 
+/// A request made without MFA step-up, under a policy that demands it since, is granted by no
+/// one: not by Warden when the role becomes `auto`, nor by an approver's own code.
+#[test]
+fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob, admin) = (env.login("alice"), env.login("bob"), env.login("admin"));
+    let rid = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-9"]));
+    let demand = |tier: &str| {
+        let with_mfa = rules.replace(
+            "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+            &format!("@approval(\"{tier}\")\n@mfa(\"required\")\n@max_ttl(\"4h\")"),
+        );
+        assert_ne!(with_mfa, rules);
+        write_policy(&env.policy_dir(), &[("access.cedar", &with_mfa)]);
+        ok(&admin, &["policy", "reload"]);
+    };
+    demand("auto");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(state(&alice, &rid), "pending");
+    demand("peer(sre)");
+    let out = fails(&bob, &["request", "approve", &rid], 3);
+    assert!(
+        out.stderr
+            .contains("no longer permits this request as made")
+            && out.stderr.contains("MFA"),
+        "{out:?}"
+    );
+    assert!(
+        ok(&bob, &["request", "list", "--reviewable"])["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(state(&alice, &rid), "pending");
+    // A request made with step-up under that policy is approved as ever.
+    let alice_uri = enroll_mfa(&alice);
+    let stepped = id(&create(
+        &alice,
+        "web",
+        "deploy",
+        &["--ticket", "CHG-10", "--totp", &totp(&alice_uri, 1)],
+    ));
+    let bob_uri = enroll_mfa(&bob);
+    let granted = ok(
+        &bob,
+        &["request", "approve", &stepped, "--totp", &totp(&bob_uri, 1)],
+    );
+    assert_eq!(granted["state"], "active", "{granted}");
+}
+
 #[test]
 fn pending_requests_time_out() {
     let env = Env::start();

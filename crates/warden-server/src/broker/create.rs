@@ -160,6 +160,7 @@ impl App {
             now,
         );
         r.breakglass = breakglass;
+        r.stepped_up = mfa;
         let mut details = decision_details(&decision);
         if let Some(obj) = details.as_object_mut() {
             obj.insert("reason".into(), r.reason.as_str().into());

@@ -295,14 +295,15 @@ impl App {
     }
 
     /// What policy decides now of pending request `r` by `requester`, where it still permits
-    /// the request as made (its TTL and ticket; the requester's step-up was at creation).
+    /// the request as made (its TTL, its ticket, and MFA step-up only if the requester made
+    /// one).
     fn permitted_as_made(&self, requester: &User, r: &Request) -> Option<Decision> {
         if r.state != State::Pending || r.breakglass.is_some() {
             return None;
         }
         self.decide_as_made(&self.policy.load(), requester, r, now())
             .ok()
-            .filter(|d| d.check(r.ttl, r.ticket.as_ref(), true).is_ok())
+            .filter(|d| d.check(r.ttl, r.ticket.as_ref(), r.stepped_up).is_ok())
     }
 
     /// What `policy` decides, at `now`, of request `r` by `requester` as it was made (its

@@ -57,7 +57,10 @@ impl App {
             let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
                 continue;
             };
-            if decision.check(r.ttl, r.ticket.as_ref(), true).is_err() {
+            if decision
+                .check(r.ttl, r.ticket.as_ref(), r.stepped_up)
+                .is_err()
+            {
                 continue;
             }
             if r.approve_as_met(&requester, decision.requirement.clone(), &self.directory)
@@ -222,10 +225,11 @@ impl App {
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
             // The policy may have changed since the request was made: it must still allow the
-            // request as made (its TTL and ticket; the requester's own step-up was at creation).
+            // request as made (its TTL and ticket, and MFA step-up only if the requester made
+            // one: an approver's code proves nothing of who asked).
             if approve
                 && r.state == State::Pending
-                && let Err(why) = decision.check(r.ttl, r.ticket.as_ref(), true)
+                && let Err(why) = decision.check(r.ttl, r.ticket.as_ref(), r.stepped_up)
             {
                 let e = Error::Forbidden(format!(
                     "policy no longer permits this request as made ({why}); it can only be denied or cancelled"
