@@ -361,6 +361,13 @@ impl FromStr for Requirement {
                 ("", _) => return Err(err("empty clause")),
                 (h, _) => return Err(err(&format!("unknown clause `{h}`"))),
             };
+            // Rules combined by AND share a clause (strictest wins); written twice in one tier
+            // it was most likely meant as two approvers, which it is not.
+            if req.clauses.contains(&clause) {
+                return Err(err(&format!(
+                    "`{part}` appears twice and would count once: for several approvers from one group write peer(GROUP, N)"
+                )));
+            }
             req = req.and(&Requirement {
                 clauses: vec![clause],
             });
@@ -449,6 +456,8 @@ mod tests {
             "auto & manager",
             "peer(sre, 9)",
             "peer(SRE)",
+            "peer(sre) & peer(sre)",
+            "manager & manager",
         ] {
             assert!(bad.parse::<Requirement>().is_err(), "{bad}");
         }

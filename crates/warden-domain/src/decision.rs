@@ -73,6 +73,12 @@ impl TicketPattern {
             };
             format!("invalid ticket pattern {pattern:?}: {why}")
         };
+        if pattern.trim().is_empty() {
+            // Anchored, it matches only the empty text, which no ticket is.
+            return Err(
+                "an empty ticket pattern matches no ticket: remove @ticket, or write one such as INC-[0-9]+".into(),
+            );
+        }
         build(pattern).map_err(invalid)?;
         Ok(Self(build(&format!("^(?:{pattern})$")).map_err(invalid)?))
     }
@@ -136,6 +142,11 @@ pub enum Refusal {
         "this role requires MFA step-up: pass the TOTP code your authenticator shows now as `totp` (`--totp CODE` from the CLI)"
     )]
     MfaRequired,
+    /// MFA step-up is required of someone who has no second factor to step up with.
+    #[error(
+        "this role requires MFA step-up, and the requester has no second factor: enrol one first with `warden mfa enroll` and `warden mfa confirm CODE`"
+    )]
+    NoSecondFactor,
     #[error(
         "no one in the directory can give the approval this request needs ({tier}): with the requester left out and each person counted once, it lacks {}; ask an administrator to change the directory or the policy",
         unfilled.join(" and ")
@@ -167,6 +178,7 @@ impl Refusal {
             Self::TicketRequired(_) => "ticket_required",
             Self::TicketMismatch { .. } => "ticket_mismatch",
             Self::MfaRequired => "mfa_required",
+            Self::NoSecondFactor => "no_second_factor",
             Self::NoApprovers { .. } => "no_approvers",
         }
     }
@@ -296,6 +308,11 @@ mod tests {
         assert_eq!(p.as_str(), "INC-[0-9]+");
         assert!(p.matches(&Ticket::parse("INC-42").unwrap()));
         assert!(!p.matches(&Ticket::parse("xINC-42").unwrap()));
+        assert!(
+            TicketPattern::new("")
+                .unwrap_err()
+                .contains("matches no ticket")
+        );
     }
 
     #[test]

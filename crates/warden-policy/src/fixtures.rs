@@ -135,14 +135,17 @@ struct Case {
 /// When a case does not say: a Monday at noon UTC, inside any office-hours window.
 const DEFAULT_AT: OffsetDateTime = time::macros::datetime!(2026-01-05 12:00 UTC);
 
-/// Codes a case may expect from `Decision::check`; `none` means the request passes.
-const REFUSALS: [&str; 6] = [
+/// Codes a case may expect from `Decision::check`, then from whether anyone among the suite's
+/// users could give the approval (`no_approvers`), as the server checks a request; `none` means
+/// the request passes.
+const REFUSALS: [&str; 7] = [
     "none",
     "not_permitted",
     "ttl_above_max",
     "ticket_required",
     "ticket_mismatch",
     "mfa_required",
+    "no_approvers",
 ];
 
 const TOP_KEYS: [&str; 2] = ["users", "case"];
@@ -559,7 +562,17 @@ fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Option<String> {
         case.rules.as_ref().map(|r| list(r.iter())),
         list(d.rules.iter().collect::<BTreeSet<_>>().into_iter()),
     );
-    let refusal = match d.check(case.ttl, case.ticket.as_ref(), case.mfa_verified) {
+    let approvable = || {
+        if d.requirement.is_auto() {
+            Ok(())
+        } else {
+            d.approvable(user, suite.users.values())
+        }
+    };
+    let refusal = match d
+        .check(case.ttl, case.ticket.as_ref(), case.mfa_verified)
+        .and_then(|()| approvable())
+    {
         Ok(()) => "none".to_owned(),
         Err(r) => format!("{} ({r})", r.code()),
     };

@@ -31,12 +31,12 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
     let mut files = Vec::new();
     let shown = dir.display().to_string();
     let mut wanted: Vec<(String, std::path::PathBuf)> = Vec::new();
-    match list(dir) {
+    match list(dir, |name| {
+        name == targets::FILE || name.ends_with(".cedar")
+    }) {
         Ok(names) => {
             for name in names {
-                if name == targets::FILE || name.ends_with(".cedar") {
-                    wanted.push((name.clone(), dir.join(&name)));
-                }
+                wanted.push((name.clone(), dir.join(&name)));
             }
         }
         Err(e) => out.push(file_diagnostic(
@@ -46,9 +46,9 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
     }
     let tests = dir.join(TESTS_DIR);
     if with_tests && tests.is_dir() {
-        match list(&tests) {
+        match list(&tests, |name| name.ends_with(".toml")) {
             Ok(names) => {
-                for name in names.into_iter().filter(|n| n.ends_with(".toml")) {
+                for name in names {
                     wanted.push((format!("{TESTS_DIR}/{name}"), tests.join(&name)));
                 }
             }
@@ -57,7 +57,13 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
     }
     for (name, path) in wanted {
         match std::fs::read(&path).map(String::from_utf8) {
-            Ok(Ok(text)) => files.push((name, text)),
+            // Some editors on Windows start UTF-8 files with a byte-order mark; it is no text.
+            Ok(Ok(text)) => files.push((
+                name,
+                text.strip_prefix('\u{feff}')
+                    .map(str::to_owned)
+                    .unwrap_or(text),
+            )),
             Ok(Err(_)) => out.push(file_diagnostic(&name, "not valid UTF-8")),
             Err(e) => out.push(file_diagnostic(&name, format!("cannot read: {e}"))),
         }
@@ -68,17 +74,23 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
     }
 }
 
-/// Names of the regular files (or links to them) directly in `dir`, sorted.
-fn list(dir: &Path) -> std::io::Result<Vec<String>> {
+/// Names directly in `dir` that `wanted` picks, sorted: regular files and links to them. Hidden
+/// names (an editor's lock file `.#access.cedar`) and directories are passed over; a wanted
+/// link that leads nowhere is kept, so that reading it names it.
+fn list(dir: &Path, wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if !std::fs::metadata(entry.path())?.is_file() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.')
+            || !wanted(&name)
+            || std::fs::metadata(entry.path()).is_ok_and(|m| !m.is_file())
+        {
             continue;
         }
-        if let Some(name) = entry.file_name().to_str() {
-            names.push(name.to_owned());
-        }
+        names.push(name);
     }
     names.sort();
     Ok(names)
@@ -239,10 +251,8 @@ impl<'a> Rules<'a> {
                 Item::Policy(p) => p.to_cedar().unwrap_or_default(),
                 Item::Template(t) => t.clone(),
             };
-            let offset = src.text[cursor..]
-                .find(&text)
-                .map(|i| cursor + i)
-                .or_else(|| src.text.find(&text))
+            let offset = find_code(src.text, &text, cursor)
+                .or_else(|| find_code(src.text, &text, 0))
                 .unwrap_or(cursor);
             cursor = offset + text.len();
             let home = Home { src, offset };
@@ -455,6 +465,18 @@ fn role_problem(raw: &str, targets: &Targets) -> Option<String> {
     Some(format!(
         "target `{t}` has no role `{r}` (its roles: {known})"
     ))
+}
+
+/// Byte offset of the first `needle` in `text` at or after `from` that is not in a `//` comment
+/// (a commented-out copy of a policy above it would otherwise take its problems).
+fn find_code(text: &str, needle: &str, from: usize) -> Option<usize> {
+    text.get(from..)?
+        .match_indices(needle)
+        .map(|(i, _)| from + i)
+        .find(|&i| {
+            let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+            !text[line_start..i].contains("//")
+        })
 }
 
 /// Byte offset of annotation `@key` in a policy's text, so its problems point at it.

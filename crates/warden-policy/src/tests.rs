@@ -105,6 +105,15 @@ fn loads_a_directory_like_in_memory_files() {
         std::fs::write(path, text).unwrap();
     }
     std::fs::write(dir.path().join("README.md"), "not policy").unwrap();
+    // A byte-order mark before a file's text is no text.
+    let targets = dir.path().join("targets.toml");
+    let text = std::fs::read_to_string(&targets).unwrap();
+    std::fs::write(&targets, format!("\u{feff}{text}")).unwrap();
+    // An editor's lock files, dangling links, are passed over, in tests/ too.
+    for lock in [".#access.cedar", "tests/.#cases.toml"] {
+        std::os::unix::fs::symlink("user@host.1234:1700000000", dir.path().join(lock)).unwrap();
+    }
+    std::os::unix::fs::symlink("nowhere", dir.path().join("README.cedar.bak")).unwrap();
     let from_dir = Policy::load_dir(dir.path()).unwrap();
     let in_memory = Policy::from_files(&demo_files()).unwrap();
     assert_eq!(from_dir.digest(), in_memory.digest());
@@ -114,6 +123,12 @@ fn loads_a_directory_like_in_memory_files() {
     std::fs::write(dir.path().join("extra.cedar"), "@id(\"x\")").unwrap();
     let err = Policy::load_dir(dir.path()).unwrap_err();
     assert_eq!(err.diagnostics[0].file, "extra.cedar");
+    // A policy file that is a dangling link is named.
+    std::fs::remove_file(dir.path().join("extra.cedar")).unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.path().join("extra.cedar")).unwrap();
+    let err = Policy::load_dir(dir.path()).unwrap_err();
+    assert_eq!(err.diagnostics[0].file, "extra.cedar");
+    assert!(err.to_string().contains("cannot read"), "{err}");
 
     let missing = Policy::load_dir(&dir.path().join("nope")).unwrap_err();
     assert!(
@@ -594,6 +609,19 @@ fn validation_problems_point_into_the_right_file() {
     );
 }
 
+/// A commented-out copy of a policy above it does not take its problems.
+#[test]
+fn problems_never_point_into_a_comment() {
+    let rule =
+        "@id(\"x\") @approval(\"peer()\") @max_ttl(\"1h\") permit (principal, action, resource);";
+    let got = problems(&files(&[(
+        "a.cedar",
+        &format!("// old:\n// {rule}\n{rule}\n"),
+    )]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(got[0].starts_with("a.cedar:3:"), "{}", got[0]);
+}
+
 #[test]
 fn file_level_problems_are_reported_together() {
     let got = problems(&[("notes.txt".to_owned(), String::new())]);
@@ -653,7 +681,7 @@ expect = "deny"
             "tests/bad.toml:4:1: unknown key `email` in user `alice`; allowed keys: groups, manager",
             "tests/bad.toml:8:8: user bob is not declared: add a [users.bob] table",
             "tests/bad.toml:11:10: `expect` of case \"x\": \"maybe\" is neither \"allow\" nor \"deny\"",
-            "tests/bad.toml:12:11: `refusal` of case \"x\": unknown refusal code \"nope\"; use one of none, not_permitted, ttl_above_max, ticket_required, ticket_mismatch, mfa_required",
+            "tests/bad.toml:12:11: `refusal` of case \"x\": unknown refusal code \"nope\"; use one of none, not_permitted, ttl_above_max, ticket_required, ticket_mismatch, mfa_required, no_approvers",
             "tests/bad.toml:14:1: case \"y\" has no `role`",
         ]
         .join("\n")
@@ -661,6 +689,18 @@ expect = "deny"
 
     let cases = r#"[users.alice]
 groups = ["dev"]
+
+[users.bob]
+groups = ["sre"]
+
+[[case]]
+name = "no one else to approve"
+user = "bob"
+target = "prod-web-1"
+role = "viewer"
+at = 2026-01-06T08:00:00Z
+expect = "allow"
+refusal = "no_approvers"
 
 [[case]]
 name = "passes"
@@ -710,6 +750,7 @@ expect = "deny"
     assert_eq!(
         messages,
         vec![
+            ("no one else to approve", None),
             ("passes", None),
             (
                 "wrong terms",
@@ -727,7 +768,7 @@ expect = "deny"
             ),
         ]
     );
-    assert_eq!((report.passed(), report.failed()), (1, 3));
+    assert_eq!((report.passed(), report.failed()), (2, 3));
     assert_eq!(report.cases[0].file, "tests/t.toml");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["cases"][0]["passed"], true);

@@ -185,6 +185,20 @@ fn explain_names_the_deciding_rules() {
     assert_eq!(refusals.len(), 2, "{v}");
     assert!(refusals[0].as_str().unwrap().contains("4h"), "{v}");
     assert!(refusals[1].as_str().unwrap().contains("FOO-1"), "{v}");
+    // MFA step-up is asked at the request; that alice has no second factor is said now.
+    let admin_role = ["policy", "explain", "web", "--role", "admin", "--ttl", "1h"];
+    let v = ok(&alice, &admin_role);
+    assert_eq!(v["decision"]["mfa"], true, "{v}");
+    assert!(
+        v["refusals"][0]
+            .as_str()
+            .unwrap()
+            .contains("has no second factor: enrol one first"),
+        "{v}"
+    );
+    enroll_mfa(&alice);
+    let v = ok(&alice, &admin_role);
+    assert_eq!(v["refusals"], serde_json::json!([]), "{v}");
     let bob = env.login("bob");
     let v = ok(&bob, &["policy", "explain", "web", "--role", "deploy"]);
     assert_eq!(v["decision"]["allowed"], false);

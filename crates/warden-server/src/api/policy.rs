@@ -172,7 +172,9 @@ pub async fn explain(
     } else {
         warden_policy::Action::Request
     };
-    let (decision, refusals) = app.explain(action, &user, &target, &role, ttl, ticket.as_ref())?;
+    let (decision, refusals) = app
+        .explain(action, &user, &target, &role, ttl, ticket.as_ref())
+        .await?;
     Ok(Json(Explanation {
         user: user.name.to_string(),
         target: target.to_string(),

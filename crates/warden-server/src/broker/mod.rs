@@ -334,7 +334,7 @@ impl App {
 
     /// The decision policy would make for `user` now, and whether the given request details
     /// would pass it (MFA aside).
-    pub fn explain(
+    pub async fn explain(
         &self,
         action: Action,
         user: &User,
@@ -357,6 +357,10 @@ impl App {
             && let Err(none) = self.approvable(&d, user)
         {
             refusals.push(none);
+        }
+        // A code is asked for at the request itself; one that could never come is said now.
+        if d.allowed && d.mfa && !self.mfa_enrolled(&user.name).await? {
+            refusals.push(Refusal::NoSecondFactor);
         }
         Ok((d, refusals))
     }
