@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use warden_domain::{Recording, RequestId, RoleName, TargetName, UserName};
 
-pub use registry::{KINDS, Registry, check_settings};
+pub use registry::{KINDS, Registry, check_connection, check_role};
 
 /// Issuer-specific settings of a role, from the targets file.
 pub type Settings = serde_json::Map<String, serde_json::Value>;
@@ -152,7 +152,7 @@ pub enum RevokeResponse {
 /// Why an issuer could not do what was asked. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("role settings are invalid: {0}")]
+    #[error("invalid settings: {0}")]
     Settings(String),
     /// What the requester sent (a public key) does not do for this kind of credential.
     #[error("{0}")]

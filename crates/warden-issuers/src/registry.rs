@@ -28,17 +28,30 @@ impl Registry {
 /// Kinds of target this build of Warden can issue credentials for.
 pub const KINDS: &[&str] = &["ssh", "postgres", "mariadb"];
 
-/// Checks a target's connection and a role's settings for a target `kind` without needing a
-/// running issuer, so mistakes surface at `warden policy check` and reload time rather than at
-/// the first request.
-pub fn check_settings(kind: &str, connection: &Settings, settings: &Settings) -> Result<(), Error> {
+/// Checks a target's connection table for a target `kind` without needing a running issuer, so
+/// mistakes surface at `warden policy check` and reload time rather than at the first request.
+pub fn check_connection(kind: &str, connection: &Settings) -> Result<(), Error> {
     match kind {
-        "ssh" => ssh_cert::check_settings(connection, settings),
-        "postgres" => postgres::check_settings(connection, settings),
-        "mariadb" => mariadb::check_settings(connection, settings),
-        other => Err(Error::Settings(format!(
-            "unknown target kind {other:?}; known kinds: {}",
-            KINDS.join(", ")
-        ))),
+        "ssh" => ssh_cert::check_connection(connection),
+        "postgres" => postgres::check_connection(connection),
+        "mariadb" => mariadb::check_connection(connection),
+        other => Err(unknown_kind(other)),
     }
+}
+
+/// Checks one role's settings for a target `kind`, like [`check_connection`].
+pub fn check_role(kind: &str, settings: &Settings) -> Result<(), Error> {
+    match kind {
+        "ssh" => ssh_cert::check_role(settings),
+        "postgres" => postgres::check_role(settings),
+        "mariadb" => mariadb::check_role(settings),
+        other => Err(unknown_kind(other)),
+    }
+}
+
+fn unknown_kind(kind: &str) -> Error {
+    Error::Settings(format!(
+        "unknown target kind {kind:?}; known kinds: {}",
+        KINDS.join(", ")
+    ))
 }

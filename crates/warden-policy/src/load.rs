@@ -109,11 +109,25 @@ impl Home<'_> {
     }
 }
 
+/// Problems with the targets that this crate cannot see (each target kind's own settings), found
+/// by the caller and reported with every other problem.
+pub type TargetCheck<'a> = &'a dyn Fn(&Targets) -> Vec<Diagnostic>;
+
 /// Builds a [`Policy`] from in-memory files; see [`Policy::from_files`].
-pub(crate) fn load(files: &[(String, String)]) -> Result<Policy, Report> {
+pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result<Policy, Report> {
     let mut out = Vec::new();
     let targets = match files.iter().find(|(n, _)| n == targets::FILE) {
-        Some((_, text)) => targets::parse(text, &mut out),
+        Some((_, text)) => {
+            let before = out.len();
+            let parsed = targets::parse(text, &mut out);
+            let whole = out.len() == before;
+            if let Some(t) = &parsed {
+                out.extend(check(t));
+            }
+            // Rules are checked against targets.toml only when it read whole: else each rule
+            // naming a target it lost would be reported too.
+            parsed.filter(|_| whole)
+        }
         None => {
             out.push(file_diagnostic(
                 targets::FILE,

@@ -13,9 +13,10 @@ use warden_domain::{Decision, RoleName, TargetName, User};
 
 use crate::diagnostics::Report;
 use crate::entities::{self, EntitySets, TargetEntities, Vocabulary};
+use crate::load::{self, TargetCheck};
 use crate::rules::{self, Terms};
 use crate::targets::Targets;
-use crate::{Action, Context, load};
+use crate::{Action, Context};
 
 /// A policy directory, loaded and validated. Immutable; share it behind an `Arc` and swap the
 /// whole value on reload.
@@ -81,16 +82,17 @@ fn list(known: &[String]) -> String {
 
 impl Policy {
     /// Loads and validates a directory: `targets.toml` and every `*.cedar` file at its top
-    /// level. On failure returns every problem found, not just the first.
-    pub fn load_dir(dir: &Path) -> Result<Policy, Report> {
-        Self::from_files(&load::read_dir(dir, false)?)
+    /// level, with `check`'s problems with the targets (a target kind's own settings). On
+    /// failure returns every problem found, not just the first.
+    pub fn load_dir(dir: &Path, check: TargetCheck<'_>) -> Result<Policy, Report> {
+        load::load(&load::read_dir(dir, false)?, check)
     }
 
     /// Loads from in-memory files given as (name relative to the policy directory, contents),
-    /// e.g. the embedded demo policy. Files other than `targets.toml` and top-level `*.cedar`
-    /// files (such as `tests/*.toml`) are ignored.
+    /// e.g. the embedded demo policy, with no checks beyond this crate's. Files other than
+    /// `targets.toml` and top-level `*.cedar` files (such as `tests/*.toml`) are ignored.
     pub fn from_files(files: &[(String, String)]) -> Result<Policy, Report> {
-        load::load(files)
+        load::load(files, &|_| Vec::new())
     }
 
     /// Hex SHA-256 over the names and contents of the files that make up the policy

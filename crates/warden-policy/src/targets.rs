@@ -63,6 +63,9 @@ pub struct Target {
     /// Where `kind` is written.
     #[serde(skip)]
     pub kind_at: Place,
+    /// Where the connection table is written (where `kind` is, without one).
+    #[serde(skip)]
+    pub connection_at: Place,
 }
 
 /// An IANA time zone, e.g. `Europe/Paris`, from the database built into Warden: the same
@@ -118,10 +121,10 @@ const TARGET_KEYS: [&str; 7] = [
     "roles",
 ];
 
-/// Reads `targets.toml`, appending every problem to `out`; `None` if there was any.
+/// Reads `targets.toml`, appending every problem to `out`: the targets that read whole, or
+/// `None` if the file is no TOML at all.
 pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<Targets> {
     let src = Source::new(FILE, text);
-    let before = out.len();
     let doc = toml_doc::parse(src, out)?;
     let mut targets = BTreeMap::new();
     for (key, item) in &doc {
@@ -150,7 +153,7 @@ pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<Targets> {
             }
         }
     }
-    (out.len() == before).then_some(Targets(targets))
+    Some(Targets(targets))
 }
 
 fn target(
@@ -167,6 +170,7 @@ fn target(
     let mut description = None;
     let mut labels = BTreeSet::new();
     let mut connection = serde_json::Map::new();
+    let mut connection_at = None;
     let mut timezone = None;
     let mut roles = None;
     for (key, item) in body {
@@ -188,7 +192,10 @@ fn target(
                     .collect();
             }
             "connection" => match toml_doc::to_json(item.get_ref()) {
-                Ok(serde_json::Value::Object(map)) => connection = map,
+                Ok(serde_json::Value::Object(map)) => {
+                    connection = map;
+                    connection_at = Some(src.place(key.span().start));
+                }
                 Ok(_) => out.push(toml_doc::at(
                     src,
                     item.span(),
@@ -241,12 +248,14 @@ fn target(
     Some(Target {
         name: name?,
         kind: kind?,
-        environment: environment?,
+        // Reported above when missing or blank; the rest of the target is still checked.
+        environment: environment.unwrap_or_default(),
         description,
         labels,
         connection,
         timezone,
         roles: roles??,
+        connection_at: connection_at.unwrap_or_else(|| kind_at.clone()),
         kind_at,
     })
 }
@@ -347,7 +356,7 @@ mod tests {
 
     fn problems(text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        assert!(parse(text, &mut out).is_none(), "{text} parsed");
+        parse(text, &mut out);
         let report = crate::Report::from_diagnostics(out).unwrap();
         report.diagnostics.iter().map(ToString::to_string).collect()
     }

@@ -114,23 +114,23 @@ fn loads_a_directory_like_in_memory_files() {
         std::os::unix::fs::symlink("user@host.1234:1700000000", dir.path().join(lock)).unwrap();
     }
     std::os::unix::fs::symlink("nowhere", dir.path().join("README.cedar.bak")).unwrap();
-    let from_dir = Policy::load_dir(dir.path()).unwrap();
+    let from_dir = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
     let in_memory = Policy::from_files(&demo_files()).unwrap();
     assert_eq!(from_dir.digest(), in_memory.digest());
     let report = run_tests(dir.path()).unwrap();
     assert_eq!((report.passed(), report.failed()), (18, 0));
 
     std::fs::write(dir.path().join("extra.cedar"), "@id(\"x\")").unwrap();
-    let err = Policy::load_dir(dir.path()).unwrap_err();
+    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
     assert_eq!(err.diagnostics[0].file, "extra.cedar");
     // A policy file that is a dangling link is named.
     std::fs::remove_file(dir.path().join("extra.cedar")).unwrap();
     std::os::unix::fs::symlink("nowhere", dir.path().join("extra.cedar")).unwrap();
-    let err = Policy::load_dir(dir.path()).unwrap_err();
+    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
     assert_eq!(err.diagnostics[0].file, "extra.cedar");
     assert!(err.to_string().contains("cannot read"), "{err}");
 
-    let missing = Policy::load_dir(&dir.path().join("nope")).unwrap_err();
+    let missing = Policy::load_dir(&dir.path().join("nope"), &|_| Vec::new()).unwrap_err();
     assert!(
         missing
             .to_string()

@@ -11,7 +11,7 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Directory, RequestId, User, UserName};
 use warden_issuers::Registry;
 use warden_issuers::ssh_cert::UserCa;
-use warden_policy::{Diagnostic, Policy, Report};
+use warden_policy::{Diagnostic, Policy, Report, Targets};
 use warden_store::Store;
 
 use crate::config::Config;
@@ -91,21 +91,16 @@ pub fn new_request_id() -> (RequestId, OffsetDateTime) {
     (id, id.instant().unwrap_or_else(now))
 }
 
-/// Loads a policy directory and checks every role's settings against its issuer.
+/// Loads a policy directory, checking every target's connection and role settings against
+/// its issuer, so that one run reports every problem.
 pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
-    let policy = Policy::load_dir(dir)?;
-    let diagnostics = check_issuers(&policy);
-    if diagnostics.is_empty() {
-        Ok(policy)
-    } else {
-        Err(Report { diagnostics })
-    }
+    Policy::load_dir(dir, &check_issuers)
 }
 
-/// Problems with role settings that only the issuers can see.
-pub fn check_issuers(policy: &Policy) -> Vec<Diagnostic> {
+/// Problems with connections and role settings that only the issuers can see.
+fn check_issuers(targets: &Targets) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for (_, target) in policy.targets().iter() {
+    for (_, target) in targets.iter() {
         if !warden_issuers::KINDS.contains(&target.kind.as_str()) {
             out.push(target.kind_at.problem(format!(
                 "target {}: unknown kind {:?}; known kinds: {}",
@@ -115,10 +110,15 @@ pub fn check_issuers(policy: &Policy) -> Vec<Diagnostic> {
             )));
             continue;
         }
+        if let Err(e) = warden_issuers::check_connection(&target.kind, &target.connection) {
+            out.push(
+                target
+                    .connection_at
+                    .problem(format!("target {}: {e}", target.name)),
+            );
+        }
         for role in target.roles.values() {
-            if let Err(e) =
-                warden_issuers::check_settings(&target.kind, &target.connection, &role.settings)
-            {
+            if let Err(e) = warden_issuers::check_role(&target.kind, &role.settings) {
                 out.push(
                     role.at
                         .problem(format!("target {} role {}: {e}", target.name, role.name)),

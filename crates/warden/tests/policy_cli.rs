@@ -89,6 +89,42 @@ fn check_reports_every_problem_with_file_and_line() {
         out.stderr
     );
     assert!(out.stderr.contains("targets.toml:2:8"), "{}", out.stderr);
+
+    // One run reports everything: a rule that does not parse, a blank environment, a bad
+    // connection (once, at its table) and each role's bad settings.
+    write_policy(
+        dir.path(),
+        &[
+            ("access.cedar", "permit (principal, action,\n"),
+            (
+                "targets.toml",
+                "[targets.web]\nkind = \"postgres\"\nenvironment = \"\"\n\n[targets.web.connection]\nhost = \"db\"\nport = 99999\ndatabase = \"app\"\n\n[targets.web.roles.view]\ngrants = [\"GRANT SELECT ON t TO x\"]\n\n[targets.web.roles.edit]\ncolour = \"red\"\n",
+            ),
+        ],
+    );
+    let out = cli.run(
+        &["--json", "policy", "check", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let out: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let places: Vec<String> = out["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}:{}", d["file"].as_str().unwrap(), d["line"]))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "access.cedar:1",
+            "targets.toml:3",
+            "targets.toml:5",
+            "targets.toml:10",
+            "targets.toml:13"
+        ],
+        "{out}"
+    );
 }
 
 #[test]

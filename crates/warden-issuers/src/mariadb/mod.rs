@@ -141,9 +141,13 @@ struct RoleSettings {
     host: String,
 }
 
-/// Checks a mariadb target's connection table and a role's settings.
-pub fn check_settings(connection: &Settings, settings: &Settings) -> Result<(), Error> {
-    parse_connection(KIND, connection, DEFAULT_PORT, false)?;
+/// Checks a mariadb target's connection table.
+pub fn check_connection(connection: &Settings) -> Result<(), Error> {
+    parse_connection(KIND, connection, DEFAULT_PORT, false).map(|_| ())
+}
+
+/// Checks a mariadb role's settings.
+pub fn check_role(settings: &Settings) -> Result<(), Error> {
     parse_settings(settings).map(|_| ())
 }
 
@@ -558,13 +562,12 @@ mod tests {
     fn settings_are_checked() {
         let conn = settings(serde_json::json!({"host": "db"}));
         let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"]}));
-        assert!(check_settings(&conn, &ok).is_ok());
+        assert!(check_connection(&conn).is_ok() && check_role(&ok).is_ok());
         let with_host = settings(
             serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"], "host": "10.0.%"}),
         );
         assert_eq!(parse_settings(&with_host).unwrap().host, "10.0.%");
-        let err =
-            |s: serde_json::Value| check_settings(&conn, &settings(s)).unwrap_err().to_string();
+        let err = |s: serde_json::Value| check_role(&settings(s)).unwrap_err().to_string();
         assert!(
             err(serde_json::json!({"grants": ["G {{name}}"], "host": "a'b"})).contains("`host`")
         );
@@ -575,13 +578,10 @@ mod tests {
         );
         assert!(err(serde_json::json!({"grants": ["G {{nmae}}"]})).contains("{{nmae}}"));
         assert!(
-            check_settings(
-                &settings(serde_json::json!({"host": "db", "tls": true})),
-                &ok
-            )
-            .unwrap_err()
-            .to_string()
-            .contains("unknown connection setting `tls`")
+            check_connection(&settings(serde_json::json!({"host": "db", "tls": true})))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown connection setting `tls`")
         );
     }
 }

@@ -227,10 +227,13 @@ fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
     })
 }
 
-/// Checks an ssh target's connection (optional: only the proxy needs it) and a role's
-/// settings.
-pub fn check_settings(connection: &Settings, settings: &Settings) -> Result<(), Error> {
-    self::connection(connection)?;
+/// Checks an ssh target's connection (optional: only the proxy needs it).
+pub fn check_connection(connection: &Settings) -> Result<(), Error> {
+    self::connection(connection).map(|_| ())
+}
+
+/// Checks an ssh role's settings.
+pub fn check_role(settings: &Settings) -> Result<(), Error> {
     parse_settings(settings).map(|_| ())
 }
 
