@@ -51,7 +51,9 @@ enum Command {
     /// Manage your second factor (TOTP).
     #[command(subcommand)]
     Mfa(commands::auth::MfaCommand),
-    /// List the roles you may request, with tier, maximum TTL and MFA requirement.
+    /// List the roles you may request, with tier, maximum TTL and MFA requirement, as policy
+    /// decides them for the shortest TTL and no ticket (a rule that asks more of the request
+    /// itself shows in `warden policy explain TARGET --role R --ttl T --ticket X`).
     Targets,
     /// Create and act on access requests.
     #[command(subcommand)]

@@ -181,6 +181,22 @@ refusal = "ticket_required"
     );
     assert!(out.stdout.contains("1 passed, 1 failed"), "{}", out.stdout);
 
+    // A fixture that does not read is located, as policy check locates its problems.
+    let broken = fixture.replace(
+        "expect = \"allow\"\ntier = \"auto\"",
+        "expect = \"maybe\"\ntier = \"auto\"",
+    );
+    assert_ne!(broken, fixture);
+    write_policy(dir.path(), &[("tests/cases.toml", &broken)]);
+    let out = cli.run(
+        &["--json", "policy", "test", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["diagnostics"][0]["file"], "tests/cases.toml", "{v}");
+    assert_eq!(v["diagnostics"][0]["line"], 13, "{v}");
+
     // Nothing to test is a failure too: a CI job must not pass having checked nothing.
     std::fs::remove_file(dir.path().join("tests/cases.toml")).unwrap();
     let out = cli.run(&["policy", "test", dir.path().to_str().unwrap()], None);

@@ -40,6 +40,29 @@ pub enum PolicyCommand {
     Schema,
 }
 
+/// Every problem `report` holds, as a table of `file:line:column: message` lines or, with
+/// `--json`, as `{"valid": false, "diagnostics": [...]}`; then the failure.
+fn problems(
+    report: &warden_policy::Report,
+    dir: &std::path::Path,
+    out: Output,
+) -> anyhow::Result<()> {
+    if out.json {
+        out.json(&json!({ "valid": false, "diagnostics": report.diagnostics }))?;
+    } else {
+        eprintln!("{report}");
+    }
+    Err(Failure::new(
+        exit::FAILURE,
+        format!(
+            "{} in {}",
+            count(report.diagnostics.len(), "problem"),
+            dir.display()
+        ),
+    )
+    .into())
+}
+
 fn load(dir: &std::path::Path) -> Result<warden_policy::Policy, warden_policy::Report> {
     warden_server::state::load_policy(dir)
 }
@@ -68,34 +91,16 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                     Ok(())
                 }
             }
-            Err(report) => {
-                if out.json {
-                    out.json(&json!({ "valid": false, "diagnostics": report.diagnostics }))?;
-                } else {
-                    eprintln!("{report}");
-                }
-                Err(Failure::new(
-                    exit::FAILURE,
-                    format!(
-                        "{} in {}",
-                        count(report.diagnostics.len(), "problem"),
-                        dir.display()
-                    ),
-                )
-                .into())
-            }
+            Err(report) => problems(&report, &dir, out),
         },
         PolicyCommand::Test { dir } => {
             if let Err(report) = load(&dir) {
-                eprintln!("{report}");
-                return Err(Failure::new(
-                    exit::FAILURE,
-                    format!("the policy in {} does not load", dir.display()),
-                )
-                .into());
+                return problems(&report, &dir, out);
             }
-            let report = warden_policy::run_tests(&dir)
-                .map_err(|r| Failure::new(exit::FAILURE, r.to_string()))?;
+            let report = match warden_policy::run_tests(&dir) {
+                Ok(r) => r,
+                Err(report) => return problems(&report, &dir, out),
+            };
             if out.json {
                 out.json(&report)?;
             } else {
