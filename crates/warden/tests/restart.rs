@@ -182,6 +182,43 @@ fn health_readiness_and_openapi() {
             "{path}: {body}"
         );
     }
+    // Parameters are where the routes take them, and every response is described; a call
+    // that needs a token declares the 401 it answers without one.
+    for (path, item) in v["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let here = format!("{method} {path}");
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                let place = if in_path { "path" } else { "query" };
+                assert_eq!(p["in"], place, "{here}: {p}");
+                assert!(
+                    !in_path || p["required"] == true,
+                    "{here}: a path parameter is required: {p}"
+                );
+            }
+            for template in path.split('/').filter(|s| s.starts_with('{')) {
+                let name = template.trim_matches(['{', '}']);
+                assert!(
+                    op["parameters"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["name"] == name && p["in"] == "path"),
+                    "{here}: {name} not declared"
+                );
+            }
+            for (code, r) in op["responses"].as_object().unwrap() {
+                assert!(
+                    r["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{here} {code}: {r}"
+                );
+            }
+            if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                assert!(op["responses"]["401"].is_object(), "{here}");
+            }
+        }
+    }
     let missing = http_get(port, "/v1/nope").unwrap();
     assert_eq!(missing.status, 404);
     assert!(

@@ -23,6 +23,7 @@ use crate::state::Shared;
 
 /// Audit search filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub user: Option<String>,
@@ -407,6 +408,7 @@ pub async fn verifier_key(State(app): State<Shared>) -> Result<impl IntoResponse
 
 /// Which checkpoint to anchor a proof to.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProofQuery {
     /// A checkpoint's tree size; default the newest.
@@ -427,7 +429,7 @@ pub struct InclusionProof {
 
 /// Proves that event `seq` is in the log committed to by a signed checkpoint. Administrators
 /// and audit readers.
-#[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(ProofQuery), security(("token" = [])),
+#[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(("seq" = u64, Path, description = "The event's sequence number"), ProofQuery), security(("token" = [])),
     responses((status = 200, body = InclusionProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn proof(
     State(app): State<Shared>,
@@ -491,6 +493,7 @@ pub async fn proof(
 
 /// Two checkpoints to relate.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     pub from: u64,
@@ -564,6 +567,7 @@ pub async fn consistency(
 
 /// Which events to export.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// RFC 3339; default the beginning.

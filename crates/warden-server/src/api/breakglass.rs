@@ -82,6 +82,7 @@ pub struct PostmortemList {
 
 /// Which postmortems to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PostmortemQuery {
     /// Closed ones too (default: only open ones).

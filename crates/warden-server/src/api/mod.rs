@@ -332,10 +332,88 @@ fn body_too_large() -> ApiError {
         ssh::proxy, ssh::add_key, ssh::list_keys, ssh::remove_key, ssh::scan_host_key, ssh::pin_host_key,
         ssh::list, ssh::kill, ssh::watch, ssh::recording,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ErrorResponses)
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
+
+/// Declares on every operation the errors every route of its shape can answer, which each
+/// handler's own list leaves out: 401 and 429 where a token is needed (missing, expired or
+/// revoked; too many bad ones from one address), 400 and 404 for a path parameter, 400 for
+/// query parameters, 400, 413 and 415 for a body, and 500. Every response gets its status's
+/// reason phrase as the description OpenAPI requires.
+struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |status: axum::http::StatusCode| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(status.canonical_reason().unwrap_or_default())
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let params = op.parameters.iter().flatten().filter_map(|p| match p {
+                    RefOr::T(p) => Some(&p.parameter_in),
+                    RefOr::Ref(_) => None,
+                });
+                let in_path = params.clone().any(|p| matches!(p, ParameterIn::Path));
+                let in_query = params.clone().any(|p| matches!(p, ParameterIn::Query));
+                let mut statuses = vec![500];
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    statuses.extend([401, 429]);
+                }
+                if in_path {
+                    statuses.extend([400, 404]);
+                }
+                if in_query {
+                    statuses.push(400);
+                }
+                if op.request_body.is_some() {
+                    statuses.extend([400, 413, 415]);
+                }
+                let responses = &mut op.responses.responses;
+                for code in statuses {
+                    if let Ok(status) = axum::http::StatusCode::from_u16(code) {
+                        responses
+                            .entry(code.to_string())
+                            .or_insert_with(|| error(status));
+                    }
+                }
+                for (code, response) in responses.iter_mut() {
+                    if let RefOr::T(r) = response
+                        && r.description.is_empty()
+                    {
+                        r.description = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_owned();
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 

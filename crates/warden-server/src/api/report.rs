@@ -63,6 +63,7 @@ pub async fn metrics(
 
 /// The report's period.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// RFC 3339; default 30 days before `to`.

@@ -67,6 +67,7 @@ pub struct ExtendBody {
 
 /// Filters for listing requests.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only requests in this state.
@@ -303,7 +304,7 @@ pub async fn cancel(
 
 /// Ends a grant early and revokes its credential.
 #[utoipa::path(post, path = "/v1/requests/{id}/revoke", request_body = Option<ReviewBody>, security(("token" = [])),
-    responses((status = 200, body = RequestView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn revoke(
     State(app): State<Shared>,
     who: Authed,
@@ -348,7 +349,7 @@ pub async fn extend(
 
 /// Hands the requester their credential's secret (password, connection URL), once.
 #[utoipa::path(post, path = "/v1/requests/{id}/credential", security(("token" = [])),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Nothing to pick up: taken already, or a grant without a secret", body = ErrorBody)))]
 pub async fn credential(
     State(app): State<Shared>,
     who: Authed,
