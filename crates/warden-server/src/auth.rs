@@ -714,9 +714,10 @@ impl App {
                 None => false,
             };
             if !ok {
-                return Err(AuthError::Mfa(
-                    "you already have MFA; pass a current code as `totp` (`--totp CODE` from the CLI) to replace it".into(),
-                ));
+                return Err(AuthError::Mfa(match code {
+                    None => "you already have MFA; pass a current code as `totp` (`--totp CODE` from the CLI) to replace it".into(),
+                    Some(_) => "the TOTP code is wrong, or was used already (each code works once): to replace your second factor, pass the code your current authenticator shows now".into(),
+                }));
             }
         }
         let secret = Secret::generate();

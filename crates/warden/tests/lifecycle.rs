@@ -124,6 +124,19 @@ fn manager_and_peer_with_mfa_step_up() {
     // Each failure says what to do: enrol first, then pass a right, fresh, well-formed code.
     assert!(no_mfa.stderr.contains("warden mfa enroll"), "{no_mfa:?}");
     let uri = enroll_mfa(&alice);
+    // Replacing the factor takes a current code: none, or a wrong one, is refused, saying
+    // which, and on the record (wrong codes count towards the lockout).
+    let none = fails(&alice, &["mfa", "enroll"], 3);
+    assert!(none.stderr.contains("already have MFA"), "{none:?}");
+    let wrong = fails(&alice, &["mfa", "enroll", "--totp", "000000"], 3);
+    assert!(wrong.stderr.contains("TOTP code is wrong"), "{wrong:?}");
+    let admin = env.login("admin");
+    let refused = audit_values(&admin, "request.action_refused", "/details/action");
+    assert_eq!(
+        refused.iter().filter(|a| *a == "mfa.enroll").count(),
+        2,
+        "{refused:?}"
+    );
     let malformed = fails(
         &alice,
         &[

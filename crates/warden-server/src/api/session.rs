@@ -138,10 +138,14 @@ pub async fn mfa_enroll(
     raw: Result<OptionalJson<EnrollBody>, ApiError>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let b = body(&app, &who, "mfa.enroll", raw).await?;
-    let uri = app
+    // A wrong code counts towards the lockout; its refusal is on the record like any other.
+    match app
         .mfa_enroll(&who.user, b.totp.as_deref(), who.source.clone())
-        .await?;
-    Ok(Json(EnrollResponse { otpauth_uri: uri }))
+        .await
+    {
+        Ok(uri) => Ok(Json(EnrollResponse { otpauth_uri: uri })),
+        Err(e) => Err(refuse(&app, &who, "mfa.enroll", e.into()).await),
+    }
 }
 
 /// Confirms TOTP enrolment.
@@ -162,9 +166,13 @@ pub async fn mfa_confirm(
         )
         .await);
     }
-    app.mfa_confirm(&who.user, &b.code, who.source.clone())
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    match app
+        .mfa_confirm(&who.user, &b.code, who.source.clone())
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(refuse(&app, &who, "mfa.confirm", e.into()).await),
+    }
 }
 
 /// The directory user `name` that administrator `who` is about to act on: refused for
