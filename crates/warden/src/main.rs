@@ -240,6 +240,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Ends on arguments that do not parse: clap's own words and usage, or, when `--json` was
+/// among them, the same error envelope every other failure prints.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let asked_json = std::env::args_os().any(|a| a == "--json");
+    if !asked_json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    // The error is the first paragraph (a list of missing arguments runs over several lines);
+    // usage and hints follow.
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.trim_start_matches("error: ");
+    let body = serde_json::json!({ "error": { "code": exit::name_of(exit::USAGE), "message": message, "exit_code": exit::USAGE } });
+    eprintln!("{body}");
+    ExitCode::from(exit::USAGE)
+}
+
 /// What a program killed by `SIGPIPE` exits with, as shells report it (128 + 13).
 const BROKEN_PIPE_EXIT: i32 = 141;
 
@@ -264,7 +287,10 @@ fn quiet_on_broken_pipe() {
 
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -637,6 +637,60 @@ fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
     assert_eq!(granted["state"], "active", "{granted}");
 }
 
+/// `--wait` rides out a restart of the server: the request waits on, and so does the client.
+#[test]
+fn waiting_for_approval_rides_out_a_server_restart() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let mut env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob) = (env.login("alice"), env.login("bob"));
+    let waiting = std::thread::spawn(move || {
+        alice.run(
+            &[
+                "--json",
+                "request",
+                "create",
+                "web",
+                "--role",
+                "deploy",
+                "--reason",
+                "r",
+                "--ttl",
+                "1h",
+                "--ticket",
+                "CHG-11",
+                "--wait",
+                "--wait-timeout",
+                "60",
+            ],
+            None,
+        )
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let rid = loop {
+        let listed = ok(&bob, &["request", "list", "--reviewable"]);
+        if let Some(r) = listed["requests"].as_array().unwrap().first() {
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request to wait on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(env.server.terminate().success());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    env.server.restart();
+    ok(&bob, &["request", "approve", &rid]);
+    let out = waiting.join().unwrap();
+    assert!(out.success(), "{out:?}");
+    assert!(out.stderr.contains("still waiting"), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["state"].as_str()),
+        (Some(rid.as_str()), Some("active"))
+    );
+}
+
 #[test]
 fn pending_requests_time_out() {
     let env = Env::start();
@@ -662,6 +716,15 @@ fn bad_input_is_refused_clearly_and_audited() {
     let alice = env.login("alice");
     let admin = env.login("admin");
     let admin_token = token(&admin);
+    // Arguments that do not parse get the same error envelope as any failure under --json.
+    let out = alice.run(&["--json", "request", "create", "web"], None);
+    assert_eq!(out.code, 2, "{out:?}");
+    let e: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(e["error"]["code"], "usage", "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("--role"),
+        "{e}"
+    );
     let base = ["request", "create", "web"];
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (

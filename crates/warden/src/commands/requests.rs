@@ -109,7 +109,8 @@ pub struct CreateArgs {
     /// A fresh TOTP code, for roles that require MFA step-up.
     #[arg(long)]
     totp: Option<String>,
-    /// Wait until the request is decided (approved, denied, timed out).
+    /// Wait until the request is decided (approved, denied, timed out), through a restart of
+    /// the server.
     #[arg(long)]
     wait: bool,
     /// Give up waiting after this many seconds: exit 1, the request still pending.
@@ -248,6 +249,14 @@ fn print_request(v: &Value) {
         ("still needed", needed),
         ("reviews", reviews),
         ("created", instant(v, "created_at")),
+        (
+            "times out",
+            if v["state"] == "pending" {
+                instant(v, "pending_deadline")
+            } else {
+                String::new()
+            },
+        ),
         ("activated", instant(v, "activated_at")),
         ("expires", instant(v, "expires_at")),
         ("ended", instant(v, "ended_at")),
@@ -260,8 +269,26 @@ fn print_request(v: &Value) {
 async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
     let mut announced = false;
+    let mut told_unreachable = false;
     loop {
-        let v: Value = c.get(&format!("/v1/requests/{}", segment(id))).await?;
+        // The server may be restarting: the request waits on, and so does the client, until
+        // its own deadline.
+        let v: Value = match c.get(&format!("/v1/requests/{}", segment(id))).await {
+            Ok(v) => v,
+            Err(e)
+                if exit::code_of(&e) == exit::UNREACHABLE
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !told_unreachable {
+                    eprintln!("The server does not answer ({e:#}); still waiting...");
+                    told_unreachable = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        told_unreachable = false;
         if v["state"] != "pending" {
             return Ok(v);
         }
