@@ -13,17 +13,22 @@ use crate::output::{Output, instant, table};
 pub enum AuditCommand {
     /// Search events by user, target, request, code and time (RFC 3339).
     Search {
+        /// Only events by this user (who acted).
         #[arg(long)]
         user: Option<String>,
+        /// Only events about this target.
         #[arg(long)]
         target: Option<String>,
+        /// Only events about this request (its id).
         #[arg(long)]
         request: Option<String>,
         /// Event code (W2000) or name (request.created).
         #[arg(long)]
         code: Option<String>,
+        /// Only events at or after this time (RFC 3339).
         #[arg(long)]
         from: Option<String>,
+        /// Only events before this time (RFC 3339).
         #[arg(long)]
         to: Option<String>,
         /// Only events after this sequence number: the next page, from the last one shown.
@@ -75,6 +80,7 @@ pub enum AuditCommand {
     },
     /// Check a proof printed by `prove` or `prove-consistency`, offline.
     VerifyProof {
+        /// The proof, as `prove` or `prove-consistency` printed it.
         file: PathBuf,
         /// A verifier key, or a file holding one.
         #[arg(long)]

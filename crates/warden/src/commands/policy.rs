@@ -20,14 +20,18 @@ pub enum PolicyCommand {
     Test { dir: PathBuf },
     /// Show what the live policy decides for a would-be request, and which rules decided it.
     Explain {
+        /// The target, as `warden targets` names it.
         target: String,
+        /// The role on it.
         #[arg(long)]
         role: String,
         /// Explain for another user (administrators).
         #[arg(long)]
         user: Option<String>,
+        /// The TTL the request would ask for.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// The ticket it would carry.
         #[arg(long)]
         ticket: Option<String>,
         /// Explain break-glass access under the break-glass rules.

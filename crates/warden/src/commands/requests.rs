@@ -28,18 +28,22 @@ pub enum RequestCommand {
         /// would fill.
         #[arg(long)]
         reviewable: bool,
+        /// At most this many, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
     /// Show one request.
     Show {
+        /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
     },
     /// Approve a pending request.
     Approve {
+        /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
+        /// A note for the requester, audited.
         #[arg(long, default_value = "")]
         comment: String,
         /// A fresh TOTP code, when the role requires MFA.
@@ -48,6 +52,7 @@ pub enum RequestCommand {
     },
     /// Deny a pending request.
     Deny {
+        /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
         /// Why; shown to the requester and audited.
@@ -56,29 +61,37 @@ pub enum RequestCommand {
     },
     /// Withdraw your pending request.
     Cancel {
+        /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
     },
-    /// End an active grant now.
+    /// End an active grant now (or withdraw a pending request as one of its reviewers).
     Revoke {
+        /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
+        /// Why, for the requester and the audit log.
         #[arg(long, default_value = "")]
         comment: String,
     },
     /// Receive your grant's secret (database password), once; kept for `warden db connect`.
     Credential {
+        /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
     },
     /// Ask for more time on an active grant (a new, linked request).
     Extend {
+        /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
+        /// How much longer, from when the extension is granted (e.g. 30m, 2h).
         #[arg(long)]
         ttl: String,
+        /// Why (default: "extension of ID: " and the original request's reason).
         #[arg(long)]
         reason: Option<String>,
+        /// A fresh TOTP code, when the role requires MFA.
         #[arg(long)]
         totp: Option<String>,
         /// Wait until the extension is decided.
