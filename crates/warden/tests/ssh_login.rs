@@ -70,6 +70,11 @@ fn certificate_logs_in_until_the_grant_expires() {
         Some("grant.expired"),
         "{actions:?}"
     );
+    // The client forgets an ended grant's key and certificate once it saves the next one.
+    assert!(key.exists() && cert.exists());
+    let next = create(&alice, "web", "view", &["--ttl", "10m"]);
+    assert!(!key.exists() && !cert.exists(), "{next}");
+    assert!(Path::new(next["certificate_file"].as_str().unwrap()).exists());
 }
 
 #[test]

@@ -100,6 +100,7 @@ pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
     let revoked = c.post::<Value>("/v1/auth/logout", &json!({})).await;
     client::forget()?;
     super::db::forget_expired()?;
+    super::requests::forget_expired_certificates()?;
     if out.json {
         out.json(&json!({ "logged_out": true, "revoked": revoked.is_ok() }))
     } else {

@@ -144,6 +144,55 @@ pub(super) fn ssh_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Removes what `WARDEN_HOME/ssh` keeps for grants past their end: each certificate whose
+/// validity is over, and each key that only such certificates certified (an extension certifies
+/// its original's key, which stays while either lives; a link to the user's own key goes, never
+/// the key it leads to). A key no certificate names yet, of a request still pending, stays.
+pub(super) fn forget_expired_certificates() -> anyhow::Result<()> {
+    let dir = ssh_dir()?;
+    let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+    let fingerprint = |k: &ssh_key::public::KeyData| k.fingerprint(ssh_key::HashAlg::Sha256);
+    let entries = || -> anyhow::Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect())
+    };
+    let (mut live, mut ended) = (Vec::new(), Vec::new());
+    for path in entries()? {
+        if !path.to_string_lossy().ends_with("-cert.pub") {
+            continue;
+        }
+        let Some(cert) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| ssh_key::Certificate::from_openssh(t.trim()).ok())
+        else {
+            continue;
+        };
+        if cert.valid_before() <= now {
+            crate::client::remove_if_present(&path)?;
+            ended.push(fingerprint(cert.public_key()));
+        } else {
+            live.push(fingerprint(cert.public_key()));
+        }
+    }
+    if ended.is_empty() {
+        return Ok(());
+    }
+    for path in entries()? {
+        let key = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| ssh_key::PrivateKey::from_openssh(t).ok());
+        if let Some(key) = key {
+            let fp = fingerprint(key.public_key().key_data());
+            if ended.contains(&fp) && !live.contains(&fp) {
+                crate::client::remove_if_present(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A fresh SSH key pair for one request, in `WARDEN_HOME/ssh`. The private key never leaves
 /// this machine, and because every grant has its own key, revoking a grant early can list
 /// exactly its key in sshd's `RevokedKeys` without cutting off other grants.
@@ -207,6 +256,7 @@ fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     let Some(cert) = v.pointer("/credential/certificate").and_then(Value::as_str) else {
         return Ok(None);
     };
+    forget_expired_certificates()?;
     let id = v["id"].as_str().unwrap_or("grant");
     let path = ssh_dir()?.join(format!("{id}-cert.pub"));
     std::fs::write(&path, format!("{cert}\n"))?;
