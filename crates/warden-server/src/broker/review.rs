@@ -31,8 +31,9 @@ pub fn grant_met_requests_later(app: &crate::state::Shared) {
 impl App {
     /// Grants the pending requests whose approvals already meet the approval policy demands
     /// now: a reload or a restart relaxed it (or made it `auto`), so no one could approve them
-    /// further and they would only wait out their timeout. Run after each reload and at start;
-    /// returns how many were granted.
+    /// further and they would only wait out their timeout. Of the others, those whose tier
+    /// changed are announced to their new reviewers. Run after
+    /// each reload and at start; returns how many were granted.
     pub async fn grant_met_requests(&self) -> Result<usize, Error> {
         let policy = self.policy.load_full();
         let pending = self
@@ -105,9 +106,10 @@ impl App {
         Ok(granted)
     }
 
-    /// Stores `requirement`, what pending request `r` now waits for, where a reload or a
-    /// restart changed it, and tells those who may approve it now and could not before: they
-    /// see it in `request list --reviewable` from now on, but were never told of it.
+    /// Stores the tier `decision` demands of pending request `r`, where a reload or a restart
+    /// changed it, and tells the reviewers it names now, whose approval would count, and who
+    /// were not named before: they see it in `request list --reviewable` from now on, but were
+    /// never told of it.
     async fn announce_requirement(
         &self,
         requester: &User,
