@@ -368,7 +368,9 @@ impl Issuer for SshCertIssuer {
                 // the proxy.
                 "logins": settings.principals,
                 "proxy_only": proxy_only,
-                "serial": serial,
+                // In decimal text: a 64-bit number is more than JSON numbers hold exactly in
+                // many clients (JavaScript's).
+                "serial": serial.to_string(),
                 "key_id": req.grant.to_string(),
                 "ca_fingerprint": self.ca.fingerprint(),
             }),
