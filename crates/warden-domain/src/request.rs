@@ -554,14 +554,18 @@ impl Request {
     }
 
     /// Whether `candidate` may end this request early (administrators aside): its requester,
-    /// a reviewer its requirement names, or someone who approved it.
-    pub fn may_end(&self, requester: &User, candidate: &User) -> bool {
+    /// a reviewer `requirement` (the tier of now) names, or, once it is granted, someone who
+    /// approved it. A pending request is withdrawn by no mere approver: a two-person tier's
+    /// second approver may be anyone, who could otherwise block every such request by
+    /// approving and withdrawing it.
+    pub fn may_end(&self, requester: &User, requirement: &Requirement, candidate: &User) -> bool {
         candidate.name == self.requester
-            || self.requirement.names_reviewer(requester, candidate)
-            || self
-                .reviews
-                .iter()
-                .any(|v| v.verdict == Verdict::Approve && v.reviewer.name == candidate.name)
+            || requirement.names_reviewer(requester, candidate)
+            || (self.state != State::Pending
+                && self
+                    .reviews
+                    .iter()
+                    .any(|v| v.verdict == Verdict::Approve && v.reviewer.name == candidate.name))
     }
 
     /// Ends a grant early, or withdraws a request before it is granted (offboarding). `by` is

@@ -254,6 +254,10 @@ fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     );
     ok(&bob, &["request", "approve", &rid]);
     assert!(listed(&bob));
+    // An approval makes no one a withdrawer of a pending request: anyone could block every
+    // two-person request by approving and withdrawing it.
+    let out = fails(&bob, &["request", "revoke", &rid], 3);
+    assert!(out.stderr.contains("once granted"), "{out:?}");
     // A second non-security approver would not count.
     let out = fails(&mallory, &["request", "approve", &rid], 3);
     assert!(out.stderr.contains("an approver from security"), "{out:?}");
@@ -689,6 +693,31 @@ fn waiting_for_approval_rides_out_a_server_restart() {
         (v["id"].as_str(), v["state"].as_str()),
         (Some(rid.as_str()), Some("active"))
     );
+}
+
+/// An extension continues an active grant: once the grant has ended by its time, its pending
+/// extension can no longer be approved.
+#[test]
+fn an_extension_of_an_expired_grant_is_not_approved() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob) = (env.login("alice"), env.login("bob"));
+    let short = id(&create(
+        &alice,
+        "web",
+        "deploy",
+        &["--ticket", "CHG-12", "--ttl", "6s"],
+    ));
+    ok(&bob, &["request", "approve", &short]);
+    let more = id(&ok(&alice, &["request", "extend", &short, "--ttl", "1h"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state(&alice, &short) != "expired" {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = fails(&bob, &["request", "approve", &more], 6);
+    assert!(out.stderr.contains("which is expired"), "{out:?}");
+    assert_eq!(state(&alice, &more), "pending");
 }
 
 #[test]

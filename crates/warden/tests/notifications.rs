@@ -359,6 +359,47 @@ fn a_reload_that_changes_the_approvers_tells_the_new_ones() {
     );
 }
 
+/// Security sees and may end every break-glass grant, also where another group reads the audit
+/// log.
+#[test]
+fn security_sees_break_glass_when_others_read_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "audit_readers = \"auditors\"\n");
+    let (bob, sam, alice) = (
+        login(&server, "bob"),
+        login(&server, "sam"),
+        login(&server, "alice"),
+    );
+    let uri = enroll_mfa(&bob);
+    let bg = ok(
+        &bob,
+        &[
+            "breakglass",
+            "web",
+            "--role",
+            "admin",
+            "--reason",
+            "db down",
+            "--ttl",
+            "10m",
+            "--totp",
+            &totp(&uri, 1),
+        ],
+    );
+    let rid = id(&bg);
+    let listed = ok(&sam, &["request", "list"]);
+    assert!(
+        listed["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == rid.as_str()),
+        "{listed}"
+    );
+    fails(&alice, &["request", "show", &rid], 4);
+    assert_eq!(ok(&sam, &["request", "revoke", &rid])["state"], "revoked");
+}
+
 #[test]
 fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     let hook = WebhookReceiver::start();

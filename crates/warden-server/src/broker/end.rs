@@ -81,7 +81,14 @@ impl App {
         comment: Comment,
     ) -> Result<Request, Error> {
         for _ in 0..CONFLICT_RETRIES {
-            let r = self.load(&caller, id, Code::ActionRefused).await?;
+            let r = self
+                .load(
+                    &caller,
+                    id,
+                    Code::ActionRefused,
+                    serde_json::json!({ "action": "revoke" }),
+                )
+                .await?;
             // An extension being made, and then this request's issue if one is under way,
             // finish first: the revocation then ends what they made.
             let _chain = self
@@ -90,19 +97,26 @@ impl App {
                 .await;
             let _issuing = self.issuing.lock(id).await;
             let now = now();
-            let mut r = self.load(&caller, id, Code::ActionRefused).await?;
+            let mut r = self
+                .load(
+                    &caller,
+                    id,
+                    Code::ActionRefused,
+                    serde_json::json!({ "action": "revoke" }),
+                )
+                .await?;
             let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
                 .for_request(&r)
                 .details(serde_json::json!({"action": "revoke"}));
             // Security is told of every break-glass grant, and may end any.
             let may_end = self.is_admin(caller.user)
                 || (r.breakglass.is_some() && caller.user.in_group(&self.config.security_group))
-                || self
-                    .user(&r.requester)
-                    .is_some_and(|requester| r.may_end(requester, caller.user));
+                || self.user(&r.requester).is_some_and(|requester| {
+                    r.may_end(requester, &self.requirement_now(&r), caller.user)
+                });
             if !may_end {
                 let e = Error::Forbidden(format!(
-                    "only its requester, administrators, the reviewers its policy names and those who approved it can revoke request {id}"
+                    "only its requester, administrators, the reviewers its tier names, those who approved it once granted, and security for break-glass can revoke request {id}"
                 ));
                 return Err(self.refused(refusal, e).await);
             }

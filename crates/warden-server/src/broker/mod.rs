@@ -238,14 +238,20 @@ impl App {
     }
 
     /// Loads request `id` for `caller`. One that is missing and one the caller may not see are
-    /// refused alike, as not found (audited with `code`), so no call reveals whether an id
+    /// refused alike, as not found (audited with `code` and `details`, which say what was tried), so no call reveals whether an id
     /// exists or what state it is in.
-    async fn load(&self, caller: &Caller<'_>, id: RequestId, code: Code) -> Result<Request, Error> {
+    async fn load(
+        &self,
+        caller: &Caller<'_>,
+        id: RequestId,
+        code: Code,
+        details: serde_json::Value,
+    ) -> Result<Request, Error> {
         let found = self.store.request(id).await?;
         match found.filter(|r| self.may_view(caller.user, r)) {
             Some(r) => Ok(r),
             None => {
-                let mut e = Event::new(code, caller.actor(), now());
+                let mut e = Event::new(code, caller.actor(), now()).details(details);
                 e.request_id = Some(id);
                 Err(self.refused(e, Error::NotFound(id)).await)
             }
@@ -265,10 +271,12 @@ impl App {
 
     /// Whether request `r` concerns `user`, who then finds it in lists: its requester,
     /// administrators and audit readers, the reviewers its tier names (its groups' members, the
-    /// requester's manager) and whoever reviewed it.
+    /// requester's manager), whoever reviewed it, and for break-glass the security group, who
+    /// are told of each and may end it.
     pub fn concerns(&self, user: &User, r: &Request) -> bool {
         user.name == r.requester
             || self.may_read_audit(user)
+            || (r.breakglass.is_some() && user.in_group(&self.config.security_group))
             || r.reviews.iter().any(|v| v.reviewer.name == user.name)
             || self
                 .user(&r.requester)
@@ -329,7 +337,13 @@ impl App {
 
     /// Reads one request, if the caller may see it.
     pub async fn show(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
-        self.load(&caller, id, Code::ActionRefused).await
+        self.load(
+            &caller,
+            id,
+            Code::ActionRefused,
+            serde_json::json!({ "action": "show" }),
+        )
+        .await
     }
 
     /// The decision policy would make for `user` now, and whether the given request details

@@ -54,6 +54,11 @@ impl App {
             if r.breakglass.is_some() {
                 continue;
             }
+            if let Some(original) = r.extends
+                && self.ended_original(original).await?.is_some()
+            {
+                continue;
+            }
             let now = now();
             let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
                 continue;
@@ -104,6 +109,18 @@ impl App {
             }
         }
         Ok(granted)
+    }
+
+    /// The state of grant `original` when it is no longer active: an extension continues an
+    /// active grant, and one that ended (revoked, or past its time) has no access left to
+    /// extend; a fresh request is decided as such.
+    async fn ended_original(&self, original: RequestId) -> Result<Option<State>, Error> {
+        Ok(self
+            .store
+            .request(original)
+            .await?
+            .map(|o| o.state)
+            .filter(|s| *s != State::Active))
     }
 
     /// Stores the tier `decision` demands of pending request `r`, where a reload or a restart
@@ -188,12 +205,18 @@ impl App {
         for _ in 0..CONFLICT_RETRIES {
             let now = now();
             let actor = caller.actor();
-            let mut r = self.load(&caller, id, Code::ReviewRefused).await?;
+            let verdict = if approve { "approve" } else { "deny" };
+            let mut r = self
+                .load(
+                    &caller,
+                    id,
+                    Code::ReviewRefused,
+                    serde_json::json!({ "verdict": verdict }),
+                )
+                .await?;
             let refusal = Event::new(Code::ReviewRefused, actor.clone(), now)
                 .for_request(&r)
-                .details(
-                    serde_json::json!({ "verdict": if approve { "approve" } else { "deny" } }),
-                );
+                .details(serde_json::json!({ "verdict": verdict }));
             let Some(requester) = self.user(&r.requester).cloned() else {
                 let e = Error::Forbidden(format!(
                     "requester {} is no longer in the directory; the request cannot be approved",
@@ -204,22 +227,16 @@ impl App {
             if approve
                 && r.state == State::Pending
                 && let Some(original) = r.extends
+                && let Some(state) = self.ended_original(original).await?
             {
-                let revoked = self
-                    .store
-                    .request(original)
-                    .await?
-                    .is_some_and(|o| o.state == State::Revoked);
-                if revoked {
-                    // The state of things, not the approver's rights, stands in the way.
-                    let e = Error::Conflict {
-                        code: "grant_revoked",
-                        message: format!(
-                            "request {id} extends grant {original}, which was revoked: it can only be denied or cancelled"
-                        ),
-                    };
-                    return Err(self.refused(refusal, e).await);
-                }
+                // The state of things, not the approver's rights, stands in the way.
+                let e = Error::Conflict {
+                    code: "grant_ended",
+                    message: format!(
+                        "request {id} extends grant {original}, which is {state}: it can only be denied or cancelled (ask for new access with `warden request create`)"
+                    ),
+                };
+                return Err(self.refused(refusal, e).await);
             }
             let policy = self.policy.load_full();
             let decision = match self.decide_as_made(&policy, &requester, &r, now) {
@@ -360,7 +377,14 @@ impl App {
     pub async fn cancel(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
         for _ in 0..CONFLICT_RETRIES {
             let now = now();
-            let mut r = self.load(&caller, id, Code::ActionRefused).await?;
+            let mut r = self
+                .load(
+                    &caller,
+                    id,
+                    Code::ActionRefused,
+                    serde_json::json!({ "action": "cancel" }),
+                )
+                .await?;
             if let Err(e) = r.cancel(&caller.user.name, now) {
                 let ev = Event::new(Code::ActionRefused, caller.actor(), now)
                     .for_request(&r)
