@@ -625,6 +625,15 @@ fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
             .is_empty()
     );
     assert_eq!(state(&alice, &rid), "pending");
+    // Shown, it says why no one may approve it, and asks for no approver.
+    let shown = ok(&alice, &["request", "show", &rid]);
+    assert!(
+        shown["unapprovable"]
+            .as_str()
+            .is_some_and(|w| w.contains("no longer permits") && w.contains("MFA")),
+        "{shown}"
+    );
+    assert_eq!(shown["still_needed"], serde_json::json!([]), "{shown}");
     // A request made with step-up under that policy is approved as ever.
     let alice_uri = enroll_mfa(&alice);
     let stepped = id(&create(

@@ -38,6 +38,10 @@ pub struct RequestView {
     pub reviews: Vec<ReviewView>,
     /// Approvals still needed, while pending.
     pub still_needed: Vec<String>,
+    /// Why no one may approve this pending request any more (policy no longer permits it as
+    /// made, or its requester left): it can only be denied or cancelled, or time out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unapprovable: Option<String>,
     /// Public facts about the issued credential (e.g. the SSH certificate).
     #[schema(value_type = Option<Object>)]
     pub credential: Option<serde_json::Value>,
@@ -65,6 +69,7 @@ impl RequestView {
     /// `r` as `app` shows it: a pending request with the approval policy demands now.
     pub fn new(r: &Request, app: &App) -> Self {
         let requirement = app.requirement_now(r);
+        let unapprovable = app.unapprovable(r);
         Self {
             id: r.id.to_string(),
             state: r.state.to_string(),
@@ -101,7 +106,12 @@ impl RequestView {
                     at: rfc3339(v.at),
                 })
                 .collect(),
-            still_needed: app.still_needed(r, &requirement),
+            still_needed: if unapprovable.is_some() {
+                Vec::new()
+            } else {
+                app.still_needed(r, &requirement)
+            },
+            unapprovable,
             credential: r.credential.clone(),
             secret: None,
             security_notified: None,

@@ -286,10 +286,10 @@ impl App {
     /// Whether pending request `r` waits for `user`'s review now ([`Request::awaits`]), under a
     /// policy that still permits it as made.
     pub fn awaits(&self, user: &User, r: &Request) -> bool {
-        self.user(&r.requester).is_some_and(|req| {
-            self.permitted_as_made(req, r)
-                .is_some_and(|d| r.awaits(req, &d.requirement, &self.directory, user))
-        })
+        match (self.user(&r.requester), self.as_made_now(r)) {
+            (Some(req), Some(Ok(d))) => r.awaits(req, &d.requirement, &self.directory, user),
+            _ => false,
+        }
     }
 
     /// The approval `r` needs: for a pending request policy still permits as made, what it
@@ -297,21 +297,42 @@ impl App {
     /// since it was made, and approvals are counted against it); for any other, the one it was
     /// last decided under.
     pub fn requirement_now(&self, r: &Request) -> Requirement {
-        self.user(&r.requester)
-            .and_then(|req| self.permitted_as_made(req, r))
-            .map_or_else(|| r.requirement.clone(), |d| d.requirement)
+        match self.as_made_now(r) {
+            Some(Ok(d)) => d.requirement,
+            _ => r.requirement.clone(),
+        }
     }
 
-    /// What policy decides now of pending request `r` by `requester`, where it still permits
-    /// the request as made (its TTL, its ticket, and MFA step-up only if the requester made
-    /// one).
-    fn permitted_as_made(&self, requester: &User, r: &Request) -> Option<Decision> {
+    /// Why no one may approve pending request `r` any more, where that is so: its requester
+    /// left the directory, or policy no longer permits it as made. It can then only be denied
+    /// or cancelled, or wait out its time.
+    pub fn unapprovable(&self, r: &Request) -> Option<String> {
+        self.as_made_now(r)?.err()
+    }
+
+    /// What policy decides now of pending request `r` (`None` for any other): the decision,
+    /// where it still permits the request as made (its TTL, its ticket, and MFA step-up only if
+    /// the requester made one), else why not.
+    fn as_made_now(&self, r: &Request) -> Option<Result<Decision, String>> {
         if r.state != State::Pending || r.breakglass.is_some() {
             return None;
         }
-        self.decide_as_made(&self.policy.load(), requester, r, now())
-            .ok()
-            .filter(|d| d.check(r.ttl, r.ticket.as_ref(), r.stepped_up).is_ok())
+        let Some(requester) = self.user(&r.requester) else {
+            return Some(Err(format!(
+                "requester {} is no longer in the directory",
+                r.requester
+            )));
+        };
+        let why = match self.decide_as_made(&self.policy.load(), requester, r, now()) {
+            Ok(d) => match d.check(r.ttl, r.ticket.as_ref(), r.stepped_up) {
+                Ok(()) => return Some(Ok(d)),
+                Err(refusal) => refusal.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        Some(Err(format!(
+            "policy no longer permits this request as made ({why})"
+        )))
     }
 
     /// What `policy` decides, at `now`, of request `r` by `requester` as it was made (its

@@ -310,6 +310,7 @@ fn print_request(v: &Value) {
         ("recording", s(v, "recording")),
         ("rules", joined(&v["rules"], ", ")),
         ("still needed", needed),
+        ("unapprovable", s(v, "unapprovable")),
         ("reviews", reviews),
         ("created", instant(v, "created_at")),
         (
