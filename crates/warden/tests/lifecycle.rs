@@ -993,6 +993,8 @@ fn bad_input_is_refused_clearly_and_audited() {
         ("/v1/audit/proof/1", &auth, 403, "not_permitted"),
         ("/v1/requests?limit=-1", &auth, 400, "bad_query"),
         ("/v1/requests?sate=active", &auth, 400, "bad_query"),
+        // An endpoint that takes no parameters ignores none either.
+        ("/v1/targets?environment=prod", &auth, 400, "bad_query"),
         ("/v1/audit?limit=0", &auth, 400, "bad_limit"),
     ] {
         let r = warden_testkit::http_get_with(port, path, by).unwrap();

@@ -109,6 +109,7 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/postmortems/{id}/close", post(breakglass::close))
         .route("/v1/report/drills", get(breakglass::drills))
         .route("/v1/notifications/status", get(breakglass::outbox))
+        .route_layer(axum::middleware::from_fn(refuse_unknown_query))
         .fallback(meta::not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -312,6 +313,62 @@ fn body_too_large() -> ApiError {
         "body_too_large",
         format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
     )
+}
+
+/// The `/v1` operations that take query parameters, as `METHOD /path/{template}`, read from the
+/// OpenAPI document: it is what says which endpoints take any.
+static QUERY_OPERATIONS: std::sync::LazyLock<std::collections::BTreeSet<String>> =
+    std::sync::LazyLock::new(|| {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::path::ParameterIn;
+        let doc = ApiDoc::openapi();
+        let mut out = std::collections::BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            let operations = [
+                ("GET", &item.get),
+                ("PUT", &item.put),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("PATCH", &item.patch),
+            ];
+            for (method, op) in operations {
+                let takes_query = op.iter().flat_map(|o| o.parameters.iter().flatten()).any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)),
+                );
+                if takes_query {
+                    out.insert(format!("{method} {path}"));
+                }
+            }
+        }
+        out
+    });
+
+/// Refuses query parameters on a `/v1` endpoint that takes none, as those that take some refuse
+/// the ones they do not know: a filter that is silently ignored would mislead its caller.
+async fn refuse_unknown_query(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    use axum::response::IntoResponse;
+    if let (Some(route), Some(query)) = (route, req.uri().query())
+        && route.starts_with("/v1/")
+        && !query.is_empty()
+        && !QUERY_OPERATIONS.contains(&format!("{} {route}", req.method()))
+    {
+        return ApiError::bad_request(
+            "bad_query",
+            format!(
+                "{} {route} takes no query parameters; see /v1/openapi.json",
+                req.method()
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The OpenAPI document.
