@@ -256,8 +256,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "requests of users no longer in the directory were revoked"
         );
     }
-    // A restart with other users or groups may have met some pending requests' approval.
-    crate::broker::grant_met_requests_later(&app);
     let interrupted = app.recover_intents().await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -272,6 +270,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let worker = tokio::spawn(crate::worker::run(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::reconcile(app.clone(), stop_rx.clone()));
+    tokio::spawn(crate::worker::redecide(app.clone(), stop_rx.clone()));
     tokio::spawn(crate::worker::retention(app.clone(), stop_rx.clone()));
     let exporter = crate::export::Exporter::start(&app, &rolled_back)?;
     crate::notify::outbox::check(&app)?;

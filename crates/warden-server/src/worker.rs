@@ -122,6 +122,22 @@ pub async fn reconcile(app: Shared, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How often pending requests are decided again.
+const REDECIDE_EVERY: Duration = Duration::from_secs(60);
+
+/// Decides the pending requests again at start and then every minute, until `stop`: a restart
+/// with other users or groups, or a rule on the time of day, may have changed what they need
+/// ([`crate::broker::redecide_pending`]).
+pub async fn redecide(app: Shared, mut stop: watch::Receiver<bool>) {
+    loop {
+        crate::broker::redecide_pending(&app).await;
+        tokio::select! {
+            _ = tokio::time::sleep(REDECIDE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(24 * 3600);
 

@@ -32,7 +32,7 @@ mod review;
 
 pub(crate) use leases::makes_accounts;
 pub use locks::Locks;
-pub use review::grant_met_requests_later;
+pub use review::{grant_met_requests_later, redecide_pending};
 
 /// How many times an operation is retried when another writer changed the request first.
 const CONFLICT_RETRIES: usize = 5;

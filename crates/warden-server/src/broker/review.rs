@@ -11,21 +11,25 @@ use warden_store::Change;
 use super::{CONFLICT_RETRIES, Caller, Error, Outcome};
 use crate::state::{App, now};
 
-/// Runs [`App::grant_met_requests`] in the background: after a reload, or at start.
+/// Runs [`redecide_pending`] in the background: after a reload.
 pub fn grant_met_requests_later(app: &crate::state::Shared) {
     let app = app.clone();
-    tokio::spawn(async move {
-        match app.grant_met_requests().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                granted = n,
-                "pending requests whose approvals now suffice were granted"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "granting pending requests whose approvals now suffice failed")
-            }
+    tokio::spawn(async move { redecide_pending(&app).await });
+}
+
+/// Decides the pending requests again under the policy of this moment
+/// ([`App::grant_met_requests`]), saying in the log what came of it.
+pub async fn redecide_pending(app: &crate::state::Shared) {
+    match app.grant_met_requests().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            granted = n,
+            "pending requests whose approvals now suffice were granted"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "granting pending requests whose approvals now suffice failed")
         }
-    });
+    }
 }
 
 impl App {
@@ -33,7 +37,8 @@ impl App {
     /// now: a reload or a restart relaxed it (or made it `auto`), so no one could approve them
     /// further and they would only wait out their timeout. Of the others, those whose tier
     /// changed are announced to their new reviewers. Run after
-    /// each reload and at start; returns how many were granted.
+    /// each reload, at start and every minute (a rule on the time of day changes a tier with no
+    /// reload); returns how many were granted.
     pub async fn grant_met_requests(&self) -> Result<usize, Error> {
         let policy = self.policy.load_full();
         let pending = self
