@@ -228,14 +228,7 @@ impl App {
         reason: Option<Reason>,
         totp: Option<String>,
     ) -> Result<Outcome, Error> {
-        let r = self
-            .load(
-                &caller,
-                id,
-                Code::ActionRefused,
-                serde_json::json!({ "action": "extend" }),
-            )
-            .await?;
+        let r = self.load(&caller, id, "extend").await?;
         // Checked and made while no other extension of the chain is being made and no
         // revocation of it runs: see `App::chains`.
         let _chain = self
@@ -243,14 +236,7 @@ impl App {
             .lock((r.requester.clone(), r.target.clone()))
             .await;
         let now = now();
-        let r = self
-            .load(
-                &caller,
-                id,
-                Code::ActionRefused,
-                serde_json::json!({ "action": "extend" }),
-            )
-            .await?;
+        let r = self.load(&caller, id, "extend").await?;
         let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
             .for_request(&r)
             .details(serde_json::json!({"action": "extend"}));

@@ -81,14 +81,7 @@ impl App {
         comment: Comment,
     ) -> Result<Request, Error> {
         for _ in 0..CONFLICT_RETRIES {
-            let r = self
-                .load(
-                    &caller,
-                    id,
-                    Code::ActionRefused,
-                    serde_json::json!({ "action": "revoke" }),
-                )
-                .await?;
+            let r = self.load(&caller, id, "revoke").await?;
             // An extension being made, and then this request's issue if one is under way,
             // finish first: the revocation then ends what they made.
             let _chain = self
@@ -97,14 +90,7 @@ impl App {
                 .await;
             let _issuing = self.issuing.lock(id).await;
             let now = now();
-            let mut r = self
-                .load(
-                    &caller,
-                    id,
-                    Code::ActionRefused,
-                    serde_json::json!({ "action": "revoke" }),
-                )
-                .await?;
+            let mut r = self.load(&caller, id, "revoke").await?;
             let refusal = Event::new(Code::ActionRefused, caller.actor(), now)
                 .for_request(&r)
                 .details(serde_json::json!({"action": "revoke"}));

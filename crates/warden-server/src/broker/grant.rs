@@ -265,14 +265,7 @@ impl App {
         caller: Caller<'_>,
         id: RequestId,
     ) -> Result<serde_json::Value, Error> {
-        let r = self
-            .load(
-                &caller,
-                id,
-                Code::ActionRefused,
-                serde_json::json!({ "action": "pickup" }),
-            )
-            .await?;
+        let r = self.load(&caller, id, "pickup").await?;
         if r.requester != caller.user.name {
             let ev = Event::new(Code::ActionRefused, caller.actor(), now())
                 .for_request(&r)

@@ -237,10 +237,22 @@ impl App {
         Ok(())
     }
 
-    /// Loads request `id` for `caller`. One that is missing and one the caller may not see are
-    /// refused alike, as not found (audited with `code` and `details`, which say what was tried), so no call reveals whether an id
-    /// exists or what state it is in.
+    /// Loads request `id` for `caller`, who means to `action` it. One that is missing and one
+    /// the caller may not see are refused alike, as not found (audited as
+    /// `request.action_refused` naming the action), so no call reveals whether an id exists or
+    /// what state it is in.
     async fn load(
+        &self,
+        caller: &Caller<'_>,
+        id: RequestId,
+        action: &str,
+    ) -> Result<Request, Error> {
+        let details = serde_json::json!({ "action": action });
+        self.load_as(caller, id, Code::ActionRefused, details).await
+    }
+
+    /// [`App::load`] with the refusal's `code` and `details` given: a review's have their own.
+    async fn load_as(
         &self,
         caller: &Caller<'_>,
         id: RequestId,
@@ -358,13 +370,7 @@ impl App {
 
     /// Reads one request, if the caller may see it.
     pub async fn show(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
-        self.load(
-            &caller,
-            id,
-            Code::ActionRefused,
-            serde_json::json!({ "action": "show" }),
-        )
-        .await
+        self.load(&caller, id, "show").await
     }
 
     /// The decision policy would make for `user` now, and whether the given request details

@@ -212,7 +212,7 @@ impl App {
             let actor = caller.actor();
             let verdict = if approve { "approve" } else { "deny" };
             let mut r = self
-                .load(
+                .load_as(
                     &caller,
                     id,
                     Code::ReviewRefused,
@@ -382,14 +382,7 @@ impl App {
     pub async fn cancel(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
         for _ in 0..CONFLICT_RETRIES {
             let now = now();
-            let mut r = self
-                .load(
-                    &caller,
-                    id,
-                    Code::ActionRefused,
-                    serde_json::json!({ "action": "cancel" }),
-                )
-                .await?;
+            let mut r = self.load(&caller, id, "cancel").await?;
             if let Err(e) = r.cancel(&caller.user.name, now) {
                 let ev = Event::new(Code::ActionRefused, caller.actor(), now)
                     .for_request(&r)
