@@ -44,6 +44,10 @@ pub enum AuthError {
     BadToken,
     #[error("{0}")]
     Mfa(String),
+    /// A TOTP code was given and is wrong (or used already, or no code at all in shape): told
+    /// apart from a missing one, for whoever watches the audit log for guessing.
+    #[error("{0}")]
+    WrongCode(String),
     #[error(
         "too many wrong passwords or TOTP codes in a row: this user's checks are refused until {}",
         warden_domain::rfc3339(*.0)
@@ -475,7 +479,7 @@ impl App {
         }
         let digits = code.trim();
         let shaped = digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit());
-        Err(AuthError::Mfa(if shaped {
+        Err(AuthError::WrongCode(if shaped {
             "the TOTP code is wrong, or was used already (each code works once): pass the one your authenticator shows now".into()
         } else {
             "a TOTP code is the 6 digits your authenticator shows".into()
@@ -714,10 +718,10 @@ impl App {
                 None => false,
             };
             if !ok {
-                return Err(AuthError::Mfa(match code {
-                    None => "you already have MFA; pass a current code as `totp` (`--totp CODE` from the CLI) to replace it".into(),
-                    Some(_) => "the TOTP code is wrong, or was used already (each code works once): to replace your second factor, pass the code your current authenticator shows now".into(),
-                }));
+                return Err(match code {
+                    None => AuthError::Mfa("you already have MFA; pass a current code as `totp` (`--totp CODE` from the CLI) to replace it".into()),
+                    Some(_) => AuthError::WrongCode("the TOTP code is wrong, or was used already (each code works once): to replace your second factor, pass the code your current authenticator shows now".into()),
+                });
             }
         }
         let secret = Secret::generate();
@@ -751,7 +755,7 @@ impl App {
             AuthError::Mfa("no enrolment in progress: run `warden mfa enroll` first".into())
         })?;
         if !self.check_code(&user.name, &totp, code).await? {
-            return Err(AuthError::Mfa(
+            return Err(AuthError::WrongCode(
                 "the code does not match; check the authenticator's clock and try the next code"
                     .into(),
             ));

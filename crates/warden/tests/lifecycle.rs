@@ -163,6 +163,12 @@ fn manager_and_peer_with_mfa_step_up() {
         3,
     );
     assert!(bad.stderr.contains("TOTP code is wrong"), "{bad:?}");
+    // A wrong code is on the record apart from a missing one.
+    let codes = audit_values(&admin, "request.refused", "/outcome/code");
+    assert!(
+        codes.iter().any(|c| c == "mfa_failed") && codes.iter().any(|c| c == "mfa_required"),
+        "{codes:?}"
+    );
     let code = totp(&uri, 1);
     // A refusal no second factor could fix leaves the code unspent.
     let too_long = fails(

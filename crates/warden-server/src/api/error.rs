@@ -93,7 +93,7 @@ impl From<broker::Error> for ApiError {
             E::Missing { .. } => StatusCode::NOT_FOUND,
             E::Conflict { .. } => StatusCode::CONFLICT,
             E::Unknown { .. } | E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Refused(_) | E::Forbidden(_) | E::Mfa(_) => StatusCode::FORBIDDEN,
+            E::Refused(_) | E::Forbidden(_) | E::Mfa(_) | E::MfaFailed(_) => StatusCode::FORBIDDEN,
             E::Transition(
                 TransitionError::WrongState { .. } | TransitionError::AlreadyReviewed,
             ) => StatusCode::CONFLICT,
@@ -130,6 +130,7 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
             }
             AuthError::Mfa(m) => Self::new(StatusCode::FORBIDDEN, "mfa", m),
+            AuthError::WrongCode(m) => Self::new(StatusCode::FORBIDDEN, "mfa_failed", m),
             AuthError::Locked(_) => Self::new(StatusCode::FORBIDDEN, "locked", e.to_string()),
             AuthError::Throttled(until) => {
                 let wait = (until - crate::state::now()).whole_seconds().max(0) + 1;

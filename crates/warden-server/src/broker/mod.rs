@@ -80,6 +80,9 @@ pub enum Error {
     NotFound(RequestId),
     #[error("{0}")]
     Mfa(String),
+    /// A TOTP code given for step-up was wrong.
+    #[error("{0}")]
+    MfaFailed(String),
     /// An issuer, the sealer or a target failed; the message says which and what.
     #[error("{0}")]
     Issuer(String),
@@ -116,6 +119,7 @@ impl Error {
             Error::Forbidden(_) => "not_permitted",
             Error::NotFound(_) => "not_found",
             Error::Mfa(_) => "mfa_required",
+            Error::MfaFailed(_) => "mfa_failed",
             Error::Issuer(_) => "issuer_failed",
             Error::Postmortem(p) => p.code(),
             Error::Store(_) => "storage_unavailable",
@@ -127,6 +131,7 @@ impl From<AuthError> for Error {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(s) => Error::Store(s),
+            AuthError::WrongCode(m) => Error::MfaFailed(m),
             other => Error::Mfa(other.to_string()),
         }
     }
