@@ -68,8 +68,7 @@ pub struct ReviewView {
 impl RequestView {
     /// `r` as `app` shows it: a pending request with the approval policy demands now.
     pub fn new(r: &Request, app: &App) -> Self {
-        let requirement = app.requirement_now(r);
-        let unapprovable = app.unapprovable(r);
+        let (requirement, unapprovable) = app.standing(r);
         Self {
             id: r.id.to_string(),
             state: r.state.to_string(),

@@ -279,25 +279,32 @@ impl App {
     /// is pending, anyone whose approval could count, to read what they are asked to approve
     /// (a two-person tier's second approver may be anyone: they see it by id, never listed).
     pub fn may_view(&self, user: &User, r: &Request) -> bool {
-        self.concerns(user, r)
-            || (r.state == State::Pending
-                && self
-                    .user(&r.requester)
-                    .is_some_and(|req| self.requirement_now(r).may_review(req, user)))
+        self.involves(user, r)
+            || self.user(&r.requester).is_some_and(|req| {
+                let tier = self.requirement_now(r);
+                tier.names_reviewer(req, user)
+                    || (r.state == State::Pending && tier.may_review(req, user))
+            })
     }
 
-    /// Whether request `r` concerns `user`, who then finds it in lists: its requester,
-    /// administrators and audit readers, the reviewers its tier names (its groups' members, the
-    /// requester's manager), whoever reviewed it, and for break-glass the security group, who
-    /// are told of each and may end it.
+    /// Whether request `r` concerns `user`, who then finds it in lists: whom it involves
+    /// ([`App::involves`]) and the reviewers its tier names (its groups' members, the
+    /// requester's manager).
     pub fn concerns(&self, user: &User, r: &Request) -> bool {
+        self.involves(user, r)
+            || self
+                .user(&r.requester)
+                .is_some_and(|req| self.requirement_now(r).names_reviewer(req, user))
+    }
+
+    /// Whether `user` has a part in request `r` whatever its tier: its requester,
+    /// administrators and audit readers, whoever reviewed it, and for break-glass the security
+    /// group, who are told of each and may end it.
+    fn involves(&self, user: &User, r: &Request) -> bool {
         user.name == r.requester
             || self.may_read_audit(user)
             || (r.breakglass.is_some() && user.in_group(&self.config.security_group))
             || r.reviews.iter().any(|v| v.reviewer.name == user.name)
-            || self
-                .user(&r.requester)
-                .is_some_and(|req| self.requirement_now(r).names_reviewer(req, user))
     }
 
     /// Whether pending request `r` waits for `user`'s review now ([`Request::awaits`]), under a
@@ -314,17 +321,19 @@ impl App {
     /// since it was made, and approvals are counted against it); for any other, the one it was
     /// last decided under.
     pub fn requirement_now(&self, r: &Request) -> Requirement {
-        match self.as_made_now(r) {
-            Some(Ok(d)) => d.requirement,
-            _ => r.requirement.clone(),
-        }
+        self.standing(r).0
     }
 
-    /// Why no one may approve pending request `r` any more, where that is so: its requester
-    /// left the directory, or policy no longer permits it as made. It can then only be denied
-    /// or cancelled, or wait out its time.
-    pub fn unapprovable(&self, r: &Request) -> Option<String> {
-        self.as_made_now(r)?.err()
+    /// [`App::requirement_now`] of pending request `r`, and why no one may approve it any more
+    /// where that is so (its requester left the directory, or policy no longer permits it as
+    /// made: it can then only be denied or cancelled, or wait out its time). One decision for
+    /// both.
+    pub fn standing(&self, r: &Request) -> (Requirement, Option<String>) {
+        match self.as_made_now(r) {
+            Some(Ok(d)) => (d.requirement, None),
+            Some(Err(why)) => (r.requirement.clone(), Some(why)),
+            None => (r.requirement.clone(), None),
+        }
     }
 
     /// What policy decides now of pending request `r` (`None` for any other): the decision,

@@ -144,7 +144,7 @@ impl App {
             return Ok(());
         }
         // No one could give it: said on the record, as a request made now would be refused.
-        let unapprovable = self
+        let no_approvers = self
             .approvable(decision, requester)
             .err()
             .map(|e| e.to_string());
@@ -164,7 +164,7 @@ impl App {
                 "previous": previous.to_string(),
                 "tier": r.requirement.to_string(),
                 "told": newcomers,
-                "unapprovable": unapprovable,
+                "no_approvers": no_approvers,
             }));
         let notices = if newcomers.is_empty() {
             Vec::new()
