@@ -287,9 +287,9 @@ impl App {
             })
     }
 
-    /// Whether request `r` concerns `user`, who then finds it in lists: whom it involves
-    /// ([`App::involves`]) and the reviewers its tier names (its groups' members, the
-    /// requester's manager).
+    /// Whether request `r` concerns `user`, who then finds it in lists: its requester,
+    /// administrators and audit readers, whoever reviewed it, security for break-glass, and the
+    /// reviewers its tier names (its groups' members, the requester's manager).
     pub fn concerns(&self, user: &User, r: &Request) -> bool {
         self.involves(user, r)
             || self
