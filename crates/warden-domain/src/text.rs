@@ -16,6 +16,11 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// zero-width (non-)joiner is the exception: Persian, Indic scripts and emoji need it, and it
 /// moves nothing.
 pub fn hidden(c: char) -> bool {
+    // Every ASCII character but the controls shows as itself; most text is ASCII, and the
+    // category table's search costs a grant's public key line a few microseconds.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     !matches!(c, '\u{200C}' | '\u{200D}')
         && matches!(
             c.general_category(),
@@ -215,6 +220,14 @@ mod tests {
             })
         );
         assert_eq!(Comment::parse("").unwrap().as_str(), "");
+    }
+
+    #[test]
+    fn ascii_is_hidden_exactly_where_its_category_says() {
+        for c in (0u8..=0x7F).map(char::from) {
+            let by_category = matches!(c.general_category(), GeneralCategory::Control);
+            assert_eq!(hidden(c), by_category, "{c:?}");
+        }
     }
 
     #[test]
