@@ -288,6 +288,11 @@ fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     );
     assert_eq!(denied["state"], "denied");
     assert_eq!(denied["end_comment"], "not during the freeze");
+    // The requester's client forgets the denied request's key when it next sees the request.
+    let denied_key = alice.home().join("ssh").join(&rid2);
+    assert!(denied_key.exists());
+    ok(&alice, &["request", "list"]);
+    assert!(!denied_key.exists());
     // Ended, it is out of reach of those the tier does not name; sam, named, is told why.
     fails(&bob, &["request", "approve", &rid2], 4);
     let again = fails(&sam, &["request", "approve", &rid2], 6);
@@ -302,11 +307,15 @@ fn cancel_revoke_and_extend() {
     let admin = env.login("admin");
 
     let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    let pending_key = alice.home().join("ssh").join(&pending);
+    assert!(pending_key.exists());
     fails(&bob, &["request", "cancel", &pending], 3);
     assert_eq!(
         ok(&alice, &["request", "cancel", &pending])["state"],
         "cancelled"
     );
+    // The key generated for a request that was never granted is not kept.
+    assert!(!pending_key.exists());
     let out = fails(&bob, &["request", "approve", &pending], 6);
     assert!(out.stderr.contains("cancelled"), "{out:?}");
 

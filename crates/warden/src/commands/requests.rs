@@ -193,6 +193,24 @@ pub(super) fn forget_expired_certificates() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether request `v` ended without ever being granted: denied, cancelled, timed out, or
+/// revoked or failed before its credential was issued.
+fn ended_ungranted(v: &Value) -> bool {
+    !v["ended_at"].is_null() && v["activated_at"].is_null()
+}
+
+/// Removes what `WARDEN_HOME/ssh` keeps under the name of request `v` once it has ended
+/// ungranted: the private key generated for it, or the link to the user's own key or to the
+/// key of the grant it extends (never the key a link leads to), will certify nothing. A request
+/// seen here that is someone else's has nothing under its name.
+pub(super) fn forget_ungranted_key(v: &Value) -> anyhow::Result<()> {
+    let id = s(v, "id");
+    if !ended_ungranted(v) || !id_like(&id) {
+        return Ok(());
+    }
+    crate::client::remove_if_present(&ssh_dir()?.join(id))
+}
+
 /// A fresh SSH key pair for one request, in `WARDEN_HOME/ssh`. The private key never leaves
 /// this machine, and because every grant has its own key, revoking a grant early can list
 /// exactly its key in sshd's `RevokedKeys` without cutting off other grants.
@@ -377,9 +395,14 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
 }
 
 pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
+    forget_ungranted_key(v)?;
     // A key this client generated for the request is named after it, or after the request it
     // extends (an extension certifies the same key).
-    let own_key = generated_key(v)?;
+    let own_key = if ended_ungranted(v) {
+        None
+    } else {
+        generated_key(v)?
+    };
     // Named as the user typed it, a key is found only from where they typed it; the printed
     // command should work from anywhere.
     let typed = key.map(std::path::absolute).transpose()?;
@@ -492,6 +515,7 @@ async fn act(c: &Client, id: &str, action: &str, body: Value, out: Output) -> an
     let v: Value = c
         .post(&format!("/v1/requests/{}/{action}", segment(id)), &body)
         .await?;
+    forget_ungranted_key(&v)?;
     if out.json {
         out.json(&v)
     } else {
@@ -575,6 +599,9 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 ("limit", Some(limit.to_string())),
             ]);
             let v: Value = c.get(&format!("/v1/requests{q}")).await?;
+            for r in v["requests"].as_array().into_iter().flatten() {
+                forget_ungranted_key(r)?;
+            }
             if out.json {
                 return out.json(&v);
             }
