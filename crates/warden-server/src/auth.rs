@@ -44,6 +44,9 @@ pub enum AuthError {
     BadToken,
     #[error("{0}")]
     Mfa(String),
+    /// A confirmation with no enrolment begun: nothing to confirm, whatever the code.
+    #[error("no MFA enrolment in progress: run `warden mfa enroll` first")]
+    NoEnrolment,
     /// A TOTP code was given and is wrong (or used already, or no code at all in shape): told
     /// apart from a missing one, for whoever watches the audit log for guessing.
     #[error("{0}")]
@@ -751,9 +754,10 @@ impl App {
         code: &str,
         source: Option<String>,
     ) -> Result<(), AuthError> {
-        let totp = self.user_totp(&user.name, true).await?.ok_or_else(|| {
-            AuthError::Mfa("no enrolment in progress: run `warden mfa enroll` first".into())
-        })?;
+        let totp = self
+            .user_totp(&user.name, true)
+            .await?
+            .ok_or(AuthError::NoEnrolment)?;
         if !self.check_code(&user.name, &totp, code).await? {
             return Err(AuthError::WrongCode(
                 "the code does not match; check the authenticator's clock and try the next code"

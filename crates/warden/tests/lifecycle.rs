@@ -123,6 +123,12 @@ fn manager_and_peer_with_mfa_step_up() {
     );
     // Each failure says what to do: enrol first, then pass a right, fresh, well-formed code.
     assert!(no_mfa.stderr.contains("warden mfa enroll"), "{no_mfa:?}");
+    // Confirming what was never begun is a conflict, whatever the code.
+    let nothing = fails(&alice, &["mfa", "confirm", "123456"], 6);
+    assert!(
+        nothing.stderr.contains("no MFA enrolment in progress"),
+        "{nothing:?}"
+    );
     let uri = enroll_mfa(&alice);
     // Replacing the factor takes a current code: none, or a wrong one, is refused, saying
     // which, and on the record (wrong codes count towards the lockout).

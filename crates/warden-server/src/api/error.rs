@@ -131,6 +131,9 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Mfa(m) => Self::new(StatusCode::FORBIDDEN, "mfa", m),
             AuthError::WrongCode(m) => Self::new(StatusCode::FORBIDDEN, "mfa_failed", m),
+            AuthError::NoEnrolment => {
+                Self::new(StatusCode::CONFLICT, "no_enrolment", e.to_string())
+            }
             AuthError::Locked(_) => Self::new(StatusCode::FORBIDDEN, "locked", e.to_string()),
             AuthError::Throttled(until) => {
                 let wait = (until - crate::state::now()).whole_seconds().max(0) + 1;

@@ -150,7 +150,7 @@ pub async fn mfa_enroll(
 
 /// Confirms TOTP enrolment.
 #[utoipa::path(post, path = "/v1/auth/mfa/confirm", request_body = CodeBody, security(("token" = [])),
-    responses((status = 204), (status = 403, body = ErrorBody)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn mfa_confirm(
     State(app): State<Shared>,
     who: Authed,
