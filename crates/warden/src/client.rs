@@ -141,6 +141,7 @@ struct ErrorBody {
 struct ErrorDetail {
     code: String,
     message: String,
+    diagnostics: Option<serde_json::Value>,
 }
 
 impl Client {
@@ -232,11 +233,15 @@ impl Client {
             return serde_json::from_slice(text)
                 .context("the server sent a response this client does not understand");
         }
-        let (api_code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (Some(b.error.code), b.error.message),
-            Err(_) => (None, format!("server answered {status}")),
+        let (api_code, message, diagnostics) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (Some(b.error.code), b.error.message, b.error.diagnostics),
+            Err(_) => (None, format!("server answered {status}"), None),
         };
-        Err(Failure::from_status(status.as_u16(), api_code, message).into())
+        Err(Failure {
+            diagnostics,
+            ..Failure::from_status(status.as_u16(), api_code, message)
+        }
+        .into())
     }
 
     /// GET with the token.

@@ -20,6 +20,8 @@ pub struct Failure {
     /// The server's stable error code, when it sent one.
     pub api_code: Option<String>,
     pub message: String,
+    /// The problems of a policy the server rejected, as it listed them: kept for `--json`.
+    pub diagnostics: Option<serde_json::Value>,
 }
 
 pub const FAILURE: u8 = 1;
@@ -50,6 +52,7 @@ impl Failure {
             code,
             api_code: None,
             message: message.into(),
+            diagnostics: None,
         }
     }
 
@@ -69,6 +72,7 @@ impl Failure {
             code,
             api_code,
             message,
+            diagnostics: None,
         }
     }
 }

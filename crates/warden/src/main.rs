@@ -316,10 +316,12 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = exit::code_of(&e);
             if json {
-                let api = e
-                    .downcast_ref::<exit::Failure>()
-                    .and_then(|f| f.api_code.clone());
-                let body = serde_json::json!({ "error": { "code": api.unwrap_or_else(|| exit::name_of(code).into()), "message": format!("{e:#}"), "exit_code": code } });
+                let failure = e.downcast_ref::<exit::Failure>();
+                let api = failure.and_then(|f| f.api_code.clone());
+                let mut body = serde_json::json!({ "error": { "code": api.unwrap_or_else(|| exit::name_of(code).into()), "message": format!("{e:#}"), "exit_code": code } });
+                if let Some(d) = failure.and_then(|f| f.diagnostics.clone()) {
+                    body["error"]["diagnostics"] = d;
+                }
                 eprintln!("{body}");
             } else {
                 eprintln!("error: {e:#}");

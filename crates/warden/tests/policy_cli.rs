@@ -292,6 +292,18 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     );
     let out = fails(&admin, &["policy", "reload"], 1);
     assert!(out.stderr.contains("access.cedar"), "{out:?}");
+    // Scripts get each problem apart, as `policy check --json` lists them.
+    let out = fails(&admin, &["--json", "policy", "reload"], 1);
+    let v: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_policy", "{v}");
+    let problems = v["error"]["diagnostics"].as_array().unwrap();
+    assert!(!problems.is_empty(), "{v}");
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["file"] == "access.cedar" && p["line"] == 1),
+        "{v}"
+    );
     assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");
 
     // SIGHUP reloads too; an invalid file on SIGHUP also leaves the live policy.
@@ -315,7 +327,8 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
         &admin,
         &["audit", "search", "--code", "policy.reload_rejected"],
     );
-    assert_eq!(log["events"].as_array().unwrap().len(), 2, "{log}");
+    // Two by the CLI, one by SIGHUP.
+    assert_eq!(log["events"].as_array().unwrap().len(), 3, "{log}");
     assert!(before["digest"].as_str().unwrap().len() == 64);
     // A code that does not exist is told the codes of its family.
     let out = fails(&admin, &["audit", "search", "--code", "policy.reloaded"], 2);

@@ -24,6 +24,33 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence saying what was wrong and how to fix it.
     pub message: String,
+    /// Each problem of a policy that was rejected (`invalid_policy`), as `warden policy check
+    /// --json` lists them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<PolicyProblem>>,
+}
+
+/// One problem in one file of a policy directory.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyProblem {
+    /// File name relative to the policy directory, e.g. `access.cedar`.
+    pub file: String,
+    /// 1-based line, when the problem has a position.
+    pub line: Option<usize>,
+    /// 1-based column in characters, when the problem has a position.
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl From<&warden_policy::Diagnostic> for PolicyProblem {
+    fn from(d: &warden_policy::Diagnostic) -> Self {
+        Self {
+            file: d.file.clone(),
+            line: d.line,
+            column: d.column,
+            message: d.message.clone(),
+        }
+    }
 }
 
 /// An error on its way to becoming a response.
@@ -34,6 +61,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to send as `Retry-After`, for refusals that pass with time.
     pub retry_after: Option<u64>,
+    /// The problems of a rejected policy.
+    pub diagnostics: Option<Vec<PolicyProblem>>,
 }
 
 impl ApiError {
@@ -44,6 +73,7 @@ impl ApiError {
             code: code.to_owned(),
             message: message.into(),
             retry_after: None,
+            diagnostics: None,
         }
     }
 
@@ -73,6 +103,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
+                diagnostics: self.diagnostics,
             },
         };
         let mut response = (self.status, Json(body)).into_response();

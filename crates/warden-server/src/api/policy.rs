@@ -209,10 +209,13 @@ pub async fn reload(
             crate::broker::grant_met_requests_later(&app);
             Ok(Json(ReloadResult { digest }))
         }
-        Err(report) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_policy",
-            format!("the new policy was rejected and the previous one stays live:\n{report}"),
-        )),
+        Err(report) => Err(ApiError {
+            diagnostics: Some(report.diagnostics.iter().map(Into::into).collect()),
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                format!("the new policy was rejected and the previous one stays live:\n{report}"),
+            )
+        }),
     }
 }
