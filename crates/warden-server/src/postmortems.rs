@@ -58,7 +58,7 @@ impl App {
         match self.store.postmortem(id).await? {
             Some(p) if self.is_security(caller.user) || p.requester == caller.user.name => Ok(p),
             // Indistinguishable from a missing one, so ids cannot be probed.
-            _ => Err(Error::NotFound(id)),
+            _ => Err(no_postmortem(id)),
         }
     }
 
@@ -82,7 +82,7 @@ impl App {
             return Err(self.refused(refusal, e).await);
         }
         let Some(mut pm) = self.store.postmortem(id).await? else {
-            return Err(self.refused(refusal, Error::NotFound(id)).await);
+            return Err(self.refused(refusal, no_postmortem(id)).await);
         };
         refusal.target = Some(pm.target.clone());
         refusal.role = Some(pm.role.clone());
@@ -143,5 +143,16 @@ impl App {
     /// The notification outbox's figures, for status and metrics.
     pub async fn outbox_status(&self) -> Result<OutboxStatus, Error> {
         Ok(self.store.outbox_status().await?)
+    }
+}
+
+/// There is no postmortem `id` the caller may see: the same answer whether the request is
+/// missing, is no break-glass grant, or is someone else's.
+fn no_postmortem(id: RequestId) -> Error {
+    Error::Missing {
+        code: "no_postmortem",
+        message: format!(
+            "no postmortem {id}: only break-glass grants open one (`warden postmortem list` lists those you may see)"
+        ),
     }
 }

@@ -78,6 +78,7 @@ enum Command {
     Target(commands::db::TargetCommand),
     /// Offboarding: end every open request and grant of a user (administrators).
     Revoke {
+        /// The user whose requests and grants end.
         #[arg(long)]
         user: String,
         /// Required, to make the scope explicit.
@@ -92,6 +93,7 @@ enum Command {
     Keys(commands::ssh::KeysCommand),
     /// ssh to TARGET through Warden's SSH proxy (a remote command may follow `--`).
     Ssh {
+        /// The target you hold a grant for.
         target: String,
         /// The Unix account on the target (default: the role's first principal).
         #[arg(long)]
@@ -99,6 +101,7 @@ enum Command {
         /// The private key registered with `warden keys add` (default: ssh's own choice).
         #[arg(long, short = 'i')]
         identity: Option<PathBuf>,
+        /// A remote command to run instead of a shell.
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -109,6 +112,7 @@ enum Command {
     },
     /// Play a session's recording on this terminal, or save it with --out.
     Replay {
+        /// The session's id, as `sessions list` or the audit log names it.
         session: String,
         /// Save the asciicast file instead of playing it.
         #[arg(long)]
@@ -232,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out: file,
             speed,
             idle_limit,
-        } => commands::ssh::replay(server, session, file, speed, idle_limit).await,
+        } => commands::ssh::replay(server, session, file, speed, idle_limit, out).await,
         Command::Db(c) => commands::db::db(server, c).await,
         Command::Vault(c) => commands::vault::run(c, out),
         Command::Target(c) => commands::db::target(server, c, out).await,

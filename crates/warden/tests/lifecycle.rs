@@ -88,6 +88,20 @@ fn peer_tier_refuses_the_requester_and_the_ineligible() {
     // bob sees it in his review queue, approves, and the grant is active.
     let queue = ok(&bob, &["request", "list", "--reviewable"]);
     assert_eq!(queue["requests"][0]["id"], rid.as_str());
+    let queue = ok(
+        &bob,
+        &["request", "list", "--reviewable", "--state", "pending"],
+    );
+    assert_eq!(queue["requests"][0]["id"], rid.as_str());
+    let out = fails(
+        &bob,
+        &["request", "list", "--reviewable", "--state", "active"],
+        2,
+    );
+    assert!(
+        out.stderr.contains("reviewable requests are pending"),
+        "{out:?}"
+    );
     let approved = ok(
         &bob,
         &["request", "approve", &rid, "--comment", "looks fine"],
@@ -134,13 +148,15 @@ fn manager_and_peer_with_mfa_step_up() {
     // which, and on the record (wrong codes count towards the lockout).
     let none = fails(&alice, &["mfa", "enroll"], 3);
     assert!(none.stderr.contains("already have MFA"), "{none:?}");
+    let none = fails(&alice, &["--json", "mfa", "enroll"], 3);
+    assert!(none.stderr.contains("\"mfa_required\""), "{none:?}");
     let wrong = fails(&alice, &["mfa", "enroll", "--totp", "000000"], 3);
     assert!(wrong.stderr.contains("TOTP code is wrong"), "{wrong:?}");
     let admin = env.login("admin");
     let refused = audit_values(&admin, "request.action_refused", "/details/action");
     assert_eq!(
         refused.iter().filter(|a| *a == "mfa.enroll").count(),
-        2,
+        3,
         "{refused:?}"
     );
     let malformed = fails(
@@ -299,6 +315,11 @@ fn two_person_needs_a_security_approver_and_a_deny_ends_it() {
     assert!(denied_key.exists());
     ok(&alice, &["request", "list"]);
     assert!(!denied_key.exists());
+    let out = fails(&alice, &["request", "credential", &rid2], 6);
+    assert!(
+        out.stderr.contains("denied and was never granted"),
+        "{out:?}"
+    );
     // Ended, it is out of reach of those the tier does not name; sam, named, is told why.
     fails(&bob, &["request", "approve", &rid2], 4);
     let again = fails(&sam, &["request", "approve", &rid2], 6);
@@ -717,11 +738,46 @@ fn waiting_for_approval_rides_out_a_server_restart() {
     ok(&bob, &["request", "approve", &rid]);
     let out = waiting.join().unwrap();
     assert!(out.success(), "{out:?}");
-    assert!(out.stderr.contains("still waiting"), "{out:?}");
+    // With --json the wait says nothing on its way: stdout is the request, stderr is empty.
+    assert!(out.stderr.is_empty(), "{out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(
         (v["id"].as_str(), v["state"].as_str()),
         (Some(rid.as_str()), Some("active"))
+    );
+
+    // Given up, the wait still hands a script the request as it stands, then fails.
+    let alice = env.login("alice");
+    let out = fails(
+        &alice,
+        &[
+            "--json",
+            "request",
+            "create",
+            "web",
+            "--role",
+            "deploy",
+            "--reason",
+            "r",
+            "--ttl",
+            "1h",
+            "--ticket",
+            "CHG-13",
+            "--wait",
+            "--wait-timeout",
+            "1",
+        ],
+        1,
+    );
+    let pending: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(pending["state"], "pending", "{out:?}");
+    let error: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(pending["id"].as_str().unwrap()),
+        "{out:?}"
     );
 }
 

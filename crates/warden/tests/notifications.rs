@@ -552,7 +552,11 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
             .len(),
         0
     );
-    fails(&alice, &["postmortem", "show", &rid], 4);
+    let out = fails(&alice, &["postmortem", "show", &rid], 4);
+    assert!(
+        out.stderr.contains("only break-glass grants open one"),
+        "{out:?}"
+    );
 
     // Only security or administrators close it, with a link and a note.
     let close = |who: &Cli, link: &str, note: &str, code: i32| {

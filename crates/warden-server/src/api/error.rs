@@ -160,7 +160,8 @@ impl From<AuthError> for ApiError {
             AuthError::NoToken | AuthError::BadToken => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
             }
-            AuthError::Mfa(m) => Self::new(StatusCode::FORBIDDEN, "mfa", m),
+            // Named as the broker's refusal for a missing step-up is: one code whatever asked.
+            AuthError::Mfa(m) => Self::new(StatusCode::FORBIDDEN, "mfa_required", m),
             AuthError::WrongCode(m) => Self::new(StatusCode::FORBIDDEN, "mfa_failed", m),
             AuthError::NoEnrolment => {
                 Self::new(StatusCode::CONFLICT, "no_enrolment", e.to_string())

@@ -155,6 +155,13 @@ pub async fn list(
             Some(s) => vec![field("bad_state", s.parse())?],
             None => Vec::new(),
         };
+        // Only pending requests await a review: any other state would list nothing.
+        if q.reviewable && states.iter().any(|s| *s != warden_domain::State::Pending) {
+            return Err(ApiError::bad_request(
+                "bad_state",
+                "reviewable requests are pending ones: leave out state, or ask for state=pending",
+            ));
+        }
         let requester = q
             .requester
             .as_deref()

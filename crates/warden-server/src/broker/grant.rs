@@ -284,7 +284,15 @@ impl App {
                 .for_request(&r)
                 .details(serde_json::json!({"action": "pickup"}));
             // Only credentials Warden made an account for (a lease) have a secret to hand over.
-            let e = if self.store.lease(id).await?.is_some() {
+            let e = if r.activated_at.is_none() {
+                Error::Conflict {
+                    code: "not_granted",
+                    message: format!(
+                        "request {id} is {} and was never granted: it has no credential",
+                        r.state.as_str()
+                    ),
+                }
+            } else if self.store.lease(id).await?.is_some() {
                 Error::Conflict {
                     code: "already_picked_up",
                     message: format!(

@@ -63,6 +63,7 @@ pub enum AuditCommand {
     },
     /// Print an inclusion proof for event SEQ against a signed checkpoint.
     Prove {
+        /// The event's sequence number (`seq` in `audit search --json`).
         seq: u64,
         /// The checkpoint's size (default: the newest).
         #[arg(long)]
@@ -98,9 +99,13 @@ pub enum AuditCommand {
         before: String,
     },
     /// Delete an archive segment past retention (audited).
-    DeleteSegment { name: String },
+    DeleteSegment {
+        /// The segment's file name in DATA_DIR/archive (segment-….json).
+        name: String,
+    },
     /// Write a self-contained, offline-verifiable bundle of events to DIR.
     Export {
+        /// Where to write the bundle (created if missing; files already there are replaced).
         dir: PathBuf,
         /// RFC 3339.
         #[arg(long)]

@@ -550,14 +550,18 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
 
 /// Writes an export bundle as three files: the verifier key, the checkpoint, the events.
 pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join("verifier.key"),
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write(
+        "verifier.key",
         format!("{}\n", v["verifier_key"].as_str().unwrap_or_default()),
     )?;
-    std::fs::write(
-        dir.join("checkpoint.note"),
-        v["checkpoint"].as_str().unwrap_or_default(),
+    write(
+        "checkpoint.note",
+        v["checkpoint"].as_str().unwrap_or_default().to_owned(),
     )?;
     let mut lines = String::new();
     let events = v["events"].as_array().cloned().unwrap_or_default();
@@ -565,7 +569,7 @@ pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
         lines.push_str(&serde_json::to_string(e)?);
         lines.push('\n');
     }
-    std::fs::write(dir.join("events.jsonl"), lines)?;
+    write("events.jsonl", lines)?;
     if out.json {
         let mut written = json!({ "dir": dir.display().to_string(), "events": events.len() });
         if v["archived_before"].is_object() {

@@ -32,13 +32,17 @@ pub enum MfaCommand {
         totp: Option<String>,
     },
     /// Finish enrolment with the first code the authenticator shows.
-    Confirm { code: String },
+    Confirm {
+        /// The 6-digit code the authenticator shows now.
+        code: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Set a user's password (administrators).
     SetPassword {
+        /// The user, as the directory names them.
         name: String,
         /// Read the password from stdin instead of prompting.
         #[arg(long)]
@@ -49,7 +53,10 @@ pub enum UserCommand {
     Locked,
     /// Lift a user's lockout and keep their password (administrators). `set-password` lifts
     /// it too, with a new one.
-    Unlock { name: String },
+    Unlock {
+        /// The user, as the directory names them.
+        name: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]

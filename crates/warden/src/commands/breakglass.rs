@@ -44,20 +44,25 @@ pub enum PostmortemCommand {
         /// Closed ones too.
         #[arg(long)]
         all: bool,
+        /// At most this many, newest first.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// Show one postmortem (its id is the break-glass grant's).
     Show {
+        /// The break-glass grant's id.
         #[arg(value_parser = super::request_id)]
         id: String,
     },
     /// Close a postmortem with a link to the write-up and what was learned (security).
     Close {
+        /// The break-glass grant's id.
         #[arg(value_parser = super::request_id)]
         id: String,
+        /// The write-up's address (http or https).
         #[arg(long)]
         link: String,
+        /// What was learned, in a sentence or two.
         #[arg(long)]
         note: String,
     },

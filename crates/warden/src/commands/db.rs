@@ -24,7 +24,9 @@ use crate::output::Output;
 pub enum TargetCommand {
     /// Store the admin account Warden uses to create accounts at TARGET (sealed at rest).
     SetCredential {
+        /// The database target, as the policy names it.
         target: String,
+        /// The admin account's user name at the target.
         #[arg(long)]
         username: String,
         /// Read the password from stdin instead of prompting.
@@ -36,9 +38,13 @@ pub enum TargetCommand {
         no_verify: bool,
     },
     /// Change TARGET's admin password to a random one only Warden knows.
-    RotateRoot { target: String },
+    RotateRoot {
+        /// The database target, as the policy names it.
+        target: String,
+    },
     /// Fetch an ssh TARGET's host key, show its fingerprint, and pin it once confirmed.
     PinHostKey {
+        /// The ssh target, as the policy names it.
         target: String,
         /// Confirm non-interactively: pin only if the key has this fingerprint (SHA256:…).
         #[arg(long)]
@@ -50,6 +56,7 @@ pub enum TargetCommand {
 pub enum DbCommand {
     /// Run psql or mariadb with your active grant's credential for TARGET.
     Connect {
+        /// The database target you hold a grant for.
         target: String,
         /// Which role's grant, when you hold several.
         #[arg(long)]

@@ -15,9 +15,15 @@ use crate::output::{Output, count, fields, joined};
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy directory; reports every problem with file and line.
-    Check { dir: PathBuf },
+    Check {
+        /// The policy directory (targets, Cedar rules, tests/).
+        dir: PathBuf,
+    },
     /// Run the fixture cases in DIR/tests against the policy in DIR.
-    Test { dir: PathBuf },
+    Test {
+        /// The policy directory; its cases are in DIR/tests/*.toml.
+        dir: PathBuf,
+    },
     /// Show what the live policy decides for a would-be request, and which rules decided it.
     Explain {
         /// The target, as `warden targets` names it.

@@ -348,7 +348,9 @@ fn print_request(v: &Value) {
     ]);
 }
 
-async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Value> {
+/// Polls request `id` until it is no longer pending; after `timeout` seconds it fails (exit 1).
+/// With `--json` it says nothing while it waits: stderr holds the failure alone.
+async fn wait_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow::Result<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
     let mut announced = false;
     let mut told_unreachable = false;
@@ -361,7 +363,7 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
                 if exit::code_of(&e) == exit::UNREACHABLE
                     && std::time::Instant::now() < deadline =>
             {
-                if !told_unreachable {
+                if !told_unreachable && !out.json {
                     eprintln!("The server does not answer ({e:#}); still waiting...");
                     told_unreachable = true;
                 }
@@ -374,7 +376,7 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
         if v["state"] != "pending" {
             return Ok(v);
         }
-        if !announced {
+        if !announced && !out.json {
             eprintln!(
                 "Waiting for approval ({})...",
                 joined(&v["still_needed"], ", ")
@@ -382,6 +384,10 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64) -> anyhow::Result<Valu
             announced = true;
         }
         if std::time::Instant::now() >= deadline {
+            // A script still gets the request as it stands, and the failure.
+            if out.json {
+                out.json(&v)?;
+            }
             return Err(Failure::new(
                 exit::FAILURE,
                 format!(
@@ -574,7 +580,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 if !out.json {
                     eprintln!("Request {} created.", s(&v, "id"));
                 }
-                v = wait_decided(&c, &s(&v, "id"), a.wait_timeout).await?;
+                v = wait_decided(&c, &s(&v, "id"), a.wait_timeout, out).await?;
                 let needs_pickup = matches!(
                     v.pointer("/credential/kind").and_then(Value::as_str),
                     Some("postgres" | "mariadb")
@@ -680,7 +686,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 )
                 .await?;
             if wait && v["state"] == "pending" {
-                v = wait_decided(&c, &s(&v, "id"), 3600).await?;
+                v = wait_decided(&c, &s(&v, "id"), 3600, out).await?;
             }
             // The extension certifies the original grant's key.
             let original_key = ensure_home()?.join("ssh").join(&id);

@@ -20,6 +20,7 @@ pub enum KeysCommand {
     /// Its private half signs a proof that the key is yours, with `ssh-keygen -Y sign` (the
     /// private key file beside FILE, or ssh-agent).
     Add {
+        /// The public key file (`.pub`).
         file: PathBuf,
         /// A proof signed already (`ssh-keygen -Y sign -n warden-ssh-key` over `register this
         /// SSH key to Warden user NAME` and a newline), e.g. on the machine holding the key.
@@ -29,7 +30,10 @@ pub enum KeysCommand {
     /// List your registered keys.
     List,
     /// Remove a key by its fingerprint (SHA256:…).
-    Remove { fingerprint: String },
+    Remove {
+        /// The key's fingerprint, as `keys list` shows it.
+        fingerprint: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,9 +41,15 @@ pub enum SessionsCommand {
     /// List live sessions (yours; everyone's for administrators and session viewers).
     List,
     /// Stream a live session's terminal output until it ends.
-    Watch { id: String },
+    Watch {
+        /// The session's id, as `sessions list` shows it.
+        id: String,
+    },
     /// End a live session at once.
-    Kill { id: String },
+    Kill {
+        /// The session's id, as `sessions list` shows it.
+        id: String,
+    },
 }
 
 pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyhow::Result<()> {
@@ -84,7 +94,7 @@ pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyh
                 .map(|k| {
                     vec![
                         k["fingerprint"].as_str().unwrap_or_default().to_owned(),
-                        k["added_at"].as_str().unwrap_or_default().to_owned(),
+                        instant(k, "added_at"),
                     ]
                 })
                 .collect();
@@ -224,6 +234,7 @@ pub async fn replay(
     out_file: Option<PathBuf>,
     speed: f64,
     idle_limit: f64,
+    out: Output,
 ) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     let cast = c
@@ -231,6 +242,9 @@ pub async fn replay(
         .await?;
     if let Some(path) = out_file {
         std::fs::write(&path, &cast).with_context(|| format!("writing {}", path.display()))?;
+        if out.json {
+            return out.json(&json!({ "saved": path.display().to_string() }));
+        }
         println!(
             "Saved to {} (play it with `asciinema play`).",
             path.display()
@@ -387,7 +401,14 @@ pub async fn revoked_keys(
 ) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let Some(file) = file else {
-        if out.json || std::io::stdout().is_terminal() {
+        if out.json {
+            return Err(Failure::new(
+                exit::USAGE,
+                "the revocation list is binary (an OpenSSH KRL), which --json cannot print: pass --out FILE",
+            )
+            .into());
+        }
+        if std::io::stdout().is_terminal() {
             return Err(Failure::new(
                 exit::USAGE,
                 "the revocation list is binary (an OpenSSH KRL): pass --out FILE, or redirect it to a file",
