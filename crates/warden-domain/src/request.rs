@@ -259,6 +259,16 @@ pub enum TransitionError {
     MayNotDeny(Vec<String>),
     #[error("only the requester can {0} this request")]
     NotRequester(&'static str),
+    /// Approvals came too late: a pending request times out at its deadline, whenever that is
+    /// recorded (the worker may not have seen it yet, after a restart say).
+    #[error(
+        "request {id} waited for approval until its deadline ({}) and timed out: ask again with `warden request create`",
+        crate::rfc3339(*.deadline)
+    )]
+    Overdue {
+        id: RequestId,
+        deadline: OffsetDateTime,
+    },
 }
 
 impl TransitionError {
@@ -270,6 +280,7 @@ impl TransitionError {
             Self::AlreadyReviewed => "already_reviewed",
             Self::NotEligible(_) | Self::MayNotDeny(_) => "not_eligible",
             Self::NotRequester(_) => "not_requester",
+            Self::Overdue { .. } => "timed_out",
         }
     }
 }
@@ -396,6 +407,7 @@ impl Request {
         now: OffsetDateTime,
     ) -> Result<Approved, TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
+        self.expect_in_time(now)?;
         self.check_reviewer(approver)?;
         let approvers = self.approvers(directory);
         if !requirement.would_count(requester, &approvers, approver) {
@@ -428,8 +440,10 @@ impl Request {
         requester: &User,
         requirement: Requirement,
         directory: &Directory,
+        now: OffsetDateTime,
     ) -> Result<(), TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
+        self.expect_in_time(now)?;
         let progress = requirement.progress(requester, &self.approvers(directory));
         if !progress.satisfied {
             return Err(TransitionError::NotEligible(progress.missing));
@@ -437,6 +451,18 @@ impl Request {
         self.requirement = requirement;
         self.state = State::Approved;
         Ok(())
+    }
+
+    /// Refuses to approve a pending request at or past its deadline: it has timed out.
+    fn expect_in_time(&self, now: OffsetDateTime) -> Result<(), TransitionError> {
+        if now < self.pending_deadline {
+            Ok(())
+        } else {
+            Err(TransitionError::Overdue {
+                id: self.id,
+                deadline: self.pending_deadline,
+            })
+        }
     }
 
     fn check_reviewer(&self, reviewer: &User) -> Result<(), TransitionError> {
@@ -767,6 +793,46 @@ mod tests {
         r.time_out(datetime!(2026-01-01 13:00 UTC)).unwrap();
         assert_eq!(r.state, State::TimedOut);
         assert_eq!(r.ended_at, Some(r.pending_deadline));
+    }
+
+    #[test]
+    fn no_approval_counts_from_the_deadline_on_however_late_the_timeout_is_recorded() {
+        let alice = user("alice", &[], None);
+        let bob = user("bob", &["sre"], None);
+        let mut r = request("peer(sre)");
+        let req = r.requirement.clone();
+        let overdue = Err(TransitionError::Overdue {
+            id: r.id,
+            deadline: r.pending_deadline,
+        });
+        let c = || Comment::parse("").unwrap();
+        let dir = Directory::new([alice.clone(), bob.clone()]).unwrap();
+        let at_deadline = r.pending_deadline;
+        assert_eq!(
+            r.approve(&bob, &alice, req.clone(), &dir, c(), at_deadline),
+            overdue.clone().map(|()| Approved::Complete)
+        );
+        assert_eq!(r.state, State::Pending);
+        assert!(r.reviews.is_empty());
+        // Approvals given in time that a new tier finds enough do not count late either.
+        let just_before = at_deadline - time::Duration::milliseconds(1);
+        let mut two = request("peer(sre, 2)");
+        two.approve(
+            &bob,
+            &alice,
+            two.requirement.clone(),
+            &dir,
+            c(),
+            just_before,
+        )
+        .unwrap();
+        assert_eq!(
+            two.clone()
+                .approve_as_met(&alice, req.clone(), &dir, at_deadline),
+            overdue.map(|_| ())
+        );
+        two.approve_as_met(&alice, req, &dir, just_before).unwrap();
+        assert_eq!(two.state, State::Approved);
     }
 
     #[test]

@@ -692,6 +692,51 @@ fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
     assert_eq!(granted["state"], "active", "{granted}");
 }
 
+/// A request whose deadline passed while the server was down timed out then: approvals a
+/// new tier finds enough at the restart do not grant it.
+#[test]
+fn a_request_past_its_deadline_is_not_granted_at_restart() {
+    let two_person = RULES.replace(
+        "@approval(\"two-person(security)\")",
+        "@approval(\"two-person(security)\")\n@pending_timeout(\"3s\")",
+    );
+    assert_ne!(two_person, RULES);
+    let mut env = Env::start_with(
+        &[("targets.toml", TARGETS), ("access.cedar", &two_person)],
+        &[],
+    );
+    let (alice, sam) = (env.login("alice"), env.login("sam"));
+    let rid = id(&create(&alice, "web", "root", &[]));
+    let partial = ok(&sam, &["request", "approve", &rid]);
+    assert_eq!(partial["state"], "pending", "{partial}");
+    assert!(env.server.terminate().success());
+    // sam's approval alone is enough under the new tier, but the deadline has passed.
+    write_policy(
+        &env.policy_dir(),
+        &[(
+            "access.cedar",
+            &two_person.replace("two-person(security)", "peer(security)"),
+        )],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    env.server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state(&alice, &rid) == "pending" {
+        assert!(std::time::Instant::now() < deadline, "never timed out");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(state(&alice, &rid), "timed-out");
+    let admin = env.login("admin");
+    let actions: Vec<String> = audit_actions(&admin, &rid)
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    assert!(
+        !actions.iter().any(|a| a == "grant.activated"),
+        "{actions:?}"
+    );
+}
+
 /// `--wait` rides out a restart of the server: the request waits on, and so does the client.
 #[test]
 fn waiting_for_approval_rides_out_a_server_restart() {

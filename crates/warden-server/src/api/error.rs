@@ -126,7 +126,9 @@ impl From<broker::Error> for ApiError {
             E::Unknown { .. } | E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Refused(_) | E::Forbidden(_) | E::Mfa(_) | E::MfaFailed(_) => StatusCode::FORBIDDEN,
             E::Transition(
-                TransitionError::WrongState { .. } | TransitionError::AlreadyReviewed,
+                TransitionError::WrongState { .. }
+                | TransitionError::AlreadyReviewed
+                | TransitionError::Overdue { .. },
             ) => StatusCode::CONFLICT,
             E::Transition(_) => StatusCode::FORBIDDEN,
             E::Issuer(_) => StatusCode::BAD_GATEWAY,

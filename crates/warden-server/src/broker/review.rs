@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
-use warden_domain::request::Approved;
+use warden_domain::request::{Approved, TransitionError};
 use warden_domain::{Audience, Comment, Decision, Request, RequestId, State, User, UserName};
 use warden_store::Change;
 
@@ -59,12 +59,12 @@ impl App {
             if r.breakglass.is_some() {
                 continue;
             }
+            let now = now();
             if let Some(original) = r.extends
-                && self.ended_original(original).await?.is_some()
+                && self.ended_original(original, now).await?.is_some()
             {
                 continue;
             }
-            let now = now();
             let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
                 continue;
             };
@@ -74,9 +74,18 @@ impl App {
             {
                 continue;
             }
-            if r.approve_as_met(&requester, decision.requirement.clone(), &self.directory)
-                .is_err()
-            {
+            let met = r.approve_as_met(
+                &requester,
+                decision.requirement.clone(),
+                &self.directory,
+                now,
+            );
+            if let Err(TransitionError::Overdue { .. }) = met {
+                // Timed out, not yet recorded so: the worker's pass does it now.
+                self.wake.now();
+                continue;
+            }
+            if met.is_err() {
                 let id = r.id;
                 match self
                     .announce_requirement(&requester, r, &decision, now)
@@ -116,16 +125,24 @@ impl App {
         Ok(granted)
     }
 
-    /// The state of grant `original` when it is no longer active: an extension continues an
-    /// active grant, and one that ended (revoked, or past its time) has no access left to
-    /// extend; a fresh request is decided as such.
-    async fn ended_original(&self, original: RequestId) -> Result<Option<State>, Error> {
+    /// The state of grant `original` at `now` when it is no longer active: an extension
+    /// continues an active grant, and one that ended (revoked, or past its time, whether or not
+    /// the worker has recorded its expiry yet) has no access left to extend; a fresh request is
+    /// decided as such.
+    async fn ended_original(
+        &self,
+        original: RequestId,
+        now: OffsetDateTime,
+    ) -> Result<Option<State>, Error> {
         Ok(self
             .store
             .request(original)
             .await?
-            .map(|o| o.state)
-            .filter(|s| *s != State::Active))
+            .and_then(|o| match o.state {
+                State::Active if o.expires_at.is_some_and(|e| e <= now) => Some(State::Expired),
+                State::Active => None,
+                ended => Some(ended),
+            }))
     }
 
     /// Stores the tier `decision` demands of pending request `r`, where a reload or a restart
@@ -232,7 +249,7 @@ impl App {
             if approve
                 && r.state == State::Pending
                 && let Some(original) = r.extends
-                && let Some(state) = self.ended_original(original).await?
+                && let Some(state) = self.ended_original(original, now).await?
             {
                 // The state of things, not the approver's rights, stands in the way.
                 let e = Error::Conflict {
@@ -299,7 +316,12 @@ impl App {
                 );
                 let outcome = match outcome {
                     Ok(o) => o,
-                    Err(e) => return Err(self.refused(refusal, e.into()).await),
+                    Err(e) => {
+                        if let TransitionError::Overdue { .. } = e {
+                            self.wake.now();
+                        }
+                        return Err(self.refused(refusal, e.into()).await);
+                    }
                 };
                 let missing = match &outcome {
                     Approved::Complete => Vec::new(),
