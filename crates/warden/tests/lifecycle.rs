@@ -1112,6 +1112,7 @@ fn bad_input_is_refused_clearly_and_audited() {
             400,
             "bad_path",
         ),
+        ("/v1/audit/proof/abc", &admin_auth, 400, "bad_path"),
         ("/v1/audit/proof/1", &auth, 403, "not_permitted"),
         ("/v1/requests?limit=-1", &auth, 400, "bad_query"),
         ("/v1/requests?sate=active", &auth, 400, "bad_query"),
@@ -1126,6 +1127,9 @@ fn bad_input_is_refused_clearly_and_audited() {
             "{path}: {}",
             r.body
         );
+        if code == "bad_path" {
+            assert!(r.body.contains("a whole number from 1"), "{}", r.body);
+        }
     }
     // Reads change nothing, but their refusals are audited like those of writes.
     let refused = audit_values(&admin, "request.action_refused", "/details/action");

@@ -16,7 +16,7 @@ use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, admitted, body, field, path, query, refuse,
+    ApiError, Authed, ErrorBody, JsonBody, admitted, body, field, query, refuse,
     require_audit_reader, rfc3339,
 };
 use crate::state::Shared;
@@ -437,8 +437,15 @@ pub async fn proof(
     seq: Result<Path<u64>, PathRejection>,
     raw: Result<Query<ProofQuery>, QueryRejection>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    let asked = require_audit_reader(&app, &who, "read audit proofs")
-        .and_then(|()| Ok((path(seq)?, query(raw)?)));
+    let asked = require_audit_reader(&app, &who, "read audit proofs").and_then(|()| {
+        let seq = seq.map_err(|_| {
+            ApiError::bad_request(
+                "bad_path",
+                "the path's last part must be an event's seq: a whole number from 1",
+            )
+        })?;
+        Ok((seq.0, query(raw)?))
+    });
     let (seq, q) = admitted(&app, &who, "audit.prove", asked).await?;
     let cp = checkpoint_at(&app, q.size).await?;
     if seq == 0 || seq > cp.size {

@@ -618,14 +618,6 @@ async fn admitted<T>(
     }
 }
 
-/// A path parameter parsed into `T`, or a 400 `bad_path` saying what did not parse.
-fn path<T>(
-    raw: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>,
-) -> Result<T, ApiError> {
-    raw.map(|axum::extract::Path(p)| p)
-        .map_err(|r| ApiError::bad_request("bad_path", json_body::without_values(&r.body_text())))
-}
-
 /// A query string parsed into `T`, or a 400 `bad_query` saying what did not parse.
 fn query<T>(
     raw: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
