@@ -291,6 +291,15 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert_eq!(said.status, 401, "{}", said.body);
     let claimed = audit_values(&admin, "auth.login_failed", "/actor/claimed");
     assert_eq!(claimed, ["alice\u{FFFD}\u{FFFD}[2J"]);
+    // The table shows the name typed, marked so, and why it was refused.
+    let table = admin.run(&["audit", "search", "--code", "auth.login_failed"], None);
+    assert!(table.success(), "{table:?}");
+    assert!(
+        table.stdout.contains("alice\u{FFFD}\u{FFFD}[2J (claimed)")
+            && table.stdout.contains("denied: bad_credentials"),
+        "{}",
+        table.stdout
+    );
     // A failure the client finds is named in --json output by its exit code's meaning.
     let out = env.server.cli().run(&["whoami", "--json"], None);
     assert_eq!(out.code, 5, "{out:?}");

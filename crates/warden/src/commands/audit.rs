@@ -258,15 +258,26 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
                     .unwrap_or("")
                     .to_owned()
             };
+            // A failed sign-in has no user, only the name typed; a refusal says why.
+            let user = match (s("/actor/user"), s("/actor/claimed")) {
+                (user, claimed) if user.is_empty() && !claimed.is_empty() => {
+                    format!("{claimed} (claimed)")
+                }
+                (user, _) => user,
+            };
+            let outcome = match (s("/outcome/result"), s("/outcome/code")) {
+                (result, code) if code.is_empty() => result,
+                (result, code) => format!("{result}: {code}"),
+            };
             vec![
                 e["seq"].to_string(),
                 instant(ev, "time"),
                 s("/code"),
                 s("/action"),
-                s("/actor/user"),
+                user,
                 s("/target"),
                 s("/request_id"),
-                s("/outcome/result"),
+                outcome,
                 s("/session_id"),
             ]
         })
