@@ -356,6 +356,14 @@ fn cancel_revoke_and_extend() {
     assert!(out.stderr.contains("no target nosuch"), "{out:?}");
     let out = fails(&alice, &["db", "connect", "web"], 2);
     assert!(out.stderr.contains("not a database target"), "{out:?}");
+    // Holding grants of two roles there, she is told so before being asked which role.
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-2"]));
+    assert_eq!(
+        ok(&bob, &["request", "approve", &deploy])["state"],
+        "active"
+    );
+    let out = fails(&alice, &["db", "connect", "web"], 2);
+    assert!(out.stderr.contains("not a database target"), "{out:?}");
     // Extending makes a new request linked to the original, decided afresh.
     let ext = ok(&alice, &["request", "extend", &active, "--ttl", "45m"]);
     assert_eq!(ext["extends"], active.as_str());

@@ -256,6 +256,16 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     let (_, held) = super::active_grants(&c, &target).await?;
     let held: Vec<&Value> = held.iter().collect();
+    // A target has one kind, and `active_grants` found at least one grant of it: before any
+    // question of which role, whether a database client can use it.
+    let kind = held[0]["credential"]["kind"].as_str().unwrap_or_default();
+    if !matches!(kind, "postgres" | "mariadb") {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("{target} is not a database target (its grants are {kind} credentials)"),
+        )
+        .into());
+    }
     let found: Vec<&Value> = held
         .iter()
         .copied()
@@ -295,14 +305,6 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
     }
     let grant = found[0];
     let public = &grant["credential"];
-    let kind = public["kind"].as_str().unwrap_or_default();
-    if !matches!(kind, "postgres" | "mariadb") {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!("{target} is not a database target (its grants are {kind} credentials)"),
-        )
-        .into());
-    }
     let id = grant["id"].as_str().unwrap_or_default();
     forget_expired()?;
     let saved = std::fs::read_to_string(grant_file(id)?)
