@@ -352,6 +352,33 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
         1
     );
 
+    // A file that is not there is a usage error, naming it, whichever check was asked for.
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        &["audit", "verify-proof", missing, "--verifier-key", &key][..],
+        &[
+            "audit",
+            "verify",
+            "--segment",
+            missing,
+            "--verifier-key",
+            &key,
+        ],
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            missing,
+            "--verifier-key",
+            &key,
+        ],
+    ] {
+        let out = admin.run(args, None);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(missing), "{args:?}: {out:?}");
+    }
+
     // An export bundle verifies without the server; an edited bundle does not.
     let bundle = dir.path().join("bundle");
     let out = admin.run(&["audit", "export", bundle.to_str().unwrap()], None);

@@ -17,10 +17,17 @@ use crate::output::Output;
 /// Leaves read per batch while streaming the store.
 const BATCH: usize = 10_000;
 
+/// The text of a file the user named: one that cannot be read is a usage error, saying which.
+fn read_input(file: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).map_err(|e| {
+        Failure::new(exit::USAGE, format!("cannot read {}: {e}", file.display())).into()
+    })
+}
+
 /// A key given inline, or the path of a file holding one.
 fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
     let text = if Path::new(arg).is_file() {
-        std::fs::read_to_string(arg).with_context(|| format!("reading verifier key {arg}"))?
+        read_input(Path::new(arg))?
     } else {
         arg.to_owned()
     };
@@ -169,8 +176,7 @@ pub fn store(
     let anchored = anchor.exists() && !external.contains(&anchor);
     let mut outside = Vec::new();
     for file in external.iter().chain(anchored.then_some(&anchor)) {
-        let note =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let note = read_input(file)?;
         match Checkpoint::open(&note, &key) {
             Ok(cp) => outside.push(cp),
             Err(e) => problems.push(format!(
@@ -423,10 +429,7 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
             _ => Ok(()),
         }
     };
-    let v: Value = serde_json::from_str(
-        &std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
-    )
-    .map_err(|e| {
+    let v: Value = serde_json::from_str(&read_input(file)?).map_err(|e| {
         Failure::new(
             exit::USAGE,
             format!("{} is not a proof file: {e}", file.display()),
@@ -631,7 +634,15 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
             format!("the bundle's checkpoint is not validly signed: {e}"),
         )
     })?;
-    let text = std::fs::read_to_string(dir.join("events.jsonl")).context("reading events.jsonl")?;
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is not a bundle from `warden audit export` (its events.jsonl: {e})",
+                dir.display()
+            ),
+        )
+    })?;
     let mut problems = Vec::new();
     let mut checked = 0u64;
     // Each event's sequence number and line, in the bundle's order.
@@ -727,10 +738,7 @@ fn sequence_problems(order: &[(u64, usize)]) -> Vec<String> {
 /// against the first, and every event against the second.
 pub fn segment(file: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> {
     let key = verifier(key.context("pass --verifier-key (the segment does not carry one)")?)?;
-    let v: Value = serde_json::from_str(
-        &std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
-    )
-    .map_err(|e| {
+    let v: Value = serde_json::from_str(&read_input(file)?).map_err(|e| {
         Failure::new(
             exit::USAGE,
             format!("{} is not an archive segment: {e}", file.display()),
