@@ -105,7 +105,7 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
                 format!("another warden (pid {holder})")
             };
             bail!(
-                "data dir {} is in use by {who}: stop it first, or give this server its own --data-dir",
+                "data dir {} is in use by {who}: stop it first (a data dir serves one server at a time, and offline commands run on a stopped one)",
                 dir.display()
             );
         }
