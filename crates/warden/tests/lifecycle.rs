@@ -745,34 +745,35 @@ fn a_request_past_its_deadline_is_not_granted_at_restart() {
     );
 }
 
+/// `request create --json` of a deploy with `ticket`, waiting up to `timeout` seconds for its
+/// decision.
+fn create_and_wait<'a>(ticket: &'a str, timeout: &'a str) -> [&'a str; 15] {
+    [
+        "--json",
+        "request",
+        "create",
+        "web",
+        "--role",
+        "deploy",
+        "--reason",
+        "r",
+        "--ttl",
+        "1h",
+        "--ticket",
+        ticket,
+        "--wait",
+        "--wait-timeout",
+        timeout,
+    ]
+}
+
 /// `--wait` rides out a restart of the server: the request waits on, and so does the client.
 #[test]
 fn waiting_for_approval_rides_out_a_server_restart() {
     let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
     let mut env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
     let (alice, bob) = (env.login("alice"), env.login("bob"));
-    let waiting = std::thread::spawn(move || {
-        alice.run(
-            &[
-                "--json",
-                "request",
-                "create",
-                "web",
-                "--role",
-                "deploy",
-                "--reason",
-                "r",
-                "--ttl",
-                "1h",
-                "--ticket",
-                "CHG-11",
-                "--wait",
-                "--wait-timeout",
-                "60",
-            ],
-            None,
-        )
-    });
+    let waiting = std::thread::spawn(move || alice.run(&create_and_wait("CHG-11", "60"), None));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let rid = loop {
         let listed = ok(&bob, &["request", "list", "--reviewable"]);
@@ -801,27 +802,7 @@ fn waiting_for_approval_rides_out_a_server_restart() {
 
     // Given up, the wait still hands a script the request as it stands, then fails.
     let alice = env.login("alice");
-    let out = fails(
-        &alice,
-        &[
-            "--json",
-            "request",
-            "create",
-            "web",
-            "--role",
-            "deploy",
-            "--reason",
-            "r",
-            "--ttl",
-            "1h",
-            "--ticket",
-            "CHG-13",
-            "--wait",
-            "--wait-timeout",
-            "1",
-        ],
-        1,
-    );
+    let out = fails(&alice, &create_and_wait("CHG-13", "1"), 1);
     let pending: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(pending["state"], "pending", "{out:?}");
     let error: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
