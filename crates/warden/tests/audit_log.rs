@@ -330,6 +330,59 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
             )
             .success()
     );
+    // A checkpoint kept earlier is of another size than the proof's: the proof is asked for
+    // against it instead, never checked against another and passed.
+    let kept = dir.path().join("kept.note");
+    std::fs::write(&kept, &h.checkpoint_note).unwrap();
+    let kept = kept.to_str().unwrap();
+    let check = |proof: &str| {
+        admin.run(
+            &[
+                "audit",
+                "verify-proof",
+                proof,
+                "--verifier-key",
+                &key,
+                "--checkpoint",
+                kept,
+            ],
+            None,
+        )
+    };
+    let other = check(pfile.to_str().unwrap());
+    assert_eq!(other.code, 2, "{other:?}");
+    assert!(
+        other
+            .stderr
+            .contains(&format!("audit prove SEQ --size {}", h.size)),
+        "{other:?}"
+    );
+    let against_kept = admin.run(
+        &["audit", "prove", "3", "--size", &h.size.to_string()],
+        None,
+    );
+    assert!(against_kept.success(), "{against_kept:?}");
+    let kfile = dir.path().join("proof-kept.json");
+    std::fs::write(&kfile, &against_kept.stdout).unwrap();
+    let checked = check(kfile.to_str().unwrap());
+    assert!(checked.success(), "{checked:?}");
+    // A proof of seq 0 is no proof, refused as such.
+    let zero = proof.stdout.replacen("\"seq\": 3", "\"seq\": 0", 1);
+    assert_ne!(zero, proof.stdout);
+    std::fs::write(&kfile, zero).unwrap();
+    let out = admin.run(
+        &[
+            "audit",
+            "verify-proof",
+            kfile.to_str().unwrap(),
+            "--verifier-key",
+            &key,
+        ],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("start at 1"), "{out:?}");
+
     // Event 3 is the demo directory's third password being set; make it claim another user.
     let altered = proof
         .stdout

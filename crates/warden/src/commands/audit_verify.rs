@@ -458,8 +458,27 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
     let summary = match kind {
         Some("inclusion") => {
             let cp = open("checkpoint")?;
+            if let Some(k) = &kept
+                && k.size != cp.size
+            {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "the proof is against the checkpoint of size {}, your checkpoint is of size {}: ask for one against yours (`warden audit prove SEQ --size {}`), or check that the newer one extends yours (`warden audit prove-consistency --from {}`)",
+                        cp.size, k.size, k.size, k.size
+                    ),
+                )
+                .into());
+            }
             same_as_kept(&cp)?;
             let seq = v["seq"].as_u64().context("proof has no seq")?;
+            if seq == 0 {
+                return Err(Failure::new(
+                    exit::FAILURE,
+                    "the proof is of seq 0: the log's sequence numbers start at 1",
+                )
+                .into());
+            }
             let data = v["leaf_data"].as_str().context("proof has no leaf_data")?;
             if claimed_seq(data) != Some(seq) {
                 return Err(Failure::new(
