@@ -292,6 +292,12 @@ fn pickup_early_revoke_offboarding_and_rotation() {
     wait_until("the revoked role to go", Duration::from_secs(5), || {
         pg_role_count(&pg, &user) == "0"
     });
+    // A grant that ended before its pickup hands nothing over.
+    let unpicked = id(&create(&alice, "pg", "reviewed", &[]));
+    ok(&bob, &["request", "approve", &unpicked]);
+    ok(&alice, &["request", "revoke", &unpicked]);
+    let out = fails(&alice, &["request", "credential", &unpicked], 6);
+    assert!(out.stderr.contains("no longer works"), "{out:?}");
 
     // Offboarding ends everything alice holds and logs her out.
     let a = create(&alice, "pg", "read", &["--ttl", "30m"]);

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::TransitionError;
-use warden_domain::{Audience, Lease, Postmortem, Request, RequestId};
+use warden_domain::{Audience, Lease, Postmortem, Request, RequestId, State};
 use warden_issuers::{Holder, IssueRequest, Secret};
 use warden_policy::Policy;
 use warden_store::Change;
@@ -276,6 +276,20 @@ impl App {
                     TransitionError::NotRequester("pick up the credential of").into(),
                 )
                 .await);
+        }
+        if r.activated_at.is_some() && r.state != State::Active {
+            // Its account is gone or going: a password for it is a secret handed out for nothing.
+            let ev = Event::new(Code::ActionRefused, caller.actor(), now())
+                .for_request(&r)
+                .details(serde_json::json!({"action": "pickup"}));
+            let e = Error::Conflict {
+                code: "grant_ended",
+                message: format!(
+                    "grant {id} is {}: its credential no longer works, and is not handed over",
+                    r.state.as_str()
+                ),
+            };
+            return Err(self.refused(ev, e).await);
         }
         let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now()).for_request(&r);
         let Some(sealed) = self.store.take_pickup(id, vec![ev]).await? else {
