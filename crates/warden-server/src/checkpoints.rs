@@ -49,6 +49,20 @@ pub async fn checkpoint(
     let last = store.latest_checkpoint().await?;
     let mut tree = match &last {
         Some(c) => {
+            // Only a checkpoint this server signed is extended: a row written into the database
+            // (a forged root and frontier beside any note) would have the next signature vouch
+            // for a history it never saw.
+            let signed = Checkpoint::open(&c.note, &signer.verifier()).map_err(|e| {
+                anyhow::anyhow!(
+                    "the stored checkpoint at {} is not one this server signed ({e}): forged or altered, and nothing more is signed; run `warden audit verify`",
+                    c.size
+                )
+            })?;
+            anyhow::ensure!(
+                signed.size == c.size && signed.root == c.root,
+                "the stored checkpoint at {} differs from its signed note (altered), and nothing more is signed; run `warden audit verify`",
+                c.size
+            );
             let tree = Tree::from_frontier(c.size, c.frontier.clone())
                 .map_err(|e| anyhow::anyhow!("stored checkpoint at {} is damaged: {e}", c.size))?;
             anyhow::ensure!(

@@ -1089,6 +1089,64 @@ fn audit_readers_search_prove_and_export_without_administering() {
     fails(&bob, &["audit", "status"], 3);
 }
 
+/// A checkpoint row written into the database, its note no signature of the server's, is
+/// never extended: its root and frontier could be of any history. Verification names it, and
+/// a frontier altered alone too.
+#[test]
+fn a_forged_checkpoint_row_gets_no_signature_over_it() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    let alice = login(&server, "alice");
+    create(&alice, "demo-ssh", "viewer", &[]);
+    let size = checkpoint_reaching(&admin, 8);
+    assert!(server.terminate().success());
+    let newest = latest_note(&f.data);
+    let signed = note_size(&newest);
+    assert!(signed >= size);
+    tamper(
+        &f.data,
+        &format!("UPDATE checkpoints SET note = 'not a signed note\n' WHERE size = {signed};"),
+    );
+    server.restart();
+    let alice = login(&server, "alice");
+    create(&alice, "demo-ssh", "viewer", &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains("not one this server signed") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = server.terminate();
+    assert_eq!(
+        note_size(&latest_note(&f.data).replace("not a signed note\n", &newest)),
+        signed,
+        "a checkpoint was signed over a forged one"
+    );
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.contains(&format!("checkpoint at size {signed}: not validly signed"))),
+        "{v}"
+    );
+
+    // The note put back, the frontier altered alone: named too.
+    let db = rusqlite::Connection::open(f.data.join("warden.db")).unwrap();
+    db.execute(
+        "UPDATE checkpoints SET note = ?1, frontier = zeroblob(length(frontier)) WHERE size = ?2",
+        rusqlite::params![newest, signed as i64],
+    )
+    .unwrap();
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).iter().any(|p| p.contains(&format!(
+            "checkpoint at size {signed}: its stored frontier does not make its root"
+        ))),
+        "{v}"
+    );
+}
+
 /// An insider who rewrites an event and deletes the stored checkpoints gets no new signature:
 /// the server signs nothing that does not extend the checkpoint it keeps beside the database,
 /// and verification against that file says the log was rolled back. One who deletes that file

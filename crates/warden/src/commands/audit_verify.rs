@@ -157,6 +157,16 @@ pub fn store(
     let mut checkpoints = Vec::new();
     let stored_checkpoints = reader.checkpoints()?;
     for stored in &stored_checkpoints {
+        // The frontier is what the server extends the tree from, unsigned: one altered stops
+        // its signing (and would have a resumed log start from a wrong tree).
+        if !Tree::from_frontier(stored.size, stored.frontier.clone())
+            .is_ok_and(|t| t.root() == stored.root)
+        {
+            problems.push(format!(
+                "checkpoint at size {}: its stored frontier does not make its root (altered; the server signs nothing past it)",
+                stored.size
+            ));
+        }
         match Checkpoint::open(&stored.note, &key) {
             Ok(cp) if cp.size == stored.size && cp.root == stored.root => checkpoints.push(cp),
             Ok(_) => problems.push(format!(
