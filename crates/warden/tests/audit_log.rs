@@ -438,6 +438,32 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
     assert!(out.success(), "{out:?}");
     let verified = verify_bundle(&admin, &bundle, &key);
     assert!(verified.success(), "{verified:?}");
+    // A kept checkpoint of the bundle's size must have its root; one of another size is no
+    // check of it, and said so.
+    let with_kept = |kept: &Path| {
+        admin.run(
+            &[
+                "audit",
+                "verify",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--verifier-key",
+                &key,
+                "--checkpoint",
+                kept.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let same = dir.path().join("same.note");
+    std::fs::copy(bundle.join("checkpoint.note"), &same).unwrap();
+    let out = with_kept(&same);
+    assert!(out.success(), "{out:?}");
+    let older = dir.path().join("older.note");
+    std::fs::write(&older, &h.checkpoint_note).unwrap();
+    let out = with_kept(&older);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("prove-consistency"), "{out:?}");
     // The key the bundle carries is its maker's word only: the verifier's own copy is needed.
     let unanchored = admin.run(
         &["audit", "verify", "--bundle", bundle.to_str().unwrap()],
@@ -566,6 +592,40 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
         None,
     );
     assert!(ok_segment.success(), "{ok_segment:?}");
+    // A checkpoint kept from before the archive is checked against the archived events, by the
+    // segment alone and in the data dir; one outside the segment's events is a usage error.
+    let kept = h.data.join("kept-before-archive.note");
+    std::fs::write(&kept, &h.checkpoint_note).unwrap();
+    let with_kept = |segment: &Path, kept: &Path| {
+        admin.run(
+            &[
+                "audit",
+                "verify",
+                "--segment",
+                segment.to_str().unwrap(),
+                "--verifier-key",
+                &key,
+                "--checkpoint",
+                kept.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let out = with_kept(&file, &kept);
+    assert!(out.success(), "{out:?}");
+    let (code, v) = verify(server.data_dir(), &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["external_checkpoints_unchecked"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    checkpoint_reaching(&admin, to + 1);
+    let beyond = h.data.join("kept-beyond.note");
+    std::fs::write(&beyond, latest_note(server.data_dir())).unwrap();
+    let out = with_kept(&file, &beyond);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("outside this segment"), "{out:?}");
     let text = std::fs::read_to_string(&file).unwrap();
     let edited = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(edited.path(), text.replacen("alice", "mallo", 1)).unwrap();
@@ -1285,6 +1345,42 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
         out.stderr.contains("consistency proof does not verify"),
         "{out:?}"
     );
+
+    // Archived, the forked events still fail against the kept checkpoint, in the data dir and
+    // in the segment alone.
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let archived = admin.json(&["audit", "archive", "--before", &now]);
+    let segment = f
+        .data
+        .join("archive")
+        .join(archived["file"].as_str().unwrap());
+    assert!(archived["to"].as_u64().unwrap() >= size, "{archived}");
+    let _ = server.terminate();
+    let (code, v) = verify(&f.data, &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).iter().any(|p| p.contains(&format!(
+            "kept checkpoint at size {size}: the events archived"
+        ))),
+        "{v}"
+    );
+    let out = admin.run(
+        &[
+            "audit",
+            "verify",
+            "--segment",
+            segment.to_str().unwrap(),
+            "--verifier-key",
+            &key,
+            "--checkpoint",
+            kept.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("(a fork)"), "{out:?}");
 }
 
 fn latest_note_or_none(data: &Path) -> Option<String> {

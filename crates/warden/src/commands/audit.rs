@@ -51,7 +51,9 @@ pub enum AuditCommand {
         /// DATA_DIR/audit_verifier.pub; required for a bundle or a segment).
         #[arg(long)]
         verifier_key: Option<String>,
-        /// A checkpoint kept outside the server (repeatable): detects truncation and rewrites.
+        /// A checkpoint kept outside the server (repeatable): detects truncation and rewrites,
+        /// of archived events too. With --segment it must fall within the segment's events,
+        /// with --bundle be of the bundle's size.
         #[arg(long)]
         checkpoint: Vec<PathBuf>,
         /// Verify an export bundle written by `warden audit export` instead.
@@ -150,8 +152,12 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             segment,
         } => {
             return match (bundle, segment) {
-                (Some(dir), _) => audit_verify::bundle(&dir, verifier_key.as_deref(), out),
-                (None, Some(file)) => audit_verify::segment(&file, verifier_key.as_deref(), out),
+                (Some(dir), _) => {
+                    audit_verify::bundle(&dir, verifier_key.as_deref(), &checkpoint, out)
+                }
+                (None, Some(file)) => {
+                    audit_verify::segment(&file, verifier_key.as_deref(), &checkpoint, out)
+                }
                 (None, None) => {
                     audit_verify::store(&data_dir, verifier_key.as_deref(), &checkpoint, out)
                 }

@@ -258,9 +258,18 @@ pub fn store(
         return Err(e.into());
     }
     problems.extend(moved.into_inner());
-    let (segments_checked, segment_problems) =
-        segments.into_inner().check(&data_dir.join("archive"));
+    // Kept checkpoints of archived sizes are checked against the segments' events; one whose
+    // segment was deleted (past retention) cannot be, and is said so.
+    let kept_archived: Vec<&Checkpoint> = outside.iter().filter(|c| c.size < base).collect();
+    let (segments_checked, segment_problems, compared) = segments
+        .into_inner()
+        .check(&data_dir.join("archive"), &kept_archived);
     problems.extend(segment_problems);
+    let unchecked: Vec<u64> = kept_archived
+        .iter()
+        .map(|c| c.size)
+        .filter(|size| !compared.contains(size))
+        .collect();
     if base > 0 && archived_to.into_inner() != base {
         problems.push(format!(
             "events 1..{base} left the live log without an audited archive ending at {base}"
@@ -322,12 +331,61 @@ pub fn store(
         "blocks_checked": blocks.checked(),
         "block_filters_checked": filters_checked,
         "external_checkpoints": outside.len(),
+        "external_checkpoints_unchecked": unchecked,
         "server_checkpoint_file": anchored,
         "archived_before": base,
         "segments_checked": segments_checked,
         "verifier": key.name(),
     });
     report(out, "the audit log", summary, &problems)
+}
+
+/// Compares each of `kept` that the tree `start`, extended by `events` in order, reaches with
+/// the root there. Returns the sizes compared and those whose root differs.
+fn check_kept<'a>(
+    mut tree: Tree,
+    events: impl IntoIterator<Item = &'a str>,
+    kept: &[&Checkpoint],
+) -> (Vec<u64>, Vec<u64>) {
+    let (mut compared, mut differ) = (Vec::new(), Vec::new());
+    let mut compare = |tree: &Tree| {
+        for k in kept.iter().filter(|k| k.size == tree.size()) {
+            compared.push(k.size);
+            if k.root != tree.root() {
+                differ.push(k.size);
+            }
+        }
+    };
+    compare(&tree);
+    for data in events {
+        tree.push(leaf_hash(data.as_bytes()));
+        compare(&tree);
+    }
+    (compared, differ)
+}
+
+/// A segment's first and last sequence numbers, its events, and the tree as it stood before
+/// its first event (rebuilt from its start frontier; `None` if that does not parse).
+fn segment_parts(v: &Value) -> (u64, u64, Vec<&str>, Option<Tree>) {
+    let from = v["from"].as_u64().unwrap_or(0);
+    let to = v["to"].as_u64().unwrap_or(0);
+    let events = v["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e.as_str().unwrap_or_default())
+        .collect();
+    let start = if from > 1 {
+        let frontier: Option<Vec<[u8; 32]>> = v["start"]["frontier"].as_array().and_then(|f| {
+            f.iter()
+                .map(|h| hex::decode(h.as_str()?).ok()?.try_into().ok())
+                .collect()
+        });
+        frontier.and_then(|f| Tree::from_frontier(from - 1, f).ok())
+    } else {
+        Some(Tree::new())
+    };
+    (from, to, events, start)
 }
 
 /// The archive segments the log records as sealed (file name → SHA-256) and as deleted, from
@@ -360,9 +418,12 @@ impl SegmentRecords {
     }
 
     /// Checks every segment sealed and not deleted is in `dir` as sealed, reading the records
-    /// of each one found; returns how many were checked, and the problems.
-    fn check(mut self, dir: &Path) -> (usize, Vec<String>) {
+    /// of each one found, and each of the `kept` checkpoints whose size falls in a segment
+    /// against its events; returns how many segments were checked, the problems, and the sizes
+    /// of the kept checkpoints compared.
+    fn check(mut self, dir: &Path, kept: &[&Checkpoint]) -> (usize, Vec<String>, Vec<u64>) {
         let mut problems = Vec::new();
+        let mut compared = Vec::new();
         let mut checked = std::collections::BTreeSet::new();
         while let Some((file, sha)) = self
             .sealed
@@ -375,8 +436,17 @@ impl SegmentRecords {
             match std::fs::read(&path) {
                 Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == sha => {
                     let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                    for data in v["events"].as_array().into_iter().flatten() {
-                        self.read(data.as_str().unwrap_or_default());
+                    let (_, _, events, start) = segment_parts(&v);
+                    for data in &events {
+                        self.read(data);
+                    }
+                    // Sealed as recorded, its start frontier is as the server kept it.
+                    if let Some(start) = start {
+                        let (sizes, differ) = check_kept(start, events, kept);
+                        compared.extend(sizes);
+                        problems.extend(differ.iter().map(|size| format!(
+                            "kept checkpoint at size {size}: the events archived in {file} do not match it: the log was rewritten before it was archived (a fork)"
+                        )));
                     }
                 }
                 Ok(_) => problems.push(format!(
@@ -388,7 +458,7 @@ impl SegmentRecords {
                 )),
             }
         }
-        (checked.len(), problems)
+        (checked.len(), problems, compared)
     }
 }
 
@@ -634,7 +704,12 @@ pub fn archived_note(v: &Value, done: &str) -> Option<String> {
 }
 
 /// Verifies a bundle: the checkpoint's signature and every event's inclusion proof.
-pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> {
+pub fn bundle(
+    dir: &Path,
+    key: Option<&str>,
+    external: &[std::path::PathBuf],
+    out: Output,
+) -> anyhow::Result<()> {
     // The key in the bundle is whatever its maker put there: anyone can sign a forged log with
     // a key of their own. Trust comes only from a key the verifier got elsewhere.
     let Some(key) = key else {
@@ -663,6 +738,36 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
             format!("the bundle's checkpoint is not validly signed: {e}"),
         )
     })?;
+    // Its events are proven against its own checkpoint, so a kept one says something only
+    // where it is of that size: then the roots must agree, or the log was forked.
+    let mut problems = Vec::new();
+    for path in external {
+        let kept = Checkpoint::open(&read_input(path)?, &key).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("{} is not validly signed: {e}", path.display()),
+            )
+        })?;
+        if kept.size != cp.size {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "the bundle's checkpoint is of size {}, the kept checkpoint {} of size {}: check that the newer extends the older with `warden audit prove-consistency --from SIZE`",
+                    cp.size,
+                    path.display(),
+                    kept.size
+                ),
+            )
+            .into());
+        }
+        if kept.root != cp.root {
+            problems.push(format!(
+                "the bundle's checkpoint at size {} has another root than the kept {}: the log was rewritten since (a fork)",
+                cp.size,
+                path.display()
+            ));
+        }
+    }
     let text = std::fs::read_to_string(dir.join("events.jsonl")).map_err(|e| {
         Failure::new(
             exit::USAGE,
@@ -672,7 +777,6 @@ pub fn bundle(dir: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> 
             ),
         )
     })?;
-    let mut problems = Vec::new();
     let mut checked = 0u64;
     // Each event's sequence number and line, in the bundle's order.
     let mut order: Vec<(u64, usize)> = Vec::new();
@@ -765,7 +869,12 @@ fn sequence_problems(order: &[(u64, usize)]) -> Vec<String> {
 
 /// Verifies an archive segment on its own: both checkpoints' signatures, the start frontier
 /// against the first, and every event against the second.
-pub fn segment(file: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()> {
+pub fn segment(
+    file: &Path,
+    key: Option<&str>,
+    external: &[std::path::PathBuf],
+    out: Output,
+) -> anyhow::Result<()> {
     let key = verifier(key.context("pass --verifier-key (the segment does not carry one)")?)?;
     let v: Value = serde_json::from_str(&read_input(file)?).map_err(|e| {
         Failure::new(
@@ -774,18 +883,34 @@ pub fn segment(file: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()
         )
     })?;
     let mut problems = Vec::new();
-    let from = v["from"].as_u64().unwrap_or(0);
-    let to = v["to"].as_u64().unwrap_or(0);
+    let (from, to, events, start_tree) = segment_parts(&v);
+    let mut kept = Vec::new();
+    for path in external {
+        let cp = Checkpoint::open(&read_input(path)?, &key).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("{} is not validly signed: {e}", path.display()),
+            )
+        })?;
+        if cp.size + 1 < from || cp.size > to {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "the kept checkpoint {} is of size {}, outside this segment's events {from}..{to}: check it against the segment holding event {} or the live log",
+                    path.display(),
+                    cp.size,
+                    cp.size
+                ),
+            )
+            .into());
+        }
+        kept.push(cp);
+    }
     let mut tree = Tree::new();
     if from > 1 {
         let start = Checkpoint::open(v["start"]["checkpoint"].as_str().unwrap_or_default(), &key);
-        let frontier: Option<Vec<[u8; 32]>> = v["start"]["frontier"].as_array().and_then(|f| {
-            f.iter()
-                .map(|h| hex::decode(h.as_str()?).ok()?.try_into().ok())
-                .collect()
-        });
-        match (start, frontier.map(|f| Tree::from_frontier(from - 1, f))) {
-            (Ok(cp), Some(Ok(t))) if cp.size == from - 1 && t.root() == cp.root => tree = t,
+        match (start, start_tree) {
+            (Ok(cp), Some(t)) if cp.size == from - 1 && t.root() == cp.root => tree = t,
             (Err(e), _) => {
                 problems.push(format!("the start checkpoint is not validly signed: {e}"))
             }
@@ -793,8 +918,12 @@ pub fn segment(file: &Path, key: Option<&str>, out: Output) -> anyhow::Result<()
                 .push("the start frontier does not match the signed start checkpoint".to_owned()),
         }
     }
-    for (i, data) in v["events"].as_array().into_iter().flatten().enumerate() {
-        let data = data.as_str().unwrap_or_default();
+    let kept: Vec<&Checkpoint> = kept.iter().collect();
+    let (_, differ) = check_kept(tree.clone(), events.iter().copied(), &kept);
+    problems.extend(differ.iter().map(|size| {
+        format!("kept checkpoint at size {size}: the segment's events do not match it (a fork)")
+    }));
+    for (i, data) in events.iter().enumerate() {
         let seq = from + i as u64;
         if claimed_seq(data) != Some(seq) {
             problems.push(format!("event {seq} claims another sequence number"));
