@@ -1149,6 +1149,60 @@ fn audit_readers_search_prove_and_export_without_administering() {
     fails(&bob, &["audit", "status"], 3);
 }
 
+/// A log cut back and signed again (its checkpoints and the server's file deleted) is caught
+/// by a kept checkpoint of a larger size that the new ones postdate, and the narrowing trusts
+/// none of them.
+#[test]
+fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    let alice = login(&server, "alice");
+    for _ in 0..4 {
+        create(&alice, "demo-ssh", "viewer", &[]);
+    }
+    let size = checkpoint_reaching(&admin, 24);
+    let kept = f.dir.path().join("kept.note");
+    std::fs::write(&kept, admin.run(&["audit", "checkpoint"], None).stdout).unwrap();
+    assert_eq!(note_size(&std::fs::read_to_string(&kept).unwrap()), size);
+    assert!(server.terminate().success());
+    // A second passes, so that what is signed next is signed later by the clock.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let cut = size / 2;
+    tamper(
+        &f.data,
+        &format!(
+            "DELETE FROM audit WHERE seq > {cut}; DELETE FROM checkpoints; DELETE FROM audit_blocks;"
+        ),
+    );
+    std::fs::remove_file(f.data.join("audit_checkpoint.note")).unwrap();
+    server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let resigned = loop {
+        if let Some(note) = latest_note_or_none(&f.data) {
+            break note_size(&note);
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing signed again");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = server.terminate();
+    assert!(resigned < size, "{resigned} >= {size}");
+    let (code, v) = verify(&f.data, &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let problems = problems(&v);
+    assert!(
+        problems.iter().any(|p| p.contains(&format!(
+            "checkpoint at size {resigned} was signed after a kept checkpoint of a larger size"
+        ))),
+        "{v}"
+    );
+    assert!(
+        !problems
+            .iter()
+            .any(|p| p.contains(&format!("still matches the checkpoint at {resigned}"))),
+        "{v}"
+    );
+}
+
 /// A checkpoint row written into the database, its note no signature of the server's, is
 /// never extended: its root and frontier could be of any history. Verification names it, and
 /// a frontier altered alone too.

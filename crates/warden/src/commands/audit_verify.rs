@@ -286,12 +286,30 @@ pub fn store(
             _ => None,
         })
         .collect();
+    // Sizes only grow: a stored checkpoint signed after a kept one of a larger size was signed
+    // over a log rolled back past it, so it vouches for a fork and narrows nothing down.
+    let resigned: Vec<u64> = checkpoints
+        .iter()
+        .filter(|c| {
+            outside.iter().any(|k| {
+                k.size > c.size && matches!((c.time(), k.time()), (Some(ct), Some(kt)) if ct > kt)
+            })
+        })
+        .map(|c| c.size)
+        .collect();
+    problems.extend(resigned.iter().map(|size| {
+        format!(
+            "checkpoint at size {size} was signed after a kept checkpoint of a larger size: the log was rolled back and signed again (a fork)"
+        )
+    }));
     if let Some(&first_bad) = mismatched.iter().min() {
         let last_good = checkpoints
             .iter()
             .chain(&outside)
             .map(|c| c.size)
-            .filter(|&size| size < first_bad && !mismatched.contains(&size))
+            .filter(|&size| {
+                size < first_bad && !mismatched.contains(&size) && !resigned.contains(&size)
+            })
             .max()
             .unwrap_or(base);
         problems.push(format!(
