@@ -118,6 +118,7 @@ fn tampering_is_detected_and_named() {
     let (code, v) = verify(&h.data, &[]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["events_checked"], h.size);
+    assert_eq!(v["events_after_newest_checkpoint"], 0, "{v}");
 
     // A flipped byte in one event.
     let c = copy(&h.data);
@@ -241,6 +242,7 @@ fn tampering_is_detected_and_named() {
         problems(&v)[0].contains("no stored checkpoint covers any of the"),
         "{v}"
     );
+    assert_eq!(v["events_after_newest_checkpoint"], h.size - 3, "{v}");
     let (code, v) = verify(c.path(), &["--checkpoint", kept.path().to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(

@@ -343,8 +343,16 @@ pub fn store(
             result.events_checked
         ));
     }
+    // Events past every checkpoint are vouched for by none yet (the next one signs them).
+    let newest_signed = checkpoints
+        .iter()
+        .chain(&outside)
+        .map(|c| c.size)
+        .max()
+        .unwrap_or(0);
     let summary = json!({
         "events_checked": result.events_checked,
+        "events_after_newest_checkpoint": (base + result.events_checked).saturating_sub(newest_signed),
         "checkpoints_checked": result.checkpoints_checked,
         "blocks_checked": blocks.checked(),
         "block_filters_checked": filters_checked,
