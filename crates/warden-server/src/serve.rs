@@ -156,7 +156,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let store = SqliteStore::open(&data.join("warden.db"))?;
     let (ca, ca_created) = UserCa::load_or_create(&data.join("ssh_user_ca"))?;
-    let audit_key = audit_signing_key(&data.join("audit_signing.key"))?;
+    let audit_key_path = data.join("audit_signing.key");
+    // A log signed before, and no key: a new one would vouch for a history it never saw, and
+    // no checkpoint anyone kept would verify with it. Refused, never replaced quietly.
+    if !audit_key_path.exists() && store.latest_checkpoint().await?.is_some() {
+        bail!(
+            "the audit signing key {} is missing, but the log beside it holds checkpoints it signed: restore the key from your backup (its public half is audit_verifier.pub, and the one auditors hold). A new key is made only for a new log: a new data dir",
+            audit_key_path.display()
+        );
+    }
+    let audit_key = audit_signing_key(&audit_key_path)?;
     let note_signer = crate::checkpoints::signer(&config.audit_origin, &audit_key)?;
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
     std::fs::write(

@@ -121,6 +121,28 @@ fn state_survives_restart_and_sigterm_is_graceful() {
         server.stderr()
     );
     assert!(server.stdout().contains("Warden stopped."));
+    // Its audit signing key lost, the server does not sign on with a new one.
+    let key = data.join("audit_signing.key");
+    let aside = data.join("audit_signing.key.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    let keyless = std::process::Command::new("timeout")
+        .args(["20", BIN, "serve", "--config", &config, "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", warden_testkit::free_port()),
+        ])
+        .args(["--ssh-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&keyless.stderr);
+    assert_eq!(keyless.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("audit signing key") && stderr.contains("restore the key"),
+        "{stderr}"
+    );
+    assert!(!key.exists());
+    std::fs::rename(&aside, &key).unwrap();
     server.restart();
 
     // Tokens, requests, grants and the audit log all survived.
