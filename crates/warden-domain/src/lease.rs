@@ -49,6 +49,19 @@ impl LeaseState {
     }
 }
 
+/// Where an account is made: the target's issuer, its connection and the role's settings, as
+/// they were when the grant was issued. The account is removed there whatever the policy says
+/// of the target since: renamed, moved to another host, or gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MadeAt {
+    /// The issuer kind, e.g. `postgres`.
+    pub kind: String,
+    /// The target's `[connection]` table (no secrets: those stay in the vault).
+    pub connection: serde_json::Map<String, serde_json::Value>,
+    /// The role's issuer settings (its revocation statements among them).
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A credential Warden created (or is about to create) at a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -78,6 +91,10 @@ pub struct Lease {
         skip_serializing_if = "Option::is_none"
     )]
     pub revoked_at: Option<OffsetDateTime>,
+    /// Where the account is made; `None` in a lease stored before this was kept, whose account
+    /// is removed where the policy's target says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_at: Option<MadeAt>,
 }
 
 impl Lease {
@@ -104,6 +121,7 @@ impl Lease {
             last_error: None,
             created_at: now,
             revoked_at: None,
+            made_at: None,
         }
     }
 

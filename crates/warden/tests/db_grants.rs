@@ -247,6 +247,32 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     }
 }
 
+/// A grant's account is removed at the database it was made at, whatever the policy says of
+/// the target since: here its connection moved elsewhere before the grant was revoked.
+#[test]
+fn an_account_is_removed_where_it_was_made() {
+    let pg = Postgres::start();
+    let (targets, rules) = policy(pg.port(), 1);
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    let alice = env.login("alice");
+    let v = create(&alice, "pg", "read", &["--ttl", "30m"]);
+    assert_eq!(v["state"], "active", "{v}");
+    let user = v["credential"]["username"].as_str().unwrap().to_owned();
+    assert_eq!(pg_role_count(&pg, &user), "1");
+
+    let (moved, _) = policy(warden_testkit::free_port(), 1);
+    write_policy(&env.policy_dir(), &[("targets.toml", &moved)]);
+    ok(&admin, &["policy", "reload"]);
+    ok(&alice, &["request", "revoke", &id(&v)]);
+    wait_until(
+        "the role made before the move to go",
+        Duration::from_secs(10),
+        || pg_role_count(&pg, &user) == "0",
+    );
+}
+
 #[test]
 fn pickup_early_revoke_offboarding_and_rotation() {
     let pg = Postgres::start();

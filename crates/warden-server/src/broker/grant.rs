@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::lease::MadeAt;
 use warden_domain::notice::Kind;
 use warden_domain::request::TransitionError;
 use warden_domain::{Audience, Lease, Postmortem, Request, RequestId, State};
@@ -59,7 +60,7 @@ impl App {
         let mut lease = None;
         let mut admin = None;
         let password = issuer.account_name(r.id, &r.requester).map(|account| {
-            lease = Some(Lease::intent(
+            let mut intent = Lease::intent(
                 r.id,
                 r.requester.clone(),
                 r.target.clone(),
@@ -67,7 +68,13 @@ impl App {
                 account,
                 valid_before,
                 now,
-            ));
+            );
+            intent.made_at = Some(MadeAt {
+                kind: target.kind.clone(),
+                connection: target.connection.clone(),
+                settings: role.settings.clone(),
+            });
+            lease = Some(intent);
             Secret::new(crate::auth::random_password())
         });
         if lease.is_some() {

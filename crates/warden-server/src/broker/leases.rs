@@ -7,6 +7,7 @@ use std::str::FromStr;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::lease::MadeAt;
 use warden_domain::notice::Kind;
 use warden_domain::{Audience, Lease, LeaseState, RequestId, RoleName, State, UserName};
 use warden_issuers::{ListRequest, RevokeRequest, RevokeResponse};
@@ -65,26 +66,36 @@ impl App {
             return Ok(());
         }
         lease.start_revoking(now);
-        let policy = self.policy.load_full();
-        let target = policy.targets().get(&lease.target);
-        let settings = target
-            .and_then(|t| t.roles.get(&lease.role))
-            .map(|ro| ro.settings.clone())
-            .unwrap_or_default();
-        let connection = target.map(|t| t.connection.clone()).unwrap_or_default();
-        let outcome = match target.and_then(|t| self.issuers.get(&t.kind)) {
+        // Where the account was made; a lease from before that was kept goes by the policy.
+        let made_at = lease.made_at.clone().or_else(|| {
+            let policy = self.policy.load_full();
+            let target = policy.targets().get(&lease.target)?;
+            Some(MadeAt {
+                kind: target.kind.clone(),
+                connection: target.connection.clone(),
+                settings: target
+                    .roles
+                    .get(&lease.role)
+                    .map(|ro| ro.settings.clone())
+                    .unwrap_or_default(),
+            })
+        });
+        let outcome = match made_at
+            .as_ref()
+            .and_then(|m| Some((m, self.issuers.get(&m.kind)?)))
+        {
             None => Err(format!(
                 "target {} is no longer in the policy; remove account {} by hand",
                 lease.target, lease.account
             )),
-            Some(issuer) => {
+            Some((made_at, issuer)) => {
                 let admin = self.admin_credential(&lease.target).await?;
                 super::within_timeout(issuer.revoke(RevokeRequest {
                     grant: lease.grant,
                     target: &lease.target,
                     role: &lease.role,
-                    connection: &connection,
-                    settings: &settings,
+                    connection: &made_at.connection,
+                    settings: &made_at.settings,
                     public: &serde_json::Value::Null,
                     account: Some(&lease.account),
                     admin: admin.as_ref(),
@@ -93,7 +104,7 @@ impl App {
                 .map_err(|e| e.to_string())
             }
         };
-        let kind = target.map_or("unknown", |t| t.kind.as_str()).to_owned();
+        let kind = made_at.map_or_else(|| "unknown".to_owned(), |m| m.kind);
         let (grant, target, role) = (lease.grant, lease.target.clone(), lease.role.clone());
         // Events carry the time the target answered, so lags include the revocation itself.
         let done = now.max(crate::state::now());
