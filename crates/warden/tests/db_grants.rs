@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use warden_testkit::{Mariadb, Postgres};
+use warden_testkit::{Cli, Mariadb, Postgres};
 
 fn policy(pg: u16, maria: u16) -> (String, String) {
     let targets = format!(
@@ -247,15 +247,22 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     }
 }
 
-/// A grant's account is removed at the database it was made at, whatever the policy says of
-/// the target since: here its connection moved elsewhere before the grant was revoked.
-#[test]
-fn an_account_is_removed_where_it_was_made() {
+/// A private PostgreSQL, a server with the policy above, and its administrator signed in, with
+/// the database's admin credential stored.
+fn postgres_env() -> (Postgres, Env, Cli) {
     let pg = Postgres::start();
     let (targets, rules) = policy(pg.port(), 1);
     let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
     let admin = env.login("admin");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    (pg, env, admin)
+}
+
+/// A grant's account is removed at the database it was made at, whatever the policy says of
+/// the target since: here its connection moved elsewhere before the grant was revoked.
+#[test]
+fn an_account_is_removed_where_it_was_made() {
+    let (pg, env, admin) = postgres_env();
     let alice = env.login("alice");
     let v = create(&alice, "pg", "read", &["--ttl", "30m"]);
     assert_eq!(v["state"], "active", "{v}");
@@ -275,11 +282,7 @@ fn an_account_is_removed_where_it_was_made() {
 
 #[test]
 fn pickup_early_revoke_offboarding_and_rotation() {
-    let pg = Postgres::start();
-    let (targets, rules) = policy(pg.port(), 1);
-    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
-    let admin = env.login("admin");
-    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    let (pg, env, admin) = postgres_env();
     let alice = env.login("alice");
     let bob = env.login("bob");
 

@@ -71,17 +71,21 @@ fn state_survives_restart_and_sigterm_is_graceful() {
     }
     assert!(!server.stdout().contains("admin-password-1"));
 
+    // Another server started on the data dir, to its end (it is expected to refuse).
+    let start_another = || {
+        std::process::Command::new("timeout")
+            .args(["20", BIN, "serve", "--config", &config, "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", warden_testkit::free_port()),
+            ])
+            .args(["--ssh-listen", "127.0.0.1:0"])
+            .output()
+            .unwrap()
+    };
     // A second server on the same data dir refuses to start, naming the one that holds it.
-    let second = std::process::Command::new("timeout")
-        .args(["20", BIN, "serve", "--config", &config, "--data-dir"])
-        .arg(&data)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", warden_testkit::free_port()),
-        ])
-        .args(["--ssh-listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let second = start_another();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(
@@ -125,16 +129,7 @@ fn state_survives_restart_and_sigterm_is_graceful() {
     let key = data.join("audit_signing.key");
     let aside = data.join("audit_signing.key.aside");
     std::fs::rename(&key, &aside).unwrap();
-    let keyless = std::process::Command::new("timeout")
-        .args(["20", BIN, "serve", "--config", &config, "--data-dir"])
-        .arg(&data)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", warden_testkit::free_port()),
-        ])
-        .args(["--ssh-listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let keyless = start_another();
     let stderr = String::from_utf8_lossy(&keyless.stderr);
     assert_eq!(keyless.status.code(), Some(1), "{stderr}");
     assert!(
