@@ -3,7 +3,9 @@
 //!
 //! Exec requests are checked exactly: the command string the client sent is what the target
 //! would run. Interactive shells are checked line by line, from a reconstruction of what the
-//! user typed: printable characters, backspace, Ctrl-U and Ctrl-W are followed; on Enter the
+//! user typed: printable characters, backspace, Ctrl-U, Ctrl-W and quoted inserts (Ctrl-V, which
+//! puts the next key in the line as itself) are followed, and the keys go on as they were
+//! sent, byte for byte; on Enter the
 //! line is matched and, if denied, the Enter is not sent and Ctrl-C is sent instead, so the
 //! shell discards the line. What a line rule cannot catch — it is a guard rail, not a
 //! sandbox: text the shell itself produces (tab completion, history recall with arrows or
@@ -56,6 +58,46 @@ impl Rules {
     }
 }
 
+/// The programs that copy files over an SSH session.
+const TRANSFER_TOOLS: [&str; 4] = ["scp", "sftp-server", "rsync", "sftp"];
+
+/// Shells, which read commands from their input when given no command or script.
+const SHELLS: [&str; 11] = [
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox",
+];
+
+/// The words of an exec command, split at white space and shell punctuation, each by the last
+/// part of its path: what it could run, however wrapped (`env rsync`, `exec
+/// /usr/lib/openssh/sftp-server`, `cd /x && scp -t .`).
+fn program_names(command: &str) -> impl Iterator<Item = &str> {
+    command
+        .split(|c: char| c.is_whitespace() || ";|&()<>`'\"$={}".contains(c))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.rsplit('/').next().unwrap_or(w))
+}
+
+/// Whether an exec command names a file-transfer program anywhere in it. A word that only
+/// mentions one (`grep rsync log`) counts too: for a role without file transfer, a refusal too
+/// many beats a copy let through.
+pub fn runs_a_transfer_tool(command: &str) -> bool {
+    program_names(command).any(|name| TRANSFER_TOOLS.contains(&name))
+}
+
+/// Whether an exec command starts a shell that reads its commands from its input: a shell
+/// given only options (`bash`, `sh -i`, `bash -s`, `busybox sh`), with no `-c` command or
+/// script to run.
+pub fn starts_a_shell(command: &str) -> bool {
+    let mut words = command.split_whitespace();
+    let Some(first) = words.next().map(|w| w.rsplit('/').next().unwrap_or(w)) else {
+        return false;
+    };
+    if !SHELLS.contains(&first) {
+        return false;
+    }
+    let mut rest = words.skip_while(|w| first == "busybox" && SHELLS.contains(w));
+    rest.all(|w| w.starts_with('-') && (w.starts_with("--") || !w.contains('c')))
+}
+
 /// What to do with a chunk of interactive input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Filtered {
@@ -65,11 +107,18 @@ pub struct Filtered {
     pub blocked: Vec<(String, String)>,
 }
 
-/// Follows the line being typed in an interactive shell.
+/// Follows the line being typed in an interactive shell. It only watches: every byte the user
+/// sends goes on as sent (a character split across packets, or bytes that are no UTF-8 at all,
+/// too), apart from the Enter of a denied line.
 #[derive(Debug, Default)]
 pub struct LineTracker {
     line: String,
     escape: Escape,
+    /// The first bytes of a character whose rest is still to come.
+    partial: Vec<u8>,
+    /// After Ctrl-V (or Ctrl-Q, readline's quoted insert): the next key goes into the line as
+    /// itself, a control character too, and does not act.
+    quoted: bool,
 }
 
 /// Where in an escape sequence the keystrokes are.
@@ -91,58 +140,91 @@ impl LineTracker {
             forward: Vec::with_capacity(input.len()),
             blocked: Vec::new(),
         };
-        let text = String::from_utf8_lossy(input);
-        let mut buf = [0u8; 4];
-        for c in text.chars() {
-            match self.escape {
-                Escape::Started => {
-                    out.forward
-                        .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    self.escape = if c == '[' || c == 'O' {
-                        Escape::Sequence
-                    } else {
-                        Escape::None
-                    };
-                    continue;
-                }
-                Escape::Sequence => {
-                    out.forward
-                        .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    if c.is_ascii_alphabetic() || c == '~' {
-                        self.escape = Escape::None;
-                    }
-                    continue;
-                }
-                Escape::None => {}
+        for &byte in input {
+            if byte.is_ascii() && self.partial.is_empty() {
+                self.key(rules, char::from(byte), byte, &mut out);
+                continue;
             }
-            match c {
-                // Enter, and Ctrl-O (readline runs the line, then fetches the next one).
-                '\r' | '\n' | '\u{f}' => {
-                    let line = std::mem::take(&mut self.line);
-                    if let Some(pattern) = rules.denies(&line) {
-                        out.forward.push(0x03);
-                        out.blocked.push((line, pattern.to_owned()));
-                        continue;
-                    }
+            // A byte of a multi-byte character: on as it came, into the line once whole. One
+            // that starts no character, or breaks one, shows as a replacement character.
+            out.forward.push(byte);
+            self.escape = Escape::None;
+            self.partial.push(byte);
+            match std::str::from_utf8(&self.partial) {
+                Ok(text) => {
+                    let c = text.chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+                    self.partial.clear();
+                    self.insert(c);
                 }
-                '\u{7f}' | '\u{8}' => {
-                    self.line.pop();
+                Err(e) if e.error_len().is_some() => {
+                    self.partial.clear();
+                    self.insert(char::REPLACEMENT_CHARACTER);
                 }
-                '\u{15}' | '\u{3}' => self.line.clear(),
-                '\u{17}' => {
-                    let kept = self.line.trim_end().len();
-                    self.line.truncate(kept);
-                    let cut = self.line.rfind(' ').map_or(0, |i| i + 1);
-                    self.line.truncate(cut);
-                }
-                '\u{1b}' => self.escape = Escape::Started,
-                c if !c.is_control() => self.line.push(c),
-                _ => {}
+                Err(_) => {}
             }
-            out.forward
-                .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
         }
         out
+    }
+
+    /// A character typed into the line, acting as nothing.
+    fn insert(&mut self, c: char) {
+        if std::mem::take(&mut self.quoted) || !c.is_control() {
+            self.line.push(c);
+        }
+    }
+
+    /// One ASCII key.
+    fn key(&mut self, rules: &Rules, c: char, byte: u8, out: &mut Filtered) {
+        if std::mem::take(&mut self.quoted) {
+            self.line.push(c);
+            out.forward.push(byte);
+            return;
+        }
+        match self.escape {
+            Escape::Started => {
+                self.escape = if c == '[' || c == 'O' {
+                    Escape::Sequence
+                } else {
+                    Escape::None
+                };
+                out.forward.push(byte);
+                return;
+            }
+            Escape::Sequence => {
+                if c.is_ascii_alphabetic() || c == '~' {
+                    self.escape = Escape::None;
+                }
+                out.forward.push(byte);
+                return;
+            }
+            Escape::None => {}
+        }
+        match c {
+            // Enter, and Ctrl-O (readline runs the line, then fetches the next one).
+            '\r' | '\n' | '\u{f}' => {
+                let line = std::mem::take(&mut self.line);
+                if let Some(pattern) = rules.denies(&line) {
+                    out.forward.push(0x03);
+                    out.blocked.push((line, pattern.to_owned()));
+                    return;
+                }
+            }
+            '\u{7f}' | '\u{8}' => {
+                self.line.pop();
+            }
+            '\u{15}' | '\u{3}' => self.line.clear(),
+            '\u{17}' => {
+                let kept = self.line.trim_end().len();
+                self.line.truncate(kept);
+                let cut = self.line.rfind(' ').map_or(0, |i| i + 1);
+                self.line.truncate(cut);
+            }
+            '\u{16}' | '\u{11}' => self.quoted = true,
+            '\u{1b}' => self.escape = Escape::Started,
+            c if !c.is_control() => self.line.push(c),
+            _ => {}
+        }
+        out.forward.push(byte);
     }
 }
 
@@ -178,6 +260,14 @@ mod tests {
             (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x03", 1),
             // Ctrl-O runs the line too.
             (b"rm -rf /\x0f", b"rm -rf /\x03", 1),
+            // A quoted Ctrl-U (Ctrl-V first) is a character of the line, not its erasure: once
+            // backspaced away, the line is what it was.
+            (
+                b"rm -rf /tmp/vic\x16\x15\x7ftim\r",
+                b"rm -rf /tmp/vic\x16\x15\x7ftim\x03",
+                1,
+            ),
+            (b"shut\x11\x15\x08down\r", b"shut\x11\x15\x08down\x03", 1),
         ];
         for (input, forward, blocked) in cases {
             let mut t = LineTracker::default();
@@ -190,6 +280,57 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn transfer_tools_are_found_however_wrapped() {
+        for c in [
+            "scp -t /tmp",
+            "/usr/bin/rsync --server .",
+            "env rsync --server -e.LsfxCIvu . /tmp/x",
+            "exec /usr/lib/openssh/sftp-server",
+            "cd /tmp && scp -t .",
+            "sudo -u root sftp-server",
+        ] {
+            assert!(runs_a_transfer_tool(c), "{c}");
+        }
+        for c in ["ls -l", "rsyncd-status", "cat scp.txt"] {
+            assert!(!runs_a_transfer_tool(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn shells_reading_their_input_are_told_apart() {
+        for c in [
+            "bash",
+            "/bin/sh -i",
+            "bash -s",
+            "zsh --login",
+            "bash --norc",
+            "busybox sh",
+        ] {
+            assert!(starts_a_shell(c), "{c}");
+        }
+        for c in [
+            "bash -c 'ls'",
+            "sh -lc ls",
+            "bash script.sh",
+            "ls",
+            "bashful",
+        ] {
+            assert!(!starts_a_shell(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn input_goes_on_as_it_came() {
+        let r = rules();
+        let mut t = LineTracker::default();
+        // A character split across packets, and a byte that is no UTF-8.
+        assert_eq!(t.feed(&r, b"echo \xc3").forward, b"echo \xc3");
+        assert_eq!(t.feed(&r, b"\xa9\xff\r").forward, b"\xa9\xff\r");
+        // The line held them as characters: a rule sees what was typed after them.
+        assert_eq!(t.feed(&r, b"caf\xc3\xa9; shutdown\r").blocked.len(), 1);
     }
 
     #[test]

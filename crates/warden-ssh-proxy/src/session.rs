@@ -237,12 +237,7 @@ impl Start<'_> {
     fn breaks_a_control(&self, grant: &Grant) -> Option<(&'static str, String, serde_json::Value)> {
         let transfer = match self.request {
             Request::Sftp => true,
-            Request::Exec(c) => {
-                let first = c.split_whitespace().next().unwrap_or("");
-                ["scp", "sftp-server", "rsync"]
-                    .iter()
-                    .any(|tool| first == *tool || first.ends_with(&format!("/{tool}")))
-            }
+            Request::Exec(c) => crate::rules::runs_a_transfer_tool(c),
             Request::Shell => false,
         };
         if transfer && !grant.rules.file_transfer {
@@ -254,8 +249,14 @@ impl Start<'_> {
             return Some(("file_transfer_denied", msg, rule));
         }
         // A shell's lines are checked as a terminal submits them; a shell without one reads
-        // whatever arrives, unchecked, so a role with deny rules needs the terminal.
-        if *self.request == Request::Shell && self.pty.is_none() && grant.rules.has_deny() {
+        // whatever arrives, unchecked, so a role with deny rules needs the terminal: for a
+        // shell asked for as a command (`ssh HOST bash`) too.
+        let reads_commands = match self.request {
+            Request::Shell => true,
+            Request::Exec(c) => crate::rules::starts_a_shell(c),
+            Request::Sftp => false,
+        };
+        if reads_commands && self.pty.is_none() && grant.rules.has_deny() {
             let msg = format!(
                 "role {} on {} checks each command line, which needs a terminal: use `ssh -t`, or run one command (`ssh ... COMMAND`)",
                 grant.role, grant.target
@@ -578,7 +579,9 @@ impl Open {
             handle.clone(),
             id,
         ));
-        let tracker = (request == Request::Shell && pty.is_some() && grant.rules.has_deny())
+        // Whatever runs on a terminal, a shell or a command (`ssh -t HOST bash`), has its
+        // lines checked as typed.
+        let tracker = (request != Request::Sftp && pty.is_some() && grant.rules.has_deny())
             .then(LineTracker::default);
         let mut input = tokio::spawn(input_loop(
             down_rx,

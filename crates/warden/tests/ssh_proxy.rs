@@ -158,11 +158,19 @@ impl Setup {
     }
 
     fn interactive(&self) -> Tmux {
+        self.on_terminal("")
+    }
+
+    /// `ssh -tt` on a terminal, running `command` (a shell when empty).
+    fn on_terminal(&self, command: &str) -> Tmux {
         let args: Vec<String> = ssh_base_args(self.port, &self.key)
             .into_iter()
             .map(|a| format!("'{a}'"))
             .collect();
-        Tmux::start(&format!("ssh -tt {} alice:web@127.0.0.1", args.join(" ")))
+        Tmux::start(&format!(
+            "ssh -tt {} alice:web@127.0.0.1 {command}",
+            args.join(" ")
+        ))
     }
 }
 
@@ -453,6 +461,10 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     let out = piped.wait_with_output().unwrap();
     assert!(!text(&out.stdout).contains("unchecked-ran"), "{out:?}");
     assert!(text(&out.stderr).contains("needs a terminal"), "{out:?}");
+    // So would a shell asked for as a command.
+    let out = s.ssh("bash -s");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("needs a terminal"), "{out:?}");
 
     let term = s.interactive();
     term.wait_for("$ ", 1, Duration::from_secs(15));
@@ -487,6 +499,14 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     assert!(shown.contains("first-42"), "{shown}");
     assert!(shown.contains("warden: blocked"), "{shown}");
     assert!(shown.contains("after-2"), "{shown}");
+
+    // A shell asked for as a command on a terminal has its lines checked the same way.
+    let term = s.on_terminal("bash --norc");
+    term.send_line("echo started-$((2+3))");
+    term.wait_for("started-5", 1, Duration::from_secs(15));
+    term.send_line("shutdown -h now");
+    term.wait_for("warden: blocked", 1, Duration::from_secs(10));
+    term.send_line("exit");
 }
 
 #[test]
@@ -784,6 +804,13 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     assert!(!out.status.success(), "{out:?}");
     let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
     assert_eq!(blocked["outcome"]["code"], "file_transfer_denied");
+    // However the transfer program is wrapped.
+    let out = s.ssh("env rsync --server -e.LsfxCIvu . /tmp/warden-never");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("file transfer is not allowed"),
+        "{out:?}"
+    );
 }
 
 #[test]
