@@ -482,17 +482,18 @@ impl App {
     }
 
     /// Checks that the caller may oversee live session `id`.
+    /// The right comes first: to anyone else every id gets the same answer, so none can be
+    /// probed for a live session.
     pub fn oversee(&self, caller: &Caller<'_>, id: &str) -> Result<SessionInfo, Error> {
-        let info = self.sessions.get(id).ok_or_else(|| Error::Missing {
-            code: "no_such_session",
-            message: format!("no live session {id}; `warden sessions` lists them"),
-        })?;
         if !self.may_oversee_sessions(caller.user) {
             return Err(Error::Forbidden(
                 "only administrators and session viewers may watch or end sessions".into(),
             ));
         }
-        Ok(info)
+        self.sessions.get(id).ok_or_else(|| Error::Missing {
+            code: "no_such_session",
+            message: format!("no live session {id}; `warden sessions` lists them"),
+        })
     }
 
     /// Audits an access to a session's terminal (watch or replay).

@@ -530,6 +530,12 @@ fn grant_expiry_ends_an_open_session_and_watch_and_kill_work() {
         serde_json::json!([])
     );
     fails(&bob, &["sessions", "kill", &session], 3);
+    // Whether a session of that id is live is nobody else's business either.
+    fails(
+        &bob,
+        &["sessions", "kill", "00000000-0000-0000-0000-000000000000"],
+        3,
+    );
 
     // The administrator watches the live terminal.
     let watch_out = s.env.dir.path().join("watch.out");
