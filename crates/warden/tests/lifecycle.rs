@@ -364,6 +364,9 @@ fn cancel_revoke_and_extend() {
     );
     let out = fails(&alice, &["db", "connect", "web"], 2);
     assert!(out.stderr.contains("not a database target"), "{out:?}");
+    // A deny may go without a comment, as in the API.
+    let unwanted = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-3"]));
+    assert_eq!(ok(&bob, &["request", "deny", &unwanted])["state"], "denied");
     // Extending makes a new request linked to the original, decided afresh.
     let ext = ok(&alice, &["request", "extend", &active, "--ttl", "45m"]);
     assert_eq!(ext["extends"], active.as_str());

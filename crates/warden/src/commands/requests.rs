@@ -55,8 +55,9 @@ pub enum RequestCommand {
         /// The request's id (as `request list` shows it).
         #[arg(value_parser = super::request_id)]
         id: String,
-        /// Why; shown to the requester and audited.
-        #[arg(long)]
+        /// Why, shown to the requester and audited (optional, as in the API, but a requester
+        /// told why can ask better next time).
+        #[arg(long, default_value = "")]
         comment: String,
     },
     /// Withdraw your pending request.
