@@ -361,11 +361,16 @@ impl FromStr for Requirement {
                 ("", _) => return Err(err("empty clause")),
                 (h, _) => return Err(err(&format!("unknown clause `{h}`"))),
             };
-            // Rules combined by AND share a clause (strictest wins); written twice in one tier
-            // it was most likely meant as two approvers, which it is not.
-            if req.clauses.contains(&clause) {
+            // Rules combined by AND share a clause (strictest wins, the larger count for the
+            // same groups); written twice in one tier, with any count, it was most likely meant
+            // as more approvers than that gives.
+            let repeated = req.clauses.iter().any(|c| match (c, &clause) {
+                (Clause::Peer { groups: a, .. }, Clause::Peer { groups: b, .. }) => a == b,
+                (c, clause) => c == clause,
+            });
+            if repeated {
                 return Err(err(&format!(
-                    "`{part}` appears twice and would count once: for several approvers from one group write peer(GROUP, N)"
+                    "`{part}` repeats a clause for the same approvers, which would not add to it: for several approvers from one group write peer(GROUP, N) once"
                 )));
             }
             req = req.and(&Requirement {
@@ -442,7 +447,6 @@ mod tests {
                 "two-person(security) & manager",
                 "manager & two-person(security)",
             ),
-            ("peer(sre) & peer(sre, 2)", "peer(sre, 2)"),
         ] {
             let r: Requirement = input.parse().unwrap();
             assert_eq!(r.to_string(), shown, "{input}");
@@ -457,6 +461,8 @@ mod tests {
             "peer(sre, 9)",
             "peer(SRE)",
             "peer(sre) & peer(sre)",
+            "peer(sre) & peer(sre, 2)",
+            "peer(sre, 2) & peer(sre)",
             "manager & manager",
         ] {
             assert!(bad.parse::<Requirement>().is_err(), "{bad}");
