@@ -143,19 +143,34 @@ impl Policy {
         let denied = response.decision() == cedar_policy::Decision::Deny;
         // Sorted, so decisions (and the combined terms) do not depend on Cedar's report order.
         let mut matched: Vec<&PolicyId> = diagnostics.reason().collect();
-        let mut erroring: Vec<&PolicyId> = diagnostics
+        let failures: Vec<(&PolicyId, String)> = diagnostics
             .errors()
             .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => p.policy_id(),
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
+                    (p.policy_id(), p.inner().to_string())
+                }
             })
             .collect();
-        if !erroring.is_empty() {
+        if !failures.is_empty() {
             // A rule that cannot be evaluated might have been a forbid: fail closed, naming
-            // the broken rules and any forbids that matched anyway.
+            // the broken rules, and why each failed, and any forbids that matched anyway.
+            let mut erroring: Vec<&PolicyId> = failures.iter().map(|(id, _)| *id).collect();
             if denied {
                 erroring.extend(matched);
             }
-            return Ok(Decision::deny(ids(erroring)));
+            let forbid_reasons = failures
+                .iter()
+                .map(|(id, why)| {
+                    (
+                        id.to_string(),
+                        format!("it could not be evaluated ({why}), and a rule that cannot be read refuses"),
+                    )
+                })
+                .collect();
+            return Ok(Decision {
+                forbid_reasons,
+                ..Decision::deny(ids(erroring))
+            });
         }
         if denied {
             let forbid_reasons = matched

@@ -284,6 +284,12 @@ when { context.ttl_seconds * 9223372036854775807 > 0 };
     let d = decide(&p, &alice, "prod-web-1", "admin", &ctx());
     assert!(!d.allowed);
     assert_eq!(d.rules, vec!["overflows"]);
+    // The refusal says the rule failed, not that it forbids.
+    let said = d.not_permitted().to_string();
+    assert!(
+        said.contains("overflows: it could not be evaluated (") && said.contains("overflow"),
+        "{said}"
+    );
     // A forbid that cannot be evaluated denies too, where Cedar alone would have allowed.
     let d = decide(&p, &alice, "stage-web-1", "admin", &ctx());
     assert!(!d.allowed);
