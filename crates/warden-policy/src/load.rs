@@ -44,6 +44,7 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
             format!("cannot read the policy directory: {e}"),
         )),
     }
+    out.extend(misplaced(dir));
     let tests = dir.join(TESTS_DIR);
     if with_tests && tests.is_dir() {
         match list(&tests, |name| name.ends_with(".toml")) {
@@ -72,6 +73,46 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
         Some(report) => Err(report),
         None => Ok(files),
     }
+}
+
+/// Files that look meant as policy but would be passed over in silence, so that a `forbid`
+/// in one would never apply: a rule or targets file whose name differs only in case
+/// (`Access.CEDAR`), and `.cedar` files in a folder below `dir` (rules are read from the top
+/// level only).
+fn misplaced(dir: &Path) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let lower = name.to_lowercase();
+        if name.starts_with('.') {
+            continue;
+        }
+        if entry.path().is_dir() {
+            let below =
+                list(&entry.path(), |n| n.to_lowercase().ends_with(".cedar")).unwrap_or_default();
+            out.extend(below.iter().map(|n| {
+                file_diagnostic(
+                    &format!("{name}/{n}"),
+                    "rules are read from the policy directory's top level only: move this file there, or its rules never apply (rules kept aside on purpose go in a folder whose name starts with a dot)",
+                )
+            }));
+        } else if (lower.ends_with(".cedar") && !name.ends_with(".cedar"))
+            || (lower == targets::FILE && name != targets::FILE)
+        {
+            out.push(file_diagnostic(
+                &name,
+                "policy files are named in lower case (`*.cedar`, `targets.toml`): rename it, or it is never read",
+            ));
+        }
+    }
+    out
 }
 
 /// Names directly in `dir` that `wanted` picks, sorted: regular files and links to them. Hidden

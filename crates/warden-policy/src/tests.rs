@@ -130,6 +130,22 @@ fn loads_a_directory_like_in_memory_files() {
     assert_eq!(err.diagnostics[0].file, "extra.cedar");
     assert!(err.to_string().contains("cannot read"), "{err}");
 
+    std::fs::remove_file(dir.path().join("extra.cedar")).unwrap();
+
+    // Rules that would be passed over in silence are named: a file whose name differs only in
+    // case, and a rule file in a folder (a folder whose name starts with a dot is kept aside).
+    std::fs::write(dir.path().join("Forbid.CEDAR"), "").unwrap();
+    std::fs::create_dir(dir.path().join("more")).unwrap();
+    std::fs::write(dir.path().join("more/forbid.cedar"), "").unwrap();
+    std::fs::create_dir(dir.path().join(".aside")).unwrap();
+    std::fs::write(dir.path().join(".aside/old.cedar"), "").unwrap();
+    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, ["Forbid.CEDAR", "more/forbid.cedar"], "{err}");
+    std::fs::remove_file(dir.path().join("Forbid.CEDAR")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("more")).unwrap();
+    Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
+
     let missing = Policy::load_dir(&dir.path().join("nope"), &|_| Vec::new()).unwrap_err();
     assert!(
         missing
