@@ -135,9 +135,9 @@ struct Case {
 /// When a case does not say: a Monday at noon UTC, inside any office-hours window.
 const DEFAULT_AT: OffsetDateTime = time::macros::datetime!(2026-01-05 12:00 UTC);
 
-/// Codes a case may expect from `Decision::check`, then from whether anyone among the suite's
-/// users could give the approval (`no_approvers`), as the server checks a request; `none` means
-/// the request passes.
+/// Codes a case may expect, in the order the server checks a request: `Decision::check` but for
+/// MFA, whether anyone among the suite's users could give the approval (`no_approvers`), then
+/// MFA step-up (`mfa_required`); `none` means the request passes.
 const REFUSALS: [&str; 7] = [
     "none",
     "not_permitted",
@@ -569,9 +569,12 @@ fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Option<String> {
             d.approvable(user, suite.users.values())
         }
     };
+    // In the server's order: what no second factor can fix, then who could approve, then the
+    // step-up (it spends the requester's code only on a request that could be granted).
     let refusal = match d
-        .check(case.ttl, case.ticket.as_ref(), case.mfa_verified)
+        .check(case.ttl, case.ticket.as_ref(), true)
         .and_then(|()| approvable())
+        .and_then(|()| d.check(case.ttl, case.ticket.as_ref(), case.mfa_verified))
     {
         Ok(()) => "none".to_owned(),
         Err(r) => format!("{} ({r})", r.code()),

@@ -725,6 +725,15 @@ expect = "allow"
 refusal = "no_approvers"
 
 [[case]]
+name = "no one else to approve, asked without MFA: the server says no_approvers first"
+user = "bob"
+target = "stage-web-1"
+role = "admin"
+expect = "allow"
+mfa = true
+refusal = "no_approvers"
+
+[[case]]
 name = "passes"
 user = "alice"
 target = "prod-web-1"
@@ -762,8 +771,13 @@ target = "prod-web-1"
 role = "root"
 expect = "deny"
 "#;
-    let report =
-        fixtures::run_files(&files(&[("a.cedar", policy), ("tests/t.toml", cases)])).unwrap();
+    let stage_admin = "@id(\"stage-admins\")\n@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\n@mfa(\"required\")\npermit (principal, action, resource == Role::\"stage-web-1/admin\");\n";
+    let report = fixtures::run_files(&files(&[
+        ("a.cedar", policy),
+        ("b.cedar", stage_admin),
+        ("tests/t.toml", cases),
+    ]))
+    .unwrap();
     let messages: Vec<_> = report
         .cases
         .iter()
@@ -773,6 +787,10 @@ expect = "deny"
         messages,
         vec![
             ("no one else to approve", None),
+            (
+                "no one else to approve, asked without MFA: the server says no_approvers first",
+                None,
+            ),
             ("passes", None),
             (
                 "wrong terms",
@@ -790,7 +808,7 @@ expect = "deny"
             ),
         ]
     );
-    assert_eq!((report.passed(), report.failed()), (2, 3));
+    assert_eq!((report.passed(), report.failed()), (3, 3));
     assert_eq!(report.cases[0].file, "tests/t.toml");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["cases"][0]["passed"], true);
