@@ -863,6 +863,52 @@ fn the_outbox_delivers_after_an_outage_and_a_kill_9_each_notification_once() {
     assert_eq!(s["sinks"][0][0], "hook");
 }
 
+/// A sink that takes connections and never answers holds back its own deliveries only: the
+/// other sink's go out at once, however many of the first are stuck.
+#[test]
+fn a_sink_that_hangs_delays_no_other() {
+    let hole = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    let held = thread::spawn(move || {
+        // Connections are taken and kept open, unanswered, until the test ends.
+        let mut kept = Vec::new();
+        for stream in hole.incoming().take(64) {
+            kept.push(stream);
+        }
+        kept
+    });
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"hole\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hole_port}/hook\"\n\n\
+             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url()
+        ),
+    );
+    let alice = login(&server, "alice");
+    let asked: Vec<String> = (0..12)
+        .map(|_| id(&common::create(&alice, "web", "deploy", &[])))
+        .collect();
+    // Well inside the 30 s a hung delivery is given.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !asked
+        .iter()
+        .all(|rid| !notices(&hook, "approval_needed", rid).is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the healthy sink waited for the hung one: {} of {} delivered",
+            hook.accepted().len(),
+            asked.len()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
+    drop(held);
+}
+
 #[test]
 fn bad_notify_sinks_stop_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();

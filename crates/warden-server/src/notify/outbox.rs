@@ -1,16 +1,17 @@
 //! The outbox dispatcher: delivers queued notifications, each to its sink, and retries the
 //! ones that fail with exponential backoff, per notification and sink, so one dead sink delays
-//! nothing else.
+//! nothing else. Deliveries run on their own, a few per sink at once: one to a sink that hangs
+//! (up to its time limit) holds back only that sink's.
 //!
 //! It sleeps until the next queued notification is due, or until a change queues a new one
 //! (`App::outbox` wakes it); queued rows survive any crash, so after a restart everything not
 //! yet marked delivered is sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use warden_domain::audit::{Actor, Code, Event};
 use warden_store::Delivery;
 
@@ -25,8 +26,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Longest sleep, as a safety net against clock jumps.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-/// Notifications read per pass, and delivered at once at most.
+/// How often the queue is looked at while deliveries are under way.
+const WAITING_POLL: Duration = Duration::from_secs(1);
+/// Notifications read per pass, beside those under way.
 const BATCH: usize = 64;
+/// Deliveries under way to one sink at most.
 const CONCURRENCY: usize = 8;
 
 /// A configured destination.
@@ -72,19 +76,37 @@ pub fn check(app: &Shared) -> anyhow::Result<()> {
     build(&app.config.notify).map(|_| ())
 }
 
+/// Deliveries under way, each (notification, sink) once, and how many each sink may have at
+/// once: a sink that hangs holds its own deliveries back, never another sink's.
+struct InFlight {
+    running: Mutex<HashSet<(uuid::Uuid, String)>>,
+    per_sink: BTreeMap<String, Arc<Semaphore>>,
+}
+
 /// Delivers until `stop` turns true.
 pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
     let sinks = match build(&app.config.notify) {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!(error = %e, "notification sinks cannot start");
             return;
         }
     };
-    let base = app.public_url();
+    let in_flight = Arc::new(InFlight {
+        running: Mutex::new(HashSet::new()),
+        per_sink: sinks
+            .keys()
+            .map(|name| (name.clone(), Arc::new(Semaphore::new(CONCURRENCY))))
+            .collect(),
+    });
+    let base: Arc<str> = app.public_url().into();
     loop {
-        let sleep = match pass(&app, &sinks, &base).await {
-            Ok(()) => match app.store.next_notice_due().await {
+        let sleep = match pass(&app, &sinks, &in_flight, &base).await {
+            // Some due ones wait for a delivery under way, whose end wakes the dispatcher;
+            // others' retries may come due meanwhile, and the queue cannot say when apart from
+            // those under way.
+            Ok(true) => WAITING_POLL,
+            Ok(false) => match app.store.next_notice_due().await {
                 Ok(Some(next)) => {
                     let wait = next - now();
                     Duration::try_from(wait)
@@ -110,35 +132,88 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Delivers what is due now.
+/// Starts the deliveries that are due now, each on its own, without waiting for any; returns
+/// whether a due one was left waiting (under way already, or its sink busy).
 async fn pass(
     app: &Shared,
-    sinks: &BTreeMap<String, Sink>,
-    base: &str,
-) -> Result<(), warden_store::Error> {
-    let due = app.store.due_notices(now(), BATCH).await?;
-    let results: Vec<Result<(), warden_store::Error>> = futures_util::stream::iter(due)
-        .map(|d| async move {
+    sinks: &Arc<BTreeMap<String, Sink>>,
+    in_flight: &Arc<InFlight>,
+    base: &Arc<str>,
+) -> Result<bool, warden_store::Error> {
+    let running = lock(&in_flight.running).len();
+    // Those under way are due too: read past them.
+    let due = app.store.due_notices(now(), BATCH + running).await?;
+    let mut left_waiting = false;
+    for d in due {
+        let key = (d.notice.id, d.sink.clone());
+        if lock(&in_flight.running).contains(&key) {
+            left_waiting = true;
+            continue;
+        }
+        let permit = match in_flight.per_sink.get(&d.sink) {
+            Some(limit) => match limit.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    left_waiting = true;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        lock(&in_flight.running).insert(key.clone());
+        let under_way = UnderWay {
+            app: app.clone(),
+            in_flight: in_flight.clone(),
+            key,
+            permit,
+        };
+        let (app, sinks, base) = (app.clone(), sinks.clone(), base.clone());
+        tokio::spawn(async move {
+            let _under_way = under_way;
             let outcome = match sinks.get(&d.sink) {
-                Some(sink) => sink.deliver(&d, base).await,
+                Some(sink) => sink.deliver(&d, &base).await,
                 None => Err(format!(
                     "notify sink {:?} is no longer configured; it stays queued until it is",
                     d.sink
                 )),
             };
-            match outcome {
+            let stored = match outcome {
                 Ok(()) => {
                     app.store
                         .notice_delivered(d.notice.id, &d.sink, now())
                         .await
                 }
-                Err(e) => failed(app, &d, &e).await,
+                Err(e) => failed(&app, &d, &e).await,
+            };
+            if let Err(e) = stored {
+                tracing::error!(error = %e, notice = %d.notice.id, "outbox cannot record a delivery; it is tried again");
             }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
+        });
+    }
+    Ok(left_waiting)
+}
+
+/// A delivery under way: when it ends, however (a panic too), its sink's place is freed, it
+/// is no longer under way, and the dispatcher looks at the queue again.
+struct UnderWay {
+    app: Shared,
+    in_flight: Arc<InFlight>,
+    key: (uuid::Uuid, String),
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        // Freed before the dispatcher is woken, so that it finds the place free.
+        drop(self.permit.take());
+        lock(&self.in_flight.running).remove(&self.key);
+        self.app.outbox.notify_one();
+    }
+}
+
+/// The set of deliveries under way; a panic elsewhere while holding it leaves it usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Schedules the next attempt; the first failure of a notification is audited.
