@@ -40,13 +40,8 @@ impl App {
         open_only: bool,
         limit: usize,
     ) -> Result<Vec<Postmortem>, Error> {
-        let all = self.store.postmortems(open_only, limit.max(1) * 4).await?;
-        let security = self.is_security(caller.user);
-        Ok(all
-            .into_iter()
-            .filter(|p| security || p.requester == caller.user.name)
-            .take(limit)
-            .collect())
+        let own = (!self.is_security(caller.user)).then_some(&caller.user.name);
+        Ok(self.store.postmortems(open_only, own, limit).await?)
     }
 
     /// One postmortem, if the caller may see it.

@@ -413,8 +413,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One postmortem, by its grant's id.
     async fn postmortem(&self, request: RequestId) -> Result<Option<Postmortem>>;
 
-    /// Postmortems, newest first; only open ones with `open_only`.
-    async fn postmortems(&self, open_only: bool, limit: usize) -> Result<Vec<Postmortem>>;
+    /// Postmortems, newest first; only open ones with `open_only`, only those of `requester`
+    /// when one is given.
+    async fn postmortems(
+        &self,
+        open_only: bool,
+        requester: Option<&UserName>,
+        limit: usize,
+    ) -> Result<Vec<Postmortem>>;
 
     /// Saves a closed postmortem with its events, if it was still open; [`Error::Conflict`]
     /// otherwise.

@@ -194,14 +194,19 @@ impl SqliteStore {
     pub(super) async fn read_postmortems(
         &self,
         open_only: bool,
+        requester: Option<String>,
         n: usize,
     ) -> Result<Vec<Postmortem>> {
         self.read(move |c| {
+            // Postmortems are few (one per break-glass use): the requester is read from the
+            // body rather than kept in a column of its own.
             let mut stmt = c.prepare_cached(
                 "SELECT body FROM postmortems WHERE (?1 = 0 OR closed_at IS NULL)
+                   AND (?3 IS NULL OR json_extract(body, '$.requester') = ?3)
                  ORDER BY opened_at DESC, request_id DESC LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![open_only, limit(n)], |r| json(r.get(0)?))?;
+            let rows =
+                stmt.query_map(params![open_only, limit(n), requester], |r| json(r.get(0)?))?;
             rows.collect()
         })
         .await

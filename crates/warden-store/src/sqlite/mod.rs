@@ -1271,9 +1271,11 @@ impl crate::Store for SqliteStore {
     async fn postmortems(
         &self,
         open_only: bool,
+        requester: Option<&UserName>,
         n: usize,
     ) -> Result<Vec<warden_domain::Postmortem>> {
-        self.read_postmortems(open_only, n).await
+        self.read_postmortems(open_only, requester.map(ToString::to_string), n)
+            .await
     }
 
     async fn close_postmortem(

@@ -336,7 +336,10 @@ async fn postmortems_open_with_their_grant_and_close_once() {
     let at = datetime!(2026-01-01 10:00 UTC);
     let mut drill = None;
     for (n, is_drill) in [(1, false), (2, true), (3, true)] {
-        let r = request(n);
+        let mut r = request(n);
+        if n == 3 {
+            r.requester = "bob".parse().unwrap();
+        }
         let pm = Postmortem::open(&r, is_drill, at + time::Duration::minutes(n as i64));
         if is_drill {
             drill = Some(pm.clone());
@@ -381,9 +384,19 @@ async fn postmortems_open_with_their_grant_and_close_once() {
         Err(Error::Conflict)
     ));
     assert_eq!(s.open_postmortems().await.unwrap(), 2);
-    assert_eq!(s.postmortems(true, 10).await.unwrap().len(), 2);
-    let all = s.postmortems(false, 10).await.unwrap();
+    assert_eq!(s.postmortems(true, None, 10).await.unwrap().len(), 2);
+    let all = s.postmortems(false, None, 10).await.unwrap();
     assert_eq!(all.len(), 3);
+    // One's own, however many others' are newer.
+    let bob = "bob".parse().unwrap();
+    let alice = "alice".parse().unwrap();
+    assert_eq!(
+        s.postmortems(false, Some(&alice), 1).await.unwrap()[0].request,
+        request(2).id
+    );
+    let bobs = s.postmortems(false, Some(&bob), 10).await.unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].request, request(3).id);
     assert_eq!(
         all[2].closed.as_ref().unwrap().link.as_str(),
         "https://wiki/pm/1"
