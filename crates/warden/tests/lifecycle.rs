@@ -1187,7 +1187,7 @@ fn an_interactive_login_asks_for_the_totp_code() {
 
 #[test]
 fn logout_revokes_the_token() {
-    let env = Env::start();
+    let mut env = Env::start();
     let alice = env.login("alice");
     let token = token(&alice);
     use std::os::unix::fs::PermissionsExt;
@@ -1196,6 +1196,13 @@ fn logout_revokes_the_token() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // A logout the server does not hear revokes nothing: said so, and the token kept to try
+    // again.
+    assert!(env.server.terminate().success());
+    let out = fails(&alice, &["logout"], 7);
+    assert!(out.stderr.contains("was not revoked"), "{out:?}");
+    assert!(alice.home().join("credentials.json").exists());
+    env.server.restart();
     ok(&alice, &["logout"]);
     let (status, _) = get(env.server.port(), "/v1/auth/whoami", Some(&token));
     assert_eq!(status, 401);

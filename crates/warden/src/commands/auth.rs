@@ -103,15 +103,37 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
 
 pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
     let c = Client::new(server)?;
-    // Revoke server-side first; forget locally even if the token was already dead.
-    let revoked = c.post::<Value>("/v1/auth/logout", &json!({})).await;
+    // Revoked at the server first. A token it no longer takes (expired, revoked) has nothing
+    // left to revoke; any other failure leaves a token that works until it expires, so it is
+    // kept for another try and the user told.
+    let revoked = match c.post::<Value>("/v1/auth/logout", &json!({})).await {
+        Ok(_) => true,
+        Err(e)
+            if e.downcast_ref::<crate::exit::Failure>()
+                .is_some_and(|f| f.api_code.as_deref() == Some("unauthenticated")) =>
+        {
+            false
+        }
+        Err(e) => {
+            return Err(e.context(
+                "the token was not revoked and works until it expires; it is kept so that `warden logout` can try again",
+            ));
+        }
+    };
     client::forget()?;
     super::db::forget_expired()?;
     super::requests::forget_expired_certificates()?;
     if out.json {
-        out.json(&json!({ "logged_out": true, "revoked": revoked.is_ok() }))
+        out.json(&json!({ "logged_out": true, "revoked": revoked }))
     } else {
-        println!("Logged out.");
+        println!(
+            "{}",
+            if revoked {
+                "Logged out."
+            } else {
+                "Logged out (the server no longer took the token)."
+            }
+        );
         Ok(())
     }
 }
