@@ -684,6 +684,27 @@ impl App {
         Err(AuthError::BadToken)
     }
 
+    /// Refuses a call with no bearer token (no or a malformed `Authorization` header) as one
+    /// with a bad token is: on the record, and counted against its address.
+    pub async fn no_token(&self, source: Option<String>) -> AuthError {
+        if let Err(throttled) = self.check_source(source.as_deref()) {
+            return throttled;
+        }
+        let event = Event::new(
+            Code::TokenRejected,
+            Actor {
+                source,
+                ..Actor::default()
+            },
+            now(),
+        )
+        .denied("no_token", "missing or malformed Authorization header");
+        match self.auth_failed(event).await {
+            Ok(()) => AuthError::NoToken,
+            Err(e) => e,
+        }
+    }
+
     /// Revokes a token (logout).
     pub async fn logout(
         &self,

@@ -1149,6 +1149,16 @@ fn bad_input_is_refused_clearly_and_audited() {
         &["audit", "search", "--code", "auth.token_rejected"],
     );
     assert!(!rejected["events"].as_array().unwrap().is_empty());
+    // A call with no bearer token (a password tried as Basic, say) is on the record too.
+    let basic = warden_testkit::http_get_with(
+        port,
+        "/v1/auth/whoami",
+        &[("Authorization", "Basic YWRtaW46d2FyZGVuLWRldg==")],
+    )
+    .unwrap();
+    assert_eq!(basic.status, 401, "{}", basic.body);
+    let codes = audit_values(&admin, "auth.token_rejected", "/outcome/code");
+    assert!(codes.iter().any(|c| c == "no_token"), "{codes:?}");
 }
 
 #[test]

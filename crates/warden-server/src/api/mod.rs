@@ -544,7 +544,9 @@ impl FromRequestParts<Shared> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
         let source = source(parts, app).await?;
-        let token = bearer(&parts.headers).ok_or(crate::auth::AuthError::NoToken)?;
+        let Some(token) = bearer(&parts.headers) else {
+            return Err(app.no_token(source).await.into());
+        };
         // Reads cannot outlive offboarding's effects; anything else may write.
         let change = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let found = app.authenticate(token, source.clone(), change).await?;
