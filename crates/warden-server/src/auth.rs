@@ -67,6 +67,21 @@ pub enum AuthError {
     Internal(String),
 }
 
+/// A name someone typed at sign-in as the record keeps it: bounded, with nothing that could
+/// forge a log line.
+fn claimed(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if warden_domain::text::hidden(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Hashes a password with argon2id and a random salt.
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
     let mut salt = [0u8; 16];
@@ -502,19 +517,7 @@ impl App {
                 Code::LoginFailed,
                 Actor {
                     user: None,
-                    // Whatever was typed, bounded, with nothing that could forge a log line.
-                    claimed: Some(
-                        name.chars()
-                            .take(64)
-                            .map(|c| {
-                                if warden_domain::text::hidden(c) {
-                                    char::REPLACEMENT_CHARACTER
-                                } else {
-                                    c
-                                }
-                            })
-                            .collect(),
-                    ),
+                    claimed: Some(claimed(name)),
                     source: source.clone(),
                 },
                 now(),
@@ -682,6 +685,31 @@ impl App {
         .denied("bad_token", why);
         self.auth_failed(event).await?;
         Err(AuthError::BadToken)
+    }
+
+    /// Puts on the record a sign-in refused before any check of its password, because its
+    /// request does not read (`code`, `why`), with the name it claimed if one could be read;
+    /// counted against its address as a wrong password is. `Err` when the address is throttled
+    /// or the record cannot be kept.
+    pub async fn unreadable_login(
+        &self,
+        source: Option<String>,
+        name: Option<&str>,
+        code: &str,
+        why: &str,
+    ) -> Result<(), AuthError> {
+        self.check_source(source.as_deref())?;
+        let event = Event::new(
+            Code::LoginFailed,
+            Actor {
+                user: None,
+                claimed: name.map(claimed),
+                source,
+            },
+            now(),
+        )
+        .denied(code, why);
+        self.auth_failed(event).await
     }
 
     /// Refuses a call with no bearer token (no or a malformed `Authorization` header) as one

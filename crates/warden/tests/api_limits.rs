@@ -291,6 +291,34 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert_eq!(said.status, 401, "{}", said.body);
     let claimed = audit_values(&admin, "auth.login_failed", "/actor/claimed");
     assert_eq!(claimed, ["alice\u{FFFD}\u{FFFD}[2J"]);
+    // A sign-in refused for its form, before any password check, is on the record too,
+    // without what it sent.
+    for (sent, code) in [
+        (
+            r#"{"user":"ghost","user":"alice","password":"sekret-dup-1"}"#,
+            "bad_json",
+        ),
+        (
+            r#"{"user":"alice","password":"sekret-extra-1","admin":true}"#,
+            "bad_json",
+        ),
+    ] {
+        let said = http_post_with(port, "/v1/auth/login", &[], sent).unwrap();
+        assert_eq!(said.status, 400, "{}", said.body);
+        assert_eq!(error_code(&said.body), code, "{}", said.body);
+    }
+    let long = format!(r#"{{"user":"alice","password":"{}"}}"#, "p".repeat(5000));
+    let said = http_post_with(port, "/v1/auth/login", &[], &long).unwrap();
+    assert_eq!(error_code(&said.body), "field_too_long", "{}", said.body);
+    let codes = audit_values(&admin, "auth.login_failed", "/outcome/code");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "bad_json").count(),
+        2,
+        "{codes:?}"
+    );
+    assert!(codes.iter().any(|c| c == "field_too_long"), "{codes:?}");
+    let log = ok(&admin, &["audit", "search", "--code", "auth.login_failed"]).to_string();
+    assert!(!log.contains("sekret") && !log.contains("ppppp"), "{log}");
     // The table shows the name typed, marked so, and why it was refused.
     let table = admin.run(&["audit", "search", "--code", "auth.login_failed"], None);
     assert!(table.success(), "{table:?}");

@@ -83,15 +83,29 @@ pub async fn login(
     Source(source): Source,
     raw: Result<JsonBody<LoginBody>, ApiError>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let JsonBody(b) = raw?;
+    // A sign-in refused for its form is on the record too, and counts against the address.
+    let refuse = |name: Option<String>, e: ApiError| {
+        let (app, source) = (app.clone(), source.clone());
+        async move {
+            match app
+                .unreadable_login(source, name.as_deref(), &e.code, &e.message)
+                .await
+            {
+                Ok(()) => e,
+                Err(auth) => auth.into(),
+            }
+        }
+    };
+    let b = match raw {
+        Ok(JsonBody(b)) => b,
+        Err(e) => return Err(refuse(None, e).await),
+    };
     if b.password.len() > MAX_PASSWORD
         || b.user.len() > 256
         || b.totp.as_ref().is_some_and(|t| t.len() > 16)
     {
-        return Err(ApiError::bad_request(
-            "field_too_long",
-            "user, password or totp is too long",
-        ));
+        let e = ApiError::bad_request("field_too_long", "user, password or totp is too long");
+        return Err(refuse(Some(b.user), e).await);
     }
     let issued = app
         .login(&b.user, &b.password, b.totp.as_deref(), source)
