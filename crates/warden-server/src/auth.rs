@@ -832,6 +832,18 @@ impl App {
     ) -> Result<(), AuthError> {
         let pw = password.to_owned();
         let phc = self.argon2(|| Ok(()), move || hash_password(&pw)).await??;
+        // A new password ends the sessions of the old one (a reset after a suspected compromise
+        // must not leave a stolen token working), first: cut off before the new password is
+        // stored, so that a crash between the two leaves no token behind.
+        let at = now();
+        self.tokens.forget_user(target, at);
+        let ended = Event::new(
+            Code::TokensRevoked,
+            Actor::user(admin.name.clone(), source.clone()),
+            at,
+        )
+        .details(serde_json::json!({ "user": target, "why": "a new password was set" }));
+        self.store.revoke_tokens(target, vec![ended]).await?;
         let event = Event::new(
             Code::PasswordSet,
             Actor::user(admin.name.clone(), source),

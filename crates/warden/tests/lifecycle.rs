@@ -1195,6 +1195,30 @@ fn an_interactive_login_asks_for_the_totp_code() {
     assert!(piped.stderr.contains("--totp"), "{piped:?}");
 }
 
+/// A new password from an administrator ends the sessions of the old one.
+#[test]
+fn a_new_password_ends_the_old_sessions() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let old = token(&alice);
+    let admin = env.login("admin");
+    let reset = admin.run(
+        &["user", "set-password", "alice", "--password-stdin"],
+        Some("alice's fresh password 1"),
+    );
+    assert!(reset.success(), "{reset:?}");
+    let (status, _) = get(env.server.port(), "/v1/auth/whoami", Some(&old));
+    assert_eq!(status, 401);
+    let again = alice.run(
+        &["login", "--user", "alice", "--password-stdin"],
+        Some("alice's fresh password 1"),
+    );
+    assert!(again.success(), "{again:?}");
+    assert_eq!(ok(&alice, &["whoami"])["user"], "alice");
+    let why = audit_values(&admin, "auth.tokens_revoked", "/details/why");
+    assert_eq!(why, ["a new password was set"]);
+}
+
 #[test]
 fn logout_revokes_the_token() {
     let mut env = Env::start();
