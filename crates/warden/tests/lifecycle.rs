@@ -1157,8 +1157,27 @@ fn bad_input_is_refused_clearly_and_audited() {
     )
     .unwrap();
     assert_eq!(basic.status, 401, "{}", basic.body);
+    assert!(
+        basic
+            .headers
+            .iter()
+            .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")),
+        "{:?}",
+        basic.headers
+    );
     let codes = audit_values(&admin, "auth.token_rejected", "/outcome/code");
     assert!(codes.iter().any(|c| c == "no_token"), "{codes:?}");
+    // Two Authorization headers are refused, even with a good token among them.
+    let two = warden_testkit::http_get_with(
+        port,
+        "/v1/auth/whoami",
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Authorization", "Bearer wdn_not_a_token"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(two.status, 401, "{}", two.body);
 }
 
 #[test]

@@ -107,6 +107,13 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        // Says how to authenticate, as HTTP has every 401 do.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"warden\""),
+            );
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -561,12 +561,14 @@ impl FromRequestParts<Shared> for Authed {
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme's name in any case, as HTTP has it).
+/// Two `Authorization` headers are none: which one a proxy on the way would have read is
+/// anyone's guess.
 pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let (scheme, token) = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .split_once(' ')?;
+    let mut all = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let (Some(only), None) = (all.next(), all.next()) else {
+        return None;
+    };
+    let (scheme, token) = only.to_str().ok()?.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
