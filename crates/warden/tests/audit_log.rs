@@ -1151,18 +1151,25 @@ fn audit_readers_search_prove_and_export_without_administering() {
     fails(&bob, &["audit", "status"], 3);
 }
 
+/// A server on `f` where alice has taken `grants` grants, its administrator signed in, and a
+/// checkpoint signed of at least `size` events, whose size it returns.
+fn signed_history(f: &Fresh, grants: usize, size: u64) -> (Server, Cli, u64) {
+    let (server, admin) = serve_as_admin(&f.data, &f.cfg);
+    let alice = login(&server, "alice");
+    for _ in 0..grants {
+        create(&alice, "demo-ssh", "viewer", &[]);
+    }
+    let signed = checkpoint_reaching(&admin, size);
+    (server, admin, signed)
+}
+
 /// A log cut back and signed again (its checkpoints and the server's file deleted) is caught
 /// by a kept checkpoint of a larger size that the new ones postdate, and the narrowing trusts
 /// none of them.
 #[test]
 fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
     let f = fresh();
-    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
-    let alice = login(&server, "alice");
-    for _ in 0..4 {
-        create(&alice, "demo-ssh", "viewer", &[]);
-    }
-    let size = checkpoint_reaching(&admin, 24);
+    let (mut server, admin, size) = signed_history(&f, 4, 24);
     let kept = f.dir.path().join("kept.note");
     std::fs::write(&kept, admin.run(&["audit", "checkpoint"], None).stdout).unwrap();
     assert_eq!(note_size(&std::fs::read_to_string(&kept).unwrap()), size);
@@ -1211,10 +1218,7 @@ fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
 #[test]
 fn a_forged_checkpoint_row_gets_no_signature_over_it() {
     let f = fresh();
-    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
-    let alice = login(&server, "alice");
-    create(&alice, "demo-ssh", "viewer", &[]);
-    let size = checkpoint_reaching(&admin, 8);
+    let (mut server, _, size) = signed_history(&f, 1, 8);
     assert!(server.terminate().success());
     let newest = latest_note(&f.data);
     let signed = note_size(&newest);
