@@ -598,21 +598,7 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     // segment alone and in the data dir; one outside the segment's events is a usage error.
     let kept = h.data.join("kept-before-archive.note");
     std::fs::write(&kept, &h.checkpoint_note).unwrap();
-    let with_kept = |segment: &Path, kept: &Path| {
-        admin.run(
-            &[
-                "audit",
-                "verify",
-                "--segment",
-                segment.to_str().unwrap(),
-                "--verifier-key",
-                &key,
-                "--checkpoint",
-                kept.to_str().unwrap(),
-            ],
-            None,
-        )
-    };
+    let with_kept = |segment: &Path, kept: &Path| verify_segment(&admin, segment, &key, Some(kept));
     let out = with_kept(&file, &kept);
     assert!(out.success(), "{out:?}");
     let (code, v) = verify(server.data_dir(), &["--checkpoint", kept.to_str().unwrap()]);
@@ -783,6 +769,22 @@ fn verify_bundle(admin: &Cli, bundle: &Path, key: &str) -> CliOutput {
         ],
         None,
     )
+}
+
+/// `warden audit verify --segment FILE`, against a kept checkpoint if one is given.
+fn verify_segment(admin: &Cli, segment: &Path, key: &str, kept: Option<&Path>) -> CliOutput {
+    let mut args = vec![
+        "audit",
+        "verify",
+        "--segment",
+        segment.to_str().unwrap(),
+        "--verifier-key",
+        key,
+    ];
+    if let Some(k) = kept {
+        args.extend(["--checkpoint", k.to_str().unwrap()]);
+    }
+    admin.run(&args, None)
 }
 
 /// The audit verifier key, as `warden audit verifier-key` prints it.
@@ -1426,19 +1428,7 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
         ))),
         "{v}"
     );
-    let out = admin.run(
-        &[
-            "audit",
-            "verify",
-            "--segment",
-            segment.to_str().unwrap(),
-            "--verifier-key",
-            &key,
-            "--checkpoint",
-            kept.to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = verify_segment(&admin, &segment, &key, Some(&kept));
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("(a fork)"), "{out:?}");
 }
