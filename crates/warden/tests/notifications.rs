@@ -913,31 +913,34 @@ fn a_sink_that_hangs_delays_no_other() {
 fn bad_notify_sinks_stop_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nfrom = \"warden\"\n\
-         to = { security = [\"s@example.com\"] }\n",
-    )
-    .unwrap();
-    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let out = cli.run(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        None,
-    );
-    assert_ne!(out.code, 0, "{out:?}");
-    assert!(
-        out.stderr
-            .contains("`from` \"warden\" is not an e-mail address"),
-        "{out:?}"
-    );
+    for (sink, said) in [
+        (
+            "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nfrom = \"warden\"\n\
+             to = { security = [\"s@example.com\"] }\n",
+            "`from` \"warden\" is not an e-mail address",
+        ),
+        (
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http:///hook\"\n",
+            "`url` has no host",
+        ),
+    ] {
+        std::fs::write(&config, sink).unwrap();
+        let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+        let out = cli.run(
+            &[
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                dir.path().join("data").to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            None,
+        );
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stderr.contains(said), "{out:?}");
+    }
 }
 
 #[test]
