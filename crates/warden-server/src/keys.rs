@@ -138,6 +138,11 @@ impl Sealer {
         })
     }
 
+    /// Whether `sealed` opens under this master key: the check that a key is the data's.
+    pub fn opens(&self, sealed: &str) -> bool {
+        self.open(sealed).is_ok()
+    }
+
     /// Loads a master key file that must exist (for re-wrapping).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         match read_private(path)? {

@@ -119,6 +119,38 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The master key of data dir `data` (`master.key`, or `WARDEN_MASTER_KEY`), made only for a
+/// data dir that holds no sealed secret yet. A key missing or other than the one the stored
+/// secrets were sealed under is refused: a server started with it would take sign-ins whose
+/// second factor it cannot read, and hold target credentials it cannot open.
+fn master_key(data: &Path) -> anyhow::Result<Sealer> {
+    let path = data.join("master.key");
+    let from_env = std::env::var_os(crate::keys::MASTER_KEY_ENV).is_some();
+    let sealed = warden_store::a_sealed_value(&data.join("warden.db"))?;
+    let finish = "after an interrupted `warden vault rewrap`, run it again to finish the rotation";
+    if sealed.is_some() && !from_env && !path.exists() {
+        bail!(
+            "the master key {} is missing, but this data dir holds secrets sealed under one: restore it from your backup, or set {} ({finish}). A new key is made only for a data dir with no secrets",
+            path.display(),
+            crate::keys::MASTER_KEY_ENV
+        );
+    }
+    let sealer = Sealer::load_or_create(&path)?;
+    if let Some(s) = &sealed
+        && !sealer.opens(s)
+    {
+        let which = if from_env {
+            crate::keys::MASTER_KEY_ENV.to_owned()
+        } else {
+            path.display().to_string()
+        };
+        bail!(
+            "the master key ({which}) does not open the secrets sealed in this data dir: start with the key they were sealed under ({finish})"
+        );
+    }
+    Ok(sealer)
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut config = match &opts.config {
@@ -172,7 +204,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         data.join("audit_verifier.pub"),
         format!("{}\n", note_signer.verifier()),
     )?;
-    let sealer = Sealer::load_or_create(&data.join("master.key"))?;
+    let sealer = master_key(&data)?;
 
     let policy_dir = config.policy_dir();
     if !policy_dir.exists() {

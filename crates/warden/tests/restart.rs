@@ -276,6 +276,49 @@ fn master_key_rotation_keeps_every_secret_usable() {
     env.server.restart();
     let login = sign_in(&env.server.cli(), "alice", PASSWORD, Some(&totp(&uri, 1)));
     assert!(login.success(), "{login:?}");
+    assert!(env.server.terminate().success());
+
+    // A server refuses a key that does not open its secrets, and a missing one, rather than
+    // start unable to read them.
+    let dir = env.server.data_dir().to_owned();
+    let start = || {
+        std::process::Command::new("timeout")
+            .args(["20", BIN, "serve", "--dev", "--data-dir", &data])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", warden_testkit::free_port()),
+            ])
+            .args(["--ssh-listen", "127.0.0.1:0"])
+            .output()
+            .unwrap()
+    };
+    let refused = |said: &str| {
+        let out = start();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    };
+    let (key, old, new) = (
+        dir.join("master.key"),
+        dir.join("master.key.old"),
+        dir.join("master.key.new"),
+    );
+    // A rotation cut short after its commit, before its files were swapped: the old key in
+    // place, the new one beside it. The server refuses; running the rotation again finishes it.
+    std::fs::rename(&key, &new).unwrap();
+    std::fs::rename(&old, &key).unwrap();
+    refused("does not open the secrets");
+    let out = offline.run(&["--json", "vault", "rewrap", "--data-dir", &data], None);
+    assert!(out.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["finished"], true, "{v}");
+    assert_eq!(std::fs::read(&key).unwrap(), key_after);
+    std::fs::remove_file(&old).unwrap();
+    std::fs::rename(&key, dir.join("aside")).unwrap();
+    refused("is missing");
+    std::fs::rename(dir.join("aside"), &key).unwrap();
+    // With its key back it starts: the key opened the secrets, as the start checks.
+    env.server.restart();
 }
 
 /// Without `WARDEN_BOOTSTRAP_PASSWORD`, the first start prints the administrator's password

@@ -8,6 +8,39 @@ use warden_domain::audit::Event;
 use super::{append_events, backend, configure, prepare};
 use crate::{Error, Result};
 
+/// Where sealed values are kept: (table, key column, sealed column).
+const SEALED: [(&str, &str, &str); 4] = [
+    ("user_secrets", "user", "totp"),
+    ("user_secrets", "user", "totp_pending"),
+    ("target_credentials", "target", "sealed"),
+    ("pickups", "grant_id", "sealed"),
+];
+
+/// One sealed value of the database at `path`, if it holds any (none for a database yet to be
+/// made): what tells whether a master key is the one the data was sealed under.
+pub fn a_sealed_value(path: &Path) -> Result<Option<String>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(backend)?;
+    for (table, _, column) in SEALED {
+        let found = conn.query_row(
+            &format!("SELECT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT 1"),
+            [],
+            |r| r.get::<_, String>(0),
+        );
+        match found {
+            Ok(v) => return Ok(Some(v)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => {}
+            // A database from before the table's migration holds nothing sealed there.
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => {}
+            Err(e) => return Err(backend(e)),
+        }
+    }
+    Ok(None)
+}
+
 /// Replaces every sealed value in the database at `path` with `f(value)`, in one transaction:
 /// TOTP seeds, target credentials and pending pickups, and appends the audit event `event(n)`
 /// in the same transaction. For master key rotation, with the server stopped. Returns how many
@@ -21,12 +54,7 @@ pub fn rewrap_sealed(
     configure(&conn).map_err(backend)?;
     let tx = conn.transaction().map_err(backend)?;
     let mut n = 0;
-    for (table, key, column) in [
-        ("user_secrets", "user", "totp"),
-        ("user_secrets", "user", "totp_pending"),
-        ("target_credentials", "target", "sealed"),
-        ("pickups", "grant_id", "sealed"),
-    ] {
+    for (table, key, column) in SEALED {
         let rows: Vec<(String, String)> = {
             let mut stmt = tx
                 .prepare(&format!(
