@@ -255,6 +255,20 @@ pub enum ConfigError {
     },
 }
 
+/// A TOML error as `line L, column C: message`, without the quoted line the parser would show:
+/// a secret written inline on it (a token, a header) must not reach the terminal or a log.
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message().trim_end())
+        }
+        None => e.message().trim_end().to_owned(),
+    }
+}
+
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -264,7 +278,7 @@ impl Config {
         })?;
         let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
+            message: parse_error(&text, &e),
         })?;
         if let Some(u) = &config.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -334,6 +348,16 @@ mod tests {
                 .to_string()
                 .contains("at least 16 characters")
         );
+        // A file's error says where, without the line: a secret written on it stays unsaid.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "\nmetrics_token = \"hunter2secret\"\n").unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            said.contains("line 2, column 17: the token must be at least 16"),
+            "{said}"
+        );
+        assert!(!said.contains("hunter2"), "{said}");
         let c: Config = toml::from_str("metrics_token = \"0123456789abcdef-x\"\n").unwrap();
         let token = c.metrics_token.as_ref().unwrap();
         assert!(token.matches("0123456789abcdef-x"));

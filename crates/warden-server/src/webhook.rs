@@ -110,13 +110,13 @@ fn webhook_url(url: &str) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
     // The parser forgives `http:///hook` by taking `hook` for the host: a host left out is
     // said so, not guessed.
-    if url
+    let host_left_out = url
         .split_once("://")
-        .is_some_and(|(_, rest)| rest.starts_with('/'))
-    {
-        return Err("`url` has no host: write it as https://HOST/PATH".into());
-    }
+        .is_some_and(|(_, rest)| rest.starts_with('/'));
     match u.scheme() {
+        "http" | "https" if host_left_out => {
+            Err("`url` has no host: write it as https://HOST/PATH".into())
+        }
         "http" | "https" if u.host().is_some() => Ok(u),
         "http" | "https" => Err("`url` has no host".into()),
         s => Err(format!(
