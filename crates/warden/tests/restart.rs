@@ -71,19 +71,8 @@ fn state_survives_restart_and_sigterm_is_graceful() {
     }
     assert!(!server.stdout().contains("admin-password-1"));
 
-    // Another server started on the data dir, to its end (it is expected to refuse).
-    let start_another = || {
-        std::process::Command::new("timeout")
-            .args(["20", BIN, "serve", "--config", &config, "--data-dir"])
-            .arg(&data)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", warden_testkit::free_port()),
-            ])
-            .args(["--ssh-listen", "127.0.0.1:0"])
-            .output()
-            .unwrap()
-    };
+    let start_another =
+        || serve_to_its_end(&["--config", &config, "--data-dir", data.to_str().unwrap()]);
     // A second server on the same data dir refuses to start, naming the one that holds it.
     let second = start_another();
     let stderr = String::from_utf8_lossy(&second.stderr);
@@ -281,19 +270,8 @@ fn master_key_rotation_keeps_every_secret_usable() {
     // A server refuses a key that does not open its secrets, and a missing one, rather than
     // start unable to read them.
     let dir = env.server.data_dir().to_owned();
-    let start = || {
-        std::process::Command::new("timeout")
-            .args(["20", BIN, "serve", "--dev", "--data-dir", &data])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", warden_testkit::free_port()),
-            ])
-            .args(["--ssh-listen", "127.0.0.1:0"])
-            .output()
-            .unwrap()
-    };
     let refused = |said: &str| {
-        let out = start();
+        let out = serve_to_its_end(&["--dev", "--data-dir", &data]);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(said), "{stderr}");
@@ -426,4 +404,19 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
     );
     assert!(login.success(), "{login:?}");
     ok(&carol, &["whoami"]);
+}
+
+/// `warden serve ARGS` on free loopback ports, run to its end: for a start that is expected
+/// to be refused (at most 20 s).
+fn serve_to_its_end(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args(["20", BIN, "serve"])
+        .args(args)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", warden_testkit::free_port()),
+        ])
+        .args(["--ssh-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap()
 }

@@ -129,16 +129,7 @@ pub fn store(
     external: &[std::path::PathBuf],
     out: Output,
 ) -> anyhow::Result<()> {
-    if !data_dir.join("warden.db").is_file() {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "{} holds no Warden database (warden.db): pass the server's data directory with --data-dir",
-                data_dir.display()
-            ),
-        )
-        .into());
-    }
+    let db = super::database_in(data_dir)?;
     let default_key = data_dir.join("audit_verifier.pub");
     if key.is_none() && !default_key.is_file() {
         return Err(Failure::new(
@@ -151,7 +142,7 @@ pub fn store(
         .into());
     }
     let key = verifier(key.unwrap_or(&default_key.display().to_string()))?;
-    let reader = AuditReader::open(&data_dir.join("warden.db"))?;
+    let reader = AuditReader::open(&db)?;
     let mut problems = Vec::new();
 
     let mut checkpoints = Vec::new();

@@ -60,6 +60,23 @@ pub(crate) async fn active_grants(
     .into())
 }
 
+/// `DIR/warden.db`, the database an offline command reads, or a usage error saying that `dir`
+/// is no server's data directory.
+pub(crate) fn database_in(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let db = dir.join("warden.db");
+    if db.is_file() {
+        return Ok(db);
+    }
+    Err(Failure::new(
+        exit::USAGE,
+        format!(
+            "{} holds no Warden database (warden.db): pass the server's data directory with --data-dir",
+            dir.display()
+        ),
+    )
+    .into())
+}
+
 /// Parses a request id argument before anything is sent: a malformed one is a usage error
 /// (an empty one would even name another endpoint).
 pub fn request_id(arg: &str) -> Result<String, String> {

@@ -31,17 +31,7 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
     let VaultCommand::Rewrap { data_dir } = cmd;
     let current = data_dir.join("master.key");
     let next = data_dir.join("master.key.new");
-    let db = data_dir.join("warden.db");
-    if !db.is_file() {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "{} holds no Warden database (warden.db): pass the server's data directory with --data-dir",
-                data_dir.display()
-            ),
-        )
-        .into());
-    }
+    let db = super::database_in(&data_dir)?;
     // A running server would keep sealing under the old key: it must be stopped.
     let _lock = warden_server::serve::lock_data_dir(&data_dir)?;
     let sample = warden_store::a_sealed_value(&db)?;
