@@ -583,19 +583,7 @@ fn bad_sinks_stop_start_up_with_a_clear_message() {
          [[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n",
     )
     .unwrap();
-    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let out = cli.run(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        None,
-    );
+    let out = common::serve_refusing(&config, &dir.path().join("data"));
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("names must be unique"), "{out:?}");
 }

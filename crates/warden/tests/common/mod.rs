@@ -142,6 +142,23 @@ pub fn set_credential(admin: &Cli, target: &str, user: &str, password: &str) {
     assert!(out.success(), "{out:?}");
 }
 
+/// `warden serve --config CONFIG --data-dir DATA` on any free port, expected to refuse at
+/// start: its output.
+pub fn serve_refusing(config: &Path, data: &Path) -> CliOutput {
+    Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    )
+}
+
 /// Runs a CLI command with `--json` expecting success.
 pub fn ok(cli: &Cli, args: &[&str]) -> Value {
     cli.json(args)
