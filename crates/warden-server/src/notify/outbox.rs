@@ -79,8 +79,17 @@ pub fn check(app: &Shared) -> anyhow::Result<()> {
 /// Deliveries under way, each (notification, sink) once, and how many each sink may have at
 /// once: a sink that hangs holds its own deliveries back, never another sink's.
 struct InFlight {
-    running: Mutex<HashSet<(uuid::Uuid, String)>>,
+    running: Mutex<Running>,
     per_sink: BTreeMap<String, Arc<Semaphore>>,
+}
+
+/// The deliveries under way, and how many have ended: a pass whose read of the queue some
+/// delivery ended during reads it again, as that read may show the delivery's row still due
+/// from before its outcome was stored, and its key already gone from `keys`.
+#[derive(Default)]
+struct Running {
+    keys: HashSet<(uuid::Uuid, String)>,
+    ended: u64,
 }
 
 /// Delivers until `stop` turns true.
@@ -93,7 +102,7 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
         }
     };
     let in_flight = Arc::new(InFlight {
-        running: Mutex::new(HashSet::new()),
+        running: Mutex::new(Running::default()),
         per_sink: sinks
             .keys()
             .map(|name| (name.clone(), Arc::new(Semaphore::new(CONCURRENCY))))
@@ -140,27 +149,43 @@ async fn pass(
     in_flight: &Arc<InFlight>,
     base: &Arc<str>,
 ) -> Result<bool, warden_store::Error> {
-    let running = lock(&in_flight.running).len();
-    // Those under way are due too: read past them.
-    let due = app.store.due_notices(now(), BATCH + running).await?;
+    // Read until no delivery ended during the read; then choose under the same lock the
+    // delivery's end takes, so that none ends unseen between the check and the choice.
     let mut left_waiting = false;
-    for d in due {
-        let key = (d.notice.id, d.sink.clone());
-        if lock(&in_flight.running).contains(&key) {
-            left_waiting = true;
+    let chosen = loop {
+        let (ended, running) = {
+            let r = lock(&in_flight.running);
+            (r.ended, r.keys.len())
+        };
+        // Those under way are due too: read past them.
+        let due = app.store.due_notices(now(), BATCH + running).await?;
+        let mut r = lock(&in_flight.running);
+        if r.ended != ended {
             continue;
         }
-        let permit = match in_flight.per_sink.get(&d.sink) {
-            Some(limit) => match limit.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    left_waiting = true;
-                    continue;
-                }
-            },
-            None => None,
-        };
-        lock(&in_flight.running).insert(key.clone());
+        let mut chosen = Vec::new();
+        for d in due {
+            let key = (d.notice.id, d.sink.clone());
+            if r.keys.contains(&key) {
+                left_waiting = true;
+                continue;
+            }
+            let permit = match in_flight.per_sink.get(&d.sink) {
+                Some(limit) => match limit.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        left_waiting = true;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            r.keys.insert(key.clone());
+            chosen.push((d, key, permit));
+        }
+        break chosen;
+    };
+    for (d, key, permit) in chosen {
         let under_way = UnderWay {
             app: app.clone(),
             in_flight: in_flight.clone(),
@@ -206,7 +231,11 @@ impl Drop for UnderWay {
     fn drop(&mut self) {
         // Freed before the dispatcher is woken, so that it finds the place free.
         drop(self.permit.take());
-        lock(&self.in_flight.running).remove(&self.key);
+        {
+            let mut r = lock(&self.in_flight.running);
+            r.keys.remove(&self.key);
+            r.ended += 1;
+        }
         self.app.outbox.notify_one();
     }
 }
