@@ -3,7 +3,6 @@
 
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
-use warden_domain::lease::MadeAt;
 use warden_domain::notice::Kind;
 use warden_domain::request::TransitionError;
 use warden_domain::{Audience, Lease, Postmortem, Request, RequestId, State};
@@ -69,11 +68,7 @@ impl App {
                 valid_before,
                 now,
             );
-            intent.made_at = Some(MadeAt {
-                kind: target.kind.clone(),
-                connection: target.connection.clone(),
-                settings: role.settings.clone(),
-            });
+            intent.made_at = Some(super::leases::made_at(target, &r.role));
             lease = Some(intent);
             Secret::new(crate::auth::random_password())
         });

@@ -69,16 +69,7 @@ impl App {
         // Where the account was made; a lease from before that was kept goes by the policy.
         let made_at = lease.made_at.clone().or_else(|| {
             let policy = self.policy.load_full();
-            let target = policy.targets().get(&lease.target)?;
-            Some(MadeAt {
-                kind: target.kind.clone(),
-                connection: target.connection.clone(),
-                settings: target
-                    .roles
-                    .get(&lease.role)
-                    .map(|ro| ro.settings.clone())
-                    .unwrap_or_default(),
-            })
+            Some(made_at(policy.targets().get(&lease.target)?, &lease.role))
         });
         let outcome = match made_at
             .as_ref()
@@ -265,4 +256,17 @@ pub(crate) fn makes_accounts(issuer: &dyn warden_issuers::Issuer) -> bool {
             .account_name(RequestId::from_uuid(Uuid::nil()), &user)
             .is_some()
     })
+}
+
+/// Where `target`'s issuer makes the account of a grant of `role`, as the policy says now.
+pub(super) fn made_at(target: &warden_policy::Target, role: &RoleName) -> MadeAt {
+    MadeAt {
+        kind: target.kind.clone(),
+        connection: target.connection.clone(),
+        settings: target
+            .roles
+            .get(role)
+            .map(|ro| ro.settings.clone())
+            .unwrap_or_default(),
+    }
 }
