@@ -715,9 +715,28 @@ impl App {
     /// Refuses a call with no bearer token (no or a malformed `Authorization` header) as one
     /// with a bad token is: on the record, and counted against its address.
     pub async fn no_token(&self, source: Option<String>) -> AuthError {
-        if let Err(throttled) = self.check_source(source.as_deref()) {
-            return throttled;
-        }
+        let refused = self
+            .token_refused(
+                source,
+                "no_token",
+                "missing or malformed Authorization header",
+                serde_json::Value::Null,
+            )
+            .await;
+        refused.err().unwrap_or(AuthError::NoToken)
+    }
+
+    /// Puts on the record a call refused for the token it carried, or lacked (`code`, `why`,
+    /// `details`), counted against its address; `Err` when the address is throttled already or
+    /// the record cannot be kept.
+    pub async fn token_refused(
+        &self,
+        source: Option<String>,
+        code: &str,
+        why: &str,
+        details: serde_json::Value,
+    ) -> Result<(), AuthError> {
+        self.check_source(source.as_deref())?;
         let event = Event::new(
             Code::TokenRejected,
             Actor {
@@ -726,11 +745,9 @@ impl App {
             },
             now(),
         )
-        .denied("no_token", "missing or malformed Authorization header");
-        match self.auth_failed(event).await {
-            Ok(()) => AuthError::NoToken,
-            Err(e) => e,
-        }
+        .denied(code, why)
+        .details(details);
+        self.auth_failed(event).await
     }
 
     /// Revokes a token (logout).

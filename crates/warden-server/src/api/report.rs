@@ -8,7 +8,6 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use time::Duration;
 use utoipa::IntoParams;
-use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::report::{Input, Scorecard};
 
 use super::{ApiError, Authed, ErrorBody, Source, refuse, rfc3339};
@@ -33,23 +32,18 @@ pub async fn metrics(
     if let Some(token) = &app.config.metrics_token {
         let presented = super::bearer(&headers);
         if !presented.is_some_and(|p| token.matches(p)) {
-            app.check_source(source.as_deref())?;
             let err = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "GET /metrics needs `Authorization: Bearer <token>` with the metrics_token of the server's config",
             );
-            let ev = Event::new(
-                Code::TokenRejected,
-                Actor {
-                    source,
-                    ..Actor::default()
-                },
-                now(),
+            app.token_refused(
+                source,
+                &err.code,
+                &err.message,
+                serde_json::json!({ "endpoint": "/metrics" }),
             )
-            .denied(&err.code, err.message.clone())
-            .details(serde_json::json!({ "endpoint": "/metrics" }));
-            app.auth_failed(ev).await?;
+            .await?;
             return Err(err);
         }
     }
