@@ -250,11 +250,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "users still locked after wrong passwords or TOTP codes (`warden user locked` lists them, `warden user unlock` lifts a lock)"
         );
     }
+    // Both addresses are taken before the server says it started: one in use, or a host key
+    // others can read, stops it with no `server.started` in the log.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let ssh = crate::ssh::bind(&config).await?;
     store
         .append(vec![
             Event::new(Code::ServerStarted, Actor::system(), now()).details(serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
-                "listen": config.listen.to_string(),
+                "listen": addr.to_string(),
                 "ssh_ca_created": ca_created,
                 "dev": opts.dev,
             })),
@@ -266,10 +273,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ])
         .await?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     if opts.dev {
         let data = if _dev_dir.is_some() {
             "data in a temporary directory, deleted at exit".to_owned()
@@ -304,7 +307,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "credentials whose issue was interrupted by a crash are being removed"
         );
     }
-    let ssh_addr = crate::ssh::start(&app, stop_rx.clone()).await?;
+    let ssh_addr = ssh.start(&app, stop_rx.clone())?;
     println!(
         "Warden SSH proxy listening on {ssh_addr} (ssh -p {} USER:TARGET@HOST)",
         ssh_addr.port()

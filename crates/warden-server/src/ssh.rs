@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use russh::keys::ssh_key::{self, Certificate, HashAlg, PublicKey, SshSig};
 use warden_domain::audit::{Code, Event};
@@ -518,32 +519,61 @@ impl App {
     }
 }
 
-/// Starts the SSH listener; returns its bound address.
-pub async fn start(
-    app: &Shared,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<std::net::SocketAddr> {
-    let key_path = app.config.data_dir.join("ssh_host_ed25519_key");
+/// The SSH proxy's listener, bound with its host key, not yet accepting.
+pub struct Bound {
+    listener: warden_ssh_proxy::Listener,
+    host_key: String,
+}
+
+/// Loads (or makes) the host key and binds the proxy's address: done before the server says
+/// it started, so that a host key others can read or an address in use stops it first.
+pub async fn bind(config: &crate::config::Config) -> anyhow::Result<Bound> {
+    let key_path = config.data_dir.join("ssh_host_ed25519_key");
     let (host_key, _) = warden_ssh_proxy::load_or_create_host_key(&key_path)?;
     let public = host_key.public_key().to_openssh()?;
-    let listener = warden_ssh_proxy::Listener::bind(app.config.ssh_listen, host_key).await?;
-    let addr = listener.local_addr()?;
-    let _ = app.ssh_proxy.set(crate::state::SshProxy {
-        addr,
+    let listener = warden_ssh_proxy::Listener::bind(config.ssh_listen, host_key)
+        .await
+        .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
+    Ok(Bound {
+        listener,
         host_key: public,
-    });
-    let config = warden_ssh_proxy::ProxyConfig {
-        backend: Arc::new(ProxyBackend(app.clone())),
-        registry: app.sessions.clone(),
-        recordings: app.recordings.clone(),
-    };
-    tokio::spawn(async move {
-        let mut stop = stop;
-        listener
-            .run(config, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-    });
-    Ok(addr)
+    })
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("host_key", &self.host_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bound {
+    /// Starts accepting connections until `stop`; returns the bound address.
+    pub fn start(
+        self,
+        app: &Shared,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<std::net::SocketAddr> {
+        let addr = self.listener.local_addr()?;
+        let _ = app.ssh_proxy.set(crate::state::SshProxy {
+            addr,
+            host_key: self.host_key,
+        });
+        let config = warden_ssh_proxy::ProxyConfig {
+            backend: Arc::new(ProxyBackend(app.clone())),
+            registry: app.sessions.clone(),
+            recordings: app.recordings.clone(),
+        };
+        let listener = self.listener;
+        tokio::spawn(async move {
+            let mut stop = stop;
+            listener
+                .run(config, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        Ok(addr)
+    }
 }

@@ -127,6 +127,14 @@ fn state_survives_restart_and_sigterm_is_graceful() {
     );
     assert!(!key.exists());
     std::fs::rename(&aside, &key).unwrap();
+    // A proxy host key others can read stops the server before it says it started.
+    let host_key = data.join("ssh_host_ed25519_key");
+    std::fs::set_permissions(&host_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = start_another();
+    let stderr = String::from_utf8_lossy(&exposed.stderr);
+    assert_eq!(exposed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&host_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     server.restart();
 
     // Tokens, requests, grants and the audit log all survived.
@@ -148,6 +156,9 @@ fn state_survives_restart_and_sigterm_is_graceful() {
         .map(|e| e["event"]["action"].as_str().unwrap())
         .collect();
     assert!(actions.contains(&"server.stopped"), "{actions:?}");
+    // One start before the restart and one after: the refused starts left no trace of starting.
+    let starts = actions.iter().filter(|a| **a == "server.started").count();
+    assert_eq!(starts, 2, "{actions:?}");
     // The bootstrap password is not reset on restart.
     assert!(!server.stdout().contains("One-time password"));
 }
