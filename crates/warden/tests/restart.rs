@@ -187,6 +187,8 @@ fn health_readiness_and_openapi() {
     }
     // Bodies whose every field is optional may be left out, and the document says so.
     for (path, required) in [
+        ("/v1/requests/{id}/cancel", false),
+        ("/v1/policy/reload", false),
         ("/v1/requests/{id}/approve", false),
         ("/v1/requests/{id}/revoke", false),
         ("/v1/auth/mfa/enroll", false),
@@ -200,10 +202,21 @@ fn health_readiness_and_openapi() {
         );
     }
     // Parameters are where the routes take them, and every response is described; a call
-    // that needs a token declares the 401 it answers without one.
+    // that needs a token declares the 401 it answers without one, every `/v1` call the 400 of
+    // a query it does not take; operation ids are unique, as code generators need them.
+    let mut operation_ids = std::collections::BTreeSet::new();
     for (path, item) in v["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let here = format!("{method} {path}");
+            let op_id = op["operationId"].as_str().unwrap();
+            assert!(
+                operation_ids.insert(op_id),
+                "{here}: operationId {op_id} used twice"
+            );
+            if path.starts_with("/v1/") {
+                assert!(op["responses"]["400"].is_object(), "{here}");
+            }
+            assert!(op["responses"]["431"].is_object(), "{here}");
             for p in op["parameters"].as_array().into_iter().flatten() {
                 let name = p["name"].as_str().unwrap();
                 let in_path = path.contains(&format!("{{{name}}}"));
@@ -232,7 +245,11 @@ fn health_readiness_and_openapi() {
                 );
             }
             if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
-                assert!(op["responses"]["401"].is_object(), "{here}");
+                let unauthorized = &op["responses"]["401"];
+                assert!(
+                    unauthorized["headers"]["WWW-Authenticate"].is_object(),
+                    "{here}"
+                );
             }
         }
     }

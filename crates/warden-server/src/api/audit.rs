@@ -430,7 +430,8 @@ pub struct InclusionProof {
 /// Proves that event `seq` is in the log committed to by a signed checkpoint. Administrators
 /// and audit readers.
 #[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(("seq" = u64, Path, description = "The event's sequence number"), ProofQuery), security(("token" = [])),
-    responses((status = 200, body = InclusionProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = InclusionProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The event was archived: prove it with its archive segment", body = ErrorBody)))]
 pub async fn proof(
     State(app): State<Shared>,
     who: Authed,

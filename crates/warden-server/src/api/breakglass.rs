@@ -136,8 +136,9 @@ pub struct OutboxView {
 
 /// Breaks the glass: grants at once after MFA step-up under the break-glass rules, records in
 /// full, notifies security and opens a postmortem.
-#[utoipa::path(post, path = "/v1/breakglass", request_body = BreakGlassBody, security(("token" = [])),
-    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/breakglass", operation_id = "breakglass", request_body = BreakGlassBody, security(("token" = [])),
+    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 502, description = "The credential could not be issued at the target", body = ErrorBody)))]
 pub async fn create(
     State(app): State<Shared>,
     who: Authed,
@@ -167,7 +168,7 @@ pub async fn create(
 }
 
 /// Lists postmortems, newest first: all for security and administrators, your own otherwise.
-#[utoipa::path(get, path = "/v1/postmortems", params(PostmortemQuery), security(("token" = [])),
+#[utoipa::path(get, path = "/v1/postmortems", operation_id = "list_postmortems", params(PostmortemQuery), security(("token" = [])),
     responses((status = 200, body = PostmortemList)))]
 pub async fn list(
     State(app): State<Shared>,
@@ -183,7 +184,7 @@ pub async fn list(
 }
 
 /// Shows one postmortem.
-#[utoipa::path(get, path = "/v1/postmortems/{id}", security(("token" = [])),
+#[utoipa::path(get, path = "/v1/postmortems/{id}", operation_id = "show_postmortem", security(("token" = [])),
     responses((status = 200, body = PostmortemView), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(app): State<Shared>,

@@ -22,7 +22,7 @@ pub(crate) type OptionalJson<T> = JsonBody<T, true>;
 
 /// The body of an action that takes no fields: none, or `{}`. Anything else is refused rather
 /// than ignored, so a field a client believes it sent is never silently dropped.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoFields {}
 

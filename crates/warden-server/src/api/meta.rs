@@ -10,13 +10,14 @@ use super::{ApiDoc, ApiError};
 use crate::state::Shared;
 
 /// Liveness: the process is serving.
-#[utoipa::path(get, path = "/healthz", responses((status = 200)))]
+#[utoipa::path(get, path = "/healthz", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: the store answers and a policy is loaded.
-#[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503)))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, content_type = "text/plain", body = String),
+    (status = 503, description = "The store does not answer", content_type = "text/plain", body = String)))]
 pub async fn readyz(State(app): State<Shared>) -> (StatusCode, &'static str) {
     match app.store.next_due().await {
         Ok(_) => (StatusCode::OK, "ready\n"),
@@ -27,6 +28,8 @@ pub async fn readyz(State(app): State<Shared>) -> (StatusCode, &'static str) {
     }
 }
 
+/// This document: every `/v1` operation, its parameters, bodies and answers.
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, content_type = "application/json", body = Object)))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

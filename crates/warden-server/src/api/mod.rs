@@ -373,9 +373,9 @@ async fn refuse_unknown_query(
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit."),
+    info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit. Every error is `{\"error\":{\"code\":…,\"message\":…}}`; besides those each operation lists, a path no operation has is 404 `no_route`, and a method a path does not take 405 `method_not_allowed` with `Allow`."),
     paths(
-        meta::healthz, meta::readyz, meta::ssh_ca, meta::ssh_revoked_keys,
+        meta::healthz, meta::readyz, meta::openapi, meta::ssh_ca, meta::ssh_revoked_keys,
         audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export, audit::archive, audit::delete_segment,
         export::status, report::metrics, report::report,
         session::login, session::logout, session::whoami, session::mfa_enroll, session::mfa_confirm, session::set_password,
@@ -394,16 +394,35 @@ async fn refuse_unknown_query(
 pub struct ApiDoc;
 
 /// Declares on every operation the errors every route of its shape can answer, which each
-/// handler's own list leaves out: 401 and 429 where a token is needed (missing, expired or
-/// revoked; too many bad ones from one address), 400 and 404 for a path parameter, 400 for
-/// query parameters, 400, 413 and 415 for a body, and 500. Every response gets its status's
-/// reason phrase as the description OpenAPI requires.
+/// handler's own list leaves out: 401 (with `WWW-Authenticate`) and 429 (with `Retry-After`)
+/// where a token is needed (missing, expired or revoked; too many bad ones from one address),
+/// 400 on every `/v1` route (a query it does not take) and 404 for a path parameter, 413 and
+/// 415 for a body, 414 and 431 for an oversize path or headers, and 500. Every response gets
+/// its status's reason phrase as the description OpenAPI requires.
 struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
         use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
         use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        // The header a refusal of this status carries, which a client needs to act on it.
+        let header_of = |status: &str| {
+            let (name, why) = match status {
+                "401" => (
+                    "WWW-Authenticate",
+                    "`Bearer`: the call needs `Authorization: Bearer <token>`",
+                ),
+                "429" => ("Retry-After", "Seconds until this address may try again"),
+                _ => return None,
+            };
+            let header = HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some(why))
+                .build();
+            Some((name, header))
+        };
         let error = |status: axum::http::StatusCode| {
             RefOr::T(
                 ResponseBuilder::new()
@@ -417,7 +436,7 @@ impl utoipa::Modify for ErrorResponses {
                     .build(),
             )
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -426,24 +445,23 @@ impl utoipa::Modify for ErrorResponses {
                 &mut item.patch,
             ];
             for op in operations.into_iter().flatten() {
-                let params = op.parameters.iter().flatten().filter_map(|p| match p {
-                    RefOr::T(p) => Some(&p.parameter_in),
-                    RefOr::Ref(_) => None,
-                });
-                let in_path = params.clone().any(|p| matches!(p, ParameterIn::Path));
-                let in_query = params.clone().any(|p| matches!(p, ParameterIn::Query));
-                let mut statuses = vec![500];
+                let in_path = op.parameters.iter().flatten().any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)),
+                );
+                let mut statuses = vec![414, 431, 500];
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     statuses.extend([401, 429]);
                 }
-                if in_path {
-                    statuses.extend([400, 404]);
-                }
-                if in_query {
+                if path.starts_with("/v1/") {
+                    // A query parameter it does not take ([`refuse_unknown_query`]), a path
+                    // parameter or body of the wrong form.
                     statuses.push(400);
                 }
+                if in_path {
+                    statuses.push(404);
+                }
                 if op.request_body.is_some() {
-                    statuses.extend([400, 413, 415]);
+                    statuses.extend([413, 415]);
                 }
                 let responses = &mut op.responses.responses;
                 for code in statuses {
@@ -454,9 +472,8 @@ impl utoipa::Modify for ErrorResponses {
                     }
                 }
                 for (code, response) in responses.iter_mut() {
-                    if let RefOr::T(r) = response
-                        && r.description.is_empty()
-                    {
+                    let RefOr::T(r) = response else { continue };
+                    if r.description.is_empty() {
                         r.description = code
                             .parse::<u16>()
                             .ok()
@@ -464,6 +481,9 @@ impl utoipa::Modify for ErrorResponses {
                             .and_then(|s| s.canonical_reason())
                             .unwrap_or("Response")
                             .to_owned();
+                    }
+                    if let Some((name, header)) = header_of(code) {
+                        r.headers.entry(name.to_owned()).or_insert(RefOr::T(header));
                     }
                 }
             }
@@ -479,7 +499,23 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token from `POST /v1/auth/login`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The `metrics_token` of the server's config, when it sets one",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

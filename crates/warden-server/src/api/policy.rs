@@ -106,7 +106,7 @@ pub async fn targets(State(app): State<Shared>, who: Authed) -> Json<TargetList>
 }
 
 /// The live policy's digest and size.
-#[utoipa::path(get, path = "/v1/policy", security(("token" = [])), responses((status = 200, body = PolicyStatus)))]
+#[utoipa::path(get, path = "/v1/policy", operation_id = "policy_status", security(("token" = [])), responses((status = 200, body = PolicyStatus)))]
 pub async fn status(State(app): State<Shared>, _who: Authed) -> Json<PolicyStatus> {
     let p = app.policy.load();
     Json(PolicyStatus {
@@ -187,7 +187,7 @@ pub async fn explain(
 
 /// Reloads the policy directory. An invalid policy is rejected with every problem listed, and
 /// the live policy stays. Administrators only.
-#[utoipa::path(post, path = "/v1/policy/reload", security(("token" = [])),
+#[utoipa::path(post, path = "/v1/policy/reload", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = ReloadResult), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reload(
     State(app): State<Shared>,

@@ -127,8 +127,9 @@ pub(super) fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
 }
 
 /// Requests access. An `auto` tier answers with the active grant.
-#[utoipa::path(post, path = "/v1/requests", request_body = CreateBody, security(("token" = [])),
-    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/requests", operation_id = "create_request", request_body = CreateBody, security(("token" = [])),
+    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 502, description = "Granted, but the credential could not be issued at the target: the request ended", body = ErrorBody)))]
 pub async fn create(
     State(app): State<Shared>,
     who: Authed,
@@ -144,7 +145,7 @@ pub async fn create(
 }
 
 /// Lists requests the caller may see, newest first.
-#[utoipa::path(get, path = "/v1/requests", params(ListQuery), security(("token" = [])), responses((status = 200, body = RequestList)))]
+#[utoipa::path(get, path = "/v1/requests", operation_id = "list_requests", params(ListQuery), security(("token" = [])), responses((status = 200, body = RequestList)))]
 pub async fn list(
     State(app): State<Shared>,
     who: Authed,
@@ -215,7 +216,7 @@ pub async fn list(
 }
 
 /// Shows one request.
-#[utoipa::path(get, path = "/v1/requests/{id}", security(("token" = [])), responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/requests/{id}", operation_id = "show_request", security(("token" = [])), responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(app): State<Shared>,
     who: Authed,
@@ -273,7 +274,8 @@ async fn review(
 /// Approves a pending request. Refused for the requester, for someone who already reviewed
 /// it, and for anyone whose approval would not count toward the tier.
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", request_body = Option<ReviewBody>, security(("token" = [])),
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 502, description = "Approved, but the credential could not be issued at the target: the request ended", body = ErrorBody)))]
 pub async fn approve(
     State(app): State<Shared>,
     who: Authed,
@@ -296,7 +298,7 @@ pub async fn deny(
 }
 
 /// Withdraws your own request before it is granted.
-#[utoipa::path(post, path = "/v1/requests/{id}/cancel", security(("token" = [])),
+#[utoipa::path(post, path = "/v1/requests/{id}/cancel", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(app): State<Shared>,
@@ -329,7 +331,8 @@ pub async fn revoke(
 
 /// Asks for more time: a new request linked to this one, decided and approved afresh.
 #[utoipa::path(post, path = "/v1/requests/{id}/extend", request_body = ExtendBody, security(("token" = [])),
-    responses((status = 201, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 502, description = "The extension's credential could not be issued at the target", body = ErrorBody)))]
 pub async fn extend(
     State(app): State<Shared>,
     who: Authed,
@@ -355,7 +358,7 @@ pub async fn extend(
 }
 
 /// Hands the requester their credential's secret (password, connection URL), once.
-#[utoipa::path(post, path = "/v1/requests/{id}/credential", security(("token" = [])),
+#[utoipa::path(post, path = "/v1/requests/{id}/credential", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Nothing to pick up: taken already, or a grant without a secret", body = ErrorBody)))]
 pub async fn credential(
     State(app): State<Shared>,

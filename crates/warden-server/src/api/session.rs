@@ -77,7 +77,7 @@ pub struct PasswordBody {
 /// Exchanges a password (and TOTP code) for an API token.
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginBody,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
-        (status = 429, description = "Too many failed sign-ins or invalid tokens from this address; see `Retry-After`", body = ErrorBody)))]
+        (status = 429, description = "Too many failed sign-ins, or calls with a missing or invalid token, from this address; see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
     State(app): State<Shared>,
     Source(source): Source,
@@ -118,7 +118,7 @@ pub async fn login(
 }
 
 /// Revokes the token used for this call.
-#[utoipa::path(post, path = "/v1/auth/logout", security(("token" = [])), responses((status = 204)))]
+#[utoipa::path(post, path = "/v1/auth/logout", request_body = Option<NoFields>, security(("token" = [])), responses((status = 204)))]
 pub async fn logout(
     State(app): State<Shared>,
     who: Authed,
@@ -250,7 +250,7 @@ pub struct Offboarded {
 /// Offboarding: revokes a user's tokens, disables their password and ends every open request
 /// and grant of theirs; 404 for a name neither in the directory nor on an open request.
 /// Administrators.
-#[utoipa::path(post, path = "/v1/users/{name}/revoke-all", security(("token" = [])),
+#[utoipa::path(post, path = "/v1/users/{name}/revoke-all", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = Offboarded), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke_all(
     State(app): State<Shared>,
@@ -313,7 +313,7 @@ pub struct Unlocked {
 }
 
 /// Lifts a user's lockout and keeps their password. Administrators.
-#[utoipa::path(post, path = "/v1/users/{name}/unlock", security(("token" = [])),
+#[utoipa::path(post, path = "/v1/users/{name}/unlock", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = Unlocked), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn unlock(
     State(app): State<Shared>,

@@ -46,7 +46,7 @@ fn view(k: warden_store::SshKey) -> KeyView {
 
 /// Registers a public key for logging in to the SSH proxy as the caller.
 #[utoipa::path(post, path = "/v1/ssh/keys", request_body = KeyBody, security(("token" = [])),
-    responses((status = 201, body = KeyView), (status = 400, body = ErrorBody)))]
+    responses((status = 201, body = KeyView), (status = 400, body = ErrorBody), (status = 409, description = "The key is registered already", body = ErrorBody)))]
 pub async fn add_key(
     State(app): State<Shared>,
     who: Authed,
@@ -60,19 +60,22 @@ pub async fn add_key(
 }
 
 /// The caller's registered keys.
-#[utoipa::path(get, path = "/v1/ssh/keys", security(("token" = [])), responses((status = 200, body = Object)))]
-pub async fn list_keys(
-    State(app): State<Shared>,
-    who: Authed,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+/// The caller's registered keys.
+#[utoipa::path(get, path = "/v1/ssh/keys", security(("token" = [])), responses((status = 200, body = KeyList)))]
+pub async fn list_keys(State(app): State<Shared>, who: Authed) -> Result<Json<KeyList>, ApiError> {
     let keys = app
         .store
         .ssh_keys(&who.user.name)
         .await
         .map_err(crate::broker::Error::from)?;
-    Ok(Json(
-        serde_json::json!({ "keys": keys.into_iter().map(view).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(KeyList {
+        keys: keys.into_iter().map(view).collect(),
+    }))
 }
 
 /// Removes one of the caller's keys.
@@ -89,31 +92,55 @@ pub async fn remove_key(
     }
 }
 
+/// Where the SSH proxy listens and its host key; both null before it has started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProxyInfo {
+    /// `HOST:PORT`.
+    pub address: Option<String>,
+    /// The proxy's host key as an OpenSSH public key line.
+    pub host_key: Option<String>,
+}
+
 /// Where the SSH proxy listens and its host key, for `warden ssh`.
-#[utoipa::path(get, path = "/v1/ssh/proxy", responses((status = 200, body = Object)))]
-pub async fn proxy(State(app): State<Shared>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/ssh/proxy", responses((status = 200, body = ProxyInfo)))]
+pub async fn proxy(State(app): State<Shared>) -> Json<ProxyInfo> {
     let proxy = app.ssh_proxy.get();
-    Json(serde_json::json!({
-        "address": proxy.map(|p| p.addr.to_string()),
-        "host_key": proxy.map(|p| p.host_key.as_str()),
-    }))
+    Json(ProxyInfo {
+        address: proxy.map(|p| p.addr.to_string()),
+        host_key: proxy.map(|p| p.host_key.clone()),
+    })
+}
+
+/// A host key: what an upstream host presents, or what was pinned for a target.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostKey {
+    /// The target it was pinned for; absent from a scan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// An OpenSSH public key line; absent once pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
 }
 
 /// What an upstream host presents, for confirmation before pinning.
-#[utoipa::path(post, path = "/v1/targets/{name}/host-key/scan", security(("token" = [])),
-    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/targets/{name}/host-key/scan", request_body = Option<NoFields>, security(("token" = [])),
+    responses((status = 200, body = HostKey), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn scan_host_key(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
     raw: Result<OptionalJson<NoFields>, ApiError>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HostKey>, ApiError> {
     let asked = raw.and_then(|JsonBody(NoFields {})| field("bad_target", name.parse()));
     let target: TargetName = admitted(&app, &who, "target.scan_host_key", asked).await?;
     let (key, fingerprint) = app.scan_host_key(who.caller(), &target).await?;
-    Ok(Json(
-        serde_json::json!({ "public_key": key, "fingerprint": fingerprint }),
-    ))
+    Ok(Json(HostKey {
+        target: None,
+        public_key: Some(key),
+        fingerprint,
+    }))
 }
 
 /// A host key to pin, with the fingerprint the administrator confirmed.
@@ -126,13 +153,13 @@ pub struct PinBody {
 
 /// Pins a target's host key. Administrators.
 #[utoipa::path(put, path = "/v1/targets/{name}/host-key", request_body = PinBody, security(("token" = [])),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = HostKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn pin_host_key(
     State(app): State<Shared>,
     who: Authed,
     Path(name): Path<String>,
     raw: Result<JsonBody<PinBody>, ApiError>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HostKey>, ApiError> {
     let b = body(&app, &who, "target.pin_host_key", raw).await?;
     let target: TargetName = match field("bad_target", name.parse()) {
         Ok(t) => t,
@@ -142,21 +169,23 @@ pub async fn pin_host_key(
         .pin_host_key(who.caller(), &target, &b.public_key, &b.fingerprint)
         .await
     {
-        Ok(fp) => Ok(Json(
-            serde_json::json!({ "target": target, "fingerprint": fp }),
-        )),
+        Ok(fingerprint) => Ok(Json(HostKey {
+            target: Some(target.to_string()),
+            public_key: None,
+            fingerprint,
+        })),
         Err(e) => Err(refuse(&app, &who, "target.pin_host_key", e.into()).await),
     }
 }
 
 /// Live sessions: everyone's for administrators and session viewers, the caller's otherwise.
-#[utoipa::path(get, path = "/v1/sessions", security(("token" = [])), responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "list_sessions", security(("token" = [])), responses((status = 200, body = Object)))]
 pub async fn list(State(app): State<Shared>, who: Authed) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "sessions": app.sessions(&who.user) }))
 }
 
 /// Ends a live session at once; the user is told who ended it.
-#[utoipa::path(post, path = "/v1/sessions/{id}/kill", security(("token" = [])),
+#[utoipa::path(post, path = "/v1/sessions/{id}/kill", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn kill(
     State(app): State<Shared>,

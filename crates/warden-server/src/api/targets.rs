@@ -47,7 +47,7 @@ pub async fn set_credential(
 }
 
 /// Changes the target's admin password to a random one only Warden knows. Administrators.
-#[utoipa::path(post, path = "/v1/targets/{name}/rotate-root", security(("token" = [])),
+#[utoipa::path(post, path = "/v1/targets/{name}/rotate-root", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn rotate_root(
     State(app): State<Shared>,
