@@ -168,6 +168,13 @@ impl Metrics {
                 Kind::Gauge => recorder.describe_gauge(name, None, help),
                 Kind::Histogram(_) => recorder.describe_histogram(name, None, help),
             }
+            // A counter without labels is shown at 0 from the start: an alert on its rate
+            // would otherwise see no data until the first event.
+            if matches!(def.kind, Kind::Counter) && def.labels.is_empty() {
+                recorder
+                    .register_counter(&key(def, &[]), &METADATA)
+                    .increment(0);
+            }
         }
         Ok(Self { recorder })
     }
@@ -310,5 +317,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("# EOF"));
+        for def in ALL.iter().filter(|d| d.labels.is_empty()) {
+            if matches!(def.kind, Kind::Counter) {
+                assert!(text.contains(&format!("\n{} 0\n", def.name)), "{text}");
+            }
+        }
     }
 }
