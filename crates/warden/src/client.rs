@@ -126,6 +126,8 @@ pub struct Client {
     http: reqwest::Client,
     pub server: String,
     token: Option<String>,
+    /// Who the saved login is, when its token is the one used.
+    user: Option<String>,
     /// The server the saved login is for, when it is another one.
     other_login: Option<String>,
     /// Why the saved login cannot be used, when it is damaged.
@@ -169,10 +171,10 @@ impl Client {
             )
             .into());
         }
-        let (token, other_login) = match saved {
-            Some(s) if s.server == server => (Some(s.token), None),
-            Some(s) => (None, Some(s.server)),
-            None => (None, None),
+        let (token, user, other_login) = match saved {
+            Some(s) if s.server == server => (Some(s.token), Some(s.user), None),
+            Some(s) => (None, None, Some(s.server)),
+            None => (None, None, None),
         };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
@@ -182,9 +184,15 @@ impl Client {
             http,
             server,
             token,
+            user,
             other_login,
             damaged,
         })
+    }
+
+    /// The signed-in user, when the saved login is for this server.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     fn url(&self, path: &str) -> String {

@@ -1236,6 +1236,16 @@ fn a_new_password_ends_the_old_sessions() {
     assert_eq!(ok(&alice, &["whoami"])["user"], "alice");
     let why = audit_values(&admin, "auth.tokens_revoked", "/details/why");
     assert_eq!(why, ["a new password was set"]);
+    assert!(!reset.stdout.contains("sign in again"), "{reset:?}");
+
+    // One's own new password ends this session too, and the client says so and forgets it.
+    let own = admin.run(
+        &["user", "set-password", "admin", "--password-stdin"],
+        Some("admin's fresh password 1"),
+    );
+    assert!(own.success(), "{own:?}");
+    assert!(own.stdout.contains("sign in again"), "{own:?}");
+    assert!(!admin.home().join("credentials.json").exists());
 }
 
 #[test]

@@ -216,10 +216,20 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
                     &json!({ "password": password }),
                 )
                 .await?;
+            // A new password ends the user's sessions, this one too when it is theirs.
+            let signed_out = c.user() == Some(name.as_str());
+            if signed_out {
+                client::forget()?;
+            }
             if out.json {
-                out.json(&json!({ "user": name, "password_set": true }))
+                out.json(&json!({ "user": name, "password_set": true, "signed_out": signed_out }))
             } else {
                 println!("Password set for {name}.");
+                if signed_out {
+                    println!(
+                        "Your sessions were ended with it: sign in again with `warden login`."
+                    );
+                }
                 Ok(())
             }
         }
