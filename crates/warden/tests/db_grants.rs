@@ -304,6 +304,10 @@ fn pickup_early_revoke_offboarding_and_rotation() {
     assert!(pg.psql(&user, &password, "SELECT 1").status.success());
     let again = fails(&alice, &["request", "credential", &pending], 6);
     assert!(again.stderr.contains("it is shown once"), "{again:?}");
+    // The key made for the request while its kind was unknown is gone once a database account
+    // is seen to be its credential.
+    assert!(alice.home().join("ssh").is_dir());
+    assert!(!alice.home().join("ssh").join(&pending).exists());
     let kept = alice.home().join("grants").join(format!("{pending}.json"));
     assert!(
         kept.exists(),

@@ -200,13 +200,16 @@ fn ended_ungranted(v: &Value) -> bool {
     !v["ended_at"].is_null() && v["activated_at"].is_null()
 }
 
-/// Removes what `WARDEN_HOME/ssh` keeps under the name of request `v` once it has ended
-/// ungranted: the private key generated for it, or the link to the user's own key or to the
-/// key of the grant it extends (never the key a link leads to), will certify nothing. A request
-/// seen here that is someone else's has nothing under its name.
-pub(super) fn forget_ungranted_key(v: &Value) -> anyhow::Result<()> {
+/// Removes what `WARDEN_HOME/ssh` keeps under the name of request `v` once no certificate can
+/// come of it: it ended ungranted, or its grant holds another credential (a database account).
+/// The private key generated for it, or the link to the user's own key or to the key of the
+/// grant it extends (never the key a link leads to), would certify nothing. A request seen here
+/// that is someone else's has nothing under its name.
+pub(super) fn forget_unneeded_key(v: &Value) -> anyhow::Result<()> {
     let id = s(v, "id");
-    if !ended_ungranted(v) || !id_like(&id) {
+    let no_certificate =
+        v.pointer("/credential/kind").is_some() && v.pointer("/credential/certificate").is_none();
+    if !(ended_ungranted(v) || no_certificate) || !id_like(&id) {
         return Ok(());
     }
     crate::client::remove_if_present(&ssh_dir()?.join(id))
@@ -402,7 +405,7 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow
 }
 
 pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
-    forget_ungranted_key(v)?;
+    forget_unneeded_key(v)?;
     // A key this client generated for the request is named after it, or after the request it
     // extends (an extension certifies the same key).
     let own_key = if ended_ungranted(v) {
@@ -522,7 +525,7 @@ async fn act(c: &Client, id: &str, action: &str, body: Value, out: Output) -> an
     let v: Value = c
         .post(&format!("/v1/requests/{}/{action}", segment(id)), &body)
         .await?;
-    forget_ungranted_key(&v)?;
+    forget_unneeded_key(&v)?;
     if out.json {
         out.json(&v)
     } else {
@@ -607,7 +610,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             ]);
             let v: Value = c.get(&format!("/v1/requests{q}")).await?;
             for r in v["requests"].as_array().into_iter().flatten() {
-                forget_ungranted_key(r)?;
+                forget_unneeded_key(r)?;
             }
             if out.json {
                 return out.json(&v);
