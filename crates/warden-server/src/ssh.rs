@@ -284,7 +284,7 @@ impl App {
             return denied(
                 "no_active_grant",
                 format!(
-                    "{user} has no active grant for {name}. Request one: warden request create {name} --role {} --reason \"…\"   (roles: {})",
+                    "{user} has no active grant for {name}. Request one: warden request create {name} --role {} --reason \"…\" --ttl 1h   (roles: {})",
                     roles.first().map_or("ROLE", String::as_str),
                     roles.join(", ")
                 ),

@@ -110,7 +110,8 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::ssh::SessionsCommand>,
     },
-    /// Play a session's recording on this terminal, or save it with --out.
+    /// Play a session's recording on this terminal, or save it with --out. With --json, print
+    /// the recording itself (asciicast v2: one JSON value per line) instead of playing it.
     Replay {
         /// The session's id, as `sessions list` or the audit log names it.
         session: String,

@@ -212,7 +212,7 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     let err = text(&out.stderr);
     assert!(err.contains("no active grant for web"), "{err}");
     assert!(
-        err.contains("warden request create web --role view"),
+        err.contains("warden request create web --role view --reason \"…\" --ttl 1h"),
         "{err}"
     );
     let refused = s.wait_event("session.refused", Duration::from_secs(5));
@@ -325,8 +325,12 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         played.stdout.contains(&format!("relayed-{LOCAL_USER}")),
         "{played:?}"
     );
+    // With --json, the recording itself: JSON lines.
+    let printed = s.admin.run(&["--json", "replay", &session], None);
+    assert!(printed.success(), "{printed:?}");
+    assert_eq!(printed.stdout.as_bytes(), std::fs::read(&path).unwrap());
     fails(&s.alice, &["replay", &session], 3);
-    assert_eq!(s.events("session.recording_read").len(), 2);
+    assert_eq!(s.events("session.recording_read").len(), 3);
 
     // The grant's own certificate (made by `request create`) logs in to the proxy too, and
     // nowhere else: the role is recorded, so it names no account sshd would let it log in as.

@@ -251,6 +251,11 @@ pub async fn replay(
         );
         return Ok(());
     }
+    if out.json {
+        // The recording is JSON lines already: its header, then one event per line.
+        print!("{cast}");
+        return Ok(());
+    }
     if speed <= 0.0 {
         return Err(Failure::new(exit::USAGE, "--speed must be above 0").into());
     }
