@@ -25,6 +25,11 @@ pub enum Recording {
     Full,
 }
 
+impl Recording {
+    /// Every setting, weakest first.
+    pub const ALL: [Recording; 3] = [Recording::Metadata, Recording::Sampled, Recording::Full];
+}
+
 impl FromStr for Recording {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -253,6 +253,13 @@ fn health_readiness_and_openapi() {
             }
         }
     }
+    // Fields that take one of a few values list them.
+    let states = &v["components"]["schemas"]["RequestView"]["properties"]["state"]["enum"];
+    assert_eq!(states.as_array().map(Vec::len), Some(8), "{states}");
+    assert!(
+        states.as_array().unwrap().contains(&"timed-out".into()),
+        "{states}"
+    );
     let missing = http_get(port, "/v1/nope").unwrap();
     assert_eq!(missing.status, 404);
     assert!(

@@ -40,7 +40,7 @@ pub struct BreakGlassBody {
 pub struct PostmortemView {
     /// The break-glass grant's id.
     pub id: String,
-    /// open or closed.
+    #[schema(schema_with = postmortem_state)]
     pub state: String,
     pub requester: String,
     pub target: String,
@@ -52,6 +52,13 @@ pub struct PostmortemView {
     pub closed_by: Option<String>,
     pub link: Option<String>,
     pub note: Option<String>,
+}
+
+fn postmortem_state() -> utoipa::openapi::Object {
+    super::views::one_of(
+        ["open", "closed"],
+        "Whether the postmortem is still to be written.",
+    )
 }
 
 impl From<&Postmortem> for PostmortemView {

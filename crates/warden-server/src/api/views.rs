@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use warden_domain::request::Verdict;
-use warden_domain::{Decision, Request, rfc3339};
+use warden_domain::{Decision, Recording, Request, State, rfc3339};
 
 use crate::state::App;
 
@@ -11,7 +12,7 @@ use crate::state::App;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RequestView {
     pub id: String,
-    /// pending, approved, active, expired, revoked, denied, cancelled or timed-out.
+    #[schema(schema_with = request_state)]
     pub state: String,
     pub requester: String,
     pub target: String,
@@ -23,6 +24,7 @@ pub struct RequestView {
     pub tier: String,
     /// Ids of the policy rules that decided this request.
     pub rules: Vec<String>,
+    #[schema(schema_with = recording)]
     pub recording: String,
     /// Whether this is break-glass access, and whether a drill.
     pub breakglass: bool,
@@ -59,7 +61,7 @@ pub struct RequestView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReviewView {
     pub reviewer: String,
-    /// approve or deny.
+    #[schema(schema_with = verdict)]
     pub verdict: String,
     pub comment: String,
     pub at: String,
@@ -96,11 +98,7 @@ impl RequestView {
                 .iter()
                 .map(|v| ReviewView {
                     reviewer: v.reviewer.name.to_string(),
-                    verdict: match v.verdict {
-                        Verdict::Approve => "approve",
-                        Verdict::Deny => "deny",
-                    }
-                    .to_owned(),
+                    verdict: verdict_name(v.verdict).to_owned(),
                     comment: v.comment.to_string(),
                     at: rfc3339(v.at),
                 })
@@ -118,6 +116,45 @@ impl RequestView {
     }
 }
 
+/// How the API spells a verdict.
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    }
+}
+
+/// The schema of a string that is one of `values`, which the code that writes it spells: a
+/// client generated from the document gets an enumeration that cannot drift from the server.
+pub(crate) fn one_of<S: Into<String>>(
+    values: impl IntoIterator<Item = S>,
+    description: &str,
+) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.into_iter().map(Into::into)))
+        .description(Some(description))
+        .build()
+}
+
+fn request_state() -> Object {
+    one_of(State::ALL.map(State::as_str), "The request's state.")
+}
+
+fn verdict() -> Object {
+    one_of(
+        [Verdict::Approve, Verdict::Deny].map(verdict_name),
+        "The approver's verdict.",
+    )
+}
+
+fn recording() -> Object {
+    one_of(
+        Recording::ALL.map(|r| r.to_string()),
+        "How the grant's SSH sessions are recorded: their start and end only, in full for a random share of them, or in full.",
+    )
+}
+
 /// A list of requests.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RequestList {
@@ -133,6 +170,7 @@ pub struct DecisionView {
     pub max_ttl: String,
     pub ticket_patterns: Vec<String>,
     pub mfa: bool,
+    #[schema(schema_with = recording)]
     pub recording: String,
     pub pending_timeout: String,
 }
