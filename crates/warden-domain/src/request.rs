@@ -298,7 +298,29 @@ fn after(t: OffsetDateTime, ttl: Ttl) -> OffsetDateTime {
     t + time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// The tier break-glass access is shown and counted under: it skips approval, so it is no more
+/// `auto` than any other tier.
+pub const BREAKGLASS_TIER: &str = "breakglass";
+
 impl Request {
+    /// How this request is approved, as stored: its requirement written out, or
+    /// [`BREAKGLASS_TIER`].
+    pub fn approval(&self) -> String {
+        match self.breakglass {
+            Some(_) => BREAKGLASS_TIER.to_owned(),
+            None => self.requirement.to_string(),
+        }
+    }
+
+    /// The tier this request is counted under: its requirement's ([`Requirement::tier`]), or
+    /// [`BREAKGLASS_TIER`].
+    pub fn tier(&self) -> &'static str {
+        match self.breakglass {
+            Some(_) => BREAKGLASS_TIER,
+            None => self.requirement.tier(),
+        }
+    }
+
     /// A new pending request that `decision` allows. The caller has already run
     /// [`Decision::check`]. An `auto` requirement leaves it pending too: the caller approves it
     /// at once with [`Request::approve_automatically`], so the audit trail shows both steps.

@@ -6,7 +6,7 @@
 //! after a restart and an archive of the audit log (requests by state, failed leases, export
 //! lag, break-glass uses and open postmortems) are read from the store at scrape time. Label values are always bounded:
 //! states, approval tiers
-//! ([`warden_domain::Requirement::tier`]), issuer kinds and configured sink names, never user
+//! ([`warden_domain::Request::tier`]), issuer kinds and configured sink names, never user
 //! names or request ids.
 
 use std::fmt;
@@ -14,6 +14,7 @@ use std::fmt;
 use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use warden_domain::State;
+use warden_domain::request::BREAKGLASS_TIER;
 
 use crate::state::App;
 
@@ -213,11 +214,15 @@ impl Metrics {
         let mut tiers: Vec<&'static str> = vec![warden_domain::Requirement::auto().tier()];
         let mut table = std::collections::HashMap::new();
         for (state, requirement, n) in &counts {
-            // A requirement this version cannot parse is still counted, as tier `unknown`.
-            let tier = requirement
-                .parse::<warden_domain::Requirement>()
-                .map(|r| r.tier())
-                .unwrap_or("unknown");
+            // As stored by `Request::approval`; a requirement this version cannot parse is still
+            // counted, as tier `unknown`.
+            let tier = match requirement.as_str() {
+                BREAKGLASS_TIER => BREAKGLASS_TIER,
+                other => other
+                    .parse::<warden_domain::Requirement>()
+                    .map(|r| r.tier())
+                    .unwrap_or("unknown"),
+            };
             if !tiers.contains(&tier) {
                 tiers.push(tier);
             }

@@ -480,8 +480,22 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         (Some(true), Some(false))
     );
     assert_eq!(v["recording"], "full");
-    assert_eq!(v["tier"], "auto");
+    assert_eq!(v["tier"], "breakglass");
     assert_eq!(v["rules"], serde_json::json!(["bg-root"]));
+    // Counted under a tier of its own, not with the automatic grants.
+    let metrics = warden_testkit::http_get(server.port(), "/metrics")
+        .unwrap()
+        .body;
+    for line in [
+        r#"warden_requests{state="active",tier="breakglass"} 1"#,
+        r#"warden_requests_created_total{tier="breakglass"} 1"#,
+        r#"warden_time_to_grant_seconds_count{tier="breakglass"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
     assert_eq!(v["security_notified"], true, "{v}");
     assert!(v["credential"]["certificate"].is_string(), "{v}");
     // Recorded in full, so its certificate logs in through Warden's SSH proxy only: a real

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
-use warden_domain::request::Verdict;
+use warden_domain::request::{BREAKGLASS_TIER, Verdict};
 use warden_domain::{Decision, Recording, Request, State, rfc3339};
 
 use crate::state::App;
@@ -20,7 +20,7 @@ pub struct RequestView {
     pub reason: String,
     pub ticket: Option<String>,
     pub ttl: String,
-    /// The approval tier, e.g. `peer(sre) & manager`.
+    /// The approval tier, e.g. `peer(sre) & manager`, or `breakglass`.
     pub tier: String,
     /// Ids of the policy rules that decided this request.
     pub rules: Vec<String>,
@@ -80,7 +80,10 @@ impl RequestView {
             reason: r.reason.to_string(),
             ticket: r.ticket.as_ref().map(ToString::to_string),
             ttl: r.ttl.to_string(),
-            tier: requirement.to_string(),
+            tier: match r.breakglass {
+                Some(_) => BREAKGLASS_TIER.to_owned(),
+                None => requirement.to_string(),
+            },
             rules: r.rules.clone(),
             recording: r.recording.to_string(),
             breakglass: r.breakglass.is_some(),

@@ -245,7 +245,7 @@ impl App {
     /// Counts a grant's issue (or its failure) once stored. The approval, if one was needed,
     /// was stored with it.
     fn issued(&self, r: &Request, kind: &str, ok: bool, approved: OffsetDateTime) {
-        let tier = r.requirement.tier();
+        let tier = r.tier();
         let since = |t: OffsetDateTime| (t - r.created_at).as_seconds_f64().max(0.0);
         if !r.requirement.is_auto() {
             self.metrics

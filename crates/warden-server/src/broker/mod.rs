@@ -237,8 +237,7 @@ impl App {
     /// Stores a new request and counts it.
     async fn insert(&self, r: &Request, change: Change) -> Result<(), Error> {
         self.store.insert_request(r, change).await?;
-        self.metrics
-            .add(&metrics::REQUESTS_CREATED, &[r.requirement.tier()], 1);
+        self.metrics.add(&metrics::REQUESTS_CREATED, &[r.tier()], 1);
         Ok(())
     }
 

@@ -286,6 +286,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn break_glass_is_counted_under_its_own_tier_migrated_or_new() {
+        use warden_domain::request::{BREAKGLASS_TIER, BreakGlass};
+        let breakglass = |n, minutes| {
+            let mut r = request(n, "auto", minutes);
+            r.breakglass = Some(BreakGlass { drill: false });
+            r
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        {
+            // As migration 0013 left it: a break-glass request stored under `auto`.
+            let c = rusqlite::Connection::open(&path).unwrap();
+            for sql in &super::super::MIGRATIONS[..13] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 13).unwrap();
+            let r = breakglass(1, 0);
+            c.execute(
+                "INSERT INTO requests (id, requester, target, state, requirement, created_at, version, body)
+                 VALUES (?1, 'alice', 'web', 'pending', 'auto', 0, 0, ?2)",
+                params![r.id.to_string(), serde_json::to_string(&r).unwrap()],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        s.insert_request(&breakglass(2, 1), Vec::new().into())
+            .await
+            .unwrap();
+        s.insert_request(&request(3, "auto", 2), Vec::new().into())
+            .await
+            .unwrap();
+        assert_eq!(
+            counts_by_requirement(&s).await,
+            [pending("auto", 1), pending(BREAKGLASS_TIER, 2)]
+        );
+    }
+
+    #[tokio::test]
     async fn migration_0012_dates_revoked_leases_from_their_events() {
         use warden_domain::audit::{Actor, Code, Event};
         use warden_domain::{Lease, LeaseState};

@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_metrics_from_postmortems.sql"),
     include_str!("migrations/0012_lease_revoked_at.sql"),
     include_str!("migrations/0013_archived_leaves.sql"),
+    include_str!("migrations/0014_breakglass_tier.sql"),
 ];
 const READERS: usize = 8;
 
@@ -515,7 +516,7 @@ impl crate::Store for SqliteStore {
             r.requester.to_string(),
             r.target.to_string(),
             r.state.as_str(),
-            r.requirement.to_string(),
+            r.approval(),
         );
         let (created, due) = (ms(r.created_at), due_at(r));
         let extras = Extras::of(&change)?;
@@ -540,7 +541,7 @@ impl crate::Store for SqliteStore {
         let body = serde_json::to_string(r).map_err(backend)?;
         let (id, state, due) = (r.id.to_string(), r.state.as_str(), due_at(r));
         // An approval re-reads the requirement from the policy of the moment it is given.
-        let requirement = r.requirement.to_string();
+        let requirement = r.approval();
         let version = i64::try_from(r.version).map_err(backend)?;
         let extras = Extras::of(&change)?;
         let events = prepare(&change.events)?;
