@@ -263,7 +263,20 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {}", e.message().trim_end())
+            let message = e.message().trim_end();
+            // A setting written below a `[table]` belongs to that table in TOML: the usual
+            // reason a top-level setting is called unknown.
+            let table = before
+                .lines()
+                .rev()
+                .map(|l| l.split('#').next().unwrap_or_default().trim())
+                .find(|l| l.starts_with('['));
+            match table {
+                Some(table) if message.starts_with("unknown field") => format!(
+                    "line {line}, column {column}: {message}; the line is read as part of {table}, the table above it: a top-level setting goes above the first [table]"
+                ),
+                _ => format!("line {line}, column {column}: {message}"),
+            }
         }
         None => e.message().trim_end().to_owned(),
     }
@@ -375,6 +388,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("unknown field `listn`")
+        );
+        // Below a table, a top-level setting is that table's: the error says so.
+        std::fs::write(&p, "[users.alice]\n\npublic_url = \"https://w.example\"\n").unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            said.contains("unknown field `public_url`")
+                && said.contains("read as part of [users.alice]"),
+            "{said}"
         );
         std::fs::write(&p, "[users.alice]\nmanager = \"ghost\"\n").unwrap();
         assert!(Config::load(&p).unwrap_err().to_string().contains("ghost"));
