@@ -47,6 +47,7 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
     out.extend(misplaced(dir));
     let tests = dir.join(TESTS_DIR);
     if with_tests && tests.is_dir() {
+        out.extend(misplaced_fixtures(&tests));
         match list(&tests, |name| name.ends_with(".toml")) {
             Ok(names) => {
                 for name in names {
@@ -77,29 +78,16 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
 
 /// Files that look meant as policy but would be passed over in silence, so that a `forbid`
 /// in one would never apply: a rule or targets file whose name differs only in case
-/// (`Access.CEDAR`), and `.cedar` files in a folder below `dir` (rules are read from the top
-/// level only).
+/// (`Access.CEDAR`), and `.cedar` files in a folder below `dir`, however deep (rules are read
+/// from the top level only). Folders whose names start with a dot keep files aside on purpose.
 fn misplaced(dir: &Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for entry in entries {
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
+    for (name, is_dir) in entries(dir) {
         let lower = name.to_lowercase();
-        if name.starts_with('.') {
-            continue;
-        }
-        if entry.path().is_dir() {
-            let below =
-                list(&entry.path(), |n| n.to_lowercase().ends_with(".cedar")).unwrap_or_default();
-            out.extend(below.iter().map(|n| {
+        if is_dir {
+            out.extend(below(&dir.join(&name), &name, ".cedar").into_iter().map(|n| {
                 file_diagnostic(
-                    &format!("{name}/{n}"),
+                    &n,
                     "rules are read from the policy directory's top level only: move this file there, or its rules never apply (rules kept aside on purpose go in a folder whose name starts with a dot)",
                 )
             }));
@@ -113,6 +101,130 @@ fn misplaced(dir: &Path) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Fixture files `policy test` would pass over in silence, so that a policy repo's CI would
+/// pass without their cases: `*.toml` named in other case (`Cases.TOML`), and `.toml` files in
+/// a folder below `tests/`, however deep.
+fn misplaced_fixtures(tests: &Path) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (name, is_dir) in entries(tests) {
+        let here = format!("{TESTS_DIR}/{name}");
+        if is_dir {
+            out.extend(below(&tests.join(&name), &here, ".toml").into_iter().map(|n| {
+                file_diagnostic(
+                    &n,
+                    "fixtures are read from tests/ itself only: move this file there, or its cases never run",
+                )
+            }));
+        } else if name.to_lowercase().ends_with(".toml") && !name.ends_with(".toml") {
+            out.push(file_diagnostic(
+                &here,
+                "fixture files are named `*.toml` in lower case: rename it, or its cases never run",
+            ));
+        }
+    }
+    out
+}
+
+/// The names in `dir` and whether each is a folder, sorted; hidden ones left out.
+fn entries(dir: &Path) -> Vec<(String, bool)> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, bool)> = read
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            (!name.starts_with('.')).then(|| (name, e.path().is_dir()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The files below `dir` (shown as `shown/…`), however deep, whose names end in `suffix` in any
+/// case; hidden files and folders left out. Bounded in depth, for a folder that links to itself.
+fn below(dir: &Path, shown: &str, suffix: &str) -> Vec<String> {
+    fn walk(dir: &Path, shown: &str, suffix: &str, depth: usize, out: &mut Vec<String>) {
+        if depth > 16 {
+            return;
+        }
+        for (name, is_dir) in entries(dir) {
+            let here = format!("{shown}/{name}");
+            if is_dir {
+                walk(&dir.join(&name), &here, suffix, depth + 1, out);
+            } else if name.to_lowercase().ends_with(suffix) {
+                out.push(here);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, shown, suffix, 0, &mut out);
+    out
+}
+
+/// Deepest nesting of brackets (`(`, `[`, `{`) a rule may have. Cedar parses, validates and
+/// evaluates nested expressions by recursion, and a server thread's stack has a bound: deeper
+/// nesting (a few hundred levels) would end the process where it should refuse the policy.
+const MAX_NESTING: usize = 32;
+/// Most `if` expressions one rule may hold, for the same reason: they nest without brackets.
+const MAX_IFS: usize = 32;
+
+/// Where `src` nests deeper than [`MAX_NESTING`] or holds more than [`MAX_IFS`] `if`s in one
+/// rule, found before Cedar reads it. Strings and `//` comments are passed over.
+fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
+    let text = src.text;
+    let (mut depth, mut ifs) = (0usize, 0usize);
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => {
+                // To the closing quote, minding escapes.
+                while let Some((_, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
+                for (_, c) in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(src.at(
+                        at,
+                        format!("brackets nest deeper than {MAX_NESTING} levels here: write the condition flatter, or split it into several rules"),
+                    ));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            ';' if depth == 0 => ifs = 0,
+            'i' if text[at..].starts_with("if")
+                && !text[..at].ends_with(|p: char| p.is_alphanumeric() || p == '_')
+                && !text[at + 2..].starts_with(|n: char| n.is_alphanumeric() || n == '_') =>
+            {
+                ifs += 1;
+                if ifs > MAX_IFS {
+                    return Some(src.at(
+                        at,
+                        format!("this rule holds more than {MAX_IFS} `if` expressions: split it into several rules"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Names directly in `dir` that `wanted` picks, sorted: regular files and links to them. Hidden
@@ -273,6 +385,10 @@ impl<'a> Rules<'a> {
     }
 
     fn add_file(&mut self, src: Source<'a>, out: &mut Vec<Diagnostic>) {
+        if let Some(problem) = too_deep(src) {
+            out.push(problem);
+            return;
+        }
         let parsed = match PolicySet::from_str(src.text) {
             Ok(p) => p,
             Err(errors) => {

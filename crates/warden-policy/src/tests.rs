@@ -135,16 +135,44 @@ fn loads_a_directory_like_in_memory_files() {
     // Rules that would be passed over in silence are named: a file whose name differs only in
     // case, and a rule file in a folder (a folder whose name starts with a dot is kept aside).
     std::fs::write(dir.path().join("Forbid.CEDAR"), "").unwrap();
-    std::fs::create_dir(dir.path().join("more")).unwrap();
+    std::fs::create_dir_all(dir.path().join("more/deeper/still")).unwrap();
     std::fs::write(dir.path().join("more/forbid.cedar"), "").unwrap();
+    std::fs::write(dir.path().join("more/deeper/still/Deny.Cedar"), "").unwrap();
+    std::fs::create_dir_all(dir.path().join("more/.aside")).unwrap();
+    std::fs::write(dir.path().join("more/.aside/old.cedar"), "").unwrap();
     std::fs::create_dir(dir.path().join(".aside")).unwrap();
     std::fs::write(dir.path().join(".aside/old.cedar"), "").unwrap();
     let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
     let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
-    assert_eq!(files, ["Forbid.CEDAR", "more/forbid.cedar"], "{err}");
+    assert_eq!(
+        files,
+        [
+            "Forbid.CEDAR",
+            "more/deeper/still/Deny.Cedar",
+            "more/forbid.cedar"
+        ],
+        "{err}"
+    );
     std::fs::remove_file(dir.path().join("Forbid.CEDAR")).unwrap();
     std::fs::remove_dir_all(dir.path().join("more")).unwrap();
     Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
+
+    // Fixtures `policy test` would pass over are named too, but only where fixtures are read:
+    // a server loads the policy whatever its tests/ holds.
+    std::fs::write(dir.path().join("tests/More.TOML"), "").unwrap();
+    std::fs::create_dir_all(dir.path().join("tests/sub/deeper")).unwrap();
+    std::fs::write(dir.path().join("tests/sub/deeper/cases.toml"), "").unwrap();
+    std::fs::write(dir.path().join("tests/README.md"), "about the cases").unwrap();
+    let err = run_tests(dir.path()).unwrap_err();
+    let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(
+        files,
+        ["tests/More.TOML", "tests/sub/deeper/cases.toml"],
+        "{err}"
+    );
+    Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
+    std::fs::remove_file(dir.path().join("tests/More.TOML")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("tests/sub")).unwrap();
 
     let missing = Policy::load_dir(&dir.path().join("nope"), &|_| Vec::new()).unwrap_err();
     assert!(
@@ -882,4 +910,41 @@ when { context.now.weekday < 5 && context.now.hour >= 8 && context.now.hour < 18
             && d.contains("unknown time zone \"Mars/Olympus_Mons\"")),
         "{found:?}"
     );
+}
+
+#[test]
+fn rules_nested_too_deep_are_refused_before_cedar_reads_them() {
+    let rule = |cond: &str| {
+        format!(
+            "@id(\"deep\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"prod-web-1/viewer\") when {{ {cond} }};\n"
+        )
+    };
+    let parens = |n| format!("{}true{}", "(".repeat(n), ")".repeat(n));
+    // Within the limit it loads; brackets in strings and comments are not counted.
+    let fine = rule(&format!(
+        "{} && context.ticket != \"{}\" // {}\n",
+        parens(30),
+        "(".repeat(100),
+        "[".repeat(100)
+    ));
+    load(&[("deep.cedar", &fine)]);
+    // Deeper, a problem at the bracket past the limit, however the server's stack would fare.
+    let got = problems(&files(&[("deep.cedar", &rule(&parens(300)))]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("deep.cedar:2:") && got[0].contains("nest deeper than 32"),
+        "{}",
+        got[0]
+    );
+    let ifs = vec!["if true then true else false"; 40].join(" && ");
+    let got = problems(&files(&[("deep.cedar", &rule(&ifs))]));
+    assert!(got[0].contains("more than 32 `if`"), "{}", got[0]);
+    // The count is per rule: many rules with a few `if`s each load.
+    let few = vec![rule("if true then true else false").replace("deep", "d"); 40];
+    let many: Vec<String> = few
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.replace("@id(\"d\")", &format!("@id(\"d{i}\")")))
+        .collect();
+    load(&[("deep.cedar", &many.concat())]);
 }
