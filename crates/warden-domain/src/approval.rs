@@ -3,8 +3,11 @@
 //! A [`Requirement`] is a conjunction of [`Clause`]s, written in policies as
 //! `peer(sre) & manager` or `two-person(security)`; `auto` is the empty conjunction. Each clause
 //! expands into *slots* that distinct approvers fill. One person fills at most one slot, so a
-//! manager who is also an SRE cannot satisfy `peer(sre) & manager` alone. Whether a set of
-//! approvers satisfies a requirement is a bipartite matching between approvers and slots.
+//! manager who is also an SRE cannot satisfy `peer(sre) & manager` alone. A peer clause asks
+//! only for the approvers a narrower clause does not already bring from its groups: permits
+//! combined by AND that ask for `peer(sre)` and `peer(sre|dba)` need one SRE, not two people.
+//! Whether a set of approvers satisfies a requirement is a bipartite matching between
+//! approvers and slots.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -113,7 +116,24 @@ impl Requirement {
         for c in &self.clauses {
             match c {
                 Clause::Peer { groups, count } => {
-                    slots.extend((0..*count).map(|_| Slot::AnyOf(groups)));
+                    // Approvers a narrower clause brings from these groups count here too:
+                    // those of a peer clause over fewer of them, or a two-person tier's member
+                    // of one. The largest such share is taken off, never a sum of shares that
+                    // one person might fill twice.
+                    let brought = self
+                        .clauses
+                        .iter()
+                        .filter_map(|other| match other {
+                            Clause::Peer {
+                                groups: g,
+                                count: n,
+                            } if g != groups && g.is_subset(groups) => Some(*n),
+                            Clause::TwoPerson { security } if groups.contains(security) => Some(1),
+                            _ => None,
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    slots.extend((brought..*count).map(|_| Slot::AnyOf(groups)));
                 }
                 Clause::Manager => slots.push(Slot::Manager),
                 Clause::TwoPerson { security } => {
@@ -122,7 +142,7 @@ impl Requirement {
                 }
             }
         }
-        slots.sort_by_key(Slot::rank);
+        slots.sort_by_key(|s| (s.rank(), s.breadth()));
         slots
     }
 
@@ -234,6 +254,15 @@ impl Slot<'_> {
         }
     }
 
+    /// How many groups it takes approvers from: among places of one rank, the narrower is
+    /// filled first, so what stays open is what the most people could still give.
+    fn breadth(&self) -> usize {
+        match self {
+            Slot::AnyOf(groups) => groups.len(),
+            _ => 0,
+        }
+    }
+
     fn accepts(&self, who: &User, requester: &User) -> bool {
         match self {
             Slot::AnyOf(groups) => groups.iter().any(|g| who.in_group(g)),
@@ -306,78 +335,127 @@ fn max_matching(slots: &[Slot<'_>], people: &[&User], requester: &User) -> Vec<O
     owner
 }
 
+impl Requirement {
+    /// A requirement as a policy author writes it in `@approval`: as [`FromStr`] reads it, and
+    /// refused where a clause repeats or overlaps another, which would not add the approvers
+    /// it was most likely meant to (a stored combination of several rules may do either).
+    pub fn written(expr: &str) -> Result<Self, TierError> {
+        let clauses = clauses(expr)?;
+        // Rules combined by AND share a clause (strictest wins, the larger count for the same
+        // groups, a narrower peer clause's approvers counted by a broader one); written twice
+        // in one tier, it was most likely meant as more approvers than that gives.
+        for (i, (part, clause)) in clauses.iter().enumerate() {
+            for (_, c) in &clauses[..i] {
+                let problem = match (c, clause) {
+                    (Clause::Peer { groups: a, .. }, Clause::Peer { groups: b, .. }) if a == b => {
+                        "repeats a clause for the same approvers, which would not add to it: for several approvers from one group write peer(GROUP, N) once"
+                    }
+                    (Clause::Peer { groups: a, .. }, Clause::Peer { groups: b, .. })
+                        if a.is_subset(b) || b.is_subset(a) =>
+                    {
+                        "overlaps a clause over some of the same groups, whose approvers count for both: for one approver from each write peer(A) & peer(B) with groups apart, for several write peer(A|B, N)"
+                    }
+                    (c, clause) if c == clause => "is written twice: once is enough",
+                    _ => continue,
+                };
+                return Err(TierError {
+                    expr: expr.chars().take(200).collect(),
+                    why: format!("`{part}` {problem}"),
+                });
+            }
+        }
+        Ok(combined(clauses))
+    }
+}
+
+/// The clauses of `expr` joined by AND.
+fn combined(clauses: Vec<(&str, Clause)>) -> Requirement {
+    clauses
+        .into_iter()
+        .fold(Requirement::auto(), |req, (_, clause)| {
+            req.and(&Requirement {
+                clauses: vec![clause],
+            })
+        })
+}
+
+/// The clauses of `expr`, each with the text it was read from; none for `auto`.
+fn clauses(expr: &str) -> Result<Vec<(&str, Clause)>, TierError> {
+    let err = |why: &str| TierError {
+        expr: expr.chars().take(200).collect(),
+        why: why.to_owned(),
+    };
+    let t = expr.trim();
+    if t == "auto" {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for part in t.split('&').map(str::trim) {
+        let (head, args) = match part.split_once('(') {
+            Some((h, rest)) => {
+                let inner = rest.strip_suffix(')').ok_or_else(|| {
+                    if rest.contains(')') {
+                        err(&format!(
+                            "`{part}` is not one clause: clauses are joined with `&`, and `|` separates groups inside peer(…)"
+                        ))
+                    } else {
+                        err("missing closing parenthesis")
+                    }
+                })?;
+                (h.trim(), Some(inner.trim()))
+            }
+            None => (part, None),
+        };
+        let clause = match (head, args) {
+            ("manager", None) => Clause::Manager,
+            ("manager", Some(_)) => {
+                return Err(err(
+                    "`manager` takes no groups or count: write it as `manager`",
+                ));
+            }
+            ("peer", Some(a)) => {
+                let (groups, count) = match a.split_once(',') {
+                    Some((g, n)) => (
+                        g,
+                        n.trim()
+                            .parse::<u8>()
+                            .ok()
+                            .filter(|n| (1..=5).contains(n))
+                            .ok_or_else(|| err("peer count must be 1 to 5"))?,
+                    ),
+                    None => (a, 1),
+                };
+                let groups = groups
+                    .split('|')
+                    .map(|g| {
+                        g.trim()
+                            .parse::<GroupName>()
+                            .map_err(|e| err(&e.to_string()))
+                    })
+                    .collect::<Result<BTreeSet<_>, _>>()?;
+                Clause::Peer { groups, count }
+            }
+            ("two-person", Some(a)) => Clause::TwoPerson {
+                security: a
+                    .parse()
+                    .map_err(|e: crate::names::NameError| err(&e.to_string()))?,
+            },
+            ("auto", None) => return Err(err("`auto` cannot be combined with other clauses")),
+            ("", _) => return Err(err("empty clause")),
+            (h, _) => return Err(err(&format!("unknown clause `{h}`"))),
+        };
+        out.push((part, clause));
+    }
+    Ok(out)
+}
+
 impl FromStr for Requirement {
     type Err = TierError;
+    /// Any well-formed requirement, as stored or compared: clauses that repeat or overlap are
+    /// combined as rules are ([`Requirement::and`]). Policies are read with
+    /// [`Requirement::written`].
     fn from_str(expr: &str) -> Result<Self, TierError> {
-        let err = |why: &str| TierError {
-            expr: expr.chars().take(200).collect(),
-            why: why.to_owned(),
-        };
-        let t = expr.trim();
-        if t == "auto" {
-            return Ok(Self::auto());
-        }
-        let mut req = Requirement::auto();
-        for part in t.split('&').map(str::trim) {
-            let (head, args) = match part.split_once('(') {
-                Some((h, rest)) => {
-                    let inner = rest
-                        .strip_suffix(')')
-                        .ok_or_else(|| err("missing closing parenthesis"))?;
-                    (h.trim(), Some(inner.trim()))
-                }
-                None => (part, None),
-            };
-            let clause = match (head, args) {
-                ("manager", None) => Clause::Manager,
-                ("peer", Some(a)) => {
-                    let (groups, count) = match a.split_once(',') {
-                        Some((g, n)) => (
-                            g,
-                            n.trim()
-                                .parse::<u8>()
-                                .ok()
-                                .filter(|n| (1..=5).contains(n))
-                                .ok_or_else(|| err("peer count must be 1 to 5"))?,
-                        ),
-                        None => (a, 1),
-                    };
-                    let groups = groups
-                        .split('|')
-                        .map(|g| {
-                            g.trim()
-                                .parse::<GroupName>()
-                                .map_err(|e| err(&e.to_string()))
-                        })
-                        .collect::<Result<BTreeSet<_>, _>>()?;
-                    Clause::Peer { groups, count }
-                }
-                ("two-person", Some(a)) => Clause::TwoPerson {
-                    security: a
-                        .parse()
-                        .map_err(|e: crate::names::NameError| err(&e.to_string()))?,
-                },
-                ("auto", None) => return Err(err("`auto` cannot be combined with other clauses")),
-                ("", _) => return Err(err("empty clause")),
-                (h, _) => return Err(err(&format!("unknown clause `{h}`"))),
-            };
-            // Rules combined by AND share a clause (strictest wins, the larger count for the
-            // same groups); written twice in one tier, with any count, it was most likely meant
-            // as more approvers than that gives.
-            let repeated = req.clauses.iter().any(|c| match (c, &clause) {
-                (Clause::Peer { groups: a, .. }, Clause::Peer { groups: b, .. }) => a == b,
-                (c, clause) => c == clause,
-            });
-            if repeated {
-                return Err(err(&format!(
-                    "`{part}` repeats a clause for the same approvers, which would not add to it: for several approvers from one group write peer(GROUP, N) once"
-                )));
-            }
-            req = req.and(&Requirement {
-                clauses: vec![clause],
-            });
-        }
-        Ok(req)
+        clauses(expr).map(combined)
     }
 }
 
@@ -460,13 +538,38 @@ mod tests {
             "auto & manager",
             "peer(sre, 9)",
             "peer(SRE)",
-            "peer(sre) & peer(sre)",
-            "peer(sre) & peer(sre, 2)",
-            "peer(sre, 2) & peer(sre)",
-            "manager & manager",
+            "peer(sre) | manager",
+            "manager()",
         ] {
             assert!(bad.parse::<Requirement>().is_err(), "{bad}");
         }
+        let why = |expr: &str| Requirement::written(expr).unwrap_err().to_string();
+        assert!(why("peer(sre) | manager").contains("joined with `&`"));
+        assert!(why("manager()").contains("takes no groups"));
+        // Written by a policy's author, a repeated or overlapping clause is refused; read back
+        // (a combination of several rules, as stored), it is combined as rules are.
+        for (written, combined) in [
+            ("peer(sre) & peer(sre)", "repeats a clause"),
+            ("peer(sre) & peer(sre, 2)", "repeats a clause"),
+            ("peer(sre, 2) & peer(sre)", "repeats a clause"),
+            ("peer(sre) & peer(sre|dba)", "overlaps a clause"),
+            ("manager & manager", "written twice"),
+        ] {
+            assert!(
+                why(written).contains(combined),
+                "{written}: {}",
+                why(written)
+            );
+            assert!(written.parse::<Requirement>().is_ok(), "{written}");
+        }
+        let stored: Requirement = "peer(dba|sre) & peer(sre)".parse().unwrap();
+        assert_eq!(stored.to_string(), "peer(dba|sre) & peer(sre)");
+        assert_eq!(
+            Requirement::written("peer(sre) & peer(dba)")
+                .unwrap()
+                .to_string(),
+            "peer(dba) & peer(sre)"
+        );
     }
 
     #[test]
@@ -514,6 +617,40 @@ mod tests {
             missing(&r, std::slice::from_ref(&mallory)),
             ["an approver from security", "a second approver"]
         );
+    }
+
+    #[test]
+    fn a_broader_peer_clause_counts_the_approvers_a_narrower_one_brings() {
+        let alice = user("alice", &["dev"], None);
+        let carol = user("carol", &["sre"], None);
+        let dave = user("dave", &["dba"], None);
+        let sam = user("sam", &["security"], None);
+        let and = |a: &str, b: &str| {
+            a.parse::<Requirement>()
+                .unwrap()
+                .and(&b.parse::<Requirement>().unwrap())
+        };
+        // Two permits: any SRE or DBA for the target, an SRE for its admin role.
+        let r = and("peer(sre|dba)", "peer(sre)");
+        assert!(r.progress(&alice, [&carol]).satisfied);
+        assert_eq!(
+            r.progress(&alice, [&dave]).missing,
+            ["an approver from sre"]
+        );
+        assert!(!r.may_review(&alice, &dave));
+        // Two from either, one of them an SRE: the SRE counts toward the two.
+        let r = and("peer(sre|dba, 2)", "peer(sre)");
+        assert_eq!(
+            r.progress(&alice, [&carol]).missing,
+            ["an approver from dba or sre"]
+        );
+        assert!(r.progress(&alice, [&carol, &dave]).satisfied);
+        // A two-person tier's security member is the security approver a peer clause asks for.
+        let r = and("two-person(security)", "peer(security)");
+        assert!(r.progress(&alice, [&sam, &dave]).satisfied);
+        // Groups apart still need a person each.
+        let r = and("peer(sre)", "peer(dba)");
+        assert!(!r.progress(&alice, [&carol]).satisfied);
     }
 
     #[test]

@@ -100,8 +100,7 @@ pub(crate) fn permit_terms<'a>(
             ));
             None
         }
-        Some(v) => v
-            .parse::<Requirement>()
+        Some(v) => Requirement::written(v)
             .map_err(|e| errors.push(problem(Some("approval"), format!("@approval: {e}"))))
             .ok(),
     };
