@@ -130,7 +130,7 @@ pub async fn checkpoint(
 /// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a log
 /// that starts afresh has neither): a smaller one, or another root at its size, means the log
 /// or its checkpoints were rolled back or rewritten.
-fn check_anchor(
+pub(crate) fn check_anchor(
     anchor: &Path,
     verifier: &warden_audit::NoteVerifier,
     last: Option<&warden_store::Checkpoint>,

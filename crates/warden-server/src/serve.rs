@@ -187,7 +187,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&data)?;
 
     let store = SqliteStore::open(&data.join("warden.db"))?;
-    let (ca, ca_created) = UserCa::load_or_create(&data.join("ssh_user_ca"))?;
+    // A data dir that has served before: its keys and policy are never replaced by new ones.
+    let has_history = store.last_seq().await? > 0;
+    let ca_path = data.join("ssh_user_ca");
+    // Hosts trust the CA's public half, and the revoked-keys list names the CA it revokes for:
+    // with a new CA, revocations would no longer reach certificates the old one signed.
+    if has_history && !ca_path.exists() {
+        bail!(
+            "the SSH user CA key {} is missing, but this data dir has issued access before: restore the key from your backup (hosts trust its public half in TrustedUserCAKeys, and revoking certificates it signed needs it). A new CA is made only for a new data dir",
+            ca_path.display()
+        );
+    }
+    let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
     let audit_key_path = data.join("audit_signing.key");
     // A log signed before, and no key: a new one would vouch for a history it never saw, and
     // no checkpoint anyone kept would verify with it. Refused, never replaced quietly.
@@ -205,11 +216,31 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         format!("{}\n", note_signer.verifier()),
     )?;
     let sealer = master_key(&data)?;
+    // A database older than the newest checkpoint this server signed was restored from an older
+    // copy or lost its write-ahead log: what was revoked or ended since would be live again.
+    crate::checkpoints::check_anchor(
+        &data.join(crate::checkpoints::ANCHOR_FILE),
+        &note_signer.verifier(),
+        store.latest_checkpoint().await?.as_ref(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}. Not started: grants revoked and tokens ended since that checkpoint would work again"
+        )
+    })?;
 
     let policy_dir = config.policy_dir();
     if !policy_dir.exists() {
         if config.policy_dir.is_some() {
             bail!("policy dir {} does not exist", policy_dir.display());
+        }
+        // The example policy grants at once; written over a lost policy, it would hand out
+        // access the real one never allowed.
+        if has_history {
+            bail!(
+                "policy dir {} is missing, but this data dir has served before: restore the policy (or set `policy_dir` in the config). The example policy is written only for a new data dir",
+                policy_dir.display()
+            );
         }
         write_demo_policy(&policy_dir)?;
         println!(
@@ -240,6 +271,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         crate::metrics::Metrics::new().map_err(anyhow::Error::msg)?,
     ));
 
+    // Both addresses are taken before anything is said or written: one in use, or a host key
+    // others can read, stops the server before a one-time password is printed, or a
+    // `server.started` is in the log.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let ssh = crate::ssh::bind(&config).await?;
     // Before any event of this run: a sink's cursor past the log's end means a rollback.
     let rolled_back = crate::export::rolled_back(&app).await?;
     bootstrap_passwords(&app, &config, opts.dev).await?;
@@ -250,13 +289,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "users still locked after wrong passwords or TOTP codes (`warden user locked` lists them, `warden user unlock` lifts a lock)"
         );
     }
-    // Both addresses are taken before the server says it started: one in use, or a host key
-    // others can read, stops it with no `server.started` in the log.
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let ssh = crate::ssh::bind(&config).await?;
     store
         .append(vec![
             Event::new(Code::ServerStarted, Actor::system(), now()).details(serde_json::json!({
@@ -366,6 +398,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     .await?;
     // Export the last events, the stop included; at most 5 s, the rest goes at the next start.
     exporter.flush().await;
+    // The database file alone holds everything once stopped: a copy of it is a whole backup.
+    if let Err(e) = store.flush_log().await {
+        tracing::warn!(error = %e, "the write-ahead log was not emptied; copy warden.db-wal with warden.db");
+    }
     println!("Warden stopped.");
     Ok(())
 }

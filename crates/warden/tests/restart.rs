@@ -114,6 +114,9 @@ fn state_survives_restart_and_sigterm_is_graceful() {
         server.stderr()
     );
     assert!(server.stdout().contains("Warden stopped."));
+    // Stopped cleanly, the database file alone holds everything: a copy of it is a backup.
+    let wal = std::fs::metadata(data.join("warden.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the write-ahead log was left with {wal} bytes");
     // Its audit signing key lost, the server does not sign on with a new one.
     let key = data.join("audit_signing.key");
     let aside = data.join("audit_signing.key.aside");
@@ -363,6 +366,79 @@ fn the_bootstrap_password_is_printed_once_and_logs_in() {
     assert_eq!(out.matches("Warden listening").count(), 2, "{out}");
     assert_eq!(out.matches("Bootstrap admin").count(), 1, "{out}");
     assert!(login(&server));
+}
+
+/// What would bring back revoked access, or grant what the policy never allowed, stops the
+/// server at start, saying what to restore: a database older than the newest checkpoint the
+/// server signed (restored from an older copy, or without its write-ahead log), a lost SSH user
+/// CA, a lost policy directory. An address in use stops it before anything is printed.
+#[test]
+fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap().to_owned();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = std::process::Command::new("timeout")
+        .args([
+            "20",
+            BIN,
+            "serve",
+            "--data-dir",
+            &data_arg,
+            "--ssh-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--listen", &taken.local_addr().unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(1), "{busy:?}");
+    assert!(
+        !String::from_utf8_lossy(&busy.stdout).contains("Bootstrap admin"),
+        "{busy:?}"
+    );
+    drop(taken);
+    // The one-time password is still to be printed, by the start that serves.
+    let mut server = Server::start_in(Path::new(BIN), &data, &["serve"], &[]);
+    assert!(server.stdout().contains("Bootstrap admin 'admin' created."));
+    assert!(server.terminate().success());
+
+    let aside = dir.path().join("aside");
+    std::fs::create_dir(&aside).unwrap();
+    let refused_without = |names: &[&str], says: &[&str]| {
+        for n in names {
+            std::fs::rename(data.join(n), aside.join(n)).unwrap();
+        }
+        let out = serve_to_its_end(&["--data-dir", &data_arg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        for s in says {
+            assert!(stderr.contains(s), "{s}: {stderr}");
+        }
+        // What the refused start made in their place goes (a new database's empty log too).
+        for n in names {
+            let _ = std::fs::remove_dir_all(data.join(n));
+        }
+        for e in std::fs::read_dir(&data).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if name.starts_with("warden.db") && names.iter().any(|n| n.starts_with("warden.db")) {
+                std::fs::remove_file(data.join(name)).unwrap();
+            }
+        }
+        for n in names {
+            std::fs::rename(aside.join(n), data.join(n)).unwrap();
+        }
+    };
+    let database: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("warden.db"))
+        .collect();
+    let database: Vec<&str> = database.iter().map(String::as_str).collect();
+    refused_without(&database, &["rolled back", "Not started"]);
+    refused_without(&["ssh_user_ca"], &["SSH user CA key", "restore the key"]);
+    refused_without(&["policy"], &["is missing", "restore the policy"]);
+    server.restart();
+    assert_eq!(http_get(server.port(), "/readyz").unwrap().status, 200);
 }
 
 /// A user removed from the config while the server is down holds nothing once it is back:

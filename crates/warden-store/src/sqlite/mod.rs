@@ -509,6 +509,27 @@ const LIST_ANY: &str = "SELECT body, version FROM requests
 
 #[async_trait]
 impl crate::Store for SqliteStore {
+    async fn flush_log(&self) -> Result<()> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            // Its own connection: a checkpoint cannot run inside the writer's transactions.
+            let conn = Connection::open(&path)?;
+            configure(&conn)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await
+        .map_err(backend)?
+        .map_err(backend)
+        .and_then(|busy| match busy {
+            0 => Ok(()),
+            _ => Err(Error::Backend(
+                "the write-ahead log could not be emptied: a reader or writer held it".into(),
+            )),
+        })
+    }
+
     async fn insert_request(&self, r: &Request, change: Change) -> Result<()> {
         let body = serde_json::to_string(r).map_err(backend)?;
         let (id, requester, target, state, requirement) = (
