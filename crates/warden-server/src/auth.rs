@@ -92,6 +92,12 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Internal(e.to_string()))
 }
 
+/// Whether `phc` is an argon2id hash as `warden hash-password` writes it: a config's initial
+/// password must be one, never the password itself.
+pub(crate) fn is_argon2id_hash(phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| h.algorithm.as_str() == "argon2id")
+}
+
 /// Whether `password` matches the hash `phc`. A stored hash that is no PHC string (an
 /// offboarded user's disabled password) matches nothing, after as much work as a real check,
 /// so the time of a refusal does not tell an offboarded user from a wrong password.

@@ -98,6 +98,7 @@ pub struct Config {
     pub checkpoint_interval: Ttl,
     /// Days audit events stay in the live log before they are sealed into archive segments
     /// under `<data_dir>/archive` (checked daily). Unset: the live log keeps everything.
+    #[serde(default, deserialize_with = "retention_days")]
     pub audit_retention_days: Option<u32>,
     /// The directory: who exists, their groups and managers.
     #[serde(default)]
@@ -127,7 +128,37 @@ pub struct UserConfig {
     pub manager: Option<UserName>,
     /// An argon2id PHC hash (from `warden hash-password`), used as the initial password.
     /// Passwords changed later through the API are kept in the database instead.
+    #[serde(default, deserialize_with = "password_hash")]
     pub password_hash: Option<String>,
+}
+
+/// Reads a `password_hash`, refusing anything but an argon2id hash: a password written there
+/// by mistake would be stored as it is, and never quoted back in the error.
+fn password_hash<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    if crate::auth::is_argon2id_hash(&text) {
+        Ok(Some(text))
+    } else {
+        Err(serde::de::Error::custom(
+            "`password_hash` takes an argon2id hash, as `warden hash-password` prints it (it begins `$argon2id$`), never the password itself",
+        ))
+    }
+}
+
+/// Longest `audit_retention_days`: a century.
+const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// Reads `audit_retention_days`: at least a day (archived segments may be deleted from the day
+/// they are sealed), at most [`MAX_RETENTION_DAYS`].
+fn retention_days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let days = u32::deserialize(d)?;
+    if (1..=MAX_RETENTION_DAYS).contains(&days) {
+        Ok(Some(days))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "`audit_retention_days` must be 1 to {MAX_RETENTION_DAYS} days, or left out to keep every event in the live log"
+        )))
+    }
 }
 
 /// A bearer token set in the config file (inline, or from a file or the environment: see
@@ -240,10 +271,11 @@ impl Default for Config {
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // Not a `source`: the message holds it, and error chains would print it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -285,9 +317,9 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.into(),
-            source,
+            error,
         })?;
         let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
@@ -376,6 +408,33 @@ mod tests {
         assert!(token.matches("0123456789abcdef-x"));
         assert!(!token.matches("0123456789abcdef-"));
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_password_hash_is_a_hash_and_retention_is_in_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        // A password where its hash belongs is refused, and not quoted back.
+        std::fs::write(
+            &p,
+            "[users.alice]\npassword_hash = \"plaintextLeakPw-123456\"\n",
+        )
+        .unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            said.contains("warden hash-password") && !said.contains("LeakPw"),
+            "{said}"
+        );
+        let hash = crate::auth::hash_password("a long enough password").unwrap();
+        std::fs::write(&p, format!("[users.alice]\npassword_hash = {hash:?}\n")).unwrap();
+        Config::load(&p).unwrap();
+        for days in ["0", "36501", "4294967295"] {
+            std::fs::write(&p, format!("audit_retention_days = {days}\n")).unwrap();
+            let said = Config::load(&p).unwrap_err().to_string();
+            assert!(said.contains("must be 1 to 36500 days"), "{said}");
+        }
+        std::fs::write(&p, "audit_retention_days = 365\n").unwrap();
+        assert_eq!(Config::load(&p).unwrap().audit_retention_days, Some(365));
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl<'de> Deserialize<'de> for ConfigSecret {
 
 struct SecretVisitor;
 
+fn unquoted<E: de::Error>() -> E {
+    E::custom(
+        r#"a secret is text: write it in quotes, or as { file = "PATH" } or { env = "VARIABLE" }"#,
+    )
+}
+
 const REFERENCES: &[&str] = &["file", "env"];
 
 impl<'de> Visitor<'de> for SecretVisitor {
@@ -83,6 +89,24 @@ impl<'de> Visitor<'de> for SecretVisitor {
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(r#"a string, { file = "PATH" } or { env = "VARIABLE" }"#)
+    }
+
+    // A secret written unquoted reads as a number or a boolean: refused without quoting it, as
+    // serde's own message would.
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<ConfigSecret, E> {
+        Err(unquoted())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<ConfigSecret, E> {
+        Err(unquoted())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<ConfigSecret, E> {
+        Err(unquoted())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<ConfigSecret, E> {
+        Err(unquoted())
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ConfigSecret, E> {
@@ -177,5 +201,15 @@ mod tests {
         assert!(e.contains("empty"), "{e}");
         let e = parse("secret = 42").unwrap_err();
         assert!(e.contains("{ file = \"PATH\" }"), "{e}");
+        // Unquoted, a secret is refused without being quoted back.
+        // (The message: the config's loader gives where, never the line's text.)
+        for unquoted in ["1234567890123456789", "12.5", "true", "-7"] {
+            let e = toml::from_str::<Holder>(&format!("secret = {unquoted}")).unwrap_err();
+            let message = e.message();
+            assert!(
+                message.contains("write it in quotes") && !message.contains(unquoted),
+                "{message}"
+            );
+        }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use russh::keys::ssh_key::{self, Certificate, HashAlg, PublicKey, SshSig};
 use warden_domain::audit::{Code, Event};
@@ -531,9 +530,7 @@ pub async fn bind(config: &crate::config::Config) -> anyhow::Result<Bound> {
     let key_path = config.data_dir.join("ssh_host_ed25519_key");
     let (host_key, _) = warden_ssh_proxy::load_or_create_host_key(&key_path)?;
     let public = host_key.public_key().to_openssh()?;
-    let listener = warden_ssh_proxy::Listener::bind(config.ssh_listen, host_key)
-        .await
-        .with_context(|| format!("cannot listen for SSH on {}", config.ssh_listen))?;
+    let listener = warden_ssh_proxy::Listener::bind(config.ssh_listen, host_key).await?;
     Ok(Bound {
         listener,
         host_key: public,

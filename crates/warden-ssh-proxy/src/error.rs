@@ -5,10 +5,11 @@
 pub enum Error {
     #[error("SSH host key {path}: {detail}")]
     HostKey { path: String, detail: String },
-    #[error("cannot listen for SSH on {addr}: {source}")]
+    // Not a `source`: the message holds it, and error chains would print it twice.
+    #[error("cannot listen for SSH on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("ssh: {0}")]
     Ssh(#[from] russh::Error),

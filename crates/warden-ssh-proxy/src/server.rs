@@ -106,7 +106,7 @@ impl Listener {
     pub async fn bind(addr: SocketAddr, host_key: PrivateKey) -> Result<Self, Error> {
         let tcp = TcpListener::bind(addr)
             .await
-            .map_err(|source| Error::Listen { addr, source })?;
+            .map_err(|error| Error::Listen { addr, error })?;
         let mut methods = MethodSet::empty();
         methods.push(MethodKind::PublicKey);
         let server = server::Config {

@@ -22,10 +22,11 @@ use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, Signature};
 /// Why the CA key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("cannot read SSH user CA key {path}: {source}")]
+    // Not a `source`: the message holds it, and error chains would print it twice.
+    #[error("cannot read SSH user CA key {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("SSH user CA key {path} is not an unencrypted OpenSSH private key: {detail}")]
     Parse { path: PathBuf, detail: String },
@@ -84,9 +85,9 @@ impl UserCa {
         match fs::read_to_string(path) {
             Ok(text) => {
                 let mode = fs::metadata(path)
-                    .map_err(|source| CaError::Read {
+                    .map_err(|error| CaError::Read {
                         path: path.into(),
-                        source,
+                        error,
                     })?
                     .permissions()
                     .mode();
@@ -131,9 +132,9 @@ impl UserCa {
                 f.sync_all().map_err(|e| create(e.to_string()))?;
                 Ok((Self::from_key(key, path)?, true))
             }
-            Err(source) => Err(CaError::Read {
+            Err(error) => Err(CaError::Read {
                 path: path.into(),
-                source,
+                error,
             }),
         }
     }
