@@ -238,15 +238,18 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
     let anchor = app.config.data_dir.join(ANCHOR_FILE);
     let mut backfilling = true;
     loop {
-        if let Err(e) = checkpoint(
+        let outcome = checkpoint(
             app.store.as_ref(),
             signer,
             &app.config.audit_origin,
             &anchor,
         )
-        .await
-        {
+        .await;
+        if let Err(e) = &outcome {
             tracing::error!(error = %e, "audit checkpoint failed");
+        }
+        if let Ok(mut failure) = app.checkpoint_failure.lock() {
+            *failure = outcome.err().map(|e| e.to_string());
         }
         if backfilling {
             match backfill(app.store.as_ref()).await {

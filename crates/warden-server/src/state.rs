@@ -58,6 +58,9 @@ pub struct App {
     pub(crate) hashing: tokio::sync::Semaphore,
     /// The audit export's live figures, for `GET /v1/audit/status`.
     pub export: crate::export::Status,
+    /// Why the last audit checkpoint could not be written, until one is: a server that can no
+    /// longer sign its log is not ready.
+    pub(crate) checkpoint_failure: std::sync::Mutex<Option<String>>,
     pub metrics: crate::metrics::Metrics,
     /// The SSH proxy's live sessions.
     pub sessions: Arc<warden_ssh_proxy::SessionRegistry>,
@@ -167,6 +170,7 @@ impl App {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             ),
             export: crate::export::Status::default(),
+            checkpoint_failure: std::sync::Mutex::default(),
             metrics,
             sessions: Arc::default(),
             recordings: Arc::new(warden_ssh_proxy::FsRecordings::new(

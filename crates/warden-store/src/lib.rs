@@ -263,6 +263,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The earliest expiry, pending deadline or lease action, so workers can sleep until then.
     async fn next_due(&self) -> Result<Option<OffsetDateTime>>;
 
+    /// Why the store cannot write now (its last transaction failed, and none has committed
+    /// since), for readiness.
+    fn write_failure(&self) -> Option<String>;
+
     /// Copies everything the write-ahead log holds into the database file and empties the log,
     /// waiting for readers: at a clean stop, so that the database file alone is whole.
     async fn flush_log(&self) -> Result<()>;

@@ -531,3 +531,51 @@ fn serve_to_its_end(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A server whose store cannot write (here its files may grow no larger, as on a full disk)
+/// refuses the calls that would write, and says it is not ready, and why.
+#[test]
+fn a_server_that_cannot_write_is_not_ready() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = dir.path().join("warden-limited");
+    std::fs::write(
+        &limited,
+        format!("#!/bin/bash\nulimit -f 2048\ntrap '' XFSZ\nexec {BIN} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&limited, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let server = Server::start_in(&limited, &data, &["serve", "--dev"], &[]);
+    let port = server.port();
+    let login = warden_testkit::http_post_with(
+        port,
+        "/v1/auth/login",
+        &[],
+        &format!(r#"{{"user":"alice","password":"{PASSWORD}"}}"#),
+    )
+    .unwrap();
+    let token: serde_json::Value = serde_json::from_str(&login.body).unwrap();
+    assert_eq!(login.status, 200, "{}", login.body);
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let headers = [("Authorization", bearer.as_str())];
+    let body = r#"{"target":"web","role":"deploy","reason":"fill the disk","ttl":"1h","ticket":"CHG-1","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIsSiZgSWy4fFHwmSHb8tTcN8kYa/0yJ0bvbXoQ8cmiN"}"#;
+    assert_eq!(http_get(port, "/readyz").unwrap().status, 200);
+    let refused = (0..3000)
+        .map(|_| warden_testkit::http_post_with(port, "/v1/requests", &headers, body).unwrap())
+        .find(|r| r.status != 201)
+        .expect("the store's files never reached their limit");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(error_code(&refused.body), "storage_unavailable");
+    let ready = http_get(port, "/readyz").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains("the store cannot write"),
+        "{}",
+        ready.body
+    );
+}

@@ -15,17 +15,30 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the store answers and a policy is loaded.
+/// Readiness: the store answers reads and takes writes, and the audit log's checkpoints are
+/// being signed. A server that cannot write grants nothing and audits nothing: a load balancer
+/// should send callers elsewhere, and its operator hear of it.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, content_type = "text/plain", body = String),
-    (status = 503, description = "The store does not answer", content_type = "text/plain", body = String)))]
-pub async fn readyz(State(app): State<Shared>) -> (StatusCode, &'static str) {
-    match app.store.next_due().await {
-        Ok(_) => (StatusCode::OK, "ready\n"),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
-        }
+    (status = 503, description = "The store does not answer or cannot write, or audit checkpoints fail; the body says which", content_type = "text/plain", body = String)))]
+pub async fn readyz(State(app): State<Shared>) -> (StatusCode, String) {
+    let unready = |why: String| {
+        tracing::warn!(why = %why, "not ready");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+    };
+    if let Err(e) = app.store.next_due().await {
+        return unready(format!("the store does not answer: {e}"));
     }
+    if let Some(why) = app.store.write_failure() {
+        return unready(format!("the store cannot write: {why}"));
+    }
+    let checkpoint = app.checkpoint_failure.lock().ok().and_then(|f| f.clone());
+    if let Some(why) = checkpoint {
+        return unready(format!("audit checkpoints fail: {why}"));
+    }
+    (StatusCode::OK, "ready\n".to_owned())
 }
 
 /// This document: every `/v1` operation, its parameters, bodies and answers.

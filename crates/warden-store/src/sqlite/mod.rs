@@ -509,6 +509,10 @@ const LIST_ANY: &str = "SELECT body, version FROM requests
 
 #[async_trait]
 impl crate::Store for SqliteStore {
+    fn write_failure(&self) -> Option<String> {
+        self.writer.failure()
+    }
+
     async fn flush_log(&self) -> Result<()> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {

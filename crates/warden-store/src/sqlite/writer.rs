@@ -33,7 +33,11 @@ const CHECKPOINT_EVERY: u32 = 256;
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Why the last transaction failed to begin or commit; `None` once one commits.
+    failing: Failing,
 }
+
+type Failing = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 
 impl Writer {
     /// Starts the writer thread that owns `conn` and the thread that checkpoints through
@@ -47,6 +51,8 @@ impl Writer {
             .map_err(|e| failed(&e))?;
         let (nudge, nudged) = mpsc::sync_channel::<()>(1);
         let (done, checkpointed) = mpsc::channel::<()>();
+        let failing = Failing::default();
+        let failed_at = failing.clone();
         let spawned = thread::Builder::new()
             .name("warden-store-checkpoint".into())
             .spawn(move || checkpoint(&checkpoints, &nudged, &done))
@@ -54,10 +60,16 @@ impl Writer {
                 let (jobs, rx) = mpsc::channel::<Job>();
                 thread::Builder::new()
                     .name("warden-store-writer".into())
-                    .spawn(move || run(conn, rx, nudge, checkpointed))
-                    .map(|_| Self { jobs })
+                    .spawn(move || run(conn, rx, nudge, checkpointed, &failed_at))
+                    .map(|_| Self { jobs, failing })
             });
         spawned.map_err(|e| failed(&e))
+    }
+
+    /// Why the last transaction failed (a full disk, a file made read-only), while none has
+    /// committed since.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
     }
 
     /// Runs `change` in the next batch and returns its result once the batch is durable.
@@ -133,7 +145,13 @@ fn run(
     rx: mpsc::Receiver<Job>,
     nudge: mpsc::SyncSender<()>,
     checkpointed: mpsc::Receiver<()>,
+    failing: &Failing,
 ) {
+    let set_failing = |why: Option<String>| {
+        if let Ok(mut f) = failing.lock() {
+            *f = why;
+        }
+    };
     let mut since_checkpoint = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -145,6 +163,7 @@ fn run(
         }
         if let Err(e) = execute_cached(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
+            set_failing(Some(format!("cannot begin a transaction: {msg}")));
             for job in batch {
                 // Run nothing; tell every caller why.
                 drop(job);
@@ -158,6 +177,7 @@ fn run(
             let _ = execute_cached(&conn, "ROLLBACK");
         }
         let err = commit.err();
+        set_failing(err.as_ref().map(|e| format!("commit failed: {e}")));
         for c in completions {
             c(err.as_deref());
         }
