@@ -164,6 +164,20 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// Why a request made earlier no longer passes, in words about that request: its requester
+    /// would have to ask again, and the advice for someone asking now would mislead whoever
+    /// reviews it.
+    pub fn of_request_made(&self) -> String {
+        match self {
+            Refusal::MfaRequired | Refusal::NoSecondFactor => {
+                "this role requires MFA step-up now, and the request was made without it".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Why a request is not permitted: no permit matched, or the forbid rules that matched.
 fn not_permitted(forbids: &[String]) -> String {
     if forbids.is_empty() {

@@ -606,6 +606,12 @@ fn describe(d: &Decision) -> String {
     } else if d.rules.is_empty() {
         "deny (no permit matched)".to_owned()
     } else {
-        format!("deny (by {})", list(d.rules.iter()))
+        // A forbid's `@reason`, or why a rule could not be evaluated, says more than its id.
+        let why: String = d
+            .forbid_reasons
+            .iter()
+            .map(|(rule, reason)| format!("; {rule}: {reason}"))
+            .collect();
+        format!("deny (by {}{why})", list(d.rules.iter()))
     }
 }

@@ -948,3 +948,18 @@ fn rules_nested_too_deep_are_refused_before_cedar_reads_them() {
         .collect();
     load(&[("deep.cedar", &many.concat())]);
 }
+
+#[test]
+fn a_fixture_denied_by_a_rule_that_cannot_be_evaluated_says_so() {
+    let policy = "@id(\"overflows\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action, resource == Role::\"prod-web-1/viewer\")\nwhen { context.ttl_seconds * 9223372036854775807 > 0 };\n";
+    let cases = "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"overflow\"\nuser = \"alice\"\ntarget = \"prod-web-1\"\nrole = \"viewer\"\nexpect = \"allow\"\n";
+    let report =
+        fixtures::run_files(&files(&[("a.cedar", policy), ("tests/t.toml", cases)])).unwrap();
+    let message = report.cases[0].message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "expected allow, got deny (by [overflows]; overflows: it could not be evaluated ("
+        ),
+        "{message}"
+    );
+}

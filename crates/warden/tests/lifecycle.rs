@@ -668,7 +668,9 @@ fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
     assert!(
         out.stderr
             .contains("no longer permits this request as made")
-            && out.stderr.contains("MFA"),
+            && out.stderr.contains("made without it")
+            && out.stderr.contains("its requester may make a new one")
+            && !out.stderr.contains("--totp"),
         "{out:?}"
     );
     assert!(

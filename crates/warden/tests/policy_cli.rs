@@ -226,6 +226,20 @@ fn explain_names_the_deciding_rules() {
     assert_eq!(v["decision"]["rules"], serde_json::json!(["deploy-peer"]));
     assert_eq!(v["decision"]["tier"], "peer(sre)");
     assert!(v["refusals"][0].as_str().unwrap().contains("CHG-[0-9]+"));
+    // As a table: how long it may wait for approval too, and the ticket as it would be sent.
+    let table = alice.run(
+        &[
+            "policy", "explain", "web", "--role", "deploy", "--ticket", " CHG-1 ",
+        ],
+        None,
+    );
+    assert!(table.success(), "{table:?}");
+    assert!(
+        table.stdout.contains("--ticket CHG-1\n"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("unless approved"), "{}", table.stdout);
     // Every reason is named, not only the first.
     let v = ok(
         &alice,

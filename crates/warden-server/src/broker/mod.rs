@@ -351,7 +351,7 @@ impl App {
         let why = match self.decide_as_made(&self.policy.load(), requester, r, now()) {
             Ok(d) => match d.check(r.ttl, r.ticket.as_ref(), r.stepped_up) {
                 Ok(()) => return Some(Ok(d)),
-                Err(refusal) => refusal.to_string(),
+                Err(refusal) => refusal.of_request_made(),
             },
             Err(e) => e.to_string(),
         };

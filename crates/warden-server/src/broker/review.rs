@@ -273,7 +273,8 @@ impl App {
                 && let Err(why) = decision.check(r.ttl, r.ticket.as_ref(), r.stepped_up)
             {
                 let e = Error::Forbidden(format!(
-                    "policy no longer permits this request as made ({why}); it can only be denied or cancelled"
+                    "policy no longer permits this request as made ({}); it can only be denied or cancelled, and its requester may make a new one",
+                    why.of_request_made()
                 ));
                 return Err(self.refused(refusal, e).await);
             }

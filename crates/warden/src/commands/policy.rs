@@ -171,7 +171,7 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                         v["role"].as_str().unwrap_or_default(),
                         ticket
                             .as_deref()
-                            .map(|t| format!(" --ticket {t}"))
+                            .map(|t| format!(" --ticket {}", t.trim()))
                             .unwrap_or_default()
                     ),
                 ),
@@ -220,6 +220,17 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                     "recording",
                     if allowed {
                         d["recording"].as_str().unwrap_or_default().into()
+                    } else {
+                        String::new()
+                    },
+                ),
+                (
+                    "times out",
+                    if allowed && d["tier"] != "auto" {
+                        format!(
+                            "{} after the request, unless approved",
+                            d["pending_timeout"].as_str().unwrap_or_default()
+                        )
                     } else {
                         String::new()
                     },
