@@ -42,7 +42,7 @@ use crate::config_secret::ConfigSecret;
 pub struct Config {
     /// API listen address. Warden speaks plain HTTP: keep it on loopback or put a TLS
     /// terminating proxy in front.
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "address")]
     pub listen: SocketAddr,
     /// How long an API client has to send a request's headers, and then its body; a connection
     /// idle that long between two requests is closed. Default 10s.
@@ -54,7 +54,7 @@ pub struct Config {
     #[serde(default)]
     pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// The SSH proxy's listen address. Users connect with `ssh -p PORT USER:TARGET@HOST`.
-    #[serde(default = "default_ssh_listen")]
+    #[serde(default = "default_ssh_listen", deserialize_with = "address")]
     pub ssh_listen: SocketAddr,
     /// Members of this group (and administrators) may list, watch, terminate and replay
     /// everyone's SSH sessions. Recordings can hold secrets typed or shown on screen.
@@ -143,6 +143,16 @@ fn password_hash<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
             "`password_hash` takes an argon2id hash, as `warden hash-password` prints it (it begins `$argon2id$`), never the password itself",
         ))
     }
+}
+
+/// Reads a listen address: an IP address and a port, never a host name to resolve.
+fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP address and port: write e.g. \"127.0.0.1:8443\" or \"[::1]:8443\" (host names are not looked up)"
+        ))
+    })
 }
 
 /// Longest `audit_retention_days`: a century.

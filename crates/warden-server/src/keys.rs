@@ -52,7 +52,9 @@ fn read_private(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
 /// Loads the Ed25519 audit signing key (PKCS#8 PEM), creating it on first start.
 pub fn audit_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     if let Some(bytes) = read_private(path)? {
-        let pem = String::from_utf8(bytes).context("audit signing key is not PEM text")?;
+        let pem = String::from_utf8(bytes).with_context(|| {
+            format!("{}: the audit signing key is not PEM text", path.display())
+        })?;
         return SigningKey::from_pkcs8_pem(&pem)
             .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()));
     }

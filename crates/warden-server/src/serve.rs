@@ -186,7 +186,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Held until the server stops: the OS releases it even after a kill -9.
     let _lock = lock_data_dir(&data)?;
 
-    let store = SqliteStore::open(&data.join("warden.db"))?;
+    let db = data.join("warden.db");
+    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
     // A data dir that has served before: its keys and policy are never replaced by new ones.
     let has_history = store.last_seq().await? > 0;
     let ca_path = data.join("ssh_user_ca");
