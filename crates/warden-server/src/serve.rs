@@ -279,7 +279,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let ssh = crate::ssh::bind(&config).await?;
+    let ssh = crate::ssh::bind(&config, has_history).await?;
     // Before any event of this run: a sink's cursor past the log's end means a rollback.
     let rolled_back = crate::export::rolled_back(&app).await?;
     bootstrap_passwords(&app, &config, opts.dev).await?;

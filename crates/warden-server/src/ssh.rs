@@ -525,10 +525,19 @@ pub struct Bound {
 }
 
 /// Loads (or makes) the host key and binds the proxy's address: done before the server says
-/// it started, so that a host key others can read or an address in use stops it first.
-pub async fn bind(config: &crate::config::Config) -> anyhow::Result<Bound> {
+/// it started, so that a host key others can read or an address in use stops it first. A key
+/// made anew for a data dir that `has_served` is said out loud: clients pinned the lost one.
+pub async fn bind(config: &crate::config::Config, has_served: bool) -> anyhow::Result<Bound> {
     let key_path = config.data_dir.join("ssh_host_ed25519_key");
-    let (host_key, _) = warden_ssh_proxy::load_or_create_host_key(&key_path)?;
+    let (host_key, created) = warden_ssh_proxy::load_or_create_host_key(&key_path)?;
+    if created && has_served {
+        let said = format!(
+            "the SSH proxy's host key {} was missing and a new one was made: clients that pinned the old one refuse this one until they pin it anew (restore the old key from your backup to spare them)",
+            key_path.display()
+        );
+        tracing::warn!("{said}");
+        println!("Warning: {said}");
+    }
     let public = host_key.public_key().to_openssh()?;
     let listener = warden_ssh_proxy::Listener::bind(config.ssh_listen, host_key).await?;
     Ok(Bound {

@@ -439,6 +439,18 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     refused_without(&["policy"], &["is missing", "restore the policy"]);
     server.restart();
     assert_eq!(http_get(server.port(), "/readyz").unwrap().status, 200);
+    // A lost proxy host key is made anew, but said: clients pinned the old one.
+    assert!(!server.stdout().contains("host key"));
+    assert!(server.terminate().success());
+    std::fs::remove_file(data.join("ssh_host_ed25519_key")).unwrap();
+    server.restart();
+    assert!(
+        server
+            .stdout()
+            .contains("Warning: the SSH proxy's host key"),
+        "{}",
+        server.stdout()
+    );
 }
 
 /// A user removed from the config while the server is down holds nothing once it is back:
