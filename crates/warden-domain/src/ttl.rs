@@ -17,15 +17,28 @@ pub struct Ttl(u64);
 
 /// Why a string is not a valid TTL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.of("TTL"))]
 pub enum TtlError {
-    #[error("TTL {0:?} is not a duration: write it like 90s, 15m, 1h30m or 2d")]
     Unparseable(String),
-    #[error("TTL must be longer than zero")]
     Zero,
-    #[error("TTL {0:?} has no unit: write {0}s, {0}m, {0}h or {0}d")]
     NoUnit(String),
-    #[error("TTL {0} is above Warden's ceiling of 30d")]
     AboveCeiling(String),
+}
+
+impl TtlError {
+    /// The problem, said of `what` (a TTL, or a setting that takes a duration).
+    pub fn of(&self, what: &str) -> String {
+        match self {
+            TtlError::Unparseable(s) => {
+                format!("{what} {s:?} is not a duration: write it like 90s, 15m, 1h30m or 2d")
+            }
+            TtlError::Zero => format!("{what} must be longer than zero"),
+            TtlError::NoUnit(s) => {
+                format!("{what} {s:?} has no unit: write {s}s, {s}m, {s}h or {s}d")
+            }
+            TtlError::AboveCeiling(s) => format!("{what} {s} is above Warden's ceiling of 30d"),
+        }
+    }
 }
 
 impl Ttl {

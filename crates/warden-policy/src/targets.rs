@@ -229,12 +229,21 @@ fn target(
             )),
         }
     }
-    let missing = |field: &str| at_key(src, name_key, format!("target `{shown}` has no `{field}`"));
+    let missing = |field: &str, example: &str| {
+        at_key(
+            src,
+            name_key,
+            format!("target `{shown}` has no `{field}`: add one, e.g. {example}"),
+        )
+    };
     if kind.is_none() && !body.contains_key("kind") {
-        out.push(missing("kind"));
+        out.push(missing(
+            "kind",
+            "kind = \"ssh\" (what issues its credentials)",
+        ));
     }
     if environment.is_none() && !body.contains_key("environment") {
-        out.push(missing("environment"));
+        out.push(missing("environment", "environment = \"production\""));
     }
     if !body.contains_key("roles") {
         out.push(at_key(
@@ -420,7 +429,7 @@ enviroment = "staging"
             vec![
                 "targets.toml:1:1: unknown top-level key `targts`; targets.toml holds only [targets.NAME] tables",
                 "targets.toml:2:10: invalid target name \"Prod\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
-                "targets.toml:7:10: target `web` has no `environment`",
+                "targets.toml:7:10: target `web` has no `environment`: add one, e.g. environment = \"production\"",
                 "targets.toml:8:8: `kind` of target `web` must be a string, not integer",
                 "targets.toml:9:1: unknown key `enviroment` in target `web`; allowed keys: kind, environment, description, labels, connection, timezone, roles",
                 "targets.toml:10:20: invalid role name \"bad role\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",

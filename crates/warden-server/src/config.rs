@@ -46,7 +46,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// How long an API client has to send a request's headers, and then its body; a connection
     /// idle that long between two requests is closed. Default 10s.
-    #[serde(default = "default_http_read_timeout")]
+    #[serde(default = "default_http_read_timeout", deserialize_with = "duration")]
     pub http_read_timeout: Ttl,
     /// The TLS-terminating proxies in front of the API (addresses or CIDR blocks), whose
     /// `X-Forwarded-For` names the client for the audit log and the per-address throttle.
@@ -72,7 +72,7 @@ pub struct Config {
     /// The policy directory. Default `<data_dir>/policy`, seeded with an example on first start.
     pub policy_dir: Option<PathBuf>,
     /// Lifetime of API tokens.
-    #[serde(default = "default_token_ttl")]
+    #[serde(default = "default_token_ttl", deserialize_with = "duration")]
     pub token_ttl: Ttl,
     /// Members of this group may reload policy, set passwords and see every request.
     #[serde(default = "default_admin_group")]
@@ -94,7 +94,7 @@ pub struct Config {
     #[serde(default = "default_audit_origin")]
     pub audit_origin: String,
     /// How often a signed checkpoint of the audit log is written (also on shutdown).
-    #[serde(default = "default_checkpoint_interval")]
+    #[serde(default = "default_checkpoint_interval", deserialize_with = "duration")]
     pub checkpoint_interval: Ttl,
     /// Days audit events stay in the live log before they are sealed into archive segments
     /// under `<data_dir>/archive` (checked daily). Unset: the live log keeps everything.
@@ -115,7 +115,7 @@ pub struct Config {
     /// `https://warden.example.com`. Default `http://` and the listen address.
     pub public_url: Option<String>,
     /// How long before a grant ends its requester is told (only for grants longer than this).
-    #[serde(default = "default_expiry_warning")]
+    #[serde(default = "default_expiry_warning", deserialize_with = "duration")]
     pub expiry_warning: Ttl,
 }
 
@@ -143,6 +143,13 @@ fn password_hash<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
             "`password_hash` takes an argon2id hash, as `warden hash-password` prints it (it begins `$argon2id$`), never the password itself",
         ))
     }
+}
+
+/// Reads a setting that takes a duration; its problems are said of a duration, not a TTL.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ttl, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse::<Ttl>()
+        .map_err(|e| serde::de::Error::custom(e.of("the duration")))
 }
 
 /// Reads a listen address: an IP address and a port, never a host name to resolve.
@@ -445,6 +452,30 @@ mod tests {
         }
         std::fs::write(&p, "audit_retention_days = 365\n").unwrap();
         assert_eq!(Config::load(&p).unwrap().audit_retention_days, Some(365));
+    }
+
+    #[test]
+    fn durations_and_addresses_are_explained_as_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        for (line, says) in [
+            (
+                "checkpoint_interval = \"0s\"",
+                "the duration must be longer than zero",
+            ),
+            ("expiry_warning = \"365d\"", "the duration 365d is above"),
+            (
+                "listen = \"localhost:8443\"",
+                "host names are not looked up",
+            ),
+        ] {
+            std::fs::write(&p, format!("{line}\n")).unwrap();
+            let said = Config::load(&p).unwrap_err().to_string();
+            assert!(
+                said.contains(says) && !said.contains("TTL"),
+                "{line}: {said}"
+            );
+        }
     }
 
     #[test]
