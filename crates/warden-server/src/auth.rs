@@ -902,7 +902,7 @@ impl App {
         )
         .details(serde_json::json!({
             "user": target,
-            "was_locked_until": until.map(OffsetDateTime::unix_timestamp),
+            "was_locked_until": until.map(warden_domain::rfc3339),
         }));
         self.store.append(vec![event]).await?;
         self.lockouts.clear(target);

@@ -425,6 +425,9 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     fails(&alice, &["user", "unlock", "alice"], 3);
     let unlocked = ok(&admin, &["user", "unlock", "alice"]);
     assert!(unlocked["was_locked_until"].is_string(), "{unlocked}");
+    // The audit event says it the same way, as a time like every other.
+    let audited = audit_values(&admin, "auth.user_unlocked", "/details/was_locked_until");
+    assert_eq!(audited, [unlocked["was_locked_until"].as_str().unwrap()]);
     let stepped_up = alice.run(
         &[
             "request",

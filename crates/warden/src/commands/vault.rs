@@ -71,7 +71,7 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
             Event::new(
                 Code::MasterKeyRotated,
                 Actor::system(),
-                time::OffsetDateTime::now_utc(),
+                warden_server::state::now(),
             )
             .details(json!({ "rewrapped": n, "by": "warden vault rewrap" }))
         },
