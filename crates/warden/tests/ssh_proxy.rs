@@ -325,8 +325,10 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         played.stdout.contains(&format!("relayed-{LOCAL_USER}")),
         "{played:?}"
     );
-    // With --json, the recording itself: JSON lines.
-    let printed = s.admin.run(&["--json", "replay", &session], None);
+    // With --json, the recording itself: JSON lines (the id in any case).
+    let printed = s
+        .admin
+        .run(&["--json", "replay", &session.to_uppercase()], None);
     assert!(printed.success(), "{printed:?}");
     assert_eq!(printed.stdout.as_bytes(), std::fs::read(&path).unwrap());
     fails(&s.alice, &["replay", &session], 3);

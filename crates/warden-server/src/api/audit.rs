@@ -119,8 +119,8 @@ fn period(
     Ok((from, to))
 }
 
-/// Searches the audit log, oldest first. Administrators see everything; others see their own
-/// events.
+/// Searches the audit log, oldest first. Administrators and `audit_readers` see everyone's
+/// events; others their own.
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("token" = [])),
     responses((status = 200, body = AuditList), (status = 400, body = ErrorBody)))]
 pub async fn search(

@@ -184,6 +184,12 @@ pub async fn list(State(app): State<Shared>, who: Authed) -> Json<serde_json::Va
     Json(serde_json::json!({ "sessions": app.sessions(&who.user) }))
 }
 
+/// A session id as the proxy writes it, in lower case: an id copied in upper case (as some
+/// tools show UUIDs) names the same session.
+fn session_id(id: String) -> String {
+    id.to_ascii_lowercase()
+}
+
 /// Ends a live session at once; the user is told who ended it.
 #[utoipa::path(post, path = "/v1/sessions/{id}/kill", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -194,6 +200,7 @@ pub async fn kill(
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let NoFields {} = body(&app, &who, "session.kill", raw).await?;
+    let id = session_id(id);
     match app.kill_session(who.caller(), &id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(refuse(&app, &who, "session.kill", e.into()).await),
@@ -209,6 +216,7 @@ pub async fn watch(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = who.caller();
+    let id = session_id(id);
     if let Err(e) = app.oversee(&caller, &id) {
         return Err(refuse(&app, &who, "session.watch", e.into()).await);
     }
@@ -254,6 +262,7 @@ pub async fn recording(
         );
         return Err(refuse(&app, &who, "session.replay", e).await);
     }
+    let id = session_id(id);
     let recordings = app.recordings.clone();
     let rid = id.clone();
     let data = tokio::task::spawn_blocking(move || recordings.read(&rid))
