@@ -165,15 +165,15 @@ fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
 /// Longest `audit_retention_days`: a century.
 const MAX_RETENTION_DAYS: u32 = 36_500;
 
-/// Reads `audit_retention_days`: at least a day (archived segments may be deleted from the day
-/// they are sealed), at most [`MAX_RETENTION_DAYS`].
+/// Reads `audit_retention_days`: at most [`MAX_RETENTION_DAYS`] (0 archives every event, and
+/// lets every segment be deleted, at once).
 fn retention_days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let days = u32::deserialize(d)?;
-    if (1..=MAX_RETENTION_DAYS).contains(&days) {
+    if days <= MAX_RETENTION_DAYS {
         Ok(Some(days))
     } else {
         Err(serde::de::Error::custom(format!(
-            "`audit_retention_days` must be 1 to {MAX_RETENTION_DAYS} days, or left out to keep every event in the live log"
+            "`audit_retention_days` must be 0 to {MAX_RETENTION_DAYS} days, or left out to keep every event in the live log"
         )))
     }
 }
@@ -445,10 +445,10 @@ mod tests {
         let hash = crate::auth::hash_password("a long enough password").unwrap();
         std::fs::write(&p, format!("[users.alice]\npassword_hash = {hash:?}\n")).unwrap();
         Config::load(&p).unwrap();
-        for days in ["0", "36501", "4294967295"] {
+        for days in ["36501", "4294967295"] {
             std::fs::write(&p, format!("audit_retention_days = {days}\n")).unwrap();
             let said = Config::load(&p).unwrap_err().to_string();
-            assert!(said.contains("must be 1 to 36500 days"), "{said}");
+            assert!(said.contains("must be 0 to 36500 days"), "{said}");
         }
         std::fs::write(&p, "audit_retention_days = 365\n").unwrap();
         assert_eq!(Config::load(&p).unwrap().audit_retention_days, Some(365));

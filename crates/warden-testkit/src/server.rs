@@ -105,6 +105,26 @@ impl Server {
         }
     }
 
+    /// Like [`Server::restart`], for a server expected to serve while it says it is not ready:
+    /// waits until `/readyz` answers at all, whatever its status.
+    pub fn restart_unready(&mut self) {
+        assert!(
+            self.exit_status().is_some(),
+            "restart_unready() needs the server stopped first (kill_hard or terminate)"
+        );
+        self.spawn();
+        let deadline = Instant::now() + READY_LIMIT;
+        while http_get(self.port, "/readyz").is_err() {
+            if let Some(status) = self.exit_status() {
+                self.fail(NotReady::Exited(status));
+            }
+            if Instant::now() >= deadline {
+                self.fail(NotReady::TimedOut);
+            }
+            thread::sleep(POLL);
+        }
+    }
+
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -1229,7 +1229,8 @@ fn a_forged_checkpoint_row_gets_no_signature_over_it() {
         &f.data,
         &format!("UPDATE checkpoints SET note = 'not a signed note\n' WHERE size = {signed};"),
     );
-    server.restart();
+    // It serves, but says it is not ready: it can sign nothing more.
+    server.restart_unready();
     let alice = login(&server, "alice");
     create(&alice, "demo-ssh", "viewer", &[]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1237,6 +1238,13 @@ fn a_forged_checkpoint_row_gets_no_signature_over_it() {
         assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    let ready = warden_testkit::http_get(server.port(), "/readyz").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains("audit checkpoints fail"),
+        "{}",
+        ready.body
+    );
     let _ = server.terminate();
     assert_eq!(
         note_size(&latest_note(&f.data).replace("not a signed note\n", &newest)),
@@ -1270,8 +1278,8 @@ fn a_forged_checkpoint_row_gets_no_signature_over_it() {
 }
 
 /// An insider who rewrites an event and deletes the stored checkpoints gets no new signature:
-/// the server signs nothing that does not extend the checkpoint it keeps beside the database,
-/// and verification against that file says the log was rolled back. One who deletes that file
+/// the server does not start on a log behind the checkpoint it keeps beside the database, and
+/// verification against that file says the log was rolled back. One who deletes that file
 /// too gets the server to sign the rewritten log, but a checkpoint an auditor kept exposes the
 /// fork in any proof from it.
 #[test]
@@ -1345,15 +1353,13 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     let rewrite = "UPDATE audit SET body = replace(body, '\"reason\":\"', '\"reason\":\"approved by the CISO; ') \
                    WHERE code = 2000; DELETE FROM checkpoints;";
     tamper(&f.data, rewrite);
-    server.restart();
-    let _ = login(&server, "alice");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !server.stderr().contains("nothing more is signed") {
-        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    // Its last checkpoint at shutdown is refused too.
-    let _ = server.terminate();
+    // The server does not start on a log behind the checkpoint it keeps, so signs nothing.
+    let refused = serve_refusing(Path::new(&f.cfg), &f.data);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("nothing more is signed") && refused.stderr.contains("Not started"),
+        "{refused:?}"
+    );
     assert_eq!(
         latest_note_or_none(&f.data),
         None,
