@@ -101,6 +101,13 @@ pub async fn checkpoint(
         }
     }
     if last.as_ref().map_or(0, |c| c.size) == tree.size() {
+        // Nothing new to sign; a copy that failed to be written last time is written now, so
+        // the file is never left behind the log for long.
+        if let Some(c) = &last
+            && std::fs::read_to_string(anchor).ok().as_deref() != Some(c.note.as_str())
+        {
+            write_anchor(anchor, &c.note)?;
+        }
         return Ok(None);
     }
     let time = now();
@@ -140,8 +147,22 @@ pub(crate) fn check_anchor(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => anyhow::bail!("reading {}: {e}", anchor.display()),
     };
-    let signed = Checkpoint::open(&note, verifier)
-        .map_err(|e| anyhow::anyhow!("{} is not validly signed: {e}", anchor.display()))?;
+    let signed = Checkpoint::open(&note, verifier).map_err(|e| {
+        // A note's first line names the log it was signed for.
+        let origin = note.lines().next().unwrap_or_default();
+        if !origin.is_empty() && origin != verifier.name() {
+            anyhow::anyhow!(
+                "{} was signed for the log {origin:?}, but the config names it {:?}: set `audit_origin` back to {origin:?} (a log keeps its name)",
+                anchor.display(),
+                verifier.name()
+            )
+        } else {
+            anyhow::anyhow!(
+                "{} is not validly signed ({e}): if a crash damaged it, move it aside (keep it) and restart, then check the log with `warden audit verify --data-dir`",
+                anchor.display()
+            )
+        }
+    })?;
     let stored = last.map_or((0, None), |c| (c.size, Some(c.root)));
     anyhow::ensure!(
         stored.0 >= signed.size,
@@ -159,12 +180,19 @@ pub(crate) fn check_anchor(
     Ok(())
 }
 
-/// Replaces `anchor` with `note`, whole (written aside, then renamed over it).
+/// Replaces `anchor` with `note`, whole and durably: written aside and synced, renamed over it,
+/// and the directory synced, so a crash leaves the old note or the new one, never a torn one.
 fn write_anchor(anchor: &Path, note: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let aside = anchor.with_extension("note.new");
-    std::fs::write(&aside, note)
+    let written = std::fs::File::create(&aside)
+        .and_then(|mut f| f.write_all(note.as_bytes()).and_then(|()| f.sync_all()))
         .and_then(|()| std::fs::rename(&aside, anchor))
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", anchor.display()))
+        .and_then(|()| match anchor.parent() {
+            Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()),
+            None => Ok(()),
+        });
+    written.map_err(|e| anyhow::anyhow!("writing {}: {e}", anchor.display()))
 }
 
 /// Stores the roots and search filters of the complete blocks of events that the newest
@@ -267,5 +295,46 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed_note(signer: &NoteSigner, size: u64) -> String {
+        Checkpoint {
+            origin: signer.name().to_owned(),
+            size,
+            root: [7; 32],
+            extensions: Vec::new(),
+        }
+        .sign(signer)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_kept_checkpoint_that_cannot_be_read_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchor = dir.path().join(ANCHOR_FILE);
+        let signer = NoteSigner::from_seed("warden.test/audit", &[3; 32]).unwrap();
+        // Written durably and whole, it reads back; a log that holds none of it is behind it.
+        write_anchor(&anchor, &signed_note(&signer, 5)).unwrap();
+        let behind = check_anchor(&anchor, &signer.verifier(), None).unwrap_err();
+        assert!(behind.to_string().contains("rolled back"), "{behind}");
+        // Torn by a crash: move it aside.
+        std::fs::write(&anchor, "warden.test/audit\n5\n").unwrap();
+        let torn = check_anchor(&anchor, &signer.verifier(), None).unwrap_err();
+        assert!(torn.to_string().contains("move it aside"), "{torn}");
+        // Signed for a log the config now names otherwise: name it back.
+        let renamed = NoteSigner::from_seed("other.test/audit", &[3; 32]).unwrap();
+        write_anchor(&anchor, &signed_note(&renamed, 5)).unwrap();
+        let other = check_anchor(&anchor, &signer.verifier(), None).unwrap_err();
+        assert!(
+            other
+                .to_string()
+                .contains("set `audit_origin` back to \"other.test/audit\""),
+            "{other}"
+        );
     }
 }

@@ -101,6 +101,14 @@ impl<'de> Visitor<'de> for SecretVisitor {
         Err(unquoted())
     }
 
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<ConfigSecret, E> {
+        Err(unquoted())
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<ConfigSecret, E> {
+        Err(unquoted())
+    }
+
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<ConfigSecret, E> {
         Err(unquoted())
     }
@@ -203,7 +211,14 @@ mod tests {
         assert!(e.contains("{ file = \"PATH\" }"), "{e}");
         // Unquoted, a secret is refused without being quoted back.
         // (The message: the config's loader gives where, never the line's text.)
-        for unquoted in ["1234567890123456789", "12.5", "true", "-7"] {
+        for unquoted in [
+            "1234567890123456789",
+            "55555555555555555555555",
+            "-55555555555555555555555",
+            "12.5",
+            "true",
+            "-7",
+        ] {
             let e = toml::from_str::<Holder>(&format!("secret = {unquoted}")).unwrap_err();
             let message = e.message();
             assert!(

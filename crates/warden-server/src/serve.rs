@@ -188,8 +188,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let db = data.join("warden.db");
     let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    // A data dir that has served before: its keys and policy are never replaced by new ones.
-    let has_history = store.last_seq().await? > 0;
+    let anchor = data.join(crate::checkpoints::ANCHOR_FILE);
+    // A data dir that has served before (its log, or the checkpoint kept beside it, says so):
+    // its keys and policy are never replaced by new ones. Every refusal below comes before any
+    // key is made, so a refused start leaves nothing new behind.
+    let has_history = store.last_seq().await? > 0 || anchor.exists();
     let ca_path = data.join("ssh_user_ca");
     // Hosts trust the CA's public half, and the revoked-keys list names the CA it revokes for:
     // with a new CA, revocations would no longer reach certificates the old one signed.
@@ -199,36 +202,31 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             ca_path.display()
         );
     }
-    let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
     let audit_key_path = data.join("audit_signing.key");
     // A log signed before, and no key: a new one would vouch for a history it never saw, and
     // no checkpoint anyone kept would verify with it. Refused, never replaced quietly.
-    if !audit_key_path.exists() && store.latest_checkpoint().await?.is_some() {
+    if has_history && !audit_key_path.exists() {
         bail!(
-            "the audit signing key {} is missing, but the log beside it holds checkpoints it signed: restore the key from your backup (its public half is audit_verifier.pub, and the one auditors hold). A new key is made only for a new log: a new data dir",
+            "the audit signing key {} is missing, but this data dir has a log it signed: restore the key from your backup (its public half is audit_verifier.pub, and the one auditors hold). A new key is made only for a new log: a new data dir",
             audit_key_path.display()
         );
     }
     let audit_key = audit_signing_key(&audit_key_path)?;
     let note_signer = crate::checkpoints::signer(&config.audit_origin, &audit_key)?;
+    // A database older than the newest checkpoint this server signed was restored from an older
+    // copy or lost its write-ahead log: grants revoked and tokens ended since would work again.
+    crate::checkpoints::check_anchor(
+        &anchor,
+        &note_signer.verifier(),
+        store.latest_checkpoint().await?.as_ref(),
+    )
+    .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
     std::fs::write(
         data.join("audit_verifier.pub"),
         format!("{}\n", note_signer.verifier()),
     )?;
     let sealer = master_key(&data)?;
-    // A database older than the newest checkpoint this server signed was restored from an older
-    // copy or lost its write-ahead log: what was revoked or ended since would be live again.
-    crate::checkpoints::check_anchor(
-        &data.join(crate::checkpoints::ANCHOR_FILE),
-        &note_signer.verifier(),
-        store.latest_checkpoint().await?.as_ref(),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "{e}. Not started: grants revoked and tokens ended since that checkpoint would work again"
-        )
-    })?;
 
     let policy_dir = config.policy_dir();
     if !policy_dir.exists() {
@@ -252,6 +250,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let policy = load_policy(&policy_dir).map_err(|report| {
         anyhow::anyhow!("policy in {} is invalid:\n{report}", policy_dir.display())
     })?;
+    let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
 
     let issuers = Registry::new([
         Arc::new(SshCertIssuer::new(ca.clone())) as Arc<dyn warden_issuers::Issuer>,

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use super::{ApiDoc, ApiError};
+use super::{ApiDoc, ApiError, ErrorBody};
 use crate::state::Shared;
 
 /// Liveness: the process is serving.
@@ -17,28 +17,30 @@ pub async fn healthz() -> &'static str {
 
 /// Readiness: the store answers reads and takes writes, and the audit log's checkpoints are
 /// being signed. A server that cannot write grants nothing and audits nothing: a load balancer
-/// should send callers elsewhere, and its operator hear of it.
+/// should send callers elsewhere, and its operator hear of it. A write that failed counts for
+/// half a minute when nothing was written since, so an idle server recovers with its disk.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, content_type = "text/plain", body = String),
-    (status = 503, description = "The store does not answer or cannot write, or audit checkpoints fail; the body says which", content_type = "text/plain", body = String)))]
-pub async fn readyz(State(app): State<Shared>) -> (StatusCode, String) {
+    (status = 503, description = "`not_ready`: the store does not answer or cannot write, or audit checkpoints fail; the message says which", body = ErrorBody)))]
+pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError> {
     let unready = |why: String| {
         tracing::warn!(why = %why, "not ready");
-        (
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            "not_ready",
+            format!("not ready: {why}"),
         )
     };
     if let Err(e) = app.store.next_due().await {
-        return unready(format!("the store does not answer: {e}"));
+        return Err(unready(format!("the store does not answer: {e}")));
     }
     if let Some(why) = app.store.write_failure() {
-        return unready(format!("the store cannot write: {why}"));
+        return Err(unready(format!("the store cannot write: {why}")));
     }
     let checkpoint = app.checkpoint_failure.lock().ok().and_then(|f| f.clone());
     if let Some(why) = checkpoint {
-        return unready(format!("audit checkpoints fail: {why}"));
+        return Err(unready(format!("audit checkpoints fail: {why}")));
     }
-    (StatusCode::OK, "ready\n".to_owned())
+    Ok("ready\n")
 }
 
 /// This document: every `/v1` operation, its parameters, bodies and answers.

@@ -33,11 +33,15 @@ const CHECKPOINT_EVERY: u32 = 256;
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
-    /// Why the last transaction failed to begin or commit; `None` once one commits.
+    /// Why the last transaction failed to begin or commit, and when; `None` once one commits.
     failing: Failing,
 }
 
-type Failing = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+type Failing = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>;
+
+/// How long a failed transaction is reported when none has been tried since: an idle store
+/// whose disk recovered is not held unready for good by its last failure.
+const FAILURE_SHOWN: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Writer {
     /// Starts the writer thread that owns `conn` and the thread that checkpoints through
@@ -67,9 +71,13 @@ impl Writer {
     }
 
     /// Why the last transaction failed (a full disk, a file made read-only), while none has
-    /// committed since.
+    /// committed since and for [`FAILURE_SHOWN`] after it.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.failing.lock().ok().and_then(|f| f.clone())
+        let failing = self.failing.lock().ok()?;
+        failing
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FAILURE_SHOWN)
+            .map(|(_, why)| why.clone())
     }
 
     /// Runs `change` in the next batch and returns its result once the batch is durable.
@@ -149,7 +157,7 @@ fn run(
 ) {
     let set_failing = |why: Option<String>| {
         if let Ok(mut f) = failing.lock() {
-            *f = why;
+            *f = why.map(|w| (std::time::Instant::now(), w));
         }
     };
     let mut since_checkpoint = 0;
