@@ -66,7 +66,16 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
                     .map(str::to_owned)
                     .unwrap_or(text),
             )),
-            Ok(Err(_)) => out.push(file_diagnostic(&name, "not valid UTF-8")),
+            Ok(Err(e)) => {
+                // Where the first byte that is no UTF-8 is: the text before it is valid.
+                let bytes = e.as_bytes();
+                let valid = &bytes[..e.utf8_error().valid_up_to()];
+                let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+                out.push(Diagnostic {
+                    line: Some(line),
+                    ..file_diagnostic(&name, "not valid UTF-8 here: save the file as UTF-8 text")
+                });
+            }
             Err(e) => out.push(file_diagnostic(&name, format!("cannot read: {e}"))),
         }
     }

@@ -963,3 +963,17 @@ fn a_fixture_denied_by_a_rule_that_cannot_be_evaluated_says_so() {
         "{message}"
     );
 }
+
+#[test]
+fn a_file_that_is_no_utf8_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files(&[]) {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("a.cedar"), b"// one\n// two\n// caf\xe9\n").unwrap();
+    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    assert_eq!(
+        err.diagnostics[0].to_string(),
+        "a.cedar:3: not valid UTF-8 here: save the file as UTF-8 text"
+    );
+}
