@@ -353,7 +353,7 @@ impl Requirement {
                     (Clause::Peer { groups: a, .. }, Clause::Peer { groups: b, .. })
                         if a.is_subset(b) || b.is_subset(a) =>
                     {
-                        "overlaps a clause over some of the same groups, whose approvers count for both: for one approver from each write peer(A) & peer(B) with groups apart, for several write peer(A|B, N)"
+                        "takes its approvers from groups that include another clause's, whose approvers count for both: for one approver from each write peer(A) & peer(B) with groups apart, for several write peer(A|B, N)"
                     }
                     (c, clause) if c == clause => "is written twice: once is enough",
                     _ => continue,
@@ -552,7 +552,7 @@ mod tests {
             ("peer(sre) & peer(sre)", "repeats a clause"),
             ("peer(sre) & peer(sre, 2)", "repeats a clause"),
             ("peer(sre, 2) & peer(sre)", "repeats a clause"),
-            ("peer(sre) & peer(sre|dba)", "overlaps a clause"),
+            ("peer(sre) & peer(sre|dba)", "include another clause's"),
             ("manager & manager", "written twice"),
         ] {
             assert!(
