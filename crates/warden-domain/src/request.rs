@@ -302,13 +302,28 @@ fn after(t: OffsetDateTime, ttl: Ttl) -> OffsetDateTime {
 /// `auto` than any other tier.
 pub const BREAKGLASS_TIER: &str = "breakglass";
 
+/// The tier of an approval as [`Request::approval`] writes it; one this version cannot read is
+/// counted as `unknown`.
+pub fn tier_of_approval(approval: &str) -> &'static str {
+    match approval {
+        BREAKGLASS_TIER => BREAKGLASS_TIER,
+        other => other.parse::<Requirement>().map_or("unknown", |r| r.tier()),
+    }
+}
+
 impl Request {
     /// How this request is approved, as stored: its requirement written out, or
     /// [`BREAKGLASS_TIER`].
     pub fn approval(&self) -> String {
+        self.approval_under(&self.requirement)
+    }
+
+    /// How this request is approved were its requirement `requirement` (what policy demands
+    /// of it now, say): that written out, or [`BREAKGLASS_TIER`].
+    pub fn approval_under(&self, requirement: &Requirement) -> String {
         match self.breakglass {
             Some(_) => BREAKGLASS_TIER.to_owned(),
-            None => self.requirement.to_string(),
+            None => requirement.to_string(),
         }
     }
 

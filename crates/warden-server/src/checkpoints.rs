@@ -74,7 +74,7 @@ pub async fn checkpoint(
         }
         None => Tree::new(),
     };
-    check_anchor(anchor, &signer.verifier(), last.as_ref())?;
+    let kept = check_anchor(anchor, &signer.verifier(), last.as_ref())?;
     let mut block = current_block(&tree)?;
     let mut blocks = Vec::new();
     loop {
@@ -104,7 +104,7 @@ pub async fn checkpoint(
         // Nothing new to sign; a copy that failed to be written last time is written now, so
         // the file is never left behind the log for long.
         if let Some(c) = &last
-            && std::fs::read_to_string(anchor).ok().as_deref() != Some(c.note.as_str())
+            && kept != Some(c.size)
         {
             write_anchor(anchor, &c.note)?;
         }
@@ -136,15 +136,15 @@ pub async fn checkpoint(
 
 /// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a log
 /// that starts afresh has neither): a smaller one, or another root at its size, means the log
-/// or its checkpoints were rolled back or rewritten.
+/// or its checkpoints were rolled back or rewritten. Returns the size the file vouches for.
 pub(crate) fn check_anchor(
     anchor: &Path,
     verifier: &warden_audit::NoteVerifier,
     last: Option<&warden_store::Checkpoint>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<u64>> {
     let note = match std::fs::read_to_string(anchor) {
         Ok(note) => note,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => anyhow::bail!("reading {}: {e}", anchor.display()),
     };
     let signed = Checkpoint::open(&note, verifier).map_err(|e| {
@@ -177,7 +177,7 @@ pub(crate) fn check_anchor(
         signed.size,
         anchor.display()
     );
-    Ok(())
+    Ok(Some(signed.size))
 }
 
 /// Replaces `anchor` with `note`, whole and durably: written aside and synced, renamed over it,

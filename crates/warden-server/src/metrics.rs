@@ -14,7 +14,6 @@ use std::fmt;
 use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use warden_domain::State;
-use warden_domain::request::BREAKGLASS_TIER;
 
 use crate::state::App;
 
@@ -214,15 +213,7 @@ impl Metrics {
         let mut tiers: Vec<&'static str> = vec![warden_domain::Requirement::auto().tier()];
         let mut table = std::collections::HashMap::new();
         for (state, requirement, n) in &counts {
-            // As stored by `Request::approval`; a requirement this version cannot parse is still
-            // counted, as tier `unknown`.
-            let tier = match requirement.as_str() {
-                BREAKGLASS_TIER => BREAKGLASS_TIER,
-                other => other
-                    .parse::<warden_domain::Requirement>()
-                    .map(|r| r.tier())
-                    .unwrap_or("unknown"),
-            };
+            let tier = warden_domain::request::tier_of_approval(requirement);
             if !tiers.contains(&tier) {
                 tiers.push(tier);
             }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
-use warden_domain::request::{BREAKGLASS_TIER, Verdict};
+use warden_domain::request::Verdict;
 use warden_domain::{Decision, Recording, Request, State, rfc3339};
 
 use crate::state::App;
@@ -80,10 +80,7 @@ impl RequestView {
             reason: r.reason.to_string(),
             ticket: r.ticket.as_ref().map(ToString::to_string),
             ttl: r.ttl.to_string(),
-            tier: match r.breakglass {
-                Some(_) => BREAKGLASS_TIER.to_owned(),
-                None => requirement.to_string(),
-            },
+            tier: r.approval_under(&requirement),
             rules: r.rules.clone(),
             recording: r.recording.to_string(),
             breakglass: r.breakglass.is_some(),
