@@ -257,6 +257,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Newest first.
     async fn requests(&self, filter: RequestFilter) -> Result<Vec<Request>>;
 
+    /// Every request revoked before its expiry that would still be valid at `now`, however
+    /// many: the SSH revocation list must name each one.
+    async fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<Request>>;
+
     /// Active grants past their expiry and pending requests past their deadline at `now`.
     async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Request>>;
 

@@ -72,19 +72,14 @@ pub async fn ssh_ca(State(app): State<Shared>) -> impl IntoResponse {
 /// so it cuts off no other grant that certified the same key.
 #[utoipa::path(get, path = "/v1/ssh/revoked-keys", responses((status = 200, content_type = "application/octet-stream")))]
 pub async fn ssh_revoked_keys(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let now = crate::state::now();
     let revoked = app
         .store
-        .requests(warden_store::RequestFilter {
-            states: vec![warden_domain::State::Revoked],
-            limit: 10_000,
-            ..Default::default()
-        })
+        .revoked_unexpired(now)
         .await
         .map_err(crate::broker::Error::from)?;
-    let now = crate::state::now();
     let mut grants: Vec<String> = revoked
         .iter()
-        .filter(|r| r.expires_at.is_some_and(|e| e > now))
         .filter(|r| {
             r.credential
                 .as_ref()

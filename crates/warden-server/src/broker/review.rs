@@ -6,10 +6,14 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::{Approved, TransitionError};
 use warden_domain::{Audience, Comment, Decision, Request, RequestId, State, User, UserName};
+use warden_policy::Policy;
 use warden_store::Change;
 
 use super::{CONFLICT_RETRIES, Caller, Error, Outcome};
 use crate::state::{App, now};
+
+/// Pending requests read at a time when they are decided again.
+const PAGE: usize = 1000;
 
 /// Runs [`redecide_pending`] in the background: after a reload.
 pub fn grant_met_requests_later(app: &crate::state::Shared) {
@@ -41,88 +45,105 @@ impl App {
     /// reload); returns how many were granted.
     pub async fn grant_met_requests(&self) -> Result<usize, Error> {
         let policy = self.policy.load_full();
-        let pending = self
-            .store
-            .requests(warden_store::RequestFilter {
-                requester: None,
-                target: None,
-                states: vec![State::Pending],
-                before: None,
-                limit: 10_000,
-            })
-            .await?;
         let mut granted = 0;
-        for mut r in pending {
-            let Some(requester) = self.user(&r.requester).cloned() else {
-                continue;
-            };
-            if r.breakglass.is_some() {
-                continue;
-            }
-            let now = now();
-            if let Some(original) = r.extends
-                && self.ended_original(original, now).await?.is_some()
-            {
-                continue;
-            }
-            let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
-                continue;
-            };
-            if decision
-                .check(r.ttl, r.ticket.as_ref(), r.stepped_up)
-                .is_err()
-            {
-                continue;
-            }
-            let met = r.approve_as_met(
-                &requester,
-                decision.requirement.clone(),
-                &self.directory,
-                now,
-            );
-            if let Err(TransitionError::Overdue { .. }) = met {
-                // Timed out, not yet recorded so: the worker's pass does it now.
-                self.wake.now();
-                continue;
-            }
-            if met.is_err() {
-                let id = r.id;
-                match self
-                    .announce_requirement(&requester, r, &decision, now)
-                    .await
-                {
-                    Ok(()) | Err(Error::Store(warden_store::Error::Conflict)) => {}
-                    Err(e) => {
-                        tracing::warn!(request = %id, error = %e, "telling a request's new approvers failed")
-                    }
+        // Page by page, so that no pending request is left out however many there are.
+        let mut before = None;
+        loop {
+            let page = self
+                .store
+                .requests(warden_store::RequestFilter {
+                    states: vec![State::Pending],
+                    before,
+                    limit: PAGE,
+                    ..Default::default()
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            let full = page.len() == PAGE;
+            for r in page {
+                if self.grant_if_met(&policy, r).await? {
+                    granted += 1;
                 }
-                continue;
             }
-            r.recording = r.recording.max(decision.recording);
-            let events = vec![
-                Event::new(Code::RequestApproved, Actor::system(), now)
-                    .for_request(&r)
-                    .details(serde_json::json!({
-                        "tier": r.requirement.to_string(),
-                        "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
-                        "why": "the approvals given meet the approval policy demands now",
-                    })),
-            ];
-            let id = r.id;
-            let by = super::grant::Granter {
-                actor: Actor::system(),
-                is_requester: false,
-            };
-            match self.grant(&policy, r, events, true, by, now).await {
-                Ok(_) => granted += 1,
-                // Changed meanwhile (approved, cancelled): its own path decides it.
-                Err(Error::Store(warden_store::Error::Conflict)) => {}
-                Err(e) => {
-                    tracing::warn!(request = %id, error = %e, "granting a request whose approvals now suffice failed")
-                }
+            if !full {
+                break;
             }
         }
         Ok(granted)
+    }
+
+    /// [`Self::grant_met_requests`] for one pending request: true if it was granted.
+    async fn grant_if_met(&self, policy: &Policy, mut r: Request) -> Result<bool, Error> {
+        let Some(requester) = self.user(&r.requester).cloned() else {
+            return Ok(false);
+        };
+        if r.breakglass.is_some() {
+            return Ok(false);
+        }
+        let now = now();
+        if let Some(original) = r.extends
+            && self.ended_original(original, now).await?.is_some()
+        {
+            return Ok(false);
+        }
+        let Ok(decision) = self.decide_as_made(policy, &requester, &r, now) else {
+            return Ok(false);
+        };
+        if decision
+            .check(r.ttl, r.ticket.as_ref(), r.stepped_up)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let met = r.approve_as_met(
+            &requester,
+            decision.requirement.clone(),
+            &self.directory,
+            now,
+        );
+        if let Err(TransitionError::Overdue { .. }) = met {
+            // Timed out, not yet recorded so: the worker's pass does it now.
+            self.wake.now();
+            return Ok(false);
+        }
+        if met.is_err() {
+            let id = r.id;
+            match self
+                .announce_requirement(&requester, r, &decision, now)
+                .await
+            {
+                Ok(()) | Err(Error::Store(warden_store::Error::Conflict)) => {}
+                Err(e) => {
+                    tracing::warn!(request = %id, error = %e, "telling a request's new approvers failed")
+                }
+            }
+            return Ok(false);
+        }
+        r.recording = r.recording.max(decision.recording);
+        let events = vec![
+            Event::new(Code::RequestApproved, Actor::system(), now)
+                .for_request(&r)
+                .details(serde_json::json!({
+                    "tier": r.requirement.to_string(),
+                    "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
+                    "why": "the approvals given meet the approval policy demands now",
+                })),
+        ];
+        let id = r.id;
+        let by = super::grant::Granter {
+            actor: Actor::system(),
+            is_requester: false,
+        };
+        match self.grant(policy, r, events, true, by, now).await {
+            Ok(_) => return Ok(true),
+            // Changed meanwhile (approved, cancelled): its own path decides it.
+            Err(Error::Store(warden_store::Error::Conflict)) => {}
+            Err(e) => {
+                tracing::warn!(request = %id, error = %e, "granting a request whose approvals now suffice failed")
+            }
+        }
+        Ok(false)
     }
 
     /// The state of grant `original` at `now` when it is no longer active: an extension

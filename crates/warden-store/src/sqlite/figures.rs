@@ -363,11 +363,14 @@ mod tests {
             }
         }
         {
-            // As a server before migration 0012 left them: no revocation time.
+            // As a server before migration 0012 left them: no revocation time (and what the
+            // later migrations add undone).
             let c = rusqlite::Connection::open(&path).unwrap();
             c.execute_batch(
                 "UPDATE leases SET body = json_remove(body, '$.revoked_at');
                  DROP TABLE archived_leaves;
+                 DROP INDEX requests_revoked_until;
+                 ALTER TABLE requests DROP COLUMN revoked_until;
                  PRAGMA user_version = 11;",
             )
             .unwrap();

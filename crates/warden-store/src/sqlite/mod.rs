@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_lease_revoked_at.sql"),
     include_str!("migrations/0013_archived_leaves.sql"),
     include_str!("migrations/0014_breakglass_tier.sql"),
+    include_str!("migrations/0015_revoked_until.sql"),
 ];
 const READERS: usize = 8;
 
@@ -438,6 +439,14 @@ fn due_at(r: &Request) -> Option<i64> {
     r.due_at().map(ceil_ms)
 }
 
+/// Until when a revoked request's credential would have been valid (migration 0015).
+fn revoked_until(r: &Request) -> Option<i64> {
+    match r.state {
+        State::Revoked => r.expires_at.map(ceil_ms),
+        _ => None,
+    }
+}
+
 /// Milliseconds rounded up, so a deadline stored in milliseconds is never due before it
 /// actually passed.
 fn ceil_ms(t: OffsetDateTime) -> i64 {
@@ -543,17 +552,17 @@ impl crate::Store for SqliteStore {
             r.state.as_str(),
             r.approval(),
         );
-        let (created, due) = (ms(r.created_at), due_at(r));
+        let (created, due, until) = (ms(r.created_at), due_at(r), revoked_until(r));
         let extras = Extras::of(&change)?;
         let events = prepare(&change.events)?;
         self.writer
             .write(move |c| {
                 c.prepare_cached(
-                    "INSERT INTO requests (id, requester, target, state, requirement, created_at, due_at, version, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+                    "INSERT INTO requests (id, requester, target, state, requirement, created_at, due_at, revoked_until, version, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
                 )
                 .and_then(|mut s| {
-                    s.execute(params![id, requester, target, state, requirement, created, due, body])
+                    s.execute(params![id, requester, target, state, requirement, created, due, until, body])
                 })
                 .map_err(backend)?;
                 write_extras(c, &id, extras)?;
@@ -564,7 +573,12 @@ impl crate::Store for SqliteStore {
 
     async fn update_request(&self, r: &Request, change: Change) -> Result<u64> {
         let body = serde_json::to_string(r).map_err(backend)?;
-        let (id, state, due) = (r.id.to_string(), r.state.as_str(), due_at(r));
+        let (id, state, due, until) = (
+            r.id.to_string(),
+            r.state.as_str(),
+            due_at(r),
+            revoked_until(r),
+        );
         // An approval re-reads the requirement from the policy of the moment it is given.
         let requirement = r.approval();
         let version = i64::try_from(r.version).map_err(backend)?;
@@ -575,10 +589,10 @@ impl crate::Store for SqliteStore {
                 let n = c
                     .prepare_cached(
                         "UPDATE requests SET state = ?2, requirement = ?3, due_at = ?4, body = ?5,
-                         version = version + 1 WHERE id = ?1 AND version = ?6",
+                         revoked_until = ?7, version = version + 1 WHERE id = ?1 AND version = ?6",
                     )
                     .and_then(|mut s| {
-                        s.execute(params![id, state, requirement, due, body, version])
+                        s.execute(params![id, state, requirement, due, body, version, until])
                     })
                     .map_err(backend)?;
                 if n == 0 {
@@ -783,6 +797,18 @@ impl crate::Store for SqliteStore {
             let rows = stmt.query_map(params![now, limit(n)], |row| {
                 decode_request(row.get(0)?, row.get(1)?)
             })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<Request>> {
+        let now = ms(now);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body, version FROM requests WHERE revoked_until > ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([now], |row| decode_request(row.get(0)?, row.get(1)?))?;
             rows.collect()
         })
         .await

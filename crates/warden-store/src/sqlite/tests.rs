@@ -821,3 +821,69 @@ async fn numbering_goes_on_after_an_archive_of_the_whole_live_log() {
     let live = s.audit_leaves(3, 2).await.unwrap();
     assert_eq!(hashes[3..], [live[0].hash, live[1].hash]);
 }
+
+#[tokio::test]
+async fn revoked_requests_are_found_until_their_expiry_however_old_migrated_or_new() {
+    use warden_domain::Comment;
+    let active = |n: u128, at| {
+        let mut r = request(n);
+        r.approve_automatically().unwrap();
+        r.activate(None, at).unwrap();
+        r
+    };
+    let revoked = |n: u128, at| {
+        let mut r = active(n, at);
+        r.revoke(None, Comment::parse("x").unwrap(), at).unwrap();
+        r
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    {
+        // As migration 0014 left it: a request revoked at 10:00, valid until 10:10.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for sql in &super::MIGRATIONS[..14] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 14).unwrap();
+        let r = revoked(1, datetime!(2026-01-01 10:00 UTC));
+        c.execute(
+            "INSERT INTO requests (id, requester, target, state, requirement, created_at, version, body)
+             VALUES (?1, 'alice', 'web', 'revoked', 'auto', 0, 0, ?2)",
+            rusqlite::params![r.id.to_string(), serde_json::to_string(&r).unwrap()],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    // Newer ones: revoked and valid until 10:15, revoked and valid until 10:05, still active.
+    s.insert_request(&revoked(2, datetime!(2026-01-01 10:05 UTC)), vec![].into())
+        .await
+        .unwrap();
+    s.insert_request(&revoked(3, datetime!(2026-01-01 09:55 UTC)), vec![].into())
+        .await
+        .unwrap();
+    let live = active(4, datetime!(2026-01-01 10:05 UTC));
+    s.insert_request(&live, vec![].into()).await.unwrap();
+    let ids = |rs: Vec<Request>| rs.iter().map(|r| r.id).collect::<Vec<_>>();
+    let found = |at| {
+        let s = &s;
+        async move { ids(s.revoked_unexpired(at).await.unwrap()) }
+    };
+    let (one, two, three) = (request(1).id, request(2).id, request(3).id);
+    assert_eq!(
+        found(datetime!(2026-01-01 10:04 UTC)).await,
+        [one, two, three]
+    );
+    assert_eq!(found(datetime!(2026-01-01 10:06 UTC)).await, [one, two]);
+    assert_eq!(found(datetime!(2026-01-01 10:10 UTC)).await, [two]);
+    assert!(found(datetime!(2026-01-01 10:15 UTC)).await.is_empty());
+    // A revoke written as an update counts too.
+    let mut live = s.request(live.id).await.unwrap().unwrap();
+    live.revoke(
+        None,
+        Comment::parse("x").unwrap(),
+        datetime!(2026-01-01 10:06 UTC),
+    )
+    .unwrap();
+    s.update_request(&live, vec![].into()).await.unwrap();
+    assert_eq!(found(datetime!(2026-01-01 10:10 UTC)).await, [two, live.id]);
+}
