@@ -370,6 +370,26 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         text(&out.stderr).contains("none of your active grants for web logs in as \"nobody\""),
         "{out:?}"
     );
+    // `warden ssh --login` says so before ssh runs, and takes the certificate of a grant that
+    // logs in as the login asked for.
+    let refused = fails(
+        &s.alice,
+        &["ssh", "web", "--login", "nobody", "--", "true"],
+        3,
+    );
+    assert!(
+        refused.stderr.contains(&format!(
+            "none of your grants for web logs in as \"nobody\" (role view logs in as {LOCAL_USER})"
+        )),
+        "{refused:?}"
+    );
+    let out = s.alice.run(
+        &[
+            "ssh", "web", "--login", LOCAL_USER, "--", "echo", "as-login",
+        ],
+        None,
+    );
+    assert_eq!(out.stdout.trim(), "as-login", "{out:?}");
     assert_eq!(grant["credential"]["proxy_only"], true, "{grant}");
     assert_eq!(
         grant["credential"]["principals"],

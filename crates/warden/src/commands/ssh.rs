@@ -302,7 +302,10 @@ pub async fn ssh(
     let c = Client::new(server)?;
     // Refused here with the documented exit codes, before ssh runs (its own are 255 or the
     // remote command's).
-    let (user, grants) = super::active_grants(&c, &target).await?;
+    let (user, mut grants) = super::active_grants(&c, &target).await?;
+    if let Some(l) = &login {
+        grants = grants_logging_in_as(grants, &target, l)?;
+    }
     let proxy: Value = c.get("/v1/ssh/proxy").await?;
     let addr: std::net::SocketAddr = proxy["address"]
         .as_str()
@@ -350,6 +353,47 @@ pub async fn ssh(
     }
     cmd.arg(format!("{name}@{host}")).args(command);
     Err(cmd.exec()).context("starting ssh (is the OpenSSH client installed?)")
+}
+
+/// Of `grants` (the caller's active grants for `target`), those that log in as `login`: the
+/// certificate of another would be refused by the proxy for that login.
+fn grants_logging_in_as(
+    grants: Vec<Value>,
+    target: &str,
+    login: &str,
+) -> Result<Vec<Value>, Failure> {
+    let logins = |r: &Value| -> Vec<String> {
+        r["credential"]["logins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(str::to_owned))
+            .collect()
+    };
+    let (reaching, others): (Vec<Value>, Vec<Value>) = grants
+        .into_iter()
+        .partition(|r| logins(r).iter().any(|l| l == login));
+    if reaching.is_empty() {
+        let mut held: Vec<String> = Vec::new();
+        for r in &others {
+            let line = format!(
+                "role {} logs in as {}",
+                r["role"].as_str().unwrap_or_default(),
+                logins(r).join(", ")
+            );
+            if !held.contains(&line) {
+                held.push(line);
+            }
+        }
+        return Err(Failure::new(
+            exit::REFUSED,
+            format!(
+                "none of your grants for {target} logs in as {login:?} ({}): leave out --login, or request a role that does",
+                held.join("; ")
+            ),
+        ));
+    }
+    Ok(reaching)
 }
 
 /// The key and certificate `warden request create` saved in `dir` for the first of `grants`
@@ -502,5 +546,37 @@ pub async fn pin_host_key(
     } else {
         println!("Pinned {confirmed} for {target}.");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(id: &str, role: &str, logins: &[&str]) -> Value {
+        json!({"id": id, "role": role, "credential": {"logins": logins}})
+    }
+
+    #[test]
+    fn a_login_picks_the_grants_that_reach_it_in_their_order() {
+        let grants = vec![
+            grant("a", "viewer", &["warden-viewer"]),
+            grant("b", "deploy", &["warden-deploy", "warden-viewer"]),
+            grant("c", "deploy", &["warden-deploy"]),
+        ];
+        let ids = |gs: Vec<Value>| gs.iter().map(|g| g["id"].clone()).collect::<Vec<_>>();
+        let deploy = grants_logging_in_as(grants.clone(), "web", "warden-deploy").unwrap();
+        assert_eq!(ids(deploy), [json!("b"), json!("c")]);
+        let viewer = grants_logging_in_as(grants.clone(), "web", "warden-viewer").unwrap();
+        assert_eq!(ids(viewer), [json!("a"), json!("b")]);
+        let none = grants_logging_in_as(grants, "web", "root").unwrap_err();
+        assert_eq!(none.code, exit::REFUSED);
+        assert!(
+            none.message.contains(
+                "none of your grants for web logs in as \"root\" (role viewer logs in as warden-viewer; role deploy logs in as warden-deploy, warden-viewer; role deploy logs in as warden-deploy)"
+            ),
+            "{}",
+            none.message
+        );
     }
 }
