@@ -78,6 +78,62 @@ fn certificate_logs_in_until_the_grant_expires() {
 }
 
 #[test]
+fn the_printed_ssh_command_logs_in_where_the_target_names_its_host() {
+    let env = Env::start();
+    let (alice, admin) = (env.login("alice"), env.login("admin"));
+    ensure_local_user(LOCAL_USER);
+    let ca = alice.run(&["ssh-ca"], None);
+    let sshd = Sshd::start(ca.stdout.trim());
+    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let connection = format!(
+        "[targets.web.connection]\nhost = \"127.0.0.1\"\nport = {}\n",
+        sshd.port()
+    );
+    write_policy(
+        &env.policy_dir(),
+        &[("targets.toml", &format!("{TARGETS}{connection}"))],
+    );
+    ok(&admin, &["policy", "reload"]);
+    let out = alice.run(
+        &[
+            "request", "create", "web", "--role", "view", "--reason", "printed", "--ttl", "10m",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Connect: "))
+        .unwrap_or_else(|| panic!("no Connect line: {out:?}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "ssh", "{line}");
+    assert_eq!(
+        words.last().copied(),
+        Some(format!("{LOCAL_USER}@127.0.0.1").as_str()),
+        "{line}"
+    );
+    // The command as printed, with only the test's own client settings before it.
+    let mut ssh = std::process::Command::new("timeout");
+    ssh.args(["20", "ssh", "-F", "/dev/null", "-o", "BatchMode=yes"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(&words[1..])
+        .arg("echo printed-$(whoami)");
+    let run = ssh.output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        format!("printed-{LOCAL_USER}"),
+        "{line}: {run:?}\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
 fn a_certificate_for_another_principal_is_refused() {
     let env = Env::start_with(
         &[

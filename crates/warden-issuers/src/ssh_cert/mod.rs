@@ -318,6 +318,7 @@ impl Issuer for SshCertIssuer {
     async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
         let settings = parse_settings(req.settings)?;
         let key = parse_public_key(req.public_key, &self.ca)?;
+        let reach = connection(req.connection)?;
         let proxy_only = match req.holder {
             Holder::Proxy => false,
             Holder::Requester(recording) => {
@@ -359,21 +360,28 @@ impl Issuer for SshCertIssuer {
             .ca
             .sign(builder)
             .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut public = serde_json::json!({
+            "kind": "ssh-certificate",
+            "certificate": cert,
+            "principals": principals,
+            // The Unix accounts the grant reaches at the target, and whether only through
+            // the proxy.
+            "logins": settings.principals,
+            "proxy_only": proxy_only,
+            // In decimal text: a 64-bit number is more than JSON numbers hold exactly in
+            // many clients (JavaScript's).
+            "serial": serial.to_string(),
+            "key_id": req.grant.to_string(),
+            "ca_fingerprint": self.ca.fingerprint(),
+        });
+        // Where the certificate logs in, when the target names its host and the certificate
+        // is for the host itself.
+        if let Some(c) = reach.filter(|_| !proxy_only) {
+            public["host"] = c.host.into();
+            public["port"] = c.port.into();
+        }
         Ok(IssueResponse {
-            public: serde_json::json!({
-                "kind": "ssh-certificate",
-                "certificate": cert,
-                "principals": principals,
-                // The Unix accounts the grant reaches at the target, and whether only through
-                // the proxy.
-                "logins": settings.principals,
-                "proxy_only": proxy_only,
-                // In decimal text: a 64-bit number is more than JSON numbers hold exactly in
-                // many clients (JavaScript's).
-                "serial": serial.to_string(),
-                "key_id": req.grant.to_string(),
-                "ca_fingerprint": self.ca.fingerprint(),
-            }),
+            public,
             secret: None,
         })
     }

@@ -467,17 +467,22 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
             );
             return Ok(());
         }
-        match key {
-            Some(k) => println!(
-                "Connect: ssh -i {} -o CertificateFile={} {principals}@HOST",
-                k.display(),
-                c.display()
-            ),
-            None => println!(
-                "Connect: ssh -o CertificateFile={} {principals}@HOST",
-                c.display()
-            ),
-        }
+        // The target's host and port when its policy names them.
+        let host = v
+            .pointer("/credential/host")
+            .and_then(Value::as_str)
+            .unwrap_or("HOST");
+        let port = match v.pointer("/credential/port").and_then(Value::as_u64) {
+            Some(p) if p != 22 => format!("-p {p} "),
+            _ => String::new(),
+        };
+        let identity = key
+            .map(|k| format!("-i {} ", k.display()))
+            .unwrap_or_default();
+        println!(
+            "Connect: ssh {port}{identity}-o CertificateFile={} {principals}@{host}",
+            c.display()
+        );
     }
     Ok(())
 }
