@@ -38,6 +38,7 @@ pub mod krl;
 use async_trait::async_trait;
 use ssh_key::PublicKey;
 use ssh_key::certificate::{Builder, CertType};
+use ssh_key::public::KeyData;
 
 pub use ca::{CaError, UserCa};
 use warden_domain::Recording;
@@ -286,6 +287,23 @@ pub fn user_key(text: &str) -> Result<PublicKey, String> {
                 "the RSA key's public exponent is unusable (ssh-keygen makes 65537; an Ed25519 key is better: ssh-keygen -t ed25519)".into(),
             );
         }
+    }
+    // A point of small order (the all-zero key, the identity) is no key pair's: OpenSSH accepts
+    // signatures made without any private key for it, so its certificate would be a bearer
+    // credential for whoever holds the certificate.
+    let ed25519 = match key.key_data() {
+        KeyData::Ed25519(k) => Some(k.0),
+        KeyData::SkEd25519(k) => Some(k.public_key().0),
+        _ => None,
+    };
+    if let Some(bytes) = ed25519
+        && ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .ok()
+            .is_none_or(|k| k.is_weak())
+    {
+        return Err(
+            "the Ed25519 key is not a point any key pair has (all zero, or of small order): send the public key ssh-keygen made with your private key".into(),
+        );
     }
     if key.key_data().dsa().is_some() {
         return Err("DSA keys are too weak; use an Ed25519 key (ssh-keygen -t ed25519)".into());
@@ -550,5 +568,30 @@ mod tests {
         let line = good.public_key().to_openssh().unwrap();
         assert!(user_key(&format!("{line}\n")).is_ok());
         assert!(user_key("ssh-ed25519 notbase64").is_err());
+        // Ed25519 keys that are no key pair's: all zero, the identity, a point of order 8.
+        let ed25519 = |point: [u8; 32]| {
+            use base64::Engine;
+            let mut wire = Vec::new();
+            for field in [&b"ssh-ed25519"[..], &point] {
+                wire.extend_from_slice(&u32::try_from(field.len()).unwrap().to_be_bytes());
+                wire.extend_from_slice(field);
+            }
+            let b64 = base64::engine::general_purpose::STANDARD.encode(wire);
+            format!("ssh-ed25519 {b64} degenerate")
+        };
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut order8 = [0u8; 32];
+        order8[..8].copy_from_slice(&[0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f]);
+        order8[8..16].copy_from_slice(&[0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f]);
+        order8[16..24].copy_from_slice(&[0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6]);
+        order8[24..].copy_from_slice(&[0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a]);
+        for point in [[0u8; 32], identity, order8] {
+            let why = user_key(&ed25519(point)).unwrap_err();
+            assert!(why.contains("small order"), "{why}");
+        }
+        let mut genuine = [0u8; 32];
+        genuine.copy_from_slice(good.public_key().key_data().ed25519().unwrap().as_ref());
+        assert!(user_key(&ed25519(genuine)).is_ok());
     }
 }
