@@ -23,7 +23,8 @@
 //! record_input = true                         # record keystrokes too; default false
 //! ```
 //!
-//! Target connection (optional; needed only to reach the host through Warden's SSH proxy):
+//! Target connection (optional: where Warden's SSH proxy reaches the host, and where the ssh
+//! command printed for a grant points):
 //! ```toml
 //! host = "10.0.0.7"
 //! port = 22                                   # default 22
