@@ -48,6 +48,13 @@ fn certificate_logs_in_until_the_grant_expires() {
         "sshd did not log the key id:\n{}",
         sshd.log()
     );
+    // The certified key's fingerprint, as the grant and its audit event record it.
+    let fingerprint = v["credential"]["key_fingerprint"].as_str().unwrap();
+    assert!(
+        sshd.log().contains(&format!("CERT {fingerprint} ID {}", id(&v))),
+        "sshd logged another key:\n{}",
+        sshd.log()
+    );
 
     // After expiry the same certificate is refused, and Warden marked the grant expired.
     let wait = expires.saturating_duration_since(Instant::now()) + Duration::from_secs(2);

@@ -392,6 +392,8 @@ impl Issuer for SshCertIssuer {
             "serial": serial.to_string(),
             "key_id": req.grant.to_string(),
             "ca_fingerprint": self.ca.fingerprint(),
+            // The certified key, as sshd logs it at each login.
+            "key_fingerprint": key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
         });
         // Where the certificate logs in, when the target names its host and the certificate
         // is for the host itself.
