@@ -11,6 +11,52 @@ use crate::exit::{self, Failure};
 /// Default server address: the loopback listener of `warden serve`.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8443";
 
+/// How long a call may take from connecting to its whole answer.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `server` written one way (`--server`, `WARDEN_SERVER` or the saved login's): no spaces
+/// around it, scheme and host in lower case, no default port, no trailing `/`; a path stays
+/// (a server behind a proxy at a prefix). A user name or password in it is refused: it would
+/// be printed and saved, and the client signs in with `warden login` instead.
+pub fn normal_server(server: &str) -> Result<String, Failure> {
+    let bad = |why: &str| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "the server {server:?} (--server or WARDEN_SERVER) {why}: write it as http://HOST:PORT or https://HOST"
+            ),
+        )
+    };
+    let url = reqwest::Url::parse(server.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .ok_or_else(|| bad("is not a URL"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Not echoed: what it holds may be a password.
+        return Err(Failure::new(
+            exit::USAGE,
+            "the server URL (--server or WARDEN_SERVER) holds a user name or password, which would be printed and saved: write it as http://HOST:PORT and sign in with `warden login`",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("has a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Whether a connection error's innermost cause is a failed TLS handshake.
+fn is_tls_failure(cause: &str) -> bool {
+    [
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+        "tls",
+        "TLS",
+    ]
+    .iter()
+    .any(|m| cause.contains(m))
+}
+
 /// What `warden login` saves.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Saved {
@@ -20,13 +66,21 @@ pub struct Saved {
     pub expires_at: String,
 }
 
-/// Where the client keeps its files.
+/// Where the client keeps its files, as an absolute path: the paths it prints (a key, a
+/// certificate in an `ssh` command) must work from any directory. An empty `WARDEN_HOME` is
+/// unset, as an empty `HOME` is to ssh.
 pub fn home() -> anyhow::Result<PathBuf> {
-    if let Ok(h) = std::env::var("WARDEN_HOME") {
-        return Ok(PathBuf::from(h));
-    }
-    let base = std::env::var("HOME").context("HOME is not set; set WARDEN_HOME")?;
-    Ok(PathBuf::from(base).join(".config").join("warden"))
+    let dir = match std::env::var("WARDEN_HOME") {
+        Ok(h) if !h.is_empty() => PathBuf::from(h),
+        _ => {
+            let base = std::env::var("HOME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .context("HOME is not set; set WARDEN_HOME")?;
+            PathBuf::from(base).join(".config").join("warden")
+        }
+    };
+    std::path::absolute(&dir).with_context(|| format!("finding {}", dir.display()))
 }
 
 /// Creates the client's home directory, private to the user.
@@ -155,29 +209,21 @@ impl Client {
             SavedLogin::Usable(s) => (Some(s), None),
             SavedLogin::Damaged(why) => (None, Some(why)),
         };
-        let server = server
-            .or_else(|| saved.as_ref().map(|s| s.server.clone()))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
-        let url_ok = reqwest::Url::parse(&server)
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
-        if !url_ok {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!(
-                    "the server {server:?} (--server or WARDEN_SERVER) is not a URL: write it as http://HOST:PORT or https://HOST"
-                ),
-            )
-            .into());
-        }
+        let server = normal_server(
+            &server
+                .or_else(|| saved.as_ref().map(|s| s.server.clone()))
+                .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+        )?;
         let (token, user, other_login) = match saved {
-            Some(s) if s.server == server => (Some(s.token), Some(s.user), None),
+            // Logins saved before URLs were written one way are compared in that way too.
+            Some(s) if normal_server(&s.server).is_ok_and(|saved| saved == server) => {
+                (Some(s.token), Some(s.user), None)
+            }
             Some(s) => (None, None, Some(s.server)),
             None => (None, None, None),
         };
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
@@ -188,6 +234,21 @@ impl Client {
             other_login,
             damaged,
         })
+    }
+
+    /// Whether a saved login's token is used for this server.
+    pub fn logged_in(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// The server of the saved login, when it is another one than this client's.
+    pub fn other_login(&self) -> Option<&str> {
+        self.other_login.as_deref()
+    }
+
+    /// Whether the saved login is damaged.
+    pub fn damaged(&self) -> bool {
+        self.damaged.is_some()
     }
 
     /// The signed-in user, when the saved login is for this server.
@@ -221,12 +282,7 @@ impl Client {
             }
             _ => req,
         };
-        let resp = req.send().await.map_err(|e| {
-            Failure::new(
-                exit::UNREACHABLE,
-                format!("cannot reach the Warden server at {}: {e}", self.server),
-            )
-        })?;
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -245,6 +301,7 @@ impl Client {
             Ok(b) => (Some(b.error.code), b.error.message, b.error.diagnostics),
             Err(_) => (None, format!("server answered {status}"), None),
         };
+        let message = self.with_path_hint(status.as_u16(), api_code.as_deref(), message);
         Err(Failure {
             diagnostics,
             ..Failure::from_status(status.as_u16(), api_code, message)
@@ -265,12 +322,12 @@ impl Client {
 
     /// GET without a token, returning the body's bytes.
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let resp = self.http.get(self.url(path)).send().await.map_err(|e| {
-            Failure::new(
-                exit::UNREACHABLE,
-                format!("cannot reach the Warden server at {}: {e}", self.server),
-            )
-        })?;
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
         if !resp.status().is_success() {
             return Err(Failure::from_status(
                 resp.status().as_u16(),
@@ -315,21 +372,57 @@ impl Client {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| {
-                Failure::new(
-                    exit::UNREACHABLE,
-                    format!("cannot reach the Warden server at {}: {e}", self.server),
-                )
-            })?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
             let (code, message) = serde_json::from_str::<ErrorBody>(&text)
                 .map(|b| (Some(b.error.code), b.error.message))
                 .unwrap_or_else(|_| (None, format!("server answered {status}")));
+            let message = self.with_path_hint(status.as_u16(), code.as_deref(), message);
             return Err(Failure::from_status(status.as_u16(), code, message).into());
         }
         Ok(resp)
+    }
+
+    /// `message` of a `status` answer, with a hint when the server URL has a path and the
+    /// server knew no such endpoint: the client adds `/v1/...` itself, so a URL ending in `/v1`
+    /// (pasted from an API call) reaches no endpoint at all.
+    fn with_path_hint(&self, status: u16, code: Option<&str>, message: String) -> String {
+        let path = reqwest::Url::parse(&self.server)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        if status != 404 || path.is_empty() || !matches!(code, None | Some("no_route")) {
+            return message;
+        }
+        let root = self
+            .server
+            .strip_suffix(path.as_str())
+            .unwrap_or(&self.server);
+        format!(
+            "{message} (the server URL {} has a path, {path}: the client adds /v1/… itself, so write the server's address alone, e.g. {root}, unless it is served under that prefix)",
+            self.server
+        )
+    }
+
+    /// Why the server could not be reached, from the innermost cause of `e` (refused, no
+    /// such host, a TLS handshake with a plain-HTTP server, no answer in time).
+    fn unreachable(&self, e: &reqwest::Error) -> Failure {
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        let why = if e.is_timeout() {
+            format!("no answer within {} s", TIMEOUT.as_secs())
+        } else if self.server.starts_with("https:") && is_tls_failure(&cause.to_string()) {
+            format!("{cause} (a server that speaks plain HTTP? then write http://)")
+        } else {
+            cause.to_string()
+        };
+        Failure::new(
+            exit::UNREACHABLE,
+            format!("cannot reach the Warden server at {}: {why}", self.server),
+        )
     }
 
     /// The server's host name, from its URL.
@@ -403,5 +496,44 @@ pub fn query(pairs: &[(&str, Option<String>)]) -> String {
         String::new()
     } else {
         format!("?{}", parts.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_url_is_written_one_way() {
+        for typed in [
+            "http://127.0.0.1:8443",
+            " http://127.0.0.1:8443/ ",
+            "HTTP://127.0.0.1:8443",
+        ] {
+            assert_eq!(normal_server(typed).unwrap(), "http://127.0.0.1:8443");
+        }
+        assert_eq!(
+            normal_server("https://Warden.Example.com:443/").unwrap(),
+            "https://warden.example.com"
+        );
+        // A prefix a proxy serves Warden under stays.
+        assert_eq!(
+            normal_server("https://example.com/warden/").unwrap(),
+            "https://example.com/warden"
+        );
+        for (bad, why) in [
+            (
+                "http://admin:secret@127.0.0.1:8443",
+                "user name or password",
+            ),
+            ("http://127.0.0.1:8443/?x=1", "query"),
+            ("127.0.0.1:8443", "not a URL"),
+            ("ftp://example.com", "not a URL"),
+        ] {
+            let e = normal_server(bad).unwrap_err();
+            assert_eq!(e.code, exit::USAGE);
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+            assert!(!e.message.contains("secret"), "{}", e.message);
+        }
     }
 }

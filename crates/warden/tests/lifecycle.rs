@@ -159,13 +159,14 @@ fn manager_and_peer_with_mfa_step_up() {
         3,
         "{refused:?}"
     );
+    // A malformed code is the client's usage error: it never reaches the server's count.
     let malformed = fails(
         &alice,
         &[
             "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
             "--totp", "12ab",
         ],
-        3,
+        2,
     );
     assert!(malformed.stderr.contains("6 digits"), "{malformed:?}");
     let without = fails(
@@ -818,6 +819,50 @@ fn waiting_for_approval_rides_out_a_server_restart() {
             .contains(pending["id"].as_str().unwrap()),
         "{out:?}"
     );
+
+    // Stopped with Ctrl-C, likewise: the request as it stands, and what to do with it.
+    let mut waiting = std::process::Command::new(BIN)
+        .args(create_and_wait("CHG-14", "60"))
+        .env("WARDEN_SERVER", alice.server_url())
+        .env("WARDEN_HOME", alice.home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ok(&bob, &["request", "list", "--reviewable"])["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["ticket"] != "CHG-14")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request to wait on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = waiting.id().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(signalled.unwrap().success());
+    while waiting.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wait went on after Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let pending: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pending["state"], "pending", "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stopped waiting") && stderr.contains("request cancel"),
+        "{stderr}"
+    );
 }
 
 /// An extension continues an active grant: once the grant has ended by its time, its pending
@@ -1272,6 +1317,9 @@ fn logout_revokes_the_token() {
     let (status, _) = get(env.server.port(), "/v1/auth/whoami", Some(&token));
     assert_eq!(status, 401);
     fails(&alice, &["whoami"], 5);
+    // Logging out again has nothing to do, and says so.
+    let again = ok(&alice, &["logout"]);
+    assert_eq!(again["logged_out"], false, "{again}");
     let wrong = alice.run(
         &["login", "--user", "alice", "--password-stdin"],
         Some("wrong password"),

@@ -51,7 +51,8 @@ fn certificate_logs_in_until_the_grant_expires() {
     // The certified key's fingerprint, as the grant and its audit event record it.
     let fingerprint = v["credential"]["key_fingerprint"].as_str().unwrap();
     assert!(
-        sshd.log().contains(&format!("CERT {fingerprint} ID {}", id(&v))),
+        sshd.log()
+            .contains(&format!("CERT {fingerprint} ID {}", id(&v))),
         "sshd logged another key:\n{}",
         sshd.log()
     );

@@ -19,7 +19,7 @@ pub struct LoginArgs {
     #[arg(long)]
     password_stdin: bool,
     /// A TOTP code, once you have enrolled MFA.
-    #[arg(long)]
+    #[arg(long, value_parser = super::totp_code)]
     totp: Option<String>,
 }
 
@@ -28,12 +28,13 @@ pub enum MfaCommand {
     /// Start enrolment: prints an otpauth:// URI for your authenticator app.
     Enroll {
         /// A current code, when replacing an existing factor.
-        #[arg(long)]
+        #[arg(long, value_parser = super::totp_code)]
         totp: Option<String>,
     },
     /// Finish enrolment with the first code the authenticator shows.
     Confirm {
         /// The 6-digit code the authenticator shows now.
+        #[arg(value_parser = super::totp_code)]
         code: String,
     },
 }
@@ -67,7 +68,7 @@ struct LoginResponse {
 }
 
 pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow::Result<()> {
-    let password = read_secret("Password: ", a.password_stdin)?;
+    let password = read_secret("password", a.password_stdin)?;
     let c = Client::new(server)?;
     let attempt = async |totp: Option<String>| {
         let body = json!({ "user": a.user, "password": password, "totp": totp });
@@ -77,7 +78,8 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
     let r = match attempt(a.totp.clone()).await {
         // At a terminal, ask for the code rather than send the user back to type it all again.
         Err(e) if a.totp.is_none() && !a.password_stdin && totp_required(&e) => {
-            let code = read_secret("TOTP code: ", false)?;
+            let code = read_secret("TOTP code", false)?;
+            let code = super::totp_code(&code).map_err(|why| Failure::new(exit::USAGE, why))?;
             attempt(Some(code)).await?
         }
         r => r?,
@@ -103,6 +105,33 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
 
 pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
     let c = Client::new(server)?;
+    if !c.logged_in() {
+        if let Some(other) = c.other_login() {
+            return Err(Failure::new(
+                exit::UNAUTHENTICATED,
+                format!(
+                    "not logged in to {}: your saved login is for {other}; log out of it with `warden logout --server {other}`",
+                    c.server
+                ),
+            )
+            .into());
+        }
+        // Nothing to revoke; a damaged saved login can only be removed.
+        let removed = c.damaged();
+        client::forget()?;
+        if out.json {
+            return out.json(&json!({ "logged_out": removed, "revoked": false }));
+        }
+        println!(
+            "{}",
+            if removed {
+                "Removed the damaged saved login (its token, if any, works until it expires)."
+            } else {
+                "Not logged in."
+            }
+        );
+        return Ok(());
+    }
     // Revoked at the server first. A token it no longer takes (expired, revoked) has nothing
     // left to revoke; any other failure leaves a token that works until it expires, so it is
     // kept for another try and the user told.
@@ -208,7 +237,7 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             name,
             password_stdin,
         } => {
-            let password = read_secret("New password: ", password_stdin)?;
+            let password = read_secret("new password", password_stdin)?;
             let c = Client::new(server)?;
             let _: Value = c
                 .put(
@@ -268,7 +297,7 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
 }
 
 pub fn hash_password(out: Output) -> anyhow::Result<()> {
-    let password = read_secret("Password: ", true)?;
+    let password = read_secret("password", true)?;
     warden_domain::password::check(&password)
         .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     let phc = warden_server::auth::hash_password(&password)?;

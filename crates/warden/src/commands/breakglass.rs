@@ -27,7 +27,7 @@ pub struct BreakglassArgs {
     #[arg(long, default_value = "1h")]
     ttl: String,
     /// A fresh TOTP code: break-glass always requires one.
-    #[arg(long)]
+    #[arg(long, value_parser = super::totp_code)]
     totp: Option<String>,
     /// A drill: the same path, flagged as a drill everywhere.
     #[arg(long)]

@@ -198,7 +198,7 @@ pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> 
             password_stdin,
             no_verify,
         } => {
-            let password = read_secret("Admin password: ", password_stdin)?;
+            let password = read_secret("admin password", password_stdin)?;
             let _: Value = c
                 .put(
                     &format!("/v1/targets/{}/credential", segment(&target)),

@@ -86,21 +86,39 @@ pub fn request_id(arg: &str) -> Result<String, String> {
 }
 
 /// Reads a secret from stdin (piped) or prompts for it without echo (terminal).
-pub fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
+/// A TOTP code as typed (`--totp`, `mfa confirm`, the login prompt): its 6 digits, checked
+/// here so that a slip is a usage error, not a wrong code counted towards a lockout.
+pub fn totp_code(code: &str) -> Result<String, String> {
+    let digits = code.trim();
+    if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(digits.to_owned())
+    } else if digits.is_empty() {
+        Err("the TOTP code is empty: type the 6 digits your authenticator shows".into())
+    } else {
+        Err("a TOTP code is the 6 digits your authenticator shows".into())
+    }
+}
+
+/// Reads a secret (`what`: "password", "TOTP code") from stdin or a prompt without echo.
+pub fn read_secret(what: &str, from_stdin: bool) -> anyhow::Result<String> {
     let s = if from_stdin {
         let mut s = String::new();
         std::io::stdin().take(4096).read_to_string(&mut s)?;
         s.trim_end_matches(['\n', '\r']).to_owned()
     } else {
+        let mut prompt = format!("{what}: ");
+        if let Some(first) = prompt.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
         rpassword::prompt_password(prompt).map_err(|e| {
             Failure::new(
                 exit::USAGE,
-                format!("cannot prompt for a password ({e}); pass --password-stdin"),
+                format!("cannot prompt for the {what} ({e}); pass --password-stdin"),
             )
         })?
     };
     if s.is_empty() {
-        return Err(Failure::new(exit::USAGE, "the password is empty").into());
+        return Err(Failure::new(exit::USAGE, format!("the {what} is empty")).into());
     }
     Ok(s)
 }
@@ -130,4 +148,18 @@ pub fn read_public_key(file: &std::path::Path) -> anyhow::Result<String> {
         .into());
     }
     Ok(text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_totp_code_is_six_digits() {
+        assert_eq!(totp_code(" 012345\n"), Ok("012345".into()));
+        for bad in ["12345", "1234567", "12ab56", "１２３４５６"] {
+            assert!(totp_code(bad).unwrap_err().contains("6 digits"), "{bad}");
+        }
+        assert!(totp_code("").unwrap_err().contains("empty"));
+    }
 }

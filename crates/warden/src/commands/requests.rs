@@ -47,7 +47,7 @@ pub enum RequestCommand {
         #[arg(long, default_value = "")]
         comment: String,
         /// A fresh TOTP code, when the role requires MFA.
-        #[arg(long)]
+        #[arg(long, value_parser = super::totp_code)]
         totp: Option<String>,
     },
     /// Deny a pending request.
@@ -93,7 +93,7 @@ pub enum RequestCommand {
         #[arg(long)]
         reason: Option<String>,
         /// A fresh TOTP code, when the role requires MFA.
-        #[arg(long)]
+        #[arg(long, value_parser = super::totp_code)]
         totp: Option<String>,
         /// Wait until the extension is decided.
         #[arg(long)]
@@ -121,14 +121,15 @@ pub struct CreateArgs {
     #[arg(long)]
     public_key: Option<PathBuf>,
     /// A fresh TOTP code, for roles that require MFA step-up.
-    #[arg(long)]
+    #[arg(long, value_parser = super::totp_code)]
     totp: Option<String>,
     /// Wait until the request is decided (approved, denied, timed out), through a restart of
     /// the server.
     #[arg(long)]
     wait: bool,
-    /// Give up waiting after this many seconds: exit 1, the request still pending.
-    #[arg(long, default_value_t = 3600)]
+    /// Give up waiting after this long (e.g. 90s, 10m, 2h; bare seconds too): exit 1, the
+    /// request still pending.
+    #[arg(long, default_value = "1h", value_parser = wait_seconds)]
     wait_timeout: u64,
 }
 
@@ -352,9 +353,59 @@ fn print_request(v: &Value) {
     ]);
 }
 
-/// Polls request `id` until it is no longer pending; after `timeout` seconds it fails (exit 1).
-/// With `--json` it says nothing while it waits: stderr holds the failure alone.
+/// `--wait-timeout`: a duration as TTLs are written, or bare seconds as before.
+fn wait_seconds(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs);
+    }
+    text.parse::<warden_domain::Ttl>()
+        .map(warden_domain::Ttl::as_secs)
+        .map_err(|e| e.of("the wait"))
+}
+
+/// Polls request `id` until it is no longer pending; after `timeout` seconds, or on Ctrl-C or
+/// SIGTERM, it stops (exit 1) and says the request is still pending, printing it with `--json`.
+/// With `--json` it says nothing else while it waits: stderr holds the failure alone.
 async fn wait_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow::Result<Value> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let stopped = async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    tokio::select! {
+        v = poll_decided(c, id, timeout, out) => v,
+        () = stopped => {
+            let v: Value = c.get(&format!("/v1/requests/{}", segment(id))).await?;
+            if v["state"] != "pending" {
+                return Ok(v);
+            }
+            still_pending(&v, id, "stopped waiting", out)
+        }
+    }
+}
+
+/// The failure of a wait that ended with request `v` still pending, printed first with `--json`
+/// (a script still gets the request as it stands).
+fn still_pending(v: &Value, id: &str, why: &str, out: Output) -> anyhow::Result<Value> {
+    if out.json {
+        out.json(v)?;
+    }
+    Err(Failure::new(
+        exit::FAILURE,
+        format!(
+            "{why}: request {id} is still pending (see `warden request show {id}`; `warden request cancel {id}` withdraws it)"
+        ),
+    )
+    .into())
+}
+
+/// [`wait_decided`]'s polling.
+async fn poll_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow::Result<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
     let mut announced = false;
     let mut told_unreachable = false;
@@ -382,23 +433,13 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow
         }
         if !announced && !out.json {
             eprintln!(
-                "Waiting for approval ({})...",
+                "Waiting for approval ({}); Ctrl-C stops waiting and leaves the request pending...",
                 joined(&v["still_needed"], ", ")
             );
             announced = true;
         }
         if std::time::Instant::now() >= deadline {
-            // A script still gets the request as it stands, and the failure.
-            if out.json {
-                out.json(&v)?;
-            }
-            return Err(Failure::new(
-                exit::FAILURE,
-                format!(
-                    "stopped waiting after {timeout}s: request {id} is still pending (see `warden request show {id}`)"
-                ),
-            )
-            .into());
+            return still_pending(&v, id, &format!("stopped waiting after {timeout}s"), out);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -771,4 +812,18 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
         table(&["TARGET", "ROLE", "MAX TTL", "TICKET"], &emergency);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_a_duration_or_bare_seconds() {
+        assert_eq!(wait_seconds("90"), Ok(90));
+        assert_eq!(wait_seconds("10m"), Ok(600));
+        assert_eq!(wait_seconds(" 1h30m"), Ok(5400));
+        let why = wait_seconds("2x").unwrap_err();
+        assert!(why.contains("the wait \"2x\" is not a duration"), "{why}");
+    }
 }
