@@ -18,7 +18,7 @@ const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// around it, scheme and host in lower case, no default port, no trailing `/`; a path stays
 /// (a server behind a proxy at a prefix). A user name or password in it is refused: it would
 /// be printed and saved, and the client signs in with `warden login` instead.
-pub fn normal_server(server: &str) -> Result<String, Failure> {
+pub fn normal_server(server: &str) -> anyhow::Result<String> {
     let bad = |why: &str| {
         Failure::new(
             exit::USAGE,
@@ -36,10 +36,11 @@ pub fn normal_server(server: &str) -> Result<String, Failure> {
         return Err(Failure::new(
             exit::USAGE,
             "the server URL (--server or WARDEN_SERVER) holds a user name or password, which would be printed and saved: write it as http://HOST:PORT and sign in with `warden login`",
-        ));
+        )
+        .into());
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("has a query or fragment"));
+        return Err(bad("has a query or fragment").into());
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -531,6 +532,7 @@ mod tests {
             ("ftp://example.com", "not a URL"),
         ] {
             let e = normal_server(bad).unwrap_err();
+            let e = e.downcast_ref::<Failure>().unwrap();
             assert_eq!(e.code, exit::USAGE);
             assert!(e.message.contains(why), "{bad}: {}", e.message);
             assert!(!e.message.contains("secret"), "{}", e.message);

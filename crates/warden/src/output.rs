@@ -41,26 +41,37 @@ impl Output {
 
 /// Prints rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for line in table_lines(header, rows) {
+        println!("{line}");
+    }
+}
+
+/// The lines of [`table`]: columns as wide as their widest cell on a terminal.
+fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    use unicode_width::UnicodeWidthStr;
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.chars().count());
+                *w = (*w).max(c.width());
             }
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let s: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .map(|(i, c)| {
+                let pad = widths.get(i).map_or(0, |w| w.saturating_sub(c.width()));
+                format!("{c}{}", " ".repeat(pad))
+            })
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        s.join("  ").trim_end().to_owned()
     };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r.clone());
-    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    std::iter::once(line(&header))
+        .chain(rows.iter().map(|r| line(r)))
+        .collect()
 }
 
 /// Prints `key: value` lines, skipping empty values.
@@ -106,6 +117,25 @@ pub fn to_the_second(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_on_a_terminal_whatever_the_characters() {
+        let rows = vec![
+            vec!["web".to_owned(), "変更-123".to_owned(), "a".to_owned()],
+            vec!["db".to_owned(), "CHG-1".to_owned(), "b".to_owned()],
+        ];
+        let lines = table_lines(&["TARGET", "TICKET", "X"], &rows);
+        assert_eq!(
+            lines,
+            [
+                "TARGET  TICKET    X",
+                "web     変更-123  a",
+                "db      CHG-1     b"
+            ]
+        );
+    }
+
     use super::instant;
 
     #[test]

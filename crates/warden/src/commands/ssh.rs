@@ -361,7 +361,7 @@ fn grants_logging_in_as(
     grants: Vec<Value>,
     target: &str,
     login: &str,
-) -> Result<Vec<Value>, Failure> {
+) -> anyhow::Result<Vec<Value>> {
     let logins = |r: &Value| -> Vec<String> {
         r["credential"]["logins"]
             .as_array()
@@ -391,7 +391,8 @@ fn grants_logging_in_as(
                 "none of your grants for {target} logs in as {login:?} ({}): leave out --login, or request a role that does",
                 held.join("; ")
             ),
-        ));
+        )
+        .into());
     }
     Ok(reaching)
 }
@@ -570,6 +571,7 @@ mod tests {
         let viewer = grants_logging_in_as(grants.clone(), "web", "warden-viewer").unwrap();
         assert_eq!(ids(viewer), [json!("a"), json!("b")]);
         let none = grants_logging_in_as(grants, "web", "root").unwrap_err();
+        let none = none.downcast_ref::<Failure>().unwrap();
         assert_eq!(none.code, exit::REFUSED);
         assert!(
             none.message.contains(
