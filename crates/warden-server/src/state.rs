@@ -41,6 +41,9 @@ pub struct App {
     /// Held by a request's credential issue, and by whatever ends the request, so that a
     /// revocation waits for an issue under way and then removes what it made.
     pub(crate) issuing: crate::broker::Locks<RequestId>,
+    /// Held while a review of a request is decided and stored, so that approvers acting at the
+    /// same instant take turns rather than spend their retries on each other's writes.
+    pub(crate) reviewing: crate::broker::Locks<RequestId>,
     /// Held per requester and target (every grant of a chain of extensions shares both) while
     /// an extension is made and while a grant is revoked with its extensions, so that neither
     /// two extensions nor an extension and a revocation cross.
@@ -161,6 +164,7 @@ impl App {
             reload: Mutex::new(()),
             archiving: Mutex::new(()),
             issuing: crate::broker::Locks::default(),
+            reviewing: crate::broker::Locks::default(),
             chains: crate::broker::Locks::default(),
             rotations: crate::broker::Locks::default(),
             tokens: crate::auth::TokenCache::default(),

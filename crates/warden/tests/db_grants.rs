@@ -223,6 +223,27 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
         .find(|e| e["details"]["account"] == account.as_str());
     assert_eq!(gone.unwrap()["details"]["outcome"], "revoked");
 
+    // Cancelled while its account is being made: the cancel waits for the issue, which is on
+    // the record, and then finds a grant, which only a revocation ends.
+    let (issued, cancelled) = std::thread::scope(|s| {
+        let issue = s.spawn(|| create(&alice, "pg", "slow", &["--ttl", "30m"]));
+        let mut in_flight = None;
+        wait_until("the issue to be under way", Duration::from_secs(10), || {
+            let listed = ok(&alice, &["request", "list", "--state", "approved"]);
+            in_flight = listed["requests"][0]["id"].as_str().map(str::to_owned);
+            in_flight.is_some()
+        });
+        let cancelled = fails(&alice, &["request", "cancel", &in_flight.unwrap()], 6);
+        (issue.join().unwrap(), cancelled)
+    });
+    assert_eq!(issued["state"], "active", "{issued}");
+    assert!(cancelled.stderr.contains("active"), "{cancelled:?}");
+    let on_record = audit_events(&admin, "credential.issued")
+        .iter()
+        .any(|e| e["request_id"] == issued["id"]);
+    assert!(on_record, "the account made has no credential.issued event");
+    ok(&alice, &["request", "revoke", &id(&issued)]);
+
     // No secret anywhere in Warden's own files or logs.
     let db = std::fs::read(env.server.data_dir().join("warden.db")).unwrap();
     let wal = std::fs::read(env.server.data_dir().join("warden.db-wal")).unwrap_or_default();

@@ -1560,3 +1560,39 @@ permit (principal, action == Action::"request", resource == Role::"web/view");
     let alice = env.login("alice");
     assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");
 }
+
+/// A grant whose time is up has ended, whether or not the worker has recorded its expiry yet:
+/// an extension asked for a moment later is refused, and a revocation records it as expired.
+#[test]
+fn a_grant_just_past_its_expiry_is_neither_extended_nor_revoked() {
+    use time::format_description::well_known::Rfc3339;
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bearer = format!("Bearer {}", token(&alice));
+    let headers = [("Authorization", bearer.as_str())];
+    let port = env.server.port();
+    // Sent a few milliseconds after the expiry, through the API, where the worker records it
+    // about as soon: each round may find it recorded or not, and both must hold.
+    let just_after = |v: &serde_json::Value| {
+        let ends =
+            time::OffsetDateTime::parse(v["expires_at"].as_str().unwrap(), &Rfc3339).unwrap();
+        let wait = ends - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(2);
+        std::thread::sleep(wait.try_into().unwrap_or_default());
+    };
+    for _ in 0..3 {
+        let v = create(&alice, "web", "view", &["--ttl", "1s"]);
+        just_after(&v);
+        let path = format!("/v1/requests/{}/extend", id(&v));
+        let extended =
+            warden_testkit::http_post_with(port, &path, &headers, r#"{"ttl":"10m"}"#).unwrap();
+        assert_eq!(extended.status, 409, "{}", extended.body);
+
+        let v = create(&alice, "web", "view", &["--ttl", "1s"]);
+        just_after(&v);
+        let path = format!("/v1/requests/{}/revoke", id(&v));
+        warden_testkit::http_post_with(port, &path, &headers, r#"{"comment":"late"}"#).unwrap();
+        let ended = ok(&alice, &["request", "show", &id(&v)]);
+        assert_eq!(ended["state"], "expired", "{ended}");
+        assert_eq!(ended["ended_at"], v["expires_at"], "{ended}");
+    }
+}

@@ -254,6 +254,19 @@ impl App {
             };
             return Err(self.refused(refusal, e.into()).await);
         }
+        // Ended by its time, whether or not the worker has recorded its expiry yet: there is no
+        // access left to extend.
+        if let Some(ended) = r.expires_at.filter(|e| *e <= now) {
+            self.wake.now();
+            let e = Error::Conflict {
+                code: "grant_ended",
+                message: format!(
+                    "grant {id} expired at {}: there is no access left to extend; ask for new access with `warden request create`",
+                    warden_domain::rfc3339(ended)
+                ),
+            };
+            return Err(self.refused(refusal, e).await);
+        }
         // An extension runs from the moment it is granted, so one no longer than the time the
         // grant has left would add nothing.
         if let Some(ends) = r.expires_at

@@ -34,6 +34,10 @@ impl App {
         by: Option<(Actor, Comment)>,
         now: OffsetDateTime,
     ) -> Result<Change, Error> {
+        // A grant past its expiry ended by its time, whether or not the worker has recorded
+        // that yet: it is recorded as expired now, not as revoked after it ended.
+        let by =
+            by.filter(|_| !(r.state == State::Active && r.expires_at.is_some_and(|e| e <= now)));
         let actor = by
             .as_ref()
             .map(|(a, _)| a.clone())

@@ -122,6 +122,7 @@ impl Error {
             Error::MfaFailed(_) => "mfa_failed",
             Error::Issuer(_) => "issuer_failed",
             Error::Postmortem(p) => p.code(),
+            Error::Store(warden_store::Error::Conflict) => "changed_concurrently",
             Error::Store(_) => "storage_unavailable",
         }
     }

@@ -245,6 +245,7 @@ impl App {
         totp: Option<String>,
     ) -> Result<Outcome, Error> {
         let mut stepped_up = None;
+        let _reviewing = self.reviewing.lock(id).await;
         for _ in 0..CONFLICT_RETRIES {
             let now = now();
             let actor = caller.actor();
@@ -425,6 +426,9 @@ impl App {
     /// Withdraws the caller's own request before it is granted.
     pub async fn cancel(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
         for _ in 0..CONFLICT_RETRIES {
+            // An issue under way finishes first: the request is then active (or ended), not
+            // cancelled under a credential just made at its target.
+            let _issuing = self.issuing.lock(id).await;
             let now = now();
             let mut r = self.load(&caller, id, "cancel").await?;
             if let Err(e) = r.cancel(&caller.user.name, now) {
