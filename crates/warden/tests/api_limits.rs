@@ -144,6 +144,70 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
     assert_eq!(said.status, 431, "{}", said.body);
     assert_eq!(error_code(&said.body), "headers_too_large");
 
+    // Framing read one way only: a transfer coding other than chunked once, a body encoding,
+    // an expectation it cannot meet, or an HTTP/1.1 request without exactly one Host is refused
+    // before it is handled (a sign-in here, which would otherwise succeed).
+    let login = r#"{"user":"alice","password":"warden-dev"}"#;
+    let chunked = format!("{:x}\r\n{login}\r\n0\r\n\r\n", login.len());
+    let raw = |head: &str, body: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "POST /v1/auth/login HTTP/1.1\r\n{head}Content-Type: application/json\r\nConnection: close\r\n\r\n{body}"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let host = "Host: 127.0.0.1\r\n";
+    let sized = format!("Content-Length: {}\r\n", login.len());
+    for (head, body, status, code) in [
+        (
+            format!("{host}Transfer-Encoding: gzip, chunked\r\n"),
+            chunked.as_str(),
+            "501",
+            "unsupported_transfer_coding",
+        ),
+        (
+            format!("{host}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            chunked.as_str(),
+            "400",
+            "bad_framing",
+        ),
+        (
+            format!("{host}Content-Encoding: gzip\r\n{sized}"),
+            login,
+            "415",
+            "unsupported_content_encoding",
+        ),
+        (
+            format!("{host}Expect: something-else\r\n{sized}"),
+            login,
+            "417",
+            "expectation_failed",
+        ),
+        (sized.clone(), login, "400", "bad_host"),
+        (
+            format!("{host}Host: elsewhere\r\n{sized}"),
+            login,
+            "400",
+            "bad_host",
+        ),
+    ] {
+        let answer = raw(&head, body);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{head}: {answer}"
+        );
+        assert!(
+            answer.contains(&format!("\"code\":\"{code}\"")),
+            "{head}: {answer}"
+        );
+    }
+    let answer = raw(&format!("{host}{sized}"), login);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
     // A peer approves with a bare POST: no body, no Content-Type.
     let pending = create(&alice, "web", "deploy", &["--ticket", "CHG-1"]);
     assert_eq!(pending["state"], "pending");

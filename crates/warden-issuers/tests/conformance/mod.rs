@@ -404,7 +404,7 @@ pub async fn run_offline(issuer: &dyn Issuer, connection: Settings) {
     let (target, role) = names();
     let settings = grants(&["GRANT SELECT ON items TO {{name}}".to_owned()]);
     // A public key sent along is not used, but must be one: it is stored with the request.
-    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMC3R3xf0V2Z7r0t4j3T2cQ7n3p6lXW2q3r6c0mXH9Qd x";
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOxmtvG8m83DA/c2UFrNFWDQ+JU3Al2G3THZ1gNCOWIR x";
     assert!(issuer.check_request(&settings, None).is_ok());
     assert!(issuer.check_request(&settings, Some(key)).is_ok());
     for wrong in [

@@ -1,6 +1,5 @@
 //! Health, readiness, the OpenAPI document, the SSH CA key, and audit search.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -45,8 +44,17 @@ pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError>
 
 /// This document: every `/v1` operation, its parameters, bodies and answers.
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, content_type = "application/json", body = Object)))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi() -> impl IntoResponse {
+    // Built once: the document is the same for the server's life, and building it costs more
+    // than any other unauthenticated call.
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        serde_json::to_string(&ApiDoc::openapi()).unwrap_or_else(|_| "{}".to_owned())
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.as_str(),
+    )
 }
 
 pub async fn not_found() -> ApiError {

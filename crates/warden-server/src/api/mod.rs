@@ -303,7 +303,68 @@ async fn refuse_oversize(
         )
         .into_response();
     }
+    if let Some(refusal) = bad_framing(req.version(), req.headers()) {
+        return refusal.into_response();
+    }
     next.run(req).await
+}
+
+/// The refusal of a request framed in a way this server does not read as every proxy would
+/// (RFC 9112): a transfer coding other than `chunked` once (a proxy that applies the other
+/// would see another body), a body encoding it would not decode, an expectation it cannot
+/// meet, or an HTTP/1.1 request without exactly one `Host`.
+fn bad_framing(version: axum::http::Version, headers: &axum::http::HeaderMap) -> Option<ApiError> {
+    use axum::http::{StatusCode, header};
+    let values = |name| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    let codings = values(header::TRANSFER_ENCODING);
+    if codings.iter().any(|c| c != "chunked") {
+        return Some(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported_transfer_coding",
+            "the only transfer coding taken is chunked: send the body as it is, with Content-Length or chunked",
+        ));
+    }
+    if codings.len() > 1 {
+        return Some(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_framing",
+            "Transfer-Encoding names chunked more than once: name it once",
+        ));
+    }
+    if values(header::CONTENT_ENCODING)
+        .iter()
+        .any(|c| c != "identity")
+    {
+        return Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_encoding",
+            "request bodies are not decoded: send the JSON as it is, without Content-Encoding",
+        ));
+    }
+    if values(header::EXPECT).iter().any(|e| e != "100-continue") {
+        return Some(ApiError::new(
+            StatusCode::EXPECTATION_FAILED,
+            "expectation_failed",
+            "the only expectation met is 100-continue",
+        ));
+    }
+    if version == axum::http::Version::HTTP_11 && headers.get_all(header::HOST).iter().count() != 1
+    {
+        return Some(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "an HTTP/1.1 request carries exactly one Host header",
+        ));
+    }
+    None
 }
 
 /// The refusal of a body over [`BODY_LIMIT`], declared or streamed.
@@ -396,9 +457,10 @@ pub struct ApiDoc;
 /// Declares on every operation the errors every route of its shape can answer, which each
 /// handler's own list leaves out: 401 (with `WWW-Authenticate`) and 429 (with `Retry-After`)
 /// where a token is needed (missing, expired or revoked; too many bad ones from one address),
-/// 400 on every `/v1` route (a query it does not take) and 404 for a path parameter, 413 and
-/// 415 for a body, 414 and 431 for an oversize path or headers, and 500. Every response gets
-/// its status's reason phrase as the description OpenAPI requires.
+/// 400 (a query a `/v1` route does not take, framing read more than one way), 415, 417 and 501
+/// (a body encoding, an expectation or a transfer coding it does not take), 404 for a path
+/// parameter, 413 for a body, 414 and 431 for an oversize path or headers, and 500. Every
+/// response gets its status's reason phrase as the description OpenAPI requires.
 struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {
@@ -436,7 +498,7 @@ impl utoipa::Modify for ErrorResponses {
                     .build(),
             )
         };
-        for (path, item) in openapi.paths.paths.iter_mut() {
+        for item in openapi.paths.paths.values_mut() {
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -448,14 +510,10 @@ impl utoipa::Modify for ErrorResponses {
                 let in_path = op.parameters.iter().flatten().any(
                     |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)),
                 );
-                let mut statuses = vec![414, 431, 500];
+                // Framing refused before any route ([`bad_framing`]): 400, 415, 417, 501.
+                let mut statuses = vec![400, 414, 415, 417, 431, 500, 501];
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     statuses.extend([401, 429]);
-                }
-                if path.starts_with("/v1/") {
-                    // A query parameter it does not take ([`refuse_unknown_query`]), a path
-                    // parameter or body of the wrong form.
-                    statuses.push(400);
                 }
                 if in_path {
                     statuses.push(404);
