@@ -163,7 +163,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         config.policy_dir = None;
         // A throwaway data dir, unless the caller chose one.
         if opts.data_dir.is_none() {
-            let dir = tempfile::Builder::new().prefix("warden-dev-").tempdir()?;
+            // Private like any data dir: it holds the audit log and the CA.
+            let dir = tempfile::Builder::new()
+                .prefix("warden-dev-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()?;
             config.data_dir = dir.path().to_owned();
             _dev_dir = Some(dir);
         }
