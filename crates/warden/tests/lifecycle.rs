@@ -1596,3 +1596,29 @@ fn a_grant_just_past_its_expiry_is_neither_extended_nor_revoked() {
         assert_eq!(ended["ended_at"], v["expires_at"], "{ended}");
     }
 }
+
+/// A listing cut at its limit says so and how to go on; `--before` goes on where it ended.
+#[test]
+fn request_lists_page_on_with_before() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let made: Vec<String> = (0..3)
+        .map(|_| id(&create(&alice, "web", "view", &["--ttl", "10m"])))
+        .collect();
+    let first = alice.run(&["request", "list", "--limit", "2"], None);
+    assert!(first.success(), "{first:?}");
+    let hint = format!("more may follow: add --before {}", made[1]);
+    assert!(first.stderr.contains(&hint), "{first:?}");
+    let next = ok(
+        &alice,
+        &["request", "list", "--limit", "2", "--before", &made[1]],
+    );
+    let ids: Vec<&str> = next["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [made[0].as_str()], "{next}");
+    fails(&alice, &["request", "list", "--before", "not-an-id"], 2);
+}

@@ -251,6 +251,20 @@ fn explain_names_the_deciding_rules() {
     assert_eq!(refusals.len(), 2, "{v}");
     assert!(refusals[0].as_str().unwrap().contains("4h"), "{v}");
     assert!(refusals[1].as_str().unwrap().contains("FOO-1"), "{v}");
+    // The table says at once that the request as asked would not pass, though the rules allow.
+    let table = alice.run(
+        &[
+            "policy", "explain", "web", "--role", "deploy", "--ttl", "9h", "--ticket", "FOO-1",
+        ],
+        None,
+    );
+    assert!(
+        table
+            .stdout
+            .contains("decision      allow for the role, but this request would be refused"),
+        "{}",
+        table.stdout
+    );
     // MFA step-up is asked at the request; that alice has no second factor is said now.
     let admin_role = ["policy", "explain", "web", "--role", "admin", "--ttl", "1h"];
     let v = ok(&alice, &admin_role);

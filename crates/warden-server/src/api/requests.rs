@@ -82,6 +82,8 @@ pub struct ListQuery {
     pub reviewable: bool,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Only requests older than this one: the id a page ended with, for the next page.
+    pub before: Option<String>,
 }
 
 fn bounded<'a>(name: &str, v: Option<&'a str>, max: usize) -> Result<Option<&'a str>, ApiError> {
@@ -169,9 +171,11 @@ pub async fn list(
             .map(|r| field("bad_user", r.parse()))
             .transpose()?;
         let limit = super::limit(q.limit, 100, 1000)?;
-        Ok((q, states, requester, limit))
+        let before = q.before.as_deref().map(parse_id).transpose()?;
+        Ok((q, states, requester, limit, before))
     });
-    let (q, states, requester, limit) = super::admitted(&app, &who, "request.list", asked).await?;
+    let (q, states, requester, limit, before) =
+        super::admitted(&app, &who, "request.list", asked).await?;
     let shown = |r: &Request| {
         if q.reviewable {
             app.awaits(&who.user, r)
@@ -190,7 +194,7 @@ pub async fn list(
         } else {
             states
         },
-        before: None,
+        before,
         limit: LIST_PAGE,
     };
     let mut requests = Vec::new();

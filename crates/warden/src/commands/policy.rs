@@ -160,6 +160,7 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
             let d = &v["decision"];
             let list = |k: &str| joined(&d[k], ", ");
             let allowed = d["allowed"] == true;
+            let refused = v["refusals"].as_array().is_some_and(|r| !r.is_empty());
             fields(&[
                 ("user", v["user"].as_str().unwrap_or_default().into()),
                 (
@@ -177,10 +178,13 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 ),
                 (
                     "decision",
-                    if allowed {
-                        "allow".into()
-                    } else {
-                        "deny".into()
+                    // The rules' verdict, and whether this request as asked would pass it.
+                    match (allowed, refused) {
+                        (true, false) => "allow".into(),
+                        (true, true) => {
+                            "allow for the role, but this request would be refused (below)".into()
+                        }
+                        (false, _) => "deny".into(),
                     },
                 ),
                 (

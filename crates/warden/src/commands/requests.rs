@@ -31,6 +31,9 @@ pub enum RequestCommand {
         /// At most this many, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only requests older than this one: the next page after a listing that ended there.
+        #[arg(long, value_parser = super::request_id)]
+        before: Option<String>,
     },
     /// Show one request.
     Show {
@@ -647,12 +650,14 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             requester,
             reviewable,
             limit,
+            before,
         } => {
             let q = query(&[
                 ("state", state),
                 ("requester", requester),
                 ("reviewable", reviewable.then(|| "true".into())),
                 ("limit", Some(limit.to_string())),
+                ("before", before),
             ]);
             let v: Value = c.get(&format!("/v1/requests{q}")).await?;
             for r in v["requests"].as_array().into_iter().flatten() {
@@ -691,6 +696,13 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 ],
                 &rows,
             );
+            if rows.len() == limit
+                && let Some(last) = rows.last().and_then(|r| r.first())
+            {
+                eprintln!(
+                    "{limit} requests shown, newest first; more may follow: add --before {last}"
+                );
+            }
             Ok(())
         }
         RequestCommand::Show { id } => {
