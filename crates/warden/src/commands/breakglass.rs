@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::requests::{adopt_key, finish, new_client_key, s};
 use crate::client::{Client, query, segment};
 use crate::exit::{self, Failure};
-use crate::output::{Output, fields, instant, table};
+use crate::output::{Output, fields, instant, table, to_the_second};
 
 #[derive(Debug, Args)]
 pub struct BreakglassArgs {
@@ -233,7 +233,7 @@ pub async fn drills(server: Option<String>, out: Output) -> anyhow::Result<()> {
                 s(d, "target"),
                 s(d, "role"),
                 match d["last_drill"].as_str() {
-                    Some(t) => t.to_owned(),
+                    Some(t) => to_the_second(t),
                     None => "never".into(),
                 },
                 if d["overdue"] == true {

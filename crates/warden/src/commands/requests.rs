@@ -561,12 +561,13 @@ fn generated_key(v: &Value) -> anyhow::Result<Option<PathBuf>> {
 /// After waiting for a decision: a request that ended without a grant is a refusal.
 fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
     let state = v["state"].as_str().unwrap_or_default();
-    match state {
-        "denied" | "timed-out" | "cancelled" => {
-            Err(Failure::new(exit::REFUSED, format!("request {} was {state}", s(v, "id"))).into())
-        }
-        _ => Ok(()),
-    }
+    let how = match state {
+        "denied" => "was denied",
+        "cancelled" => "was cancelled",
+        "timed-out" => "timed out waiting for approval",
+        _ => return Ok(()),
+    };
+    Err(Failure::new(exit::REFUSED, format!("request {} {how}", s(v, "id"))).into())
 }
 
 /// Posts one action on a request and prints the request as it now stands.
