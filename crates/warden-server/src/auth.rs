@@ -67,19 +67,16 @@ pub enum AuthError {
     Internal(String),
 }
 
-/// A name someone typed at sign-in as the record keeps it: bounded, with nothing that could
-/// forge a log line.
+/// A name someone typed at sign-in as the append-only record keeps it: as typed when it could
+/// be a user's name (in any case), else only its length. What can be no user name is most often
+/// a password typed into the wrong field, which the log would otherwise keep for ever; it also
+/// holds nothing that could forge a log line.
 fn claimed(name: &str) -> String {
-    name.chars()
-        .take(64)
-        .map(|c| {
-            if warden_domain::text::hidden(c) {
-                char::REPLACEMENT_CHARACTER
-            } else {
-                c
-            }
-        })
-        .collect()
+    if name.to_ascii_lowercase().parse::<UserName>().is_ok() {
+        name.to_owned()
+    } else {
+        format!("(not a user name, {} characters)", name.chars().count())
+    }
 }
 
 /// Hashes a password with argon2id and a random salt.
