@@ -234,3 +234,118 @@ async fn objects_left_in_other_databases_do_not_keep_the_role() {
     );
     assert!(!pg.account_exists(&g.account));
 }
+
+/// What a grant's role made outlives it, but not its rights: its objects go to `warden_owned`,
+/// a role with none, and its `SECURITY DEFINER` functions then run with their callers' rights.
+/// Handed to the administrator, they would have run as the administrator for later callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_grant_made_keeps_none_of_its_rights_or_the_administrators() {
+    let pg = Pg::start();
+    // A table the administrator may read and grants may not.
+    pg.server.admin_query(&format!(
+        "CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('hidden'); \
+         ALTER TABLE secrets OWNER TO {}",
+        pg.server.admin_user()
+    ));
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let maker = Grant::new(&pg.issuer, "mona");
+    let statements = vec![
+        "GRANT SELECT ON public.items TO {{name}}".to_owned(),
+        "GRANT CREATE ON SCHEMA public TO {{name}}".to_owned(),
+        format!(
+            "GRANT CREATE ON DATABASE {} TO {{{{name}}}}",
+            pg.server.database()
+        ),
+    ];
+    issue(&pg, &maker, &grants(&statements), end).await.unwrap();
+    let made = pg.run_sql(
+        &maker.account,
+        maker.password.expose(),
+        "CREATE TABLE notes (v text); \
+         CREATE FUNCTION public.whoami() RETURNS text SECURITY DEFINER LANGUAGE sql \
+           AS 'SELECT current_user::text'; \
+         CREATE VIEW public.peek AS SELECT v FROM secrets; \
+         GRANT SELECT ON public.peek TO PUBLIC; \
+         CREATE SCHEMA own; CREATE TABLE own.kept (v int)",
+    );
+    assert!(made.status.success(), "{made:?}");
+    assert_eq!(
+        conformance::revoke(&pg, &maker).await.unwrap(),
+        RevokeResponse::Revoked
+    );
+    assert!(!pg.account_exists(&maker.account));
+    let owners = pg.server.admin_query(
+        "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class \
+         WHERE relname IN ('notes', 'peek', 'kept') \
+         UNION ALL SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'own'",
+    );
+    assert_eq!(owners, "warden_owned\nwarden_owned");
+    // The right to create it was lent for the hand-over alone.
+    let lent = pg.server.admin_query(
+        "SELECT has_schema_privilege('warden_owned', 'public', 'CREATE') \
+         OR has_database_privilege('warden_owned', current_database(), 'CREATE')",
+    );
+    assert_eq!(lent, "f");
+    let keeper = pg
+        .server
+        .admin_query("SELECT rolcanlogin OR rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = 'warden_owned'");
+    assert_eq!(keeper, "f");
+
+    // A later grant's caller runs the function as itself, and the view reads nothing.
+    let caller = Grant::new(&pg.issuer, "nico");
+    issue(&pg, &caller, &grants(&pg.read_grants()), end)
+        .await
+        .unwrap();
+    let who = pg.run_sql(
+        &caller.account,
+        caller.password.expose(),
+        "SELECT public.whoami()",
+    );
+    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), caller.account);
+    let peek = pg.run_sql(
+        &caller.account,
+        caller.password.expose(),
+        "SELECT * FROM peek",
+    );
+    assert!(!peek.status.success(), "{peek:?}");
+    assert!(!String::from_utf8_lossy(&peek.stdout).contains("hidden"));
+    conformance::revoke(&pg, &caller).await.unwrap();
+}
+
+/// Revoking does not queue behind someone's long transaction on a table the grant made (and
+/// every later query of that table behind it): it gives up within seconds, and succeeds once
+/// the transaction is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_does_not_wait_long_for_a_locked_table() {
+    let pg = Pg::start();
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let g = Grant::new(&pg.issuer, "lana");
+    let statements = vec!["GRANT CREATE ON SCHEMA public TO {{name}}".to_owned()];
+    issue(&pg, &g, &grants(&statements), end).await.unwrap();
+    let made = pg.run_sql(
+        &g.account,
+        g.password.expose(),
+        "CREATE TABLE busy (v int); GRANT SELECT ON busy TO PUBLIC",
+    );
+    assert!(made.status.success(), "{made:?}");
+    let holder = pg.server.hold_lock("busy");
+    let started = std::time::Instant::now();
+    let err = conformance::revoke(&pg, &g).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    // The transaction ends (its client gone, and its backend too).
+    drop(holder);
+    pg.server.admin_query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+    );
+    assert_eq!(
+        conformance::revoke(&pg, &g).await.unwrap(),
+        RevokeResponse::Revoked
+    );
+    assert!(!pg.account_exists(&g.account));
+}

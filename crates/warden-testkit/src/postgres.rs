@@ -230,6 +230,22 @@ impl Postgres {
         )
     }
 
+    /// A session of the administrator holding a lock that keeps `table` from being changed
+    /// (a long transaction that read it) until it is dropped.
+    pub fn hold_lock(&self, table: &str) -> OpenSession {
+        let probe = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = {} AND l.granted",
+            sql_literal(table)
+        );
+        let sql = format!("BEGIN; SELECT count(*) FROM {table}; SELECT pg_sleep(60)");
+        OpenSession::start(
+            &mut self.psql_command(DATABASE, ADMIN, &self.admin_password, &sql, 90),
+            &format!("a transaction holding {table}"),
+            || self.admin_query(&probe) != "0",
+        )
+    }
+
     fn psql_command(
         &self,
         database: &str,

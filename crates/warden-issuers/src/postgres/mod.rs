@@ -17,9 +17,12 @@
 //! Revoking, in order: `ALTER ROLE ... NOLOGIN` (no new sessions), terminate the role's
 //! sessions and wait until they are gone, make the administrator a member of the role
 //! (PostgreSQL 15 and older demand it of a `CREATEROLE` administrator for what follows; 16
-//! made the creator one already), then in one transaction `REASSIGN OWNED BY` the role `TO`
-//! the administrator (objects it created are kept, not lost), `DROP OWNED BY` it (its
-//! remaining privileges) and `DROP ROLE`. Those two act on one database only, so they are first run in
+//! made the creator one already), then in one transaction turn the role's `SECURITY DEFINER`
+//! functions and procedures into `SECURITY INVOKER` ones (the rights they ran with end with the
+//! grant), `REASSIGN OWNED BY` the role `TO warden_owned` (objects it created are kept, not lost,
+//! and belong to a `NOLOGIN` role with no rights of its own, made on first use: handed to the
+//! administrator, a view or function a grant made would run with the administrator's rights for
+//! whoever calls it later), `DROP OWNED BY` it (its remaining privileges) and `DROP ROLE`. Those two act on one database only, so they are first run in
 //! every other database of the cluster where the role made or was granted something (any role
 //! may connect to most of them and create a large object there); only databases that refuse
 //! connections are left, and then `DROP ROLE` fails saying where, the role unable to log in.
@@ -67,6 +70,12 @@ const KIND: &str = "postgres";
 const DEFAULT_PORT: u16 = 5432;
 /// Starts the comment that marks a role as Warden's; the grant id follows.
 const MARKER: &str = "warden grant ";
+
+/// Longest an administrator's statement waits for a lock (`lock_timeout`).
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest an administrator's statement runs (`statement_timeout`): under the 30 s Warden gives
+/// a call to a target, so the server never works on for a call Warden gave up.
+const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// Attempts at a role's transaction when PostgreSQL reports a catalog conflict.
 const CATALOG_RETRIES: u64 = 5;
@@ -205,6 +214,54 @@ fn marker(grant: RequestId) -> String {
     format!("{MARKER}{grant}")
 }
 
+/// The role that is handed what grants' roles made: `NOLOGIN`, with no rights of its own.
+/// Handed to the administrator instead, a `SECURITY DEFINER` function or a view a grant made
+/// would run with the administrator's rights for whoever calls it later.
+const OWNER: &str = "warden_owned";
+
+/// Makes [`OWNER`] if it is missing and lets the administrator hand things to it.
+fn keeper() -> String {
+    format!(
+        "DO $$BEGIN CREATE ROLE {OWNER} NOLOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END$$; \
+         GRANT {OWNER} TO CURRENT_USER"
+    )
+}
+
+/// In one database: what role `role` (oid `oid`) made goes to [`OWNER`], its functions and
+/// procedures that ran with its rights run with their callers' from now on (the rights they
+/// ran with end with the grant), and its privileges go. A new owner must be able to create in
+/// an object's schema (and, of a schema, in the database): [`OWNER`] is lent that right for
+/// the hand-over alone, within its transaction, so no one ever sees it hold it.
+fn hand_over(role: &str, oid: u32) -> String {
+    format!(
+        "DO $$DECLARE r regprocedure; s text; lent text[] := '{{}}'; db_lent boolean := false; BEGIN \
+         FOR r IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.proowner = {oid} AND p.prosecdef LOOP \
+           EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', r); \
+         END LOOP; \
+         FOR s IN SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' \
+           AND NOT has_schema_privilege('{OWNER}', oid, 'CREATE') LOOP \
+           EXECUTE format('GRANT CREATE ON SCHEMA %I TO {OWNER}', s); \
+           lent := lent || s; \
+         END LOOP; \
+         IF EXISTS (SELECT FROM pg_namespace WHERE nspowner = {oid}) \
+           AND NOT has_database_privilege('{OWNER}', current_database(), 'CREATE') THEN \
+           EXECUTE format('GRANT CREATE ON DATABASE %I TO {OWNER}', current_database()); \
+           db_lent := true; \
+         END IF; \
+         EXECUTE {reassign}; \
+         FOREACH s IN ARRAY lent LOOP \
+           EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM {OWNER}', s); \
+         END LOOP; \
+         IF db_lent THEN \
+           EXECUTE format('REVOKE CREATE ON DATABASE %I FROM {OWNER}', current_database()); \
+         END IF; \
+         END$$; \
+         DROP OWNED BY {role}",
+        reassign = literal(&format!("REASSIGN OWNED BY {role} TO {OWNER}")),
+    )
+}
+
 /// `what` went wrong and what the server said, with the SQLSTATE, detail and hint when there
 /// are any, and every one of `secrets` redacted.
 fn describe(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> String {
@@ -250,7 +307,15 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Client
         .user(user)
         .password(password)
         .connect_timeout(CONNECT_TIMEOUT)
-        .application_name("warden");
+        .application_name("warden")
+        // A statement that waits for a lock held by someone's long transaction (dropping what
+        // a grant made, say) gives up soon and is retried later: waiting, it would queue every
+        // later query of that table behind it. And none runs on after Warden stopped waiting.
+        .options(&format!(
+            "-c lock_timeout={}ms -c statement_timeout={}ms",
+            LOCK_TIMEOUT.as_millis(),
+            STATEMENT_TIMEOUT.as_millis()
+        ));
     if let Some(db) = &conn.database {
         config.dbname(db);
     }
@@ -454,6 +519,11 @@ impl Issuer for PostgresIssuer {
             .iter()
             .map(|row| row.get(0))
             .collect();
+        client
+            .batch_execute(&keeper())
+            .await
+            .map_err(|e| failed("preparing the owner of what was made by", e))?;
+        let hand_over = hand_over(&role, oid);
         for database in &elsewhere {
             let there = Connection {
                 database: Some(database.clone()),
@@ -461,16 +531,12 @@ impl Issuer for PostgresIssuer {
             };
             let other = connect(&there, &admin.username, admin.password.expose()).await?;
             other
-                .batch_execute(&format!(
-                    "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}"
-                ))
+                .batch_execute(&hand_over)
                 .await
                 .map_err(|e| failed(&format!("in database {database}, clearing"), e))?;
         }
         client
-            .batch_execute(&format!(
-                "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}"
-            ))
+            .batch_execute(&format!("{hand_over}; DROP ROLE {role}"))
             .await
             .map_err(|e| failed("dropping", e))?;
         self.pool.put(key, client);
