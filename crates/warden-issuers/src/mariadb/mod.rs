@@ -101,7 +101,8 @@ impl MariadbIssuer {
     }
 
     /// Runs `work` on an administrator connection: an idle one from the pool that still
-    /// answers a ping, else a new one. It goes back to the pool only if `work` succeeded.
+    /// answers a ping, else a new one, in its turn at the server. It goes back to the pool only
+    /// if `work` succeeded.
     async fn with_admin<T>(
         &self,
         conn: &Connection,
@@ -110,6 +111,7 @@ impl MariadbIssuer {
         work: impl AsyncFnOnce(&mut Conn) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let key = Key::new(conn, user, password);
+        let _turn = self.pool.admit(&key).await?;
         let mut pooled = None;
         while let Some(mut c) = self.pool.take(&key, |_| true) {
             if c.ping().await.is_ok() {

@@ -51,6 +51,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use time::macros::format_description;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::{Client, NoTls};
 use warden_domain::{RequestId, UserName};
 
@@ -137,22 +138,24 @@ impl PostgresIssuer {
     }
 
     /// An administrator connection: an idle one from the pool that still answers, else a new
-    /// one. Give it back with [`Pool::put`] once its work succeeded.
+    /// one, with the turn at its server to hold while it (or another connection to the server)
+    /// works. Give it back with [`Pool::put`] once its work succeeded.
     async fn admin_client(
         &self,
         conn: &Connection,
         admin: &AdminCredential,
-    ) -> Result<(Key, Client), Error> {
+    ) -> Result<(Key, Client, OwnedSemaphorePermit), Error> {
         let key = Key::new(conn, &admin.username, admin.password.expose());
+        let turn = self.pool.admit(&key).await?;
         while let Some(client) = self.pool.take(&key, |c| !c.is_closed()) {
             // One round trip tells a connection the server has since closed (a restart, an
             // idle timeout) before real work fails on it.
             if client.batch_execute("").await.is_ok() {
-                return Ok((key, client));
+                return Ok((key, client, turn));
             }
         }
         let client = connect(conn, &admin.username, admin.password.expose()).await?;
-        Ok((key, client))
+        Ok((key, client, turn))
     }
 
     fn catalog_lock(&self, key: String) -> std::sync::Arc<tokio::sync::Mutex<()>> {
@@ -399,7 +402,7 @@ impl Issuer for PostgresIssuer {
             expires: &expires,
         };
 
-        let (key, client) = self.admin_client(&conn, admin).await?;
+        let (key, client, _turn) = self.admin_client(&conn, admin).await?;
         let create = format!(
             "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {expires}",
             literal(&verifier)
@@ -462,7 +465,7 @@ impl Issuer for PostgresIssuer {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let admin = require_admin(req.admin, req.target)?;
         let account = require_account(req.account)?;
-        let (key, client) = self.admin_client(&conn, admin).await?;
+        let (key, client, _turn) = self.admin_client(&conn, admin).await?;
         let failed = |what: &str, e: tokio_postgres::Error| {
             target_error(&format!("{what} role {account}"), &e, &[])
         };
@@ -546,7 +549,7 @@ impl Issuer for PostgresIssuer {
     async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let admin = require_admin(req.admin, req.target)?;
-        let (key, client) = self.admin_client(&conn, admin).await?;
+        let (key, client, _turn) = self.admin_client(&conn, admin).await?;
         let rows = client
             .query(
                 "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles \

@@ -9,8 +9,10 @@
 //! are closed the next time one with the new credential is returned.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use sha2::{Digest, Sha256};
 
@@ -19,9 +21,15 @@ use super::Connection;
 /// How long an unused connection is kept.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
-/// The most idle connections kept per target and credential: as many as revocations run at
-/// once, so a burst of expiries does not reconnect.
-const MAX_IDLE: usize = 32;
+/// The most administrator connections at work at once per database server: a burst of grants
+/// or expiries queues here rather than take the server's connection slots from its
+/// applications (PostgreSQL allows 100 by default). Calls at one database run one at a time in
+/// PostgreSQL's catalog anyway.
+const MAX_AT_WORK: usize = 8;
+
+/// The most idle connections kept per target and credential: with [`MAX_AT_WORK`] at work, a
+/// server sees at most twice that many of Warden's connections.
+const MAX_IDLE: usize = MAX_AT_WORK;
 
 /// Which connections are interchangeable: same server, database and credential. The password
 /// is kept only as a SHA-256 digest.
@@ -50,21 +58,39 @@ impl Key {
     }
 }
 
-/// Idle connections of type `C`.
+/// Idle connections of type `C`, and the turns connections take at each server.
 #[derive(Debug)]
 pub(crate) struct Pool<C> {
     idle: Mutex<HashMap<Key, Vec<(C, Instant)>>>,
+    at_work: Mutex<HashMap<(String, u16), Arc<Semaphore>>>,
 }
 
 impl<C> Default for Pool<C> {
     fn default() -> Self {
         Self {
             idle: Mutex::new(HashMap::new()),
+            at_work: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl<C> Pool<C> {
+    /// Waits for a turn to work on the server of `key` (one of [`MAX_AT_WORK`]); hold it
+    /// while any connection to that server is used.
+    pub(crate) async fn admit(&self, key: &Key) -> Result<OwnedSemaphorePermit, crate::Error> {
+        let turns = self
+            .at_work
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((key.host.clone(), key.port))
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_AT_WORK)))
+            .clone();
+        turns
+            .acquire_owned()
+            .await
+            .map_err(|e| crate::Error::Internal(format!("waiting for a connection turn: {e}")))
+    }
+
     /// The most recently returned connection for `key` that `usable` accepts, if any.
     pub(crate) fn take(&self, key: &Key, usable: impl Fn(&C) -> bool) -> Option<C> {
         let now = Instant::now();
@@ -128,6 +154,43 @@ mod tests {
             pool.take(&a, |_| true),
             None,
             "a connection is handed out once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_gets_a_bounded_number_of_connections_at_work() {
+        let pool: Pool<u8> = Pool::default();
+        let a = Key::new(&conn("db1"), "admin", "one");
+        let mut turns = Vec::new();
+        for _ in 0..MAX_AT_WORK {
+            turns.push(pool.admit(&a).await.unwrap());
+        }
+        // Another database on the same server waits its turn; another server does not.
+        let same_server = Key::new(
+            &Connection {
+                database: Some("other".into()),
+                ..conn("db1")
+            },
+            "admin",
+            "one",
+        );
+        let wait = Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(wait, pool.admit(&same_server))
+                .await
+                .is_err()
+        );
+        let elsewhere = Key::new(&conn("db2"), "admin", "one");
+        assert!(
+            tokio::time::timeout(wait, pool.admit(&elsewhere))
+                .await
+                .is_ok()
+        );
+        turns.pop();
+        assert!(
+            tokio::time::timeout(wait, pool.admit(&same_server))
+                .await
+                .is_ok()
         );
     }
 
