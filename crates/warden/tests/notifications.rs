@@ -923,6 +923,41 @@ fn a_sink_that_hangs_delays_no_other() {
     drop(held);
 }
 
+/// A mail relay that takes the connection and never answers fails the delivery once its 30 s
+/// are up, on the record, rather than hold the mail sink for ever.
+#[test]
+fn a_mail_relay_that_never_answers_fails_the_delivery_in_time() {
+    let hole = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    let held = thread::spawn(move || hole.incoming().take(8).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"mute\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {hole_port}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
+        ),
+    );
+    let (alice, admin) = (login(&server, "alice"), login(&server, "admin"));
+    common::create(&alice, "web", "deploy", &[]);
+    let deadline = Instant::now() + Duration::from_secs(50);
+    let failed = loop {
+        let failed = audit_records(&admin, "notification.failed");
+        if let Some(f) = failed.into_iter().next() {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delivery to a mute relay never failed"
+        );
+        thread::sleep(Duration::from_millis(500));
+    };
+    let reason = failed["event"]["outcome"]["reason"].as_str().unwrap();
+    assert!(reason.contains("no answer within 30 s"), "{reason}");
+    drop(server);
+    drop(held);
+}
+
 #[test]
 fn bad_notify_sinks_stop_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ use warden_domain::{Audience, Notice};
 use super::config::{SmtpConfig, SmtpTls};
 use super::{Links, text};
 
+/// Longest one delivery may take, from connecting to the relay's last answer.
 const SEND_LIMIT: Duration = Duration::from_secs(30);
 
 /// Mails notifications through one relay.
@@ -107,9 +108,17 @@ impl SmtpSink {
         let message = builder
             .body(text(n, links))
             .map_err(|e| format!("cannot build the message: {e}"))?;
-        self.transport
-            .send(message)
+        // The transport's own timeout bounds its connect alone: a relay that takes the
+        // connection and never answers would hold this delivery, and its sink, for ever.
+        tokio::time::timeout(SEND_LIMIT, self.transport.send(message))
             .await
+            .map_err(|_| {
+                format!(
+                    "{}: no answer within {} s",
+                    self.shown,
+                    SEND_LIMIT.as_secs()
+                )
+            })?
             .map(|_| ())
             .map_err(|e| format!("{}: {e}", self.shown))
     }
