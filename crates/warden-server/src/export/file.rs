@@ -5,7 +5,9 @@
 //! Rotation renames from the oldest down, each rename atomic, so a crash part-way leaves at
 //! worst a missing number, never a lost or overwritten newer file. A line torn by a crash is
 //! ended with a newline before appending, so it cannot swallow the record after it; the torn
-//! record itself is sent again because the cursor had not moved past it.
+//! record itself is sent again because the cursor had not moved past it. A file moved away or
+//! deleted by someone else (logrotate, say) is noticed before the next batch, which goes to a
+//! new file at the path.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -82,8 +84,8 @@ impl Target {
     /// appending to.
     fn write(&self, out: Option<Output>, lines: &[String]) -> std::io::Result<Output> {
         let mut o = match out {
-            Some(o) => o,
-            None => self.open()?,
+            Some(o) if self.still_at_path(&o)? => o,
+            _ => self.open()?,
         };
         let mut buf = Vec::new();
         for line in lines {
@@ -102,6 +104,18 @@ impl Target {
         o.size += buf.len() as u64;
         o.file.sync_data()?;
         Ok(o)
+    }
+
+    /// Whether the open file is still the one at the path: moved away (logrotate, a hand
+    /// clean-up) or deleted, records written to it would be in no file the path names.
+    fn still_at_path(&self, o: &Output) -> std::io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let open = o.file.metadata()?;
+        Ok(match std::fs::metadata(&self.path) {
+            Ok(at_path) => at_path.dev() == open.dev() && at_path.ino() == open.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        })
     }
 
     fn open(&self) -> std::io::Result<Output> {
@@ -161,6 +175,25 @@ mod tests {
 
     fn read(p: PathBuf) -> String {
         std::fs::read_to_string(p).unwrap()
+    }
+
+    #[test]
+    fn a_file_moved_or_deleted_by_someone_else_is_not_written_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target {
+            path: dir.path().join("a.jsonl"),
+            max_bytes: 1 << 20,
+            keep: 2,
+        };
+        let out = t.write(None, &lines(1..3)).unwrap();
+        let moved = dir.path().join("moved.jsonl");
+        std::fs::rename(&t.path, &moved).unwrap();
+        let out = t.write(Some(out), &lines(3..5)).unwrap();
+        assert_eq!(read(moved.clone()), lines(1..3).concat());
+        assert_eq!(read(t.path.clone()), lines(3..5).concat());
+        std::fs::remove_file(&t.path).unwrap();
+        t.write(Some(out), &lines(5..6)).unwrap();
+        assert_eq!(read(t.path.clone()), lines(5..6).concat());
     }
 
     #[test]
