@@ -191,12 +191,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&data)?;
 
     let db = data.join("warden.db");
-    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    // Read, not migrated: the database is brought up to this version's schema only once every
+    // check below passed, so a refused start leaves it as the Warden before could open it.
+    let history = SqliteStore::history(&db).with_context(|| format!("reading {}", db.display()))?;
     let anchor = data.join(crate::checkpoints::ANCHOR_FILE);
     // A data dir that has served before (its log, or the checkpoint kept beside it, says so):
     // its keys and policy are never replaced by new ones. Every refusal below comes before any
     // key is made, so a refused start leaves nothing new behind.
-    let has_history = store.last_seq().await? > 0 || anchor.exists();
+    let has_history = history.as_ref().is_some_and(|h| h.last_seq > 0) || anchor.exists();
     let ca_path = data.join("ssh_user_ca");
     // Hosts trust the CA's public half, and the revoked-keys list names the CA it revokes for:
     // with a new CA, revocations would no longer reach certificates the old one signed.
@@ -222,7 +224,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     crate::checkpoints::check_anchor(
         &anchor,
         &note_signer.verifier(),
-        store.latest_checkpoint().await?.as_ref(),
+        history.and_then(|h| h.latest_checkpoint).as_ref(),
     )
     .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
@@ -254,6 +256,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let policy = load_policy(&policy_dir).map_err(|report| {
         anyhow::anyhow!("policy in {} is invalid:\n{report}", policy_dir.display())
     })?;
+    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
 
     let issuers = Registry::new([

@@ -444,7 +444,23 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     refused_without(&with_ca, &["SSH user CA key", "restore the key"]);
     refused_without(&["ssh_user_ca"], &["SSH user CA key", "restore the key"]);
     refused_without(&["policy"], &["is missing", "restore the policy"]);
+    // A refused start migrates nothing: a database the Warden before left (here, without
+    // migration 0015) stays as that Warden can open it, until a start goes through.
+    let schema = |sql: &str| -> i64 {
+        let c = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+        c.execute_batch(sql).unwrap();
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    let current = schema("");
+    schema(
+        "DROP INDEX requests_revoked_until; ALTER TABLE requests DROP COLUMN revoked_until; \
+         PRAGMA user_version = 14",
+    );
+    refused_without(&["policy"], &["is missing", "restore the policy"]);
+    assert_eq!(schema(""), 14);
     server.restart();
+    assert_eq!(schema(""), current);
     assert_eq!(http_get(server.port(), "/readyz").unwrap().status, 200);
     // A lost proxy host key is made anew, but said: clients pinned the old one.
     assert!(!server.stdout().contains("host key"));

@@ -153,7 +153,51 @@ fn keep_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a start checks of a database before it changes anything in it (see
+/// [`SqliteStore::history`]).
+#[derive(Debug, Clone)]
+pub struct History {
+    /// The audit log's last sequence number (0: no event).
+    pub last_seq: u64,
+    /// The newest signed checkpoint stored.
+    pub latest_checkpoint: Option<Checkpoint>,
+}
+
+const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM audit";
+const LATEST_CHECKPOINT: &str =
+    "SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size DESC LIMIT 1";
+
 impl SqliteStore {
+    /// The history of the database at `path`, read without migrating it, so that a start
+    /// refused for what it finds leaves the database as an older Warden can still open it;
+    /// `None` when there is no database yet, or one no schema was ever written to.
+    pub fn history(path: &Path) -> Result<Option<History>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        if version == 0 {
+            return Ok(None);
+        }
+        let last_seq: i64 = conn
+            .query_row(LAST_SEQ, [], |r| r.get(0))
+            .map_err(backend)?;
+        let latest_checkpoint = conn
+            .query_row(LATEST_CHECKPOINT, [], decode_checkpoint)
+            .optional()
+            .map_err(backend)?;
+        Ok(Some(History {
+            last_seq: u64::try_from(last_seq).unwrap_or(0),
+            latest_checkpoint,
+        }))
+    }
+
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
         keep_private(path)?;
@@ -891,12 +935,8 @@ impl crate::Store for SqliteStore {
 
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
         self.read(|c| {
-            c.query_row(
-                "SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size DESC LIMIT 1",
-                [],
-                decode_checkpoint,
-            )
-            .optional()
+            c.query_row(LATEST_CHECKPOINT, [], decode_checkpoint)
+                .optional()
         })
         .await
     }
@@ -1013,13 +1053,9 @@ impl crate::Store for SqliteStore {
     }
 
     async fn last_seq(&self) -> Result<u64> {
-        self.read(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .await
-        .map(|v| u64::try_from(v).unwrap_or(0))
+        self.read(|c| c.query_row(LAST_SEQ, [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|v| u64::try_from(v).unwrap_or(0))
     }
 
     async fn first_leaf_hash(&self) -> Result<u64> {
