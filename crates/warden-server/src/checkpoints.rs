@@ -74,7 +74,12 @@ pub async fn checkpoint(
         }
         None => Tree::new(),
     };
-    let kept = check_anchor(anchor, &signer.verifier(), last.as_ref())?;
+    let kept = check_anchor(
+        anchor,
+        &signer.verifier(),
+        last.as_ref(),
+        store.last_seq().await?,
+    )?;
     let mut block = current_block(&tree)?;
     let mut blocks = Vec::new();
     loop {
@@ -136,11 +141,13 @@ pub async fn checkpoint(
 
 /// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a log
 /// that starts afresh has neither): a smaller one, or another root at its size, means the log
-/// or its checkpoints were rolled back or rewritten. Returns the size the file vouches for.
+/// or its checkpoints were rolled back or rewritten, and none at all in a log of `events`
+/// events, that they were deleted. Returns the size the file vouches for.
 pub(crate) fn check_anchor(
     anchor: &Path,
     verifier: &warden_audit::NoteVerifier,
     last: Option<&warden_store::Checkpoint>,
+    events: u64,
 ) -> anyhow::Result<Option<u64>> {
     let note = match std::fs::read_to_string(anchor) {
         Ok(note) => note,
@@ -164,6 +171,15 @@ pub(crate) fn check_anchor(
         }
     })?;
     let stored = last.map_or((0, None), |c| (c.size, Some(c.root)));
+    // A restored backup carries the checkpoints signed up to its time; a log that has none at
+    // all had them deleted, and its events may have been rewritten with them.
+    anyhow::ensure!(
+        stored.0 > 0 || signed.size == 0 || events == 0,
+        "the log holds no checkpoint at all, but this server signed one of {} events (kept in {}): the log's checkpoints were deleted, and its events may have been rewritten since; nothing more is signed. Check the log against that file with `warden audit verify --data-dir DIR --checkpoint {}`, and start only on a data dir restored from a backup",
+        signed.size,
+        anchor.display(),
+        anchor.display()
+    );
     anyhow::ensure!(
         stored.0 >= signed.size,
         "the log's newest checkpoint covers {} events, but this server signed one of {} (kept in {}): the log or its checkpoints were rolled back or deleted, and nothing more is signed. If a backup was restored on purpose, move that file aside (keep it: it records what the restore dropped) and restart",
@@ -320,16 +336,16 @@ mod tests {
         let signer = NoteSigner::from_seed("warden.test/audit", &[3; 32]).unwrap();
         // Written durably and whole, it reads back; a log that holds none of it is behind it.
         write_anchor(&anchor, &signed_note(&signer, 5)).unwrap();
-        let behind = check_anchor(&anchor, &signer.verifier(), None).unwrap_err();
+        let behind = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
         assert!(behind.to_string().contains("rolled back"), "{behind}");
         // Torn by a crash: move it aside.
         std::fs::write(&anchor, "warden.test/audit\n5\n").unwrap();
-        let torn = check_anchor(&anchor, &signer.verifier(), None).unwrap_err();
+        let torn = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
         assert!(torn.to_string().contains("move it aside"), "{torn}");
         // Signed for a log the config now names otherwise: name it back.
         let renamed = NoteSigner::from_seed("other.test/audit", &[3; 32]).unwrap();
         write_anchor(&anchor, &signed_note(&renamed, 5)).unwrap();
-        let other = check_anchor(&anchor, &signer.verifier(), None).unwrap_err();
+        let other = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
         assert!(
             other
                 .to_string()

@@ -221,10 +221,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let note_signer = crate::checkpoints::signer(&config.audit_origin, &audit_key)?;
     // A database older than the newest checkpoint this server signed was restored from an older
     // copy or lost its write-ahead log: grants revoked and tokens ended since would work again.
+    let events = history.as_ref().map_or(0, |h| h.last_seq);
     crate::checkpoints::check_anchor(
         &anchor,
         &note_signer.verifier(),
         history.and_then(|h| h.latest_checkpoint).as_ref(),
+        events,
     )
     .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.

@@ -474,6 +474,17 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
         "{}",
         server.stdout()
     );
+    // A log whose checkpoints were all deleted (a restored backup carries its own) is refused,
+    // and the operator is sent to check it, not to move the kept checkpoint aside.
+    assert!(server.terminate().success());
+    schema("DELETE FROM checkpoints; DELETE FROM audit_blocks");
+    let out = serve_to_its_end(&["--data-dir", &data_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds no checkpoint at all") && !stderr.contains("move that file aside"),
+        "{stderr}"
+    );
 }
 
 /// A user removed from the config while the server is down holds nothing once it is back:
