@@ -252,6 +252,11 @@ impl BlockCheck {
 
     /// Adds the next stored event.
     pub fn add(&mut self, seq: u64, leaf_data: &[u8]) {
+        self.add_hash(seq, leaf_hash(leaf_data));
+    }
+
+    /// Adds the next event by its leaf hash (one kept apart from its event: an archived one).
+    pub fn add_hash(&mut self, seq: u64, hash: Hash) {
         let index = seq.saturating_sub(1);
         let block_len = 1u64 << BLOCK_HEIGHT;
         if index.is_multiple_of(block_len) {
@@ -261,7 +266,7 @@ impl BlockCheck {
             self.whole = false;
         }
         self.last_seq = seq;
-        self.tree.push(leaf_hash(leaf_data));
+        self.tree.push(hash);
         let block = index >> BLOCK_HEIGHT;
         if self.whole
             && self.tree.size() == block_len
@@ -272,6 +277,11 @@ impl BlockCheck {
                 self.mismatched.push(block);
             }
         }
+    }
+
+    /// The sequence number of the last event added.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// How many stored roots were compared with complete blocks of events.

@@ -1081,6 +1081,45 @@ fn live_events_are_proven_after_an_archive() {
     let (code, v) = verify(&data, &[]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["archived_before"], again);
+    // The stored roots of blocks the archive took events from, and the leaf hashes kept of the
+    // block it cut into, are checked against the segments' events too: altered, proofs of live
+    // events would fail, so verify names them.
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    let root: Vec<u8> = db
+        .query_row("SELECT root FROM audit_blocks WHERE block = 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    db.execute(
+        "UPDATE audit_blocks SET root = zeroblob(32) WHERE block = 0",
+        [],
+    )
+    .unwrap();
+    let (code, v) = verify(&data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.starts_with("block of events 1..=1024")),
+        "{v}"
+    );
+    db.execute("UPDATE audit_blocks SET root = ?1 WHERE block = 0", [&root])
+        .unwrap();
+    if let Some((first, _)) = range {
+        db.execute(
+            "UPDATE archived_leaves SET leaf_hash = zeroblob(32) WHERE seq = ?1",
+            [first],
+        )
+        .unwrap();
+        let (code, v) = verify(&data, &[]);
+        assert_eq!(code, 1, "{v}");
+        assert!(
+            problems(&v)
+                .iter()
+                .any(|p| p.starts_with(&format!("archived event {first}:"))),
+            "{v}"
+        );
+    }
 }
 
 /// Security and auditors read the whole log without administering Warden: members of

@@ -68,6 +68,36 @@ impl AuditReader {
             .map_err(backend)
     }
 
+    /// The kept leaf hashes of archived events (seq, hash), in order: those of the block an
+    /// archive cut into; none in a database older than them.
+    pub fn archived_leaves(&self) -> Result<Vec<(u64, [u8; 32])>> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archived_leaves')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, leaf_hash FROM archived_leaves ORDER BY seq")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let hash: Vec<u8> = r.get(1)?;
+                Ok((
+                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    hash.try_into().unwrap_or([0; 32]),
+                ))
+            })
+            .map_err(backend)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+    }
+
     /// Every stored block root (block number, root); none in a database older than them.
     pub fn block_roots(&self) -> Result<Vec<(u64, [u8; 32])>> {
         if !self.has_blocks()? {

@@ -252,10 +252,22 @@ pub fn store(
     // Kept checkpoints of archived sizes are checked against the segments' events; one whose
     // segment was deleted (past retention) cannot be, and is said so.
     let kept_archived: Vec<&Checkpoint> = outside.iter().filter(|c| c.size < base).collect();
-    let (segments_checked, segment_problems, compared) = segments
-        .into_inner()
-        .check(&data_dir.join("archive"), &kept_archived);
+    // The blocks the archive took events from: their stored roots, and the leaf hashes kept of
+    // the block it cut into, are checked against the segments' events (and the live ones).
+    let kept_leaves = reader.archived_leaves()?;
+    let mut archived = ArchivedEvents {
+        blocks: BlockCheck::new(reader.block_roots()?, 0),
+        wanted: kept_leaves.iter().map(|(seq, _)| *seq).collect(),
+        found: std::collections::BTreeMap::new(),
+    };
+    let (segments_checked, segment_problems, compared) =
+        segments
+            .into_inner()
+            .check(&data_dir.join("archive"), &kept_archived, &mut archived);
     problems.extend(segment_problems);
+    if base > 0 {
+        problems.extend(archived.finish(&kept_leaves, base, &reader)?);
+    }
     let unchecked: Vec<u64> = kept_archived
         .iter()
         .map(|c| c.size)
@@ -309,7 +321,16 @@ pub fn store(
         ));
     }
     let blocks = blocks.into_inner();
-    problems.extend(blocks.mismatched().iter().map(|&b| {
+    let blocks_checked = blocks.checked() + archived.blocks.checked();
+    let mut altered_blocks: Vec<u64> = blocks
+        .mismatched()
+        .iter()
+        .chain(archived.blocks.mismatched())
+        .copied()
+        .collect();
+    altered_blocks.sort_unstable();
+    altered_blocks.dedup();
+    problems.extend(altered_blocks.iter().map(|&b| {
         format!(
             "{}: its stored Merkle root differs from the events' (altered; proofs through it fail)",
             block_name(b)
@@ -345,7 +366,7 @@ pub fn store(
         "events_checked": result.events_checked,
         "events_after_newest_checkpoint": (base + result.events_checked).saturating_sub(newest_signed),
         "checkpoints_checked": result.checkpoints_checked,
-        "blocks_checked": blocks.checked(),
+        "blocks_checked": blocks_checked,
         "block_filters_checked": filters_checked,
         "external_checkpoints": outside.len(),
         "external_checkpoints_unchecked": unchecked,
@@ -438,7 +459,12 @@ impl SegmentRecords {
     /// of each one found, and each of the `kept` checkpoints whose size falls in a segment
     /// against its events; returns how many segments were checked, the problems, and the sizes
     /// of the kept checkpoints compared.
-    fn check(mut self, dir: &Path, kept: &[&Checkpoint]) -> (usize, Vec<String>, Vec<u64>) {
+    fn check(
+        mut self,
+        dir: &Path,
+        kept: &[&Checkpoint],
+        archived: &mut ArchivedEvents,
+    ) -> (usize, Vec<String>, Vec<u64>) {
         let mut problems = Vec::new();
         let mut compared = Vec::new();
         let mut checked = std::collections::BTreeSet::new();
@@ -456,6 +482,9 @@ impl SegmentRecords {
                     let (_, _, events, start) = segment_parts(&v);
                     for data in &events {
                         self.read(data);
+                        if let Some(seq) = claimed_seq(data) {
+                            archived.add(seq, data.as_bytes());
+                        }
                     }
                     // Sealed as recorded, its start frontier is as the server kept it.
                     if let Some(start) = start {
@@ -476,6 +505,57 @@ impl SegmentRecords {
             }
         }
         (checked.len(), problems, compared)
+    }
+}
+
+/// The archived events met in the segments, in the order read: checked against the stored
+/// roots of their blocks, and against the leaf hashes the live log keeps of the block an
+/// archive cut into (`wanted`; what was found of them in `found`).
+struct ArchivedEvents {
+    blocks: BlockCheck,
+    wanted: std::collections::BTreeSet<u64>,
+    found: std::collections::BTreeMap<u64, [u8; 32]>,
+}
+
+impl ArchivedEvents {
+    fn add(&mut self, seq: u64, leaf_data: &[u8]) {
+        let hash = leaf_hash(leaf_data);
+        if self.wanted.contains(&seq) {
+            self.found.insert(seq, hash);
+        }
+        self.blocks.add_hash(seq, hash);
+    }
+
+    /// After the segments: each kept leaf hash compared with its event where a segment still
+    /// holds it (the problems), then the block the archive cut into completed from the kept
+    /// hashes no segment gave and the live events up to its end, for its root to be checked.
+    fn finish(
+        &mut self,
+        kept: &[(u64, [u8; 32])],
+        base: u64,
+        reader: &AuditReader,
+    ) -> anyhow::Result<Vec<String>> {
+        let problems = kept
+            .iter()
+            .filter(|(seq, hash)| self.found.get(seq).is_some_and(|found| found != hash))
+            .map(|(seq, _)| format!(
+                "archived event {seq}: the leaf hash the log keeps of it differs from the event in its segment (altered; proofs of its block's live events fail)"
+            ))
+            .collect();
+        for (seq, hash) in kept {
+            if *seq > self.blocks.last_seq() {
+                self.blocks.add_hash(*seq, *hash);
+            }
+        }
+        let block_len = 1u64 << warden_audit::merkle::BLOCK_HEIGHT;
+        let cut_block_end = base.div_ceil(block_len) * block_len;
+        let live = usize::try_from(cut_block_end - base).unwrap_or(0);
+        if live > 0 {
+            for (seq, data, _) in reader.leaves(base, live)? {
+                self.blocks.add(seq, data.as_bytes());
+            }
+        }
+        Ok(problems)
     }
 }
 
