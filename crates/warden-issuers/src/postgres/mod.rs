@@ -314,7 +314,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Client
         // A statement that waits for a lock held by someone's long transaction (dropping what
         // a grant made, say) gives up soon and is retried later: waiting, it would queue every
         // later query of that table behind it. And none runs on after Warden stopped waiting.
-        .options(&format!(
+        .options(format!(
             "-c lock_timeout={}ms -c statement_timeout={}ms",
             LOCK_TIMEOUT.as_millis(),
             STATEMENT_TIMEOUT.as_millis()
