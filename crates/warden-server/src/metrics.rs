@@ -168,12 +168,24 @@ impl Metrics {
                 Kind::Gauge => recorder.describe_gauge(name, None, help),
                 Kind::Histogram(_) => recorder.describe_histogram(name, None, help),
             }
-            // A counter without labels is shown at 0 from the start: an alert on its rate
-            // would otherwise see no data until the first event.
-            if matches!(def.kind, Kind::Counter) && def.labels.is_empty() {
-                recorder
-                    .register_counter(&key(def, &[]), &METADATA)
-                    .increment(0);
+            // A counter without labels, or labelled by issuer kind alone, is shown at 0 from the
+            // start, and such a histogram empty: an alert on its rate would otherwise see no
+            // data until the first event.
+            let label_sets: Vec<Vec<&str>> = match def.labels {
+                [] => vec![vec![]],
+                ["kind"] => warden_issuers::KINDS.iter().map(|k| vec![*k]).collect(),
+                _ => Vec::new(),
+            };
+            for labels in &label_sets {
+                match def.kind {
+                    Kind::Counter => recorder
+                        .register_counter(&key(def, labels), &METADATA)
+                        .increment(0),
+                    Kind::Histogram(_) if !labels.is_empty() => {
+                        recorder.register_histogram(&key(def, labels), &METADATA);
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(Self { recorder })
@@ -317,6 +329,15 @@ mod tests {
             if matches!(def.kind, Kind::Counter) {
                 assert!(text.contains(&format!("\n{} 0\n", def.name)), "{text}");
             }
+        }
+        // Series by issuer kind are there for every kind before their first event.
+        for kind in warden_issuers::KINDS {
+            for def in [&ISSUED, &ISSUE_FAILURES, &REVOKED, &REVOKE_FAILURES] {
+                let line = format!("\n{}{{kind=\"{kind}\"}} 0\n", def.name);
+                assert!(text.contains(&line), "{line}: {text}");
+            }
+            let lag = format!("warden_revocation_lag_seconds_count{{kind=\"{kind}\"}} 0");
+            assert!(text.contains(&lag), "{lag}: {text}");
         }
     }
 }
