@@ -182,7 +182,8 @@ impl Metrics {
                         .register_counter(&key(def, labels), &METADATA)
                         .increment(0),
                     Kind::Histogram(_) if !labels.is_empty() => {
-                        recorder.register_histogram(&key(def, labels), &METADATA);
+                        // Registered is enough: the recorder keeps it, empty.
+                        let _ = recorder.register_histogram(&key(def, labels), &METADATA);
                     }
                     _ => {}
                 }

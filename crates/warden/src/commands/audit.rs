@@ -324,7 +324,13 @@ async fn status(server: Option<String>, out: Output) -> anyhow::Result<()> {
                 s["lag"].to_string(),
                 s["failures"].to_string(),
                 text("last_success"),
-                text("last_error"),
+                // The error of the failures in a row now; one a success has since passed is
+                // history (still in `--json`).
+                if s["failures"].as_u64().unwrap_or(0) > 0 {
+                    text("last_error")
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
