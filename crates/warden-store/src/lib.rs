@@ -91,7 +91,7 @@ pub struct Delivery {
 }
 
 /// The outbox's figures, for status and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxStatus {
     /// Notifications not yet delivered.
     pub pending: u64,
@@ -100,6 +100,18 @@ pub struct OutboxStatus {
     pub delivered: u64,
     /// When the oldest undelivered notification was queued: the outbox's lag.
     pub oldest_pending: Option<OffsetDateTime>,
+    /// The undelivered ones by sink name, with the newest failure's error.
+    pub by_sink: Vec<SinkBacklog>,
+}
+
+/// What one notification sink has yet to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkBacklog {
+    pub sink: String,
+    pub pending: u64,
+    pub retrying: u64,
+    /// The error of the newest notification that failed and waits for a retry.
+    pub last_error: Option<String>,
 }
 
 /// When each break-glass role was last drilled.

@@ -822,6 +822,26 @@ fn the_outbox_delivers_after_an_outage_and_a_kill_9_each_notification_once() {
     );
     assert!(s["retrying"].as_u64().unwrap() >= 1, "{s}");
     assert!(s["oldest_pending"].is_string(), "{s}");
+    // Per sink: what waits, and why.
+    let hook_backlog = &s["backlog"][0];
+    assert_eq!(
+        (
+            hook_backlog["sink"].as_str(),
+            hook_backlog["configured"].as_bool()
+        ),
+        (Some("hook"), Some(true)),
+        "{s}"
+    );
+    assert_eq!(hook_backlog["pending"], 3, "{s}");
+    assert!(
+        hook_backlog["last_error"].as_str().unwrap().contains("500"),
+        "{s}"
+    );
+    let table = admin.run(&["notify", "status"], None);
+    assert!(
+        table.stdout.contains("PENDING") && table.stdout.contains("500"),
+        "{table:?}"
+    );
     let failed = audit_records(&admin, "notification.failed");
     assert_eq!(
         failed.len(),
@@ -875,6 +895,7 @@ fn the_outbox_delivers_after_an_outage_and_a_kill_9_each_notification_once() {
         "{s}"
     );
     assert_eq!(s["sinks"][0][0], "hook");
+    assert_eq!(s["backlog"], serde_json::json!([]), "{s}");
 }
 
 /// A sink that takes connections and never answers holds back its own deliveries only: the

@@ -139,6 +139,22 @@ pub struct OutboxView {
     pub oldest_pending: Option<String>,
     /// Configured sinks: name, kind and destination (no credentials).
     pub sinks: Vec<[String; 3]>,
+    /// What each sink has yet to deliver, configured or not (one removed from the config keeps
+    /// its notifications queued until it is back).
+    pub backlog: Vec<SinkBacklogView>,
+}
+
+/// What one notification sink has yet to deliver.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SinkBacklogView {
+    pub sink: String,
+    /// Whether the config still names it.
+    pub configured: bool,
+    pub pending: u64,
+    /// Of those, how many failed at least once and wait for a retry.
+    pub retrying: u64,
+    /// The error of the newest notification that failed and waits for a retry.
+    pub last_error: Option<String>,
 }
 
 /// Breaks the glass: grants at once after MFA step-up under the break-glass rules, records in
@@ -266,6 +282,17 @@ pub async fn outbox(State(app): State<Shared>, who: Authed) -> Result<Json<Outbo
             .notify
             .iter()
             .map(|c| [c.name().to_owned(), c.kind().to_owned(), c.destination()])
+            .collect(),
+        backlog: s
+            .by_sink
+            .into_iter()
+            .map(|b| SinkBacklogView {
+                configured: app.config.notify.iter().any(|c| c.name() == b.sink),
+                sink: b.sink,
+                pending: b.pending,
+                retrying: b.retrying,
+                last_error: b.last_error,
+            })
             .collect(),
     }))
 }

@@ -9,7 +9,7 @@ use warden_domain::audit::Event;
 use warden_domain::{Postmortem, RequestId};
 
 use super::{SqliteStore, backend, ceil_ms, from_ms, json, limit, ms, prepare};
-use crate::{Delivery, Drill, Error, OutboxStatus, Outgoing, Result};
+use crate::{Delivery, Drill, Error, OutboxStatus, Outgoing, Result, SinkBacklog};
 
 /// An outbox row as its columns: notice id, sink, created, body.
 pub(super) type NoticeRow = (String, String, i64, String);
@@ -161,6 +161,23 @@ impl SqliteStore {
 
     pub(super) async fn outbox_figures(&self) -> Result<OutboxStatus> {
         self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT sink, COUNT(*), COUNT(*) FILTER (WHERE attempts > 0),
+                        (SELECT last_error FROM outbox f
+                          WHERE f.sink = o.sink AND f.due_at IS NOT NULL AND f.last_error IS NOT NULL
+                          ORDER BY f.created_at DESC LIMIT 1)
+                 FROM outbox o WHERE due_at IS NOT NULL GROUP BY sink ORDER BY sink",
+            )?;
+            let by_sink = stmt
+                .query_map([], |r| {
+                    Ok(SinkBacklog {
+                        sink: r.get(0)?,
+                        pending: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        retrying: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                        last_error: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             c.query_row(
                 "SELECT COUNT(*) FILTER (WHERE due_at IS NOT NULL),
                         COUNT(*) FILTER (WHERE due_at IS NOT NULL AND attempts > 0),
@@ -174,6 +191,7 @@ impl SqliteStore {
                         retrying: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
                         delivered: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
                         oldest_pending: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                        by_sink,
                     })
                 },
             )

@@ -262,18 +262,56 @@ pub async fn notify(server: Option<String>, cmd: NotifyCommand, out: Output) -> 
                 ("delivered", s(&v, "delivered")),
                 ("oldest pending", s(&v, "oldest_pending")),
             ]);
-            let rows: Vec<Vec<String>> = v["sinks"]
+            let backlog: Vec<&Value> = v["backlog"].as_array().into_iter().flatten().collect();
+            let of = |name: &str| backlog.iter().find(|b| b["sink"] == name).copied();
+            let count = |b: Option<&Value>, k: &str| b.map_or(0, |b| b[k].as_u64().unwrap_or(0));
+            let mut rows: Vec<Vec<String>> = v["sinks"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|r| {
-                    (0..3)
-                        .map(|i| r[i].as_str().unwrap_or_default().to_owned())
-                        .collect()
+                    let name = r[0].as_str().unwrap_or_default();
+                    let b = of(name);
+                    vec![
+                        name.to_owned(),
+                        r[1].as_str().unwrap_or_default().to_owned(),
+                        r[2].as_str().unwrap_or_default().to_owned(),
+                        count(b, "pending").to_string(),
+                        count(b, "retrying").to_string(),
+                        b.and_then(|b| b["last_error"].as_str())
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ]
                 })
                 .collect();
+            // Notifications for a sink the config no longer names wait until it is back.
+            rows.extend(
+                backlog
+                    .iter()
+                    .filter(|b| b["configured"] == false)
+                    .map(|b| {
+                        vec![
+                            s(b, "sink"),
+                            "(not configured)".into(),
+                            "queued until a sink of this name is configured again".into(),
+                            count(Some(b), "pending").to_string(),
+                            count(Some(b), "retrying").to_string(),
+                            String::new(),
+                        ]
+                    }),
+            );
             println!();
-            table(&["SINK", "KIND", "DESTINATION"], &rows);
+            table(
+                &[
+                    "SINK",
+                    "KIND",
+                    "DESTINATION",
+                    "PENDING",
+                    "RETRYING",
+                    "LAST ERROR",
+                ],
+                &rows,
+            );
             Ok(())
         }
     }
