@@ -866,7 +866,7 @@ fn waiting_for_approval_rides_out_a_server_restart() {
 }
 
 /// An extension continues an active grant: once the grant has ended by its time, its pending
-/// extension can no longer be approved.
+/// extension can no longer be approved, and Warden withdraws it from the approvers' queues.
 #[test]
 fn an_extension_of_an_expired_grant_is_not_approved() {
     let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
@@ -886,8 +886,27 @@ fn an_extension_of_an_expired_grant_is_not_approved() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let out = fails(&bob, &["request", "approve", &more], 6);
-    assert!(out.stderr.contains("which is expired"), "{out:?}");
-    assert_eq!(state(&alice, &more), "pending");
+    // Refused as extending an expired grant, or, once the worker has been by, as withdrawn.
+    assert!(
+        out.stderr.contains("which is expired") || out.stderr.contains("is revoked"),
+        "{out:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state(&alice, &more) == "pending" {
+        assert!(std::time::Instant::now() < deadline, "never withdrawn");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let withdrawn = ok(&alice, &["request", "show", &more]);
+    assert_eq!(withdrawn["state"], "revoked", "{withdrawn}");
+    assert!(
+        withdrawn["end_comment"]
+            .as_str()
+            .unwrap()
+            .contains("expired before it was approved"),
+        "{withdrawn}"
+    );
+    let queue = ok(&bob, &["request", "list", "--reviewable"]);
+    assert_eq!(queue["requests"], serde_json::json!([]), "{queue}");
 }
 
 #[test]

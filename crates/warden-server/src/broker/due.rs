@@ -101,6 +101,18 @@ impl App {
                 self.outbox.notify_one();
                 if r.state == State::Expired {
                     self.end_sessions(r.id, "your grant has expired");
+                    // An extension still waiting can no longer be approved: it is withdrawn
+                    // rather than left in approvers' queues until its own timeout.
+                    let id = r.id;
+                    let comment =
+                        format!("the grant it extends ({id}) expired before it was approved");
+                    self.end_all(
+                        Some(&r.requester),
+                        |x| x.extends == Some(id) && x.state == State::Pending,
+                        Actor::system(),
+                        &comment,
+                    )
+                    .await?;
                 }
                 Ok(true)
             }

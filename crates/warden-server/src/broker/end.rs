@@ -264,7 +264,7 @@ impl App {
     /// Revokes, as `actor` with `comment`, every open request of `requester` (or of anyone)
     /// that `which` picks, looking again until a look finds none (at most [`END_ALL_LOOKS`]
     /// times). Returns how many were ended.
-    async fn end_all(
+    pub(super) async fn end_all(
         &self,
         requester: Option<&UserName>,
         which: impl Fn(&Request) -> bool,
