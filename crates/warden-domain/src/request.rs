@@ -65,7 +65,9 @@ impl fmt::Display for RequestId {
 
 /// Text that is not a request id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a request id (a UUID such as 0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60)")]
+#[error(
+    "{0:?} is not a request id: write the whole id, as `warden request list` shows it (a UUID such as 0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60; ids are not shortened)"
+)]
 pub struct BadRequestId(String);
 
 impl FromStr for RequestId {

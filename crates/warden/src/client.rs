@@ -117,6 +117,7 @@ fn load_saved() -> anyhow::Result<SavedLogin> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SavedLogin::Missing),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    keep_private(&path)?;
     let damaged = |what: &str| {
         SavedLogin::Damaged(format!(
             "your saved login ({}) is damaged: {what}; run `warden login --user NAME` again",
@@ -139,6 +140,33 @@ fn load_saved() -> anyhow::Result<SavedLogin> {
         return Ok(damaged("its token is not one Warden issues"));
     }
     Ok(SavedLogin::Usable(saved))
+}
+
+/// Makes the saved login private again if someone widened its mode (a copied home, a umask
+/// of 0), and says so: whoever could read the token could use it. A home others may write to
+/// is only pointed out (it may be a directory the user shares on purpose, and others there
+/// could swap the saved login for their own).
+fn keep_private(saved: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(saved)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(saved, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", saved.display()))?;
+        eprintln!(
+            "Warning: {} was readable by others (mode {:o}); it is 600 now. If anyone else could read it, run `warden logout` to revoke the token it held.",
+            saved.display(),
+            mode & 0o777
+        );
+    }
+    if let Some(home) = saved.parent()
+        && std::fs::metadata(home)?.permissions().mode() & 0o022 != 0
+    {
+        eprintln!(
+            "Warning: others may write to {}, where your login is kept: keep WARDEN_HOME private (chmod 700).",
+            home.display()
+        );
+    }
+    Ok(())
 }
 
 /// Saves a login with mode 0600.

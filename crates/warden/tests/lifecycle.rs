@@ -1325,6 +1325,14 @@ fn logout_revokes_the_token() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // Widened by someone, it is made private again at the next use, saying so.
+    let saved = alice.home().join("credentials.json");
+    std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let used = alice.run(&["whoami"], None);
+    assert!(used.success(), "{used:?}");
+    assert!(used.stderr.contains("was readable by others"), "{used:?}");
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     // A logout the server does not hear revokes nothing: said so, and the token kept to try
     // again.
     assert!(env.server.terminate().success());
