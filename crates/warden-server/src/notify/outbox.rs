@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
+use warden_domain::State;
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
 use warden_store::Delivery;
 
 use super::smtp::SmtpSink;
@@ -196,6 +198,9 @@ async fn pass(
         tokio::spawn(async move {
             let _under_way = under_way;
             let outcome = match sinks.get(&d.sink) {
+                // A prompt retried after an outage that no longer holds (the request was
+                // decided, the grant ended) would send its reader after nothing: it is dropped.
+                Some(_) if stale(&app, &d).await => Ok(()),
                 Some(sink) => sink.deliver(&d, &base).await,
                 None => Err(format!(
                     "notify sink {:?} is no longer configured; it stays queued until it is",
@@ -216,6 +221,27 @@ async fn pass(
         });
     }
     Ok(left_waiting)
+}
+
+/// Whether `d`, a retry, asks for something that no longer applies: an approval of a request
+/// no longer pending, or a warning of an end that already came. A first try is never stale:
+/// it is sent right after the change that made it.
+async fn stale(app: &Shared, d: &Delivery) -> bool {
+    let wanted = match d.notice.kind {
+        Kind::ApprovalNeeded => State::Pending,
+        Kind::ExpirySoon => State::Active,
+        _ => return false,
+    };
+    if d.attempts == 0 {
+        return false;
+    }
+    match app.store.request(d.notice.request).await {
+        Ok(Some(r)) if r.state != wanted => {
+            tracing::info!(sink = %d.sink, notice = %d.notice.id, request = %r.id, state = r.state.as_str(), "a retried notification no longer applies; not sent");
+            true
+        }
+        _ => false,
+    }
 }
 
 /// A delivery under way: when it ends, however (a panic too), its sink's place is freed, it
