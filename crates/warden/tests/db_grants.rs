@@ -70,6 +70,22 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Creates a grant of the `slow` role as `cli` and runs `act` on it while its account is being
+/// made; the grant as created, and what `act` returned.
+fn while_issuing<T: Send>(cli: &Cli, act: impl FnOnce(&str) -> T + Send) -> (serde_json::Value, T) {
+    std::thread::scope(|s| {
+        let issue = s.spawn(|| create(cli, "pg", "slow", &["--ttl", "30m"]));
+        let mut in_flight = None;
+        wait_until("the issue to be under way", Duration::from_secs(10), || {
+            let listed = ok(cli, &["request", "list", "--state", "approved"]);
+            in_flight = listed["requests"][0]["id"].as_str().map(str::to_owned);
+            in_flight.is_some()
+        });
+        let acted = act(&in_flight.unwrap_or_default());
+        (issue.join().unwrap(), acted)
+    })
+}
+
 fn pg_role_count(pg: &Postgres, name: &str) -> String {
     pg.admin_query(&format!(
         "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
@@ -197,17 +213,7 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
 
     // Revoked while its account is being made: the revocation waits for the issue, then
     // removes the account it made.
-    let (issued, revoked) = std::thread::scope(|s| {
-        let issue = s.spawn(|| create(&alice, "pg", "slow", &["--ttl", "30m"]));
-        let mut in_flight = None;
-        wait_until("the issue to be under way", Duration::from_secs(10), || {
-            let listed = ok(&alice, &["request", "list", "--state", "approved"]);
-            in_flight = listed["requests"][0]["id"].as_str().map(str::to_owned);
-            in_flight.is_some()
-        });
-        let revoked = ok(&alice, &["request", "revoke", &in_flight.unwrap()]);
-        (issue.join().unwrap(), revoked)
-    });
+    let (issued, revoked) = while_issuing(&alice, |id| ok(&alice, &["request", "revoke", id]));
     assert_eq!(issued["state"], "active", "{issued}");
     assert_eq!(revoked["state"], "revoked", "{revoked}");
     let account = issued["credential"]["username"]
@@ -225,17 +231,8 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
 
     // Cancelled while its account is being made: the cancel waits for the issue, which is on
     // the record, and then finds a grant, which only a revocation ends.
-    let (issued, cancelled) = std::thread::scope(|s| {
-        let issue = s.spawn(|| create(&alice, "pg", "slow", &["--ttl", "30m"]));
-        let mut in_flight = None;
-        wait_until("the issue to be under way", Duration::from_secs(10), || {
-            let listed = ok(&alice, &["request", "list", "--state", "approved"]);
-            in_flight = listed["requests"][0]["id"].as_str().map(str::to_owned);
-            in_flight.is_some()
-        });
-        let cancelled = fails(&alice, &["request", "cancel", &in_flight.unwrap()], 6);
-        (issue.join().unwrap(), cancelled)
-    });
+    let (issued, cancelled) =
+        while_issuing(&alice, |id| fails(&alice, &["request", "cancel", id], 6));
     assert_eq!(issued["state"], "active", "{issued}");
     assert!(cancelled.stderr.contains("active"), "{cancelled:?}");
     let on_record = audit_events(&admin, "credential.issued")

@@ -56,36 +56,29 @@ impl AuditReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
 
-    /// Whether the database has block roots and filters at all (migration 0010): `warden audit
-    /// verify` may read a data dir an older server last wrote.
-    fn has_blocks(&self) -> Result<bool> {
+    /// Whether the database has `table` at all: `warden audit verify` may read a data dir an
+    /// older server last wrote (block roots and filters came with migration 0010, the kept
+    /// leaves of archived events with 0013).
+    fn has_table(&self, table: &str) -> Result<bool> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_blocks')",
-                [],
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                [table],
                 |r| r.get(0),
             )
             .map_err(backend)
     }
 
-    /// The kept leaf hashes of archived events (seq, hash), in order: those of the block an
-    /// archive cut into; none in a database older than them.
-    pub fn archived_leaves(&self) -> Result<Vec<(u64, [u8; 32])>> {
-        let exists: bool = self
-            .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archived_leaves')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(backend)?;
-        if !exists {
+    fn has_blocks(&self) -> Result<bool> {
+        self.has_table("audit_blocks")
+    }
+
+    /// The rows of `sql`, a number and a 32-byte hash each, if `table` exists.
+    fn numbered_hashes(&self, table: &str, sql: &str) -> Result<Vec<(u64, [u8; 32])>> {
+        if !self.has_table(table)? {
             return Ok(Vec::new());
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, leaf_hash FROM archived_leaves ORDER BY seq")
-            .map_err(backend)?;
+        let mut stmt = self.conn.prepare(sql).map_err(backend)?;
         let rows = stmt
             .query_map([], |r| {
                 let hash: Vec<u8> = r.get(1)?;
@@ -98,25 +91,21 @@ impl AuditReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
 
+    /// The kept leaf hashes of archived events (seq, hash), in order: those of the block an
+    /// archive cut into; none in a database older than them.
+    pub fn archived_leaves(&self) -> Result<Vec<(u64, [u8; 32])>> {
+        self.numbered_hashes(
+            "archived_leaves",
+            "SELECT seq, leaf_hash FROM archived_leaves ORDER BY seq",
+        )
+    }
+
     /// Every stored block root (block number, root); none in a database older than them.
     pub fn block_roots(&self) -> Result<Vec<(u64, [u8; 32])>> {
-        if !self.has_blocks()? {
-            return Ok(Vec::new());
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT block, root FROM audit_blocks ORDER BY block")
-            .map_err(backend)?;
-        let rows = stmt
-            .query_map([], |r| {
-                let root: Vec<u8> = r.get(1)?;
-                Ok((
-                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    root.try_into().unwrap_or([0; 32]),
-                ))
-            })
-            .map_err(backend)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        self.numbered_hashes(
+            "audit_blocks",
+            "SELECT block, root FROM audit_blocks ORDER BY block",
+        )
     }
 
     /// Rebuilds the search filter of every block whose events are all in the live log and
