@@ -195,7 +195,8 @@ pub trait Issuer: Send + Sync + fmt::Debug {
     fn kind(&self) -> &'static str;
 
     /// Checks a request's inputs before it is stored, so a request that could never be
-    /// issued is refused up front rather than after approval.
+    /// issued is refused up front rather than after approval. Every request passes it, so
+    /// [`Issuer::issue`] takes the inputs as judged here.
     fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error>;
 
     /// The account this issuer will create for a grant, or `None` if it creates no account at

@@ -74,12 +74,12 @@ pub async fn checkpoint(
         }
         None => Tree::new(),
     };
-    let kept = check_anchor(
-        anchor,
-        &signer.verifier(),
-        last.as_ref(),
-        store.last_seq().await?,
-    )?;
+    // The log's length matters only where no checkpoint is stored: read it then alone.
+    let events = match &last {
+        Some(c) => c.size,
+        None => store.last_seq().await?,
+    };
+    let kept = check_anchor(anchor, &signer.verifier(), last.as_ref(), events)?;
     let mut block = current_block(&tree)?;
     let mut blocks = Vec::new();
     loop {

@@ -52,6 +52,37 @@ impl App {
         Ok(handled)
     }
 
+    /// Withdraws the pending extensions of `r`, a grant that just expired: they can no longer
+    /// be approved, and are taken out of approvers' queues rather than left until their own
+    /// timeout. Looked for among the requester's pending requests at the target (few), so an
+    /// expiry with none costs one small read, not a pass over all the requester's grants.
+    async fn withdraw_waiting_extensions(&self, r: &Request) -> Result<(), Error> {
+        let id = r.id;
+        let waiting = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: Some(r.requester.clone()),
+                target: Some(r.target.clone()),
+                states: vec![State::Pending],
+                before: None,
+                limit: 1000,
+            })
+            .await?
+            .iter()
+            .any(|x| x.extends == Some(id));
+        if waiting {
+            let comment = format!("the grant it extends ({id}) expired before it was approved");
+            self.end_all(
+                Some(&r.requester),
+                |x| x.extends == Some(id) && x.state == State::Pending,
+                Actor::system(),
+                &comment,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Acts on a request whose deadline has come: times out a pending request, expires an
     /// active grant, or warns its requester that it ends soon. Returns whether it changed. One
     /// request that cannot move is logged and left for the next pass, so it never holds up the
@@ -101,18 +132,7 @@ impl App {
                 self.outbox.notify_one();
                 if r.state == State::Expired {
                     self.end_sessions(r.id, "your grant has expired");
-                    // An extension still waiting can no longer be approved: it is withdrawn
-                    // rather than left in approvers' queues until its own timeout.
-                    let id = r.id;
-                    let comment =
-                        format!("the grant it extends ({id}) expired before it was approved");
-                    self.end_all(
-                        Some(&r.requester),
-                        |x| x.extends == Some(id) && x.state == State::Pending,
-                        Actor::system(),
-                        &comment,
-                    )
-                    .await?;
+                    self.withdraw_waiting_extensions(&r).await?;
                 }
                 Ok(true)
             }
