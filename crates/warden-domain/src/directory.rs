@@ -76,4 +76,15 @@ impl Directory {
     pub fn users(&self) -> impl Iterator<Item = &User> {
         self.users.values()
     }
+
+    /// This directory without `gone`. Approvals are counted against the directory as it is
+    /// now, so an approval given by one of them no longer fills a place; a user who names one
+    /// of them as manager keeps the name, which no approval can then come from.
+    pub fn without<'a>(&self, gone: impl IntoIterator<Item = &'a UserName>) -> Self {
+        let mut users = self.users.clone();
+        for name in gone {
+            users.remove(name);
+        }
+        Self { users }
+    }
 }

@@ -68,11 +68,18 @@ pub enum AuthError {
 }
 
 /// A name someone typed at sign-in as the append-only record keeps it: as typed when it could
-/// be a user's name (in any case), else only its length. What can be no user name is most often
-/// a password typed into the wrong field, which the log would otherwise keep for ever; it also
-/// holds nothing that could forge a log line.
-fn claimed(name: &str) -> String {
-    if name.to_ascii_lowercase().parse::<UserName>().is_ok() {
+/// be a user's name, or when it is one of the directory's names in other letter case (`Alice`
+/// for `alice`), else only its length. What can be no user name is most often a password typed
+/// into the wrong field, which the log would otherwise keep for ever (and a mixed-case password
+/// is no user name: names are lower case); it also holds nothing that could forge a log line.
+fn claimed(name: &str, in_directory: impl Fn(&UserName) -> bool) -> String {
+    let as_typed = name.parse::<UserName>().is_ok();
+    if as_typed
+        || name
+            .to_ascii_lowercase()
+            .parse::<UserName>()
+            .is_ok_and(|n| in_directory(&n))
+    {
         name.to_owned()
     } else {
         format!("(not a user name, {} characters)", name.chars().count())
@@ -520,7 +527,7 @@ impl App {
                 Code::LoginFailed,
                 Actor {
                     user: None,
-                    claimed: Some(claimed(name)),
+                    claimed: Some(claimed(name, |n| self.user(n).is_some())),
                     source: source.clone(),
                 },
                 now(),
@@ -706,7 +713,7 @@ impl App {
             Code::LoginFailed,
             Actor {
                 user: None,
-                claimed: name.map(claimed),
+                claimed: name.map(|n| claimed(n, |u| self.user(u).is_some())),
                 source,
             },
             now(),
@@ -871,8 +878,10 @@ impl App {
         )
         .details(serde_json::json!({ "user": target }));
         self.store.set_password(target, phc, vec![event]).await?;
-        // A new password from an administrator is a way out of a lockout.
+        // A new password from an administrator is a way out of a lockout, and of an
+        // offboarding: the user's approvals count again.
         self.lockouts.clear(target);
+        self.refresh_reviewers().await?;
         Ok(())
     }
 

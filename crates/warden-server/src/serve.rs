@@ -291,6 +291,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Before any event of this run: a sink's cursor past the log's end means a rollback.
     let rolled_back = crate::export::rolled_back(&app).await?;
     bootstrap_passwords(&app, &config, opts.dev).await?;
+    app.refresh_reviewers().await?;
     let locked = app.restore_lockouts().await?;
     if locked > 0 {
         tracing::info!(

@@ -24,6 +24,11 @@ pub struct App {
     pub policy: ArcSwap<Policy>,
     pub policy_dir: PathBuf,
     pub directory: Directory,
+    /// The directory as approvals are counted: without the users offboarded (and given no new
+    /// password since), so that an approval they gave before no longer fills a place.
+    reviewers: ArcSwap<Directory>,
+    /// Serialises [`App::refresh_reviewers`], so that an older reading is never stored last.
+    refreshing_reviewers: Mutex<()>,
     pub issuers: Registry,
     pub ca: UserCa,
     /// Signs the audit log's checkpoints, and the range of events an export holds.
@@ -154,6 +159,8 @@ impl App {
             store,
             policy: ArcSwap::from_pointee(policy),
             policy_dir,
+            reviewers: ArcSwap::from_pointee(directory.clone()),
+            refreshing_reviewers: Mutex::new(()),
             directory,
             issuers,
             ca,
@@ -183,6 +190,20 @@ impl App {
             ssh_proxy: std::sync::OnceLock::new(),
             config,
         }
+    }
+
+    /// The directory as approvals are counted ([`App::reviewers`]).
+    pub fn reviewers(&self) -> Arc<Directory> {
+        self.reviewers.load_full()
+    }
+
+    /// Reads again which users are offboarded, after an offboarding or a new password.
+    pub async fn refresh_reviewers(&self) -> Result<(), warden_store::Error> {
+        let _turn = self.refreshing_reviewers.lock().await;
+        let gone = self.store.offboarded_users().await?;
+        self.reviewers
+            .store(Arc::new(self.directory.without(gone.iter())));
+        Ok(())
     }
 
     /// Whether `user` administers Warden.

@@ -264,6 +264,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (a new one takes an administrator's `set_password`); returns how many tokens were live.
     async fn offboard_user(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;
 
+    /// The users offboarded whose password no administrator has set since.
+    async fn offboarded_users(&self) -> Result<Vec<UserName>>;
+
     async fn request(&self, id: RequestId) -> Result<Option<Request>>;
 
     /// Newest first.

@@ -344,9 +344,16 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
         assert_eq!(said.status, 400, "{path}: {}", said.body);
         assert_eq!(error_code(&said.body), code, "{path}");
     }
-    // A name typed is audited as typed when it could be a user's; else only its length: a
-    // password typed into the wrong field, or control characters, never reach the log.
-    for user in [r"alice\u0000\u001b[2J", "Tr0ub4dor&3-sekret", "Root"] {
+    // A name typed is audited as typed when it could be a user's, or is one in other letter
+    // case; else only its length: a password typed into the wrong field (mixed-case ones too),
+    // or control characters, never reach the log.
+    for user in [
+        r"alice\u0000\u001b[2J",
+        "Tr0ub4dor&3-sekret",
+        "Alice",
+        "CorrectHorse2024Battery",
+        "mallory",
+    ] {
         let body = format!(r#"{{"user":"{user}","password":"wrong password here"}}"#);
         let said = http_post_with(port, "/v1/auth/login", &[], &body).unwrap();
         assert_eq!(said.status, 401, "{}", said.body);
@@ -357,7 +364,9 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
         [
             "(not a user name, 10 characters)",
             "(not a user name, 18 characters)",
-            "Root"
+            "Alice",
+            "(not a user name, 23 characters)",
+            "mallory"
         ]
     );
     // A sign-in refused for its form, before any password check, is on the record too,
@@ -392,7 +401,7 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     let table = admin.run(&["audit", "search", "--code", "auth.login_failed"], None);
     assert!(table.success(), "{table:?}");
     assert!(
-        table.stdout.contains("Root (claimed)") && table.stdout.contains("denied: bad_credentials"),
+        table.stdout.contains("Alice (claimed)") && table.stdout.contains("denied: bad_credentials"),
         "{}",
         table.stdout
     );

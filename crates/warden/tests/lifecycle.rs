@@ -1433,6 +1433,48 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
 }
 
 #[test]
+fn an_offboarded_approvers_approval_no_longer_counts() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let mallory = env.login("mallory");
+    let sam = env.login("sam");
+    let admin = env.login("admin");
+    let rid = id(&create(&alice, "web", "root", &[]));
+    ok(&bob, &["request", "approve", &rid]);
+    // Offboarded (a leaver, a stolen account), bob's approval fills no place any more: the
+    // security approval alone does not grant the request.
+    ok(&admin, &["revoke", "--user", "bob", "--all"]);
+    let v = ok(&alice, &["request", "show", &rid]);
+    assert_eq!(v["still_needed"].as_array().unwrap().len(), 2, "{v}");
+    let v = ok(&sam, &["request", "approve", &rid]);
+    assert_eq!(v["state"], "pending", "{v}");
+    assert_eq!(ok(&mallory, &["request", "approve", &rid])["state"], "active");
+    // Nor after a restart, which reads who was offboarded from the store.
+    let rid2 = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-8"]));
+    let mut env = env;
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    let alice = env.login("alice");
+    let v = ok(&alice, &["request", "show", &rid2]);
+    assert_eq!(v["state"], "pending", "{v}");
+    // A new password from an administrator brings bob back, and his approvals count again.
+    let admin = env.login("admin");
+    let reset = admin.run(
+        &["user", "set-password", "bob", "--password-stdin"],
+        Some("bob's fresh password 12"),
+    );
+    assert!(reset.success(), "{reset:?}");
+    let bob = env.server.cli();
+    let back = bob.run(
+        &["login", "--user", "bob", "--password-stdin"],
+        Some("bob's fresh password 12"),
+    );
+    assert!(back.success(), "{back:?}");
+    assert_eq!(ok(&bob, &["request", "approve", &rid2])["state"], "active");
+}
+
+#[test]
 fn offboarding_waits_for_a_request_already_past_authentication() {
     use std::io::{Read, Write};
     let env = Env::start();

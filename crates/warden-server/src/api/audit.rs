@@ -28,14 +28,19 @@ use crate::state::Shared;
 pub struct AuditQuery {
     pub user: Option<String>,
     pub target: Option<String>,
+    #[param(format = Uuid)]
     pub request: Option<String>,
     /// An event code (`W2000`) or name (`request.created`).
     pub code: Option<String>,
     /// RFC 3339.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     pub after_seq: Option<u64>,
+    /// At most this many (default 1000, at most 10,000).
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
 }
 
@@ -65,6 +70,7 @@ pub struct ArchivedBefore {
     /// The oldest live event; every one before it was archived.
     pub seq: u64,
     /// Its time, RFC 3339: the archived events are older.
+    #[schema(format = DateTime)]
     pub time: String,
 }
 
@@ -429,7 +435,7 @@ pub struct InclusionProof {
 
 /// Proves that event `seq` is in the log committed to by a signed checkpoint. Administrators
 /// and audit readers.
-#[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(("seq" = u64, Path, description = "The event's sequence number"), ProofQuery), security(("token" = [])),
+#[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(("seq" = u64, Path, minimum = 1, description = "The event's sequence number"), ProofQuery), security(("token" = [])),
     responses((status = 200, body = InclusionProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The event was archived: prove it with its archive segment", body = ErrorBody)))]
 pub async fn proof(
@@ -504,6 +510,7 @@ pub async fn proof(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
+    #[param(minimum = 1)]
     pub from: u64,
     /// Default the newest checkpoint.
     pub to: Option<u64>,
@@ -529,7 +536,7 @@ pub struct ConsistencyProof {
 /// say (they may have been rewritten with the log). Administrators and audit readers, like
 /// inclusion proofs.
 #[utoipa::path(get, path = "/v1/audit/consistency", params(ConsistencyQuery), security(("token" = [])),
-    responses((status = 200, body = ConsistencyProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConsistencyProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn consistency(
     State(app): State<Shared>,
     who: Authed,
@@ -579,8 +586,10 @@ pub async fn consistency(
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// RFC 3339; default the beginning.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339; default the newest checkpoint.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
@@ -694,6 +703,7 @@ pub async fn export(
 #[serde(deny_unknown_fields)]
 pub struct ArchiveBody {
     /// RFC 3339: events older than this (up to the newest checkpoint covering only them).
+    #[schema(format = DateTime)]
     pub before: String,
 }
 

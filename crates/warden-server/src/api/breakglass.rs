@@ -39,6 +39,7 @@ pub struct BreakGlassBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PostmortemView {
     /// The break-glass grant's id.
+    #[schema(format = Uuid)]
     pub id: String,
     #[schema(schema_with = postmortem_state)]
     pub state: String,
@@ -47,7 +48,9 @@ pub struct PostmortemView {
     pub role: String,
     pub reason: String,
     pub drill: bool,
+    #[schema(format = DateTime)]
     pub opened_at: String,
+    #[schema(format = DateTime)]
     pub closed_at: Option<String>,
     pub closed_by: Option<String>,
     pub link: Option<String>,
@@ -96,6 +99,7 @@ pub struct PostmortemQuery {
     #[serde(default)]
     pub all: bool,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
 }
 
@@ -114,8 +118,10 @@ pub struct CloseBody {
 pub struct DrillView {
     pub target: String,
     pub role: String,
+    #[schema(format = DateTime)]
     pub last_drill: Option<String>,
     /// The last drill's grant.
+    #[schema(format = Uuid)]
     pub request: Option<String>,
     /// Not drilled within 365 days.
     pub overdue: bool,

@@ -519,7 +519,8 @@ impl utoipa::Modify for ErrorResponses {
                     statuses.push(404);
                 }
                 if op.request_body.is_some() {
-                    statuses.extend([413, 415]);
+                    // 408: the body did not arrive in time after the headers.
+                    statuses.extend([408, 413, 415]);
                 }
                 let responses = &mut op.responses.responses;
                 for code in statuses {

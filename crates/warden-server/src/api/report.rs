@@ -61,8 +61,10 @@ pub async fn metrics(
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// RFC 3339; default 30 days before `to`.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339, exclusive; default now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 

@@ -81,8 +81,10 @@ pub struct ListQuery {
     #[serde(default)]
     pub reviewable: bool,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
     /// Only requests older than this one: the id a page ended with, for the next page.
+    #[param(format = Uuid)]
     pub before: Option<String>,
 }
 

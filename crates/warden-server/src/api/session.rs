@@ -31,6 +31,7 @@ pub struct LoginBody {
 pub struct LoginResponse {
     pub token: String,
     pub user: String,
+    #[schema(format = DateTime)]
     pub expires_at: String,
 }
 
@@ -43,6 +44,7 @@ pub struct WhoAmI {
     pub admin: bool,
     pub mfa_enrolled: bool,
     /// When the token used for this call stops working (RFC 3339).
+    #[schema(format = DateTime)]
     pub token_expires_at: String,
 }
 
@@ -278,6 +280,7 @@ pub async fn revoke_all(
 pub struct LockedUser {
     pub user: String,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub until: String,
 }
 

@@ -33,6 +33,7 @@ pub struct KeyBody {
 pub struct KeyView {
     pub fingerprint: String,
     pub public_key: String,
+    #[schema(format = DateTime)]
     pub added_at: String,
 }
 

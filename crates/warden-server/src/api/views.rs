@@ -11,6 +11,7 @@ use crate::state::App;
 /// A request and, once active, its grant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RequestView {
+    #[schema(format = Uuid)]
     pub id: String,
     #[schema(schema_with = request_state)]
     pub state: String,
@@ -29,13 +30,19 @@ pub struct RequestView {
     /// Whether this is break-glass access, and whether a drill.
     pub breakglass: bool,
     pub drill: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub pending_deadline: String,
+    #[schema(format = DateTime)]
     pub activated_at: Option<String>,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
     pub ended_at: Option<String>,
     pub ended_by: Option<String>,
     pub end_comment: Option<String>,
+    #[schema(format = Uuid)]
     pub extends: Option<String>,
     pub reviews: Vec<ReviewView>,
     /// Approvals still needed, while pending.
@@ -64,6 +71,7 @@ pub struct ReviewView {
     #[schema(schema_with = verdict)]
     pub verdict: String,
     pub comment: String,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 

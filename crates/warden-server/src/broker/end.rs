@@ -222,6 +222,8 @@ impl App {
         let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
             .details(serde_json::json!({ "user": user }));
         let tokens = self.store.offboard_user(user, vec![ev]).await?;
+        // From here on, what they approved waits for someone else.
+        self.refresh_reviewers().await?;
         let deadline = tokio::time::Instant::now() + OFFBOARD_DRAIN;
         while self.tokens.changes_in_flight(user) > 0 {
             if tokio::time::Instant::now() >= deadline {

@@ -311,7 +311,7 @@ impl App {
     /// policy that still permits it as made.
     pub fn awaits(&self, user: &User, r: &Request) -> bool {
         match (self.user(&r.requester), self.as_made_now(r)) {
-            (Some(req), Some(Ok(d))) => r.awaits(req, &d.requirement, &self.directory, user),
+            (Some(req), Some(Ok(d))) => r.awaits(req, &d.requirement, &self.reviewers(), user),
             _ => false,
         }
     }
@@ -378,7 +378,7 @@ impl App {
     /// (`an approver from sre`), counting the approvals that count now.
     pub fn still_needed(&self, r: &Request, requirement: &Requirement) -> Vec<String> {
         self.user(&r.requester)
-            .map(|req| r.missing(req, requirement, &self.directory))
+            .map(|req| r.missing(req, requirement, &self.reviewers()))
             .unwrap_or_default()
     }
 

@@ -99,7 +99,7 @@ impl App {
         let met = r.approve_as_met(
             &requester,
             decision.requirement.clone(),
-            &self.directory,
+            &self.reviewers(),
             now,
         );
         if let Err(TransitionError::Overdue { .. }) = met {
@@ -190,7 +190,7 @@ impl App {
             .directory
             .users()
             .filter(|u| {
-                r.awaits(requester, &requirement, &self.directory, u)
+                r.awaits(requester, &requirement, &self.reviewers(), u)
                     && !r.requirement.names_reviewer(requester, u)
             })
             .map(|u| u.name.clone())
@@ -307,7 +307,7 @@ impl App {
                     caller.user,
                     &requester,
                     decision.requirement.clone(),
-                    &self.directory,
+                    &self.reviewers(),
                     comment.clone(),
                     now,
                 );
@@ -333,7 +333,7 @@ impl App {
                     caller.user,
                     &requester,
                     decision.requirement.clone(),
-                    &self.directory,
+                    &self.reviewers(),
                     comment.clone(),
                     now,
                 );
@@ -384,7 +384,7 @@ impl App {
                     caller.user,
                     &requester,
                     &requirement,
-                    &self.directory,
+                    &self.reviewers(),
                     comment.clone(),
                     now,
                 ) {

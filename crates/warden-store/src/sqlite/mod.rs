@@ -797,6 +797,19 @@ impl crate::Store for SqliteStore {
             .await
     }
 
+    async fn offboarded_users(&self) -> Result<Vec<UserName>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT user FROM user_secrets WHERE password_hash = ?1")?;
+            let names = stmt.query_map([DISABLED_PASSWORD], |r| r.get::<_, String>(0))?;
+            // A name the directory could not hold is no one's to count.
+            Ok(names
+                .filter_map(|n| n.ok().and_then(|n| n.parse().ok()))
+                .collect())
+        })
+        .await
+    }
+
     async fn request(&self, id: RequestId) -> Result<Option<Request>> {
         let id = id.to_string();
         self.read(move |c| {
