@@ -148,7 +148,16 @@ fn load_saved() -> anyhow::Result<SavedLogin> {
 /// could swap the saved login for their own).
 fn keep_private(saved: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(saved)?.permissions().mode();
+    let meta = std::fs::symlink_metadata(saved)?;
+    if meta.file_type().is_symlink() {
+        // Its mode is the target's, wherever that is: not ours to change.
+        eprintln!(
+            "Warning: {} is a link to another file; `warden login` replaces it with a private file of its own.",
+            saved.display()
+        );
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         std::fs::set_permissions(saved, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("making {} private", saved.display()))?;
@@ -171,20 +180,28 @@ fn keep_private(saved: &std::path::Path) -> anyhow::Result<()> {
 
 /// Saves a login with mode 0600.
 pub fn save(s: &Saved) -> anyhow::Result<()> {
+    ensure_home()?;
+    write_private(&saved_path()?, serde_json::to_string_pretty(s)?.as_bytes())
+}
+
+/// Writes `bytes` to `path` as a new file only its owner may read: made afresh beside it
+/// (never through a link, nor into a file already there, which would keep its mode) and then
+/// renamed over it, so a reader finds the old contents or the new, and a link at `path` is
+/// replaced rather than followed.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    ensure_home()?;
-    let path = saved_path()?;
     let tmp = path.with_extension("tmp");
+    remove_if_present(&tmp)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(s)?.as_bytes())?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -1333,6 +1333,26 @@ fn logout_revokes_the_token() {
     assert!(used.stderr.contains("was readable by others"), "{used:?}");
     let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // A login is written to a file of its own: never through a link left where its temporary
+    // file goes (into a file others can read), nor through a link at the saved login itself.
+    let elsewhere = env.dir.path().join("elsewhere.txt");
+    std::fs::write(&elsewhere, "x").unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, alice.home().join("credentials.tmp")).unwrap();
+    std::fs::remove_file(&saved).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &saved).unwrap();
+    let used = alice.run(&["whoami"], None);
+    assert!(used.stderr.contains("is a link to another file"), "{used:?}");
+    let again = alice.run(
+        &["login", "--user", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(again.success(), "{again:?}");
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "x");
+    let meta = std::fs::symlink_metadata(&saved).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let token = common::token(&alice);
     // A logout the server does not hear revokes nothing: said so, and the token kept to try
     // again.
     assert!(env.server.terminate().success());

@@ -78,8 +78,7 @@ fn grant_file(id: &str) -> anyhow::Result<PathBuf> {
 /// Keeps the secret of grant `v` for `db connect`, readable only by the user, until the
 /// grant's expiry.
 pub fn save_secret(v: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     forget_expired()?;
     let path = grant_file(v["id"].as_str().unwrap_or_default())?;
     if let Some(dir) = path.parent() {
@@ -88,18 +87,12 @@ pub fn save_secret(v: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
             .mode(0o700)
             .create(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
     let kept = json!({
         "credential": v["credential"],
         "secret": secret,
         "expires_at": v["expires_at"],
     });
-    f.write_all(serde_json::to_string_pretty(&kept)?.as_bytes())?;
+    crate::client::write_private(&path, serde_json::to_string_pretty(&kept)?.as_bytes())?;
     Ok(path)
 }
 
