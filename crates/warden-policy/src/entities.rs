@@ -61,6 +61,14 @@ impl Vocabulary {
         uid.type_name() == &self.role
     }
 
+    pub fn is_user(&self, uid: &EntityUid) -> bool {
+        uid.type_name() == &self.user
+    }
+
+    pub fn is_group(&self, uid: &EntityUid) -> bool {
+        uid.type_name() == &self.group
+    }
+
     fn target_uid(&self, target: &TargetName) -> EntityUid {
         EntityUid::from_type_name_and_id(self.target.clone(), EntityId::new(target.as_str()))
     }

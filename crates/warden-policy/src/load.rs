@@ -179,12 +179,19 @@ fn below(dir: &Path, shown: &str, suffix: &str) -> Vec<String> {
 const MAX_NESTING: usize = 32;
 /// Most `if` expressions one rule may hold, for the same reason: they nest without brackets.
 const MAX_IFS: usize = 32;
+/// Most operators (`&&`, `||`, comparisons, arithmetic) one rule may hold, for the same
+/// reason: a chain `a || b || c …` is an expression nested as deep as it is long. A few
+/// thousand already exhaust the stack Cedar leaves itself when it evaluates a rule (and then
+/// the rule decides nothing: a forbid so written would refuse every request), a hundred
+/// thousand the server's while it reads the policy.
+const MAX_OPERATORS: usize = 256;
 
-/// Where `src` nests deeper than [`MAX_NESTING`] or holds more than [`MAX_IFS`] `if`s in one
-/// rule, found before Cedar reads it. Strings and `//` comments are passed over.
+/// Where `src` nests deeper than [`MAX_NESTING`], or holds more than [`MAX_IFS`] `if`s or
+/// [`MAX_OPERATORS`] operators in one rule, found before Cedar reads it. Strings and `//`
+/// comments are passed over.
 fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
     let text = src.text;
-    let (mut depth, mut ifs) = (0usize, 0usize);
+    let (mut depth, mut ifs, mut operators) = (0usize, 0usize, 0usize);
     let mut chars = text.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
         match c {
@@ -217,7 +224,26 @@ fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
                 }
             }
             ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            ';' if depth == 0 => ifs = 0,
+            ';' if depth == 0 => (ifs, operators) = (0, 0),
+            '|' | '&' | '=' | '!' | '<' | '>' | '+' | '-' | '*' => {
+                // Two-character operators (`||`, `<=`, `!=`) count once.
+                if chars
+                    .peek()
+                    .is_some_and(|(_, n)| matches!((c, *n), ('|', '|') | ('&', '&') | (_, '=')))
+                {
+                    chars.next();
+                } else if c == '!' {
+                    // Negation makes no chain.
+                    continue;
+                }
+                operators += 1;
+                if operators > MAX_OPERATORS {
+                    return Some(src.at(
+                        at,
+                        format!("this rule holds more than {MAX_OPERATORS} operators (`||`, `&&`, comparisons, arithmetic), which Cedar evaluates by recursion: name many users as a set (`[User::\"a\", User::\"b\"].contains(principal)`) or a group, or split the rule"),
+                    ));
+                }
+            }
             'i' if text[at..].starts_with("if")
                 && !text[..at].ends_with(|p: char| p.is_alphanumeric() || p == '_')
                 && !text[at + 2..].starts_with(|n: char| n.is_alphanumeric() || n == '_') =>
@@ -588,8 +614,10 @@ enum Item {
     Template(String),
 }
 
-/// Reports `Role::"t/r"` and `Target::"t"` literals that `targets.toml` does not define: such a
-/// rule would silently never match, or match something other than intended after a rename.
+/// Reports `Role::"t/r"` and `Target::"t"` literals that `targets.toml` does not define, and
+/// `User::` and `Group::` literals that are no name a directory can hold (`Group::"Dev"`: names
+/// are lower case): such a rule would silently never match (a forbid never refuse), or match
+/// something other than intended after a rename.
 fn check_references(
     home: Home<'_>,
     text: &str,
@@ -612,6 +640,14 @@ fn check_references(
             })
         } else if vocab.is_role(&uid) {
             role_problem(raw, targets).map(|why| format!("policy {id} refers to {uid}, but {why}"))
+        } else if vocab.is_user(&uid) {
+            raw.parse::<warden_domain::UserName>()
+                .err()
+                .map(|e| format!("policy {id} refers to {uid}, which no user can be: {e}"))
+        } else if vocab.is_group(&uid) {
+            raw.parse::<warden_domain::GroupName>()
+                .err()
+                .map(|e| format!("policy {id} refers to {uid}, which no group can be: {e}"))
         } else {
             None
         };

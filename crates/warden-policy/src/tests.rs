@@ -592,6 +592,9 @@ forbid (principal, action, resource == Role::"nowhere");
 
 @id("template")
 permit (principal == ?principal, action, resource);
+
+@id("no-contractors")
+forbid (principal in Group::"Contractors", action, resource) unless { principal == User::"Eve" };
 "#,
         ),
         (
@@ -615,6 +618,8 @@ permit (principal == ?principal, action, resource);
         "b.cedar:10:1: unknown annotation @mfa on a forbid (a forbid only denies, so it has no terms); allowed: @id, @reason",
         "b.cedar:11:46: policy bad-forbid refers to Role::\"nowhere\", but role ids are written \"<target>/<role>\", e.g. Role::\"prod-web-1/admin\"",
         "b.cedar:13:1: templates (policies with ?principal or ?resource) are not supported; name the principal and resource in the policy",
+        "b.cedar:17:29: policy no-contractors refers to Group::\"Contractors\", which no group can be: invalid group name \"Contractors\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        "b.cedar:17:90: policy no-contractors refers to User::\"Eve\", which no user can be: invalid user name \"Eve\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
     ];
     for e in expected {
         assert!(
@@ -947,6 +952,25 @@ fn rules_nested_too_deep_are_refused_before_cedar_reads_them() {
         .map(|(i, r)| r.replace("@id(\"d\")", &format!("@id(\"d{i}\")")))
         .collect();
     load(&[("deep.cedar", &many.concat())]);
+    // A long chain nests without brackets: refused at the operator past the limit, where
+    // evaluating it would have failed (a forbid would then refuse everything) or reading it
+    // ended the process.
+    let chain = |n: usize, op: &str| {
+        (0..n)
+            .map(|i| format!("principal == User::\"u{i}\""))
+            .collect::<Vec<_>>()
+            .join(op)
+    };
+    load(&[("deep.cedar", &rule(&chain(100, " || ")))]);
+    for op in [" || ", " && "] {
+        let got = problems(&files(&[("deep.cedar", &rule(&chain(3000, op)))]));
+        assert_eq!(got.len(), 1, "{}", got.join("\n"));
+        assert!(got[0].contains("more than 256 operators"), "{}", got[0]);
+    }
+    // Many users as a set is one operator, however many they are.
+    let users: Vec<String> = (0..5000).map(|i| format!("User::\"u{i}\"")).collect();
+    let set = format!("[{}].contains(principal)", users.join(", "));
+    load(&[("deep.cedar", &rule(&set))]);
 }
 
 #[test]

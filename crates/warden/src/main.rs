@@ -290,6 +290,12 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// Stack of each runtime thread, which evaluates policy: Cedar evaluates a rule by recursion
+/// and refuses to go on (the rule then decides nothing) with less than 100 KiB left, and a
+/// rule as large as `policy check` lets through needs more than the 2 MiB threads get by
+/// default. Only what is used is ever backed by memory.
+const RUNTIME_STACK: usize = 16 * 1024 * 1024;
+
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
     let cli = match Cli::try_parse() {
@@ -299,6 +305,7 @@ fn main() -> ExitCode {
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(RUNTIME_STACK)
         .build()
     {
         Ok(r) => r,

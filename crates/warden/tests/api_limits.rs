@@ -401,7 +401,8 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     let table = admin.run(&["audit", "search", "--code", "auth.login_failed"], None);
     assert!(table.success(), "{table:?}");
     assert!(
-        table.stdout.contains("Alice (claimed)") && table.stdout.contains("denied: bad_credentials"),
+        table.stdout.contains("Alice (claimed)")
+            && table.stdout.contains("denied: bad_credentials"),
         "{}",
         table.stdout
     );

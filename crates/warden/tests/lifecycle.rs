@@ -1342,7 +1342,10 @@ fn logout_revokes_the_token() {
     std::fs::remove_file(&saved).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &saved).unwrap();
     let used = alice.run(&["whoami"], None);
-    assert!(used.stderr.contains("is a link to another file"), "{used:?}");
+    assert!(
+        used.stderr.contains("is a link to another file"),
+        "{used:?}"
+    );
     let again = alice.run(
         &["login", "--user", "alice", "--password-stdin"],
         Some(PASSWORD),
@@ -1469,7 +1472,10 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     assert_eq!(v["still_needed"].as_array().unwrap().len(), 2, "{v}");
     let v = ok(&sam, &["request", "approve", &rid]);
     assert_eq!(v["state"], "pending", "{v}");
-    assert_eq!(ok(&mallory, &["request", "approve", &rid])["state"], "active");
+    assert_eq!(
+        ok(&mallory, &["request", "approve", &rid])["state"],
+        "active"
+    );
     // Nor after a restart, which reads who was offboarded from the store.
     let rid2 = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-8"]));
     let mut env = env;

@@ -302,6 +302,34 @@ fn explain_names_the_deciding_rules() {
 #[test]
 fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     let env = Env::start();
+    // A rule as large as a check lets through is evaluated on the live server, not refused as
+    // one that cannot be read.
+    let long: Vec<String> = (0..127)
+        .map(|i| format!("principal == User::\"gone{i}\""))
+        .chain(["principal == User::\"alice\"".to_owned()])
+        .collect();
+    let forbid = format!(
+        "{RULES}\n@id(\"leavers\")\nforbid (principal, action, resource) when {{ {} }};\n",
+        long.join(" || ")
+    );
+    write_policy(&env.policy_dir(), &[("access.cedar", &forbid)]);
+    let admin = env.login("admin");
+    ok(&admin, &["policy", "reload"]);
+    let bob = env.login("bob");
+    let out = fails(
+        &env.login("alice"),
+        &[
+            "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "1h",
+        ],
+        3,
+    );
+    assert!(
+        out.stderr.contains("leavers") && !out.stderr.contains("could not be evaluated"),
+        "{out:?}"
+    );
+    assert_eq!(create(&bob, "web", "view", &[])["state"], "active");
+    write_policy(&env.policy_dir(), &[("access.cedar", RULES)]);
+    ok(&admin, &["policy", "reload"]);
     let alice = env.login("alice");
     let admin = env.login("admin");
     fails(&alice, &["policy", "reload"], 3);
