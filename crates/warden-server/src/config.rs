@@ -384,15 +384,26 @@ impl Config {
                 )
             })
             .collect();
-        users
-            .entry(self.bootstrap_admin.clone())
-            .or_insert_with(|| User {
-                name: self.bootstrap_admin.clone(),
-                groups: BTreeSet::new(),
-                manager: None,
-            })
-            .groups
-            .insert(self.admin_group.clone());
+        // The bootstrap admin gets a first instance managed. Once the config names an
+        // administrator of its own who can sign in (an initial `password_hash`), it has what
+        // the config gives it: nothing, if it is not declared (it is then gone, its sessions
+        // ended at start, like any user removed), so no standing administrator stays behind.
+        let admins_declared = self.users.iter().any(|(name, u)| {
+            *name != self.bootstrap_admin
+                && u.password_hash.is_some()
+                && u.groups.contains(&self.admin_group)
+        });
+        if !admins_declared {
+            users
+                .entry(self.bootstrap_admin.clone())
+                .or_insert_with(|| User {
+                    name: self.bootstrap_admin.clone(),
+                    groups: BTreeSet::new(),
+                    manager: None,
+                })
+                .groups
+                .insert(self.admin_group.clone());
+        }
         Directory::new(users.into_values())
     }
 }
@@ -502,10 +513,26 @@ mod tests {
         std::fs::write(&p, "[users.alice]\ngroups = [\"dev\"]\n").unwrap();
         let c = Config::load(&p).unwrap();
         let d = c.directory().unwrap();
-        assert!(
-            d.get(&"admin".parse().unwrap())
-                .unwrap()
-                .in_group(&"admins".parse().unwrap())
+        let (admin, admins) = ("admin".parse().unwrap(), "admins".parse().unwrap());
+        assert!(d.get(&admin).unwrap().in_group(&admins));
+        // Even declared in other groups, the bootstrap admin administers while no one else
+        // does; once the config names administrators, it has what the config gives it.
+        std::fs::write(&p, "[users.admin]\ngroups = [\"dev\"]\n").unwrap();
+        let d = Config::load(&p).unwrap().directory().unwrap();
+        assert!(d.get(&admin).unwrap().in_group(&admins));
+        // One who cannot sign in yet (no initial password) is no replacement.
+        std::fs::write(&p, "[users.carol]\ngroups = [\"admins\"]\n").unwrap();
+        let d = Config::load(&p).unwrap().directory().unwrap();
+        assert!(d.get(&admin).unwrap().in_group(&admins));
+        let carol = format!(
+            "[users.carol]\ngroups = [\"admins\"]\npassword_hash = \"{}\"\n",
+            crate::auth::hash_password("carol's first password").unwrap()
         );
+        std::fs::write(&p, format!("{carol}[users.admin]\ngroups = [\"dev\"]\n")).unwrap();
+        let d = Config::load(&p).unwrap().directory().unwrap();
+        assert!(!d.get(&admin).unwrap().in_group(&admins));
+        std::fs::write(&p, &carol).unwrap();
+        let d = Config::load(&p).unwrap().directory().unwrap();
+        assert!(d.get(&admin).is_none());
     }
 }

@@ -430,6 +430,20 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         app.store.init_password(name, hash, vec![event]).await?;
     }
     let admin = &config.bootstrap_admin;
+    let given = std::env::var(BOOTSTRAP_PASSWORD_ENV).is_ok_and(|p| !p.is_empty());
+    let ignored = if app.user(admin).is_none() {
+        Some("the config names administrators of its own, so it is not one")
+    } else if app.store.secrets(admin).await?.password_hash.is_some() {
+        Some("it has a password already (change it with `warden user set-password`)")
+    } else {
+        None
+    };
+    if let Some(why) = ignored {
+        if given {
+            tracing::warn!(user = %admin, "{BOOTSTRAP_PASSWORD_ENV} is ignored: {why}");
+        }
+        return Ok(());
+    }
     let (password, from_env) = match std::env::var(BOOTSTRAP_PASSWORD_ENV) {
         Ok(p) if !p.is_empty() => {
             warden_domain::password::check(&p)

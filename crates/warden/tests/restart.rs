@@ -495,9 +495,9 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
     let policy = test_policy(dir.path());
     let hash = password_hash("carol-password-1");
     let config = dir.path().join("warden.toml");
-    let directory = |with_carol: bool| {
+    let write_directory = |with_carol: bool, group: &str| {
         let carol = format!(
-            "[users.carol]\ngroups = [\"dev\"]\npassword_hash = {:?}\n",
+            "[users.carol]\ngroups = [\"{group}\"]\npassword_hash = {:?}\n",
             hash
         );
         let text = format!(
@@ -506,6 +506,9 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
             if with_carol { carol.as_str() } else { "" }
         );
         std::fs::write(&config, text).unwrap();
+    };
+    let directory = |with_carol: bool| {
+        write_directory(with_carol, "dev");
     };
     directory(true);
     let mut server = Server::start_in(
@@ -561,6 +564,24 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
     );
     assert!(login.success(), "{login:?}");
     ok(&carol, &["whoami"]);
+    // The bootstrap admin is an administrator until the config names one who can sign in:
+    // then it is gone like any user removed, its sessions with it, and the variable that
+    // would have set its password is said to be ignored (as at every start once it has one).
+    assert!(server.terminate().success());
+    write_directory(true, "admins");
+    server.restart();
+    fails(&admin, &["whoami"], 5);
+    let again = admin.run(
+        &["login", "--user", "admin", "--password-stdin"],
+        Some("admin-password-1"),
+    );
+    assert_eq!(again.code, 5, "{again:?}");
+    assert!(ok(&carol, &["whoami"])["admin"].as_bool().unwrap());
+    let log = server.stderr();
+    assert!(
+        log.contains("WARDEN_BOOTSTRAP_PASSWORD is ignored: the config names administrators"),
+        "{log}"
+    );
 }
 
 /// `warden serve ARGS` on free loopback ports, run to its end: for a start that is expected
