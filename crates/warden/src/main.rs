@@ -98,7 +98,13 @@ enum Command {
         /// The Unix account on the target (default: the role's first principal).
         #[arg(long)]
         login: Option<String>,
-        /// The private key registered with `warden keys add` (default: ssh's own choice).
+        /// The grant to log in under, by its request id, when you hold several for the target
+        /// (default: the one that ends last, of those that log in as --login).
+        #[arg(long, value_parser = commands::request_id)]
+        request: Option<String>,
+        /// The private key to log in with: a grant's, or one registered with `warden keys
+        /// add` (default: the key `warden request create` saved with the grant's
+        /// certificate, else ssh's own choice).
         #[arg(long, short = 'i')]
         identity: Option<PathBuf>,
         /// A remote command to run instead of a shell.
@@ -225,9 +231,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ssh {
             target,
             login,
+            request,
             identity,
             command,
-        } => commands::ssh::ssh(server, target, login, identity, command).await,
+        } => {
+            let to = commands::ssh::To {
+                target,
+                login,
+                request,
+            };
+            commands::ssh::ssh(server, to, identity, command).await
+        }
         Command::Sessions { command } => {
             let c = command.unwrap_or(commands::ssh::SessionsCommand::List);
             commands::ssh::sessions(server, c, out).await

@@ -404,6 +404,26 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         .alice
         .run(&["ssh", "web", "--", "echo", "by-grant-certificate"], None);
     assert_eq!(out.stdout.trim(), "by-grant-certificate", "{out:?}");
+    // Holding several, `--request` names the grant to log in under (as `request create` prints
+    // it); an id that is none of them is not found, a malformed one a usage error.
+    let id = grant["id"].as_str().unwrap();
+    let out = s.alice.run(
+        &["ssh", "web", "--request", id, "--", "echo", "by-id"],
+        None,
+    );
+    assert_eq!(out.stdout.trim(), "by-id", "{out:?}");
+    let started = s.events("session.started").pop().unwrap();
+    assert_eq!(started["request_id"], id, "{started}");
+    let other = longer["id"]
+        .as_str()
+        .unwrap()
+        .replace(&longer["id"].as_str().unwrap()[..8], "00000000");
+    fails(
+        &s.alice,
+        &["ssh", "web", "--request", &other, "--", "true"],
+        4,
+    );
+    fails(&s.alice, &["ssh", "web", "--request", "1", "--", "true"], 2);
 
     // `warden ssh` finds the proxy, pins its host key for the client, and names the target.
     let out = s.alice.run(

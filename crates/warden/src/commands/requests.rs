@@ -506,8 +506,9 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
         println!("SSH certificate saved to {}", c.display());
         if v.pointer("/credential/proxy_only") == Some(&Value::Bool(true)) {
             println!(
-                "Connect through Warden's SSH proxy (the role's sessions are recorded or filtered there; the certificate logs in nowhere else): warden ssh {}",
-                s(v, "target")
+                "Connect through Warden's SSH proxy (the role's sessions are recorded or filtered there; the certificate logs in nowhere else): warden ssh {} --request {}",
+                s(v, "target"),
+                s(v, "id")
             );
             return Ok(());
         }

@@ -284,14 +284,26 @@ pub async fn replay(
     Ok(())
 }
 
+/// Where `warden ssh` goes: the target, the account on it, and the grant to log in under.
+#[derive(Debug)]
+pub struct To {
+    pub target: String,
+    pub login: Option<String>,
+    pub request: Option<String>,
+}
+
 /// Runs `ssh` to TARGET through Warden's SSH proxy, with its host key pinned.
 pub async fn ssh(
     server: Option<String>,
-    target: String,
-    login: Option<String>,
+    to: To,
     identity: Option<PathBuf>,
     command: Vec<String>,
 ) -> anyhow::Result<()> {
+    let To {
+        target,
+        login,
+        request,
+    } = to;
     if let Some(key) = identity.as_ref().filter(|k| !k.is_file()) {
         return Err(Failure::new(
             exit::USAGE,
@@ -303,6 +315,16 @@ pub async fn ssh(
     // Refused here with the documented exit codes, before ssh runs (its own are 255 or the
     // remote command's).
     let (user, mut grants) = super::active_grants(&c, &target).await?;
+    if let Some(id) = &request {
+        grants.retain(|r| r["id"] == id.as_str());
+        if grants.is_empty() {
+            return Err(Failure::new(
+                exit::NOT_FOUND,
+                format!("{id} is none of your active grants for {target} (`warden request list --state active` lists them)"),
+            )
+            .into());
+        }
+    }
     if let Some(l) = &login {
         grants = grants_logging_in_as(grants, &target, l)?;
     }
