@@ -5,6 +5,16 @@
 //! Invariant: only this crate knows HTTP and JSON request shapes; the domain and policy crates
 //! stay pure, and every outside world (storage, issuers) is reached through a trait.
 
+/// Prints a line for the operator on standard output, as `println!` does, except that a server
+/// whose output went away (a log shipper that died, `| head`) goes on serving: the line is
+/// lost, not the server (and not the development server's promise to delete its data).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod api;
 pub mod archive;
 pub mod auth;

@@ -250,7 +250,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             );
         }
         write_demo_policy(&policy_dir)?;
-        println!(
+        say!(
             "Wrote the example policy to {} — edit it, then `warden policy reload`.",
             policy_dir.display()
         );
@@ -321,17 +321,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         } else {
             format!("data in {}, kept at exit", config.data_dir.display())
         };
-        println!("==> DEVELOPMENT SERVER: {data}. Never use in production.");
-        println!(
+        say!("==> DEVELOPMENT SERVER: {data}. Never use in production.");
+        say!(
             "    Demo users alice (dev, manager mallory), bob (sre), mallory (managers), sam (security), admin (admins)"
         );
-        println!("    all have the password {DEV_PASSWORD:?}.");
+        say!("    all have the password {DEV_PASSWORD:?}.");
     }
-    println!(
+    say!(
         "Warden listening on http://{addr} (data dir {})",
         data.display()
     );
-    println!("SSH user CA: {}", app.ca.public_key());
+    say!("SSH user CA: {}", app.ca.public_key());
     tracing::info!(%addr, "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -350,7 +350,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     let ssh_addr = ssh.start(&app, stop_rx.clone())?;
-    println!(
+    say!(
         "Warden SSH proxy listening on {ssh_addr} (ssh -p {} USER:TARGET@HOST)",
         ssh_addr.port()
     );
@@ -412,7 +412,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if let Err(e) = store.flush_log().await {
         tracing::warn!(error = %e, "the write-ahead log was not emptied; copy warden.db-wal with warden.db");
     }
-    println!("Warden stopped.");
+    say!("Warden stopped.");
     Ok(())
 }
 
@@ -459,7 +459,7 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         .init_password(admin, hash_password(&password)?, vec![event])
         .await?;
     if set && !from_env {
-        println!(
+        say!(
             "Bootstrap admin '{admin}' created. One-time password (shown only now; change it with `warden user set-password {admin}`): {password}"
         );
     }

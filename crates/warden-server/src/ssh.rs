@@ -536,7 +536,7 @@ pub async fn bind(config: &crate::config::Config, has_served: bool) -> anyhow::R
             key_path.display()
         );
         tracing::warn!("{said}");
-        println!("Warning: {said}");
+        say!("Warning: {said}");
     }
     let public = host_key.public_key().to_openssh()?;
     let listener = warden_ssh_proxy::Listener::bind(config.ssh_listen, host_key).await?;

@@ -781,6 +781,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     );
     assert_eq!(e["action"], "breakglass");
     assert_eq!(e["decision"]["rules"], serde_json::json!(["bg-admin"]));
+    assert_eq!(e["decision"]["tier"], "breakglass");
     assert_eq!(
         (
             e["decision"]["mfa"].as_bool(),

@@ -175,12 +175,17 @@ pub async fn explain(
     let (decision, refusals) = app
         .explain(action, &user, &target, &role, ttl, ticket.as_ref())
         .await?;
+    let mut decision = DecisionView::from(&decision);
+    if b.breakglass {
+        // Granted without approval, but named so, as `request show` names such a grant.
+        warden_domain::request::BREAKGLASS_TIER.clone_into(&mut decision.tier);
+    }
     Ok(Json(Explanation {
         user: user.name.to_string(),
         target: target.to_string(),
         role: role.to_string(),
         action: action.as_str().to_owned(),
-        decision: (&decision).into(),
+        decision,
         refusals: refusals.iter().map(ToString::to_string).collect(),
     }))
 }

@@ -98,9 +98,8 @@ pub enum RequestCommand {
         /// A fresh TOTP code, when the role requires MFA.
         #[arg(long, value_parser = super::totp_code)]
         totp: Option<String>,
-        /// Wait until the extension is decided.
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
 }
 
@@ -126,13 +125,20 @@ pub struct CreateArgs {
     /// A fresh TOTP code, for roles that require MFA step-up.
     #[arg(long, value_parser = super::totp_code)]
     totp: Option<String>,
+    #[command(flatten)]
+    wait: Wait,
+}
+
+/// Waiting for a request's decision, for `create` and `extend`.
+#[derive(Debug, Args)]
+pub struct Wait {
     /// Wait until the request is decided (approved, denied, timed out), through a restart of
     /// the server.
     #[arg(long)]
     wait: bool,
     /// Give up waiting after this long (e.g. 90s, 10m, 2h; bare seconds too): exit 1, the
     /// request still pending.
-    #[arg(long, default_value = "1h", value_parser = wait_seconds)]
+    #[arg(long, default_value = "1h", value_parser = wait_seconds, requires = "wait")]
     wait_timeout: u64,
 }
 
@@ -631,11 +637,11 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 }
                 (_, None) => None,
             };
-            if a.wait && v["state"] == "pending" {
+            if a.wait.wait && v["state"] == "pending" {
                 if !out.json {
                     eprintln!("Request {} created.", s(&v, "id"));
                 }
-                v = wait_decided(&c, &s(&v, "id"), a.wait_timeout, out).await?;
+                v = wait_decided(&c, &s(&v, "id"), a.wait.wait_timeout, out).await?;
                 let needs_pickup = matches!(
                     v.pointer("/credential/kind").and_then(Value::as_str),
                     Some("postgres" | "mariadb")
@@ -749,8 +755,8 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                     &json!({ "ttl": ttl, "reason": reason, "totp": totp }),
                 )
                 .await?;
-            if wait && v["state"] == "pending" {
-                v = wait_decided(&c, &s(&v, "id"), 3600, out).await?;
+            if wait.wait && v["state"] == "pending" {
+                v = wait_decided(&c, &s(&v, "id"), wait.wait_timeout, out).await?;
             }
             // The extension certifies the original grant's key.
             let original_key = ensure_home()?.join("ssh").join(&id);
