@@ -341,6 +341,33 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     let before = ok(&admin, &["policy", "reload"]);
     assert_eq!(create(&alice, "web", "view", &[])["state"], "pending");
 
+    // A pending request is then decided by the rules of the reload: it names them, and so does
+    // its grant, with the recording they ask for.
+    let root = id(&create(&alice, "web", "root", &[]));
+    let renamed = stricter.replace(
+        "@id(\"root-two-person\")\n@approval(\"two-person(security)\")",
+        "@id(\"root-by-manager\")\n@approval(\"manager\")\n@recording(\"full\")",
+    );
+    assert_ne!(renamed, stricter);
+    write_policy(&env.policy_dir(), &[("access.cedar", &renamed)]);
+    ok(&admin, &["policy", "reload"]);
+    let v = ok(&alice, &["request", "show", &root]);
+    assert_eq!(v["rules"], serde_json::json!(["root-by-manager"]), "{v}");
+    assert_eq!(
+        (v["tier"].as_str(), v["recording"].as_str()),
+        (Some("manager"), Some("full"))
+    );
+    let v = ok(&env.login("mallory"), &["request", "approve", &root]);
+    assert_eq!(v["state"], "active", "{v}");
+    assert_eq!(v["rules"], serde_json::json!(["root-by-manager"]), "{v}");
+    let changed = audit_values(&admin, "request.requirement_changed", "/details/rules/0");
+    assert!(
+        changed.iter().any(|r| r == "root-by-manager"),
+        "{changed:?}"
+    );
+    write_policy(&env.policy_dir(), &[("access.cedar", &stricter)]);
+    ok(&admin, &["policy", "reload"]);
+
     // An invalid change is rejected with its problems, and the live policy stays.
     write_policy(
         &env.policy_dir(),

@@ -121,6 +121,7 @@ impl App {
             return Ok(false);
         }
         r.recording = r.recording.max(decision.recording);
+        r.rules.clone_from(&decision.rules);
         let events = vec![
             Event::new(Code::RequestApproved, Actor::system(), now)
                 .for_request(&r)
@@ -178,7 +179,8 @@ impl App {
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let requirement = decision.requirement.clone();
-        if r.requirement == requirement {
+        let recording = r.recording.max(decision.recording);
+        if r.requirement == requirement && r.rules == decision.rules && r.recording == recording {
             return Ok(());
         }
         // No one could give it: said on the record, as a request made now would be refused.
@@ -196,11 +198,18 @@ impl App {
             .map(|u| u.name.clone())
             .collect();
         let previous = std::mem::replace(&mut r.requirement, requirement);
+        // The rules that decide it now, and the recording they ask, are the request's: what
+        // approvers are shown, and what the grant will carry.
+        let previous_rules = std::mem::replace(&mut r.rules, decision.rules.clone());
+        r.recording = recording;
         let event = Event::new(Code::RequirementChanged, Actor::system(), now)
             .for_request(&r)
             .details(serde_json::json!({
                 "previous": previous.to_string(),
                 "tier": r.requirement.to_string(),
+                "previous_rules": previous_rules,
+                "rules": r.rules,
+                "recording": r.recording.to_string(),
                 "told": newcomers,
                 "no_approvers": no_approvers,
             }));
@@ -327,8 +336,9 @@ impl App {
             let mut notices = Vec::new();
             if approve {
                 // Recorded at least as policy says now, so a grant never escapes a recording
-                // added after it was asked for.
+                // added after it was asked for; and granted under the rules that decide it now.
                 r.recording = r.recording.max(decision.recording);
+                r.rules.clone_from(&decision.rules);
                 let outcome = r.approve(
                     caller.user,
                     &requester,
