@@ -86,6 +86,15 @@ fn claimed(name: &str, in_directory: impl Fn(&UserName) -> bool) -> String {
     }
 }
 
+/// Which of a user's TOTP secrets a code is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhichSecret {
+    /// The confirmed one.
+    InUse,
+    /// A new one, pending its first code.
+    Confirming,
+}
+
 /// Hashes a password with argon2id and a random salt.
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
     let mut salt = [0u8; 16];
@@ -453,6 +462,20 @@ impl App {
         totp: &Totp,
         code: &str,
     ) -> Result<bool, AuthError> {
+        self.check_code_of(user, totp, code, WhichSecret::InUse)
+            .await
+    }
+
+    /// [`App::check_code`] for `secret`: the time step a code burns is the user's, shared by
+    /// their secrets, and the first code of a new one, being confirmed, may come from the step
+    /// the old one just used (to replace it); it is no replay, and still burns the step.
+    async fn check_code_of(
+        &self,
+        user: &UserName,
+        totp: &Totp,
+        code: &str,
+        secret: WhichSecret,
+    ) -> Result<bool, AuthError> {
         let t = now();
         if let Some(until) = self.lockouts.locked_until(user, t) {
             return Err(AuthError::Locked(until));
@@ -461,7 +484,10 @@ impl App {
             .ok()
             .and_then(|unix| totp.check(code.trim(), unix))
         {
-            Some(step) => self.store.use_totp_step(user, step).await?,
+            Some(step) => {
+                let fresh = self.store.use_totp_step(user, step).await?;
+                fresh || secret == WhichSecret::Confirming
+            }
             None => false,
         };
         self.count(user, ok, t).await?;
@@ -834,7 +860,10 @@ impl App {
             .user_totp(&user.name, true)
             .await?
             .ok_or(AuthError::NoEnrolment)?;
-        if !self.check_code(&user.name, &totp, code).await? {
+        if !self
+            .check_code_of(&user.name, &totp, code, WhichSecret::Confirming)
+            .await?
+        {
             return Err(AuthError::WrongCode(
                 "the code does not match; check the authenticator's clock and try the next code"
                     .into(),

@@ -245,6 +245,16 @@ fn manager_and_peer_with_mfa_step_up() {
         &["request", "approve", &rid, "--totp", &totp(&mallory_uri, 1)],
     );
     assert_eq!(done["state"], "active");
+
+    // A factor replaced at once is confirmed by the new authenticator's code of the same
+    // moment as the old one's that allowed the replacement; that code is spent all the same.
+    let sam_uri = enroll_mfa(&sam);
+    let v = ok(&sam, &["mfa", "enroll", "--totp", &totp(&sam_uri, 1)]);
+    let new_uri = v["otpauth_uri"].as_str().unwrap().to_owned();
+    let first = totp(&new_uri, 1);
+    ok(&sam, &["mfa", "confirm", &first]);
+    let replay = fails(&sam, &["mfa", "enroll", "--totp", &first], 3);
+    assert!(replay.stderr.contains("used already"), "{replay:?}");
 }
 
 #[test]
