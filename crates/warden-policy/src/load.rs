@@ -20,13 +20,27 @@ use crate::rules;
 use crate::targets::{self, Targets};
 
 /// Where the Cedar files' problems are filed when there are no Cedar files at all.
-const CEDAR_FILES: &str = "*.cedar";
+pub(crate) const CEDAR_FILES: &str = "*.cedar";
 /// The fixture folder, relative to the policy directory.
 pub(crate) const TESTS_DIR: &str = "tests";
 
 /// Reads the files a policy directory is made of: `targets.toml`, the top-level `*.cedar`
-/// files and, with `with_tests`, `tests/*.toml`. Names are relative to `dir`, with `/`.
+/// files and, with `with_tests`, `tests/*.toml`. Names are relative to `dir`, with `/`. Fails
+/// with every file that cannot be read (or is misplaced); see [`read_dir_anyway`].
 pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, String)>, Report> {
+    let (files, problems) = read_dir_anyway(dir, with_tests);
+    match Report::from_diagnostics(problems) {
+        Some(report) => Err(report),
+        None => Ok(files),
+    }
+}
+
+/// [`read_dir`], returning the files that could be read beside the problems of the others, so
+/// that a check can report those files' problems too.
+pub(crate) fn read_dir_anyway(
+    dir: &Path,
+    with_tests: bool,
+) -> (Vec<(String, String)>, Vec<Diagnostic>) {
     let mut out = Vec::new();
     let mut files = Vec::new();
     let shown = dir.display().to_string();
@@ -79,10 +93,7 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, Stri
             Err(e) => out.push(file_diagnostic(&name, format!("cannot read: {e}"))),
         }
     }
-    match Report::from_diagnostics(out) {
-        Some(report) => Err(report),
-        None => Ok(files),
-    }
+    (files, out)
 }
 
 /// Files that look meant as policy but would be passed over in silence, so that a `forbid`
@@ -344,8 +355,16 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
     })?;
 
     let mut rules = Rules::new(targets.as_ref(), &vocab);
+    let before = out.len();
     for (name, text) in &cedar_files {
         rules.add_file(Source::new(name, text), &mut out);
+    }
+    // Files that hold only comments (every rule commented out) deny as no files would.
+    if !cedar_files.is_empty() && rules.set.is_empty() && out.len() == before {
+        out.push(file_diagnostic(
+            CEDAR_FILES,
+            "the policy files hold no rule: without rules every request is denied; write a permit",
+        ));
     }
     rules.validate(schema.clone(), &mut out);
     let Rules { set, terms, .. } = rules;

@@ -131,6 +131,18 @@ fn loads_a_directory_like_in_memory_files() {
     assert!(err.to_string().contains("cannot read"), "{err}");
 
     std::fs::remove_file(dir.path().join("extra.cedar")).unwrap();
+    // A file that cannot be read hides no other file's problem: a check shows them all.
+    std::fs::write(dir.path().join("latin1.cedar"), b"// caf\xe9\n").unwrap();
+    std::fs::write(
+        dir.path().join("typo.cedar"),
+        "@id(\"typo\") @approval(\"manger\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n",
+    )
+    .unwrap();
+    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, ["latin1.cedar", "typo.cedar"], "{err}");
+    std::fs::remove_file(dir.path().join("latin1.cedar")).unwrap();
+    std::fs::remove_file(dir.path().join("typo.cedar")).unwrap();
 
     // Rules that would be passed over in silence are named: a file whose name differs only in
     // case, and a rule file in a folder (a folder whose name starts with a dot is kept aside).
@@ -685,6 +697,17 @@ fn file_level_problems_are_reported_together() {
         vec![
             "*.cedar: no policy files: without rules every request is denied; add a .cedar file",
             "targets.toml: missing: a policy directory needs a targets.toml defining the targets and their roles",
+        ]
+    );
+    // Files of comments alone are no rules either.
+    let got = problems(&files(&[(
+        "a.cedar",
+        "// permit (principal, action, resource);\n",
+    )]));
+    assert_eq!(
+        got,
+        [
+            "*.cedar: the policy files hold no rule: without rules every request is denied; write a permit"
         ]
     );
     // A broken targets.toml is reported alongside the Cedar problems, without follow-on
