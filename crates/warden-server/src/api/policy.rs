@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use warden_domain::{Ticket, Ttl, UserName};
+use warden_domain::{Ttl, UserName};
 
 use super::views::DecisionView;
 use super::{ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, body, field, refuse};
@@ -150,11 +150,7 @@ pub async fn explain(
                 Ttl::from_secs(3600).map_err(|e| ApiError::bad_request("bad_ttl", e.to_string()))?
             }
         };
-        let ticket = b
-            .ticket
-            .as_deref()
-            .map(|t| field("bad_ticket", Ticket::parse(t)))
-            .transpose()?;
+        let ticket = super::requests::ticket(b.ticket.as_deref())?;
         Ok((
             user,
             field("bad_target", b.target.parse())?,

@@ -26,7 +26,7 @@ const MAX_PUBLIC_KEY: usize = 8192;
 const LIST_PAGE: usize = 500;
 const LIST_PAGES: usize = 100;
 /// Longest accepted TOTP code field.
-const MAX_TOTP: usize = 16;
+pub(super) const MAX_TOTP: usize = 16;
 
 /// A new request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -88,7 +88,12 @@ pub struct ListQuery {
     pub before: Option<String>,
 }
 
-fn bounded<'a>(name: &str, v: Option<&'a str>, max: usize) -> Result<Option<&'a str>, ApiError> {
+/// `v`, the field `name`, if it is at most `max` bytes long.
+pub(super) fn bounded<'a>(
+    name: &str,
+    v: Option<&'a str>,
+    max: usize,
+) -> Result<Option<&'a str>, ApiError> {
     match v {
         Some(s) if s.len() > max => Err(ApiError::bad_request(
             "field_too_long",
@@ -108,18 +113,21 @@ pub(super) fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     field("bad_id", raw.parse())
 }
 
+/// A request's ticket field: blank is none (a form's empty field), as a policy asking for one
+/// then says.
+pub(super) fn ticket(given: Option<&str>) -> Result<Option<Ticket>, ApiError> {
+    given
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| field("bad_ticket", Ticket::parse(t)))
+        .transpose()
+}
+
 pub(super) fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
     let ask = Ask {
         target: field("bad_target", b.target.parse())?,
         role: field("bad_role", b.role.parse())?,
         reason: field("bad_reason", Reason::parse(&b.reason))?,
-        ticket: b
-            .ticket
-            .as_deref()
-            .filter(|t| !t.trim().is_empty())
-            .map(Ticket::parse)
-            .transpose()
-            .map_err(|e| ApiError::bad_request("bad_ticket", e.to_string()))?,
+        ticket: ticket(b.ticket.as_deref())?,
         ttl: field("bad_ttl", b.ttl.parse::<Ttl>())?,
     };
     Ok(Create {

@@ -154,11 +154,13 @@ pub async fn mfa_enroll(
     raw: Result<OptionalJson<EnrollBody>, ApiError>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let b = body(&app, &who, "mfa.enroll", raw).await?;
-    // A wrong code counts towards the lockout; its refusal is on the record like any other.
-    match app
-        .mfa_enroll(&who.user, b.totp.as_deref(), who.source.clone())
-        .await
+    let totp = match super::requests::bounded("totp", b.totp.as_deref(), super::requests::MAX_TOTP)
     {
+        Ok(totp) => totp,
+        Err(e) => return Err(refuse(&app, &who, "mfa.enroll", e).await),
+    };
+    // A wrong code counts towards the lockout; its refusal is on the record like any other.
+    match app.mfa_enroll(&who.user, totp, who.source.clone()).await {
         Ok(uri) => Ok(Json(EnrollResponse { otpauth_uri: uri })),
         Err(e) => Err(refuse(&app, &who, "mfa.enroll", e.into()).await),
     }
@@ -173,14 +175,8 @@ pub async fn mfa_confirm(
     raw: Result<JsonBody<CodeBody>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let b = body(&app, &who, "mfa.confirm", raw).await?;
-    if b.code.len() > 16 {
-        return Err(refuse(
-            &app,
-            &who,
-            "mfa.confirm",
-            ApiError::bad_request("field_too_long", "code is too long"),
-        )
-        .await);
+    if let Err(e) = super::requests::bounded("code", Some(&b.code), super::requests::MAX_TOTP) {
+        return Err(refuse(&app, &who, "mfa.confirm", e).await);
     }
     match app
         .mfa_confirm(&who.user, &b.code, who.source.clone())
