@@ -40,6 +40,11 @@ use crate::config_secret::ConfigSecret;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this configuration was read from, when a server runs with one (not in
+    /// development mode, whose directory is the demo's): read again at each policy reload to
+    /// say when its users changed, which take effect at the next start.
+    #[serde(skip)]
+    pub file: Option<std::path::PathBuf>,
     /// API listen address. Warden speaks plain HTTP: keep it on loopback or put a TLS
     /// terminating proxy in front.
     #[serde(default = "default_listen", deserialize_with = "address")]
@@ -260,6 +265,7 @@ fn default_bootstrap_admin() -> UserName {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            file: None,
             listen: default_listen(),
             ssh_listen: default_ssh_listen(),
             session_viewers: default_session_viewers(),

@@ -175,6 +175,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             config.users.insert(name.parse()?, u);
         }
     }
+    if !opts.dev {
+        config.file.clone_from(&opts.config);
+    }
     if let Some(d) = &opts.data_dir {
         config.data_dir = d.clone();
     }
@@ -493,6 +496,9 @@ async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
             _ = hup.recv() => match app.reload_policy(Actor::system()).await {
                 Ok(digest) => {
                     tracing::info!(%digest, "policy reloaded on SIGHUP");
+                    if let Some(drift) = app.directory_drift() {
+                        tracing::warn!("{drift}");
+                    }
                     crate::broker::grant_met_requests_later(&app);
                 }
                 Err(report) => tracing::error!(%report, "policy reload on SIGHUP rejected; the previous policy stays live"),

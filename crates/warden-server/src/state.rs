@@ -230,6 +230,23 @@ impl App {
 
     /// Reloads the policy directory. An invalid policy is rejected and the live one stays;
     /// both outcomes are audited.
+    /// What a reload leaves as it was: when the config file's users, groups or managers are no
+    /// longer those this server started with, which are read at start only, a note saying so.
+    pub fn directory_drift(&self) -> Option<String> {
+        let path = self.config.file.as_ref()?;
+        let now = match Config::load(path).map(|c| c.directory()) {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Some(format!("{}: {e}", path.display())),
+            Err(e) => return Some(e.to_string()),
+        };
+        (now != self.directory).then(|| {
+            format!(
+                "the users, groups or managers in {} changed since the server started: they take effect at its next start (`warden revoke --user NAME --all` ends a leaver's access now)",
+                path.display()
+            )
+        })
+    }
+
     pub async fn reload_policy(&self, actor: Actor) -> Result<String, Report> {
         let _guard = self.reload.lock().await;
         let dir = self.policy_dir.clone();

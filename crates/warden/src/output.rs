@@ -39,10 +39,14 @@ impl Output {
     }
 }
 
-/// Prints rows as a left-aligned table with a header.
+/// Prints rows as a left-aligned table with a header; under it, `(none)` for no rows, so an
+/// empty answer does not read as a cut one.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     for line in table_lines(header, rows) {
         println!("{line}");
+    }
+    if rows.is_empty() {
+        println!("(none)");
     }
 }
 

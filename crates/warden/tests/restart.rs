@@ -526,8 +526,23 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
     let active = id(&create(&carol, "web", "view", &[]));
     let pending = id(&create(&carol, "web", "root", &[]));
 
-    assert!(server.terminate().success());
+    // The directory is read at start: a reload says that the file's users changed, and when
+    // they take effect.
+    let early = server.cli();
+    let login = early.run(
+        &["login", "--user", "admin", "--password-stdin"],
+        Some("admin-password-1"),
+    );
+    assert!(login.success(), "{login:?}");
     directory(false);
+    let reload = early.run(&["policy", "reload"], None);
+    assert!(reload.success(), "{reload:?}");
+    assert!(
+        reload.stderr.contains("take effect at its next start"),
+        "{reload:?}"
+    );
+    ok(&carol, &["whoami"]);
+    assert!(server.terminate().success());
     server.restart();
     let admin = server.cli();
     let login = admin.run(

@@ -72,6 +72,10 @@ pub struct Explanation {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReloadResult {
     pub digest: String,
+    /// When the config file's users, groups or managers changed, which a reload does not
+    /// apply: they take effect at the next start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// Every role the caller may request, with its tier, maximum TTL and MFA requirement.
@@ -208,7 +212,8 @@ pub async fn reload(
     match app.reload_policy(who.actor()).await {
         Ok(digest) => {
             crate::broker::grant_met_requests_later(&app);
-            Ok(Json(ReloadResult { digest }))
+            let notice = app.directory_drift();
+            Ok(Json(ReloadResult { digest, notice }))
         }
         Err(report) => Err(ApiError {
             diagnostics: Some(report.diagnostics.iter().map(Into::into).collect()),

@@ -237,7 +237,7 @@ pub async fn revoke_all(server: Option<String>, user: String, out: Output) -> an
         out.json(&v)
     } else {
         println!(
-            "{user}: {} request(s) ended, tokens revoked.",
+            "{user}: {} request(s) ended, tokens revoked, password disabled (to let them back in: `warden user set-password {user}`).",
             v["requests_ended"]
         );
         Ok(())

@@ -254,6 +254,9 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                     "Policy reloaded (digest {}).",
                     v["digest"].as_str().unwrap_or_default()
                 );
+                if let Some(notice) = v["notice"].as_str() {
+                    eprintln!("Note: {notice}");
+                }
                 Ok(())
             }
         }

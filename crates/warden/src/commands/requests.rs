@@ -792,7 +792,9 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
                 } else {
                     "-".into()
                 },
-                joined(&d["ticket_patterns"], " and "),
+                Some(joined(&d["ticket_patterns"], " and "))
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "-".into()),
                 s(t, "description"),
             ]
         })
