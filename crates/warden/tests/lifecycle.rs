@@ -1328,7 +1328,6 @@ fn a_new_password_ends_the_old_sessions() {
 fn logout_revokes_the_token() {
     let mut env = Env::start();
     let alice = env.login("alice");
-    let token = token(&alice);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(alice.home().join("credentials.json"))
         .unwrap()
@@ -1365,7 +1364,7 @@ fn logout_revokes_the_token() {
     let meta = std::fs::symlink_metadata(&saved).unwrap();
     assert!(meta.file_type().is_file());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    let token = common::token(&alice);
+    let token = token(&alice);
     // A logout the server does not hear revokes nothing: said so, and the token kept to try
     // again.
     assert!(env.server.terminate().success());

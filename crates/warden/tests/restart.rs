@@ -263,6 +263,38 @@ fn health_readiness_and_openapi() {
         states.as_array().unwrap().contains(&"timed-out".into()),
         "{states}"
     );
+    // Times and ids say their format; bodies the limits the server holds their fields to.
+    let schemas = &v["components"]["schemas"];
+    let view = &schemas["RequestView"]["properties"];
+    assert_eq!(view["created_at"]["format"], "date-time");
+    assert_eq!(view["id"]["format"], "uuid");
+    let create = &schemas["CreateBody"]["properties"];
+    assert_eq!(create["reason"]["maxLength"], 1000);
+    assert_eq!(create["ticket"]["maxLength"], 128);
+    assert!(create["target"]["pattern"].is_string());
+    assert_eq!(
+        schemas["PasswordBody"]["properties"]["password"]["minLength"],
+        12
+    );
+    assert!(schemas["LoginBody"]["properties"]["password"]["minLength"].is_null());
+    // A body that arrives too slowly is 408; every operation's tag is described.
+    assert!(v["paths"]["/v1/requests"]["post"]["responses"]["408"].is_object());
+    let tags: Vec<&str> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for (path, item) in v["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for tag in op["tags"].as_array().into_iter().flatten() {
+                assert!(
+                    tags.contains(&tag.as_str().unwrap()),
+                    "{method} {path}: {tag}"
+                );
+            }
+        }
+    }
     let missing = http_get(port, "/v1/nope").unwrap();
     assert_eq!(missing.status, 404);
     assert!(

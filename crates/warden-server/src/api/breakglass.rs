@@ -247,7 +247,7 @@ pub async fn close(
 
 /// Every break-glass role with its last drill, flagging those not drilled within a year.
 /// Security and administrators.
-#[utoipa::path(get, path = "/v1/report/drills", security(("token" = [])),
+#[utoipa::path(get, path = "/v1/report/drills", tag = "report", security(("token" = [])),
     responses((status = 200, body = DrillReport), (status = 403, body = ErrorBody)))]
 pub async fn drills(State(app): State<Shared>, who: Authed) -> Result<Json<DrillReport>, ApiError> {
     if !app.is_security(&who.user) {
@@ -270,7 +270,7 @@ pub async fn drills(State(app): State<Shared>, who: Authed) -> Result<Json<Drill
 }
 
 /// The notification outbox's figures. Administrators only.
-#[utoipa::path(get, path = "/v1/notifications/status", security(("token" = [])),
+#[utoipa::path(get, path = "/v1/notifications/status", tag = "notifications", security(("token" = [])),
     responses((status = 200, body = OutboxView), (status = 403, body = ErrorBody)))]
 pub async fn outbox(State(app): State<Shared>, who: Authed) -> Result<Json<OutboxView>, ApiError> {
     if !app.is_admin(&who.user) {

@@ -449,7 +449,19 @@ async fn refuse_unknown_query(
         ssh::proxy, ssh::add_key, ssh::list_keys, ssh::remove_key, ssh::scan_host_key, ssh::pin_host_key,
         ssh::list, ssh::kill, ssh::watch, ssh::recording,
     ),
-    modifiers(&BearerAuth, &ErrorResponses)
+    tags(
+        (name = "meta", description = "Liveness, readiness, this document, and the SSH user CA and revocation list hosts fetch"),
+        (name = "session", description = "Signing in, tokens, MFA enrolment, and users' passwords and lockouts"),
+        (name = "policy", description = "What may be requested, decisions explained, and reloads"),
+        (name = "requests", description = "The request lifecycle: create, review, cancel, revoke, extend, and credentials"),
+        (name = "targets", description = "Targets' administrator credentials"),
+        (name = "breakglass", description = "Emergency access and its postmortems"),
+        (name = "ssh", description = "The SSH proxy: keys, host keys, live sessions and recordings"),
+        (name = "audit", description = "The signed, tamper-evident audit log: search, proofs, export, archive, export status"),
+        (name = "report", description = "Metrics, the zero-standing-privilege report, and break-glass drills"),
+        (name = "notifications", description = "The notification outbox"),
+    ),
+    modifiers(&BearerAuth, &ErrorResponses, &FieldLimits)
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -544,6 +556,61 @@ impl utoipa::Modify for ErrorResponses {
                     if let Some((name, header)) = header_of(code) {
                         r.headers.entry(name.to_owned()).or_insert(RefOr::T(header));
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Declares on request bodies the limits the server holds their fields to, from the same
+/// constants, so a client generated from the document refuses what the server would.
+struct FieldLimits;
+
+impl utoipa::Modify for FieldLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        use warden_domain::{Comment, Reason, Ticket};
+        /// 1-64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit.
+        const NAME: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
+        let limits =
+            |body: &str, field: &str| -> Option<(Option<usize>, Option<usize>, Option<&str>)> {
+                Some(match field {
+                    "reason" => (None, Some(Reason::MAX), None),
+                    "comment" => (None, Some(Comment::MAX), None),
+                    "ticket" => (None, Some(Ticket::MAX), None),
+                    "note" => (None, Some(Comment::MAX), None),
+                    "link" => (None, Some(warden_domain::Link::MAX), None),
+                    "totp" | "code" => (None, Some(requests::MAX_TOTP), None),
+                    "public_key" => (None, Some(requests::MAX_PUBLIC_KEY), None),
+                    // A new password; signing in takes whatever password the user has.
+                    "password" if body == "PasswordBody" => {
+                        (Some(warden_domain::password::MIN_CHARS), None, None)
+                    }
+                    "target" | "role" | "user" => (None, None, Some(NAME)),
+                    _ => return None,
+                })
+            };
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, schema) in &mut components.schemas {
+            let RefOr::T(Schema::Object(body)) = schema else {
+                continue;
+            };
+            if !name.ends_with("Body") || name == "ErrorBody" {
+                continue;
+            }
+            for (field, property) in &mut body.properties {
+                let (RefOr::T(Schema::Object(p)), Some((min, max, pattern))) =
+                    (property, limits(name, field))
+                else {
+                    continue;
+                };
+                p.min_length = min.or(p.min_length);
+                p.max_length = max.or(p.max_length);
+                if let Some(pattern) = pattern {
+                    p.pattern = Some(pattern.to_owned());
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::broker::{Create, Outcome};
 use crate::state::Shared;
 
 /// Longest accepted public key, in bytes (an RSA-16384 key is about 2.8 KiB).
-const MAX_PUBLIC_KEY: usize = 8192;
+pub(super) const MAX_PUBLIC_KEY: usize = 8192;
 
 /// Requests read per query of a listing, and most queries one listing makes (a caller who may
 /// see few requests in a long history is answered from the newest 50,000).
