@@ -1328,6 +1328,7 @@ fn a_new_password_ends_the_old_sessions() {
 fn logout_revokes_the_token() {
     let mut env = Env::start();
     let alice = env.login("alice");
+    let first = token(&alice);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(alice.home().join("credentials.json"))
         .unwrap()
@@ -1342,6 +1343,14 @@ fn logout_revokes_the_token() {
     assert!(used.stderr.contains("was readable by others"), "{used:?}");
     let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // Signing in again revokes the login it replaces, not left working in no one's hands.
+    let again = alice.run(
+        &["login", "--user", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(again.success(), "{again:?}");
+    let (status, _) = get(env.server.port(), "/v1/auth/whoami", Some(&first));
+    assert_eq!(status, 401);
     // A login is written to a file of its own: never through a link left where its temporary
     // file goes (into a file others can read), nor through a link at the saved login itself.
     let elsewhere = env.dir.path().join("elsewhere.txt");

@@ -84,6 +84,11 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
         }
         r => r?,
     };
+    // The saved login this one replaces is revoked, not left working for hours in no one's
+    // hands; one the server no longer takes has nothing to revoke.
+    if c.logged_in() {
+        let _ = c.post::<Value>("/v1/auth/logout", &json!({})).await;
+    }
     client::save(&Saved {
         server: c.server.clone(),
         user: r.user.clone(),
