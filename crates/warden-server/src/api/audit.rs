@@ -698,6 +698,25 @@ pub async fn export(
     Ok(bundle(out))
 }
 
+/// What an archive sealed: the segment file and the range of events in it, or, with `file`
+/// null, why nothing was.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ArchiveResult {
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+    /// Of the segment file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The export sink that has not delivered the events the cutoff would have archived too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// Which events to seal.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -711,12 +730,12 @@ pub struct ArchiveBody {
 /// (retention does this daily), never events an export sink has not delivered yet (409
 /// `sink_behind` when nothing else is left). Administrators.
 #[utoipa::path(post, path = "/v1/audit/archive", request_body = ArchiveBody, security(("token" = [])),
-    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ArchiveResult), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn archive(
     State(app): State<Shared>,
     who: Authed,
     raw: Result<JsonBody<ArchiveBody>, ApiError>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ArchiveResult>, ApiError> {
     require_admin(&app, &who, "audit.archive", "archive the audit log").await?;
     let b = body(&app, &who, "audit.archive", raw).await?;
     let before = rfc3339("before", &b.before).and_then(|before| {
@@ -750,11 +769,21 @@ pub async fn archive(
             ),
         })?;
     Ok(Json(match archived {
-        Some(a) => serde_json::to_value(&a).unwrap_or_default(),
-        None => serde_json::json!({
-            "file": null,
-            "message": format!("nothing to archive: no checkpoint covers only events before {}", b.before),
-        }),
+        Some(a) => ArchiveResult {
+            file: Some(a.file),
+            from: Some(a.from),
+            to: Some(a.to),
+            sha256: Some(a.sha256),
+            held_back_by: a.held_back_by,
+            message: None,
+        },
+        None => ArchiveResult {
+            message: Some(format!(
+                "nothing to archive: no checkpoint covers only events before {}",
+                b.before
+            )),
+            ..ArchiveResult::default()
+        },
     }))
 }
 

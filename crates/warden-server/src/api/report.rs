@@ -71,7 +71,7 @@ pub struct ReportQuery {
 /// The zero-standing-privilege scorecard of the requests created in `[from, to)`.
 /// Administrators and the security group only.
 #[utoipa::path(get, path = "/v1/report", params(ReportQuery), security(("token" = [])),
-    responses((status = 200, content_type = "application/json"), (status = 400, body = ErrorBody),
+    responses((status = 200, body = Object, description = "The scorecard of the period (`from`, `to`): requests by state, grants, the share of access that was just in time and that had a ticket, privilege-seconds, approval times, break-glass uses, drills and open postmortems, revocation times and failures (`warden report --json` prints it)"), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
 pub async fn report(
     State(app): State<Shared>,

@@ -373,7 +373,7 @@ pub async fn extend(
 
 /// Hands the requester their credential's secret (password, connection URL), once.
 #[utoipa::path(post, path = "/v1/requests/{id}/credential", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Nothing to pick up: taken already, or a grant without a secret", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "The grant's secret, once: its fields are the issuer's (a database account's `password` and `url`)"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Nothing to pick up: taken already, or a grant without a secret", body = ErrorBody)))]
 pub async fn credential(
     State(app): State<Shared>,
     who: Authed,

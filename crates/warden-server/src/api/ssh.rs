@@ -180,9 +180,54 @@ pub async fn pin_host_key(
 }
 
 /// Live sessions: everyone's for administrators and session viewers, the caller's otherwise.
-#[utoipa::path(get, path = "/v1/sessions", operation_id = "list_sessions", security(("token" = [])), responses((status = 200, body = Object)))]
-pub async fn list(State(app): State<Shared>, who: Authed) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "sessions": app.sessions(&who.user) }))
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "list_sessions", security(("token" = [])), responses((status = 200, body = SessionList)))]
+pub async fn list(State(app): State<Shared>, who: Authed) -> Json<SessionList> {
+    let sessions = app
+        .sessions(&who.user)
+        .into_iter()
+        .map(|s| SessionView {
+            id: s.id,
+            user: s.user.to_string(),
+            target: s.target.to_string(),
+            role: s.role.to_string(),
+            grant: s.grant.to_string(),
+            login: s.login,
+            kind: s.kind,
+            started_at: warden_domain::rfc3339(s.started_at),
+            grant_expires_at: warden_domain::rfc3339(s.grant_expires_at),
+            recorded: s.recorded,
+        })
+        .collect();
+    Json(SessionList { sessions })
+}
+
+/// The live SSH sessions the caller may see: their own, or everyone's for session viewers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// A live SSH session through the proxy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub user: String,
+    pub target: String,
+    pub role: String,
+    /// The grant it runs under (its request id).
+    #[schema(format = Uuid)]
+    pub grant: String,
+    /// The Unix account on the target.
+    pub login: String,
+    /// `shell`, `exec` or `sftp`.
+    pub kind: String,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    /// When the grant ends, and the session with it.
+    #[schema(format = DateTime)]
+    pub grant_expires_at: String,
+    pub recorded: bool,
 }
 
 /// A session id as the proxy writes it, in lower case: an id copied in upper case (as some
