@@ -87,7 +87,9 @@ impl Requirement {
     }
 
     /// The strictest combination of two requirements: both must hold. Peer clauses over the
-    /// same groups keep the higher count; identical clauses are kept once.
+    /// same groups keep the higher count; identical clauses are kept once; and a peer clause
+    /// the others fill anyway (`peer(dba|sre)` beside `peer(sre)`: the SRE counts for both) is
+    /// left out, so the tier reads as what it asks.
     pub fn and(&self, other: &Requirement) -> Requirement {
         let mut clauses = self.clauses.clone();
         for c in &other.clauses {
@@ -107,7 +109,35 @@ impl Requirement {
             }
         }
         clauses.sort();
+        let all = Requirement { clauses };
+        let clauses = all
+            .clauses
+            .iter()
+            .filter(|c| match c {
+                Clause::Peer { groups, count } => all.brought(groups) < *count,
+                _ => true,
+            })
+            .cloned()
+            .collect();
         Requirement { clauses }
+    }
+
+    /// How many of the approvers a peer clause over `groups` asks for the other clauses bring
+    /// anyway: those of a peer clause over fewer of them, or a two-person tier's member of one.
+    /// The largest such share, never a sum of shares that one person might fill twice.
+    fn brought(&self, groups: &BTreeSet<GroupName>) -> u8 {
+        self.clauses
+            .iter()
+            .filter_map(|other| match other {
+                Clause::Peer {
+                    groups: g,
+                    count: n,
+                } if g != groups && g.is_subset(groups) => Some(*n),
+                Clause::TwoPerson { security } if groups.contains(security) => Some(1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The places approvers fill, the most particular first (see [`Slot::rank`]).
@@ -116,23 +146,8 @@ impl Requirement {
         for c in &self.clauses {
             match c {
                 Clause::Peer { groups, count } => {
-                    // Approvers a narrower clause brings from these groups count here too:
-                    // those of a peer clause over fewer of them, or a two-person tier's member
-                    // of one. The largest such share is taken off, never a sum of shares that
-                    // one person might fill twice.
-                    let brought = self
-                        .clauses
-                        .iter()
-                        .filter_map(|other| match other {
-                            Clause::Peer {
-                                groups: g,
-                                count: n,
-                            } if g != groups && g.is_subset(groups) => Some(*n),
-                            Clause::TwoPerson { security } if groups.contains(security) => Some(1),
-                            _ => None,
-                        })
-                        .max()
-                        .unwrap_or(0);
+                    // Approvers a narrower clause brings from these groups count here too.
+                    let brought = self.brought(groups);
                     slots.extend((brought..*count).map(|_| Slot::AnyOf(groups)));
                 }
                 Clause::Manager => slots.push(Slot::Manager),
@@ -562,8 +577,9 @@ mod tests {
             );
             assert!(written.parse::<Requirement>().is_ok(), "{written}");
         }
+        // Read back, combined as rules are: a clause the others fill anyway is left out.
         let stored: Requirement = "peer(dba|sre) & peer(sre)".parse().unwrap();
-        assert_eq!(stored.to_string(), "peer(dba|sre) & peer(sre)");
+        assert_eq!(stored.to_string(), "peer(sre)");
         assert_eq!(
             Requirement::written("peer(sre) & peer(dba)")
                 .unwrap()
@@ -630,8 +646,10 @@ mod tests {
                 .unwrap()
                 .and(&b.parse::<Requirement>().unwrap())
         };
-        // Two permits: any SRE or DBA for the target, an SRE for its admin role.
+        // Two permits: any SRE or DBA for the target, an SRE for its admin role. The SRE
+        // counts for both, so the tier reads as the one clause.
         let r = and("peer(sre|dba)", "peer(sre)");
+        assert_eq!(r.to_string(), "peer(sre)");
         assert!(r.progress(&alice, [&carol]).satisfied);
         assert_eq!(
             r.progress(&alice, [&dave]).missing,
@@ -640,6 +658,7 @@ mod tests {
         assert!(!r.may_review(&alice, &dave));
         // Two from either, one of them an SRE: the SRE counts toward the two.
         let r = and("peer(sre|dba, 2)", "peer(sre)");
+        assert_eq!(r.to_string(), "peer(dba|sre, 2) & peer(sre)");
         assert_eq!(
             r.progress(&alice, [&carol]).missing,
             ["an approver from dba or sre"]
@@ -647,6 +666,7 @@ mod tests {
         assert!(r.progress(&alice, [&carol, &dave]).satisfied);
         // A two-person tier's security member is the security approver a peer clause asks for.
         let r = and("two-person(security)", "peer(security)");
+        assert_eq!(r.to_string(), "two-person(security)");
         assert!(r.progress(&alice, [&sam, &dave]).satisfied);
         // Groups apart still need a person each.
         let r = and("peer(sre)", "peer(dba)");
