@@ -197,6 +197,15 @@ impl App {
         self.reviewers.load_full()
     }
 
+    /// Stops counting `user`'s approvals at once, before their offboarding is stored: an
+    /// approval that completes a request meanwhile does not count theirs. Should the
+    /// offboarding fail, they stay left out (failing closed) until the next reading.
+    pub async fn bar_reviewer(&self, user: &UserName) {
+        let _turn = self.refreshing_reviewers.lock().await;
+        let now = self.reviewers.load_full();
+        self.reviewers.store(Arc::new(now.without([user])));
+    }
+
     /// Reads again which users are offboarded, after an offboarding or a new password.
     pub async fn refresh_reviewers(&self) -> Result<(), warden_store::Error> {
         let _turn = self.refreshing_reviewers.lock().await;

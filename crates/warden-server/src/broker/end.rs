@@ -217,8 +217,9 @@ impl App {
         }
         let at = now();
         // Before the store's revocation, so that no lookup racing it caches a token live; from
-        // here on no change of the user's starts.
+        // here on no change of the user's starts, and no approval of theirs counts.
         self.tokens.forget_user(user, at);
+        self.bar_reviewer(user).await;
         let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
             .details(serde_json::json!({ "user": user }));
         let tokens = self.store.offboard_user(user, vec![ev]).await?;
