@@ -1312,6 +1312,9 @@ fn a_new_password_ends_the_old_sessions() {
     assert_eq!(ok(&alice, &["whoami"])["user"], "alice");
     let why = audit_values(&admin, "auth.tokens_revoked", "/details/why");
     assert_eq!(why, ["a new password was set"]);
+    // The audit table names whom such an event is about, not only who acted.
+    let table = admin.run(&["audit", "search", "--code", "auth.password_set"], None);
+    assert!(table.stdout.contains("admin → alice"), "{table:?}");
     assert!(!reset.stdout.contains("sign in again"), "{reset:?}");
 
     // One's own new password ends this session too, and the client says so and forgets it.

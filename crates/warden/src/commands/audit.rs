@@ -264,12 +264,18 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
                     .unwrap_or("")
                     .to_owned()
             };
-            // A failed sign-in has no user, only the name typed; a refusal says why.
+            // A failed sign-in has no user, only the name typed; a refusal says why; an event
+            // about another user (a password set, an offboarding) names them after an arrow.
             let user = match (s("/actor/user"), s("/actor/claimed")) {
                 (user, claimed) if user.is_empty() && !claimed.is_empty() => {
                     format!("{claimed} (claimed)")
                 }
                 (user, _) => user,
+            };
+            let user = match s("/details/user") {
+                about if about.is_empty() || about == user => user,
+                about if user.is_empty() => format!("→ {about}"),
+                about => format!("{user} → {about}"),
             };
             let outcome = match (s("/outcome/result"), s("/outcome/code")) {
                 (result, code) if code.is_empty() => result,
