@@ -1486,6 +1486,8 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     let admin = env.login("admin");
     let rid = id(&create(&alice, "web", "root", &[]));
     ok(&bob, &["request", "approve", &rid]);
+    // (A role without a short pending timeout, so that it waits out the restart below.)
+    let rid2 = id(&create(&alice, "web", "root", &[]));
     // Offboarded (a leaver, a stolen account), bob's approval fills no place any more: the
     // security approval alone does not grant the request.
     ok(&admin, &["revoke", "--user", "bob", "--all"]);
@@ -1497,8 +1499,17 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
         ok(&mallory, &["request", "approve", &rid])["state"],
         "active"
     );
+    // bob was the only SRE: a request only an SRE may approve is now refused at once.
+    let none = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "deploy", "--reason", "x", "--ttl", "1h",
+            "--ticket", "CHG-9",
+        ],
+        3,
+    );
+    assert!(none.stderr.contains("no one in the directory"), "{none:?}");
     // Nor after a restart, which reads who was offboarded from the store.
-    let rid2 = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-8"]));
     let mut env = env;
     assert!(env.server.terminate().success());
     env.server.restart();
@@ -1518,7 +1529,18 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
         Some("bob's fresh password 12"),
     );
     assert!(back.success(), "{back:?}");
-    assert_eq!(ok(&bob, &["request", "approve", &rid2])["state"], "active");
+    assert_eq!(ok(&bob, &["request", "approve", &rid2])["state"], "pending");
+    let sam = env.login("sam");
+    assert_eq!(ok(&sam, &["request", "approve", &rid2])["state"], "active");
+    // An offboarded manager can approve nothing: a request that needs them is refused at once.
+    ok(&admin, &["revoke", "--user", "mallory", "--all"]);
+    let e = ok(
+        &admin,
+        &[
+            "policy", "explain", "web", "--role", "admin", "--user", "alice",
+        ],
+    );
+    assert!(e["refusals"].to_string().contains("manager"), "{e}");
 }
 
 #[test]

@@ -235,6 +235,9 @@ pub async fn set_password(
     };
     app.set_password(&who.user, &name, &b.password, who.source.clone())
         .await?;
+    // A user back from offboarding counts again: requests their approvals now complete are
+    // granted at once, not at the next minute's pass.
+    crate::broker::grant_met_requests_later(&app);
     Ok(StatusCode::NO_CONTENT)
 }
 

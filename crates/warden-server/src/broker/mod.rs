@@ -426,7 +426,8 @@ impl App {
         if decision.requirement.is_auto() {
             return Ok(());
         }
-        decision.approvable(requester, self.directory.users())
+        // Offboarded users can give no approval (their earlier ones do not count either).
+        decision.approvable(requester, self.reviewers().users())
     }
 
     /// Every target and role with what policy says about `user` asking for it now, through

@@ -15,7 +15,7 @@ use crate::state::{App, now};
 /// Pending requests read at a time when they are decided again.
 const PAGE: usize = 1000;
 
-/// Runs [`redecide_pending`] in the background: after a reload.
+/// Runs [`redecide_pending`] in the background: after a reload, or a user back from offboarding.
 pub fn grant_met_requests_later(app: &crate::state::Shared) {
     let app = app.clone();
     tokio::spawn(async move { redecide_pending(&app).await });

@@ -230,7 +230,8 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 ),
                 (
                     "times out",
-                    if allowed && d["tier"] != "auto" {
+                    // Nothing waits for an approval of an automatic or break-glass grant.
+                    if allowed && d["tier"] != "auto" && d["tier"] != "breakglass" {
                         format!(
                             "{} after the request, unless approved",
                             d["pending_timeout"].as_str().unwrap_or_default()
