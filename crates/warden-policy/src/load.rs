@@ -190,21 +190,29 @@ fn below(dir: &Path, shown: &str, suffix: &str) -> Vec<String> {
 const MAX_NESTING: usize = 32;
 /// Most `if` expressions one rule may hold, for the same reason: they nest without brackets.
 const MAX_IFS: usize = 32;
-/// Most operators (`&&`, `||`, comparisons, arithmetic) one rule may hold, for the same
-/// reason: a chain `a || b || c …` is an expression nested as deep as it is long. A few
+/// Most operators (`&&`, `||`, comparisons, arithmetic) one rule's conditions may hold, for
+/// the same reason: a chain `a || b || c …` is an expression nested as deep as it is long. A few
 /// thousand already exhaust the stack Cedar leaves itself when it evaluates a rule (and then
 /// the rule decides nothing: a forbid so written would refuse every request), a hundred
 /// thousand the server's while it reads the policy.
 const MAX_OPERATORS: usize = 256;
 
 /// Where `src` nests deeper than [`MAX_NESTING`], or holds more than [`MAX_IFS`] `if`s or
-/// [`MAX_OPERATORS`] operators in one rule, found before Cedar reads it. Strings and `//`
-/// comments are passed over.
+/// [`MAX_OPERATORS`] operators in one rule's conditions (its `when` and `unless` blocks; a
+/// minus sign before a number is none), found before Cedar reads it. Strings and `//` comments
+/// are passed over.
 fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
     let text = src.text;
     let (mut depth, mut ifs, mut operators) = (0usize, 0usize, 0usize);
+    // Open `{` blocks (conditions, and records in them), and whether what came last ended an
+    // operand, so that a `-` after it subtracts rather than negates.
+    let (mut braces, mut operand) = (0usize, false);
     let mut chars = text.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
+        let after_operand = operand;
+        if !c.is_whitespace() {
+            operand = c.is_alphanumeric() || matches!(c, '_' | ')' | ']' | '"');
+        }
         match c {
             '"' => {
                 // To the closing quote, minding escapes.
@@ -227,6 +235,7 @@ fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
             }
             '(' | '[' | '{' => {
                 depth += 1;
+                braces += usize::from(c == '{');
                 if depth > MAX_NESTING {
                     return Some(src.at(
                         at,
@@ -234,16 +243,19 @@ fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
                     ));
                 }
             }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                braces = braces.saturating_sub(usize::from(c == '}'));
+            }
             ';' if depth == 0 => (ifs, operators) = (0, 0),
-            '|' | '&' | '=' | '!' | '<' | '>' | '+' | '-' | '*' => {
+            '|' | '&' | '=' | '!' | '<' | '>' | '+' | '-' | '*' if braces > 0 => {
                 // Two-character operators (`||`, `<=`, `!=`) count once.
                 if chars
                     .peek()
                     .is_some_and(|(_, n)| matches!((c, *n), ('|', '|') | ('&', '&') | (_, '=')))
                 {
                     chars.next();
-                } else if c == '!' {
+                } else if c == '!' || (c == '-' && !after_operand) {
                     // Negation makes no chain.
                     continue;
                 }

@@ -990,6 +990,18 @@ fn rules_nested_too_deep_are_refused_before_cedar_reads_them() {
         assert_eq!(got.len(), 1, "{}", got.join("\n"));
         assert!(got[0].contains("more than 256 operators"), "{}", got[0]);
     }
+    // The limit is the conditions': the scope's `==` are not counted, nor a number's sign.
+    let terms = |n: usize, term: &str| vec![term; n].join(" && ");
+    load(&[("deep.cedar", &rule(&terms(128, "context.ttl_seconds > 0")))]);
+    let got = problems(&files(&[(
+        "deep.cedar",
+        &rule(&terms(129, "context.ttl_seconds > 0")),
+    )]));
+    assert!(got[0].contains("more than 256 operators"), "{}", got[0]);
+    load(&[(
+        "deep.cedar",
+        &rule(&terms(128, "context.ttl_seconds != -1")),
+    )]);
     // Many users as a set is one operator, however many they are.
     let users: Vec<String> = (0..5000).map(|i| format!("User::\"u{i}\"")).collect();
     let set = format!("[{}].contains(principal)", users.join(", "));
