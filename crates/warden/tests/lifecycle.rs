@@ -1354,6 +1354,35 @@ fn logout_revokes_the_token() {
     assert!(again.success(), "{again:?}");
     let (status, _) = get(env.server.port(), "/v1/auth/whoami", Some(&first));
     assert_eq!(status, 401);
+    // So does one for a server named otherwise: the login replaced is revoked where it was for.
+    let second = token(&alice);
+    let elsewhere_url = format!("http://localhost:{}", env.server.port());
+    let other = alice.run(
+        &[
+            "login",
+            "--server",
+            &elsewhere_url,
+            "--user",
+            "alice",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    assert!(other.success(), "{other:?}");
+    let (status, _) = get(env.server.port(), "/v1/auth/whoami", Some(&second));
+    assert_eq!(status, 401);
+    let back = alice.run(
+        &[
+            "login",
+            "--server",
+            &env.server.url(),
+            "--user",
+            "alice",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    assert!(back.success(), "{back:?}");
     // A login is written to a file of its own: never through a link left where its temporary
     // file goes (into a file others can read), nor through a link at the saved login itself.
     let elsewhere = env.dir.path().join("elsewhere.txt");

@@ -67,6 +67,9 @@ struct LoginResponse {
     expires_at: String,
 }
 
+/// How long `warden login` tries to revoke the saved login it replaces at another server.
+const REVOKE_REPLACED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow::Result<()> {
     let password = read_secret("password", a.password_stdin)?;
     let c = Client::new(server)?;
@@ -85,9 +88,31 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
         r => r?,
     };
     // The saved login this one replaces is revoked, not left working for hours in no one's
-    // hands; one the server no longer takes has nothing to revoke.
-    if c.logged_in() {
-        let _ = c.post::<Value>("/v1/auth/logout", &json!({})).await;
+    // hands (one its server no longer takes has nothing to revoke), at this server or at the
+    // one it was for; one that cannot be revoked is said to work on.
+    let replaced = match c.other_login() {
+        Some(other) => Client::new(Some(other.to_owned())).ok(),
+        None => None,
+    };
+    for previous in replaced.iter().chain([&c]).filter(|p| p.logged_in()) {
+        let revoked = tokio::time::timeout(
+            REVOKE_REPLACED_WITHIN,
+            previous.post::<Value>("/v1/auth/logout", &json!({})),
+        )
+        .await;
+        let gone = match &revoked {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => e
+                .downcast_ref::<crate::exit::Failure>()
+                .is_some_and(|f| f.api_code.as_deref() == Some("unauthenticated")),
+            Err(_) => false,
+        };
+        if !gone && previous.server != c.server {
+            eprintln!(
+                "Warning: the login for {} this one replaces could not be revoked there; its token works until it expires.",
+                previous.server
+            );
+        }
     }
     client::save(&Saved {
         server: c.server.clone(),
