@@ -359,7 +359,7 @@ impl Config {
             });
         }
         config
-            .directory()
+            .directory(&[])
             .map_err(|problem| ConfigError::Directory {
                 path: path.into(),
                 problem,
@@ -375,7 +375,7 @@ impl Config {
     }
 
     /// The directory the config declares, with the bootstrap admin added to the admin group.
-    pub fn directory(&self) -> Result<Directory, DirectoryError> {
+    pub fn directory(&self, offboarded: &[UserName]) -> Result<Directory, DirectoryError> {
         let mut users: BTreeMap<UserName, User> = self
             .users
             .iter()
@@ -394,10 +394,12 @@ impl Config {
         // administrator of its own who can sign in (an initial `password_hash`), it has what
         // the config gives it: nothing, if it is not declared (it is then gone, its sessions
         // ended at start, like any user removed), so no standing administrator stays behind.
+        // One offboarded (and given no password since) cannot sign in, whatever the config says.
         let admins_declared = self.users.iter().any(|(name, u)| {
             *name != self.bootstrap_admin
                 && u.password_hash.is_some()
                 && u.groups.contains(&self.admin_group)
+                && !offboarded.contains(name)
         });
         if !admins_declared {
             users
@@ -518,27 +520,34 @@ mod tests {
         assert!(Config::load(&p).unwrap_err().to_string().contains("ghost"));
         std::fs::write(&p, "[users.alice]\ngroups = [\"dev\"]\n").unwrap();
         let c = Config::load(&p).unwrap();
-        let d = c.directory().unwrap();
+        let d = c.directory(&[]).unwrap();
         let (admin, admins) = ("admin".parse().unwrap(), "admins".parse().unwrap());
         assert!(d.get(&admin).unwrap().in_group(&admins));
         // Even declared in other groups, the bootstrap admin administers while no one else
         // does; once the config names administrators, it has what the config gives it.
         std::fs::write(&p, "[users.admin]\ngroups = [\"dev\"]\n").unwrap();
-        let d = Config::load(&p).unwrap().directory().unwrap();
+        let d = Config::load(&p).unwrap().directory(&[]).unwrap();
         assert!(d.get(&admin).unwrap().in_group(&admins));
         // One who cannot sign in yet (no initial password) is no replacement.
         std::fs::write(&p, "[users.carol]\ngroups = [\"admins\"]\n").unwrap();
-        let d = Config::load(&p).unwrap().directory().unwrap();
+        let d = Config::load(&p).unwrap().directory(&[]).unwrap();
         assert!(d.get(&admin).unwrap().in_group(&admins));
         let carol = format!(
             "[users.carol]\ngroups = [\"admins\"]\npassword_hash = \"{}\"\n",
             crate::auth::hash_password("carol's first password").unwrap()
         );
         std::fs::write(&p, format!("{carol}[users.admin]\ngroups = [\"dev\"]\n")).unwrap();
-        let d = Config::load(&p).unwrap().directory().unwrap();
+        let d = Config::load(&p).unwrap().directory(&[]).unwrap();
         assert!(!d.get(&admin).unwrap().in_group(&admins));
         std::fs::write(&p, &carol).unwrap();
-        let d = Config::load(&p).unwrap().directory().unwrap();
+        let d = Config::load(&p).unwrap().directory(&[]).unwrap();
         assert!(d.get(&admin).is_none());
+        // Nor is one offboarded since (their stored password is disabled, whatever the config
+        // says): the bootstrap admin stays, so that someone can still administer.
+        let d = Config::load(&p)
+            .unwrap()
+            .directory(&["carol".parse().unwrap()])
+            .unwrap();
+        assert!(d.get(&admin).unwrap().in_group(&admins));
     }
 }

@@ -187,7 +187,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(l) = opts.ssh_listen {
         config.ssh_listen = l;
     }
-    let directory = config.directory()?;
     create_private_dir(&config.data_dir)?;
     let data = config.data_dir.clone();
     // Held until the server stops: the OS releases it even after a kill -9.
@@ -197,6 +196,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Read, not migrated: the database is brought up to this version's schema only once every
     // check below passed, so a refused start leaves it as the Warden before could open it.
     let history = SqliteStore::history(&db).with_context(|| format!("reading {}", db.display()))?;
+    // Who administers depends on who can sign in: an administrator the config names but who
+    // was offboarded is none (the bootstrap admin then still is).
+    let directory = config.directory(history.as_ref().map_or(&[][..], |h| &h.offboarded))?;
     let anchor = data.join(crate::checkpoints::ANCHOR_FILE);
     // A data dir that has served before (its log, or the checkpoint kept beside it, says so):
     // its keys and policy are never replaced by new ones. Every refusal below comes before any
@@ -496,7 +498,7 @@ async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
             _ = hup.recv() => match app.reload_policy(Actor::system()).await {
                 Ok(digest) => {
                     tracing::info!(%digest, "policy reloaded on SIGHUP");
-                    if let Some(drift) = app.directory_drift() {
+                    if let Some(drift) = app.directory_drift().await {
                         tracing::warn!("{drift}");
                     }
                     crate::broker::grant_met_requests_later(&app);

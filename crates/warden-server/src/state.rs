@@ -241,9 +241,10 @@ impl App {
     /// both outcomes are audited.
     /// What a reload leaves as it was: when the config file's users, groups or managers are no
     /// longer those this server started with, which are read at start only, a note saying so.
-    pub fn directory_drift(&self) -> Option<String> {
+    pub async fn directory_drift(&self) -> Option<String> {
         let path = self.config.file.as_ref()?;
-        let now = match Config::load(path).map(|c| c.directory()) {
+        let offboarded = self.store.offboarded_users().await.unwrap_or_default();
+        let now = match Config::load(path).map(|c| c.directory(&offboarded)) {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Some(format!("{}: {e}", path.display())),
             Err(e) => return Some(e.to_string()),

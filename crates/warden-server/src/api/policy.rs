@@ -212,7 +212,7 @@ pub async fn reload(
     match app.reload_policy(who.actor()).await {
         Ok(digest) => {
             crate::broker::grant_met_requests_later(&app);
-            let notice = app.directory_drift();
+            let notice = app.directory_drift().await;
             Ok(Json(ReloadResult { digest, notice }))
         }
         Err(report) => Err(ApiError {

@@ -161,11 +161,23 @@ pub struct History {
     pub last_seq: u64,
     /// The newest signed checkpoint stored.
     pub latest_checkpoint: Option<Checkpoint>,
+    /// The users offboarded whose password no administrator has set since.
+    pub offboarded: Vec<UserName>,
 }
 
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM audit";
 const LATEST_CHECKPOINT: &str =
     "SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size DESC LIMIT 1";
+
+/// The users offboarded whose password no administrator has set since. A name the directory
+/// could not hold is no one's to count.
+fn offboarded(c: &Connection) -> rusqlite::Result<Vec<UserName>> {
+    let mut stmt = c.prepare_cached("SELECT user FROM user_secrets WHERE password_hash = ?1")?;
+    let names = stmt.query_map([DISABLED_PASSWORD], |r| r.get::<_, String>(0))?;
+    Ok(names
+        .filter_map(|n| n.ok().and_then(|n| n.parse().ok()))
+        .collect())
+}
 
 impl SqliteStore {
     /// The history of the database at `path`, read without migrating it, so that a start
@@ -192,9 +204,11 @@ impl SqliteStore {
             .query_row(LATEST_CHECKPOINT, [], decode_checkpoint)
             .optional()
             .map_err(backend)?;
+        let offboarded = offboarded(&conn).map_err(backend)?;
         Ok(Some(History {
             last_seq: u64::try_from(last_seq).unwrap_or(0),
             latest_checkpoint,
+            offboarded,
         }))
     }
 
@@ -798,16 +812,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn offboarded_users(&self) -> Result<Vec<UserName>> {
-        self.read(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT user FROM user_secrets WHERE password_hash = ?1")?;
-            let names = stmt.query_map([DISABLED_PASSWORD], |r| r.get::<_, String>(0))?;
-            // A name the directory could not hold is no one's to count.
-            Ok(names
-                .filter_map(|n| n.ok().and_then(|n| n.parse().ok()))
-                .collect())
-        })
-        .await
+        self.read(|c| offboarded(c)).await
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>> {
