@@ -812,7 +812,7 @@ impl crate::Store for SqliteStore {
     }
 
     async fn offboarded_users(&self) -> Result<Vec<UserName>> {
-        self.read(|c| offboarded(c)).await
+        self.read(offboarded).await
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>> {
