@@ -55,7 +55,11 @@ pub struct CaseResult {
 /// Runs all fixture files under `dir/tests` against the policy in `dir`. Fails with a
 /// [`Report`] when the policy or a fixture file does not load.
 pub fn run_tests(dir: &Path) -> Result<TestReport, Report> {
-    run_files(&load::read_dir(dir, true)?)
+    let (files, problems) = load::read_dir(dir, true);
+    if problems.is_empty() {
+        return run_files(&files);
+    }
+    Err(load::with_unread(&files, problems, run_files))
 }
 
 /// Runs the fixtures among `files` against the policy among them.

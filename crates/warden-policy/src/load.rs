@@ -24,23 +24,34 @@ pub(crate) const CEDAR_FILES: &str = "*.cedar";
 /// The fixture folder, relative to the policy directory.
 pub(crate) const TESTS_DIR: &str = "tests";
 
-/// Reads the files a policy directory is made of: `targets.toml`, the top-level `*.cedar`
-/// files and, with `with_tests`, `tests/*.toml`. Names are relative to `dir`, with `/`. Fails
-/// with every file that cannot be read (or is misplaced); see [`read_dir_anyway`].
-pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, String)>, Report> {
-    let (files, problems) = read_dir_anyway(dir, with_tests);
-    match Report::from_diagnostics(problems) {
-        Some(report) => Err(report),
-        None => Ok(files),
+/// Every problem of a directory some of whose files could not be read (`problems`): those, and
+/// what `check` finds in the files that could; unless the targets could not be read, when every
+/// rule would only be said to name unknown targets (nor is a rule file that could not be read
+/// said to be missing).
+pub(crate) fn with_unread<T>(
+    files: &[(String, String)],
+    mut problems: Vec<Diagnostic>,
+    check: impl FnOnce(&[(String, String)]) -> Result<T, Report>,
+) -> Report {
+    let unread_rules = problems.iter().any(|d| d.file.ends_with(".cedar"));
+    if files.iter().any(|(name, _)| name == targets::FILE)
+        && let Err(report) = check(files)
+    {
+        problems.extend(
+            report
+                .diagnostics
+                .into_iter()
+                .filter(|d| !(unread_rules && d.file == CEDAR_FILES)),
+        );
     }
+    Report::from_diagnostics(problems).unwrap_or_default()
 }
 
-/// [`read_dir`], returning the files that could be read beside the problems of the others, so
-/// that a check can report those files' problems too.
-pub(crate) fn read_dir_anyway(
-    dir: &Path,
-    with_tests: bool,
-) -> (Vec<(String, String)>, Vec<Diagnostic>) {
+/// Reads the files a policy directory is made of: `targets.toml`, the top-level `*.cedar`
+/// files and, with `with_tests`, `tests/*.toml`. Names are relative to `dir`, with `/`. Returns
+/// the files that could be read beside the problems of the others (and of misplaced files), so
+/// that a check can report those files' problems too ([`with_unread`]).
+pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> (Vec<(String, String)>, Vec<Diagnostic>) {
     let mut out = Vec::new();
     let mut files = Vec::new();
     let shown = dir.display().to_string();

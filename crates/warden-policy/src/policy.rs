@@ -85,25 +85,13 @@ impl Policy {
     /// level, with `check`'s problems with the targets (a target kind's own settings). On
     /// failure returns every problem found, not just the first.
     pub fn load_dir(dir: &Path, check: TargetCheck<'_>) -> Result<Policy, Report> {
-        let (files, mut problems) = load::read_dir_anyway(dir, false);
+        let (files, problems) = load::read_dir(dir, false);
         if problems.is_empty() {
             return load::load(&files, check);
         }
-        // Every problem at once, those of the files that could be read too; unless the targets
-        // could not be read, when every rule would only be said to name unknown targets (nor is
-        // a rule file that could not be read said to be missing).
-        let unread_rules = problems.iter().any(|d| d.file.ends_with(".cedar"));
-        if files.iter().any(|(name, _)| name == crate::targets::FILE)
-            && let Err(report) = load::load(&files, check)
-        {
-            problems.extend(
-                report
-                    .diagnostics
-                    .into_iter()
-                    .filter(|d| !(unread_rules && d.file == load::CEDAR_FILES)),
-            );
-        }
-        Err(Report::from_diagnostics(problems).unwrap_or_default())
+        Err(load::with_unread(&files, problems, |files| {
+            load::load(files, check)
+        }))
     }
 
     /// Loads from in-memory files given as (name relative to the policy directory, contents),

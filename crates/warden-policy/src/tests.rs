@@ -141,6 +141,20 @@ fn loads_a_directory_like_in_memory_files() {
     let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
     let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
     assert_eq!(files, ["latin1.cedar", "typo.cedar"], "{err}");
+    // `policy test` too, with the fixtures' own problems.
+    std::fs::write(
+        dir.path().join("tests/maybe.toml"),
+        "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"m\"\nuser = \"alice\"\ntarget = \"prod-web-1\"\nrole = \"viewer\"\nexpect = \"maybe\"\n",
+    )
+    .unwrap();
+    let err = run_tests(dir.path()).unwrap_err();
+    let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(
+        files,
+        ["latin1.cedar", "tests/maybe.toml", "typo.cedar"],
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("tests/maybe.toml")).unwrap();
     std::fs::remove_file(dir.path().join("latin1.cedar")).unwrap();
     std::fs::remove_file(dir.path().join("typo.cedar")).unwrap();
 
