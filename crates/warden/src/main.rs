@@ -120,6 +120,7 @@ enum Command {
     /// the recording itself (asciicast v2: one JSON value per line) instead of playing it.
     Replay {
         /// The session's id, as `sessions list` or the audit log names it.
+        #[arg(value_parser = commands::session_id)]
         session: String,
         /// Save the asciicast file instead of playing it.
         #[arg(long)]

@@ -582,6 +582,9 @@ fn grant_expiry_ends_an_open_session_and_watch_and_kill_work() {
         &["sessions", "kill", "00000000-0000-0000-0000-000000000000"],
         3,
     );
+    // A malformed id is the caller's slip, told before anything is sent.
+    let slip = fails(&bob, &["sessions", "kill", "notanid"], 2);
+    assert!(slip.stderr.contains("not a session id"), "{slip:?}");
 
     // The administrator watches the live terminal.
     let watch_out = s.env.dir.path().join("watch.out");

@@ -85,6 +85,16 @@ pub fn request_id(arg: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Parses a session id argument, as [`request_id`] does a request's: the whole id `warden
+/// sessions` shows (in any letter case), else a usage error.
+pub fn session_id(arg: &str) -> Result<String, String> {
+    uuid::Uuid::parse_str(arg.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| {
+            format!("{arg:?} is not a session id: give the whole id `warden sessions` shows")
+        })
+}
+
 /// Reads a secret from stdin (piped) or prompts for it without echo (terminal).
 /// A TOTP code as typed (`--totp`, `mfa confirm`, the login prompt): its 6 digits, checked
 /// here so that a slip is a usage error, not a wrong code counted towards a lockout.

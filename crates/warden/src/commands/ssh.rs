@@ -43,11 +43,13 @@ pub enum SessionsCommand {
     /// Stream a live session's terminal output until it ends.
     Watch {
         /// The session's id, as `sessions list` shows it.
+        #[arg(value_parser = super::session_id)]
         id: String,
     },
     /// End a live session at once.
     Kill {
         /// The session's id, as `sessions list` shows it.
+        #[arg(value_parser = super::session_id)]
         id: String,
     },
 }
