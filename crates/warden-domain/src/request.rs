@@ -578,7 +578,7 @@ impl Request {
         self.expect(
             &[State::Pending, State::Approved],
             "cancelled",
-            "pending or approved",
+            "pending (or approved and not yet active)",
         )?;
         self.finish(State::Cancelled, Some(by.clone()), None, now);
         Ok(())
