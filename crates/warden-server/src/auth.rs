@@ -480,17 +480,21 @@ impl App {
         if let Some(until) = self.lockouts.locked_until(user, t) {
             return Err(AuthError::Locked(until));
         }
-        let ok = match u64::try_from(t.unix_timestamp())
+        let (ok, replayed) = match u64::try_from(t.unix_timestamp())
             .ok()
             .and_then(|unix| totp.check(code.trim(), unix))
         {
             Some(step) => {
                 let fresh = self.store.use_totp_step(user, step).await?;
-                fresh || secret == WhichSecret::Confirming
+                (fresh || secret == WhichSecret::Confirming, !fresh)
             }
-            None => false,
+            None => (false, false),
         };
-        self.count(user, ok, t).await?;
+        // A right code sent again (a double submit, a retried script) is refused but guesses
+        // nothing: only wrong codes count towards the lockout.
+        if ok || !replayed {
+            self.count(user, ok, t).await?;
+        }
         Ok(ok)
     }
 

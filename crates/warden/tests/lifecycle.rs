@@ -657,6 +657,21 @@ fn a_reload_grants_what_the_approvals_given_now_meet() {
 /// A request made without MFA step-up, under a policy that demands it since, is granted by no
 /// one: not by Warden when the role becomes `auto`, nor by an approver's own code.
 #[test]
+fn a_right_code_sent_again_is_refused_but_locks_no_one() {
+    let env = Env::start();
+    let sam = env.login("sam");
+    let uri = enroll_mfa(&sam);
+    // The code that confirmed the factor, sent again and again (a double submit, a retried
+    // script): refused each time, but no guess, so it counts nothing towards a lockout.
+    let used = totp(&uri, 0);
+    for _ in 0..6 {
+        let again = fails(&sam, &["mfa", "enroll", "--totp", &used], 3);
+        assert!(again.stderr.contains("used already"), "{again:?}");
+    }
+    ok(&sam, &["mfa", "enroll", "--totp", &totp(&uri, 1)]);
+}
+
+#[test]
 fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
     let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
     let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
