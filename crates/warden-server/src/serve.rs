@@ -435,7 +435,9 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         app.store.init_password(name, hash, vec![event]).await?;
     }
     let admin = &config.bootstrap_admin;
-    let given = std::env::var(BOOTSTRAP_PASSWORD_ENV).is_ok_and(|p| !p.is_empty());
+    let given = std::env::var(BOOTSTRAP_PASSWORD_ENV)
+        .ok()
+        .filter(|p| !p.is_empty());
     let ignored = if app.user(admin).is_none() {
         Some("the config names administrators of its own, so it is not one")
     } else if app.store.secrets(admin).await?.password_hash.is_some() {
@@ -444,18 +446,19 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         None
     };
     if let Some(why) = ignored {
-        if given {
+        if given.is_some() {
             tracing::warn!(user = %admin, "{BOOTSTRAP_PASSWORD_ENV} is ignored: {why}");
         }
         return Ok(());
     }
-    let (password, from_env) = match std::env::var(BOOTSTRAP_PASSWORD_ENV) {
-        Ok(p) if !p.is_empty() => {
+    let from_env = given.is_some();
+    let password = match given {
+        Some(p) => {
             warden_domain::password::check(&p)
                 .map_err(|e| anyhow::anyhow!("{BOOTSTRAP_PASSWORD_ENV}: {e}"))?;
-            (p, true)
+            p
         }
-        _ => (random_password(), false),
+        None => random_password(),
     };
     let event = Event::new(Code::PasswordSet, Actor::system(), now())
         .details(serde_json::json!({ "user": admin, "source": "bootstrap" }));

@@ -90,24 +90,12 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
     // The saved login this one replaces is revoked, not left working for hours in no one's
     // hands (one its server no longer takes has nothing to revoke), at this server or at the
     // one it was for; one that cannot be revoked is said to work on.
-    let replaced = match c.other_login() {
-        Some(other) => Client::new(Some(other.to_owned())).ok(),
-        None => None,
-    };
+    let replaced = c
+        .other_login()
+        .and_then(|other| Client::new(Some(other.to_owned())).ok());
     for previous in replaced.iter().chain([&c]).filter(|p| p.logged_in()) {
-        let revoked = tokio::time::timeout(
-            REVOKE_REPLACED_WITHIN,
-            previous.post::<Value>("/v1/auth/logout", &json!({})),
-        )
-        .await;
-        let gone = match &revoked {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => e
-                .downcast_ref::<crate::exit::Failure>()
-                .is_some_and(|f| f.api_code.as_deref() == Some("unauthenticated")),
-            Err(_) => false,
-        };
-        if !gone && previous.server != c.server {
+        let revoked = tokio::time::timeout(REVOKE_REPLACED_WITHIN, revoke_saved(previous)).await;
+        if !matches!(revoked, Ok(Ok(_))) && previous.server != c.server {
             eprintln!(
                 "Warning: the login for {} this one replaces could not be revoked there; its token works until it expires.",
                 previous.server
@@ -130,6 +118,21 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
             to_the_second(&r.expires_at)
         );
         Ok(())
+    }
+}
+
+/// Revokes the token of `c`'s saved login at its server: `true` when revoked, `false` when the
+/// server no longer takes it (expired, revoked: nothing is left to revoke).
+async fn revoke_saved(c: &Client) -> anyhow::Result<bool> {
+    match c.post::<Value>("/v1/auth/logout", &json!({})).await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.downcast_ref::<crate::exit::Failure>()
+                .is_some_and(|f| f.api_code.as_deref() == Some("unauthenticated")) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -162,23 +165,13 @@ pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // Revoked at the server first. A token it no longer takes (expired, revoked) has nothing
-    // left to revoke; any other failure leaves a token that works until it expires, so it is
-    // kept for another try and the user told.
-    let revoked = match c.post::<Value>("/v1/auth/logout", &json!({})).await {
-        Ok(_) => true,
-        Err(e)
-            if e.downcast_ref::<crate::exit::Failure>()
-                .is_some_and(|f| f.api_code.as_deref() == Some("unauthenticated")) =>
-        {
-            false
-        }
-        Err(e) => {
-            return Err(e.context(
-                "the token was not revoked and works until it expires; it is kept so that `warden logout` can try again",
-            ));
-        }
-    };
+    // Revoked at the server first. Any failure but a token it no longer takes leaves a token
+    // that works until it expires, so it is kept for another try and the user told.
+    let revoked = revoke_saved(&c).await.map_err(|e| {
+        e.context(
+            "the token was not revoked and works until it expires; it is kept so that `warden logout` can try again",
+        )
+    })?;
     client::forget()?;
     super::db::forget_expired()?;
     super::requests::forget_expired_certificates()?;
