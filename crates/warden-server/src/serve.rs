@@ -198,7 +198,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let history = SqliteStore::history(&db).with_context(|| format!("reading {}", db.display()))?;
     // Who administers depends on who can sign in: an administrator the config names but who
     // was offboarded is none (the bootstrap admin then still is).
-    let directory = config.directory(history.as_ref().map_or(&[][..], |h| &h.offboarded))?;
+    let offboarded = history
+        .as_ref()
+        .map(|h| h.offboarded.clone())
+        .unwrap_or_default();
+    let directory = config.directory(&offboarded)?;
     let anchor = data.join(crate::checkpoints::ANCHOR_FILE);
     // A data dir that has served before (its log, or the checkpoint kept beside it, says so):
     // its keys and policy are never replaced by new ones. Every refusal below comes before any
@@ -277,6 +281,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         policy,
         policy_dir.clone(),
         directory,
+        &offboarded,
         issuers,
         ca,
         note_signer,
@@ -296,7 +301,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Before any event of this run: a sink's cursor past the log's end means a rollback.
     let rolled_back = crate::export::rolled_back(&app).await?;
     bootstrap_passwords(&app, &config, opts.dev).await?;
-    app.refresh_reviewers().await?;
     let locked = app.restore_lockouts().await?;
     if locked > 0 {
         tracing::info!(
