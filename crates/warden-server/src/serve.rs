@@ -348,7 +348,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if departed > 0 {
         tracing::warn!(
             departed,
-            "requests of users no longer in the directory were revoked"
+            "requests of users no longer in the directory, or offboarded, were revoked"
         );
     }
     let interrupted = app.recover_intents().await?;

@@ -41,6 +41,11 @@ pub struct App {
     pub outbox: Notify,
     /// Serialises policy reloads.
     reload: Mutex<()>,
+    /// Read-held by each decision from its reading of the policy until its outcome is stored
+    /// ([`App::deciding`]), write-held by a reload while it makes its policy live: a reload
+    /// waits for the decisions under way, and none made under the old policy is stored after
+    /// the new one (and its `policy.loaded` event).
+    decisions: tokio::sync::RwLock<()>,
     /// Serialises archives of the audit log.
     pub(crate) archiving: Mutex<()>,
     /// Held by a request's credential issue, and by whatever ends the request, so that a
@@ -170,6 +175,7 @@ impl App {
             wake: crate::worker::Wake::default(),
             outbox: Notify::new(),
             reload: Mutex::new(()),
+            decisions: tokio::sync::RwLock::new(()),
             archiving: Mutex::new(()),
             issuing: crate::broker::Locks::default(),
             reviewing: crate::broker::Locks::default(),
@@ -214,6 +220,19 @@ impl App {
         self.reviewers
             .store(Arc::new(self.directory.without(gone.iter())));
         Ok(())
+    }
+
+    /// The live policy, for a decision whose outcome will be stored: keep the guard until it is
+    /// ([`App::decisions`]).
+    pub async fn deciding(&self) -> (tokio::sync::RwLockReadGuard<'_, ()>, Arc<Policy>) {
+        let gate = self.decisions.read().await;
+        (gate, self.policy.load_full())
+    }
+
+    /// Whether `user` was offboarded (and given no new password since): nothing of theirs may
+    /// be granted, and their approvals do not count.
+    pub fn offboarded(&self, user: &UserName) -> bool {
+        self.user(user).is_some() && self.reviewers.load().get(user).is_none()
     }
 
     /// Whether `user` administers Warden.
@@ -282,6 +301,7 @@ impl App {
                         "rules": policy.rule_count(),
                         "dir": self.policy_dir.display().to_string(),
                     }));
+                let _live = self.decisions.write().await;
                 self.store.append(vec![event]).await.map_err(|e| Report {
                     diagnostics: vec![Diagnostic {
                         file: String::new(),

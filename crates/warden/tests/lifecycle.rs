@@ -654,6 +654,61 @@ fn a_reload_grants_what_the_approvals_given_now_meet() {
     assert_eq!(shown["tier"], "peer(security)", "{shown}");
 }
 
+/// A reload takes over from the one before at once: the grants the earlier reload's pass would
+/// still make are decided by the policy live now, and none is stored after it.
+#[test]
+fn a_reload_stops_what_the_reload_before_it_would_still_grant() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, sam, admin) = (env.login("alice"), env.login("sam"), env.login("admin"));
+    let port = env.server.port();
+    let (alice_token, sam_token, admin_token) = (token(&alice), token(&sam), token(&admin));
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "many");
+    let body = serde_json::json!({
+        "target": "web", "role": "root", "reason": "many", "ttl": "30m",
+        "public_key": public_key.trim(),
+    })
+    .to_string();
+    // Many requests, each with the one security approval of the two its tier needs.
+    for _ in 0..60 {
+        let (status, made) = post(port, "/v1/requests", Some(&alice_token), &body);
+        assert_eq!(status, 201, "{made}");
+        let rid = serde_json::from_str::<serde_json::Value>(&made).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let path = format!("/v1/requests/{rid}/approve");
+        let (status, half) = post(port, &path, Some(&sam_token), r#"{"comment":"half"}"#);
+        assert_eq!(status, 200, "{half}");
+    }
+    // Relaxed to what one approval meets, and at once strict again.
+    let relaxed = rules.replace("two-person(security)", "peer(security)");
+    assert_ne!(relaxed, rules);
+    write_policy(&env.policy_dir(), &[("access.cedar", &relaxed)]);
+    assert_eq!(
+        post(port, "/v1/policy/reload", Some(&admin_token), "{}").0,
+        200
+    );
+    write_policy(&env.policy_dir(), &[("access.cedar", &rules)]);
+    assert_eq!(
+        post(port, "/v1/policy/reload", Some(&admin_token), "{}").0,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let strict_since = audit_records(&admin, "policy.loaded").last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let late: Vec<serde_json::Value> = audit_records(&admin, "request.approved")
+        .into_iter()
+        .filter(|r| r["seq"].as_u64().unwrap() > strict_since)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "granted under the replaced policy: {late:?}"
+    );
+}
+
 /// A request made without MFA step-up, under a policy that demands it since, is granted by no
 /// one: not by Warden when the role becomes `auto`, nor by an approver's own code.
 #[test]
@@ -1625,6 +1680,56 @@ fn offboarding_waits_for_a_request_already_past_authentication() {
     });
     assert_eq!(ended["requests_ended"], 1, "{ended}");
     assert_nothing_open(&admin, "alice");
+}
+
+#[test]
+fn an_offboarding_cut_short_by_a_crash_is_finished_at_start() {
+    use std::io::Write;
+    let mut env = Env::start();
+    let port = env.server.port();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let active = id(&create(&alice, "web", "view", &[]));
+    let pending = id(&create(&alice, "web", "root", &[]));
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "held");
+    let body = serde_json::json!({
+        "target": "web", "role": "view", "reason": "held", "ttl": "30m",
+        "public_key": public_key.trim(),
+    })
+    .to_string();
+    // A call of alice's past authentication holds the offboarding after it is stored and
+    // before it ends her requests; the server dies there.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        held,
+        "POST /v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        token(&alice),
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::scope(|scope| {
+        let offboarding = scope.spawn(|| admin.run(&["revoke", "--user", "alice", "--all"], None));
+        let stored = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            !audit_values(&admin, "auth.user_offboarded", "/details/user").is_empty()
+        });
+        assert!(stored, "the offboarding was never stored");
+        env.server.kill_hard();
+        assert!(!offboarding.join().unwrap().success());
+    });
+    drop(held);
+    env.server.restart();
+    let admin = env.login("admin");
+    for rid in [&active, &pending] {
+        let v = ok(&admin, &["request", "show", rid]);
+        assert_eq!(v["state"], "revoked", "{v}");
+    }
+    assert_nothing_open(&admin, "alice");
+    let late = bob.run(&["request", "approve", &pending], None);
+    assert!(!late.success(), "{late:?}");
 }
 
 /// Asserts that `user` has no pending, approved or active request, as `admin` sees it.

@@ -75,7 +75,7 @@ impl App {
             e.details = extra;
             e
         };
-        let policy = self.policy.load_full();
+        let (_deciding, policy) = self.deciding().await;
         let decision = match self.decide(
             &policy,
             action,

@@ -243,8 +243,9 @@ impl App {
 
     /// Ends the open requests and revokes the tokens of users no longer in the directory
     /// (removed from the config while the server was down), as offboarding would have: a
-    /// grant must not outlive its holder's place in the directory. Run at start; returns how
-    /// many requests were ended.
+    /// grant must not outlive its holder's place in the directory. Also finishes offboardings
+    /// a stop cut short between storing the offboarding and ending the user's requests. Run at
+    /// start; returns how many requests were ended.
     pub async fn end_departed(&self) -> Result<usize, Error> {
         // Their tokens too: put back in the directory later, they sign in afresh.
         for user in self.store.token_holders().await? {
@@ -255,13 +256,23 @@ impl App {
                 self.store.revoke_tokens(&user, vec![ev]).await?;
             }
         }
-        self.end_all(
-            None,
-            |r| self.user(&r.requester).is_none(),
-            Actor::system(),
-            "the requester is no longer in the directory",
-        )
-        .await
+        let departed = self
+            .end_all(
+                None,
+                |r| self.user(&r.requester).is_none(),
+                Actor::system(),
+                "the requester is no longer in the directory",
+            )
+            .await?;
+        let offboarded = self
+            .end_all(
+                None,
+                |r| self.offboarded(&r.requester),
+                Actor::system(),
+                "the requester was offboarded",
+            )
+            .await?;
+        Ok(departed + offboarded)
     }
 
     /// Revokes, as `actor` with `comment`, every open request of `requester` (or of anyone)

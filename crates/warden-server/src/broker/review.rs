@@ -44,7 +44,6 @@ impl App {
     /// each reload, at start and every minute (a rule on the time of day changes a tier with no
     /// reload); returns how many were granted.
     pub async fn grant_met_requests(&self) -> Result<usize, Error> {
-        let policy = self.policy.load_full();
         let mut granted = 0;
         // Page by page, so that no pending request is left out however many there are.
         let mut before = None;
@@ -62,6 +61,9 @@ impl App {
             before = Some(last.id);
             let full = page.len() == PAGE;
             for r in page {
+                // The policy live now, not at the pass's start: a reload meanwhile decides the
+                // rest.
+                let (_deciding, policy) = self.deciding().await;
                 if self.grant_if_met(&policy, r).await? {
                     granted += 1;
                 }
@@ -78,7 +80,7 @@ impl App {
         let Some(requester) = self.user(&r.requester).cloned() else {
             return Ok(false);
         };
-        if r.breakglass.is_some() {
+        if r.breakglass.is_some() || self.offboarded(&requester.name) {
             return Ok(false);
         }
         let now = now();
@@ -277,6 +279,14 @@ impl App {
                 ));
                 return Err(self.refused(refusal, e).await);
             };
+            // Offboarding ends what is theirs; one cut short (a crash) is finished at start.
+            if approve && self.offboarded(&requester.name) {
+                let e = Error::Forbidden(format!(
+                    "requester {} was offboarded: nothing of theirs can be approved (deny it, or end it with `warden revoke --user {} --all`)",
+                    requester.name, requester.name
+                ));
+                return Err(self.refused(refusal, e).await);
+            }
             if approve
                 && r.state == State::Pending
                 && let Some(original) = r.extends
@@ -291,7 +301,7 @@ impl App {
                 };
                 return Err(self.refused(refusal, e).await);
             }
-            let policy = self.policy.load_full();
+            let (_deciding, policy) = self.deciding().await;
             let decision = match self.decide_as_made(&policy, &requester, &r, now) {
                 Ok(d) => d,
                 Err(e) => return Err(self.refused(refusal, e).await),
