@@ -3,7 +3,8 @@
 //!
 //! Only a 2xx answer counts as delivered; anything else, redirects included, is a failure for
 //! the caller to retry (a redirect could carry the configured headers elsewhere). Error
-//! messages show the URL without credentials or query, and never the configured headers.
+//! messages show only the URL's scheme, host and port (its path, query and user part may be the
+//! credential, as a Slack webhook's path is), and never the configured headers.
 //!
 //! `https://` receivers are verified against the system's trusted roots, or only against the
 //! certificates of a `ca_file` for a private CA; a receiver that fails verification is a

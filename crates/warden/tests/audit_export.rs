@@ -512,7 +512,7 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
     assert!(!down.to_string().contains("secret"), "{down}");
     assert_eq!(
         down["destination"],
-        format!("http://127.0.0.1:{port}/ingest")
+        format!("http://127.0.0.1:{port}/…")
     );
     let table = admin.run(&["audit", "status"], None);
     assert!(

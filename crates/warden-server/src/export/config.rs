@@ -215,14 +215,14 @@ impl SinkConfig {
     }
 }
 
-/// A URL without user name, password, query or fragment, for messages and the status.
+/// A URL as messages, the status and the audit log show it: its scheme, host and port only.
+/// User name, password and query may be credentials, and so may the path (a Slack or Teams
+/// incoming webhook's path is its secret), so a path is shown as `/…`.
 pub fn shown_url(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = if url.path() == "/" { "/" } else { "/…" };
+    format!("{}://{host}{port}{path}", url.scheme())
 }
 
 /// Checks a sink name: it keys stored state, so it is short and plain.
@@ -356,7 +356,7 @@ mod tests {
             panic!()
         };
         assert_eq!(w.batch, 100);
-        assert_eq!(sinks[2].destination(), "http://127.0.0.1:9/in");
+        assert_eq!(sinks[2].destination(), "http://127.0.0.1:9/…");
         let debug = format!("{sinks:?}");
         assert!(
             debug.contains("Authorization") && !debug.contains("secret"),

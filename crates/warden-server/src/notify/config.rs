@@ -307,7 +307,7 @@ mod tests {
         };
         assert_eq!(w.format, Format::Slack);
         assert_eq!(w.audiences.len(), 3);
-        assert_eq!(sinks[0].destination(), "http://127.0.0.1:9/hook");
+        assert_eq!(sinks[0].destination(), "http://127.0.0.1:9/…");
         let NotifyConfig::Smtp(m) = &sinks[1] else {
             panic!()
         };
