@@ -65,8 +65,11 @@ fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the data dir private to the server's user, or checks that an existing one is not
+/// writable by others: whoever can write it can put a policy of their own in place for the
+/// next reload, or swap the database or the keys.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -74,7 +77,53 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
     }
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading data dir {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "data dir {} is writable by group or others (mode {mode:o}): anyone who can write it can replace its policy, database or keys. Run chmod 700 on it (and check what changed in it)",
+            dir.display()
+        );
+    }
     Ok(())
+}
+
+/// Marks a data dir that `warden serve --dev` made: its users may have the published demo
+/// password, so no real server starts on it; nor does `--dev` start on a real one, where it
+/// would give every user without a `password_hash` that password.
+const DEV_MARKER: &str = "DEV-SERVER";
+
+fn check_dev_marker(data: &Path, dev: bool) -> anyhow::Result<()> {
+    let marker = data.join(DEV_MARKER);
+    let made_by_dev = marker.exists();
+    match (dev, made_by_dev) {
+        (true, false) if data.join("warden.db").exists() => bail!(
+            "data dir {} was made by a real server: `--dev` gives every user without a `password_hash` the demo password {DEV_PASSWORD:?}, so it runs only on a new data dir or one `--dev` made (leave out --data-dir for a temporary one)",
+            data.display()
+        ),
+        (true, false) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&marker)
+                .with_context(|| format!("creating {}", marker.display()))?;
+            std::io::Write::write_all(
+                &mut f,
+                b"Made by `warden serve --dev`: users here may have the demo password. No real server starts on this data dir.\n",
+            )?;
+            Ok(())
+        }
+        (false, true) => bail!(
+            "data dir {} was made by `warden serve --dev`: its users may have the published demo password {DEV_PASSWORD:?}. Start a real server on a new data dir, or run this one with --dev, as the development server it is",
+            data.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Takes the data dir for this process alone. Two servers on one data dir would both revoke
@@ -187,10 +236,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(l) = opts.ssh_listen {
         config.ssh_listen = l;
     }
+    // Its users have a published password: nothing but this machine may reach them.
+    if opts.dev && !(config.listen.ip().is_loopback() && config.ssh_listen.ip().is_loopback()) {
+        bail!(
+            "a --dev server listens on loopback addresses only (127.0.0.1, ::1): its users have the published password {DEV_PASSWORD:?}"
+        );
+    }
     create_private_dir(&config.data_dir)?;
     let data = config.data_dir.clone();
     // Held until the server stops: the OS releases it even after a kill -9.
     let _lock = lock_data_dir(&data)?;
+    check_dev_marker(&data, opts.dev)?;
 
     let db = data.join("warden.db");
     // Read, not migrated: the database is brought up to this version's schema only once every

@@ -400,6 +400,50 @@ fn the_bootstrap_password_is_printed_once_and_logs_in() {
     assert!(login(&server));
 }
 
+/// The demo password never reaches a real server: a data dir `--dev` made serves no real
+/// server, `--dev` does not start on a real server's, nor on an address others can reach; and
+/// a data dir others may write is refused.
+#[test]
+fn the_demo_password_stays_on_development_servers() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |args: &[&str], said: &str| {
+        let out = serve_to_its_end(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    };
+    let dev = dir.path().join("dev");
+    let mut server = Server::start_in(Path::new(BIN), &dev, &["serve", "--dev"], &[]);
+    assert!(server.terminate().success());
+    let dev_arg = dev.to_str().unwrap();
+    refused(&["--data-dir", dev_arg], "was made by `warden serve --dev`");
+    server.restart();
+    assert!(server.terminate().success());
+
+    let real = dir.path().join("real");
+    let mut server = Server::start_in(Path::new(BIN), &real, &["serve"], &[]);
+    assert!(server.terminate().success());
+    let real_arg = real.to_str().unwrap();
+    refused(&["--dev", "--data-dir", real_arg], "was made by a real server");
+    assert!(!real.join("DEV-SERVER").exists());
+
+    let out = std::process::Command::new("timeout")
+        .args(["20", BIN, "serve", "--dev", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loopback addresses only"),
+        "{out:?}"
+    );
+
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused(&["--data-dir", real_arg], "writable by group or others");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    server.restart();
+}
+
 /// What would bring back revoked access, or grant what the policy never allowed, stops the
 /// server at start, saying what to restore: a database older than the newest checkpoint the
 /// server signed (restored from an older copy, or without its write-ahead log), a lost SSH user

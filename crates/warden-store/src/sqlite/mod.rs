@@ -144,6 +144,11 @@ fn keep_private(path: &Path) -> Result<()> {
         let file = Path::new(&name);
         match std::fs::metadata(file) {
             Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                tracing::warn!(
+                    file = %file.display(),
+                    mode = format!("{:o}", m.permissions().mode() & 0o777),
+                    "the database was readable by group or others, and is made private now: its password and token hashes may have been read (consider new passwords, `warden user set-password`, and new sign-ins)"
+                );
                 std::fs::set_permissions(file, private.clone())
                     .map_err(|e| backend(format!("making {} private: {e}", file.display())))?;
             }
