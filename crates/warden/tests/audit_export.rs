@@ -510,10 +510,7 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
     let error = down["last_error"].as_str().unwrap();
     assert!(error.contains("503"), "{down}");
     assert!(!down.to_string().contains("secret"), "{down}");
-    assert_eq!(
-        down["destination"],
-        format!("http://127.0.0.1:{port}/…")
-    );
+    assert_eq!(down["destination"], format!("http://127.0.0.1:{port}/…"));
     let table = admin.run(&["audit", "status"], None);
     assert!(
         table.stdout.contains("siem-webhook") && table.stdout.contains("LAG"),

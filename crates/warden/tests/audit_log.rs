@@ -644,6 +644,17 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
         assert!(!out.stderr.contains(h.data.to_str().unwrap()), "{out:?}");
     }
     assert!(file.exists());
+    // Each attempt on archived evidence is on the record.
+    let refused: Vec<String> = audit_events(&admin, "request.action_refused")
+        .iter()
+        .filter(|e| e["details"]["action"] == "audit.delete_segment")
+        .map(|e| e["outcome"]["code"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        refused,
+        ["segment_retained", "bad_segment_name", "not_found"],
+        "{refused:?}"
+    );
 
     // Past the retention (zero days: every event is), deleting it is audited, and the live
     // log still verifies from the archive's end (the start's retention pass archived the rest).
@@ -1023,6 +1034,9 @@ fn live_events_are_proven_after_an_archive() {
             &["audit", "prove", &seq.to_string()],
         );
     }
+    let since = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     for seq in [5, to] {
         let refused = admin.run(&["audit", "prove", &seq.to_string()], None);
         assert!(!refused.success(), "{refused:?}");
@@ -1033,6 +1047,25 @@ fn live_events_are_proven_after_an_archive() {
             "{refused:?}"
         );
     }
+    // Each refusal is on the record.
+    let refusals = ok(
+        &admin,
+        &[
+            "audit",
+            "search",
+            "--code",
+            "request.action_refused",
+            "--from",
+            &since,
+        ],
+    );
+    let archived_refusals = refusals["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event"]["outcome"]["code"] == "archived")
+        .count();
+    assert_eq!(archived_refusals, 2, "{refusals}");
     // The whole live log exports and verifies offline; the export, like a search reaching
     // back that far, says where the archived events end.
     let bundle = dir.path().join("bundle");

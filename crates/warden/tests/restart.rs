@@ -425,7 +425,10 @@ fn the_demo_password_stays_on_development_servers() {
     let mut server = Server::start_in(Path::new(BIN), &real, &["serve"], &[]);
     assert!(server.terminate().success());
     let real_arg = real.to_str().unwrap();
-    refused(&["--dev", "--data-dir", real_arg], "was made by a real server");
+    refused(
+        &["--dev", "--data-dir", real_arg],
+        "was made by a real server",
+    );
     assert!(!real.join("DEV-SERVER").exists());
 
     let out = std::process::Command::new("timeout")

@@ -235,6 +235,16 @@ async fn require_admin(
     Err(refuse(app, who, action, err).await)
 }
 
+/// [`refuse`] for the caller's error (4xx), a refusal to audit; a failure of the server's
+/// own (5xx) is none.
+async fn refuse_4xx(app: &Shared, who: &Authed, action: &str, e: ApiError) -> ApiError {
+    if e.status.is_client_error() {
+        refuse(app, who, action, e).await
+    } else {
+        e
+    }
+}
+
 /// Refuses a proof that needs the hashes of events from index `needed_from` (a sequence
 /// number minus one) on when some of them were archived: the live log no longer holds them.
 /// (Archived ranges prove themselves, with their segment.)
@@ -454,13 +464,20 @@ pub async fn proof(
         Ok((seq.0, query(raw)?))
     });
     let (seq, q) = admitted(&app, &who, "audit.prove", asked).await?;
-    let cp = checkpoint_at(&app, q.size).await?;
+    match inclusion(&app, seq, q.size).await {
+        Ok(proof) => Ok(Json(proof)),
+        Err(e) => Err(refuse_4xx(&app, &who, "audit.prove", e).await),
+    }
+}
+
+/// [`proof`] once the caller was admitted.
+async fn inclusion(app: &Shared, seq: u64, size: Option<u64>) -> Result<InclusionProof, ApiError> {
+    let cp = checkpoint_at(app, size).await?;
     if seq == 0 || seq > cp.size {
-        let e = ApiError::bad_request(
+        return Err(ApiError::bad_request(
             "bad_proof_request",
             format!("seq {seq} is not in the checkpoint of size {}", cp.size),
-        );
-        return Err(refuse(&app, &who, "audit.prove", e).await);
+        ));
     }
     let first = app
         .store
@@ -476,7 +493,7 @@ pub async fn proof(
             ),
         ));
     }
-    let path = tree_for(&app, cp.size, &[seq - 1])
+    let path = tree_for(app, cp.size, &[seq - 1])
         .await?
         .inclusion(seq - 1)
         .map_err(proof_error)?;
@@ -496,13 +513,13 @@ pub async fn proof(
                 format!("event {seq} is missing from the store"),
             )
         })?;
-    Ok(Json(InclusionProof {
+    Ok(InclusionProof {
         kind: "inclusion".into(),
         seq,
         leaf_data: leaf.data,
         checkpoint: cp.note,
         proof: hexes(&path),
-    }))
+    })
 }
 
 /// Two checkpoints to relate.
@@ -544,40 +561,46 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let asked = require_audit_reader(&app, &who, "read audit proofs").and_then(|()| query(raw));
     let q = admitted(&app, &who, "audit.prove", asked).await?;
-    let new = checkpoint_at(&app, q.to).await?;
+    match extension(&app, &q).await {
+        Ok(proof) => Ok(Json(proof)),
+        Err(e) => Err(refuse_4xx(&app, &who, "audit.prove", e).await),
+    }
+}
+
+/// [`consistency`] once the caller was admitted.
+async fn extension(app: &Shared, q: &ConsistencyQuery) -> Result<ConsistencyProof, ApiError> {
+    let new = checkpoint_at(app, q.to).await?;
     if q.from == 0 {
-        let e = ApiError::bad_request(
+        return Err(ApiError::bad_request(
             "bad_proof_request",
             "from must be 1 or more: every log extends the empty one, and no checkpoint is of size 0",
-        );
-        return Err(refuse(&app, &who, "audit.prove", e).await);
+        ));
     }
     if q.from > new.size {
-        let e = ApiError::bad_request(
+        return Err(ApiError::bad_request(
             "bad_proof_request",
             format!(
                 "from {} is beyond the checkpoint of size {}: a consistency proof runs from an older size to a newer one",
                 q.from, new.size
             ),
-        );
-        return Err(refuse(&app, &who, "audit.prove", e).await);
+        ));
     }
     let old = app
         .store
         .checkpoint(q.from)
         .await
         .map_err(crate::broker::Error::from)?;
-    let path = tree_for(&app, new.size, &[q.from.saturating_sub(1)])
+    let path = tree_for(app, new.size, &[q.from.saturating_sub(1)])
         .await?
         .consistency(q.from)
         .map_err(proof_error)?;
-    Ok(Json(ConsistencyProof {
+    Ok(ConsistencyProof {
         kind: "consistency".into(),
         old_size: q.from,
         old_checkpoint: old.map(|cp| cp.note),
         new_checkpoint: new.note,
         proof: hexes(&path),
-    }))
+    })
 }
 
 /// Which events to export.
@@ -642,7 +665,9 @@ pub async fn export(
         })
         .await
         .map_err(crate::broker::Error::from)?;
-    refuse_unprovable(&app, &events).await?;
+    if let Err(e) = refuse_unprovable(&app, &events).await {
+        return Err(refuse_4xx(&app, &who, "audit.export", e).await);
+    }
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e.seq)
@@ -767,7 +792,11 @@ pub async fn archive(
                 "archive_failed",
                 e.to_string(),
             ),
-        })?;
+        });
+    let archived = match archived {
+        Ok(a) => a,
+        Err(e) => return Err(refuse_4xx(&app, &who, "audit.archive", e).await),
+    };
     Ok(Json(match archived {
         Some(a) => ArchiveResult {
             file: Some(a.file),
@@ -803,20 +832,22 @@ pub async fn delete_segment(
         "delete archive segments",
     )
     .await?;
-    app.delete_segment(
-        &name,
-        warden_domain::audit::Actor::user(who.user.name.clone(), who.source.clone()),
-    )
-    .await
-    .map_err(|e| {
-        use crate::archive::DeleteError as E;
-        let (status, code) = match &e {
-            E::BadName(_) => (StatusCode::BAD_REQUEST, "bad_segment_name"),
-            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            E::Retained { .. } => (StatusCode::CONFLICT, "segment_retained"),
-            E::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "delete_failed"),
-        };
-        ApiError::new(status, code, format!("{e:#}"))
-    })?;
-    Ok(StatusCode::NO_CONTENT)
+    let deleted = app
+        .delete_segment(
+            &name,
+            warden_domain::audit::Actor::user(who.user.name.clone(), who.source.clone()),
+        )
+        .await;
+    let Err(e) = deleted else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    use crate::archive::DeleteError as E;
+    let (status, code) = match &e {
+        E::BadName(_) => (StatusCode::BAD_REQUEST, "bad_segment_name"),
+        E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        E::Retained { .. } => (StatusCode::CONFLICT, "segment_retained"),
+        E::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "delete_failed"),
+    };
+    let e = ApiError::new(status, code, format!("{e:#}"));
+    Err(refuse_4xx(&app, &who, "audit.delete_segment", e).await)
 }

@@ -142,12 +142,13 @@ pub fn set_credential(admin: &Cli, target: &str, user: &str, password: &str) {
     assert!(out.success(), "{out:?}");
 }
 
-/// `warden serve --config CONFIG --data-dir DATA` on any free port, expected to refuse at
-/// start: its output.
+/// `warden serve --dev --config CONFIG --data-dir DATA` (the tests' data dirs are `--dev`'s)
+/// on any free port, expected to refuse at start: its output.
 pub fn serve_refusing(config: &Path, data: &Path) -> CliOutput {
     Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
         &[
             "serve",
+            "--dev",
             "--config",
             config.to_str().unwrap(),
             "--data-dir",
