@@ -84,6 +84,21 @@ fn peer_tier_refuses_the_requester_and_the_ineligible() {
         "{wrong_group_deny:?}"
     );
     assert_eq!(state(&alice, &rid), "pending");
+    // Not permitted to bob: the record says what refused, and no terms policy never gave.
+    fails(
+        &bob,
+        &[
+            "request", "create", "web", "--role", "deploy", "--reason", "x", "--ttl", "1h",
+            "--ticket", "CHG-7",
+        ],
+        3,
+    );
+    let refusal = audit_events(&env.login("admin"), "request.refused")
+        .into_iter()
+        .find(|e| e["actor"]["user"] == "bob")
+        .unwrap();
+    assert_eq!(refusal["outcome"]["code"], "not_permitted", "{refusal}");
+    assert!(refusal["details"].get("tier").is_none(), "{refusal}");
 
     // bob sees it in his review queue, approves, and the grant is active.
     let queue = ok(&bob, &["request", "list", "--reviewable"]);

@@ -178,7 +178,12 @@ fn context(now: OffsetDateTime, ttl: Ttl, ticket: Option<&Ticket>) -> Context {
     }
 }
 
+/// What the audit log says of a decision: the rules that made it and, for a permit, its terms.
 fn decision_details(d: &Decision) -> serde_json::Value {
+    // A refusal by policy has no terms: the rules that refused are all there is to say.
+    if !d.allowed {
+        return serde_json::json!({ "rules": d.rules });
+    }
     serde_json::json!({
         "rules": d.rules,
         "tier": d.requirement.to_string(),
