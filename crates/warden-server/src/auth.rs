@@ -493,14 +493,21 @@ impl App {
         // A right code sent again (a double submit, a retried script) is refused but guesses
         // nothing: only wrong codes count towards the lockout.
         if ok || !replayed {
-            self.count(user, ok, t).await?;
+            self.count(user, ok, t, None).await?;
         }
         Ok(ok)
     }
 
     /// Records a check of `user`'s last factor: a right answer ends their run of wrong ones,
-    /// and the wrong answer that locks them is audited.
-    async fn count(&self, user: &UserName, ok: bool, t: OffsetDateTime) -> Result<(), AuthError> {
+    /// and the wrong answer that locks them is audited (after that answer's own event), with
+    /// the address it came from when known.
+    async fn count(
+        &self,
+        user: &UserName,
+        ok: bool,
+        t: OffsetDateTime,
+        source: Option<&str>,
+    ) -> Result<(), AuthError> {
         if ok {
             self.lockouts.clear(user);
             return Ok(());
@@ -511,6 +518,7 @@ impl App {
                     "user": user,
                     "failures": warden_domain::lockout::MAX_FAILURES,
                     "until": warden_domain::rfc3339(until),
+                    "last_failure_from": source,
                 }));
             self.store.append(vec![event]).await?;
         }
@@ -607,18 +615,18 @@ impl App {
         let user = match user {
             Some(u) if ok => u,
             refused => {
-                let why = match (refused, locked) {
+                let why = match (&refused, locked) {
                     (Some(_), Some(until)) => format!(
                         "user locked until {} after wrong passwords or TOTP codes",
                         warden_domain::rfc3339(until)
                     ),
-                    (Some(u), None) => {
-                        self.count(&u.name, false, t).await?;
-                        "wrong password".to_owned()
-                    }
+                    (Some(_), None) => "wrong password".to_owned(),
                     (None, _) => "unknown user or wrong password".to_owned(),
                 };
                 self.auth_failed(fail(&why)).await?;
+                if let (Some(u), None) = (refused, locked) {
+                    self.count(&u.name, false, t, source.as_deref()).await?;
+                }
                 return Err(AuthError::BadCredentials);
             }
         };

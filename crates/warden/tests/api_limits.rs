@@ -482,6 +482,23 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
         audit_values(&admin, "auth.user_locked", "/details/user"),
         ["alice", "bob"]
     );
+    // bob's lock follows the fifth wrong password it came of, and says where that came from.
+    let bob_locked = audit_records(&admin, "auth.user_locked").pop().unwrap();
+    assert_eq!(
+        bob_locked["event"]["details"]["last_failure_from"], "127.0.0.1",
+        "{bob_locked}"
+    );
+    let bob_failed: Vec<u64> = audit_records(&admin, "auth.login_failed")
+        .iter()
+        .filter(|r| r["event"]["actor"]["claimed"] == "bob")
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let locked_at = bob_locked["seq"].as_u64().unwrap();
+    assert_eq!(
+        bob_failed.iter().filter(|&&seq| seq < locked_at).count(),
+        5,
+        "{bob_failed:?} {locked_at}"
+    );
     let archived = ok(&admin, &["audit", "archive", "--before", &now]);
     assert!(archived["to"].as_u64().unwrap() > 0, "{archived}");
     assert!(audit_events(&admin, "auth.user_locked").is_empty());
