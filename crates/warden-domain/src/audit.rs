@@ -60,6 +60,7 @@ codes! {
     GrantRevoked = 2010, "grant.revoked";
     ActionRefused = 2011, "request.action_refused";
     RequirementChanged = 2012, "request.requirement_changed";
+    RequestRevoked = 2013, "request.revoked";
     BreakGlassActivated = 2100, "breakglass.activated";
     PostmortemOpened = 2101, "postmortem.opened";
     PostmortemClosed = 2102, "postmortem.closed";

@@ -49,12 +49,18 @@ impl App {
         let mut events = Vec::new();
         match by {
             Some((_, comment)) => {
+                // A request ended before it was ever granted is no grant revoked: counts of
+                // revoked grants read the log.
+                let (code, was) = match r.state {
+                    State::Active => (Code::GrantRevoked, None),
+                    other => (Code::RequestRevoked, Some(other.as_str())),
+                };
                 r.revoke(actor.user.as_ref(), comment.clone(), now)?;
-                events.push(
-                    Event::new(Code::GrantRevoked, actor, now)
-                        .for_request(r)
-                        .details(serde_json::json!({ "comment": comment.as_str() })),
-                );
+                let mut details = serde_json::json!({ "comment": comment.as_str() });
+                if let Some(was) = was {
+                    details["was"] = was.into();
+                }
+                events.push(Event::new(code, actor, now).for_request(r).details(details));
             }
             None => {
                 r.expire(now)?;
