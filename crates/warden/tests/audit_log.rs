@@ -1338,6 +1338,21 @@ fn a_forged_checkpoint_row_gets_no_signature_over_it() {
         ))),
         "{v}"
     );
+
+    // Its time, which archives cut by, altered alone: named too.
+    db.execute(
+        "UPDATE checkpoints SET time = 0 WHERE size < ?1 AND size = (SELECT MIN(size) FROM checkpoints)",
+        rusqlite::params![signed as i64],
+    )
+    .unwrap();
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.contains("the stored time differs from its signed note's")),
+        "{v}"
+    );
 }
 
 /// An insider who rewrites an event and deletes the stored checkpoints gets no new signature:

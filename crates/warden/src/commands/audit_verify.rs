@@ -158,8 +158,19 @@ pub fn store(
                 stored.size
             ));
         }
+        // The time column picks where an archive cuts: it must say what the note signed.
+        let signed_time = |cp: &Checkpoint| {
+            cp.time()
+                .is_some_and(|t| i128::from(t) == i128::from(stored.time.unix_timestamp()))
+        };
         match Checkpoint::open(&stored.note, &key) {
-            Ok(cp) if cp.size == stored.size && cp.root == stored.root => checkpoints.push(cp),
+            Ok(cp) if cp.size == stored.size && cp.root == stored.root && signed_time(&cp) => {
+                checkpoints.push(cp)
+            }
+            Ok(cp) if cp.size == stored.size && cp.root == stored.root => problems.push(format!(
+                "checkpoint at size {}: the stored time differs from its signed note's (altered; archives cut by it)",
+                stored.size
+            )),
             Ok(_) => problems.push(format!(
                 "checkpoint at size {}: the stored size or root differs from its signed note",
                 stored.size
