@@ -958,6 +958,73 @@ fn waiting_for_approval_rides_out_a_server_restart() {
         stderr.contains("stopped waiting") && stderr.contains("request cancel"),
         "{stderr}"
     );
+
+    // A request withdrawn while waited on ends the wait as a refusal: no access came of it.
+    let listed = |ticket: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let found = ok(&bob, &["request", "list", "--reviewable"])["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["ticket"] == ticket)
+                .map(|r| r["id"].as_str().unwrap().to_owned());
+            if let Some(id) = found {
+                return id;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no request to wait on"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let waiter = env.login("alice");
+    let waiting = std::thread::spawn(move || waiter.run(&create_and_wait("CHG-15", "60"), None));
+    let rid = listed("CHG-15");
+    ok(&bob, &["request", "revoke", &rid, "--comment", "withdrawn"]);
+    let out = waiting.join().unwrap();
+    assert_eq!(out.code, 3, "{out:?}");
+    let ended: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(ended["state"], "revoked", "{out:?}");
+
+    // Stopped while the server is down: at once, with the request as last seen.
+    let mut waiting = std::process::Command::new(BIN)
+        .args(create_and_wait("CHG-16", "60"))
+        .env("WARDEN_SERVER", alice.server_url())
+        .env("WARDEN_HOME", alice.home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rid = listed("CHG-16");
+    env.server.kill_hard();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let pid = waiting.id().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(signalled.unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while waiting.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wait went on after Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (seen["id"].as_str(), seen["state"].as_str()),
+        (Some(rid.as_str()), Some("pending")),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not answer"),
+        "{out:?}"
+    );
 }
 
 /// An extension continues an active grant: once the grant has ended by its time, its pending

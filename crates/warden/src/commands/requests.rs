@@ -364,19 +364,35 @@ fn print_request(v: &Value) {
 
 /// `--wait-timeout`: a duration as TTLs are written, or bare seconds as before.
 fn wait_seconds(text: &str) -> Result<u64, String> {
+    /// Longer than any pending timeout a policy could sensibly set.
+    const MAX_WAIT: u64 = 30 * 24 * 3600;
     let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(secs);
+    let secs = match text.parse::<u64>() {
+        Ok(secs) => secs,
+        Err(_) => text
+            .parse::<warden_domain::Ttl>()
+            .map(warden_domain::Ttl::as_secs)
+            .map_err(|e| e.of("the wait"))?,
+    };
+    if secs > MAX_WAIT {
+        return Err(format!(
+            "the wait is at most 30 days ({MAX_WAIT} s), not {secs} s"
+        ));
     }
-    text.parse::<warden_domain::Ttl>()
-        .map(warden_domain::Ttl::as_secs)
-        .map_err(|e| e.of("the wait"))
+    Ok(secs)
 }
 
-/// Polls request `id` until it is no longer pending; after `timeout` seconds, or on Ctrl-C or
-/// SIGTERM, it stops (exit 1) and says the request is still pending, printing it with `--json`.
-/// With `--json` it says nothing else while it waits: stderr holds the failure alone.
-async fn wait_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow::Result<Value> {
+/// Polls request `created` until it is no longer pending; after `timeout` seconds, or on Ctrl-C
+/// or SIGTERM, it stops (exit 1) and says the request is still pending, printing it with
+/// `--json` (as last seen, when the server does not answer then). With `--json` it says
+/// nothing else while it waits: stderr holds the failure alone.
+async fn wait_decided(
+    c: &Client,
+    created: &Value,
+    timeout: u64,
+    out: Output,
+) -> anyhow::Result<Value> {
+    let id = &s(created, "id");
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
@@ -387,16 +403,26 @@ async fn wait_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow
         }
     };
     tokio::select! {
-        v = poll_decided(c, id, timeout, out) => v,
+        v = poll_decided(c, created, timeout, out) => v,
         () = stopped => {
-            let v: Value = c.get(&format!("/v1/requests/{}", segment(id))).await?;
-            if v["state"] != "pending" {
-                return Ok(v);
+            // A last look, brief: the user asked to stop now.
+            let path = format!("/v1/requests/{}", segment(id));
+            match tokio::time::timeout(LAST_LOOK, c.get::<Value>(&path)).await {
+                Ok(Ok(v)) if v["state"] != "pending" => Ok(v),
+                Ok(Ok(v)) => still_pending(&v, id, "stopped waiting", out),
+                _ => still_pending(
+                    created,
+                    id,
+                    "stopped waiting (the server did not answer: shown as last seen)",
+                    out,
+                ),
             }
-            still_pending(&v, id, "stopped waiting", out)
         }
     }
 }
+
+/// How long a wait stopped by the user looks at the request a last time.
+const LAST_LOOK: Duration = Duration::from_secs(3);
 
 /// The failure of a wait that ended with request `v` still pending, printed first with `--json`
 /// (a script still gets the request as it stands).
@@ -414,7 +440,13 @@ fn still_pending(v: &Value, id: &str, why: &str, out: Output) -> anyhow::Result<
 }
 
 /// [`wait_decided`]'s polling.
-async fn poll_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow::Result<Value> {
+async fn poll_decided(
+    c: &Client,
+    created: &Value,
+    timeout: u64,
+    out: Output,
+) -> anyhow::Result<Value> {
+    let id = &s(created, "id");
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
     let mut announced = false;
     let mut told_unreachable = false;
@@ -433,6 +465,16 @@ async fn poll_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
+            }
+            Err(e) if exit::code_of(&e) == exit::UNREACHABLE => {
+                return still_pending(
+                    created,
+                    id,
+                    &format!(
+                        "stopped waiting after {timeout}s (the server does not answer: shown as last seen)"
+                    ),
+                    out,
+                );
             }
             Err(e) => return Err(e),
         };
@@ -569,12 +611,30 @@ fn generated_key(v: &Value) -> anyhow::Result<Option<PathBuf>> {
 fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
     let state = v["state"].as_str().unwrap_or_default();
     let how = match state {
-        "denied" => "was denied",
-        "cancelled" => "was cancelled",
-        "timed-out" => "timed out waiting for approval",
+        "denied" => "was denied".to_owned(),
+        "cancelled" => "was cancelled".to_owned(),
+        "timed-out" => "timed out waiting for approval".to_owned(),
+        // Revoked, or its credential could not be issued: no access came of it.
+        _ if ended_ungranted(v) => match v["why"].as_str().filter(|w| !w.is_empty()) {
+            Some(why) => format!("ended {state} without a grant: {why}"),
+            None => format!("ended {state} without a grant"),
+        },
         _ => return Ok(()),
     };
     Err(Failure::new(exit::REFUSED, format!("request {} {how}", s(v, "id"))).into())
+}
+
+/// Picks up the database credential of request `v`, active after a wait, into `v["secret"]`:
+/// the password is handed over once, to its requester.
+async fn pick_up_after_wait(c: &Client, v: &mut Value) -> anyhow::Result<()> {
+    let needs_pickup = matches!(
+        v.pointer("/credential/kind").and_then(Value::as_str),
+        Some("postgres" | "mariadb")
+    );
+    if v["state"] == "active" && needs_pickup && v.get("secret").is_none_or(Value::is_null) {
+        v["secret"] = super::db::pickup(c, v).await?.unwrap_or(Value::Null);
+    }
+    Ok(())
 }
 
 /// Posts one action on a request and prints the request as it now stands.
@@ -641,14 +701,8 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 if !out.json {
                     eprintln!("Request {} created.", s(&v, "id"));
                 }
-                v = wait_decided(&c, &s(&v, "id"), a.wait.wait_timeout, out).await?;
-                let needs_pickup = matches!(
-                    v.pointer("/credential/kind").and_then(Value::as_str),
-                    Some("postgres" | "mariadb")
-                );
-                if v["state"] == "active" && needs_pickup {
-                    v["secret"] = super::db::pickup(&c, &v).await?.unwrap_or(Value::Null);
-                }
+                v = wait_decided(&c, &v, a.wait.wait_timeout, out).await?;
+                pick_up_after_wait(&c, &mut v).await?;
             }
             finish(&v, key_path.as_deref(), out)?;
             refused_if_ended(&v)
@@ -756,7 +810,8 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 )
                 .await?;
             if wait.wait && v["state"] == "pending" {
-                v = wait_decided(&c, &s(&v, "id"), wait.wait_timeout, out).await?;
+                v = wait_decided(&c, &v, wait.wait_timeout, out).await?;
+                pick_up_after_wait(&c, &mut v).await?;
             }
             // The extension certifies the original grant's key.
             let original_key = ensure_home()?.join("ssh").join(&id);
