@@ -1096,6 +1096,38 @@ fn bad_input_is_refused_clearly_and_audited() {
     let alice = env.login("alice");
     let admin = env.login("admin");
     let admin_token = token(&admin);
+    // A private key given for a public one never leaves the machine, break-glass included.
+    let keys = tempfile::tempdir().unwrap();
+    let (private, _) = warden_testkit::ssh_keypair(keys.path(), "mine");
+    let private = private.to_str().unwrap();
+    for command in [
+        &[
+            "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "1h",
+        ][..],
+        &["breakglass", "web", "--role", "root", "--reason", "x"][..],
+    ] {
+        let out = fails(&alice, &[command, &["--public-key", private]].concat(), 2);
+        assert!(out.stderr.contains("never leaves your machine"), "{out:?}");
+    }
+    let out = fails(
+        &alice,
+        &[
+            "request",
+            "create",
+            "web",
+            "--role",
+            "view",
+            "--reason",
+            "x",
+            "--ttl",
+            "1h",
+            "--wait",
+            "--wait-timeout",
+            "18446744073709551615",
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("at most 30 days"), "{out:?}");
     // Arguments that do not parse get the same error envelope as any failure under --json.
     let out = alice.run(&["--json", "request", "create", "web"], None);
     assert_eq!(out.code, 2, "{out:?}");

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::requests::{adopt_key, finish, new_client_key, s};
+use super::requests::{adopt_key, finish, new_client_key, s, users_key};
 use crate::client::{Client, query, segment};
-use crate::exit::{self, Failure};
 use crate::output::{Output, fields, instant, table, to_the_second};
 
 #[derive(Debug, Args)]
@@ -82,17 +81,12 @@ pub async fn breakglass(
     let c = Client::new(server)?;
     let (key_path, public_key, generated) = match &a.public_key {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                Failure::new(
-                    exit::USAGE,
-                    format!("cannot read public key {}: {e}", p.display()),
-                )
-            })?;
-            (p.with_extension(""), text.trim().to_owned(), false)
+            let (private, text) = users_key(p)?;
+            (private, text, false)
         }
         None => {
             let (k, p) = new_client_key()?;
-            (k, p, true)
+            (Some(k), p, true)
         }
     };
     let body = json!({
@@ -102,16 +96,15 @@ pub async fn breakglass(
     let v: Value = match c.post("/v1/breakglass", &body).await {
         Ok(v) => v,
         Err(e) => {
-            if generated {
-                let _ = std::fs::remove_file(&key_path);
+            if let (true, Some(k)) = (generated, &key_path) {
+                let _ = std::fs::remove_file(k);
             }
             return Err(e);
         }
     };
-    let key_path = if generated {
-        adopt_key(&key_path, &s(&v, "id"))?
-    } else {
-        key_path
+    let key_path = match key_path {
+        Some(k) if generated => Some(adopt_key(&k, &s(&v, "id"))?),
+        other => other,
     };
     if !out.json {
         let told = if v["security_notified"] == false {
@@ -125,7 +118,7 @@ pub async fn breakglass(
             s(&v, "id")
         );
     }
-    finish(&v, Some(&key_path), out)
+    finish(&v, key_path.as_deref(), out)
 }
 
 fn print_postmortem(p: &Value) {

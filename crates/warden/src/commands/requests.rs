@@ -258,6 +258,17 @@ fn certifies_a_key(v: &Value) -> bool {
     v["state"] != "active" || v.pointer("/credential/certificate").is_some()
 }
 
+/// The public key line in `file` (never a private key: refused before anything is sent) and
+/// the private key beside it, when there is one: conventionally the `.pub` file without its
+/// extension.
+pub(super) fn users_key(file: &Path) -> anyhow::Result<(Option<PathBuf>, String)> {
+    let text = super::read_public_key(file)?;
+    let private = (file.extension() == Some("pub".as_ref()))
+        .then(|| file.with_extension(""))
+        .filter(|k| k.exists());
+    Ok((private, text))
+}
+
 /// Names a request's key after the request, next to its certificate.
 pub(super) fn adopt_key(key: &Path, id: &str) -> anyhow::Result<PathBuf> {
     let named = key.with_file_name(id);
@@ -656,14 +667,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
     match cmd {
         RequestCommand::Create(a) => {
             let (key_path, public_key) = match &a.public_key {
-                Some(p) => {
-                    let text = super::read_public_key(p)?;
-                    // The private key is conventionally the .pub file without its extension.
-                    let private = (p.extension() == Some("pub".as_ref()))
-                        .then(|| p.with_extension(""))
-                        .filter(|k| k.exists());
-                    (private, text)
-                }
+                Some(p) => users_key(p)?,
                 None => {
                     let (k, p) = new_client_key()?;
                     (Some(k), p)
