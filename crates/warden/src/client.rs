@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
 
 use crate::exit::{self, Failure};
 
@@ -191,8 +192,13 @@ pub fn save(s: &Saved) -> anyhow::Result<()> {
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    remove_if_present(&tmp)?;
+    // Named for this process and write alone: logins run at once into one home (a CI job's
+    // parallel steps) each rename a whole file of their own.
+    let tmp = path.with_extension(format!(
+        "{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -232,6 +238,9 @@ pub struct Client {
     other_login: Option<String>,
     /// Why the saved login cannot be used, when it is damaged.
     damaged: Option<String>,
+    /// When the saved login for this server expired, if it has: its token is not sent (the
+    /// server would refuse it, and count the refusal against this address).
+    expired: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -260,10 +269,18 @@ impl Client {
                 .or_else(|| saved.as_ref().map(|s| s.server.clone()))
                 .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
         )?;
+        let mut expired = None;
         let (token, user, other_login) = match saved {
             // Logins saved before URLs were written one way are compared in that way too.
             Some(s) if normal_server(&s.server).is_ok_and(|saved| saved == server) => {
-                (Some(s.token), Some(s.user), None)
+                let ended = time::OffsetDateTime::parse(&s.expires_at, &Rfc3339)
+                    .is_ok_and(|at| at <= time::OffsetDateTime::now_utc());
+                if ended {
+                    expired = Some(s.expires_at);
+                    (None, Some(s.user), None)
+                } else {
+                    (Some(s.token), Some(s.user), None)
+                }
             }
             Some(s) => (None, None, Some(s.server)),
             None => (None, None, None),
@@ -279,7 +296,31 @@ impl Client {
             user,
             other_login,
             damaged,
+            expired,
         })
+    }
+
+    /// Why there is no token to send: the saved login is damaged, expired, for another
+    /// server, or there is none.
+    fn not_logged_in(&self) -> String {
+        match (&self.damaged, &self.expired, &self.other_login) {
+            (Some(why), _, _) => why.clone(),
+            (None, Some(at), _) => format!(
+                "your login to {} expired at {at}: run `warden login --user {}` again",
+                self.server,
+                self.user.as_deref().unwrap_or("NAME")
+            ),
+            (None, None, Some(other)) => format!(
+                "not logged in to {} (your saved login is for {other}, a different URL): run `warden login --user NAME --server {}` or use that URL",
+                self.server, self.server
+            ),
+            (None, None, None) => "not logged in: run `warden login --user NAME` first".to_owned(),
+        }
+    }
+
+    /// Whether the saved login for this server has expired (and is used no more).
+    pub fn expired(&self) -> bool {
+        self.expired.is_some()
     }
 
     /// Whether a saved login's token is used for this server.
@@ -314,17 +355,7 @@ impl Client {
         let req = match (&self.token, auth) {
             (Some(t), true) => req.bearer_auth(t),
             (None, true) => {
-                let message = match (&self.damaged, &self.other_login) {
-                    (Some(why), _) => why.clone(),
-                    (None, Some(other)) => format!(
-                        "not logged in to {} (your saved login is for {other}, a different URL): run `warden login --user NAME --server {}` or use that URL",
-                        self.server, self.server
-                    ),
-                    (None, None) => {
-                        "not logged in: run `warden login --user NAME` first".to_owned()
-                    }
-                };
-                return Err(Failure::new(exit::UNAUTHENTICATED, message).into());
+                return Err(Failure::new(exit::UNAUTHENTICATED, self.not_logged_in()).into());
             }
             _ => req,
         };
@@ -405,14 +436,10 @@ impl Client {
         http: &reqwest::Client,
         path: &str,
     ) -> anyhow::Result<reqwest::Response> {
-        let token = self.token.as_deref().ok_or_else(|| {
-            Failure::new(
-                exit::UNAUTHENTICATED,
-                self.damaged.clone().unwrap_or_else(|| {
-                    "not logged in: run `warden login --user NAME` first".into()
-                }),
-            )
-        })?;
+        let token = self
+            .token
+            .as_deref()
+            .ok_or_else(|| Failure::new(exit::UNAUTHENTICATED, self.not_logged_in()))?;
         let resp = http
             .get(self.url(path))
             .bearer_auth(token)

@@ -1511,6 +1511,41 @@ fn a_new_password_ends_the_old_sessions() {
     assert!(!admin.home().join("credentials.json").exists());
 }
 
+/// A saved login past its expiry is not sent: the client says it expired, a new login
+/// replaces it without a refused call, and logout only removes it. Nothing is counted against
+/// the address.
+#[test]
+fn an_expired_login_is_not_sent() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let admin = env.login("admin");
+    let saved = alice.home().join("credentials.json");
+    let expire = || {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+        v["expires_at"] = "2020-01-01T00:00:00Z".into();
+        std::fs::write(&saved, v.to_string()).unwrap();
+    };
+    expire();
+    let out = fails(&alice, &["whoami"], 5);
+    assert!(out.stderr.contains("expired at 2020-01-01"), "{out:?}");
+    let again = alice.run(
+        &["login", "--user", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(again.success(), "{again:?}");
+    ok(&alice, &["whoami"]);
+    expire();
+    let out = alice.run(&["logout"], None);
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("Removed the expired saved login"),
+        "{out:?}"
+    );
+    assert!(!saved.exists());
+    assert!(audit_events(&admin, "auth.token_rejected").is_empty());
+}
+
 #[test]
 fn logout_revokes_the_token() {
     let mut env = Env::start();

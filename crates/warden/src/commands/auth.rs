@@ -88,11 +88,18 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
         r => r?,
     };
     // The saved login this one replaces is revoked, not left working for hours in no one's
-    // hands (one its server no longer takes has nothing to revoke), at this server or at the
-    // one it was for; one that cannot be revoked is said to work on.
+    // hands (one expired or that its server no longer takes has nothing to revoke), at this
+    // server or at the one it was for; one that cannot be revoked is said to work on. The new
+    // one is saved first: a login that cannot be saved leaves the old one as it was.
     let replaced = c
         .other_login()
         .and_then(|other| Client::new(Some(other.to_owned())).ok());
+    client::save(&Saved {
+        server: c.server.clone(),
+        user: r.user.clone(),
+        token: r.token,
+        expires_at: r.expires_at.clone(),
+    })?;
     for previous in replaced.iter().chain([&c]).filter(|p| p.logged_in()) {
         let revoked = tokio::time::timeout(REVOKE_REPLACED_WITHIN, revoke_saved(previous)).await;
         if !matches!(revoked, Ok(Ok(_))) && previous.server != c.server {
@@ -102,12 +109,6 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
             );
         }
     }
-    client::save(&Saved {
-        server: c.server.clone(),
-        user: r.user.clone(),
-        token: r.token,
-        expires_at: r.expires_at.clone(),
-    })?;
     if out.json {
         out.json(&json!({ "user": r.user, "server": c.server, "expires_at": r.expires_at }))
     } else {
@@ -149,20 +150,19 @@ pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
             )
             .into());
         }
-        // Nothing to revoke; a damaged saved login can only be removed.
-        let removed = c.damaged();
+        // Nothing to revoke; a damaged or expired saved login can only be removed.
+        let said = if c.damaged() {
+            Some("Removed the damaged saved login (its token, if any, works until it expires).")
+        } else if c.expired() {
+            Some("Removed the expired saved login.")
+        } else {
+            None
+        };
         client::forget()?;
         if out.json {
-            return out.json(&json!({ "logged_out": removed, "revoked": false }));
+            return out.json(&json!({ "logged_out": said.is_some(), "revoked": false }));
         }
-        println!(
-            "{}",
-            if removed {
-                "Removed the damaged saved login (its token, if any, works until it expires)."
-            } else {
-                "Not logged in."
-            }
-        );
+        println!("{}", said.unwrap_or("Not logged in."));
         return Ok(());
     }
     // Revoked at the server first. Any failure but a token it no longer takes leaves a token
