@@ -125,11 +125,11 @@ enum Command {
         /// Save the asciicast file instead of playing it.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Playback speed.
-        #[arg(long, default_value_t = 1.0)]
+        /// Playback speed (0.01 to 100).
+        #[arg(long, default_value_t = 1.0, value_parser = commands::playback_speed)]
         speed: f64,
-        /// Longest pause, in seconds.
-        #[arg(long, default_value_t = 2.0)]
+        /// Longest pause, in seconds (0 to 3600).
+        #[arg(long, default_value_t = 2.0, value_parser = commands::idle_limit)]
         idle_limit: f64,
     },
     /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
@@ -194,7 +194,8 @@ fn init_logging(json: bool) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json };
-    let server = cli.server;
+    // An empty WARDEN_SERVER (a CI variable set but empty) is unset, as an empty WARDEN_HOME is.
+    let server = cli.server.filter(|s| !s.is_empty());
     match cli.command {
         Command::Serve(a) => {
             init_logging(a.log_format == "json");

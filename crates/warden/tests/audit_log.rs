@@ -666,8 +666,8 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     .unwrap();
     server.restart();
     let admin = login(&server, "admin");
-    let del = admin.run(&["audit", "delete-segment", segment], None);
-    assert!(del.success(), "{del:?}");
+    let del = ok(&admin, &["audit", "delete-segment", segment]);
+    assert_eq!(del["deleted"], segment, "{del}");
     assert!(!file.exists());
     create(&admin, "web", "view", &[]);
     server.terminate();

@@ -1128,6 +1128,14 @@ fn bad_input_is_refused_clearly_and_audited() {
         2,
     );
     assert!(out.stderr.contains("at most 30 days"), "{out:?}");
+    // A WARDEN_SERVER set but empty (a CI variable) is unset: the saved login's server is used.
+    let empty = std::process::Command::new(BIN)
+        .args(["--json", "whoami"])
+        .env("WARDEN_SERVER", "")
+        .env("WARDEN_HOME", alice.home())
+        .output()
+        .unwrap();
+    assert!(empty.status.success(), "{empty:?}");
     // Arguments that do not parse get the same error envelope as any failure under --json.
     let out = alice.run(&["--json", "request", "create", "web"], None);
     assert_eq!(out.code, 2, "{out:?}");

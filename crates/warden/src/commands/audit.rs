@@ -212,9 +212,10 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             let _: Value = Client::new(server)?
                 .delete(&format!("/v1/audit/segments/{}", segment(&name)))
                 .await?;
-            if !out.json {
-                println!("Deleted {name}; the deletion is in the audit log.");
+            if out.json {
+                return out.json(&serde_json::json!({ "deleted": name }));
             }
+            println!("Deleted {name}; the deletion is in the audit log.");
             return Ok(());
         }
         AuditCommand::VerifyProof {

@@ -95,7 +95,6 @@ pub fn session_id(arg: &str) -> Result<String, String> {
         })
 }
 
-/// Reads a secret from stdin (piped) or prompts for it without echo (terminal).
 /// A TOTP code as typed (`--totp`, `mfa confirm`, the login prompt): its 6 digits, checked
 /// here so that a slip is a usage error, not a wrong code counted towards a lockout.
 pub fn totp_code(code: &str) -> Result<String, String> {
@@ -113,7 +112,20 @@ pub fn totp_code(code: &str) -> Result<String, String> {
 pub fn read_secret(what: &str, from_stdin: bool) -> anyhow::Result<String> {
     let s = if from_stdin {
         let mut s = String::new();
-        std::io::stdin().take(4096).read_to_string(&mut s)?;
+        std::io::stdin()
+            .take(4096)
+            .read_to_string(&mut s)
+            .map_err(|e| {
+                let why = if e.kind() == std::io::ErrorKind::InvalidData {
+                    "it is not UTF-8 text".to_owned()
+                } else {
+                    e.to_string()
+                };
+                Failure::new(
+                    exit::USAGE,
+                    format!("cannot read the {what} from stdin: {why}"),
+                )
+            })?;
         s.trim_end_matches(['\n', '\r']).to_owned()
     } else {
         let mut prompt = format!("{what}: ");
@@ -135,6 +147,26 @@ pub fn read_secret(what: &str, from_stdin: bool) -> anyhow::Result<String> {
 
 /// Longest public key file read: an RSA key line of 16384 bits is under 3 KiB.
 const PUBLIC_KEY_FILE_MAX: u64 = 16 * 1024;
+
+/// A replay's `--speed`: a finite factor from 0.01 (a hundred times slower) to 100.
+pub fn playback_speed(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if (0.01..=100.0).contains(&x) => Ok(x),
+        _ => Err(format!(
+            "the speed is a factor from 0.01 to 100 (2 plays twice as fast), not {text:?}"
+        )),
+    }
+}
+
+/// A replay's `--idle-limit`: the longest pause, from 0 to 3600 seconds.
+pub fn idle_limit(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if (0.0..=3600.0).contains(&x) => Ok(x),
+        _ => Err(format!(
+            "the idle limit is a number of seconds from 0 to 3600, not {text:?}"
+        )),
+    }
+}
 
 /// Reads the OpenSSH public key line in `file` for the server, refusing a private key before
 /// anything leaves this machine: `keys add ~/.ssh/id_ed25519` is an easy slip.
@@ -171,5 +203,17 @@ mod tests {
             assert!(totp_code(bad).unwrap_err().contains("6 digits"), "{bad}");
         }
         assert!(totp_code("").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn a_replay_plays_at_a_bounded_pace() {
+        assert_eq!(playback_speed("2"), Ok(2.0));
+        assert_eq!(idle_limit("0"), Ok(0.0));
+        for bad in ["NaN", "inf", "0", "1e-320", "-1", "101", "fast"] {
+            assert!(playback_speed(bad).is_err(), "{bad}");
+        }
+        for bad in ["NaN", "-5", "3601", "inf"] {
+            assert!(idle_limit(bad).is_err(), "{bad}");
+        }
     }
 }

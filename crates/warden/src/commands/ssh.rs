@@ -205,6 +205,14 @@ pub async fn sessions(
             Ok(())
         }
         SessionsCommand::Watch { id } => {
+            // What streams is the session's terminal, which no JSON document can hold.
+            if out.json {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    "`sessions watch` streams the live terminal and has no --json form: for a session's events as JSON, use `warden --json replay ID` once it ends",
+                )
+                .into());
+            }
             let mut resp = c
                 .get_stream(&format!("/v1/sessions/{}/watch", segment(&id)))
                 .await?;
@@ -257,9 +265,6 @@ pub async fn replay(
         // The recording is JSON lines already: its header, then one event per line.
         print!("{cast}");
         return Ok(());
-    }
-    if speed <= 0.0 {
-        return Err(Failure::new(exit::USAGE, "--speed must be above 0").into());
     }
     let mut stdout = std::io::stdout();
     let mut last = 0.0f64;
