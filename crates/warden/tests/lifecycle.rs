@@ -35,6 +35,23 @@ fn auto_tier_is_active_at_once_with_a_certificate() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("Key ID: \"{}\"", id(&v))), "{text}");
     assert!(text.contains(LOCAL_USER), "{text}");
+    // A key whose private half is elsewhere (an agent's, a hardware key's) gets its
+    // certificate kept all the same.
+    let keys = tempfile::tempdir().unwrap();
+    let (private, _) = warden_testkit::ssh_keypair(keys.path(), "agent");
+    std::fs::remove_file(&private).unwrap();
+    let public = format!("{}.pub", private.display());
+    let v = create(
+        &alice,
+        "web",
+        "view",
+        &["--ttl", "10m", "--public-key", &public],
+    );
+    assert!(
+        std::path::Path::new(v["certificate_file"].as_str().unwrap()).exists(),
+        "{v}"
+    );
+    assert!(v.get("private_key_file").is_none(), "{v}");
 
     let admin = env.login("admin");
     let actions: Vec<String> = audit_actions(&admin, &id(&v))

@@ -118,7 +118,7 @@ pub async fn breakglass(
             s(&v, "id")
         );
     }
-    finish(&v, key_path.as_deref(), out)
+    finish(&v, key_path.as_deref(), true, out)
 }
 
 fn print_postmortem(p: &Value) {

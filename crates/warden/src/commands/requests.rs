@@ -507,7 +507,15 @@ async fn poll_decided(
     }
 }
 
-pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Result<()> {
+/// Prints request `v` and keeps what its grant hands over: the certificate beside the `key` it
+/// certifies, or, for a request made here (`asked_here`) with a key whose private half is
+/// elsewhere (an agent's, a hardware key's), on its own.
+pub(super) fn finish(
+    v: &Value,
+    key: Option<&Path>,
+    asked_here: bool,
+    out: Output,
+) -> anyhow::Result<()> {
     forget_unneeded_key(v)?;
     // A key this client generated for the request is named after it, or after the request it
     // extends (an extension certifies the same key).
@@ -522,7 +530,7 @@ pub(super) fn finish(v: &Value, key: Option<&Path>, out: Output) -> anyhow::Resu
     let key = typed.as_deref().or(own_key.as_deref());
     // Kept beside the key it certifies: not for a grant seen here without its key (someone
     // else's, shown to an approver or an administrator).
-    let cert = if v["state"] == "active" && key.is_some() {
+    let cert = if v["state"] == "active" && (key.is_some() || asked_here) {
         save_certificate(v)?
     } else {
         None
@@ -708,7 +716,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 v = wait_decided(&c, &v, a.wait.wait_timeout, out).await?;
                 pick_up_after_wait(&c, &mut v).await?;
             }
-            finish(&v, key_path.as_deref(), out)?;
+            finish(&v, key_path.as_deref(), true, out)?;
             refused_if_ended(&v)
         }
         RequestCommand::List {
@@ -773,7 +781,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
         }
         RequestCommand::Show { id } => {
             let v: Value = c.get(&format!("/v1/requests/{}", segment(&id))).await?;
-            finish(&v, None, out)
+            finish(&v, None, false, out)
         }
         RequestCommand::Approve { id, comment, totp } => {
             act(
@@ -798,7 +806,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             let secret = super::db::pickup(&c, &v).await?;
             let mut v = v;
             v["secret"] = secret.unwrap_or(Value::Null);
-            finish(&v, None, out)
+            finish(&v, None, false, out)
         }
         RequestCommand::Extend {
             id,
@@ -822,6 +830,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             finish(
                 &v,
                 original_key.exists().then_some(original_key.as_path()),
+                true,
                 out,
             )?;
             refused_if_ended(&v)
