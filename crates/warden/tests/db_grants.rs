@@ -170,6 +170,18 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     assert!(!kept.exists(), "an expired grant's secret is still kept");
     let grants = alice.home().join("grants");
     assert!(grants.join(format!("{}.json", id(&again))).exists());
+    // Revoking a grant revokes its extension, and the client forgets both passwords.
+    let extension = ok(&alice, &["request", "extend", &id(&again), "--ttl", "10m"]);
+    assert_eq!(extension["state"], "active", "{extension}");
+    let extension_kept = grants.join(format!("{}.json", id(&extension)));
+    assert!(extension_kept.exists());
+    ok(&alice, &["request", "revoke", &id(&again)]);
+    assert!(!grants.join(format!("{}.json", id(&again))).exists());
+    assert!(
+        !extension_kept.exists(),
+        "a revoked extension's secret is kept"
+    );
+    create(&alice, "pg", "read", &["--ttl", "5m"]);
     let out = fails(&alice, &["db", "connect", "pg", "--role", "nope"], 3);
     assert!(out.stderr.contains("as nope; you hold: read"), "{out:?}");
     let actions: Vec<String> = audit_actions(&admin, &id(&v))

@@ -91,6 +91,7 @@ pub fn save_secret(v: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
         "credential": v["credential"],
         "secret": secret,
         "expires_at": v["expires_at"],
+        "extends": v["extends"],
     });
     crate::client::write_private(&path, serde_json::to_string_pretty(&kept)?.as_bytes())?;
     Ok(path)
@@ -99,23 +100,11 @@ pub fn save_secret(v: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
 /// Removes the kept secrets of grants past their expiry. A file without a readable expiry
 /// (kept by an earlier client) stays: what it holds may still be in use.
 pub fn forget_expired() -> anyhow::Result<()> {
-    let dir = grants_dir()?;
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
     let now = time::OffsetDateTime::now_utc();
-    for entry in entries {
-        let path = entry?.path();
-        let expires = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| {
-                let at = v["expires_at"].as_str()?.to_owned();
-                time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
-                    .ok()
-            });
+    for (path, v) in kept()? {
+        let expires = v["expires_at"].as_str().and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        });
         if expires.is_some_and(|at| at <= now) {
             remove_if_present(&path)?;
         }
@@ -123,9 +112,43 @@ pub fn forget_expired() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes the kept secret of grant `id`, if any: it was revoked.
+/// The kept secrets' files, each with what it holds (unreadable ones left out).
+fn kept() -> anyhow::Result<Vec<(PathBuf, Value)>> {
+    let dir = grants_dir()?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if let Some(v) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        {
+            out.push((path, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the kept secrets of grant `id` and of its extensions, if any: revoking a grant
+/// revokes them with it.
 pub fn forget_secret(id: &str) -> anyhow::Result<()> {
-    remove_if_present(&grant_file(id)?)
+    remove_if_present(&grant_file(id)?)?;
+    let mut ended = vec![id.to_owned()];
+    while let Some(original) = ended.pop() {
+        for (path, v) in kept()? {
+            if v["extends"].as_str() == Some(original.as_str()) {
+                remove_if_present(&path)?;
+                if let Some(name) = path.file_stem().and_then(|n| n.to_str()) {
+                    ended.push(name.to_owned());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fetches a grant's secret from the server (once) and keeps it.
