@@ -327,13 +327,28 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
                 .map(|l| l.split('#').next().unwrap_or_default().trim())
                 .find(|l| l.starts_with('['));
             match table {
-                Some(table) if message.starts_with("unknown field") => format!(
-                    "line {line}, column {column}: {message}; the line is read as part of {table}, the table above it: a top-level setting goes above the first [table]"
-                ),
+                Some(table) if message.starts_with("unknown field") && top_level(message) => {
+                    format!(
+                        "line {line}, column {column}: {message}; the line is read as part of {table}, the table above it: a top-level setting goes above the first [table]"
+                    )
+                }
                 _ => format!("line {line}, column {column}: {message}"),
             }
         }
         None => e.message().trim_end().to_owned(),
+    }
+}
+
+/// Whether the field an "unknown field `NAME`" message names is a top-level setting: one that
+/// the config's own parser, given it alone, does not call unknown.
+fn top_level(message: &str) -> bool {
+    let Some(name) = message.split('`').nth(1) else {
+        return false;
+    };
+    let alone = format!("{} = 0\n", toml::Value::String(name.to_owned()));
+    match toml::from_str::<Config>(&alone) {
+        Ok(_) => true,
+        Err(e) => !e.message().starts_with("unknown field"),
     }
 }
 
@@ -444,6 +459,19 @@ mod tests {
         assert!(token.matches("0123456789abcdef-x"));
         assert!(!token.matches("0123456789abcdef-"));
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn only_a_top_level_setting_below_a_table_is_said_to_belong_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "[users.alice]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(said.contains("goes above the first [table]"), "{said}");
+        std::fs::write(&p, "[users.alice]\nmanagr = \"bob\"\n").unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(said.contains("unknown field `managr`"), "{said}");
+        assert!(!said.contains("goes above"), "{said}");
     }
 
     #[test]
