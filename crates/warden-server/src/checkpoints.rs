@@ -155,9 +155,15 @@ pub(crate) fn check_anchor(
         Err(e) => anyhow::bail!("reading {}: {e}", anchor.display()),
     };
     let signed = Checkpoint::open(&note, verifier).map_err(|e| {
-        // A note's first line names the log it was signed for.
+        // A note's first line names the log it was signed for, and its signature lines the
+        // key (named for the log): a note whole but for another name is a renamed log, while
+        // one without a signature of that name is damaged.
         let origin = note.lines().next().unwrap_or_default();
-        if !origin.is_empty() && origin != verifier.name() {
+        let signed_as = note
+            .lines()
+            .filter_map(|l| l.strip_prefix("\u{2014} "))
+            .any(|l| l.split(' ').next() == Some(origin));
+        if !origin.is_empty() && origin != verifier.name() && signed_as {
             anyhow::anyhow!(
                 "{} was signed for the log {origin:?}, but the config names it {:?}: set `audit_origin` back to {origin:?} (a log keeps its name)",
                 anchor.display(),
@@ -352,5 +358,11 @@ mod tests {
                 .contains("set `audit_origin` back to \"other.test/audit\""),
             "{other}"
         );
+        // Cut short or garbage, its first line names no log: damaged, not renamed.
+        for damaged in ["warden.loc", "garbage\n"] {
+            std::fs::write(&anchor, damaged).unwrap();
+            let said = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
+            assert!(said.to_string().contains("move it aside"), "{said}");
+        }
     }
 }
