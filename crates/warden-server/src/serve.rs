@@ -96,34 +96,40 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// would give every user without a `password_hash` that password.
 const DEV_MARKER: &str = "DEV-SERVER";
 
+/// Refuses `--dev` on a real server's data dir, and a real server on one `--dev` made.
 fn check_dev_marker(data: &Path, dev: bool) -> anyhow::Result<()> {
-    let marker = data.join(DEV_MARKER);
-    let made_by_dev = marker.exists();
-    match (dev, made_by_dev) {
+    match (dev, data.join(DEV_MARKER).exists()) {
         (true, false) if data.join("warden.db").exists() => bail!(
             "data dir {} was made by a real server: `--dev` gives every user without a `password_hash` the demo password {DEV_PASSWORD:?}, so it runs only on a new data dir or one `--dev` made (leave out --data-dir for a temporary one)",
             data.display()
         ),
-        (true, false) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&marker)
-                .with_context(|| format!("creating {}", marker.display()))?;
-            std::io::Write::write_all(
-                &mut f,
-                b"Made by `warden serve --dev`: users here may have the demo password. No real server starts on this data dir.\n",
-            )?;
-            Ok(())
-        }
         (false, true) => bail!(
             "data dir {} was made by `warden serve --dev`: its users may have the published demo password {DEV_PASSWORD:?}. Start a real server on a new data dir, or run this one with --dev, as the development server it is",
             data.display()
         ),
         _ => Ok(()),
     }
+}
+
+/// Marks data dir `data` as `--dev`'s ([`DEV_MARKER`]), once every check at start passed.
+fn mark_dev(data: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let marker = data.join(DEV_MARKER);
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&marker)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", marker.display())),
+    };
+    std::io::Write::write_all(
+        &mut f,
+        b"Made by `warden serve --dev`: users here may have the demo password. No real server starts on this data dir.\n",
+    )?;
+    Ok(())
 }
 
 /// Takes the data dir for this process alone. Two servers on one data dir would both revoke
@@ -264,6 +270,44 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // its keys and policy are never replaced by new ones. Every refusal below comes before any
     // key is made, so a refused start leaves nothing new behind.
     let has_history = history.as_ref().is_some_and(|h| h.last_seq > 0) || anchor.exists();
+    // Both addresses are taken before anything is said or written: one in use, or a host key
+    // others can read, stops the server before a key is made, a one-time password printed, or
+    // a `server.started` is in the log.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let ssh_tcp = crate::ssh::listen(&config).await?;
+    // A bootstrap password that would be refused is refused now, before anything is made.
+    if !has_history
+        && let Ok(given) = std::env::var(BOOTSTRAP_PASSWORD_ENV)
+        && !given.is_empty()
+    {
+        warden_domain::password::check(&given)
+            .map_err(|e| anyhow::anyhow!("{BOOTSTRAP_PASSWORD_ENV}: {e}"))?;
+    }
+    let policy_dir = config.policy_dir();
+    let new_policy = !policy_dir.exists();
+    if new_policy {
+        if config.policy_dir.is_some() {
+            bail!("policy dir {} does not exist", policy_dir.display());
+        }
+        // The example policy grants at once; written over a lost policy, it would hand out
+        // access the real one never allowed.
+        if has_history {
+            bail!(
+                "policy dir {} is missing, but this data dir has served before: restore the policy (or set `policy_dir` in the config). The example policy is written only for a new data dir",
+                policy_dir.display()
+            );
+        }
+    }
+    let invalid =
+        |report| anyhow::anyhow!("policy in {} is invalid:\n{report}", policy_dir.display());
+    let policy = if new_policy {
+        None
+    } else {
+        Some(load_policy(&policy_dir).map_err(invalid)?)
+    };
     let ca_path = data.join("ssh_user_ca");
     // Hosts trust the CA's public half, and the revoked-keys list names the CA it revokes for:
     // with a new CA, revocations would no longer reach certificates the old one signed.
@@ -301,28 +345,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     )?;
     let sealer = master_key(&data)?;
 
-    let policy_dir = config.policy_dir();
-    if !policy_dir.exists() {
-        if config.policy_dir.is_some() {
-            bail!("policy dir {} does not exist", policy_dir.display());
-        }
-        // The example policy grants at once; written over a lost policy, it would hand out
-        // access the real one never allowed.
-        if has_history {
-            bail!(
-                "policy dir {} is missing, but this data dir has served before: restore the policy (or set `policy_dir` in the config). The example policy is written only for a new data dir",
+    let policy = match policy {
+        Some(policy) => policy,
+        None => {
+            write_demo_policy(&policy_dir)?;
+            say!(
+                "Wrote the example policy to {} — edit it, then `warden policy reload`.",
                 policy_dir.display()
             );
+            load_policy(&policy_dir).map_err(invalid)?
         }
-        write_demo_policy(&policy_dir)?;
-        say!(
-            "Wrote the example policy to {} — edit it, then `warden policy reload`.",
-            policy_dir.display()
-        );
+    };
+    if opts.dev {
+        mark_dev(&data)?;
     }
-    let policy = load_policy(&policy_dir).map_err(|report| {
-        anyhow::anyhow!("policy in {} is invalid:\n{report}", policy_dir.display())
-    })?;
     let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
 
@@ -346,14 +382,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         crate::metrics::Metrics::new().map_err(anyhow::Error::msg)?,
     ));
 
-    // Both addresses are taken before anything is said or written: one in use, or a host key
-    // others can read, stops the server before a one-time password is printed, or a
-    // `server.started` is in the log.
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let ssh = crate::ssh::bind(&config, has_history).await?;
+    let ssh = crate::ssh::bind(&config, ssh_tcp, has_history)?;
     // Before any event of this run: a sink's cursor past the log's end means a rollback.
     let rolled_back = crate::export::rolled_back(&app).await?;
     bootstrap_passwords(&app, &config, opts.dev).await?;

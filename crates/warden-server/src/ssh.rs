@@ -524,10 +524,22 @@ pub struct Bound {
     host_key: String,
 }
 
-/// Loads (or makes) the host key and binds the proxy's address: done before the server says
-/// it started, so that a host key others can read or an address in use stops it first. A key
-/// made anew for a data dir that `has_served` is said out loud: clients pinned the lost one.
-pub async fn bind(config: &crate::config::Config, has_served: bool) -> anyhow::Result<Bound> {
+/// Takes the proxy's address, first thing at start with the API's: one in use stops the server
+/// before anything is made.
+pub async fn listen(config: &crate::config::Config) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.ssh_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for SSH on {}: {e}", config.ssh_listen))
+}
+
+/// Loads (or makes) the host key for the proxy on `tcp`: done before the server says it
+/// started, so that a host key others can read stops it first. A key made anew for a data dir
+/// that `has_served` is said out loud: clients pinned the lost one.
+pub fn bind(
+    config: &crate::config::Config,
+    tcp: tokio::net::TcpListener,
+    has_served: bool,
+) -> anyhow::Result<Bound> {
     let key_path = config.data_dir.join("ssh_host_ed25519_key");
     let (host_key, created) = warden_ssh_proxy::load_or_create_host_key(&key_path)?;
     if created && has_served {
@@ -539,7 +551,7 @@ pub async fn bind(config: &crate::config::Config, has_served: bool) -> anyhow::R
         say!("Warning: {said}");
     }
     let public = host_key.public_key().to_openssh()?;
-    let listener = warden_ssh_proxy::Listener::bind(config.ssh_listen, host_key).await?;
+    let listener = warden_ssh_proxy::Listener::new(tcp, host_key);
     Ok(Bound {
         listener,
         host_key: public,

@@ -5,12 +5,6 @@
 pub enum Error {
     #[error("SSH host key {path}: {detail}")]
     HostKey { path: String, detail: String },
-    // Not a `source`: the message holds it, and error chains would print it twice.
-    #[error("cannot listen for SSH on {addr}: {error}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        error: std::io::Error,
-    },
     #[error("ssh: {0}")]
     Ssh(#[from] russh::Error),
     #[error("upstream: {0}")]

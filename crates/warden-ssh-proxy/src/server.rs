@@ -102,11 +102,9 @@ pub fn load_or_create_host_key(path: &Path) -> Result<(PrivateKey, bool), Error>
 }
 
 impl Listener {
-    /// Binds `addr` with the proxy's host key.
-    pub async fn bind(addr: SocketAddr, host_key: PrivateKey) -> Result<Self, Error> {
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|error| Error::Listen { addr, error })?;
+    /// Serves on `tcp`, bound by the caller (who takes its address before anything else at
+    /// start), with the proxy's host key.
+    pub fn new(tcp: TcpListener, host_key: PrivateKey) -> Self {
         let mut methods = MethodSet::empty();
         methods.push(MethodKind::PublicKey);
         let server = server::Config {
@@ -121,10 +119,10 @@ impl Listener {
             preferred: preferred(),
             ..Default::default()
         };
-        Ok(Self {
+        Self {
             tcp,
             server: Arc::new(server),
-        })
+        }
     }
 
     /// The address actually bound (useful with port 0).
