@@ -933,40 +933,9 @@ fn waiting_for_approval_rides_out_a_server_restart() {
     );
 
     // Stopped with Ctrl-C, likewise: the request as it stands, and what to do with it.
-    let mut waiting = std::process::Command::new(BIN)
-        .args(create_and_wait("CHG-14", "60"))
-        .env("WARDEN_SERVER", alice.server_url())
-        .env("WARDEN_HOME", alice.home())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while ok(&bob, &["request", "list", "--reviewable"])["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|r| r["ticket"] != "CHG-14")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no request to wait on"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let pid = waiting.id().to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status();
-    assert!(signalled.unwrap().success());
-    while waiting.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the wait went on after Ctrl-C"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = waiting.wait_with_output().unwrap();
+    let waiting = spawn_wait(&alice, "CHG-14");
+    reviewable(&bob, "CHG-14");
+    let out = interrupted(waiting);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let pending: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pending["state"], "pending", "{out:?}");
@@ -977,28 +946,9 @@ fn waiting_for_approval_rides_out_a_server_restart() {
     );
 
     // A request withdrawn while waited on ends the wait as a refusal: no access came of it.
-    let listed = |ticket: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let found = ok(&bob, &["request", "list", "--reviewable"])["requests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["ticket"] == ticket)
-                .map(|r| r["id"].as_str().unwrap().to_owned());
-            if let Some(id) = found {
-                return id;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no request to wait on"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
     let waiter = env.login("alice");
     let waiting = std::thread::spawn(move || waiter.run(&create_and_wait("CHG-15", "60"), None));
-    let rid = listed("CHG-15");
+    let rid = reviewable(&bob, "CHG-15");
     ok(&bob, &["request", "revoke", &rid, "--comment", "withdrawn"]);
     let out = waiting.join().unwrap();
     assert_eq!(out.code, 3, "{out:?}");
@@ -1006,31 +956,11 @@ fn waiting_for_approval_rides_out_a_server_restart() {
     assert_eq!(ended["state"], "revoked", "{out:?}");
 
     // Stopped while the server is down: at once, with the request as last seen.
-    let mut waiting = std::process::Command::new(BIN)
-        .args(create_and_wait("CHG-16", "60"))
-        .env("WARDEN_SERVER", alice.server_url())
-        .env("WARDEN_HOME", alice.home())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rid = listed("CHG-16");
+    let waiting = spawn_wait(&alice, "CHG-16");
+    let rid = reviewable(&bob, "CHG-16");
     env.server.kill_hard();
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let pid = waiting.id().to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status();
-    assert!(signalled.unwrap().success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while waiting.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the wait went on after Ctrl-C"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = waiting.wait_with_output().unwrap();
+    let out = interrupted(waiting);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -1042,6 +972,56 @@ fn waiting_for_approval_rides_out_a_server_restart() {
         String::from_utf8_lossy(&out.stderr).contains("did not answer"),
         "{out:?}"
     );
+}
+
+/// `request create --wait --json` for a request with `ticket`, made by `cli` and running.
+fn spawn_wait(cli: &warden_testkit::Cli, ticket: &str) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args(create_and_wait(ticket, "60"))
+        .env("WARDEN_SERVER", cli.server_url())
+        .env("WARDEN_HOME", cli.home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The id of the request with `ticket` once `reviewer` can review it (within 20 s).
+fn reviewable(reviewer: &warden_testkit::Cli, ticket: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = ok(reviewer, &["request", "list", "--reviewable"])["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["ticket"] == ticket)
+            .map(|r| r["id"].as_str().unwrap().to_owned());
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request to wait on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Sends Ctrl-C to `waiting` and collects its output; it must end within 10 s.
+fn interrupted(mut waiting: std::process::Child) -> std::process::Output {
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &waiting.id().to_string()])
+        .status();
+    assert!(signalled.unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while waiting.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wait went on after Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    waiting.wait_with_output().unwrap()
 }
 
 /// An extension continues an active grant: once the grant has ended by its time, its pending
