@@ -243,6 +243,18 @@ fn tampering_is_detected_and_named() {
         "{v}"
     );
     assert_eq!(v["events_after_newest_checkpoint"], h.size - 3, "{v}");
+    // Read by a person, the events no signature covers are said so apart.
+    let human = Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
+        &["audit", "verify", "--data-dir", c.path().to_str().unwrap()],
+        None,
+    );
+    assert!(
+        human.stderr.contains(&format!(
+            "no signed checkpoint covers the last {} events yet",
+            h.size - 3
+        )),
+        "{human:?}"
+    );
     let (code, v) = verify(c.path(), &["--checkpoint", kept.path().to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(

@@ -373,9 +373,16 @@ pub fn store(
         .map(|c| c.size)
         .max()
         .unwrap_or(0);
+    let unsigned = (base + result.events_checked).saturating_sub(newest_signed);
+    if unsigned > 0 && !out.json {
+        eprintln!(
+            "Note: no signed checkpoint covers the last {} yet. A running server's next checkpoint signs them; in a stopped data dir nothing but the database vouches for them (a crash's last events, or `vault rewrap`'s), so look at them with `warden audit search --after {newest_signed}`.",
+            crate::output::count(usize::try_from(unsigned).unwrap_or(usize::MAX), "event")
+        );
+    }
     let summary = json!({
         "events_checked": result.events_checked,
-        "events_after_newest_checkpoint": (base + result.events_checked).saturating_sub(newest_signed),
+        "events_after_newest_checkpoint": unsigned,
         "checkpoints_checked": result.checkpoints_checked,
         "blocks_checked": blocks_checked,
         "block_filters_checked": filters_checked,
