@@ -721,6 +721,7 @@ impl App {
             },
         };
         self.check_source(source.as_deref())?;
+        let issued = record.is_some();
         let event = Event::new(
             Code::TokenRejected,
             Actor {
@@ -731,7 +732,13 @@ impl App {
             t,
         )
         .denied("bad_token", why);
-        self.auth_failed(event).await?;
+        // A token this server issued, ended since, is no guess: a client that still holds it
+        // (a stale login, a replaced one being revoked) is audited but not throttled.
+        if issued {
+            self.store.append(vec![event]).await?;
+        } else {
+            self.auth_failed(event).await?;
+        }
         Err(AuthError::BadToken)
     }
 

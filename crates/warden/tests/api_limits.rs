@@ -724,8 +724,6 @@ fn failed_sign_ins_and_forged_tokens_from_one_address_are_throttled() {
     let r = login_as(port, "admin", PASSWORD, &[]);
     assert_eq!(r.status, 200, "{r:?}");
 
-    // Each failure was audited, the throttle's start once, and the refusals while throttled
-    // only counted.
     // Each failure was audited, the throttle's start once, and the four refusals while
     // throttled only counted.
     let admin = env.login("admin");
@@ -738,6 +736,30 @@ fn failed_sign_ins_and_forged_tokens_from_one_address_are_throttled() {
         "{}",
         metrics.body
     );
+}
+
+/// A token the server issued and ended since (a stale login, one replaced and being revoked)
+/// is no guess: refused and audited each time, never throttling its address.
+#[test]
+fn an_ended_token_is_refused_but_throttles_no_one() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let ended = token(&alice);
+    ok(&alice, &["logout"]);
+    let bearer = format!("Bearer {ended}");
+    for _ in 0..BURST + 5 {
+        let r = http_get_with(port, "/v1/auth/whoami", &[("Authorization", &bearer)]).unwrap();
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    let r = login_as(port, "bob", PASSWORD, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let admin = env.login("admin");
+    assert_eq!(
+        audit_values(&admin, "auth.token_rejected", "/outcome/reason").len(),
+        BURST + 5
+    );
+    assert!(throttled_sources(&admin).is_empty());
 }
 
 #[test]
