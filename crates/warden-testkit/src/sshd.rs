@@ -1,12 +1,11 @@
 //! A private OpenSSH server for certificate-login tests, plus the local-user
 //! and `ssh` client helpers that go with it.
 //!
-//! The server trusts one user CA given by the caller and checks a
-//! certificate's principals against `principals/<local user>` in its own
-//! temporary directory, which tests fill with [`Sshd::allow_principal`].
+//! The server is set up as the README tells a host's administrator: it trusts one user CA
+//! given by the caller and, as the host of one Warden target, takes a certificate for local
+//! user `U` only when it carries the principal `TARGET:U` (`AuthorizedPrincipalsCommand`).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -33,10 +32,10 @@ pub struct Sshd {
 }
 
 impl Sshd {
-    /// Starts sshd on a free port, trusting `ca_public_key` (one OpenSSH
-    /// public key line) as the user CA, and waits until the port accepts
-    /// connections. Panics with sshd's log if it does not within 10 s.
-    pub fn start(ca_public_key: &str) -> Sshd {
+    /// Starts sshd on a free port as the host of Warden target `target`, trusting
+    /// `ca_public_key` (one OpenSSH public key line) as the user CA, and waits until the port
+    /// accepts connections. Panics with sshd's log if it does not within 10 s.
+    pub fn start(ca_public_key: &str, target: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} not found: install openssh-server (scripts/test does)"
@@ -48,12 +47,7 @@ impl Sshd {
             .prefix("warden-sshd-")
             .tempdir()
             .expect("creating a temp dir for sshd");
-        // sshd reads the principals files as the logging-in user, so they and
-        // the directories above them must be readable by others.
         set_mode(dir.path(), 0o755);
-        let principals = dir.path().join("principals");
-        fs::create_dir(&principals).expect("creating the principals dir");
-        set_mode(&principals, 0o755);
 
         let host_key = dir.path().join("ssh_host_ed25519_key");
         let (_, host_public_key) = ssh_keypair_at(&host_key, "warden-testkit-host");
@@ -72,7 +66,7 @@ impl Sshd {
             let config = dir.path().join("sshd_config");
             fs::write(
                 &config,
-                sshd_config(dir.path(), port, &host_key, &ca_file, &principals),
+                sshd_config(dir.path(), port, &host_key, &ca_file, target),
             )
             .expect("writing sshd_config");
             let mut child = Command::new(SSHD)
@@ -128,7 +122,7 @@ impl Sshd {
         self.port
     }
 
-    /// The temporary directory holding sshd's config, keys, log and principals.
+    /// The temporary directory holding sshd's config, keys and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -136,23 +130,6 @@ impl Sshd {
     /// The file sshd's `RevokedKeys` names: a key revocation list or public keys, one per line.
     pub fn revoked_keys_path(&self) -> PathBuf {
         self.dir.path().join("revoked_keys")
-    }
-
-    /// Lets certificates carrying `principal` log in as `local_user`
-    /// (appends a line to `principals/<local_user>`).
-    pub fn allow_principal(&self, local_user: &str, principal: &str) {
-        assert!(
-            !local_user.contains('/') && !local_user.is_empty(),
-            "local user name {local_user:?} cannot name a principals file"
-        );
-        let path = self.dir.path().join("principals").join(local_user);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-        writeln!(file, "{principal}").unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        set_mode(&path, 0o644);
     }
 
     /// Everything sshd has logged so far (it logs at VERBOSE).
@@ -178,13 +155,7 @@ impl Drop for Sshd {
     }
 }
 
-fn sshd_config(
-    dir: &Path,
-    port: u16,
-    host_key: &Path,
-    ca_file: &Path,
-    principals: &Path,
-) -> String {
+fn sshd_config(dir: &Path, port: u16, host_key: &Path, ca_file: &Path, target: &str) -> String {
     format!(
         "ListenAddress 127.0.0.1\n\
          Port {port}\n\
@@ -197,14 +168,14 @@ fn sshd_config(
          PubkeyAuthentication yes\n\
          AuthorizedKeysFile none\n\
          TrustedUserCAKeys {ca}\n\
-         AuthorizedPrincipalsFile {principals}/%u\n\
+         AuthorizedPrincipalsCommand /bin/echo {target}:%u\n\
+         AuthorizedPrincipalsCommandUser nobody\n\
          RevokedKeys {revoked}\n\
          Subsystem sftp internal-sftp\n\
          LogLevel VERBOSE\n",
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
         ca = ca_file.display(),
-        principals = principals.display(),
         revoked = dir.join("revoked_keys").display(),
     )
 }

@@ -9,6 +9,8 @@ use std::process::Command;
 use warden_testkit::{Sshd, ensure_local_user, ssh_keypair, ssh_login};
 
 const USER: &str = "warden-kit";
+/// What a Warden certificate for USER at target `kit` carries.
+const PRINCIPAL: &str = "kit:warden-kit";
 
 /// Signs `key.pub` with the CA at `ca` for `principal`, valid for 5 minutes;
 /// returns the certificate's path.
@@ -40,9 +42,8 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let (ca, ca_public) = ssh_keypair(dir.path(), "ca");
     let (user_key, _) = ssh_keypair(dir.path(), "user");
-    let sshd = Sshd::start(&ca_public);
+    let sshd = Sshd::start(&ca_public, "kit");
     ensure_local_user(USER);
-    sshd.allow_principal(USER, "principal1");
     Setup {
         dir: dir.path().to_path_buf(),
         _dir: dir,
@@ -55,7 +56,7 @@ fn setup() -> Setup {
 #[test]
 fn certificate_with_allowed_principal_logs_in() {
     let s = setup();
-    let cert = sign(&s.ca, &s.user_key, "principal1");
+    let cert = sign(&s.ca, &s.user_key, PRINCIPAL);
     let out = ssh_login(s.sshd.port(), USER, &s.user_key, &cert, "echo ok");
     assert!(
         out.status.success(),
@@ -80,7 +81,8 @@ fn certificate_with_allowed_principal_logs_in() {
 #[test]
 fn certificate_with_other_principal_is_refused() {
     let s = setup();
-    let cert = sign(&s.ca, &s.user_key, "principal2");
+    // The same account at another target.
+    let cert = sign(&s.ca, &s.user_key, &format!("other:{USER}"));
     let out = ssh_login(s.sshd.port(), USER, &s.user_key, &cert, "echo ok");
     assert_eq!(
         out.status.code(),
@@ -103,7 +105,7 @@ fn certificate_with_other_principal_is_refused() {
 fn certificate_from_another_ca_is_refused() {
     let s = setup();
     let (other_ca, _) = ssh_keypair(&s.dir, "other-ca");
-    let cert = sign(&other_ca, &s.user_key, "principal1");
+    let cert = sign(&other_ca, &s.user_key, PRINCIPAL);
     let out = ssh_login(s.sshd.port(), USER, &s.user_key, &cert, "echo ok");
     assert_eq!(
         out.status.code(),

@@ -502,8 +502,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     // sshd that trusts the CA refuses it, whatever account it is asked for.
     assert_eq!(v["credential"]["proxy_only"], true, "{v}");
     ensure_local_user(LOCAL_USER);
-    let sshd = Sshd::start(bob.run(&["ssh-ca"], None).stdout.trim());
-    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let sshd = Sshd::start(bob.run(&["ssh-ca"], None).stdout.trim(), "web");
     let login = ssh_login(
         sshd.port(),
         LOCAL_USER,

@@ -20,8 +20,7 @@ fn certificate_logs_in_until_the_grant_expires() {
     // sshd trusts exactly what `warden ssh-ca` prints.
     let ca = alice.run(&["ssh-ca"], None);
     assert!(ca.success(), "{ca:?}");
-    let sshd = Sshd::start(ca.stdout.trim());
-    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let sshd = Sshd::start(ca.stdout.trim(), "web");
 
     // No grant, no login: the client's own key alone is not trusted.
     let v = create(&alice, "web", "view", &["--ttl", "6s"]);
@@ -55,6 +54,18 @@ fn certificate_logs_in_until_the_grant_expires() {
             .contains(&format!("CERT {fingerprint} ID {}", id(&v))),
         "sshd logged another key:\n{}",
         sshd.log()
+    );
+    // The host of another target, with the same account, takes no certificate of web's: a
+    // grant reaches its own target only.
+    let elsewhere = Sshd::start(ca.stdout.trim(), "db");
+    let out = ssh_login(elsewhere.port(), LOCAL_USER, &key, &cert, "echo granted");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        elsewhere
+            .log()
+            .contains("Certificate does not contain an authorized principal"),
+        "{}",
+        elsewhere.log()
     );
 
     // After expiry the same certificate is refused, and Warden marked the grant expired.
@@ -91,8 +102,7 @@ fn the_printed_ssh_command_logs_in_where_the_target_names_its_host() {
     let (alice, admin) = (env.login("alice"), env.login("admin"));
     ensure_local_user(LOCAL_USER);
     let ca = alice.run(&["ssh-ca"], None);
-    let sshd = Sshd::start(ca.stdout.trim());
-    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let sshd = Sshd::start(ca.stdout.trim(), "web");
     let connection = format!(
         "[targets.web.connection]\nhost = \"127.0.0.1\"\nport = {}\n",
         sshd.port()
@@ -159,8 +169,7 @@ fn a_certificate_for_another_principal_is_refused() {
     let alice = env.login("alice");
     ensure_local_user(LOCAL_USER);
     let ca = alice.run(&["ssh-ca"], None);
-    let sshd = Sshd::start(ca.stdout.trim());
-    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let sshd = Sshd::start(ca.stdout.trim(), "web");
     let v = create(&alice, "web", "view", &[]);
     let key = Path::new(v["private_key_file"].as_str().unwrap()).to_owned();
     let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
@@ -199,8 +208,7 @@ fn early_revoke_reaches_sshd_through_revoked_keys() {
     let alice = env.login("alice");
     ensure_local_user(LOCAL_USER);
     let ca = alice.run(&["ssh-ca"], None);
-    let sshd = Sshd::start(ca.stdout.trim());
-    sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+    let sshd = Sshd::start(ca.stdout.trim(), "web");
     let login = |key: &Path, v: &serde_json::Value| {
         let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
         ssh_login(sshd.port(), LOCAL_USER, key, &cert, "echo in")

@@ -88,8 +88,7 @@ impl Setup {
         ensure_local_user(LOCAL_USER);
         let ca = alice.run(&["ssh-ca"], None);
         assert!(ca.success(), "{ca:?}");
-        let sshd = Sshd::start(ca.stdout.trim());
-        sshd.allow_principal(LOCAL_USER, LOCAL_USER);
+        let sshd = Sshd::start(ca.stdout.trim(), "web");
         let mut connection = format!("host = \"127.0.0.1\"\nport = {}", sshd.port());
         if pin {
             connection.push_str(&format!("\nhost_key = \"{}\"", sshd.host_public_key()));

@@ -1,7 +1,7 @@
 //! OpenSSH user certificates signed by Warden's user CA.
 //!
-//! A grant for an `ssh` role signs the requester's public key with the CA: principals come from
-//! the role, the validity window is the grant's, the key id is the grant's id and the serial is
+//! A grant for an `ssh` role signs the requester's public key with the CA: its principals are
+//! the role's accounts scoped to the target, `TARGET:ACCOUNT`, the validity window is the grant's, the key id is the grant's id and the serial is
 //! derived from it, so sshd's log lines lead back to the request. sshd checks validity at
 //! login, so an expired certificate opens no new session; closing sessions that are already
 //! open is the SSH proxy's job. Revoking is a no-op that reports
@@ -12,6 +12,12 @@
 //! proxy only: its one principal, `warden-proxy:USER`, can be no Unix account (`:` cannot be in a
 //! user name), so sshd refuses it at every target. Only the proxy's own certificates, minted
 //! per session and never shown to anyone, carry the role's principals then.
+//!
+//! A bare account name would log in at every host that trusts the CA and has that account,
+//! whatever that host's own target demands (approval, recording). Scoped, a certificate logs in
+//! only where the host names its target: each host's sshd has
+//! `AuthorizedPrincipalsCommand /bin/echo TARGET:%u` (and `AuthorizedPrincipalsCommandUser
+//! nobody`), so it takes `TARGET:U` and nothing else for local user `U`.
 //!
 //! Role settings:
 //! ```toml
@@ -202,12 +208,14 @@ fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
         .ok_or_else(|| {
             Error::Settings("an ssh role needs `principals = [\"user\", ...]`".into())
         })?;
-    if let Some(p) = principals
-        .iter()
-        .find(|p| p.is_empty() || p.len() > 64 || p.chars().any(|c| c.is_whitespace() || c == ','))
-    {
+    if let Some(p) = principals.iter().find(|p| {
+        p.is_empty()
+            || p.len() > 64
+            || p.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == ':')
+    }) {
         return Err(Error::Settings(format!(
-            "principal {p:?} is not a valid login name"
+            "principal {p:?} is not a valid login name (a Unix account: no spaces, control characters, ',' or ':')"
         )));
     }
     let extensions = strings("extensions")?.unwrap_or_else(|| vec!["permit-pty".to_owned()]);
@@ -355,7 +363,12 @@ impl Issuer for SshCertIssuer {
         let (principals, extensions) = if proxy_only {
             (vec![proxy_principal(req.user)], Vec::new())
         } else {
-            (settings.principals.clone(), settings.extensions.clone())
+            let scoped = settings
+                .principals
+                .iter()
+                .map(|account| format!("{}:{account}", req.target))
+                .collect();
+            (scoped, settings.extensions.clone())
         };
         let valid_after = unix(req.valid_after - time::Duration::seconds(SKEW_SECS));
         let valid_before = unix(req.valid_before);
@@ -472,10 +485,12 @@ mod tests {
         assert!(out.secret.is_none());
         let text = out.public["certificate"].as_str().unwrap();
         let cert = Certificate::from_openssh(text).unwrap();
+        // Scoped to the target: no other host's sshd takes them.
         assert_eq!(
             cert.valid_principals(),
-            ["root".to_owned(), "deploy".to_owned()]
+            ["web:root".to_owned(), "web:deploy".to_owned()]
         );
+        assert_eq!(out.public["logins"], serde_json::json!(["root", "deploy"]));
         assert_eq!(cert.key_id(), grant.to_string());
         assert_eq!(
             cert.valid_before(),
@@ -504,9 +519,12 @@ mod tests {
             |v: serde_json::Value| parse_settings(&settings(v)).unwrap_err().to_string();
         assert!(issuer_err(serde_json::json!({})).contains("needs `principals"));
         assert!(issuer_err(serde_json::json!({"principals": []})).contains("needs `principals"));
-        assert!(
-            issuer_err(serde_json::json!({"principals": ["a b"]})).contains("not a valid login")
-        );
+        for bad in ["a b", "a:b", "ro\u{7}ot", "x\u{0}y"] {
+            assert!(
+                issuer_err(serde_json::json!({"principals": [bad]})).contains("not a valid login"),
+                "{bad:?}"
+            );
+        }
         assert!(
             issuer_err(serde_json::json!({"principals": ["a"], "x": 1}))
                 .contains("unknown setting `x`")

@@ -564,7 +564,7 @@ pub(super) fn finish(
     }
     if let Some(c) = cert {
         let principals = v
-            .pointer("/credential/principals")
+            .pointer("/credential/logins")
             .and_then(Value::as_array)
             .and_then(|p| p.first())
             .and_then(Value::as_str)
