@@ -955,6 +955,40 @@ fn waiting_for_approval_rides_out_a_server_restart() {
     let ended: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(ended["state"], "revoked", "{out:?}");
 
+    // A server that hangs does not hold the wait past its deadline.
+    let mut waiting = std::process::Command::new(BIN)
+        .args(create_and_wait("CHG-17", "2"))
+        .env("WARDEN_SERVER", alice.server_url())
+        .env("WARDEN_HOME", alice.home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    reviewable(&bob, "CHG-17");
+    let pid = env.server.pid().to_string();
+    let signal = |which: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([which, &pid])
+            .status();
+        assert!(sent.unwrap().success());
+    };
+    signal("-STOP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while waiting.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            signal("-CONT");
+            panic!("the wait outlived its deadline by far");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    signal("-CONT");
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stopped waiting after 2s"),
+        "{out:?}"
+    );
+
     // Stopped while the server is down: at once, with the request as last seen.
     let waiting = spawn_wait(&alice, "CHG-16");
     let rid = reviewable(&bob, "CHG-16");

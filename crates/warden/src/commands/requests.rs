@@ -413,8 +413,17 @@ async fn wait_decided(
             _ = interrupt.recv() => {}
         }
     };
+    // A server that hangs (rather than refuses) holds a poll until the client's call timeout:
+    // the wait's own deadline stops it all the same.
+    let overdue = tokio::time::sleep(Duration::from_secs(timeout) + LAST_LOOK);
     tokio::select! {
         v = poll_decided(c, created, timeout, out) => v,
+        () = overdue => still_pending(
+            created,
+            id,
+            &format!("stopped waiting after {timeout}s (the server does not answer: shown as last seen)"),
+            out,
+        ),
         () = stopped => {
             // A last look, brief: the user asked to stop now.
             let path = format!("/v1/requests/{}", segment(id));
