@@ -326,6 +326,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             audit_key_path.display()
         );
     }
+    // Before any key is made: a master key that cannot be used stops a first start with
+    // nothing made.
+    let sealer = master_key(&data)?;
     let audit_key = audit_signing_key(&audit_key_path)?;
     let note_signer = crate::checkpoints::signer(&config.audit_origin, &audit_key)?;
     // A database older than the newest checkpoint this server signed was restored from an older
@@ -343,7 +346,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         data.join("audit_verifier.pub"),
         format!("{}\n", note_signer.verifier()),
     )?;
-    let sealer = master_key(&data)?;
 
     let policy = match policy {
         Some(policy) => policy,

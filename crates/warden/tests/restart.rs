@@ -476,8 +476,9 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
         "{busy:?}"
     );
     drop(taken);
-    // Nor does a bootstrap password that would be refused. Either refusal leaves the new data
-    // dir as it was but for its lock: no key, database or example policy.
+    // Nor does a bootstrap password that would be refused, nor a master key that cannot be
+    // used. Each refusal leaves the new data dir as it was but for its lock: no key, database
+    // or example policy.
     let weak = std::process::Command::new("timeout")
         .args(["20", BIN, "serve", "--data-dir", &data_arg])
         .args(["--ssh-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
@@ -485,11 +486,18 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
         .output()
         .unwrap();
     assert_eq!(weak.status.code(), Some(1), "{weak:?}");
+    let bad_key = std::process::Command::new("timeout")
+        .args(["20", BIN, "serve", "--data-dir", &data_arg])
+        .args(["--ssh-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+        .env("WARDEN_MASTER_KEY", "not a key")
+        .output()
+        .unwrap();
+    assert_eq!(bad_key.status.code(), Some(1), "{bad_key:?}");
     let left: Vec<String> = std::fs::read_dir(&data)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(left, ["warden.lock"], "{busy:?} {weak:?}");
+    assert_eq!(left, ["warden.lock"], "{busy:?} {weak:?} {bad_key:?}");
     // The one-time password is still to be printed, by the start that serves.
     let mut server = Server::start_in(Path::new(BIN), &data, &["serve"], &[]);
     assert!(server.stdout().contains("Bootstrap admin 'admin' created."));
