@@ -14,7 +14,7 @@ use warden_store::{SqliteStore, Store};
 use crate::auth::{hash_password, random_password};
 use crate::config::{Config, UserConfig};
 use crate::keys::{Sealer, audit_signing_key};
-use crate::state::{App, Shared, load_policy, now};
+use crate::state::{App, Shared, load_served_policy, now};
 
 /// Environment variable that sets the bootstrap admin's password instead of a random one.
 pub const BOOTSTRAP_PASSWORD_ENV: &str = "WARDEN_BOOTSTRAP_PASSWORD";
@@ -55,12 +55,24 @@ fn demo_users() -> anyhow::Result<Vec<(&'static str, UserConfig)>> {
 }
 
 fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     for (name, text) in warden_policy::demo_files() {
         let path = dir.join(&name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            // Writable by its owner alone whatever the umask: a served policy must be.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)?;
         }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -306,7 +318,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let policy = if new_policy {
         None
     } else {
-        Some(load_policy(&policy_dir).map_err(invalid)?)
+        Some(load_served_policy(&policy_dir).map_err(invalid)?)
     };
     let ca_path = data.join("ssh_user_ca");
     // Hosts trust the CA's public half, and the revoked-keys list names the CA it revokes for:
@@ -355,7 +367,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 "Wrote the example policy to {} — edit it, then `warden policy reload`.",
                 policy_dir.display()
             );
-            load_policy(&policy_dir).map_err(invalid)?
+            load_served_policy(&policy_dir).map_err(invalid)?
         }
     };
     if opts.dev {

@@ -113,6 +113,45 @@ pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
     Policy::load_dir(dir, &check_issuers)
 }
 
+/// [`load_policy`] for the policy a server enforces: also refused when others than its owner
+/// may write the directory or a file in it, since whoever can write it decides who gets access
+/// at the next reload.
+pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
+    use std::os::unix::fs::PermissionsExt;
+    let writable =
+        |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o022 != 0);
+    let mut open: Vec<std::path::PathBuf> = Vec::new();
+    if writable(dir) {
+        open.push(dir.to_owned());
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        open.extend(
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| writable(p)),
+        );
+    }
+    if open.is_empty() {
+        return load_policy(dir);
+    }
+    Err(Report {
+        diagnostics: open
+            .iter()
+            .map(|p| Diagnostic {
+                // Named as its other problems are, relative to the policy directory.
+                file: p
+                    .strip_prefix(dir)
+                    .ok()
+                    .filter(|r| !r.as_os_str().is_empty())
+                    .map_or_else(|| dir.display().to_string(), |r| r.display().to_string()),
+                line: None,
+                column: None,
+                message: "writable by group or others: whoever can write the policy decides who gets access; run chmod go-w on it".into(),
+            })
+            .collect(),
+    })
+}
+
 /// Problems with connections and role settings that only the issuers can see.
 fn check_issuers(targets: &Targets) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -280,7 +319,7 @@ impl App {
     pub async fn reload_policy(&self, actor: Actor) -> Result<String, Report> {
         let _guard = self.reload.lock().await;
         let dir = self.policy_dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_policy(&dir))
+        let loaded = tokio::task::spawn_blocking(move || load_served_policy(&dir))
             .await
             .map_err(|e| Report {
                 diagnostics: vec![Diagnostic {

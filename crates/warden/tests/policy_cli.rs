@@ -329,6 +329,16 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     );
     assert_eq!(create(&bob, "web", "view", &[])["state"], "active");
     write_policy(&env.policy_dir(), &[("access.cedar", RULES)]);
+    // A policy others may write is no policy to serve: refused until it is the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let file = env.policy_dir().join("access.cedar");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let open = fails(&admin, &["policy", "reload"], 1);
+    assert!(
+        open.stderr.contains("writable by group or others"),
+        "{open:?}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     ok(&admin, &["policy", "reload"]);
     let alice = env.login("alice");
     let admin = env.login("admin");
@@ -410,8 +420,8 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
         &admin,
         &["audit", "search", "--code", "policy.reload_rejected"],
     );
-    // Two by the CLI, one by SIGHUP.
-    assert_eq!(log["events"].as_array().unwrap().len(), 3, "{log}");
+    // Three by the CLI (one for a policy others could write), one by SIGHUP.
+    assert_eq!(log["events"].as_array().unwrap().len(), 4, "{log}");
     assert!(before["digest"].as_str().unwrap().len() == 64);
     // A code that does not exist is told the codes of its family.
     let out = fails(&admin, &["audit", "search", "--code", "policy.reloaded"], 2);
