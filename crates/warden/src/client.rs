@@ -97,6 +97,25 @@ pub fn ensure_home() -> anyhow::Result<PathBuf> {
     Ok(h)
 }
 
+/// Takes `WARDEN_HOME`'s login lock, held while a login replaces the saved one: logins run at
+/// once into one home (a CI job's parallel steps) take turns, so that each revokes the one it
+/// replaced and none is left working unsaved. Released when the file is dropped.
+pub fn lock_logins() -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = ensure_home()?.join("login.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
 fn saved_path() -> anyhow::Result<PathBuf> {
     Ok(home()?.join("credentials.json"))
 }

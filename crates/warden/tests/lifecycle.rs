@@ -1585,6 +1585,39 @@ fn an_expired_login_is_not_sent() {
     assert!(audit_events(&admin, "auth.token_rejected").is_empty());
 }
 
+/// Logins run at once into one home (a CI job's parallel steps) take turns: each revokes the
+/// one it replaced, so only the saved one is left working.
+#[test]
+fn logins_at_once_into_one_home_leave_one_token() {
+    let env = Env::start();
+    let bob = env.login("bob");
+    let admin = env.login("admin");
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    bob.run(
+                        &["login", "--user", "bob", "--password-stdin"],
+                        Some(PASSWORD),
+                    )
+                })
+            })
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap();
+            assert!(out.success(), "{out:?}");
+        }
+    });
+    ok(&bob, &["whoami"]);
+    // Seven logins in all (the first, then six at once): six revoked, each once.
+    let revoked = audit_events(&admin, "auth.logout")
+        .iter()
+        .filter(|e| e["actor"]["user"] == "bob")
+        .count();
+    assert_eq!(revoked, 6);
+    assert!(audit_events(&admin, "auth.token_rejected").is_empty());
+}
+
 #[test]
 fn logout_revokes_the_token() {
     let mut env = Env::start();

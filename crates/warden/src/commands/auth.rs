@@ -72,6 +72,7 @@ const REVOKE_REPLACED_WITHIN: std::time::Duration = std::time::Duration::from_se
 
 pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow::Result<()> {
     let password = read_secret("password", a.password_stdin)?;
+    let _turn = client::lock_logins()?;
     let c = Client::new(server)?;
     let attempt = async |totp: Option<String>| {
         let body = json!({ "user": a.user, "password": password, "totp": totp });
