@@ -170,6 +170,10 @@ pub enum Error {
     Internal(String),
     #[error("targets of this kind do not support {0}")]
     Unsupported(&'static str),
+    /// The caller gave up a credential after asking for it (what it was decided under no longer
+    /// holds): whatever reached the target must be undone.
+    #[error("{0}")]
+    Abandoned(String),
 }
 
 impl Error {

@@ -83,6 +83,14 @@ pub struct App {
     pub ssh_proxy: std::sync::OnceLock<SshProxy>,
 }
 
+/// A decision's hold on the policy it reads ([`App::deciding`]): a reload waits until it is
+/// dropped.
+#[derive(Debug)]
+pub struct Deciding<'a> {
+    pub policy: Arc<Policy>,
+    pub(crate) gate: tokio::sync::RwLockReadGuard<'a, ()>,
+}
+
 /// What `warden ssh` needs to reach the proxy and trust it on first use.
 #[derive(Debug, Clone)]
 pub struct SshProxy {
@@ -261,11 +269,28 @@ impl App {
         Ok(())
     }
 
-    /// The live policy, for a decision whose outcome will be stored: keep the guard until it is
+    /// The live policy, for a decision whose outcome will be stored: keep it until it is
     /// ([`App::decisions`]).
-    pub async fn deciding(&self) -> (tokio::sync::RwLockReadGuard<'_, ()>, Arc<Policy>) {
+    pub async fn deciding(&self) -> Deciding<'_> {
         let gate = self.decisions.read().await;
-        (gate, self.policy.load_full())
+        Deciding {
+            policy: self.policy.load_full(),
+            gate,
+        }
+    }
+
+    /// The decision gate again after a call made without it (a target's, which may take its
+    /// time, and which a reload should not wait for, nor every decision behind the reload):
+    /// `None` when a reload is under way or has replaced `policy` with another, so that what
+    /// was decided under it may no longer stand. Never waits, so it cannot wait on a reload that waits on
+    /// a lock its caller holds.
+    pub(crate) fn still_deciding(
+        &self,
+        policy: &Policy,
+    ) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let gate = self.decisions.try_read().ok()?;
+        // A reload of the same files (a routine SIGHUP) changes no decision.
+        (self.policy.load().digest() == policy.digest()).then_some(gate)
     }
 
     /// Whether `user` was offboarded (and given no new password since): nothing of theirs may

@@ -253,6 +253,59 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     assert!(on_record, "the account made has no credential.issued event");
     ok(&alice, &["request", "revoke", &id(&issued)]);
 
+    // A reload while an account is being made does not wait for the target: a reload of the
+    // same files is done before the grant is stored, which stands.
+    let (issued, loaded) = while_issuing(&alice, |_| ok(&admin, &["policy", "reload"]));
+    assert_eq!(issued["state"], "active", "{issued}");
+    let seq_of = |code: &str, request: Option<&str>| {
+        audit_records(&admin, code)
+            .iter()
+            .rev()
+            .find(|r| request.is_none_or(|id| r["event"]["request_id"] == id))
+            .map(|r| r["seq"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert!(
+        seq_of("policy.loaded", None) < seq_of("grant.activated", Some(&id(&issued))),
+        "{loaded}"
+    );
+    ok(&alice, &["request", "revoke", &id(&issued)]);
+    // One that changes the policy withdraws the account made under the old one.
+    let changed = rules.replace("@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"maria/read\");", "@max_ttl(\"2h\")\npermit (principal, action == Action::\"request\", resource == Role::\"maria/read\");");
+    assert_ne!(changed, rules);
+    let withdrawn = std::thread::scope(|s| {
+        let issue = s.spawn(|| {
+            alice.run(
+                &[
+                    "--json", "request", "create", "pg", "--role", "slow", "--reason", "r",
+                    "--ttl", "30m",
+                ],
+                None,
+            )
+        });
+        wait_until("the issue to be under way", Duration::from_secs(10), || {
+            ok(&alice, &["request", "list", "--state", "approved"])["requests"][0]["id"].is_string()
+        });
+        write_policy(&env.policy_dir(), &[("access.cedar", &changed)]);
+        ok(&admin, &["policy", "reload"]);
+        issue.join().unwrap()
+    });
+    assert!(!withdrawn.success(), "{withdrawn:?}");
+    assert!(
+        withdrawn.stderr.contains("the policy was reloaded"),
+        "{withdrawn:?}"
+    );
+    let failed = audit_events(&admin, "credential.issue_failed");
+    let account = failed.last().unwrap()["details"]["account"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(
+        "the withdrawn account to go",
+        Duration::from_secs(5),
+        || pg_role_count(&pg, &account) == "0",
+    );
+
     // No secret anywhere in Warden's own files or logs.
     let db = std::fs::read(env.server.data_dir().join("warden.db")).unwrap();
     let wal = std::fs::read(env.server.data_dir().join("warden.db-wal")).unwrap_or_default();

@@ -75,7 +75,8 @@ impl App {
             e.details = extra;
             e
         };
-        let (_deciding, policy) = self.deciding().await;
+        let deciding = self.deciding().await;
+        let policy = deciding.policy.clone();
         let decision = match self.decide(
             &policy,
             action,
@@ -196,7 +197,7 @@ impl App {
                 actor: caller.actor(),
                 is_requester: caller.user.name == r.requester,
             };
-            return self.grant(&policy, r, events, false, by, now).await;
+            return self.grant(deciding, r, events, false, by, now).await;
         }
         let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
         let notified = !notices.is_empty();

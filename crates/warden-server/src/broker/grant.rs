@@ -7,12 +7,11 @@ use warden_domain::notice::Kind;
 use warden_domain::request::TransitionError;
 use warden_domain::{Audience, Lease, Postmortem, Request, RequestId, State};
 use warden_issuers::{Holder, IssueRequest, Secret};
-use warden_policy::Policy;
 use warden_store::Change;
 
 use super::{Caller, Error, Outcome};
 use crate::metrics;
-use crate::state::{App, now};
+use crate::state::{App, Deciding, now};
 
 /// Who grants a request: the actor on record, and whether they are its requester, who then
 /// gets the secret at once (anyone else's grant seals it for the requester's one pickup).
@@ -26,10 +25,12 @@ impl App {
     /// step with `events`. For issuers that create accounts the lease's intent, naming the
     /// account, is stored *before* the target is touched, so a crash at any instant leaves a
     /// lease to clean up and never an unknown account. The secret goes to `by` (see
-    /// [`Granter`]).
+    /// [`Granter`]). `decided` holds the policy it was decided under ([`App::deciding`]): let
+    /// go while a target makes an account, and taken again, if the policy is still the same, to
+    /// store the grant; a grant whose policy was replaced meanwhile is withdrawn.
     pub(super) async fn grant(
         &self,
-        policy: &Policy,
+        decided: Deciding<'_>,
         mut r: Request,
         mut events: Vec<Event>,
         mut stored: bool,
@@ -40,6 +41,8 @@ impl App {
             actor,
             is_requester: to_requester,
         } = by;
+        let Deciding { policy, gate } = decided;
+        let policy = policy.as_ref();
         // Whatever ends this request meanwhile waits, and then finds what the issue made.
         let _issuing = self.issuing.lock(r.id).await;
         let target = policy.targets().get(&r.target).ok_or_else(|| {
@@ -72,6 +75,7 @@ impl App {
             lease = Some(intent);
             Secret::new(crate::auth::random_password())
         });
+        let mut gate = Some(gate);
         if lease.is_some() {
             admin = self.admin_credential(&r.target).await?;
             let change = Change {
@@ -80,6 +84,7 @@ impl App {
                 ..Change::default()
             };
             self.save(&mut r, &mut stored, change).await?;
+            gate = None;
         }
         let issued = super::within_timeout(issuer.issue(IssueRequest {
             grant: r.id,
@@ -97,6 +102,13 @@ impl App {
             holder: Holder::Requester(r.recording),
         }))
         .await;
+        let held = gate.or_else(|| self.still_deciding(policy));
+        let issued = match issued {
+            Ok(_) if held.is_none() => Err(warden_issuers::Error::Abandoned(
+                "the policy was reloaded while the account was being made, so it is withdrawn: ask again".into(),
+            )),
+            other => other,
+        };
         let issued = match issued {
             Ok(i) => i,
             Err(e) => {

@@ -6,11 +6,10 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::{Approved, TransitionError};
 use warden_domain::{Audience, Comment, Decision, Request, RequestId, State, User, UserName};
-use warden_policy::Policy;
 use warden_store::Change;
 
 use super::{CONFLICT_RETRIES, Caller, Error, Outcome};
-use crate::state::{App, now};
+use crate::state::{App, Deciding, now};
 
 /// Pending requests read at a time when they are decided again.
 const PAGE: usize = 1000;
@@ -63,8 +62,7 @@ impl App {
             for r in page {
                 // The policy live now, not at the pass's start: a reload meanwhile decides the
                 // rest.
-                let (_deciding, policy) = self.deciding().await;
-                if self.grant_if_met(&policy, r).await? {
+                if self.grant_if_met(self.deciding().await, r).await? {
                     granted += 1;
                 }
             }
@@ -76,7 +74,8 @@ impl App {
     }
 
     /// [`Self::grant_met_requests`] for one pending request: true if it was granted.
-    async fn grant_if_met(&self, policy: &Policy, mut r: Request) -> Result<bool, Error> {
+    async fn grant_if_met(&self, decided: Deciding<'_>, mut r: Request) -> Result<bool, Error> {
+        let policy = decided.policy.clone();
         let Some(requester) = self.user(&r.requester).cloned() else {
             return Ok(false);
         };
@@ -89,7 +88,7 @@ impl App {
         {
             return Ok(false);
         }
-        let Ok(decision) = self.decide_as_made(policy, &requester, &r, now) else {
+        let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
             return Ok(false);
         };
         if decision
@@ -138,7 +137,7 @@ impl App {
             actor: Actor::system(),
             is_requester: false,
         };
-        match self.grant(policy, r, events, true, by, now).await {
+        match self.grant(decided, r, events, true, by, now).await {
             Ok(_) => return Ok(true),
             // Changed meanwhile (approved, cancelled): its own path decides it.
             Err(Error::Store(warden_store::Error::Conflict)) => {}
@@ -301,7 +300,8 @@ impl App {
                 };
                 return Err(self.refused(refusal, e).await);
             }
-            let (_deciding, policy) = self.deciding().await;
+            let deciding = self.deciding().await;
+            let policy = deciding.policy.clone();
             let decision = match self.decide_as_made(&policy, &requester, &r, now) {
                 Ok(d) => d,
                 Err(e) => return Err(self.refused(refusal, e).await),
@@ -389,7 +389,7 @@ impl App {
                         actor: actor.clone(),
                         is_requester: caller.user.name == r.requester,
                     };
-                    match self.grant(&policy, r, events, true, by, now).await {
+                    match self.grant(deciding, r, events, true, by, now).await {
                         Err(Error::Store(warden_store::Error::Conflict)) => continue,
                         other => return other,
                     }
