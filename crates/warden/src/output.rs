@@ -8,6 +8,20 @@ pub struct Output {
     pub json: bool,
 }
 
+/// `word` as one word for a POSIX shell: as it is when it holds nothing the shell reads, else
+/// in single quotes. Printed commands are pasted into shells (a path with a space, say).
+pub fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./,:@%+=".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// `n` and `noun`, plural unless `n` is one: "1 rule", "3 rules".
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -122,6 +136,17 @@ pub fn to_the_second(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shell_word_survives_being_pasted() {
+        assert_eq!(
+            shell_word("/home/a/.config/warden/ssh/x"),
+            "/home/a/.config/warden/ssh/x"
+        );
+        assert_eq!(shell_word("/tmp/h alice/ssh/x"), "'/tmp/h alice/ssh/x'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     #[test]
     fn columns_line_up_on_a_terminal_whatever_the_characters() {

@@ -52,6 +52,29 @@ fn auto_tier_is_active_at_once_with_a_certificate() {
         "{v}"
     );
     assert!(v.get("private_key_file").is_none(), "{v}");
+    // Your own key, used again once its last certificate expired: the new grant keeps it.
+    let (_, _) = warden_testkit::ssh_keypair(keys.path(), "mine");
+    let mine = format!("{}/mine.pub", keys.path().display());
+    let first = create(
+        &alice,
+        "web",
+        "view",
+        &["--ttl", "1s", "--public-key", &mine],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let again = create(
+        &alice,
+        "web",
+        "view",
+        &["--ttl", "10m", "--public-key", &mine],
+    );
+    assert_ne!(first["id"], again["id"]);
+    let kept = alice.home().join("ssh").join(id(&again));
+    assert!(kept.exists(), "{again}");
+    assert_eq!(
+        again["private_key_file"],
+        format!("{}/mine", keys.path().display())
+    );
 
     let admin = env.login("admin");
     let actions: Vec<String> = audit_actions(&admin, &id(&v))

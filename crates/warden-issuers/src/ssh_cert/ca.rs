@@ -146,7 +146,7 @@ impl UserCa {
         };
         let pair = key.key_data().ed25519().ok_or_else(|| {
             parse(format!(
-                "it is an {} key; the user CA must be Ed25519 (move it away and Warden creates one)",
+                "it is an {} key; the user CA must be Ed25519: put back the Ed25519 CA key this data dir made (hosts trust its public half); a new one is made only for a new data dir",
                 key.algorithm()
             ))
         })?;

@@ -64,8 +64,9 @@ const KNOWN_EXTENSIONS: [&str; 5] = [
 ];
 
 /// Clock skew tolerated between Warden and targets: certificates are valid from this long
-/// before the grant starts. Their end is never moved.
-const SKEW_SECS: i64 = 30;
+/// before the grant starts, and a revoked one stays in the revocation list this long after its
+/// end. Their end is never moved.
+pub const SKEW_SECS: i64 = 30;
 
 /// Signs user certificates with Warden's SSH user CA.
 #[derive(Debug)]
@@ -360,6 +361,13 @@ impl Issuer for SshCertIssuer {
                 recording != Recording::Metadata || settings.controls_sessions()
             }
         };
+        // The proxy signs users in with Ed25519 and ECDSA keys: a certificate for any other
+        // would be a grant that works nowhere.
+        if proxy_only && matches!(key.algorithm(), ssh_key::Algorithm::Rsa { .. }) {
+            return Err(Error::Input(
+                "this role is reached through Warden's SSH proxy, which signs users in with Ed25519 and ECDSA keys, not RSA: request it with an Ed25519 key (ssh-keygen -t ed25519), or without --public-key".into(),
+            ));
+        }
         let (principals, extensions) = if proxy_only {
             (vec![proxy_principal(req.user)], Vec::new())
         } else {
@@ -563,6 +571,33 @@ mod tests {
         assert!(err(serde_json::json!({"host": "h", "port": 0})).contains("`port`"));
         assert!(err(serde_json::json!({"host": "h", "host_key": "nope"})).contains("host_key"));
         assert!(err(serde_json::json!({"host": "h", "user": "x"})).contains("unknown connection"));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_only_grant_takes_no_rsa_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = UserCa::load_or_create(&dir.path().join("ca")).unwrap();
+        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCvnmQQGEABpj0lcnePikew8P4+p07WOBHbveLfr33ztpxndjxPf2xDFOp3X+nHNvjuLL+DT096PObqA/u4Mfthbo3NWQIF1BiNINWr2JmMlckkrPCCyuGv1v920rCogIq694CXfPWBwIbJZ84yZkMWzLeynqgn0EKL/KEl+tAcoVvsj+ODbS7YjW+z0WcV8vbeL+R9XiTmDUzHSD6FX+L+XPqLbtHKpk4VgH9dpTO6Iil5rFCIFebGNoLMPxyfoUsYkbXTxvWFitMel1q/hrLjCW2njug8cdtwBhYkVnLOvgw68VsPiKGcughRVWi3sD4gDuisAilAb6DhsAu7+0W/";
+        let out = SshCertIssuer::new(ca)
+            .issue(IssueRequest {
+                grant: RequestId::from_uuid(uuid::Uuid::from_u128(0xabd)),
+                user: &"alice".parse().unwrap(),
+                target: &"web".parse().unwrap(),
+                role: &"admin".parse().unwrap(),
+                connection: &Settings::new(),
+                settings: &settings(serde_json::json!({"principals": ["root"]})),
+                valid_after: datetime!(2026-01-01 10:00 UTC),
+                valid_before: datetime!(2026-01-01 11:00 UTC),
+                public_key: Some(rsa),
+                account: None,
+                password: None,
+                admin: None,
+                holder: Holder::Requester(Recording::Full),
+            })
+            .await;
+        let why = out.unwrap_err();
+        assert!(why.left_target_untouched());
+        assert!(why.to_string().contains("not RSA"), "{why}");
     }
 
     #[test]

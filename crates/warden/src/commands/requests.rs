@@ -299,10 +299,12 @@ fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     let Some(cert) = v.pointer("/credential/certificate").and_then(Value::as_str) else {
         return Ok(None);
     };
-    forget_expired_certificates()?;
     let id = v["id"].as_str().unwrap_or("grant");
     let path = ssh_dir()?.join(format!("{id}-cert.pub"));
     std::fs::write(&path, format!("{cert}\n"))?;
+    // After the new certificate is in place: the key it certifies is a live one's, kept even
+    // when an expired certificate of the same key goes.
+    forget_expired_certificates()?;
     Ok(Some(path))
 }
 
@@ -597,12 +599,11 @@ pub(super) fn finish(
             Some(p) if p != 22 => format!("-p {p} "),
             _ => String::new(),
         };
-        let identity = key
-            .map(|k| format!("-i {} ", k.display()))
-            .unwrap_or_default();
+        let word = |p: &Path| crate::output::shell_word(&p.display().to_string());
+        let identity = key.map(|k| format!("-i {} ", word(k))).unwrap_or_default();
         println!(
             "Connect: ssh {port}{identity}-o CertificateFile={} {principals}@{host}",
-            c.display()
+            word(&c)
         );
     }
     Ok(())
