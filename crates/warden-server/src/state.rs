@@ -282,8 +282,8 @@ impl App {
     /// The decision gate again after a call made without it (a target's, which may take its
     /// time, and which a reload should not wait for, nor every decision behind the reload):
     /// `None` when a reload is under way or has replaced `policy` with another, so that what
-    /// was decided under it may no longer stand. Never waits, so it cannot wait on a reload that waits on
-    /// a lock its caller holds.
+    /// was decided under it may no longer stand. Never waits, so it cannot wait on a reload
+    /// that waits on a lock its caller holds.
     pub(crate) fn still_deciding(
         &self,
         policy: &Policy,
@@ -321,8 +321,6 @@ impl App {
         self.directory.get(name)
     }
 
-    /// Reloads the policy directory. An invalid policy is rejected and the live one stays;
-    /// both outcomes are audited.
     /// What a reload leaves as it was: when the config file's users, groups or managers are no
     /// longer those this server started with, which are read at start only, a note saying so.
     pub async fn directory_drift(&self) -> Option<String> {
@@ -341,6 +339,8 @@ impl App {
         })
     }
 
+    /// Reloads the policy directory. An invalid policy is rejected and the live one stays;
+    /// both outcomes are audited.
     pub async fn reload_policy(&self, actor: Actor) -> Result<String, Report> {
         let _guard = self.reload.lock().await;
         let dir = self.policy_dir.clone();

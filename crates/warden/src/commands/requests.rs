@@ -419,7 +419,7 @@ async fn wait_decided(
     // the wait's own deadline stops it all the same.
     let overdue = tokio::time::sleep(Duration::from_secs(timeout) + LAST_LOOK);
     tokio::select! {
-        v = poll_decided(c, created, timeout, out) => v,
+        v = poll_decided(c, id, timeout, out) => v,
         () = overdue => still_pending(
             created,
             id,
@@ -462,41 +462,22 @@ fn still_pending(v: &Value, id: &str, why: &str, out: Output) -> anyhow::Result<
 }
 
 /// [`wait_decided`]'s polling.
-async fn poll_decided(
-    c: &Client,
-    created: &Value,
-    timeout: u64,
-    out: Output,
-) -> anyhow::Result<Value> {
-    let id = &s(created, "id");
+async fn poll_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow::Result<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
     let mut announced = false;
     let mut told_unreachable = false;
     loop {
         // The server may be restarting: the request waits on, and so does the client, until
-        // its own deadline.
+        // its own deadline ([`wait_decided`] stops it there).
         let v: Value = match c.get(&format!("/v1/requests/{}", segment(id))).await {
             Ok(v) => v,
-            Err(e)
-                if exit::code_of(&e) == exit::UNREACHABLE
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if exit::code_of(&e) == exit::UNREACHABLE => {
                 if !told_unreachable && !out.json {
                     eprintln!("The server does not answer ({e:#}); still waiting...");
                     told_unreachable = true;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
-            }
-            Err(e) if exit::code_of(&e) == exit::UNREACHABLE => {
-                return still_pending(
-                    created,
-                    id,
-                    &format!(
-                        "stopped waiting after {timeout}s (the server does not answer: shown as last seen)"
-                    ),
-                    out,
-                );
             }
             Err(e) => return Err(e),
         };
