@@ -499,8 +499,9 @@ impl App {
     }
 
     /// Records a check of `user`'s last factor: a right answer ends their run of wrong ones,
-    /// and the wrong answer that locks them is audited (after that answer's own event), with
-    /// the address it came from when known.
+    /// and the wrong answer that locks them is audited, with the address it came from when
+    /// known. A wrong password is counted after its own event is stored, so the lock follows
+    /// it; a wrong TOTP code's refusal is stored by its caller, after the lock.
     async fn count(
         &self,
         user: &UserName,

@@ -76,7 +76,7 @@ impl App {
             e
         };
         let deciding = self.deciding().await;
-        let policy = deciding.policy.clone();
+        let policy = &deciding.policy;
         let decision = match self.decide(
             &policy,
             action,

@@ -75,7 +75,7 @@ impl App {
 
     /// [`Self::grant_met_requests`] for one pending request: true if it was granted.
     async fn grant_if_met(&self, decided: Deciding<'_>, mut r: Request) -> Result<bool, Error> {
-        let policy = decided.policy.clone();
+        let policy = &decided.policy;
         let Some(requester) = self.user(&r.requester).cloned() else {
             return Ok(false);
         };
@@ -301,7 +301,7 @@ impl App {
                 return Err(self.refused(refusal, e).await);
             }
             let deciding = self.deciding().await;
-            let policy = deciding.policy.clone();
+            let policy = &deciding.policy;
             let decision = match self.decide_as_made(&policy, &requester, &r, now) {
                 Ok(d) => d,
                 Err(e) => return Err(self.refused(refusal, e).await),
