@@ -78,7 +78,7 @@ impl App {
         let deciding = self.deciding().await;
         let policy = &deciding.policy;
         let decision = match self.decide(
-            &policy,
+            policy,
             action,
             caller.user,
             &ask.target,

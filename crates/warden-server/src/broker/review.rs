@@ -88,7 +88,7 @@ impl App {
         {
             return Ok(false);
         }
-        let Ok(decision) = self.decide_as_made(&policy, &requester, &r, now) else {
+        let Ok(decision) = self.decide_as_made(policy, &requester, &r, now) else {
             return Ok(false);
         };
         if decision
@@ -302,7 +302,7 @@ impl App {
             }
             let deciding = self.deciding().await;
             let policy = &deciding.policy;
-            let decision = match self.decide_as_made(&policy, &requester, &r, now) {
+            let decision = match self.decide_as_made(policy, &requester, &r, now) {
                 Ok(d) => d,
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
