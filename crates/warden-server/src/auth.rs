@@ -455,14 +455,16 @@ impl App {
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
-    /// Checks a TOTP code for `user` and burns its time step. False for a wrong or reused code.
+    /// Checks a TOTP code for `user`, sent from `source`, and burns its time step. False for a
+    /// wrong or reused code.
     async fn check_code(
         &self,
         user: &UserName,
         totp: &Totp,
         code: &str,
+        source: Option<&str>,
     ) -> Result<bool, AuthError> {
-        self.check_code_of(user, totp, code, WhichSecret::InUse)
+        self.check_code_of(user, totp, code, WhichSecret::InUse, source)
             .await
     }
 
@@ -475,6 +477,7 @@ impl App {
         totp: &Totp,
         code: &str,
         secret: WhichSecret,
+        source: Option<&str>,
     ) -> Result<bool, AuthError> {
         let t = now();
         if let Some(until) = self.lockouts.locked_until(user, t) {
@@ -493,7 +496,7 @@ impl App {
         // A right code sent again (a double submit, a retried script) is refused but guesses
         // nothing: only wrong codes count towards the lockout.
         if ok || !replayed {
-            self.count(user, ok, t, None).await?;
+            self.count(user, ok, t, source).await?;
         }
         Ok(ok)
     }
@@ -531,9 +534,14 @@ impl App {
         Ok(self.store.secrets(user).await?.totp.is_some())
     }
 
-    /// Verifies a fresh TOTP code for MFA step-up.
+    /// Verifies a fresh TOTP code for MFA step-up, sent from `source`.
     /// `Ok(false)` when no code was given; a wrong or malformed code is an error saying which.
-    pub async fn step_up(&self, user: &UserName, code: Option<&str>) -> Result<bool, AuthError> {
+    pub async fn step_up(
+        &self,
+        user: &UserName,
+        code: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<bool, AuthError> {
         let Some(totp) = self.user_totp(user, false).await? else {
             return Err(AuthError::Mfa(
                 "this action requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` and `warden mfa confirm CODE`, then pass the code it shows as `totp` (`--totp CODE` from the CLI)"
@@ -541,7 +549,7 @@ impl App {
             ));
         };
         let Some(code) = code else { return Ok(false) };
-        if self.check_code(user, &totp, code).await? {
+        if self.check_code(user, &totp, code, source).await? {
             return Ok(true);
         }
         let digits = code.trim();
@@ -640,7 +648,10 @@ impl App {
                     self.store.append(vec![e]).await?;
                     return Err(AuthError::TotpRequired);
                 };
-                let checked = match self.check_code(&user.name, &totp, code).await {
+                let checked = match self
+                    .check_code(&user.name, &totp, code, source.as_deref())
+                    .await
+                {
                     // Locked by a concurrent guess since the password was checked: answered
                     // like a wrong code, as a locked sign-in is.
                     Err(AuthError::Locked(_)) => Ok(false),
@@ -839,7 +850,10 @@ impl App {
     ) -> Result<String, AuthError> {
         if let Some(totp) = self.user_totp(&user.name, false).await? {
             let ok = match code {
-                Some(c) => self.check_code(&user.name, &totp, c).await?,
+                Some(c) => {
+                    self.check_code(&user.name, &totp, c, source.as_deref())
+                        .await?
+                }
                 None => false,
             };
             if !ok {
@@ -881,7 +895,13 @@ impl App {
             .await?
             .ok_or(AuthError::NoEnrolment)?;
         if !self
-            .check_code_of(&user.name, &totp, code, WhichSecret::Confirming)
+            .check_code_of(
+                &user.name,
+                &totp,
+                code,
+                WhichSecret::Confirming,
+                source.as_deref(),
+            )
             .await?
         {
             return Err(AuthError::WrongCode(

@@ -494,6 +494,12 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
     let locked_at = bob_locked["seq"].as_u64().unwrap();
+    // alice's, from wrong TOTP codes at a step-up, says where the last one came from too.
+    let alice_locked = &audit_records(&admin, "auth.user_locked")[0];
+    assert_eq!(
+        alice_locked["event"]["details"]["last_failure_from"], "127.0.0.1",
+        "{alice_locked}"
+    );
     assert_eq!(
         bob_failed.iter().filter(|&&seq| seq < locked_at).count(),
         5,

@@ -112,7 +112,10 @@ impl App {
                 .await);
         }
         let mfa = if decision.mfa && decision.allowed {
-            match self.step_up(&caller.user.name, totp.as_deref()).await {
+            match self
+                .step_up(&caller.user.name, totp.as_deref(), caller.source.as_deref())
+                .await
+            {
                 Ok(ok) => ok,
                 Err(e) => {
                     return Err(self

@@ -333,7 +333,10 @@ impl App {
                 if let Err(e) = trial {
                     return Err(self.refused(refusal, e.into()).await);
                 }
-                match self.step_up(&caller.user.name, totp.as_deref()).await {
+                match self
+                    .step_up(&caller.user.name, totp.as_deref(), caller.source.as_deref())
+                    .await
+                {
                     Ok(true) => stepped_up = Some(()),
                     Ok(false) => {
                         let e = Error::Mfa("approving this role requires MFA step-up: pass a fresh TOTP code as `totp` (`--totp CODE` from the CLI)".into());
