@@ -178,18 +178,32 @@ struct ServeArgs {
 }
 
 fn init_logging(json: bool) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,warden_server=info"));
     // Colours only for a person at a terminal, never in a log file or a collector.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let logged =
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::filter::filter_fn(|m| {
+                libraries_above_debug(m.target(), *m.level())
+            }));
     if json {
-        builder.json().init();
+        logged.with(lines.json()).init();
     } else {
-        builder.init();
+        logged.with(lines).init();
     }
+}
+
+/// Whether a line of `target` at `level` may be logged: Warden's own at any level the filter
+/// lets through, other libraries' at info and above only, whatever `WARDEN_LOG` asks. Their debug
+/// lines carry what Warden hands them, such as a database driver's statement setting a grant's
+/// password, and only Warden's own lines are written knowing which values are secret.
+fn libraries_above_debug(target: &str, level: tracing::Level) -> bool {
+    target.starts_with("warden") || level <= tracing::Level::INFO
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

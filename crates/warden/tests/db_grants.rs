@@ -330,6 +330,52 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     }
 }
 
+/// A grant statement that sets the account's password, run by a server logging everything it
+/// may: the password is in no line of its log (the database driver's own debug lines would show
+/// the statement).
+#[test]
+fn a_password_set_by_a_statement_is_in_no_log_line() {
+    let pg = Postgres::start();
+    let (targets, rules) = policy(pg.port(), 1);
+    let targets = format!(
+        "{targets}\n[targets.pg.roles.pw]\ngrants = [\"ALTER ROLE {{{{name}}}} PASSWORD {{{{password}}}}\"]\n"
+    );
+    let rules = format!(
+        "{rules}\n@id(\"db-pw\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"pg/pw\");\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", &targets), ("access.cedar", &rules)],
+    );
+    let server = warden_testkit::Server::start_in(
+        std::path::Path::new(BIN),
+        &data,
+        &["serve", "--dev"],
+        &[("WARDEN_LOG", "trace")],
+    );
+    let env = Env { server, dir };
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    let alice = env.login("alice");
+    let v = create(&alice, "pg", "pw", &["--ttl", "5m"]);
+    assert_eq!(v["state"], "active", "{v}");
+    let user = v["credential"]["username"].as_str().unwrap().to_owned();
+    let password = v["secret"]["password"].as_str().unwrap().to_owned();
+    // The statement ran (the account logs in with the password it set), and the log is verbose.
+    assert!(pg.psql(&user, &password, "SELECT 1").status.success());
+    let log = env.server.stderr();
+    assert!(
+        log.contains("DEBUG") && log.contains("request served"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&password),
+        "the grant's password is in the log"
+    );
+}
+
 /// A private PostgreSQL, a server with the policy above, and its administrator signed in, with
 /// the database's admin credential stored.
 fn postgres_env() -> (Postgres, Env, Cli) {
