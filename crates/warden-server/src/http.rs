@@ -4,7 +4,8 @@
 //! A client has `read_timeout` to send a request's headers and as long again for its body, and
 //! a connection idle between two requests is closed after the same time (hyper starts its
 //! header timer whenever it waits for a request), so slow or silent clients cannot hold
-//! connections, file descriptors and handlers.
+//! connections, file descriptors and handlers. Nor can one that stops reading its answers: see
+//! [`WriteStall`].
 //!
 //! Connections run without Nagle's algorithm: a watched session's output is many small writes,
 //! and each would otherwise wait for the acknowledgement of the one before.
@@ -22,6 +23,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_http::add_extension::AddExtension;
 use tower_http::timeout::RequestBodyDeadline;
+
+use crate::write_stall::WriteStall;
 
 /// How long an accept error that is not one connection's (out of file descriptors, say) stops
 /// the loop before it tries again.
@@ -67,8 +70,9 @@ pub async fn serve(
             AddExtension::new(router.clone(), ConnectInfo::<SocketAddr>(peer)),
             read_timeout,
         );
-        let connection = graceful
-            .watch(http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)));
+        let io = WriteStall::new(TokioIo::new(tcp), read_timeout);
+        let connection =
+            graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "API connection ended");

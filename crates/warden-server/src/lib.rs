@@ -37,6 +37,7 @@ pub mod throttle;
 pub mod vault;
 pub mod webhook;
 pub mod worker;
+mod write_stall;
 
 pub use config::Config;
 pub use serve::{ServeOptions, serve};

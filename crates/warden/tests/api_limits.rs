@@ -68,6 +68,27 @@ fn slow_and_idle_connections_are_closed() {
     assert_eq!(&first, b"HTTP/1.1 200");
     rest(&mut idle);
 
+    // A client that asks for many answers and reads none: cut once the server has waited the
+    // timeout for it to read, so it gets only what the socket buffers held by then.
+    let mut deaf = connect();
+    let asks = 1000;
+    deaf.write_all(&b"GET /v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(asks))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let mut got = Vec::new();
+    let mut piece = vec![0u8; 1 << 16];
+    loop {
+        match deaf.read(&mut piece) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&piece[..n]),
+        }
+    }
+    let answered = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(
+        answered < asks,
+        "all {asks} answers waited for a client that never read"
+    );
+
     // A body that stops short of its length: refused as late, audited, and the connection
     // closed; then a chunked body over the limit, which no Content-Length announced.
     let bearer = token(&env.login("alice"));
