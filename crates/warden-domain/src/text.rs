@@ -57,6 +57,33 @@ pub fn visible(c: char) -> bool {
         && !hidden(c)
 }
 
+/// Text a client sent that is not what was asked for, as an error message or an audit event may
+/// quote it: its first `max` characters, in quotes, every [`hidden`] character escaped as
+/// `\u{…}`, and `…` after it when it went on. However long or strange the text, the line
+/// quoting it stays short and reads as what it holds.
+pub fn shown(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(max.min(text.len()) + 8);
+    out.push('"');
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max) {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if hidden(c) => {
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// An OpenSSH public key line without its surrounding white space, or why it may not be
 /// stored: its comment is the one free text in it, shown and stored with a grant or a proxy
 /// key, so it may hold nothing [`hidden`]. Whether the rest is a key is the SSH parser's call.
@@ -202,6 +229,15 @@ text_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_text_is_short_quoted_and_escaped() {
+        assert_eq!(shown("2026-01-01", 40), "\"2026-01-01\"");
+        assert_eq!(shown("a\"b\\c", 40), "\"a\\\"b\\\\c\"");
+        assert_eq!(shown("\u{202e}x\0y\n", 40), "\"\\u{202e}x\\u{0}y\\u{a}\"");
+        assert_eq!(shown(&"é".repeat(100), 3), "\"ééé\"…");
+        assert_eq!(shown("", 3), "\"\"");
+    }
 
     #[test]
     fn bounds() {

@@ -371,6 +371,15 @@ impl App {
 
     /// Removes one of the caller's keys.
     pub async fn remove_ssh_key(&self, caller: Caller<'_>, fingerprint: &str) -> Result<(), Error> {
+        if fingerprint.parse::<ssh_key::Fingerprint>().is_err() {
+            return Err(Error::Input {
+                code: "bad_fingerprint",
+                message: format!(
+                    "{} is not a key's fingerprint (SHA256: and 43 more characters): `warden keys list` shows yours",
+                    warden_domain::text::shown(fingerprint, 60)
+                ),
+            });
+        }
         let event = Event::new(Code::SshKeyRemoved, caller.actor(), now())
             .details(serde_json::json!({ "fingerprint": fingerprint }));
         if self

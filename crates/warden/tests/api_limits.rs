@@ -264,6 +264,18 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
     assert_eq!(said.status, 200, "{}", said.body);
     assert_eq!(state(&alice, &id(&pending)), "active");
 
+    // So is a body of white space alone: alice cancels with a line break.
+    let pending = create(&alice, "web", "deploy", &["--ticket", "CHG-4"]);
+    let said = http_post_with(
+        port,
+        &format!("/v1/requests/{}/cancel", id(&pending)),
+        &[("Authorization", &auth)],
+        "\r\n",
+    )
+    .unwrap();
+    assert_eq!(said.status, 200, "{}", said.body);
+    assert_eq!(state(&alice, &id(&pending)), "cancelled");
+
     // A body that is sent must still be JSON.
     let said = http_post_with(
         port,
@@ -349,6 +361,8 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert!(out.stderr.contains("not a duration"), "{out:?}");
     let admin = env.login("admin");
     let auth = format!("Bearer {}", token(&admin));
+    let long_time = format!("/v1/audit?from={}", "A".repeat(4000));
+    let long_session = format!("/v1/sessions/{}/recording", "A".repeat(4000));
     for (path, code) in [
         ("/v1/requests?limit=0", "bad_limit"),
         ("/v1/audit?limit=0", "bad_limit"),
@@ -360,11 +374,29 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
             "/v1/audit?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
             "bad_period",
         ),
+        ("/v1/report?to=0000-01-15T00:00:00Z", "bad_period"),
+        ("/v1/report?form=2026-01-01T00:00:00Z", "bad_query"),
+        (long_time.as_str(), "bad_time"),
+        (long_session.as_str(), "bad_id"),
+        ("/v1/sessions/abc/watch", "bad_id"),
     ] {
         let said = http_get_with(port, path, &[("Authorization", &auth)]).unwrap();
         assert_eq!(said.status, 400, "{path}: {}", said.body);
         assert_eq!(error_code(&said.body), code, "{path}");
+        // Whatever was sent, the message (and the audit event of the refusal) stays short.
+        assert!(said.body.len() < 400, "{path}: {}", said.body);
     }
+    let refused = audit_values(&admin, "request.action_refused", "/outcome/code");
+    for code in ["bad_query", "bad_time", "bad_id"] {
+        assert!(refused.iter().any(|c| c == code), "{code}: {refused:?}");
+    }
+    // A fingerprint is checked before it is looked up, and quoted escaped and short.
+    let forged = format!("SHA256:\u{202e}{}", "B".repeat(3000));
+    let out = fails(&alice, &["keys", "remove", &forged], 2);
+    assert!(
+        out.stderr.contains("\\u{202e}") && out.stderr.len() < 400,
+        "{out:?}"
+    );
     // A name typed is audited as typed when it could be a user's, or is one in other letter
     // case; else only its length: a password typed into the wrong field (mixed-case ones too),
     // or control characters, never reach the log.
@@ -401,6 +433,11 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
             r#"{"user":"alice","password":"sekret-extra-1","admin":true}"#,
             "bad_json",
         ),
+        // A secret sent as a key: the field it did not expect is not named.
+        (
+            r#"{"user":"alice","sekret-as-a-key\u202e":"x"}"#,
+            "bad_json",
+        ),
     ] {
         let said = http_post_with(port, "/v1/auth/login", &[], sent).unwrap();
         assert_eq!(said.status, 400, "{}", said.body);
@@ -412,7 +449,7 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     let codes = audit_values(&admin, "auth.login_failed", "/outcome/code");
     assert_eq!(
         codes.iter().filter(|c| *c == "bad_json").count(),
-        2,
+        3,
         "{codes:?}"
     );
     assert!(codes.iter().any(|c| c == "field_too_long"), "{codes:?}");

@@ -128,7 +128,7 @@ fn period(
 /// Searches the audit log, oldest first. Administrators and `audit_readers` see everyone's
 /// events; others their own.
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("token" = [])),
-    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn search(
     State(app): State<Shared>,
     who: Authed,

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiError, body_too_large};
 
-/// A request body parsed into `T`. With `EMPTY_IS_DEFAULT` (see [`OptionalJson`]) an empty
+/// A request body parsed into `T`. With `EMPTY_IS_DEFAULT` (see [`OptionalJson`]) an empty (or blank)
 /// body, however it was sent, and the JSON `null` stand for `{}`.
 pub(crate) struct JsonBody<T, const EMPTY_IS_DEFAULT: bool = false>(pub T);
 
@@ -41,7 +41,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (json, bytes) = read(req, state).await?;
         // `null` is how the OpenAPI document (and JSON) says "no body" too.
-        if bytes.is_empty() || (json && bytes.trim_ascii() == b"null") {
+        if bytes.iter().all(|b| json_space(*b)) || (json && bytes.trim_ascii() == b"null") {
             return Ok(Self(T::default()));
         }
         parse(json, &bytes).map(Self)
@@ -197,7 +197,13 @@ pub(super) fn without_values(text: &str) -> String {
         .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
         .min()
     {
-        out.push_str(&rest[..at + len]);
+        // The path in front of an unknown field ends with that field's name: left out too.
+        let kept = if rest[at..].starts_with("unknown field") {
+            at
+        } else {
+            0
+        };
+        out.push_str(&rest[kept..at + len]);
         rest = &rest[at + len..];
         // The value's kind (`string`, `integer`, `map`...), then the value itself if quoted.
         let kind_end = rest.find(['"', '`', ',']).unwrap_or(rest.len());
@@ -249,6 +255,10 @@ mod tests {
             ),
             (
                 "unknown field `Leak-as-a-key`, expected `password` at line 1 column 10",
+                "unknown field, expected `password` at line 1 column 10",
+            ),
+            (
+                "Leak\u{202e}-as-a-key: unknown field `Leak\u{202e}-as-a-key`, expected `password` at line 1 column 10",
                 "unknown field, expected `password` at line 1 column 10",
             ),
             (

@@ -818,7 +818,10 @@ fn rfc3339(name: &str, text: &str) -> Result<time::OffsetDateTime, ApiError> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|e| {
         ApiError::bad_request(
             "bad_time",
-            format!("{name} {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z ({e})"),
+            format!(
+                "{name} {} is not an RFC 3339 time such as 2026-01-01T00:00:00Z ({e})",
+                warden_domain::text::shown(text, 40)
+            ),
         )
     })
 }

@@ -2,6 +2,7 @@
 //! scorecard of a period).
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -10,7 +11,7 @@ use time::Duration;
 use utoipa::IntoParams;
 use warden_domain::report::{Input, Scorecard};
 
-use super::{ApiError, Authed, ErrorBody, Source, refuse, rfc3339};
+use super::{ApiError, Authed, ErrorBody, Source, query, refuse, rfc3339};
 use crate::state::{Shared, now};
 
 /// The default report period: the 30 days before `to`.
@@ -76,7 +77,7 @@ pub struct ReportQuery {
 pub async fn report(
     State(app): State<Shared>,
     who: Authed,
-    Query(q): Query<ReportQuery>,
+    raw: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Json<Scorecard>, ApiError> {
     if !app.may_report(&who.user) {
         let err = ApiError::forbidden(format!(
@@ -86,9 +87,17 @@ pub async fn report(
         return Err(refuse(&app, &who, "report", err).await);
     }
     let parse = |name: &str, v: Option<&str>| v.map(|t| rfc3339(name, t)).transpose();
-    let period = parse("to", q.to.as_deref()).and_then(|to| {
-        let to = to.unwrap_or_else(now);
-        let from = parse("from", q.from.as_deref())?.unwrap_or(to - DEFAULT_PERIOD);
+    let period = query(raw).and_then(|q| {
+        let to = parse("to", q.to.as_deref())?.unwrap_or_else(now);
+        let from = match parse("from", q.from.as_deref())? {
+            Some(from) => from,
+            None => to.checked_sub(DEFAULT_PERIOD).filter(|f| f.year() >= 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_period",
+                    "to is too early for the default period of 30 days before it: give from as well, or a later to",
+                )
+            })?,
+        };
         if from >= to {
             return Err(ApiError::bad_request(
                 "bad_period",

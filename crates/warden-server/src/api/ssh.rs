@@ -81,7 +81,7 @@ pub async fn list_keys(State(app): State<Shared>, who: Authed) -> Result<Json<Ke
 
 /// Removes one of the caller's keys.
 #[utoipa::path(delete, path = "/v1/ssh/keys/{fingerprint}", security(("token" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove_key(
     State(app): State<Shared>,
     who: Authed,
@@ -230,15 +230,26 @@ pub struct SessionView {
     pub recorded: bool,
 }
 
-/// A session id as the proxy writes it, in lower case: an id copied in upper case (as some
-/// tools show UUIDs) names the same session.
-fn session_id(id: String) -> String {
-    id.to_ascii_lowercase()
+/// A session id as the proxy writes it, a UUID in lower case: an id copied in upper case (as
+/// some tools show UUIDs) names the same session; anything else is refused before it is looked
+/// up or made a file name.
+fn session_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::try_parse(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| {
+            ApiError::bad_request(
+                "bad_id",
+                format!(
+                    "{} is not a session id (a UUID): `warden sessions` lists the live ones, `warden audit search` the ended ones",
+                    warden_domain::text::shown(id, 40)
+                ),
+            )
+        })
 }
 
 /// Ends a live session at once; the user is told who ended it.
 #[utoipa::path(post, path = "/v1/sessions/{id}/kill", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn kill(
     State(app): State<Shared>,
     who: Authed,
@@ -246,7 +257,10 @@ pub async fn kill(
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let NoFields {} = body(&app, &who, "session.kill", raw).await?;
-    let id = session_id(id);
+    let id = match session_id(&id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(&app, &who, "session.kill", e).await),
+    };
     match app.kill_session(who.caller(), &id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(refuse(&app, &who, "session.kill", e.into()).await),
@@ -255,14 +269,17 @@ pub async fn kill(
 
 /// Streams a live session's terminal output from now on, until it ends.
 #[utoipa::path(get, path = "/v1/sessions/{id}/watch", security(("token" = [])),
-    responses((status = 200, content_type = "application/octet-stream"), (status = 403, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/octet-stream"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn watch(
     State(app): State<Shared>,
     who: Authed,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = who.caller();
-    let id = session_id(id);
+    let id = match session_id(&id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(&app, &who, "session.watch", e).await),
+    };
     if let Err(e) = app.oversee(&caller, &id) {
         return Err(refuse(&app, &who, "session.watch", e.into()).await);
     }
@@ -294,7 +311,7 @@ pub async fn watch(
 /// A session's asciicast v2 recording (also while it runs). Administrators and session
 /// viewers; every read is audited.
 #[utoipa::path(get, path = "/v1/sessions/{id}/recording", security(("token" = [])),
-    responses((status = 200, content_type = "application/x-asciicast"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/x-asciicast"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn recording(
     State(app): State<Shared>,
     who: Authed,
@@ -308,20 +325,33 @@ pub async fn recording(
         );
         return Err(refuse(&app, &who, "session.replay", e).await);
     }
-    let id = session_id(id);
+    let id = match session_id(&id) {
+        Ok(id) => id,
+        Err(e) => return Err(refuse(&app, &who, "session.replay", e).await),
+    };
     let recordings = app.recordings.clone();
     let rid = id.clone();
-    let data = tokio::task::spawn_blocking(move || recordings.read(&rid))
+    let read = tokio::task::spawn_blocking(move || recordings.read(&rid))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ApiError::new(
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let data = match read {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let e = ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_recording",
                 format!("no recording of session {id} (metadata-only sessions have none)"),
-            ),
-            _ => ApiError::bad_request("bad_session", e.to_string()),
-        })?;
+            );
+            return Err(refuse(&app, &who, "session.replay", e).await);
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot read the recording of session {id}: {e}"),
+            ));
+        }
+    };
     app.audit_session_access(&caller, Code::RecordingRead, &id)
         .await?;
     Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], data).into_response())
