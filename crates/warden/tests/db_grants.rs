@@ -117,8 +117,19 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
         "{wrong:?}"
     );
     assert!(!wrong.stderr.contains("not-the-password"), "{wrong:?}");
-    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    // Refused on the record, without the password; so is anyone but an administrator trying.
     let alice = env.login("alice");
+    let out = alice.run(&["target", "rotate-root", "pg"], None);
+    assert_eq!(out.code, 3, "{out:?}");
+    let refused = audit_values(&admin, "request.action_refused", "/details/action");
+    assert_eq!(
+        refused,
+        ["target.set_credential", "target.rotate_root"],
+        "{refused:?}"
+    );
+    let log = ok(&admin, &["audit", "search", "--limit", "10000"]).to_string();
+    assert!(!log.contains("not-the-password"), "{log}");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
 
     let v = create(&alice, "pg", "read", &["--ttl", "5s"]);
     assert_eq!(v["state"], "active", "{v}");

@@ -16,7 +16,7 @@ use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, admitted, body, field, query, refuse,
+    ApiError, Authed, ErrorBody, JsonBody, admitted, body, field, query, refuse, refuse_4xx,
     require_audit_reader, rfc3339,
 };
 use crate::state::Shared;
@@ -233,16 +233,6 @@ async fn require_admin(
     }
     let err = ApiError::forbidden(format!("only administrators can {what}"));
     Err(refuse(app, who, action, err).await)
-}
-
-/// [`refuse`] for the caller's error (4xx), a refusal to audit; a failure of the server's
-/// own (5xx) is none.
-async fn refuse_4xx(app: &Shared, who: &Authed, action: &str, e: ApiError) -> ApiError {
-    if e.status.is_client_error() {
-        refuse(app, who, action, e).await
-    } else {
-        e
-    }
 }
 
 /// Refuses a proof that needs the hashes of events from index `needed_from` (a sequence

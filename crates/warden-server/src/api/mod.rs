@@ -836,6 +836,16 @@ async fn refuse(app: &Shared, who: &Authed, action: &str, err: ApiError) -> ApiE
     refuse_about(app, who, action, None, err).await
 }
 
+/// [`refuse`] for the caller's error (4xx), a refusal to audit; a failure of the server's
+/// own or a target's (5xx) is none.
+async fn refuse_4xx(app: &Shared, who: &Authed, action: &str, e: ApiError) -> ApiError {
+    if e.status.is_client_error() {
+        refuse(app, who, action, e).await
+    } else {
+        e
+    }
+}
+
 /// [`refuse`], of an action on `request`: the event names it, so that the request's history
 /// shows the refusal.
 async fn refuse_about(

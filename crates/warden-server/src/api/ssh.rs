@@ -13,6 +13,7 @@ use warden_domain::audit::Code;
 
 use super::{
     ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, admitted, body, field, refuse,
+    refuse_4xx,
 };
 use crate::state::Shared;
 
@@ -136,7 +137,10 @@ pub async fn scan_host_key(
 ) -> Result<Json<HostKey>, ApiError> {
     let asked = raw.and_then(|JsonBody(NoFields {})| field("bad_target", name.parse()));
     let target: TargetName = admitted(&app, &who, "target.scan_host_key", asked).await?;
-    let (key, fingerprint) = app.scan_host_key(who.caller(), &target).await?;
+    let (key, fingerprint) = match app.scan_host_key(who.caller(), &target).await {
+        Ok(scanned) => scanned,
+        Err(e) => return Err(refuse_4xx(&app, &who, "target.scan_host_key", e.into()).await),
+    };
     Ok(Json(HostKey {
         target: None,
         public_key: Some(key),

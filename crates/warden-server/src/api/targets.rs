@@ -8,6 +8,7 @@ use warden_domain::TargetName;
 
 use super::{
     ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, admitted, body, field, refuse,
+    refuse_4xx,
 };
 use crate::state::Shared;
 
@@ -41,9 +42,13 @@ pub async fn set_credential(
         Ok(t) => t,
         Err(e) => return Err(refuse(&app, &who, "target.set_credential", e).await),
     };
-    app.set_target_credential(who.caller(), &target, &b.username, &b.password, b.verify)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    match app
+        .set_target_credential(who.caller(), &target, &b.username, &b.password, b.verify)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(refuse_4xx(&app, &who, "target.set_credential", e.into()).await),
+    }
 }
 
 /// Changes the target's admin password to a random one only Warden knows. Administrators.
@@ -57,6 +62,8 @@ pub async fn rotate_root(
 ) -> Result<StatusCode, ApiError> {
     let asked = raw.and_then(|JsonBody(NoFields {})| field("bad_target", name.parse()));
     let target: TargetName = admitted(&app, &who, "target.rotate_root", asked).await?;
-    app.rotate_root(who.caller(), &target).await?;
-    Ok(StatusCode::NO_CONTENT)
+    match app.rotate_root(who.caller(), &target).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(refuse_4xx(&app, &who, "target.rotate_root", e.into()).await),
+    }
 }
