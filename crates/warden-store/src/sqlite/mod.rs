@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_archived_leaves.sql"),
     include_str!("migrations/0014_breakglass_tier.sql"),
     include_str!("migrations/0015_revoked_until.sql"),
+    include_str!("migrations/0016_ended_pickups.sql"),
 ];
 const READERS: usize = 8;
 
@@ -645,6 +646,9 @@ impl crate::Store for SqliteStore {
         // An approval re-reads the requirement from the policy of the moment it is given.
         let requirement = r.approval();
         let version = i64::try_from(r.version).map_err(backend)?;
+        // A credential left for its requester's pickup goes with the grant: an ended grant's is
+        // never handed over, and no sealed secret is kept longer than it can be of use.
+        let ended = r.state.is_final();
         let extras = Extras::of(&change)?;
         let events = prepare(&change.events)?;
         self.writer
@@ -662,6 +666,11 @@ impl crate::Store for SqliteStore {
                     return Err(Error::Conflict);
                 }
                 write_extras(c, &id, extras)?;
+                if ended {
+                    c.prepare_cached("DELETE FROM pickups WHERE grant_id = ?1")
+                        .and_then(|mut s| s.execute([&id]))
+                        .map_err(backend)?;
+                }
                 append_events(c, &events)?;
                 u64::try_from(version + 1).map_err(backend)
             })

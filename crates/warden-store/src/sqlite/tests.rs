@@ -887,3 +887,33 @@ async fn revoked_requests_are_found_until_their_expiry_however_old_migrated_or_n
     s.update_request(&live, vec![].into()).await.unwrap();
     assert_eq!(found(datetime!(2026-01-01 10:10 UTC)).await, [two, live.id]);
 }
+
+/// A credential left for its requester's pickup goes when its grant ends, never picked up.
+#[tokio::test]
+async fn an_ended_grant_leaves_no_pickup_behind() {
+    let (_d, s) = store();
+    let at = datetime!(2026-01-01 10:00 UTC);
+    let mut kept = Vec::new();
+    for n in [1, 2] {
+        let mut r = request(n);
+        s.insert_request(&r, Vec::new().into()).await.unwrap();
+        r.approve_automatically().unwrap();
+        r.activate(None, at).unwrap();
+        let change = crate::Change {
+            pickup: Some(format!("sealed {n}")),
+            ..crate::Change::default()
+        };
+        r.version = s.update_request(&r, change).await.unwrap();
+        kept.push(r);
+    }
+    let mut ended = kept.remove(0);
+    ended
+        .revoke(None, warden_domain::Comment::parse("left").unwrap(), at)
+        .unwrap();
+    s.update_request(&ended, Vec::new().into()).await.unwrap();
+    assert_eq!(s.take_pickup(ended.id, Vec::new()).await.unwrap(), None);
+    assert_eq!(
+        s.take_pickup(kept[0].id, Vec::new()).await.unwrap(),
+        Some("sealed 2".to_owned())
+    );
+}
