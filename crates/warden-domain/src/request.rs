@@ -402,7 +402,7 @@ impl Request {
     /// were when they approved, with only the groups of both. An approval stops counting when
     /// its giver leaves the directory or the group they approved as, and never counts for a
     /// group they joined later.
-    fn approvers(&self, directory: &Directory) -> Vec<User> {
+    pub fn approvers(&self, directory: &Directory) -> Vec<User> {
         self.reviews
             .iter()
             .filter(|r| r.verdict == Verdict::Approve)

@@ -707,6 +707,15 @@ fn a_reload_grants_what_the_approvals_given_now_meet() {
     assert!(by_policy["actor"]["user"].is_null(), "{by_policy}");
     let shown = ok(&alice, &["request", "show", &root]);
     assert_eq!(shown["tier"], "peer(security)", "{shown}");
+    // The event names the rules that granted it, those it was asked under, and who approved.
+    let details = &by_policy["details"];
+    assert_eq!(details["rules"], shown["rules"], "{by_policy}");
+    assert!(details["rules_before"].is_array(), "{by_policy}");
+    assert_eq!(
+        details["approvers"],
+        serde_json::json!(["sam"]),
+        "{by_policy}"
+    );
 }
 
 /// A reload takes over from the one before at once: the grants the earlier reload's pass would
@@ -883,6 +892,17 @@ fn a_request_past_its_deadline_is_not_granted_at_restart() {
     assert!(
         !actions.iter().any(|a| a == "grant.activated"),
         "{actions:?}"
+    );
+    // The timeout names its deadline and the rules that set it.
+    let timed_out = audit_events(&admin, "request.timed_out");
+    let shown = ok(&alice, &["request", "show", &rid]);
+    assert_eq!(
+        timed_out[0]["details"]["rules"], shown["rules"],
+        "{timed_out:?}"
+    );
+    assert!(
+        timed_out[0]["details"]["deadline"].is_string(),
+        "{timed_out:?}"
     );
 }
 
@@ -1841,6 +1861,13 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     assert_eq!(
         ok(&mallory, &["request", "approve", &rid])["state"],
         "active"
+    );
+    // The approval on record names those who granted it, not the leaver.
+    let approved = audit_events(&admin, "request.approved");
+    assert_eq!(
+        approved[0]["details"]["approvers"],
+        serde_json::json!(["sam", "mallory"]),
+        "{approved:?}"
     );
     // bob was the only SRE: a request only an SRE may approve is now refused at once.
     let none = fails(

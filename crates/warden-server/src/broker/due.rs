@@ -93,7 +93,12 @@ impl App {
                 .time_out(now)
                 .map(|()| Change {
                     events: vec![
-                        Event::new(Code::RequestTimedOut, Actor::system(), now).for_request(&r),
+                        Event::new(Code::RequestTimedOut, Actor::system(), now)
+                            .for_request(&r)
+                            .details(serde_json::json!({
+                                "deadline": warden_domain::rfc3339(r.pending_deadline),
+                                "rules": r.rules,
+                            })),
                     ],
                     notices: self.notices(&r, Kind::TimedOut, Audience::Requester, None),
                     ..Change::default()

@@ -122,13 +122,15 @@ impl App {
             return Ok(false);
         }
         r.recording = r.recording.max(decision.recording);
-        r.rules.clone_from(&decision.rules);
+        let rules_before = std::mem::replace(&mut r.rules, decision.rules.clone());
         let events = vec![
             Event::new(Code::RequestApproved, Actor::system(), now)
                 .for_request(&r)
                 .details(serde_json::json!({
                     "tier": r.requirement.to_string(),
-                    "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
+                    "rules": r.rules,
+                    "rules_before": rules_before,
+                    "approvers": self.counted_approvers(&r),
                     "why": "the approvals given meet the approval policy demands now",
                 })),
         ];
@@ -146,6 +148,15 @@ impl App {
             }
         }
         Ok(false)
+    }
+
+    /// Who approved `r` with an approval that still counts: a giver since offboarded or gone from
+    /// the directory is left out, as the tier's count leaves them out.
+    fn counted_approvers(&self, r: &Request) -> Vec<String> {
+        r.approvers(&self.reviewers())
+            .into_iter()
+            .map(|u| u.name.to_string())
+            .collect()
     }
 
     /// The state of grant `original` at `now` when it is no longer active: an extension
@@ -384,10 +395,15 @@ impl App {
                         })),
                 );
                 if outcome == Approved::Complete {
-                    events.push(Event::new(Code::RequestApproved, actor.clone(), now).for_request(&r).details(serde_json::json!({
-                        "tier": r.requirement.to_string(),
-                        "approvers": r.reviews.iter().map(|v| v.reviewer.name.to_string()).collect::<Vec<_>>(),
-                    })));
+                    events.push(
+                        Event::new(Code::RequestApproved, actor.clone(), now)
+                            .for_request(&r)
+                            .details(serde_json::json!({
+                                "tier": r.requirement.to_string(),
+                                "rules": r.rules,
+                                "approvers": self.counted_approvers(&r),
+                            })),
+                    );
                     let by = super::grant::Granter {
                         actor: actor.clone(),
                         is_requester: caller.user.name == r.requester,
@@ -416,7 +432,11 @@ impl App {
                 events.push(
                     Event::new(Code::RequestDenied, actor.clone(), now)
                         .for_request(&r)
-                        .details(serde_json::json!({ "comment": comment.as_str() })),
+                        .details(serde_json::json!({
+                            "comment": comment.as_str(),
+                            "tier": requirement.to_string(),
+                            "rules": if decision.allowed { &decision.rules } else { &r.rules },
+                        })),
                 );
                 let why = (!comment.as_str().is_empty())
                     .then(|| format!("{}: {}", caller.user.name, comment.as_str()));
