@@ -38,7 +38,9 @@ pub enum AuthError {
         "a TOTP code is required for this user: pass it as `totp` (`--totp CODE` from the CLI)"
     )]
     TotpRequired,
-    #[error("missing or malformed Authorization header: log in with `warden login`")]
+    #[error(
+        "missing, repeated or malformed Authorization header: send one, `Authorization: Bearer TOKEN`, with the token `warden login` gives"
+    )]
     NoToken,
     #[error("the API token is invalid, expired or revoked: log in again with `warden login`")]
     BadToken,
@@ -786,7 +788,7 @@ impl App {
             .token_refused(
                 source,
                 "no_token",
-                "missing or malformed Authorization header",
+                "missing, repeated or malformed Authorization header",
                 serde_json::Value::Null,
             )
             .await;

@@ -469,6 +469,19 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert_eq!(out.code, 5, "{out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
     assert_eq!(v["error"]["code"], "unauthenticated", "{v}");
+    // A token is never for a cache to keep; a call with two tokens is told to send one.
+    let body = format!(r#"{{"user":"alice","password":"{PASSWORD}"}}"#);
+    let signed_in = http_post_with(port, "/v1/auth/login", &[], &body).unwrap();
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    assert_eq!(signed_in.header("cache-control"), Some("no-store"));
+    let twice = http_get_with(
+        port,
+        "/v1/auth/whoami",
+        &[("Authorization", &auth), ("Authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(twice.status, 401, "{}", twice.body);
+    assert!(twice.body.contains("repeated"), "{}", twice.body);
     // With no export sink, the status still tells the log's size.
     let status = ok(&admin, &["audit", "status"]);
     assert!(status["log_size"].as_u64().unwrap() >= 5, "{status}");

@@ -191,22 +191,29 @@ fn log_response(
 ) {
     let status = res.status().as_u16();
     let ms = latency.as_secs_f64() * 1000.0;
-    if res.status().is_server_error() {
+    // A 501 refuses the client's framing ([`bad_framing`]) as a 4xx would: no fault of the
+    // server's that a client could otherwise raise warnings with.
+    let refused = res.status().is_client_error() || status == 501;
+    if res.status().is_server_error() && !refused {
         tracing::warn!(status, ms, "request served");
-    } else if res.status().is_client_error() {
+    } else if refused {
         tracing::info!(status, ms, "request served");
     } else {
         tracing::debug!(status, ms, "request served");
     }
 }
 
-/// Gives every error a JSON body. Axum's own rejections (a path or query string that does not
-/// parse, a body where the route wants JSON, a method the route lacks) answer in plain text or
-/// with no body at all; clients and scripts get `{"error":{"code":…,"message":…}}` from every
-/// 4xx and 5xx, with axum's text as the message.
-async fn json_errors(res: axum::response::Response) -> axum::response::Response {
+/// Marks every response as not to be stored by a cache (tokens, credentials and audit records
+/// pass through any caching proxy in front), and gives every error a JSON body. Axum's own
+/// rejections (a path or query string that does not parse, a body where the route wants JSON, a
+/// method the route lacks) answer in plain text or with no body at all; clients and scripts get
+/// `{"error":{"code":…,"message":…}}` from every 4xx and 5xx, with axum's text as the message.
+async fn json_errors(mut res: axum::response::Response) -> axum::response::Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
+    let no_store = axum::http::HeaderValue::from_static("no-store");
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, no_store.clone());
     let status = res.status();
     // Successes first: every response passes here, and most are not errors.
     if !(status.is_client_error() || status.is_server_error()) {
@@ -248,6 +255,7 @@ async fn json_errors(res: axum::response::Response) -> axum::response::Response 
         text
     };
     let mut answer = ApiError::new(status, code, message).into_response();
+    answer.headers_mut().insert(header::CACHE_CONTROL, no_store);
     if let Some(allow) = parts.headers.get(header::ALLOW) {
         answer.headers_mut().insert(header::ALLOW, allow.clone());
     }
