@@ -450,6 +450,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "requests of users no longer in the directory, or offboarded, were revoked"
         );
     }
+    let stranded = app.end_stranded_extensions().await?;
+    if stranded > 0 {
+        tracing::warn!(
+            stranded,
+            "extensions of grants revoked or expired just before a stop were ended"
+        );
+    }
     let interrupted = app.recover_intents().await?;
     if interrupted > 0 {
         tracing::warn!(

@@ -773,3 +773,53 @@ fn a_server_that_cannot_write_is_not_ready() {
     );
     assert_eq!(error_code(&ready.body), "not_ready");
 }
+
+/// A stop between the two commits of an ending (a grant's revocation stored, its extensions not
+/// yet ended; a grant's expiry stored, its waiting extension not yet withdrawn) is finished at
+/// the next start: no extension outlives a revoked grant, none waits on an expired one.
+#[test]
+fn extensions_stranded_by_a_stop_are_ended_at_start() {
+    let mut env = Env::start();
+    let (alice, bob) = (env.login("alice"), env.login("bob"));
+    let revoked = id(&create(&alice, "web", "view", &["--ttl", "10m"]));
+    let extension = ok(&alice, &["request", "extend", &revoked, "--ttl", "30m"]);
+    assert_eq!(extension["state"], "active", "{extension}");
+    let expired = id(&create(
+        &alice,
+        "web",
+        "deploy",
+        &["--ticket", "CHG-1", "--ttl", "10m"],
+    ));
+    assert_eq!(
+        ok(&bob, &["request", "approve", &expired])["state"],
+        "active"
+    );
+    let waiting = ok(&alice, &["request", "extend", &expired, "--ttl", "1h"]);
+    assert_eq!(waiting["state"], "pending", "{waiting}");
+    assert!(env.server.terminate().success());
+    // What the first commit of each ending leaves.
+    let db = rusqlite::Connection::open(env.server.data_dir().join("warden.db")).unwrap();
+    for (rid, state) in [(&revoked, "revoked"), (&expired, "expired")] {
+        let n = db
+            .execute(
+                "UPDATE requests SET state = ?2, body = json_set(body, '$.state', ?2) WHERE id = ?1",
+                [rid.as_str(), state],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    drop(db);
+    env.server.restart();
+    let alice = env.login("alice");
+    for (rid, why) in [
+        (id(&extension), "the grant it extends was revoked"),
+        (
+            id(&waiting),
+            "the grant it extends expired before it was approved",
+        ),
+    ] {
+        let v = ok(&alice, &["request", "show", &rid]);
+        assert_eq!(v["state"], "revoked", "{v}");
+        assert!(v.to_string().contains(why), "{v}");
+    }
+}

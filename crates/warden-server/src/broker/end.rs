@@ -281,6 +281,70 @@ impl App {
         Ok(departed + offboarded)
     }
 
+    /// Finishes what a stop cut short between two commits of one ending: the extensions of a
+    /// revoked grant (a revocation is stored before its chain is ended), and extensions still
+    /// waiting for approval of a grant that has expired (withdrawn after the expiry is stored).
+    /// Run at start; returns how many requests were ended.
+    pub async fn end_stranded_extensions(&self) -> Result<usize, Error> {
+        let open = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: None,
+                target: None,
+                states: vec![State::Pending, State::Approved, State::Active],
+                before: None,
+                limit: END_ALL_PAGE,
+            })
+            .await?;
+        let open_ids: HashSet<RequestId> = open.iter().map(|r| r.id).collect();
+        let mut revoked = HashSet::new();
+        let mut unextendable = HashSet::new();
+        for r in &open {
+            // An original still open is neither revoked nor expired.
+            let Some(original) = r.extends.filter(|o| !open_ids.contains(o)) else {
+                continue;
+            };
+            match self.store.request(original).await?.map(|o| o.state) {
+                Some(State::Revoked) => {
+                    revoked.insert(r.id);
+                }
+                Some(State::Expired) if r.state == State::Pending => {
+                    unextendable.insert(r.id);
+                }
+                _ => {}
+            }
+        }
+        // The rest of a revoked grant's chain: extensions of its extensions.
+        while let Some(next) = open
+            .iter()
+            .find(|x| !revoked.contains(&x.id) && x.extends.is_some_and(|e| revoked.contains(&e)))
+        {
+            revoked.insert(next.id);
+        }
+        let mut ended = 0;
+        if !revoked.is_empty() {
+            ended += self
+                .end_all(
+                    None,
+                    |x| revoked.contains(&x.id),
+                    Actor::system(),
+                    "the grant it extends was revoked",
+                )
+                .await?;
+        }
+        if !unextendable.is_empty() {
+            ended += self
+                .end_all(
+                    None,
+                    |x| unextendable.contains(&x.id) && x.state == State::Pending,
+                    Actor::system(),
+                    "the grant it extends expired before it was approved",
+                )
+                .await?;
+        }
+        Ok(ended)
+    }
+
     /// Revokes, as `actor` with `comment`, every open request of `requester` (or of anyone)
     /// that `which` picks, looking again until a look finds none (at most [`END_ALL_LOOKS`]
     /// times). Returns how many were ended.
