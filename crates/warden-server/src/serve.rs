@@ -457,6 +457,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "extensions of grants revoked or expired just before a stop were ended"
         );
     }
+    let cut = app.close_cut_sessions().await?;
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            "SSH sessions a stop cut short had their end recorded, with their recordings' digests"
+        );
+    }
     let interrupted = app.recover_intents().await?;
     if interrupted > 0 {
         tracing::warn!(

@@ -162,7 +162,20 @@ impl Backend for ProxyBackend {
     }
 
     async fn audit(&self, events: Vec<Event>) -> Result<(), BackendError> {
-        self.0.store.append(events).await.map_err(store_err)
+        // Sessions are kept track of from start to end, so that the end of one a crash cut
+        // short is recorded at the next start (`App::close_cut_sessions`).
+        let store = &self.0.store;
+        let started = events.iter().find(|e| e.code == Code::SessionStarted);
+        let ended = events
+            .iter()
+            .find(|e| e.code == Code::SessionEnded)
+            .and_then(|e| e.session_id.clone());
+        match (started.cloned(), ended) {
+            (Some(started), _) => store.session_started(&started, events).await,
+            (None, Some(id)) => store.session_ended(&id, events).await,
+            (None, None) => store.append(events).await,
+        }
+        .map_err(store_err)
     }
 }
 
@@ -503,6 +516,44 @@ impl App {
             code: "no_such_session",
             message: format!("no live session {id}; `warden sessions` lists them"),
         })
+    }
+
+    /// Records the end of every SSH session a stop cut short (its `session.started` stored, its
+    /// `session.ended` never): ended by Warden, with the digest of what its recording holds, so
+    /// that the recording can be checked against the log like any other. Run at start, before
+    /// the proxy takes sessions; returns how many there were.
+    pub async fn close_cut_sessions(&self) -> Result<usize, Error> {
+        let cut = self.store.live_sessions().await?;
+        for started in &cut {
+            let Some(id) = started.session_id.clone() else {
+                continue;
+            };
+            let recordings = self.recordings.clone();
+            let rid = id.clone();
+            let digest = tokio::task::spawn_blocking(move || recordings.digest(&rid))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            let recording = match digest {
+                Ok(Some((sha256, bytes))) => serde_json::json!({"sha256": sha256, "bytes": bytes}),
+                Ok(None) => serde_json::Value::Null,
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            let mut ended = Event::new(Code::SessionEnded, started.actor.clone(), now());
+            ended.request_id = started.request_id;
+            ended.target.clone_from(&started.target);
+            ended.role.clone_from(&started.role);
+            ended.session_id = Some(id.clone());
+            let ended = ended.details(serde_json::json!({
+                "kind": started.details.get("kind"),
+                "ended_by": "warden",
+                "reason": "Warden stopped without ending the session; its end is recorded at the next start",
+                "exit_status": null,
+                "started_at": warden_domain::rfc3339(started.time),
+                "recording": recording,
+            }));
+            self.store.session_ended(&id, vec![ended]).await?;
+        }
+        Ok(cut.len())
     }
 
     /// Audits an access to a session's terminal (watch or replay).

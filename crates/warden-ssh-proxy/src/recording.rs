@@ -3,7 +3,7 @@
 //! A recording is one JSON header line, then one `[seconds, "o"|"i"|"r", data]` line per
 //! event. Output is buffered and flushed at least every second, so a crash loses at most the
 //! last second; the SHA-256 of every byte written is computed on the way and goes into the
-//! session-end audit event. Terminal output that is not valid UTF-8 is written with U+FFFD in
+//! session-end audit event (after a crash, the server hashes what the file holds instead). Terminal output that is not valid UTF-8 is written with U+FFFD in
 //! place of the bad bytes (a sequence split between two chunks is kept whole).
 
 use std::io::{self, Write};
@@ -26,6 +26,11 @@ pub trait Recordings: Send + Sync + std::fmt::Debug {
 
     /// Removes the recording of a session that never started (its header, nothing relayed).
     fn discard(&self, id: &str) -> io::Result<()>;
+
+    /// The SHA-256 (hex) and length of what the recording of session `id` holds, as its
+    /// `session.ended` event records them; `None` if there is none. For a session whose end a
+    /// crash kept from being recorded.
+    fn digest(&self, id: &str) -> io::Result<Option<(String, u64)>>;
 }
 
 /// Recordings as files `<dir>/<session id>.cast`, mode 0600.
@@ -70,6 +75,27 @@ impl Recordings for FsRecordings {
 
     fn discard(&self, id: &str) -> io::Result<()> {
         std::fs::remove_file(self.path(id)?)
+    }
+
+    fn digest(&self, id: &str) -> io::Result<Option<(String, u64)>> {
+        use sha2::Digest;
+        let mut file = match std::fs::File::open(self.path(id)?) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = sha2::Sha256::new();
+        let mut piece = vec![0u8; 1 << 16];
+        let mut bytes = 0u64;
+        loop {
+            let n = io::Read::read(&mut file, &mut piece)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&piece[..n]);
+            bytes += n as u64;
+        }
+        Ok(Some((hex::encode(hasher.finalize()), bytes)))
     }
 }
 

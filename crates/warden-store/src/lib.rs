@@ -485,4 +485,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     /// A target's pinned host key.
     async fn host_key(&self, target: &TargetName) -> Result<Option<String>>;
+    /// Appends a session's first events, `started` (its `session.started`) among them, and
+    /// keeps `started` as the session's until [`Store::session_ended`]: a session a crash cut
+    /// is found, and its end recorded, at the next start.
+    async fn session_started(&self, started: &Event, events: Vec<Event>) -> Result<()>;
+    /// Appends a session's last events and forgets the session `id` as live.
+    async fn session_ended(&self, id: &str, events: Vec<Event>) -> Result<()>;
+    /// The `session.started` events of sessions never ended, oldest first.
+    async fn live_sessions(&self) -> Result<Vec<Event>>;
 }

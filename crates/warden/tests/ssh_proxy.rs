@@ -708,6 +708,41 @@ fn a_shutdown_ends_live_sessions_on_the_record() {
     assert_eq!(ended["details"]["recording"]["sha256"], sha256_hex(&path));
 }
 
+/// A session a crash cut short gets its end on record at the next start, once, with the digest
+/// of what its recording holds.
+#[test]
+fn a_session_a_crash_cut_short_is_closed_at_the_next_start() {
+    let mut s = Setup::start("full", "", true);
+    s.grant("30m");
+    let (port, key) = (s.port, s.key.clone());
+    let long = std::thread::spawn(move || ssh_run(port, "alice:web", &key, "echo begun; sleep 60"));
+    let started = s.wait_event("session.started", Duration::from_secs(10));
+    let session = started["session_id"].as_str().unwrap().to_owned();
+    let path = s.recording(&session);
+    // Until the output is in the recording (written at least once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&path).is_ok_and(|r| r.contains("\"o\"")) {
+        assert!(Instant::now() < deadline, "begun was never recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.env.server.kill_hard();
+    long.join().unwrap();
+    s.env.server.restart();
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    assert_eq!(ended["session_id"], session.as_str(), "{ended}");
+    assert_eq!(ended["details"]["ended_by"], "warden", "{ended}");
+    assert_eq!(ended["details"]["recording"]["sha256"], sha256_hex(&path));
+    let played = asciinema_cat(&path);
+    assert!(
+        played.contains("begun"),
+        "{played:?} {:?}",
+        std::fs::read_to_string(&path)
+    );
+    assert!(s.env.server.terminate().success());
+    s.env.server.restart();
+    assert_eq!(s.events("session.ended").len(), 1);
+}
+
 /// A TCP relay to loopback port `to` that holds each connection for `delay` before
 /// forwarding it, and tells `arrived` when one comes in.
 fn slow_relay(to: u16, delay: Duration) -> (u16, std::sync::mpsc::Receiver<()>) {

@@ -371,6 +371,7 @@ mod tests {
                  DROP TABLE archived_leaves;
                  DROP INDEX requests_revoked_until;
                  ALTER TABLE requests DROP COLUMN revoked_until;
+                 DROP TABLE live_sessions;
                  PRAGMA user_version = 11;",
             )
             .unwrap();

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_breakglass_tier.sql"),
     include_str!("migrations/0015_revoked_until.sql"),
     include_str!("migrations/0016_ended_pickups.sql"),
+    include_str!("migrations/0017_live_sessions.sql"),
 ];
 const READERS: usize = 8;
 
@@ -1443,6 +1444,15 @@ impl crate::Store for SqliteStore {
     }
     async fn host_key(&self, target: &TargetName) -> Result<Option<String>> {
         self.select_host_key(target).await
+    }
+    async fn session_started(&self, started: &Event, events: Vec<Event>) -> Result<()> {
+        self.insert_live_session(started, events).await
+    }
+    async fn session_ended(&self, id: &str, events: Vec<Event>) -> Result<()> {
+        self.delete_live_session(id, events).await
+    }
+    async fn live_sessions(&self) -> Result<Vec<Event>> {
+        self.select_live_sessions().await
     }
 }
 

@@ -117,6 +117,53 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn insert_live_session(
+        &self,
+        started: &Event,
+        events: Vec<Event>,
+    ) -> Result<()> {
+        let id = started
+            .session_id
+            .clone()
+            .ok_or_else(|| Error::Backend("a session's start names no session".into()))?;
+        let body = serde_json::to_string(started).map_err(backend)?;
+        let events = prepare(&events)?;
+        self.writer
+            .write(move |c| {
+                c.prepare_cached("INSERT INTO live_sessions (id, started) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![id, body]))
+                    .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    pub(super) async fn delete_live_session(&self, id: &str, events: Vec<Event>) -> Result<()> {
+        let id = id.to_owned();
+        let events = prepare(&events)?;
+        self.writer
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM live_sessions WHERE id = ?1")
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
+    pub(super) async fn select_live_sessions(&self) -> Result<Vec<Event>> {
+        let rows: Vec<String> = self
+            .read(|c| {
+                c.prepare("SELECT started FROM live_sessions ORDER BY rowid")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .await?;
+        rows.iter()
+            .map(|b| serde_json::from_str(b).map_err(backend))
+            .collect()
+    }
+
     pub(super) async fn select_host_key(&self, target: &TargetName) -> Result<Option<String>> {
         let target = target.to_string();
         self.read(move |c| {
