@@ -141,7 +141,7 @@ pub enum Refusal {
     TtlAboveMax { requested: Ttl, max: Ttl },
     #[error("a ticket is required for this role; it must match {0}")]
     TicketRequired(String),
-    #[error("ticket {ticket:?} does not match the required pattern {pattern}")]
+    #[error("ticket {ticket:?} does not match: it must match {pattern}")]
     TicketMismatch { ticket: String, pattern: String },
     #[error(
         "this role requires MFA step-up: pass the TOTP code your authenticator shows now as `totp` (`--totp CODE` from the CLI)"
@@ -281,15 +281,30 @@ impl Decision {
                 max: self.max_ttl,
             });
         }
-        for p in &self.ticket_patterns {
-            match ticket {
-                None => out.push(Refusal::TicketRequired(p.as_str().to_owned())),
-                Some(t) if !p.matches(t) => out.push(Refusal::TicketMismatch {
-                    ticket: t.as_str().to_owned(),
-                    pattern: p.as_str().to_owned(),
-                }),
-                Some(_) => {}
+        // Every rule that applies may ask for its own pattern, and the ticket must match them
+        // all: one refusal names them together, so that fixing one does not meet the next.
+        let patterns = || {
+            let all: Vec<&str> = self
+                .ticket_patterns
+                .iter()
+                .map(TicketPattern::as_str)
+                .collect();
+            match all.as_slice() {
+                [one] => (*one).to_owned(),
+                _ => format!("each of {}", all.join(" and ")),
             }
+        };
+        match ticket {
+            None if !self.ticket_patterns.is_empty() => {
+                out.push(Refusal::TicketRequired(patterns()));
+            }
+            Some(t) if self.ticket_patterns.iter().any(|p| !p.matches(t)) => {
+                out.push(Refusal::TicketMismatch {
+                    ticket: t.as_str().to_owned(),
+                    pattern: patterns(),
+                });
+            }
+            _ => {}
         }
         if self.mfa && !mfa_verified {
             out.push(Refusal::MfaRequired);
@@ -364,5 +379,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(msg, "forbidden by policy rule no-prod");
+    }
+
+    #[test]
+    fn a_ticket_refusal_names_every_pattern_it_must_match() {
+        let mut d = allowed();
+        d.ticket_patterns
+            .push(TicketPattern::new("[A-Z]+-4[0-9]").unwrap());
+        let t = |s: &str| Ticket::parse(s).unwrap();
+        let h = "1h".parse::<Ttl>().unwrap();
+        let both = "each of INC-[0-9]+ and [A-Z]+-4[0-9]";
+        assert_eq!(
+            d.refusals(h, None, true),
+            [Refusal::TicketRequired(both.into())]
+        );
+        for half in ["INC-50", "ABC-42"] {
+            assert_eq!(
+                d.check(h, Some(&t(half)), true).unwrap_err().to_string(),
+                format!("ticket \"{half}\" does not match: it must match {both}")
+            );
+        }
+        assert_eq!(d.check(h, Some(&t("INC-42")), true), Ok(()));
     }
 }
