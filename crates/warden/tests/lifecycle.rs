@@ -649,15 +649,21 @@ fn a_reload_hands_pending_requests_to_their_new_approvers() {
     fails(&mallory, &["request", "show", &rid], 4);
 
     let by_manager = rules.replace(
-        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
-        "@approval(\"manager\")\n@max_ttl(\"4h\")",
+        "@id(\"deploy-peer\")\n@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@id(\"deploy-manager\")\n@approval(\"manager\")\n@max_ttl(\"4h\")",
     );
     assert_ne!(by_manager, rules);
     write_policy(&env.policy_dir(), &[("access.cedar", &by_manager)]);
     ok(&admin, &["policy", "reload"]);
 
+    // Shown with the tier policy demands now, and the rule that demands it.
     let shown = ok(&mallory, &["request", "show", &rid]);
     assert_eq!(shown["tier"], "manager", "{shown}");
+    assert_eq!(
+        shown["rules"],
+        serde_json::json!(["deploy-manager"]),
+        "{shown}"
+    );
     assert_eq!(
         shown["still_needed"],
         serde_json::json!(["the requester's manager"])

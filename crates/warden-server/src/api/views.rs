@@ -23,7 +23,8 @@ pub struct RequestView {
     pub ttl: String,
     /// The approval tier, e.g. `peer(sre) & manager`, or `breakglass`.
     pub tier: String,
-    /// Ids of the policy rules that decided this request.
+    /// Ids of the policy rules that decided this request; for a pending one, those that decide
+    /// its tier now.
     pub rules: Vec<String>,
     #[schema(schema_with = recording)]
     pub recording: String,
@@ -78,7 +79,11 @@ pub struct ReviewView {
 impl RequestView {
     /// `r` as `app` shows it: a pending request with the approval policy demands now.
     pub fn new(r: &Request, app: &App) -> Self {
-        let (requirement, unapprovable) = app.standing(r);
+        let crate::broker::Standing {
+            requirement,
+            rules,
+            unapprovable,
+        } = app.standing(r);
         Self {
             id: r.id.to_string(),
             state: r.state.to_string(),
@@ -89,7 +94,7 @@ impl RequestView {
             ticket: r.ticket.as_ref().map(ToString::to_string),
             ttl: r.ttl.to_string(),
             tier: r.approval_under(&requirement),
-            rules: r.rules.clone(),
+            rules,
             recording: r.recording.to_string(),
             breakglass: r.breakglass.is_some(),
             drill: r.breakglass.is_some_and(|b| b.drill),

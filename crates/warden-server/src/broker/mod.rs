@@ -157,6 +157,15 @@ pub struct Outcome {
     pub notified: bool,
 }
 
+/// What stands for a request now ([`App::standing`]): the approval it needs and the rules that
+/// demand it, and why no one may approve it any more, where that is so.
+#[derive(Debug)]
+pub struct Standing {
+    pub requirement: Requirement,
+    pub rules: Vec<String>,
+    pub unapprovable: Option<String>,
+}
+
 /// Who is calling, for audit events.
 #[derive(Debug, Clone)]
 pub struct Caller<'a> {
@@ -326,18 +335,27 @@ impl App {
     /// since it was made, and approvals are counted against it); for any other, the one it was
     /// last decided under.
     pub fn requirement_now(&self, r: &Request) -> Requirement {
-        self.standing(r).0
+        self.standing(r).requirement
     }
 
     /// [`App::requirement_now`] of pending request `r`, and why no one may approve it any more
     /// where that is so (its requester left the directory, or policy no longer permits it as
     /// made: it can then only be denied or cancelled, or wait out its time). One decision for
     /// both.
-    pub fn standing(&self, r: &Request) -> (Requirement, Option<String>) {
+    pub fn standing(&self, r: &Request) -> Standing {
+        let stored = |unapprovable| Standing {
+            requirement: r.requirement.clone(),
+            rules: r.rules.clone(),
+            unapprovable,
+        };
         match self.as_made_now(r) {
-            Some(Ok(d)) => (d.requirement, None),
-            Some(Err(why)) => (r.requirement.clone(), Some(why)),
-            None => (r.requirement.clone(), None),
+            Some(Ok(d)) => Standing {
+                requirement: d.requirement,
+                rules: d.rules,
+                unapprovable: None,
+            },
+            Some(Err(why)) => stored(Some(why)),
+            None => stored(None),
         }
     }
 
