@@ -1847,7 +1847,8 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
 
 #[test]
 fn an_offboarded_approvers_approval_no_longer_counts() {
-    let env = Env::start();
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
     let alice = env.login("alice");
     let bob = env.login("bob");
     let mallory = env.login("mallory");
@@ -1857,9 +1858,18 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     ok(&bob, &["request", "approve", &rid]);
     // (A role without a short pending timeout, so that it waits out the restart below.)
     let rid2 = id(&create(&alice, "web", "root", &[]));
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-5"]));
     // Offboarded (a leaver, a stolen account), bob's approval fills no place any more: the
     // security approval alone does not grant the request.
     ok(&admin, &["revoke", "--user", "bob", "--all"]);
+    // bob was the only SRE: the deploy waiting for one says no one can approve it now.
+    let v = ok(&alice, &["request", "show", &deploy]);
+    assert!(
+        v["unapprovable"]
+            .as_str()
+            .is_some_and(|w| w.contains("no one in the directory")),
+        "{v}"
+    );
     let v = ok(&alice, &["request", "show", &rid]);
     assert_eq!(v["still_needed"].as_array().unwrap().len(), 2, "{v}");
     let v = ok(&sam, &["request", "approve", &rid]);

@@ -374,7 +374,12 @@ impl App {
         };
         let why = match self.decide_as_made(&self.policy.load(), requester, r, now()) {
             Ok(d) => match d.check(r.ttl, r.ticket.as_ref(), r.stepped_up) {
-                Ok(()) => return Some(Ok(d)),
+                // Nor may anyone approve it once no one left in the directory (offboarding, a
+                // new directory at restart) could give the approval it needs.
+                Ok(()) => match self.approvable(&d, requester) {
+                    Ok(()) => return Some(Ok(d)),
+                    Err(refusal) => return Some(Err(refusal.to_string())),
+                },
                 Err(refusal) => refusal.of_request_made(),
             },
             Err(e) => e.to_string(),
