@@ -623,7 +623,7 @@ async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
                     }
                     crate::broker::grant_met_requests_later(&app);
                 }
-                Err(report) => tracing::error!(%report, "policy reload on SIGHUP rejected; the previous policy stays live"),
+                Err(e) => tracing::error!(error = %e, "policy reload on SIGHUP refused; the previous policy stays live"),
             },
             _ = stop.changed() => return,
         }

@@ -192,6 +192,20 @@ fn check_issuers(targets: &Targets) -> Vec<Diagnostic> {
     out
 }
 
+/// Why a policy reload left the live policy in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new policy has errors, each with its file and line.
+    #[error("{0}")]
+    Invalid(Report),
+    /// The new policy is valid, but its going live could not be recorded (the store failed), so
+    /// it did not go live.
+    #[error(
+        "the new policy is valid but was not made live, because its audit event could not be stored: {0}"
+    )]
+    Unstored(String),
+}
+
 impl App {
     /// Assembles the state.
     #[allow(clippy::too_many_arguments)]
@@ -340,20 +354,14 @@ impl App {
     }
 
     /// Reloads the policy directory. An invalid policy is rejected and the live one stays;
-    /// both outcomes are audited.
-    pub async fn reload_policy(&self, actor: Actor) -> Result<String, Report> {
+    /// both outcomes are audited, and a valid one whose audit event cannot be stored is not
+    /// made live either.
+    pub async fn reload_policy(&self, actor: Actor) -> Result<String, ReloadError> {
         let _guard = self.reload.lock().await;
         let dir = self.policy_dir.clone();
         let loaded = tokio::task::spawn_blocking(move || load_served_policy(&dir))
             .await
-            .map_err(|e| Report {
-                diagnostics: vec![Diagnostic {
-                    file: String::new(),
-                    line: None,
-                    column: None,
-                    message: format!("policy loader crashed: {e}"),
-                }],
-            })?;
+            .map_err(|e| ReloadError::Unstored(format!("the policy loader crashed: {e}")))?;
         let old = self.policy.load().digest().to_owned();
         match loaded {
             Ok(policy) => {
@@ -366,16 +374,10 @@ impl App {
                         "dir": self.policy_dir.display().to_string(),
                     }));
                 let _live = self.decisions.write().await;
-                self.store.append(vec![event]).await.map_err(|e| Report {
-                    diagnostics: vec![Diagnostic {
-                        file: String::new(),
-                        line: None,
-                        column: None,
-                        message: format!(
-                            "policy not reloaded: its audit event could not be stored: {e}"
-                        ),
-                    }],
-                })?;
+                self.store
+                    .append(vec![event])
+                    .await
+                    .map_err(|e| ReloadError::Unstored(e.to_string()))?;
                 self.policy.store(Arc::new(policy));
                 Ok(digest)
             }
@@ -389,7 +391,7 @@ impl App {
                 if let Err(e) = self.store.append(vec![event]).await {
                     tracing::error!(error = %e, "could not audit a rejected policy reload");
                 }
-                Err(report)
+                Err(ReloadError::Invalid(report))
             }
         }
     }

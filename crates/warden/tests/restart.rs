@@ -756,6 +756,15 @@ fn a_server_that_cannot_write_is_not_ready() {
     assert_eq!(login.status, 200, "{}", login.body);
     let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
     let headers = [("Authorization", bearer.as_str())];
+    let admin_login = warden_testkit::http_post_with(
+        port,
+        "/v1/auth/login",
+        &[],
+        &format!(r#"{{"user":"admin","password":"{PASSWORD}"}}"#),
+    )
+    .unwrap();
+    let admin_token: serde_json::Value = serde_json::from_str(&admin_login.body).unwrap();
+    let admin_bearer = format!("Bearer {}", admin_token["token"].as_str().unwrap());
     let body = r#"{"target":"web","role":"deploy","reason":"fill the disk","ttl":"1h","ticket":"CHG-1","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOxmtvG8m83DA/c2UFrNFWDQ+JU3Al2G3THZ1gNCOWIR"}"#;
     assert_eq!(http_get(port, "/readyz").unwrap().status, 200);
     let refused = (0..3000)
@@ -772,6 +781,19 @@ fn a_server_that_cannot_write_is_not_ready() {
         ready.body
     );
     assert_eq!(error_code(&ready.body), "not_ready");
+    // A valid policy that cannot go live on the record does not go live, and says why (the
+    // reloads' own events fill what room the store's last pages had).
+    let admin = [("Authorization", admin_bearer.as_str())];
+    let reload = (0..500)
+        .map(|_| warden_testkit::http_post_with(port, "/v1/policy/reload", &admin, "").unwrap())
+        .find(|r| r.status != 200)
+        .expect("every reload was stored");
+    assert_eq!(reload.status, 503, "{}", reload.body);
+    assert!(
+        reload.body.contains("valid but was not made live"),
+        "{}",
+        reload.body
+    );
 }
 
 /// A stop between the two commits of an ending (a grant's revocation stored, its extensions not

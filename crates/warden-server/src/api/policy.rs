@@ -9,7 +9,7 @@ use warden_domain::{Ttl, UserName};
 
 use super::views::DecisionView;
 use super::{ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, body, field, refuse};
-use crate::state::Shared;
+use crate::state::{ReloadError, Shared};
 
 /// One role the caller may request.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -193,7 +193,7 @@ pub async fn explain(
 /// Reloads the policy directory. An invalid policy is rejected with every problem listed, and
 /// the live policy stays. Administrators only.
 #[utoipa::path(post, path = "/v1/policy/reload", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = ReloadResult), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ReloadResult), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn reload(
     State(app): State<Shared>,
     who: Authed,
@@ -215,7 +215,7 @@ pub async fn reload(
             let notice = app.directory_drift().await;
             Ok(Json(ReloadResult { digest, notice }))
         }
-        Err(report) => Err(ApiError {
+        Err(ReloadError::Invalid(report)) => Err(ApiError {
             diagnostics: Some(report.diagnostics.iter().map(Into::into).collect()),
             ..ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -223,5 +223,10 @@ pub async fn reload(
                 format!("the new policy was rejected and the previous one stays live:\n{report}"),
             )
         }),
+        Err(e @ ReloadError::Unstored(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("{e}; the previous policy stays live: reload again once the store works"),
+        )),
     }
 }
