@@ -52,11 +52,27 @@ fn read_private(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
 /// Loads the Ed25519 audit signing key (PKCS#8 PEM), creating it on first start.
 pub fn audit_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     if let Some(bytes) = read_private(path)? {
+        // Damaged (the key is written whole before first use): only its backup can stand in,
+        // since verifiers trust its public key.
+        let restore = "restore the file from a backup of the data dir";
+        if bytes.trim_ascii().is_empty() {
+            bail!(
+                "{} is empty, where the audit signing key should be: {restore}",
+                path.display()
+            );
+        }
         let pem = String::from_utf8(bytes).with_context(|| {
-            format!("{}: the audit signing key is not PEM text", path.display())
+            format!(
+                "{}: the audit signing key is not PEM text: {restore}",
+                path.display()
+            )
         })?;
-        return SigningKey::from_pkcs8_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()));
+        return SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not an Ed25519 PKCS#8 key ({e}): {restore}",
+                path.display()
+            )
+        });
     }
     let mut seed = [0u8; 32];
     rand::rng().fill_bytes(&mut seed);
@@ -218,6 +234,11 @@ mod tests {
                 .to_string()
                 .contains("chmod 600")
         );
+        // A damaged key is refused with the way out.
+        let empty = dir.path().join("empty.key");
+        write_private(&empty, b"").unwrap();
+        let e = audit_signing_key(&empty).unwrap_err().to_string();
+        assert!(e.contains("is empty") && e.contains("backup"), "{e}");
 
         let s = Sealer::load_or_create(&dir.path().join("master.key")).unwrap();
         let sealed = s.seal(b"JBSWY3DPEHPK3PXP").unwrap();
