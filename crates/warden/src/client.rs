@@ -137,7 +137,10 @@ fn load_saved() -> anyhow::Result<SavedLogin> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SavedLogin::Missing),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    keep_private(&path)?;
+    keep_private(
+        &path,
+        "If anyone else could read it, run `warden logout` to revoke the token it held.",
+    )?;
     let damaged = |what: &str| {
         SavedLogin::Damaged(format!(
             "your saved login ({}) is damaged: {what}; run `warden login --user NAME` again",
@@ -162,11 +165,12 @@ fn load_saved() -> anyhow::Result<SavedLogin> {
     Ok(SavedLogin::Usable(saved))
 }
 
-/// Makes the saved login private again if someone widened its mode (a copied home, a umask
-/// of 0), and says so: whoever could read the token could use it. A home others may write to
-/// is only pointed out (it may be a directory the user shares on purpose, and others there
-/// could swap the saved login for their own).
-fn keep_private(saved: &std::path::Path) -> anyhow::Result<()> {
+/// Makes a file of the client's secrets (the saved login, a grant's kept password) private
+/// again if someone widened its mode (a copied home, a umask of 0), and says so, with `undo`:
+/// whoever could read it could use what it holds. A home others may write to is only pointed
+/// out (it may be a directory the user shares on purpose, and others there could swap the
+/// file for their own).
+pub fn keep_private(saved: &std::path::Path, undo: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::symlink_metadata(saved)?;
     if meta.file_type().is_symlink() {
@@ -182,7 +186,7 @@ fn keep_private(saved: &std::path::Path) -> anyhow::Result<()> {
         std::fs::set_permissions(saved, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("making {} private", saved.display()))?;
         eprintln!(
-            "Warning: {} was readable by others (mode {:o}); it is 600 now. If anyone else could read it, run `warden logout` to revoke the token it held.",
+            "Warning: {} was readable by others (mode {:o}); it is 600 now. {undo}",
             saved.display(),
             mode & 0o777
         );
@@ -191,7 +195,7 @@ fn keep_private(saved: &std::path::Path) -> anyhow::Result<()> {
         && std::fs::metadata(home)?.permissions().mode() & 0o022 != 0
     {
         eprintln!(
-            "Warning: others may write to {}, where your login is kept: keep WARDEN_HOME private (chmod 700).",
+            "Warning: others may write to {}, where your secrets are kept: keep WARDEN_HOME private (chmod 700).",
             home.display()
         );
     }

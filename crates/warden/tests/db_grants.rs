@@ -154,12 +154,24 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     let write = pg.psql(&user, &password, "INSERT INTO items VALUES (9, 'x')");
     assert!(!write.status.success(), "writes must be refused");
 
-    // `warden db connect` runs psql with the credential in its environment.
+    // `warden db connect` runs psql with the credential in its environment; the file keeping
+    // it, found readable by others, is made private again first, and the user told.
+    let kept = alice.home().join("grants").join(format!("{}.json", id(&v)));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let out = alice.run(
         &["db", "connect", "pg", "--", "-Atc", "SELECT current_user"],
         None,
     );
     assert_eq!(out.stdout.trim(), user, "{out:?}");
+    assert!(out.stderr.contains("it is 600 now"), "{out:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     // At expiry: the open session is killed, login is refused, the role is gone.
     let mut session = pg.hold_session(&user, &password);

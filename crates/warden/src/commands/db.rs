@@ -323,7 +323,14 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
     let public = &grant["credential"];
     let id = grant["id"].as_str().unwrap_or_default();
     forget_expired()?;
-    let saved = std::fs::read_to_string(grant_file(id)?)
+    let kept = grant_file(id)?;
+    if kept.exists() {
+        crate::client::keep_private(
+            &kept,
+            &format!("If anyone else could read it, end the grant: `warden request revoke {id}`."),
+        )?;
+    }
+    let saved = std::fs::read_to_string(&kept)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let secret = match saved {
