@@ -338,10 +338,10 @@ impl App {
         self.standing(r).requirement
     }
 
-    /// [`App::requirement_now`] of pending request `r`, and why no one may approve it any more
-    /// where that is so (its requester left the directory, or policy no longer permits it as
-    /// made: it can then only be denied or cancelled, or wait out its time). One decision for
-    /// both.
+    /// [`App::requirement_now`] of pending request `r` with the rules that demand it, and why no
+    /// one may approve it any more where that is so (its requester left the directory, policy
+    /// no longer permits it as made, or no one left in the directory could give the approval:
+    /// it can then only be denied or cancelled, or wait out its time). One decision for all.
     pub fn standing(&self, r: &Request) -> Standing {
         let stored = |unapprovable| Standing {
             requirement: r.requirement.clone(),
