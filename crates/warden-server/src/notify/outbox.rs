@@ -223,25 +223,34 @@ async fn pass(
     Ok(left_waiting)
 }
 
-/// Whether `d`, a retry, asks for something that no longer applies: an approval of a request
-/// no longer pending, or a warning of an end that already came. A first try is never stale:
-/// it is sent right after the change that made it.
+/// Whether `d`, a retry or a first try held back (by a sink busy with slow deliveries, or a
+/// stop), asks for something that no longer applies: an approval of a request no longer
+/// pending, or a warning of an end that already came. A first try made right after the change
+/// that made it is always sent, whatever came since.
 async fn stale(app: &Shared, d: &Delivery) -> bool {
     let wanted = match d.notice.kind {
         Kind::ApprovalNeeded => State::Pending,
         Kind::ExpirySoon => State::Active,
         _ => return false,
     };
-    if d.attempts == 0 {
+    if !late(d, time::OffsetDateTime::now_utc()) {
         return false;
     }
     match app.store.request(d.notice.request).await {
         Ok(Some(r)) if r.state != wanted => {
-            tracing::info!(sink = %d.sink, notice = %d.notice.id, request = %r.id, state = r.state.as_str(), "a retried notification no longer applies; not sent");
+            tracing::info!(sink = %d.sink, notice = %d.notice.id, request = %r.id, state = r.state.as_str(), "a late notification no longer applies; not sent");
             true
         }
         _ => false,
     }
+}
+
+/// How late a first try may come after its notice and still be sent whatever came since.
+const HELD_BACK: time::Duration = time::Duration::seconds(5);
+
+/// Whether `d` is a retry, or a first try made later than [`HELD_BACK`] after its notice.
+fn late(d: &Delivery, now: time::OffsetDateTime) -> bool {
+    d.attempts > 0 || now - d.notice.time > HELD_BACK
 }
 
 /// A delivery under way: when it ends, however (a panic too), its sink's place is freed, it
@@ -310,5 +319,27 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(1));
         assert_eq!(backoff(4), Duration::from_secs(4));
         assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_first_try_held_back_is_late_like_a_retry() {
+        let json = serde_json::json!({
+            "id": uuid::Uuid::nil(), "kind": "approval_needed", "audience": "approvers",
+            "recipients": [], "time": "2026-01-01T00:00:00Z",
+            "request": "01890000-0000-7000-8000-000000000000", "requester": "alice",
+            "target": "web", "role": "deploy", "reason": "fix", "ticket": null, "ttl": "1h",
+            "breakglass": false, "drill": false, "expires_at": null,
+        });
+        let notice: warden_domain::notice::Notice = serde_json::from_value(json).unwrap();
+        let at = notice.time;
+        let mut d = Delivery {
+            sink: "hook".into(),
+            notice,
+            attempts: 0,
+        };
+        assert!(!late(&d, at + time::Duration::seconds(1)));
+        assert!(late(&d, at + time::Duration::seconds(6)));
+        d.attempts = 1;
+        assert!(late(&d, at + time::Duration::seconds(1)));
     }
 }
