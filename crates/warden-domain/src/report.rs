@@ -148,8 +148,9 @@ pub struct Scorecard {
     /// Grants that carry a ticket or incident id (every grant carries a reason: it is
     /// required).
     pub ticket_share: Figure,
-    /// Mean time a grant was held: from activation to its end, or to its expiry or the end of
-    /// the period if still active.
+    /// Mean time a grant was held within the period: from activation to its end (its expiry,
+    /// if still active), at most to the end of the period, so that a past period's figure does
+    /// not change when its grants end later.
     pub privilege_seconds: Figure,
     /// Median time from request to final approval, over grants that needed approval.
     pub approval_median_seconds: Figure,
@@ -249,10 +250,7 @@ impl Scorecard {
             .iter()
             .filter_map(|g| {
                 let start = g.activated_at?;
-                let end = g
-                    .ended_at
-                    .or_else(|| g.expires_at.map(|e| e.min(to)))
-                    .unwrap_or(to);
+                let end = g.ended_at.or(g.expires_at).unwrap_or(to).min(to);
                 Some(seconds(end - start))
             })
             .collect();
@@ -523,6 +521,30 @@ mod tests {
         );
         assert_eq!(c.breakglass_uses.standing, Standing::Within);
         assert_eq!(c.revocation_max_seconds.standing, Standing::NoData);
+    }
+
+    /// A period's held time stops at its end, whenever its grants end later: the figure of a
+    /// past period does not change.
+    #[test]
+    fn time_held_stops_at_the_period_s_end() {
+        let from = T0;
+        let to = T0 + min(30);
+        let score = |r: &Request| {
+            Scorecard::compute(Input {
+                from,
+                to,
+                requests: std::slice::from_ref(r),
+                postmortems: &[],
+                leases: &[],
+            })
+            .privilege_seconds
+            .value
+        };
+        let mut g = auto(1, 10);
+        assert_eq!(score(&g), Some(1200.0));
+        g.revoke(None, Comment::parse("done").unwrap(), T0 + min(50))
+            .unwrap();
+        assert_eq!(score(&g), Some(1200.0));
     }
 
     #[test]
