@@ -188,6 +188,24 @@ fn scorecard_and_metrics_follow_a_scripted_history() {
     );
     assert!(table.stdout.contains("BELOW"), "{}", table.stdout);
     assert!(table.stdout.contains("not measured"), "{}", table.stdout);
+    // A period under a second is shown as one, not as an empty one.
+    let short = sam.run(
+        &[
+            "report",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-01T00:00:00.250Z",
+        ],
+        None,
+    );
+    assert!(
+        short
+            .stdout
+            .contains("2026-01-01T00:00:00Z to 2026-01-01T00:00:00.25Z"),
+        "{}",
+        short.stdout
+    );
 
     // Metrics: accepted by promtool, and the series moved as the history says.
     let m = scrape(env.server.port());

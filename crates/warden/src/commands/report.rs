@@ -101,12 +101,9 @@ pub async fn run(server: Option<String>, a: ReportArgs, out: Output) -> anyhow::
     if out.json {
         return out.json(&card);
     }
-    let time = |t: time::OffsetDateTime| {
-        t.replace_nanosecond(0)
-            .unwrap_or(t)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| t.to_string())
-    };
+    // To the millisecond where a bound has one (a period of under a second would otherwise
+    // read as empty), else to the second.
+    let time = |t| warden_domain::rfc3339(warden_domain::to_millisecond(t));
     println!(
         "Zero-standing-privilege scorecard, {} to {}",
         time(card.from),
