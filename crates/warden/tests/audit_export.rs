@@ -668,4 +668,20 @@ fn the_archive_keeps_what_a_sink_has_not_delivered() {
     assert_eq!(rest["from"], to + 1, "{rest}");
     assert!(rest["held_back_by"].is_null(), "{rest}");
     assert!(server.terminate().success());
+
+    // A sink added after the archive (here one that is down) owes nothing of what was
+    // archived: it starts at the live log, and its lag counts live events only.
+    let archived = rest["to"].as_u64().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "checkpoint_interval = \"1s\"\n\n[[sinks]]\nname = \"siem-webhook\"\nkind = \"webhook\"\n\
+             url = \"http://127.0.0.1:{port}/ingest\"\nbatch = 5\n\n[[sinks]]\nname = \"late\"\n\
+             kind = \"webhook\"\nurl = \"http://127.0.0.1:1/ingest\"\n"
+        ),
+    );
+    let admin = login(&server, "admin");
+    wait_for("the new sink's first try", || {
+        sink_status(&admin, "late")["cursor"].as_u64() >= Some(archived)
+    });
 }

@@ -305,6 +305,11 @@ impl Task {
         if let Some(start) = self.start_at {
             cursor = cursor.min(start);
         }
+        // A sink added after an archive starts at the live log: what was archived before it
+        // is in the archive's segments, not owed to it (nor counted in its lag).
+        if let Ok(first) = self.app.store.first_seq().await {
+            cursor = cursor.max(first.saturating_sub(1));
+        }
         status.update(&self.name, |s| s.cursor = cursor);
         loop {
             let leaves = match self.app.store.audit_leaves(cursor, sink.batch()).await {
