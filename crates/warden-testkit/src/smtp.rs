@@ -78,6 +78,29 @@ impl SmtpSink {
         )
     }
 
+    /// Starts `aiosmtpd` (plain, no login) refusing for good (`550 5.1.1`) every recipient in
+    /// `unknown`, as a relay does a mailbox it does not know, and keeping the rest. Each kept
+    /// message starts with `X-Sink-To: ADDRESS,...`, the envelope's recipients.
+    pub fn start_refusing(unknown: &[&str]) -> SmtpSink {
+        let (dir, out, port) = files();
+        let script = dir.path().join("refusing.py");
+        std::fs::write(&script, REFUSING).expect("writing the relay's script");
+        let mut python = Command::new("/usr/bin/python3");
+        python
+            .arg("-u")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&out)
+            .args(unknown);
+        spawn(
+            python,
+            dir,
+            out,
+            port,
+            "aiosmtpd (Debian's python3-aiosmtpd)",
+        )
+    }
+
     /// The port it listens on, on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -174,6 +197,34 @@ if mode == "starttls":
 else:
     # The listener speaks only TLS, which aiosmtpd does not count as TLS for AUTH.
     relay = Controller(Keep(), ssl_context=ctx, auth_require_tls=False, **common)
+relay.start()
+threading.Event().wait()
+"#;
+
+/// The relay refusing some recipients: keeps each message in the `DebuggingServer` log's
+/// format, after a line naming the envelope's recipients.
+const REFUSING: &str = r#"
+import sys, threading
+from aiosmtpd.controller import Controller
+
+port, out, *unknown = sys.argv[1:]
+
+class Keep:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in unknown:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        lines = ["X-Sink-To: " + ",".join(envelope.rcpt_tos)]
+        lines += envelope.content.decode("utf-8", "replace").splitlines()
+        with open(out, "a") as f:
+            f.write("---------- MESSAGE FOLLOWS ----------\n" + "\n".join(lines)
+                    + "\n------------ END MESSAGE ------------\n")
+        return "250 OK"
+
+relay = Controller(Keep(), hostname="127.0.0.1", port=int(port))
 relay.start()
 threading.Event().wait()
 "#;

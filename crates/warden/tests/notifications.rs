@@ -400,6 +400,42 @@ fn security_sees_break_glass_when_others_read_the_audit_log() {
     assert_eq!(ok(&sam, &["request", "revoke", &rid])["state"], "revoked");
 }
 
+/// A mailbox the relay refuses for good (an address `user_domain` guessed for someone without
+/// one) keeps the notice from no one else: each of the others gets it alone, once.
+#[test]
+fn a_mailbox_refused_for_good_does_not_hold_up_the_others() {
+    let smtp = SmtpSink::start_refusing(&["bob@example.com"]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n\
+             to = {{ approvers = [\"oncall@example.com\"] }}\n",
+            smtp.port()
+        ),
+    );
+    let alice = login(&server, "alice");
+    let rid = id(&common::create(&alice, "web", "deploy", &[]));
+    wait_for("the mail to the approvers", || {
+        smtp.messages().iter().any(|m| m.contains(&rid))
+    });
+    let admin = login(&server, "admin");
+    wait_for("the notice counted delivered", || {
+        ok(&admin, &["notify", "status"])["pending"].as_u64() == Some(0)
+    });
+    let sent: Vec<String> = smtp
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains(&rid))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].starts_with("X-Sink-To: oncall@example.com\n"),
+        "{sent:?}"
+    );
+}
+
 #[test]
 fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     let hook = WebhookReceiver::start();

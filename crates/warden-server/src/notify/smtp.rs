@@ -90,13 +90,45 @@ impl SmtpSink {
         out
     }
 
-    /// Sends one notification.
+    /// Sends one notification, to all its recipients in one message. When the relay refuses
+    /// that for good (a mailbox it does not know: `user_domain` guesses every person's
+    /// address), each recipient gets a message of their own, and only the mailboxes refused
+    /// for good are left out: one unknown address must not keep a break-glass alert from the
+    /// rest of security. It fails when no one could be sent it, or something may yet succeed
+    /// on a retry.
     pub async fn deliver(&self, n: &Notice, links: &Links) -> Result<(), String> {
         let to = self.recipients(n);
         if to.is_empty() {
             // Nothing to send to (the configuration changed since it was queued).
             return Ok(());
         }
+        match self.send(n, links, to.clone()).await {
+            Err(Failed::Permanent(e)) if to.len() > 1 => {
+                tracing::warn!(error = %e, notice = %n.id, "the relay refused a notification for good; sending it to each recipient alone");
+            }
+            other => return other.map_err(|e| e.to_string()),
+        }
+        let (mut sent, mut refused) = (0, Vec::new());
+        for m in to {
+            let address = m.email.to_string();
+            match self.send(n, links, vec![m]).await {
+                Ok(()) => sent += 1,
+                Err(Failed::Permanent(e)) => {
+                    tracing::warn!(error = %e, notice = %n.id, %address, "the relay refused a notification's recipient for good; the others were sent it");
+                    refused.push(e);
+                }
+                Err(e @ Failed::Transient(_)) => return Err(e.to_string()),
+            }
+        }
+        if sent == 0 {
+            Err(refused.join("; "))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends `n` to the mailboxes `to` in one message.
+    async fn send(&self, n: &Notice, links: &Links, to: Vec<Mailbox>) -> Result<(), Failed> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(n.subject())
@@ -107,19 +139,29 @@ impl SmtpSink {
         }
         let message = builder
             .body(text(n, links))
-            .map_err(|e| format!("cannot build the message: {e}"))?;
+            .map_err(|e| Failed::Permanent(format!("cannot build the message: {e}")))?;
         // The transport's own timeout bounds its connect alone: a relay that takes the
         // connection and never answers would hold this delivery, and its sink, for ever.
-        tokio::time::timeout(SEND_LIMIT, self.transport.send(message))
-            .await
-            .map_err(|_| {
-                format!(
-                    "{}: no answer within {} s",
-                    self.shown,
-                    SEND_LIMIT.as_secs()
-                )
-            })?
-            .map(|_| ())
-            .map_err(|e| format!("{}: {e}", self.shown))
+        match tokio::time::timeout(SEND_LIMIT, self.transport.send(message)).await {
+            Err(_) => Err(Failed::Transient(format!(
+                "{}: no answer within {} s",
+                self.shown,
+                SEND_LIMIT.as_secs()
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_permanent() => {
+                Err(Failed::Permanent(format!("{}: {e}", self.shown)))
+            }
+            Ok(Err(e)) => Err(Failed::Transient(format!("{}: {e}", self.shown))),
+        }
     }
+}
+
+/// Why the relay did not take a message: for good (a 5xx answer), or for now.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error("{0}")]
+    Permanent(String),
+    #[error("{0}")]
+    Transient(String),
 }
