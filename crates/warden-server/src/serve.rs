@@ -343,6 +343,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let sealer = master_key(&data)?;
     let audit_key = audit_signing_key(&audit_key_path)?;
     let note_signer = crate::checkpoints::signer(&config.audit_origin, &audit_key)?;
+    // A key swapped for another (another data dir's, one made anew) did not sign this log:
+    // it must not continue it, nor replace the verifier auditors hold.
+    let verifier_path = data.join("audit_verifier.pub");
+    let verifier = note_signer.verifier().to_string();
+    if let Ok(held) = std::fs::read_to_string(&verifier_path)
+        && held.trim() != verifier
+    {
+        bail!(
+            "Not started: {} is not the key that signed this log: its public half is not the one in {} (which auditors hold). Restore the key from your backup; a new key is made only for a new log, in a new data dir",
+            audit_key_path.display(),
+            verifier_path.display()
+        );
+    }
     // A database older than the newest checkpoint this server signed was restored from an older
     // copy or lost its write-ahead log: grants revoked and tokens ended since would work again.
     let events = history.as_ref().map_or(0, |h| h.last_seq);
@@ -354,10 +367,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
-    std::fs::write(
-        data.join("audit_verifier.pub"),
-        format!("{}\n", note_signer.verifier()),
-    )?;
+    std::fs::write(&verifier_path, format!("{verifier}\n"))?;
 
     let policy = match policy {
         Some(policy) => policy,

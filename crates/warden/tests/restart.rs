@@ -845,3 +845,32 @@ fn extensions_stranded_by_a_stop_are_ended_at_start() {
         assert!(v.to_string().contains(why), "{v}");
     }
 }
+
+/// An audit signing key swapped for another (here another data dir's) is refused at start,
+/// and the verifier key auditors hold is left as it was.
+#[test]
+fn another_audit_signing_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    for data in [&ours, &theirs] {
+        let mut server = Server::start_in(Path::new(BIN), data, &["serve"], &[]);
+        assert!(server.terminate().success());
+    }
+    let verifier = std::fs::read_to_string(ours.join("audit_verifier.pub")).unwrap();
+    std::fs::copy(
+        theirs.join("audit_signing.key"),
+        ours.join("audit_signing.key"),
+    )
+    .unwrap();
+    let out = serve_to_its_end(&["--data-dir", ours.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not the key that signed this log") && stderr.contains("backup"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ours.join("audit_verifier.pub")).unwrap(),
+        verifier
+    );
+}
