@@ -361,7 +361,16 @@ impl App {
         let dir = self.policy_dir.clone();
         let loaded = tokio::task::spawn_blocking(move || load_served_policy(&dir))
             .await
-            .map_err(|e| ReloadError::Unstored(format!("the policy loader crashed: {e}")))?;
+            .map_err(|e| {
+                ReloadError::Invalid(Report {
+                    diagnostics: vec![Diagnostic {
+                        file: String::new(),
+                        line: None,
+                        column: None,
+                        message: format!("the policy loader crashed: {e}"),
+                    }],
+                })
+            })?;
         let old = self.policy.load().digest().to_owned();
         match loaded {
             Ok(policy) => {

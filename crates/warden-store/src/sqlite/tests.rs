@@ -917,3 +917,25 @@ async fn an_ended_grant_leaves_no_pickup_behind() {
         Some("sealed 2".to_owned())
     );
 }
+
+/// A batch whose transaction cannot begin (another process holds the database) tells its
+/// callers why, rather than that the writer stopped.
+#[tokio::test]
+async fn a_transaction_that_cannot_begin_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let e = s
+        .append(vec![event(Code::RequestCreated)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot begin a transaction") && e.contains("locked"),
+        "{e}"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    s.append(vec![event(Code::RequestCreated)]).await.unwrap();
+}

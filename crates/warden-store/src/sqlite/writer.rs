@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 use crate::{Error, Result};
 
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// A caller's change, run on the write connection, or told why its batch's transaction could
+/// not begin.
+type Job = Box<dyn FnOnce(std::result::Result<&Connection, &str>) -> Completion + Send>;
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -87,17 +89,22 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<R>>();
-        let job: Job = Box::new(move |conn: &Connection| -> Completion {
-            let outcome = savepoint(conn, change);
-            Box::new(move |commit_error: Option<&str>| {
-                let result = match commit_error {
-                    Some(e) => Err(Error::Backend(format!("commit failed: {e}"))),
-                    None => outcome,
+        let job: Job = Box::new(
+            move |conn: std::result::Result<&Connection, &str>| -> Completion {
+                let outcome = match conn {
+                    Ok(conn) => savepoint(conn, change),
+                    Err(why) => Err(Error::Backend(format!("cannot begin a transaction: {why}"))),
                 };
-                // The caller may have gone away; the change is committed regardless.
-                let _ = tx.send(result);
-            })
-        });
+                Box::new(move |commit_error: Option<&str>| {
+                    let result = match commit_error {
+                        Some(e) => Err(Error::Backend(format!("commit failed: {e}"))),
+                        None => outcome,
+                    };
+                    // The caller may have gone away; the change is committed regardless.
+                    let _ = tx.send(result);
+                })
+            },
+        );
         self.jobs
             .send(job)
             .map_err(|_| Error::Backend("the storage writer has stopped".into()))?;
@@ -172,14 +179,14 @@ fn run(
         if let Err(e) = execute_cached(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             set_failing(Some(format!("cannot begin a transaction: {msg}")));
+            tracing::error!(error = %msg, "cannot begin a storage transaction");
+            // Run nothing; tell every caller why.
             for job in batch {
-                // Run nothing; tell every caller why.
-                drop(job);
-                tracing::error!(error = %msg, "cannot begin a storage transaction");
+                job(Err(&msg))(None);
             }
             continue;
         }
-        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
+        let completions: Vec<Completion> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
         let commit = execute_cached(&conn, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
             let _ = execute_cached(&conn, "ROLLBACK");
