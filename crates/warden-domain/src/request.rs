@@ -144,7 +144,8 @@ impl FromStr for State {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown state {s:?}: use one of {}",
+                    "unknown state {}: use one of {}",
+                    crate::text::shown(s, 20),
                     State::ALL.map(State::as_str).join(", ")
                 )
             })

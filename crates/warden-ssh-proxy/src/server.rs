@@ -198,14 +198,28 @@ impl Listener {
     }
 }
 
-/// What the SSH user name asks for: `WARDEN_USER:TARGET[:LOGIN]`.
+/// What the SSH user name asks for: `WARDEN_USER:TARGET[:LOGIN]`. A target or login longer
+/// than any name ([`NAME_MAX`]) or with characters that do not show as themselves is no
+/// request at all: it is refused at sign-in, before it could be quoted in a refusal or an
+/// audit event.
 fn parse_user(s: &str) -> Option<(UserName, String, Option<String>)> {
+    let plain = |p: &&str| {
+        !p.is_empty()
+            && p.chars().count() <= NAME_MAX
+            && !p.chars().any(warden_domain::text::hidden)
+    };
     let mut parts = s.splitn(3, ':');
     let user = parts.next()?.parse().ok()?;
-    let target = parts.next().filter(|t| !t.is_empty())?.to_owned();
-    let login = parts.next().filter(|l| !l.is_empty()).map(str::to_owned);
+    let target = parts.next().filter(plain)?.to_owned();
+    let login = match parts.next() {
+        None | Some("") => None,
+        Some(l) => Some(Some(l).filter(plain)?.to_owned()),
+    };
     Some((user, target, login))
 }
+
+/// Longest target or login name taken in an SSH user name.
+const NAME_MAX: usize = 64;
 
 /// How long a client has from connecting to signing in.
 const SIGN_IN_DEADLINE: Duration = Duration::from_secs(30);
@@ -401,6 +415,12 @@ mod tests {
         assert_eq!(l.as_deref(), Some("deploy"));
         assert!(parse_user("alice").is_none());
         assert!(parse_user("alice:").is_none());
+        // Nothing longer than a name, nor anything that would not show as itself.
+        assert!(parse_user(&format!("alice:{}", "t".repeat(65))).is_none());
+        assert!(parse_user(&format!("alice:web:{}", "l".repeat(65))).is_none());
+        assert!(parse_user("alice:web\u{202e}").is_none());
+        assert!(parse_user("alice:web:ops\n").is_none());
+        assert!(parse_user(&format!("alice:{}", "t".repeat(64))).is_some());
     }
 
     #[test]

@@ -167,7 +167,8 @@ fn unknown_code(given: &str) -> String {
         known = all.collect();
     }
     format!(
-        "unknown event code {given:?}; codes are names such as {} (or their numbers, W2000)",
+        "unknown event code {}; codes are names such as {} (or their numbers, W2000)",
+        warden_domain::text::shown(given, 40),
         known.join(", ")
     )
 }
