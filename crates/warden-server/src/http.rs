@@ -35,6 +35,27 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// writes its final audit checkpoint before a supervisor's kill.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// Send buffer of every API connection (the kernel doubles it for its own bookkeeping). A
+/// writer learns it may write again only once a good part of the buffer has drained, and with
+/// the buffer the kernel would grow to on its own (megabytes) a client reading slowly but
+/// steadily would seem to read nothing for longer than [`WriteStall`] allows (a 5 MB export
+/// read at 64 KiB/s was cut after 4 MB). With this one a reader of some 10 KB/s shows progress
+/// within the read timeout; it is ample for the loopback or LAN hop from the TLS proxy in front.
+const SEND_BUFFER: u32 = 64 * 1024;
+
+/// Listens for API connections on `addr`, each with [`SEND_BUFFER`] (set on the listening
+/// socket, which the accepted ones take it from).
+pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then gives the requests in flight
 /// `DRAIN` (5 s) to finish and returns.
 pub async fn serve(

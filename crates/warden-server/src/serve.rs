@@ -285,7 +285,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Both addresses are taken before anything is said or written: one in use, or a host key
     // others can read, stops the server before a key is made, a one-time password printed, or
     // a `server.started` is in the log.
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = crate::http::listen(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;

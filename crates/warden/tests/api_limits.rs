@@ -88,6 +88,26 @@ fn slow_and_idle_connections_are_closed() {
         answered < asks,
         "all {asks} answers waited for a client that never read"
     );
+    // One that reads slowly but steadily (here 8 KiB every 50 ms) gets every answer.
+    let size = warden_testkit::http_get(port, "/v1/openapi.json")
+        .unwrap()
+        .body
+        .len();
+    let asks = (800_000 / size).max(2);
+    let mut slow = connect();
+    slow.write_all(&b"GET /v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(asks))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut piece = vec![0u8; 8 * 1024];
+    let answered = |got: &[u8]| got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    while answered(&got) < asks || !got.ends_with(b"}") {
+        std::thread::sleep(Duration::from_millis(50));
+        match slow.read(&mut piece) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&piece[..n]),
+        }
+    }
+    assert_eq!(answered(&got), asks, "a slow but steady reader was cut");
 
     // A body that stops short of its length: refused as late, audited, and the connection
     // closed; then a chunked body over the limit, which no Content-Length announced.
