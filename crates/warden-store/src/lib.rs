@@ -98,6 +98,8 @@ pub struct OutboxStatus {
     /// Of those, how many failed at least once.
     pub retrying: u64,
     pub delivered: u64,
+    /// Dropped unsent, because they no longer applied by the time they could be sent.
+    pub skipped: u64,
     /// When the oldest undelivered notification was queued: the outbox's lag.
     pub oldest_pending: Option<OffsetDateTime>,
     /// The undelivered ones by sink name, with the newest failure's error.
@@ -419,9 +421,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// When the next queued notification is due, so the dispatcher can sleep until then.
     async fn next_notice_due(&self) -> Result<Option<OffsetDateTime>>;
 
-    /// Marks notification `id` delivered to `sink`.
-    async fn notice_delivered(&self, id: uuid::Uuid, sink: &str, now: OffsetDateTime)
-    -> Result<()>;
+    /// Marks notification `id` done with for `sink`: delivered, or, when `skipped`, dropped
+    /// unsent because it no longer applied.
+    async fn notice_delivered(
+        &self,
+        id: uuid::Uuid,
+        sink: &str,
+        now: OffsetDateTime,
+        skipped: bool,
+    ) -> Result<()>;
 
     /// Records a failed delivery and when to try again, with `events`.
     async fn notice_failed(

@@ -556,7 +556,8 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     let current = schema("");
     schema(
         "DROP INDEX requests_revoked_until; ALTER TABLE requests DROP COLUMN revoked_until; \
-         DROP TABLE live_sessions; PRAGMA user_version = 14",
+         DROP TABLE live_sessions; ALTER TABLE outbox DROP COLUMN skipped; \
+         PRAGMA user_version = 14",
     );
     refused_without(&["policy"], &["is missing", "restore the policy"]);
     assert_eq!(schema(""), 14);

@@ -141,6 +141,9 @@ pub struct OutboxView {
     /// Of those, how many failed at least once and wait for a retry.
     pub retrying: u64,
     pub delivered: u64,
+    /// Dropped unsent because they no longer applied when they could be sent (an approval
+    /// asked of a request since decided, a warning of an end that already came).
+    pub skipped: u64,
     /// When the oldest undelivered notification was queued.
     pub oldest_pending: Option<String>,
     /// Configured sinks: name, kind and destination (no credentials).
@@ -282,6 +285,7 @@ pub async fn outbox(State(app): State<Shared>, who: Authed) -> Result<Json<Outbo
         pending: s.pending,
         retrying: s.retrying,
         delivered: s.delivered,
+        skipped: s.skipped,
         oldest_pending: s.oldest_pending.map(rfc3339),
         sinks: app
             .config

@@ -200,17 +200,17 @@ async fn pass(
             let outcome = match sinks.get(&d.sink) {
                 // A prompt retried after an outage that no longer holds (the request was
                 // decided, the grant ended) would send its reader after nothing: it is dropped.
-                Some(_) if stale(&app, &d).await => Ok(()),
-                Some(sink) => sink.deliver(&d, &base).await,
+                Some(_) if stale(&app, &d).await => Ok(Sent::Skipped),
+                Some(sink) => sink.deliver(&d, &base).await.map(|()| Sent::Delivered),
                 None => Err(format!(
                     "notify sink {:?} is no longer configured; it stays queued until it is",
                     d.sink
                 )),
             };
             let stored = match outcome {
-                Ok(()) => {
+                Ok(sent) => {
                     app.store
-                        .notice_delivered(d.notice.id, &d.sink, now())
+                        .notice_delivered(d.notice.id, &d.sink, now(), sent == Sent::Skipped)
                         .await
                 }
                 Err(e) => failed(&app, &d, &e).await,
@@ -243,6 +243,14 @@ async fn stale(app: &Shared, d: &Delivery) -> bool {
         }
         _ => false,
     }
+}
+
+/// What became of a notice a sink was due to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Delivered,
+    /// Dropped unsent: it no longer applied ([`stale`]).
+    Skipped,
 }
 
 /// How late a first try may come after its notice and still be sent whatever came since.

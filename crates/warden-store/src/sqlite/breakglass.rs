@@ -115,15 +115,17 @@ impl SqliteStore {
         id: uuid::Uuid,
         sink: &str,
         now: OffsetDateTime,
+        skipped: bool,
     ) -> Result<()> {
         let (id, sink, now) = (id.to_string(), sink.to_owned(), ms(now));
         self.writer
             .write(move |c| {
                 c.prepare_cached(
-                    "UPDATE outbox SET due_at = NULL, delivered_at = ?3, last_error = NULL
+                    "UPDATE outbox SET due_at = NULL, delivered_at = ?3, last_error = NULL,
+                            skipped = ?4
                      WHERE notice_id = ?1 AND sink = ?2",
                 )
-                .and_then(|mut s| s.execute(params![id, sink, now]))
+                .and_then(|mut s| s.execute(params![id, sink, now, skipped]))
                 .map_err(backend)?;
                 Ok(())
             })
@@ -181,7 +183,8 @@ impl SqliteStore {
             c.query_row(
                 "SELECT COUNT(*) FILTER (WHERE due_at IS NOT NULL),
                         COUNT(*) FILTER (WHERE due_at IS NOT NULL AND attempts > 0),
-                        COUNT(*) FILTER (WHERE due_at IS NULL),
+                        COUNT(*) FILTER (WHERE due_at IS NULL AND NOT skipped),
+                        COUNT(*) FILTER (WHERE due_at IS NULL AND skipped),
                         MIN(created_at) FILTER (WHERE due_at IS NOT NULL)
                  FROM outbox",
                 [],
@@ -190,7 +193,8 @@ impl SqliteStore {
                         pending: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
                         retrying: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
                         delivered: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-                        oldest_pending: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                        skipped: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        oldest_pending: r.get::<_, Option<i64>>(4)?.map(from_ms),
                         by_sink,
                     })
                 },

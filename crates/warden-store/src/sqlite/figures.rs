@@ -372,6 +372,7 @@ mod tests {
                  DROP INDEX requests_revoked_until;
                  ALTER TABLE requests DROP COLUMN revoked_until;
                  DROP TABLE live_sessions;
+                 ALTER TABLE outbox DROP COLUMN skipped;
                  PRAGMA user_version = 11;",
             )
             .unwrap();

@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0015_revoked_until.sql"),
     include_str!("migrations/0016_ended_pickups.sql"),
     include_str!("migrations/0017_live_sessions.sql"),
+    include_str!("migrations/0018_skipped_notices.sql"),
 ];
 const READERS: usize = 8;
 
@@ -1364,8 +1365,9 @@ impl crate::Store for SqliteStore {
         id: uuid::Uuid,
         sink: &str,
         now: OffsetDateTime,
+        skipped: bool,
     ) -> Result<()> {
-        self.mark_delivered(id, sink, now).await
+        self.mark_delivered(id, sink, now, skipped).await
     }
 
     async fn notice_failed(

@@ -305,7 +305,9 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
     )
     .await
     .unwrap();
-    s.notice_delivered(notice.id, "mail", at).await.unwrap();
+    s.notice_delivered(notice.id, "mail", at, false)
+        .await
+        .unwrap();
     assert!(s.due_notices(at, 10).await.unwrap().is_empty());
     let status = s.outbox_status().await.unwrap();
     assert_eq!(
@@ -318,13 +320,19 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         (retry.len(), retry[0].attempts, retry[0].sink.as_str()),
         (1, 1, "hook")
     );
-    s.notice_delivered(notice.id, "hook", later).await.unwrap();
-    // A late failure report for a delivered row changes nothing.
+    // Dropped unsent at its retry (it no longer applied): done with, but not delivered.
+    s.notice_delivered(notice.id, "hook", later, true)
+        .await
+        .unwrap();
+    // A late failure report for a done row changes nothing.
     s.notice_failed(notice.id, "hook", 2, later, "late", Vec::new())
         .await
         .unwrap();
     let status = s.outbox_status().await.unwrap();
-    assert_eq!((status.pending, status.delivered), (0, 2));
+    assert_eq!(
+        (status.pending, status.delivered, status.skipped),
+        (0, 1, 1)
+    );
     assert_eq!(s.next_notice_due().await.unwrap(), None);
 }
 

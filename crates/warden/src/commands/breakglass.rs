@@ -253,6 +253,7 @@ pub async fn notify(server: Option<String>, cmd: NotifyCommand, out: Output) -> 
                 ("pending", s(&v, "pending")),
                 ("retrying", s(&v, "retrying")),
                 ("delivered", s(&v, "delivered")),
+                ("skipped (no longer applied)", s(&v, "skipped")),
                 ("oldest pending", s(&v, "oldest_pending")),
             ]);
             let backlog: Vec<&Value> = v["backlog"].as_array().into_iter().flatten().collect();
