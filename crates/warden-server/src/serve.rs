@@ -344,11 +344,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let audit_key = audit_signing_key(&audit_key_path)?;
     let note_signer = crate::checkpoints::signer(&config.audit_origin, &audit_key)?;
     // A key swapped for another (another data dir's, one made anew) did not sign this log:
-    // it must not continue it, nor replace the verifier auditors hold.
+    // it must not continue it, nor replace the verifier auditors hold. (A verifier names the
+    // log too: a renamed `audit_origin` is `check_anchor`'s to explain; an empty or damaged
+    // file names no key and is written anew.)
     let verifier_path = data.join("audit_verifier.pub");
     let verifier = note_signer.verifier().to_string();
+    let public_key = |v: &str| v.trim().rsplit('+').next().map(str::to_owned);
     if let Ok(held) = std::fs::read_to_string(&verifier_path)
-        && held.trim() != verifier
+        && held.trim().matches('+').count() >= 2
+        && public_key(&held) != public_key(&verifier)
     {
         bail!(
             "Not started: {} is not the key that signed this log: its public half is not the one in {} (which auditors hold). Restore the key from your backup; a new key is made only for a new log, in a new data dir",
@@ -367,7 +371,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
-    std::fs::write(&verifier_path, format!("{verifier}\n"))?;
+    // Written whole or not at all: a stop mid-write must not leave an empty one behind.
+    let written = data.join("audit_verifier.pub.new");
+    std::fs::write(&written, format!("{verifier}\n"))?;
+    std::fs::rename(&written, &verifier_path)?;
 
     let policy = match policy {
         Some(policy) => policy,

@@ -858,6 +858,13 @@ fn another_audit_signing_key_is_refused_at_start() {
         assert!(server.terminate().success());
     }
     let verifier = std::fs::read_to_string(ours.join("audit_verifier.pub")).unwrap();
+    let aside = dir.path().join("aside");
+    std::fs::create_dir(&aside).unwrap();
+    std::fs::copy(
+        ours.join("audit_signing.key"),
+        aside.join("audit_signing.key"),
+    )
+    .unwrap();
     std::fs::copy(
         theirs.join("audit_signing.key"),
         ours.join("audit_signing.key"),
@@ -874,4 +881,29 @@ fn another_audit_signing_key_is_refused_at_start() {
         std::fs::read_to_string(ours.join("audit_verifier.pub")).unwrap(),
         verifier
     );
+    // The right key with a verifier file a stop left empty starts, and writes it anew.
+    std::fs::copy(
+        aside.join("audit_signing.key"),
+        ours.join("audit_signing.key"),
+    )
+    .unwrap();
+    std::fs::write(ours.join("audit_verifier.pub"), "").unwrap();
+    let mut server = Server::start_in(Path::new(BIN), &ours, &["serve"], &[]);
+    assert!(server.terminate().success());
+    assert_eq!(
+        std::fs::read_to_string(ours.join("audit_verifier.pub")).unwrap(),
+        verifier
+    );
+    // A log renamed in the config is told to keep its name, not to restore its key.
+    let config = dir.path().join("renamed.toml");
+    std::fs::write(&config, "audit_origin = \"other.example/audit\"\n").unwrap();
+    let out = serve_to_its_end(&[
+        "--data-dir",
+        ours.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("set `audit_origin` back"), "{stderr}");
 }
