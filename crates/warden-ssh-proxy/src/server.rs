@@ -198,24 +198,31 @@ impl Listener {
     }
 }
 
-/// What the SSH user name asks for: `WARDEN_USER:TARGET[:LOGIN]`. A target or login longer
-/// than any name ([`NAME_MAX`]) or with characters that do not show as themselves is no
-/// request at all: it is refused at sign-in, before it could be quoted in a refusal or an
-/// audit event.
+/// What the SSH user name asks for: `WARDEN_USER:TARGET[:LOGIN]`. A target or login is kept
+/// as [`bounded`], so a refusal and its audit event can quote it.
 fn parse_user(s: &str) -> Option<(UserName, String, Option<String>)> {
-    let plain = |p: &&str| {
-        !p.is_empty()
-            && p.chars().count() <= NAME_MAX
-            && !p.chars().any(warden_domain::text::hidden)
-    };
     let mut parts = s.splitn(3, ':');
     let user = parts.next()?.parse().ok()?;
-    let target = parts.next().filter(plain)?.to_owned();
-    let login = match parts.next() {
-        None | Some("") => None,
-        Some(l) => Some(Some(l).filter(plain)?.to_owned()),
-    };
+    let target = parts.next().filter(|t| !t.is_empty()).map(bounded)?;
+    let login = parts.next().filter(|l| !l.is_empty()).map(bounded);
     Some((user, target, login))
+}
+
+/// `name` as it may be quoted: whole when it is at most [`NAME_MAX`] characters that show as
+/// themselves, else its first [`NAME_MAX`] with each hidden one replaced by U+FFFD and `…`
+/// after them, which no target or login is named, so it is refused as unknown.
+fn bounded(name: &str) -> String {
+    use warden_domain::text::hidden;
+    if name.chars().count() <= NAME_MAX && !name.chars().any(hidden) {
+        return name.to_owned();
+    }
+    let mut shown: String = name
+        .chars()
+        .take(NAME_MAX)
+        .map(|c| if hidden(c) { '\u{FFFD}' } else { c })
+        .collect();
+    shown.push('…');
+    shown
 }
 
 /// Longest target or login name taken in an SSH user name.
@@ -415,12 +422,16 @@ mod tests {
         assert_eq!(l.as_deref(), Some("deploy"));
         assert!(parse_user("alice").is_none());
         assert!(parse_user("alice:").is_none());
-        // Nothing longer than a name, nor anything that would not show as itself.
-        assert!(parse_user(&format!("alice:{}", "t".repeat(65))).is_none());
-        assert!(parse_user(&format!("alice:web:{}", "l".repeat(65))).is_none());
-        assert!(parse_user("alice:web\u{202e}").is_none());
-        assert!(parse_user("alice:web:ops\n").is_none());
-        assert!(parse_user(&format!("alice:{}", "t".repeat(64))).is_some());
+        // Nothing longer than a name, nor anything that would not show as itself, is taken
+        // as it came: it is cut and marked, so it names nothing and is quoted short.
+        let (_, t, _) = parse_user(&format!("alice:{}", "t".repeat(5000))).unwrap();
+        assert_eq!(t, format!("{}…", "t".repeat(64)));
+        let (_, _, l) = parse_user("alice:web:ops\n").unwrap();
+        assert_eq!(l.as_deref(), Some("ops\u{FFFD}…"));
+        let (_, t, _) = parse_user("alice:web\u{202e}").unwrap();
+        assert_eq!(t, "web\u{FFFD}…");
+        let (_, t, _) = parse_user(&format!("alice:{}", "t".repeat(64))).unwrap();
+        assert_eq!(t, "t".repeat(64));
     }
 
     #[test]
