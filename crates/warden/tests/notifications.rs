@@ -434,6 +434,11 @@ fn a_mailbox_refused_for_good_does_not_hold_up_the_others() {
         sent[0].starts_with("X-Sink-To: oncall@example.com\n"),
         "{sent:?}"
     );
+    // The mailbox left out is on the record, so someone can reach its owner another way.
+    let failed = audit_records(&admin, "notification.failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let refused = failed[0]["event"]["details"]["refused"].to_string();
+    assert!(refused.contains("bob@example.com"), "{refused}");
 }
 
 #[test]

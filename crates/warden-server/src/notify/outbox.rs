@@ -43,10 +43,12 @@ enum Sink {
 }
 
 impl Sink {
-    async fn deliver(&self, d: &Delivery, base: &str) -> Result<(), String> {
+    /// Delivers `d`; returns the recipients a mail relay refused for good while others were
+    /// sent it.
+    async fn deliver(&self, d: &Delivery, base: &str) -> Result<Vec<String>, String> {
         let links = Links::of(&d.notice, base);
         match self {
-            Sink::Webhook(s) => s.deliver(&d.notice, &links).await,
+            Sink::Webhook(s) => s.deliver(&d.notice, &links).await.map(|()| Vec::new()),
             Sink::Smtp(s) => s.deliver(&d.notice, &links).await,
         }
     }
@@ -201,13 +203,16 @@ async fn pass(
                 // A prompt retried after an outage that no longer holds (the request was
                 // decided, the grant ended) would send its reader after nothing: it is dropped.
                 Some(_) if stale(&app, &d).await => Ok(Sent::Skipped),
-                Some(sink) => sink.deliver(&d, &base).await.map(|()| Sent::Delivered),
+                Some(sink) => sink.deliver(&d, &base).await.map(Sent::Delivered),
                 None => Err(format!(
                     "notify sink {:?} is no longer configured; it stays queued until it is",
                     d.sink
                 )),
             };
             let stored = match outcome {
+                Ok(Sent::Delivered(refused)) if !refused.is_empty() => {
+                    partly_delivered(&app, &d, &refused).await
+                }
                 Ok(sent) => {
                     app.store
                         .notice_delivered(d.notice.id, &d.sink, now(), sent == Sent::Skipped)
@@ -246,9 +251,10 @@ async fn stale(app: &Shared, d: &Delivery) -> bool {
 }
 
 /// What became of a notice a sink was due to be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
-    Delivered,
+    /// Sent, but for the recipients listed, whom the relay refused for good.
+    Delivered(Vec<String>),
     /// Dropped unsent: it no longer applied ([`stale`]).
     Skipped,
 }
@@ -289,6 +295,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Schedules the next attempt; the first failure of a notification is audited.
+/// Records a notice sent to some of its recipients and refused for good for the others
+/// (`refused`): done with, as a retry would be refused again, and audited, naming them, so
+/// that someone can reach them another way.
+async fn partly_delivered(
+    app: &Shared,
+    d: &Delivery,
+    refused: &[String],
+) -> Result<(), warden_store::Error> {
+    let mut e = Event::new(Code::NotificationFailed, Actor::system(), now())
+        .failed(
+            "recipients_refused",
+            format!(
+                "sink {} delivered it, but not to: {}",
+                d.sink,
+                refused.join("; ")
+            ),
+        )
+        .details(serde_json::json!({
+            "sink": d.sink,
+            "notification": d.notice.id,
+            "kind": d.notice.kind.as_str(),
+            "audience": d.notice.audience,
+            "refused": refused,
+        }));
+    e.request_id = Some(d.notice.request);
+    e.target = Some(d.notice.target.clone());
+    e.role = Some(d.notice.role.clone());
+    app.store.append(vec![e]).await?;
+    app.store
+        .notice_delivered(d.notice.id, &d.sink, now(), false)
+        .await
+}
+
 async fn failed(app: &Shared, d: &Delivery, error: &str) -> Result<(), warden_store::Error> {
     let attempts = d.attempts.saturating_add(1);
     tracing::warn!(sink = %d.sink, notice = %d.notice.id, attempts, error, "notification not delivered; will retry");

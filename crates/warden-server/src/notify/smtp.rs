@@ -94,19 +94,19 @@ impl SmtpSink {
     /// that for good (a mailbox it does not know: `user_domain` guesses every person's
     /// address), each recipient gets a message of their own, and only the mailboxes refused
     /// for good are left out: one unknown address must not keep a break-glass alert from the
-    /// rest of security. It fails when no one could be sent it, or something may yet succeed
-    /// on a retry.
-    pub async fn deliver(&self, n: &Notice, links: &Links) -> Result<(), String> {
+    /// rest of security. Returns the mailboxes refused so (each with the relay's answer); it
+    /// fails when no one could be sent it, or something may yet succeed on a retry.
+    pub async fn deliver(&self, n: &Notice, links: &Links) -> Result<Vec<String>, String> {
         let to = self.recipients(n);
         if to.is_empty() {
             // Nothing to send to (the configuration changed since it was queued).
-            return Ok(());
+            return Ok(Vec::new());
         }
         match self.send(n, links, to.clone()).await {
             Err(Failed::Permanent(e)) if to.len() > 1 => {
                 tracing::warn!(error = %e, notice = %n.id, "the relay refused a notification for good; sending it to each recipient alone");
             }
-            other => return other.map_err(|e| e.to_string()),
+            other => return other.map(|()| Vec::new()).map_err(|e| e.to_string()),
         }
         let (mut sent, mut refused) = (0, Vec::new());
         for m in to {
@@ -115,7 +115,7 @@ impl SmtpSink {
                 Ok(()) => sent += 1,
                 Err(Failed::Permanent(e)) => {
                     tracing::warn!(error = %e, notice = %n.id, %address, "the relay refused a notification's recipient for good; the others were sent it");
-                    refused.push(e);
+                    refused.push(format!("{address}: {e}"));
                 }
                 Err(e @ Failed::Transient(_)) => return Err(e.to_string()),
             }
@@ -123,7 +123,7 @@ impl SmtpSink {
         if sent == 0 {
             Err(refused.join("; "))
         } else {
-            Ok(())
+            Ok(refused)
         }
     }
 
