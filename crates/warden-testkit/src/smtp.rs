@@ -52,53 +52,27 @@ impl SmtpSink {
     /// byte) with `ca`'s certificate, and a login as `user` with `password` before any mail.
     /// Each kept message starts with `X-Sink-TLS: yes|no` and `X-Sink-Login: USER|-`.
     pub fn start_secure(tls: SmtpTls, ca: &TestCa, user: &str, password: &str) -> SmtpSink {
-        let (dir, out, port) = files();
-        let script = dir.path().join("relay.py");
-        std::fs::write(&script, RELAY).expect("writing the relay's script");
-        // Debian's Python, where python3-aiosmtpd is installed.
-        let mut python = Command::new("/usr/bin/python3");
-        python
-            .arg("-u")
-            .arg(&script)
-            .arg(match tls {
-                SmtpTls::Starttls => "starttls",
-                SmtpTls::Tls => "tls",
-            })
-            .arg(port.to_string())
-            .arg(ca.cert_file())
-            .arg(ca.key_file())
-            .args([user, password])
-            .arg(&out);
-        spawn(
-            python,
-            dir,
-            out,
-            port,
-            "aiosmtpd (Debian's python3-aiosmtpd)",
-        )
+        aiosmtpd(RELAY, |python, port, out| {
+            python
+                .arg(match tls {
+                    SmtpTls::Starttls => "starttls",
+                    SmtpTls::Tls => "tls",
+                })
+                .arg(port.to_string())
+                .arg(ca.cert_file())
+                .arg(ca.key_file())
+                .args([user, password])
+                .arg(out);
+        })
     }
 
     /// Starts `aiosmtpd` (plain, no login) refusing for good (`550 5.1.1`) every recipient in
     /// `unknown`, as a relay does a mailbox it does not know, and keeping the rest. Each kept
     /// message starts with `X-Sink-To: ADDRESS,...`, the envelope's recipients.
     pub fn start_refusing(unknown: &[&str]) -> SmtpSink {
-        let (dir, out, port) = files();
-        let script = dir.path().join("refusing.py");
-        std::fs::write(&script, REFUSING).expect("writing the relay's script");
-        let mut python = Command::new("/usr/bin/python3");
-        python
-            .arg("-u")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&out)
-            .args(unknown);
-        spawn(
-            python,
-            dir,
-            out,
-            port,
-            "aiosmtpd (Debian's python3-aiosmtpd)",
-        )
+        aiosmtpd(REFUSING, |python, port, out| {
+            python.arg(port.to_string()).arg(out).args(unknown);
+        })
     }
 
     /// The port it listens on, on 127.0.0.1.
@@ -143,6 +117,24 @@ fn files() -> (TempDir, PathBuf, u16) {
         .expect("a temp dir for the SMTP sink");
     let out = dir.path().join("messages.log");
     (dir, out, free_port())
+}
+
+/// Runs `script` with Debian's Python (where python3-aiosmtpd is installed), its arguments
+/// given by `args` from the port and the log file, and waits until it accepts connections.
+fn aiosmtpd(script: &str, args: impl FnOnce(&mut Command, u16, &std::path::Path)) -> SmtpSink {
+    let (dir, out, port) = files();
+    let path = dir.path().join("relay.py");
+    std::fs::write(&path, script).expect("writing the relay's script");
+    let mut python = Command::new("/usr/bin/python3");
+    python.arg("-u").arg(&path);
+    args(&mut python, port, &out);
+    spawn(
+        python,
+        dir,
+        out,
+        port,
+        "aiosmtpd (Debian's python3-aiosmtpd)",
+    )
 }
 
 /// Starts `command` with its output to `out` and waits until it accepts connections on `port`.
