@@ -202,6 +202,11 @@ impl NoteVerifier {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The Ed25519 public key, whatever the name it goes by.
+    pub fn public_key(&self) -> &[u8; 32] {
+        self.key.as_bytes()
+    }
 }
 
 impl fmt::Display for NoteVerifier {

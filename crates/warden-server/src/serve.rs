@@ -348,11 +348,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // log too: a renamed `audit_origin` is `check_anchor`'s to explain; an empty or damaged
     // file names no key and is written anew.)
     let verifier_path = data.join("audit_verifier.pub");
-    let verifier = note_signer.verifier().to_string();
-    let public_key = |v: &str| v.trim().rsplit('+').next().map(str::to_owned);
+    let verifier = note_signer.verifier();
     if let Ok(held) = std::fs::read_to_string(&verifier_path)
-        && held.trim().matches('+').count() >= 2
-        && public_key(&held) != public_key(&verifier)
+        && let Ok(held) = held.trim().parse::<warden_audit::NoteVerifier>()
+        && held.public_key() != verifier.public_key()
     {
         bail!(
             "Not started: {} is not the key that signed this log: its public half is not the one in {} (which auditors hold). Restore the key from your backup; a new key is made only for a new log, in a new data dir",
@@ -365,7 +364,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let events = history.as_ref().map_or(0, |h| h.last_seq);
     crate::checkpoints::check_anchor(
         &anchor,
-        &note_signer.verifier(),
+        &verifier,
         history.and_then(|h| h.latest_checkpoint).as_ref(),
         events,
     )
