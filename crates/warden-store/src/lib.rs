@@ -422,13 +422,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn next_notice_due(&self) -> Result<Option<OffsetDateTime>>;
 
     /// Marks notification `id` done with for `sink`: delivered, or, when `skipped`, dropped
-    /// unsent because it no longer applied.
+    /// unsent because it no longer applied; with `events`.
     async fn notice_delivered(
         &self,
         id: uuid::Uuid,
         sink: &str,
         now: OffsetDateTime,
         skipped: bool,
+        events: Vec<Event>,
     ) -> Result<()>;
 
     /// Records a failed delivery and when to try again, with `events`.

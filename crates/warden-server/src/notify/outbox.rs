@@ -210,12 +210,31 @@ async fn pass(
                 )),
             };
             let stored = match outcome {
-                Ok(Sent::Delivered(refused)) if !refused.is_empty() => {
-                    partly_delivered(&app, &d, &refused).await
-                }
                 Ok(sent) => {
+                    // Mailboxes refused for good while others were sent it are on the record
+                    // by name, so that someone can reach them another way; a retry would be
+                    // refused again.
+                    let events = match &sent {
+                        Sent::Delivered(refused) if !refused.is_empty() => vec![failure_event(
+                            &d,
+                            "recipients_refused",
+                            format!(
+                                "sink {} delivered it, but not to: {}",
+                                d.sink,
+                                refused.join("; ")
+                            ),
+                            Some(refused),
+                        )],
+                        _ => Vec::new(),
+                    };
                     app.store
-                        .notice_delivered(d.notice.id, &d.sink, now(), sent == Sent::Skipped)
+                        .notice_delivered(
+                            d.notice.id,
+                            &d.sink,
+                            now(),
+                            sent == Sent::Skipped,
+                            events,
+                        )
                         .await
                 }
                 Err(e) => failed(&app, &d, &e).await,
@@ -294,59 +313,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Schedules the next attempt; the first failure of a notification is audited.
-/// Records a notice sent to some of its recipients and refused for good for the others
-/// (`refused`): done with, as a retry would be refused again, and audited, naming them, so
-/// that someone can reach them another way.
-async fn partly_delivered(
-    app: &Shared,
-    d: &Delivery,
-    refused: &[String],
-) -> Result<(), warden_store::Error> {
+/// The `notification.failed` event of delivery `d` (`code`, `why`), naming the `refused`
+/// recipients when some were.
+fn failure_event(d: &Delivery, code: &str, why: String, refused: Option<&[String]>) -> Event {
+    let mut details = serde_json::json!({
+        "sink": d.sink,
+        "notification": d.notice.id,
+        "kind": d.notice.kind.as_str(),
+        "audience": d.notice.audience,
+    });
+    if let Some(refused) = refused {
+        details["refused"] = serde_json::json!(refused);
+    }
     let mut e = Event::new(Code::NotificationFailed, Actor::system(), now())
-        .failed(
-            "recipients_refused",
-            format!(
-                "sink {} delivered it, but not to: {}",
-                d.sink,
-                refused.join("; ")
-            ),
-        )
-        .details(serde_json::json!({
-            "sink": d.sink,
-            "notification": d.notice.id,
-            "kind": d.notice.kind.as_str(),
-            "audience": d.notice.audience,
-            "refused": refused,
-        }));
+        .failed(code, why)
+        .details(details);
     e.request_id = Some(d.notice.request);
     e.target = Some(d.notice.target.clone());
     e.role = Some(d.notice.role.clone());
-    app.store.append(vec![e]).await?;
-    app.store
-        .notice_delivered(d.notice.id, &d.sink, now(), false)
-        .await
+    e
 }
 
+/// Schedules the next attempt; the first failure of a notification is audited.
 async fn failed(app: &Shared, d: &Delivery, error: &str) -> Result<(), warden_store::Error> {
     let attempts = d.attempts.saturating_add(1);
     tracing::warn!(sink = %d.sink, notice = %d.notice.id, attempts, error, "notification not delivered; will retry");
     let events = if attempts == 1 {
-        let mut e = Event::new(Code::NotificationFailed, Actor::system(), now())
-            .failed(
-                "notification_failed",
-                format!("sink {} cannot deliver: {error}", d.sink),
-            )
-            .details(serde_json::json!({
-                "sink": d.sink,
-                "notification": d.notice.id,
-                "kind": d.notice.kind.as_str(),
-                "audience": d.notice.audience,
-            }));
-        e.request_id = Some(d.notice.request);
-        e.target = Some(d.notice.target.clone());
-        e.role = Some(d.notice.role.clone());
-        vec![e]
+        vec![failure_event(
+            d,
+            "notification_failed",
+            format!("sink {} cannot deliver: {error}", d.sink),
+            None,
+        )]
     } else {
         Vec::new()
     };

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use warden_domain::audit::Event;
 use warden_domain::{Postmortem, RequestId};
 
-use super::{SqliteStore, backend, ceil_ms, from_ms, json, limit, ms, prepare};
+use super::{SqliteStore, append_events, backend, ceil_ms, from_ms, json, limit, ms, prepare};
 use crate::{Delivery, Drill, Error, OutboxStatus, Outgoing, Result, SinkBacklog};
 
 /// An outbox row as its columns: notice id, sink, created, body.
@@ -116,8 +116,10 @@ impl SqliteStore {
         sink: &str,
         now: OffsetDateTime,
         skipped: bool,
+        events: Vec<Event>,
     ) -> Result<()> {
         let (id, sink, now) = (id.to_string(), sink.to_owned(), ms(now));
+        let events = prepare(&events)?;
         self.writer
             .write(move |c| {
                 c.prepare_cached(
@@ -127,7 +129,7 @@ impl SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![id, sink, now, skipped]))
                 .map_err(backend)?;
-                Ok(())
+                append_events(c, &events)
             })
             .await
     }

@@ -1366,8 +1366,9 @@ impl crate::Store for SqliteStore {
         sink: &str,
         now: OffsetDateTime,
         skipped: bool,
+        events: Vec<Event>,
     ) -> Result<()> {
-        self.mark_delivered(id, sink, now, skipped).await
+        self.mark_delivered(id, sink, now, skipped, events).await
     }
 
     async fn notice_failed(

@@ -305,7 +305,7 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
     )
     .await
     .unwrap();
-    s.notice_delivered(notice.id, "mail", at, false)
+    s.notice_delivered(notice.id, "mail", at, false, Vec::new())
         .await
         .unwrap();
     assert!(s.due_notices(at, 10).await.unwrap().is_empty());
@@ -321,7 +321,7 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         (1, 1, "hook")
     );
     // Dropped unsent at its retry (it no longer applied): done with, but not delivered.
-    s.notice_delivered(notice.id, "hook", later, true)
+    s.notice_delivered(notice.id, "hook", later, true, Vec::new())
         .await
         .unwrap();
     // A late failure report for a done row changes nothing.
