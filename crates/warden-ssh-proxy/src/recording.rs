@@ -3,8 +3,9 @@
 //! A recording is one JSON header line, then one `[seconds, "o"|"i"|"r", data]` line per
 //! event. Output is buffered and flushed at least every second, so a crash loses at most the
 //! last second; the SHA-256 of every byte written is computed on the way and goes into the
-//! session-end audit event (after a crash, the server hashes what the file holds instead). Terminal output that is not valid UTF-8 is written with U+FFFD in
-//! place of the bad bytes (a sequence split between two chunks is kept whole).
+//! session-end audit event (after a crash, the server hashes what the file holds instead).
+//! Terminal output that is not valid UTF-8 is written with U+FFFD in place of the bad bytes (a
+//! sequence split between two chunks is kept whole).
 
 use std::io::{self, Write};
 use std::path::PathBuf;

@@ -193,11 +193,10 @@ fn log_response(
     let ms = latency.as_secs_f64() * 1000.0;
     // A 501 refuses the client's framing ([`bad_framing`]) as a 4xx would: no fault of the
     // server's that a client could otherwise raise warnings with.
-    let refused = res.status().is_client_error() || status == 501;
-    if res.status().is_server_error() && !refused {
-        tracing::warn!(status, ms, "request served");
-    } else if refused {
+    if res.status().is_client_error() || status == 501 {
         tracing::info!(status, ms, "request served");
+    } else if res.status().is_server_error() {
+        tracing::warn!(status, ms, "request served");
     } else {
         tracing::debug!(status, ms, "request served");
     }
