@@ -144,13 +144,7 @@ impl App {
                 limit: END_ALL_PAGE,
             })
             .await?;
-        let mut chain = HashSet::from([r.id]);
-        while let Some(next) = open
-            .iter()
-            .find(|x| !chain.contains(&x.id) && x.extends.is_some_and(|e| chain.contains(&e)))
-        {
-            chain.insert(next.id);
-        }
+        let mut chain = with_extensions(&open, HashSet::from([r.id]));
         chain.remove(&r.id);
         if chain.is_empty() {
             return Ok(0);
@@ -315,12 +309,7 @@ impl App {
             }
         }
         // The rest of a revoked grant's chain: extensions of its extensions.
-        while let Some(next) = open
-            .iter()
-            .find(|x| !revoked.contains(&x.id) && x.extends.is_some_and(|e| revoked.contains(&e)))
-        {
-            revoked.insert(next.id);
-        }
+        let revoked = with_extensions(&open, revoked);
         let mut ended = 0;
         if !revoked.is_empty() {
             ended += self
@@ -400,4 +389,15 @@ impl App {
         }
         Ok(ended)
     }
+}
+
+/// `ids` with every request in `open` that extends one of them, however many links down.
+fn with_extensions(open: &[Request], mut ids: HashSet<RequestId>) -> HashSet<RequestId> {
+    while let Some(next) = open
+        .iter()
+        .find(|x| !ids.contains(&x.id) && x.extends.is_some_and(|e| ids.contains(&e)))
+    {
+        ids.insert(next.id);
+    }
+    ids
 }
