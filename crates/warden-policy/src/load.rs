@@ -207,14 +207,18 @@ const MAX_IFS: usize = 32;
 /// the rule decides nothing: a forbid so written would refuse every request), a hundred
 /// thousand the server's while it reads the policy.
 const MAX_OPERATORS: usize = 256;
+/// Most attribute accesses and method calls (`.name`, `["name"]`, `.contains(…)`) one rule's
+/// conditions may hold, for the same reason: `a.b.c …` is an expression nested as deep as it
+/// is long.
+const MAX_ACCESSES: usize = 256;
 
-/// Where `src` nests deeper than [`MAX_NESTING`], or holds more than [`MAX_IFS`] `if`s or
-/// [`MAX_OPERATORS`] operators in one rule's conditions (its `when` and `unless` blocks; a
-/// minus sign before a number is none), found before Cedar reads it. Strings and `//` comments
-/// are passed over.
+/// Where `src` nests deeper than [`MAX_NESTING`], or holds more than [`MAX_IFS`] `if`s,
+/// [`MAX_OPERATORS`] operators or [`MAX_ACCESSES`] accesses in one rule's conditions (its `when`
+/// and `unless` blocks; a minus sign before a number is no operator), found before Cedar reads
+/// it. Strings and `//` comments are passed over.
 fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
     let text = src.text;
-    let (mut depth, mut ifs, mut operators) = (0usize, 0usize, 0usize);
+    let (mut depth, mut ifs, mut operators, mut accesses) = (0usize, 0usize, 0usize, 0usize);
     // Open `{` blocks (conditions, and records in them), and whether what came last ended an
     // operand, so that a `-` after it subtracts rather than negates.
     let (mut braces, mut operand) = (0usize, false);
@@ -223,6 +227,17 @@ fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
         let after_operand = operand;
         if !c.is_whitespace() {
             operand = c.is_alphanumeric() || matches!(c, '_' | ')' | ']' | '"');
+        }
+        // `.name` or `x["name"]`: Cedar has no decimal point outside strings, and a `[` after an
+        // operand indexes where one elsewhere opens a set.
+        if braces > 0 && (c == '.' || (c == '[' && after_operand)) {
+            accesses += 1;
+            if accesses > MAX_ACCESSES {
+                return Some(src.at(
+                    at,
+                    format!("this rule's conditions hold more than {MAX_ACCESSES} attribute accesses and method calls (`.name`, `[\"name\"]`, `.contains(…)`), which Cedar evaluates by recursion: split the rule"),
+                ));
+            }
         }
         match c {
             '"' => {
@@ -258,7 +273,7 @@ fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
                 depth = depth.saturating_sub(1);
                 braces = braces.saturating_sub(usize::from(c == '}'));
             }
-            ';' if depth == 0 => (ifs, operators) = (0, 0),
+            ';' if depth == 0 => (ifs, operators, accesses) = (0, 0, 0),
             '|' | '&' | '=' | '!' | '<' | '>' | '+' | '-' | '*' if braces > 0 => {
                 // Two-character operators (`||`, `<=`, `!=`) count once.
                 if chars

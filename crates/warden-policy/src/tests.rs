@@ -1020,6 +1020,19 @@ fn rules_nested_too_deep_are_refused_before_cedar_reads_them() {
     let users: Vec<String> = (0..5000).map(|i| format!("User::\"u{i}\"")).collect();
     let set = format!("[{}].contains(principal)", users.join(", "));
     load(&[("deep.cedar", &rule(&set))]);
+    // Attribute accesses chain as operators do: refused past the limit, where a long chain
+    // passed the check unevaluated, or ended the process that read it.
+    for access in [".x", "[\"x\"]"] {
+        let chain = format!("context{} == 1", access.repeat(200_000));
+        let got = problems(&files(&[("deep.cedar", &rule(&chain))]));
+        assert_eq!(got.len(), 1, "{}", got.join("\n"));
+        assert!(
+            got[0].starts_with("deep.cedar:2:")
+                && got[0].contains("more than 256 attribute accesses"),
+            "{}",
+            got[0]
+        );
+    }
 }
 
 #[test]
