@@ -29,6 +29,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod notify;
+mod owner_only;
 pub mod postmortems;
 pub mod serve;
 pub mod ssh;

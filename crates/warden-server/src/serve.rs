@@ -14,6 +14,7 @@ use warden_store::{SqliteStore, Store};
 use crate::auth::{hash_password, random_password};
 use crate::config::{Config, UserConfig};
 use crate::keys::{Sealer, audit_signing_key};
+use crate::owner_only::others_may_change;
 use crate::state::{App, Shared, load_served_policy, now};
 
 /// Environment variable that sets the bootstrap admin's password instead of a random one.
@@ -77,11 +78,11 @@ fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data dir private to the server's user, or checks that an existing one is not
-/// writable by others: whoever can write it can put a policy of their own in place for the
-/// next reload, or swap the database or the keys.
+/// Creates the data dir private to the server's user, or checks that no one else may change
+/// an existing one ([`others_may_change`]): whoever can write it can put a policy of their own
+/// in place for the next reload, or swap the database or the keys.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -89,14 +90,10 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
     }
-    let mode = std::fs::metadata(dir)
-        .with_context(|| format!("reading data dir {}", dir.display()))?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o022 != 0 {
+    std::fs::metadata(dir).with_context(|| format!("reading data dir {}", dir.display()))?;
+    if let Some(why) = others_may_change(dir, None) {
         bail!(
-            "data dir {} is writable by group or others (mode {mode:o}): anyone who can write it can replace its policy, database or keys. Run chmod 700 on it (and check what changed in it)",
+            "data dir {}: {why} (and check what changed in it)",
             dir.display()
         );
     }

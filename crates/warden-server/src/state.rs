@@ -16,6 +16,7 @@ use warden_store::Store;
 
 use crate::config::Config;
 use crate::keys::Sealer;
+use crate::owner_only::others_may_change;
 
 /// Everything request handlers and workers share.
 #[derive(Debug)]
@@ -121,31 +122,30 @@ pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
     Policy::load_dir(dir, &check_issuers)
 }
 
-/// [`load_policy`] for the policy a server enforces: also refused when others than its owner
-/// may write the directory or a file in it, since whoever can write it decides who gets access
-/// at the next reload.
+/// [`load_policy`] for the policy a server enforces: also refused when anyone but the
+/// server's user (and root) may change the directory, a file in it, where a link in it leads,
+/// or a directory above any of them ([`others_may_change`]), since whoever can change the
+/// policy decides who gets access at the next reload.
 pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
-    use std::os::unix::fs::PermissionsExt;
-    let writable =
-        |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o022 != 0);
-    let mut open: Vec<std::path::PathBuf> = Vec::new();
-    if writable(dir) {
-        open.push(dir.to_owned());
+    let mut open: Vec<(PathBuf, String)> = Vec::new();
+    if let Some(why) = others_may_change(dir, None) {
+        open.push((dir.to_owned(), why));
     }
+    let checked = std::fs::canonicalize(dir).ok();
     if let Ok(entries) = std::fs::read_dir(dir) {
-        open.extend(
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| writable(p)),
-        );
+        open.extend(entries.filter_map(|e| {
+            let path = e.ok()?.path();
+            let why = others_may_change(&path, checked.as_deref())?;
+            Some((path, why))
+        }));
     }
     if open.is_empty() {
         return load_policy(dir);
     }
     Err(Report {
         diagnostics: open
-            .iter()
-            .map(|p| Diagnostic {
+            .into_iter()
+            .map(|(p, message)| Diagnostic {
                 // Named as its other problems are, relative to the policy directory.
                 file: p
                     .strip_prefix(dir)
@@ -154,7 +154,7 @@ pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
                     .map_or_else(|| dir.display().to_string(), |r| r.display().to_string()),
                 line: None,
                 column: None,
-                message: "writable by group or others: whoever can write the policy decides who gets access; run chmod go-w on it".into(),
+                message,
             })
             .collect(),
     })

@@ -340,6 +340,36 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     ok(&admin, &["policy", "reload"]);
+    // Nor one another user owns, who may make it say anything: a file of theirs is refused,
+    // however private its mode.
+    std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+    let owned = fails(&admin, &["policy", "reload"], 1);
+    assert!(
+        owned.stderr.contains("access.cedar") && owned.stderr.contains("owned by uid 65534"),
+        "{owned:?}"
+    );
+    std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+    // Nor a link to a file in a directory others may write, who could replace it there.
+    let shared = env.policy_dir().with_file_name("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(shared.join("more.cedar"), "").unwrap();
+    std::os::unix::fs::symlink(
+        shared.join("more.cedar"),
+        env.policy_dir().join("more.cedar"),
+    )
+    .unwrap();
+    let linked = fails(&admin, &["policy", "reload"], 1);
+    assert!(
+        linked.stderr.contains("more.cedar")
+            && linked
+                .stderr
+                .contains("above it is writable by group or others"),
+        "{linked:?}"
+    );
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(&admin, &["policy", "reload"]);
+    std::fs::remove_file(env.policy_dir().join("more.cedar")).unwrap();
     let alice = env.login("alice");
     let admin = env.login("admin");
     fails(&alice, &["policy", "reload"], 3);
@@ -420,8 +450,8 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
         &admin,
         &["audit", "search", "--code", "policy.reload_rejected"],
     );
-    // Three by the CLI (one for a policy others could write), one by SIGHUP.
-    assert_eq!(log["events"].as_array().unwrap().len(), 4, "{log}");
+    // Five by the CLI (three for a policy others could change), one by SIGHUP.
+    assert_eq!(log["events"].as_array().unwrap().len(), 6, "{log}");
     assert!(before["digest"].as_str().unwrap().len() == 64);
     // A code that does not exist is told the codes of its family.
     let out = fails(&admin, &["audit", "search", "--code", "policy.reloaded"], 2);

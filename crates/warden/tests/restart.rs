@@ -444,6 +444,10 @@ fn the_demo_password_stays_on_development_servers() {
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
     refused(&["--data-dir", real_arg], "writable by group or others");
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Nor one another user owns, who may open it at will.
+    std::os::unix::fs::chown(&real, Some(65534), None).unwrap();
+    refused(&["--data-dir", real_arg], "owned by uid 65534");
+    std::os::unix::fs::chown(&real, Some(0), None).unwrap();
     server.restart();
 }
 
