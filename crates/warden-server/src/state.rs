@@ -43,9 +43,11 @@ pub struct App {
     /// Serialises policy reloads.
     reload: Mutex<()>,
     /// Read-held by each decision from its reading of the policy until its outcome is stored
-    /// ([`App::deciding`]), write-held by a reload while it makes its policy live: a reload
-    /// waits for the decisions under way, and none made under the old policy is stored after
-    /// the new one (and its `policy.loaded` event).
+    /// ([`App::deciding`]), write-held by a reload while it makes its policy live and by an
+    /// offboarding while it bars the user's approvals ([`App::bar_reviewer`]): either waits for
+    /// the decisions under way, and none made under the old policy, or counting the user's
+    /// approval, is stored after the new policy (and its `policy.loaded` event) or the
+    /// offboarding.
     decisions: tokio::sync::RwLock<()>,
     /// Serialises archives of the audit log.
     pub(crate) archiving: Mutex<()>,
@@ -265,10 +267,12 @@ impl App {
         self.reviewers.load_full()
     }
 
-    /// Stops counting `user`'s approvals at once, before their offboarding is stored: an
-    /// approval that completes a request meanwhile does not count theirs. Should the
-    /// offboarding fail, they stay left out (failing closed) until the next reading.
+    /// Stops counting `user`'s approvals, before their offboarding is stored: a decision under
+    /// way stores its outcome first (its approval was given before the offboarding), and one
+    /// after does not count theirs. Should the offboarding fail, they stay left out (failing
+    /// closed) until the next reading.
     pub async fn bar_reviewer(&self, user: &UserName) {
+        let _decisions = self.decisions.write().await;
         let _turn = self.refreshing_reviewers.lock().await;
         let now = self.reviewers.load_full();
         self.reviewers.store(Arc::new(now.without([user])));

@@ -1929,6 +1929,147 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     assert!(e["refusals"].to_string().contains("manager"), "{e}");
 }
 
+/// An approval racing its giver's offboarding is stored before the offboarding, and counts, or
+/// counts for nothing: never a grant on a leaver's word recorded after they left.
+#[test]
+fn an_approval_racing_its_givers_offboarding_counts_only_if_stored_first() {
+    const TRIALS: usize = 10;
+    let config: String = (0..TRIALS)
+        .map(|i| format!("[users.sre{i}]\ngroups = [\"sre\"]\n"))
+        .collect();
+    let env = Env::start_configured(&config);
+    let port = env.server.port();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    let admin_token = token(&admin);
+    let seq_of = |trail: &serde_json::Value, action: &str| {
+        trail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"]["action"] == action)
+            .map(|e| e["seq"].as_u64().unwrap())
+    };
+    for i in 0..TRIALS {
+        let approver = format!("sre{i}");
+        let bearer = token(&env.login(&approver));
+        let rid = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+        let approve = format!("/v1/requests/{rid}/approve");
+        let offboard = format!("/v1/users/{approver}/revoke-all");
+        std::thread::scope(|s| {
+            s.spawn(|| post(port, &approve, Some(&bearer), "{}"));
+            s.spawn(|| post(port, &offboard, Some(&admin_token), "{}"));
+        });
+        let trail = ok(
+            &admin,
+            &["audit", "search", "--request", &rid, "--limit", "1000"],
+        );
+        let left = ok(
+            &admin,
+            &[
+                "audit",
+                "search",
+                "--code",
+                "auth.user_offboarded",
+                "--limit",
+                "1000",
+            ],
+        );
+        let left_at = left["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"]["details"]["user"] == approver.as_str())
+            .map(|e| e["seq"].as_u64().unwrap())
+            .expect("the offboarding is on record");
+        match seq_of(&trail, "request.approved") {
+            Some(approved) => {
+                assert!(
+                    approved < left_at,
+                    "approved after {approver} left: {trail}"
+                );
+                let event = trail["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["event"]["action"] == "request.approved")
+                    .unwrap();
+                assert_eq!(
+                    event["event"]["details"]["approvers"],
+                    serde_json::json!([approver]),
+                    "{trail}"
+                );
+            }
+            None => assert_eq!(state(&alice, &rid), "pending", "{trail}"),
+        }
+    }
+}
+
+/// An approval made after a reload changed its request's tier, before the reload's own pass
+/// over pending requests reached it, records the change itself: once, whichever comes first.
+#[test]
+fn an_approval_after_a_change_of_tier_records_the_change_once() {
+    let env = Env::start();
+    let port = env.server.port();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    let alice_token = token(&alice);
+    let sam = env.login("sam");
+    let rid = id(&create(&alice, "web", "root", &[]));
+    // Newer pending requests, which the pass takes first, hold it back from this one.
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "many");
+    let body = serde_json::json!({
+        "target": "web", "role": "root", "reason": "many", "ttl": "30m",
+        "public_key": public_key.trim(),
+    })
+    .to_string();
+    for _ in 0..300 {
+        assert_eq!(post(port, "/v1/requests", Some(&alice_token), &body).0, 201);
+    }
+    let stricter = RULES.replace(
+        "@approval(\"two-person(security)\")",
+        "@approval(\"two-person(security) & manager\")",
+    );
+    assert_ne!(stricter, RULES);
+    write_policy(
+        &env.policy_dir(),
+        &[("targets.toml", TARGETS), ("access.cedar", &stricter)],
+    );
+    ok(&admin, &["policy", "reload"]);
+    let v = ok(&sam, &["request", "approve", &rid]);
+    assert_eq!(
+        (v["state"].as_str(), v["tier"].as_str()),
+        (Some("pending"), Some("manager & two-person(security)")),
+        "{v}"
+    );
+    let changes = || {
+        audit_actions(&admin, &rid)
+            .iter()
+            .filter(|(action, _)| action == "request.requirement_changed")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while audit_events(&admin, "request.requirement_changed").len() < 301
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(changes(), 1, "{:?}", audit_actions(&admin, &rid));
+    // The manager the new tier names is told, whichever recorded the change.
+    let trail = ok(
+        &admin,
+        &["audit", "search", "--request", &rid, "--limit", "1000"],
+    );
+    let told = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["action"] == "request.requirement_changed")
+        .map(|e| e["event"]["details"]["told"].clone());
+    assert_eq!(told, Some(serde_json::json!(["mallory"])), "{trail}");
+}
+
 #[test]
 fn offboarding_waits_for_a_request_already_past_authentication() {
     use std::io::{Read, Write};

@@ -180,9 +180,8 @@ impl App {
     }
 
     /// Stores the tier `decision` demands of pending request `r`, where a reload or a restart
-    /// changed it, and tells the reviewers it names now, whose approval would count, and who
-    /// were not named before: they see it in `request list --reviewable` from now on, but were
-    /// never told of it.
+    /// changed it, and tells the reviewers it names now who were not named before
+    /// ([`Self::retier`]).
     async fn announce_requirement(
         &self,
         requester: &User,
@@ -190,10 +189,44 @@ impl App {
         decision: &Decision,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
+        let Some(retiered) = self.retier(requester, &mut r, decision, now) else {
+            return Ok(());
+        };
+        let notices = self.retier_notices(&r, &retiered, None);
+        let told = !notices.is_empty();
+        self.store
+            .update_request(
+                &r,
+                Change {
+                    events: vec![retiered.event],
+                    notices,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if told {
+            self.outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Gives pending request `r` the tier `decision` demands now, where a reload or a restart
+    /// changed it (with the rules that decide it, and the recording they ask: what approvers
+    /// are shown, and what the grant will carry), and says so on the record. `None` when
+    /// nothing changed. The reviewers it names now, whose approval would count, and who were
+    /// not named before are returned to be told: they see it in `request list --reviewable`
+    /// from now on, but were never told of it.
+    fn retier(
+        &self,
+        requester: &User,
+        r: &mut Request,
+        decision: &Decision,
+        now: OffsetDateTime,
+    ) -> Option<Retiered> {
         let requirement = decision.requirement.clone();
         let recording = r.recording.max(decision.recording);
         if r.requirement == requirement && r.rules == decision.rules && r.recording == recording {
-            return Ok(());
+            return None;
         }
         // No one could give it: said on the record, as a request made now would be refused.
         let no_approvers = self
@@ -210,12 +243,10 @@ impl App {
             .map(|u| u.name.clone())
             .collect();
         let previous = std::mem::replace(&mut r.requirement, requirement);
-        // The rules that decide it now, and the recording they ask, are the request's: what
-        // approvers are shown, and what the grant will carry.
         let previous_rules = std::mem::replace(&mut r.rules, decision.rules.clone());
         r.recording = recording;
         let event = Event::new(Code::RequirementChanged, Actor::system(), now)
-            .for_request(&r)
+            .for_request(r)
             .details(serde_json::json!({
                 "previous": previous.to_string(),
                 "tier": r.requirement.to_string(),
@@ -225,35 +256,40 @@ impl App {
                 "told": newcomers,
                 "no_approvers": no_approvers,
             }));
-        let notices = if newcomers.is_empty() {
-            Vec::new()
-        } else {
-            self.notices_to(
-                &r,
-                Kind::ApprovalNeeded,
-                Audience::Approvers,
-                newcomers,
-                Some(format!(
-                    "the approval policy changed while it waited: it needs {} now, where it needed {previous}",
-                    r.requirement
-                )),
-            )
-        };
-        let told = !notices.is_empty();
-        self.store
-            .update_request(
-                &r,
-                Change {
-                    events: vec![event],
-                    notices,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        if told {
-            self.outbox.notify_one();
+        Some(Retiered {
+            event,
+            previous: previous.to_string(),
+            newcomers,
+        })
+    }
+
+    /// The notices telling a retiered request's new reviewers of it, but `already` (one who
+    /// approves it as it is retiered).
+    fn retier_notices(
+        &self,
+        r: &Request,
+        retiered: &Retiered,
+        already: Option<&UserName>,
+    ) -> Vec<warden_store::Outgoing> {
+        let told: Vec<UserName> = retiered
+            .newcomers
+            .iter()
+            .filter(|u| Some(*u) != already)
+            .cloned()
+            .collect();
+        if told.is_empty() {
+            return Vec::new();
         }
-        Ok(())
+        self.notices_to(
+            r,
+            Kind::ApprovalNeeded,
+            Audience::Approvers,
+            told,
+            Some(format!(
+                "the approval policy changed while it waited: it needs {} now, where it needed {}",
+                r.requirement, retiered.previous
+            )),
+        )
     }
 
     /// Approves (`approve = true`) or denies a pending request.
@@ -312,6 +348,16 @@ impl App {
                 return Err(self.refused(refusal, e).await);
             }
             let deciding = self.deciding().await;
+            // Offboarded since this call passed authentication: an offboarding bars its user's
+            // reviews under this gate ([`App::bar_reviewer`]), so a review is stored before it
+            // or is refused here.
+            if self.offboarded(&caller.user.name) {
+                let e = Error::Forbidden(format!(
+                    "{} was offboarded while this review was under way: it does not count",
+                    caller.user.name
+                ));
+                return Err(self.refused(refusal, e).await);
+            }
             let policy = &deciding.policy;
             let decision = match self.decide_as_made(policy, &requester, &r, now) {
                 Ok(d) => d,
@@ -360,9 +406,13 @@ impl App {
             let mut notices = Vec::new();
             if approve {
                 // Recorded at least as policy says now, so a grant never escapes a recording
-                // added after it was asked for; and granted under the rules that decide it now.
-                r.recording = r.recording.max(decision.recording);
-                r.rules.clone_from(&decision.rules);
+                // added after it was asked for; and granted under the rules that decide it now:
+                // a tier a reload changed is on the record before the approval counted against it.
+                let retiered = if r.state == State::Pending && decision.allowed {
+                    self.retier(&requester, &mut r, &decision, now)
+                } else {
+                    None
+                };
                 let outcome = r.approve(
                     caller.user,
                     &requester,
@@ -384,6 +434,12 @@ impl App {
                     Approved::Complete => Vec::new(),
                     Approved::Partial(p) => p.missing.clone(),
                 };
+                if let Some(retiered) = retiered {
+                    if outcome != Approved::Complete {
+                        notices = self.retier_notices(&r, &retiered, Some(&caller.user.name));
+                    }
+                    events.push(retiered.event);
+                }
                 events.push(
                     Event::new(Code::RequestReviewed, actor.clone(), now)
                         .for_request(&r)
@@ -492,4 +548,12 @@ impl App {
         }
         Err(Error::Store(warden_store::Error::Conflict))
     }
+}
+
+/// A pending request's change of tier ([`App::retier`]): its event, the tier before, and the
+/// reviewers named now who were not before.
+struct Retiered {
+    event: Event,
+    previous: String,
+    newcomers: Vec<UserName>,
 }
