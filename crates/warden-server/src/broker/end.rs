@@ -124,7 +124,11 @@ impl App {
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
             if self.store_revoked(&mut r, change).await? {
-                self.end_extensions(&r, caller.actor()).await?;
+                // A grant whose time ran out first was recorded expired, not revoked: its
+                // extensions carry on the access it would have had.
+                if r.state == State::Revoked {
+                    self.end_extensions(&r, caller.actor()).await?;
+                }
                 return Ok(r);
             }
         }
