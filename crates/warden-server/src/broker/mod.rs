@@ -76,7 +76,9 @@ pub enum Error {
     Transition(#[from] TransitionError),
     #[error("{0}")]
     Forbidden(String),
-    #[error("request {0} not found")]
+    #[error(
+        "request {0} not found, or not yours to see (a request no longer pending is seen only by those it concerns: its requester, its reviewers, administrators and audit readers)"
+    )]
     NotFound(RequestId),
     #[error("{0}")]
     Mfa(String),
