@@ -131,7 +131,9 @@ impl From<broker::Error> for ApiError {
             E::Missing { .. } => StatusCode::NOT_FOUND,
             E::Conflict { .. } => StatusCode::CONFLICT,
             E::Unknown { .. } | E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Refused(_) | E::Forbidden(_) | E::Mfa(_) | E::MfaFailed(_) => StatusCode::FORBIDDEN,
+            E::Refused(_) | E::Forbidden(_) | E::Mfa(_) | E::MfaFailed(_) | E::Locked(_) => {
+                StatusCode::FORBIDDEN
+            }
             E::Transition(
                 TransitionError::WrongState { .. }
                 | TransitionError::AlreadyReviewed

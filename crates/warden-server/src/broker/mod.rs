@@ -85,6 +85,9 @@ pub enum Error {
     /// A TOTP code given for step-up was wrong.
     #[error("{0}")]
     MfaFailed(String),
+    /// The user's password and code checks are locked after too many wrong ones in a row.
+    #[error("{0}")]
+    Locked(String),
     /// An issuer, the sealer or a target failed; the message says which and what.
     #[error("{0}")]
     Issuer(String),
@@ -122,6 +125,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Mfa(_) => "mfa_required",
             Error::MfaFailed(_) => "mfa_failed",
+            Error::Locked(_) => "locked",
             Error::Issuer(_) => "issuer_failed",
             Error::Postmortem(p) => p.code(),
             Error::Store(warden_store::Error::Conflict) => "changed_concurrently",
@@ -135,6 +139,9 @@ impl From<AuthError> for Error {
         match e {
             AuthError::Store(s) => Error::Store(s),
             AuthError::WrongCode(m) => Error::MfaFailed(m),
+            locked @ AuthError::Locked(_) => Error::Locked(format!(
+                "{locked}: wait until then, or ask an administrator to lift the lock (`warden user unlock NAME`)"
+            )),
             other => Error::Mfa(other.to_string()),
         }
     }
