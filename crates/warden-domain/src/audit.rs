@@ -82,6 +82,7 @@ codes! {
     ForwardedForRefused = 1010, "auth.forwarded_for_refused";
     UserUnlocked = 1011, "auth.user_unlocked";
     TokensRevoked = 1012, "auth.tokens_revoked";
+    MfaReset = 1013, "auth.mfa_reset";
     MasterKeyRotated = 9002, "server.master_key_rotated";
     PolicyLoaded = 3000, "policy.loaded";
     PolicyReloadRejected = 3001, "policy.reload_rejected";

@@ -956,6 +956,38 @@ impl App {
         Ok(())
     }
 
+    /// Removes `target`'s second factor (administrators only; checked by the caller), for a
+    /// user who lost it, or whose account had one bound by someone holding a stolen token: the
+    /// user's sessions end with it, and they sign in with their password alone and enrol
+    /// again. Returns whether they had one (confirmed or being enrolled).
+    pub async fn reset_mfa(
+        &self,
+        admin: &User,
+        target: &UserName,
+        source: Option<String>,
+    ) -> Result<bool, AuthError> {
+        let secrets = self.store.secrets(target).await?;
+        let had = secrets.totp.is_some() || secrets.totp_pending.is_some();
+        // Whoever bound the factor may hold a session: cut off first, as a new password does.
+        let at = now();
+        self.tokens.forget_user(target, at);
+        let ended = Event::new(
+            Code::TokensRevoked,
+            Actor::user(admin.name.clone(), source.clone()),
+            at,
+        )
+        .details(serde_json::json!({ "user": target, "why": "their second factor was reset" }));
+        self.store.revoke_tokens(target, vec![ended]).await?;
+        let event = Event::new(
+            Code::MfaReset,
+            Actor::user(admin.name.clone(), source),
+            now(),
+        )
+        .details(serde_json::json!({ "user": target, "had_factor": had }));
+        self.store.clear_totp(target, vec![event]).await?;
+        Ok(had)
+    }
+
     /// The users whose password and code checks are locked now, and until when.
     pub fn locked_users(&self) -> Vec<(UserName, OffsetDateTime)> {
         self.lockouts.locked(now())

@@ -384,6 +384,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     /// Promotes the pending TOTP secret to the confirmed one.
     async fn confirm_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()>;
+    /// Removes the user's TOTP secrets, confirmed and pending.
+    async fn clear_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()>;
     /// Records that TOTP time step `step` was used; returns false if it (or a later one) was
     /// used already, so a code can never be replayed.
     async fn use_totp_step(&self, user: &UserName, step: u64) -> Result<bool>;

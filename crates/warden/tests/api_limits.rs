@@ -512,6 +512,43 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert!(status["log_size"].as_u64().unwrap() >= 5, "{status}");
 }
 
+/// A lost authenticator, or one someone holding a stolen token bound to the account, is no
+/// dead end: an administrator removes it, the user's sessions end with it, and the user signs
+/// in with their password and enrols again.
+#[test]
+fn an_administrator_resets_a_lost_or_planted_second_factor() {
+    let env = Env::start();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    let old = enroll_mfa(&alice);
+    assert_eq!(sign_in(&env.server.cli(), "alice", PASSWORD, None).code, 5);
+    // Only an administrator, and not of their own factor.
+    fails(&alice, &["user", "reset-mfa", "alice"], 3);
+    let own = fails(&admin, &["user", "reset-mfa", "admin"], 3);
+    assert!(own.stderr.contains("another administrator"), "{own:?}");
+    let typo = fails(&admin, &["user", "reset-mfa", "alcie"], 4);
+    assert!(typo.stderr.contains("not in the directory"), "{typo:?}");
+    let v = ok(&admin, &["user", "reset-mfa", "alice"]);
+    assert_eq!(v, serde_json::json!({"user": "alice", "had_factor": true}));
+    // Whoever bound it may hold a session: every one of hers ended.
+    assert_eq!(alice.run(&["whoami"], None).code, 5);
+    let alice = env.server.cli();
+    let back = sign_in(&alice, "alice", PASSWORD, None);
+    assert!(back.success(), "{back:?}");
+    let new = enroll_mfa(&alice);
+    assert_ne!(old, new);
+    let reset = audit_events(&admin, "auth.mfa_reset");
+    assert_eq!(reset.len(), 1, "{reset:?}");
+    assert_eq!(reset[0]["actor"]["user"], "admin");
+    assert_eq!(reset[0]["details"]["had_factor"], true);
+    let refused = audit_values(&admin, "request.action_refused", "/details/action");
+    assert_eq!(
+        refused.iter().filter(|a| *a == "user.mfa_reset").count(),
+        3,
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     let mut env = Env::start();
@@ -539,9 +576,18 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
         let out = step_up(code);
         assert!(out.stderr.contains("TOTP code is wrong"), "{out:?}");
     }
-    // The right code no longer helps, and says until when.
+    // The right code no longer helps, and says until when, and who can lift the lock.
     let locked = step_up(&totp(&uri, 1));
-    assert!(locked.stderr.contains("refused until"), "{locked:?}");
+    assert!(
+        locked.stderr.contains("refused until") && locked.stderr.contains("warden user unlock"),
+        "{locked:?}"
+    );
+    let refused = audit_records(&env.login("admin"), "request.refused");
+    assert_eq!(
+        refused.last().unwrap()["event"]["outcome"]["code"],
+        "locked",
+        "{refused:?}"
+    );
     // Nor does signing in with both right factors; the answer does not say why.
     let login = sign_in(&env.server.cli(), "alice", PASSWORD, Some(&totp(&uri, 1)));
     assert_eq!(login.code, 5, "{login:?}");

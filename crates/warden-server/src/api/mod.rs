@@ -73,6 +73,7 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/users/{name}/password", put(session::set_password))
         .route("/v1/users/{name}/revoke-all", post(session::revoke_all))
         .route("/v1/users/{name}/unlock", post(session::unlock))
+        .route("/v1/users/{name}/mfa/reset", post(session::reset_mfa))
         .route("/v1/users/locked", get(session::locked))
         .route(
             "/v1/targets/{name}/credential",
@@ -450,7 +451,7 @@ async fn refuse_unknown_query(
         policy::targets, policy::status, policy::explain, policy::reload,
         requests::create, requests::list, requests::show, requests::approve, requests::deny,
         requests::cancel, requests::revoke, requests::extend, requests::credential,
-        session::revoke_all, session::locked, session::unlock, targets::set_credential, targets::rotate_root,
+        session::revoke_all, session::locked, session::unlock, session::reset_mfa, targets::set_credential, targets::rotate_root,
         breakglass::create, breakglass::list, breakglass::show, breakglass::close,
         breakglass::drills, breakglass::outbox,
         ssh::proxy, ssh::add_key, ssh::list_keys, ssh::remove_key, ssh::scan_host_key, ssh::pin_host_key,

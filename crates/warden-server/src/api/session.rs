@@ -306,6 +306,46 @@ pub async fn locked(State(app): State<Shared>, who: Authed) -> Result<Json<Locke
     Ok(Json(LockedUsers { locked }))
 }
 
+/// What a reset of a second factor removed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MfaReset {
+    pub user: String,
+    /// Whether the user had a second factor (confirmed, or being enrolled).
+    pub had_factor: bool,
+}
+
+/// Removes a user's second factor and ends their sessions, for one who lost it or whose
+/// account had one bound by someone else; they sign in with their password and enrol again.
+/// Administrators, for users other than themselves.
+#[utoipa::path(post, path = "/v1/users/{name}/mfa/reset", request_body = Option<NoFields>, security(("token" = [])),
+    responses((status = 200, body = MfaReset), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn reset_mfa(
+    State(app): State<Shared>,
+    who: Authed,
+    Path(name): Path<String>,
+    raw: Result<OptionalJson<NoFields>, ApiError>,
+) -> Result<Json<MfaReset>, ApiError> {
+    let NoFields {} = body(&app, &who, "user.mfa_reset", raw).await?;
+    let checked = directory_user(&app, &who, &name, "reset second factors").and_then(|name| {
+        // A stolen administrator's token must not strip that administrator's own factor.
+        if name == who.user.name {
+            return Err(ApiError::forbidden(
+                "you cannot reset your own second factor: ask another administrator (or replace it with `warden mfa enroll --totp CODE`)",
+            ));
+        }
+        Ok(name)
+    });
+    let name = match checked {
+        Ok(n) => n,
+        Err(e) => return Err(refuse(&app, &who, "user.mfa_reset", e).await),
+    };
+    let had_factor = app.reset_mfa(&who.user, &name, who.source.clone()).await?;
+    Ok(Json(MfaReset {
+        user: name.to_string(),
+        had_factor,
+    }))
+}
+
 /// What an unlock lifted.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Unlocked {

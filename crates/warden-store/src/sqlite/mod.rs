@@ -1312,6 +1312,21 @@ impl crate::Store for SqliteStore {
             .await
     }
 
+    async fn clear_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()> {
+        let events = prepare(&events)?;
+        let user = user.to_string();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE user_secrets SET totp = NULL, totp_pending = NULL WHERE user = ?1",
+                    [user],
+                )
+                .map_err(backend)?;
+                append_events(c, &events)
+            })
+            .await
+    }
+
     async fn use_totp_step(&self, user: &UserName, step: u64) -> Result<bool> {
         let user = user.to_string();
         let step = i64::try_from(step).map_err(backend)?;

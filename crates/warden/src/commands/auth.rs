@@ -58,6 +58,13 @@ pub enum UserCommand {
         /// The user, as the directory names them.
         name: String,
     },
+    /// Remove a user's second factor and end their sessions (administrators, for others):
+    /// for a lost authenticator, or one someone else bound to the account. They sign in with
+    /// their password and enrol again with `warden mfa enroll`.
+    ResetMfa {
+        /// The user, as the directory names them.
+        name: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +321,25 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             match v["was_locked_until"].as_str() {
                 Some(until) => println!("Unlocked {name} (locked until {}).", to_the_second(until)),
                 None => println!("{name} was not locked."),
+            }
+            Ok(())
+        }
+        UserCommand::ResetMfa { name } => {
+            let v: Value = Client::new(server)?
+                .post(
+                    &format!("/v1/users/{}/mfa/reset", segment(&name)),
+                    &json!({}),
+                )
+                .await?;
+            if out.json {
+                return out.json(&v);
+            }
+            if v["had_factor"].as_bool() == Some(true) {
+                println!(
+                    "Removed {name}'s second factor and ended their sessions: they sign in with their password and enrol again with `warden mfa enroll`."
+                );
+            } else {
+                println!("{name} had no second factor; their sessions were ended.");
             }
             Ok(())
         }
