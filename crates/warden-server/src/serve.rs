@@ -564,6 +564,9 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         );
         app.store.init_password(name, hash, vec![event]).await?;
     }
+    if let Some(note) = app.unapplied_password_hashes(config).await {
+        tracing::warn!("{note}");
+    }
     let admin = &config.bootstrap_admin;
     let given = std::env::var(BOOTSTRAP_PASSWORD_ENV)
         .ok()

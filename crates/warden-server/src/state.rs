@@ -340,19 +340,53 @@ impl App {
     }
 
     /// What a reload leaves as it was: when the config file's users, groups or managers are no
-    /// longer those this server started with, which are read at start only, a note saying so.
+    /// longer those this server started with, which are read at start only, or its password
+    /// hashes are not those in use ([`App::unapplied_password_hashes`]), a note saying so.
     pub async fn directory_drift(&self) -> Option<String> {
         let path = self.config.file.as_ref()?;
         let offboarded = self.store.offboarded_users().await.unwrap_or_default();
-        let now = match Config::load(path).map(|c| c.directory(&offboarded)) {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Some(format!("{}: {e}", path.display())),
+        let config = match Config::load(path) {
+            Ok(c) => c,
             Err(e) => return Some(e.to_string()),
         };
-        (now != self.directory).then(|| {
-            format!(
+        let now = match config.directory(&offboarded) {
+            Ok(d) => d,
+            Err(e) => return Some(format!("{}: {e}", path.display())),
+        };
+        let mut notes = Vec::new();
+        if now != self.directory {
+            notes.push(format!(
                 "the users, groups or managers in {} changed since the server started: they take effect at its next start (`warden revoke --user NAME --all` ends a leaver's access now)",
                 path.display()
+            ));
+        }
+        notes.extend(self.unapplied_password_hashes(&config).await);
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+
+    /// A note naming the users whose `password_hash` in `config` is not the password they
+    /// sign in with: the config sets a password only for a user who has none, so a hash
+    /// changed there (a leaked password rotated, say) changes nothing by itself. Offboarded
+    /// users, whose password is disabled, are left out.
+    pub async fn unapplied_password_hashes(&self, config: &Config) -> Option<String> {
+        let offboarded = self.store.offboarded_users().await.ok()?;
+        let mut stale = Vec::new();
+        for (name, u) in &config.users {
+            let Some(configured) = &u.password_hash else {
+                continue;
+            };
+            if offboarded.contains(name) {
+                continue;
+            }
+            let in_use = self.store.secrets(name).await.ok()?.password_hash;
+            if in_use.as_ref().is_some_and(|h| h != configured) {
+                stale.push(name.to_string());
+            }
+        }
+        (!stale.is_empty()).then(|| {
+            format!(
+                "the password_hash of {} in the config is not the password in use: the config sets a password only for a user who has none, so change one with `warden user set-password NAME` (and then put its hash in the config, or remove the old one)",
+                stale.join(", ")
             )
         })
     }

@@ -593,6 +593,59 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     );
 }
 
+/// A password hash changed in the config changes no password by itself (the config sets one
+/// only for a user who has none): each reload, and the next start, name the user it concerns.
+#[test]
+fn a_password_hash_changed_in_the_config_is_named_as_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = test_policy(dir.path());
+    let config = dir.path().join("warden.toml");
+    let directory = |password: &str| {
+        let text = format!(
+            "policy_dir = {:?}\n\n[users.carol]\ngroups = [\"dev\"]\npassword_hash = {:?}\n",
+            policy.display().to_string(),
+            password_hash(password)
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    directory("carol-password-1");
+    let mut server = Server::start_in(
+        Path::new(BIN),
+        &dir.path().join("data"),
+        &["serve", "--config", config.to_str().unwrap()],
+        &[("WARDEN_BOOTSTRAP_PASSWORD", "admin-password-1")],
+    );
+    let admin = server.cli();
+    let login = admin.run(
+        &["login", "--user", "admin", "--password-stdin"],
+        Some("admin-password-1"),
+    );
+    assert!(login.success(), "{login:?}");
+    let reload = admin.run(&["policy", "reload"], None);
+    assert!(!reload.stderr.contains("password_hash"), "{reload:?}");
+    directory("carol-password-2");
+    let reload = admin.run(&["policy", "reload"], None);
+    assert!(
+        reload.success() && reload.stderr.contains("password_hash of carol"),
+        "{reload:?}"
+    );
+    assert!(server.terminate().success());
+    server.restart();
+    assert!(
+        server.stderr().contains("password_hash of carol"),
+        "{}",
+        server.stderr()
+    );
+    let sign_in = |password: &str| {
+        server.cli().run(
+            &["login", "--user", "carol", "--password-stdin"],
+            Some(password),
+        )
+    };
+    assert!(sign_in("carol-password-1").success());
+    assert_eq!(sign_in("carol-password-2").code, 5);
+}
+
 /// A user removed from the config while the server is down holds nothing once it is back:
 /// their open requests, grants and tokens are revoked at start, by Warden, saying why.
 #[test]
