@@ -471,6 +471,19 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     let long = format!(r#"{{"user":"alice","password":"{}"}}"#, "p".repeat(5000));
     let said = http_post_with(port, "/v1/auth/login", &[], &long).unwrap();
     assert_eq!(error_code(&said.body), "field_too_long", "{}", said.body);
+    assert!(
+        said.body.contains("password is longer than 1024 bytes"),
+        "{}",
+        said.body
+    );
+    // Each field too long is named, with its limit.
+    let code = r#"{"user":"alice","password":"sekret-extra-1","totp":"12345678901234567"}"#;
+    let said = http_post_with(port, "/v1/auth/login", &[], code).unwrap();
+    assert!(
+        said.body.contains("totp is longer than 16 characters") && said.body.contains("6-digit"),
+        "{}",
+        said.body
+    );
     let codes = audit_values(&admin, "auth.login_failed", "/outcome/code");
     assert_eq!(
         codes.iter().filter(|c| *c == "bad_json").count(),

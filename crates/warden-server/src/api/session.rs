@@ -15,6 +15,10 @@ use warden_domain::rfc3339;
 
 /// Longest accepted password, in bytes; argon2 cost grows with it.
 const MAX_PASSWORD: usize = warden_domain::password::MAX_BYTES;
+/// Longest accepted user name at sign-in, in bytes; no directory name comes near it.
+const MAX_USER: usize = 256;
+/// Longest accepted TOTP code at sign-in; codes have 6 digits.
+const MAX_TOTP: usize = 16;
 
 /// Credentials to exchange for a token.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -102,11 +106,19 @@ pub async fn login(
         Ok(JsonBody(b)) => b,
         Err(e) => return Err(refuse(None, e).await),
     };
-    if b.password.len() > MAX_PASSWORD
-        || b.user.len() > 256
-        || b.totp.as_ref().is_some_and(|t| t.len() > 16)
-    {
-        let e = ApiError::bad_request("field_too_long", "user, password or totp is too long");
+    let too_long = if b.user.len() > MAX_USER {
+        Some(format!("user is longer than {MAX_USER} bytes"))
+    } else if b.password.len() > MAX_PASSWORD {
+        Some(format!("password is longer than {MAX_PASSWORD} bytes"))
+    } else if b.totp.as_ref().is_some_and(|t| t.len() > MAX_TOTP) {
+        Some(format!(
+            "totp is longer than {MAX_TOTP} characters: send the 6-digit code your authenticator shows"
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = too_long {
+        let e = ApiError::bad_request("field_too_long", why);
         return Err(refuse(Some(b.user), e).await);
     }
     let issued = app
