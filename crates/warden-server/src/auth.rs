@@ -931,17 +931,9 @@ impl App {
         let pw = password.to_owned();
         let phc = self.argon2(|| Ok(()), move || hash_password(&pw)).await??;
         // A new password ends the sessions of the old one (a reset after a suspected compromise
-        // must not leave a stolen token working), first: cut off before the new password is
-        // stored, so that a crash between the two leaves no token behind.
-        let at = now();
-        self.tokens.forget_user(target, at);
-        let ended = Event::new(
-            Code::TokensRevoked,
-            Actor::user(admin.name.clone(), source.clone()),
-            at,
-        )
-        .details(serde_json::json!({ "user": target, "why": "a new password was set" }));
-        self.store.revoke_tokens(target, vec![ended]).await?;
+        // must not leave a stolen token working).
+        self.sign_out(admin, target, source.clone(), "a new password was set")
+            .await?;
         let event = Event::new(
             Code::PasswordSet,
             Actor::user(admin.name.clone(), source),
@@ -968,16 +960,14 @@ impl App {
     ) -> Result<bool, AuthError> {
         let secrets = self.store.secrets(target).await?;
         let had = secrets.totp.is_some() || secrets.totp_pending.is_some();
-        // Whoever bound the factor may hold a session: cut off first, as a new password does.
-        let at = now();
-        self.tokens.forget_user(target, at);
-        let ended = Event::new(
-            Code::TokensRevoked,
-            Actor::user(admin.name.clone(), source.clone()),
-            at,
+        // Whoever bound the factor may hold a session.
+        self.sign_out(
+            admin,
+            target,
+            source.clone(),
+            "their second factor was reset",
         )
-        .details(serde_json::json!({ "user": target, "why": "their second factor was reset" }));
-        self.store.revoke_tokens(target, vec![ended]).await?;
+        .await?;
         let event = Event::new(
             Code::MfaReset,
             Actor::user(admin.name.clone(), source),
@@ -986,6 +976,27 @@ impl App {
         .details(serde_json::json!({ "user": target, "had_factor": had }));
         self.store.clear_totp(target, vec![event]).await?;
         Ok(had)
+    }
+
+    /// Revokes every token of `target` for an administrator's change of their credentials,
+    /// `why`: first, so that a crash before the change is stored leaves no token behind.
+    async fn sign_out(
+        &self,
+        admin: &User,
+        target: &UserName,
+        source: Option<String>,
+        why: &str,
+    ) -> Result<(), AuthError> {
+        let at = now();
+        self.tokens.forget_user(target, at);
+        let ended = Event::new(
+            Code::TokensRevoked,
+            Actor::user(admin.name.clone(), source),
+            at,
+        )
+        .details(serde_json::json!({ "user": target, "why": why }));
+        self.store.revoke_tokens(target, vec![ended]).await?;
+        Ok(())
     }
 
     /// The users whose password and code checks are locked now, and until when.

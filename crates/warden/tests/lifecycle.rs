@@ -734,12 +734,7 @@ fn a_reload_stops_what_the_reload_before_it_would_still_grant() {
     let port = env.server.port();
     let (alice_token, sam_token, admin_token) = (token(&alice), token(&sam), token(&admin));
     let keys = tempfile::tempdir().unwrap();
-    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "many");
-    let body = serde_json::json!({
-        "target": "web", "role": "root", "reason": "many", "ttl": "30m",
-        "public_key": public_key.trim(),
-    })
-    .to_string();
+    let body = request_body(keys.path(), "web", "root", "many");
     // Many requests, each with the one security approval of the two its tier needs.
     for _ in 0..60 {
         let (status, made) = post(port, "/v1/requests", Some(&alice_token), &body);
@@ -1796,12 +1791,7 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
         create(&alice, "web", "view", &[]);
     }
     let keys = tempfile::tempdir().unwrap();
-    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "busy");
-    let body = serde_json::json!({
-        "target": "web", "role": "view", "reason": "busy", "ttl": "30m",
-        "public_key": public_key.trim(),
-    })
-    .to_string();
+    let body = request_body(keys.path(), "web", "view", "busy");
     let body = body.as_str();
     let made = std::thread::scope(|s| {
         let busy = s.spawn(|| {
@@ -2018,12 +2008,7 @@ fn an_approval_after_a_change_of_tier_records_the_change_once() {
     let rid = id(&create(&alice, "web", "root", &[]));
     // Newer pending requests, which the pass takes first, hold it back from this one.
     let keys = tempfile::tempdir().unwrap();
-    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "many");
-    let body = serde_json::json!({
-        "target": "web", "role": "root", "reason": "many", "ttl": "30m",
-        "public_key": public_key.trim(),
-    })
-    .to_string();
+    let body = request_body(keys.path(), "web", "root", "many");
     for _ in 0..300 {
         assert_eq!(post(port, "/v1/requests", Some(&alice_token), &body).0, 201);
     }
@@ -2078,12 +2063,7 @@ fn offboarding_waits_for_a_request_already_past_authentication() {
     let admin = env.login("admin");
     let alice = env.login("alice");
     let keys = tempfile::tempdir().unwrap();
-    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "slow");
-    let body = serde_json::json!({
-        "target": "web", "role": "view", "reason": "slow client", "ttl": "30m",
-        "public_key": public_key.trim(),
-    })
-    .to_string();
+    let body = request_body(keys.path(), "web", "view", "slow client");
     // Alice's request is authenticated from its head; its body comes only once offboarding
     // has begun, so the request is stored after offboarding looked for her open ones.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -2121,12 +2101,7 @@ fn an_offboarding_cut_short_by_a_crash_is_finished_at_start() {
     let active = id(&create(&alice, "web", "view", &[]));
     let pending = id(&create(&alice, "web", "root", &[]));
     let keys = tempfile::tempdir().unwrap();
-    let (_, public_key) = warden_testkit::ssh_keypair(keys.path(), "held");
-    let body = serde_json::json!({
-        "target": "web", "role": "view", "reason": "held", "ttl": "30m",
-        "public_key": public_key.trim(),
-    })
-    .to_string();
+    let body = request_body(keys.path(), "web", "view", "held");
     // A call of alice's past authentication holds the offboarding after it is stored and
     // before it ends her requests; the server dies there.
     let mut held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -2219,6 +2194,17 @@ fn request_raw(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The JSON body of a 30-minute request for `target`'s `role`, sent over HTTP, with the public
+/// key of a key pair made in `keys`.
+fn request_body(keys: &std::path::Path, target: &str, role: &str, reason: &str) -> String {
+    let (_, public_key) = warden_testkit::ssh_keypair(keys, "request");
+    serde_json::json!({
+        "target": target, "role": role, "reason": reason, "ttl": "30m",
+        "public_key": public_key.trim(),
+    })
+    .to_string()
 }
 
 fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
