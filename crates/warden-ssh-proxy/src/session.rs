@@ -185,12 +185,18 @@ impl Start<'_> {
         Actor::user(self.who.user.clone(), Some(self.who.peer.ip().to_string()))
     }
 
+    /// An event of this session's start, about `grant`; without one (a refusal before any
+    /// was found), about the target asked for, when it is a target's name, and the grant whose
+    /// certificate the user signed in with, so that searches by either find it.
     fn event(&self, code: Code, grant: Option<&Grant>, session: Option<&str>) -> Event {
         let mut e = Event::new(code, self.actor(), now());
         if let Some(g) = grant {
             e.request_id = Some(g.id);
             e.target = Some(g.target.clone());
             e.role = Some(g.role.clone());
+        } else {
+            e.request_id = self.who.grant;
+            e.target = self.who.target.parse().ok();
         }
         e.session_id = session.map(str::to_owned);
         e

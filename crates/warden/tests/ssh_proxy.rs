@@ -216,6 +216,8 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     );
     let refused = s.wait_event("session.refused", Duration::from_secs(5));
     assert_eq!(refused["outcome"]["code"], "no_active_grant");
+    // Found by the target it was aimed at, as every refusal is.
+    assert_eq!(refused["target"], "web", "{refused}");
     // `warden ssh` says so itself, with the documented exit codes, before ssh runs.
     let out = fails(&s.alice, &["ssh", "web", "--", "true"], 3);
     assert!(out.stderr.contains("no active grant for web"), "{out:?}");
@@ -355,6 +357,15 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     };
     let out = with_certificate(s.port, "alice:web", "echo by-certificate");
     assert_eq!(text(&out.stdout).trim(), "by-certificate", "{out:?}");
+    // Aimed at another target it is refused, and the refusal is found by either.
+    let out = with_certificate(s.port, "alice:elsewhere", "echo elsewhere");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let refused = s.events("session.refused").pop().unwrap();
+    assert_eq!(
+        (refused["target"].as_str(), refused["request_id"].as_str()),
+        (Some("elsewhere"), grant["id"].as_str()),
+        "{refused}"
+    );
     // With a longer grant beside it, the certificate's session still runs under its own grant;
     // a login no grant allows is refused, naming it.
     let longer = s.grant("50m");
