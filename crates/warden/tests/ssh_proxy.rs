@@ -945,6 +945,10 @@ fn host_keys_are_pinned_only_after_confirmation() {
         ],
         3,
     );
+    // Without a terminal, nothing confirms the key by eye: a piped "y" pins nothing.
+    let piped = s.admin.run(&["target", "pin-host-key", "web"], Some("y\n"));
+    assert_eq!(piped.code, 2, "{piped:?}");
+    assert!(piped.stderr.contains("no terminal"), "{piped:?}");
     fails(
         &s.alice,
         &[

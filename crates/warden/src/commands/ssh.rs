@@ -1,7 +1,7 @@
 //! The SSH proxy from the client: `keys`, `ssh TARGET`, `sessions`, `replay`, and
 //! `target pin-host-key`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -478,7 +478,6 @@ pub async fn revoked_keys(
     file: Option<&std::path::Path>,
     out: Output,
 ) -> anyhow::Result<()> {
-    use std::io::{IsTerminal, Write};
     let Some(file) = file else {
         if out.json {
             return Err(Failure::new(
@@ -545,6 +544,16 @@ pub async fn pin_host_key(
     let seen = scan["fingerprint"].as_str().unwrap_or_default();
     let confirmed = match fingerprint {
         Some(f) => f,
+        // A confirmation piped in (`yes |` in a script) is no one comparing anything.
+        None if !std::io::stdin().is_terminal() => {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "{target} presents the host key {seen}, and there is no terminal to confirm it on: compare it with the fingerprint on the host (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there) and pass that as `--fingerprint SHA256:...`"
+                ),
+            )
+            .into());
+        }
         None => {
             eprintln!("{target} presents the host key {seen}");
             eprint!(
