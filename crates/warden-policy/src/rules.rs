@@ -275,7 +275,7 @@ fn unknown(annotations: &[(&str, &str)], allowed: &[&str], effect: &str) -> Vec<
 fn ttl(key: &str, value: &str, errors: &mut Vec<AnnotationError>) -> Option<Ttl> {
     value
         .parse::<Ttl>()
-        .map_err(|e| errors.push(problem(Some(key), format!("@{key}: {e}"))))
+        .map_err(|e| errors.push(problem(Some(key), e.of(&format!("@{key}")))))
         .ok()
 }
 

@@ -631,7 +631,7 @@ forbid (principal in Group::"Contractors", action, resource) unless { principal 
     f.push(("README.md".to_owned(), "ignored".to_owned()));
     let got = problems(&f);
     let expected = [
-        "a.cedar:4:1: @max_ttl: TTL \"forever\" is not a duration: write it like 90s, 15m, 1h30m or 2d",
+        "a.cedar:4:1: @max_ttl \"forever\" is not a duration: write it like 90s, 15m, 1h30m or 2d",
         "a.cedar:7:1: permit has no @id; give every policy a unique @id(\"...\") so decisions can name it",
         "a.cedar:11:1: permit typo has no @max_ttl; say how long a grant may last, e.g. @max_ttl(\"1h\")",
         "a.cedar:13:1: unknown annotation @max_tll on a permit; allowed: @id, @approval, @max_ttl, @ticket, @mfa, @recording, @pending_timeout",
