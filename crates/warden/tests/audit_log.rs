@@ -452,6 +452,20 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
     assert!(out.success(), "{out:?}");
     let verified = verify_bundle(&admin, &bundle, &key);
     assert!(verified.success(), "{verified:?}");
+    // An earlier bundle is never replaced, nor a file taken for a directory.
+    let again = admin.run(&["audit", "export", bundle.to_str().unwrap()], None);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(
+        again.stderr.contains("holds an export already"),
+        "{again:?}"
+    );
+    let file = bundle.join("events.jsonl");
+    let into_file = admin.run(&["audit", "export", file.to_str().unwrap()], None);
+    assert_eq!(into_file.code, 2, "{into_file:?}");
+    assert!(
+        into_file.stderr.contains("is not a directory"),
+        "{into_file:?}"
+    );
     // A kept checkpoint of the bundle's size must have its root; one of another size is no
     // check of it, and said so.
     let with_kept = |kept: &Path| {

@@ -226,6 +226,7 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             return audit_verify::proof(&file, &verifier_key, checkpoint.as_deref(), out);
         }
         AuditCommand::Export { dir, from, to } => {
+            audit_verify::bundle_dir_free(&dir)?;
             let q = query(&[("from", from), ("to", to)]);
             let v: Value = Client::new(server)?
                 .get(&format!("/v1/audit/export{q}"))

@@ -765,12 +765,52 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
     report(out, "the proof", summary, &[])
 }
 
+/// The files of an export bundle.
+const BUNDLE_FILES: [&str; 3] = ["verifier.key", "checkpoint.note", "events.jsonl"];
+
+/// Refuses a bundle directory that is a file, or holds a bundle already: an earlier export
+/// may be someone's evidence, and is never replaced.
+pub fn bundle_dir_free(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is not a directory: give a new or empty directory for the bundle's files",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    let held: Vec<&str> = BUNDLE_FILES
+        .into_iter()
+        .filter(|f| dir.join(f).symlink_metadata().is_ok())
+        .collect();
+    if !held.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} holds an export already ({}): give a new or empty directory, so that no earlier bundle is replaced",
+                dir.display(),
+                held.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Writes an export bundle as three files: the verifier key, the checkpoint, the events.
 pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Made new, never opened over an existing file (one made since the check above).
     let write = |name: &str, text: String| {
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))
     };
     write(
         "verifier.key",
