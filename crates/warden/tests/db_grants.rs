@@ -185,12 +185,11 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     wait_until("the request to be expired", Duration::from_secs(5), || {
         state(&alice, &id(&v)) == "expired"
     });
-    // The client keeps an expired grant's password no longer than its next keeping, reading
-    // or logout.
+    // The client keeps an ended grant's password no longer than it takes to see it ended
+    // (`request show`, as above, or `list`), or its next keeping, reading or logout.
     let kept = alice.home().join("grants").join(format!("{}.json", id(&v)));
-    assert!(kept.exists());
-    let again = create(&alice, "pg", "read", &["--ttl", "5m"]);
     assert!(!kept.exists(), "an expired grant's secret is still kept");
+    let again = create(&alice, "pg", "read", &["--ttl", "5m"]);
     let grants = alice.home().join("grants");
     assert!(grants.join(format!("{}.json", id(&again))).exists());
     // Revoking a grant revokes its extension, and the client forgets both passwords.
@@ -204,6 +203,12 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
         !extension_kept.exists(),
         "a revoked extension's secret is kept"
     );
+    // Ended by someone else, it is forgotten once the client sees it so.
+    let other = id(&create(&alice, "pg", "read", &["--ttl", "5m"]));
+    ok(&admin, &["request", "revoke", &other]);
+    assert!(grants.join(format!("{other}.json")).exists());
+    ok(&alice, &["request", "list"]);
+    assert!(!grants.join(format!("{other}.json")).exists());
     create(&alice, "pg", "read", &["--ttl", "5m"]);
     let out = fails(&alice, &["db", "connect", "pg", "--role", "nope"], 3);
     assert!(out.stderr.contains("as nope; you hold: read"), "{out:?}");

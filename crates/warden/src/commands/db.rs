@@ -133,6 +133,16 @@ fn kept() -> anyhow::Result<Vec<(PathBuf, Value)>> {
     Ok(out)
 }
 
+/// Removes the kept secret of request `v` once it has ended, by anyone's hand or by its time:
+/// its account is gone from the target.
+pub fn forget_if_ended(v: &Value) -> anyhow::Result<()> {
+    let id = v["id"].as_str().unwrap_or_default();
+    if v["ended_at"].is_null() || !super::requests::id_like(id) || !grant_file(id)?.exists() {
+        return Ok(());
+    }
+    forget_secret(id)
+}
+
 /// Removes the kept secrets of grant `id` and of its extensions, if any: revoking a grant
 /// revokes them with it.
 pub fn forget_secret(id: &str) -> anyhow::Result<()> {

@@ -727,6 +727,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
             let v: Value = c.get(&format!("/v1/requests{q}")).await?;
             for r in v["requests"].as_array().into_iter().flatten() {
                 forget_unneeded_key(r)?;
+                super::db::forget_if_ended(r)?;
             }
             if out.json {
                 return out.json(&v);
@@ -772,6 +773,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
         }
         RequestCommand::Show { id } => {
             let v: Value = c.get(&format!("/v1/requests/{}", segment(&id))).await?;
+            super::db::forget_if_ended(&v)?;
             finish(&v, None, false, out)
         }
         RequestCommand::Approve { id, comment, totp } => {
