@@ -745,7 +745,12 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                         s(r, "role"),
                         s(r, "ttl"),
                         s(r, "tier"),
-                        instant(r, "expires_at"),
+                        // An ended grant's end, not the expiry it no longer has.
+                        if r["ended_at"].is_null() {
+                            instant(r, "expires_at")
+                        } else {
+                            instant(r, "ended_at")
+                        },
                     ]
                 })
                 .collect();
@@ -758,7 +763,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                     "ROLE",
                     "TTL",
                     "TIER",
-                    "EXPIRES",
+                    "END",
                 ],
                 &rows,
             );
