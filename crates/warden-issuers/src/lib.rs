@@ -9,6 +9,7 @@
 pub mod mariadb;
 pub mod postgres;
 pub mod registry;
+mod settings;
 mod sql;
 pub mod ssh_cert;
 
@@ -19,6 +20,7 @@ use time::OffsetDateTime;
 use warden_domain::{Recording, RequestId, RoleName, TargetName, UserName};
 
 pub use registry::{KINDS, Registry, check_connection, check_role};
+pub use settings::SettingProblem;
 
 /// Issuer-specific settings of a role, from the targets file.
 pub type Settings = serde_json::Map<String, serde_json::Value>;

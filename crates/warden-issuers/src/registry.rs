@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{Error, Issuer, Settings, mariadb, postgres, ssh_cert};
+use crate::{Error, Issuer, SettingProblem, Settings, mariadb, postgres, ssh_cert};
 
 /// Issuers by the `kind` their targets name.
 #[derive(Debug, Clone, Default)]
@@ -39,13 +39,17 @@ pub fn check_connection(kind: &str, connection: &Settings) -> Result<(), Error> 
     }
 }
 
-/// Checks one role's settings for a target `kind`, like [`check_connection`].
-pub fn check_role(kind: &str, settings: &Settings) -> Result<(), Error> {
+/// Every problem with one role's settings for a target `kind`, each with the setting it is
+/// in, like [`check_connection`].
+pub fn check_role(kind: &str, settings: &Settings) -> Vec<SettingProblem> {
     match kind {
         "ssh" => ssh_cert::check_role(settings),
         "postgres" => postgres::check_role(settings),
         "mariadb" => mariadb::check_role(settings),
-        other => Err(unknown_kind(other)),
+        other => vec![SettingProblem {
+            key: None,
+            message: unknown_kind(other).to_string(),
+        }],
     }
 }
 

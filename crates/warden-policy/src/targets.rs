@@ -109,6 +109,10 @@ pub struct Role {
     /// Where the role's table is named.
     #[serde(skip)]
     pub at: Place,
+    /// Where each of its settings is written, so that a problem the issuer finds in one is
+    /// reported there.
+    #[serde(skip)]
+    pub settings_at: BTreeMap<String, Place>,
 }
 
 const TARGET_KEYS: [&str; 7] = [
@@ -293,6 +297,7 @@ fn parse_roles(
         };
         let mut description = None;
         let mut settings = serde_json::Map::new();
+        let mut settings_at = BTreeMap::new();
         for (k, v) in body {
             if k.get_ref() == "description" {
                 let what = format!("`description` of {what}");
@@ -302,6 +307,7 @@ fn parse_roles(
             match toml_doc::to_json(v.get_ref()) {
                 Ok(json) => {
                     settings.insert(k.get_ref().to_string(), json);
+                    settings_at.insert(k.get_ref().to_string(), src.place(k.span().start));
                 }
                 Err(e) => out.push(toml_doc::at(
                     src,
@@ -318,6 +324,7 @@ fn parse_roles(
                     description,
                     settings,
                     at: src.place(key.span().start),
+                    settings_at,
                 },
             );
         }

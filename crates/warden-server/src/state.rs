@@ -183,11 +183,16 @@ fn check_issuers(targets: &Targets) -> Vec<Diagnostic> {
             );
         }
         for role in target.roles.values() {
-            if let Err(e) = warden_issuers::check_role(&target.kind, &role.settings) {
-                out.push(
-                    role.at
-                        .problem(format!("target {} role {}: {e}", target.name, role.name)),
-                );
+            for p in warden_issuers::check_role(&target.kind, &role.settings) {
+                let at = p
+                    .key
+                    .as_ref()
+                    .and_then(|k| role.settings_at.get(k))
+                    .unwrap_or(&role.at);
+                out.push(at.problem(format!(
+                    "target {} role {}: {}",
+                    target.name, role.name, p.message
+                )));
             }
         }
     }

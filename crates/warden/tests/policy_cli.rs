@@ -67,12 +67,39 @@ fn check_reports_every_problem_with_file_and_line() {
     );
     let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
     assert_eq!(out.code, 1, "{out:?}");
-    // What only the issuer can check is located too: at the role, or once at the kind.
+    // What only the issuer can check is located too: at the setting, or once at the kind.
     assert!(
-        out.stderr.contains("targets.toml:4:") && out.stderr.contains("principals"),
+        out.stderr.contains("targets.toml:5:") && out.stderr.contains("principals"),
         "{}",
         out.stderr
     );
+    // Every problem of a role's settings, each at its own line; one it lacks, at the role.
+    write_policy(
+        dir.path(),
+        &[(
+            "targets.toml",
+            "[targets.web]\nkind = \"ssh\"\nenvironment = \"t\"\n[targets.web.roles.view]\nprincipals = [\"root\", \"bad name\"]\nextensions = [\"permit-everything\"]\ndeny_commands = \"rm\"\nfile_transfer = \"yes\"\nrecord_input = 1\ncolour = \"red\"\n[targets.web.roles.edit]\n",
+        )],
+    );
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    for (line, what) in [
+        (5, "principal \"bad name\""),
+        (6, "permit-everything"),
+        (7, "`deny_commands` must be a list"),
+        (8, "`file_transfer` must be true or false"),
+        (9, "`record_input` must be true or false"),
+        (10, "unknown setting `colour`"),
+        (11, "role edit: an ssh role needs `principals"),
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("targets.toml:{line}:")) && l.contains(what)),
+            "line {line}, {what}: {}",
+            out.stderr
+        );
+    }
     write_policy(
         dir.path(),
         &[(
@@ -91,7 +118,7 @@ fn check_reports_every_problem_with_file_and_line() {
     assert!(out.stderr.contains("targets.toml:2:8"), "{}", out.stderr);
 
     // One run reports everything: a rule that does not parse, a blank environment, a bad
-    // connection (once, at its table) and each role's bad settings.
+    // connection (once, at its table) and every bad setting of each role.
     write_policy(
         dir.path(),
         &[
@@ -120,8 +147,9 @@ fn check_reports_every_problem_with_file_and_line() {
             "access.cedar:1",
             "targets.toml:3",
             "targets.toml:5",
-            "targets.toml:10",
-            "targets.toml:13"
+            "targets.toml:11",
+            "targets.toml:13",
+            "targets.toml:14"
         ],
         "{out}"
     );

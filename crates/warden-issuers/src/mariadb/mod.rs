@@ -59,8 +59,9 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use warden_domain::{RequestId, UserName};
 
+use crate::settings::{Problems, SettingProblem};
 use crate::sql::pool::{Key, Pool};
-use crate::sql::template::{Template, Values, parse_grants};
+use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key,
     is_account_name, parse_connection, redact, require_account, require_admin, require_password,
@@ -148,34 +149,48 @@ pub fn check_connection(connection: &Settings) -> Result<(), Error> {
     parse_connection(KIND, connection, DEFAULT_PORT, false).map(|_| ())
 }
 
-/// Checks a mariadb role's settings.
-pub fn check_role(settings: &Settings) -> Result<(), Error> {
-    parse_settings(settings).map(|_| ())
+/// Every problem with a mariadb role's settings.
+pub fn check_role(settings: &Settings) -> Vec<SettingProblem> {
+    let mut problems = Problems::default();
+    read_settings(settings, &mut problems);
+    problems.into_vec()
 }
 
 fn parse_settings(settings: &Settings) -> Result<RoleSettings, Error> {
-    if let Some(k) = settings
+    let mut problems = Problems::default();
+    let read = read_settings(settings, &mut problems);
+    problems.or_first(read)
+}
+
+/// Reads a role's settings, noting every problem in `problems`.
+fn read_settings(settings: &Settings, problems: &mut Problems) -> RoleSettings {
+    for k in settings
         .keys()
-        .find(|k| !matches!(k.as_str(), "grants" | "host"))
+        .filter(|k| !matches!(k.as_str(), "grants" | "host"))
     {
-        return Err(Error::Settings(format!(
-            "unknown setting `{k}` for a mariadb role; known: grants, host"
-        )));
+        problems.add(
+            Some(k),
+            format!("unknown setting `{k}` for a mariadb role; known: grants, host"),
+        );
     }
     let host = match settings.get("host") {
         None => DEFAULT_HOST.to_owned(),
         Some(serde_json::Value::String(h)) if is_host_pattern(h) => h.clone(),
         Some(_) => {
-            return Err(Error::Settings(format!(
-                "`host` of a mariadb role must be an account host such as \"%\", \"10.0.%\" or \
-                 \"app.internal\": up to {HOST_MAX} letters, digits and . - _ % : /"
-            )));
+            problems.add(
+                Some("host"),
+                format!(
+                    "`host` of a mariadb role must be an account host such as \"%\", \"10.0.%\" or \
+                     \"app.internal\": up to {HOST_MAX} letters, digits and . - _ % : /"
+                ),
+            );
+            DEFAULT_HOST.to_owned()
         }
     };
-    Ok(RoleSettings {
-        grants: parse_grants(KIND, settings)?,
+    RoleSettings {
+        grants: read_grants(KIND, settings, problems),
         host,
-    })
+    }
 }
 
 /// Whether `h` can be the host part of an account: names, addresses, `%`/`_` wildcards and
@@ -564,12 +579,12 @@ mod tests {
     fn settings_are_checked() {
         let conn = settings(serde_json::json!({"host": "db"}));
         let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"]}));
-        assert!(check_connection(&conn).is_ok() && check_role(&ok).is_ok());
+        assert!(check_connection(&conn).is_ok() && check_role(&ok).is_empty());
         let with_host = settings(
             serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"], "host": "10.0.%"}),
         );
         assert_eq!(parse_settings(&with_host).unwrap().host, "10.0.%");
-        let err = |s: serde_json::Value| check_role(&settings(s)).unwrap_err().to_string();
+        let err = |s: serde_json::Value| parse_settings(&settings(s)).unwrap_err().to_string();
         assert!(
             err(serde_json::json!({"grants": ["G {{name}}"], "host": "a'b"})).contains("`host`")
         );

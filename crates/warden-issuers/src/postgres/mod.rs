@@ -55,8 +55,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::{Client, NoTls};
 use warden_domain::{RequestId, UserName};
 
+use crate::settings::{Problems, SettingProblem};
 use crate::sql::pool::{Key, Pool};
-use crate::sql::template::{Template, Values, parse_grants};
+use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key, grant_tail,
     is_account_name, parse_connection, redact, require_account, require_admin, require_password,
@@ -172,18 +173,28 @@ pub fn check_connection(connection: &Settings) -> Result<(), Error> {
     parse_connection(KIND, connection, DEFAULT_PORT, true).map(|_| ())
 }
 
-/// Checks a postgres role's settings.
-pub fn check_role(settings: &Settings) -> Result<(), Error> {
-    parse_settings(settings).map(|_| ())
+/// Every problem with a postgres role's settings.
+pub fn check_role(settings: &Settings) -> Vec<SettingProblem> {
+    let mut problems = Problems::default();
+    read_settings(settings, &mut problems);
+    problems.into_vec()
 }
 
 fn parse_settings(settings: &Settings) -> Result<Vec<Template>, Error> {
-    if let Some(k) = settings.keys().find(|k| k.as_str() != "grants") {
-        return Err(Error::Settings(format!(
-            "unknown setting `{k}` for a postgres role; known: grants"
-        )));
+    let mut problems = Problems::default();
+    let read = read_settings(settings, &mut problems);
+    problems.or_first(read)
+}
+
+/// Reads a role's settings, noting every problem in `problems`.
+fn read_settings(settings: &Settings, problems: &mut Problems) -> Vec<Template> {
+    for k in settings.keys().filter(|k| k.as_str() != "grants") {
+        problems.add(
+            Some(k),
+            format!("unknown setting `{k}` for a postgres role; known: grants"),
+        );
     }
-    parse_grants(KIND, settings)
+    read_grants(KIND, settings, problems)
 }
 
 /// A quoted identifier: safe for any name.
@@ -619,8 +630,8 @@ mod tests {
     fn settings_are_checked() {
         let conn = settings(serde_json::json!({"host": "db", "database": "app"}));
         let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON t TO {{name}}"]}));
-        assert!(check_connection(&conn).is_ok() && check_role(&ok).is_ok());
-        let err = |s: serde_json::Value| check_role(&settings(s)).unwrap_err().to_string();
+        assert!(check_connection(&conn).is_ok() && check_role(&ok).is_empty());
+        let err = |s: serde_json::Value| parse_settings(&settings(s)).unwrap_err().to_string();
         assert!(
             err(serde_json::json!({"grants": ["G {{name}}"], "on_revoke": "x"}))
                 .contains("unknown setting `on_revoke`")

@@ -13,6 +13,7 @@
 //! fails `warden policy check` rather than a request.
 
 use crate::Error;
+use crate::settings::Problems;
 
 const KNOWN: &str = "{{name}}, {{password}}, {{expires}}";
 
@@ -108,38 +109,56 @@ impl Template {
     }
 }
 
-/// Reads the required, non-empty `grants` list of a role of `kind`.
-pub(crate) fn parse_grants(kind: &str, settings: &crate::Settings) -> Result<Vec<Template>, Error> {
-    let grants = super::strings(kind, settings, "grants")?
-        .filter(|g| !g.is_empty())
-        .ok_or_else(|| {
-            Error::Settings(format!(
-                "a {kind} role needs `grants = [\"GRANT ... TO {{{{name}}}}\", ...]`"
-            ))
-        })?;
-    let templates = grants
-        .iter()
-        .map(|g| {
-            if g.trim().is_empty() {
-                Err(Error::Settings(format!(
-                    "`grants` of a {kind} role holds an empty statement"
-                )))
-            } else {
-                Template::parse(g)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if !templates.iter().any(|t| t.parts.contains(&Part::Name)) {
-        return Err(Error::Settings(format!(
-            "no statement in `grants` of a {kind} role names the account with {{{{name}}}}: it would get none of them, e.g. \"GRANT ... TO {{{{name}}}}\""
-        )));
+/// Reads the required, non-empty `grants` list of a role of `kind`, noting every problem in
+/// `problems` (the statements that could be read are returned meanwhile).
+pub(crate) fn read_grants(
+    kind: &str,
+    settings: &crate::Settings,
+    problems: &mut Problems,
+) -> Vec<Template> {
+    let grants = match problems.check("grants", super::strings(kind, settings, "grants")) {
+        Some(Some(g)) if !g.is_empty() => g,
+        Some(_) => {
+            problems.add(
+                settings.contains_key("grants").then_some("grants"),
+                format!("a {kind} role needs `grants = [\"GRANT ... TO {{{{name}}}}\", ...]`"),
+            );
+            return Vec::new();
+        }
+        None => return Vec::new(),
+    };
+    let mut templates = Vec::new();
+    for g in &grants {
+        if g.trim().is_empty() {
+            problems.add(
+                Some("grants"),
+                format!("`grants` of a {kind} role holds an empty statement"),
+            );
+        } else if let Some(t) = problems.check("grants", Template::parse(g)) {
+            templates.push(t);
+        }
     }
-    Ok(templates)
+    if templates.len() == grants.len() && !templates.iter().any(|t| t.parts.contains(&Part::Name)) {
+        problems.add(
+            Some("grants"),
+            format!(
+                "no statement in `grants` of a {kind} role names the account with {{{{name}}}}: it would get none of them, e.g. \"GRANT ... TO {{{{name}}}}\""
+            ),
+        );
+    }
+    templates
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The grants read, or the first problem, as an issue would read them.
+    fn parse_grants(kind: &str, settings: &crate::Settings) -> Result<Vec<Template>, Error> {
+        let mut problems = Problems::default();
+        let read = read_grants(kind, settings, &mut problems);
+        problems.or_first(read)
+    }
 
     const VALUES: Values<'static> = Values {
         name: "\"w_a_000000000001\"",

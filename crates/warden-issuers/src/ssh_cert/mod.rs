@@ -50,6 +50,7 @@ use ssh_key::public::KeyData;
 pub use ca::{CaError, UserCa};
 use warden_domain::Recording;
 
+use crate::settings::{Problems, SettingProblem};
 use crate::{
     Error, Holder, IssueRequest, IssueResponse, Issuer, RevokeRequest, RevokeResponse, Settings,
 };
@@ -161,81 +162,119 @@ pub fn connection(c: &Settings) -> Result<Option<Connection>, Error> {
     }))
 }
 
+/// The settings an ssh role may have.
+const ROLE_KEYS: [&str; 5] = [
+    "principals",
+    "extensions",
+    "deny_commands",
+    "file_transfer",
+    "record_input",
+];
+
 fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
-    let strings = |key: &str| -> Result<Option<Vec<String>>, Error> {
-        match s.get(key) {
-            None => Ok(None),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str().map(str::to_owned).ok_or_else(|| {
-                        Error::Settings(format!("`{key}` must be a list of strings"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(Error::Settings(format!(
-                "`{key}` must be a list of strings"
-            ))),
-        }
-    };
-    let flag = |key: &str, default: bool| -> Result<bool, Error> {
-        match s.get(key) {
-            None => Ok(default),
-            Some(serde_json::Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(Error::Settings(format!("`{key}` must be true or false"))),
-        }
-    };
-    if let Some(k) = s.keys().find(|k| {
-        !matches!(
-            k.as_str(),
-            "principals" | "extensions" | "deny_commands" | "file_transfer" | "record_input"
-        )
-    }) {
-        return Err(Error::Settings(format!(
-            "unknown setting `{k}` for an ssh role; known: principals, extensions, deny_commands, file_transfer, record_input"
-        )));
+    let mut problems = Problems::default();
+    let read = read_settings(s, &mut problems);
+    problems.or_first(read)
+}
+
+/// Reads a role's settings, noting every problem in `problems` (what could not be read takes
+/// its default meanwhile).
+fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
+    for k in s.keys().filter(|k| !ROLE_KEYS.contains(&k.as_str())) {
+        problems.add(
+            Some(k),
+            format!(
+                "unknown setting `{k}` for an ssh role; known: {}",
+                ROLE_KEYS.join(", ")
+            ),
+        );
     }
-    let deny_commands = strings("deny_commands")?.unwrap_or_default();
+    let deny_commands = problems
+        .check("deny_commands", strings(s, "deny_commands"))
+        .flatten()
+        .unwrap_or_default();
     for p in &deny_commands {
         if let Err(e) = regex::Regex::new(p) {
-            return Err(Error::Settings(format!(
-                "deny_commands pattern {p:?} is not a valid regular expression: {e}"
-            )));
+            problems.add(
+                Some("deny_commands"),
+                format!("deny_commands pattern {p:?} is not a valid regular expression: {e}"),
+            );
         }
     }
-    let principals = strings("principals")?
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| {
-            Error::Settings("an ssh role needs `principals = [\"user\", ...]`".into())
-        })?;
-    if let Some(p) = principals.iter().find(|p| {
+    let principals = match problems.check("principals", strings(s, "principals")) {
+        Some(Some(p)) if !p.is_empty() => p,
+        Some(_) => {
+            problems.add(
+                s.contains_key("principals").then_some("principals"),
+                "an ssh role needs `principals = [\"user\", ...]`".into(),
+            );
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    for p in principals.iter().filter(|p| {
         p.is_empty()
             || p.len() > 64
             || p.chars()
                 .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == ':')
     }) {
-        return Err(Error::Settings(format!(
-            "principal {p:?} is not a valid login name (a Unix account: no spaces, control characters, ',' or ':')"
-        )));
+        problems.add(
+            Some("principals"),
+            format!(
+                "principal {p:?} is not a valid login name (a Unix account: no spaces, control characters, ',' or ':')"
+            ),
+        );
     }
-    let extensions = strings("extensions")?.unwrap_or_else(|| vec!["permit-pty".to_owned()]);
-    if let Some(e) = extensions
+    let extensions = problems
+        .check("extensions", strings(s, "extensions"))
+        .flatten()
+        .unwrap_or_else(|| vec!["permit-pty".to_owned()]);
+    for e in extensions
         .iter()
-        .find(|e| !KNOWN_EXTENSIONS.contains(&e.as_str()))
+        .filter(|e| !KNOWN_EXTENSIONS.contains(&e.as_str()))
     {
-        return Err(Error::Settings(format!(
-            "unknown certificate extension {e:?}; known: {}",
-            KNOWN_EXTENSIONS.join(", ")
-        )));
+        problems.add(
+            Some("extensions"),
+            format!(
+                "unknown certificate extension {e:?}; known: {}",
+                KNOWN_EXTENSIONS.join(", ")
+            ),
+        );
     }
-    Ok(RoleSettings {
+    RoleSettings {
         principals,
         extensions,
         deny_commands,
-        file_transfer: flag("file_transfer", true)?,
-        record_input: flag("record_input", false)?,
-    })
+        file_transfer: problems
+            .check("file_transfer", flag(s, "file_transfer", true))
+            .unwrap_or(true),
+        record_input: problems
+            .check("record_input", flag(s, "record_input", false))
+            .unwrap_or(false),
+    }
+}
+
+/// Setting `key` of `s` as a list of strings, if present.
+fn strings(s: &Settings, key: &str) -> Result<Option<Vec<String>>, Error> {
+    let wrong = || Error::Settings(format!("`{key}` must be a list of strings"));
+    match s.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(wrong()),
+    }
+}
+
+/// Setting `key` of `s` as true or false, `default` when absent.
+fn flag(s: &Settings, key: &str, default: bool) -> Result<bool, Error> {
+    match s.get(key) {
+        None => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(Error::Settings(format!("`{key}` must be true or false"))),
+    }
 }
 
 /// Checks an ssh target's connection (optional: only the proxy needs it).
@@ -243,9 +282,11 @@ pub fn check_connection(connection: &Settings) -> Result<(), Error> {
     self::connection(connection).map(|_| ())
 }
 
-/// Checks an ssh role's settings.
-pub fn check_role(settings: &Settings) -> Result<(), Error> {
-    parse_settings(settings).map(|_| ())
+/// Every problem with an ssh role's settings.
+pub fn check_role(settings: &Settings) -> Vec<SettingProblem> {
+    let mut problems = Problems::default();
+    read_settings(settings, &mut problems);
+    problems.into_vec()
 }
 
 fn parse_public_key(text: Option<&str>, ca: &UserCa) -> Result<PublicKey, Error> {
