@@ -14,7 +14,7 @@ use warden_store::{SqliteStore, Store};
 use crate::auth::{hash_password, random_password};
 use crate::config::{Config, UserConfig};
 use crate::keys::{Sealer, audit_signing_key};
-use crate::owner_only::others_may_change;
+use crate::owner_only::{entry_owned_by_others, others_may_change};
 use crate::state::{App, Shared, load_served_policy, now};
 
 /// Environment variable that sets the bootstrap admin's password instead of a random one.
@@ -79,8 +79,9 @@ fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Creates the data dir private to the server's user, or checks that no one else may change
-/// an existing one ([`others_may_change`]): whoever can write it can put a policy of their own
-/// in place for the next reload, or swap the database or the keys.
+/// an existing one ([`others_may_change`]) nor owns anything in it ([`entry_owned_by_others`]):
+/// whoever can write it can put a policy of their own in place for the next reload, or swap
+/// the database or the keys.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
@@ -91,7 +92,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("creating data dir {}", dir.display()))?;
     }
     std::fs::metadata(dir).with_context(|| format!("reading data dir {}", dir.display()))?;
-    if let Some(why) = others_may_change(dir, None) {
+    if let Some(why) = others_may_change(dir, None).or_else(|| entry_owned_by_others(dir)) {
         bail!(
             "data dir {}: {why} (and check what changed in it)",
             dir.display()

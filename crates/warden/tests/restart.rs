@@ -448,6 +448,28 @@ fn the_demo_password_stays_on_development_servers() {
     std::os::unix::fs::chown(&real, Some(65534), None).unwrap();
     refused(&["--data-dir", real_arg], "owned by uid 65534");
     std::os::unix::fs::chown(&real, Some(0), None).unwrap();
+    // Nor one holding a file of another user's, who could read or replace it.
+    let key = real.join("master.key");
+    std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+    refused(
+        &["--data-dir", real_arg],
+        "master.key is owned by uid 65534",
+    );
+    std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+    // Nor one reached through a link others could point elsewhere.
+    let open = real.with_file_name("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = open.join("data");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    refused(&["--data-dir", link.to_str().unwrap()], "holding the link");
+    // A sticky directory, like /tmp, keeps others from replacing a link, not its owner.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+    refused(
+        &["--data-dir", link.to_str().unwrap()],
+        "can point it elsewhere",
+    );
     server.restart();
 }
 
