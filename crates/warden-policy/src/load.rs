@@ -47,6 +47,12 @@ pub(crate) fn with_unread<T>(
     Report::from_diagnostics(problems).unwrap_or_default()
 }
 
+/// Whether a name at a policy directory's top level is one of the files a policy is made of:
+/// `targets.toml` and the `*.cedar` files (`tests/` holds fixtures, read by `policy test` only).
+pub fn is_policy_file(name: &str) -> bool {
+    name == targets::FILE || name.ends_with(".cedar")
+}
+
 /// Reads the files a policy directory is made of: `targets.toml`, the top-level `*.cedar`
 /// files and, with `with_tests`, `tests/*.toml`. Names are relative to `dir`, with `/`. Returns
 /// the files that could be read beside the problems of the others (and of misplaced files), so
@@ -56,9 +62,7 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> (Vec<(String, String)>, 
     let mut files = Vec::new();
     let shown = dir.display().to_string();
     let mut wanted: Vec<(String, std::path::PathBuf)> = Vec::new();
-    match list(dir, |name| {
-        name == targets::FILE || name.ends_with(".cedar")
-    }) {
+    match list(dir, is_policy_file) {
         Ok(names) => {
             for name in names {
                 wanted.push((name.clone(), dir.join(&name)));

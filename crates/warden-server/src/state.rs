@@ -125,9 +125,10 @@ pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
 }
 
 /// [`load_policy`] for the policy a server enforces: also refused when anyone but the
-/// server's user (and root) may change the directory, a file in it, where a link in it leads,
-/// or a directory above any of them ([`others_may_change`]), since whoever can change the
-/// policy decides who gets access at the next reload.
+/// server's user (and root) may change the directory, a policy file in it
+/// ([`warden_policy::is_policy_file`]: not the fixtures, nor a repository's other files), where
+/// a link leads, or a directory above any of them ([`others_may_change`]), since whoever can
+/// change the policy decides who gets access at the next reload.
 pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
     let mut open: Vec<(PathBuf, String)> = Vec::new();
     if let Some(why) = others_may_change(dir, None) {
@@ -136,7 +137,15 @@ pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
     let checked = std::fs::canonicalize(dir).ok();
     if let Ok(entries) = std::fs::read_dir(dir) {
         open.extend(entries.filter_map(|e| {
-            let path = e.ok()?.path();
+            let e = e.ok()?;
+            if !e
+                .file_name()
+                .to_str()
+                .is_some_and(warden_policy::is_policy_file)
+            {
+                return None;
+            }
+            let path = e.path();
             let why = others_may_change(&path, checked.as_deref())?;
             Some((path, why))
         }));
