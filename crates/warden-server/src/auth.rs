@@ -354,8 +354,8 @@ impl App {
     /// Locks again, at start, the users a lockout still held when the server stopped, so a
     /// restart is no way around one: the `auth.user_locked` events of the last
     /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT) (or, once an archive sealed them, the
-    /// lockouts its `audit.segment_archived` event lists), less those a new password or an
-    /// administrator's unlock lifted since.
+    /// lockouts its `audit.segment_archived` event lists), less those a new password, a reset of
+    /// the second factor or an administrator's unlock lifted since.
     /// Only the log's tail is read, from the newest checkpoint made before that window.
     /// Returns how many users are locked.
     pub async fn restore_lockouts(&self) -> Result<usize, AuthError> {
@@ -371,6 +371,7 @@ impl App {
                         Code::UserLocked,
                         Code::PasswordSet,
                         Code::UserUnlocked,
+                        Code::MfaReset,
                         Code::SegmentArchived,
                     ],
                     from: Some(since),
@@ -916,7 +917,11 @@ impl App {
             Actor::user(user.name.clone(), source),
             now(),
         );
-        self.store.confirm_totp(&user.name, vec![event]).await?;
+        // Gone since it was read: an administrator's reset of the factor came in between.
+        match self.store.confirm_totp(&user.name, vec![event]).await {
+            Err(warden_store::Error::NotFound) => return Err(AuthError::NoEnrolment),
+            other => other?,
+        }
         Ok(())
     }
 
@@ -950,8 +955,9 @@ impl App {
 
     /// Removes `target`'s second factor (administrators only; checked by the caller), for a
     /// user who lost it, or whose account had one bound by someone holding a stolen token: the
-    /// user's sessions end with it, and they sign in with their password alone and enrol
-    /// again. Returns whether they had one (confirmed or being enrolled).
+    /// user's sessions end with it, a lock their wrong codes caused is lifted, and they sign in
+    /// with their password alone and enrol again. Returns whether they had one (confirmed or
+    /// being enrolled).
     pub async fn reset_mfa(
         &self,
         admin: &User,
@@ -968,13 +974,15 @@ impl App {
             "their second factor was reset",
         )
         .await?;
-        let event = Event::new(
-            Code::MfaReset,
-            Actor::user(admin.name.clone(), source),
-            now(),
-        )
-        .details(serde_json::json!({ "user": target, "had_factor": had }));
+        let at = now();
+        let event = Event::new(Code::MfaReset, Actor::user(admin.name.clone(), source), at)
+            .details(serde_json::json!({
+                "user": target,
+                "had_factor": had,
+                "was_locked_until": self.lockouts.locked_until(target, at).map(warden_domain::rfc3339),
+            }));
         self.store.clear_totp(target, vec![event]).await?;
+        self.lockouts.clear(target);
         Ok(had)
     }
 

@@ -530,11 +530,27 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
 /// in with their password and enrols again.
 #[test]
 fn an_administrator_resets_a_lost_or_planted_second_factor() {
-    let env = Env::start();
+    let mut env = Env::start();
     let admin = env.login("admin");
     let alice = env.login("alice");
     let old = enroll_mfa(&alice);
     assert_eq!(sign_in(&env.server.cli(), "alice", PASSWORD, None).code, 5);
+    // Codes tried from memory, the authenticator lost, lock her out.
+    let valid: Vec<String> = (0..3).map(|k| totp(&old, k)).collect();
+    let guesses = (0..10u32)
+        .map(|k| format!("{:06}", (k * 99_991) % 1_000_000))
+        .filter(|c| !valid.contains(c))
+        .take(5);
+    for code in guesses {
+        assert_eq!(
+            sign_in(&env.server.cli(), "alice", PASSWORD, Some(&code)).code,
+            5
+        );
+    }
+    assert_eq!(
+        ok(&admin, &["user", "locked"])["locked"][0]["user"],
+        "alice"
+    );
     // Only an administrator, and not of their own factor.
     fails(&alice, &["user", "reset-mfa", "alice"], 3);
     let own = fails(&admin, &["user", "reset-mfa", "admin"], 3);
@@ -543,6 +559,18 @@ fn an_administrator_resets_a_lost_or_planted_second_factor() {
     assert!(typo.stderr.contains("not in the directory"), "{typo:?}");
     let v = ok(&admin, &["user", "reset-mfa", "alice"]);
     assert_eq!(v, serde_json::json!({"user": "alice", "had_factor": true}));
+    // The lock goes with the factor, and stays gone after a restart.
+    assert_eq!(
+        ok(&admin, &["user", "locked"])["locked"],
+        serde_json::json!([])
+    );
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    let admin = env.login("admin");
+    assert_eq!(
+        ok(&admin, &["user", "locked"])["locked"],
+        serde_json::json!([])
+    );
     // Whoever bound it may hold a session: every one of hers ended.
     assert_eq!(alice.run(&["whoami"], None).code, 5);
     let alice = env.server.cli();
