@@ -74,11 +74,7 @@ pub async fn checkpoint(
         }
         None => Tree::new(),
     };
-    // The log's length matters only where no checkpoint is stored: read it then alone.
-    let events = match &last {
-        Some(c) => c.size,
-        None => store.last_seq().await?,
-    };
+    let events = store.last_seq().await?;
     let kept = check_anchor(anchor, &signer.verifier(), last.as_ref(), events)?;
     let mut block = current_block(&tree)?;
     let mut blocks = Vec::new();
@@ -139,19 +135,36 @@ pub async fn checkpoint(
     Ok(Some(cp.size))
 }
 
-/// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a log
-/// that starts afresh has neither): a smaller one, or another root at its size, means the log
-/// or its checkpoints were rolled back or rewritten, and none at all in a log of `events`
-/// events, that they were deleted. Returns the size the file vouches for.
+/// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a new
+/// log has the note of the empty log, [`anchor_empty_log`]) and the log, of `events` events,
+/// still holds every event it covers: a smaller one, or another root at its size, means the
+/// log or its checkpoints were rolled back or rewritten; none at all in a log of events, that
+/// they were deleted (with the file too, nothing is left to tell what the log was, so nothing
+/// is signed); fewer events than it covers, that the log was cut short. Returns the size the
+/// file vouches for.
 pub(crate) fn check_anchor(
     anchor: &Path,
     verifier: &warden_audit::NoteVerifier,
     last: Option<&warden_store::Checkpoint>,
     events: u64,
 ) -> anyhow::Result<Option<u64>> {
+    if let Some(c) = last {
+        anyhow::ensure!(
+            events >= c.size,
+            "the log's events end at {events}, but its newest checkpoint covers {}: its newest events were deleted (the log was cut short), and nothing more is signed. Check it with `warden audit verify --data-dir DIR`, and start only on a data dir restored from a backup",
+            c.size
+        );
+    }
     let note = match std::fs::read_to_string(anchor) {
         Ok(note) => note,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::ensure!(
+                last.is_some() || events == 0,
+                "the log holds {events} events, but no checkpoint covers any of them and {} is missing: its checkpoints were deleted with that file, and its events may have been rewritten; nothing is signed. Check the log against a checkpoint kept elsewhere (`warden audit verify --data-dir DIR --checkpoint FILE`), and start only on a data dir restored from a backup",
+                anchor.display()
+            );
+            return Ok(None);
+        }
         Err(e) => anyhow::bail!("reading {}: {e}", anchor.display()),
     };
     let signed = Checkpoint::open(&note, verifier).map_err(|e| {
@@ -176,6 +189,10 @@ pub(crate) fn check_anchor(
             )
         }
     })?;
+    // The empty log's note, written before a new log's first event, vouches for nothing more.
+    if signed.size == 0 {
+        return Ok(Some(0));
+    }
     let stored = last.map_or((0, None), |c| (c.size, Some(c.root)));
     // A restored backup carries the checkpoints signed up to its time; a log that has none at
     // all had them deleted, and its events may have been rewritten with them.
@@ -200,6 +217,20 @@ pub(crate) fn check_anchor(
         anchor.display()
     );
     Ok(Some(signed.size))
+}
+
+/// Writes the note of the empty log to `anchor` for a log about to begin, before its first
+/// event: a log with events but neither a checkpoint nor this file lost both (see
+/// [`check_anchor`]), while one whose first start was cut short before its first checkpoint
+/// still has this.
+pub fn anchor_empty_log(anchor: &Path, signer: &NoteSigner, origin: &str) -> anyhow::Result<()> {
+    let empty = Checkpoint {
+        origin: origin.to_owned(),
+        size: 0,
+        root: Tree::new().root(),
+        extensions: vec![format!("time {}", now().unix_timestamp())],
+    };
+    write_anchor(anchor, &empty.sign(signer)?)
 }
 
 /// Replaces `anchor` with `note`, whole and durably: written aside and synced, renamed over it,
@@ -364,5 +395,39 @@ mod tests {
             let said = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
             assert!(said.to_string().contains("move it aside"), "{said}");
         }
+    }
+
+    #[test]
+    fn a_log_that_lost_its_checkpoints_or_its_newest_events_is_not_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchor = dir.path().join(ANCHOR_FILE);
+        let signer = NoteSigner::from_seed("warden.test/audit", &[3; 32]).unwrap();
+        let verifier = signer.verifier();
+        // A new log's note vouches for nothing: one whose first start stopped before its
+        // first checkpoint goes on.
+        anchor_empty_log(&anchor, &signer, "warden.test/audit").unwrap();
+        assert_eq!(check_anchor(&anchor, &verifier, None, 3).unwrap(), Some(0));
+        // Events, and neither a checkpoint nor the note: both were deleted.
+        std::fs::remove_file(&anchor).unwrap();
+        assert_eq!(check_anchor(&anchor, &verifier, None, 0).unwrap(), None);
+        let lost = check_anchor(&anchor, &verifier, None, 3).unwrap_err();
+        assert!(
+            lost.to_string().contains("no checkpoint covers any"),
+            "{lost}"
+        );
+        // Fewer events than the newest checkpoint covers: cut short, note or not.
+        let stored = warden_store::Checkpoint {
+            size: 5,
+            root: [7; 32],
+            time: now(),
+            frontier: Vec::new(),
+            note: signed_note(&signer, 5),
+        };
+        let cut = check_anchor(&anchor, &verifier, Some(&stored), 4).unwrap_err();
+        assert!(cut.to_string().contains("cut short"), "{cut}");
+        assert_eq!(
+            check_anchor(&anchor, &verifier, Some(&stored), 5).unwrap(),
+            None
+        );
     }
 }

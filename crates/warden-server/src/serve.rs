@@ -413,6 +413,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let ssh = crate::ssh::bind(&config, ssh_tcp, has_history)?;
     // Before any event of this run: a sink's cursor past the log's end means a rollback.
     let rolled_back = crate::export::rolled_back(&app).await?;
+    // A new log begins with its note, before its first event, so that a log with events but
+    // no checkpoint and no note is known to have lost them.
+    if !has_history {
+        crate::checkpoints::anchor_empty_log(&anchor, &app.audit_signer, &config.audit_origin)?;
+    }
     bootstrap_passwords(&app, &config, opts.dev).await?;
     let locked = app.restore_lockouts().await?;
     if locked > 0 {

@@ -1254,9 +1254,9 @@ fn signed_history(f: &Fresh, grants: usize, size: u64) -> (Server, Cli, u64) {
     (server, admin, signed)
 }
 
-/// A log cut back and signed again (its checkpoints and the server's file deleted) is caught
-/// by a kept checkpoint of a larger size that the new ones postdate, and the narrowing trusts
-/// none of them.
+/// A log cut back and signed again (an older backup restored, the server's file moved aside) is
+/// caught by a kept checkpoint of a larger size that the new ones postdate, and the narrowing
+/// trusts none of them.
 #[test]
 fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
     let f = fresh();
@@ -1267,19 +1267,28 @@ fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
     assert!(server.terminate().success());
     // A second passes, so that what is signed next is signed later by the clock.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let cut = size / 2;
+    let cut: i64 = rusqlite::Connection::open(f.data.join("warden.db"))
+        .unwrap()
+        .query_row(
+            "SELECT MAX(size) FROM checkpoints WHERE size <= ?1",
+            [i64::try_from(size / 2).unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
     tamper(
         &f.data,
         &format!(
-            "DELETE FROM audit WHERE seq > {cut}; DELETE FROM checkpoints; DELETE FROM audit_blocks;"
+            "DELETE FROM audit WHERE seq > {cut}; DELETE FROM checkpoints WHERE size > {cut};"
         ),
     );
     std::fs::remove_file(f.data.join("audit_checkpoint.note")).unwrap();
     server.restart();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let resigned = loop {
-        if let Some(note) = latest_note_or_none(&f.data) {
-            break note_size(&note);
+        if let Some(signed) = latest_note_or_none(&f.data).map(|n| note_size(&n))
+            && signed > u64::try_from(cut).unwrap()
+        {
+            break signed;
         }
         assert!(std::time::Instant::now() < deadline, "nothing signed again");
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -1300,6 +1309,25 @@ fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
             .iter()
             .any(|p| p.contains(&format!("still matches the checkpoint at {resigned}"))),
         "{v}"
+    );
+}
+
+/// A log whose newest events were deleted, its checkpoints left, does not start: new events
+/// would take the numbers of signed ones, and proofs of them would not verify.
+#[test]
+fn a_log_cut_short_under_its_checkpoints_does_not_start() {
+    let f = fresh();
+    let (mut server, _, size) = signed_history(&f, 1, 8);
+    assert!(server.terminate().success());
+    tamper(
+        &f.data,
+        &format!("DELETE FROM audit WHERE seq > {}", size - 3),
+    );
+    let refused = serve_refusing(Path::new(&f.cfg), &f.data);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("was cut short") && refused.stderr.contains("Not started"),
+        "{refused:?}"
     );
 }
 
@@ -1383,9 +1411,10 @@ fn a_forged_checkpoint_row_gets_no_signature_over_it() {
 
 /// An insider who rewrites an event and deletes the stored checkpoints gets no new signature:
 /// the server does not start on a log behind the checkpoint it keeps beside the database, and
-/// verification against that file says the log was rolled back. One who deletes that file
-/// too gets the server to sign the rewritten log, but a checkpoint an auditor kept exposes the
-/// fork in any proof from it.
+/// verification against that file says the log was rolled back; nor, with that file deleted
+/// too, on a log of events no checkpoint covers. An older backup restored on purpose (the file
+/// moved aside) is signed on from its own checkpoints, and a checkpoint an auditor kept from
+/// before the restore exposes the fork in any proof from it.
 #[test]
 fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     let f = fresh();
@@ -1453,6 +1482,8 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("is not a proof"), "{out:?}");
     assert!(server.terminate().success());
+    let backup = f.dir.path().join("backup.db");
+    std::fs::copy(f.data.join("warden.db"), &backup).unwrap();
 
     let rewrite = "UPDATE audit SET body = replace(body, '\"reason\":\"', '\"reason\":\"approved by the CISO; ') \
                    WHERE code = 2000; DELETE FROM checkpoints;";
@@ -1478,10 +1509,43 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
         "{v}"
     );
 
-    // The file gone too: the server signs the rewritten log, which a kept checkpoint exposes.
+    // The file gone too: nothing is left to say what the log was, and nothing is signed.
     std::fs::remove_file(f.data.join("audit_checkpoint.note")).unwrap();
+    let refused = serve_refusing(Path::new(&f.cfg), &f.data);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("no checkpoint covers any of them"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        latest_note_or_none(&f.data),
+        None,
+        "a rewritten log was signed"
+    );
+
+    // A backup from before the kept checkpoint restored on purpose, the file moved aside: the
+    // server signs on from the backup's checkpoints, and the kept one exposes the fork.
+    std::fs::copy(&backup, f.data.join("warden.db")).unwrap();
+    let earlier: i64 = rusqlite::Connection::open(f.data.join("warden.db"))
+        .unwrap()
+        .query_row(
+            "SELECT MAX(size) FROM checkpoints WHERE size < ?1",
+            [i64::try_from(size).unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    tamper(
+        &f.data,
+        &format!(
+            "DELETE FROM audit WHERE seq > {earlier}; DELETE FROM checkpoints WHERE size > {earlier};"
+        ),
+    );
     server.restart();
     let admin = login(&server, "admin");
+    let alice = login(&server, "alice");
+    for _ in 0..size / 4 + 2 {
+        create(&alice, "demo-ssh", "viewer", &[]);
+    }
     let signed = checkpoint_reaching(&admin, size + 1);
     let (code, v) = verify(&f.data, &["--checkpoint", kept.to_str().unwrap()]);
     assert_ne!(code, 0, "{v}");

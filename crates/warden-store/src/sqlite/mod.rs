@@ -398,11 +398,12 @@ fn append_events(conn: &Connection, events: &[Prepared]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    // An archive may have removed every event of the live log; its events stay counted by
-    // the checkpoint it cut at, so numbering goes on from there and no number is used twice.
+    // Numbering goes on from the last event, or past every event a checkpoint counts (an
+    // archive may have removed every event of the live log, and a log cut short must not
+    // number new events as ones already signed): no number is used twice.
     let mut seq: u64 = conn
         .prepare_cached(
-            "SELECT COALESCE((SELECT MAX(seq) FROM audit), (SELECT MAX(size) FROM checkpoints), 0)",
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM audit), 0), COALESCE((SELECT MAX(size) FROM checkpoints), 0))",
         )
         .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
         .map_err(backend)?
