@@ -63,7 +63,7 @@ pub enum AuthError {
         warden_domain::rfc3339(*.0)
     )]
     Throttled(OffsetDateTime),
-    #[error("storage failure: {0}")]
+    #[error("{0}")]
     Store(#[from] warden_store::Error),
     #[error("internal error: {0}")]
     Internal(String),

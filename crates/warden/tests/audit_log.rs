@@ -1331,6 +1331,37 @@ fn a_log_cut_short_under_its_checkpoints_does_not_start() {
     );
 }
 
+/// An event whose text no longer reads, among those a start reads back (sign-in locks), stops
+/// the start saying which event, and where to look.
+#[test]
+fn an_unreadable_event_is_named_by_its_number() {
+    let f = fresh();
+    let (mut server, _, _) = signed_history(&f, 1, 8);
+    assert!(server.terminate().success());
+    let seq: i64 = rusqlite::Connection::open(f.data.join("warden.db"))
+        .unwrap()
+        .query_row(
+            "SELECT MIN(seq) FROM audit WHERE body LIKE '%auth.password_set%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    tamper(
+        &f.data,
+        &format!("UPDATE audit SET body = substr(body, 1, 50) WHERE seq = {seq}"),
+    );
+    let refused = serve_refusing(Path::new(&f.cfg), &f.data);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("audit event {seq} cannot be read"))
+            && refused.stderr.contains("warden audit verify")
+            && !refused.stderr.contains("storage failure: storage failure"),
+        "{refused:?}"
+    );
+}
+
 /// A checkpoint row written into the database, its note no signature of the server's, is
 /// never extended: its root and frontier could be of any history. Verification names it, and
 /// a frontier altered alone too.

@@ -151,7 +151,7 @@ impl From<broker::Error> for ApiError {
                 return Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",
-                    "storage is unavailable; nothing was changed",
+                    "storage is unavailable, or holds a record it cannot read (the server's log says which); nothing was changed",
                 );
             }
         };

@@ -530,7 +530,15 @@ fn decode_request(body: String, version: i64) -> rusqlite::Result<Request> {
 
 fn decode_event(seq: i64, body: String, hash: Vec<u8>) -> rusqlite::Result<StoredEvent> {
     let event: Event = serde_json::from_str(&body).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        // Column `usize::MAX`: rusqlite then shows the message alone.
+        rusqlite::Error::FromSqlConversionFailure(
+            usize::MAX,
+            rusqlite::types::Type::Text,
+            format!(
+                "audit event {seq} cannot be read ({e}): the log was damaged or altered; `warden audit verify --data-dir DIR` shows what changed"
+            )
+            .into(),
+        )
     })?;
     Ok(StoredEvent {
         seq: u64::try_from(seq).unwrap_or(0),
