@@ -360,13 +360,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // A database older than the newest checkpoint this server signed was restored from an older
     // copy or lost its write-ahead log: grants revoked and tokens ended since would work again.
     let events = history.as_ref().map_or(0, |h| h.last_seq);
-    crate::checkpoints::check_anchor(
-        &anchor,
-        &verifier,
-        history.and_then(|h| h.latest_checkpoint).as_ref(),
-        events,
-    )
-    .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
+    let latest = history.and_then(|h| h.latest_checkpoint);
+    crate::checkpoints::check_anchor(&anchor, &verifier, latest.as_ref(), events)
+        .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
+    // A clean stop signs its last event; events past the newest checkpoint were written after
+    // it (a crash cut the server short, or someone wrote into the stopped log), and the next
+    // checkpoint signs them: said, so that whoever reads the log can compare.
+    let unsigned = events.saturating_sub(latest.as_ref().map_or(0, |c| c.size));
+    if unsigned > 0 {
+        tracing::warn!(
+            unsigned,
+            first = events - unsigned + 1,
+            "audit events no checkpoint covers yet (a stop cut short, or events written into the stopped log) are signed with the next checkpoint; `warden audit verify --data-dir` before this start would have listed them"
+        );
+    }
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
     // Written whole or not at all: a stop mid-write must not leave an empty one behind.
     let written = data.join("audit_verifier.pub.new");

@@ -1331,6 +1331,29 @@ fn a_log_cut_short_under_its_checkpoints_does_not_start() {
     );
 }
 
+/// An event written into the stopped log, past the checkpoint of the last stop, is signed
+/// with the next checkpoint (it cannot be told from one a crash left unsigned), and the start
+/// says how many there are and from where.
+#[test]
+fn events_written_into_a_stopped_log_are_named_at_the_next_start() {
+    let f = fresh();
+    let (mut server, _, _) = signed_history(&f, 1, 8);
+    assert!(server.terminate().success());
+    tamper(
+        &f.data,
+        "INSERT INTO audit (seq, time, code, user, target, request_id, body, leaf_hash) \
+         SELECT seq + 1, time, code, user, target, request_id, body, leaf_hash FROM audit \
+         WHERE seq = (SELECT MAX(seq) FROM audit)",
+    );
+    server.restart();
+    assert!(
+        server.stderr().contains("no checkpoint covers yet")
+            && server.stderr().contains("unsigned=1"),
+        "{}",
+        server.stderr()
+    );
+}
+
 /// An event whose text no longer reads, among those a start reads back (sign-in locks), stops
 /// the start saying which event, and where to look.
 #[test]
