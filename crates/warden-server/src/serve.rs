@@ -577,7 +577,7 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         );
         app.store.init_password(name, hash, vec![event]).await?;
     }
-    if let Some(note) = app.unapplied_password_hashes(config).await {
+    if let Some(note) = app.changed_password_hashes(config).await {
         tracing::warn!("{note}");
     }
     let admin = &config.bootstrap_admin;

@@ -355,7 +355,7 @@ impl App {
 
     /// What a reload leaves as it was: when the config file's users, groups or managers are no
     /// longer those this server started with, which are read at start only, or its password
-    /// hashes are not those in use ([`App::unapplied_password_hashes`]), a note saying so.
+    /// hashes changed ([`App::changed_password_hashes`]), a note saying so.
     pub async fn directory_drift(&self) -> Option<String> {
         let path = self.config.file.as_ref()?;
         let offboarded = self.store.offboarded_users().await.unwrap_or_default();
@@ -374,17 +374,18 @@ impl App {
                 path.display()
             ));
         }
-        notes.extend(self.unapplied_password_hashes(&config).await);
+        notes.extend(self.changed_password_hashes(&config).await);
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 
-    /// A note naming the users whose `password_hash` in `config` is not the password they
-    /// sign in with: the config sets a password only for a user who has none, so a hash
-    /// changed there (a leaked password rotated, say) changes nothing by itself. Offboarded
-    /// users, whose password is disabled, are left out.
-    pub async fn unapplied_password_hashes(&self, config: &Config) -> Option<String> {
+    /// A note naming the users whose `password_hash` in `config` changed since the server last
+    /// read the config, which is recorded as read: the config sets a password only for a user
+    /// who has none, so a hash changed there (a leaked password rotated, say) changes no
+    /// password by itself. Each change is named once; a hash read for the first time is taken
+    /// as it is; offboarded users, whose password is disabled, are left out.
+    pub async fn changed_password_hashes(&self, config: &Config) -> Option<String> {
         let offboarded = self.store.offboarded_users().await.ok()?;
-        let mut stale = Vec::new();
+        let mut changed = Vec::new();
         for (name, u) in &config.users {
             let Some(configured) = &u.password_hash else {
                 continue;
@@ -392,15 +393,21 @@ impl App {
             if offboarded.contains(name) {
                 continue;
             }
-            let in_use = self.store.secrets(name).await.ok()?.password_hash;
-            if in_use.as_ref().is_some_and(|h| h != configured) {
-                stale.push(name.to_string());
+            let seen = self.store.secrets(name).await.ok()?.config_hash;
+            if seen.as_ref() == Some(configured) {
+                continue;
+            }
+            if seen.is_some() {
+                changed.push(name.to_string());
+            }
+            if let Err(e) = self.store.set_config_hash(name, configured.clone()).await {
+                tracing::warn!(user = %name, error = %e, "could not record the config's password hash as read");
             }
         }
-        (!stale.is_empty()).then(|| {
+        (!changed.is_empty()).then(|| {
             format!(
-                "the password_hash of {} in the config is not the password in use: the config sets a password only for a user who has none, so change one with `warden user set-password NAME` (and then put its hash in the config, or remove the old one)",
-                stale.join(", ")
+                "the password_hash of {} changed in the config since the server last read it, and changes no password: the config sets one only for a user who has none. Change a password with `warden user set-password NAME`",
+                changed.join(", ")
             )
         })
     }

@@ -199,6 +199,8 @@ pub struct UserSecrets {
     pub totp: Option<String>,
     /// TOTP secret awaiting its first code (sealed by the caller).
     pub totp_pending: Option<String>,
+    /// The `password_hash` the config file gave when the server last read it.
+    pub config_hash: Option<String>,
 }
 
 /// A public key registered to a user for logging in to Warden's SSH proxy.
@@ -384,6 +386,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     /// Promotes the pending TOTP secret to the confirmed one.
     async fn confirm_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()>;
+    /// Records `hash` as the `password_hash` the config file gives the user now.
+    async fn set_config_hash(&self, user: &UserName, hash: String) -> Result<()>;
     /// Removes the user's TOTP secrets, confirmed and pending.
     async fn clear_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()>;
     /// Records that TOTP time step `step` was used; returns false if it (or a later one) was

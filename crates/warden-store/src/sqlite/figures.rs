@@ -373,6 +373,7 @@ mod tests {
                  ALTER TABLE requests DROP COLUMN revoked_until;
                  DROP TABLE live_sessions;
                  ALTER TABLE outbox DROP COLUMN skipped;
+                 ALTER TABLE user_secrets DROP COLUMN config_hash;
                  PRAGMA user_version = 11;",
             )
             .unwrap();

@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0016_ended_pickups.sql"),
     include_str!("migrations/0017_live_sessions.sql"),
     include_str!("migrations/0018_skipped_notices.sql"),
+    include_str!("migrations/0019_config_hashes.sql"),
 ];
 const READERS: usize = 8;
 
@@ -1232,13 +1233,14 @@ impl crate::Store for SqliteStore {
         let user = user.to_string();
         self.read(move |c| {
             c.query_row(
-                "SELECT password_hash, totp, totp_pending FROM user_secrets WHERE user = ?1",
+                "SELECT password_hash, totp, totp_pending, config_hash FROM user_secrets WHERE user = ?1",
                 [user],
                 |r| {
                     Ok(UserSecrets {
                         password_hash: r.get(0)?,
                         totp: r.get(1)?,
                         totp_pending: r.get(2)?,
+                        config_hash: r.get(3)?,
                     })
                 },
             )
@@ -1319,6 +1321,17 @@ impl crate::Store for SqliteStore {
                 append_events(c, &events)
             })
             .await
+    }
+
+    async fn set_config_hash(&self, user: &UserName, hash: String) -> Result<()> {
+        self.upsert(
+            "INSERT INTO user_secrets (user, config_hash) VALUES (?1, ?2)
+             ON CONFLICT (user) DO UPDATE SET config_hash = excluded.config_hash",
+            user.to_string(),
+            hash,
+            Vec::new(),
+        )
+        .await
     }
 
     async fn clear_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()> {
