@@ -1,7 +1,26 @@
 //! Problems in a role's settings, each kept with the setting it is in, so that `warden policy
 //! check` reports every one of them where it is written, and an issue refuses with the first.
 
-use crate::Error;
+use crate::{Error, Settings};
+
+/// Setting `key` of `settings` as a list of strings, if present; `named` is how the error
+/// names it.
+pub(crate) fn string_list(
+    settings: &Settings,
+    key: &str,
+    named: &str,
+) -> Result<Option<Vec<String>>, Error> {
+    let wrong = || Error::Settings(format!("{named} must be a list of strings"));
+    match settings.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(wrong()),
+    }
+}
 
 /// A problem with a role's settings: the setting it is in (`None`: the role as a whole, such
 /// as a setting it lacks), and what is wrong.

@@ -138,28 +138,6 @@ pub(crate) fn parse_connection(
     })
 }
 
-/// Reads an optional list of strings from role settings.
-pub(crate) fn strings(
-    kind: &str,
-    settings: &Settings,
-    key: &str,
-) -> Result<Option<Vec<String>>, Error> {
-    let wrong = || {
-        Error::Settings(format!(
-            "`{key}` of a {kind} role must be a list of strings"
-        ))
-    };
-    match settings.get(key) {
-        None => Ok(None),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(wrong()),
-    }
-}
-
 /// Checks a public key sent with a request for an account. The account does not use it, but
 /// it is stored with the request, so it must be what it claims: never a private key, or
 /// another file, sent by mistake.

@@ -13,7 +13,7 @@
 //! fails `warden policy check` rather than a request.
 
 use crate::Error;
-use crate::settings::Problems;
+use crate::settings::{Problems, string_list};
 
 const KNOWN: &str = "{{name}}, {{password}}, {{expires}}";
 
@@ -116,7 +116,8 @@ pub(crate) fn read_grants(
     settings: &crate::Settings,
     problems: &mut Problems,
 ) -> Vec<Template> {
-    let grants = match problems.check("grants", super::strings(kind, settings, "grants")) {
+    let named = format!("`grants` of a {kind} role");
+    let grants = match problems.check("grants", string_list(settings, "grants", &named)) {
         Some(Some(g)) if !g.is_empty() => g,
         Some(_) => {
             problems.add(

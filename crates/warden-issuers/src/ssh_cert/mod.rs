@@ -50,7 +50,7 @@ use ssh_key::public::KeyData;
 pub use ca::{CaError, UserCa};
 use warden_domain::Recording;
 
-use crate::settings::{Problems, SettingProblem};
+use crate::settings::{Problems, SettingProblem, string_list};
 use crate::{
     Error, Holder, IssueRequest, IssueResponse, Issuer, RevokeRequest, RevokeResponse, Settings,
 };
@@ -256,16 +256,7 @@ fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
 
 /// Setting `key` of `s` as a list of strings, if present.
 fn strings(s: &Settings, key: &str) -> Result<Option<Vec<String>>, Error> {
-    let wrong = || Error::Settings(format!("`{key}` must be a list of strings"));
-    match s.get(key) {
-        None => Ok(None),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(wrong()),
-    }
+    string_list(s, key, &format!("`{key}`"))
 }
 
 /// Setting `key` of `s` as true or false, `default` when absent.
