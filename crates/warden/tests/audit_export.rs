@@ -164,13 +164,25 @@ fn file_sink_writes_contiguous_json_lines_across_rotations() {
     let last: Value = serde_json::from_str(last_line.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"]["action"], "server.stopped", "{last}");
 
-    // A log rolled back under the sink (a restored backup, or tampering) is said at once, and
-    // what is written since is exported too, beside what the sink holds of the old history.
-    let cut = latest - 5;
-    let db = rusqlite::Connection::open(dir.path().join("data").join("warden.db")).unwrap();
-    db.execute_batch(&format!("DELETE FROM audit WHERE seq > {cut}"))
+    // A log rolled back under the sink (an older backup restored on purpose, its checkpoint
+    // file moved aside as the README says) is said at once, and what is written since is
+    // exported too, beside what the sink holds of the old history.
+    let data = dir.path().join("data");
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    let cut: i64 = db
+        .query_row(
+            "SELECT MAX(size) FROM checkpoints WHERE size <= ?1",
+            [i64::try_from(latest - 5).unwrap()],
+            |r| r.get(0),
+        )
         .unwrap();
+    db.execute_batch(&format!(
+        "DELETE FROM audit WHERE seq > {cut}; DELETE FROM checkpoints WHERE size > {cut};"
+    ))
+    .unwrap();
     drop(db);
+    std::fs::remove_file(data.join("audit_checkpoint.note")).unwrap();
+    let cut = u64::try_from(cut).unwrap();
     server.restart();
     let lines = || -> Vec<Value> {
         read_all()
