@@ -255,6 +255,12 @@ fn tampering_is_detected_and_named() {
         )),
         "{human:?}"
     );
+    // Without the server's checkpoint file (`copy` leaves it out), verifying says what cannot
+    // be told.
+    assert!(
+        human.stderr.contains("audit_checkpoint.note is missing"),
+        "{human:?}"
+    );
     let (code, v) = verify(c.path(), &["--checkpoint", kept.path().to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(

@@ -380,6 +380,12 @@ pub fn store(
             crate::output::count(usize::try_from(unsigned).unwrap_or(usize::MAX), "event")
         );
     }
+    if !anchor.exists() && !out.json {
+        eprintln!(
+            "Note: {} is missing, so a data dir rolled back whole (the database with its own checkpoints) would verify as well as this one: check it against a checkpoint kept elsewhere with --checkpoint FILE.",
+            anchor.display()
+        );
+    }
     let summary = json!({
         "events_checked": result.events_checked,
         "events_after_newest_checkpoint": unsigned,
