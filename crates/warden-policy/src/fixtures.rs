@@ -127,7 +127,7 @@ struct Case {
     ticket: Option<Ticket>,
     at: OffsetDateTime,
     allow: bool,
-    tier: Option<Requirement>,
+    tier: Option<ExpectedTier>,
     max_ttl: Option<Ttl>,
     mfa: Option<bool>,
     recording: Option<Recording>,
@@ -545,11 +545,11 @@ fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Option<String> {
             wrong.push(format!("{what}: expected {expected}, got {got}"));
         }
     };
-    compare(
-        "tier",
-        case.tier.as_ref().map(ToString::to_string),
-        d.requirement.to_string(),
-    );
+    let tier = match case.action {
+        Action::Breakglass => warden_domain::request::BREAKGLASS_TIER.to_owned(),
+        Action::Request => d.requirement.to_string(),
+    };
+    compare("tier", case.tier.as_ref().map(ToString::to_string), tier);
     compare(
         "max_ttl",
         case.max_ttl.map(|t| t.to_string()),
@@ -617,5 +617,33 @@ fn describe(d: &Decision) -> String {
             .map(|(rule, reason)| format!("; {rule}: {reason}"))
             .collect();
         format!("deny (by {}{why})", list(d.rules.iter()))
+    }
+}
+
+/// The tier a case expects: a requirement as policy writes it, or `breakglass`, as `policy
+/// explain` and `request show` name a break-glass grant's (granted at once, by no one).
+#[derive(Debug, Clone, PartialEq)]
+enum ExpectedTier {
+    Requirement(Requirement),
+    Breakglass,
+}
+
+impl std::str::FromStr for ExpectedTier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == warden_domain::request::BREAKGLASS_TIER {
+            return Ok(Self::Breakglass);
+        }
+        s.parse().map(Self::Requirement).map_err(|e| format!("{e}"))
+    }
+}
+
+impl std::fmt::Display for ExpectedTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Requirement(r) => r.fmt(f),
+            Self::Breakglass => f.write_str(warden_domain::request::BREAKGLASS_TIER),
+        }
     }
 }

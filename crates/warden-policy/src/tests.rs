@@ -94,6 +94,23 @@ fn demo_policy_loads_and_its_fixtures_pass() {
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(report.passed(), 18);
     assert_eq!(report.failed(), 0);
+    // A break-glass case's tier is `breakglass`, as `policy explain` names it.
+    let mut files = demo_files();
+    for (name, text) in &mut files {
+        if name.starts_with("tests/") {
+            *text = text.replace("tier = \"breakglass\"", "tier = \"auto\"");
+        }
+    }
+    let report = fixtures::run_files(&files).unwrap_or_else(|r| panic!("{r}"));
+    let failed: Vec<_> = report.cases.iter().filter(|c| !c.passed).collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(
+        failed[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("tier: expected auto, got breakglass")),
+        "{failed:#?}"
+    );
 }
 
 #[test]
