@@ -955,15 +955,16 @@ impl App {
 
     /// Removes `target`'s second factor (administrators only; checked by the caller), for a
     /// user who lost it, or whose account had one bound by someone holding a stolen token: the
-    /// user's sessions end with it, a lock their wrong codes caused is lifted, and they sign in
-    /// with their password alone and enrol again. Returns whether they had one (confirmed or
-    /// being enrolled).
+    /// user's sessions end with it, their lock (wrong passwords or codes: the lock tells them
+    /// not apart) is lifted, and they sign in with their password alone and enrol again.
+    /// Returns whether they had one (confirmed or being enrolled), and until when they were
+    /// locked.
     pub async fn reset_mfa(
         &self,
         admin: &User,
         target: &UserName,
         source: Option<String>,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<(bool, Option<OffsetDateTime>), AuthError> {
         let secrets = self.store.secrets(target).await?;
         let had = secrets.totp.is_some() || secrets.totp_pending.is_some();
         // Whoever bound the factor may hold a session.
@@ -975,15 +976,16 @@ impl App {
         )
         .await?;
         let at = now();
+        let locked_until = self.lockouts.locked_until(target, at);
         let event = Event::new(Code::MfaReset, Actor::user(admin.name.clone(), source), at)
             .details(serde_json::json!({
                 "user": target,
                 "had_factor": had,
-                "was_locked_until": self.lockouts.locked_until(target, at).map(warden_domain::rfc3339),
+                "was_locked_until": locked_until.map(warden_domain::rfc3339),
             }));
         self.store.clear_totp(target, vec![event]).await?;
         self.lockouts.clear(target);
-        Ok(had)
+        Ok((had, locked_until))
     }
 
     /// Revokes every token of `target` for an administrator's change of their credentials,

@@ -75,7 +75,17 @@ pub async fn checkpoint(
         None => Tree::new(),
     };
     let events = store.last_seq().await?;
-    let kept = check_anchor(anchor, &signer.verifier(), last.as_ref(), events)?;
+    let covered_held = match &last {
+        Some(c) => store.holds_leaf(c.size).await?,
+        None => true,
+    };
+    let kept = check_anchor(
+        anchor,
+        &signer.verifier(),
+        last.as_ref(),
+        events,
+        covered_held,
+    )?;
     let mut block = current_block(&tree)?;
     let mut blocks = Vec::new();
     loop {
@@ -136,22 +146,23 @@ pub async fn checkpoint(
 }
 
 /// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a new
-/// log has the note of the empty log, [`anchor_empty_log`]) and the log, of `events` events,
-/// still holds every event it covers: a smaller one, or another root at its size, means the
-/// log or its checkpoints were rolled back or rewritten; none at all in a log of events, that
-/// they were deleted (with the file too, nothing is left to tell what the log was, so nothing
-/// is signed); fewer events than it covers, that the log was cut short. Returns the size the
-/// file vouches for.
+/// log has the note of the empty log, [`anchor_empty_log`]) and the log, whose events end at
+/// `events`, still holds the last event it covers (`covered_held`): a smaller one, or another
+/// root at its size, means the log or its checkpoints were rolled back or rewritten; none at all
+/// in a log of events, that they were deleted (with the file too, or with only the empty log's
+/// note, nothing is left to tell what the log was, so nothing is signed); its last event gone,
+/// that the log was cut short. Returns the size the file vouches for.
 pub(crate) fn check_anchor(
     anchor: &Path,
     verifier: &warden_audit::NoteVerifier,
     last: Option<&warden_store::Checkpoint>,
     events: u64,
+    covered_held: bool,
 ) -> anyhow::Result<Option<u64>> {
     if let Some(c) = last {
         anyhow::ensure!(
-            events >= c.size,
-            "the log's events end at {events}, but its newest checkpoint covers {}: its newest events were deleted (the log was cut short), and nothing more is signed. Check it with `warden audit verify --data-dir DIR`, and start only on a data dir restored from a backup",
+            events >= c.size && covered_held,
+            "the log's newest checkpoint covers {} events, but its last event is gone (the log's events end at {events}): events were deleted from its end (the log was cut short), and nothing more is signed. Check it with `warden audit verify --data-dir DIR`, and start only on a data dir restored from a backup",
             c.size
         );
     }
@@ -189,7 +200,8 @@ pub(crate) fn check_anchor(
             )
         }
     })?;
-    // The empty log's note, written before a new log's first event, vouches for nothing more.
+    // The empty log's note, written before a new log's first event, vouches for no event (see
+    // [`check_start`] for a start that finds it alone).
     if signed.size == 0 {
         return Ok(Some(0));
     }
@@ -217,6 +229,26 @@ pub(crate) fn check_anchor(
         anchor.display()
     );
     Ok(Some(signed.size))
+}
+
+/// [`check_anchor`] at a start, before this run writes any event: a log of `events` events
+/// with no stored checkpoint and only the empty log's note cannot be told from one cut back
+/// to nothing with a copy of that note, so it is not signed on either. (The checkpointer's
+/// first checkpoint of a new log finds exactly that, of the events its own start wrote.)
+pub(crate) fn check_start(
+    anchor: &Path,
+    verifier: &warden_audit::NoteVerifier,
+    last: Option<&warden_store::Checkpoint>,
+    events: u64,
+    covered_held: bool,
+) -> anyhow::Result<()> {
+    let vouched = check_anchor(anchor, verifier, last, events, covered_held)?;
+    anyhow::ensure!(
+        !(vouched == Some(0) && last.is_none() && events > 0),
+        "the log holds {events} events, but no checkpoint covers any of them, and {} is the empty log's: this data dir's first start stopped before its first checkpoint, or the log was cut back to nothing and that note put back. Nothing is signed: a new data dir whose first start was cut short can be removed and started afresh; otherwise restore a backup",
+        anchor.display()
+    );
+    Ok(())
 }
 
 /// Writes the note of the empty log to `anchor` for a log about to begin, before its first
@@ -373,16 +405,16 @@ mod tests {
         let signer = NoteSigner::from_seed("warden.test/audit", &[3; 32]).unwrap();
         // Written durably and whole, it reads back; a log that holds none of it is behind it.
         write_anchor(&anchor, &signed_note(&signer, 5)).unwrap();
-        let behind = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
+        let behind = check_anchor(&anchor, &signer.verifier(), None, 0, true).unwrap_err();
         assert!(behind.to_string().contains("rolled back"), "{behind}");
         // Torn by a crash: move it aside.
         std::fs::write(&anchor, "warden.test/audit\n5\n").unwrap();
-        let torn = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
+        let torn = check_anchor(&anchor, &signer.verifier(), None, 0, true).unwrap_err();
         assert!(torn.to_string().contains("move it aside"), "{torn}");
         // Signed for a log the config now names otherwise: name it back.
         let renamed = NoteSigner::from_seed("other.test/audit", &[3; 32]).unwrap();
         write_anchor(&anchor, &signed_note(&renamed, 5)).unwrap();
-        let other = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
+        let other = check_anchor(&anchor, &signer.verifier(), None, 0, true).unwrap_err();
         assert!(
             other
                 .to_string()
@@ -392,7 +424,7 @@ mod tests {
         // Cut short or garbage, its first line names no log: damaged, not renamed.
         for damaged in ["warden.loc", "garbage\n"] {
             std::fs::write(&anchor, damaged).unwrap();
-            let said = check_anchor(&anchor, &signer.verifier(), None, 0).unwrap_err();
+            let said = check_anchor(&anchor, &signer.verifier(), None, 0, true).unwrap_err();
             assert!(said.to_string().contains("move it aside"), "{said}");
         }
     }
@@ -406,11 +438,22 @@ mod tests {
         // A new log's note vouches for nothing: one whose first start stopped before its
         // first checkpoint goes on.
         anchor_empty_log(&anchor, &signer, "warden.test/audit").unwrap();
-        assert_eq!(check_anchor(&anchor, &verifier, None, 3).unwrap(), Some(0));
+        assert_eq!(
+            check_anchor(&anchor, &verifier, None, 3, true).unwrap(),
+            Some(0)
+        );
+        check_start(&anchor, &verifier, None, 0, true).unwrap();
+        // A start that finds events and that note alone: cut back to nothing with a copy of
+        // it, or a first start stopped before its first checkpoint; nothing tells which.
+        let alone = check_start(&anchor, &verifier, None, 3, true).unwrap_err();
+        assert!(alone.to_string().contains("the empty log's"), "{alone}");
         // Events, and neither a checkpoint nor the note: both were deleted.
         std::fs::remove_file(&anchor).unwrap();
-        assert_eq!(check_anchor(&anchor, &verifier, None, 0).unwrap(), None);
-        let lost = check_anchor(&anchor, &verifier, None, 3).unwrap_err();
+        assert_eq!(
+            check_anchor(&anchor, &verifier, None, 0, true).unwrap(),
+            None
+        );
+        let lost = check_anchor(&anchor, &verifier, None, 3, true).unwrap_err();
         assert!(
             lost.to_string().contains("no checkpoint covers any"),
             "{lost}"
@@ -423,10 +466,13 @@ mod tests {
             frontier: Vec::new(),
             note: signed_note(&signer, 5),
         };
-        let cut = check_anchor(&anchor, &verifier, Some(&stored), 4).unwrap_err();
+        let cut = check_anchor(&anchor, &verifier, Some(&stored), 4, false).unwrap_err();
+        assert!(cut.to_string().contains("cut short"), "{cut}");
+        // Numbered on past it since, its last event gone all the same.
+        let cut = check_anchor(&anchor, &verifier, Some(&stored), 9, false).unwrap_err();
         assert!(cut.to_string().contains("cut short"), "{cut}");
         assert_eq!(
-            check_anchor(&anchor, &verifier, Some(&stored), 5).unwrap(),
+            check_anchor(&anchor, &verifier, Some(&stored), 5, true).unwrap(),
             None
         );
     }

@@ -62,9 +62,20 @@ fn above(real: &Path, checked: Option<&Path>, me: u32) -> Option<String> {
         })
 }
 
-/// Why someone else could point a link on the way to `path` (`path` itself included)
-/// elsewhere: the link is another user's, or the directory holding it is open to others.
+/// Most links followed from one another, as Linux follows at most 40 before it refuses.
+const MAX_LINKS: usize = 40;
+
+/// Why someone else could point a link on the way to `path` (`path` itself included, and the
+/// links on the way to where each leads) elsewhere: the link is another user's, or the
+/// directory holding it is open to others.
 fn links_on_the_way(path: &Path, me: u32) -> Option<String> {
+    links_within(path, me, 0)
+}
+
+fn links_within(path: &Path, me: u32, depth: usize) -> Option<String> {
+    if depth > MAX_LINKS {
+        return None;
+    }
     let absolute = std::path::absolute(path).ok()?;
     let mut prefix = PathBuf::new();
     for part in absolute.components() {
@@ -92,6 +103,12 @@ fn links_on_the_way(path: &Path, me: u32) -> Option<String> {
         .or_else(|| above(&holder, None, me));
         if why.is_some() {
             return why;
+        }
+        // Where it leads may pass through links of its own (a relative one leads from the
+        // link's directory).
+        let leads = prefix.parent()?.join(std::fs::read_link(&prefix).ok()?);
+        if let Some(why) = links_within(&leads, me, depth + 1) {
+            return Some(why);
         }
     }
     None

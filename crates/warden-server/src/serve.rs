@@ -360,8 +360,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // A database older than the newest checkpoint this server signed was restored from an older
     // copy or lost its write-ahead log: grants revoked and tokens ended since would work again.
     let events = history.as_ref().map_or(0, |h| h.last_seq);
+    let held = history.as_ref().is_none_or(|h| h.latest_covered_held);
     let latest = history.and_then(|h| h.latest_checkpoint);
-    crate::checkpoints::check_anchor(&anchor, &verifier, latest.as_ref(), events)
+    crate::checkpoints::check_start(&anchor, &verifier, latest.as_ref(), events, held)
         .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
     // A clean stop signs its last event; events past the newest checkpoint were written after
     // it (a crash cut the server short, or someone wrote into the stopped log), and the next

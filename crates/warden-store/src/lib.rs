@@ -346,6 +346,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// before it were archived.
     async fn first_seq(&self) -> Result<u64>;
 
+    /// Whether event `seq` is still held, in the live log or as archived (its leaf kept, or its
+    /// whole block archived): a log whose newest checkpoint's last event is not was cut short.
+    async fn holds_leaf(&self, seq: u64) -> Result<bool>;
+
     /// The sequence number of the newest event in the log (0 when empty).
     async fn last_seq(&self) -> Result<u64>;
 

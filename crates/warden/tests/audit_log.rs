@@ -1335,6 +1335,16 @@ fn a_log_cut_short_under_its_checkpoints_does_not_start() {
         refused.stderr.contains("was cut short") && refused.stderr.contains("Not started"),
         "{refused:?}"
     );
+    // Nor with events numbered on past the checkpoint since: what it covered is still gone.
+    tamper(
+        &f.data,
+        "INSERT INTO audit (seq, time, code, user, target, request_id, body, leaf_hash) \
+         SELECT (SELECT MAX(size) FROM checkpoints) + 1, time, code, user, target, request_id, \
+         body, leaf_hash FROM audit WHERE seq = 1",
+    );
+    let refused = serve_refusing(Path::new(&f.cfg), &f.data);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("was cut short"), "{refused:?}");
 }
 
 /// An event written into the stopped log, past the checkpoint of the last stop, is signed

@@ -470,6 +470,13 @@ fn the_demo_password_stays_on_development_servers() {
         &["--data-dir", link.to_str().unwrap()],
         "can point it elsewhere",
     );
+    // Nor through a link of the server's own that leads through that one.
+    let chain = real.with_file_name("chain");
+    std::os::unix::fs::symlink(&link, &chain).unwrap();
+    refused(
+        &["--data-dir", chain.to_str().unwrap()],
+        "can point it elsewhere",
+    );
     server.restart();
 }
 

@@ -213,6 +213,10 @@ pub async fn reload(
         Ok(digest) => {
             crate::broker::grant_met_requests_later(&app);
             let notice = app.directory_drift().await;
+            // In the server's log too, as a SIGHUP's is: the caller's terminal is not the record.
+            if let Some(n) = &notice {
+                tracing::warn!("{n}");
+            }
             Ok(Json(ReloadResult { digest, notice }))
         }
         Err(ReloadError::Invalid(report)) => Err(ApiError {

@@ -324,6 +324,8 @@ pub struct MfaReset {
     pub user: String,
     /// Whether the user had a second factor (confirmed, or being enrolled).
     pub had_factor: bool,
+    /// The end of the lock lifted with it (RFC 3339), or null when the user was not locked.
+    pub was_locked_until: Option<String>,
 }
 
 /// Removes a user's second factor and ends their sessions, for one who lost it or whose
@@ -351,10 +353,11 @@ pub async fn reset_mfa(
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.mfa_reset", e).await),
     };
-    let had_factor = app.reset_mfa(&who.user, &name, who.source.clone()).await?;
+    let (had_factor, locked_until) = app.reset_mfa(&who.user, &name, who.source.clone()).await?;
     Ok(Json(MfaReset {
         user: name.to_string(),
         had_factor,
+        was_locked_until: locked_until.map(rfc3339),
     }))
 }
 

@@ -170,11 +170,19 @@ pub struct History {
     pub last_seq: u64,
     /// The newest signed checkpoint stored.
     pub latest_checkpoint: Option<Checkpoint>,
+    /// Whether the last event that checkpoint covers is still held ([`HOLDS_LEAF`]).
+    pub latest_covered_held: bool,
     /// The users offboarded whose password no administrator has set since.
     pub offboarded: Vec<UserName>,
 }
 
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM audit";
+/// Whether event `?1` is held: in the live log, among the archived leaves kept for proofs, or
+/// archived with a whole block of 1024 (an archive cuts at a checkpoint, and keeps the leaves of
+/// the block it cuts into).
+const HOLDS_LEAF: &str = "SELECT EXISTS (SELECT 1 FROM audit WHERE seq = ?1)
+    OR EXISTS (SELECT 1 FROM archived_leaves WHERE seq = ?1)
+    OR (?1 % 1024 = 0 AND ?1 < COALESCE((SELECT MIN(seq) FROM audit), ?1 + 1))";
 const LATEST_CHECKPOINT: &str =
     "SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size DESC LIMIT 1";
 
@@ -213,10 +221,19 @@ impl SqliteStore {
             .query_row(LATEST_CHECKPOINT, [], decode_checkpoint)
             .optional()
             .map_err(backend)?;
+        let latest_covered_held = match &latest_checkpoint {
+            Some(c) => conn
+                .query_row(HOLDS_LEAF, [i64::try_from(c.size).map_err(backend)?], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)?,
+            None => true,
+        };
         let offboarded = offboarded(&conn).map_err(backend)?;
         Ok(Some(History {
             last_seq: u64::try_from(last_seq).unwrap_or(0),
             latest_checkpoint,
+            latest_covered_held,
             offboarded,
         }))
     }
@@ -1094,6 +1111,12 @@ impl crate::Store for SqliteStore {
         })
         .await
         .map(|v| u64::try_from(v).unwrap_or(0))
+    }
+
+    async fn holds_leaf(&self, seq: u64) -> Result<bool> {
+        let seq = i64::try_from(seq).map_err(backend)?;
+        self.read(move |c| c.query_row(HOLDS_LEAF, [seq], |r| r.get(0)))
+            .await
     }
 
     async fn last_seq(&self) -> Result<u64> {

@@ -341,6 +341,12 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             } else {
                 println!("{name} had no second factor; their sessions were ended.");
             }
+            if let Some(until) = v["was_locked_until"].as_str() {
+                println!(
+                    "Their lock (until {}) was lifted with it.",
+                    to_the_second(until)
+                );
+            }
             Ok(())
         }
     }
