@@ -48,8 +48,30 @@ pub struct CaseResult {
     pub line: usize,
     pub name: String,
     pub passed: bool,
-    /// What differed, for a failed case.
+    /// What differed, for a failed case, said in one line.
     pub message: Option<String>,
+    /// The same, one entry per expectation missed, for scripts.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// One expectation of a case the policy did not meet: the field (`decision`, `tier`,
+/// `max_ttl`, `mfa`, `recording`, `rules`, `refusal`; `error` when the case could not be run),
+/// what the case expected, and what the policy gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    pub field: &'static str,
+    pub expected: Option<String>,
+    pub got: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.field, &self.expected) {
+            (_, None) => f.write_str(&self.got),
+            ("decision", Some(e)) => write!(f, "expected {e}, got {}", self.got),
+            (field, Some(e)) => write!(f, "{field}: expected {e}, got {}", self.got),
+        }
+    }
 }
 
 /// Runs all fixture files under `dir/tests` against the policy in `dir`. Fails with a
@@ -91,13 +113,21 @@ pub(crate) fn run_files(files: &[(String, String)]) -> Result<TestReport, Report
         .iter()
         .flat_map(|suite| {
             suite.cases.iter().map(|case| {
-                let message = run_case(&policy, suite, case);
+                let mismatches = run_case(&policy, suite, case);
+                let message = (!mismatches.is_empty()).then(|| {
+                    mismatches
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
                 CaseResult {
                     file: suite.file.clone(),
                     line: case.line,
                     name: case.name.clone(),
-                    passed: message.is_none(),
+                    passed: mismatches.is_empty(),
                     message,
+                    mismatches,
                 }
             })
         })
@@ -518,11 +548,18 @@ fn parse_time(
         .ok()
 }
 
-/// Runs one case; `None` when it passes, else what differed.
-fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Option<String> {
+/// Runs one case: what differed from its expectations (none when it passes).
+fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Vec<Mismatch> {
+    let error = |got: String| {
+        vec![Mismatch {
+            field: "error",
+            expected: None,
+            got,
+        }]
+    };
     let Some(user) = suite.users.get(&case.user) else {
         // Parsing already reports undeclared users; never let such a case pass.
-        return Some(format!("user {} is not declared", case.user));
+        return error(format!("user {} is not declared", case.user));
     };
     let ctx = Context {
         now: case.at,
@@ -531,18 +568,26 @@ fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Option<String> {
     };
     let d = match policy.decide(case.action, user, &case.target, &case.role, &ctx) {
         Ok(d) => d,
-        Err(e) => return Some(e.to_string()),
+        Err(e) => return error(e.to_string()),
     };
     if d.allowed != case.allow {
         let expected = if case.allow { "allow" } else { "deny" };
-        return Some(format!("expected {expected}, got {}", describe(&d)));
+        return vec![Mismatch {
+            field: "decision",
+            expected: Some(expected.to_owned()),
+            got: describe(&d),
+        }];
     }
     let mut wrong = Vec::new();
-    let mut compare = |what: &str, expected: Option<String>, got: String| {
+    let mut compare = |field: &'static str, expected: Option<String>, got: String| {
         if let Some(expected) = expected
             && expected != got
         {
-            wrong.push(format!("{what}: expected {expected}, got {got}"));
+            wrong.push(Mismatch {
+                field,
+                expected: Some(expected),
+                got,
+            });
         }
     };
     let tier = match case.action {
@@ -586,10 +631,14 @@ fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Option<String> {
     if let Some(expected) = &case.refusal {
         let code = refusal.split(' ').next().unwrap_or_default();
         if code != expected {
-            wrong.push(format!("refusal: expected {expected}, got {refusal}"));
+            wrong.push(Mismatch {
+                field: "refusal",
+                expected: Some(expected.clone()),
+                got: refusal,
+            });
         }
     }
-    (!wrong.is_empty()).then(|| wrong.join("; "))
+    wrong
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {

@@ -65,7 +65,7 @@ use time::OffsetDateTime;
 use warden_domain::{Ticket, Ttl};
 
 pub use diagnostics::{Diagnostic, Place, Report};
-pub use fixtures::{CaseResult, TestReport, run_tests};
+pub use fixtures::{CaseResult, Mismatch, TestReport, run_tests};
 pub use load::{TargetCheck, is_policy_file};
 pub use policy::{LookupError, Policy};
 pub use targets::{Role, Target, Targets};

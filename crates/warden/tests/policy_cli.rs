@@ -208,6 +208,29 @@ refusal = "ticket_required"
         out.stdout
     );
     assert!(out.stdout.contains("1 passed, 1 failed"), "{}", out.stdout);
+    // Scripts get each missed expectation apart, and the counts.
+    let out = cli.run(
+        &["--json", "policy", "test", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (v["passed"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let failed = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["passed"] == false)
+        .unwrap();
+    assert_eq!(
+        failed["mismatches"],
+        serde_json::json!([{"field": "tier", "expected": "manager", "got": "auto"}]),
+        "{v}"
+    );
 
     // A fixture that does not read is located, as policy check locates its problems.
     let broken = fixture.replace(

@@ -112,7 +112,11 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 Err(report) => return problems(&report, &dir, out),
             };
             if out.json {
-                out.json(&report)?;
+                out.json(&serde_json::json!({
+                    "cases": report.cases,
+                    "passed": report.passed(),
+                    "failed": report.failed(),
+                }))?;
             } else {
                 for c in &report.cases {
                     let mark = if c.passed { "PASS" } else { "FAIL" };
