@@ -276,7 +276,11 @@ fn explain_names_the_deciding_rules() {
     assert_eq!(v["decision"]["allowed"], true);
     assert_eq!(v["decision"]["rules"], serde_json::json!(["deploy-peer"]));
     assert_eq!(v["decision"]["tier"], "peer(sre)");
+    assert_eq!(v["decision"]["pending_timeout"], "3s", "{v}");
     assert!(v["refusals"][0].as_str().unwrap().contains("CHG-[0-9]+"));
+    // Nothing waits for an automatic grant.
+    let auto = ok(&alice, &["policy", "explain", "web", "--role", "view"]);
+    assert!(auto["decision"]["pending_timeout"].is_null(), "{auto}");
     // As a table: how long it may wait for approval too, and the ticket as it would be sent.
     let table = alice.run(
         &[

@@ -179,6 +179,7 @@ pub async fn explain(
     if b.breakglass {
         // Granted without approval, but named so, as `request show` names such a grant.
         warden_domain::request::BREAKGLASS_TIER.clone_into(&mut decision.tier);
+        decision.pending_timeout = None;
     }
     Ok(Json(Explanation {
         user: user.name.to_string(),

@@ -185,7 +185,9 @@ pub struct DecisionView {
     pub mfa: bool,
     #[schema(schema_with = recording)]
     pub recording: String,
-    pub pending_timeout: String,
+    /// How long a request waits for its approvals; null where nothing waits (an automatic or
+    /// break-glass grant).
+    pub pending_timeout: Option<String>,
 }
 
 impl From<&Decision> for DecisionView {
@@ -202,7 +204,7 @@ impl From<&Decision> for DecisionView {
                 .collect(),
             mfa: d.mfa,
             recording: d.recording.to_string(),
-            pending_timeout: d.pending_timeout.to_string(),
+            pending_timeout: (!d.requirement.is_auto()).then(|| d.pending_timeout.to_string()),
         }
     }
 }

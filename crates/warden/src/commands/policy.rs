@@ -235,13 +235,9 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 (
                     "times out",
                     // Nothing waits for an approval of an automatic or break-glass grant.
-                    if allowed && d["tier"] != "auto" && d["tier"] != "breakglass" {
-                        format!(
-                            "{} after the request, unless approved",
-                            d["pending_timeout"].as_str().unwrap_or_default()
-                        )
-                    } else {
-                        String::new()
+                    match d["pending_timeout"].as_str() {
+                        Some(t) if allowed => format!("{t} after the request, unless approved"),
+                        _ => String::new(),
                     },
                 ),
                 ("would refuse", joined(&v["refusals"], "; ")),
