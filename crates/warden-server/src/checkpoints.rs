@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use warden_audit::merkle::BLOCK_HEIGHT;
 use warden_audit::{Checkpoint, NoteSigner, Tree};
+use warden_domain::audit::Code;
 use warden_store::Store;
 
 use crate::state::{Shared, now};
@@ -233,22 +234,37 @@ pub(crate) fn check_anchor(
 
 /// [`check_anchor`] at a start, before this run writes any event: a log of `events` events
 /// with no stored checkpoint and only the empty log's note cannot be told from one cut back
-/// to nothing with a copy of that note, so it is not signed on either. (The checkpointer's
-/// first checkpoint of a new log finds exactly that, of the events its own start wrote.)
+/// to nothing with a copy of that note, so it is not signed on either, unless every event is
+/// one a start writes by itself ([`START_CODES`], `start_only`): a first start cut short
+/// before its first checkpoint left it, and a log cut back to nothing would be taken as much
+/// (as a new one) without them. (The checkpointer's first checkpoint of a new log finds
+/// exactly that, of the events its own start wrote.)
 pub(crate) fn check_start(
     anchor: &Path,
     verifier: &warden_audit::NoteVerifier,
     last: Option<&warden_store::Checkpoint>,
     events: u64,
     covered_held: bool,
+    start_only: bool,
 ) -> anyhow::Result<()> {
     let vouched = check_anchor(anchor, verifier, last, events, covered_held)?;
     anyhow::ensure!(
-        !(vouched == Some(0) && last.is_none() && events > 0),
+        !(vouched == Some(0) && last.is_none() && events > 0 && !start_only),
         "the log holds {events} events, but no checkpoint covers any of them, and {} is the empty log's: this data dir's first start stopped before its first checkpoint, or the log was cut back to nothing and that note put back. Nothing is signed: a new data dir whose first start was cut short can be removed and started afresh; otherwise restore a backup",
         anchor.display()
     );
     Ok(())
+}
+
+/// The events a start writes before it serves anyone: the passwords the config, `--dev` or
+/// the bootstrap give, then `server.started` and `policy.loaded`.
+pub const START_CODES: [Code; 3] = [Code::PasswordSet, Code::ServerStarted, Code::PolicyLoaded];
+
+/// Whether `codes`, numbers of the events of a log, are all [`START_CODES`].
+pub fn only_start_events(codes: &[u16]) -> bool {
+    codes
+        .iter()
+        .all(|n| START_CODES.iter().any(|c| c.number() == *n))
 }
 
 /// Writes the note of the empty log to `anchor` for a log about to begin, before its first
@@ -442,11 +458,19 @@ mod tests {
             check_anchor(&anchor, &verifier, None, 3, true).unwrap(),
             Some(0)
         );
-        check_start(&anchor, &verifier, None, 0, true).unwrap();
+        check_start(&anchor, &verifier, None, 0, true, false).unwrap();
         // A start that finds events and that note alone: cut back to nothing with a copy of
-        // it, or a first start stopped before its first checkpoint; nothing tells which.
-        let alone = check_start(&anchor, &verifier, None, 3, true).unwrap_err();
+        // it, or a first start stopped before its first checkpoint; nothing tells which...
+        let alone = check_start(&anchor, &verifier, None, 3, true, false).unwrap_err();
         assert!(alone.to_string().contains("the empty log's"), "{alone}");
+        // ... unless all it holds is what a start writes: then nothing is lost either way.
+        check_start(&anchor, &verifier, None, 3, true, true).unwrap();
+        let codes = START_CODES.map(Code::number);
+        assert!(only_start_events(&codes));
+        assert!(!only_start_events(&[
+            Code::ServerStarted.number(),
+            Code::RequestCreated.number()
+        ]));
         // Events, and neither a checkpoint nor the note: both were deleted.
         std::fs::remove_file(&anchor).unwrap();
         assert_eq!(

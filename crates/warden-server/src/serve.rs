@@ -361,9 +361,26 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // copy or lost its write-ahead log: grants revoked and tokens ended since would work again.
     let events = history.as_ref().map_or(0, |h| h.last_seq);
     let held = history.as_ref().is_none_or(|h| h.latest_covered_held);
+    let start_only = history
+        .as_ref()
+        .and_then(|h| h.unsigned_codes.as_deref())
+        .is_some_and(crate::checkpoints::only_start_events);
     let latest = history.and_then(|h| h.latest_checkpoint);
-    crate::checkpoints::check_start(&anchor, &verifier, latest.as_ref(), events, held)
-        .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
+    crate::checkpoints::check_start(
+        &anchor,
+        &verifier,
+        latest.as_ref(),
+        events,
+        held,
+        start_only,
+    )
+    .map_err(|e| anyhow::anyhow!("Not started: {e}"))?;
+    if start_only && events > 0 {
+        tracing::warn!(
+            events,
+            "this data dir's first start stopped before its first checkpoint; the events of that start are signed with this one's"
+        );
+    }
     // A clean stop signs its last event; events past the newest checkpoint were written after
     // it (a crash cut the server short, or someone wrote into the stopped log), and the next
     // checkpoint signs them: said, so that whoever reads the log can compare.

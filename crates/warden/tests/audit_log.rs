@@ -1347,6 +1347,65 @@ fn a_log_cut_short_under_its_checkpoints_does_not_start() {
     assert!(refused.stderr.contains("was cut short"), "{refused:?}");
 }
 
+/// A first start cut short before its first checkpoint leaves the events of that start and
+/// the empty log's note: the next start goes on and signs them. With any other event beside
+/// them the log cannot be told from one cut back to nothing and that note put back, and it does
+/// not start.
+#[test]
+fn a_first_start_cut_short_before_its_first_checkpoint_starts_again() {
+    let f = fresh();
+    let mut server = Server::start_in(
+        Path::new(BIN),
+        &f.data,
+        &["serve", "--dev", "--config", &f.cfg],
+        &[],
+    );
+    assert!(server.terminate().success());
+    // What a kill after the start's events and before its first checkpoint leaves.
+    let loaded: i64 = rusqlite::Connection::open(f.data.join("warden.db"))
+        .unwrap()
+        .query_row("SELECT MIN(seq) FROM audit WHERE code = 3000", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    tamper(
+        &f.data,
+        &format!(
+            "DELETE FROM checkpoints; DELETE FROM audit_blocks; DELETE FROM audit WHERE seq > {}",
+            loaded + 1
+        ),
+    );
+    let key = warden_server::keys::audit_signing_key(&f.data.join("audit_signing.key")).unwrap();
+    let signer = warden_server::checkpoints::signer("warden.local/audit", &key).unwrap();
+    let anchor = f.data.join("audit_checkpoint.note");
+    warden_server::checkpoints::anchor_empty_log(&anchor, &signer, "warden.local/audit").unwrap();
+
+    // The stop's event too: not one a start writes.
+    let refused = serve_refusing(Path::new(&f.cfg), &f.data);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("the empty log's"), "{refused:?}");
+
+    tamper(&f.data, &format!("DELETE FROM audit WHERE seq > {loaded}"));
+    server.restart();
+    assert!(
+        server
+            .stderr()
+            .contains("first start stopped before its first checkpoint"),
+        "{}",
+        server.stderr()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while latest_note_or_none(&f.data)
+        .is_none_or(|n| note_size(&n) <= u64::try_from(loaded).unwrap())
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing signed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(server.terminate().success());
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 0, "{v}");
+}
+
 /// An event written into the stopped log, past the checkpoint of the last stop, is signed
 /// with the next checkpoint (it cannot be told from one a crash left unsigned), and the start
 /// says how many there are and from where.

@@ -174,9 +174,17 @@ pub struct History {
     pub latest_covered_held: bool,
     /// The users offboarded whose password no administrator has set since.
     pub offboarded: Vec<UserName>,
+    /// The codes of the log's events, in order, when no checkpoint is stored and there are at
+    /// most [`FEW_EVENTS`] (64) of them: what a first start cut short before its first checkpoint
+    /// left, to be told from a log that lost its checkpoints.
+    pub unsigned_codes: Option<Vec<u16>>,
 }
 
+/// The most events [`History::unsigned_codes`] lists.
+const FEW_EVENTS: u64 = 64;
+
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM audit";
+const FIRST_CODES: &str = "SELECT code FROM audit ORDER BY seq";
 /// Whether event `?1` is held: in the live log, among the archived leaves kept for proofs, or
 /// archived with a whole block of 1024 (an archive cuts at a checkpoint, and keeps the leaves of
 /// the block it cuts into).
@@ -230,11 +238,23 @@ impl SqliteStore {
             None => true,
         };
         let offboarded = offboarded(&conn).map_err(backend)?;
+        let last_seq = u64::try_from(last_seq).unwrap_or(0);
+        let unsigned_codes = if latest_checkpoint.is_none() && last_seq <= FEW_EVENTS {
+            let mut codes = conn.prepare(FIRST_CODES).map_err(backend)?;
+            let codes = codes
+                .query_map([], |r| r.get(0))
+                .and_then(Iterator::collect)
+                .map_err(backend)?;
+            Some(codes)
+        } else {
+            None
+        };
         Ok(Some(History {
-            last_seq: u64::try_from(last_seq).unwrap_or(0),
+            last_seq,
             latest_checkpoint,
             latest_covered_held,
             offboarded,
+            unsigned_codes,
         }))
     }
 
