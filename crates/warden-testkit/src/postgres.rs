@@ -275,8 +275,37 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Stops the server's processes, the postmaster and the backends serving open sessions
+    /// (SIGSTOP), until [`Postgres::resume`]: connections, new or open, are never answered, as
+    /// with a database that hangs.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+        self.signal_backends("STOP");
+    }
+
+    /// Lets a paused server run again.
+    pub fn resume(&self) {
+        self.signal_backends("CONT");
+        signal(self.child.id(), "CONT");
+    }
+
+    /// Sends `name` to the postmaster's children; none is no error.
+    fn signal_backends(&self, name: &str) {
+        let status = Command::new("pkill")
+            .args([&format!("-{name}"), "-P", &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("running pkill: {e}"));
+        assert!(
+            status.code().is_some_and(|c| c <= 1),
+            "pkill failed: {status}"
+        );
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
+        self.resume();
         // SIGQUIT is PostgreSQL's immediate shutdown: the postmaster ends its backends too,
         // which a SIGKILL would leave running.
         signal(self.child.id(), "QUIT");

@@ -93,9 +93,12 @@ pub fn ensure_home() -> anyhow::Result<PathBuf> {
         .recursive(true)
         .mode(0o700)
         .create(&h)
-        .with_context(|| format!("creating {}", h.display()))?;
+        .with_context(|| format!("creating {} ({HOME_HINT})", h.display()))?;
     Ok(h)
 }
+
+/// Said when the client's home cannot be made or written.
+pub const HOME_HINT: &str = "where the client keeps your login: make it writable for you, or set WARDEN_HOME to a directory of your own";
 
 /// Takes `WARDEN_HOME`'s login lock, held while a login replaces the saved one: logins run at
 /// once into one home (a CI job's parallel steps) take turns, so that each revokes the one it
@@ -110,7 +113,7 @@ pub fn lock_logins() -> anyhow::Result<std::fs::File> {
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .with_context(|| format!("opening {} ({HOME_HINT})", path.display()))?;
     file.lock()
         .with_context(|| format!("locking {}", path.display()))?;
     Ok(file)
@@ -338,6 +341,19 @@ impl Client {
                 self.server, self.server
             ),
             (None, None, None) => "not logged in: run `warden login --user NAME` first".to_owned(),
+        }
+    }
+
+    /// This client sending `token`, one just issued and not saved, in place of the saved one.
+    pub fn with_token(&self, token: String) -> Self {
+        Self {
+            http: self.http.clone(),
+            server: self.server.clone(),
+            token: Some(token),
+            user: None,
+            other_login: None,
+            damaged: None,
+            expired: None,
         }
     }
 

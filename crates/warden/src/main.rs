@@ -293,9 +293,45 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     let message = message.trim_start_matches("error: ");
+    // A group called without its subcommand renders its help, whose first paragraph is only
+    // what the group is for.
+    let missing;
+    let message = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        missing = missing_subcommand(&rendered);
+        &missing
+    } else {
+        message
+    };
     let body = serde_json::json!({ "error": { "code": exit::name_of(exit::USAGE), "message": message, "exit_code": exit::USAGE } });
     eprintln!("{body}");
     ExitCode::from(exit::USAGE)
+}
+
+/// Says which subcommands a group called without one has, from its rendered help.
+fn missing_subcommand(help: &str) -> String {
+    let group = help
+        .lines()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "warden".to_owned());
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    format!(
+        "`{group}` needs a subcommand, one of: {}",
+        commands.join(", ")
+    )
 }
 
 /// What a program killed by `SIGPIPE` exits with, as shells report it (128 + 13).

@@ -526,6 +526,46 @@ fn pickup_early_revoke_offboarding_and_rotation() {
     assert_eq!(create(&again, "pg", "read", &[])["state"], "active");
 }
 
+/// A grant ends on time on record even while its database hangs: its end needs only the
+/// store, and its account is removed once the database answers again. A grant whose end is not
+/// on record yet (the worker still waits on that database) hands no secret over once past its
+/// time.
+#[test]
+fn a_grant_ends_on_time_while_its_database_hangs() {
+    let (pg, env, _admin) = postgres_env();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let v = create(&alice, "pg", "read", &["--ttl", "2s"]);
+    assert_eq!(v["state"], "active", "{v}");
+    let user = v["credential"]["username"].as_str().unwrap().to_owned();
+    let unpicked = id(&create(&alice, "pg", "reviewed", &["--ttl", "5s"]));
+    assert_eq!(
+        ok(&bob, &["request", "approve", &unpicked])["state"],
+        "active"
+    );
+    let ends = std::time::Instant::now() + Duration::from_millis(5300);
+    pg.pause();
+    wait_until("the grant to expire", Duration::from_secs(6), || {
+        state(&alice, &id(&v)) == "expired"
+    });
+    // The worker now waits on the hung database to remove the first grant's account.
+    std::thread::sleep(ends.saturating_duration_since(std::time::Instant::now()));
+    let out = fails(&alice, &["request", "credential", &unpicked], 6);
+    assert!(
+        out.stderr.contains("expired at") && out.stderr.contains("not handed over"),
+        "{out:?}"
+    );
+    assert_eq!(
+        state(&alice, &unpicked),
+        "active",
+        "its end is on record already"
+    );
+    pg.resume();
+    wait_until("its role to go", Duration::from_secs(40), || {
+        pg_role_count(&pg, &user) == "0"
+    });
+}
+
 /// A crash while the target takes the new admin password leaves both stored; the next use logs
 /// in with the one the target took and keeps it, so Warden never locks itself out.
 #[test]

@@ -15,27 +15,19 @@ use crate::state::{App, now};
 const LEASE_CONCURRENCY: usize = 32;
 
 impl App {
-    /// Revokes credentials whose leases are due, then expires grants and times out requests.
+    /// Expires grants and times out requests, then revokes credentials whose leases are due.
     /// Returns how many were handled; failures are logged, audited and retried with backoff.
     ///
-    /// Credentials go first: an active grant's lease is due at its expiry, so the account is
-    /// removed without waiting for the request's own change. Both run many at once, so a burst
-    /// of expiries (after downtime, say) is neither served one target round trip nor one commit
-    /// at a time; the store's group commit makes the concurrent writes share their syncs.
+    /// The records go first: they need only the store, while a target may take up to
+    /// [`super::TARGET_TIMEOUT`] to answer, and a grant past its time must read as ended (its
+    /// SSH sessions closed, its secret no longer handed over) whatever its database is doing.
+    /// An expired grant's lease is then due, and is revoked in the same pass. Both run many at
+    /// once, so a burst of expiries (after downtime, say) is neither served one commit nor one
+    /// target round trip at a time; the store's group commit makes the concurrent writes share
+    /// their syncs.
     pub async fn process_due(&self) -> Result<usize, Error> {
         let now = now();
-        let leases = self.store.due_leases(now, 1024).await?;
-        let mut handled = leases.len();
-        let results: Vec<Result<(), Error>> = futures_util::stream::iter(leases)
-            .map(|lease| self.process_lease(lease, now))
-            .buffer_unordered(LEASE_CONCURRENCY)
-            .collect()
-            .await;
-        for r in results {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "lease not processed; will retry");
-            }
-        }
+        let mut handled = 0;
         let ended: Vec<Result<bool, Error>> =
             futures_util::stream::iter(self.store.due(now, 256).await?)
                 .map(|r| self.end_due(r, now))
@@ -47,6 +39,18 @@ impl App {
                 Ok(true) => handled += 1,
                 Ok(false) => {}
                 Err(e) => return Err(e),
+            }
+        }
+        let leases = self.store.due_leases(now, 1024).await?;
+        handled += leases.len();
+        let results: Vec<Result<(), Error>> = futures_util::stream::iter(leases)
+            .map(|lease| self.process_lease(lease, now))
+            .buffer_unordered(LEASE_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "lease not processed; will retry");
             }
         }
         Ok(handled)

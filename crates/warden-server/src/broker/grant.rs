@@ -291,24 +291,34 @@ impl App {
                 )
                 .await);
         }
-        if r.activated_at.is_some() && r.state != State::Active {
-            // Its account is gone or going: a password for it is a secret handed out for nothing.
-            let ev = Event::new(Code::ActionRefused, caller.actor(), now())
+        // Ended by its time, whether or not the worker has recorded its expiry yet (a start
+        // after downtime has a backlog): the account is gone or going, and a password for it
+        // is a secret handed out for nothing.
+        let now = now();
+        let expired = r.expires_at.filter(|e| *e <= now);
+        if r.activated_at.is_some() && (r.state != State::Active || expired.is_some()) {
+            let ev = Event::new(Code::ActionRefused, caller.actor(), now)
                 .for_request(&r)
                 .details(serde_json::json!({"action": "pickup"}));
+            let state = match expired {
+                Some(at) if r.state == State::Active => {
+                    self.wake.now();
+                    format!("expired at {}", warden_domain::rfc3339(at))
+                }
+                _ => r.state.as_str().to_owned(),
+            };
             let e = Error::Conflict {
                 code: "grant_ended",
                 message: format!(
-                    "grant {id} is {}: its credential no longer works, and is not handed over",
-                    r.state.as_str()
+                    "grant {id} is {state}: its credential no longer works, and is not handed over"
                 ),
             };
             return Err(self.refused(ev, e).await);
         }
-        let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now()).for_request(&r);
+        let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now).for_request(&r);
         let Some(sealed) = self.store.take_pickup(id, vec![ev]).await? else {
             // A second pickup may be someone else's use of the token: on the record.
-            let ev = Event::new(Code::ActionRefused, caller.actor(), now())
+            let ev = Event::new(Code::ActionRefused, caller.actor(), now)
                 .for_request(&r)
                 .details(serde_json::json!({"action": "pickup"}));
             // Only credentials Warden made an account for (a lease) have a secret to hand over.

@@ -102,12 +102,27 @@ pub async fn login(server: Option<String>, a: LoginArgs, out: Output) -> anyhow:
     let replaced = c
         .other_login()
         .and_then(|other| Client::new(Some(other.to_owned())).ok());
-    client::save(&Saved {
+    let saved = client::save(&Saved {
         server: c.server.clone(),
         user: r.user.clone(),
-        token: r.token,
+        token: r.token.clone(),
         expires_at: r.expires_at.clone(),
-    })?;
+    });
+    if let Err(e) = saved {
+        // Nobody would hold the token: it is revoked rather than left working for hours.
+        let revoked =
+            tokio::time::timeout(REVOKE_REPLACED_WITHIN, revoke_saved(&c.with_token(r.token)))
+                .await;
+        let token = if matches!(revoked, Ok(Ok(_))) {
+            "the new login was revoked"
+        } else {
+            "the new login could not be revoked, and works until it expires"
+        };
+        return Err(e.context(format!(
+            "your login could not be saved ({}), so {token}",
+            client::HOME_HINT
+        )));
+    }
     for previous in replaced.iter().chain([&c]).filter(|p| p.logged_in()) {
         let revoked = tokio::time::timeout(REVOKE_REPLACED_WITHIN, revoke_saved(previous)).await;
         if !matches!(revoked, Ok(Ok(_))) && previous.server != c.server {

@@ -35,10 +35,10 @@ pub enum PolicyCommand {
         #[arg(long)]
         user: Option<String>,
         /// The TTL the request would ask for.
-        #[arg(long, default_value = "1h")]
+        #[arg(long, default_value = "1h", allow_hyphen_values = true)]
         ttl: String,
         /// The ticket it would carry.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         ticket: Option<String>,
         /// Explain break-glass access under the break-glass rules.
         #[arg(long)]

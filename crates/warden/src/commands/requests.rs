@@ -47,7 +47,7 @@ pub enum RequestCommand {
         #[arg(value_parser = super::request_id)]
         id: String,
         /// A note for the requester, audited.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
         comment: String,
         /// A fresh TOTP code, when the role requires MFA.
         #[arg(long, value_parser = super::totp_code)]
@@ -60,7 +60,7 @@ pub enum RequestCommand {
         id: String,
         /// Why, shown to the requester and audited (optional, as in the API, but a requester
         /// told why can ask better next time).
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
         comment: String,
     },
     /// Withdraw your pending request.
@@ -75,7 +75,7 @@ pub enum RequestCommand {
         #[arg(value_parser = super::request_id)]
         id: String,
         /// Why, for the requester and the audit log.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
         comment: String,
     },
     /// Receive your grant's secret (database password), once; kept for `warden db connect`.
@@ -90,10 +90,10 @@ pub enum RequestCommand {
         #[arg(value_parser = super::request_id)]
         id: String,
         /// How much longer, from when the extension is granted (e.g. 30m, 2h).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         ttl: String,
         /// Why (default: "extension of ID: " and the original request's reason).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         reason: Option<String>,
         /// A fresh TOTP code, when the role requires MFA.
         #[arg(long, value_parser = super::totp_code)]
@@ -111,13 +111,13 @@ pub struct CreateArgs {
     #[arg(long)]
     role: String,
     /// Why you need access.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     reason: String,
     /// Ticket or incident id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     ticket: Option<String>,
     /// How long, once granted: 30m, 1h, 1h30m.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     ttl: String,
     /// SSH public key to certify (default: a key Warden's client generates in WARDEN_HOME/ssh).
     #[arg(long)]
@@ -387,6 +387,12 @@ fn wait_seconds(text: &str) -> Result<u64, String> {
             .map(warden_domain::Ttl::as_secs)
             .map_err(|e| e.of("the wait"))?,
     };
+    if secs == 0 {
+        return Err(
+            "the wait must be longer than zero: give it like a TTL (e.g. 10m), or leave out --wait"
+                .to_owned(),
+        );
+    }
     if secs > MAX_WAIT {
         return Err(format!(
             "the wait is at most 30 days ({MAX_WAIT} s), not {secs} s"
