@@ -31,14 +31,19 @@ impl Link {
                 .filter(|head| head.eq_ignore_ascii_case(scheme))
                 .map(|_| &s[scheme.len()..])
         });
-        let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
-            // A URL is ASCII (anything else percent-encoded), so nothing in it hides.
-            && s.bytes().all(|b| b.is_ascii_graphic());
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(PostmortemError::BadLink(s.chars().take(80).collect()))
+        let Some(rest) = rest.filter(|r| !r.is_empty() && !r.starts_with('/')) else {
+            return Err(PostmortemError::BadLink);
+        };
+        // The audit log keeps the link for good: a user name or password in it would be too.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err(PostmortemError::LinkCredentials);
         }
+        // A URL is ASCII (anything else percent-encoded), so nothing in it hides.
+        if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(PostmortemError::LinkCharacter(c));
+        }
+        Ok(Self(s.to_owned()))
     }
 
     /// The URL.
@@ -63,10 +68,20 @@ impl From<Link> for String {
 /// Why a postmortem could not be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostmortemError {
+    // The link is not quoted back: it is kept in the audit log with the refusal.
     #[error(
-        "link {0:?} is not an http:// or https:// URL; pass the write-up's address with --link"
+        "the link is not an http:// or https:// URL with a host; pass the write-up's address with --link"
     )]
-    BadLink(String),
+    BadLink,
+    #[error(
+        "the link carries a user name or password (before an @), which the audit log would keep for good: link to the write-up without them"
+    )]
+    LinkCredentials,
+    #[error(
+        "the link holds U+{:04X}, which a URL does not: percent-encode it (a space is %20)",
+        u32::from(*.0)
+    )]
+    LinkCharacter(char),
     #[error("the link is {0} bytes long; the limit is 2048: link to a shorter address")]
     LongLink(usize),
     #[error("a note is required when closing a postmortem: say what was learned with --note")]
@@ -81,7 +96,9 @@ impl PostmortemError {
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadLink(_) | Self::LongLink(_) => "bad_link",
+            Self::BadLink | Self::LinkCredentials | Self::LinkCharacter(_) | Self::LongLink(_) => {
+                "bad_link"
+            }
             Self::NoNote | Self::Note(_) => "bad_note",
             Self::AlreadyClosed(_) => "already_closed",
         }
@@ -181,6 +198,20 @@ mod tests {
         ] {
             assert!(Link::parse(bad).is_err(), "{bad}");
         }
+        for with_secret in [
+            "https://user:pw@wiki/pm",
+            "https://token@wiki",
+            "http://u:p@h?x=1",
+        ] {
+            let e = Link::parse(with_secret).unwrap_err();
+            assert_eq!(e, PostmortemError::LinkCredentials);
+            assert!(!e.to_string().contains("pw"), "{e}");
+        }
+        assert!(Link::parse("https://wiki/pm/@team").is_ok());
+        assert_eq!(
+            Link::parse("https://wiki/a\u{202e}b"),
+            Err(PostmortemError::LinkCharacter('\u{202e}'))
+        );
     }
 
     #[test]
