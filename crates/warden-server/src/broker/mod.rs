@@ -77,7 +77,7 @@ pub enum Error {
     #[error("{0}")]
     Forbidden(String),
     #[error(
-        "request {0} not found, or not yours to see (a request no longer pending is seen only by those it concerns: its requester, its reviewers, administrators and audit readers)"
+        "request {0} not found, or not yours to see (a request is seen by those it concerns: its requester, the reviewers its tier names, administrators and audit readers, and while pending by whoever could approve it)"
     )]
     NotFound(RequestId),
     #[error("{0}")]
