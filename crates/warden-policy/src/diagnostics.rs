@@ -4,9 +4,12 @@
 //! first request, so every problem carries a position an editor can jump to, and loading keeps
 //! going after the first problem so one run shows them all.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
+
+use crate::free_text;
 
 /// One problem in one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,7 +25,8 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
+        // A file's name is as the directory holds it, which may be anything.
+        f.write_str(&free_text::escaped(&self.file))?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
             if let Some(column) = self.column {
@@ -42,10 +46,18 @@ pub struct Report {
 
 impl Report {
     /// Sorts `diagnostics` into reading order; `None` when there are none, so callers can write
-    /// `if let Some(report) = Report::from_diagnostics(found)`.
+    /// `if let Some(report) = Report::from_diagnostics(found)`. A message that quotes something
+    /// from a policy file holding characters that do not show as themselves (a key with an
+    /// escape sequence in it) has them written as `\u{…}`: each problem shows as one line of
+    /// plain text.
     pub(crate) fn from_diagnostics(mut diagnostics: Vec<Diagnostic>) -> Option<Self> {
         if diagnostics.is_empty() {
             return None;
+        }
+        for d in &mut diagnostics {
+            if let Cow::Owned(escaped) = free_text::escaped(&d.message) {
+                d.message = escaped;
+            }
         }
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         diagnostics.dedup();
@@ -177,5 +189,17 @@ mod tests {
             "a.cedar:1:1: first\na.cedar:2:1: second\ntargets.toml: missing"
         );
         assert!(Report::from_diagnostics(vec![]).is_none());
+    }
+
+    #[test]
+    fn problems_show_as_one_line_of_plain_text() {
+        let src = Source::new("a\u{1b}.toml", "x");
+        let report =
+            Report::from_diagnostics(vec![src.at(0, "unknown key `a\nb.cedar:1:1: \u{202e}`")])
+                .unwrap();
+        assert_eq!(
+            report.to_string(),
+            "a\\u{1b}.toml:1:1: unknown key `a\\u{a}b.cedar:1:1: \\u{202e}`"
+        );
     }
 }

@@ -367,7 +367,8 @@ fn parse_case(
         found
     };
 
-    let name = required("name", out).and_then(|v| toml_doc::string(src, &what("name"), v, out));
+    // Shown in `policy test` output.
+    let name = required("name", out).and_then(|v| toml_doc::text(src, &what("name"), v, out));
     let user = required("user", out)
         .and_then(|v| toml_doc::parsed::<UserName>(src, &what("user"), v, out).map(|u| (u, v)));
     if let Some((u, v)) = &user
@@ -468,7 +469,17 @@ fn parse_case(
     let rules = optional(field("rules"), |v| {
         toml_doc::strings(src, &what("rules"), v, out).map(|r| {
             r.into_iter()
-                .map(|(s, _)| s.to_owned())
+                .map(|(s, span)| {
+                    // Quoted in a failed case's message.
+                    toml_doc::check_shown(
+                        src,
+                        &format!("each entry of {}", what("rules")),
+                        s,
+                        &span,
+                        out,
+                    );
+                    s.to_owned()
+                })
                 .collect::<BTreeSet<_>>()
         })
     });

@@ -20,6 +20,9 @@
 //! `@recording("full" | "sampled" | "metadata")` (default `metadata`) and
 //! `@pending_timeout("1h")` (default 24h) are optional. A `forbid` takes only `@id` and an
 //! optional `@reason`. Any other annotation is an error, so a typo cannot silently drop a term.
+//! Annotations, like the descriptions, environments, kinds and labels of `targets.toml`, are
+//! shown to people (a forbid's reason in its refusals): a control character (a line break
+//! included) or an invisible or text-reordering character in one is an error, naming it.
 //!
 //! A permit whose scope says `action == Action::"breakglass"` is a break-glass permit: its terms
 //! are fixed (granted at once, MFA step-up, full recording), so it takes only `@id`, a required
@@ -52,9 +55,11 @@
 // Library code is still linted without this, in the non-test build.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod cedar_text;
 mod diagnostics;
 mod entities;
 mod fixtures;
+mod free_text;
 mod load;
 mod policy;
 mod rules;

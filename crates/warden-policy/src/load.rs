@@ -3,7 +3,10 @@
 //!
 //! Each `.cedar` file is parsed on its own so that the byte offsets Cedar reports are relative
 //! to that file; every policy's position in its file is remembered so that later checks
-//! (annotations, validation, entity references) can point at the right line too.
+//! (annotations, validation, entity references) can point at the right line too. A rule that
+//! is too deep to give Cedar, or that Cedar cannot parse, is reported and blanked out of the
+//! text Cedar reads (at the same offsets), so that the file's other rules are still checked in
+//! the same run.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -13,11 +16,13 @@ use std::str::FromStr;
 use cedar_policy::{Authorizer, Effect, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use sha2::{Digest as _, Sha256};
 
+use crate::cedar_text::{self, Piece};
 use crate::diagnostics::{Diagnostic, Report, Source, file_diagnostic};
 use crate::entities::{self, EntitySets, Vocabulary};
+use crate::free_text;
 use crate::policy::Policy;
 use crate::rules;
-use crate::targets::{self, Targets};
+use crate::targets::{self, Lookup, Named, Targets};
 
 /// Where the Cedar files' problems are filed when there are no Cedar files at all.
 pub(crate) const CEDAR_FILES: &str = "*.cedar";
@@ -199,122 +204,6 @@ fn below(dir: &Path, shown: &str, suffix: &str) -> Vec<String> {
     out
 }
 
-/// Deepest nesting of brackets (`(`, `[`, `{`) a rule may have. Cedar parses, validates and
-/// evaluates nested expressions by recursion, and a server thread's stack has a bound: deeper
-/// nesting (a few hundred levels) would end the process where it should refuse the policy.
-const MAX_NESTING: usize = 32;
-/// Most `if` expressions one rule may hold, for the same reason: they nest without brackets.
-const MAX_IFS: usize = 32;
-/// Most operators (`&&`, `||`, comparisons, arithmetic) one rule's conditions may hold, for
-/// the same reason: a chain `a || b || c …` is an expression nested as deep as it is long. A few
-/// thousand already exhaust the stack Cedar leaves itself when it evaluates a rule (and then
-/// the rule decides nothing: a forbid so written would refuse every request), a hundred
-/// thousand the server's while it reads the policy.
-const MAX_OPERATORS: usize = 256;
-/// Most attribute accesses and method calls (`.name`, `["name"]`, `.contains(…)`) one rule's
-/// conditions may hold, for the same reason: `a.b.c …` is an expression nested as deep as it
-/// is long.
-const MAX_ACCESSES: usize = 256;
-
-/// Where `src` nests deeper than [`MAX_NESTING`], or holds more than [`MAX_IFS`] `if`s,
-/// [`MAX_OPERATORS`] operators or [`MAX_ACCESSES`] accesses in one rule's conditions (its `when`
-/// and `unless` blocks; a minus sign before a number is no operator), found before Cedar reads
-/// it. Strings and `//` comments are passed over.
-fn too_deep(src: Source<'_>) -> Option<Diagnostic> {
-    let text = src.text;
-    let (mut depth, mut ifs, mut operators, mut accesses) = (0usize, 0usize, 0usize, 0usize);
-    // Open `{` blocks (conditions, and records in them), and whether what came last ended an
-    // operand, so that a `-` after it subtracts rather than negates.
-    let (mut braces, mut operand) = (0usize, false);
-    let mut chars = text.char_indices().peekable();
-    while let Some((at, c)) = chars.next() {
-        let after_operand = operand;
-        if !c.is_whitespace() {
-            operand = c.is_alphanumeric() || matches!(c, '_' | ')' | ']' | '"');
-        }
-        // `.name` or `x["name"]`: Cedar has no decimal point outside strings, and a `[` after an
-        // operand indexes where one elsewhere opens a set.
-        if braces > 0 && (c == '.' || (c == '[' && after_operand)) {
-            accesses += 1;
-            if accesses > MAX_ACCESSES {
-                return Some(src.at(
-                    at,
-                    format!("this rule's conditions hold more than {MAX_ACCESSES} attribute accesses and method calls (`.name`, `[\"name\"]`, `.contains(…)`), which Cedar evaluates by recursion: split the rule"),
-                ));
-            }
-        }
-        match c {
-            '"' => {
-                // To the closing quote, minding escapes.
-                while let Some((_, c)) = chars.next() {
-                    match c {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
-            '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
-                for (_, c) in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-            }
-            '(' | '[' | '{' => {
-                depth += 1;
-                braces += usize::from(c == '{');
-                if depth > MAX_NESTING {
-                    return Some(src.at(
-                        at,
-                        format!("brackets nest deeper than {MAX_NESTING} levels here: write the condition flatter, or split it into several rules"),
-                    ));
-                }
-            }
-            ')' | ']' | '}' => {
-                depth = depth.saturating_sub(1);
-                braces = braces.saturating_sub(usize::from(c == '}'));
-            }
-            ';' if depth == 0 => (ifs, operators, accesses) = (0, 0, 0),
-            '|' | '&' | '=' | '!' | '<' | '>' | '+' | '-' | '*' if braces > 0 => {
-                // Two-character operators (`||`, `<=`, `!=`) count once.
-                if chars
-                    .peek()
-                    .is_some_and(|(_, n)| matches!((c, *n), ('|', '|') | ('&', '&') | (_, '=')))
-                {
-                    chars.next();
-                } else if c == '!' || (c == '-' && !after_operand) {
-                    // Negation makes no chain.
-                    continue;
-                }
-                operators += 1;
-                if operators > MAX_OPERATORS {
-                    return Some(src.at(
-                        at,
-                        format!("this rule holds more than {MAX_OPERATORS} operators (`||`, `&&`, comparisons, arithmetic), which Cedar evaluates by recursion: name many users as a set (`[User::\"a\", User::\"b\"].contains(principal)`) or a group, or split the rule"),
-                    ));
-                }
-            }
-            'i' if text[at..].starts_with("if")
-                && !text[..at].ends_with(|p: char| p.is_alphanumeric() || p == '_')
-                && !text[at + 2..].starts_with(|n: char| n.is_alphanumeric() || n == '_') =>
-            {
-                ifs += 1;
-                if ifs > MAX_IFS {
-                    return Some(src.at(
-                        at,
-                        format!("this rule holds more than {MAX_IFS} `if` expressions: split it into several rules"),
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
 /// Names directly in `dir` that `wanted` picks, sorted: regular files and links to them. Hidden
 /// names (an editor's lock file `.#access.cedar`) and directories are passed over; a wanted
 /// link that leads nowhere is kept, so that reading it names it.
@@ -357,24 +246,30 @@ pub type TargetCheck<'a> = &'a dyn Fn(&Targets) -> Vec<Diagnostic>;
 /// Builds a [`Policy`] from in-memory files; see [`Policy::from_files`].
 pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result<Policy, Report> {
     let mut out = Vec::new();
-    let targets = match files.iter().find(|(n, _)| n == targets::FILE) {
+    let (targets, named) = match files.iter().find(|(n, _)| n == targets::FILE) {
         Some((_, text)) => {
             let before = out.len();
-            let parsed = targets::parse(text, &mut out);
-            let whole = out.len() == before;
-            if let Some(t) = &parsed {
-                out.extend(check(t));
+            match targets::parse(text, &mut out) {
+                Some((parsed, named)) => {
+                    let whole = out.len() == before;
+                    out.extend(check(&parsed));
+                    // A policy is built only from a targets.toml that read whole; the rules'
+                    // references are checked either way, against the names it gives (those of
+                    // targets whose definitions have problems too, so that a rule naming one
+                    // is not said to name an unknown target).
+                    (whole.then_some(parsed), Some(named))
+                }
+                // No TOML at all: which targets it means cannot be told, so the rules'
+                // references to targets and roles are not checked (each would be reported).
+                None => (None, None),
             }
-            // Rules are checked against targets.toml only when it read whole: else each rule
-            // naming a target it lost would be reported too.
-            parsed.filter(|_| whole)
         }
         None => {
             out.push(file_diagnostic(
                 targets::FILE,
                 "missing: a policy directory needs a targets.toml defining the targets and their roles",
             ));
-            None
+            (None, None)
         }
     };
     let mut cedar_files: Vec<&(String, String)> = files
@@ -396,7 +291,7 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         diagnostics: vec![file_diagnostic("schema.cedarschema", e)],
     })?;
 
-    let mut rules = Rules::new(targets.as_ref(), &vocab);
+    let mut rules = Rules::new(named.as_ref(), &vocab);
     let before = out.len();
     for (name, text) in &cedar_files {
         rules.add_file(Source::new(name, text), &mut out);
@@ -460,9 +355,9 @@ fn digest(files: &[(String, String)]) -> String {
 
 /// The Cedar policies of all files, as they are being collected.
 struct Rules<'a> {
-    /// For checking entity references; `None` when targets.toml did not load, to avoid a
-    /// cascade of follow-on problems.
-    targets: Option<&'a Targets>,
+    /// The names targets.toml gives, for checking the rules' references to targets and roles;
+    /// `None` when it is missing or no TOML, to avoid a cascade of follow-on problems.
+    named: Option<&'a Named>,
     vocab: &'a Vocabulary,
     set: PolicySet,
     homes: HashMap<PolicyId, Home<'a>>,
@@ -470,9 +365,9 @@ struct Rules<'a> {
 }
 
 impl<'a> Rules<'a> {
-    fn new(targets: Option<&'a Targets>, vocab: &'a Vocabulary) -> Self {
+    fn new(named: Option<&'a Named>, vocab: &'a Vocabulary) -> Self {
         Self {
-            targets,
+            named,
             vocab,
             set: PolicySet::new(),
             homes: HashMap::new(),
@@ -480,17 +375,22 @@ impl<'a> Rules<'a> {
         }
     }
 
+    /// Parses one file's rules and checks each. A rule too deep for Cedar to be given, or one
+    /// Cedar cannot read, is reported and set aside (blanked out of the text Cedar is given,
+    /// see [`cedar_text`]), and the file's other rules are still read and checked.
     fn add_file(&mut self, src: Source<'a>, out: &mut Vec<Diagnostic>) {
-        if let Some(problem) = too_deep(src) {
-            out.push(problem);
-            return;
+        let (pieces, too_deep) = cedar_text::split(src.text);
+        let mut blank = vec![false; pieces.len()];
+        for rule in too_deep {
+            blank[rule.pieces.clone()].fill(true);
+            let pieces = &pieces[rule.pieces];
+            let more = pieces.len() > 1 || pieces.iter().any(|p| p.may_hold_more);
+            let end = pieces.last().map_or(src.text.len(), |p| p.range.end);
+            let note = set_aside(src, more, end, rule.at);
+            out.push(src.at(rule.at, format!("{}{note}", rule.message)));
         }
-        let parsed = match PolicySet::from_str(src.text) {
-            Ok(p) => p,
-            Err(errors) => {
-                out.extend(errors.iter().map(|e| miette_diagnostic(src, e, 0)));
-                return;
-            }
+        let Some((parsed, parsed_text)) = parse_rest(src, &pieces, &mut blank, out) else {
+            return;
         };
         // Cedar numbers a file's policies and templates `policy0`, `policy1`, ... in source
         // order; finding each one's text after the previous one gives its position. (Anything
@@ -518,8 +418,9 @@ impl<'a> Rules<'a> {
                 Item::Policy(p) => p.to_cedar().unwrap_or_default(),
                 Item::Template(t) => t.clone(),
             };
-            let offset = find_code(src.text, &text, cursor)
-                .or_else(|| find_code(src.text, &text, 0))
+            // Searched for in the text Cedar read, where what was set aside is blank.
+            let offset = find_code(&parsed_text, &text, cursor)
+                .or_else(|| find_code(&parsed_text, &text, 0))
                 .unwrap_or(cursor);
             cursor = offset + text.len();
             let home = Home { src, offset };
@@ -606,10 +507,9 @@ impl<'a> Rules<'a> {
                 out.push(home.at(at, e.message));
             }
         }
+        check_shown_annotations(home, text, &policy, out);
 
-        if let Some(targets) = self.targets {
-            check_references(home, text, &shown, &policy, targets, self.vocab, out);
-        }
+        check_references(home, text, &shown, &policy, self.named, self.vocab, out);
 
         self.homes.insert(pid.clone(), home);
         if let Err(e) = self.set.add(policy.new_id(pid)) {
@@ -675,16 +575,45 @@ enum Item {
     Template(String),
 }
 
-/// Reports `Role::"t/r"` and `Target::"t"` literals that `targets.toml` does not define, and
+/// Reports annotations whose text holds a character that does not show as itself (a
+/// forbid's `@reason` is shown in refusals, a ticket pattern or an approval tier is quoted
+/// back to people too), at that character. `@id` is checked with the ids.
+fn check_shown_annotations(
+    home: Home<'_>,
+    text: &str,
+    policy: &cedar_policy::Policy,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (key, value) in policy.annotations() {
+        if key == "id" {
+            continue;
+        }
+        let Some(message) = free_text::problem(&format!("@{key}"), value) else {
+            continue;
+        };
+        let at = annotation_offset(text, key).map(|at| {
+            // At the character, in the annotation's string.
+            text[at..]
+                .find('"')
+                .map(|q| at + q)
+                .and_then(|q| free_text::cedar_offset(&text[q..]).map(|i| q + i))
+                .unwrap_or(at)
+        });
+        out.push(home.at(at.unwrap_or(0), message));
+    }
+}
+
+/// Reports `Role::"t/r"` and `Target::"t"` literals that `targets.toml` does not name, and
 /// `User::` and `Group::` literals that are no name a directory can hold (`Group::"Dev"`: names
 /// are lower case): such a rule would silently never match (a forbid never refuse), or match
-/// something other than intended after a rename.
+/// something other than intended after a rename. Targets and roles are not checked without
+/// `named` (targets.toml missing, or no TOML).
 fn check_references(
     home: Home<'_>,
     text: &str,
     id: &str,
     policy: &cedar_policy::Policy,
-    targets: &Targets,
+    named: Option<&Named>,
     vocab: &Vocabulary,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -695,12 +624,13 @@ fn check_references(
         }
         let raw = uid.id().unescaped();
         let problem = if vocab.is_target(&uid) {
-            let known = raw.parse().ok().is_some_and(|t| targets.get(&t).is_some());
-            (!known).then(|| {
+            named.filter(|n| n.target(raw) == Lookup::Unnamed).map(|_| {
                 format!("policy {id} refers to {uid}, but targets.toml defines no target `{raw}`")
             })
         } else if vocab.is_role(&uid) {
-            role_problem(raw, targets).map(|why| format!("policy {id} refers to {uid}, but {why}"))
+            named
+                .and_then(|n| role_problem(raw, n))
+                .map(|why| format!("policy {id} refers to {uid}, but {why}"))
         } else if vocab.is_user(&uid) {
             raw.parse::<warden_domain::UserName>()
                 .err()
@@ -720,28 +650,110 @@ fn check_references(
     }
 }
 
-fn role_problem(raw: &str, targets: &Targets) -> Option<String> {
+/// Why `Role::"<raw>"` names no role targets.toml gives; `None` when it does, or when that
+/// cannot be told (its target's definition could not be read).
+fn role_problem(raw: &str, named: &Named) -> Option<String> {
     let Some((t, r)) = raw.split_once('/') else {
         return Some(
             "role ids are written \"<target>/<role>\", e.g. Role::\"prod-web-1/admin\"".to_owned(),
         );
     };
-    let Some(target) = t.parse().ok().and_then(|t| targets.get(&t)) else {
-        return Some(format!("targets.toml defines no target `{t}`"));
+    let roles = match named.target(t) {
+        Lookup::Unknown | Lookup::Named(None) => return None,
+        Lookup::Unnamed => return Some(format!("targets.toml defines no target `{t}`")),
+        Lookup::Named(Some(roles)) => roles,
     };
-    if r.parse()
-        .ok()
-        .is_some_and(|r| target.roles.contains_key(&r))
-    {
+    if roles.contains(r) {
         return None;
     }
+    if roles.is_empty() {
+        return Some(format!("target `{t}` has no role `{r}` (it has no roles)"));
+    }
     let mut known = String::new();
-    for (i, name) in target.roles.keys().enumerate() {
+    for (i, name) in roles.iter().enumerate() {
         let _ = write!(known, "{}{name}", if i > 0 { ", " } else { "" });
     }
     Some(format!(
         "target `{t}` has no role `{r}` (its roles: {known})"
     ))
+}
+
+/// Parses the pieces of a file not set aside in `blank`, reporting everything Cedar finds.
+/// Cedar reads on past a rule it cannot parse (at the next `;`), so one run reports every such
+/// rule; but it checks a file's rules further only once all parse, and stops at a character it
+/// cannot read at all. So each piece Cedar reports a problem in is set aside in turn, and the
+/// rest read again, until the rest parse: the policies and the text they were parsed from (at
+/// the file's offsets). `None` when Cedar reports a problem it places nowhere, or keeps finding
+/// some: the file's other rules are then not checked, and the problem says so.
+fn parse_rest<'t>(
+    src: Source<'t>,
+    pieces: &[Piece],
+    blank: &mut [bool],
+    out: &mut Vec<Diagnostic>,
+) -> Option<(PolicySet, std::borrow::Cow<'t, str>)> {
+    // Each round sets aside at least one more statement; a few rounds read any file (Cedar's
+    // syntax errors come in one, the rest of its errors in the next).
+    const ROUNDS: usize = 16;
+    let mut reported = BTreeSet::new();
+    for round in 1..=ROUNDS {
+        let text = cedar_text::blanked(src.text, pieces, blank);
+        let errors = match PolicySet::from_str(&text) {
+            Ok(set) => return Some((set, text)),
+            Err(errors) => errors,
+        };
+        let mut set_aside_now: Vec<usize> = Vec::new();
+        let mut found = Vec::new();
+        let mut placed = true;
+        for e in errors.iter() {
+            let offset = miette::Diagnostic::labels(e)
+                .and_then(|mut l| l.next())
+                .map(|l| l.offset());
+            let mut d = miette_diagnostic(src, e, 0);
+            match offset.and_then(|o| cedar_text::containing(pieces, o).map(|i| (o, i))) {
+                Some((o, i)) if !blank[i] || set_aside_now.contains(&i) => {
+                    if !set_aside_now.contains(&i) {
+                        set_aside_now.push(i);
+                        // The first problem of a piece says if other rules were set aside.
+                        let piece = &pieces[i];
+                        let note = set_aside(src, piece.may_hold_more, piece.range.end, o);
+                        d.message.push_str(&note);
+                    }
+                }
+                _ => placed = false,
+            }
+            if reported.insert((d.line, d.column, e.to_string())) {
+                found.push(d);
+            }
+        }
+        for &i in &set_aside_now {
+            blank[i] = true;
+        }
+        if !placed || set_aside_now.is_empty() || round == ROUNDS {
+            let note = " (the rest of this file could not be read past this problem, so its other rules were not checked: fix it, then check again)";
+            match found.first_mut() {
+                Some(first) => first.message.push_str(note),
+                None => found.push(src.whole(format!("Cedar could not read this file{note}"))),
+            }
+            out.extend(found);
+            return None;
+        }
+        out.extend(found);
+    }
+    None
+}
+
+/// What a problem at byte `at` that sets the text up to byte `end` aside says when that text
+/// `may_hold_more` rules than the one the problem is in: that none of them was checked.
+fn set_aside(src: Source<'_>, may_hold_more: bool, end: usize, at: usize) -> String {
+    if !may_hold_more {
+        return String::new();
+    }
+    if end >= src.text.len() {
+        "; no rule after this point in the file was checked: fix this, then check again".to_owned()
+    } else {
+        let line = src.place(end.saturating_sub(1).max(at)).line;
+        format!("; no rule from here to line {line} was checked: fix this, then check again")
+    }
 }
 
 /// Byte offset of the first `needle` in `text` at or after `from` that is not in a `//` comment

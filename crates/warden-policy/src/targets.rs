@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 use warden_domain::{RoleName, TargetName};
 
 use crate::diagnostics::{Diagnostic, Place, Source};
@@ -125,12 +125,65 @@ const TARGET_KEYS: [&str; 7] = [
     "roles",
 ];
 
-/// Reads `targets.toml`, appending every problem to `out`: the targets that read whole, or
-/// `None` if the file is no TOML at all.
-pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<Targets> {
+/// The names `targets.toml` gives targets and roles, as written, whether or not their
+/// definitions read whole: a rule naming a target whose definition has a problem (reported in
+/// targets.toml) is not also said to name an unknown target, while a rule naming one the file
+/// has nowhere still is, in the same run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named {
+    /// Each target's name, with its roles' names; `None` when which roles it has cannot be
+    /// told (its table or its `roles` is no table).
+    targets: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// Whether `targets` names every target the file may define: not when `targets` itself is
+    /// no table.
+    complete: bool,
+}
+
+/// What [`Named`] can tell of a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup<'a> {
+    /// The file names it; for a target, with these roles, when they can be told.
+    Named(Option<&'a BTreeSet<String>>),
+    /// The file names no such target.
+    Unnamed,
+    /// Whether the file names it cannot be told.
+    Unknown,
+}
+
+impl Named {
+    /// Whether the file names target `name`, and its roles.
+    pub fn target(&self, name: &str) -> Lookup<'_> {
+        match self.targets.get(name) {
+            Some(roles) => Lookup::Named(roles.as_ref()),
+            None if self.complete => Lookup::Unnamed,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Notes target `name`, with the role names `roles` (`None`: they cannot be told); a name
+    /// seen twice keeps every role either time gave, or `None`.
+    fn add(&mut self, name: &str, roles: Option<BTreeSet<String>>) {
+        let entry = self
+            .targets
+            .entry(name.to_owned())
+            .or_insert_with(|| Some(BTreeSet::new()));
+        match (entry.as_mut(), roles) {
+            (Some(known), Some(more)) => known.extend(more),
+            _ => *entry = None,
+        }
+    }
+}
+
+/// Reads `targets.toml`, appending every problem to `out`: the targets that read whole, and
+/// the names of all the file gives (see [`Named`]); `None` if the file is no TOML at all.
+pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<(Targets, Named)> {
     let src = Source::new(FILE, text);
     let doc = toml_doc::parse(src, out)?;
     let mut targets = BTreeMap::new();
+    let mut named = Named {
+        targets: BTreeMap::new(),
+        complete: true,
+    };
     for (key, item) in &doc {
         if key.get_ref() != "targets" {
             out.push(at_key(
@@ -141,23 +194,51 @@ pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<Targets> {
                     key.get_ref()
                 ),
             ));
+            // `[target.web]`: meant as targets, maybe; rules naming them are not said to name
+            // unknown ones.
+            if let DeValue::Table(table) = item.get_ref() {
+                for name in table.keys() {
+                    named.add(name.get_ref(), None);
+                }
+            }
             continue;
         }
         let Some(table) = toml_doc::table(src, "`targets`", item, out) else {
+            named.complete = false;
             continue;
         };
         for (name_key, item) in table {
             let name = parse_name::<TargetName>(src, name_key, out);
             let what = format!("target `{}`", name_key.get_ref());
             let Some(body) = toml_doc::table(src, &what, item, out) else {
+                named.add(name_key.get_ref(), None);
                 continue;
             };
+            named.add(name_key.get_ref(), role_names(body));
             if let Some(target) = target(src, name_key, name, body, out) {
                 targets.insert(target.name.clone(), target);
             }
         }
     }
-    Some(Targets(targets))
+    Some((Targets(targets), named))
+}
+
+/// The names of a target's roles as written: the keys of its `roles` table and of any table
+/// under a key it does not know (`[targets.web.role.admin]`, a typo, still names `admin`);
+/// `None` when `roles` is there but no table.
+fn role_names(body: &DeTable<'_>) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for (key, item) in body {
+        let known = TARGET_KEYS.contains(&key.get_ref().as_ref());
+        match item.get_ref() {
+            DeValue::Table(t) if !known || key.get_ref() == "roles" => {
+                names.extend(t.keys().map(|k| k.get_ref().to_string()));
+            }
+            _ if key.get_ref() == "roles" => return None,
+            _ => {}
+        }
+    }
+    Some(names)
 }
 
 fn target(
@@ -186,14 +267,14 @@ fn target(
             }
             "environment" => environment = non_empty(src, &what, item, out),
             "description" => {
-                description = toml_doc::string(src, &what, item, out).map(str::to_owned);
+                description = toml_doc::text(src, &what, item, out).map(str::to_owned);
             }
             "labels" => {
-                labels = toml_doc::strings(src, &what, item, out)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(s, _)| s.to_owned())
-                    .collect();
+                let found = toml_doc::strings(src, &what, item, out).unwrap_or_default();
+                for (label, span) in &found {
+                    toml_doc::check_shown(src, &format!("each entry of {what}"), label, span, out);
+                }
+                labels = found.into_iter().map(|(s, _)| s.to_owned()).collect();
             }
             "connection" => match toml_doc::to_json(item.get_ref()) {
                 Ok(serde_json::Value::Object(map)) => {
@@ -301,7 +382,7 @@ fn parse_roles(
         for (k, v) in body {
             if k.get_ref() == "description" {
                 let what = format!("`description` of {what}");
-                description = toml_doc::string(src, &what, v, out).map(str::to_owned);
+                description = toml_doc::text(src, &what, v, out).map(str::to_owned);
                 continue;
             }
             match toml_doc::to_json(v.get_ref()) {
@@ -350,7 +431,7 @@ fn non_empty(
     item: &toml_doc::Item<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<String> {
-    let s = toml_doc::string(src, what, item, out)?;
+    let s = toml_doc::text(src, what, item, out)?;
     if s.trim().is_empty() {
         out.push(toml_doc::at(
             src,
@@ -392,7 +473,7 @@ principals = ["root"]
 extensions = { permit-pty = true }
 "#;
         let mut out = Vec::new();
-        let targets = parse(text, &mut out).unwrap();
+        let (targets, _) = parse(text, &mut out).unwrap();
         assert!(out.is_empty());
         let t = targets.get(&"prod-web-1".parse().unwrap()).unwrap();
         assert_eq!(t.kind, "ssh");

@@ -1080,3 +1080,271 @@ fn a_file_that_is_no_utf8_is_named_with_its_line() {
         "a.cedar:3: not valid UTF-8 here: save the file as UTF-8 text"
     );
 }
+
+/// Free text that is shown to people (annotations, descriptions, names in output) may hold no
+/// control or invisible character: each is named by its code point, where it is written.
+#[test]
+fn shown_text_holds_nothing_that_does_not_show() {
+    let targets = "[targets.web]\nkind = \"ssh\"\nenvironment = \"prod\u{202e}uction\"\ndescription = \"x\\u001b[31my\"\nlabels = [\"pci\", \"eu\\tw\"]\n\n[targets.web.roles.admin]\ndescription = \"\"\"\nroot shell\nwith sudo\"\"\"\nprincipals = [\"root\"]\n";
+    let rules = "@id(\"frozen\")\n@reason(\"frozen\\u{1b}[2J\\nline2\u{202e}\")\nforbid (principal, action, resource);\n\n@id(\"tickets\") @approval(\"auto\") @max_ttl(\"1h\")\n@ticket(\"INC-[0-9]+\\u{7}\")\npermit (principal, action, resource == Role::\"web/admin\");\n";
+    let got = problems(&[
+        ("targets.toml".to_owned(), targets.to_owned()),
+        ("a.cedar".to_owned(), rules.to_owned()),
+    ]);
+    let tail = "since text shown to people may hold no control or invisible characters";
+    assert_eq!(
+        got,
+        [
+            format!(
+                "a.cedar:2:16: @reason contains a control character (U+001B), a line break (U+000A) and an invisible or text-reordering character (U+202E): remove them, {tail}"
+            ),
+            format!(
+                "a.cedar:6:20: @ticket contains a control character (U+0007): remove it, {tail}"
+            ),
+            format!(
+                "targets.toml:3:20: `environment` of target `web` contains an invisible or text-reordering character (U+202E): remove it, {tail}"
+            ),
+            format!(
+                "targets.toml:4:17: `description` of target `web` contains a control character (U+001B): remove it, {tail}"
+            ),
+            format!(
+                "targets.toml:5:21: each entry of `labels` of target `web` contains a tab (U+0009): remove it, {tail}"
+            ),
+            format!(
+                "targets.toml:9:11: `description` of role `admin` of target `web` contains a line break (U+000A): remove it, {tail}"
+            ),
+        ],
+        "{}",
+        got.join("\n")
+    );
+
+    // Any script, accents, emoji and joiners are text like any other.
+    let fine_targets = TARGETS.replace(
+        "labels = [\"web\"]",
+        "labels = [\"web\"]\ndescription = \"Serveur web — accès 🔒, می\u{200C}خواهم\"",
+    );
+    Policy::from_files(&[
+        ("targets.toml".to_owned(), fine_targets),
+        (
+            "a.cedar".to_owned(),
+            "@id(\"x\") @reason(\"gelé pour la mise en production 👩\u{200D}💻\")\nforbid (principal, action, resource);\n@id(\"y\") @approval(\"auto\") @max_ttl(\"1h\") permit (principal, action, resource);\n".to_owned(),
+        ),
+    ])
+    .unwrap_or_else(|r| panic!("{r}"));
+
+    // A fixture case's name is printed by `policy test`.
+    let cases = "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"view\\u001b]0;owned\\u0007\"\nuser = \"alice\"\ntarget = \"prod-web-1\"\nrole = \"viewer\"\nexpect = \"deny\"\nrules = [\"a\\nb\"]\n";
+    let err = fixtures::run_files(&files(&[
+        (
+            "a.cedar",
+            "@id(\"x\") @approval(\"auto\") @max_ttl(\"1h\") permit (principal, action, resource);",
+        ),
+        ("tests/t.toml", cases),
+    ]))
+    .unwrap_err();
+    let got: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            format!(
+                "tests/t.toml:5:13: `name` of case \"view\\u{{1b}}]0;owned\\u{{7}}\" contains a control character (U+001B) and a control character (U+0007): remove them, {tail}"
+            ),
+            format!(
+                "tests/t.toml:10:12: each entry of `rules` of case \"view\\u{{1b}}]0;owned\\u{{7}}\" contains a line break (U+000A): remove it, {tail}"
+            ),
+        ],
+        "{}",
+        got.join("\n")
+    );
+}
+
+/// A problem in targets.toml hides no problem of the rules' references: they are checked
+/// against the names the file gives, and a name whose definition has a problem is not also
+/// said to be unknown.
+#[test]
+fn a_targets_problem_hides_no_reference_problem() {
+    let targets = "[targets.web]\nkind = \"ssh\"\nenvironment = \"prod\"\nlables = [\"pci\"]\n[targets.web.roles.admin]\nprincipals = [\"root\"]\n";
+    let rules = "@id(\"a\") forbid (principal, action, resource in Target::\"db\");\n@id(\"b\") forbid (principal, action, resource == Role::\"web/admn\");\n@id(\"c\") forbid (principal, action, resource == Role::\"web/admin\");\n";
+    let got = problems(&[
+        ("targets.toml".to_owned(), targets.to_owned()),
+        ("a.cedar".to_owned(), rules.to_owned()),
+    ]);
+    assert_eq!(
+        got,
+        [
+            "a.cedar:1:57: policy a refers to Target::\"db\", but targets.toml defines no target `db`",
+            "a.cedar:2:55: policy b refers to Role::\"web/admn\", but target `web` has no role `admn` (its roles: admin)",
+            "targets.toml:4:1: unknown key `lables` in target `web`; allowed keys: kind, environment, description, labels, connection, timezone, roles",
+        ],
+        "{}",
+        got.join("\n")
+    );
+
+    // Names whose definitions have problems are still names: a bad target name, a target
+    // whose body is no table, roles that are no table, roles under a misspelt key, a target
+    // under a misspelt top-level table, a target with a bad kind.
+    let targets = "[targets]\ncache = \"redis\"\n\n[targets.Bad_Name]\nkind = \"ssh\"\nenvironment = \"x\"\n[targets.Bad_Name.roles.r]\n\n[targets.q]\nkind = \"ssh\"\nenvironment = \"x\"\nroles = [\"admin\"]\n\n[targets.w2]\nkind = \"ssh\"\nenvironment = \"x\"\n[targets.w2.rols.admin]\n\n[target.old]\nkind = \"ssh\"\n\n[targets.api]\nkind = 7\nenvironment = \"x\"\n[targets.api.roles.admin]\n";
+    let rule = |id: &str, resource: &str| {
+        format!("@id(\"{id}\") forbid (principal, action, resource {resource});\n")
+    };
+    let rules = [
+        rule("r1", "in Target::\"Bad_Name\""),
+        rule("r2", "== Role::\"Bad_Name/r\""),
+        rule("r3", "== Role::\"cache/any\""),
+        rule("r4", "== Role::\"q/admin\""),
+        rule("r5", "== Role::\"w2/admin\""),
+        rule("r6", "in Target::\"old\""),
+        rule("r7", "== Role::\"api/admin\""),
+        // What the file names nowhere is still reported.
+        rule("r8", "== Role::\"api/nope\""),
+        rule("r9", "in Target::\"gone\""),
+    ]
+    .concat();
+    let got = problems(&[
+        ("targets.toml".to_owned(), targets.to_owned()),
+        ("a.cedar".to_owned(), rules),
+    ]);
+    let cedar: Vec<&String> = got.iter().filter(|g| g.starts_with("a.cedar")).collect();
+    assert_eq!(
+        cedar,
+        [
+            "a.cedar:8:56: policy r8 refers to Role::\"api/nope\", but target `api` has no role `nope` (its roles: admin)",
+            "a.cedar:9:58: policy r9 refers to Target::\"gone\", but targets.toml defines no target `gone`",
+        ],
+        "{}",
+        got.join("\n")
+    );
+    // Each definition's own problem is reported in targets.toml.
+    for line in [2, 4, 12, 14, 19, 23] {
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with(&format!("targets.toml:{line}:"))),
+            "line {line}: {}",
+            got.join("\n")
+        );
+    }
+
+    // A targets.toml that is no TOML names nothing for sure: targets and roles are not
+    // checked, but what needs no targets.toml still is.
+    let got = problems(&[
+        ("targets.toml".to_owned(), "[targets.web\n".to_owned()),
+        (
+            "a.cedar".to_owned(),
+            "@id(\"a\") forbid (principal in Group::\"Dev\", action, resource == Role::\"web/x\");\n".to_owned(),
+        ),
+    ]);
+    assert_eq!(got.len(), 2, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("a.cedar:1:38: policy a refers to Group::\"Dev\""),
+        "{}",
+        got[0]
+    );
+    assert!(got[1].starts_with("targets.toml:1:"), "{}", got[1]);
+}
+
+/// A rule too deep to give Cedar, or one Cedar cannot parse, is reported and set aside; the
+/// file's other rules are still checked in the same run.
+#[test]
+fn a_rule_that_cannot_be_read_hides_no_other_rule() {
+    let chain = (0..300)
+        .map(|i| format!("principal == User::\"u{i}\""))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    let second = "@id(\"second\")\n@approval(\"peer:\")\n@max_ttl(\"abc\")\npermit (principal, action, resource == Role::\"prod-web-1/admn\");\n";
+    let deep = format!(
+        "@id(\"deep\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource) when {{ {chain} }};\n\n{second}\n@id(\"nested\") forbid (principal, action, resource) when {{ {}true{} }};\n",
+        "(".repeat(40),
+        ")".repeat(40)
+    );
+    let got = problems(&files(&[("deep.cedar", &deep)]));
+    assert_eq!(got.len(), 5, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("deep.cedar:2:") && got[0].contains("more than 256 operators"),
+        "{}",
+        got[0]
+    );
+    assert!(got[1].starts_with("deep.cedar:5:1: @approval: invalid approval tier \"peer:\""));
+    assert!(got[2].starts_with("deep.cedar:6:1: @max_ttl \"abc\" is not a duration"));
+    assert_eq!(
+        got[3],
+        "deep.cedar:7:46: policy second refers to Role::\"prod-web-1/admn\", but target `prod-web-1` has no role `admn` (its roles: admin, viewer)"
+    );
+    assert!(
+        got[4].starts_with("deep.cedar:9:")
+            && got[4].contains("nest deeper than 32")
+            && !got[4].contains("was checked"),
+        "{}",
+        got[4]
+    );
+
+    // Cedar reports every rule it cannot parse; the rules it can are checked, in a second
+    // reading (an unknown effect, say), and so are their annotations, even after a character
+    // Cedar stops reading at, or a bracket left open.
+    let bad = "@id(\"s\") permit (principal, action, resource) when { principal.name == };\n@id(\"t\") permit (principal, action, resource) when { x x };\n@id(\"u\") permitt (principal, action, resource);\n@id(\"v\") @approval(\"boss\") @max_ttl(\"1h\") permit (principal, action, resource);\n@id(\"w\") permit (principal, action, resource) when { # };\n@id(\"x\") permit (principal, action, resource) when { (principal == User::\"a\" };\n@id(\"y\") @approval(\"auto\") @max_ttl(\"forever\") permit (principal, action, resource);\n";
+    let got = problems(&files(&[("bad.cedar", bad)]));
+    let lines: Vec<&str> = got
+        .iter()
+        .map(|g| g.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "bad.cedar:1:72",
+            "bad.cedar:2:56",
+            "bad.cedar:3:10",
+            "bad.cedar:4:10",
+            "bad.cedar:5:54",
+            "bad.cedar:6:78",
+            "bad.cedar:7:28",
+        ],
+        "{}",
+        got.join("\n")
+    );
+    assert!(got[0].contains("unexpected token `}`"), "{}", got[0]);
+    assert!(
+        got[2].contains("invalid policy effect: permitt"),
+        "{}",
+        got[2]
+    );
+    assert!(
+        got[3].contains("invalid approval tier \"boss\""),
+        "{}",
+        got[3]
+    );
+    assert!(got[4].contains("invalid token"), "{}", got[4]);
+    assert!(
+        got[6].contains("\"forever\" is not a duration"),
+        "{}",
+        got[6]
+    );
+    assert!(!got.iter().any(|g| g.contains("was checked")), "{got:?}");
+
+    // A string left open runs on over the rules after it: the problem says they were not
+    // checked, so that the author knows to check again.
+    let open = "@id(\"a\") @approval(\"auto\") @max_ttl(\"1h\") permit (principal, action, resource) when { context.ticket == \"INC };\n@id(\"b\") @approval(\"boss\") @max_ttl(\"1h\") permit (principal, action, resource);\n";
+    let got = problems(&files(&[("open.cedar", open)]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("open.cedar:2:40: invalid token")
+            && got[0].ends_with(
+                "no rule after this point in the file was checked: fix this, then check again"
+            ),
+        "{}",
+        got[0]
+    );
+    // So does a rule too deep whose brackets, left open, take in the rules after it.
+    let open = format!(
+        "@id(\"a\") forbid (principal, action, resource) when {{ {} }};\n@id(\"b\") @approval(\"boss\") @max_ttl(\"1h\") permit (principal, action, resource);\n\n@id(\"c\") forbid (principal, action, resource);\n",
+        "(".repeat(40)
+    );
+    let got = problems(&files(&[("open.cedar", &open)]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].contains("nest deeper than 32")
+            && got[0].ends_with(
+                "no rule after this point in the file was checked: fix this, then check again"
+            ),
+        "{}",
+        got[0]
+    );
+}

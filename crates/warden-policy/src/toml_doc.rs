@@ -12,6 +12,7 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use crate::diagnostics::{Diagnostic, Source};
+use crate::free_text;
 
 /// A key of a table, with its position.
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
@@ -85,6 +86,40 @@ pub(crate) fn string<'a>(
             out.push(wrong_type(src, what, "a string", item.span(), other));
             None
         }
+    }
+}
+
+/// The value as a string that is shown to people (a description, a name in output), or a
+/// problem saying `what` must be one; a problem too, at the character, when it holds one that
+/// does not show as itself (see [`crate::free_text`]). The string is returned either way, so
+/// that nothing else is reported missing.
+pub(crate) fn text<'a>(
+    src: Source<'_>,
+    what: &str,
+    item: &'a Item<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<&'a str> {
+    let s = string(src, what, item, out)?;
+    check_shown(src, what, s, &item.span(), out);
+    Some(s)
+}
+
+/// Reports `what`, the string `value` written at `span`, when it holds a character that does
+/// not show as itself, at that character.
+pub(crate) fn check_shown(
+    src: Source<'_>,
+    what: &str,
+    value: &str,
+    span: &Range<usize>,
+    out: &mut Vec<Diagnostic>,
+) {
+    if let Some(message) = free_text::problem(what, value) {
+        let within = src
+            .text
+            .get(span.clone())
+            .and_then(free_text::toml_offset)
+            .unwrap_or(0);
+        out.push(src.at(span.start + within, message));
     }
 }
 

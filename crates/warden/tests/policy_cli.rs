@@ -155,6 +155,106 @@ fn check_reports_every_problem_with_file_and_line() {
     );
 }
 
+/// One run of `policy check` reports every problem, however they mix: a TOML problem in
+/// targets.toml hides no rule's reference problem, a rule too deep for Cedar or one Cedar
+/// cannot parse hides no other rule of its file, and text shown to people that holds control
+/// or invisible characters is refused where it is written, without reaching the terminal.
+#[test]
+fn check_reports_problems_that_used_to_hide_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let targets = "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\nlables = [\"pci\"]\ndescription = \"x\\u001b[31my\"\n\n[targets.web.roles.admin]\nprincipals = [\"warden-it\"]\n";
+    let chain = (0..300)
+        .map(|i| format!("principal == User::\"u{i}\""))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    let access = format!(
+        "@id(\"long\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource) when {{ {chain} }};\n\n@id(\"second\")\n@approval(\"peer:\")\n@max_ttl(\"abc\")\npermit (principal, action, resource == Role::\"web/admn\");\n\n@id(\"frozen\")\n@reason(\"frozen\\u{{1b}}[2J\\nline2\u{202e}\")\nforbid (principal, action, resource in Target::\"db\");\n"
+    );
+    let more = "@id(\"broken\") permit (principal, action, resource) when { principal == };\n\n@id(\"after\") @approval(\"boss\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n";
+    write_policy(
+        dir.path(),
+        &[
+            ("targets.toml", targets),
+            ("access.cedar", &access),
+            ("more.cedar", more),
+        ],
+    );
+    let cli = local_cli();
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    for (place, what) in [
+        ("access.cedar:2:", "more than 256 operators"),
+        ("access.cedar:5:1:", "invalid approval tier \"peer:\""),
+        ("access.cedar:6:1:", "@max_ttl \"abc\" is not a duration"),
+        (
+            "access.cedar:7:",
+            "Role::\"web/admn\", but target `web` has no role `admn`",
+        ),
+        (
+            "access.cedar:10:16:",
+            "@reason contains a control character (U+001B), a line break (U+000A) and an invisible or text-reordering character (U+202E)",
+        ),
+        ("access.cedar:11:", "targets.toml defines no target `db`"),
+        ("more.cedar:1:", "unexpected token `}`"),
+        ("more.cedar:3:", "invalid approval tier \"boss\""),
+        ("targets.toml:4:1:", "unknown key `lables` in target `web`"),
+        (
+            "targets.toml:5:17:",
+            "`description` of target `web` contains a control character (U+001B)",
+        ),
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(place) && l.contains(what)),
+            "{place} {what}:\n{}",
+            out.stderr
+        );
+    }
+    let problems = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(".cedar:") || l.starts_with("targets.toml:"))
+        .count();
+    assert_eq!(problems, 10, "{}", out.stderr);
+    // The terminal gets none of the characters it would act on.
+    assert!(
+        !out.stderr.contains(['\u{1b}', '\u{202e}']),
+        "{:?}",
+        out.stderr
+    );
+
+    // With --json too, each with its place.
+    let out = cli.run(
+        &["--json", "policy", "check", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let out: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let places: Vec<String> = out["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}:{}", d["file"].as_str().unwrap(), d["line"]))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "access.cedar:2",
+            "access.cedar:5",
+            "access.cedar:6",
+            "access.cedar:7",
+            "access.cedar:10",
+            "access.cedar:11",
+            "more.cedar:1",
+            "more.cedar:3",
+            "targets.toml:4",
+            "targets.toml:5",
+        ],
+        "{out}"
+    );
+}
+
 #[test]
 fn test_runs_fixture_cases() {
     let dir = tempfile::tempdir().unwrap();
