@@ -69,22 +69,20 @@ pub enum AuthError {
     Internal(String),
 }
 
-/// A name someone typed at sign-in as the append-only record keeps it: as typed when it could
-/// be a user's name, or when it is one of the directory's names in other letter case (`Alice`
-/// for `alice`), else only its length. What can be no user name is most often a password typed
-/// into the wrong field, which the log would otherwise keep for ever (and a mixed-case password
-/// is no user name: names are lower case); it also holds nothing that could forge a log line.
+/// A name someone typed at sign-in as the append-only record keeps it: as typed when it is one
+/// of the directory's names (in any letter case: `Alice` for `alice`), else only its length.
+/// What names no user is most often a password typed into the wrong field, which the log would
+/// otherwise keep for ever, and a lower-case passphrase reads like a name as well as any; it
+/// also holds nothing that could forge a log line.
 fn claimed(name: &str, in_directory: impl Fn(&UserName) -> bool) -> String {
-    let as_typed = name.parse::<UserName>().is_ok();
-    if as_typed
-        || name
-            .to_ascii_lowercase()
-            .parse::<UserName>()
-            .is_ok_and(|n| in_directory(&n))
-    {
+    let known = name
+        .to_ascii_lowercase()
+        .parse::<UserName>()
+        .is_ok_and(|n| in_directory(&n));
+    if known {
         name.to_owned()
     } else {
-        format!("(not a user name, {} characters)", name.chars().count())
+        format!("(no such user, {} characters)", name.chars().count())
     }
 }
 

@@ -175,6 +175,8 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
     let said = http_get_with(port, &long_query, &[("Authorization", &auth)]).unwrap();
     assert_eq!(said.status, 414, "{}", said.body);
     assert_eq!(error_code(&said.body), "uri_too_long");
+    // Refused before it is routed, and still not to be kept by a cache, as every answer.
+    assert_eq!(said.header("cache-control"), Some("no-store"));
 
     let padding = "p".repeat(4000);
     let many: Vec<(String, &str)> = (0..5)
@@ -184,6 +186,10 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
     let said = http_get_with(port, "/v1/auth/whoami", &headers).unwrap();
     assert_eq!(said.status, 431, "{}", said.body);
     assert_eq!(error_code(&said.body), "headers_too_large");
+    assert_eq!(said.header("cache-control"), Some("no-store"));
+    let fine = http_get_with(port, "/v1/auth/whoami", &[("Authorization", &auth)]).unwrap();
+    assert_eq!(fine.status, 200, "{}", fine.body);
+    assert_eq!(fine.header("cache-control"), Some("no-store"));
 
     // Framing read one way only: a transfer coding other than chunked once, a body encoding,
     // an expectation it cannot meet, or an HTTP/1.1 request without exactly one Host is refused
@@ -245,9 +251,17 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
             answer.contains(&format!("\"code\":\"{code}\"")),
             "{head}: {answer}"
         );
+        assert!(
+            answer.contains("\r\ncache-control: no-store\r\n"),
+            "{head}: {answer}"
+        );
     }
     let answer = raw(&format!("{host}{sized}"), login);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\r\ncache-control: no-store\r\n"),
+        "{answer}"
+    );
 
     // A peer approves with a bare POST: no body, no Content-Type.
     let pending = create(&alice, "web", "deploy", &["--ticket", "CHG-1"]);
@@ -422,15 +436,16 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
         out.stderr.contains("\\u{202e}") && out.stderr.len() < 400,
         "{out:?}"
     );
-    // A name typed is audited as typed when it could be a user's, or is one in other letter
-    // case; else only its length: a password typed into the wrong field (mixed-case ones too),
-    // or control characters, never reach the log.
+    // A name typed is audited as typed when it is a user's, in any letter case; else only its
+    // length: a password typed into the wrong field (lower-case ones that read like a name
+    // too), or control characters, never reach the log.
     for user in [
         r"alice\u0000\u001b[2J",
         "Tr0ub4dor&3-sekret",
         "Alice",
         "CorrectHorse2024Battery",
         "mallory",
+        "correct-horse-battery-staple",
     ] {
         let body = format!(r#"{{"user":"{user}","password":"wrong password here"}}"#);
         let said = http_post_with(port, "/v1/auth/login", &[], &body).unwrap();
@@ -440,11 +455,12 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     assert_eq!(
         claimed,
         [
-            "(not a user name, 10 characters)",
-            "(not a user name, 18 characters)",
+            "(no such user, 10 characters)",
+            "(no such user, 18 characters)",
             "Alice",
-            "(not a user name, 23 characters)",
-            "mallory"
+            "(no such user, 23 characters)",
+            "mallory",
+            "(no such user, 28 characters)"
         ]
     );
     // A sign-in refused for its form, before any password check, is on the record too,
@@ -1018,4 +1034,251 @@ fn shutdown_does_not_wait_for_a_stalled_request() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(env.server.terminate().success());
     drop(stalled);
+}
+
+/// Sends `METHOD path` with `headers` and no body; the status and the body.
+fn bare(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_default();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn a_query_or_path_an_endpoint_does_not_take_is_refused_once_the_caller_is_known() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let admin = env.login("admin");
+    let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    let long = "x".repeat(100);
+    let approve =
+        format!("/v1/requests/{pending}/approve?comment=hunter2-secret&totp=123456&{long}=1");
+
+    // Without a valid token the query changes nothing: 401, on the record and counted against
+    // the address as any call without one.
+    let rejected = audit_events(&admin, "auth.token_rejected").len();
+    for headers in [vec![], vec![("Authorization", "Bearer wdn_forged")]] {
+        let (status, body) = bare(port, "POST", &approve, &headers);
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(error_code(&body), "unauthenticated");
+    }
+    let (status, body) = bare(port, "POST", "/v1/requests/%FF/approve", &[]);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        audit_events(&admin, "auth.token_rejected").len(),
+        rejected + 3
+    );
+
+    // A signed-in caller's query is refused and audited as other bad input is, with the
+    // parameters' names (cut short) and never their values.
+    let bob = format!("Bearer {}", token(&env.login("bob")));
+    let (status, body) = bare(port, "POST", &approve, &[("Authorization", &bob)]);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_code(&body), "bad_query");
+    assert!(
+        body.contains("comment") && !body.contains("hunter2") && !body.contains("123456"),
+        "{body}"
+    );
+    assert_eq!(state(&alice, &pending), "pending");
+    let refused: Vec<serde_json::Value> = audit_events(&admin, "request.action_refused")
+        .into_iter()
+        .filter(|e| e["outcome"]["code"] == "bad_query")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let e = &refused[0];
+    assert_eq!(e["actor"]["user"], "bob", "{e}");
+    assert_eq!(e["request_id"], pending.as_str(), "{e}");
+    assert_eq!(e["details"]["action"], "POST /v1/requests/{id}/approve");
+    let names = e["details"]["query_parameters"].as_array().unwrap();
+    assert_eq!(names[..2], [serde_json::json!("comment"), "totp".into()]);
+    assert!(names[2].as_str().unwrap().chars().count() < 40, "{names:?}");
+    let recorded = e.to_string();
+    assert!(
+        !recorded.contains("hunter2") && !recorded.contains("123456") && !recorded.contains("=1"),
+        "{recorded}"
+    );
+    // An endpoint open to all refuses a query it does not take without asking for a token.
+    let (status, body) = bare(port, "GET", "/v1/ssh/ca?format=pem", &[]);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_code(&body), "bad_query");
+
+    // A request id that is not UTF-8 is a bad id like any other, said so and audited.
+    for (method, path, action) in [
+        ("POST", "/v1/requests/%FF/approve", "request.approve"),
+        ("GET", "/v1/requests/%FF%FE", "request.show"),
+    ] {
+        let (status, body) = bare(port, method, path, &[("Authorization", &bob)]);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(error_code(&body), "bad_id", "{path}: {body}");
+        assert!(body.contains("warden request list"), "{path}: {body}");
+        assert!(
+            audit_events(&admin, "request.action_refused")
+                .iter()
+                .any(|e| e["outcome"]["code"] == "bad_id"
+                    && e["details"]["action"] == action
+                    && e["actor"]["user"] == "bob"),
+            "{path}"
+        );
+    }
+    // So is a session id, and a user's name.
+    let admin_auth = format!("Bearer {}", token(&admin));
+    for (method, path, code) in [
+        ("GET", "/v1/sessions/%C3%28/watch", "bad_id"),
+        ("POST", "/v1/users/%FF/unlock", "bad_user"),
+    ] {
+        let (status, body) = bare(port, method, path, &[("Authorization", &admin_auth)]);
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (400, code),
+            "{path}: {body}"
+        );
+    }
+}
+
+/// The test policy, with break-glass rules for SREs and a rule that keeps bob from `web/view`.
+fn breakglass_rules() -> String {
+    format!(
+        r#"{RULES}
+@id("bg-root")
+@max_ttl("1h")
+@ticket("INC-[0-9]+")
+permit (principal in Group::"sre", action == Action::"breakglass", resource == Role::"web/root");
+
+@id("no-view-for-bob")
+forbid (principal == User::"bob", action == Action::"request", resource == Role::"web/view");
+"#
+    )
+}
+
+#[test]
+fn break_glass_and_denied_decisions_say_what_they_are() {
+    let rules = breakglass_rules();
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let bob = env.login("bob");
+    let alice = env.login("alice");
+
+    // `warden targets` names a break-glass role's tier as everything else does.
+    let t = ok(&bob, &["targets"]);
+    let emergency = t["breakglass"].as_array().unwrap();
+    assert_eq!(emergency.len(), 1, "{t}");
+    let d = &emergency[0]["decision"];
+    assert_eq!(d["tier"], "breakglass", "{t}");
+    assert!(d["pending_timeout"].is_null(), "{t}");
+    assert_eq!(d["max_ttl"], "1h", "{t}");
+    let view = ok(&alice, &["targets"])["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["role"] == "view")
+        .cloned()
+        .unwrap();
+    assert_eq!(view["decision"]["tier"], "auto", "{view}");
+
+    // A denial shows none of the settings of a grant it does not make: forbidden, not
+    // permitted, and not permitted under the break-glass rules.
+    let unset = ["tier", "max_ttl", "mfa", "recording", "pending_timeout"];
+    for (who, args, rules) in [
+        (
+            &bob,
+            vec!["web", "--role", "view"],
+            serde_json::json!(["no-view-for-bob"]),
+        ),
+        (&bob, vec!["web", "--role", "deploy"], serde_json::json!([])),
+        (
+            &alice,
+            vec!["web", "--role", "root", "--breakglass"],
+            serde_json::json!([]),
+        ),
+    ] {
+        let mut explain = vec!["policy", "explain"];
+        explain.extend(&args);
+        let v = ok(who, &explain);
+        let d = &v["decision"];
+        assert_eq!(d["allowed"], false, "{v}");
+        assert_eq!(d["rules"], rules, "{v}");
+        for field in unset {
+            assert!(d[field].is_null(), "{field}: {v}");
+        }
+        // And the table reads as a denial, with nothing made up.
+        let table = who.run(&explain, None);
+        assert!(table.success(), "{table:?}");
+        assert!(table.stdout.contains("deny"), "{}", table.stdout);
+        for placeholder in ["auto", "1s", "metadata"] {
+            assert!(!table.stdout.contains(placeholder), "{}", table.stdout);
+        }
+    }
+    // Allowed break-glass access explained reads as `targets` lists it.
+    let v = ok(
+        &bob,
+        &["policy", "explain", "web", "--role", "root", "--breakglass"],
+    );
+    assert_eq!(v["decision"]["tier"], "breakglass", "{v}");
+    assert_eq!(v["decision"]["mfa"], true, "{v}");
+    assert_eq!(v["decision"]["recording"], "full", "{v}");
+}
+
+#[test]
+fn a_key_is_removed_by_its_fingerprint_with_or_without_its_slashes_encoded() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let auth = format!("Bearer {}", token(&alice));
+    let keys = tempfile::tempdir().unwrap();
+    // About half of all fingerprints hold a `/`: two of those.
+    let mut slashed = Vec::new();
+    for i in 0..64 {
+        let (key, _) = warden_testkit::ssh_keypair(keys.path(), &format!("key{i}"));
+        let added = ok(&alice, &["keys", "add", &format!("{}.pub", key.display())]);
+        let fingerprint = added["fingerprint"].as_str().unwrap().to_owned();
+        if fingerprint.contains('/') {
+            slashed.push(fingerprint);
+        }
+        if slashed.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(slashed.len(), 2, "no fingerprint with a slash in 64 keys");
+    let listed = || -> Vec<String> {
+        ok(&alice, &["keys", "list"])["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["fingerprint"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (fingerprint, sent) in [
+        (&slashed[0], slashed[0].clone()),
+        (&slashed[1], slashed[1].replace('/', "%2F")),
+    ] {
+        assert!(listed().contains(fingerprint));
+        let path = format!("/v1/ssh/keys/{sent}");
+        let (status, body) = bare(port, "DELETE", &path, &[("Authorization", &auth)]);
+        assert_eq!(status, 204, "{path}: {body}");
+        assert!(!listed().contains(fingerprint), "{path}");
+        // Gone: the key is not found, rather than the endpoint.
+        let (status, body) = bare(port, "DELETE", &path, &[("Authorization", &auth)]);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_ne!(error_code(&body), "no_route", "{path}: {body}");
+    }
 }

@@ -16,8 +16,8 @@ use warden_domain::audit::Code;
 use warden_store::{AuditFilter, StoredEvent};
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, admitted, body, field, query, refuse, refuse_4xx,
-    require_audit_reader, rfc3339,
+    ApiError, Authed, ErrorBody, JsonBody, PathText, admitted, body, field, query, refuse,
+    refuse_4xx, require_audit_reader, rfc3339,
 };
 use crate::state::Shared;
 
@@ -814,7 +814,7 @@ pub async fn archive(
 pub async fn delete_segment(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
 ) -> Result<StatusCode, ApiError> {
     require_admin(
         &app,

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,7 +11,7 @@ use warden_domain::Postmortem;
 
 use super::requests::{CreateBody, parse_create, parse_id, view};
 use super::views::RequestView;
-use super::{ApiError, Authed, ErrorBody, JsonBody, body, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, PathText, body, refuse};
 use crate::state::Shared;
 use warden_domain::rfc3339;
 
@@ -221,7 +221,7 @@ pub async fn list(
 pub async fn show(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Json<PostmortemView>, ApiError> {
     let id = super::admitted(&app, &who, "postmortem.show", parse_id(&id)).await?;
     let p = app.show_postmortem(&who.caller(), id).await?;
@@ -234,7 +234,7 @@ pub async fn show(
 pub async fn close(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<JsonBody<CloseBody>, ApiError>,
 ) -> Result<Json<PostmortemView>, ApiError> {
     let b = body(&app, &who, "postmortem.close", raw).await?;

@@ -78,7 +78,7 @@ pub async fn ssh_ca(State(app): State<Shared>) -> impl IntoResponse {
 /// expired, by the certificates' key id (the grant's id): serve it to sshd's `RevokedKeys` so
 /// an early revoke takes effect at the host, not only at expiry. It names grants, not keys,
 /// so it cuts off no other grant that certified the same key.
-#[utoipa::path(get, path = "/v1/ssh/revoked-keys", responses((status = 200, content_type = "application/octet-stream")))]
+#[utoipa::path(get, path = "/v1/ssh/revoked-keys", responses((status = 200, content_type = "application/octet-stream"), (status = 503, body = ErrorBody)))]
 pub async fn ssh_revoked_keys(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let now = crate::state::now();
     // Listed until their certificates expire at hosts whose clocks are behind Warden's too, as

@@ -55,8 +55,10 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/ssh/revoked-keys", get(meta::ssh_revoked_keys))
         .route("/v1/ssh/proxy", get(ssh::proxy))
         .route("/v1/ssh/keys", post(ssh::add_key).get(ssh::list_keys))
+        // A fingerprint is written as `keys list` shows it (`SHA256:` and base64, which may
+        // hold `/`), with its slashes as they are or percent-encoded.
         .route(
-            "/v1/ssh/keys/{fingerprint}",
+            "/v1/ssh/keys/{*fingerprint}",
             axum::routing::delete(ssh::remove_key),
         )
         .route("/v1/targets/{name}/host-key", put(ssh::pin_host_key))
@@ -110,7 +112,10 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/postmortems/{id}/close", post(breakglass::close))
         .route("/v1/report/drills", get(breakglass::drills))
         .route("/v1/notifications/status", get(breakglass::outbox))
-        .route_layer(axum::middleware::from_fn(refuse_unknown_query))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            refuse_unknown_query,
+        ))
         .fallback(meta::not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -123,7 +128,20 @@ pub fn router(app: Shared) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .layer(axum::middleware::from_fn(drop_bad_request_ids))
+        // Outermost, so that a request refused before it is routed is marked too.
+        .layer(axum::middleware::map_response(no_store))
         .with_state(app)
+}
+
+/// Marks every response as not to be stored by a cache: tokens, credentials and audit records
+/// pass through any caching proxy in front, and so do refusals, which are as particular to
+/// their caller.
+async fn no_store(mut res: axum::response::Response) -> axum::response::Response {
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    res
 }
 
 /// The correlation id header: taken from the caller when well-formed, else generated, and
@@ -203,17 +221,13 @@ fn log_response(
     }
 }
 
-/// Marks every response as not to be stored by a cache (tokens, credentials and audit records
-/// pass through any caching proxy in front), and gives every error a JSON body. Axum's own
-/// rejections (a path or query string that does not parse, a body where the route wants JSON, a
-/// method the route lacks) answer in plain text or with no body at all; clients and scripts get
-/// `{"error":{"code":…,"message":…}}` from every 4xx and 5xx, with axum's text as the message.
-async fn json_errors(mut res: axum::response::Response) -> axum::response::Response {
+/// Gives every error a JSON body. Axum's own rejections (a path or query string that does not
+/// parse, a body where the route wants JSON, a method the route lacks) answer in plain text or
+/// with no body at all; clients and scripts get `{"error":{"code":…,"message":…}}` from every
+/// 4xx and 5xx, with axum's text as the message.
+async fn json_errors(res: axum::response::Response) -> axum::response::Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
-    let no_store = axum::http::HeaderValue::from_static("no-store");
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, no_store.clone());
     let status = res.status();
     // Successes first: every response passes here, and most are not errors.
     if !(status.is_client_error() || status.is_server_error()) {
@@ -255,7 +269,6 @@ async fn json_errors(mut res: axum::response::Response) -> axum::response::Respo
         text
     };
     let mut answer = ApiError::new(status, code, message).into_response();
-    answer.headers_mut().insert(header::CACHE_CONTROL, no_store);
     if let Some(allow) = parts.headers.get(header::ALLOW) {
         answer.headers_mut().insert(header::ALLOW, allow.clone());
     }
@@ -384,14 +397,23 @@ fn body_too_large() -> ApiError {
     )
 }
 
-/// The `/v1` operations that take query parameters, as `METHOD /path/{template}`, read from the
-/// OpenAPI document: it is what says which endpoints take any.
-static QUERY_OPERATIONS: std::sync::LazyLock<std::collections::BTreeSet<String>> =
+/// What the OpenAPI document says of one operation that the router needs before its handler.
+#[derive(Debug, Clone, Copy)]
+struct Operation {
+    /// It takes query parameters.
+    query: bool,
+    /// It needs an API token (its handler takes [`Authed`]).
+    token: bool,
+}
+
+/// The `/v1` operations, as `METHOD /path/{template}`, with what the OpenAPI document says of
+/// them: it is what says which endpoints take query parameters, and which a token.
+static OPERATIONS: std::sync::LazyLock<std::collections::BTreeMap<String, Operation>> =
     std::sync::LazyLock::new(|| {
         use utoipa::openapi::RefOr;
         use utoipa::openapi::path::ParameterIn;
         let doc = ApiDoc::openapi();
-        let mut out = std::collections::BTreeSet::new();
+        let mut out = std::collections::BTreeMap::new();
         for (path, item) in &doc.paths.paths {
             let operations = [
                 ("GET", &item.get),
@@ -401,42 +423,202 @@ static QUERY_OPERATIONS: std::sync::LazyLock<std::collections::BTreeSet<String>>
                 ("PATCH", &item.patch),
             ];
             for (method, op) in operations {
-                let takes_query = op.iter().flat_map(|o| o.parameters.iter().flatten()).any(
+                let Some(op) = op else { continue };
+                let query = op.parameters.iter().flatten().any(
                     |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)),
                 );
-                if takes_query {
-                    out.insert(format!("{method} {path}"));
-                }
+                let token = serde_json::to_value(&op.security)
+                    .ok()
+                    .and_then(|v| v.as_array().cloned())
+                    .into_iter()
+                    .flatten()
+                    .any(|requirement| requirement.get("token").is_some());
+                out.insert(format!("{method} {path}"), Operation { query, token });
             }
         }
         out
     });
 
+/// The operation a request was routed to, as the OpenAPI document names it: `HEAD` is `GET`'s,
+/// and a wildcard segment (`{*fingerprint}`) is a parameter like any other there.
+fn operation_name(method: &Method, route: &str) -> String {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    format!("{method} {}", route.replace("{*", "{"))
+}
+
+/// Most query parameter names a refusal names, and the longest name it names whole: what a
+/// caller sent by mistake is worth knowing, but a query is no place for a record to copy.
+const QUERY_NAMES_MAX: usize = 8;
+const QUERY_NAME_MAX: usize = 32;
+
+/// The names of the parameters in `query`, each once, decoded and cut to [`QUERY_NAME_MAX`]
+/// characters, at most [`QUERY_NAMES_MAX`] of them; never their values, which may be secrets.
+fn query_names(query: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        let decoded = percent_decoded(&name.replace('+', " "));
+        let mut name: String = decoded.chars().take(QUERY_NAME_MAX).collect();
+        if decoded.chars().nth(QUERY_NAME_MAX).is_some() {
+            name.push('…');
+        }
+        if !names.contains(&name) {
+            if names.len() == QUERY_NAMES_MAX {
+                names.push("…".to_owned());
+                break;
+            }
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// `text` with its `%XX` escapes decoded; bytes that do not form UTF-8 become U+FFFD.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escaped {
+            Some((high, low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or_default());
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Refuses query parameters on a `/v1` endpoint that takes none, as those that take some refuse
-/// the ones they do not know: a filter that is silently ignored would mislead its caller.
+/// the ones they do not know: a filter that is silently ignored would mislead its caller. The
+/// caller of an endpoint that needs a token is authenticated first, as its handler would: a
+/// missing or invalid token is 401 (and counted against the address) whatever the query, and
+/// the refusal of an authenticated caller is audited as the handlers audit bad input, naming
+/// the endpoint and the parameters (never their values).
 async fn refuse_unknown_query(
+    axum::extract::State(app): axum::extract::State<Shared>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     // Most requests carry no query: nothing more is looked at for them.
-    let asked = req.uri().query().is_some_and(|q| !q.is_empty());
-    if asked
-        && let Some(route) = req.extensions().get::<axum::extract::MatchedPath>()
-        && route.as_str().starts_with("/v1/")
-        && !QUERY_OPERATIONS.contains(&format!("{} {}", req.method(), route.as_str()))
-    {
-        let route = route.as_str();
-        return ApiError::bad_request(
-            "bad_query",
-            format!(
-                "{} {route} takes no query parameters; see /v1/openapi.json",
-                req.method()
-            ),
-        )
-        .into_response();
+    if req.uri().query().is_none_or(str::is_empty) {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let Some(route) = req.extensions().get::<axum::extract::MatchedPath>() else {
+        return next.run(req).await;
+    };
+    let route = route.as_str().to_owned();
+    if !route.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let name = operation_name(req.method(), &route);
+    let operation = OPERATIONS.get(&name).copied();
+    if operation.is_some_and(|o| o.query) {
+        return next.run(req).await;
+    }
+    let names = query_names(req.uri().query().unwrap_or_default());
+    let shown: Vec<String> = names
+        .iter()
+        .map(|n| warden_domain::text::shown(n, QUERY_NAME_MAX + 1))
+        .collect();
+    let given = if shown.is_empty() {
+        String::new()
+    } else {
+        format!(" (given: {})", shown.join(", "))
+    };
+    let err = ApiError::bad_request(
+        "bad_query",
+        format!("{name} takes no query parameters{given}; see /v1/openapi.json"),
+    );
+    if !operation.is_some_and(|o| o.token) {
+        return err.into_response();
+    }
+    let (mut parts, _) = req.into_parts();
+    let who = match Authed::from_request_parts(&mut parts, &app).await {
+        Ok(who) => who,
+        Err(refused) => return refused.into_response(),
+    };
+    // On a request, the refusal is in its history too.
+    let request = if route.starts_with("/v1/requests/{id}") {
+        axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .find(|(key, _)| *key == "id")
+                    .and_then(|(_, id)| id.parse().ok())
+            })
+    } else {
+        None
+    };
+    let mut event = Event::new(Code::ActionRefused, who.actor(), now())
+        .details(serde_json::json!({ "action": name, "query_parameters": names }));
+    event.request_id = request;
+    audited(&app, event, err).await.into_response()
+}
+
+/// A path parameter, percent-decoded. Bytes that do not form UTF-8 become U+FFFD, so that the
+/// handler's own check refuses the parameter with its own code and message (a request id that
+/// is not one is `bad_id` however it is malformed) and audits it as it audits other bad input,
+/// rather than answering axum's plain `Invalid URL`.
+#[derive(Debug)]
+pub(crate) struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(text)) => Ok(Self(text)),
+            Err(PathRejection::FailedToDeserializePathParams(e))
+                if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                let raw = raw_param(parts).unwrap_or_default();
+                Ok(Self(percent_decoded(raw)))
+            }
+            Err(other) => Err(ApiError::internal(format!(
+                "a path parameter that does not parse: {}",
+                other.body_text()
+            ))),
+        }
+    }
+}
+
+/// The part of the request's path, still percent-encoded, that its route's (first) parameter
+/// stands for: one segment, or for a wildcard (`{*name}`) the rest of the path.
+fn raw_param(parts: &Parts) -> Option<&str> {
+    let route = parts.extensions.get::<axum::extract::MatchedPath>()?;
+    let at = route
+        .as_str()
+        .split('/')
+        .position(|segment| segment.starts_with('{'))?;
+    let path = parts.uri.path();
+    let start = path
+        .match_indices('/')
+        .nth(at.checked_sub(1)?)
+        .map(|(i, _)| i + 1)?;
+    let rest = path.get(start..)?;
+    if route.as_str().split('/').nth(at)?.starts_with("{*") {
+        Some(rest)
+    } else {
+        rest.split('/').next()
+    }
 }
 
 /// The OpenAPI document.
@@ -469,18 +651,72 @@ async fn refuse_unknown_query(
         (name = "report", description = "Metrics, the zero-standing-privilege report, and break-glass drills"),
         (name = "notifications", description = "The notification outbox"),
     ),
-    modifiers(&BearerAuth, &ErrorResponses, &FieldLimits)
+    modifiers(&BearerAuth, &PathParameters, &ErrorResponses, &FieldLimits)
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
+
+/// Declares each parameter of an operation's path (`{id}`) that its handler does not: those it
+/// reads with [`PathText`], which the document's generator does not see as a path parameter.
+struct PathParameters;
+
+impl utoipa::Modify for PathParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{RefOr, Required};
+        for (path, item) in &mut openapi.paths.paths {
+            let names: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            if names.is_empty() {
+                continue;
+            }
+            for op in operations.into_iter().flatten() {
+                let parameters = op.parameters.get_or_insert_with(Vec::new);
+                for (at, name) in names.iter().enumerate() {
+                    let declared = parameters.iter().any(|p| match p {
+                        RefOr::T(p) => {
+                            p.name == *name && matches!(p.parameter_in, ParameterIn::Path)
+                        }
+                        RefOr::Ref(_) => false,
+                    });
+                    if !declared {
+                        let parameter = ParameterBuilder::new()
+                            .name(*name)
+                            .parameter_in(ParameterIn::Path)
+                            .required(Required::True)
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                            .build();
+                        parameters.insert(at.min(parameters.len()), RefOr::T(parameter));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the OpenAPI document describes a 503 of an operation that reaches the store.
+const STORAGE_UNAVAILABLE: &str = "`storage_unavailable`: the store cannot be read or written, or holds a record it cannot read (the server's log says which); nothing was changed, and the call may be made again";
 
 /// Declares on every operation the errors every route of its shape can answer, which each
 /// handler's own list leaves out: 401 (with `WWW-Authenticate`) and 429 (with `Retry-After`)
 /// where a token is needed (missing, expired or revoked; too many bad ones from one address),
 /// 400 (a query a `/v1` route does not take, framing read more than one way), 415, 417 and 501
 /// (a body encoding, an expectation or a transfer coding it does not take), 404 for a path
-/// parameter, 413 for a body, 414 and 431 for an oversize path or headers, and 500. Every
-/// response gets its status's reason phrase as the description OpenAPI requires.
+/// parameter, 413 for a body, 414 and 431 for an oversize path or headers, 500, and 503
+/// `storage_unavailable` where a token is needed (checking it reads the store, and so does
+/// nearly every handler behind it; handlers that reach the store without one list it
+/// themselves). Every response a handler lists without a description gets its status's reason
+/// phrase as the description OpenAPI requires, and a 503 [`STORAGE_UNAVAILABLE`].
 struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {
@@ -505,10 +741,10 @@ impl utoipa::Modify for ErrorResponses {
                 .build();
             Some((name, header))
         };
-        let error = |status: axum::http::StatusCode| {
+        // Described below, as the responses handlers list without a description are.
+        let error = || {
             RefOr::T(
                 ResponseBuilder::new()
-                    .description(status.canonical_reason().unwrap_or_default())
                     .content(
                         "application/json",
                         ContentBuilder::new()
@@ -533,7 +769,7 @@ impl utoipa::Modify for ErrorResponses {
                 // Framing refused before any route ([`bad_framing`]): 400, 415, 417, 501.
                 let mut statuses = vec![400, 414, 415, 417, 431, 500, 501];
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
-                    statuses.extend([401, 429]);
+                    statuses.extend([401, 429, 503]);
                 }
                 if in_path {
                     statuses.push(404);
@@ -544,11 +780,7 @@ impl utoipa::Modify for ErrorResponses {
                 }
                 let responses = &mut op.responses.responses;
                 for code in statuses {
-                    if let Ok(status) = axum::http::StatusCode::from_u16(code) {
-                        responses
-                            .entry(code.to_string())
-                            .or_insert_with(|| error(status));
-                    }
+                    responses.entry(code.to_string()).or_insert_with(error);
                 }
                 for (code, response) in responses.iter_mut() {
                     let RefOr::T(r) = response else { continue };
@@ -557,8 +789,10 @@ impl utoipa::Modify for ErrorResponses {
                             .parse::<u16>()
                             .ok()
                             .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
-                            .and_then(|s| s.canonical_reason())
-                            .unwrap_or("Response")
+                            .map_or("Response", |s| match s.as_u16() {
+                                503 => STORAGE_UNAVAILABLE,
+                                _ => s.canonical_reason().unwrap_or("Response"),
+                            })
                             .to_owned();
                     }
                     if let Some((name, header)) = header_of(code) {
@@ -876,5 +1110,148 @@ async fn audited(app: &Shared, event: Event, err: ApiError) -> ApiError {
     match app.store.append(vec![event]).await {
         Ok(()) => err,
         Err(e) => crate::broker::Error::from(e).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_refused_query_is_named_by_its_parameters_never_their_values() {
+        assert_eq!(
+            query_names("comment=hunter2&totp=123456&comment=x&%41b+c=2&&flag"),
+            ["comment", "totp", "Ab c", "flag"]
+        );
+        let long = query_names(&format!("{}=1", "n".repeat(100)));
+        assert_eq!(long, [format!("{}…", "n".repeat(QUERY_NAME_MAX))]);
+        let many: Vec<String> = (0..20).map(|i| format!("p{i}=v")).collect();
+        let names = query_names(&many.join("&"));
+        assert_eq!(names.len(), QUERY_NAMES_MAX + 1);
+        assert_eq!(names.last().unwrap(), "…");
+        assert!(names.iter().all(|n| !n.contains('v')), "{names:?}");
+    }
+
+    #[test]
+    fn escapes_are_decoded_and_what_is_not_utf8_is_replaced() {
+        assert_eq!(percent_decoded("SHA256:ab%2Fcd"), "SHA256:ab/cd");
+        assert_eq!(percent_decoded("%FF%C3%A9"), "\u{FFFD}é");
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn routes_are_named_as_the_document_names_them() {
+        assert_eq!(
+            operation_name(&Method::HEAD, "/v1/requests"),
+            "GET /v1/requests"
+        );
+        let remove = operation_name(&Method::DELETE, "/v1/ssh/keys/{*fingerprint}");
+        assert_eq!(remove, "DELETE /v1/ssh/keys/{fingerprint}");
+        let op = OPERATIONS[&remove];
+        assert!(op.token && !op.query);
+        let list = OPERATIONS["GET /v1/requests"];
+        assert!(list.token && list.query);
+        let ca = OPERATIONS["GET /v1/ssh/ca"];
+        assert!(!ca.token && !ca.query);
+    }
+
+    /// Every operation as the document has it, with its path.
+    fn operations(
+        doc: &utoipa::openapi::OpenApi,
+    ) -> Vec<(String, &utoipa::openapi::path::Operation)> {
+        let mut out = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            for op in [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+            {
+                out.push((path.clone(), op));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_declares_every_path_parameter_and_storage_failures() {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::path::ParameterIn;
+        let doc = ApiDoc::openapi();
+        for (path, op) in operations(&doc) {
+            let declared: Vec<&str> = op
+                .parameters
+                .iter()
+                .flatten()
+                .filter_map(|p| match p {
+                    RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path) => {
+                        Some(p.name.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let in_path: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            assert_eq!(declared, in_path, "{path}");
+            if !in_path.is_empty() {
+                assert!(op.responses.responses.contains_key("404"), "{path}");
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                let RefOr::T(unavailable) = &op.responses.responses["503"] else {
+                    panic!("{path}: 503 is a reference");
+                };
+                assert!(
+                    unavailable.description.contains("storage_unavailable"),
+                    "{path}"
+                );
+            }
+        }
+        for path in ["/v1/auth/login", "/v1/ssh/revoked-keys"] {
+            let op = operations(&doc)
+                .into_iter()
+                .find(|(p, _)| p == path)
+                .unwrap()
+                .1;
+            assert!(op.responses.responses.contains_key("503"), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_denied_decision_documents_and_shows_no_settings() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let view = &doc["components"]["schemas"]["DecisionView"];
+        for field in ["tier", "max_ttl", "mfa", "recording", "pending_timeout"] {
+            let types = &view["properties"][field]["type"];
+            assert!(
+                types.as_array().unwrap().contains(&"null".into()),
+                "{field}: {view}"
+            );
+            assert!(
+                view["required"].as_array().unwrap().contains(&field.into()),
+                "{field}"
+            );
+        }
+        assert!(
+            view["properties"]["recording"]["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::Value::Null)
+        );
+        let denied = warden_domain::Decision::deny(vec!["no-prod".into()]);
+        let shown = serde_json::to_value(views::DecisionView::of(
+            &denied,
+            warden_policy::Action::Breakglass,
+        ))
+        .unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!({
+                "allowed": false, "rules": ["no-prod"], "tier": null, "max_ttl": null,
+                "ticket_patterns": [], "mfa": null, "recording": null, "pending_timeout": null,
+            })
+        );
     }
 }

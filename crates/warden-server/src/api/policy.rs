@@ -98,7 +98,7 @@ pub async fn targets(State(app): State<Shared>, who: Authed) -> Json<TargetList>
                         .get(r)
                         .and_then(|ro| ro.description.clone())
                         .or_else(|| target.description.clone()),
-                    decision: d.into(),
+                    decision: DecisionView::of(d, action),
                 })
             })
             .collect()
@@ -175,12 +175,7 @@ pub async fn explain(
     let (decision, refusals) = app
         .explain(action, &user, &target, &role, ttl, ticket.as_ref())
         .await?;
-    let mut decision = DecisionView::from(&decision);
-    if b.breakglass {
-        // Granted without approval, but named so, as `request show` names such a grant.
-        warden_domain::request::BREAKGLASS_TIER.clone_into(&mut decision.tier);
-        decision.pending_timeout = None;
-    }
+    let decision = DecisionView::of(&decision, action);
     Ok(Json(Explanation {
         user: user.name.to_string(),
         target: target.to_string(),

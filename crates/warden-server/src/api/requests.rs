@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +12,7 @@ use warden_store::RequestFilter;
 
 use super::views::{RequestList, RequestView};
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, body, field, refuse,
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, body, field, refuse,
     refuse_about,
 };
 use crate::broker::{Create, Outcome};
@@ -234,7 +234,7 @@ pub async fn list(
 pub async fn show(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Json<RequestView>, ApiError> {
     let id = super::admitted(&app, &who, "request.show", parse_id(&id)).await?;
     let r = app.show(who.caller(), id).await?;
@@ -293,7 +293,7 @@ async fn review(
 pub async fn approve(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
     review(app, who, id, true, raw).await
@@ -305,7 +305,7 @@ pub async fn approve(
 pub async fn deny(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
     review(app, who, id, false, raw).await
@@ -317,7 +317,7 @@ pub async fn deny(
 pub async fn cancel(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
     let (id, NoFields {}) = request_input(&app, &who, "request.cancel", &id, raw).await?;
@@ -331,7 +331,7 @@ pub async fn cancel(
 pub async fn revoke(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<OptionalJson<ReviewBody>, ApiError>,
 ) -> Result<Json<RequestView>, ApiError> {
     let (id, b) = request_input(&app, &who, "request.revoke", &id, raw).await?;
@@ -350,7 +350,7 @@ pub async fn revoke(
 pub async fn extend(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<JsonBody<ExtendBody>, ApiError>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     let (id, b) = request_input(&app, &who, "request.extend", &id, raw).await?;
@@ -377,7 +377,7 @@ pub async fn extend(
 pub async fn credential(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, NoFields {}) = request_input(&app, &who, "request.credential", &id, raw).await?;

@@ -1,14 +1,15 @@
 //! `/v1/auth` and `/v1/users`: login, logout, whoami, MFA enrolment, passwords, lockouts.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::UserName;
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, Source, body, field, refuse,
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, Source, body, field,
+    refuse,
 };
 use crate::state::Shared;
 use warden_domain::rfc3339;
@@ -82,7 +83,7 @@ pub struct PasswordBody {
 
 /// Exchanges a password (and TOTP code) for an API token.
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginBody,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
         (status = 429, description = "Too many failed sign-ins, or calls with a missing or invalid token, from this address; see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
     State(app): State<Shared>,
@@ -230,7 +231,7 @@ fn directory_user(
 pub async fn set_password(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<JsonBody<PasswordBody>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let b = body(&app, &who, "user.set_password", raw).await?;
@@ -268,7 +269,7 @@ pub struct Offboarded {
 pub async fn revoke_all(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<Offboarded>, ApiError> {
     let NoFields {} = body(&app, &who, "user.revoke_all", raw).await?;
@@ -336,7 +337,7 @@ pub struct MfaReset {
 pub async fn reset_mfa(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<MfaReset>, ApiError> {
     let NoFields {} = body(&app, &who, "user.mfa_reset", raw).await?;
@@ -375,7 +376,7 @@ pub struct Unlocked {
 pub async fn unlock(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<Unlocked>, ApiError> {
     let NoFields {} = body(&app, &who, "user.unlock", raw).await?;

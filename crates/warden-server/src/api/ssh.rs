@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,8 +12,8 @@ use warden_domain::TargetName;
 use warden_domain::audit::Code;
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, admitted, body, field, refuse,
-    refuse_4xx,
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, admitted, body, field,
+    refuse, refuse_4xx,
 };
 use crate::state::Shared;
 
@@ -82,11 +82,12 @@ pub async fn list_keys(State(app): State<Shared>, who: Authed) -> Result<Json<Ke
 
 /// Removes one of the caller's keys.
 #[utoipa::path(delete, path = "/v1/ssh/keys/{fingerprint}", security(("token" = [])),
+    params(("fingerprint" = String, Path, description = "The key's fingerprint as `GET /v1/ssh/keys` (`warden keys list`) shows it, `SHA256:` and base64: a `/` in it may be sent as it is or percent-encoded (`%2F`)", example = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove_key(
     State(app): State<Shared>,
     who: Authed,
-    Path(fingerprint): Path<String>,
+    PathText(fingerprint): PathText,
 ) -> Result<StatusCode, ApiError> {
     match app.remove_ssh_key(who.caller(), &fingerprint).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
@@ -132,7 +133,7 @@ pub struct HostKey {
 pub async fn scan_host_key(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<Json<HostKey>, ApiError> {
     let asked = raw.and_then(|JsonBody(NoFields {})| field("bad_target", name.parse()));
@@ -162,7 +163,7 @@ pub struct PinBody {
 pub async fn pin_host_key(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<JsonBody<PinBody>, ApiError>,
 ) -> Result<Json<HostKey>, ApiError> {
     let b = body(&app, &who, "target.pin_host_key", raw).await?;
@@ -257,7 +258,7 @@ fn session_id(id: &str) -> Result<String, ApiError> {
 pub async fn kill(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let NoFields {} = body(&app, &who, "session.kill", raw).await?;
@@ -277,7 +278,7 @@ pub async fn kill(
 pub async fn watch(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Response, ApiError> {
     let caller = who.caller();
     let id = match session_id(&id) {
@@ -319,7 +320,7 @@ pub async fn watch(
 pub async fn recording(
     State(app): State<Shared>,
     who: Authed,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Response, ApiError> {
     let caller = who.caller();
     // Audit readers replay too: read-only, like the rest of what they see.

@@ -1,14 +1,14 @@
 //! `/v1/targets/{name}`: admin credentials in the vault, and root rotation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use warden_domain::TargetName;
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, admitted, body, field, refuse,
-    refuse_4xx,
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, admitted, body, field,
+    refuse, refuse_4xx,
 };
 use crate::state::Shared;
 
@@ -34,7 +34,7 @@ fn yes() -> bool {
 pub async fn set_credential(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<JsonBody<CredentialBody>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let b = body(&app, &who, "target.set_credential", raw).await?;
@@ -57,7 +57,7 @@ pub async fn set_credential(
 pub async fn rotate_root(
     State(app): State<Shared>,
     who: Authed,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     raw: Result<OptionalJson<NoFields>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     let asked = raw.and_then(|JsonBody(NoFields {})| field("bad_target", name.parse()));

@@ -174,37 +174,76 @@ pub struct RequestList {
     pub requests: Vec<RequestView>,
 }
 
-/// What policy decides, with the rules that decided it.
+/// What policy decides, with the rules that decided it. A denial sets nothing but `allowed`
+/// and `rules` (the forbid rules that matched, or none): its tier, maximum TTL, MFA, recording
+/// and pending timeout are null, since no request is granted for them to apply to.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DecisionView {
     pub allowed: bool,
     pub rules: Vec<String>,
-    pub tier: String,
-    pub max_ttl: String,
+    /// The approval tier, e.g. `peer(sre) & manager`, `auto`, or `breakglass` for break-glass
+    /// access; null when denied.
+    #[schema(required = true)]
+    pub tier: Option<String>,
+    /// The longest TTL a request may ask for; null when denied.
+    #[schema(required = true)]
+    pub max_ttl: Option<String>,
     pub ticket_patterns: Vec<String>,
-    pub mfa: bool,
-    #[schema(schema_with = recording)]
-    pub recording: String,
+    /// Whether a request needs MFA step-up; null when denied.
+    #[schema(required = true)]
+    pub mfa: Option<bool>,
+    #[schema(schema_with = recording_if_allowed, required = true)]
+    pub recording: Option<String>,
     /// How long a request waits for its approvals; null where nothing waits (an automatic or
-    /// break-glass grant).
+    /// break-glass grant) and when denied.
+    #[schema(required = true)]
     pub pending_timeout: Option<String>,
+}
+
+impl DecisionView {
+    /// `d`, decided under the rules of `action`: break-glass access is granted without
+    /// approval, and named so, as `request show` names such a grant.
+    pub fn of(d: &Decision, action: warden_policy::Action) -> Self {
+        let mut view = Self::from(d);
+        if d.allowed && action == warden_policy::Action::Breakglass {
+            view.tier = Some(warden_domain::request::BREAKGLASS_TIER.to_owned());
+            view.pending_timeout = None;
+        }
+        view
+    }
+}
+
+fn recording_if_allowed() -> Object {
+    let mut schema = recording();
+    schema.schema_type = [Type::String, Type::Null].into_iter().collect();
+    schema.enum_values = schema.enum_values.map(|mut values| {
+        values.push(serde_json::Value::Null);
+        values
+    });
+    schema.description = Some(
+        "How the grant's SSH sessions are recorded: their start and end only, in full for a random share of them, or in full; null when denied.".to_owned(),
+    );
+    schema
 }
 
 impl From<&Decision> for DecisionView {
     fn from(d: &Decision) -> Self {
+        // A denial's settings are placeholders (`Decision::deny`): none is shown.
+        let allowed = |v: String| d.allowed.then_some(v);
         Self {
             allowed: d.allowed,
             rules: d.rules.clone(),
-            tier: d.requirement.to_string(),
-            max_ttl: d.max_ttl.to_string(),
+            tier: allowed(d.requirement.to_string()),
+            max_ttl: allowed(d.max_ttl.to_string()),
             ticket_patterns: d
                 .ticket_patterns
                 .iter()
                 .map(|p| p.as_str().to_owned())
                 .collect(),
-            mfa: d.mfa,
-            recording: d.recording.to_string(),
-            pending_timeout: (!d.requirement.is_auto()).then(|| d.pending_timeout.to_string()),
+            mfa: d.allowed.then_some(d.mfa),
+            recording: allowed(d.recording.to_string()),
+            pending_timeout: (d.allowed && !d.requirement.is_auto())
+                .then(|| d.pending_timeout.to_string()),
         }
     }
 }
