@@ -1,4 +1,5 @@
-//! The background worker that expires grants and times out pending requests.
+//! The background worker that expires grants, times out pending requests and revokes the
+//! credentials of leases that are due.
 //!
 //! It sleeps until the earliest deadline in the store rather than polling on a fixed interval,
 //! so a grant ends at its expiry, not up to a polling period later. Anything that may create an
@@ -68,17 +69,36 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Pause after a failed pass before trying again.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Runs until `stop` turns true.
+/// Runs until `stop` turns true. Each pass ends the requests that are due and, unless the
+/// last one is still at it, starts revoking the leases that are due on a task of its own: a
+/// target that hangs holds up its own revocations (each call bounded in time), never a grant's
+/// end on record, which the passes meanwhile go on making. That task wakes the worker when it
+/// has taken some up, for the next ones.
 pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
+    let mut revoking: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         app.wake.passing();
-        let sleep = match app.process_due().await {
+        let ended = app.end_due_requests().await;
+        if revoking
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
+        {
+            let app = app.clone();
+            revoking = Some(tokio::spawn(async move {
+                match app.revoke_due_leases().await {
+                    Ok(0) => {}
+                    Ok(_) => app.wake.now(),
+                    Err(e) => tracing::error!(error = %e, "worker cannot read due leases"),
+                }
+            }));
+        }
+        let sleep = match ended {
             Ok(handled) => match app.store.next_due().await {
                 Ok(Some(next)) => {
                     let wait = next - now();
                     if wait.is_negative() {
-                        // Still due after a pass: either more than one batch was due (go on at
-                        // once) or a revocation failed (retry after a pause).
+                        // Still due after a pass: more than one batch was due (go on at once),
+                        // or a revocation is under way or failed (look again after a pause).
                         if handled > 0 { Duration::ZERO } else { RETRY }
                     } else {
                         Duration::try_from(wait).unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
@@ -99,8 +119,12 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = app.wake.notify.notified() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
+    }
+    // Revocations under way are recorded before the server's last checkpoint.
+    if let Some(revoking) = revoking {
+        let _ = revoking.await;
     }
 }
 

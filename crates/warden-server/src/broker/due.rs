@@ -15,17 +15,13 @@ use crate::state::{App, now};
 const LEASE_CONCURRENCY: usize = 32;
 
 impl App {
-    /// Expires grants and times out requests, then revokes credentials whose leases are due.
-    /// Returns how many were handled; failures are logged, audited and retried with backoff.
-    ///
-    /// The records go first: they need only the store, while a target may take up to
-    /// [`super::TARGET_TIMEOUT`] to answer, and a grant past its time must read as ended (its
-    /// SSH sessions closed, its secret no longer handed over) whatever its database is doing.
-    /// An expired grant's lease is then due, and is revoked in the same pass. Both run many at
-    /// once, so a burst of expiries (after downtime, say) is neither served one commit nor one
-    /// target round trip at a time; the store's group commit makes the concurrent writes share
-    /// their syncs.
-    pub async fn process_due(&self) -> Result<usize, Error> {
+    /// Expires grants, times out requests and sends expiry warnings that are due. Returns how
+    /// many were handled. It needs only the store, so a grant past its time reads as ended (its
+    /// SSH sessions closed, its secret no longer handed over) whatever its target is doing; its
+    /// lease is then due, for [`App::revoke_due_leases`]. Many run at once, so a burst of
+    /// expiries (after downtime, say) is not served one commit at a time: the store's group
+    /// commit makes the concurrent writes share their syncs.
+    pub async fn end_due_requests(&self) -> Result<usize, Error> {
         let now = now();
         let mut handled = 0;
         let ended: Vec<Result<bool, Error>> =
@@ -41,8 +37,16 @@ impl App {
                 Err(e) => return Err(e),
             }
         }
+        Ok(handled)
+    }
+
+    /// Revokes the credentials whose leases are due, many at once: each call to a target may
+    /// take up to [`super::TARGET_TIMEOUT`], so the worker runs this beside its own pass.
+    /// Returns how many were taken up; failures are logged, audited and retried with backoff.
+    pub async fn revoke_due_leases(&self) -> Result<usize, Error> {
+        let now = now();
         let leases = self.store.due_leases(now, 1024).await?;
-        handled += leases.len();
+        let handled = leases.len();
         let results: Vec<Result<(), Error>> = futures_util::stream::iter(leases)
             .map(|lease| self.process_lease(lease, now))
             .buffer_unordered(LEASE_CONCURRENCY)
