@@ -1220,6 +1220,72 @@ fn bad_input_is_refused_clearly_and_audited() {
         e["error"]["message"].as_str().unwrap().contains("--role"),
         "{e}"
     );
+    // A group called without its subcommand says so, and names them.
+    let out = alice.run(&["--json", "request"], None);
+    assert_eq!(out.code, 2, "{out:?}");
+    let e: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    let said = e["error"]["message"].as_str().unwrap();
+    assert!(
+        said.contains("warden request") && said.contains("subcommand") && said.contains("approve"),
+        "{e}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["--json", "request"])
+        .env_remove("WARDEN_SERVER")
+        .env("WARDEN_HOME", alice.home())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("`warden request` needs a subcommand") && said.contains("approve"),
+        "{said}"
+    );
+    // A wait of zero is no wait: refused before anything is made.
+    let out = fails(
+        &alice,
+        &[
+            "request",
+            "create",
+            "web",
+            "--role",
+            "view",
+            "--reason",
+            "x",
+            "--ttl",
+            "1h",
+            "--wait",
+            "--wait-timeout",
+            "0",
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("longer than zero"), "{out:?}");
+    // Free text may begin with a hyphen (the request is then judged, here for its role); a
+    // negative TTL reaches the TTL's own check.
+    let out = fails(
+        &alice,
+        &[
+            "request",
+            "create",
+            "web",
+            "--role",
+            "nope",
+            "--reason",
+            "-1 node down",
+            "--ttl",
+            "1h",
+        ],
+        4,
+    );
+    assert!(out.stderr.contains("has no role"), "{out:?}");
+    let out = fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "-1h",
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("is not a duration"), "{out:?}");
     let base = ["request", "create", "web"];
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (
