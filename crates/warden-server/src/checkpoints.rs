@@ -11,6 +11,7 @@
 //! rewritten history. `warden audit verify --data-dir` checks the log against that file too.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -46,6 +47,7 @@ pub async fn checkpoint(
     signer: &NoteSigner,
     origin: &str,
     anchor: &Path,
+    checked: &AtomicBool,
 ) -> anyhow::Result<Option<u64>> {
     let last = store.latest_checkpoint().await?;
     let mut tree = match &last {
@@ -71,6 +73,10 @@ pub async fn checkpoint(
                 "the stored checkpoint at {} does not match the tree it was made of (altered); run `warden audit verify`",
                 c.size
             );
+            if !checked.load(Ordering::SeqCst) {
+                check_covered(store, c).await?;
+                checked.store(true, Ordering::SeqCst);
+            }
             tree
         }
         None => Tree::new(),
@@ -144,6 +150,51 @@ pub async fn checkpoint(
         .await?;
     write_anchor(anchor, &note)?;
     Ok(Some(cp.size))
+}
+
+/// Hashes again, from their stored bytes, the events the newest checkpoint `last` (its note
+/// already checked) covers and fails unless they make its root. Done once per run, before the
+/// first signature: the checkpoints that follow extend `last`'s frontier and hash only newer
+/// events, so an event changed in the stopped database, its stored hash with it, would
+/// otherwise be signed over, and every proof served from then on would fail. A log whose
+/// older events were archived is checked from the checkpoint it was cut at (the archive's
+/// segments are checked on their own, by `warden audit verify --segment`).
+async fn check_covered(store: &dyn Store, last: &warden_store::Checkpoint) -> anyhow::Result<()> {
+    let first = store.first_seq().await?;
+    let mut tree = if first <= 1 {
+        Tree::new()
+    } else {
+        let cut = first - 1;
+        let Some(c) = store.checkpoint(cut).await? else {
+            anyhow::bail!(
+                "the live log begins at event {first}, but no checkpoint was made at {cut}, where an archive would have cut it: events before it were deleted; nothing more is signed. Run `warden audit verify --data-dir DIR`"
+            );
+        };
+        Tree::from_frontier(c.size, c.frontier)
+            .map_err(|e| anyhow::anyhow!("stored checkpoint at {cut} is damaged: {e}"))?
+    };
+    while tree.size() < last.size {
+        let want = usize::try_from(last.size - tree.size()).unwrap_or(BATCH);
+        let leaves = store.audit_leaves(tree.size(), want.min(BATCH)).await?;
+        if leaves.is_empty() {
+            break;
+        }
+        for leaf in leaves {
+            anyhow::ensure!(
+                leaf.seq == tree.size() + 1,
+                "audit log has a gap before seq {} (expected {}); nothing more is signed. Run `warden audit verify --data-dir DIR`",
+                leaf.seq,
+                tree.size() + 1
+            );
+            tree.push(warden_audit::merkle::leaf_hash(leaf.data.as_bytes()));
+        }
+    }
+    anyhow::ensure!(
+        tree.size() == last.size && tree.root() == last.root,
+        "the stored events up to {} no longer make the root this server signed at that size: an event was changed or deleted while the server was stopped, and nothing more is signed. `warden audit verify --data-dir DIR` says which; restore the data dir from a backup",
+        last.size
+    );
+    Ok(())
 }
 
 /// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a new
@@ -372,6 +423,7 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
             signer,
             &app.config.audit_origin,
             &anchor,
+            &app.log_checked,
         )
         .await;
         if let Err(e) = &outcome {

@@ -570,6 +570,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         &app.audit_signer,
         &config.audit_origin,
         &config.data_dir.join(crate::checkpoints::ANCHOR_FILE),
+        &app.log_checked,
     )
     .await?;
     // Export the last events, the stop included; at most 5 s, the rest goes at the next start.

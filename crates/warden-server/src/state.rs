@@ -77,6 +77,9 @@ pub struct App {
     /// Why the last audit checkpoint could not be written, until one is: a server that can no
     /// longer sign its log is not ready.
     pub(crate) checkpoint_failure: std::sync::Mutex<Option<String>>,
+    /// Whether this run hashed again the stored events the newest checkpoint covers and found
+    /// they make its root (see `checkpoints::check_covered`): nothing is signed before.
+    pub(crate) log_checked: std::sync::atomic::AtomicBool,
     pub metrics: crate::metrics::Metrics,
     /// The SSH proxy's live sessions.
     pub sessions: Arc<warden_ssh_proxy::SessionRegistry>,
@@ -266,6 +269,7 @@ impl App {
             ),
             export: crate::export::Status::default(),
             checkpoint_failure: std::sync::Mutex::default(),
+            log_checked: std::sync::atomic::AtomicBool::default(),
             metrics,
             sessions: Arc::default(),
             recordings: Arc::new(warden_ssh_proxy::FsRecordings::new(

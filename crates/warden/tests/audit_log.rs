@@ -1460,6 +1460,45 @@ fn an_unreadable_event_is_named_by_its_number() {
     );
 }
 
+/// An event changed in the stopped database, its stored hash with it, no longer makes the root
+/// the server signed: the next start hashes the covered events again, says so, signs nothing
+/// more and is not ready.
+#[test]
+fn an_event_rewritten_with_its_hash_gets_no_signature_over_it() {
+    let f = fresh();
+    let (mut server, _, size) = signed_history(&f, 1, 8);
+    assert!(server.terminate().success());
+    let signed = note_size(&latest_note(&f.data));
+    assert!(signed >= size);
+    let db = rusqlite::Connection::open(f.data.join("warden.db")).unwrap();
+    let body: String = db
+        .query_row("SELECT body FROM audit WHERE seq = 3", [], |r| r.get(0))
+        .unwrap();
+    let altered = body.replacen("\"time\"", "\"time\" ", 1);
+    assert_ne!(altered, body);
+    let hash = warden_audit::merkle::leaf_hash(altered.as_bytes());
+    db.execute(
+        "UPDATE audit SET body = ?1, leaf_hash = ?2 WHERE seq = 3",
+        rusqlite::params![altered, hash.to_vec()],
+    )
+    .unwrap();
+    drop(db);
+    server.restart_unready();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains("no longer make the root") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let ready = warden_testkit::http_get(server.port(), "/readyz").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let _ = server.terminate();
+    assert_eq!(
+        note_size(&latest_note(&f.data)),
+        signed,
+        "a checkpoint was signed over the rewritten event"
+    );
+}
+
 /// A checkpoint row written into the database, its note no signature of the server's, is
 /// never extended: its root and frontier could be of any history. Verification names it, and
 /// a frontier altered alone too.
