@@ -472,6 +472,13 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
         into_file.stderr.contains("is not a directory"),
         "{into_file:?}"
     );
+    // Nor is a bundle written beside files of others, which would be taken for part of it.
+    let crowded = dir.path().join("crowded");
+    std::fs::create_dir(&crowded).unwrap();
+    std::fs::write(crowded.join("notes.txt"), "hi").unwrap();
+    let beside = admin.run(&["audit", "export", crowded.to_str().unwrap()], None);
+    assert_eq!(beside.code, 2, "{beside:?}");
+    assert!(beside.stderr.contains("is not empty"), "{beside:?}");
     // A kept checkpoint of the bundle's size must have its root; one of another size is no
     // check of it, and said so.
     let with_kept = |kept: &Path| {

@@ -170,6 +170,8 @@ impl App {
         if let Some(obj) = public_facts.as_object_mut() {
             // The certificate itself is public but long; the audit log keeps its identifiers.
             obj.remove("certificate");
+            // The actor is who granted it (an approver, say): the event names who holds it.
+            obj.insert("holder".into(), r.requester.as_str().into());
         }
         r.activate(Some(issued.public), now)?;
         r.warn_before(self.config.expiry_warning);
@@ -184,7 +186,11 @@ impl App {
         events.push(
             Event::new(Code::GrantActivated, actor.clone(), now)
                 .for_request(&r)
-                .details(serde_json::json!({ "expires_at": warden_domain::rfc3339(valid_before), "kind": target.kind })),
+                .details(serde_json::json!({
+                    "expires_at": warden_domain::rfc3339(valid_before),
+                    "kind": target.kind,
+                    "holder": r.requester.as_str(),
+                })),
         );
         let mut postmortem = None;
         let mut notices = Vec::new();

@@ -107,7 +107,7 @@ pub enum AuditCommand {
     },
     /// Write a self-contained, offline-verifiable bundle of events to DIR.
     Export {
-        /// Where to write the bundle (created if missing; files already there are replaced).
+        /// Where to write the bundle (a new or empty directory: created if missing; one holding anything is refused).
         dir: PathBuf,
         /// RFC 3339.
         #[arg(long)]

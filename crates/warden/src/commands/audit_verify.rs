@@ -802,6 +802,22 @@ pub fn bundle_dir_free(dir: &Path) -> anyhow::Result<()> {
         )
         .into());
     }
+    // Files of others beside a bundle would be taken for part of it by whoever receives it.
+    let other = std::fs::read_dir(dir)
+        .ok()
+        .and_then(|mut entries| entries.next())
+        .and_then(Result::ok);
+    if let Some(other) = other {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is not empty (it holds {:?}): give a new or empty directory for the bundle's files",
+                dir.display(),
+                other.file_name()
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 
