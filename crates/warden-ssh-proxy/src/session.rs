@@ -565,6 +565,7 @@ impl Open {
             started,
         } = self;
         let (up_rx, up_tx) = channel.split();
+        let up_tx = Arc::new(up_tx);
         let recording_failed = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             recorder: recording.map(|r| Recorder::spawn(r, recording_failed.clone())),
@@ -591,7 +592,7 @@ impl Open {
             .then(LineTracker::default);
         let mut input = tokio::spawn(input_loop(
             down_rx,
-            up_tx,
+            up_tx.clone(),
             shared.clone(),
             handle.clone(),
             id,
@@ -651,6 +652,7 @@ impl Open {
                 let _ = handle.exit_status_request(id, 255).await;
                 let _ = handle.eof(id).await;
                 let _ = handle.close(id).await;
+                stop_upstream(&up_tx).await;
                 None
             }
         };
@@ -798,9 +800,22 @@ async fn output_loop(
 
 /// User → target: keystrokes (checked against deny rules), resizes, signals, SFTP requests.
 #[allow(clippy::too_many_arguments)]
+/// How long a command ended by Warden has between `TERM` and `KILL`.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Stops what the session runs at the target before the connection goes: closing it hangs up
+/// a terminal, and its shell with it, but a command without one (`ssh HOST CMD`, any session
+/// of a role without `permit-pty`) would run on, past the grant, unrecorded.
+async fn stop_upstream(up_tx: &russh::ChannelWriteHalf<russh::client::Msg>) {
+    if up_tx.signal(russh::Sig::TERM).await.is_ok() {
+        tokio::time::sleep(STOP_GRACE).await;
+        let _ = up_tx.signal(russh::Sig::KILL).await;
+    }
+}
+
 async fn input_loop(
     mut down_rx: russh::ChannelReadHalf,
-    up_tx: russh::ChannelWriteHalf<russh::client::Msg>,
+    up_tx: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
     shared: Arc<Shared>,
     handle: server::Handle,
     id: ChannelId,

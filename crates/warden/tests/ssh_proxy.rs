@@ -677,7 +677,11 @@ fn an_early_revoke_ends_the_session() {
     let grant = s.grant("30m");
     let port = s.port;
     let key = s.key.clone();
-    let long = std::thread::spawn(move || ssh_run(port, "alice:web", &key, "sleep 60"));
+    // A command without a terminal, which a closed connection alone would leave running.
+    let after = std::env::temp_dir().join(format!("warden-after-revoke-{}", std::process::id()));
+    let _ = std::fs::remove_file(&after);
+    let command = format!("sleep 3; echo ran > {}", after.display());
+    let long = std::thread::spawn(move || ssh_run(port, "alice:web", &key, &command));
     s.wait_event("session.started", Duration::from_secs(10));
     let revoked_at = Instant::now();
     ok(&s.alice, &["request", "revoke", &id(&grant)]);
@@ -691,6 +695,9 @@ fn an_early_revoke_ends_the_session() {
         text(&out.stderr).contains("your grant was revoked"),
         "{out:?}"
     );
+    // What it ran at the target was stopped with it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!after.exists(), "the command ran on after the revoke");
     // Metadata tier: audited, nothing recorded.
     let ended = s.wait_event("session.ended", Duration::from_secs(5));
     assert!(ended["details"]["recording"].is_null(), "{ended}");
