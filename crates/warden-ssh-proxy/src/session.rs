@@ -798,8 +798,6 @@ async fn output_loop(
     exit
 }
 
-/// User → target: keystrokes (checked against deny rules), resizes, signals, SFTP requests.
-#[allow(clippy::too_many_arguments)]
 /// How long a command ended by Warden has between `TERM` and `KILL`.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
@@ -813,6 +811,8 @@ async fn stop_upstream(up_tx: &russh::ChannelWriteHalf<russh::client::Msg>) {
     }
 }
 
+/// User → target: keystrokes (checked against deny rules), resizes, signals, SFTP requests.
+#[allow(clippy::too_many_arguments)]
 async fn input_loop(
     mut down_rx: russh::ChannelReadHalf,
     up_tx: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
