@@ -218,6 +218,7 @@ fn master_key(data: &Path) -> anyhow::Result<Sealer> {
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let mut config = match &opts.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -535,7 +536,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         listener,
         router,
         config.http_read_timeout.as_duration(),
-        shutdown_signal(),
+        shutdown,
     )
     .await;
     let _ = stop_tx.send(true);
@@ -639,21 +640,21 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Listens for SIGTERM and SIGINT from now on, and completes at the first. Registered at the
+/// very start, before anything is made or served: a signal that came before the accept loop
+/// first looked for one would otherwise take the default action and kill the server mid-way
+/// (a first start cut short, or a clean stop lost).
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
 
 async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
