@@ -449,8 +449,21 @@ impl App {
             return Err(Error::Forbidden("only administrators pin host keys".into()));
         }
         let policy = self.policy.load();
-        if policy.targets().get(target).is_none_or(|t| t.kind != "ssh") {
+        let Some(t) = policy.targets().get(target).filter(|t| t.kind == "ssh") else {
             return Err(Error::unknown_target(format!("no ssh target {target}")));
+        };
+        // The policy's key is the one the proxy checks: a pin stored beside it would never be.
+        if ssh_cert::connection(&t.connection)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.host_key.is_some())
+        {
+            return Err(Error::Conflict {
+                code: "host_key_in_policy",
+                message: format!(
+                    "the policy pins {target}'s host key (connection.host_key), and that is the key the proxy checks: change it there, or take it out of the policy to pin one here"
+                ),
+            });
         }
         let key = PublicKey::from_openssh(key.trim()).map_err(|_| Error::Input {
             code: "bad_public_key",

@@ -17,8 +17,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct Pinned {
     key: PublicKey,
-    /// The key the server presented, for the error message.
-    seen: Option<String>,
+    /// The fingerprint of the key the server presented, for the error message.
+    seen: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl client::Handler for Pinned {
@@ -32,7 +32,9 @@ impl client::Handler for Pinned {
             PublicKeyOrCertificate::PublicKey { key, .. } => key,
             PublicKeyOrCertificate::Certificate(_) => return Ok(false),
         };
-        self.seen = Some(key.fingerprint(HashAlg::Sha256).to_string());
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(key.fingerprint(HashAlg::Sha256).to_string());
+        }
         Ok(key.key_data() == self.key.key_data())
     }
 }
@@ -59,18 +61,23 @@ pub(crate) async fn connect(
         .map_err(|e| Error::Upstream(format!("generating a session key: {e}")))?;
     let cert = backend.sign(grant, key.public_key()).await?;
     let up = &grant.upstream;
+    let seen = Arc::new(std::sync::Mutex::new(None));
     let pinned = Pinned {
         key: up.host_key.clone(),
-        seen: None,
+        seen: seen.clone(),
     };
     let addr = (up.host.as_str(), up.port);
     let work = async {
         let mut handle = client::connect(config, addr, pinned).await.map_err(|e| {
             match e {
                 russh::Error::UnknownKey => Error::Upstream(format!(
-                    "{}:{} presented a host key other than the one pinned for {} ({}); nothing was sent",
+                    "{}:{} presented a host key ({}) other than the one pinned for {} ({}); nothing was sent",
                     up.host,
                     up.port,
+                    seen.lock()
+                        .ok()
+                        .and_then(|s| s.clone())
+                        .unwrap_or_else(|| "a certificate".to_owned()),
                     grant.target,
                     up.host_key.fingerprint(HashAlg::Sha256)
                 )),

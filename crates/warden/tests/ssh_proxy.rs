@@ -989,10 +989,24 @@ fn host_keys_are_pinned_only_after_confirmation() {
     );
     let out = s.ssh("echo hi");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("other than the one pinned"),
-        "{out:?}"
+        said.contains("other than the one pinned") && said.contains(&fingerprint),
+        "the refusal names the key presented: {out:?}"
     );
+    // A key pinned here would never be checked while the policy names one.
+    let out = fails(
+        &s.admin,
+        &[
+            "target",
+            "pin-host-key",
+            "web",
+            "--fingerprint",
+            &fingerprint,
+        ],
+        6,
+    );
+    assert!(out.stderr.contains("connection.host_key"), "{out:?}");
     // Refused after its recording was created, that session left no recording behind: the
     // one recording is the session that ran.
     let recordings = std::fs::read_dir(s.env.server.data_dir().join("recordings"))
