@@ -122,7 +122,8 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
              [[notify]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"{}\"\nformat = \"slack\"\naudiences = [\"approvers\"]\n\n\
              [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
              from = \"Warden <warden@example.com>\"\nuser_domain = \"example.com\"\n\
-             to = {{ approvers = [\"oncall@example.com\"] }}\n",
+             to = {{ approvers = [\"oncall@example.com\"] }}\n\n\
+             [users.carol]\ngroups = [\"sre\"]\n",
             hook.url(),
             chat.url(),
             smtp.port()
@@ -144,7 +145,7 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     );
     let n = &notices(&hook, "approval_needed", &rid)[0];
     assert_eq!(n["audience"], "approvers");
-    assert_eq!(n["recipients"], serde_json::json!(["bob"]));
+    assert_eq!(n["recipients"], serde_json::json!(["bob", "carol"]));
     assert_eq!(n["request"]["requester"], "alice");
     assert_eq!(n["request"]["reason"], "integration test");
     assert_eq!(
@@ -193,6 +194,19 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
         "{m}"
     );
     assert!(m.contains("needs your own login"), "{m}");
+    // Both carry when the notice was made, the mail as its date too: after an outage, mail
+    // sorts by what happened, not by when a retry got it through.
+    let made = n["time"].as_str().unwrap();
+    assert!(text.contains(&format!("made at: {made}")), "{text}");
+    assert!(m.contains(&format!("made at: {made}")), "{m}");
+    let made =
+        time::OffsetDateTime::parse(made, &time::format_description::well_known::Rfc3339).unwrap();
+    let date = time::OffsetDateTime::parse(
+        header(&m, "Date"),
+        &time::format_description::well_known::Rfc2822,
+    )
+    .unwrap();
+    assert_eq!(date.unix_timestamp(), made.unix_timestamp(), "{m}");
 
     // The decision goes back to the requester.
     ok(&bob, &["request", "approve", &rid, "--comment", "go"]);
@@ -253,6 +267,17 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     let warned = audit_records(&admin, "notification.expiry_warned");
     assert_eq!(warned.len(), 1);
     assert_eq!(warned[0]["event"]["request_id"], vid);
+
+    // An approver offboarded hears of no more requests.
+    ok(&admin, &["revoke", "--user", "carol", "--all"]);
+    let after = id(&common::create(&alice, "web", "deploy", &[]));
+    wait_for("the next approvers' notification", || {
+        !notices(&hook, "approval_needed", &after).is_empty()
+    });
+    assert_eq!(
+        notices(&hook, "approval_needed", &after)[0]["recipients"],
+        serde_json::json!(["bob"])
+    );
 }
 
 /// A reload that changes who approves a pending request tells those who may approve it now

@@ -69,7 +69,11 @@ fn text(n: &Notice, links: &Links) -> String {
     if n.kind == Kind::ApprovalNeeded {
         out.push_str("Approving needs your own login (and MFA where the role demands it).\n");
     }
-    out.push_str(&format!("\nnotification id: {}\n", n.id));
+    out.push_str(&format!(
+        "\nnotification id: {}\nmade at: {}\n",
+        n.id,
+        warden_domain::rfc3339(n.time)
+    ));
     out
 }
 
@@ -85,7 +89,8 @@ impl App {
     /// A notice about `r` for `audience`, queued for every sink that wants it (none when no
     /// sink does). Recipients are computed here: the reviewers the request's tier names (its
     /// groups' members, the requester's manager; a two-person tier's "anyone else" would be
-    /// everyone), the requester, or the members of the security group.
+    /// everyone), the requester, or the members of the security group; never a user
+    /// offboarded.
     pub fn notices(
         &self,
         r: &Request,
@@ -93,19 +98,20 @@ impl App {
         audience: Audience,
         detail: Option<String>,
     ) -> Vec<Outgoing> {
+        // Those offboarded are told nothing more: a leaver hears of no request's reason or
+        // ticket, and of no emergency.
+        let reviewers = self.reviewers();
         let recipients: Vec<UserName> = match audience {
             Audience::Requester => vec![r.requester.clone()],
             Audience::Approvers => match self.user(&r.requester) {
-                Some(requester) => self
-                    .directory
+                Some(requester) => reviewers
                     .users()
                     .filter(|u| r.requirement.names_reviewer(requester, u))
                     .map(|u| u.name.clone())
                     .collect(),
                 None => Vec::new(),
             },
-            Audience::Security => self
-                .directory
+            Audience::Security => reviewers
                 .users()
                 .filter(|u| u.in_group(&self.config.security_group))
                 .map(|u| u.name.clone())

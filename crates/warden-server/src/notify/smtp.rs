@@ -133,6 +133,9 @@ impl SmtpSink {
             .from(self.from.clone())
             .subject(n.subject())
             .message_id(Some(format!("<{}@warden>", n.id)))
+            // When the notice was made, not when a retry got it through: mail after an outage
+            // sorts by what happened.
+            .date(std::time::SystemTime::from(n.time))
             .header(ContentType::TEXT_PLAIN);
         for m in to {
             builder = builder.to(m);
