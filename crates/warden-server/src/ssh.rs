@@ -292,13 +292,10 @@ impl App {
             _ => live.iter().max_by_key(|r| r.expires_at),
         };
         let Some(r) = best else {
-            let roles: Vec<_> = t.roles.keys().map(ToString::to_string).collect();
             return denied(
                 "no_active_grant",
                 format!(
-                    "{user} has no active grant for {name}. Request one: warden request create {name} --role {} --reason \"…\" --ttl 1h   (roles: {})",
-                    roles.first().map_or("ROLE", String::as_str),
-                    roles.join(", ")
+                    "{user} has no active grant for {name}. Request one: warden request create {name} --role ROLE --reason \"…\" --ttl TTL   (`warden targets` lists the roles you may request and their longest TTL)"
                 ),
             );
         };

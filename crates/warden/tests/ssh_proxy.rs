@@ -211,7 +211,8 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     let err = text(&out.stderr);
     assert!(err.contains("no active grant for web"), "{err}");
     assert!(
-        err.contains("warden request create web --role view --reason \"…\" --ttl 1h"),
+        err.contains("warden request create web --role ROLE --reason \"…\" --ttl TTL")
+            && err.contains("`warden targets` lists the roles you may request"),
         "{err}"
     );
     let refused = s.wait_event("session.refused", Duration::from_secs(5));
@@ -220,7 +221,10 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     assert_eq!(refused["target"], "web", "{refused}");
     // `warden ssh` says so itself, with the documented exit codes, before ssh runs.
     let out = fails(&s.alice, &["ssh", "web", "--", "true"], 3);
-    assert!(out.stderr.contains("no active grant for web"), "{out:?}");
+    assert!(
+        out.stderr.contains("no active grant for web") && out.stderr.contains("--ttl TTL"),
+        "{out:?}"
+    );
     fails(&s.alice, &["ssh", "nosuch"], 4);
     fails(&s.alice, &["ssh", "web", "-i", "/nonexistent/key"], 2);
 

@@ -53,7 +53,7 @@ pub(crate) async fn active_grants(
         .flatten()
         .any(|t| t["target"] == target);
     Err(if known {
-        Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl 1h`"))
+        Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl TTL` (`warden targets` lists the roles you may request and their longest TTL)"))
     } else {
         Failure::new(exit::NOT_FOUND, format!("no target {target} that you may request (see `warden targets`)"))
     }
