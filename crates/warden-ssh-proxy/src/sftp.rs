@@ -1,8 +1,10 @@
 //! File-transfer metadata from the SFTP subsystem: which files, which direction, how many
 //! bytes. Modern `scp` speaks SFTP too, so this covers both.
 //!
-//! A small bounded parser of the few packets that matter (OPEN, READ, WRITE, CLOSE, REMOVE,
-//! RENAME and the HANDLE/DATA replies); every other packet passes untouched. A packet longer
+//! A small bounded parser of the packets that transfer or change files (OPEN, READ, WRITE,
+//! CLOSE, REMOVE, RENAME, MKDIR, RMDIR, SETSTAT, FSETSTAT, SYMLINK, OpenSSH's `posix-rename`,
+//! `hardlink` and `lsetstat` extensions, and the HANDLE/DATA replies); every other packet (reads
+//! of directories and attributes) passes untouched. A packet longer
 //! than [`MAX_PACKET`] is refused as an error, which ends the session: unparsed transfers are
 //! never let through unrecorded.
 
@@ -15,8 +17,18 @@ const OPEN: u8 = 3;
 const CLOSE: u8 = 4;
 const READ: u8 = 5;
 const WRITE: u8 = 6;
+const SETSTAT: u8 = 9;
+const FSETSTAT: u8 = 10;
 const REMOVE: u8 = 13;
+const MKDIR: u8 = 14;
+const RMDIR: u8 = 15;
 const RENAME: u8 = 18;
+const SYMLINK: u8 = 20;
+const EXTENDED: u8 = 200;
+/// The attributes' flag saying their permissions follow (after size and owner, when given).
+const ATTR_SIZE: u32 = 0x1;
+const ATTR_UIDGID: u32 = 0x2;
+const ATTR_PERMISSIONS: u32 = 0x4;
 const HANDLE: u8 = 102;
 const DATA: u8 = 103;
 const FLAG_WRITE: u32 = 0x2;
@@ -45,6 +57,44 @@ pub enum FileOp {
         from: String,
         to: String,
     },
+    Mkdir {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    /// Attributes changed: the new mode, in octal, when they set one (a setuid bit shows).
+    Setstat {
+        path: String,
+        mode: Option<String>,
+    },
+    /// A symbolic link made at `link`, pointing to `target` (in the order OpenSSH's server
+    /// takes them).
+    Symlink {
+        target: String,
+        link: String,
+    },
+    /// A hard link `to` made to `from`.
+    Link {
+        from: String,
+        to: String,
+    },
+}
+
+/// The mode an SFTP attributes block sets, if it sets one.
+fn mode(r: &mut Reader<'_>) -> Result<Option<String>, ParseError> {
+    let flags = r.u32()?;
+    if flags & ATTR_SIZE != 0 {
+        let _size = (r.u32()?, r.u32()?);
+    }
+    if flags & ATTR_UIDGID != 0 {
+        let _owner = (r.u32()?, r.u32()?);
+    }
+    Ok(if flags & ATTR_PERMISSIONS != 0 {
+        Some(format!("{:o}", r.u32()? & 0o7777))
+    } else {
+        None
+    })
 }
 
 /// A packet was too long or malformed.
@@ -165,6 +215,57 @@ impl Tracker {
                     let from = r.string()?;
                     let to = r.string()?;
                     done.push(FileOp::Rename { from, to });
+                }
+                MKDIR => {
+                    let _id = r.u32()?;
+                    done.push(FileOp::Mkdir { path: r.string()? });
+                }
+                RMDIR => {
+                    let _id = r.u32()?;
+                    done.push(FileOp::Rmdir { path: r.string()? });
+                }
+                SETSTAT => {
+                    let _id = r.u32()?;
+                    let path = r.string()?;
+                    let mode = mode(&mut r)?;
+                    done.push(FileOp::Setstat { path, mode });
+                }
+                FSETSTAT => {
+                    let _id = r.u32()?;
+                    let handle = r.bytes()?;
+                    let path = self
+                        .open
+                        .get(handle)
+                        .map_or_else(|| "(an open directory)".to_owned(), |f| f.path.clone());
+                    let mode = mode(&mut r)?;
+                    done.push(FileOp::Setstat { path, mode });
+                }
+                SYMLINK => {
+                    let _id = r.u32()?;
+                    let target = r.string()?;
+                    let link = r.string()?;
+                    done.push(FileOp::Symlink { target, link });
+                }
+                EXTENDED => {
+                    let _id = r.u32()?;
+                    match r.bytes()? {
+                        b"posix-rename@openssh.com" => {
+                            let from = r.string()?;
+                            let to = r.string()?;
+                            done.push(FileOp::Rename { from, to });
+                        }
+                        b"hardlink@openssh.com" => {
+                            let from = r.string()?;
+                            let to = r.string()?;
+                            done.push(FileOp::Link { from, to });
+                        }
+                        b"lsetstat@openssh.com" => {
+                            let path = r.string()?;
+                            let mode = mode(&mut r)?;
+                            done.push(FileOp::Setstat { path, mode });
+                        }
+                        _ => {}
+                    }
                 }
                 _ => {}
             }
@@ -292,6 +393,79 @@ mod tests {
                 direction: Direction::Download,
                 bytes: 20
             }]
+        );
+    }
+
+    #[test]
+    fn follows_what_changes_files_without_transferring_them() {
+        let mut t = Tracker::default();
+        let mut ops = Vec::new();
+        for p in [
+            packet(MKDIR, &[&u(1), &s(b"/tmp/d"), &u(0)]),
+            packet(
+                EXTENDED,
+                &[
+                    &u(2),
+                    &s(b"posix-rename@openssh.com"),
+                    &s(b"/tmp/a"),
+                    &s(b"/tmp/d/b"),
+                ],
+            ),
+            // Permissions after size and owner: 04777, a setuid file.
+            packet(
+                SETSTAT,
+                &[
+                    &u(3),
+                    &s(b"/tmp/d/b"),
+                    &u(ATTR_SIZE | ATTR_UIDGID | ATTR_PERMISSIONS),
+                    &u(0),
+                    &u(5),
+                    &u(0),
+                    &u(0),
+                    &u(0o104_777),
+                ],
+            ),
+            packet(SYMLINK, &[&u(4), &s(b"/etc/passwd"), &s(b"/tmp/d/l")]),
+            packet(
+                EXTENDED,
+                &[
+                    &u(5),
+                    &s(b"hardlink@openssh.com"),
+                    &s(b"/tmp/d/b"),
+                    &s(b"/tmp/d/h"),
+                ],
+            ),
+            packet(RMDIR, &[&u(6), &s(b"/tmp/e")]),
+            packet(EXTENDED, &[&u(7), &s(b"statvfs@openssh.com"), &s(b"/")]),
+        ] {
+            ops.extend(t.client(&p).unwrap());
+        }
+        assert_eq!(
+            ops,
+            vec![
+                FileOp::Mkdir {
+                    path: "/tmp/d".into()
+                },
+                FileOp::Rename {
+                    from: "/tmp/a".into(),
+                    to: "/tmp/d/b".into()
+                },
+                FileOp::Setstat {
+                    path: "/tmp/d/b".into(),
+                    mode: Some("4777".into())
+                },
+                FileOp::Symlink {
+                    target: "/etc/passwd".into(),
+                    link: "/tmp/d/l".into()
+                },
+                FileOp::Link {
+                    from: "/tmp/d/b".into(),
+                    to: "/tmp/d/h".into()
+                },
+                FileOp::Rmdir {
+                    path: "/tmp/e".into()
+                },
+            ]
         );
     }
 

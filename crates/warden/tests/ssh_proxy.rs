@@ -868,9 +868,14 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     assert!(out.status.success(), "{out:?}");
     let back = dir.path().join("back.bin");
     let batch = dir.path().join("batch");
+    // What changes files without moving their bytes is on record too: OpenSSH's client
+    // renames with its `posix-rename` extension.
     std::fs::write(
         &batch,
-        format!("get {remote} {}\nrm {remote}\n", back.display()),
+        format!(
+            "get {remote} {}\nmkdir {remote}.d\nrename {remote} {remote}.d/moved\nchmod 4755 {remote}.d/moved\nrm {remote}.d/moved\nrmdir {remote}.d\n",
+            back.display()
+        ),
     )
     .unwrap();
     let mut sftp = std::process::Command::new("timeout");
@@ -892,7 +897,7 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
             .into_iter()
             .map(|e| e["details"].clone())
             .collect();
-        if ops.len() >= 3 || Instant::now() > deadline {
+        if ops.len() >= 7 || Instant::now() > deadline {
             break ops;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -904,7 +909,12 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     expect(
         serde_json::json!({"op": "transfer", "path": remote, "direction": "download", "bytes": 100_000}),
     );
-    expect(serde_json::json!({"op": "remove", "path": remote}));
+    let moved = format!("{remote}.d/moved");
+    expect(serde_json::json!({"op": "mkdir", "path": format!("{remote}.d")}));
+    expect(serde_json::json!({"op": "rename", "from": remote, "to": moved}));
+    expect(serde_json::json!({"op": "setstat", "path": moved, "mode": "4755"}));
+    expect(serde_json::json!({"op": "remove", "path": moved}));
+    expect(serde_json::json!({"op": "rmdir", "path": format!("{remote}.d")}));
 
     // A role without file transfer: scp is refused before it reaches the target.
     s.repin(s.sshd.host_public_key(), "file_transfer = false");
