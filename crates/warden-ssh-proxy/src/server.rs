@@ -9,6 +9,7 @@ use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
 use russh::server::{self, Auth, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, MethodKind, MethodSet};
 use tokio::net::TcpListener;
+use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{RequestId, UserName};
 
 use crate::session::{self, Identity};
@@ -170,6 +171,7 @@ impl Listener {
                 identity: None,
                 signed_in: signed_in.clone(),
                 waiting: Some(waiting),
+                refused: 0,
             };
             let server = self.server.clone();
             tokio::spawn(async move {
@@ -295,7 +297,23 @@ struct Connection {
     signed_in: Arc<std::sync::atomic::AtomicBool>,
     /// Counts the connection as not signed in, until it is (or it closes).
     waiting: Option<Waiting>,
+    /// Forwarding requests refused on this connection so far (see [`Connection::refuse`]).
+    refused: u32,
 }
+
+/// `text` as the client sent it when it is short and shows as itself, else quoted with its
+/// hidden characters escaped.
+fn plain(text: &str) -> String {
+    if text.len() <= 256 && text.chars().all(warden_domain::text::visible) {
+        text.to_owned()
+    } else {
+        warden_domain::text::shown(text, 256)
+    }
+}
+
+/// The forwarding refusals of one connection that are audited, each; a client asking on and
+/// on is not let fill the log (the first ones show what it was after).
+const REFUSALS_AUDITED: u32 = 16;
 
 impl Connection {
     /// Accepts the login when the key or certificate belongs to the user the SSH user name
@@ -326,8 +344,87 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Audits a refused forwarding request, `what` (as `session.refused`): the proxy relays
+    /// sessions and nothing else, so a port, socket or agent forwarded would reach past
+    /// what the grant allows and its recording.
+    async fn refuse(&mut self, kind: &str, what: String) {
+        let Some(who) = self.identity.clone() else {
+            return;
+        };
+        self.refused += 1;
+        if self.refused > REFUSALS_AUDITED {
+            return;
+        }
+        let mut e = Event::new(
+            Code::SessionRefused,
+            Actor::user(who.user.clone(), Some(who.peer.ip().to_string())),
+            warden_domain::to_millisecond(time::OffsetDateTime::now_utc()),
+        )
+        .denied(
+            "forwarding_refused",
+            format!("{kind} ({what}) is not relayed: Warden's SSH proxy relays sessions only"),
+        )
+        .details(serde_json::json!({ "kind": kind, "to": what }));
+        e.request_id = who.grant;
+        e.target = who.target.parse().ok();
+        if let Err(e) = self.ctx.backend.audit(vec![e]).await {
+            tracing::error!(error = %e, "could not audit a refused ssh forwarding");
+        }
+    }
+}
+
 impl server::Handler for Connection {
     type Error = Error;
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Dropping the reply refuses the channel.
+        let to = format!("{}:{port}", plain(host));
+        self.refuse("port forwarding", to).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        _reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let to = plain(socket_path);
+        self.refuse("socket forwarding", to).await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let at = format!("{}:{port}", plain(address));
+        self.refuse("remote port forwarding", at).await;
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: russh::ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse("agent forwarding", "the client's agent".to_owned())
+            .await;
+        Ok(false)
+    }
 
     async fn auth_publickey(
         &mut self,

@@ -934,6 +934,53 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     );
 }
 
+/// The proxy relays sessions only: a port forwarded either way, or the client's agent, is
+/// refused, and each refusal is on record with what was asked for.
+#[test]
+fn forwarding_is_refused_and_audited() {
+    let s = Setup::start("metadata", "", true);
+    s.grant("30m");
+    let forward = |args: &[String]| {
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.arg("30")
+            .arg("ssh")
+            .args(ssh_base_args(s.port, &s.key))
+            .args(["-o", "ExitOnForwardFailure=yes"])
+            .args(args)
+            .arg("alice:web@127.0.0.1");
+        cmd.output().unwrap()
+    };
+    let to = format!("127.0.0.1:{}", s.sshd.port());
+    let out = forward(&["-W".to_owned(), to.clone()]);
+    assert!(!out.status.success(), "{out:?}");
+    let out = forward(&["-R".to_owned(), format!("0:{to}"), "-N".to_owned()]);
+    assert!(!out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let refused: Vec<Value> = s
+            .events("session.refused")
+            .into_iter()
+            .filter(|e| e["outcome"]["code"] == "forwarding_refused")
+            .collect();
+        if refused.len() >= 2 || Instant::now() > deadline {
+            break refused;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let kinds: Vec<&str> = refused
+        .iter()
+        .map(|e| e["details"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["port forwarding", "remote port forwarding"],
+        "{refused:?}"
+    );
+    assert_eq!(refused[0]["details"]["to"], to.as_str());
+    assert_eq!(refused[0]["actor"]["user"], "alice");
+    assert_eq!(refused[0]["target"], "web");
+}
+
 #[test]
 fn host_keys_are_pinned_only_after_confirmation() {
     let s = Setup::start("full", "", false);
