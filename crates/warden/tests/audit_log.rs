@@ -265,7 +265,7 @@ fn tampering_is_detected_and_named() {
     assert_eq!(code, 1);
     assert!(
         problems(&v).iter().any(|p| p.contains(&format!(
-            "checkpoint covers {} events but only {} remain",
+            "checkpoint covers {} events but the log holds {}: events were deleted",
             h.size,
             h.size - 3
         ))),

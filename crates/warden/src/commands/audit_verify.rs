@@ -65,6 +65,10 @@ fn claimed_seq(data: &str) -> Option<u64> {
 /// Prints what was checked and any problem; `what` names it in the closing line ("the
 /// proof", "the bundle").
 fn report(out: Output, what: &str, summary: Value, problems: &[String]) -> anyhow::Result<()> {
+    // Several checkpoints (stored, kept, the server's file) may find the same fault: it is
+    // said once.
+    let mut seen = std::collections::HashSet::new();
+    let problems: Vec<&String> = problems.iter().filter(|p| seen.insert(*p)).collect();
     if out.json {
         let mut v = summary;
         v["problems"] = json!(problems);
@@ -77,7 +81,7 @@ fn report(out: Output, what: &str, summary: Value, problems: &[String]) -> anyho
                 v => println!("{k}: {v}"),
             }
         }
-        for p in problems {
+        for p in &problems {
             println!("PROBLEM: {p}");
         }
         if problems.is_empty() {
@@ -115,7 +119,7 @@ fn describe(p: &Problem) -> String {
             log_size,
         } => {
             format!(
-                "the log was truncated: a checkpoint covers {checkpoint_size} events but only {log_size} remain"
+                "a checkpoint covers {checkpoint_size} events but the log holds {log_size}: events were deleted (from its end, or where the lines above say)"
             )
         }
     }
