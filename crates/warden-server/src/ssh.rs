@@ -311,7 +311,9 @@ impl App {
             settings.record_input,
         )
         .map_err(|e| BackendError(format!("role {}: {e}", r.role)))?;
+        let terminal = settings.extensions.iter().any(|e| e == "permit-pty");
         Ok(Ok(Grant {
+            terminal,
             id: r.id,
             user: user.clone(),
             target: name,

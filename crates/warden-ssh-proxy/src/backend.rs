@@ -46,6 +46,8 @@ pub struct Grant {
     pub upstream: Upstream,
     pub rules: Rules,
     pub recording: Recording,
+    /// Whether the role gives a terminal (`permit-pty`): the target refuses one otherwise.
+    pub terminal: bool,
 }
 
 /// The server side of the proxy: identity, authorization, signing and the audit log.

@@ -332,6 +332,17 @@ impl Start<'_> {
             );
             return Err(self.refuse(refused("login_not_granted", &msg), msg).await);
         }
+        // The client was told it has a terminal before its grant was known: one the role does
+        // not give is refused here, as the target would, rather than left half-working.
+        if self.pty.is_some() && !grant.terminal {
+            let msg = format!(
+                "role {} gives no terminal (its extensions lack permit-pty): run a command without one, `ssh -T ... COMMAND`",
+                grant.role
+            );
+            return Err(self
+                .refuse(refused("terminal_not_granted", &msg), msg)
+                .await);
+        }
         // Command and file-transfer rules, before anything reaches the target.
         if let Some((code, msg, rule)) = self.breaks_a_control(&grant) {
             let e = self

@@ -935,9 +935,10 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
 }
 
 /// The proxy relays sessions only: a port forwarded either way, or the client's agent, is
-/// refused, and each refusal is on record with what was asked for.
+/// refused, and each refusal is on record with what was asked for. A terminal the role does
+/// not give is refused as clearly.
 #[test]
-fn forwarding_is_refused_and_audited() {
+fn forwarding_and_a_terminal_the_role_lacks_are_refused_and_audited() {
     let s = Setup::start("metadata", "", true);
     s.grant("30m");
     let forward = |args: &[String]| {
@@ -979,6 +980,22 @@ fn forwarding_is_refused_and_audited() {
     assert_eq!(refused[0]["details"]["to"], to.as_str());
     assert_eq!(refused[0]["actor"]["user"], "alice");
     assert_eq!(refused[0]["target"], "web");
+
+    // A role without a terminal: a session asking for one is refused, saying why; commands
+    // without one run.
+    s.repin(s.sshd.host_public_key(), "extensions = []");
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(s.port, &s.key))
+        .arg("-tt")
+        .arg("alice:web@127.0.0.1")
+        .arg("true");
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("gives no terminal"), "{out:?}");
+    let out = s.ssh("echo no-terminal-ok");
+    assert_eq!(text(&out.stdout).trim(), "no-terminal-ok", "{out:?}");
 }
 
 #[test]
