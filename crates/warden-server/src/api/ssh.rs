@@ -345,7 +345,9 @@ pub async fn recording(
             let e = ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_recording",
-                format!("no recording of session {id} (metadata-only sessions have none)"),
+                format!(
+                    "no recording of session {id}: no such session was recorded (sessions of metadata-only roles and sftp sessions have none; `warden audit search --code session.started` lists the sessions, with their recording tier)"
+                ),
             );
             return Err(refuse(&app, &who, "session.replay", e).await);
         }

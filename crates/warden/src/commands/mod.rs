@@ -91,7 +91,7 @@ pub fn session_id(arg: &str) -> Result<String, String> {
     uuid::Uuid::parse_str(arg.trim())
         .map(|id| id.to_string())
         .map_err(|_| {
-            format!("{arg:?} is not a session id: give the whole id `warden sessions` shows")
+            format!("{arg:?} is not a session id: give the whole id, as `warden sessions` shows a live one and `warden audit search --code session.started` any")
         })
 }
 
