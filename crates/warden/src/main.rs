@@ -280,12 +280,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn usage_error(e: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     let asked_json = std::env::args_os().any(|a| a == "--json");
-    if !asked_json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         e.exit();
+    }
+    let rendered = hyphen_tip(e);
+    if !asked_json {
+        if rendered == e.render().to_string() {
+            e.exit();
+        }
+        eprint!("{rendered}");
+        return ExitCode::from(exit::USAGE);
     }
     // The error is the first paragraph (a list of missing arguments runs over several lines);
     // usage and hints follow.
-    let rendered = e.render().to_string();
     let message = rendered
         .lines()
         .take_while(|l| !l.trim().is_empty())
@@ -305,6 +312,34 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     let body = serde_json::json!({ "error": { "code": exit::name_of(exit::USAGE), "message": message, "exit_code": exit::USAGE } });
     eprintln!("{body}");
     ExitCode::from(exit::USAGE)
+}
+
+/// `e` rendered, with a true tip for a value that begins with `-` given to an option (a
+/// reason like "-1 node down"): clap's own (`-- VALUE`) is for positional arguments, and an
+/// option's value takes `=` instead. Any other error as clap renders it.
+fn hyphen_tip(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let rendered = e.render().to_string();
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return rendered;
+    };
+    if e.kind() != ErrorKind::UnknownArgument || !arg.starts_with('-') {
+        return rendered;
+    }
+    rendered
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("tip: to pass") {
+                format!(
+                    "  tip: a value that begins with '-' is given to its option with '=', e.g. --reason='{arg} ...' or --ttl={arg}"
+                )
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// Says which subcommands a group called without one has, from its rendered help.

@@ -1260,8 +1260,25 @@ fn bad_input_is_refused_clearly_and_audited() {
         2,
     );
     assert!(out.stderr.contains("longer than zero"), "{out:?}");
-    // Free text may begin with a hyphen (the request is then judged, here for its role); a
-    // negative TTL reaches the TTL's own check.
+    // Free text may begin with a hyphen, given with `=` (the request is then judged, here for
+    // its role), as the refusal of it given otherwise says; a negative TTL so given reaches the
+    // TTL's own check. A forgotten value never takes the next option as its text.
+    let out = fails(
+        &alice,
+        &[
+            "request",
+            "create",
+            "web",
+            "--role",
+            "view",
+            "--reason",
+            "-1 node down",
+            "--ttl",
+            "1h",
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("--reason='-1"), "{out:?}");
     let out = fails(
         &alice,
         &[
@@ -1270,8 +1287,7 @@ fn bad_input_is_refused_clearly_and_audited() {
             "web",
             "--role",
             "nope",
-            "--reason",
-            "-1 node down",
+            "--reason=-1 node down",
             "--ttl",
             "1h",
         ],
@@ -1281,11 +1297,25 @@ fn bad_input_is_refused_clearly_and_audited() {
     let out = fails(
         &alice,
         &[
-            "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "-1h",
+            "request",
+            "create",
+            "web",
+            "--role",
+            "view",
+            "--reason",
+            "x",
+            "--ttl=-1h",
         ],
         2,
     );
     assert!(out.stderr.contains("is not a duration"), "{out:?}");
+    fails(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "view", "--ttl", "1h", "--reason", "--wait",
+        ],
+        2,
+    );
     let base = ["request", "create", "web"];
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (

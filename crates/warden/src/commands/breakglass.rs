@@ -17,13 +17,13 @@ pub struct BreakglassArgs {
     #[arg(long)]
     role: String,
     /// What the emergency is.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long)]
     reason: String,
     /// The incident id, when the break-glass rule demands one.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long)]
     ticket: Option<String>,
     /// How long: at most the rule's maximum.
-    #[arg(long, default_value = "1h", allow_hyphen_values = true)]
+    #[arg(long, default_value = "1h")]
     ttl: String,
     /// A fresh TOTP code: break-glass always requires one.
     #[arg(long, value_parser = super::totp_code)]
@@ -59,10 +59,10 @@ pub enum PostmortemCommand {
         #[arg(value_parser = super::request_id)]
         id: String,
         /// The write-up's address (http or https).
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long)]
         link: String,
         /// What was learned, in a sentence or two.
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long)]
         note: String,
     },
 }

@@ -35,10 +35,10 @@ pub enum PolicyCommand {
         #[arg(long)]
         user: Option<String>,
         /// The TTL the request would ask for.
-        #[arg(long, default_value = "1h", allow_hyphen_values = true)]
+        #[arg(long, default_value = "1h")]
         ttl: String,
         /// The ticket it would carry.
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long)]
         ticket: Option<String>,
         /// Explain break-glass access under the break-glass rules.
         #[arg(long)]

@@ -47,7 +47,7 @@ pub enum RequestCommand {
         #[arg(value_parser = super::request_id)]
         id: String,
         /// A note for the requester, audited.
-        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        #[arg(long, default_value = "")]
         comment: String,
         /// A fresh TOTP code, when the role requires MFA.
         #[arg(long, value_parser = super::totp_code)]
@@ -60,7 +60,7 @@ pub enum RequestCommand {
         id: String,
         /// Why, shown to the requester and audited (optional, as in the API, but a requester
         /// told why can ask better next time).
-        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        #[arg(long, default_value = "")]
         comment: String,
     },
     /// Withdraw your pending request.
@@ -75,7 +75,7 @@ pub enum RequestCommand {
         #[arg(value_parser = super::request_id)]
         id: String,
         /// Why, for the requester and the audit log.
-        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        #[arg(long, default_value = "")]
         comment: String,
     },
     /// Receive your grant's secret (database password), once; kept for `warden db connect`.
@@ -90,10 +90,10 @@ pub enum RequestCommand {
         #[arg(value_parser = super::request_id)]
         id: String,
         /// How much longer, from when the extension is granted (e.g. 30m, 2h).
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long)]
         ttl: String,
         /// Why (default: "extension of ID: " and the original request's reason).
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long)]
         reason: Option<String>,
         /// A fresh TOTP code, when the role requires MFA.
         #[arg(long, value_parser = super::totp_code)]
@@ -111,13 +111,13 @@ pub struct CreateArgs {
     #[arg(long)]
     role: String,
     /// Why you need access.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long)]
     reason: String,
     /// Ticket or incident id.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long)]
     ticket: Option<String>,
     /// How long, once granted: 30m, 1h, 1h30m.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long)]
     ttl: String,
     /// SSH public key to certify (default: a key Warden's client generates in WARDEN_HOME/ssh).
     #[arg(long)]
