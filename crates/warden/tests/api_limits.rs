@@ -1122,6 +1122,30 @@ fn a_query_or_path_an_endpoint_does_not_take_is_refused_once_the_caller_is_known
     let (status, body) = bare(port, "GET", "/v1/ssh/ca?format=pem", &[]);
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_code(&body), "bad_query");
+    // A method the route does not take is refused as such, whatever the query; a token pasted
+    // as a query is not kept.
+    let (status, body) = bare(
+        port,
+        "GET",
+        "/v1/targets/web/credential?password=hunter2",
+        &[("Authorization", &bob)],
+    );
+    assert_eq!(status, 405, "{body}");
+    let pasted = token(&alice);
+    let (status, body) = bare(
+        port,
+        "GET",
+        &format!("/v1/auth/whoami?{pasted}"),
+        &[("Authorization", &bob)],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains(&pasted[..12]), "{body}");
+    assert!(
+        audit_events(&admin, "request.action_refused")
+            .iter()
+            .all(|e| !e.to_string().contains(&pasted[..12])),
+        "a pasted token reached the audit log"
+    );
 
     // A request id that is not UTF-8 is a bad id like any other, said so and audited.
     for (method, path, action) in [

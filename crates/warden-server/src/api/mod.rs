@@ -455,17 +455,21 @@ fn operation_name(method: &Method, route: &str) -> String {
 const QUERY_NAMES_MAX: usize = 8;
 const QUERY_NAME_MAX: usize = 32;
 
-/// The names of the parameters in `query`, each once, decoded and cut to [`QUERY_NAME_MAX`]
-/// characters, at most [`QUERY_NAMES_MAX`] of them; never their values, which may be secrets.
+/// The names of the parameters in `query`, each once, decoded, at most [`QUERY_NAMES_MAX`] of
+/// them; never their values, which may be secrets, nor a name longer than [`QUERY_NAME_MAX`]
+/// characters or shaped like a token, which may be one too: of those, only the length.
 fn query_names(query: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let name = pair.split_once('=').map_or(pair, |(name, _)| name);
         let decoded = percent_decoded(&name.replace('+', " "));
-        let mut name: String = decoded.chars().take(QUERY_NAME_MAX).collect();
-        if decoded.chars().nth(QUERY_NAME_MAX).is_some() {
-            name.push('…');
-        }
+        // A parameter's name is a short word; anything longer, or shaped like a token, may be
+        // a secret pasted into the address (`?TOKEN`), and only its length is kept.
+        let name = if decoded.chars().count() > QUERY_NAME_MAX || decoded.starts_with("wdn_") {
+            format!("(a name of {} characters)", decoded.chars().count())
+        } else {
+            decoded
+        };
         if !names.contains(&name) {
             if names.len() == QUERY_NAMES_MAX {
                 names.push("…".to_owned());
@@ -524,9 +528,19 @@ async fn refuse_unknown_query(
     if !route.starts_with("/v1/") {
         return next.run(req).await;
     }
-    let name = operation_name(req.method(), &route);
-    let operation = OPERATIONS.get(&name).copied();
-    if operation.is_some_and(|o| o.query) {
+    // HEAD is answered as GET.
+    let method = if req.method() == axum::http::Method::HEAD {
+        &axum::http::Method::GET
+    } else {
+        req.method()
+    };
+    let name = operation_name(method, &route);
+    // A method the route does not take is the router's to refuse (405, with `Allow`),
+    // whatever the query.
+    let Some(operation) = OPERATIONS.get(&name).copied() else {
+        return next.run(req).await;
+    };
+    if operation.query {
         return next.run(req).await;
     }
     let names = query_names(req.uri().query().unwrap_or_default());
@@ -543,7 +557,7 @@ async fn refuse_unknown_query(
         "bad_query",
         format!("{name} takes no query parameters{given}; see /v1/openapi.json"),
     );
-    if !operation.is_some_and(|o| o.token) {
+    if !operation.token {
         return err.into_response();
     }
     let (mut parts, _) = req.into_parts();
@@ -1126,7 +1140,11 @@ mod tests {
             ["comment", "totp", "Ab c", "flag"]
         );
         let long = query_names(&format!("{}=1", "n".repeat(100)));
-        assert_eq!(long, [format!("{}…", "n".repeat(QUERY_NAME_MAX))]);
+        assert_eq!(long, ["(a name of 100 characters)"]);
+        // A token pasted as the whole query is a name, and is not kept.
+        let token = "wdn_Sfr6u6nq2p1b0MHoF7K1SInvNFeOabc";
+        assert_eq!(query_names(token), ["(a name of 35 characters)"]);
+        assert_eq!(query_names("wdn_x"), ["(a name of 5 characters)"]);
         let many: Vec<String> = (0..20).map(|i| format!("p{i}=v")).collect();
         let names = query_names(&many.join("&"));
         assert_eq!(names.len(), QUERY_NAMES_MAX + 1);
