@@ -69,28 +69,46 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Pause after a failed pass before trying again.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Runs until `stop` turns true. Each pass ends the requests that are due and, unless the
-/// last one is still at it, starts revoking the leases that are due on a task of its own: a
-/// target that hangs holds up its own revocations (each call bounded in time), never a grant's
-/// end on record, which the passes meanwhile go on making. That task wakes the worker when it
-/// has taken some up, for the next ones.
+/// Credentials revoked at once, at most.
+const REVOKING_AT_ONCE: usize = 32;
+
+/// Runs until `stop` turns true. Each pass ends the requests that are due, then starts
+/// revoking each due lease not already being revoked on a task of its own: a target that
+/// hangs holds up its own revocations (each call bounded in time), never a grant's end on
+/// record nor another target's revocation. A task that ends wakes the worker for what is due
+/// next.
 pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
-    let mut revoking: Option<tokio::task::JoinHandle<()>> = None;
+    let mut revoking = tokio::task::JoinSet::new();
+    let mut in_flight = std::collections::HashSet::new();
     loop {
         app.wake.passing();
+        while let Some(done) = revoking.try_join_next() {
+            if let Ok(grant) = done {
+                in_flight.remove(&grant);
+            }
+        }
         let ended = app.end_due_requests().await;
-        if revoking
-            .as_ref()
-            .is_none_or(tokio::task::JoinHandle::is_finished)
-        {
-            let app = app.clone();
-            revoking = Some(tokio::spawn(async move {
-                match app.revoke_due_leases().await {
-                    Ok(0) => {}
-                    Ok(_) => app.wake.now(),
-                    Err(e) => tracing::error!(error = %e, "worker cannot read due leases"),
+        let room = REVOKING_AT_ONCE.saturating_sub(in_flight.len());
+        // Those in flight are among the due ones, so as many more are read.
+        match app.due_leases(in_flight.len() + room).await {
+            Ok(due) => {
+                let new: Vec<_> = due
+                    .into_iter()
+                    .filter(|l| !in_flight.contains(&l.grant))
+                    .take(room)
+                    .collect();
+                for lease in new {
+                    let grant = lease.grant;
+                    in_flight.insert(grant);
+                    let app = app.clone();
+                    revoking.spawn(async move {
+                        app.revoke_lease(lease).await;
+                        app.wake.now();
+                        grant
+                    });
                 }
-            }));
+            }
+            Err(e) => tracing::error!(error = %e, "worker cannot read due leases"),
         }
         let sleep = match ended {
             Ok(handled) => match app.store.next_due().await {
@@ -123,9 +141,7 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
         }
     }
     // Revocations under way are recorded before the server's last checkpoint.
-    if let Some(revoking) = revoking {
-        let _ = revoking.await;
-    }
+    while revoking.join_next().await.is_some() {}
 }
 
 /// How often accounts at targets are compared with live leases.

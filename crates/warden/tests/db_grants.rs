@@ -559,6 +559,105 @@ fn grants_end_on_time_while_their_database_hangs() {
     });
 }
 
+/// A TCP relay to a database that can be made to hang: it then passes nothing on, either way,
+/// as a database that stopped answering.
+struct Relay {
+    port: u16,
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: u16) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hung = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = hung.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let ways = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ];
+                for (mut from, mut into) in ways {
+                    let held = held.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 8192];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            // Bounded: the test lets it go within a minute.
+                            let until = Instant::now() + Duration::from_secs(60);
+                            while held.load(Ordering::SeqCst) && Instant::now() < until {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if into.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, hung }
+    }
+
+    fn hang(&self, hung: bool) {
+        self.hung.store(hung, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A database that hangs delays only its own revocations: another database's accounts are
+/// dropped on time meanwhile.
+#[test]
+fn a_hung_database_delays_no_other_databases_revocations() {
+    let pg = Postgres::start();
+    let relay = Relay::start(pg.port());
+    let (targets, rules) = policy(pg.port(), 1);
+    let targets = format!(
+        "{targets}\n[targets.relayed]\nkind = \"postgres\"\nenvironment = \"test\"\n\
+         [targets.relayed.connection]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\n\
+         [targets.relayed.roles.read]\n\
+         grants = [\"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}\"]\n",
+        relay.port
+    );
+    let rules = format!(
+        "{rules}\n@id(\"relayed-read\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n\
+         permit (principal, action == Action::\"request\", resource == Role::\"relayed/read\");\n"
+    );
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    set_credential(&admin, "relayed", pg.admin_user(), pg.admin_password());
+    let alice = env.login("alice");
+    let hung = create(&alice, "relayed", "read", &["--ttl", "2s"]);
+    assert_eq!(hung["state"], "active", "{hung}");
+    let other = create(&alice, "pg", "read", &["--ttl", "4s"]);
+    assert_eq!(other["state"], "active", "{other}");
+    let user = other["credential"]["username"].as_str().unwrap().to_owned();
+    relay.hang(true);
+    wait_until(
+        "the hung database's grant to end",
+        Duration::from_secs(6),
+        || state(&alice, &id(&hung)) == "expired",
+    );
+    // Its account's drop now waits on the hung database, up to the call's time limit.
+    wait_until(
+        "the other database's account to go",
+        Duration::from_secs(8),
+        || pg_role_count(&pg, &user) == "0",
+    );
+    relay.hang(false);
+}
+
+/// A crash while the target takes the new admin password leaves both stored; the next use logs
+/// in with the one the target took and keeps it, so Warden never locks itself out.
 #[test]
 fn an_interrupted_rotation_is_settled_at_the_next_use() {
     let pg = Postgres::start();

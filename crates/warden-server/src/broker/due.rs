@@ -5,20 +5,20 @@ use futures_util::StreamExt;
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
-use warden_domain::{Audience, Request, State};
+use warden_domain::{Audience, Lease, Request, State};
 use warden_store::Change;
 
 use super::Error;
 use crate::state::{App, now};
 
-/// Revocations and expiries run at once, at most.
+/// Expiries recorded at once, at most.
 const LEASE_CONCURRENCY: usize = 32;
 
 impl App {
     /// Expires grants, times out requests and sends expiry warnings that are due. Returns how
     /// many were handled. It needs only the store, so a grant past its time reads as ended (its
     /// SSH sessions closed, its secret no longer handed over) whatever its target is doing; its
-    /// lease is then due, for [`App::revoke_due_leases`]. Many run at once, so a burst of
+    /// lease is then due, for [`App::revoke_lease`]. Many run at once, so a burst of
     /// expiries (after downtime, say) is not served one commit at a time: the store's group
     /// commit makes the concurrent writes share their syncs.
     pub async fn end_due_requests(&self) -> Result<usize, Error> {
@@ -40,24 +40,17 @@ impl App {
         Ok(handled)
     }
 
-    /// Revokes the credentials whose leases are due, many at once: each call to a target may
-    /// take up to [`super::TARGET_TIMEOUT`], so the worker runs this beside its own pass.
-    /// Returns how many were taken up; failures are logged, audited and retried with backoff.
-    pub async fn revoke_due_leases(&self) -> Result<usize, Error> {
-        let now = now();
-        let leases = self.store.due_leases(now, 1024).await?;
-        let handled = leases.len();
-        let results: Vec<Result<(), Error>> = futures_util::stream::iter(leases)
-            .map(|lease| self.process_lease(lease, now))
-            .buffer_unordered(LEASE_CONCURRENCY)
-            .collect()
-            .await;
-        for r in results {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "lease not processed; will retry");
-            }
+    /// The leases due now, up to `limit`, for the worker to revoke (see [`App::revoke_lease`]).
+    pub async fn due_leases(&self, limit: usize) -> Result<Vec<Lease>, Error> {
+        Ok(self.store.due_leases(now(), limit).await?)
+    }
+
+    /// Revokes `lease`'s credential at its target, which may take up to
+    /// [`super::TARGET_TIMEOUT`]; a failure is logged, audited and retried with backoff.
+    pub async fn revoke_lease(&self, lease: Lease) {
+        if let Err(e) = self.process_lease(lease, now()).await {
+            tracing::error!(error = %e, "lease not processed; will retry");
         }
-        Ok(handled)
     }
 
     /// Withdraws the pending extensions of `r`, a grant that just expired: they can no longer
