@@ -167,6 +167,16 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     );
     assert_eq!(out.stdout.trim(), user, "{out:?}");
     assert!(out.stderr.contains("it is 600 now"), "{out:?}");
+    // An address or a service in the caller's environment does not send the login elsewhere.
+    let out = std::process::Command::new(BIN)
+        .args(["db", "connect", "pg", "--", "-Atc", "SELECT current_user"])
+        .env("WARDEN_SERVER", alice.server_url())
+        .env("WARDEN_HOME", alice.home())
+        .env("PGHOSTADDR", "127.0.0.2")
+        .env("PGSERVICE", "elsewhere")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), user, "{out:?}");
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
@@ -784,6 +794,33 @@ fn mariadb_grant_has_no_valid_until_so_the_lease_enforces_it() {
     let password = v["secret"]["password"].as_str().unwrap().to_owned();
     let read = maria.client(&user, &password, "SELECT count(*) FROM app.items");
     assert!(read.status.success(), "{read:?}");
+    // `warden db connect` logs in where the grant says, whatever the caller's option file
+    // (`~/.my.cnf`) says of the port or the password.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".my.cnf"),
+        "[client]\nport=1\npassword=not-the-grant's\nhost=127.0.0.2\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "db",
+            "connect",
+            "maria",
+            "--",
+            "-N",
+            "-e",
+            "SELECT current_user()",
+        ])
+        .env("WARDEN_SERVER", alice.server_url())
+        .env("WARDEN_HOME", alice.home())
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&user),
+        "{out:?}"
+    );
     assert!(
         !maria
             .client(&user, &password, "INSERT INTO app.items VALUES (9, 'x')")

@@ -199,14 +199,23 @@ pub fn env_lines(public: &Value, secret: &Value) -> Vec<(String, String)> {
 }
 
 /// The database client and its arguments for a credential, given [`env_lines`] in its
-/// environment: `mariadb` takes no user name from the environment, so it gets it here.
+/// environment. `mariadb` reads its option files (`~/.my.cnf`) over the environment, so a
+/// `host`, `port` or `password` line there would send the grant's login elsewhere, or the wrong
+/// password: it reads none (`--no-defaults`, which must come first) and gets the address and
+/// user name here.
 pub fn client_command(public: &Value) -> (&'static str, Vec<String>) {
+    let s = |k: &str| match &public[k] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     match public["kind"].as_str() {
         Some("mariadb") => {
             let mut args = vec![
+                "--no-defaults".to_owned(),
                 "--protocol=TCP".to_owned(),
-                "-u".to_owned(),
-                public["username"].as_str().unwrap_or_default().to_owned(),
+                format!("--host={}", s("host")),
+                format!("--port={}", s("port")),
+                format!("--user={}", s("username")),
             ];
             args.extend(public["database"].as_str().map(str::to_owned));
             ("mariadb", args)
@@ -214,6 +223,10 @@ pub fn client_command(public: &Value) -> (&'static str, Vec<String>) {
         _ => ("psql", Vec::new()),
     }
 }
+
+/// Variables of the caller's environment that would make `psql` connect elsewhere than the
+/// grant's host (`PGHOSTADDR` wins over `PGHOST`) or take settings from a service file.
+pub const PSQL_OVERRIDES: [&str; 3] = ["PGHOSTADDR", "PGSERVICE", "PGSERVICEFILE"];
 
 pub async fn target(server: Option<String>, cmd: TargetCommand, out: Output) -> anyhow::Result<()> {
     let c = Client::new(server)?;
@@ -349,6 +362,9 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
     };
     let (program, own_args) = client_command(public);
     let mut cmd = std::process::Command::new(program);
+    for name in PSQL_OVERRIDES {
+        cmd.env_remove(name);
+    }
     cmd.envs(env_lines(public, &secret))
         .args(own_args)
         .args(args);

@@ -558,7 +558,13 @@ pub(super) fn finish(
             println!("  export {k}={val}");
         }
         let (program, args) = super::db::client_command(&v["credential"]);
-        println!("  {program} {}", args.join(" "));
+        if program == "psql" {
+            println!("  unset {}", super::db::PSQL_OVERRIDES.join(" "));
+        }
+        println!(
+            "  {}",
+            [program.to_owned(), args.join(" ")].join(" ").trim_end()
+        );
     }
     if let Some(c) = cert {
         let principals = v
