@@ -202,4 +202,14 @@ async fn an_administrator_that_cannot_see_connections_is_refused() {
     assert!(matches!(err, Error::Privilege(_)), "{err}");
     assert!(err.left_target_untouched());
     assert!(!db.account_exists(&other.account));
+
+    // With PROCESS back but without CONNECTION ADMIN it sees the sessions and may not end them.
+    db.server.admin_query(&format!(
+        "GRANT PROCESS ON *.* TO {admin}@'%'; REVOKE CONNECTION ADMIN ON *.* FROM {admin}@'%'",
+        admin = literal(db.server.admin_user())
+    ));
+    let err = conformance::revoke(&db, &g).await.unwrap_err();
+    assert!(matches!(err, Error::Privilege(_)), "{err}");
+    assert!(err.to_string().contains("CONNECTION ADMIN"), "{err}");
+    assert!(db.account_exists(&g.account));
 }

@@ -302,9 +302,10 @@ async fn with_conn<T>(
     result
 }
 
-/// Fails unless the administrator holds `PROCESS` (or `SUPER`), granted to its account: without
-/// it the server lists only the administrator's own connections, so a revoked account's
-/// sessions would go on unseen while the revoke reported success.
+/// Fails unless the administrator holds `PROCESS` and `CONNECTION ADMIN` (or `SUPER`), granted
+/// to its account: without the first the server lists only the administrator's own
+/// connections, and without the second it may not kill others', so a revoked account's
+/// sessions would go on while the revoke reported success, or never succeeded.
 async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
     let failed =
         |e: mysql_async::Error| target_error("checking the administrator's privileges", &e, &[]);
@@ -317,20 +318,33 @@ async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
             "the server named the current account {current:?}"
         )));
     };
-    let held: Option<u64> = c
-        .exec_first(
-            "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
-             WHERE GRANTEE = ? AND PRIVILEGE_TYPE IN ('PROCESS', 'SUPER')",
-            (account(user, host),),
-        )
-        .await
-        .map_err(failed)?;
-    if held.unwrap_or(0) == 0 {
-        return Err(Error::Privilege(format!(
-            "{user}@{host} lacks PROCESS, so it cannot see the connections of the accounts it revokes: \
-             GRANT PROCESS, CONNECTION ADMIN ON *.* TO {}",
-            account(user, host)
-        )));
+    let grantee = account(user, host);
+    // MySQL spells the second `CONNECTION_ADMIN`.
+    for (privileges, lacking) in [
+        (
+            "'PROCESS', 'SUPER'",
+            "PROCESS, so it cannot see the connections of the accounts it revokes",
+        ),
+        (
+            "'CONNECTION ADMIN', 'CONNECTION_ADMIN', 'SUPER'",
+            "CONNECTION ADMIN, so it cannot end the connections of the accounts it revokes",
+        ),
+    ] {
+        let held: Option<u64> = c
+            .exec_first(
+                format!(
+                    "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
+                     WHERE GRANTEE = ? AND PRIVILEGE_TYPE IN ({privileges})"
+                ),
+                (grantee.clone(),),
+            )
+            .await
+            .map_err(failed)?;
+        if held.unwrap_or(0) == 0 {
+            return Err(Error::Privilege(format!(
+                "{user}@{host} lacks {lacking}: GRANT PROCESS, CONNECTION ADMIN ON *.* TO {grantee}"
+            )));
+        }
     }
     Ok(())
 }
