@@ -95,29 +95,14 @@ pub async fn checkpoint(
     )?;
     let mut block = current_block(&tree)?;
     let mut blocks = Vec::new();
-    loop {
-        let leaves = store.audit_leaves(tree.size(), BATCH).await?;
-        let done = leaves.len() < BATCH;
-        for leaf in leaves {
-            anyhow::ensure!(
-                leaf.seq == tree.size() + 1,
-                "audit log has a gap before seq {} (expected {}); run `warden audit verify`",
-                leaf.seq,
-                tree.size() + 1
-            );
-            // Hash the stored bytes, not the stored hash, so a damaged row cannot be signed over.
-            let hash = warden_audit::merkle::leaf_hash(leaf.data.as_bytes());
-            tree.push(hash);
-            block.push(hash);
-            if block.size() == 1 << BLOCK_HEIGHT {
-                blocks.push(((tree.size() >> BLOCK_HEIGHT) - 1, block.root()));
-                block = Tree::new();
-            }
+    extend_from_store(store, &mut tree, None, |size, hash| {
+        block.push(hash);
+        if block.size() == 1 << BLOCK_HEIGHT {
+            blocks.push(((size >> BLOCK_HEIGHT) - 1, block.root()));
+            block = Tree::new();
         }
-        if done {
-            break;
-        }
-    }
+    })
+    .await?;
     if last.as_ref().map_or(0, |c| c.size) == tree.size() {
         // Nothing new to sign; a copy that failed to be written last time is written now, so
         // the file is never left behind the log for long.
@@ -173,12 +158,33 @@ async fn check_covered(store: &dyn Store, last: &warden_store::Checkpoint) -> an
         Tree::from_frontier(c.size, c.frontier)
             .map_err(|e| anyhow::anyhow!("stored checkpoint at {cut} is damaged: {e}"))?
     };
-    while tree.size() < last.size {
-        let want = usize::try_from(last.size - tree.size()).unwrap_or(BATCH);
-        let leaves = store.audit_leaves(tree.size(), want.min(BATCH)).await?;
-        if leaves.is_empty() {
-            break;
+    extend_from_store(store, &mut tree, Some(last.size), |_, _| {}).await?;
+    anyhow::ensure!(
+        tree.size() == last.size && tree.root() == last.root,
+        "the stored events up to {} no longer make the root this server signed at that size: an event was changed or deleted while the server was stopped, and nothing more is signed. `warden audit verify --data-dir DIR` says which; restore the data dir from a backup",
+        last.size
+    );
+    Ok(())
+}
+
+/// Pushes onto `tree` the stored events that follow it, up to `upto` (all of them when `None`),
+/// each hashed from its stored bytes, not its stored hash, so that a damaged row is never
+/// signed over; `each` gets the tree's new size and the hash. Fails at a gap.
+async fn extend_from_store(
+    store: &dyn Store,
+    tree: &mut Tree,
+    upto: Option<u64>,
+    mut each: impl FnMut(u64, [u8; 32]),
+) -> anyhow::Result<()> {
+    loop {
+        let want = upto.map_or(BATCH, |upto| {
+            usize::try_from(upto.saturating_sub(tree.size())).map_or(BATCH, |n| n.min(BATCH))
+        });
+        if want == 0 {
+            return Ok(());
         }
+        let leaves = store.audit_leaves(tree.size(), want).await?;
+        let done = leaves.len() < want;
         for leaf in leaves {
             anyhow::ensure!(
                 leaf.seq == tree.size() + 1,
@@ -186,15 +192,14 @@ async fn check_covered(store: &dyn Store, last: &warden_store::Checkpoint) -> an
                 leaf.seq,
                 tree.size() + 1
             );
-            tree.push(warden_audit::merkle::leaf_hash(leaf.data.as_bytes()));
+            let hash = warden_audit::merkle::leaf_hash(leaf.data.as_bytes());
+            tree.push(hash);
+            each(tree.size(), hash);
+        }
+        if done {
+            return Ok(());
         }
     }
-    anyhow::ensure!(
-        tree.size() == last.size && tree.root() == last.root,
-        "the stored events up to {} no longer make the root this server signed at that size: an event was changed or deleted while the server was stopped, and nothing more is signed. `warden audit verify --data-dir DIR` says which; restore the data dir from a backup",
-        last.size
-    );
-    Ok(())
 }
 
 /// Fails unless the newest stored checkpoint, `last`, is at least the one in `anchor` (a new

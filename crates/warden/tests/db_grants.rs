@@ -127,6 +127,12 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
         ["target.set_credential", "target.rotate_root"],
         "{refused:?}"
     );
+    // Both are found by their target.
+    let about_pg = ok(&admin, &["audit", "search", "--target", "pg"]).to_string();
+    assert!(
+        about_pg.contains("credential_not_working") && about_pg.contains("target.rotate_root"),
+        "{about_pg}"
+    );
     let log = ok(&admin, &["audit", "search", "--limit", "10000"]).to_string();
     assert!(!log.contains("not-the-password"), "{log}");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());

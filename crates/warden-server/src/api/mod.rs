@@ -1102,6 +1102,24 @@ async fn refuse_4xx(app: &Shared, who: &Authed, action: &str, e: ApiError) -> Ap
     }
 }
 
+/// [`refuse_4xx`], of an action on `target`: the event names it, so that a search by target
+/// finds the refusal.
+async fn refuse_at_target(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    target: &warden_domain::TargetName,
+    err: ApiError,
+) -> ApiError {
+    if !err.status.is_client_error() {
+        return err;
+    }
+    let mut event = Event::new(Code::ActionRefused, who.actor(), now())
+        .details(serde_json::json!({ "action": action }));
+    event.target = Some(target.clone());
+    audited(app, event, err).await
+}
+
 /// [`refuse`], of an action on `request`: the event names it, so that the request's history
 /// shows the refusal.
 async fn refuse_about(

@@ -8,7 +8,7 @@ use warden_domain::TargetName;
 
 use super::{
     ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, admitted, body, field,
-    refuse, refuse_4xx,
+    refuse, refuse_at_target,
 };
 use crate::state::Shared;
 
@@ -47,7 +47,10 @@ pub async fn set_credential(
         .await
     {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(refuse_4xx(&app, &who, "target.set_credential", e.into()).await),
+        Err(e) => {
+            let e = e.into();
+            Err(refuse_at_target(&app, &who, "target.set_credential", &target, e).await)
+        }
     }
 }
 
@@ -64,6 +67,9 @@ pub async fn rotate_root(
     let target: TargetName = admitted(&app, &who, "target.rotate_root", asked).await?;
     match app.rotate_root(who.caller(), &target).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(refuse_4xx(&app, &who, "target.rotate_root", e.into()).await),
+        Err(e) => {
+            let e = e.into();
+            Err(refuse_at_target(&app, &who, "target.rotate_root", &target, e).await)
+        }
     }
 }
