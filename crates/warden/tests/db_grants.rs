@@ -663,11 +663,21 @@ fn a_hung_database_delays_no_other_databases_revocations() {
         Duration::from_secs(6),
         || state(&alice, &id(&hung)) == "expired",
     );
-    // Its account's drop now waits on the hung database, up to the call's time limit.
+    // Its account's drop now waits on the hung database, and gives up as soon as a new
+    // connection would: its kept connection's check is bounded like a connect.
     wait_until(
         "the other database's account to go",
         Duration::from_secs(8),
         || pg_role_count(&pg, &user) == "0",
+    );
+    wait_until(
+        "the hung database's revocation to fail in time",
+        Duration::from_secs(10),
+        || {
+            audit_events(&admin, "credential.revoke_failed")
+                .iter()
+                .any(|e| e["request_id"] == id(&hung).as_str())
+        },
     );
     relay.hang(false);
 }

@@ -115,9 +115,22 @@ impl MariadbIssuer {
         let _turn = self.pool.admit(&key).await?;
         let mut pooled = None;
         while let Some(mut c) = self.pool.take(&key, |_| true) {
-            if c.ping().await.is_ok() {
-                pooled = Some(c);
-                break;
+            // A ping that does not come back within the time a new connection gets is a server
+            // that hangs, said as soon.
+            match tokio::time::timeout(CONNECT_TIMEOUT, c.ping()).await {
+                Ok(Ok(())) => {
+                    pooled = Some(c);
+                    break;
+                }
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    return Err(Error::Unreached(format!(
+                        "mariadb at {}:{}: no answer within {} s",
+                        conn.host,
+                        conn.port,
+                        CONNECT_TIMEOUT.as_secs()
+                    )));
+                }
             }
         }
         let mut c = match pooled {

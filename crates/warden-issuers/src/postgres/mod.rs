@@ -150,9 +150,19 @@ impl PostgresIssuer {
         let turn = self.pool.admit(&key).await?;
         while let Some(client) = self.pool.take(&key, |c| !c.is_closed()) {
             // One round trip tells a connection the server has since closed (a restart, an
-            // idle timeout) before real work fails on it.
-            if client.batch_execute("").await.is_ok() {
-                return Ok((key, client, turn));
+            // idle timeout) before real work fails on it; one that does not come back within
+            // the time a new connection gets is a server that hangs, said as soon.
+            match tokio::time::timeout(CONNECT_TIMEOUT, client.batch_execute("")).await {
+                Ok(Ok(())) => return Ok((key, client, turn)),
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    return Err(Error::Unreached(format!(
+                        "postgres at {}:{}: no answer within {} s",
+                        conn.host,
+                        conn.port,
+                        CONNECT_TIMEOUT.as_secs()
+                    )));
+                }
             }
         }
         let client = connect(conn, &admin.username, admin.password.expose()).await?;
