@@ -675,15 +675,22 @@ impl Open {
             Some(recorder) => Some(recorder.finish().await),
             None => None,
         };
+        let mut events = Vec::new();
         let digest = match finished {
             Some(Ok((sha256, bytes))) => serde_json::json!({"sha256": sha256, "bytes": bytes}),
             Some(Err(e)) => {
                 ctx.registry.recording_failed();
+                // Its own event too, as a recording that cannot begin has: a search for failed
+                // recordings finds both.
+                events.push(
+                    audit_ctx
+                        .event(Code::RecordingFailed)
+                        .failed("recording_failed", e.to_string()),
+                );
                 serde_json::json!({"error": e.to_string()})
             }
             None => serde_json::Value::Null,
         };
-        let mut events = Vec::new();
         if let Some(t) = &shared.sftp {
             let tracker =
                 std::mem::take(&mut *t.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
