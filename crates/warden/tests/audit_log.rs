@@ -668,6 +668,15 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
         None,
     );
     assert_eq!(bad.code, 1, "{bad:?}");
+    // A first segment whose first event was taken out, and its range moved up to match, says
+    // so, rather than blame a start checkpoint it never had.
+    let mut cut: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cut["events"].as_array_mut().unwrap().remove(0);
+    cut["from"] = 2.into();
+    std::fs::write(edited.path(), cut.to_string()).unwrap();
+    let out = verify_segment(&admin, edited.path(), &key, None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("holds no start checkpoint"), "{out:?}");
 
     // A segment is kept until it is past the retention, and with none set, for good.
     let segment = archived["file"].as_str().unwrap();

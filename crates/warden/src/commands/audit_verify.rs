@@ -1088,7 +1088,12 @@ pub fn segment(
         kept.push(cp);
     }
     let mut tree = Tree::new();
-    if from > 1 {
+    if from > 1 && v["start"].is_null() {
+        // Only the first segment begins without a checkpoint before it.
+        problems.push(format!(
+            "the segment begins at event {from} and holds no start checkpoint: its first events were removed (a segment that begins the log begins at event 1)"
+        ));
+    } else if from > 1 {
         let start = Checkpoint::open(v["start"]["checkpoint"].as_str().unwrap_or_default(), &key);
         match (start, start_tree) {
             (Ok(cp), Some(t)) if cp.size == from - 1 && t.root() == cp.root => tree = t,
