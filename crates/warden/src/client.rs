@@ -357,6 +357,14 @@ impl Client {
         }
     }
 
+    /// An answer without Warden's error body: most likely another program at that address.
+    fn not_warden(&self, status: reqwest::StatusCode) -> String {
+        format!(
+            "{} answered {status} without a Warden error: is it a Warden server (check --server or WARDEN_SERVER)?",
+            self.server
+        )
+    }
+
     /// Whether the saved login for this server has expired (and is used no more).
     pub fn expired(&self) -> bool {
         self.expired.is_some()
@@ -415,7 +423,7 @@ impl Client {
         }
         let (api_code, message, diagnostics) = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => (Some(b.error.code), b.error.message, b.error.diagnostics),
-            Err(_) => (None, format!("server answered {status}"), None),
+            Err(_) => (None, self.not_warden(status), None),
         };
         let message = self.with_path_hint(status.as_u16(), api_code.as_deref(), message);
         Err(Failure {
@@ -490,7 +498,7 @@ impl Client {
             let text = resp.text().await.unwrap_or_default();
             let (code, message) = serde_json::from_str::<ErrorBody>(&text)
                 .map(|b| (Some(b.error.code), b.error.message))
-                .unwrap_or_else(|_| (None, format!("server answered {status}")));
+                .unwrap_or_else(|_| (None, self.not_warden(status)));
             let message = self.with_path_hint(status.as_u16(), code.as_deref(), message);
             return Err(Failure::from_status(status.as_u16(), code, message).into());
         }
