@@ -123,26 +123,29 @@ impl Requirement {
     }
 
     /// How many of the approvers a peer clause over `groups` asks for the other clauses bring
-    /// anyway: those of a peer clause over fewer of them, or a two-person tier's member of one.
-    /// The largest such share, never a sum of shares that one person might fill twice.
+    /// anyway: the places of the peer clauses over fewer of them (each narrower clause's own,
+    /// after what it is brought in turn, so that no one is counted twice), and a two-person
+    /// tier's member of one.
     fn brought(&self, groups: &BTreeSet<GroupName>) -> u8 {
         self.clauses
             .iter()
-            .filter_map(|other| match other {
+            .map(|other| match other {
                 Clause::Peer {
                     groups: g,
                     count: n,
-                } if g != groups && g.is_subset(groups) => Some(*n),
-                Clause::TwoPerson { security } if groups.contains(security) => Some(1),
-                _ => None,
+                } if g != groups && g.is_subset(groups) => n.saturating_sub(self.brought(g)),
+                Clause::TwoPerson { security } if groups.contains(security) => 1,
+                _ => 0,
             })
-            .max()
-            .unwrap_or(0)
+            .fold(0, u8::saturating_add)
     }
 
-    /// The places approvers fill, the most particular first (see [`Slot::rank`]).
+    /// The places approvers fill, the most particular first (see [`Slot::rank`]). A
+    /// two-person tier's second approver may be anyone, unless the other places already ask
+    /// for someone beside its security member: each place takes a person of its own.
     fn slots(&self) -> Vec<Slot<'_>> {
         let mut slots = Vec::new();
+        let mut two_person = false;
         for c in &self.clauses {
             match c {
                 Clause::Peer { groups, count } => {
@@ -153,9 +156,12 @@ impl Requirement {
                 Clause::Manager => slots.push(Slot::Manager),
                 Clause::TwoPerson { security } => {
                     slots.push(Slot::Member(security));
-                    slots.push(Slot::Anyone);
+                    two_person = true;
                 }
             }
+        }
+        if two_person && slots.len() < 2 {
+            slots.push(Slot::Anyone);
         }
         slots.sort_by_key(|s| (s.rank(), s.breadth()));
         slots
@@ -623,16 +629,74 @@ mod tests {
             missing(&r, std::slice::from_ref(&mallory)),
             ["an approver from sre"]
         );
-        // A security member counts toward security before anyone's place.
+        // Beside the manager's place a two-person tier asks for its security member alone: the
+        // manager is its second approver.
         let r: Requirement = "two-person(security) & manager".parse().unwrap();
         assert_eq!(
             missing(&r, std::slice::from_ref(&sam)),
-            ["the requester's manager", "a second approver"]
+            ["the requester's manager"]
         );
         assert_eq!(
             missing(&r, std::slice::from_ref(&mallory)),
-            ["an approver from security", "a second approver"]
+            ["an approver from security"]
         );
+        assert!(
+            r.progress(&alice, &[sam.clone(), mallory.clone()])
+                .satisfied
+        );
+    }
+
+    /// Rules joined by AND ask for no one beyond what each asks: each place takes a person of
+    /// its own, so places already distinct are the second approver a two-person tier wants, and
+    /// narrower peer clauses bring a broader one every person they place.
+    #[test]
+    fn combined_rules_ask_for_no_one_more_than_each_does() {
+        let alice = user("alice", &["dev"], None);
+        let sam = user("sam", &["security"], None);
+        let sue = user("sue", &["security"], None);
+        let carol = user("carol", &["sre"], None);
+        let dave = user("dave", &["dba"], None);
+        let erin = user("erin", &["dba"], None);
+        let ops = user("oscar", &["ops"], None);
+        let req = |text: &str| text.parse::<Requirement>().unwrap();
+        let met =
+            |r: &Requirement, who: &[&User]| r.progress(&alice, who.iter().copied()).satisfied;
+        // Two security members meet both `two-person(security)` and `peer(security, 2)`.
+        let r = req("two-person(security)").and(&req("peer(security, 2)"));
+        assert!(met(&r, &[&sam, &sue]));
+        assert!(!met(&r, &[&sam, &carol]));
+        assert!(!met(&r, &[&sam]));
+        assert_eq!(
+            r.progress(&alice, []).missing,
+            ["2 approvers from security"],
+            "{r}"
+        );
+        // One member of each security group meets two two-person tiers.
+        let r = req("two-person(security)").and(&req("two-person(sre)"));
+        assert!(met(&r, &[&sam, &carol]));
+        assert!(!met(&r, &[&sam, &sue]));
+        // A security member and an SRE meet `two-person(security)` and `peer(sre)`.
+        let r = req("two-person(security)").and(&req("peer(sre)"));
+        assert!(met(&r, &[&sam, &carol]));
+        assert!(!met(&r, &[&sam, &ops]));
+        assert!(!r.would_count(&alice, &[sam.clone()], &ops));
+        // One SRE, one DBA and a third of either meet all of `peer(sre)`, `peer(dba)` and
+        // `peer(sre|dba, 3)`; two are not enough.
+        let r = req("peer(sre)")
+            .and(&req("peer(dba)"))
+            .and(&req("peer(sre|dba, 3)"));
+        assert!(met(&r, &[&carol, &dave, &erin]));
+        assert!(!met(&r, &[&carol, &dave]));
+        assert!(!met(&r, &[&carol, &dave, &ops]));
+        // Within one rule each clause still takes a person of its own.
+        let r = req("peer(sre) & peer(dba)");
+        let both = user("bo", &["sre", "dba"], None);
+        assert!(!met(&r, &[&both]));
+        assert!(met(&r, &[&both, &dave]));
+        // A two-person tier alone still wants a second approver, who may be anyone.
+        let r = req("two-person(security)");
+        assert!(met(&r, &[&sam, &ops]));
+        assert!(!met(&r, &[&sam]));
     }
 
     #[test]
