@@ -679,7 +679,7 @@ mod tests {
         let r = req("two-person(security)").and(&req("peer(sre)"));
         assert!(met(&r, &[&sam, &carol]));
         assert!(!met(&r, &[&sam, &ops]));
-        assert!(!r.would_count(&alice, &[sam.clone()], &ops));
+        assert!(!r.would_count(&alice, std::slice::from_ref(&sam), &ops));
         // One SRE, one DBA and a third of either meet all of `peer(sre)`, `peer(dba)` and
         // `peer(sre|dba, 3)`; two are not enough.
         let r = req("peer(sre)")
