@@ -693,6 +693,14 @@ impl Request {
         self.warn_at = None;
     }
 
+    /// When an active grant's time ran out, if it has by `now`: it ended then, whether or not
+    /// the worker has recorded its expiry yet, so nothing may extend, revoke or hand out what
+    /// it granted.
+    pub fn ran_out(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.expires_at
+            .filter(|e| self.state == State::Active && *e <= now)
+    }
+
     /// The request's next deadline, when the worker must look at it: a pending request's
     /// review deadline, an active grant's warning or expiry, whichever comes first.
     pub fn due_at(&self) -> Option<OffsetDateTime> {

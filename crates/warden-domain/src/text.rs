@@ -57,6 +57,15 @@ pub fn visible(c: char) -> bool {
         && !hidden(c)
 }
 
+/// What a [`hidden`] character is, as a message names it.
+pub fn hidden_kind(c: char) -> &'static str {
+    if c.is_control() {
+        "a control character"
+    } else {
+        "an invisible or text-reordering character"
+    }
+}
+
 /// Text a client sent that is not what was asked for, as an error message or an audit event may
 /// quote it: its first `max` characters, in quotes, every [`hidden`] character escaped as
 /// `\u{…}`, and `…` after it when it went on. However long or strange the text, the line
@@ -140,11 +149,7 @@ impl TextError {
 fn check(field: &'static str, s: &str, max: usize, allow_blank: bool) -> Result<String, TextError> {
     let t = s.trim();
     if let Some(c) = t.chars().find(|c| hidden(*c)) {
-        let what = if c.is_control() {
-            "a control character"
-        } else {
-            "an invisible or text-reordering character"
-        };
+        let what = hidden_kind(c);
         return Err(TextError::Hidden {
             field,
             what,

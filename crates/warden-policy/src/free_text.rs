@@ -56,12 +56,13 @@ pub(crate) fn problem(what: &str, value: &str) -> Option<String> {
     ))
 }
 
+/// What `c` is, as a problem names it: line breaks and tabs by name, since a multi-line or
+/// tabbed value is the common slip.
 fn kind(c: char) -> &'static str {
     match c {
         '\n' | '\r' => "a line break",
         '\t' => "a tab",
-        c if c.is_control() => "a control character",
-        _ => "an invisible or text-reordering character",
+        c => warden_domain::text::hidden_kind(c),
     }
 }
 

@@ -283,14 +283,13 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         e.exit();
     }
-    let rendered = hyphen_tip(e);
+    let tipped = hyphen_tip(e);
     if !asked_json {
-        if rendered == e.render().to_string() {
-            e.exit();
-        }
-        eprint!("{rendered}");
+        let Some(tipped) = tipped else { e.exit() };
+        eprint!("{tipped}");
         return ExitCode::from(exit::USAGE);
     }
+    let rendered = tipped.unwrap_or_else(|| e.render().to_string());
     // The error is the first paragraph (a list of missing arguments runs over several lines);
     // usage and hints follow.
     let message = rendered
@@ -314,19 +313,19 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
-/// `e` rendered, with a true tip for a value that begins with `-` given to an option (a
-/// reason like "-1 node down"): clap's own (`-- VALUE`) is for positional arguments, and an
-/// option's value takes `=` instead. Any other error as clap renders it.
-fn hyphen_tip(e: &clap::Error) -> String {
+/// `e` rendered with a true tip, when it refused a value that begins with `-` given to an
+/// option (a reason like "-1 node down"): clap's own (`-- VALUE`) is for positional arguments,
+/// and an option's value takes `=` instead. `None` for any other error.
+fn hyphen_tip(e: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let rendered = e.render().to_string();
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
-        return rendered;
+        return None;
     };
     if e.kind() != ErrorKind::UnknownArgument || !arg.starts_with('-') {
-        return rendered;
+        return None;
     }
-    rendered
+    let rendered = e.render().to_string();
+    let tipped = rendered
         .lines()
         .map(|l| {
             if l.trim_start().starts_with("tip: to pass") {
@@ -338,8 +337,8 @@ fn hyphen_tip(e: &clap::Error) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+        .join("\n");
+    Some(tipped + "\n")
 }
 
 /// Says which subcommands a group called without one has, from its rendered help.

@@ -670,6 +670,21 @@ fn raw_param(parts: &Parts) -> Option<&str> {
 #[derive(Debug)]
 pub struct ApiDoc;
 
+/// The operations of a path of the document, whatever their method.
+fn operations_mut(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Declares each parameter of an operation's path (`{id}`) that its handler does not: those it
 /// reads with [`PathText`], which the document's generator does not see as a path parameter.
 struct PathParameters;
@@ -684,17 +699,10 @@ impl utoipa::Modify for PathParameters {
                 .split('/')
                 .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
                 .collect();
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
             if names.is_empty() {
                 continue;
             }
-            for op in operations.into_iter().flatten() {
+            for op in operations_mut(item) {
                 let parameters = op.parameters.get_or_insert_with(Vec::new);
                 for (at, name) in names.iter().enumerate() {
                     let declared = parameters.iter().any(|p| match p {
@@ -769,14 +777,7 @@ impl utoipa::Modify for ErrorResponses {
             )
         };
         for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
+            for op in operations_mut(item) {
                 let in_path = op.parameters.iter().flatten().any(
                     |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)),
                 );

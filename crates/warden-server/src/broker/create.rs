@@ -260,7 +260,7 @@ impl App {
         }
         // Ended by its time, whether or not the worker has recorded its expiry yet: there is no
         // access left to extend.
-        if let Some(ended) = r.expires_at.filter(|e| *e <= now) {
+        if let Some(ended) = r.ran_out(now) {
             self.wake.now();
             let e = Error::Conflict {
                 code: "grant_ended",

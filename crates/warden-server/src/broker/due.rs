@@ -105,9 +105,7 @@ impl App {
                     ..Change::default()
                 })
                 .map_err(Error::from),
-            State::Active if r.expires_at.is_some_and(|e| e <= now) => {
-                self.end_grant(&mut r, None, now).await
-            }
+            State::Active if r.ran_out(now).is_some() => self.end_grant(&mut r, None, now).await,
             State::Active => {
                 if !r.take_warning(now) {
                     return Ok(false);

@@ -36,8 +36,7 @@ impl App {
     ) -> Result<Change, Error> {
         // A grant past its expiry ended by its time, whether or not the worker has recorded
         // that yet: it is recorded as expired now, not as revoked after it ended.
-        let by =
-            by.filter(|_| !(r.state == State::Active && r.expires_at.is_some_and(|e| e <= now)));
+        let by = by.filter(|_| r.ran_out(now).is_none());
         let actor = by
             .as_ref()
             .map(|(a, _)| a.clone())

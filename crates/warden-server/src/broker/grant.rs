@@ -301,17 +301,17 @@ impl App {
         // after downtime has a backlog): the account is gone or going, and a password for it
         // is a secret handed out for nothing.
         let now = now();
-        let expired = r.expires_at.filter(|e| *e <= now);
-        if r.activated_at.is_some() && (r.state != State::Active || expired.is_some()) {
+        let ran_out = r.ran_out(now);
+        if r.activated_at.is_some() && (r.state != State::Active || ran_out.is_some()) {
             let ev = Event::new(Code::ActionRefused, caller.actor(), now)
                 .for_request(&r)
                 .details(serde_json::json!({"action": "pickup"}));
-            let state = match expired {
-                Some(at) if r.state == State::Active => {
+            let state = match ran_out {
+                Some(at) => {
                     self.wake.now();
                     format!("expired at {}", warden_domain::rfc3339(at))
                 }
-                _ => r.state.as_str().to_owned(),
+                None => r.state.as_str().to_owned(),
             };
             let e = Error::Conflict {
                 code: "grant_ended",

@@ -173,7 +173,7 @@ impl App {
             .request(original)
             .await?
             .and_then(|o| match o.state {
-                State::Active if o.expires_at.is_some_and(|e| e <= now) => Some(State::Expired),
+                State::Active if o.ran_out(now).is_some() => Some(State::Expired),
                 State::Active => None,
                 ended => Some(ended),
             }))
