@@ -462,14 +462,7 @@ fn query_names(query: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-        let decoded = percent_decoded(&name.replace('+', " "));
-        // A parameter's name is a short word; anything longer, or shaped like a token, may be
-        // a secret pasted into the address (`?TOKEN`), and only its length is kept.
-        let name = if decoded.chars().count() > QUERY_NAME_MAX || decoded.starts_with("wdn_") {
-            format!("(a name of {} characters)", decoded.chars().count())
-        } else {
-            decoded
-        };
+        let name = recordable_name(percent_decoded(&name.replace('+', " ")));
         if !names.contains(&name) {
             if names.len() == QUERY_NAMES_MAX {
                 names.push("…".to_owned());
@@ -479,6 +472,17 @@ fn query_names(query: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// A query parameter's `name` as a refusal may show it: a parameter's name is a short word;
+/// anything longer, or shaped like a token, may be a secret pasted into the address
+/// (`?TOKEN`), and only its length is kept.
+fn recordable_name(name: String) -> String {
+    if name.chars().count() > QUERY_NAME_MAX || name.starts_with("wdn_") {
+        format!("(a name of {} characters)", name.chars().count())
+    } else {
+        name
+    }
 }
 
 /// `text` with its `%XX` escapes decoded; bytes that do not form UTF-8 become U+FFFD.
@@ -1047,11 +1051,30 @@ fn query<T>(
 ) -> Result<T, ApiError> {
     raw.map(|axum::extract::Query(q)| q).map_err(|r| {
         let text = r.body_text();
+        let cause = json_body::cause(&text);
+        // An unknown parameter is named as the endpoints taking no query name theirs (the
+        // path in front, its name again, left out). The list of expected names holds no
+        // "`, expected": the name ends at its last one.
+        const UNKNOWN: &str = "unknown field `";
+        let unknown = cause
+            .find(UNKNOWN)
+            .map(|at| &cause[at + UNKNOWN.len()..])
+            .and_then(|rest| {
+                rest.rfind("`, expected")
+                    .map(|end| (&rest[..end], &rest[end + 1..]))
+            })
+            .map(|(name, rest)| {
+                let name = warden_domain::text::shown(
+                    &recordable_name(name.to_owned()),
+                    QUERY_NAME_MAX + 1,
+                );
+                format!("unknown parameter {name}{rest}")
+            });
         ApiError::bad_request(
             "bad_query",
             format!(
                 "the query parameters do not fit this endpoint: {}",
-                json_body::without_values(json_body::cause(&text))
+                unknown.unwrap_or_else(|| json_body::without_values(cause))
             ),
         )
     })
@@ -1169,6 +1192,36 @@ mod tests {
         assert_eq!(names.len(), QUERY_NAMES_MAX + 1);
         assert_eq!(names.last().unwrap(), "…");
         assert!(names.iter().all(|n| !n.contains('v')), "{names:?}");
+    }
+
+    #[test]
+    fn an_unknown_query_parameter_is_named_unless_it_may_be_a_secret() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Filter {
+            state: Option<String>,
+            limit: Option<usize>,
+        }
+        let refusal = |q: &str| {
+            let uri: axum::http::Uri = format!("/x?{q}").parse().unwrap();
+            query(axum::extract::Query::<Filter>::try_from_uri(&uri))
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            refusal("stat=active&limit=2"),
+            "the query parameters do not fit this endpoint: unknown parameter \"stat\", \
+             expected `state` or `limit`"
+        );
+        let token = refusal("wdn_Sfr6u6nq2p1b0MHoF7K1SInvNFeOabc=1");
+        assert!(token.contains("(a name of 35 characters)"), "{token}");
+        let quoted = refusal("a%60%2C%20expected%20b=1");
+        assert!(
+            quoted.contains("unknown parameter \"a`, expected b\""),
+            "{quoted}"
+        );
+        assert!(!refusal("limit=hunter2").contains("hunter2"));
     }
 
     #[test]
