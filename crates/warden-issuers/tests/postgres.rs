@@ -235,8 +235,8 @@ async fn objects_left_in_other_databases_do_not_keep_the_role() {
     assert!(!pg.account_exists(&g.account));
 }
 
-/// What a grant's role made outlives it, but not its rights: its objects go to `warden_owned`,
-/// a role with none, and its `SECURITY DEFINER` functions then run with their callers' rights.
+/// What a grant's role made outlives it, but not its rights: its objects go to a role of that
+/// grant's with none, and its `SECURITY DEFINER` functions then run with their callers' rights.
 /// Handed to the administrator, they would have run as the administrator for later callers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_grant_made_keeps_none_of_its_rights_or_the_administrators() {
@@ -279,17 +279,18 @@ async fn what_a_grant_made_keeps_none_of_its_rights_or_the_administrators() {
          WHERE relname IN ('notes', 'peek', 'kept') \
          UNION ALL SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'own'",
     );
-    assert_eq!(owners, "warden_owned\nwarden_owned");
+    let keeper = format!("warden_owned_{}", &maker.account[2..]);
+    assert_eq!(owners, format!("{keeper}\n{keeper}"));
     // The right to create it was lent for the hand-over alone.
-    let lent = pg.server.admin_query(
-        "SELECT has_schema_privilege('warden_owned', 'public', 'CREATE') \
-         OR has_database_privilege('warden_owned', current_database(), 'CREATE')",
-    );
+    let lent = pg.server.admin_query(&format!(
+        "SELECT has_schema_privilege('{keeper}', 'public', 'CREATE') \
+         OR has_database_privilege('{keeper}', current_database(), 'CREATE')"
+    ));
     assert_eq!(lent, "f");
-    let keeper = pg
-        .server
-        .admin_query("SELECT rolcanlogin OR rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = 'warden_owned'");
-    assert_eq!(keeper, "f");
+    let rights = pg.server.admin_query(&format!(
+        "SELECT rolcanlogin OR rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = '{keeper}'"
+    ));
+    assert_eq!(rights, "f");
 
     // A later grant's caller runs the function as itself, and the view reads nothing.
     let caller = Grant::new(&pg.issuer, "nico");
@@ -310,6 +311,115 @@ async fn what_a_grant_made_keeps_none_of_its_rights_or_the_administrators() {
     assert!(!peek.status.success(), "{peek:?}");
     assert!(!String::from_utf8_lossy(&peek.stdout).contains("hidden"));
     conformance::revoke(&pg, &caller).await.unwrap();
+}
+
+/// What one grant left cannot reach what another left: each grant's leftovers have an owner
+/// of their own, so a view a later grant left over an earlier grant's table reads nothing for
+/// anyone, though it was granted to everyone. A role that made nothing leaves no owner behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_grants_leftovers_cannot_read_anothers() {
+    let pg = Pg::start();
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let makes = vec!["GRANT CREATE ON SCHEMA public TO {{name}}".to_owned()];
+    let first = Grant::new(&pg.issuer, "olga");
+    issue(&pg, &first, &grants(&makes), end).await.unwrap();
+    let made = pg.run_sql(
+        &first.account,
+        first.password.expose(),
+        "CREATE TABLE public.olga_private AS SELECT 'olga-only'::text AS v",
+    );
+    assert!(made.status.success(), "{made:?}");
+    conformance::revoke(&pg, &first).await.unwrap();
+
+    let second = Grant::new(&pg.issuer, "pete");
+    issue(&pg, &second, &grants(&makes), end).await.unwrap();
+    let made = pg.run_sql(
+        &second.account,
+        second.password.expose(),
+        "CREATE VIEW public.peek AS SELECT * FROM public.olga_private; \
+         GRANT SELECT ON public.peek TO PUBLIC",
+    );
+    assert!(made.status.success(), "{made:?}");
+    conformance::revoke(&pg, &second).await.unwrap();
+
+    let reader = Grant::new(&pg.issuer, "quin");
+    issue(&pg, &reader, &grants(&pg.read_grants()), end)
+        .await
+        .unwrap();
+    let peek = pg.run_sql(
+        &reader.account,
+        reader.password.expose(),
+        "SELECT * FROM public.peek",
+    );
+    assert!(!peek.status.success(), "{peek:?}");
+    assert!(!String::from_utf8_lossy(&peek.stdout).contains("olga-only"));
+    conformance::revoke(&pg, &reader).await.unwrap();
+    let keepers = pg.server.admin_query(
+        "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles \
+         WHERE rolname LIKE 'warden_owned%'",
+    );
+    assert_eq!(
+        keepers,
+        format!(
+            "warden_owned_{},warden_owned_{}",
+            &first.account[2..],
+            &second.account[2..]
+        )
+    );
+}
+
+/// A grant that may create in a schema of the administrator's `search_path` cannot make
+/// Warden's own statements call its functions: a `format(text, text)` of its own matches the
+/// call in the revocation's hand-over better than the built-in, and would run as the
+/// administrator. The role's grant statements still find the administrator's usual schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_never_calls_a_function_a_grant_planted() {
+    let pg = Pg::start();
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    // Unqualified: found through the administrator's usual `search_path`.
+    let makes = vec![
+        "GRANT CREATE ON SCHEMA public TO {{name}}".to_owned(),
+        "GRANT SELECT ON items TO {{name}}".to_owned(),
+    ];
+    let planter = Grant::new(&pg.issuer, "rita");
+    issue(&pg, &planter, &grants(&makes), end).await.unwrap();
+    let trap = |name: &str, args: &str, call: &str| {
+        format!(
+            "CREATE FUNCTION public.{name}({args}) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN \
+               IF current_user <> session_user OR current_user NOT LIKE 'w\\_%' THEN \
+                 EXECUTE 'CREATE ROLE planted_{name} LOGIN CREATEROLE'; \
+               END IF; RETURN {call}; END $f$;"
+        )
+    };
+    let planted = pg.run_sql(
+        &planter.account,
+        planter.password.expose(),
+        &[
+            trap(
+                "format",
+                "fmt text, arg text",
+                "pg_catalog.format(fmt, arg)",
+            ),
+            trap("left", "s name, n integer", "pg_catalog.left(s::text, n)"),
+            trap(
+                "shobj_description",
+                "o oid, c name",
+                "pg_catalog.shobj_description(o, c::text)",
+            ),
+        ]
+        .concat(),
+    );
+    assert!(planted.status.success(), "{planted:?}");
+    conformance::revoke(&pg, &planter).await.unwrap();
+    // Reconciliation lists accounts too.
+    conformance::list(&pg).await;
+    let later = Grant::new(&pg.issuer, "sven");
+    issue(&pg, &later, &grants(&makes), end).await.unwrap();
+    conformance::revoke(&pg, &later).await.unwrap();
+    let planted = pg
+        .server
+        .admin_query("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'planted%'");
+    assert_eq!(planted, "0");
 }
 
 /// Revoking does not queue behind someone's long transaction on a table the grant made (and

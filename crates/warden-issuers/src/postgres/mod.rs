@@ -19,13 +19,21 @@
 //! (PostgreSQL 15 and older demand it of a `CREATEROLE` administrator for what follows; 16
 //! made the creator one already), then in one transaction turn the role's `SECURITY DEFINER`
 //! functions and procedures into `SECURITY INVOKER` ones (the rights they ran with end with the
-//! grant), `REASSIGN OWNED BY` the role `TO warden_owned` (objects it created are kept, not lost,
-//! and belong to a `NOLOGIN` role with no rights of its own, made on first use: handed to the
-//! administrator, a view or function a grant made would run with the administrator's rights for
-//! whoever calls it later), `DROP OWNED BY` it (its remaining privileges) and `DROP ROLE`. Those two act on one database only, so they are first run in
+//! grant), `REASSIGN OWNED BY` the role to a `NOLOGIN` role of that grant's alone with no
+//! rights of its own (objects it created are kept, not lost: handed to the administrator, a view
+//! or function a grant made would run with the administrator's rights for whoever calls it
+//! later; handed to one role for every grant, a view one grant left could read what another
+//! grant left, as their common owner), `DROP OWNED BY` it (its remaining privileges) and
+//! `DROP ROLE`. Those two act on one database only, so they are first run in
 //! every other database of the cluster where the role made or was granted something (any role
 //! may connect to most of them and create a large object there); only databases that refuse
 //! connections are left, and then `DROP ROLE` fails saying where, the role unable to log in.
+//!
+//! Every statement Warden writes runs with `search_path` set to `pg_catalog, pg_temp`: a
+//! grant that may create in a schema of the path could otherwise define a function or operator
+//! that matches Warden's call better than the built-in one (`public.format(text, text)`), and
+//! it would run as the administrator at the next revoke. Only the role's grant statements, the
+//! operator's own, run with the administrator's usual `search_path`.
 //!
 //! The administrator needs `CREATEROLE` (or superuser), the right to grant what the role's
 //! statements grant, and `pg_signal_backend` to end sessions.
@@ -121,6 +129,18 @@ fn catalog_conflict(e: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// The `search_path` every statement Warden writes runs with: nothing a grant can create in.
+const SAFE_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// An administrator connection, its session's `search_path` set to [`SAFE_SEARCH_PATH`].
+#[derive(Debug)]
+struct Admin {
+    client: Client,
+    /// The `search_path` the administrator's sessions have by the server's settings, which
+    /// the role's grant statements are written for.
+    usual_search_path: String,
+}
+
 /// Creates PostgreSQL roles for grants.
 #[derive(Debug, Default)]
 pub struct PostgresIssuer {
@@ -129,7 +149,7 @@ pub struct PostgresIssuer {
     catalogs:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// Administrator connections between calls.
-    pool: Pool<Client>,
+    pool: Pool<Admin>,
 }
 
 impl PostgresIssuer {
@@ -145,15 +165,15 @@ impl PostgresIssuer {
         &self,
         conn: &Connection,
         admin: &AdminCredential,
-    ) -> Result<(Key, Client, OwnedSemaphorePermit), Error> {
+    ) -> Result<(Key, Admin, OwnedSemaphorePermit), Error> {
         let key = Key::new(conn, &admin.username, admin.password.expose());
         let turn = self.pool.admit(&key).await?;
-        while let Some(client) = self.pool.take(&key, |c| !c.is_closed()) {
+        while let Some(kept) = self.pool.take(&key, |a| !a.client.is_closed()) {
             // One round trip tells a connection the server has since closed (a restart, an
             // idle timeout) before real work fails on it; one that does not come back within
             // the time a new connection gets is a server that hangs, said as soon.
-            match tokio::time::timeout(CONNECT_TIMEOUT, client.batch_execute("")).await {
-                Ok(Ok(())) => return Ok((key, client, turn)),
+            match tokio::time::timeout(CONNECT_TIMEOUT, kept.client.batch_execute("")).await {
+                Ok(Ok(())) => return Ok((key, kept, turn)),
                 Ok(Err(_)) => {}
                 Err(_) => {
                     return Err(Error::Unreached(format!(
@@ -238,51 +258,74 @@ fn marker(grant: RequestId) -> String {
     format!("{MARKER}{grant}")
 }
 
-/// The role that is handed what grants' roles made: `NOLOGIN`, with no rights of its own.
-/// Handed to the administrator instead, a `SECURITY DEFINER` function or a view a grant made
-/// would run with the administrator's rights for whoever calls it later.
-const OWNER: &str = "warden_owned";
+/// Starts the name of the role that keeps what a grant's role made: `warden_owned_` and the
+/// account's name after its `w_`, so a DBA sees whose grant left what.
+const OWNER_PREFIX: &str = "warden_owned_";
+/// Starts the comment that marks a keeper role; the grant id follows.
+const OWNER_MARKER: &str = "warden leftovers of grant ";
 
-/// Makes [`OWNER`] if it is missing and lets the administrator hand things to it.
-fn keeper() -> String {
+/// The role that is handed what `account`'s role made: `NOLOGIN`, with no rights of its own,
+/// and one per grant. Handed to the administrator instead, a `SECURITY DEFINER` function or a
+/// view a grant made would run with the administrator's rights for whoever calls it later;
+/// handed to one role for all grants, a view one grant left would read, as the owner of both,
+/// a table another left.
+fn owner(account: &str) -> String {
     format!(
-        "DO $$BEGIN CREATE ROLE {OWNER} NOLOGIN; \
-         EXCEPTION WHEN duplicate_object THEN NULL; END$$; \
-         GRANT {OWNER} TO CURRENT_USER"
+        "{OWNER_PREFIX}{}",
+        account.strip_prefix("w_").unwrap_or(account)
     )
 }
 
-/// In one database: what role `role` (oid `oid`) made goes to [`OWNER`], its functions and
-/// procedures that ran with its rights run with their callers' from now on (the rights they
-/// ran with end with the grant), and its privileges go. A new owner must be able to create in
-/// an object's schema (and, of a schema, in the database): [`OWNER`] is lent that right for
-/// the hand-over alone, within its transaction, so no one ever sees it hold it.
-fn hand_over(role: &str, oid: u32) -> String {
+/// Makes `owner` if it is missing, marked as `grant`'s, and lets the administrator hand
+/// things to it.
+fn keeper(owner: &str, grant: RequestId) -> String {
+    let owner = ident(owner);
+    format!(
+        "DO $$BEGIN CREATE ROLE {owner} NOLOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END$$; \
+         COMMENT ON ROLE {owner} IS {}; \
+         GRANT {owner} TO CURRENT_USER",
+        literal(&format!("{OWNER_MARKER}{grant}"))
+    )
+}
+
+/// In one database: what role `role` (oid `oid`) made goes to `owner` (none: it made nothing
+/// anywhere), its functions and procedures that ran with its rights run with their callers'
+/// from now on (the rights they ran with end with the grant), and its privileges go. A new
+/// owner must be able to create in an object's schema (and, of a schema, in the database): it
+/// is lent that right for the hand-over alone, within its transaction, so no one ever sees it
+/// hold it.
+fn hand_over(role: &str, oid: u32, owner: Option<&str>) -> String {
+    let Some(owner) = owner else {
+        return format!("DROP OWNED BY {role}");
+    };
+    let owner_ident = ident(owner);
+    let owner_name = literal(owner);
     format!(
         "DO $$DECLARE r regprocedure; s text; lent text[] := '{{}}'; db_lent boolean := false; BEGIN \
          FOR r IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.proowner = {oid} AND p.prosecdef LOOP \
            EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', r); \
          END LOOP; \
          FOR s IN SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' \
-           AND NOT has_schema_privilege('{OWNER}', oid, 'CREATE') LOOP \
-           EXECUTE format('GRANT CREATE ON SCHEMA %I TO {OWNER}', s); \
+           AND NOT has_schema_privilege({owner_name}, oid, 'CREATE') LOOP \
+           EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', s, {owner_name}); \
            lent := lent || s; \
          END LOOP; \
          IF EXISTS (SELECT FROM pg_namespace WHERE nspowner = {oid}) \
-           AND NOT has_database_privilege('{OWNER}', current_database(), 'CREATE') THEN \
-           EXECUTE format('GRANT CREATE ON DATABASE %I TO {OWNER}', current_database()); \
+           AND NOT has_database_privilege({owner_name}, current_database(), 'CREATE') THEN \
+           EXECUTE format('GRANT CREATE ON DATABASE %I TO %I', current_database(), {owner_name}); \
            db_lent := true; \
          END IF; \
          EXECUTE {reassign}; \
          FOREACH s IN ARRAY lent LOOP \
-           EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM {OWNER}', s); \
+           EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', s, {owner_name}); \
          END LOOP; \
          IF db_lent THEN \
-           EXECUTE format('REVOKE CREATE ON DATABASE %I FROM {OWNER}', current_database()); \
+           EXECUTE format('REVOKE CREATE ON DATABASE %I FROM %I', current_database(), {owner_name}); \
          END IF; \
          END$$; \
          DROP OWNED BY {role}",
-        reassign = literal(&format!("REASSIGN OWNED BY {role} TO {OWNER}")),
+        reassign = literal(&format!("REASSIGN OWNED BY {role} TO {owner_ident}")),
     )
 }
 
@@ -318,8 +361,9 @@ fn target_error(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> Erro
     Error::Target(describe(what, e, secrets))
 }
 
-/// Connects to the target's database as `user`, failing within [`CONNECT_TIMEOUT`].
-async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Client, Error> {
+/// Connects to the target's database as `user`, failing within [`CONNECT_TIMEOUT`], the
+/// session's `search_path` set to [`SAFE_SEARCH_PATH`].
+async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin, Error> {
     let where_ = format!(
         "connecting to postgres at {}:{} as {user}",
         conn.host, conn.port
@@ -354,7 +398,32 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Client
         .map_err(|e| Error::Unreached(describe(&where_, &e, &[password])))?;
     // The connection task ends when the client is dropped; its errors reach the client's calls.
     tokio::spawn(connection);
-    Ok(client)
+    // Set here rather than with the options above, which would hide the usual one.
+    let answers = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client.simple_query(&format!(
+            "SHOW search_path; SET search_path = {SAFE_SEARCH_PATH}"
+        )),
+    )
+    .await
+    .map_err(|_| {
+        Error::Unreached(format!(
+            "{where_}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| target_error(&format!("{where_}: setting the search path"), &e, &[]))?;
+    let usual_search_path = answers
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(Admin {
+        client,
+        usual_search_path,
+    })
 }
 
 /// Ends every session of the role with oid `oid` and waits until the server shows none.
@@ -423,7 +492,7 @@ impl Issuer for PostgresIssuer {
             expires: &expires,
         };
 
-        let (key, client, _turn) = self.admin_client(&conn, admin).await?;
+        let (key, admin, _turn) = self.admin_client(&conn, admin).await?;
         let create = format!(
             "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {expires}",
             literal(&verifier)
@@ -431,8 +500,23 @@ impl Issuer for PostgresIssuer {
         // The marker last, so that no grant statement can replace it: revoking and
         // reconciling trust it.
         let comment = format!("COMMENT ON ROLE {role} IS {}", literal(&marker(req.grant)));
+        // The grant statements are the operator's, written for the administrator's usual
+        // `search_path`; Warden's own before and after them run with the safe one (set for
+        // the session again: a statement may have set another).
+        let usual_path = (
+            format!("setting the usual search_path for the grant statements of role {account}"),
+            format!(
+                "SELECT pg_catalog.set_config('search_path', {}, true)",
+                literal(&admin.usual_search_path)
+            ),
+        );
+        let safe_path = (
+            format!("setting the search_path back after the grant statements of role {account}"),
+            format!("SET search_path = {SAFE_SEARCH_PATH}"),
+        );
         let statements: Vec<(String, String)> = [(format!("creating role {account}"), create)]
             .into_iter()
+            .chain([usual_path])
             .chain(grants.iter().enumerate().map(|(i, grant)| {
                 (
                     format!(
@@ -443,6 +527,7 @@ impl Issuer for PostgresIssuer {
                     grant.render(values),
                 )
             }))
+            .chain([safe_path])
             .chain([(format!("marking role {account} as Warden's"), comment)])
             .collect();
         // Concurrent GRANTs on the same objects can collide in PostgreSQL's catalog ("tuple
@@ -457,7 +542,7 @@ impl Issuer for PostgresIssuer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match create_role(&client, &statements).await {
+            match create_role(&admin.client, &statements).await {
                 Ok(()) => break,
                 Err((_, e)) if attempt < CATALOG_RETRIES && catalog_conflict(&e) => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
@@ -465,7 +550,7 @@ impl Issuer for PostgresIssuer {
                 Err((what, e)) => return Err(target_error(&what, &e, &secrets)),
             }
         }
-        self.pool.put(key, client);
+        self.pool.put(key, admin);
 
         Ok(IssueResponse {
             public: serde_json::json!({
@@ -486,7 +571,8 @@ impl Issuer for PostgresIssuer {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let admin = require_admin(req.admin, req.target)?;
         let account = require_account(req.account)?;
-        let (key, client, _turn) = self.admin_client(&conn, admin).await?;
+        let (key, kept, _turn) = self.admin_client(&conn, admin).await?;
+        let client = &kept.client;
         let failed = |what: &str, e: tokio_postgres::Error| {
             target_error(&format!("{what} role {account}"), &e, &[])
         };
@@ -499,14 +585,14 @@ impl Issuer for PostgresIssuer {
             .await
             .map_err(|e| failed("looking up", e))?;
         let Some(row) = row else {
-            self.pool.put(key, client);
+            self.pool.put(key, kept);
             return Ok(RevokeResponse::AlreadyGone);
         };
         let (oid, comment): (u32, Option<String>) = (row.get(0), row.get(1));
         // A role of this name without this grant's marker was not made by Warden for it (its
         // creation failed because the name was taken): it is not Warden's to drop.
         if comment.as_deref() != Some(marker(req.grant).as_str()) {
-            self.pool.put(key, client);
+            self.pool.put(key, kept);
             return Ok(RevokeResponse::AlreadyGone);
         }
 
@@ -515,7 +601,7 @@ impl Issuer for PostgresIssuer {
             .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
             .await
             .map_err(|e| failed("disabling login of", e))?;
-        end_sessions(&client, account, oid).await?;
+        end_sessions(client, account, oid).await?;
         // DROP OWNED rewrites the same privilege rows role creation does: queue behind it.
         let lock = self.catalog_lock(format!(
             "{}:{}/{}",
@@ -543,11 +629,24 @@ impl Issuer for PostgresIssuer {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        client
-            .batch_execute(&keeper())
+        // A keeper only for a role that made something, in any database.
+        let made_something: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass \
+                 AND refobjid = $1 AND deptype = 'o')",
+                &[&oid],
+            )
             .await
-            .map_err(|e| failed("preparing the owner of what was made by", e))?;
-        let hand_over = hand_over(&role, oid);
+            .map_err(|e| failed("finding what was made by", e))?
+            .get(0);
+        let owner = made_something.then(|| owner(account));
+        if let Some(owner) = &owner {
+            client
+                .batch_execute(&keeper(owner, req.grant))
+                .await
+                .map_err(|e| failed("preparing the owner of what was made by", e))?;
+        }
+        let hand_over = hand_over(&role, oid, owner.as_deref());
         for database in &elsewhere {
             let there = Connection {
                 database: Some(database.clone()),
@@ -555,6 +654,7 @@ impl Issuer for PostgresIssuer {
             };
             let other = connect(&there, &admin.username, admin.password.expose()).await?;
             other
+                .client
                 .batch_execute(&hand_over)
                 .await
                 .map_err(|e| failed(&format!("in database {database}, clearing"), e))?;
@@ -563,15 +663,16 @@ impl Issuer for PostgresIssuer {
             .batch_execute(&format!("{hand_over}; DROP ROLE {role}"))
             .await
             .map_err(|e| failed("dropping", e))?;
-        self.pool.put(key, client);
+        self.pool.put(key, kept);
         Ok(RevokeResponse::Revoked)
     }
 
     async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let admin = require_admin(req.admin, req.target)?;
-        let (key, client, _turn) = self.admin_client(&conn, admin).await?;
-        let rows = client
+        let (key, kept, _turn) = self.admin_client(&conn, admin).await?;
+        let rows = kept
+            .client
             .query(
                 "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles \
                  WHERE left(rolname, 2) = 'w_' ORDER BY rolname",
@@ -579,7 +680,7 @@ impl Issuer for PostgresIssuer {
             )
             .await
             .map_err(|e| target_error("listing roles", &e, &[]))?;
-        self.pool.put(key, client);
+        self.pool.put(key, kept);
         Ok(rows
             .iter()
             .filter_map(|row| {
@@ -597,9 +698,10 @@ impl Issuer for PostgresIssuer {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let new_password = require_password(Some(req.new_password), "administrator")?;
         // A connection of its own: it authenticated with the password this call replaces.
-        let client = connect(&conn, &req.admin.username, req.admin.password.expose()).await?;
+        let admin = connect(&conn, &req.admin.username, req.admin.password.expose()).await?;
         let verifier = scram::verifier(new_password);
-        client
+        admin
+            .client
             .batch_execute(&format!(
                 "ALTER ROLE CURRENT_USER PASSWORD {}",
                 literal(&verifier)

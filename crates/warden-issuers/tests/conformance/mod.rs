@@ -138,7 +138,7 @@ pub async fn revoke(t: &impl Target, g: &Grant) -> Result<RevokeResponse, Error>
         .await
 }
 
-async fn list(t: &impl Target) -> Vec<String> {
+pub async fn list(t: &impl Target) -> Vec<String> {
     let (target, _) = names();
     let admin = t.admin();
     t.issuer()
