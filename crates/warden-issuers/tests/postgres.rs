@@ -358,6 +358,25 @@ async fn one_grants_leftovers_cannot_read_anothers() {
         "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles \
          WHERE rolname LIKE 'warden_owned%'",
     );
+    // A role of a keeper's name that Warden did not make is not handed anything.
+    let taken = Grant::new(&pg.issuer, "tara");
+    issue(&pg, &taken, &grants(&makes), end).await.unwrap();
+    let made = pg.run_sql(
+        &taken.account,
+        taken.password.expose(),
+        "CREATE TABLE public.tara_notes (v text)",
+    );
+    assert!(made.status.success(), "{made:?}");
+    pg.server.admin_query(&format!(
+        "CREATE ROLE warden_owned_{} LOGIN",
+        &taken.account[2..]
+    ));
+    let err = conformance::revoke(&pg, &taken).await.unwrap_err();
+    assert!(err.to_string().contains("was not made by Warden"), "{err}");
+    let owner = pg
+        .server
+        .admin_query("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'tara_notes'");
+    assert_eq!(owner, taken.account);
     assert_eq!(
         keepers,
         format!(

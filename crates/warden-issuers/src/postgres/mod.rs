@@ -276,16 +276,23 @@ fn owner(account: &str) -> String {
     )
 }
 
-/// Makes `owner` if it is missing, marked as `grant`'s, and lets the administrator hand
-/// things to it.
+/// Makes `owner`, marked as `grant`'s, and lets the administrator hand things to it. One of
+/// that name already there is used only if it bears the mark (an earlier attempt at the same
+/// revocation made it): a role someone else made may have rights, and is refused.
 fn keeper(owner: &str, grant: RequestId) -> String {
+    let name = literal(owner);
     let owner = ident(owner);
+    let mark = literal(&format!("{OWNER_MARKER}{grant}"));
     format!(
         "DO $$BEGIN CREATE ROLE {owner} NOLOGIN; \
-         EXCEPTION WHEN duplicate_object THEN NULL; END$$; \
-         COMMENT ON ROLE {owner} IS {}; \
-         GRANT {owner} TO CURRENT_USER",
-        literal(&format!("{OWNER_MARKER}{grant}"))
+         COMMENT ON ROLE {owner} IS {mark}; \
+         EXCEPTION WHEN duplicate_object THEN \
+           IF shobj_description((SELECT oid FROM pg_roles WHERE rolname = {name}), 'pg_authid') \
+             IS DISTINCT FROM {mark} THEN \
+             RAISE EXCEPTION 'role % exists but was not made by Warden for this grant: rename it', {name}; \
+           END IF; \
+         END$$; \
+         GRANT {owner} TO CURRENT_USER"
     )
 }
 
