@@ -279,6 +279,7 @@ struct ErrorDetail {
     code: String,
     message: String,
     diagnostics: Option<serde_json::Value>,
+    request_id: Option<String>,
 }
 
 impl Client {
@@ -421,13 +422,20 @@ impl Client {
             return serde_json::from_slice(text)
                 .context("the server sent a response this client does not understand");
         }
-        let (api_code, message, diagnostics) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (Some(b.error.code), b.error.message, b.error.diagnostics),
-            Err(_) => (None, self.not_warden(status), None),
-        };
+        let (api_code, message, diagnostics, request_id) =
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => (
+                    Some(b.error.code),
+                    b.error.message,
+                    b.error.diagnostics,
+                    b.error.request_id,
+                ),
+                Err(_) => (None, self.not_warden(status), None, None),
+            };
         let message = self.with_path_hint(status.as_u16(), api_code.as_deref(), message);
         Err(Failure {
             diagnostics,
+            request_id,
             ..Failure::from_status(status.as_u16(), api_code, message)
         }
         .into())

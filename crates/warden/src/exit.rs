@@ -22,6 +22,8 @@ pub struct Failure {
     pub message: String,
     /// The problems of a policy the server rejected, as it listed them: kept for `--json`.
     pub diagnostics: Option<serde_json::Value>,
+    /// The request the call made or approved when the server says it ended unissued.
+    pub request_id: Option<String>,
 }
 
 pub const FAILURE: u8 = 1;
@@ -53,6 +55,7 @@ impl Failure {
             api_code: None,
             message: message.into(),
             diagnostics: None,
+            request_id: None,
         }
     }
 
@@ -73,6 +76,7 @@ impl Failure {
             api_code,
             message,
             diagnostics: None,
+            request_id: None,
         }
     }
 }

@@ -434,6 +434,9 @@ fn main() -> ExitCode {
                 if let Some(d) = failure.and_then(|f| f.diagnostics.clone()) {
                     body["error"]["diagnostics"] = d;
                 }
+                if let Some(id) = failure.and_then(|f| f.request_id.clone()) {
+                    body["error"]["request_id"] = id.into();
+                }
                 eprintln!("{body}");
             } else {
                 eprintln!("error: {e:#}");

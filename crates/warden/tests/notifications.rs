@@ -1343,9 +1343,21 @@ fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
         ],
         None,
     );
-    assert!(!out.success(), "{out:?}");
+    // Shown as it ended, and refused as any request that ended without a grant, its generated
+    // key removed.
+    assert_eq!(out.code, 3, "{out:?}");
     let bg = ok(&bob, &["request", "list"]);
     let bg_id = bg["requests"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        out.stdout.contains(&bg_id) && out.stdout.contains("revoked"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("BREAK-GLASS"), "{out:?}");
+    assert!(out.stderr.contains("could not be issued"), "{out:?}");
+    assert_eq!(
+        std::fs::read_dir(bob.home().join("ssh")).unwrap().count(),
+        0
+    );
     wait_for("security's notification", || {
         !notices(&hook, "issue_failed", &bg_id).is_empty()
     });
@@ -1365,8 +1377,14 @@ fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
 
     // An approved request that fails: its requester did not make the call that failed.
     let rid = id(&common::create(&alice, "pg", "read", &[]));
-    let out = bob.run(&["request", "approve", &rid, "--comment", "go"], None);
+    let out = bob.run(
+        &["--json", "request", "approve", &rid, "--comment", "go"],
+        None,
+    );
     assert!(!out.success(), "{out:?}");
+    let refusal: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    assert_eq!(refusal["error"]["code"], "issuer_failed", "{refusal}");
+    assert_eq!(refusal["error"]["request_id"], rid.as_str(), "{refusal}");
     wait_for("the requester's notification", || {
         !notices(&hook, "issue_failed", &rid).is_empty()
     });

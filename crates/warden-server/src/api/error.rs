@@ -28,6 +28,10 @@ pub struct ErrorDetail {
     /// --json` lists them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Vec<PolicyProblem>>,
+    /// The request the call made or approved when its credential could not be issued
+    /// (`issuer_failed`): it ended before it was active, and `GET /v1/requests/{id}` shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// One problem in one file of a policy directory.
@@ -63,6 +67,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The problems of a rejected policy.
     pub diagnostics: Option<Vec<PolicyProblem>>,
+    /// The request that ended unissued.
+    pub request_id: Option<warden_domain::RequestId>,
 }
 
 impl ApiError {
@@ -74,6 +80,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             diagnostics: None,
+            request_id: None,
         }
     }
 
@@ -104,6 +111,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
                 diagnostics: self.diagnostics,
+                request_id: self.request_id.map(|id| id.to_string()),
             },
         };
         let mut response = (self.status, Json(body)).into_response();
@@ -140,7 +148,7 @@ impl From<broker::Error> for ApiError {
                 | TransitionError::Overdue { .. },
             ) => StatusCode::CONFLICT,
             E::Transition(_) => StatusCode::FORBIDDEN,
-            E::Issuer(_) => StatusCode::BAD_GATEWAY,
+            E::Issuer(_) | E::NotIssued { .. } => StatusCode::BAD_GATEWAY,
             E::Postmortem(warden_domain::postmortem::PostmortemError::AlreadyClosed(_)) => {
                 StatusCode::CONFLICT
             }
@@ -155,7 +163,14 @@ impl From<broker::Error> for ApiError {
                 );
             }
         };
-        Self::new(status, e.code(), e.to_string())
+        let request_id = match &e {
+            E::NotIssued { request, .. } => Some(*request),
+            _ => None,
+        };
+        Self {
+            request_id,
+            ..Self::new(status, e.code(), e.to_string())
+        }
     }
 }
 

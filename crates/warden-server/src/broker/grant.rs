@@ -163,7 +163,7 @@ impl App {
                 if notify {
                     self.outbox.notify_one();
                 }
-                return Err(Error::Issuer(why));
+                return Err(Error::NotIssued { request: r.id, why });
             }
         };
         let mut public_facts = issued.public.clone();

@@ -91,6 +91,10 @@ pub enum Error {
     /// An issuer, the sealer or a target failed; the message says which and what.
     #[error("{0}")]
     Issuer(String),
+    /// Request `request` was granted but its credential could not be issued, so it ended
+    /// (revoked) before it was ever active: the caller who made or approved it learns its id.
+    #[error("request {request}: {why}")]
+    NotIssued { request: RequestId, why: String },
     #[error("{0}")]
     Postmortem(#[from] warden_domain::postmortem::PostmortemError),
     #[error("storage failure: {0}")]
@@ -126,7 +130,7 @@ impl Error {
             Error::Mfa(_) => "mfa_required",
             Error::MfaFailed(_) => "mfa_failed",
             Error::Locked(_) => "locked",
-            Error::Issuer(_) => "issuer_failed",
+            Error::Issuer(_) | Error::NotIssued { .. } => "issuer_failed",
             Error::Postmortem(p) => p.code(),
             Error::Store(warden_store::Error::Conflict) => "changed_concurrently",
             Error::Store(_) => "storage_unavailable",

@@ -2,10 +2,14 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::requests::{adopt_key, finish, new_client_key, s, users_key};
+use super::requests::{
+    adopt_key, certifies_a_key, created_or_ended, ended_ungranted, finish, new_client_key,
+    refused_if_ended, s, users_key,
+};
 use crate::client::{Client, query, segment};
 use crate::output::{Output, fields, instant, table, to_the_second};
 
@@ -93,7 +97,8 @@ pub async fn breakglass(
         "target": a.target, "role": a.role, "reason": a.reason, "ticket": a.ticket,
         "ttl": a.ttl, "public_key": public_key, "totp": a.totp, "drill": a.drill,
     });
-    let v: Value = match c.post("/v1/breakglass", &body).await {
+    let created = c.post("/v1/breakglass", &body).await;
+    let v: Value = match created_or_ended(&c, created).await {
         Ok(v) => v,
         Err(e) => {
             if let (true, Some(k)) = (generated, &key_path) {
@@ -103,10 +108,14 @@ pub async fn breakglass(
         }
     };
     let key_path = match key_path {
+        Some(k) if generated && !certifies_a_key(&v) => {
+            std::fs::remove_file(&k).with_context(|| format!("removing {}", k.display()))?;
+            None
+        }
         Some(k) if generated => Some(adopt_key(&k, &s(&v, "id"))?),
         other => other,
     };
-    if !out.json {
+    if !out.json && !ended_ungranted(&v) {
         let told = if v["security_notified"] == false {
             "no notification sink reaches security (the server has no [[notify]] for them): tell them yourself"
         } else {
@@ -118,7 +127,8 @@ pub async fn breakglass(
             s(&v, "id")
         );
     }
-    finish(&v, key_path.as_deref(), true, out)
+    finish(&v, key_path.as_deref(), true, out)?;
+    refused_if_ended(&v)
 }
 
 fn print_postmortem(p: &Value) {

@@ -206,7 +206,7 @@ pub(super) fn forget_expired_certificates() -> anyhow::Result<()> {
 
 /// Whether request `v` ended without ever being granted: denied, cancelled, timed out, or
 /// revoked or failed before its credential was issued.
-fn ended_ungranted(v: &Value) -> bool {
+pub(super) fn ended_ungranted(v: &Value) -> bool {
     !v["ended_at"].is_null() && v["activated_at"].is_null()
 }
 
@@ -251,11 +251,12 @@ pub(super) fn new_client_key() -> anyhow::Result<(PathBuf, String)> {
     Ok((private, public))
 }
 
-/// Whether request `v` may still certify the key it was sent with: not once it is active with
-/// a credential that is no certificate (a database account), which a generated key is useless
-/// to.
-fn certifies_a_key(v: &Value) -> bool {
-    v["state"] != "active" || v.pointer("/credential/certificate").is_some()
+/// Whether request `v` may still certify the key it was sent with: not once it ended without a
+/// grant, nor once it is active with a credential that is no certificate (a database account),
+/// which a generated key is useless to.
+pub(super) fn certifies_a_key(v: &Value) -> bool {
+    !ended_ungranted(v)
+        && (v["state"] != "active" || v.pointer("/credential/certificate").is_some())
 }
 
 /// The public key line in `file` (never a private key: refused before anything is sent) and
@@ -629,15 +630,35 @@ fn generated_key(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(own))
 }
 
+/// What a call that creates a request answered: the request, or, when it was granted at once
+/// and its credential could not be issued, the request as it ended, to be shown and refused
+/// as any request that ended without a grant; any other error as it was.
+pub(super) async fn created_or_ended(
+    c: &Client,
+    created: anyhow::Result<Value>,
+) -> anyhow::Result<Value> {
+    let unissued = created.as_ref().err().and_then(|e| {
+        e.downcast_ref::<Failure>()
+            .and_then(|f| f.request_id.clone())
+    });
+    match unissued {
+        Some(id) => c
+            .get(&format!("/v1/requests/{}", segment(&id)))
+            .await
+            .or(created),
+        None => created,
+    }
+}
+
 /// After waiting for a decision: a request that ended without a grant is a refusal.
-fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
+pub(super) fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
     let state = v["state"].as_str().unwrap_or_default();
     let how = match state {
         "denied" => "was denied".to_owned(),
         "cancelled" => "was cancelled".to_owned(),
         "timed-out" => "timed out waiting for approval".to_owned(),
         // Revoked, or its credential could not be issued: no access came of it.
-        _ if ended_ungranted(v) => match v["why"].as_str().filter(|w| !w.is_empty()) {
+        _ if ended_ungranted(v) => match v["end_comment"].as_str().filter(|w| !w.is_empty()) {
             Some(why) => format!("ended {state} without a grant: {why}"),
             None => format!("ended {state} without a grant"),
         },
@@ -689,8 +710,8 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 "target": a.target, "role": a.role, "reason": a.reason, "ticket": a.ticket,
                 "ttl": a.ttl, "public_key": public_key, "totp": a.totp,
             });
-            let created: anyhow::Result<Value> = c.post("/v1/requests", &body).await;
-            let mut v = match created {
+            let created = c.post("/v1/requests", &body).await;
+            let mut v = match created_or_ended(&c, created).await {
                 Ok(v) => v,
                 Err(e) => {
                     if let (true, Some(k)) = (generated, &key_path) {
