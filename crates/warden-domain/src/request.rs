@@ -256,7 +256,7 @@ pub enum TransitionError {
     OwnRequest,
     #[error("you have already reviewed this request")]
     AlreadyReviewed,
-    #[error("your approval would not count: still needed is {}", .0.join(", "))]
+    #[error("your approval would not count: {}", still_needed(.0))]
     NotEligible(Vec<String>),
     #[error("you may not deny this request: only a reviewer its tier names may (a two-person tier's second approver may approve, not deny), and it needs {}", .0.join(", "))]
     MayNotDeny(Vec<String>),
@@ -272,6 +272,17 @@ pub enum TransitionError {
         id: RequestId,
         deadline: OffsetDateTime,
     },
+}
+
+/// What a refused approval is told is still needed: nothing, when the approvals given already
+/// meet a tier relaxed since (a reload, a time-of-day rule no longer matching), which Warden's
+/// own pass then grants.
+fn still_needed(missing: &[String]) -> String {
+    if missing.is_empty() {
+        "the approvals given already meet what the policy asks now, and Warden grants it within a minute (or a reviewer the tier names completes it now)".to_owned()
+    } else {
+        format!("still needed is {}", missing.join(", "))
+    }
 }
 
 impl TransitionError {
@@ -450,7 +461,11 @@ impl Request {
         self.expect_in_time(now)?;
         self.check_reviewer(approver)?;
         let approvers = self.approvers(directory);
-        if !requirement.would_count(requester, &approvers, approver) {
+        // A tier relaxed since the approvals were given may be met by them already: a reviewer
+        // it names then completes it at once, as Warden's pass would.
+        let met_already = requirement.progress(requester, &approvers).satisfied
+            && requirement.names_reviewer(requester, approver);
+        if !met_already && !requirement.would_count(requester, &approvers, approver) {
             return Err(TransitionError::NotEligible(
                 requirement.progress(requester, &approvers).missing,
             ));
@@ -493,7 +508,8 @@ impl Request {
         Ok(())
     }
 
-    /// Refuses to approve a pending request at or past its deadline: it has timed out.
+    /// Refuses to approve, deny or cancel a pending request at or past its deadline: it has
+    /// timed out, whether or not the worker has recorded it yet.
     fn expect_in_time(&self, now: OffsetDateTime) -> Result<(), TransitionError> {
         if now < self.pending_deadline {
             Ok(())
@@ -546,6 +562,7 @@ impl Request {
         now: OffsetDateTime,
     ) -> Result<(), TransitionError> {
         self.expect(&[State::Pending], "denied", "pending")?;
+        self.expect_in_time(now)?;
         self.check_reviewer(reviewer)?;
         // Anyone may be a two-person tier's second approver; were anyone also able to deny,
         // anyone could block every such request.
@@ -581,6 +598,9 @@ impl Request {
             "cancelled",
             "pending (or approved and not yet active)",
         )?;
+        if self.state == State::Pending {
+            self.expect_in_time(now)?;
+        }
         self.finish(State::Cancelled, Some(by.clone()), None, now);
         Ok(())
     }
@@ -881,6 +901,53 @@ mod tests {
         );
         two.approve_as_met(&alice, req, &dir, just_before).unwrap();
         assert_eq!(two.state, State::Approved);
+    }
+
+    #[test]
+    fn a_pending_request_past_its_deadline_is_neither_denied_nor_cancelled() {
+        let alice = user("alice", &[], None);
+        let bob = user("bob", &["sre"], None);
+        let dir = Directory::new([alice.clone(), bob.clone()]).unwrap();
+        let mut r = request("peer(sre)");
+        let (req, deadline) = (r.requirement.clone(), r.pending_deadline);
+        let c = || Comment::parse("").unwrap();
+        let overdue = Err(TransitionError::Overdue { id: r.id, deadline });
+        assert_eq!(r.deny(&bob, &alice, &req, &dir, c(), deadline), overdue);
+        assert_eq!(r.cancel(&alice.name, deadline), overdue);
+        assert_eq!(r.state, State::Pending);
+        r.cancel(&alice.name, deadline - time::Duration::milliseconds(1))
+            .unwrap();
+        assert_eq!(r.state, State::Cancelled);
+    }
+
+    #[test]
+    fn approvals_that_meet_a_relaxed_tier_are_completed_by_a_reviewer_it_names() {
+        let alice = user("alice", &[], None);
+        let (bob, carl) = (user("bob", &["sre"], None), user("carl", &["sre"], None));
+        let eve = user("eve", &["dev"], None);
+        let dir = Directory::new([alice.clone(), bob.clone(), carl.clone(), eve.clone()]).unwrap();
+        let mut r = request("peer(sre, 2)");
+        let c = || Comment::parse("").unwrap();
+        let now = r.created_at + time::Duration::minutes(1);
+        let two = r.requirement.clone();
+        assert!(matches!(
+            r.approve(&bob, &alice, two, &dir, c(), now),
+            Ok(Approved::Partial(_))
+        ));
+        // Relaxed to one: bob's approval meets it. Someone it does not name is told so.
+        let one: Requirement = "peer(sre)".parse().unwrap();
+        let refused = r.clone().approve(&eve, &alice, one.clone(), &dir, c(), now);
+        assert_eq!(refused, Err(TransitionError::NotEligible(Vec::new())));
+        let told = refused.unwrap_err().to_string();
+        assert!(
+            told.contains("already meet what the policy asks now"),
+            "{told}"
+        );
+        assert_eq!(
+            r.approve(&carl, &alice, one, &dir, c(), now),
+            Ok(Approved::Complete)
+        );
+        assert_eq!(r.state, State::Approved);
     }
 
     #[test]

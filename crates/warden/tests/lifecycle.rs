@@ -491,7 +491,13 @@ fn cancel_revoke_and_extend() {
     assert_eq!(state(&alice, &more), "revoked");
     fails(&bob, &["request", "approve", &more], 6);
     fails(&alice, &["request", "revoke", &active], 6);
-    fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 6);
+    let ended = fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 6);
+    assert!(
+        ended
+            .stderr
+            .contains("is revoked: there is no access left to extend"),
+        "{ended:?}"
+    );
 }
 
 /// Extensions asked for at once: one waits, the others are refused; an extension asked for as

@@ -249,6 +249,18 @@ impl App {
                 .refused(refusal, TransitionError::NotRequester("extend").into())
                 .await);
         }
+        // A grant that ended is told as one whose time ran out below is, whether the worker
+        // has recorded its end yet or not.
+        if matches!(r.state, State::Expired | State::Revoked) && r.activated_at.is_some() {
+            let e = Error::Conflict {
+                code: "grant_ended",
+                message: format!(
+                    "grant {id} is {}: there is no access left to extend; ask for new access with `warden request create`",
+                    r.state
+                ),
+            };
+            return Err(self.refused(refusal, e).await);
+        }
         if r.state != State::Active {
             let e = TransitionError::WrongState {
                 id,

@@ -218,6 +218,10 @@ fn decision_details(d: &Decision) -> serde_json::Value {
 impl App {
     /// Appends a refusal event and hands the error back, so refusals cannot go unaudited.
     pub(crate) async fn refused(&self, event: Event, err: Error) -> Error {
+        // Refused as timed out before the worker recorded it so: it does so now.
+        if let Error::Transition(TransitionError::Overdue { .. }) = err {
+            self.wake.now();
+        }
         let event = event.denied(err.code(), err.to_string());
         match self.store.append(vec![event]).await {
             Ok(()) => err,

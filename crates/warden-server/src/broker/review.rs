@@ -423,12 +423,7 @@ impl App {
                 );
                 let outcome = match outcome {
                     Ok(o) => o,
-                    Err(e) => {
-                        if let TransitionError::Overdue { .. } = e {
-                            self.wake.now();
-                        }
-                        return Err(self.refused(refusal, e.into()).await);
-                    }
+                    Err(e) => return Err(self.refused(refusal, e.into()).await),
                 };
                 let missing = match &outcome {
                     Approved::Complete => Vec::new(),

@@ -493,8 +493,9 @@ async fn poll_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow
             return Ok(v);
         }
         if !announced && !out.json {
+            // Named, so an approver can be told which request to approve.
             eprintln!(
-                "Waiting for approval ({}); Ctrl-C stops waiting and leaves the request pending...",
+                "Request {id} waits for approval ({}); Ctrl-C stops waiting and leaves it pending...",
                 joined(&v["still_needed"], ", ")
             );
             announced = true;
@@ -734,9 +735,6 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 (_, None) => None,
             };
             if a.wait.wait && v["state"] == "pending" {
-                if !out.json {
-                    eprintln!("Request {} created.", s(&v, "id"));
-                }
                 v = wait_decided(&c, &v, a.wait.wait_timeout, out).await?;
                 pick_up_after_wait(&c, &mut v).await?;
             }
