@@ -5,7 +5,7 @@ use rusqlite::{Connection, params};
 use warden_audit::merkle::BLOCK_HEIGHT;
 
 use super::block_keys::{BlockKeys, Key};
-use super::{decode_event, limit, ms};
+use super::{ceil_ms, decode_event, limit};
 use crate::{AuditFilter, StoredEvent};
 
 const SEARCH: &str = "SELECT seq, body, leaf_hash FROM audit
@@ -71,8 +71,11 @@ pub(super) fn search_by_chunks(
                     target,
                     request,
                     codes,
-                    f.from.map(ms),
-                    f.to.map(ms),
+                    // Event times are whole milliseconds: one at or after a bound with a
+                    // fraction of one is at or after the next, and one before it (`to` is
+                    // exclusive) is before the next too.
+                    f.from.map(ceil_ms),
+                    f.to.map(ceil_ms),
                     lo,
                     hi,
                     limit(wanted)

@@ -553,7 +553,7 @@ fn revoked_until(r: &Request) -> Option<i64> {
 }
 
 /// Milliseconds rounded up, so a deadline stored in milliseconds is never due before it
-/// actually passed.
+/// actually passed, and a bound on times stored in milliseconds takes in none before it.
 fn ceil_ms(t: OffsetDateTime) -> i64 {
     i64::try_from((t.unix_timestamp_nanos() + 999_999).div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }

@@ -615,6 +615,77 @@ async fn the_audit_search_takes_several_codes_at_once() {
     assert_eq!(found(Vec::new()).await.len(), 5);
 }
 
+/// Event times are whole milliseconds; a bound with a fraction of one takes in exactly the
+/// events at or after it (`from`) or before it (`to`), never one a millisecond off.
+#[tokio::test]
+async fn the_audit_search_bounds_keep_their_fraction_of_a_millisecond() {
+    let (_d, s) = store();
+    let times = [
+        datetime!(2026-01-01 12:10:45.241 UTC),
+        datetime!(2026-01-01 12:10:45.242 UTC),
+        datetime!(2026-01-01 12:10:47.026 UTC),
+        datetime!(2026-01-01 12:10:47.027 UTC),
+        datetime!(2026-01-01 12:10:47.028 UTC),
+    ];
+    let events = times
+        .iter()
+        .map(|t| Event::new(Code::RequestCreated, Actor::system(), *t))
+        .collect();
+    s.append(events).await.unwrap();
+    let found = |from, to| {
+        let s = s.clone();
+        async move {
+            s.audit(AuditFilter {
+                from,
+                to,
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        found(Some(datetime!(2026-01-01 12:10:45.2415 UTC)), None).await,
+        [2, 3, 4, 5],
+        "45.241 is before the bound"
+    );
+    assert_eq!(
+        found(None, Some(datetime!(2026-01-01 12:10:47.0271 UTC))).await,
+        [1, 2, 3, 4],
+        "47.027 is before the bound"
+    );
+    assert_eq!(
+        found(
+            Some(datetime!(2026-01-01 12:10:45.2411 UTC)),
+            Some(datetime!(2026-01-01 12:10:45.2419 UTC))
+        )
+        .await,
+        Vec::<u64>::new(),
+        "no event lies between two bounds inside one millisecond"
+    );
+    assert_eq!(
+        found(
+            Some(datetime!(2026-01-01 12:10:45.241 UTC)),
+            Some(datetime!(2026-01-01 12:10:45.2415 UTC))
+        )
+        .await,
+        [1]
+    );
+    // Whole milliseconds bound as they always did.
+    assert_eq!(
+        found(
+            Some(datetime!(2026-01-01 12:10:45.242 UTC)),
+            Some(datetime!(2026-01-01 12:10:47.027 UTC))
+        )
+        .await,
+        [2, 3]
+    );
+}
+
 #[tokio::test]
 async fn block_roots_are_read_in_order_up_to_the_first_missing_one() {
     let (_dir, s) = store();
