@@ -479,13 +479,20 @@ fn cancel_revoke_and_extend() {
     // A pending extension of a revoked grant is ended too, so no approver can revive it.
     let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-3"]));
     ok(&bob, &["request", "approve", &deploy]);
-    let more = id(&ok(&alice, &["request", "extend", &deploy, "--ttl", "1h"]));
+    let first = id(&ok(&alice, &["request", "extend", &deploy, "--ttl", "1h"]));
+    ok(&bob, &["request", "approve", &first]);
+    let more = id(&ok(&alice, &["request", "extend", &deploy, "--ttl", "2h"]));
     assert_eq!(state(&alice, &more), "pending");
-    // One extension at a time.
+    // One extension at a time, of any grant of the same chain.
     let twice = fails(&alice, &["request", "extend", &deploy, "--ttl", "2h"], 6);
     assert!(
         twice.stderr.contains(&format!("extension {more}")),
         "{twice:?}"
+    );
+    let beside = fails(&alice, &["request", "extend", &first, "--ttl", "3h"], 6);
+    assert!(
+        beside.stderr.contains(&format!("extension {more}")),
+        "{beside:?}"
     );
     ok(&admin, &["request", "revoke", &deploy]);
     assert_eq!(state(&alice, &more), "revoked");

@@ -11,6 +11,9 @@ use warden_store::Change;
 use super::{Caller, Create, Error, Outcome, context, decision_details};
 use crate::state::{App, new_request_id, now};
 
+/// The most links followed back along a chain of extensions.
+const CHAIN_MAX: usize = 256;
+
 impl App {
     /// Creates a request; an `auto` tier grants it at once.
     pub async fn create(
@@ -224,6 +227,19 @@ impl App {
 
     /// Asks for more time on an active grant: a new request, linked to the original, that goes
     /// through policy and approval again.
+    /// The first grant of the chain `r` belongs to: `r` itself, or the grant its extensions
+    /// lead back to. A chain longer than [`CHAIN_MAX`] (none is made in practice) ends there.
+    async fn chain_root(&self, r: &Request) -> Result<RequestId, Error> {
+        let mut root = r.id;
+        let mut up = r.extends;
+        for _ in 0..CHAIN_MAX {
+            let Some(id) = up else { break };
+            root = id;
+            up = self.store.request(id).await?.and_then(|o| o.extends);
+        }
+        Ok(root)
+    }
+
     pub async fn extend(
         &self,
         caller: Caller<'_>,
@@ -311,12 +327,29 @@ impl App {
                 limit: 1000,
             })
             .await?;
-        if let Some(other) = open.iter().find(|o| o.extends == Some(id)) {
+        // Of the same access, that is: an extension of any grant of its chain (the grant it
+        // extends, or an extension of it) continues the same access.
+        let root = self.chain_root(&r).await?;
+        let mut waiting = None;
+        for o in &open {
+            let Some(extended) = o.extends else { continue };
+            let same = extended == id
+                || match self.store.request(extended).await? {
+                    Some(e) => self.chain_root(&e).await? == root,
+                    None => false,
+                };
+            if same {
+                waiting = Some(o);
+                break;
+            }
+        }
+        if let Some(other) = waiting {
             let e = Error::Conflict {
                 code: "extension_pending",
                 message: format!(
-                    "extension {} of grant {id} is already waiting ({}): cancel it (`warden request cancel {}`) or wait for it",
+                    "extension {} of grant {} is already waiting ({}): cancel it (`warden request cancel {}`) or wait for it",
                     other.id,
+                    other.extends.map(|x| x.to_string()).unwrap_or_default(),
                     other.state.as_str(),
                     other.id
                 ),
