@@ -3,6 +3,11 @@
 //! `warden policy check` exists so that a policy change is caught in review rather than at the
 //! first request, so every problem carries a position an editor can jump to, and loading keeps
 //! going after the first problem so one run shows them all.
+//!
+//! Some findings are warnings rather than errors: a rule that is valid but most likely does
+//! not say what its author meant (a comparison with an environment no target has). A warning
+//! does not keep a policy from loading, since what it doubts may be meant (a target yet to
+//! come), but it is shown wherever errors are, so that a typo does not go live unseen.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,6 +15,16 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::free_text;
+
+/// Whether a finding keeps the policy from loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The policy is refused.
+    Error,
+    /// The policy loads, but probably does not say what was meant.
+    Warning,
+}
 
 /// One problem in one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,6 +36,14 @@ pub struct Diagnostic {
     /// 1-based column in characters, when the problem has a position.
     pub column: Option<usize>,
     pub message: String,
+    pub severity: Severity,
+}
+
+impl Diagnostic {
+    /// Whether this keeps the policy from loading.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -33,11 +56,16 @@ impl fmt::Display for Diagnostic {
                 write!(f, ":{column}")?;
             }
         }
-        write!(f, ": {}", self.message)
+        let mark = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
+        write!(f, ": {mark}{}", self.message)
     }
 }
 
-/// Every problem that kept a policy directory (or its fixtures) from loading.
+/// Every problem that kept a policy directory (or its fixtures) from loading, with the
+/// warnings found beside them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// Ordered by file, then position.
@@ -59,9 +87,28 @@ impl Report {
                 d.message = escaped;
             }
         }
-        diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        diagnostics.sort_by(|a, b| {
+            (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
+        });
         diagnostics.dedup();
         Some(Self { diagnostics })
+    }
+
+    /// Whether any finding keeps the policy from loading (the others are warnings).
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The errors alone: what a refusal to load names as its reasons.
+    pub fn errors(&self) -> Self {
+        Self {
+            diagnostics: self
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .cloned()
+                .collect(),
+        }
     }
 }
 
@@ -96,6 +143,15 @@ impl Place {
             line: Some(self.line),
             column: Some(self.column),
             message: message.into(),
+            severity: Severity::Error,
+        }
+    }
+
+    /// A warning about what is written here.
+    pub fn warning(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..self.problem(message)
         }
     }
 }
@@ -141,6 +197,7 @@ pub(crate) fn file_diagnostic(file: &str, message: impl Into<String>) -> Diagnos
         line: None,
         column: None,
         message: message.into(),
+        severity: Severity::Error,
     }
 }
 

@@ -58,10 +58,13 @@
 mod cedar_text;
 mod diagnostics;
 mod entities;
+mod est;
 mod fixtures;
 mod free_text;
+mod literals;
 mod load;
 mod policy;
+mod principals;
 mod rules;
 mod targets;
 mod toml_doc;
@@ -69,7 +72,7 @@ mod toml_doc;
 use time::OffsetDateTime;
 use warden_domain::{Ticket, Ttl};
 
-pub use diagnostics::{Diagnostic, Place, Report};
+pub use diagnostics::{Diagnostic, Place, Report, Severity};
 pub use fixtures::{CaseResult, Mismatch, TestReport, run_tests};
 pub use load::{TargetCheck, is_policy_file};
 pub use policy::{LookupError, Policy};

@@ -20,7 +20,9 @@ use crate::cedar_text::{self, Piece};
 use crate::diagnostics::{Diagnostic, Report, Source, file_diagnostic};
 use crate::entities::{self, EntitySets, Vocabulary};
 use crate::free_text;
+use crate::literals::{self, Known, Locator};
 use crate::policy::Policy;
+use crate::principals::{self, Mention};
 use crate::rules;
 use crate::targets::{self, Lookup, Named, Targets};
 
@@ -237,6 +239,10 @@ impl Home<'_> {
     fn at(&self, extra: usize, message: impl Into<String>) -> Diagnostic {
         self.src.at(self.offset + extra, message)
     }
+
+    fn warning(&self, extra: usize, message: impl Into<String>) -> Diagnostic {
+        self.src.place(self.offset + extra).warning(message)
+    }
 }
 
 /// Problems with the targets that this crate cannot see (each target kind's own settings), found
@@ -291,7 +297,10 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         diagnostics: vec![file_diagnostic("schema.cedarschema", e)],
     })?;
 
-    let mut rules = Rules::new(named.as_ref(), &vocab);
+    // What rules compare with is looked up only among targets that read whole: with a
+    // problem in targets.toml, a value of a target it could not read would be said unknown.
+    let known = targets.as_ref().map(Known::of);
+    let mut rules = Rules::new(named.as_ref(), known.as_ref(), &vocab);
     let before = out.len();
     for (name, text) in &cedar_files {
         rules.add_file(Source::new(name, text), &mut out);
@@ -304,7 +313,12 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         ));
     }
     rules.validate(schema.clone(), &mut out);
-    let Rules { set, terms, .. } = rules;
+    let Rules {
+        set,
+        terms,
+        mentions,
+        ..
+    } = rules;
 
     let entities = match &targets {
         Some(t) => match entities::build(&vocab, t, &schema) {
@@ -316,8 +330,9 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         },
         None => None,
     };
-    if let Some(report) = Report::from_diagnostics(out) {
-        return Err(report);
+    let found = Report::from_diagnostics(out).unwrap_or_default();
+    if found.has_errors() {
+        return Err(found);
     }
     let (Some(targets), Some(entities)) = (targets, entities) else {
         // Both are only missing after a problem was reported above.
@@ -332,6 +347,8 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         vocab,
         authorizer: Authorizer::new(),
         entity_sets: EntitySets::default(),
+        warnings: found.diagnostics,
+        mentions,
     })
 }
 
@@ -358,20 +375,28 @@ struct Rules<'a> {
     /// The names targets.toml gives, for checking the rules' references to targets and roles;
     /// `None` when it is missing or no TOML, to avoid a cascade of follow-on problems.
     named: Option<&'a Named>,
+    /// What targets.toml gives the attributes rules compare, for warning about values no
+    /// target has; `None` when it did not read whole.
+    known: Option<&'a Known>,
     vocab: &'a Vocabulary,
     set: PolicySet,
     homes: HashMap<PolicyId, Home<'a>>,
     terms: HashMap<PolicyId, rules::Terms>,
+    /// The rules' `User::` and `Group::` literals, for the server to check against the
+    /// directory.
+    mentions: Vec<Mention>,
 }
 
 impl<'a> Rules<'a> {
-    fn new(named: Option<&'a Named>, vocab: &'a Vocabulary) -> Self {
+    fn new(named: Option<&'a Named>, known: Option<&'a Known>, vocab: &'a Vocabulary) -> Self {
         Self {
             named,
+            known,
             vocab,
             set: PolicySet::new(),
             homes: HashMap::new(),
             terms: HashMap::new(),
+            mentions: Vec::new(),
         }
     }
 
@@ -509,7 +534,10 @@ impl<'a> Rules<'a> {
         }
         check_shown_annotations(home, text, &policy, out);
 
-        check_references(home, text, &shown, &policy, self.named, self.vocab, out);
+        self.check_references(home, text, &shown, &policy, out);
+        if let Some(known) = self.known {
+            check_literals(home, text, &shown, &policy, known, out);
+        }
 
         self.homes.insert(pid.clone(), home);
         if let Err(e) = self.set.add(policy.new_id(pid)) {
@@ -560,6 +588,96 @@ impl<'a> Rules<'a> {
         }
     }
 
+    /// Reports `Role::"t/r"` and `Target::"t"` literals that `targets.toml` does not name,
+    /// and `User::` and `Group::` literals that are no name a directory can hold
+    /// (`Group::"Dev"`: names are lower case): such a rule would silently never match (a
+    /// forbid never refuse), or match something other than intended after a rename. Targets
+    /// and roles are not checked without `named` (targets.toml missing, or no TOML). The
+    /// users and groups that could be are kept in `mentions`, for the directory's check.
+    fn check_references(
+        &mut self,
+        home: Home<'a>,
+        text: &str,
+        id: &str,
+        policy: &cedar_policy::Policy,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let mut seen = BTreeSet::new();
+        for uid in policy.entity_literals() {
+            if !seen.insert(uid.to_string()) {
+                continue;
+            }
+            let raw = uid.id().unescaped();
+            let quoted = format!("\"{}\"", uid.id().escaped());
+            let at = text.find(&quoted).unwrap_or(0);
+            let vocab = self.vocab;
+            let problem = if vocab.is_target(&uid) {
+                self.named
+                    .filter(|n| n.target(raw) == Lookup::Unnamed)
+                    .map(|_| {
+                        format!(
+                            "policy {id} refers to {uid}, but targets.toml defines no target `{raw}`"
+                        )
+                    })
+            } else if vocab.is_role(&uid) {
+                self.named
+                    .and_then(|n| role_problem(raw, n))
+                    .map(|why| format!("policy {id} refers to {uid}, but {why}"))
+            } else if vocab.is_user(&uid) {
+                match raw.parse::<warden_domain::UserName>() {
+                    Ok(_) => {
+                        self.mention(principals::Kind::User, raw, home, at, id, policy);
+                        None
+                    }
+                    Err(e) => Some(format!(
+                        "policy {id} refers to {uid}, which no user can be: {e}"
+                    )),
+                }
+            } else if vocab.is_group(&uid) {
+                match raw.parse::<warden_domain::GroupName>() {
+                    Ok(_) => {
+                        self.mention(principals::Kind::Group, raw, home, at, id, policy);
+                        None
+                    }
+                    Err(e) => Some(format!(
+                        "policy {id} refers to {uid}, which no group can be: {e}"
+                    )),
+                }
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                out.push(home.at(at, message));
+            }
+        }
+    }
+
+    /// Keeps principal literal `name` of rule `id`, written at `at`, for the directory's
+    /// check.
+    fn mention(
+        &mut self,
+        kind: principals::Kind,
+        name: &str,
+        home: Home<'_>,
+        at: usize,
+        id: &str,
+        policy: &cedar_policy::Policy,
+    ) {
+        use cedar_policy::PrincipalConstraint as P;
+        let scope = match policy.principal_constraint() {
+            P::Eq(uid) | P::In(uid) | P::IsIn(_, uid) => uid.id().unescaped() == name,
+            P::Any | P::Is(_) => false,
+        };
+        self.mentions.push(Mention {
+            kind,
+            name: name.to_owned(),
+            rule: id.to_owned(),
+            forbid: policy.effect() == Effect::Forbid,
+            scope,
+            place: home.src.place(home.offset + at),
+        });
+    }
+
     fn validation_diagnostic(&self, id: &PolicyId, e: &dyn miette::Diagnostic) -> Diagnostic {
         match self.homes.get(id) {
             // Validation spans are offsets into the file the policy was parsed from.
@@ -603,49 +721,48 @@ fn check_shown_annotations(
     }
 }
 
-/// Reports `Role::"t/r"` and `Target::"t"` literals that `targets.toml` does not name, and
-/// `User::` and `Group::` literals that are no name a directory can hold (`Group::"Dev"`: names
-/// are lower case): such a rule would silently never match (a forbid never refuse), or match
-/// something other than intended after a rename. Targets and roles are not checked without
-/// `named` (targets.toml missing, or no TOML).
-fn check_references(
+/// Warns about the values rule `id` compares that no target has, and about times out of
+/// their range ([`literals`]), each where it is written.
+fn check_literals(
     home: Home<'_>,
     text: &str,
     id: &str,
     policy: &cedar_policy::Policy,
-    named: Option<&Named>,
-    vocab: &Vocabulary,
+    known: &Known,
     out: &mut Vec<Diagnostic>,
 ) {
-    let mut seen = BTreeSet::new();
-    for uid in policy.entity_literals() {
-        if !seen.insert(uid.to_string()) {
-            continue;
-        }
-        let raw = uid.id().unescaped();
-        let problem = if vocab.is_target(&uid) {
-            named.filter(|n| n.target(raw) == Lookup::Unnamed).map(|_| {
-                format!("policy {id} refers to {uid}, but targets.toml defines no target `{raw}`")
-            })
-        } else if vocab.is_role(&uid) {
-            named
-                .and_then(|n| role_problem(raw, n))
-                .map(|why| format!("policy {id} refers to {uid}, but {why}"))
-        } else if vocab.is_user(&uid) {
-            raw.parse::<warden_domain::UserName>()
-                .err()
-                .map(|e| format!("policy {id} refers to {uid}, which no user can be: {e}"))
-        } else if vocab.is_group(&uid) {
-            raw.parse::<warden_domain::GroupName>()
-                .err()
-                .map(|e| format!("policy {id} refers to {uid}, which no group can be: {e}"))
-        } else {
-            None
-        };
-        if let Some(message) = problem {
-            let quoted = format!("\"{}\"", uid.id().escaped());
-            let at = text.find(&quoted).unwrap_or(0);
-            out.push(home.at(at, message));
+    // Every policy Cedar parsed has a JSON form; without one there is nothing to read.
+    let Ok(json) = policy.to_json() else {
+        return;
+    };
+    for finding in literals::check(id, &json, known) {
+        out.push(home.warning(locate(text, &finding.at), finding.message));
+    }
+}
+
+/// Where in a rule's text a finding is: at the literal as written, or at the number an
+/// attribute is compared with (`.weekday == 7`: at the `7`), else at the attribute, else at
+/// the rule.
+fn locate(text: &str, at: &Locator) -> usize {
+    match at {
+        Locator::Text(written) => find_code(text, written, 0).unwrap_or(0),
+        Locator::Number { attr, value } => {
+            let access = format!(".{attr}");
+            let mut from = 0;
+            while let Some(i) = find_code(text, &access, from) {
+                from = i + access.len();
+                let rest = text[from..].trim_start();
+                let after_op = rest.trim_start_matches(['=', '!', '<', '>']);
+                let number = after_op.trim_start();
+                let digits = value.to_string();
+                if after_op.len() < rest.len()
+                    && number.starts_with(&digits)
+                    && !number[digits.len()..].starts_with(|c: char| c.is_ascii_digit())
+                {
+                    return text.len() - number.len();
+                }
+            }
+            find_code(text, &access, 0).map_or(0, |i| i + 1)
         }
     }
 }

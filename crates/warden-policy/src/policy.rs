@@ -9,11 +9,12 @@ use std::fmt;
 use std::path::Path;
 
 use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Request};
-use warden_domain::{Decision, RoleName, TargetName, User};
+use warden_domain::{Decision, Directory, RoleName, TargetName, User};
 
-use crate::diagnostics::Report;
+use crate::diagnostics::{Diagnostic, Report};
 use crate::entities::{self, EntitySets, TargetEntities, Vocabulary};
 use crate::load::{self, TargetCheck};
+use crate::principals::{self, Mention};
 use crate::rules::{self, Terms};
 use crate::targets::Targets;
 use crate::{Action, Context};
@@ -30,6 +31,10 @@ pub struct Policy {
     pub(crate) vocab: Vocabulary,
     pub(crate) authorizer: Authorizer,
     pub(crate) entity_sets: EntitySets,
+    /// What loading found valid but doubtful, in reading order.
+    pub(crate) warnings: Vec<Diagnostic>,
+    /// The rules' `User::` and `Group::` literals, for [`Policy::directory_warnings`].
+    pub(crate) mentions: Vec<Mention>,
 }
 
 impl fmt::Debug for Policy {
@@ -64,7 +69,8 @@ pub enum LookupError {
 /// for one line.
 const LISTED: usize = 20;
 
-fn list(known: &[String]) -> String {
+/// `known`, comma-separated, at most [`LISTED`] of them.
+pub(crate) fn list(known: &[String]) -> String {
     if known.is_empty() {
         return "none".to_owned();
     }
@@ -111,6 +117,20 @@ impl Policy {
     /// The targets and their roles.
     pub fn targets(&self) -> &Targets {
         &self.targets
+    }
+
+    /// What loading found valid but most likely not meant, in reading order: values compared
+    /// that no target has, times out of range (see `warden policy check`).
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// Warnings about the rules' `User::"…"` and `Group::"…"` literals that name no user of
+    /// `directory`, nor a group any of its users is in: such a rule applies to no one (a
+    /// forbid refuses no one), most likely by a typo. Only the server knows the directory, so
+    /// it asks at start and at each reload.
+    pub fn directory_warnings(&self, directory: &Directory) -> Vec<Diagnostic> {
+        principals::warnings(&self.mentions, directory)
     }
 
     /// Number of rules (Cedar policies) loaded.

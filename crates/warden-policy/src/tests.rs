@@ -1348,3 +1348,75 @@ fn a_rule_that_cannot_be_read_hides_no_other_rule() {
         got[0]
     );
 }
+
+/// Values no target has and times out of range are warnings: the policy loads, and each is
+/// named where it is written, beside any errors.
+#[test]
+fn doubtful_comparisons_are_warnings_with_their_place() {
+    let rules = "@id(\"no-contractors-in-prod\")\nforbid (principal in Group::\"contractor\", action, resource)\nwhen { resource.target.environment == \"prod\" };\n\n@id(\"pci\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource)\nwhen { resource.target.labels.contains(\"PCI\") && resource.name != \"rooot\" && context.now.weekday == 7 };\n";
+    let policy = load(&[("a.cedar", rules)]);
+    let got: Vec<String> = policy.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 4, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("a.cedar:3:39: warning: policy no-contractors-in-prod: no target in targets.toml has environment \"prod\" (environments: production, staging)"),
+        "{}",
+        got[0]
+    );
+    assert!(got[1].starts_with("a.cedar:7:40: warning: policy pci: no target in targets.toml has label \"PCI\" (labels: web)"), "{}", got[1]);
+    assert!(
+        got[2].starts_with(
+            "a.cedar:7:67: warning: policy pci: no role in targets.toml is named \"rooot\""
+        ),
+        "{}",
+        got[2]
+    );
+    assert!(
+        got[3].starts_with(
+            "a.cedar:7:101: warning: policy pci: context.now.weekday runs from 0 to 6"
+        ),
+        "{}",
+        got[3]
+    );
+    assert!(
+        policy
+            .warnings()
+            .iter()
+            .all(|w| w.severity == Severity::Warning)
+    );
+    // The directory's check names the group no one is in, in the forbid's scope.
+    let directory = warden_domain::Directory::new([user("carol", &["contractors"])]).unwrap();
+    let got: Vec<String> = policy
+        .directory_warnings(&directory)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "a.cedar:2:29: warning: forbid no-contractors-in-prod names Group::\"contractor\", but no user in the directory is in group `contractor` (its groups: contractors): this rule can never apply to anyone until such a group exists, so it refuses no one; correct the name, or put the users it is meant for in that group"
+        ]
+    );
+    // Beside an error, warnings are listed too, marked as such, and keep nothing from loading
+    // on their own.
+    let broken = format!("{rules}@id(\"b\") permit (principal, action, resource);\n");
+    let report = Policy::from_files(&files(&[("a.cedar", &broken)])).unwrap_err();
+    let severities: Vec<Severity> = report.diagnostics.iter().map(|d| d.severity).collect();
+    assert_eq!(
+        severities,
+        [
+            Severity::Warning,
+            Severity::Warning,
+            Severity::Warning,
+            Severity::Warning,
+            Severity::Error,
+            Severity::Error
+        ],
+        "{report}"
+    );
+    assert_eq!(report.errors().diagnostics.len(), 2);
+    let json = serde_json::to_value(&report.diagnostics[0]).unwrap();
+    assert_eq!(json["severity"], "warning");
+    // The demo policy raises none.
+    let demo = Policy::from_files(&demo_files()).unwrap();
+    assert!(demo.warnings().is_empty(), "{:?}", demo.warnings());
+}

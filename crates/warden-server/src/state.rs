@@ -11,7 +11,7 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Directory, RequestId, User, UserName};
 use warden_issuers::Registry;
 use warden_issuers::ssh_cert::UserCa;
-use warden_policy::{Diagnostic, Policy, Report, Targets};
+use warden_policy::{Diagnostic, Policy, Report, Severity, Targets};
 use warden_store::Store;
 
 use crate::config::Config;
@@ -169,9 +169,28 @@ pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
                 line: None,
                 column: None,
                 message,
+                severity: Severity::Error,
             })
             .collect(),
     })
+}
+
+/// What the policy a server enforces says that most likely is not meant: its own warnings
+/// ([`Policy::warnings`]) and its `User::` and `Group::` literals naming no one in `directory`
+/// ([`Policy::directory_warnings`]), which only the server can check. Logged when the policy
+/// goes live, at start and at each reload, and returned by a reload as its notice.
+pub fn policy_warnings(policy: &Policy, directory: &Directory) -> Vec<Diagnostic> {
+    let mut warnings = policy.warnings().to_vec();
+    warnings.extend(policy.directory_warnings(directory));
+    warnings
+}
+
+/// Logs `warnings` of the policy that just went live: the log is the record, where the
+/// terminal of whoever reloaded is not.
+fn log_policy_warnings(warnings: &[Diagnostic]) {
+    for w in warnings {
+        tracing::warn!("policy: {w}");
+    }
 }
 
 /// Problems with connections and role settings that only the issuers can see.
@@ -241,6 +260,7 @@ impl App {
         config: Config,
         metrics: crate::metrics::Metrics,
     ) -> Self {
+        log_policy_warnings(&policy_warnings(&policy, &directory));
         Self {
             store,
             policy: ArcSwap::from_pointee(policy),
@@ -278,6 +298,19 @@ impl App {
             ssh_proxy: std::sync::OnceLock::new(),
             config,
         }
+    }
+
+    /// The live policy's warnings ([`policy_warnings`]), one a line, as the notice a reload
+    /// answers with; `None` when it has none.
+    pub fn policy_notice(&self) -> Option<String> {
+        let warnings = policy_warnings(&self.policy.load(), &self.directory);
+        (!warnings.is_empty()).then(|| {
+            warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     }
 
     /// The directory as approvals are counted ([`App::reviewers`]).
@@ -431,6 +464,7 @@ impl App {
                         line: None,
                         column: None,
                         message: format!("the policy loader crashed: {e}"),
+                        severity: Severity::Error,
                     }],
                 })
             })?;
@@ -438,6 +472,7 @@ impl App {
         match loaded {
             Ok(policy) => {
                 let digest = policy.digest().to_owned();
+                let warnings = policy_warnings(&policy, &self.directory);
                 let event =
                     Event::new(Code::PolicyLoaded, actor, now()).details(serde_json::json!({
                         "digest": digest,
@@ -451,9 +486,12 @@ impl App {
                     .await
                     .map_err(|e| ReloadError::Unstored(e.to_string()))?;
                 self.policy.store(Arc::new(policy));
+                log_policy_warnings(&warnings);
                 Ok(digest)
             }
             Err(report) => {
+                // The reasons for the refusal; its warnings would be read as more of them.
+                let report = report.errors();
                 let event = Event::new(Code::PolicyReloadRejected, actor, now())
                     .denied("invalid_policy", format!("{} problem(s); the previous policy stays live", report.diagnostics.len()))
                     .details(serde_json::json!({

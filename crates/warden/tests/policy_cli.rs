@@ -454,6 +454,91 @@ fn explain_names_the_deciding_rules() {
     assert_eq!(v["user"], "bob");
 }
 
+/// A typo that would grant more than meant is told, and keeps nothing from loading: `check`
+/// warns (exit 0) about a value no target has and a time out of range, each where it is
+/// written; the server, which knows the directory, warns about a group no one is in, in its
+/// log at start and in a reload's notice, which `policy reload` prints.
+#[test]
+fn doubtful_rules_are_warned_about() {
+    let rules = format!(
+        "{RULES}\n@id(\"no-contractors-in-prod\")\nforbid (principal in Group::\"contractor\", action, resource)\nwhen {{ resource.target.environment == \"prod\" || context.now.weekday == 7 }};\n"
+    );
+    let when = rules.lines().position(|l| l.starts_with("when {")).unwrap() + 1;
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &[("targets.toml", TARGETS), ("access.cedar", &rules)],
+    );
+    let cli = local_cli();
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with("OK: 5 rules, 1 target, 2 warnings"),
+        "{out:?}"
+    );
+    let warned: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(warned.len(), 2, "{out:?}");
+    assert!(
+        warned[0].starts_with(&format!("access.cedar:{when}:39: warning: policy no-contractors-in-prod: no target in targets.toml has environment \"prod\" (environments: test)")),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        warned[1].starts_with(&format!("access.cedar:{when}:72: warning: policy no-contractors-in-prod: context.now.weekday runs from 0 to 6")),
+        "{}",
+        warned[1]
+    );
+    let json = cli.json(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(json["valid"], true);
+    let diagnostics = json["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 2, "{json}");
+    assert!(
+        diagnostics
+            .iter()
+            .all(|d| d["severity"] == "warning" && d["line"] == when),
+        "{json}"
+    );
+    // Beside an error, they are listed too, and the error alone fails the check.
+    write_policy(
+        dir.path(),
+        &[("more.cedar", "permit (principal, action,\n")],
+    );
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(": warning: policy no-contractors-in-prod")
+            && out.stderr.contains("1 problem (and 2 warnings) in"),
+        "{out:?}"
+    );
+
+    // The group no user of the directory is in: a forbid that refuses no one.
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let forbid_line = when - 1;
+    let group = format!(
+        "access.cedar:{forbid_line}:29: warning: forbid no-contractors-in-prod names Group::\"contractor\", but no user in the directory is in group `contractor` (its groups: admins, dev, managers, security, sre): this rule can never apply to anyone until such a group exists, so it refuses no one"
+    );
+    assert!(
+        env.server.stderr().contains(&group),
+        "{}",
+        env.server.stderr()
+    );
+    let admin = env.login("admin");
+    let out = admin.run(&["policy", "reload"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.starts_with("Note: ") && out.stderr.contains(&group),
+        "{out:?}"
+    );
+    let reloaded = ok(&admin, &["policy", "reload"]);
+    let notice = reloaded["notice"].as_str().unwrap();
+    assert_eq!(notice.lines().count(), 3, "{notice}");
+    assert!(notice.contains(&group), "{notice}");
+    // Fixed, the notice is gone.
+    write_policy(&env.policy_dir(), &[("access.cedar", RULES)]);
+    assert!(ok(&admin, &["policy", "reload"]).get("notice").is_none());
+}
+
 #[test]
 fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     let env = Env::start();

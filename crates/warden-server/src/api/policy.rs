@@ -72,8 +72,9 @@ pub struct Explanation {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReloadResult {
     pub digest: String,
-    /// When the config file's users, groups or managers changed, which a reload does not
-    /// apply: they take effect at the next start.
+    /// The new policy's warnings, one a line (a value no target has, a group no user is in:
+    /// most likely typos), then a note when the config file's users, groups or managers
+    /// changed, which a reload does not apply: they take effect at the next start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
 }
@@ -208,11 +209,14 @@ pub async fn reload(
     match app.reload_policy(who.actor()).await {
         Ok(digest) => {
             crate::broker::grant_met_requests_later(&app);
-            let notice = app.directory_drift().await;
+            let drift = app.directory_drift().await;
             // In the server's log too, as a SIGHUP's is: the caller's terminal is not the record.
-            if let Some(n) = &notice {
+            // (The reload logged the policy's warnings.)
+            if let Some(n) = &drift {
                 tracing::warn!("{n}");
             }
+            let notes: Vec<String> = app.policy_notice().into_iter().chain(drift).collect();
+            let notice = (!notes.is_empty()).then(|| notes.join("\n"));
             Ok(Json(ReloadResult { digest, notice }))
         }
         Err(ReloadError::Invalid(report)) => Err(ApiError {

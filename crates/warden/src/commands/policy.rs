@@ -50,8 +50,9 @@ pub enum PolicyCommand {
     Schema,
 }
 
-/// Every problem `report` holds, as a table of `file:line:column: message` lines or, with
-/// `--json`, as `{"valid": false, "diagnostics": [...]}`; then the failure.
+/// Every problem `report` holds, and its warnings, as `file:line:column: message` lines
+/// (`warning: ` before a warning's message) or, with `--json`, as `{"valid": false,
+/// "diagnostics": [...]}`, each with its `severity`; then the failure.
 fn problems(
     report: &warden_policy::Report,
     dir: &std::path::Path,
@@ -62,13 +63,16 @@ fn problems(
     } else {
         eprintln!("{report}");
     }
+    let errors = report.errors().diagnostics.len();
+    let warnings = report.diagnostics.len() - errors;
+    let also = if warnings > 0 {
+        format!(" (and {})", count(warnings, "warning"))
+    } else {
+        String::new()
+    };
     Err(Failure::new(
         exit::FAILURE,
-        format!(
-            "{} in {}",
-            count(report.diagnostics.len(), "problem"),
-            dir.display()
-        ),
+        format!("{}{also} in {}", count(errors, "problem"), dir.display()),
     )
     .into())
 }
@@ -86,11 +90,21 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                     .iter()
                     .map(|(t, r)| format!("{t}/{r}"))
                     .collect();
+                // Warnings keep the policy valid: they are shown, and the exit status is 0.
+                let warnings = p.warnings();
                 if out.json {
-                    out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count(), "breakglass_roles": breakglass }))
+                    out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count(), "breakglass_roles": breakglass, "diagnostics": warnings }))
                 } else {
+                    for w in warnings {
+                        eprintln!("{w}");
+                    }
+                    let noted = if warnings.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", count(warnings.len(), "warning"))
+                    };
                     println!(
-                        "OK: {}, {} (digest {})",
+                        "OK: {}, {}{noted} (digest {})",
                         count(p.rule_count(), "rule"),
                         count(p.targets().iter().count(), "target"),
                         p.digest()
