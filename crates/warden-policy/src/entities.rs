@@ -94,6 +94,12 @@ impl Vocabulary {
         Entity::new_no_attrs(self.user_uid(user), groups)
     }
 
+    /// A principal no directory can hold (no name is empty), for evaluating what does not
+    /// depend on who asks.
+    pub fn nobody(&self) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.user.clone(), EntityId::new(""))
+    }
+
     pub fn user_uid(&self, user: &User) -> EntityUid {
         EntityUid::from_type_name_and_id(self.user.clone(), EntityId::new(user.name.as_str()))
     }

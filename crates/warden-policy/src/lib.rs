@@ -65,6 +65,7 @@ mod literals;
 mod load;
 mod policy;
 mod principals;
+mod reach;
 mod rules;
 mod targets;
 mod toml_doc;

@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
-use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Request};
+use cedar_policy::{Authorizer, Effect, Entities, PolicyId, PolicySet, Request};
 use warden_domain::{Decision, Directory, RoleName, TargetName, User};
 
 use crate::diagnostics::{Diagnostic, Report};
 use crate::entities::{self, EntitySets, TargetEntities, Vocabulary};
 use crate::load::{self, TargetCheck};
 use crate::principals::{self, Mention};
+use crate::reach::{Applies, Reach};
 use crate::rules::{self, Terms};
 use crate::targets::Targets;
 use crate::{Action, Context};
@@ -232,30 +233,37 @@ impl Policy {
         })
     }
 
-    /// The roles some break-glass permit's scope covers, by target and role name: the roles
-    /// people may break the glass for (a permit's `when` may narrow who and when further).
+    /// The roles some break-glass permit can grant, by target and role name: those people may
+    /// break the glass for, and should drill. A permit counts for a role when its scope covers
+    /// the role and none of its conditions that read only the role (`resource.name == "root"`)
+    /// rules the role out; one that reads who asks or when cannot be told without a request,
+    /// so a role it might allow is listed. A role a forbid refuses to everyone, always, is not.
     pub fn breakglass_roles(&self) -> Vec<(TargetName, RoleName)> {
-        use cedar_policy::ResourceConstraint as R;
-        let mut out = std::collections::BTreeSet::new();
+        let mut permits = Vec::new();
+        let mut forbids = Vec::new();
         for p in self.set.policies() {
-            if !self.terms.get(p.id()).is_some_and(|t| t.breakglass) {
-                continue;
+            match p.effect() {
+                Effect::Forbid => forbids.push(Reach::of(p)),
+                Effect::Permit if self.terms.get(p.id()).is_some_and(|t| t.breakglass) => {
+                    permits.push(Reach::of(p));
+                }
+                Effect::Permit => {}
             }
-            for (name, t) in &self.entities {
-                for (role, entity) in &t.roles {
-                    let uid = entity.uid();
-                    let covered = match p.resource_constraint() {
-                        R::Any | R::Is(_) => true,
-                        R::Eq(u) => u == uid,
-                        R::In(u) | R::IsIn(_, u) => u == uid || u == t.target.uid(),
-                    };
-                    if covered {
-                        out.insert((name.clone(), role.clone()));
-                    }
+        }
+        let nobody = self.vocab.nobody();
+        let action = self.vocab.action(Action::Breakglass);
+        let mut out = Vec::new();
+        for (name, t) in &self.entities {
+            for (role, entity) in &t.roles {
+                let applies = |r: &Reach| r.applies(&self.authorizer, &nobody, action, t, entity);
+                if permits.iter().any(|r| applies(r) != Applies::Never)
+                    && !forbids.iter().any(|r| applies(r) == Applies::Always)
+                {
+                    out.push((name.clone(), role.clone()));
                 }
             }
         }
-        out.into_iter().collect()
+        out
     }
 
     fn evaluate(

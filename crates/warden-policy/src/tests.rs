@@ -1420,3 +1420,38 @@ fn doubtful_comparisons_are_warnings_with_their_place() {
     let demo = Policy::from_files(&demo_files()).unwrap();
     assert!(demo.warnings().is_empty(), "{:?}", demo.warnings());
 }
+
+/// The break-glass roles are those some break-glass permit can grant: a condition on the role
+/// narrows its scope; one on who asks, or when, may hold, so it narrows nothing; a forbid that
+/// refuses a role to everyone, always, takes it out.
+#[test]
+fn breakglass_roles_are_those_a_permit_can_grant() {
+    let roles = |rules: &str| -> Vec<String> {
+        load(&[("a.cedar", rules)])
+            .breakglass_roles()
+            .into_iter()
+            .map(|(t, r)| format!("{t}/{r}"))
+            .collect()
+    };
+    let admin_only = "@id(\"bg-root\") @max_ttl(\"1h\")\npermit (principal in Group::\"sre\", action == Action::\"breakglass\", resource in Target::\"prod-web-1\") when { resource.name == \"admin\" };\n";
+    assert_eq!(roles(admin_only), ["prod-web-1/admin"]);
+    // Conditions on the role are told apart from the others, in `when` and `unless` alike.
+    let mixed = "@id(\"bg\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"breakglass\", resource) when { context.ttl_seconds <= 3600 && resource.target.environment == \"production\" && principal in Group::\"sre\" } unless { resource.name == \"viewer\" };\n";
+    assert_eq!(roles(mixed), ["prod-web-1/admin"]);
+    // A condition mixing the role with who asks cannot be told: its roles may be granted.
+    let unknowable = "@id(\"bg\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"breakglass\", resource) when { resource.name == \"admin\" || principal in Group::\"sre\" };\n";
+    assert_eq!(
+        roles(unknowable),
+        ["prod-web-1/admin", "prod-web-1/viewer", "stage-web-1/admin"]
+    );
+    // A forbid of the role for everyone, always, leaves it out; one for some people does not.
+    let forbidden = format!(
+        "{unknowable}@id(\"no-bg-viewer\") forbid (principal, action, resource == Role::\"prod-web-1/viewer\");\n@id(\"no-bg-stage\") forbid (principal, action == Action::\"breakglass\", resource) when {{ resource.target.environment == \"staging\" && context.ttl_seconds > 60 }};\n"
+    );
+    assert_eq!(roles(&forbidden), ["prod-web-1/admin", "stage-web-1/admin"]);
+    // A forbid of the normal flow only leaves break-glass alone.
+    let request_only = format!(
+        "{admin_only}@id(\"no-admin\") forbid (principal, action == Action::\"request\", resource == Role::\"prod-web-1/admin\");\n"
+    );
+    assert_eq!(roles(&request_only), ["prod-web-1/admin"]);
+}
