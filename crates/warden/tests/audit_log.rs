@@ -1334,6 +1334,45 @@ fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
     );
 }
 
+/// A verifier key argument not shaped like a key is a file's path: one that is not there is
+/// named as missing, as a missing kept checkpoint is, not as a malformed key.
+#[test]
+fn a_missing_verifier_key_file_is_named_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("warden.db"), "").unwrap();
+    let data = dir.path().to_str().unwrap();
+    let absent = dir.path().join("keys").join("audit.key");
+    let absent = absent.to_str().unwrap();
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    for key in ["nonexist.pub", "nonexist", absent] {
+        for place in [["--data-dir", data], ["--bundle", data]] {
+            let mut args = vec!["audit", "verify", "--verifier-key", key];
+            args.extend(place);
+            let out = cli.run(&args, None);
+            assert_eq!(out.code, 2, "{args:?}: {out:?}");
+            assert!(
+                out.stderr
+                    .contains(&format!("cannot read {key}: No such file or directory")),
+                "{args:?}: {out:?}"
+            );
+        }
+    }
+    // Shaped like a key, it is read as one, and said to be malformed.
+    let out = cli.run(
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            data,
+            "--verifier-key",
+            "warden.local/audit+0123abcd+AAAA",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("not a verifier key"), "{out:?}");
+}
+
 /// A log whose newest events were deleted, its checkpoints left, does not start: new events
 /// would take the numbers of signed ones, and proofs of them would not verify.
 #[test]

@@ -24,10 +24,12 @@ fn read_input(file: &Path) -> anyhow::Result<String> {
     })
 }
 
-/// A key given inline, or the path of a file holding one.
+/// A key given inline, or the path of a file holding one. An argument not shaped like a key
+/// is a path, so a file that is not there is said to be missing rather than a malformed key.
 fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
-    let text = if Path::new(arg).is_file() {
-        read_input(Path::new(arg))?
+    let path = Path::new(arg);
+    let text = if path.is_file() || !key_shaped(arg) {
+        read_input(path)?
     } else {
         arg.to_owned()
     };
@@ -38,6 +40,21 @@ fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
         )
         .into()
     })
+}
+
+/// Whether `arg` has the form of a verifier key, NAME+KEYID+BASE64 (eight hex digits of key
+/// ID), whatever its parts hold. A key's name may hold `/`, so that alone makes no path.
+fn key_shaped(arg: &str) -> bool {
+    let mut parts = arg.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    !name.is_empty()
+        && id.len() == 8
+        && id.chars().all(|c| c.is_ascii_hexdigit())
+        && !key.is_empty()
+        && key.chars().all(base64)
 }
 
 fn unhex(items: &Value) -> anyhow::Result<Vec<[u8; 32]>> {
@@ -1133,7 +1150,24 @@ pub fn segment(
 
 #[cfg(test)]
 mod tests {
-    use super::sequence_problems;
+    use super::{key_shaped, sequence_problems};
+
+    #[test]
+    fn only_an_argument_shaped_like_a_key_is_read_as_one() {
+        assert!(key_shaped(
+            "warden.local/audit+0123abcd+AcBz9/+Rk5mZ2F0ZXN0a2V5MDEyMzQ1Njc4OWFiY2RlZg=="
+        ));
+        for path in [
+            "nonexist.pub",
+            "keys/audit.key",
+            "warden.local/audit",
+            "a+0123abc+AAAA",
+            "a+0123abcd+AAAA.pub",
+            "+0123abcd+AAAA",
+        ] {
+            assert!(!key_shaped(path), "{path}");
+        }
+    }
 
     fn lines(seqs: &[u64]) -> Vec<(u64, usize)> {
         seqs.iter().enumerate().map(|(i, s)| (*s, i + 1)).collect()
