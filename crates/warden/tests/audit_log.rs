@@ -1334,6 +1334,182 @@ fn a_log_cut_back_and_signed_again_shows_as_a_fork() {
     );
 }
 
+/// Rewrites event `seq` as someone holding the audit signing key would: its stored hash, then
+/// every stored checkpoint's root, frontier and note made again over the changed log with
+/// that key, and the server's file of the newest. Returns the new note of each size.
+fn rewrite_and_sign_again(
+    data: &Path,
+    key: &Path,
+    seq: u64,
+) -> std::collections::BTreeMap<u64, String> {
+    let key = warden_server::keys::audit_signing_key(key).unwrap();
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    let body: String = db
+        .query_row("SELECT body FROM audit WHERE seq = ?1", [seq as i64], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let altered = body.replacen("\"time\"", "\"time\" ", 1);
+    assert_ne!(altered, body);
+    let hash = warden_audit::merkle::leaf_hash(altered.as_bytes());
+    db.execute(
+        "UPDATE audit SET body = ?1, leaf_hash = ?2 WHERE seq = ?3",
+        rusqlite::params![altered, hash.to_vec(), seq as i64],
+    )
+    .unwrap();
+    let leaves: Vec<Vec<u8>> = db
+        .prepare("SELECT leaf_hash FROM audit ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let stored: Vec<(u64, String)> = db
+        .prepare("SELECT size, note FROM checkpoints ORDER BY size")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let origin = stored[0].1.lines().next().unwrap().to_owned();
+    let signer = warden_server::checkpoints::signer(&origin, &key).unwrap();
+    let mut tree = warden_audit::Tree::new();
+    let mut leaves = leaves.into_iter();
+    let mut notes = std::collections::BTreeMap::new();
+    for (size, note) in stored {
+        while tree.size() < size {
+            tree.push(leaves.next().unwrap().try_into().unwrap());
+        }
+        let mut cp = warden_audit::Checkpoint::open(&note, &signer.verifier()).unwrap();
+        cp.root = tree.root();
+        let note = cp.sign(&signer).unwrap();
+        db.execute(
+            "UPDATE checkpoints SET root = ?1, frontier = ?2, note = ?3 WHERE size = ?4",
+            rusqlite::params![
+                cp.root.to_vec(),
+                tree.frontier().concat(),
+                note,
+                size as i64
+            ],
+        )
+        .unwrap();
+        notes.insert(size, note);
+    }
+    let newest = notes.values().next_back().unwrap();
+    std::fs::write(data.join("audit_checkpoint.note"), newest).unwrap();
+    notes
+}
+
+/// An event rewritten by someone holding the signing key, with every stored checkpoint and
+/// the server's file signed again to match: the log matches all of them, and a checkpoint kept
+/// outside the data dir catches it. The data dir's checkpoints narrow nothing down after that,
+/// only kept ones do, and one of a kept one's size with another root is named a fork; as is a
+/// checkpoint of such a rewrite, validly signed, against the intact log.
+#[test]
+fn a_log_rewritten_and_signed_again_is_narrowed_down_by_kept_checkpoints_alone() {
+    let f = fresh();
+    let (mut server, admin, _) = signed_history(&f, 1, 8);
+    let alice = login(&server, "alice");
+    let keep = |admin: &Cli, size: u64| {
+        let signed = checkpoint_reaching(admin, size);
+        let note = admin.run(&["audit", "checkpoint"], None).stdout;
+        assert_eq!(note_size(&note), signed);
+        note
+    };
+    let early_note = keep(&admin, 8);
+    let early = note_size(&early_note);
+    create(&alice, "demo-ssh", "viewer", &[]);
+    let between = checkpoint_reaching(&admin, early + 1);
+    create(&alice, "demo-ssh", "viewer", &[]);
+    let kept_note = keep(&admin, between + 1);
+    let size = note_size(&kept_note);
+    assert!(server.terminate().success());
+    let early_kept = f.dir.path().join("early.note");
+    let kept = f.dir.path().join("kept.note");
+    std::fs::write(&early_kept, &early_note).unwrap();
+    std::fs::write(&kept, &kept_note).unwrap();
+
+    // The event right after the early kept checkpoint, before the stored one between.
+    let c = copy(&f.data);
+    let notes = rewrite_and_sign_again(c.path(), &f.data.join("audit_signing.key"), early + 1);
+    assert!(
+        notes.contains_key(&between) && notes.contains_key(&size),
+        "{notes:?}"
+    );
+    let (code, v) = verify(c.path(), &[]);
+    assert_eq!(code, 0, "the rewrite is signed as a whole: {v}");
+
+    let fork = format!(
+        "the data dir's checkpoint at size {size} has another root than the kept {}: the log was rewritten since (a fork)",
+        kept.display()
+    );
+    let resigned = format!(
+        "the checkpoints in the data dir were signed again, or the log forked, since the kept checkpoint at size {size}"
+    );
+    let (code, v) = verify(c.path(), &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let found = problems(&v);
+    assert!(
+        found.contains(&format!(
+            "the log's first {size} events do not match the signed checkpoint at size {size}"
+        )),
+        "{v}"
+    );
+    assert!(found.contains(&fork), "{v}");
+    assert!(found.iter().any(|p| p.starts_with(&resigned)), "{v}");
+    assert!(
+        found.contains(&format!(
+            "what changed lies in events 1..={size}: no kept checkpoint of fewer events narrows it down"
+        )),
+        "{v}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.contains("still matches the checkpoint at")),
+        "a checkpoint signed again narrowed it down: {v}"
+    );
+
+    // A checkpoint kept earlier narrows it down, from where the log still matches it.
+    let both = [
+        "--checkpoint",
+        early_kept.to_str().unwrap(),
+        "--checkpoint",
+        kept.to_str().unwrap(),
+    ];
+    let (code, v) = verify(c.path(), &both);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).contains(&format!(
+            "what changed lies in events {}..={size}: the log still matches the kept checkpoint at {early}",
+            early + 1
+        )),
+        "{v}"
+    );
+
+    // The intact log against a validly signed checkpoint of the rewrite: a fork, not a change
+    // found between two of the data dir's checkpoints.
+    let forged = f.dir.path().join("forged.note");
+    std::fs::write(&forged, &notes[&size]).unwrap();
+    let (code, v) = verify(&f.data, &["--checkpoint", forged.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let found = problems(&v);
+    assert!(
+        found.contains(&format!(
+            "the data dir's checkpoint at size {size} has another root than the kept {}: the log was rewritten since (a fork)",
+            forged.display()
+        )),
+        "{v}"
+    );
+    assert!(found.iter().any(|p| p.starts_with(&resigned)), "{v}");
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.contains("still matches the checkpoint at")),
+        "{v}"
+    );
+}
+
 /// A verifier key argument not shaped like a key is a file's path: one that is not there is
 /// named as missing, as a missing kept checkpoint is, not as a malformed key.
 #[test]

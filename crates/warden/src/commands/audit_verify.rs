@@ -207,17 +207,24 @@ pub fn store(
     // together with its stored checkpoints still falls short of it.
     let anchor = data_dir.join(warden_server::checkpoints::ANCHOR_FILE);
     let anchored = anchor.exists() && !external.contains(&anchor);
-    let mut outside = Vec::new();
-    for file in external.iter().chain(anchored.then_some(&anchor)) {
-        let note = read_input(file)?;
-        match Checkpoint::open(&note, &key) {
-            Ok(cp) => outside.push(cp),
-            Err(e) => problems.push(format!(
-                "external checkpoint {}: not validly signed ({e})",
-                file.display()
-            )),
+    // Those kept outside the data dir, by file: signed before any rewrite since, they alone
+    // still say what the log was once its key signed another history.
+    let mut kept = Vec::new();
+    for file in external {
+        if let Some(cp) = open_outside(file, &key, &mut problems)? {
+            kept.push((file.as_path(), cp));
         }
     }
+    let server_file = if anchored {
+        open_outside(&anchor, &key, &mut problems)?
+    } else {
+        None
+    };
+    let outside: Vec<Checkpoint> = kept
+        .iter()
+        .map(|(_, cp)| cp.clone())
+        .chain(server_file.clone())
+        .collect();
 
     // Events before the first stored one were archived: resume from the checkpoint there.
     let base = reader
@@ -243,41 +250,27 @@ pub fn store(
     let archived_to = RefCell::new(0u64);
     let segments = RefCell::new(SegmentRecords::default());
     let moved = RefCell::new(Vec::new());
-    let failed = RefCell::new(None);
-    let mut after = base;
-    let mut batch: std::vec::IntoIter<(u64, String, [u8; 32])> = Vec::new().into_iter();
-    let records = std::iter::from_fn(|| {
-        loop {
-            if let Some((seq, data, hash)) = batch.next() {
-                after = seq;
-                if claimed_seq(&data) != Some(seq) {
-                    moved.borrow_mut().push(format!(
-                        "event stored at {seq} claims another sequence number: moved or forged"
-                    ));
-                }
-                if let Some(to) = segments.borrow_mut().read(&data) {
-                    let mut a = archived_to.borrow_mut();
-                    *a = (*a).max(to);
-                }
-                blocks.borrow_mut().add(seq, data.as_bytes());
-                return Some(Record {
-                    seq,
-                    leaf_data: data.into_bytes(),
-                    stored_leaf_hash: hash,
-                });
-            }
-            match reader.leaves(after, BATCH) {
-                Ok(next) if next.is_empty() => return None,
-                Ok(next) => batch = next.into_iter(),
-                Err(e) => {
-                    *failed.borrow_mut() = Some(e);
-                    return None;
-                }
-            }
+    let start = tree.clone();
+    let mut events = StoreEvents::new(&reader, base);
+    let records = (&mut events).map(|(seq, data, hash)| {
+        if claimed_seq(&data) != Some(seq) {
+            moved.borrow_mut().push(format!(
+                "event stored at {seq} claims another sequence number: moved or forged"
+            ));
+        }
+        if let Some(to) = segments.borrow_mut().read(&data) {
+            let mut a = archived_to.borrow_mut();
+            *a = (*a).max(to);
+        }
+        blocks.borrow_mut().add(seq, data.as_bytes());
+        Record {
+            seq,
+            leaf_data: data.into_bytes(),
+            stored_leaf_hash: hash,
         }
     });
     let result = verify_log_from(tree, records, &checkpoints, &outside);
-    if let Some(e) = failed.into_inner() {
+    if let Some(e) = events.failed {
         return Err(e.into());
     }
     problems.extend(moved.into_inner());
@@ -337,20 +330,36 @@ pub fn store(
             "checkpoint at size {size} was signed after a kept checkpoint of a larger size: the log was rolled back and signed again (a fork)"
         )
     }));
-    if let Some(&first_bad) = mismatched.iter().min() {
-        let last_good = checkpoints
-            .iter()
-            .chain(&outside)
-            .map(|c| c.size)
-            .filter(|&size| {
-                size < first_bad && !mismatched.contains(&size) && !resigned.contains(&size)
-            })
-            .max()
-            .unwrap_or(base);
-        problems.push(format!(
-            "what changed lies in events {}..={first_bad}: the log still matches the checkpoint at {last_good}",
-            last_good + 1
-        ));
+    let signed_here: Vec<&Checkpoint> = checkpoints.iter().chain(&server_file).collect();
+    let forks = forks(&kept, &signed_here);
+    problems.extend(forks.iter().map(|(_, fork)| fork.clone()));
+    // Which kept checkpoints the live log itself does not match (those of archived events are
+    // checked against the segments): a second pass over it, made only when some checkpoint
+    // does not match it.
+    let kept: Vec<&Checkpoint> = kept
+        .iter()
+        .map(|(_, cp)| cp)
+        .filter(|cp| cp.size > base)
+        .collect();
+    let (compared, differ) = if mismatched.is_empty() || kept.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        kept_against_log(&reader, start, base, &kept)?
+    };
+    match differ
+        .iter()
+        .chain(forks.iter().map(|(size, _)| size))
+        .min()
+    {
+        Some(&since) => problems.extend(changed_since_kept(since, &compared, &differ, base)),
+        None => {
+            let trusted = checkpoints
+                .iter()
+                .chain(&outside)
+                .map(|c| c.size)
+                .filter(|size| !resigned.contains(size));
+            problems.extend(changed_between(&mismatched, trusted, base));
+        }
     }
     let blocks = blocks.into_inner();
     let blocks_checked = blocks.checked() + archived.blocks.checked();
@@ -423,11 +432,156 @@ pub fn store(
     report(out, "the audit log", summary, &problems)
 }
 
+/// The checkpoint in `file`, one kept outside the stored ones; one not validly signed by
+/// `key` is a problem, and `None`.
+fn open_outside(
+    file: &Path,
+    key: &NoteVerifier,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<Option<Checkpoint>> {
+    match Checkpoint::open(&read_input(file)?, key) {
+        Ok(cp) => Ok(Some(cp)),
+        Err(e) => {
+            problems.push(format!(
+                "external checkpoint {}: not validly signed ({e})",
+                file.display()
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// The store's events after a sequence number, in order, read [`BATCH`] at a time. A read
+/// that fails ends them, and is kept in `failed` for the caller to return.
+struct StoreEvents<'r> {
+    reader: &'r AuditReader,
+    after: u64,
+    batch: std::vec::IntoIter<(u64, String, [u8; 32])>,
+    failed: Option<warden_store::Error>,
+}
+
+impl<'r> StoreEvents<'r> {
+    fn new(reader: &'r AuditReader, after: u64) -> Self {
+        Self {
+            reader,
+            after,
+            batch: Vec::new().into_iter(),
+            failed: None,
+        }
+    }
+}
+
+impl Iterator for StoreEvents<'_> {
+    /// Sequence number, event, stored leaf hash.
+    type Item = (u64, String, [u8; 32]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(event) = self.batch.next() {
+                self.after = event.0;
+                return Some(event);
+            }
+            match self.reader.leaves(self.after, BATCH) {
+                Ok(next) if next.is_empty() => return None,
+                Ok(next) => self.batch = next.into_iter(),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// [`check_kept`] over the store's events after `base`, from `start`, the tree there.
+fn kept_against_log(
+    reader: &AuditReader,
+    start: Tree,
+    base: u64,
+    kept: &[&Checkpoint],
+) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    let mut events = StoreEvents::new(reader, base);
+    let found = check_kept(start, (&mut events).map(|(_, data, _)| data), kept);
+    match events.failed {
+        Some(e) => Err(e.into()),
+        None => Ok(found),
+    }
+}
+
+/// The kept checkpoints (file, checkpoint) that one signed in the data dir (`signed_here`)
+/// contradicts, of the same size and another root, each with the problem saying so: their key
+/// signed two histories of that size.
+fn forks(kept: &[(&Path, Checkpoint)], signed_here: &[&Checkpoint]) -> Vec<(u64, String)> {
+    kept.iter()
+        .filter(|(_, k)| {
+            signed_here
+                .iter()
+                .any(|c| c.size == k.size && c.root != k.root)
+        })
+        .map(|(file, k)| {
+            (
+                k.size,
+                format!(
+                    "the data dir's checkpoint at size {} has another root than the kept {}: the log was rewritten since (a fork)",
+                    k.size,
+                    file.display()
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Where what changed lies while every checkpoint is trusted: past the largest of `sizes`
+/// that still matches the log, up to the smallest that does not (`mismatched`).
+fn changed_between(
+    mismatched: &[u64],
+    sizes: impl Iterator<Item = u64>,
+    base: u64,
+) -> Option<String> {
+    let first_bad = *mismatched.iter().min()?;
+    let last_good = sizes
+        .filter(|&size| size < first_bad && !mismatched.contains(&size))
+        .max()
+        .unwrap_or(base);
+    Some(format!(
+        "what changed lies in events {}..={first_bad}: the log still matches the checkpoint at {last_good}",
+        last_good + 1
+    ))
+}
+
+/// Where what changed lies once a kept checkpoint, at size `since`, contradicts the log or one
+/// signed in the data dir. Whoever rewrote the log with its signing key could sign the data
+/// dir's checkpoints again to match, so only the kept ones narrow it down: `compared` are the
+/// sizes of those the log reaches, `differ` of those it does not match.
+fn changed_since_kept(since: u64, compared: &[u64], differ: &[u64], base: u64) -> Vec<String> {
+    let mut problems = vec![format!(
+        "the checkpoints in the data dir were signed again, or the log forked, since the kept checkpoint at size {since}: signed with the same key, they cannot narrow down what changed; only checkpoints kept outside the data dir can"
+    )];
+    if let Some(&first_bad) = differ.iter().min() {
+        let last_good = compared
+            .iter()
+            .copied()
+            .filter(|&size| size < first_bad && !differ.contains(&size))
+            .max();
+        problems.push(match last_good {
+            Some(good) => format!(
+                "what changed lies in events {}..={first_bad}: the log still matches the kept checkpoint at {good}",
+                good + 1
+            ),
+            None => format!(
+                "what changed lies in events {}..={first_bad}: no kept checkpoint of fewer events narrows it down",
+                base + 1
+            ),
+        });
+    }
+    problems
+}
+
 /// Compares each of `kept` that the tree `start`, extended by `events` in order, reaches with
 /// the root there. Returns the sizes compared and those whose root differs.
-fn check_kept<'a>(
+fn check_kept(
     mut tree: Tree,
-    events: impl IntoIterator<Item = &'a str>,
+    events: impl IntoIterator<Item = impl AsRef<str>>,
     kept: &[&Checkpoint],
 ) -> (Vec<u64>, Vec<u64>) {
     let (mut compared, mut differ) = (Vec::new(), Vec::new());
@@ -441,7 +595,7 @@ fn check_kept<'a>(
     };
     compare(&tree);
     for data in events {
-        tree.push(leaf_hash(data.as_bytes()));
+        tree.push(leaf_hash(data.as_ref().as_bytes()));
         compare(&tree);
     }
     (compared, differ)
