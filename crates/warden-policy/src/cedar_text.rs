@@ -38,9 +38,19 @@ const MAX_ACCESSES: usize = 256;
 pub(crate) struct Piece {
     /// Byte range in the file; the pieces of a file cover it whole, in order.
     pub range: Range<usize>,
-    /// Whether it holds a string that holds a `;` or a line break: a string left open runs on
-    /// over what follows, so setting the piece aside may set other rules aside too.
-    pub may_hold_more: bool,
+    /// Byte offset of what may have taken in the rules after it, if anything: the opening
+    /// quote of a string that holds a `;` or a line break (a string left open runs on over
+    /// what follows), or a bracket still open where another rule begins in the piece (at an
+    /// annotation's `@`, or at `permit (` or `forbid (`: a rule left unfinished runs on over
+    /// the next up to its `;`).
+    pub runs_on: Option<usize>,
+}
+
+impl Piece {
+    /// Whether setting the piece aside may set other rules aside too.
+    pub fn may_hold_more(&self) -> bool {
+        self.runs_on.is_some()
+    }
 }
 
 /// A statement (a rule, up to a `;` outside brackets; one or more [`Piece`]s) that may not be
@@ -68,7 +78,8 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
     // statement's first problem: only that is reported, and the statement set aside.
     let (mut start, mut first_piece) = (0, 0);
     let mut problem: Option<(usize, String)> = None;
-    let mut may_hold_more = false;
+    // The piece's [`Piece::runs_on`], and where its brackets still open were opened.
+    let (mut runs_on, mut open) = (None, Vec::new());
     let (mut depth, mut ifs, mut operators, mut accesses) = (0usize, 0usize, 0usize, 0usize);
     // Open `{` blocks (conditions, and records in them), and whether what came last ended an
     // operand, so that a `-` after it subtracts rather than negates.
@@ -101,6 +112,7 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
         match c {
             '"' => {
                 // To the closing quote, minding escapes.
+                let quote = at;
                 while let Some((_, c)) = chars.next() {
                     let c = if c == '\\' {
                         match chars.next() {
@@ -113,7 +125,7 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
                         c
                     };
                     if matches!(c, ';' | '\n' | '\r') {
-                        may_hold_more = true;
+                        runs_on = runs_on.or(Some(quote));
                     }
                 }
             }
@@ -126,6 +138,7 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
                 }
             }
             '(' | '[' | '{' => {
+                open.push(at);
                 depth += 1;
                 braces += usize::from(c == '{');
                 if depth > MAX_NESTING {
@@ -139,15 +152,17 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
                 }
             }
             ')' | ']' | '}' => {
+                open.pop();
                 depth = depth.saturating_sub(1);
                 braces = braces.saturating_sub(usize::from(c == '}'));
             }
             ';' => {
                 pieces.push(Piece {
                     range: start..at + 1,
-                    may_hold_more,
+                    runs_on,
                 });
-                (start, may_hold_more) = (at + 1, false);
+                (start, runs_on) = (at + 1, None);
+                open.clear();
                 if depth == 0 {
                     if let Some((at, message)) = problem.take() {
                         too_deep.push(TooDeep {
@@ -197,13 +212,16 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
                     );
                 }
             }
+            '@' | 'p' | 'f' if !open.is_empty() && begins_rule(text, at) => {
+                runs_on = runs_on.or(Some(open[0]));
+            }
             _ => {}
         }
     }
     if start < text.len() || pieces.is_empty() {
         pieces.push(Piece {
             range: start..text.len(),
-            may_hold_more,
+            runs_on,
         });
     }
     if let Some((at, message)) = problem {
@@ -214,6 +232,21 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
         });
     }
     (pieces, too_deep)
+}
+
+/// Whether a rule begins at byte `at` (outside strings and comments): at an annotation's `@`,
+/// or at `permit (` or `forbid (`.
+fn begins_rule(text: &str, at: usize) -> bool {
+    let rest = &text[at..];
+    if rest.starts_with('@') {
+        return true;
+    }
+    let word_before = text[..at].ends_with(|p: char| p.is_alphanumeric() || matches!(p, '_' | '.'));
+    !word_before
+        && ["permit", "forbid"].into_iter().any(|effect| {
+            rest.strip_prefix(effect)
+                .is_some_and(|after| after.trim_start().starts_with('('))
+        })
 }
 
 /// The index of the piece that byte `offset` falls in; an offset at or past the end of the
@@ -279,7 +312,7 @@ mod tests {
         );
         let (pieces, too_deep) = split(text);
         // A `;` in a string may end a rule that an open string made part of this one.
-        let more: Vec<bool> = pieces.iter().map(|p| p.may_hold_more).collect();
+        let more: Vec<bool> = pieces.iter().map(Piece::may_hold_more).collect();
         assert_eq!(more, [true, false, false, false]);
         assert!(too_deep.is_empty());
         assert_eq!(texts(""), [""]);
@@ -288,6 +321,23 @@ mod tests {
         assert_eq!(texts("// x\r;y;"), ["// x\r;", "y;"]);
         // An escaped quote does not end a string.
         assert_eq!(texts("\"a\\\";b\";c;"), ["\"a\\\";b\";", "c;"]);
+    }
+
+    #[test]
+    fn a_bracket_left_open_runs_on_over_the_next_rule() {
+        let text = "permit (principal, action, resource) when { x\n@id(\"b\") permit (principal, action, resource);\npermit (a) when { (x };\nforbid (a) when { [x, forbid (b) };";
+        let (pieces, _) = split(text);
+        let runs_on: Vec<Option<usize>> = pieces.iter().map(|p| p.runs_on).collect();
+        // The outermost bracket open where the rule begins; one left open that takes in no
+        // rule before its `;` runs on over nothing, whoever reads on.
+        assert_eq!(
+            runs_on,
+            [
+                Some(text.find('{').unwrap()),
+                None,
+                Some(text.rfind('{').unwrap())
+            ]
+        );
     }
 
     #[test]

@@ -409,9 +409,10 @@ impl<'a> Rules<'a> {
         for rule in too_deep {
             blank[rule.pieces.clone()].fill(true);
             let pieces = &pieces[rule.pieces];
-            let more = pieces.len() > 1 || pieces.iter().any(|p| p.may_hold_more);
+            let more = pieces.len() > 1 || pieces.iter().any(Piece::may_hold_more);
+            let runs_on = pieces.iter().find_map(|p| p.runs_on);
             let end = pieces.last().map_or(src.text.len(), |p| p.range.end);
-            let note = set_aside(src, more, end, rule.at);
+            let note = set_aside(src, more, runs_on, end, rule.at);
             out.push(src.at(rule.at, format!("{}{note}", rule.message)));
         }
         let Some((parsed, parsed_text)) = parse_rest(src, &pieces, &mut blank, out) else {
@@ -832,7 +833,13 @@ fn parse_rest<'t>(
                         set_aside_now.push(i);
                         // The first problem of a piece says if other rules were set aside.
                         let piece = &pieces[i];
-                        let note = set_aside(src, piece.may_hold_more, piece.range.end, o);
+                        let note = set_aside(
+                            src,
+                            piece.may_hold_more(),
+                            piece.runs_on,
+                            piece.range.end,
+                            o,
+                        );
                         d.message.push_str(&note);
                     }
                 }
@@ -860,17 +867,50 @@ fn parse_rest<'t>(
 }
 
 /// What a problem at byte `at` that sets the text up to byte `end` aside says when that text
-/// `may_hold_more` rules than the one the problem is in: that none of them was checked.
-fn set_aside(src: Source<'_>, may_hold_more: bool, end: usize, at: usize) -> String {
-    if !may_hold_more {
+/// may hold `more` rules than the one the problem is in: that none of them was checked, naming
+/// those it finds after where what took them in opens (`runs_on`, else `at`), and, when that
+/// is a bracket left open, where it is.
+fn set_aside(src: Source<'_>, more: bool, runs_on: Option<usize>, end: usize, at: usize) -> String {
+    if !more {
         return String::new();
     }
-    if end >= src.text.len() {
-        "; no rule after this point in the file was checked: fix this, then check again".to_owned()
+    let span = if end >= src.text.len() {
+        "after this point in the file".to_owned()
     } else {
         let line = src.place(end.saturating_sub(1).max(at)).line;
-        format!("; no rule from here to line {line} was checked: fix this, then check again")
+        format!("from here to line {line}")
+    };
+    let from = runs_on.unwrap_or(at).min(end);
+    let skipped = ids_in(&src.text[from..end]);
+    let named = match skipped.as_slice() {
+        [] => String::new(),
+        [one] => format!(" (policy {one})"),
+        many => format!(" (policies {})", crate::policy::list(many)),
+    };
+    let bracket = runs_on
+        .and_then(|o| src.text[o..].chars().next().map(|c| (o, c)))
+        .filter(|(_, c)| matches!(c, '(' | '[' | '{'));
+    match bracket {
+        Some((o, c)) => {
+            let open = src.place(o);
+            format!(
+                "; the `{c}` at line {}, column {} is still open where the next rule begins, so no rule {span} was checked{named}: close it, then check again",
+                open.line, open.column
+            )
+        }
+        None => format!("; no rule {span} was checked{named}: fix this, then check again"),
     }
+}
+
+/// The ids of the `@id("…")` annotations in `text`, in order.
+fn ids_in(text: &str) -> Vec<String> {
+    text.match_indices("@id")
+        .filter_map(|(i, needle)| {
+            let rest = text[i + needle.len()..].trim_start().strip_prefix('(')?;
+            let quoted = rest.trim_start().strip_prefix('"')?;
+            quoted.split_once('"').map(|(id, _)| id.to_owned())
+        })
+        .collect()
 }
 
 /// Byte offset of the first `needle` in `text` at or after `from` that is not in a `//` comment

@@ -1327,7 +1327,7 @@ fn a_rule_that_cannot_be_read_hides_no_other_rule() {
     assert!(
         got[0].starts_with("open.cedar:2:40: invalid token")
             && got[0].ends_with(
-                "no rule after this point in the file was checked: fix this, then check again"
+                "no rule after this point in the file was checked (policy b): fix this, then check again"
             ),
         "{}",
         got[0]
@@ -1342,10 +1342,41 @@ fn a_rule_that_cannot_be_read_hides_no_other_rule() {
     assert!(
         got[0].contains("nest deeper than 32")
             && got[0].ends_with(
-                "no rule after this point in the file was checked: fix this, then check again"
+                "no rule after this point in the file was checked (policies b, c): fix this, then check again"
             ),
         "{}",
         got[0]
+    );
+    // So does a rule left unfinished, its bracket open: the note says which bracket, and names
+    // the rules it took in, up to the `;` that ends the last.
+    let open = "@id(\"a\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource) when { context.ttl_seconds < 3600\n\n@id(\"b\") @approval(\"boss\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n\n@id(\"c\") @approval(\"auto\") @max_ttl(\"1h\") permit (principal, action, resource);\n";
+    let got = problems(&files(&[("open.cedar", open)]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("open.cedar:4:1: unexpected token `@`")
+            && got[0].ends_with(
+                "; the `{` at line 2, column 43 is still open where the next rule begins, so no rule from here to line 5 was checked (policy b): close it, then check again"
+            ),
+        "{}",
+        got[0]
+    );
+    // Closed, the rule after it is checked, and its problem shown.
+    let closed = open.replace("< 3600", "< 3600 };");
+    let got = problems(&files(&[("open.cedar", &closed)]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("open.cedar:4:10: @approval: invalid approval tier \"boss\""),
+        "{}",
+        got[0]
+    );
+    // Without an annotation, `permit (` begins the next rule too; the bracket named is the
+    // outermost still open.
+    let bare = "@id(\"a\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource) when { [1, 2\npermit (principal, action, resource);\n";
+    let got = problems(&files(&[("bare.cedar", bare)]));
+    assert!(
+        got[0].ends_with("; the `{` at line 2, column 43 is still open where the next rule begins, so no rule from here to line 3 was checked: close it, then check again"),
+        "{}",
+        got.join("\n")
     );
 }
 
