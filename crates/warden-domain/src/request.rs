@@ -551,6 +551,14 @@ impl Request {
             && requirement.would_count(requester, &self.approvers(directory), candidate)
     }
 
+    /// Whether `candidate` may deny this pending request under `requirement`: a reviewer it
+    /// names who has not reviewed it yet. A request no one may approve any more awaits them.
+    pub fn may_deny(&self, requester: &User, requirement: &Requirement, candidate: &User) -> bool {
+        self.state == State::Pending
+            && self.check_reviewer(candidate).is_ok()
+            && requirement.names_reviewer(requester, candidate)
+    }
+
     /// Ends the request on a deny from a reviewer its tier names.
     pub fn deny(
         &mut self,

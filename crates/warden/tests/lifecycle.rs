@@ -832,12 +832,13 @@ fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
             && !out.stderr.contains("--totp"),
         "{out:?}"
     );
-    assert!(
-        ok(&bob, &["request", "list", "--reviewable"])["requests"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    // Listed for a reviewer who may deny it, saying why no one may approve it, rather than
+    // left to wait out its time unseen.
+    let listed = ok(&bob, &["request", "list", "--reviewable"]);
+    let listed = listed["requests"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], rid.as_str());
+    assert!(listed[0]["unapprovable"].is_string(), "{listed:?}");
     assert_eq!(state(&alice, &rid), "pending");
     // Shown, it says why no one may approve it, and asks for no approver.
     let shown = ok(&alice, &["request", "show", &rid]);

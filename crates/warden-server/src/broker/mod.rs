@@ -338,11 +338,14 @@ impl App {
             || r.reviews.iter().any(|v| v.reviewer.name == user.name)
     }
 
-    /// Whether pending request `r` waits for `user`'s review now ([`Request::awaits`]), under a
-    /// policy that still permits it as made.
+    /// Whether pending request `r` waits for `user`'s review now: their approval, under a policy
+    /// that still permits it as made ([`Request::awaits`]), or, under one that no longer does,
+    /// their deny ([`Request::may_deny`]), lest it be left to wait out its time unseen.
     pub fn awaits(&self, user: &User, r: &Request) -> bool {
         match (self.user(&r.requester), self.as_made_now(r)) {
             (Some(req), Some(Ok(d))) => r.awaits(req, &d.requirement, &self.reviewers(), user),
+            // No one may approve it any more: it awaits a deny, or waits out its time.
+            (Some(req), Some(Err(_))) => r.may_deny(req, &r.requirement, user),
             _ => false,
         }
     }

@@ -527,6 +527,25 @@ pub async fn revoked_keys(
     }
 }
 
+/// Refuses a `--fingerprint` that is no SHA-256 key fingerprint as `ssh-keygen -l` prints one
+/// (`SHA256:` and 43 characters of unpadded base64): a typo is a usage error, not a key that
+/// did not match.
+fn check_fingerprint(f: &str) -> anyhow::Result<()> {
+    let hash = f.strip_prefix("SHA256:").unwrap_or_default();
+    let base64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/';
+    if hash.len() == 43 && hash.chars().all(base64) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::USAGE,
+        format!(
+            "--fingerprint {} is not an SSH key fingerprint: give it as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the host, SHA256: and 43 characters",
+            warden_domain::text::shown(f, 64)
+        ),
+    )
+    .into())
+}
+
 /// Fetches TARGET's host key, shows its fingerprint, and pins it once confirmed.
 pub async fn pin_host_key(
     c: &Client,
@@ -534,6 +553,9 @@ pub async fn pin_host_key(
     fingerprint: Option<String>,
     out: Output,
 ) -> anyhow::Result<()> {
+    if let Some(f) = &fingerprint {
+        check_fingerprint(f)?;
+    }
     let scan: Value = c
         .post(
             &format!("/v1/targets/{}/host-key/scan", segment(target)),
@@ -618,5 +640,16 @@ mod tests {
             "{}",
             none.message
         );
+    }
+
+    #[test]
+    fn a_fingerprint_must_look_like_one() {
+        let real = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        assert!(check_fingerprint(real).is_ok());
+        for bad in ["bogus", "SHA256:short", "MD5:aa:bb", &real[7..]] {
+            let e = check_fingerprint(bad).unwrap_err();
+            assert_eq!(exit::code_of(&e), exit::USAGE, "{bad}");
+            assert!(e.to_string().contains("43 characters"), "{e}");
+        }
     }
 }

@@ -155,6 +155,9 @@ pub fn serve_refusing(config: &Path, data: &Path) -> CliOutput {
             data.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            // Tests run side by side, beside whatever else runs here.
+            "--ssh-listen",
+            "127.0.0.1:0",
         ],
         None,
     )
