@@ -64,8 +64,8 @@ use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key,
-    is_account_name, parse_connection, redact, require_account, require_admin, require_password,
-    url,
+    is_account_name, no_answer, parse_connection, redact, require_account, require_admin,
+    require_password, url,
 };
 use crate::{
     Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
@@ -124,11 +124,9 @@ impl MariadbIssuer {
                 }
                 Ok(Err(_)) => {}
                 Err(_) => {
-                    return Err(Error::Unreached(format!(
-                        "mariadb at {}:{}: no answer within {} s",
-                        conn.host,
-                        conn.port,
-                        CONNECT_TIMEOUT.as_secs()
+                    return Err(no_answer(&format!(
+                        "mariadb at {}:{}",
+                        conn.host, conn.port
                     )));
                 }
             }
@@ -292,12 +290,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, 
         .init(vec![SESSION_SETUP]);
     tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
         .await
-        .map_err(|_| {
-            Error::Unreached(format!(
-                "{where_}: no answer within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        })?
+        .map_err(|_| no_answer(&where_))?
         .map_err(|e| Error::Unreached(describe(&where_, &e, &[password])))
 }
 

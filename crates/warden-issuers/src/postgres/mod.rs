@@ -68,8 +68,8 @@ use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key, grant_tail,
-    is_account_name, parse_connection, redact, require_account, require_admin, require_password,
-    url,
+    is_account_name, no_answer, parse_connection, redact, require_account, require_admin,
+    require_password, url,
 };
 use crate::{
     Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest,
@@ -176,11 +176,9 @@ impl PostgresIssuer {
                 Ok(Ok(())) => return Ok((key, kept, turn)),
                 Ok(Err(_)) => {}
                 Err(_) => {
-                    return Err(Error::Unreached(format!(
-                        "postgres at {}:{}: no answer within {} s",
-                        conn.host,
-                        conn.port,
-                        CONNECT_TIMEOUT.as_secs()
+                    return Err(no_answer(&format!(
+                        "postgres at {}:{}",
+                        conn.host, conn.port
                     )));
                 }
             }
@@ -396,12 +394,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
     }
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
         .await
-        .map_err(|_| {
-            Error::Unreached(format!(
-                "{where_}: no answer within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        })?
+        .map_err(|_| no_answer(&where_))?
         .map_err(|e| Error::Unreached(describe(&where_, &e, &[password])))?;
     // The connection task ends when the client is dropped; its errors reach the client's calls.
     tokio::spawn(connection);
@@ -413,12 +406,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
         )),
     )
     .await
-    .map_err(|_| {
-        Error::Unreached(format!(
-            "{where_}: no answer within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        ))
-    })?
+    .map_err(|_| no_answer(&where_))?
     .map_err(|e| target_error(&format!("{where_}: setting the search path"), &e, &[]))?;
     let usual_search_path = answers
         .iter()

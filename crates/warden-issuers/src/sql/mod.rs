@@ -21,6 +21,15 @@ use crate::{AdminCredential, Error, Secret, Settings};
 /// down fails a request quickly instead of holding it up.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A target that did not answer `what` within [`CONNECT_TIMEOUT`]: a server that hangs, said
+/// as soon as a new connection would be given up.
+pub(crate) fn no_answer(what: &str) -> Error {
+    Error::Unreached(format!(
+        "{what}: no answer within {} s",
+        CONNECT_TIMEOUT.as_secs()
+    ))
+}
+
 /// How long a revoke waits for the sessions it ended to disappear from the server.
 pub(crate) const SESSION_END_TIMEOUT: Duration = Duration::from_secs(5);
 
