@@ -44,7 +44,8 @@ impl App {
         Ok(self.store.postmortems(open_only, own, limit).await?)
     }
 
-    /// One postmortem, if the caller may see it.
+    /// One postmortem, if the caller may see it; a refusal is audited, as one to show a
+    /// request is.
     pub async fn show_postmortem(
         &self,
         caller: &Caller<'_>,
@@ -53,12 +54,18 @@ impl App {
         match self.store.postmortem(id).await? {
             Some(p) if self.is_security(caller.user) || p.requester == caller.user.name => Ok(p),
             // Indistinguishable from a missing one, so ids cannot be probed.
-            _ => Err(no_postmortem(id)),
+            _ => {
+                let mut refusal = Event::new(Code::ActionRefused, caller.actor(), now())
+                    .details(serde_json::json!({ "action": "postmortem.show" }));
+                refusal.request_id = Some(id);
+                Err(self.refused(refusal, no_postmortem(id)).await)
+            }
         }
     }
 
     /// Closes a postmortem with the write-up's link and a note. Security and administrators
-    /// only; every refusal is audited.
+    /// only, and not the one who broke the glass (someone else reviews what they did; a
+    /// drill's may be closed by whoever ran it); every refusal is audited.
     pub async fn close_postmortem(
         &self,
         caller: Caller<'_>,
@@ -81,6 +88,13 @@ impl App {
         };
         refusal.target = Some(pm.target.clone());
         refusal.role = Some(pm.role.clone());
+        if pm.requester == caller.user.name && !pm.drill {
+            let e = Error::Forbidden(format!(
+                "you broke the glass of {id}: its postmortem is closed by another member of {} or an administrator, who reviews what was done",
+                self.config.security_group
+            ));
+            return Err(self.refused(refusal, e).await);
+        }
         let closed = Link::parse(link).and_then(|link| {
             let note = Comment::parse(note).map_err(|e| e.named("note"))?;
             pm.close(&caller.user.name, link, note, now)

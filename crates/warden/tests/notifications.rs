@@ -280,6 +280,65 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     );
 }
 
+/// Whoever broke the glass does not close its postmortem, even as a member of security:
+/// someone else reviews what they did. A look at a postmortem one may not see is audited.
+#[test]
+fn a_postmortem_is_closed_by_someone_other_than_who_broke_the_glass() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        "[users.carol]\ngroups = [\"sre\", \"security\"]\n",
+    );
+    let (alice, carol, sam, admin) = (
+        login(&server, "alice"),
+        login(&server, "carol"),
+        login(&server, "sam"),
+        login(&server, "admin"),
+    );
+    let code = totp(&enroll_mfa(&carol), 1);
+    let rid = id(&ok(
+        &carol,
+        &[
+            "breakglass",
+            "web",
+            "--role",
+            "root",
+            "--reason",
+            "db down",
+            "--ticket",
+            "INC-8",
+            "--ttl",
+            "30m",
+            "--totp",
+            &code,
+        ],
+    ));
+    let close = [
+        "postmortem",
+        "close",
+        &rid,
+        "--link",
+        "https://wiki/pm/8",
+        "--note",
+        "done",
+    ];
+    let out = fails(&carol, &close, 3);
+    assert!(out.stderr.contains("another member of security"), "{out:?}");
+    assert_eq!(audit_records(&admin, "postmortem.close_refused").len(), 1);
+    assert_eq!(ok(&sam, &close)["closed_by"], "sam");
+
+    fails(&alice, &["postmortem", "show", &rid], 4);
+    let refused = audit_records(&admin, "request.action_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["event"]["request_id"] == rid.as_str()
+                && r["event"]["details"]["action"] == "postmortem.show"
+                && r["event"]["actor"]["user"] == "alice"),
+        "{refused:?}"
+    );
+}
+
 /// A reload that changes who approves a pending request tells those who may approve it now
 /// and could not before (and no one twice), and the audit log says what changed.
 #[test]
