@@ -201,9 +201,16 @@ pub trait Issuer: Send + Sync + fmt::Debug {
     fn kind(&self) -> &'static str;
 
     /// Checks a request's inputs before it is stored, so a request that could never be
-    /// issued is refused up front rather than after approval. Every request passes it, so
-    /// [`Issuer::issue`] takes the inputs as judged here.
-    fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error>;
+    /// issued is refused up front rather than after approval (and before a step-up code is
+    /// spent on it). Every request passes it, so [`Issuer::issue`] takes the inputs as judged
+    /// here; `holder` is who would hold the credential as the request is decided now (its
+    /// recording may still rise by the time it is granted, which the issue judges again).
+    fn check_request(
+        &self,
+        settings: &Settings,
+        public_key: Option<&str>,
+        holder: Holder,
+    ) -> Result<(), Error>;
 
     /// The account this issuer will create for a grant, or `None` if it creates no account at
     /// the target (SSH certificates). Names are derived from the grant id and carry a prefix

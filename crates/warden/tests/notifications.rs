@@ -417,13 +417,15 @@ fn a_reload_that_changes_the_approvers_tells_the_new_ones() {
             .any(|r| r["id"] == rid.as_str())
     };
     // A tier the request no longer fits (its 30 minutes above a 10-minute maximum) changes
-    // nothing: it can only be denied or cancelled, and waits for no one.
+    // nothing: it can only be denied or cancelled, so it waits for a deny from a reviewer its
+    // tier named (sam, not bob, who reviewed it) and for no one the new tier names.
     tier(&RULES.replace(
         "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
         "@approval(\"peer(sre) & manager\")\n@max_ttl(\"10m\")",
     ));
     assert!(!waiting_for("mallory"));
-    assert!(!waiting_for("sam"));
+    assert!(waiting_for("sam"));
+    assert!(!waiting_for("bob"));
     tier(&RULES.replace(
         "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
         "@approval(\"peer(sre) & manager\")\n@max_ttl(\"4h\")",
@@ -671,6 +673,16 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     assert_eq!(activated[0]["event"]["details"]["drill"], false);
     assert_eq!(activated[0]["event"]["request_id"], rid);
     assert_eq!(audit_records(&admin, "postmortem.opened").len(), 1);
+    // Its tier is break-glass on every event that names one.
+    let created = audit_records(&admin, "request.created");
+    let created = created
+        .iter()
+        .find(|c| c["event"]["request_id"] == rid.as_str())
+        .unwrap();
+    assert_eq!(
+        created["event"]["details"]["tier"], "breakglass",
+        "{created}"
+    );
 
     // The postmortem is open; security sees it, the requester sees his own.
     let open = ok(&sam, &["postmortem", "list"]);

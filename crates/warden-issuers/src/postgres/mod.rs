@@ -462,7 +462,12 @@ impl Issuer for PostgresIssuer {
         KIND
     }
 
-    fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error> {
+    fn check_request(
+        &self,
+        settings: &Settings,
+        public_key: Option<&str>,
+        _holder: crate::Holder,
+    ) -> Result<(), Error> {
         parse_settings(settings)?;
         check_unused_key(public_key)
     }

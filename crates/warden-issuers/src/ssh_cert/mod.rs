@@ -312,6 +312,29 @@ fn parse_public_key(text: Option<&str>, ca: &UserCa) -> Result<PublicKey, Error>
     Ok(key)
 }
 
+/// Whether `holder`'s certificate logs in to Warden's SSH proxy only: a requester's whose
+/// sessions are recorded, or controlled by the role's settings, which only the proxy does.
+fn proxy_only(settings: &RoleSettings, holder: Holder) -> bool {
+    match holder {
+        Holder::Proxy => false,
+        Holder::Requester(recording) => {
+            recording != Recording::Metadata || settings.controls_sessions()
+        }
+    }
+}
+
+/// Refuses a key the proxy does not sign users in with, for a certificate that logs in there
+/// only: the proxy takes Ed25519 and ECDSA keys, and a certificate for any other would be a
+/// grant that works nowhere.
+fn check_proxy_key(key: &PublicKey, proxy_only: bool) -> Result<(), Error> {
+    if proxy_only && matches!(key.algorithm(), ssh_key::Algorithm::Rsa { .. }) {
+        return Err(Error::Input(
+            "this role is reached through Warden's SSH proxy, which signs users in with Ed25519 and ECDSA keys, not RSA: request it with an Ed25519 key (ssh-keygen -t ed25519), or without --public-key".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The key a request was made with. [`user_key`] judged it when the request was made
 /// (`check_request`, which every request passes before it is stored): it is read here, not
 /// judged again on every grant's path (a point's decompression alone costs microseconds).
@@ -396,28 +419,23 @@ impl Issuer for SshCertIssuer {
         "ssh"
     }
 
-    fn check_request(&self, settings: &Settings, public_key: Option<&str>) -> Result<(), Error> {
-        parse_settings(settings)?;
-        parse_public_key(public_key, &self.ca).map(|_| ())
+    fn check_request(
+        &self,
+        settings: &Settings,
+        public_key: Option<&str>,
+        holder: Holder,
+    ) -> Result<(), Error> {
+        let settings = parse_settings(settings)?;
+        let key = parse_public_key(public_key, &self.ca)?;
+        check_proxy_key(&key, proxy_only(&settings, holder))
     }
 
     async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
         let settings = parse_settings(req.settings)?;
         let key = request_key(req.public_key)?;
         let reach = connection(req.connection)?;
-        let proxy_only = match req.holder {
-            Holder::Proxy => false,
-            Holder::Requester(recording) => {
-                recording != Recording::Metadata || settings.controls_sessions()
-            }
-        };
-        // The proxy signs users in with Ed25519 and ECDSA keys: a certificate for any other
-        // would be a grant that works nowhere.
-        if proxy_only && matches!(key.algorithm(), ssh_key::Algorithm::Rsa { .. }) {
-            return Err(Error::Input(
-                "this role is reached through Warden's SSH proxy, which signs users in with Ed25519 and ECDSA keys, not RSA: request it with an Ed25519 key (ssh-keygen -t ed25519), or without --public-key".into(),
-            ));
-        }
+        let proxy_only = proxy_only(&settings, req.holder);
+        check_proxy_key(&key, proxy_only)?;
         let (principals, extensions) = if proxy_only {
             (vec![proxy_principal(req.user)], Vec::new())
         } else {
@@ -633,7 +651,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ca, _) = UserCa::load_or_create(&dir.path().join("ca")).unwrap();
         let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCvnmQQGEABpj0lcnePikew8P4+p07WOBHbveLfr33ztpxndjxPf2xDFOp3X+nHNvjuLL+DT096PObqA/u4Mfthbo3NWQIF1BiNINWr2JmMlckkrPCCyuGv1v920rCogIq694CXfPWBwIbJZ84yZkMWzLeynqgn0EKL/KEl+tAcoVvsj+ODbS7YjW+z0WcV8vbeL+R9XiTmDUzHSD6FX+L+XPqLbtHKpk4VgH9dpTO6Iil5rFCIFebGNoLMPxyfoUsYkbXTxvWFitMel1q/hrLjCW2njug8cdtwBhYkVnLOvgw68VsPiKGcughRVWi3sD4gDuisAilAb6DhsAu7+0W/";
-        let out = SshCertIssuer::new(ca)
+        let issuer = SshCertIssuer::new(ca);
+        // Refused when the request is made, before it is stored or a code spent on it.
+        let role = settings(serde_json::json!({"principals": ["root"]}));
+        let made = issuer.check_request(&role, Some(rsa), Holder::Requester(Recording::Full));
+        assert!(made.unwrap_err().to_string().contains("not RSA"));
+        assert!(
+            issuer
+                .check_request(&role, Some(rsa), Holder::Requester(Recording::Metadata))
+                .is_ok()
+        );
+        let out = issuer
             .issue(IssueRequest {
                 grant: RequestId::from_uuid(uuid::Uuid::from_u128(0xabd)),
                 user: &"alice".parse().unwrap(),

@@ -405,13 +405,16 @@ pub async fn run_offline(issuer: &dyn Issuer, connection: Settings) {
     let settings = grants(&["GRANT SELECT ON items TO {{name}}".to_owned()]);
     // A public key sent along is not used, but must be one: it is stored with the request.
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOxmtvG8m83DA/c2UFrNFWDQ+JU3Al2G3THZ1gNCOWIR x";
-    assert!(issuer.check_request(&settings, None).is_ok());
-    assert!(issuer.check_request(&settings, Some(key)).is_ok());
+    let holder = Holder::Requester(Recording::Metadata);
+    assert!(issuer.check_request(&settings, None, holder).is_ok());
+    assert!(issuer.check_request(&settings, Some(key), holder).is_ok());
     for wrong in [
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn==\n",
         "root:*:20228:0:99999:7:::",
     ] {
-        let err = issuer.check_request(&settings, Some(wrong)).unwrap_err();
+        let err = issuer
+            .check_request(&settings, Some(wrong), holder)
+            .unwrap_err();
         assert!(matches!(err, Error::Input(_)), "{err}");
         assert!(!err.to_string().contains("20228"), "{err}");
     }

@@ -99,39 +99,31 @@ impl App {
             let e = Error::Mfa(
                 "break-glass requires MFA step-up, and you have no second factor: enrol one with `warden mfa enroll` now, before an emergency".into(),
             );
-            return Err(self.refused(refusal(decision_details(&decision)), e).await);
+            return Err(self
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    e,
+                )
+                .await);
         }
-        // Refuse what no second factor can fix (TTL, ticket) before spending the caller's code:
+        // Refuse what no second factor can fix (TTL, ticket, the credential's inputs such as
+        // the public key) before spending the caller's code:
         // a one-time code used up by a request refused for its ticket would make them wait
         // for the next one.
         if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), true) {
             return Err(self
-                .refused(refusal(decision_details(&decision)), refusal_reason.into())
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    refusal_reason.into(),
+                )
                 .await);
         }
         if let Err(refusal_reason) = self.approvable(&decision, caller.user) {
             return Err(self
-                .refused(refusal(decision_details(&decision)), refusal_reason.into())
-                .await);
-        }
-        let mfa = if decision.mfa && decision.allowed {
-            match self
-                .step_up(&caller.user.name, totp.as_deref(), caller.source.as_deref())
-                .await
-            {
-                Ok(ok) => ok,
-                Err(e) => {
-                    return Err(self
-                        .refused(refusal(decision_details(&decision)), e.into())
-                        .await);
-                }
-            }
-        } else {
-            false
-        };
-        if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), mfa) {
-            return Err(self
-                .refused(refusal(decision_details(&decision)), refusal_reason.into())
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    refusal_reason.into(),
+                )
                 .await);
         }
         let Some((kind, settings)) = policy.targets().get(&ask.target).and_then(|t| {
@@ -146,7 +138,11 @@ impl App {
         };
         let checked = match self.issuers.get(&kind) {
             Some(i) => i
-                .check_request(&settings, public_key.as_deref())
+                .check_request(
+                    &settings,
+                    public_key.as_deref(),
+                    warden_issuers::Holder::Requester(decision.recording),
+                )
                 .map_err(|e| Error::Input {
                     code: "bad_credential_input",
                     message: e.to_string(),
@@ -154,9 +150,39 @@ impl App {
             None => Err(Error::Issuer(format!("no issuer for target kind {kind:?}"))),
         };
         if let Err(e) = checked {
-            return Err(self.refused(refusal(decision_details(&decision)), e).await);
+            return Err(self
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    e,
+                )
+                .await);
         }
-
+        let mfa = if decision.mfa && decision.allowed {
+            match self
+                .step_up(&caller.user.name, totp.as_deref(), caller.source.as_deref())
+                .await
+            {
+                Ok(ok) => ok,
+                Err(e) => {
+                    return Err(self
+                        .refused(
+                            refusal(decision_details(&decision, breakglass.is_some())),
+                            e.into(),
+                        )
+                        .await);
+                }
+            }
+        } else {
+            false
+        };
+        if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), mfa) {
+            return Err(self
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    refusal_reason.into(),
+                )
+                .await);
+        }
         let mut r = Request::new(
             id,
             caller.user.name.clone(),
@@ -168,7 +194,7 @@ impl App {
         );
         r.breakglass = breakglass;
         r.stepped_up = mfa;
-        let mut details = decision_details(&decision);
+        let mut details = decision_details(&decision, breakglass.is_some());
         if let Some(obj) = details.as_object_mut() {
             obj.insert("reason".into(), r.reason.as_str().into());
             obj.insert(

@@ -200,15 +200,16 @@ fn context(now: OffsetDateTime, ttl: Ttl, ticket: Option<&Ticket>) -> Context {
     }
 }
 
-/// What the audit log says of a decision: the rules that made it and, for a permit, its terms.
-fn decision_details(d: &Decision) -> serde_json::Value {
+/// What the audit log says of a decision: the rules that made it and, for a permit, its terms;
+/// a break-glass permit's tier is `breakglass`, as its request's is everywhere else.
+fn decision_details(d: &Decision, breakglass: bool) -> serde_json::Value {
     // A refusal by policy has no terms: the rules that refused are all there is to say.
     if !d.allowed {
         return serde_json::json!({ "rules": d.rules });
     }
     serde_json::json!({
         "rules": d.rules,
-        "tier": d.requirement.to_string(),
+        "tier": if breakglass { "breakglass".to_owned() } else { d.requirement.to_string() },
         "max_ttl": d.max_ttl.to_string(),
         "mfa": d.mfa,
         "recording": d.recording.to_string(),
