@@ -54,6 +54,21 @@ impl fmt::Display for Recording {
     }
 }
 
+/// What is wrong with a policy's regular expression, on one line: the parser's message draws
+/// the pattern with a caret under the problem, over several lines, and its last line says what
+/// the problem is.
+pub fn regex_mistake(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or(text)
+            .to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// A ticket pattern from a policy: an anchored regular expression.
 #[derive(Debug, Clone)]
 pub struct TicketPattern(regex::Regex);
@@ -64,20 +79,8 @@ impl TicketPattern {
         // Compiled as written first, so that a mistake is described in the policy's own terms
         // (the anchored form would show the `^(?:` … `)$` around it).
         let build = |p: &str| regex::RegexBuilder::new(p).size_limit(1 << 16).build();
-        let invalid = |e: regex::Error| {
-            let why = match &e {
-                // The parser's message draws the pattern with a caret under the problem, over
-                // several lines; its last line says what the problem is.
-                regex::Error::Syntax(text) => text
-                    .lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or(text)
-                    .to_owned(),
-                other => other.to_string(),
-            };
-            format!("invalid ticket pattern {pattern:?}: {why}")
-        };
+        let invalid =
+            |e: regex::Error| format!("invalid ticket pattern {pattern:?}: {}", regex_mistake(&e));
         if pattern.trim().is_empty() {
             // Anchored, it matches only the empty text, which no ticket is.
             return Err(

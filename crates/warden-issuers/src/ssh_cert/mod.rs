@@ -171,21 +171,6 @@ const ROLE_KEYS: [&str; 5] = [
     "record_input",
 ];
 
-/// What is wrong with a pattern, on one line, as a ticket pattern's mistake is described: the
-/// parser's message draws the pattern with a caret under the problem, over several lines, and
-/// its last line says what the problem is.
-fn regex_mistake(e: &regex::Error) -> String {
-    match e {
-        regex::Error::Syntax(text) => text
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("error: "))
-            .unwrap_or(text)
-            .to_owned(),
-        other => other.to_string(),
-    }
-}
-
 fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
     let mut problems = Problems::default();
     let read = read_settings(s, &mut problems);
@@ -214,7 +199,7 @@ fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
                 Some("deny_commands"),
                 format!(
                     "deny_commands pattern {p:?} is not a valid regular expression: {}",
-                    regex_mistake(&e)
+                    warden_domain::decision::regex_mistake(&e)
                 ),
             );
         }
