@@ -105,10 +105,34 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Internal(e.to_string()))
 }
 
-/// Whether `phc` is an argon2id hash as `warden hash-password` writes it: a config's initial
-/// password must be one, never the password itself.
-pub(crate) fn is_argon2id_hash(phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| h.algorithm.as_str() == "argon2id")
+/// The least memory (KiB) and passes an initial password's hash may take: those of the hashes
+/// Warden makes (OWASP's minimum for argon2id), so a hash made elsewhere is no weaker.
+const HASH_MIN_COST: (u32, u32) = (19 * 1024, 2);
+/// The most memory (KiB), passes and lanes it may take: each sign-in pays for them, and a
+/// hash that asks for gigabytes would be a way to exhaust the server.
+const HASH_MAX_COST: (u32, u32, u32) = (256 * 1024, 16, 8);
+
+/// What is wrong with `phc` as a config's initial password hash, if anything: it must be an
+/// argon2id hash as `warden hash-password` writes it (never the password itself), with
+/// parameters argon2 accepts, as costly as Warden's own and not so costly that sign-ins suffer.
+pub(crate) fn argon2id_hash_problem(phc: &str) -> Option<String> {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return Some("it is no PHC hash string".into());
+    };
+    if hash.algorithm.as_str() != "argon2id" {
+        return Some(format!("it is a {} hash, not argon2id", hash.algorithm));
+    }
+    let params = match argon2::Params::try_from(&hash) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("its parameters are not valid argon2 ones ({e})")),
+    };
+    let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
+    let ((min_m, min_t), (max_m, max_t, max_p)) = (HASH_MIN_COST, HASH_MAX_COST);
+    (m < min_m || t < min_t || m > max_m || t > max_t || p > max_p).then(|| {
+        format!(
+            "its cost m={m},t={t},p={p} is outside m={min_m}..={max_m} (KiB), t={min_t}..={max_t}, p=1..={max_p}"
+        )
+    })
 }
 
 /// Whether `password` matches the hash `phc`. A stored hash that is no PHC string (an

@@ -141,12 +141,11 @@ pub struct UserConfig {
 /// by mistake would be stored as it is, and never quoted back in the error.
 fn password_hash<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
-    if crate::auth::is_argon2id_hash(&text) {
-        Ok(Some(text))
-    } else {
-        Err(serde::de::Error::custom(
-            "`password_hash` takes an argon2id hash, as `warden hash-password` prints it (it begins `$argon2id$`), never the password itself",
-        ))
+    match crate::auth::argon2id_hash_problem(&text) {
+        None => Ok(Some(text)),
+        Some(why) => Err(serde::de::Error::custom(format!(
+            "`password_hash` takes an argon2id hash, as `warden hash-password` prints it (it begins `$argon2id$`), never the password itself: {why}"
+        ))),
     }
 }
 
@@ -492,6 +491,26 @@ mod tests {
         let hash = crate::auth::hash_password("a long enough password").unwrap();
         std::fs::write(&p, format!("[users.alice]\npassword_hash = {hash:?}\n")).unwrap();
         Config::load(&p).unwrap();
+        // Costs argon2 refuses, cheaper than Warden's own, or dear enough to exhaust it.
+        let salt_and_hash = hash.split('$').skip(4).collect::<Vec<_>>().join("$");
+        for (cost, said) in [
+            ("m=1,t=1,p=1", "not valid argon2"),
+            ("m=4096,t=1,p=1", "outside"),
+            ("m=4194304,t=3,p=1", "outside"),
+        ] {
+            let weak = format!("$argon2id$v=19${cost}${salt_and_hash}");
+            std::fs::write(&p, format!("[users.alice]\npassword_hash = {weak:?}\n")).unwrap();
+            let e = Config::load(&p).unwrap_err().to_string();
+            assert!(e.contains(said), "{cost}: {e}");
+        }
+        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        std::fs::write(&p, format!("[users.alice]\npassword_hash = {bcrypt:?}\n")).unwrap();
+        assert!(
+            Config::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("warden hash-password")
+        );
         for days in ["36501", "4294967295"] {
             std::fs::write(&p, format!("audit_retention_days = {days}\n")).unwrap();
             let said = Config::load(&p).unwrap_err().to_string();
