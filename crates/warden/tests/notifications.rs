@@ -267,6 +267,12 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     let warned = audit_records(&admin, "notification.expiry_warned");
     assert_eq!(warned.len(), 1);
     assert_eq!(warned[0]["event"]["request_id"], vid);
+    // A grant extended at once does not end soon: its access goes on, and nobody is told.
+    let base = id(&common::create(&alice, "web", "view", &["--ttl", "1m"]));
+    let more = ok(&alice, &["request", "extend", &base, "--ttl", "2m"]);
+    assert_eq!(more["state"], "active", "{more}");
+    thread::sleep(Duration::from_secs(4));
+    assert!(notices(&hook, "expiry_soon", &base).is_empty());
 
     // An approver offboarded hears of no more requests.
     ok(&admin, &["revoke", "--user", "carol", "--all"]);
@@ -1043,7 +1049,8 @@ fn the_outbox_delivers_after_an_outage_and_a_kill_9_each_notification_once() {
         (Some(0), Some(5), Some(1)),
         "{s}"
     );
-    assert_eq!(s["sinks"][0][0], "hook");
+    assert_eq!(s["sinks"][0]["name"], "hook");
+    assert_eq!(s["sinks"][0]["kind"], "webhook");
     assert_eq!(s["backlog"], serde_json::json!([]), "{s}");
 }
 

@@ -146,11 +146,22 @@ pub struct OutboxView {
     pub skipped: u64,
     /// When the oldest undelivered notification was queued.
     pub oldest_pending: Option<String>,
-    /// Configured sinks: name, kind and destination (no credentials).
-    pub sinks: Vec<[String; 3]>,
+    /// Configured sinks.
+    pub sinks: Vec<NotifySinkView>,
     /// What each sink has yet to deliver, configured or not (one removed from the config keeps
     /// its notifications queued until it is back).
     pub backlog: Vec<SinkBacklogView>,
+}
+
+/// A configured notification sink.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotifySinkView {
+    pub name: String,
+    /// `webhook` or `smtp`.
+    pub kind: String,
+    /// Where it delivers: a webhook's scheme, host and port (its path may be its secret), a
+    /// mail relay's; never credentials.
+    pub destination: String,
 }
 
 /// What one notification sink has yet to deliver.
@@ -291,7 +302,11 @@ pub async fn outbox(State(app): State<Shared>, who: Authed) -> Result<Json<Outbo
             .config
             .notify
             .iter()
-            .map(|c| [c.name().to_owned(), c.kind().to_owned(), c.destination()])
+            .map(|c| NotifySinkView {
+                name: c.name().to_owned(),
+                kind: c.kind().to_owned(),
+                destination: c.destination(),
+            })
             .collect(),
         backlog: s
             .by_sink

@@ -123,7 +123,10 @@ pub fn router(app: Shared) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(log_response),
+                .on_response(log_response)
+                // The access log's line says a server error once, as a warning: a target that
+                // is down is no error of Warden's to page anyone about twice.
+                .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))

@@ -84,6 +84,31 @@ impl App {
         Ok(())
     }
 
+    /// Whether an active extension of grant `r` runs on past it, so the access goes on.
+    async fn continued(&self, r: &Request) -> Result<bool, Error> {
+        Ok(self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: Some(r.requester.clone()),
+                target: Some(r.target.clone()),
+                states: vec![State::Active],
+                before: None,
+                limit: 1000,
+            })
+            .await?
+            .iter()
+            .any(|x| x.extends == Some(r.id) && x.expires_at > r.expires_at))
+    }
+
+    /// Stores `r`'s warning as taken without telling anyone, so it is not weighed again.
+    async fn store_quietly(&self, r: &Request) -> Result<bool, Error> {
+        match self.store.update_request(r, Change::default()).await {
+            Ok(_) => Ok(true),
+            Err(warden_store::Error::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Acts on a request whose deadline has come: times out a pending request, expires an
     /// active grant, or warns its requester that it ends soon. Returns whether it changed. One
     /// request that cannot move is logged and left for the next pass, so it never holds up the
@@ -109,6 +134,10 @@ impl App {
             State::Active => {
                 if !r.take_warning(now) {
                     return Ok(false);
+                }
+                // Access an active extension continues does not end soon: nothing to tell.
+                if self.continued(&r).await? {
+                    return self.store_quietly(&r).await;
                 }
                 Ok(Change {
                     events: vec![

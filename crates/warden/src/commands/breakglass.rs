@@ -274,12 +274,12 @@ pub async fn notify(server: Option<String>, cmd: NotifyCommand, out: Output) -> 
                 .into_iter()
                 .flatten()
                 .map(|r| {
-                    let name = r[0].as_str().unwrap_or_default();
+                    let name = r["name"].as_str().unwrap_or_default();
                     let b = of(name);
                     vec![
                         name.to_owned(),
-                        r[1].as_str().unwrap_or_default().to_owned(),
-                        r[2].as_str().unwrap_or_default().to_owned(),
+                        s(r, "kind"),
+                        s(r, "destination"),
                         count(b, "pending").to_string(),
                         count(b, "retrying").to_string(),
                         b.and_then(|b| b["last_error"].as_str())
