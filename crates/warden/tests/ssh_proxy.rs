@@ -1019,17 +1019,22 @@ fn host_keys_are_pinned_only_after_confirmation() {
         .nth(1)
         .unwrap()
         .to_owned();
-    fails(
-        &s.admin,
-        &[
-            "target",
-            "pin-host-key",
-            "web",
-            "--fingerprint",
-            "SHA256:wrong",
-        ],
-        3,
-    );
+    // Not a fingerprint at all: a usage error. Another key's: refused, nothing pinned.
+    let pin = |fingerprint: &str, code: i32| {
+        fails(
+            &s.admin,
+            &[
+                "target",
+                "pin-host-key",
+                "web",
+                "--fingerprint",
+                fingerprint,
+            ],
+            code,
+        );
+    };
+    pin("SHA256:wrong", 2);
+    pin(&format!("SHA256:{}", "A".repeat(43)), 3);
     // Without a terminal, nothing confirms the key by eye: a piped "y" pins nothing.
     let piped = s.admin.run(&["target", "pin-host-key", "web"], Some("y\n"));
     assert_eq!(piped.code, 2, "{piped:?}");
