@@ -14,6 +14,7 @@
 mod backend;
 mod direct_file;
 mod error;
+mod inbox;
 mod recorder;
 pub mod recording;
 mod registry;

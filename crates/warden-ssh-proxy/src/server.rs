@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
@@ -164,7 +165,7 @@ impl Listener {
                 continue;
             };
             let _ = socket.set_nodelay(true);
-            let signed_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let signed_in = Arc::new(AtomicBool::new(false));
             let handler = Connection {
                 ctx: ctx.clone(),
                 peer,
@@ -172,6 +173,7 @@ impl Listener {
                 signed_in: signed_in.clone(),
                 waiting: Some(waiting),
                 refused: 0,
+                backlog: Arc::default(),
             };
             let server = self.server.clone();
             tokio::spawn(async move {
@@ -190,7 +192,7 @@ impl Listener {
                     () = &mut session => return,
                     () = tokio::time::sleep(SIGN_IN_DEADLINE) => {}
                 }
-                if signed_in.load(std::sync::atomic::Ordering::Acquire) {
+                if signed_in.load(Ordering::Acquire) {
                     session.await;
                 } else {
                     tracing::debug!(%peer, "ssh connection closed: not signed in within {} s", SIGN_IN_DEADLINE.as_secs());
@@ -294,11 +296,13 @@ struct Connection {
     peer: SocketAddr,
     identity: Option<Arc<Identity>>,
     /// Set once the client signed in: the sign-in deadline no longer applies.
-    signed_in: Arc<std::sync::atomic::AtomicBool>,
+    signed_in: Arc<AtomicBool>,
     /// Counts the connection as not signed in, until it is (or it closes).
     waiting: Option<Waiting>,
     /// Forwarding requests refused on this connection so far (see [`Connection::refuse`]).
     refused: u32,
+    /// Bytes the connection's sessions hold that their targets have not taken yet.
+    backlog: Arc<AtomicUsize>,
 }
 
 /// `text` as the client sent it when it is short and shows as itself, else quoted with its
@@ -334,8 +338,7 @@ impl Connection {
                     peer: self.peer,
                     grant,
                 }));
-                self.signed_in
-                    .store(true, std::sync::atomic::Ordering::Release);
+                self.signed_in.store(true, Ordering::Release);
                 self.waiting = None;
                 Auth::Accept
             }
@@ -426,6 +429,12 @@ impl server::Handler for Connection {
         Ok(false)
     }
 
+    /// The window the client is given next: a trickle while the connection's sessions hold
+    /// much that their targets have not taken (see `inbox`).
+    fn adjust_window(&mut self, _channel: russh::ChannelId, _current: u32) -> u32 {
+        crate::inbox::window(&self.backlog, WINDOW)
+    }
+
     async fn auth_publickey(
         &mut self,
         user: &str,
@@ -471,7 +480,8 @@ impl server::Handler for Connection {
         reply.accept().await;
         let ctx = self.ctx.clone();
         let handle = session.handle();
-        tokio::spawn(session::run(ctx, identity, channel, handle));
+        let backlog = self.backlog.clone();
+        tokio::spawn(session::run(ctx, identity, channel, handle, backlog));
         Ok(())
     }
 }

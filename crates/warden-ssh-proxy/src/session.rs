@@ -6,10 +6,11 @@
 //! first failed write; an audit event that cannot be stored refuses the session or ends it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use russh::server::{self, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, Pty};
 use time::OffsetDateTime;
@@ -17,6 +18,7 @@ use tokio::sync::Notify;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Recording, RequestId, UserName};
 
+use crate::inbox::{Inbox, Up};
 use crate::recorder::Recorder;
 use crate::recording::{Asciicast, Header, Kind};
 use crate::registry::Registration;
@@ -72,12 +74,14 @@ fn now() -> OffsetDateTime {
     warden_domain::to_millisecond(OffsetDateTime::now_utc())
 }
 
-/// Runs one session channel to its end.
+/// Runs one session channel to its end. `backlog` counts what the sessions of the client's
+/// connection hold for their targets ([`crate::inbox`]).
 pub(crate) async fn run(
     ctx: Arc<Context>,
     who: Arc<Identity>,
     channel: Channel<Msg>,
     handle: server::Handle,
+    backlog: Arc<AtomicUsize>,
 ) {
     let id = channel.id();
     let (mut down_rx, down_tx) = channel.split();
@@ -154,7 +158,13 @@ pub(crate) async fn run(
         }
         Ok(open) => {
             let _ = handle.channel_success(id).await;
-            open.relay(ctx, id, down_rx, down_tx, handle, pty).await;
+            let client = Client {
+                id,
+                rx: down_rx,
+                tx: down_tx,
+                handle,
+            };
+            open.relay(ctx, client, pty, backlog).await;
         }
     }
 }
@@ -548,21 +558,33 @@ impl Shared {
 enum End {
     /// The target closed the channel (the command or shell exited).
     Target(Option<u32>),
-    /// The user closed the channel.
+    /// The user closed the channel or went away.
     Client,
     /// Warden ended it, telling the user why.
     Warden(String),
 }
 
+/// How long telling the target that a session ended may take (stopping its command, closing
+/// the connection), so that a target that stopped reading cannot keep the session open.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The client's end of a session channel.
+struct Client {
+    id: ChannelId,
+    rx: russh::ChannelReadHalf,
+    tx: russh::ChannelWriteHalf<Msg>,
+    handle: server::Handle,
+}
+
 impl Open {
+    /// Relays the session until it ends, then ends it at both sides and audits its end.
+    /// `backlog` counts what the sessions of the client's connection hold for their targets.
     async fn relay(
         self,
         ctx: Arc<Context>,
-        id: ChannelId,
-        down_rx: russh::ChannelReadHalf,
-        down_tx: russh::ChannelWriteHalf<Msg>,
-        handle: server::Handle,
+        client: Client,
         pty: Option<PtyRequest>,
+        backlog: Arc<AtomicUsize>,
     ) {
         let Open {
             session,
@@ -575,6 +597,7 @@ impl Open {
             mut registration,
             started,
         } = self;
+        let Client { id, rx, tx, handle } = client;
         let (up_rx, up_tx) = channel.split();
         let up_tx = Arc::new(up_tx);
         let recording_failed = Arc::new(Notify::new());
@@ -589,30 +612,29 @@ impl Open {
             grant: grant.clone(),
             session: session.clone(),
         };
-        let mut output = tokio::spawn(output_loop(
-            up_rx,
-            down_tx,
-            early,
-            shared.clone(),
-            handle.clone(),
+        let to_client = ToClient {
+            tx,
+            handle: handle.clone(),
             id,
-        ));
+            gone: false,
+        };
+        let mut output = tokio::spawn(output_loop(up_rx, to_client, early, shared.clone()));
+        let inbox = Arc::new(Inbox::new(backlog));
         // Whatever runs on a terminal, a shell or a command (`ssh -t HOST bash`), has its
         // lines checked as typed.
         let tracker = (request != Request::Sftp && pty.is_some() && grant.rules.has_deny())
             .then(LineTracker::default);
-        let mut input = tokio::spawn(input_loop(
-            down_rx,
-            up_tx.clone(),
+        let mut taker = tokio::spawn(take_input(
+            rx,
+            inbox.clone(),
             shared.clone(),
-            handle.clone(),
-            id,
             tracker,
             audit_ctx.clone(),
             // What is typed into a shell, with or without a terminal: its commands. An exec's
             // input is its program's data (a file being copied), not recorded as keystrokes.
             pty.is_some() || request == Request::Shell,
         ));
+        let giver = tokio::spawn(give_input(inbox, up_tx.clone(), handle.clone(), id));
         // The session's own deadline, independent of the worker that expires grants.
         let expiry = tokio::time::sleep(
             (grant.expires_at - now())
@@ -624,7 +646,10 @@ impl Open {
         let end = loop {
             tokio::select! {
                 out = &mut output => break End::Target(out.ok().flatten()),
-                _ = &mut input => break End::Client,
+                left = &mut taker => break match left {
+                    Ok(Left::Warden(reason)) => End::Warden(reason),
+                    Ok(Left::Closed) | Err(_) => End::Client,
+                },
                 changed = registration.end.changed() => {
                     let reason = registration.end.borrow().clone();
                     match (changed, reason) {
@@ -643,86 +668,113 @@ impl Open {
                 _ = flush.tick() => shared.flush(),
             }
         };
-        input.abort();
-        let exit = match &end {
-            End::Target(code) => *code,
-            End::Client => {
-                output.abort();
-                None
-            }
-            End::Warden(reason) => {
-                output.abort();
-                let text = format!("\r\nwarden: session ended: {reason}\r\n");
-                let text = Bytes::from(text);
-                shared.record(Kind::Output, text.clone()).await;
-                let _ = if pty.is_some() {
-                    handle.data(id, text).await
-                } else {
-                    handle.extended_data(id, 1, text).await
-                };
-                let _ = handle.exit_status_request(id, 255).await;
-                let _ = handle.eof(id).await;
-                let _ = handle.close(id).await;
-                stop_upstream(&up_tx).await;
-                None
-            }
-        };
-        let _ = upstream
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "session ended", "")
-            .await;
-        let finished = match &shared.recorder {
-            Some(recorder) => Some(recorder.finish().await),
-            None => None,
-        };
-        let mut events = Vec::new();
-        let digest = match finished {
-            Some(Ok((sha256, bytes))) => serde_json::json!({"sha256": sha256, "bytes": bytes}),
-            Some(Err(e)) => {
-                ctx.registry.recording_failed();
-                // Its own event too, as a recording that cannot begin has: a search for failed
-                // recordings finds both.
-                events.push(
-                    audit_ctx
-                        .event(Code::RecordingFailed)
-                        .failed("recording_failed", e.to_string()),
-                );
-                serde_json::json!({"error": e.to_string()})
-            }
-            None => serde_json::Value::Null,
-        };
-        if let Some(t) = &shared.sftp {
-            let tracker =
-                std::mem::take(&mut *t.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            events.extend(
-                tracker
-                    .finish()
-                    .into_iter()
-                    .map(|op| audit_ctx.transfer(op)),
-            );
+        taker.abort();
+        giver.abort();
+        let target_ended = matches!(end, End::Target(_));
+        if !target_ended {
+            // Its reading half goes with it, so the upstream connection reads on and takes
+            // what is sent to stop the session.
+            output.abort();
         }
-        let (ended_by, reason) = match &end {
-            End::Target(_) => ("target", None),
-            End::Client => ("client", None),
-            End::Warden(r) => ("warden", Some(r.clone())),
+        if let End::Warden(reason) = &end {
+            tell_ended(&shared, &handle, id, pty.is_some(), reason).await;
+        }
+        let goodbye = async {
+            if !target_ended {
+                stop_upstream(&up_tx).await;
+            }
+            let _ = upstream
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "session ended", "")
+                .await;
         };
-        events.push(
-            audit_ctx
-                .event(Code::SessionEnded)
-                .details(serde_json::json!({
-                    "kind": request.kind(),
-                    "ended_by": ended_by,
-                    "reason": reason,
-                    "exit_status": exit,
-                    "duration_ms": started.elapsed().as_millis() as u64,
-                    "recording": digest,
-                })),
-        );
+        if tokio::time::timeout(GOODBYE_LIMIT, goodbye).await.is_err() {
+            tracing::warn!(session = %session, "the target did not take the end of a session in time");
+        }
+        let events = finish(&shared, &audit_ctx, &request, &end, started).await;
         if let Err(e) = ctx.backend.audit(events).await {
             tracing::error!(session = %session, error = %e, "could not audit a session end");
         }
         ctx.registry.unregister(&session);
     }
+}
+
+/// Tells the user why Warden ended their session, and ends the channel at their side.
+async fn tell_ended(
+    shared: &Shared,
+    handle: &server::Handle,
+    id: ChannelId,
+    terminal: bool,
+    reason: &str,
+) {
+    let text = Bytes::from(format!("\r\nwarden: session ended: {reason}\r\n"));
+    shared.record(Kind::Output, text.clone()).await;
+    let _ = if terminal {
+        handle.data(id, text).await
+    } else {
+        handle.extended_data(id, 1, text).await
+    };
+    let _ = handle.exit_status_request(id, 255).await;
+    let _ = handle.eof(id).await;
+    let _ = handle.close(id).await;
+}
+
+/// Finishes the recording and returns the events of the session's end.
+async fn finish(
+    shared: &Shared,
+    audit_ctx: &AuditCtx,
+    request: &Request,
+    end: &End,
+    started: std::time::Instant,
+) -> Vec<Event> {
+    let finished = match &shared.recorder {
+        Some(recorder) => Some(recorder.finish().await),
+        None => None,
+    };
+    let mut events = Vec::new();
+    let digest = match finished {
+        Some(Ok((sha256, bytes))) => serde_json::json!({"sha256": sha256, "bytes": bytes}),
+        Some(Err(e)) => {
+            audit_ctx.ctx.registry.recording_failed();
+            // Its own event too, as a recording that cannot begin has: a search for failed
+            // recordings finds both.
+            events.push(
+                audit_ctx
+                    .event(Code::RecordingFailed)
+                    .failed("recording_failed", e.to_string()),
+            );
+            serde_json::json!({"error": e.to_string()})
+        }
+        None => serde_json::Value::Null,
+    };
+    if let Some(t) = &shared.sftp {
+        let tracker =
+            std::mem::take(&mut *t.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        events.extend(
+            tracker
+                .finish()
+                .into_iter()
+                .map(|op| audit_ctx.transfer(op)),
+        );
+    }
+    let (ended_by, reason, exit) = match end {
+        End::Target(exit) => ("target", None, *exit),
+        End::Client => ("client", None, None),
+        End::Warden(r) => ("warden", Some(r.clone()), None),
+    };
+    events.push(
+        audit_ctx
+            .event(Code::SessionEnded)
+            .details(serde_json::json!({
+                "kind": request.kind(),
+                "ended_by": ended_by,
+                "reason": reason,
+                "exit_status": exit,
+                "duration_ms": started.elapsed().as_millis() as u64,
+                "recording": digest,
+            })),
+    );
+    events
 }
 
 /// What audit events of a running session carry.
@@ -749,14 +801,36 @@ impl AuditCtx {
     }
 }
 
-/// Target → user: output, exit status, end of file.
-async fn output_loop(
-    mut up_rx: russh::ChannelReadHalf,
-    down_tx: russh::ChannelWriteHalf<Msg>,
-    early: Vec<ChannelMsg>,
-    shared: Arc<Shared>,
+/// The target's messages on their way to the client. Once the client is gone no more data is
+/// sent, and the target's messages are still read, for its exit status.
+struct ToClient {
+    tx: russh::ChannelWriteHalf<Msg>,
     handle: server::Handle,
     id: ChannelId,
+    gone: bool,
+}
+
+impl ToClient {
+    /// Sends data (`ext`: its extended type), waiting for the client's window.
+    async fn data(&mut self, ext: Option<u32>, data: Bytes) {
+        if self.gone {
+            return;
+        }
+        let sent = match ext {
+            None => self.tx.data_bytes(data).await,
+            Some(ext) => self.tx.extended_data_bytes(ext, data).await,
+        };
+        self.gone = sent.is_err();
+    }
+}
+
+/// Target → user: output, exit status, end of file, close. Returns the exit status once the
+/// target closed the channel.
+async fn output_loop(
+    mut up_rx: russh::ChannelReadHalf,
+    mut client: ToClient,
+    early: Vec<ChannelMsg>,
+    shared: Arc<Shared>,
 ) -> Option<u32> {
     let mut exit = None;
     let mut early = early.into_iter();
@@ -779,20 +853,16 @@ async fn output_loop(
                     shared.record(Kind::Output, data.clone()).await;
                     let _ = shared.output.send(data.clone());
                 }
-                if down_tx.data_bytes(data).await.is_err() {
-                    break;
-                }
+                client.data(None, data).await;
             }
             Some(ChannelMsg::ExtendedData { data, ext }) => {
                 shared.record(Kind::Output, data.clone()).await;
                 let _ = shared.output.send(data.clone());
-                if down_tx.extended_data_bytes(ext, data).await.is_err() {
-                    break;
-                }
+                client.data(Some(ext), data).await;
             }
             Some(ChannelMsg::ExitStatus { exit_status }) => {
                 exit = Some(exit_status);
-                let _ = down_tx.exit_status(exit_status).await;
+                let _ = client.tx.exit_status(exit_status).await;
             }
             Some(ChannelMsg::ExitSignal {
                 signal_name,
@@ -800,19 +870,26 @@ async fn output_loop(
                 error_message,
                 lang_tag,
             }) => {
-                let _ = handle
-                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                let _ = client
+                    .handle
+                    .exit_signal_request(
+                        client.id,
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    )
                     .await;
             }
             Some(ChannelMsg::Eof) => {
-                let _ = down_tx.eof().await;
+                let _ = client.tx.eof().await;
             }
             None | Some(ChannelMsg::Close) => break,
             Some(_) => {}
         }
     }
-    let _ = down_tx.eof().await;
-    let _ = down_tx.close().await;
+    let _ = client.tx.eof().await;
+    let _ = client.tx.close().await;
     exit
 }
 
@@ -829,91 +906,154 @@ async fn stop_upstream(up_tx: &russh::ChannelWriteHalf<russh::client::Msg>) {
     }
 }
 
-/// User → target: keystrokes (checked against deny rules), resizes, signals, SFTP requests.
-#[allow(clippy::too_many_arguments)]
-async fn input_loop(
+/// Why the client's side of a session stopped.
+enum Left {
+    /// The client closed the channel or went away.
+    Closed,
+    /// Warden cannot go on with what the client sent: why.
+    Warden(String),
+}
+
+/// User → Warden: keystrokes (checked against deny rules), resizes, signals, SFTP requests,
+/// read as they come and queued for the target in `inbox`. Waits for nothing the client or
+/// the target does (see [`crate::inbox`]).
+async fn take_input(
     mut down_rx: russh::ChannelReadHalf,
-    up_tx: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
+    inbox: Arc<Inbox>,
     shared: Arc<Shared>,
-    handle: server::Handle,
-    id: ChannelId,
     mut tracker: Option<LineTracker>,
     audit: AuditCtx,
     typed: bool,
-) {
-    while let Some(msg) = down_rx.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                let mut data = data;
-                if let Some(t) = &shared.sftp {
-                    let ops = t
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .client(&data);
-                    match ops {
-                        Ok(ops) if ops.is_empty() => {}
-                        Ok(ops) => {
-                            let events = ops.into_iter().map(|op| audit.transfer(op)).collect();
-                            if audit.ctx.backend.audit(events).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ending an sftp session Warden cannot follow");
-                            return;
-                        }
-                    }
-                } else if let Some(t) = tracker.as_mut() {
-                    let filtered = t.feed(&audit.grant.rules, &data);
-                    for (line, pattern) in filtered.blocked {
-                        let msg = format!(
-                            "blocked: the line matches the deny rule /{pattern}/ of role {}",
-                            audit.grant.role
-                        );
-                        let ev = audit
-                            .event(Code::CommandBlocked)
-                            .denied("command_denied", msg.clone())
-                            .details(
-                                serde_json::json!({"line": line, "rule": pattern, "kind": "shell"}),
-                            );
-                        if audit.ctx.backend.audit(vec![ev]).await.is_err() {
-                            return;
-                        }
-                        let notice = format!("\r\nwarden: {msg}\r\n");
-                        let notice = Bytes::from(notice);
-                        shared.record(Kind::Output, notice.clone()).await;
-                        let _ = handle.data(id, notice).await;
-                    }
-                    if audit.grant.rules.record_input {
-                        shared.record(Kind::Input, data.clone()).await;
-                    }
-                    data = Bytes::from(filtered.forward);
-                } else if audit.grant.rules.record_input && typed {
-                    shared.record(Kind::Input, data.clone()).await;
-                }
-                if up_tx.data_bytes(data).await.is_err() {
-                    return;
+) -> Left {
+    loop {
+        let item = match down_rx.wait().await {
+            None | Some(ChannelMsg::Close) => return Left::Closed,
+            Some(ChannelMsg::Data { data }) => {
+                match typed_data(data, &inbox, &shared, tracker.as_mut(), &audit, typed).await {
+                    Ok(data) => Up::Data(BytesMut::from(&data[..])),
+                    Err(left) => return left,
                 }
             }
-            ChannelMsg::Eof => {
-                let _ = up_tx.eof().await;
-            }
-            ChannelMsg::WindowChange {
+            Some(ChannelMsg::Eof) => Up::Eof,
+            Some(ChannelMsg::WindowChange {
                 col_width,
                 row_height,
                 pix_width,
                 pix_height,
-            } => {
+            }) => {
                 shared.resize(col_width, row_height).await;
-                let _ = up_tx
-                    .window_change(col_width, row_height, pix_width, pix_height)
-                    .await;
+                Up::WindowChange {
+                    cols: col_width,
+                    rows: row_height,
+                    px: pix_width,
+                    py: pix_height,
+                }
             }
-            ChannelMsg::Signal { signal } => {
-                let _ = up_tx.signal(signal).await;
+            Some(ChannelMsg::Signal { signal }) => Up::Signal(signal),
+            Some(_) => continue,
+        };
+        if !inbox.push(item) {
+            return Left::Warden(format!(
+                "the target took none of the last {} MiB sent to it",
+                crate::inbox::LIMIT / (1024 * 1024)
+            ));
+        }
+    }
+}
+
+/// What of the client's `data` goes on to the target: SFTP requests audited, lines matching a
+/// deny rule replaced (the user told why, through `inbox`), keystrokes recorded.
+async fn typed_data(
+    data: Bytes,
+    inbox: &Inbox,
+    shared: &Shared,
+    tracker: Option<&mut LineTracker>,
+    audit: &AuditCtx,
+    typed: bool,
+) -> Result<Bytes, Left> {
+    let unaudited = || Left::Warden("the audit log cannot be written".into());
+    if let Some(t) = &shared.sftp {
+        let ops = t
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .client(&data);
+        match ops {
+            Ok(ops) if ops.is_empty() => {}
+            Ok(ops) => {
+                let events = ops.into_iter().map(|op| audit.transfer(op)).collect();
+                audit
+                    .ctx
+                    .backend
+                    .audit(events)
+                    .await
+                    .map_err(|_| unaudited())?;
             }
-            ChannelMsg::Close => return,
-            _ => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ending an sftp session Warden cannot follow");
+                return Err(Left::Warden(
+                    "Warden cannot follow this SFTP session's requests".into(),
+                ));
+            }
+        }
+        return Ok(data);
+    }
+    let Some(t) = tracker else {
+        if audit.grant.rules.record_input && typed {
+            shared.record(Kind::Input, data.clone()).await;
+        }
+        return Ok(data);
+    };
+    let filtered = t.feed(&audit.grant.rules, &data);
+    for (line, pattern) in filtered.blocked {
+        let msg = format!(
+            "blocked: the line matches the deny rule /{pattern}/ of role {}",
+            audit.grant.role
+        );
+        let ev = audit
+            .event(Code::CommandBlocked)
+            .denied("command_denied", msg.clone())
+            .details(serde_json::json!({"line": line, "rule": pattern, "kind": "shell"}));
+        audit
+            .ctx
+            .backend
+            .audit(vec![ev])
+            .await
+            .map_err(|_| unaudited())?;
+        let notice = Bytes::from(format!("\r\nwarden: {msg}\r\n"));
+        shared.record(Kind::Output, notice.clone()).await;
+        inbox.push(Up::Notice(notice));
+    }
+    if audit.grant.rules.record_input {
+        shared.record(Kind::Input, data.clone()).await;
+    }
+    Ok(Bytes::from(filtered.forward))
+}
+
+/// Warden → target: what [`take_input`] queued, as the target's window takes it; notices to
+/// the user in their turn.
+async fn give_input(
+    inbox: Arc<Inbox>,
+    up_tx: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
+    handle: server::Handle,
+    id: ChannelId,
+) {
+    loop {
+        let sent = match inbox.next().await {
+            Up::Data(data) => {
+                let n = data.len();
+                let sent = up_tx.data_bytes(data.freeze()).await.is_ok();
+                inbox.taken(n);
+                sent
+            }
+            Up::Eof => up_tx.eof().await.is_ok(),
+            Up::WindowChange { cols, rows, px, py } => {
+                up_tx.window_change(cols, rows, px, py).await.is_ok()
+            }
+            Up::Signal(signal) => up_tx.signal(signal).await.is_ok(),
+            Up::Notice(text) => handle.data(id, text).await.is_ok(),
+        };
+        if !sent {
+            return;
         }
     }
 }

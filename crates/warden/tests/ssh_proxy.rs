@@ -122,6 +122,20 @@ impl Setup {
         ssh_run(self.port, "alice:web", &self.key, command)
     }
 
+    /// `ssh ... COMMAND` with `stdin` as its input and `stdout` taking its output, killed
+    /// after `limit_secs`.
+    fn ssh_files(&self, command: &str, stdin: &Path, stdout: &Path, limit_secs: u32) -> Output {
+        std::process::Command::new("timeout")
+            .args(["-s", "KILL", &limit_secs.to_string(), "ssh"])
+            .args(ssh_base_args(self.port, &self.key))
+            .arg("alice:web@127.0.0.1")
+            .arg(command)
+            .stdin(std::fs::File::open(stdin).unwrap())
+            .stdout(std::fs::File::create(stdout).unwrap())
+            .output()
+            .unwrap()
+    }
+
     fn grant(&self, ttl: &str) -> Value {
         let v = create(&self.alice, "web", "view", &["--ttl", ttl]);
         assert_eq!(v["state"], "active", "{v}");
@@ -1096,4 +1110,102 @@ fn host_keys_are_pinned_only_after_confirmation() {
         .unwrap()
         .count();
     assert_eq!(recordings, 1);
+}
+
+/// `bytes` random bytes in a new file at `path`.
+fn random_file(path: &Path, bytes: usize) {
+    let out = std::process::Command::new("head")
+        .arg("-c")
+        .arg(bytes.to_string())
+        .arg("/dev/urandom")
+        .stdout(std::fs::File::create(path).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Bulk data going both ways at once (`cat` at the target echoing 20 MB back) never stalls the
+/// relay, whether the session is recorded or not: each direction waits for its own peer only.
+#[test]
+fn bulk_data_both_ways_is_relayed_whole() {
+    let s = Setup::start("metadata", "", true);
+    s.grant("30m");
+    let dir = tempfile::tempdir().unwrap();
+    let sent = dir.path().join("sent");
+    random_file(&sent, 20_000_000);
+    let back = dir.path().join("back");
+    for run in 0..5 {
+        if run == 3 {
+            // The last runs recorded: a longer grant of a recorded role is the one they use.
+            write_policy(&s.env.policy_dir(), &[("access.cedar", &rules("full"))]);
+            ok(&s.admin, &["policy", "reload"]);
+            s.grant("50m");
+        }
+        let out = s.ssh_files("cat", &sent, &back, 60);
+        assert_eq!(out.status.code(), Some(0), "run {run}: {out:?}");
+        assert_eq!(
+            sha256_hex(&back),
+            sha256_hex(&sent),
+            "run {run}: {} of 20000000 bytes came back",
+            std::fs::metadata(&back).unwrap().len()
+        );
+    }
+    let ended = s.events("session.ended");
+    assert_eq!(ended.len(), 5, "{ended:?}");
+    for (run, e) in ended.iter().enumerate() {
+        assert_eq!(e["details"]["ended_by"], "target", "run {run}: {e}");
+        assert_eq!(e["details"]["exit_status"], 0, "run {run}: {e}");
+        assert_eq!(
+            e["details"]["recording"].is_null(),
+            run < 3,
+            "run {run}: {e}"
+        );
+    }
+}
+
+/// A child process killed when the test is done with it, whatever happened.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A client killed in the middle of a transfer both ways ends its session: the proxy reads on
+/// what the client sent whatever the target does, so it sees the client go, stops the command
+/// at the target, and audits the end as the client's.
+#[test]
+fn a_client_killed_mid_transfer_ends_its_session() {
+    let s = Setup::start("metadata", "", true);
+    s.grant("30m");
+    let marker = std::env::temp_dir().join(format!("warden-killed-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    // `ssh` itself, not under `timeout`, so that killing it kills the client.
+    let mut client = KilledOnDrop(
+        std::process::Command::new("ssh")
+            .args(ssh_base_args(s.port, &s.key))
+            .arg("alice:web@127.0.0.1")
+            .arg(format!("cat; echo ran-on > {}", marker.display()))
+            .stdin(std::fs::File::open("/dev/zero").unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = s.wait_event("session.started", Duration::from_secs(10));
+    // Data flows both ways for a while before the client goes.
+    std::thread::sleep(Duration::from_secs(2));
+    client.0.kill().unwrap();
+    client.0.wait().unwrap();
+    let ended = s.wait_event("session.ended", Duration::from_secs(15));
+    assert_eq!(ended["session_id"], started["session_id"], "{ended}");
+    assert_eq!(ended["details"]["ended_by"], "client", "{ended}");
+    assert_eq!(
+        ok(&s.admin, &["sessions", "list"])["sessions"],
+        serde_json::json!([])
+    );
+    // What it ran at the target was stopped, not let finish once its input closed.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!marker.exists(), "the command ran on after its client went");
 }
