@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use russh::server::{self, Msg};
-use russh::{Channel, ChannelId, ChannelMsg, Pty};
+use russh::{Channel, ChannelId, ChannelMsg, Pty, Sig};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use warden_domain::audit::{Actor, Code, Event};
@@ -564,6 +564,16 @@ enum End {
     Warden(String),
 }
 
+/// How long the target's last messages (its exit status, its close) are waited for once the
+/// client closed its channel or went away: a client may close as soon as it has the target's
+/// end of file, while the exit status is still on its way.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the target's end of file is held back for its exit status: a client multiplexing
+/// sessions (ControlMaster) closes a channel as soon as both ends of file are through, and
+/// would not wait for an exit status sent after it.
+const EOF_HOLD: Duration = Duration::from_secs(1);
+
 /// How long telling the target that a session ended may take (stopping its command, closing
 /// the connection), so that a target that stopped reading cannot keep the session open.
 const GOODBYE_LIMIT: Duration = Duration::from_secs(5);
@@ -616,6 +626,7 @@ impl Open {
             tx,
             handle: handle.clone(),
             id,
+            eof: Eof::Open,
             gone: false,
         };
         let mut output = tokio::spawn(output_loop(up_rx, to_client, early, shared.clone()));
@@ -648,7 +659,7 @@ impl Open {
                 out = &mut output => break End::Target(out.ok().flatten()),
                 left = &mut taker => break match left {
                     Ok(Left::Warden(reason)) => End::Warden(reason),
-                    Ok(Left::Closed) | Err(_) => End::Client,
+                    Ok(Left::Closed) | Err(_) => settle(&mut output).await,
                 },
                 changed = registration.end.changed() => {
                     let reason = registration.end.borrow().clone();
@@ -696,6 +707,16 @@ impl Open {
             tracing::error!(session = %session, error = %e, "could not audit a session end");
         }
         ctx.registry.unregister(&session);
+    }
+}
+
+/// The client left: the target's last messages, on their way as it closed, are waited for
+/// a moment, so that a session the target ended is recorded so, with its exit status; a target
+/// still running then is the client's to have ended.
+async fn settle(output: &mut tokio::task::JoinHandle<Option<u32>>) -> End {
+    match tokio::time::timeout(CLOSE_GRACE, output).await {
+        Ok(out) => End::Target(out.ok().flatten()),
+        Err(_) => End::Client,
     }
 }
 
@@ -801,16 +822,38 @@ impl AuditCtx {
     }
 }
 
-/// The target's messages on their way to the client. Once the client is gone no more data is
+/// Where the target's end of file stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eof {
+    Open,
+    /// Received, held back for the exit status ([`EOF_HOLD`]).
+    Held,
+    Sent,
+}
+
+/// The target's messages on their way to the client. Once the client is gone nothing more is
 /// sent, and the target's messages are still read, for its exit status.
 struct ToClient {
     tx: russh::ChannelWriteHalf<Msg>,
     handle: server::Handle,
     id: ChannelId,
+    eof: Eof,
     gone: bool,
 }
 
 impl ToClient {
+    /// The target's next message; while its end of file is held, waits for it at most
+    /// [`EOF_HOLD`] before letting the end of file go.
+    async fn next(&mut self, up_rx: &mut russh::ChannelReadHalf) -> Option<ChannelMsg> {
+        if self.eof == Eof::Held {
+            match tokio::time::timeout(EOF_HOLD, up_rx.wait()).await {
+                Ok(msg) => return msg,
+                Err(_) => self.send_eof().await,
+            }
+        }
+        up_rx.wait().await
+    }
+
     /// Sends data (`ext`: its extended type), waiting for the client's window.
     async fn data(&mut self, ext: Option<u32>, data: Bytes) {
         if self.gone {
@@ -821,6 +864,36 @@ impl ToClient {
             Some(ext) => self.tx.extended_data_bytes(ext, data).await,
         };
         self.gone = sent.is_err();
+    }
+
+    async fn exit_status(&mut self, status: u32) {
+        let _ = self.tx.exit_status(status).await;
+        self.send_eof().await;
+    }
+
+    async fn exit_signal(&mut self, signal: Sig, core_dumped: bool, message: String, lang: String) {
+        let _ = self
+            .handle
+            .exit_signal_request(self.id, signal, core_dumped, message, lang)
+            .await;
+        self.send_eof().await;
+    }
+
+    /// Sends the target's end of file, once, if it came.
+    async fn send_eof(&mut self) {
+        if self.eof == Eof::Held {
+            let _ = self.tx.eof().await;
+            self.eof = Eof::Sent;
+        }
+    }
+
+    /// The target closed the channel: so does the client's end, after an end of file.
+    async fn close(&mut self) {
+        if self.eof != Eof::Sent {
+            let _ = self.tx.eof().await;
+            self.eof = Eof::Sent;
+        }
+        let _ = self.tx.close().await;
     }
 }
 
@@ -837,7 +910,7 @@ async fn output_loop(
     loop {
         let msg = match early.next() {
             Some(m) => Some(m),
-            None => up_rx.wait().await,
+            None => client.next(&mut up_rx).await,
         };
         match msg {
             Some(ChannelMsg::Data { data }) => {
@@ -862,7 +935,7 @@ async fn output_loop(
             }
             Some(ChannelMsg::ExitStatus { exit_status }) => {
                 exit = Some(exit_status);
-                let _ = client.tx.exit_status(exit_status).await;
+                client.exit_status(exit_status).await;
             }
             Some(ChannelMsg::ExitSignal {
                 signal_name,
@@ -870,26 +943,16 @@ async fn output_loop(
                 error_message,
                 lang_tag,
             }) => {
-                let _ = client
-                    .handle
-                    .exit_signal_request(
-                        client.id,
-                        signal_name,
-                        core_dumped,
-                        error_message,
-                        lang_tag,
-                    )
+                client
+                    .exit_signal(signal_name, core_dumped, error_message, lang_tag)
                     .await;
             }
-            Some(ChannelMsg::Eof) => {
-                let _ = client.tx.eof().await;
-            }
+            Some(ChannelMsg::Eof) if client.eof == Eof::Open => client.eof = Eof::Held,
             None | Some(ChannelMsg::Close) => break,
             Some(_) => {}
         }
     }
-    let _ = client.tx.eof().await;
-    let _ = client.tx.close().await;
+    client.close().await;
     exit
 }
 

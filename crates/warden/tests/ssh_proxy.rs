@@ -1209,3 +1209,69 @@ fn a_client_killed_mid_transfer_ends_its_session() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!marker.exists(), "the command ran on after its client went");
 }
+
+/// Sessions multiplexed over one client connection (ControlMaster, as Ansible uses) each get
+/// their command's exit status, one after another and side by side: the client closes a
+/// channel as soon as both ends of file are through, so the target's end of file reaches it
+/// after the exit status, and the end is audited as the target's.
+#[test]
+fn multiplexed_sessions_get_their_exit_status() {
+    let s = Setup::start("metadata", "", true);
+    s.grant("30m");
+    let dir = tempfile::tempdir().unwrap();
+    let control = format!("ControlPath={}", dir.path().join("cm").display());
+    let mut master = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "120", "ssh"])
+        .args(ssh_base_args(s.port, &s.key))
+        .args(["-o", "ControlMaster=yes", "-o", &control, "-N"])
+        .arg("alice:web@127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !dir.path().join("cm").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the control master never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (port, key) = (s.port, s.key.clone());
+    let muxed = move || {
+        std::process::Command::new("timeout")
+            .args(["-s", "KILL", "30", "ssh"])
+            .args(ssh_base_args(port, &key))
+            .args(["-o", "ControlMaster=no", "-o", &control])
+            .arg("alice:web@127.0.0.1")
+            .arg("echo s; exit 7")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let check = |out: Output| {
+        assert_eq!(out.status.code(), Some(7), "{out:?}");
+        assert_eq!(text(&out.stdout), "s\n", "{out:?}");
+    };
+    for _ in 0..10 {
+        check(muxed());
+    }
+    let side_by_side: Vec<_> = (0..4).map(|_| std::thread::spawn(muxed.clone())).collect();
+    for run in side_by_side {
+        check(run.join().unwrap());
+    }
+    let _ = master.kill();
+    let _ = master.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        let ended = s.events("session.ended");
+        if ended.len() >= 14 || Instant::now() > deadline {
+            break ended;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ended.len(), 14, "{ended:?}");
+    for e in &ended {
+        assert_eq!(e["details"]["ended_by"], "target", "{e}");
+        assert_eq!(e["details"]["exit_status"], 7, "{e}");
+    }
+}
