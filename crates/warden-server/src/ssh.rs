@@ -654,6 +654,7 @@ impl Bound {
             backend: Arc::new(ProxyBackend(app.clone())),
             registry: app.sessions.clone(),
             recordings: app.recordings.clone(),
+            sign_in_deadline: warden_ssh_proxy::SIGN_IN_DEADLINE,
         };
         let listener = self.listener;
         tokio::spawn(async move {

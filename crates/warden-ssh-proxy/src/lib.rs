@@ -29,5 +29,5 @@ pub use error::Error;
 pub use recording::{FsRecordings, Recordings};
 pub use registry::{SessionInfo, SessionRegistry};
 pub use rules::Rules;
-pub use server::{Listener, ProxyConfig, load_or_create_host_key};
+pub use server::{Listener, ProxyConfig, SIGN_IN_DEADLINE, load_or_create_host_key};
 pub use upstream::fetch_host_key;

@@ -1,15 +1,19 @@
 //! The listener and the per-connection SSH server: who is connecting, to which target.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
 use russh::server::{self, Auth, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, MethodKind, MethodSet};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{RequestId, UserName};
 
@@ -39,6 +43,9 @@ pub struct ProxyConfig {
     pub backend: Arc<dyn Backend>,
     pub registry: Arc<SessionRegistry>,
     pub recordings: Arc<dyn Recordings>,
+    /// How long a client has from connecting to signing in: [`SIGN_IN_DEADLINE`] (tests take
+    /// less).
+    pub sign_in_deadline: Duration,
 }
 
 /// Shared by every connection.
@@ -133,7 +140,8 @@ impl Listener {
     }
 
     /// Accepts connections until `stop` resolves.
-    pub async fn run(self, config: ProxyConfig, stop: impl std::future::Future<Output = ()>) {
+    pub async fn run(self, config: ProxyConfig, stop: impl Future<Output = ()>) {
+        let deadline = config.sign_in_deadline;
         let ctx = Arc::new(Context {
             backend: config.backend,
             registry: config.registry,
@@ -175,27 +183,20 @@ impl Listener {
                 refused: 0,
                 backlog: Arc::default(),
             };
+            let stream = SignInDeadline {
+                stream: socket,
+                deadline: Box::pin(tokio::time::sleep(deadline)),
+                signed_in,
+            };
             let server = self.server.clone();
             tokio::spawn(async move {
-                let session = async move {
-                    match server::run_stream(server, socket, handler).await {
-                        Ok(running) => {
-                            if let Err(e) = running.await {
-                                tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
-                            }
+                match server::run_stream(server, stream, handler).await {
+                    Ok(running) => {
+                        if let Err(e) = running.await {
+                            tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
                         }
-                        Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
                     }
-                };
-                tokio::pin!(session);
-                tokio::select! {
-                    () = &mut session => return,
-                    () = tokio::time::sleep(SIGN_IN_DEADLINE) => {}
-                }
-                if signed_in.load(Ordering::Acquire) {
-                    session.await;
-                } else {
-                    tracing::debug!(%peer, "ssh connection closed: not signed in within {} s", SIGN_IN_DEADLINE.as_secs());
+                    Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
                 }
             });
         }
@@ -233,7 +234,73 @@ fn bounded(name: &str) -> String {
 const NAME_MAX: usize = 64;
 
 /// How long a client has from connecting to signing in.
-const SIGN_IN_DEADLINE: Duration = Duration::from_secs(30);
+pub const SIGN_IN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A client's connection, cut at its sign-in deadline unless the client signed in by then,
+/// whatever stage it reached: the library runs a connection on a task of its own once the
+/// client's identification string is read, which nothing else could end before the client
+/// speaks again, and which holds the connection's place among those not signed in.
+struct SignInDeadline {
+    stream: TcpStream,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    signed_in: Arc<AtomicBool>,
+}
+
+impl SignInDeadline {
+    /// Whether the deadline passed with the client not signed in; else the task is woken when
+    /// it passes.
+    fn passed(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        !self.signed_in.load(Ordering::Acquire) && self.deadline.as_mut().poll(cx).is_ready()
+    }
+
+    fn cut() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "not signed in by the sign-in deadline",
+        )
+    }
+}
+
+impl AsyncRead for SignInDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.passed(cx) {
+            return Poll::Ready(Err(Self::cut()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SignInDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.passed(cx) {
+            return Poll::Ready(Err(Self::cut()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Connections not yet signed in, from one address and from all: each holds a file descriptor,
 /// and unbounded they would leave none for anyone, the API's clients included.
 const UNSIGNED_PER_ADDRESS: usize = 32;
