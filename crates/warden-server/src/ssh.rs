@@ -9,7 +9,9 @@ use warden_domain::audit::{Code, Event};
 use warden_domain::{RequestId, State, TargetName, User, UserName};
 use warden_issuers::ssh_cert;
 use warden_issuers::{Holder, IssueRequest};
-use warden_ssh_proxy::{Backend, BackendError, Denied, Grant, Rules, SessionInfo, Upstream};
+use warden_ssh_proxy::{
+    Backend, BackendError, Certified, Denied, Grant, Rules, SessionInfo, Upstream,
+};
 use warden_store::{RequestFilter, SshKey};
 
 use crate::broker::{Caller, Error};
@@ -78,30 +80,75 @@ impl Backend for ProxyBackend {
     async fn authenticate_certificate(
         &self,
         cert: &Certificate,
-    ) -> Result<Option<(UserName, RequestId)>, BackendError> {
-        // Signed by Warden's CA and valid now; the key id names the grant it was issued for.
+    ) -> Result<Certified, BackendError> {
         let ca = PublicKey::from_openssh(self.0.ca.public_key())
             .map_err(|e| BackendError(format!("the user CA key: {e}")))?;
-        let at = u64::try_from(now().unix_timestamp()).unwrap_or(0);
+        // Signed by Warden's CA, whether or not it is valid now: a refusal of one Warden
+        // issued is audited, and the user is told why.
         if cert.cert_type() != russh::keys::ssh_key::certificate::CertType::User
             || cert
-                .validate_at(at, [&ca.fingerprint(HashAlg::Sha256)])
+                .validate_at(cert.valid_after(), [&ca.fingerprint(HashAlg::Sha256)])
                 .is_err()
         {
-            return Ok(None);
+            return Ok(Certified::Foreign);
         }
-        let Ok(uuid) = cert.key_id().parse::<uuid::Uuid>() else {
-            return Ok(None);
+        // The key id names the grant it was issued for.
+        let grant = cert
+            .key_id()
+            .parse::<uuid::Uuid>()
+            .ok()
+            .map(RequestId::from_uuid);
+        let refused = |code, message| {
+            Ok(Certified::Refused {
+                grant,
+                denied: Denied { code, message },
+            })
         };
-        let grant = self
-            .0
-            .store
-            .request(RequestId::from_uuid(uuid))
-            .await
-            .map_err(store_err)?;
-        Ok(grant
-            .filter(|r| r.state == State::Active && self.0.user(&r.requester).is_some())
-            .map(|r| (r.requester, r.id)))
+        let Some(id) = grant else {
+            return refused(
+                "unknown_grant",
+                "the certificate names no grant of Warden's".into(),
+            );
+        };
+        let at = u64::try_from(now().unix_timestamp()).unwrap_or(0);
+        if at < cert.valid_after() || at >= cert.valid_before() {
+            return refused(
+                "certificate_expired",
+                format!(
+                    "the certificate of grant {id} is not valid now: request new access with `warden request create`"
+                ),
+            );
+        }
+        let Some(r) = self.0.store.request(id).await.map_err(store_err)? else {
+            return refused("unknown_grant", format!("grant {id} is unknown to Warden"));
+        };
+        if r.state != State::Active {
+            let code = match r.state {
+                State::Revoked => "grant_revoked",
+                State::Expired => "grant_expired",
+                _ => "grant_not_active",
+            };
+            return refused(
+                code,
+                format!(
+                    "grant {id} is {}: request new access with `warden request create`",
+                    r.state
+                ),
+            );
+        }
+        if self.0.user(&r.requester).is_none() {
+            return refused(
+                "user_not_in_directory",
+                format!(
+                    "grant {id} is of {}, who is no longer in the directory",
+                    r.requester
+                ),
+            );
+        }
+        Ok(Certified::Active {
+            user: r.requester,
+            grant: r.id,
+        })
     }
 
     async fn authorize(

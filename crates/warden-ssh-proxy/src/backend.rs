@@ -23,6 +23,21 @@ pub struct Denied {
     pub message: String,
 }
 
+/// What a certificate presented at sign-in (its key's ownership verified) is to Warden.
+#[derive(Debug, Clone)]
+pub enum Certified {
+    /// Not a user certificate Warden's user CA signed: nothing of Warden's to speak of.
+    Foreign,
+    /// Issued to `user` for `grant`, which is active now.
+    Active { user: UserName, grant: RequestId },
+    /// Issued by Warden, for `grant` when its key id names one, and letting no one in now:
+    /// why, with what to do about it.
+    Refused {
+        grant: Option<RequestId>,
+        denied: Denied,
+    },
+}
+
 /// Where the target's sshd is, and the host key it must present.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -56,12 +71,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The Warden user a verified public key is registered to, if any.
     async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError>;
 
-    /// The Warden user a certificate (ownership verified) was issued to, and the grant it was
-    /// issued for, if Warden's user CA signed it and it is valid now.
-    async fn authenticate_certificate(
-        &self,
-        cert: &Certificate,
-    ) -> Result<Option<(UserName, RequestId)>, BackendError>;
+    /// Whom a certificate (ownership verified) was issued to and for which grant, if Warden's
+    /// user CA signed it and it is valid now; why it is not, if Warden signed it.
+    async fn authenticate_certificate(&self, cert: &Certificate)
+    -> Result<Certified, BackendError>;
 
     /// The grant under which `user` may open a session on `target` now: `grant` when the user
     /// signed in with that grant's certificate, else one that logs in as `login` when one was

@@ -24,7 +24,7 @@ mod session;
 pub mod sftp;
 mod upstream;
 
-pub use backend::{Backend, BackendError, Denied, Grant, Upstream};
+pub use backend::{Backend, BackendError, Certified, Denied, Grant, Upstream};
 pub use error::Error;
 pub use recording::{FsRecordings, Recordings};
 pub use registry::{SessionInfo, SessionRegistry};

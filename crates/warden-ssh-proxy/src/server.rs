@@ -18,7 +18,7 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{RequestId, UserName};
 
 use crate::session::{self, Identity};
-use crate::{Backend, Error, Recordings, SessionRegistry};
+use crate::{Backend, Certified, Denied, Error, Recordings, SessionRegistry};
 
 /// Upstream and downstream channel window: large enough for bulk transfers at loopback
 /// speed, small enough that an idle session holds little.
@@ -181,6 +181,7 @@ impl Listener {
                 signed_in: signed_in.clone(),
                 waiting: Some(waiting),
                 refused: 0,
+                sign_in_refusals: 0,
                 backlog: Arc::default(),
             };
             let stream = SignInDeadline {
@@ -368,6 +369,8 @@ struct Connection {
     waiting: Option<Waiting>,
     /// Forwarding requests refused on this connection so far (see [`Connection::refuse`]).
     refused: u32,
+    /// Sign-ins refused on this connection so far (see [`Connection::refuse_sign_in`]).
+    sign_in_refusals: u32,
     /// Bytes the connection's sessions hold that their targets have not taken yet.
     backlog: Arc<AtomicUsize>,
 }
@@ -386,30 +389,101 @@ fn plain(text: &str) -> String {
 /// on is not let fill the log (the first ones show what it was after).
 const REFUSALS_AUDITED: u32 = 16;
 
+/// The sign-ins with a certificate Warden issued that are audited, each, when refused on one
+/// connection: a client offers each of its keys once, and one trying on and on is not let fill
+/// the log.
+const SIGN_IN_REFUSALS_AUDITED: u32 = 3;
+
 impl Connection {
-    /// Accepts the login when the key or certificate belongs to the user the SSH user name
-    /// claims, and remembers who they are and what they asked for.
-    fn accept_if(
+    /// Signs `user` in, remembering what they asked for and the grant whose certificate they
+    /// signed in with, if they did.
+    fn accept(
         &mut self,
-        owner: Option<(UserName, Option<RequestId>)>,
-        claimed: UserName,
+        user: UserName,
         target: String,
         login: Option<String>,
+        grant: Option<RequestId>,
     ) -> Auth {
-        match owner {
-            Some((user, grant)) if user == claimed => {
-                self.identity = Some(Arc::new(Identity {
-                    user,
-                    target,
-                    login,
-                    peer: self.peer,
-                    grant,
-                }));
-                self.signed_in.store(true, Ordering::Release);
-                self.waiting = None;
-                Auth::Accept
+        self.identity = Some(Arc::new(Identity {
+            user,
+            target,
+            login,
+            peer: self.peer,
+            grant,
+        }));
+        self.signed_in.store(true, Ordering::Release);
+        self.waiting = None;
+        Auth::Accept
+    }
+
+    /// Whether a certificate Warden issued lets the SSH user name `user` in; why not, with the
+    /// grant it names, when it does not.
+    fn sign_in_with(
+        &mut self,
+        user: &str,
+        certified: Certified,
+    ) -> Result<Auth, (Option<RequestId>, Denied)> {
+        let (owner, grant) = match certified {
+            Certified::Foreign => return Ok(Auth::reject()),
+            Certified::Refused { grant, denied } => return Err((grant, denied)),
+            Certified::Active { user, grant } => (user, grant),
+        };
+        match parse_user(user) {
+            Some((claimed, target, login)) if claimed == owner => {
+                Ok(self.accept(claimed, target, login, Some(grant)))
             }
-            _ => Auth::reject(),
+            Some((claimed, ..)) => Err((
+                Some(grant),
+                Denied {
+                    code: "certificate_of_another_user",
+                    message: format!(
+                        "the certificate of grant {grant} was issued to {owner}, not {claimed}: sign in as {owner}:TARGET"
+                    ),
+                },
+            )),
+            None => Err((
+                Some(grant),
+                Denied {
+                    code: "bad_user_name",
+                    message: "the SSH user name is not WARDEN_USER:TARGET[:LOGIN]".into(),
+                },
+            )),
+        }
+    }
+
+    /// Audits a sign-in refused to a certificate Warden issued (`auth.login_failed`): who and
+    /// what the SSH user name `user` claimed, the grant the certificate names, and why; never
+    /// the certificate itself. The first [`SIGN_IN_REFUSALS_AUDITED`] of a connection only.
+    async fn refuse_sign_in(&mut self, user: &str, grant: Option<RequestId>, denied: Denied) {
+        self.sign_in_refusals += 1;
+        if self.sign_in_refusals > SIGN_IN_REFUSALS_AUDITED {
+            return;
+        }
+        let (claimed, target) = match parse_user(user) {
+            Some((claimed, target, _)) => (claimed.to_string(), Some(target)),
+            None => (plain(user), None),
+        };
+        let actor = Actor {
+            user: None,
+            claimed: Some(claimed.clone()),
+            source: Some(self.peer.ip().to_string()),
+        };
+        let mut e = Event::new(
+            Code::LoginFailed,
+            actor,
+            warden_domain::to_millisecond(time::OffsetDateTime::now_utc()),
+        )
+        .denied(denied.code, denied.message)
+        .details(serde_json::json!({
+            "via": "ssh",
+            "claimed_user": claimed,
+            "target": target,
+            "grant": grant,
+        }));
+        e.request_id = grant;
+        e.target = target.and_then(|t| t.parse().ok());
+        if let Err(e) = self.ctx.backend.audit(vec![e]).await {
+            tracing::error!(error = %e, "could not audit a refused ssh sign-in");
         }
     }
 }
@@ -510,8 +584,10 @@ impl server::Handler for Connection {
         let Some((claimed, target, login)) = parse_user(user) else {
             return Ok(Auth::reject());
         };
-        let owner = self.ctx.backend.authenticate(key.public_key).await?;
-        Ok(self.accept_if(owner.map(|u| (u, None)), claimed, target, login))
+        match self.ctx.backend.authenticate(key.public_key).await? {
+            Some(owner) if owner == claimed => Ok(self.accept(claimed, target, login, None)),
+            _ => Ok(Auth::reject()),
+        }
     }
 
     async fn auth_openssh_certificate(
@@ -519,20 +595,18 @@ impl server::Handler for Connection {
         user: &str,
         certificate: &russh::keys::Certificate,
     ) -> Result<Auth, Self::Error> {
-        let Some((claimed, target, login)) = parse_user(user) else {
-            return Ok(Auth::reject());
-        };
-        let owner = self
+        let certified = self
             .ctx
             .backend
             .authenticate_certificate(certificate)
             .await?;
-        Ok(self.accept_if(
-            owner.map(|(u, grant)| (u, Some(grant))),
-            claimed,
-            target,
-            login,
-        ))
+        match self.sign_in_with(user, certified) {
+            Ok(auth) => Ok(auth),
+            Err((grant, denied)) => {
+                self.refuse_sign_in(user, grant, denied).await;
+                Ok(Auth::reject())
+            }
+        }
     }
 
     async fn channel_open_session(

@@ -17,8 +17,8 @@ use russh::keys::ssh_key::{Certificate, PublicKey};
 use warden_domain::audit::Event;
 use warden_domain::{RequestId, UserName};
 use warden_ssh_proxy::{
-    Backend, BackendError, Denied, FsRecordings, Grant, Listener, ProxyConfig, SessionRegistry,
-    load_or_create_host_key,
+    Backend, BackendError, Certified, Denied, FsRecordings, Grant, Listener, ProxyConfig,
+    SessionRegistry, load_or_create_host_key,
 };
 
 /// Signs anyone in as alice and grants nothing: a signed-in session is refused, saying so.
@@ -36,8 +36,8 @@ impl Backend for SignsInOnly {
     async fn authenticate_certificate(
         &self,
         _cert: &Certificate,
-    ) -> Result<Option<(UserName, RequestId)>, BackendError> {
-        Ok(None)
+    ) -> Result<Certified, BackendError> {
+        Ok(Certified::Foreign)
     }
 
     async fn authorize(

@@ -1275,3 +1275,82 @@ fn multiplexed_sessions_get_their_exit_status() {
         assert_eq!(e["details"]["exit_status"], 7, "{e}");
     }
 }
+
+/// A sign-in refused to a certificate Warden issued is audited: the certificate of a revoked
+/// grant, and a live one presented as another user, each with what was claimed, the grant
+/// the certificate names and why, and nothing of the key.
+#[test]
+fn refused_certificate_sign_ins_are_audited() {
+    let s = Setup::start("metadata", "", true);
+    let grant = s.grant("30m");
+    let id = id(&grant);
+    let with_certificate = |login: &str| {
+        std::process::Command::new("timeout")
+            .arg("30")
+            .arg("ssh")
+            .args(ssh_base_args(
+                s.port,
+                Path::new(grant["private_key_file"].as_str().unwrap()),
+            ))
+            .arg("-o")
+            .arg(format!(
+                "CertificateFile={}",
+                grant["certificate_file"].as_str().unwrap()
+            ))
+            .arg(format!("{login}@127.0.0.1"))
+            .arg("id")
+            .output()
+            .unwrap()
+    };
+    let refusals = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let failed: Vec<Value> = s
+                .events("auth.login_failed")
+                .into_iter()
+                .filter(|e| e["details"]["via"] == "ssh")
+                .collect();
+            if failed.len() >= n || Instant::now() > deadline {
+                return failed;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    let out = with_certificate("bob:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let failed = refusals(1);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let e = &failed[0];
+    assert_eq!(e["outcome"]["code"], "certificate_of_another_user", "{e}");
+    assert_eq!(e["actor"]["claimed"], "bob", "{e}");
+    assert_eq!(e["actor"]["source"], "127.0.0.1", "{e}");
+    assert_eq!(e["details"]["claimed_user"], "bob", "{e}");
+    assert_eq!(e["details"]["target"], "web", "{e}");
+    assert_eq!(e["details"]["grant"], id.as_str(), "{e}");
+    assert_eq!(e["request_id"], id.as_str(), "{e}");
+    // Found by the target it was aimed at, as every refusal is.
+    assert_eq!(e["target"], "web", "{e}");
+
+    ok(&s.alice, &["request", "revoke", &id]);
+    let out = with_certificate("alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let failed = refusals(2);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let e = &failed[1];
+    assert_eq!(e["outcome"]["code"], "grant_revoked", "{e}");
+    assert!(
+        e["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("grant {id} is revoked")),
+        "{e}"
+    );
+    assert_eq!(e["details"]["claimed_user"], "alice", "{e}");
+    assert_eq!(e["details"]["grant"], id.as_str(), "{e}");
+    let certificate = std::fs::read_to_string(grant["certificate_file"].as_str().unwrap()).unwrap();
+    let blob = certificate.split_whitespace().nth(1).unwrap();
+    for e in &failed {
+        assert!(!e.to_string().contains(&blob[..40]), "{e}");
+    }
+}
