@@ -426,15 +426,19 @@ impl Start<'_> {
             }
         };
 
+        let mut started = serde_json::json!({
+            "login": login,
+            "recording": grant.recording.to_string(),
+            "recorded": recorded,
+            "pty": self.pty.map(|p| serde_json::json!({"term": p.term, "cols": p.cols, "rows": p.rows})),
+            "grant_expires_at": warden_domain::rfc3339(grant.expires_at),
+        });
+        if let Some(note) = input_unrecorded(&grant) {
+            started["record_input"] = serde_json::json!(note);
+        }
         let mut events = vec![
             self.event(Code::SessionStarted, Some(&grant), Some(&session))
-                .details(self.details(serde_json::json!({
-                    "login": login,
-                    "recording": grant.recording.to_string(),
-                    "recorded": recorded,
-                    "pty": self.pty.map(|p| serde_json::json!({"term": p.term, "cols": p.cols, "rows": p.rows})),
-                    "grant_expires_at": warden_domain::rfc3339(grant.expires_at),
-                }))),
+                .details(self.details(started)),
         ];
         if let Request::Exec(command) = self.request {
             events.push(
@@ -522,6 +526,17 @@ impl Start<'_> {
             }
         }
     }
+}
+
+/// Why the role's `record_input = true` records nothing of this session, if it does not: a
+/// session policy records as `metadata` records no terminal data at all, keystrokes included.
+fn input_unrecorded(grant: &Grant) -> Option<String> {
+    (grant.rules.record_input && grant.recording == Recording::Metadata).then(|| {
+        format!(
+            "ignored: role {} sets record_input = true, but policy records its sessions as metadata, which keeps no terminal data; keystrokes are recorded only with @recording(\"full\") or (\"sampled\")",
+            grant.role
+        )
+    })
 }
 
 /// State both relay directions share.

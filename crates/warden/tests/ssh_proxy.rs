@@ -1216,7 +1216,7 @@ fn a_client_killed_mid_transfer_ends_its_session() {
 /// after the exit status, and the end is audited as the target's.
 #[test]
 fn multiplexed_sessions_get_their_exit_status() {
-    let s = Setup::start("metadata", "", true);
+    let s = Setup::start("metadata", "record_input = true", true);
     s.grant("30m");
     let dir = tempfile::tempdir().unwrap();
     let control = format!("ControlPath={}", dir.path().join("cm").display());
@@ -1274,6 +1274,16 @@ fn multiplexed_sessions_get_their_exit_status() {
         assert_eq!(e["details"]["ended_by"], "target", "{e}");
         assert_eq!(e["details"]["exit_status"], 7, "{e}");
     }
+    // The role asks for keystrokes to be recorded, which its metadata sessions never are: the
+    // start of each says so.
+    let started = s.events("session.started").pop().unwrap();
+    assert!(
+        started["details"]["record_input"]
+            .as_str()
+            .unwrap()
+            .starts_with("ignored: "),
+        "{started}"
+    );
 }
 
 /// A sign-in refused to a certificate Warden issued is audited: the certificate of a revoked
