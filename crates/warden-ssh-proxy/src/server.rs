@@ -570,6 +570,23 @@ impl server::Handler for Connection {
         Ok(false)
     }
 
+    /// Audited as refused, and not answered: an answer sent from here could reach the client
+    /// before the session's answer to a terminal asked for just before, and be taken for it.
+    /// The client's authentication cookie is a secret, never audited.
+    async fn x11_request(
+        &mut self,
+        _channel: russh::ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        x11_screen_number: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let to = format!("the client's display, screen {x11_screen_number}");
+        self.refuse("X11 forwarding", to).await;
+        Ok(())
+    }
+
     /// The window the client is given next: a trickle while the connection's sessions hold
     /// much that their targets have not taken (see `inbox`).
     fn adjust_window(&mut self, _channel: russh::ChannelId, _current: u32) -> u32 {

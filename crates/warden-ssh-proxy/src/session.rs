@@ -132,10 +132,10 @@ pub(crate) async fn run(
                     let _ = handle.channel_failure(id).await;
                 }
             }
-            // Environment, agent and X11 requests are not passed on. They get no reply:
-            // OpenSSH sends them without asking for one (the library reports `want_reply`
-            // as true for them whatever the client sent), and an unasked reply would be
-            // taken as the answer to the next request.
+            // Environment, agent and X11 requests are not passed on (the connection audits
+            // the last two as refused forwardings), and get no reply here: the library
+            // reports `want_reply` as true for them whatever the client sent, and an unasked
+            // reply would be taken as the answer to the next request.
             Some(_) => {}
         }
     };

@@ -948,9 +948,9 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     );
 }
 
-/// The proxy relays sessions only: a port forwarded either way, or the client's agent, is
-/// refused, and each refusal is on record with what was asked for. A terminal the role does
-/// not give is refused as clearly.
+/// The proxy relays sessions only: a port forwarded either way, the client's agent or its X11
+/// display is refused, and each refusal is on record with what was asked for. A terminal the
+/// role does not give is refused as clearly.
 #[test]
 fn forwarding_and_a_terminal_the_role_lacks_are_refused_and_audited() {
     let s = Setup::start("metadata", "", true);
@@ -994,6 +994,21 @@ fn forwarding_and_a_terminal_the_role_lacks_are_refused_and_audited() {
     assert_eq!(refused[0]["details"]["to"], to.as_str());
     assert_eq!(refused[0]["actor"]["user"], "alice");
     assert_eq!(refused[0]["target"], "web");
+    // X11 forwarding likewise (with a display for the client to forward).
+    let mut x11 = std::process::Command::new("timeout");
+    x11.arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(s.port, &s.key))
+        .arg("-Y")
+        .arg("alice:web@127.0.0.1")
+        .arg("echo x11-ok")
+        .env("DISPLAY", "127.0.0.1:0");
+    let out = x11.output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "x11-ok", "{out:?}");
+    let x11 = s.wait_event("session.refused", Duration::from_secs(5));
+    assert_eq!(x11["outcome"]["code"], "forwarding_refused", "{x11}");
+    assert_eq!(x11["details"]["kind"], "X11 forwarding", "{x11}");
+    assert_eq!(x11["actor"]["user"], "alice", "{x11}");
 
     // A role without a terminal: a session asking for one is refused, saying why; commands
     // without one run.
