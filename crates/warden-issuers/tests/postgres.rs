@@ -292,11 +292,17 @@ async fn what_a_grant_made_keeps_none_of_its_rights_or_the_administrators() {
     ));
     assert_eq!(rights, "f");
 
+    // The administrator let go of the keeper it handed things to: its later grant statements
+    // hand nothing of the keeper's on.
+    let member = pg.server.admin_query(&format!(
+        "SELECT pg_has_role('{}', '{keeper}', 'MEMBER')",
+        pg.server.admin_user()
+    ));
+    assert_eq!(member, "f");
     // A later grant's caller runs the function as itself, and the view reads nothing.
     let caller = Grant::new(&pg.issuer, "nico");
-    issue(&pg, &caller, &grants(&pg.read_grants()), end)
-        .await
-        .unwrap();
+    let reads = vec!["GRANT SELECT ON public.items TO {{name}}".to_owned()];
+    issue(&pg, &caller, &grants(&reads), end).await.unwrap();
     let who = pg.run_sql(
         &caller.account,
         caller.password.expose(),
@@ -311,6 +317,61 @@ async fn what_a_grant_made_keeps_none_of_its_rights_or_the_administrators() {
     assert!(!peek.status.success(), "{peek:?}");
     assert!(!String::from_utf8_lossy(&peek.stdout).contains("hidden"));
     conformance::revoke(&pg, &caller).await.unwrap();
+}
+
+/// A grant cannot keep its sessions, or its role, by holding the lock `NOLOGIN` needs: a
+/// transaction that changed the role's own password and stays open, in a session or prepared
+/// (a prepared transaction outlives every session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_open_does_not_keep_a_grant() {
+    let pg = Pg::start();
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let held = Grant::new(&pg.issuer, "uma");
+    issue(&pg, &held, &grants(&pg.read_grants()), end)
+        .await
+        .unwrap();
+    let mut session = pg.server.hold_transaction(
+        &held.account,
+        held.password.expose(),
+        "ALTER ROLE CURRENT_USER PASSWORD 'changed-by-the-grant-1'",
+    );
+    assert_eq!(
+        conformance::revoke(&pg, &held).await.unwrap(),
+        RevokeResponse::Revoked
+    );
+    assert!(!pg.account_exists(&held.account));
+    let ended = session
+        .wait(Duration::from_secs(10))
+        .expect("the session ended");
+    assert!(!ended.status.success(), "{ended:?}");
+
+    let prepared = Grant::new(&pg.issuer, "vera");
+    let makes = vec![
+        "GRANT SELECT ON public.items TO {{name}}".to_owned(),
+        "GRANT CREATE ON SCHEMA public TO {{name}}".to_owned(),
+    ];
+    issue(&pg, &prepared, &grants(&makes), end).await.unwrap();
+    let kept = pg.run_sql(
+        &prepared.account,
+        prepared.password.expose(),
+        "BEGIN; ALTER ROLE CURRENT_USER PASSWORD 'changed-by-the-grant-2'; \
+         SELECT count(*) FROM public.items; CREATE TABLE public.ghost (x int); \
+         PREPARE TRANSACTION 'keep'",
+    );
+    assert!(kept.status.success(), "{kept:?}");
+    assert_eq!(
+        conformance::revoke(&pg, &prepared).await.unwrap(),
+        RevokeResponse::Revoked
+    );
+    assert!(!pg.account_exists(&prepared.account));
+    assert_eq!(
+        pg.server
+            .admin_query("SELECT count(*) FROM pg_prepared_xacts"),
+        "0"
+    );
+    // Its locks went with it: the table it read can be changed.
+    pg.server
+        .admin_query("ALTER TABLE public.items ADD COLUMN later int");
 }
 
 /// What one grant left cannot reach what another left: each grant's leftovers have an owner
@@ -342,10 +403,19 @@ async fn one_grants_leftovers_cannot_read_anothers() {
     assert!(made.status.success(), "{made:?}");
     conformance::revoke(&pg, &second).await.unwrap();
 
+    // Of what is in `public`, a later grant is given what its statements name: the leftovers
+    // are no longer anyone's to hand on (an `ALL TABLES IN SCHEMA public` statement is refused
+    // for them, as for any table the administrator has no right to).
     let reader = Grant::new(&pg.issuer, "quin");
-    issue(&pg, &reader, &grants(&pg.read_grants()), end)
-        .await
-        .unwrap();
+    let all = issue(&pg, &reader, &grants(&pg.read_grants()), end).await;
+    assert!(
+        all.as_ref().is_err_and(|e| e
+            .to_string()
+            .contains("permission denied for table olga_private")),
+        "{all:?}"
+    );
+    let reads = vec!["GRANT SELECT ON public.items TO {{name}}".to_owned()];
+    issue(&pg, &reader, &grants(&reads), end).await.unwrap();
     let peek = pg.run_sql(
         &reader.account,
         reader.password.expose(),

@@ -87,6 +87,8 @@ impl Postgres {
                 .args(["-c", "listen_addresses=127.0.0.1"])
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off"])
+                // Prepared transactions outlive sessions: revocation must see to them too.
+                .args(["-c", "max_prepared_transactions=4"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log_file)
@@ -226,6 +228,21 @@ impl Postgres {
         OpenSession::start(
             &mut self.psql_command(DATABASE, user, password, "SELECT pg_sleep(60)", 90),
             &format!("psql as {user}"),
+            || self.admin_query(&probe) != "0",
+        )
+    }
+
+    /// A session of `user` that runs `sql` in a transaction and keeps it open (and the locks
+    /// `sql` took), returning once the server lists the session as active.
+    pub fn hold_transaction(&self, user: &str, password: &str, sql: &str) -> OpenSession {
+        let probe = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = {} AND state = 'active'",
+            sql_literal(user)
+        );
+        let sql = format!("BEGIN; {sql}; SELECT pg_sleep(60)");
+        OpenSession::start(
+            &mut self.psql_command(DATABASE, user, password, &sql, 90),
+            &format!("a transaction of {user}"),
             || self.admin_query(&probe) != "0",
         )
     }

@@ -14,17 +14,22 @@
 //! has 16 rounds, not 4096: the password is random, and the rounds would cost every issue and
 //! every login (see `scram.rs`).
 //!
-//! Revoking, in order: `ALTER ROLE ... NOLOGIN` (no new sessions), terminate the role's
-//! sessions and wait until they are gone, make the administrator a member of the role
-//! (PostgreSQL 15 and older demand it of a `CREATEROLE` administrator for what follows; 16
-//! made the creator one already), then in one transaction turn the role's `SECURITY DEFINER`
+//! Revoking, in order: make the administrator a member of the role (PostgreSQL 15 and older
+//! demand it of a `CREATEROLE` administrator for what follows; 16 made the creator one
+//! already), roll back the role's prepared transactions (acting as the role: they outlive every
+//! session and keep their locks), end its sessions and `ALTER ROLE ... NOLOGIN` (ending them
+//! again should one hold the lock on the role's row, as a session that changed its own
+//! password and keeps its transaction open does), end whatever connected meanwhile and wait
+//! until no session is left, then in one transaction turn the role's `SECURITY DEFINER`
 //! functions and procedures into `SECURITY INVOKER` ones (the rights they ran with end with the
 //! grant), `REASSIGN OWNED BY` the role to a `NOLOGIN` role of that grant's alone with no
 //! rights of its own (objects it created are kept, not lost: handed to the administrator, a view
 //! or function a grant made would run with the administrator's rights for whoever calls it
 //! later; handed to one role for every grant, a view one grant left could read what another
-//! grant left, as their common owner), `DROP OWNED BY` it (its remaining privileges) and
-//! `DROP ROLE`. Those two act on one database only, so they are first run in
+//! grant left, as their common owner), `DROP OWNED BY` it (its remaining privileges), `DROP
+//! ROLE`, and give up the administrator's membership in that keeper (as a member it would hold
+//! the keeper's rights, and a later `GRANT ... ON ALL TABLES IN SCHEMA` would hand the
+//! leftovers on). `REASSIGN` and `DROP OWNED` act on one database only, so they are first run in
 //! every other database of the cluster where the role made or was granted something (any role
 //! may connect to most of them and create a large object there); only databases that refuse
 //! connections are left, and then `DROP ROLE` fails saying where, the role unable to log in.
@@ -294,6 +299,16 @@ fn keeper(owner: &str, grant: RequestId) -> String {
     )
 }
 
+/// Gives up the administrator's membership in `owner`, if there is such a role.
+fn let_go(owner: &str) -> String {
+    format!(
+        "DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN \
+         REVOKE {} FROM CURRENT_USER; END IF; END$$",
+        literal(owner),
+        ident(owner)
+    )
+}
+
 /// In one database: what role `role` (oid `oid`) made goes to `owner` (none: it made nothing
 /// anywhere), its functions and procedures that ran with its rights run with their callers'
 /// from now on (the rights they ran with end with the grant), and its privileges go. A new
@@ -419,6 +434,75 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
         client,
         usual_search_path,
     })
+}
+
+/// The prepared transactions of role `account`, each with its database: they outlive every
+/// session, hold their locks, and keep the role from being dropped.
+async fn prepared_transactions(
+    client: &Client,
+    account: &str,
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT gid, database FROM pg_prepared_xacts WHERE owner = $1",
+            &[&account],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Rolls back prepared transaction `gid` of `role` (a quoted identifier), acting as the role,
+/// as only its owner may; `client` is connected to the transaction's database.
+async fn roll_back_prepared(
+    client: &Client,
+    role: &str,
+    gid: &str,
+) -> Result<(), tokio_postgres::Error> {
+    // One statement each: ROLLBACK PREPARED runs outside any transaction block.
+    client.batch_execute(&format!("SET ROLE {role}")).await?;
+    client
+        .batch_execute(&format!("ROLLBACK PREPARED {}", literal(gid)))
+        .await?;
+    client.batch_execute("RESET ROLE").await
+}
+
+/// Attempts at `NOLOGIN` while the role's sessions hold the lock on its row.
+const NOLOGIN_ATTEMPTS: usize = 5;
+/// How long each attempt waits for that lock.
+const NOLOGIN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Makes role `account` (`role` quoted, oid `oid`) unable to log in. A session of the role
+/// that changed its own password and keeps its transaction open holds the lock on the role's
+/// row that `ALTER ROLE` needs, for as long as it likes: its sessions are ended first, and
+/// again each time the lock is not had within [`NOLOGIN_LOCK_WAIT`].
+async fn disable_login(client: &Client, account: &str, role: &str, oid: u32) -> Result<(), Error> {
+    let alter = format!(
+        "SET LOCAL lock_timeout = {}; ALTER ROLE {role} NOLOGIN",
+        NOLOGIN_LOCK_WAIT.as_millis()
+    );
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        end_sessions(client, account, oid).await?;
+        match client.batch_execute(&alter).await {
+            Ok(()) => return Ok(()),
+            Err(e) if is_lock_timeout(&e) && attempt < NOLOGIN_ATTEMPTS => {}
+            Err(e) => {
+                return Err(target_error(
+                    &format!("disabling login of role {account} (attempt {attempt})"),
+                    &e,
+                    &[],
+                ));
+            }
+        }
+    }
+}
+
+fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// Ends every session of the role with oid `oid` and waits until the server shows none.
@@ -597,10 +681,33 @@ impl Issuer for PostgresIssuer {
         }
 
         let role = ident(account);
+        // A member of the role may act as it: roll back its prepared transactions, hand over
+        // what it made.
         client
-            .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
+            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
             .await
-            .map_err(|e| failed("disabling login of", e))?;
+            .map_err(|e| failed("taking over", e))?;
+        // A prepared transaction outlives every session, and one that changed the role's own
+        // password holds the lock `NOLOGIN` needs.
+        for (gid, database) in prepared_transactions(client, account)
+            .await
+            .map_err(|e| failed("finding the prepared transactions of", e))?
+        {
+            let there = Connection {
+                database: Some(database.clone()),
+                ..conn.clone()
+            };
+            let other = connect(&there, &admin.username, admin.password.expose()).await?;
+            roll_back_prepared(&other.client, &role, &gid)
+                .await
+                .map_err(|e| {
+                    failed(
+                        &format!("in database {database}, rolling back a prepared transaction of"),
+                        e,
+                    )
+                })?;
+        }
+        disable_login(client, account, &role, oid).await?;
         end_sessions(client, account, oid).await?;
         // DROP OWNED rewrites the same privilege rows role creation does: queue behind it.
         let lock = self.catalog_lock(format!(
@@ -610,10 +717,6 @@ impl Issuer for PostgresIssuer {
             conn.database.as_deref().unwrap_or_default()
         ));
         let _queued = lock.lock().await;
-        client
-            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
-            .await
-            .map_err(|e| failed("taking over", e))?;
         // Whatever the role made or was granted in the cluster's other databases (any role
         // may connect to most of them, and a large object needs no privilege to create) would
         // keep DROP ROLE from working: it is handed over or removed there first.
@@ -639,14 +742,14 @@ impl Issuer for PostgresIssuer {
             .await
             .map_err(|e| failed("finding what was made by", e))?
             .get(0);
-        let owner = made_something.then(|| owner(account));
-        if let Some(owner) = &owner {
+        let keeper_role = made_something.then(|| owner(account));
+        if let Some(owner) = &keeper_role {
             client
                 .batch_execute(&keeper(owner, req.grant))
                 .await
                 .map_err(|e| failed("preparing the owner of what was made by", e))?;
         }
-        let hand_over = hand_over(&role, oid, owner.as_deref());
+        let hand_over = hand_over(&role, oid, keeper_role.as_deref());
         for database in &elsewhere {
             let there = Connection {
                 database: Some(database.clone()),
@@ -659,8 +762,14 @@ impl Issuer for PostgresIssuer {
                 .await
                 .map_err(|e| failed(&format!("in database {database}, clearing"), e))?;
         }
+        // The administrator lets go of the keeper it was made a member of for the hand-over:
+        // a member inherits its owner's rights, and a later `GRANT ... ON ALL TABLES IN SCHEMA`
+        // of the administrator's would hand one grant's leftovers to another grant.
         client
-            .batch_execute(&format!("{hand_over}; DROP ROLE {role}"))
+            .batch_execute(&format!(
+                "{hand_over}; DROP ROLE {role}; {}",
+                let_go(&owner(account))
+            ))
             .await
             .map_err(|e| failed("dropping", e))?;
         self.pool.put(key, kept);
