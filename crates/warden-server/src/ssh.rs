@@ -298,11 +298,20 @@ impl App {
             })
             .await
             .map_err(store_err)?;
-        let live: Vec<_> = grants
+        let (live, unknown_role): (Vec<_>, Vec<_>) = grants
             .into_iter()
             .filter(|r| r.expires_at.is_some_and(|e| e > now))
-            .filter(|r| t.roles.contains_key(&r.role))
-            .collect();
+            .partition(|r| t.roles.contains_key(&r.role));
+        // A grant of a role a reload removed stays active until it ends, and opens nothing.
+        let role_gone = |r: &warden_domain::Request| {
+            denied(
+                "role_not_in_policy",
+                format!(
+                    "your grant {} is for role {}, which the policy no longer defines for {name}: no session opens for it (ask for one of the roles `warden targets` lists)",
+                    r.id, r.role
+                ),
+            )
+        };
         let logs_in_as = |r: &warden_domain::Request, login: &str| {
             t.roles
                 .get(&r.role)
@@ -312,6 +321,9 @@ impl App {
         let best = match (grant, login) {
             (Some(id), _) => {
                 let Some(r) = live.iter().find(|r| r.id == id) else {
+                    if let Some(r) = unknown_role.iter().find(|r| r.id == id) {
+                        return role_gone(r);
+                    }
                     return denied(
                         "certificate_not_for_target",
                         format!(
@@ -339,6 +351,9 @@ impl App {
             _ => live.iter().max_by_key(|r| r.expires_at),
         };
         let Some(r) = best else {
+            if let Some(r) = unknown_role.first() {
+                return role_gone(r);
+            }
             return denied(
                 "no_active_grant",
                 format!(

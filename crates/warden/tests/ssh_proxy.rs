@@ -215,6 +215,45 @@ fn sha256_hex(path: &Path) -> String {
         .to_owned()
 }
 
+/// A grant of a role a reload removed stays active but opens no session, and the refusal says
+/// why rather than that there is no grant.
+#[test]
+fn a_grant_of_a_removed_role_is_refused_naming_the_role() {
+    let s = Setup::start("metadata", "", true);
+    let g = s.grant("30m");
+    let connection = format!(
+        "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{}\"",
+        s.sshd.port(),
+        s.sshd.host_public_key()
+    );
+    write_policy(
+        &s.env.policy_dir(),
+        &[
+            (
+                "targets.toml",
+                &targets(&connection, &role_settings("")).replace("roles.view]", "roles.other]"),
+            ),
+            (
+                "access.cedar",
+                &rules("metadata").replace("web/view", "web/other"),
+            ),
+        ],
+    );
+    ok(&s.admin, &["policy", "reload"]);
+    let out = s.ssh("echo hi");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "your grant {} is for role view",
+            g["id"].as_str().unwrap()
+        )) && err.contains("no longer defines"),
+        "{err}"
+    );
+    let refused = s.wait_event("session.refused", Duration::from_secs(5));
+    assert_eq!(refused["outcome"]["code"], "role_not_in_policy");
+}
+
 #[test]
 fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     let s = Setup::start("full", "", true);
