@@ -1,4 +1,5 @@
-//! The mariadb issuer against a real MariaDB server: the conformance suite.
+//! The mariadb issuer against a real MariaDB server: the conformance suite, and the cases
+//! only MariaDB has.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,9 +8,12 @@ mod conformance;
 use std::process::Output;
 
 use conformance::{Grant, Target, grants, issue, server_style_password};
+use mysql_async::prelude::Queryable;
 use time::OffsetDateTime;
 use warden_issuers::mariadb::MariadbIssuer;
-use warden_issuers::{AdminCredential, Error, Issuer, RotateRootRequest, Secret, Settings};
+use warden_issuers::{
+    AdminCredential, Error, Issuer, RevokeResponse, RotateRootRequest, Secret, Settings,
+};
 use warden_testkit::{Mariadb, OpenSession};
 
 struct Db {
@@ -212,4 +216,150 @@ async fn an_administrator_that_cannot_see_connections_is_refused() {
     assert!(matches!(err, Error::Privilege(_)), "{err}");
     assert!(err.to_string().contains("CONNECTION ADMIN"), "{err}");
     assert!(db.account_exists(&g.account));
+}
+
+/// A server whose administrator may grant (`WITH GRANT OPTION`) writing to `app.orders`,
+/// triggers on it, and events and views in `app`; the application has a trigger of its own
+/// on `orders`, made by `root`.
+fn server_for_objects() -> Db {
+    let db = Db {
+        server: Mariadb::start(),
+        issuer: MariadbIssuer::new(),
+    };
+    db.server.admin_query(&format!(
+        "CREATE TABLE app.orders (id INT); \
+         CREATE TRIGGER app.orders_audit AFTER INSERT ON app.orders FOR EACH ROW SET @audited = 1; \
+         GRANT INSERT, TRIGGER, EVENT, CREATE VIEW ON app.* TO {}@'%' WITH GRANT OPTION",
+        literal(db.server.admin_user())
+    ));
+    db
+}
+
+/// Issues a grant that may make triggers on `app.orders`, events and views, and makes, as the
+/// grant, a trigger and an event whose names need quoting, and a `SQL SECURITY DEFINER` view.
+async fn grant_that_made_objects(db: &Db, user: &str) -> Grant {
+    let g = Grant::new(&db.issuer, user);
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let statements = [
+        "GRANT SELECT, INSERT, TRIGGER ON app.orders TO {{name}}".to_owned(),
+        "GRANT EVENT, CREATE VIEW ON app.* TO {{name}}".to_owned(),
+    ];
+    issue(db, &g, &grants(&statements), end).await.unwrap();
+    // Making an event needs no event scheduler running: the test server runs none.
+    let made = db.run_sql(
+        &g.account,
+        g.password.expose(),
+        "CREATE TRIGGER `orders``spy` BEFORE INSERT ON orders FOR EACH ROW SET @seen = NEW.id; \
+         CREATE EVENT `tick'tock` ON SCHEDULE EVERY 1 SECOND DO INSERT INTO orders VALUES (0); \
+         CREATE SQL SECURITY DEFINER VIEW peek AS SELECT id FROM orders",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    g
+}
+
+/// The triggers on `app.orders`, by name, comma-separated.
+fn triggers_on_orders(db: &Db) -> String {
+    db.server.admin_query(
+        "SELECT GROUP_CONCAT(TRIGGER_NAME ORDER BY TRIGGER_NAME) FROM information_schema.TRIGGERS \
+         WHERE EVENT_OBJECT_SCHEMA = 'app' AND EVENT_OBJECT_TABLE = 'orders'",
+    )
+}
+
+/// A dropped account's trigger would fail every write to its table ("definer does not exist")
+/// and its event would stay scheduled, failing at every run: revoking drops both, and leaves
+/// the application's own trigger and the grant's view, which fails when used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_drops_the_accounts_triggers_and_events() {
+    let db = server_for_objects();
+    let g = grant_that_made_objects(&db, "tess").await;
+    assert_eq!(triggers_on_orders(&db), "orders_audit,orders`spy");
+
+    let revoked = conformance::revoke(&db, &g).await.unwrap();
+    assert!(matches!(revoked, RevokeResponse::Revoked), "{revoked:?}");
+    assert!(!db.account_exists(&g.account));
+    let admin = db.admin();
+    let insert = db.run_sql(
+        &admin.username,
+        admin.password.expose(),
+        "INSERT INTO orders VALUES (2)",
+    );
+    assert!(
+        insert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&insert.stderr)
+    );
+    assert_eq!(triggers_on_orders(&db), "orders_audit");
+    assert_eq!(
+        db.server
+            .admin_query("SELECT COUNT(*) FROM information_schema.EVENTS"),
+        "0"
+    );
+
+    assert_eq!(
+        db.server.admin_query(
+            "SELECT COUNT(*) FROM information_schema.VIEWS \
+             WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = 'peek'"
+        ),
+        "1"
+    );
+    // "Definer does not exist" (1449) is said only to those who may set definers; anyone else
+    // is denied access (1045).
+    let view = db.run_sql(
+        &admin.username,
+        admin.password.expose(),
+        "SELECT * FROM peek",
+    );
+    let said = String::from_utf8_lossy(&view.stderr);
+    assert!(
+        !view.status.success() && (said.contains("ERROR 1045") || said.contains("ERROR 1449")),
+        "the view is kept and runs with no rights: {said}"
+    );
+}
+
+/// Dropping a trigger waits for the transactions using its table, and holds up new queries on
+/// it meanwhile: it gives up after 5 s, naming the trigger, and keeps the account, locked; the
+/// retry finishes once the transaction ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_held_by_a_transaction_keeps_the_account_locked_until_the_retry() {
+    let db = server_for_objects();
+    let g = grant_that_made_objects(&db, "uma").await;
+    let admin = db.admin();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(db.server.port())
+        .user(Some(admin.username.clone()))
+        .pass(Some(admin.password.expose().clone()))
+        .prefer_socket(false);
+    let mut holder = mysql_async::Conn::new(opts).await.unwrap();
+    holder
+        .query_drop("START TRANSACTION; SELECT COUNT(*) FROM app.orders")
+        .await
+        .unwrap();
+
+    let err = conformance::revoke(&db, &g).await.unwrap_err().to_string();
+    for expected in [
+        "trigger `app`.`orders``spy`",
+        "Lock wait timeout",
+        "kept, locked",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in: {err}");
+    }
+    assert!(db.account_exists(&g.account));
+    let login = db.run_sql(&g.account, g.password.expose(), "SELECT 1");
+    assert!(
+        String::from_utf8_lossy(&login.stderr).contains("locked"),
+        "the account stays locked: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+
+    holder.query_drop("ROLLBACK").await.unwrap();
+    holder.disconnect().await.unwrap();
+    let revoked = conformance::revoke(&db, &g).await.unwrap();
+    assert!(matches!(revoked, RevokeResponse::Revoked), "{revoked:?}");
+    assert!(!db.account_exists(&g.account));
+    assert_eq!(triggers_on_orders(&db), "orders_audit");
 }

@@ -14,9 +14,22 @@
 //! Warden.
 //!
 //! Revoking, in order: lock every account of that name (no new sessions), kill its
-//! connections, drop it and kill again whatever connected in between; then wait until the
-//! server lists no connection of the account. A revoke that finds neither an account nor a
-//! connection reports [`RevokeResponse::AlreadyGone`].
+//! connections, drop the events and triggers it defined, drop it and kill again whatever
+//! connected (or whichever of its events started) in between; then wait until the server lists
+//! no connection of the account. A revoke that finds neither an account nor a connection
+//! reports [`RevokeResponse::AlreadyGone`].
+//!
+//! An object keeps its definer's name after the definer is dropped, and then fails with
+//! "definer does not exist" (error 1449) whenever it runs: a trigger would fail every write to
+//! its table, the application's own included, and an event would stay scheduled, failing at
+//! every run. So the account's triggers and events are dropped while it is locked, before the
+//! account; if that fails the account stays locked and the revoke is retried. Its views and
+//! routines stay: they fail when used and keep no rights. Nothing is dropped and no privilege
+//! used when the account made no trigger or event. The server shows whose a trigger is only
+//! to those with `TRIGGER` on its table, and an event only to those with `EVENT` on its
+//! database: the administrator holds them where its statements grant them (`WITH GRANT
+//! OPTION`); granted by any other way (through a MariaDB role, say), they must be given to the
+//! administrator too, or what the grant made with them stays unseen.
 //!
 //! MariaDB writes statements to its general and binary logs as sent, so it is given the
 //! account's `mysql_native_password` hash (`IDENTIFIED WITH mysql_native_password AS '*...'`,
@@ -31,9 +44,10 @@
 //!
 //! The administrator needs `CREATE USER`, the privileges it grants `WITH GRANT OPTION`,
 //! `PROCESS` and `CONNECTION ADMIN` (or `SUPER`) to see and kill connections, and `SELECT` on
-//! `mysql.user`. Issuing and revoking check `PROCESS` (granted to the account itself, not
-//! through a role) first: without it the account's connections cannot be seen, and a revoke
-//! would report success while they went on.
+//! `mysql.user`, and `TRIGGER` and `EVENT` wherever grants get them (see above). Issuing and
+//! revoking check `PROCESS` (granted to the account itself, not through a role) first: without
+//! it the account's connections cannot be seen, and a revoke would report success while they
+//! went on.
 //!
 //! Connection (`[targets.NAME.connection]`):
 //! ```toml
@@ -87,6 +101,17 @@ const SESSION_SETUP: &str = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESS
 const ER_PARSE_ERROR: u16 = 1064;
 /// MariaDB's error for killing a connection that has already ended.
 const ER_NO_SUCH_THREAD: u16 = 1094;
+/// How long dropping a revoked account's trigger or event waits for a lock. `DROP TRIGGER`
+/// waits for every transaction using the trigger's table and meanwhile holds up every new query
+/// on it, for up to a day by the server's default: past this the revoke fails and is retried.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// The events and the triggers (with their tables) a definer made, given as the server writes
+/// one (`user@host`, unquoted). Compared as bytes: user names are case-sensitive, and
+/// `information_schema` compares without case.
+const EVENTS_OF: &str = "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS \
+     WHERE CAST(DEFINER AS BINARY) = CAST(? AS BINARY)";
+const TRIGGERS_OF: &str = "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE \
+     FROM information_schema.TRIGGERS WHERE CAST(DEFINER AS BINARY) = CAST(? AS BINARY)";
 
 /// Creates MariaDB (or MySQL) accounts for grants.
 #[derive(Debug, Default)]
@@ -217,6 +242,17 @@ fn is_host_pattern(h: &str) -> bool {
 /// A string literal, given the session's `NO_BACKSLASH_ESCAPES`.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// An identifier in backticks. The names of a grant's triggers and events are the grant's
+/// choice, so they are quoted like any value, never pasted.
+fn identifier(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `` `schema`.`name` ``.
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", identifier(schema), identifier(name))
 }
 
 /// An account: `'user'@'host'`.
@@ -401,6 +437,95 @@ async fn wait_connections_gone(c: &mut Conn, user: &str) -> Result<(), Error> {
     }
 }
 
+/// Drops the events and triggers `user`@`host` defined (see the module documentation), events
+/// first so nothing runs as the account while its triggers go. Runs no statement but the two
+/// lookups when there is none.
+async fn drop_definer_objects(c: &mut Conn, user: &str, host: &str) -> Result<(), Error> {
+    let grantee = account(user, host);
+    let definer = format!("{user}@{host}");
+    let listed = |e: mysql_async::Error| {
+        target_error(
+            &format!("listing the events and triggers of account {grantee}"),
+            &e,
+            &[],
+        )
+    };
+    let events: Vec<(String, String)> = c.exec(EVENTS_OF, (&definer,)).await.map_err(listed)?;
+    let triggers: Vec<(String, String, String)> =
+        c.exec(TRIGGERS_OF, (&definer,)).await.map_err(listed)?;
+    if events.is_empty() && triggers.is_empty() {
+        return Ok(());
+    }
+    // For these drops alone: a failure discards the connection, and success sets it back.
+    set_lock_wait(c, &LOCK_WAIT.as_secs().to_string()).await?;
+    for (schema, name) in &events {
+        drop_event(c, &grantee, schema, name).await?;
+    }
+    for (schema, name, table) in &triggers {
+        drop_trigger(c, &grantee, schema, name, table).await?;
+    }
+    set_lock_wait(c, "DEFAULT").await
+}
+
+/// Sets the session's `lock_wait_timeout` to `seconds` (a number or `DEFAULT`).
+async fn set_lock_wait(c: &mut Conn, seconds: &str) -> Result<(), Error> {
+    c.query_drop(format!("SET SESSION lock_wait_timeout = {seconds}"))
+        .await
+        .map_err(|e| target_error(&format!("setting lock_wait_timeout to {seconds}"), &e, &[]))
+}
+
+/// Drops an event `grantee` defined. Dropped rather than disabled: `ALTER EVENT ... DISABLE`
+/// makes whoever runs it the event's definer, so the event kept would name Warden's
+/// administrator as its author, misleading whoever reviews what the grant did.
+async fn drop_event(c: &mut Conn, grantee: &str, schema: &str, name: &str) -> Result<(), Error> {
+    let event = qualified(schema, name);
+    c.query_drop(format!("DROP EVENT IF EXISTS {event}"))
+        .await
+        .map_err(|e| {
+            left_behind(
+                &format!("dropping event {event} of account {grantee}"),
+                &e,
+                "it would stay scheduled and fail at every run once the account is gone",
+                &format!("the administrator needs EVENT on {}.*", identifier(schema)),
+            )
+        })
+}
+
+/// Drops a trigger `grantee` defined on `schema`.`table`.
+async fn drop_trigger(
+    c: &mut Conn,
+    grantee: &str,
+    schema: &str,
+    name: &str,
+    table: &str,
+) -> Result<(), Error> {
+    let (trigger, table) = (qualified(schema, name), qualified(schema, table));
+    c.query_drop(format!("DROP TRIGGER IF EXISTS {trigger}"))
+        .await
+        .map_err(|e| {
+            left_behind(
+                &format!("dropping trigger {trigger} of account {grantee}"),
+                &e,
+                &format!("it would fail every write to {table} once the account is gone"),
+                &format!(
+                    "the administrator needs TRIGGER on {table}, and no transaction may use that \
+                     table for more than {} s",
+                    LOCK_WAIT.as_secs()
+                ),
+            )
+        })
+}
+
+/// A revoked account's trigger or event that could not be dropped: what failed, the harm it
+/// would do left, and what dropping it `needs`. The account is kept, locked.
+fn left_behind(what: &str, e: &mysql_async::Error, harm: &str, needs: &str) -> Error {
+    Error::Target(format!(
+        "{}; left, {harm}, so the account is kept, locked, and the revoke is retried: {needs} \
+         (or drop it by hand)",
+        describe(what, e, &[])
+    ))
+}
+
 #[async_trait]
 impl Issuer for MariadbIssuer {
     fn kind(&self) -> &'static str {
@@ -503,6 +628,10 @@ impl Issuer for MariadbIssuer {
                     .map_err(|e| target_error(&format!("locking account {grantee}"), &e, &[]))?;
             }
             let mut killed = kill_connections(c, name).await?;
+            // Before the drop, so that a failure leaves the account locked for the retry.
+            for host in &hosts {
+                drop_definer_objects(c, name, host).await?;
+            }
             for host in &hosts {
                 let grantee = account(name, host);
                 c.query_drop(format!("DROP USER IF EXISTS {grantee}"))
@@ -594,6 +723,7 @@ mod tests {
     fn quoting_keeps_values_inside_their_quotes() {
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(account("w_a_000000000001", "%"), "'w_a_000000000001'@'%'");
+        assert_eq!(qualified("app", "a`b"), "`app`.`a``b`");
         assert_eq!(
             expires_literal(datetime!(2026-01-01 12:00:30.9 +01:00)).unwrap(),
             "'2026-01-01 11:00:30'"
