@@ -396,8 +396,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
     // Written whole or not at all: a stop mid-write must not leave an empty one behind.
     let written = data.join("audit_verifier.pub.new");
-    std::fs::write(&written, format!("{verifier}\n"))?;
-    std::fs::rename(&written, &verifier_path)?;
+    std::fs::write(&written, format!("{verifier}\n"))
+        .and_then(|()| std::fs::rename(&written, &verifier_path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&written);
+        })
+        .with_context(|| format!("writing {}", verifier_path.display()))?;
 
     let policy = match policy {
         Some(policy) => policy,

@@ -26,6 +26,22 @@ pub enum Error {
     NotFound,
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The disk the store is on is full: nothing more is written until space is freed.
+    #[error("storage is full: {0}")]
+    Full(String),
+}
+
+impl Error {
+    /// A failure of the database beneath, said in `text`: [`Error::Full`] when it says the disk
+    /// is full (SQLite's `SQLITE_FULL`, or the system's `ENOSPC`), which an operator fixes
+    /// otherwise than a fault.
+    pub fn backend(text: String) -> Self {
+        if text.contains("database or disk is full") || text.contains("No space left on device") {
+            Error::Full(text)
+        } else {
+            Error::Backend(text)
+        }
+    }
 }
 
 /// Result alias for storage operations.
@@ -512,4 +528,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn session_ended(&self, id: &str, events: Vec<Event>) -> Result<()>;
     /// The `session.started` events of sessions never ended, oldest first.
     async fn live_sessions(&self) -> Result<Vec<Event>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_full_disk_is_told_from_other_failures() {
+        let full = Error::backend("commit failed: database or disk is full".into());
+        assert!(matches!(full, Error::Full(_)), "{full}");
+        let nospace = Error::backend("writing: No space left on device (os error 28)".into());
+        assert!(matches!(nospace, Error::Full(_)), "{nospace}");
+        let other = Error::backend("commit failed: disk I/O error".into());
+        assert!(matches!(other, Error::Backend(_)), "{other}");
+    }
 }

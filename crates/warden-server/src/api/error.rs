@@ -154,6 +154,14 @@ impl From<broker::Error> for ApiError {
             }
             E::Postmortem(_) => StatusCode::BAD_REQUEST,
             E::Store(warden_store::Error::Conflict) => StatusCode::CONFLICT,
+            E::Store(warden_store::Error::Full(s)) => {
+                tracing::error!(error = %s, "storage is full");
+                return Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "the store cannot take writes: the disk of its data dir is full (free space there; the server goes on by itself); nothing was changed",
+                );
+            }
             E::Store(s) => {
                 tracing::error!(error = %s, "storage failure");
                 return Self::new(

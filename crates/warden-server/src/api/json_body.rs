@@ -72,7 +72,7 @@ fn parse<T: DeserializeOwned>(json: bool, bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "the request body must be JSON in UTF-8, sent with `Content-Type: application/json`",
+            "the request body must be JSON in UTF-8, sent with one `Content-Type: application/json` header (a type given twice, or another charset, is refused)",
         ));
     }
     let bad = |message: String| ApiError::bad_request("bad_json", message);
@@ -97,10 +97,14 @@ fn parse<T: DeserializeOwned>(json: bool, bytes: &[u8]) -> Result<T, ApiError> {
             "the request body is not valid JSON: {}",
             without_values(cause(&e.body_text()))
         ))),
-        Err(e) => Err(bad(format!(
-            "the request body does not fit the action: {}",
-            without_values(cause(&e.body_text()))
-        ))),
+        Err(e) => {
+            let text = e.body_text();
+            let cause = cause(&text);
+            Err(bad(format!(
+                "the request body does not fit the action: {}",
+                super::named_unknown(cause, "field").unwrap_or_else(|| without_values(cause))
+            )))
+        }
     }
 }
 
@@ -296,6 +300,14 @@ mod tests {
             (
                 b"{\"ttl\": 3600}",
                 "does not fit the action: ttl: invalid type: integer, expected a string",
+            ),
+            (
+                b"{\"ttl\": \"1h\", \"tll\": 1}",
+                "does not fit the action: unknown field `tll`, expected `ttl`",
+            ),
+            (
+                b"{\"ttl\": \"1h\", \"sekret-as-a-key\": 1}",
+                "unknown field (a name of 15 characters), expected `ttl`",
             ),
         ] {
             let message = said(body);

@@ -477,7 +477,7 @@ fn query_names(query: &str) -> Vec<String> {
     names
 }
 
-/// A query parameter's `name` as a refusal may show it: a parameter's name is a short word;
+/// A query parameter's or a body field's `name` as a refusal may show it: a name is a short word;
 /// anything longer, or shaped like a token, may be a secret pasted into the address
 /// (`?TOKEN`), and only its length is kept.
 fn recordable_name(name: String) -> String {
@@ -1055,32 +1055,34 @@ fn query<T>(
     raw.map(|axum::extract::Query(q)| q).map_err(|r| {
         let text = r.body_text();
         let cause = json_body::cause(&text);
-        // An unknown parameter is named as the endpoints taking no query name theirs (the
-        // path in front, its name again, left out). The list of expected names holds no
-        // "`, expected": the name ends at its last one.
-        const UNKNOWN: &str = "unknown field `";
-        let unknown = cause
-            .find(UNKNOWN)
-            .map(|at| &cause[at + UNKNOWN.len()..])
-            .and_then(|rest| {
-                rest.rfind("`, expected")
-                    .map(|end| (&rest[..end], &rest[end + 1..]))
-            })
-            .map(|(name, rest)| {
-                let name = warden_domain::text::shown(
-                    &recordable_name(name.to_owned()),
-                    QUERY_NAME_MAX + 1,
-                );
-                format!("unknown parameter {name}{rest}")
-            });
         ApiError::bad_request(
             "bad_query",
             format!(
                 "the query parameters do not fit this endpoint: {}",
-                unknown.unwrap_or_else(|| json_body::without_values(cause))
+                named_unknown(cause, "parameter")
+                    .unwrap_or_else(|| json_body::without_values(cause))
             ),
         )
     })
+}
+
+/// A parser's "unknown field" complaint (`cause`) with the unknown name, called a `noun`,
+/// shown when it is shaped like a name (letters, digits and `_`, as every name an endpoint
+/// takes is) and [`recordable_name`] would show it, else only by its length: a secret pasted
+/// where a name goes is no name. The path in front (its name again) is left out; none for any
+/// other complaint. The list of expected names holds no "`, expected": the name ends at its
+/// last one.
+fn named_unknown(cause: &str, noun: &str) -> Option<String> {
+    const UNKNOWN: &str = "unknown field `";
+    let rest = &cause[cause.find(UNKNOWN)? + UNKNOWN.len()..];
+    let end = rest.rfind("`, expected")?;
+    let name = &rest[..end];
+    let shaped = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let name = match recordable_name(name.to_owned()) {
+        shown if shaped && shown == name => format!("`{name}`"),
+        _ => format!("(a name of {} characters)", name.chars().count()),
+    };
+    Some(format!("unknown {noun} {name}{}", &rest[end + 1..]))
 }
 
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which
@@ -1214,14 +1216,14 @@ mod tests {
         };
         assert_eq!(
             refusal("stat=active&limit=2"),
-            "the query parameters do not fit this endpoint: unknown parameter \"stat\", \
+            "the query parameters do not fit this endpoint: unknown parameter `stat`, \
              expected `state` or `limit`"
         );
         let token = refusal("wdn_Sfr6u6nq2p1b0MHoF7K1SInvNFeOabc=1");
         assert!(token.contains("(a name of 35 characters)"), "{token}");
         let quoted = refusal("a%60%2C%20expected%20b=1");
         assert!(
-            quoted.contains("unknown parameter \"a`, expected b\""),
+            quoted.contains("unknown parameter (a name of 14 characters), expected"),
             "{quoted}"
         );
         assert!(!refusal("limit=hunter2").contains("hunter2"));

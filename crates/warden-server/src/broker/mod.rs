@@ -133,6 +133,7 @@ impl Error {
             Error::Issuer(_) | Error::NotIssued { .. } => "issuer_failed",
             Error::Postmortem(p) => p.code(),
             Error::Store(warden_store::Error::Conflict) => "changed_concurrently",
+            Error::Store(warden_store::Error::Full(_)) => "storage_full",
             Error::Store(_) => "storage_unavailable",
         }
     }

@@ -83,7 +83,7 @@ pub struct SqliteStore {
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
-    Error::Backend(e.to_string())
+    Error::backend(e.to_string())
 }
 
 fn ms(t: OffsetDateTime) -> i64 {

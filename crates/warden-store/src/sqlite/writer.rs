@@ -93,11 +93,11 @@ impl Writer {
             move |conn: std::result::Result<&Connection, &str>| -> Completion {
                 let outcome = match conn {
                     Ok(conn) => savepoint(conn, change),
-                    Err(why) => Err(Error::Backend(format!("cannot begin a transaction: {why}"))),
+                    Err(why) => Err(Error::backend(format!("cannot begin a transaction: {why}"))),
                 };
                 Box::new(move |commit_error: Option<&str>| {
                     let result = match commit_error {
-                        Some(e) => Err(Error::Backend(format!("commit failed: {e}"))),
+                        Some(e) => Err(Error::backend(format!("commit failed: {e}"))),
                         None => outcome,
                     };
                     // The caller may have gone away; the change is committed regardless.
