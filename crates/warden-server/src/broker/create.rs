@@ -344,14 +344,7 @@ impl App {
         }
         // One extension at a time: a second would be approved, and granted, beside the first.
         let open = self
-            .store
-            .requests(warden_store::RequestFilter {
-                requester: Some(r.requester.clone()),
-                target: Some(r.target.clone()),
-                states: vec![State::Pending, State::Approved],
-                before: None,
-                limit: 1000,
-            })
+            .same_access(&r, vec![State::Pending, State::Approved])
             .await?;
         // Of the same access, that is: an extension of any grant of its chain (the grant it
         // extends, or an extension of it) continues the same access.

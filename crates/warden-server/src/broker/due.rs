@@ -60,14 +60,7 @@ impl App {
     async fn withdraw_waiting_extensions(&self, r: &Request) -> Result<(), Error> {
         let id = r.id;
         let waiting = self
-            .store
-            .requests(warden_store::RequestFilter {
-                requester: Some(r.requester.clone()),
-                target: Some(r.target.clone()),
-                states: vec![State::Pending],
-                before: None,
-                limit: 1000,
-            })
+            .same_access(r, vec![State::Pending])
             .await?
             .iter()
             .any(|x| x.extends == Some(id));
@@ -87,14 +80,7 @@ impl App {
     /// Whether an active extension of grant `r` runs on past it, so the access goes on.
     async fn continued(&self, r: &Request) -> Result<bool, Error> {
         Ok(self
-            .store
-            .requests(warden_store::RequestFilter {
-                requester: Some(r.requester.clone()),
-                target: Some(r.target.clone()),
-                states: vec![State::Active],
-                before: None,
-                limit: 1000,
-            })
+            .same_access(r, vec![State::Active])
             .await?
             .iter()
             .any(|x| x.extends == Some(r.id) && x.expires_at > r.expires_at))

@@ -217,7 +217,25 @@ fn decision_details(d: &Decision, breakglass: bool) -> serde_json::Value {
     })
 }
 
+/// The most requests of one requester at one target [`App::same_access`] reads.
+const SAME_ACCESS_MAX: usize = 1000;
+
 impl App {
+    /// The requests in `states` of `r`'s requester at `r`'s target, newest first: where the
+    /// extensions of a grant, and the grants an extension continues, are found.
+    async fn same_access(&self, r: &Request, states: Vec<State>) -> Result<Vec<Request>, Error> {
+        Ok(self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: Some(r.requester.clone()),
+                target: Some(r.target.clone()),
+                states,
+                before: None,
+                limit: SAME_ACCESS_MAX,
+            })
+            .await?)
+    }
+
     /// Appends a refusal event and hands the error back, so refusals cannot go unaudited.
     pub(crate) async fn refused(&self, event: Event, err: Error) -> Error {
         // Refused as timed out before the worker recorded it so: it does so now.
