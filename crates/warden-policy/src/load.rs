@@ -338,7 +338,7 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         // Both are only missing after a problem was reported above.
         return Err(Report::default());
     };
-    Ok(Policy {
+    let mut policy = Policy {
         digest: digest(files),
         targets,
         set,
@@ -349,7 +349,10 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         entity_sets: EntitySets::default(),
         warnings: found.diagnostics,
         mentions,
-    })
+    };
+    let unrecorded = policy.unrecorded_input();
+    policy.warnings.extend(unrecorded);
+    Ok(policy)
 }
 
 /// Hex SHA-256 over `targets.toml` and the top-level `*.cedar` files in name order, each as

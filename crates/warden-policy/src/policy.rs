@@ -233,6 +233,50 @@ impl Policy {
         })
     }
 
+    /// Warnings about roles whose `record_input = true` no rule that can grant them honours:
+    /// keystrokes are kept in a session's recording only, and a rule that records nothing
+    /// (`@recording("metadata")`, the default) keeps none, whatever the role says.
+    pub(crate) fn unrecorded_input(&self) -> Vec<Diagnostic> {
+        let permits: Vec<(Reach, &Terms)> = self
+            .set
+            .policies()
+            .filter(|p| p.effect() == Effect::Permit)
+            .filter_map(|p| Some((Reach::of(p), self.terms.get(p.id())?)))
+            .collect();
+        let nobody = self.vocab.nobody();
+        let mut out = Vec::new();
+        for (name, t) in &self.entities {
+            let Some(target) = self.targets.get(name) else {
+                continue;
+            };
+            for (role, entity) in &t.roles {
+                let Some(def) = target.roles.get(role) else {
+                    continue;
+                };
+                if def.settings.get("record_input") != Some(&serde_json::Value::Bool(true)) {
+                    continue;
+                }
+                let records = permits.iter().any(|(reach, terms)| {
+                    let action = self.vocab.action(if terms.breakglass {
+                        Action::Breakglass
+                    } else {
+                        Action::Request
+                    });
+                    terms.recording != warden_domain::Recording::Metadata
+                        && reach.applies(&self.authorizer, &nobody, action, t, entity)
+                            != Applies::Never
+                });
+                if !records {
+                    let at = def.settings_at.get("record_input").unwrap_or(&def.at);
+                    out.push(at.warning(format!(
+                        "target {name} role {role}: record_input = true keeps no keystrokes, since no rule that can grant the role records its sessions: give such a rule @recording(\"full\") or @recording(\"sampled\")"
+                    )));
+                }
+            }
+        }
+        out
+    }
+
     /// The roles some break-glass permit can grant, by target and role name: those people may
     /// break the glass for, and should drill. A permit counts for a role when its scope covers
     /// the role and none of its conditions that read only the role (`resource.name == "root"`)

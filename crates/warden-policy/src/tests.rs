@@ -1486,3 +1486,40 @@ fn breakglass_roles_are_those_a_permit_can_grant() {
     );
     assert_eq!(roles(&request_only), ["prod-web-1/admin"]);
 }
+
+/// A role that asks for keystrokes is warned about when no rule that can grant it records its
+/// sessions: the keystrokes would be kept nowhere.
+#[test]
+fn record_input_without_a_recording_rule_is_warned_about() {
+    let targets = TARGETS.replace(
+        "[targets.prod-web-1.roles.viewer]\nprincipals = [\"viewer\"]",
+        "[targets.prod-web-1.roles.viewer]\nprincipals = [\"viewer\"]\nrecord_input = true",
+    );
+    let warned = |rules: &str| -> Vec<String> {
+        let files = vec![
+            ("targets.toml".to_owned(), targets.clone()),
+            ("a.cedar".to_owned(), rules.to_owned()),
+        ];
+        Policy::from_files(&files)
+            .unwrap_or_else(|r| panic!("{r}"))
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let permit = |recording: &str| {
+        format!(
+            "@id(\"v\") @approval(\"auto\") @max_ttl(\"1h\") {recording}\n\
+             permit (principal, action == Action::\"request\", resource == Role::\"prod-web-1/viewer\");\n"
+        )
+    };
+    let got = warned(&permit(""));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("targets.toml:12:1: warning: target prod-web-1 role viewer: record_input = true keeps no keystrokes"),
+        "{}",
+        got[0]
+    );
+    assert!(warned(&permit("@recording(\"full\")")).is_empty());
+    assert!(warned(&permit("@recording(\"sampled\")")).is_empty());
+}
