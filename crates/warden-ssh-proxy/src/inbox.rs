@@ -9,10 +9,11 @@
 //! input, and the two directions would wait for each other for ever.
 //!
 //! The library opens the client's window again as soon as data arrives, so what may wait here
-//! is bounded by the connection instead: once its sessions hold [`BACKLOG`] bytes the client
-//! is given a window of [`TRICKLE`] bytes at a time ([`window`]) until the targets catch up,
-//! and a session that holds [`LIMIT`] bytes all the same (a target taking none of the input
-//! its client goes on sending) is ended.
+//! is bounded by each session instead: once it holds [`BACKLOG`] bytes the client is given a
+//! window of [`TRICKLE`] bytes at a time on that channel ([`window`]) until its target catches
+//! up (the connection's other channels go on at full speed), and a session that holds
+//! [`LIMIT`] bytes all the same (a target taking none of the input its client goes on sending)
+//! is ended.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,20 +23,22 @@ use bytes::{Bytes, BytesMut};
 use russh::Sig;
 use tokio::sync::Notify;
 
-/// Bytes a connection's sessions may hold for their targets before the client is slowed down.
+/// Bytes a session may hold for its target before its client is slowed down.
 const BACKLOG: usize = 4 * 1024 * 1024;
-/// The window given while the connection is over its [`BACKLOG`]: the least the library still
-/// opens again once the client has used it (it does so when less than half is left).
+/// The window given while a session is over its [`BACKLOG`]: the least the library still
+/// opens again once the client has used it (it does so when less than half is left). Small, so
+/// that a target that reads its input late (`sleep 2; cat > f`) gets it all rather than its
+/// session ended at [`LIMIT`]; the price is a stream of tiny packets while it does not read.
 const TRICKLE: u32 = 2;
-/// Bytes one session may hold for its target: what the client sends after its connection was
-/// slowed down to [`TRICKLE`], if its target still takes nothing for a long while.
+/// Bytes one session may hold for its target: what the client sends after it was slowed down
+/// to [`TRICKLE`], if its target still takes nothing for a long while.
 pub(crate) const LIMIT: usize = 64 * 1024 * 1024;
 /// Data pieces are joined up to this size, so that a trickle of small messages costs its bytes
 /// and not a queue entry each.
 const PIECE: usize = 32 * 1024;
 
-/// The window to give the client next, for a connection holding `backlog` bytes for its
-/// targets: `open` (the configured window) until it holds [`BACKLOG`].
+/// The window to give the client next, for a session holding `backlog` bytes for its target:
+/// `open` (the configured window) until it holds [`BACKLOG`].
 pub(crate) fn window(backlog: &AtomicUsize, open: u32) -> u32 {
     if backlog.load(Ordering::Acquire) < BACKLOG {
         open
@@ -60,12 +63,12 @@ pub(crate) enum Up {
     Notice(Bytes),
 }
 
-/// One session's queue, counted in bytes against itself and its connection.
+/// One session's queue, counted in bytes (also in the count its channel's window is judged by).
 #[derive(Debug)]
 pub(crate) struct Inbox {
     queue: std::sync::Mutex<Queue>,
     ready: Notify,
-    connection: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -76,12 +79,12 @@ struct Queue {
 }
 
 impl Inbox {
-    /// An empty queue of a session on the connection whose backlog is `connection`.
-    pub(crate) fn new(connection: Arc<AtomicUsize>) -> Self {
+    /// An empty queue of a session whose channel's window is judged by `held`.
+    pub(crate) fn new(held: Arc<AtomicUsize>) -> Self {
         Self {
             queue: std::sync::Mutex::new(Queue::default()),
             ready: Notify::new(),
-            connection,
+            held,
         }
     }
 
@@ -97,7 +100,7 @@ impl Inbox {
         match item {
             Up::Data(data) => {
                 queue.bytes += data.len();
-                self.connection.fetch_add(data.len(), Ordering::AcqRel);
+                self.held.fetch_add(data.len(), Ordering::AcqRel);
                 match queue.items.back_mut() {
                     Some(Up::Data(last)) if last.len() + data.len() <= PIECE => {
                         last.extend_from_slice(&data);
@@ -127,15 +130,15 @@ impl Inbox {
     pub(crate) fn taken(&self, bytes: usize) {
         let mut queue = self.lock();
         queue.bytes -= bytes;
-        self.connection.fetch_sub(bytes, Ordering::AcqRel);
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
 
 impl Drop for Inbox {
-    /// A session that ends gives back what it held to its connection's backlog.
+    /// A session that ends gives back what it held.
     fn drop(&mut self) {
         let held = self.lock().bytes;
-        self.connection.fetch_sub(held, Ordering::AcqRel);
+        self.held.fetch_sub(held, Ordering::AcqRel);
     }
 }
 
@@ -175,16 +178,17 @@ mod tests {
             assert!(one.push(data(PIECE)));
         }
         assert_eq!(window(&connection, 1 << 21), TRICKLE);
-        // Another session of the connection counts towards the same backlog.
-        let two = Inbox::new(connection.clone());
+        // Another session's count is its own.
+        let other = Arc::new(AtomicUsize::new(0));
+        let two = Inbox::new(other.clone());
         assert!(two.push(data(10)));
+        assert_eq!(window(&other, 1 << 21), 1 << 21);
         drop(one);
         assert_eq!(
             connection.load(Ordering::Acquire),
-            10,
+            0,
             "an ended session gives back"
         );
-        assert_eq!(window(&connection, 1 << 21), 1 << 21);
         while two.push(data(PIECE)) {}
         assert!(two.lock().bytes > LIMIT);
     }

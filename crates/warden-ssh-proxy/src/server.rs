@@ -182,7 +182,7 @@ impl Listener {
                 waiting: Some(waiting),
                 refused: 0,
                 sign_in_refusals: 0,
-                backlog: Arc::default(),
+                backlogs: std::collections::HashMap::new(),
             };
             let stream = SignInDeadline {
                 stream: socket,
@@ -371,8 +371,8 @@ struct Connection {
     refused: u32,
     /// Sign-ins refused on this connection so far (see [`Connection::refuse_sign_in`]).
     sign_in_refusals: u32,
-    /// Bytes the connection's sessions hold that their targets have not taken yet.
-    backlog: Arc<AtomicUsize>,
+    /// Bytes each session channel holds that its target has not taken yet.
+    backlogs: std::collections::HashMap<russh::ChannelId, Arc<AtomicUsize>>,
 }
 
 /// `text` as the client sent it when it is short and shows as itself, else quoted with its
@@ -587,10 +587,13 @@ impl server::Handler for Connection {
         Ok(())
     }
 
-    /// The window the client is given next: a trickle while the connection's sessions hold
-    /// much that their targets have not taken (see `inbox`).
-    fn adjust_window(&mut self, _channel: russh::ChannelId, _current: u32) -> u32 {
-        crate::inbox::window(&self.backlog, WINDOW)
+    /// The window the client is given next on `channel`: a trickle while its session holds
+    /// much that its target has not taken (see `inbox`); the connection's other channels are
+    /// not slowed down by it.
+    fn adjust_window(&mut self, channel: russh::ChannelId, _current: u32) -> u32 {
+        self.backlogs
+            .get(&channel)
+            .map_or(WINDOW, |held| crate::inbox::window(held, WINDOW))
     }
 
     async fn auth_publickey(
@@ -638,7 +641,8 @@ impl server::Handler for Connection {
         reply.accept().await;
         let ctx = self.ctx.clone();
         let handle = session.handle();
-        let backlog = self.backlog.clone();
+        // An ended channel's count stays until the connection ends: a few bytes each.
+        let backlog = self.backlogs.entry(channel.id()).or_default().clone();
         tokio::spawn(session::run(ctx, identity, channel, handle, backlog));
         Ok(())
     }

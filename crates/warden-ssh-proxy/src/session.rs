@@ -74,8 +74,8 @@ fn now() -> OffsetDateTime {
     warden_domain::to_millisecond(OffsetDateTime::now_utc())
 }
 
-/// Runs one session channel to its end. `backlog` counts what the sessions of the client's
-/// connection hold for their targets ([`crate::inbox`]).
+/// Runs one session channel to its end. `backlog` counts what it holds for its target
+/// ([`crate::inbox`]).
 pub(crate) async fn run(
     ctx: Arc<Context>,
     who: Arc<Identity>,
@@ -603,7 +603,7 @@ struct Client {
 
 impl Open {
     /// Relays the session until it ends, then ends it at both sides and audits its end.
-    /// `backlog` counts what the sessions of the client's connection hold for their targets.
+    /// `backlog` counts what the session holds for its target.
     async fn relay(
         self,
         ctx: Arc<Context>,

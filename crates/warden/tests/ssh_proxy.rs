@@ -1264,6 +1264,57 @@ fn a_client_killed_mid_transfer_ends_its_session() {
     assert!(!marker.exists(), "the command ran on after its client went");
 }
 
+/// A session whose target takes none of its input slows down its own channel only: another
+/// session multiplexed over the same client connection sends its input at full speed.
+#[test]
+fn a_stalled_session_does_not_slow_its_neighbours() {
+    let s = Setup::start("metadata", "", true);
+    s.grant("30m");
+    let dir = tempfile::tempdir().unwrap();
+    let control = format!("ControlPath={}", dir.path().join("cm").display());
+    let mut master = KilledOnDrop(
+        std::process::Command::new("timeout")
+            .args(["-s", "KILL", "120", "ssh"])
+            .args(ssh_base_args(s.port, &s.key))
+            .args(["-o", "ControlMaster=yes", "-o", &control, "-N"])
+            .arg("alice:web@127.0.0.1")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !dir.path().join("cm").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the control master never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let muxed = |command: &str, input: &Path, limit: &str| {
+        let mut ssh = std::process::Command::new("timeout");
+        ssh.args(["-s", "KILL", limit, "ssh"])
+            .args(ssh_base_args(s.port, &s.key))
+            .args(["-o", "ControlMaster=no", "-o", &control])
+            .arg("alice:web@127.0.0.1")
+            .arg(command)
+            .stdin(std::fs::File::open(input).unwrap())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        ssh
+    };
+    let (big, small) = (dir.path().join("big"), dir.path().join("small"));
+    random_file(&big, 50_000_000);
+    random_file(&small, 5_000_000);
+    let stalled = muxed("sleep 12; echo slept", &big, "60").spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = muxed("wc -c", &small, "20").output().unwrap();
+    assert_eq!(counted.status.code(), Some(0), "{counted:?}");
+    assert_eq!(text(&counted.stdout).trim(), "5000000", "{counted:?}");
+    let slept = stalled.wait_with_output().unwrap();
+    assert_eq!(text(&slept.stdout), "slept\n", "{slept:?}");
+    let _ = master.0.kill();
+}
+
 /// Sessions multiplexed over one client connection (ControlMaster, as Ansible uses) each get
 /// their command's exit status, one after another and side by side: the client closes a
 /// channel as soon as both ends of file are through, so the target's end of file reaches it
