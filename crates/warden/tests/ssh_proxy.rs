@@ -136,6 +136,32 @@ impl Setup {
             .unwrap()
     }
 
+    /// A client connection sessions are multiplexed over (`ControlMaster`, its socket in
+    /// `dir`), once it listens, and the `ControlPath=` option that reaches it.
+    fn control_master(&self, dir: &Path) -> (KilledOnDrop, String) {
+        let socket = dir.join("cm");
+        let control = format!("ControlPath={}", socket.display());
+        let master = KilledOnDrop(
+            std::process::Command::new("timeout")
+                .args(["-s", "KILL", "120", "ssh"])
+                .args(ssh_base_args(self.port, &self.key))
+                .args(["-o", "ControlMaster=yes", "-o", &control, "-N"])
+                .arg("alice:web@127.0.0.1")
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the control master never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (master, control)
+    }
+
     fn grant(&self, ttl: &str) -> Value {
         let v = create(&self.alice, "web", "view", &["--ttl", ttl]);
         assert_eq!(v["state"], "active", "{v}");
@@ -201,6 +227,27 @@ fn asciinema_cat(path: &Path) -> String {
         .unwrap();
     assert!(out.status.success(), "asciinema cat failed: {out:?}");
     text(&out.stdout)
+}
+
+/// `ssh -p PORT LOGIN@127.0.0.1 COMMAND` signing in with the key and certificate request
+/// `grant` saved, killed after 30 s.
+fn ssh_with_certificate(port: u16, grant: &Value, login: &str, command: &str) -> Output {
+    std::process::Command::new("timeout")
+        .arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(
+            port,
+            Path::new(grant["private_key_file"].as_str().unwrap()),
+        ))
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            grant["certificate_file"].as_str().unwrap()
+        ))
+        .arg(format!("{login}@127.0.0.1"))
+        .arg(command)
+        .output()
+        .unwrap()
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -394,24 +441,8 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
 
     // The grant's own certificate (made by `request create`) logs in to the proxy too, and
     // nowhere else: the role is recorded, so it names no account sshd would let it log in as.
-    let with_certificate = |port: u16, login: &str, command: &str| {
-        std::process::Command::new("timeout")
-            .arg("30")
-            .arg("ssh")
-            .args(ssh_base_args(
-                port,
-                Path::new(grant["private_key_file"].as_str().unwrap()),
-            ))
-            .arg("-o")
-            .arg(format!(
-                "CertificateFile={}",
-                grant["certificate_file"].as_str().unwrap()
-            ))
-            .arg(format!("{login}@127.0.0.1"))
-            .arg(command)
-            .output()
-            .unwrap()
-    };
+    let with_certificate =
+        |port: u16, login: &str, command: &str| ssh_with_certificate(port, &grant, login, command);
     let out = with_certificate(s.port, "alice:web", "echo by-certificate");
     assert_eq!(text(&out.stdout).trim(), "by-certificate", "{out:?}");
     // Aimed at another target it is refused, and the refusal is found by either.
@@ -1271,25 +1302,7 @@ fn a_stalled_session_does_not_slow_its_neighbours() {
     let s = Setup::start("metadata", "", true);
     s.grant("30m");
     let dir = tempfile::tempdir().unwrap();
-    let control = format!("ControlPath={}", dir.path().join("cm").display());
-    let mut master = KilledOnDrop(
-        std::process::Command::new("timeout")
-            .args(["-s", "KILL", "120", "ssh"])
-            .args(ssh_base_args(s.port, &s.key))
-            .args(["-o", "ControlMaster=yes", "-o", &control, "-N"])
-            .arg("alice:web@127.0.0.1")
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !dir.path().join("cm").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the control master never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (master, control) = s.control_master(dir.path());
     let muxed = |command: &str, input: &Path, limit: &str| {
         let mut ssh = std::process::Command::new("timeout");
         ssh.args(["-s", "KILL", limit, "ssh"])
@@ -1312,7 +1325,7 @@ fn a_stalled_session_does_not_slow_its_neighbours() {
     assert_eq!(text(&counted.stdout).trim(), "5000000", "{counted:?}");
     let slept = stalled.wait_with_output().unwrap();
     assert_eq!(text(&slept.stdout), "slept\n", "{slept:?}");
-    let _ = master.0.kill();
+    drop(master);
 }
 
 /// Sessions multiplexed over one client connection (ControlMaster, as Ansible uses) each get
@@ -1324,23 +1337,7 @@ fn multiplexed_sessions_get_their_exit_status() {
     let s = Setup::start("metadata", "record_input = true", true);
     s.grant("30m");
     let dir = tempfile::tempdir().unwrap();
-    let control = format!("ControlPath={}", dir.path().join("cm").display());
-    let mut master = std::process::Command::new("timeout")
-        .args(["-s", "KILL", "120", "ssh"])
-        .args(ssh_base_args(s.port, &s.key))
-        .args(["-o", "ControlMaster=yes", "-o", &control, "-N"])
-        .arg("alice:web@127.0.0.1")
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !dir.path().join("cm").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the control master never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (master, control) = s.control_master(dir.path());
     let (port, key) = (s.port, s.key.clone());
     let muxed = move || {
         std::process::Command::new("timeout")
@@ -1364,8 +1361,7 @@ fn multiplexed_sessions_get_their_exit_status() {
     for run in side_by_side {
         check(run.join().unwrap());
     }
-    let _ = master.kill();
-    let _ = master.wait();
+    drop(master);
     let deadline = Instant::now() + Duration::from_secs(10);
     let ended = loop {
         let ended = s.events("session.ended");
@@ -1399,24 +1395,7 @@ fn refused_certificate_sign_ins_are_audited() {
     let s = Setup::start("metadata", "", true);
     let grant = s.grant("30m");
     let id = id(&grant);
-    let with_certificate = |login: &str| {
-        std::process::Command::new("timeout")
-            .arg("30")
-            .arg("ssh")
-            .args(ssh_base_args(
-                s.port,
-                Path::new(grant["private_key_file"].as_str().unwrap()),
-            ))
-            .arg("-o")
-            .arg(format!(
-                "CertificateFile={}",
-                grant["certificate_file"].as_str().unwrap()
-            ))
-            .arg(format!("{login}@127.0.0.1"))
-            .arg("id")
-            .output()
-            .unwrap()
-    };
+    let with_certificate = |login: &str| ssh_with_certificate(s.port, &grant, login, "id");
     let refusals = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
