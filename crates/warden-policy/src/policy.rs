@@ -237,6 +237,13 @@ impl Policy {
     /// keystrokes are kept in a session's recording only, and a rule that records nothing
     /// (`@recording("metadata")`, the default) keeps none, whatever the role says.
     pub(crate) fn unrecorded_input(&self) -> Vec<Diagnostic> {
+        let asks = |r: &crate::targets::Role| {
+            r.settings.get("record_input") == Some(&serde_json::Value::Bool(true))
+        };
+        // Each rule is read in full only when some role asks for keystrokes.
+        if !self.targets.iter().any(|(_, t)| t.roles.values().any(asks)) {
+            return Vec::new();
+        }
         let permits: Vec<(Reach, &Terms)> = self
             .set
             .policies()
@@ -253,7 +260,7 @@ impl Policy {
                 let Some(def) = target.roles.get(role) else {
                     continue;
                 };
-                if def.settings.get("record_input") != Some(&serde_json::Value::Bool(true)) {
+                if !asks(def) {
                     continue;
                 }
                 let records = permits.iter().any(|(reach, terms)| {

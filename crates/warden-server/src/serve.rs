@@ -669,7 +669,7 @@ async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = hup.recv() => match app.reload_policy(Actor::system()).await {
-                Ok(digest) => {
+                Ok((digest, _logged)) => {
                     tracing::info!(%digest, "policy reloaded on SIGHUP");
                     if let Some(drift) = app.directory_drift().await {
                         tracing::warn!("{drift}");

@@ -300,19 +300,6 @@ impl App {
         }
     }
 
-    /// The live policy's warnings ([`policy_warnings`]), one a line, as the notice a reload
-    /// answers with; `None` when it has none.
-    pub fn policy_notice(&self) -> Option<String> {
-        let warnings = policy_warnings(&self.policy.load(), &self.directory);
-        (!warnings.is_empty()).then(|| {
-            warnings
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-    }
-
     /// The directory as approvals are counted ([`App::reviewers`]).
     pub fn reviewers(&self) -> Arc<Directory> {
         self.reviewers.load_full()
@@ -449,10 +436,14 @@ impl App {
         })
     }
 
-    /// Reloads the policy directory. An invalid policy is rejected and the live one stays;
+    /// Reloads the policy directory, returning the new policy's digest and its warnings
+    /// ([`policy_warnings`], logged too). An invalid policy is rejected and the live one stays;
     /// both outcomes are audited, and a valid one whose audit event cannot be stored is not
     /// made live either.
-    pub async fn reload_policy(&self, actor: Actor) -> Result<String, ReloadError> {
+    pub async fn reload_policy(
+        &self,
+        actor: Actor,
+    ) -> Result<(String, Vec<Diagnostic>), ReloadError> {
         let _guard = self.reload.lock().await;
         let dir = self.policy_dir.clone();
         let loaded = tokio::task::spawn_blocking(move || load_served_policy(&dir))
@@ -487,7 +478,7 @@ impl App {
                     .map_err(|e| ReloadError::Unstored(e.to_string()))?;
                 self.policy.store(Arc::new(policy));
                 log_policy_warnings(&warnings);
-                Ok(digest)
+                Ok((digest, warnings))
             }
             Err(report) => {
                 // The reasons for the refusal; its warnings would be read as more of them.

@@ -207,7 +207,7 @@ pub async fn reload(
         .await);
     }
     match app.reload_policy(who.actor()).await {
-        Ok(digest) => {
+        Ok((digest, warnings)) => {
             crate::broker::grant_met_requests_later(&app);
             let drift = app.directory_drift().await;
             // In the server's log too, as a SIGHUP's is: the caller's terminal is not the record.
@@ -215,7 +215,11 @@ pub async fn reload(
             if let Some(n) = &drift {
                 tracing::warn!("{n}");
             }
-            let notes: Vec<String> = app.policy_notice().into_iter().chain(drift).collect();
+            let notes: Vec<String> = warnings
+                .iter()
+                .map(ToString::to_string)
+                .chain(drift)
+                .collect();
             let notice = (!notes.is_empty()).then(|| notes.join("\n"));
             Ok(Json(ReloadResult { digest, notice }))
         }
