@@ -191,8 +191,11 @@ pub struct BearerToken(ConfigSecret);
 impl TryFrom<ConfigSecret> for BearerToken {
     type Error = String;
     fn try_from(s: ConfigSecret) -> Result<Self, String> {
-        if s.expose().len() < 16 {
-            return Err("the token must be at least 16 characters long; generate one with `openssl rand -hex 32`".into());
+        // A scraper sends it in an `Authorization` header, where only visible ASCII is safe;
+        // which also makes its length in bytes its length in characters.
+        let token = s.expose();
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the token must be at least 16 characters long, each visible ASCII (no spaces); generate one with `openssl rand -hex 32`".into());
         }
         Ok(Self(s))
     }
@@ -453,6 +456,14 @@ mod tests {
             "{said}"
         );
         assert!(!said.contains("hunter2"), "{said}");
+        // Nine two-byte characters are eighteen bytes, and still too short; a space is no
+        // token character.
+        for odd in ["\u{e9}".repeat(9), "0123456789 abcdef".into()] {
+            let said = toml::from_str::<Config>(&format!("metrics_token = \"{odd}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(said.contains("each visible ASCII"), "{said}");
+        }
         let c: Config = toml::from_str("metrics_token = \"0123456789abcdef-x\"\n").unwrap();
         let token = c.metrics_token.as_ref().unwrap();
         assert!(token.matches("0123456789abcdef-x"));

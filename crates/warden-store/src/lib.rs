@@ -109,12 +109,15 @@ pub struct Delivery {
 /// The outbox's figures, for status and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxStatus {
-    /// Notifications not yet delivered.
+    /// Notifications not yet delivered to every sink they are for (each counted once,
+    /// however many sinks it waits for: the outbox holds a row per notification and sink).
     pub pending: u64,
-    /// Of those, how many failed at least once.
+    /// Of those, how many failed at least once at some sink.
     pub retrying: u64,
+    /// Delivered to every sink they were for, but those that skipped them.
     pub delivered: u64,
-    /// Dropped unsent, because they no longer applied by the time they could be sent.
+    /// Dropped unsent at every sink, because they no longer applied by the time they could
+    /// be sent.
     pub skipped: u64,
     /// When the oldest undelivered notification was queued: the outbox's lag.
     pub oldest_pending: Option<OffsetDateTime>,

@@ -177,10 +177,24 @@ struct ServeArgs {
     log_format: String,
 }
 
-fn init_logging(json: bool) {
+/// Sets up the server's log lines. A `WARDEN_LOG` that does not parse stops the start: logging
+/// at the default level instead would leave whoever asked for debug lines thinking they had them.
+fn init_logging(json: bool) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,warden_server=info"));
+    let filter = match std::env::var("WARDEN_LOG") {
+        Ok(asked) if !asked.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&asked)
+            .map_err(|e| {
+                exit::Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "WARDEN_LOG={asked:?} is no log filter ({e}); give a level (error, warn, \
+                         info, debug, trace) or comma-separated TARGET=LEVEL pairs, e.g. \
+                         warn,warden_server=debug"
+                    ),
+                )
+            })?,
+        _ => tracing_subscriber::EnvFilter::new("warn,warden_server=info"),
+    };
     // Colours only for a person at a terminal, never in a log file or a collector.
     let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -196,6 +210,7 @@ fn init_logging(json: bool) {
     } else {
         logged.with(lines).init();
     }
+    Ok(())
 }
 
 /// Whether a line of `target` at `level` may be logged: Warden's own at any level the filter
@@ -212,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let server = cli.server.filter(|s| !s.is_empty());
     match cli.command {
         Command::Serve(a) => {
-            init_logging(a.log_format == "json");
+            init_logging(a.log_format == "json")?;
             warden_server::serve(warden_server::ServeOptions {
                 config: a.config,
                 data_dir: a.data_dir,

@@ -434,3 +434,27 @@ fn uuid_like(s: &str) -> bool {
     s.split('-').map(str::len).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
         && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
+
+/// A log filter that does not parse stops the start, saying what to write instead: logging at
+/// the default level would leave whoever asked for debug lines believing they had them.
+#[test]
+fn a_log_filter_that_does_not_parse_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(BIN)
+        .args(["serve", "--dev", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0"])
+        .env("WARDEN_LOG", "warden_server=verbose")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("WARDEN_LOG=\"warden_server=verbose\" is no log filter")
+            && said.contains("warn,warden_server=debug"),
+        "{said}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing is started");
+}

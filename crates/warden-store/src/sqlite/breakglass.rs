@@ -183,12 +183,16 @@ impl SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             c.query_row(
-                "SELECT COUNT(*) FILTER (WHERE due_at IS NOT NULL),
-                        COUNT(*) FILTER (WHERE due_at IS NOT NULL AND attempts > 0),
-                        COUNT(*) FILTER (WHERE due_at IS NULL AND NOT skipped),
-                        COUNT(*) FILTER (WHERE due_at IS NULL AND skipped),
-                        MIN(created_at) FILTER (WHERE due_at IS NOT NULL)
-                 FROM outbox",
+                "SELECT COUNT(*) FILTER (WHERE waiting > 0),
+                        COUNT(*) FILTER (WHERE failed > 0),
+                        COUNT(*) FILTER (WHERE waiting = 0 AND sent > 0),
+                        COUNT(*) FILTER (WHERE waiting = 0 AND sent = 0),
+                        MIN(queued_at) FILTER (WHERE waiting > 0)
+                 FROM (SELECT COUNT(*) FILTER (WHERE due_at IS NOT NULL) AS waiting,
+                              COUNT(*) FILTER (WHERE due_at IS NOT NULL AND attempts > 0) AS failed,
+                              COUNT(*) FILTER (WHERE due_at IS NULL AND NOT skipped) AS sent,
+                              MIN(created_at) AS queued_at
+                       FROM outbox GROUP BY notice_id)",
                 [],
                 |r| {
                     Ok(OutboxStatus {

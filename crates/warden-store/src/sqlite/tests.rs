@@ -292,6 +292,13 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].notice, notice);
     assert_eq!(s.next_notice_due().await.unwrap(), Some(at));
+    // One notification for two sinks is one pending notification, and each sink waits for it.
+    let status = s.outbox_status().await.unwrap();
+    assert_eq!((status.pending, status.retrying), (1, 0));
+    assert_eq!(
+        status.by_sink.iter().map(|b| b.pending).collect::<Vec<_>>(),
+        [1, 1]
+    );
 
     // A failure reschedules one sink's row; the other is delivered.
     let later = datetime!(2026-01-01 10:05 UTC);
@@ -310,9 +317,10 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         .unwrap();
     assert!(s.due_notices(at, 10).await.unwrap().is_empty());
     let status = s.outbox_status().await.unwrap();
+    // Delivered to one sink and waiting at the other: pending, not yet delivered.
     assert_eq!(
         (status.pending, status.retrying, status.delivered),
-        (1, 1, 1)
+        (1, 1, 0)
     );
     assert_eq!(status.oldest_pending, Some(at));
     let retry = s.due_notices(later, 10).await.unwrap();
@@ -329,9 +337,10 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         .await
         .unwrap();
     let status = s.outbox_status().await.unwrap();
+    // Delivered where it still applied: delivered; skipped counts what no sink sent.
     assert_eq!(
         (status.pending, status.delivered, status.skipped),
-        (0, 1, 1)
+        (0, 1, 0)
     );
     assert_eq!(s.next_notice_due().await.unwrap(), None);
 }
