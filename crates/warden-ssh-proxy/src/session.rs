@@ -1068,9 +1068,9 @@ async fn typed_data(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "ending an sftp session Warden cannot follow");
-                return Err(Left::Warden(
-                    "Warden cannot follow this SFTP session's requests".into(),
-                ));
+                return Err(Left::Warden(format!(
+                    "Warden cannot follow this SFTP session's requests: {e}"
+                )));
             }
         }
         return Ok(data);

@@ -6,13 +6,20 @@
 //! `hardlink` and `lsetstat` extensions, and the HANDLE/DATA replies); every other packet (reads
 //! of directories and attributes) passes untouched. A packet longer
 //! than [`MAX_PACKET`] is refused as an error, which ends the session: unparsed transfers are
-//! never let through unrecorded.
+//! never let through unrecorded. So is a request whose id another request still awaiting its
+//! reply holds ([`Unfollowable::ReusedId`]): a reply names its request by id alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Largest SFTP packet accepted (OpenSSH sends at most 256 KiB).
 pub const MAX_PACKET: usize = 1024 * 1024;
 
+/// Most requests that may await their replies at once: far more than a client keeps in flight
+/// (OpenSSH's keeps 64), and a bound on the ids Warden holds for them.
+pub const MAX_PENDING: usize = 65_536;
+
+const INIT: u8 = 1;
+const VERSION: u8 = 2;
 const OPEN: u8 = 3;
 const CLOSE: u8 = 4;
 const READ: u8 = 5;
@@ -82,7 +89,7 @@ pub enum FileOp {
 }
 
 /// The mode an SFTP attributes block sets, if it sets one.
-fn mode(r: &mut Reader<'_>) -> Result<Option<String>, ParseError> {
+fn mode(r: &mut Reader<'_>) -> Result<Option<String>, Unfollowable> {
     let flags = r.u32()?;
     if flags & ATTR_SIZE != 0 {
         let _size = (r.u32()?, r.u32()?);
@@ -97,10 +104,22 @@ fn mode(r: &mut Reader<'_>) -> Result<Option<String>, ParseError> {
     })
 }
 
-/// A packet was too long or malformed.
-#[derive(Debug, thiserror::Error)]
-#[error("unparseable SFTP packet: {0}")]
-pub struct ParseError(&'static str);
+/// Why Warden cannot follow an SFTP channel, which then ends: what it cannot follow, it
+/// cannot audit.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unfollowable {
+    /// A packet was too long or malformed.
+    #[error("unparseable SFTP packet: {0}")]
+    Malformed(&'static str),
+    /// A request reused the id of one still awaiting its reply. Replies name their request by
+    /// id alone, so either reply could be taken for the other's: a file read under the name of
+    /// another.
+    #[error("SFTP request id {0} was used again while a request with that id awaited its reply")]
+    ReusedId(u32),
+    /// More than [`MAX_PENDING`] requests awaited their replies.
+    #[error("more than {MAX_PENDING} SFTP requests awaited their replies")]
+    TooManyPending,
+}
 
 #[derive(Debug)]
 struct Open {
@@ -114,6 +133,8 @@ struct Open {
 pub struct Tracker {
     from_client: Vec<u8>,
     from_server: Vec<u8>,
+    /// Ids of the requests sent and not yet answered, whatever their kind.
+    pending: HashSet<u32>,
     opening: HashMap<u32, (String, Direction)>,
     reading: HashMap<u32, Vec<u8>>,
     open: HashMap<Vec<u8>, Open>,
@@ -122,34 +143,60 @@ pub struct Tracker {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn u32(&mut self) -> Result<u32, ParseError> {
-        let (head, rest) = self.0.split_at_checked(4).ok_or(ParseError("truncated"))?;
+    fn u32(&mut self) -> Result<u32, Unfollowable> {
+        let (head, rest) = self
+            .0
+            .split_at_checked(4)
+            .ok_or(Unfollowable::Malformed("truncated"))?;
         self.0 = rest;
         Ok(u32::from_be_bytes([head[0], head[1], head[2], head[3]]))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], ParseError> {
+    fn bytes(&mut self) -> Result<&'a [u8], Unfollowable> {
         let n = self.u32()? as usize;
-        let (head, rest) = self.0.split_at_checked(n).ok_or(ParseError("truncated"))?;
+        let (head, rest) = self
+            .0
+            .split_at_checked(n)
+            .ok_or(Unfollowable::Malformed("truncated"))?;
         self.0 = rest;
         Ok(head)
     }
-    fn string(&mut self) -> Result<String, ParseError> {
+    fn string(&mut self) -> Result<String, Unfollowable> {
         Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
     }
+}
+
+/// The operation an extended request (the rest of its packet in `r`) asks for, of those that
+/// change files: OpenSSH's `posix-rename`, `hardlink` and `lsetstat`.
+fn extended(r: &mut Reader<'_>) -> Result<Option<FileOp>, Unfollowable> {
+    Ok(match r.bytes()? {
+        b"posix-rename@openssh.com" => Some(FileOp::Rename {
+            from: r.string()?,
+            to: r.string()?,
+        }),
+        b"hardlink@openssh.com" => Some(FileOp::Link {
+            from: r.string()?,
+            to: r.string()?,
+        }),
+        b"lsetstat@openssh.com" => Some(FileOp::Setstat {
+            path: r.string()?,
+            mode: mode(r)?,
+        }),
+        _ => None,
+    })
 }
 
 /// Splits whole packets off `buf`, calling `f(type, body)` for each.
 fn packets(
     buf: &mut Vec<u8>,
     data: &[u8],
-    mut f: impl FnMut(u8, &[u8]) -> Result<(), ParseError>,
-) -> Result<(), ParseError> {
+    mut f: impl FnMut(u8, &[u8]) -> Result<(), Unfollowable>,
+) -> Result<(), Unfollowable> {
     buf.extend_from_slice(data);
     let mut at = 0;
     while buf.len() - at >= 4 {
         let len = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
         if len == 0 || len > MAX_PACKET {
-            return Err(ParseError("bad length"));
+            return Err(Unfollowable::Malformed("bad length"));
         }
         if buf.len() - at - 4 < len {
             break;
@@ -164,153 +211,135 @@ fn packets(
 
 impl Tracker {
     /// Feeds bytes the client sent; returns completed operations.
-    pub fn client(&mut self, data: &[u8]) -> Result<Vec<FileOp>, ParseError> {
+    pub fn client(&mut self, data: &[u8]) -> Result<Vec<FileOp>, Unfollowable> {
         let mut done = Vec::new();
         let mut buf = std::mem::take(&mut self.from_client);
         let r = packets(&mut buf, data, |kind, body| {
-            let mut r = Reader(body);
-            match kind {
-                OPEN => {
-                    let id = r.u32()?;
-                    let path = r.string()?;
-                    let flags = r.u32()?;
-                    let direction = if flags & FLAG_WRITE != 0 {
-                        Direction::Upload
-                    } else {
-                        Direction::Download
-                    };
-                    self.opening.insert(id, (path, direction));
-                }
-                READ => {
-                    let id = r.u32()?;
-                    let handle = r.bytes()?.to_vec();
-                    self.reading.insert(id, handle);
-                }
-                WRITE => {
-                    let _id = r.u32()?;
-                    let handle = r.bytes()?;
-                    let _offset = (r.u32()?, r.u32()?);
-                    let data = r.bytes()?;
-                    if let Some(f) = self.open.get_mut(handle) {
-                        f.bytes += data.len() as u64;
-                    }
-                }
-                CLOSE => {
-                    let _id = r.u32()?;
-                    let handle = r.bytes()?;
-                    if let Some(f) = self.open.remove(handle) {
-                        done.push(FileOp::Transfer {
-                            path: f.path,
-                            direction: f.direction,
-                            bytes: f.bytes,
-                        });
-                    }
-                }
-                REMOVE => {
-                    let _id = r.u32()?;
-                    done.push(FileOp::Remove { path: r.string()? });
-                }
-                RENAME => {
-                    let _id = r.u32()?;
-                    let from = r.string()?;
-                    let to = r.string()?;
-                    done.push(FileOp::Rename { from, to });
-                }
-                MKDIR => {
-                    let _id = r.u32()?;
-                    done.push(FileOp::Mkdir { path: r.string()? });
-                }
-                RMDIR => {
-                    let _id = r.u32()?;
-                    done.push(FileOp::Rmdir { path: r.string()? });
-                }
-                SETSTAT => {
-                    let _id = r.u32()?;
-                    let path = r.string()?;
-                    let mode = mode(&mut r)?;
-                    done.push(FileOp::Setstat { path, mode });
-                }
-                FSETSTAT => {
-                    let _id = r.u32()?;
-                    let handle = r.bytes()?;
-                    let path = self
-                        .open
-                        .get(handle)
-                        .map_or_else(|| "(an open directory)".to_owned(), |f| f.path.clone());
-                    let mode = mode(&mut r)?;
-                    done.push(FileOp::Setstat { path, mode });
-                }
-                SYMLINK => {
-                    let _id = r.u32()?;
-                    let target = r.string()?;
-                    let link = r.string()?;
-                    done.push(FileOp::Symlink { target, link });
-                }
-                EXTENDED => {
-                    let _id = r.u32()?;
-                    match r.bytes()? {
-                        b"posix-rename@openssh.com" => {
-                            let from = r.string()?;
-                            let to = r.string()?;
-                            done.push(FileOp::Rename { from, to });
-                        }
-                        b"hardlink@openssh.com" => {
-                            let from = r.string()?;
-                            let to = r.string()?;
-                            done.push(FileOp::Link { from, to });
-                        }
-                        b"lsetstat@openssh.com" => {
-                            let path = r.string()?;
-                            let mode = mode(&mut r)?;
-                            done.push(FileOp::Setstat { path, mode });
-                        }
-                        _ => {}
-                    }
-                }
-                _ => {}
+            if kind == INIT {
+                return Ok(());
             }
+            let mut r = Reader(body);
+            let id = r.u32()?;
+            self.await_reply(id)?;
+            done.extend(self.request(kind, id, &mut r)?);
             Ok(())
         });
         self.from_client = buf;
         r.map(|()| done)
     }
 
-    /// Feeds bytes the server sent.
-    pub fn server(&mut self, data: &[u8]) -> Result<(), ParseError> {
+    /// Notes that request `id` awaits its reply, unless another with that id still does.
+    fn await_reply(&mut self, id: u32) -> Result<(), Unfollowable> {
+        if self.pending.len() >= MAX_PENDING {
+            return Err(Unfollowable::TooManyPending);
+        }
+        if !self.pending.insert(id) {
+            return Err(Unfollowable::ReusedId(id));
+        }
+        Ok(())
+    }
+
+    /// Follows request `id` of `kind` (the rest of its packet in `r`): the operation it
+    /// completes, if any.
+    fn request(
+        &mut self,
+        kind: u8,
+        id: u32,
+        r: &mut Reader<'_>,
+    ) -> Result<Option<FileOp>, Unfollowable> {
+        Ok(match kind {
+            OPEN => {
+                let path = r.string()?;
+                let flags = r.u32()?;
+                let direction = if flags & FLAG_WRITE != 0 {
+                    Direction::Upload
+                } else {
+                    Direction::Download
+                };
+                self.opening.insert(id, (path, direction));
+                None
+            }
+            READ => {
+                let handle = r.bytes()?.to_vec();
+                self.reading.insert(id, handle);
+                None
+            }
+            WRITE => {
+                let handle = r.bytes()?;
+                let _offset = (r.u32()?, r.u32()?);
+                let data = r.bytes()?;
+                if let Some(f) = self.open.get_mut(handle) {
+                    f.bytes += data.len() as u64;
+                }
+                None
+            }
+            CLOSE => self.open.remove(r.bytes()?).map(|f| FileOp::Transfer {
+                path: f.path,
+                direction: f.direction,
+                bytes: f.bytes,
+            }),
+            REMOVE => Some(FileOp::Remove { path: r.string()? }),
+            RENAME => Some(FileOp::Rename {
+                from: r.string()?,
+                to: r.string()?,
+            }),
+            MKDIR => Some(FileOp::Mkdir { path: r.string()? }),
+            RMDIR => Some(FileOp::Rmdir { path: r.string()? }),
+            SETSTAT => Some(FileOp::Setstat {
+                path: r.string()?,
+                mode: mode(r)?,
+            }),
+            FSETSTAT => {
+                let path = self
+                    .open
+                    .get(r.bytes()?)
+                    .map_or_else(|| "(an open directory)".to_owned(), |f| f.path.clone());
+                Some(FileOp::Setstat {
+                    path,
+                    mode: mode(r)?,
+                })
+            }
+            SYMLINK => Some(FileOp::Symlink {
+                target: r.string()?,
+                link: r.string()?,
+            }),
+            EXTENDED => extended(r)?,
+            _ => None,
+        })
+    }
+
+    /// Feeds bytes the server sent. Each reply ends the wait of the request it names, a
+    /// STATUS that of a pending OPEN or READ too.
+    pub fn server(&mut self, data: &[u8]) -> Result<(), Unfollowable> {
         let mut buf = std::mem::take(&mut self.from_server);
         let r = packets(&mut buf, data, |kind, body| {
+            if kind == VERSION {
+                return Ok(());
+            }
             let mut r = Reader(body);
-            match kind {
-                HANDLE => {
-                    let id = r.u32()?;
+            let id = r.u32()?;
+            self.pending.remove(&id);
+            let opening = self.opening.remove(&id);
+            let reading = self.reading.remove(&id);
+            match (kind, opening, reading) {
+                (HANDLE, Some((path, direction)), _) => {
                     let handle = r.bytes()?.to_vec();
-                    if let Some((path, direction)) = self.opening.remove(&id) {
-                        self.open.insert(
-                            handle,
-                            Open {
-                                path,
-                                direction,
-                                bytes: 0,
-                            },
-                        );
-                    }
+                    self.open.insert(
+                        handle,
+                        Open {
+                            path,
+                            direction,
+                            bytes: 0,
+                        },
+                    );
                 }
-                DATA => {
-                    let id = r.u32()?;
+                (DATA, _, Some(handle)) => {
                     let data = r.bytes()?;
-                    if let Some(handle) = self.reading.remove(&id)
-                        && let Some(f) = self.open.get_mut(&handle)
-                    {
+                    if let Some(f) = self.open.get_mut(&handle) {
                         f.bytes += data.len() as u64;
                     }
                 }
-                _ => {
-                    // A STATUS reply ends a pending OPEN or READ too.
-                    if let Ok(id) = r.u32() {
-                        self.opening.remove(&id);
-                        self.reading.remove(&id);
-                    }
-                }
+                _ => {}
             }
             Ok(())
         });
@@ -466,6 +495,56 @@ mod tests {
                     path: "/tmp/e".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_request_id_awaiting_its_reply_is_not_used_again() {
+        let secret = packet(OPEN, &[&u(5), &s(b"/home/u/secret.txt"), &u(1), &u(0)]);
+        let harmless = packet(OPEN, &[&u(5), &s(b"/tmp/harmless.txt"), &u(1), &u(0)]);
+        let mut t = Tracker::default();
+        t.client(&secret).unwrap();
+        assert_eq!(t.client(&harmless), Err(Unfollowable::ReusedId(5)));
+        // In one chunk too, and behind a request Warden does not follow otherwise (OPENDIR,
+        // whose HANDLE reply would be taken for the OPEN's).
+        let opendir = packet(11, &[&u(5), &s(b"/tmp")]);
+        let mut t = Tracker::default();
+        assert_eq!(
+            t.client(&[opendir, secret.clone()].concat()),
+            Err(Unfollowable::ReusedId(5))
+        );
+        // A READ's id likewise.
+        let read = packet(READ, &[&u(6), &s(b"h"), &u(0), &u(0), &u(4096)]);
+        let mut t = Tracker::default();
+        t.client(&read).unwrap();
+        assert_eq!(t.client(&read), Err(Unfollowable::ReusedId(6)));
+        // Once answered, an id is free again: the next OPEN is followed under its own path.
+        t.server(&packet(DATA, &[&u(6), &s(b"x")])).unwrap();
+        t.client(&secret).unwrap();
+        t.server(&packet(HANDLE, &[&u(5), &s(b"h1")])).unwrap();
+        t.client(&harmless).unwrap();
+        t.server(&packet(HANDLE, &[&u(5), &s(b"h2")])).unwrap();
+        let done = t.client(&packet(CLOSE, &[&u(7), &s(b"h1")])).unwrap();
+        assert_eq!(
+            done,
+            vec![FileOp::Transfer {
+                path: "/home/u/secret.txt".into(),
+                direction: Direction::Download,
+                bytes: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn requests_awaiting_their_replies_are_bounded() {
+        let mut t = Tracker::default();
+        let stat = |id: u32| packet(17, &[&u(id), &s(b"/")]);
+        for id in 0..MAX_PENDING as u32 {
+            t.client(&stat(id)).unwrap();
+        }
+        assert_eq!(
+            t.client(&stat(MAX_PENDING as u32)),
+            Err(Unfollowable::TooManyPending)
         );
     }
 

@@ -1018,6 +1018,60 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     );
 }
 
+/// An SFTP packet of `kind` holding `fields`, as a client sends it.
+fn sftp_packet(kind: u8, fields: &[&[u8]]) -> Vec<u8> {
+    let body = [&[kind][..], &fields.concat()].concat();
+    [&(body.len() as u32).to_be_bytes()[..], &body].concat()
+}
+
+/// An SFTP string: its length, then its bytes.
+fn sftp_string(text: &str) -> Vec<u8> {
+    [&(text.len() as u32).to_be_bytes()[..], text.as_bytes()].concat()
+}
+
+/// A client that opens a file and, before the reply, another under the same request id would
+/// have the first file read under the second's name: the session ends there, on the record,
+/// and nothing of it reaches the target.
+#[test]
+fn an_sftp_request_id_used_again_before_its_reply_ends_the_session() {
+    let s = Setup::start("metadata", "", true);
+    s.grant("30m");
+    let dir = tempfile::tempdir().unwrap();
+    let open = |path: &str| {
+        let id = 5u32.to_be_bytes();
+        let read = 1u32.to_be_bytes();
+        let no_attributes = 0u32.to_be_bytes();
+        sftp_packet(3, &[&id, &sftp_string(path), &read, &no_attributes])
+    };
+    let requests = dir.path().join("requests");
+    let init = sftp_packet(1, &[&3u32.to_be_bytes()]);
+    std::fs::write(
+        &requests,
+        [init, open("/etc/hostname"), open("/tmp/harmless.txt")].concat(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "30", "ssh"])
+        .args(ssh_base_args(s.port, &s.key))
+        .args(["-s", "alice:web@127.0.0.1", "sftp"])
+        .stdin(std::fs::File::open(&requests).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("request id 5 was used again"),
+        "{out:?}"
+    );
+    let ended = s.wait_event("session.ended", Duration::from_secs(10));
+    assert_eq!(ended["details"]["ended_by"], "warden", "{ended}");
+    assert!(
+        ended["details"]["reason"].as_str().unwrap().contains(
+            "SFTP request id 5 was used again while a request with that id awaited its reply"
+        ),
+        "{ended}"
+    );
+    assert!(s.events("session.file_transfer").is_empty());
+}
+
 /// The proxy relays sessions only: a port forwarded either way, the client's agent or its X11
 /// display is refused, and each refusal is on record with what was asked for. A terminal the
 /// role does not give is refused as clearly.
