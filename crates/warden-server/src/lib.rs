@@ -23,6 +23,7 @@ pub mod ca_file;
 pub mod checkpoints;
 pub mod config;
 pub mod config_secret;
+mod disk_space;
 pub mod export;
 pub mod forwarded;
 pub mod http;

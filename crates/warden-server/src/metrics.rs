@@ -122,6 +122,7 @@ series! {
     USERS_LOCKED = gauge("warden_users_locked", "Users whose password and TOTP checks are locked now after wrong answers in a row (see warden user locked).", &[]);
     AUTH_THROTTLED = counter("warden_auth_throttled_total", "Sign-ins and invalid tokens refused since start, unchecked and unaudited, because their address had spent its failed authentications (each throttle's start is audited as auth.source_throttled).", &[]);
     OUTBOX_LAG = gauge("warden_notifications_lag_seconds", "Age of the oldest undelivered notification (0 when none).", &[]);
+    DATA_DIR_FREE = gauge("warden_data_dir_free_bytes", "Free space on the data dir's disk; under 64 MiB the server is not ready.", &[]);
 }
 
 /// The registry of Warden's metrics.
@@ -275,6 +276,10 @@ impl Metrics {
         self.absolute(&BREAKGLASS_USES, &["true"], uses.drills);
         let open = app.store.open_postmortems().await?;
         self.set(&POSTMORTEMS_OPEN, &[], open as f64);
+        // A disk whose space cannot be read leaves the last figure: readiness says why.
+        if let Ok(free) = crate::disk_space::free_bytes(&app.config.data_dir) {
+            self.set(&DATA_DIR_FREE, &[], free as f64);
+        }
         Ok(self.recorder.handle().render())
     }
 }

@@ -14,12 +14,14 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the store answers reads and takes writes, and the audit log's checkpoints are
-/// being signed. A server that cannot write grants nothing and audits nothing: a load balancer
-/// should send callers elsewhere, and its operator hear of it. A write that failed counts for
-/// half a minute when nothing was written since, so an idle server recovers with its disk.
+/// Readiness: the store answers reads and takes writes, its disk has room for them, and the
+/// audit log's checkpoints are being signed. A server that cannot write grants nothing and
+/// audits nothing: a load balancer should send callers elsewhere, and its operator hear of it.
+/// A write that failed counts for half a minute when nothing was written since, so an idle
+/// server recovers with its disk; the disk's free space is read at each call, so an idle
+/// server on a disk that fills up is not ready before its first caller is refused.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, content_type = "text/plain", body = String),
-    (status = 503, description = "`not_ready`: the store does not answer or cannot write, or audit checkpoints fail; the message says which", body = ErrorBody)))]
+    (status = 503, description = "`not_ready`: the store does not answer or cannot write, its disk has under 64 MiB free, or audit checkpoints fail; the message says which", body = ErrorBody)))]
 pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError> {
     let unready = |why: String| {
         tracing::warn!(why = %why, "not ready");
@@ -34,6 +36,17 @@ pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError>
     }
     if let Some(why) = app.store.write_failure() {
         return Err(unready(format!("the store cannot write: {why}")));
+    }
+    match crate::disk_space::free_bytes(&app.config.data_dir) {
+        Ok(free) => {
+            if let Some(why) = crate::disk_space::shortage(free) {
+                return Err(unready(why));
+            }
+        }
+        Err(e) => {
+            let dir = app.config.data_dir.display();
+            return Err(unready(format!("cannot read the free space of {dir}: {e}")));
+        }
     }
     let checkpoint = app.checkpoint_failure.lock().ok().and_then(|f| f.clone());
     if let Some(why) = checkpoint {
