@@ -1149,6 +1149,18 @@ fn bad_notify_sinks_stop_start_up_with_a_clear_message() {
             "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http:///hook\"\n",
             "`url` has no host",
         ),
+        // A port in `host` would fail every delivery on a lookup, for ever.
+        (
+            "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1:21111\"\n\
+             from = \"warden@example.com\"\nto = { security = [\"s@example.com\"] }\n",
+            "notify sink 1 (\"mail\"): `host` \"127.0.0.1:21111\" cannot be used: \
+             host must be a host name or IP address; give the port as port = 21111",
+        ),
+        (
+            "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"smtp://relay.example.com\"\n\
+             from = \"warden@example.com\"\nto = { security = [\"s@example.com\"] }\n",
+            "without a scheme: `tls` says how the connection is protected",
+        ),
     ] {
         std::fs::write(&config, sink).unwrap();
         let out = common::serve_refusing(&config, &dir.path().join("data"));

@@ -15,7 +15,7 @@
 //! [[notify]]
 //! name = "mail"
 //! kind = "smtp"
-//! host = "127.0.0.1"
+//! host = "127.0.0.1"                 # a host name or IP address (IPv6 as "::1", no brackets)
 //! port = 25
 //! from = "Warden <warden@example.com>"
 //! user_domain = "example.com"         # also mail each named recipient at NAME@example.com
@@ -33,6 +33,7 @@
 //! never appears in logs, the status or error messages.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
@@ -84,6 +85,8 @@ pub enum Format {
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub name: String,
+    /// A host name or IP address as the relay is reached, an IPv6 one without brackets
+    /// (`::1`); the port goes in `port`.
     pub host: String,
     /// Default: 25 without TLS, 587 with `starttls`, 465 with `tls`.
     pub port: Option<u16>,
@@ -130,15 +133,74 @@ impl SmtpConfig {
         })
     }
 
-    /// `smtp://` or `smtps://` HOST:PORT, for messages and the status.
+    /// `smtp://` or `smtps://` HOST:PORT (an IPv6 host in brackets), for messages and the
+    /// status.
     pub fn shown(&self) -> String {
         let scheme = if self.tls == SmtpTls::Tls {
             "smtps"
         } else {
             "smtp"
         };
-        format!("{scheme}://{}:{}", self.host, self.port())
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("{scheme}://[{v6}]:{}", self.port()),
+            _ => format!("{scheme}://{}:{}", self.host, self.port()),
+        }
     }
+}
+
+/// Why `host` cannot name a relay, and how to write it instead: it is looked up, or read as
+/// an IP address, exactly as written, so a port, a scheme or IPv6 brackets in it would make
+/// every delivery fail on a lookup, for ever.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.parse::<IpAddr>().is_ok() || is_host_name(host) {
+        return Ok(());
+    }
+    let mut message =
+        format!("`host` {host:?} cannot be used: host must be a host name or IP address");
+    let (scheme, rest) = host.split_once("://").unwrap_or(("", host));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (address, port) = split_port(authority);
+    if address.starts_with('[') || address.parse::<Ipv6Addr>().is_ok() {
+        message.push_str(" (an IPv6 address without brackets, e.g. host = \"::1\")");
+    }
+    if let Some(port) = port {
+        message.push_str(&format!("; give the port as port = {port}"));
+    }
+    if !scheme.is_empty() {
+        message.push_str("; without a scheme: `tls` says how the connection is protected");
+    }
+    Err(message)
+}
+
+/// `authority` without a final `:PORT`, and the port (`[::1]:25` and `relay:25` have one,
+/// `::1` has none).
+fn split_port(authority: &str) -> (&str, Option<u16>) {
+    let split = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:"),
+        None if authority.matches(':').count() == 1 => authority.split_once(':'),
+        None => None,
+    };
+    match split.and_then(|(address, port)| Some((address, port.parse().ok()?))) {
+        Some((address, port)) => (address, Some(port)),
+        None => (authority, None),
+    }
+}
+
+/// Whether `host` is a DNS name: dot-separated labels of letters, digits, `-` and `_`, a
+/// final dot allowed.
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 fn all_audiences() -> BTreeSet<Audience> {
@@ -195,12 +257,7 @@ impl NotifyConfig {
                 }
             }
             NotifyConfig::Smtp(c) => {
-                if c.host.is_empty() || c.host.contains(char::is_whitespace) {
-                    return Err(format!(
-                        "`host` {:?} must be a host name or address",
-                        c.host
-                    ));
-                }
+                check_host(&c.host)?;
                 if c.port == Some(0) {
                     return Err("`port` must be between 1 and 65535".into());
                 }
@@ -314,6 +371,59 @@ mod tests {
         assert_eq!(m.port(), 25);
         assert!(sinks[1].wants(Audience::Security, 0));
         assert!(!sinks[1].wants(Audience::Approvers, 2));
+    }
+
+    #[test]
+    fn an_smtp_host_is_a_name_or_address_and_says_how_to_give_a_port() {
+        for good in [
+            "smtp.example.com",
+            "smtp.example.com.",
+            "relay",
+            "mail_relay.internal",
+            "127.0.0.1",
+            "::1",
+            "fd00::25",
+        ] {
+            assert_eq!(check_host(good), Ok(()), "{good}");
+        }
+        let refused = |host: &str| check_host(host).unwrap_err();
+        let e = refused("127.0.0.1:21111");
+        assert!(
+            e.contains("host must be a host name or IP address; give the port as port = 21111"),
+            "{e}"
+        );
+        let e = refused("smtp://relay.example.com:587");
+        assert!(
+            e.contains("port = 587") && e.contains("without a scheme"),
+            "{e}"
+        );
+        assert!(refused("smtps://relay.example.com").contains("without a scheme"));
+        let e = refused("[::1]:2525");
+        assert!(
+            e.contains("without brackets") && e.contains("port = 2525"),
+            "{e}"
+        );
+        assert!(refused("[::1]").contains("without brackets"));
+        for bad in [
+            "",
+            " relay",
+            "relay example",
+            "-relay",
+            "relay..example",
+            "rélais",
+        ] {
+            assert!(refused(bad).contains("host name or IP address"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_relay_is_shown_in_brackets() {
+        let sinks = parse(
+            "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"::1\"\nport = 2525\n\
+             from = \"w@x.org\"\nuser_domain = \"x.org\"\n",
+        )
+        .unwrap();
+        assert_eq!(sinks[0].destination(), "smtp://[::1]:2525");
     }
 
     #[test]

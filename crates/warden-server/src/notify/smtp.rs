@@ -168,3 +168,71 @@ enum Failed {
     #[error("{0}")]
     Transient(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Takes one connection and one message on `listener`, answering as a relay that accepts
+    /// everything; returns the message's text.
+    async fn relay_one_message(listener: TcpListener) -> String {
+        let (conn, _) = listener.accept().await.unwrap();
+        let (read, mut write) = conn.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 relay ready\r\n").await.unwrap();
+        let (mut message, mut in_data) = (String::new(), false);
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let reply: &[u8] = if in_data {
+                if line != "." {
+                    message.push_str(&line);
+                    message.push('\n');
+                    continue;
+                }
+                in_data = false;
+                b"250 kept\r\n"
+            } else {
+                match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                    Some("DATA") => {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    }
+                    Some("QUIT") => b"221 bye\r\n",
+                    _ => b"250 ok\r\n",
+                }
+            };
+            write.write_all(reply).await.unwrap();
+        }
+        message
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_relay_is_reached_at_its_address_without_brackets() {
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = tokio::spawn(relay_one_message(listener));
+        let config: SmtpConfig = toml::from_str(&format!(
+            "name = \"mail\"\nhost = \"::1\"\nport = {port}\nfrom = \"warden@example.com\"\n\
+             to = {{ security = [\"security@example.com\"] }}\n"
+        ))
+        .unwrap();
+        let sink = SmtpSink::new(&config).unwrap();
+        let notice: Notice = serde_json::from_value(serde_json::json!({
+            "id": uuid::Uuid::nil(), "kind": "break_glass", "audience": "security",
+            "recipients": [], "time": "2026-01-01T00:00:00Z",
+            "request": "01890000-0000-7000-8000-000000000000", "requester": "bob",
+            "target": "web", "role": "root", "reason": "db down", "ticket": null, "ttl": "1h",
+            "breakglass": true, "drill": false, "expires_at": null,
+        }))
+        .unwrap();
+        let links = Links::of(&notice, "https://warden.example.com");
+        assert_eq!(sink.deliver(&notice, &links).await, Ok(Vec::new()));
+        let message = relay.await.unwrap();
+        assert!(
+            message.contains("BREAK-GLASS: bob took web/root"),
+            "{message}"
+        );
+    }
+}
