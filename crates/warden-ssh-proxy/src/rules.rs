@@ -1,18 +1,19 @@
 //! A role's live controls: command deny rules and the file-transfer switch, and the line
 //! tracker that applies deny rules to interactive shells.
 //!
-//! Exec requests are checked exactly: the command string the client sent is what the target
-//! would run. Interactive shells are checked line by line, from a reconstruction of what the
-//! user typed: printable characters, backspace, Ctrl-U, Ctrl-W and quoted inserts (Ctrl-V, which
-//! puts the next key in the line as itself) are followed, and the keys go on as they were
-//! sent, byte for byte; on Enter the
-//! line is matched and, if denied, the Enter is not sent and Ctrl-C is sent instead, so the
-//! shell discards the line. What a line rule cannot catch — it is a guard rail, not a
-//! sandbox: text the shell itself produces (tab completion, history recall with arrows or
-//! `!!`, aliases, functions, variables, command substitution), commands inside scripts or
-//! programs the user starts (`sh -c`, `python`, an editor's `:!`), input that full-screen
-//! programs interpret themselves, and pasted text containing cursor movements. Lines with
-//! escape sequences are still matched on their visible characters.
+//! Exec requests are checked exactly: the command string the client sent, and each of its
+//! lines, is what the target would run. Interactive shells are checked line by line, from a
+//! reconstruction of what the user typed: printable characters, backspace, Ctrl-U, Ctrl-W and
+//! quoted inserts (Ctrl-V, which puts the next key in the line as itself) are followed, and the
+//! keys go on as they were sent, byte for byte; on Enter the line is matched and, if denied,
+//! the Enter is not sent and Ctrl-C and Ctrl-U are sent instead, so the shell discards the
+//! line. What a line rule cannot catch — it is a guard rail, not a sandbox: text the shell
+//! itself produces (tab completion, history recall with arrows or `!!`, aliases, functions,
+//! variables, command substitution), commands inside scripts or programs the user starts
+//! (`sh -c`, `python`, an editor's `:!`), input that full-screen programs interpret
+//! themselves, pasted text containing cursor movements, and a line kept by a shell whose
+//! interrupt and line-kill keys are both off. Lines with escape sequences are still matched on
+//! their visible characters.
 
 use regex::Regex;
 
@@ -43,12 +44,18 @@ impl Rules {
         })
     }
 
-    /// The deny pattern `command` matches, if any.
+    /// The deny pattern `command` matches, if any: the whole of it, or any of its lines, since
+    /// a shell runs each line as a command of its own (`true<newline>rm -rf /`).
     pub fn denies(&self, command: &str) -> Option<&str> {
-        let trimmed = command.trim();
+        std::iter::once(command)
+            .chain(command.split(['\n', '\r']))
+            .find_map(|text| self.pattern_matching(text.trim()))
+    }
+
+    fn pattern_matching(&self, text: &str) -> Option<&str> {
         self.deny
             .iter()
-            .find(|r| r.is_match(trimmed))
+            .find(|r| r.is_match(text))
             .map(Regex::as_str)
     }
 
@@ -98,6 +105,12 @@ pub fn starts_a_shell(command: &str) -> bool {
     rest.all(|w| w.starts_with('-') && (w.starts_with("--") || !w.contains('c')))
 }
 
+/// What replaces the Enter of a denied line. Ctrl-C interrupts the line, and the shell starts
+/// afresh at a new prompt; Ctrl-U, the terminal's line-kill key and readline's
+/// unix-line-discard, then empties the line of a shell whose interrupt key is off (`stty intr
+/// undef`), which would otherwise keep it for the next Enter. On a fresh prompt it does nothing.
+const DISCARD_LINE: [u8; 2] = [0x03, 0x15];
+
 /// What to do with a chunk of interactive input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Filtered {
@@ -134,7 +147,8 @@ enum Escape {
 }
 
 impl LineTracker {
-    /// Feeds keystrokes; a submitted line that `rules` deny is replaced by Ctrl-C.
+    /// Feeds keystrokes; the Enter of a submitted line that `rules` deny is replaced by
+    /// [`DISCARD_LINE`].
     pub fn feed(&mut self, rules: &Rules, input: &[u8]) -> Filtered {
         let mut out = Filtered {
             forward: Vec::with_capacity(input.len()),
@@ -204,7 +218,7 @@ impl LineTracker {
             '\r' | '\n' | '\u{f}' => {
                 let line = std::mem::take(&mut self.line);
                 if let Some(pattern) = rules.denies(&line) {
-                    out.forward.push(0x03);
+                    out.forward.extend_from_slice(&DISCARD_LINE);
                     out.blocked.push((line, pattern.to_owned()));
                     return;
                 }
@@ -245,29 +259,41 @@ mod tests {
     }
 
     #[test]
+    fn each_line_of_an_exec_command_is_matched() {
+        let r = rules();
+        assert_eq!(r.denies("true\nrm -rf /tmp/x"), Some("^rm -rf"));
+        assert_eq!(r.denies("true\r  rm -rf /tmp/x"), Some("^rm -rf"));
+        assert_eq!(r.denies("true\necho rm -rf"), None);
+    }
+
+    #[test]
     fn interactive_lines_are_tracked() {
         let r = rules();
         let cases: &[(&[u8], &[u8], usize)] = &[
             (b"ls\r", b"ls\r", 0),
-            (b"rm -rf /tmp/x\r", b"rm -rf /tmp/x\x03", 1),
+            (b"rm -rf /tmp/x\r", b"rm -rf /tmp/x\x03\x15", 1),
             // Backspace turns "rm -rx" into "rm -r" + "f": still denied.
-            (b"rm -rx\x7ff /\r", b"rm -rx\x7ff /\x03", 1),
+            (b"rm -rx\x7ff /\r", b"rm -rx\x7ff /\x03\x15", 1),
             // Ctrl-U discards what was typed before it.
             (b"shutdown\x15echo hi\r", b"shutdown\x15echo hi\r", 0),
             // Arrow keys are passed on and do not end up in the line.
-            (b"\x1b[Ashutdown\r", b"\x1b[Ashutdown\x03", 1),
+            (b"\x1b[Ashutdown\r", b"\x1b[Ashutdown\x03\x15", 1),
             // A meta key (readline's numeric argument) takes one key, not the next letter.
-            (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x03", 1),
+            (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x03\x15", 1),
             // Ctrl-O runs the line too.
-            (b"rm -rf /\x0f", b"rm -rf /\x03", 1),
+            (b"rm -rf /\x0f", b"rm -rf /\x03\x15", 1),
             // A quoted Ctrl-U (Ctrl-V first) is a character of the line, not its erasure: once
             // backspaced away, the line is what it was.
             (
                 b"rm -rf /tmp/vic\x16\x15\x7ftim\r",
-                b"rm -rf /tmp/vic\x16\x15\x7ftim\x03",
+                b"rm -rf /tmp/vic\x16\x15\x7ftim\x03\x15",
                 1,
             ),
-            (b"shut\x11\x15\x08down\r", b"shut\x11\x15\x08down\x03", 1),
+            (
+                b"shut\x11\x15\x08down\r",
+                b"shut\x11\x15\x08down\x03\x15",
+                1,
+            ),
         ];
         for (input, forward, blocked) in cases {
             let mut t = LineTracker::default();

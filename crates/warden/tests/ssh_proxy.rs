@@ -585,6 +585,12 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     assert!(text(&out.stderr).contains("command blocked"), "{out:?}");
     let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
     assert_eq!(blocked["details"]["rule"], "^rm -rf");
+    // So does one on a later line of the command, which the shell runs as a command of its own.
+    let (_markers, marker) = removable_marker();
+    let out = s.ssh(&format!("true\nrm -rf {}", marker.display()));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("command blocked"), "{out:?}");
+    assert!(marker.exists(), "the second line ran");
 
     // A shell without a terminal would read its lines unchecked: refused.
     let mut piped = std::process::Command::new("timeout")
@@ -650,7 +656,27 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     term.wait_for("started-5", 1, Duration::from_secs(15));
     term.send_line("shutdown -h now");
     term.wait_for("warden: blocked", 1, Duration::from_secs(10));
+    // With the shell's interrupt key off, a denied line is discarded all the same, and the
+    // next Enter runs nothing.
+    term.send_line("stty intr undef");
+    term.send_line(&format!("rm -rf {}", marker.display()));
+    term.wait_for("warden: blocked", 2, Duration::from_secs(10));
+    term.send_line("");
+    term.send_line("echo then-$((3+4))");
+    term.wait_for("then-7", 1, Duration::from_secs(10));
+    assert!(marker.exists(), "the denied line ran at the next Enter");
     term.send_line("exit");
+}
+
+/// A file the target's login could remove, in a directory of its own: what a command that must
+/// not run would remove.
+fn removable_marker() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = dir.path().join("marker");
+    std::fs::write(&marker, "").unwrap();
+    (dir, marker)
 }
 
 #[test]
