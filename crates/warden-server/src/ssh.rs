@@ -40,6 +40,16 @@ pub fn key_proof_message(user: &str) -> String {
     format!("register this SSH key to Warden user {user}\n")
 }
 
+/// The key of an OpenSSH public key line that users may sign in to the SSH proxy with, or why
+/// not; the client checks a file with it before it asks for the key's proof.
+pub fn registrable_key(text: &str) -> Result<PublicKey, String> {
+    let key = ssh_cert::user_key(text)?;
+    if key.key_data().rsa().is_some() {
+        return Err("the SSH proxy signs users in with Ed25519 and ECDSA keys, not RSA: register an Ed25519 key (ssh-keygen -t ed25519)".into());
+    }
+    Ok(key)
+}
+
 /// Checks that `proof` is `key`'s signature over [`key_proof_message`] for `user`.
 fn check_key_proof(key: &PublicKey, user: &str, proof: &str) -> Result<(), String> {
     let how = format!(
@@ -405,15 +415,10 @@ impl App {
             code: "bad_public_key",
             message,
         };
-        let key = ssh_cert::user_key(text).map_err(input)?;
+        let key = registrable_key(text).map_err(input)?;
         if fingerprint(&key) == self.ca.fingerprint() {
             return Err(input(
                 "that is Warden's own user CA key, not yours: register the public key of your key pair".into(),
-            ));
-        }
-        if key.key_data().rsa().is_some() {
-            return Err(input(
-                "the SSH proxy signs users in with Ed25519 and ECDSA keys, not RSA: register an Ed25519 key (ssh-keygen -t ed25519)".into(),
             ));
         }
         check_key_proof(&key, caller.user.name.as_str(), proof).map_err(|message| {

@@ -422,8 +422,14 @@ impl Client {
             return serde_json::from_slice(text)
                 .context("the server sent a response this client does not understand");
         }
+        Err(self.refusal(status, &bytes).into())
+    }
+
+    /// The failure a non-2xx answer with `body` stands for: the server's own error when the body
+    /// is Warden's, else a word that something else may be answering at that address.
+    fn refusal(&self, status: reqwest::StatusCode, body: &[u8]) -> Failure {
         let (api_code, message, diagnostics, request_id) =
-            match serde_json::from_slice::<ErrorBody>(&bytes) {
+            match serde_json::from_slice::<ErrorBody>(body) {
                 Ok(b) => (
                     Some(b.error.code),
                     b.error.message,
@@ -433,17 +439,29 @@ impl Client {
                 Err(_) => (None, self.not_warden(status), None, None),
             };
         let message = self.with_path_hint(status.as_u16(), api_code.as_deref(), message);
-        Err(Failure {
+        Failure {
             diagnostics,
             request_id,
             ..Failure::from_status(status.as_u16(), api_code, message)
         }
-        .into())
     }
 
     /// GET with the token.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.http.get(self.url(path)), true).await
+    }
+
+    /// A success answer that does not hold the `what` asked for: something else may answer at
+    /// this address (a proxy's or portal's page), and whatever the answer was written over
+    /// must be left as it was.
+    pub fn not_a(&self, what: &str) -> Failure {
+        Failure::new(
+            exit::FAILURE,
+            format!(
+                "{} answered with no {what}: is it a Warden server (check --server or WARDEN_SERVER)?",
+                self.server
+            ),
+        )
     }
 
     /// GET without a token, returning text.
@@ -460,15 +478,15 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Failure::from_status(
-                resp.status().as_u16(),
-                None,
-                format!("server answered {}", resp.status()),
-            )
-            .into());
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::new(exit::UNREACHABLE, format!("reading the response: {e}")))?;
+        if !status.is_success() {
+            return Err(self.refusal(status, &bytes).into());
         }
-        Ok(resp.bytes().await?.to_vec())
+        Ok(bytes.to_vec())
     }
 
     /// GET text with the token.
@@ -503,12 +521,8 @@ impl Client {
             .map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let (code, message) = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| (Some(b.error.code), b.error.message))
-                .unwrap_or_else(|_| (None, self.not_warden(status)));
-            let message = self.with_path_hint(status.as_u16(), code.as_deref(), message);
-            return Err(Failure::from_status(status.as_u16(), code, message).into());
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(self.refusal(status, &body).into());
         }
         Ok(resp)
     }

@@ -252,10 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SshRevokedKeys { out: file } => {
             commands::ssh::revoked_keys(server, file.as_deref(), out).await
         }
-        Command::SshCa => {
-            let client = client::Client::new(server)?;
-            out.document("ca_public_key", &client.get_text("/v1/ssh/ca").await?)
-        }
+        Command::SshCa => commands::ssh::ca(server, out).await,
         Command::Audit(c) => commands::audit::run(server, c, out).await,
         Command::Report(a) => commands::report::run(server, a, out).await,
         Command::Keys(c) => commands::ssh::keys(server, c, out).await,

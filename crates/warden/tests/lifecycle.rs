@@ -2433,3 +2433,89 @@ fn request_lists_page_on_with_before() {
     assert_eq!(ids, [made[0].as_str()], "{next}");
     fails(&alice, &["request", "list", "--before", "not-an-id"], 2);
 }
+
+/// Something that answers HTTP at `--server` but is not Warden (a portal's empty page): the
+/// documents meant for sshd and for checking the log are refused, not written over good ones,
+/// and a Warden error on those endpoints is given as the server said it.
+#[test]
+fn documents_from_something_that_is_not_warden_are_refused() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answers = std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let mut stream = stream.unwrap();
+            let mut head = [0u8; 4096];
+            let n = stream.read(&mut head).unwrap_or(0);
+            let asked = String::from_utf8_lossy(&head[..n]).into_owned();
+            let reply = if asked.starts_with("GET /v1/audit/verifier-key") {
+                let body =
+                    r#"{"error":{"code":"storage_unavailable","message":"the store is down"}}"#;
+                format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>".to_owned()
+            };
+            stream.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    let cli = warden_testkit::Cli::new(std::path::Path::new(BIN), &url);
+    let kept = cli.home().join("revoked.krl");
+    std::fs::write(&kept, b"SSHKRL\n\0a list kept from before").unwrap();
+    let out = fails(
+        &cli,
+        &["ssh-revoked-keys", "--out", kept.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        out.stderr
+            .contains("answered with no OpenSSH key revocation list"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        b"SSHKRL\n\0a list kept from before"
+    );
+    let out = fails(&cli, &["ssh-ca"], 1);
+    assert!(
+        out.stderr.contains("answered with no SSH public key"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let out = fails(&cli, &["audit", "verifier-key"], 1);
+    assert!(out.stderr.contains("the store is down"), "{out:?}");
+    let out = fails(&cli, &["audit", "verifier-key", "--json"], 1);
+    assert_eq!(error_code(&out.stderr), "storage_unavailable", "{out:?}");
+    answers.join().unwrap();
+}
+
+/// A key the SSH proxy cannot take, or a file that holds none, is said so before ssh-keygen is
+/// asked to sign with it (which would have blamed a missing private half).
+#[test]
+fn keys_add_names_a_key_the_proxy_cannot_take() {
+    let cli = warden_testkit::Cli::new(std::path::Path::new(BIN), "http://127.0.0.1:9");
+    let rsa = cli.home().join("rsa");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::remove_file(&rsa).unwrap();
+    let out = fails(&cli, &["keys", "add", &format!("{}.pub", rsa.display())], 2);
+    assert!(
+        out.stderr.contains("Ed25519 and ECDSA keys, not RSA"),
+        "{out:?}"
+    );
+    let garbage = cli.home().join("g.pub");
+    std::fs::write(&garbage, "garbage\n").unwrap();
+    let out = fails(
+        &cli,
+        &["--json", "keys", "add", garbage.to_str().unwrap()],
+        2,
+    );
+    let said: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    assert_eq!(said["error"]["code"], "usage", "{out:?}");
+}

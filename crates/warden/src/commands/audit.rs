@@ -139,9 +139,13 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
             return out.document("checkpoint", &note);
         }
         AuditCommand::VerifierKey => {
-            let key = Client::new(server)?
-                .get_text("/v1/audit/verifier-key")
-                .await?;
+            let client = Client::new(server)?;
+            let key = client.get_text("/v1/audit/verifier-key").await?;
+            // What is printed here is kept to check the log by: a page that is no key would
+            // only fail later, at a verification.
+            if key.trim().parse::<warden_audit::NoteVerifier>().is_err() {
+                return Err(client.not_a("audit verifier key").into());
+            }
             return out.document("verifier_key", &key);
         }
         AuditCommand::Verify {

@@ -59,6 +59,10 @@ pub async fn keys(server: Option<String>, cmd: KeysCommand, out: Output) -> anyh
     match cmd {
         KeysCommand::Add { file, proof } => {
             let text = super::read_public_key(&file)?;
+            // Checked before ssh-keygen is asked to sign with it: a key the proxy cannot take
+            // is said so, not taken for one whose private half is missing.
+            warden_server::ssh::registrable_key(&text)
+                .map_err(|why| Failure::new(exit::USAGE, format!("{}: {why}", file.display())))?;
             let proof = match proof {
                 Some(p) => std::fs::read_to_string(&p).map_err(|e| {
                     Failure::new(exit::USAGE, format!("cannot read {}: {e}", p.display()))
@@ -131,6 +135,7 @@ fn sign_key_proof(public: &std::path::Path, user: &str) -> anyhow::Result<String
         .arg(key)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| {
             Failure::new(
@@ -149,11 +154,13 @@ fn sign_key_proof(public: &std::path::Path, user: &str) -> anyhow::Result<String
     }
     let signed = child.wait_with_output()?;
     if !signed.status.success() {
+        let why = String::from_utf8_lossy(&signed.stderr);
         return Err(Failure::new(
             exit::USAGE,
             format!(
-                "ssh-keygen could not sign with {} (above, why): registering a key needs its private half, in the file beside the public key or in ssh-agent",
-                key.display()
+                "ssh-keygen could not sign with {} ({}): registering a key needs its private half, in the file beside the public key or in ssh-agent",
+                key.display(),
+                why.split_whitespace().collect::<Vec<_>>().join(" ")
             ),
         )
         .into());
@@ -471,6 +478,30 @@ fn certifies(cert: &std::path::Path, key: &ssh_key::public::KeyData) -> bool {
         .is_some_and(|c| c.public_key() == key)
 }
 
+/// An OpenSSH key revocation list starts so (`PROTOCOL.krl`).
+const KRL_MAGIC: &[u8] = b"SSHKRL\n\0";
+
+/// The server's revocation list, checked to be one: sshd reading an empty file revokes nothing,
+/// and one that is no list refuses every certificate.
+async fn fetch_revocation_list(server: Option<String>) -> anyhow::Result<Vec<u8>> {
+    let client = Client::new(server)?;
+    let krl = client.get_bytes("/v1/ssh/revoked-keys").await?;
+    if !krl.starts_with(KRL_MAGIC) {
+        return Err(client.not_a("OpenSSH key revocation list").into());
+    }
+    Ok(krl)
+}
+
+/// `warden ssh-ca`: the user CA's public key, for sshd's `TrustedUserCAKeys`, checked to be one.
+pub async fn ca(server: Option<String>, out: Output) -> anyhow::Result<()> {
+    let client = Client::new(server)?;
+    let key = client.get_text("/v1/ssh/ca").await?;
+    if ssh_key::PublicKey::from_openssh(key.trim()).is_err() {
+        return Err(client.not_a("SSH public key").into());
+    }
+    out.document("ca_public_key", &key)
+}
+
 /// Fetches the key revocation list and writes it to `file`, through a temporary file renamed
 /// over it (sshd never reads half a list), or to standard output.
 pub async fn revoked_keys(
@@ -493,15 +524,10 @@ pub async fn revoked_keys(
             )
             .into());
         }
-        let krl = Client::new(server)?
-            .get_bytes("/v1/ssh/revoked-keys")
-            .await?;
-        std::io::stdout().write_all(&krl)?;
+        std::io::stdout().write_all(&fetch_revocation_list(server).await?)?;
         return Ok(());
     };
-    let krl = Client::new(server)?
-        .get_bytes("/v1/ssh/revoked-keys")
-        .await?;
+    let krl = fetch_revocation_list(server).await?;
     let mut name = file.file_name().unwrap_or_default().to_os_string();
     name.push(".new");
     let staged = file.with_file_name(name);
