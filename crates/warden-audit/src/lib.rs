@@ -51,5 +51,5 @@ pub mod verify;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use merkle::{FrontierError, Hash, ProofError, Tree};
-pub use note::{KeyError, NoteSigner, NoteVerifier};
+pub use note::{KeyError, NoteSigner, NoteVerifier, valid_key_name};
 pub use verify::{BlockCheck, Problem, Record, Report, verify_log, verify_log_from};

@@ -54,7 +54,7 @@ pub enum KeyError {
 /// Whether `name` may be a key name: non-empty, no Unicode spaces, no `+`
 /// (the separator of key strings) and no control characters (which notes
 /// may not contain).
-pub(crate) fn valid_key_name(name: &str) -> bool {
+pub fn valid_key_name(name: &str) -> bool {
     !name.is_empty()
         && !name
             .chars()

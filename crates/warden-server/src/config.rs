@@ -357,6 +357,14 @@ fn top_level(message: &str) -> bool {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // It names the administrators and their first passwords: whoever else may change it
+        // may make themselves one.
+        if let Some(why) = crate::owner_only::others_may_change(path, None) {
+            return Err(ConfigError::Parse {
+                path: path.into(),
+                message: why,
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.into(),
             error,
@@ -365,6 +373,15 @@ impl Config {
             path: path.into(),
             message: parse_error(&text, &e),
         })?;
+        if !warden_audit::valid_key_name(&config.audit_origin) {
+            return Err(ConfigError::Parse {
+                path: path.into(),
+                message: format!(
+                    "`audit_origin` {:?} cannot name the audit log's signing key: write it without spaces, `+` or control characters, e.g. \"warden.example.com\"",
+                    config.audit_origin
+                ),
+            });
+        }
         if let Some(u) = &config.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
@@ -436,6 +453,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_others_may_change_or_a_bad_audit_origin_is_refused_on_reading() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "[users.eve]\ngroups = [\"admins\"]\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            said.contains("writable by group or others (mode 666)") && said.contains("chmod go-w"),
+            "{said}"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Config::load(&p).unwrap();
+        std::fs::write(&p, "audit_origin = \"bad origin\"\n").unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            said.contains("`audit_origin` \"bad origin\" cannot name"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn metrics_token_is_long_and_never_shown() {

@@ -1,5 +1,5 @@
-//! Who besides the server's user may change a path. The policy directory decides who gets
-//! access and the data dir holds the keys and the database, so anyone else able to write
+//! Who besides the server's user may change a path. The policy directory and the config file
+//! decide who gets access and the data dir holds the keys and the database, so anyone else able to write
 //! them, to own them (an owner may make a file writable at will), to replace a directory
 //! above them, or to point a link on the way to them elsewhere, could grant themselves access.
 
@@ -122,12 +122,12 @@ fn open(p: &Path, named: &str, fix_on: &str, above: bool, me: u32) -> Option<Str
     let mode = meta.mode();
     if meta.uid() != me && meta.uid() != 0 {
         Some(format!(
-            "{named} is owned by uid {}, not by the server's user (uid {me}) or root, and its owner can change it at will: whoever can change the policy or the data dir decides who gets access; chown {fix_on} to the server's user",
+            "{named} is owned by uid {}, not by the server's user (uid {me}) or root, and its owner can change it at will: whoever can change the policy, the config or the data dir decides who gets access; chown {fix_on} to the server's user",
             meta.uid()
         ))
     } else if mode & 0o022 != 0 && !(above && mode & 0o1000 != 0) {
         Some(format!(
-            "{named} is writable by group or others (mode {:o}): whoever can write the policy or the data dir decides who gets access; run chmod go-w on {fix_on}",
+            "{named} is writable by group or others (mode {:o}): whoever can write the policy, the config or the data dir decides who gets access; run chmod go-w on {fix_on}",
             mode & 0o777
         ))
     } else {
