@@ -184,6 +184,15 @@ impl SinkConfig {
                 if c.path.as_os_str().is_empty() {
                     return Err("`path` is empty".into());
                 }
+                // The file is made at the first export, its directory never: a typo would
+                // otherwise only show as an export failing for good.
+                let dir = c.path.parent().filter(|d| !d.as_os_str().is_empty());
+                if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                    return Err(format!(
+                        "`path`'s directory {} is not there: create it, writable by the server's user, or correct the path",
+                        dir.display()
+                    ));
+                }
                 if c.max_bytes == 0 {
                     return Err("`max_bytes` must be at least 1".into());
                 }
@@ -370,6 +379,10 @@ mod tests {
             (
                 "kind = \"file\"\nname = \"a\"\npath = \"\"",
                 "`path` is empty",
+            ),
+            (
+                "kind = \"file\"\nname = \"a\"\npath = \"/nonexistent/dir/a.jsonl\"",
+                "`path`'s directory /nonexistent/dir is not there",
             ),
             (
                 "kind = \"file\"\nname = \"a\"\npath = \"/x\"\nmax_bytes = 0",
