@@ -24,6 +24,10 @@ use crate::names::{RoleName, TargetName, UserName};
 use crate::text::{Comment, Reason, Ticket};
 use crate::ttl::Ttl;
 
+/// How the end comment of a request whose credential could not be issued begins: the target
+/// failed, not the policy, and clients say so as a failure rather than a refusal.
+pub const UNISSUED: &str = "the credential could not be issued";
+
 /// A request's id: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -679,7 +683,8 @@ impl Request {
         Ok(())
     }
 
-    /// Ends an approved request whose credential could not be issued; nothing was granted.
+    /// Ends an approved request whose credential could not be issued; nothing was granted. `why`
+    /// starts with [`UNISSUED`], by which clients tell this end from a refusal.
     pub fn end_unissued(
         &mut self,
         why: String,

@@ -131,7 +131,7 @@ impl App {
                     }));
                 }
                 events.push(failed);
-                let why = format!("the credential could not be issued: {e}");
+                let why = format!("{}: {e}", warden_domain::request::UNISSUED);
                 r.end_unissued(why.clone(), now)?;
                 // Security hears of every failed emergency; a requester who is not the caller
                 // (their request was just approved) would otherwise never learn it failed.

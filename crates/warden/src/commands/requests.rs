@@ -651,9 +651,22 @@ pub(super) async fn created_or_ended(
     }
 }
 
-/// After waiting for a decision: a request that ended without a grant is a refusal.
+/// After waiting for a decision: a request that ended without a grant is a refusal, but for one
+/// whose credential the target failed to issue, which fails as approving it did.
 pub(super) fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
     let state = v["state"].as_str().unwrap_or_default();
+    let comment = v["end_comment"].as_str().unwrap_or_default();
+    if ended_ungranted(v) && comment.starts_with(warden_domain::request::UNISSUED) {
+        return Err(Failure {
+            api_code: Some("issuer_failed".into()),
+            request_id: Some(s(v, "id")),
+            ..Failure::new(
+                exit::FAILURE,
+                format!("request {} ended {state}: {comment}", s(v, "id")),
+            )
+        }
+        .into());
+    }
     let how = match state {
         "denied" => "was denied".to_owned(),
         "cancelled" => "was cancelled".to_owned(),
