@@ -219,6 +219,10 @@ fn master_key(data: &Path) -> anyhow::Result<Sealer> {
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    // Registered as early, for the same reason: a `systemctl reload` during a start would
+    // otherwise kill it. One that comes before the server is up reloads once it is.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
     let mut config = match &opts.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -533,7 +537,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     crate::notify::outbox::check(&app)?;
     let dispatcher = tokio::spawn(crate::notify::outbox::run(app.clone(), stop_rx.clone()));
     let checkpointer = tokio::spawn(crate::checkpoints::run(app.clone(), stop_rx.clone()));
-    tokio::spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
+    tokio::spawn(reload_on_sighup(app.clone(), hup, stop_rx.clone()));
 
     let router = crate::api::router(app.clone());
     crate::http::serve(
@@ -661,11 +665,12 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-async fn reload_on_sighup(app: Shared, mut stop: watch::Receiver<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+/// Reloads the policy at each SIGHUP `hup` hears, until `stop` changes.
+async fn reload_on_sighup(
+    app: Shared,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = hup.recv() => match app.reload_policy(Actor::system()).await {

@@ -729,3 +729,41 @@ fn output_cut_short_by_its_reader_ends_quietly() {
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A SIGHUP that comes while the server starts (a `systemctl reload` at the wrong moment) does
+/// not kill it: it reloads once the server is up.
+#[test]
+fn a_sighup_during_the_start_reloads_once_the_server_is_up() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--dev", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    unsafe_kill(child.id(), "HUP");
+    let mut log = String::new();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    let mut alive_for = std::time::Duration::ZERO;
+    while alive_for < std::time::Duration::from_secs(3) {
+        assert!(child.try_wait().unwrap().is_none(), "killed by the SIGHUP");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        alive_for += std::time::Duration::from_millis(100);
+    }
+    unsafe_kill(child.id(), "TERM");
+    let stopped = (0..100).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    let log = reader.join().unwrap();
+    assert!(log.contains("policy reloaded on SIGHUP"), "{log}");
+}
