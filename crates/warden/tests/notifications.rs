@@ -1161,6 +1161,14 @@ fn bad_notify_sinks_stop_start_up_with_a_clear_message() {
              from = \"warden@example.com\"\nto = { security = [\"s@example.com\"] }\n",
             "without a scheme: `tls` says how the connection is protected",
         ),
+        // An error in the second sink is placed there, naming it and the field.
+        (
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\n\
+             [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\ntls = \"tls\"\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n\
+             username = \"warden\"\npassword = \"\"\n",
+            "line 6, column 1: notify sink 2 (\"mail\"): `password`: the secret is empty",
+        ),
     ] {
         std::fs::write(&config, sink).unwrap();
         let out = common::serve_refusing(&config, &dir.path().join("data"));

@@ -33,18 +33,20 @@
 //! never appears in logs, the status or error messages.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use warden_domain::Audience;
 
 use crate::config_secret::ConfigSecret;
-use crate::export::{Headers, Named, check_all, check_name, shown_url};
+use crate::export::{Headers, check_name, shown_url};
 
-/// One notification destination.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+/// One notification destination: a `[[notify]]` table, its `kind` saying which.
+#[derive(Debug, Clone)]
 pub enum NotifyConfig {
     Webhook(WebhookConfig),
     Smtp(SmtpConfig),
@@ -308,20 +310,133 @@ impl NotifyConfig {
     }
 }
 
-impl Named for NotifyConfig {
-    fn name(&self) -> &str {
-        NotifyConfig::name(self)
+/// Deserializes the `notify` list, each sink read and checked on its own as it comes, so that
+/// an error names the sink (its number and name) and the field, and the parser places it at
+/// that sink's `[[notify]]`; names are unique, as queued notifications are kept per sink name.
+pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NotifyConfig>, D::Error> {
+    d.deserialize_seq(SinkList)
+}
+
+/// Reads the `[[notify]]` tables in order.
+struct SinkList;
+
+impl<'de> Visitor<'de> for SinkList {
+    type Value = Vec<NotifyConfig>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[[notify]] tables")
     }
-    fn check(&self) -> Result<(), String> {
-        NotifyConfig::check(self)
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut sinks = Vec::new();
+        while let Some(sink) = seq.next_element_seed(OneSink { before: &sinks })? {
+            sinks.push(sink);
+        }
+        Ok(sinks)
     }
 }
 
-/// Deserializes the `notify` list and checks it: each sink on its own, names unique.
-pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NotifyConfig>, D::Error> {
-    let sinks = Vec::<NotifyConfig>::deserialize(d)?;
-    check_all(&sinks, "notify sink").map_err(serde::de::Error::custom)?;
-    Ok(sinks)
+/// One `[[notify]]` table, after the sinks `before` it. It is read whole, then made a sink:
+/// an error made then is the table's, which the parser places at its `[[notify]]` line.
+struct OneSink<'a> {
+    before: &'a [NotifyConfig],
+}
+
+impl<'de> DeserializeSeed<'de> for OneSink<'_> {
+    type Value = NotifyConfig;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<NotifyConfig, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OneSink<'_> {
+    type Value = NotifyConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a [[notify]] table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NotifyConfig, A::Error> {
+        let mut table = toml::Table::new();
+        while let Some((key, value)) = map.next_entry::<String, toml::Value>()? {
+            table.insert(key, value);
+        }
+        let number = self.before.len() + 1;
+        let which = match table.get("name").and_then(toml::Value::as_str) {
+            Some(name) => format!("notify sink {number} ({name:?})"),
+            None => format!("notify sink {number}"),
+        };
+        self.sink(table)
+            .map_err(|m| de::Error::custom(format!("{which}: {m}")))
+    }
+}
+
+impl OneSink<'_> {
+    /// The sink `table` configures, checked.
+    fn sink(&self, mut table: toml::Table) -> Result<NotifyConfig, String> {
+        let kind = table.remove("kind");
+        let fields = MapAccessDeserializer::new(Fields::new(table));
+        let read = |e: toml::de::Error| e.message().to_owned();
+        let sink = match kind {
+            Some(toml::Value::String(k)) if k == "webhook" => {
+                NotifyConfig::Webhook(WebhookConfig::deserialize(fields).map_err(read)?)
+            }
+            Some(toml::Value::String(k)) if k == "smtp" => {
+                NotifyConfig::Smtp(SmtpConfig::deserialize(fields).map_err(read)?)
+            }
+            Some(other) => return Err(format!("`kind` {other} is not \"webhook\" or \"smtp\"")),
+            None => return Err("missing field `kind`: \"webhook\" or \"smtp\"".into()),
+        };
+        sink.check()?;
+        if self.before.iter().any(|s| s.name() == sink.name()) {
+            return Err("the name is used by another sink; names must be unique".into());
+        }
+        Ok(sink)
+    }
+}
+
+/// A sink's fields, as its kind's struct reads them: an error in one names the field.
+struct Fields {
+    entries: toml::map::IntoIter<String, toml::Value>,
+    value: Option<(String, toml::Value)>,
+}
+
+impl Fields {
+    fn new(table: toml::Table) -> Self {
+        Self {
+            entries: table.into_iter(),
+            value: None,
+        }
+    }
+}
+
+impl<'de> MapAccess<'de> for Fields {
+    type Error = toml::de::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let read = seed.deserialize(key.clone().into_deserializer())?;
+        self.value = Some((key, value));
+        Ok(Some(read))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let (key, value) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("a value was asked for before its key"))?;
+        seed.deserialize(value)
+            .map_err(|e| de::Error::custom(format!("`{key}`: {}", e.message())))
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +539,66 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sinks[0].destination(), "smtp://[::1]:2525");
+    }
+
+    /// The error reading `text`, and the line it is placed at.
+    fn placed(text: &str) -> (String, usize) {
+        let e = toml::from_str::<Doc>(text).unwrap_err();
+        let at = e.span().expect("an error placed in the file").start;
+        (e.message().to_owned(), text[..at].matches('\n').count() + 1)
+    }
+
+    #[test]
+    fn an_error_names_its_sink_and_field_and_is_placed_at_that_sink() {
+        let first =
+            "[[notify]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\n";
+        let mail = "[[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n\
+                    from = \"w@x.org\"\nuser_domain = \"x.org\"\ntls = \"tls\"\nusername = \"u\"\n";
+        let cases = [
+            (
+                format!("{first}{mail}password = \"\"\n"),
+                "notify sink 2 (\"mail\"): `password`: the secret is empty",
+            ),
+            (
+                format!("{first}{mail}password = \"p\"\nsender = \"x\"\n"),
+                "notify sink 2 (\"mail\"): unknown field `sender`",
+            ),
+            (
+                format!("{first}{mail}"),
+                "notify sink 2 (\"mail\"): `username` and `password` go together",
+            ),
+            (
+                format!("{first}{}", first.replace(":9/", ":10/")),
+                "notify sink 2 (\"chat\"): the name is used by another sink",
+            ),
+            (
+                format!("{first}[[notify]]\nname = \"hook\"\nurl = \"http://h/\"\n"),
+                "notify sink 2 (\"hook\"): missing field `kind`",
+            ),
+            (
+                format!("{first}[[notify]]\nkind = \"teams\"\n"),
+                "notify sink 2: `kind` \"teams\" is not \"webhook\" or \"smtp\"",
+            ),
+            (
+                format!(
+                    "{first}[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://h/\"\n\
+                     header = {{ Authorization = \"\" }}\n"
+                ),
+                "notify sink 2 (\"hook\"): `header`: the secret is empty",
+            ),
+        ];
+        for (text, expected) in cases {
+            let (message, line) = placed(&text);
+            assert!(message.starts_with(expected), "{message}\n{text}");
+            assert_eq!(line, 6, "{message}\n{text}");
+        }
+        // The first sink is placed at its own line too.
+        let (message, line) = placed(&format!("# where notices go\n\n{mail}password = \"\"\n"));
+        assert!(
+            message.starts_with("notify sink 1 (\"mail\"): `password`"),
+            "{message}"
+        );
+        assert_eq!(line, 3);
     }
 
     #[test]
