@@ -284,6 +284,34 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
         notices(&hook, "approval_needed", &after)[0]["recipients"],
         serde_json::json!(["bob"])
     );
+
+    // A reason that Slack's escapes make five times as long still fits a section block, which
+    // Slack refuses past 3000 characters: shortened and marked, the facts and links whole.
+    let amp = "&".repeat(1000);
+    let long = id(&ok(
+        &alice,
+        &[
+            "request", "create", "web", "--role", "deploy", "--reason", &amp, "--ttl", "30m",
+        ],
+    ));
+    let mut block = String::new();
+    wait_for("the long reason's chat message", || {
+        let found = chat.accepted().into_iter().find(|m| {
+            m["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("request: {long}")))
+        });
+        if let Some(m) = found {
+            block = m["blocks"][0]["text"]["text"].as_str().unwrap().to_owned();
+        }
+        !block.is_empty()
+    });
+    assert!(block.encode_utf16().count() <= 3000, "{}", block.len());
+    assert!(
+        block.contains("&amp;&amp;… (shortened)")
+            && block.contains(&format!("warden request approve {long}")),
+        "{block}"
+    );
 }
 
 /// Whoever broke the glass does not close its postmortem, even as a member of security:

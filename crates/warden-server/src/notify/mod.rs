@@ -56,10 +56,11 @@ impl Links {
     }
 }
 
-/// The notice as plain text: subject, facts, links and id.
-fn text(n: &Notice, links: &Links) -> String {
+/// The notice as plain text: subject, `facts` (the notice's own, or some of them shortened to
+/// fit a receiver's limit), links and id.
+fn text(n: &Notice, facts: &[(&str, String)], links: &Links) -> String {
     let mut out = format!("{}\n\n", n.subject());
-    for (k, v) in n.facts() {
+    for (k, v) in facts {
         out.push_str(&format!("{k}: {v}\n"));
     }
     out.push_str(&format!("\n{}\n", links.request));
@@ -185,7 +186,7 @@ mod tests {
             format!("https://warden.example.com/v1/requests/{id}")
         );
         assert_eq!(l.commands[0], format!("warden request approve {id}"));
-        let t = text(&n, &l);
+        let t = text(&n, &n.facts(), &l);
         assert!(t.starts_with("[Warden] alice asks for web/deploy"), "{t}");
         assert!(t.contains(&format!("notification id: {id}")), "{t}");
     }

@@ -141,7 +141,7 @@ impl SmtpSink {
             builder = builder.to(m);
         }
         let message = builder
-            .body(text(n, links))
+            .body(text(n, &n.facts(), links))
             .map_err(|e| Failed::Permanent(format!("cannot build the message: {e}")))?;
         // The transport's own timeout bounds its connect alone: a relay that takes the
         // connection and never answers would hold this delivery, and its sink, for ever.
