@@ -293,6 +293,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let ssh_tcp = crate::ssh::listen(&config).await?;
+    crate::ssh::check_host_key(&config)?;
     // A bootstrap password that would be refused is refused now, before anything is made.
     if !has_history
         && let Ok(given) = std::env::var(BOOTSTRAP_PASSWORD_ENV)

@@ -671,6 +671,16 @@ pub async fn listen(config: &crate::config::Config) -> anyhow::Result<tokio::net
         .map_err(|e| anyhow::anyhow!("cannot listen for SSH on {}: {e}", config.ssh_listen))
 }
 
+/// Refuses a host key the proxy would refuse at [`bind`] (one others can read, one damaged),
+/// first thing at start, before anything else is made: `bind` comes once the store is open.
+pub fn check_host_key(config: &crate::config::Config) -> anyhow::Result<()> {
+    let key_path = config.data_dir.join("ssh_host_ed25519_key");
+    if key_path.exists() {
+        warden_ssh_proxy::load_or_create_host_key(&key_path)?;
+    }
+    Ok(())
+}
+
 /// Loads (or makes) the host key for the proxy on `tcp`: done before the server says it
 /// started, so that a host key others can read stops it first. A key made anew for a data dir
 /// that `has_served` is said out loud: clients pinned the lost one.

@@ -997,3 +997,57 @@ fn another_audit_signing_key_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("set `audit_origin` back"), "{stderr}");
 }
+
+/// A host key others can read, in a data dir about to be set up, stops the first start before
+/// anything is made: no keys, no policy, no database are left behind.
+#[test]
+fn a_host_key_others_can_read_stops_a_first_start_before_anything_is_made() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let key = data.join("ssh_host_ed25519_key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nssh_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("readable by group or others (mode 644)"),
+        "{said}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+            "warden.lock"
+        ]
+    );
+}
