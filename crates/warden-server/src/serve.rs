@@ -142,6 +142,14 @@ fn mark_dev(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What to say of an API address beyond loopback: Warden speaks plain HTTP, so whatever
+/// reaches it there reaches it in clear.
+fn in_clear(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| format!(
+        "the API listens on {addr} in plain HTTP: passwords, TOTP codes and tokens cross the network in clear. Listen on 127.0.0.1 behind a TLS-terminating proxy on this host, or keep this address reachable only through one"
+    ))
+}
+
 /// Takes the data dir for this process alone. Two servers on one data dir would both revoke
 /// and reconcile the same leases and sign checkpoints over each other's log: the second one
 /// refuses to start instead, as do offline commands that rewrite the store (`vault rewrap`).
@@ -495,6 +503,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     );
     say!("SSH user CA: {}", app.ca.public_key());
     tracing::info!(%addr, "listening");
+    if let Some(said) = in_clear(addr) {
+        tracing::warn!("{said}");
+        say!("Warning: {said}");
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let departed = app.end_departed().await?;
@@ -686,5 +698,19 @@ async fn reload_on_sighup(
             },
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_address_beyond_loopback_is_said_to_carry_secrets_in_clear() {
+        assert_eq!(in_clear("127.0.0.1:8443".parse().unwrap()), None);
+        assert_eq!(in_clear("[::1]:8443".parse().unwrap()), None);
+        let said = in_clear("0.0.0.0:8443".parse().unwrap()).unwrap();
+        assert!(said.contains("0.0.0.0:8443 in plain HTTP"), "{said}");
+        assert!(in_clear("10.0.0.7:8443".parse().unwrap()).is_some());
     }
 }
