@@ -22,7 +22,7 @@ use crate::inbox::{Inbox, Up};
 use crate::recorder::Recorder;
 use crate::recording::{Asciicast, Header, Kind};
 use crate::registry::Registration;
-use crate::rules::LineTracker;
+use crate::rules::{ExecReading, LineTracker};
 use crate::server::Context;
 use crate::sftp::{FileOp, Tracker};
 use crate::{Grant, SessionInfo, upstream};
@@ -51,19 +51,56 @@ struct PtyRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Request {
     Shell,
-    Exec(String),
+    /// A command, and what reading it as the target's shell would tells of what it runs.
+    Exec {
+        command: String,
+        reading: ExecReading,
+    },
     Sftp,
 }
 
 impl Request {
+    fn exec(command: String) -> Self {
+        let reading = crate::rules::read_exec(&command);
+        Request::Exec { command, reading }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Request::Shell => "shell",
-            Request::Exec(_) => "exec",
+            Request::Exec { .. } => "exec",
             Request::Sftp => "sftp",
         }
     }
+
+    /// Whether the channel carries SFTP: the subsystem's.
+    fn speaks_sftp(&self) -> bool {
+        matches!(self, Request::Sftp)
+    }
+
+    /// Whether it may copy files: SFTP, or a command that names a file-transfer program.
+    fn transfers_files(&self) -> bool {
+        match self {
+            Request::Sftp => true,
+            Request::Exec { reading, .. } => reading.names_a_transfer_tool,
+            Request::Shell => false,
+        }
+    }
+
+    /// Whether what the client sends is commands for a shell: a shell's input, or that of a
+    /// command that starts a shell reading its input (`ssh HOST bash`, `env bash`).
+    fn feeds_a_shell(&self) -> bool {
+        match self {
+            Request::Shell => true,
+            Request::Exec { reading, .. } => reading.starts_a_shell,
+            Request::Sftp => false,
+        }
+    }
 }
+
+/// A control a request breaks: the refusal's code, what the user is told, and the rule for the
+/// audit event.
+type Breach = (&'static str, String, serde_json::Value);
 
 /// A refusal shown to the user on stderr, with exit status 1.
 struct Refusal(String);
@@ -122,7 +159,7 @@ pub(crate) async fn run(
             }
             Some(ChannelMsg::RequestShell { .. }) => break Request::Shell,
             Some(ChannelMsg::Exec { command, .. }) => {
-                break Request::Exec(String::from_utf8_lossy(&command).into_owned());
+                break Request::exec(String::from_utf8_lossy(&command).into_owned());
             }
             Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
                 break Request::Sftp;
@@ -239,8 +276,8 @@ impl Start<'_> {
             "requested_target": self.who.target,
             "kind": self.request.kind(),
         });
-        if let Request::Exec(c) = self.request {
-            d["command"] = serde_json::json!(c);
+        if let Request::Exec { command, .. } = self.request {
+            d["command"] = serde_json::json!(command);
         }
         if let (Some(map), serde_json::Value::Object(more)) = (d.as_object_mut(), extra) {
             map.extend(more);
@@ -248,51 +285,70 @@ impl Start<'_> {
         d
     }
 
-    /// The first of the role's controls the request breaks, if any: the refusal's code, what
-    /// the user is told, and the rule for the audit event.
-    fn breaks_a_control(&self, grant: &Grant) -> Option<(&'static str, String, serde_json::Value)> {
-        let transfer = match self.request {
-            Request::Sftp => true,
-            Request::Exec(c) => crate::rules::runs_a_transfer_tool(c),
-            Request::Shell => false,
+    /// The first of the role's controls the request breaks, if any.
+    fn breaks_a_control(&self, grant: &Grant) -> Option<Breach> {
+        self.unreadable(grant)
+            .or_else(|| self.transfer_not_allowed(grant))
+            .or_else(|| self.shell_without_terminal(grant))
+            .or_else(|| self.denied_command(grant))
+    }
+
+    /// A command Warden cannot read whole (a quote left open) might run anything: refused for
+    /// a role whose controls depend on what it runs.
+    fn unreadable(&self, grant: &Grant) -> Option<Breach> {
+        let Request::Exec { reading, .. } = self.request else {
+            return None;
         };
-        if transfer && !grant.rules.file_transfer {
-            let msg = format!(
-                "file transfer is not allowed for role {} on {}",
-                grant.role, grant.target
-            );
-            let rule = serde_json::json!({ "rule": "file_transfer = false" });
-            return Some(("file_transfer_denied", msg, rule));
+        if reading.whole || !grant.rules.depend_on_what_runs() {
+            return None;
         }
-        // A shell's lines are checked as a terminal submits them; a shell without one reads
-        // whatever arrives, unchecked, so a role with deny rules needs the terminal: for a
-        // shell asked for as a command (`ssh HOST bash`) too.
-        let reads_commands = match self.request {
-            Request::Shell => true,
-            Request::Exec(c) => crate::rules::starts_a_shell(c),
-            Request::Sftp => false,
+        let msg = format!(
+            "Warden cannot read this command as the target's shell would (a quote is left open, or commands nest too deep), and role {} on {} controls what commands run",
+            grant.role, grant.target
+        );
+        Some(("command_unreadable", msg, serde_json::Value::Null))
+    }
+
+    fn transfer_not_allowed(&self, grant: &Grant) -> Option<Breach> {
+        if !self.request.transfers_files() || grant.rules.file_transfer {
+            return None;
+        }
+        let msg = format!(
+            "file transfer is not allowed for role {} on {}",
+            grant.role, grant.target
+        );
+        let rule = serde_json::json!({ "rule": "file_transfer = false" });
+        Some(("file_transfer_denied", msg, rule))
+    }
+
+    /// A shell's lines are checked as a terminal submits them; a shell without one reads
+    /// whatever arrives, unchecked, so a role with deny rules needs the terminal: for a shell
+    /// a command starts (`ssh HOST bash`, `env bash`) too.
+    fn shell_without_terminal(&self, grant: &Grant) -> Option<Breach> {
+        if !self.request.feeds_a_shell() || self.pty.is_some() || !grant.rules.has_deny() {
+            return None;
+        }
+        let msg = format!(
+            "role {} on {} checks each command line, which needs a terminal: use `ssh -t`, or run one command (`ssh ... COMMAND`)",
+            grant.role, grant.target
+        );
+        Some(("terminal_required", msg, serde_json::Value::Null))
+    }
+
+    fn denied_command(&self, grant: &Grant) -> Option<Breach> {
+        let Request::Exec { command, .. } = self.request else {
+            return None;
         };
-        if reads_commands && self.pty.is_none() && grant.rules.has_deny() {
-            let msg = format!(
-                "role {} on {} checks each command line, which needs a terminal: use `ssh -t`, or run one command (`ssh ... COMMAND`)",
-                grant.role, grant.target
-            );
-            return Some(("terminal_required", msg, serde_json::Value::Null));
-        }
-        if let Request::Exec(command) = self.request
-            && let Some(pattern) = grant.rules.denies(command)
-        {
-            let msg = format!(
-                "command blocked: it matches the deny rule /{pattern}/ of role {} on {}",
-                grant.role, grant.target
-            );
-            return Some((
-                "command_denied",
-                msg,
-                serde_json::json!({ "rule": pattern }),
-            ));
-        }
-        None
+        let pattern = grant.rules.denies(command)?;
+        let msg = format!(
+            "command blocked: it matches the deny rule /{pattern}/ of role {} on {}",
+            grant.role, grant.target
+        );
+        Some((
+            "command_denied",
+            msg,
+            serde_json::json!({ "rule": pattern }),
+        ))
     }
 
     async fn open(&self) -> Result<Open, Refusal> {
@@ -363,7 +419,7 @@ impl Start<'_> {
         }
 
         let session = uuid::Uuid::now_v7().to_string();
-        let recorded = grant.recording != Recording::Metadata && *self.request != Request::Sftp;
+        let recorded = grant.recording != Recording::Metadata && !self.request.speaks_sftp();
         let recording = if recorded {
             let header = Header {
                 width: self.pty.map_or(80, |p| p.cols),
@@ -372,7 +428,7 @@ impl Start<'_> {
                 title: format!("{} on {} as {login}", self.who.user, grant.target),
                 term: self.pty.map(|p| p.term.clone()),
                 command: match self.request {
-                    Request::Exec(c) => Some(c.clone()),
+                    Request::Exec { command, .. } => Some(command.clone()),
                     _ => None,
                 },
             };
@@ -440,7 +496,7 @@ impl Start<'_> {
             self.event(Code::SessionStarted, Some(&grant), Some(&session))
                 .details(self.details(started)),
         ];
-        if let Request::Exec(command) = self.request {
+        if let Request::Exec { command, .. } = self.request {
             events.push(
                 self.event(Code::SessionExec, Some(&grant), Some(&session))
                     .details(serde_json::json!({ "command": command })),
@@ -509,7 +565,7 @@ impl Start<'_> {
             }
             match self.request {
                 Request::Shell => ch.request_shell(true).await,
-                Request::Exec(c) => ch.exec(true, c.as_bytes()).await,
+                Request::Exec { command, .. } => ch.exec(true, command.as_bytes()).await,
                 Request::Sftp => ch.request_subsystem(true, "sftp").await,
             }
         };
@@ -630,7 +686,9 @@ impl Open {
             recorder: recording.map(|r| Recorder::spawn(r, recording_failed.clone())),
             recording_failed,
             output: registration.output.clone(),
-            sftp: (request == Request::Sftp).then(|| Mutex::new(Tracker::default())),
+            sftp: request
+                .speaks_sftp()
+                .then(|| Mutex::new(Tracker::default())),
         });
         let audit_ctx = AuditCtx {
             ctx: ctx.clone(),
@@ -648,7 +706,7 @@ impl Open {
         let inbox = Arc::new(Inbox::new(backlog));
         // Whatever runs on a terminal, a shell or a command (`ssh -t HOST bash`), has its
         // lines checked as typed.
-        let tracker = (request != Request::Sftp && pty.is_some() && grant.rules.has_deny())
+        let tracker = (!request.speaks_sftp() && pty.is_some() && grant.rules.has_deny())
             .then(LineTracker::default);
         let mut taker = tokio::spawn(take_input(
             rx,
@@ -656,9 +714,10 @@ impl Open {
             shared.clone(),
             tracker,
             audit_ctx.clone(),
-            // What is typed into a shell, with or without a terminal: its commands. An exec's
-            // input is its program's data (a file being copied), not recorded as keystrokes.
-            pty.is_some() || request == Request::Shell,
+            // What is typed into a shell, with or without a terminal, a shell a command starts
+            // included: its commands. Any other command's input is its program's data (a file
+            // being copied), not recorded as keystrokes.
+            pty.is_some() || request.feeds_a_shell(),
         ));
         let giver = tokio::spawn(give_input(inbox, up_tx.clone(), handle.clone(), id));
         // The session's own deadline, independent of the worker that expires grants.

@@ -122,6 +122,39 @@ impl Setup {
         ssh_run(self.port, "alice:web", &self.key, command)
     }
 
+    /// `sftp -b BATCH` with `options` (`-s PATH`), killed after 30 s.
+    fn sftp(&self, batch: &Path, options: &[&str]) -> Output {
+        let mut sftp = std::process::Command::new("timeout");
+        sftp.args(["30", "sftp", "-b"]).arg(batch).args(options);
+        for a in ssh_base_args(self.port, &self.key) {
+            // sftp takes -P for the port.
+            sftp.arg(if a == "-p" { "-P".to_owned() } else { a });
+        }
+        // A user name with a colon would be read as host:path, so it goes in an option.
+        sftp.args(["-o", "User=alice:web", "127.0.0.1"])
+            .output()
+            .unwrap()
+    }
+
+    /// `ssh ARGS` with `input` piped in, killed after 30 s.
+    fn ssh_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut ssh = std::process::Command::new("timeout")
+            .args(["-s", "KILL", "30", "ssh"])
+            .args(ssh_base_args(self.port, &self.key))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = ssh.stdin.take().unwrap();
+            let _ = stdin.write_all(input);
+        }
+        ssh.wait_with_output().unwrap()
+    }
+
     /// `ssh ... COMMAND` with `stdin` as its input and `stdout` taking its output, killed
     /// after `limit_secs`.
     fn ssh_files(&self, command: &str, stdin: &Path, stdout: &Path, limit_secs: u32) -> Output {
@@ -171,6 +204,23 @@ impl Setup {
     /// Audit events with `action`, newest last.
     fn events(&self, action: &str) -> Vec<Value> {
         audit_events(&self.admin, action)
+    }
+
+    /// Waits (bounded) for `count` audit events with `action`, and returns them, newest last.
+    fn wait_events(&self, action: &str, count: usize, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let events = self.events(action);
+            if events.len() >= count {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} {action} events within {limit:?}",
+                events.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits (bounded) for an audit event with `action`, and returns the newest.
@@ -593,28 +643,29 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     assert!(marker.exists(), "the second line ran");
 
     // A shell without a terminal would read its lines unchecked: refused.
-    let mut piped = std::process::Command::new("timeout")
-        .arg("30")
-        .arg("ssh")
-        .args(ssh_base_args(s.port, &s.key))
-        .args(["-T", "alice:web@127.0.0.1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = piped.stdin.take().unwrap();
-        let _ = stdin.write_all(b"echo unchecked-ran\n");
-    }
-    let out = piped.wait_with_output().unwrap();
+    let unchecked = b"echo unchecked-ran\n";
+    let out = s.ssh_with_input(&["-T", "alice:web@127.0.0.1"], unchecked);
     assert!(!text(&out.stdout).contains("unchecked-ran"), "{out:?}");
     assert!(text(&out.stderr).contains("needs a terminal"), "{out:?}");
-    // So would a shell asked for as a command.
-    let out = s.ssh("bash -s");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(text(&out.stderr).contains("needs a terminal"), "{out:?}");
+    // So would a shell a command starts, wherever it stands in the command and however it is
+    // wrapped or quoted.
+    for command in [
+        "bash -s",
+        "env bash",
+        "exec sh",
+        "bash -o posix",
+        "bash;",
+        "true && b''ash --rcfile /dev/null",
+        "sh -c bash",
+    ] {
+        let out = s.ssh_with_input(&["alice:web@127.0.0.1", command], unchecked);
+        assert_eq!(out.status.code(), Some(1), "{command}: {out:?}");
+        assert!(!text(&out.stdout).contains("unchecked-ran"), "{out:?}");
+        assert!(
+            text(&out.stderr).contains("needs a terminal"),
+            "{command}: {out:?}"
+        );
+    }
 
     let term = s.interactive();
     term.wait_for("$ ", 1, Duration::from_secs(15));
@@ -677,6 +728,39 @@ fn removable_marker() -> (tempfile::TempDir, PathBuf) {
     let marker = dir.path().join("marker");
     std::fs::write(&marker, "").unwrap();
     (dir, marker)
+}
+
+/// With `record_input = true`, what is piped into a shell a command starts is recorded as its
+/// keystrokes, as a shell's input is; another command's input is its data, and is not.
+#[test]
+fn a_shell_started_by_a_command_has_its_input_recorded() {
+    let s = Setup::start("full", "record_input = true", true);
+    s.grant("30m");
+    let recorded_input = |command: &str, input: &[u8], sessions: usize| {
+        let out = s.ssh_with_input(&["alice:web@127.0.0.1", command], input);
+        assert_eq!(out.status.code(), Some(0), "{command}: {out:?}");
+        let ended = s.wait_events("session.ended", sessions, Duration::from_secs(10));
+        let session = ended[sessions - 1]["session_id"].as_str().unwrap();
+        let cast = std::fs::read_to_string(s.recording(session)).unwrap();
+        let typed: String = cast
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e[1] == "i")
+            .map(|e| e[2].as_str().unwrap().to_owned())
+            .collect();
+        (text(&out.stdout), typed)
+    };
+    let (copied, typed) = recorded_input("cat", b"data, not keystrokes\n", 1);
+    assert_eq!(
+        (copied.as_str(), typed.as_str()),
+        ("data, not keystrokes\n", "")
+    );
+    let (shown, typed) = recorded_input("env sh", b"echo typed-$((6*7))\n", 2);
+    assert_eq!(
+        (shown.as_str(), typed.as_str()),
+        ("typed-42\n", "echo typed-$((6*7))\n")
+    );
 }
 
 #[test]
@@ -988,15 +1072,7 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
         ),
     )
     .unwrap();
-    let mut sftp = std::process::Command::new("timeout");
-    sftp.arg("30").arg("sftp").arg("-b").arg(&batch);
-    for a in ssh_base_args(s.port, &s.key) {
-        sftp.arg(if a == "-p" { "-P".to_owned() } else { a });
-    }
-    let out = sftp
-        .args(["-o", "User=alice:web", "127.0.0.1"])
-        .output()
-        .unwrap();
+    let out = s.sftp(&batch, &[]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(std::fs::read(&back).unwrap().len(), 100_000);
 
@@ -1035,13 +1111,46 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     assert!(!out.status.success(), "{out:?}");
     let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
     assert_eq!(blocked["outcome"]["code"], "file_transfer_denied");
-    // However the transfer program is wrapped.
+    // However the transfer program is wrapped or quoted.
     let out = s.ssh("env rsync --server -e.LsfxCIvu . /tmp/warden-never");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         text(&out.stderr).contains("file transfer is not allowed"),
         "{out:?}"
     );
+    let rsync_ssh = format!(
+        "ssh {} -l alice:web",
+        ssh_base_args(s.port, &s.key).join(" ")
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["30", "rsync", "-e", &rsync_ssh, "--rsync-path=r''sync"])
+        .arg(&local)
+        .arg(format!("127.0.0.1:{remote}-denied"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("file transfer is not allowed"),
+        "{out:?}"
+    );
+    let get = dir.path().join("get");
+    std::fs::write(&get, "get /etc/hostname\n").unwrap();
+    let out = s.sftp(&get, &["-s", "/usr/lib/openssh/sftp-serv''er"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("file transfer is not allowed"),
+        "{out:?}"
+    );
+    // A command whose quoting does not close cannot be told apart: refused too.
+    let out = s.ssh("echo 'r''sync");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("cannot read this command"),
+        "{out:?}"
+    );
+    let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
+    assert_eq!(blocked["outcome"]["code"], "command_unreadable");
+    assert!(!Path::new(&format!("{remote}-denied")).exists());
 }
 
 /// An SFTP packet of `kind` holding `fields`, as a client sends it.
