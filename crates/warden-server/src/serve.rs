@@ -91,7 +91,14 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
     }
-    std::fs::metadata(dir).with_context(|| format!("reading data dir {}", dir.display()))?;
+    let meta =
+        std::fs::metadata(dir).with_context(|| format!("reading data dir {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "data dir {} is a file, not a directory: set `data_dir` (or --data-dir) to a directory, or move the file away",
+            dir.display()
+        );
+    }
     if let Some(why) = others_may_change(dir, None).or_else(|| entry_owned_by_others(dir)) {
         bail!(
             "data dir {}: {why} (and check what changed in it)",
@@ -153,24 +160,17 @@ fn in_clear(addr: std::net::SocketAddr) -> Option<String> {
 /// Takes the data dir for this process alone. Two servers on one data dir would both revoke
 /// and reconcile the same leases and sign checkpoints over each other's log: the second one
 /// refuses to start instead, as do offline commands that rewrite the store (`vault rewrap`).
-/// The lock file names the holder's pid for the message.
+/// The lock is held on the directory itself, which no one can remove while it holds the data
+/// (a lock file could be deleted as stale, and the next server would lock a new one); the file
+/// `warden.lock` only names the holder's pid for the message.
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
+    let held = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     let path = dir.join("warden.lock");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
+    match held.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
             let holder = holder.trim();
             let who = if holder.is_empty() {
                 "another process".to_owned()
@@ -183,13 +183,19 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
             );
         }
         Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", path.display()));
+            return Err(e).with_context(|| format!("locking {}", dir.display()));
         }
     }
-    // Still at offset 0: nothing was read.
-    file.set_len(0)?;
-    writeln!(file, "{}", std::process::id())?;
-    Ok(file)
+    let pid = format!("{}\n", std::process::id());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, pid.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(held)
 }
 
 /// The master key of data dir `data` (`master.key`, or `WARDEN_MASTER_KEY`), made only for a

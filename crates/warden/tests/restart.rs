@@ -81,6 +81,12 @@ fn state_survives_restart_and_sigterm_is_graceful() {
         stderr.contains(&format!("in use by another warden (pid {})", server.pid())),
         "{stderr}"
     );
+    // Nor once the lock file is deleted as if stale: the lock is the directory's.
+    std::fs::remove_file(data.join("warden.lock")).unwrap();
+    let third = start_another();
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert_eq!(third.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
 
     let alice = server.cli();
     assert!(
