@@ -108,6 +108,8 @@ pub struct ExecReading {
     /// only mentions one (`grep rsync log`) counts too, for a role without file transfer is
     /// better refused once too often than let a copy through.
     pub names_a_transfer_tool: bool,
+    /// Whether it runs `sftp-server` (`sftp -s PATH`), so that its channel speaks SFTP.
+    pub runs_sftp_server: bool,
     /// Whether it starts a shell that reads its commands from its input: one given neither a
     /// command (`-c`) nor a script, or told to read its input (`-s`, `/dev/stdin`), `su` without
     /// `-c`, `sudo -s` or `-i` without a command.
@@ -122,6 +124,7 @@ pub fn read_exec(command: &str) -> ExecReading {
     ExecReading {
         whole: script.whole && nesting_followed,
         names_a_transfer_tool: names_a_transfer_tool(command, 0),
+        runs_sftp_server: runs.iter().any(|r| r.name == "sftp-server"),
         starts_a_shell: runs.iter().any(Run::reads_commands_from_input),
     }
 }
@@ -1013,6 +1016,22 @@ mod tests {
             "true # it's",
         ] {
             assert!(read_exec(c).whole, "{c}");
+        }
+    }
+
+    #[test]
+    fn sftp_server_run_as_a_command_is_found() {
+        for c in [
+            "/usr/lib/openssh/sftp-server",
+            "exec /usr/lib/openssh/sftp-server -l INFO",
+            "/usr/lib/openssh/sftp-serv''er",
+            "env -i sftp-server",
+            "sh -c /usr/lib/openssh/sftp-server",
+        ] {
+            assert!(read_exec(c).runs_sftp_server, "{c}");
+        }
+        for c in ["ls /usr/lib/openssh/sftp-server", "scp -t /tmp", "sftp"] {
+            assert!(!read_exec(c).runs_sftp_server, "{c}");
         }
     }
 

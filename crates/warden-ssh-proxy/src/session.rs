@@ -73,9 +73,14 @@ impl Request {
         }
     }
 
-    /// Whether the channel carries SFTP: the subsystem's.
+    /// Whether the channel carries SFTP: the subsystem's, or that of a command that runs
+    /// `sftp-server` (`sftp -s PATH`), followed the same way.
     fn speaks_sftp(&self) -> bool {
-        matches!(self, Request::Sftp)
+        match self {
+            Request::Sftp => true,
+            Request::Exec { reading, .. } => reading.runs_sftp_server,
+            Request::Shell => false,
+        }
     }
 
     /// Whether it may copy files: SFTP, or a command that names a file-transfer program.

@@ -1153,6 +1153,46 @@ fn scp_and_sftp_transfers_are_audited_and_can_be_denied() {
     assert!(!Path::new(&format!("{remote}-denied")).exists());
 }
 
+/// `sftp -s PATH` runs the SFTP server as a command: its files are on record one by one, as
+/// the subsystem's are.
+#[test]
+fn sftp_run_as_a_command_is_audited_file_by_file() {
+    let s = Setup::start("full", "", true);
+    s.grant("30m");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("upload.bin");
+    std::fs::write(&local, vec![7u8; 50_000]).unwrap();
+    let remote = format!("/tmp/warden-sftp-exec-{}", std::process::id());
+    let batch = dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!("put {} {remote}\nrm {remote}\n", local.display()),
+    )
+    .unwrap();
+    let out = s.sftp(&batch, &["-s", "exec /usr/lib/openssh/sftp-server"]);
+    assert!(out.status.success(), "{out:?}");
+    let ended = s.wait_event("session.ended", Duration::from_secs(10));
+    let ops: Vec<Value> = s
+        .events("session.file_transfer")
+        .into_iter()
+        .filter(|e| e["session_id"] == ended["session_id"])
+        .map(|e| e["details"].clone())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            serde_json::json!({"op": "transfer", "path": remote, "direction": "upload", "bytes": 50_000}),
+            serde_json::json!({"op": "remove", "path": remote}),
+        ],
+        "{ops:?}"
+    );
+    let exec = s.events("session.exec").pop().unwrap();
+    assert_eq!(
+        exec["details"]["command"],
+        "exec /usr/lib/openssh/sftp-server"
+    );
+}
+
 /// An SFTP packet of `kind` holding `fields`, as a client sends it.
 fn sftp_packet(kind: u8, fields: &[&[u8]]) -> Vec<u8> {
     let body = [&[kind][..], &fields.concat()].concat();
