@@ -314,6 +314,83 @@ fn approvers_and_requesters_are_notified_by_webhook_and_mail() {
     );
 }
 
+/// Opens `port` on 127.0.0.1 and passes each connection made to it (up to 16) on to `to`: a
+/// relay that was down, and is back.
+fn forward(port: u16, to: u16) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    thread::spawn(move || {
+        for client in listener.incoming().take(16) {
+            let Ok(client) = client else { continue };
+            let Ok(relay) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let ways = [
+                (client.try_clone().unwrap(), relay.try_clone().unwrap()),
+                (relay, client),
+            ];
+            for (mut from, mut into) in ways {
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+/// A notice waiting for its sinks to come back is told to no one who has left since it was
+/// queued: neither an approver removed from the config before a restart, nor one offboarded.
+/// The team's own address still gets it.
+#[test]
+fn a_notice_retried_after_an_outage_is_not_told_to_those_who_left_meanwhile() {
+    let hook = WebhookReceiver::start();
+    let smtp = SmtpSink::start();
+    // Nothing listens here until the relay is "back".
+    let relay_port = warden_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {relay_port}\n\
+         from = \"warden@example.com\"\nuser_domain = \"example.com\"\n\
+         to = {{ approvers = [\"oncall@example.com\"] }}\n",
+        hook.url()
+    );
+    let everyone =
+        format!("[users.carol]\ngroups = [\"sre\"]\n\n[users.dave]\ngroups = [\"sre\"]\n\n{sinks}");
+    let mut server = start(dir.path(), &everyone);
+    let (alice, admin) = (login(&server, "alice"), login(&server, "admin"));
+
+    hook.answer(500);
+    let rid = id(&common::create(&alice, "web", "deploy", &[]));
+    wait_for("both sinks' first failures", || {
+        audit_records(&admin, "notification.failed").len() >= 2
+    });
+    // carol leaves the config (read at the next start); dave is offboarded.
+    server.terminate();
+    let without_carol = format!("[users.dave]\ngroups = [\"sre\"]\n\n{sinks}");
+    std::fs::write(dir.path().join("warden.toml"), without_carol).unwrap();
+    server.restart();
+    ok(&admin, &["revoke", "--user", "dave", "--all"]);
+
+    hook.answer(200);
+    forward(relay_port, smtp.port());
+    let m = mail(&smtp, "alice asks for web/deploy");
+    assert!(m.contains(&rid), "{m}");
+    let to = header(&m, "To");
+    assert!(
+        to.contains("bob@example.com") && to.contains("oncall@example.com"),
+        "{to}"
+    );
+    assert!(!to.contains("carol") && !to.contains("dave"), "{to}");
+    wait_for("the webhook's notice", || {
+        !notices(&hook, "approval_needed", &rid).is_empty()
+    });
+    assert_eq!(
+        notices(&hook, "approval_needed", &rid)[0]["recipients"],
+        serde_json::json!(["bob"])
+    );
+}
+
 /// Whoever broke the glass does not close its postmortem, even as a member of security:
 /// someone else reviews what they did. A look at a postmortem one may not see is audited.
 #[test]

@@ -17,7 +17,7 @@ mod webhook;
 
 use uuid::Uuid;
 use warden_domain::notice::Kind;
-use warden_domain::{Audience, Notice, Request, UserName};
+use warden_domain::{Audience, Directory, Notice, Request, UserName};
 use warden_store::Outgoing;
 
 pub use config::{NotifyConfig, sinks};
@@ -54,6 +54,16 @@ impl Links {
             commands,
         }
     }
+}
+
+/// `n` as `sink` is to be sent it now: without the recipients no longer among the `reachable`
+/// (offboarded, or gone from the directory, since it was queued), as a leaver is told of
+/// nothing more; `None` when, so addressed, `sink` would not take it (its only addressees were
+/// those people). A sink's own addresses for the audience are no one's, and stay.
+fn readdressed(n: &Notice, reachable: &Directory, sink: &NotifyConfig) -> Option<Notice> {
+    let mut n = n.clone();
+    n.recipients.retain(|u| reachable.get(u).is_some());
+    sink.wants(n.audience, n.recipients.len()).then_some(n)
 }
 
 /// The notice as plain text: subject, `facts` (the notice's own, or some of them shortened to
@@ -150,6 +160,74 @@ mod tests {
     use super::*;
     use warden_domain::request::Ask;
     use warden_domain::{Decision, Reason, RequestId};
+
+    #[test]
+    fn a_notice_is_told_to_no_one_offboarded_or_gone_since_and_skipped_when_no_one_is_left() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            #[serde(deserialize_with = "sinks")]
+            notify: Vec<NotifyConfig>,
+        }
+        let Doc { notify } = toml::from_str(
+            r#"
+            [[notify]]
+            name = "people"
+            kind = "smtp"
+            host = "relay"
+            from = "warden@example.com"
+            user_domain = "example.com"
+            [[notify]]
+            name = "oncall"
+            kind = "smtp"
+            host = "relay"
+            from = "warden@example.com"
+            user_domain = "example.com"
+            to = { approvers = ["oncall@example.com"] }
+            [[notify]]
+            name = "chat"
+            kind = "webhook"
+            url = "http://127.0.0.1:9/"
+            "#,
+        )
+        .unwrap();
+        let [people, oncall, chat] = [&notify[0], &notify[1], &notify[2]];
+        let user = |name: &str| warden_domain::User {
+            name: name.parse().unwrap(),
+            groups: ["sre".parse().unwrap()].into(),
+            manager: None,
+        };
+        // carol was offboarded, dave removed from the directory: only bob is left.
+        let directory = Directory::new([user("bob"), user("carol")]).unwrap();
+        let reachable = directory.without([&"carol".parse().unwrap()]);
+        let notice = |to: &[&str]| -> Notice {
+            serde_json::from_value(serde_json::json!({
+                "id": Uuid::nil(), "kind": "approval_needed", "audience": "approvers",
+                "recipients": to, "time": "2026-01-01T00:00:00Z",
+                "request": "01890000-0000-7000-8000-000000000000", "requester": "alice",
+                "target": "web", "role": "deploy", "reason": "fix", "ticket": null, "ttl": "1h",
+                "breakglass": false, "drill": false, "expires_at": null,
+            }))
+            .unwrap()
+        };
+        let told = |n: &Notice, sink: &NotifyConfig| {
+            readdressed(n, &reachable, sink).map(|n| {
+                n.recipients
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let some = notice(&["bob", "carol", "dave"]);
+        for sink in [people, oncall, chat] {
+            assert_eq!(told(&some, sink), Some(vec!["bob".to_owned()]));
+        }
+        // No one left: a sink that reaches people only sends nothing; a team's address, or a
+        // channel, is no one's, and is still told.
+        let gone = notice(&["carol", "dave"]);
+        assert_eq!(told(&gone, people), None);
+        assert_eq!(told(&gone, oncall), Some(vec![]));
+        assert_eq!(told(&gone, chat), Some(vec![]));
+    }
 
     #[test]
     fn links_carry_only_the_request_id() {

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
-use warden_domain::State;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
+use warden_domain::{Notice, State};
 use warden_store::Delivery;
 
 use super::smtp::SmtpSink;
 use super::webhook::WebhookSink;
-use super::{Links, NotifyConfig};
+use super::{Links, NotifyConfig, readdressed};
 use crate::state::{Shared, now};
 
 /// First pause after a failure; it doubles with each further failure …
@@ -35,21 +35,28 @@ const BATCH: usize = 64;
 /// Deliveries under way to one sink at most.
 const CONCURRENCY: usize = 8;
 
-/// A configured destination.
+/// A configured destination: what it wants, and how it is reached.
 #[derive(Debug)]
-enum Sink {
+struct Sink {
+    config: NotifyConfig,
+    transport: Transport,
+}
+
+/// How a sink is reached.
+#[derive(Debug)]
+enum Transport {
     Webhook(WebhookSink),
     Smtp(SmtpSink),
 }
 
 impl Sink {
-    /// Delivers `d`; returns the recipients a mail relay refused for good while others were
+    /// Delivers `n`; returns the recipients a mail relay refused for good while others were
     /// sent it.
-    async fn deliver(&self, d: &Delivery, base: &str) -> Result<Vec<String>, String> {
-        let links = Links::of(&d.notice, base);
-        match self {
-            Sink::Webhook(s) => s.deliver(&d.notice, &links).await.map(|()| Vec::new()),
-            Sink::Smtp(s) => s.deliver(&d.notice, &links).await,
+    async fn deliver(&self, n: &Notice, base: &str) -> Result<Vec<String>, String> {
+        let links = Links::of(n, base);
+        match &self.transport {
+            Transport::Webhook(s) => s.deliver(n, &links).await.map(|()| Vec::new()),
+            Transport::Smtp(s) => s.deliver(n, &links).await,
         }
     }
 }
@@ -66,9 +73,13 @@ fn build(configs: &[NotifyConfig]) -> anyhow::Result<BTreeMap<String, Sink>> {
     configs
         .iter()
         .map(|c| {
-            let sink = match c {
-                NotifyConfig::Webhook(w) => Sink::Webhook(WebhookSink::new(w)?),
-                NotifyConfig::Smtp(m) => Sink::Smtp(SmtpSink::new(m)?),
+            let transport = match c {
+                NotifyConfig::Webhook(w) => Transport::Webhook(WebhookSink::new(w)?),
+                NotifyConfig::Smtp(m) => Transport::Smtp(SmtpSink::new(m)?),
+            };
+            let sink = Sink {
+                config: c.clone(),
+                transport,
             };
             Ok((c.name().to_owned(), sink))
         })
@@ -203,7 +214,10 @@ async fn pass(
                 // A prompt retried after an outage that no longer holds (the request was
                 // decided, the grant ended) would send its reader after nothing: it is dropped.
                 Some(_) if stale(&app, &d).await => Ok(Sent::Skipped),
-                Some(sink) => sink.deliver(&d, &base).await.map(Sent::Delivered),
+                Some(sink) => match addressed_now(&app, &d, sink) {
+                    Some(notice) => sink.deliver(&notice, &base).await.map(Sent::Delivered),
+                    None => Ok(Sent::Skipped),
+                },
                 None => Err(format!(
                     "notify sink {:?} is no longer configured; it stays queued until it is",
                     d.sink
@@ -269,12 +283,23 @@ async fn stale(app: &Shared, d: &Delivery) -> bool {
     }
 }
 
+/// `d`'s notice as its `sink` is to be sent it now, told to no one offboarded or gone from the
+/// directory since it was queued ([`readdressed`]); `None` when no one it was for is left.
+fn addressed_now(app: &Shared, d: &Delivery, sink: &Sink) -> Option<Notice> {
+    let notice = readdressed(&d.notice, &app.reviewers(), &sink.config);
+    if notice.is_none() {
+        tracing::info!(sink = %d.sink, notice = %d.notice.id, "no one a notification was for may still be told; not sent");
+    }
+    notice
+}
+
 /// What became of a notice a sink was due to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
     /// Sent, but for the recipients listed, whom the relay refused for good.
     Delivered(Vec<String>),
-    /// Dropped unsent: it no longer applied ([`stale`]).
+    /// Dropped unsent: it no longer applied ([`stale`]), or no one it was for may still be
+    /// told ([`addressed_now`]).
     Skipped,
 }
 
