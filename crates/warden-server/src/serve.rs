@@ -218,8 +218,19 @@ fn master_key(data: &Path) -> anyhow::Result<Sealer> {
     if let Some(s) = &sealed
         && !sealer.opens(s)
     {
+        let env = crate::keys::MASTER_KEY_ENV;
+        // A rotation from the variable's key leaves the new key in master.key for the
+        // variable to take: a variable not yet set to it is the likely reason.
+        let rotated = from_env && Sealer::load(&path).is_ok_and(|file| file.opens(s));
+        if rotated {
+            bail!(
+                "{env} does not open the secrets sealed in this data dir, but {} does (a finished `warden vault rewrap` left the new key there): set {env} to its base64 (`base64 -w0 {}`), then remove the file",
+                path.display(),
+                path.display()
+            );
+        }
         let which = if from_env {
-            crate::keys::MASTER_KEY_ENV.to_owned()
+            env.to_owned()
         } else {
             path.display().to_string()
         };

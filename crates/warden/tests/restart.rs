@@ -1057,3 +1057,45 @@ fn a_host_key_others_can_read_stops_a_first_start_before_anything_is_made() {
         ]
     );
 }
+
+/// A rotation from `WARDEN_MASTER_KEY` leaves the new key in `master.key`: a start with the
+/// variable still at the old key says to set it to that file's key, not to rotate again.
+#[test]
+fn a_start_with_the_master_key_a_rotation_replaced_says_where_the_new_one_is() {
+    let mut env = Env::start();
+    enroll_mfa(&env.login("alice"));
+    env.server.terminate();
+    let data = env.server.data_dir().to_path_buf();
+    let base64 = |file: &Path| {
+        let out = std::process::Command::new("base64")
+            .arg("-w0")
+            .arg(file)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let old = base64(&data.join("master.key"));
+    std::fs::remove_file(data.join("master.key")).unwrap();
+    let rotated = std::process::Command::new("timeout")
+        .args(["20", BIN, "vault", "rewrap", "--data-dir"])
+        .arg(&data)
+        .env("WARDEN_MASTER_KEY", &old)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert_ne!(base64(&data.join("master.key")), old);
+    let started = std::process::Command::new("timeout")
+        .args(["20", BIN, "serve", "--dev", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0"])
+        .env("WARDEN_MASTER_KEY", &old)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&started.stderr);
+    assert_eq!(started.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("a finished `warden vault rewrap` left the new key there")
+            && said.contains("base64 -w0"),
+        "{said}"
+    );
+}
