@@ -236,7 +236,7 @@ impl Backend for ProxyBackend {
     }
 }
 
-fn denied(code: &'static str, message: String) -> Result<Result<Grant, Denied>, BackendError> {
+fn denied<T>(code: &'static str, message: String) -> Result<Result<T, Denied>, BackendError> {
     Ok(Err(Denied { code, message }))
 }
 
@@ -269,33 +269,6 @@ impl App {
                 format!("{name} is not an ssh target (its kind is {})", t.kind),
             );
         }
-        let connection = match ssh_cert::connection(&t.connection) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return denied(
-                    "no_connection",
-                    format!(
-                        "{name} has no `connection.host` in the policy: Warden cannot reach it"
-                    ),
-                );
-            }
-            Err(e) => return denied("bad_connection", format!("{name}: {e}")),
-        };
-        let host_key = match connection.host_key {
-            Some(k) => k,
-            None => match self.store.host_key(&name).await.map_err(store_err)? {
-                Some(text) => PublicKey::from_openssh(&text)
-                    .map_err(|e| BackendError(format!("pinned host key of {name}: {e}")))?,
-                None => {
-                    return denied(
-                        "host_key_not_pinned",
-                        format!(
-                            "{name} has no pinned host key; an administrator must run `warden target pin-host-key {name}` (or set connection.host_key)"
-                        ),
-                    );
-                }
-            },
-        };
         let now = now();
         let grants = self
             .store
@@ -371,6 +344,11 @@ impl App {
                 ),
             );
         };
+        // How the target is reached is told only to those holding a grant for it.
+        let upstream = match self.upstream(&name, &t.connection).await? {
+            Ok(upstream) => upstream,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let role = t
             .roles
             .get(&r.role)
@@ -392,13 +370,50 @@ impl App {
             role: r.role.clone(),
             expires_at: r.expires_at.unwrap_or(now),
             principals: settings.principals,
-            upstream: Upstream {
-                host: connection.host,
-                port: connection.port,
-                host_key,
-            },
+            upstream,
             rules,
             recording: r.recording,
+        }))
+    }
+
+    /// Where target `name`, whose policy gives it `connection`, is reached, and the host key
+    /// it must show.
+    async fn upstream(
+        &self,
+        name: &TargetName,
+        connection: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Result<Upstream, Denied>, BackendError> {
+        let connection = match ssh_cert::connection(connection) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return denied(
+                    "no_connection",
+                    format!(
+                        "{name} has no `connection.host` in the policy: Warden cannot reach it"
+                    ),
+                );
+            }
+            Err(e) => return denied("bad_connection", format!("{name}: {e}")),
+        };
+        let host_key = match connection.host_key {
+            Some(k) => k,
+            None => match self.store.host_key(name).await.map_err(store_err)? {
+                Some(text) => PublicKey::from_openssh(&text)
+                    .map_err(|e| BackendError(format!("pinned host key of {name}: {e}")))?,
+                None => {
+                    return denied(
+                        "host_key_not_pinned",
+                        format!(
+                            "{name} has no pinned host key; an administrator must run `warden target pin-host-key {name}` (or set connection.host_key)"
+                        ),
+                    );
+                }
+            },
+        };
+        Ok(Ok(Upstream {
+            host: connection.host,
+            port: connection.port,
+            host_key,
         }))
     }
 

@@ -1329,6 +1329,12 @@ fn forwarding_and_a_terminal_the_role_lacks_are_refused_and_audited() {
 #[test]
 fn host_keys_are_pinned_only_after_confirmation() {
     let s = Setup::start("full", "", false);
+    // How the target is reached is no business of a user without a grant for it.
+    let out = s.ssh("echo hi");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("no active grant for web"), "{err}");
+    assert!(!err.contains("host key"), "{err}");
     s.grant("30m");
     let out = s.ssh("echo hi");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
