@@ -1470,7 +1470,8 @@ fn bulk_data_both_ways_is_relayed_whole() {
             std::fs::metadata(&back).unwrap().len()
         );
     }
-    let ended = s.events("session.ended");
+    // The client may be gone before its session's end is on record.
+    let ended = s.wait_events("session.ended", 5, Duration::from_secs(10));
     assert_eq!(ended.len(), 5, "{ended:?}");
     for (run, e) in ended.iter().enumerate() {
         assert_eq!(e["details"]["ended_by"], "target", "run {run}: {e}");
