@@ -67,6 +67,12 @@ pub fn audit_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
                 path.display()
             )
         })?;
+        if !pem.trim_start().starts_with("-----BEGIN PRIVATE KEY-----") {
+            bail!(
+                "{}: does not begin -----BEGIN PRIVATE KEY-----, as the audit signing key does: {restore}",
+                path.display()
+            );
+        }
         return SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
             anyhow::anyhow!(
                 "{}: not an Ed25519 PKCS#8 key ({e}): {restore}",
@@ -239,6 +245,13 @@ mod tests {
         write_private(&empty, b"").unwrap();
         let e = audit_signing_key(&empty).unwrap_err().to_string();
         assert!(e.contains("is empty") && e.contains("backup"), "{e}");
+        let garbage = dir.path().join("garbage.key");
+        write_private(&garbage, b"garbage\n").unwrap();
+        let e = audit_signing_key(&garbage).unwrap_err().to_string();
+        assert!(
+            e.contains("does not begin -----BEGIN PRIVATE KEY-----") && e.contains("backup"),
+            "{e}"
+        );
 
         let s = Sealer::load_or_create(&dir.path().join("master.key")).unwrap();
         let sealed = s.seal(b"JBSWY3DPEHPK3PXP").unwrap();

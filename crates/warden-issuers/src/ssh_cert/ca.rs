@@ -97,6 +97,22 @@ impl UserCa {
                         mode: mode & 0o777,
                     });
                 }
+                // The PEM decoder's word for text that is no PEM at all (an emptied or
+                // overwritten file) names a NUL byte the file does not hold: said plainly here.
+                const BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
+                if !text.trim_start().starts_with(BEGIN) {
+                    let what = if text.trim().is_empty() {
+                        "it is empty".to_owned()
+                    } else {
+                        format!("it does not begin {BEGIN}")
+                    };
+                    return Err(CaError::Parse {
+                        path: path.into(),
+                        detail: format!(
+                            "{what}: restore it from a backup of the data dir (hosts trust its public half)"
+                        ),
+                    });
+                }
                 let key = PrivateKey::from_openssh(text).map_err(|e| CaError::Parse {
                     path: path.into(),
                     detail: e.to_string(),

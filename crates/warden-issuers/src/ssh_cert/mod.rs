@@ -519,6 +519,20 @@ mod tests {
         let (again, created) = UserCa::load_or_create(&path).unwrap();
         assert!(!created);
         assert_eq!(again.public_key(), ca.public_key());
+        // A damaged key is said to be what it is, with the way out.
+        let damaged = dir.path().join("damaged");
+        for (text, said) in [
+            ("", "it is empty"),
+            (
+                "garbage\n",
+                "it does not begin -----BEGIN OPENSSH PRIVATE KEY-----",
+            ),
+        ] {
+            std::fs::write(&damaged, text).unwrap();
+            std::fs::set_permissions(&damaged, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = UserCa::load_or_create(&damaged).unwrap_err().to_string();
+            assert!(e.contains(said) && e.contains("backup"), "{e}");
+        }
 
         let user_key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let issuer = SshCertIssuer::new(ca.clone());
