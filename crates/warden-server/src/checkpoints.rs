@@ -339,10 +339,17 @@ pub fn anchor_empty_log(anchor: &Path, signer: &NoteSigner, origin: &str) -> any
 
 /// Replaces `anchor` with `note`, whole and durably: written aside and synced, renamed over it,
 /// and the directory synced, so a crash leaves the old note or the new one, never a torn one.
+/// Public, and the server's alone to change: its mode is set, whatever the umask.
 fn write_anchor(anchor: &Path, note: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let aside = anchor.with_extension("note.new");
-    let written = std::fs::File::create(&aside)
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&aside)
         .and_then(|mut f| f.write_all(note.as_bytes()).and_then(|()| f.sync_all()))
         .and_then(|()| std::fs::rename(&aside, anchor))
         .and_then(|()| match anchor.parent() {

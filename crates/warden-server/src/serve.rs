@@ -426,7 +426,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
     // Written whole or not at all: a stop mid-write must not leave an empty one behind.
     let written = data.join("audit_verifier.pub.new");
-    std::fs::write(&written, format!("{verifier}\n"))
+    std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o644)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&written)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{verifier}\n").as_bytes()))
         .and_then(|()| std::fs::rename(&written, &verifier_path))
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&written);
@@ -587,15 +592,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     let _ = worker.await;
-    // A delivery in flight may wait on a slow sink; what it has not marked delivered stays
-    // queued and is sent at the next start.
-    let mut dispatcher = dispatcher;
-    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut dispatcher)
-        .await
-        .is_err()
-    {
-        dispatcher.abort();
-    }
+    // The dispatcher waits a little for the deliveries under way, so that what they sent is
+    // recorded rather than sent again at the next start.
+    let _ = dispatcher.await;
     let _ = checkpointer.await;
     store
         .append(vec![Event::new(
