@@ -10,7 +10,9 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -703,8 +705,21 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     no_ticket.retain(|a| *a != "--ticket" && *a != "INC-7");
     let out = fails(&bob, &no_ticket, 3);
     assert!(out.stderr.contains("INC-[0-9]+"), "{out:?}");
+    // Bad input is a break-glass refusal too, naming what it was for.
+    let mut zero_ttl: Vec<&str> = bg.to_vec();
+    *zero_ttl.last_mut().unwrap() = "0s";
+    fails(&bob, &zero_ttl, 2);
     let refused = audit_records(&admin, "breakglass.refused");
-    assert!(refused.len() >= 4, "{refused:?}");
+    assert!(refused.len() >= 5, "{refused:?}");
+    let bad_ttl = refused
+        .iter()
+        .find(|r| r["event"]["outcome"]["code"] == "bad_ttl")
+        .expect("the zero TTL's refusal");
+    assert_eq!(
+        (&bad_ttl["event"]["target"], &bad_ttl["event"]["role"]),
+        (&serde_json::json!("web"), &serde_json::json!("root")),
+        "{bad_ttl}"
+    );
 
     // With a fresh code: active at once, recorded in full, flagged as break-glass.
     let code = totp(&uri, 1);
@@ -1157,6 +1172,93 @@ fn the_outbox_delivers_after_an_outage_and_a_kill_9_each_notification_once() {
     assert_eq!(s["sinks"][0]["name"], "hook");
     assert_eq!(s["sinks"][0]["kind"], "webhook");
     assert_eq!(s["backlog"], serde_json::json!([]), "{s}");
+}
+
+/// A webhook receiver on 127.0.0.1 that answers each POST with 200 only `delay` after it came
+/// in; returns its port and the bodies it was sent, kept as they come in.
+fn slow_receiver(delay: Duration) -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming().take(16).flatten() {
+            let kept = kept.clone();
+            thread::spawn(move || answer_slowly(conn, delay, &kept));
+        }
+    });
+    (port, bodies)
+}
+
+/// Reads the POSTs of `conn`, keeping their bodies in `bodies`, and answers each after `delay`.
+fn answer_slowly(
+    conn: std::net::TcpStream,
+    delay: Duration,
+    bodies: &Mutex<Vec<Value>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut writer = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            match line.trim_end().split_once(':') {
+                Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        bodies
+            .lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        thread::sleep(delay);
+        writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
+    }
+}
+
+/// A clean stop (SIGTERM) while a receiver takes its time waits for its answer and records
+/// the delivery, so the notification is not sent again after the restart.
+#[test]
+fn a_delivery_under_way_at_a_clean_stop_is_not_sent_again_after_the_restart() {
+    let (port, bodies) = slow_receiver(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"slow\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+             audiences = [\"approvers\"]\n"
+        ),
+    );
+    let (alice, admin) = (login(&server, "alice"), login(&server, "admin"));
+    let rid = id(&common::create(&alice, "web", "deploy", &[]));
+    let sent = || {
+        bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| n["request"]["id"] == rid.as_str())
+            .count()
+    };
+    wait_for("the POST to come in", || sent() == 1);
+    // Stopped while the receiver has the notification and has not answered yet.
+    assert!(server.terminate().success());
+    server.restart();
+    wait_for("an empty queue", || {
+        ok(&admin, &["notify", "status"])["pending"].as_u64() == Some(0)
+    });
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(sent(), 1, "{:?}", bodies.lock().unwrap());
+    assert_eq!(ok(&admin, &["notify", "status"])["delivered"], 1);
 }
 
 /// A sink that takes connections and never answers holds back its own deliveries only: the

@@ -5,13 +5,15 @@
 //!
 //! It sleeps until the next queued notification is due, or until a change queues a new one
 //! (`App::outbox` wakes it); queued rows survive any crash, so after a restart everything not
-//! yet marked delivered is sent.
+//! yet marked delivered is sent. A stop waits a little for the deliveries under way, so that
+//! one a receiver took is marked delivered rather than sent again after the restart.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::{Notice, State};
@@ -34,6 +36,9 @@ const WAITING_POLL: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 /// Deliveries under way to one sink at most.
 const CONCURRENCY: usize = 8;
+/// How long a stop waits for the deliveries under way, so that what they sent is recorded
+/// and not sent again at the next start.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// A configured destination: what it wants, and how it is reached.
 #[derive(Debug)]
@@ -107,7 +112,8 @@ struct Running {
     ended: u64,
 }
 
-/// Delivers until `stop` turns true.
+/// Delivers until `stop` turns true, then waits up to [`DRAIN`] for the deliveries under way
+/// and records their outcomes; those still under way then are left queued for the next start.
 pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
     let sinks = match build(&app.config.notify) {
         Ok(s) => Arc::new(s),
@@ -124,8 +130,11 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
             .collect(),
     });
     let base: Arc<str> = app.public_url().into();
+    let mut deliveries = JoinSet::new();
     loop {
-        let sleep = match pass(&app, &sinks, &in_flight, &base).await {
+        // Those ended are let go of: the set holds the deliveries under way.
+        while deliveries.try_join_next().is_some() {}
+        let sleep = match pass(&app, &sinks, &in_flight, &base, &mut deliveries).await {
             // Some due ones wait for a delivery under way, whose end wakes the dispatcher;
             // others' retries may come due meanwhile, and the queue cannot say when apart from
             // those under way.
@@ -151,18 +160,33 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = app.outbox.notified() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
+    }
+    drain(deliveries).await;
+}
+
+/// Waits up to [`DRAIN`] for `deliveries` to end; the rest are stopped, their notifications
+/// still queued.
+async fn drain(mut deliveries: JoinSet<()>) {
+    let all_ended = async { while deliveries.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, all_ended).await.is_err() {
+        tracing::warn!(
+            under_way = deliveries.len(),
+            "notification deliveries still under way at the stop are sent again at the next start"
+        );
+        deliveries.shutdown().await;
     }
 }
 
-/// Starts the deliveries that are due now, each on its own, without waiting for any; returns
-/// whether a due one was left waiting (under way already, or its sink busy).
+/// Starts the deliveries that are due now, each on its own in `deliveries`, without waiting
+/// for any; returns whether a due one was left waiting (under way already, or its sink busy).
 async fn pass(
     app: &Shared,
     sinks: &Arc<BTreeMap<String, Sink>>,
     in_flight: &Arc<InFlight>,
     base: &Arc<str>,
+    deliveries: &mut JoinSet<()>,
 ) -> Result<bool, warden_store::Error> {
     // Read until no delivery ended during the read; then choose under the same lock the
     // delivery's end takes, so that none ends unseen between the check and the choice.
@@ -208,7 +232,7 @@ async fn pass(
             permit,
         };
         let (app, sinks, base) = (app.clone(), sinks.clone(), base.clone());
-        tokio::spawn(async move {
+        deliveries.spawn(async move {
             let _under_way = under_way;
             let outcome = match sinks.get(&d.sink) {
                 // A prompt retried after an outage that no longer holds (the request was
