@@ -140,6 +140,14 @@ pub struct Decision {
 pub enum Refusal {
     #[error("{}", not_permitted(.0))]
     NotPermitted(Vec<String>),
+    #[error(
+        "no break-glass rule lets you break the glass for this role: `warden targets` lists your break-glass roles"
+    )]
+    NoBreakGlassRule,
+    #[error(
+        "no request rule lets you extend this role now: an extension is decided as a new request (a break-glass grant is extended by breaking the glass again)"
+    )]
+    NoExtensionRule,
     #[error("requested TTL {requested} is above the maximum of {max} for this role")]
     TtlAboveMax { requested: Ttl, max: Ttl },
     #[error("a ticket is required for this role; it must match {0}")]
@@ -168,6 +176,21 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// This refusal as said of a break-glass attempt or an extension: where no rule at all
+    /// matched, which rules were looked at, since a role another flow permits would otherwise
+    /// read as refused for no reason.
+    pub fn in_flow(self, breakglass: bool, extension: bool) -> Self {
+        match self {
+            Refusal::NotPermitted(forbids) if forbids.is_empty() && breakglass => {
+                Refusal::NoBreakGlassRule
+            }
+            Refusal::NotPermitted(forbids) if forbids.is_empty() && extension => {
+                Refusal::NoExtensionRule
+            }
+            other => other,
+        }
+    }
+
     /// Why a request made earlier no longer passes, in words about that request: its requester
     /// would have to ask again, and the advice for someone asking now would mislead whoever
     /// reviews it.
@@ -195,7 +218,9 @@ impl Refusal {
     /// A stable machine-readable code for API errors and audit events.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotPermitted(_) => "not_permitted",
+            Self::NotPermitted(_) | Self::NoBreakGlassRule | Self::NoExtensionRule => {
+                "not_permitted"
+            }
             Self::TtlAboveMax { .. } => "ttl_above_max",
             Self::TicketRequired(_) => "ticket_required",
             Self::TicketMismatch { .. } => "ticket_mismatch",
@@ -238,8 +263,6 @@ impl Decision {
         )
     }
 
-    /// Checks a concrete request against the decision. `mfa_verified` says whether the
-    /// requester proved a fresh second factor with this request.
     /// Whether the people of the directory, `everyone`, could together give the approval the
     /// decision requires of a request by `requester`: one that no one could approve would only
     /// wait out its timeout.
@@ -259,6 +282,8 @@ impl Decision {
         }
     }
 
+    /// Checks a concrete request against the decision. `mfa_verified` says whether the
+    /// requester proved a fresh second factor with this request.
     pub fn check(
         &self,
         ttl: Ttl,
@@ -319,6 +344,17 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_with_no_rule_at_all_names_the_flow_whose_rules_were_read() {
+        let none = || Refusal::NotPermitted(Vec::new());
+        assert_eq!(none().in_flow(true, false), Refusal::NoBreakGlassRule);
+        assert_eq!(none().in_flow(false, true), Refusal::NoExtensionRule);
+        assert_eq!(none().in_flow(false, false), none());
+        let forbidden = Refusal::NotPermitted(vec!["no-prod".into()]);
+        assert_eq!(forbidden.clone().in_flow(true, false), forbidden);
+        assert_eq!(Refusal::NoBreakGlassRule.code(), "not_permitted");
+    }
 
     fn allowed() -> Decision {
         Decision {

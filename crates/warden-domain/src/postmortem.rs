@@ -31,13 +31,17 @@ impl Link {
                 .filter(|head| head.eq_ignore_ascii_case(scheme))
                 .map(|_| &s[scheme.len()..])
         });
-        let Some(rest) = rest.filter(|r| !r.is_empty() && !r.starts_with('/')) else {
+        let Some(rest) = rest else {
             return Err(PostmortemError::BadLink);
         };
         // The audit log keeps the link for good: a user name or password in it would be too.
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if authority.contains('@') {
             return Err(PostmortemError::LinkCredentials);
+        }
+        // A host, not just a port: `https://#` or `http://:80` leads nowhere.
+        if authority.split(':').next().is_none_or(str::is_empty) {
+            return Err(PostmortemError::BadLink);
         }
         // A URL is ASCII (anything else percent-encoded), so nothing in it hides.
         if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
@@ -181,6 +185,7 @@ mod tests {
     fn links_are_web_addresses() {
         assert!(Link::parse("https://wiki.example.com/pm/42").is_ok());
         assert!(Link::parse("http://10.0.0.1/x").is_ok());
+        assert!(Link::parse("http://[::1]:8080/pm").is_ok());
         assert!(Link::parse("HTTPS://wiki.example.com/pm/42").is_ok());
         let long = format!("https://x/{}", "a".repeat(Link::MAX));
         assert_eq!(
@@ -195,6 +200,10 @@ mod tests {
             "https://a b",
             "ftp://x",
             "javascript:alert(1)",
+            "https://#",
+            "http://:80",
+            "https://?q=1",
+            "https://?",
         ] {
             assert!(Link::parse(bad).is_err(), "{bad}");
         }

@@ -697,7 +697,11 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     // No second factor, no break-glass; developers have no break-glass rule at all.
     let out = fails(&bob, &bg, 3);
     assert!(out.stderr.contains("warden mfa enroll"), "{out:?}");
-    fails(&alice, &bg, 3);
+    let out = fails(&alice, &bg, 3);
+    assert!(
+        out.stderr.contains("no break-glass rule lets you"),
+        "{out:?}"
+    );
     let uri = enroll_mfa(&bob);
     let out = fails(&bob, &bg, 3);
     assert!(out.stderr.contains("TOTP"), "{out:?}");

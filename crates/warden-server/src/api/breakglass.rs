@@ -12,7 +12,8 @@ use warden_domain::Postmortem;
 use super::requests::{CreateBody, parse_create, parse_id, view};
 use super::views::RequestView;
 use super::{ApiError, Authed, ErrorBody, JsonBody, PathText, body, refuse};
-use crate::state::Shared;
+use crate::state::{Shared, now};
+use warden_domain::audit::{Code, Event};
 use warden_domain::rfc3339;
 
 /// Emergency access: the fields of a request, and whether it is a drill.
@@ -189,6 +190,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     let b = body(&app, &who, "breakglass.create", raw).await?;
     let drill = b.drill;
+    // Every refused attempt is a `breakglass.refused`, bad input too: an alert on that code
+    // must see each one, with the target and role it was for where they are names.
+    let (target, role) = (b.target.parse().ok(), b.role.parse().ok());
     let parsed = parse_create(CreateBody {
         target: b.target,
         role: b.role,
@@ -200,7 +204,12 @@ pub async fn create(
     });
     let input = match parsed {
         Ok(i) => i,
-        Err(e) => return Err(refuse(&app, &who, "breakglass.create", e).await),
+        Err(e) => {
+            let mut event = Event::new(Code::BreakGlassRefused, who.actor(), now())
+                .details(serde_json::json!({ "action": "breakglass.create" }));
+            (event.target, event.role) = (target, role);
+            return Err(super::audited(&app, event, e).await);
+        }
     };
     let outcome = app.breakglass(who.caller(), input, drill).await?;
     // No notice queued means no sink reaches security: the caller must tell them.

@@ -111,10 +111,11 @@ impl App {
         // a one-time code used up by a request refused for its ticket would make them wait
         // for the next one.
         if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), true) {
+            let said = refusal_reason.in_flow(breakglass.is_some(), extends.is_some());
             return Err(self
                 .refused(
                     refusal(decision_details(&decision, breakglass.is_some())),
-                    refusal_reason.into(),
+                    said.into(),
                 )
                 .await);
         }
@@ -176,10 +177,11 @@ impl App {
             false
         };
         if let Err(refusal_reason) = decision.check(ask.ttl, ask.ticket.as_ref(), mfa) {
+            let said = refusal_reason.in_flow(breakglass.is_some(), extends.is_some());
             return Err(self
                 .refused(
                     refusal(decision_details(&decision, breakglass.is_some())),
-                    refusal_reason.into(),
+                    said.into(),
                 )
                 .await);
         }

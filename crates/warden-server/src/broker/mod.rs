@@ -475,7 +475,12 @@ impl App {
             role,
             &context(now(), ttl, ticket),
         )?;
-        let mut refusals = d.refusals(ttl, ticket, true);
+        let breakglass = action == warden_policy::Action::Breakglass;
+        let mut refusals: Vec<Refusal> = d
+            .refusals(ttl, ticket, true)
+            .into_iter()
+            .map(|r| r.in_flow(breakglass, false))
+            .collect();
         if d.allowed
             && let Err(none) = self.approvable(&d, user)
         {
