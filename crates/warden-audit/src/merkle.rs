@@ -268,14 +268,28 @@ impl Proofs {
         })
     }
 
-    /// The first leaves of the blocks of 2^`height` leaves that a proof about `leaf` in a
-    /// tree of `size` leaves passes through: the leaf's own block and the last block, if that
-    /// is partial. For a consistency proof from an older size, `leaf` is that size minus one.
+    /// The first leaves of the blocks of 2^`height` leaves that an inclusion proof of `leaf`
+    /// in a tree of `size` leaves passes through: the leaf's own block and the last block, if
+    /// that is partial.
     pub fn blocks_needed(leaf: u64, size: u64, height: u32) -> Vec<u64> {
-        let own = leaf >> height << height;
+        Self::with_last_partial(vec![leaf >> height << height], size, height)
+    }
+
+    /// The first leaves of the blocks of 2^`height` leaves that a consistency proof from
+    /// `old_size` to a tree of `size` leaves passes through: the block the old tree ends
+    /// inside, and the last block, if partial. An old tree that ends at a block's edge is made
+    /// of whole blocks, whose roots stand for their leaves, so its own leaves are not needed.
+    pub fn blocks_for_consistency(old_size: u64, size: u64, height: u32) -> Vec<u64> {
+        let inside =
+            (!old_size.is_multiple_of(1 << height)).then_some(old_size >> height << height);
+        Self::with_last_partial(inside.into_iter().collect(), size, height)
+    }
+
+    /// `firsts` and the first leaf of the last block of a tree of `size` leaves, if that
+    /// block is partial and not among them.
+    fn with_last_partial(mut firsts: Vec<u64>, size: u64, height: u32) -> Vec<u64> {
         let last = size >> height << height;
-        let mut firsts = vec![own];
-        if last != own && last < size {
+        if last < size && !firsts.contains(&last) {
             firsts.push(last);
         }
         firsts
@@ -670,12 +684,11 @@ mod tests {
         }
     }
 
-    /// The tree of `l` from its blocks of 2^`height` leaves, loading the blocks a proof about
-    /// `leaf` needs.
-    fn from_blocks_for(l: &[Hash], height: u32, leaf: u64) -> Proofs {
+    /// The tree of `l` from its blocks of 2^`height` leaves, loading the blocks `firsts`.
+    fn from_blocks_for(l: &[Hash], height: u32, firsts: Vec<u64>) -> Proofs {
         let block = 1usize << height;
         let roots = l.chunks_exact(block).map(root).collect();
-        let blocks = Proofs::blocks_needed(leaf, l.len() as u64, height)
+        let blocks = firsts
             .into_iter()
             .map(|first| {
                 let first_leaf = first as usize;
@@ -692,17 +705,28 @@ mod tests {
         for height in [0, 1, 2, 3, 10] {
             for n in 1..=l.len() {
                 let full = Proofs::new(l[..n].to_vec());
-                for i in 0..n as u64 {
-                    let part = from_blocks_for(&l[..n], height, i);
+                let size = n as u64;
+                for i in 0..size {
+                    let part =
+                        from_blocks_for(&l[..n], height, Proofs::blocks_needed(i, size, height));
                     assert_eq!(part.inclusion(i), full.inclusion(i), "h{height} n{n} i{i}");
                     let old = i + 1;
+                    let part = from_blocks_for(
+                        &l[..n],
+                        height,
+                        Proofs::blocks_for_consistency(old, size, height),
+                    );
                     assert_eq!(
                         part.consistency(old),
                         full.consistency(old),
                         "h{height} n{n} old{old}"
                     );
                 }
-                let last = from_blocks_for(&l[..n], height, n as u64 - 1);
+                let last = from_blocks_for(
+                    &l[..n],
+                    height,
+                    Proofs::blocks_needed(size - 1, size, height),
+                );
                 assert_eq!(last.root(), full.root(), "h{height} n{n}");
             }
         }
@@ -721,6 +745,10 @@ mod tests {
             "the partial last block is missing too"
         );
         assert_eq!(Proofs::blocks_needed(9, 18, 2), vec![8, 16]);
+        // From a block's edge, the old tree's blocks are their roots: only the last is read.
+        assert_eq!(Proofs::blocks_for_consistency(8, 18, 2), vec![16]);
+        assert_eq!(Proofs::blocks_for_consistency(9, 18, 2), vec![8, 16]);
+        assert_eq!(Proofs::blocks_for_consistency(8, 16, 2), Vec::<u64>::new());
         // Roots that do not match the size, misaligned or short blocks.
         let bad = [
             Proofs::from_blocks(18, 2, roots[..3].to_vec(), vec![]),

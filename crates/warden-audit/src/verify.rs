@@ -223,9 +223,13 @@ fn check_anchors(tree: &Tree, anchors: &mut Anchors, report: &mut Report) {
 }
 
 /// Checks the roots a store keeps for its blocks of 2^[`BLOCK_HEIGHT`] events (the shortcut
-/// proofs take) against the events themselves, fed in storage order. The roots are not signed
+/// proofs take) against the events themselves, fed in sequence order. The roots are not signed
 /// and every proof is checked against a signed checkpoint, so a wrong root cannot make a false
 /// proof pass; it makes true ones fail, and says the store was altered.
+///
+/// A block is checked only when its events arrive from its first to its last without a gap:
+/// events that come out of order, or a block some of whose events are not at hand, leave its
+/// stored root unchecked, which [`BlockCheck::checked`] lets the caller say.
 #[derive(Debug)]
 pub struct BlockCheck {
     stored: BTreeMap<u64, Hash>,
@@ -233,7 +237,7 @@ pub struct BlockCheck {
     /// Whether `tree` holds its block's events from the first, without a gap.
     whole: bool,
     last_seq: u64,
-    checked: u64,
+    checked: Vec<u64>,
     mismatched: Vec<u64>,
 }
 
@@ -245,7 +249,7 @@ impl BlockCheck {
             tree: Tree::new(),
             whole: false,
             last_seq: after_seq,
-            checked: 0,
+            checked: Vec::new(),
             mismatched: Vec::new(),
         }
     }
@@ -272,7 +276,7 @@ impl BlockCheck {
             && self.tree.size() == block_len
             && let Some(stored) = self.stored.get(&block)
         {
-            self.checked += 1;
+            self.checked.push(block);
             if *stored != self.tree.root() {
                 self.mismatched.push(block);
             }
@@ -284,9 +288,18 @@ impl BlockCheck {
         self.last_seq
     }
 
-    /// How many stored roots were compared with complete blocks of events.
-    pub fn checked(&self) -> u64 {
-        self.checked
+    /// The blocks whose stored root was compared with their events', in the order checked.
+    pub fn checked(&self) -> &[u64] {
+        &self.checked
+    }
+
+    /// The blocks with a stored root that this check never compared: their events did not
+    /// all arrive, in order.
+    pub fn unchecked(&self) -> impl Iterator<Item = u64> + '_ {
+        self.stored
+            .keys()
+            .copied()
+            .filter(|block| !self.checked.contains(block))
     }
 
     /// The blocks whose stored root differs from their events' root.
@@ -605,7 +618,11 @@ mod tests {
         for (i, d) in data.iter().enumerate() {
             all.add(i as u64 + 1, d);
         }
-        assert_eq!((all.checked(), all.mismatched()), (3, &[1][..]));
+        assert_eq!(
+            (all.checked(), all.mismatched()),
+            (&[0, 1, 2][..], &[1][..])
+        );
+        assert_eq!(all.unchecked().count(), 0);
 
         // Starting inside block 0 (archived events before), and a gap in block 2: only block 1
         // is whole.
@@ -615,6 +632,44 @@ mod tests {
                 partial.add(i as u64 + 1, d);
             }
         }
-        assert_eq!((partial.checked(), partial.mismatched()), (1, &[1][..]));
+        assert_eq!(
+            (partial.checked(), partial.mismatched()),
+            (&[1][..], &[1][..])
+        );
+        assert_eq!(partial.unchecked().collect::<Vec<_>>(), [0, 2]);
+    }
+
+    /// Events of one block fed in two runs, the later run first (as archive segments read
+    /// newest first would be), leave it unchecked and say so; fed in sequence order across the
+    /// same split, it is checked.
+    #[test]
+    fn a_block_is_checked_only_from_events_in_sequence_order() {
+        use crate::merkle::root;
+        let block = 1u64 << BLOCK_HEIGHT;
+        let hashes: Vec<Hash> = (1..=block)
+            .map(|seq| leaf_hash(format!("event {seq}").as_bytes()))
+            .collect();
+        let stored = [(0, root(&hashes))];
+        let (older, newer) = hashes.split_at(208);
+        let numbered = |run: &[Hash], first: u64| -> Vec<(u64, Hash)> {
+            (first..).zip(run.iter().copied()).collect()
+        };
+
+        let mut newest_first = BlockCheck::new(stored, 0);
+        for (seq, hash) in numbered(newer, 209).into_iter().chain(numbered(older, 1)) {
+            newest_first.add_hash(seq, hash);
+        }
+        assert!(newest_first.checked().is_empty());
+        assert_eq!(newest_first.unchecked().collect::<Vec<_>>(), [0]);
+
+        let mut in_order = BlockCheck::new(stored, 0);
+        for (seq, hash) in numbered(older, 1).into_iter().chain(numbered(newer, 209)) {
+            in_order.add_hash(seq, hash);
+        }
+        assert_eq!(
+            (in_order.checked(), in_order.mismatched()),
+            (&[0][..], &[][..])
+        );
+        assert_eq!(in_order.unchecked().count(), 0);
     }
 }

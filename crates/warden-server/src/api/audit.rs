@@ -237,24 +237,20 @@ async fn require_admin(
 }
 
 /// Refuses a proof that needs the hashes of events from index `needed_from` (a sequence
-/// number minus one) on when some of them were archived: the live log no longer holds them.
-/// (Archived ranges prove themselves, with their segment.)
+/// number minus one) on when some of them were archived without their hashes kept: the store
+/// no longer holds them. (Archived ranges prove themselves, with their segment.)
 async fn refuse_archived(app: &Shared, needed_from: u64) -> Result<(), ApiError> {
-    let store = app.store.as_ref();
-    let hashed = store
+    let hashed = app
+        .store
         .first_leaf_hash()
         .await
         .map_err(crate::broker::Error::from)?;
     if hashed > needed_from + 1 {
-        let first = store
-            .first_seq()
-            .await
-            .map_err(crate::broker::Error::from)?;
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "archived",
             format!(
-                "this proof needs events from {} on, and those before {first} were archived: verify them with their archive segment (`warden audit verify --segment`)",
+                "this proof needs the hashes of events from {} on, and those before {hashed} were archived without them: verify them with their archive segment (`warden audit verify --segment`)",
                 needed_from + 1
             ),
         ));
@@ -318,16 +314,21 @@ async fn whole_tree(app: &Shared, size: u64) -> Result<Proofs, ApiError> {
         .map_err(|e| internal(format!("hashing the audit tree failed: {e}")))
 }
 
-/// The tree of the first `size` events as far as proofs about the events at indexes `leaves`
-/// (their seqs minus one) need it: the stored roots of its blocks and the hashes of the events
-/// of the blocks the proofs pass through. Read whole when those blocks are all of it, or when
-/// early blocks have no stored roots (a log written by an older Warden).
-async fn tree_for(app: &Shared, size: u64, leaves: &[u64]) -> Result<Proofs, ApiError> {
-    let count = size >> BLOCK_HEIGHT;
-    let firsts: BTreeSet<u64> = leaves
+/// The first events' indexes of the blocks that inclusion proofs of the events at indexes
+/// `leaves` (their seqs minus one) in the tree of the first `size` events pass through.
+fn inclusion_blocks(size: u64, leaves: &[u64]) -> BTreeSet<u64> {
+    leaves
         .iter()
         .flat_map(|&leaf| Proofs::blocks_needed(leaf, size, BLOCK_HEIGHT))
-        .collect();
+        .collect()
+}
+
+/// The tree of the first `size` events as far as proofs passing through the blocks whose first
+/// events' indexes are `firsts` need it: the stored roots of its blocks and the hashes of the
+/// events of those blocks. Read whole when those blocks are all of it, or when early blocks
+/// have no stored roots (a log written by an older Warden).
+async fn tree_for(app: &Shared, size: u64, firsts: BTreeSet<u64>) -> Result<Proofs, ApiError> {
+    let count = size >> BLOCK_HEIGHT;
     if (firsts.len() as u64) << BLOCK_HEIGHT >= size {
         return whole_tree(app, size).await;
     }
@@ -340,7 +341,9 @@ async fn tree_for(app: &Shared, size: u64, leaves: &[u64]) -> Result<Proofs, Api
         return whole_tree(app, size).await;
     }
     // Archived blocks keep their roots: proofs through live blocks alone still work.
-    refuse_archived(app, firsts.first().copied().unwrap_or(0)).await?;
+    if let Some(&first) = firsts.first() {
+        refuse_archived(app, first).await?;
+    }
     let mut blocks = Vec::new();
     for first in firsts {
         let upto = (first + (1 << BLOCK_HEIGHT)).min(size);
@@ -484,7 +487,7 @@ async fn inclusion(app: &Shared, seq: u64, size: Option<u64>) -> Result<Inclusio
             ),
         ));
     }
-    let path = tree_for(app, cp.size, &[seq - 1])
+    let path = tree_for(app, cp.size, inclusion_blocks(cp.size, &[seq - 1]))
         .await?
         .inclusion(seq - 1)
         .map_err(proof_error)?;
@@ -581,7 +584,8 @@ async fn extension(app: &Shared, q: &ConsistencyQuery) -> Result<ConsistencyProo
         .checkpoint(q.from)
         .await
         .map_err(crate::broker::Error::from)?;
-    let path = tree_for(app, new.size, &[q.from.saturating_sub(1)])
+    let blocks = Proofs::blocks_for_consistency(q.from, new.size, BLOCK_HEIGHT);
+    let path = tree_for(app, new.size, blocks.into_iter().collect())
         .await?
         .consistency(q.from)
         .map_err(proof_error)?;
@@ -693,7 +697,7 @@ pub async fn export(
         return Ok(bundle(Vec::new()));
     }
     let indexes: Vec<u64> = seqs.iter().map(|seq| seq - 1).collect();
-    let tree = tree_for(&app, cp.size, &indexes).await?;
+    let tree = tree_for(&app, cp.size, inclusion_blocks(cp.size, &indexes)).await?;
     let mut out = Vec::with_capacity(seqs.len());
     // The events' exact bytes, read a run of consecutive sequence numbers at a time.
     for run in seqs.chunk_by(|a, b| a + 1 == *b) {

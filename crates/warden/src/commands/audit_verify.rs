@@ -227,9 +227,9 @@ pub fn store(
         .collect();
 
     // Events before the first stored one were archived: resume from the checkpoint there.
-    let base = reader
-        .leaves(0, 1)?
-        .first()
+    let first_live = reader.leaves(0, 1)?.into_iter().next();
+    let base = first_live
+        .as_ref()
         .map_or(0, |(seq, _, _)| seq.saturating_sub(1));
     let tree = if base == 0 {
         Tree::new()
@@ -362,7 +362,13 @@ pub fn store(
         }
     }
     let blocks = blocks.into_inner();
-    let blocks_checked = blocks.checked() + archived.blocks.checked();
+    let blocks_checked = blocks.checked().len() + archived.blocks.checked().len();
+    // A stored root whose events are not all at hand (a segment deleted past retention, or
+    // missing) cannot be recomputed: said so, not counted as checked.
+    let blocks_unchecked: Vec<u64> = blocks
+        .unchecked()
+        .filter(|b| !archived.blocks.checked().contains(b))
+        .collect();
     let mut altered_blocks: Vec<u64> = blocks
         .mismatched()
         .iter()
@@ -410,26 +416,45 @@ pub fn store(
             crate::output::count(usize::try_from(unsigned).unwrap_or(usize::MAX), "event")
         );
     }
+    if !blocks_unchecked.is_empty() && !out.json {
+        let names: Vec<String> = blocks_unchecked.iter().map(|&b| block_name(b)).collect();
+        eprintln!(
+            "Note: the stored Merkle roots of the {} could not be checked, since their events are not all at hand (in a segment deleted or missing): proofs of live events pass through them, and fail if one was altered.",
+            names.join(", ")
+        );
+    }
     if !anchor.exists() && !out.json {
         eprintln!(
             "Note: {} is missing, so a data dir rolled back whole (the database with its own checkpoints) would verify as well as this one: check it against a checkpoint kept elsewhere with --checkpoint FILE.",
             anchor.display()
         );
     }
-    let summary = json!({
+    let mut summary = json!({
         "events_checked": result.events_checked,
         "events_after_newest_checkpoint": unsigned,
         "checkpoints_checked": result.checkpoints_checked,
         "blocks_checked": blocks_checked,
+        "blocks_unchecked": blocks_unchecked,
         "block_filters_checked": filters_checked,
         "external_checkpoints": outside.len(),
         "external_checkpoints_unchecked": unchecked,
         "server_checkpoint_file": anchored,
-        "archived_before": base,
         "segments_checked": segments_checked,
         "verifier": key.name(),
     });
+    if let Some(archived_before) = first_live.filter(|_| base > 0).map(archived_before) {
+        summary["archived_before"] = archived_before;
+    }
     report(out, "the audit log", summary, &problems)
+}
+
+/// Where the live log starts after an archive, as a search or an export says it: the oldest
+/// live event (`first_live`: its sequence number and text) and its time.
+fn archived_before((seq, data, _): (u64, String, [u8; 32])) -> Value {
+    let time = serde_json::from_str::<Value>(&data)
+        .ok()
+        .map(|v| v["time"].clone());
+    json!({ "seq": seq, "time": time.unwrap_or_default() })
 }
 
 /// The checkpoint in `file`, one kept outside the stored ones; one not validly signed by
@@ -655,9 +680,11 @@ impl SegmentRecords {
     }
 
     /// Checks every segment sealed and not deleted is in `dir` as sealed, reading the records
-    /// of each one found, and each of the `kept` checkpoints whose size falls in a segment
-    /// against its events; returns how many segments were checked, the problems, and the sizes
-    /// of the kept checkpoints compared.
+    /// of each one found, then reads their events in sequence order, oldest segment first (a
+    /// block of events that two segments share is whole only so): against the stored roots and
+    /// kept hashes (`archived`), and each of the `kept` checkpoints whose size falls in a
+    /// segment against its events. Returns how many segments were checked, the problems, and
+    /// the sizes of the kept checkpoints compared.
     fn check(
         mut self,
         dir: &Path,
@@ -665,46 +692,85 @@ impl SegmentRecords {
         archived: &mut ArchivedEvents,
     ) -> (usize, Vec<String>, Vec<u64>) {
         let mut problems = Vec::new();
+        let mut found = self.find_sealed(dir, &mut problems);
+        found.sort_unstable();
         let mut compared = Vec::new();
-        let mut checked = std::collections::BTreeSet::new();
+        for (_, file, sha) in &found {
+            let Ok(v) = read_sealed(&dir.join(file), sha) else {
+                problems.push(format!(
+                    "archive segment {file}: changed or removed while it was being verified"
+                ));
+                continue;
+            };
+            let (_, _, events, start) = segment_parts(&v);
+            for data in &events {
+                if let Some(seq) = claimed_seq(data) {
+                    archived.add(seq, data.as_bytes());
+                }
+            }
+            // Sealed as recorded, its start frontier is as the server kept it.
+            if let Some(start) = start {
+                let (sizes, differ) = check_kept(start, events, kept);
+                compared.extend(sizes);
+                problems.extend(differ.iter().map(|size| format!(
+                    "kept checkpoint at size {size}: the events archived in {file} do not match it: the log was rewritten before it was archived (a fork)"
+                )));
+            }
+        }
+        (found.len(), problems, compared)
+    }
+
+    /// Every segment sealed and not deleted, each found in `dir` as sealed (first event, file
+    /// name, SHA-256), its records read for older segments' seals; one missing or altered is a
+    /// problem.
+    fn find_sealed(
+        &mut self,
+        dir: &Path,
+        problems: &mut Vec<String>,
+    ) -> Vec<(u64, String, String)> {
+        let mut found = Vec::new();
+        let mut visited = std::collections::BTreeSet::new();
         while let Some((file, sha)) = self
             .sealed
             .iter()
-            .find(|(f, _)| !checked.contains(*f) && !self.deleted.contains(*f))
+            .find(|(f, _)| !visited.contains(*f) && !self.deleted.contains(*f))
             .map(|(f, s)| (f.clone(), s.clone()))
         {
-            checked.insert(file.clone());
-            let path = dir.join(&file);
-            match std::fs::read(&path) {
-                Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == sha => {
-                    let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                    let (_, _, events, start) = segment_parts(&v);
+            visited.insert(file.clone());
+            match read_sealed(&dir.join(&file), &sha) {
+                Ok(v) => {
+                    let (from, _, events, _) = segment_parts(&v);
                     for data in &events {
                         self.read(data);
-                        if let Some(seq) = claimed_seq(data) {
-                            archived.add(seq, data.as_bytes());
-                        }
                     }
-                    // Sealed as recorded, its start frontier is as the server kept it.
-                    if let Some(start) = start {
-                        let (sizes, differ) = check_kept(start, events, kept);
-                        compared.extend(sizes);
-                        problems.extend(differ.iter().map(|size| format!(
-                            "kept checkpoint at size {size}: the events archived in {file} do not match it: the log was rewritten before it was archived (a fork)"
-                        )));
-                    }
+                    found.push((from, file, sha));
                 }
-                Ok(_) => problems.push(format!(
+                Err(Sealed::Altered) => problems.push(format!(
                     "archive segment {file}: its contents differ from those the log recorded when it was sealed (altered)"
                 )),
-                Err(_) => problems.push(format!(
+                Err(Sealed::Missing) => problems.push(format!(
                     "archive segment {file}: missing from {}, though the log records no deletion of it",
                     dir.display()
                 )),
             }
         }
-        (checked.len(), problems, compared)
+        found
     }
+}
+
+/// Why a sealed segment could not be read as sealed.
+enum Sealed {
+    Missing,
+    Altered,
+}
+
+/// The segment at `path`, if its bytes still have the SHA-256 its seal recorded.
+fn read_sealed(path: &Path, sha: &str) -> Result<Value, Sealed> {
+    let bytes = std::fs::read(path).map_err(|_| Sealed::Missing)?;
+    if hex::encode(Sha256::digest(&bytes)) != sha {
+        return Err(Sealed::Altered);
+    }
+    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
 /// The archived events met in the segments, in the order read: checked against the stored
