@@ -1714,3 +1714,45 @@ fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
     assert!(audit_events(&admin, "credential.revoke_failed").is_empty());
     assert!(notices(&hook, "revoke_failed", &rid).is_empty());
 }
+
+/// A member of security who breaks the glass is not who security's notice goes to: the others
+/// are told, and with no one else to tell, no sink reaching people counts as security told.
+#[test]
+fn a_member_of_security_breaking_the_glass_is_not_security_told() {
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[users.dora]\ngroups = [\"sre\", \"security\"]\n\n\
+             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\naudiences = [\"security\"]\n",
+            hook.url()
+        ),
+    );
+    let dora = login(&server, "dora");
+    let uri = enroll_mfa(&dora);
+    let code = totp(&uri, 1);
+    let v = ok(
+        &dora,
+        &[
+            "breakglass",
+            "web",
+            "--role",
+            "root",
+            "--reason",
+            "db down",
+            "--ticket",
+            "INC-8",
+            "--ttl",
+            "10m",
+            "--totp",
+            &code,
+        ],
+    );
+    let rid = id(&v);
+    wait_for("security's webhook", || {
+        !notices(&hook, "breakglass", &rid).is_empty()
+    });
+    let n = &notices(&hook, "breakglass", &rid)[0];
+    assert_eq!(n["recipients"], serde_json::json!(["sam"]), "{n}");
+}

@@ -100,8 +100,8 @@ impl App {
     /// A notice about `r` for `audience`, queued for every sink that wants it (none when no
     /// sink does). Recipients are computed here: the reviewers the request's tier names (its
     /// groups' members, the requester's manager; a two-person tier's "anyone else" would be
-    /// everyone), the requester, or the members of the security group; never a user
-    /// offboarded.
+    /// everyone), the requester, or the members of the security group but the requester; never
+    /// a user offboarded.
     pub fn notices(
         &self,
         r: &Request,
@@ -122,9 +122,11 @@ impl App {
                     .collect(),
                 None => Vec::new(),
             },
+            // Not whoever made the request: a member of security who breaks the glass is not
+            // security told of it.
             Audience::Security => reviewers
                 .users()
-                .filter(|u| u.in_group(&self.config.security_group))
+                .filter(|u| u.in_group(&self.config.security_group) && u.name != r.requester)
                 .map(|u| u.name.clone())
                 .collect(),
         };
