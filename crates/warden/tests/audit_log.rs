@@ -1220,16 +1220,12 @@ fn archived_hashes(data: &Path) -> std::collections::BTreeMap<u64, warden_audit:
     hashes
 }
 
-/// Two archives whose segments share a block of events (the first ends inside block 0, the
-/// second inside block 1), and a block shared by the second segment and the live log: verify
-/// checks every stored root against the segments read in sequence order and names an altered
-/// one; a block whose segment is missing is listed as unchecked; and a consistency proof from
-/// the archived block's edge needs only its kept root.
-#[test]
-fn blocks_shared_by_segments_are_checked_and_proven_from() {
-    let Fresh { dir, data, cfg } = fresh();
-    let (mut server, admin) = serve_as_admin(&data, &cfg);
-    let key = verifier_key(&admin);
+/// A server whose log was archived twice, the first time inside block 0 (after some 200
+/// events), the second inside block 1 (after some 900 more), then given `more` events: the
+/// ends of both archives.
+fn archived_twice(more: usize) -> (Fresh, Server, Cli, [u64; 2]) {
+    let f = fresh();
+    let (server, admin) = serve_as_admin(&f.data, &f.cfg);
     assert_eq!(refused_requests(server.port(), &token(&admin), 200), 200);
     checkpoint_reaching(&admin, 200);
     let first = archive_now(&admin);
@@ -1238,7 +1234,127 @@ fn blocks_shared_by_segments_are_checked_and_proven_from() {
     checkpoint_reaching(&admin, first + 900);
     let second = archive_now(&admin);
     assert!((1025..2048).contains(&second), "archived up to {second}");
-    assert_eq!(refused_requests(server.port(), &token(&admin), 1000), 1000);
+    assert_eq!(refused_requests(server.port(), &token(&admin), more), more);
+    (f, server, admin, [first, second])
+}
+
+/// `warden --json audit verify --segment FILE`: its exit code and report.
+fn segment_report(segment: &Path, key: &str) -> (i32, serde_json::Value) {
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let file = segment.to_str().unwrap();
+    let args = [
+        "--json",
+        "audit",
+        "verify",
+        "--segment",
+        file,
+        "--verifier-key",
+        key,
+    ];
+    let out = cli.run(&args, None);
+    let v = serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("no JSON report: {out:?}"));
+    (out.code, v)
+}
+
+/// A segment cut short, or with an event deleted or changed, counts the events it holds and
+/// names what is gone; `verify --data-dir` names a changed archived event whose hash the log
+/// keeps.
+#[test]
+fn a_segment_names_its_missing_and_changed_events() {
+    let (Fresh { dir, data, .. }, mut server, admin, [first, second]) = archived_twice(10);
+    let key = verifier_key(&admin);
+    assert!(server.terminate().success());
+    let archive = data.join("archive");
+    let oldest = archive.join(format!("segment-{:012}-{first:012}.json", 1));
+    let newer = archive.join(format!("segment-{:012}-{second:012}.json", first + 1));
+    let segment: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&oldest).unwrap()).unwrap();
+    let edited = dir.path().join("edited.json");
+    let edit = |change: &dyn Fn(&mut Vec<serde_json::Value>)| {
+        let mut s = segment.clone();
+        change(s["events"].as_array_mut().unwrap());
+        std::fs::write(&edited, s.to_string()).unwrap();
+        segment_report(&edited, &key)
+    };
+
+    let (code, v) = edit(&|events| events.truncate(100));
+    assert_eq!((code, &v["events_checked"]), (1, &100.into()), "{v}");
+    assert_eq!(
+        problems(&v),
+        [format!(
+            "a checkpoint covers {first} events but the log holds 100: events were deleted (from its end, or where the lines above say)"
+        )],
+        "{v}"
+    );
+    let (code, v) = edit(&|events| {
+        events.remove(50);
+    });
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["events_checked"], first - 1, "{v}");
+    assert_eq!(
+        problems(&v),
+        [
+            "event 51 is missing (1 event(s) deleted from there)".to_owned(),
+            format!(
+                "a checkpoint covers {first} events but the log holds {}: events were deleted (from its end, or where the lines above say)",
+                first - 1
+            ),
+        ],
+        "{v}"
+    );
+    let (code, v) = edit(&|events| {
+        let text = events[59]
+            .as_str()
+            .unwrap()
+            .replacen("\"time\"", "\"time\" ", 1);
+        events[59] = text.into();
+    });
+    assert_eq!((code, &v["events_checked"]), (1, &first.into()), "{v}");
+    assert_eq!(
+        problems(&v),
+        [
+            format!(
+                "the log's first {first} events do not match the signed checkpoint at size {first}"
+            ),
+            format!(
+                "what changed lies in events 1..={first}: the log still matches the checkpoint at 0"
+            ),
+        ],
+        "{v}"
+    );
+
+    // In the data dir, the leaf hashes kept of the block the second archive cut into name a
+    // changed event of its segment.
+    let text = std::fs::read_to_string(&newer).unwrap();
+    let mut changed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let at = usize::try_from(1030 - first - 1).unwrap();
+    let event = changed["events"][at]
+        .as_str()
+        .unwrap()
+        .replacen("\"time\"", "\"time\" ", 1);
+    changed["events"][at] = event.into();
+    std::fs::write(&newer, changed.to_string()).unwrap();
+    let (code, v) = verify(&data, &[]);
+    assert_eq!(code, 1, "{v}");
+    // The older segment, whose seal record is in the altered one, is still checked.
+    assert_eq!(v["segments_checked"], 1, "{v}");
+    let name = newer.file_name().unwrap().to_str().unwrap();
+    let found = problems(&v);
+    assert!(
+        found.contains(&format!("archive segment {name}: event 1030 was modified")),
+        "{v}"
+    );
+}
+
+/// Two archives whose segments share a block of events (the first ends inside block 0, the
+/// second inside block 1), and a block shared by the second segment and the live log: verify
+/// checks every stored root against the segments read in sequence order and names an altered
+/// one; a block whose segment is missing is listed as unchecked; and a consistency proof from
+/// the archived block's edge needs only its kept root.
+#[test]
+fn blocks_shared_by_segments_are_checked_and_proven_from() {
+    let (Fresh { dir, data, .. }, mut server, admin, [first, second]) = archived_twice(1000);
+    let key = verifier_key(&admin);
     let size = checkpoint_reaching(&admin, 2049);
 
     // From the archived block's edge the proof passes through its kept root and live events:

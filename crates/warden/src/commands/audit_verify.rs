@@ -2,13 +2,16 @@
 //! Nothing here talks to a server; trust comes only from the verifier key.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use warden_audit::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use warden_audit::{BlockCheck, Checkpoint, NoteVerifier, Problem, Record, Tree, verify_log_from};
+use warden_audit::{
+    BlockCheck, Checkpoint, Hash, NoteVerifier, Problem, Record, Tree, verify_log_from,
+};
 use warden_store::AuditReader;
 
 use crate::exit::{self, Failure};
@@ -279,19 +282,29 @@ pub fn store(
     let kept_archived: Vec<&Checkpoint> = outside.iter().filter(|c| c.size < base).collect();
     // The blocks the archive took events from: their stored roots, and the leaf hashes kept of
     // the block it cut into, are checked against the segments' events (and the live ones).
-    let kept_leaves = reader.archived_leaves()?;
+    let kept_leaves: BTreeMap<u64, Hash> = reader.archived_leaves()?.into_iter().collect();
     let mut archived = ArchivedEvents {
         blocks: BlockCheck::new(reader.block_roots()?, 0),
-        wanted: kept_leaves.iter().map(|(seq, _)| *seq).collect(),
-        found: std::collections::BTreeMap::new(),
+        kept: kept_leaves.clone(),
+        found: BTreeMap::new(),
     };
-    let (segments_checked, segment_problems, compared) =
-        segments
-            .into_inner()
-            .check(&data_dir.join("archive"), &kept_archived, &mut archived);
+    // What an altered segment's events are checked against: every signed checkpoint, and the
+    // leaf hashes kept.
+    let signed: Vec<&Checkpoint> = checkpoints.iter().chain(&outside).collect();
+    let vouchers = Vouchers {
+        key: &key,
+        signed: &signed,
+        kept: &kept_leaves,
+    };
+    let (segments_checked, segment_problems, compared) = segments.into_inner().check(
+        &data_dir.join("archive"),
+        &kept_archived,
+        &vouchers,
+        &mut archived,
+    );
     problems.extend(segment_problems);
     if base > 0 {
-        problems.extend(archived.finish(&kept_leaves, base, &reader)?);
+        problems.extend(archived.finish(base, &reader)?);
     }
     let unchecked: Vec<u64> = kept_archived
         .iter()
@@ -679,6 +692,15 @@ impl SegmentRecords {
         v["details"]["to"].as_u64()
     }
 
+    /// Notes what the events of segment `v` record of segments; returns its first event.
+    fn read_all(&mut self, v: &Value) -> u64 {
+        let (from, _, events, _) = segment_parts(v);
+        for data in &events {
+            self.read(data);
+        }
+        from
+    }
+
     /// Checks every segment sealed and not deleted is in `dir` as sealed, reading the records
     /// of each one found, then reads their events in sequence order, oldest segment first (a
     /// block of events that two segments share is whole only so): against the stored roots and
@@ -689,10 +711,11 @@ impl SegmentRecords {
         mut self,
         dir: &Path,
         kept: &[&Checkpoint],
+        vouchers: &Vouchers<'_>,
         archived: &mut ArchivedEvents,
     ) -> (usize, Vec<String>, Vec<u64>) {
         let mut problems = Vec::new();
-        let mut found = self.find_sealed(dir, &mut problems);
+        let mut found = self.find_sealed(dir, vouchers, &mut problems);
         found.sort_unstable();
         let mut compared = Vec::new();
         for (_, file, sha) in &found {
@@ -721,11 +744,12 @@ impl SegmentRecords {
     }
 
     /// Every segment sealed and not deleted, each found in `dir` as sealed (first event, file
-    /// name, SHA-256), its records read for older segments' seals; one missing or altered is a
-    /// problem.
+    /// name, SHA-256), its records read for older segments' seals; one missing is a problem,
+    /// and one altered too, with what its events show against the `vouchers`.
     fn find_sealed(
         &mut self,
         dir: &Path,
+        vouchers: &Vouchers<'_>,
         problems: &mut Vec<String>,
     ) -> Vec<(u64, String, String)> {
         let mut found = Vec::new();
@@ -737,17 +761,20 @@ impl SegmentRecords {
             .map(|(f, s)| (f.clone(), s.clone()))
         {
             visited.insert(file.clone());
+            // An altered segment's records are read too: the older segments they name are
+            // checked all the same, and any they misname is found missing or altered.
             match read_sealed(&dir.join(&file), &sha) {
                 Ok(v) => {
-                    let (from, _, events, _) = segment_parts(&v);
-                    for data in &events {
-                        self.read(data);
-                    }
-                    found.push((from, file, sha));
+                    found.push((self.read_all(&v), file, sha));
                 }
-                Err(Sealed::Altered) => problems.push(format!(
-                    "archive segment {file}: its contents differ from those the log recorded when it was sealed (altered)"
-                )),
+                Err(Sealed::Altered(v)) => {
+                    self.read_all(&v);
+                    problems.push(format!(
+                        "archive segment {file}: its contents differ from those the log recorded when it was sealed (altered)"
+                    ));
+                    let (_, found) = vouchers.check(&v);
+                    problems.extend(found.iter().map(|p| format!("archive segment {file}: {p}")));
+                }
                 Err(Sealed::Missing) => problems.push(format!(
                     "archive segment {file}: missing from {}, though the log records no deletion of it",
                     dir.display()
@@ -761,31 +788,156 @@ impl SegmentRecords {
 /// Why a sealed segment could not be read as sealed.
 enum Sealed {
     Missing,
-    Altered,
+    /// Its bytes differ from those sealed: what they hold now.
+    Altered(Value),
 }
 
 /// The segment at `path`, if its bytes still have the SHA-256 its seal recorded.
 fn read_sealed(path: &Path, sha: &str) -> Result<Value, Sealed> {
     let bytes = std::fs::read(path).map_err(|_| Sealed::Missing)?;
+    let v = serde_json::from_slice(&bytes).unwrap_or_default();
     if hex::encode(Sha256::digest(&bytes)) != sha {
-        return Err(Sealed::Altered);
+        return Err(Sealed::Altered(v));
     }
-    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+    Ok(v)
 }
 
-/// The archived events met in the segments, in the order read: checked against the stored
+/// What vouches for a segment's events beside its own checkpoints: the key that signed them,
+/// checkpoints signed with it (verified already) that fall among the segment's events, and
+/// leaf hashes kept of archived events (the data dir's).
+struct Vouchers<'a> {
+    key: &'a NoteVerifier,
+    signed: &'a [&'a Checkpoint],
+    kept: &'a BTreeMap<u64, Hash>,
+}
+
+impl Vouchers<'_> {
+    /// Checks the segment `v`: its start frontier against its signed start checkpoint, and
+    /// its events against its signed end checkpoint and the `signed` checkpoints among them.
+    /// Each event missing, moved or repeated is named, and each whose hash is `kept` and
+    /// differs; any other change is narrowed down to the events between the last checkpoint
+    /// that still matches and the first that does not. Returns how many events it holds, and
+    /// the problems.
+    fn check(&self, v: &Value) -> (u64, Vec<String>) {
+        let (from, to, events, start_tree) = segment_parts(v);
+        let mut problems = Vec::new();
+        let tree = segment_start(v, self.key, from, start_tree, &mut problems);
+        let end = match Checkpoint::open(v["end"].as_str().unwrap_or_default(), self.key) {
+            Ok(end) if end.size != to => {
+                problems.push(format!(
+                    "the segment says it holds events {from}..{to}, but its signed end checkpoint is of size {}: its range was altered",
+                    end.size
+                ));
+                Some(end)
+            }
+            Ok(end) => Some(end),
+            Err(e) => {
+                problems.push(format!("the end checkpoint is not validly signed: {e}"));
+                None
+            }
+        };
+        let last = end.as_ref().map_or(to, |e| e.size);
+        let within: Vec<Checkpoint> = self
+            .signed
+            .iter()
+            .filter(|c| (tree.size()..=last).contains(&c.size))
+            .map(|c| (*c).clone())
+            .collect();
+        let mut records = Vec::with_capacity(events.len());
+        for (data, at) in events.iter().zip(tree.size() + 1..) {
+            let seq = claimed_seq(data).unwrap_or_else(|| {
+                problems.push(format!(
+                    "the segment's event in place of event {at} claims no sequence number (altered)"
+                ));
+                at
+            });
+            let computed = leaf_hash(data.as_bytes());
+            records.push(Record {
+                seq,
+                leaf_data: data.as_bytes().to_vec(),
+                stored_leaf_hash: self.kept.get(&seq).copied().unwrap_or(computed),
+            });
+        }
+        let start = tree.size();
+        let report = verify_log_from(tree, records, end.as_slice(), &within);
+        let mismatched: Vec<u64> = report
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::RootMismatch { size } => Some(*size),
+                _ => None,
+            })
+            .collect();
+        // The events are those the end checkpoint signed: another checkpoint of theirs that
+        // does not match them was signed over another history.
+        let as_signed = end.as_ref().is_some_and(|e| !mismatched.contains(&e.size))
+            && report
+                .problems
+                .iter()
+                .all(|p| matches!(p, Problem::RootMismatch { .. }));
+        if as_signed {
+            problems.extend(mismatched.iter().map(|size| {
+                format!(
+                    "kept checkpoint at size {size}: the segment's events do not match it (a fork)"
+                )
+            }));
+        } else {
+            problems.extend(report.problems.iter().map(describe));
+            let sizes = within.iter().chain(&end).map(|c| c.size);
+            problems.extend(changed_between(&mismatched, sizes, start));
+        }
+        (report.events_checked, problems)
+    }
+}
+
+/// The tree a segment's events extend: empty for the first segment, else rebuilt from its
+/// start frontier, which must make the root of its signed start checkpoint (if not, that is a
+/// problem, and the frontier, or failing it an empty tree, is taken as it is).
+fn segment_start(
+    v: &Value,
+    key: &NoteVerifier,
+    from: u64,
+    start_tree: Option<Tree>,
+    problems: &mut Vec<String>,
+) -> Tree {
+    if from <= 1 {
+        return Tree::new();
+    }
+    if v["start"].is_null() {
+        // Only the first segment begins without a checkpoint before it.
+        problems.push(format!(
+            "the segment begins at event {from} and holds no start checkpoint: its first events were removed (a segment that begins the log begins at event 1)"
+        ));
+        return Tree::new();
+    }
+    let start = Checkpoint::open(v["start"]["checkpoint"].as_str().unwrap_or_default(), key);
+    match (start, start_tree) {
+        (Ok(cp), Some(t)) if cp.size == from - 1 && t.root() == cp.root => t,
+        (Err(e), t) => {
+            problems.push(format!("the start checkpoint is not validly signed: {e}"));
+            t.unwrap_or_default()
+        }
+        (_, t) => {
+            problems
+                .push("the start frontier does not match the signed start checkpoint".to_owned());
+            t.unwrap_or_default()
+        }
+    }
+}
+
+/// The archived events met in the segments, in sequence order: checked against the stored
 /// roots of their blocks, and against the leaf hashes the live log keeps of the block an
-/// archive cut into (`wanted`; what was found of them in `found`).
+/// archive cut into (`kept`; what was found of them in `found`).
 struct ArchivedEvents {
     blocks: BlockCheck,
-    wanted: std::collections::BTreeSet<u64>,
-    found: std::collections::BTreeMap<u64, [u8; 32]>,
+    kept: BTreeMap<u64, Hash>,
+    found: BTreeMap<u64, Hash>,
 }
 
 impl ArchivedEvents {
     fn add(&mut self, seq: u64, leaf_data: &[u8]) {
         let hash = leaf_hash(leaf_data);
-        if self.wanted.contains(&seq) {
+        if self.kept.contains_key(&seq) {
             self.found.insert(seq, hash);
         }
         self.blocks.add_hash(seq, hash);
@@ -794,23 +946,18 @@ impl ArchivedEvents {
     /// After the segments: each kept leaf hash compared with its event where a segment still
     /// holds it (the problems), then the block the archive cut into completed from the kept
     /// hashes no segment gave and the live events up to its end, for its root to be checked.
-    fn finish(
-        &mut self,
-        kept: &[(u64, [u8; 32])],
-        base: u64,
-        reader: &AuditReader,
-    ) -> anyhow::Result<Vec<String>> {
-        let problems = kept
+    fn finish(&mut self, base: u64, reader: &AuditReader) -> anyhow::Result<Vec<String>> {
+        let problems = self
+            .kept
             .iter()
-            .filter(|(seq, hash)| self.found.get(seq).is_some_and(|found| found != hash))
+            .filter(|(seq, hash)| self.found.get(seq).is_some_and(|found| found != *hash))
             .map(|(seq, _)| format!(
                 "archived event {seq}: the leaf hash the log keeps of it differs from the event in its segment (altered; proofs of its block's live events fail)"
             ))
             .collect();
-        for (seq, hash) in kept {
-            if *seq > self.blocks.last_seq() {
-                self.blocks.add_hash(*seq, *hash);
-            }
+        let last_seq = self.blocks.last_seq();
+        for (&seq, &hash) in self.kept.range(last_seq + 1..) {
+            self.blocks.add_hash(seq, hash);
         }
         let block_len = 1u64 << warden_audit::merkle::BLOCK_HEIGHT;
         let cut_block_end = base.div_ceil(block_len) * block_len;
@@ -1286,7 +1433,7 @@ fn sequence_problems(order: &[(u64, usize)]) -> Vec<String> {
 }
 
 /// Verifies an archive segment on its own: both checkpoints' signatures, the start frontier
-/// against the first, and every event against the second.
+/// against the first, and every event against the second (and any kept checkpoint among them).
 pub fn segment(
     file: &Path,
     key: Option<&str>,
@@ -1300,8 +1447,7 @@ pub fn segment(
             format!("{} is not an archive segment: {e}", file.display()),
         )
     })?;
-    let mut problems = Vec::new();
-    let (from, to, events, start_tree) = segment_parts(&v);
+    let (from, to, _, _) = segment_parts(&v);
     let mut kept = Vec::new();
     for path in external {
         let cp = Checkpoint::open(&read_input(path)?, &key).map_err(|e| {
@@ -1324,46 +1470,17 @@ pub fn segment(
         }
         kept.push(cp);
     }
-    let mut tree = Tree::new();
-    if from > 1 && v["start"].is_null() {
-        // Only the first segment begins without a checkpoint before it.
-        problems.push(format!(
-            "the segment begins at event {from} and holds no start checkpoint: its first events were removed (a segment that begins the log begins at event 1)"
-        ));
-    } else if from > 1 {
-        let start = Checkpoint::open(v["start"]["checkpoint"].as_str().unwrap_or_default(), &key);
-        match (start, start_tree) {
-            (Ok(cp), Some(t)) if cp.size == from - 1 && t.root() == cp.root => tree = t,
-            (Err(e), _) => {
-                problems.push(format!("the start checkpoint is not validly signed: {e}"))
-            }
-            _ => problems
-                .push("the start frontier does not match the signed start checkpoint".to_owned()),
-        }
-    }
-    let kept: Vec<&Checkpoint> = kept.iter().collect();
-    let (_, differ) = check_kept(tree.clone(), events.iter().copied(), &kept);
-    problems.extend(differ.iter().map(|size| {
-        format!("kept checkpoint at size {size}: the segment's events do not match it (a fork)")
-    }));
-    for (i, data) in events.iter().enumerate() {
-        let seq = from + i as u64;
-        if claimed_seq(data) != Some(seq) {
-            problems.push(format!("event {seq} claims another sequence number"));
-        }
-        tree.push(leaf_hash(data.as_bytes()));
-    }
-    match Checkpoint::open(v["end"].as_str().unwrap_or_default(), &key) {
-        Ok(end) if end.size == to && tree.size() == to && tree.root() == end.root => {}
-        Ok(_) => problems.push(format!(
-            "events {from}..{to} do not match the signed end checkpoint: modified, missing or added"
-        )),
-        Err(e) => problems.push(format!("the end checkpoint is not validly signed: {e}")),
-    }
+    let signed: Vec<&Checkpoint> = kept.iter().collect();
+    let vouchers = Vouchers {
+        key: &key,
+        signed: &signed,
+        kept: &BTreeMap::new(),
+    };
+    let (events_checked, problems) = vouchers.check(&v);
     report(
         out,
         "the segment",
-        json!({ "from": from, "to": to, "events_checked": to.saturating_sub(from) + 1 }),
+        json!({ "from": from, "to": to, "events_checked": events_checked }),
         &problems,
     )
 }
