@@ -376,6 +376,73 @@ fn syslog_sink_sends_rfc5424_to_rsyslog_over_tcp_and_udp() {
     assert_eq!(sink_status(&admin, "siem-udp")["failures"], 0);
 }
 
+/// A TCP syslog receiver that is stopped takes the bytes into its socket but reads none: no
+/// batch counts as delivered to it, the sink shows the failure and its lag, and once it is
+/// killed with the batch unread and started again, the batch is sent again and nothing is
+/// missing.
+#[test]
+fn tcp_syslog_delivers_nothing_to_a_stopped_receiver() {
+    let tcp_port = free_port();
+    let udp_port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let first = Rsyslog::start(tcp_port, udp_port);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"siem\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{tcp_port}\"\ntransport = \"tcp\"\n"
+        ),
+    );
+    let admin = login(&server, "admin");
+    let seqs = |r: &Rsyslog| -> BTreeSet<u64> {
+        r.lines()
+            .iter()
+            .filter(|l| l.contains(" [warden@32473 "))
+            .map(|l| parse_syslog(l).seq)
+            .collect()
+    };
+    assert_eq!(refused_requests(server.port(), &token(&admin), 3), 3);
+    let latest = latest_seq(&admin);
+    wait_for("rsyslogd to receive every event", || {
+        complete(&seqs(&first), latest)
+    });
+
+    let signal = |name: &str, pid: u32| {
+        let sent = Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    signal("-STOP", first.child.id());
+    let before = seqs(&first);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 3), 3);
+    let latest = latest_seq(&admin);
+    wait_for("the sink to fail", || {
+        sink_status(&admin, "siem")["failures"].as_u64() > Some(0)
+    });
+    let status = sink_status(&admin, "siem");
+    assert!(status["lag"].as_u64() > Some(0), "{status}");
+    let failed = common::audit_events(&admin, "audit.export_failed");
+    assert!(
+        failed.iter().any(|e| e["details"]["sink"] == "siem"),
+        "{failed:?}"
+    );
+
+    drop(first);
+    let second = Rsyslog::start(tcp_port, udp_port);
+    wait_for("the restarted rsyslogd to receive every event", || {
+        let mut all = before.clone();
+        all.extend(seqs(&second));
+        complete(&all, latest)
+    });
+    wait_for("the sink to catch up", || {
+        sink_status(&admin, "siem")["failures"] == 0
+    });
+}
+
 /// What the stand-in webhook receiver has seen.
 #[derive(Debug, Default)]
 struct Inbox {

@@ -11,10 +11,18 @@
 //! own), and MSG is the event JSON exactly as hashed into the log. MSG starts with a UTF-8 BOM
 //! only when it holds non-ASCII text, as RFC 5424 asks.
 //!
-//! Over TCP a batch counts as delivered once written to the connection: syslog has no
-//! acknowledgements, so a receiver that crashes with unread data in its socket loses it. Over
-//! UDP a message counts as delivered once sent. Receivers limit message size (rsyslog: 8 KiB
-//! unless `maxMessageSize` is raised); UDP messages are cut at 65 000 bytes.
+//! Syslog has no acknowledgements. Over TCP, bytes the kernel took, or even the receiver's
+//! kernel, may still never reach the receiver: a receiver that is stopped, or dies with unread
+//! data in its socket, loses them. So each batch goes on a connection of its own, Warden closes
+//! its end after the last frame, and the batch counts as delivered only once the receiver has
+//! closed its end too, which it does once it has read everything before Warden's (rsyslog,
+//! syslog-ng and other receivers do). A receiver that does not within [`IO_LIMIT`], or resets
+//! the connection (closing it with data unread), fails the batch, which is sent again: the
+//! receiver may see it twice. What the receiver has read and then loses (it crashes before
+//! writing it) is lost: for delivery that the destination acknowledges, use the webhook sink
+//! (its HTTP status) or the file sink. Over UDP a message counts as delivered once sent, whether
+//! or not it arrives. Receivers limit message size (rsyslog: 8 KiB unless `maxMessageSize` is
+//! raised); UDP messages are cut at 65 000 bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -22,7 +30,7 @@ use std::time::Duration;
 use time::UtcOffset;
 use time::format_description::FormatItem;
 use time::macros::format_description;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warden_domain::audit::{Event, Outcome};
 use warden_store::Leaf;
@@ -34,7 +42,8 @@ use super::config::{SyslogConfig, Transport};
 const BATCH: usize = 500;
 /// Facility authpriv: security and authorisation messages.
 const FACILITY: u8 = 10;
-/// Limit on connecting and on writing one batch.
+/// Limit on connecting, and on delivering one batch: from its first byte written to the
+/// receiver's closing the connection.
 const IO_LIMIT: Duration = Duration::from_secs(10);
 /// Longest UDP message: a datagram's payload cannot exceed 65 507 bytes over IPv4.
 const MAX_DATAGRAM: usize = 65_000;
@@ -50,8 +59,7 @@ pub struct SyslogSink {
     app_name: String,
     hostname: String,
     procid: String,
-    /// The open connection or socket; dropped after an error and made again.
-    tcp: Option<TcpStream>,
+    /// The UDP socket; dropped after an error and made again.
     udp: Option<UdpSocket>,
 }
 
@@ -63,7 +71,6 @@ impl SyslogSink {
             app_name: c.app_name.clone(),
             hostname: hostname(),
             procid: std::process::id().to_string(),
-            tcp: None,
             udp: None,
         }
     }
@@ -98,19 +105,16 @@ impl SyslogSink {
         .into_bytes()
     }
 
-    async fn send_tcp(&mut self, frames: &[u8]) -> std::io::Result<()> {
-        let stream = match self.tcp.take() {
-            // A receiver that closed the connection would swallow what is written next.
-            Some(s) if !peer_closed(&s) => s,
-            _ => limit(TcpStream::connect(&self.address)).await??,
-        };
-        let stream = self.tcp.insert(stream);
+    /// Sends `frames` on a connection of their own and waits for the receiver to close it,
+    /// having read them all (see the module's documentation).
+    async fn send_tcp(&self, frames: &[u8]) -> std::io::Result<()> {
+        let mut stream = limit(TcpStream::connect(&self.address)).await??;
         limit(async {
             stream.write_all(frames).await?;
-            stream.flush().await
+            stream.shutdown().await?;
+            read_until_closed(&mut stream).await
         })
-        .await??;
-        Ok(())
+        .await?
     }
 
     async fn send_udp(&mut self, messages: &[Vec<u8>]) -> std::io::Result<()> {
@@ -148,11 +152,7 @@ impl Sink for SyslogSink {
                     frames.extend_from_slice(format!("{} ", m.len()).as_bytes());
                     frames.extend_from_slice(m);
                 }
-                let sent = self.send_tcp(&frames).await;
-                if sent.is_err() {
-                    self.tcp = None;
-                }
-                sent
+                self.send_tcp(&frames).await
             }
             Transport::Udp => {
                 let sent = self.send_udp(&messages).await;
@@ -173,10 +173,12 @@ async fn limit<T>(f: impl Future<Output = T>) -> std::io::Result<T> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
 }
 
-/// Whether the receiver has closed its end (reading gives end of file).
-fn peer_closed(s: &TcpStream) -> bool {
-    let mut byte = [0u8];
-    matches!(s.try_read(&mut byte), Ok(0))
+/// Reads, and drops, whatever the receiver sends until it closes its end. A reset (the
+/// receiver closed with data unread) is an error.
+async fn read_until_closed(stream: &mut TcpStream) -> std::io::Result<()> {
+    let mut discarded = [0u8; 512];
+    while stream.read(&mut discarded).await? > 0 {}
+    Ok(())
 }
 
 /// The local address to send from: loopback for a loopback receiver, else any.
