@@ -432,8 +432,8 @@ pub fn store(
     if !blocks_unchecked.is_empty() && !out.json {
         let names: Vec<String> = blocks_unchecked.iter().map(|&b| block_name(b)).collect();
         eprintln!(
-            "Note: the stored Merkle roots of the {} could not be checked, since their events are not all at hand (in a segment deleted or missing): proofs of live events pass through them, and fail if one was altered.",
-            names.join(", ")
+            "Note: the stored Merkle root of each {} was not checked, since its events are not all at hand (a segment holding some was deleted, or is missing): proofs of live events pass through it, and fail if it was altered.",
+            names.join("; ")
         );
     }
     if !anchor.exists() && !out.json {
@@ -455,8 +455,8 @@ pub fn store(
         "segments_checked": segments_checked,
         "verifier": key.name(),
     });
-    if let Some(archived_before) = first_live.filter(|_| base > 0).map(archived_before) {
-        summary["archived_before"] = archived_before;
+    if let Some(before) = first_live.filter(|_| base > 0).map(archived_before) {
+        summary["archived_before"] = before;
     }
     report(out, "the audit log", summary, &problems)
 }
