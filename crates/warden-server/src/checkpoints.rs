@@ -263,10 +263,18 @@ pub(crate) fn check_anchor(
         return Ok(Some(0));
     }
     let stored = last.map_or((0, None), |c| (c.size, Some(c.root)));
+    // No event at all is no restored backup (even the oldest holds its first start's events):
+    // the database is gone, or was copied without the log file that held its writes.
+    anyhow::ensure!(
+        events > 0,
+        "the database holds no events, but this server signed a checkpoint of {} (kept in {}): warden.db is missing or empty, most likely copied without its warden.db-wal; nothing is started on it. Restore warden.db together with its warden.db-wal (or from `sqlite3 warden.db \".backup FILE\"`), or the whole data dir from a backup",
+        signed.size,
+        anchor.display()
+    );
     // A restored backup carries the checkpoints signed up to its time; a log that has none at
     // all had them deleted, and its events may have been rewritten with them.
     anyhow::ensure!(
-        stored.0 > 0 || signed.size == 0 || events == 0,
+        stored.0 > 0 || signed.size == 0,
         "the log holds no checkpoint at all, but this server signed one of {} events (kept in {}): the log's checkpoints were deleted, and its events may have been rewritten since; nothing more is signed. Check the log against that file with `warden audit verify --data-dir DIR --checkpoint {}`, and start only on a data dir restored from a backup",
         signed.size,
         anchor.display(),
@@ -483,10 +491,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let anchor = dir.path().join(ANCHOR_FILE);
         let signer = NoteSigner::from_seed("warden.test/audit", &[3; 32]).unwrap();
-        // Written durably and whole, it reads back; a log that holds none of it is behind it.
+        // Written durably and whole, it reads back; a database with no event at all is no
+        // backup (even the oldest holds its first start's events) but one lost or copied
+        // without its log file, and moving the note aside would start a new log over it.
         write_anchor(&anchor, &signed_note(&signer, 5)).unwrap();
-        let behind = check_anchor(&anchor, &signer.verifier(), None, 0, true).unwrap_err();
-        assert!(behind.to_string().contains("rolled back"), "{behind}");
+        let lost = check_anchor(&anchor, &signer.verifier(), None, 0, true).unwrap_err();
+        assert!(
+            lost.to_string().contains("warden.db is missing or empty")
+                && !lost.to_string().contains("move that file aside"),
+            "{lost}"
+        );
         // Torn by a crash: move it aside.
         std::fs::write(&anchor, "warden.test/audit\n5\n").unwrap();
         let torn = check_anchor(&anchor, &signer.verifier(), None, 0, true).unwrap_err();
