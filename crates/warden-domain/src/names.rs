@@ -8,6 +8,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The scope of the one principal of a certificate that logs in to Warden's SSH proxy only
+/// (`warden-proxy:USER`, no Unix account: a user name cannot hold `:`). Target principals are
+/// scoped the same way (`TARGET:ACCOUNT`), so no target may bear this name: its hosts would let
+/// in every proxy-only certificate, recording and approvals bypassed.
+pub const PROXY_SCOPE: &str = "warden-proxy";
+
 /// Why a string is not a valid name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

@@ -208,7 +208,16 @@ pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<(Targets, N
             continue;
         };
         for (name_key, item) in table {
-            let name = parse_name::<TargetName>(src, name_key, out);
+            let name = parse_name::<TargetName>(src, name_key, out).filter(|n| {
+                let reserved = n.as_str() == warden_domain::names::PROXY_SCOPE;
+                if reserved {
+                    out.push(at_key(src, name_key, format!(
+                        "the target name `{}` is reserved: the certificates that log in to Warden's SSH proxy only carry the principal `{}:USER`, which the hosts of a target of that name would let in; name the target otherwise",
+                        n, n
+                    )));
+                }
+                !reserved
+            });
             let what = format!("target `{}`", name_key.get_ref());
             let Some(body) = toml_doc::table(src, &what, item, out) else {
                 named.add(name_key.get_ref(), None);

@@ -1523,3 +1523,21 @@ fn record_input_without_a_recording_rule_is_warned_about() {
     assert!(warned(&permit("@recording(\"full\")")).is_empty());
     assert!(warned(&permit("@recording(\"sampled\")")).is_empty());
 }
+
+#[test]
+fn the_proxy_scope_is_no_target_name() {
+    let reserved = "[targets.warden-proxy]\nkind = \"ssh\"\nenvironment = \"staging\"\n\
+                    [targets.warden-proxy.roles.ops]\nprincipals = [\"ops\"]\n";
+    let said = problems(&[
+        ("targets.toml".to_owned(), format!("{TARGETS}\n{reserved}")),
+        (
+            "access.cedar".to_owned(),
+            "@id(\"all\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n".to_owned(),
+        ),
+    ]);
+    assert!(
+        said.iter()
+            .any(|p| p.contains("the target name `warden-proxy` is reserved")),
+        "{said:?}"
+    );
+}

@@ -95,7 +95,7 @@ impl RoleSettings {
 
 /// The one principal of a certificate that logs in to Warden's SSH proxy only.
 fn proxy_principal(user: &warden_domain::UserName) -> String {
-    format!("warden-proxy:{user}")
+    format!("{}:{user}", warden_domain::names::PROXY_SCOPE)
 }
 
 /// Where an ssh target's sshd listens, from its `connection` table.
