@@ -2519,3 +2519,25 @@ fn keys_add_names_a_key_the_proxy_cannot_take() {
     let said: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
     assert_eq!(said["error"]["code"], "usage", "{out:?}");
 }
+
+/// A logout whose saved login has already expired still forgets what ended grants left behind:
+/// the usual case, with logins lasting hours and grants minutes.
+#[test]
+fn a_logout_after_the_login_expired_forgets_ended_grants_keys() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let v = create(&alice, "web", "view", &["--ttl", "1s"]);
+    let ssh = alice.home().join("ssh");
+    let kept = || std::fs::read_dir(&ssh).unwrap().count();
+    assert!(kept() >= 2, "{v}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let saved = alice.home().join("credentials.json");
+    let mut login: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    login["expires_at"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&saved, login.to_string()).unwrap();
+    let out = alice.run(&["logout"], None);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("expired saved login"), "{out:?}");
+    assert_eq!(kept(), 0, "{v}");
+}

@@ -160,6 +160,15 @@ async fn revoke_saved(c: &Client) -> anyhow::Result<bool> {
     }
 }
 
+/// Removes the saved login, and what the client keeps of grants that have ended (passwords,
+/// certificates, generated keys): a logout leaves nothing behind that is no more use, whether
+/// or not there was a login to revoke.
+fn forget_login_and_expired() -> anyhow::Result<()> {
+    client::forget()?;
+    super::db::forget_expired()?;
+    super::requests::forget_expired_certificates()
+}
+
 pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     if !c.logged_in() {
@@ -181,7 +190,7 @@ pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
         } else {
             None
         };
-        client::forget()?;
+        forget_login_and_expired()?;
         if out.json {
             return out.json(&json!({ "logged_out": said.is_some(), "revoked": false }));
         }
@@ -195,9 +204,7 @@ pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
             "the token was not revoked and works until it expires; it is kept so that `warden logout` can try again",
         )
     })?;
-    client::forget()?;
-    super::db::forget_expired()?;
-    super::requests::forget_expired_certificates()?;
+    forget_login_and_expired()?;
     if out.json {
         out.json(&json!({ "logged_out": true, "revoked": revoked }))
     } else {
