@@ -10,7 +10,9 @@
 //! The intent, naming the account, is stored *before* anything is created at the target, so a
 //! crash at any instant leaves a lease to clean up, never an unknown account. Revocation is
 //! retried with exponential backoff; a lease that keeps failing is marked failed (and alerted
-//! on) but still retried.
+//! on) but still retried. A lease whose attempt could not reach its target is retried as soon as
+//! the target answers again, whatever is left of its backoff: an account must not outlive an
+//! outage by up to [`MAX_BACKOFF`].
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -95,6 +97,36 @@ pub struct Lease {
     /// is removed where the policy's target says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_at: Option<MadeAt>,
+    /// Whether the last revocation attempt could not reach the target (it did not answer, or
+    /// refused the administrator's login), so nothing ran there: the lease is retried as soon as
+    /// the target answers again ([`Lease::target_answers`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreached: bool,
+}
+
+/// How the removal of an ended grant's account stands, as people are shown it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The account is still at the target and no attempt to remove it has failed yet: it is
+    /// being removed, or is about to be.
+    Pending,
+    /// The account is still at the target: attempts to remove it failed, and go on.
+    Failing,
+    /// The target confirmed the account gone.
+    Done,
+}
+
+impl Removal {
+    pub const ALL: [Removal; 3] = [Removal::Pending, Removal::Failing, Removal::Done];
+
+    /// The name as shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Failing => "failing",
+            Self::Done => "done",
+        }
+    }
 }
 
 impl Lease {
@@ -122,6 +154,7 @@ impl Lease {
             created_at: now,
             revoked_at: None,
             made_at: None,
+            unreached: false,
         }
     }
 
@@ -132,10 +165,13 @@ impl Lease {
         self.due_at = Some(expires_at);
     }
 
-    /// The credential must go now (expiry, early revoke, offboarding, failed issue, crash).
+    /// The credential must go now (expiry, early revoke, offboarding, failed issue, crash). A
+    /// lease marked failed stays so: it was marked once, and is retried as it is.
     pub fn start_revoking(&mut self, now: OffsetDateTime) {
         if self.state != LeaseState::Revoked {
-            self.state = LeaseState::Revoking;
+            if self.state != LeaseState::Failed {
+                self.state = LeaseState::Revoking;
+            }
             self.due_at = Some(now);
         }
     }
@@ -153,13 +189,28 @@ impl Lease {
         self.revoked_at.get_or_insert(at);
         self.due_at = None;
         self.last_error = None;
+        self.unreached = false;
     }
 
-    /// A revocation attempt failed: retry later with exponential backoff. Returns true when
-    /// this failure made the lease [`LeaseState::Failed`].
+    /// A revocation attempt failed at the target (it answered, and refused or could not finish
+    /// the removal) or before Warden knew where to remove the account: retry later with
+    /// exponential backoff. Returns true when this failure made the lease
+    /// [`LeaseState::Failed`].
     pub fn revoke_failed(&mut self, error: String, now: OffsetDateTime) -> bool {
+        self.failed_attempt(error, false, now)
+    }
+
+    /// A revocation attempt could not reach the target: retry with exponential backoff, or as
+    /// soon as the target answers again. Returns true when this failure made the lease
+    /// [`LeaseState::Failed`].
+    pub fn revoke_unreached(&mut self, error: String, now: OffsetDateTime) -> bool {
+        self.failed_attempt(error, true, now)
+    }
+
+    fn failed_attempt(&mut self, error: String, unreached: bool, now: OffsetDateTime) -> bool {
         self.attempts += 1;
         self.last_error = Some(error);
+        self.unreached = unreached;
         let backoff = Duration::seconds(1 << self.attempts.min(6)).min(MAX_BACKOFF);
         self.due_at = Some(now + backoff);
         let newly_failed = self.attempts >= MAX_ATTEMPTS && self.state != LeaseState::Failed;
@@ -172,6 +223,45 @@ impl Lease {
     /// Whether the account may still exist at the target.
     pub fn is_live(&self) -> bool {
         self.state != LeaseState::Revoked
+    }
+
+    /// Whether the lease waits at `now` for its target to answer: its last attempt could not
+    /// reach it, and its backoff has not ended.
+    pub fn waits_for_target(&self, now: OffsetDateTime) -> bool {
+        matches!(self.state, LeaseState::Revoking | LeaseState::Failed)
+            && self.unreached
+            && self.due_at.is_some_and(|due| due > now)
+    }
+
+    /// Whether `other`'s account is made where this one's is: at the same target, through the
+    /// same connection (leases kept before their connection was go by their target alone). A
+    /// target that answers through one connection says nothing of another, an old host's say.
+    pub fn made_beside(&self, other: &Lease) -> bool {
+        fn connection(l: &Lease) -> Option<&serde_json::Map<String, serde_json::Value>> {
+            l.made_at.as_ref().map(|m| &m.connection)
+        }
+        self.target == other.target && connection(self) == connection(other)
+    }
+
+    /// The target answered at `now` where `answered`'s account is made: this lease, if made
+    /// beside it and waiting for that, is due at once. Returns whether it was waiting.
+    pub fn target_answers(&mut self, answered: &Lease, now: OffsetDateTime) -> bool {
+        let waiting = self.made_beside(answered) && self.waits_for_target(now);
+        if waiting {
+            self.due_at = Some(now);
+        }
+        waiting
+    }
+
+    /// How the removal of the account stands once its grant has ended; `None` while the
+    /// account is meant to exist (being made, or in use), and for one never made.
+    pub fn removal(&self) -> Option<Removal> {
+        match self.state {
+            LeaseState::Intent | LeaseState::Active => None,
+            LeaseState::Revoking if self.attempts == 0 => Some(Removal::Pending),
+            LeaseState::Revoking | LeaseState::Failed => Some(Removal::Failing),
+            LeaseState::Revoked => self.revoked_at.map(|_| Removal::Done),
+        }
     }
 }
 
@@ -217,6 +307,102 @@ mod tests {
         assert_eq!(l.revoked_at, Some(now + Duration::seconds(1)));
         l.start_revoking(now);
         assert_eq!(l.state, LeaseState::Revoked);
+    }
+
+    /// A revoking lease at `now`, as the worker takes it up.
+    fn revoking(now: OffsetDateTime) -> Lease {
+        let mut l = intent(now);
+        l.activate(now + Duration::hours(1));
+        l.start_revoking(now);
+        l
+    }
+
+    #[test]
+    fn a_lease_is_marked_failed_once_however_often_it_is_retried() {
+        let now = datetime!(2026-01-01 10:00 UTC);
+        let mut l = revoking(now);
+        let mut marked = 0;
+        // As the worker retries: taken up again, then failed again.
+        for _ in 0..MAX_ATTEMPTS + 4 {
+            l.start_revoking(now);
+            if l.revoke_failed("lock timeout".into(), now) {
+                marked += 1;
+            }
+        }
+        assert_eq!(marked, 1);
+        assert_eq!(l.state, LeaseState::Failed);
+    }
+
+    #[test]
+    fn only_a_lease_that_could_not_reach_its_target_is_due_when_it_answers() {
+        let now = datetime!(2026-01-01 10:00 UTC);
+        let later = now + Duration::seconds(1);
+        let mut down = revoking(now);
+        for _ in 0..6 {
+            down.revoke_unreached("no answer within 5 s".into(), now);
+        }
+        assert_eq!(down.due_at, Some(now + MAX_BACKOFF));
+        assert!(down.waits_for_target(later));
+        let answered = revoking(now);
+        // Another host of the target, where an account was made before it moved, answers for
+        // none made here.
+        let mut elsewhere = answered.clone();
+        elsewhere.made_at = Some(MadeAt {
+            kind: "postgres".into(),
+            connection: serde_json::json!({"host": "10.0.0.6"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            settings: serde_json::Map::new(),
+        });
+        assert!(!down.made_beside(&elsewhere));
+        assert!(!down.target_answers(&elsewhere, later));
+        assert!(down.target_answers(&answered, later));
+        assert_eq!(down.due_at, Some(later));
+        // Due now, it waits no more.
+        assert!(!down.waits_for_target(later));
+        assert!(!down.target_answers(&answered, later));
+
+        // The target answered and refused: its backoff stands.
+        let mut refused = revoking(now);
+        refused.revoke_unreached("no answer within 5 s".into(), now);
+        refused.revoke_failed("lock timeout".into(), now);
+        assert!(!refused.target_answers(&answered, later));
+        assert_eq!(refused.due_at, Some(now + Duration::seconds(4)));
+
+        // Marked failed, it still waits for its target; removed, it waits for nothing.
+        for _ in 0..MAX_ATTEMPTS {
+            down.revoke_unreached("no answer within 5 s".into(), now);
+        }
+        assert_eq!(down.state, LeaseState::Failed);
+        assert!(down.waits_for_target(later));
+        down.revoked(later);
+        assert!(!down.unreached);
+        assert!(!down.target_answers(&answered, later));
+        assert_eq!(down.due_at, None);
+    }
+
+    #[test]
+    fn the_removal_is_shown_only_once_the_grant_ended_and_an_account_was_made() {
+        let now = datetime!(2026-01-01 10:00 UTC);
+        let mut l = intent(now);
+        assert_eq!(l.removal(), None);
+        l.activate(now + Duration::hours(1));
+        assert_eq!(l.removal(), None);
+        l.start_revoking(now);
+        assert_eq!(l.removal(), Some(Removal::Pending));
+        l.revoke_unreached("no answer within 5 s".into(), now);
+        assert_eq!(l.removal(), Some(Removal::Failing));
+        for _ in 0..MAX_ATTEMPTS {
+            l.revoke_failed("lock timeout".into(), now);
+        }
+        assert_eq!(l.removal(), Some(Removal::Failing));
+        l.revoked(now);
+        assert_eq!(l.removal(), Some(Removal::Done));
+
+        let mut never = intent(now);
+        never.never_made();
+        assert_eq!(never.removal(), None);
     }
 
     #[test]
