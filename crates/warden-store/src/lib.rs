@@ -255,8 +255,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         notices: Vec<Outgoing>,
     ) -> Result<()>;
 
-    /// Leases whose next action is due at `now`, oldest first.
-    async fn due_leases(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Lease>>;
+    /// Leases whose next action is due at `now`, oldest first: the `per_target` oldest of each
+    /// target, so that a target with many due (one that hangs, say) hides none of another's.
+    async fn due_leases(&self, now: OffsetDateTime, per_target: usize) -> Result<Vec<Lease>>;
+
+    /// Of the leases that wait at `now` for their target to answer again (their last attempt
+    /// could not reach it), the one due first of each target and connection they were made
+    /// through: where to ask whether it answers.
+    async fn waiting_for_targets(&self, now: OffsetDateTime) -> Result<Vec<Lease>>;
+
+    /// The target answered at `now` where `answered`'s account is made: the leases made there
+    /// that wait for that are due at once, whatever is left of their backoff. Returns how many.
+    async fn target_answers(&self, answered: &Lease, now: OffsetDateTime) -> Result<usize>;
 
     /// The accounts of the leases whose account may still exist, at any target: several
     /// targets may share one database server, and account names, which carry their grant's

@@ -502,13 +502,8 @@ type LeaseRow = (String, String, String, Option<i64>, String);
 
 /// Writes a change's lease, pickup, postmortem and notices; the caller writes its events.
 fn write_extras(c: &Connection, grant: &str, extras: Extras) -> Result<()> {
-    if let Some((user, target, state, due, body)) = extras.lease {
-        c.prepare_cached(
-            "INSERT INTO leases (grant_id, user, target, state, due_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (grant_id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at, body = excluded.body",
-        )
-        .and_then(|mut s| s.execute(params![grant, user, target, state, due, body]))
-        .map_err(backend)?;
+    if let Some(lease) = extras.lease {
+        write_lease(c, grant, lease)?;
     }
     if let Some(sealed) = extras.pickup {
         c.prepare_cached("INSERT OR REPLACE INTO pickups (grant_id, sealed) VALUES (?1, ?2)")
@@ -519,6 +514,21 @@ fn write_extras(c: &Connection, grant: &str, extras: Extras) -> Result<()> {
         breakglass::write_postmortem(c, pm)?;
     }
     breakglass::write_notices(c, &extras.notices)
+}
+
+/// Inserts or replaces `grant`'s lease.
+fn write_lease(
+    c: &Connection,
+    grant: &str,
+    (user, target, state, due, body): LeaseRow,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO leases (grant_id, user, target, state, due_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (grant_id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at, body = excluded.body",
+    )
+    .and_then(|mut s| s.execute(params![grant, user, target, state, due, body]))
+    .map_err(backend)?;
+    Ok(())
 }
 
 /// A lease as the columns it is stored in.
@@ -757,16 +767,66 @@ impl crate::Store for SqliteStore {
             .await
     }
 
-    async fn due_leases(&self, now: OffsetDateTime, n: usize) -> Result<Vec<Lease>> {
+    async fn due_leases(&self, now: OffsetDateTime, per_target: usize) -> Result<Vec<Lease>> {
         let now = ms(now);
+        // Ranked on the due index's rows alone; only the bodies of those kept are read.
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT body FROM leases WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+                "SELECT leases.body FROM leases JOIN (
+                     SELECT grant_id, due_at,
+                            row_number() OVER (PARTITION BY target ORDER BY due_at, grant_id) AS place
+                     FROM leases WHERE due_at IS NOT NULL AND due_at <= ?1
+                 ) AS due USING (grant_id)
+                 WHERE due.place <= ?2 ORDER BY due.due_at, due.grant_id",
             )?;
-            let rows = stmt.query_map(params![now, limit(n)], |r| json(r.get(0)?))?;
+            let rows = stmt.query_map(params![now, limit(per_target)], |r| json(r.get(0)?))?;
             rows.collect()
         })
         .await
+    }
+
+    async fn waiting_for_targets(&self, now: OffsetDateTime) -> Result<Vec<Lease>> {
+        let now = ms(now);
+        // SQLite takes a bare column from the row that holds the MIN.
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body, MIN(due_at) FROM leases
+                 WHERE state IN ('revoking', 'failed') AND due_at > ?1
+                   AND json_extract(body, '$.unreached')
+                 GROUP BY target, json_extract(body, '$.made_at.connection')",
+            )?;
+            let rows = stmt.query_map([now], |r| json(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn target_answers(&self, answered: &Lease, now: OffsetDateTime) -> Result<usize> {
+        let answered = answered.clone();
+        self.writer
+            .write(move |c| {
+                let waiting: Vec<Lease> = c
+                    .prepare_cached(
+                        "SELECT body FROM leases
+                         WHERE target = ?1 AND state IN ('revoking', 'failed') AND due_at > ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![answered.target.as_str(), ms(now)], |r| {
+                            json(r.get(0)?)
+                        })?
+                        .collect()
+                    })
+                    .map_err(backend)?;
+                let mut due = 0;
+                for mut lease in waiting {
+                    if lease.target_answers(&answered, now) {
+                        write_lease(c, &lease.grant.to_string(), lease_row(&lease)?)?;
+                        due += 1;
+                    }
+                }
+                Ok(due)
+            })
+            .await
     }
 
     async fn live_accounts(&self) -> Result<Vec<String>> {

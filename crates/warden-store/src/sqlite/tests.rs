@@ -1027,3 +1027,118 @@ async fn a_transaction_that_cannot_begin_says_why() {
     other.execute_batch("ROLLBACK").unwrap();
     s.append(vec![event(Code::RequestCreated)]).await.unwrap();
 }
+
+/// Lease `n` of alice's at `target`, taken up for revocation at `at`.
+fn revoking_lease(n: u128, target: &str, at: time::OffsetDateTime) -> warden_domain::Lease {
+    let low: [u8; 10] = n.to_be_bytes()[6..].try_into().unwrap();
+    let mut l = warden_domain::Lease::intent(
+        RequestId::v7(at, low),
+        "alice".parse().unwrap(),
+        target.parse().unwrap(),
+        "read".parse().unwrap(),
+        format!("w_alice_{n}"),
+        at,
+        at,
+    );
+    l.activate(at);
+    l.start_revoking(at);
+    l
+}
+
+#[tokio::test]
+async fn a_target_with_many_due_leases_hides_none_of_another_targets() {
+    let (_d, s) = store();
+    let t = datetime!(2026-01-01 10:00 UTC);
+    for n in 0..50 {
+        let l = revoking_lease(n, "hung", t + time::Duration::milliseconds(n as i64));
+        s.update_lease(&l, vec![], vec![]).await.unwrap();
+    }
+    let healthy = revoking_lease(99, "healthy", t + time::Duration::seconds(5));
+    s.update_lease(&healthy, vec![], vec![]).await.unwrap();
+
+    let due = s
+        .due_leases(t + time::Duration::seconds(10), 4)
+        .await
+        .unwrap();
+    let shown: Vec<(String, String)> = due
+        .iter()
+        .map(|l| (l.target.to_string(), l.account.clone()))
+        .collect();
+    let expected: Vec<(String, String)> = (0..4)
+        .map(|n| ("hung".to_owned(), format!("w_alice_{n}")))
+        .chain([("healthy".to_owned(), "w_alice_99".to_owned())])
+        .collect();
+    assert_eq!(shown, expected, "each target's oldest, oldest first");
+    // Nothing due yet is read.
+    let early = s
+        .due_leases(t + time::Duration::milliseconds(1), 4)
+        .await
+        .unwrap();
+    assert_eq!(early.len(), 2);
+}
+
+#[tokio::test]
+async fn leases_waiting_for_their_target_are_due_once_it_answers_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let t = datetime!(2026-01-01 10:00 UTC);
+    let answered = t + time::Duration::seconds(3);
+    let failed = |n, target, unreached: bool| {
+        let mut l = revoking_lease(n, target, t);
+        for _ in 0..6 {
+            if unreached {
+                l.revoke_unreached("no answer within 5 s".into(), t);
+            } else {
+                l.revoke_failed("lock timeout".into(), t);
+            }
+        }
+        l
+    };
+    let (down, refused, other_target) = (
+        failed(1, "db", true),
+        failed(2, "db", false),
+        failed(3, "other", true),
+    );
+    let mut later = failed(4, "db", true);
+    later.due_at = Some(t + time::Duration::seconds(90));
+    // Made at the target's old host, before it moved.
+    let mut old_host = failed(5, "db", true);
+    old_host.made_at = Some(warden_domain::lease::MadeAt {
+        kind: "postgres".into(),
+        connection: serde_json::json!({"host": "10.0.0.6"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        settings: serde_json::Map::new(),
+    });
+    let accounts = |leases: Vec<warden_domain::Lease>| {
+        let mut names: Vec<String> = leases.into_iter().map(|l| l.account).collect();
+        names.sort();
+        names
+    };
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        for l in [&down, &refused, &other_target, &later, &old_host] {
+            s.update_lease(l, vec![], vec![]).await.unwrap();
+        }
+        assert_eq!(
+            accounts(s.waiting_for_targets(answered).await.unwrap()),
+            ["w_alice_1", "w_alice_3", "w_alice_5"],
+            "one per target and connection, due first"
+        );
+        assert!(s.due_leases(answered, 10).await.unwrap().is_empty());
+        assert_eq!(s.target_answers(&refused, answered).await.unwrap(), 2);
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let due = s.due_leases(answered, 10).await.unwrap();
+    assert!(due.iter().all(|l| l.due_at == Some(answered)), "{due:?}");
+    assert_eq!(
+        accounts(due),
+        ["w_alice_1", "w_alice_4"],
+        "the refused one keeps its backoff, and so do the other target's and the old host's"
+    );
+    assert_eq!(
+        accounts(s.waiting_for_targets(answered).await.unwrap()),
+        ["w_alice_3", "w_alice_5"]
+    );
+}
