@@ -229,7 +229,8 @@ pub async fn list(
     Ok(Json(RequestList { requests }))
 }
 
-/// Shows one request.
+/// Shows one request and, for an ended grant that had a database account, whether the account
+/// is still at the target (`revocation`).
 #[utoipa::path(get, path = "/v1/requests/{id}", operation_id = "show_request", security(("token" = [])), responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(app): State<Shared>,
@@ -238,7 +239,18 @@ pub async fn show(
 ) -> Result<Json<RequestView>, ApiError> {
     let id = super::admitted(&app, &who, "request.show", parse_id(&id)).await?;
     let r = app.show(who.caller(), id).await?;
-    Ok(Json(RequestView::new(&r, &app)))
+    Ok(Json(view_with_revocation(&app, &r).await?))
+}
+
+/// `r` as `app` shows it, with its database account's removal once the grant has ended: the
+/// answer about one request whose account may outlive its end.
+async fn view_with_revocation(app: &Shared, r: &Request) -> Result<RequestView, ApiError> {
+    let lease = app
+        .store
+        .lease(r.id)
+        .await
+        .map_err(crate::broker::Error::from)?;
+    Ok(RequestView::new(r, app).with_revocation(lease.as_ref()))
 }
 
 /// The id and body of `action` on a request, or the refusal of either, audited: about the
@@ -325,7 +337,8 @@ pub async fn cancel(
     Ok(Json(RequestView::new(&r, &app)))
 }
 
-/// Ends a grant early and revokes its credential.
+/// Ends a grant early and revokes its credential. The grant ends at once; a database account
+/// is removed right after, and `revocation` says how that stands as the answer is made.
 #[utoipa::path(post, path = "/v1/requests/{id}/revoke", request_body = Option<ReviewBody>, security(("token" = [])),
     responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn revoke(
@@ -340,7 +353,7 @@ pub async fn revoke(
         Err(e) => return Err(refuse_about(&app, &who, "request.revoke", Some(id), e).await),
     };
     let r = app.revoke(who.caller(), id, comment).await?;
-    Ok(Json(RequestView::new(&r, &app)))
+    Ok(Json(view_with_revocation(&app, &r).await?))
 }
 
 /// Asks for more time: a new request linked to this one, decided and approved afresh.

@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use warden_domain::lease::Removal;
 use warden_domain::request::Verdict;
-use warden_domain::{Decision, Recording, Request, State, rfc3339};
+use warden_domain::{Decision, Lease, Recording, Request, State, rfc3339};
 
 use crate::state::App;
 
@@ -63,6 +64,47 @@ pub struct RequestView {
     /// no `[[notify]]` sink reaches the security group).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_notified: Option<bool>,
+    /// In the answers about one request (show, revoke), for an ended grant that had a database
+    /// account: whether the account is still at the target. The grant ends on record at once;
+    /// its account goes only once the target confirms it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationView>,
+}
+
+/// The removal of an ended grant's database account at its target.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RevocationView {
+    #[schema(schema_with = removal_state)]
+    pub state: String,
+    /// The account at the target.
+    pub account: String,
+    /// Attempts that failed so far.
+    pub attempts: u32,
+    /// Why the last attempt failed, while the account is still there.
+    pub last_error: Option<String>,
+    /// When the next attempt is due, while the account is still there; one that is past is
+    /// under way or waits for its turn.
+    #[schema(format = DateTime)]
+    pub next_attempt_at: Option<String>,
+    /// When the target confirmed the account gone.
+    #[schema(format = DateTime)]
+    pub removed_at: Option<String>,
+}
+
+impl RevocationView {
+    /// How `lease`'s account's removal stands, if its grant has ended.
+    fn of(lease: &Lease) -> Option<Self> {
+        let removal = lease.removal()?;
+        let gone = removal == Removal::Done;
+        Some(Self {
+            state: removal.as_str().to_owned(),
+            account: lease.account.clone(),
+            attempts: lease.attempts,
+            last_error: lease.last_error.clone().filter(|_| !gone),
+            next_attempt_at: lease.due_at.filter(|_| !gone).map(rfc3339),
+            removed_at: lease.revoked_at.map(rfc3339),
+        })
+    }
 }
 
 /// One approver's action.
@@ -125,7 +167,14 @@ impl RequestView {
             credential: r.credential.clone(),
             secret: None,
             security_notified: None,
+            revocation: None,
         }
+    }
+
+    /// The view with the removal of the account of `lease`, the request's.
+    pub fn with_revocation(mut self, lease: Option<&Lease>) -> Self {
+        self.revocation = lease.and_then(RevocationView::of);
+        self
     }
 }
 
@@ -152,6 +201,13 @@ pub(crate) fn one_of<S: Into<String>>(
 
 fn request_state() -> Object {
     one_of(State::ALL.map(State::as_str), "The request's state.")
+}
+
+fn removal_state() -> Object {
+    one_of(
+        Removal::ALL.map(Removal::as_str),
+        "pending: the account is still at the target, being removed, and no attempt failed yet; failing: it is still there, attempts to remove it failed and go on; done: the target confirmed it gone.",
+    )
 }
 
 fn verdict() -> Object {
@@ -245,5 +301,80 @@ impl From<&Decision> for DecisionView {
             pending_timeout: (d.allowed && !d.requirement.is_auto())
                 .then(|| d.pending_timeout.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+    use utoipa::OpenApi;
+    use warden_domain::RequestId;
+
+    use super::*;
+
+    /// Alice's lease at `app-db`, its grant ended at 10:00 and its account not removed yet.
+    fn ended() -> Lease {
+        let at = datetime!(2026-01-01 10:00 UTC);
+        let mut l = Lease::intent(
+            RequestId::from_uuid(uuid::Uuid::nil()),
+            "alice".parse().unwrap(),
+            "app-db".parse().unwrap(),
+            "read".parse().unwrap(),
+            "w_alice_000000000000".into(),
+            at,
+            at,
+        );
+        l.activate(at);
+        l.start_revoking(at);
+        l
+    }
+
+    #[test]
+    fn an_ended_grants_account_shows_whether_it_is_still_at_the_target() {
+        let mut l = ended();
+        assert_eq!(
+            serde_json::to_value(RevocationView::of(&l)).unwrap(),
+            serde_json::json!({
+                "state": "pending", "account": "w_alice_000000000000", "attempts": 0,
+                "last_error": null, "next_attempt_at": "2026-01-01T10:00:00Z", "removed_at": null,
+            })
+        );
+        l.revoke_unreached(
+            "the target could not be reached or refused the login: no answer within 5 s".into(),
+            datetime!(2026-01-01 10:00:05 UTC),
+        );
+        assert_eq!(
+            serde_json::to_value(RevocationView::of(&l)).unwrap(),
+            serde_json::json!({
+                "state": "failing", "account": "w_alice_000000000000", "attempts": 1,
+                "last_error": "the target could not be reached or refused the login: no answer within 5 s",
+                "next_attempt_at": "2026-01-01T10:00:07Z", "removed_at": null,
+            })
+        );
+        l.revoked(datetime!(2026-01-01 10:00:08 UTC));
+        assert_eq!(
+            serde_json::to_value(RevocationView::of(&l)).unwrap(),
+            serde_json::json!({
+                "state": "done", "account": "w_alice_000000000000", "attempts": 1,
+                "last_error": null, "next_attempt_at": null, "removed_at": "2026-01-01T10:00:08Z",
+            })
+        );
+        let mut active = ended();
+        active.activate(datetime!(2026-01-01 11:00 UTC));
+        assert!(RevocationView::of(&active).is_none());
+    }
+
+    #[test]
+    fn the_document_names_every_removal_state() {
+        let doc = serde_json::to_value(crate::api::ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["RevocationView"]["properties"]["state"]["enum"],
+            serde_json::json!(["pending", "failing", "done"])
+        );
+        assert_eq!(
+            schemas["RequestView"]["properties"]["revocation"]["oneOf"][0]["$ref"],
+            "#/components/schemas/RevocationView"
+        );
     }
 }

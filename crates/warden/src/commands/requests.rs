@@ -373,7 +373,29 @@ fn print_request(v: &Value) {
         ("ended by", s(v, "ended_by")),
         ("why", s(v, "end_comment")),
         ("extends", s(v, "extends")),
+        ("account", removal(v)),
     ]);
+}
+
+/// How the removal of an ended grant's database account stands, in words: whether the account
+/// is still at the target, which the grant's state alone does not say.
+fn removal(v: &Value) -> String {
+    let r = &v["revocation"];
+    let (account, target) = (s(r, "account"), s(v, "target"));
+    match r["state"].as_str() {
+        Some("pending") => format!("{account} is still at {target}; Warden is removing it"),
+        Some("failing") => format!(
+            "{account} is still at {target}; Warden keeps trying to remove it ({} attempt(s) failed, the last: {}; next at {})",
+            s(r, "attempts"),
+            s(r, "last_error"),
+            instant(r, "next_attempt_at")
+        ),
+        Some("done") => format!(
+            "{account} removed from {target} at {}",
+            instant(r, "removed_at")
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `--wait-timeout`: a duration as TTLs are written, or bare seconds as before.
@@ -949,6 +971,36 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ended_grants_account_is_said_to_be_still_at_its_target_until_it_is_gone() {
+        let grant = |revocation: Value| json!({"target": "app-db", "revocation": revocation});
+        assert_eq!(removal(&json!({"target": "app-db"})), "");
+        assert_eq!(
+            removal(&grant(
+                json!({"state": "pending", "account": "w_alice_1", "attempts": 0})
+            )),
+            "w_alice_1 is still at app-db; Warden is removing it"
+        );
+        let failing = removal(&grant(json!({
+            "state": "failing", "account": "w_alice_1", "attempts": 3,
+            "last_error": "the target could not be reached or refused the login: no answer within 5 s",
+            "next_attempt_at": "2026-12-04T18:41:20.281Z",
+        })));
+        assert_eq!(
+            failing,
+            "w_alice_1 is still at app-db; Warden keeps trying to remove it (3 attempt(s) failed, \
+             the last: the target could not be reached or refused the login: no answer within 5 s; \
+             next at 2026-12-04T18:41:20Z)"
+        );
+        assert_eq!(
+            removal(&grant(json!({
+                "state": "done", "account": "w_alice_1", "attempts": 3,
+                "removed_at": "2026-12-04T18:41:21.5Z",
+            }))),
+            "w_alice_1 removed from app-db at 2026-12-04T18:41:21Z"
+        );
+    }
 
     #[test]
     fn a_wait_is_a_duration_or_bare_seconds() {
