@@ -6,11 +6,14 @@
 //! earlier deadline wakes it. Expired grants left over from a crash or downtime are due at once
 //! on start.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
+use tokio::task::{self, JoinSet};
+use warden_domain::{Lease, TargetName};
 
 use crate::state::{Shared, now};
 
@@ -71,68 +74,39 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Credentials revoked at once, at most.
 const REVOKING_AT_ONCE: usize = 32;
+/// Credentials revoked at once at one target, at most: a target that hangs holds this many of
+/// [`REVOKING_AT_ONCE`] while its calls wait out their timeouts, and the rest go to the others.
+const REVOKING_PER_TARGET: usize = 4;
+/// How long after its last answer a target that leases wait for is asked again.
+const ASK_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs until `stop` turns true. Each pass ends the requests that are due, then starts
-/// revoking each due lease not already being revoked on a task of its own: a target that
+/// revoking due leases not already being revoked, each on a task of its own: a target that
 /// hangs holds up its own revocations (each call bounded in time), never a grant's end on
 /// record nor another target's revocation. A task that ends wakes the worker for what is due
-/// next.
+/// next. Targets that leases wait for (their last attempt could not reach them) are asked
+/// whether they answer again, so that their accounts go as soon as they do.
 pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
-    let mut revoking = tokio::task::JoinSet::new();
-    let mut in_flight = std::collections::HashSet::new();
+    let mut revoking = Revoking::default();
+    let mut asking = Asking::default();
     loop {
         app.wake.passing();
-        while let Some(done) = revoking.try_join_next() {
-            if let Ok(grant) = done {
-                in_flight.remove(&grant);
-            }
-        }
+        revoking.reap();
+        asking.reap();
         let ended = app.end_due_requests().await;
-        let room = REVOKING_AT_ONCE.saturating_sub(in_flight.len());
-        // Those in flight are among the due ones, so as many more are read.
-        match app.due_leases(in_flight.len() + room).await {
-            Ok(due) => {
-                let new: Vec<_> = due
-                    .into_iter()
-                    .filter(|l| !in_flight.contains(&l.grant))
-                    .take(room)
-                    .collect();
-                for lease in new {
-                    let grant = lease.grant;
-                    in_flight.insert(grant);
-                    let app = app.clone();
-                    revoking.spawn(async move {
-                        app.revoke_lease(lease).await;
-                        app.wake.now();
-                        grant
-                    });
-                }
-            }
+        match app.due_leases(REVOKING_PER_TARGET).await {
+            Ok(due) => revoking.start(&app, due),
             Err(e) => tracing::error!(error = %e, "worker cannot read due leases"),
         }
-        let sleep = match ended {
-            Ok(handled) => match app.store.next_due().await {
-                Ok(Some(next)) => {
-                    let wait = next - now();
-                    if wait.is_negative() {
-                        // Still due after a pass: more than one batch was due (go on at once),
-                        // or a revocation is under way or failed (look again after a pause).
-                        if handled > 0 { Duration::ZERO } else { RETRY }
-                    } else {
-                        Duration::try_from(wait).unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
-                    }
-                }
-                Ok(None) => MAX_SLEEP,
-                Err(e) => {
-                    tracing::error!(error = %e, "worker cannot read deadlines");
-                    RETRY
-                }
-            },
+        let waiting = match app.waiting_for_targets().await {
+            Ok(waiting) => asking.start(&app, waiting, &revoking),
             Err(e) => {
-                tracing::error!(error = %e, "worker pass failed");
-                RETRY
+                tracing::error!(error = %e, "worker cannot read the leases waiting for targets");
+                true
             }
         };
+        let sleep = pause_after(&app, ended).await;
+        let sleep = if waiting { sleep.min(ASK_EVERY) } else { sleep };
         app.wake.sleeping_until(now() + sleep);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
@@ -140,8 +114,174 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => break,
         }
     }
-    // Revocations under way are recorded before the server's last checkpoint.
-    while revoking.join_next().await.is_some() {}
+    // Revocations under way are recorded before the server's last checkpoint; questions to
+    // targets are dropped.
+    revoking.finish().await;
+}
+
+/// How long the worker may sleep after a pass that ended `ended` requests: until the next
+/// deadline, at once when more were due than one pass ends, or after a pause when something
+/// failed or a revocation is still under way.
+async fn pause_after(app: &Shared, ended: Result<usize, crate::broker::Error>) -> Duration {
+    let handled = match ended {
+        Ok(handled) => handled,
+        Err(e) => {
+            tracing::error!(error = %e, "worker pass failed");
+            return RETRY;
+        }
+    };
+    match app.store.next_due().await {
+        Ok(Some(next)) => {
+            let wait = next - now();
+            if wait.is_negative() {
+                // Still due after a pass: more than one batch was due (go on at once), or a
+                // revocation is under way or failed (look again after a pause).
+                if handled > 0 { Duration::ZERO } else { RETRY }
+            } else {
+                Duration::try_from(wait).unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
+            }
+        }
+        Ok(None) => MAX_SLEEP,
+        Err(e) => {
+            tracing::error!(error = %e, "worker cannot read deadlines");
+            RETRY
+        }
+    }
+}
+
+/// The revocations under way, each on a task of its own.
+#[derive(Default)]
+struct Revoking {
+    tasks: JoinSet<()>,
+    /// The lease each task revokes, as it was read.
+    what: HashMap<task::Id, Lease>,
+}
+
+impl Revoking {
+    /// Forgets the revocations that ended.
+    fn reap(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            self.what.remove(&task_id(done));
+        }
+    }
+
+    /// How many revocations are under way at `target`.
+    fn at(&self, target: &TargetName) -> usize {
+        self.what.values().filter(|l| l.target == *target).count()
+    }
+
+    /// Whether a revocation is under way where `lease`'s account is made.
+    fn beside(&self, lease: &Lease) -> bool {
+        self.what.values().any(|l| l.made_beside(lease))
+    }
+
+    /// Starts revoking the `due` leases (oldest first) not under way yet, while there is room:
+    /// each time for the target with the fewest under way, none past its share. A slot that a
+    /// hanging target gives up goes to a target that has none under way before it goes back.
+    fn start(&mut self, app: &Shared, due: Vec<Lease>) {
+        let mut waiting: Vec<Lease> = due
+            .into_iter()
+            .filter(|l| {
+                !self
+                    .what
+                    .values()
+                    .any(|under_way| under_way.grant == l.grant)
+            })
+            .collect();
+        while self.tasks.len() < REVOKING_AT_ONCE {
+            let Some(i) = next_to_start(&waiting, |t| self.at(t)) else {
+                break;
+            };
+            self.spawn(app, waiting.remove(i));
+        }
+    }
+
+    fn spawn(&mut self, app: &Shared, lease: Lease) {
+        let (app, what) = (app.clone(), lease.clone());
+        let task = self.tasks.spawn(async move {
+            app.revoke_lease(lease).await;
+            app.wake.now();
+        });
+        self.what.insert(task.id(), what);
+    }
+
+    /// Waits for the revocations under way.
+    async fn finish(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Which of the `waiting` leases (oldest first) to revoke next: the oldest of those whose target
+/// has the fewest revocations under way (`at`), and none whose target has its share.
+fn next_to_start(waiting: &[Lease], at: impl Fn(&TargetName) -> usize) -> Option<usize> {
+    waiting
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (at(&l.target), i))
+        .filter(|(under_way, _)| *under_way < REVOKING_PER_TARGET)
+        .min()
+        .map(|(_, i)| i)
+}
+
+/// Questions under way to targets that leases wait for: whether they answer again where those
+/// leases' accounts are made.
+#[derive(Default)]
+struct Asking {
+    tasks: JoinSet<()>,
+    /// The lease each task asks about.
+    what: HashMap<task::Id, Lease>,
+    /// When each question last ended, answered or not, by the lease it asked about.
+    last: Vec<(Lease, Instant)>,
+}
+
+impl Asking {
+    /// Notes the questions that ended, and when.
+    fn reap(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            if let Some(asked) = self.what.remove(&task_id(done)) {
+                self.last.retain(|(l, _)| !l.made_beside(&asked));
+                self.last.push((asked, Instant::now()));
+            }
+        }
+    }
+
+    /// Asks where each lease of `waiting` is made, unless [`Asking::may_ask`] says not now.
+    /// Returns whether any lease waits for a target.
+    fn start(&mut self, app: &Shared, waiting: Vec<Lease>, revoking: &Revoking) -> bool {
+        self.last
+            .retain(|(asked, _)| waiting.iter().any(|l| l.made_beside(asked)));
+        let any = !waiting.is_empty();
+        for lease in waiting {
+            if self.may_ask(&lease, revoking) {
+                let (app, what) = (app.clone(), lease.clone());
+                let task = self.tasks.spawn(async move {
+                    if let Err(e) = app.ask_target(&lease).await {
+                        tracing::warn!(target = %lease.target, error = %e, "could not ask a target whether it answers again");
+                    }
+                });
+                self.what.insert(task.id(), what);
+            }
+        }
+        any
+    }
+
+    /// Whether the target may be asked now where `lease`'s account is made: no question is
+    /// under way there, nor a revocation (which tells as much), and the last question there
+    /// ended [`ASK_EVERY`] ago.
+    fn may_ask(&self, lease: &Lease, revoking: &Revoking) -> bool {
+        !self.what.values().any(|l| l.made_beside(lease))
+            && !revoking.beside(lease)
+            && self
+                .last
+                .iter()
+                .find(|(l, _)| l.made_beside(lease))
+                .is_none_or(|(_, at)| at.elapsed() >= ASK_EVERY)
+    }
+}
+
+/// The id of a task that ended, however it ended.
+fn task_id(done: Result<(task::Id, ()), task::JoinError>) -> task::Id {
+    done.map_or_else(|e| e.id(), |(id, ())| id)
 }
 
 /// How often accounts at targets are compared with live leases.
@@ -214,6 +354,48 @@ mod tests {
     /// Whether a wake-up is waiting for the worker (and takes it).
     fn woken(wake: &Wake) -> bool {
         wake.notify.notified().now_or_never().is_some()
+    }
+
+    /// A lease of `target`'s, due for revocation.
+    fn due_at(target: &str) -> Lease {
+        let at = now();
+        let mut l = Lease::intent(
+            warden_domain::RequestId::from_uuid(uuid::Uuid::now_v7()),
+            "alice".parse().unwrap(),
+            target.parse().unwrap(),
+            "read".parse().unwrap(),
+            "w_alice_1".into(),
+            at,
+            at,
+        );
+        l.start_revoking(at);
+        l
+    }
+
+    #[test]
+    fn a_busy_target_lets_the_others_go_first_and_keeps_to_its_share() {
+        let waiting = [due_at("hung"), due_at("hung"), due_at("up"), due_at("up")];
+        let under_way = |hung: usize, up: usize| {
+            move |t: &TargetName| if t.as_str() == "hung" { hung } else { up }
+        };
+        assert_eq!(
+            next_to_start(&waiting, under_way(0, 0)),
+            Some(0),
+            "the oldest"
+        );
+        assert_eq!(next_to_start(&waiting, under_way(1, 0)), Some(2));
+        assert_eq!(next_to_start(&waiting, under_way(2, 2)), Some(0));
+        assert_eq!(
+            next_to_start(&waiting, under_way(REVOKING_PER_TARGET, 3)),
+            Some(2)
+        );
+        assert_eq!(
+            next_to_start(
+                &waiting,
+                under_way(REVOKING_PER_TARGET, REVOKING_PER_TARGET)
+            ),
+            None
+        );
     }
 
     #[test]

@@ -7,6 +7,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -575,72 +579,119 @@ fn grants_end_on_time_while_their_database_hangs() {
     });
 }
 
-/// A TCP relay to a database that can be made to hang: it then passes nothing on, either way,
-/// as a database that stopped answering.
+/// A TCP relay to a database that can be made to hang (it then passes nothing on, either way,
+/// as a database that stopped answering) or go down (it cuts every connection and closes each
+/// new one at once, as a database that is not running).
 struct Relay {
     port: u16,
-    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hung: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    /// Both ends of every connection relayed, to cut when it goes down.
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Relay {
     fn start(to: u16) -> Relay {
-        use std::io::{Read, Write};
-        use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hung = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let held = hung.clone();
+        let relay = Relay {
+            port: listener.local_addr().unwrap().port(),
+            hung: Arc::default(),
+            down: Arc::default(),
+            open: Arc::default(),
+        };
+        let (held, down, open) = (relay.hung.clone(), relay.down.clone(), relay.open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                if down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
                     continue;
                 };
+                open.lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 let ways = [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ];
-                for (mut from, mut into) in ways {
+                for (from, into) in ways {
                     let held = held.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 8192];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 {
-                                break;
-                            }
-                            // Bounded: the test lets it go within a minute.
-                            let until = Instant::now() + Duration::from_secs(60);
-                            while held.load(Ordering::SeqCst) && Instant::now() < until {
-                                std::thread::sleep(Duration::from_millis(20));
-                            }
-                            if into.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = into.shutdown(std::net::Shutdown::Both);
-                    });
+                    std::thread::spawn(move || pass_on(from, into, &held));
                 }
             }
         });
-        Relay { port, hung }
+        relay
     }
 
     fn hang(&self, hung: bool) {
-        self.hung.store(hung, std::sync::atomic::Ordering::SeqCst);
+        self.hung.store(hung, Ordering::SeqCst);
+    }
+
+    fn go_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            for s in self.open.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
-/// A database that hangs delays only its own revocations: another database's accounts are
-/// dropped on time meanwhile.
-#[test]
-fn a_hung_database_delays_no_other_databases_revocations() {
-    let pg = Postgres::start();
-    let relay = Relay::start(pg.port());
+/// Passes what `from` sends on to `into` until either end closes, holding it while `held`.
+fn pass_on(mut from: TcpStream, mut into: TcpStream, held: &AtomicBool) {
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        // Bounded: the test lets it go within a minute.
+        let until = Instant::now() + Duration::from_secs(60);
+        while held.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if into.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = into.shutdown(std::net::Shutdown::Both);
+}
+
+/// The database a relay leads to.
+enum Behind<'a> {
+    Postgres(&'a Postgres),
+    Mariadb(&'a Mariadb),
+}
+
+impl Behind<'_> {
+    /// Its target's kind, and the statement its role `read` grants.
+    fn kind_and_grant(&self) -> (&'static str, &'static str) {
+        match self {
+            Behind::Postgres(_) => (
+                "postgres",
+                "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{name}}",
+            ),
+            Behind::Mariadb(_) => ("mariadb", "GRANT SELECT ON app.* TO {{name}}"),
+        }
+    }
+
+    fn admin(&self) -> (&str, &str) {
+        match self {
+            Behind::Postgres(db) => (db.admin_user(), db.admin_password()),
+            Behind::Mariadb(db) => (db.admin_user(), db.admin_password()),
+        }
+    }
+}
+
+/// A server with two targets: `pg`, a private PostgreSQL, and `relayed`, the database `behind`
+/// `relay`; and its administrator signed in, with both credentials stored.
+fn relayed_env(pg: &Postgres, relay: &Relay, behind: Behind<'_>) -> (Env, Cli) {
     let (targets, rules) = policy(pg.port(), 1);
+    let (kind, grant) = behind.kind_and_grant();
     let targets = format!(
-        "{targets}\n[targets.relayed]\nkind = \"postgres\"\nenvironment = \"test\"\n\
+        "{targets}\n[targets.relayed]\nkind = \"{kind}\"\nenvironment = \"test\"\n\
          [targets.relayed.connection]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"app\"\n\
-         [targets.relayed.roles.read]\n\
-         grants = [\"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}\"]\n",
+         [targets.relayed.roles.read]\ngrants = [\"{grant}\"]\n",
         relay.port
     );
     let rules = format!(
@@ -650,7 +701,18 @@ fn a_hung_database_delays_no_other_databases_revocations() {
     let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
     let admin = env.login("admin");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
-    set_credential(&admin, "relayed", pg.admin_user(), pg.admin_password());
+    let (user, password) = behind.admin();
+    set_credential(&admin, "relayed", user, password);
+    (env, admin)
+}
+
+/// A database that hangs delays only its own revocations: another database's accounts are
+/// dropped on time meanwhile.
+#[test]
+fn a_hung_database_delays_no_other_databases_revocations() {
+    let pg = Postgres::start();
+    let relay = Relay::start(pg.port());
+    let (env, admin) = relayed_env(&pg, &relay, Behind::Postgres(&pg));
     let alice = env.login("alice");
     let hung = create(&alice, "relayed", "read", &["--ttl", "2s"]);
     assert_eq!(hung["state"], "active", "{hung}");
@@ -680,6 +742,203 @@ fn a_hung_database_delays_no_other_databases_revocations() {
         },
     );
     relay.hang(false);
+}
+
+/// How many accounts of `user`'s grants are at `pg`.
+fn accounts_of(pg: &Postgres, user: &str) -> usize {
+    pg.admin_query(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'w\\_{user}\\_%'"
+    ))
+    .parse()
+    .unwrap()
+}
+
+/// Many accounts to remove at a database that hangs hold up no other database's removals:
+/// each target gets its own share of the revocations under way, and due leases are read
+/// target by target, so an early revoke or an expiry elsewhere is not queued behind them.
+#[test]
+fn many_accounts_at_a_hung_database_delay_no_other_databases_removals() {
+    let pg = Postgres::start();
+    let maria = Mariadb::start();
+    let relay = Relay::start(maria.port());
+    let (env, admin) = relayed_env(&pg, &relay, Behind::Mariadb(&maria));
+    let bob = env.login("bob");
+    for _ in 0..40 {
+        assert_eq!(create(&bob, "relayed", "read", &[])["state"], "active");
+    }
+    let bobs = || -> usize {
+        maria
+            .admin_query("SELECT count(*) FROM mysql.user WHERE User LIKE 'w\\_bob\\_%'")
+            .parse()
+            .unwrap()
+    };
+    let alice = env.login("alice");
+    let early = create(&alice, "pg", "read", &[]);
+    let expiring = create(&alice, "pg", "read", &["--ttl", "6s"]);
+    let expiry = Instant::now() + Duration::from_secs(6);
+    relay.hang(true);
+    assert_eq!(
+        ok(&admin, &["revoke", "--user", "bob", "--all"])["requests_ended"],
+        40
+    );
+    // Bob's 40 accounts are all due, and each attempt at the hung database takes its 5 s.
+    ok(&alice, &["request", "revoke", &id(&early)]);
+    let user = early["credential"]["username"].as_str().unwrap().to_owned();
+    wait_until(
+        "the early revoke's account to go",
+        Duration::from_secs(3),
+        || pg_role_count(&pg, &user) == "0",
+    );
+    let user = expiring["credential"]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(expiry.saturating_duration_since(Instant::now()));
+    wait_until(
+        "the expired grant's account to go",
+        Duration::from_secs(3),
+        || pg_role_count(&pg, &user) == "0",
+    );
+    assert_eq!(bobs(), 40, "the hung database dropped some");
+    relay.hang(false);
+    wait_until(
+        "the hung database's accounts to go once it answers",
+        Duration::from_secs(15),
+        || bobs() == 0,
+    );
+}
+
+/// The removal of each of `cli`'s grants `ids`, as `request show` has it.
+fn removals(cli: &Cli, ids: &[String]) -> Vec<serde_json::Value> {
+    ids.iter()
+        .map(|g| ok(cli, &["request", "show", g])["revocation"].clone())
+        .collect()
+}
+
+/// Once a database that was down answers again, the accounts it could not drop go at once, not
+/// when each one's backoff ends; until then `request show` and `request revoke` say that each
+/// account is still there, and why.
+#[test]
+fn accounts_go_as_soon_as_their_database_is_back_and_are_shown_until_then() {
+    let pg = Postgres::start();
+    let relay = Relay::start(pg.port());
+    let (env, admin) = relayed_env(&pg, &relay, Behind::Postgres(&pg));
+    let bob = env.login("bob");
+    let grants: Vec<serde_json::Value> = (0..6)
+        .map(|_| create(&bob, "relayed", "read", &[]))
+        .collect();
+    let ids: Vec<String> = grants.iter().map(id).collect();
+    let alice = env.login("alice");
+    let revoked = create(&alice, "relayed", "read", &[]);
+    let active = create(&alice, "pg", "read", &[]);
+    relay.go_down(true);
+    ok(&admin, &["revoke", "--user", "bob", "--all"]);
+
+    // Revoked, the grant has ended; its account has not, and the answer says so.
+    let out = alice.run(&["request", "revoke", &id(&revoked)], None);
+    assert!(out.success(), "{out:?}");
+    let account = revoked["credential"]["username"].as_str().unwrap();
+    assert!(out.stdout.contains("revoked"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("{account} is still at relayed")),
+        "{out:?}"
+    );
+    assert!(
+        ok(&alice, &["request", "show", &id(&active)])
+            .get("revocation")
+            .is_none(),
+        "an active grant's account is meant to be there"
+    );
+
+    // Each of bob's removals fails fast, and backs off: 2, 4, 8, then 16 s.
+    wait_until(
+        "every removal to have failed four times",
+        Duration::from_secs(30),
+        || {
+            removals(&admin, &ids)
+                .iter()
+                .all(|r| r["attempts"].as_u64() >= Some(4))
+        },
+    );
+    for (r, grant) in removals(&admin, &ids).iter().zip(&grants) {
+        assert_eq!(r["state"], "failing", "{r}");
+        assert_eq!(r["account"], grant["credential"]["username"], "{r}");
+        assert!(
+            r["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("could not be reached"),
+            "{r}"
+        );
+        assert!(r["next_attempt_at"].is_string(), "{r}");
+        assert!(r["removed_at"].is_null(), "{r}");
+    }
+    let shown = admin.run(&["request", "show", &ids[0]], None);
+    let account = grants[0]["credential"]["username"].as_str().unwrap();
+    assert!(
+        shown.stdout.contains(&format!(
+            "{account} is still at relayed; Warden keeps trying to remove it"
+        )),
+        "{shown:?}"
+    );
+    let password = grants[0]["secret"]["password"].as_str().unwrap();
+    let as_json = ok(&admin, &["request", "show", &ids[0]]).to_string();
+    assert!(!shown.stdout.contains(password) && !as_json.contains(password));
+
+    relay.go_down(false);
+    wait_until(
+        "the accounts to go once the database is back",
+        Duration::from_secs(4),
+        || accounts_of(&pg, "bob") == 0 && pg_role_count(&pg, account) == "0",
+    );
+    wait_until("the removals to be done", Duration::from_secs(2), || {
+        removals(&admin, &ids).iter().all(|r| r["state"] == "done")
+    });
+    let done = &removals(&admin, &ids)[0];
+    assert!(
+        done["removed_at"].is_string() && done["last_error"].is_null(),
+        "{done}"
+    );
+    let shown = admin.run(&["request", "show", &ids[0]], None);
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("{account} removed from relayed at")),
+        "{shown:?}"
+    );
+}
+
+/// A database that comes back while Warden is down has its accounts removed as soon as Warden
+/// is up again: what each removal waits for is stored, not only its backoff.
+#[test]
+fn accounts_go_as_soon_as_warden_restarts_after_their_database_came_back() {
+    let pg = Postgres::start();
+    let relay = Relay::start(pg.port());
+    let (mut env, admin) = relayed_env(&pg, &relay, Behind::Postgres(&pg));
+    let bob = env.login("bob");
+    let ids: Vec<String> = (0..2)
+        .map(|_| id(&create(&bob, "relayed", "read", &[])))
+        .collect();
+    relay.go_down(true);
+    ok(&admin, &["revoke", "--user", "bob", "--all"]);
+    wait_until(
+        "every removal to have failed four times",
+        Duration::from_secs(30),
+        || {
+            removals(&admin, &ids)
+                .iter()
+                .all(|r| r["attempts"].as_u64() >= Some(4))
+        },
+    );
+    env.server.kill_hard();
+    relay.go_down(false);
+    env.server.restart();
+    wait_until(
+        "the accounts to go once Warden is back",
+        Duration::from_secs(4),
+        || accounts_of(&pg, "bob") == 0,
+    );
 }
 
 /// A crash while the target takes the new admin password leaves both stored; the next use logs

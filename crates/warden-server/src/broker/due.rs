@@ -40,9 +40,16 @@ impl App {
         Ok(handled)
     }
 
-    /// The leases due now, up to `limit`, for the worker to revoke (see [`App::revoke_lease`]).
-    pub async fn due_leases(&self, limit: usize) -> Result<Vec<Lease>, Error> {
-        Ok(self.store.due_leases(now(), limit).await?)
+    /// The leases due now, the `per_target` oldest of each target, for the worker to revoke
+    /// (see [`App::revoke_lease`]).
+    pub async fn due_leases(&self, per_target: usize) -> Result<Vec<Lease>, Error> {
+        Ok(self.store.due_leases(now(), per_target).await?)
+    }
+
+    /// For each target that leases wait for to answer again, one of them, for the worker to
+    /// ask it (see [`App::ask_target`]).
+    pub async fn waiting_for_targets(&self) -> Result<Vec<Lease>, Error> {
+        Ok(self.store.waiting_for_targets(now()).await?)
     }
 
     /// Revokes `lease`'s credential at its target, which may take up to

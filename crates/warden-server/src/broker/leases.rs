@@ -1,5 +1,6 @@
-//! The accounts Warden makes at targets: leases revoked with backoff, intents left by a crash
-//! recovered, and orphaned accounts reconciled away.
+//! The accounts Warden makes at targets: leases revoked with backoff (and at once when their
+//! target answers again after an outage), intents left by a crash recovered, and orphaned
+//! accounts reconciled away.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -66,19 +67,15 @@ impl App {
             return Ok(());
         }
         lease.start_revoking(now);
-        // Where the account was made; a lease from before that was kept goes by the policy.
-        let made_at = lease.made_at.clone().or_else(|| {
-            let policy = self.policy.load_full();
-            Some(made_at(policy.targets().get(&lease.target)?, &lease.role))
-        });
+        let made_at = self.made_at(&lease);
         let outcome = match made_at
             .as_ref()
             .and_then(|m| Some((m, self.issuers.get(&m.kind)?)))
         {
-            None => Err(format!(
+            None => Err(Failed::Unasked(format!(
                 "target {} is no longer in the policy; remove account {} by hand",
                 lease.target, lease.account
-            )),
+            ))),
             Some((made_at, issuer)) => {
                 let admin = self.admin_credential(&lease.target).await?;
                 super::within_timeout(issuer.revoke(RevokeRequest {
@@ -92,9 +89,10 @@ impl App {
                     admin: admin.as_ref(),
                 }))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(Failed::from)
             }
         };
+        let answered = matches!(outcome, Ok(_) | Err(Failed::AtTarget(_)));
         let kind = made_at.map_or_else(|| "unknown".to_owned(), |m| m.kind);
         let (grant, target, role) = (lease.grant, lease.target.clone(), lease.role.clone());
         // Events carry the time the target answered, so lags include the revocation itself.
@@ -117,9 +115,14 @@ impl App {
                     "lag_ms": (done - due).whole_milliseconds().max(0),
                 }))]
             }
-            Err(e) => {
+            Err(failed) => {
+                let (e, newly_failed) = match failed {
+                    Failed::Unreached(e) => (e.clone(), lease.revoke_unreached(e, now)),
+                    Failed::AtTarget(e) | Failed::Unasked(e) => {
+                        (e.clone(), lease.revoke_failed(e, now))
+                    }
+                };
                 tracing::error!(grant = %lease.grant, account = %lease.account, error = %e, "revocation failed; will retry");
-                let newly_failed = lease.revoke_failed(e.clone(), now);
                 // Security hears at the first failure (the account outlives its grant from
                 // now on) and again when Warden stops retrying.
                 if lease.attempts == 1 || newly_failed {
@@ -154,6 +157,9 @@ impl App {
         if notify {
             self.outbox.notify_one();
         }
+        if answered {
+            self.target_answered(&lease).await?;
+        }
         if removed {
             self.metrics.add(&metrics::REVOKED, &[&kind], 1);
             let lag = (done - due).as_seconds_f64().max(0.0);
@@ -161,6 +167,51 @@ impl App {
                 .observe(&metrics::REVOCATION_LAG, &[&kind], lag);
         } else {
             self.metrics.add(&metrics::REVOKE_FAILURES, &[&kind], 1);
+        }
+        Ok(())
+    }
+
+    /// Where `lease`'s account was made; a lease from before that was kept goes by the policy,
+    /// and has none once its target left it.
+    fn made_at(&self, lease: &Lease) -> Option<MadeAt> {
+        lease.made_at.clone().or_else(|| {
+            let policy = self.policy.load_full();
+            Some(made_at(policy.targets().get(&lease.target)?, &lease.role))
+        })
+    }
+
+    /// Asks the target `lease` waits for whether it answers again: its administrator lists
+    /// Warden's accounts where the account was made, which changes nothing there and is not
+    /// audited. If it answers, the leases made there that wait for that are due at once; if
+    /// not, they keep their backoff.
+    pub async fn ask_target(&self, lease: &Lease) -> Result<(), Error> {
+        let Some(made_at) = self.made_at(lease) else {
+            return Ok(());
+        };
+        let Some(issuer) = self.issuers.get(&made_at.kind) else {
+            return Ok(());
+        };
+        let admin = self.admin_credential(&lease.target).await?;
+        let asked = super::within_timeout(issuer.list_accounts(ListRequest {
+            target: &lease.target,
+            connection: &made_at.connection,
+            admin: admin.as_ref(),
+        }))
+        .await;
+        match asked {
+            Ok(_) => self.target_answered(lease).await,
+            Err(e) => {
+                tracing::debug!(target = %lease.target, error = %e, "target still not answering");
+                Ok(())
+            }
+        }
+    }
+
+    /// The target answered where `answered`'s account is made: the leases made there that wait
+    /// for that are due now, and the worker is woken for them.
+    async fn target_answered(&self, answered: &Lease) -> Result<(), Error> {
+        if self.store.target_answers(answered, now()).await? > 0 {
+            self.wake.now();
         }
         Ok(())
     }
@@ -245,6 +296,28 @@ impl App {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Why a revocation attempt failed, as far as its target goes.
+enum Failed {
+    /// The target did not answer, or refused the administrator's login: nothing ran there.
+    Unreached(String),
+    /// The target answered, and the removal failed there.
+    AtTarget(String),
+    /// The target was not asked: Warden cannot tell where the account is, or how to remove it
+    /// there.
+    Unasked(String),
+}
+
+impl From<warden_issuers::Error> for Failed {
+    fn from(e: warden_issuers::Error) -> Self {
+        use warden_issuers::Error as E;
+        match e {
+            E::Unreached(_) => Self::Unreached(e.to_string()),
+            E::Target(_) | E::Privilege(_) => Self::AtTarget(e.to_string()),
+            _ => Self::Unasked(e.to_string()),
+        }
     }
 }
 
