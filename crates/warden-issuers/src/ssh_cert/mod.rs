@@ -345,7 +345,11 @@ const RSA_MIN_BITS: u32 = 2048;
 pub fn user_key(text: &str) -> Result<PublicKey, String> {
     let line = warden_domain::text::key_line(text)?;
     let key = PublicKey::from_openssh(line).map_err(|_| {
-        "not an OpenSSH public key line (e.g. the contents of ~/.ssh/id_ed25519.pub)".to_owned()
+        if line.split_whitespace().next().is_some_and(|t| t.contains("-cert-v01@openssh.com")) {
+            "that is a certificate, not a public key: pass the key's own .pub file (e.g. ~/.ssh/id_ed25519.pub, not id_ed25519-cert.pub)".to_owned()
+        } else {
+            "not an OpenSSH public key line (e.g. the contents of ~/.ssh/id_ed25519.pub)".to_owned()
+        }
     })?;
     if let Some(rsa) = key.key_data().rsa() {
         let bits = modulus_bits(rsa.n().as_positive_bytes().unwrap_or_default());
@@ -381,10 +385,28 @@ pub fn user_key(text: &str) -> Result<PublicKey, String> {
             "the Ed25519 key is not a point any key pair has (all zero, or of small order): send the public key ssh-keygen made with your private key".into(),
         );
     }
+    if let Some(ecdsa) = key.key_data().ecdsa()
+        && !on_its_curve(ecdsa)
+    {
+        return Err(
+            "the ECDSA key is not a point of its curve: send the public key ssh-keygen made with your private key".into(),
+        );
+    }
     if key.key_data().dsa().is_some() {
         return Err("DSA keys are too weak; use an Ed25519 key (ssh-keygen -t ed25519)".into());
     }
     Ok(key)
+}
+
+/// Whether an ECDSA public key is a point of its curve: a certificate for one that is not is
+/// refused by every sshd, a grant that works nowhere.
+fn on_its_curve(key: &ssh_key::public::EcdsaPublicKey) -> bool {
+    use ssh_key::public::EcdsaPublicKey;
+    match key {
+        EcdsaPublicKey::NistP256(_) => p256::ecdsa::VerifyingKey::try_from(key).is_ok(),
+        EcdsaPublicKey::NistP384(_) => p384::ecdsa::VerifyingKey::try_from(key).is_ok(),
+        EcdsaPublicKey::NistP521(_) => p521::ecdsa::VerifyingKey::try_from(key).is_ok(),
+    }
 }
 
 impl SshCertIssuer {
@@ -739,5 +761,50 @@ mod tests {
         let mut genuine = [0u8; 32];
         genuine.copy_from_slice(good.public_key().key_data().ed25519().unwrap().as_ref());
         assert!(user_key(&ed25519(genuine)).is_ok());
+        // An ECDSA point off its curve is refused; a real key of each curve is taken.
+        let off_curve = {
+            use base64::Engine;
+            let mut wire = Vec::new();
+            let point = [[4u8].as_slice(), &[1; 32], &[2; 32]].concat();
+            for field in [&b"ecdsa-sha2-nistp256"[..], b"nistp256", &point] {
+                wire.extend_from_slice(&u32::try_from(field.len()).unwrap().to_be_bytes());
+                wire.extend_from_slice(field);
+            }
+            let b64 = base64::engine::general_purpose::STANDARD.encode(wire);
+            format!("ecdsa-sha2-nistp256 {b64} off")
+        };
+        let why = user_key(&off_curve).unwrap_err();
+        assert!(why.contains("not a point of its curve"), "{why}");
+        for curve in [
+            ssh_key::EcdsaCurve::NistP256,
+            ssh_key::EcdsaCurve::NistP384,
+            ssh_key::EcdsaCurve::NistP521,
+        ] {
+            let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ecdsa { curve }).unwrap();
+            assert!(
+                user_key(&key.public_key().to_openssh().unwrap()).is_ok(),
+                "{curve:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_given_for_a_public_key_is_named() {
+        let ca = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let user = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let mut builder = ssh_key::certificate::Builder::new_with_random_nonce(
+            &mut rand::rng(),
+            user.public_key(),
+            0,
+            u64::MAX,
+        )
+        .unwrap();
+        builder.valid_principal("x").unwrap();
+        let cert = builder.sign(&ca).unwrap();
+        let why = user_key(&cert.to_openssh().unwrap()).unwrap_err();
+        assert!(
+            why.contains("that is a certificate, not a public key"),
+            "{why}"
+        );
     }
 }
