@@ -20,7 +20,7 @@ use totp_rs::{Secret, Totp};
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::lockout::Lockout;
 use warden_domain::{User, UserName};
-use warden_store::{AuditFilter, Token};
+use warden_store::{AuditFilter, Checked, Reset, Token};
 
 use crate::state::{App, now};
 
@@ -188,11 +188,13 @@ fn totp_for(user: &UserName, secret: Vec<u8>) -> Result<Totp, AuthError> {
 const TOKEN_CACHE_MAX: usize = 10_000;
 
 /// Live tokens already checked against the store, by hash. Only this process revokes tokens
-/// (logout, offboarding), and it tells the cache *before* writing the revocation: a lookup
-/// that read the store just before the write must not cache the token live afterwards. So a
-/// logout leaves a revoked entry that a late `put` cannot replace, and an offboarding bars
-/// every token the user had from the cache; neither is forgotten when the cache fills.
-/// Expiry is checked on every use.
+/// (logout, offboarding, new credentials), and it tells the cache *before* writing the
+/// revocation: a lookup that read the store just before the write must not cache the token
+/// live afterwards. So a logout leaves a revoked entry that a late `put` cannot replace, and a
+/// user's sign-out bars every token they had from use; neither is forgotten when the cache
+/// fills. A sign-out is told again once written ([`App::reset_user`]): a sign-in that finished
+/// between the two stored its token before the write, which revoked it. Expiry is checked on
+/// every use.
 ///
 /// It also counts each user's changes in flight (API calls that may write), so offboarding
 /// can wait for those that passed authentication before it began: a change is counted only
@@ -205,10 +207,19 @@ pub struct TokenCache {
 #[derive(Debug, Default)]
 struct Cached {
     tokens: HashMap<[u8; 32], Token>,
-    /// Offboarded users, and when: their tokens created until then are never cached.
-    offboarded: HashMap<UserName, OffsetDateTime>,
+    /// Users signed out (offboarded, or given new credentials), and when: their tokens created
+    /// until then are never used.
+    signed_out: HashMap<UserName, OffsetDateTime>,
     /// Changes in flight by user; a user with none has no entry.
     changing: HashMap<UserName, usize>,
+}
+
+impl Cached {
+    fn barred(&self, token: &Token) -> bool {
+        self.signed_out
+            .get(&token.user)
+            .is_some_and(|at| token.created_at <= *at)
+    }
 }
 
 fn lock(map: &Mutex<Cached>) -> MutexGuard<'_, Cached> {
@@ -241,13 +252,10 @@ impl TokenCache {
     }
 
     /// Counts a change by the holder of `token` until the result is dropped; `None` when the
-    /// token's user has been offboarded since the token was made.
+    /// token's user has been signed out since the token was made.
     fn begin_change(&self, token: &Token) -> Option<ChangeInFlight> {
         let mut c = self.cached();
-        if c.offboarded
-            .get(&token.user)
-            .is_some_and(|at| token.created_at <= *at)
-        {
+        if c.barred(token) {
             return None;
         }
         *c.changing.entry(token.user.clone()).or_default() += 1;
@@ -270,12 +278,14 @@ impl TokenCache {
             .cloned()
     }
 
+    /// Whether `token`'s user has been signed out since it was made.
+    fn barred(&self, token: &Token) -> bool {
+        self.cached().barred(token)
+    }
+
     fn put(&self, hash: [u8; 32], token: Token) {
         let mut c = self.cached();
-        if c.offboarded
-            .get(&token.user)
-            .is_some_and(|at| token.created_at <= *at)
-        {
+        if c.barred(&token) {
             return;
         }
         if c.tokens.len() >= TOKEN_CACHE_MAX {
@@ -288,11 +298,12 @@ impl TokenCache {
         c.tokens.entry(hash).or_insert(token);
     }
 
-    /// Bars every token of `user` created until `at` from the cache (offboarding), and marks
-    /// those cached revoked.
-    pub fn forget_user(&self, user: &UserName, at: OffsetDateTime) {
+    /// Bars every token of `user` created until `at` from use (a sign-out), and marks those
+    /// cached revoked.
+    fn sign_out(&self, user: &UserName, at: OffsetDateTime) {
         let mut c = self.cached();
-        c.offboarded.insert(user.clone(), at);
+        let since = c.signed_out.entry(user.clone()).or_insert(at);
+        *since = (*since).max(at);
         for t in c.tokens.values_mut().filter(|t| &t.user == user) {
             t.revoked = true;
         }
@@ -364,6 +375,26 @@ impl Lockouts {
 
 /// Audit events read at a time when lockouts are restored at start.
 const RESTORE_PAGE: usize = 1000;
+
+/// Times [`App::reset_user`] reads a user's SSH keys again when one was registered meanwhile.
+const RESET_TRIES: usize = 5;
+
+/// What ended with a user's credentials ([`App::reset_user`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signed {
+    /// Live tokens revoked.
+    pub tokens: usize,
+    /// SSH keys removed.
+    pub ssh_keys: usize,
+    /// Live SSH sessions ended.
+    pub sessions: usize,
+}
+
+/// The `auth.tokens_revoked` of an administrator's (`actor`) change of `user`'s credentials.
+fn signed_out(actor: &Actor, user: &UserName, why: &str, at: OffsetDateTime) -> Event {
+    Event::new(Code::TokensRevoked, actor.clone(), at)
+        .details(serde_json::json!({ "user": user, "why": why }))
+}
 
 /// A token just issued: shown to the user once.
 #[derive(Debug)]
@@ -449,11 +480,16 @@ impl App {
         } else {
             secrets.totp
         };
+        self.open_totp(user, sealed.as_deref())
+    }
+
+    /// `user`'s TOTP secret `sealed`, as stored, ready to check codes with.
+    fn open_totp(&self, user: &UserName, sealed: Option<&str>) -> Result<Option<Totp>, AuthError> {
         sealed
             .map(|s| {
                 let raw = self
                     .sealer
-                    .open(&s)
+                    .open(s)
                     .map_err(|e| AuthError::Internal(e.to_string()))?;
                 totp_for(user, raw)
             })
@@ -646,9 +682,9 @@ impl App {
             .as_ref()
             .and_then(|u| self.lockouts.locked_until(&u.name, now()));
         let ok = ok && locked.is_none();
-        let user = match user {
-            Some(u) if ok => u,
-            refused => {
+        let (user, password_hash) = match (user, secrets.password_hash) {
+            (Some(u), Some(phc)) if ok => (u, phc),
+            (refused, _) => {
                 let why = match (&refused, locked) {
                     (Some(_), Some(until)) => format!(
                         "user locked until {} after wrong passwords or TOTP codes",
@@ -664,7 +700,9 @@ impl App {
                 return Err(AuthError::BadCredentials);
             }
         };
-        match self.user_totp(&user.name, false).await? {
+        // The factor of the same reading as the password: the token is stored only while both
+        // are still the user's.
+        match self.open_totp(&user.name, secrets.totp.as_deref())? {
             Some(totp) => {
                 let Some(code) = code else {
                     // Not a wrong answer: the CLI asks for the code and signs in again, so
@@ -696,23 +734,36 @@ impl App {
         let expires_at = created + self.config.token_ttl.as_duration();
         let event = Event::new(
             Code::LoginSucceeded,
-            Actor::user(user.name.clone(), source),
+            Actor::user(user.name.clone(), source.clone()),
             created,
         )
         .details(serde_json::json!({ "token_expires_at": warden_domain::rfc3339(expires_at) }));
-        self.store
-            .insert_token(
-                token_hash(&token),
-                Token {
-                    user: user.name.clone(),
-                    created_at: created,
-                    expires_at,
-                    revoked: false,
-                },
-                vec![event],
-            )
-            .await?;
-        Ok(Issued { token, expires_at })
+        let checked = Checked {
+            password_hash,
+            totp: secrets.totp,
+        };
+        let record = Token {
+            user: user.name.clone(),
+            created_at: created,
+            expires_at,
+            revoked: false,
+        };
+        match self
+            .store
+            .insert_token(token_hash(&token), record, checked, vec![event])
+            .await
+        {
+            Ok(()) => Ok(Issued { token, expires_at }),
+            // A new password, a reset of the factor or an offboarding came while this sign-in
+            // was checked (a burst of sign-ins queued for the hashing slots widens that window):
+            // what it checked no longer signs anyone in.
+            Err(warden_store::Error::Conflict) => {
+                let why = "the password or second factor changed while the sign-in was checked (a new password, a reset or an offboarding)";
+                self.auth_failed(fail(why)).await?;
+                Err(AuthError::BadCredentials)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Resolves a bearer token to its user. Refusals are audited and counted against the
@@ -740,21 +791,20 @@ impl App {
             Some(r) if r.expires_at <= t => "expired token",
             Some(r) => match self.user(&r.user) {
                 None => "token of a user no longer in the directory",
-                Some(u) => {
-                    let in_flight = change.then(|| self.tokens.begin_change(r));
-                    if let Some(None) = in_flight {
-                        "token of an offboarded user"
-                    } else {
+                // A change is counted under the lock that bars it: an offboarding waits for it.
+                Some(u) => match self.admit(r, change) {
+                    None => "token of a user signed out since it was made",
+                    Some(in_flight) => {
                         if from_store {
                             self.tokens.put(hash, r.clone());
                         }
                         return Ok(Authenticated {
                             user: u.clone(),
                             token: r.clone(),
-                            in_flight: in_flight.flatten(),
+                            in_flight,
                         });
                     }
-                }
+                },
             },
         };
         self.check_source(source.as_deref())?;
@@ -777,6 +827,17 @@ impl App {
             self.auth_failed(event).await?;
         }
         Err(AuthError::BadToken)
+    }
+
+    /// Whether a live `token` may be used: `None` when its user was signed out since it was
+    /// made (read from the store before the revocation was written, say), else the change it
+    /// makes counted in flight, if it is one.
+    fn admit(&self, token: &Token, change: bool) -> Option<Option<ChangeInFlight>> {
+        if change {
+            self.tokens.begin_change(token).map(Some)
+        } else {
+            (!self.tokens.barred(token)).then_some(None)
+        }
     }
 
     /// Puts on the record a sign-in refused before any check of its password, because its
@@ -947,88 +1008,130 @@ impl App {
         Ok(())
     }
 
-    /// Sets a user's password (administrators only; checked by the caller).
+    /// Sets a user's password (administrators only; checked by the caller). A new password
+    /// ends the sessions of the old one, SSH keys included: a reset after a suspected
+    /// compromise must not leave a stolen token, or a key registered with one, working.
     pub async fn set_password(
         &self,
         admin: &User,
         target: &UserName,
         password: &str,
         source: Option<String>,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Signed, AuthError> {
         let pw = password.to_owned();
         let phc = self.argon2(|| Ok(()), move || hash_password(&pw)).await??;
-        // A new password ends the sessions of the old one (a reset after a suspected compromise
-        // must not leave a stolen token working).
-        self.sign_out(admin, target, source.clone(), "a new password was set")
+        let at = now();
+        let actor = Actor::user(admin.name.clone(), source);
+        let why = "a new password was set";
+        let events = vec![
+            signed_out(&actor, target, why, at),
+            Event::new(Code::PasswordSet, actor.clone(), at)
+                .details(serde_json::json!({ "user": target })),
+        ];
+        let signed = self
+            .reset_user(target, Reset::Password(phc), &actor, why, events)
             .await?;
-        let event = Event::new(
-            Code::PasswordSet,
-            Actor::user(admin.name.clone(), source),
-            now(),
-        )
-        .details(serde_json::json!({ "user": target }));
-        self.store.set_password(target, phc, vec![event]).await?;
         // A new password from an administrator is a way out of a lockout, and of an
         // offboarding: the user's approvals count again.
         self.lockouts.clear(target);
         self.refresh_reviewers().await?;
-        Ok(())
+        Ok(signed)
     }
 
     /// Removes `target`'s second factor (administrators only; checked by the caller), for a
     /// user who lost it, or whose account had one bound by someone holding a stolen token: the
-    /// user's sessions end with it, their lock (wrong passwords or codes: the lock tells them
-    /// not apart) is lifted, and they sign in with their password alone and enrol again.
-    /// Returns whether they had one (confirmed or being enrolled), and until when they were
-    /// locked.
+    /// user's sessions and SSH keys go with it,
+    /// their lock (wrong passwords or codes: the lock tells them not apart) is lifted, and they
+    /// sign in with their password alone and enrol again. Returns whether they had one
+    /// (confirmed or being enrolled), until when they were locked, and what ended.
     pub async fn reset_mfa(
         &self,
         admin: &User,
         target: &UserName,
         source: Option<String>,
-    ) -> Result<(bool, Option<OffsetDateTime>), AuthError> {
+    ) -> Result<(bool, Option<OffsetDateTime>, Signed), AuthError> {
         let secrets = self.store.secrets(target).await?;
         let had = secrets.totp.is_some() || secrets.totp_pending.is_some();
-        // Whoever bound the factor may hold a session.
-        self.sign_out(
-            admin,
-            target,
-            source.clone(),
-            "their second factor was reset",
-        )
-        .await?;
         let at = now();
         let locked_until = self.lockouts.locked_until(target, at);
-        let event = Event::new(Code::MfaReset, Actor::user(admin.name.clone(), source), at)
-            .details(serde_json::json!({
+        let actor = Actor::user(admin.name.clone(), source);
+        // Whoever bound the factor may hold a session.
+        let why = "their second factor was reset";
+        let events = vec![
+            signed_out(&actor, target, why, at),
+            Event::new(Code::MfaReset, actor.clone(), at).details(serde_json::json!({
                 "user": target,
                 "had_factor": had,
                 "was_locked_until": locked_until.map(warden_domain::rfc3339),
-            }));
-        self.store.clear_totp(target, vec![event]).await?;
+            })),
+        ];
+        let signed = self
+            .reset_user(target, Reset::SecondFactor, &actor, why, events)
+            .await?;
         self.lockouts.clear(target);
-        Ok((had, locked_until))
+        Ok((had, locked_until, signed))
     }
 
-    /// Revokes every token of `target` for an administrator's change of their credentials,
-    /// `why`: first, so that a crash before the change is stored leaves no token behind.
-    async fn sign_out(
+    /// Applies `reset` to `user` with `events` (and an `ssh.key_removed` by `actor` for each
+    /// key registered to them, `why`), and ends everything signed in with their credentials of
+    /// before: their tokens, the SSH keys registered with them, and their live SSH sessions.
+    ///
+    /// The cache is told before the write, so that no change of theirs starts and no token
+    /// read before the write is used after it, and again after it: a sign-in that finished
+    /// between the two stored its token before the write, which revoked it. One that finishes
+    /// after the write stores none ([`warden_store::Store::insert_token`]).
+    pub(crate) async fn reset_user(
         &self,
-        admin: &User,
-        target: &UserName,
-        source: Option<String>,
+        user: &UserName,
+        reset: Reset,
+        actor: &Actor,
         why: &str,
-    ) -> Result<(), AuthError> {
-        let at = now();
-        self.tokens.forget_user(target, at);
-        let ended = Event::new(
-            Code::TokensRevoked,
-            Actor::user(admin.name.clone(), source),
-            at,
-        )
-        .details(serde_json::json!({ "user": target, "why": why }));
-        self.store.revoke_tokens(target, vec![ended]).await?;
-        Ok(())
+        events: Vec<Event>,
+    ) -> Result<Signed, AuthError> {
+        for _ in 0..RESET_TRIES {
+            self.tokens.sign_out(user, now());
+            let keys: Vec<String> = self
+                .store
+                .ssh_keys(user)
+                .await?
+                .into_iter()
+                .map(|k| k.fingerprint)
+                .collect();
+            let mut all = events.clone();
+            all.extend(keys.iter().map(|key| {
+                Event::new(Code::SshKeyRemoved, actor.clone(), now())
+                    .details(serde_json::json!({ "user": user, "fingerprint": key, "why": why }))
+            }));
+            match self.store.reset_user(user, reset.clone(), &keys, all).await {
+                Ok(tokens) => {
+                    self.tokens.sign_out(user, now());
+                    return Ok(Signed {
+                        tokens,
+                        ssh_keys: keys.len(),
+                        sessions: self.end_sessions_of(user, why),
+                    });
+                }
+                // A key registered (by a call under way when the sign-out began) since the
+                // keys were read: read again, so that each one removed is on the record.
+                Err(warden_store::Error::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuthError::Store(warden_store::Error::Conflict))
+    }
+
+    /// Ends `user`'s live SSH sessions, saying `why`; returns how many.
+    fn end_sessions_of(&self, user: &UserName, why: &str) -> usize {
+        let theirs: Vec<_> = self
+            .sessions
+            .list()
+            .into_iter()
+            .filter(|s| s.user == *user)
+            .collect();
+        for s in &theirs {
+            self.sessions.kill(&s.id, why);
+        }
+        theirs.len()
     }
 
     /// The users whose password and code checks are locked now, and until when.
@@ -1080,14 +1183,34 @@ mod tests {
         let cache = TokenCache::default();
         let t0 = OffsetDateTime::UNIX_EPOCH;
         cache.put([1; 32], live("mallory", t0));
-        cache.forget_user(&"mallory".parse().unwrap(), t0 + time::Duration::SECOND);
+        cache.sign_out(&"mallory".parse().unwrap(), t0 + time::Duration::SECOND);
         // Cached before: marked revoked. Read from the store just before its revocation and
-        // put after: not cached. Made after the offboarding: cached as usual.
+        // put after: not cached, nor used. Made after the offboarding: cached as usual.
         assert!(cache.get(&[1; 32]).is_none());
         cache.put([2; 32], live("mallory", t0));
         assert!(cache.get(&[2; 32]).is_none());
+        assert!(cache.barred(&live("mallory", t0)));
         cache.put([3; 32], live("mallory", t0 + time::Duration::MINUTE));
         assert!(cache.get(&[3; 32]).is_some());
+    }
+
+    #[test]
+    fn a_sign_out_told_again_after_its_write_bars_the_tokens_made_in_between() {
+        let cache = TokenCache::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let mallory: UserName = "mallory".parse().unwrap();
+        cache.sign_out(&mallory, t0);
+        // A sign-in that finished after the first telling stored its token before the write,
+        // and a lookup cached it before the write revoked it.
+        let between = live("mallory", t0 + time::Duration::MILLISECOND);
+        cache.put([1; 32], between.clone());
+        assert!(cache.get(&[1; 32]).is_some());
+        cache.sign_out(&mallory, t0 + time::Duration::SECOND);
+        assert!(cache.get(&[1; 32]).is_none());
+        assert!(cache.barred(&between));
+        // An earlier time told late moves nothing back.
+        cache.sign_out(&mallory, t0);
+        assert!(cache.barred(&between));
     }
 
     #[test]
@@ -1098,7 +1221,7 @@ mod tests {
         let first = cache.begin_change(&live("mallory", t0)).unwrap();
         let second = cache.begin_change(&live("mallory", t0)).unwrap();
         assert_eq!(cache.changes_in_flight(&mallory), 2);
-        cache.forget_user(&mallory, t0 + time::Duration::SECOND);
+        cache.sign_out(&mallory, t0 + time::Duration::SECOND);
         // Authenticated a moment before the offboarding, counted after it: refused.
         assert!(cache.begin_change(&live("mallory", t0)).is_none());
         // A token made since (the user came back) works as usual.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use russh::keys::ssh_key::{self, Certificate, HashAlg, PublicKey, SshSig};
-use warden_domain::audit::{Code, Event};
+use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{RequestId, State, TargetName, User, UserName};
 use warden_issuers::ssh_cert;
 use warden_issuers::{Holder, IssueRequest};
@@ -84,7 +84,30 @@ impl Backend for ProxyBackend {
             .await
             .map_err(store_err)?;
         // A key of someone no longer in the directory logs nobody in.
-        Ok(found.map(|k| k.user).filter(|u| self.0.user(u).is_some()))
+        let Some(owner) = found.map(|k| k.user).filter(|u| self.0.user(u).is_some()) else {
+            return Ok(None);
+        };
+        // Nor one of someone offboarded (a key kept from before offboarding removed keys): on
+        // the record as their other refused sign-ins are.
+        if self.0.offboarded(&owner) {
+            let claimed = Actor {
+                claimed: Some(owner.to_string()),
+                ..Actor::default()
+            };
+            let refused = Event::new(Code::LoginFailed, claimed, now())
+                .denied(
+                    "offboarded",
+                    format!("{owner} was offboarded: their SSH keys sign no one in"),
+                )
+                .details(serde_json::json!({ "via": "ssh", "fingerprint": fingerprint(key) }));
+            self.0
+                .store
+                .append(vec![refused])
+                .await
+                .map_err(store_err)?;
+            return Ok(None);
+        }
+        Ok(Some(owner))
     }
 
     async fn authenticate_certificate(

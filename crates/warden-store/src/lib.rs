@@ -222,6 +222,31 @@ pub struct UserSecrets {
     pub config_hash: Option<String>,
 }
 
+/// The credentials a sign-in checked, as the store held them when it began: the token it earns
+/// is stored only while they are still the user's ([`Store::insert_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The password hash the password was checked against.
+    pub password_hash: String,
+    /// The sealed TOTP secret the code was checked against; `None` when the user had none.
+    pub totp: Option<String>,
+}
+
+/// A change of a user's credentials that ends everything signed in with the old ones
+/// ([`Store::reset_user`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reset {
+    /// A new password (an argon2id PHC string), which also lifts an offboarding.
+    Password(String),
+    /// The second factor removed, confirmed and pending.
+    SecondFactor,
+    /// Offboarding: the password disabled, so none matches it until a new one is set.
+    Offboarded,
+    /// Gone from the directory: every secret of the user forgotten, so that put back later
+    /// they are a new user, whose password the config sets.
+    Departed,
+}
+
 /// A public key registered to a user for logging in to Warden's SSH proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshKey {
@@ -287,15 +312,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         events: Vec<Event>,
     ) -> Result<()>;
 
-    /// The users who hold a live (unrevoked) token.
-    async fn token_holders(&self) -> Result<Vec<UserName>>;
+    /// The users the store holds a secret, an SSH key or a live token of.
+    async fn users_with_credentials(&self) -> Result<Vec<UserName>>;
 
-    /// Revokes every token of `user` with `events` saying why; returns how many were live.
-    async fn revoke_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;
-
-    /// Offboarding's sign-in side: revokes every token of `user` and disables their password
-    /// (a new one takes an administrator's `set_password`); returns how many tokens were live.
-    async fn offboard_user(&self, user: &UserName, events: Vec<Event>) -> Result<usize>;
+    /// Applies `reset` to `user`, revokes every token of theirs and removes every SSH key
+    /// registered to them, with `events`, in one transaction: a sign-in checked against the
+    /// credentials of before gets no token after it ([`Store::insert_token`]). `keys` are the
+    /// fingerprints of the keys the caller found (and names in `events`): [`Error::Conflict`],
+    /// writing nothing, when the user's keys are others by then. Returns how many tokens were
+    /// live.
+    async fn reset_user(
+        &self,
+        user: &UserName,
+        reset: Reset,
+        keys: &[String],
+        events: Vec<Event>,
+    ) -> Result<usize>;
 
     /// The users offboarded whose password no administrator has set since.
     async fn offboarded_users(&self) -> Result<Vec<UserName>>;
@@ -397,13 +429,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records that `sink` delivered everything up to `seq`.
     async fn set_sink_cursor(&self, sink: &str, seq: u64) -> Result<()>;
 
-    async fn insert_token(&self, hash: [u8; 32], token: Token, events: Vec<Event>) -> Result<()>;
+    /// Stores a token a sign-in earned, with `events`, if the user's password hash and second
+    /// factor are still those it `checked`; [`Error::Conflict`], writing nothing, once they
+    /// changed (a new password, a reset, an offboarding came in between).
+    async fn insert_token(
+        &self,
+        hash: [u8; 32],
+        token: Token,
+        checked: Checked,
+        events: Vec<Event>,
+    ) -> Result<()>;
     async fn token(&self, hash: [u8; 32]) -> Result<Option<Token>>;
     /// Returns whether a live token was revoked.
     async fn revoke_token(&self, hash: [u8; 32], events: Vec<Event>) -> Result<bool>;
 
     async fn secrets(&self, user: &UserName) -> Result<UserSecrets>;
-    async fn set_password(&self, user: &UserName, hash: String, events: Vec<Event>) -> Result<()>;
     /// Sets a password only if the user has none; returns whether it was set.
     async fn init_password(
         &self,
@@ -421,8 +461,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn confirm_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()>;
     /// Records `hash` as the `password_hash` the config file gives the user now.
     async fn set_config_hash(&self, user: &UserName, hash: String) -> Result<()>;
-    /// Removes the user's TOTP secrets, confirmed and pending.
-    async fn clear_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()>;
     /// Records that TOTP time step `step` was used; returns false if it (or a later one) was
     /// used already, so a code can never be replayed.
     async fn use_totp_step(&self, user: &UserName, step: u64) -> Result<bool>;

@@ -81,6 +81,16 @@ pub struct PasswordBody {
     pub password: String,
 }
 
+/// A password set, and what ended with the old one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PasswordSet {
+    pub user: String,
+    /// SSH keys registered to the user, removed: they register theirs again.
+    pub ssh_keys_removed: usize,
+    /// Live SSH sessions of the user, ended.
+    pub sessions_ended: usize,
+}
+
 /// Exchanges a password (and TOTP code) for an API token.
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginBody,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -225,15 +235,16 @@ fn directory_user(
     Ok(name)
 }
 
-/// Sets a user's password. Administrators only.
+/// Sets a user's password, and ends their sessions, SSH keys and live SSH sessions included.
+/// Administrators only.
 #[utoipa::path(put, path = "/v1/users/{name}/password", request_body = PasswordBody, security(("token" = [])),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PasswordSet), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_password(
     State(app): State<Shared>,
     who: Authed,
     PathText(name): PathText,
     raw: Result<JsonBody<PasswordBody>, ApiError>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<PasswordSet>, ApiError> {
     let b = body(&app, &who, "user.set_password", raw).await?;
     let checked = (|| {
         let name = directory_user(&app, &who, &name, "set passwords")?;
@@ -246,12 +257,17 @@ pub async fn set_password(
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.set_password", e).await),
     };
-    app.set_password(&who.user, &name, &b.password, who.source.clone())
+    let signed = app
+        .set_password(&who.user, &name, &b.password, who.source.clone())
         .await?;
     // A user back from offboarding counts again: requests their approvals now complete are
     // granted at once, not at the next minute's pass.
     crate::broker::grant_met_requests_later(&app);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(PasswordSet {
+        user: name.to_string(),
+        ssh_keys_removed: signed.ssh_keys,
+        sessions_ended: signed.sessions,
+    }))
 }
 
 /// How many requests offboarding ended.
@@ -327,11 +343,15 @@ pub struct MfaReset {
     pub had_factor: bool,
     /// The end of the lock lifted with it (RFC 3339), or null when the user was not locked.
     pub was_locked_until: Option<String>,
+    /// SSH keys registered to the user, removed: they register theirs again.
+    pub ssh_keys_removed: usize,
+    /// Live SSH sessions of the user, ended.
+    pub sessions_ended: usize,
 }
 
-/// Removes a user's second factor and ends their sessions, for one who lost it or whose
-/// account had one bound by someone else; they sign in with their password and enrol again.
-/// Administrators, for users other than themselves.
+/// Removes a user's second factor and ends their sessions, SSH keys and live SSH sessions
+/// included, for one who lost it or whose account had one bound by someone else; they sign in
+/// with their password and enrol again. Administrators, for users other than themselves.
 #[utoipa::path(post, path = "/v1/users/{name}/mfa/reset", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = MfaReset), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn reset_mfa(
@@ -354,11 +374,14 @@ pub async fn reset_mfa(
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.mfa_reset", e).await),
     };
-    let (had_factor, locked_until) = app.reset_mfa(&who.user, &name, who.source.clone()).await?;
+    let (had_factor, locked_until, signed) =
+        app.reset_mfa(&who.user, &name, who.source.clone()).await?;
     Ok(Json(MfaReset {
         user: name.to_string(),
         had_factor,
         was_locked_until: locked_until.map(rfc3339),
+        ssh_keys_removed: signed.ssh_keys,
+        sessions_ended: signed.sessions,
     }))
 }
 

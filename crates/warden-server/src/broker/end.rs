@@ -7,7 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Comment, Request, RequestId, State, UserName};
-use warden_store::Change;
+use warden_store::{Change, Reset};
 
 use super::{CONFLICT_RETRIES, Caller, Error};
 use crate::state::{App, now};
@@ -178,10 +178,11 @@ impl App {
         }
     }
 
-    /// Offboarding: revokes `user`'s API tokens and disables their password, waits for their
-    /// changes already under way, then ends every pending, approved and active request of
-    /// theirs. Returns how many requests were ended. A name neither in the directory nor on any
-    /// open request is refused as unknown (most likely a typo), with nothing done.
+    /// Offboarding: revokes `user`'s API tokens, disables their password, removes their SSH
+    /// keys and ends their live SSH sessions, waits for their changes already under way, then
+    /// ends every pending, approved and active request of theirs. Returns how many requests
+    /// were ended. A name neither in the directory nor on any open request is refused as
+    /// unknown (most likely a typo), with nothing done.
     ///
     /// Tokens first, so that the user can start nothing new; then the wait, so that a request
     /// that passed authentication just before is stored before the requests are looked up,
@@ -218,14 +219,20 @@ impl App {
                 });
             }
         }
-        let at = now();
-        // Before the store's revocation, so that no lookup racing it caches a token live; from
-        // here on no change of the user's starts, and no approval of theirs counts.
-        self.tokens.forget_user(user, at);
+        // From here on no approval of theirs counts, and then no change of theirs starts and
+        // no sign-in of theirs earns a token.
         self.bar_reviewer(user).await;
-        let ev = Event::new(Code::UserOffboarded, caller.actor(), at)
+        let ev = Event::new(Code::UserOffboarded, caller.actor(), now())
             .details(serde_json::json!({ "user": user }));
-        let tokens = self.store.offboard_user(user, vec![ev]).await?;
+        let signed = self
+            .reset_user(
+                user,
+                Reset::Offboarded,
+                &caller.actor(),
+                "offboarded",
+                vec![ev],
+            )
+            .await?;
         // From here on, what they approved waits for someone else.
         self.refresh_reviewers().await?;
         let deadline = tokio::time::Instant::now() + OFFBOARD_DRAIN;
@@ -240,23 +247,25 @@ impl App {
         let ended = self
             .end_all(Some(user), |_| true, caller.actor(), "offboarded")
             .await?;
-        tracing::info!(%user, ended, tokens, "user offboarded");
+        tracing::info!(%user, ended, tokens = signed.tokens, ssh_keys = signed.ssh_keys, "user offboarded");
         Ok(ended)
     }
 
-    /// Ends the open requests and revokes the tokens of users no longer in the directory
-    /// (removed from the config while the server was down), as offboarding would have: a
-    /// grant must not outlive its holder's place in the directory. Also finishes offboardings
-    /// a stop cut short between storing the offboarding and ending the user's requests. Run at
-    /// start; returns how many requests were ended.
+    /// Ends the open requests of users no longer in the directory (removed from the config
+    /// while the server was down), and revokes their tokens and removes their SSH keys, as
+    /// offboarding would have: a grant must not outlive its holder's place in the directory.
+    /// Their password and second factor are forgotten too, so that put back later they sign in
+    /// afresh, as a new user: with the password the config gives them. Also finishes
+    /// offboardings a stop cut short between storing the offboarding and ending the user's
+    /// requests. Run at start; returns how many requests were ended.
     pub async fn end_departed(&self) -> Result<usize, Error> {
-        // Their tokens too: put back in the directory later, they sign in afresh.
-        for user in self.store.token_holders().await? {
+        for user in self.store.users_with_credentials().await? {
             if self.user(&user).is_none() {
-                let ev = Event::new(Code::TokensRevoked, Actor::system(), now()).details(
-                    serde_json::json!({ "user": user, "why": "no longer in the directory" }),
-                );
-                self.store.revoke_tokens(&user, vec![ev]).await?;
+                let (actor, why) = (Actor::system(), "no longer in the directory");
+                let ev = Event::new(Code::TokensRevoked, actor.clone(), now())
+                    .details(serde_json::json!({ "user": user, "why": why }));
+                self.reset_user(&user, Reset::Departed, &actor, why, vec![ev])
+                    .await?;
             }
         }
         let departed = self

@@ -27,8 +27,8 @@ use warden_domain::audit::Event;
 use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
 use crate::{
-    AuditFilter, Change, Checkpoint, Delivery, Drill, Error, Leaf, OutboxStatus, Outgoing,
-    RequestFilter, Result, SshKey, StoredEvent, Token, UserSecrets,
+    AuditFilter, Change, Checked, Checkpoint, Delivery, Drill, Error, Leaf, OutboxStatus, Outgoing,
+    RequestFilter, Reset, Result, SshKey, StoredEvent, Token, UserSecrets,
 };
 use breakglass::{NoticeRow, PostmortemRow};
 use writer::Writer;
@@ -430,6 +430,30 @@ fn revoke_user_tokens(c: &Connection, user: &str) -> Result<usize> {
         [user],
     )
     .map_err(backend)
+}
+
+/// Writes `reset` into `user`'s secrets.
+fn apply_reset(c: &Connection, user: &str, reset: Reset) -> Result<()> {
+    let set_password = |hash: &str| {
+        c.execute(
+            "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
+             ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
+            params![user, hash],
+        )
+    };
+    match reset {
+        Reset::Password(hash) => set_password(&hash),
+        Reset::SecondFactor => c.execute(
+            "UPDATE user_secrets SET totp = NULL, totp_pending = NULL WHERE user = ?1",
+            [user],
+        ),
+        // Not a hash at all, so no password matches it, and not NULL, so a start does not set
+        // it again from the config.
+        Reset::Offboarded => set_password(DISABLED_PASSWORD),
+        Reset::Departed => c.execute("DELETE FROM user_secrets WHERE user = ?1", [user]),
+    }
+    .map_err(backend)?;
+    Ok(())
 }
 
 fn append_events(conn: &Connection, events: &[Prepared]) -> Result<()> {
@@ -891,43 +915,43 @@ impl crate::Store for SqliteStore {
         .await
     }
 
-    async fn token_holders(&self) -> Result<Vec<UserName>> {
+    async fn users_with_credentials(&self) -> Result<Vec<UserName>> {
         let names: Vec<String> = self
             .read(|c| {
-                c.prepare_cached("SELECT DISTINCT user FROM tokens WHERE revoked = 0")?
-                    .query_map([], |r| r.get(0))?
-                    .collect()
+                c.prepare_cached(
+                    "SELECT user FROM user_secrets UNION SELECT user FROM ssh_keys
+                     UNION SELECT user FROM tokens WHERE revoked = 0",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect()
             })
             .await?;
         names.iter().map(|n| n.parse().map_err(backend)).collect()
     }
 
-    async fn revoke_tokens(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
+    async fn reset_user(
+        &self,
+        user: &UserName,
+        reset: Reset,
+        keys: &[String],
+        events: Vec<Event>,
+    ) -> Result<usize> {
         let events = prepare(&events)?;
         let user = user.to_string();
+        let mut expected = keys.to_vec();
+        expected.sort();
         self.writer
             .write(move |c| {
+                let mut removed: Vec<String> = c
+                    .prepare_cached("DELETE FROM ssh_keys WHERE user = ?1 RETURNING fingerprint")
+                    .and_then(|mut s| s.query_map([&user], |r| r.get(0))?.collect())
+                    .map_err(backend)?;
+                removed.sort();
+                if removed != expected {
+                    return Err(Error::Conflict);
+                }
                 let n = revoke_user_tokens(c, &user)?;
-                append_events(c, &events)?;
-                Ok(n)
-            })
-            .await
-    }
-
-    async fn offboard_user(&self, user: &UserName, events: Vec<Event>) -> Result<usize> {
-        let events = prepare(&events)?;
-        let user = user.to_string();
-        self.writer
-            .write(move |c| {
-                let n = revoke_user_tokens(c, &user)?;
-                // Not a hash at all, so no password matches it, and not NULL, so a start
-                // does not set it again from the config.
-                c.execute(
-                    "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
-                     ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
-                    params![user, DISABLED_PASSWORD],
-                )
-                .map_err(backend)?;
+                apply_reset(c, &user, reset)?;
                 append_events(c, &events)?;
                 Ok(n)
             })
@@ -1274,15 +1298,34 @@ impl crate::Store for SqliteStore {
             .await
     }
 
-    async fn insert_token(&self, hash: [u8; 32], t: Token, events: Vec<Event>) -> Result<()> {
+    async fn insert_token(
+        &self,
+        hash: [u8; 32],
+        t: Token,
+        checked: Checked,
+        events: Vec<Event>,
+    ) -> Result<()> {
         let events = prepare(&events)?;
         self.writer
             .write(move |c| {
-                c.execute(
-                    "INSERT INTO tokens (hash, user, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![&hash[..], t.user.as_str(), ms(t.created_at), ms(t.expires_at)],
-                )
-                .map_err(backend)?;
+                let n = c
+                    .execute(
+                        "INSERT INTO tokens (hash, user, created_at, expires_at)
+                         SELECT ?1, ?2, ?3, ?4 FROM user_secrets
+                         WHERE user = ?2 AND password_hash = ?5 AND totp IS ?6",
+                        params![
+                            &hash[..],
+                            t.user.as_str(),
+                            ms(t.created_at),
+                            ms(t.expires_at),
+                            checked.password_hash,
+                            checked.totp
+                        ],
+                    )
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(Error::Conflict);
+                }
                 append_events(c, &events)
             })
             .await
@@ -1351,17 +1394,6 @@ impl crate::Store for SqliteStore {
         })
         .await
         .map(Option::unwrap_or_default)
-    }
-
-    async fn set_password(&self, user: &UserName, hash: String, events: Vec<Event>) -> Result<()> {
-        self.upsert(
-            "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
-             ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
-            user.to_string(),
-            hash,
-            events,
-        )
-        .await
     }
 
     async fn init_password(
@@ -1435,21 +1467,6 @@ impl crate::Store for SqliteStore {
             Vec::new(),
         )
         .await
-    }
-
-    async fn clear_totp(&self, user: &UserName, events: Vec<Event>) -> Result<()> {
-        let events = prepare(&events)?;
-        let user = user.to_string();
-        self.writer
-            .write(move |c| {
-                c.execute(
-                    "UPDATE user_secrets SET totp = NULL, totp_pending = NULL WHERE user = ?1",
-                    [user],
-                )
-                .map_err(backend)?;
-                append_events(c, &events)
-            })
-            .await
     }
 
     async fn use_totp_step(&self, user: &UserName, step: u64) -> Result<bool> {

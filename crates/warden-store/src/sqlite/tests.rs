@@ -225,6 +225,170 @@ async fn totp_steps_cannot_be_replayed() {
     assert_eq!(s.secrets(&u).await.unwrap().totp.as_deref(), Some("sealed"));
 }
 
+/// A token for `user`, made at a fixed time.
+fn token_of(user: &str) -> crate::Token {
+    crate::Token {
+        user: user.parse().unwrap(),
+        created_at: datetime!(2026-01-01 10:00 UTC),
+        expires_at: datetime!(2026-01-01 18:00 UTC),
+        revoked: false,
+    }
+}
+
+fn checked(password_hash: &str, totp: Option<&str>) -> crate::Checked {
+    crate::Checked {
+        password_hash: password_hash.into(),
+        totp: totp.map(Into::into),
+    }
+}
+
+#[tokio::test]
+async fn a_token_is_stored_only_while_the_credentials_its_sign_in_checked_hold() {
+    use crate::Reset;
+    let (_d, s) = store();
+    let u = "alice".parse().unwrap();
+    s.init_password(&u, "h1".into(), vec![]).await.unwrap();
+    let issue = |hash: u8, c: crate::Checked| {
+        s.insert_token(
+            [hash; 32],
+            token_of("alice"),
+            c,
+            vec![event(Code::LoginSucceeded)],
+        )
+    };
+    issue(1, checked("h1", None)).await.unwrap();
+    let reset = Reset::Password("h2".into());
+    assert_eq!(s.reset_user(&u, reset, &[], vec![]).await.unwrap(), 1);
+    assert!(s.token([1; 32]).await.unwrap().unwrap().revoked);
+    let logins = || async {
+        let filter = AuditFilter {
+            codes: vec![Code::LoginSucceeded],
+            limit: 10,
+            ..AuditFilter::default()
+        };
+        s.audit(filter).await.unwrap().len()
+    };
+    // Checked against the password of before, it finishes after the new one: no token, and
+    // no sign-in on record.
+    let late = issue(2, checked("h1", None)).await;
+    assert!(matches!(late, Err(Error::Conflict)), "{late:?}");
+    assert_eq!(s.token([2; 32]).await.unwrap(), None);
+    assert_eq!(logins().await, 1);
+    issue(3, checked("h2", None)).await.unwrap();
+    // A second factor bound meanwhile, or removed meanwhile, is a change too.
+    s.set_totp_pending(&u, "sealed".into(), vec![])
+        .await
+        .unwrap();
+    s.confirm_totp(&u, vec![]).await.unwrap();
+    let without_code = issue(4, checked("h2", None)).await;
+    assert!(matches!(without_code, Err(Error::Conflict)));
+    issue(5, checked("h2", Some("sealed"))).await.unwrap();
+    s.reset_user(&u, Reset::SecondFactor, &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.secrets(&u).await.unwrap().totp, None);
+    let old_factor = issue(6, checked("h2", Some("sealed"))).await;
+    assert!(matches!(old_factor, Err(Error::Conflict)));
+    // Offboarded: no password matches, and no sign-in that began before gets a token.
+    s.reset_user(&u, Reset::Offboarded, &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.offboarded_users().await.unwrap(), [u]);
+    let offboarded = issue(7, checked("h2", None)).await;
+    assert!(matches!(offboarded, Err(Error::Conflict)));
+    // A user the store knows nothing of earns nothing.
+    let unknown = s
+        .insert_token([8; 32], token_of("bob"), checked("h1", None), vec![])
+        .await;
+    assert!(matches!(unknown, Err(Error::Conflict)));
+    assert_eq!(logins().await, 3);
+}
+
+#[tokio::test]
+async fn a_reset_removes_the_users_ssh_keys_as_found_or_nothing() {
+    use crate::{Reset, SshKey};
+    let (_d, s) = store();
+    let (alice, bob): (warden_domain::UserName, warden_domain::UserName) =
+        ("alice".parse().unwrap(), "bob".parse().unwrap());
+    let key = |user: &warden_domain::UserName, fp: &str| SshKey {
+        fingerprint: fp.into(),
+        user: user.clone(),
+        public_key: format!("ssh-ed25519 {fp}"),
+        added_at: datetime!(2026-01-01 10:00 UTC),
+    };
+    for k in [
+        key(&alice, "SHA256:a1"),
+        key(&alice, "SHA256:a2"),
+        key(&bob, "SHA256:b1"),
+    ] {
+        s.add_ssh_key(&k, vec![]).await.unwrap();
+    }
+    s.init_password(&alice, "h1".into(), vec![]).await.unwrap();
+    s.insert_token([1; 32], token_of("alice"), checked("h1", None), vec![])
+        .await
+        .unwrap();
+    // One registered since the caller looked: nothing is changed, and the caller looks again.
+    let stale = s
+        .reset_user(
+            &alice,
+            Reset::Password("h2".into()),
+            &["SHA256:a1".into()],
+            vec![event(Code::PasswordSet)],
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::Conflict)), "{stale:?}");
+    assert_eq!(s.ssh_keys(&alice).await.unwrap().len(), 2);
+    assert_eq!(
+        s.secrets(&alice).await.unwrap().password_hash.as_deref(),
+        Some("h1")
+    );
+    assert!(!s.token([1; 32]).await.unwrap().unwrap().revoked);
+    let found = ["SHA256:a2".to_owned(), "SHA256:a1".to_owned()];
+    s.reset_user(&alice, Reset::Password("h2".into()), &found, vec![])
+        .await
+        .unwrap();
+    assert!(s.ssh_keys(&alice).await.unwrap().is_empty());
+    assert!(s.token([1; 32]).await.unwrap().unwrap().revoked);
+    assert_eq!(s.ssh_keys(&bob).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_departed_user_is_forgotten_so_that_one_put_back_starts_afresh() {
+    use crate::{Reset, SshKey};
+    let (_d, s) = store();
+    let (alice, bob): (warden_domain::UserName, warden_domain::UserName) =
+        ("alice".parse().unwrap(), "bob".parse().unwrap());
+    s.init_password(&alice, "h1".into(), vec![]).await.unwrap();
+    s.set_config_hash(&alice, "h1".into()).await.unwrap();
+    s.set_totp_pending(&alice, "sealed".into(), vec![])
+        .await
+        .unwrap();
+    s.confirm_totp(&alice, vec![]).await.unwrap();
+    let k = SshKey {
+        fingerprint: "SHA256:k".into(),
+        user: bob.clone(),
+        public_key: "ssh-ed25519 k".into(),
+        added_at: datetime!(2026-01-01 10:00 UTC),
+    };
+    s.add_ssh_key(&k, vec![]).await.unwrap();
+    let mut known = s.users_with_credentials().await.unwrap();
+    known.sort();
+    assert_eq!(known, [alice.clone(), bob.clone()]);
+    s.reset_user(&alice, Reset::Departed, &[], vec![])
+        .await
+        .unwrap();
+    s.reset_user(&bob, Reset::Departed, &["SHA256:k".into()], vec![])
+        .await
+        .unwrap();
+    assert!(s.users_with_credentials().await.unwrap().is_empty());
+    assert_eq!(
+        s.secrets(&alice).await.unwrap(),
+        crate::UserSecrets::default()
+    );
+    // Put back, the config's password is theirs, as for a new user.
+    assert!(s.init_password(&alice, "h3".into(), vec![]).await.unwrap());
+}
+
 #[tokio::test]
 async fn state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use super::read_secret;
 use super::requests::s;
 use crate::client::{self, Client, Saved, segment};
 use crate::exit::{self, Failure};
-use crate::output::{Output, fields, instant, joined, table, to_the_second};
+use crate::output::{Output, count, fields, instant, joined, table, to_the_second};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -41,7 +41,8 @@ pub enum MfaCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Set a user's password (administrators).
+    /// Set a user's password (administrators), ending their sessions: their tokens, live SSH
+    /// sessions and registered SSH keys.
     SetPassword {
         /// The user, as the directory names them.
         name: String,
@@ -58,9 +59,10 @@ pub enum UserCommand {
         /// The user, as the directory names them.
         name: String,
     },
-    /// Remove a user's second factor and end their sessions (administrators, for others):
-    /// for a lost authenticator, or one someone else bound to the account. They sign in with
-    /// their password and enrol again with `warden mfa enroll`.
+    /// Remove a user's second factor and end their sessions, live SSH sessions and registered
+    /// SSH keys included (administrators, for others): for a lost authenticator, or one
+    /// someone else bound to the account. They sign in with their password and enrol again
+    /// with `warden mfa enroll`.
     ResetMfa {
         /// The user, as the directory names them.
         name: String,
@@ -292,7 +294,7 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
         } => {
             let password = read_secret("new password", password_stdin)?;
             let c = Client::new(server)?;
-            let _: Value = c
+            let v: Value = c
                 .put(
                     &format!("/v1/users/{}/password", segment(&name)),
                     &json!({ "password": password }),
@@ -304,16 +306,23 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
                 client::forget()?;
             }
             if out.json {
-                out.json(&json!({ "user": name, "password_set": true, "signed_out": signed_out }))
-            } else {
-                println!("Password set for {name}.");
-                if signed_out {
-                    println!(
-                        "Your sessions were ended with it: sign in again with `warden login`."
-                    );
-                }
-                Ok(())
+                let mut v = v;
+                v["password_set"] = true.into();
+                v["signed_out"] = signed_out.into();
+                return out.json(&v);
             }
+            if signed_out {
+                println!(
+                    "Password set for {name}. Your sessions were ended with it: sign in again with `warden login`."
+                );
+            } else {
+                println!(
+                    "Password set for {name}. Their sessions were ended with it{}.",
+                    live_sessions_ended(&v)
+                );
+            }
+            say_keys_removed(&v);
+            Ok(())
         }
         UserCommand::Locked => {
             let v: Value = Client::new(server)?.get("/v1/users/locked").await?;
@@ -356,13 +365,15 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             if out.json {
                 return out.json(&v);
             }
+            let sessions = live_sessions_ended(&v);
             if v["had_factor"].as_bool() == Some(true) {
                 println!(
-                    "Removed {name}'s second factor and ended their sessions: they sign in with their password and enrol again with `warden mfa enroll`."
+                    "Removed {name}'s second factor and ended their sessions{sessions}: they sign in with their password and enrol again with `warden mfa enroll`."
                 );
             } else {
-                println!("{name} had no second factor; their sessions were ended.");
+                println!("{name} had no second factor; their sessions were ended{sessions}.");
             }
+            say_keys_removed(&v);
             if let Some(until) = v["was_locked_until"].as_str() {
                 println!(
                     "Their lock (until {}) was lifted with it.",
@@ -371,6 +382,29 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             }
             Ok(())
         }
+    }
+}
+
+/// How many live SSH sessions an administrator's change of a user's credentials ended, as
+/// said after "their sessions were ended": nothing when there were none.
+fn live_sessions_ended(v: &Value) -> String {
+    match v["sessions_ended"].as_u64().unwrap_or(0) {
+        0 => String::new(),
+        n => format!(
+            " ({} on the SSH proxy among them)",
+            count(usize::try_from(n).unwrap_or(usize::MAX), "live session")
+        ),
+    }
+}
+
+/// Says which SSH keys an administrator's change of a user's credentials removed: a key
+/// registered with a stolen token would sign its holder in to the SSH proxy.
+fn say_keys_removed(v: &Value) {
+    if let Some(n) = v["ssh_keys_removed"].as_u64().filter(|n| *n > 0) {
+        println!(
+            "{} registered to them removed with it: they register theirs again with `warden keys add`.",
+            count(usize::try_from(n).unwrap_or(usize::MAX), "SSH key")
+        );
     }
 }
 

@@ -1,0 +1,404 @@
+//! Credentials end to end: what an offboarding, a new password, a reset of the second factor
+//! and a removal from the config end, sign-ins already under way included.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use warden_testkit::{Sshd, ensure_local_user, ssh_keypair, ssh_run};
+
+/// Sign-ins of others that hold every hashing slot (one per core, taken in turn) while the
+/// sign-ins under test queue behind them.
+const SLOT_HOLDERS: usize = 8;
+
+/// Sign-ins under test sent at once.
+const IN_FLIGHT: usize = 12;
+
+/// What a refused sign-in that checked credentials of before a change is audited with.
+const CHANGED_MEANWHILE: &str = "changed while the sign-in was checked";
+
+/// One HTTP/1.1 call with a JSON body: the status and the body.
+fn call(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn sign_in_body(user: &str, password: &str) -> String {
+    json!({ "user": user, "password": password }).to_string()
+}
+
+/// The token of a sign-in's answer, if it earned one.
+fn earned(answer: &(u16, String)) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(&answer.1).ok()?;
+    (answer.0 == 200).then(|| v["token"].as_str().unwrap().to_owned())
+}
+
+/// How an administrator's change meets sign-ins waiting for a hashing slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// It hashes nothing (an offboarding): sent once the sign-ins wait, it is done before
+    /// their turn comes.
+    Unhashed,
+    /// It hashes a new password itself: sent before the sign-ins, it waits its turn before
+    /// theirs, which read the credentials it replaces meanwhile.
+    Hashed,
+}
+
+/// Runs `change` (an administrator's call) while [`IN_FLIGHT`] sign-ins of mallory's with
+/// `password` wait for a hashing slot: the slots are first taken by sign-ins of alice's, and
+/// each waits its turn, so every sign-in of mallory's reads her credentials before the change
+/// is stored and has them checked after it. Returns their answers.
+fn sign_ins_around(
+    env: &Env,
+    password: &str,
+    kind: Change,
+    change: impl FnOnce() -> (u16, String) + Send,
+) -> Vec<(u16, String)> {
+    let port = env.server.port();
+    let sign_in = move |user: &str, password: &str| {
+        call(
+            port,
+            "POST",
+            "/v1/auth/login",
+            None,
+            &sign_in_body(user, password),
+        )
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(30));
+    std::thread::scope(|s| {
+        let holders: Vec<_> = (0..SLOT_HOLDERS)
+            .map(|_| s.spawn(move || sign_in("alice", PASSWORD)))
+            .collect();
+        pause();
+        let mut change = Some(change);
+        let mut changed = None;
+        if kind == Change::Hashed {
+            changed = change.take().map(|c| s.spawn(c));
+            pause();
+        }
+        let mallory: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| s.spawn(move || sign_in("mallory", password)))
+            .collect();
+        pause();
+        if let Some(c) = change.take() {
+            changed = Some(s.spawn(c));
+        }
+        let (status, body) = changed.unwrap().join().unwrap();
+        assert!((200..300).contains(&status), "{status} {body}");
+        for h in holders {
+            assert_eq!(h.join().unwrap().0, 200);
+        }
+        mallory.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
+/// Asserts that no token `answers` earned works now, and that some of them were refused for
+/// credentials changed while they were checked: the window was met.
+fn none_works(env: &Env, answers: &[(u16, String)]) {
+    let port = env.server.port();
+    for token in answers.iter().filter_map(earned) {
+        let (status, body) = call(port, "GET", "/v1/auth/whoami", Some(&token), "");
+        assert_eq!(
+            status, 401,
+            "a token earned around the change works: {body}"
+        );
+    }
+    let admin = env.login("admin");
+    let refused = audit_values(&admin, "auth.login_failed", "/outcome/reason");
+    assert!(
+        refused.iter().any(|r| r.contains(CHANGED_MEANWHILE)),
+        "no sign-in was checked across the change: {refused:?}"
+    );
+}
+
+/// An offboarding ends mallory's sign-ins already under way too: however many wait for a
+/// hashing slot, none earns a token that works once the offboarding is done.
+#[test]
+fn sign_ins_under_way_earn_no_token_that_outlives_an_offboarding() {
+    let env = Env::start();
+    let admin = token(&env.login("admin"));
+    let port = env.server.port();
+    let answers = sign_ins_around(&env, PASSWORD, Change::Unhashed, || {
+        call(
+            port,
+            "POST",
+            "/v1/users/mallory/revoke-all",
+            Some(&admin),
+            "{}",
+        )
+    });
+    none_works(&env, &answers);
+    // Nor may any of them have made a request since.
+    let admin = env.login("admin");
+    let mine = ok(&admin, &["request", "list", "--limit", "100"]);
+    assert!(
+        !mine.to_string().contains("\"mallory\""),
+        "mallory holds a request: {mine}"
+    );
+}
+
+/// A new password ends the sign-ins with the old one already under way: a reset after a
+/// suspected compromise leaves the thief no token, however their sign-ins are timed.
+#[test]
+fn sign_ins_with_the_old_password_under_way_earn_no_token_after_a_new_one() {
+    let env = Env::start();
+    let admin = token(&env.login("admin"));
+    let port = env.server.port();
+    let fresh = "mallory's fresh password 1";
+    let answers = sign_ins_around(&env, PASSWORD, Change::Hashed, || {
+        call(
+            port,
+            "PUT",
+            "/v1/users/mallory/password",
+            Some(&admin),
+            &json!({ "password": fresh }).to_string(),
+        )
+    });
+    none_works(&env, &answers);
+    assert!(sign_in(&env.server.cli(), "mallory", fresh, None).success());
+}
+
+/// A policy whose `web` target is the sshd at `port` with `host_key`, its role `view` granted
+/// at once.
+fn reach(env: &Env, admin: &warden_testkit::Cli, port: u16, host_key: &str) {
+    let targets = format!(
+        "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\n[targets.web.connection]\nhost = \"127.0.0.1\"\nport = {port}\nhost_key = \"{host_key}\"\n[targets.web.roles.view]\nprincipals = [\"{LOCAL_USER}\"]\n"
+    );
+    let rules = "@id(\"view-auto\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");\n";
+    write_policy(
+        &env.policy_dir(),
+        &[("targets.toml", &targets), ("access.cedar", rules)],
+    );
+    ok(admin, &["policy", "reload"]);
+}
+
+/// Waits (bounded) until `user` has `n` live SSH sessions.
+fn wait_sessions(admin: &warden_testkit::Cli, user: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = ok(admin, &["sessions", "list"]);
+        let theirs = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["user"] == user)
+            .count();
+        if theirs == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user} has {theirs} sessions, not {n}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A reset after a suspected compromise leaves the thief nothing: a reset of the second factor
+/// ends the user's live SSH sessions and removes the SSH keys registered to them (one may be
+/// the thief's), says how many, and a new password does the same.
+#[test]
+fn a_reset_ends_live_ssh_sessions_and_removes_registered_keys() {
+    let env = Env::start();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    ensure_local_user(LOCAL_USER);
+    let ca = alice.run(&["ssh-ca"], None);
+    assert!(ca.success(), "{ca:?}");
+    let sshd = Sshd::start(ca.stdout.trim(), "web");
+    reach(&env, &admin, sshd.port(), sshd.host_public_key());
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = ssh_keypair(keys.path(), "alice_key");
+    let (planted, _) = ssh_keypair(keys.path(), "planted");
+    for k in [&key, &planted] {
+        ok(&alice, &["keys", "add", &format!("{}.pub", k.display())]);
+    }
+    let grant = create(&alice, "web", "view", &[]);
+    assert_eq!(grant["state"], "active", "{grant}");
+    let port = env.server.ssh_port();
+    let session = {
+        let key = planted.clone();
+        std::thread::spawn(move || ssh_run(port, "alice:web", &key, "sleep 20; echo finished"))
+    };
+    wait_sessions(&admin, "alice", 1);
+    let started = Instant::now();
+    let v = ok(&admin, &["user", "reset-mfa", "alice"]);
+    assert_eq!(
+        (v["ssh_keys_removed"].as_u64(), v["sessions_ended"].as_u64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
+    let out = session.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the session ran on"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("finished"),
+        "{out:?}"
+    );
+    wait_sessions(&admin, "alice", 0);
+    // Neither key signs anyone in any more; the grant itself stands.
+    let refused = ssh_run(port, "alice:web", &key, "echo in");
+    assert!(!refused.status.success(), "{refused:?}");
+    let removed = audit_events(&admin, "ssh.key_removed");
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert_eq!(removed[0]["actor"]["user"], "admin");
+    assert_eq!(removed[0]["details"]["user"], "alice");
+    // The output says what ended, and that she registers her keys again.
+    let alice = env.login("alice");
+    assert_eq!(ok(&alice, &["keys", "list"])["keys"], json!([]), "keys");
+    ok(&alice, &["keys", "add", &format!("{}.pub", key.display())]);
+    let said = admin.run(
+        &["user", "set-password", "alice", "--password-stdin"],
+        Some("alice's fresh password 1"),
+    );
+    assert!(said.success(), "{said:?}");
+    assert!(
+        said.stdout.contains("Their sessions were ended"),
+        "{said:?}"
+    );
+    assert!(
+        said.stdout
+            .contains("1 SSH key registered to them removed with it"),
+        "{said:?}"
+    );
+    assert!(said.stdout.contains("warden keys add"), "{said:?}");
+    let alice = env.server.cli();
+    assert!(sign_in(&alice, "alice", "alice's fresh password 1", None).success());
+    assert_eq!(ok(&alice, &["keys", "list"])["keys"], json!([]));
+}
+
+/// An offboarded user's SSH key (one kept from before offboarding removed keys) signs no one
+/// in to the SSH proxy, and the refusal is on the record as other refused sign-ins are.
+#[test]
+fn an_offboarded_users_ssh_key_signs_no_one_in() {
+    let mut env = Env::start();
+    let admin = env.login("admin");
+    let mallory = env.login("mallory");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = ssh_keypair(keys.path(), "mallory_key");
+    ok(
+        &mallory,
+        &["keys", "add", &format!("{}.pub", key.display())],
+    );
+    ok(&admin, &["revoke", "--user", "mallory", "--all"]);
+    let removed = audit_values(&admin, "ssh.key_removed", "/details/user");
+    assert_eq!(removed, ["mallory"]);
+    // As a database written before offboarding removed keys holds it.
+    assert!(env.server.terminate().success());
+    let db = rusqlite::Connection::open(env.server.data_dir().join("warden.db")).unwrap();
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let fingerprint = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(format!("{}.pub", key.display()))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let line: Vec<&str> = public.split_whitespace().take(2).collect();
+    db.execute(
+        "INSERT INTO ssh_keys (fingerprint, user, public_key, added_at) VALUES (?1, 'mallory', ?2, 0)",
+        rusqlite::params![fingerprint, line.join(" ")],
+    )
+    .unwrap();
+    drop(db);
+    env.server.restart();
+    let out = ssh_run(env.server.ssh_port(), "mallory:web", &key, "echo in");
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("request create"), "{said}");
+    let admin = env.login("admin");
+    let refused = audit_events(&admin, "auth.login_failed");
+    let refused: Vec<_> = refused
+        .iter()
+        .filter(|e| e["outcome"]["code"] == "offboarded")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["actor"]["claimed"], "mallory");
+    assert_eq!(refused[0]["details"]["fingerprint"], fingerprint.as_str());
+}
+
+/// `password`'s hash for a config's `password_hash`, from `warden hash-password`.
+fn password_hash(password: &str) -> String {
+    let cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(&["hash-password"], Some(password));
+    assert!(out.success(), "{out:?}");
+    out.stdout.trim().to_owned()
+}
+
+/// A user removed from the config loses at the next start what offboarding takes, and more:
+/// their password, second factor and SSH keys are forgotten, so that put back later they sign
+/// in afresh, with the password the config gives them then.
+#[test]
+fn a_user_removed_from_the_config_and_put_back_signs_in_afresh() {
+    let carol = |hash: Option<&str>| {
+        hash.map(|h| format!("[users.carol]\ngroups = [\"security\"]\npassword_hash = {h:?}\n"))
+            .unwrap_or_default()
+    };
+    let first = password_hash("carol-password-1");
+    let mut env = Env::start_configured(&carol(Some(&first)));
+    let config = env.dir.path().join("warden.toml");
+    let cli = env.server.cli();
+    assert!(sign_in(&cli, "carol", "carol-password-1", None).success());
+    enroll_mfa(&cli);
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = ssh_keypair(keys.path(), "carol_key");
+    ok(&cli, &["keys", "add", &format!("{}.pub", key.display())]);
+
+    std::fs::write(&config, carol(None)).unwrap();
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    let admin = env.login("admin");
+    let removed = audit_values(&admin, "ssh.key_removed", "/details/user");
+    assert_eq!(removed, ["carol"]);
+    fails(&cli, &["whoami"], 5);
+
+    let second = password_hash("carol-password-2");
+    std::fs::write(&config, carol(Some(&second))).unwrap();
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    // The old password no longer signs her in; the config's new one does, with no second
+    // factor asked, and she has no SSH key.
+    let old = sign_in(&env.server.cli(), "carol", "carol-password-1", None);
+    assert_eq!(old.code, 5, "{old:?}");
+    let back = sign_in(&cli, "carol", "carol-password-2", None);
+    assert!(back.success(), "{back:?}");
+    assert_eq!(ok(&cli, &["whoami"])["mfa_enrolled"], false);
+    assert_eq!(ok(&cli, &["keys", "list"])["keys"], json!([]));
+    // Her password is the config's, as for a new user: no change of it is said to be ignored.
+    assert!(
+        !env.server.stderr().contains("changes no password"),
+        "{}",
+        env.server.stderr()
+    );
+}
