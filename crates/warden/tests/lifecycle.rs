@@ -2541,3 +2541,29 @@ fn a_logout_after_the_login_expired_forgets_ended_grants_keys() {
     assert!(out.stdout.contains("expired saved login"), "{out:?}");
     assert_eq!(kept(), 0, "{v}");
 }
+
+/// A grant approved later for a key this client does not hold (one in ssh-agent or on a
+/// token) still has its certificate saved when its requester shows it.
+#[test]
+fn the_requester_showing_a_grant_approved_later_keeps_its_certificate() {
+    let env = Env::start();
+    let (alice, bob) = (env.login("alice"), env.login("bob"));
+    let keys = tempfile::tempdir().unwrap();
+    let (private, _) = warden_testkit::ssh_keypair(keys.path(), "agent");
+    std::fs::remove_file(&private).unwrap();
+    let public = format!("{}.pub", private.display());
+    let v = create(
+        &alice,
+        "web",
+        "deploy",
+        &["--ticket", "CHG-7", "--public-key", &public],
+    );
+    let rid = id(&v);
+    ok(&bob, &["request", "approve", &rid]);
+    let shown = ok(&alice, &["request", "show", &rid]);
+    assert_eq!(shown["state"], "active", "{shown}");
+    let cert = shown["certificate_file"].as_str().unwrap();
+    assert!(std::path::Path::new(cert).exists(), "{shown}");
+    // Not for the approver, who holds no key of it.
+    assert!(ok(&bob, &["request", "show", &rid])["certificate_file"].is_null());
+}

@@ -619,11 +619,23 @@ pub(super) fn finish(
         let word = |p: &Path| crate::output::shell_word(&p.display().to_string());
         let identity = key.map(|k| format!("-i {} ", word(k))).unwrap_or_default();
         println!(
-            "Connect: ssh {port}{identity}-o CertificateFile={} {principals}@{host}",
-            word(&c)
+            "Connect: ssh {port}{identity}-o {} {principals}@{host}",
+            crate::output::shell_word(&certificate_option(&c))
         );
     }
     Ok(())
+}
+
+/// `CertificateFile=PATH` as ssh reads an `-o` value: it splits the value again, so a path with
+/// spaces, quotes or backslashes goes in double quotes, its own quotes and backslashes escaped.
+fn certificate_option(cert: &Path) -> String {
+    let path = cert.display().to_string();
+    if path.contains(|c: char| c.is_whitespace() || "\"'\\".contains(c)) {
+        let escaped = path.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("CertificateFile=\"{escaped}\"")
+    } else {
+        format!("CertificateFile={path}")
+    }
 }
 
 /// The key this client generated for request `v`: `WARDEN_HOME/ssh/ID`, or the one of the
@@ -845,7 +857,10 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
         RequestCommand::Show { id } => {
             let v: Value = c.get(&format!("/v1/requests/{}", segment(&id))).await?;
             super::db::forget_if_ended(&v)?;
-            finish(&v, None, false, out)
+            // Its requester keeps the certificate of a grant approved since, whether or not
+            // this client holds the key (one in ssh-agent or on a token is not here).
+            let mine = c.user().is_some_and(|me| v["requester"] == me);
+            finish(&v, None, mine, out)
         }
         RequestCommand::Approve { id, comment, totp } => {
             act(
@@ -1009,5 +1024,26 @@ mod tests {
         assert_eq!(wait_seconds(" 1h30m"), Ok(5400));
         let why = wait_seconds("2x").unwrap_err();
         assert!(why.contains("the wait \"2x\" is not a duration"), "{why}");
+    }
+
+    #[test]
+    fn the_certificate_option_reads_back_as_the_path_in_ssh() {
+        for path in [
+            "/home/a/.config/warden/ssh/x-cert.pub",
+            "/tmp/a b/it's \"q\"\\x-cert.pub",
+        ] {
+            let option = certificate_option(std::path::Path::new(path));
+            let out = std::process::Command::new("ssh")
+                .args(["-G", "-o", &option, "example.invalid"])
+                .output()
+                .unwrap();
+            let config = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                config
+                    .lines()
+                    .any(|l| l == format!("certificatefile {path}")),
+                "{option}: {config}"
+            );
+        }
     }
 }
