@@ -1008,9 +1008,11 @@ impl App {
         Ok(())
     }
 
-    /// Sets a user's password (administrators only; checked by the caller). A new password
-    /// ends the sessions of the old one, SSH keys included: a reset after a suspected
-    /// compromise must not leave a stolen token, or a key registered with one, working.
+    /// Sets a user's password (administrators only; checked by the caller, as is the fresh
+    /// `code` of the administrator's own second factor when the user is another: see
+    /// [`App::step_up_over`]). A new password ends the sessions of the old one, SSH keys
+    /// included: a reset after a suspected compromise must not leave a stolen token, or a key
+    /// registered with one, working.
     pub async fn set_password(
         &self,
         admin: &User,
@@ -1038,9 +1040,9 @@ impl App {
         Ok(signed)
     }
 
-    /// Removes `target`'s second factor (administrators only; checked by the caller), for a
-    /// user who lost it, or whose account had one bound by someone holding a stolen token: the
-    /// user's sessions and SSH keys go with it,
+    /// Removes `target`'s second factor (administrators only; checked by the caller, as is
+    /// their own code: [`App::step_up_over`]), for a user who lost it, or whose account had one
+    /// bound by someone holding a stolen token: the user's sessions and SSH keys go with it,
     /// their lock (wrong passwords or codes: the lock tells them not apart) is lifted, and they
     /// sign in with their password alone and enrol again. Returns whether they had one
     /// (confirmed or being enrolled), until when they were locked, and what ended.
@@ -1070,6 +1072,30 @@ impl App {
             .await?;
         self.lockouts.clear(target);
         Ok((had, locked_until, signed))
+    }
+
+    /// Checks the fresh TOTP `code` of `admin`, about to change `target`'s credentials, when
+    /// `target` is someone else and `admin` has a second factor: a stolen administrator's token
+    /// alone must not reset another administrator's factor and password, sign in as them, and
+    /// through them reset the first one's own. An administrator without a factor has no code
+    /// to give (whoever holds their token could enrol one). A wrong code counts towards the
+    /// administrator's lockout, as at any step-up.
+    pub async fn step_up_over(
+        &self,
+        admin: &User,
+        target: &UserName,
+        code: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<(), AuthError> {
+        if admin.name == *target || !self.mfa_enrolled(&admin.name).await? {
+            return Ok(());
+        }
+        if self.step_up(&admin.name, code, source).await? {
+            return Ok(());
+        }
+        Err(AuthError::Mfa(
+            "changing another user's password or second factor requires MFA step-up: pass a fresh TOTP code as `totp` (`--totp CODE` from the CLI)".into(),
+        ))
     }
 
     /// Applies `reset` to `user` with `events` (and an `ssh.key_removed` by `actor` for each

@@ -1,5 +1,6 @@
 //! Credentials end to end: what an offboarding, a new password, a reset of the second factor
-//! and a removal from the config end, sign-ins already under way included.
+//! and a removal from the config end, sign-ins already under way included, and the step-up an
+//! administrator gives to change another user's credentials.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -182,6 +183,68 @@ fn sign_ins_with_the_old_password_under_way_earn_no_token_after_a_new_one() {
     });
     none_works(&env, &answers);
     assert!(sign_in(&env.server.cli(), "mallory", fresh, None).success());
+}
+
+/// An administrator's code proves the call is theirs: with another administrator's token
+/// alone, neither a second factor nor a password of another user can be reset (which would
+/// let the holder sign in as that user, and through them reset the first one's own). A wrong
+/// code is refused as at any step-up, and counts towards the lockout.
+#[test]
+fn changing_another_users_credentials_takes_the_administrators_fresh_code() {
+    let env = Env::start_configured(
+        "[users.admin2]\ngroups = [\"admins\"]\n\n[users.admin3]\ngroups = [\"admins\"]\n",
+    );
+    let admin = env.login("admin");
+    let admin2 = env.login("admin2");
+    let admin3 = env.login("admin3");
+    let uri = enroll_mfa(&admin);
+    let uri3 = enroll_mfa(&admin3);
+    enroll_mfa(&admin2);
+    let new_password = "admin2's fresh password 1";
+    let missing = fails(&admin, &["user", "reset-mfa", "admin2"], 3);
+    assert!(missing.stderr.contains("--totp CODE"), "{missing:?}");
+    let set = ["user", "set-password", "admin2", "--password-stdin"];
+    let missing = admin3.run(&set, Some(new_password));
+    assert_eq!(missing.code, 3, "{missing:?}");
+    let wrong = ["000000", "000001"]
+        .into_iter()
+        .find(|c| *c != totp(&uri, 0) && *c != totp(&uri, 1))
+        .unwrap();
+    let refused = fails(&admin, &["user", "reset-mfa", "admin2", "--totp", wrong], 3);
+    assert!(refused.stderr.contains("wrong"), "{refused:?}");
+    // Nothing was changed: admin2 still needs a code, with the password of before.
+    let unchanged = sign_in(&env.server.cli(), "admin2", PASSWORD, None);
+    assert_eq!(unchanged.code, 5, "{unchanged:?}");
+    assert!(unchanged.stderr.contains("--totp"), "{unchanged:?}");
+    let codes = audit_values(&admin3, "request.action_refused", "/outcome/code");
+    let step_ups: Vec<_> = codes
+        .iter()
+        .filter(|c| *c == "mfa_required" || *c == "mfa_failed")
+        .collect();
+    assert_eq!(step_ups, ["mfa_required", "mfa_required", "mfa_failed"]);
+    // With a fresh code, it is done.
+    let v = ok(
+        &admin,
+        &["user", "reset-mfa", "admin2", "--totp", &totp(&uri, 1)],
+    );
+    assert_eq!(v["had_factor"], true, "{v}");
+    let mut args = set.to_vec();
+    let code = totp(&uri3, 1);
+    args.extend(["--totp", code.as_str()]);
+    let done = admin3.run(&args, Some(new_password));
+    assert!(done.success(), "{done:?}");
+    let admin2 = env.server.cli();
+    let back = sign_in(&admin2, "admin2", new_password, None);
+    assert!(back.success(), "{back:?}");
+    // An administrator with no second factor has no code to give, and is asked for none; one's
+    // own password needs none either.
+    assert_eq!(ok(&admin2, &["whoami"])["mfa_enrolled"], false);
+    ok(&admin2, &["user", "reset-mfa", "alice"]);
+    let own = admin.run(
+        &["user", "set-password", "admin", "--password-stdin"],
+        Some("admin's fresh password 1"),
+    );
+    assert!(own.success(), "{own:?}");
 }
 
 /// A policy whose `web` target is the sshd at `port` with `host_key`, its role `view` granted

@@ -79,6 +79,17 @@ pub struct CodeBody {
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
     pub password: String,
+    /// A fresh code of the caller's own second factor, when they have one and set another
+    /// user's password.
+    pub totp: Option<String>,
+}
+
+/// MFA step-up for an administrator's change of another user's credentials.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpBody {
+    /// A fresh code of the caller's own second factor, when they have one.
+    pub totp: Option<String>,
 }
 
 /// A password set, and what ended with the old one.
@@ -235,8 +246,31 @@ fn directory_user(
     Ok(name)
 }
 
+/// Checks the step-up of administrator `who` about to change `name`'s credentials
+/// ([`App::step_up_over`](crate::state::App::step_up_over)); a refusal is on the record as
+/// `action`'s.
+async fn stepped_up(
+    app: &Shared,
+    who: &Authed,
+    name: &UserName,
+    totp: Option<&str>,
+    action: &str,
+) -> Result<(), ApiError> {
+    let checked = match super::requests::bounded("totp", totp, super::requests::MAX_TOTP) {
+        Ok(totp) => app
+            .step_up_over(&who.user, name, totp, who.source.as_deref())
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => Ok(()),
+        Err(e) => Err(refuse(app, who, action, e).await),
+    }
+}
+
 /// Sets a user's password, and ends their sessions, SSH keys and live SSH sessions included.
-/// Administrators only.
+/// Administrators only, with MFA step-up for another user's when they have a second factor.
 #[utoipa::path(put, path = "/v1/users/{name}/password", request_body = PasswordBody, security(("token" = [])),
     responses((status = 200, body = PasswordSet), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_password(
@@ -257,6 +291,7 @@ pub async fn set_password(
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.set_password", e).await),
     };
+    stepped_up(&app, &who, &name, b.totp.as_deref(), "user.set_password").await?;
     let signed = app
         .set_password(&who.user, &name, &b.password, who.source.clone())
         .await?;
@@ -351,16 +386,17 @@ pub struct MfaReset {
 
 /// Removes a user's second factor and ends their sessions, SSH keys and live SSH sessions
 /// included, for one who lost it or whose account had one bound by someone else; they sign in
-/// with their password and enrol again. Administrators, for users other than themselves.
-#[utoipa::path(post, path = "/v1/users/{name}/mfa/reset", request_body = Option<NoFields>, security(("token" = [])),
+/// with their password and enrol again. Administrators, for users other than themselves, with
+/// MFA step-up when they have a second factor.
+#[utoipa::path(post, path = "/v1/users/{name}/mfa/reset", request_body = Option<StepUpBody>, security(("token" = [])),
     responses((status = 200, body = MfaReset), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn reset_mfa(
     State(app): State<Shared>,
     who: Authed,
     PathText(name): PathText,
-    raw: Result<OptionalJson<NoFields>, ApiError>,
+    raw: Result<OptionalJson<StepUpBody>, ApiError>,
 ) -> Result<Json<MfaReset>, ApiError> {
-    let NoFields {} = body(&app, &who, "user.mfa_reset", raw).await?;
+    let b = body(&app, &who, "user.mfa_reset", raw).await?;
     let checked = directory_user(&app, &who, &name, "reset second factors").and_then(|name| {
         // A stolen administrator's token must not strip that administrator's own factor.
         if name == who.user.name {
@@ -374,6 +410,7 @@ pub async fn reset_mfa(
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.mfa_reset", e).await),
     };
+    stepped_up(&app, &who, &name, b.totp.as_deref(), "user.mfa_reset").await?;
     let (had_factor, locked_until, signed) =
         app.reset_mfa(&who.user, &name, who.source.clone()).await?;
     Ok(Json(MfaReset {

@@ -49,6 +49,10 @@ pub enum UserCommand {
         /// Read the password from stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// A fresh code of your own second factor, for another user's password once you have
+        /// enrolled one.
+        #[arg(long, value_parser = super::totp_code)]
+        totp: Option<String>,
     },
     /// List the users locked after wrong passwords or TOTP codes in a row, and until when
     /// (administrators and audit readers).
@@ -66,6 +70,9 @@ pub enum UserCommand {
     ResetMfa {
         /// The user, as the directory names them.
         name: String,
+        /// A fresh code of your own second factor, once you have enrolled one.
+        #[arg(long, value_parser = super::totp_code)]
+        totp: Option<String>,
     },
 }
 
@@ -291,13 +298,14 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
         UserCommand::SetPassword {
             name,
             password_stdin,
+            totp,
         } => {
             let password = read_secret("new password", password_stdin)?;
             let c = Client::new(server)?;
             let v: Value = c
                 .put(
                     &format!("/v1/users/{}/password", segment(&name)),
-                    &json!({ "password": password }),
+                    &json!({ "password": password, "totp": totp }),
                 )
                 .await?;
             // A new password ends the user's sessions, this one too when it is theirs.
@@ -355,11 +363,11 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             }
             Ok(())
         }
-        UserCommand::ResetMfa { name } => {
+        UserCommand::ResetMfa { name, totp } => {
             let v: Value = Client::new(server)?
                 .post(
                     &format!("/v1/users/{}/mfa/reset", segment(&name)),
-                    &json!({}),
+                    &json!({ "totp": totp }),
                 )
                 .await?;
             if out.json {
