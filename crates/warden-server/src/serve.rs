@@ -157,6 +157,34 @@ fn in_clear(addr: std::net::SocketAddr) -> Option<String> {
     ))
 }
 
+/// Refuses an SSH user CA other than the one this data dir's hosts were told to trust: its
+/// revocation list would name the wrong CA, and certificates the right one signed would no
+/// longer be revoked anywhere. The public half is kept beside it (`ssh_user_ca.pub`, written
+/// when first missing) for this check and for whoever sets up hosts.
+fn check_trusted_ca(data: &Path, ca: &UserCa) -> anyhow::Result<()> {
+    let kept = data.join("ssh_user_ca.pub");
+    let public = ca.public_key();
+    match std::fs::read_to_string(&kept) {
+        Ok(held) if held.trim() == public.trim() => Ok(()),
+        Ok(_) => bail!(
+            "the SSH user CA key {} is not the one this data dir's hosts trust ({} holds that one's public half): restore the key it belongs to from your backup; with another CA, certificates the trusted one signed could no longer be revoked",
+            data.join("ssh_user_ca").display(),
+            kept.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o644)
+                .write(true)
+                .create_new(true)
+                .open(&kept)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, format!("{}\n", public.trim()).as_bytes())
+                })
+                .with_context(|| format!("writing {}", kept.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", kept.display())),
+    }
+}
+
 /// Takes the data dir for this process alone. Two servers on one data dir would both revoke
 /// and reconcile the same leases and sign checkpoints over each other's log: the second one
 /// refuses to start instead, as do offline commands that rewrite the store (`vault rewrap`).
@@ -452,8 +480,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if opts.dev {
         mark_dev(&data)?;
     }
-    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
+    check_trusted_ca(&data, &ca)?;
+    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
 
     let issuers = Registry::new([
         Arc::new(SshCertIssuer::new(ca.clone())) as Arc<dyn warden_issuers::Issuer>,

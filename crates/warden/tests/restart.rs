@@ -1101,3 +1101,29 @@ fn a_start_with_the_master_key_a_rotation_replaced_says_where_the_new_one_is() {
         "{said}"
     );
 }
+
+/// Another SSH user CA put in place of the data dir's is refused: its revocation list would
+/// name a CA no host trusts, and certificates the trusted one signed would go unrevoked.
+#[test]
+fn another_ssh_user_ca_is_refused_at_start() {
+    let mut env = Env::start();
+    env.server.terminate();
+    let data = env.server.data_dir().to_path_buf();
+    let trusted = std::fs::read_to_string(data.join("ssh_user_ca.pub")).unwrap();
+    assert!(trusted.starts_with("ssh-ed25519 "), "{trusted}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(elsewhere.path().join("other_ca"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::copy(elsewhere.path().join("other_ca"), data.join("ssh_user_ca")).unwrap();
+    let out = serve_to_its_end(&["--dev", "--data-dir", data.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("is not the one this data dir's hosts trust"),
+        "{said}"
+    );
+}
