@@ -61,6 +61,7 @@ codes! {
     ActionRefused = 2011, "request.action_refused";
     RequirementChanged = 2012, "request.requirement_changed";
     RequestRevoked = 2013, "request.revoked";
+    ApprovalsVoided = 2014, "request.approvals_voided";
     BreakGlassActivated = 2100, "breakglass.activated";
     PostmortemOpened = 2101, "postmortem.opened";
     PostmortemClosed = 2102, "postmortem.closed";

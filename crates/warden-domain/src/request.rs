@@ -492,6 +492,24 @@ impl Request {
         }
     }
 
+    /// Withdraws from a pending request the approvals of the givers `gone` picks (users removed
+    /// from the directory), so that put back later they count no more than their old password
+    /// signs them in: they approve again, afresh. Returns whose were withdrawn.
+    pub fn void_approvals(&mut self, gone: impl Fn(&UserName) -> bool) -> Vec<UserName> {
+        if self.state != State::Pending {
+            return Vec::new();
+        }
+        let mut voided = Vec::new();
+        self.reviews.retain(|r| {
+            let void = r.verdict == Verdict::Approve && gone(&r.reviewer.name);
+            if void {
+                voided.push(r.reviewer.name.clone());
+            }
+            !void
+        });
+        voided
+    }
+
     /// Approves a pending request whose approvals already meet `requirement`, the approval
     /// policy demands now (relaxed since they were given, or `auto`): no one could add to them.
     pub fn approve_as_met(
@@ -1020,6 +1038,37 @@ mod tests {
         assert!(!r.take_warning(datetime!(2026-01-01 10:49 UTC)));
         assert!(r.take_warning(datetime!(2026-01-01 10:50 UTC)));
         assert!(!r.take_warning(datetime!(2026-01-01 10:51 UTC)));
+    }
+
+    /// The approvals of a giver removed from the directory are withdrawn from a pending
+    /// request, so that put back they count for nothing; others' stand, and a request decided
+    /// already keeps its record.
+    #[test]
+    fn approvals_of_givers_gone_from_the_directory_are_withdrawn_while_pending() {
+        let alice = user("alice", &["dev"], None);
+        let sam = user("sam", &["security"], None);
+        let carol = user("carol", &["security"], None);
+        let t = datetime!(2026-01-01 10:01 UTC);
+        let c = || Comment::parse("").unwrap();
+        let all = Directory::new([alice.clone(), sam.clone(), carol.clone()]).unwrap();
+        let mut r = request("two-person(security)");
+        let req = r.requirement.clone();
+        r.approve(&carol, &alice, req.clone(), &all, c(), t)
+            .unwrap();
+        let mut decided = r.clone();
+        let carol_gone = |u: &UserName| u.as_str() == "carol";
+        assert_eq!(r.void_approvals(carol_gone), vec![carol.name.clone()]);
+        assert!(r.reviews.is_empty());
+        assert!(r.void_approvals(carol_gone).is_empty());
+        // Put back, carol's approval of before does not complete it with sam's.
+        assert!(matches!(
+            r.approve(&sam, &alice, req.clone(), &all, c(), t),
+            Ok(Approved::Partial(_))
+        ));
+        decided.approve(&sam, &alice, req, &all, c(), t).unwrap();
+        assert_eq!(decided.state, State::Approved);
+        assert!(decided.void_approvals(carol_gone).is_empty());
+        assert_eq!(decided.reviews.len(), 2);
     }
 
     /// An approval counts as its giver is now and was when they gave it: one who left the

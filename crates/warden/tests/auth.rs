@@ -420,8 +420,9 @@ fn password_hash(password: &str) -> String {
 }
 
 /// A user removed from the config loses at the next start what offboarding takes, and more:
-/// their password, second factor and SSH keys are forgotten, so that put back later they sign
-/// in afresh, with the password the config gives them then.
+/// their password, second factor, SSH keys and approvals of requests still pending are
+/// forgotten, so that put back later they sign in afresh, with the password the config gives
+/// them then.
 #[test]
 fn a_user_removed_from_the_config_and_put_back_signs_in_afresh() {
     let carol = |hash: Option<&str>| {
@@ -437,6 +438,13 @@ fn a_user_removed_from_the_config_and_put_back_signs_in_afresh() {
     let keys = tempfile::tempdir().unwrap();
     let (key, _) = ssh_keypair(keys.path(), "carol_key");
     ok(&cli, &["keys", "add", &format!("{}.pub", key.display())]);
+    // Two people, one of them from security: carol's approval is the first.
+    let alice = env.login("alice");
+    let pending = id(&create(&alice, "web", "root", &[]));
+    assert_eq!(
+        ok(&cli, &["request", "approve", &pending])["state"],
+        "pending"
+    );
 
     std::fs::write(&config, carol(None)).unwrap();
     assert!(env.server.terminate().success());
@@ -445,6 +453,10 @@ fn a_user_removed_from_the_config_and_put_back_signs_in_afresh() {
     let removed = audit_values(&admin, "ssh.key_removed", "/details/user");
     assert_eq!(removed, ["carol"]);
     fails(&cli, &["whoami"], 5);
+    let voided = audit_events(&admin, "request.approvals_voided");
+    assert_eq!(voided.len(), 1, "{voided:?}");
+    assert_eq!(voided[0]["request_id"], pending.as_str());
+    assert_eq!(voided[0]["details"]["approvers"], json!(["carol"]));
 
     let second = password_hash("carol-password-2");
     std::fs::write(&config, carol(Some(&second))).unwrap();
@@ -458,6 +470,12 @@ fn a_user_removed_from_the_config_and_put_back_signs_in_afresh() {
     assert!(back.success(), "{back:?}");
     assert_eq!(ok(&cli, &["whoami"])["mfa_enrolled"], false);
     assert_eq!(ok(&cli, &["keys", "list"])["keys"], json!([]));
+    // Her approval of before counts for nothing: sam's is the first again.
+    let sam = env.login("sam");
+    assert_eq!(
+        ok(&sam, &["request", "approve", &pending])["state"],
+        "pending"
+    );
     // Her password is the config's, as for a new user: no change of it is said to be ignored.
     assert!(
         !env.server.stderr().contains("changes no password"),

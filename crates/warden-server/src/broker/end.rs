@@ -268,6 +268,7 @@ impl App {
                     .await?;
             }
         }
+        self.void_departed_approvals().await?;
         let departed = self
             .end_all(
                 None,
@@ -285,6 +286,39 @@ impl App {
             )
             .await?;
         Ok(departed + offboarded)
+    }
+
+    /// Withdraws the approvals that users no longer in the directory gave to requests still
+    /// pending (`request.approvals_voided`): put back later, they sign in afresh, and approve
+    /// afresh. Run at start, before anything else changes requests; returns how many requests
+    /// lost approvals.
+    async fn void_departed_approvals(&self) -> Result<usize, Error> {
+        let pending = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: None,
+                target: None,
+                states: vec![State::Pending],
+                before: None,
+                limit: END_ALL_PAGE,
+            })
+            .await?;
+        let mut changed = 0;
+        for mut r in pending {
+            let voided = r.void_approvals(|giver| self.user(giver).is_none());
+            if voided.is_empty() {
+                continue;
+            }
+            let ev = Event::new(Code::ApprovalsVoided, Actor::system(), now())
+                .for_request(&r)
+                .details(serde_json::json!({
+                    "approvers": voided,
+                    "why": "no longer in the directory",
+                }));
+            self.store.update_request(&r, vec![ev].into()).await?;
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     /// Finishes what a stop cut short between two commits of one ending: the extensions of a
