@@ -257,6 +257,16 @@ fn master_key(data: &Path) -> anyhow::Result<Sealer> {
                 path.display()
             );
         }
+        // A database put back from before a finished rotation was sealed under the key the
+        // rotation kept aside.
+        let old = data.join("master.key.old");
+        if Sealer::load(&old).is_ok_and(|k| k.opens(s)) {
+            bail!(
+                "the master key does not open the secrets sealed in this data dir, but {} (the key before a rotation) does: this database is from before that rotation. Put back the database from after it, or, to serve this one, move {} to master.key",
+                old.display(),
+                old.display()
+            );
+        }
         let which = if from_env {
             env.to_owned()
         } else {
@@ -265,6 +275,20 @@ fn master_key(data: &Path) -> anyhow::Result<Sealer> {
         bail!(
             "the master key ({which}) does not open the secrets sealed in this data dir: start with the key they were sealed under ({finish})"
         );
+    }
+    // A rotation from the variable's key left the new key in the data dir too: every backup of
+    // it would carry the key kept out of it.
+    if from_env
+        && Sealer::load(&path).is_ok_and(|file| sealed.as_deref().is_some_and(|s| file.opens(s)))
+    {
+        let said = format!(
+            "the master key is also in {} (a `warden vault rewrap` from {} left it there): remove the file now that {} holds it, so that backups of the data dir do not carry it",
+            path.display(),
+            crate::keys::MASTER_KEY_ENV,
+            crate::keys::MASTER_KEY_ENV
+        );
+        tracing::warn!("{said}");
+        say!("Warning: {said}");
     }
     Ok(sealer)
 }

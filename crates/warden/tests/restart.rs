@@ -1100,6 +1100,20 @@ fn a_start_with_the_master_key_a_rotation_replaced_says_where_the_new_one_is() {
             && said.contains("base64 -w0"),
         "{said}"
     );
+    // With the variable set to the new key, the copy left in the data dir is warned about.
+    let new = base64(&data.join("master.key"));
+    let mut server = Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--dev"],
+        &[("WARDEN_MASTER_KEY", &new)],
+    );
+    assert!(
+        server.stdout().contains("the master key is also in"),
+        "{}",
+        server.stdout()
+    );
+    assert!(server.terminate().success());
 }
 
 /// Another SSH user CA put in place of the data dir's is refused: its revocation list would
