@@ -345,26 +345,9 @@ pub fn anchor_empty_log(anchor: &Path, signer: &NoteSigner, origin: &str) -> any
     write_anchor(anchor, &empty.sign(signer)?)
 }
 
-/// Replaces `anchor` with `note`, whole and durably: written aside and synced, renamed over it,
-/// and the directory synced, so a crash leaves the old note or the new one, never a torn one.
-/// Public, and the server's alone to change: its mode is set, whatever the umask.
+/// Replaces `anchor` with `note`, whole and durably. Public, and the server's alone to change.
 fn write_anchor(anchor: &Path, note: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let aside = anchor.with_extension("note.new");
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&aside)
-        .and_then(|mut f| f.write_all(note.as_bytes()).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&aside, anchor))
-        .and_then(|()| match anchor.parent() {
-            Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()),
-            None => Ok(()),
-        });
-    written.map_err(|e| anyhow::anyhow!("writing {}: {e}", anchor.display()))
+    crate::durable_file::replace(anchor, note.as_bytes(), 0o644)
 }
 
 /// Stores the roots and search filters of the complete blocks of events that the newest

@@ -24,6 +24,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod config_secret;
 mod disk_space;
+mod durable_file;
 pub mod export;
 pub mod forwarded;
 pub mod http;

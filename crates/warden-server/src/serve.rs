@@ -172,14 +172,7 @@ fn check_trusted_ca(data: &Path, ca: &UserCa) -> anyhow::Result<()> {
             kept.display()
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o644)
-                .write(true)
-                .create_new(true)
-                .open(&kept)
-                .and_then(|mut f| {
-                    std::io::Write::write_all(&mut f, format!("{}\n", public.trim()).as_bytes())
-                })
-                .with_context(|| format!("writing {}", kept.display()))
+            crate::durable_file::replace(&kept, format!("{}\n", public.trim()).as_bytes(), 0o644)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", kept.display())),
     }
@@ -192,7 +185,6 @@ fn check_trusted_ca(data: &Path, ca: &UserCa) -> anyhow::Result<()> {
 /// (a lock file could be deleted as stale, and the next server would lock a new one); the file
 /// `warden.lock` only names the holder's pid for the message.
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
     let held = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     let path = dir.join("warden.lock");
     match held.try_lock() {
@@ -215,14 +207,7 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         }
     }
     let pid = format!("{}\n", std::process::id());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, pid.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::durable_file::replace(&path, pid.as_bytes(), 0o600)?;
     Ok(held)
 }
 
@@ -477,18 +462,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     // The verifier key is public: auditors verify checkpoints and exports with it, offline.
     // Written whole or not at all: a stop mid-write must not leave an empty one behind.
-    let written = data.join("audit_verifier.pub.new");
-    std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o644)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&written)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{verifier}\n").as_bytes()))
-        .and_then(|()| std::fs::rename(&written, &verifier_path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&written);
-        })
-        .with_context(|| format!("writing {}", verifier_path.display()))?;
+    crate::durable_file::replace(&verifier_path, format!("{verifier}\n").as_bytes(), 0o644)?;
 
     let policy = match policy {
         Some(policy) => policy,
