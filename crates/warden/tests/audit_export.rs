@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIN, login, refused_requests, token};
+use common::{BIN, audit_records, login, refused_requests, token};
 use serde_json::Value;
 use warden_testkit::{Cli, Server, free_port};
 
@@ -763,4 +763,103 @@ fn the_archive_keeps_what_a_sink_has_not_delivered() {
     wait_for("the new sink's first try", || {
         sink_status(&admin, "late")["cursor"].as_u64() >= Some(archived)
     });
+}
+
+/// A whole data dir put back from a copy taken earlier (a restored backup, as the README
+/// describes it) brings back the sink's cursor stored in the database with the log it belongs
+/// to, so only the cursor kept beside the database can tell that the sink already holds events
+/// the log has lost: the rollback is said, and what is written since is exported beside them.
+#[test]
+fn a_restored_backup_of_the_data_dir_is_a_rollback_under_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("audit.jsonl");
+    let data = dir.path().join("data");
+    let backup = dir.path().join("data-bk");
+    let mut server = start(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"siem\"\nkind = \"file\"\npath = {:?}\n",
+            out.to_str().unwrap()
+        ),
+    );
+    let records = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let copy = |from: &Path, to: &Path| {
+        let status = Command::new("cp").arg("-a").arg(from).arg(to).status();
+        assert!(status.unwrap().success());
+    };
+
+    let admin = login(&server, "admin");
+    assert_eq!(refused_requests(server.port(), &token(&admin), 3), 3);
+    assert!(server.terminate().success());
+    copy(&data, &backup);
+    let backed_up = records().last().unwrap()["seq"].as_u64().unwrap();
+
+    server.restart();
+    let admin = login(&server, "admin");
+    assert_eq!(refused_requests(server.port(), &token(&admin), 6), 6);
+    assert!(server.terminate().success());
+    let delivered = records().last().unwrap()["seq"].as_u64().unwrap();
+    assert!(delivered > backed_up + 6, "{delivered} after {backed_up}");
+
+    std::fs::remove_dir_all(&data).unwrap();
+    copy(&backup, &data);
+    server.restart();
+    let admin = login(&server, "admin");
+
+    let rolled_back = wait_for_rollback(&admin);
+    assert_eq!(rolled_back["event"]["details"]["sink"], "siem");
+    assert_eq!(
+        rolled_back["event"]["details"]["cursor"].as_u64(),
+        Some(delivered)
+    );
+    let ends_at = rolled_back["event"]["details"]["log_ends_at"]
+        .as_u64()
+        .unwrap();
+    assert!(ends_at >= backed_up && ends_at < delivered, "{rolled_back}");
+    let why = rolled_back["event"]["outcome"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("rolled back"), "{rolled_back}");
+
+    // The sink gets the rollback itself and what follows, beside the history it already holds.
+    wait_for("the rollback to be exported", || {
+        records()
+            .iter()
+            .any(|r| r["event"]["outcome"]["code"] == "log_rolled_back")
+    });
+    let hashes = leaf_hashes(&admin);
+    let again: Vec<Value> = records()
+        .into_iter()
+        .filter(|r| r["seq"] == ends_at + 1)
+        .collect();
+    assert_eq!(again.len(), 2, "both histories' event {}", ends_at + 1);
+    assert_ne!(again[0]["leaf_hash"], again[1]["leaf_hash"]);
+    assert_eq!(
+        again[1]["leaf_hash"].as_str(),
+        Some(hashes[&(ends_at + 1)].as_str())
+    );
+
+    // Said once: the next start finds the sink's cursor in step with the log again.
+    assert!(server.terminate().success());
+    server.restart();
+    let admin = login(&server, "admin");
+    assert_eq!(audit_records(&admin, "audit.export_failed").len(), 1);
+}
+
+/// The one `audit.export_failed` record of a rollback, once it is stored.
+fn wait_for_rollback(admin: &Cli) -> Value {
+    let mut found = Vec::new();
+    wait_for("the rollback to be audited", || {
+        found = audit_records(admin, "audit.export_failed");
+        !found.is_empty()
+    });
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["event"]["outcome"]["code"], "log_rolled_back");
+    found.remove(0)
 }

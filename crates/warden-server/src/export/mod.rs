@@ -3,7 +3,10 @@
 //! (`webhook.rs`).
 //!
 //! Each sink runs in its own task with a durable cursor, the sequence number of the last event
-//! it delivered, stored in the database under the sink's name. The task reads the events after
+//! it delivered, stored in the database under the sink's name, and again outside it with that
+//! event's leaf hash ([`mark`]): a backup restores the database's cursor with the log, so only
+//! what is kept outside can tell that the log was rolled back under the sink. The task reads
+//! the events after
 //! its cursor, hands them to the sink and moves the cursor only once the sink acknowledged
 //! them. A failed delivery retries the same events with exponential backoff, so nothing is
 //! ever skipped; after a crash the events after the stored cursor are sent again. Receivers
@@ -15,6 +18,7 @@
 
 mod config;
 mod file;
+mod mark;
 mod syslog;
 mod webhook;
 
@@ -250,32 +254,74 @@ struct Task {
     start_at: Option<u64>,
 }
 
-/// Where each sink must export from when the log ends before its stored cursor. A log never
-/// shrinks, so that means it was rolled back (a restored backup, or tampering): said at once,
-/// in the server's log and the audit log, and everything from the log's end on is exported,
-/// beside what the sink holds of the history that was replaced. Run at start, before the
-/// server writes its first event.
+/// Where each sink must export from when the log was rolled back under it: the log ends before
+/// the cursor stored in the database (the log was cut short in place), or before an event the
+/// sink is known to have outside the database ([`mark::delivered`]), or holds another event at
+/// that sequence number (a restored backup, its cursor restored with it). A log never shrinks
+/// nor changes, so any of these is said at once, in the server's log and the audit log, and
+/// everything from the log's end on is exported, beside what the sink holds of the history that
+/// was replaced. A sink known nowhere outside the database (new, or first started by a version
+/// that kept no mark) has nothing to compare. Run at start, before the server writes its first
+/// event.
 pub async fn rolled_back(app: &Shared) -> anyhow::Result<HashMap<String, u64>> {
     let last = app.store.last_seq().await?;
     let mut from = HashMap::new();
     let mut events = Vec::new();
     for config in &app.config.sinks {
         let name = config.name();
-        let cursor = app.store.sink_cursor(name).await?;
-        if cursor <= last {
-            continue;
-        }
+        let stored = app.store.sink_cursor(name).await?;
+        let mut details = serde_json::json!({ "sink": name, "log_ends_at": last });
+        let why = if stored > last {
+            details["cursor"] = stored.into();
+            format!(
+                "the audit log ends at event {last}, but sink {name} has exported up to {stored}"
+            )
+        } else {
+            let mut why = None;
+            for (m, source) in mark::delivered(&app.config.data_dir, config) {
+                if m.seq > last {
+                    details["cursor"] = m.seq.into();
+                    why = Some(format!(
+                        "the audit log ends at event {last}, but sink {name} has exported up to {} (as {} says)",
+                        m.seq,
+                        source.display()
+                    ));
+                    break;
+                }
+                let held = app
+                    .store
+                    .leaf_hashes(m.seq.saturating_sub(1), m.seq)
+                    .await?;
+                // Archived with its whole block, the event's hash is gone: nothing to compare.
+                if let Some(h) = held.first().filter(|h| **h != m.hash) {
+                    details["cursor"] = m.seq.into();
+                    details["exported_leaf_hash"] = hex::encode(m.hash).into();
+                    details["log_leaf_hash"] = hex::encode(h).into();
+                    why = Some(format!(
+                        "sink {name} has exported event {} with leaf hash {} (as {} says), but the audit log's event {} has leaf hash {}",
+                        m.seq,
+                        hex::encode(m.hash),
+                        source.display(),
+                        m.seq,
+                        hex::encode(h)
+                    ));
+                    break;
+                }
+            }
+            match why {
+                Some(why) => why,
+                None => continue,
+            }
+        };
         let why = format!(
-            "the audit log ends at event {last}, but sink {name} has exported up to {cursor}: the log was rolled back (a restored backup, or tampering); exporting from {} on",
+            "{why}: the log was rolled back (a restored backup, or tampering); exporting from {} on",
             last + 1
         );
         tracing::error!(sink = %name, "{why}");
         events.push(
             Event::new(Code::ExportFailed, Actor::system(), now())
                 .failed("log_rolled_back", why)
-                .details(
-                    serde_json::json!({ "sink": name, "cursor": cursor, "log_ends_at": last }),
-                ),
+                .details(details),
         );
         from.insert(name.to_owned(), last);
     }
@@ -328,7 +374,7 @@ impl Task {
                     continue;
                 }
             };
-            let Some(last) = leaves.last().map(|l| l.seq) else {
+            let Some((last, last_hash)) = leaves.last().map(|l| (l.seq, l.hash)) else {
                 if *self.draining.borrow() {
                     return;
                 }
@@ -351,6 +397,15 @@ impl Task {
                 {
                     return;
                 }
+            }
+            let mark = mark::Mark {
+                seq: last,
+                hash: last_hash,
+            };
+            if let Err(e) = mark::write(&self.app.config.data_dir, &self.name, mark).await {
+                // The database has the cursor, so nothing is sent twice or skipped; only a
+                // rollback from here on would go unseen until the next delivery writes it.
+                tracing::warn!(sink = %self.name, error = %e, "cannot keep the export cursor beside the database");
             }
             cursor = last;
             status.delivered(&self.name, cursor);
