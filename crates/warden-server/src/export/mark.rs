@@ -7,8 +7,6 @@
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use super::SinkConfig;
@@ -101,27 +99,16 @@ fn parse(text: &str) -> Option<Mark> {
     Some(Mark { seq, hash })
 }
 
-/// Replaces sink `name`'s mark with `mark`, whole: written aside, synced and renamed over the
-/// old one, so a crash leaves the old mark or the new one. Once per delivered batch, so the
-/// directory is not synced too: a rename lost in a crash leaves the old mark, which is only
-/// behind, never a false rollback.
+/// Replaces sink `name`'s mark with `mark`, whole, so a crash leaves the old mark or the new
+/// one (once per delivered batch).
 pub async fn write(data_dir: &Path, name: &str, mark: Mark) -> anyhow::Result<()> {
     let path = path(data_dir, name);
-    let aside = path.with_extension("cursor.new");
     let text = format!("{} {}\n", mark.seq, hex::encode(mark.hash));
     tokio::task::spawn_blocking(move || {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&aside)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&aside, &path))
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+        crate::durable_file::replace(&path, text.as_bytes(), 0o600)
     })
     .await?
 }
