@@ -14,6 +14,7 @@
 mod backend;
 mod direct_file;
 mod error;
+mod exec_reading;
 mod inbox;
 mod recorder;
 pub mod recording;

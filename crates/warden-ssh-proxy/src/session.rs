@@ -18,11 +18,12 @@ use tokio::sync::Notify;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Recording, RequestId, UserName};
 
+use crate::exec_reading::ExecReading;
 use crate::inbox::{Inbox, Up};
 use crate::recorder::Recorder;
 use crate::recording::{Asciicast, Header, Kind};
 use crate::registry::Registration;
-use crate::rules::{ExecReading, LineTracker};
+use crate::rules::LineTracker;
 use crate::server::Context;
 use crate::sftp::{FileOp, Tracker};
 use crate::{Grant, SessionInfo, upstream};
@@ -61,7 +62,7 @@ enum Request {
 
 impl Request {
     fn exec(command: String) -> Self {
-        let reading = crate::rules::read_exec(&command);
+        let reading = crate::exec_reading::read_exec(&command);
         Request::Exec { command, reading }
     }
 
