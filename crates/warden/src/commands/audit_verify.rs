@@ -319,14 +319,7 @@ pub fn store(
     problems.extend(result.problems.iter().map(describe));
     // An event changed with its stored hash forged to match shows only as a root that no longer
     // matches: the checkpoints that still do narrow down where.
-    let mismatched: Vec<u64> = result
-        .problems
-        .iter()
-        .filter_map(|p| match p {
-            Problem::RootMismatch { size } => Some(*size),
-            _ => None,
-        })
-        .collect();
+    let mismatched = root_mismatches(&result.problems);
     // Sizes only grow: a stored checkpoint signed after a kept one of a larger size was signed
     // over a log rolled back past it, so it vouches for a fork and narrows nothing down.
     let resigned: Vec<u64> = checkpoints
@@ -860,14 +853,7 @@ impl Vouchers<'_> {
         }
         let start = tree.size();
         let report = verify_log_from(tree, records, end.as_slice(), &within);
-        let mismatched: Vec<u64> = report
-            .problems
-            .iter()
-            .filter_map(|p| match p {
-                Problem::RootMismatch { size } => Some(*size),
-                _ => None,
-            })
-            .collect();
+        let mismatched = root_mismatches(&report.problems);
         // The events are those the end checkpoint signed: another checkpoint of theirs that
         // does not match them was signed over another history.
         let as_signed = end.as_ref().is_some_and(|e| !mismatched.contains(&e.size))
@@ -1483,6 +1469,18 @@ pub fn segment(
         json!({ "from": from, "to": to, "events_checked": events_checked }),
         &problems,
     )
+}
+
+
+/// The sizes of the checkpoints whose roots the events no longer make.
+fn root_mismatches(problems: &[Problem]) -> Vec<u64> {
+    problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::RootMismatch { size } => Some(*size),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
