@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -409,14 +408,6 @@ fn an_offboarded_users_ssh_key_signs_no_one_in() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["actor"]["claimed"], "mallory");
     assert_eq!(refused[0]["details"]["fingerprint"], fingerprint.as_str());
-}
-
-/// `password`'s hash for a config's `password_hash`, from `warden hash-password`.
-fn password_hash(password: &str) -> String {
-    let cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let out = cli.run(&["hash-password"], Some(password));
-    assert!(out.success(), "{out:?}");
-    out.stdout.trim().to_owned()
 }
 
 /// A user removed from the config loses at the next start what offboarding takes, and more:

@@ -815,6 +815,20 @@ fn removals(cli: &Cli, ids: &[String]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits until every grant of `ids` has failed to remove its account four times (backing
+/// off 2, 4, 8, then 16 s).
+fn wait_failed_four_times(cli: &Cli, ids: &[String]) {
+    wait_until(
+        "every removal to have failed four times",
+        Duration::from_secs(30),
+        || {
+            removals(cli, ids)
+                .iter()
+                .all(|r| r["attempts"].as_u64() >= Some(4))
+        },
+    );
+}
+
 /// Once a database that was down answers again, the accounts it could not drop go at once, not
 /// when each one's backoff ends; until then `request show` and `request revoke` say that each
 /// account is still there, and why.
@@ -852,15 +866,7 @@ fn accounts_go_as_soon_as_their_database_is_back_and_are_shown_until_then() {
     );
 
     // Each of bob's removals fails fast, and backs off: 2, 4, 8, then 16 s.
-    wait_until(
-        "every removal to have failed four times",
-        Duration::from_secs(30),
-        || {
-            removals(&admin, &ids)
-                .iter()
-                .all(|r| r["attempts"].as_u64() >= Some(4))
-        },
-    );
+    wait_failed_four_times(&admin, &ids);
     for (r, grant) in removals(&admin, &ids).iter().zip(&grants) {
         assert_eq!(r["state"], "failing", "{r}");
         assert_eq!(r["account"], grant["credential"]["username"], "{r}");
@@ -922,15 +928,7 @@ fn accounts_go_as_soon_as_warden_restarts_after_their_database_came_back() {
         .collect();
     relay.go_down(true);
     ok(&admin, &["revoke", "--user", "bob", "--all"]);
-    wait_until(
-        "every removal to have failed four times",
-        Duration::from_secs(30),
-        || {
-            removals(&admin, &ids)
-                .iter()
-                .all(|r| r["attempts"].as_u64() >= Some(4))
-        },
-    );
+    wait_failed_four_times(&admin, &ids);
     env.server.kill_hard();
     relay.go_down(false);
     env.server.restart();

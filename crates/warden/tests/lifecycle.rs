@@ -38,9 +38,7 @@ fn auto_tier_is_active_at_once_with_a_certificate() {
     // A key whose private half is elsewhere (an agent's, a hardware key's) gets its
     // certificate kept all the same.
     let keys = tempfile::tempdir().unwrap();
-    let (private, _) = warden_testkit::ssh_keypair(keys.path(), "agent");
-    std::fs::remove_file(&private).unwrap();
-    let public = format!("{}.pub", private.display());
+    let public = public_key_alone(keys.path());
     let v = create(
         &alice,
         "web",
@@ -2549,9 +2547,7 @@ fn the_requester_showing_a_grant_approved_later_keeps_its_certificate() {
     let env = Env::start();
     let (alice, bob) = (env.login("alice"), env.login("bob"));
     let keys = tempfile::tempdir().unwrap();
-    let (private, _) = warden_testkit::ssh_keypair(keys.path(), "agent");
-    std::fs::remove_file(&private).unwrap();
-    let public = format!("{}.pub", private.display());
+    let public = public_key_alone(keys.path());
     let v = create(
         &alice,
         "web",
@@ -2566,4 +2562,12 @@ fn the_requester_showing_a_grant_approved_later_keeps_its_certificate() {
     assert!(std::path::Path::new(cert).exists(), "{shown}");
     // Not for the approver, who holds no key of it.
     assert!(ok(&bob, &["request", "show", &rid])["certificate_file"].is_null());
+}
+
+/// The public key file of a key pair whose private half is not beside it (held by ssh-agent or
+/// on a token, as far as this client can tell).
+fn public_key_alone(dir: &std::path::Path) -> String {
+    let (private, _) = warden_testkit::ssh_keypair(dir, "agent");
+    std::fs::remove_file(&private).unwrap();
+    format!("{}.pub", private.display())
 }

@@ -20,14 +20,6 @@ fn test_policy(dir: &Path) -> std::path::PathBuf {
     policy
 }
 
-/// `password`'s hash for a config's `password_hash`, from `warden hash-password`.
-fn password_hash(password: &str) -> String {
-    let cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let out = cli.run(&["hash-password"], Some(password));
-    assert!(out.success(), "{out:?}");
-    out.stdout.trim().to_owned()
-}
-
 #[test]
 fn state_survives_restart_and_sigterm_is_graceful() {
     let dir = tempfile::tempdir().unwrap();

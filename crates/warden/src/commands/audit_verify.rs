@@ -1471,7 +1471,6 @@ pub fn segment(
     )
 }
 
-
 /// The sizes of the checkpoints whose roots the events no longer make.
 fn root_mismatches(problems: &[Problem]) -> Vec<u64> {
     problems

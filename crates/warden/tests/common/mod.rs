@@ -332,3 +332,11 @@ pub fn login(server: &Server, user: &str) -> Cli {
     assert!(out.success(), "login {user}: {out:?}");
     cli
 }
+
+/// `password`'s hash for a config's `password_hash`, from `warden hash-password`.
+pub fn password_hash(password: &str) -> String {
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(&["hash-password"], Some(password));
+    assert!(out.success(), "{out:?}");
+    out.stdout.trim().to_owned()
+}
