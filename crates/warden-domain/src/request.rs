@@ -264,7 +264,7 @@ pub enum TransitionError {
     NotEligible(Vec<String>),
     #[error("you may not deny this request: only a reviewer its tier names may (a two-person tier's second approver may approve, not deny), and it needs {}", .0.join(", "))]
     MayNotDeny(Vec<String>),
-    #[error("only the requester can {0} this request")]
+    #[error("{}", not_requester(.0))]
     NotRequester(&'static str),
     /// Approvals came too late: a pending request times out at its deadline, whenever that is
     /// recorded (the worker may not have seen it yet, after a restart say).
@@ -276,6 +276,15 @@ pub enum TransitionError {
         id: RequestId,
         deadline: OffsetDateTime,
     },
+}
+
+/// Why someone other than the requester may not `action` a request; one who may end it
+/// otherwise (a reviewer it names, an administrator) does so by revoking it.
+fn not_requester(action: &str) -> String {
+    match action {
+        "cancel" => "only the requester can cancel this request: to end someone else's request, revoke it (`warden request revoke ID`), as its reviewers and administrators may".to_owned(),
+        other => format!("only the requester can {other} this request"),
+    }
 }
 
 /// What a refused approval is told is still needed: nothing, when the approvals given already

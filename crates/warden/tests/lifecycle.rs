@@ -400,7 +400,11 @@ fn cancel_revoke_and_extend() {
     let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
     let pending_key = alice.home().join("ssh").join(&pending);
     assert!(pending_key.exists());
-    fails(&bob, &["request", "cancel", &pending], 3);
+    let theirs = fails(&bob, &["request", "cancel", &pending], 3);
+    assert!(
+        theirs.stderr.contains("warden request revoke"),
+        "{theirs:?}"
+    );
     assert_eq!(
         ok(&alice, &["request", "cancel", &pending])["state"],
         "cancelled"
@@ -785,8 +789,6 @@ fn a_reload_stops_what_the_reload_before_it_would_still_grant() {
     );
 }
 
-/// A request made without MFA step-up, under a policy that demands it since, is granted by no
-/// one: not by Warden when the role becomes `auto`, nor by an approver's own code.
 #[test]
 fn a_right_code_sent_again_is_refused_but_locks_no_one() {
     let env = Env::start();
@@ -802,6 +804,8 @@ fn a_right_code_sent_again_is_refused_but_locks_no_one() {
     ok(&sam, &["mfa", "enroll", "--totp", &totp(&uri, 1)]);
 }
 
+/// A request made without MFA step-up, under a policy that demands it since, is granted by no
+/// one: not by Warden when the role becomes `auto`, nor by an approver's own code.
 #[test]
 fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
     let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
@@ -861,6 +865,94 @@ fn a_reload_that_demands_mfa_grants_nothing_made_without_it() {
         &["request", "approve", &stepped, "--totp", &totp(&bob_uri, 1)],
     );
     assert_eq!(granted["state"], "active", "{granted}");
+}
+
+/// A pending request whose role a reload removed is approved by no one, and denied by the
+/// reviewers its tier named when it was made, rather than left to wait out its time.
+#[test]
+fn a_request_for_a_role_a_reload_removed_can_still_be_denied() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob, admin) = (env.login("alice"), env.login("bob"), env.login("admin"));
+    let rid = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-9"]));
+    let targets = TARGETS.replace(
+        "[targets.web.roles.deploy]\nprincipals = [\"warden-it\"]\n",
+        "",
+    );
+    let start = rules.find("@id(\"deploy-peer\")").unwrap();
+    let end = rules.find("@id(\"admin-peer-manager\")").unwrap();
+    let without = format!("{}{}", &rules[..start], &rules[end..]);
+    assert!(targets != TARGETS && !without.contains("web/deploy"));
+    write_policy(
+        &env.policy_dir(),
+        &[("targets.toml", &targets), ("access.cedar", &without)],
+    );
+    ok(&admin, &["policy", "reload"]);
+    let out = fails(&bob, &["request", "approve", &rid], 3);
+    assert!(
+        out.stderr.contains(
+            "policy no longer permits this request as made (target `web` no longer has role `deploy`)"
+        ) && out.stderr.contains("can only be denied or cancelled")
+            && !out.stderr.contains("warden targets"),
+        "{out:?}"
+    );
+    let shown = ok(&alice, &["request", "show", &rid]);
+    assert!(
+        shown["unapprovable"]
+            .as_str()
+            .is_some_and(|w| w.contains("no longer has role `deploy`")),
+        "{shown}"
+    );
+    // Alice asked; she cannot deny her own request, and Bob, the reviewer it named, can.
+    fails(&alice, &["request", "deny", &rid, "--comment", "mine"], 3);
+    let denied = ok(
+        &bob,
+        &["request", "deny", &rid, "--comment", "role retired"],
+    );
+    assert_eq!(denied["state"], "denied", "{denied}");
+    assert_eq!(audit_records(&admin, "request.denied").len(), 1);
+}
+
+/// A reload that changes a role's tier and lowers its maximum TTL under a pending request
+/// leaves it to the reviewers its tier named, who may deny it; and an approval that could never
+/// complete a request (no one left to fill its places) is refused, not stored.
+#[test]
+fn a_request_no_one_may_grant_now_is_denied_by_its_reviewers_and_approved_by_none() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob, admin) = (env.login("alice"), env.login("bob"), env.login("admin"));
+    let rid = id(&create(
+        &alice,
+        "web",
+        "deploy",
+        &["--ticket", "CHG-9", "--ttl", "3h"],
+    ));
+    let stricter = rules.replace(
+        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@approval(\"manager\")\n@max_ttl(\"1h\")",
+    );
+    assert_ne!(stricter, rules);
+    write_policy(&env.policy_dir(), &[("access.cedar", &stricter)]);
+    ok(&admin, &["policy", "reload"]);
+    let listed = ok(&bob, &["request", "list", "--reviewable"]);
+    assert_eq!(listed["requests"][0]["id"], rid.as_str(), "{listed}");
+    let denied = ok(&bob, &["request", "deny", &rid, "--comment", "too long"]);
+    assert_eq!(denied["state"], "denied", "{denied}");
+
+    // sam is the only security approver: offboarded, a two-person request waits for no one.
+    let root = id(&create(&alice, "web", "root", &[]));
+    ok(&admin, &["revoke", "--user", "sam", "--all"]);
+    let out = fails(&bob, &["request", "approve", &root], 3);
+    assert!(
+        out.stderr.contains("no one in the directory")
+            && out.stderr.contains("can only be denied or cancelled"),
+        "{out:?}"
+    );
+    let shown = ok(&alice, &["request", "show", &root]);
+    assert_eq!(shown["state"], "pending", "{shown}");
+    assert_eq!(shown["reviews"], serde_json::json!([]), "{shown}");
+    let refused = audit_values(&admin, "request.review_refused", "/outcome/code");
+    assert_eq!(refused, ["not_permitted"], "{refused:?}");
 }
 
 /// A request whose deadline passed while the server was down timed out then: approvals a

@@ -412,34 +412,54 @@ impl App {
                 r.requester
             )));
         };
-        let why = match self.decide_as_made(&self.policy.load(), requester, r, now()) {
-            Ok(d) => match d.check(r.ttl, r.ticket.as_ref(), r.stepped_up) {
-                // Nor may anyone approve it once no one left in the directory (offboarding, a
-                // new directory at restart) could give the approval it needs.
-                Ok(()) => match self.approvable(&d, requester) {
-                    Ok(()) => return Some(Ok(d)),
-                    Err(refusal) => return Some(Err(refusal.to_string())),
-                },
-                Err(refusal) => refusal.of_request_made(),
-            },
-            Err(e) => e.to_string(),
-        };
-        Some(Err(format!(
-            "policy no longer permits this request as made ({why})"
-        )))
+        Some(self.permitted_as_made(&self.policy.load(), requester, r, now()))
+    }
+
+    /// What `policy` decides, at `now`, of pending request `r` by `requester`, where it still
+    /// permits the request as made (its target and role, its TTL and ticket, and MFA step-up
+    /// only if the requester made one: an approver's code proves nothing of who asked) and
+    /// someone left in the directory could give the approval it needs (offboarding, a new
+    /// directory at restart); else why not, in words about that request.
+    fn permitted_as_made(
+        &self,
+        policy: &Policy,
+        requester: &User,
+        r: &Request,
+        now: OffsetDateTime,
+    ) -> Result<Decision, String> {
+        let d = self
+            .decide_as_made(policy, requester, r, now)
+            .and_then(|d| match d.check(r.ttl, r.ticket.as_ref(), r.stepped_up) {
+                Ok(()) => Ok(d),
+                Err(refusal) => Err(refusal.of_request_made()),
+            })
+            .map_err(|why| format!("policy no longer permits this request as made ({why})"))?;
+        self.approvable(&d, requester)
+            .map_err(|refusal| refusal.to_string())?;
+        Ok(d)
     }
 
     /// What `policy` decides, at `now`, of request `r` by `requester` as it was made (its
-    /// target, role, TTL and ticket).
+    /// target, role, TTL and ticket); else, in words about that request, which of its target
+    /// and role the policy no longer defines.
     fn decide_as_made(
         &self,
         policy: &Policy,
         requester: &User,
         r: &Request,
         now: OffsetDateTime,
-    ) -> Result<Decision, Error> {
+    ) -> Result<Decision, String> {
         let ctx = context(now, r.ttl, r.ticket.as_ref());
-        self.decide(policy, Action::Request, requester, &r.target, &r.role, &ctx)
+        policy
+            .decide(Action::Request, requester, &r.target, &r.role, &ctx)
+            .map_err(|e| match e {
+                LookupError::UnknownTarget { target, .. } => {
+                    format!("policy no longer defines target `{target}`")
+                }
+                LookupError::UnknownRole { target, role, .. } => {
+                    format!("target `{target}` no longer has role `{role}`")
+                }
+            })
     }
 
     /// The places `requirement` still leaves open on pending request `r`, as text for people

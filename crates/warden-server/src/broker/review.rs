@@ -359,23 +359,24 @@ impl App {
                 return Err(self.refused(refusal, e).await);
             }
             let policy = &deciding.policy;
-            let decision = match self.decide_as_made(policy, &requester, &r, now) {
-                Ok(d) => d,
-                Err(e) => return Err(self.refused(refusal, e).await),
+            // The policy may have changed since the request was made: a pending request it no
+            // longer permits as made, or that no one left could approve, can only be denied,
+            // under the tier it was made with (whose reviewers list it), or cancelled.
+            let decision = if r.state == State::Pending {
+                match self.permitted_as_made(policy, &requester, &r, now) {
+                    Ok(d) => d,
+                    Err(why) if approve => {
+                        let e = Error::Forbidden(format!(
+                            "{why}; it can only be denied or cancelled, and its requester may make a new one"
+                        ));
+                        return Err(self.refused(refusal, e).await);
+                    }
+                    Err(_) => Decision::deny(Vec::new()),
+                }
+            } else {
+                // Refused for its state below, whatever policy says now.
+                Decision::deny(Vec::new())
             };
-            // The policy may have changed since the request was made: it must still allow the
-            // request as made (its TTL and ticket, and MFA step-up only if the requester made
-            // one: an approver's code proves nothing of who asked).
-            if approve
-                && r.state == State::Pending
-                && let Err(why) = decision.check(r.ttl, r.ticket.as_ref(), r.stepped_up)
-            {
-                let e = Error::Forbidden(format!(
-                    "policy no longer permits this request as made ({}); it can only be denied or cancelled, and its requester may make a new one",
-                    why.of_request_made()
-                ));
-                return Err(self.refused(refusal, e).await);
-            }
             // A request past pending is refused for its state below, and an approval that
             // would not count (not eligible, reviewed already) here, with no code spent.
             if approve && decision.mfa && stepped_up.is_none() && r.state == State::Pending {
