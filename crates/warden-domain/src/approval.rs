@@ -66,6 +66,18 @@ impl Requirement {
         &self.clauses
     }
 
+    /// The groups whose members its clauses take approvers from, each once.
+    pub fn groups(&self) -> BTreeSet<&GroupName> {
+        self.clauses
+            .iter()
+            .flat_map(|c| match c {
+                Clause::Peer { groups, .. } => groups.iter().collect(),
+                Clause::TwoPerson { security } => vec![security],
+                Clause::Manager => Vec::new(),
+            })
+            .collect()
+    }
+
     /// The tier's shape without its groups and counts, for metric labels and reports: `auto`,
     /// `peer`, `manager`, `two-person`, or kinds joined by `+` such as `peer+manager`. At most
     /// eight values whatever the policy says.

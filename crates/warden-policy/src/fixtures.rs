@@ -18,8 +18,9 @@ use warden_domain::{
 };
 
 use crate::diagnostics::{Diagnostic, Report, Source};
+use crate::load::{self, TargetCheck};
 use crate::toml_doc::{self, Item};
-use crate::{Action, Context, Policy, load};
+use crate::{Action, Context, Policy};
 
 /// The outcome of every case in every fixture file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -74,18 +75,24 @@ impl std::fmt::Display for Mismatch {
     }
 }
 
-/// Runs all fixture files under `dir/tests` against the policy in `dir`. Fails with a
-/// [`Report`] when the policy or a fixture file does not load.
-pub fn run_tests(dir: &Path) -> Result<TestReport, Report> {
+/// Runs all fixture files under `dir/tests` against the policy in `dir`, loaded with `check`'s
+/// problems with the targets as [`Policy::load_dir`] loads it. Fails with a [`Report`] of
+/// every problem of the policy and of the fixture files together when either does not load.
+pub fn run_tests(dir: &Path, check: TargetCheck<'_>) -> Result<TestReport, Report> {
     let (files, problems) = load::read_dir(dir, true);
     if problems.is_empty() {
-        return run_files(&files);
+        return run_files(&files, check);
     }
-    Err(load::with_unread(&files, problems, run_files))
+    Err(load::with_unread(&files, problems, |files| {
+        run_files(files, check)
+    }))
 }
 
 /// Runs the fixtures among `files` against the policy among them.
-pub(crate) fn run_files(files: &[(String, String)]) -> Result<TestReport, Report> {
+pub(crate) fn run_files(
+    files: &[(String, String)],
+    check: TargetCheck<'_>,
+) -> Result<TestReport, Report> {
     let mut out = Vec::new();
     let suites: Vec<Suite> = files
         .iter()
@@ -96,7 +103,7 @@ pub(crate) fn run_files(files: &[(String, String)]) -> Result<TestReport, Report
         })
         .filter_map(|(name, text)| parse_suite(Source::new(name, text), &mut out))
         .collect();
-    let policy = match Policy::from_files(files) {
+    let policy = match load::load(files, check) {
         Ok(p) => Some(p),
         Err(report) => {
             out.extend(report.diagnostics);

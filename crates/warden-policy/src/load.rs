@@ -385,8 +385,8 @@ struct Rules<'a> {
     set: PolicySet,
     homes: HashMap<PolicyId, Home<'a>>,
     terms: HashMap<PolicyId, rules::Terms>,
-    /// The rules' `User::` and `Group::` literals, for the server to check against the
-    /// directory.
+    /// The rules' `User::` and `Group::` literals and the groups their `@approval` takes
+    /// approvers from, for the server to check against the directory.
     mentions: Vec<Mention>,
 }
 
@@ -518,6 +518,17 @@ impl<'a> Rules<'a> {
                 rules::permit_terms(&shown, policy.annotations())
             }
             .map(|t| {
+                let at = annotation_offset(text, "approval").unwrap_or(0);
+                for group in t.requirement.groups() {
+                    self.mentions.push(Mention {
+                        kind: principals::Kind::Approvers,
+                        name: group.to_string(),
+                        rule: shown.clone(),
+                        forbid: false,
+                        scope: false,
+                        place: home.src.place(home.offset + at),
+                    });
+                }
                 self.terms.insert(pid.clone(), t);
             }),
             (Effect::Permit, Err(message)) => Err(vec![rules::AnnotationError {

@@ -34,7 +34,8 @@ pub struct Policy {
     pub(crate) entity_sets: EntitySets,
     /// What loading found valid but doubtful, in reading order.
     pub(crate) warnings: Vec<Diagnostic>,
-    /// The rules' `User::` and `Group::` literals, for [`Policy::directory_warnings`].
+    /// The rules' `User::` and `Group::` literals and their `@approval` groups, for
+    /// [`Policy::directory_warnings`].
     pub(crate) mentions: Vec<Mention>,
 }
 
@@ -128,8 +129,9 @@ impl Policy {
 
     /// Warnings about the rules' `User::"…"` and `Group::"…"` literals that name no user of
     /// `directory`, nor a group any of its users is in: such a rule applies to no one (a
-    /// forbid refuses no one), most likely by a typo. Only the server knows the directory, so
-    /// it asks at start and at each reload.
+    /// forbid refuses no one), most likely by a typo; and about the groups an `@approval` takes
+    /// approvers from that no user is in. Only the server knows the directory, so it asks at
+    /// start and at each reload.
     pub fn directory_warnings(&self, directory: &Directory) -> Vec<Diagnostic> {
         principals::warnings(&self.mentions, directory)
     }

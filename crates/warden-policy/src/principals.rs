@@ -1,5 +1,6 @@
-//! `User::"…"` and `Group::"…"` literals in rules, kept with where they are written so that
-//! the server, which alone knows the directory, can warn about those naming no one in it.
+//! `User::"…"` and `Group::"…"` literals in rules and the groups their `@approval` takes
+//! approvers from, kept with where they are written so that the server, which alone knows the
+//! directory, can warn about those naming no one in it.
 //!
 //! `forbid (principal in Group::"contractor", …)` where the directory's group is `contractors`
 //! is valid Cedar, and refuses no one: a typo that grants what the rule was written to refuse.
@@ -18,6 +19,10 @@ use crate::diagnostics::{Diagnostic, Place};
 pub(crate) enum Kind {
     User,
     Group,
+    /// A group a permit's `@approval` takes approvers from (`peer(sre)`,
+    /// `two-person(security)`): with no one in it, none of its approvers can come from there,
+    /// and a clause whose groups are all empty makes the permit's requests impossible to grant.
+    Approvers,
 }
 
 /// One `User::` or `Group::` literal of one rule.
@@ -47,7 +52,7 @@ pub(crate) fn warnings(mentions: &[Mention], directory: &Directory) -> Vec<Diagn
         .filter_map(|m| {
             let known = match m.kind {
                 Kind::User => &users,
-                Kind::Group => &groups,
+                Kind::Group | Kind::Approvers => &groups,
             };
             (!known.contains(&m.name)).then(|| m.place.warning(m.message(&groups)))
         })
@@ -58,20 +63,25 @@ impl Mention {
     /// What the warning about this literal naming no one says; `groups` are the directory's.
     fn message(&self, groups: &BTreeSet<String>) -> String {
         let name = &self.name;
+        let known: Vec<String> = groups.iter().cloned().collect();
+        if self.kind == Kind::Approvers {
+            return format!(
+                "permit {} takes approvers from group `{name}` in its @approval, but no user in the directory is in that group (its groups: {}): none of its approvers can come from there; correct the name, or put the approvers it is meant for in that group",
+                self.rule,
+                crate::policy::list(&known)
+            );
+        }
         let (kind, literal, test, missing, fix) = match self.kind {
-            Kind::Group => {
-                let known: Vec<String> = groups.iter().cloned().collect();
-                (
-                    "group",
-                    format!("Group::\"{name}\""),
-                    "is in",
-                    format!(
-                        "no user in the directory is in group `{name}` (its groups: {})",
-                        crate::policy::list(&known)
-                    ),
-                    "put the users it is meant for in that group",
-                )
-            }
+            Kind::Group | Kind::Approvers => (
+                "group",
+                format!("Group::\"{name}\""),
+                "is in",
+                format!(
+                    "no user in the directory is in group `{name}` (its groups: {})",
+                    crate::policy::list(&known)
+                ),
+                "put the users it is meant for in that group",
+            ),
             Kind::User => (
                 "user",
                 format!("User::\"{name}\""),

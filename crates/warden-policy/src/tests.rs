@@ -6,6 +6,9 @@ use warden_domain::{Recording, Ticket, User};
 
 use super::*;
 
+/// No problems of the targets beyond this crate's own checks (the server adds its issuers').
+const NO_CHECK: TargetCheck<'static> = &|_| Vec::new();
+
 const TARGETS: &str = r#"
 [targets.prod-web-1]
 kind = "ssh"
@@ -89,7 +92,7 @@ fn demo_policy_loads_and_its_fixtures_pass() {
         vec![("demo-ssh".parse().unwrap(), "root".parse().unwrap())]
     );
     assert_eq!(policy.targets().len(), 1);
-    let report = fixtures::run_files(&demo_files()).unwrap_or_else(|r| panic!("{r}"));
+    let report = fixtures::run_files(&demo_files(), NO_CHECK).unwrap_or_else(|r| panic!("{r}"));
     let failures: Vec<_> = report.cases.iter().filter(|c| !c.passed).collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(report.passed(), 18);
@@ -101,7 +104,7 @@ fn demo_policy_loads_and_its_fixtures_pass() {
             *text = text.replace("tier = \"breakglass\"", "tier = \"auto\"");
         }
     }
-    let report = fixtures::run_files(&files).unwrap_or_else(|r| panic!("{r}"));
+    let report = fixtures::run_files(&files, NO_CHECK).unwrap_or_else(|r| panic!("{r}"));
     let failed: Vec<_> = report.cases.iter().filter(|c| !c.passed).collect();
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert!(
@@ -134,7 +137,7 @@ fn loads_a_directory_like_in_memory_files() {
     let from_dir = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
     let in_memory = Policy::from_files(&demo_files()).unwrap();
     assert_eq!(from_dir.digest(), in_memory.digest());
-    let report = run_tests(dir.path()).unwrap();
+    let report = run_tests(dir.path(), NO_CHECK).unwrap();
     assert_eq!((report.passed(), report.failed()), (18, 0));
 
     std::fs::write(dir.path().join("extra.cedar"), "@id(\"x\")").unwrap();
@@ -164,7 +167,7 @@ fn loads_a_directory_like_in_memory_files() {
         "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"m\"\nuser = \"alice\"\ntarget = \"prod-web-1\"\nrole = \"viewer\"\nexpect = \"maybe\"\n",
     )
     .unwrap();
-    let err = run_tests(dir.path()).unwrap_err();
+    let err = run_tests(dir.path(), NO_CHECK).unwrap_err();
     let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
     assert_eq!(
         files,
@@ -206,7 +209,7 @@ fn loads_a_directory_like_in_memory_files() {
     std::fs::create_dir_all(dir.path().join("tests/sub/deeper")).unwrap();
     std::fs::write(dir.path().join("tests/sub/deeper/cases.toml"), "").unwrap();
     std::fs::write(dir.path().join("tests/README.md"), "about the cases").unwrap();
-    let err = run_tests(dir.path()).unwrap_err();
+    let err = run_tests(dir.path(), NO_CHECK).unwrap_err();
     let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
     assert_eq!(
         files,
@@ -779,7 +782,10 @@ user = "alice"
 target = "prod-web-1"
 expect = "deny"
 "#;
-    let got = match fixtures::run_files(&files(&[("a.cedar", policy), ("tests/bad.toml", bad)])) {
+    let got = match fixtures::run_files(
+        &files(&[("a.cedar", policy), ("tests/bad.toml", bad)]),
+        NO_CHECK,
+    ) {
         Ok(_) => panic!("ran"),
         Err(r) => r.to_string(),
     };
@@ -859,11 +865,14 @@ role = "root"
 expect = "deny"
 "#;
     let stage_admin = "@id(\"stage-admins\")\n@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\n@mfa(\"required\")\npermit (principal, action, resource == Role::\"stage-web-1/admin\");\n";
-    let report = fixtures::run_files(&files(&[
-        ("a.cedar", policy),
-        ("b.cedar", stage_admin),
-        ("tests/t.toml", cases),
-    ]))
+    let report = fixtures::run_files(
+        &files(&[
+            ("a.cedar", policy),
+            ("b.cedar", stage_admin),
+            ("tests/t.toml", cases),
+        ]),
+        NO_CHECK,
+    )
     .unwrap();
     let messages: Vec<_> = report
         .cases
@@ -1056,8 +1065,11 @@ fn rules_nested_too_deep_are_refused_before_cedar_reads_them() {
 fn a_fixture_denied_by_a_rule_that_cannot_be_evaluated_says_so() {
     let policy = "@id(\"overflows\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action, resource == Role::\"prod-web-1/viewer\")\nwhen { context.ttl_seconds * 9223372036854775807 > 0 };\n";
     let cases = "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"overflow\"\nuser = \"alice\"\ntarget = \"prod-web-1\"\nrole = \"viewer\"\nexpect = \"allow\"\n";
-    let report =
-        fixtures::run_files(&files(&[("a.cedar", policy), ("tests/t.toml", cases)])).unwrap();
+    let report = fixtures::run_files(
+        &files(&[("a.cedar", policy), ("tests/t.toml", cases)]),
+        NO_CHECK,
+    )
+    .unwrap();
     let message = report.cases[0].message.as_deref().unwrap_or_default();
     assert!(
         message.starts_with(
@@ -1140,7 +1152,7 @@ fn shown_text_holds_nothing_that_does_not_show() {
             "@id(\"x\") @approval(\"auto\") @max_ttl(\"1h\") permit (principal, action, resource);",
         ),
         ("tests/t.toml", cases),
-    ]))
+    ]), NO_CHECK)
     .unwrap_err();
     let got: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -1377,6 +1389,28 @@ fn a_rule_that_cannot_be_read_hides_no_other_rule() {
         got[0].ends_with("; the `{` at line 2, column 43 is still open where the next rule begins, so no rule from here to line 3 was checked: close it, then check again"),
         "{}",
         got.join("\n")
+    );
+}
+
+/// A group an `@approval` takes approvers from that no one in the directory is in makes its
+/// permit's requests impossible to approve: the directory's check names it, at the annotation.
+#[test]
+fn approval_groups_no_one_is_in_are_warned_about() {
+    let rules = "@id(\"deploy\")\n@approval(\"peer(sres|sre) & two-person(securty)\")\n@max_ttl(\"1h\")\npermit (principal, action, resource);\n";
+    let policy = load(&[("a.cedar", rules)]);
+    let directory =
+        warden_domain::Directory::new([user("bob", &["sre"]), user("sam", &["security"])]).unwrap();
+    let got: Vec<String> = policy
+        .directory_warnings(&directory)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "a.cedar:2:1: warning: permit deploy takes approvers from group `securty` in its @approval, but no user in the directory is in that group (its groups: security, sre): none of its approvers can come from there; correct the name, or put the approvers it is meant for in that group",
+            "a.cedar:2:1: warning: permit deploy takes approvers from group `sres` in its @approval, but no user in the directory is in that group (its groups: security, sre): none of its approvers can come from there; correct the name, or put the approvers it is meant for in that group",
+        ]
     );
 }
 

@@ -11,7 +11,7 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Directory, RequestId, User, UserName};
 use warden_issuers::Registry;
 use warden_issuers::ssh_cert::UserCa;
-use warden_policy::{Diagnostic, Policy, Report, Severity, Targets};
+use warden_policy::{Diagnostic, Policy, Report, Severity, Targets, TestReport};
 use warden_store::Store;
 
 use crate::config::Config;
@@ -127,6 +127,12 @@ pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
     Policy::load_dir(dir, &check_issuers)
 }
 
+/// Runs a policy directory's fixtures against it, loaded as [`load_policy`] loads it: one run
+/// reports every problem of the policy and of the fixture files together.
+pub fn test_policy(dir: &Path) -> Result<TestReport, Report> {
+    warden_policy::run_tests(dir, &check_issuers)
+}
+
 /// [`load_policy`] for the policy a server enforces: also refused when anyone but the
 /// server's user (and root) may change the directory, a policy file in it
 /// ([`warden_policy::is_policy_file`]: not the fixtures, nor a repository's other files), where
@@ -176,8 +182,8 @@ pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
 }
 
 /// What the policy a server enforces says that most likely is not meant: its own warnings
-/// ([`Policy::warnings`]) and its `User::` and `Group::` literals naming no one in `directory`
-/// ([`Policy::directory_warnings`]), which only the server can check. Logged when the policy
+/// ([`Policy::warnings`]) and its `User::` and `Group::` literals and `@approval` groups naming
+/// no one in `directory` ([`Policy::directory_warnings`]), which only the server can check. Logged when the policy
 /// goes live, at start and at each reload, and returned by a reload as its notice.
 pub fn policy_warnings(policy: &Policy, directory: &Directory) -> Vec<Diagnostic> {
     let mut warnings = policy.warnings().to_vec();

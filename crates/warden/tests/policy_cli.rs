@@ -347,6 +347,38 @@ refusal = "ticket_required"
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["diagnostics"][0]["file"], "tests/cases.toml", "{v}");
     assert_eq!(v["diagnostics"][0]["line"], 13, "{v}");
+    // With the policy broken too, in Cedar and in what only the issuer checks, one run
+    // reports every problem: a CI fix loop needs no second round to learn of the fixture's.
+    let no_principals = TARGETS.replacen(
+        "[targets.web.roles.view]\nprincipals = [\"warden-it\"]",
+        "[targets.web.roles.view]\nprincipals = []",
+        1,
+    );
+    assert_ne!(no_principals, TARGETS);
+    write_policy(
+        dir.path(),
+        &[
+            ("targets.toml", &no_principals),
+            ("more.cedar", "permit (principal, action,\n"),
+        ],
+    );
+    let out = cli.run(
+        &["--json", "policy", "test", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let files: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["file"].as_str().unwrap())
+        .collect();
+    for file in ["more.cedar", "targets.toml", "tests/cases.toml"] {
+        assert!(files.contains(&file), "{file} not reported: {v}");
+    }
+    std::fs::remove_file(dir.path().join("more.cedar")).unwrap();
+    write_policy(dir.path(), &[("targets.toml", TARGETS)]);
 
     // Nothing to test is a failure too: a CI job must not pass having checked nothing.
     std::fs::remove_file(dir.path().join("tests/cases.toml")).unwrap();
@@ -452,6 +484,24 @@ fn explain_names_the_deciding_rules() {
         ],
     );
     assert_eq!(v["user"], "bob");
+    // A target or role the policy does not define is refused as a request for it would be,
+    // and audited like every other refusal of an explanation.
+    fails(
+        &alice,
+        &["policy", "explain", "nosuch", "--role", "view"],
+        4,
+    );
+    fails(&alice, &["policy", "explain", "web", "--role", "nosuch"], 4);
+    let refused: Vec<String> = audit_events(&admin, "request.action_refused")
+        .into_iter()
+        .filter(|e| e["details"]["action"] == "policy.explain")
+        .map(|e| e["outcome"]["code"].to_string())
+        .collect();
+    assert!(
+        refused.contains(&"\"unknown_target\"".to_owned())
+            && refused.contains(&"\"unknown_role\"".to_owned()),
+        "{refused:?}"
+    );
 }
 
 /// A typo that would grant more than meant is told, and keeps nothing from loading: `check`

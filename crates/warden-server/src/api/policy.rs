@@ -8,7 +8,10 @@ use utoipa::ToSchema;
 use warden_domain::{Ttl, UserName};
 
 use super::views::DecisionView;
-use super::{ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, body, field, refuse};
+use super::{
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, body, field, refuse,
+    refuse_at_target,
+};
 use crate::state::{ReloadError, Shared};
 
 /// One role the caller may request.
@@ -173,9 +176,15 @@ pub async fn explain(
     } else {
         warden_policy::Action::Request
     };
-    let (decision, refusals) = app
+    let (decision, refusals) = match app
         .explain(action, &user, &target, &role, ttl, ticket.as_ref())
-        .await?;
+        .await
+    {
+        Ok(explained) => explained,
+        Err(e) => {
+            return Err(refuse_at_target(&app, &who, "policy.explain", &target, e.into()).await);
+        }
+    };
     let decision = DecisionView::of(&decision, action);
     Ok(Json(Explanation {
         user: user.name.to_string(),

@@ -118,10 +118,7 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
             Err(report) => problems(&report, &dir, out),
         },
         PolicyCommand::Test { dir } => {
-            if let Err(report) = load(&dir) {
-                return problems(&report, &dir, out);
-            }
-            let report = match warden_policy::run_tests(&dir) {
+            let report = match warden_server::state::test_policy(&dir) {
                 Ok(r) => r,
                 Err(report) => return problems(&report, &dir, out),
             };
