@@ -955,6 +955,38 @@ fn a_request_no_one_may_grant_now_is_denied_by_its_reviewers_and_approved_by_non
     assert_eq!(refused, ["not_permitted"], "{refused:?}");
 }
 
+/// One person's requests waiting for approval are bounded: past the bound a new one is
+/// refused, and audited, until one of theirs is cancelled; one granted at once never waits, so
+/// it is never counted.
+#[test]
+fn one_persons_waiting_requests_are_bounded() {
+    let env = Env::start();
+    let (alice, admin) = (env.login("alice"), env.login("admin"));
+    let port = env.server.port();
+    let alice_token = token(&alice);
+    let keys = tempfile::tempdir().unwrap();
+    let body = request_body(keys.path(), "web", "root", "many");
+    let mut made = Vec::new();
+    for _ in 0..100 {
+        let (status, out) = post(port, "/v1/requests", Some(&alice_token), &body);
+        assert_eq!(status, 201, "{out}");
+        made.push(serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].clone());
+    }
+    let (status, out) = post(port, "/v1/requests", Some(&alice_token), &body);
+    assert_eq!(status, 409, "{out}");
+    assert!(
+        out.contains("too_many_pending") && out.contains("warden request cancel"),
+        "{out}"
+    );
+    let refused = audit_values(&admin, "request.refused", "/outcome/code");
+    assert_eq!(refused, ["too_many_pending"], "{refused:?}");
+    let view = create(&alice, "web", "view", &[]);
+    assert_eq!(view["state"], "active", "{view}");
+    ok(&alice, &["request", "cancel", made[0].as_str().unwrap()]);
+    let (status, out) = post(port, "/v1/requests", Some(&alice_token), &body);
+    assert_eq!(status, 201, "{out}");
+}
+
 /// A request whose deadline passed while the server was down timed out then: approvals a
 /// new tier finds enough at the restart do not grant it.
 #[test]

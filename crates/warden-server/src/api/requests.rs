@@ -141,6 +141,7 @@ pub(super) fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
 /// Requests access. An `auto` tier answers with the active grant.
 #[utoipa::path(post, path = "/v1/requests", operation_id = "create_request", request_body = CreateBody, security(("token" = [])),
     responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The requester has too many requests waiting for approval (`too_many_pending`)", body = ErrorBody),
         (status = 502, description = "Granted, but the credential could not be issued at the target: the request ended", body = ErrorBody)))]
 pub async fn create(
     State(app): State<Shared>,

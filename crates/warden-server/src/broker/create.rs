@@ -4,7 +4,7 @@
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::request::{Ask, TransitionError};
-use warden_domain::{Audience, BreakGlass, Reason, Request, RequestId, State, Ttl};
+use warden_domain::{Audience, BreakGlass, Reason, Request, RequestId, State, Ttl, User};
 use warden_policy::Action;
 use warden_store::Change;
 
@@ -13,6 +13,9 @@ use crate::state::{App, new_request_id, now};
 
 /// The most links followed back along a chain of extensions.
 const CHAIN_MAX: usize = 256;
+
+/// The most requests one person may have waiting for approval at once.
+const PENDING_MAX: usize = 100;
 
 impl App {
     /// Creates a request; an `auto` tier grants it at once.
@@ -124,6 +127,16 @@ impl App {
                 .refused(
                     refusal(decision_details(&decision, breakglass.is_some())),
                     refusal_reason.into(),
+                )
+                .await);
+        }
+        if !decision.requirement.is_auto()
+            && let Err(e) = self.room_to_wait(caller.user).await
+        {
+            return Err(self
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    e,
                 )
                 .await);
         }
@@ -253,8 +266,32 @@ impl App {
         })
     }
 
-    /// Asks for more time on an active grant: a new request, linked to the original, that goes
-    /// through policy and approval again.
+    /// Refuses a request that would wait for approval when `user` has [`PENDING_MAX`] waiting
+    /// already: one person's requests neither flood the reviewers' queues and the outbox, nor
+    /// grow past what the reads of a requester's requests at a target see
+    /// ([`App::same_access`]). A request granted at once never waits, so it is never counted.
+    async fn room_to_wait(&self, user: &User) -> Result<(), Error> {
+        let waiting = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: Some(user.name.clone()),
+                target: None,
+                states: vec![State::Pending],
+                before: None,
+                limit: PENDING_MAX,
+            })
+            .await?;
+        if waiting.len() < PENDING_MAX {
+            return Ok(());
+        }
+        Err(Error::Conflict {
+            code: "too_many_pending",
+            message: format!(
+                "you have {PENDING_MAX} requests waiting for approval, the most one person may: cancel those you no longer need (`warden request list --state pending`, then `warden request cancel ID`) before asking again"
+            ),
+        })
+    }
+
     /// The first grant of the chain `r` belongs to: `r` itself, or the grant its extensions
     /// lead back to. A chain longer than [`CHAIN_MAX`] (none is made in practice) ends there.
     async fn chain_root(&self, r: &Request) -> Result<RequestId, Error> {
@@ -268,6 +305,8 @@ impl App {
         Ok(root)
     }
 
+    /// Asks for more time on an active grant: a new request, linked to the original, that goes
+    /// through policy and approval again.
     pub async fn extend(
         &self,
         caller: Caller<'_>,
