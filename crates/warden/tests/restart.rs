@@ -1052,6 +1052,56 @@ fn a_host_key_others_can_read_stops_a_first_start_before_anything_is_made() {
     );
 }
 
+/// A database found readable by others is made private, with a warning for each of its files
+/// that was there: not for the log and index SQLite makes afresh like the database file where
+/// there were none (a clean stop's database alone, restored by a copy that others may read).
+#[test]
+fn a_database_found_readable_is_warned_of_file_by_file_as_found() {
+    use std::os::unix::fs::PermissionsExt;
+    const WARNING: &str = "its password and token hashes may have been read";
+    let mut env = Env::start();
+    let db = env.server.data_dir().join("warden.db");
+    let widen = |names: &[&str]| {
+        for name in names {
+            let file = db.with_file_name(name);
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    };
+    let warned = |env: &Env| -> Vec<String> {
+        env.server
+            .stderr()
+            .lines()
+            .filter(|l| l.contains(WARNING))
+            .map(|l| l.split("file=").nth(1).unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(env.server.terminate().success());
+    for name in ["warden.db-wal", "warden.db-shm"] {
+        let _ = std::fs::remove_file(db.with_file_name(name));
+    }
+    widen(&["warden.db"]);
+    env.server.restart();
+    let found = warned(&env);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with(db.to_str().unwrap()), "{found:?}");
+    assert!(
+        !found[0].contains("-wal") && !found[0].contains("-shm"),
+        "{found:?}"
+    );
+    for name in ["warden.db", "warden.db-wal", "warden.db-shm"] {
+        let mode = std::fs::metadata(db.with_file_name(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    // After a crash the log and the index are still there, as readable as they were left.
+    env.server.kill_hard();
+    widen(&["warden.db", "warden.db-wal", "warden.db-shm"]);
+    env.server.restart();
+    assert_eq!(warned(&env).len(), 4, "{:?}", warned(&env));
+}
+
 /// A rotation from `WARDEN_MASTER_KEY` leaves the new key in `master.key`: a start with the
 /// variable still at the old key says to set it to that file's key, not to rotate again.
 #[test]

@@ -129,11 +129,9 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 /// Makes the database file (created empty if missing) and its log and index readable by this
-/// user alone: it holds password and token hashes and the audit log. SQLite creates the log
-/// and the index with the database file's permissions.
+/// user alone: it holds password and token hashes and the audit log.
 fn keep_private(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let private = std::fs::Permissions::from_mode(0o600);
+    use std::os::unix::fs::OpenOptionsExt;
     if !path.exists() {
         std::fs::OpenOptions::new()
             .write(true)
@@ -142,6 +140,17 @@ fn keep_private(path: &Path) -> Result<()> {
             .open(path)
             .map_err(|e| backend(format!("creating {}: {e}", path.display())))?;
     }
+    make_private(path)
+}
+
+/// Makes the database file and its log and index, those there are, readable by this user
+/// alone, warning of each found readable by others. Called before a connection opens the
+/// database: SQLite creates the log and the index with the database file's permissions, so
+/// those it made afresh from a file found readable by others (a clean stop removes them) held
+/// nothing anyone could have read, and are not warned about.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let private = std::fs::Permissions::from_mode(0o600);
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
@@ -207,11 +216,14 @@ fn offboarded(c: &Connection) -> rusqlite::Result<Vec<UserName>> {
 impl SqliteStore {
     /// The history of the database at `path`, read without migrating it, so that a start
     /// refused for what it finds leaves the database as an older Warden can still open it;
-    /// `None` when there is no database yet, or one no schema was ever written to.
+    /// `None` when there is no database yet, or one no schema was ever written to. Its files
+    /// are made private first, as [`SqliteStore::open`] makes them.
     pub fn history(path: &Path) -> Result<Option<History>> {
         if !path.exists() {
             return Ok(None);
         }
+        // Before this first connection makes its log and index like the database file.
+        make_private(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
             .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
