@@ -655,6 +655,16 @@ impl App {
             Some(u) => self.store.secrets(&u.name).await?,
             None => Default::default(),
         };
+        // A user with a second factor who sent no code is asked for it before the password is
+        // looked at: answered alike whether the password was right or wrong, a sign-in
+        // without the code tells no one whether they guessed the password. Not a wrong answer
+        // either: the CLI asks for the code and signs in again, so alerts on failed sign-ins
+        // can leave this code out.
+        if user.is_some() && secrets.totp.is_some() && code.is_none() {
+            let e = refusal("totp_required", "TOTP code missing (the password was not checked)");
+            self.store.append(vec![e]).await?;
+            return Err(AuthError::TotpRequired);
+        }
         let gate = || self.check_source(source.as_deref());
         let checked = match (&user, &secrets.password_hash) {
             (Some(_), Some(phc)) => {
@@ -704,12 +714,11 @@ impl App {
         // are still the user's.
         match self.open_totp(&user.name, secrets.totp.as_deref())? {
             Some(totp) => {
+                // Asked for above, before the password was checked, from the same reading of
+                // the user's secrets: a sign-in without one never gets here, and fails closed.
                 let Some(code) = code else {
-                    // Not a wrong answer: the CLI asks for the code and signs in again, so
-                    // alerts on failed sign-ins can leave this code out.
-                    let e = refusal("totp_required", "TOTP code missing");
-                    self.store.append(vec![e]).await?;
-                    return Err(AuthError::TotpRequired);
+                    self.auth_failed(fail("TOTP code missing")).await?;
+                    return Err(AuthError::BadCredentials);
                 };
                 let checked = match self
                     .check_code(&user.name, &totp, code, source.as_deref())
@@ -1034,7 +1043,7 @@ impl App {
             .reset_user(target, Reset::Password(phc), &actor, why, events)
             .await?;
         // A new password from an administrator is a way out of a lockout, and of an
-        // offboarding: the user's approvals count again.
+        // offboarding: the user's approvals count again (those given before it were withdrawn).
         self.lockouts.clear(target);
         self.refresh_reviewers().await?;
         Ok(signed)

@@ -1787,6 +1787,14 @@ fn an_interactive_login_asks_for_the_totp_code() {
     let piped = sign_in(&env.server.cli(), "alice", PASSWORD, None);
     assert_eq!(piped.code, 5, "{piped:?}");
     assert!(piped.stderr.contains("--totp"), "{piped:?}");
+    // Without the code, a wrong password is answered as the right one is: the answer tells
+    // no one whether a guess was right.
+    let guessed = sign_in(&env.server.cli(), "alice", "not her password 123", None);
+    assert_eq!(
+        (guessed.code, guessed.stderr.replace("not her password 123", "")),
+        (piped.code, piped.stderr.clone()),
+        "{guessed:?}"
+    );
 }
 
 /// A new password from an administrator ends the sessions of the old one.
@@ -2081,9 +2089,20 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     // (A role without a short pending timeout, so that it waits out the restart below.)
     let rid2 = id(&create(&alice, "web", "root", &[]));
     let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-5"]));
+    let rid3 = id(&create(&alice, "web", "root", &[]));
+    ok(&bob, &["request", "approve", &rid3]);
     // Offboarded (a leaver, a stolen account), bob's approval fills no place any more: the
     // security approval alone does not grant the request.
     ok(&admin, &["revoke", "--user", "bob", "--all"]);
+    let voided = audit_events(&admin, "request.approvals_voided");
+    assert_eq!(voided.len(), 2, "{voided:?}");
+    assert!(
+        voided
+            .iter()
+            .all(|e| e["details"]["approvers"] == serde_json::json!(["bob"])
+                && e["details"]["why"] == "offboarded"),
+        "{voided:?}"
+    );
     // bob was the only SRE: the deploy waiting for one says no one can approve it now.
     let v = ok(&alice, &["request", "show", &deploy]);
     assert!(
@@ -2124,7 +2143,8 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     let alice = env.login("alice");
     let v = ok(&alice, &["request", "show", &rid2]);
     assert_eq!(v["state"], "pending", "{v}");
-    // A new password from an administrator brings bob back, and his approvals count again.
+    // A new password from an administrator brings bob back; the approvals he gave before were
+    // withdrawn, and he approves afresh.
     let admin = env.login("admin");
     let reset = admin.run(
         &["user", "set-password", "bob", "--password-stdin"],
@@ -2137,6 +2157,9 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
         Some("bob's fresh password 12"),
     );
     assert!(back.success(), "{back:?}");
+    let v = ok(&bob, &["request", "show", &rid3]);
+    assert_eq!(v["reviews"], serde_json::json!([]), "{v}");
+    assert_eq!(v["still_needed"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(ok(&bob, &["request", "approve", &rid2])["state"], "pending");
     let sam = env.login("sam");
     assert_eq!(ok(&sam, &["request", "approve", &rid2])["state"], "active");
@@ -2231,18 +2254,23 @@ fn an_approval_racing_its_givers_offboarding_counts_only_if_stored_first() {
 /// over pending requests reached it, records the change itself: once, whichever comes first.
 #[test]
 fn an_approval_after_a_change_of_tier_records_the_change_once() {
-    let env = Env::start();
+    let env = Env::start_configured(
+        "[users.dev1]\ngroups = [\"dev\"]\n[users.dev2]\ngroups = [\"dev\"]\n",
+    );
     let port = env.server.port();
     let admin = env.login("admin");
     let alice = env.login("alice");
-    let alice_token = token(&alice);
     let sam = env.login("sam");
     let rid = id(&create(&alice, "web", "root", &[]));
-    // Newer pending requests, which the pass takes first, hold it back from this one.
+    // Newer pending requests, which the pass takes first, hold it back from this one: as many
+    // as three people may have waiting.
     let keys = tempfile::tempdir().unwrap();
     let body = request_body(keys.path(), "web", "root", "many");
-    for _ in 0..300 {
-        assert_eq!(post(port, "/v1/requests", Some(&alice_token), &body).0, 201);
+    for (who, n) in [(&alice, 99), (&env.login("dev1"), 100), (&env.login("dev2"), 100)] {
+        let t = token(who);
+        for _ in 0..n {
+            assert_eq!(post(port, "/v1/requests", Some(&t), &body).0, 201);
+        }
     }
     let stricter = RULES.replace(
         "@approval(\"two-person(security)\")",

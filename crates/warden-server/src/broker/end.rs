@@ -247,6 +247,11 @@ impl App {
         let ended = self
             .end_all(Some(user), |_| true, caller.actor(), "offboarded")
             .await?;
+        // Barred, their approvals count no more; withdrawn, they never will again, not even
+        // once an administrator gives them a new password: a stolen token's approvals must
+        // not come back with the account.
+        self.void_approvals(|giver| giver == user, "offboarded")
+            .await?;
         tracing::info!(%user, ended, tokens = signed.tokens, ssh_keys = signed.ssh_keys, "user offboarded");
         Ok(ended)
     }
@@ -288,11 +293,32 @@ impl App {
         Ok(departed + offboarded)
     }
 
-    /// Withdraws the approvals that users no longer in the directory gave to requests still
-    /// pending (`request.approvals_voided`): put back later, they sign in afresh, and approve
-    /// afresh. Run at start, before anything else changes requests; returns how many requests
-    /// lost approvals.
+    /// Withdraws the approvals that users no longer in the directory, and offboarded users,
+    /// gave to requests still pending: put back later, or given a new password, they approve
+    /// afresh. Run at start, before anything else changes requests (it also finishes an
+    /// offboarding a stop cut short before its approvals were withdrawn); returns how many
+    /// requests lost approvals.
     async fn void_departed_approvals(&self) -> Result<usize, Error> {
+        let gone = self.void_approvals(
+            |giver| self.user(giver).is_none(),
+            "no longer in the directory",
+        );
+        let offboarded = self.store.offboarded_users().await?;
+        Ok(gone.await?
+            + self
+                .void_approvals(|giver| offboarded.contains(giver), "offboarded")
+                .await?)
+    }
+
+    /// Withdraws the approvals of the givers `gave` names from every request still pending
+    /// (`request.approvals_voided`, saying `why`), so that they never count again: an
+    /// offboarding's must not come back with the user's new password, nor a departed user's
+    /// with their name. Returns how many requests lost approvals.
+    async fn void_approvals(
+        &self,
+        gave: impl Fn(&UserName) -> bool,
+        why: &str,
+    ) -> Result<usize, Error> {
         let pending = self
             .store
             .requests(warden_store::RequestFilter {
@@ -305,18 +331,27 @@ impl App {
             .await?;
         let mut changed = 0;
         for mut r in pending {
-            let voided = r.void_approvals(|giver| self.user(giver).is_none());
-            if voided.is_empty() {
-                continue;
+            for _ in 0..CONFLICT_RETRIES {
+                let voided = r.void_approvals(&gave);
+                if voided.is_empty() {
+                    break;
+                }
+                let ev = Event::new(Code::ApprovalsVoided, Actor::system(), now())
+                    .for_request(&r)
+                    .details(serde_json::json!({ "approvers": voided, "why": why }));
+                match self.store.update_request(&r, vec![ev].into()).await {
+                    Ok(_) => {
+                        changed += 1;
+                        break;
+                    }
+                    // Changed meanwhile (another review, its end): look again.
+                    Err(warden_store::Error::Conflict) => match self.store.request(r.id).await? {
+                        Some(fresh) if fresh.state == State::Pending => r = fresh,
+                        _ => break,
+                    },
+                    Err(e) => return Err(e.into()),
+                }
             }
-            let ev = Event::new(Code::ApprovalsVoided, Actor::system(), now())
-                .for_request(&r)
-                .details(serde_json::json!({
-                    "approvers": voided,
-                    "why": "no longer in the directory",
-                }));
-            self.store.update_request(&r, vec![ev].into()).await?;
-            changed += 1;
         }
         Ok(changed)
     }
