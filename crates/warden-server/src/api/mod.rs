@@ -1067,23 +1067,34 @@ fn query<T>(
 }
 
 /// A parser's "unknown field" complaint (`cause`) with the unknown name, called a `noun`,
-/// shown when it is shaped like a name (letters, digits and `_`, as every name an endpoint
-/// takes is) and [`recordable_name`] would show it, else only by its length: a secret pasted
-/// where a name goes is no name. The path in front (its name again) is left out; none for any
-/// other complaint. The list of expected names holds no "`, expected": the name ends at its
-/// last one.
+/// shown when it is a misspelling of one the endpoint takes (at most [`TYPO_EDITS`] edits
+/// away, shaped like a name: letters, digits and `_`, and one [`recordable_name`] would show),
+/// else only by its length: the refusal is audited, the log kept for good, and a password sent
+/// as a key (`{"Sup3rS3cret": 1}`) is no name; a misspelling is the one a caller needs named.
+/// The path in front (its name again) is left out; none for any other complaint. The list of
+/// expected names holds no "`, expected": the name ends at its last one.
 fn named_unknown(cause: &str, noun: &str) -> Option<String> {
     const UNKNOWN: &str = "unknown field `";
     let rest = &cause[cause.find(UNKNOWN)? + UNKNOWN.len()..];
     let end = rest.rfind("`, expected")?;
     let name = &rest[..end];
     let shaped = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    // The expected names are the quoted ones after the unknown name.
+    let misspelt = rest[end + 1..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .any(|known| strsim::levenshtein(name, known) <= TYPO_EDITS);
     let name = match recordable_name(name.to_owned()) {
-        shown if shaped && shown == name => format!("`{name}`"),
+        shown if shaped && misspelt && shown == name => format!("`{name}`"),
         _ => format!("(a name of {} characters)", name.chars().count()),
     };
     Some(format!("unknown {noun} {name}{}", &rest[end + 1..]))
 }
+
+/// How many edits (a letter added, dropped or changed) an unknown name may be from one an
+/// endpoint takes and still be shown, as a misspelling of it ([`named_unknown`]).
+const TYPO_EDITS: usize = 2;
 
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which
 /// would ask for nothing).
