@@ -28,10 +28,13 @@ pub fn normal_server(server: &str) -> anyhow::Result<String> {
             ),
         )
     };
-    let url = reqwest::Url::parse(server.trim())
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-        .ok_or_else(|| bad("is not a URL"))?;
+    let url = reqwest::Url::parse(server.trim()).map_err(|_| bad("is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("is not an http:// or https:// URL, the only kinds accepted").into());
+    }
+    if !url.has_host() {
+        return Err(bad("names no host").into());
+    }
     if !url.username().is_empty() || url.password().is_some() {
         // Not echoed: what it holds may be a password.
         return Err(Failure::new(

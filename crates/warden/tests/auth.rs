@@ -474,3 +474,32 @@ fn a_user_removed_from_the_config_and_put_back_signs_in_afresh() {
         env.server.stderr()
     );
 }
+
+/// A login goes to an http:// or https:// server only: another kind of URL is refused as such,
+/// apart from what is no URL at all.
+#[test]
+fn a_login_goes_to_an_http_or_https_server_only() {
+    let cli = warden_testkit::Cli::new(std::path::Path::new(BIN), "http://127.0.0.1:9");
+    let login = |server: &str| {
+        let args = [
+            "login",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--server",
+            server,
+        ];
+        let out = cli.run(&args, Some(PASSWORD));
+        assert_eq!(out.code, 2, "{server}: {out:?}");
+        out.stderr
+    };
+    for server in ["ftp://127.0.0.1:21600", "file:///etc/passwd"] {
+        let said = login(server);
+        assert!(
+            said.contains("is not an http:// or https:// URL, the only kinds accepted"),
+            "{said}"
+        );
+    }
+    let said = login("127.0.0.1:21600");
+    assert!(said.contains("is not a URL"), "{said}");
+}
