@@ -117,7 +117,8 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     assert_eq!(wrong.code, 2, "{wrong:?}");
     assert!(wrong.stderr.contains("nothing was stored"), "{wrong:?}");
     assert!(
-        wrong.stderr.contains("password authentication failed"),
+        wrong.stderr.contains("password authentication failed")
+            && wrong.stderr.contains("connection in targets.toml"),
         "{wrong:?}"
     );
     assert!(!wrong.stderr.contains("not-the-password"), "{wrong:?}");

@@ -1662,7 +1662,11 @@ fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
         "{out:?}"
     );
     assert!(!out.stdout.contains("BREAK-GLASS"), "{out:?}");
-    assert!(out.stderr.contains("could not be issued"), "{out:?}");
+    assert!(
+        out.stderr.contains("could not be issued")
+            && out.stderr.contains("warden target set-credential pg"),
+        "{out:?}"
+    );
     assert_eq!(
         std::fs::read_dir(bob.home().join("ssh")).unwrap().count(),
         0

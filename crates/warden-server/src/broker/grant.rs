@@ -131,7 +131,13 @@ impl App {
                     }));
                 }
                 events.push(failed);
-                let why = format!("{}: {e}", warden_domain::request::UNISSUED);
+                let mut why = format!("{}: {e}", warden_domain::request::UNISSUED);
+                if matches!(e, warden_issuers::Error::Unreached(_)) {
+                    why.push_str(&format!(
+                        " (an administrator checks the target's connection in targets.toml and its stored credential: `warden target set-credential {}`)",
+                        r.target
+                    ));
+                }
                 r.end_unissued(why.clone(), now)?;
                 // Security hears of every failed emergency; a requester who is not the caller
                 // (their request was just approved) would otherwise never learn it failed.
