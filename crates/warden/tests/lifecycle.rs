@@ -1791,7 +1791,10 @@ fn an_interactive_login_asks_for_the_totp_code() {
     // no one whether a guess was right.
     let guessed = sign_in(&env.server.cli(), "alice", "not her password 123", None);
     assert_eq!(
-        (guessed.code, guessed.stderr.replace("not her password 123", "")),
+        (
+            guessed.code,
+            guessed.stderr.replace("not her password 123", "")
+        ),
         (piped.code, piped.stderr.clone()),
         "{guessed:?}"
     );
@@ -2266,7 +2269,11 @@ fn an_approval_after_a_change_of_tier_records_the_change_once() {
     // as three people may have waiting.
     let keys = tempfile::tempdir().unwrap();
     let body = request_body(keys.path(), "web", "root", "many");
-    for (who, n) in [(&alice, 99), (&env.login("dev1"), 100), (&env.login("dev2"), 100)] {
+    for (who, n) in [
+        (&alice, 99),
+        (&env.login("dev1"), 100),
+        (&env.login("dev2"), 100),
+    ] {
         let t = token(who);
         for _ in 0..n {
             assert_eq!(post(port, "/v1/requests", Some(&t), &body).0, 201);
