@@ -86,8 +86,18 @@ impl FromStr for Ttl {
     fn from_str(s: &str) -> Result<Self, TtlError> {
         let bad = || TtlError::Unparseable(s.chars().take(40).collect());
         let t = s.trim();
-        if t.is_empty() || t.len() > 32 {
+        if t.is_empty() {
             return Err(bad());
+        }
+        // Bounded work whatever is sent; a long run of digits and units is one too large to
+        // count, said as such below, where anything else that long is no duration.
+        if t.len() > 64 {
+            let counted = t.chars().all(|c| c.is_ascii_digit() || "dhms".contains(c));
+            return Err(if counted {
+                TtlError::AboveCeiling(t.chars().take(40).collect())
+            } else {
+                bad()
+            });
         }
         let mut total: u64 = 0;
         let mut digits = String::new();
@@ -188,7 +198,12 @@ mod tests {
             Err(TtlError::AboveCeiling(_))
         ));
         // Too long to count is too long, not unreadable.
-        for long in ["99999999999999999999d", "1d18446744073709551615s"] {
+        for long in [
+            "99999999999999999999d",
+            "1d18446744073709551615s",
+            "99999999999999999999999999999999d",
+            &"9".repeat(100),
+        ] {
             assert!(
                 matches!(long.parse::<Ttl>(), Err(TtlError::AboveCeiling(_))),
                 "{long}"
