@@ -54,7 +54,12 @@
 //! host = "db.internal"        # required
 //! port = 3306                 # optional, default 3306
 //! database = "app"            # optional: the default database of Warden's connection
+//! tls = "verify-full"         # optional: "verify-full" (default but on loopback), "require",
+//!                             # "disable" (default on loopback); see `sql/tls.rs`
+//! tls_ca_file = "/etc/warden/db-ca.pem"   # optional: the CAs to trust, else the system's
 //! ```
+//! Over TLS the driver's rustls is given the CAs to trust (never its own built-in list), or
+//! told to take any certificate for `tls = "require"`.
 //! Role settings:
 //! ```toml
 //! grants = ["GRANT SELECT ON app.* TO {{name}}"]   # required
@@ -68,7 +73,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder};
+use mysql_async::{Conn, OptsBuilder, SslOpts};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use warden_domain::{RequestId, UserName};
@@ -77,9 +82,9 @@ use crate::settings::{Problems, SettingProblem};
 use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
-    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key,
+    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, Tls, account_name, check_unused_key,
     is_account_name, no_answer, parse_connection, redact, require_account, require_admin,
-    require_password, url,
+    require_password, tls, url,
 };
 use crate::{
     Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
@@ -101,6 +106,11 @@ const SESSION_SETUP: &str = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESS
 const ER_PARSE_ERROR: u16 = 1064;
 /// MariaDB's error for killing a connection that has already ended.
 const ER_NO_SUCH_THREAD: u16 = 1094;
+/// MySQL's answer to a plaintext login at a server with `require_secure_transport`.
+const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+/// Access denied: also MariaDB's answer to a plaintext login at a server with
+/// `require_secure_transport`, or to an account `REQUIRE SSL`.
+const ER_ACCESS_DENIED: u16 = 1045;
 /// How long dropping a revoked account's trigger or event waits for a lock. `DROP TRIGGER`
 /// waits for every transaction using the trigger's table and meanwhile holds up every new query
 /// on it, for up to a day by the server's default: past this the revoke fails and is retried.
@@ -314,6 +324,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, 
         "connecting to mariadb at {}:{} as {user}",
         conn.host, conn.port
     );
+    let ssl = ssl_opts(&conn.tls).map_err(|e| Error::Unreached(format!("{where_}: {e}")))?;
     let opts = OptsBuilder::default()
         .ip_or_hostname(conn.host.clone())
         .tcp_port(conn.port)
@@ -323,11 +334,62 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, 
         // Otherwise a loopback connection is silently moved to the server's Unix socket, where
         // the same user name may be a different account.
         .prefer_socket(false)
+        .ssl_opts(ssl)
         .init(vec![SESSION_SETUP]);
     tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
         .await
         .map_err(|_| no_answer(&where_))?
-        .map_err(|e| Error::Unreached(describe(&where_, &e, &[password])))
+        .map_err(|e| Error::Unreached(redact(&connect_failure(&where_, &e, conn), &[password])))
+}
+
+/// The driver's TLS options for `tls`: `None` for plaintext. The CAs are given as PEM, the
+/// driver's built-in list of them turned off; for `require` any certificate, for any name, is
+/// taken.
+fn ssl_opts(tls: &Tls) -> Result<Option<SslOpts>, String> {
+    if *tls == Tls::Disable {
+        return Ok(None);
+    }
+    // The driver builds its rustls configuration with the process's default provider.
+    tls::install_default_provider();
+    Ok(Some(match tls {
+        Tls::VerifyFull { ca_file } => {
+            let pem = tls::to_pem(&tls::trusted(ca_file.as_deref())?);
+            SslOpts::default()
+                .with_disable_built_in_roots(true)
+                .with_root_certs(vec![pem.into()])
+        }
+        // The driver's verifier, skipped here, still wants CAs to be built with: its own.
+        _ => SslOpts::default()
+            .with_danger_accept_invalid_certs(true)
+            .with_danger_skip_domain_validation(true),
+    }))
+}
+
+/// Why connecting to `conn` failed (`where_`): what is wrong with TLS and how to fix it, else
+/// what the server said, with a word on TLS when its refusal is a demand for it.
+fn connect_failure(where_: &str, e: &mysql_async::Error, conn: &Connection) -> String {
+    if let Some(why) = tls::explain(e, &conn.host, &conn.tls) {
+        return format!("{where_}: {why}");
+    }
+    match e {
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            format!("{where_}: {}", tls::not_offered(&conn.tls))
+        }
+        mysql_async::Error::Server(s)
+            if conn.tls == Tls::Disable && s.code == ER_SECURE_TRANSPORT_REQUIRED =>
+        {
+            let demanded = tls::demanded("the server takes logins only over TLS");
+            format!("{}; {demanded}", describe(where_, e, &[]))
+        }
+        mysql_async::Error::Server(s) if conn.tls == Tls::Disable && s.code == ER_ACCESS_DENIED => {
+            let demanded = tls::demanded(
+                "MariaDB refuses a plaintext login with this same error where the server or the \
+                 account demands TLS (require_secure_transport, REQUIRE SSL)",
+            );
+            format!("{}; {demanded}", describe(where_, e, &[]))
+        }
+        _ => describe(where_, e, &[]),
+    }
 }
 
 /// Runs `work` on a connection of its own and closes it politely, whatever the outcome.
@@ -753,7 +815,13 @@ mod tests {
             check_connection(&settings(serde_json::json!({"host": "db", "tls": true})))
                 .unwrap_err()
                 .to_string()
-                .contains("unknown connection setting `tls`")
+                .contains("connection setting `tls` of a mariadb target must be")
+        );
+        assert!(
+            check_connection(&settings(serde_json::json!({"host": "db", "ssl": "on"})))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown connection setting `ssl`")
         );
     }
 }

@@ -48,7 +48,12 @@
 //! host = "db.internal"        # required
 //! port = 5432                 # optional, default 5432
 //! database = "app"            # required: where grants run and owned objects are reassigned
+//! tls = "verify-full"         # optional: "verify-full" (default but on loopback), "require",
+//!                             # "disable" (default on loopback); see `sql/tls.rs`
+//! tls_ca_file = "/etc/warden/db-ca.pem"   # optional: the CAs to trust, else the system's
 //! ```
+//! Over TLS the driver is given rustls (`tokio-postgres-rustls`), whose streams offer SCRAM
+//! channel binding: the administrator's login is then bound to the TLS session it went over.
 //! Role settings:
 //! ```toml
 //! grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{name}}"]   # required
@@ -65,6 +70,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 use warden_domain::{RequestId, UserName};
 
@@ -72,9 +78,9 @@ use crate::settings::{Problems, SettingProblem};
 use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
-    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, account_name, check_unused_key, grant_tail,
-    is_account_name, no_answer, parse_connection, redact, require_account, require_admin,
-    require_password, url,
+    CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, Tls, account_name, check_unused_key,
+    grant_tail, is_account_name, no_answer, parse_connection, redact, require_account,
+    require_admin, require_password, tls, url,
 };
 use crate::{
     Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest,
@@ -381,6 +387,34 @@ fn target_error(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> Erro
     Error::Target(describe(what, e, secrets))
 }
 
+/// Why connecting to `conn` failed: what is wrong with TLS and how to fix it, else what the
+/// server said, with a word on TLS when its refusal may be a demand for it.
+fn connect_failure(e: &tokio_postgres::Error, conn: &Connection) -> String {
+    if let Some(why) = tls::explain(e, &conn.host, &conn.tls) {
+        return why;
+    }
+    // What tokio-postgres says of a server that answered the request for TLS with a no.
+    if conn.tls != Tls::Disable
+        && std::error::Error::source(e)
+            .is_some_and(|cause| cause.to_string() == "server does not support TLS")
+    {
+        return tls::not_offered(&conn.tls);
+    }
+    let said = server_said(e);
+    // `pg_hba.conf` with `hostssl` lines alone: "no pg_hba.conf entry for host ..., no
+    // encryption".
+    if conn.tls == Tls::Disable
+        && e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+        && said.contains("no encryption")
+    {
+        return format!(
+            "{said}; {}",
+            tls::demanded("the server may take logins only over TLS")
+        );
+    }
+    said
+}
+
 /// Connects to the target's database as `user`, failing within [`CONNECT_TIMEOUT`], the
 /// session's `search_path` set to [`SAFE_SEARCH_PATH`].
 async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin, Error> {
@@ -407,12 +441,37 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
     if let Some(db) = &conn.database {
         config.dbname(db);
     }
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
-        .await
-        .map_err(|_| no_answer(&where_))?
-        .map_err(|e| Error::Unreached(describe(&where_, &e, &[password])))?;
+    let failed = |e: tokio_postgres::Error| {
+        Error::Unreached(redact(
+            &format!("{where_}: {}", connect_failure(&e, conn)),
+            &[password],
+        ))
+    };
+    let rustls =
+        tls::client_config(&conn.tls).map_err(|e| Error::Unreached(format!("{where_}: {e}")))?;
     // The connection task ends when the client is dropped; its errors reach the client's calls.
-    tokio::spawn(connection);
+    let client = match rustls {
+        None => {
+            config.ssl_mode(SslMode::Disable);
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+                .await
+                .map_err(|_| no_answer(&where_))?
+                .map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+        Some(rustls) => {
+            // Never plaintext: a server that offers no TLS is refused.
+            config.ssl_mode(SslMode::Require);
+            let make = tokio_postgres_rustls::MakeRustlsConnect::new(rustls);
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(make))
+                .await
+                .map_err(|_| no_answer(&where_))?
+                .map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     // Set here rather than with the options above, which would hide the usual one.
     let answers = tokio::time::timeout(
         CONNECT_TIMEOUT,

@@ -10,12 +10,15 @@
 
 pub(crate) mod pool;
 pub(crate) mod template;
+pub(crate) mod tls;
 
 use std::time::Duration;
 
 use warden_domain::{RequestId, TargetName, UserName};
 
 use crate::{AdminCredential, Error, Secret, Settings};
+
+pub(crate) use tls::Tls;
 
 /// How long connecting (including authentication) to a target may take, so a target that is
 /// down fails a request quickly instead of holding it up.
@@ -83,13 +86,18 @@ pub(crate) fn is_account_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Where a database target is, from its `[targets.NAME.connection]` table.
+/// Where a database target is and how Warden's connections to it are protected, from its
+/// `[targets.NAME.connection]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Connection {
     pub host: String,
     pub port: u16,
     pub database: Option<String>,
+    pub tls: Tls,
 }
+
+/// The settings a connection table may hold.
+const CONNECTION_SETTINGS: &[&str] = &["host", "port", "database", "tls", "tls_ca_file"];
 
 /// Parses a connection table for a target of `kind`. `database` is required when
 /// `needs_database` is set (PostgreSQL connects to one database; MariaDB need not).
@@ -101,11 +109,12 @@ pub(crate) fn parse_connection(
 ) -> Result<Connection, Error> {
     if let Some(k) = settings
         .keys()
-        .find(|k| !matches!(k.as_str(), "host" | "port" | "database"))
+        .find(|k| !CONNECTION_SETTINGS.contains(&k.as_str()))
     {
         return Err(Error::Settings(format!(
-            "unknown connection setting `{k}` for a {kind} target; known: host, port, database \
-             (the administrator's password is not a setting: use `warden target set-credential`)"
+            "unknown connection setting `{k}` for a {kind} target; known: {} \
+             (the administrator's password is not a setting: use `warden target set-credential`)",
+            CONNECTION_SETTINGS.join(", ")
         )));
     }
     let text = |key: &str| -> Result<Option<String>, Error> {
@@ -140,10 +149,12 @@ pub(crate) fn parse_connection(
             "a {kind} target needs `database = \"...\"` in its connection table"
         )));
     }
+    let tls = tls::read(kind, settings, &host)?;
     Ok(Connection {
         host,
         port,
         database,
+        tls,
     })
 }
 
@@ -301,7 +312,8 @@ mod tests {
             Connection {
                 host: "db".into(),
                 port: 5432,
-                database: Some("app".into())
+                database: Some("app".into()),
+                tls: Tls::VerifyFull { ca_file: None },
             }
         );
         let err = |v: serde_json::Value, needs_db: bool| {
@@ -331,6 +343,36 @@ mod tests {
             )
             .is_ok_and(|c| c.port == 3307 && c.database.is_none())
         );
+        // TLS settings are read with the rest, and their problems reported like theirs.
+        let tls = parse_connection(
+            "mariadb",
+            &s(serde_json::json!({
+                "host": "db", "tls": "verify-full", "tls_ca_file": "/etc/warden/db-ca.pem"
+            })),
+            3306,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            tls.tls,
+            Tls::VerifyFull {
+                ca_file: Some("/etc/warden/db-ca.pem".into())
+            }
+        );
+        assert!(
+            err(
+                serde_json::json!({"host": "db", "database": "app", "tls": "yes"}),
+                true
+            )
+            .contains("connection setting `tls` of a postgres target must be")
+        );
+        assert!(
+            err(
+                serde_json::json!({"host": "db", "tls_ca": "/ca.pem"}),
+                false
+            )
+            .contains("known: host, port, database, tls, tls_ca_file")
+        );
     }
 
     #[test]
@@ -339,6 +381,7 @@ mod tests {
             host: "::1".into(),
             port: 5432,
             database: Some("my db".into()),
+            tls: Tls::Disable,
         };
         assert_eq!(
             url("postgresql", "w_a_000000000001", "p@ss:w/rd%?#é", &conn),

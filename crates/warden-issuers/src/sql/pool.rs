@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use sha2::{Digest, Sha256};
 
-use super::Connection;
+use super::{Connection, Tls};
 
 /// How long an unused connection is kept.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
@@ -31,13 +31,16 @@ const MAX_AT_WORK: usize = 8;
 /// server sees at most twice that many of Warden's connections.
 const MAX_IDLE: usize = MAX_AT_WORK;
 
-/// Which connections are interchangeable: same server, database and credential. The password
-/// is kept only as a SHA-256 digest.
+/// Which connections are interchangeable: same server, database, TLS settings and credential.
+/// The password is kept only as a SHA-256 digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     host: String,
     port: u16,
     database: Option<String>,
+    /// A connection made under other TLS settings is never used again once they changed: a
+    /// plaintext one kept busy would otherwise outlive `tls = "verify-full"`.
+    tls: Tls,
     user: String,
     password: [u8; 32],
 }
@@ -48,6 +51,7 @@ impl Key {
             host: conn.host.clone(),
             port: conn.port,
             database: conn.database.clone(),
+            tls: conn.tls.clone(),
             user: user.to_owned(),
             password: Sha256::digest(password.as_bytes()).into(),
         }
@@ -108,7 +112,8 @@ impl<C> Pool<C> {
     pub(crate) fn put(&self, key: Key, c: C) {
         let now = Instant::now();
         let mut idle = self.lock();
-        // Connections made with a credential that has since changed are never used again.
+        // Connections made with a credential or TLS settings that have since changed are never
+        // used again.
         idle.retain(|k, _| k == &key || !k.same_place(&key));
         let list = idle.entry(key).or_default();
         list.retain(|(_, since)| now.duration_since(*since) < IDLE_LIMIT);
@@ -133,6 +138,7 @@ mod tests {
             host: host.into(),
             port: 5432,
             database: Some("app".into()),
+            tls: Tls::Disable,
         }
     }
 
@@ -222,5 +228,24 @@ mod tests {
             Some(3),
             "other targets keep theirs"
         );
+    }
+
+    #[test]
+    fn new_tls_settings_close_the_connections_made_under_the_old_ones() {
+        let pool = Pool::default();
+        let plain = Key::new(&conn("db1"), "admin", "one");
+        let verified = Key::new(
+            &Connection {
+                tls: Tls::VerifyFull { ca_file: None },
+                ..conn("db1")
+            },
+            "admin",
+            "one",
+        );
+        pool.put(plain.clone(), 1);
+        assert_eq!(pool.take(&verified, |_| true), None);
+        pool.put(verified.clone(), 2);
+        assert_eq!(pool.take(&plain, |_| true), None);
+        assert_eq!(pool.take(&verified, |_| true), Some(2));
     }
 }
