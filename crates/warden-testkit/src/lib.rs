@@ -9,7 +9,8 @@
 //!   until `/readyz` answers 200.
 //! - [`Cli`]: the `warden` binary as a client, with its own home directory.
 //! - [`Postgres`] and [`Mariadb`]: private database servers with an administrator account
-//!   and a small `app` database, driven with the real `psql` and `mariadb` clients; an
+//!   and a small `app` database, driven with the real `psql` and `mariadb` clients (started
+//!   with `start_tls`, they take TCP logins over TLS only, with a [`TestCa`]'s certificate); an
 //!   [`OpenSession`] holds a client connected to prove that revoking ends it.
 //! - [`WebhookReceiver`]: an HTTP receiver that accepts POSTs, or answers them with an error, or
 //!   is stopped and started again, to play a notification sink that goes down.

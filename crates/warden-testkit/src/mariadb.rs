@@ -6,6 +6,8 @@
 //! a system-wide installation is read or touched. Privileges are checked as in production
 //! (no `--skip-grant-tables`). The harness itself uses `root` over the server's Unix socket,
 //! in the temporary directory; accounts under test log in over TCP on 127.0.0.1.
+//! [`Mariadb::start_tls`] starts one that takes TCP logins over TLS only, with a [`TestCa`]'s
+//! certificate.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -17,6 +19,7 @@ use tempfile::TempDir;
 use crate::database::{OpenSession, random_hex, sql_literal};
 use crate::free_port;
 use crate::process::{POLL, read_lossy, run_bounded};
+use crate::tls::TestCa;
 
 const MARIADBD: &str = "/usr/sbin/mariadbd";
 const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
@@ -38,12 +41,25 @@ pub struct Mariadb {
     port: u16,
     child: Child,
     admin_password: String,
+    /// Whether TCP logins must use TLS (`require_secure_transport`).
+    tls: bool,
 }
 
 impl Mariadb {
     /// Creates a data directory, starts the server on a free port and sets up `warden_admin`
     /// and `app`. Needs root. Panics with the server's log if it is not ready within 20 s.
     pub fn start() -> Mariadb {
+        Mariadb::start_with(None)
+    }
+
+    /// [`Mariadb::start`] with TLS on (`ca`'s server certificate for 127.0.0.1) and
+    /// `require_secure_transport=ON`: a plaintext TCP login is refused. [`Mariadb::client`] and
+    /// the sessions the harness holds use TLS (`--ssl`, the certificate not checked).
+    pub fn start_tls(ca: &TestCa) -> Mariadb {
+        Mariadb::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&TestCa>) -> Mariadb {
         for path in [MARIADBD, INSTALL_DB, CLIENT] {
             assert!(
                 Path::new(path).exists(),
@@ -75,6 +91,19 @@ impl Mariadb {
             String::from_utf8_lossy(&out.stderr)
         );
 
+        // The server's own copies, which outlive the CA's directory.
+        let tls_args: Vec<String> = tls
+            .map(|ca| {
+                let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+                std::fs::copy(ca.cert_file(), &cert).expect("copying the server certificate");
+                std::fs::copy(ca.key_file(), &key).expect("copying the server key");
+                vec![
+                    format!("--ssl-cert={}", cert.display()),
+                    format!("--ssl-key={}", key.display()),
+                    "--require-secure-transport=ON".to_owned(),
+                ]
+            })
+            .unwrap_or_default();
         let log = dir.path().join("mariadb.log");
         let socket = dir.path().join("mariadb.sock");
         for attempt in 1..=PORT_ATTEMPTS {
@@ -98,6 +127,7 @@ impl Mariadb {
                     "--innodb-buffer-pool-size=16M",
                     "--innodb-flush-log-at-trx-commit=0",
                 ])
+                .args(&tls_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -119,6 +149,7 @@ impl Mariadb {
                         port,
                         child,
                         admin_password: random_hex(),
+                        tls: tls.is_some(),
                     };
                     server.set_up();
                     return server;
@@ -228,6 +259,9 @@ impl Mariadb {
             ])
             .args(["-N", "-B", "-e", sql])
             .env("MYSQL_PWD", password);
+        if self.tls {
+            cmd.arg("--ssl");
+        }
         cmd
     }
 }

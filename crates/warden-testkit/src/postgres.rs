@@ -5,7 +5,8 @@
 //! (PostgreSQL refuses to run as root). TCP connections on 127.0.0.1 need a password
 //! (SCRAM-SHA-256); the Unix socket, in the temporary directory, trusts the `postgres`
 //! superuser, which the harness itself uses for setup and checks. Durability is switched off:
-//! the data dies with the test.
+//! the data dies with the test. [`Postgres::start_tls`] starts one that takes TCP logins over
+//! TLS only, with a [`TestCa`]'s certificate.
 
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
@@ -19,6 +20,7 @@ use tempfile::TempDir;
 use crate::database::{OpenSession, random_hex, sql_literal};
 use crate::free_port;
 use crate::process::{POLL, read_lossy, run_bounded, signal, wait_until};
+use crate::tls::TestCa;
 
 const ADMIN: &str = "warden_admin";
 const DATABASE: &str = "app";
@@ -36,6 +38,8 @@ pub struct Postgres {
     port: u16,
     child: Child,
     admin_password: String,
+    /// Whether TCP logins must use TLS (`hostssl`).
+    tls: bool,
 }
 
 impl Postgres {
@@ -43,6 +47,18 @@ impl Postgres {
     /// Needs root, to run the server as `postgres`. Panics with the server's log if it is not
     /// ready within 20 s.
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// [`Postgres::start`] with TLS on (`ssl=on`, `ca`'s server certificate for 127.0.0.1) and
+    /// `pg_hba.conf` taking TCP logins over TLS only (`hostssl`): a plaintext login is refused
+    /// with "no pg_hba.conf entry ..., no encryption". [`Postgres::psql`] and the sessions the
+    /// harness holds use TLS (`sslmode=require`).
+    pub fn start_tls(ca: &TestCa) -> Postgres {
+        Postgres::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&TestCa>) -> Postgres {
         let bin = bin_dir();
         let (uid, gid) = (id("-u"), id("-g"));
         let dir = tempfile::Builder::new()
@@ -72,6 +88,10 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
 
+        let tls_args = tls
+            .map(|ca| tls_only(dir.path(), &data, ca, (uid, gid)))
+            .unwrap_or_default();
+
         let log = dir.path().join("postgres.log");
         for attempt in 1..=PORT_ATTEMPTS {
             let port = free_port();
@@ -89,6 +109,7 @@ impl Postgres {
                 .args(["-c", "full_page_writes=off"])
                 // Prepared transactions outlive sessions: revocation must see to them too.
                 .args(["-c", "max_prepared_transactions=4"])
+                .args(&tls_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log_file)
@@ -111,6 +132,7 @@ impl Postgres {
                         port,
                         child,
                         admin_password: random_hex(),
+                        tls: tls.is_some(),
                     };
                     server.set_up();
                     return server;
@@ -288,6 +310,9 @@ impl Postgres {
         remove_libpq_env(&mut cmd);
         cmd.env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "10");
+        if self.tls {
+            cmd.env("PGSSLMODE", "require");
+        }
         cmd
     }
 }
@@ -378,6 +403,37 @@ fn is_ready(bin: &Path, port: u16) -> bool {
         .stdin(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Sets up the cluster in `data` (under `dir`) for TLS with `ca`'s server certificate and for
+/// TCP logins over TLS only; returns the server's arguments that turn TLS on. The key is the
+/// `postgres` user's (`ids`), mode 0600, as the server demands.
+fn tls_only(dir: &Path, data: &Path, ca: &TestCa, ids: (u32, u32)) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    fs::copy(ca.cert_file(), &cert).expect("copying the server certificate");
+    fs::copy(ca.key_file(), &key).expect("copying the server key");
+    for file in [&cert, &key] {
+        std::os::unix::fs::chown(file, Some(ids.0), Some(ids.1))
+            .expect("handing the certificate to the postgres user");
+    }
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600))
+        .expect("making the server key private");
+    // No `host` line: a plaintext TCP login matches none.
+    fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .expect("writing pg_hba.conf");
+    let (cert, key) = (cert.display(), key.display());
+    [
+        "ssl=on".to_owned(),
+        format!("ssl_cert_file={cert}"),
+        format!("ssl_key_file={key}"),
+    ]
+    .into_iter()
+    .flat_map(|setting| ["-c".to_owned(), setting])
+    .collect()
 }
 
 /// Removes the libpq variables of the test's own environment, so only the arguments count.
