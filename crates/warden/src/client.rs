@@ -9,6 +9,10 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::exit::{self, Failure};
 
+mod strict;
+
+pub use strict::{Place, check_dir};
+
 /// Default server address: the loopback listener of `warden serve`.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8443";
 
@@ -88,16 +92,24 @@ pub fn home() -> anyhow::Result<PathBuf> {
     std::path::absolute(&dir).with_context(|| format!("finding {}", dir.display()))
 }
 
-/// Creates the client's home directory, private to the user.
+/// Creates the client's home directory, private to the user; one already there is refused
+/// unless it is the user's alone ([`strict`]).
 pub fn ensure_home() -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
     let h = home()?;
+    private_dir(&h, Place::Home)?;
+    Ok(h)
+}
+
+/// Creates directory `dir` (and those above it missing) with mode 0700, and refuses it unless
+/// it is the user's alone ([`strict`]).
+pub fn private_dir(dir: &std::path::Path, place: Place<'_>) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&h)
-        .with_context(|| format!("creating {} ({HOME_HINT})", h.display()))?;
-    Ok(h)
+        .create(dir)
+        .with_context(|| format!("creating {} ({HOME_HINT})", dir.display()))?;
+    strict::check_dir(dir, place)
 }
 
 /// Said when the client's home cannot be made or written.
@@ -135,18 +147,24 @@ enum SavedLogin {
 }
 
 /// Reads the saved login. A damaged one is not an error here: `warden login` must still run
-/// to replace it, and only calls that need the token say it is damaged.
+/// to replace it, and only calls that need the token say it is damaged. One in a home, or a
+/// file, that others could have written is refused, never read: it could name their server.
 fn load_saved() -> anyhow::Result<SavedLogin> {
+    check_dir(&home()?, Place::Home)?;
     let path = saved_path()?;
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SavedLogin::Missing),
+        _ => keep_private(
+            &path,
+            "If anyone else could read it, run `warden logout` to revoke the token it held.",
+            "sign in again with `warden login`",
+        )?,
+    }
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SavedLogin::Missing),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    keep_private(
-        &path,
-        "If anyone else could read it, run `warden logout` to revoke the token it held.",
-    )?;
     let damaged = |what: &str| {
         SavedLogin::Damaged(format!(
             "your saved login ({}) is damaged: {what}; run `warden login --user NAME` again",
@@ -171,14 +189,16 @@ fn load_saved() -> anyhow::Result<SavedLogin> {
     Ok(SavedLogin::Usable(saved))
 }
 
-/// Makes a file of the client's secrets (the saved login, a grant's kept password) private
-/// again if someone widened its mode (a copied home, a umask of 0), and says so, with `undo`:
-/// whoever could read it could use what it holds. A home others may write to is only pointed
-/// out (it may be a directory the user shares on purpose, and others there could swap the
-/// file for their own).
-pub fn keep_private(saved: &std::path::Path, undo: &str) -> anyhow::Result<()> {
+/// Refuses a file of the client's secrets (the saved login, a grant's kept password) that
+/// someone else owns or may write to, saying to remove it and then do `again` ([`strict`]);
+/// makes it private again if someone widened its mode otherwise (a copied home, a umask of 0),
+/// and says so, with `undo`: whoever could read it could use what it holds.
+pub fn keep_private(saved: &std::path::Path, undo: &str, again: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::symlink_metadata(saved)?;
+    if let Ok(leads) = std::fs::metadata(saved) {
+        strict::check_file(saved, &leads, again)?;
+    }
     if meta.file_type().is_symlink() {
         // Its mode is the target's, wherever that is: not ours to change.
         eprintln!(
@@ -195,14 +215,6 @@ pub fn keep_private(saved: &std::path::Path, undo: &str) -> anyhow::Result<()> {
             "Warning: {} was readable by others (mode {:o}); it is 600 now. {undo}",
             saved.display(),
             mode & 0o777
-        );
-    }
-    if let Some(home) = saved.parent()
-        && std::fs::metadata(home)?.permissions().mode() & 0o022 != 0
-    {
-        eprintln!(
-            "Warning: others may write to {}, where your secrets are kept: keep WARDEN_HOME private (chmod 700).",
-            home.display()
         );
     }
     Ok(())

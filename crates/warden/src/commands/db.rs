@@ -67,8 +67,12 @@ pub enum DbCommand {
     },
 }
 
+/// `WARDEN_HOME/grants`, where grants' passwords are kept, refused when there unless it is
+/// the user's alone.
 fn grants_dir() -> anyhow::Result<PathBuf> {
-    Ok(ensure_home()?.join("grants"))
+    let dir = ensure_home()?.join("grants");
+    crate::client::check_dir(&dir, crate::client::Place::Folder)?;
+    Ok(dir)
 }
 
 fn grant_file(id: &str) -> anyhow::Result<PathBuf> {
@@ -78,14 +82,10 @@ fn grant_file(id: &str) -> anyhow::Result<PathBuf> {
 /// Keeps the secret of grant `v` for `db connect`, readable only by the user, until the
 /// grant's expiry.
 pub fn save_secret(v: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
     forget_expired()?;
     let path = grant_file(v["id"].as_str().unwrap_or_default())?;
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        crate::client::private_dir(dir, crate::client::Place::Folder)?;
     }
     let kept = json!({
         "credential": v["credential"],
@@ -351,6 +351,9 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         crate::client::keep_private(
             &kept,
             &format!("If anyone else could read it, end the grant: `warden request revoke {id}`."),
+            &format!(
+                "end the grant (`warden request revoke {id}`): its password is handed over once"
+            ),
         )?;
     }
     let saved = std::fs::read_to_string(&kept)

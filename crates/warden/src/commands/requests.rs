@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client::{Client, ensure_home, query, segment};
+use crate::client::{Client, Place, ensure_home, query, segment};
 use crate::exit::{self, Failure};
 use crate::output::{Output, fields, instant, joined, table};
 
@@ -143,15 +143,10 @@ pub struct Wait {
 }
 
 /// `WARDEN_HOME/ssh`, where grants' keys and certificates are kept, created private to the
-/// user if missing.
+/// user if missing, and refused unless it is theirs alone.
 pub(super) fn ssh_dir() -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
     let dir = ensure_home()?.join("ssh");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    crate::client::private_dir(&dir, Place::Folder)?;
     Ok(dir)
 }
 
@@ -646,7 +641,7 @@ fn generated_key(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     if !id_like(&id) {
         return Ok(None);
     }
-    let dir = ensure_home()?.join("ssh");
+    let dir = ssh_dir()?;
     let own = dir.join(&id);
     if own.exists() {
         return Ok(Some(own));
@@ -905,7 +900,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 pick_up_after_wait(&c, &mut v).await?;
             }
             // The extension certifies the original grant's key.
-            let original_key = ensure_home()?.join("ssh").join(&id);
+            let original_key = ssh_dir()?.join(&id);
             finish(
                 &v,
                 original_key.exists().then_some(original_key.as_path()),

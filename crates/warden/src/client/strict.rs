@@ -1,0 +1,189 @@
+//! Whether the places the client keeps secrets in are the caller's alone, judged as sshd's
+//! `StrictModes` judges `authorized_keys`: `WARDEN_HOME`, its `ssh/` and `grants/` folders and
+//! the files of secrets in them must be owned by the caller (or root) and writable by no one
+//! else. Whoever else could write there could put a login of their own there, naming a server
+//! of theirs, to which `warden login` would send the password; or keys and certificates of
+//! their own, or a grant's connection details leading elsewhere. A directory with the sticky
+//! bit that others may write, like `/tmp`, is no place for them either: anyone may add to it.
+
+use std::fs::Metadata;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::Context;
+
+use crate::exit::{self, Failure};
+
+/// A place to keep secrets in, as a refusal names it and says what to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    /// `WARDEN_HOME` itself.
+    Home,
+    /// A folder in it (`ssh/`, `grants/`), which the client makes afresh when missing.
+    Folder,
+    /// A file of secrets, with what to do to have it afresh once removed.
+    File { again: &'a str },
+}
+
+/// Refuses (exit code 2, usage) directory `dir` as a place for secrets when someone other
+/// than the caller or root owns it (or the link to it), or group or others may write to it. A
+/// directory not there is no refusal: the client makes it, private.
+pub fn check_dir(dir: &Path, place: Place<'_>) -> anyhow::Result<()> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    check(dir, &meta, place)
+}
+
+/// Refuses (exit code 2, usage) file `path`, whose metadata (where links lead) is `meta`, as
+/// a file of secrets when someone other than the caller or root owns it (or the link to it),
+/// or group or others may write to it.
+pub fn check_file(path: &Path, meta: &Metadata, again: &str) -> anyhow::Result<()> {
+    check(path, meta, Place::File { again })
+}
+
+fn check(path: &Path, meta: &Metadata, place: Place<'_>) -> anyhow::Result<()> {
+    let me = caller()?;
+    let foreign = |uid: u32| uid != me && uid != 0;
+    let shown = path.display();
+    let link = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_symlink());
+    let what = match place {
+        Place::Home => format!("WARDEN_HOME {shown}"),
+        Place::Folder => format!("the folder {shown} of WARDEN_HOME"),
+        Place::File { .. } => format!("the file {shown}"),
+    };
+    let danger = match place {
+        Place::Home => {
+            "could put a login there naming a server of theirs (`warden login` would send it your password), or keys of their own"
+        }
+        Place::Folder => {
+            "could put keys, certificates or a grant's connection details of their own there"
+        }
+        Place::File { .. } => {
+            "could have changed it to name a server of theirs, which your password or token would go to"
+        }
+    };
+    let own_home =
+        "set WARDEN_HOME to a directory of your own (mode 700, like one `mktemp -d` makes)";
+    let refuse = |why: String, fix: String| -> anyhow::Result<()> {
+        Err(Failure::new(
+            exit::USAGE,
+            format!("refusing {what}: {why}, who {danger}; {fix}"),
+        )
+        .into())
+    };
+    if let Some(link) = link.as_ref().filter(|l| foreign(l.uid())) {
+        return refuse(
+            format!(
+                "it is a link owned by uid {}, not by you (uid {me}) or root",
+                link.uid()
+            ),
+            format!("remove the link (`rm {shown}`), or {own_home}"),
+        );
+    }
+    let mode = meta.mode();
+    let remove = |again: &str| format!("remove it (`rm {shown}`) and {again}");
+    if foreign(meta.uid()) {
+        let fix = match place {
+            Place::Home => own_home.to_owned(),
+            Place::Folder => format!(
+                "move it away (`mv {shown} {shown}.untrusted`) and the client makes it afresh, or {own_home}"
+            ),
+            Place::File { again } => remove(again),
+        };
+        return refuse(
+            format!(
+                "it is owned by uid {}, not by you (uid {me}) or root",
+                meta.uid()
+            ),
+            fix,
+        );
+    }
+    if mode & 0o022 == 0 {
+        return Ok(());
+    }
+    let why = format!("group or others may write to it (mode {:o})", mode & 0o7777);
+    let fix = match place {
+        // Shared by design (like /tmp): no chmod of it is the user's to make.
+        _ if meta.is_dir() && mode & 0o1000 != 0 => own_home.to_owned(),
+        // Only its owner may change its mode.
+        _ if meta.uid() != me => own_home.to_owned(),
+        Place::Home | Place::Folder => format!("run `chmod 700 {shown}`, or {own_home}"),
+        Place::File { again } => format!(
+            "if no one else could have written it, run `chmod 600 {shown}`; else {}",
+            remove(again)
+        ),
+    };
+    refuse(why, fix)
+}
+
+/// The caller's effective user id: from `/proc/self/status`, else from the owner of a file
+/// this process makes.
+fn caller() -> anyhow::Result<u32> {
+    static CALLER: OnceLock<u32> = OnceLock::new();
+    if let Some(uid) = CALLER.get() {
+        return Ok(*uid);
+    }
+    let uid = match std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_uid(&status))
+    {
+        Some(uid) => uid,
+        None => {
+            let probe = std::env::temp_dir().join(format!(
+                ".warden-uid-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&probe)
+                .with_context(|| format!("finding out your user id ({})", probe.display()))?;
+            let uid = file.metadata().map(|m| m.uid());
+            let _ = std::fs::remove_file(&probe);
+            uid.with_context(|| format!("finding out your user id ({})", probe.display()))?
+        }
+    };
+    Ok(*CALLER.get_or_init(|| uid))
+}
+
+/// The effective user id of a `/proc/PID/status` (`Uid:` real, effective, saved, filesystem).
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|uid| uid.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_effective_uid_is_the_second_of_the_status_line() {
+        let status = "Name:\twarden\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Name:\twarden\n"), None);
+    }
+
+    #[test]
+    fn the_caller_owns_what_it_makes() {
+        let dir = std::env::temp_dir().join(format!(
+            "warden-strict-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let owner = std::fs::metadata(&dir).map(|m| m.uid());
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(caller().ok(), owner.ok());
+    }
+}
