@@ -15,7 +15,8 @@ use crate::output::{Output, fields, instant, joined, table};
 pub enum RequestCommand {
     /// Request access to a role on a target.
     Create(CreateArgs),
-    /// List requests you can see (yours, those you may review; all for administrators).
+    /// List requests you can see (yours, those you may review; all for administrators and
+    /// audit readers).
     List {
         /// Only this state: pending, approved, active, expired, revoked, denied, cancelled, timed-out.
         #[arg(long)]
@@ -1009,6 +1010,21 @@ mod tests {
                 "removed_at": "2026-12-04T18:41:21.5Z",
             }))),
             "w_alice_1 removed from app-db at 2026-12-04T18:41:21Z"
+        );
+    }
+
+    #[test]
+    fn the_list_says_who_sees_every_request() {
+        use clap::Subcommand as _;
+        let mut request = RequestCommand::augment_subcommands(clap::Command::new("request"));
+        let list = request.find_subcommand_mut("list").unwrap();
+        let about = list
+            .get_about()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            about.contains("all for administrators and audit readers"),
+            "{about}"
         );
     }
 
