@@ -1,9 +1,9 @@
 //! TLS on Warden's connections to its database targets, through the real binary and real
 //! PostgreSQL and MariaDB servers that take logins over TLS only (a throwaway CA's certificate
 //! for 127.0.0.1): with `tls = "verify-full"` and that CA a grant is issued, the account logs
-//! in over TLS and is dropped at the revoke; `tls = "disable"`, another CA, or a host name the
-//! certificate does not hold each fail with an error that says what to change, and grant
-//! nothing. A server without TLS is refused when TLS is asked for.
+//! in over TLS and is dropped at the revoke; `tls = "disable"`, another CA, a host name the
+//! certificate does not hold, or a CA file that is not there each fail with an error that says
+//! what to change, and grant nothing. A server without TLS is refused when TLS is asked for.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -123,6 +123,11 @@ fn postgres_over_tls_is_verified_and_refused_when_it_cannot_be() {
             ("other_ca", "127.0.0.1", tls("verify-full", Some(&other))),
             // The certificate names 127.0.0.1 alone.
             ("by_name", "localhost", tls("verify-full", Some(&ca))),
+            (
+                "no_ca_file",
+                "127.0.0.1",
+                "tls_ca_file = \"/nonexistent/db-ca.pem\"\n".to_owned(),
+            ),
         ],
     );
     let (env, admin) = start(&files);
@@ -172,10 +177,12 @@ fn postgres_over_tls_is_verified_and_refused_when_it_cannot_be() {
         other.ca_file().display()
     );
     let by_name = "the server's certificate is not valid for localhost (it names 127.0.0.1)";
+    let no_ca_file = "cannot read tls_ca_file /nonexistent/db-ca.pem: No such file";
     for (target, says) in [
         ("plain", &tls_only[..]),
         ("other_ca", &[other_ca.as_str()][..]),
         ("by_name", &[by_name][..]),
+        ("no_ca_file", &[no_ca_file][..]),
     ] {
         refused_then_stored(&admin, target, user, password, says);
         grant_refused(&alice, &admin, target, says);
@@ -201,6 +208,11 @@ fn mariadb_over_tls_is_verified_and_refused_when_it_cannot_be() {
             ("plain", "127.0.0.1", String::new()),
             ("other_ca", "127.0.0.1", tls("verify-full", Some(&other))),
             ("by_name", "localhost", tls("verify-full", Some(&ca))),
+            (
+                "no_ca_file",
+                "127.0.0.1",
+                "tls_ca_file = \"/nonexistent/db-ca.pem\"\n".to_owned(),
+            ),
         ],
     );
     let (env, admin) = start(&files);
@@ -241,10 +253,12 @@ fn mariadb_over_tls_is_verified_and_refused_when_it_cannot_be() {
         other.ca_file().display()
     );
     let by_name = "the server's certificate is not valid for localhost (it names 127.0.0.1)";
+    let no_ca_file = "cannot read tls_ca_file /nonexistent/db-ca.pem: No such file";
     for (target, says) in [
         ("plain", &tls_only[..]),
         ("other_ca", &[other_ca.as_str()][..]),
         ("by_name", &[by_name][..]),
+        ("no_ca_file", &[no_ca_file][..]),
     ] {
         refused_then_stored(&admin, target, user, password, says);
         grant_refused(&alice, &admin, target, says);
