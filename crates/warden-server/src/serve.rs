@@ -55,6 +55,28 @@ fn demo_users() -> anyhow::Result<Vec<(&'static str, UserConfig)>> {
     ])
 }
 
+/// The config's own users that `--dev` gives the demo password (those without a
+/// `password_hash`), each with their groups, administrators' included: the banner names them
+/// beside the demo users, since anyone who knows the published password can sign in as them.
+fn configured_dev_users(config: &Config) -> anyhow::Result<Vec<String>> {
+    let demo = demo_users()?;
+    Ok(config
+        .users
+        .iter()
+        .filter(|(name, u)| {
+            u.password_hash.is_none() && !demo.iter().any(|(d, _)| *d == name.as_str())
+        })
+        .map(|(name, u)| {
+            let groups: Vec<&str> = u.groups.iter().map(|g| g.as_str()).collect();
+            if groups.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name} ({})", groups.join(", "))
+            }
+        })
+        .collect())
+}
+
 fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     for (name, text) in warden_policy::demo_files() {
@@ -544,6 +566,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         say!(
             "    Demo users alice (dev, manager mallory), bob (sre), mallory (managers), sam (security), admin (admins)"
         );
+        let configured = configured_dev_users(&config)?;
+        if !configured.is_empty() {
+            say!(
+                "    and the config's users without a password_hash: {}",
+                configured.join(", ")
+            );
+        }
         say!("    all have the password {DEV_PASSWORD:?}.");
     }
     say!(

@@ -503,3 +503,26 @@ fn a_login_goes_to_an_http_or_https_server_only() {
     let said = login("127.0.0.1:21600");
     assert!(said.contains("is not a URL"), "{said}");
 }
+
+/// `serve --dev --config FILE` gives the config's users without a `password_hash` the published
+/// demo password, administrators included: its banner names each of them, and none with one.
+#[test]
+fn a_development_server_names_the_configs_users_it_gives_the_demo_password() {
+    let hash = password_hash("dave-password-1");
+    let env = Env::start_configured(&format!(
+        "[users.carol]\ngroups = [\"admins\"]\n\n[users.dave]\ngroups = [\"dev\"]\npassword_hash = {hash:?}\n\n[users.erin]\n"
+    ));
+    let banner = env.server.stdout();
+    let named = banner
+        .lines()
+        .find(|l| l.contains("the config's users without a password_hash"))
+        .unwrap_or_else(|| panic!("{banner}"));
+    assert!(named.ends_with(": carol (admins), erin"), "{banner}");
+    assert!(
+        banner.contains("all have the password \"warden-dev\""),
+        "{banner}"
+    );
+    // As it says: carol, an administrator, signs in with it; dave does not.
+    assert!(sign_in(&env.server.cli(), "carol", PASSWORD, None).success());
+    assert_eq!(sign_in(&env.server.cli(), "dave", PASSWORD, None).code, 5);
+}
