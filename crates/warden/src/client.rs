@@ -685,7 +685,8 @@ mod tests {
             ),
             ("http://127.0.0.1:8443/?x=1", "query"),
             ("127.0.0.1:8443", "not a URL"),
-            ("ftp://example.com", "not a URL"),
+            ("ftp://example.com", "is not an http:// or https:// URL"),
+            ("file:///etc/passwd", "is not an http:// or https:// URL"),
         ] {
             let e = normal_server(bad).unwrap_err();
             let e = e.downcast_ref::<Failure>().unwrap();
