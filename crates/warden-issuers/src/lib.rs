@@ -168,6 +168,10 @@ pub enum Error {
     Privilege(String),
     #[error("the target could not be reached or refused the change: {0}")]
     Target(String),
+    /// The target refused a change, and what the call had made there was undone (a
+    /// transaction rolled back, an account dropped again): nothing of it is left to remove.
+    #[error("the target refused the change, which was undone: {0}")]
+    Undone(String),
     #[error("internal issuer error: {0}")]
     Internal(String),
     #[error("targets of this kind do not support {0}")]
@@ -180,8 +184,9 @@ pub enum Error {
 
 impl Error {
     /// Whether the target is known to be as it was before the call: the error came before
-    /// anything was sent to it (settings, inputs, a missing credential) or with the connection
-    /// itself. Any other error may have come after a change, so whatever it made must be undone.
+    /// anything was sent to it (settings, inputs, a missing credential), with the connection
+    /// itself, or after the call undid what it had made. Any other error may have come after a
+    /// change, so whatever it made must be undone.
     pub fn left_target_untouched(&self) -> bool {
         matches!(
             self,
@@ -190,6 +195,7 @@ impl Error {
                 | Error::Unreached(_)
                 | Error::Privilege(_)
                 | Error::Unsupported(_)
+                | Error::Undone(_)
         )
     }
 }

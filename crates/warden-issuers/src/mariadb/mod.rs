@@ -299,6 +299,9 @@ fn describe(what: &str, e: &mysql_async::Error, secrets: &[&str]) -> String {
         mysql_async::Error::Server(s) => {
             format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state)
         }
+        // The driver says "Input/output error: " once for its error and once for the I/O
+        // error inside it: the system's own words say it.
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io.to_string(),
         other => other.to_string(),
     };
     redact(&format!("{what}: {text}"), secrets)
@@ -643,15 +646,19 @@ impl Issuer for MariadbIssuer {
                 // Only a statement holding the password can make the server quote it.
                 let in_statement: &[&str] = if grant.uses_password() { &secrets } else { &[] };
                 let failed = describe(&what, &e, in_statement);
-                let undone = match c.query_drop(format!("DROP USER IF EXISTS {grantee}")).await {
-                    Ok(()) => "the account was dropped again".to_owned(),
-                    Err(e) => describe(
-                        "dropping the account again failed too, revoking will retry",
-                        &e,
-                        &[],
-                    ),
-                };
-                return Err(Error::Target(format!("{failed}; {undone}")));
+                return Err(
+                    match c.query_drop(format!("DROP USER IF EXISTS {grantee}")).await {
+                        Ok(()) => Error::Undone(format!("{failed}; the account was dropped again")),
+                        Err(e) => Error::Target(format!(
+                            "{failed}; {}",
+                            describe(
+                                "dropping the account again failed too, revoking will retry",
+                                &e,
+                                &[],
+                            )
+                        )),
+                    },
+                );
             }
             Ok(())
         })
@@ -790,6 +797,14 @@ mod tests {
             expires_literal(datetime!(2026-01-01 12:00:30.9 +01:00)).unwrap(),
             "'2026-01-01 11:00:30'"
         );
+    }
+
+    #[test]
+    fn an_unreachable_server_is_described_once() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = mysql_async::Error::Io(mysql_async::IoError::Io(refused));
+        let said = describe("connecting to mariadb at 127.0.0.1:1 as a", &e, &[]);
+        assert_eq!(said, "connecting to mariadb at 127.0.0.1:1 as a: connection refused");
     }
 
     #[test]

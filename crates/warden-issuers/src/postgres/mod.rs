@@ -106,10 +106,7 @@ const CATALOG_RETRIES: u64 = 5;
 /// The statements are pipelined: sent back to back and answered in order, so the whole
 /// transaction costs two round trips, whatever the number of grants. After a failure the
 /// server rejects the rest of the transaction, so the first error is the one that matters.
-async fn create_role(
-    client: &Client,
-    statements: &[(String, String)],
-) -> Result<(), (String, tokio_postgres::Error)> {
+async fn create_role(client: &Client, statements: &[(String, String)]) -> Result<(), Failure> {
     let begin = ("starting a transaction".to_owned(), "BEGIN".to_owned());
     let steps = std::iter::once(&begin).chain(statements);
     let results =
@@ -117,16 +114,34 @@ async fn create_role(
             client.batch_execute(sql).await.map_err(|e| (what, e))
         }))
         .await;
+    let begun = results.first().is_some_and(Result::is_ok);
     if let Some((what, e)) = results.into_iter().find_map(Result::err) {
-        // Nothing was created; a failed rollback leaves the connection unusable, and a failed
-        // call never returns its connection to the pool.
+        // Once the transaction began, nothing was created: its COMMIT was never sent, so the
+        // server rolls it back, here or when the connection ends. A failed rollback leaves the
+        // connection unusable, and a failed call never returns its connection to the pool.
         let _ = client.batch_execute("ROLLBACK").await;
-        return Err((what.clone(), e));
+        return Err(Failure {
+            what: what.clone(),
+            error: e,
+            undone: begun,
+        });
     }
     client
         .batch_execute("COMMIT")
         .await
-        .map_err(|e| ("committing the role".to_owned(), e))
+        .map_err(|e| Failure {
+            what: "committing the role".to_owned(),
+            error: e,
+            undone: false,
+        })
+}
+
+/// Why [`create_role`] failed: at which step, and whether what it ran was rolled back for
+/// certain (else the role may exist: a failed `COMMIT` may have been carried out).
+struct Failure {
+    what: String,
+    error: tokio_postgres::Error,
+    undone: bool,
 }
 
 /// Whether an error is a transient conflict between concurrent catalog changes.
@@ -687,10 +702,13 @@ impl Issuer for PostgresIssuer {
             attempt += 1;
             match create_role(&admin.client, &statements).await {
                 Ok(()) => break,
-                Err((_, e)) if attempt < CATALOG_RETRIES && catalog_conflict(&e) => {
+                Err(f) if attempt < CATALOG_RETRIES && catalog_conflict(&f.error) => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
                 }
-                Err((what, e)) => return Err(target_error(&what, &e, &secrets)),
+                Err(f) if f.undone => {
+                    return Err(Error::Undone(describe(&f.what, &f.error, &secrets)));
+                }
+                Err(f) => return Err(target_error(&f.what, &f.error, &secrets)),
             }
         }
         self.pool.put(key, admin);

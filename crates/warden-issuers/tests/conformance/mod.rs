@@ -308,8 +308,8 @@ async fn only_own_accounts(t: &impl Target) {
     assert!(list(t).await.is_empty());
 }
 
-/// A grant statement that fails undoes the account, and the error names the statement but
-/// never the password.
+/// A grant statement that fails undoes the account, says so, and names the statement but never
+/// the password.
 async fn failed_grants_leave_nothing(t: &impl Target) {
     for (bad, expected) in [
         (t.missing_table_grant(), Some("exist")),
@@ -322,9 +322,9 @@ async fn failed_grants_leave_nothing(t: &impl Target) {
             .await
             .expect_err("a failing grant statement must fail the issue");
         let message = err.to_string();
-        assert!(matches!(err, Error::Target(_)), "{message}");
-        // The account was begun: whatever is left of it must still be revoked.
-        assert!(!err.left_target_untouched());
+        // The account was begun, and undone: nothing of it is left to revoke.
+        assert!(matches!(err, Error::Undone(_)), "{message}");
+        assert!(err.left_target_untouched());
         assert!(
             !message.contains(g.password.expose().as_str()),
             "the error shows the password: {message}"

@@ -315,7 +315,7 @@ impl From<warden_issuers::Error> for Failed {
         use warden_issuers::Error as E;
         match e {
             E::Unreached(_) => Self::Unreached(e.to_string()),
-            E::Target(_) | E::Privilege(_) => Self::AtTarget(e.to_string()),
+            E::Target(_) | E::Undone(_) | E::Privilege(_) => Self::AtTarget(e.to_string()),
             _ => Self::Unasked(e.to_string()),
         }
     }
