@@ -661,7 +661,10 @@ impl App {
         // either: the CLI asks for the code and signs in again, so alerts on failed sign-ins
         // can leave this code out.
         if user.is_some() && secrets.totp.is_some() && code.is_none() {
-            let e = refusal("totp_required", "TOTP code missing (the password was not checked)");
+            let e = refusal(
+                "totp_required",
+                "TOTP code missing (the password was not checked)",
+            );
             self.store.append(vec![e]).await?;
             return Err(AuthError::TotpRequired);
         }

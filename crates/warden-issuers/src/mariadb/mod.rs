@@ -804,7 +804,10 @@ mod tests {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let e = mysql_async::Error::Io(mysql_async::IoError::Io(refused));
         let said = describe("connecting to mariadb at 127.0.0.1:1 as a", &e, &[]);
-        assert_eq!(said, "connecting to mariadb at 127.0.0.1:1 as a: connection refused");
+        assert_eq!(
+            said,
+            "connecting to mariadb at 127.0.0.1:1 as a: connection refused"
+        );
     }
 
     #[test]

@@ -126,14 +126,11 @@ async fn create_role(client: &Client, statements: &[(String, String)]) -> Result
             undone: begun,
         });
     }
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(|e| Failure {
-            what: "committing the role".to_owned(),
-            error: e,
-            undone: false,
-        })
+    client.batch_execute("COMMIT").await.map_err(|e| Failure {
+        what: "committing the role".to_owned(),
+        error: e,
+        undone: false,
+    })
 }
 
 /// Why [`create_role`] failed: at which step, and whether what it ran was rolled back for
