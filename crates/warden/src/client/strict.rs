@@ -7,9 +7,8 @@
 //! bit that others may write, like `/tmp`, is no place for them either: anyone may add to it.
 
 use std::fs::Metadata;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use anyhow::Context;
 
@@ -46,7 +45,7 @@ pub fn check_file(path: &Path, meta: &Metadata, again: &str) -> anyhow::Result<(
 }
 
 fn check(path: &Path, meta: &Metadata, place: Place<'_>) -> anyhow::Result<()> {
-    let me = caller()?;
+    let me = caller();
     let foreign = |uid: u32| uid != me && uid != 0;
     let shown = path.display();
     let link = std::fs::symlink_metadata(path)
@@ -122,57 +121,14 @@ fn check(path: &Path, meta: &Metadata, place: Place<'_>) -> anyhow::Result<()> {
     refuse(why, fix)
 }
 
-/// The caller's effective user id: from `/proc/self/status`, else from the owner of a file
-/// this process makes.
-fn caller() -> anyhow::Result<u32> {
-    static CALLER: OnceLock<u32> = OnceLock::new();
-    if let Some(uid) = CALLER.get() {
-        return Ok(*uid);
-    }
-    let uid = match std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| effective_uid(&status))
-    {
-        Some(uid) => uid,
-        None => {
-            let probe = std::env::temp_dir().join(format!(
-                ".warden-uid-{}-{:016x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&probe)
-                .with_context(|| format!("finding out your user id ({})", probe.display()))?;
-            let uid = file.metadata().map(|m| m.uid());
-            let _ = std::fs::remove_file(&probe);
-            uid.with_context(|| format!("finding out your user id ({})", probe.display()))?
-        }
-    };
-    Ok(*CALLER.get_or_init(|| uid))
-}
-
-/// The effective user id of a `/proc/PID/status` (`Uid:` real, effective, saved, filesystem).
-fn effective_uid(status: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .and_then(|uid| uid.parse().ok())
+/// The caller's effective user id.
+fn caller() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_effective_uid_is_the_second_of_the_status_line() {
-        let status = "Name:\twarden\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
-        assert_eq!(effective_uid(status), Some(0));
-        assert_eq!(effective_uid("Name:\twarden\n"), None);
-    }
 
     #[test]
     fn the_caller_owns_what_it_makes() {
@@ -184,6 +140,6 @@ mod tests {
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
         let owner = std::fs::metadata(&dir).map(|m| m.uid());
         let _ = std::fs::remove_dir(&dir);
-        assert_eq!(caller().ok(), owner.ok());
+        assert_eq!(Some(caller()), owner.ok());
     }
 }
