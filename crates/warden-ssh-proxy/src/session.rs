@@ -750,7 +750,10 @@ impl Open {
                     }
                 }
                 () = &mut expiry => {
-                    break End::Warden(format!("your grant {} has expired", grant.id));
+                    break End::Warden(format!(
+                        "your grant {} has expired (a session goes on under an extension of it only once opened anew: `warden ssh {}`)",
+                        grant.id, grant.target
+                    ));
                 }
                 // Counted once, below, when finishing the recording reports the failure.
                 () = shared.recording_failed.notified() => {

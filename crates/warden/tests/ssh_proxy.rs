@@ -763,6 +763,31 @@ fn a_shell_started_by_a_command_has_its_input_recorded() {
     );
 }
 
+/// A grant an extension continues is still warned of while SSH proxy sessions opened under it
+/// are live: they end with it, and go on under the extension only once opened anew.
+#[test]
+fn sessions_under_a_continued_grant_are_warned_of_and_end_with_it() {
+    let s = Setup::start_configured("full", "", true, "expiry_warning = \"10s\"\n");
+    let grant = s.grant("20s");
+    let gid = grant["id"].as_str().unwrap().to_owned();
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    let more = ok(&s.alice, &["request", "extend", &gid, "--ttl", "2m"]);
+    assert_eq!(more["state"], "active", "{more}");
+    let warned = s.wait_event("notification.expiry_warned", Duration::from_secs(20));
+    assert_eq!(warned["request_id"], gid.as_str(), "{warned}");
+    assert_eq!(
+        (
+            &warned["details"]["continued"],
+            &warned["details"]["proxy_sessions"]
+        ),
+        (&Value::from(true), &Value::from(1)),
+        "{warned}"
+    );
+    let screen = term.wait_for("session ended", 1, Duration::from_secs(20));
+    assert!(screen.contains("has expired"), "{screen}");
+}
+
 #[test]
 fn grant_expiry_ends_an_open_session_and_watch_and_kill_work() {
     let s = Setup::start("full", "", true);

@@ -128,19 +128,35 @@ impl App {
                 if !r.take_warning(now) {
                     return Ok(false);
                 }
-                // Access an active extension continues does not end soon: nothing to tell.
-                if self.continued(&r).await? {
+                // Access an active extension continues does not end soon: nothing to tell,
+                // unless sessions through the proxy were opened under this grant, which end
+                // with it (the extension's own sessions are opened anew).
+                let live = self
+                    .sessions
+                    .list()
+                    .iter()
+                    .filter(|s| s.grant == r.id)
+                    .count();
+                let continued = self.continued(&r).await?;
+                if continued && live == 0 {
                     return self.store_quietly(&r).await;
                 }
+                let said = continued.then(|| {
+                    format!(
+                        "an extension continues your access, but the {live} SSH proxy session(s) opened under this grant end with it: open new ones to go on"
+                    )
+                });
                 Ok(Change {
                     events: vec![
                         Event::new(Code::ExpiryWarned, Actor::system(), now)
                             .for_request(&r)
                             .details(serde_json::json!({
                                 "expires_at": r.expires_at.map(warden_domain::rfc3339),
+                                "continued": continued,
+                                "proxy_sessions": live,
                             })),
                     ],
-                    notices: self.notices(&r, Kind::ExpirySoon, Audience::Requester, None),
+                    notices: self.notices(&r, Kind::ExpirySoon, Audience::Requester, said),
                     ..Change::default()
                 })
             }
