@@ -413,6 +413,13 @@ impl Request {
     ) -> Result<(), TransitionError> {
         if ok.contains(&self.state) {
             Ok(())
+        } else if self.state == State::TimedOut && ok.contains(&State::Pending) {
+            // Told as one past its deadline is before the worker records it: one answer,
+            // whenever it comes.
+            Err(TransitionError::Overdue {
+                id: self.id,
+                deadline: self.pending_deadline,
+            })
         } else {
             Err(TransitionError::WrongState {
                 id: self.id,

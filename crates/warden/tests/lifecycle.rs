@@ -1298,7 +1298,10 @@ fn pending_requests_time_out() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(state(&alice, &rid), "timed-out");
-    fails(&bob, &["request", "approve", &rid], 6);
+    // Refused as one past its deadline is before its time-out is recorded: one code.
+    let late = fails(&bob, &["--json", "request", "approve", &rid], 6);
+    let late: serde_json::Value = serde_json::from_str(&late.stderr).unwrap();
+    assert_eq!(late["error"]["code"], "timed_out", "{late}");
 }
 
 #[test]

@@ -367,7 +367,8 @@ impl App {
                     Ok(d) => d,
                     Err(why) if approve => {
                         let e = Error::Forbidden(format!(
-                            "{why}; it can only be denied or cancelled, and its requester may make a new one"
+                            "{why}; unless that changes before its deadline ({}: a time window that opens, a reload), it can only be denied or cancelled, and its requester may make a new one",
+                            warden_domain::rfc3339(r.pending_deadline)
                         ));
                         return Err(self.refused(refusal, e).await);
                     }
