@@ -149,11 +149,12 @@ fn password_hash<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     }
 }
 
-/// Reads a setting that takes a duration; its problems are said of a duration, not a TTL.
+/// Reads a setting that takes a duration; its problems are said of the value (its line and
+/// column locate the setting), not of a TTL.
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ttl, D::Error> {
     let text = String::deserialize(d)?;
     text.parse::<Ttl>()
-        .map_err(|e| serde::de::Error::custom(e.of("the duration")))
+        .map_err(|e| serde::de::Error::custom(e.of("the value")))
 }
 
 /// Reads a listen address: an IP address and a port, never a host name to resolve.
@@ -577,9 +578,9 @@ mod tests {
         for (line, says) in [
             (
                 "checkpoint_interval = \"0s\"",
-                "the duration must be longer than zero",
+                "the value must be longer than zero",
             ),
-            ("expiry_warning = \"365d\"", "the duration 365d is above"),
+            ("expiry_warning = \"365d\"", "the value 365d is above"),
             (
                 "listen = \"localhost:8443\"",
                 "host names are not looked up",

@@ -1341,7 +1341,7 @@ fn bad_input_is_refused_clearly_and_audited() {
         ],
         2,
     );
-    assert!(out.stderr.contains("at most 30 days"), "{out:?}");
+    assert!(out.stderr.contains("ceiling of 30d"), "{out:?}");
     // A WARDEN_SERVER set but empty (a CI variable) is unset: the saved login's server is used.
     let empty = std::process::Command::new(BIN)
         .args(["--json", "whoami"])

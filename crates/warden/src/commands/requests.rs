@@ -394,30 +394,20 @@ fn removal(v: &Value) -> String {
     }
 }
 
-/// `--wait-timeout`: a duration as TTLs are written, or bare seconds as before.
+/// `--wait-timeout`: a duration as TTLs are written, or bare seconds as before; at most 30 days
+/// (Warden's ceiling on durations, longer than any pending timeout a policy could sensibly set).
 fn wait_seconds(text: &str) -> Result<u64, String> {
-    /// Longer than any pending timeout a policy could sensibly set.
-    const MAX_WAIT: u64 = 30 * 24 * 3600;
     let text = text.trim();
-    let secs = match text.parse::<u64>() {
-        Ok(secs) => secs,
-        Err(_) => text
-            .parse::<warden_domain::Ttl>()
-            .map(warden_domain::Ttl::as_secs)
-            .map_err(|e| e.of("the wait"))?,
+    let bare = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let written = if bare {
+        format!("{text}s")
+    } else {
+        text.to_owned()
     };
-    if secs == 0 {
-        return Err(
-            "the wait must be longer than zero: give it like a TTL (e.g. 10m), or leave out --wait"
-                .to_owned(),
-        );
-    }
-    if secs > MAX_WAIT {
-        return Err(format!(
-            "the wait is at most 30 days ({MAX_WAIT} s), not {secs} s"
-        ));
-    }
-    Ok(secs)
+    written
+        .parse::<warden_domain::Ttl>()
+        .map(warden_domain::Ttl::as_secs)
+        .map_err(|e| e.of("the wait"))
 }
 
 /// Polls request `created` until it is no longer pending; after `timeout` seconds, or on Ctrl-C
@@ -1035,6 +1025,17 @@ mod tests {
         assert_eq!(wait_seconds(" 1h30m"), Ok(5400));
         let why = wait_seconds("2x").unwrap_err();
         assert!(why.contains("the wait \"2x\" is not a duration"), "{why}");
+        // One ceiling, said one way, however the wait is written; zero likewise.
+        for (given, said) in [
+            ("31d", "above Warden's ceiling of 30d"),
+            ("2592001", "above Warden's ceiling of 30d"),
+            ("99999999999999999999", "above Warden's ceiling of 30d"),
+            ("0", "must be longer than zero"),
+            ("0s", "must be longer than zero"),
+        ] {
+            let why = wait_seconds(given).unwrap_err();
+            assert!(why.contains(said), "{given}: {why}");
+        }
     }
 
     #[test]
