@@ -122,13 +122,20 @@ impl SqliteStore {
         let events = prepare(&events)?;
         self.writer
             .write(move |c| {
-                c.prepare_cached(
-                    "UPDATE outbox SET due_at = NULL, delivered_at = ?3, last_error = NULL,
-                            skipped = ?4
-                     WHERE notice_id = ?1 AND sink = ?2",
-                )
-                .and_then(|mut s| s.execute(params![id, sink, now, skipped]))
-                .map_err(backend)?;
+                let done = c
+                    .prepare_cached(
+                        "UPDATE outbox SET due_at = NULL, delivered_at = ?3, last_error = NULL,
+                                skipped = ?4
+                         WHERE notice_id = ?1 AND sink = ?2 AND due_at IS NOT NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![id, sink, now, skipped]))
+                    .map_err(backend)?;
+                // The last sink done with the notice settles it: counted, and its rows
+                // removed (migration 0020). A late report for a row done already changes
+                // nothing.
+                if done == 1 {
+                    settle_if_done(c, &id).map_err(backend)?;
+                }
                 append_events(c, &events)
             })
             .await
@@ -164,6 +171,8 @@ impl SqliteStore {
     }
 
     pub(super) async fn outbox_figures(&self) -> Result<OutboxStatus> {
+        // The outbox holds only notices still on their way (settled ones are counted in
+        // `outbox_settled` and removed), so neither count below reads history.
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT sink, COUNT(*), COUNT(*) FILTER (WHERE attempts > 0),
@@ -185,12 +194,11 @@ impl SqliteStore {
             c.query_row(
                 "SELECT COUNT(*) FILTER (WHERE waiting > 0),
                         COUNT(*) FILTER (WHERE failed > 0),
-                        COUNT(*) FILTER (WHERE waiting = 0 AND sent > 0),
-                        COUNT(*) FILTER (WHERE waiting = 0 AND sent = 0),
+                        (SELECT delivered FROM outbox_settled),
+                        (SELECT skipped FROM outbox_settled),
                         MIN(queued_at) FILTER (WHERE waiting > 0)
                  FROM (SELECT COUNT(*) FILTER (WHERE due_at IS NOT NULL) AS waiting,
                               COUNT(*) FILTER (WHERE due_at IS NOT NULL AND attempts > 0) AS failed,
-                              COUNT(*) FILTER (WHERE due_at IS NULL AND NOT skipped) AS sent,
                               MIN(created_at) AS queued_at
                        FROM outbox GROUP BY notice_id)",
                 [],
@@ -294,4 +302,27 @@ impl SqliteStore {
             })
             .collect()
     }
+}
+
+/// Settles notice `id` if no sink is still to send it: counts it in `outbox_settled`, as
+/// delivered if any sink sent it, else as skipped, and removes its rows.
+fn settle_if_done(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<()> {
+    let (waiting, sent): (i64, i64) = c
+        .prepare_cached(
+            "SELECT COUNT(*) FILTER (WHERE due_at IS NOT NULL), COUNT(*) FILTER (WHERE NOT skipped)
+             FROM outbox WHERE notice_id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if waiting > 0 {
+        return Ok(());
+    }
+    c.prepare_cached(if sent > 0 {
+        "UPDATE outbox_settled SET delivered = delivered + 1"
+    } else {
+        "UPDATE outbox_settled SET skipped = skipped + 1"
+    })?
+    .execute([])?;
+    c.prepare_cached("DELETE FROM outbox WHERE notice_id = ?1")?
+        .execute([id])?;
+    Ok(())
 }

@@ -372,6 +372,7 @@ mod tests {
                  DROP INDEX requests_revoked_until;
                  ALTER TABLE requests DROP COLUMN revoked_until;
                  DROP TABLE live_sessions;
+                 DROP TABLE outbox_settled;
                  ALTER TABLE outbox DROP COLUMN skipped;
                  ALTER TABLE user_secrets DROP COLUMN config_hash;
                  PRAGMA user_version = 11;",

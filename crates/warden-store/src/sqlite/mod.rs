@@ -55,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_live_sessions.sql"),
     include_str!("migrations/0018_skipped_notices.sql"),
     include_str!("migrations/0019_config_hashes.sql"),
+    include_str!("migrations/0020_settled_notices.sql"),
 ];
 const READERS: usize = 8;
 

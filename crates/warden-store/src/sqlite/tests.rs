@@ -507,6 +507,55 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         (0, 1, 0)
     );
     assert_eq!(s.next_notice_due().await.unwrap(), None);
+    // Settled, it is counted and its rows are gone: the outbox holds only what is on its way,
+    // so what a scrape reads does not grow with the server's age. A late report of it, even
+    // one saying it was delivered, counts nothing again.
+    s.notice_delivered(notice.id, "hook", later, false, Vec::new())
+        .await
+        .unwrap();
+    let status = s.outbox_status().await.unwrap();
+    assert_eq!((status.delivered, status.skipped), (1, 0));
+    let left: i64 = s
+        .read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)))
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+/// A store from before migration 0020 keeps its counts of settled notices, and loses their
+/// rows; notices still on their way stay.
+#[tokio::test]
+async fn settled_notices_are_counted_and_removed_by_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    drop(SqliteStore::open(&path).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "DROP TABLE outbox_settled;
+             PRAGMA user_version = 19;
+             INSERT INTO outbox (notice_id, sink, created_at, due_at, delivered_at, body, skipped)
+             VALUES ('a', 'hook', 1, NULL, 2, '{}', 0), ('a', 'mail', 1, NULL, 2, '{}', 1),
+                    ('b', 'hook', 1, NULL, 2, '{}', 1),
+                    ('c', 'hook', 1, NULL, 2, '{}', 0), ('c', 'mail', 1, 5, NULL, '{}', 0);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let status = s.outbox_status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.delivered, status.skipped),
+        (1, 1, 1)
+    );
+    let left: Vec<String> = s
+        .read(|c| {
+            c.prepare("SELECT notice_id || '/' || sink FROM outbox ORDER BY 1")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left, ["c/hook", "c/mail"]);
 }
 
 #[tokio::test]
