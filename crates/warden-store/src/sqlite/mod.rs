@@ -59,6 +59,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 const READERS: usize = 8;
 
+/// How long a token's row is kept past its expiry ([`SqliteStore::insert_token`] removes it
+/// after that).
+const TOKENS_KEPT_AFTER_EXPIRY: time::Duration = time::Duration::days(7);
+
 /// The newest checkpoint made before a time, found through `checkpoints_time` (migration 0009).
 const CHECKPOINT_BEFORE: &str = "SELECT size, root, time, frontier, note FROM checkpoints
      WHERE time < ?1 ORDER BY time DESC, size DESC LIMIT 1";
@@ -1339,6 +1343,12 @@ impl crate::Store for SqliteStore {
                 if n == 0 {
                     return Err(Error::Conflict);
                 }
+                // Each sign-in clears the tokens that ended long enough ago that no one still
+                // shows one: the table stays the size of the logins in use, however many
+                // sign-ins the years bring. Until then an expired token is told as such.
+                c.prepare_cached("DELETE FROM tokens WHERE expires_at < ?1")
+                    .and_then(|mut s| s.execute([ms(t.created_at - TOKENS_KEPT_AFTER_EXPIRY)]))
+                    .map_err(backend)?;
                 append_events(c, &events)
             })
             .await

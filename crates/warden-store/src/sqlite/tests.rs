@@ -242,6 +242,33 @@ fn checked(password_hash: &str, totp: Option<&str>) -> crate::Checked {
     }
 }
 
+/// A sign-in clears the tokens that expired over a week before it; those that expired since
+/// are still found, and told as expired.
+#[tokio::test]
+async fn tokens_long_expired_are_cleared_by_a_sign_in() {
+    let (_d, s) = store();
+    let u = "alice".parse().unwrap();
+    s.init_password(&u, "h1".into(), vec![]).await.unwrap();
+    let at = |days: i64| crate::Token {
+        created_at: datetime!(2026-01-01 10:00 UTC) + time::Duration::days(days),
+        expires_at: datetime!(2026-01-01 18:00 UTC) + time::Duration::days(days),
+        ..token_of("alice")
+    };
+    s.insert_token([1; 32], at(0), checked("h1", None), vec![])
+        .await
+        .unwrap();
+    s.insert_token([2; 32], at(5), checked("h1", None), vec![])
+        .await
+        .unwrap();
+    assert!(s.token([1; 32]).await.unwrap().is_some());
+    s.insert_token([3; 32], at(9), checked("h1", None), vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.token([1; 32]).await.unwrap(), None);
+    assert!(s.token([2; 32]).await.unwrap().is_some());
+    assert!(s.token([3; 32]).await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn a_token_is_stored_only_while_the_credentials_its_sign_in_checked_hold() {
     use crate::Reset;
