@@ -553,18 +553,25 @@ fn parse_time(
         DeValue::Datetime(d) => d.to_string(),
         _ => toml_doc::string(src, what, item, out)?.to_owned(),
     };
-    OffsetDateTime::parse(&text, &Rfc3339)
-        .map_err(|e| {
-            out.push(toml_doc::at(
-                src,
-                item.span(),
-                format!(
-                    "{what}: {text:?} is not an RFC 3339 time such as 2026-01-05T10:00:00Z ({e})"
-                ),
-            ));
-        })
-        .ok()
+    let problem = match OffsetDateTime::parse(&text, &Rfc3339) {
+        // Within the years every target's time zone can be read in: a time outside them
+        // would be decided with no `context.now` at all, so as no rule permitting it.
+        Ok(t) if AT_YEARS.contains(&t.year()) => return Some(t),
+        Ok(_) => format!(
+            "{what}: {text:?} is outside the years a case may be set in ({} to {})",
+            AT_YEARS.start(),
+            AT_YEARS.end()
+        ),
+        Err(e) => {
+            format!("{what}: {text:?} is not an RFC 3339 time such as 2026-01-05T10:00:00Z ({e})")
+        }
+    };
+    out.push(toml_doc::at(src, item.span(), problem));
+    None
 }
+
+/// The years a case's `at` may fall in.
+const AT_YEARS: std::ops::RangeInclusive<i32> = 1000..=9000;
 
 /// Runs one case: what differed from its expectations (none when it passes).
 fn run_case(policy: &Policy, suite: &Suite, case: &Case) -> Vec<Mismatch> {

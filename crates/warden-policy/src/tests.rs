@@ -781,6 +781,14 @@ name = "y"
 user = "alice"
 target = "prod-web-1"
 expect = "deny"
+
+[[case]]
+name = "z"
+user = "alice"
+target = "prod-web-1"
+role = "viewer"
+at = 9999-12-30T22:00:01Z
+expect = "allow"
 "#;
     let got = match fixtures::run_files(
         &files(&[("a.cedar", policy), ("tests/bad.toml", bad)]),
@@ -798,6 +806,7 @@ expect = "deny"
             "tests/bad.toml:11:10: `expect` of case \"x\": \"maybe\" is neither \"allow\" nor \"deny\"",
             "tests/bad.toml:12:11: `refusal` of case \"x\": unknown refusal code \"nope\"; use one of none, not_permitted, ttl_above_max, ticket_required, ticket_mismatch, mfa_required, no_approvers",
             "tests/bad.toml:14:1: case \"y\" has no `role`",
+            "tests/bad.toml:25:6: `at` of case \"z\": \"9999-12-30T22:00:01Z\" is outside the years a case may be set in (1000 to 9000)",
         ]
         .join("\n")
     );
