@@ -28,8 +28,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Just-in-time privileged access: request, approve, connect, revoke, audit."
 )]
 struct Cli {
-    /// Server URL (default: the saved login's, else http://127.0.0.1:8443).
-    #[arg(long, global = true, env = "WARDEN_SERVER")]
+    /// Server URL (else WARDEN_SERVER, else the saved login's, else http://127.0.0.1:8443).
+    // WARDEN_SERVER is read below, not by clap, which would show `--server` as required in
+    // the usage line of every error while the variable is set.
+    #[arg(long, global = true)]
     server: Option<String>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -224,7 +226,21 @@ fn libraries_above_debug(target: &str, level: tracing::Level) -> bool {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json };
     // An empty WARDEN_SERVER (a CI variable set but empty) is unset, as an empty WARDEN_HOME is.
-    let server = cli.server.filter(|s| !s.is_empty());
+    let server = match cli.server {
+        Some(s) => Some(s),
+        None => match std::env::var("WARDEN_SERVER") {
+            Ok(s) => Some(s),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(exit::Failure::new(
+                    exit::USAGE,
+                    "WARDEN_SERVER is not valid UTF-8: set it to the server's URL, e.g. http://127.0.0.1:8443",
+                )
+                .into());
+            }
+        },
+    }
+    .filter(|s| !s.is_empty());
     match cli.command {
         Command::Serve(a) => {
             init_logging(a.log_format == "json")?;

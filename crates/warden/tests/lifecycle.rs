@@ -1350,6 +1350,18 @@ fn bad_input_is_refused_clearly_and_audited() {
         .output()
         .unwrap();
     assert!(empty.status.success(), "{empty:?}");
+    // Set, it is the server, and no usage line shows `--server` as if it were required.
+    let set = std::process::Command::new(BIN)
+        .args(["request", "approve"])
+        .env("WARDEN_SERVER", alice.server_url())
+        .env("WARDEN_HOME", alice.home())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&set.stderr);
+    assert!(
+        said.contains("Usage: warden request approve <ID>"),
+        "{said}"
+    );
     // Arguments that do not parse get the same error envelope as any failure under --json.
     let out = alice.run(&["--json", "request", "create", "web"], None);
     assert_eq!(out.code, 2, "{out:?}");
