@@ -196,9 +196,11 @@ fn load_saved() -> anyhow::Result<SavedLogin> {
 pub fn keep_private(saved: &std::path::Path, undo: &str, again: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::symlink_metadata(saved)?;
-    if let Ok(leads) = std::fs::metadata(saved) {
-        strict::check_file(saved, &leads, again)?;
-    }
+    // A link that leads nowhere yet is refused too: whoever may make what it names would
+    // write the file.
+    let leads = std::fs::metadata(saved)
+        .with_context(|| format!("reading {} (where it leads)", saved.display()))?;
+    strict::check_file(saved, &leads, again)?;
     if meta.file_type().is_symlink() {
         // Its mode is the target's, wherever that is: not ours to change.
         eprintln!(

@@ -195,6 +195,54 @@ fn a_home_others_may_write_is_refused_and_its_login_never_used() {
     );
 }
 
+/// A home below a folder others may write (without the sticky bit) is refused, as sshd refuses
+/// `authorized_keys` there: whoever may write that folder could swap the home between the
+/// client's look at it and its use. The home is judged where it leads, `home/` as `home`.
+#[test]
+fn a_home_below_a_folder_others_may_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let home = shared.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    chmod(&home, 0o700);
+    let decoy = Decoy::new();
+    plant(&home, &decoy.url());
+    chmod(&shared, 0o777);
+    for given in [home.clone(), PathBuf::from(format!("{}/", home.display()))] {
+        let out = run(&given, &["whoami"], "");
+        refused(
+            &out,
+            &home,
+            &format!("{} may be written", shared.display()),
+            "mktemp -d",
+        );
+    }
+    // Through a link from a private folder, the same home is still where it is.
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    chmod(&private, 0o700);
+    let link = private.join("home");
+    std::os::unix::fs::symlink(&home, &link).unwrap();
+    let stderr = String::from_utf8_lossy(&run(&link, &["whoami"], "").stderr).into_owned();
+    assert!(
+        stderr.contains(&format!("{} may be written", shared.display())),
+        "{stderr}"
+    );
+    assert!(
+        !decoy.reached(),
+        "the token went to the planted login's server"
+    );
+    // Shared with the sticky bit (like /tmp), a folder of one's own below it is fine: its
+    // login is read (past its expiry, it is not sent, and `logout` just removes it).
+    chmod(&shared, 0o1777);
+    let saved = home.join("credentials.json");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    std::fs::write(&saved, text.replace("2999-01-01", "2001-01-01")).unwrap();
+    let out = run(&home, &["logout"], "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!saved.exists());
+}
+
 /// Whether these tests run as root, who alone can give a file to another user: the owner of a
 /// file they make.
 fn as_root() -> bool {

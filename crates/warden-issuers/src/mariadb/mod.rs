@@ -192,7 +192,7 @@ struct RoleSettings {
 
 /// Checks a mariadb target's connection table.
 pub fn check_connection(connection: &Settings) -> Result<(), Error> {
-    parse_connection(KIND, connection, DEFAULT_PORT, false).map(|_| ())
+    connection_of(connection).map(|_| ())
 }
 
 /// Every problem with a mariadb role's settings.
@@ -319,6 +319,20 @@ async fn identified(c: &mut Conn, password: &str, hash: &str) -> Result<String, 
     } else {
         format!("IDENTIFIED BY {}", literal(password))
     })
+}
+
+/// A MariaDB target's connection settings. Its driver reaches the server over TCP only: a
+/// host written as a socket directory, as PostgreSQL's may be, would be looked up as a name
+/// (and be taken for local, so without TLS).
+fn connection_of(settings: &Settings) -> Result<Connection, Error> {
+    let conn = parse_connection(KIND, settings, DEFAULT_PORT, false)?;
+    if conn.host.starts_with('/') {
+        return Err(Error::Settings(format!(
+            "the host of a {KIND} target, {}, is a path: Warden reaches MariaDB over TCP, so give the server's name or address (127.0.0.1 for this machine)",
+            conn.host
+        )));
+    }
+    Ok(conn)
 }
 
 /// Connects to the target as `user`, failing within [`CONNECT_TIMEOUT`].
@@ -612,7 +626,7 @@ impl Issuer for MariadbIssuer {
     }
 
     async fn issue(&self, req: IssueRequest<'_>) -> Result<IssueResponse, Error> {
-        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let conn = connection_of(req.connection)?;
         let settings = parse_settings(req.settings)?;
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
@@ -680,7 +694,7 @@ impl Issuer for MariadbIssuer {
     }
 
     async fn revoke(&self, req: RevokeRequest<'_>) -> Result<RevokeResponse, Error> {
-        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let conn = connection_of(req.connection)?;
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
         self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
@@ -719,7 +733,7 @@ impl Issuer for MariadbIssuer {
     }
 
     async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
-        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let conn = connection_of(req.connection)?;
         let admin = require_admin(req.admin, req.target)?;
         let users: Vec<String> = self
             .with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
@@ -741,7 +755,7 @@ impl Issuer for MariadbIssuer {
     }
 
     async fn rotate_root(&self, req: RotateRootRequest<'_>) -> Result<(), Error> {
-        let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, false)?;
+        let conn = connection_of(req.connection)?;
         let new_password = require_password(Some(req.new_password), "administrator")?;
         let hash = native_password::hash(new_password);
         let failed = |e: mysql_async::Error| {
@@ -815,6 +829,14 @@ mod tests {
         let conn = settings(serde_json::json!({"host": "db"}));
         let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"]}));
         assert!(check_connection(&conn).is_ok() && check_role(&ok).is_empty());
+        // Reached over TCP only: a socket directory is no host (nor a local one, without TLS).
+        let socket = settings(serde_json::json!({"host": "/run/mysqld"}));
+        assert!(
+            check_connection(&socket)
+                .unwrap_err()
+                .to_string()
+                .contains("Warden reaches MariaDB over TCP")
+        );
         let with_host = settings(
             serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"], "host": "10.0.%"}),
         );

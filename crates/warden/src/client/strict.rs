@@ -29,12 +29,73 @@ pub enum Place<'a> {
 /// than the caller or root owns it (or the link to it), or group or others may write to it. A
 /// directory not there is no refusal: the client makes it, private.
 pub fn check_dir(dir: &Path, place: Place<'_>) -> anyhow::Result<()> {
-    let meta = match std::fs::metadata(dir) {
+    // `home/` names `home` (and a link `home/` is where it leads, not the link).
+    let dir = dir.components().collect::<std::path::PathBuf>();
+    let meta = match std::fs::metadata(&dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
-    check(dir, &meta, place)
+    if let Place::Home = place {
+        check_above(&dir)?;
+        let real = std::fs::canonicalize(&dir)
+            .with_context(|| format!("finding where {} leads", dir.display()))?;
+        check_above(&real)?;
+    }
+    check(&dir, &meta, place)
+}
+
+/// Refuses (exit code 2, usage) the folders above `home` and the links on the way to it, as
+/// sshd judges the directories above `authorized_keys`: whoever may change one of them could
+/// swap the home for a folder of their own between the client's look at it and its use. Each
+/// must be owned by the caller or root, and writable by no one else, unless it is a shared
+/// folder with the sticky bit (like `/tmp`), where only the owner of the entry below it, here
+/// the caller or root, may move or remove that entry.
+fn check_above(home: &Path) -> anyhow::Result<()> {
+    let me = caller();
+    let trusted = |uid: u32| uid == me || uid == 0;
+    let refuse = |path: &Path, why: String| -> anyhow::Result<()> {
+        Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "refusing WARDEN_HOME {}: {} {why}, who could swap WARDEN_HOME for a folder of theirs holding a login that names their server (`warden login` would send it your password); set WARDEN_HOME to a directory under one only you and root may change (like one `mktemp -d` makes)",
+                home.display(),
+                path.display()
+            ),
+        )
+        .into())
+    };
+    let mut prefixes: Vec<&Path> = home.ancestors().collect();
+    prefixes.reverse();
+    for pair in prefixes.windows(2) {
+        let (above, below) = (pair[0], pair[1]);
+        let meta = std::fs::symlink_metadata(above)
+            .with_context(|| format!("reading {}", above.display()))?;
+        if meta.file_type().is_symlink() {
+            if !trusted(meta.uid()) {
+                return refuse(above, format!("is a link owned by uid {}", meta.uid()));
+            }
+            continue;
+        }
+        if !trusted(meta.uid()) {
+            return refuse(above, format!("is owned by uid {}", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            let sticky = meta.mode() & 0o1000 != 0;
+            let entry = std::fs::symlink_metadata(below)
+                .with_context(|| format!("reading {}", below.display()))?;
+            if !(sticky && trusted(entry.uid())) {
+                return refuse(
+                    above,
+                    format!(
+                        "may be written by group or others (mode {:o})",
+                        meta.mode() & 0o7777
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses (exit code 2, usage) file `path`, whose metadata (where links lead) is `meta`, as
