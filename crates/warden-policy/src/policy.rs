@@ -141,6 +141,31 @@ impl Policy {
         self.set.num_of_policies()
     }
 
+    /// `now` as rules deciding for `target` read it (`context.now`, in the target's time zone):
+    /// e.g. `Sunday 19:58 (context.now: hour 19, minute 58, weekday 6; Europe/Paris)`, for
+    /// whoever wonders why a time window let a request through or not. `None` for a target
+    /// the policy does not define, or a time outside the zone database's range.
+    pub fn now_seen_by_rules(
+        &self,
+        target: &TargetName,
+        now: time::OffsetDateTime,
+    ) -> Option<String> {
+        let t = self.entities.get(target)?;
+        let local = jiff::Timestamp::from_nanosecond(now.unix_timestamp_nanos())
+            .ok()?
+            .to_zoned_datetime(t.timezone.clone());
+        Some(format!(
+            "{:?} {:02}:{:02} (context.now: hour {}, minute {}, weekday {}; {})",
+            local.weekday(),
+            local.hour(),
+            local.minute(),
+            local.hour(),
+            local.minute(),
+            local.weekday().to_monday_zero_offset(),
+            t.timezone.iana_name().unwrap_or("UTC")
+        ))
+    }
+
     /// Decides a would-be request by `user` for `role` on `target`; see the crate documentation
     /// for how rules combine. Fails only when the target or role is unknown.
     pub fn decide(

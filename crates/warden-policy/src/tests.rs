@@ -1423,6 +1423,36 @@ fn approval_groups_no_one_is_in_are_warned_about() {
     );
 }
 
+/// The time rules read for a target is its own zone's: what `policy explain` shows.
+#[test]
+fn the_time_rules_see_is_the_targets_own() {
+    let targets = TARGETS.replacen(
+        "[targets.prod-web-1]\n",
+        "[targets.prod-web-1]\ntimezone = \"Europe/Paris\"\n",
+        1,
+    );
+    assert_ne!(targets, TARGETS);
+    let rule =
+        "@id(\"a\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n";
+    let policy = Policy::from_files(&[
+        ("targets.toml".to_owned(), targets),
+        ("a.cedar".to_owned(), rule.to_owned()),
+    ])
+    .unwrap_or_else(|r| panic!("{r}"));
+    let target: warden_domain::TargetName = "prod-web-1".parse().unwrap();
+    // A Sunday evening in UTC is Sunday 20:30 in Paris in winter: weekday 6, Monday being 0.
+    assert_eq!(
+        policy
+            .now_seen_by_rules(&target, datetime!(2026-01-04 19:30 UTC))
+            .as_deref(),
+        Some("Sunday 20:30 (context.now: hour 20, minute 30, weekday 6; Europe/Paris)")
+    );
+    assert_eq!(
+        policy.now_seen_by_rules(&"nosuch".parse().unwrap(), datetime!(2026-01-04 19:30 UTC)),
+        None
+    );
+}
+
 /// Values no target has and times out of range are warnings: the policy loads, and each is
 /// named where it is written, beside any errors.
 #[test]

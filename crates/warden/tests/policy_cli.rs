@@ -412,6 +412,12 @@ fn explain_names_the_deciding_rules() {
     assert!(v["refusals"][0].as_str().unwrap().contains("CHG-[0-9]+"));
     // Nothing waits for an automatic grant.
     let auto = ok(&alice, &["policy", "explain", "web", "--role", "view"]);
+    // The time a window would be judged against, as the rules read it (here in UTC).
+    let seen = auto["rules_time"].as_str().unwrap_or_default();
+    assert!(
+        seen.contains("(context.now: hour ") && seen.ends_with("; UTC)"),
+        "{auto}"
+    );
     assert!(auto["decision"]["pending_timeout"].is_null(), "{auto}");
     // As a table: how long it may wait for approval too, and the ticket as it would be sent.
     let table = alice.run(

@@ -69,6 +69,10 @@ pub struct Explanation {
     pub decision: DecisionView,
     /// Every reason the request as given would be refused (MFA aside); empty if it would not.
     pub refusals: Vec<String>,
+    /// The time of the decision as the rules read it (`context.now`, in the target's time
+    /// zone), e.g. `Sunday 19:58 (context.now: hour 19, minute 58, weekday 6; Europe/Paris)`:
+    /// what a time window was judged against.
+    pub rules_time: Option<String>,
 }
 
 /// Outcome of a reload.
@@ -176,7 +180,7 @@ pub async fn explain(
     } else {
         warden_policy::Action::Request
     };
-    let (decision, refusals) = match app
+    let (decision, refusals, rules_time) = match app
         .explain(action, &user, &target, &role, ttl, ticket.as_ref())
         .await
     {
@@ -193,6 +197,7 @@ pub async fn explain(
         action: action.as_str().to_owned(),
         decision,
         refusals: refusals.iter().map(ToString::to_string).collect(),
+        rules_time,
     }))
 }
 

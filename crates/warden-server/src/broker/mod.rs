@@ -475,8 +475,8 @@ impl App {
         self.load(&caller, id, "show").await
     }
 
-    /// The decision policy would make for `user` now, and whether the given request details
-    /// would pass it (MFA aside).
+    /// The decision policy would make for `user` now, whether the given request details would
+    /// pass it (MFA aside), and the time as the rules read it ([`Policy::now_seen_by_rules`]).
     pub async fn explain(
         &self,
         action: Action,
@@ -485,15 +485,16 @@ impl App {
         role: &RoleName,
         ttl: Ttl,
         ticket: Option<&Ticket>,
-    ) -> Result<(Decision, Vec<Refusal>), Error> {
+    ) -> Result<(Decision, Vec<Refusal>, Option<String>), Error> {
         let policy = self.policy.load_full();
+        let at = now();
         let d = self.decide(
             &policy,
             action,
             user,
             target,
             role,
-            &context(now(), ttl, ticket),
+            &context(at, ttl, ticket),
         )?;
         let breakglass = action == warden_policy::Action::Breakglass;
         let mut refusals: Vec<Refusal> = d
@@ -510,7 +511,7 @@ impl App {
         if d.allowed && d.mfa && !self.mfa_enrolled(&user.name).await? {
             refusals.push(Refusal::NoSecondFactor);
         }
-        Ok((d, refusals))
+        Ok((d, refusals, policy.now_seen_by_rules(target, at)))
     }
 
     /// Whether someone in the directory could give the approval `decision` requires of a

@@ -228,6 +228,10 @@ pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> any
                 ),
                 ("ticket", list("ticket_patterns")),
                 (
+                    "decided at",
+                    v["rules_time"].as_str().unwrap_or_default().into(),
+                ),
+                (
                     "mfa",
                     if d["mfa"] == true {
                         "required".into()
