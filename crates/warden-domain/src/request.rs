@@ -508,16 +508,20 @@ impl Request {
         }
     }
 
-    /// Withdraws from a pending request the approvals of the givers `gone` picks (users removed
-    /// from the directory), so that put back later they count no more than their old password
-    /// signs them in: they approve again, afresh. Returns whose were withdrawn.
-    pub fn void_approvals(&mut self, gone: impl Fn(&UserName) -> bool) -> Vec<UserName> {
+    /// Withdraws from a pending request the approvals `gone` picks by giver and time (those of
+    /// users removed from the directory, or offboarded since), so that put back later they
+    /// count no more than their old password signs them in: they approve again, afresh.
+    /// Returns whose were withdrawn.
+    pub fn void_approvals(
+        &mut self,
+        gone: impl Fn(&UserName, OffsetDateTime) -> bool,
+    ) -> Vec<UserName> {
         if self.state != State::Pending {
             return Vec::new();
         }
         let mut voided = Vec::new();
         self.reviews.retain(|r| {
-            let void = r.verdict == Verdict::Approve && gone(&r.reviewer.name);
+            let void = r.verdict == Verdict::Approve && gone(&r.reviewer.name, r.at);
             if void {
                 voided.push(r.reviewer.name.clone());
             }
@@ -1073,9 +1077,12 @@ mod tests {
             .unwrap();
         let mut decided = r.clone();
         let carol_gone = |u: &UserName| u.as_str() == "carol";
-        assert_eq!(r.void_approvals(carol_gone), vec![carol.name.clone()]);
+        assert_eq!(
+            r.void_approvals(|u, _| carol_gone(u)),
+            vec![carol.name.clone()]
+        );
         assert!(r.reviews.is_empty());
-        assert!(r.void_approvals(carol_gone).is_empty());
+        assert!(r.void_approvals(|u, _| carol_gone(u)).is_empty());
         // Put back, carol's approval of before does not complete it with sam's.
         assert!(matches!(
             r.approve(&sam, &alice, req.clone(), &all, c(), t),
@@ -1083,7 +1090,7 @@ mod tests {
         ));
         decided.approve(&sam, &alice, req, &all, c(), t).unwrap();
         assert_eq!(decided.state, State::Approved);
-        assert!(decided.void_approvals(carol_gone).is_empty());
+        assert!(decided.void_approvals(|u, _| carol_gone(u)).is_empty());
         assert_eq!(decided.reviews.len(), 2);
     }
 

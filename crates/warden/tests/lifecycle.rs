@@ -2192,6 +2192,53 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     assert!(e["refusals"].to_string().contains("manager"), "{e}");
 }
 
+/// Approvals a version that left them in place kept through an offboarding, the user let back
+/// in since, are withdrawn at the start: they were given before the offboarding on the record.
+#[test]
+fn approvals_kept_through_an_offboarding_are_withdrawn_at_start() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let mut env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, bob, admin) = (env.login("alice"), env.login("bob"), env.login("admin"));
+    let rid = id(&create(&alice, "web", "root", &[]));
+    let approved = ok(&bob, &["request", "approve", &rid]);
+    let review = approved["reviews"][0].clone();
+    ok(&admin, &["revoke", "--user", "bob", "--all"]);
+    let reset = admin.run(
+        &["user", "set-password", "bob", "--password-stdin"],
+        Some("bob's fresh password 12"),
+    );
+    assert!(reset.success(), "{reset:?}");
+    assert!(env.server.terminate().success());
+    // The request as such a version left it: bob's approval of before still on it.
+    let db = rusqlite::Connection::open(env.server.data_dir().join("warden.db")).unwrap();
+    let body: String = db
+        .query_row("SELECT body FROM requests WHERE id = ?1", [&rid], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    r["reviews"] = serde_json::json!([{
+        "reviewer": {"name": "bob", "groups": ["sre"], "manager": null},
+        "verdict": "approve",
+        "comment": "",
+        "at": review["at"],
+    }]);
+    db.execute(
+        "UPDATE requests SET body = ?1 WHERE id = ?2",
+        [r.to_string(), rid.clone()],
+    )
+    .unwrap();
+    drop(db);
+    env.server.restart();
+    let admin = env.login("admin");
+    let voided = audit_events(&admin, "request.approvals_voided");
+    assert_eq!(voided.len(), 2, "{voided:?}");
+    assert_eq!(voided[1]["request_id"], rid.as_str(), "{voided:?}");
+    assert_eq!(voided[1]["details"]["why"], "offboarded", "{voided:?}");
+    let shown = ok(&admin, &["request", "show", &rid]);
+    assert_eq!(shown["reviews"], serde_json::json!([]), "{shown}");
+}
+
 /// An approval racing its giver's offboarding is stored before the offboarding, and counts, or
 /// counts for nothing: never a grant on a leaver's word recorded after they left.
 #[test]

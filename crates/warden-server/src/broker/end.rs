@@ -1,11 +1,12 @@
 //! Ending grants early: revocation by a person, offboarding, and users gone from the
 //! directory. An account at a target goes with its grant through the lease worker.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::request::Verdict;
 use warden_domain::{Comment, Request, RequestId, State, UserName};
 use warden_store::{Change, Reset};
 
@@ -250,7 +251,7 @@ impl App {
         // Barred, their approvals count no more; withdrawn, they never will again, not even
         // once an administrator gives them a new password: a stolen token's approvals must
         // not come back with the account.
-        self.void_approvals(|giver| giver == user, "offboarded")
+        self.void_approvals(|giver, _| giver == user, "offboarded")
             .await?;
         tracing::info!(%user, ended, tokens = signed.tokens, ssh_keys = signed.ssh_keys, "user offboarded");
         Ok(ended)
@@ -293,21 +294,77 @@ impl App {
         Ok(departed + offboarded)
     }
 
-    /// Withdraws the approvals that users no longer in the directory, and offboarded users,
-    /// gave to requests still pending: put back later, or given a new password, they approve
-    /// afresh. Run at start, before anything else changes requests (it also finishes an
-    /// offboarding a stop cut short before its approvals were withdrawn); returns how many
-    /// requests lost approvals.
+    /// Withdraws the approvals that users no longer in the directory gave to requests still
+    /// pending, and those users gave before they were offboarded: put back later, or given a
+    /// new password, they approve afresh. Run at start, before anything else changes requests:
+    /// it also finishes an offboarding a stop cut short before its approvals were withdrawn,
+    /// and withdraws what a version that left them in place kept, when the user was let back in
+    /// since (their offboarding is on the record). Returns how many requests lost approvals.
     async fn void_departed_approvals(&self) -> Result<usize, Error> {
-        let gone = self.void_approvals(
-            |giver| self.user(giver).is_none(),
-            "no longer in the directory",
-        );
-        let offboarded = self.store.offboarded_users().await?;
-        Ok(gone.await?
-            + self
-                .void_approvals(|giver| offboarded.contains(giver), "offboarded")
-                .await?)
+        let gone = self
+            .void_approvals(
+                |giver, _| self.user(giver).is_none(),
+                "no longer in the directory",
+            )
+            .await?;
+        let barred = self.store.offboarded_users().await?;
+        let offboardings = self.offboardings().await?;
+        let offboarded = self
+            .void_approvals(
+                |giver, at| {
+                    barred.contains(giver)
+                        || offboardings.get(giver).is_some_and(|last| at <= *last)
+                },
+                "offboarded",
+            )
+            .await?;
+        Ok(gone + offboarded)
+    }
+
+    /// When each user was last offboarded, from the audit log (`auth.user_offboarded`): read
+    /// only when a pending request holds an approval, which is then weighed against it.
+    async fn offboardings(&self) -> Result<HashMap<UserName, OffsetDateTime>, Error> {
+        let approved = self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: None,
+                target: None,
+                states: vec![State::Pending],
+                before: None,
+                limit: END_ALL_PAGE,
+            })
+            .await?
+            .iter()
+            .any(|r| r.reviews.iter().any(|v| v.verdict == Verdict::Approve));
+        let mut last = HashMap::new();
+        if !approved {
+            return Ok(last);
+        }
+        let mut after_seq = None;
+        loop {
+            let page = self
+                .store
+                .audit(warden_store::AuditFilter {
+                    codes: vec![Code::UserOffboarded],
+                    after_seq,
+                    limit: END_ALL_PAGE,
+                    ..warden_store::AuditFilter::default()
+                })
+                .await?;
+            let Some(newest) = page.last() else {
+                return Ok(last);
+            };
+            after_seq = Some(newest.seq);
+            for e in &page {
+                if let Some(user) = e.event.details["user"]
+                    .as_str()
+                    .and_then(|u| u.parse::<UserName>().ok())
+                {
+                    // Oldest first: the last one read is the latest.
+                    last.insert(user, e.event.time);
+                }
+            }
+        }
     }
 
     /// Withdraws the approvals of the givers `gave` names from every request still pending
@@ -316,7 +373,7 @@ impl App {
     /// with their name. Returns how many requests lost approvals.
     async fn void_approvals(
         &self,
-        gave: impl Fn(&UserName) -> bool,
+        gave: impl Fn(&UserName, OffsetDateTime) -> bool,
         why: &str,
     ) -> Result<usize, Error> {
         let pending = self
