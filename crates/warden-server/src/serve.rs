@@ -503,6 +503,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
     check_trusted_ca(&data, &ca)?;
     let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let schema = store.schema();
 
     let issuers = Registry::new([
         Arc::new(SshCertIssuer::new(ca.clone())) as Arc<dyn warden_issuers::Issuer>,
@@ -544,6 +545,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .append(vec![
             Event::new(Code::ServerStarted, Actor::system(), now()).details(serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
+                // The store's schema, and the one it had before this start upgraded it.
+                "schema": schema.version,
+                "schema_upgraded_from": schema.migrated_from,
                 "listen": addr.to_string(),
                 "ssh_ca_created": ca_created,
                 "dev": opts.dev,

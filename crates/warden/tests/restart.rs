@@ -601,6 +601,24 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     // A lost proxy host key is made anew, but said: clients pinned the old one.
     assert!(!server.stdout().contains("host key"));
     assert!(server.terminate().success());
+    // The upgrade is on the record: the start says the schema it found and the one it left.
+    let started: String = rusqlite::Connection::open(data.join("warden.db"))
+        .unwrap()
+        .query_row(
+            "SELECT body FROM audit WHERE body LIKE '%schema_upgraded_from%' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let started: serde_json::Value = serde_json::from_str(&started).unwrap();
+    assert_eq!(
+        (
+            &started["details"]["schema_upgraded_from"],
+            &started["details"]["schema"]
+        ),
+        (&serde_json::json!(14), &serde_json::json!(current)),
+        "{started}"
+    );
     std::fs::remove_file(data.join("ssh_host_ed25519_key")).unwrap();
     server.restart();
     assert!(

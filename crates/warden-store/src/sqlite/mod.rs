@@ -85,6 +85,15 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    schema: Schema,
+}
+
+/// The database's schema version (how many migrations it has), and the one it had before
+/// this opening applied the rest, if it applied any: an upgrade, for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schema {
+    pub version: i64,
+    pub migrated_from: Option<i64>,
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -110,14 +119,14 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Applies the migrations `conn` does not have yet, each in its own transaction.
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+fn migrate(conn: &Connection, path: &Path) -> Result<Schema> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(backend)?;
     if version > known {
         return Err(Error::Backend(format!(
-            "{} has schema version {version}, newer than this Warden understands ({known}); upgrade Warden",
+            "{} has schema version {version}, newer than this Warden understands ({known}): a newer Warden wrote it; run that one, or restore the backup taken before the upgrade",
             path.display()
         )));
     }
@@ -130,7 +139,15 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         ))
         .map_err(backend)?;
     }
-    Ok(())
+    // A new database (version 0) is made, not upgraded.
+    let migrated_from = (version != known && version != 0).then_some(version);
+    if let Some(from) = migrated_from {
+        tracing::info!(from, to = known, path = %path.display(), "store schema upgraded");
+    }
+    Ok(Schema {
+        version: known,
+        migrated_from,
+    })
 }
 
 /// Makes the database file (created empty if missing) and its log and index readable by this
@@ -285,14 +302,20 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         configure(&conn).map_err(backend)?;
-        migrate(&conn, path)?;
+        let schema = migrate(&conn, path)?;
         let checkpoints = Connection::open(path).map_err(backend)?;
         configure(&checkpoints).map_err(backend)?;
         Ok(Self {
             writer: Writer::start(conn, checkpoints)?,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
+            schema,
         })
+    }
+
+    /// The schema this opening found and left ([`Schema`]).
+    pub fn schema(&self) -> Schema {
+        self.schema
     }
 
     /// Runs one two-parameter upsert with its events, in one transaction.
