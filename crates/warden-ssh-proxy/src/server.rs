@@ -85,7 +85,13 @@ pub fn load_or_create_host_key(path: &Path) -> Result<(PrivateKey, bool), Error>
                     mode & 0o777
                 )));
             }
-            let key = PrivateKey::from_openssh(text).map_err(|e| err(e.to_string()))?;
+            // The parser's own words name PEM details ("preamble", "NUL byte") that say little
+            // of a damaged file; what to do about it is what matters.
+            let key = PrivateKey::from_openssh(text).map_err(|e| {
+                err(format!(
+                    "it is not an OpenSSH private key ({e}); restore it from your backup (clients pinned it), or move it away to have a new one made, which clients then refuse until they pin it anew"
+                ))
+            })?;
             Ok((key, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -136,6 +136,14 @@ fn state_survives_restart_and_sigterm_is_graceful() {
     assert_eq!(exposed.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("chmod 600"), "{stderr}");
     std::fs::set_permissions(&host_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A damaged one too, saying how to have it back.
+    let kept = std::fs::read(&host_key).unwrap();
+    std::fs::write(&host_key, "garbage\n").unwrap();
+    let damaged = start_another();
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert_eq!(damaged.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("restore it from your backup"), "{stderr}");
+    std::fs::write(&host_key, kept).unwrap();
     server.restart();
 
     // Tokens, requests, grants and the audit log all survived.
