@@ -237,15 +237,23 @@ pub(crate) fn build(
     Ok(built)
 }
 
+/// `now` in `tz` (a target's time zone), as rules read it in `context.now`.
+pub(crate) fn local(
+    now: time::OffsetDateTime,
+    tz: &jiff::tz::TimeZone,
+) -> Result<jiff::ZonedDateTime, String> {
+    Ok(jiff::Timestamp::from_nanosecond(now.unix_timestamp_nanos())
+        .map_err(|e| e.to_string())?
+        .to_zoned_datetime(tz.clone()))
+}
+
 /// The request context: what was asked for, and the time in `tz` (the target's time zone)
 /// for time windows.
 pub(crate) fn context(
     ctx: &Context,
     tz: &jiff::tz::TimeZone,
 ) -> Result<cedar_policy::Context, String> {
-    let now = jiff::Timestamp::from_nanosecond(ctx.now.unix_timestamp_nanos())
-        .map_err(|e| e.to_string())?
-        .to_zoned_datetime(tz.clone());
+    let now = local(ctx.now, tz)?;
     let long = |v: i8| RestrictedExpression::new_long(i64::from(v));
     let ttl_seconds = i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX);
     let now_record = RestrictedExpression::new_record([

@@ -151,9 +151,7 @@ impl Policy {
         now: time::OffsetDateTime,
     ) -> Option<String> {
         let t = self.entities.get(target)?;
-        let local = jiff::Timestamp::from_nanosecond(now.unix_timestamp_nanos())
-            .ok()?
-            .to_zoned_datetime(t.timezone.clone());
+        let local = entities::local(now, &t.timezone).ok()?;
         Some(format!(
             "{:?} {:02}:{:02} (context.now: hour {}, minute {}, weekday {}; {})",
             local.weekday(),

@@ -64,15 +64,15 @@ impl Mention {
     fn message(&self, groups: &BTreeSet<String>) -> String {
         let name = &self.name;
         let known: Vec<String> = groups.iter().cloned().collect();
-        if self.kind == Kind::Approvers {
-            return format!(
-                "permit {} takes approvers from group `{name}` in its @approval, but no user in the directory is in that group (its groups: {}): none of its approvers can come from there; correct the name, or put the approvers it is meant for in that group",
-                self.rule,
-                crate::policy::list(&known)
-            );
-        }
         let (kind, literal, test, missing, fix) = match self.kind {
-            Kind::Group | Kind::Approvers => (
+            Kind::Approvers => {
+                return format!(
+                    "permit {} takes approvers from group `{name}` in its @approval, but no user in the directory is in that group (its groups: {}): none of its approvers can come from there; correct the name, or put the approvers it is meant for in that group",
+                    self.rule,
+                    crate::policy::list(&known)
+                );
+            }
+            Kind::Group => (
                 "group",
                 format!("Group::\"{name}\""),
                 "is in",

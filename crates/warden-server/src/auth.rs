@@ -660,14 +660,20 @@ impl App {
         // without the code tells no one whether they guessed the password. Not a wrong answer
         // either: the CLI asks for the code and signs in again, so alerts on failed sign-ins
         // can leave this code out.
-        if user.is_some() && secrets.totp.is_some() && code.is_none() {
-            let e = refusal(
-                "totp_required",
-                "TOTP code missing (the password was not checked)",
-            );
-            self.store.append(vec![e]).await?;
-            return Err(AuthError::TotpRequired);
-        }
+        let factor = match (&user, secrets.totp.as_deref(), code) {
+            (Some(u), Some(sealed), Some(code)) => self
+                .open_totp(&u.name, Some(sealed))?
+                .map(|totp| (totp, code)),
+            (Some(_), Some(_), None) => {
+                let e = refusal(
+                    "totp_required",
+                    "TOTP code missing (the password was not checked)",
+                );
+                self.store.append(vec![e]).await?;
+                return Err(AuthError::TotpRequired);
+            }
+            _ => None,
+        };
         let gate = || self.check_source(source.as_deref());
         let checked = match (&user, &secrets.password_hash) {
             (Some(_), Some(phc)) => {
@@ -715,14 +721,8 @@ impl App {
         };
         // The factor of the same reading as the password: the token is stored only while both
         // are still the user's.
-        match self.open_totp(&user.name, secrets.totp.as_deref())? {
-            Some(totp) => {
-                // Asked for above, before the password was checked, from the same reading of
-                // the user's secrets: a sign-in without one never gets here, and fails closed.
-                let Some(code) = code else {
-                    self.auth_failed(fail("TOTP code missing")).await?;
-                    return Err(AuthError::BadCredentials);
-                };
+        match factor {
+            Some((totp, code)) => {
                 let checked = match self
                     .check_code(&user.name, &totp, code, source.as_deref())
                     .await

@@ -325,14 +325,7 @@ impl App {
     /// only when a pending request holds an approval, which is then weighed against it.
     async fn offboardings(&self) -> Result<HashMap<UserName, OffsetDateTime>, Error> {
         let approved = self
-            .store
-            .requests(warden_store::RequestFilter {
-                requester: None,
-                target: None,
-                states: vec![State::Pending],
-                before: None,
-                limit: END_ALL_PAGE,
-            })
+            .pending()
             .await?
             .iter()
             .any(|r| r.reviews.iter().any(|v| v.verdict == Verdict::Approve));
@@ -367,6 +360,20 @@ impl App {
         }
     }
 
+    /// The requests still pending, up to [`END_ALL_PAGE`] of them.
+    async fn pending(&self) -> Result<Vec<Request>, Error> {
+        Ok(self
+            .store
+            .requests(warden_store::RequestFilter {
+                requester: None,
+                target: None,
+                states: vec![State::Pending],
+                before: None,
+                limit: END_ALL_PAGE,
+            })
+            .await?)
+    }
+
     /// Withdraws the approvals of the givers `gave` names from every request still pending
     /// (`request.approvals_voided`, saying `why`), so that they never count again: an
     /// offboarding's must not come back with the user's new password, nor a departed user's
@@ -376,18 +383,8 @@ impl App {
         gave: impl Fn(&UserName, OffsetDateTime) -> bool,
         why: &str,
     ) -> Result<usize, Error> {
-        let pending = self
-            .store
-            .requests(warden_store::RequestFilter {
-                requester: None,
-                target: None,
-                states: vec![State::Pending],
-                before: None,
-                limit: END_ALL_PAGE,
-            })
-            .await?;
         let mut changed = 0;
-        for mut r in pending {
+        for mut r in self.pending().await? {
             for _ in 0..CONFLICT_RETRIES {
                 let voided = r.void_approvals(&gave);
                 if voided.is_empty() {
