@@ -27,6 +27,7 @@ mod disk_space;
 mod durable_file;
 pub mod export;
 pub mod forwarded;
+mod gates;
 pub mod http;
 pub mod keys;
 pub mod metrics;

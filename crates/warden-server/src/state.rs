@@ -15,6 +15,7 @@ use warden_policy::{Diagnostic, Policy, Report, Severity, Targets, TestReport};
 use warden_store::Store;
 
 use crate::config::Config;
+use crate::gates::{Gate, Gates};
 use crate::keys::Sealer;
 use crate::owner_only::others_may_change;
 
@@ -42,13 +43,8 @@ pub struct App {
     pub outbox: Notify,
     /// Serialises policy reloads.
     reload: Mutex<()>,
-    /// Read-held by each decision from its reading of the policy until its outcome is stored
-    /// ([`App::deciding`]), write-held by a reload while it makes its policy live and by an
-    /// offboarding while it bars the user's approvals ([`App::bar_reviewer`]): either waits for
-    /// the decisions under way, and none made under the old policy, or counting the user's
-    /// approval, is stored after the new policy (and its `policy.loaded` event) or the
-    /// offboarding.
-    decisions: tokio::sync::RwLock<()>,
+    /// What decisions hold, and a reload of another policy and an offboarding wait for.
+    gates: Gates,
     /// Serialises archives of the audit log.
     pub(crate) archiving: Mutex<()>,
     /// Held by a request's credential issue, and by whatever ends the request, so that a
@@ -61,6 +57,9 @@ pub struct App {
     /// an extension is made and while a grant is revoked with its extensions, so that neither
     /// two extensions nor an extension and a revocation cross.
     pub(crate) chains: crate::broker::Locks<(UserName, warden_domain::TargetName)>,
+    /// Held per requester from the count of their requests waiting for approval until a new
+    /// one is stored, so that requests arriving together cannot all pass the bound on them.
+    pub(crate) waiting: crate::broker::Locks<UserName>,
     /// Held while a target's admin password is rotated or an interrupted rotation settled.
     pub(crate) rotations: crate::broker::Locks<warden_domain::TargetName>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
@@ -94,7 +93,7 @@ pub struct App {
 #[derive(Debug)]
 pub struct Deciding<'a> {
     pub policy: Arc<Policy>,
-    pub(crate) gate: tokio::sync::RwLockReadGuard<'a, ()>,
+    pub(crate) gate: Gate<'a>,
 }
 
 /// What `warden ssh` needs to reach the proxy and trust it on first use.
@@ -281,11 +280,12 @@ impl App {
             wake: crate::worker::Wake::default(),
             outbox: Notify::new(),
             reload: Mutex::new(()),
-            decisions: tokio::sync::RwLock::new(()),
+            gates: Gates::default(),
             archiving: Mutex::new(()),
             issuing: crate::broker::Locks::default(),
             reviewing: crate::broker::Locks::default(),
             chains: crate::broker::Locks::default(),
+            waiting: crate::broker::Locks::default(),
             rotations: crate::broker::Locks::default(),
             tokens: crate::auth::TokenCache::default(),
             lockouts: crate::auth::Lockouts::default(),
@@ -316,7 +316,7 @@ impl App {
     /// after does not count theirs. Should the offboarding fail, they stay left out (failing
     /// closed) until the next reading.
     pub async fn bar_reviewer(&self, user: &UserName) {
-        let _decisions = self.decisions.write().await;
+        let _barring = self.gates.barring_reviewer().await;
         let _turn = self.refreshing_reviewers.lock().await;
         let now = self.reviewers.load_full();
         self.reviewers.store(Arc::new(now.without([user])));
@@ -332,25 +332,20 @@ impl App {
     }
 
     /// The live policy, for a decision whose outcome will be stored: keep it until it is
-    /// ([`App::decisions`]).
+    /// ([`Gates::deciding`]).
     pub async fn deciding(&self) -> Deciding<'_> {
-        let gate = self.decisions.read().await;
+        let gate = self.gates.deciding().await;
         Deciding {
             policy: self.policy.load_full(),
             gate,
         }
     }
 
-    /// The decision gate again after a call made without it (a target's, which may take its
-    /// time, and which a reload should not wait for, nor every decision behind the reload):
-    /// `None` when a reload is under way or has replaced `policy` with another, so that what
-    /// was decided under it may no longer stand. Never waits, so it cannot wait on a reload
-    /// that waits on a lock its caller holds.
-    pub(crate) fn still_deciding(
-        &self,
-        policy: &Policy,
-    ) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
-        let gate = self.decisions.try_read().ok()?;
+    /// The decision gate again after a call made without it ([`Gates::again`]): `None` when a
+    /// reload of another policy is under way or has replaced `policy`, so that what was decided
+    /// under it may no longer stand.
+    pub(crate) fn still_deciding(&self, policy: &Policy) -> Option<Gate<'_>> {
+        let gate = self.gates.again()?;
         // A reload of the same files (a routine SIGHUP) changes no decision.
         (self.policy.load().digest() == policy.digest()).then_some(gate)
     }
@@ -477,7 +472,13 @@ impl App {
                         "rules": policy.rule_count(),
                         "dir": self.policy_dir.display().to_string(),
                     }));
-                let _live = self.decisions.write().await;
+                // Another policy waits for the decisions under way; the same files (a routine
+                // SIGHUP) change no decision, so none is made to wait or withdrawn.
+                let _live = if digest == old {
+                    None
+                } else {
+                    Some(self.gates.replacing_policy().await)
+                };
                 self.store
                     .append(vec![event])
                     .await

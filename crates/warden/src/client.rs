@@ -7,6 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
+use warden_server::api::{API_MARK, API_MARK_VALUE};
+
 use crate::exit::{self, Failure};
 
 mod strict;
@@ -375,12 +377,29 @@ impl Client {
         }
     }
 
-    /// An answer without Warden's error body: most likely another program at that address.
-    fn not_warden(&self, status: reqwest::StatusCode) -> String {
-        format!(
-            "{} answered {status} without a Warden error: is it a Warden server (check --server or WARDEN_SERVER)?",
-            self.server
-        )
+    /// `resp` when Warden sent it (it carries [`API_MARK`]). Anything else at that address (a
+    /// portal's page, a health check's `200 {"status":"ok"}`, a proxy's own error) fails
+    /// whatever its status, with an exit code of its own: never read as an approval done, nor
+    /// taken for a policy's refusal or a missing request.
+    fn warden_answer(&self, resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        let status = resp.status();
+        let message = match resp.headers().get(API_MARK) {
+            Some(v) if v == API_MARK_VALUE => return Ok(resp),
+            Some(v) => format!(
+                "{} speaks Warden's API {}, this client {API_MARK_VALUE}: use a client of the server's version",
+                self.server,
+                String::from_utf8_lossy(v.as_bytes())
+            ),
+            None => self.with_path_hint(
+                status.as_u16(),
+                None,
+                format!(
+                    "{} answered {status}, but not as a Warden server does: is it one (check --server or WARDEN_SERVER)?",
+                    self.server
+                ),
+            ),
+        };
+        Err(Failure::new(exit::FAILURE, message).into())
     }
 
     /// Whether the saved login for this server has expired (and is used no more).
@@ -425,6 +444,7 @@ impl Client {
             _ => req,
         };
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let resp = self.warden_answer(resp)?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -442,19 +462,28 @@ impl Client {
         Err(self.refusal(status, &bytes).into())
     }
 
-    /// The failure a non-2xx answer with `body` stands for: the server's own error when the body
-    /// is Warden's, else a word that something else may be answering at that address.
+    /// The failure a non-2xx answer of Warden's with `body` stands for: the server's own error,
+    /// or, from a server of another version, a word that it could not be read.
     fn refusal(&self, status: reqwest::StatusCode, body: &[u8]) -> Failure {
-        let (api_code, message, diagnostics, request_id) =
-            match serde_json::from_slice::<ErrorBody>(body) {
-                Ok(b) => (
-                    Some(b.error.code),
-                    b.error.message,
-                    b.error.diagnostics,
-                    b.error.request_id,
+        let (api_code, message, diagnostics, request_id) = match serde_json::from_slice::<ErrorBody>(
+            body,
+        ) {
+            Ok(b) => (
+                Some(b.error.code),
+                b.error.message,
+                b.error.diagnostics,
+                b.error.request_id,
+            ),
+            Err(_) => (
+                None,
+                format!(
+                    "{} answered {status} with an error this client cannot read: is the client of the server's version?",
+                    self.server
                 ),
-                Err(_) => (None, self.not_warden(status), None, None),
-            };
+                None,
+                None,
+            ),
+        };
         let message = self.with_path_hint(status.as_u16(), api_code.as_deref(), message);
         Failure {
             diagnostics,
@@ -495,6 +524,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
+        let resp = self.warden_answer(resp)?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -536,6 +566,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
+        let resp = self.warden_answer(resp)?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();

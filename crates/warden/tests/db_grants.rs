@@ -331,7 +331,7 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     });
     assert!(!withdrawn.success(), "{withdrawn:?}");
     assert!(
-        withdrawn.stderr.contains("the policy was reloaded"),
+        withdrawn.stderr.contains("another policy was loaded"),
         "{withdrawn:?}"
     );
     let failed = audit_events(&admin, "credential.issue_failed");

@@ -942,6 +942,23 @@ fn a_request_no_one_may_grant_now_is_denied_by_its_reviewers_and_approved_by_non
     // sam is the only security approver: offboarded, a two-person request waits for no one.
     let root = id(&create(&alice, "web", "root", &[]));
     ok(&admin, &["revoke", "--user", "sam", "--all"]);
+    // `targets` marks the role whose requests would be refused for it, and only that one.
+    let listed = ok(&alice, &["targets"]);
+    for option in listed["targets"].as_array().unwrap() {
+        let why = option["unapprovable"].as_str().unwrap_or_default();
+        match option["role"].as_str() {
+            Some("root") => assert!(why.contains("no one in the directory"), "{listed}"),
+            _ => assert_eq!(option["unapprovable"], serde_json::Value::Null, "{listed}"),
+        }
+    }
+    let table = alice.run(&["targets"], None);
+    assert!(
+        table.stdout.contains("(no approver)")
+            && table
+                .stdout
+                .contains("web as root: no one in the directory"),
+        "{table:?}"
+    );
     let out = fails(&bob, &["request", "approve", &root], 3);
     assert!(
         out.stderr.contains("no one in the directory")
@@ -956,8 +973,8 @@ fn a_request_no_one_may_grant_now_is_denied_by_its_reviewers_and_approved_by_non
 }
 
 /// One person's requests waiting for approval are bounded: past the bound a new one is
-/// refused, and audited, until one of theirs is cancelled; one granted at once never waits, so
-/// it is never counted.
+/// refused, and audited, until one of theirs is cancelled, even when many arrive at once; one
+/// granted at once never waits, so it is never counted.
 #[test]
 fn one_persons_waiting_requests_are_bounded() {
     let env = Env::start();
@@ -967,11 +984,21 @@ fn one_persons_waiting_requests_are_bounded() {
     let keys = tempfile::tempdir().unwrap();
     let body = request_body(keys.path(), "web", "root", "many");
     let mut made = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..92 {
         let (status, out) = post(port, "/v1/requests", Some(&alice_token), &body);
         assert_eq!(status, 201, "{out}");
         made.push(serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].clone());
     }
+    // Sixteen at once for the last eight places.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let all: Vec<_> = (0..16)
+            .map(|_| s.spawn(|| post(port, "/v1/requests", Some(&alice_token), &body).0))
+            .collect();
+        all.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let granted = statuses.iter().filter(|s| **s == 201).count();
+    assert_eq!(granted, 8, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 8);
     let (status, out) = post(port, "/v1/requests", Some(&alice_token), &body);
     assert_eq!(status, 409, "{out}");
     assert!(
@@ -979,7 +1006,7 @@ fn one_persons_waiting_requests_are_bounded() {
         "{out}"
     );
     let refused = audit_values(&admin, "request.refused", "/outcome/code");
-    assert_eq!(refused, ["too_many_pending"], "{refused:?}");
+    assert_eq!(refused, ["too_many_pending"; 9], "{refused:?}");
     let view = create(&alice, "web", "view", &[]);
     assert_eq!(view["state"], "active", "{view}");
     ok(&alice, &["request", "cancel", made[0].as_str().unwrap()]);
@@ -2653,60 +2680,85 @@ fn request_lists_page_on_with_before() {
     fails(&alice, &["request", "list", "--before", "not-an-id"], 2);
 }
 
-/// Something that answers HTTP at `--server` but is not Warden (a portal's empty page): the
-/// documents meant for sshd and for checking the log are refused, not written over good ones,
-/// and a Warden error on those endpoints is given as the server said it.
+/// Something that answers HTTP at `--server` but is not Warden (a portal's empty page, a health
+/// check's `200 {"status":"ok"}` to every path, a proxy's 403): whatever it answers fails with
+/// exit 1, never read as an approval or revocation done, nor as a policy's refusal (3) or a
+/// missing request (4); the documents meant for sshd are not written over good ones. A Warden
+/// error on those endpoints is given as the server said it.
 #[test]
-fn documents_from_something_that_is_not_warden_are_refused() {
+fn answers_from_something_that_is_not_warden_are_refused() {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let answers = std::thread::spawn(move || {
-        for stream in listener.incoming().take(4) {
+        for stream in listener.incoming().take(8) {
             let mut stream = stream.unwrap();
             let mut head = [0u8; 4096];
             let n = stream.read(&mut head).unwrap_or(0);
             let asked = String::from_utf8_lossy(&head[..n]).into_owned();
-            let reply = if asked.starts_with("GET /v1/audit/verifier-key") {
-                let body =
-                    r#"{"error":{"code":"storage_unavailable","message":"the store is down"}}"#;
-                format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
+            let (status, mark, body) = if asked.starts_with("GET /v1/audit/verifier-key") {
+                (
+                    "503 Service Unavailable",
+                    "warden-api: v1\r\n",
+                    r#"{"error":{"code":"storage_unavailable","message":"the store is down"}}"#,
                 )
+            } else if asked.starts_with("GET /v1/requests/") {
+                ("403 Forbidden", "", "<html>forbidden</html>")
+            } else if asked.starts_with("POST") {
+                ("200 OK", "", r#"{"status":"ok"}"#)
             } else {
-                "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>".to_owned()
+                ("200 OK", "", "<html>")
             };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\n{mark}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             stream.write_all(reply.as_bytes()).unwrap();
         }
     });
     let cli = warden_testkit::Cli::new(std::path::Path::new(BIN), &url);
+    let not_warden = |out: &warden_testkit::CliOutput| {
+        assert!(
+            out.stderr
+                .contains("but not as a Warden server does: is it one (check --server"),
+            "{out:?}"
+        );
+    };
     let kept = cli.home().join("revoked.krl");
     std::fs::write(&kept, b"SSHKRL\n\0a list kept from before").unwrap();
-    let out = fails(
+    not_warden(&fails(
         &cli,
         &["ssh-revoked-keys", "--out", kept.to_str().unwrap()],
         1,
-    );
-    assert!(
-        out.stderr
-            .contains("answered with no OpenSSH key revocation list"),
-        "{out:?}"
-    );
+    ));
     assert_eq!(
         std::fs::read(&kept).unwrap(),
         b"SSHKRL\n\0a list kept from before"
     );
     let out = fails(&cli, &["ssh-ca"], 1);
-    assert!(
-        out.stderr.contains("answered with no SSH public key"),
-        "{out:?}"
-    );
+    not_warden(&out);
     assert!(out.stdout.is_empty(), "{out:?}");
     let out = fails(&cli, &["audit", "verifier-key"], 1);
     assert!(out.stderr.contains("the store is down"), "{out:?}");
     let out = fails(&cli, &["audit", "verifier-key", "--json"], 1);
     assert_eq!(error_code(&out.stderr), "storage_unavailable", "{out:?}");
+
+    // Signed in (a login saved for that address), every write is refused, and so is a 403.
+    let saved = cli.home().join("credentials.json");
+    std::fs::write(
+        &saved,
+        format!(
+            r#"{{"server":"{url}","user":"alice","token":"wdn_x","expires_at":"2099-01-01T00:00:00Z"}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&saved, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let id = "01a24cf6-3cba-7238-bad0-36d11d052aae";
+    not_warden(&fails(&cli, &["request", "approve", id], 1));
+    let out = fails(&cli, &["revoke", "--user", "bob", "--all", "--json"], 1);
+    assert_eq!(error_code(&out.stderr), "failure", "{out:?}");
+    not_warden(&fails(&cli, &["policy", "reload"], 1));
+    not_warden(&fails(&cli, &["request", "show", id], 1));
     answers.join().unwrap();
 }
 

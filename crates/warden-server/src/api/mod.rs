@@ -132,18 +132,27 @@ pub fn router(app: Shared) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .layer(axum::middleware::from_fn(drop_bad_request_ids))
         // Outermost, so that a request refused before it is routed is marked too.
-        .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::map_response(mark))
         .with_state(app)
 }
 
-/// Marks every response as not to be stored by a cache: tokens, credentials and audit records
-/// pass through any caching proxy in front, and so do refusals, which are as particular to
-/// their caller.
-async fn no_store(mut res: axum::response::Response) -> axum::response::Response {
-    res.headers_mut().insert(
+/// The header every answer of this API carries, with [`API_MARK_VALUE`]: the client takes an
+/// answer without it for another program's (a portal, a health check, a proxy's own page), whose
+/// `200 {"status":"ok"}` must not read as a revocation done or a request approved.
+pub const API_MARK: &str = "warden-api";
+/// The value of [`API_MARK`]: the API's version, as in its paths.
+pub const API_MARK_VALUE: &str = "v1";
+
+/// Marks every response as Warden's ([`API_MARK`]) and as not to be stored by a cache: tokens,
+/// credentials and audit records pass through any caching proxy in front, and so do refusals,
+/// which are as particular to their caller.
+async fn mark(mut res: axum::response::Response) -> axum::response::Response {
+    let headers = res.headers_mut();
+    headers.insert(
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
+    headers.insert(API_MARK, HeaderValue::from_static(API_MARK_VALUE));
     res
 }
 

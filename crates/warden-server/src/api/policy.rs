@@ -23,6 +23,11 @@ pub struct TargetOption {
     pub environment: String,
     pub description: Option<String>,
     pub decision: DecisionView,
+    /// Why a request for it would be refused now although policy permits it: no one in the
+    /// directory can give the approval its tier needs (an administrator must change the
+    /// directory or the policy). Null when someone can, and for break-glass access.
+    #[schema(required = true)]
+    pub unapprovable: Option<String>,
 }
 
 /// Roles the caller may request.
@@ -107,6 +112,12 @@ pub async fn targets(State(app): State<Shared>, who: Authed) -> Json<TargetList>
                         .and_then(|ro| ro.description.clone())
                         .or_else(|| target.description.clone()),
                     decision: DecisionView::of(d, action),
+                    unapprovable: match action {
+                        warden_policy::Action::Request => {
+                            app.approvable(d, &who.user).err().map(|r| r.to_string())
+                        }
+                        warden_policy::Action::Breakglass => None,
+                    },
                 })
             })
             .collect()

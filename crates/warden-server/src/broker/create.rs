@@ -130,16 +130,21 @@ impl App {
                 )
                 .await);
         }
-        if !decision.requirement.is_auto()
-            && let Err(e) = self.room_to_wait(caller.user).await
-        {
-            return Err(self
-                .refused(
-                    refusal(decision_details(&decision, breakglass.is_some())),
-                    e,
-                )
-                .await);
-        }
+        // Held until the request is stored, so requests arriving together are counted in turn.
+        let _waiting = if decision.requirement.is_auto() {
+            None
+        } else {
+            let held = self.waiting.lock(caller.user.name.clone()).await;
+            if let Err(e) = self.room_to_wait(caller.user).await {
+                return Err(self
+                    .refused(
+                        refusal(decision_details(&decision, breakglass.is_some())),
+                        e,
+                    )
+                    .await);
+            }
+            Some(held)
+        };
         let Some((kind, settings)) = policy.targets().get(&ask.target).and_then(|t| {
             t.roles
                 .get(&ask.role)

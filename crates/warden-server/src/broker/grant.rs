@@ -105,7 +105,7 @@ impl App {
         let held = gate.or_else(|| self.still_deciding(policy));
         let issued = match issued {
             Ok(_) if held.is_none() => Err(warden_issuers::Error::Abandoned(
-                "the policy was reloaded, or an approver offboarded, while the account was being made, so it is withdrawn: ask again".into(),
+                "another policy was loaded while the account was being made, so what was decided under the old one is withdrawn: ask again".into(),
             )),
             other => other,
         };

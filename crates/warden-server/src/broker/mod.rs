@@ -516,7 +516,7 @@ impl App {
 
     /// Whether someone in the directory could give the approval `decision` requires of a
     /// request by `requester` ([`Decision::approvable`]); an automatic grant needs no one.
-    pub(super) fn approvable(&self, decision: &Decision, requester: &User) -> Result<(), Refusal> {
+    pub fn approvable(&self, decision: &Decision, requester: &User) -> Result<(), Refusal> {
         if decision.requirement.is_auto() {
             return Ok(());
         }

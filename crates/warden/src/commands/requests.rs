@@ -918,7 +918,10 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
                 s(t, "target"),
                 s(t, "role"),
                 s(t, "kind"),
-                s(d, "tier"),
+                match t["unapprovable"] {
+                    Value::Null => s(d, "tier"),
+                    _ => format!("{} (no approver)", s(d, "tier")),
+                },
                 s(d, "max_ttl"),
                 if d["mfa"] == true {
                     "required".into()
@@ -945,6 +948,11 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
         ],
         &rows,
     );
+    for t in v["targets"].as_array().into_iter().flatten() {
+        if let Some(why) = t["unapprovable"].as_str() {
+            println!("{} as {}: {why}", s(t, "target"), s(t, "role"));
+        }
+    }
     let emergency: Vec<Vec<String>> = v["breakglass"]
         .as_array()
         .into_iter()
