@@ -280,6 +280,7 @@ pub(crate) fn open<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str
         .strip_suffix('\n')
         .ok_or(CheckpointError::MalformedSignature { line: 1 })?;
     let mut verified = false;
+    let mut same_name = None;
     for (i, line) in signatures.split('\n').enumerate() {
         let line_no = i + 1;
         if line_no > MAX_SIGNATURES {
@@ -299,6 +300,9 @@ pub(crate) fn open<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str
             _ => return Err(malformed()),
         };
         if name != verifier.name || id != verifier.id {
+            if name == verifier.name {
+                same_name = Some(id);
+            }
             continue;
         }
         let signature =
@@ -309,10 +313,20 @@ pub(crate) fn open<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str
             .map_err(|_| CheckpointError::BadSignature)?;
         verified = true;
     }
-    if !verified {
-        return Err(CheckpointError::NotSignedByVerifier {
-            name: verifier.name.clone(),
-        });
+    match (verified, same_name) {
+        (true, _) => {}
+        (false, Some(signed_by)) => {
+            return Err(CheckpointError::SignedByAnotherKey {
+                name: verifier.name.clone(),
+                signed_by,
+                trusted: verifier.id,
+            });
+        }
+        (false, None) => {
+            return Err(CheckpointError::NotSignedByVerifier {
+                name: verifier.name.clone(),
+            });
+        }
     }
     Ok(text)
 }
@@ -457,11 +471,12 @@ mod tests {
                 name: "log.example".into()
             })
         );
-        // Same name, other key: ignored (IDs differ), so still unverified.
+        // Same name, other key: not verified, and said to be another key's.
         let impostor = signer("log.example", 3);
         assert!(matches!(
             open(&sign(text, &impostor), &log.verifier()),
-            Err(CheckpointError::NotSignedByVerifier { .. })
+            Err(CheckpointError::SignedByAnotherKey { signed_by, trusted, .. })
+                if signed_by == impostor.id && trusted == log.id
         ));
         // A garbled unknown line still makes the note malformed.
         let garbled = format!("{by_log}— other.example !!!\n");

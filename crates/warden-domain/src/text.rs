@@ -93,6 +93,49 @@ pub fn shown(text: &str, max: usize) -> String {
     out
 }
 
+/// `message` with every quoted text in it (as [`shown`] and Rust's `{:?}` quote what a client
+/// sent) replaced by its length. A refusal's audit record says what was wrong, never the value
+/// that was: a password or token pasted into the wrong field would stay in the signed log for
+/// good. The caller's own answer still quotes it.
+pub fn unquoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        let mut count = 0usize;
+        let mut closed = false;
+        while let Some(q) = chars.next() {
+            match q {
+                '"' => {
+                    closed = true;
+                    break;
+                }
+                // One escaped character: `\"`, `\\`, `\n` or `\u{…}`, whose escape is skipped
+                // whole (a guard that finds no `u` has skipped the one escaped character).
+                '\\' if chars.next() == Some('u') => {
+                    chars.by_ref().find(|h| *h == '}');
+                }
+                _ => {}
+            }
+            count += 1;
+        }
+        let more = if closed && chars.as_str().starts_with('…') {
+            chars.next();
+            " or more"
+        } else {
+            ""
+        };
+        let _ = fmt::Write::write_fmt(
+            &mut out,
+            format_args!("(a value of {count}{more} characters, not kept)"),
+        );
+    }
+    out
+}
+
 /// An OpenSSH public key line without its surrounding white space, or why it may not be
 /// stored: its comment is the one free text in it, shown and stored with a grant or a proxy
 /// key, so it may hold nothing [`hidden`]. Whether the rest is a key is the SSH parser's call.
@@ -234,6 +277,34 @@ text_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_keep_no_quoted_value() {
+        let token = "wdn_Sfr6u6nq2p1b0MHoF7K1SInvNFeOabc";
+        assert_eq!(
+            unquoted(&format!("invalid user name {token:?}: use 1-64 characters")),
+            "invalid user name (a value of 35 characters, not kept): use 1-64 characters"
+        );
+        assert_eq!(
+            unquoted(&format!(
+                "unknown event code {}; codes are",
+                shown(token, 10)
+            )),
+            "unknown event code (a value of 10 or more characters, not kept); codes are"
+        );
+        assert_eq!(
+            unquoted(&format!("x {:?} y", "a\"b\u{202e}\n")),
+            "x (a value of 5 characters, not kept) y"
+        );
+        assert_eq!(
+            unquoted("no quotes, 'single' and `ticks`"),
+            "no quotes, 'single' and `ticks`"
+        );
+        assert_eq!(
+            unquoted("cut \"short"),
+            "cut (a value of 5 characters, not kept)"
+        );
+    }
 
     #[test]
     fn shown_text_is_short_quoted_and_escaped() {

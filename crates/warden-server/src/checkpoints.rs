@@ -244,7 +244,12 @@ pub(crate) fn check_anchor(
             .lines()
             .filter_map(|l| l.strip_prefix("\u{2014} "))
             .any(|l| l.split(' ').next() == Some(origin));
-        if !origin.is_empty() && origin != verifier.name() && signed_as {
+        if let warden_audit::CheckpointError::SignedByAnotherKey { .. } = e {
+            anyhow::anyhow!(
+                "{} {e}: this data dir's audit signing key (audit_signing.key, audit_verifier.pub) is not the one that signed its log; restore both from a backup (the note is good: keep it where it is)",
+                anchor.display()
+            )
+        } else if !origin.is_empty() && origin != verifier.name() && signed_as {
             anyhow::anyhow!(
                 "{} was signed for the log {origin:?}, but the config names it {:?}: set `audit_origin` back to {origin:?} (a log keeps its name)",
                 anchor.display(),

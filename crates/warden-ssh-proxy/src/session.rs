@@ -386,7 +386,7 @@ impl Start<'_> {
         };
         let refused = |code: &str, reason: &str| {
             self.event(Code::SessionRefused, Some(&grant), None)
-                .denied(code, reason.to_owned())
+                .denied(code, reason)
                 .details(self.details(serde_json::Value::Null))
         };
         let login = self

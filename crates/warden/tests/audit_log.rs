@@ -1766,7 +1766,7 @@ fn a_log_rewritten_and_signed_again_is_narrowed_down_by_kept_checkpoints_alone()
 #[test]
 fn a_missing_verifier_key_file_is_named_as_missing() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("warden.db"), "").unwrap();
+    std::fs::write(dir.path().join("warden.db"), "not read").unwrap();
     let data = dir.path().to_str().unwrap();
     let absent = dir.path().join("keys").join("audit.key");
     let absent = absent.to_str().unwrap();
@@ -2038,10 +2038,52 @@ fn a_forged_checkpoint_row_gets_no_signature_over_it() {
     assert_eq!(code, 1, "{v}");
     assert!(
         problems(&v).iter().any(|p| p.contains(&format!(
-            "checkpoint at size {signed}: its stored frontier does not make its root"
+            "checkpoint at size {signed}: its stored frontier does not make its root (altered; the server signs nothing past it)"
         ))),
         "{v}"
     );
+    // An older one's frontier is no longer extended: said as what it breaks.
+    let older: i64 = db
+        .query_row("SELECT MIN(size) FROM checkpoints", [], |r| r.get(0))
+        .unwrap();
+    assert!(older < signed as i64);
+    db.execute(
+        "UPDATE checkpoints SET frontier = zeroblob(length(frontier)) WHERE size = ?1",
+        [older],
+    )
+    .unwrap();
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).iter().any(|p| p.contains(&format!(
+            "checkpoint at size {older}: its stored frontier does not make its root (altered; an archive cut there would not verify"
+        ))),
+        "{v}"
+    );
+
+    // The newest row deleted: the file beside the database still names it.
+    let row: (Vec<u8>, Vec<u8>, i64, String) = db
+        .query_row(
+            "SELECT root, frontier, time, note FROM checkpoints WHERE size = ?1",
+            [signed as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    db.execute("DELETE FROM checkpoints WHERE size = ?1", [signed as i64])
+        .unwrap();
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).iter().any(|p| p.contains(&format!(
+            "audit_checkpoint.note holds the checkpoint at size {signed}, which the database no longer has"
+        ))),
+        "{v}"
+    );
+    db.execute(
+        "INSERT INTO checkpoints (size, root, frontier, time, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![signed as i64, row.0, row.1, row.2, row.3],
+    )
+    .unwrap();
 
     // Its time, which archives cut by, altered alone: named too.
     db.execute(
@@ -2265,4 +2307,147 @@ fn latest_note_or_none(data: &Path) -> Option<String> {
         |r| r.get(0),
     )
     .ok()
+}
+
+/// A data dir whose database file is empty (copied without its write-ahead log) is said to be
+/// so, as the server says it, not reported as a storage failure.
+#[test]
+fn verifying_an_empty_database_file_says_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("warden.db"), b"").unwrap();
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("is empty, with no Warden database in it")
+            && out.stderr.contains("warden.db-wal"),
+        "{out:?}"
+    );
+}
+
+/// A data dir whose audit key pair was replaced by another (consistent) one does not start, and
+/// says the key was replaced, not that the note it keeps is damaged: moving the note aside would
+/// only leave a server that signs nothing.
+#[test]
+fn a_replaced_audit_key_is_named_as_replaced() {
+    let f = fresh();
+    let (mut server, _, _) = signed_history(&f, 1, 4);
+    assert!(server.terminate().success());
+    let other = fresh();
+    let (mut elsewhere, _, _) = signed_history(&other, 1, 1);
+    assert!(elsewhere.terminate().success());
+    for file in ["audit_signing.key", "audit_verifier.pub"] {
+        std::fs::copy(other.data.join(file), f.data.join(file)).unwrap();
+    }
+    let refused = serve_refusing(Path::new(&f.cfg), &f.data);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("is signed by another key named")
+            && refused.stderr.contains("restore both from a backup")
+            && !refused.stderr.contains("move it aside"),
+        "{refused:?}"
+    );
+}
+
+/// An event changed in a stopped data dir, checked with a kept copy of the data dir's own newest
+/// checkpoint: the data dir's checkpoints flag the change themselves, so they are not said to be
+/// signed again, and what changed is narrowed down as far as without the copy.
+#[test]
+fn a_kept_copy_of_the_data_dirs_checkpoint_does_not_widen_the_diagnosis() {
+    let f = fresh();
+    let (mut server, _, size) = signed_history(&f, 2, 12);
+    assert!(server.terminate().success());
+    let kept = f.dir.path().join("kept.note");
+    std::fs::write(&kept, latest_note(&f.data)).unwrap();
+    tamper(
+        &f.data,
+        &format!(
+            "UPDATE audit SET body = replace(body, '\"seq\":', '\"seq\": ') WHERE seq = {}",
+            size - 2
+        ),
+    );
+    let narrowed = |v: &serde_json::Value| -> Vec<String> {
+        problems(v)
+            .into_iter()
+            .filter(|p| p.starts_with("what changed lies in events"))
+            .collect()
+    };
+    let (code, alone) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{alone}");
+    let (code, with_kept) = verify(&f.data, &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, 1, "{with_kept}");
+    assert!(
+        !problems(&with_kept)
+            .iter()
+            .any(|p| p.contains("signed again")),
+        "{with_kept}"
+    );
+    assert_eq!(
+        narrowed(&with_kept),
+        narrowed(&alone),
+        "{alone} {with_kept}"
+    );
+    assert!(
+        problems(&with_kept)
+            .iter()
+            .any(|p| p.contains(&format!("event {} was modified", size - 2))),
+        "{with_kept}"
+    );
+}
+
+/// A secret pasted into the wrong field (a password as a user name, a token as a request id)
+/// is refused with the value quoted to the caller, but neither the signed log nor the access
+/// log keeps it.
+#[test]
+fn values_a_refusal_quotes_stay_out_of_the_logs() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    let secret = "Hunter2-Secret-Pass";
+    let out = admin.run(&["audit", "search", "--user", secret], None);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(secret), "{out:?}");
+    let pasted = token(&admin);
+    let said = warden_testkit::http_get_with(
+        server.port(),
+        &format!("/v1/requests/{pasted}"),
+        &[("authorization", &format!("Bearer {pasted}"))],
+    )
+    .unwrap();
+    assert_eq!(said.status, 400, "{}", said.body);
+    let refused = admin.run(
+        &[
+            "--json",
+            "audit",
+            "search",
+            "--code",
+            "request.action_refused",
+        ],
+        None,
+    );
+    assert!(refused.success(), "{refused:?}");
+    assert!(
+        !refused.stdout.contains(secret) && !refused.stdout.contains(&pasted[4..]),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("characters, not kept"),
+        "{}",
+        refused.stdout
+    );
+    assert!(server.terminate().success());
+    assert!(
+        !server.stderr().contains(&pasted[4..]),
+        "{}",
+        server.stderr()
+    );
 }

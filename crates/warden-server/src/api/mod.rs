@@ -205,7 +205,23 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     // A request refused for its length is still logged, with the start of its path.
     let path = req.uri().path();
     let path = path.get(..LOGGED_PATH_MAX).unwrap_or(path);
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %logged_path(path))
+}
+
+/// `path` for the access log, a token pasted into it (in place of a request id, say) cut to
+/// its prefix.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(crate::auth::TOKEN_PREFIX) {
+        return path.into();
+    }
+    path.split('/')
+        .map(|segment| match segment.find(crate::auth::TOKEN_PREFIX) {
+            Some(at) => format!("{}…", &segment[..at + crate::auth::TOKEN_PREFIX.len()]),
+            None => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+        .into()
 }
 
 /// Longest part of a request's path written to the log.
@@ -1077,7 +1093,8 @@ fn query<T>(
 
 /// A parser's "unknown field" complaint (`cause`) with the unknown name, called a `noun`,
 /// shown when it is a misspelling of one the endpoint takes (at most [`TYPO_EDITS`] edits
-/// away, shaped like a name: letters, digits and `_`, and one [`recordable_name`] would show),
+/// away, or its first word, such as `after` for `after_seq`; shaped like a name: letters,
+/// digits and `_`, and one [`recordable_name`] would show),
 /// else only by its length: the refusal is audited, the log kept for good, and a password sent
 /// as a key (`{"Sup3rS3cret": 1}`) is no name; a misspelling is the one a caller needs named.
 /// The path in front (its name again) is left out; none for any other complaint. The list of
@@ -1089,11 +1106,9 @@ fn named_unknown(cause: &str, noun: &str) -> Option<String> {
     let name = &rest[..end];
     let shaped = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     // The expected names are the quoted ones after the unknown name.
-    let misspelt = rest[end + 1..]
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .any(|known| strsim::levenshtein(name, known) <= TYPO_EDITS);
+    let misspelt = rest[end + 1..].split('`').skip(1).step_by(2).any(|known| {
+        strsim::levenshtein(name, known) <= TYPO_EDITS || known.split('_').next() == Some(name)
+    });
     let name = match recordable_name(name.to_owned()) {
         shown if shaped && misspelt && shown == name => format!("`{name}`"),
         _ => format!("(a name of {} characters)", name.chars().count()),
@@ -1199,6 +1214,35 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn an_unknown_name_is_shown_when_it_is_a_misspelling_or_the_first_word_of_a_known_one() {
+        let said = |name: &str| {
+            named_unknown(
+                &format!("unknown field `{name}`, expected one of `user`, `after_seq`"),
+                "parameter",
+            )
+            .unwrap()
+        };
+        assert!(said("after").starts_with("unknown parameter `after`"));
+        assert!(said("usr").starts_with("unknown parameter `usr`"));
+        assert!(said("xyzzy").starts_with("unknown parameter (a name of 5 characters)"));
+        assert!(said("Hunter2").starts_with("unknown parameter (a name of 7 characters)"));
+    }
+
+    #[test]
+    fn a_token_pasted_into_a_path_is_not_logged() {
+        let token = "wdn_Sfr6u6nq2p1b0MHoF7K1SInvNFeOabc";
+        assert_eq!(
+            logged_path(&format!("/v1/requests/{token}/approve")),
+            "/v1/requests/wdn_…/approve"
+        );
+        assert_eq!(logged_path(&format!("/v1/x{token}")), "/v1/xwdn_…");
+        assert_eq!(
+            logged_path("/v1/requests/0190c8a2"),
+            "/v1/requests/0190c8a2"
+        );
+    }
 
     #[test]
     fn a_refused_query_is_named_by_its_parameters_never_their_values() {

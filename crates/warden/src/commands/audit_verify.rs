@@ -169,16 +169,32 @@ pub fn store(
     let reader = AuditReader::open(&db)?;
     let mut problems = Vec::new();
 
+    // The newest checkpoint the server signed, kept beside the database: a log rolled back
+    // together with its stored checkpoints still falls short of it. Read before the rows, so
+    // that a server running meanwhile has stored the row of the one it holds.
+    let anchor = data_dir.join(warden_server::checkpoints::ANCHOR_FILE);
+    let anchored = anchor.exists() && !external.contains(&anchor);
+    let server_file = if anchored {
+        open_outside(&anchor, &key, &mut problems)?
+    } else {
+        None
+    };
     let mut checkpoints = Vec::new();
     let stored_checkpoints = reader.checkpoints()?;
+    let newest = stored_checkpoints.iter().map(|c| c.size).max();
     for stored in &stored_checkpoints {
-        // The frontier is what the server extends the tree from, unsigned: one altered stops
-        // its signing (and would have a resumed log start from a wrong tree).
+        // The frontier is what the server extends the tree from, unsigned: the newest one
+        // altered stops its signing (and would have a resumed log start from a wrong tree).
         if !Tree::from_frontier(stored.size, stored.frontier.clone())
             .is_ok_and(|t| t.root() == stored.root)
         {
+            let consequence = if Some(stored.size) == newest {
+                "the server signs nothing past it"
+            } else {
+                "an archive cut there would not verify: restore the row from a backup"
+            };
             problems.push(format!(
-                "checkpoint at size {}: its stored frontier does not make its root (altered; the server signs nothing past it)",
+                "checkpoint at size {}: its stored frontier does not make its root (altered; {consequence})",
                 stored.size
             ));
         }
@@ -206,10 +222,6 @@ pub fn store(
             )),
         }
     }
-    // The newest checkpoint the server signed, kept beside the database: a log rolled back
-    // together with its stored checkpoints still falls short of it.
-    let anchor = data_dir.join(warden_server::checkpoints::ANCHOR_FILE);
-    let anchored = anchor.exists() && !external.contains(&anchor);
     // Those kept outside the data dir, by file: signed before any rewrite since, they alone
     // still say what the log was once its key signed another history.
     let mut kept = Vec::new();
@@ -218,11 +230,20 @@ pub fn store(
             kept.push((file.as_path(), cp));
         }
     }
-    let server_file = if anchored {
-        open_outside(&anchor, &key, &mut problems)?
-    } else {
-        None
-    };
+    // The server writes that file after the row of the checkpoint it holds: a row it names
+    // that is missing was deleted (and the server refuses to start on the database).
+    if let Some(cp) = &server_file
+        && cp.size > 0
+        && !stored_checkpoints
+            .iter()
+            .any(|c| c.size == cp.size && c.root == cp.root)
+    {
+        problems.push(format!(
+            "{} holds the checkpoint at size {}, which the database no longer has: checkpoint rows were deleted or rolled back (the server does not start on it)",
+            warden_server::checkpoints::ANCHOR_FILE,
+            cp.size
+        ));
+    }
     let outside: Vec<Checkpoint> = kept
         .iter()
         .map(|(_, cp)| cp.clone())
@@ -352,12 +373,22 @@ pub fn store(
     } else {
         kept_against_log(&reader, start, base, &kept)?
     };
-    match differ
+    let since = differ
         .iter()
         .chain(forks.iter().map(|(size, _)| size))
         .min()
-    {
-        Some(&since) => problems.extend(changed_since_kept(since, &compared, &differ, base)),
+        .copied();
+    // Signed again only if a checkpoint of the data dir contradicts a kept one, or matches the
+    // log past where a kept one no longer does; where they flag the change themselves, they
+    // narrow it down as well as the kept ones.
+    let signed_again = since.filter(|&since| {
+        !forks.is_empty()
+            || signed_here
+                .iter()
+                .any(|c| c.size >= since && !mismatched.contains(&c.size))
+    });
+    match signed_again {
+        Some(since) => problems.extend(changed_since_kept(since, &compared, &differ, base)),
         None => {
             let trusted = checkpoints
                 .iter()

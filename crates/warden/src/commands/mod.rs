@@ -64,6 +64,16 @@ pub(crate) async fn active_grants(
 /// is no server's data directory.
 pub(crate) fn database_in(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let db = dir.join("warden.db");
+    if db.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is empty, with no Warden database in it: most likely copied without its warden.db-wal; copy the data directory whole, or restore it from a backup",
+                db.display()
+            ),
+        )
+        .into());
+    }
     if db.is_file() {
         return Ok(db);
     }
