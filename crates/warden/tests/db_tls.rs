@@ -156,6 +156,26 @@ fn postgres_over_tls_is_verified_and_refused_when_it_cannot_be() {
         warden_sessions.ends_with("|0") && !warden_sessions.starts_with("0|"),
         "{warden_sessions}"
     );
+    // `db connect` connects as strictly as Warden, whatever the caller's environment says:
+    // verified against the target's CA, which the credential carries for a client that has no
+    // copy of the file.
+    assert_eq!(v["credential"]["tls"], "verify-full", "{v}");
+    assert!(
+        v["credential"]["tls_ca"]
+            .as_str()
+            .is_some_and(|pem| pem.starts_with("-----BEGIN CERTIFICATE-----")),
+        "{v}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["db", "connect", "pg", "--", "-Atc"])
+        .arg("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .env("WARDEN_SERVER", alice.server_url())
+        .env("WARDEN_HOME", alice.home())
+        .env("PGSSLMODE", "disable")
+        .env("PGSSLROOTCERT", "/nonexistent/root.crt")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{out:?}");
 
     ok(&alice, &["request", "revoke", &id(&v)]);
     let roles = |name: &str| {
@@ -230,6 +250,21 @@ fn mariadb_over_tls_is_verified_and_refused_when_it_cannot_be() {
     assert!(read.status.success(), "{read:?}");
     let cipher = String::from_utf8_lossy(&read.stdout);
     assert!(cipher.trim().len() > "Ssl_cipher".len(), "{cipher}");
+    // So does `db connect`, the server's certificate verified against the target's CA.
+    let out = alice.run(
+        &[
+            "db",
+            "connect",
+            "maria",
+            "--",
+            "-N",
+            "-e",
+            "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.trim().len() > "Ssl_cipher".len(), "{out:?}");
 
     ok(&alice, &["request", "revoke", &id(&v)]);
     let accounts = |name: &str| {

@@ -83,8 +83,8 @@ use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, Tls, account_name, check_unused_key,
-    is_account_name, no_answer, parse_connection, redact, require_account, require_admin,
-    require_password, tls, url,
+    is_account_name, no_answer, parse_connection, public_credential, redact, require_account,
+    require_admin, require_password, tls, url,
 };
 use crate::{
     Account, Error, IssueRequest, IssueResponse, Issuer, ListRequest, RevokeRequest,
@@ -630,6 +630,7 @@ impl Issuer for MariadbIssuer {
         let settings = parse_settings(req.settings)?;
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
+        let public = public_credential(KIND, name, &conn)?;
         let password = require_password(req.password, "new account")?;
         let hash = native_password::hash(password);
         let secrets = [password, hash.as_str()];
@@ -679,13 +680,7 @@ impl Issuer for MariadbIssuer {
         .await?;
 
         Ok(IssueResponse {
-            public: serde_json::json!({
-                "kind": KIND,
-                "username": name,
-                "host": conn.host,
-                "port": conn.port,
-                "database": conn.database,
-            }),
+            public,
             secret: Some(Secret::new(serde_json::json!({
                 "password": password,
                 "url": url("mysql", name, password, &conn),

@@ -79,8 +79,8 @@ use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, Tls, account_name, check_unused_key,
-    grant_tail, is_account_name, no_answer, parse_connection, redact, require_account,
-    require_admin, require_password, tls, url,
+    grant_tail, is_account_name, no_answer, parse_connection, public_credential, redact,
+    require_account, require_admin, require_password, tls, url,
 };
 use crate::{
     Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest,
@@ -636,6 +636,7 @@ impl Issuer for PostgresIssuer {
         let grants = parse_settings(req.settings)?;
         let admin = require_admin(req.admin, req.target)?;
         let account = require_account(req.account)?;
+        let public = public_credential(KIND, account, &conn)?;
         let password = require_password(req.password, "new role")?;
         let verifier = scram::verifier(password);
         let secrets = [password, verifier.as_str()];
@@ -711,13 +712,7 @@ impl Issuer for PostgresIssuer {
         self.pool.put(key, admin);
 
         Ok(IssueResponse {
-            public: serde_json::json!({
-                "kind": KIND,
-                "username": account,
-                "host": conn.host,
-                "port": conn.port,
-                "database": conn.database,
-            }),
+            public,
             secret: Some(Secret::new(serde_json::json!({
                 "password": password,
                 "url": url("postgresql", account, password, &conn),

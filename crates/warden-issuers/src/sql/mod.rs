@@ -214,6 +214,33 @@ pub(crate) fn require_password<'a>(
 
 /// A connection URL such as `postgresql://user:password@host:port/database`, with every part
 /// percent-encoded so any password survives the trip through a URL parser.
+/// The public part of a database grant's credential: where and as whom to log in, and how to
+/// connect as strictly as Warden does (`tls`, and under `verify-full` with a `tls_ca_file` the
+/// CAs it holds, as PEM: certificates are public, and a client on another machine has no copy
+/// of that file). `warden db connect` hands them to `psql` or `mariadb`.
+pub(crate) fn public_credential(
+    kind: &str,
+    username: &str,
+    conn: &Connection,
+) -> Result<serde_json::Value, Error> {
+    let mut public = serde_json::json!({
+        "kind": kind,
+        "username": username,
+        "host": conn.host,
+        "port": conn.port,
+        "database": conn.database,
+        "tls": conn.tls.name(),
+    });
+    if let Tls::VerifyFull {
+        ca_file: Some(path),
+    } = &conn.tls
+    {
+        let pem = tls::to_pem(&tls::trusted(Some(path)).map_err(Error::Unreached)?);
+        public["tls_ca"] = String::from_utf8_lossy(&pem).into_owned().into();
+    }
+    Ok(public)
+}
+
 pub(crate) fn url(scheme: &str, user: &str, password: &str, conn: &Connection) -> String {
     let host = if conn.host.contains(':') {
         format!("[{}]", conn.host)

@@ -9,7 +9,7 @@
 //! at once when this client revokes it.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -174,21 +174,50 @@ pub async fn pickup(c: &Client, v: &Value) -> anyhow::Result<Option<Value>> {
     Ok(Some(secret))
 }
 
-/// Environment lines for a database credential (`PGPASSWORD=…` style).
-pub fn env_lines(public: &Value, secret: &Value) -> Vec<(String, String)> {
+/// The CAs a database grant's server certificate is checked against (`tls_ca` in its public
+/// credential, when the target names a `tls_ca_file`), kept in `WARDEN_HOME/grants` under a name
+/// of their digest for the database client to read; none when the target names none.
+pub fn keep_ca(public: &Value) -> anyhow::Result<Option<PathBuf>> {
+    use sha2::Digest as _;
+    let Some(pem) = public["tls_ca"].as_str() else {
+        return Ok(None);
+    };
+    let dir = grants_dir()?;
+    crate::client::private_dir(&dir, crate::client::Place::Folder)?;
+    let digest = hex::encode(sha2::Sha256::digest(pem.as_bytes()));
+    let path = dir.join(format!("ca-{}.pem", &digest[..16]));
+    crate::client::write_private(&path, pem.as_bytes())?;
+    Ok(Some(path))
+}
+
+/// Environment lines for a database credential (`PGPASSWORD=…` style), with its target's TLS
+/// mode and, when there is one, the CA file [`keep_ca`] kept.
+pub fn env_lines(public: &Value, secret: &Value, ca: Option<&Path>) -> Vec<(String, String)> {
     let s = |v: &Value, k: &str| match &v[k] {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
     };
     match public["kind"].as_str() {
-        Some("postgres") => vec![
-            ("PGHOST".into(), s(public, "host")),
-            ("PGPORT".into(), s(public, "port")),
-            ("PGDATABASE".into(), s(public, "database")),
-            ("PGUSER".into(), s(public, "username")),
-            ("PGPASSWORD".into(), s(secret, "password")),
-        ],
+        Some("postgres") => {
+            let mut lines = vec![
+                ("PGHOST".into(), s(public, "host")),
+                ("PGPORT".into(), s(public, "port")),
+                ("PGDATABASE".into(), s(public, "database")),
+                ("PGUSER".into(), s(public, "username")),
+                ("PGPASSWORD".into(), s(secret, "password")),
+            ];
+            // libpq's modes bear the setting's names; `verify-full` without a CA file is
+            // checked against the system's CAs, as Warden checks it.
+            if let Some(mode) = public["tls"].as_str() {
+                lines.push(("PGSSLMODE".into(), mode.to_owned()));
+                if mode == "verify-full" {
+                    let roots = ca.map_or_else(|| "system".to_owned(), |p| p.display().to_string());
+                    lines.push(("PGSSLROOTCERT".into(), roots));
+                }
+            }
+            lines
+        }
         Some("mariadb") => vec![
             ("MYSQL_HOST".into(), s(public, "host")),
             ("MYSQL_TCP_PORT".into(), s(public, "port")),
@@ -201,9 +230,9 @@ pub fn env_lines(public: &Value, secret: &Value) -> Vec<(String, String)> {
 /// The database client and its arguments for a credential, given [`env_lines`] in its
 /// environment. `mariadb` reads its option files (`~/.my.cnf`) over the environment, so a
 /// `host`, `port` or `password` line there would send the grant's login elsewhere, or the wrong
-/// password: it reads none (`--no-defaults`, which must come first) and gets the address and
-/// user name here.
-pub fn client_command(public: &Value) -> (&'static str, Vec<String>) {
+/// password: it reads none (`--no-defaults`, which must come first) and gets the address, the
+/// user name and the target's TLS mode here (`ca`: the CA file [`keep_ca`] kept).
+pub fn client_command(public: &Value, ca: Option<&Path>) -> (&'static str, Vec<String>) {
     let s = |k: &str| match &public[k] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -217,6 +246,15 @@ pub fn client_command(public: &Value) -> (&'static str, Vec<String>) {
                 format!("--port={}", s("port")),
                 format!("--user={}", s("username")),
             ];
+            match public["tls"].as_str() {
+                Some("disable") => args.push("--skip-ssl".to_owned()),
+                Some("require") => args.push("--ssl".to_owned()),
+                Some("verify-full") => {
+                    args.extend(["--ssl".to_owned(), "--ssl-verify-server-cert".to_owned()]);
+                    args.extend(ca.map(|p| format!("--ssl-ca={}", p.display())));
+                }
+                _ => {}
+            }
             args.extend(public["database"].as_str().map(str::to_owned));
             ("mariadb", args)
         }
@@ -363,12 +401,13 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         Some(s) => s["secret"].clone(),
         None => pickup(&c, grant).await?.unwrap_or(Value::Null),
     };
-    let (program, own_args) = client_command(public);
+    let ca = keep_ca(public)?;
+    let (program, own_args) = client_command(public, ca.as_deref());
     let mut cmd = std::process::Command::new(program);
     for name in PSQL_OVERRIDES {
         cmd.env_remove(name);
     }
-    cmd.envs(env_lines(public, &secret))
+    cmd.envs(env_lines(public, &secret, ca.as_deref()))
         .args(own_args)
         .args(args);
     // exec replaces this process: the client's exit status is ours.

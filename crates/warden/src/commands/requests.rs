@@ -564,10 +564,11 @@ pub(super) fn finish(
         if let Some(url) = secret["url"].as_str() {
             println!("  {url}");
         }
-        for (k, val) in super::db::env_lines(&v["credential"], secret) {
+        let ca = super::db::keep_ca(&v["credential"])?;
+        for (k, val) in super::db::env_lines(&v["credential"], secret, ca.as_deref()) {
             println!("  export {k}={val}");
         }
-        let (program, args) = super::db::client_command(&v["credential"]);
+        let (program, args) = super::db::client_command(&v["credential"], ca.as_deref());
         if program == "psql" {
             println!("  unset {}", super::db::PSQL_OVERRIDES.join(" "));
         }
