@@ -213,12 +213,11 @@ impl Event {
         self
     }
 
-    /// Marks the event as a refusal, for `reason` with the values it quotes left out
-    /// ([`crate::text::unquoted`]).
-    pub fn denied(mut self, code: &str, reason: impl AsRef<str>) -> Self {
+    /// Marks the event as a refusal.
+    pub fn denied(mut self, code: &str, reason: impl Into<String>) -> Self {
         self.outcome = Outcome::Denied {
             code: code.to_owned(),
-            reason: crate::text::unquoted(reason.as_ref()),
+            reason: reason.into(),
         };
         self
     }

@@ -93,10 +93,11 @@ pub fn shown(text: &str, max: usize) -> String {
     out
 }
 
-/// `message` with every quoted text in it (as [`shown`] and Rust's `{:?}` quote what a client
-/// sent) replaced by its length. A refusal's audit record says what was wrong, never the value
-/// that was: a password or token pasted into the wrong field would stay in the signed log for
-/// good. The caller's own answer still quotes it.
+/// `message`, the refusal of a value that does not parse or validate, with every quoted text in
+/// it (as [`shown`] and Rust's `{:?}` quote what a client sent) replaced by its length: the
+/// audit record says what was wrong, never the value that was, since a password or token pasted
+/// into the wrong field would stay in the signed log for good. The caller's own answer still
+/// quotes it.
 pub fn unquoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut chars = message.chars();

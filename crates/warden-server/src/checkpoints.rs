@@ -246,7 +246,7 @@ pub(crate) fn check_anchor(
             .any(|l| l.split(' ').next() == Some(origin));
         if let warden_audit::CheckpointError::SignedByAnotherKey { .. } = e {
             anyhow::anyhow!(
-                "{} {e}: this data dir's audit signing key (audit_signing.key, audit_verifier.pub) is not the one that signed its log; restore both from a backup (the note is good: keep it where it is)",
+                "{} {e}: either this data dir's audit signing key (audit_signing.key, audit_verifier.pub) was replaced, and both are to be restored from a backup, or the note was written by someone else's key; keep it where it is, and check the log against a checkpoint kept elsewhere (`warden audit verify --data-dir DIR --checkpoint FILE`)",
                 anchor.display()
             )
         } else if !origin.is_empty() && origin != verifier.name() && signed_as {

@@ -1,6 +1,8 @@
 //! What a decision holds from its reading of the policy and the directory until its outcome is
 //! stored, and what a policy reload and an offboarding wait for: no decision made under the
-//! old policy, or counting an offboarded user's approval, is stored after the change.
+//! old policy is stored after the new one is live, and none made after an offboarding counts
+//! the user's approval (one under way stores its outcome first: the approval was given
+//! before).
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

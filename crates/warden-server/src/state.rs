@@ -57,9 +57,6 @@ pub struct App {
     /// an extension is made and while a grant is revoked with its extensions, so that neither
     /// two extensions nor an extension and a revocation cross.
     pub(crate) chains: crate::broker::Locks<(UserName, warden_domain::TargetName)>,
-    /// Held per requester from the count of their requests waiting for approval until a new
-    /// one is stored, so that requests arriving together cannot all pass the bound on them.
-    pub(crate) waiting: crate::broker::Locks<UserName>,
     /// Held while a target's admin password is rotated or an interrupted rotation settled.
     pub(crate) rotations: crate::broker::Locks<warden_domain::TargetName>,
     /// Recently seen tokens, so a request does not cost a database read to authenticate.
@@ -285,7 +282,6 @@ impl App {
             issuing: crate::broker::Locks::default(),
             reviewing: crate::broker::Locks::default(),
             chains: crate::broker::Locks::default(),
-            waiting: crate::broker::Locks::default(),
             rotations: crate::broker::Locks::default(),
             tokens: crate::auth::TokenCache::default(),
             lockouts: crate::auth::Lockouts::default(),

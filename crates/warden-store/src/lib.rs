@@ -29,6 +29,10 @@ pub enum Error {
     /// The disk the store is on is full: nothing more is written until space is freed.
     #[error("storage is full: {0}")]
     Full(String),
+    /// A change would pass a bound it was given ([`Change::waiting_bound`]); nothing of it
+    /// was written.
+    #[error("the change would pass its bound")]
+    Bound,
 }
 
 impl Error {
@@ -78,6 +82,10 @@ pub struct Change {
     pub events: Vec<Event>,
     /// Notifications the change causes, queued in the outbox with it.
     pub notices: Vec<Outgoing>,
+    /// For a request inserted waiting for approval: how many of its requester's may wait at
+    /// once. The insert fails with [`Error::Bound`] when as many wait already, checked in its
+    /// own transaction, so that requests arriving together cannot all pass the bound.
+    pub waiting_bound: Option<usize>,
 }
 
 impl From<Vec<Event>> for Change {

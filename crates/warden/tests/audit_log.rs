@@ -2352,7 +2352,9 @@ fn a_replaced_audit_key_is_named_as_replaced() {
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(
         refused.stderr.contains("is signed by another key named")
-            && refused.stderr.contains("restore both from a backup")
+            && refused
+                .stderr
+                .contains("both are to be restored from a backup")
             && !refused.stderr.contains("move it aside"),
         "{refused:?}"
     );

@@ -195,7 +195,7 @@ fn search_filter(
     let code = q
         .code
         .as_deref()
-        .map(|c| Code::parse(c).ok_or_else(|| ApiError::bad_request("bad_code", unknown_code(c))))
+        .map(|c| Code::parse(c).ok_or_else(|| ApiError::invalid("bad_code", unknown_code(c))))
         .transpose()?;
     let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
     Ok(AuditFilter {

@@ -69,6 +69,9 @@ pub struct ApiError {
     pub diagnostics: Option<Vec<PolicyProblem>>,
     /// The request that ended unissued.
     pub request_id: Option<warden_domain::RequestId>,
+    /// Whether the audit log records the message with the values it quotes left out
+    /// ([`ApiError::invalid`]).
+    pub quotes_input: bool,
 }
 
 impl ApiError {
@@ -81,12 +84,22 @@ impl ApiError {
             retry_after: None,
             diagnostics: None,
             request_id: None,
+            quotes_input: false,
         }
     }
 
     /// 400 for input that does not parse or validate.
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 400 for a value that does not parse or validate, quoted in `message`: the caller reads
+    /// it, the audit log only its length ([`ApiError::recorded`]).
+    pub fn invalid(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            quotes_input: true,
+            ..Self::bad_request(code, message)
+        }
     }
 
     /// 403 for callers who lack the right.
@@ -101,6 +114,18 @@ impl ApiError {
             "internal",
             "internal error; see the server log",
         )
+    }
+}
+
+impl ApiError {
+    /// The message as the audit log records it: without the values it quotes when they are
+    /// input that did not parse or validate ([`warden_domain::text::unquoted`]).
+    pub fn recorded(&self) -> String {
+        if self.quotes_input {
+            warden_domain::text::unquoted(&self.message)
+        } else {
+            self.message.clone()
+        }
     }
 }
 

@@ -502,11 +502,15 @@ fn query_names(query: &str) -> Vec<String> {
     names
 }
 
-/// A query parameter's or a body field's `name` as a refusal may show it: a name is a short word;
-/// anything longer, or shaped like a token, may be a secret pasted into the address
-/// (`?TOKEN`), and only its length is kept.
+/// A query parameter's or a body field's `name` as a refusal may show it: a name is a short word
+/// of lowercase letters, digits and `_`, as every name the API takes is; anything else (longer,
+/// shaped like a token, with capitals or signs) may be a secret pasted into the address
+/// (`?TOKEN`, `?Hunter2pass`), and only its length is kept.
 fn recordable_name(name: String) -> String {
-    if name.chars().count() > QUERY_NAME_MAX || name.starts_with("wdn_") {
+    let shaped = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !shaped || name.chars().count() > QUERY_NAME_MAX || name.starts_with("wdn_") {
         format!("(a name of {} characters)", name.chars().count())
     } else {
         name
@@ -1136,7 +1140,7 @@ fn limit(given: Option<usize>, default: usize, max: usize) -> Result<usize, ApiE
 /// Parses `text`, the parameter `name`, as an RFC 3339 time; a 400 naming both and the format.
 fn rfc3339(name: &str, text: &str) -> Result<time::OffsetDateTime, ApiError> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|e| {
-        ApiError::bad_request(
+        ApiError::invalid(
             "bad_time",
             format!(
                 "{name} {} is not an RFC 3339 time such as 2026-01-01T00:00:00Z ({e})",
@@ -1146,9 +1150,10 @@ fn rfc3339(name: &str, text: &str) -> Result<time::OffsetDateTime, ApiError> {
     })
 }
 
-/// Parses a field with its domain type, turning the parse error into a 400 that names the field.
+/// Parses a field with its domain type, turning the parse error into a 400 that names the field
+/// ([`ApiError::invalid`]: the audit log keeps the value only by its length).
 fn field<T, E: std::fmt::Display>(code: &str, parsed: Result<T, E>) -> Result<T, ApiError> {
-    parsed.map_err(|e| ApiError::bad_request(code, e.to_string()))
+    parsed.map_err(|e| ApiError::invalid(code, e.to_string()))
 }
 
 /// Audits a refusal of bad input and returns it; the request changed nothing.
@@ -1202,7 +1207,7 @@ async fn refuse_about(
 /// Appends `event`, marked denied with `err`, and hands `err` back; a refusal that cannot be
 /// audited becomes a storage error, so none goes unrecorded.
 async fn audited(app: &Shared, event: Event, err: ApiError) -> ApiError {
-    let event = event.denied(&err.code, err.message.clone());
+    let event = event.denied(&err.code, err.recorded());
     match app.store.append(vec![event]).await {
         Ok(()) => err,
         Err(e) => crate::broker::Error::from(e).into(),
@@ -1247,8 +1252,13 @@ mod tests {
     #[test]
     fn a_refused_query_is_named_by_its_parameters_never_their_values() {
         assert_eq!(
-            query_names("comment=hunter2&totp=123456&comment=x&%41b+c=2&&flag"),
-            ["comment", "totp", "Ab c", "flag"]
+            query_names("comment=hunter2&totp=123456&comment=x&%61b_c=2&&flag"),
+            ["comment", "totp", "ab_c", "flag"]
+        );
+        // Not shaped like a name the API takes: a password pasted as a name, perhaps.
+        assert_eq!(
+            query_names("Hunter2pass&a+b"),
+            ["(a name of 11 characters)", "(a name of 3 characters)"]
         );
         let long = query_names(&format!("{}=1", "n".repeat(100)));
         assert_eq!(long, ["(a name of 100 characters)"]);

@@ -242,7 +242,7 @@ fn session_id(id: &str) -> Result<String, ApiError> {
     uuid::Uuid::try_parse(id)
         .map(|u| u.hyphenated().to_string())
         .map_err(|_| {
-            ApiError::bad_request(
+            ApiError::invalid(
                 "bad_id",
                 format!(
                     "{} is not a session id (a UUID): `warden sessions` lists the live ones, `warden audit search` the ended ones",

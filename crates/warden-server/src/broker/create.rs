@@ -74,10 +74,12 @@ impl App {
             public_key,
             totp,
         } = input;
+        // What was asked for, kept for a refusal after the request is made of it.
+        let (asked_target, asked_role) = (ask.target.clone(), ask.role.clone());
         let refusal = |extra: serde_json::Value| {
             let mut e = Event::new(refused_code, actor.clone(), now);
-            e.target = Some(ask.target.clone());
-            e.role = Some(ask.role.clone());
+            e.target = Some(asked_target.clone());
+            e.role = Some(asked_role.clone());
             e.details = extra;
             e
         };
@@ -130,21 +132,16 @@ impl App {
                 )
                 .await);
         }
-        // Held until the request is stored, so requests arriving together are counted in turn.
-        let _waiting = if decision.requirement.is_auto() {
-            None
-        } else {
-            let held = self.waiting.lock(caller.user.name.clone()).await;
-            if let Err(e) = self.room_to_wait(caller.user).await {
-                return Err(self
-                    .refused(
-                        refusal(decision_details(&decision, breakglass.is_some())),
-                        e,
-                    )
-                    .await);
-            }
-            Some(held)
-        };
+        if !decision.requirement.is_auto()
+            && let Err(e) = self.room_to_wait(caller.user).await
+        {
+            return Err(self
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    e,
+                )
+                .await);
+        }
         let Some((kind, settings)) = policy.targets().get(&ask.target).and_then(|t| {
             t.roles
                 .get(&ask.role)
@@ -253,15 +250,27 @@ impl App {
         }
         let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
         let notified = !notices.is_empty();
-        self.insert(
-            &r,
-            Change {
-                events,
-                notices,
-                ..Change::default()
-            },
-        )
-        .await?;
+        let inserted = self
+            .insert(
+                &r,
+                Change {
+                    events,
+                    notices,
+                    waiting_bound: Some(PENDING_MAX),
+                    ..Change::default()
+                },
+            )
+            .await;
+        if let Err(Error::Store(warden_store::Error::Bound)) = inserted {
+            // Others of the requester's, made meanwhile, took the last places.
+            return Err(self
+                .refused(
+                    refusal(decision_details(&decision, breakglass.is_some())),
+                    too_many_pending(),
+                )
+                .await);
+        }
+        inserted?;
         self.wake.by(r.due_at());
         self.outbox.notify_one();
         Ok(Outcome {
@@ -275,6 +284,8 @@ impl App {
     /// already: one person's requests neither flood the reviewers' queues and the outbox, nor
     /// grow past what the reads of a requester's requests at a target see
     /// ([`App::same_access`]). A request granted at once never waits, so it is never counted.
+    /// Checked before a second factor's code is spent on it; the store checks the bound again
+    /// as it inserts ([`warden_store::Change::waiting_bound`]), for requests arriving together.
     async fn room_to_wait(&self, user: &User) -> Result<(), Error> {
         let waiting = self
             .store
@@ -289,12 +300,7 @@ impl App {
         if waiting.len() < PENDING_MAX {
             return Ok(());
         }
-        Err(Error::Conflict {
-            code: "too_many_pending",
-            message: format!(
-                "you have {PENDING_MAX} requests waiting for approval, the most one person may: cancel those you no longer need (`warden request list --state pending`, then `warden request cancel ID`) before asking again"
-            ),
-        })
+        Err(too_many_pending())
     }
 
     /// The first grant of the chain `r` belongs to: `r` itself, or the grant its extensions
@@ -451,5 +457,15 @@ impl App {
             Some(r.id),
         )
         .await
+    }
+}
+
+/// The refusal of a request past the bound on one person's waiting requests.
+fn too_many_pending() -> Error {
+    Error::Conflict {
+        code: "too_many_pending",
+        message: format!(
+            "you have {PENDING_MAX} requests waiting for approval, the most one person may: cancel those you no longer need (`warden request list --state pending`, then `warden request cancel ID`) before asking again"
+        ),
     }
 }

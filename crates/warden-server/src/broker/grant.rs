@@ -251,6 +251,7 @@ impl App {
                 postmortem,
                 events,
                 notices,
+                waiting_bound: None,
             },
         )
         .await?;

@@ -242,7 +242,13 @@ impl App {
         if let Error::Transition(TransitionError::Overdue { .. }) = err {
             self.wake.now();
         }
-        let event = event.denied(err.code(), err.to_string());
+        // Input that does not parse or validate is recorded by its length alone, as the API's
+        // is (`ApiError::invalid`).
+        let reason = match &err {
+            Error::Input { message, .. } => warden_domain::text::unquoted(message),
+            other => other.to_string(),
+        };
+        let event = event.denied(err.code(), reason);
         match self.store.append(vec![event]).await {
             Ok(()) => err,
             // Fail closed: the caller learns the refusal could not be recorded.

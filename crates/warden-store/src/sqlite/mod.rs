@@ -742,8 +742,23 @@ impl crate::Store for SqliteStore {
         let (created, due, until) = (ms(r.created_at), due_at(r), revoked_until(r));
         let extras = Extras::of(&change)?;
         let events = prepare(&change.events)?;
+        let bound = change
+            .waiting_bound
+            .map(|b| i64::try_from(b).map_err(backend))
+            .transpose()?;
         self.writer
             .write(move |c| {
+                if let Some(bound) = bound {
+                    let waiting: i64 = c
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM requests WHERE state = 'pending' AND requester = ?1",
+                        )
+                        .and_then(|mut s| s.query_row([&requester], |row| row.get(0)))
+                        .map_err(backend)?;
+                    if waiting >= bound {
+                        return Err(Error::Bound);
+                    }
+                }
                 c.prepare_cached(
                     "INSERT INTO requests (id, requester, target, state, requirement, created_at, due_at, revoked_until, version, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
