@@ -465,9 +465,23 @@ impl Connection {
         if self.sign_in_refusals > SIGN_IN_REFUSALS_AUDITED {
             return;
         }
+        // What is not shaped as a name is kept by its length alone: a password typed where the
+        // SSH user name goes would stay in the signed log for good.
         let (claimed, target) = match parse_user(user) {
-            Some((claimed, target, _)) => (claimed.to_string(), Some(target)),
-            None => (plain(user), None),
+            Some((claimed, target, _)) => {
+                let target = match target.parse::<warden_domain::TargetName>() {
+                    Ok(_) => target,
+                    Err(_) => format!("(not a target name, {} characters)", target.chars().count()),
+                };
+                (claimed.to_string(), Some(target))
+            }
+            None => (
+                format!(
+                    "(not WARDEN_USER:TARGET, {} characters)",
+                    user.chars().count()
+                ),
+                None,
+            ),
         };
         let actor = Actor {
             user: None,

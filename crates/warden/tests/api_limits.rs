@@ -1260,6 +1260,32 @@ fn break_glass_and_denied_decisions_say_what_they_are() {
     assert_eq!(v["decision"]["tier"], "breakglass", "{v}");
     assert_eq!(v["decision"]["mfa"], true, "{v}");
     assert_eq!(v["decision"]["recording"], "full", "{v}");
+
+    // Every refused attempt to break the glass is a `breakglass.refused`, a body that is not
+    // one included: an alert on that code sees them all.
+    let admin = env.login("admin");
+    let auth = format!("Bearer {}", token(&bob));
+    for body in [
+        r#"{"target":"web","role":"root","reason":"x","ttl":"10m","drill":"yes"}"#,
+        r#"{"target":"web","role":"root","reason":"x"}"#,
+        "not json",
+    ] {
+        let said = warden_testkit::http_post_with(
+            env.server.port(),
+            "/v1/breakglass",
+            &[("Authorization", &auth)],
+            body,
+        )
+        .unwrap();
+        assert_eq!(said.status, 400, "{body}: {}", said.body);
+    }
+    let refused = audit_events(&admin, "breakglass.refused");
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        audit_events(&admin, "request.action_refused")
+            .iter()
+            .all(|e| e["details"]["action"] != "breakglass.create")
+    );
 }
 
 #[test]

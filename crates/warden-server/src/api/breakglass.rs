@@ -188,10 +188,20 @@ pub async fn create(
     who: Authed,
     raw: Result<JsonBody<BreakGlassBody>, ApiError>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    let b = body(&app, &who, "breakglass.create", raw).await?;
+    // Every refused attempt is a `breakglass.refused`, bad input too (a body that is no JSON,
+    // or not this one): an alert on that code must see each one, with the target and role it
+    // was for where they are names.
+    let refused = |target, role| {
+        let mut event = Event::new(Code::BreakGlassRefused, who.actor(), now())
+            .details(serde_json::json!({ "action": "breakglass.create" }));
+        (event.target, event.role) = (target, role);
+        event
+    };
+    let b = match raw {
+        Ok(JsonBody(b)) => b,
+        Err(e) => return Err(super::audited(&app, refused(None, None), e).await),
+    };
     let drill = b.drill;
-    // Every refused attempt is a `breakglass.refused`, bad input too: an alert on that code
-    // must see each one, with the target and role it was for where they are names.
     let (target, role) = (b.target.parse().ok(), b.role.parse().ok());
     let parsed = parse_create(CreateBody {
         target: b.target,
@@ -204,12 +214,7 @@ pub async fn create(
     });
     let input = match parsed {
         Ok(i) => i,
-        Err(e) => {
-            let mut event = Event::new(Code::BreakGlassRefused, who.actor(), now())
-                .details(serde_json::json!({ "action": "breakglass.create" }));
-            (event.target, event.role) = (target, role);
-            return Err(super::audited(&app, event, e).await);
-        }
+        Err(e) => return Err(super::audited(&app, refused(target, role), e).await),
     };
     let outcome = app.breakglass(who.caller(), input, drill).await?;
     // No notice queued means no sink reaches security: the caller must tell them.

@@ -201,6 +201,9 @@ impl App {
         let mut postmortem = None;
         let mut notices = Vec::new();
         if let Some(bg) = r.breakglass {
+            notices = self.notices(&r, Kind::BreakGlass, Audience::Security, None);
+            // Whether anyone in security is told, on the record: no sink reaches them, or
+            // no one in the group but the requester, is for whoever reviews it to know.
             events.push(
                 Event::new(Code::BreakGlassActivated, actor.clone(), now)
                     .for_request(&r)
@@ -211,6 +214,7 @@ impl App {
                         "ttl": r.ttl.to_string(),
                         "recording": r.recording.to_string(),
                         "expires_at": warden_domain::rfc3339(valid_before),
+                        "security_notified": !notices.is_empty(),
                     })),
             );
             events.push(
@@ -219,7 +223,6 @@ impl App {
                     .details(serde_json::json!({ "drill": bg.drill })),
             );
             postmortem = Some(Postmortem::open(&r, bg.drill, now));
-            notices = self.notices(&r, Kind::BreakGlass, Audience::Security, None);
         } else if !to_requester {
             notices = self.notices(&r, Kind::Approved, Audience::Requester, None);
         }

@@ -117,7 +117,7 @@ pub async fn breakglass(
     };
     if !out.json && !ended_ungranted(&v) {
         let told = if v["security_notified"] == false {
-            "no notification sink reaches security (the server has no [[notify]] for them): tell them yourself"
+            "no one in security was notified (no [[notify]] sink on the server reaches them, or the security group has no one but you): tell whoever reviews break-glass access yourself"
         } else {
             "security is being notified"
         };

@@ -244,6 +244,36 @@ pub async fn sessions(
     }
 }
 
+/// Writes `cast` to a new file at `path` that only the user may read, as the server keeps its
+/// recordings: what was typed and shown may hold secrets. A file already there is left as it
+/// is.
+fn save_recording(path: &std::path::Path, cast: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "{} exists: a recording is saved only to a new file; name another, or remove that one first",
+                    path.display()
+                ),
+            )
+            .into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    };
+    file.write_all(cast.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Fetches a recording; saves it to `out_file` or plays it on the terminal.
 pub async fn replay(
     server: Option<String>,
@@ -258,7 +288,7 @@ pub async fn replay(
         .get_text_authed(&format!("/v1/sessions/{}/recording", segment(&id)))
         .await?;
     if let Some(path) = out_file {
-        std::fs::write(&path, &cast).with_context(|| format!("writing {}", path.display()))?;
+        save_recording(&path, &cast)?;
         if out.json {
             return out.json(&json!({ "saved": path.display().to_string() }));
         }
