@@ -112,6 +112,33 @@ pub struct Delivery {
     pub notice: Notice,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// Whom earlier attempts reached, so a retry is sent to no one twice.
+    pub reached: Reached,
+}
+
+/// What the earlier attempts of one sink's delivery settled, recipient by recipient (a mail
+/// relay answers for each mailbox): who took the notification, and who was refused it for
+/// good. A retry goes only to the rest, so no one is sent it twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reached {
+    /// The recipients (mail addresses) who took it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub sent: std::collections::BTreeSet<String>,
+    /// The recipients refused it for good, each with the answer.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub refused: std::collections::BTreeMap<String, String>,
+}
+
+impl Reached {
+    /// Whether no recipient is settled yet.
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty() && self.refused.is_empty()
+    }
+
+    /// Whether `recipient` took it or was refused it for good.
+    pub fn settled(&self, recipient: &str) -> bool {
+        self.sent.contains(recipient) || self.refused.contains_key(recipient)
+    }
 }
 
 /// The outbox's figures, for status and metrics.
@@ -517,7 +544,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         events: Vec<Event>,
     ) -> Result<()>;
 
-    /// Records a failed delivery and when to try again, with `events`.
+    /// Records a failed delivery and when to try again, with `events`, and whom the attempts
+    /// so far `reached` (replacing what was recorded): the retry is sent to the rest alone.
+    #[allow(clippy::too_many_arguments)]
     async fn notice_failed(
         &self,
         id: uuid::Uuid,
@@ -525,6 +554,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         attempts: u32,
         retry_at: OffsetDateTime,
         error: &str,
+        reached: &Reached,
         events: Vec<Event>,
     ) -> Result<()>;
 

@@ -70,9 +70,36 @@ impl SmtpSink {
     /// `unknown`, as a relay does a mailbox it does not know, and keeping the rest. Each kept
     /// message starts with `X-Sink-To: ADDRESS,...`, the envelope's recipients.
     pub fn start_refusing(unknown: &[&str]) -> SmtpSink {
+        Self::start_refusing_some(unknown, &[])
+    }
+
+    /// Like [`SmtpSink::start_refusing`], and refusing for now (`451 4.2.1`) every recipient
+    /// in `busy` until [`SmtpSink::take_busy`] is called; [`SmtpSink::refused_for_now`]
+    /// counts those answers.
+    pub fn start_refusing_some(unknown: &[&str], busy: &[&str]) -> SmtpSink {
         aiosmtpd(REFUSING, |python, port, out| {
-            python.arg(port.to_string()).arg(out).args(unknown);
+            std::fs::write(busy_flag(out), "").expect("the relay's busy flag");
+            python
+                .arg(port.to_string())
+                .arg(out)
+                .arg(busy_flag(out))
+                .args(unknown.iter().map(|a| format!("550:{a}")))
+                .args(busy.iter().map(|a| format!("451:{a}")));
         })
+    }
+
+    /// From now on, a [`SmtpSink::start_refusing_some`] relay takes the recipients it refused
+    /// for now.
+    pub fn take_busy(&self) {
+        std::fs::remove_file(busy_flag(&self.out)).expect("removing the relay's busy flag");
+    }
+
+    /// How many recipients a [`SmtpSink::start_refusing_some`] relay refused for now so far.
+    pub fn refused_for_now(&self) -> usize {
+        read_lossy(&self.out)
+            .lines()
+            .filter(|l| l.starts_with("REFUSED-FOR-NOW "))
+            .count()
     }
 
     /// The port it listens on, on 127.0.0.1.
@@ -107,6 +134,11 @@ pub enum SmtpTls {
     Starttls,
     /// TLS from the first byte ("SMTPS").
     Tls,
+}
+
+/// The file whose presence has a refusing relay refuse its busy recipients for now.
+fn busy_flag(out: &std::path::Path) -> PathBuf {
+    out.with_file_name("busy")
 }
 
 /// A temp dir, the log file in it, and a free port.
@@ -193,18 +225,26 @@ relay.start()
 threading.Event().wait()
 "#;
 
-/// The relay refusing some recipients: keeps each message in the `DebuggingServer` log's
-/// format, after a line naming the envelope's recipients.
+/// The relay refusing some recipients for good (`550:ADDRESS` arguments), and some for now
+/// (`451:ADDRESS`) while the busy flag file exists, logging a line for each of those: keeps
+/// each message in the `DebuggingServer` log's format, after a line naming the envelope's
+/// recipients.
 const REFUSING: &str = r#"
-import sys, threading
+import os, sys, threading
 from aiosmtpd.controller import Controller
 
-port, out, *unknown = sys.argv[1:]
+port, out, busy_flag, *refused = sys.argv[1:]
+unknown = [a[4:] for a in refused if a.startswith("550:")]
+busy = [a[4:] for a in refused if a.startswith("451:")]
 
 class Keep:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in unknown:
             return "550 5.1.1 no such user"
+        if address in busy and os.path.exists(busy_flag):
+            with open(out, "a") as f:
+                f.write("REFUSED-FOR-NOW " + address + "\n")
+            return "451 4.2.1 mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

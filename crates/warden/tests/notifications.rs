@@ -640,6 +640,99 @@ fn a_mailbox_refused_for_good_does_not_hold_up_the_others() {
     assert!(refused.contains("bob@example.com"), "{refused}");
 }
 
+/// A break-glass alert to security, one of whose mailboxes the relay refuses for good and
+/// another for now: the others get it once, at once; only the mailbox refused for now is
+/// tried again, also after a restart, until it takes it; and the alert then counts delivered.
+#[test]
+fn a_mailbox_refused_for_now_is_retried_alone_and_no_one_is_mailed_twice() {
+    let smtp = SmtpSink::start_refusing_some(&["erin@example.com"], &["sam@example.com"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(
+        dir.path(),
+        &format!(
+            "[users.dana]\ngroups = [\"security\"]\n\n\
+             [users.erin]\ngroups = [\"security\"]\n\n\
+             [users.tom]\ngroups = [\"security\"]\n\n\
+             [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n",
+            smtp.port()
+        ),
+    );
+    let bob = login(&server, "bob");
+    let uri = enroll_mfa(&bob);
+    let bg = ok(
+        &bob,
+        &[
+            "breakglass",
+            "web",
+            "--role",
+            "admin",
+            "--reason",
+            "db down",
+            "--ttl",
+            "10m",
+            "--totp",
+            &totp(&uri, 1),
+        ],
+    );
+    let rid = id(&bg);
+    // Each mailbox's copies of the alert.
+    let copies = |address: &str| {
+        smtp.messages()
+            .iter()
+            .filter(|m| m.contains(&rid))
+            .filter(|m| {
+                m.lines().next().is_some_and(|to| {
+                    to.strip_prefix("X-Sink-To: ")
+                        .is_some_and(|to| to.split(',').any(|a| a == address))
+                })
+            })
+            .count()
+    };
+
+    // The retries go on while sam's mailbox is busy, to it alone, and across a restart.
+    wait_for("sam's mailbox refused again", || {
+        smtp.refused_for_now() >= 3
+    });
+    assert!(server.terminate().success());
+    let before = smtp.refused_for_now();
+    server.restart();
+    wait_for("a retry after the restart", || {
+        smtp.refused_for_now() > before
+    });
+    for address in ["dana@example.com", "tom@example.com"] {
+        assert_eq!(copies(address), 1, "{address}: {:?}", smtp.messages());
+    }
+    assert_eq!(copies("sam@example.com"), 0);
+
+    smtp.take_busy();
+    wait_for("the mail to sam", || copies("sam@example.com") == 1);
+    let admin = login(&server, "admin");
+    wait_for("the alert counted delivered", || {
+        ok(&admin, &["notify", "status"])["pending"].as_u64() == Some(0)
+    });
+    // Give a duplicate time to show.
+    thread::sleep(Duration::from_secs(1));
+    for address in ["dana@example.com", "sam@example.com", "tom@example.com"] {
+        assert_eq!(copies(address), 1, "{address}: {:?}", smtp.messages());
+    }
+    assert_eq!(copies("erin@example.com"), 0);
+    // Its first failure is on the record, and the mailbox refused for good by name once it
+    // was delivered to the rest.
+    let failed = audit_records(&admin, "notification.failed");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let refused = failed
+        .iter()
+        .find(|f| f["event"]["outcome"]["code"] == "recipients_refused")
+        .unwrap_or_else(|| panic!("no recipients_refused event: {failed:?}"));
+    let named = refused["event"]["details"]["refused"].as_array().unwrap();
+    assert_eq!(named.len(), 1, "{refused}");
+    assert!(
+        named[0].as_str().unwrap().starts_with("erin@example.com: "),
+        "{refused}"
+    );
+}
+
 #[test]
 fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     let hook = WebhookReceiver::start();

@@ -17,9 +17,9 @@ use tokio::task::JoinSet;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
 use warden_domain::{Notice, State};
-use warden_store::Delivery;
+use warden_store::{Delivery, Reached};
 
-use super::smtp::SmtpSink;
+use super::smtp::{SmtpSink, refusals};
 use super::webhook::WebhookSink;
 use super::{Links, NotifyConfig, readdressed};
 use crate::state::{Shared, now};
@@ -55,13 +55,20 @@ enum Transport {
 }
 
 impl Sink {
-    /// Delivers `n`; returns the recipients a mail relay refused for good while others were
-    /// sent it.
-    async fn deliver(&self, n: &Notice, base: &str) -> Result<Vec<String>, String> {
+    /// Delivers `n` to those of its recipients the earlier attempts did not settle,
+    /// `reached`, which gains whom this attempt settles (a mail relay answers per recipient;
+    /// a webhook takes a notification whole); returns the recipients a mail relay refused for
+    /// good while others were sent it.
+    async fn deliver(
+        &self,
+        n: &Notice,
+        base: &str,
+        reached: &mut Reached,
+    ) -> Result<Vec<String>, String> {
         let links = Links::of(n, base);
         match &self.transport {
             Transport::Webhook(s) => s.deliver(n, &links).await.map(|()| Vec::new()),
-            Transport::Smtp(s) => s.deliver(n, &links).await,
+            Transport::Smtp(s) => s.deliver(n, &links, reached).await,
         }
     }
 }
@@ -234,18 +241,32 @@ async fn pass(
         let (app, sinks, base) = (app.clone(), sinks.clone(), base.clone());
         deliveries.spawn(async move {
             let _under_way = under_way;
+            // Whom the earlier attempts reached: they are not sent it again, and a failure
+            // keeps whom this attempt reached too.
+            let mut reached = d.reached.clone();
             let outcome = match sinks.get(&d.sink) {
                 // A prompt retried after an outage that no longer holds (the request was
                 // decided, the grant ended) would send its reader after nothing: it is dropped.
                 Some(_) if stale(&app, &d).await => Ok(Sent::Skipped),
                 Some(sink) => match addressed_now(&app, &d, sink) {
-                    Some(notice) => sink.deliver(&notice, &base).await.map(Sent::Delivered),
+                    Some(notice) => sink
+                        .deliver(&notice, &base, &mut reached)
+                        .await
+                        .map(Sent::Delivered),
                     None => Ok(Sent::Skipped),
                 },
                 None => Err(format!(
                     "notify sink {:?} is no longer configured; it stays queued until it is",
                     d.sink
                 )),
+            };
+            // One dropped at a retry after earlier attempts reached some of its recipients
+            // was delivered to those.
+            let outcome = match outcome {
+                Ok(Sent::Skipped) if !reached.sent.is_empty() => {
+                    Ok(Sent::Delivered(refusals(&reached)))
+                }
+                other => other,
             };
             let stored = match outcome {
                 Ok(sent) => {
@@ -275,7 +296,7 @@ async fn pass(
                         )
                         .await
                 }
-                Err(e) => failed(&app, &d, &e).await,
+                Err(e) => failed(&app, &d, &e, &reached).await,
             };
             if let Err(e) = stored {
                 tracing::error!(error = %e, notice = %d.notice.id, "outbox cannot record a delivery; it is tried again");
@@ -383,8 +404,14 @@ fn failure_event(d: &Delivery, code: &str, why: String, refused: Option<&[String
     e
 }
 
-/// Schedules the next attempt; the first failure of a notification is audited.
-async fn failed(app: &Shared, d: &Delivery, error: &str) -> Result<(), warden_store::Error> {
+/// Schedules the next attempt, to those the attempts so far have not `reached`; the first
+/// failure of a notification is audited.
+async fn failed(
+    app: &Shared,
+    d: &Delivery,
+    error: &str,
+    reached: &Reached,
+) -> Result<(), warden_store::Error> {
     let attempts = d.attempts.saturating_add(1);
     tracing::warn!(sink = %d.sink, notice = %d.notice.id, attempts, error, "notification not delivered; will retry");
     let events = if attempts == 1 {
@@ -399,7 +426,15 @@ async fn failed(app: &Shared, d: &Delivery, error: &str) -> Result<(), warden_st
     };
     let retry_at = now() + backoff(attempts);
     app.store
-        .notice_failed(d.notice.id, &d.sink, attempts, retry_at, error, events)
+        .notice_failed(
+            d.notice.id,
+            &d.sink,
+            attempts,
+            retry_at,
+            error,
+            reached,
+            events,
+        )
         .await
 }
 
@@ -430,6 +465,7 @@ mod tests {
             sink: "hook".into(),
             notice,
             attempts: 0,
+            reached: Reached::default(),
         };
         assert!(!late(&d, at + time::Duration::seconds(1)));
         assert!(late(&d, at + time::Duration::seconds(6)));

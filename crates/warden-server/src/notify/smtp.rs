@@ -13,6 +13,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use warden_domain::{Audience, Notice};
+use warden_store::Reached;
 
 use super::config::{SmtpConfig, SmtpTls};
 use super::{Links, text};
@@ -96,34 +97,70 @@ impl SmtpSink {
     /// for good are left out: one unknown address must not keep a break-glass alert from the
     /// rest of security. Returns the mailboxes refused so (each with the relay's answer); it
     /// fails when no one could be sent it, or something may yet succeed on a retry.
-    pub async fn deliver(&self, n: &Notice, links: &Links) -> Result<Vec<String>, String> {
-        let to = self.recipients(n);
+    ///
+    /// `reached` holds whom the earlier attempts settled, and gains whom this one does: the
+    /// caller keeps it with a failure, so that a retry goes only to the mailboxes refused for
+    /// now (or new since) and no one who took the notification is sent it again. Refusals
+    /// stand only once someone took it: until then every recipient is tried again.
+    pub async fn deliver(
+        &self,
+        n: &Notice,
+        links: &Links,
+        reached: &mut Reached,
+    ) -> Result<Vec<String>, String> {
+        if reached.sent.is_empty() {
+            reached.refused.clear();
+        }
+        let to: Vec<Mailbox> = self
+            .recipients(n)
+            .into_iter()
+            .filter(|m| !reached.settled(m.email.as_ref()))
+            .collect();
         if to.is_empty() {
-            // Nothing to send to (the configuration changed since it was queued).
-            return Ok(Vec::new());
+            // Every recipient was settled by earlier attempts, or there is no one to send it
+            // to (the configuration changed since it was queued).
+            return Ok(refusals(reached));
         }
-        match self.send(n, links, to.clone()).await {
-            Err(Failed::Permanent(e)) if to.len() > 1 => {
-                tracing::warn!(error = %e, notice = %n.id, "the relay refused a notification for good; sending it to each recipient alone");
-            }
-            other => return other.map(|()| Vec::new()).map_err(|e| e.to_string()),
-        }
-        let (mut sent, mut refused) = (0, Vec::new());
-        for m in to {
-            let address = m.email.to_string();
-            match self.send(n, links, vec![m]).await {
-                Ok(()) => sent += 1,
+        if to.len() > 1 {
+            match self.send(n, links, to.clone()).await {
+                Ok(()) => {
+                    reached.sent.extend(to.iter().map(|m| m.email.to_string()));
+                    return Ok(refusals(reached));
+                }
                 Err(Failed::Permanent(e)) => {
-                    tracing::warn!(error = %e, notice = %n.id, %address, "the relay refused a notification's recipient for good; the others were sent it");
-                    refused.push(format!("{address}: {e}"));
+                    tracing::warn!(error = %e, notice = %n.id, "the relay refused a notification for good; sending it to each recipient alone");
                 }
                 Err(e @ Failed::Transient(_)) => return Err(e.to_string()),
             }
         }
-        if sent == 0 {
-            Err(refused.join("; "))
+        let mut for_now = Vec::new();
+        for m in to {
+            let address = m.email.to_string();
+            match self.send(n, links, vec![m]).await {
+                Ok(()) => {
+                    reached.sent.insert(address);
+                }
+                Err(Failed::Permanent(e)) => {
+                    tracing::warn!(error = %e, notice = %n.id, %address, "the relay refused a notification's recipient for good; the others are sent it");
+                    reached.refused.insert(address, e);
+                }
+                // The others are still sent it; this mailbox alone is tried again.
+                Err(Failed::Transient(e)) => for_now.push(format!("{address}: {e}")),
+            }
+        }
+        if !for_now.is_empty() {
+            let mut error = for_now.join("; ");
+            if !reached.sent.is_empty() {
+                error.push_str(&format!(
+                    "; {} other recipient(s) took it and are not sent it again",
+                    reached.sent.len()
+                ));
+            }
+            Err(error)
+        } else if reached.sent.is_empty() {
+            Err(refusals(reached).join("; "))
         } else {
-            Ok(refused)
+            Ok(refusals(reached))
         }
     }
 
@@ -160,6 +197,15 @@ impl SmtpSink {
     }
 }
 
+/// The mailboxes refused for good, each with the relay's answer.
+pub(super) fn refusals(reached: &Reached) -> Vec<String> {
+    reached
+        .refused
+        .iter()
+        .map(|(address, e)| format!("{address}: {e}"))
+        .collect()
+}
+
 /// Why the relay did not take a message: for good (a 5xx answer), or for now.
 #[derive(Debug, thiserror::Error)]
 enum Failed {
@@ -171,6 +217,9 @@ enum Failed {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
@@ -208,6 +257,178 @@ mod tests {
         message
     }
 
+    /// What [`relay`] took: the envelope's recipients of each message, in order.
+    type Taken = Arc<Mutex<Vec<Vec<String>>>>;
+
+    /// A relay on `listener`, taking any number of connections, that answers each `RCPT TO`
+    /// with `answer(address)` and keeps the recipients it took of each message it accepts.
+    fn relay(
+        listener: TcpListener,
+        answer: impl Fn(&str) -> &'static str + Send + Sync + 'static,
+    ) -> Taken {
+        let taken = Taken::default();
+        let (answer, kept) = (Arc::new(answer), taken.clone());
+        tokio::spawn(async move {
+            loop {
+                let (conn, _) = listener.accept().await.unwrap();
+                let (answer, kept) = (answer.clone(), kept.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = conn.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 relay ready\r\n").await.unwrap();
+                    let (mut to, mut in_data) = (Vec::new(), false);
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply = if in_data {
+                            if line != "." {
+                                continue;
+                            }
+                            in_data = false;
+                            kept.lock().unwrap().push(std::mem::take(&mut to));
+                            "250 kept".to_owned()
+                        } else if line.to_ascii_uppercase().starts_with("RCPT TO:") {
+                            let address = line[8..].trim().trim_matches(['<', '>']).to_owned();
+                            let reply = answer(&address);
+                            if reply.starts_with('2') {
+                                to.push(address);
+                            }
+                            reply.to_owned()
+                        } else {
+                            match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                                Some("DATA") => {
+                                    in_data = true;
+                                    "354 go on".to_owned()
+                                }
+                                Some("QUIT") => "221 bye".to_owned(),
+                                _ => "250 ok".to_owned(),
+                            }
+                        };
+                        if write
+                            .write_all(format!("{reply}\r\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        taken
+    }
+
+    /// A break-glass notice for security, told to `recipients`.
+    fn breakglass(recipients: &[&str]) -> Notice {
+        serde_json::from_value(serde_json::json!({
+            "id": uuid::Uuid::nil(), "kind": "break_glass", "audience": "security",
+            "recipients": recipients, "time": "2026-01-01T00:00:00Z",
+            "request": "01890000-0000-7000-8000-000000000000", "requester": "bob",
+            "target": "web", "role": "root", "reason": "db down", "ticket": null, "ttl": "1h",
+            "breakglass": true, "drill": false, "expires_at": null,
+        }))
+        .unwrap()
+    }
+
+    /// One mailbox refused for good and one refused for now: the others get it once, at the
+    /// first attempt; each retry goes to the one refused for now alone, until it takes it.
+    #[tokio::test]
+    async fn a_retry_goes_only_to_the_mailboxes_refused_for_now() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let busy = Arc::new(AtomicBool::new(true));
+        let still_busy = busy.clone();
+        let taken = relay(listener, move |address| match address {
+            "erin@example.com" => "550 5.1.1 no such user",
+            "sam@example.com" if still_busy.load(Ordering::SeqCst) => "451 4.2.1 try later",
+            _ => "250 ok",
+        });
+        let config: SmtpConfig = toml::from_str(&format!(
+            "name = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
+        ))
+        .unwrap();
+        let sink = SmtpSink::new(&config).unwrap();
+        let notice = breakglass(&["dana", "erin", "sam", "tom"]);
+        let links = Links::of(&notice, "https://warden.example.com");
+        let mut reached = Reached::default();
+        let taken_by = |address: &str| {
+            let taken = taken.lock().unwrap();
+            taken
+                .iter()
+                .filter(|to| to.iter().any(|a| a == address))
+                .count()
+        };
+
+        let first = sink.deliver(&notice, &links, &mut reached).await;
+        assert!(
+            first.as_ref().is_err_and(|e| e.contains("sam@example.com")),
+            "{first:?}"
+        );
+        assert_eq!(
+            reached.sent,
+            ["dana@example.com".to_owned(), "tom@example.com".to_owned()].into()
+        );
+        assert_eq!(
+            reached.refused.keys().collect::<Vec<_>>(),
+            ["erin@example.com"]
+        );
+        for _ in 0..3 {
+            let again = sink.deliver(&notice, &links, &mut reached).await;
+            assert!(again.is_err(), "{again:?}");
+        }
+        busy.store(false, Ordering::SeqCst);
+        let last = sink.deliver(&notice, &links, &mut reached).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert!(last[0].starts_with("erin@example.com: "), "{last:?}");
+        for address in ["dana@example.com", "tom@example.com", "sam@example.com"] {
+            assert_eq!(
+                taken_by(address),
+                1,
+                "{address}: {:?}",
+                taken.lock().unwrap()
+            );
+        }
+        assert_eq!(taken_by("erin@example.com"), 0);
+        // Each retry was one message to the one mailbox refused for now.
+        assert_eq!(taken.lock().unwrap().last().unwrap(), &["sam@example.com"]);
+    }
+
+    /// While no one has taken it, a refusal for good is no reason to stop trying that mailbox:
+    /// a notice refused everywhere is held, retried to all, as before.
+    #[tokio::test]
+    async fn refusals_stand_only_once_someone_took_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let known = Arc::new(AtomicBool::new(false));
+        let now_known = known.clone();
+        let taken = relay(listener, move |address| match address {
+            "erin@example.com" if !now_known.load(Ordering::SeqCst) => "550 5.1.1 no such user",
+            _ => "451 4.2.1 try later",
+        });
+        let config: SmtpConfig = toml::from_str(&format!(
+            "name = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
+        ))
+        .unwrap();
+        let sink = SmtpSink::new(&config).unwrap();
+        let notice = breakglass(&["erin"]);
+        let links = Links::of(&notice, "https://warden.example.com");
+        let mut reached = Reached::default();
+        let first = sink.deliver(&notice, &links, &mut reached).await;
+        assert!(
+            first.as_ref().is_err_and(|e| e.contains("550")),
+            "{first:?}"
+        );
+        // Tried again, and refused for now this time: still no one has it.
+        known.store(true, Ordering::SeqCst);
+        let again = sink.deliver(&notice, &links, &mut reached).await;
+        assert!(
+            again.as_ref().is_err_and(|e| e.contains("451")),
+            "{again:?}"
+        );
+        assert!(reached.is_empty(), "{reached:?}");
+        assert!(taken.lock().unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn an_ipv6_relay_is_reached_at_its_address_without_brackets() {
         let listener = TcpListener::bind("[::1]:0").await.unwrap();
@@ -228,7 +449,11 @@ mod tests {
         }))
         .unwrap();
         let links = Links::of(&notice, "https://warden.example.com");
-        assert_eq!(sink.deliver(&notice, &links).await, Ok(Vec::new()));
+        let mut reached = Reached::default();
+        assert_eq!(
+            sink.deliver(&notice, &links, &mut reached).await,
+            Ok(Vec::new())
+        );
         let message = relay.await.unwrap();
         assert!(
             message.contains("BREAK-GLASS: bob took web/root"),

@@ -9,9 +9,11 @@ use warden_domain::audit::Event;
 use warden_domain::{Postmortem, RequestId};
 
 use super::{SqliteStore, append_events, backend, ceil_ms, from_ms, json, limit, ms, prepare};
-use crate::{Delivery, Drill, Error, OutboxStatus, Outgoing, Result, SinkBacklog};
+use crate::{Delivery, Drill, Error, OutboxStatus, Outgoing, Reached, Result, SinkBacklog};
 
-/// An outbox row as its columns: notice id, sink, created, body.
+/// An outbox row as its columns: notice id, sink, created, body. The body is the notice as
+/// JSON, and, once an attempt failed after reaching some of its recipients, whom ([`Reached`])
+/// under `reached` beside the notice's fields.
 pub(super) type NoticeRow = (String, String, i64, String);
 
 /// A postmortem as its columns: request id, target, role, drill, opened, closed, body.
@@ -83,7 +85,8 @@ impl SqliteStore {
         let now = ms(now);
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT sink, attempts, body FROM outbox WHERE due_at IS NOT NULL AND due_at <= ?1
+                "SELECT sink, attempts, body, json_extract(body, '$.reached') FROM outbox
+                 WHERE due_at IS NOT NULL AND due_at <= ?1
                  ORDER BY due_at, created_at LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now, limit(n)], |r| {
@@ -91,6 +94,11 @@ impl SqliteStore {
                     sink: r.get(0)?,
                     attempts: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
                     notice: json(r.get(2)?)?,
+                    reached: r
+                        .get::<_, Option<String>>(3)?
+                        .map(json)
+                        .transpose()?
+                        .unwrap_or_default(),
                 })
             })?;
             rows.collect()
@@ -141,6 +149,7 @@ impl SqliteStore {
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn mark_failed(
         &self,
         id: uuid::Uuid,
@@ -148,6 +157,7 @@ impl SqliteStore {
         attempts: u32,
         retry_at: OffsetDateTime,
         error: &str,
+        reached: &Reached,
         events: Vec<Event>,
     ) -> Result<()> {
         let events = prepare(&events)?;
@@ -157,13 +167,23 @@ impl SqliteStore {
             ceil_ms(retry_at),
             error.to_owned(),
         );
+        let reached = if reached.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(reached).map_err(backend)?)
+        };
         self.writer
             .write(move |c| {
+                // Whom the attempts so far reached is kept with the failure, in the row's body
+                // beside the notice's fields (which reading it as a notice passes over): the
+                // retry, after a restart too, is sent to the rest alone.
                 c.prepare_cached(
-                    "UPDATE outbox SET attempts = ?3, due_at = ?4, last_error = ?5
+                    "UPDATE outbox SET attempts = ?3, due_at = ?4, last_error = ?5,
+                            body = CASE WHEN ?6 IS NULL THEN json_remove(body, '$.reached')
+                                        ELSE json_set(body, '$.reached', json(?6)) END
                      WHERE notice_id = ?1 AND sink = ?2 AND due_at IS NOT NULL",
                 )
-                .and_then(|mut s| s.execute(params![id, sink, attempts, due, error]))
+                .and_then(|mut s| s.execute(params![id, sink, attempts, due, error, reached]))
                 .map_err(backend)?;
                 super::append_events(c, &events)
             })

@@ -1596,9 +1596,10 @@ impl crate::Store for SqliteStore {
         attempts: u32,
         retry_at: OffsetDateTime,
         error: &str,
+        reached: &crate::Reached,
         events: Vec<Event>,
     ) -> Result<()> {
-        self.mark_failed(id, sink, attempts, retry_at, error, events)
+        self.mark_failed(id, sink, attempts, retry_at, error, reached, events)
             .await
     }
 

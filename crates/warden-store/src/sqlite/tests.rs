@@ -499,6 +499,7 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         1,
         later,
         "down",
+        &crate::Reached::default(),
         vec![event(Code::NotificationFailed)],
     )
     .await
@@ -524,9 +525,17 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         .await
         .unwrap();
     // A late failure report for a done row changes nothing.
-    s.notice_failed(notice.id, "hook", 2, later, "late", Vec::new())
-        .await
-        .unwrap();
+    s.notice_failed(
+        notice.id,
+        "hook",
+        2,
+        later,
+        "late",
+        &crate::Reached::default(),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
     let status = s.outbox_status().await.unwrap();
     // Delivered where it still applied: delivered; skipped counts what no sink sent.
     assert_eq!(
@@ -547,6 +556,78 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// Whom a failed attempt reached is kept with the queued notice, across a restart, until the
+/// next attempt's outcome replaces it; the notice itself reads back as it was queued.
+#[tokio::test]
+async fn whom_a_failed_attempt_reached_is_kept_for_the_retry_across_a_restart() {
+    use warden_domain::notice::Kind;
+    use warden_domain::{Audience, Notice};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let r = request(8);
+    let at = datetime!(2026-01-01 10:00 UTC);
+    let notice = Notice::about(
+        uuid::Uuid::from_u128(98),
+        &r,
+        Kind::BreakGlass,
+        Audience::Security,
+        vec!["sam".parse().unwrap(), "dana".parse().unwrap()],
+        at,
+    );
+    let change = crate::Change {
+        events: vec![event(Code::RequestCreated)],
+        notices: vec![crate::Outgoing {
+            sink: "mail".into(),
+            notice: notice.clone(),
+        }],
+        ..Default::default()
+    };
+    s.insert_request(&r, change).await.unwrap();
+    assert_eq!(
+        s.due_notices(at, 10).await.unwrap()[0].reached,
+        crate::Reached::default()
+    );
+
+    let reached = crate::Reached {
+        sent: ["dana@example.com".to_owned()].into(),
+        refused: [(
+            "erin@example.com".to_owned(),
+            "550 5.1.1 no such user".to_owned(),
+        )]
+        .into(),
+    };
+    let later = datetime!(2026-01-01 10:01 UTC);
+    s.notice_failed(notice.id, "mail", 1, later, "451", &reached, Vec::new())
+        .await
+        .unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    let due = s.due_notices(later, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((&due[0].notice, &due[0].reached), (&notice, &reached));
+    assert!(due[0].reached.settled("dana@example.com"));
+    assert!(due[0].reached.settled("erin@example.com"));
+    assert!(!due[0].reached.settled("sam@example.com"));
+
+    // The next failure's record replaces it, an empty one too.
+    s.notice_failed(
+        notice.id,
+        "mail",
+        2,
+        later,
+        "down",
+        &crate::Reached::default(),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let due = s.due_notices(later, 10).await.unwrap();
+    assert_eq!((&due[0].notice, due[0].attempts), (&notice, 2));
+    assert_eq!(due[0].reached, crate::Reached::default());
 }
 
 /// A store from before migration 0020 keeps its counts of settled notices, and loses their
