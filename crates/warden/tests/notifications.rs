@@ -426,6 +426,12 @@ fn a_postmortem_is_closed_by_someone_other_than_who_broke_the_glass() {
             &code,
         ],
     ));
+    // No sink reaches security here: on the record with the grant.
+    let activated = audit_records(&admin, "breakglass.activated");
+    assert_eq!(
+        activated[0]["event"]["details"]["security_notified"], false,
+        "{activated:?}"
+    );
     let close = [
         "postmortem",
         "close",
@@ -894,6 +900,7 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
     assert_eq!(activated.len(), 1);
     assert_eq!(activated[0]["event"]["code"], "W2100");
     assert_eq!(activated[0]["event"]["details"]["drill"], false);
+    assert_eq!(activated[0]["event"]["details"]["security_notified"], true);
     assert_eq!(activated[0]["event"]["request_id"], rid);
     assert_eq!(audit_records(&admin, "postmortem.opened").len(), 1);
     // Its tier is break-glass on every event that names one.
