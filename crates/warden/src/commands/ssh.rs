@@ -228,6 +228,10 @@ pub async fn sessions(
                 stdout.write_all(&chunk)?;
                 stdout.flush()?;
             }
+            // The stream ends with the session: said, so a watcher is not left guessing.
+            eprintln!(
+                "\r\nSession {id} ended: `warden replay {id}` plays it whole, and its session.ended event says how it ended."
+            );
             Ok(())
         }
         SessionsCommand::Kill { id } => {
