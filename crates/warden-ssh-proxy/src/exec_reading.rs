@@ -1,8 +1,9 @@
 //! How an exec command reads as a shell would read it, for the controls that depend on what it
 //! runs: whether it names a file-transfer tool, runs `sftp-server`, or starts a shell that reads
-//! commands from its input. Quotes, escapes, `$'…'`, comments, here-documents, redirections,
-//! separators, keywords, `VAR=value` prefixes and wrappers (`env`, `exec`, `sudo`, `timeout`…)
-//! are followed, and so are nested commands (`sh -c`, `eval`, `su -c`, `$(…)`, backticks).
+//! commands from its input; and the commands deny rules are matched against (a typed line's
+//! too). Quotes, escapes, `$'…'`, comments, here-documents, redirections, separators, keywords,
+//! `VAR=value` prefixes and wrappers (`env`, `exec`, `sudo`, `timeout`…) are followed, and so
+//! are nested commands (`sh -c`, `eval`, `su -c`, `$(…)`, backticks).
 //! Names built from variables, globs or brace expansion, and commands run by other programs
 //! (`python -c`, `xargs`, `find -exec`), are out of reach: a guard rail, not a sandbox.
 
@@ -54,14 +55,29 @@ pub struct ExecReading {
 /// Reads an exec command as the target's shell would read it.
 pub fn read_exec(command: &str) -> ExecReading {
     let script = parse(command);
-    let mut runs = Vec::new();
-    let nesting_followed = collect_runs(&script, 0, &mut runs);
+    let mut found = Found::default();
+    let nesting_followed = collect_runs(&script, 0, &mut found);
+    let runs = found.runs;
     ExecReading {
         whole: script.whole && nesting_followed,
         names_a_transfer_tool: names_a_transfer_tool(command, 0),
         runs_sftp_server: runs.iter().any(|r| r.name == "sftp-server"),
         starts_a_shell: runs.iter().any(Run::reads_commands_from_input),
     }
+}
+
+/// The commands a shell would run from `text`, for deny rules to match, each as its words
+/// joined by single spaces once quotes and escapes are taken out: every simple command, those
+/// nested in it too (`sh -c '…'`, `eval`, `su -c`, `$(…)`), and each again past every keyword,
+/// variable assignment and wrapper before its program (`env FOO=1 rm -rf x` is also `FOO=1 rm
+/// -rf x` and `rm -rf x`) and with its program named by the last part of its path (`/bin/rm` as
+/// `rm`). A rule anchored at the start (`^rm -rf`) so finds the command wherever it stands
+/// (`true; r''m -rf x`). What the reading cannot see stays unseen here: names the shell builds
+/// as it runs, quotes left open, nesting deeper than [`MAX_NESTING`].
+pub fn command_lines(text: &str) -> Vec<String> {
+    let mut found = Found::default();
+    collect_runs(&parse(text), 0, &mut found);
+    found.lines
 }
 
 /// A command line as a shell's parser leaves it, before anything is expanded: the words of its
@@ -354,37 +370,61 @@ struct Run {
     args: Vec<String>,
 }
 
-/// Adds the programs `script` runs to `runs`, with those of the commands nested in it (a
-/// shell's `-c`, `eval`, `su -c`, `env -S`, and command substitutions); false if some nest
-/// deeper than [`MAX_NESTING`].
-fn collect_runs(script: &Script, depth: usize, runs: &mut Vec<Run>) -> bool {
+/// What reading a command line, and the commands nested in it, finds.
+#[derive(Debug, Default)]
+struct Found {
+    /// The programs it runs.
+    runs: Vec<Run>,
+    /// Its commands as deny rules read them: see [`command_lines`].
+    lines: Vec<String>,
+}
+
+/// Adds what `script` runs to `found`, with what the commands nested in it run (a shell's
+/// `-c`, `eval`, `su -c`, `env -S`, and command substitutions); false if some nest deeper than
+/// [`MAX_NESTING`].
+fn collect_runs(script: &Script, depth: usize, found: &mut Found) -> bool {
     if depth > MAX_NESTING {
         return false;
     }
     let mut followed = true;
-    for run in script.commands.iter().filter_map(|words| program(words)) {
+    for words in &script.commands {
+        let Some(run) = program(words, &mut found.lines) else {
+            continue;
+        };
         if let Some(nested) = run.command_string() {
-            followed &= collect_runs(&parse(&nested), depth + 1, runs);
+            followed &= collect_runs(&parse(&nested), depth + 1, found);
         }
-        runs.push(run);
+        found.runs.push(run);
     }
     for word in script
         .words()
         .filter(|w| w.contains("$(") || w.contains('`'))
     {
-        followed &= collect_runs(&parse(word), depth + 1, runs);
+        followed &= collect_runs(&parse(word), depth + 1, found);
     }
     followed
 }
 
-/// The program a simple command runs: past keywords, variable assignments and wrappers.
-fn program(words: &[String]) -> Option<Run> {
-    let mut words = skip_keywords_and_assignments(words);
+/// The program a simple command runs: past keywords, variable assignments and wrappers. Each
+/// command it reads as on the way there is added to `lines`: the whole, each rest past one more
+/// keyword, assignment or wrapper, and each with its program named by its base name.
+fn program(mut words: &[String], lines: &mut Vec<String>) -> Option<Run> {
     loop {
         let (first, args) = words.split_first()?;
+        let line = words.join(" ");
+        if let Some(rest) = past_keyword_or_assignment(words) {
+            lines.push(line);
+            words = rest;
+            continue;
+        }
         let name = base_name(first);
+        if name.len() < first.len() {
+            // `line` starts with `first`, which ends with `name`.
+            lines.push(line[first.len() - name.len()..].to_owned());
+        }
+        lines.push(line);
         match wrapped_command(name, args) {
-            Some(command) => words = skip_keywords_and_assignments(command),
+            Some(command) => words = command,
             None => {
                 return Some(Run {
                     name: name.to_owned(),
@@ -395,15 +435,15 @@ fn program(words: &[String]) -> Option<Run> {
     }
 }
 
-fn skip_keywords_and_assignments(mut words: &[String]) -> &[String] {
-    loop {
-        match words {
-            [first, rest @ ..] if KEYWORDS.contains(&first.as_str()) || is_assignment(first) => {
-                words = rest;
-            }
-            [first, _name, rest @ ..] if first == "function" => words = rest,
-            _ => return words,
+/// The words after a leading keyword (`if`, `!`, `function NAME`) or variable assignment, if
+/// they start with one.
+fn past_keyword_or_assignment(words: &[String]) -> Option<&[String]> {
+    match words {
+        [first, _name, rest @ ..] if first == "function" => Some(rest),
+        [first, rest @ ..] if KEYWORDS.contains(&first.as_str()) || is_assignment(first) => {
+            Some(rest)
         }
+        _ => None,
     }
 }
 
@@ -730,6 +770,57 @@ mod tests {
         }
         for c in ["ls -l", "rsyncd-status", "cat scp.txt", "echo \"it's\""] {
             assert!(!read_exec(c).names_a_transfer_tool, "{c}");
+        }
+    }
+
+    #[test]
+    fn commands_are_written_as_the_shell_reads_them() {
+        let lines = command_lines;
+        assert_eq!(
+            lines("true; r''m -rf  \"/tmp/x\""),
+            ["true", "rm -rf /tmp/x"]
+        );
+        assert_eq!(
+            lines("a && b | c & d || e\nf"),
+            ["a", "b", "c", "d", "e", "f"]
+        );
+        // Past each keyword, assignment and wrapper, and the program by its base name.
+        assert_eq!(
+            lines("! FOO=1 nice -n 5 /usr/bin/sudo -u root rm -rf x"),
+            [
+                "! FOO=1 nice -n 5 /usr/bin/sudo -u root rm -rf x",
+                "FOO=1 nice -n 5 /usr/bin/sudo -u root rm -rf x",
+                "nice -n 5 /usr/bin/sudo -u root rm -rf x",
+                "sudo -u root rm -rf x",
+                "/usr/bin/sudo -u root rm -rf x",
+                "rm -rf x",
+            ]
+        );
+        // Commands nested in commands, read the same way.
+        for (command, nested) in [
+            ("sh -c \"sudo id\"", "sudo id"),
+            ("bash -lc 'true; rm -rf x'", "rm -rf x"),
+            ("eval 'rm' -rf x", "rm -rf x"),
+            ("su - root -c 'rm -rf x'", "rm -rf x"),
+            ("env -S 'rm -rf' x", "rm -rf x"),
+            ("echo \"$(r\\m -rf x)\"", "rm -rf x"),
+            ("echo `rm -rf x`", "rm -rf x"),
+            ("if true; then rm -rf x; fi", "rm -rf x"),
+            ("sh -c \"sh -c 'rm -rf x'\"", "rm -rf x"),
+        ] {
+            assert!(lines(command).iter().any(|l| l == nested), "{command}");
+        }
+        // Not commands: arguments, redirection targets, comments, here-documents.
+        for command in [
+            "echo 'rm -rf x'",
+            "cat >'rm -rf x'",
+            "true # rm -rf x",
+            "cat <<EOF\nrm -rf x\nEOF",
+        ] {
+            assert!(
+                !lines(command).iter().any(|l| l.starts_with("rm")),
+                "{command}"
+            );
         }
     }
 

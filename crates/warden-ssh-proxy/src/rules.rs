@@ -1,8 +1,10 @@
 //! A role's live controls: command deny rules and the file-transfer switch, and the line
 //! tracker that applies deny rules to interactive shells.
 //!
-//! Exec requests are checked exactly: the command string the client sent, and each of its
-//! lines, is what the target would run. Interactive shells are checked line by line, from a
+//! A deny rule is matched against a command as sent, whole and line by line, and against each
+//! command the target's shell would run from it, read as that shell reads it
+//! (`exec_reading.rs`): quotes taken out, past separators, keywords and wrappers, into `sh -c`
+//! and `eval`. Exec requests are checked so; interactive shells line by line, from a
 //! reconstruction of what the user typed: printable characters, backspace, Ctrl-U, Ctrl-W and
 //! quoted inserts (Ctrl-V, which puts the next key in the line as itself) are followed, and the
 //! keys go on as they were sent, byte for byte; on Enter the line is matched and, if denied,
@@ -10,13 +12,15 @@
 //! line. What a line rule cannot catch — it is a guard rail, not a sandbox: text the shell
 //! itself produces (tab completion, history recall with arrows or `!!`, aliases, functions,
 //! variables, command substitution), commands inside scripts or programs the user starts
-//! (`sh -c`, `python`, an editor's `:!`), input that full-screen programs interpret
+//! (a script, `python`, an editor's `:!`), input that full-screen programs interpret
 //! themselves, pasted text containing cursor movements, and a line kept by a shell whose
 //! interrupt and line-kill keys are both off. Lines with escape sequences are still matched on
-//! their visible characters. What an exec command runs (a transfer tool, a shell reading its
-//! input) is read in `exec_reading.rs`.
+//! their visible characters. What else an exec command runs (a transfer tool, a shell reading
+//! its input) is read in `exec_reading.rs` too.
 
 use regex::Regex;
+
+use crate::exec_reading::command_lines;
 
 /// A role's controls.
 #[derive(Debug, Clone)]
@@ -45,12 +49,19 @@ impl Rules {
         })
     }
 
-    /// The deny pattern `command` matches, if any: the whole of it, or any of its lines, since
-    /// a shell runs each line as a command of its own (`true<newline>rm -rf /`).
+    /// The deny pattern `command` matches, if any: the whole of it, any of its lines, since a
+    /// shell runs each line as a command of its own (`true<newline>rm -rf /`), or any command
+    /// the shell would run from it, written as its words ([`command_lines`]: `true; rm -rf /`,
+    /// `r''m -rf /`, `sh -c 'rm -rf /'`, `env FOO=1 rm -rf /`).
     pub fn denies(&self, command: &str) -> Option<&str> {
         std::iter::once(command)
             .chain(command.split(['\n', '\r']))
             .find_map(|text| self.pattern_matching(text.trim()))
+            .or_else(|| {
+                command_lines(command)
+                    .iter()
+                    .find_map(|line| self.pattern_matching(line))
+            })
     }
 
     fn pattern_matching(&self, text: &str) -> Option<&str> {
@@ -234,6 +245,33 @@ mod tests {
     }
 
     #[test]
+    fn each_command_the_shell_would_run_is_matched() {
+        let r = Rules::new(&["^rm -rf".into(), "^sudo ".into()], true, false).unwrap();
+        for c in [
+            "true; rm -rf /tmp/x",
+            "r''m -rf /tmp/x",
+            "\\rm -rf /tmp/x",
+            "/bin/rm -rf /tmp/x",
+            "sh -c \"rm -rf /tmp/x\"",
+            "env FOO=1 rm -rf /tmp/x",
+            "ls && rm -rf /tmp/x",
+            "echo \"$(rm -rf /tmp/x)\"",
+        ] {
+            assert_eq!(r.denies(c), Some("^rm -rf"), "{c}");
+        }
+        for c in ["ls | sudo tee x", "sh -c \"sudo id\"", "nice s''udo id"] {
+            assert_eq!(r.denies(c), Some("^sudo "), "{c}");
+        }
+        for c in [
+            "echo 'rm -rf x'",
+            "grep sudo log",
+            "rm -r x; true # rm -rf x",
+        ] {
+            assert_eq!(r.denies(c), None, "{c}");
+        }
+    }
+
+    #[test]
     fn interactive_lines_are_tracked() {
         let r = rules();
         let cases: &[(&[u8], &[u8], usize)] = &[
@@ -249,6 +287,9 @@ mod tests {
             (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x03\x15", 1),
             // Ctrl-O runs the line too.
             (b"rm -rf /\x0f", b"rm -rf /\x03\x15", 1),
+            // Each command of the line, read as the shell reads it.
+            (b"true; r''m -rf /\r", b"true; r''m -rf /\x03\x15", 1),
+            (b"echo 'rm -rf /'\r", b"echo 'rm -rf /'\r", 0),
             // A quoted Ctrl-U (Ctrl-V first) is a character of the line, not its erasure: once
             // backspaced away, the line is what it was.
             (

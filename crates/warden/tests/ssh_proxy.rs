@@ -624,7 +624,7 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
 fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     let s = Setup::start(
         "full",
-        "deny_commands = [\"^rm -rf\", \"shutdown\"]\nrecord_input = true",
+        "deny_commands = [\"^rm -rf\", \"shutdown\", \"^sudo \"]\nrecord_input = true",
         true,
     );
     s.grant("30m");
@@ -641,6 +641,29 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("command blocked"), "{out:?}");
     assert!(marker.exists(), "the second line ran");
+    // And so does any command the shell would run from it: after a separator, with its quotes
+    // taken out, or nested in a shell's command string.
+    let marked = marker.display();
+    for (command, rule) in [
+        (format!("true; rm -rf {marked}"), "^rm -rf"),
+        (format!("r''m -rf {marked}"), "^rm -rf"),
+        (format!("sh -c \"rm -rf {marked}\""), "^rm -rf"),
+        (format!("sh -c \"sudo id; rm -f {marked}\""), "^sudo "),
+    ] {
+        let before = s.events("session.command_blocked").len();
+        let out = s.ssh(&command);
+        assert_eq!(out.status.code(), Some(1), "{command}: {out:?}");
+        assert!(text(&out.stderr).contains("command blocked"), "{out:?}");
+        assert!(marker.exists(), "{command} ran");
+        let blocked = s.wait_events(
+            "session.command_blocked",
+            before + 1,
+            Duration::from_secs(5),
+        );
+        let blocked = &blocked[before];
+        assert_eq!(blocked["details"]["command"], command.as_str(), "{blocked}");
+        assert_eq!(blocked["details"]["rule"], rule, "{blocked}");
+    }
 
     // A shell without a terminal would read its lines unchecked: refused.
     let unchecked = b"echo unchecked-ran\n";
@@ -716,6 +739,13 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     term.send_line("echo then-$((3+4))");
     term.wait_for("then-7", 1, Duration::from_secs(10));
     assert!(marker.exists(), "the denied line ran at the next Enter");
+    // A typed line is read command by command as well. (bash drops the first key typed after
+    // the Ctrl-C and Ctrl-U that discard a line: here a space, which it may keep as well.)
+    term.send_line(&format!("true; r''m -rf {marked}"));
+    term.wait_for("warden: blocked", 3, Duration::from_secs(10));
+    term.send_line(" echo last-$((4+5))");
+    term.wait_for("last-9", 1, Duration::from_secs(10));
+    assert!(marker.exists(), "the typed command ran");
     term.send_line("exit");
 }
 
