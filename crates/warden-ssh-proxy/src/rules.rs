@@ -83,11 +83,13 @@ impl Rules {
     }
 }
 
-/// What replaces the Enter of a denied line. Ctrl-C interrupts the line, and the shell starts
-/// afresh at a new prompt; Ctrl-U, the terminal's line-kill key and readline's
-/// unix-line-discard, then empties the line of a shell whose interrupt key is off (`stty intr
-/// undef`), which would otherwise keep it for the next Enter. On a fresh prompt it does nothing.
-const DISCARD_LINE: [u8; 2] = [0x03, 0x15];
+/// What replaces the Enter of a denied line. Ctrl-U, the terminal's line-kill key and
+/// readline's unix-line-discard, empties the line, also of a shell whose interrupt key is off
+/// (`stty intr undef`), which would otherwise keep it for the next Enter; Ctrl-C then
+/// interrupts what is left, and the shell starts afresh at a new prompt. In this order: after
+/// a Ctrl-U that follows the interrupt, bash drops the next key typed, which this proxy would
+/// still count, so a line it read as `Xrm -rf /` would run as `rm -rf /`.
+const DISCARD_LINE: [u8; 2] = [0x15, 0x03];
 
 /// What to do with a chunk of interactive input.
 #[derive(Debug, PartialEq, Eq)]
@@ -276,30 +278,30 @@ mod tests {
         let r = rules();
         let cases: &[(&[u8], &[u8], usize)] = &[
             (b"ls\r", b"ls\r", 0),
-            (b"rm -rf /tmp/x\r", b"rm -rf /tmp/x\x03\x15", 1),
+            (b"rm -rf /tmp/x\r", b"rm -rf /tmp/x\x15\x03", 1),
             // Backspace turns "rm -rx" into "rm -r" + "f": still denied.
-            (b"rm -rx\x7ff /\r", b"rm -rx\x7ff /\x03\x15", 1),
+            (b"rm -rx\x7ff /\r", b"rm -rx\x7ff /\x15\x03", 1),
             // Ctrl-U discards what was typed before it.
             (b"shutdown\x15echo hi\r", b"shutdown\x15echo hi\r", 0),
             // Arrow keys are passed on and do not end up in the line.
-            (b"\x1b[Ashutdown\r", b"\x1b[Ashutdown\x03\x15", 1),
+            (b"\x1b[Ashutdown\r", b"\x1b[Ashutdown\x15\x03", 1),
             // A meta key (readline's numeric argument) takes one key, not the next letter.
-            (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x03\x15", 1),
+            (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x15\x03", 1),
             // Ctrl-O runs the line too.
-            (b"rm -rf /\x0f", b"rm -rf /\x03\x15", 1),
+            (b"rm -rf /\x0f", b"rm -rf /\x15\x03", 1),
             // Each command of the line, read as the shell reads it.
-            (b"true; r''m -rf /\r", b"true; r''m -rf /\x03\x15", 1),
+            (b"true; r''m -rf /\r", b"true; r''m -rf /\x15\x03", 1),
             (b"echo 'rm -rf /'\r", b"echo 'rm -rf /'\r", 0),
             // A quoted Ctrl-U (Ctrl-V first) is a character of the line, not its erasure: once
             // backspaced away, the line is what it was.
             (
                 b"rm -rf /tmp/vic\x16\x15\x7ftim\r",
-                b"rm -rf /tmp/vic\x16\x15\x7ftim\x03\x15",
+                b"rm -rf /tmp/vic\x16\x15\x7ftim\x15\x03",
                 1,
             ),
             (
                 b"shut\x11\x15\x08down\r",
-                b"shut\x11\x15\x08down\x03\x15",
+                b"shut\x11\x15\x08down\x15\x03",
                 1,
             ),
         ];

@@ -475,6 +475,21 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         std::fs::read(&saved).unwrap(),
         std::fs::read(&path).unwrap()
     );
+    // Only its owner may read it, as the server keeps it; and it is written over no file.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let kept = s.env.dir.path().join("kept.txt");
+    std::fs::write(&kept, "important").unwrap();
+    let out = fails(
+        &s.admin,
+        &["replay", &session, "--out", kept.to_str().unwrap()],
+        2,
+    );
+    assert!(out.stderr.contains("saved only to a new file"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "important");
     let played = s.admin.run(&["replay", &session, "--speed", "100"], None);
     assert!(
         played.stdout.contains(&format!("relayed-{LOCAL_USER}")),
@@ -739,11 +754,11 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     term.send_line("echo then-$((3+4))");
     term.wait_for("then-7", 1, Duration::from_secs(10));
     assert!(marker.exists(), "the denied line ran at the next Enter");
-    // A typed line is read command by command as well. (bash drops the first key typed after
-    // the Ctrl-C and Ctrl-U that discard a line: here a space, which it may keep as well.)
+    // A typed line is read command by command as well; the line typed next reaches the shell
+    // whole, its first key included, as the proxy read it.
     term.send_line(&format!("true; r''m -rf {marked}"));
     term.wait_for("warden: blocked", 3, Duration::from_secs(10));
-    term.send_line(" echo last-$((4+5))");
+    term.send_line("echo last-$((4+5))");
     term.wait_for("last-9", 1, Duration::from_secs(10));
     assert!(marker.exists(), "the typed command ran");
     term.send_line("exit");
@@ -1733,6 +1748,17 @@ fn refused_certificate_sign_ins_are_audited() {
     );
     assert_eq!(e["details"]["claimed_user"], "alice", "{e}");
     assert_eq!(e["details"]["grant"], id.as_str(), "{e}");
+    // A password typed where the user name or the target goes is kept by its length alone.
+    for (user, n) in [("S3cretPassw0rd:web", 3), ("alice:S3cretPassw0rd", 4)] {
+        let out = with_certificate(user);
+        assert_eq!(out.status.code(), Some(255), "{out:?}");
+        let failed = refusals(n);
+        assert_eq!(failed.len(), n, "{failed:?}");
+        let e = failed[n - 1].to_string();
+        assert!(!e.contains("S3cret"), "{e}");
+        assert!(e.contains("characters)"), "{e}");
+    }
+    let failed = refusals(4);
     let certificate = std::fs::read_to_string(grant["certificate_file"].as_str().unwrap()).unwrap();
     let blob = certificate.split_whitespace().nth(1).unwrap();
     for e in &failed {

@@ -248,34 +248,28 @@ pub async fn sessions(
     }
 }
 
-/// Writes `cast` to a new file at `path` that only the user may read, as the server keeps its
-/// recordings: what was typed and shown may hold secrets. A file already there is left as it
-/// is.
-fn save_recording(path: &std::path::Path, cast: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
+/// A new file at `path` that only the user may read, as the server keeps its recordings:
+/// what was typed and shown may hold secrets. A file already there is left as it is, and
+/// made before the recording is fetched, so that nothing is read for nothing.
+fn new_private_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = match std::fs::OpenOptions::new()
+    match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
     {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!(
-                    "{} exists: a recording is saved only to a new file; name another, or remove that one first",
-                    path.display()
-                ),
-            )
-            .into());
-        }
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-    };
-    file.write_all(cast.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} exists: a recording is saved only to a new file; name another, or remove that one first",
+                path.display()
+            ),
+        )
+        .into()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// Fetches a recording; saves it to `out_file` or plays it on the terminal.
@@ -288,11 +282,21 @@ pub async fn replay(
     out: Output,
 ) -> anyhow::Result<()> {
     let c = Client::new(server)?;
-    let cast = c
+    let file = out_file.as_deref().map(new_private_file).transpose()?;
+    let fetched = c
         .get_text_authed(&format!("/v1/sessions/{}/recording", segment(&id)))
-        .await?;
-    if let Some(path) = out_file {
-        save_recording(&path, &cast)?;
+        .await;
+    if let (Some(path), Some(mut file)) = (out_file, file) {
+        use std::io::Write as _;
+        let written = fetched.and_then(|cast| {
+            file.write_all(cast.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         if out.json {
             return out.json(&json!({ "saved": path.display().to_string() }));
         }
@@ -302,6 +306,7 @@ pub async fn replay(
         );
         return Ok(());
     }
+    let cast = fetched?;
     if out.json {
         // The recording is JSON lines already: its header, then one event per line.
         print!("{cast}");
