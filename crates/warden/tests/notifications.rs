@@ -78,6 +78,27 @@ fn start_with(dir: &Path, targets: &str, rules: &str, config: &str) -> Server {
     )
 }
 
+/// `cli`'s user enrols a second factor and breaks the glass for web/admin; the grant's id.
+fn break_glass_for_admin(cli: &Cli) -> String {
+    let uri = enroll_mfa(cli);
+    let bg = ok(
+        cli,
+        &[
+            "breakglass",
+            "web",
+            "--role",
+            "admin",
+            "--reason",
+            "db down",
+            "--ttl",
+            "10m",
+            "--totp",
+            &totp(&uri, 1),
+        ],
+    );
+    id(&bg)
+}
+
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check() {
@@ -575,23 +596,7 @@ fn security_sees_break_glass_when_others_read_the_audit_log() {
         login(&server, "sam"),
         login(&server, "alice"),
     );
-    let uri = enroll_mfa(&bob);
-    let bg = ok(
-        &bob,
-        &[
-            "breakglass",
-            "web",
-            "--role",
-            "admin",
-            "--reason",
-            "db down",
-            "--ttl",
-            "10m",
-            "--totp",
-            &totp(&uri, 1),
-        ],
-    );
-    let rid = id(&bg);
+    let rid = break_glass_for_admin(&bob);
     let listed = ok(&sam, &["request", "list"]);
     assert!(
         listed["requests"]
@@ -665,23 +670,7 @@ fn a_mailbox_refused_for_now_is_retried_alone_and_no_one_is_mailed_twice() {
         ),
     );
     let bob = login(&server, "bob");
-    let uri = enroll_mfa(&bob);
-    let bg = ok(
-        &bob,
-        &[
-            "breakglass",
-            "web",
-            "--role",
-            "admin",
-            "--reason",
-            "db down",
-            "--ttl",
-            "10m",
-            "--totp",
-            &totp(&uri, 1),
-        ],
-    );
-    let rid = id(&bg);
+    let rid = break_glass_for_admin(&bob);
     // Each mailbox's copies of the alert.
     let copies = |address: &str| {
         smtp.messages()
