@@ -276,14 +276,20 @@ impl App {
         grant: Option<RequestId>,
     ) -> Result<Result<Grant, Denied>, BackendError> {
         let policy = self.policy.load();
-        let Some((name, t)) = target
-            .parse::<TargetName>()
-            .ok()
-            .and_then(|n| policy.targets().get(&n).map(|t| (n, t)))
-        else {
+        // Text that is no name is not quoted: a password typed there would stay in the log.
+        let Ok(asked) = target.parse::<TargetName>() else {
             return denied(
                 "unknown_target",
-                format!("there is no target {target:?}; `warden targets` lists them"),
+                format!(
+                    "the target in the SSH user name ({} characters) is no target's name: names are lowercase letters, digits, '.', '_' and '-'; `warden targets` lists them",
+                    target.chars().count()
+                ),
+            );
+        };
+        let Some((name, t)) = policy.targets().get(&asked).map(|t| (asked.clone(), t)) else {
+            return denied(
+                "unknown_target",
+                format!("there is no target {asked}; `warden targets` lists them"),
             );
         };
         if t.kind != "ssh" {

@@ -377,6 +377,16 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     );
     fails(&s.alice, &["ssh", "nosuch"], 4);
     fails(&s.alice, &["ssh", "web", "-i", "/nonexistent/key"], 2);
+    // A password typed where the target goes is kept by its length alone.
+    let out = ssh_run(s.port, "alice:S3cretPassw0rd", &s.key, "echo hi");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("is no target's name"), "{out:?}");
+    let refused = s.wait_events("session.refused", 2, Duration::from_secs(5));
+    let refused = refused.last().unwrap().to_string();
+    assert!(
+        !refused.contains("S3cret") && refused.contains("14 characters"),
+        "{refused}"
+    );
 
     // An unregistered key does not get in at all.
     let other = tempfile::tempdir().unwrap();
