@@ -533,6 +533,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// When the next queued notification is due, so the dispatcher can sleep until then.
     async fn next_notice_due(&self) -> Result<Option<OffsetDateTime>>;
 
+    /// Makes the queued notifications of `sinks` due by `now`; returns how many were waiting
+    /// longer. A start tries at once those a sink configured again can take, or whose backoff
+    /// began before it, rather than show an error of the last run until their retry.
+    async fn notices_due_by(&self, sinks: &[String], now: OffsetDateTime) -> Result<usize>;
+
     /// Marks notification `id` done with for `sink`: delivered, or, when `skipped`, dropped
     /// unsent because it no longer applied; with `events`.
     async fn notice_delivered(

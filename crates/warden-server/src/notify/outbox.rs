@@ -137,6 +137,12 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
             .collect(),
     });
     let base: Arc<str> = app.public_url().into();
+    // What waits for a sink configured now is tried at once: a sink put back in the config
+    // delivers without waiting out the backoff its absence built, and its error is replaced.
+    let configured: Vec<String> = sinks.keys().cloned().collect();
+    if let Err(e) = app.store.notices_due_by(&configured, now()).await {
+        tracing::warn!(error = %e, "queued notifications wait out their backoff");
+    }
     let mut deliveries = JoinSet::new();
     loop {
         // Those ended are let go of: the set holds the deliveries under way.

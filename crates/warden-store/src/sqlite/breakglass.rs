@@ -118,6 +118,28 @@ impl SqliteStore {
         .map(|v| v.map(from_ms))
     }
 
+    pub(super) async fn notices_due_by(
+        &self,
+        sinks: &[String],
+        now: OffsetDateTime,
+    ) -> Result<usize> {
+        let (sinks, now) = (sinks.to_vec(), ms(now));
+        self.writer
+            .write(move |c| {
+                let mut due = 0;
+                for sink in &sinks {
+                    due += c
+                        .prepare_cached(
+                            "UPDATE outbox SET due_at = ?2 WHERE sink = ?1 AND due_at > ?2",
+                        )
+                        .and_then(|mut s| s.execute(params![sink, now]))
+                        .map_err(backend)?;
+                }
+                Ok(due)
+            })
+            .await
+    }
+
     pub(super) async fn mark_delivered(
         &self,
         id: uuid::Uuid,

@@ -1578,6 +1578,10 @@ impl crate::Store for SqliteStore {
         self.next_notice().await
     }
 
+    async fn notices_due_by(&self, sinks: &[String], now: OffsetDateTime) -> Result<usize> {
+        self.notices_due_by(sinks, now).await
+    }
+
     async fn notice_delivered(
         &self,
         id: uuid::Uuid,

@@ -1463,3 +1463,53 @@ async fn leases_waiting_for_their_target_are_due_once_it_answers_even_after_a_re
         ["w_alice_3", "w_alice_5"]
     );
 }
+
+#[tokio::test]
+async fn notices_of_the_sinks_configured_now_are_due_at_once() {
+    use warden_domain::notice::Kind;
+    use warden_domain::{Audience, Notice};
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+    let r = request(9);
+    let at = datetime!(2026-01-01 10:00 UTC);
+    let notice = Notice::about(
+        uuid::Uuid::from_u128(99),
+        &r,
+        Kind::BreakGlass,
+        Audience::Security,
+        vec!["sam".parse().unwrap()],
+        at,
+    );
+    let outgoing = |sink: &str| crate::Outgoing {
+        sink: sink.into(),
+        notice: notice.clone(),
+    };
+    let change = crate::Change {
+        events: vec![event(Code::RequestCreated)],
+        notices: vec![outgoing("mail"), outgoing("gone")],
+        ..Default::default()
+    };
+    s.insert_request(&r, change).await.unwrap();
+    let much_later = datetime!(2026-01-01 11:00 UTC);
+    for sink in ["mail", "gone"] {
+        s.notice_failed(
+            notice.id,
+            sink,
+            9,
+            much_later,
+            "down",
+            &crate::Reached::default(),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(s.due_notices(at, 10).await.unwrap().is_empty());
+    // Only the sink configured now is tried at once; one due sooner stays as it was.
+    assert_eq!(s.notices_due_by(&["mail".to_owned()], at).await.unwrap(), 1);
+    let due = s.due_notices(at, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].sink, "mail");
+    assert_eq!(s.notices_due_by(&["mail".to_owned()], at).await.unwrap(), 0);
+}
