@@ -391,6 +391,16 @@ fn plain(text: &str) -> String {
     }
 }
 
+/// The target an SSH user name names, as the audit log records it: a name as it is, anything
+/// else by its length alone, since it may be a password typed there, which the signed log would
+/// keep for good.
+pub(crate) fn recorded_target(target: &str) -> String {
+    match target.parse::<warden_domain::TargetName>() {
+        Ok(_) => target.to_owned(),
+        Err(_) => format!("(not a target name, {} characters)", target.chars().count()),
+    }
+}
+
 /// The forwarding refusals of one connection that are audited, each; a client asking on and
 /// on is not let fill the log (the first ones show what it was after).
 const REFUSALS_AUDITED: u32 = 16;
@@ -468,13 +478,7 @@ impl Connection {
         // What is not shaped as a name is kept by its length alone: a password typed where the
         // SSH user name goes would stay in the signed log for good.
         let (claimed, target) = match parse_user(user) {
-            Some((claimed, target, _)) => {
-                let target = match target.parse::<warden_domain::TargetName>() {
-                    Ok(_) => target,
-                    Err(_) => format!("(not a target name, {} characters)", target.chars().count()),
-                };
-                (claimed.to_string(), Some(target))
-            }
+            Some((claimed, target, _)) => (claimed.to_string(), Some(recorded_target(&target))),
             None => (
                 format!(
                     "(not WARDEN_USER:TARGET, {} characters)",

@@ -278,16 +278,8 @@ impl Start<'_> {
     }
 
     fn details(&self, extra: serde_json::Value) -> serde_json::Value {
-        // A target that is no name is kept by its length: it may be a password typed there.
-        let target = match self.who.target.parse::<warden_domain::TargetName>() {
-            Ok(_) => self.who.target.clone(),
-            Err(_) => format!(
-                "(not a target name, {} characters)",
-                self.who.target.chars().count()
-            ),
-        };
         let mut d = serde_json::json!({
-            "requested_target": target,
+            "requested_target": crate::server::recorded_target(&self.who.target),
             "kind": self.request.kind(),
         });
         if let Request::Exec { command, .. } = self.request {

@@ -66,14 +66,6 @@ permit (principal, action == Action::"request", resource == Role::"pg/reviewed")
     (targets, rules.to_owned())
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Creates a grant of the `slow` role as `cli` and runs `act` on it while its account is being
 /// made; the grant as created, and what `act` returned.
 fn while_issuing<T: Send>(cli: &Cli, act: impl FnOnce(&str) -> T + Send) -> (serde_json::Value, T) {

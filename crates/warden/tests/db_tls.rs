@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use warden_testkit::{Cli, Mariadb, Postgres, TestCa};
@@ -57,14 +57,6 @@ fn start(files: &[(String, String); 2]) -> (Env, Cli) {
     let env = Env::start_with(&files, &[]);
     let admin = env.login("admin");
     (env, admin)
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `set-credential` for `target`, expected to fail with `says` in its error; then stored

@@ -58,14 +58,6 @@ fn figure(card: &Value, name: &str) -> Value {
     card[name].clone()
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn scorecard_and_metrics_follow_a_scripted_history() {
     let mut env = Env::start();

@@ -510,7 +510,10 @@ fn recordable_name(name: String) -> String {
     let shaped = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !shaped || name.chars().count() > QUERY_NAME_MAX || name.starts_with("wdn_") {
+    if !shaped
+        || name.chars().count() > QUERY_NAME_MAX
+        || name.starts_with(crate::auth::TOKEN_PREFIX)
+    {
         format!("(a name of {} characters)", name.chars().count())
     } else {
         name

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use warden_testkit::{Cli, CliOutput, Server};
@@ -339,4 +339,13 @@ pub fn password_hash(password: &str) -> String {
     let out = cli.run(&["hash-password"], Some(password));
     assert!(out.success(), "{out:?}");
     out.stdout.trim().to_owned()
+}
+
+/// Waits, polling every 100 ms for at most `limit`, until `f` holds; fails naming `what`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
