@@ -685,9 +685,13 @@ impl App {
         caller: &Caller<'_>,
         code: Code,
         id: &str,
+        details: Option<serde_json::Value>,
     ) -> Result<(), Error> {
         let mut event = Event::new(code, caller.actor(), now());
         event.session_id = Some(id.to_owned());
+        if let Some(details) = details {
+            event = event.details(details);
+        }
         self.store.append(vec![event]).await?;
         Ok(())
     }

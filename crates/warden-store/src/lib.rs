@@ -622,6 +622,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn session_ended(&self, id: &str, events: Vec<Event>) -> Result<()>;
     /// The `session.started` events of sessions never ended, oldest first.
     async fn live_sessions(&self) -> Result<Vec<Event>>;
+    /// Session `id`'s `session.ended` event (which holds its recording's digest), if the log
+    /// still holds one.
+    async fn session_end(&self, id: &str) -> Result<Option<StoredEvent>>;
 }
 
 #[cfg(test)]

@@ -538,7 +538,12 @@ impl Client {
 
     /// GET text with the token.
     pub async fn get_text_authed(&self, path: &str) -> anyhow::Result<String> {
-        Ok(self.get_authed(&self.http, path).await?.text().await?)
+        Ok(self.get_response_authed(path).await?.text().await?)
+    }
+
+    /// GET with the token, returning the response, for its headers as well as its body.
+    pub async fn get_response_authed(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.get_authed(&self.http, path).await
     }
 
     /// GET with the token, returning the response to read as a stream (no overall timeout:

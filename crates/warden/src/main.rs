@@ -133,6 +133,10 @@ enum Command {
         /// Longest pause, in seconds (0 to 3600).
         #[arg(long, default_value_t = 2.0, value_parser = commands::idle_limit)]
         idle_limit: f64,
+        /// Play or save a recording that no longer matches the SHA-256 its session's end
+        /// recorded in the audit log (refused otherwise), with a warning.
+        #[arg(long)]
+        even_if_altered: bool,
     },
     /// Print the SSH user CA public key, for sshd's TrustedUserCAKeys.
     SshCa,
@@ -295,7 +299,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out: file,
             speed,
             idle_limit,
-        } => commands::ssh::replay(server, session, file, speed, idle_limit, out).await,
+            even_if_altered,
+        } => {
+            let pace = commands::ssh::Pace { speed, idle_limit };
+            commands::ssh::replay(server, session, file, pace, even_if_altered, out).await
+        }
         Command::Db(c) => commands::db::db(server, c).await,
         Command::Vault(c) => commands::vault::run(c, out),
         Command::Target(c) => commands::db::target(server, c, out).await,

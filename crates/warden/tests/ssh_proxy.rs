@@ -481,6 +481,11 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         None,
     );
     assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("it matches the SHA-256 its session's end recorded"),
+        "{out:?}"
+    );
     assert_eq!(
         std::fs::read(&saved).unwrap(),
         std::fs::read(&path).unwrap()
@@ -512,7 +517,34 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     assert!(printed.success(), "{printed:?}");
     assert_eq!(printed.stdout.as_bytes(), std::fs::read(&path).unwrap());
     fails(&s.alice, &["replay", &session], 3);
-    assert_eq!(s.events("session.recording_read").len(), 3);
+    let reads = s.events("session.recording_read");
+    assert_eq!(reads.len(), 3);
+    assert_eq!(reads[0]["details"]["recording"]["check"], "intact");
+
+    // A recording changed since its session ended is refused, the read audited as altered;
+    // `--even-if-altered` plays it with a warning.
+    let original = std::fs::read(&path).unwrap();
+    let altered = String::from_utf8(original.clone())
+        .unwrap()
+        .replace(&format!("relayed-{LOCAL_USER}"), "relayed-nobody");
+    std::fs::write(&path, &altered).unwrap();
+    let out = fails(&s.admin, &["replay", &session, "--speed", "100"], 1);
+    assert!(
+        out.stderr.contains("does not match the SHA-256")
+            && out.stderr.contains("--even-if-altered"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("relayed-nobody"), "{out:?}");
+    let read = s.events("session.recording_read").pop().unwrap();
+    assert_eq!(read["details"]["recording"]["check"], "altered", "{read}");
+    let out = s.admin.run(
+        &["replay", &session, "--speed", "100", "--even-if-altered"],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("relayed-nobody"), "{out:?}");
+    assert!(out.stderr.contains("does NOT match"), "{out:?}");
+    std::fs::write(&path, &original).unwrap();
 
     // The grant's own certificate (made by `request create`) logs in to the proxy too, and
     // nowhere else: the role is recorded, so it names no account sshd would let it log in as.

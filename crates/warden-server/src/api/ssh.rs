@@ -295,7 +295,7 @@ pub async fn watch(
             "the session ended",
         )
     })?;
-    app.audit_session_access(&caller, Code::SessionWatched, &id)
+    app.audit_session_access(&caller, Code::SessionWatched, &id, None)
         .await?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
@@ -314,7 +314,9 @@ pub async fn watch(
 }
 
 /// A session's asciicast v2 recording (also while it runs). Administrators and session
-/// viewers; every read is audited.
+/// viewers; every read is audited. The `warden-recording` header says how it compares with
+/// the SHA-256 its `session.ended` event holds: `intact`, `altered`, `live` (still running)
+/// or `unchecked` (no digest to compare with); `warden-recording-sha256` is the served one's.
 #[utoipa::path(get, path = "/v1/sessions/{id}/recording", security(("token" = [])),
     responses((status = 200, content_type = "application/x-asciicast"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn recording(
@@ -359,7 +361,69 @@ pub async fn recording(
             ));
         }
     };
-    app.audit_session_access(&caller, Code::RecordingRead, &id)
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    let end = app.store.session_end(&id).await;
+    let check = match end.map_err(crate::broker::Error::from)? {
+        Some(end) => RecordingCheck::against(&end.event.details, &sha256, data.len()),
+        None if app.sessions.get(&id).is_some() => RecordingCheck::Live,
+        None => RecordingCheck::Unchecked,
+    };
+    if check == RecordingCheck::Altered {
+        tracing::warn!(session = %id, "a recording read does not match the digest its session.ended event holds");
+    }
+    let details = serde_json::json!({"recording": {
+        "sha256": sha256, "bytes": data.len(), "check": check.name(),
+    }});
+    app.audit_session_access(&caller, Code::RecordingRead, &id, Some(details))
         .await?;
-    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], data).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-asciicast".to_owned()),
+            (RECORDING_CHECK, check.name().to_owned()),
+            (RECORDING_SHA256, sha256),
+        ],
+        data,
+    )
+        .into_response())
+}
+
+/// The response header saying how a served recording compares with its session's end.
+const RECORDING_CHECK: header::HeaderName = header::HeaderName::from_static("warden-recording");
+/// The response header with the SHA-256 (hex) of the recording served.
+const RECORDING_SHA256: header::HeaderName =
+    header::HeaderName::from_static("warden-recording-sha256");
+
+/// How a recording as read compares with the digest its `session.ended` event holds, in the
+/// signed log: the file sits beside the database, and a change to it must not pass unseen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordingCheck {
+    /// Exactly what the session recorded.
+    Intact,
+    /// Not what the session recorded: changed, cut or added to since it ended.
+    Altered,
+    /// The session is still running: its end, and so its digest, is yet to come.
+    Live,
+    /// Nothing to compare with: its end is no longer in the log (archived), or its recording
+    /// failed and has no digest.
+    Unchecked,
+}
+
+impl RecordingCheck {
+    fn against(ended: &serde_json::Value, sha256: &str, bytes: usize) -> Self {
+        let recorded = &ended["recording"];
+        match (recorded["sha256"].as_str(), recorded["bytes"].as_u64()) {
+            (Some(want), Some(len)) if want == sha256 && len == bytes as u64 => Self::Intact,
+            (Some(_), _) => Self::Altered,
+            _ => Self::Unchecked,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Intact => "intact",
+            Self::Altered => "altered",
+            Self::Live => "live",
+            Self::Unchecked => "unchecked",
+        }
+    }
 }

@@ -92,11 +92,12 @@ impl SmtpSink {
     }
 
     /// Sends one notification, to all its recipients in one message. When the relay refuses
-    /// that for good (a mailbox it does not know: `user_domain` guesses every person's
-    /// address), each recipient gets a message of their own, and only the mailboxes refused
-    /// for good are left out: one unknown address must not keep a break-glass alert from the
-    /// rest of security. Returns the mailboxes refused so (each with the relay's answer); it
-    /// fails when no one could be sent it, or something may yet succeed on a retry.
+    /// that (a mailbox it does not know: `user_domain` guesses every person's address; or one
+    /// it will not take for now: full, greylisted), each recipient gets a message of their
+    /// own, and only the mailboxes refused are left out: one address must not keep a
+    /// break-glass alert from the rest of security. Returns the mailboxes refused for good
+    /// (each with the relay's answer); it fails when no one could be sent it, or something may
+    /// yet succeed on a retry.
     ///
     /// `reached` holds whom the earlier attempts settled, and gains whom this one does: the
     /// caller keeps it with a failure, so that a retry goes only to the mailboxes refused for
@@ -127,15 +128,21 @@ impl SmtpSink {
                     reached.sent.extend(to.iter().map(|m| m.email.to_string()));
                     return Ok(refusals(reached));
                 }
-                Err(Failed::Permanent(e)) => {
-                    tracing::warn!(error = %e, notice = %n.id, "the relay refused a notification for good; sending it to each recipient alone");
+                Err(e @ Failed::Unreached(_)) => return Err(e.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, notice = %n.id, "the relay refused a notification; sending it to each recipient alone");
                 }
-                Err(e @ Failed::Transient(_)) => return Err(e.to_string()),
             }
         }
         let mut for_now = Vec::new();
+        let mut unreached = None;
         for m in to {
             let address = m.email.to_string();
+            if let Some(e) = &unreached {
+                // The relay stopped answering: the rest wait for the retry, not a timeout each.
+                for_now.push(format!("{address}: {e}"));
+                continue;
+            }
             match self.send(n, links, vec![m]).await {
                 Ok(()) => {
                     reached.sent.insert(address);
@@ -146,6 +153,10 @@ impl SmtpSink {
                 }
                 // The others are still sent it; this mailbox alone is tried again.
                 Err(Failed::Transient(e)) => for_now.push(format!("{address}: {e}")),
+                Err(Failed::Unreached(e)) => {
+                    for_now.push(format!("{address}: {e}"));
+                    unreached = Some(e);
+                }
             }
         }
         if !for_now.is_empty() {
@@ -183,7 +194,7 @@ impl SmtpSink {
         // The transport's own timeout bounds its connect alone: a relay that takes the
         // connection and never answers would hold this delivery, and its sink, for ever.
         match tokio::time::timeout(SEND_LIMIT, self.transport.send(message)).await {
-            Err(_) => Err(Failed::Transient(format!(
+            Err(_) => Err(Failed::Unreached(format!(
                 "{}: no answer within {} s",
                 self.shown,
                 SEND_LIMIT.as_secs()
@@ -192,7 +203,10 @@ impl SmtpSink {
             Ok(Err(e)) if e.is_permanent() => {
                 Err(Failed::Permanent(format!("{}: {e}", self.shown)))
             }
-            Ok(Err(e)) => Err(Failed::Transient(format!("{}: {e}", self.shown))),
+            Ok(Err(e)) if e.is_transient() => {
+                Err(Failed::Transient(format!("{}: {e}", self.shown)))
+            }
+            Ok(Err(e)) => Err(Failed::Unreached(format!("{}: {e}", self.shown))),
         }
     }
 }
@@ -206,13 +220,18 @@ pub(super) fn refusals(reached: &Reached) -> Vec<String> {
         .collect()
 }
 
-/// Why the relay did not take a message: for good (a 5xx answer), or for now.
+/// Why the relay did not take a message.
 #[derive(Debug, thiserror::Error)]
 enum Failed {
+    /// It answered 5xx: not this message, ever.
     #[error("{0}")]
     Permanent(String),
+    /// It answered 4xx: not this message, for now.
     #[error("{0}")]
     Transient(String),
+    /// It could not be reached, or stopped answering: nothing is known of the message.
+    #[error("{0}")]
+    Unreached(String),
 }
 
 #[cfg(test)]
@@ -390,6 +409,51 @@ mod tests {
         assert_eq!(taken_by("erin@example.com"), 0);
         // Each retry was one message to the one mailbox refused for now.
         assert_eq!(taken.lock().unwrap().last().unwrap(), &["sam@example.com"]);
+    }
+
+    /// A mailbox the relay will not take for now (full, greylisted) holds the alert from no
+    /// one else: the others get it at the first attempt, that mailbox alone on the retry.
+    #[tokio::test]
+    async fn a_mailbox_refused_for_now_keeps_it_from_no_one_else() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let full = Arc::new(AtomicBool::new(true));
+        let still_full = full.clone();
+        let taken = relay(listener, move |address| match address {
+            "adam@example.com" if still_full.load(Ordering::SeqCst) => "452 4.2.2 mailbox full",
+            _ => "250 ok",
+        });
+        let config: SmtpConfig = toml::from_str(&format!(
+            "name = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
+        ))
+        .unwrap();
+        let sink = SmtpSink::new(&config).unwrap();
+        let notice = breakglass(&["adam", "dana", "tom"]);
+        let links = Links::of(&notice, "https://warden.example.com");
+        let mut reached = Reached::default();
+
+        let first = sink.deliver(&notice, &links, &mut reached).await;
+        assert!(
+            first
+                .as_ref()
+                .is_err_and(|e| e.contains("adam@example.com")),
+            "{first:?}"
+        );
+        assert_eq!(
+            *taken.lock().unwrap(),
+            [
+                vec!["dana@example.com".to_owned()],
+                vec!["tom@example.com".to_owned()]
+            ]
+        );
+        full.store(false, Ordering::SeqCst);
+        assert_eq!(
+            sink.deliver(&notice, &links, &mut reached).await,
+            Ok(Vec::new())
+        );
+        assert_eq!(taken.lock().unwrap().last().unwrap(), &["adam@example.com"]);
+        assert_eq!(taken.lock().unwrap().len(), 3);
     }
 
     /// While no one has taken it, a refusal for good is no reason to stop trying that mailbox:

@@ -1680,6 +1680,9 @@ impl crate::Store for SqliteStore {
     async fn live_sessions(&self) -> Result<Vec<Event>> {
         self.select_live_sessions().await
     }
+    async fn session_end(&self, id: &str) -> Result<Option<StoredEvent>> {
+        self.select_session_end(id).await
+    }
 }
 
 #[cfg(test)]

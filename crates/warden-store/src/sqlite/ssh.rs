@@ -1,11 +1,11 @@
 //! SQLite storage for the SSH proxy: users' public keys and pinned host keys.
 
 use rusqlite::{OptionalExtension, params};
-use warden_domain::audit::Event;
+use warden_domain::audit::{Code, Event};
 use warden_domain::{TargetName, UserName};
 
-use super::{SqliteStore, append_events, backend, from_ms, ms, prepare};
-use crate::{Error, Result, SshKey};
+use super::{SqliteStore, append_events, backend, decode_event, from_ms, ms, prepare};
+use crate::{Error, Result, SshKey, StoredEvent};
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -162,6 +162,23 @@ impl SqliteStore {
         rows.iter()
             .map(|b| serde_json::from_str(b).map_err(backend))
             .collect()
+    }
+
+    pub(super) async fn select_session_end(&self, id: &str) -> Result<Option<StoredEvent>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            // Read through the index of codes: sessions end far more rarely than anything else
+            // is logged, so this looks at each `session.ended` body alone.
+            c.query_row(
+                "SELECT seq, body, leaf_hash FROM audit
+                 WHERE code = ?1 AND json_extract(body, '$.session_id') = ?2
+                 ORDER BY seq DESC LIMIT 1",
+                params![Code::SessionEnded.number(), id],
+                |r| decode_event(r.get(0)?, r.get(1)?, r.get(2)?),
+            )
+            .optional()
+        })
+        .await
     }
 
     pub(super) async fn select_host_key(&self, target: &TargetName) -> Result<Option<String>> {

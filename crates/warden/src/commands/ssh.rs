@@ -277,40 +277,50 @@ pub async fn replay(
     server: Option<String>,
     id: String,
     out_file: Option<PathBuf>,
-    speed: f64,
-    idle_limit: f64,
+    pace: Pace,
+    even_if_altered: bool,
     out: Output,
 ) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     let file = out_file.as_deref().map(new_private_file).transpose()?;
-    let fetched = c
-        .get_text_authed(&format!("/v1/sessions/{}/recording", segment(&id)))
-        .await;
+    let fetched = fetch_recording(&c, &id, even_if_altered).await;
     if let (Some(path), Some(mut file)) = (out_file, file) {
         use std::io::Write as _;
-        let written = fetched.and_then(|cast| {
+        let written = fetched.and_then(|(cast, check)| {
             file.write_all(cast.as_bytes())
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("writing {}", path.display()))
+                .map(|()| check)
         });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        let check = match written {
+            Ok(check) => check,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         if out.json {
-            return out.json(&json!({ "saved": path.display().to_string() }));
+            return out.json(&json!({
+                "saved": path.display().to_string(),
+                "check": check.state,
+                "sha256": check.sha256,
+            }));
         }
         println!(
-            "Saved to {} (play it with `asciinema play`).",
-            path.display()
+            "Saved to {} (play it with `asciinema play`); {}.",
+            path.display(),
+            check.said()
         );
         return Ok(());
     }
-    let cast = fetched?;
+    let (cast, check) = fetched?;
     if out.json {
         // The recording is JSON lines already: its header, then one event per line.
         print!("{cast}");
         return Ok(());
+    }
+    if check.state != "intact" {
+        eprintln!("warden: {}", check.said());
     }
     let mut stdout = std::io::stdout();
     let mut last = 0.0f64;
@@ -328,13 +338,80 @@ pub async fn replay(
         if kind != "o" {
             continue;
         }
-        let wait = ((t - last).max(0.0)).min(idle_limit) / speed;
+        let wait = ((t - last).max(0.0)).min(pace.idle_limit) / pace.speed;
         last = t;
         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
         stdout.write_all(data.as_bytes())?;
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// How fast a recording plays.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub speed: f64,
+    /// Longest pause, in seconds.
+    pub idle_limit: f64,
+}
+
+/// How the server found a recording against the SHA-256 its session's end recorded.
+#[derive(Debug)]
+struct Checked {
+    /// `intact`, `altered`, `live` or `unchecked` (the `warden-recording` header).
+    state: String,
+    sha256: String,
+}
+
+impl Checked {
+    fn said(&self) -> &'static str {
+        match self.state.as_str() {
+            "intact" => "it matches the SHA-256 its session's end recorded in the audit log",
+            "altered" => {
+                "WARNING: it does NOT match the SHA-256 its session's end recorded in the audit log: it was changed after the session ended"
+            }
+            "live" => {
+                "the session is still running: its end, and the digest to check it against, are yet to come"
+            }
+            _ => {
+                "it could not be checked: the audit log holds no digest of it (its session's end was archived, or its recording failed)"
+            }
+        }
+    }
+}
+
+/// Fetches session `id`'s recording and how it checked; an altered one is refused unless
+/// `even_if_altered`.
+async fn fetch_recording(
+    c: &Client,
+    id: &str,
+    even_if_altered: bool,
+) -> anyhow::Result<(String, Checked)> {
+    let resp = c
+        .get_response_authed(&format!("/v1/sessions/{}/recording", segment(id)))
+        .await?;
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let check = Checked {
+        state: header("warden-recording"),
+        sha256: header("warden-recording-sha256"),
+    };
+    if check.state == "altered" && !even_if_altered {
+        return Err(Failure::new(
+            exit::FAILURE,
+            format!(
+                "the recording of session {id} does not match the SHA-256 its session.ended event recorded in the audit log (served: {}): it was changed, cut or added to after the session ended, and the read is audited. Check the log itself with `warden audit verify`; pass --even-if-altered to play or save it anyway",
+                check.sha256
+            ),
+        )
+        .into());
+    }
+    Ok((resp.text().await?, check))
 }
 
 /// Where `warden ssh` goes: the target, the account on it, and the grant to log in under.
