@@ -94,6 +94,14 @@ pub enum PostmortemError {
     Note(#[from] TextError),
     #[error("the postmortem of {0} is already closed")]
     AlreadyClosed(RequestId),
+    #[error(
+        "the break-glass grant {request} is still active, until {}: close its postmortem once the grant has ended, so the review covers all it was used for (end it now with `warden request revoke {request}`)",
+        crate::rfc3339(*.until)
+    )]
+    GrantActive {
+        request: RequestId,
+        until: OffsetDateTime,
+    },
 }
 
 impl PostmortemError {
@@ -105,6 +113,7 @@ impl PostmortemError {
             }
             Self::NoNote | Self::Note(_) => "bad_note",
             Self::AlreadyClosed(_) => "already_closed",
+            Self::GrantActive { .. } => "grant_active",
         }
     }
 }
@@ -153,12 +162,14 @@ impl Postmortem {
         self.closed.is_none()
     }
 
-    /// Closes it with the write-up's `link` and a non-empty `note`.
+    /// Closes it with the write-up's `link` and a non-empty `note`, once its `grant` has
+    /// ended: a review closed while the access is still in use would not cover all of it.
     pub fn close(
         &mut self,
         by: &UserName,
         link: Link,
         note: Comment,
+        grant: &Request,
         now: OffsetDateTime,
     ) -> Result<(), PostmortemError> {
         if self.closed.is_some() {
@@ -166,6 +177,12 @@ impl Postmortem {
         }
         if note.as_str().is_empty() {
             return Err(PostmortemError::NoNote);
+        }
+        if let Some(until) = grant.active_until(now) {
+            return Err(PostmortemError::GrantActive {
+                request: self.request,
+                until,
+            });
         }
         self.closed = Some(Closure {
             by: by.clone(),
@@ -223,8 +240,35 @@ mod tests {
         );
     }
 
+    /// An active break-glass grant of 1 hour, begun at the epoch.
+    fn grant() -> Request {
+        let mut d = crate::decision::Decision::deny(vec![]);
+        d.allowed = true;
+        d.requirement = "auto".parse().unwrap();
+        d.max_ttl = "1h".parse().unwrap();
+        d.pending_timeout = "1h".parse().unwrap();
+        let mut r = Request::new(
+            RequestId::from_uuid(uuid::Uuid::nil()),
+            "bob".parse().unwrap(),
+            crate::request::Ask {
+                target: "web".parse().unwrap(),
+                role: "root".parse().unwrap(),
+                reason: Reason::parse("outage").unwrap(),
+                ticket: None,
+                ttl: "1h".parse().unwrap(),
+            },
+            &d,
+            None,
+            None,
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        r.approve_automatically().unwrap();
+        r.activate(None, OffsetDateTime::UNIX_EPOCH).unwrap();
+        r
+    }
+
     #[test]
-    fn closes_once_with_a_note() {
+    fn closes_once_with_a_note_after_the_grant_ended() {
         let mut pm = Postmortem {
             request: RequestId::from_uuid(uuid::Uuid::nil()),
             requester: "bob".parse().unwrap(),
@@ -237,22 +281,38 @@ mod tests {
         };
         let sam: UserName = "sam".parse().unwrap();
         let link = Link::parse("https://wiki/pm/1").unwrap();
-        let at = OffsetDateTime::UNIX_EPOCH;
+        let grant = grant();
+        let note = || Comment::parse("rotated keys").unwrap();
+        // While the grant lasts, and at its last instant, the review would miss some of it.
+        let until = OffsetDateTime::UNIX_EPOCH + time::Duration::HOUR;
+        for at in [OffsetDateTime::UNIX_EPOCH, until - time::Duration::SECOND] {
+            let e = pm
+                .close(&sam, link.clone(), note(), &grant, at)
+                .unwrap_err();
+            assert_eq!(
+                e,
+                PostmortemError::GrantActive {
+                    request: pm.request,
+                    until
+                }
+            );
+            assert!(e.to_string().contains("warden request revoke"), "{e}");
+        }
         assert_eq!(
-            pm.close(&sam, link.clone(), Comment::parse("").unwrap(), at),
+            pm.close(
+                &sam,
+                link.clone(),
+                Comment::parse("").unwrap(),
+                &grant,
+                until
+            ),
             Err(PostmortemError::NoNote)
         );
         assert!(pm.is_open());
-        pm.close(
-            &sam,
-            link.clone(),
-            Comment::parse("rotated keys").unwrap(),
-            at,
-        )
-        .unwrap();
+        pm.close(&sam, link.clone(), note(), &grant, until).unwrap();
         assert!(!pm.is_open());
         assert!(matches!(
-            pm.close(&sam, link, Comment::parse("again").unwrap(), at),
+            pm.close(&sam, link, Comment::parse("again").unwrap(), &grant, until),
             Err(PostmortemError::AlreadyClosed(_))
         ));
     }

@@ -409,10 +409,16 @@ mod tests {
         let mut p = Postmortem::open(r, drill, at);
         if let Some(when) = closed {
             let link = Link::parse("https://wiki.example.com/pm/1").unwrap();
+            // A postmortem is closed once its grant has ended.
+            let mut ended = r.clone();
+            if let Some(expiry) = ended.expires_at {
+                ended.expire(expiry).unwrap();
+            }
             p.close(
                 &"sam".parse().unwrap(),
                 link,
                 Comment::parse("done").unwrap(),
+                &ended,
                 when,
             )
             .unwrap();

@@ -772,6 +772,12 @@ impl Request {
             .filter(|e| self.state == State::Active && *e <= now)
     }
 
+    /// Until when an active grant's access lasts, if it still does at `now`.
+    pub fn active_until(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.expires_at
+            .filter(|e| self.state == State::Active && *e > now)
+    }
+
     /// The request's next deadline, when the worker must look at it: a pending request's
     /// review deadline, an active grant's warning or expiry, whichever comes first.
     pub fn due_at(&self) -> Option<OffsetDateTime> {

@@ -1,7 +1,8 @@
 //! Postmortems of break-glass grants and the drill report.
 //!
 //! A postmortem is opened with its grant (see `broker/grant.rs`) and stays open until a member of
-//! the security group or an administrator closes it with a link to the write-up and a note;
+//! the security group or an administrator closes it, once the grant has ended, with a link to
+//! the write-up and a note;
 //! closing is audited. The drill report lists every role the break-glass rules cover with its
 //! last drill, flagging roles not drilled within a year.
 
@@ -95,9 +96,14 @@ impl App {
             ));
             return Err(self.refused(refusal, e).await);
         }
+        // The grant as stored: one whose expiry the worker has yet to record has ended all
+        // the same.
+        let Some(grant) = self.store.request(id).await? else {
+            return Err(self.refused(refusal, no_postmortem(id)).await);
+        };
         let closed = Link::parse(link).and_then(|link| {
             let note = Comment::parse(note).map_err(|e| e.named("note"))?;
-            pm.close(&caller.user.name, link, note, now)
+            pm.close(&caller.user.name, link, note, &grant, now)
         });
         if let Err(e) = closed {
             return Err(self.refused(refusal, e.into()).await);

@@ -253,7 +253,8 @@ pub async fn show(
     Ok(Json((&p).into()))
 }
 
-/// Closes a postmortem with the write-up's link and a note. Security and administrators.
+/// Closes a postmortem with the write-up's link and a note, once its grant has ended (409
+/// `grant_active` before). Security and administrators.
 #[utoipa::path(post, path = "/v1/postmortems/{id}/close", request_body = CloseBody, security(("token" = [])),
     responses((status = 200, body = PostmortemView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn close(

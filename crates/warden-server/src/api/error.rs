@@ -174,9 +174,10 @@ impl From<broker::Error> for ApiError {
             ) => StatusCode::CONFLICT,
             E::Transition(_) => StatusCode::FORBIDDEN,
             E::Issuer(_) | E::NotIssued { .. } => StatusCode::BAD_GATEWAY,
-            E::Postmortem(warden_domain::postmortem::PostmortemError::AlreadyClosed(_)) => {
-                StatusCode::CONFLICT
-            }
+            E::Postmortem(
+                warden_domain::postmortem::PostmortemError::AlreadyClosed(_)
+                | warden_domain::postmortem::PostmortemError::GrantActive { .. },
+            ) => StatusCode::CONFLICT,
             E::Postmortem(_) => StatusCode::BAD_REQUEST,
             E::Store(warden_store::Error::Conflict) => StatusCode::CONFLICT,
             E::Store(warden_store::Error::Full(s)) => {

@@ -190,10 +190,12 @@ mod tests {
         }
         for (pm, at) in postmortems.iter_mut().zip([30, 50]) {
             let link = Link::parse("https://wiki.example.com/pm").unwrap();
+            let grant = s.request(pm.request).await.unwrap().unwrap();
             pm.close(
                 &"sam".parse().unwrap(),
                 link,
                 Comment::parse("done").unwrap(),
+                &grant,
                 minute(at),
             )
             .unwrap();

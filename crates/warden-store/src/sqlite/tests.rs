@@ -696,11 +696,13 @@ async fn postmortems_open_with_their_grant_and_close_once() {
     assert_eq!(drills[0].at, at + time::Duration::minutes(3));
 
     let mut pm = s.postmortem(request(1).id).await.unwrap().unwrap();
+    let grant = s.request(pm.request).await.unwrap().unwrap();
     let stale = pm.clone();
     pm.close(
         &"sam".parse().unwrap(),
         Link::parse("https://wiki/pm/1").unwrap(),
         Comment::parse("learned").unwrap(),
+        &grant,
         at,
     )
     .unwrap();
@@ -713,6 +715,7 @@ async fn postmortems_open_with_their_grant_and_close_once() {
             &"sam".parse().unwrap(),
             Link::parse("https://wiki/pm/2").unwrap(),
             Comment::parse("twice").unwrap(),
+            &grant,
             at,
         )
         .unwrap();
