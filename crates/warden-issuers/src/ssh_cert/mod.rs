@@ -215,6 +215,7 @@ fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
         }
         None => Vec::new(),
     };
+    let principals = first_of_each(principals);
     for p in principals.iter().filter(|p| {
         p.is_empty()
             || p.len() > 64
@@ -244,6 +245,14 @@ fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
             ),
         );
     }
+    for e in listed_again(&extensions) {
+        problems.add(
+            Some("extensions"),
+            format!(
+                "certificate extension {e:?} is listed more than once; list it once (a certificate holds each extension once)"
+            ),
+        );
+    }
     RoleSettings {
         principals,
         extensions,
@@ -255,6 +264,31 @@ fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
             .check("record_input", flag(s, "record_input", false))
             .unwrap_or(false),
     }
+}
+
+/// `items` in the order first listed, each once. A principal listed twice logs in as nothing
+/// more than once, so the repeat is dropped rather than refused: a role that loaded before
+/// still loads, and its certificates and `logins` name each account once.
+fn first_of_each(items: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+/// Each item of `items` listed after an equal one, once per value, in the order first
+/// repeated. A repeated extension is refused, not dropped: no certificate can hold one twice,
+/// so such a role would fail every grant, and `policy check` says so at its line instead.
+fn listed_again(items: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut again = Vec::new();
+    for i in items {
+        if !seen.insert(i) && !again.contains(&i) {
+            again.push(i);
+        }
+    }
+    again
 }
 
 /// Setting `key` of `s` as a list of strings, if present.
@@ -340,8 +374,13 @@ fn modulus_bits(n: &[u8]) -> u32 {
 /// Shortest RSA modulus accepted, as NIST and OpenSSH's own `ssh-keygen` default have it.
 const RSA_MIN_BITS: u32 = 2048;
 
-/// A user's OpenSSH public key line, for a certificate or the SSH proxy: nothing hidden in its
-/// comment, and no key too weak to stand for a person (RSA under 2048 bits, DSA).
+/// Longest RSA modulus accepted: OpenSSH reads no longer key (`SSH_RSA_MAXIMUM_MODULUS_SIZE`),
+/// so a certificate for one would be a grant that works nowhere.
+const RSA_MAX_BITS: u32 = 16384;
+
+/// A user's OpenSSH public key line, for a certificate or the SSH proxy: nothing hidden in it,
+/// no key too weak to stand for a person (RSA under 2048 bits, DSA), and none OpenSSH cannot
+/// read (RSA over 16384 bits, an ECDSA point off its curve).
 pub fn user_key(text: &str) -> Result<PublicKey, String> {
     let line = warden_domain::text::key_line(text)?;
     let key = PublicKey::from_openssh(line).map_err(|_| {
@@ -356,6 +395,11 @@ pub fn user_key(text: &str) -> Result<PublicKey, String> {
         if bits < RSA_MIN_BITS {
             return Err(format!(
                 "the RSA key has {bits} bits; at least {RSA_MIN_BITS} are needed (an Ed25519 key is better: ssh-keygen -t ed25519)"
+            ));
+        }
+        if bits > RSA_MAX_BITS {
+            return Err(format!(
+                "the RSA key has {bits} bits; OpenSSH reads RSA keys of at most {RSA_MAX_BITS}, so no host would take its certificate: use a smaller key (ssh-keygen -t rsa -b 4096) or, better, an Ed25519 key (ssh-keygen -t ed25519)"
             ));
         }
         // An exponent of 1 makes every signature forgeable, an even one is no RSA key at all;
@@ -713,20 +757,8 @@ mod tests {
         let odd = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAAF2j4NXAuVbn/c38ogcJN9W4MyFPfV6N4B0rTGwAWFWrCQ6konWzUM5YTqwDYsoeAdS2kcyfiI+ZRZX9V0xYxxZZhHWYx28ewjX1HOQF+AZCRamGQ+GymLAuR1KT3eAXoNFSrd5ONnnsCfzQiI39kzVoc8pgA9hWc/m+K/DtB90PnTzUqbWMwHjCvc5FsZL1/Cde78YtfMJGIOeDlWqYTp09DkeDlYXIXaPUZlDD+H8esvT96fUIR1E2Rg2oPSMU9plloa/GlHrCYRIzwNSYS3CMwGQS1yOmwWxOD4e8gX4piFi75VHY3bE77GwXdMsXe8gXeJKRRqCuKkzJdBdXac= odd";
         let why = user_key(odd).unwrap_err();
         assert!(why.contains("2041 bits"), "{why}");
-        // An `ssh-rsa` key line with exponent `e` and a 2048-bit modulus, in the wire format.
-        let with_e = |e: &[u8]| {
-            use base64::Engine;
-            let mut wire = Vec::new();
-            let mut field = |bytes: &[u8]| {
-                wire.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
-                wire.extend_from_slice(bytes);
-            };
-            field(b"ssh-rsa");
-            field(e);
-            field(&[[0u8].as_slice(), &[0xC5; 256]].concat());
-            let b64 = base64::engine::general_purpose::STANDARD.encode(wire);
-            format!("ssh-rsa {b64} e")
-        };
+        // A 2048-bit modulus with exponent `e`.
+        let with_e = |e: &[u8]| rsa_line(e, &[[0u8].as_slice(), &[0xC5; 256]].concat());
         for e in [&[1u8][..], &[1, 0, 0]] {
             let why = user_key(&with_e(e)).unwrap_err();
             assert!(why.contains("exponent"), "{why}");
@@ -786,6 +818,56 @@ mod tests {
                 "{curve:?}"
             );
         }
+    }
+
+    /// An `ssh-rsa` key line with exponent `e` and modulus `n` (big-endian, as an mpint holds
+    /// it), in the wire format.
+    fn rsa_line(e: &[u8], n: &[u8]) -> String {
+        use base64::Engine;
+        let mut wire = Vec::new();
+        for field in [&b"ssh-rsa"[..], e, n] {
+            wire.extend_from_slice(&u32::try_from(field.len()).unwrap().to_be_bytes());
+            wire.extend_from_slice(field);
+        }
+        let b64 = base64::engine::general_purpose::STANDARD.encode(wire);
+        format!("ssh-rsa {b64} e")
+    }
+
+    #[test]
+    fn rsa_keys_longer_than_openssh_reads_are_refused() {
+        let e = [1, 0, 1];
+        // 16384 bits: the top bit of 2048 bytes, behind the sign byte.
+        let longest = [[0u8].as_slice(), &[0xC5; 2048]].concat();
+        assert!(user_key(&rsa_line(&e, &longest)).is_ok());
+        let longer = [[1u8].as_slice(), &[0xC5; 2048]].concat();
+        let why = user_key(&rsa_line(&e, &longer)).unwrap_err();
+        assert!(
+            why.contains("16385 bits") && why.contains("at most 16384"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_repeated_extension_is_refused_and_a_repeated_principal_dropped() {
+        let role = settings(serde_json::json!({
+            "principals": ["warden-viewer", "ops", "warden-viewer"],
+            "extensions": ["permit-pty", "permit-agent-forwarding", "permit-pty", "permit-pty"],
+        }));
+        assert_eq!(
+            check_role(&role),
+            [SettingProblem {
+                key: Some("extensions".into()),
+                message: "certificate extension \"permit-pty\" is listed more than once; list it once (a certificate holds each extension once)".into(),
+            }]
+        );
+        let role = settings(serde_json::json!({
+            "principals": ["warden-viewer", "ops", "warden-viewer"],
+            "extensions": ["permit-pty", "permit-agent-forwarding"],
+        }));
+        assert_eq!(
+            role_settings(&role).unwrap().principals,
+            ["warden-viewer", "ops"]
+        );
     }
 
     #[test]
