@@ -139,16 +139,77 @@ pub fn unquoted(message: &str) -> String {
 
 /// An OpenSSH public key line without its surrounding white space, or why it may not be
 /// stored: its comment is the one free text in it, shown and stored with a grant or a proxy
-/// key, so it may hold nothing [`hidden`]. Whether the rest is a key is the SSH parser's call.
-pub fn key_line(text: &str) -> Result<&str, &'static str> {
+/// key, so it may hold nothing [`hidden`], and neither may the rest, which is copied from a
+/// `.pub` file that has none. Whether the rest is a key is the SSH parser's call.
+pub fn key_line(text: &str) -> Result<&str, String> {
     let line = text.trim();
     if line.contains(['\n', '\r']) {
-        Err("the public key is more than one line: give one key, as its .pub file holds it")
-    } else if line.chars().any(hidden) {
-        Err("the public key line holds control or invisible characters (in its comment?)")
-    } else {
-        Ok(line)
+        return Err(
+            "the public key is more than one line: give one key, as its .pub file holds it".into(),
+        );
     }
+    match line.chars().enumerate().find(|(_, c)| hidden(*c)) {
+        Some((at, c)) => Err(hidden_in_key_line(line, at, c)),
+        None => Ok(line),
+    }
+}
+
+/// The fields of a public key line, in order; any after the second are its comment.
+const KEY_FIELDS: [&str; 3] = ["key type", "key data", "comment"];
+
+/// Why `line` is refused for the [`hidden`] character `c`, its `at`-th (from 0): the code point,
+/// where it is, and the way out, since an invisible character cannot be found by looking.
+fn hidden_in_key_line(line: &str, at: usize, c: char) -> String {
+    let (place, fix) = if at == 0 && c == '\u{FEFF}' {
+        (
+            "at its start (a byte-order mark)".to_owned(),
+            "save the file without a byte-order mark (as plain UTF-8)",
+        )
+    } else {
+        let field = key_field(line, at);
+        let place = format!("at character {}", at + 1);
+        if field + 1 >= KEY_FIELDS.len() {
+            (
+                format!("{place}, in its comment"),
+                "remove it from the comment, or leave the comment out",
+            )
+        } else if c.is_whitespace() {
+            (
+                format!(
+                    "{place}, between its {} and {}",
+                    KEY_FIELDS[field],
+                    KEY_FIELDS[field + 1]
+                ),
+                "separate the fields with single spaces",
+            )
+        } else {
+            (
+                format!("{place}, in its {}", KEY_FIELDS[field]),
+                "copy the line again from the .pub file ssh-keygen wrote (e.g. `cat ~/.ssh/id_ed25519.pub`)",
+            )
+        }
+    };
+    format!(
+        "the public key line holds {} (U+{:04X}) {place}: {fix}",
+        hidden_kind(c),
+        u32::from(c)
+    )
+}
+
+/// Which field of `line` (from 0) its `at`-th character is in, fields being separated by white
+/// space: for white space itself, the field before it.
+fn key_field(line: &str, at: usize) -> usize {
+    let mut field = 0;
+    let mut after_space = false;
+    for c in line.chars().take(at) {
+        if c.is_whitespace() {
+            after_space = true;
+        } else if after_space {
+            field += 1;
+            after_space = false;
+        }
+    }
+    field
 }
 
 /// Why a text field was refused.
@@ -391,5 +452,41 @@ mod tests {
         );
         assert!(key_line("ssh-ed25519 AAAA alice\u{202E}pot").is_err());
         assert!(key_line("ssh-ed25519 AAAA a\u{1b}[2Jb").is_err());
+    }
+
+    #[test]
+    fn a_hidden_character_in_a_key_line_is_named_where_it_is() {
+        for (line, said) in [
+            (
+                "ssh-ed25519\tAAAA alice@laptop",
+                "a control character (U+0009) at character 12, between its key type and key data: separate the fields with single spaces",
+            ),
+            (
+                "ssh-ed25519 AAAA\talice@laptop",
+                "a control character (U+0009) at character 17, between its key data and comment: separate the fields with single spaces",
+            ),
+            (
+                "ssh-ed25519 AAAA alice\tlaptop",
+                "a control character (U+0009) at character 23, in its comment: remove it from the comment, or leave the comment out",
+            ),
+            (
+                "\u{FEFF}ssh-ed25519 AAAA alice@laptop",
+                "an invisible or text-reordering character (U+FEFF) at its start (a byte-order mark): save the file without a byte-order mark (as plain UTF-8)",
+            ),
+            (
+                "ssh-ed25519 AA\u{200B}AA alice@laptop",
+                "an invisible or text-reordering character (U+200B) at character 15, in its key data: copy the line again from the .pub file ssh-keygen wrote (e.g. `cat ~/.ssh/id_ed25519.pub`)",
+            ),
+            (
+                "ssh-ed25519 AAAA alice at \u{200B}laptop",
+                "an invisible or text-reordering character (U+200B) at character 27, in its comment: remove it from the comment, or leave the comment out",
+            ),
+        ] {
+            assert_eq!(
+                key_line(line),
+                Err(format!("the public key line holds {said}")),
+                "{line:?}"
+            );
+        }
     }
 }
