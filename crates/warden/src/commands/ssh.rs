@@ -644,19 +644,7 @@ pub async fn revoked_keys(
         return Ok(());
     };
     let krl = fetch_revocation_list(server).await?;
-    let mut name = file.file_name().unwrap_or_default().to_os_string();
-    name.push(".new");
-    let staged = file.with_file_name(name);
-    let written = (|| {
-        let mut f = std::fs::File::create(&staged)?;
-        f.write_all(&krl)?;
-        f.sync_all()?;
-        std::fs::rename(&staged, file)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&staged);
-        return Err(anyhow::Error::from(e).context(format!("writing {}", file.display())));
-    }
+    replace_file(file, &krl).with_context(|| format!("writing {}", file.display()))?;
     if out.json {
         out.json(&json!({ "file": file.display().to_string(), "bytes": krl.len() }))
     } else {
@@ -667,6 +655,50 @@ pub async fn revoked_keys(
         );
         Ok(())
     }
+}
+
+/// Replaces `file` with `bytes` through a file of this run's own beside it, renamed over it:
+/// sshd never reads half a list, and runs at once (cron and someone by hand) each rename a
+/// whole list of their own instead of moving one another's away. The new file is made as
+/// `File::create` makes one, so the list keeps the mode it always had.
+fn replace_file(file: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{}.{:016x}.new",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let staged = file.with_file_name(name);
+    let written = write_new(&staged, bytes).and_then(|()| {
+        std::fs::rename(&staged, file)
+            .with_context(|| format!("renaming {} over it", staged.display()))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    written
+}
+
+/// Writes `bytes` to `path`, a file that must not exist yet, and flushes them to disk.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            return Err(anyhow::anyhow!(
+                "the directory {} does not exist: create it, or pass --out a file in one that does",
+                dir.unwrap_or(std::path::Path::new(".")).display()
+            ));
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    };
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("saving {}", path.display()))
 }
 
 /// Refuses a `--fingerprint` that is no SHA-256 key fingerprint as `ssh-keygen -l` prints one
@@ -781,6 +813,48 @@ mod tests {
             ),
             "{}",
             none.message
+        );
+    }
+
+    #[test]
+    fn runs_at_once_each_replace_the_list_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revoked_keys");
+        let lists: Vec<Vec<u8>> = (0u8..8).map(|i| vec![i; 4096]).collect();
+        let start = std::sync::Barrier::new(lists.len());
+        std::thread::scope(|s| {
+            for list in &lists {
+                let (file, start) = (&file, &start);
+                s.spawn(move || {
+                    start.wait();
+                    for _ in 0..50 {
+                        replace_file(file, list).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(lists.contains(&std::fs::read(&file).unwrap()));
+        // Nothing is left beside it, and it has the mode a file made afresh has.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        let fresh = dir.path().join("fresh");
+        std::fs::File::create(&fresh).unwrap();
+        assert_eq!(mode(&file), mode(&fresh));
+    }
+
+    #[test]
+    fn a_list_for_a_missing_directory_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere");
+        let e = replace_file(&missing.join("revoked_keys"), b"x").unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "the directory {} does not exist: create it, or pass --out a file in one that does",
+                missing.display()
+            )
         );
     }
 
