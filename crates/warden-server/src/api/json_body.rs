@@ -309,7 +309,7 @@ mod tests {
                 b"{\"ttl\": \"1h\", \"sekret-as-a-key\": 1}",
                 "unknown field (a name of 15 characters), expected `ttl`",
             ),
-            // Shaped like a name, but no misspelling of one: a password sent as a key.
+            // With capitals, unlike every name the API takes: a password sent as a key.
             (
                 b"{\"ttl\": \"1h\", \"Sup3rS3cret\": 1}",
                 "unknown field (a name of 11 characters), expected `ttl`",
