@@ -751,6 +751,23 @@ fn wrong_codes_and_passwords_in_a_row_lock_the_user_across_restarts() {
     );
     assert!(stepped_up.success(), "{stepped_up:?}");
     assert!(ok(&admin, &["user", "unlock", "alice"])["was_locked_until"].is_null());
+    // Never their own lock: it stops a stolen token from trying codes without end.
+    let out = fails(&admin, &["user", "unlock", "admin"], 3);
+    assert!(out.stderr.contains("another administrator"), "{out:?}");
+    // A name no one has is quoted to the caller, and kept only by its length in the log.
+    for args in [
+        &["user", "unlock", "hunter2secret"][..],
+        &["revoke", "--user", "hunter2secret", "--all"],
+    ] {
+        let out = fails(&admin, args, 4);
+        assert!(out.stderr.contains("\"hunter2secret\""), "{out:?}");
+    }
+    let refusals = audit_records(&admin, "request.action_refused");
+    let last_two = &refusals[refusals.len() - 2..];
+    for r in last_two {
+        assert!(!r.to_string().contains("hunter2secret"), "{r}");
+        assert!(r.to_string().contains("13 characters"), "{r}");
+    }
     // A new password must be one: long, visible and varied.
     for weak in [
         "short",

@@ -237,13 +237,25 @@ fn directory_user(
     }
     let name: UserName = field("bad_user", name.parse())?;
     if app.user(&name).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("user {name} is not in the directory; add them to the config file first"),
-        ));
+        return Err(not_in_directory(&name));
     }
     Ok(name)
+}
+
+/// 404 for a name the directory lacks, quoted to the caller and kept by its length in the
+/// audit log: a name no one has is as likely a password typed into the wrong place.
+fn not_in_directory(name: &UserName) -> ApiError {
+    ApiError {
+        quotes_input: true,
+        ..ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "user {:?} is not in the directory; add them to the config file first",
+                name.as_str()
+            ),
+        )
+    }
 }
 
 /// Checks the step-up of administrator `who` about to change `name`'s credentials
@@ -430,7 +442,7 @@ pub struct Unlocked {
     pub was_locked_until: Option<String>,
 }
 
-/// Lifts a user's lockout and keeps their password. Administrators.
+/// Lifts a user's lockout and keeps their password. Administrators, never their own.
 #[utoipa::path(post, path = "/v1/users/{name}/unlock", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = Unlocked), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn unlock(
@@ -441,6 +453,13 @@ pub async fn unlock(
 ) -> Result<Json<Unlocked>, ApiError> {
     let NoFields {} = body(&app, &who, "user.unlock", raw).await?;
     let name = match directory_user(&app, &who, &name, "unlock users") {
+        // The lock stops a token from trying codes freely: its holder may not lift it.
+        Ok(n) if n == who.user.name => Err(ApiError::forbidden(
+            "you cannot lift your own lock: another administrator does, once they know it was you who mistyped",
+        )),
+        other => other,
+    };
+    let name = match name {
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.unlock", e).await),
     };

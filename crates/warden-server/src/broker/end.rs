@@ -215,7 +215,8 @@ impl App {
                 return Err(Error::Missing {
                     code: "unknown_user",
                     message: format!(
-                        "{user} is not in the directory and has no open request: nothing to offboard (a typo?)"
+                        "{:?} is not in the directory and has no open request: nothing to offboard (a typo?)",
+                        user.as_str()
                     ),
                 });
             }

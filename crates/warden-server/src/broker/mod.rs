@@ -145,7 +145,7 @@ impl From<AuthError> for Error {
             AuthError::Store(s) => Error::Store(s),
             AuthError::WrongCode(m) => Error::MfaFailed(m),
             locked @ AuthError::Locked(_) => Error::Locked(format!(
-                "{locked}: wait until then, or ask an administrator to lift the lock (`warden user unlock NAME`)"
+                "{locked}: wait until then, or ask an administrator (another one, if you are one) to lift the lock (`warden user unlock NAME`)"
             )),
             other => Error::Mfa(other.to_string()),
         }
