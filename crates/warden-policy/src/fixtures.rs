@@ -93,29 +93,7 @@ pub(crate) fn run_files(
     files: &[(String, String)],
     check: TargetCheck<'_>,
 ) -> Result<TestReport, Report> {
-    let mut out = Vec::new();
-    let suites: Vec<Suite> = files
-        .iter()
-        .filter(|(n, _)| {
-            n.strip_prefix(load::TESTS_DIR)
-                .and_then(|rest| rest.strip_prefix('/'))
-                .is_some_and(|rest| rest.ends_with(".toml") && !rest.contains('/'))
-        })
-        .filter_map(|(name, text)| parse_suite(Source::new(name, text), &mut out))
-        .collect();
-    let policy = match load::load(files, check) {
-        Ok(p) => Some(p),
-        Err(report) => {
-            out.extend(report.diagnostics);
-            None
-        }
-    };
-    if let Some(report) = Report::from_diagnostics(out) {
-        return Err(report);
-    }
-    let Some(policy) = policy else {
-        return Err(Report::default());
-    };
+    let (policy, suites) = load_with_suites(files, check)?;
     let cases = suites
         .iter()
         .flat_map(|suite| {
@@ -140,6 +118,47 @@ pub(crate) fn run_files(
         })
         .collect();
     Ok(TestReport { cases })
+}
+
+/// Checks the policy among `files` and reads the fixtures among them, without running their
+/// cases: what `policy check` reports of the fixtures.
+pub(crate) fn check_files(
+    files: &[(String, String)],
+    check: TargetCheck<'_>,
+) -> Result<Policy, Report> {
+    load_with_suites(files, check).map(|(policy, _)| policy)
+}
+
+/// The policy among `files` and the fixture files among them (`tests/*.toml`), read; else
+/// every problem of either, with the policy's warnings.
+fn load_with_suites(
+    files: &[(String, String)],
+    check: TargetCheck<'_>,
+) -> Result<(Policy, Vec<Suite>), Report> {
+    let mut out = Vec::new();
+    let suites: Vec<Suite> = files
+        .iter()
+        .filter(|(n, _)| {
+            n.strip_prefix(load::TESTS_DIR)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|rest| rest.ends_with(".toml") && !rest.contains('/'))
+        })
+        .filter_map(|(name, text)| parse_suite(Source::new(name, text), &mut out))
+        .collect();
+    let policy = match load::load(files, check) {
+        Ok(p) => p,
+        Err(report) => {
+            out.extend(report.diagnostics);
+            return Err(Report::from_diagnostics(out).unwrap_or_default());
+        }
+    };
+    if !out.is_empty() {
+        // A policy that loads keeps its warnings, which a report of the fixtures' problems
+        // would otherwise leave unshown.
+        out.extend(policy.warnings().iter().cloned());
+        return Err(Report::from_diagnostics(out).unwrap_or_default());
+    }
+    Ok((policy, suites))
 }
 
 /// One fixture file.
@@ -347,7 +366,7 @@ fn parse_case(
 ) -> Option<Case> {
     let before = out.len();
     let shown = match table.get("name").map(|n| n.get_ref()) {
-        Some(DeValue::String(s)) => format!("case {s:?}"),
+        Some(DeValue::String(s)) if !s.trim().is_empty() => format!("case {s:?}"),
         _ => format!("case #{number}"),
     };
     for key in table.keys() {
@@ -374,8 +393,19 @@ fn parse_case(
         found
     };
 
-    // Shown in `policy test` output.
-    let name = required("name", out).and_then(|v| toml_doc::text(src, &what("name"), v, out));
+    // Shown in `policy test` output, where a blank one would leave a result unnamed.
+    let name = required("name", out).and_then(|v| {
+        let name = toml_doc::text(src, &what("name"), v, out)?;
+        if name.trim().is_empty() {
+            out.push(toml_doc::at(
+                src,
+                v.span(),
+                format!("{shown} has an empty `name`: give it one that says what it checks"),
+            ));
+            return None;
+        }
+        Some(name)
+    });
     let user = required("user", out)
         .and_then(|v| toml_doc::parsed::<UserName>(src, &what("user"), v, out).map(|u| (u, v)));
     if let Some((u, v)) = &user
@@ -705,11 +735,31 @@ enum ExpectedTier {
 impl std::str::FromStr for ExpectedTier {
     type Err = String;
 
+    /// Any tier a decision can have, as it shows it (a combination of several rules' tiers
+    /// included), its clauses in any order; but not one holding a clause that combining leaves
+    /// out (`peer(sre) & peer(sre)` reads as `peer(sre)`), which no decision shows as written:
+    /// refused as `@approval` refuses it, so that the case says what it checks.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == warden_domain::request::BREAKGLASS_TIER {
             return Ok(Self::Breakglass);
         }
-        s.parse().map(Self::Requirement).map_err(|e| format!("{e}"))
+        let requirement: Requirement = s.parse().map_err(|e| format!("{e}"))?;
+        // A tier that parses is `auto` or clauses joined by `&`.
+        let written = if s.trim() == "auto" {
+            0
+        } else {
+            s.split('&').count()
+        };
+        if requirement.clauses().len() == written {
+            return Ok(Self::Requirement(requirement));
+        }
+        Err(match Requirement::written(s) {
+            Err(e) => e.to_string(),
+            // A clause others fill anyway, as `peer(sec)` beside `two-person(sec)`.
+            Ok(_) => format!(
+                "{s:?} asks for no more approvers than \"{requirement}\", which is how a decision shows it: expect that"
+            ),
+        })
     }
 }
 
@@ -719,5 +769,83 @@ impl std::fmt::Display for ExpectedTier {
             Self::Requirement(r) => r.fmt(f),
             Self::Breakglass => f.write_str(warden_domain::request::BREAKGLASS_TIER),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The problems of fixture file `tests/t.toml` holding `text`, as `policy test` shows them.
+    fn problems(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        parse_suite(Source::new("tests/t.toml", text), &mut out);
+        out.iter().map(ToString::to_string).collect()
+    }
+
+    const USERS: &str = "[users.alice]\ngroups = [\"dev\"]\n";
+
+    fn case(extra: &str) -> String {
+        format!(
+            "{USERS}\n[[case]]\nuser = \"alice\"\ntarget = \"web\"\nrole = \"admin\"\nexpect = \"allow\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_tier_is_refused_where_a_rule_would_be() {
+        let repeated = "peer(sre) & peer(sre)";
+        let Err(annotation) = Requirement::written(repeated) else {
+            panic!("{repeated} is written");
+        };
+        assert_eq!(
+            problems(&case(&format!("name = \"n\"\ntier = \"{repeated}\"\n"))),
+            [format!(
+                "tests/t.toml:10:8: `tier` of case \"n\": {annotation}"
+            )]
+        );
+        assert!(
+            annotation.to_string().contains("repeats a clause"),
+            "{annotation}"
+        );
+        // As a decision shows it, whatever the order: a combination of several rules' tiers.
+        for combined in [
+            "peer(sre) & peer(dba) & peer(sre|dba, 3)",
+            "peer(dba|sre, 3) & peer(sre) & peer(dba)",
+            "manager & peer(sre)",
+            "auto",
+            "breakglass",
+        ] {
+            assert!(combined.parse::<ExpectedTier>().is_ok(), "{combined}");
+        }
+        // What a decision shows another way is refused, saying how it shows it.
+        assert_eq!(
+            "two-person(sec) & peer(sec)".parse::<ExpectedTier>(),
+            Err("\"two-person(sec) & peer(sec)\" asks for no more approvers than \"two-person(sec)\", which is how a decision shows it: expect that".to_owned())
+        );
+        assert!(
+            "peer(sre) & peer(sre|dba)"
+                .parse::<ExpectedTier>()
+                .is_err_and(|e| e.contains("include another clause's"))
+        );
+    }
+
+    #[test]
+    fn a_case_needs_a_name_that_shows() {
+        assert!(problems(&case("name = \"shown\"\n")).is_empty());
+        assert_eq!(
+            problems(&case("name = \"\"\n")),
+            ["tests/t.toml:9:8: case #1 has an empty `name`: give it one that says what it checks"]
+        );
+        assert_eq!(
+            problems(&case("name = \"   \"\nttl = 5\n")),
+            [
+                "tests/t.toml:9:8: case #1 has an empty `name`: give it one that says what it checks",
+                "tests/t.toml:10:7: `ttl` of case #1 must be a string, not integer",
+            ]
+        );
+        assert_eq!(
+            problems(&case("")),
+            ["tests/t.toml:4:1: case #1 has no `name`"]
+        );
     }
 }

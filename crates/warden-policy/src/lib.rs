@@ -6,7 +6,7 @@
 //! - any number of `*.cedar` files at its top level: Cedar
 //!   policies, validated in strict mode against [`SCHEMA`];
 //! - `tests/*.toml`: fixture cases that [`run_tests`] checks, so the policy repository can have
-//!   its own CI.
+//!   its own CI ([`Policy::check_dir`] reads them too, without running them).
 //!
 //! [`Policy::load_dir`] parses and validates everything once and reports every problem with its
 //! file, line and column; [`Policy::decide`] is then cheap enough to call on every request.

@@ -55,7 +55,8 @@ pub(crate) fn with_unread<T>(
 }
 
 /// Whether a name at a policy directory's top level is one of the files a policy is made of:
-/// `targets.toml` and the `*.cedar` files (`tests/` holds fixtures, read by `policy test` only).
+/// `targets.toml` and the `*.cedar` files (`tests/` holds fixtures, which decide nothing: run by
+/// `policy test`, read by `policy check`).
 pub fn is_policy_file(name: &str) -> bool {
     name == targets::FILE || name.ends_with(".cedar")
 }
@@ -258,7 +259,7 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
             match targets::parse(text, &mut out) {
                 Some((parsed, named)) => {
                     let whole = out.len() == before;
-                    out.extend(check(&parsed));
+                    out.extend(targets::at_connection_settings(&parsed, check(&parsed)));
                     // A policy is built only from a targets.toml that read whole; the rules'
                     // references are checked either way, against the names it gives (those of
                     // targets whose definitions have problems too, so that a rule naming one

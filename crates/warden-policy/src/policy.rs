@@ -13,6 +13,7 @@ use warden_domain::{Decision, Directory, RoleName, TargetName, User};
 
 use crate::diagnostics::{Diagnostic, Report};
 use crate::entities::{self, EntitySets, TargetEntities, Vocabulary};
+use crate::fixtures;
 use crate::load::{self, TargetCheck};
 use crate::principals::{self, Mention};
 use crate::reach::{Applies, Reach};
@@ -99,6 +100,22 @@ impl Policy {
         }
         Err(load::with_unread(&files, problems, |files| {
             load::load(files, check)
+        }))
+    }
+
+    /// Validates a directory for `warden policy check`: loads it as [`Policy::load_dir`]
+    /// does, and also reads every fixture file in its `tests/` (without running the cases),
+    /// reporting their problems with the policy's, so that a CI job that only checks is not
+    /// told OK beside a fixture file `policy test` cannot read. A server loads with
+    /// `load_dir`: fixtures decide nothing, so a broken one must not keep a policy from going
+    /// live.
+    pub fn check_dir(dir: &Path, check: TargetCheck<'_>) -> Result<Policy, Report> {
+        let (files, problems) = load::read_dir(dir, true);
+        if problems.is_empty() {
+            return fixtures::check_files(&files, check);
+        }
+        Err(load::with_unread(&files, problems, |files| {
+            fixtures::check_files(files, check)
         }))
     }
 

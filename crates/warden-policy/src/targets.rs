@@ -66,6 +66,24 @@ pub struct Target {
     /// Where the connection table is written (where `kind` is, without one).
     #[serde(skip)]
     pub connection_at: Place,
+    /// Where each of the connection's settings is written, so that a problem with one is
+    /// reported at its line rather than at the table's (see [`Target::connection_place`]).
+    #[serde(skip)]
+    pub connection_settings_at: BTreeMap<String, Place>,
+}
+
+impl Target {
+    /// Where to report a problem with the connection that `message` states: at the setting it
+    /// names first in backticks (the issuers write "connection setting `tls` ..."), else at
+    /// the table, for a problem with the table as a whole (a missing `host`).
+    pub fn connection_place(&self, message: &str) -> &Place {
+        message
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .find_map(|quoted| self.connection_settings_at.get(quoted))
+            .unwrap_or(&self.connection_at)
+    }
 }
 
 /// An IANA time zone, e.g. `Europe/Paris`, from the database built into Warden: the same
@@ -174,8 +192,10 @@ impl Named {
     }
 }
 
-/// Reads `targets.toml`, appending every problem to `out`: the targets that read whole, and
-/// the names of all the file gives (see [`Named`]); `None` if the file is no TOML at all.
+/// Reads `targets.toml`, appending every problem to `out`: every target whose name and kind
+/// read, with those of its roles that read whole (with any problem reported, no policy is built
+/// from them, but the issuers still check them), and the names of all the file gives (see
+/// [`Named`]); `None` if the file is no TOML at all.
 pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<(Targets, Named)> {
     let src = Source::new(FILE, text);
     let doc = toml_doc::parse(src, out)?;
@@ -232,6 +252,35 @@ pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<(Targets, N
     Some((Targets(targets), named))
 }
 
+/// `found`, the problems the caller's check found with `targets`, each one placed at a
+/// target's connection table moved to the setting its message names
+/// ([`Target::connection_place`]): an issuer says which setting is wrong only in words, so the
+/// check can place it no nearer than the table.
+pub(crate) fn at_connection_settings(targets: &Targets, found: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    found
+        .into_iter()
+        .map(|d| {
+            let target = targets
+                .0
+                .values()
+                .find(|t| !t.connection_settings_at.is_empty() && is_at(&d, &t.connection_at));
+            let Some(place) = target.map(|t| t.connection_place(&d.message).clone()) else {
+                return d;
+            };
+            Diagnostic {
+                line: Some(place.line),
+                column: Some(place.column),
+                ..d
+            }
+        })
+        .collect()
+}
+
+/// Whether `d` is placed at `place`.
+fn is_at(d: &Diagnostic, place: &Place) -> bool {
+    d.file == place.file && d.line == Some(place.line) && d.column == Some(place.column)
+}
+
 /// The names of a target's roles as written: the keys of its `roles` table and of any table
 /// under a key it does not know (`[targets.web.role.admin]`, a typo, still names `admin`);
 /// `None` when `roles` is there but no table.
@@ -265,8 +314,9 @@ fn target(
     let mut labels = BTreeSet::new();
     let mut connection = serde_json::Map::new();
     let mut connection_at = None;
+    let mut connection_settings_at = BTreeMap::new();
     let mut timezone = None;
-    let mut roles = None;
+    let mut roles = BTreeMap::new();
     for (key, item) in body {
         let what = format!("`{}` of target `{shown}`", key.get_ref());
         match key.get_ref().as_ref() {
@@ -289,6 +339,7 @@ fn target(
                 Ok(serde_json::Value::Object(map)) => {
                     connection = map;
                     connection_at = Some(src.place(key.span().start));
+                    connection_settings_at = key_places(src, item);
                 }
                 Ok(_) => out.push(toml_doc::at(
                     src,
@@ -312,8 +363,9 @@ fn target(
                 }
             }
             "roles" => {
-                roles = toml_doc::table(src, &what, item, out)
-                    .map(|t| parse_roles(src, shown, name_key, t, out));
+                if let Some(table) = toml_doc::table(src, &what, item, out) {
+                    roles = parse_roles(src, shown, name_key, table, out);
+                }
             }
             _ => out.push(toml_doc::unknown_key(
                 src,
@@ -348,6 +400,8 @@ fn target(
             ),
         ));
     }
+    // Kept whatever else is wrong, with the roles that read whole, so that the issuer of its
+    // kind checks them (and the kind itself) in the same run; the policy is not built from it.
     Some(Target {
         name: name?,
         kind: kind?,
@@ -357,20 +411,33 @@ fn target(
         labels,
         connection,
         timezone,
-        roles: roles??,
+        roles,
         connection_at: connection_at.unwrap_or_else(|| kind_at.clone()),
+        connection_settings_at,
         kind_at,
     })
 }
 
+/// Where each key of the table `item` is written.
+fn key_places(src: Source<'_>, item: &toml_doc::Item<'_>) -> BTreeMap<String, Place> {
+    match item.get_ref() {
+        DeValue::Table(table) => table
+            .keys()
+            .map(|k| (k.get_ref().to_string(), src.place(k.span().start)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// The roles of a target that read whole, reporting every problem of each: one role's
+/// problem leaves the others to be checked by the issuer, in the same run.
 fn parse_roles(
     src: Source<'_>,
     target: &str,
     target_key: &Key<'_>,
     table: &DeTable<'_>,
     out: &mut Vec<Diagnostic>,
-) -> Option<BTreeMap<RoleName, Role>> {
-    let before = out.len();
+) -> BTreeMap<RoleName, Role> {
     if table.is_empty() {
         out.push(at_key(
             src,
@@ -378,48 +445,61 @@ fn parse_roles(
             format!("target `{target}` has no roles: add at least one [targets.{target}.roles.NAME] table"),
         ));
     }
-    let mut roles = BTreeMap::new();
-    for (key, item) in table {
-        let name = parse_name::<RoleName>(src, key, out);
-        let what = format!("role `{}` of target `{target}`", key.get_ref());
-        let Some(body) = toml_doc::table(src, &what, item, out) else {
+    table
+        .iter()
+        .filter_map(|(key, item)| parse_role(src, target, key, item, out))
+        .map(|role| (role.name.clone(), role))
+        .collect()
+}
+
+/// One role; `None` when its name is invalid or one of its settings could not be read, since
+/// the issuer would then find a setting missing that is only unreadable. A problem with its
+/// description is reported but keeps it: the issuer never reads that.
+fn parse_role(
+    src: Source<'_>,
+    target: &str,
+    key: &Key<'_>,
+    item: &toml_doc::Item<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Role> {
+    let name = parse_name::<RoleName>(src, key, out);
+    let what = format!("role `{}` of target `{target}`", key.get_ref());
+    let body = toml_doc::table(src, &what, item, out)?;
+    let mut description = None;
+    let mut settings = serde_json::Map::new();
+    let mut settings_at = BTreeMap::new();
+    let mut unread = false;
+    for (k, v) in body {
+        if k.get_ref() == "description" {
+            let what = format!("`description` of {what}");
+            description = toml_doc::text(src, &what, v, out).map(str::to_owned);
             continue;
-        };
-        let mut description = None;
-        let mut settings = serde_json::Map::new();
-        let mut settings_at = BTreeMap::new();
-        for (k, v) in body {
-            if k.get_ref() == "description" {
-                let what = format!("`description` of {what}");
-                description = toml_doc::text(src, &what, v, out).map(str::to_owned);
-                continue;
+        }
+        match toml_doc::to_json(v.get_ref()) {
+            Ok(json) => {
+                settings.insert(k.get_ref().to_string(), json);
+                settings_at.insert(k.get_ref().to_string(), src.place(k.span().start));
             }
-            match toml_doc::to_json(v.get_ref()) {
-                Ok(json) => {
-                    settings.insert(k.get_ref().to_string(), json);
-                    settings_at.insert(k.get_ref().to_string(), src.place(k.span().start));
-                }
-                Err(e) => out.push(toml_doc::at(
+            Err(e) => {
+                unread = true;
+                out.push(toml_doc::at(
                     src,
                     v.span(),
                     format!("`{}` of {what}: {e}", k.get_ref()),
-                )),
+                ));
             }
         }
-        if let Some(name) = name {
-            roles.insert(
-                name.clone(),
-                Role {
-                    name,
-                    description,
-                    settings,
-                    at: src.place(key.span().start),
-                    settings_at,
-                },
-            );
-        }
     }
-    (out.len() == before).then_some(roles)
+    if unread {
+        return None;
+    }
+    Some(Role {
+        name: name?,
+        description,
+        settings,
+        at: src.place(key.span().start),
+        settings_at,
+    })
 }
 
 /// A target or role name from a table key, checked against the domain's naming rules.

@@ -1614,3 +1614,177 @@ fn the_proxy_scope_is_no_target_name() {
         "{said:?}"
     );
 }
+
+/// Stands in for the server's issuers, in their words: kinds other than `ssh` and `postgres`
+/// are unknown; a postgres connection's first problem (its `tls`, its `tls_ca_file`, a
+/// missing `host`) is placed at its table, as the server places it; an ssh role's
+/// `principals` must be a list and its `extensions` known ones, each at its setting.
+fn issuers(targets: &Targets) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (name, t) in targets.iter() {
+        if !["ssh", "postgres"].contains(&t.kind.as_str()) {
+            out.push(
+                t.kind_at
+                    .problem(format!("target {name}: unknown kind {:?}", t.kind)),
+            );
+            continue;
+        }
+        let setting = |key: &str| t.connection.get(key).and_then(|v| v.as_str());
+        let connection = if t.kind != "postgres" {
+            None
+        } else if setting("tls").is_some_and(|tls| tls != "verify-full") {
+            Some("connection setting `tls` of a postgres target must be \"verify-full\"")
+        } else if setting("tls_ca_file").is_some_and(|f| !f.starts_with('/')) {
+            Some(
+                "connection setting `tls_ca_file` of a postgres target must be an absolute path, used only with `tls = \"verify-full\"`",
+            )
+        } else if setting("host").is_none() {
+            Some("a postgres target needs `host = \"...\"` in its connection table")
+        } else {
+            None
+        };
+        if let Some(message) = connection {
+            out.push(t.connection_at.problem(format!("target {name}: {message}")));
+        }
+        for role in t.roles.values() {
+            let at = |key: &str| role.settings_at.get(key).unwrap_or(&role.at);
+            if role
+                .settings
+                .get("principals")
+                .is_some_and(|p| !p.is_array())
+            {
+                out.push(at("principals").problem("`principals` must be a list of strings"));
+            }
+            if role.settings.contains_key("extensions") {
+                out.push(at("extensions").problem("unknown certificate extension"));
+            }
+        }
+    }
+    out
+}
+
+/// The problems of a policy of `targets` and one rule for `web/a`, checked with [`issuers`].
+fn issuer_problems(targets: &str) -> Vec<String> {
+    let rule = "@id(\"x\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/a\");\n";
+    let files = [
+        ("targets.toml".to_owned(), targets.to_owned()),
+        ("r.cedar".to_owned(), rule.to_owned()),
+    ];
+    match load::load(&files, &issuers) {
+        Ok(_) => panic!("loaded"),
+        Err(r) => r.diagnostics.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// One role's problem hides neither another role's, nor its target's: the issuer still checks
+/// what read whole.
+#[test]
+fn a_problem_of_one_role_hides_no_other_of_its_target() {
+    let targets = "[targets.web]\nkind = \"ssh\"\nenvironment = \"production\"\n\
+                   [targets.web.roles.a]\nprincipals = \"root\"\nextensions = [\"permit-everything\"]\n\
+                   [targets.web.roles.Ops]\nprincipals = [\"ops\"]\n";
+    assert_eq!(
+        issuer_problems(targets),
+        [
+            "targets.toml:5:1: `principals` must be a list of strings",
+            "targets.toml:6:1: unknown certificate extension",
+            "targets.toml:7:20: invalid role name \"Ops\": use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        ]
+    );
+    let targets = "[targets.web]\nkind = \"ssh\"\nenvironment = \"production\"\n\
+                   [targets.web.roles.a]\nprincipals = [\"root\"]\n\
+                   [targets.k]\nkind = \"kubernetes\"\nenvironment = \"production\"\n";
+    assert_eq!(
+        issuer_problems(targets),
+        [
+            "targets.toml:6:10: target `k` has no roles: add at least one [targets.k.roles.NAME] table",
+            "targets.toml:7:8: target k: unknown kind \"kubernetes\"",
+        ]
+    );
+}
+
+/// A connection setting's problem is shown at its own line, one with the table as a whole at
+/// the table's.
+#[test]
+fn connection_problems_are_placed_at_their_setting() {
+    let db = |settings: &str| {
+        format!(
+            "[targets.web]\nkind = \"ssh\"\nenvironment = \"prod\"\n[targets.web.roles.a]\nprincipals = [\"root\"]\n\
+             [targets.db]\nkind = \"postgres\"\nenvironment = \"prod\"\n[targets.db.connection]\n{settings}\
+             [targets.db.roles.r]\ngrants = [\"GRANT SELECT ON x TO {{{{name}}}}\"]\n"
+        )
+    };
+    let first = |settings: &str| issuer_problems(&db(settings)).remove(0);
+    assert_eq!(
+        first("host = \"10.0.0.1\"\ndatabase = \"app\"\ntls = \"prefer\"\n"),
+        "targets.toml:12:1: target db: connection setting `tls` of a postgres target must be \"verify-full\""
+    );
+    assert!(
+        first("host = \"10.0.0.1\"\ntls_ca_file = \"ca.pem\"\ntls = \"verify-full\"\n")
+            .starts_with("targets.toml:11:1: target db: connection setting `tls_ca_file`")
+    );
+    assert!(
+        first("database = \"app\"\n")
+            .starts_with("targets.toml:9:13: target db: a postgres target needs `host")
+    );
+    // In an inline table too.
+    let inline = db("").replace(
+        "[targets.db.connection]\n",
+        "connection = { host = \"h\", tls = \"prefer\" }\n",
+    );
+    assert!(
+        issuer_problems(&inline)[0]
+            .starts_with("targets.toml:9:28: target db: connection setting `tls`")
+    );
+}
+
+/// `check_dir` reads the fixtures, as `policy test` does, but runs none of their cases; a
+/// server's `load_dir` reads none.
+#[test]
+fn a_check_reads_the_fixtures_without_running_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in demo_files() {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let checked = Policy::check_dir(dir.path(), NO_CHECK).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(
+        checked.digest(),
+        Policy::from_files(&demo_files()).unwrap().digest()
+    );
+
+    let tests = dir.path().join("tests");
+    std::fs::write(tests.join("y.toml"), "garbage [\n").unwrap();
+    // A case that fails is no problem of the check's.
+    std::fs::write(
+        tests.join("z.toml"),
+        "[users.alice]\ngroups = [\"dev\"]\n[[case]]\nname = \"fails\"\nuser = \"alice\"\ntarget = \"demo-ssh\"\nrole = \"root\"\nexpect = \"allow\"\ntier = \"peer(sre) & peer(sre)\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(tests.join("sub")).unwrap();
+    std::fs::write(tests.join("sub/deeper.toml"), "").unwrap();
+    let err = Policy::check_dir(dir.path(), NO_CHECK).unwrap_err();
+    let got: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 3, "{err}");
+    assert_eq!(
+        got[0],
+        "tests/sub/deeper.toml: fixtures are read from tests/ itself only: move this file there, or its cases never run"
+    );
+    assert_eq!(got[1], "tests/y.toml:1:9: key with no value, expected `=`");
+    assert!(
+        got[2].starts_with("tests/z.toml:9:8: `tier` of case \"fails\": invalid approval tier"),
+        "{err}"
+    );
+    Policy::load_dir(dir.path(), NO_CHECK).unwrap();
+
+    std::fs::remove_dir_all(tests.join("sub")).unwrap();
+    std::fs::remove_file(tests.join("y.toml")).unwrap();
+    std::fs::write(
+        tests.join("z.toml"),
+        "[users.alice]\ngroups = [\"dev\"]\n[[case]]\nname = \"fails\"\nuser = \"alice\"\ntarget = \"demo-ssh\"\nrole = \"root\"\nexpect = \"allow\"\ntier = \"manager\"\n",
+    )
+    .unwrap();
+    Policy::check_dir(dir.path(), NO_CHECK).unwrap_or_else(|r| panic!("{r}"));
+    assert!(run_tests(dir.path(), NO_CHECK).unwrap().failed() > 0);
+}
