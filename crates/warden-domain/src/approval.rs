@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::User;
-use crate::names::GroupName;
+use crate::names::{GroupName, UserName};
 
 /// One conjunct of an approval requirement.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -201,6 +201,11 @@ impl Requirement {
         Progress {
             satisfied: assignment.iter().all(Option::is_some),
             missing,
+            counted: assignment
+                .iter()
+                .flatten()
+                .map(|&p| people[p].name.clone())
+                .collect(),
         }
     }
 
@@ -265,6 +270,11 @@ pub struct Progress {
     pub satisfied: bool,
     /// Human descriptions of the slots still open, e.g. `an approver from sre`.
     pub missing: Vec<String>,
+    /// The approvers who fill a place: an approval given by anyone else counts for nothing
+    /// under this tier (its giver is not, or no longer, one it names, or the place they could
+    /// fill is someone else's).
+    #[serde(default)]
+    pub counted: Vec<UserName>,
 }
 
 #[derive(Debug, Clone, Copy)]

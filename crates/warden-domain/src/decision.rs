@@ -207,7 +207,8 @@ impl Refusal {
 /// Why a request is not permitted: no permit matched, or the forbid rules that matched.
 fn not_permitted(forbids: &[String]) -> String {
     if forbids.is_empty() {
-        "no policy rule permits this request".to_owned()
+        "no policy rule permits this request: `warden targets` lists what you may request"
+            .to_owned()
     } else {
         let rules = if forbids.len() == 1 { "rule" } else { "rules" };
         format!("forbidden by policy {rules} {}", forbids.join("; "))

@@ -260,6 +260,11 @@ pub enum TransitionError {
     OwnRequest,
     #[error("you have already reviewed this request")]
     AlreadyReviewed,
+    #[error(
+        "your approval of this request is on record but no longer counts: its tier changed, or your groups did, since you gave it, and approving again would not count either; {}",
+        still_needed(.0)
+    )]
+    ApprovalVoid(Vec<String>),
     #[error("your approval would not count: {}", still_needed(.0))]
     NotEligible(Vec<String>),
     #[error("you may not deny this request: only a reviewer its tier names may (a two-person tier's second approver may approve, not deny), and it needs {}", .0.join(", "))]
@@ -305,7 +310,7 @@ impl TransitionError {
             Self::WrongState { .. } => "wrong_state",
             Self::OwnRequest => "own_request",
             Self::AlreadyReviewed => "already_reviewed",
-            Self::NotEligible(_) | Self::MayNotDeny(_) => "not_eligible",
+            Self::NotEligible(_) | Self::MayNotDeny(_) | Self::ApprovalVoid(_) => "not_eligible",
             Self::NotRequester(_) => "not_requester",
             Self::Overdue { .. } => "timed_out",
         }
@@ -479,6 +484,16 @@ impl Request {
     ) -> Result<Approved, TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
         self.expect_in_time(now)?;
+        if self
+            .void_approvers(requester, &requirement, directory)
+            .contains(&approver.name)
+        {
+            return Err(TransitionError::ApprovalVoid(
+                requirement
+                    .progress(requester, &self.approvers(directory))
+                    .missing,
+            ));
+        }
         self.check_reviewer(approver)?;
         let approvers = self.approvers(directory);
         // A tier relaxed since the approvals were given may be met by them already: a reviewer
@@ -808,6 +823,32 @@ impl Request {
             }
             _ => false,
         }
+    }
+
+    /// Who approved this pending request to no effect under `requirement` (the tier policy
+    /// demands now), their groups as `directory` has them: a tier changed since, or a group
+    /// left, since they approved. Their approval stays on record; approving again would not
+    /// count either.
+    pub fn void_approvers(
+        &self,
+        requester: &User,
+        requirement: &Requirement,
+        directory: &Directory,
+    ) -> Vec<UserName> {
+        if self.state != State::Pending {
+            return Vec::new();
+        }
+        let approvers = self.approvers(directory);
+        let progress = requirement.progress(requester, &approvers);
+        // A place each of the others would fill is no void: the tier is met or waits for
+        // someone else, and such an approver still counts if it comes to that.
+        approvers
+            .iter()
+            .filter(|a| {
+                !progress.counted.contains(&a.name) && !requirement.names_reviewer(requester, a)
+            })
+            .map(|a| a.name.clone())
+            .collect()
     }
 
     /// Who may still act under `requirement`, as text for people: e.g. `an approver from

@@ -17,7 +17,7 @@ pub struct Ttl(u64);
 
 /// Why a string is not a valid TTL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.of("TTL"))]
+#[error("{}", self.of_request())]
 pub enum TtlError {
     Unparseable(String),
     Zero,
@@ -26,6 +26,18 @@ pub enum TtlError {
 }
 
 impl TtlError {
+    /// The problem, said of a requested TTL: past the ceiling, where to find the maximum that
+    /// does apply, so that the requester need not be refused twice to learn it.
+    fn of_request(&self) -> String {
+        match self {
+            TtlError::AboveCeiling(_) => format!(
+                "{}; each role's own maximum is at most that: `warden targets` lists them",
+                self.of("TTL")
+            ),
+            _ => self.of("TTL"),
+        }
+    }
+
     /// The problem, said of `what` (a TTL, or a setting that takes a duration).
     pub fn of(&self, what: &str) -> String {
         match self {

@@ -691,6 +691,41 @@ fn a_reload_hands_pending_requests_to_their_new_approvers() {
     assert_eq!(granted["state"], "active", "{granted}");
 }
 
+/// An approval a reload left counting for nothing (its giver is no one the new tier names) is
+/// shown as such, and its giver is told why approving again would not help.
+#[test]
+fn an_approval_a_reload_made_void_is_shown_and_said_so() {
+    let rules = RULES.replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let (alice, sam, mallory) = (env.login("alice"), env.login("sam"), env.login("mallory"));
+    let root = id(&create(&alice, "web", "root", &[]));
+    let half = ok(&sam, &["request", "approve", &root]);
+    assert_eq!(half["reviews"][0]["reviewer"], "sam", "{half}");
+    assert!(half["reviews"][0].get("void").is_none(), "{half}");
+
+    let by_manager = rules.replace("two-person(security)", "manager");
+    assert_ne!(by_manager, rules);
+    write_policy(&env.policy_dir(), &[("access.cedar", &by_manager)]);
+    ok(&env.login("admin"), &["policy", "reload"]);
+    let shown = ok(&alice, &["request", "show", &root]);
+    assert_eq!(shown["reviews"][0]["void"], true, "{shown}");
+    let table = alice.run(&["request", "show", &root], None);
+    assert!(
+        table.stdout.contains("sam approve (no longer counts)"),
+        "{table:?}"
+    );
+    let out = fails(&sam, &["request", "approve", &root], 3);
+    assert!(
+        out.stderr.contains("on record but no longer counts")
+            && out.stderr.contains("the requester's manager"),
+        "{out:?}"
+    );
+    let granted = ok(&mallory, &["request", "approve", &root]);
+    assert_eq!(granted["state"], "active", "{granted}");
+    // Once granted, no approval is marked: the tier of the moment was met.
+    assert!(granted["reviews"][0].get("void").is_none(), "{granted}");
+}
+
 /// A reload that relaxes a pending request's approval to what its approvals already meet (or to
 /// `auto`) grants it: no one could approve it further.
 #[test]

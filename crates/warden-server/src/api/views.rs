@@ -116,6 +116,10 @@ pub struct ReviewView {
     pub comment: String,
     #[schema(format = DateTime)]
     pub at: String,
+    /// Set on an approval of a pending request that counts for nothing under its tier now
+    /// (the tier changed, or its giver's groups did, since it was given).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub void: bool,
 }
 
 impl RequestView {
@@ -126,6 +130,7 @@ impl RequestView {
             rules,
             unapprovable,
         } = app.standing(r);
+        let void = app.void_approvers(r, &requirement);
         Self {
             id: r.id.to_string(),
             state: r.state.to_string(),
@@ -156,6 +161,7 @@ impl RequestView {
                     verdict: verdict_name(v.verdict).to_owned(),
                     comment: v.comment.to_string(),
                     at: rfc3339(v.at),
+                    void: v.verdict == Verdict::Approve && void.contains(&v.reviewer.name),
                 })
                 .collect(),
             still_needed: if unapprovable.is_some() {

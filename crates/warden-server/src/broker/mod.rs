@@ -476,6 +476,18 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// Who approved pending request `r` to no effect under `requirement`
+    /// ([`Request::void_approvers`]).
+    pub fn void_approvers(
+        &self,
+        r: &Request,
+        requirement: &Requirement,
+    ) -> Vec<warden_domain::UserName> {
+        self.user(&r.requester)
+            .map(|req| r.void_approvers(req, requirement, &self.reviewers()))
+            .unwrap_or_default()
+    }
+
     /// Reads one request, if the caller may see it.
     pub async fn show(&self, caller: Caller<'_>, id: RequestId) -> Result<Request, Error> {
         self.load(&caller, id, "show").await

@@ -319,8 +319,13 @@ fn print_request(v: &Value) {
         .into_iter()
         .flatten()
         .map(|r| {
+            let void = if r["void"] == true {
+                " (no longer counts)"
+            } else {
+                ""
+            };
             format!(
-                "{} {} {}",
+                "{} {}{void} {}",
                 s(r, "reviewer"),
                 s(r, "verdict"),
                 s(r, "comment")
