@@ -259,7 +259,7 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
             match targets::parse(text, &mut out) {
                 Some((parsed, named)) => {
                     let whole = out.len() == before;
-                    out.extend(targets::at_connection_settings(&parsed, check(&parsed)));
+                    out.extend(check(&parsed));
                     // A policy is built only from a targets.toml that read whole; the rules'
                     // references are checked either way, against the names it gives (those of
                     // targets whose definitions have problems too, so that a rule naming one

@@ -252,35 +252,6 @@ pub(crate) fn parse(text: &str, out: &mut Vec<Diagnostic>) -> Option<(Targets, N
     Some((Targets(targets), named))
 }
 
-/// `found`, the problems the caller's check found with `targets`, each one placed at a
-/// target's connection table moved to the setting its message names
-/// ([`Target::connection_place`]): an issuer says which setting is wrong only in words, so the
-/// check can place it no nearer than the table.
-pub(crate) fn at_connection_settings(targets: &Targets, found: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    found
-        .into_iter()
-        .map(|d| {
-            let target = targets
-                .0
-                .values()
-                .find(|t| !t.connection_settings_at.is_empty() && is_at(&d, &t.connection_at));
-            let Some(place) = target.map(|t| t.connection_place(&d.message).clone()) else {
-                return d;
-            };
-            Diagnostic {
-                line: Some(place.line),
-                column: Some(place.column),
-                ..d
-            }
-        })
-        .collect()
-}
-
-/// Whether `d` is placed at `place`.
-fn is_at(d: &Diagnostic, place: &Place) -> bool {
-    d.file == place.file && d.line == Some(place.line) && d.column == Some(place.column)
-}
-
 /// The names of a target's roles as written: the keys of its `roles` table and of any table
 /// under a key it does not know (`[targets.web.role.admin]`, a typo, still names `admin`);
 /// `None` when `roles` is there but no table.

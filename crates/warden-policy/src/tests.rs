@@ -1644,7 +1644,8 @@ fn issuers(targets: &Targets) -> Vec<Diagnostic> {
             None
         };
         if let Some(message) = connection {
-            out.push(t.connection_at.problem(format!("target {name}: {message}")));
+            let message = format!("target {name}: {message}");
+            out.push(t.connection_place(&message).problem(message));
         }
         for role in t.roles.values() {
             let at = |key: &str| role.settings_at.get(key).unwrap_or(&role.at);

@@ -123,6 +123,13 @@ pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
     Policy::load_dir(dir, &check_issuers)
 }
 
+/// [`load_policy`] for `warden policy check`: the fixture files in `tests/` are read too (not
+/// run), so that a CI job checking the policy is not told OK beside fixtures `policy test`
+/// cannot read.
+pub fn check_policy(dir: &Path) -> Result<Policy, Report> {
+    Policy::check_dir(dir, &check_issuers)
+}
+
 /// Runs a policy directory's fixtures against it, loaded as [`load_policy`] loads it: one run
 /// reports every problem of the policy and of the fixture files together.
 pub fn test_policy(dir: &Path) -> Result<TestReport, Report> {
@@ -209,11 +216,8 @@ fn check_issuers(targets: &Targets) -> Vec<Diagnostic> {
             continue;
         }
         if let Err(e) = warden_issuers::check_connection(&target.kind, &target.connection) {
-            out.push(
-                target
-                    .connection_at
-                    .problem(format!("target {}: {e}", target.name)),
-            );
+            let message = format!("target {}: {e}", target.name);
+            out.push(target.connection_place(&message).problem(message));
         }
         for role in target.roles.values() {
             for p in warden_issuers::check_role(&target.kind, &role.settings) {

@@ -357,13 +357,13 @@ fn policy_check_reports_bad_tls_settings_with_their_place() {
     assert!(!out.success(), "{out:?}");
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(
-        text.contains("targets.toml:4")
+        text.contains("targets.toml:8:1")
             && text.contains("target a: invalid settings: connection setting `tls`"),
         "{text}"
     );
     assert!(text.contains("never falls back"), "{text}");
     assert!(
-        text.contains("targets.toml:16")
+        text.contains("targets.toml:20:1")
             && text.contains("`tls_ca_file` of a postgres target must be the absolute path"),
         "{text}"
     );

@@ -118,7 +118,7 @@ fn check_reports_every_problem_with_file_and_line() {
     assert!(out.stderr.contains("targets.toml:2:8"), "{}", out.stderr);
 
     // One run reports everything: a rule that does not parse, a blank environment, a bad
-    // connection (once, at its table) and every bad setting of each role.
+    // connection (once, at its setting) and every bad setting of each role.
     write_policy(
         dir.path(),
         &[
@@ -146,13 +146,24 @@ fn check_reports_every_problem_with_file_and_line() {
         [
             "access.cedar:1",
             "targets.toml:3",
-            "targets.toml:5",
+            "targets.toml:7",
             "targets.toml:11",
             "targets.toml:13",
             "targets.toml:14"
         ],
         "{out}"
     );
+
+    // The fixtures are read too (not run): a CI job that only checks is not told OK beside
+    // a file `policy test` cannot read.
+    let demo = tempfile::tempdir().unwrap();
+    write_policy(demo.path(), &[]);
+    let tests = demo.path().join("tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    std::fs::write(tests.join("y.toml"), "garbage [\n").unwrap();
+    let out = cli.run(&["policy", "check", demo.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("tests/y.toml:1"), "{out:?}");
 }
 
 /// One run of `policy check` reports every problem, however they mix: a TOML problem in

@@ -77,13 +77,9 @@ fn problems(
     .into())
 }
 
-fn load(dir: &std::path::Path) -> Result<warden_policy::Policy, warden_policy::Report> {
-    warden_server::state::load_policy(dir)
-}
-
 pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
-        PolicyCommand::Check { dir } => match load(&dir) {
+        PolicyCommand::Check { dir } => match warden_server::state::check_policy(&dir) {
             Ok(p) => {
                 let breakglass: Vec<String> = p
                     .breakglass_roles()
