@@ -55,6 +55,31 @@ fn demo_users() -> anyhow::Result<Vec<(&'static str, UserConfig)>> {
     ])
 }
 
+/// Refuses a `--dev` start on a config that defines what `--dev` brings its own of: the demo
+/// users and the policy. Replaced without a word, they would decide differently from what the
+/// config says, and its author would not know why.
+fn dev_may_take(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let demo = demo_users()?;
+    let taken: Vec<&str> = demo
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| config.users.keys().any(|u| u.as_str() == *name))
+        .collect();
+    let file = file.map_or_else(String::new, |f| format!(" {}", f.display()));
+    if !taken.is_empty() {
+        anyhow::bail!(
+            "the config{file} defines {}, which `--dev` defines as a demo user: rename them there, or start without --dev",
+            taken.join(", ")
+        );
+    }
+    if config.policy_dir.is_some() {
+        anyhow::bail!(
+            "the config{file} sets `policy_dir`, and `--dev` serves its demo policy: remove the setting, or start without --dev to serve that policy"
+        );
+    }
+    Ok(())
+}
+
 /// The config's own users that `--dev` gives the demo password (those without a
 /// `password_hash`), each with their groups, administrators' included: the banner names them
 /// beside the demo users, since anyone who knows the published password can sign in as them.
@@ -314,7 +339,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Kept alive for the server's lifetime: dropping it deletes the dev data dir.
     let mut _dev_dir = None;
     if opts.dev {
-        config.policy_dir = None;
+        dev_may_take(&config, opts.config.as_deref())?;
         // A throwaway data dir, unless the caller chose one.
         if opts.data_dir.is_none() {
             // Private like any data dir: it holds the audit log and the CA.

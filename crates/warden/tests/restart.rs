@@ -446,6 +446,19 @@ fn the_demo_password_stays_on_development_servers() {
         String::from_utf8_lossy(&out.stderr).contains("loopback addresses only"),
         "{out:?}"
     );
+    // Nor does it replace a config's own demo-named users or policy without a word.
+    let config = dir.path().join("warden.toml");
+    let config_arg = config.to_str().unwrap();
+    for (text, said) in [
+        (
+            "[users.mallory]\ngroups = [\"managers\", \"sre\"]\n",
+            "defines mallory, which `--dev` defines as a demo user",
+        ),
+        ("policy_dir = \"/srv/policy\"\n", "sets `policy_dir`"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        refused(&["--dev", "--config", config_arg], said);
+    }
 
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
     refused(&["--data-dir", real_arg], "writable by group or others");

@@ -268,6 +268,9 @@ impl App {
     pub async fn end_departed(&self) -> Result<usize, Error> {
         for user in self.store.users_with_credentials().await? {
             if self.user(&user).is_none() {
+                // Said where the operator looks: a user dropped by a config change (a renamed
+                // `bootstrap_admin` too) loses their sign-in for good.
+                tracing::warn!(%user, "a user who could sign in is no longer in the directory: their tokens, password and second factor are forgotten");
                 let (actor, why) = (Actor::system(), "no longer in the directory");
                 let ev = Event::new(Code::TokensRevoked, actor.clone(), now())
                     .details(serde_json::json!({ "user": user, "why": why }));
