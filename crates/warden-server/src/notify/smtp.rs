@@ -335,6 +335,16 @@ mod tests {
         taken
     }
 
+    /// A sink mailing through the relay on loopback `port`, each person at `example.com`.
+    fn guessing_sink(port: u16) -> SmtpSink {
+        let config: SmtpConfig = toml::from_str(&format!(
+            "name = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
+        ))
+        .unwrap();
+        SmtpSink::new(&config).unwrap()
+    }
+
     /// A break-glass notice for security, told to `recipients`.
     fn breakglass(recipients: &[&str]) -> Notice {
         serde_json::from_value(serde_json::json!({
@@ -360,12 +370,7 @@ mod tests {
             "sam@example.com" if still_busy.load(Ordering::SeqCst) => "451 4.2.1 try later",
             _ => "250 ok",
         });
-        let config: SmtpConfig = toml::from_str(&format!(
-            "name = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
-        ))
-        .unwrap();
-        let sink = SmtpSink::new(&config).unwrap();
+        let sink = guessing_sink(port);
         let notice = breakglass(&["dana", "erin", "sam", "tom"]);
         let links = Links::of(&notice, "https://warden.example.com");
         let mut reached = Reached::default();
@@ -423,12 +428,7 @@ mod tests {
             "adam@example.com" if still_full.load(Ordering::SeqCst) => "452 4.2.2 mailbox full",
             _ => "250 ok",
         });
-        let config: SmtpConfig = toml::from_str(&format!(
-            "name = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
-        ))
-        .unwrap();
-        let sink = SmtpSink::new(&config).unwrap();
+        let sink = guessing_sink(port);
         let notice = breakglass(&["adam", "dana", "tom"]);
         let links = Links::of(&notice, "https://warden.example.com");
         let mut reached = Reached::default();
@@ -468,12 +468,7 @@ mod tests {
             "erin@example.com" if !now_known.load(Ordering::SeqCst) => "550 5.1.1 no such user",
             _ => "451 4.2.1 try later",
         });
-        let config: SmtpConfig = toml::from_str(&format!(
-            "name = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n"
-        ))
-        .unwrap();
-        let sink = SmtpSink::new(&config).unwrap();
+        let sink = guessing_sink(port);
         let notice = breakglass(&["erin"]);
         let links = Links::of(&notice, "https://warden.example.com");
         let mut reached = Reached::default();
