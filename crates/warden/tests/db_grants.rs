@@ -205,9 +205,26 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     let again = create(&alice, "pg", "read", &["--ttl", "5m"]);
     let grants = alice.home().join("grants");
     assert!(grants.join(format!("{}.json", id(&again))).exists());
-    // Revoking a grant revokes its extension, and the client forgets both passwords.
-    let extension = ok(&alice, &["request", "extend", &id(&again), "--ttl", "10m"]);
+    // An extension is a new account, and the client says so, on stderr even with --json:
+    // sessions opened under the old one end at its expiry.
+    let out = alice.run(
+        &["request", "extend", &id(&again), "--ttl", "10m", "--json"],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let extension: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(extension["state"], "active", "{extension}");
+    let old_end = &again["expires_at"].as_str().unwrap()[..19];
+    assert!(
+        out.stderr.contains("is a new database account")
+            && out.stderr.contains(&format!(
+                "connections made under grant {} end at its expiry, {old_end}",
+                id(&again)
+            ))
+            && out.stderr.contains("`warden db connect pg --role read`"),
+        "{out:?}"
+    );
+    // Revoking a grant revokes its extension, and the client forgets both passwords.
     let extension_kept = grants.join(format!("{}.json", id(&extension)));
     assert!(extension_kept.exists());
     ok(&alice, &["request", "revoke", &id(&again)]);
@@ -416,6 +433,69 @@ fn postgres_env() -> (Postgres, Env, Cli) {
     let admin = env.login("admin");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
     (pg, env, admin)
+}
+
+/// A password is handed over to one client: `db connect` connects under a grant whose
+/// password this client keeps, though another made elsewhere ends later, picks up a fresh
+/// grant's, passes over one handed over elsewhere, and names them all when none is of use here.
+#[test]
+fn db_connect_uses_a_grant_whose_password_this_client_has() {
+    let (_pg, env, _admin) = postgres_env();
+    let here = env.login("alice");
+    let there = env.login("alice");
+    let bob = env.login("bob");
+    let connect = |cli: &Cli, picks: &[&str]| {
+        let mut args = vec!["db", "connect", "pg"];
+        args.extend_from_slice(picks);
+        args.extend_from_slice(&["--", "-Atc", "SELECT current_user"]);
+        cli.run(&args, None)
+    };
+    let user = |v: &serde_json::Value| v["credential"]["username"].as_str().unwrap().to_owned();
+
+    let mine = create(&here, "pg", "read", &["--ttl", "20m"]);
+    let theirs = create(&there, "pg", "read", &["--ttl", "50m"]);
+    let out = connect(&here, &["--role", "read"]);
+    assert_eq!(out.stdout.trim(), user(&mine), "{out:?}");
+    let out = connect(&there, &[]);
+    assert_eq!(out.stdout.trim(), user(&theirs), "{out:?}");
+    // Picked by its id, one handed over elsewhere is refused, saying where to connect.
+    let out = fails(
+        &here,
+        &["db", "connect", "pg", "--request", &id(&theirs)],
+        6,
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("read, {} (ends ", id(&theirs)))
+            && out.stderr.contains("`warden db connect pg --request ID`"),
+        "{out:?}"
+    );
+    let out = connect(&here, &["--request", &id(&mine)]);
+    assert_eq!(out.stdout.trim(), user(&mine), "{out:?}");
+
+    // A fresh grant's password is picked up at the first connect, passing over one that ends
+    // later but was handed over elsewhere, and kept for the next.
+    let elsewhere = id(&create(&there, "pg", "reviewed", &["--ttl", "50m"]));
+    ok(&bob, &["request", "approve", &elsewhere]);
+    ok(&there, &["request", "credential", &elsewhere]);
+    let fresh = create(&here, "pg", "reviewed", &["--ttl", "20m"]);
+    let fresh = ok(&bob, &["request", "approve", &id(&fresh)]);
+    for _ in 0..2 {
+        let out = connect(&here, &["--role", "reviewed"]);
+        assert_eq!(out.stdout.trim(), user(&fresh), "{out:?}");
+    }
+
+    // None kept here and none left to hand over: each is named with its end.
+    ok(&here, &["request", "revoke", &id(&mine)]);
+    let out = fails(&here, &["db", "connect", "pg", "--role", "read"], 6);
+    let end = &theirs["expires_at"].as_str().unwrap()[..19];
+    assert!(
+        out.stderr.contains(&format!(
+            "your grant for pg as read, {} (ends {end}",
+            id(&theirs)
+        )) && out.stderr.contains("is not kept in this WARDEN_HOME"),
+        "{out:?}"
+    );
 }
 
 /// A grant's account is removed at the database it was made at, whatever the policy says of

@@ -6,7 +6,12 @@
 //! life; it is passed to `psql`/`mariadb` in the environment, never on the command line. A
 //! password is no use once its grant has ended, so it is not kept past that: the client forgets
 //! the secrets of expired grants whenever it keeps or reads one and at `logout`, and a grant's
-//! at once when this client revokes it.
+//! at once when this client revokes it. Being handed over once, a password is kept by one
+//! client only: `db connect` connects under a grant whose password it keeps, not one made on
+//! another machine.
+//!
+//! An extension of a database grant is a new account with a new password: the old account,
+//! and the sessions opened with it, end at the old grant's expiry. `request extend` says so.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -61,6 +66,11 @@ pub enum DbCommand {
         /// Which role's grant, when you hold several.
         #[arg(long)]
         role: Option<String>,
+        /// The grant to connect under, by its request id, when you hold several for the target
+        /// (default: of those whose password this client keeps, the one that ends last; else
+        /// the first whose password is still to be handed over).
+        #[arg(long, value_parser = super::request_id)]
+        request: Option<String>,
         /// Extra arguments for the client, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -172,6 +182,52 @@ pub async fn pickup(c: &Client, v: &Value) -> anyhow::Result<Option<Value>> {
         .await?;
     save_secret(v, &secret)?;
     Ok(Some(secret))
+}
+
+/// Says on stderr that `extension`, as `request extend` returned it, of a database grant
+/// is a new account, so that the sessions opened under the old one end at its expiry, and how
+/// to go on. Stderr in `--json` mode too: stdout stays the request's JSON for scripts, while
+/// the person running it still learns that their sessions will end. The grant extended is read
+/// for its expiry (and, while the extension waits for approval and has no credential, for its
+/// kind); one that cannot be read leaves the kind or the time unsaid, the extension being made.
+pub async fn say_extension_is_a_new_account(c: &Client, extension: &Value) {
+    let path = format!(
+        "/v1/requests/{}",
+        segment(extension["extends"].as_str().unwrap_or_default())
+    );
+    let original: Value = c.get(&path).await.unwrap_or(Value::Null);
+    if let Some(note) = extension_note(extension, &original) {
+        eprintln!("{note}");
+    }
+}
+
+/// What [`say_extension_is_a_new_account`] says of `extension`, of the grant `original`, if it
+/// is of a database target and granted or waiting to be.
+fn extension_note(extension: &Value, original: &Value) -> Option<String> {
+    let kind = extension
+        .pointer("/credential/kind")
+        .or_else(|| original.pointer("/credential/kind"));
+    if !matches!(kind.and_then(Value::as_str), Some("postgres" | "mariadb")) {
+        return None;
+    }
+    let field = |k: &str| extension[k].as_str().unwrap_or_default().to_owned();
+    let (new, old, target) = (field("id"), field("extends"), field("target"));
+    let ends = match crate::output::instant(original, "expires_at") {
+        at if at.is_empty() => "when it expires".to_owned(),
+        at => format!("at its expiry, {at}"),
+    };
+    let account = "a new database account with its own password, not more time on the old one";
+    let sessions = format!("connections made under grant {old} end {ends}");
+    match extension["state"].as_str() {
+        Some("active") => Some(format!(
+            "Note: the extension {new} is {account}: {sessions}. Reconnect with `warden db connect {target} --role {}` (it picks the extension) before then.",
+            field("role")
+        )),
+        Some("pending") => Some(format!(
+            "Note: the extension {new}, once approved, will be {account}: {sessions}. Reconnect with `warden db connect {target} --request {new}` after the approval, before then."
+        )),
+        _ => None,
+    }
 }
 
 /// The CAs a database grant's server certificate is checked against (`tls_ca` in its public
@@ -329,78 +385,20 @@ pub async fn revoke_all(server: Option<String>, user: String, out: Output) -> an
 }
 
 pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
-    let DbCommand::Connect { target, role, args } = cmd;
+    let DbCommand::Connect {
+        target,
+        role,
+        request,
+        args,
+    } = cmd;
     let c = Client::new(server)?;
     let (_, held) = super::active_grants(&c, &target).await?;
     let held: Vec<&Value> = held.iter().collect();
-    // A target has one kind, and `active_grants` found at least one grant of it: before any
-    // question of which role, whether a database client can use it.
-    let kind = held[0]["credential"]["kind"].as_str().unwrap_or_default();
-    if !matches!(kind, "postgres" | "mariadb") {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!("{target} is not a database target (its grants are {kind} credentials)"),
-        )
-        .into());
-    }
-    let found: Vec<&Value> = held
-        .iter()
-        .copied()
-        .filter(|r| role.as_deref().is_none_or(|ro| r["role"] == ro))
-        .collect();
-    let roles = |grants: &[&Value]| {
-        let mut names: Vec<String> = grants
-            .iter()
-            .filter_map(|r| r["role"].as_str().map(str::to_owned))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-    };
-    if let Some(role) = &role
-        && found.is_empty()
-    {
-        return Err(Failure::new(
-            exit::REFUSED,
-            format!(
-                "you hold no active grant for {target} as {role}; you hold: {}",
-                roles(&held).join(", ")
-            ),
-        )
-        .into());
-    }
-    let found_roles = roles(&found);
-    if role.is_none() && found_roles.len() > 1 {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "you hold active grants for {target} as {}: pick one with --role",
-                found_roles.join(", ")
-            ),
-        )
-        .into());
-    }
-    let grant = found[0];
-    let public = &grant["credential"];
-    let id = grant["id"].as_str().unwrap_or_default();
+    refuse_unless_database(&target, &held)?;
+    let found = chosen(&target, &held, role.as_deref(), request.as_deref())?;
     forget_expired()?;
-    let kept = grant_file(id)?;
-    if kept.exists() {
-        crate::client::keep_private(
-            &kept,
-            &format!("If anyone else could read it, end the grant: `warden request revoke {id}`."),
-            &format!(
-                "end the grant (`warden request revoke {id}`): its password is handed over once"
-            ),
-        )?;
-    }
-    let saved = std::fs::read_to_string(&kept)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
-    let secret = match saved {
-        Some(s) => s["secret"].clone(),
-        None => pickup(&c, grant).await?.unwrap_or(Value::Null),
-    };
+    let (grant, secret) = with_secret(&c, &target, &found).await?;
+    let public = &grant["credential"];
     let ca = keep_ca(public)?;
     let (program, own_args) = client_command(public, ca.as_deref());
     let mut cmd = std::process::Command::new(program);
@@ -412,4 +410,251 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         .args(args);
     // exec replaces this process: the client's exit status is ours.
     Err(cmd.exec()).context("starting the database client (is psql/mariadb installed?)")
+}
+
+/// Refuses `held` (the caller's grants for `target`, at least one) unless a database client
+/// can use them: a target has one kind, so before any question of which role or grant.
+fn refuse_unless_database(target: &str, held: &[&Value]) -> anyhow::Result<()> {
+    let kind = held[0]["credential"]["kind"].as_str().unwrap_or_default();
+    if matches!(kind, "postgres" | "mariadb") {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::USAGE,
+        format!("{target} is not a database target (its grants are {kind} credentials)"),
+    )
+    .into())
+}
+
+/// The role names of `grants`, sorted, each once.
+fn roles(grants: &[&Value]) -> Vec<String> {
+    let mut names: Vec<String> = grants
+        .iter()
+        .filter_map(|r| r["role"].as_str().map(str::to_owned))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Of `held` (the caller's active grants for `target`, the one that ends last first), those
+/// `--role` and `--request` leave to connect under, in the same order: all of one role, or
+/// a refusal that says what the caller holds.
+fn chosen<'a>(
+    target: &str,
+    held: &[&'a Value],
+    role: Option<&str>,
+    request: Option<&str>,
+) -> anyhow::Result<Vec<&'a Value>> {
+    let mut found: Vec<&Value> = held
+        .iter()
+        .copied()
+        .filter(|r| role.is_none_or(|ro| r["role"] == ro))
+        .collect();
+    if let Some(role) = role
+        && found.is_empty()
+    {
+        return Err(Failure::new(
+            exit::REFUSED,
+            format!(
+                "you hold no active grant for {target} as {role}; you hold: {}",
+                roles(held).join(", ")
+            ),
+        )
+        .into());
+    }
+    // One grant has one role: no question of which is left.
+    if let Some(id) = request {
+        found.retain(|r| r["id"] == id);
+        if found.is_empty() {
+            let role = role.map(|ro| format!(" as {ro}")).unwrap_or_default();
+            return Err(Failure::new(
+                exit::NOT_FOUND,
+                format!("{id} is none of your active grants for {target}{role} (`warden request list --state active` lists them)"),
+            )
+            .into());
+        }
+        return Ok(found);
+    }
+    let found_roles = roles(&found);
+    if found_roles.len() > 1 {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "you hold active grants for {target} as {}: pick one with --role (or a grant with --request ID)",
+                found_roles.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(found)
+}
+
+/// The grant of `found` (one role's grants, the one that ends last first) to connect under,
+/// with its secret. Its password is shown once, to one client: a grant whose password this
+/// client keeps comes first, the one that ends last of those; else the first whose password
+/// is still to be handed over, picked up now and kept. One handed over to another client
+/// (made or picked up there) is of no use here, so it is passed over, and when every one was,
+/// the refusal names them and says where their passwords are.
+async fn with_secret<'a>(
+    c: &Client,
+    target: &str,
+    found: &[&'a Value],
+) -> anyhow::Result<(&'a Value, Value)> {
+    for grant in found {
+        if let Some(secret) = kept_secret(grant)? {
+            return Ok((grant, secret));
+        }
+    }
+    for grant in found {
+        match pickup(c, grant).await {
+            Ok(secret) => return Ok((grant, secret.unwrap_or(Value::Null))),
+            Err(e) if handed_over(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(handed_over_elsewhere(target, found).into())
+}
+
+/// The secret this client keeps for `grant`, if any, its file made private first if found
+/// wider. An unreadable file counts as none: the password may still be handed over.
+fn kept_secret(grant: &Value) -> anyhow::Result<Option<Value>> {
+    let id = grant["id"].as_str().unwrap_or_default();
+    let kept = grant_file(id)?;
+    if !kept.exists() {
+        return Ok(None);
+    }
+    crate::client::keep_private(
+        &kept,
+        &format!("If anyone else could read it, end the grant: `warden request revoke {id}`."),
+        &format!("end the grant (`warden request revoke {id}`): its password is handed over once"),
+    )?;
+    Ok(std::fs::read_to_string(&kept)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|v| v["secret"].clone()))
+}
+
+/// Whether `e` is the server's refusal to hand over a password it handed over already.
+fn handed_over(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Failure>()
+        .is_some_and(|f| f.api_code.as_deref() == Some("already_picked_up"))
+}
+
+/// The refusal when each of `grants` (one role's, at `target`) had its password handed over
+/// to another client: they are named, with their ends, and where to connect instead.
+fn handed_over_elsewhere(target: &str, grants: &[&Value]) -> Failure {
+    let role = grants[0]["role"].as_str().unwrap_or_default();
+    let listed: Vec<String> = grants
+        .iter()
+        .map(|g| {
+            format!(
+                "{} (ends {})",
+                g["id"].as_str().unwrap_or_default(),
+                crate::output::instant(g, "expires_at")
+            )
+        })
+        .collect();
+    let which = if grants.len() == 1 {
+        format!(
+            "the password of your grant for {target} as {role}, {}, is not kept in this WARDEN_HOME: it was",
+            listed[0]
+        )
+    } else {
+        format!(
+            "the passwords of your grants for {target} as {role}, {}, are not kept in this WARDEN_HOME: each was",
+            listed.join(", ")
+        )
+    };
+    Failure::new(
+        exit::CONFLICT,
+        format!(
+            "{which} handed over to another client already (a password is shown once). Connect from the machine that has it, where the grant was made or its password picked up (`warden request credential ID`), with `warden db connect {target} --request ID`; or request a new grant here: `warden request create {target} --role {role} --reason ... --ttl TTL`"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(id: &str, role: &str) -> Value {
+        json!({"id": id, "role": role, "expires_at": "2026-12-04T18:41:20.5Z",
+            "credential": {"kind": "postgres"}})
+    }
+
+    fn ids(grants: &[&Value]) -> Vec<String> {
+        grants
+            .iter()
+            .map(|g| g["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_request_picks_its_grant_and_a_role_or_one_held_the_rest() {
+        let held = [grant("a", "read"), grant("b", "write"), grant("c", "write")];
+        let held: Vec<&Value> = held.iter().collect();
+        let write = chosen("pg", &held, Some("write"), None).unwrap();
+        assert_eq!(ids(&write), ["b", "c"]);
+        let one = chosen("pg", &held, None, Some("c")).unwrap();
+        assert_eq!(ids(&one), ["c"]);
+        let e = chosen("pg", &held, None, None).unwrap_err();
+        assert_eq!(exit::code_of(&e), exit::USAGE);
+        assert!(e.to_string().contains("--request ID"), "{e}");
+        let e = chosen("pg", &held, Some("read"), Some("c")).unwrap_err();
+        assert_eq!(exit::code_of(&e), exit::NOT_FOUND);
+        assert!(
+            e.to_string()
+                .starts_with("c is none of your active grants for pg as read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn grants_handed_over_elsewhere_are_named_with_their_ends() {
+        let (a, b) = (grant("a", "write"), grant("b", "write"));
+        let one = handed_over_elsewhere("pg", &[&a]).message;
+        assert!(
+            one.starts_with("the password of your grant for pg as write, a (ends 2026-12-04T18:41:20Z), is not kept in this WARDEN_HOME: it was handed over"),
+            "{one}"
+        );
+        let both = handed_over_elsewhere("pg", &[&a, &b]).message;
+        assert!(
+            both.contains("as write, a (ends 2026-12-04T18:41:20Z), b (ends 2026-12-04T18:41:20Z), are not kept"),
+            "{both}"
+        );
+        assert!(
+            both.contains("`warden db connect pg --request ID`")
+                && both.contains("`warden request create pg --role write"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn a_database_extension_is_said_to_be_a_new_account() {
+        let original = grant("a", "write");
+        let mut extension = json!({"id": "b", "extends": "a", "target": "pg", "role": "write",
+            "state": "active", "credential": {"kind": "mariadb"}});
+        let note = extension_note(&extension, &original).unwrap();
+        assert!(
+            note.contains("the extension b is a new database account")
+                && note.contains("under grant a end at its expiry, 2026-12-04T18:41:20Z")
+                && note.contains("`warden db connect pg --role write`"),
+            "{note}"
+        );
+        // Waiting for approval it has no credential yet: the grant extended tells its kind.
+        extension["state"] = json!("pending");
+        extension["credential"] = Value::Null;
+        let note = extension_note(&extension, &original).unwrap();
+        assert!(
+            note.contains("`warden db connect pg --request b`"),
+            "{note}"
+        );
+        assert!(extension_note(&extension, &Value::Null).is_none());
+        extension["state"] = json!("denied");
+        assert!(extension_note(&extension, &original).is_none());
+        extension["state"] = json!("active");
+        extension["credential"] = json!({"kind": "ssh"});
+        assert!(extension_note(&extension, &original).is_none());
+    }
 }

@@ -904,6 +904,7 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 true,
                 out,
             )?;
+            super::db::say_extension_is_a_new_account(&c, &v).await;
             refused_if_ended(&v)
         }
     }
