@@ -239,7 +239,8 @@ impl App {
                     .await?;
                 Ok(())
             }
-            // Nothing reached the target: the old password stands.
+            // Nothing reached the target, or the target refused the change (a lock it waited
+            // too long for, say), which then changed nothing: the old password stands.
             Err(e) if e.left_target_untouched() => {
                 let sealed = self.seal_credential(&admin.username, admin.password.expose())?;
                 self.store
@@ -249,7 +250,9 @@ impl App {
                         vec![ev.failed("rotate_failed", e.to_string())],
                     )
                     .await?;
-                Err(Error::Issuer(e.to_string()))
+                Err(Error::Issuer(format!(
+                    "{e}; {target} keeps its current admin password, which Warden goes on using"
+                )))
             }
             // The target may have taken the new password: both stay stored until a login
             // tells which.

@@ -3,7 +3,11 @@
 //! Issuing connects as the target's administrator and, in one transaction, creates the role
 //! with `LOGIN`, its password and `VALID UNTIL` the grant's end, runs the role's grant
 //! statements and comments it with `warden grant <id>` (last, so that no statement can replace
-//! the marker): either all of it exists or none.
+//! the marker): either all of it exists or none. A grant statement that grants (or revokes)
+//! less than it names fails the issue as a refused one does: PostgreSQL grants only what the
+//! administrator holds `WITH GRANT OPTION`, and says it granted nothing with a warning alone
+//! (SQLSTATE 01007, 01006 for a `REVOKE`), which would leave an account without the role's
+//! access.
 //! The comment is the marker reconciliation relies on: only roles with the `w_` prefix *and* a
 //! comment naming the grant their name was derived from are Warden's. `VALID UNTIL` is a
 //! backstop that refuses new logins after the end even if Warden is down; it does not end open
@@ -40,8 +44,8 @@
 //! it would run as the administrator at the next revoke. Only the role's grant statements, the
 //! operator's own, run with the administrator's usual `search_path`.
 //!
-//! The administrator needs `CREATEROLE` (or superuser), the right to grant what the role's
-//! statements grant, and `pg_signal_backend` to end sessions.
+//! The administrator needs `CREATEROLE` (or superuser), what the role's statements grant
+//! `WITH GRANT OPTION` (or to own it), and `pg_signal_backend` to end sessions.
 //!
 //! Connection (`[targets.NAME.connection]`):
 //! ```toml
@@ -64,14 +68,17 @@
 
 mod scram;
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use time::macros::format_description;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::error::{DbError, Severity, SqlState};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 use warden_domain::{RequestId, UserName};
 
 use crate::settings::{Problems, SettingProblem};
@@ -101,55 +108,208 @@ const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25
 /// Attempts at a role's transaction when PostgreSQL reports a catalog conflict.
 const CATALOG_RETRIES: u64 = 5;
 
-/// Runs a role's statements in one transaction; on failure, says which step failed.
+/// One statement of a role's transaction: what it does, said when it fails, and its SQL.
+type Step = (String, String);
+
+/// A role's transaction: Warden's statements before the role's grant statements, those, and
+/// Warden's after them.
+struct Plan {
+    before: Vec<Step>,
+    grants: Vec<Step>,
+    after: Vec<Step>,
+}
+
+/// Runs a role's transaction; on failure, says which step failed.
 ///
-/// The statements are pipelined: sent back to back and answered in order, so the whole
-/// transaction costs two round trips, whatever the number of grants. After a failure the
-/// server rejects the rest of the transaction, so the first error is the one that matters.
-async fn create_role(client: &Client, statements: &[(String, String)]) -> Result<(), Failure> {
+/// Warden's own statements are pipelined: sent back to back and answered in order, one round
+/// trip for those before the grant statements and one for those after. Each grant statement
+/// has a round trip of its own, so that the warnings heard before its answer are its own. After
+/// a failure the server rejects the rest of the transaction, so the first error is the one
+/// that matters.
+async fn create_role(admin: &Admin, plan: &Plan) -> Result<(), Failure> {
+    let client = &admin.client;
     let begin = ("starting a transaction".to_owned(), "BEGIN".to_owned());
-    let steps = std::iter::once(&begin).chain(statements);
-    let results =
-        futures_util::future::join_all(steps.map(|(what, sql)| async move {
-            client.batch_execute(sql).await.map_err(|e| (what, e))
-        }))
-        .await;
-    let begun = results.first().is_some_and(Result::is_ok);
-    if let Some((what, e)) = results.into_iter().find_map(Result::err) {
+    let opening: Vec<&Step> = std::iter::once(&begin).chain(&plan.before).collect();
+    let answers = pipeline(client, &opening).await;
+    let begun = answers.first().is_some_and(Result::is_ok);
+    let mut ran = first_refusal(&opening, answers);
+    if ran.is_ok() {
+        ran = run_grants(admin, &plan.grants).await;
+    }
+    if ran.is_ok() {
+        let closing: Vec<&Step> = plan.after.iter().collect();
+        ran = first_refusal(&closing, pipeline(client, &closing).await);
+    }
+    if let Err((what, cause)) = ran {
         // Once the transaction began, nothing was created: its COMMIT was never sent, so the
         // server rolls it back, here or when the connection ends. A failed rollback leaves the
         // connection unusable, and a failed call never returns its connection to the pool.
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(Failure {
-            what: what.clone(),
-            error: e,
+            what: what.to_owned(),
+            cause,
             undone: begun,
         });
     }
     client.batch_execute("COMMIT").await.map_err(|e| Failure {
         what: "committing the role".to_owned(),
-        error: e,
+        cause: Cause::Refused(e),
         undone: false,
     })
 }
 
-/// Why [`create_role`] failed: at which step, and whether what it ran was rolled back for
+/// Sends `steps` back to back and waits for every answer, in order.
+async fn pipeline(client: &Client, steps: &[&Step]) -> Vec<Result<(), tokio_postgres::Error>> {
+    futures_util::future::join_all(steps.iter().map(|(_, sql)| client.batch_execute(sql))).await
+}
+
+/// The first of `steps` whose answer is an error, with it.
+fn first_refusal<'a>(
+    steps: &[&'a Step],
+    answers: Vec<Result<(), tokio_postgres::Error>>,
+) -> Result<(), (&'a str, Cause)> {
+    match steps
+        .iter()
+        .zip(answers)
+        .find_map(|(step, answer)| answer.err().map(|e| (step, e)))
+    {
+        Some(((what, _), e)) => Err((what.as_str(), Cause::Refused(e))),
+        None => Ok(()),
+    }
+}
+
+/// Runs a role's grant statements one at a time, stopping at the first the server refuses or
+/// warns granted (or revoked) less than it names.
+async fn run_grants<'a>(admin: &Admin, grants: &'a [Step]) -> Result<(), (&'a str, Cause)> {
+    for (what, sql) in grants {
+        // Whatever was heard before is not this statement's.
+        admin.heard.take();
+        admin
+            .client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| (what.as_str(), Cause::Refused(e)))?;
+        if let Some(warning) = admin.heard.take().into_iter().find(short_of_rights) {
+            return Err((what.as_str(), Cause::ShortOfRights(Box::new(warning))));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `warning` says a statement granted or revoked less than it named: the
+/// administrator lacks the grant option for some of it, which PostgreSQL does not count as an
+/// error.
+fn short_of_rights(warning: &DbError) -> bool {
+    *warning.code() == SqlState::WARNING_PRIVILEGE_NOT_GRANTED
+        || *warning.code() == SqlState::WARNING_PRIVILEGE_NOT_REVOKED
+}
+
+/// Why [`create_role`] failed: at which step, why, and whether what it ran was rolled back for
 /// certain (else the role may exist: a failed `COMMIT` may have been carried out).
 struct Failure {
     what: String,
-    error: tokio_postgres::Error,
+    cause: Cause,
     undone: bool,
 }
 
+/// Why a step of a role's transaction failed.
+enum Cause {
+    /// The server answered it with an error.
+    Refused(tokio_postgres::Error),
+    /// It ran, but the server warned it granted or revoked less than it named.
+    ShortOfRights(Box<DbError>),
+}
+
+impl Failure {
+    /// What failed and why, and how to fix a lacking grant option; `secrets` redacted.
+    fn describe(&self, admin: &str, secrets: &[&str]) -> String {
+        match &self.cause {
+            Cause::Refused(e) => describe(&self.what, e, secrets),
+            Cause::ShortOfRights(warning) => redact(
+                &format!(
+                    "{}: {}; PostgreSQL lets Warden's administrator ({admin}) grant or revoke \
+                     only what it holds WITH GRANT OPTION: have the object's owner run \
+                     `GRANT <privilege> ON <object> TO {admin} WITH GRANT OPTION` for each \
+                     privilege the statement names, or take the statement out of the role",
+                    self.what,
+                    db_said(warning)
+                ),
+                secrets,
+            ),
+        }
+    }
+}
+
 /// Whether an error is a transient conflict between concurrent catalog changes.
-fn catalog_conflict(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
+fn catalog_conflict(cause: &Cause) -> bool {
+    let Cause::Refused(e) = cause else {
+        return false;
+    };
     e.as_db_error().is_some_and(|db| {
         *db.code() == SqlState::T_R_SERIALIZATION_FAILURE
             || *db.code() == SqlState::T_R_DEADLOCK_DETECTED
             || (*db.code() == SqlState::INTERNAL_ERROR
                 && db.message().contains("concurrently updated"))
     })
+}
+
+/// The warnings the server sent on one connection since they were last taken. Notices below
+/// warnings are not kept: Warden has no use for them.
+#[derive(Clone, Debug, Default)]
+struct Heard(Arc<Mutex<Vec<DbError>>>);
+
+impl Heard {
+    fn hear(&self, notice: DbError) {
+        if notice.parsed_severity() == Some(Severity::Warning) {
+            self.lock().push(notice);
+        }
+    }
+
+    fn take(&self) -> Vec<DbError> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DbError>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Drives `connection` on a task of its own, which ends when the client is dropped; its
+/// errors reach the client's calls. The warnings the server sends are kept in what is
+/// returned (driven as a future, the connection would only log them): each is heard before
+/// the answer of the statement that drew it reaches the client.
+fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>) -> Heard
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let heard = Heard::default();
+    let hearing = heard.clone();
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        loop {
+            match std::task::ready!(connection.poll_message(cx)) {
+                Some(Ok(AsyncMessage::Notice(notice))) => hearing.hear(notice),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return std::task::Poll::Ready(()),
+            }
+        }
+    }));
+    heard
+}
+
+/// `e` with the warnings the server gave on its connection before it, which may say why it
+/// came (a right the administrator could not lend, say).
+fn with_warnings(e: Error, warnings: Vec<DbError>) -> Error {
+    match e {
+        Error::Target(said) if !warnings.is_empty() => {
+            let warned: Vec<String> = warnings.iter().map(db_said).collect();
+            Error::Target(format!(
+                "{said}; before that, the server warned: {}",
+                warned.join("; ")
+            ))
+        }
+        e => e,
+    }
 }
 
 /// The `search_path` every statement Warden writes runs with: nothing a grant can create in.
@@ -162,6 +322,8 @@ struct Admin {
     /// The `search_path` the administrator's sessions have by the server's settings, which
     /// the role's grant statements are written for.
     usual_search_path: String,
+    /// The warnings the server sent on this connection.
+    heard: Heard,
 }
 
 /// Creates PostgreSQL roles for grants.
@@ -196,7 +358,11 @@ impl PostgresIssuer {
             // idle timeout) before real work fails on it; one that does not come back within
             // the time a new connection gets is a server that hangs, said as soon.
             match tokio::time::timeout(CONNECT_TIMEOUT, kept.client.batch_execute("")).await {
-                Ok(Ok(())) => return Ok((key, kept, turn)),
+                Ok(Ok(())) => {
+                    // What was heard during an earlier call is none of this one's.
+                    kept.heard.take();
+                    return Ok((key, kept, turn));
+                }
                 Ok(Err(_)) => {}
                 Err(_) => {
                     return Err(no_answer(&format!(
@@ -216,6 +382,130 @@ impl PostgresIssuer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(key).or_default().clone()
+    }
+
+    /// Removes role `account` of `grant`, working on `kept`, connected as `admin` to `conn`.
+    async fn revoke_role(
+        &self,
+        kept: &Admin,
+        conn: &Connection,
+        admin: &AdminCredential,
+        account: &str,
+        grant: RequestId,
+    ) -> Result<RevokeResponse, Error> {
+        let client = &kept.client;
+        let failed = |what: &str, e: tokio_postgres::Error| {
+            target_error(&format!("{what} role {account}"), &e, &[])
+        };
+
+        let row = client
+            .query_opt(
+                "SELECT oid, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+                &[&account],
+            )
+            .await
+            .map_err(|e| failed("looking up", e))?;
+        let Some(row) = row else {
+            return Ok(RevokeResponse::AlreadyGone);
+        };
+        let (oid, comment): (u32, Option<String>) = (row.get(0), row.get(1));
+        // A role of this name without this grant's marker was not made by Warden for it (its
+        // creation failed because the name was taken): it is not Warden's to drop.
+        if comment.as_deref() != Some(marker(grant).as_str()) {
+            return Ok(RevokeResponse::AlreadyGone);
+        }
+
+        let role = ident(account);
+        // A member of the role may act as it: roll back its prepared transactions, hand over
+        // what it made.
+        client
+            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
+            .await
+            .map_err(|e| failed("taking over", e))?;
+        // A prepared transaction outlives every session, and one that changed the role's own
+        // password holds the lock `NOLOGIN` needs.
+        for (gid, database) in prepared_transactions(client, account)
+            .await
+            .map_err(|e| failed("finding the prepared transactions of", e))?
+        {
+            let there = Connection {
+                database: Some(database.clone()),
+                ..conn.clone()
+            };
+            let other = connect(&there, &admin.username, admin.password.expose()).await?;
+            roll_back_prepared(&other.client, &role, &gid)
+                .await
+                .map_err(|e| {
+                    let what =
+                        format!("in database {database}, rolling back a prepared transaction of");
+                    with_warnings(failed(&what, e), other.heard.take())
+                })?;
+        }
+        disable_login(client, account, &role, oid).await?;
+        end_sessions(client, account, oid).await?;
+        // DROP OWNED rewrites the same privilege rows role creation does: queue behind it.
+        let lock = self.catalog_lock(format!(
+            "{}:{}/{}",
+            conn.host,
+            conn.port,
+            conn.database.as_deref().unwrap_or_default()
+        ));
+        let _queued = lock.lock().await;
+        // Whatever the role made or was granted in the cluster's other databases (any role
+        // may connect to most of them, and a large object needs no privilege to create) would
+        // keep DROP ROLE from working: it is handed over or removed there first.
+        let elsewhere: Vec<String> = client
+            .query(
+                "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid \
+                 WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 \
+                 AND d.datname <> current_database() AND d.datallowconn",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| failed("finding the other databases of", e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        // A keeper only for a role that made something, in any database.
+        let made_something: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass \
+                 AND refobjid = $1 AND deptype = 'o')",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| failed("finding what was made by", e))?
+            .get(0);
+        let keeper_role = made_something.then(|| owner(account));
+        if let Some(owner) = &keeper_role {
+            client
+                .batch_execute(&keeper(owner, grant))
+                .await
+                .map_err(|e| failed("preparing the owner of what was made by", e))?;
+        }
+        let hand_over = hand_over(&role, oid, keeper_role.as_deref());
+        for database in &elsewhere {
+            let there = Connection {
+                database: Some(database.clone()),
+                ..conn.clone()
+            };
+            let other = connect(&there, &admin.username, admin.password.expose()).await?;
+            other.client.batch_execute(&hand_over).await.map_err(|e| {
+                let what = format!("in database {database}, clearing");
+                with_warnings(failed(&what, e), other.heard.take())
+            })?;
+        }
+        // The administrator lets go of the keeper it was made a member of for the hand-over:
+        // a member inherits its owner's rights, and a later `GRANT ... ON ALL TABLES IN SCHEMA`
+        // of the administrator's would hand one grant's leftovers to another grant.
+        client
+            .batch_execute(&format!(
+                "{hand_over}; DROP ROLE {role}; {}",
+                let_go(&owner(account))
+            ))
+            .await
+            .map_err(|e| failed("dropping", e))?;
+        Ok(RevokeResponse::Revoked)
     }
 }
 
@@ -375,24 +665,37 @@ fn describe(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> String {
 
 fn server_said(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        let mut text = format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-        if let Some(detail) = db.detail() {
-            text.push_str(&format!("; DETAIL: {detail}"));
-        }
-        if let Some(hint) = db.hint() {
-            text.push_str(&format!("; HINT: {hint}"));
-        }
-        return text;
+        return db_said(db);
     }
     match std::error::Error::source(e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
     }
+}
+
+/// An error or warning of the server's, with its SQLSTATE, detail and hint when there are any.
+fn db_said(db: &DbError) -> String {
+    let mut text = format!(
+        "{}: {} (SQLSTATE {})",
+        db.severity(),
+        db.message(),
+        db.code().code()
+    );
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!("; DETAIL: {detail}"));
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str(&format!("; HINT: {hint}"));
+    }
+    text
+}
+
+/// Whether the server answered a statement run on its own (its own transaction) with an
+/// error, so that it changed nothing: the transaction was rolled back. A FATAL answer ends the
+/// session and may come after the commit, and no answer (a lost connection) tells nothing.
+fn refused(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.parsed_severity() == Some(Severity::Error))
 }
 
 fn target_error(what: &str, e: &tokio_postgres::Error, secrets: &[&str]) -> Error {
@@ -445,8 +748,10 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
         // A statement that waits for a lock held by someone's long transaction (dropping what
         // a grant made, say) gives up soon and is retried later: waiting, it would queue every
         // later query of that table behind it. And none runs on after Warden stopped waiting.
+        // Warnings are sent whatever the administrator's own settings say: a grant statement
+        // that grants nothing says so with a warning alone.
         .options(format!(
-            "-c lock_timeout={}ms -c statement_timeout={}ms",
+            "-c lock_timeout={}ms -c statement_timeout={}ms -c client_min_messages=warning",
             LOCK_TIMEOUT.as_millis(),
             STATEMENT_TIMEOUT.as_millis()
         ));
@@ -461,16 +766,14 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
     };
     let rustls =
         tls::client_config(&conn.tls).map_err(|e| Error::Unreached(format!("{where_}: {e}")))?;
-    // The connection task ends when the client is dropped; its errors reach the client's calls.
-    let client = match rustls {
+    let (client, heard) = match rustls {
         None => {
             config.ssl_mode(SslMode::Disable);
             let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
                 .await
                 .map_err(|_| no_answer(&where_))?
                 .map_err(failed)?;
-            tokio::spawn(connection);
-            client
+            (client, drive(connection))
         }
         Some(rustls) => {
             // Never plaintext: a server that offers no TLS is refused.
@@ -480,8 +783,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
                 .await
                 .map_err(|_| no_answer(&where_))?
                 .map_err(failed)?;
-            tokio::spawn(connection);
-            client
+            (client, drive(connection))
         }
     };
     // Set here rather than with the options above, which would hide the usual one.
@@ -504,6 +806,7 @@ async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin,
     Ok(Admin {
         client,
         usual_search_path,
+        heard,
     })
 }
 
@@ -635,6 +938,7 @@ impl Issuer for PostgresIssuer {
         let conn = parse_connection(KIND, req.connection, DEFAULT_PORT, true)?;
         let grants = parse_settings(req.settings)?;
         let admin = require_admin(req.admin, req.target)?;
+        let admin_name = admin.username.as_str();
         let account = require_account(req.account)?;
         let public = public_credential(KIND, account, &conn)?;
         let password = require_password(req.password, "new role")?;
@@ -670,22 +974,27 @@ impl Issuer for PostgresIssuer {
             format!("setting the search_path back after the grant statements of role {account}"),
             format!("SET search_path = {SAFE_SEARCH_PATH}"),
         );
-        let statements: Vec<(String, String)> = [(format!("creating role {account}"), create)]
-            .into_iter()
-            .chain([usual_path])
-            .chain(grants.iter().enumerate().map(|(i, grant)| {
-                (
-                    format!(
-                        "grant statement {} ({:?}) for role {account}; nothing was created",
-                        i + 1,
-                        grant.source()
-                    ),
-                    grant.render(values),
-                )
-            }))
-            .chain([safe_path])
-            .chain([(format!("marking role {account} as Warden's"), comment)])
-            .collect();
+        let plan = Plan {
+            before: vec![(format!("creating role {account}"), create), usual_path],
+            grants: grants
+                .iter()
+                .enumerate()
+                .map(|(i, grant)| {
+                    (
+                        format!(
+                            "grant statement {} ({:?}) for role {account}; nothing was created",
+                            i + 1,
+                            grant.source()
+                        ),
+                        grant.render(values),
+                    )
+                })
+                .collect(),
+            after: vec![
+                safe_path,
+                (format!("marking role {account} as Warden's"), comment),
+            ],
+        };
         // Concurrent GRANTs on the same objects can collide in PostgreSQL's catalog ("tuple
         // concurrently updated"); the whole transaction rolled back, so it is simply retried.
         let lock = self.catalog_lock(format!(
@@ -698,15 +1007,15 @@ impl Issuer for PostgresIssuer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match create_role(&admin.client, &statements).await {
+            match create_role(&admin, &plan).await {
                 Ok(()) => break,
-                Err(f) if attempt < CATALOG_RETRIES && catalog_conflict(&f.error) => {
+                Err(f) if attempt < CATALOG_RETRIES && catalog_conflict(&f.cause) => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
                 }
                 Err(f) if f.undone => {
-                    return Err(Error::Undone(describe(&f.what, &f.error, &secrets)));
+                    return Err(Error::Undone(f.describe(admin_name, &secrets)));
                 }
-                Err(f) => return Err(target_error(&f.what, &f.error, &secrets)),
+                Err(f) => return Err(Error::Target(f.describe(admin_name, &secrets))),
             }
         }
         self.pool.put(key, admin);
@@ -725,124 +1034,13 @@ impl Issuer for PostgresIssuer {
         let admin = require_admin(req.admin, req.target)?;
         let account = require_account(req.account)?;
         let (key, kept, _turn) = self.admin_client(&conn, admin).await?;
-        let client = &kept.client;
-        let failed = |what: &str, e: tokio_postgres::Error| {
-            target_error(&format!("{what} role {account}"), &e, &[])
-        };
-
-        let row = client
-            .query_opt(
-                "SELECT oid, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-                &[&account],
-            )
+        // A failure may come from what a warning said went wrong before it.
+        let revoked = self
+            .revoke_role(&kept, &conn, admin, account, req.grant)
             .await
-            .map_err(|e| failed("looking up", e))?;
-        let Some(row) = row else {
-            self.pool.put(key, kept);
-            return Ok(RevokeResponse::AlreadyGone);
-        };
-        let (oid, comment): (u32, Option<String>) = (row.get(0), row.get(1));
-        // A role of this name without this grant's marker was not made by Warden for it (its
-        // creation failed because the name was taken): it is not Warden's to drop.
-        if comment.as_deref() != Some(marker(req.grant).as_str()) {
-            self.pool.put(key, kept);
-            return Ok(RevokeResponse::AlreadyGone);
-        }
-
-        let role = ident(account);
-        // A member of the role may act as it: roll back its prepared transactions, hand over
-        // what it made.
-        client
-            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
-            .await
-            .map_err(|e| failed("taking over", e))?;
-        // A prepared transaction outlives every session, and one that changed the role's own
-        // password holds the lock `NOLOGIN` needs.
-        for (gid, database) in prepared_transactions(client, account)
-            .await
-            .map_err(|e| failed("finding the prepared transactions of", e))?
-        {
-            let there = Connection {
-                database: Some(database.clone()),
-                ..conn.clone()
-            };
-            let other = connect(&there, &admin.username, admin.password.expose()).await?;
-            roll_back_prepared(&other.client, &role, &gid)
-                .await
-                .map_err(|e| {
-                    failed(
-                        &format!("in database {database}, rolling back a prepared transaction of"),
-                        e,
-                    )
-                })?;
-        }
-        disable_login(client, account, &role, oid).await?;
-        end_sessions(client, account, oid).await?;
-        // DROP OWNED rewrites the same privilege rows role creation does: queue behind it.
-        let lock = self.catalog_lock(format!(
-            "{}:{}/{}",
-            conn.host,
-            conn.port,
-            conn.database.as_deref().unwrap_or_default()
-        ));
-        let _queued = lock.lock().await;
-        // Whatever the role made or was granted in the cluster's other databases (any role
-        // may connect to most of them, and a large object needs no privilege to create) would
-        // keep DROP ROLE from working: it is handed over or removed there first.
-        let elsewhere: Vec<String> = client
-            .query(
-                "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid \
-                 WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 \
-                 AND d.datname <> current_database() AND d.datallowconn",
-                &[&oid],
-            )
-            .await
-            .map_err(|e| failed("finding the other databases of", e))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        // A keeper only for a role that made something, in any database.
-        let made_something: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass \
-                 AND refobjid = $1 AND deptype = 'o')",
-                &[&oid],
-            )
-            .await
-            .map_err(|e| failed("finding what was made by", e))?
-            .get(0);
-        let keeper_role = made_something.then(|| owner(account));
-        if let Some(owner) = &keeper_role {
-            client
-                .batch_execute(&keeper(owner, req.grant))
-                .await
-                .map_err(|e| failed("preparing the owner of what was made by", e))?;
-        }
-        let hand_over = hand_over(&role, oid, keeper_role.as_deref());
-        for database in &elsewhere {
-            let there = Connection {
-                database: Some(database.clone()),
-                ..conn.clone()
-            };
-            let other = connect(&there, &admin.username, admin.password.expose()).await?;
-            other
-                .client
-                .batch_execute(&hand_over)
-                .await
-                .map_err(|e| failed(&format!("in database {database}, clearing"), e))?;
-        }
-        // The administrator lets go of the keeper it was made a member of for the hand-over:
-        // a member inherits its owner's rights, and a later `GRANT ... ON ALL TABLES IN SCHEMA`
-        // of the administrator's would hand one grant's leftovers to another grant.
-        client
-            .batch_execute(&format!(
-                "{hand_over}; DROP ROLE {role}; {}",
-                let_go(&owner(account))
-            ))
-            .await
-            .map_err(|e| failed("dropping", e))?;
+            .map_err(|e| with_warnings(e, kept.heard.take()))?;
         self.pool.put(key, kept);
-        Ok(RevokeResponse::Revoked)
+        Ok(revoked)
     }
 
     async fn list_accounts(&self, req: ListRequest<'_>) -> Result<Vec<Account>, Error> {
@@ -886,11 +1084,16 @@ impl Issuer for PostgresIssuer {
             ))
             .await
             .map_err(|e| {
-                target_error(
+                let said = describe(
                     "changing the administrator's password",
                     &e,
                     &[new_password, verifier.as_str()],
-                )
+                );
+                if refused(&e) {
+                    Error::Undone(said)
+                } else {
+                    Error::Target(said)
+                }
             })
     }
 }
@@ -925,6 +1128,183 @@ mod tests {
             assert!(said.contains("as warden_admin"), "{said}");
         }
     }
+
+    /// Issues role `grants` for a new grant at `pg`: its account's name and password, and what
+    /// the issue returned.
+    async fn issue_at(
+        pg: &warden_testkit::Postgres,
+        grants: &[&str],
+    ) -> (String, String, Result<IssueResponse, Error>) {
+        let grant = RequestId::from_uuid(uuid::Uuid::now_v7());
+        let user: UserName = "gina".parse().unwrap();
+        let account = account_name(grant, &user);
+        let password = Secret::new(format!("pw-{:016x}", rand::random::<u64>()));
+        let connection = settings(serde_json::json!({
+            "host": "127.0.0.1", "port": pg.port(), "database": pg.database()
+        }));
+        let admin = AdminCredential {
+            username: pg.admin_user().into(),
+            password: Secret::new(pg.admin_password().into()),
+        };
+        let issued = PostgresIssuer::new()
+            .issue(IssueRequest {
+                grant,
+                user: &user,
+                target: &"db".parse().unwrap(),
+                role: &"writer".parse().unwrap(),
+                connection: &connection,
+                settings: &settings(serde_json::json!({ "grants": grants })),
+                valid_after: OffsetDateTime::now_utc(),
+                valid_before: OffsetDateTime::now_utc() + time::Duration::hours(1),
+                public_key: None,
+                account: Some(&account),
+                password: Some(&password),
+                admin: Some(&admin),
+                holder: crate::Holder::Requester(warden_domain::Recording::Metadata),
+            })
+            .await;
+        (account, password.expose().clone(), issued)
+    }
+
+    /// A grant statement that grants or revokes less than it names (the administrator holds
+    /// the privilege without the grant option) fails the issue as a refused one does: nothing
+    /// is left, and the message says which statement and how to fix it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_grant_of_nothing_fails_the_issue() {
+        let pg = warden_testkit::Postgres::start();
+        let admin = pg.admin_user();
+        pg.admin_query(&format!(
+            "CREATE TABLE public.borrowed (i int); \
+             GRANT SELECT ON public.borrowed TO {admin} WITH GRANT OPTION; \
+             GRANT INSERT ON public.borrowed TO {admin}"
+        ));
+        let items = "GRANT SELECT ON public.items TO {{name}}";
+        for (statement, warned) in [
+            (
+                "GRANT SELECT, INSERT ON public.borrowed TO {{name}}",
+                "not all privileges were granted for \"borrowed\" (SQLSTATE 01007)",
+            ),
+            (
+                "REVOKE INSERT ON public.borrowed FROM PUBLIC",
+                "no privileges could be revoked for \"borrowed\" (SQLSTATE 01006)",
+            ),
+        ] {
+            let (account, password, issued) = issue_at(&pg, &[items, statement]).await;
+            let Err(Error::Undone(said)) = issued else {
+                panic!("{statement}: {issued:?}");
+            };
+            assert!(
+                said.contains(&format!("grant statement 2 ({statement:?})"))
+                    && said.contains(warned)
+                    && said.contains(&format!("TO {admin} WITH GRANT OPTION")),
+                "{said}"
+            );
+            assert!(!said.contains(&password), "{said}");
+            let roles = format!("SELECT count(*) FROM pg_roles WHERE rolname = '{account}'");
+            assert_eq!(pg.admin_query(&roles), "0", "{statement}");
+        }
+        // With the grant option, the same statement grants all it names.
+        pg.admin_query(&format!(
+            "GRANT INSERT ON public.borrowed TO {admin} WITH GRANT OPTION"
+        ));
+        let granting = "GRANT SELECT, INSERT ON public.borrowed TO {{name}}";
+        let (account, password, issued) = issue_at(&pg, &[items, granting]).await;
+        issued.unwrap();
+        let out = pg.psql(
+            &account,
+            &password,
+            "INSERT INTO public.borrowed VALUES (1)",
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// A backend message: its tag, length and body.
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(body.len() + 4).unwrap();
+        [&[tag][..], &len.to_be_bytes(), body].concat()
+    }
+
+    /// An `ErrorResponse` of `severity`, with SQLSTATE `code`.
+    fn error_response(severity: &str, code: &str, text: &str) -> Vec<u8> {
+        let fields = format!("S{severity}\0V{severity}\0C{code}\0M{text}\0\0");
+        message(b'E', fields.as_bytes())
+    }
+
+    /// A stand-in for PostgreSQL on a free port: it takes any login, answers every query with
+    /// success, and the password change with `answer` before it closes the connection.
+    async fn stand_in(answer: Vec<u8>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let ready = message(b'Z', b"I");
+            let startup = socket.read_u32().await.unwrap();
+            socket
+                .read_exact(&mut vec![0; startup as usize - 4])
+                .await
+                .unwrap();
+            let login = [message(b'R', &0u32.to_be_bytes()), ready.clone()].concat();
+            socket.write_all(&login).await.unwrap();
+            while socket.read_u8().await.unwrap() == b'Q' {
+                let mut query = vec![0; socket.read_u32().await.unwrap() as usize - 4];
+                socket.read_exact(&mut query).await.unwrap();
+                if String::from_utf8_lossy(&query).starts_with("ALTER ROLE") {
+                    socket.write_all(&answer).await.unwrap();
+                    return;
+                }
+                let done = [message(b'C', b"SET\0"), ready.clone()].concat();
+                socket.write_all(&done).await.unwrap();
+            }
+        });
+        port
+    }
+
+    /// A password change the server answers with an error changed nothing, so the old password
+    /// is known to stand; one whose answer ends the session, or that is never answered, may
+    /// have been carried out.
+    #[tokio::test]
+    async fn a_refused_password_change_left_the_target_untouched() {
+        let lock_timeout =
+            error_response("ERROR", "55P03", "canceling statement due to lock timeout");
+        let ready = message(b'Z', b"I");
+        let terminated = error_response(
+            "FATAL",
+            "57P01",
+            "terminating connection due to administrator command",
+        );
+        for (answer, untouched) in [
+            ([lock_timeout, ready].concat(), true),
+            (terminated, false),
+            (Vec::new(), false),
+        ] {
+            let port = stand_in(answer).await;
+            let connection = settings(serde_json::json!({
+                "host": "127.0.0.1", "port": port, "database": "app"
+            }));
+            let new_password = Secret::new("the-new-password".to_owned());
+            let err = PostgresIssuer::new()
+                .rotate_root(RotateRootRequest {
+                    target: &"db".parse().unwrap(),
+                    connection: &connection,
+                    admin: &AdminCredential {
+                        username: "warden_admin".into(),
+                        password: Secret::new("the-old-password".into()),
+                    },
+                    new_password: &new_password,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.left_target_untouched(), untouched, "{err}");
+            assert!(
+                err.to_string()
+                    .contains("changing the administrator's password"),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("the-new-password"), "{err}");
+        }
+    }
+
     #[test]
     fn quoting_keeps_values_inside_their_quotes() {
         assert_eq!(ident("w_a_000000000001"), "\"w_a_000000000001\"");
