@@ -61,13 +61,19 @@ impl Recordings for FsRecordings {
     fn create(&self, id: &str) -> io::Result<Box<dyn Write + Send>> {
         use std::os::unix::fs::DirBuilderExt;
         let path = self.path(id)?;
+        // Said with the path: the operator who reads it fixes that directory.
+        let at = |e: io::Error, what: &std::path::Path| {
+            io::Error::new(e.kind(), format!("{}: {e}", what.display()))
+        };
         if !self.dir.is_dir() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&self.dir)?;
+                .create(&self.dir)
+                .map_err(|e| at(e, &self.dir))?;
         }
-        Ok(Box::new(crate::direct_file::DirectFile::create(&path)?))
+        let file = crate::direct_file::DirectFile::create(&path).map_err(|e| at(e, &path))?;
+        Ok(Box::new(file))
     }
 
     fn read(&self, id: &str) -> io::Result<Vec<u8>> {

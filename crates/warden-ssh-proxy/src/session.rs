@@ -447,6 +447,7 @@ impl Start<'_> {
                 Ok(r) => Some(r),
                 Err(e) => {
                     self.ctx.registry.recording_failed();
+                    tracing::error!(error = %e, session = %session, target = %grant.target, "a recorded session was refused: its recording cannot be written");
                     let msg = format!(
                         "the session is refused: policy requires it to be recorded ({}) and the recording store cannot be written",
                         grant.recording

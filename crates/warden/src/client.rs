@@ -445,28 +445,35 @@ impl Client {
         };
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let resp = self.warden_answer(resp)?;
-        let status = resp.status();
+        if !resp.status().is_success() {
+            return Err(self.refusal(resp).await.into());
+        }
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| Failure::new(exit::UNREACHABLE, format!("reading the response: {e}")))?;
-        if status.is_success() {
-            let text = if bytes.is_empty() {
-                &b"null"[..]
-            } else {
-                &bytes[..]
-            };
-            return serde_json::from_slice(text)
-                .context("the server sent a response this client does not understand");
-        }
-        Err(self.refusal(status, &bytes).into())
+        let text = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(text)
+            .context("the server sent a response this client does not understand")
     }
 
-    /// The failure a non-2xx answer of Warden's with `body` stands for: the server's own error,
-    /// or, from a server of another version, a word that it could not be read.
-    fn refusal(&self, status: reqwest::StatusCode, body: &[u8]) -> Failure {
+    /// The failure a non-2xx answer of Warden's stands for: the server's own error, or, from a
+    /// server of another version, a word that it could not be read. A server error names the
+    /// correlation id the server's log has its cause under.
+    async fn refusal(&self, resp: reqwest::Response) -> Failure {
+        let status = resp.status();
+        let correlation = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.bytes().await.unwrap_or_default();
         let (api_code, message, diagnostics, request_id) = match serde_json::from_slice::<ErrorBody>(
-            body,
+            &body,
         ) {
             Ok(b) => (
                 Some(b.error.code),
@@ -484,7 +491,10 @@ impl Client {
                 None,
             ),
         };
-        let message = self.with_path_hint(status.as_u16(), api_code.as_deref(), message);
+        let mut message = self.with_path_hint(status.as_u16(), api_code.as_deref(), message);
+        if let Some(id) = correlation.filter(|_| status.is_server_error()) {
+            message.push_str(&format!(" [x-request-id {id} in the server's log]"));
+        }
         Failure {
             diagnostics,
             request_id,
@@ -525,14 +535,13 @@ impl Client {
             .await
             .map_err(|e| self.unreachable(&e))?;
         let resp = self.warden_answer(resp)?;
-        let status = resp.status();
+        if !resp.status().is_success() {
+            return Err(self.refusal(resp).await.into());
+        }
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| Failure::new(exit::UNREACHABLE, format!("reading the response: {e}")))?;
-        if !status.is_success() {
-            return Err(self.refusal(status, &bytes).into());
-        }
         Ok(bytes.to_vec())
     }
 
@@ -572,10 +581,8 @@ impl Client {
             .await
             .map_err(|e| self.unreachable(&e))?;
         let resp = self.warden_answer(resp)?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(self.refusal(status, &body).into());
+        if !resp.status().is_success() {
+            return Err(self.refusal(resp).await.into());
         }
         Ok(resp)
     }

@@ -1797,6 +1797,22 @@ fn a_credential_that_cannot_be_issued_is_told_to_security_and_the_requester() {
     let refusal: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
     assert_eq!(refusal["error"]["code"], "issuer_failed", "{refusal}");
     assert_eq!(refusal["error"]["request_id"], rid.as_str(), "{refusal}");
+    // The server's log has the cause, under the correlation id the client names.
+    let message = refusal["error"]["message"].as_str().unwrap();
+    let correlation = message
+        .split("[x-request-id ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{message}"));
+    let logged = server.stderr();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("a credential could not be issued")
+                && l.contains(correlation)
+                && l.contains(&rid)),
+        "{logged}"
+    );
     wait_for("the requester's notification", || {
         !notices(&hook, "issue_failed", &rid).is_empty()
     });

@@ -1142,6 +1142,16 @@ fn an_unwritable_recording_store_refuses_recorded_sessions() {
     assert!(!text(&out.stdout).contains("must-not-run"));
     let failed = s.wait_event("session.recording_failed", Duration::from_secs(5));
     assert_eq!(failed["outcome"]["result"], "failed");
+    // Where the operator looks, with the path to fix.
+    let path = dir.display().to_string();
+    assert!(failed.to_string().contains(&path), "{failed}");
+    let logged = s.env.server.stderr();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("its recording cannot be written") && l.contains(&path)),
+        "{logged}"
+    );
     assert!(
         s.events("session.started").is_empty(),
         "the session must not start"

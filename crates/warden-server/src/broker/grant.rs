@@ -112,6 +112,7 @@ impl App {
         let issued = match issued {
             Ok(i) => i,
             Err(e) => {
+                tracing::warn!(error = %e, request = %r.id, target = %r.target, role = %r.role, "a credential could not be issued");
                 let untouched = e.left_target_untouched();
                 let mut failed = Event::new(Code::CredentialIssueFailed, Actor::system(), now)
                     .for_request(&r)
