@@ -382,9 +382,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The earliest expiry, pending deadline or lease action, so workers can sleep until then.
     async fn next_due(&self) -> Result<Option<OffsetDateTime>>;
 
-    /// Why the store cannot write now (its last transaction failed, and none has committed
-    /// since), for readiness.
-    fn write_failure(&self) -> Option<String>;
+    /// Whether the store takes writes now, for readiness: as the last transaction ended if it
+    /// committed in the last seconds or failed in the last half minute, else as a one-row
+    /// write of its own ends (an idle server's disk may have filled or gone read-only since
+    /// its last write). The error says why it cannot.
+    async fn check_writes(&self) -> std::result::Result<(), String>;
 
     /// Copies everything the write-ahead log holds into the database file and empties the log,
     /// waiting for readers: at a clean stop, so that the database file alone is whole.

@@ -612,7 +612,7 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
         "DROP INDEX requests_revoked_until; ALTER TABLE requests DROP COLUMN revoked_until; \
          DROP TABLE live_sessions; ALTER TABLE outbox DROP COLUMN skipped; \
          ALTER TABLE user_secrets DROP COLUMN config_hash; DROP TABLE outbox_settled; \
-         PRAGMA user_version = 14",
+         DROP TABLE write_probe; PRAGMA user_version = 14",
     );
     refused_without(&["policy"], &["is missing", "restore the policy"]);
     assert_eq!(schema(""), 14);

@@ -17,9 +17,10 @@ pub async fn healthz() -> &'static str {
 /// Readiness: the store answers reads and takes writes, its disk has room for them, and the
 /// audit log's checkpoints are being signed. A server that cannot write grants nothing and
 /// audits nothing: a load balancer should send callers elsewhere, and its operator hear of it.
-/// A write that failed counts for half a minute when nothing was written since, so an idle
-/// server recovers with its disk; the disk's free space is read at each call, so an idle
-/// server on a disk that fills up is not ready before its first caller is refused.
+/// Writes are shown by the last transaction (one committed in the last seconds, or one that
+/// failed in the last half minute), else by a one-row write of the check's own
+/// ([`warden_store::Store::check_writes`]): an idle server whose disk went read-only or full
+/// is not ready before its first caller is refused.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, content_type = "text/plain", body = String),
     (status = 503, description = "`not_ready`: the store does not answer or cannot write, its disk has under 64 MiB free, or audit checkpoints fail; the message says which", body = ErrorBody)))]
 pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError> {
@@ -34,7 +35,7 @@ pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError>
     if let Err(e) = app.store.next_due().await {
         return Err(unready(format!("the store does not answer: {e}")));
     }
-    if let Some(why) = app.store.write_failure() {
+    if let Err(why) = app.store.check_writes().await {
         return Err(unready(format!("the store cannot write: {why}")));
     }
     match crate::disk_space::free_bytes(&app.config.data_dir) {

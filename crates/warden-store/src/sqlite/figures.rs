@@ -375,6 +375,7 @@ mod tests {
                  ALTER TABLE requests DROP COLUMN revoked_until;
                  DROP TABLE live_sessions;
                  DROP TABLE outbox_settled;
+                 DROP TABLE write_probe;
                  ALTER TABLE outbox DROP COLUMN skipped;
                  ALTER TABLE user_secrets DROP COLUMN config_hash;
                  PRAGMA user_version = 11;",

@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0018_skipped_notices.sql"),
     include_str!("migrations/0019_config_hashes.sql"),
     include_str!("migrations/0020_settled_notices.sql"),
+    include_str!("migrations/0021_write_probe.sql"),
 ];
 const READERS: usize = 8;
 
@@ -705,8 +706,22 @@ const LIST_ANY: &str = "SELECT body, version FROM requests
 
 #[async_trait]
 impl crate::Store for SqliteStore {
-    fn write_failure(&self) -> Option<String> {
-        self.writer.failure()
+    async fn check_writes(&self) -> std::result::Result<(), String> {
+        match self.writer.writes() {
+            writer::Writes::Taken => return Ok(()),
+            writer::Writes::Failing(why) => return Err(why),
+            writer::Writes::Unknown => {}
+        }
+        let at = ms(OffsetDateTime::now_utc());
+        self.writer
+            .write(move |c| {
+                c.prepare_cached("INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?1)")
+                    .and_then(|mut s| s.execute([at]))
+                    .map(|_| ())
+                    .map_err(backend)
+            })
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn flush_log(&self) -> Result<()> {

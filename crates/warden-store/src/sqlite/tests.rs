@@ -110,6 +110,31 @@ async fn optimistic_concurrency_writes_nothing_on_conflict() {
     );
 }
 
+/// An idle store proves it takes writes with a row of its own; one that just committed does
+/// not write again.
+#[tokio::test]
+async fn an_idle_store_checks_its_writes_by_writing() {
+    let (_d, s) = store();
+    let probe = || {
+        s.read(|c| {
+            c.query_row("SELECT COUNT(*), MAX(at) FROM write_probe", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+            })
+        })
+    };
+    assert_eq!(probe().await.unwrap(), (0, None));
+    s.check_writes().await.unwrap();
+    let (rows, first) = probe().await.unwrap();
+    assert_eq!(rows, 1);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.check_writes().await.unwrap();
+    assert_eq!(
+        probe().await.unwrap().1,
+        first,
+        "a recent commit shows it already"
+    );
+}
+
 #[tokio::test]
 async fn requests_are_listed_newest_first_whatever_order_they_were_stored_in() {
     let (_d, s) = store();
@@ -640,7 +665,7 @@ async fn settled_notices_are_counted_and_removed_by_the_migration() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
-            "DROP TABLE outbox_settled;
+            "DROP TABLE outbox_settled; DROP TABLE write_probe;
              PRAGMA user_version = 19;
              INSERT INTO outbox (notice_id, sink, created_at, due_at, delivered_at, body, skipped)
              VALUES ('a', 'hook', 1, NULL, 2, '{}', 0), ('a', 'mail', 1, NULL, 2, '{}', 1),

@@ -35,15 +35,37 @@ const CHECKPOINT_EVERY: u32 = 256;
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
-    /// Why the last transaction failed to begin or commit, and when; `None` once one commits.
-    failing: Failing,
+    /// How the last transaction tried ended, and when.
+    last: Last,
 }
 
-type Failing = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>;
+type Last = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Ended)>>>;
 
-/// How long a failed transaction is reported when none has been tried since: an idle store
-/// whose disk recovered is not held unready for good by its last failure.
+/// How a transaction ended.
+#[derive(Debug, Clone)]
+enum Ended {
+    Committed,
+    /// Why it failed to begin or commit (a full disk, a file made read-only).
+    Failed(String),
+}
+
+/// How recent a commit shows the store takes writes: under load every readiness check is
+/// answered by the commits of the moment, and an idle store proves it with one of its own.
+const COMMITTED_LATELY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a failed transaction is reported when none has been tried since: a small write of
+/// a readiness check's own may pass where the changes callers make do not.
 const FAILURE_SHOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the last transaction says of the store's writes, for readiness.
+pub(crate) enum Writes {
+    /// One committed within [`COMMITTED_LATELY`].
+    Taken,
+    /// One failed within [`FAILURE_SHOWN`], for this reason.
+    Failing(String),
+    /// Nothing recent either way: a write of its own tells.
+    Unknown,
+}
 
 impl Writer {
     /// Starts the writer thread that owns `conn` and the thread that checkpoints through
@@ -57,8 +79,8 @@ impl Writer {
             .map_err(|e| failed(&e))?;
         let (nudge, nudged) = mpsc::sync_channel::<()>(1);
         let (done, checkpointed) = mpsc::channel::<()>();
-        let failing = Failing::default();
-        let failed_at = failing.clone();
+        let last = Last::default();
+        let ended = last.clone();
         let spawned = thread::Builder::new()
             .name("warden-store-checkpoint".into())
             .spawn(move || checkpoint(&checkpoints, &nudged, &done))
@@ -66,20 +88,20 @@ impl Writer {
                 let (jobs, rx) = mpsc::channel::<Job>();
                 thread::Builder::new()
                     .name("warden-store-writer".into())
-                    .spawn(move || run(conn, rx, nudge, checkpointed, &failed_at))
-                    .map(|_| Self { jobs, failing })
+                    .spawn(move || run(conn, rx, nudge, checkpointed, &ended))
+                    .map(|_| Self { jobs, last })
             });
         spawned.map_err(|e| failed(&e))
     }
 
-    /// Why the last transaction failed (a full disk, a file made read-only), while none has
-    /// committed since and for [`FAILURE_SHOWN`] after it.
-    pub(crate) fn failure(&self) -> Option<String> {
-        let failing = self.failing.lock().ok()?;
-        failing
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < FAILURE_SHOWN)
-            .map(|(_, why)| why.clone())
+    /// What the last transaction tried says of the store's writes.
+    pub(crate) fn writes(&self) -> Writes {
+        let last = self.last.lock().ok().and_then(|l| l.clone());
+        match last {
+            Some((at, Ended::Committed)) if at.elapsed() < COMMITTED_LATELY => Writes::Taken,
+            Some((at, Ended::Failed(why))) if at.elapsed() < FAILURE_SHOWN => Writes::Failing(why),
+            _ => Writes::Unknown,
+        }
     }
 
     /// Runs `change` in the next batch and returns its result once the batch is durable.
@@ -160,11 +182,11 @@ fn run(
     rx: mpsc::Receiver<Job>,
     nudge: mpsc::SyncSender<()>,
     checkpointed: mpsc::Receiver<()>,
-    failing: &Failing,
+    last: &Last,
 ) {
-    let set_failing = |why: Option<String>| {
-        if let Ok(mut f) = failing.lock() {
-            *f = why.map(|w| (std::time::Instant::now(), w));
+    let record = |ended: Ended| {
+        if let Ok(mut l) = last.lock() {
+            *l = Some((std::time::Instant::now(), ended));
         }
     };
     let mut since_checkpoint = 0;
@@ -178,7 +200,7 @@ fn run(
         }
         if let Err(e) = execute_cached(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
-            set_failing(Some(format!("cannot begin a transaction: {msg}")));
+            record(Ended::Failed(format!("cannot begin a transaction: {msg}")));
             tracing::error!(error = %msg, "cannot begin a storage transaction");
             // Run nothing; tell every caller why.
             for job in batch {
@@ -192,7 +214,10 @@ fn run(
             let _ = execute_cached(&conn, "ROLLBACK");
         }
         let err = commit.err();
-        set_failing(err.as_ref().map(|e| format!("commit failed: {e}")));
+        record(match &err {
+            Some(e) => Ended::Failed(format!("commit failed: {e}")),
+            None => Ended::Committed,
+        });
         for c in completions {
             c(err.as_deref());
         }
