@@ -231,6 +231,8 @@ struct Open {
     recording: Option<Asciicast>,
     registration: Registration,
     started: std::time::Instant,
+    /// The account at the target the session runs as.
+    login: String,
 }
 
 impl Start<'_> {
@@ -522,7 +524,7 @@ impl Start<'_> {
             target: grant.target.clone(),
             role: grant.role.clone(),
             grant: grant.id,
-            login,
+            login: login.clone(),
             kind: self.request.kind().to_owned(),
             started_at: now(),
             grant_expires_at: grant.expires_at,
@@ -552,6 +554,7 @@ impl Start<'_> {
             recording,
             registration,
             started: std::time::Instant::now(),
+            login,
         })
     }
 
@@ -684,6 +687,7 @@ impl Open {
             recording,
             mut registration,
             started,
+            login,
         } = self;
         let Client { id, rx, tx, handle } = client;
         let (up_rx, up_tx) = channel.split();
@@ -776,6 +780,11 @@ impl Open {
         }
         let goodbye = async {
             if !target_ended {
+                if login == "root" && pty.is_none() {
+                    // OpenSSH delivers signals only to a privilege-separated session's
+                    // processes, which a root login's are not; only its operator can end them.
+                    tracing::warn!(session = %session, target = %grant.target, "a root login's command without a terminal may run on at the target: OpenSSH does not pass signals to root logins' commands");
+                }
                 stop_upstream(&up_tx).await;
             }
             let _ = upstream
