@@ -544,6 +544,11 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     assert!(out.success(), "{out:?}");
     assert!(out.stdout.contains("relayed-nobody"), "{out:?}");
     assert!(out.stderr.contains("does NOT match"), "{out:?}");
+    let out = s
+        .admin
+        .run(&["--json", "replay", &session, "--even-if-altered"], None);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stderr.contains("does NOT match"), "{out:?}");
     std::fs::write(&path, &original).unwrap();
 
     // The grant's own certificate (made by `request create`) logs in to the proxy too, and

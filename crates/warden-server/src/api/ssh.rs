@@ -336,13 +336,24 @@ pub async fn recording(
         Ok(id) => id,
         Err(e) => return Err(refuse(&app, &who, "session.replay", e).await),
     };
+    // The end is looked up before the file is read: a session that ends meanwhile leaves a
+    // read of it unfinished, which its end's digest would wrongly call altered.
+    let end = app.store.session_end(&id).await;
+    let end = end.map_err(crate::broker::Error::from)?;
+    let live = end.is_none() && app.sessions.get(&id).is_some();
     let recordings = app.recordings.clone();
     let rid = id.clone();
-    let read = tokio::task::spawn_blocking(move || recordings.read(&rid))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let data = match read {
-        Ok(data) => data,
+    // Read and hashed off the runtime's threads: a recording has no size limit.
+    let read = tokio::task::spawn_blocking(move || {
+        recordings.read(&rid).map(|data| {
+            let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+            (data, sha256)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let (data, sha256) = match read {
+        Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let e = ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -361,11 +372,9 @@ pub async fn recording(
             ));
         }
     };
-    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
-    let end = app.store.session_end(&id).await;
-    let check = match end.map_err(crate::broker::Error::from)? {
+    let check = match end {
         Some(end) => RecordingCheck::against(&end.event.details, &sha256, data.len()),
-        None if app.sessions.get(&id).is_some() => RecordingCheck::Live,
+        None if live => RecordingCheck::Live,
         None => RecordingCheck::Unchecked,
     };
     if check == RecordingCheck::Altered {

@@ -135,6 +135,28 @@ async fn an_idle_store_checks_its_writes_by_writing() {
     );
 }
 
+/// A batch whose every change failed commits nothing, so it shows nothing of the disk: the
+/// next check writes its own row.
+#[tokio::test]
+async fn a_batch_of_failed_changes_does_not_count_as_a_write() {
+    let (_d, s) = store();
+    let stale = request(1);
+    assert!(matches!(
+        s.update_request(&stale, Vec::new().into()).await,
+        Err(Error::Conflict)
+    ));
+    s.check_writes().await.unwrap();
+    let rows = s
+        .read(|c| {
+            c.query_row("SELECT COUNT(*) FROM write_probe", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
 #[tokio::test]
 async fn requests_are_listed_newest_first_whatever_order_they_were_stored_in() {
     let (_d, s) = store();

@@ -21,8 +21,9 @@ use crate::{Error, Result};
 
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 /// A caller's change, run on the write connection, or told why its batch's transaction could
-/// not begin.
-type Job = Box<dyn FnOnce(std::result::Result<&Connection, &str>) -> Completion + Send>;
+/// not begin; returns whether the change stands to be committed (it did not fail and roll
+/// back to its savepoint), and what to do once the commit is known.
+type Job = Box<dyn FnOnce(std::result::Result<&Connection, &str>) -> (bool, Completion) + Send>;
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -112,19 +113,21 @@ impl Writer {
     {
         let (tx, rx) = oneshot::channel::<Result<R>>();
         let job: Job = Box::new(
-            move |conn: std::result::Result<&Connection, &str>| -> Completion {
+            move |conn: std::result::Result<&Connection, &str>| -> (bool, Completion) {
                 let outcome = match conn {
                     Ok(conn) => savepoint(conn, change),
                     Err(why) => Err(Error::backend(format!("cannot begin a transaction: {why}"))),
                 };
-                Box::new(move |commit_error: Option<&str>| {
+                let stands = outcome.is_ok();
+                let complete: Completion = Box::new(move |commit_error: Option<&str>| {
                     let result = match commit_error {
                         Some(e) => Err(Error::backend(format!("commit failed: {e}"))),
                         None => outcome,
                     };
                     // The caller may have gone away; the change is committed regardless.
                     let _ = tx.send(result);
-                })
+                });
+                (stands, complete)
             },
         );
         self.jobs
@@ -204,20 +207,30 @@ fn run(
             tracing::error!(error = %msg, "cannot begin a storage transaction");
             // Run nothing; tell every caller why.
             for job in batch {
-                job(Err(&msg))(None);
+                job(Err(&msg)).1(None);
             }
             continue;
         }
-        let completions: Vec<Completion> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let mut wrote = false;
+        let completions: Vec<Completion> = batch
+            .into_iter()
+            .map(|job| {
+                let (stands, complete) = job(Ok(&conn));
+                wrote |= stands;
+                complete
+            })
+            .collect();
         let commit = execute_cached(&conn, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
             let _ = execute_cached(&conn, "ROLLBACK");
         }
         let err = commit.err();
-        record(match &err {
-            Some(e) => Ended::Failed(format!("commit failed: {e}")),
-            None => Ended::Committed,
-        });
+        match &err {
+            Some(e) => record(Ended::Failed(format!("commit failed: {e}"))),
+            // A batch whose every change failed commits nothing, and shows nothing of the disk.
+            None if wrote => record(Ended::Committed),
+            None => {}
+        }
         for c in completions {
             c(err.as_deref());
         }

@@ -314,13 +314,13 @@ pub async fn replay(
         return Ok(());
     }
     let (cast, check) = fetched?;
+    if check.state != "intact" {
+        eprintln!("warden: {}", check.said());
+    }
     if out.json {
         // The recording is JSON lines already: its header, then one event per line.
         print!("{cast}");
         return Ok(());
-    }
-    if check.state != "intact" {
-        eprintln!("warden: {}", check.said());
     }
     let mut stdout = std::io::stdout();
     let mut last = 0.0f64;
