@@ -146,6 +146,13 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    check_private_dir(dir)
+}
+
+/// Refuses a data dir that anyone but the server's user (and root) may change, or in which
+/// another user owns something: for whatever writes into one, the server or an offline
+/// command such as a master key rotation.
+pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
     if let Some(why) = others_may_change(dir, None).or_else(|| entry_owned_by_others(dir)) {
         bail!(
             "data dir {}: {why} (and check what changed in it)",

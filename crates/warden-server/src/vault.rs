@@ -251,7 +251,7 @@ impl App {
                     )
                     .await?;
                 Err(Error::Issuer(format!(
-                    "{e}; {target} keeps its current admin password, which Warden goes on using"
+                    "{e}; {target} keeps its current admin password, which Warden goes on using (if it is the one refused above, store a working one with `warden target set-credential {target}`)"
                 )))
             }
             // The target may have taken the new password: both stay stored until a login

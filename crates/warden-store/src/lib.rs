@@ -14,7 +14,7 @@ use warden_domain::{
     Lease, Notice, Postmortem, Request, RequestId, RoleName, State, TargetName, UserName,
 };
 
-pub use sqlite::{AuditReader, Schema, SqliteStore, a_sealed_value, rewrap_sealed};
+pub use sqlite::{AuditReader, Schema, SqliteStore, a_sealed_value, compact, rewrap_sealed};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

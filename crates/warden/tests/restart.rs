@@ -315,6 +315,10 @@ fn master_key_rotation_keeps_every_secret_usable() {
     let mut env = Env::start();
     let alice = env.login("alice");
     let uri = enroll_mfa(&alice);
+    // A seed the store no longer holds: its bytes stay in the page's free space.
+    enroll_mfa(&env.login("bob"));
+    let out = env.login("admin").run(&["user", "reset-mfa", "bob"], None);
+    assert!(out.success(), "{out:?}");
     let key_before = std::fs::read(env.server.data_dir().join("master.key")).unwrap();
     let offline = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
     let data = env.server.data_dir().to_str().unwrap().to_owned();
@@ -330,12 +334,51 @@ fn master_key_rotation_keeps_every_secret_usable() {
     assert!(!env.server.data_dir().join("master.key.new").exists());
 
     env.server.terminate();
+    // Every sealed value the database's bytes hold, live or left in free space.
+    let sealed_in_files = || {
+        let mut found = std::collections::BTreeSet::new();
+        for name in ["warden.db", "warden.db-wal"] {
+            let bytes = std::fs::read(env.server.data_dir().join(name)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            for (at, _) in text.match_indices("v2.") {
+                let token: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || "+/=.".contains(*c))
+                    .collect();
+                if token.len() > 40 {
+                    found.insert(token);
+                }
+            }
+        }
+        found
+    };
+    let before = sealed_in_files();
+    assert!(!before.is_empty());
+    // Not in a data dir others may change, which a server would refuse too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = env.server.data_dir();
+        let mode = |m| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(m));
+        mode(0o777).unwrap();
+        let out = offline.run(&["vault", "rewrap", "--data-dir", &data], None);
+        mode(0o700).unwrap();
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("chmod go-w"), "{out:?}");
+        assert!(!dir.join("master.key.new").exists());
+    }
     let out = offline.run(&["--json", "vault", "rewrap", "--data-dir", &data], None);
     assert!(out.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(v["rewrapped"].as_u64().unwrap() >= 1, "{v}");
     let key_after = std::fs::read(env.server.data_dir().join("master.key")).unwrap();
     assert_ne!(key_before, key_after);
+    // Nothing sealed under the old key is left in the files, not even in their free space.
+    let after = sealed_in_files();
+    assert!(
+        before.is_disjoint(&after),
+        "{:?}",
+        before.intersection(&after)
+    );
 
     // The TOTP seed sealed under the old key still works under the new one.
     env.server.restart();

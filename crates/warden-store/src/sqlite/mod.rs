@@ -14,7 +14,7 @@ mod ssh;
 mod writer;
 
 pub use audit_reader::AuditReader;
-pub use rewrap::{a_sealed_value, rewrap_sealed};
+pub use rewrap::{a_sealed_value, compact, rewrap_sealed};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -81,3 +81,15 @@ pub fn rewrap_sealed(
     tx.commit().map_err(backend)?;
     Ok(n)
 }
+
+/// Rewrites the database at `path` from its live rows alone and empties its log: after a
+/// master key rotation, the values deleted or overwritten before it (a picked-up password, an
+/// earlier admin credential) linger in free pages and old log frames, sealed under the old
+/// key, which is most often rotated because it leaked.
+pub fn compact(path: &Path) -> Result<()> {
+    let conn = Connection::open(path).map_err(backend)?;
+    configure(&conn).map_err(backend)?;
+    conn.execute_batch("VACUUM").map_err(backend)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(backend)
+}

@@ -3,7 +3,9 @@
 //! With the server stopped: `warden vault rewrap --data-dir DIR` creates `DIR/master.key.new`,
 //! re-wraps every secret's data key under it in one transaction, then swaps it in as
 //! `DIR/master.key` and keeps the old key as `DIR/master.key.old` for you to destroy once the
-//! server starts cleanly. Secrets' ciphertexts are not touched. A rotation cut short at any
+//! server starts cleanly. Secrets' ciphertexts are not touched; the database is then rewritten
+//! from its live rows, so that no value deleted before the rotation lingers in its free pages
+//! under the old key. A rotation cut short at any
 //! point is finished (or, before its commit, done afresh) by running it again: which key opens
 //! the stored secrets says how far it got.
 
@@ -32,6 +34,8 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
     let current = data_dir.join("master.key");
     let next = data_dir.join("master.key.new");
     let db = super::database_in(&data_dir)?;
+    // Not where others could read or swap the new key: a server would refuse the dir anyway.
+    warden_server::serve::check_private_dir(&data_dir)?;
     // A running server would keep sealing under the old key: it must be stopped.
     let _lock = warden_server::serve::lock_data_dir(&data_dir)?;
     let sample = warden_store::a_sealed_value(&db)?;
@@ -84,7 +88,15 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
+    // Committed: the new key is the one now, whatever the compaction does.
+    let compacted = warden_store::compact(&db);
     install(&data_dir, &current, &next)?;
+    if let Err(e) = compacted {
+        eprintln!(
+            "warning: the database could not be rewritten from its live rows ({e}): values deleted before the rotation may linger in its free pages, sealed under the old key; run `sqlite3 {} VACUUM` with the server stopped",
+            db.display()
+        );
+    }
     let after = if std::env::var_os(MASTER_KEY_ENV).is_some() {
         format!(
             "It is in master.key: set {MASTER_KEY_ENV} to its base64 (`base64 -w0 master.key`) before starting Warden, and destroy the old value once it starts cleanly."
