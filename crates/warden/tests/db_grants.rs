@@ -132,6 +132,23 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     );
     let log = ok(&admin, &["audit", "search", "--limit", "10000"]).to_string();
     assert!(!log.contains("not-the-password"), "{log}");
+    // Nor a user name the target did not take, which may be a password typed in its place.
+    let typed = admin.run(
+        &[
+            "target",
+            "set-credential",
+            "pg",
+            "--username",
+            "Pasted-Pw-9f8e7d!",
+            "--password-stdin",
+        ],
+        Some(pg.admin_password()),
+    );
+    assert_eq!(typed.code, 2, "{typed:?}");
+    assert!(typed.stderr.contains("Pasted-Pw-9f8e7d!"), "{typed:?}");
+    let log = ok(&admin, &["audit", "search", "--limit", "10000"]).to_string();
+    assert!(!log.contains("Pasted-Pw-9f8e7d!"), "{log}");
+    assert!(log.contains("(a value of 17 characters)"), "{log}");
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
 
     let v = create(&alice, "pg", "read", &["--ttl", "5s"]);

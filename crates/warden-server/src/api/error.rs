@@ -72,6 +72,9 @@ pub struct ApiError {
     /// Whether the audit log records the message with the values it quotes left out
     /// ([`ApiError::invalid`]).
     pub quotes_input: bool,
+    /// A value the caller typed that the audit log records only by its length wherever the
+    /// message holds it (a user name a target did not take may be a password typed there).
+    pub withheld: Option<String>,
 }
 
 impl ApiError {
@@ -85,6 +88,7 @@ impl ApiError {
             diagnostics: None,
             request_id: None,
             quotes_input: false,
+            withheld: None,
         }
     }
 
@@ -121,10 +125,16 @@ impl ApiError {
     /// The message as the audit log records it: without the values it quotes when they are
     /// input that did not parse or validate ([`warden_domain::text::unquoted`]).
     pub fn recorded(&self) -> String {
+        let message = match self.withheld.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => self
+                .message
+                .replace(v, &format!("(a value of {} characters)", v.chars().count())),
+            None => self.message.clone(),
+        };
         if self.quotes_input {
-            warden_domain::text::unquoted(&self.message)
+            warden_domain::text::unquoted(&message)
         } else {
-            self.message.clone()
+            message
         }
     }
 }

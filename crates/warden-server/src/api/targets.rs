@@ -48,7 +48,10 @@ pub async fn set_credential(
     {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => {
-            let e = e.into();
+            let e = ApiError {
+                withheld: Some(b.username.clone()),
+                ..e.into()
+            };
             Err(refuse_at_target(&app, &who, "target.set_credential", &target, e).await)
         }
     }
