@@ -65,8 +65,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to send as `Retry-After`, for refusals that pass with time.
     pub retry_after: Option<u64>,
-    /// The problems of a rejected policy.
-    pub diagnostics: Option<Vec<PolicyProblem>>,
+    /// The problems of a rejected policy (boxed: rare, and every error is passed by value).
+    pub diagnostics: Option<Box<Vec<PolicyProblem>>>,
     /// The request that ended unissued.
     pub request_id: Option<warden_domain::RequestId>,
     /// Whether the audit log records the message with the values it quotes left out
@@ -74,7 +74,7 @@ pub struct ApiError {
     pub quotes_input: bool,
     /// A value the caller typed that the audit log records only by its length wherever the
     /// message holds it (a user name a target did not take may be a password typed there).
-    pub withheld: Option<String>,
+    pub withheld: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -145,7 +145,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
-                diagnostics: self.diagnostics,
+                diagnostics: self.diagnostics.map(|d| *d),
                 request_id: self.request_id.map(|id| id.to_string()),
             },
         };

@@ -249,7 +249,9 @@ pub async fn reload(
             Ok(Json(ReloadResult { digest, notice }))
         }
         Err(ReloadError::Invalid(report)) => Err(ApiError {
-            diagnostics: Some(report.diagnostics.iter().map(Into::into).collect()),
+            diagnostics: Some(Box::new(
+                report.diagnostics.iter().map(Into::into).collect(),
+            )),
             ..ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_policy",

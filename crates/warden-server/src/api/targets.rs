@@ -49,7 +49,7 @@ pub async fn set_credential(
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => {
             let e = ApiError {
-                withheld: Some(b.username.clone()),
+                withheld: Some(b.username.as_str().into()),
                 ..e.into()
             };
             Err(refuse_at_target(&app, &who, "target.set_credential", &target, e).await)
