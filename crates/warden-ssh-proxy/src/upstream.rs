@@ -126,12 +126,49 @@ pub async fn fetch_host_key(host: &str, port: u16) -> Result<PublicKey, Error> {
     let seen = Arc::new(std::sync::Mutex::new(None));
     let config = Arc::new(client::Config::default());
     let attempt = client::connect(config, (host, port), Scan(seen.clone()));
-    let _ = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+    let outcome = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .map_err(|_| Error::Upstream(format!("{host}:{port} did not answer in time")))?;
     let key = seen
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
-    key.ok_or_else(|| Error::Upstream(format!("{host}:{port} presented no host key")))
+    // Scan refuses every key, so the connection always ends in an error: it only matters
+    // when no key was seen, to tell a host never reached from one that showed none.
+    match (key, outcome) {
+        (Some(key), _) => Ok(key),
+        (None, Err(russh::Error::IO(e))) => Err(Error::Upstream(format!(
+            "cannot reach {host}:{port}: {e}; is its sshd listening there, and are connection.host and connection.port in the policy right?"
+        ))),
+        (None, Err(e)) => Err(Error::Upstream(format!(
+            "{host}:{port} presented no host key ({e}): is it an SSH server?"
+        ))),
+        (None, Ok(_)) => Err(Error::Upstream(format!(
+            "{host}:{port} presented no host key"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port nothing listens on is reported as unreachable, with the reason, not as a host
+    /// that showed no key.
+    #[tokio::test]
+    async fn a_closed_port_is_reported_as_unreachable() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let err = fetch_host_key("127.0.0.1", port)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("cannot reach 127.0.0.1:{port}")) && err.contains("refused"),
+            "{err}"
+        );
+        assert!(!err.contains("presented no host key"), "{err}");
+    }
 }
