@@ -263,6 +263,29 @@ fn denied<T>(code: &'static str, message: String) -> Result<Result<T, Denied>, B
     Ok(Err(Denied { code, message }))
 }
 
+/// `target` as the policy defines it, if it is an ssh target. A target of another kind is
+/// the caller's mistake, not a missing one: the answer names its kind so it is not looked for.
+fn ssh_target<'p>(
+    targets: &'p warden_policy::Targets,
+    target: &TargetName,
+) -> Result<&'p warden_policy::Target, Error> {
+    let t = targets.get(target).ok_or_else(|| {
+        Error::unknown_target(format!(
+            "there is no target {target}; `warden targets` lists them"
+        ))
+    })?;
+    if t.kind != "ssh" {
+        return Err(Error::Input {
+            code: "not_an_ssh_target",
+            message: format!(
+                "{target} is a {} target: only ssh targets have host keys",
+                t.kind
+            ),
+        });
+    }
+    Ok(t)
+}
+
 impl App {
     /// The grant under which `user` may open an SSH session on `target` now: `grant`, whose
     /// certificate they signed in with, if given; else the active one that lasts longest among
@@ -529,11 +552,7 @@ impl App {
             return Err(Error::Forbidden("only administrators pin host keys".into()));
         }
         let policy = self.policy.load();
-        let t = policy
-            .targets()
-            .get(target)
-            .filter(|t| t.kind == "ssh")
-            .ok_or_else(|| Error::unknown_target(format!("no ssh target {target}")))?;
+        let t = ssh_target(policy.targets(), target)?;
         let conn = ssh_cert::connection(&t.connection)
             .map_err(|e| Error::Issuer(e.to_string()))?
             .ok_or_else(|| Error::Input {
@@ -559,9 +578,7 @@ impl App {
             return Err(Error::Forbidden("only administrators pin host keys".into()));
         }
         let policy = self.policy.load();
-        let Some(t) = policy.targets().get(target).filter(|t| t.kind == "ssh") else {
-            return Err(Error::unknown_target(format!("no ssh target {target}")));
-        };
+        let t = ssh_target(policy.targets(), target)?;
         // The policy's key is the one the proxy checks: a pin stored beside it would never be.
         if ssh_cert::connection(&t.connection)
             .ok()

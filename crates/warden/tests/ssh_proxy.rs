@@ -1557,6 +1557,30 @@ fn host_keys_are_pinned_only_after_confirmation() {
         .unwrap()
         .count();
     assert_eq!(recordings, 1);
+
+    // A target of another kind has no host key, and the refusal says which kind it is; a
+    // target the policy does not define is not found.
+    let postgres = "[targets.db]\nkind = \"postgres\"\nenvironment = \"test\"\n[targets.db.connection]\nhost = \"127.0.0.1\"\nport = 5432\ndatabase = \"app\"\n[targets.db.roles.read]\ngrants = [\"GRANT SELECT ON items TO {{name}}\"]\n";
+    let web = targets("host = \"127.0.0.1\"\nport = 1", &role_settings(""));
+    write_policy(
+        &s.env.policy_dir(),
+        &[("targets.toml", &format!("{web}\n{postgres}"))],
+    );
+    ok(&s.admin, &["policy", "reload"]);
+    let pin_on = |target: &str, code: i32| {
+        let args = [
+            "target",
+            "pin-host-key",
+            target,
+            "--fingerprint",
+            &fingerprint,
+        ];
+        fails(&s.admin, &args, code).stderr
+    };
+    let said = pin_on("db", 2);
+    assert!(said.contains("db is a postgres target"), "{said}");
+    let said = pin_on("nowhere", 4);
+    assert!(said.contains("no target nowhere"), "{said}");
 }
 
 /// `bytes` random bytes in a new file at `path`.

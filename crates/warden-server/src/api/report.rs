@@ -23,7 +23,7 @@ const MAX_REQUESTS: usize = 200_000;
 /// `metrics_token`, then it needs `Authorization: Bearer <metrics_token>`. Shows counts by
 /// state, tier, issuer kind and sink: never user names or request ids.
 #[utoipa::path(get, path = "/metrics", security((), ("metrics_token" = [])), responses(
-    (status = 200, content_type = "text/plain; version=0.0.4"),
+    (status = 200, content_type = "text/plain; version=0.0.4; charset=utf-8"),
     (status = 401, body = ErrorBody)))]
 pub async fn metrics(
     State(app): State<Shared>,

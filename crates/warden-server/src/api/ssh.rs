@@ -127,9 +127,11 @@ pub struct HostKey {
     pub fingerprint: String,
 }
 
-/// What an upstream host presents, for confirmation before pinning.
+/// What an upstream host presents, for confirmation before pinning. Administrators. A
+/// target of another kind than ssh, or with no `connection.host`, is a 400; a target the
+/// policy does not define a 404; a host that cannot be reached or shows no key a 502.
 #[utoipa::path(post, path = "/v1/targets/{name}/host-key/scan", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = HostKey), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, body = HostKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn scan_host_key(
     State(app): State<Shared>,
     who: Authed,
@@ -157,9 +159,11 @@ pub struct PinBody {
     pub fingerprint: String,
 }
 
-/// Pins a target's host key. Administrators.
+/// Pins a target's host key. Administrators. A target of another kind than ssh is a 400; a
+/// target the policy does not define a 404; one whose policy pins its key
+/// (`connection.host_key`) a 409, since that is the key the proxy checks.
 #[utoipa::path(put, path = "/v1/targets/{name}/host-key", request_body = PinBody, security(("token" = [])),
-    responses((status = 200, body = HostKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = HostKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pin_host_key(
     State(app): State<Shared>,
     who: Authed,
@@ -313,12 +317,15 @@ pub async fn watch(
         .into_response())
 }
 
-/// A session's asciicast v2 recording (also while it runs). Administrators and session
-/// viewers; every read is audited. The `warden-recording` header says how it compares with
+/// A session's asciicast v2 recording (also while it runs). Administrators, session viewers
+/// and audit readers; every read is audited. The `warden-recording` header says how it compares with
 /// the SHA-256 its `session.ended` event holds: `intact`, `altered`, `live` (still running)
 /// or `unchecked` (no digest to compare with); `warden-recording-sha256` is the served one's.
 #[utoipa::path(get, path = "/v1/sessions/{id}/recording", security(("token" = [])),
-    responses((status = 200, content_type = "application/x-asciicast"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/x-asciicast", headers(
+            ("warden-recording" = String, description = "How the recording compares with the SHA-256 its session.ended event holds: intact, altered, live (still running) or unchecked (no digest to compare with)"),
+            ("warden-recording-sha256" = String, description = "The SHA-256 (hex) of the recording served"))),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn recording(
     State(app): State<Shared>,
     who: Authed,
