@@ -318,9 +318,10 @@ pub async fn watch(
 }
 
 /// A session's asciicast v2 recording (also while it runs). Administrators, session viewers
-/// and audit readers; every read is audited. The `warden-recording` header says how it compares with
-/// the SHA-256 its `session.ended` event holds: `intact`, `altered`, `live` (still running)
-/// or `unchecked` (no digest to compare with); `warden-recording-sha256` is the served one's.
+/// and audit readers; every read is audited. The `warden-recording` header says how it
+/// compares with the SHA-256 its `session.ended` event holds: `intact`, `altered`, `live`
+/// (still running) or `unchecked` (no digest to compare with); `warden-recording-sha256` is
+/// the served one's.
 #[utoipa::path(get, path = "/v1/sessions/{id}/recording", security(("token" = [])),
     responses((status = 200, content_type = "application/x-asciicast", headers(
             ("warden-recording" = String, description = "How the recording compares with the SHA-256 its session.ended event holds: intact, altered, live (still running) or unchecked (no digest to compare with)"),
