@@ -191,6 +191,10 @@ pub struct RequestFilter {
     pub limit: usize,
 }
 
+/// Most rows one read returns, whatever its `limit` asks: a caller wanting more reads on from
+/// where the last read ended.
+pub const READ_MAX: usize = 10_000;
+
 /// Which audit events to list.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -397,6 +401,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Oldest first.
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<StoredEvent>>;
+    /// Every event `filter` asks for (its `limit` and `after_seq` aside), read [`READ_MAX`] at a
+    /// time; `None` when there are more than `most`: for a whole range or nothing, such as an
+    /// export, which must never stop short unsaid.
+    async fn audit_whole(
+        &self,
+        filter: AuditFilter,
+        most: usize,
+    ) -> Result<Option<Vec<StoredEvent>>> {
+        let mut events: Vec<StoredEvent> = Vec::new();
+        loop {
+            let page = self
+                .audit(AuditFilter {
+                    after_seq: events.last().map(|e| e.seq),
+                    limit: READ_MAX,
+                    ..filter.clone()
+                })
+                .await?;
+            let last = page.len() < READ_MAX;
+            events.extend(page);
+            if events.len() > most {
+                return Ok(None);
+            }
+            if last {
+                return Ok(Some(events));
+            }
+        }
+    }
 
     /// Audit leaves with a sequence number above `after_seq`, oldest first.
     async fn audit_leaves(&self, after_seq: u64, limit: usize) -> Result<Vec<Leaf>>;

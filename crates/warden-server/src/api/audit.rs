@@ -638,7 +638,7 @@ const EXPORT_MAX: usize = 100_000;
 /// Exports events in a time range, each with an inclusion proof against the newest signed
 /// checkpoint. Administrators and audit readers.
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("token" = [])),
-    responses((status = 200, body = Bundle), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Bundle), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "`range_too_large`: more events than one bundle holds", body = ErrorBody)))]
 pub async fn export(
     State(app): State<Shared>,
     who: Authed,
@@ -650,16 +650,27 @@ pub async fn export(
     let (from, to) = admitted(&app, &who, "audit.export", asked).await?;
     let cp = checkpoint_at(&app, None).await?;
     let archived_before = archived_behind(&app, from, None).await?;
-    let events = app
-        .store
-        .audit(AuditFilter {
+    let whole = app.store.audit_whole(
+        AuditFilter {
             from,
             to,
-            limit: EXPORT_MAX,
             ..Default::default()
-        })
-        .await
-        .map_err(crate::broker::Error::from)?;
+        },
+        EXPORT_MAX,
+    );
+    let events = match whole.await.map_err(crate::broker::Error::from)? {
+        Some(events) => events,
+        None => {
+            let e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "range_too_large",
+                format!(
+                    "the range holds more than {EXPORT_MAX} events, more than one bundle holds: export it in shorter ranges (--from and --to)"
+                ),
+            );
+            return Err(refuse_4xx(&app, &who, "audit.export", e).await);
+        }
+    };
     if let Err(e) = refuse_unprovable(&app, &events).await {
         return Err(refuse_4xx(&app, &who, "audit.export", e).await);
     }

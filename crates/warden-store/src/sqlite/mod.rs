@@ -685,7 +685,7 @@ fn decode_checkpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
 }
 
 fn limit(n: usize) -> i64 {
-    i64::try_from(n.clamp(1, 10_000)).unwrap_or(10_000)
+    i64::try_from(n.clamp(1, crate::READ_MAX)).unwrap_or(i64::MAX)
 }
 
 /// Requests in given live states (`?3`, a JSON list), newest first: through the state index.

@@ -135,6 +135,29 @@ async fn an_idle_store_checks_its_writes_by_writing() {
     );
 }
 
+/// A whole read gathers every event past one read's page, or none when they are too many.
+#[tokio::test]
+async fn a_whole_read_gathers_every_page_or_nothing() {
+    let (_d, s) = store();
+    let n = crate::READ_MAX + 7;
+    s.append((0..n).map(|_| event(Code::TokenRejected)).collect())
+        .await
+        .unwrap();
+    let all = s
+        .audit_whole(AuditFilter::default(), n)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.len(), n);
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert!(
+        s.audit_whole(AuditFilter::default(), n - 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// A batch whose every change failed commits nothing, so it shows nothing of the disk: the
 /// next check writes its own row.
 #[tokio::test]
