@@ -376,7 +376,16 @@ impl PostgresIssuer {
         Ok((key, client, turn))
     }
 
-    fn catalog_lock(&self, key: String) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    /// The turn of the statements that rewrite privilege rows at the database `conn` names:
+    /// role creation and the drop of what a role owns collide in PostgreSQL's catalog when
+    /// they run at once.
+    fn catalog_lock(&self, conn: &Connection) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let key = format!(
+            "{}:{}/{}",
+            conn.host,
+            conn.port,
+            conn.database.as_deref().unwrap_or_default()
+        );
         let mut map = self
             .catalogs
             .lock()
@@ -444,12 +453,7 @@ impl PostgresIssuer {
         disable_login(client, account, &role, oid).await?;
         end_sessions(client, account, oid).await?;
         // DROP OWNED rewrites the same privilege rows role creation does: queue behind it.
-        let lock = self.catalog_lock(format!(
-            "{}:{}/{}",
-            conn.host,
-            conn.port,
-            conn.database.as_deref().unwrap_or_default()
-        ));
+        let lock = self.catalog_lock(conn);
         let _queued = lock.lock().await;
         // Whatever the role made or was granted in the cluster's other databases (any role
         // may connect to most of them, and a large object needs no privilege to create) would
@@ -997,12 +1001,7 @@ impl Issuer for PostgresIssuer {
         };
         // Concurrent GRANTs on the same objects can collide in PostgreSQL's catalog ("tuple
         // concurrently updated"); the whole transaction rolled back, so it is simply retried.
-        let lock = self.catalog_lock(format!(
-            "{}:{}/{}",
-            conn.host,
-            conn.port,
-            conn.database.as_deref().unwrap_or_default()
-        ));
+        let lock = self.catalog_lock(&conn);
         let _queued = lock.lock().await;
         let mut attempt = 0;
         loop {
