@@ -74,7 +74,7 @@ impl From<Link> for String {
 pub enum PostmortemError {
     // The link is not quoted back: it is kept in the audit log with the refusal.
     #[error(
-        "the link is not an http:// or https:// URL with a host; pass the write-up's address with --link"
+        "the link is not an http:// or https:// URL with a host; pass the write-up's address with --link (`link` in the API)"
     )]
     BadLink,
     #[error(
@@ -88,7 +88,9 @@ pub enum PostmortemError {
     LinkCharacter(char),
     #[error("the link is {0} bytes long; the limit is 2048: link to a shorter address")]
     LongLink(usize),
-    #[error("a note is required when closing a postmortem: say what was learned with --note")]
+    #[error(
+        "a note is required when closing a postmortem: say what was learned with --note (`note` in the API)"
+    )]
     NoNote,
     #[error("{0}")]
     Note(#[from] TextError),

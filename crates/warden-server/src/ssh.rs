@@ -632,14 +632,23 @@ impl App {
     /// Ends a live session; audited with who did it.
     pub async fn kill_session(&self, caller: Caller<'_>, id: &str) -> Result<(), Error> {
         let info = self.oversee(&caller, id)?;
+        // Ended first, once: of two kills at once the second is told so, and one is audited.
+        // Its `session.ended` names who ended it, should this event fail to be stored.
+        if !self
+            .sessions
+            .kill(id, &format!("terminated by {}", caller.user.name))
+        {
+            return Err(Error::Conflict {
+                code: "already_ending",
+                message: format!("session {id} is being ended already"),
+            });
+        }
         let mut event = Event::new(Code::SessionKilled, caller.actor(), now())
             .details(serde_json::json!({ "user": info.user }));
         event.session_id = Some(id.to_owned());
         event.request_id = Some(info.grant);
         event.target = Some(info.target.clone());
         self.store.append(vec![event]).await?;
-        self.sessions
-            .kill(id, &format!("terminated by {}", caller.user.name));
         Ok(())
     }
 

@@ -103,7 +103,7 @@ impl App {
                 return Err(Error::Input {
                     code: "credential_not_working",
                     message: format!(
-                        "nothing was stored: {e}. Check that the target's connection in targets.toml (host, port, database) is right and reachable from Warden, and that this user name and password log in there; or store it anyway with `--no-verify` (every issue and revocation at {target} will fail until it works)"
+                        "nothing was stored: {e}. Check that the target's connection in targets.toml (host, port, database) is right and reachable from Warden, and that this user name and password log in there; or store it anyway with `--no-verify` (`\"verify\": false` in the API; every issue and revocation at {target} will fail until it works)"
                     ),
                 });
             }

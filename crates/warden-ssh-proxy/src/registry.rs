@@ -111,12 +111,18 @@ impl SessionRegistry {
         self.lock().get(id).map(|l| l.info.clone())
     }
 
-    /// Ends session `id`, telling its user `reason`; false if it is not live.
+    /// Ends session `id`, telling its user `reason`; false if it is not live, or already
+    /// being ended (two kills at once end it once, with the first one's reason).
     pub fn kill(&self, id: &str, reason: &str) -> bool {
-        self.lock()
-            .get(id)
-            .map(|l| l.end.send_replace(Some(reason.to_owned())))
-            .is_some()
+        self.lock().get(id).is_some_and(|l| {
+            l.end.send_if_modified(|end| {
+                let first = end.is_none();
+                if first {
+                    *end = Some(reason.to_owned());
+                }
+                first
+            })
+        })
     }
 
     /// Ends every session opened under `grant`; returns how many.
@@ -194,6 +200,7 @@ mod tests {
         assert_eq!(b.end.borrow().as_deref(), Some("revoked"));
         assert!(c.end.borrow().is_none());
         assert!(r.kill("c", "terminated by admin"));
+        assert!(!r.kill("c", "terminated by sam"), "ended once");
         assert_eq!(c.end.borrow().as_deref(), Some("terminated by admin"));
         r.unregister("a");
         assert!(!r.kill("a", "x"), "an ended session cannot be killed");

@@ -258,7 +258,7 @@ fn session_id(id: &str) -> Result<String, ApiError> {
 
 /// Ends a live session at once; the user is told who ended it.
 #[utoipa::path(post, path = "/v1/sessions/{id}/kill", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`already_ending`: another kill or the grant's end is ending it", body = ErrorBody)))]
 pub async fn kill(
     State(app): State<Shared>,
     who: Authed,
