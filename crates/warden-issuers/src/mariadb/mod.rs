@@ -336,7 +336,7 @@ fn connection_of(settings: &Settings) -> Result<Connection, Error> {
 }
 
 /// Connects to the target as `user`, failing within [`CONNECT_TIMEOUT`].
-async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, Error> {
+pub(crate) async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Conn, Error> {
     let where_ = format!(
         "connecting to mariadb at {}:{} as {user}",
         conn.host, conn.port
@@ -798,27 +798,6 @@ mod tests {
         v.as_object().cloned().unwrap()
     }
 
-    /// An administrator's password that is also a word of the message (`mariadb`, `admin`) is
-    /// not pointed at by a redaction of it.
-    #[tokio::test]
-    async fn a_failed_connection_points_at_no_part_of_the_password() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
-        let conn = Connection {
-            host: "127.0.0.1".into(),
-            port,
-            database: Some("app".into()),
-            tls: Tls::Disable,
-        };
-        for password in ["mariadb", "admin", "x"] {
-            let Err(Error::Unreached(said)) = connect(&conn, "warden_admin", password).await else {
-                panic!("connected to a closed port");
-            };
-            assert!(!said.contains("redacted"), "{said}");
-            assert!(said.contains("as warden_admin"), "{said}");
-        }
-    }
     #[test]
     fn quoting_keeps_values_inside_their_quotes() {
         assert_eq!(literal("it's"), "'it''s'");

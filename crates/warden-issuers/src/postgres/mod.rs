@@ -317,7 +317,7 @@ const SAFE_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 
 /// An administrator connection, its session's `search_path` set to [`SAFE_SEARCH_PATH`].
 #[derive(Debug)]
-struct Admin {
+pub(crate) struct Admin {
     client: Client,
     /// The `search_path` the administrator's sessions have by the server's settings, which
     /// the role's grant statements are written for.
@@ -736,7 +736,7 @@ fn connect_failure(e: &tokio_postgres::Error, conn: &Connection) -> String {
 
 /// Connects to the target's database as `user`, failing within [`CONNECT_TIMEOUT`], the
 /// session's `search_path` set to [`SAFE_SEARCH_PATH`].
-async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin, Error> {
+pub(crate) async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin, Error> {
     let where_ = format!(
         "connecting to postgres at {}:{} as {user}",
         conn.host, conn.port
@@ -1104,28 +1104,6 @@ mod tests {
 
     fn settings(v: serde_json::Value) -> Settings {
         v.as_object().cloned().unwrap()
-    }
-
-    /// An administrator's password that is also a word of the message (`postgres`, `admin`) is
-    /// not pointed at by a redaction of it.
-    #[tokio::test]
-    async fn a_failed_connection_points_at_no_part_of_the_password() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
-        let conn = Connection {
-            host: "127.0.0.1".into(),
-            port,
-            database: Some("app".into()),
-            tls: Tls::Disable,
-        };
-        for password in ["postgres", "admin", "x"] {
-            let Err(Error::Unreached(said)) = connect(&conn, "warden_admin", password).await else {
-                panic!("connected to a closed port");
-            };
-            assert!(!said.contains("redacted"), "{said}");
-            assert!(said.contains("as warden_admin"), "{said}");
-        }
     }
 
     /// Issues role `grants` for a new grant at `pg`: its account's name and password, and what

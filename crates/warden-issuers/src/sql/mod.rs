@@ -416,6 +416,38 @@ mod tests {
         );
     }
 
+    /// An administrator's password that is also a word of a failed connection's message
+    /// (`postgres`, `mariadb`, `admin`) is not pointed at by a redaction of it, at either kind.
+    #[tokio::test]
+    async fn a_failed_connection_points_at_no_part_of_the_password() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let conn = Connection {
+            host: "127.0.0.1".into(),
+            port,
+            database: Some("app".into()),
+            tls: Tls::Disable,
+        };
+        for password in ["postgres", "mariadb", "admin", "x"] {
+            let said = [
+                crate::postgres::connect(&conn, "warden_admin", password)
+                    .await
+                    .err(),
+                crate::mariadb::connect(&conn, "warden_admin", password)
+                    .await
+                    .err(),
+            ];
+            for said in said {
+                let Some(Error::Unreached(said)) = said else {
+                    panic!("connected to a closed port, or failed otherwise: {said:?}");
+                };
+                assert!(!said.contains("redacted"), "{said}");
+                assert!(said.contains("as warden_admin"), "{said}");
+            }
+        }
+    }
+
     #[test]
     fn redaction_removes_every_occurrence() {
         assert_eq!(

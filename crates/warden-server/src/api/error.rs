@@ -213,14 +213,6 @@ impl From<broker::Error> for ApiError {
         };
         Self {
             request_id,
-            // A name no one has is kept by its length: it may be a password typed in its place.
-            quotes_input: matches!(
-                e,
-                E::Missing {
-                    code: "unknown_user",
-                    ..
-                }
-            ),
             ..Self::new(status, e.code(), e.to_string())
         }
     }

@@ -342,7 +342,14 @@ pub async fn revoke_all(
     };
     let n = match app.offboard(who.caller(), &user).await {
         Ok(n) => n,
-        Err(e) => return Err(refuse(&app, &who, "user.revoke_all", e.into()).await),
+        Err(e) => {
+            // A name no one has may be a password typed in its place.
+            let e = ApiError {
+                withheld: Some(user.as_str().into()),
+                ..e.into()
+            };
+            return Err(refuse(&app, &who, "user.revoke_all", e).await);
+        }
     };
     Ok(Json(Offboarded {
         user: user.to_string(),
