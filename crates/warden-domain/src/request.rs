@@ -484,15 +484,9 @@ impl Request {
     ) -> Result<Approved, TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
         self.expect_in_time(now)?;
-        if self
-            .void_approvers(requester, &requirement, directory)
-            .contains(&approver.name)
-        {
-            return Err(TransitionError::ApprovalVoid(
-                requirement
-                    .progress(requester, &self.approvers(directory))
-                    .missing,
-            ));
+        let standing = self.review_standing(requester, &requirement, directory);
+        if standing.void.contains(&approver.name) {
+            return Err(TransitionError::ApprovalVoid(standing.missing));
         }
         self.check_reviewer(approver)?;
         let approvers = self.approvers(directory);
@@ -632,11 +626,10 @@ impl Request {
         // Anyone may be a two-person tier's second approver; were anyone also able to deny,
         // anyone could block every such request.
         if !requirement.names_reviewer(requester, reviewer) {
-            return Err(TransitionError::MayNotDeny(self.missing(
-                requester,
-                requirement,
-                directory,
-            )));
+            return Err(TransitionError::MayNotDeny(
+                self.review_standing(requester, requirement, directory)
+                    .missing,
+            ));
         }
         self.reviews.push(Review {
             reviewer: reviewer.clone(),
@@ -825,47 +818,43 @@ impl Request {
         }
     }
 
-    /// Who approved this pending request to no effect under `requirement` (the tier policy
-    /// demands now), their groups as `directory` has them: a tier changed since, or a group
-    /// left, since they approved. Their approval stays on record; approving again would not
-    /// count either.
-    pub fn void_approvers(
+    /// How the approvals given stand under `requirement` (the tier policy demands now), their
+    /// givers' groups as `directory` has them; nothing once the request is no longer pending.
+    pub fn review_standing(
         &self,
         requester: &User,
         requirement: &Requirement,
         directory: &Directory,
-    ) -> Vec<UserName> {
+    ) -> ReviewStanding {
         if self.state != State::Pending {
-            return Vec::new();
+            return ReviewStanding::default();
         }
         let approvers = self.approvers(directory);
         let progress = requirement.progress(requester, &approvers);
         // A place each of the others would fill is no void: the tier is met or waits for
         // someone else, and such an approver still counts if it comes to that.
-        approvers
+        let void = approvers
             .iter()
             .filter(|a| {
                 !progress.counted.contains(&a.name) && !requirement.names_reviewer(requester, a)
             })
             .map(|a| a.name.clone())
-            .collect()
-    }
-
-    /// Who may still act under `requirement`, as text for people: e.g. `an approver from
-    /// sre`. The approvals given count as `directory` has their givers now.
-    pub fn missing(
-        &self,
-        requester: &User,
-        requirement: &Requirement,
-        directory: &Directory,
-    ) -> Vec<String> {
-        if self.state != State::Pending {
-            return Vec::new();
+            .collect();
+        ReviewStanding {
+            missing: progress.missing,
+            void,
         }
-        requirement
-            .progress(requester, &self.approvers(directory))
-            .missing
     }
+}
+
+/// How a pending request's approvals stand under the tier of the moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewStanding {
+    /// Who may still act, as text for people: e.g. `an approver from sre`.
+    pub missing: Vec<String>,
+    /// Who approved to no effect: a tier changed since, or a group left, since they approved.
+    /// Their approval stays on record; approving again would not count either.
+    pub void: Vec<UserName>,
 }
 
 #[cfg(test)]
@@ -1162,7 +1151,7 @@ mod tests {
         let moved =
             Directory::new([alice.clone(), user("sam", &["ops"], None), carol.clone()]).unwrap();
         assert_eq!(
-            r.missing(&alice, &req, &moved),
+            r.review_standing(&alice, &req, &moved).missing,
             vec!["an approver from security".to_owned()]
         );
         let mut after_move = r.clone();
@@ -1173,7 +1162,7 @@ mod tests {
 
         // sam left the directory: the same.
         let gone = Directory::new([alice.clone(), carol.clone()]).unwrap();
-        assert_eq!(r.missing(&alice, &req, &gone).len(), 2);
+        assert_eq!(r.review_standing(&alice, &req, &gone).missing.len(), 2);
 
         // A group joined after approving does not count either.
         let mut r = request("peer(sre)");
@@ -1185,7 +1174,7 @@ mod tests {
             comment: c(),
             at: t,
         });
-        assert_eq!(r.missing(&alice, &req, &joined).len(), 1);
+        assert_eq!(r.review_standing(&alice, &req, &joined).missing.len(), 1);
 
         // Unchanged, sam's approval stands.
         let mut r = request("two-person(security)");

@@ -130,7 +130,7 @@ impl RequestView {
             rules,
             unapprovable,
         } = app.standing(r);
-        let void = app.void_approvers(r, &requirement);
+        let standing = app.review_standing(r, &requirement);
         Self {
             id: r.id.to_string(),
             state: r.state.to_string(),
@@ -161,13 +161,13 @@ impl RequestView {
                     verdict: verdict_name(v.verdict).to_owned(),
                     comment: v.comment.to_string(),
                     at: rfc3339(v.at),
-                    void: v.verdict == Verdict::Approve && void.contains(&v.reviewer.name),
+                    void: v.verdict == Verdict::Approve && standing.void.contains(&v.reviewer.name),
                 })
                 .collect(),
             still_needed: if unapprovable.is_some() {
                 Vec::new()
             } else {
-                app.still_needed(r, &requirement)
+                standing.missing
             },
             unapprovable,
             credential: r.credential.clone(),

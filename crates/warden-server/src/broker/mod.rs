@@ -468,23 +468,15 @@ impl App {
             })
     }
 
-    /// The places `requirement` still leaves open on pending request `r`, as text for people
-    /// (`an approver from sre`), counting the approvals that count now.
-    pub fn still_needed(&self, r: &Request, requirement: &Requirement) -> Vec<String> {
-        self.user(&r.requester)
-            .map(|req| r.missing(req, requirement, &self.reviewers()))
-            .unwrap_or_default()
-    }
-
-    /// Who approved pending request `r` to no effect under `requirement`
-    /// ([`Request::void_approvers`]).
-    pub fn void_approvers(
+    /// How the approvals of pending request `r` stand under `requirement`, counting them as
+    /// the directory has their givers now ([`Request::review_standing`]).
+    pub fn review_standing(
         &self,
         r: &Request,
         requirement: &Requirement,
-    ) -> Vec<warden_domain::UserName> {
+    ) -> warden_domain::request::ReviewStanding {
         self.user(&r.requester)
-            .map(|req| r.void_approvers(req, requirement, &self.reviewers()))
+            .map(|req| r.review_standing(req, requirement, &self.reviewers()))
             .unwrap_or_default()
     }
 
