@@ -1846,3 +1846,72 @@ fn refused_certificate_sign_ins_are_audited() {
         assert!(!e.to_string().contains(&blob[..40]), "{e}");
     }
 }
+
+/// `warden ssh --request ID` signs in with that grant's certificate, or not at all: a key
+/// signing in without it would run under whichever grant the proxy picks (the one that lasts
+/// longest), whatever the grant named allows or records.
+#[test]
+fn a_named_grant_signs_in_with_its_own_certificate_or_not_at_all() {
+    let s = Setup::start("metadata", "", true);
+    let named = s.grant("20m");
+    let longer = s.grant("50m");
+    let id = id(&named);
+    let key = s.key.to_str().unwrap();
+    let ran_under = |args: &[&str]| {
+        let before = s.events("session.started").len();
+        let out = s.alice.run(args, None);
+        assert_eq!(out.stdout.trim(), "ran", "{out:?}");
+        let started = s.wait_events("session.started", before + 1, Duration::from_secs(5));
+        started.last().unwrap()["request_id"].clone()
+    };
+
+    // A registered key is not the grant's: refused, saying why and what to do, before ssh runs.
+    let out = fails(
+        &s.alice,
+        &[
+            "ssh",
+            "web",
+            "--request",
+            &id,
+            "-i",
+            key,
+            "--",
+            "echo",
+            "ran",
+        ],
+        2,
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "-i {key} does not hold the certificate of grant {id}, which certifies the key SHA256:"
+        )) && out.stderr.contains("leave out -i"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("ran"), "{out:?}");
+    // Without -i, the key saved for the grant signs in under it, the longer grant aside.
+    let under = ran_under(&["ssh", "web", "--request", &id, "--", "echo", "ran"]);
+    assert_eq!(under, id.as_str());
+    // The key alone, without --request, still signs in under the grant the proxy picks.
+    let under = ran_under(&["ssh", "web", "-i", key, "--", "echo", "ran"]);
+    assert_eq!(under, longer["id"]);
+
+    // A certificate not saved on this client is said so, with how to save it.
+    let certificate = named["certificate_file"].as_str().unwrap();
+    std::fs::remove_file(certificate).unwrap();
+    let out = fails(
+        &s.alice,
+        &["ssh", "web", "--request", &id, "--", "echo", "ran"],
+        2,
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "the certificate of grant {id} is not saved on this client"
+        )) && out
+            .stderr
+            .contains(&format!("`warden request show {id}` saves it")),
+        "{out:?}"
+    );
+    ok(&s.alice, &["request", "show", &id]);
+    let under = ran_under(&["ssh", "web", "--request", &id, "--", "echo", "ran"]);
+    assert_eq!(under, id.as_str());
+}

@@ -486,15 +486,20 @@ pub async fn ssh(
         .arg("StrictHostKeyChecking=yes")
         .arg("-o")
         .arg(format!("HostKeyAlias=[{host}]:{}", addr.port()));
-    // The certificate of the caller's grant for the target, if this client saved it, logs
-    // in with its key, or with the key named if the grant certifies it (a registered key is
-    // ssh's own default otherwise).
-    let certified = match identity {
-        Some(key) => {
+    // The certificate of the grant `--request` names logs in with the key it certifies, or
+    // nothing does. Else the certificate of the caller's grant for the target, if this client
+    // saved it, logs in with its key, or with the key named if the grant certifies it (a
+    // registered key is ssh's own default otherwise).
+    let certified = match (&request, identity) {
+        (Some(id), key) => {
+            let (key, cert) = requested_certificate(&dir, id, key)?;
+            Some((key, Some(cert)))
+        }
+        (None, Some(key)) => {
             let cert = grant_certificate(&grants, &dir, Some(&key));
             Some((key, cert.map(|(_, cert)| cert)))
         }
-        None => grant_certificate(&grants, &dir, None).map(|(key, cert)| (key, Some(cert))),
+        (None, None) => grant_certificate(&grants, &dir, None).map(|(key, cert)| (key, Some(cert))),
     };
     if let Some((key, cert)) = certified {
         cmd.arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
@@ -565,13 +570,58 @@ fn grant_certificate(
         let id = r["id"].as_str().filter(|id| super::requests::id_like(id))?;
         let cert = dir.join(format!("{id}-cert.pub"));
         match (key, &public) {
-            (Some(key), Some(public)) => certifies(&cert, public).then(|| (key.into(), cert)),
+            (Some(key), Some(public)) => {
+                (certified_key(&cert).as_ref() == Some(public)).then(|| (key.into(), cert))
+            }
             _ => {
                 let key = dir.join(id);
                 (key.exists() && cert.exists()).then_some((key, cert))
             }
         }
     })
+}
+
+/// The key and certificate that sign in under grant `id`, which `--request` named: the
+/// certificate `warden request create` saved in `dir`, with `key` or, without one, the key
+/// saved beside it. Refused when either is missing or they do not match: a key signing in
+/// without the grant's certificate would leave the proxy to pick among the caller's grants,
+/// not necessarily the one named.
+fn requested_certificate(
+    dir: &std::path::Path,
+    id: &str,
+    key: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert = dir.join(format!("{id}-cert.pub"));
+    let Some(certified) = certified_key(&cert) else {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "the certificate of grant {id} is not saved on this client ({}): `warden request show {id}` saves it",
+                cert.display()
+            ),
+        )
+        .into());
+    };
+    let fingerprint = certified.fingerprint(ssh_key::HashAlg::Sha256);
+    let refusal = match key {
+        Some(key) if public_half(&key).as_ref() == Some(&certified) => return Ok((key, cert)),
+        Some(key) => format!(
+            "-i {} does not hold the certificate of grant {id}, which certifies the key {fingerprint}: leave out -i to sign in with that key, or leave out --request to sign in with {} under the grant the proxy picks",
+            key.display(),
+            key.display()
+        ),
+        None => {
+            let key = dir.join(id);
+            if public_half(&key).as_ref() == Some(&certified) {
+                return Ok((key, cert));
+            }
+            format!(
+                "the key grant {id} certifies ({fingerprint}) is not on this client at {}: name it with -i KEY",
+                key.display()
+            )
+        }
+    };
+    Err(Failure::new(exit::USAGE, refusal).into())
 }
 
 /// The public half of the private key in `key`: from `KEY.pub` or the key file itself.
@@ -586,12 +636,12 @@ fn public_half(key: &std::path::Path) -> Option<ssh_key::public::KeyData> {
         .ok()
 }
 
-/// Whether the certificate in `cert` certifies `key`.
-fn certifies(cert: &std::path::Path, key: &ssh_key::public::KeyData) -> bool {
+/// The key the certificate in `cert` certifies.
+fn certified_key(cert: &std::path::Path) -> Option<ssh_key::public::KeyData> {
     std::fs::read_to_string(cert)
         .ok()
         .and_then(|text| ssh_key::Certificate::from_openssh(text.trim()).ok())
-        .is_some_and(|c| c.public_key() == key)
+        .map(|c| c.public_key().clone())
 }
 
 /// An OpenSSH key revocation list starts so (`PROTOCOL.krl`).
