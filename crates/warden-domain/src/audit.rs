@@ -171,7 +171,7 @@ pub struct Event {
     pub code: Code,
     /// The code's dotted name, repeated so a reader of raw JSON need not look it up.
     pub action: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub time: OffsetDateTime,
     pub actor: Actor,
     #[serde(skip_serializing_if = "Option::is_none")]

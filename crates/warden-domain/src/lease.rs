@@ -75,21 +75,21 @@ pub struct Lease {
     /// The account name at the target.
     pub account: String,
     pub state: LeaseState,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub expires_at: OffsetDateTime,
     /// When the worker must next act; `None` once revoked.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub due_at: Option<OffsetDateTime>,
     pub attempts: u32,
     /// The last revocation error, without secrets.
     pub last_error: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: OffsetDateTime,
     /// When the target confirmed the credential gone: what the report times revocation by,
     /// kept here because the audit events that also say it may be archived.
     #[serde(
         default,
-        with = "time::serde::rfc3339::option",
+        with = "crate::timestamp::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub revoked_at: Option<OffsetDateTime>,

@@ -18,6 +18,7 @@ pub mod report;
 pub mod request;
 pub mod text;
 pub mod throttle;
+pub mod timestamp;
 pub mod ttl;
 
 pub use approval::{Clause, Requirement};
@@ -29,14 +30,8 @@ pub use notice::{Audience, Notice};
 pub use postmortem::{Link, Postmortem};
 pub use request::{BreakGlass, Request, RequestId, State};
 pub use text::{Comment, Reason, Ticket};
+pub use timestamp::rfc3339;
 pub use ttl::Ttl;
-
-/// `t` as RFC 3339 text (`2026-01-01T09:30:00Z`): the one way a time is written into
-/// messages, notices, API bodies and the audit log.
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 /// `t` to the millisecond, the one precision of every time Warden stores and shows: a
 /// request's id carries its creation's millisecond and the store keeps milliseconds, so a time

@@ -95,7 +95,7 @@ pub struct Notice {
     pub audience: Audience,
     /// The people meant, when the audience is people rather than a team.
     pub recipients: Vec<UserName>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub time: OffsetDateTime,
     pub request: RequestId,
     pub requester: UserName,
@@ -107,7 +107,7 @@ pub struct Notice {
     /// Whether the request is break-glass access, and whether a drill.
     pub breakglass: bool,
     pub drill: bool,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// A reviewer's comment or a failure's reason, when there is one.
     pub detail: Option<String>,

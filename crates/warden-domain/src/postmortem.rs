@@ -124,7 +124,7 @@ impl PostmortemError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Closure {
     pub by: UserName,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub at: OffsetDateTime,
     pub link: Link,
     pub note: Comment,
@@ -139,7 +139,7 @@ pub struct Postmortem {
     pub role: RoleName,
     pub reason: Reason,
     pub drill: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub opened_at: OffsetDateTime,
     pub closed: Option<Closure>,
 }

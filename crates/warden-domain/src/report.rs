@@ -130,9 +130,9 @@ pub struct Input<'a> {
 /// The zero-standing-privilege scorecard of a period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scorecard {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub from: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub to: OffsetDateTime,
     /// Requests created in the period, by their state now.
     pub requests: BTreeMap<String, u64>,

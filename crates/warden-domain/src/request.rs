@@ -170,7 +170,7 @@ pub struct Review {
     pub reviewer: User,
     pub verdict: Verdict,
     pub comment: Comment,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub at: OffsetDateTime,
 }
 
@@ -214,15 +214,15 @@ pub struct Request {
     pub public_key: Option<String>,
     /// Public, non-secret parts of the issued credential (e.g. an SSH certificate).
     pub credential: Option<serde_json::Value>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub pending_deadline: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub activated_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub expires_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub ended_at: Option<OffsetDateTime>,
     /// Who ended the request early (revoke, cancel) and why.
     pub ended_by: Option<UserName>,
@@ -233,7 +233,7 @@ pub struct Request {
     /// When the requester is to be told that the grant ends soon; cleared once they are.
     #[serde(
         default,
-        with = "time::serde::rfc3339::option",
+        with = "crate::timestamp::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub warn_at: Option<OffsetDateTime>,

@@ -271,7 +271,7 @@ impl App {
 /// An event's time, all a deletion reads of it.
 #[derive(Deserialize)]
 struct Timed {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_domain::timestamp")]
     time: OffsetDateTime,
 }
 

@@ -28,9 +28,9 @@ pub struct SessionInfo {
     pub login: String,
     /// `shell`, `exec` or `sftp`.
     pub kind: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_domain::timestamp")]
     pub started_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_domain::timestamp")]
     pub grant_expires_at: OffsetDateTime,
     pub recorded: bool,
 }

@@ -194,7 +194,7 @@ fn scorecard_and_metrics_follow_a_scripted_history() {
     assert!(
         short
             .stdout
-            .contains("2026-01-01T00:00:00Z to 2026-01-01T00:00:00.25Z"),
+            .contains("2026-01-01T00:00:00.000Z to 2026-01-01T00:00:00.250Z"),
         "{}",
         short.stdout
     );

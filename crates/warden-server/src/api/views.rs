@@ -342,7 +342,7 @@ mod tests {
             serde_json::to_value(RevocationView::of(&l)).unwrap(),
             serde_json::json!({
                 "state": "pending", "account": "w_alice_000000000000", "attempts": 0,
-                "last_error": null, "next_attempt_at": "2026-01-01T10:00:00Z", "removed_at": null,
+                "last_error": null, "next_attempt_at": "2026-01-01T10:00:00.000Z", "removed_at": null,
             })
         );
         l.revoke_unreached(
@@ -354,7 +354,7 @@ mod tests {
             serde_json::json!({
                 "state": "failing", "account": "w_alice_000000000000", "attempts": 1,
                 "last_error": "the target could not be reached or refused the login: no answer within 5 s",
-                "next_attempt_at": "2026-01-01T10:00:07Z", "removed_at": null,
+                "next_attempt_at": "2026-01-01T10:00:07.000Z", "removed_at": null,
             })
         );
         l.revoked(datetime!(2026-01-01 10:00:08 UTC));
@@ -362,7 +362,7 @@ mod tests {
             serde_json::to_value(RevocationView::of(&l)).unwrap(),
             serde_json::json!({
                 "state": "done", "account": "w_alice_000000000000", "attempts": 1,
-                "last_error": null, "next_attempt_at": null, "removed_at": "2026-01-01T10:00:08Z",
+                "last_error": null, "next_attempt_at": null, "removed_at": "2026-01-01T10:00:08.000Z",
             })
         );
         let mut active = ended();

@@ -2,7 +2,7 @@
 //! datagram (RFC 5426).
 //!
 //! ```text
-//! <86>1 2025-01-02T03:04:05.123456Z host warden 4242 W1000 [warden@32473 seq="12" leafHash="…"] {"seq":12,…}
+//! <86>1 2025-01-02T03:04:05.123Z host warden 4242 W1000 [warden@32473 seq="12" leafHash="…"] {"seq":12,…}
 //! ```
 //!
 //! Facility authpriv (10); severity info for allowed events, warning for denied, err for
@@ -27,9 +27,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use time::UtcOffset;
-use time::format_description::FormatItem;
-use time::macros::format_description;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warden_domain::audit::{Event, Outcome};
@@ -47,9 +44,6 @@ const FACILITY: u8 = 10;
 const IO_LIMIT: Duration = Duration::from_secs(10);
 /// Longest UDP message: a datagram's payload cannot exceed 65 507 bytes over IPv4.
 const MAX_DATAGRAM: usize = 65_000;
-/// RFC 5424 TIMESTAMP: UTC with at most microseconds.
-const TIMESTAMP: &[FormatItem<'_>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 /// Sends RFC 5424 messages to one receiver.
 #[derive(Debug)]
@@ -86,10 +80,10 @@ impl SyslogSink {
             Some(Outcome::Failed { .. }) => 3,
             None => 5,
         };
+        // RFC 5424 takes up to six decimals: the event's own time, as Warden writes times.
         let timestamp = event
             .as_ref()
-            .and_then(|e| e.time.to_offset(UtcOffset::UTC).format(TIMESTAMP).ok())
-            .unwrap_or_else(|| "-".to_owned());
+            .map_or_else(|| "-".to_owned(), |e| warden_domain::rfc3339(e.time));
         let msgid = event.map_or_else(|| "-".to_owned(), |e| e.code.to_string());
         let bom = if leaf.data.is_ascii() { "" } else { "\u{feff}" };
         format!(
@@ -258,7 +252,7 @@ mod tests {
         };
         let m = String::from_utf8(s.message(&leaf)).unwrap();
         let expected = format!(
-            "<84>1 2023-11-14T22:13:20.123456Z {} warden {} W1001 [warden@32473 seq=\"3\" leafHash=\"{}\"] {data}",
+            "<84>1 2023-11-14T22:13:20.123Z {} warden {} W1001 [warden@32473 seq=\"3\" leafHash=\"{}\"] {data}",
             s.hostname,
             std::process::id(),
             "01".repeat(32)
