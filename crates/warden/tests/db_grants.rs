@@ -545,6 +545,13 @@ fn pickup_early_revoke_offboarding_and_rotation() {
 
     // Approved by someone else: the secret waits for the requester, and is handed over once.
     let pending = id(&create(&alice, "pg", "reviewed", &[]));
+    let early = fails(&alice, &["request", "credential", &pending], 6);
+    assert!(
+        early
+            .stderr
+            .contains("has no credential until it is approved"),
+        "{early:?}"
+    );
     let approved = ok(&bob, &["request", "approve", &pending]);
     assert_eq!(approved["state"], "active");
     assert!(

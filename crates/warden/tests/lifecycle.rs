@@ -1758,6 +1758,7 @@ fn bad_input_is_refused_clearly_and_audited() {
         ),
         ("/v1/audit/proof/abc", &admin_auth, 400, "bad_path"),
         ("/v1/audit/proof/1", &auth, 403, "not_permitted"),
+        ("/v1/audit/consistency?from=1", &auth, 403, "not_permitted"),
         ("/v1/requests?limit=-1", &auth, 400, "bad_query"),
         ("/v1/requests?sate=active", &auth, 400, "bad_query"),
         // An endpoint that takes no parameters ignores none either.
@@ -1780,6 +1781,7 @@ fn bad_input_is_refused_clearly_and_audited() {
     for action in [
         "request.show",
         "audit.prove",
+        "audit.prove_consistency",
         "request.list",
         "audit.search",
     ] {

@@ -554,10 +554,10 @@ pub async fn consistency(
     raw: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let asked = require_audit_reader(&app, &who, "read audit proofs").and_then(|()| query(raw));
-    let q = admitted(&app, &who, "audit.prove", asked).await?;
+    let q = admitted(&app, &who, "audit.prove_consistency", asked).await?;
     match extension(&app, &q).await {
         Ok(proof) => Ok(Json(proof)),
-        Err(e) => Err(refuse_4xx(&app, &who, "audit.prove", e).await),
+        Err(e) => Err(refuse_4xx(&app, &who, "audit.prove_consistency", e).await),
     }
 }
 
@@ -854,6 +854,10 @@ pub async fn delete_segment(
         E::Retained { .. } => (StatusCode::CONFLICT, "segment_retained"),
         E::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "delete_failed"),
     };
-    let e = ApiError::new(status, code, format!("{e:#}"));
+    let e = ApiError {
+        // A name that is none may be anything typed in the wrong place: kept by its length.
+        quotes_input: matches!(e, E::BadName(_)),
+        ..ApiError::new(status, code, format!("{e:#}"))
+    };
     Err(refuse_4xx(&app, &who, "audit.delete_segment", e).await)
 }

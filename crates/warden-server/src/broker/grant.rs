@@ -340,12 +340,21 @@ impl App {
                 .details(serde_json::json!({"action": "pickup"}));
             // Only credentials Warden made an account for (a lease) have a secret to hand over.
             let e = if r.activated_at.is_none() {
+                let why = match r.state {
+                    State::Pending => format!(
+                        "request {id} is pending: it has no credential until it is approved; `warden request show {id}` tells when it is active"
+                    ),
+                    State::Approved => format!(
+                        "request {id} is approved and its credential is being issued: try again in a moment"
+                    ),
+                    state => format!(
+                        "request {id} is {} and was never granted: it has no credential",
+                        state.as_str()
+                    ),
+                };
                 Error::Conflict {
                     code: "not_granted",
-                    message: format!(
-                        "request {id} is {} and was never granted: it has no credential",
-                        r.state.as_str()
-                    ),
+                    message: why,
                 }
             } else if self.store.lease(id).await?.is_some() {
                 Error::Conflict {
