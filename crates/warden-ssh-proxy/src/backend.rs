@@ -76,6 +76,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn authenticate_certificate(&self, cert: &Certificate)
     -> Result<Certified, BackendError>;
 
+    /// Why `key`, registered to no one, signs `user` in nowhere when Warden certified it for a
+    /// grant of theirs and every such certificate is past its end: that grant (the one that
+    /// ended last) and the refusal. The SSH library refuses a certificate past its end before
+    /// [`Backend::authenticate_certificate`] could see it; clients then offer its key alone,
+    /// which is where such a sign-in shows. A backend that certifies no keys has none.
+    async fn expired_certificate(
+        &self,
+        _user: &UserName,
+        _key: &PublicKey,
+    ) -> Result<Option<(RequestId, Denied)>, BackendError> {
+        Ok(None)
+    }
+
     /// The grant under which `user` may open a session on `target` now: `grant` when the user
     /// signed in with that grant's certificate, else one that logs in as `login` when one was
     /// asked for.

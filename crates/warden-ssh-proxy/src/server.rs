@@ -467,9 +467,9 @@ impl Connection {
         }
     }
 
-    /// Audits a sign-in refused to a certificate Warden issued (`auth.login_failed`): who and
-    /// what the SSH user name `user` claimed, the grant the certificate names, and why; never
-    /// the certificate itself. The first [`SIGN_IN_REFUSALS_AUDITED`] of a connection only.
+    /// Audits a sign-in refused to a certificate Warden issued or to the key of one
+    /// (`auth.login_failed`): who and what the SSH user name `user` claimed, the grant the
+    /// certificate names, and why; never the certificate itself. The first [`SIGN_IN_REFUSALS_AUDITED`] of a connection only.
     async fn refuse_sign_in(&mut self, user: &str, grant: Option<RequestId>, denied: Denied) {
         self.sign_in_refusals += 1;
         if self.sign_in_refusals > SIGN_IN_REFUSALS_AUDITED {
@@ -630,7 +630,18 @@ impl server::Handler for Connection {
         };
         match self.ctx.backend.authenticate(key.public_key).await? {
             Some(owner) if owner == claimed => Ok(self.accept(claimed, target, login, None)),
-            _ => Ok(Auth::reject()),
+            Some(_) => Ok(Auth::reject()),
+            None => {
+                let expired = self
+                    .ctx
+                    .backend
+                    .expired_certificate(&claimed, key.public_key)
+                    .await?;
+                if let Some((grant, denied)) = expired {
+                    self.refuse_sign_in(user, Some(grant), denied).await;
+                }
+                Ok(Auth::reject())
+            }
         }
     }
 

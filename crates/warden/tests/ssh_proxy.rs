@@ -1915,3 +1915,39 @@ fn a_named_grant_signs_in_with_its_own_certificate_or_not_at_all() {
     let under = ran_under(&["ssh", "web", "--request", &id, "--", "echo", "ran"]);
     assert_eq!(under, id.as_str());
 }
+
+/// A sign-in with a certificate past its end is audited, as other refused certificates are,
+/// though the SSH library refuses it before the proxy sees it: the client offers its key next,
+/// and that key is the grant's. Keys Warden never certified are not audited: clients offer
+/// every key they hold.
+#[test]
+fn a_sign_in_with_an_expired_certificate_is_audited() {
+    let s = Setup::start("metadata", "", true);
+    let grant = s.grant("3s");
+    let id = id(&grant);
+    let ended = Instant::now() + Duration::from_secs(5);
+    let other = tempfile::tempdir().unwrap();
+    let (stranger, _) = ssh_keypair(other.path(), "stranger");
+    let out = ssh_run(s.port, "alice:web", &stranger, "id");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    std::thread::sleep(ended.saturating_duration_since(Instant::now()));
+
+    let out = ssh_with_certificate(s.port, &grant, "alice:web", "id");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let e = s.wait_event("auth.login_failed", Duration::from_secs(5));
+    assert_eq!(e["outcome"]["code"], "certificate_expired", "{e}");
+    assert!(
+        e["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the certificate of grant {id} is not valid now")),
+        "{e}"
+    );
+    assert_eq!(e["actor"]["claimed"], "alice", "{e}");
+    assert_eq!(e["details"]["via"], "ssh", "{e}");
+    assert_eq!(e["details"]["grant"], id.as_str(), "{e}");
+    assert_eq!(e["request_id"], id.as_str(), "{e}");
+    assert_eq!(e["target"], "web", "{e}");
+    // Once per sign-in, and none for the stranger's key.
+    assert_eq!(s.events("auth.login_failed").len(), 1);
+}
