@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::lease::Lease;
 use crate::names::{RoleName, TargetName, UserName};
 use crate::request::{Request, RequestId};
 use crate::text::{Comment, Reason, TextError};
@@ -104,6 +105,14 @@ pub enum PostmortemError {
         request: RequestId,
         until: OffsetDateTime,
     },
+    #[error(
+        "the account {account} of break-glass grant {request} is still at {target}, where Warden keeps trying to remove it: close its postmortem once it is gone (`warden request show {request}` says when), so the review covers all it could be used for"
+    )]
+    AccountAtTarget {
+        request: RequestId,
+        account: String,
+        target: TargetName,
+    },
 }
 
 impl PostmortemError {
@@ -116,6 +125,7 @@ impl PostmortemError {
             Self::NoNote | Self::Note(_) => "bad_note",
             Self::AlreadyClosed(_) => "already_closed",
             Self::GrantActive { .. } => "grant_active",
+            Self::AccountAtTarget { .. } => "account_at_target",
         }
     }
 }
@@ -165,13 +175,15 @@ impl Postmortem {
     }
 
     /// Closes it with the write-up's `link` and a non-empty `note`, once its `grant` has
-    /// ended: a review closed while the access is still in use would not cover all of it.
+    /// ended and the account made for it (its `lease`, if any) is gone from the target: a
+    /// review closed while the access can still be used would not cover all of it.
     pub fn close(
         &mut self,
         by: &UserName,
         link: Link,
         note: Comment,
         grant: &Request,
+        lease: Option<&Lease>,
         now: OffsetDateTime,
     ) -> Result<(), PostmortemError> {
         if self.closed.is_some() {
@@ -184,6 +196,13 @@ impl Postmortem {
             return Err(PostmortemError::GrantActive {
                 request: self.request,
                 until,
+            });
+        }
+        if let Some(lease) = lease.filter(|l| l.is_live()) {
+            return Err(PostmortemError::AccountAtTarget {
+                request: self.request,
+                account: lease.account.clone(),
+                target: lease.target.clone(),
             });
         }
         self.closed = Some(Closure {
@@ -289,7 +308,7 @@ mod tests {
         let until = OffsetDateTime::UNIX_EPOCH + time::Duration::HOUR;
         for at in [OffsetDateTime::UNIX_EPOCH, until - time::Duration::SECOND] {
             let e = pm
-                .close(&sam, link.clone(), note(), &grant, at)
+                .close(&sam, link.clone(), note(), &grant, None, at)
                 .unwrap_err();
             assert_eq!(
                 e,
@@ -306,15 +325,45 @@ mod tests {
                 link.clone(),
                 Comment::parse("").unwrap(),
                 &grant,
+                None,
                 until
             ),
             Err(PostmortemError::NoNote)
         );
+        // Ended, but its account is still at the target: the access could still be used.
+        let mut lease = Lease::intent(
+            grant.id,
+            grant.requester.clone(),
+            grant.target.clone(),
+            grant.role.clone(),
+            "w_bob_1".into(),
+            until,
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        lease.activate(until);
+        lease.start_revoking(until);
+        let e = pm
+            .close(&sam, link.clone(), note(), &grant, Some(&lease), until)
+            .unwrap_err();
+        assert_eq!(e.code(), "account_at_target");
+        assert!(
+            e.to_string().contains("w_bob_1 of break-glass grant"),
+            "{e}"
+        );
+        lease.revoked(until);
         assert!(pm.is_open());
-        pm.close(&sam, link.clone(), note(), &grant, until).unwrap();
+        pm.close(&sam, link.clone(), note(), &grant, Some(&lease), until)
+            .unwrap();
         assert!(!pm.is_open());
         assert!(matches!(
-            pm.close(&sam, link, Comment::parse("again").unwrap(), &grant, until),
+            pm.close(
+                &sam,
+                link,
+                Comment::parse("again").unwrap(),
+                &grant,
+                None,
+                until
+            ),
             Err(PostmortemError::AlreadyClosed(_))
         ));
     }

@@ -419,6 +419,7 @@ mod tests {
                 link,
                 Comment::parse("done").unwrap(),
                 &ended,
+                None,
                 when,
             )
             .unwrap();

@@ -101,9 +101,10 @@ impl App {
         let Some(grant) = self.store.request(id).await? else {
             return Err(self.refused(refusal, no_postmortem(id)).await);
         };
+        let lease = self.store.lease(id).await?;
         let closed = Link::parse(link).and_then(|link| {
             let note = Comment::parse(note).map_err(|e| e.named("note"))?;
-            pm.close(&caller.user.name, link, note, &grant, now)
+            pm.close(&caller.user.name, link, note, &grant, lease.as_ref(), now)
         });
         if let Err(e) = closed {
             return Err(self.refused(refusal, e.into()).await);

@@ -783,7 +783,9 @@ fn relayed_env(pg: &Postgres, relay: &Relay, behind: Behind<'_>) -> (Env, Cli) {
     );
     let rules = format!(
         "{rules}\n@id(\"relayed-read\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n\
-         permit (principal, action == Action::\"request\", resource == Role::\"relayed/read\");\n"
+         permit (principal, action == Action::\"request\", resource == Role::\"relayed/read\");\n\
+         @id(\"relayed-breakglass\")\n@max_ttl(\"1h\")\n\
+         permit (principal in Group::\"sre\", action == Action::\"breakglass\", resource == Role::\"relayed/read\");\n"
     );
     let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
     let admin = env.login("admin");
@@ -1000,6 +1002,66 @@ fn accounts_go_as_soon_as_their_database_is_back_and_are_shown_until_then() {
             .contains(&format!("{account} removed from relayed at")),
         "{shown:?}"
     );
+}
+
+/// A break-glass grant's postmortem is closed only once the account made for it is gone from
+/// its database: while Warden cannot reach the database to drop it, the access could still be
+/// used, and a review closed then would not cover it.
+#[test]
+fn a_postmortem_waits_for_the_break_glass_account_to_be_gone() {
+    let pg = Postgres::start();
+    let relay = Relay::start(pg.port());
+    let (env, admin) = relayed_env(&pg, &relay, Behind::Postgres(&pg));
+    let (bob, sam) = (env.login("bob"), env.login("sam"));
+    let code = totp(&enroll_mfa(&bob), 1);
+    let broke = ok(
+        &bob,
+        &[
+            "breakglass",
+            "relayed",
+            "--role",
+            "read",
+            "--reason",
+            "db fire",
+            "--ttl",
+            "30m",
+            "--totp",
+            &code,
+        ],
+    );
+    let rid = id(&broke);
+    let account = broke["credential"]["username"].as_str().unwrap().to_owned();
+    relay.go_down(true);
+    ok(&sam, &["request", "revoke", &rid]);
+
+    let close = [
+        "postmortem",
+        "close",
+        &rid,
+        "--link",
+        "https://wiki/pm/9",
+        "--note",
+        "reviewed",
+    ];
+    let out = fails(&sam, &close, 6);
+    assert!(
+        out.stderr.contains(&format!(
+            "{account} of break-glass grant {rid} is still at relayed"
+        )),
+        "{out:?}"
+    );
+    let refused = audit_records(&admin, "postmortem.close_refused");
+    assert_eq!(
+        refused[0]["event"]["outcome"]["code"], "account_at_target",
+        "{refused:?}"
+    );
+
+    relay.go_down(false);
+    wait_until("the account to go", Duration::from_secs(10), || {
+        ok(&sam, &["request", "show", &rid])["revocation"]["state"] == "done"
+    });
+    assert_eq!(pg_role_count(&pg, &account), "0");
+    assert_eq!(ok(&sam, &close)["closed_by"], "sam");
 }
 
 /// A database that comes back while Warden is down has its accounts removed as soon as Warden

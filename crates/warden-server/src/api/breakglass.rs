@@ -254,7 +254,8 @@ pub async fn show(
 }
 
 /// Closes a postmortem with the write-up's link and a note, once its grant has ended (409
-/// `grant_active` before). Security and administrators.
+/// `grant_active` before) and an account made for it is gone from its target (409
+/// `account_at_target` before). Security and administrators.
 #[utoipa::path(post, path = "/v1/postmortems/{id}/close", request_body = CloseBody, security(("token" = [])),
     responses((status = 200, body = PostmortemView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn close(

@@ -186,7 +186,8 @@ impl From<broker::Error> for ApiError {
             E::Issuer(_) | E::NotIssued { .. } => StatusCode::BAD_GATEWAY,
             E::Postmortem(
                 warden_domain::postmortem::PostmortemError::AlreadyClosed(_)
-                | warden_domain::postmortem::PostmortemError::GrantActive { .. },
+                | warden_domain::postmortem::PostmortemError::GrantActive { .. }
+                | warden_domain::postmortem::PostmortemError::AccountAtTarget { .. },
             ) => StatusCode::CONFLICT,
             E::Postmortem(_) => StatusCode::BAD_REQUEST,
             E::Store(warden_store::Error::Conflict) => StatusCode::CONFLICT,

@@ -196,6 +196,7 @@ mod tests {
                 link,
                 Comment::parse("done").unwrap(),
                 &grant,
+                None,
                 minute(at),
             )
             .unwrap();

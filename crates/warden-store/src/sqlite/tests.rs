@@ -773,6 +773,7 @@ async fn postmortems_open_with_their_grant_and_close_once() {
         Link::parse("https://wiki/pm/1").unwrap(),
         Comment::parse("learned").unwrap(),
         &grant,
+        None,
         at,
     )
     .unwrap();
@@ -786,6 +787,7 @@ async fn postmortems_open_with_their_grant_and_close_once() {
             Link::parse("https://wiki/pm/2").unwrap(),
             Comment::parse("twice").unwrap(),
             &grant,
+            None,
             at,
         )
         .unwrap();
