@@ -120,10 +120,8 @@ impl Listener {
     /// Serves on `tcp`, bound by the caller (who takes its address before anything else at
     /// start), with the proxy's host key.
     pub fn new(tcp: TcpListener, host_key: PrivateKey) -> Self {
-        let mut methods = MethodSet::empty();
-        methods.push(MethodKind::PublicKey);
         let server = server::Config {
-            methods,
+            methods: MethodSet::from(PUBLIC_KEYS),
             keys: vec![host_key],
             auth_rejection_time: Duration::from_millis(100),
             auth_rejection_time_initial: Some(Duration::ZERO),
@@ -188,6 +186,7 @@ impl Listener {
                 waiting: Some(waiting),
                 refused: 0,
                 sign_in_refusals: 0,
+                told: None,
                 backlogs: std::collections::HashMap::new(),
             };
             let stream = SignInDeadline {
@@ -209,6 +208,13 @@ impl Listener {
         }
     }
 }
+
+/// How clients sign in: with public keys, certificates among them.
+const PUBLIC_KEYS: &[MethodKind] = &[MethodKind::PublicKey];
+
+/// The same, and keyboard-interactive, offered only to tell why a Warden certificate was
+/// refused (see `Connection::told`); it signs no one in.
+const TELLING_WHY: &[MethodKind] = &[MethodKind::PublicKey, MethodKind::KeyboardInteractive];
 
 /// What the SSH user name asks for: `WARDEN_USER:TARGET[:LOGIN]`. A target or login is kept
 /// as [`bounded`], so a refusal and its audit event can quote it.
@@ -377,6 +383,9 @@ struct Connection {
     refused: u32,
     /// Sign-ins refused on this connection so far (see [`Connection::refuse_sign_in`]).
     sign_in_refusals: u32,
+    /// Why the first refused sign-in with a Warden certificate was refused, until the client is
+    /// told (by the handler's `auth_keyboard_interactive`).
+    told: Option<String>,
     /// Bytes each session channel holds that its target has not taken yet.
     backlogs: std::collections::HashMap<russh::ChannelId, Arc<AtomicUsize>>,
 }
@@ -467,13 +476,25 @@ impl Connection {
         }
     }
 
-    /// Audits a sign-in refused to a certificate Warden issued or to the key of one
+    /// Refuses a sign-in with a certificate Warden issued or with the key of one, and audits it
     /// (`auth.login_failed`): who and what the SSH user name `user` claimed, the grant the
-    /// certificate names, and why; never the certificate itself. The first [`SIGN_IN_REFUSALS_AUDITED`] of a connection only.
-    async fn refuse_sign_in(&mut self, user: &str, grant: Option<RequestId>, denied: Denied) {
+    /// certificate names, and why; never the certificate itself. The first
+    /// [`SIGN_IN_REFUSALS_AUDITED`] of a connection only. The client is told why once it has
+    /// no other key to offer (see [`Connection::told`]).
+    async fn refuse_sign_in(
+        &mut self,
+        user: &str,
+        grant: Option<RequestId>,
+        denied: Denied,
+    ) -> Auth {
+        self.told.get_or_insert_with(|| denied.message.clone());
+        let refused = Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(TELLING_WHY)),
+            partial_success: false,
+        };
         self.sign_in_refusals += 1;
         if self.sign_in_refusals > SIGN_IN_REFUSALS_AUDITED {
-            return;
+            return refused;
         }
         // What is not shaped as a name is kept by its length alone: a password typed where the
         // SSH user name goes would stay in the signed log for good.
@@ -509,6 +530,7 @@ impl Connection {
         if let Err(e) = self.ctx.backend.audit(vec![e]).await {
             tracing::error!(error = %e, "could not audit a refused ssh sign-in");
         }
+        refused
     }
 }
 
@@ -637,10 +659,12 @@ impl server::Handler for Connection {
                     .backend
                     .expired_certificate(&claimed, key.public_key)
                     .await?;
-                if let Some((grant, denied)) = expired {
-                    self.refuse_sign_in(user, Some(grant), denied).await;
+                match expired {
+                    Some((grant, denied)) => {
+                        Ok(self.refuse_sign_in(user, Some(grant), denied).await)
+                    }
+                    None => Ok(Auth::reject()),
                 }
-                Ok(Auth::reject())
             }
         }
     }
@@ -657,10 +681,31 @@ impl server::Handler for Connection {
             .await?;
         match self.sign_in_with(user, certified) {
             Ok(auth) => Ok(auth),
-            Err((grant, denied)) => {
-                self.refuse_sign_in(user, grant, denied).await;
-                Ok(Auth::reject())
-            }
+            Err((grant, denied)) => Ok(self.refuse_sign_in(user, grant, denied).await),
+        }
+    }
+
+    /// Tells the client why its Warden certificate was refused, once it has offered all its
+    /// keys: the SSH library sends its one banner before any key is offered, so the reason
+    /// comes as the instructions of a keyboard-interactive round with no questions, which
+    /// OpenSSH shows as it shows a banner, and which is then refused. Offered to the client
+    /// only after such a refusal ([`Connection::refuse_sign_in`]); it never signs anyone in.
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        response: Option<server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        match (response, self.told.take()) {
+            (None, Some(why)) => Ok(Auth::Partial {
+                name: "".into(),
+                instructions: format!("warden: {why}").into(),
+                prompts: Vec::new().into(),
+            }),
+            _ => Ok(Auth::Reject {
+                proceed_with_methods: Some(MethodSet::from(PUBLIC_KEYS)),
+                partial_success: false,
+            }),
         }
     }
 

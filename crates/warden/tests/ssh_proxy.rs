@@ -300,6 +300,28 @@ fn ssh_with_certificate(port: u16, grant: &Value, login: &str, command: &str) ->
         .unwrap()
 }
 
+/// [`ssh_with_certificate`] as a person runs ssh, not a script: with the client's default log
+/// level and no batch mode, which show what the server says at sign-in.
+fn ssh_as_a_person(port: u16, key: &Path, certificate: Option<&str>, login: &str) -> Output {
+    let args = ssh_base_args(port, key)
+        .into_iter()
+        .map(|a| match a.as_str() {
+            "BatchMode=yes" => "BatchMode=no".to_owned(),
+            "LogLevel=ERROR" => "LogLevel=INFO".to_owned(),
+            _ => a,
+        });
+    let mut ssh = std::process::Command::new("timeout");
+    ssh.args(["30", "ssh"]).args(args);
+    if let Some(certificate) = certificate {
+        ssh.arg("-o").arg(format!("CertificateFile={certificate}"));
+    }
+    ssh.arg(format!("{login}@127.0.0.1"))
+        .arg("echo signed-in")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
 fn sha256_hex(path: &Path) -> String {
     let out = std::process::Command::new("sha256sum")
         .arg(path)
@@ -1932,8 +1954,17 @@ fn a_sign_in_with_an_expired_certificate_is_audited() {
     assert_eq!(out.status.code(), Some(255), "{out:?}");
     std::thread::sleep(ended.saturating_duration_since(Instant::now()));
 
-    let out = ssh_with_certificate(s.port, &grant, "alice:web", "id");
+    // Refused, and told why.
+    let key = Path::new(grant["private_key_file"].as_str().unwrap());
+    let certificate = grant["certificate_file"].as_str();
+    let out = ssh_as_a_person(s.port, key, certificate, "alice:web");
     assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "warden: the certificate of grant {id} is not valid now: request new access with `warden request create`"
+        )),
+        "{out:?}"
+    );
     let e = s.wait_event("auth.login_failed", Duration::from_secs(5));
     assert_eq!(e["outcome"]["code"], "certificate_expired", "{e}");
     assert!(
@@ -1950,4 +1981,50 @@ fn a_sign_in_with_an_expired_certificate_is_audited() {
     assert_eq!(e["target"], "web", "{e}");
     // Once per sign-in, and none for the stranger's key.
     assert_eq!(s.events("auth.login_failed").len(), 1);
+}
+
+/// A Warden certificate refused at sign-in is refused with the reason the audit log holds,
+/// shown to the user as a banner would be; a key that is nothing of Warden's hears nothing.
+#[test]
+fn a_refused_certificate_is_told_why() {
+    let s = Setup::start("metadata", "", true);
+    let grant = s.grant("30m");
+    let id = id(&grant);
+    let key = Path::new(grant["private_key_file"].as_str().unwrap());
+    let certificate = grant["certificate_file"].as_str();
+    let told = |login: &str, why: &str| {
+        let out = ssh_as_a_person(s.port, key, certificate, login);
+        assert_eq!(out.status.code(), Some(255), "{out:?}");
+        assert!(!text(&out.stdout).contains("signed-in"), "{out:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("warden: {why}")), "{err}");
+        assert!(err.contains("Permission denied (publickey)"), "{err}");
+    };
+
+    told(
+        "bob:web",
+        &format!(
+            "the certificate of grant {id} was issued to alice, not bob: sign in as alice:TARGET"
+        ),
+    );
+    ok(&s.alice, &["request", "revoke", &id]);
+    told(
+        "alice:web",
+        &format!("grant {id} is revoked: request new access with `warden request create`"),
+    );
+    assert_eq!(
+        s.wait_events("auth.login_failed", 2, Duration::from_secs(5))
+            .len(),
+        2
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let (stranger, _) = ssh_keypair(other.path(), "stranger");
+    let out = ssh_as_a_person(s.port, &stranger, None, "alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        !err.contains("warden:") && err.contains("Permission denied (publickey)"),
+        "{err}"
+    );
 }
