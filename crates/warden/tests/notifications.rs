@@ -420,6 +420,49 @@ fn a_notice_retried_after_an_outage_is_not_told_to_those_who_left_meanwhile() {
     );
 }
 
+/// A webhook taking security's notices reaches no one when the security group holds no one
+/// but whoever broke the glass: the CLI says so, and so does the record.
+#[test]
+fn a_break_glass_told_to_no_one_but_the_breaker_is_said_to_be_told_to_no_one() {
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "security_group = \"sec-oncall\"\n\n[users.dave]\ngroups = [\"sre\", \"sec-oncall\"]\n\n\
+             [[notify]]\nname = \"sechook\"\nkind = \"webhook\"\nurl = \"{}\"\naudiences = [\"security\"]\n",
+            hook.url()
+        ),
+    );
+    let (dave, admin) = (login(&server, "dave"), login(&server, "admin"));
+    let code = totp(&enroll_mfa(&dave), 1);
+    let out = dave.run(
+        &[
+            "breakglass",
+            "web",
+            "--role",
+            "admin",
+            "--reason",
+            "db down",
+            "--ttl",
+            "10m",
+            "--totp",
+            &code,
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("no one in security was notified"),
+        "{out:?}"
+    );
+    let activated = audit_records(&admin, "breakglass.activated");
+    assert_eq!(
+        activated[0]["event"]["details"]["security_notified"], false,
+        "{activated:?}"
+    );
+}
+
 /// Whoever broke the glass does not close its postmortem, even as a member of security:
 /// someone else reviews what they did. A look at a postmortem one may not see is audited.
 #[test]

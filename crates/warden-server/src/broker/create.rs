@@ -249,7 +249,7 @@ impl App {
             return self.grant(deciding, r, events, false, by, now).await;
         }
         let notices = self.notices(&r, Kind::ApprovalNeeded, Audience::Approvers, None);
-        let notified = !notices.is_empty();
+        let notified = self.reach_someone(&notices);
         let inserted = self
             .insert(
                 &r,

@@ -201,8 +201,10 @@ impl App {
         );
         let mut postmortem = None;
         let mut notices = Vec::new();
+        let mut told = false;
         if let Some(bg) = r.breakglass {
             notices = self.notices(&r, Kind::BreakGlass, Audience::Security, None);
+            told = self.reach_someone(&notices);
             // Whether anyone in security is told, on the record: no sink reaches them, or
             // no one in the group but the requester, is for whoever reviews it to know.
             events.push(
@@ -215,7 +217,7 @@ impl App {
                         "ttl": r.ttl.to_string(),
                         "recording": r.recording.to_string(),
                         "expires_at": warden_domain::rfc3339(valid_before),
-                        "security_notified": !notices.is_empty(),
+                        "security_notified": told,
                     })),
             );
             events.push(
@@ -226,6 +228,7 @@ impl App {
             postmortem = Some(Postmortem::open(&r, bg.drill, now));
         } else if !to_requester {
             notices = self.notices(&r, Kind::Approved, Audience::Requester, None);
+            told = self.reach_someone(&notices);
         }
         let (secret, pickup) = match issued.secret {
             Some(secret) if !to_requester => {
@@ -245,7 +248,7 @@ impl App {
             .into_iter()
             .chain(lease.as_ref().and_then(|l| l.due_at))
             .min();
-        let notify = !notices.is_empty();
+        let queued = !notices.is_empty();
         self.save(
             &mut r,
             &mut stored,
@@ -261,13 +264,13 @@ impl App {
         .await?;
         self.issued(&r, &target.kind, true, now);
         self.wake.by(deadline);
-        if notify {
+        if queued {
             self.outbox.notify_one();
         }
         Ok(Outcome {
             request: r,
             secret,
-            notified: notify,
+            notified: told,
         })
     }
 

@@ -167,7 +167,8 @@ pub struct Create {
 pub struct Outcome {
     pub request: Request,
     pub secret: Option<Secret<serde_json::Value>>,
-    /// Whether the change queued a notification (for a break-glass grant: to security).
+    /// Whether the change queued a notification that reaches someone (for a break-glass
+    /// grant: someone in security but the one who broke the glass).
     pub notified: bool,
 }
 

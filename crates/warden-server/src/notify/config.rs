@@ -241,9 +241,16 @@ impl NotifyConfig {
         match self {
             NotifyConfig::Webhook(c) => c.audiences.contains(&audience),
             NotifyConfig::Smtp(c) => {
-                c.to.get(&audience).is_some_and(|to| !to.is_empty())
-                    || (c.user_domain.is_some() && recipients > 0)
+                self.has_own_addresses(audience) || (c.user_domain.is_some() && recipients > 0)
             }
+        }
+    }
+
+    /// Whether it sends `audience`'s notices to addresses of its own, whoever they name.
+    pub fn has_own_addresses(&self, audience: Audience) -> bool {
+        match self {
+            NotifyConfig::Webhook(_) => false,
+            NotifyConfig::Smtp(c) => c.to.get(&audience).is_some_and(|to| !to.is_empty()),
         }
     }
 

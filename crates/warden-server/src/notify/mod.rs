@@ -133,6 +133,21 @@ impl App {
         self.notices_to(r, kind, audience, recipients, detail)
     }
 
+    /// Whether `notices` reach someone: people named as recipients, or a sink's own addresses
+    /// for the audience (an SMTP sink's `to`). A webhook sent a notice naming no one reaches no
+    /// one Warden knows of: the security group with no one in it but the one who broke the
+    /// glass is told nothing, whatever sinks take the notice.
+    pub fn reach_someone(&self, notices: &[Outgoing]) -> bool {
+        notices.iter().any(|o| {
+            !o.notice.recipients.is_empty()
+                || self
+                    .config
+                    .notify
+                    .iter()
+                    .any(|s| s.name() == o.sink && s.has_own_addresses(o.notice.audience))
+        })
+    }
+
     /// A notice about `r` for some of `audience`, `recipients`, queued for every sink that
     /// wants it.
     pub fn notices_to(
