@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
+use russh::keys::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
 use russh::server::{self, Auth, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, MethodKind, MethodSet};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -212,8 +212,8 @@ impl Listener {
 /// How clients sign in: with public keys, certificates among them.
 const PUBLIC_KEYS: &[MethodKind] = &[MethodKind::PublicKey];
 
-/// The same, and keyboard-interactive, offered only to tell why a Warden certificate was
-/// refused (see `Connection::told`); it signs no one in.
+/// The same, and keyboard-interactive, offered only to tell why a Warden certificate (or
+/// registered key) was refused (see `Connection::told`); it signs no one in.
 const TELLING_WHY: &[MethodKind] = &[MethodKind::PublicKey, MethodKind::KeyboardInteractive];
 
 /// What the SSH user name asks for: `WARDEN_USER:TARGET[:LOGIN]`. A target or login is kept
@@ -383,7 +383,7 @@ struct Connection {
     refused: u32,
     /// Sign-ins refused on this connection so far (see [`Connection::refuse_sign_in`]).
     sign_in_refusals: u32,
-    /// Why the first refused sign-in with a Warden certificate was refused, until the client is
+    /// Why the first refused sign-in with a Warden certificate (or registered key) was refused, until the client is
     /// told (by the handler's `auth_keyboard_interactive`).
     told: Option<String>,
     /// Bytes each session channel holds that its target has not taken yet.
@@ -414,8 +414,8 @@ pub(crate) fn recorded_target(target: &str) -> String {
 /// on is not let fill the log (the first ones show what it was after).
 const REFUSALS_AUDITED: u32 = 16;
 
-/// The sign-ins with a certificate Warden issued that are audited, each, when refused on one
-/// connection: a client offers each of its keys once, and one trying on and on is not let fill
+/// The sign-ins with a certificate Warden issued (or a key of Warden's) that are audited, each,
+/// when refused on one connection: a client offers each of its keys once, and one trying on and on is not let fill
 /// the log.
 const SIGN_IN_REFUSALS_AUDITED: u32 = 3;
 
@@ -476,9 +476,10 @@ impl Connection {
         }
     }
 
-    /// Refuses a sign-in with a certificate Warden issued or with the key of one, and audits it
-    /// (`auth.login_failed`): who and what the SSH user name `user` claimed, the grant the
-    /// certificate names, and why; never the certificate itself. The first
+    /// Refuses a sign-in with a certificate Warden issued, the key of one, or a key registered
+    /// to another user than `user` names, and audits it (`auth.login_failed`): who and what
+    /// the SSH user name `user` claimed, the grant the certificate names, and why; never the
+    /// certificate itself. The first
     /// [`SIGN_IN_REFUSALS_AUDITED`] of a connection only. The client is told why once it has
     /// no other key to offer (see [`Connection::told`]).
     async fn refuse_sign_in(
@@ -652,7 +653,16 @@ impl server::Handler for Connection {
         };
         match self.ctx.backend.authenticate(key.public_key).await? {
             Some(owner) if owner == claimed => Ok(self.accept(claimed, target, login, None)),
-            Some(_) => Ok(Auth::reject()),
+            Some(owner) => {
+                let fingerprint = key.public_key.fingerprint(HashAlg::Sha256);
+                let denied = Denied {
+                    code: "key_of_another_user",
+                    message: format!(
+                        "the key {fingerprint} is registered to {owner}, not {claimed}: sign in as {owner}:TARGET"
+                    ),
+                };
+                Ok(self.refuse_sign_in(user, None, denied).await)
+            }
             None => {
                 let expired = self
                     .ctx
@@ -685,8 +695,8 @@ impl server::Handler for Connection {
         }
     }
 
-    /// Tells the client why its Warden certificate was refused, once it has offered all its
-    /// keys: the SSH library sends its one banner before any key is offered, so the reason
+    /// Tells the client why its Warden certificate (or registered key) was refused, once it has
+    /// offered all its keys: the SSH library sends its one banner before any key is offered, so the reason
     /// comes as the instructions of a keyboard-interactive round with no questions, which
     /// OpenSSH shows as it shows a banner, and which is then refused. Offered to the client
     /// only after such a refusal ([`Connection::refuse_sign_in`]); it never signs anyone in.

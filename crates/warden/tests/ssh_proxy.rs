@@ -2028,3 +2028,33 @@ fn a_refused_certificate_is_told_why() {
         "{err}"
     );
 }
+
+/// A registered key signing in under another Warden user's name is refused on the record, and
+/// its holder told whose it is, as a certificate of another user's is.
+#[test]
+fn a_registered_key_of_another_user_is_refused_on_the_record() {
+    let s = Setup::start("metadata", "", true);
+    let out = ssh_as_a_person(s.port, &s.key, None, "bob:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(!text(&out.stdout).contains("signed-in"), "{out:?}");
+    let fingerprint = ok(&s.alice, &["keys", "list"])["keys"][0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let why =
+        format!("the key {fingerprint} is registered to alice, not bob: sign in as alice:TARGET");
+    assert!(
+        text(&out.stderr).contains(&format!("warden: {why}")),
+        "{out:?}"
+    );
+    let e = s.wait_event("auth.login_failed", Duration::from_secs(5));
+    assert_eq!(e["outcome"]["code"], "key_of_another_user", "{e}");
+    assert_eq!(e["outcome"]["reason"], why.as_str(), "{e}");
+    assert_eq!(e["actor"]["claimed"], "bob", "{e}");
+    assert_eq!(e["actor"]["source"], "127.0.0.1", "{e}");
+    assert_eq!(e["details"]["via"], "ssh", "{e}");
+    assert_eq!(e["details"]["claimed_user"], "bob", "{e}");
+    assert_eq!(e["target"], "web", "{e}");
+    assert!(e["request_id"].is_null(), "{e}");
+    assert_eq!(s.events("auth.login_failed").len(), 1);
+}
