@@ -2058,3 +2058,41 @@ fn a_registered_key_of_another_user_is_refused_on_the_record() {
     assert!(e["request_id"].is_null(), "{e}");
     assert_eq!(s.events("auth.login_failed").len(), 1);
 }
+
+/// A refused kill, watch or replay names the session it was aimed at, so that a search of the
+/// log by session finds who tried what on it.
+#[test]
+fn refused_session_actions_name_the_session() {
+    let s = Setup::start("full", "", true);
+    s.grant("30m");
+    let out = s.ssh("echo replay-me");
+    assert!(out.status.success(), "{out:?}");
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    let session = ended["session_id"].as_str().unwrap().to_owned();
+    let bob = s.env.login("bob");
+    fails(&bob, &["sessions", "kill", &session], 3);
+    fails(&bob, &["sessions", "watch", &session], 3);
+    fails(&bob, &["replay", &session], 3);
+    fails(&s.admin, &["sessions", "kill", &session], 4);
+    let refused = s.events("request.action_refused");
+    let seen: Vec<(&str, &str, &str)> = refused
+        .iter()
+        .map(|e| {
+            (
+                e["details"]["action"].as_str().unwrap(),
+                e["outcome"]["code"].as_str().unwrap(),
+                e["session_id"].as_str().unwrap_or("(none)"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("session.kill", "not_permitted", session.as_str()),
+            ("session.watch", "not_permitted", session.as_str()),
+            ("session.replay", "not_permitted", session.as_str()),
+            ("session.kill", "no_such_session", session.as_str()),
+        ],
+        "{refused:?}"
+    );
+}

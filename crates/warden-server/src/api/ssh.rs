@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::TargetName;
-use warden_domain::audit::Code;
+use warden_domain::audit::{Code, Event};
 
 use super::{
     ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, admitted, body, field,
@@ -256,6 +256,21 @@ fn session_id(id: &str) -> Result<String, ApiError> {
         })
 }
 
+/// [`refuse`], of an action on session `id` (when it is one's): the event names it, so that
+/// the session's history shows who was refused what.
+async fn refuse_on_session(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    id: Option<&str>,
+    err: ApiError,
+) -> ApiError {
+    let mut event = Event::new(Code::ActionRefused, who.actor(), crate::state::now())
+        .details(serde_json::json!({ "action": action }));
+    event.session_id = id.map(str::to_owned);
+    super::audited(app, event, err).await
+}
+
 /// Ends a live session at once; the user is told who ended it.
 #[utoipa::path(post, path = "/v1/sessions/{id}/kill", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`already_ending`: another kill or the grant's end is ending it", body = ErrorBody)))]
@@ -272,7 +287,7 @@ pub async fn kill(
     };
     match app.kill_session(who.caller(), &id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(refuse(&app, &who, "session.kill", e.into()).await),
+        Err(e) => Err(refuse_on_session(&app, &who, "session.kill", Some(&id), e.into()).await),
     }
 }
 
@@ -290,7 +305,7 @@ pub async fn watch(
         Err(e) => return Err(refuse(&app, &who, "session.watch", e).await),
     };
     if let Err(e) = app.oversee(&caller, &id) {
-        return Err(refuse(&app, &who, "session.watch", e.into()).await);
+        return Err(refuse_on_session(&app, &who, "session.watch", Some(&id), e.into()).await);
     }
     let rx = app.sessions.watch(&id).ok_or_else(|| {
         ApiError::new(
@@ -333,14 +348,16 @@ pub async fn recording(
     PathText(id): PathText,
 ) -> Result<Response, ApiError> {
     let caller = who.caller();
+    let id = session_id(&id);
     // Audit readers replay too: read-only, like the rest of what they see.
     if !app.may_oversee_sessions(&who.user) && !app.may_read_audit(&who.user) {
         let e = ApiError::forbidden(
             "only administrators, session viewers and audit readers may replay sessions",
         );
-        return Err(refuse(&app, &who, "session.replay", e).await);
+        let session = id.as_deref().ok();
+        return Err(refuse_on_session(&app, &who, "session.replay", session, e).await);
     }
-    let id = match session_id(&id) {
+    let id = match id {
         Ok(id) => id,
         Err(e) => return Err(refuse(&app, &who, "session.replay", e).await),
     };
@@ -370,7 +387,7 @@ pub async fn recording(
                     "no recording of session {id}: no such session was recorded (sessions of metadata-only roles and sftp sessions have none; `warden audit search --code session.started` lists the sessions, with their recording tier)"
                 ),
             );
-            return Err(refuse(&app, &who, "session.replay", e).await);
+            return Err(refuse_on_session(&app, &who, "session.replay", Some(&id), e).await);
         }
         Err(e) => {
             return Err(ApiError::new(
