@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, LOCAL_USER, TARGETS, audit_events, audit_records, enroll_mfa, fails, id, login, ok,
-    set_credential, token, totp, write_policy,
+    BIN, LOCAL_USER, TARGETS, audit_events, audit_records, enroll_mfa, error_code, fails, id,
+    login, ok, set_credential, token, totp, write_policy,
 };
 use serde_json::Value;
 use warden_testkit::{
@@ -998,6 +998,49 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         "{out:?}"
     );
     assert_eq!(audit_records(&admin, "postmortem.close_refused").len(), 4);
+    // Bad calls are close refusals too, naming the postmortem where the path does, and so
+    // is a break-glass call with a query it does not take.
+    let bearer = format!("Bearer {}", token(&sam));
+    let auth = [("Authorization", bearer.as_str())];
+    let path = format!("/v1/postmortems/{rid}/close");
+    for (path, body, code) in [
+        (path.clone(), r#"{"link":"https://wiki/pm/7"}"#, "bad_json"),
+        (
+            format!("{path}?force=1"),
+            r#"{"link":"https://wiki/pm/7","note":"n"}"#,
+            "bad_query",
+        ),
+        ("/v1/postmortems/nope/close".into(), "{}", "bad_id"),
+        ("/v1/breakglass?drill=true".into(), "{}", "bad_query"),
+    ] {
+        let r = warden_testkit::http_post_with(server.port(), &path, &auth, body).unwrap();
+        assert_eq!(error_code(&r.body), code, "{path}: {}", r.body);
+    }
+    let refused = audit_records(&admin, "postmortem.close_refused");
+    let codes: Vec<(&str, &str)> = refused
+        .iter()
+        .map(|e| {
+            (
+                e["event"]["outcome"]["code"].as_str().unwrap(),
+                e["event"]["request_id"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes[4..],
+        [
+            ("bad_json", rid.as_str()),
+            ("bad_query", rid.as_str()),
+            ("bad_id", "-")
+        ],
+        "{refused:?}"
+    );
+    let bg_refused = audit_records(&admin, "breakglass.refused");
+    assert_eq!(
+        bg_refused.last().unwrap()["event"]["outcome"]["code"],
+        "bad_query",
+        "{bg_refused:?}"
+    );
     assert_eq!(ok(&sam, &["postmortem", "show", &rid])["state"], "open");
     ok(&bob, &["request", "revoke", &rid]);
     let closed = ok(

@@ -11,7 +11,7 @@ use warden_domain::Postmortem;
 
 use super::requests::{CreateBody, parse_create, parse_id, view};
 use super::views::RequestView;
-use super::{ApiError, Authed, ErrorBody, JsonBody, PathText, body, refuse};
+use super::{ApiError, Authed, ErrorBody, JsonBody, PathText};
 use crate::state::{Shared, now};
 use warden_domain::audit::{Code, Event};
 use warden_domain::rfc3339;
@@ -264,10 +264,21 @@ pub async fn close(
     PathText(id): PathText,
     raw: Result<JsonBody<CloseBody>, ApiError>,
 ) -> Result<Json<PostmortemView>, ApiError> {
-    let b = body(&app, &who, "postmortem.close", raw).await?;
+    // Every refused close is a `postmortem.close_refused`, bad input too, naming the
+    // postmortem where the path does.
+    let refused = |request| {
+        let mut event = Event::new(Code::PostmortemCloseRefused, who.actor(), now())
+            .details(serde_json::json!({ "action": "postmortem.close" }));
+        event.request_id = request;
+        event
+    };
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(e) => return Err(refuse(&app, &who, "postmortem.close", e).await),
+        Err(e) => return Err(super::audited(&app, refused(None), e).await),
+    };
+    let b = match raw {
+        Ok(JsonBody(b)) => b,
+        Err(e) => return Err(super::audited(&app, refused(Some(id)), e).await),
     };
     let p = app
         .close_postmortem(who.caller(), id, &b.link, &b.note)

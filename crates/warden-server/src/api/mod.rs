@@ -605,23 +605,34 @@ async fn refuse_unknown_query(
         Err(refused) => return refused.into_response(),
     };
     // On a request, the refusal is in its history too.
-    let request = if route.starts_with("/v1/requests/{id}") {
-        axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
-            .await
-            .ok()
-            .and_then(|params| {
-                params
-                    .iter()
-                    .find(|(key, _)| *key == "id")
-                    .and_then(|(_, id)| id.parse().ok())
-            })
-    } else {
-        None
-    };
-    let mut event = Event::new(Code::ActionRefused, who.actor(), now())
+    let request =
+        if route.starts_with("/v1/requests/{id}") || route.starts_with("/v1/postmortems/{id}") {
+            axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
+                .await
+                .ok()
+                .and_then(|params| {
+                    params
+                        .iter()
+                        .find(|(key, _)| *key == "id")
+                        .and_then(|(_, id)| id.parse().ok())
+                })
+        } else {
+            None
+        };
+    let mut event = Event::new(refusal_code(&name), who.actor(), now())
         .details(serde_json::json!({ "action": name, "query_parameters": names }));
     event.request_id = request;
     audited(&app, event, err).await.into_response()
+}
+
+/// The code a refusal of `operation` is audited under: break-glass and the close of its
+/// postmortem have codes of their own, which alerts watch, whatever was wrong with the call.
+fn refusal_code(operation: &str) -> Code {
+    match operation {
+        "POST /v1/breakglass" => Code::BreakGlassRefused,
+        "POST /v1/postmortems/{id}/close" => Code::PostmortemCloseRefused,
+        _ => Code::ActionRefused,
+    }
 }
 
 /// A path parameter, percent-decoded. Bytes that do not form UTF-8 become U+FFFD, so that the
