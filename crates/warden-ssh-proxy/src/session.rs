@@ -337,7 +337,7 @@ impl Start<'_> {
             return None;
         }
         let msg = format!(
-            "role {} on {} checks each command line, which needs a terminal: use `ssh -t`, or run one command (`ssh ... COMMAND`)",
+            "role {} on {} checks each command line, which needs a terminal: ask for one with -t (`ssh -t …` or `warden ssh -t TARGET …`), or run a command that starts no shell",
             grant.role, grant.target
         );
         Some(("terminal_required", msg, serde_json::Value::Null))

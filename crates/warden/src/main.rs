@@ -109,6 +109,10 @@ enum Command {
         /// certificate, else ssh's own choice).
         #[arg(long, short = 'i')]
         identity: Option<PathBuf>,
+        /// Ask for a terminal for the remote command too, as `ssh -t` does: a role that checks
+        /// each command line needs one for a command that starts a shell.
+        #[arg(short = 't')]
+        terminal: bool,
         /// A remote command to run instead of a shell.
         #[arg(last = true)]
         command: Vec<String>,
@@ -281,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             login,
             request,
             identity,
+            terminal,
             command,
         } => {
             let to = commands::ssh::To {
@@ -288,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 login,
                 request,
             };
-            commands::ssh::ssh(server, to, identity, command).await
+            commands::ssh::ssh(server, to, identity, terminal, command).await
         }
         Command::Sessions { command } => {
             let c = command.unwrap_or(commands::ssh::SessionsCommand::List);

@@ -2096,3 +2096,30 @@ fn refused_session_actions_name_the_session() {
         "{refused:?}"
     );
 }
+
+/// `warden ssh -t` asks for a terminal for its command, as `ssh -t` does: what a role that
+/// checks each command line needs for a command that starts a shell, and what its refusal
+/// says to do, with either client.
+#[test]
+fn warden_ssh_asks_for_a_terminal_with_t() {
+    let s = Setup::start("metadata", "deny_commands = [\"^rm -rf\"]", true);
+    s.grant("30m");
+    let out = s.alice.run(&["ssh", "web", "--", "bash"], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "checks each command line, which needs a terminal: ask for one with -t (`ssh -t …` or `warden ssh -t TARGET …`)"
+        ),
+        "{out:?}"
+    );
+    let term = Tmux::start(&format!(
+        "WARDEN_SERVER='{}' WARDEN_HOME='{}' '{BIN}' ssh -t web -- bash",
+        s.alice.server_url(),
+        s.alice.home().display()
+    ));
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    term.send_line("echo on-a-terminal-$((6*7)) $(tty)");
+    let screen = term.wait_for("on-a-terminal-42 /dev/pts/", 1, Duration::from_secs(10));
+    assert!(!screen.contains("needs a terminal"), "{screen}");
+    term.send_line("exit");
+}

@@ -422,11 +422,13 @@ pub struct To {
     pub request: Option<String>,
 }
 
-/// Runs `ssh` to TARGET through Warden's SSH proxy, with its host key pinned.
+/// Runs `ssh` to TARGET through Warden's SSH proxy, with its host key pinned; with a terminal
+/// for `command` too when `terminal` (ssh's `-t`).
 pub async fn ssh(
     server: Option<String>,
     to: To,
     identity: Option<PathBuf>,
+    terminal: bool,
     command: Vec<String>,
 ) -> anyhow::Result<()> {
     let To {
@@ -507,6 +509,9 @@ pub async fn ssh(
             cmd.arg("-o")
                 .arg(format!("CertificateFile={}", cert.display()));
         }
+    }
+    if terminal {
+        cmd.arg("-t");
     }
     cmd.arg(format!("{name}@{host}")).args(command);
     Err(cmd.exec()).context("starting ssh (is the OpenSSH client installed?)")
