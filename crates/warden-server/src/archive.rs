@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use warden_audit::Tree;
 use warden_domain::audit::{Actor, Code, Event};
 
 use crate::state::{App, now};
@@ -107,39 +108,41 @@ impl App {
                 _ => return Err(behind.into()),
             }
         }
-        let start = if base == 0 {
-            None
-        } else {
-            let cp =
-                self.store.checkpoint(base).await?.context(
+        let start =
+            if base == 0 {
+                None
+            } else {
+                Some(self.store.checkpoint(base).await?.context(
                     "the live log's base checkpoint is missing; run `warden audit verify`",
-                )?;
-            Some(Start {
-                checkpoint: cp.note,
-                frontier: cp.frontier.iter().map(hex::encode).collect(),
-            })
-        };
-        let mut events = Vec::new();
+                )?)
+            };
+        let mut leaves = Vec::new();
         let mut after = base;
         while after < end.size {
-            let leaves = self.store.audit_leaves(after, 10_000).await?;
-            let Some(last) = leaves.last().map(|l| l.seq) else {
+            let batch = self.store.audit_leaves(after, 10_000).await?;
+            let Some(last) = batch.last().map(|l| l.seq) else {
                 break;
             };
-            for l in leaves.into_iter().filter(|l| l.seq <= end.size) {
-                if l.seq != after + 1 {
-                    bail!(
-                        "the audit log has a gap at {}; run `warden audit verify`",
-                        after + 1
-                    );
-                }
-                after = l.seq;
-                events.push(l.data);
-            }
-            if last >= end.size {
-                break;
-            }
+            leaves.extend(batch.into_iter().filter(|l| l.seq <= end.size));
+            after = last;
         }
+        if let Err(why) = sealable(&self.audit_signer.verifier(), start.as_ref(), &end, &leaves) {
+            let message = format!(
+                "nothing is archived: {why}. Sealed, the altered events would go out of the live log under the server's signature; find what changed with `warden audit verify --data-dir DIR`, and restore the data dir from a backup"
+            );
+            let refused = Event::new(Code::SegmentArchived, actor, now())
+                .failed("log_altered", message.clone())
+                .details(serde_json::json!({ "from": base + 1, "to": end.size }));
+            if let Err(e) = self.store.append(vec![refused]).await {
+                tracing::error!(error = %e, "a refused audit archive could not be audited");
+            }
+            bail!(message);
+        }
+        let start = start.map(|cp| Start {
+            checkpoint: cp.note,
+            frontier: cp.frontier.iter().map(hex::encode).collect(),
+        });
+        let events = leaves.into_iter().map(|l| l.data).collect();
         let segment = Segment {
             format: "warden-audit-segment-v1".into(),
             from: base + 1,
@@ -266,6 +269,68 @@ impl App {
         std::fs::remove_file(&path).with_context(|| format!("removing segment {name}"))?;
         Ok(())
     }
+}
+
+/// Fails, saying why, unless `leaves`, the stored events after `start` (the signed checkpoint
+/// the live log begins at; `None` for the log's first event) up to `end`, are every event in
+/// between and make `end`'s signed root, `start`'s frontier making its signed root: a segment
+/// seals its events under both signatures, so events changed or deleted in the stored log would
+/// come out of an archive as if the server had signed them, and leave the live log, where the
+/// checkpointer finds them altered, with nothing left to show it.
+fn sealable(
+    verifier: &warden_audit::NoteVerifier,
+    start: Option<&warden_store::Checkpoint>,
+    end: &warden_store::Checkpoint,
+    leaves: &[warden_store::Leaf],
+) -> Result<(), String> {
+    let signed = |cp: &warden_store::Checkpoint| {
+        warden_audit::Checkpoint::open(&cp.note, verifier)
+            .ok()
+            .filter(|s| s.size == cp.size)
+            .ok_or_else(|| {
+                format!(
+                    "the stored checkpoint at {} is not one this server signed (forged or altered)",
+                    cp.size
+                )
+            })
+    };
+    let mut tree = match start {
+        None => Tree::new(),
+        Some(cp) => Tree::from_frontier(cp.size, cp.frontier.clone())
+            .ok()
+            .filter(|t| signed(cp).is_ok_and(|s| s.root == t.root()))
+            .ok_or_else(|| {
+                format!(
+                    "the stored checkpoint at {}, where the live log begins, does not make the root it was signed with (altered)",
+                    cp.size
+                )
+            })?,
+    };
+    let gone = |from: u64, to: u64| {
+        let events = if from == to {
+            format!("event {from} is")
+        } else {
+            format!("events {from}..{to} are")
+        };
+        format!("{events} missing from the stored log (deleted)")
+    };
+    let from = tree.size() + 1;
+    for leaf in leaves {
+        if leaf.seq != tree.size() + 1 {
+            return Err(gone(tree.size() + 1, leaf.seq - 1));
+        }
+        tree.push(warden_audit::merkle::leaf_hash(leaf.data.as_bytes()));
+    }
+    if tree.size() != end.size {
+        return Err(gone(tree.size() + 1, end.size));
+    }
+    if signed(end)?.root != tree.root() {
+        return Err(format!(
+            "the stored events {from}..{} no longer make the root this server signed at {}: an event was changed or deleted in the stored log",
+            end.size, end.size
+        ));
+    }
+    Ok(())
 }
 
 /// An event's time, all a deletion reads of it.

@@ -2453,3 +2453,79 @@ fn values_a_refusal_quotes_stay_out_of_the_logs() {
         server.stderr()
     );
 }
+
+/// An event changed in the stopped database is never sealed into a segment, where it would
+/// leave the live log under the server's signature: an archive, asked for or by retention,
+/// refuses, says why and how to find the change, and is audited as failed; the log stays
+/// unsigned and unready.
+#[test]
+fn an_altered_log_is_not_archived() {
+    let f = fresh();
+    let (mut server, _, _) = signed_history(&f, 1, 8);
+    assert!(server.terminate().success());
+    tamper(
+        &f.data,
+        "UPDATE audit SET body = replace(body, 'viewer', 'vIewer') \
+         WHERE seq = (SELECT MIN(seq) FROM audit WHERE body LIKE '%viewer%')",
+    );
+    let signed = note_size(&latest_note(&f.data));
+    server.restart_unready();
+    let admin = login(&server, "admin");
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let refused = admin.run(&["audit", "archive", "--before", &now], None);
+    assert!(!refused.success(), "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "nothing is archived: the stored events 1..{signed} no longer make the root this server signed at {signed}"
+        )) && refused.stderr.contains("`warden audit verify --data-dir DIR`"),
+        "{refused:?}"
+    );
+    let archived = audit_events(&admin, "audit.segment_archived");
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert_eq!(archived[0]["outcome"]["result"], "failed", "{archived:?}");
+    assert_eq!(
+        archived[0]["outcome"]["code"], "log_altered",
+        "{archived:?}"
+    );
+    assert_eq!(archived[0]["details"]["to"], signed, "{archived:?}");
+    // The checkpointer, ticking every second, still finds the log altered.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let ready = warden_testkit::http_get(server.port(), "/readyz").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let _ = server.terminate();
+
+    // Retention at start refuses alike.
+    std::fs::write(
+        &f.cfg,
+        "checkpoint_interval = \"1s\"\naudit_retention_days = 0\n",
+    )
+    .unwrap();
+    server.restart_unready();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains("audit retention failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        server.stderr().contains("nothing is archived"),
+        "{}",
+        server.stderr()
+    );
+    let admin = login(&server, "admin");
+    let failed: Vec<serde_json::Value> = audit_events(&admin, "audit.segment_archived")
+        .into_iter()
+        .filter(|e| e["outcome"]["result"] == "failed" && e["actor"]["user"].is_null())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let ready = warden_testkit::http_get(server.port(), "/readyz").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let _ = server.terminate();
+    assert!(
+        std::fs::read_dir(f.data.join("archive")).map_or(true, |mut d| d.next().is_none()),
+        "a segment was written"
+    );
+    assert_eq!(note_size(&latest_note(&f.data)), signed, "signed over it");
+}
