@@ -426,14 +426,19 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
     let anchor = app.config.data_dir.join(ANCHOR_FILE);
     let mut backfilling = true;
     loop {
-        let outcome = checkpoint(
-            app.store.as_ref(),
-            signer,
-            &app.config.audit_origin,
-            &anchor,
-            &app.log_checked,
-        )
-        .await;
+        let outcome = {
+            // Not while an archive cuts the log: the first checkpoint hashes again every event
+            // from where the live log begins, and events gone from under it would look deleted.
+            let _no_archive = app.archiving.lock().await;
+            checkpoint(
+                app.store.as_ref(),
+                signer,
+                &app.config.audit_origin,
+                &anchor,
+                &app.log_checked,
+            )
+            .await
+        };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "audit checkpoint failed");
         }
