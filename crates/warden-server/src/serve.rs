@@ -167,9 +167,12 @@ pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// would give every user without a `password_hash` that password.
 const DEV_MARKER: &str = "DEV-SERVER";
 
-/// Refuses `--dev` on a real server's data dir, and a real server on one `--dev` made.
-fn check_dev_marker(data: &Path, dev: bool) -> anyhow::Result<()> {
-    match (dev, data.join(DEV_MARKER).exists()) {
+/// Refuses `--dev` on a real server's data dir, and a real server on one `--dev` made: one
+/// with its marker, or whose log says `--dev` gave someone the demo password
+/// (`demo_passwords`), so that a marker deleted or left out of a copy lets no real server
+/// start with the published password.
+fn check_dev_marker(data: &Path, dev: bool, demo_passwords: bool) -> anyhow::Result<()> {
+    match (dev, demo_passwords || data.join(DEV_MARKER).exists()) {
         (true, false) if data.join("warden.db").exists() => bail!(
             "data dir {} was made by a real server: `--dev` gives every user without a `password_hash` the demo password {DEV_PASSWORD:?}, so it runs only on a new data dir or one `--dev` made (leave out --data-dir for a temporary one)",
             data.display()
@@ -383,12 +386,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let data = config.data_dir.clone();
     // Held until the server stops: the OS releases it even after a kill -9.
     let _lock = lock_data_dir(&data)?;
-    check_dev_marker(&data, opts.dev)?;
 
     let db = data.join("warden.db");
     // Read, not migrated: the database is brought up to this version's schema only once every
     // check below passed, so a refused start leaves it as the Warden before could open it.
     let history = SqliteStore::history(&db).with_context(|| format!("reading {}", db.display()))?;
+    check_dev_marker(
+        &data,
+        opts.dev,
+        history.as_ref().is_some_and(|h| h.demo_passwords),
+    )?;
     // Who administers depends on who can sign in: an administrator the config names but who
     // was offboarded is none (the bootstrap admin then still is).
     let offboarded = history
@@ -488,7 +495,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .and_then(|h| h.unsigned_codes.as_deref())
         .is_some_and(crate::checkpoints::only_start_events);
     let latest = history.and_then(|h| h.latest_checkpoint);
-    crate::checkpoints::check_start(
+    let unanchored = crate::checkpoints::check_start(
         &anchor,
         &verifier,
         latest.as_ref(),
@@ -583,6 +590,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 "listen": addr.to_string(),
                 "ssh_ca_created": ca_created,
                 "dev": opts.dev,
+                // The log had events, but no copy of its newest checkpoint to tell a rollback.
+                "checkpoint_file_missing": unanchored,
             })),
             Event::new(Code::PolicyLoaded, Actor::system(), now()).details(serde_json::json!({
                 "digest": app.policy.load().digest(),

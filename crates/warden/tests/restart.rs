@@ -469,6 +469,9 @@ fn the_demo_password_stays_on_development_servers() {
     refused(&["--data-dir", dev_arg], "was made by `warden serve --dev`");
     server.restart();
     assert!(server.terminate().success());
+    // Its marker deleted, or left out of a copy, the log still tells.
+    std::fs::remove_file(dev.join("DEV-SERVER")).unwrap();
+    refused(&["--data-dir", dev_arg], "was made by `warden serve --dev`");
 
     let real = dir.path().join("real");
     let mut server = Server::start_in(Path::new(BIN), &real, &["serve"], &[]);

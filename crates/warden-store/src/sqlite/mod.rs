@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
 use warden_audit::merkle::BLOCK_HEIGHT;
-use warden_domain::audit::Event;
+use warden_domain::audit::{Code, Event};
 use warden_domain::{Lease, Request, RequestId, State, TargetName, UserName};
 
 use crate::{
@@ -210,6 +210,9 @@ pub struct History {
     /// most [`FEW_EVENTS`] (64) of them: what a first start cut short before its first checkpoint
     /// left, to be told from a log that lost its checkpoints.
     pub unsigned_codes: Option<Vec<u16>>,
+    /// Whether a user's password was ever set here from the source `dev`: the demo password
+    /// `warden serve --dev` gives, so a data dir it made whatever became of its marker file.
+    pub demo_passwords: bool,
 }
 
 /// The most events [`History::unsigned_codes`] lists.
@@ -217,6 +220,9 @@ const FEW_EVENTS: u64 = 64;
 
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM audit";
 const FIRST_CODES: &str = "SELECT code FROM audit ORDER BY seq";
+/// Whether a `password.set` event (`?1`) has the source `dev`, read through the index of codes.
+const DEMO_PASSWORD_SET: &str = "SELECT EXISTS (SELECT 1 FROM audit
+    WHERE code = ?1 AND json_extract(body, '$.details.source') = 'dev')";
 /// Whether event `?1` is held: in the live log, among the archived leaves kept for proofs, or
 /// archived with a whole block of 1024 (an archive cuts at a checkpoint, and keeps the leaves of
 /// the block it cuts into).
@@ -284,12 +290,18 @@ impl SqliteStore {
         } else {
             None
         };
+        let demo_passwords = conn
+            .query_row(DEMO_PASSWORD_SET, [Code::PasswordSet.number()], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
         Ok(Some(History {
             last_seq,
             latest_checkpoint,
             latest_covered_held,
             offboarded,
             unsigned_codes,
+            demo_passwords,
         }))
     }
 
