@@ -193,6 +193,20 @@ fn a_home_others_may_write_is_refused_and_its_login_never_used() {
         String::from_utf8_lossy(&out.stderr).contains("it is 600 now"),
         "{out:?}"
     );
+    // A logout refused for a folder others may write leaves the login as it was: not revoked
+    // behind the error.
+    chmod(&ssh, 0o777);
+    refused(
+        &run(&fresh, &["logout"], ""),
+        &ssh,
+        "(mode 777)",
+        &format!("chmod 700 {}", ssh.display()),
+    );
+    chmod(&ssh, 0o700);
+    let out = run(&fresh, &["whoami"], "");
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&fresh, &["logout"], "");
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// A home below a folder others may write (without the sticky bit) is refused, as sshd refuses

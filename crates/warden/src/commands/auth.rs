@@ -169,11 +169,11 @@ async fn revoke_saved(c: &Client) -> anyhow::Result<bool> {
     }
 }
 
-/// Removes the saved login, and what the client keeps of grants that have ended (passwords,
-/// certificates, generated keys): a logout leaves nothing behind that is no more use, whether
-/// or not there was a login to revoke.
-fn forget_login_and_expired() -> anyhow::Result<()> {
-    client::forget()?;
+/// Removes what the client keeps of grants that have ended (passwords, certificates, generated
+/// keys): a logout leaves nothing behind that is no more use, whether or not there was a login
+/// to revoke. Done before the login is touched, so that a refusal here (a folder others may
+/// write to) leaves the login as it was, not revoked behind an error.
+fn forget_expired() -> anyhow::Result<()> {
     super::db::forget_expired()?;
     super::requests::forget_expired_certificates()
 }
@@ -199,21 +199,24 @@ pub async fn logout(server: Option<String>, out: Output) -> anyhow::Result<()> {
         } else {
             None
         };
-        forget_login_and_expired()?;
+        forget_expired()?;
+        client::forget()?;
         if out.json {
             return out.json(&json!({ "logged_out": said.is_some(), "revoked": false }));
         }
         println!("{}", said.unwrap_or("Not logged in."));
         return Ok(());
     }
-    // Revoked at the server first. Any failure but a token it no longer takes leaves a token
-    // that works until it expires, so it is kept for another try and the user told.
+    forget_expired()?;
+    // Revoked at the server before the login is forgotten. Any failure but a token it no
+    // longer takes leaves a token that works until it expires, so it is kept for another try
+    // and the user told.
     let revoked = revoke_saved(&c).await.map_err(|e| {
         e.context(
             "the token was not revoked and works until it expires; it is kept so that `warden logout` can try again",
         )
     })?;
-    forget_login_and_expired()?;
+    client::forget()?;
     if out.json {
         out.json(&json!({ "logged_out": true, "revoked": revoked }))
     } else {
