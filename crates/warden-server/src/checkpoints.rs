@@ -307,7 +307,9 @@ pub(crate) fn check_anchor(
 /// one a start writes by itself ([`START_CODES`], `start_only`): a first start cut short
 /// before its first checkpoint left it, and a log cut back to nothing would be taken as much
 /// (as a new one) without them. (The checkpointer's first checkpoint of a new log finds
-/// exactly that, of the events its own start wrote.)
+/// exactly that, of the events its own start wrote.) Returns whether the log has events but
+/// [`ANCHOR_FILE`] was missing, which is said as a warning and recorded by the start: its
+/// rollback protection had nothing to check against.
 pub(crate) fn check_start(
     anchor: &Path,
     verifier: &warden_audit::NoteVerifier,
@@ -315,14 +317,21 @@ pub(crate) fn check_start(
     events: u64,
     covered_held: bool,
     start_only: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let vouched = check_anchor(anchor, verifier, last, events, covered_held)?;
     anyhow::ensure!(
         !(vouched == Some(0) && last.is_none() && events > 0 && !start_only),
         "the log holds {events} events, but no checkpoint covers any of them, and {} is the empty log's: this data dir's first start stopped before its first checkpoint, or the log was cut back to nothing and that note put back. Nothing is signed: a new data dir whose first start was cut short can be removed and started afresh; otherwise restore a backup",
         anchor.display()
     );
-    Ok(())
+    let unanchored = vouched.is_none() && (last.is_some() || events > 0);
+    if unanchored {
+        tracing::warn!(
+            file = %anchor.display(),
+            "{ANCHOR_FILE} is missing from a data dir whose log has events: the protection against a rolled-back database (one restored from an older copy) had nothing to check it against until now, and the next checkpoint writes the file anew. Check the log with `warden audit verify --data-dir DIR`, and that its newest checkpoint extends those kept elsewhere (`--checkpoint FILE`)"
+        );
+    }
+    Ok(unanchored)
 }
 
 /// The events a start writes before it serves anyone: the passwords the config, `--dev` or
@@ -529,7 +538,7 @@ mod tests {
             check_anchor(&anchor, &verifier, None, 3, true).unwrap(),
             Some(0)
         );
-        check_start(&anchor, &verifier, None, 0, true, false).unwrap();
+        assert!(!check_start(&anchor, &verifier, None, 0, true, false).unwrap());
         // A start that finds events and that note alone: cut back to nothing with a copy of
         // it, or a first start stopped before its first checkpoint; nothing tells which...
         let alone = check_start(&anchor, &verifier, None, 3, true, false).unwrap_err();
@@ -570,5 +579,9 @@ mod tests {
             check_anchor(&anchor, &verifier, Some(&stored), 5, true).unwrap(),
             None
         );
+        // A log of events and checkpoints without the note starts, and says so.
+        assert!(check_start(&anchor, &verifier, Some(&stored), 5, true, false).unwrap());
+        write_anchor(&anchor, &stored.note).unwrap();
+        assert!(!check_start(&anchor, &verifier, Some(&stored), 5, true, false).unwrap());
     }
 }

@@ -2529,3 +2529,37 @@ fn an_altered_log_is_not_archived() {
     );
     assert_eq!(note_size(&latest_note(&f.data)), signed, "signed over it");
 }
+
+/// A data dir whose log has events and checkpoints, but not the copy of its newest checkpoint
+/// kept beside the database, starts, says what that means and how to check the log, and puts
+/// it on the record of the start; a new data dir has none to miss.
+#[test]
+fn a_missing_checkpoint_file_is_said_and_recorded_at_start() {
+    let f = fresh();
+    let (mut server, admin, _) = signed_history(&f, 1, 8);
+    let started = audit_events(&admin, "server.started");
+    assert_eq!(
+        started[0]["details"]["checkpoint_file_missing"], false,
+        "{started:?}"
+    );
+    assert!(server.terminate().success());
+    std::fs::remove_file(f.data.join("audit_checkpoint.note")).unwrap();
+    server.restart();
+    assert!(
+        server
+            .stderr()
+            .contains("audit_checkpoint.note is missing from a data dir whose log has events")
+            && server
+                .stderr()
+                .contains("warden audit verify --data-dir DIR"),
+        "{}",
+        server.stderr()
+    );
+    let admin = login(&server, "admin");
+    let started = audit_events(&admin, "server.started");
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(
+        started[1]["details"]["checkpoint_file_missing"], true,
+        "{started:?}"
+    );
+}
