@@ -310,7 +310,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::ssh::replay(server, session, file, pace, even_if_altered, out).await
         }
         Command::Db(c) => commands::db::db(server, c).await,
-        Command::Vault(c) => commands::vault::run(c, out),
+        Command::Vault(c) => {
+            // Works on the data dir offline, as a start does: what the store warns of (a
+            // database others could read, made private) is said here too.
+            init_logging(false)?;
+            commands::vault::run(c, out)
+        }
         Command::Target(c) => commands::db::target(server, c, out).await,
         Command::Revoke { user, all: _ } => commands::db::revoke_all(server, user, out).await,
     }

@@ -365,9 +365,21 @@ fn master_key_rotation_keeps_every_secret_usable() {
         assert_eq!(out.code, 1, "{out:?}");
         assert!(out.stderr.contains("chmod go-w"), "{out:?}");
         assert!(!dir.join("master.key.new").exists());
+        // A database others could read is made private, as a start makes it, and said so.
+        let db = dir.join("warden.db");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o666)).unwrap();
     }
     let out = offline.run(&["--json", "vault", "rewrap", "--data-dir", &data], None);
     assert!(out.success(), "{out:?}");
+    assert!(out.stderr.contains("is made private now"), "{out:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let db = env.server.data_dir().join("warden.db");
+        assert_eq!(
+            std::fs::metadata(db).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(v["rewrapped"].as_u64().unwrap() >= 1, "{v}");
     let key_after = std::fs::read(env.server.data_dir().join("master.key")).unwrap();

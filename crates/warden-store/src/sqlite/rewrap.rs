@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, params};
 use warden_domain::audit::Event;
 
-use super::{append_events, backend, configure, prepare};
+use super::{append_events, backend, configure, make_private, prepare};
 use crate::{Error, Result};
 
 /// Where sealed values are kept: (table, key column, sealed column).
@@ -44,12 +44,14 @@ pub fn a_sealed_value(path: &Path) -> Result<Option<String>> {
 /// Replaces every sealed value in the database at `path` with `f(value)`, in one transaction:
 /// TOTP seeds, target credentials and pending pickups, and appends the audit event `event(n)`
 /// in the same transaction. For master key rotation, with the server stopped. Returns how many
-/// values were rewritten.
+/// values were rewritten. The database's files are made private first, as a start makes them
+/// (with the same warning when others could read them).
 pub fn rewrap_sealed(
     path: &Path,
     f: impl Fn(&str) -> std::result::Result<String, String>,
     event: impl FnOnce(usize) -> Event,
 ) -> Result<usize> {
+    make_private(path)?;
     let mut conn = Connection::open(path).map_err(backend)?;
     configure(&conn).map_err(backend)?;
     let tx = conn.transaction().map_err(backend)?;
