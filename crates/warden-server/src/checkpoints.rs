@@ -145,6 +145,16 @@ pub async fn checkpoint(
 /// older events were archived is checked from the checkpoint it was cut at (the archive's
 /// segments are checked on their own, by `warden audit verify --segment`).
 async fn check_covered(store: &dyn Store, last: &warden_store::Checkpoint) -> anyhow::Result<()> {
+    // A block's root is stored with the checkpoint that completes it: one past the newest
+    // checkpoint shows the log once reached further, and was cut back with its checkpoints.
+    let block = last.size >> BLOCK_HEIGHT;
+    if store.block_roots(block + 1).await?.len() > usize::try_from(block)? {
+        let reached = (block + 1) << BLOCK_HEIGHT;
+        anyhow::bail!(
+            "a block root is stored for events up to {reached}, but the newest checkpoint covers {}: events were removed from the log's end together with their checkpoints, and nothing more is signed. Check it with `warden audit verify --data-dir DIR`, and start only on a data dir restored from a backup",
+            last.size
+        );
+    }
     let first = store.first_seq().await?;
     let mut tree = if first <= 1 {
         Tree::new()

@@ -2563,3 +2563,79 @@ fn a_missing_checkpoint_file_is_said_and_recorded_at_start() {
         "{started:?}"
     );
 }
+
+/// A log whose newest events were deleted with their checkpoints, the server's kept note put
+/// back at the checkpoint left, is caught by the root stored for the block of events it once
+/// completed: verification names it as removed from the end and fails, and the server signs
+/// nothing more. A live event deleted is named as missing, not as a segment.
+#[test]
+fn a_log_cut_back_under_a_stored_block_root_is_named_as_truncated() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 500), 500);
+    let cut = checkpoint_reaching(&admin, 500);
+    assert!(cut < 1024, "{cut}");
+    assert_eq!(refused_requests(server.port(), &token(&admin), 600), 600);
+    checkpoint_reaching(&admin, 1024);
+    assert!(server.terminate().success());
+
+    let deleted = copy(&f.data);
+    tamper(deleted.path(), "DELETE FROM audit WHERE seq = 500");
+    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            deleted.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("event 500 is missing") && !out.stderr.contains("segment"),
+        "{out:?}"
+    );
+
+    let note: String = rusqlite::Connection::open(f.data.join("warden.db"))
+        .unwrap()
+        .query_row(
+            "SELECT note FROM checkpoints WHERE size = ?1",
+            [i64::try_from(cut).unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    tamper(
+        &f.data,
+        &format!(
+            "DELETE FROM audit WHERE seq > {cut}; DELETE FROM checkpoints WHERE size > {cut};"
+        ),
+    );
+    std::fs::write(f.data.join("audit_checkpoint.note"), note).unwrap();
+    let truncated = format!(
+        "a block root is stored for events up to 1024, but the log ends at {cut}: events were removed from its end"
+    );
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(problems(&v).contains(&truncated), "{v}");
+    let out = cli.run(
+        &["audit", "verify", "--data-dir", f.data.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(!out.stderr.contains("segment"), "{out:?}");
+
+    server.restart_unready();
+    let said = format!(
+        "a block root is stored for events up to 1024, but the newest checkpoint covers {cut}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains(&said) {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let ready = warden_testkit::http_get(server.port(), "/readyz").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let _ = server.terminate();
+    assert_eq!(note_size(&latest_note(&f.data)), cut, "signed over it");
+}

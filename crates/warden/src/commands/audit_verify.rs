@@ -400,11 +400,27 @@ pub fn store(
     }
     let blocks = blocks.into_inner();
     let blocks_checked = blocks.checked().len() + archived.blocks.checked().len();
-    // A stored root whose events are not all at hand (a segment deleted past retention, or
-    // missing) cannot be recomputed: said so, not counted as checked.
-    let blocks_unchecked: Vec<u64> = blocks
+    let height = warden_audit::merkle::BLOCK_HEIGHT;
+    // A block's root is stored with the checkpoint that completes it: one reaching past the
+    // log's last event shows the log once went further, and was cut back.
+    let log_end = blocks.last_seq();
+    let (cut_off, blocks_unchecked): (Vec<u64>, Vec<u64>) = blocks
         .unchecked()
         .filter(|b| !archived.blocks.checked().contains(b))
+        .partition(|b| (b + 1) << height > log_end);
+    if let Some(last) = cut_off.last() {
+        problems.push(format!(
+            "a block root is stored for events up to {}, but the log ends at {log_end}: events were removed from its end",
+            (last + 1) << height
+        ));
+    }
+    // A stored root whose events are not all at hand cannot be recomputed: not counted as
+    // checked, and, where some of them were archived (a segment deleted past retention, or
+    // missing), said so. Those of deleted live events are named as missing already.
+    let archived_unchecked: Vec<u64> = blocks_unchecked
+        .iter()
+        .copied()
+        .filter(|b| b << height < base)
         .collect();
     let mut altered_blocks: Vec<u64> = blocks
         .mismatched()
@@ -453,8 +469,8 @@ pub fn store(
             crate::output::count(usize::try_from(unsigned).unwrap_or(usize::MAX), "event")
         );
     }
-    if !blocks_unchecked.is_empty() && !out.json {
-        let names: Vec<String> = blocks_unchecked.iter().map(|&b| block_name(b)).collect();
+    if !archived_unchecked.is_empty() && !out.json {
+        let names: Vec<String> = archived_unchecked.iter().map(|&b| block_name(b)).collect();
         eprintln!(
             "Note: the stored Merkle root of each {} was not checked, since its events are not all at hand (a segment holding some was deleted, or is missing): proofs of live events pass through it, and fail if it was altered.",
             names.join("; ")
