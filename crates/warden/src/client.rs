@@ -356,10 +356,14 @@ impl Client {
                 self.server,
                 self.user.as_deref().unwrap_or("NAME")
             ),
-            (None, None, Some(other)) => format!(
-                "not logged in to {} (your saved login is for {other}, a different URL): run `warden login --user NAME --server {}` or use that URL",
-                self.server, self.server
-            ),
+            // A URL with a path is most likely the saved one with `/v1` pasted after it.
+            (None, None, Some(other)) => match self.path_hint() {
+                Some(hint) => format!("not logged in to {}{hint}", self.server),
+                None => format!(
+                    "not logged in to {} (your saved login is for {other}, a different URL): run `warden login --user NAME --server {}` or use that URL",
+                    self.server, self.server
+                ),
+            },
             (None, None, None) => "not logged in: run `warden login --user NAME` first".to_owned(),
         }
     }
@@ -591,20 +595,30 @@ impl Client {
     /// server knew no such endpoint: the client adds `/v1/...` itself, so a URL ending in `/v1`
     /// (pasted from an API call) reaches no endpoint at all.
     fn with_path_hint(&self, status: u16, code: Option<&str>, message: String) -> String {
+        match self.path_hint() {
+            Some(hint) if status == 404 && matches!(code, None | Some("no_route")) => {
+                format!("{message}{hint}")
+            }
+            _ => message,
+        }
+    }
+
+    /// Said of a server URL with a path: the client adds `/v1/...` itself.
+    fn path_hint(&self) -> Option<String> {
         let path = reqwest::Url::parse(&self.server)
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default();
-        if status != 404 || path.is_empty() || !matches!(code, None | Some("no_route")) {
-            return message;
+        if path.is_empty() {
+            return None;
         }
         let root = self
             .server
             .strip_suffix(path.as_str())
             .unwrap_or(&self.server);
-        format!(
-            "{message} (the server URL {} has a path, {path}: the client adds /v1/… itself, so write the server's address alone, e.g. {root}, unless it is served under that prefix)",
+        Some(format!(
+            " (the server URL {} has a path, {path}: the client adds /v1/… itself, so write the server's address alone, e.g. {root}, unless it is served under that prefix)",
             self.server
-        )
+        ))
     }
 
     /// Why the server could not be reached, from the innermost cause of `e` (refused, no

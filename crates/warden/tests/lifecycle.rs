@@ -1661,6 +1661,17 @@ fn bad_input_is_refused_clearly_and_audited() {
     );
     assert_eq!(out.code, 5, "{out:?}");
     assert!(out.stderr.contains("saved login is for"), "{out:?}");
+    // The saved login's URL with `/v1` pasted after it: the path is what is wrong.
+    let out = alice.run(
+        &["whoami", "--server", &format!("{}/v1", env.server.url())],
+        None,
+    );
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("has a path, /v1: the client adds /v1/… itself"),
+        "{out:?}"
+    );
     let (status, body) = post(port, "/v1/requests", Some(token), "{not json");
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_code(&body), "bad_json");
