@@ -53,7 +53,7 @@ pub fn registrable_key(text: &str) -> Result<PublicKey, String> {
 /// Checks that `proof` is `key`'s signature over [`key_proof_message`] for `user`.
 fn check_key_proof(key: &PublicKey, user: &str, proof: &str) -> Result<(), String> {
     let how = format!(
-        "`warden keys add` makes one with `ssh-keygen -Y sign -n {KEY_PROOF_NAMESPACE}`, over \"{}\"",
+        "`warden keys add` makes one with `ssh-keygen -Y sign -n {KEY_PROOF_NAMESPACE}`, over the line \"{}\" ending in a newline (`printf '%s\\n' '…'`)",
         key_proof_message(user).trim_end()
     );
     let sig = SshSig::from_pem(proof.trim()).map_err(|_| {

@@ -449,6 +449,7 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         let forged = proof(key, namespace, user);
         let out = fails(&bob, &["keys", "add", &alice_public, "--proof", &forged], 2);
         assert!(out.stderr.contains(refusal), "{refusal}: {out:?}");
+        assert!(out.stderr.contains("ending in a newline"), "{out:?}");
     }
     let lone = other.path().join("copied.pub");
     std::fs::copy(&alice_public, &lone).unwrap();
