@@ -205,12 +205,12 @@ fn tampering_is_detected_and_named() {
     let ps = problems(&v);
     assert!(
         ps.iter()
-            .any(|p| p.contains("stored at 3 claims another sequence number")),
+            .any(|p| p == "event stored at 3 claims to be event 4: moved or forged"),
         "{v}"
     );
     assert!(
         ps.iter()
-            .any(|p| p.contains("stored at 4 claims another sequence number")),
+            .any(|p| p == "event stored at 4 claims to be event 3: moved or forged"),
         "{v}"
     );
 
@@ -1302,6 +1302,17 @@ fn a_segment_names_its_missing_and_changed_events() {
         ],
         "{v}"
     );
+    // Two events swapped: moved, none deleted.
+    let (code, v) = edit(&|events| events.swap(10, 11));
+    assert_eq!((code, &v["events_checked"]), (1, &first.into()), "{v}");
+    let found = problems(&v);
+    assert!(
+        found.contains(&"event 11 (place 12) comes after event 12 (place 11): moved".to_owned())
+            && !found
+                .iter()
+                .any(|p| p.contains("missing") || p.contains("inserted")),
+        "{v}"
+    );
     let (code, v) = edit(&|events| {
         let text = events[59]
             .as_str()
@@ -1762,7 +1773,7 @@ fn a_log_rewritten_and_signed_again_is_narrowed_down_by_kept_checkpoints_alone()
 }
 
 /// A verifier key argument not shaped like a key is a file's path: one that is not there is
-/// named as missing, as a missing kept checkpoint is, not as a malformed key.
+/// said to be neither a key nor a file that can be read, with why, not a malformed key.
 #[test]
 fn a_missing_verifier_key_file_is_named_as_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -1771,15 +1782,16 @@ fn a_missing_verifier_key_file_is_named_as_missing() {
     let absent = dir.path().join("keys").join("audit.key");
     let absent = absent.to_str().unwrap();
     let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    for key in ["nonexist.pub", "nonexist", absent] {
+    for key in ["nonexist.pub", "nonexist", "garbage", absent] {
         for place in [["--data-dir", data], ["--bundle", data]] {
             let mut args = vec!["audit", "verify", "--verifier-key", key];
             args.extend(place);
             let out = cli.run(&args, None);
             assert_eq!(out.code, 2, "{args:?}: {out:?}");
             assert!(
-                out.stderr
-                    .contains(&format!("cannot read {key}: No such file or directory")),
+                out.stderr.contains(&format!(
+                    "--verifier-key {key}: neither a verifier key (NAME+KEYID+BASE64) nor a file that can be read (No such file or directory"
+                )),
                 "{args:?}: {out:?}"
             );
         }

@@ -28,11 +28,18 @@ fn read_input(file: &Path) -> anyhow::Result<String> {
 }
 
 /// A key given inline, or the path of a file holding one. An argument not shaped like a key
-/// is a path, so a file that is not there is said to be missing rather than a malformed key.
+/// that names no file it can read is said to be neither, with why the file could not be read.
 fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
     let path = Path::new(arg);
     let text = if path.is_file() || !key_shaped(arg) {
-        read_input(path)?
+        std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                exit::USAGE,
+                format!(
+                    "--verifier-key {arg}: neither a verifier key (NAME+KEYID+BASE64) nor a file that can be read ({e})"
+                ),
+            )
+        })?
     } else {
         arg.to_owned()
     };
@@ -277,10 +284,14 @@ pub fn store(
     let start = tree.clone();
     let mut events = StoreEvents::new(&reader, base);
     let records = (&mut events).map(|(seq, data, hash)| {
-        if claimed_seq(&data) != Some(seq) {
-            moved.borrow_mut().push(format!(
-                "event stored at {seq} claims another sequence number: moved or forged"
-            ));
+        match claimed_seq(&data) {
+            Some(claimed) if claimed == seq => {}
+            Some(claimed) => moved.borrow_mut().push(format!(
+                "event stored at {seq} claims to be event {claimed}: moved or forged"
+            )),
+            None => moved.borrow_mut().push(format!(
+                "event stored at {seq} claims no sequence number: altered"
+            )),
         }
         if let Some(to) = segments.borrow_mut().read(&data) {
             let mut a = archived_to.borrow_mut();
@@ -884,6 +895,7 @@ impl Vouchers<'_> {
             .map(|c| (*c).clone())
             .collect();
         let mut records = Vec::with_capacity(events.len());
+        let mut claimed = Vec::with_capacity(events.len());
         for (data, at) in events.iter().zip(tree.size() + 1..) {
             let seq = claimed_seq(data).unwrap_or_else(|| {
                 problems.push(format!(
@@ -891,6 +903,7 @@ impl Vouchers<'_> {
                 ));
                 at
             });
+            claimed.push(seq);
             let computed = leaf_hash(data.as_bytes());
             records.push(Record {
                 seq,
@@ -915,7 +928,23 @@ impl Vouchers<'_> {
                 )
             }));
         } else {
-            problems.extend(report.problems.iter().map(describe));
+            // Moved, repeated and missing events are named from their order in the segment:
+            // the replay sees an event moved up as others deleted before it.
+            let order: Vec<(u64, usize)> = claimed.iter().copied().zip(1..).collect();
+            let (sequence, missing) = sequence_problems(&order, Some(start), "place");
+            problems.extend(
+                missing
+                    .into_iter()
+                    .map(|(seq, count)| describe(&Problem::Missing { seq, count })),
+            );
+            problems.extend(sequence);
+            problems.extend(
+                report
+                    .problems
+                    .iter()
+                    .filter(|p| !matches!(p, Problem::Missing { .. } | Problem::OutOfOrder { .. }))
+                    .map(describe),
+            );
             let sizes = within.iter().chain(&end).map(|c| c.size);
             problems.extend(changed_between(&mismatched, sizes, start));
         }
@@ -1403,7 +1432,18 @@ pub fn bundle(
         order.push((seq, n + 1));
         checked += 1;
     }
-    problems.extend(sequence_problems(&order));
+    let (mut sequence, missing) = sequence_problems(&order, None, "line");
+    sequence.extend(missing.into_iter().map(|(from, count)| {
+        if count == 1 {
+            format!("event {from} is missing from the bundle")
+        } else {
+            format!(
+                "events {from}..{} are missing from the bundle",
+                from + count - 1
+            )
+        }
+    }));
+    problems.extend(sequence);
     // The range of events the bundle holds, signed with its checkpoint at export: none can be
     // taken out, at either end or between, without it showing.
     let held = order.iter().map(|(seq, _)| *seq);
@@ -1432,37 +1472,37 @@ pub fn bundle(
     report(out, "the bundle", summary, &problems)
 }
 
-/// What is wrong with the order of a bundle's events (sequence number, line): each moved event
-/// named as moved, each repeated one as repeated, and the numbers missing between the lowest
-/// and the highest.
-fn sequence_problems(order: &[(u64, usize)]) -> Vec<String> {
+/// What is wrong with the order of events (sequence number, `place`: where each was found, in
+/// order): each moved event named as moved, each repeated one as repeated; and the runs of
+/// numbers missing (first, how many) between `after` (the lowest number found when `None`) and
+/// the highest.
+fn sequence_problems(
+    order: &[(u64, usize)],
+    after: Option<u64>,
+    place: &str,
+) -> (Vec<String>, Vec<(u64, u64)>) {
     let mut problems = Vec::new();
     let mut seen = std::collections::BTreeMap::new();
-    for (i, &(seq, line)) in order.iter().enumerate() {
-        if let Some(first) = seen.insert(seq, line) {
+    for (i, &(seq, at)) in order.iter().enumerate() {
+        if let Some(first) = seen.insert(seq, at) {
             problems.push(format!(
-                "event {seq} appears twice (lines {first} and {line})"
+                "event {seq} appears twice ({place}s {first} and {at})"
             ));
-        } else if let Some(&(before, at)) = i.checked_sub(1).map(|p| &order[p])
+        } else if let Some(&(before, before_at)) = i.checked_sub(1).map(|p| &order[p])
             && seq < before
         {
             problems.push(format!(
-                "event {seq} (line {line}) comes after event {before} (line {at}): moved"
+                "event {seq} ({place} {at}) comes after event {before} ({place} {before_at}): moved"
             ));
         }
     }
-    let seqs: Vec<u64> = seen.into_keys().collect();
-    for pair in seqs.windows(2) {
-        if pair[1] > pair[0] + 1 {
-            let (from, to) = (pair[0] + 1, pair[1] - 1);
-            problems.push(if from == to {
-                format!("event {from} is missing from the bundle")
-            } else {
-                format!("events {from}..{to} are missing from the bundle")
-            });
-        }
-    }
-    problems
+    let seqs: Vec<u64> = after.into_iter().chain(seen.into_keys()).collect();
+    let missing = seqs
+        .windows(2)
+        .filter(|pair| pair[1] > pair[0] + 1)
+        .map(|pair| (pair[0] + 1, pair[1] - pair[0] - 1))
+        .collect();
+    (problems, missing)
 }
 
 /// Verifies an archive segment on its own: both checkpoints' signatures, the start frontier
@@ -1556,21 +1596,27 @@ mod tests {
 
     #[test]
     fn moved_repeated_and_missing_events_are_named_for_what_they_are() {
-        assert!(sequence_problems(&lines(&[4, 5, 6])).is_empty());
+        let found = |seqs: &[u64], after| sequence_problems(&lines(seqs), after, "line");
+        assert_eq!(found(&[4, 5, 6], None), (Vec::new(), Vec::new()));
         assert_eq!(
-            sequence_problems(&lines(&[9, 11, 10, 12])),
-            ["event 10 (line 3) comes after event 11 (line 2): moved"]
+            found(&[9, 11, 10, 12], None),
+            (
+                vec!["event 10 (line 3) comes after event 11 (line 2): moved".to_owned()],
+                Vec::new()
+            )
         );
         assert_eq!(
-            sequence_problems(&lines(&[1, 2, 2, 3])),
-            ["event 2 appears twice (lines 2 and 3)"]
+            found(&[1, 2, 2, 3], None),
+            (
+                vec!["event 2 appears twice (lines 2 and 3)".to_owned()],
+                Vec::new()
+            )
         );
         assert_eq!(
-            sequence_problems(&lines(&[1, 2, 5, 7])),
-            [
-                "events 3..4 are missing from the bundle",
-                "event 6 is missing from the bundle"
-            ]
+            found(&[1, 2, 5, 7], None),
+            (Vec::new(), vec![(3, 2), (6, 1)])
         );
+        // From where the events are due: those missing before the first found too.
+        assert_eq!(found(&[3, 4], Some(0)), (Vec::new(), vec![(1, 2)]));
     }
 }
