@@ -100,10 +100,16 @@ impl App {
                 password: Secret::new(password.to_owned()),
             };
             if let Err(e) = logs_in(&t, issuer.as_ref(), &admin).await {
+                // An account that logged in but lacks a privilege is told only what to grant.
+                let check = if matches!(e, warden_issuers::Error::Privilege(_)) {
+                    ""
+                } else {
+                    " Check that the target's connection in targets.toml (host, port, database) is right and reachable from Warden, and that this user name and password log in there."
+                };
                 return Err(Error::Input {
                     code: "credential_not_working",
                     message: format!(
-                        "nothing was stored: {e}. Check that the target's connection in targets.toml (host, port, database) is right and reachable from Warden, and that this user name and password log in there; or store it anyway with `--no-verify` (`\"verify\": false` in the API; every issue and revocation at {target} will fail until it works)"
+                        "nothing was stored: {e}.{check} Or store it anyway with `--no-verify` (`\"verify\": false` in the API; every issue and revocation at {target} will fail until it works)"
                     ),
                 });
             }

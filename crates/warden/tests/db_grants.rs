@@ -1207,6 +1207,28 @@ fn mariadb_grant_has_no_valid_until_so_the_lease_enforces_it() {
     let (targets, rules) = policy(1, maria.port());
     let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
     let admin = env.login("admin");
+    // An administrator that logs in but lacks a privilege is told what to grant, not to check
+    // the connection that worked.
+    maria.admin_query(
+        "CREATE USER 'np'@'%' IDENTIFIED BY 'np-password-1'; GRANT ALL ON app.* TO 'np'@'%'",
+    );
+    let out = admin.run(
+        &[
+            "target",
+            "set-credential",
+            "maria",
+            "--username",
+            "np",
+            "--password-stdin",
+        ],
+        Some("np-password-1"),
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("lacks PROCESS"), "{out:?}");
+    assert!(
+        !out.stderr.contains("Check that the target's connection"),
+        "{out:?}"
+    );
     set_credential(&admin, "maria", maria.admin_user(), maria.admin_password());
     let alice = env.login("alice");
 

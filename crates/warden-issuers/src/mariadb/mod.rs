@@ -383,6 +383,12 @@ fn ssl_opts(tls: &Tls) -> Result<Option<SslOpts>, String> {
     }))
 }
 
+/// Said of a refused login beside a wrong password: MariaDB matches an anonymous account of
+/// the client's host before a named account of any host, and refuses the login as that one.
+const ANONYMOUS: &str = "or an anonymous account (''@'localhost', which a server fresh from \
+    mariadb-install-db has) is matched before the named one for logins from its host: drop it \
+    with DROP USER ''@'localhost' (mariadb-secure-installation does)";
+
 /// Why connecting to `conn` failed (`where_`): what is wrong with TLS and how to fix it, else
 /// what the server said, with a word on TLS when its refusal is a demand for it.
 fn connect_failure(where_: &str, e: &mysql_async::Error, conn: &Connection) -> String {
@@ -404,7 +410,10 @@ fn connect_failure(where_: &str, e: &mysql_async::Error, conn: &Connection) -> S
                 "MariaDB refuses a plaintext login with this same error where the server or the \
                  account demands TLS (require_secure_transport, REQUIRE SSL)",
             );
-            format!("{}; {demanded}", describe(where_, e, &[]))
+            format!("{}; {ANONYMOUS}; {demanded}", describe(where_, e, &[]))
+        }
+        mysql_async::Error::Server(s) if s.code == ER_ACCESS_DENIED => {
+            format!("{}; {ANONYMOUS}", describe(where_, e, &[]))
         }
         _ => describe(where_, e, &[]),
     }
