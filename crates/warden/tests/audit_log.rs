@@ -722,6 +722,15 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     let (code, v) = verify(&h.data, &[]);
     assert_eq!(code, 0, "{v}");
     assert!(v["archived_before"]["seq"].as_u64().unwrap() > to, "{v}");
+    let text = admin.run(
+        &["audit", "verify", "--data-dir", h.data.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        text.stdout
+            .contains("the events before it are in archive segments"),
+        "{text:?}"
+    );
     // A sealed segment gone without its deletion on record is found missing, the oldest too,
     // whose seal record a later archive took out of the live log (one more restart's retention
     // pass makes sure of that).

@@ -104,6 +104,11 @@ fn report(out: Output, what: &str, summary: Value, problems: &[String]) -> anyho
     } else {
         for (k, v) in summary.as_object().into_iter().flatten() {
             match v {
+                _ if k == "archived_before" => println!(
+                    "archived_before: event {} ({}): the events before it are in archive segments",
+                    v["seq"],
+                    v["time"].as_str().unwrap_or("?")
+                ),
                 Value::String(s) => println!("{k}: {s}"),
                 v => println!("{k}: {v}"),
             }
