@@ -704,14 +704,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             now(),
         )])
         .await?;
-    crate::checkpoints::checkpoint(
-        store.as_ref(),
-        &app.audit_signer,
-        &config.audit_origin,
-        &config.data_dir.join(crate::checkpoints::ANCHOR_FILE),
-        &app.log_checked,
-    )
-    .await?;
+    {
+        // After a retention pass still cutting the log, as the checkpointer waits for one.
+        let _no_archive = app.archiving.lock().await;
+        crate::checkpoints::checkpoint(
+            store.as_ref(),
+            &app.audit_signer,
+            &config.audit_origin,
+            &config.data_dir.join(crate::checkpoints::ANCHOR_FILE),
+            &app.log_checked,
+        )
+        .await?;
+    }
     // Export the last events, the stop included; at most 5 s, the rest goes at the next start.
     exporter.flush().await;
     // The database file alone holds everything once stopped: a copy of it is a whole backup.
