@@ -39,10 +39,14 @@ impl App {
         &self,
         caller: &Caller<'_>,
         open_only: bool,
+        before: Option<RequestId>,
         limit: usize,
     ) -> Result<Vec<Postmortem>, Error> {
         let own = (!self.is_security(caller.user)).then_some(&caller.user.name);
-        Ok(self.store.postmortems(open_only, own, limit).await?)
+        Ok(self
+            .store
+            .postmortems(open_only, own, before, limit)
+            .await?)
     }
 
     /// One postmortem, if the caller may see it; a refusal is audited, as one to show a

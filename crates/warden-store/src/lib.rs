@@ -608,6 +608,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         open_only: bool,
         requester: Option<&UserName>,
+        before: Option<RequestId>,
         limit: usize,
     ) -> Result<Vec<Postmortem>>;
 

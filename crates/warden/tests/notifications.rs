@@ -1130,6 +1130,27 @@ fn breakglass_grants_at_once_notifies_security_and_opens_a_postmortem() {
         (pm["drill"].as_bool(), pm["state"].as_str()),
         (Some(true), Some("open"))
     );
+    // Listed a page at a time, newest first: the drill, then the grant before it.
+    let page = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["postmortem", "list", "--all", "--limit", "1"];
+        args.extend(extra);
+        ok(&sam, &args)["postmortems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(page(&[]), [did.as_str()]);
+    assert_eq!(page(&["--before", &did]), [rid.as_str()]);
+    assert!(page(&["--before", &rid]).is_empty());
+    let table = sam.run(&["postmortem", "list", "--all", "--limit", "1"], None);
+    assert!(
+        table
+            .stderr
+            .contains(&format!("more may follow: add --before {did}")),
+        "{table:?}"
+    );
 
     let report = ok(&sam, &["report", "drills"]);
     let roles: BTreeMap<String, Value> = report["roles"]

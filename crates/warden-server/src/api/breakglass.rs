@@ -102,6 +102,9 @@ pub struct PostmortemQuery {
     /// At most this many (default 100, at most 1000).
     #[param(minimum = 1)]
     pub limit: Option<usize>,
+    /// Only postmortems older than this one (a grant's id): the id a page ended with, for
+    /// the next page.
+    pub before: Option<String>,
 }
 
 /// Closing words.
@@ -232,9 +235,12 @@ pub async fn list(
     who: Authed,
     raw: Result<Query<PostmortemQuery>, QueryRejection>,
 ) -> Result<Json<PostmortemList>, ApiError> {
-    let asked = super::query(raw).and_then(|q| Ok((super::limit(q.limit, 100, 1000)?, q)));
-    let (limit, q) = super::admitted(&app, &who, "postmortem.list", asked).await?;
-    let found = app.postmortems(&who.caller(), !q.all, limit).await?;
+    let asked = super::query(raw).and_then(|q| {
+        let before = q.before.as_deref().map(parse_id).transpose()?;
+        Ok((super::limit(q.limit, 100, 1000)?, before, q.all))
+    });
+    let (limit, before, all) = super::admitted(&app, &who, "postmortem.list", asked).await?;
+    let found = app.postmortems(&who.caller(), !all, before, limit).await?;
     Ok(Json(PostmortemList {
         postmortems: found.iter().map(PostmortemView::from).collect(),
     }))

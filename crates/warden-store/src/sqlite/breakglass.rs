@@ -273,18 +273,23 @@ impl SqliteStore {
         &self,
         open_only: bool,
         requester: Option<String>,
+        before: Option<String>,
         n: usize,
     ) -> Result<Vec<Postmortem>> {
         self.read(move |c| {
             // Postmortems are few (one per break-glass use): the requester is read from the
-            // body rather than kept in a column of its own.
+            // body rather than kept in a column of its own. Newest first by id, which carries
+            // the millisecond its grant was asked for (and opened, at once), so that a page
+            // ends at an id the next one starts before.
             let mut stmt = c.prepare_cached(
                 "SELECT body FROM postmortems WHERE (?1 = 0 OR closed_at IS NULL)
                    AND (?3 IS NULL OR json_extract(body, '$.requester') = ?3)
-                 ORDER BY opened_at DESC, request_id DESC LIMIT ?2",
+                   AND (?4 IS NULL OR request_id < ?4)
+                 ORDER BY request_id DESC LIMIT ?2",
             )?;
-            let rows =
-                stmt.query_map(params![open_only, limit(n), requester], |r| json(r.get(0)?))?;
+            let rows = stmt.query_map(params![open_only, limit(n), requester, before], |r| {
+                json(r.get(0)?)
+            })?;
             rows.collect()
         })
         .await

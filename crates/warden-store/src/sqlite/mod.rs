@@ -1647,10 +1647,16 @@ impl crate::Store for SqliteStore {
         &self,
         open_only: bool,
         requester: Option<&UserName>,
+        before: Option<RequestId>,
         n: usize,
     ) -> Result<Vec<warden_domain::Postmortem>> {
-        self.read_postmortems(open_only, requester.map(ToString::to_string), n)
-            .await
+        self.read_postmortems(
+            open_only,
+            requester.map(ToString::to_string),
+            before.map(|id| id.to_string()),
+            n,
+        )
+        .await
     }
 
     async fn close_postmortem(

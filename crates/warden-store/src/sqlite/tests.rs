@@ -797,17 +797,25 @@ async fn postmortems_open_with_their_grant_and_close_once() {
         Err(Error::Conflict)
     ));
     assert_eq!(s.open_postmortems().await.unwrap(), 2);
-    assert_eq!(s.postmortems(true, None, 10).await.unwrap().len(), 2);
-    let all = s.postmortems(false, None, 10).await.unwrap();
+    assert_eq!(s.postmortems(true, None, None, 10).await.unwrap().len(), 2);
+    let all = s.postmortems(false, None, None, 10).await.unwrap();
     assert_eq!(all.len(), 3);
+    // Page by page, newest first: the next starts before the id the last ended with.
+    let first = s.postmortems(false, None, None, 2).await.unwrap();
+    let next = s
+        .postmortems(false, None, Some(first[1].request), 2)
+        .await
+        .unwrap();
+    let paged: Vec<_> = first.iter().chain(&next).map(|p| p.request).collect();
+    assert_eq!(paged, all.iter().map(|p| p.request).collect::<Vec<_>>());
     // One's own, however many others' are newer.
     let bob = "bob".parse().unwrap();
     let alice = "alice".parse().unwrap();
     assert_eq!(
-        s.postmortems(false, Some(&alice), 1).await.unwrap()[0].request,
+        s.postmortems(false, Some(&alice), None, 1).await.unwrap()[0].request,
         request(2).id
     );
-    let bobs = s.postmortems(false, Some(&bob), 10).await.unwrap();
+    let bobs = s.postmortems(false, Some(&bob), None, 10).await.unwrap();
     assert_eq!(bobs.len(), 1);
     assert_eq!(bobs[0].request, request(3).id);
     assert_eq!(

@@ -50,6 +50,9 @@ pub enum PostmortemCommand {
         /// At most this many, newest first.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only postmortems older than this one: the next page after a listing that ended there.
+        #[arg(long, value_parser = super::request_id)]
+        before: Option<String>,
     },
     /// Show one postmortem (its id is the break-glass grant's).
     Show {
@@ -162,10 +165,11 @@ pub async fn postmortem(
 ) -> anyhow::Result<()> {
     let c = Client::new(server)?;
     match cmd {
-        PostmortemCommand::List { all, limit } => {
+        PostmortemCommand::List { all, limit, before } => {
             let q = query(&[
                 ("all", all.then(|| "true".into())),
                 ("limit", Some(limit.to_string())),
+                ("before", before),
             ]);
             let v: Value = c.get(&format!("/v1/postmortems{q}")).await?;
             if out.json {
@@ -194,6 +198,13 @@ pub async fn postmortem(
                 &["ID", "STATE", "DRILL", "REQUESTER", "ROLE", "OPENED"],
                 &rows,
             );
+            if rows.len() == limit
+                && let Some(last) = rows.last().and_then(|r| r.first())
+            {
+                eprintln!(
+                    "{limit} postmortems shown, newest first; more may follow: add --before {last}"
+                );
+            }
             Ok(())
         }
         PostmortemCommand::Show { id } => {
