@@ -65,9 +65,18 @@ pub fn regex_mistake(e: &regex::Error) -> String {
             .find_map(|l| l.strip_prefix("error: "))
             .unwrap_or(text)
             .to_owned(),
+        regex::Error::CompiledTooBig(limit) => format!(
+            "the pattern is too large once compiled (over {} KiB): `\\d` and `\\w` match every Unicode digit or letter, and a counted repeat multiplies them; write [0-9] or [A-Za-z0-9_], or fewer repeats",
+            limit / 1024
+        ),
         other => other.to_string(),
     }
 }
+
+/// The most memory a compiled ticket pattern may take: room for any pattern a ticket system's
+/// ids call for (`INC-\\d{1,20}`, Unicode classes included), none for one that would make a
+/// policy's load take much memory.
+const PATTERN_SIZE: usize = 1 << 20;
 
 /// A ticket pattern from a policy: an anchored regular expression.
 #[derive(Debug, Clone)]
@@ -78,7 +87,7 @@ impl TicketPattern {
     pub fn new(pattern: &str) -> Result<Self, String> {
         // Compiled as written first, so that a mistake is described in the policy's own terms
         // (the anchored form would show the `^(?:` … `)$` around it).
-        let build = |p: &str| regex::RegexBuilder::new(p).size_limit(1 << 16).build();
+        let build = |p: &str| regex::RegexBuilder::new(p).size_limit(PATTERN_SIZE).build();
         let invalid =
             |e: regex::Error| format!("invalid ticket pattern {pattern:?}: {}", regex_mistake(&e));
         if pattern.trim().is_empty() {

@@ -962,6 +962,12 @@ fn miette_diagnostic(src: Source<'_>, e: &dyn miette::Diagnostic, base: usize) -
     if let Some(help) = e.help() {
         let _ = write!(message, " ({help})");
     }
+    // Most often a regular expression's escape written once, as regex syntax has it.
+    if message.contains("is not a valid escape") {
+        message.push_str(
+            " (a backslash in a Cedar string is written twice: `\\\\d` for the pattern `\\d`, or write [0-9])",
+        );
+    }
     let offset = label.map_or(base, |l| l.offset());
     src.at(offset, message)
 }

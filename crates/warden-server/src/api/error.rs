@@ -121,14 +121,36 @@ impl ApiError {
     }
 }
 
+/// `message` with each place it names `value` as a word of its own (not a part of a longer
+/// name or word) replaced by the value's length.
+fn withhold(message: &str, value: &str) -> String {
+    let in_name = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || "_-.".contains(c));
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(value) {
+        let (before, after) = (&rest[..at], &rest[at + value.len()..]);
+        out.push_str(before);
+        let alone = !in_name(before.chars().next_back()) && !in_name(after.chars().next());
+        if alone {
+            out.push_str(&format!(
+                "(a value of {} characters)",
+                value.chars().count()
+            ));
+        } else {
+            out.push_str(value);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 impl ApiError {
     /// The message as the audit log records it: without the values it quotes when they are
     /// input that did not parse or validate ([`warden_domain::text::unquoted`]).
     pub fn recorded(&self) -> String {
         let message = match self.withheld.as_deref().filter(|v| !v.is_empty()) {
-            Some(v) => self
-                .message
-                .replace(v, &format!("(a value of {} characters)", v.chars().count())),
+            Some(v) => withhold(&self.message, v),
             None => self.message.clone(),
         };
         if self.quotes_input {
@@ -252,5 +274,30 @@ impl From<AuthError> for ApiError {
             AuthError::Store(s) => Self::from(broker::Error::Store(s)),
             AuthError::Internal(d) => Self::internal(d),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_withheld_value_is_replaced_only_where_it_stands_alone() {
+        assert_eq!(
+            super::withhold("only administrators can offboard users", "s"),
+            "only administrators can offboard users"
+        );
+        assert_eq!(
+            super::withhold(
+                "you cannot offboard yourself: ask another administrator",
+                "admin"
+            ),
+            "you cannot offboard yourself: ask another administrator"
+        );
+        assert_eq!(
+            super::withhold(
+                "no user `hunter2` in the directory (hunter2 is no one)",
+                "hunter2"
+            ),
+            "no user `(a value of 7 characters)` in the directory ((a value of 7 characters) is no one)"
+        );
     }
 }
