@@ -387,6 +387,15 @@ mod tests {
             e,
             "invalid ticket pattern \"(INC|CHG-[0-9]+\": unclosed group"
         );
+        // Unicode classes repeated, as ticket ids are written, fit; a pattern past reason is
+        // told how to write it smaller.
+        assert!(TicketPattern::new(r"INC-\d{1,20}").is_ok());
+        assert!(TicketPattern::new(r"(?i)\w{3}-\d{3,12}").is_ok());
+        let e = TicketPattern::new(r"\w{1000}").unwrap_err();
+        assert!(
+            e.contains("too large once compiled") && e.contains("[0-9]"),
+            "{e}"
+        );
         let p = TicketPattern::new("INC-[0-9]+").unwrap();
         assert_eq!(p.as_str(), "INC-[0-9]+");
         assert!(p.matches(&Ticket::parse("INC-42").unwrap()));

@@ -1789,3 +1789,19 @@ fn a_check_reads_the_fixtures_without_running_them() {
     Policy::check_dir(dir.path(), NO_CHECK).unwrap_or_else(|r| panic!("{r}"));
     assert!(run_tests(dir.path(), NO_CHECK).unwrap().failed() > 0);
 }
+
+#[test]
+fn a_backslash_written_once_in_a_ticket_pattern_is_told_how_to_write_it() {
+    let found = problems(&files(&[(
+        "a.cedar",
+        r#"@id("v") @approval("auto") @max_ttl("1h") @ticket("INC-\d+")
+permit (principal, action == Action::"request", resource == Role::"prod-web-1/viewer");
+"#,
+    )]));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("not a valid escape") && p.contains(r"`\\d` for the pattern `\d`")),
+        "{found:?}"
+    );
+}
