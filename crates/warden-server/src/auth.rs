@@ -704,7 +704,13 @@ impl App {
         let (user, password_hash) = match (user, secrets.password_hash) {
             (Some(u), Some(phc)) if ok => (u, phc),
             (refused, _) => {
+                // An offboarded user's password was taken away, not guessed wrong: on the
+                // record as such, and no lockout of a user who cannot sign in anyway.
+                let gone = refused.as_ref().is_some_and(|u| self.offboarded(&u.name));
                 let why = match (&refused, locked) {
+                    (Some(_), _) if gone => {
+                        "the user was offboarded: their password no longer signs in".to_owned()
+                    }
                     (Some(_), Some(until)) => format!(
                         "user locked until {} after wrong passwords or TOTP codes",
                         warden_domain::rfc3339(until)
@@ -712,8 +718,9 @@ impl App {
                     (Some(_), None) => "wrong password".to_owned(),
                     (None, _) => "unknown user or wrong password".to_owned(),
                 };
-                self.auth_failed(fail(&why)).await?;
-                if let (Some(u), None) = (refused, locked) {
+                let code = if gone { "offboarded" } else { "bad_credentials" };
+                self.auth_failed(refusal(code, &why)).await?;
+                if let (Some(u), None, false) = (refused, locked, gone) {
                     self.count(&u.name, false, t, source.as_deref()).await?;
                 }
                 return Err(AuthError::BadCredentials);

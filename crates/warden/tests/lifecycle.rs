@@ -2145,12 +2145,22 @@ fn offboarding_ends_the_requests_made_while_it_runs() {
         busy.join().unwrap()
     });
     assert!(made > 0, "no request was made while offboarding ran");
-    // Nor can she sign in again for a new token: her password went with the old ones.
-    let again = env.server.cli().run(
-        &["login", "--user", "alice", "--password-stdin"],
-        Some(PASSWORD),
+    // Nor can she sign in again for a new token: her password went with the old ones. Her
+    // tries are on the record as such, and lock nothing, however many.
+    for _ in 0..6 {
+        let again = env.server.cli().run(
+            &["login", "--user", "alice", "--password-stdin"],
+            Some(PASSWORD),
+        );
+        assert_eq!(again.code, 5, "{again:?}");
+    }
+    let codes = audit_values(&admin, "auth.login_failed", "/outcome/code");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "offboarded").count(),
+        6,
+        "{codes:?}"
     );
-    assert_eq!(again.code, 5, "{again:?}");
+    assert!(audit_values(&admin, "auth.user_locked", "/details/user").is_empty());
     // A name nobody has, nor any open request: a typo, refused with nothing done.
     let typo = fails(&admin, &["revoke", "--user", "alcie", "--all"], 4);
     assert!(typo.stderr.contains("not in the directory"), "{typo:?}");
