@@ -555,8 +555,10 @@ impl App {
             None => (false, false),
         };
         // A right code sent again (a double submit, a retried script) is refused but guesses
-        // nothing: only wrong codes count towards the lockout.
-        if ok || !replayed {
+        // nothing: only wrong codes count towards the lockout. Nor does a code of a secret
+        // being confirmed, which whoever confirms it was just shown: a wrong one guesses at
+        // nothing, and a right one proves no more than the token did.
+        if secret == WhichSecret::InUse && (ok || !replayed) {
             self.count(user, ok, t, source).await?;
         }
         Ok(ok)

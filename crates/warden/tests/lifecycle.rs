@@ -173,6 +173,24 @@ fn peer_tier_refuses_the_requester_and_the_ineligible() {
     assert_eq!(refused, 4, "{actions:?}");
 }
 
+/// Wrong codes for a secret being confirmed guess at nothing (whoever confirms it was just shown
+/// it): however many, they lock no one out.
+#[test]
+fn wrong_codes_at_confirmation_lock_no_one_out() {
+    let env = Env::start();
+    let bob = env.login("bob");
+    let v = ok(&bob, &["mfa", "enroll"]);
+    let pending = v["otpauth_uri"].as_str().unwrap().to_owned();
+    for _ in 0..6 {
+        let wrong = bob.run(&["mfa", "confirm", "000000"], None);
+        assert_ne!(wrong.code, 0, "{wrong:?}");
+        assert!(!wrong.stderr.contains("too many"), "{wrong:?}");
+    }
+    ok(&bob, &["mfa", "confirm", &totp(&pending, 0)]);
+    let out = sign_in(&bob, "bob", PASSWORD, Some(&totp(&pending, 1)));
+    assert!(out.success(), "{out:?}");
+}
+
 #[test]
 fn manager_and_peer_with_mfa_step_up() {
     let env = Env::start();
