@@ -667,6 +667,18 @@ impl App {
                 .open_totp(&u.name, Some(sealed))?
                 .map(|totp| (totp, code)),
             (Some(_), Some(_), None) => {
+                // Answered after as long as a password check takes, its outcome unused, so that
+                // the time of the answer tells no more than the answer of who has a factor.
+                let pw = password.to_owned();
+                let spent = self
+                    .argon2(
+                        || self.check_source(source.as_deref()),
+                        move || hash_password(&pw),
+                    )
+                    .await;
+                if let Err(throttled @ AuthError::Throttled(_)) = spent {
+                    return Err(throttled);
+                }
                 let e = refusal(
                     "totp_required",
                     "TOTP code missing (the password was not checked)",
@@ -720,7 +732,11 @@ impl App {
                     (Some(_), None) => "wrong password".to_owned(),
                     (None, _) => "unknown user or wrong password".to_owned(),
                 };
-                let code = if gone { "offboarded" } else { "bad_credentials" };
+                let code = if gone {
+                    "offboarded"
+                } else {
+                    "bad_credentials"
+                };
                 self.auth_failed(refusal(code, &why)).await?;
                 if let (Some(u), None, false) = (refused, locked, gone) {
                     self.count(&u.name, false, t, source.as_deref()).await?;
