@@ -1186,8 +1186,7 @@ async fn refuse_at_target(
     if !err.status.is_client_error() {
         return err;
     }
-    let mut event = Event::new(Code::ActionRefused, who.actor(), now())
-        .details(serde_json::json!({ "action": action }));
+    let mut event = action_refused(who, action);
     event.target = Some(target.clone());
     audited(app, event, err).await
 }
@@ -1201,10 +1200,29 @@ async fn refuse_about(
     request: Option<warden_domain::RequestId>,
     err: ApiError,
 ) -> ApiError {
-    let mut event = Event::new(Code::ActionRefused, who.actor(), now())
-        .details(serde_json::json!({ "action": action }));
+    let mut event = action_refused(who, action);
     event.request_id = request;
     audited(app, event, err).await
+}
+
+/// [`refuse`], of an action on session `id` (when it is one's): the event names it, so that
+/// the session's history shows who was refused what.
+async fn refuse_on_session(
+    app: &Shared,
+    who: &Authed,
+    action: &str,
+    id: Option<&str>,
+    err: ApiError,
+) -> ApiError {
+    let mut event = action_refused(who, action);
+    event.session_id = id.map(str::to_owned);
+    audited(app, event, err).await
+}
+
+/// The `request.action_refused` event of `who`'s refused `action`, to be marked with why.
+fn action_refused(who: &Authed, action: &str) -> Event {
+    Event::new(Code::ActionRefused, who.actor(), now())
+        .details(serde_json::json!({ "action": action }))
 }
 
 /// Appends `event`, marked denied with `err`, and hands `err` back; a refusal that cannot be

@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warden_domain::TargetName;
-use warden_domain::audit::{Code, Event};
+use warden_domain::audit::Code;
 
 use super::{
     ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, admitted, body, field,
-    refuse, refuse_4xx,
+    refuse, refuse_4xx, refuse_on_session,
 };
 use crate::state::Shared;
 
@@ -254,21 +254,6 @@ fn session_id(id: &str) -> Result<String, ApiError> {
                 ),
             )
         })
-}
-
-/// [`refuse`], of an action on session `id` (when it is one's): the event names it, so that
-/// the session's history shows who was refused what.
-async fn refuse_on_session(
-    app: &Shared,
-    who: &Authed,
-    action: &str,
-    id: Option<&str>,
-    err: ApiError,
-) -> ApiError {
-    let mut event = Event::new(Code::ActionRefused, who.actor(), crate::state::now())
-        .details(serde_json::json!({ "action": action }));
-    event.session_id = id.map(str::to_owned);
-    super::audited(app, event, err).await
 }
 
 /// Ends a live session at once; the user is told who ended it.
