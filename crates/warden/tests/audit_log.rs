@@ -96,6 +96,14 @@ fn verify(data: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     (out.code, v)
 }
 
+/// `warden audit verify --data-dir data` as a person reads it.
+fn verify_human(data: &Path) -> CliOutput {
+    Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
+        &["audit", "verify", "--data-dir", data.to_str().unwrap()],
+        None,
+    )
+}
+
 fn problems(v: &serde_json::Value) -> Vec<String> {
     v["problems"]
         .as_array()
@@ -244,10 +252,7 @@ fn tampering_is_detected_and_named() {
     );
     assert_eq!(v["events_after_newest_checkpoint"], h.size - 3, "{v}");
     // Read by a person, the events no signature covers are said so apart.
-    let human = Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
-        &["audit", "verify", "--data-dir", c.path().to_str().unwrap()],
-        None,
-    );
+    let human = verify_human(c.path());
     assert!(
         human.stderr.contains(&format!(
             "no signed checkpoint covers the last {} events yet",
@@ -722,10 +727,7 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     let (code, v) = verify(&h.data, &[]);
     assert_eq!(code, 0, "{v}");
     assert!(v["archived_before"]["seq"].as_u64().unwrap() > to, "{v}");
-    let text = admin.run(
-        &["audit", "verify", "--data-dir", h.data.to_str().unwrap()],
-        None,
-    );
+    let text = verify_human(&h.data);
     assert!(
         text.stdout
             .contains("the events before it are in archive segments"),
@@ -2336,16 +2338,7 @@ fn latest_note_or_none(data: &Path) -> Option<String> {
 fn verifying_an_empty_database_file_says_what_it_is() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("warden.db"), b"").unwrap();
-    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let out = cli.run(
-        &[
-            "audit",
-            "verify",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = verify_human(dir.path());
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
@@ -2602,16 +2595,7 @@ fn a_log_cut_back_under_a_stored_block_root_is_named_as_truncated() {
 
     let deleted = copy(&f.data);
     tamper(deleted.path(), "DELETE FROM audit WHERE seq = 500");
-    let cli = Cli::new(Path::new(BIN), "http://127.0.0.1:9");
-    let out = cli.run(
-        &[
-            "audit",
-            "verify",
-            "--data-dir",
-            deleted.path().to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = verify_human(deleted.path());
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stdout.contains("event 500 is missing") && !out.stderr.contains("segment"),
@@ -2639,10 +2623,7 @@ fn a_log_cut_back_under_a_stored_block_root_is_named_as_truncated() {
     let (code, v) = verify(&f.data, &[]);
     assert_eq!(code, 1, "{v}");
     assert!(problems(&v).contains(&truncated), "{v}");
-    let out = cli.run(
-        &["audit", "verify", "--data-dir", f.data.to_str().unwrap()],
-        None,
-    );
+    let out = verify_human(&f.data);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.stderr.contains("segment"), "{out:?}");
 

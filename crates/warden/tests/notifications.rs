@@ -78,25 +78,25 @@ fn start_with(dir: &Path, targets: &str, rules: &str, config: &str) -> Server {
     )
 }
 
+/// Breaking the glass for web/admin, but for the TOTP code.
+const BREAK_GLASS_FOR_ADMIN: [&str; 8] = [
+    "breakglass",
+    "web",
+    "--role",
+    "admin",
+    "--reason",
+    "db down",
+    "--ttl",
+    "10m",
+];
+
 /// `cli`'s user enrols a second factor and breaks the glass for web/admin; the grant's id.
 fn break_glass_for_admin(cli: &Cli) -> String {
     let uri = enroll_mfa(cli);
-    let bg = ok(
-        cli,
-        &[
-            "breakglass",
-            "web",
-            "--role",
-            "admin",
-            "--reason",
-            "db down",
-            "--ttl",
-            "10m",
-            "--totp",
-            &totp(&uri, 1),
-        ],
-    );
-    id(&bg)
+    let code = totp(&uri, 1);
+    let mut args = BREAK_GLASS_FOR_ADMIN.to_vec();
+    args.extend(["--totp", &code]);
+    id(&ok(cli, &args))
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -436,21 +436,9 @@ fn a_break_glass_told_to_no_one_but_the_breaker_is_said_to_be_told_to_no_one() {
     );
     let (dave, admin) = (login(&server, "dave"), login(&server, "admin"));
     let code = totp(&enroll_mfa(&dave), 1);
-    let out = dave.run(
-        &[
-            "breakglass",
-            "web",
-            "--role",
-            "admin",
-            "--reason",
-            "db down",
-            "--ttl",
-            "10m",
-            "--totp",
-            &code,
-        ],
-        None,
-    );
+    let mut args = BREAK_GLASS_FOR_ADMIN.to_vec();
+    args.extend(["--totp", &code]);
+    let out = dave.run(&args, None);
     assert!(out.success(), "{out:?}");
     assert!(
         out.stdout.contains("no one in security was notified"),
