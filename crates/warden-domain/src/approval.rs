@@ -188,16 +188,17 @@ impl Requirement {
     ) -> Progress {
         let slots = self.slots();
         let people = distinct_others(requester, approvers);
-        let assignment = max_matching(&slots, &people, requester);
+        let fillers = as_fillers(&people);
+        let assignment = max_matching(&slots, &fillers, requester);
         // Open places alike (a clause's count) are named once, with how many.
-        let mut open: Vec<(Slot<'_>, usize)> = Vec::new();
-        for (slot, _) in slots.iter().zip(&assignment).filter(|(_, a)| a.is_none()) {
+        let mut open: Vec<(Wanted<'_>, usize)> = Vec::new();
+        for wanted in self.still_wanted(&slots, &fillers, &assignment, requester) {
             match open.last_mut() {
-                Some((last, n)) if last.describe(1) == slot.describe(1) => *n += 1,
-                _ => open.push((*slot, 1)),
+                Some((last, n)) if *last == wanted => *n += 1,
+                _ => open.push((wanted, 1)),
             }
         }
-        let missing = open.iter().map(|(slot, n)| slot.describe(*n)).collect();
+        let missing = open.iter().map(|(wanted, n)| wanted.describe(*n)).collect();
         Progress {
             satisfied: assignment.iter().all(Option::is_some),
             missing,
@@ -207,6 +208,40 @@ impl Requirement {
                 .map(|&p| people[p].name.clone())
                 .collect(),
         }
+    }
+
+    /// The places `assignment` (a maximum matching of `fillers`) leaves open, as people are told
+    /// of them. Each is widened to every other group of the tier one more of whose members would
+    /// fill a place as well, the others who approved moving to the place they leave open (one
+    /// in `sre` and `dba` who approved `peer(sre) & peer(dba)` leaves open a place for either),
+    /// so long as any newcomers, one per place and each a member of any one group named for it,
+    /// still fill every place: each group said is one whose member counts.
+    fn still_wanted<'a>(
+        &'a self,
+        slots: &[Slot<'a>],
+        fillers: &[Filler<'a>],
+        assignment: &[Option<usize>],
+        requester: &User,
+    ) -> Vec<Wanted<'a>> {
+        let mut wanted: Vec<Wanted<'a>> = slots
+            .iter()
+            .zip(assignment)
+            .filter(|(_, a)| a.is_none())
+            .map(|(slot, _)| slot.wanted())
+            .collect();
+        let groups = self.groups();
+        for i in 0..wanted.len() {
+            for &g in &groups {
+                let mut trial = wanted.clone();
+                let Wanted::From(from) = &mut trial[i] else {
+                    break;
+                };
+                if from.insert(g) && every_choice_fills(slots, fillers, &trial, requester) {
+                    wanted = trial;
+                }
+            }
+        }
+        wanted
     }
 
     /// Whether `candidate`'s approval would count, given those already given: they are not the
@@ -220,7 +255,7 @@ impl Requirement {
         let mut after = before.clone();
         after.push(candidate);
         let filled = |people: &[&User]| {
-            max_matching(&slots, people, requester)
+            max_matching(&slots, &as_fillers(people), requester)
                 .iter()
                 .filter(|a| a.is_some())
                 .count()
@@ -264,6 +299,95 @@ fn distinct_others<'a>(
     people
 }
 
+/// The most choices of newcomers [`every_choice_fills`] tries: beyond them a place is named
+/// as the matching left it open, which is true if perhaps not all that would do.
+const CHOICES: usize = 64;
+
+/// Whether newcomers, one per place of `wanted`, each any one of what it names for that place,
+/// fill every slot beside `fillers` however they are chosen. False where there are more than
+/// [`CHOICES`] ways to choose them.
+fn every_choice_fills(
+    slots: &[Slot<'_>],
+    fillers: &[Filler<'_>],
+    wanted: &[Wanted<'_>],
+    requester: &User,
+) -> bool {
+    let options: Vec<Vec<Filler<'_>>> = wanted.iter().map(Wanted::newcomers).collect();
+    let Some(ways) = options.iter().try_fold(1usize, |n, o| {
+        n.checked_mul(o.len()).filter(|&n| n <= CHOICES)
+    }) else {
+        return false;
+    };
+    (0..ways).all(|mut way| {
+        let mut all = fillers.to_vec();
+        for o in &options {
+            all.push(o[way % o.len()]);
+            way /= o.len();
+        }
+        max_matching(slots, &all, requester)
+            .iter()
+            .all(Option::is_some)
+    })
+}
+
+/// Those who approved, as places take them.
+fn as_fillers<'a>(people: &[&'a User]) -> Vec<Filler<'a>> {
+    people.iter().map(|&p| Filler::Approver(p)).collect()
+}
+
+/// Someone who may fill a place: one who approved, or one yet to come, who is only what a place
+/// still open asks for.
+#[derive(Debug, Clone, Copy)]
+enum Filler<'a> {
+    Approver(&'a User),
+    /// A member of this group and of no other.
+    Member(&'a GroupName),
+    /// The requester's manager, in none of the tier's groups.
+    Manager,
+    /// Anyone else, in none of the tier's groups.
+    Other,
+}
+
+/// A place still open, as people are told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wanted<'a> {
+    /// A member of any of these groups would fill it.
+    From(BTreeSet<&'a GroupName>),
+    Manager,
+    Anyone,
+}
+
+impl<'a> Wanted<'a> {
+    /// The newcomers, one of whom fills it.
+    fn newcomers(&self) -> Vec<Filler<'a>> {
+        match self {
+            Wanted::From(groups) => groups.iter().map(|&g| Filler::Member(g)).collect(),
+            Wanted::Manager => vec![Filler::Manager],
+            Wanted::Anyone => vec![Filler::Other],
+        }
+    }
+
+    /// `n` open places like this one, for people: `2 approvers from sre`.
+    fn describe(&self, n: usize) -> String {
+        match self {
+            Wanted::From(groups) => {
+                let groups = groups
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                match n {
+                    1 => format!("an approver from {groups}"),
+                    n => format!("{n} approvers from {groups}"),
+                }
+            }
+            Wanted::Manager => "the requester's manager".to_owned(),
+            Wanted::Anyone if n == 1 => "a second approver".to_owned(),
+            Wanted::Anyone => format!("{n} more approvers"),
+        }
+    }
+}
+
 /// What the approvals given so far achieve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -285,7 +409,7 @@ enum Slot<'a> {
     Anyone,
 }
 
-impl Slot<'_> {
+impl<'a> Slot<'a> {
     /// How few people could fill it: one (the manager), a named group's members, several
     /// groups' members, anyone.
     fn rank(&self) -> u8 {
@@ -307,32 +431,29 @@ impl Slot<'_> {
     }
 
     fn accepts(&self, who: &User, requester: &User) -> bool {
-        match self {
-            Slot::AnyOf(groups) => groups.iter().any(|g| who.in_group(g)),
-            Slot::Member(g) => who.in_group(g),
-            Slot::Manager => requester.manager.as_ref() == Some(&who.name),
-            Slot::Anyone => true,
+        self.takes(Filler::Approver(who), requester)
+    }
+
+    fn takes(&self, who: Filler<'_>, requester: &User) -> bool {
+        match (self, who) {
+            (Slot::Anyone, _) => true,
+            (Slot::AnyOf(groups), Filler::Approver(u)) => groups.iter().any(|g| u.in_group(g)),
+            (Slot::AnyOf(groups), Filler::Member(g)) => groups.contains(g),
+            (Slot::Member(g), Filler::Approver(u)) => u.in_group(g),
+            (Slot::Member(g), Filler::Member(m)) => *g == m,
+            (Slot::Manager, Filler::Approver(u)) => requester.manager.as_ref() == Some(&u.name),
+            (Slot::Manager, Filler::Manager) => true,
+            _ => false,
         }
     }
 
-    /// `n` open places like this one, for people: `2 approvers from sre`.
-    fn describe(&self, n: usize) -> String {
-        let from = |groups: String| match n {
-            1 => format!("an approver from {groups}"),
-            n => format!("{n} approvers from {groups}"),
-        };
-        match self {
-            Slot::AnyOf(groups) => from(
-                groups
-                    .iter()
-                    .map(GroupName::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-            ),
-            Slot::Member(g) => from(g.to_string()),
-            Slot::Manager => "the requester's manager".to_owned(),
-            Slot::Anyone if n == 1 => "a second approver".to_owned(),
-            Slot::Anyone => format!("{n} more approvers"),
+    /// What it asks for, as an open place.
+    fn wanted(&self) -> Wanted<'a> {
+        match *self {
+            Slot::AnyOf(groups) => Wanted::From(groups.iter().collect()),
+            Slot::Member(g) => Wanted::From(BTreeSet::from([g])),
+            Slot::Manager => Wanted::Manager,
+            Slot::Anyone => Wanted::Anyone,
         }
     }
 }
@@ -341,17 +462,17 @@ impl Slot<'_> {
 /// Returns, for each slot, the index of the person filling it. A slot once filled stays filled
 /// (an augmenting path only changes who fills it), so the first person takes the first slot
 /// they fit and keeps it filled.
-fn max_matching(slots: &[Slot<'_>], people: &[&User], requester: &User) -> Vec<Option<usize>> {
+fn max_matching(slots: &[Slot<'_>], people: &[Filler<'_>], requester: &User) -> Vec<Option<usize>> {
     fn augment(
         p: usize,
         slots: &[Slot<'_>],
-        people: &[&User],
+        people: &[Filler<'_>],
         requester: &User,
         seen: &mut [bool],
         owner: &mut [Option<usize>],
     ) -> bool {
         for s in 0..slots.len() {
-            if seen[s] || !slots[s].accepts(people[p], requester) {
+            if seen[s] || !slots[s].takes(people[p], requester) {
                 continue;
             }
             seen[s] = true;
@@ -757,6 +878,44 @@ mod tests {
         // Groups apart still need a person each.
         let r = and("peer(sre)", "peer(dba)");
         assert!(!r.progress(&alice, [&carol]).satisfied);
+    }
+
+    /// An open place is named with every group one more of whose members would fill it, the
+    /// approvers given moved where they fit as well; and with no group whose member would not.
+    #[test]
+    fn what_is_still_needed_names_every_group_that_would_do() {
+        let alice = user("alice", &["dev"], None);
+        let bob = user("bob", &["sre"], None);
+        let carol = user("carol", &["sre", "dba"], None);
+        let dave = user("dave", &["dba"], None);
+        let r: Requirement = "peer(sre) & peer(dba)".parse().unwrap();
+        let missing = |r: &Requirement, who: &[&User]| r.progress(&alice, who.to_vec()).missing;
+        // carol fills either place: a DBA or an SRE completes it.
+        assert_eq!(missing(&r, &[&carol]), ["an approver from dba or sre"]);
+        assert!(r.progress(&alice, [&carol, &dave]).satisfied);
+        assert!(r.progress(&alice, [&carol, &bob]).satisfied);
+        // bob fills the SRE's place alone: only a DBA completes it.
+        assert_eq!(missing(&r, &[&bob]), ["an approver from dba"]);
+        assert!(!r.would_count(
+            &alice,
+            std::slice::from_ref(&bob),
+            &user("sue", &["sre"], None)
+        ));
+        // A third place no one given could fill is named as it is, beside the one either fills.
+        let r: Requirement = "peer(sre) & peer(dba) & peer(ops)".parse().unwrap();
+        assert_eq!(
+            missing(&r, &[&carol]),
+            ["an approver from ops", "an approver from dba or sre"]
+        );
+        // One in all three groups: a DBA and an SRE would complete it, two DBAs would not, so
+        // no place is said to take a DBA twice.
+        let all = user("al", &["sre", "dba", "ops"], None);
+        let said = missing(&r, &[&all]);
+        assert_eq!(said.len(), 2, "{said:?}");
+        let dbas = said.iter().filter(|m| m.contains("dba")).count();
+        assert_eq!(dbas, 1, "{said:?}");
+        let erin = user("erin", &["dba"], None);
+        assert!(!r.progress(&alice, [&all, &dave, &erin]).satisfied);
     }
 
     #[test]

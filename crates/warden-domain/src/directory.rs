@@ -39,10 +39,18 @@ pub enum DirectoryError {
     UnknownManager { user: UserName, manager: UserName },
     #[error("user {0} names themself as manager")]
     SelfManaged(UserName),
+    /// Managers that lead back to where they started (`alice, bob, alice`): no one is at the
+    /// chain's top, and its users approve each other's manager-tier requests.
+    #[error(
+        "users {} name each other as manager in a cycle: a chain of managers must end with someone who has none; remove `manager` from one of them, or name someone outside the cycle",
+        .0.iter().map(UserName::as_str).collect::<Vec<_>>().join(" \u{2192} ")
+    )]
+    ManagerCycle(Vec<UserName>),
 }
 
 impl Directory {
-    /// Builds a directory, checking that every manager is a known user.
+    /// Builds a directory, checking that every manager is a known user, and that no chain of
+    /// managers comes back to where it started.
     pub fn new(users: impl IntoIterator<Item = User>) -> Result<Self, DirectoryError> {
         let mut map = BTreeMap::new();
         for u in users {
@@ -63,6 +71,9 @@ impl Directory {
                     });
                 }
             }
+        }
+        if let Some(cycle) = manager_cycle(&map) {
+            return Err(DirectoryError::ManagerCycle(cycle));
         }
         Ok(Self { users: map })
     }
@@ -86,5 +97,75 @@ impl Directory {
             users.remove(name);
         }
         Self { users }
+    }
+}
+
+/// The first chain of managers (in the order of user names) that comes back to a user it went
+/// through, from that user round to them again: `alice, bob, alice`.
+fn manager_cycle(users: &BTreeMap<UserName, User>) -> Option<Vec<UserName>> {
+    // Users whose chain of managers is known to end.
+    let mut ends = BTreeSet::new();
+    for start in users.keys() {
+        let mut chain: Vec<&UserName> = Vec::new();
+        let mut at = Some(start);
+        while let Some(name) = at.filter(|n| !ends.contains(*n)) {
+            if let Some(first) = chain.iter().position(|n| *n == name) {
+                let mut cycle: Vec<UserName> =
+                    chain[first..].iter().map(|n| (*n).clone()).collect();
+                cycle.push(name.clone());
+                return Some(cycle);
+            }
+            chain.push(name);
+            at = users.get(name).and_then(|u| u.manager.as_ref());
+        }
+        ends.extend(chain);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, manager: Option<&str>) -> User {
+        User {
+            name: name.parse().unwrap(),
+            groups: BTreeSet::new(),
+            manager: manager.map(|m| m.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn managers_that_lead_back_to_their_start_are_refused_naming_the_cycle() {
+        let two = Directory::new([user("alice", Some("bob")), user("bob", Some("alice"))]);
+        let said = two.unwrap_err().to_string();
+        assert!(
+            said.starts_with("users alice \u{2192} bob \u{2192} alice name each other as manager")
+                && said.contains("remove `manager` from one of them"),
+            "{said}"
+        );
+        // Entered from outside, the cycle is named from where the chain came into it.
+        let three = Directory::new([
+            user("ann", Some("carol")),
+            user("carol", Some("dave")),
+            user("dave", Some("erin")),
+            user("erin", Some("carol")),
+        ]);
+        assert_eq!(
+            three.unwrap_err(),
+            DirectoryError::ManagerCycle(
+                ["carol", "dave", "erin", "carol"]
+                    .map(|n| n.parse().unwrap())
+                    .to_vec()
+            )
+        );
+        // Chains that end, one shared by several users, are fine.
+        Directory::new([
+            user("alice", Some("mallory")),
+            user("bob", Some("mallory")),
+            user("mallory", Some("sam")),
+            user("sam", None),
+        ])
+        .unwrap();
     }
 }

@@ -208,6 +208,13 @@ pub struct Request {
     pub rules: Vec<String>,
     pub recording: Recording,
     pub reviews: Vec<Review>,
+    /// Who counted toward the grant, fixed as the request is approved: the approvers whose
+    /// approvals the tier of that moment did not leave void. `request.approved` lists them, the
+    /// others' approvals stay marked void, and only they of all who approved may revoke it.
+    /// `None` until approved, and on requests approved before it was recorded: their approvals
+    /// then give no one that right, as which of them counted is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<Vec<UserName>>,
     /// The request this one extends, if any.
     pub extends: Option<RequestId>,
     /// The requester's SSH public key (OpenSSH format), for certificate-based roles.
@@ -249,7 +256,10 @@ pub struct Request {
 /// Why a transition was refused. The request is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
-    #[error("request {id} is {state}; only {allowed} requests can be {action}")]
+    #[error(
+        "request {id} is {state}; only {allowed} requests can be {action}{}",
+        end_instead(.id, *.state, .action)
+    )]
     WrongState {
         id: RequestId,
         state: State,
@@ -281,6 +291,15 @@ pub enum TransitionError {
         id: RequestId,
         deadline: OffsetDateTime,
     },
+}
+
+/// How to end a request in `state` that cannot be `action`: a grant under way is not cancelled
+/// but revoked, as `not_requester` tells the others too.
+fn end_instead(id: &RequestId, state: State, action: &str) -> String {
+    match (state, action) {
+        (State::Active, "cancelled") => format!("; end it with `warden request revoke {id}`"),
+        _ => String::new(),
+    }
 }
 
 /// Why someone other than the requester may not `action` a request; one who may end it
@@ -393,6 +412,7 @@ impl Request {
             rules: decision.rules.clone(),
             recording: decision.recording,
             reviews: Vec::new(),
+            counted: None,
             extends,
             public_key,
             credential: None,
@@ -468,6 +488,7 @@ impl Request {
             ]));
         }
         self.state = State::Approved;
+        self.counted = Some(Vec::new());
         Ok(())
     }
 
@@ -508,6 +529,9 @@ impl Request {
         let mut approvers = approvers;
         approvers.push(approver.clone());
         let progress = requirement.progress(requester, &approvers);
+        if progress.satisfied {
+            self.grant_counted(requester, &requirement, &approvers, &progress);
+        }
         self.requirement = requirement;
         if progress.satisfied {
             self.state = State::Approved;
@@ -550,13 +574,35 @@ impl Request {
     ) -> Result<(), TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
         self.expect_in_time(now)?;
-        let progress = requirement.progress(requester, &self.approvers(directory));
+        let approvers = self.approvers(directory);
+        let progress = requirement.progress(requester, &approvers);
         if !progress.satisfied {
             return Err(TransitionError::NotEligible(progress.missing));
         }
+        self.grant_counted(requester, &requirement, &approvers, &progress);
         self.requirement = requirement;
         self.state = State::Approved;
         Ok(())
+    }
+
+    /// Fixes who counts toward the grant as `requirement` is met ([`Request::counted`]): those
+    /// of `approvers` (as the directory has them now) whose approval `progress` does not leave
+    /// void. A later change of policy or directory changes nothing of it.
+    fn grant_counted(
+        &mut self,
+        requester: &User,
+        requirement: &Requirement,
+        approvers: &[User],
+        progress: &Progress,
+    ) {
+        let void = void_among(requester, requirement, approvers, progress);
+        self.counted = Some(
+            approvers
+                .iter()
+                .map(|a| a.name.clone())
+                .filter(|a| !void.contains(a))
+                .collect(),
+        );
     }
 
     /// Refuses to approve, deny or cancel a pending request at or past its deadline: it has
@@ -698,18 +744,18 @@ impl Request {
     }
 
     /// Whether `candidate` may end this request early (administrators aside): its requester,
-    /// a reviewer `requirement` (the tier of now) names, or, once it is granted, someone who
-    /// approved it. A pending request is withdrawn by no mere approver: a two-person tier's
-    /// second approver may be anyone, who could otherwise block every such request by
-    /// approving and withdrawing it.
+    /// a reviewer `requirement` (the tier of now) names, or, once it is granted, someone whose
+    /// approval counted toward it ([`Request::counted`]; one void then gives no such right). A
+    /// pending request is withdrawn by no mere approver: a two-person tier's second approver
+    /// may be anyone, who could otherwise block every such request by approving and
+    /// withdrawing it.
     pub fn may_end(&self, requester: &User, requirement: &Requirement, candidate: &User) -> bool {
         candidate.name == self.requester
             || requirement.names_reviewer(requester, candidate)
-            || (self.state != State::Pending
-                && self
-                    .reviews
-                    .iter()
-                    .any(|v| v.verdict == Verdict::Approve && v.reviewer.name == candidate.name))
+            || self
+                .counted
+                .as_ref()
+                .is_some_and(|counted| counted.contains(&candidate.name))
     }
 
     /// Ends a grant early, or withdraws a request before it is granted (offboarding). `by` is
@@ -819,7 +865,9 @@ impl Request {
     }
 
     /// How the approvals given stand under `requirement` (the tier policy demands now), their
-    /// givers' groups as `directory` has them; nothing once the request is no longer pending.
+    /// givers' groups as `directory` has them. Once the request is approved, as they stood
+    /// then: nothing is missing, and the approvals that did not count toward the grant
+    /// ([`Request::counted`]) are void whatever the policy or the directory say since.
     pub fn review_standing(
         &self,
         requester: &User,
@@ -827,33 +875,57 @@ impl Request {
         directory: &Directory,
     ) -> ReviewStanding {
         if self.state != State::Pending {
-            return ReviewStanding::default();
+            let void = self.counted.as_ref().map_or_else(Vec::new, |counted| {
+                self.reviews
+                    .iter()
+                    .filter(|r| {
+                        r.verdict == Verdict::Approve && !counted.contains(&r.reviewer.name)
+                    })
+                    .map(|r| r.reviewer.name.clone())
+                    .collect()
+            });
+            return ReviewStanding {
+                missing: Vec::new(),
+                void,
+            };
         }
         let approvers = self.approvers(directory);
         let progress = requirement.progress(requester, &approvers);
-        // A place each of the others would fill is no void: the tier is met or waits for
-        // someone else, and such an approver still counts if it comes to that.
-        let void = approvers
-            .iter()
-            .filter(|a| {
-                !progress.counted.contains(&a.name) && !requirement.names_reviewer(requester, a)
-            })
-            .map(|a| a.name.clone())
-            .collect();
         ReviewStanding {
+            void: void_among(requester, requirement, &approvers, &progress),
             missing: progress.missing,
-            void,
         }
     }
 }
 
-/// How a pending request's approvals stand under the tier of the moment.
+/// Those of `approvers` whose approvals count for nothing under `requirement`, as `progress`
+/// found them: they fill no place, and the tier names them for none. A place each of the others
+/// would fill is no void: the tier is met or waits for someone else, and such an approver still
+/// counts if it comes to that.
+fn void_among(
+    requester: &User,
+    requirement: &Requirement,
+    approvers: &[User],
+    progress: &Progress,
+) -> Vec<UserName> {
+    approvers
+        .iter()
+        .filter(|a| {
+            !progress.counted.contains(&a.name) && !requirement.names_reviewer(requester, a)
+        })
+        .map(|a| a.name.clone())
+        .collect()
+}
+
+/// How a request's approvals stand: a pending one's under the tier of the moment, a granted
+/// one's as they stood when it was approved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReviewStanding {
     /// Who may still act, as text for people: e.g. `an approver from sre`.
     pub missing: Vec<String>,
-    /// Who approved to no effect: a tier changed since, or a group left, since they approved.
-    /// Their approval stays on record; approving again would not count either.
+    /// Who approved to no effect: a tier changed, or a group left, since they approved (and,
+    /// once granted, before it was). Their approval stays on record; approving again would not
+    /// count either.
     pub void: Vec<UserName>,
 }
 
@@ -1184,6 +1256,70 @@ mod tests {
             r.approve(&carol, &alice, req, &then, c(), t),
             Ok(Approved::Complete)
         );
+    }
+
+    /// Which approvals counted is fixed as the request is approved: one void then stays void
+    /// once granted, and lets its giver end the grant no more than it let them approve it,
+    /// whatever changes later.
+    #[test]
+    fn approvals_void_at_the_grant_stay_void_and_give_no_right_to_end_it() {
+        let alice = user("alice", &["dev"], None);
+        let bob = user("bob", &["sre"], None);
+        let carol = user("carol", &["sre", "dba"], None);
+        let dave = user("dave", &["dba"], None);
+        let dir =
+            Directory::new([alice.clone(), bob.clone(), carol.clone(), dave.clone()]).unwrap();
+        let c = || Comment::parse("").unwrap();
+        let t = datetime!(2026-01-01 10:01 UTC);
+        let mut r = request("peer(dba|sre, 2)");
+        let either = r.requirement.clone();
+        r.approve(&bob, &alice, either, &dir, c(), t).unwrap();
+        // A reload asks for DBAs only: bob's approval is void while pending, and stays so.
+        let dbas: Requirement = "peer(dba, 2)".parse().unwrap();
+        assert_eq!(
+            r.review_standing(&alice, &dbas, &dir).void,
+            vec![bob.name.clone()]
+        );
+        r.approve(&dave, &alice, dbas.clone(), &dir, c(), t)
+            .unwrap();
+        assert_eq!(
+            r.approve(&carol, &alice, dbas.clone(), &dir, c(), t),
+            Ok(Approved::Complete)
+        );
+        assert_eq!(r.counted, Some(vec![dave.name.clone(), carol.name.clone()]));
+        r.activate(None, t).unwrap();
+        let granted = r.review_standing(&alice, &r.requirement, &dir);
+        assert_eq!(granted.void, vec![bob.name.clone()]);
+        assert!(granted.missing.is_empty());
+        assert!(!r.may_end(&alice, &r.requirement, &bob));
+        assert!(r.may_end(&alice, &r.requirement, &dave));
+        // Which counted is not known of a request approved before it was recorded: none of
+        // its approvals is shown void, nor lets anyone the tier does not name end it.
+        let mut before = r.clone();
+        before.counted = None;
+        assert!(before.review_standing(&alice, &dbas, &dir).void.is_empty());
+        assert!(!before.may_end(&alice, &dbas, &user("erin", &["ops"], None)));
+
+        // A manager moved while it waited: the old one's approval counted for nothing.
+        let old = user("mgr", &["managers"], None);
+        let new = user("nina", &["managers"], None);
+        let then = user("alice", &["dev"], Some("mgr"));
+        let now = user("alice", &["dev"], Some("nina"));
+        let dir = Directory::new([now.clone(), old.clone(), new.clone(), bob.clone()]).unwrap();
+        let mut r = request("peer(sre) & manager");
+        let tier = r.requirement.clone();
+        r.approve(&old, &then, tier.clone(), &dir, c(), t).unwrap();
+        r.approve(&new, &now, tier.clone(), &dir, c(), t).unwrap();
+        assert_eq!(
+            r.approve(&bob, &now, tier.clone(), &dir, c(), t),
+            Ok(Approved::Complete)
+        );
+        assert_eq!(r.counted, Some(vec![new.name.clone(), bob.name.clone()]));
+        assert_eq!(
+            r.review_standing(&now, &tier, &dir).void,
+            vec![old.name.clone()]
+        );
+        assert!(!r.may_end(&now, &tier, &old));
     }
 
     #[test]

@@ -159,9 +159,17 @@ pub enum Error {
     /// What the requester sent (a public key) does not do for this kind of credential.
     #[error("{0}")]
     Input(String),
-    /// Warden could not connect or log in to the target, so it ran nothing there.
-    #[error("the target could not be reached or refused the login: {0}")]
+    /// Warden could not connect to the target: no answer (a refused connection, a name that
+    /// does not resolve, a timeout) or a failed TLS handshake. It ran nothing there, and what
+    /// it was given may be right: trying again once the target is back may work.
+    #[error("the target could not be reached: {0}")]
     Unreached(String),
+    /// The target answered and refused Warden's login (a wrong user name or password, a
+    /// database that is not there, a server that takes logins over TLS only), or a setting of
+    /// how to reach it is wrong (a `tls_ca_file` that cannot be read). It ran nothing there, and
+    /// trying again will not work until what was given is fixed.
+    #[error("the target refused the login, or a setting for reaching it is wrong: {0}")]
+    Login(String),
     /// The target's administrator account lacks a privilege Warden needs; found before any
     /// change was made.
     #[error("the target's administrator account cannot do what Warden needs: {0}")]
@@ -193,9 +201,20 @@ impl Error {
             Error::Settings(_)
                 | Error::Input(_)
                 | Error::Unreached(_)
+                | Error::Login(_)
                 | Error::Privilege(_)
                 | Error::Unsupported(_)
                 | Error::Undone(_)
+        )
+    }
+
+    /// Whether what Warden was given is at fault (a login the target refused, a setting that is
+    /// wrong, an administrator without a privilege Warden needs), so that only fixing it helps,
+    /// rather than the target's being out of reach or failing.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Settings(_) | Error::Input(_) | Error::Login(_) | Error::Privilege(_)
         )
     }
 }

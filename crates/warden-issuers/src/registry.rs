@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{Error, Issuer, SettingProblem, Settings, mariadb, postgres, ssh_cert};
+use crate::{Issuer, SettingProblem, Settings, mariadb, postgres, ssh_cert};
 
 /// Issuers by the `kind` their targets name.
 #[derive(Debug, Clone, Default)]
@@ -28,14 +28,15 @@ impl Registry {
 /// Kinds of target this build of Warden can issue credentials for.
 pub const KINDS: &[&str] = &["ssh", "postgres", "mariadb"];
 
-/// Checks a target's connection table for a target `kind` without needing a running issuer, so
-/// mistakes surface at `warden policy check` and reload time rather than at the first request.
-pub fn check_connection(kind: &str, connection: &Settings) -> Result<(), Error> {
+/// Every problem with a target's connection table for a target `kind`, each with the setting
+/// it is in, found without a running issuer, so mistakes surface at `warden policy check` and
+/// reload time rather than at the first request.
+pub fn check_connection(kind: &str, connection: &Settings) -> Vec<SettingProblem> {
     match kind {
         "ssh" => ssh_cert::check_connection(connection),
         "postgres" => postgres::check_connection(connection),
         "mariadb" => mariadb::check_connection(connection),
-        other => Err(unknown_kind(other)),
+        other => unknown_kind(other),
     }
 }
 
@@ -46,16 +47,17 @@ pub fn check_role(kind: &str, settings: &Settings) -> Vec<SettingProblem> {
         "ssh" => ssh_cert::check_role(settings),
         "postgres" => postgres::check_role(settings),
         "mariadb" => mariadb::check_role(settings),
-        other => vec![SettingProblem {
-            key: None,
-            message: unknown_kind(other).to_string(),
-        }],
+        other => unknown_kind(other),
     }
 }
 
-fn unknown_kind(kind: &str) -> Error {
-    Error::Settings(format!(
-        "unknown target kind {kind:?}; known kinds: {}",
-        KINDS.join(", ")
-    ))
+/// A kind of target this build does not know, as the one problem of a table of its settings.
+fn unknown_kind(kind: &str) -> Vec<SettingProblem> {
+    vec![SettingProblem {
+        key: None,
+        message: format!(
+            "unknown target kind {kind:?}; known kinds: {}",
+            KINDS.join(", ")
+        ),
+    }]
 }

@@ -1,5 +1,6 @@
-//! Problems in a role's settings, each kept with the setting it is in, so that `warden policy
-//! check` reports every one of them where it is written, and an issue refuses with the first.
+//! Problems in a table of settings (a role's, or a target's connection), each kept with the
+//! setting it is in, so that `warden policy check` reports every one of them where it is
+//! written, and an issue refuses with the first.
 
 use crate::{Error, Settings};
 
@@ -22,20 +23,20 @@ pub(crate) fn string_list(
     }
 }
 
-/// A problem with a role's settings: the setting it is in (`None`: the role as a whole, such
-/// as a setting it lacks), and what is wrong.
+/// A problem with a table of settings: the setting it is in (`None`: the table as a whole,
+/// such as a setting it lacks), and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingProblem {
     pub key: Option<String>,
     pub message: String,
 }
 
-/// The problems found while reading one role's settings.
+/// The problems found while reading one table of settings.
 #[derive(Debug, Default)]
 pub(crate) struct Problems(Vec<SettingProblem>);
 
 impl Problems {
-    /// Notes a problem in setting `key` (`None`: in the role as a whole).
+    /// Notes a problem in setting `key` (`None`: in the table as a whole).
     pub(crate) fn add(&mut self, key: Option<&str>, message: String) {
         self.0.push(SettingProblem {
             key: key.map(str::to_owned),

@@ -9,7 +9,11 @@
 //! `Target::"…"` and `Role::"…"` are checked as errors, with the other references.)
 //!
 //! They are warnings, not errors: a value no target has yet may be meant for one to come.
-//! Attributes are recognised by name: in the schema each name belongs to one entity type.
+//! Attributes are recognised by what they are read from, as the schema types it: `resource` is
+//! a role (every action applies to roles), a role's `target` a target, and `Role::"…"` and
+//! `Target::"…"` what they name; a time's fields are read from `context.now`. The same name
+//! read from anything else (`principal.name`, which the schema refuses) is none of these, and
+//! is left to validation.
 
 use std::collections::BTreeSet;
 
@@ -41,12 +45,12 @@ impl Known {
 
     /// What the warning about attribute `attr` says, and the values it has; `None` for an
     /// attribute whose values targets.toml does not give.
-    fn of_attr(&self, attr: &str) -> Option<(Holder, &BTreeSet<String>)> {
+    fn of_attr(&self, attr: Attr) -> Option<(Holder, &BTreeSet<String>)> {
         let (holder, values) = match attr {
-            "environment" => (ENVIRONMENT, &self.environments),
-            "kind" => (KIND, &self.kinds),
-            "labels" => (LABEL, &self.labels),
-            "name" => (ROLE_NAME, &self.roles),
+            Attr::Target("environment") => (ENVIRONMENT, &self.environments),
+            Attr::Target("kind") => (KIND, &self.kinds),
+            Attr::Target("labels") => (LABEL, &self.labels),
+            Attr::Role("name") => (ROLE_NAME, &self.roles),
             _ => return None,
         };
         Some((holder, values))
@@ -172,12 +176,50 @@ fn compared_with<'a>(
         .collect()
 }
 
-/// The attribute `expr` reads (`resource.target.environment` reads `environment`).
-fn attr(expr: &Value) -> Option<&str> {
-    match node(expr)? {
-        (".", args) => args["attr"].as_str(),
+/// An attribute a rule reads, by what it is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attr<'a> {
+    /// Of a role: `resource.name`.
+    Role(&'a str),
+    /// Of a target: `resource.target.environment`.
+    Target(&'a str),
+    /// A field of the time of the decision: `context.now.hour`.
+    Now(&'a str),
+}
+
+/// The attribute `expr` reads, if it is read from a role, a target or `context.now`.
+fn attr(expr: &Value) -> Option<Attr<'_>> {
+    let (".", args) = node(expr)? else {
+        return None;
+    };
+    let name = args["attr"].as_str()?;
+    let object = &args["left"];
+    match entity_type(object) {
+        Some("Role") => Some(Attr::Role(name)),
+        Some("Target") => Some(Attr::Target(name)),
+        _ if is_now(object) => Some(Attr::Now(name)),
         _ => None,
     }
+}
+
+/// The entity type `expr` is, as the schema tells it: `resource` is a role, a role's `target`
+/// a target, and an entity literal of the type it names.
+fn entity_type(expr: &Value) -> Option<&str> {
+    match node(expr)? {
+        ("Var", var) if var == "resource" => Some("Role"),
+        ("Value", value) => value["__entity"]["type"].as_str(),
+        (".", args) if args["attr"] == "target" && entity_type(&args["left"]) == Some("Role") => {
+            Some("Target")
+        }
+        _ => None,
+    }
+}
+
+/// Whether `expr` is `context.now`.
+fn is_now(expr: &Value) -> bool {
+    matches!(node(expr), Some((".", args))
+        if args["attr"] == "now"
+            && matches!(node(&args["left"]), Some(("Var", var)) if var == "context"))
 }
 
 /// The literal `expr` is.
@@ -210,7 +252,7 @@ fn flipped(op: &str) -> &str {
 
 /// The warning about comparing attribute `attr` with `expr` by `op` (as in `attr op expr`),
 /// if any.
-fn compared(id: &str, attr: &str, op: &str, expr: &Value, known: &Known) -> Option<Finding> {
+fn compared(id: &str, attr: Attr, op: &str, expr: &Value, known: &Known) -> Option<Finding> {
     let value = literal(expr)?;
     if let Some(text) = value.as_str() {
         let (holder, values) = known.of_attr(attr)?;
@@ -224,6 +266,9 @@ fn compared(id: &str, attr: &str, op: &str, expr: &Value, known: &Known) -> Opti
         });
     }
     let n = value.as_i64()?;
+    let Attr::Now(attr) = attr else {
+        return None;
+    };
     let (field, min, max, meaning) = NOW_FIELDS.into_iter().find(|(f, ..)| *f == attr)?;
     let outcome = out_of_range(op, n, min, max)?;
     Some(Finding {
@@ -404,6 +449,31 @@ mod tests {
         assert!(got[0].contains("has environment like \"prd*\""), "{got:?}");
         // What is known raises nothing.
         assert!(findings("resource.target.environment == \"production\" && [\"root\"].contains(resource.name) && context.ticket == \"x\"").is_empty());
+    }
+
+    /// A `name`, an `environment` or an `hour` read from anything but a role, a target or
+    /// `context.now` (which the schema refuses) is none of theirs, and gets no warning about
+    /// them beside its error.
+    #[test]
+    fn only_attributes_of_roles_targets_and_now_are_looked_up() {
+        assert_eq!(
+            findings(
+                "principal.name == \"bob\" || resource.target.name == \"web\" || principal.environment == \"prod\" || context.name == \"x\" || principal.labels.contains(\"sox\") || context.hour == 25"
+            ),
+            Vec::<String>::new()
+        );
+        // A role or a target named by its id is one too, and so is a role's target.
+        let got = findings(
+            "Role::\"web/a\".name == \"x\" || Target::\"web\".labels.contains(\"sox\") || Role::\"web/a\".target.kind == \"k\"",
+        );
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].contains("no role in targets.toml is named \"x\""),
+            "{}",
+            got[0]
+        );
+        assert!(got[1].contains("has label \"sox\""), "{}", got[1]);
+        assert!(got[2].contains("is of kind \"k\""), "{}", got[2]);
     }
 
     #[test]

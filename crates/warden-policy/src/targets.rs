@@ -67,23 +67,9 @@ pub struct Target {
     #[serde(skip)]
     pub connection_at: Place,
     /// Where each of the connection's settings is written, so that a problem with one is
-    /// reported at its line rather than at the table's (see [`Target::connection_place`]).
+    /// reported at its line rather than at the table's.
     #[serde(skip)]
     pub connection_settings_at: BTreeMap<String, Place>,
-}
-
-impl Target {
-    /// Where to report a problem with the connection that `message` states: at the setting it
-    /// names first in backticks (the issuers write "connection setting `tls` ..."), else at
-    /// the table, for a problem with the table as a whole (a missing `host`).
-    pub fn connection_place(&self, message: &str) -> &Place {
-        message
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .find_map(|quoted| self.connection_settings_at.get(quoted))
-            .unwrap_or(&self.connection_at)
-    }
 }
 
 /// An IANA time zone, e.g. `Europe/Paris`, from the database built into Warden: the same

@@ -1617,8 +1617,9 @@ fn the_proxy_scope_is_no_target_name() {
 
 /// Stands in for the server's issuers, in their words: kinds other than `ssh` and `postgres`
 /// are unknown; a postgres connection's first problem (its `tls`, its `tls_ca_file`, a
-/// missing `host`) is placed at its table, as the server places it; an ssh role's
-/// `principals` must be a list and its `extensions` known ones, each at its setting.
+/// missing `host`) is placed at its setting, or at its table for one with the table as a
+/// whole, as the server places it; an ssh role's `principals` must be a list and its
+/// `extensions` known ones, each at its setting.
 fn issuers(targets: &Targets) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (name, t) in targets.iter() {
@@ -1633,19 +1634,28 @@ fn issuers(targets: &Targets) -> Vec<Diagnostic> {
         let connection = if t.kind != "postgres" {
             None
         } else if setting("tls").is_some_and(|tls| tls != "verify-full") {
-            Some("connection setting `tls` of a postgres target must be \"verify-full\"")
+            Some((
+                Some("tls"),
+                "connection setting `tls` of a postgres target must be \"verify-full\"",
+            ))
         } else if setting("tls_ca_file").is_some_and(|f| !f.starts_with('/')) {
-            Some(
+            Some((
+                Some("tls_ca_file"),
                 "connection setting `tls_ca_file` of a postgres target must be an absolute path, used only with `tls = \"verify-full\"`",
-            )
+            ))
         } else if setting("host").is_none() {
-            Some("a postgres target needs `host = \"...\"` in its connection table")
+            Some((
+                None,
+                "a postgres target needs `host = \"...\"` in its connection table",
+            ))
         } else {
             None
         };
-        if let Some(message) = connection {
-            let message = format!("target {name}: {message}");
-            out.push(t.connection_place(&message).problem(message));
+        if let Some((key, message)) = connection {
+            let at = key
+                .and_then(|k| t.connection_settings_at.get(k))
+                .unwrap_or(&t.connection_at);
+            out.push(at.problem(format!("target {name}: {message}")));
         }
         for role in t.roles.values() {
             let at = |key: &str| role.settings_at.get(key).unwrap_or(&role.at);

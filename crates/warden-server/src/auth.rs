@@ -565,9 +565,8 @@ impl App {
     }
 
     /// Records a check of `user`'s last factor: a right answer ends their run of wrong ones,
-    /// and the wrong answer that locks them is audited, with the address it came from when
-    /// known. A wrong password is counted after its own event is stored, so the lock follows
-    /// it; a wrong TOTP code's refusal is stored by its caller, after the lock.
+    /// and the wrong answer that locks them is audited ([`App::audit_lock`]). A wrong TOTP
+    /// code's refusal is stored by its caller, after the lock.
     async fn count(
         &self,
         user: &UserName,
@@ -580,15 +579,27 @@ impl App {
             return Ok(());
         }
         if let Some(until) = self.lockouts.failed(user, t) {
-            let event =
-                Event::new(Code::UserLocked, Actor::system(), t).details(serde_json::json!({
-                    "user": user,
-                    "failures": warden_domain::lockout::MAX_FAILURES,
-                    "until": warden_domain::rfc3339(until),
-                    "last_failure_from": source,
-                }));
-            self.store.append(vec![event]).await?;
+            self.audit_lock(user, until, t, source).await?;
         }
+        Ok(())
+    }
+
+    /// Audits the lockout of `user` until `until`, which the wrong answer from `source` at `t`
+    /// began.
+    async fn audit_lock(
+        &self,
+        user: &UserName,
+        until: OffsetDateTime,
+        t: OffsetDateTime,
+        source: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let event = Event::new(Code::UserLocked, Actor::system(), t).details(serde_json::json!({
+            "user": user,
+            "failures": warden_domain::lockout::MAX_FAILURES,
+            "until": warden_domain::rfc3339(until),
+            "last_failure_from": source,
+        }));
+        self.store.append(vec![event]).await?;
         Ok(())
     }
 
@@ -737,9 +748,17 @@ impl App {
                 } else {
                     "bad_credentials"
                 };
+                // Counted as soon as it is known, with no wait since the lockout was looked
+                // at: guesses whose hashes finish while this one's refusal is stored find the
+                // lock it began. The lock's event follows the refusal's.
+                let locks = match (&refused, locked, gone) {
+                    (Some(u), None, false) => self.lockouts.failed(&u.name, t),
+                    _ => None,
+                };
                 self.auth_failed(refusal(code, &why)).await?;
-                if let (Some(u), None, false) = (refused, locked, gone) {
-                    self.count(&u.name, false, t, source.as_deref()).await?;
+                if let (Some(u), Some(until)) = (refused, locks) {
+                    self.audit_lock(&u.name, until, t, source.as_deref())
+                        .await?;
                 }
                 return Err(AuthError::BadCredentials);
             }

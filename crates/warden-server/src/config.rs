@@ -1,30 +1,5 @@
-//! The server's configuration file (`warden serve --config warden.toml`).
-//!
-//! ```toml
-//! listen = "127.0.0.1:8443"        # API address; loopback by default
-//! trusted_proxies = ["127.0.0.1"]  # proxies whose X-Forwarded-For names the client
-//! ssh_listen = "127.0.0.1:2222"    # the SSH proxy (ssh -p 2222 alice:TARGET@host)
-//! session_viewers = "security"     # may list, watch, kill and replay everyone's sessions
-//! audit_readers = "security"       # may search and export everyone's audit events, read-only
-//! data_dir = "/var/lib/warden"     # database, keys, default policy
-//! policy_dir = "/etc/warden/policy" # a git checkout of your policy repo
-//! token_ttl = "8h"                 # lifetime of API tokens from `warden login`
-//! admin_group = "admins"           # members may reload policy and manage users
-//! bootstrap_admin = "admin"        # created with a one-time password on first start
-//! security_group = "security"      # told of break-glass; closes postmortems; reads `warden report`
-//! metrics_token = "…"              # optional: bearer token `GET /metrics` then requires
-//! public_url = "https://warden.example.com"  # what links in notifications point at
-//! expiry_warning = "10m"           # requesters are told this long before a grant ends
-//!
-//! [[notify]]                       # notification sinks: see `crate::notify`
-//! name = "chat"
-//! kind = "webhook"
-//! url = "http://127.0.0.1:9000/hooks/warden"
-//!
-//! [users.alice]
-//! groups = ["dev"]
-//! manager = "mallory"
-//! ```
+//! The server's configuration file (`warden serve --config warden.toml`): see [`EXAMPLE`] for
+//! every setting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -35,6 +10,40 @@ use warden_domain::directory::DirectoryError;
 use warden_domain::{Directory, GroupName, Ttl, User, UserName};
 
 use crate::config_secret::ConfigSecret;
+
+/// A configuration file with every setting, each with an example value: errors about a setting
+/// quote its line here to show how it is written.
+pub const EXAMPLE: &str = r#"listen = "127.0.0.1:8443"        # API address; loopback by default
+http_read_timeout = "10s"        # how long a client has to send a request's headers, then its body
+trusted_proxies = ["127.0.0.1"]  # proxies whose X-Forwarded-For names the client
+ssh_listen = "127.0.0.1:2222"    # the SSH proxy (ssh -p 2222 alice:TARGET@host)
+session_viewers = "security"     # may list, watch, kill and replay everyone's sessions
+audit_readers = "security"       # may search and export everyone's audit events, read-only
+data_dir = "/var/lib/warden"     # database, keys, default policy
+policy_dir = "/etc/warden/policy" # a git checkout of your policy repo
+token_ttl = "8h"                 # lifetime of API tokens from `warden login`
+admin_group = "admins"           # members may reload policy and manage users
+bootstrap_admin = "admin"        # created with a one-time password on first start
+security_group = "security"      # told of break-glass; closes postmortems; reads `warden report`
+# metrics_token = { file = "/etc/warden/metrics-token" }  # optional: bearer token `GET /metrics` then requires
+audit_origin = "warden.example.com/audit"  # the audit log's name in its signed checkpoints
+checkpoint_interval = "10s"      # how often a signed checkpoint of the audit log is written
+audit_retention_days = 400       # days events stay in the live log before they are archived
+public_url = "https://warden.example.com"  # what links in notifications point at
+expiry_warning = "10m"           # requesters are told this long before a grant ends
+
+[[notify]]                       # notification sinks: see `crate::notify`
+name = "chat"
+kind = "webhook"
+url = "http://127.0.0.1:9000/hooks/warden"
+
+[users.alice]
+groups = ["dev"]
+manager = "mallory"
+
+[users.mallory]
+groups = ["managers"]
+"#;
 
 /// The configuration file's contents.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,7 +81,7 @@ pub struct Config {
     #[serde(default = "default_audit_readers")]
     pub audit_readers: GroupName,
     /// Where the database, keys and (by default) the policy live. Default `./warden-data`.
-    #[serde(default = "default_data_dir")]
+    #[serde(default = "default_data_dir", deserialize_with = "data_dir")]
     pub data_dir: PathBuf,
     /// The policy directory. Default `<data_dir>/policy`, seeded with an example on first start.
     pub policy_dir: Option<PathBuf>,
@@ -165,6 +174,18 @@ fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
             "{text:?} is not an IP address and port: write e.g. \"127.0.0.1:8443\" or \"[::1]:8443\" (host names are not looked up)"
         ))
     })
+}
+
+/// Reads `data_dir`, refusing an empty one (which names no directory, and would be reported
+/// as one that cannot be read).
+fn data_dir<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let dir = PathBuf::deserialize(d)?;
+    if dir.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom(
+            "`data_dir` is empty: set it to the directory for the database, keys and policy, e.g. data_dir = \"/var/lib/warden\"",
+        ));
+    }
+    Ok(dir)
 }
 
 /// Longest `audit_retention_days`: a century.
@@ -329,17 +350,85 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
                 .rev()
                 .map(|l| l.split('#').next().unwrap_or_default().trim())
                 .find(|l| l.starts_with('['));
+            let at = format!("line {line}, column {column}");
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let source_line = text[line_start..].lines().next().unwrap_or_default();
+            if message == "duplicate key" {
+                // A key, never a value: keys are not secrets.
+                let key = text
+                    .get(span)
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty() && k.len() <= 100 && !k.contains('\n'));
+                return match key {
+                    Some(_) if source_line.trim_start().starts_with('[') => format!(
+                        "{at}: {} is declared twice: keep one, with the settings of both",
+                        source_line.split('#').next().unwrap_or_default().trim()
+                    ),
+                    Some(key) => {
+                        let within = table.map_or_else(String::new, |t| format!(" in {t}"));
+                        format!("{at}: `{key}` is set twice{within}: keep one")
+                    }
+                    None => format!("{at}: {message}"),
+                };
+            }
+            if let Some(expected) = expected_in_words(message) {
+                return match setting(source_line) {
+                    Some(key) => {
+                        let example = example_of(key)
+                            .map_or_else(String::new, |line| format!(", e.g. {line}"));
+                        format!("{at}: `{key}` takes {expected} here{example}")
+                    }
+                    None => format!("{at}: {expected} goes here"),
+                };
+            }
             match table {
                 Some(table) if message.starts_with("unknown field") && top_level(message) => {
                     format!(
-                        "line {line}, column {column}: {message}; the line is read as part of {table}, the table above it: a top-level setting goes above the first [table]"
+                        "{at}: {message}; the line is read as part of {table}, the table above it: a top-level setting goes above the first [table]"
                     )
                 }
-                _ => format!("line {line}, column {column}: {message}"),
+                _ => format!("{at}: {message}"),
             }
         }
         None => e.message().trim_end().to_owned(),
     }
+}
+
+/// What a value of the wrong kind should have been, in plain words, from serde's "invalid type:
+/// …, expected TYPE" (or "invalid value"), whose value is left unsaid: it may be a secret.
+fn expected_in_words(message: &str) -> Option<&'static str> {
+    let (found, expected) = message.split_once(", expected ")?;
+    if !(found.starts_with("invalid type:") || found.starts_with("invalid value:")) {
+        return None;
+    }
+    Some(match expected {
+        "a string" | "path string" => "a quoted string",
+        "a sequence" => "a list in square brackets",
+        "a boolean" => "true or false",
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number of 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "a map" => "a table",
+        other if other.starts_with("struct ") => "a table",
+        _ => return None,
+    })
+}
+
+/// The setting a config line sets: the key before its `=`, when it is one (a bare or dotted
+/// key); never anything after it, where a secret may be.
+fn setting(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    (!key.is_empty() && key.chars().all(bare)).then_some(key)
+}
+
+/// The line of [`EXAMPLE`] that sets `key` (the last part of a dotted one), without its comment.
+fn example_of(key: &str) -> Option<&'static str> {
+    let name = key.rsplit('.').next()?;
+    EXAMPLE
+        .lines()
+        .find(|l| setting(l) == Some(name))
+        .map(|l| l.split(" #").next().unwrap_or(l).trim())
 }
 
 /// Whether the field an "unknown field `NAME`" message names is a top-level setting: one that
@@ -593,6 +682,67 @@ mod tests {
                 "{line}: {said}"
             );
         }
+    }
+
+    #[test]
+    fn the_example_config_is_one() {
+        let example: Config = toml::from_str(EXAMPLE).unwrap();
+        example.directory(&[]).unwrap();
+        assert_eq!(example.audit_retention_days, Some(400));
+    }
+
+    #[test]
+    fn a_key_set_twice_or_a_value_of_the_wrong_kind_is_named_with_how_to_write_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        for (text, says) in [
+            (
+                "listen = \"127.0.0.1:1\"\n\nlisten = \"127.0.0.1:2\"\n",
+                "line 3, column 1: `listen` is set twice: keep one",
+            ),
+            (
+                "[users.alice]\ngroups = []\n[users.alice]\n",
+                "line 3, column 8: [users.alice] is declared twice: keep one",
+            ),
+            (
+                "[users.alice]\nmanager = \"bob\"\nmanager = \"carl\"\n",
+                "`manager` is set twice in [users.alice]: keep one",
+            ),
+            (
+                "audit_retention_days = -1\n",
+                "line 1, column 24: `audit_retention_days` takes a whole number of 0 or more here, e.g. audit_retention_days = 400",
+            ),
+            (
+                "token_ttl = 5\n",
+                "`token_ttl` takes a quoted string here, e.g. token_ttl = \"8h\"",
+            ),
+            (
+                "trusted_proxies = \"127.0.0.1\"\n",
+                "`trusted_proxies` takes a list in square brackets here, e.g. trusted_proxies = [\"127.0.0.1\"]",
+            ),
+            (
+                "[users.alice]\ngroups = \"dev\"\n",
+                "`groups` takes a list in square brackets here, e.g. groups = [\"dev\"]",
+            ),
+            (
+                "users.alice.manager = 7\n",
+                "`users.alice.manager` takes a quoted string here, e.g. manager = \"mallory\"",
+            ),
+            // A value on a line of its own is not said to be a setting's.
+            (
+                "trusted_proxies = [\n  1,\n]\n",
+                "line 2, column 3: a quoted string goes here",
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let said = Config::load(&p).unwrap_err().to_string();
+            assert!(said.contains(says), "{text}: {said}");
+            assert!(!said.contains("expected"), "{text}: {said}");
+        }
+        // The value given is never said back: it may be a secret written in the wrong place.
+        std::fs::write(&p, "audit_retention_days = \"hunter2-secret\"\n").unwrap();
+        let said = Config::load(&p).unwrap_err().to_string();
+        assert!(!said.contains("hunter2"), "{said}");
     }
 
     #[test]

@@ -102,42 +102,25 @@ fn configured_dev_users(config: &Config) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// Writes the example policy to `dir` whole or not at all: a first start cut short while
+/// writing it leaves no policy, and the next one writes it again, where an empty or partial one
+/// would be served (or refused) by every start after.
 fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    for (name, text) in warden_policy::demo_files() {
-        let path = dir.join(&name);
-        if let Some(parent) = path.parent() {
-            // Writable by its owner alone whatever the umask: a served policy must be.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    // Writable by its owner alone whatever the umask: a served policy must be.
+    crate::durable_file::create_dir(dir, &warden_policy::demo_files(), 0o755, 0o644)
 }
 
 /// Creates the data dir private to the server's user, or checks that no one else may change
 /// an existing one ([`others_may_change`]) nor owns anything in it ([`entry_owned_by_others`]):
 /// whoever can write it can put a policy of their own in place for the next reload, or swap
-/// the database or the keys.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating data dir {}", dir.display()))?;
-    }
+/// the database or the keys. Returns what it made, for a refused start to take away.
+fn create_private_dir(dir: &Path) -> anyhow::Result<MadeDirs> {
+    let made = make_dirs(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let made = MadeDirs {
+        data: dir.to_owned(),
+        dirs: made,
+        lock_was_there: dir.join("warden.lock").exists(),
+    };
     let meta =
         std::fs::metadata(dir).with_context(|| format!("reading data dir {}", dir.display()))?;
     if !meta.is_dir() {
@@ -146,7 +129,82 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    check_private_dir(dir)
+    check_private_dir(dir)?;
+    Ok(made)
+}
+
+/// Makes `dir` and the parents it lacks, private to the server's user, one at a time, and
+/// returns those it made, deepest first, as the paths they really are: a path through `..` or
+/// a symbolic link names directories that were there before as well.
+fn make_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::path::Component;
+    // Always a directory's real path: a `..` then goes where the system would take it.
+    let mut at = PathBuf::new();
+    let mut made = Vec::new();
+    for part in std::path::absolute(dir)?.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir => at.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop();
+            }
+            Component::Normal(name) => {
+                let next = at.join(name);
+                match std::fs::DirBuilder::new().mode(0o700).create(&next) {
+                    Ok(()) => {
+                        made.push(next.clone());
+                        at = next;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        at = std::fs::canonicalize(&next)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    made.reverse();
+    Ok(made)
+}
+
+/// What a start made: the data dir's lock file, if it was not there before, and the
+/// directories (the data dir and the parents made for it, deepest first). Taken away again when
+/// the start is refused while the data dir holds nothing but its lock, so that a refused start
+/// leaves nothing behind. Never a directory that was there before, nor one holding anything
+/// else; dropped while the lock is still held, so never another server's.
+struct MadeDirs {
+    data: PathBuf,
+    dirs: Vec<PathBuf>,
+    lock_was_there: bool,
+}
+
+impl MadeDirs {
+    /// Keeps what was made: the start went through.
+    fn keep(&mut self) {
+        self.dirs.clear();
+        self.lock_was_there = true;
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        if self.lock_was_there {
+            return;
+        }
+        let only_lock = std::fs::read_dir(&self.data)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
+            .is_ok_and(|names: Vec<_>| names == ["warden.lock"]);
+        if only_lock && std::fs::remove_file(self.data.join("warden.lock")).is_ok() {
+            // `remove_dir` takes away only an empty directory: a parent something else was
+            // put in since stays, with those above it.
+            for dir in &self.dirs {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Refuses a data dir that anyone but the server's user (and root) may change, or in which
@@ -206,6 +264,35 @@ fn mark_dev(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses the API and the SSH proxy on one port of one address (or of every address): the
+/// second to listen would fail with "Address already in use", and send the operator looking
+/// for another process. Port 0 asks for any free port, a different one for each.
+fn check_listeners(config: &Config, opts: &ServeOptions) -> anyhow::Result<()> {
+    let (api, ssh) = (config.listen, config.ssh_listen);
+    let same_ip = api.ip() == ssh.ip() || api.ip().is_unspecified() || ssh.ip().is_unspecified();
+    if api.port() == 0 || api.port() != ssh.port() || !same_ip {
+        return Ok(());
+    }
+    let name = |flag: bool, key: &str| {
+        if flag {
+            format!("--{}", key.replace('_', "-"))
+        } else {
+            format!("`{key}`")
+        }
+    };
+    let file = match &opts.config {
+        Some(f) if opts.listen.is_none() || opts.ssh_listen.is_none() => {
+            format!(" in config file {}", f.display())
+        }
+        _ => String::new(),
+    };
+    bail!(
+        "{} ({api}) and {} ({ssh}){file} are on the same port: the API and the SSH proxy each need their own, so give them different ports (e.g. listen = \"127.0.0.1:8443\" and ssh_listen = \"127.0.0.1:2222\")",
+        name(opts.listen.is_some(), "listen"),
+        name(opts.ssh_listen.is_some(), "ssh_listen"),
+    )
+}
+
 /// What to say of an API address beyond loopback: Warden speaks plain HTTP, so whatever
 /// reaches it there reaches it in clear.
 fn in_clear(addr: std::net::SocketAddr) -> Option<String> {
@@ -235,6 +322,12 @@ fn check_trusted_ca(data: &Path, ca: &UserCa) -> anyhow::Result<()> {
     }
 }
 
+/// The refusal of [`lock_data_dir`] when another process holds the data dir: a conflict with
+/// what runs now, which an offline command reports apart from a failure to read the dir.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DataDirInUse(String);
+
 /// Takes the data dir for this process alone. Two servers on one data dir would both revoke
 /// and reconcile the same leases and sign checkpoints over each other's log: the second one
 /// refuses to start instead, as do offline commands that rewrite the store (`vault rewrap`).
@@ -254,10 +347,11 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
             } else {
                 format!("another warden (pid {holder})")
             };
-            bail!(
+            return Err(DataDirInUse(format!(
                 "data dir {} is in use by {who}: stop it first (a data dir serves one server at a time, and offline commands run on a stopped one)",
                 dir.display()
-            );
+            ))
+            .into());
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("locking {}", dir.display()));
@@ -376,16 +470,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(l) = opts.ssh_listen {
         config.ssh_listen = l;
     }
+    check_listeners(&config, &opts)?;
     // Its users have a published password: nothing but this machine may reach them.
     if opts.dev && !(config.listen.ip().is_loopback() && config.ssh_listen.ip().is_loopback()) {
         bail!(
             "a --dev server listens on loopback addresses only (127.0.0.1, ::1): its users have the published password {DEV_PASSWORD:?}"
         );
     }
-    create_private_dir(&config.data_dir)?;
+    let made = create_private_dir(&config.data_dir)?;
     let data = config.data_dir.clone();
     // Held until the server stops: the OS releases it even after a kill -9.
     let _lock = lock_data_dir(&data)?;
+    // Declared after the lock, so dropped before it is released.
+    let mut made = made;
 
     let db = data.join("warden.db");
     // Read, not migrated: the database is brought up to this version's schema only once every
@@ -405,8 +502,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let directory = config.directory(&offboarded)?;
     let anchor = data.join(crate::checkpoints::ANCHOR_FILE);
     // A data dir that has served before (its log, or the checkpoint kept beside it, says so):
-    // its keys and policy are never replaced by new ones. Every refusal below comes before any
-    // key is made, so a refused start leaves nothing new behind.
+    // its keys and policy are never replaced by new ones. Every refusal of what was given (an
+    // address, a password, a key, a policy) comes before any key is made, so it leaves nothing
+    // new behind; only a failure to write the keys or the example policy leaves the keys.
     let has_history = history.as_ref().is_some_and(|h| h.last_seq > 0) || anchor.exists();
     // Both addresses are taken before anything is said or written: one in use, or a host key
     // others can read, stops the server before a key is made, a one-time password printed, or
@@ -429,7 +527,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let new_policy = !policy_dir.exists();
     if new_policy {
         if config.policy_dir.is_some() {
-            bail!("policy dir {} does not exist", policy_dir.display());
+            let file = opts
+                .config
+                .as_ref()
+                .map_or_else(String::new, |f| format!(" in config file {}", f.display()));
+            bail!(
+                "`policy_dir` {}{file} does not exist: create it with your policy (targets.toml and .cedar files), or fix the path",
+                policy_dir.display()
+            );
         }
         // The example policy grants at once; written over a lost policy, it would hand out
         // access the real one never allowed.
@@ -600,6 +705,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             })),
         ])
         .await?;
+    made.keep();
 
     if opts.dev {
         let data = if _dev_dir.is_some() {

@@ -325,11 +325,9 @@ fn ssh_target<'p>(
     targets: &'p warden_policy::Targets,
     target: &TargetName,
 ) -> Result<&'p warden_policy::Target, Error> {
-    let t = targets.get(target).ok_or_else(|| {
-        Error::unknown_target(format!(
-            "there is no target {target}; `warden targets` lists them"
-        ))
-    })?;
+    let t = targets
+        .get(target)
+        .ok_or_else(|| Error::not_in_policy(target))?;
     if t.kind != "ssh" {
         return Err(Error::Input {
             code: "not_an_ssh_target",
@@ -368,7 +366,7 @@ impl App {
         let Some((name, t)) = policy.targets().get(&asked).map(|t| (asked.clone(), t)) else {
             return denied(
                 "unknown_target",
-                format!("there is no target {asked}; `warden targets` lists them"),
+                format!("unknown target {asked}: `warden targets` lists the ones you may request"),
             );
         };
         if t.kind != "ssh" {
@@ -656,7 +654,10 @@ impl App {
         if fp != confirmed {
             return Err(Error::Input {
                 code: "fingerprint_mismatch",
-                message: format!("the key's fingerprint is {fp}, not the confirmed {confirmed}"),
+                message: format!(
+                    "the key's fingerprint is {fp}, not the confirmed {}",
+                    warden_domain::text::shown(confirmed, 60)
+                ),
             });
         }
         let text = key.to_openssh().map_err(|e| Error::Input {

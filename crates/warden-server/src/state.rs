@@ -215,9 +215,17 @@ fn check_issuers(targets: &Targets) -> Vec<Diagnostic> {
             )));
             continue;
         }
-        if let Err(e) = warden_issuers::check_connection(&target.kind, &target.connection) {
-            let message = format!("target {}: {e}", target.name);
-            out.push(target.connection_place(&message).problem(message));
+        for p in warden_issuers::check_connection(&target.kind, &target.connection) {
+            let at = p
+                .key
+                .as_ref()
+                .and_then(|k| target.connection_settings_at.get(k))
+                .unwrap_or(&target.connection_at);
+            // In the words an issue would refuse with.
+            out.push(at.problem(format!(
+                "target {}: invalid settings: {}",
+                target.name, p.message
+            )));
         }
         for role in target.roles.values() {
             for p in warden_issuers::check_role(&target.kind, &role.settings) {

@@ -14,6 +14,11 @@ use warden_issuers::{AdminCredential, ListRequest, RotateRootRequest, Secret};
 use crate::broker::{Caller, Error};
 use crate::state::{App, now};
 
+/// Longest administrator user name and password of a target the vault stores, in bytes (the
+/// user name is printable ASCII, so in characters too).
+pub const MAX_USERNAME: usize = 128;
+pub const MAX_PASSWORD: usize = 1024;
+
 impl App {
     fn account_target(
         &self,
@@ -30,7 +35,7 @@ impl App {
             .targets()
             .get(target)
             .cloned()
-            .ok_or_else(|| Error::unknown_target(format!("unknown target {target}")))?;
+            .ok_or_else(|| Error::not_in_policy(target))?;
         let issuer = self
             .issuers
             .get(&t.kind)
@@ -79,13 +84,15 @@ impl App {
         self.require_admin(&caller, "set target credentials")?;
         let (t, issuer) = self.account_target(target)?;
         if username.is_empty()
-            || username.len() > 128
+            || username.len() > MAX_USERNAME
             || password.is_empty()
-            || password.len() > 1024
+            || password.len() > MAX_PASSWORD
         {
             return Err(Error::Input {
                 code: "bad_credential",
-                message: "username and password must be 1-128 and 1-1024 characters".into(),
+                message: format!(
+                    "username and password must be 1-{MAX_USERNAME} and 1-{MAX_PASSWORD} bytes"
+                ),
             });
         }
         if !username.bytes().all(|b| b.is_ascii_graphic()) {
@@ -106,12 +113,26 @@ impl App {
                 } else {
                     " Check that the target's connection in targets.toml (host, port, database) is right and reachable from Warden, and that this user name and password log in there."
                 };
-                return Err(Error::Input {
-                    code: "credential_not_working",
-                    message: format!(
-                        "nothing was stored: {e}.{check} Or store it anyway with `--no-verify` (`\"verify\": false` in the API; every issue and revocation at {target} will fail until it works)"
-                    ),
-                });
+                let message = format!(
+                    "nothing was stored: {e}.{check} Or store it anyway with `--no-verify` (`\"verify\": false` in the API; every issue and revocation at {target} will fail until it works)"
+                );
+                if !e.is_invalid_input() {
+                    // A failure, which the API does not record as it does a refusal: on the
+                    // record here, without the user name, which no target took (a password typed
+                    // in its place would stay in the signed log), so without the target's words.
+                    let mut ev =
+                        Event::new(Code::TargetCredentialSet, caller_actor(&caller), now())
+                            .details(serde_json::json!({ "verified": true }))
+                            .failed(
+                                "issuer_failed",
+                                format!(
+                                    "nothing was stored: {target} could not be reached, or failed"
+                                ),
+                            );
+                    ev.target = Some(target.clone());
+                    self.store.append(vec![ev]).await?;
+                }
+                return Err(not_working(&e, message));
             }
         }
         let sealed = self.seal_credential(username, password)?;
@@ -256,9 +277,12 @@ impl App {
                         vec![ev.failed("rotate_failed", e.to_string())],
                     )
                     .await?;
-                Err(Error::Issuer(format!(
-                    "{e}; {target} keeps its current admin password, which Warden goes on using (if it is the one refused above, store a working one with `warden target set-credential {target}`)"
-                )))
+                Err(not_working(
+                    &e,
+                    format!(
+                        "{e}; {target} keeps its current admin password, which Warden goes on using (if it is the one refused above, store a working one with `warden target set-credential {target}`)"
+                    ),
+                ))
             }
             // The target may have taken the new password: both stay stored until a login
             // tells which.
@@ -271,6 +295,21 @@ impl App {
                 )))
             }
         }
+    }
+}
+
+/// `message` on `e`, a target's credential that did not work: invalid input
+/// (`credential_not_working`) when what was given is at fault (a login the target refused, a
+/// setting that is wrong, a privilege missing), a failure when the target could not be reached
+/// (or failed), whose credential may be right.
+fn not_working(e: &warden_issuers::Error, message: String) -> Error {
+    if e.is_invalid_input() {
+        Error::Input {
+            code: "credential_not_working",
+            message,
+        }
+    } else {
+        Error::Issuer(message)
     }
 }
 

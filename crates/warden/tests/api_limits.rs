@@ -365,6 +365,13 @@ fn oversized_heads_get_json_errors_and_optional_bodies_may_be_left_out() {
     .unwrap();
     assert_eq!(said.status, 400, "{}", said.body);
     assert_eq!(error_code(&said.body), "bad_json");
+    assert!(
+        said.body.contains(
+            "unknown field `comment`: this action takes no fields (send `{}` or no body)"
+        ),
+        "{}",
+        said.body
+    );
     assert_eq!(state(&alice, &pending), "pending");
     let history = ok(
         &env.login("admin"),
@@ -496,7 +503,7 @@ fn ambiguous_durations_limits_and_periods_are_refused() {
     let code = r#"{"user":"alice","password":"sekret-extra-1","totp":"12345678901234567"}"#;
     let said = http_post_with(port, "/v1/auth/login", &[], code).unwrap();
     assert!(
-        said.body.contains("totp is longer than 16 characters") && said.body.contains("6-digit"),
+        said.body.contains("totp is longer than 16 bytes") && said.body.contains("6-digit"),
         "{}",
         said.body
     );
@@ -1055,17 +1062,35 @@ fn shutdown_does_not_wait_for_a_stalled_request() {
 
 /// Sends `METHOD path` with `headers` and no body; the status and the body.
 fn bare(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    sent(port, method, path, headers, None)
+}
+
+/// Sends `METHOD path` with `headers` and a JSON `body`, if any; the status and the body.
+fn sent(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let extra: String = headers
+    let mut extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
+    if let Some(body) = body {
+        extra += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n{}",
+        body.unwrap_or_default()
     )
     .unwrap();
     let mut answer = String::new();
@@ -1135,6 +1160,11 @@ fn a_query_or_path_an_endpoint_does_not_take_is_refused_once_the_caller_is_known
         !recorded.contains("hunter2") && !recorded.contains("123456") && !recorded.contains("=1"),
         "{recorded}"
     );
+    // A query of only separators names no parameter, here as on the endpoints that take some.
+    for path in ["/v1/auth/whoami?&", "/v1/auth/whoami?&&", "/v1/requests?&&"] {
+        let (status, body) = bare(port, "GET", path, &[("Authorization", &bob)]);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
     // An endpoint open to all refuses a query it does not take without asking for a token.
     let (status, body) = bare(port, "GET", "/v1/ssh/ca?format=pem", &[]);
     assert_eq!(status, 400, "{body}");
@@ -1347,5 +1377,97 @@ fn a_key_is_removed_by_its_fingerprint_with_or_without_its_slashes_encoded() {
         let (status, body) = bare(port, "DELETE", &path, &[("Authorization", &auth)]);
         assert_eq!(status, 404, "{path}: {body}");
         assert_ne!(error_code(&body), "no_route", "{path}: {body}");
+    }
+}
+
+#[test]
+fn a_token_typed_as_a_fingerprint_is_audited_only_by_its_length() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let admin = env.login("admin");
+    let pasted = token(&alice);
+    let kept = format!(
+        "(a value of {} characters, not kept)",
+        pasted.chars().count()
+    );
+
+    // `warden keys remove` with a token pasted in place of the key's fingerprint: the caller
+    // reads what they sent, the audit log only its length.
+    let auth = format!("Bearer {}", token(&alice));
+    let path = format!("/v1/ssh/keys/{pasted}");
+    let (status, body) = bare(port, "DELETE", &path, &[("Authorization", &auth)]);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_code(&body), "bad_fingerprint", "{body}");
+    assert!(body.contains(&pasted), "{body}");
+
+    // A host key pinned with a token in place of the fingerprint the administrator confirmed.
+    let auth = format!("Bearer {}", token(&admin));
+    let pin = serde_json::json!({
+        "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIsSiZgSWy4fFHwmSHb8tTcN8kYa/0yJ0bvbXoQ8cmiN",
+        "fingerprint": pasted,
+    })
+    .to_string();
+    let (status, body) = sent(
+        port,
+        "PUT",
+        "/v1/targets/web/host-key",
+        &[("Authorization", &auth)],
+        Some(&pin),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_code(&body), "fingerprint_mismatch", "{body}");
+    assert!(body.contains(&pasted), "{body}");
+
+    let refused = audit_events(&admin, "request.action_refused");
+    for (action, code) in [
+        ("ssh.key_remove", "bad_fingerprint"),
+        ("target.pin_host_key", "fingerprint_mismatch"),
+    ] {
+        let e = refused
+            .iter()
+            .find(|e| e["details"]["action"] == action)
+            .unwrap_or_else(|| panic!("no refusal of {action}: {refused:?}"));
+        assert_eq!(e["outcome"]["code"], code, "{e}");
+        let reason = e["outcome"]["reason"].as_str().unwrap();
+        assert!(reason.contains(&kept), "{action}: {reason}");
+        assert!(!e.to_string().contains(&pasted[..12]), "{action}: {e}");
+    }
+}
+
+#[test]
+fn a_public_key_sent_with_a_request_is_shown_with_it_whatever_the_role() {
+    let targets = format!(
+        "{TARGETS}\n[targets.app-db]\nkind = \"postgres\"\nenvironment = \"test\"\n\
+         [targets.app-db.connection]\nhost = \"127.0.0.1\"\nport = 1\ndatabase = \"app\"\n\
+         [targets.app-db.roles.read]\ngrants = [\"GRANT SELECT ON items TO {{{{name}}}}\"]\n"
+    );
+    let rules = format!(
+        "{RULES}\n@id(\"db-read-peer\")\n@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\n\
+         permit (principal, action == Action::\"request\", resource == Role::\"app-db/read\");\n"
+    );
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let alice = env.login("alice");
+    let auth = format!("Bearer {}", token(&alice));
+    let keys = tempfile::tempdir().unwrap();
+    let (_, key) = warden_testkit::ssh_keypair(keys.path(), "laptop");
+    let key = key.as_str();
+    for (target, role) in [("app-db", "read"), ("web", "deploy")] {
+        let ask = serde_json::json!({
+            "target": target, "role": role, "reason": "check the orders",
+            "ticket": "CHG-7", "ttl": "30m", "public_key": key,
+        });
+        let said = http_post_with(
+            env.server.port(),
+            "/v1/requests",
+            &[("Authorization", &auth)],
+            &ask.to_string(),
+        )
+        .unwrap();
+        assert_eq!(said.status, 201, "{target}: {}", said.body);
+        let made: serde_json::Value = serde_json::from_str(&said.body).unwrap();
+        assert_eq!(made["public_key"], key, "{target}: {made}");
+        let shown = ok(&alice, &["request", "show", made["id"].as_str().unwrap()]);
+        assert_eq!(shown["public_key"], key, "{target}: {shown}");
     }
 }

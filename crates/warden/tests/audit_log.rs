@@ -113,6 +113,27 @@ fn problems(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The `--json` report of `audit verify-proof ARGS`, checked to be a failure that says `says`
+/// on standard error and among its problems.
+fn failed_proof(cli: &Cli, args: &[&str], says: &str) -> serde_json::Value {
+    let args: Vec<&str> = ["audit", "verify-proof"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--json"])
+        .collect();
+    let out = cli.run(&args, None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(says), "{out:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("no JSON report: {out:?}"));
+    assert_eq!(report["valid"], false, "{report}");
+    assert!(
+        problems(&report).iter().any(|p| p.contains(says)),
+        "{report}"
+    );
+    report
+}
+
 fn tamper(data: &Path, sql: &str) {
     let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
     db.execute_batch(sql).unwrap();
@@ -387,6 +408,37 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
         None,
     );
     assert!(against_kept.success(), "{against_kept:?}");
+    // An event past the checkpoint is not found there, as any unknown id; 0 is no event's number.
+    let error = |args: &[&str], code: i32| {
+        let out = admin.run(&[args, &["--json"]].concat(), None);
+        assert_eq!(out.code, code, "{out:?}");
+        let v: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+        (
+            v["error"]["code"].to_string(),
+            v["error"]["message"].to_string(),
+        )
+    };
+    let size = h.size.to_string();
+    assert_eq!(
+        error(&["audit", "prove", "999999", "--size", &size], 4),
+        (
+            "\"no_such_event\"".to_owned(),
+            format!(
+                "\"event 999999 is not in the checkpoint, of size {size}: prove an event from 1 to {size}, or wait for the next checkpoint to take it in\""
+            )
+        )
+    );
+    let (code, message) = error(&["audit", "prove", "999999"], 4);
+    assert_eq!(code, "\"no_such_event\"");
+    assert!(
+        message.starts_with("\"event 999999 is not in the newest checkpoint, of size ")
+            && message.contains("wait for the next checkpoint"),
+        "{message}"
+    );
+    assert_eq!(
+        error(&["audit", "prove", "0"], 2).0,
+        "\"bad_proof_request\""
+    );
     let kfile = dir.path().join("proof-kept.json");
     std::fs::write(&kfile, &against_kept.stdout).unwrap();
     let checked = check(kfile.to_str().unwrap());
@@ -429,6 +481,14 @@ fn chain_continues_across_restart_and_proofs_verify_offline() {
             .code,
         1
     );
+    // With --json the failure is a report too, as `audit verify`'s is, not an empty stdout.
+    let report = failed_proof(
+        &admin,
+        &[pfile.to_str().unwrap(), "--verifier-key", &key],
+        "inclusion proof does not verify",
+    );
+    assert_eq!(report["kind"], "inclusion", "{report}");
+    assert_eq!(report["seq"], 3, "{report}");
 
     // A file that is not there is a usage error, naming it, whichever check was asked for.
     let missing = dir.path().join("missing");
@@ -731,6 +791,12 @@ fn retention_seals_segments_that_verify_alone_and_the_live_log_resumes() {
     assert!(
         text.stdout
             .contains("the events before it are in archive segments"),
+        "{text:?}"
+    );
+    // Lists read as their items or `none`, not as JSON.
+    assert!(!text.stdout.contains("[]"), "{text:?}");
+    assert!(
+        text.stdout.contains("external_checkpoints_unchecked: none"),
         "{text:?}"
     );
     // A sealed segment gone without its deletion on record is found missing, the oldest too,
@@ -2290,12 +2356,26 @@ fn a_rewritten_log_gets_no_signature_and_a_kept_checkpoint_exposes_the_fork() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains(&format!("--from {size}")), "{out:?}");
     // From it, the proof fails against the kept checkpoint: the fork shows online.
-    let out = check(&admin, &from_kept(&admin), Some(&kept));
+    let forked = from_kept(&admin);
+    let out = check(&admin, &forked, Some(&kept));
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains("consistency proof does not verify"),
         "{out:?}"
     );
+    // With --json it is a report with the problem, as `audit verify`'s is.
+    let report = failed_proof(
+        &admin,
+        &[
+            forked.to_str().unwrap(),
+            "--verifier-key",
+            key.as_str(),
+            "--checkpoint",
+            kept.to_str().unwrap(),
+        ],
+        "consistency proof does not verify",
+    );
+    assert_eq!(report["from"], size, "{report}");
 
     // Archived, the forked events still fail against the kept checkpoint, in the data dir and
     // in the segment alone.

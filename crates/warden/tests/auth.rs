@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use warden_testkit::{Sshd, ensure_local_user, ssh_keypair, ssh_run};
+use warden_testkit::{Cli, Sshd, ensure_local_user, ssh_keypair, ssh_run};
 
 /// Sign-ins of others that hold every hashing slot (one per core, taken in turn) while the
 /// sign-ins under test queue behind them.
@@ -525,4 +525,101 @@ fn a_development_server_names_the_configs_users_it_gives_the_demo_password() {
     // As it says: carol, an administrator, signs in with it; dave does not.
     assert!(sign_in(&env.server.cli(), "carol", PASSWORD, None).success());
     assert_eq!(sign_in(&env.server.cli(), "dave", PASSWORD, None).code, 5);
+}
+
+/// `--json` error of a command expected to find nothing (exit code 4): its code and message.
+fn not_found(cli: &Cli, args: &[&str], stdin: Option<&str>) -> (String, String) {
+    let out = cli.run(&[args, &["--json"]].concat(), stdin);
+    assert_eq!(out.code, 4, "`warden {}`: {out:?}", args.join(" "));
+    let v: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    let error = &v["error"];
+    (
+        error["code"].as_str().unwrap().to_owned(),
+        error["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_missing_target_or_user_has_one_code_and_says_how_to_fix_it() {
+    let env = Env::start();
+    let admin = env.login("admin");
+    let alice = env.login("alice");
+    let by_admin = "unknown target nosuch: targets.toml in the policy directory defines them";
+    let fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for (args, stdin) in [
+        (&["target", "rotate-root", "nosuch"][..], None),
+        (
+            &[
+                "target",
+                "set-credential",
+                "nosuch",
+                "--username",
+                "root",
+                "--password-stdin",
+            ],
+            Some("a password"),
+        ),
+        (
+            &[
+                "target",
+                "pin-host-key",
+                "nosuch",
+                "--fingerprint",
+                fingerprint,
+            ],
+            None,
+        ),
+    ] {
+        let (code, message) = not_found(&admin, args, stdin);
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("unknown_target", by_admin)
+        );
+    }
+    let (code, message) = not_found(
+        &alice,
+        &["policy", "explain", "nosuch", "--role", "view"],
+        None,
+    );
+    assert_eq!(code, "unknown_target");
+    assert_eq!(
+        message,
+        "unknown target nosuch: `warden targets` lists the ones you may request"
+    );
+    for args in [&["db", "connect", "nosuch"][..], &["ssh", "nosuch"]] {
+        let (code, message) = not_found(&alice, args, None);
+        assert_eq!(code, "unknown_target");
+        assert_eq!(
+            message,
+            "no target nosuch that you may request: `warden targets` lists them"
+        );
+    }
+
+    let in_config = "user \"nosuch\" is not in the directory; add them to the config file first";
+    for (args, stdin) in [
+        (&["user", "unlock", "nosuch"][..], None),
+        (&["user", "reset-mfa", "nosuch"], None),
+        (
+            &["user", "set-password", "nosuch", "--password-stdin"],
+            Some("a long new password"),
+        ),
+        (
+            &[
+                "policy", "explain", "web", "--role", "view", "--user", "nosuch",
+            ],
+            None,
+        ),
+    ] {
+        let (code, message) = not_found(&admin, args, stdin);
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("unknown_user", in_config)
+        );
+    }
+    let (code, message) = not_found(&admin, &["revoke", "--user", "nosuch", "--all"], None);
+    assert_eq!(code, "unknown_user");
+    assert_eq!(
+        message,
+        "user \"nosuch\" is not in the directory and has no open request: nothing to offboard; check the name"
+    );
 }

@@ -149,6 +149,47 @@ fn postgres_grant_lives_exactly_as_long_as_the_lease() {
     let log = ok(&admin, &["audit", "search", "--limit", "10000"]).to_string();
     assert!(!log.contains("Pasted-Pw-9f8e7d!"), "{log}");
     assert!(log.contains("(a value of 17 characters)"), "{log}");
+    // A target that cannot be reached (nothing listens at maria's port) is a failure, exit 1,
+    // for set-credential and rotate-root alike, and a credential the target refuses is invalid
+    // input, exit 2, for both. The failed set-credential is on the record, without the user
+    // name given.
+    let set = |target: &str, user: &str, password: &str, verify: bool| {
+        let mut args = vec![
+            "target",
+            "set-credential",
+            target,
+            "--username",
+            user,
+            "--password-stdin",
+        ];
+        if !verify {
+            args.push("--no-verify");
+        }
+        admin.run(&args, Some(password))
+    };
+    let out = set("maria", "Unreached-Name-7", "maria-pw", true);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("nothing was stored: the target could not be reached"),
+        "{out:?}"
+    );
+    let set_events = audit_events(&admin, "target.credential_set");
+    let failed = set_events.last().unwrap();
+    assert_eq!(failed["target"], "maria", "{failed}");
+    assert_eq!(failed["outcome"]["code"], "issuer_failed", "{failed}");
+    assert!(!failed.to_string().contains("Unreached-Name-7"), "{failed}");
+    assert!(set("maria", "Unreached-Name-7", "maria-pw", false).success());
+    let out = admin.run(&["target", "rotate-root", "maria"], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("could not be reached"), "{out:?}");
+    assert!(set("pg", pg.admin_user(), "not-the-pg-password", false).success());
+    let out = admin.run(&["target", "rotate-root", "pg"], None);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("password authentication failed"),
+        "{out:?}"
+    );
     set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
 
     let v = create(&alice, "pg", "read", &["--ttl", "5s"]);
@@ -559,7 +600,23 @@ fn pickup_early_revoke_offboarding_and_rotation() {
         "the approver must not see the secret"
     );
     fails(&bob, &["request", "credential", &pending], 3);
+    // Its requester, not waiting when it was approved, is told how to get the password that
+    // `request show` does not show; its approver is not, nor the requester once this client
+    // keeps the password.
+    let shown = |cli: &Cli| {
+        let out = cli.run(&["request", "show", &pending], None);
+        assert!(out.success(), "{out:?}");
+        out.stdout
+    };
+    let hint = format!(
+        "Password: if not yet picked up, get it (shown once) with `warden request credential \
+         {pending}`, or connect with `warden db connect pg --request {pending}`"
+    );
+    let told = shown(&alice);
+    assert!(told.contains(&hint), "{told}");
+    assert!(!shown(&bob).contains("Password:"));
     let picked = ok(&alice, &["request", "credential", &pending]);
+    assert!(!shown(&alice).contains("Password:"));
     let user = picked["credential"]["username"]
         .as_str()
         .unwrap()
@@ -1229,7 +1286,35 @@ fn mariadb_grant_has_no_valid_until_so_the_lease_enforces_it() {
         !out.stderr.contains("Check that the target's connection"),
         "{out:?}"
     );
-    set_credential(&admin, "maria", maria.admin_user(), maria.admin_password());
+    // An administrator whose name holds a quote and a backslash: told a GRANT that names it
+    // right in a client's default sql_mode (where a backslash escapes), and once granted it,
+    // taken; everything below, rotation included, runs as it.
+    let (odd, odd_password) = ("o'ad\\min", "odd-admin-pw");
+    let odd_sql = "'o''ad\\\\min'@'%'";
+    maria.admin_query(&format!(
+        "CREATE USER {odd_sql} IDENTIFIED BY '{odd_password}'; \
+         GRANT CREATE USER ON *.* TO {odd_sql}; GRANT SELECT ON mysql.user TO {odd_sql}; \
+         GRANT SELECT ON app.* TO {odd_sql} WITH GRANT OPTION"
+    ));
+    let set_odd = [
+        "target",
+        "set-credential",
+        "maria",
+        "--username",
+        odd,
+        "--password-stdin",
+    ];
+    let out = admin.run(&set_odd, Some(odd_password));
+    assert_eq!(out.code, 2, "{out:?}");
+    let suggested = out.stderr.find("GRANT PROCESS").map(|at| &out.stderr[at..]);
+    let suggested = suggested.and_then(|s| s.split_once("`@`%`")).map(|s| s.0);
+    assert_eq!(
+        suggested,
+        Some("GRANT PROCESS, CONNECTION ADMIN ON *.* TO `o'ad\\min"),
+        "{out:?}"
+    );
+    maria.admin_query(&format!("{}`@`%`", suggested.unwrap_or_default()));
+    set_credential(&admin, "maria", odd, odd_password);
     let alice = env.login("alice");
 
     let v = create(&alice, "maria", "read", &["--ttl", "4s"]);
@@ -1318,4 +1403,10 @@ fn mariadb_grant_has_no_valid_until_so_the_lease_enforces_it() {
     assert!(login.status.success(), "{login:?}");
     let account = String::from_utf8_lossy(&login.stdout);
     assert!(account.trim().starts_with("w_alice_"), "{account}");
+    assert!(maria.client(odd, odd_password, "SELECT 1").status.success());
+    ok(&admin, &["target", "rotate-root", "maria"]);
+    assert!(!maria.client(odd, odd_password, "SELECT 1").status.success());
+    let v = create(&alice, "maria", "read", &["--ttl", "5m"]);
+    assert_eq!(v["state"], "active", "{v}");
+    ok(&alice, &["request", "revoke", &id(&v)]);
 }

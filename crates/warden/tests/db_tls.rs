@@ -59,9 +59,18 @@ fn start(files: &[(String, String); 2]) -> (Env, Cli) {
     (env, admin)
 }
 
-/// `set-credential` for `target`, expected to fail with `says` in its error; then stored
-/// anyway (`--no-verify`), so that a request gets as far as the target.
-fn refused_then_stored(admin: &Cli, target: &str, user: &str, password: &str, says: &[&str]) {
+/// `set-credential` for `target`, expected to fail with exit code `code` (1 for a target that
+/// cannot be reached, TLS handshakes included; 2 for a login it refuses or a setting that is
+/// wrong) and `says` in its error; then stored anyway (`--no-verify`), so that a request gets as
+/// far as the target; then `rotate-root`, which fails alike.
+fn refused_then_stored(
+    admin: &Cli,
+    target: &str,
+    user: &str,
+    password: &str,
+    says: &[&str],
+    code: i32,
+) {
     let args = [
         "target",
         "set-credential",
@@ -71,7 +80,7 @@ fn refused_then_stored(admin: &Cli, target: &str, user: &str, password: &str, sa
         "--password-stdin",
     ];
     let out = admin.run(&args, Some(password));
-    assert_eq!(out.code, 2, "{target}: {out:?}");
+    assert_eq!(out.code, code, "{target}: {out:?}");
     assert!(out.stderr.contains("nothing was stored"), "{out:?}");
     for text in says {
         assert!(out.stderr.contains(text), "{target}: {text:?} in {out:?}");
@@ -81,6 +90,11 @@ fn refused_then_stored(admin: &Cli, target: &str, user: &str, password: &str, sa
     args.push("--no-verify");
     let out = admin.run(&args, Some(password));
     assert!(out.success(), "{out:?}");
+    let out = admin.run(&["target", "rotate-root", target], None);
+    assert_eq!(out.code, code, "{target}: {out:?}");
+    for text in says {
+        assert!(out.stderr.contains(text), "{target}: {text:?} in {out:?}");
+    }
 }
 
 /// A request for `target` that fails, saying `says`, with nothing made at the target.
@@ -190,13 +204,13 @@ fn postgres_over_tls_is_verified_and_refused_when_it_cannot_be() {
     );
     let by_name = "the server's certificate is not valid for localhost (it names 127.0.0.1)";
     let no_ca_file = "cannot read tls_ca_file /nonexistent/db-ca.pem: No such file";
-    for (target, says) in [
-        ("plain", &tls_only[..]),
-        ("other_ca", &[other_ca.as_str()][..]),
-        ("by_name", &[by_name][..]),
-        ("no_ca_file", &[no_ca_file][..]),
+    for (target, says, code) in [
+        ("plain", &tls_only[..], 2),
+        ("other_ca", &[other_ca.as_str()][..], 1),
+        ("by_name", &[by_name][..], 1),
+        ("no_ca_file", &[no_ca_file][..], 2),
     ] {
-        refused_then_stored(&admin, target, user, password, says);
+        refused_then_stored(&admin, target, user, password, says, code);
         grant_refused(&alice, &admin, target, says);
     }
     let accounts = pg.admin_query("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'w\\_%'");
@@ -281,13 +295,13 @@ fn mariadb_over_tls_is_verified_and_refused_when_it_cannot_be() {
     );
     let by_name = "the server's certificate is not valid for localhost (it names 127.0.0.1)";
     let no_ca_file = "cannot read tls_ca_file /nonexistent/db-ca.pem: No such file";
-    for (target, says) in [
-        ("plain", &tls_only[..]),
-        ("other_ca", &[other_ca.as_str()][..]),
-        ("by_name", &[by_name][..]),
-        ("no_ca_file", &[no_ca_file][..]),
+    for (target, says, code) in [
+        ("plain", &tls_only[..], 2),
+        ("other_ca", &[other_ca.as_str()][..], 1),
+        ("by_name", &[by_name][..], 1),
+        ("no_ca_file", &[no_ca_file][..], 2),
     ] {
-        refused_then_stored(&admin, target, user, password, says);
+        refused_then_stored(&admin, target, user, password, says, code);
         grant_refused(&alice, &admin, target, says);
     }
     assert_eq!(
@@ -329,7 +343,7 @@ fn a_server_without_tls_is_refused_when_tls_is_asked_for() {
                 "the server does not offer TLS, which tls = \"{mode}\" demands: turn TLS on at \
                  the server, or set tls = \"disable\""
             );
-            refused_then_stored(&admin, target, user, password, &[&says]);
+            refused_then_stored(&admin, target, user, password, &[&says], 1);
             grant_refused(&alice, &admin, target, &[&says]);
         }
     }

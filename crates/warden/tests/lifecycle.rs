@@ -18,6 +18,10 @@ fn auto_tier_is_active_at_once_with_a_certificate() {
     assert!(ca.starts_with("ssh-ed25519 "), "{ca}");
     let v = create(&alice, "web", "view", &["--ttl", "10m"]);
     assert_eq!(v["state"], "active");
+    // Granted at once, it never waited for approval: no deadline to meet, then or later.
+    assert!(v["pending_deadline"].is_null(), "{v}");
+    let shown = ok(&alice, &["request", "show", &id(&v)]);
+    assert!(shown["pending_deadline"].is_null(), "{shown}");
     assert_eq!(v["rules"], serde_json::json!(["view-auto"]));
     assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
     let cert = v["credential"]["certificate"].as_str().unwrap();
@@ -105,6 +109,10 @@ fn peer_tier_refuses_the_requester_and_the_ineligible() {
         v["still_needed"],
         serde_json::json!(["an approver from sre"])
     );
+    assert!(
+        v["pending_deadline"].as_str().unwrap().ends_with('Z'),
+        "{v}"
+    );
     let rid = id(&v);
 
     let own = fails(&alice, &["request", "approve", &rid], 3);
@@ -161,6 +169,8 @@ fn peer_tier_refuses_the_requester_and_the_ineligible() {
     );
     assert_eq!(approved["state"], "active");
     assert_eq!(approved["reviews"][0]["reviewer"], "bob");
+    // It waited for approval: the deadline it met stays on record.
+    assert_eq!(approved["pending_deadline"], v["pending_deadline"]);
     // Approving twice is a conflict and changes nothing.
     fails(&bob, &["request", "approve", &rid], 6);
 
@@ -433,6 +443,14 @@ fn cancel_revoke_and_extend() {
     assert!(out.stderr.contains("cancelled"), "{out:?}");
 
     let active = id(&create(&alice, "web", "view", &[]));
+    // Active, it is no longer cancelled but revoked, and its requester is told so.
+    let out = fails(&alice, &["request", "cancel", &active], 6);
+    assert!(
+        out.stderr.contains(&format!(
+            "request {active} is active; only pending (or approved and not yet active) requests can be cancelled; end it with `warden request revoke {active}`"
+        )),
+        "{out:?}"
+    );
     // An extension runs from when it is granted: one shorter than the 30 minutes left is
     // refused as adding nothing.
     let out = fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 2);
@@ -496,12 +514,13 @@ fn cancel_revoke_and_extend() {
         "{ext}"
     );
 
-    // A pending extension of a revoked grant is ended too, so no approver can revive it.
+    // A pending extension of a revoked grant is ended too, so no approver can revive it; so is
+    // one of an extension, each told of the grant it extends itself.
     let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-3"]));
     ok(&bob, &["request", "approve", &deploy]);
     let first = id(&ok(&alice, &["request", "extend", &deploy, "--ttl", "1h"]));
     ok(&bob, &["request", "approve", &first]);
-    let more = id(&ok(&alice, &["request", "extend", &deploy, "--ttl", "2h"]));
+    let more = id(&ok(&alice, &["request", "extend", &first, "--ttl", "2h"]));
     assert_eq!(state(&alice, &more), "pending");
     // One extension at a time, of any grant of the same chain.
     let twice = fails(&alice, &["request", "extend", &deploy, "--ttl", "2h"], 6);
@@ -515,7 +534,26 @@ fn cancel_revoke_and_extend() {
         "{beside:?}"
     );
     ok(&admin, &["request", "revoke", &deploy]);
-    assert_eq!(state(&alice, &more), "revoked");
+    let ended = ok(&alice, &["request", "show", &first]);
+    assert_eq!(
+        (&ended["state"], &ended["end_comment"]),
+        (
+            &serde_json::json!("revoked"),
+            &serde_json::json!(format!("the grant it extends ({deploy}) was revoked"))
+        ),
+        "{ended}"
+    );
+    let ended = ok(&alice, &["request", "show", &more]);
+    assert_eq!(
+        (&ended["state"], &ended["end_comment"]),
+        (
+            &serde_json::json!("revoked"),
+            &serde_json::json!(format!(
+                "the grant it extends ({first}) continued grant {deploy}, which was revoked, and ended with it"
+            ))
+        ),
+        "{ended}"
+    );
     fails(&bob, &["request", "approve", &more], 6);
     fails(&alice, &["request", "revoke", &active], 6);
     let ended = fails(&alice, &["request", "extend", &active, "--ttl", "20m"], 6);
@@ -740,8 +778,86 @@ fn an_approval_a_reload_made_void_is_shown_and_said_so() {
     );
     let granted = ok(&mallory, &["request", "approve", &root]);
     assert_eq!(granted["state"], "active", "{granted}");
-    // Once granted, no approval is marked: the tier of the moment was met.
-    assert!(granted["reviews"][0].get("void").is_none(), "{granted}");
+    // Granted, sam's approval stays void: it did not count toward the grant.
+    assert_eq!(granted["reviews"][0]["void"], true, "{granted}");
+    assert!(granted["reviews"][1].get("void").is_none(), "{granted}");
+}
+
+/// An approval void when the request is granted stays void: the grant's `request.approved`
+/// does not list it, the grant shows it void, and its giver may not revoke the grant as one who
+/// approved it.
+#[test]
+fn an_approval_void_at_the_grant_stays_void_after_it() {
+    let env = Env::start_configured(
+        "[users.carol]\ngroups = [\"sre\", \"dba\"]\n[users.dave]\ngroups = [\"dba\"]\n",
+    );
+    let targets = format!(
+        "{TARGETS}\n[targets.t1]\nkind = \"ssh\"\nenvironment = \"test\"\n\n[targets.t1.roles.peer2]\nprincipals = [\"warden-it\"]\n"
+    );
+    let policy = |tier: &str| {
+        format!(
+            "{RULES}\n@id(\"r-peer2\")\n@approval(\"{tier}\")\n@max_ttl(\"4h\")\npermit (principal, action == Action::\"request\", resource == Role::\"t1/peer2\");\n"
+        )
+    };
+    let admin = env.login("admin");
+    let reload = |tier: &str| {
+        write_policy(
+            &env.policy_dir(),
+            &[("targets.toml", &targets), ("access.cedar", &policy(tier))],
+        );
+        ok(&admin, &["policy", "reload"]);
+    };
+    reload("peer(sre|dba, 2)");
+    let (alice, bob) = (env.login("alice"), env.login("bob"));
+    let rid = id(&create(&alice, "t1", "peer2", &[]));
+    ok(&bob, &["request", "approve", &rid]);
+    reload("peer(dba, 2)");
+    let shown = ok(&alice, &["request", "show", &rid]);
+    assert_eq!(shown["reviews"][0]["void"], true, "{shown}");
+    fails(&bob, &["request", "revoke", &rid], 3);
+    ok(&env.login("dave"), &["request", "approve", &rid]);
+    let granted = ok(&env.login("carol"), &["request", "approve", &rid]);
+    assert_eq!(granted["state"], "active", "{granted}");
+
+    let approved = audit_events(&admin, "request.approved")
+        .into_iter()
+        .find(|e| e["request_id"] == rid.as_str())
+        .unwrap();
+    assert_eq!(
+        approved["details"]["approvers"],
+        serde_json::json!(["dave", "carol"]),
+        "{approved}"
+    );
+    let shown = ok(&alice, &["request", "show", &rid]);
+    let void: Vec<_> = shown["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["reviewer"].as_str().unwrap(), v["void"] == true))
+        .collect();
+    assert_eq!(
+        void,
+        [("bob", true), ("dave", false), ("carol", false)],
+        "{shown}"
+    );
+    let table = alice.run(&["request", "show", &rid], None);
+    assert!(
+        table.stdout.contains("bob approve (no longer counts)"),
+        "{table:?}"
+    );
+    let out = fails(&bob, &["request", "revoke", &rid], 3);
+    assert!(
+        out.stderr
+            .contains("whose approval counted toward it once granted"),
+        "{out:?}"
+    );
+    assert_eq!(state(&alice, &rid), "active");
+    let refused: Vec<_> = audit_events(&admin, "request.action_refused")
+        .into_iter()
+        .filter(|e| e["request_id"] == rid.as_str() && e["actor"]["user"] == "bob")
+        .map(|e| e["details"]["action"].clone())
+        .collect();
+    assert_eq!(refused, ["revoke", "revoke"]);
 }
 
 /// A reload that relaxes a pending request's approval to what its approvals already meet (or to

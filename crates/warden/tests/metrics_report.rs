@@ -394,9 +394,16 @@ fn metrics_token_correlation_ids_and_json_logs() {
     assert_eq!(rejected.len(), 2, "{events}");
     assert!(!events.to_string().contains(token));
 
-    // A malformed id is replaced by a generated one; none given, one is generated.
+    // A malformed id, or one holding a token (pasted into the wrong header), is replaced by a
+    // generated one; none given, one is generated.
     let long = "x".repeat(200);
-    for given in [Some(long.as_str()), Some("bad id\twith tab"), None] {
+    let pasted = common::token(&admin);
+    for given in [
+        Some(long.as_str()),
+        Some("bad id\twith tab"),
+        Some(pasted.as_str()),
+        None,
+    ] {
         let headers: Vec<(&str, &str)> = given.map(|g| ("X-Request-Id", g)).into_iter().collect();
         let r = http_get_with(port, "/healthz", &headers).unwrap();
         let id = r.header("x-request-id").unwrap().to_owned();

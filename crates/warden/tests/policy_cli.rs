@@ -166,6 +166,57 @@ fn check_reports_every_problem_with_file_and_line() {
     assert!(out.stderr.contains("tests/y.toml:1"), "{out:?}");
 }
 
+/// Every problem of a target's connection table is reported in one run, each at the line of
+/// its own setting, and one with the table as a whole (a missing `host`) at the table.
+#[test]
+fn check_reports_every_problem_of_a_connection_at_its_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let targets = "[targets.db]\nkind = \"postgres\"\nenvironment = \"t\"\n\
+                   [targets.db.connection]\nhots = \"db.internal\"\nport = 99999\n\
+                   database = \"app\"\ntls = \"prefer\"\n\
+                   [targets.db.roles.view]\ngrants = [\"GRANT SELECT ON t TO {{name}}\"]\n";
+    let rule = "@id(\"a\") @approval(\"auto\") @max_ttl(\"1h\")\n\
+                permit (principal, action == Action::\"request\", resource == Role::\"db/view\");\n";
+    write_policy(
+        dir.path(),
+        &[("targets.toml", targets), ("access.cedar", rule)],
+    );
+    let out = local_cli().run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    let reported: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("targets.toml:"))
+        .collect();
+    assert_eq!(reported.len(), 4, "{}", out.stderr);
+    for (line, what) in [
+        (
+            4,
+            "target db: invalid settings: a postgres target needs `host = \"...\"`",
+        ),
+        (
+            5,
+            "target db: invalid settings: unknown connection setting `hots` for a postgres target",
+        ),
+        (
+            6,
+            "target db: invalid settings: connection setting `port` of a postgres target must be an integer from 1 to 65535",
+        ),
+        (
+            8,
+            "target db: invalid settings: connection setting `tls` of a postgres target must be \"verify-full\", \"require\" or \"disable\", not \"prefer\" (Warden never falls back",
+        ),
+    ] {
+        assert!(
+            reported
+                .iter()
+                .any(|l| l.starts_with(&format!("targets.toml:{line}:")) && l.contains(what)),
+            "line {line}, {what}:\n{}",
+            out.stderr
+        );
+    }
+}
+
 /// One run of `policy check` reports every problem, however they mix: a TOML problem in
 /// targets.toml hides no rule's reference problem, a rule too deep for Cedar or one Cedar
 /// cannot parse hides no other rule of its file, and text shown to people that holds control

@@ -323,10 +323,19 @@ fn master_key_rotation_keeps_every_secret_usable() {
     let offline = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
     let data = env.server.data_dir().to_str().unwrap().to_owned();
 
-    // Not while the server runs: it would go on sealing under the old key.
-    let out = offline.run(&["vault", "rewrap", "--data-dir", &data], None);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("in use by another warden"), "{out:?}");
+    // Not while the server runs: it would go on sealing under the old key. A conflict with
+    // what runs now, not a failure.
+    let out = offline.run(&["--json", "vault", "rewrap", "--data-dir", &data], None);
+    assert_eq!(out.code, 6, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is in use by another warden (pid "),
+        "{v}"
+    );
     assert_eq!(
         std::fs::read(env.server.data_dir().join("master.key")).unwrap(),
         key_before
@@ -564,7 +573,7 @@ fn the_demo_password_stays_on_development_servers() {
 #[test]
 fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = dir.path().join("srv").join("data");
     let data_arg = data.to_str().unwrap().to_owned();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = std::process::Command::new("timeout")
@@ -587,27 +596,41 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     );
     drop(taken);
     // Nor does a bootstrap password that would be refused, nor a master key that cannot be
-    // used. Each refusal leaves the new data dir as it was but for its lock: no key, database
-    // or example policy.
-    let weak = std::process::Command::new("timeout")
-        .args(["20", BIN, "serve", "--data-dir", &data_arg])
+    // used. Each refusal takes away the data dir it made, and the parent it made for it: no
+    // key, database, example policy or lock is left.
+    let refused_with = |var: &str, value: &str| {
+        let out = std::process::Command::new("timeout")
+            .args(["20", BIN, "serve", "--data-dir", &data_arg])
+            .args(["--ssh-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        out
+    };
+    let weak = refused_with("WARDEN_BOOTSTRAP_PASSWORD", "short");
+    let bad_key = refused_with("WARDEN_MASTER_KEY", "not a key");
+    assert!(
+        !dir.path().join("srv").exists(),
+        "{busy:?} {weak:?} {bad_key:?}"
+    );
+    // A data dir that was there before stays as it was, without a lock left in it; so does
+    // one a path names through a directory the start made and `..`, which that start takes
+    // away alone.
+    std::fs::create_dir_all(&data).unwrap();
+    refused_with("WARDEN_BOOTSTRAP_PASSWORD", "short");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+    let through = dir.path().join("srv/new/../data");
+    let out = std::process::Command::new("timeout")
+        .args(["20", BIN, "serve", "--data-dir", through.to_str().unwrap()])
         .args(["--ssh-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
         .env("WARDEN_BOOTSTRAP_PASSWORD", "short")
         .output()
         .unwrap();
-    assert_eq!(weak.status.code(), Some(1), "{weak:?}");
-    let bad_key = std::process::Command::new("timeout")
-        .args(["20", BIN, "serve", "--data-dir", &data_arg])
-        .args(["--ssh-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
-        .env("WARDEN_MASTER_KEY", "not a key")
-        .output()
-        .unwrap();
-    assert_eq!(bad_key.status.code(), Some(1), "{bad_key:?}");
-    let left: Vec<String> = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(left, ["warden.lock"], "{busy:?} {weak:?} {bad_key:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(data.is_dir(), "{out:?}");
+    assert!(!dir.path().join("srv/new").exists(), "{out:?}");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
     // The one-time password is still to be printed, by the start that serves.
     let mut server = Server::start_in(Path::new(BIN), &data, &["serve"], &[]);
     assert!(server.stdout().contains("Bootstrap admin 'admin' created."));
@@ -1148,6 +1171,148 @@ fn a_host_key_others_can_read_stops_a_first_start_before_anything_is_made() {
             "ssh_host_ed25519_key.pub",
             "warden.lock"
         ]
+    );
+}
+
+/// The example policy a first start writes appears whole or not at all: a start cut short while
+/// writing it (here its files may grow no larger than 4 KiB, as on a full disk) leaves no
+/// policy, and the next first start writes it whole, over what a kill would have left aside.
+#[test]
+fn an_example_policy_cut_short_is_written_whole_at_the_next_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = dir.path().join("warden-limited");
+    std::fs::write(
+        &limited,
+        format!("#!/bin/bash\nulimit -f 4\ntrap '' XFSZ\nexec {BIN} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&limited, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(&limited)
+        .args(["serve", "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("File too large"), "{said}");
+    assert!(!data.join("policy").exists(), "{said}");
+    // What a kill while writing it leaves: the policy aside, its rules not yet written.
+    let aside = data.join("policy.new");
+    std::fs::create_dir(&aside).unwrap();
+    std::fs::write(aside.join("access.cedar"), "").unwrap();
+    let mut server = Server::start_in(Path::new(BIN), &data, &["serve"], &[]);
+    assert!(
+        server.stdout().contains("Wrote the example policy"),
+        "{}",
+        server.stdout()
+    );
+    for (name, text) in warden_policy::demo_files() {
+        let written = std::fs::read_to_string(data.join("policy").join(&name)).unwrap();
+        assert_eq!(written, text, "{name}");
+    }
+    assert!(!aside.exists());
+    assert!(server.terminate().success());
+}
+
+/// The API and the SSH proxy set to one address are refused before anything is made, naming
+/// both settings, and where they were set, rather than said to find the address in use.
+#[test]
+fn the_api_and_the_ssh_proxy_on_one_port_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = warden_testkit::free_port();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nssh_listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new("timeout")
+            .args(["20", BIN, "serve"])
+            .args(args)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains("give them different ports") && !said.contains("already in use"),
+            "{said}"
+        );
+        assert!(!data.exists(), "{said}");
+        said
+    };
+    let said = serve(&["--config", config.to_str().unwrap()]);
+    assert!(
+        said.contains(&format!(
+            "`listen` (127.0.0.1:{port}) and `ssh_listen` (127.0.0.1:{port}) in config file {}",
+            config.display()
+        )),
+        "{said}"
+    );
+    let data_arg = data.to_str().unwrap();
+    let all = format!("0.0.0.0:{port}");
+    let one = format!("127.0.0.1:{port}");
+    let said = serve(&[
+        "--data-dir",
+        data_arg,
+        "--listen",
+        &all,
+        "--ssh-listen",
+        &one,
+    ]);
+    assert!(
+        said.contains(&format!("--listen ({all}) and --ssh-listen ({one}) are on")),
+        "{said}"
+    );
+}
+
+/// An empty data dir, or a policy dir that does not exist, is refused naming the setting and
+/// the config file that set it, and saying how to fix it; the new data dir the refused start
+/// made is not left behind.
+#[test]
+fn an_empty_data_dir_or_a_missing_policy_dir_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("warden.toml");
+    let refused = |args: &[&str], says: &str| {
+        let out = serve_to_its_end(args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(said.contains(says), "{said}");
+        assert!(!data.exists(), "{said}");
+    };
+    let config_arg = config.to_str().unwrap();
+    std::fs::write(&config, "data_dir = \"\"\n").unwrap();
+    refused(
+        &["--config", config_arg],
+        &format!(
+            "error: config file {config_arg}: line 1, column 12: `data_dir` is empty: set it to the directory"
+        ),
+    );
+    let nope = dir.path().join("nope");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\npolicy_dir = {:?}\n",
+            data.display().to_string(),
+            nope.display().to_string()
+        ),
+    )
+    .unwrap();
+    refused(
+        &["--config", config_arg],
+        &format!(
+            "error: `policy_dir` {} in config file {config_arg} does not exist: create it with your policy",
+            nope.display()
+        ),
     );
 }
 

@@ -119,36 +119,66 @@ fn the_printed_ssh_command_logs_in_where_the_target_names_its_host() {
         None,
     );
     assert!(out.success(), "{out:?}");
-    let line = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Connect: "))
-        .unwrap_or_else(|| panic!("no Connect line: {out:?}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words[0], "ssh", "{line}");
-    assert_eq!(
-        words.last().copied(),
-        Some(format!("{LOCAL_USER}@127.0.0.1").as_str()),
-        "{line}"
-    );
+    let connect = |stdout: &str| -> Vec<String> {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Connect: "))
+            .unwrap_or_else(|| panic!("no Connect line: {stdout}"));
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        assert_eq!(words[0], "ssh", "{line}");
+        assert_eq!(
+            words.last().cloned(),
+            Some(format!("{LOCAL_USER}@127.0.0.1")),
+            "{line}"
+        );
+        words
+    };
     // The command as printed, with only the test's own client settings before it.
-    let mut ssh = std::process::Command::new("timeout");
-    ssh.args(["20", "ssh", "-F", "/dev/null", "-o", "BatchMode=yes"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args(&words[1..])
-        .arg("echo printed-$(whoami)");
-    let run = ssh.output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&run.stdout).trim(),
-        format!("printed-{LOCAL_USER}"),
-        "{line}: {run:?}\n{}",
-        sshd.log()
+    let logs_in = |words: &[String]| {
+        let mut ssh = std::process::Command::new("timeout");
+        ssh.args(["20", "ssh", "-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(&words[1..])
+            .arg("echo printed-$(whoami)");
+        let run = ssh.output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout).trim(),
+            format!("printed-{LOCAL_USER}"),
+            "{words:?}: {run:?}\n{}",
+            sshd.log()
+        );
+    };
+    logs_in(&connect(&out.stdout));
+
+    // Shown on another client, which has the certificate but not the key: the command names
+    // the key it takes, and says which, instead of one that cannot log in.
+    let rid = ok(&alice, &["request", "list"])["requests"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let grant = ok(&alice, &["request", "show", &rid]);
+    let elsewhere = env.login("alice");
+    let shown = elsewhere.run(&["request", "show", &rid], None);
+    assert!(shown.success(), "{shown:?}");
+    let mut words = connect(&shown.stdout);
+    let at = words.iter().position(|w| w == "-i");
+    assert_eq!(at.map(|i| words[i + 1].as_str()), Some("KEY"), "{shown:?}");
+    assert!(
+        shown.stdout.contains(
+            "Replace KEY with the private key whose public half was sent with the request"
+        ) && shown
+            .stdout
+            .contains(&format!("`warden ssh web --request {rid} -i KEY`")),
+        "{shown:?}"
     );
+    // With KEY replaced by that key, it logs in.
+    words[at.unwrap() + 1] = grant["private_key_file"].as_str().unwrap().to_owned();
+    logs_in(&words);
 }
 
 #[test]

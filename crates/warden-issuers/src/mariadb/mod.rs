@@ -83,7 +83,7 @@ use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, Tls, account_name, check_unused_key,
-    is_account_name, no_answer, parse_connection, public_credential, redact, require_account,
+    is_account_name, no_answer, public_credential, read_connection, redact, require_account,
     require_admin, require_password, tls, url,
 };
 use crate::{
@@ -111,6 +111,11 @@ const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 /// Access denied: also MariaDB's answer to a plaintext login at a server with
 /// `require_secure_transport`, or to an account `REQUIRE SSL`.
 const ER_ACCESS_DENIED: u16 = 1045;
+/// The answers to a login, beside those of SQLSTATE class 28 (invalid authorization), that
+/// refuse it for what Warden was given: a database the account may not use, one that does not
+/// exist, a host the account does not log in from, TLS demanded, a locked account (MySQL's
+/// code, then MariaDB's).
+const LOGIN_REFUSALS: [u16; 6] = [1044, 1049, 1130, ER_SECURE_TRANSPORT_REQUIRED, 3118, 4151];
 /// How long dropping a revoked account's trigger or event waits for a lock. `DROP TRIGGER`
 /// waits for every transaction using the trigger's table and meanwhile holds up every new query
 /// on it, for up to a day by the server's default: past this the revoke fails and is retried.
@@ -190,9 +195,11 @@ struct RoleSettings {
     host: String,
 }
 
-/// Checks a mariadb target's connection table.
-pub fn check_connection(connection: &Settings) -> Result<(), Error> {
-    connection_of(connection).map(|_| ())
+/// Every problem with a mariadb target's connection table.
+pub fn check_connection(connection: &Settings) -> Vec<SettingProblem> {
+    let mut problems = Problems::default();
+    read_connection_of(connection, &mut problems);
+    problems.into_vec()
 }
 
 /// Every problem with a mariadb role's settings.
@@ -265,9 +272,22 @@ fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", identifier(schema), identifier(name))
 }
 
-/// An account: `'user'@'host'`.
+/// An account: `'user'@'host'`, for the statements Warden runs (see [`literal`]).
 fn account(user: &str, host: &str) -> String {
     format!("{}@{}", literal(user), literal(host))
+}
+
+/// An account as `information_schema` writes it in `GRANTEE`: `'user'@'host'` with nothing
+/// inside doubled or escaped. A value to compare with, never a statement's text.
+fn grantee(user: &str, host: &str) -> String {
+    format!("'{user}'@'{host}'")
+}
+
+/// An account for a statement an administrator types into a client of their own: quoted as
+/// identifiers, where a backslash is literal whatever that session's `sql_mode`, not as strings,
+/// where it escapes the next character unless `NO_BACKSLASH_ESCAPES` is set.
+fn account_to_type(user: &str, host: &str) -> String {
+    format!("{}@{}", identifier(user), identifier(host))
 }
 
 /// `valid_before` as a quoted `DATETIME` literal in UTC, cut to the second (never later).
@@ -321,18 +341,28 @@ async fn identified(c: &mut Conn, password: &str, hash: &str) -> Result<String, 
     })
 }
 
-/// A MariaDB target's connection settings. Its driver reaches the server over TCP only: a
-/// host written as a socket directory, as PostgreSQL's may be, would be looked up as a name
-/// (and be taken for local, so without TLS).
+/// A MariaDB target's connection settings, refused with their first problem.
 fn connection_of(settings: &Settings) -> Result<Connection, Error> {
-    let conn = parse_connection(KIND, settings, DEFAULT_PORT, false)?;
+    let mut problems = Problems::default();
+    let read = read_connection_of(settings, &mut problems);
+    problems.or_first(read)
+}
+
+/// Reads a MariaDB target's connection settings, noting every problem in `problems`. Its
+/// driver reaches the server over TCP only: a host written as a socket directory, as
+/// PostgreSQL's may be, would be looked up as a name (and be taken for local, so without TLS).
+fn read_connection_of(settings: &Settings, problems: &mut Problems) -> Connection {
+    let conn = read_connection(KIND, settings, DEFAULT_PORT, false, problems);
     if conn.host.starts_with('/') {
-        return Err(Error::Settings(format!(
-            "the host of a {KIND} target, {}, is a path: Warden reaches MariaDB over TCP, so give the server's name or address (127.0.0.1 for this machine)",
-            conn.host
-        )));
+        problems.add(
+            Some("host"),
+            format!(
+                "the host of a {KIND} target, {}, is a path: Warden reaches MariaDB over TCP, so give the server's name or address (127.0.0.1 for this machine)",
+                conn.host
+            ),
+        );
     }
-    Ok(conn)
+    conn
 }
 
 /// Connects to the target as `user`, failing within [`CONNECT_TIMEOUT`].
@@ -341,7 +371,7 @@ pub(crate) async fn connect(conn: &Connection, user: &str, password: &str) -> Re
         "connecting to mariadb at {}:{} as {user}",
         conn.host, conn.port
     );
-    let ssl = ssl_opts(&conn.tls).map_err(|e| Error::Unreached(format!("{where_}: {e}")))?;
+    let ssl = ssl_opts(&conn.tls).map_err(|e| Error::Login(format!("{where_}: {e}")))?;
     let opts = OptsBuilder::default()
         .ip_or_hostname(conn.host.clone())
         .tcp_port(conn.port)
@@ -357,7 +387,17 @@ pub(crate) async fn connect(conn: &Connection, user: &str, password: &str) -> Re
         .await
         .map_err(|_| no_answer(&where_))?
         // Nothing to redact: see the PostgreSQL issuer's `connect`.
-        .map_err(|e| Error::Unreached(connect_failure(&where_, &e, conn)))
+        .map_err(|e| {
+            let said = connect_failure(&where_, &e, conn);
+            match e {
+                mysql_async::Error::Server(s)
+                    if s.state.starts_with("28") || LOGIN_REFUSALS.contains(&s.code) =>
+                {
+                    Error::Login(said)
+                }
+                _ => Error::Unreached(said),
+            }
+        })
 }
 
 /// The driver's TLS options for `tls`: `None` for plaintext. The CAs are given as PEM, the
@@ -436,7 +476,9 @@ async fn with_conn<T>(
 /// Fails unless the administrator holds `PROCESS` and `CONNECTION ADMIN` (or `SUPER`), granted
 /// to its account: without the first the server lists only the administrator's own
 /// connections, and without the second it may not kill others', so a revoked account's
-/// sessions would go on while the revoke reported success, or never succeeded.
+/// sessions would go on while the revoke reported success, or never succeeded. The account is
+/// looked up as bytes, as the definers are: another account whose name differs only in case
+/// holds nothing of this one's.
 async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
     let failed =
         |e: mysql_async::Error| target_error("checking the administrator's privileges", &e, &[]);
@@ -449,7 +491,6 @@ async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
             "the server named the current account {current:?}"
         )));
     };
-    let grantee = account(user, host);
     // MySQL spells the second `CONNECTION_ADMIN`.
     for (privileges, lacking) in [
         (
@@ -465,15 +506,17 @@ async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
             .exec_first(
                 format!(
                     "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
-                     WHERE GRANTEE = ? AND PRIVILEGE_TYPE IN ({privileges})"
+                     WHERE CAST(GRANTEE AS BINARY) = CAST(? AS BINARY) \
+                     AND PRIVILEGE_TYPE IN ({privileges})"
                 ),
-                (grantee.clone(),),
+                (grantee(user, host),),
             )
             .await
             .map_err(failed)?;
         if held.unwrap_or(0) == 0 {
             return Err(Error::Privilege(format!(
-                "{user}@{host} lacks {lacking}: GRANT PROCESS, CONNECTION ADMIN ON *.* TO {grantee}"
+                "{user}@{host} lacks {lacking}: GRANT PROCESS, CONNECTION ADMIN ON *.* TO {}",
+                account_to_type(user, host)
             )));
         }
     }
@@ -811,6 +854,8 @@ mod tests {
     fn quoting_keeps_values_inside_their_quotes() {
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(account("w_a_000000000001", "%"), "'w_a_000000000001'@'%'");
+        assert_eq!(grantee("o'ad\\min", "%"), "'o'ad\\min'@'%'");
+        assert_eq!(account_to_type("o'a`d\\min", "%"), "`o'a``d\\min`@`%`");
         assert_eq!(qualified("app", "a`b"), "`app`.`a``b`");
         assert_eq!(
             expires_literal(datetime!(2026-01-01 12:00:30.9 +01:00)).unwrap(),
@@ -833,14 +878,14 @@ mod tests {
     fn settings_are_checked() {
         let conn = settings(serde_json::json!({"host": "db"}));
         let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"]}));
-        assert!(check_connection(&conn).is_ok() && check_role(&ok).is_empty());
+        assert!(check_connection(&conn).is_empty() && check_role(&ok).is_empty());
         // Reached over TCP only: a socket directory is no host (nor a local one, without TLS).
         let socket = settings(serde_json::json!({"host": "/run/mysqld"}));
+        let [problem] = check_connection(&socket).try_into().unwrap();
+        assert_eq!(problem.key.as_deref(), Some("host"));
         assert!(
-            check_connection(&socket)
-                .unwrap_err()
-                .to_string()
-                .contains("Warden reaches MariaDB over TCP")
+            problem.message.contains("Warden reaches MariaDB over TCP"),
+            "{problem:?}"
         );
         let with_host = settings(
             serde_json::json!({"grants": ["GRANT SELECT ON app.* TO {{name}}"], "host": "10.0.%"}),
@@ -856,17 +901,22 @@ mod tests {
                 .contains("unknown setting `x`")
         );
         assert!(err(serde_json::json!({"grants": ["G {{nmae}}"]})).contains("{{nmae}}"));
+        // Every problem of a connection table, each with its setting.
+        let problems = check_connection(&settings(
+            serde_json::json!({"host": "db", "tls": true, "ssl": "on"}),
+        ));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].key.as_deref(), Some("ssl"));
         assert!(
-            check_connection(&settings(serde_json::json!({"host": "db", "tls": true})))
-                .unwrap_err()
-                .to_string()
-                .contains("connection setting `tls` of a mariadb target must be")
-        );
-        assert!(
-            check_connection(&settings(serde_json::json!({"host": "db", "ssl": "on"})))
-                .unwrap_err()
-                .to_string()
+            problems[0]
+                .message
                 .contains("unknown connection setting `ssl`")
+        );
+        assert_eq!(problems[1].key.as_deref(), Some("tls"));
+        assert!(
+            problems[1]
+                .message
+                .contains("connection setting `tls` of a mariadb target must be")
         );
     }
 }

@@ -86,8 +86,8 @@ use crate::sql::pool::{Key, Pool};
 use crate::sql::template::{Template, Values, read_grants};
 use crate::sql::{
     CONNECT_TIMEOUT, Connection, SESSION_END_TIMEOUT, Tls, account_name, check_unused_key,
-    grant_tail, is_account_name, no_answer, parse_connection, public_credential, redact,
-    require_account, require_admin, require_password, tls, url,
+    grant_tail, is_account_name, no_answer, parse_connection, public_credential, read_connection,
+    redact, require_account, require_admin, require_password, tls, url,
 };
 use crate::{
     Account, AdminCredential, Error, IssueRequest, IssueResponse, Issuer, ListRequest,
@@ -513,9 +513,11 @@ impl PostgresIssuer {
     }
 }
 
-/// Checks a postgres target's connection table.
-pub fn check_connection(connection: &Settings) -> Result<(), Error> {
-    parse_connection(KIND, connection, DEFAULT_PORT, true).map(|_| ())
+/// Every problem with a postgres target's connection table.
+pub fn check_connection(connection: &Settings) -> Vec<SettingProblem> {
+    let mut problems = Problems::default();
+    read_connection(KIND, connection, DEFAULT_PORT, true, &mut problems);
+    problems.into_vec()
 }
 
 /// Every problem with a postgres role's settings.
@@ -734,6 +736,15 @@ fn connect_failure(e: &tokio_postgres::Error, conn: &Connection) -> String {
     said
 }
 
+/// Whether the server's answer `code` to a login refused it for what Warden was given (the
+/// role, its password, `pg_hba.conf`'s demand for TLS, the database or the right to connect to
+/// it), not for being busy or starting up.
+fn refuses_login(code: &SqlState) -> bool {
+    code.code().starts_with("28")
+        || *code == SqlState::INVALID_CATALOG_NAME
+        || *code == SqlState::INSUFFICIENT_PRIVILEGE
+}
+
 /// Connects to the target's database as `user`, failing within [`CONNECT_TIMEOUT`], the
 /// session's `search_path` set to [`SAFE_SEARCH_PATH`].
 pub(crate) async fn connect(conn: &Connection, user: &str, password: &str) -> Result<Admin, Error> {
@@ -766,10 +777,15 @@ pub(crate) async fn connect(conn: &Connection, user: &str, password: &str) -> Re
     // connection, and replacing a password an administrator chose (`postgres`, say) wherever
     // the words of the message hold it would point at it instead.
     let failed = |e: tokio_postgres::Error| {
-        Error::Unreached(format!("{where_}: {}", connect_failure(&e, conn)))
+        let said = format!("{where_}: {}", connect_failure(&e, conn));
+        if e.code().is_some_and(refuses_login) {
+            Error::Login(said)
+        } else {
+            Error::Unreached(said)
+        }
     };
     let rustls =
-        tls::client_config(&conn.tls).map_err(|e| Error::Unreached(format!("{where_}: {e}")))?;
+        tls::client_config(&conn.tls).map_err(|e| Error::Login(format!("{where_}: {e}")))?;
     let (client, heard) = match rustls {
         None => {
             config.ssl_mode(SslMode::Disable);
@@ -1298,7 +1314,7 @@ mod tests {
     fn settings_are_checked() {
         let conn = settings(serde_json::json!({"host": "db", "database": "app"}));
         let ok = settings(serde_json::json!({"grants": ["GRANT SELECT ON t TO {{name}}"]}));
-        assert!(check_connection(&conn).is_ok() && check_role(&ok).is_empty());
+        assert!(check_connection(&conn).is_empty() && check_role(&ok).is_empty());
         let err = |s: serde_json::Value| parse_settings(&settings(s)).unwrap_err().to_string();
         assert!(
             err(serde_json::json!({"grants": ["G {{name}}"], "on_revoke": "x"}))
@@ -1307,11 +1323,8 @@ mod tests {
         assert!(err(serde_json::json!({"grants": ["G {{role}}"]})).contains("{{role}}"));
         assert!(err(serde_json::json!({})).contains("needs `grants"));
         let no_db = settings(serde_json::json!({"host": "db"}));
-        assert!(
-            check_connection(&no_db)
-                .unwrap_err()
-                .to_string()
-                .contains("needs `database")
-        );
+        let [problem] = check_connection(&no_db).try_into().unwrap();
+        assert_eq!(problem.key, None);
+        assert!(problem.message.contains("needs `database"), "{problem:?}");
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use warden_domain::{RequestId, TargetName, UserName};
 
+use crate::settings::Problems;
 use crate::{AdminCredential, Error, Secret, Settings};
 
 pub(crate) use tls::Tls;
@@ -99,23 +100,41 @@ pub(crate) struct Connection {
 /// The settings a connection table may hold.
 const CONNECTION_SETTINGS: &[&str] = &["host", "port", "database", "tls", "tls_ca_file"];
 
-/// Parses a connection table for a target of `kind`. `database` is required when
-/// `needs_database` is set (PostgreSQL connects to one database; MariaDB need not).
+/// Parses a connection table for a target of `kind`, refusing it with its first problem.
+/// `database` is required when `needs_database` is set (PostgreSQL connects to one database;
+/// MariaDB need not).
 pub(crate) fn parse_connection(
     kind: &str,
     settings: &Settings,
     default_port: u16,
     needs_database: bool,
 ) -> Result<Connection, Error> {
-    if let Some(k) = settings
+    let mut problems = Problems::default();
+    let read = read_connection(kind, settings, default_port, needs_database, &mut problems);
+    problems.or_first(read)
+}
+
+/// Reads a connection table like [`parse_connection`], noting every problem in `problems`
+/// (what could not be read takes its default, or is left empty, meanwhile).
+pub(crate) fn read_connection(
+    kind: &str,
+    settings: &Settings,
+    default_port: u16,
+    needs_database: bool,
+    problems: &mut Problems,
+) -> Connection {
+    for k in settings
         .keys()
-        .find(|k| !CONNECTION_SETTINGS.contains(&k.as_str()))
+        .filter(|k| !CONNECTION_SETTINGS.contains(&k.as_str()))
     {
-        return Err(Error::Settings(format!(
-            "unknown connection setting `{k}` for a {kind} target; known: {} \
-             (the administrator's password is not a setting: use `warden target set-credential`)",
-            CONNECTION_SETTINGS.join(", ")
-        )));
+        problems.add(
+            Some(k),
+            format!(
+                "unknown connection setting `{k}` for a {kind} target; known: {} \
+                 (the administrator's password is not a setting: use `warden target set-credential`)",
+                CONNECTION_SETTINGS.join(", ")
+            ),
+        );
     }
     let text = |key: &str| -> Result<Option<String>, Error> {
         match settings.get(key) {
@@ -126,13 +145,18 @@ pub(crate) fn parse_connection(
             ))),
         }
     };
-    let host = text("host")?.ok_or_else(|| {
-        Error::Settings(format!(
-            "a {kind} target needs `host = \"...\"` in its connection table"
-        ))
-    })?;
+    if !settings.contains_key("host") {
+        problems.add(
+            None,
+            format!("a {kind} target needs `host = \"...\"` in its connection table"),
+        );
+    }
+    let host = problems
+        .check("host", text("host"))
+        .flatten()
+        .unwrap_or_default();
     let port = match settings.get("port") {
-        None => default_port,
+        None => Ok(default_port),
         Some(v) => v
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
@@ -141,21 +165,23 @@ pub(crate) fn parse_connection(
                 Error::Settings(format!(
                     "connection setting `port` of a {kind} target must be an integer from 1 to 65535"
                 ))
-            })?,
+            }),
     };
-    let database = text("database")?;
-    if needs_database && database.is_none() {
-        return Err(Error::Settings(format!(
-            "a {kind} target needs `database = \"...\"` in its connection table"
-        )));
+    let port = problems.check("port", port).unwrap_or(default_port);
+    let database = problems.check("database", text("database")).flatten();
+    if needs_database && !settings.contains_key("database") {
+        problems.add(
+            None,
+            format!("a {kind} target needs `database = \"...\"` in its connection table"),
+        );
     }
-    let tls = tls::read(kind, settings, &host)?;
-    Ok(Connection {
+    let tls = tls::read(kind, settings, &host, problems);
+    Connection {
         host,
         port,
         database,
         tls,
-    })
+    }
 }
 
 /// Checks a public key sent with a request for an account. The account does not use it, but
@@ -235,7 +261,7 @@ pub(crate) fn public_credential(
         ca_file: Some(path),
     } = &conn.tls
     {
-        let pem = tls::to_pem(&tls::trusted(Some(path)).map_err(Error::Unreached)?);
+        let pem = tls::to_pem(&tls::trusted(Some(path)).map_err(Error::Login)?);
         public["tls_ca"] = String::from_utf8_lossy(&pem).into_owned().into();
     }
     Ok(public)
@@ -400,6 +426,67 @@ mod tests {
             )
             .contains("known: host, port, database, tls, tls_ca_file")
         );
+    }
+
+    /// A connection table's every problem is found, each with the setting it is in (none for
+    /// one the table lacks), in the order an issue would refuse with them.
+    #[test]
+    fn every_problem_of_a_connection_is_found_with_its_setting() {
+        let s = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let found = |kind: &str, v: serde_json::Value| -> Vec<(Option<String>, String)> {
+            crate::check_connection(kind, &s(v))
+                .into_iter()
+                .map(|p| (p.key, p.message))
+                .collect()
+        };
+        let problems = found(
+            "postgres",
+            serde_json::json!({
+                "host": "db", "database": "app", "password": "x", "port": 0, "tls": "prefer"
+            }),
+        );
+        let keys: Vec<_> = problems.iter().map(|(k, _)| k.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [Some("password"), Some("port"), Some("tls")],
+            "{problems:?}"
+        );
+        assert!(
+            problems[0]
+                .1
+                .contains("unknown connection setting `password`")
+        );
+        assert!(problems[1].1.contains("from 1 to 65535"));
+        assert!(problems[2].1.contains("never falls back"));
+        // The runtime reader refuses with the first of them.
+        assert_eq!(
+            parse_connection(
+                "postgres",
+                &s(serde_json::json!({
+                    "host": "db", "database": "app", "password": "x", "port": 0, "tls": "prefer"
+                })),
+                5432,
+                true
+            )
+            .unwrap_err()
+            .to_string(),
+            format!("invalid settings: {}", problems[0].1)
+        );
+
+        let problems = found(
+            "mariadb",
+            serde_json::json!({
+                "port": "3306", "tls": "require", "tls_ca_file": "ca.pem", "database": 1
+            }),
+        );
+        let keys: Vec<_> = problems.iter().map(|(k, _)| k.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [None, Some("port"), Some("database"), Some("tls_ca_file")],
+            "{problems:?}"
+        );
+        assert!(problems[0].1.contains("needs `host"), "{problems:?}");
+        assert!(problems[3].1.contains("absolute path"), "{problems:?}");
     }
 
     #[test]

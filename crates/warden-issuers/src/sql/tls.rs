@@ -30,6 +30,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
+use crate::settings::Problems;
 use crate::{Error, Settings};
 
 /// How Warden's connections to one database target are protected.
@@ -58,25 +59,32 @@ impl Tls {
 /// The values `tls` takes.
 const MODES: &str = "\"verify-full\", \"require\" or \"disable\"";
 
-/// Reads `tls` and `tls_ca_file` from a target's connection table whose host is `host`.
-pub(crate) fn read(kind: &str, settings: &Settings, host: &str) -> Result<Tls, Error> {
+/// Reads `tls` and `tls_ca_file` from a target's connection table whose host is `host`, noting
+/// every problem in `problems` (a value that could not be read is left out meanwhile).
+pub(crate) fn read(kind: &str, settings: &Settings, host: &str, problems: &mut Problems) -> Tls {
     let ca_file = match settings.get("tls_ca_file") {
         None => None,
         Some(serde_json::Value::String(s)) if Path::new(s).is_absolute() => Some(PathBuf::from(s)),
         Some(_) => {
-            return Err(Error::Settings(format!(
-                "connection setting `tls_ca_file` of a {kind} target must be the absolute path of \
-                 a PEM file of CA certificates"
-            )));
+            problems.add(
+                Some("tls_ca_file"),
+                format!(
+                    "connection setting `tls_ca_file` of a {kind} target must be the absolute \
+                     path of a PEM file of CA certificates"
+                ),
+            );
+            None
         }
     };
     let mode = match settings.get("tls") {
         None => None,
-        Some(serde_json::Value::String(s)) => Some(mode(kind, s)?),
+        Some(serde_json::Value::String(s)) => problems.check("tls", mode(kind, s)),
         Some(_) => {
-            return Err(Error::Settings(format!(
-                "connection setting `tls` of a {kind} target must be {MODES}"
-            )));
+            problems.add(
+                Some("tls"),
+                format!("connection setting `tls` of a {kind} target must be {MODES}"),
+            );
+            None
         }
     };
     let mode = mode.unwrap_or(if ca_file.is_some() || !is_local(host) {
@@ -84,24 +92,36 @@ pub(crate) fn read(kind: &str, settings: &Settings, host: &str) -> Result<Tls, E
     } else {
         "disable"
     });
-    let tls = match (mode, ca_file) {
-        ("verify-full", ca_file) => Tls::VerifyFull { ca_file },
-        (other, Some(_)) => {
-            return Err(Error::Settings(format!(
+    if mode != "verify-full" && ca_file.is_some() {
+        problems.add(
+            Some("tls_ca_file"),
+            format!(
                 "connection setting `tls_ca_file` of a {kind} target is used only with \
-                 `tls = \"verify-full\"`: with `tls = \"{other}\"` no certificate is checked"
-            )));
-        }
-        ("require", None) => Tls::Require,
+                 `tls = \"verify-full\"`: with `tls = \"{mode}\"` no certificate is checked"
+            ),
+        );
+    }
+    let tls = match mode {
+        "verify-full" => Tls::VerifyFull { ca_file },
+        "require" => Tls::Require,
         _ => Tls::Disable,
     };
     if host.starts_with('/') && tls != Tls::Disable {
-        return Err(Error::Settings(format!(
-            "the host of a {kind} target, {host}, is a Unix socket directory, which carries no \
-             TLS: set `tls = \"disable\"`"
-        )));
+        // Set by `tls`, or else by `tls_ca_file`, which asks for `verify-full`.
+        let key = if settings.contains_key("tls") {
+            "tls"
+        } else {
+            "tls_ca_file"
+        };
+        problems.add(
+            Some(key),
+            format!(
+                "the host of a {kind} target, {host}, is a Unix socket directory, which carries \
+                 no TLS: set `tls = \"disable\"`"
+            ),
+        );
     }
-    Ok(tls)
+    tls
 }
 
 /// A `tls` value, checked.
@@ -412,7 +432,9 @@ mod tests {
     fn read_in(v: serde_json::Value) -> Result<Tls, String> {
         let settings = v.as_object().cloned().unwrap();
         let host = settings["host"].as_str().unwrap().to_owned();
-        read("postgres", &settings, &host).map_err(|e| e.to_string())
+        let mut problems = Problems::default();
+        let tls = read("postgres", &settings, &host, &mut problems);
+        problems.or_first(tls).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -114,52 +114,69 @@ pub fn role_settings(s: &Settings) -> Result<RoleSettings, Error> {
 
 /// The connection of an ssh target; `None` when it has none (not reachable through the proxy).
 pub fn connection(c: &Settings) -> Result<Option<Connection>, Error> {
-    if let Some(k) = c
+    let mut problems = Problems::default();
+    let read = read_connection(c, &mut problems);
+    problems.or_first(read)
+}
+
+/// Reads an ssh target's connection, noting every problem in `problems`; `None` when it has
+/// none, or has a problem.
+fn read_connection(c: &Settings, problems: &mut Problems) -> Option<Connection> {
+    for k in c
         .keys()
-        .find(|k| !matches!(k.as_str(), "host" | "port" | "host_key"))
+        .filter(|k| !matches!(k.as_str(), "host" | "port" | "host_key"))
     {
-        return Err(Error::Settings(format!(
-            "unknown connection setting `{k}` for an ssh target; known: host, port, host_key"
-        )));
+        problems.add(
+            Some(k),
+            format!(
+                "unknown connection setting `{k}` for an ssh target; known: host, port, host_key"
+            ),
+        );
     }
-    let Some(host) = c.get("host") else {
-        if c.is_empty() {
-            return Ok(None);
+    let host = match c.get("host") {
+        None if c.is_empty() => None,
+        None => {
+            problems.add(
+                None,
+                "an ssh target's connection needs `host` (port and host_key are optional)".into(),
+            );
+            None
         }
-        return Err(Error::Settings(
-            "an ssh target's connection needs `host` (port and host_key are optional)".into(),
-        ));
+        Some(host) => problems.check(
+            "host",
+            host.as_str()
+                .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Settings("`host` must be a host name or address".into())),
+        ),
     };
-    let host = host
-        .as_str()
-        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-        .ok_or_else(|| Error::Settings("`host` must be a host name or address".into()))?
-        .to_owned();
     let port = match c.get("port") {
-        None => 22,
+        None => Ok(22),
         Some(v) => v
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0)
-            .ok_or_else(|| Error::Settings("`port` must be a number from 1 to 65535".into()))?,
+            .ok_or_else(|| Error::Settings("`port` must be a number from 1 to 65535".into())),
     };
+    let port = problems.check("port", port);
     let host_key = match c.get("host_key") {
-        None => None,
-        Some(v) => Some(
-            v.as_str()
-                .and_then(|t| PublicKey::from_openssh(t.trim()).ok())
-                .ok_or_else(|| {
-                    Error::Settings(
-                        "`host_key` must be an OpenSSH public key line, e.g. the contents of /etc/ssh/ssh_host_ed25519_key.pub".into(),
-                    )
-                })?,
-        ),
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .and_then(|t| PublicKey::from_openssh(t.trim()).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Settings(
+                    "`host_key` must be an OpenSSH public key line, e.g. the contents of /etc/ssh/ssh_host_ed25519_key.pub".into(),
+                )
+            }),
     };
-    Ok(Some(Connection {
-        host,
-        port,
-        host_key,
-    }))
+    let host_key = problems.check("host_key", host_key);
+    Some(Connection {
+        host: host?,
+        port: port?,
+        host_key: host_key?,
+    })
 }
 
 /// The settings an ssh role may have.
@@ -305,9 +322,11 @@ fn flag(s: &Settings, key: &str, default: bool) -> Result<bool, Error> {
     }
 }
 
-/// Checks an ssh target's connection (optional: only the proxy needs it).
-pub fn check_connection(connection: &Settings) -> Result<(), Error> {
-    self::connection(connection).map(|_| ())
+/// Every problem with an ssh target's connection (optional: only the proxy needs it).
+pub fn check_connection(connection: &Settings) -> Vec<SettingProblem> {
+    let mut problems = Problems::default();
+    read_connection(connection, &mut problems);
+    problems.into_vec()
 }
 
 /// Every problem with an ssh role's settings.
@@ -709,6 +728,17 @@ mod tests {
         assert!(err(serde_json::json!({"host": "h", "port": 0})).contains("`port`"));
         assert!(err(serde_json::json!({"host": "h", "host_key": "nope"})).contains("host_key"));
         assert!(err(serde_json::json!({"host": "h", "user": "x"})).contains("unknown connection"));
+        // Every problem at once, each with its setting.
+        let problems = check_connection(&settings(
+            serde_json::json!({"user": "x", "port": 0, "host_key": "nope"}),
+        ));
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [Some("user"), None, Some("port"), Some("host_key")],
+            "{problems:?}"
+        );
+        assert!(problems[1].message.contains("needs `host`"), "{problems:?}");
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ pub struct AuditQuery {
     /// RFC 3339.
     #[param(format = DateTime)]
     pub to: Option<String>,
+    #[param(format = "uint64")]
     pub after_seq: Option<u64>,
     /// At most this many (default 1000, at most 10,000).
     #[param(minimum = 1)]
@@ -86,7 +87,7 @@ async fn archived_behind(
         .first_seq()
         .await
         .map_err(crate::broker::Error::from)?;
-    if first <= 1 || after_seq.is_some_and(|a| a + 1 >= first) {
+    if first <= 1 || after_seq.is_some_and(|a| a.saturating_add(1) >= first) {
         return Ok(None);
     }
     let oldest = store
@@ -128,7 +129,9 @@ fn period(
 /// Searches the audit log, oldest first. Administrators and `audit_readers` see everyone's
 /// events; others their own.
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("token" = [])),
-    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = AuditList),
+        (status = 400, description = "`bad_user`, `bad_target`, `bad_id` (`request`), `bad_code`, `bad_time` (`from` or `to`), `bad_period` (`from` is not before `to`), `bad_limit`", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: others' events, by one who is neither an administrator nor an audit reader", body = ErrorBody)))]
 pub async fn search(
     State(app): State<Shared>,
     who: Authed,
@@ -390,7 +393,7 @@ async fn checkpoint_at(
 
 /// The newest signed checkpoint (C2SP signed note). Keep copies elsewhere: they later expose
 /// any rewrite or truncation of the log.
-#[utoipa::path(get, path = "/v1/audit/checkpoint", security(("token" = [])), responses((status = 200, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/audit/checkpoint", security(("token" = [])), responses((status = 200, content_type = "text/plain"), (status = 404, description = "`not_found`: no checkpoint has been written yet", body = ErrorBody)))]
 pub async fn checkpoint(
     State(app): State<Shared>,
     _who: Authed,
@@ -403,7 +406,8 @@ pub async fn checkpoint(
 }
 
 /// The note verifier key for checkpoints: `name+keyid+base64`.
-#[utoipa::path(get, path = "/v1/audit/verifier-key", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/v1/audit/verifier-key", responses((status = 200, content_type = "text/plain"),
+    (status = 500, description = "`internal`: the verifier key cannot be read", body = ErrorBody)))]
 pub async fn verifier_key(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let key =
         std::fs::read_to_string(app.config.data_dir.join("audit_verifier.pub")).map_err(|e| {
@@ -422,6 +426,7 @@ pub async fn verifier_key(State(app): State<Shared>) -> Result<impl IntoResponse
 #[serde(deny_unknown_fields)]
 pub struct ProofQuery {
     /// A checkpoint's tree size; default the newest.
+    #[param(format = "uint64")]
     pub size: Option<u64>,
 }
 
@@ -439,9 +444,10 @@ pub struct InclusionProof {
 
 /// Proves that event `seq` is in the log committed to by a signed checkpoint. Administrators
 /// and audit readers.
-#[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(("seq" = u64, Path, minimum = 1, description = "The event's sequence number"), ProofQuery), security(("token" = [])),
-    responses((status = 200, body = InclusionProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "The event was archived: prove it with its archive segment", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/audit/proof/{seq}", params(("seq" = u64, Path, minimum = 1, format = "uint64", description = "The event's sequence number"), ProofQuery), security(("token" = [])),
+    responses((status = 200, body = InclusionProof), (status = 400, description = "`bad_path` (`seq` is not a number), `bad_proof_request` (`seq` is 0)", body = ErrorBody), (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody),
+        (status = 404, description = "`no_such_event` (`seq` past the checkpoint's size: not yet in a checkpoint, or never written), `not_found` (no checkpoint of that size, or none yet)", body = ErrorBody),
+        (status = 409, description = "`archived` (the events it needs were archived: verify them with their archive segment)", body = ErrorBody)))]
 pub async fn proof(
     State(app): State<Shared>,
     who: Authed,
@@ -466,11 +472,23 @@ pub async fn proof(
 
 /// [`proof`] once the caller was admitted.
 async fn inclusion(app: &Shared, seq: u64, size: Option<u64>) -> Result<InclusionProof, ApiError> {
-    let cp = checkpoint_at(app, size).await?;
-    if seq == 0 || seq > cp.size {
+    if seq == 0 {
         return Err(ApiError::bad_request(
             "bad_proof_request",
-            format!("seq {seq} is not in the checkpoint of size {}", cp.size),
+            "events are numbered from 1: there is no event 0",
+        ));
+    }
+    let cp = checkpoint_at(app, size).await?;
+    // Not yet checkpointed (or never written) is an event not found, as any other unknown id.
+    if seq > cp.size {
+        let which = if size.is_some() { "the" } else { "the newest" };
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_event",
+            format!(
+                "event {seq} is not in {which} checkpoint, of size {n}: prove an event from 1 to {n}, or wait for the next checkpoint to take it in",
+                n = cp.size
+            ),
         ));
     }
     let first = app
@@ -521,9 +539,10 @@ async fn inclusion(app: &Shared, seq: u64, size: Option<u64>) -> Result<Inclusio
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
-    #[param(minimum = 1)]
+    #[param(minimum = 1, format = "uint64")]
     pub from: u64,
     /// Default the newest checkpoint.
+    #[param(format = "uint64")]
     pub to: Option<u64>,
 }
 
@@ -547,7 +566,9 @@ pub struct ConsistencyProof {
 /// say (they may have been rewritten with the log). Administrators and audit readers, like
 /// inclusion proofs.
 #[utoipa::path(get, path = "/v1/audit/consistency", params(ConsistencyQuery), security(("token" = [])),
-    responses((status = 200, body = ConsistencyProof), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ConsistencyProof), (status = 400, description = "`bad_proof_request` (`from` is not below `to`)", body = ErrorBody), (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody),
+        (status = 404, description = "`not_found`: no checkpoint of that size, or none yet", body = ErrorBody),
+        (status = 409, description = "`archived` (the events it needs were archived: verify them with their archive segment)", body = ErrorBody)))]
 pub async fn consistency(
     State(app): State<Shared>,
     who: Authed,
@@ -638,7 +659,10 @@ const EXPORT_MAX: usize = 100_000;
 /// Exports events in a time range, each with an inclusion proof against the newest signed
 /// checkpoint. Administrators and audit readers.
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("token" = [])),
-    responses((status = 200, body = Bundle), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "`range_too_large`: more events than one bundle holds", body = ErrorBody)))]
+    responses((status = 200, body = Bundle), (status = 400, description = "`bad_time` (`from` or `to`), `bad_period` (`from` is not before `to`)", body = ErrorBody), (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody),
+        (status = 409, description = "`archived` (the events it needs were archived: verify them with their archive segment)", body = ErrorBody),
+        (status = 422, description = "`range_too_large`: more events than one bundle holds", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: the bundle could not be signed", body = ErrorBody)))]
 pub async fn export(
     State(app): State<Shared>,
     who: Authed,
@@ -761,7 +785,10 @@ pub struct ArchiveBody {
 /// (retention does this daily), never events an export sink has not delivered yet (409
 /// `sink_behind` when nothing else is left). Administrators.
 #[utoipa::path(post, path = "/v1/audit/archive", request_body = ArchiveBody, security(("token" = [])),
-    responses((status = 200, body = ArchiveResult), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ArchiveResult), (status = 400, description = "`bad_time` (`before` is not an RFC 3339 time, or is in the future)", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody),
+        (status = 409, description = "`sink_behind`: only events an export sink has not delivered are left to archive", body = ErrorBody),
+        (status = 500, description = "`archive_failed`: the segment could not be written; the live log is unchanged", body = ErrorBody)))]
 pub async fn archive(
     State(app): State<Shared>,
     who: Authed,
@@ -825,7 +852,11 @@ pub async fn archive(
 /// Deletes an archive segment past retention (409 `segment_retained` for one that is not, or
 /// when no retention is set); the deletion is audited first. Administrators.
 #[utoipa::path(delete, path = "/v1/audit/segments/{name}", security(("token" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 204), (status = 400, description = "`bad_segment_name`: not an archive segment's name", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such segment", body = ErrorBody),
+        (status = 409, description = "`segment_retained`: the segment is within retention, or no retention is set", body = ErrorBody),
+        (status = 500, description = "`delete_failed`: the segment could not be deleted", body = ErrorBody)))]
 pub async fn delete_segment(
     State(app): State<Shared>,
     who: Authed,

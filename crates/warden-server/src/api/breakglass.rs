@@ -184,8 +184,12 @@ pub struct SinkBacklogView {
 /// Breaks the glass: grants at once after MFA step-up under the break-glass rules, records in
 /// full, notifies security and opens a postmortem.
 #[utoipa::path(post, path = "/v1/breakglass", operation_id = "breakglass", request_body = BreakGlassBody, security(("token" = [])),
-    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 502, description = "The credential could not be issued at the target", body = ErrorBody)))]
+    responses((status = 201, body = RequestView),
+        (status = 400, description = "`bad_target`, `bad_role`, `bad_reason`, `bad_ticket`, `bad_ttl` (a field that does not parse), `field_too_long` (`public_key` or `totp`), `bad_credential_input` (a public key the role cannot take)", body = ErrorBody),
+        (status = 403, description = "`not_permitted` (no break-glass rule permits it), `ttl_above_max`, `ticket_required`, `ticket_mismatch`, `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row), `no_second_factor` (break-glass needs an enrolled second factor)", body = ErrorBody),
+        (status = 404, description = "`unknown_target`, `unknown_role`", body = ErrorBody),
+        (status = 409, description = "`changed_concurrently`: the request changed while it was granted: read it again", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: the credential could not be issued at the target", body = ErrorBody)))]
 pub async fn create(
     State(app): State<Shared>,
     who: Authed,
@@ -229,7 +233,7 @@ pub async fn create(
 
 /// Lists postmortems, newest first: all for security and administrators, your own otherwise.
 #[utoipa::path(get, path = "/v1/postmortems", operation_id = "list_postmortems", params(PostmortemQuery), security(("token" = [])),
-    responses((status = 200, body = PostmortemList)))]
+    responses((status = 200, body = PostmortemList), (status = 400, description = "`bad_id` (`before`), `bad_limit`", body = ErrorBody)))]
 pub async fn list(
     State(app): State<Shared>,
     who: Authed,
@@ -248,7 +252,7 @@ pub async fn list(
 
 /// Shows one postmortem.
 #[utoipa::path(get, path = "/v1/postmortems/{id}", operation_id = "show_postmortem", security(("token" = [])),
-    responses((status = 200, body = PostmortemView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PostmortemView), (status = 400, description = "`bad_id`", body = ErrorBody), (status = 404, description = "`no_postmortem`: no postmortem of that grant, or not the caller's to see", body = ErrorBody)))]
 pub async fn show(
     State(app): State<Shared>,
     who: Authed,
@@ -263,7 +267,9 @@ pub async fn show(
 /// `grant_active` before) and an account made for it is gone from its target (409
 /// `account_at_target` before). Security and administrators.
 #[utoipa::path(post, path = "/v1/postmortems/{id}/close", request_body = CloseBody, security(("token" = [])),
-    responses((status = 200, body = PostmortemView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = PostmortemView), (status = 400, description = "`bad_id`, `bad_note` (the note is missing or does not fit), `bad_link`", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: only security and administrators close postmortems, and not of their own break-glass", body = ErrorBody), (status = 404, description = "`no_postmortem`: no postmortem of that grant, or not the caller's to see", body = ErrorBody),
+        (status = 409, description = "`already_closed`, `grant_active` (the grant has not ended), `account_at_target` (its database account is not gone yet), `changed_concurrently` (closed meanwhile)", body = ErrorBody)))]
 pub async fn close(
     State(app): State<Shared>,
     who: Authed,
@@ -295,7 +301,7 @@ pub async fn close(
 /// Every break-glass role with its last drill, flagging those not drilled within a year.
 /// Security and administrators.
 #[utoipa::path(get, path = "/v1/report/drills", tag = "report", security(("token" = [])),
-    responses((status = 200, body = DrillReport), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = DrillReport), (status = 403, description = "`not_permitted`: security and administrators only", body = ErrorBody)))]
 pub async fn drills(State(app): State<Shared>, who: Authed) -> Result<Json<DrillReport>, ApiError> {
     if !app.is_security(&who.user) {
         let e = ApiError::forbidden("only security and administrators can see the drill report");
@@ -318,7 +324,7 @@ pub async fn drills(State(app): State<Shared>, who: Authed) -> Result<Json<Drill
 
 /// The notification outbox's figures. Administrators only.
 #[utoipa::path(get, path = "/v1/notifications/status", tag = "notifications", security(("token" = [])),
-    responses((status = 200, body = OutboxView), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = OutboxView), (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody)))]
 pub async fn outbox(State(app): State<Shared>, who: Authed) -> Result<Json<OutboxView>, ApiError> {
     if !app.is_admin(&who.user) {
         let e = ApiError::forbidden("only administrators can see the notification outbox");

@@ -37,7 +37,7 @@ pub struct SinkStatus {
 
 /// The audit export's progress per sink. Administrators and audit readers.
 #[utoipa::path(get, path = "/v1/audit/status", operation_id = "audit_status", tag = "audit", security(("token" = [])),
-    responses((status = 200, body = AuditStatus), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = AuditStatus), (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody)))]
 pub async fn status(State(app): State<Shared>, who: Authed) -> Result<Json<AuditStatus>, ApiError> {
     let allowed = super::require_audit_reader(&app, &who, "see the audit export status");
     super::admitted(&app, &who, "audit.status", allowed).await?;

@@ -26,6 +26,10 @@ pub(crate) type OptionalJson<T> = JsonBody<T, true>;
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoFields {}
 
+/// What a refusal of a field sent to an action that takes none says: each such action takes
+/// [`NoFields`] as an [`OptionalJson`].
+const NO_FIELDS: &str = "this action takes no fields (send `{}` or no body)";
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T, false> {
     type Rejection = ApiError;
 
@@ -102,7 +106,8 @@ fn parse<T: DeserializeOwned>(json: bool, bytes: &[u8]) -> Result<T, ApiError> {
             let cause = cause(&text);
             Err(bad(format!(
                 "the request body does not fit the action: {}",
-                super::named_unknown(cause, "field").unwrap_or_else(|| without_values(cause))
+                super::named_unknown(cause, "field", NO_FIELDS)
+                    .unwrap_or_else(|| without_values(cause))
             )))
         }
     }
@@ -319,6 +324,22 @@ mod tests {
             assert!(message.contains(says), "{body:?}: {message}");
             assert!(!message.contains("Failed to"), "{message}");
         }
+        // To an action that takes no fields, a field is named as to any other.
+        let none = |body: &[u8]| parse::<NoFields>(true, body).unwrap_err().message;
+        assert_eq!(
+            none(b"{\"x\": 1}"),
+            "the request body does not fit the action: unknown field `x`: this action takes no fields (send `{}` or no body)"
+        );
+        let secret = none(b"{\"Sup3rS3cret\": 1}");
+        assert!(
+            secret.contains("unknown field (a name of 11 characters): this action takes no fields"),
+            "{secret}"
+        );
+        let quoted = none(b"{\"a`, expected b\": 1}");
+        assert!(
+            quoted.contains("unknown field (a name of 14 characters): this action takes no fields"),
+            "{quoted}"
+        );
         let plain = parse::<Ask>(false, b"{}").unwrap_err();
         assert_eq!(plain.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }

@@ -174,8 +174,9 @@ impl MakeRequestId for NewRequestId {
     }
 }
 
-/// Removes a caller's correlation id that is too long or has characters other than letters,
-/// digits and `._:-`, so log lines only ever carry plain, bounded ids; a fresh one replaces it.
+/// Removes a caller's correlation id that is too long, has characters other than letters,
+/// digits and `._:-`, or holds a token's prefix, so log lines and audit records only ever carry
+/// plain, bounded ids, never a token pasted into the header; a fresh one replaces it.
 async fn drop_bad_request_ids(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -187,6 +188,8 @@ async fn drop_bad_request_ids(
             || !b
                 .iter()
                 .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+            || v.to_str()
+                .is_ok_and(|id| id.contains(crate::auth::TOKEN_PREFIX))
     });
     if bad {
         req.headers_mut().remove(&REQUEST_ID);
@@ -556,8 +559,13 @@ async fn refuse_unknown_query(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    // Most requests carry no query: nothing more is looked at for them.
-    if req.uri().query().is_none_or(str::is_empty) {
+    // Most requests carry no query: nothing more is looked at for them. Nor at one of only
+    // `&`s, which names no parameter, as the endpoints that take some read it.
+    if req
+        .uri()
+        .query()
+        .is_none_or(|q| q.split('&').all(str::is_empty))
+    {
         return next.run(req).await;
     }
     let Some(route) = req.extensions().get::<axum::extract::MatchedPath>() else {
@@ -688,7 +696,7 @@ fn raw_param(parts: &Parts) -> Option<&str> {
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit. Every error is `{\"error\":{\"code\":…,\"message\":…}}`; besides those each operation lists, a path no operation has is 404 `no_route`, and a method a path does not take 405 `method_not_allowed` with `Allow`."),
+    info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit. Every error is `{\"error\":{\"code\":…,\"message\":…}}`; besides those each operation lists, a path no operation has is 404 `no_route`, and a method a path does not take 405 `method_not_allowed` with `Allow`. Each error response names the codes it may carry: the operation's own, then those of the layers in front of every operation of its kind (a query it does not take, `bad_query`; a body, `bad_json`, `bad_body`, `unsupported_media_type`, `body_too_large`, `request_timeout`; a token, `unauthenticated` and `too_many_failures`; the store, `storage_unavailable` and `storage_full`)."),
     paths(
         meta::healthz, meta::readyz, meta::openapi, meta::ssh_ca, meta::ssh_revoked_keys,
         audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export, audit::archive, audit::delete_segment,
@@ -777,7 +785,61 @@ impl utoipa::Modify for PathParameters {
 }
 
 /// How the OpenAPI document describes a 503 of an operation that reaches the store.
-const STORAGE_UNAVAILABLE: &str = "`storage_unavailable`: the store cannot be read or written, or holds a record it cannot read (the server's log says which); nothing was changed, and the call may be made again";
+const STORAGE_UNAVAILABLE: &str = "`storage_unavailable`: the store cannot be read or written, or holds a record it cannot read (the server's log says which); `storage_full`: the disk of the store's data dir is full (the server goes on by itself once there is room); either way nothing was changed, and the call may be made again";
+
+/// What an operation is, as far as the errors every operation of its kind can answer go.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Under `/v1`, where a query the operation does not take is refused.
+    v1: bool,
+    /// It needs an API token.
+    token: bool,
+    /// It takes a request body.
+    body: bool,
+}
+
+/// The codes every operation of `shape` can answer with `status`, besides those its handler
+/// lists: they come from the layers in front of every handler (framing, size limits, the
+/// token's check, the body's and the query's parsing), so the document names them here, once.
+fn common_codes(status: u16, shape: Shape) -> Vec<&'static str> {
+    let mut codes = Vec::new();
+    match status {
+        400 => {
+            if shape.v1 {
+                codes.push("`bad_query` (a query parameter the operation does not take, or one that does not parse)");
+            }
+            if shape.body {
+                codes.push("`bad_json` (the body is not a JSON object of the operation's fields: a field it does not take, or of the wrong type), `bad_body` (the body could not be read whole)");
+            }
+            if shape.token {
+                codes.push("`bad_forwarded_for` (a trusted proxy's `X-Forwarded-For` that does not parse)");
+            }
+            codes.push("`bad_framing`, `bad_host` (a request HTTP could read more than one way)");
+        }
+        401 if shape.token => codes.push(
+            "`unauthenticated`: no token, or one that is unknown, expired or revoked",
+        ),
+        408 => codes.push("`request_timeout`: the body did not arrive in time after the headers"),
+        413 => codes.push("`body_too_large`: the body is larger than 64 KiB"),
+        414 => codes.push("`uri_too_long`: the path and query are longer than 8 KiB"),
+        415 => {
+            if shape.body {
+                codes.push("`unsupported_media_type` (a body not sent as JSON in UTF-8)");
+            }
+            codes.push("`unsupported_content_encoding` (a body with a `Content-Encoding`)");
+        }
+        417 => codes.push("`expectation_failed`: an `Expect` other than 100-continue"),
+        429 if shape.token => codes.push(
+            "`too_many_failures`: too many calls with a missing or invalid token, or failed sign-ins, from this address; see `Retry-After`",
+        ),
+        431 => codes.push("`headers_too_large`: the headers are larger than 16 KiB together"),
+        500 => codes.push("`internal`: a fault of the server's own; its log says what"),
+        501 => codes.push("`unsupported_transfer_coding`: a transfer coding other than chunked"),
+        503 if shape.token => codes.push(STORAGE_UNAVAILABLE),
+        _ => {}
+    }
+    codes
+}
 
 /// Declares on every operation the errors every route of its shape can answer, which each
 /// handler's own list leaves out: 401 (with `WWW-Authenticate`) and 429 (with `Retry-After`)
@@ -785,10 +847,10 @@ const STORAGE_UNAVAILABLE: &str = "`storage_unavailable`: the store cannot be re
 /// 400 (a query a `/v1` route does not take, framing read more than one way), 415, 417 and 501
 /// (a body encoding, an expectation or a transfer coding it does not take), 404 for a path
 /// parameter, 413 for a body, 414 and 431 for an oversize path or headers, 500, and 503
-/// `storage_unavailable` where a token is needed (checking it reads the store, and so does
-/// nearly every handler behind it; handlers that reach the store without one list it
-/// themselves). Every response a handler lists without a description gets its status's reason
-/// phrase as the description OpenAPI requires, and a 503 [`STORAGE_UNAVAILABLE`].
+/// where a token is needed (checking it reads the store, and so does nearly every handler
+/// behind it; handlers that reach the store without one list it themselves). Each error
+/// response's description names the codes it may carry: the handler's own (a 503 it lists
+/// without one is the store's, [`STORAGE_UNAVAILABLE`]), then those of [`common_codes`].
 struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {
@@ -826,20 +888,25 @@ impl utoipa::Modify for ErrorResponses {
                     .build(),
             )
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in &mut openapi.paths.paths {
             for op in operations_mut(item) {
                 let in_path = op.parameters.iter().flatten().any(
                     |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)),
                 );
+                let shape = Shape {
+                    v1: path.starts_with("/v1/"),
+                    token: op.security.as_ref().is_some_and(|s| !s.is_empty()),
+                    body: op.request_body.is_some(),
+                };
                 // Framing refused before any route ([`bad_framing`]): 400, 415, 417, 501.
                 let mut statuses = vec![400, 414, 415, 417, 431, 500, 501];
-                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                if shape.token {
                     statuses.extend([401, 429, 503]);
                 }
                 if in_path {
                     statuses.push(404);
                 }
-                if op.request_body.is_some() {
+                if shape.body {
                     // 408: the body did not arrive in time after the headers.
                     statuses.extend([408, 413, 415]);
                 }
@@ -849,15 +916,33 @@ impl utoipa::Modify for ErrorResponses {
                 }
                 for (code, response) in responses.iter_mut() {
                     let RefOr::T(r) = response else { continue };
+                    let status = code
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|c| axum::http::StatusCode::from_u16(c).ok());
+                    if let Some(status) =
+                        status.filter(|s| s.is_client_error() || s.is_server_error())
+                    {
+                        let own = match (status.as_u16(), r.description.is_empty()) {
+                            // A handler's 503 without a word of why is the store's; an
+                            // operation that needs a token has it among its common codes.
+                            (503, true) if !shape.token => STORAGE_UNAVAILABLE.to_owned(),
+                            _ => std::mem::take(&mut r.description),
+                        };
+                        let codes: Vec<String> = std::iter::once(own)
+                            .chain(
+                                common_codes(status.as_u16(), shape)
+                                    .into_iter()
+                                    .map(str::to_owned),
+                            )
+                            .filter(|d| !d.is_empty())
+                            .collect();
+                        r.description = codes.join("; ");
+                    }
                     if r.description.is_empty() {
-                        r.description = code
-                            .parse::<u16>()
-                            .ok()
-                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
-                            .map_or("Response", |s| match s.as_u16() {
-                                503 => STORAGE_UNAVAILABLE,
-                                _ => s.canonical_reason().unwrap_or("Response"),
-                            })
+                        r.description = status
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Response")
                             .to_owned();
                     }
                     if let Some((name, header)) = header_of(code) {
@@ -870,8 +955,19 @@ impl utoipa::Modify for ErrorResponses {
 }
 
 /// Declares on request bodies the limits the server holds their fields to, from the same
-/// constants, so a client generated from the document refuses what the server would.
+/// constants, so a client generated from the document refuses what the server would. A limit
+/// the server counts in bytes is said so in the field's description: JSON Schema's
+/// `maxLength` counts characters, so it bounds such a field from above only.
 struct FieldLimits;
+
+/// The limits of one field: least and most characters, most bytes, and a pattern.
+#[derive(Debug, Default)]
+struct Limits {
+    min: Option<usize>,
+    max: Option<usize>,
+    max_bytes: Option<usize>,
+    pattern: Option<&'static str>,
+}
 
 impl utoipa::Modify for FieldLimits {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -880,24 +976,45 @@ impl utoipa::Modify for FieldLimits {
         use warden_domain::{Comment, Reason, Ticket};
         /// 1-64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit.
         const NAME: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
-        let limits =
-            |body: &str, field: &str| -> Option<(Option<usize>, Option<usize>, Option<&str>)> {
-                Some(match field {
-                    "reason" => (None, Some(Reason::MAX), None),
-                    "comment" => (None, Some(Comment::MAX), None),
-                    "ticket" => (None, Some(Ticket::MAX), None),
-                    "note" => (None, Some(Comment::MAX), None),
-                    "link" => (None, Some(warden_domain::Link::MAX), None),
-                    "totp" | "code" => (None, Some(requests::MAX_TOTP), None),
-                    "public_key" => (None, Some(requests::MAX_PUBLIC_KEY), None),
-                    // A new password; signing in takes whatever password the user has.
-                    "password" if body == "PasswordBody" => {
-                        (Some(warden_domain::password::MIN_CHARS), None, None)
-                    }
-                    "target" | "role" | "user" => (None, None, Some(NAME)),
-                    _ => return None,
-                })
-            };
+        /// Printable ASCII, no spaces.
+        const GRAPHIC: &str = "^[!-~]+$";
+        let chars = |max| Limits {
+            max: Some(max),
+            ..Limits::default()
+        };
+        let bytes = |min, max| Limits {
+            min,
+            max_bytes: Some(max),
+            ..Limits::default()
+        };
+        let limits = |body: &str, field: &str| -> Option<Limits> {
+            Some(match (body, field) {
+                (_, "reason") => chars(Reason::MAX),
+                (_, "comment" | "note") => chars(Comment::MAX),
+                (_, "ticket") => chars(Ticket::MAX),
+                (_, "link") => chars(warden_domain::Link::MAX),
+                (_, "totp" | "code") => bytes(None, requests::MAX_TOTP),
+                (_, "public_key") => bytes(None, requests::MAX_PUBLIC_KEY),
+                // A new password; signing in takes whatever password the user has, within the
+                // same bound.
+                ("PasswordBody", "password") => bytes(
+                    Some(warden_domain::password::MIN_CHARS),
+                    warden_domain::password::MAX_BYTES,
+                ),
+                ("LoginBody", "password") => bytes(None, warden_domain::password::MAX_BYTES),
+                // A target's administrator account, as the vault takes it.
+                ("CredentialBody", "username") => Limits {
+                    pattern: Some(GRAPHIC),
+                    ..bytes(Some(1), crate::vault::MAX_USERNAME)
+                },
+                ("CredentialBody", "password") => bytes(Some(1), crate::vault::MAX_PASSWORD),
+                (_, "target" | "role" | "user") => Limits {
+                    pattern: Some(NAME),
+                    ..Limits::default()
+                },
+                _ => return None,
+            })
+        };
         let Some(components) = openapi.components.as_mut() else {
             return;
         };
@@ -909,15 +1026,21 @@ impl utoipa::Modify for FieldLimits {
                 continue;
             }
             for (field, property) in &mut body.properties {
-                let (RefOr::T(Schema::Object(p)), Some((min, max, pattern))) =
-                    (property, limits(name, field))
+                let (RefOr::T(Schema::Object(p)), Some(limits)) = (property, limits(name, field))
                 else {
                     continue;
                 };
-                p.min_length = min.or(p.min_length);
-                p.max_length = max.or(p.max_length);
-                if let Some(pattern) = pattern {
+                p.min_length = limits.min.or(p.min_length);
+                p.max_length = limits.max.or(limits.max_bytes).or(p.max_length);
+                if let Some(pattern) = limits.pattern {
                     p.pattern = Some(pattern.to_owned());
+                }
+                if let Some(max) = limits.max_bytes {
+                    let said = format!("At most {max} bytes (of UTF-8), as the server counts it.");
+                    p.description = Some(match p.description.take() {
+                        Some(d) => format!("{d} {said}"),
+                        None => said,
+                    });
                 }
             }
         }
@@ -1102,8 +1225,12 @@ fn query<T>(
             "bad_query",
             format!(
                 "the query parameters do not fit this endpoint: {}",
-                named_unknown(cause, "parameter")
-                    .unwrap_or_else(|| json_body::without_values(cause))
+                named_unknown(
+                    cause,
+                    "parameter",
+                    "this endpoint takes no query parameters"
+                )
+                .unwrap_or_else(|| json_body::without_values(cause))
             ),
         )
     })
@@ -1112,19 +1239,28 @@ fn query<T>(
 /// A parser's "unknown field" complaint (`cause`) with the unknown name, called a `noun`,
 /// shown as [`recordable_name`] shows it (a name shaped like those the API takes, else only its
 /// length: the refusal is audited, the log kept for good, and a password sent as a key,
-/// `{"Sup3rS3cret": 1}`, is no name). The path in front (its name again) is left out; none for
-/// any other complaint. The list of expected names holds no "`, expected": the name ends at its
-/// last one.
-fn named_unknown(cause: &str, noun: &str) -> Option<String> {
+/// `{"Sup3rS3cret": 1}`, is no name), then the names expected, or `none` where there are none
+/// to expect. The path in front (its name again) is left out; none for any other complaint.
+/// Neither the list of expected names nor the parser's "there are no fields" holds the text
+/// that ends the name: the name ends at its last one. "There are no fields" is looked for
+/// first: a name that holds it is cut short there, whereas one that holds "`, expected" would
+/// otherwise show its end as the list of expected names.
+fn named_unknown(cause: &str, noun: &str, none: &str) -> Option<String> {
     const UNKNOWN: &str = "unknown field `";
     let rest = &cause[cause.find(UNKNOWN)? + UNKNOWN.len()..];
-    let end = rest.rfind("`, expected")?;
+    let (end, after) = match rest.rfind("`, there are no fields") {
+        Some(end) => (end, format!(": {none}")),
+        None => {
+            let end = rest.rfind("`, expected")?;
+            (end, rest[end + 1..].to_owned())
+        }
+    };
     let name = &rest[..end];
     let name = match recordable_name(name.to_owned()) {
         shown if shown == name => format!("`{name}`"),
         shown => shown,
     };
-    Some(format!("unknown {noun} {name}{}", &rest[end + 1..]))
+    Some(format!("unknown {noun} {name}{after}"))
 }
 
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which
@@ -1247,6 +1383,7 @@ mod tests {
             named_unknown(
                 &format!("unknown field `{name}`, expected one of `user`, `after_seq`"),
                 "parameter",
+                "none",
             )
             .unwrap()
         };
@@ -1409,6 +1546,99 @@ mod tests {
                 .unwrap()
                 .1;
             assert!(op.responses.responses.contains_key("503"), "{path}");
+        }
+    }
+
+    #[test]
+    fn every_error_response_names_its_codes_and_bodies_their_limits() {
+        use utoipa::openapi::RefOr;
+        let doc = ApiDoc::openapi();
+        for (path, op) in operations(&doc) {
+            for (status, response) in &op.responses.responses {
+                let RefOr::T(r) = response else { continue };
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        r.description.contains('`'),
+                        "{path} {status} names no code: {}",
+                        r.description
+                    );
+                }
+                if r.description.contains("storage_unavailable") {
+                    assert!(r.description.contains("storage_full"), "{path} {status}");
+                }
+            }
+        }
+        let json = serde_json::to_value(&doc).unwrap();
+        let text = json.to_string();
+        for code in [
+            "wrong_state",
+            "timed_out",
+            "grant_ended",
+            "extension_pending",
+            "changed_concurrently",
+            "mfa_required",
+            "bad_query",
+            "bad_json",
+            "unsupported_media_type",
+            "body_too_large",
+            "too_many_failures",
+            "not_found",
+            "storage_full",
+        ] {
+            assert!(text.contains(&format!("`{code}`")), "{code}");
+        }
+        let create = &json["paths"]["/v1/requests"]["post"]["responses"];
+        for (status, code) in [
+            ("409", "too_many_pending"),
+            ("409", "changed_concurrently"),
+            ("400", "bad_json"),
+            ("400", "bad_query"),
+            ("403", "mfa_required"),
+            ("503", "storage_full"),
+        ] {
+            let said = create[status]["description"].as_str().unwrap();
+            assert!(said.contains(&format!("`{code}`")), "{status}: {said}");
+        }
+        let schemas = &json["components"]["schemas"];
+        let password = &schemas["PasswordBody"]["properties"]["password"];
+        assert_eq!(password["maxLength"], 1024, "{password}");
+        assert!(
+            password["description"]
+                .as_str()
+                .unwrap()
+                .contains("1024 bytes")
+        );
+        let credential = &schemas["CredentialBody"]["properties"];
+        assert_eq!(credential["username"]["minLength"], 1);
+        assert_eq!(credential["username"]["maxLength"], 128);
+        assert_eq!(credential["username"]["pattern"], "^[!-~]+$");
+        assert_eq!(credential["password"]["minLength"], 1);
+        assert_eq!(credential["password"]["maxLength"], 1024);
+        for (body, field, bytes) in [
+            ("CreateBody", "totp", "16 bytes"),
+            ("CodeBody", "code", "16 bytes"),
+            ("CreateBody", "public_key", "8192 bytes"),
+        ] {
+            let said = schemas[body]["properties"][field]["description"]
+                .as_str()
+                .unwrap();
+            assert!(said.contains(bytes), "{body}.{field}: {said}");
+        }
+        // Sequence numbers and tree sizes are parsed as unsigned 64-bit integers.
+        for (path, name) in [
+            ("/v1/audit", "after_seq"),
+            ("/v1/audit/proof/{seq}", "seq"),
+            ("/v1/audit/proof/{seq}", "size"),
+            ("/v1/audit/consistency", "from"),
+            ("/v1/audit/consistency", "to"),
+        ] {
+            let parameter = json["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap();
+            assert_eq!(parameter["schema"]["format"], "uint64", "{path} {name}");
         }
     }
 

@@ -141,7 +141,9 @@ pub async fn status(State(app): State<Shared>, _who: Authed) -> Json<PolicyStatu
 
 /// Explains what policy would decide for a request, naming the rules.
 #[utoipa::path(post, path = "/v1/policy/explain", request_body = ExplainBody, security(("token" = [])),
-    responses((status = 200, body = Explanation), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Explanation), (status = 400, description = "`bad_user`, `bad_target`, `bad_role`, `bad_ttl`", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: another user's decisions, by a non-administrator", body = ErrorBody),
+        (status = 404, description = "`unknown_user` (the user is not in the directory), `unknown_target`, `unknown_role`", body = ErrorBody)))]
 pub async fn explain(
     State(app): State<Shared>,
     who: Authed,
@@ -158,13 +160,9 @@ pub async fn explain(
                         "only administrators can explain decisions for other users",
                     ));
                 }
-                app.user(&name).cloned().ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("user {name} is not in the directory"),
-                    )
-                })?
+                app.user(&name)
+                    .cloned()
+                    .ok_or_else(|| super::session::not_in_directory(&name))?
             }
         };
         let ttl: Ttl = match b.ttl.as_deref() {
@@ -215,7 +213,9 @@ pub async fn explain(
 /// Reloads the policy directory. An invalid policy is rejected with every problem listed, and
 /// the live policy stays. Administrators only.
 #[utoipa::path(post, path = "/v1/policy/reload", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = ReloadResult), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = ReloadResult), (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody),
+        (status = 422, description = "`invalid_policy`: the new policy was rejected, each problem in `diagnostics`; the previous one stays live", body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn reload(
     State(app): State<Shared>,
     who: Authed,

@@ -24,7 +24,7 @@ const MAX_REQUESTS: usize = 200_000;
 /// state, tier, issuer kind and sink: never user names or request ids.
 #[utoipa::path(get, path = "/metrics", security((), ("metrics_token" = [])), responses(
     (status = 200, content_type = "text/plain; version=0.0.4; charset=utf-8"),
-    (status = 401, body = ErrorBody)))]
+    (status = 401, description = "`unauthenticated`: the config sets a metrics_token, and the call did not send it", body = ErrorBody)))]
 pub async fn metrics(
     State(app): State<Shared>,
     Source(source): Source,
@@ -72,8 +72,8 @@ pub struct ReportQuery {
 /// The zero-standing-privilege scorecard of the requests created in `[from, to)`.
 /// Administrators and the security group only.
 #[utoipa::path(get, path = "/v1/report", params(ReportQuery), security(("token" = [])),
-    responses((status = 200, body = Object, description = "The scorecard of the period (`from`, `to`): requests by state, grants, the share of access that was just in time and that had a ticket, privilege-seconds, approval times, break-glass uses, drills and open postmortems, revocation times and failures (`warden report --json` prints it)"), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "The scorecard of the period (`from`, `to`): requests by state, grants, the share of access that was just in time and that had a ticket, privilege-seconds, approval times, break-glass uses, drills and open postmortems, revocation times and failures (`warden report --json` prints it)"), (status = 400, description = "`bad_time` (`from` or `to` is not an RFC 3339 time), `bad_period` (`from` is not before `to`), `period_too_large`", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody)))]
 pub async fn report(
     State(app): State<Shared>,
     who: Authed,

@@ -40,7 +40,9 @@ pub struct CreateBody {
     pub ticket: Option<String>,
     /// How long the grant lasts once active, e.g. 30m, 1h, 1h30m.
     pub ttl: String,
-    /// Your SSH public key (OpenSSH format) for ssh roles.
+    /// Your SSH public key (OpenSSH format), which an ssh role's certificate certifies. A
+    /// role whose grant is a database account takes one too and keeps it, unused: the request
+    /// shows it either way.
     pub public_key: Option<String>,
     /// A fresh TOTP code, for roles that require MFA step-up.
     pub totp: Option<String>,
@@ -140,9 +142,12 @@ pub(super) fn parse_create(b: CreateBody) -> Result<Create, ApiError> {
 
 /// Requests access. An `auto` tier answers with the active grant.
 #[utoipa::path(post, path = "/v1/requests", operation_id = "create_request", request_body = CreateBody, security(("token" = [])),
-    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "The requester has too many requests waiting for approval (`too_many_pending`)", body = ErrorBody),
-        (status = 502, description = "Granted, but the credential could not be issued at the target: the request ended", body = ErrorBody)))]
+    responses((status = 201, body = RequestView),
+        (status = 400, description = "`bad_target`, `bad_role`, `bad_reason`, `bad_ticket`, `bad_ttl` (a field that does not parse), `field_too_long` (`public_key` or `totp`), `bad_credential_input` (a public key the role cannot take)", body = ErrorBody),
+        (status = 403, description = "`not_permitted` (no rule permits it, or one forbids it), `ttl_above_max`, `ticket_required`, `ticket_mismatch`, `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row), `no_second_factor` (MFA step-up without an enrolled factor), `no_approvers` (no one could approve it)", body = ErrorBody),
+        (status = 404, description = "`unknown_target`, `unknown_role`", body = ErrorBody),
+        (status = 409, description = "`too_many_pending` (the requester has too many requests waiting for approval), `changed_concurrently` (the request changed while it was granted: read it again)", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: granted, but the credential could not be issued at the target: the request ended (`request_id` names it)", body = ErrorBody)))]
 pub async fn create(
     State(app): State<Shared>,
     who: Authed,
@@ -158,7 +163,8 @@ pub async fn create(
 }
 
 /// Lists requests the caller may see, newest first.
-#[utoipa::path(get, path = "/v1/requests", operation_id = "list_requests", params(ListQuery), security(("token" = [])), responses((status = 200, body = RequestList)))]
+#[utoipa::path(get, path = "/v1/requests", operation_id = "list_requests", params(ListQuery), security(("token" = [])), responses((status = 200, body = RequestList),
+    (status = 400, description = "`bad_state`, `bad_user`, `bad_id` (`before`), `bad_limit`", body = ErrorBody)))]
 pub async fn list(
     State(app): State<Shared>,
     who: Authed,
@@ -232,7 +238,8 @@ pub async fn list(
 
 /// Shows one request and, for an ended grant that had a database account, whether the account
 /// is still at the target (`revocation`).
-#[utoipa::path(get, path = "/v1/requests/{id}", operation_id = "show_request", security(("token" = [])), responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/requests/{id}", operation_id = "show_request", security(("token" = [])), responses((status = 200, body = RequestView),
+    (status = 400, description = "`bad_id`", body = ErrorBody), (status = 404, description = "`not_found`: no such request, or not the caller's to see", body = ErrorBody)))]
 pub async fn show(
     State(app): State<Shared>,
     who: Authed,
@@ -301,8 +308,9 @@ async fn review(
 /// Approves a pending request. Refused for the requester, for someone who already reviewed
 /// it, and for anyone whose approval would not count toward the tier.
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", request_body = Option<ReviewBody>, security(("token" = [])),
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 502, description = "Approved, but the credential could not be issued at the target: the request ended", body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 400, description = "`bad_id`, `bad_comment`, `field_too_long` (`totp`)", body = ErrorBody), (status = 403, description = "`own_request`, `not_eligible` (the caller may not review it, or their approval would count for nothing), `not_permitted`, `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody), (status = 404, description = "`not_found`: no such request, or not the caller's to see", body = ErrorBody),
+        (status = 409, description = "`wrong_state` (not pending), `already_reviewed`, `timed_out` (past its pending deadline), `changed_concurrently` (changed meanwhile: read it again), `grant_ended` (the grant an extension extends has ended)", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: approved, but the credential could not be issued at the target: the request ended", body = ErrorBody)))]
 pub async fn approve(
     State(app): State<Shared>,
     who: Authed,
@@ -314,7 +322,8 @@ pub async fn approve(
 
 /// Denies a pending request; a deny from an eligible approver ends it.
 #[utoipa::path(post, path = "/v1/requests/{id}/deny", request_body = Option<ReviewBody>, security(("token" = [])),
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 400, description = "`bad_id`, `bad_comment`, `field_too_long` (`totp`)", body = ErrorBody), (status = 403, description = "`own_request`, `not_eligible` (the caller may not review it, or their approval would count for nothing), `not_permitted`, `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody), (status = 404, description = "`not_found`: no such request, or not the caller's to see", body = ErrorBody),
+        (status = 409, description = "`wrong_state` (not pending), `already_reviewed`, `timed_out` (past its pending deadline), `changed_concurrently` (changed meanwhile: read it again)", body = ErrorBody)))]
 pub async fn deny(
     State(app): State<Shared>,
     who: Authed,
@@ -326,7 +335,9 @@ pub async fn deny(
 
 /// Withdraws your own request before it is granted.
 #[utoipa::path(post, path = "/v1/requests/{id}/cancel", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 400, description = "`bad_id`", body = ErrorBody),
+        (status = 403, description = "`not_requester`: only its requester cancels a request", body = ErrorBody), (status = 404, description = "`not_found`: no such request, or not the caller's to see", body = ErrorBody),
+        (status = 409, description = "`wrong_state` (not pending), `timed_out` (past its pending deadline), `changed_concurrently` (changed meanwhile: read it again)", body = ErrorBody)))]
 pub async fn cancel(
     State(app): State<Shared>,
     who: Authed,
@@ -341,7 +352,9 @@ pub async fn cancel(
 /// Ends a grant early and revokes its credential. The grant ends at once; a database account
 /// is removed right after, and `revocation` says how that stands as the answer is made.
 #[utoipa::path(post, path = "/v1/requests/{id}/revoke", request_body = Option<ReviewBody>, security(("token" = [])),
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 400, description = "`bad_id`, `bad_comment`, `field_too_long` (`totp`)", body = ErrorBody),
+        (status = 403, description = "`not_permitted` (neither its requester nor an administrator), `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody), (status = 404, description = "`not_found`: no such request, or not the caller's to see", body = ErrorBody),
+        (status = 409, description = "`wrong_state` (not active), `changed_concurrently` (changed meanwhile: read it again)", body = ErrorBody)))]
 pub async fn revoke(
     State(app): State<Shared>,
     who: Authed,
@@ -359,8 +372,11 @@ pub async fn revoke(
 
 /// Asks for more time: a new request linked to this one, decided and approved afresh.
 #[utoipa::path(post, path = "/v1/requests/{id}/extend", request_body = ExtendBody, security(("token" = [])),
-    responses((status = 201, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 502, description = "The extension's credential could not be issued at the target", body = ErrorBody)))]
+    responses((status = 201, body = RequestView),
+        (status = 400, description = "`bad_id`, `bad_ttl`, `bad_reason`, `field_too_long` (`totp`), `ttl_adds_nothing` (the grant runs longer already)", body = ErrorBody),
+        (status = 403, description = "`not_requester` (only its requester extends a grant), `not_permitted` (no rule permits it, or one forbids it), `ttl_above_max`, `ticket_required`, `ticket_mismatch`, `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row), `no_second_factor` (MFA step-up without an enrolled factor), `no_approvers` (no one could approve it)", body = ErrorBody), (status = 404, description = "`not_found`: no such request, or not the caller's to see", body = ErrorBody),
+        (status = 409, description = "`wrong_state` (not active), `grant_ended`, `extension_pending` (one is waiting for approval already), `too_many_pending`, `changed_concurrently` (changed meanwhile: read it again)", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: the extension's credential could not be issued at the target", body = ErrorBody)))]
 pub async fn extend(
     State(app): State<Shared>,
     who: Authed,
@@ -387,7 +403,9 @@ pub async fn extend(
 
 /// Hands the requester their credential's secret (password, connection URL), once.
 #[utoipa::path(post, path = "/v1/requests/{id}/credential", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = Object, description = "The grant's secret, once: its fields are the issuer's (a database account's `password` and `url`)"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Nothing to pick up: taken already, or a grant without a secret", body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "The grant's secret, once: its fields are the issuer's (a database account's `password` and `url`)"), (status = 400, description = "`bad_id`", body = ErrorBody),
+        (status = 403, description = "`not_requester`: only its requester picks up a grant's secret", body = ErrorBody), (status = 404, description = "`not_found`: no such request, or not the caller's to see", body = ErrorBody),
+        (status = 409, description = "Nothing to pick up: `not_granted` (not active), `already_picked_up`, `no_secret` (a grant without one), `grant_ended`", body = ErrorBody)))]
 pub async fn credential(
     State(app): State<Shared>,
     who: Authed,

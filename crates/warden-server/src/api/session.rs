@@ -104,8 +104,12 @@ pub struct PasswordSet {
 
 /// Exchanges a password (and TOTP code) for an API token.
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginBody,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
-        (status = 429, description = "Too many failed sign-ins, or calls with a missing or invalid token, from this address; see `Retry-After`", body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse),
+        (status = 400, description = "`field_too_long` (`user`, `password` or `totp`)", body = ErrorBody),
+        (status = 401, description = "`bad_credentials` (a wrong user, password or code, never saying which), `totp_required` (the user has a second factor: send `totp`)", body = ErrorBody),
+        (status = 403, description = "`locked`: too many wrong passwords or codes in a row", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+        (status = 429, description = "`too_many_failures`: too many failed sign-ins, or calls with a missing or invalid token, from this address; see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
     State(app): State<Shared>,
     Source(source): Source,
@@ -134,7 +138,7 @@ pub async fn login(
         Some(format!("password is longer than {MAX_PASSWORD} bytes"))
     } else if b.totp.as_ref().is_some_and(|t| t.len() > MAX_TOTP) {
         Some(format!(
-            "totp is longer than {MAX_TOTP} characters: send the 6-digit code your authenticator shows"
+            "totp is longer than {MAX_TOTP} bytes: send the 6-digit code your authenticator shows"
         ))
     } else {
         None
@@ -181,7 +185,8 @@ pub async fn whoami(State(app): State<Shared>, who: Authed) -> Result<Json<WhoAm
 
 /// Starts TOTP enrolment; confirm it with a first code.
 #[utoipa::path(post, path = "/v1/auth/mfa/enroll", request_body = Option<EnrollBody>, security(("token" = [])),
-    responses((status = 200, body = EnrollResponse), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = EnrollResponse), (status = 400, description = "`field_too_long` (`totp`)", body = ErrorBody),
+        (status = 403, description = "Replacing a factor: `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody)))]
 pub async fn mfa_enroll(
     State(app): State<Shared>,
     who: Authed,
@@ -202,7 +207,9 @@ pub async fn mfa_enroll(
 
 /// Confirms TOTP enrolment.
 #[utoipa::path(post, path = "/v1/auth/mfa/confirm", request_body = CodeBody, security(("token" = [])),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 204), (status = 400, description = "`field_too_long` (`code`)", body = ErrorBody),
+        (status = 403, description = "`mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody),
+        (status = 409, description = "`no_enrolment` (no enrolment to confirm: enrol first), `changed_concurrently` (the enrolment changed meanwhile: enrol again)", body = ErrorBody)))]
 pub async fn mfa_confirm(
     State(app): State<Shared>,
     who: Authed,
@@ -244,12 +251,12 @@ fn directory_user(
 
 /// 404 for a name the directory lacks, quoted to the caller and kept by its length in the
 /// audit log: a name no one has is as likely a password typed into the wrong place.
-fn not_in_directory(name: &UserName) -> ApiError {
+pub(crate) fn not_in_directory(name: &UserName) -> ApiError {
     ApiError {
         quotes_input: true,
         ..ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            "unknown_user",
             format!(
                 "user {:?} is not in the directory; add them to the config file first",
                 name.as_str()
@@ -284,7 +291,10 @@ async fn stepped_up(
 /// Sets a user's password, and ends their sessions, SSH keys and live SSH sessions included.
 /// Administrators only, with MFA step-up for another user's when they have a second factor.
 #[utoipa::path(put, path = "/v1/users/{name}/password", request_body = PasswordBody, security(("token" = [])),
-    responses((status = 200, body = PasswordSet), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PasswordSet), (status = 400, description = "`bad_user` (not a user name), `weak_password`, `field_too_long` (`totp`)", body = ErrorBody),
+        (status = 403, description = "`not_permitted` (another user's, by a non-administrator), `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody),
+        (status = 404, description = "`unknown_user`: the user is not in the directory", body = ErrorBody),
+        (status = 409, description = "`changed_concurrently`: the user's credentials changed meanwhile; try again", body = ErrorBody)))]
 pub async fn set_password(
     State(app): State<Shared>,
     who: Authed,
@@ -328,7 +338,9 @@ pub struct Offboarded {
 /// and grant of theirs; 404 for a name neither in the directory nor on an open request.
 /// Administrators.
 #[utoipa::path(post, path = "/v1/users/{name}/revoke-all", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = Offboarded), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Offboarded), (status = 400, description = "`bad_user` (not a user name)", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only, and not their own", body = ErrorBody),
+        (status = 404, description = "`unknown_user`: the user is neither in the directory nor on an open request", body = ErrorBody)))]
 pub async fn revoke_all(
     State(app): State<Shared>,
     who: Authed,
@@ -374,7 +386,7 @@ pub struct LockedUsers {
 
 /// Lists the users locked now and until when. Administrators and audit readers.
 #[utoipa::path(get, path = "/v1/users/locked", security(("token" = [])),
-    responses((status = 200, body = LockedUsers), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = LockedUsers), (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody)))]
 pub async fn locked(State(app): State<Shared>, who: Authed) -> Result<Json<LockedUsers>, ApiError> {
     let allowed = super::require_audit_reader(&app, &who, "list locked users");
     super::admitted(&app, &who, "user.locked", allowed).await?;
@@ -408,7 +420,10 @@ pub struct MfaReset {
 /// with their password and enrol again. Administrators, for users other than themselves, with
 /// MFA step-up when they have a second factor.
 #[utoipa::path(post, path = "/v1/users/{name}/mfa/reset", request_body = Option<StepUpBody>, security(("token" = [])),
-    responses((status = 200, body = MfaReset), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = MfaReset), (status = 400, description = "`bad_user` (not a user name), `field_too_long` (`totp`)", body = ErrorBody),
+        (status = 403, description = "`not_permitted` (administrators only, and not their own), `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody),
+        (status = 404, description = "`unknown_user`: the user is not in the directory", body = ErrorBody),
+        (status = 409, description = "`changed_concurrently`: the user's credentials changed meanwhile; try again", body = ErrorBody)))]
 pub async fn reset_mfa(
     State(app): State<Shared>,
     who: Authed,
@@ -451,7 +466,9 @@ pub struct Unlocked {
 
 /// Lifts a user's lockout and keeps their password. Administrators, never their own.
 #[utoipa::path(post, path = "/v1/users/{name}/unlock", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = Unlocked), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Unlocked), (status = 400, description = "`bad_user` (not a user name)", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only, and not themselves", body = ErrorBody),
+        (status = 404, description = "`unknown_user`: the user is not in the directory", body = ErrorBody)))]
 pub async fn unlock(
     State(app): State<Shared>,
     who: Authed,

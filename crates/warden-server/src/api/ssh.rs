@@ -48,7 +48,9 @@ fn view(k: warden_store::SshKey) -> KeyView {
 
 /// Registers a public key for logging in to the SSH proxy as the caller.
 #[utoipa::path(post, path = "/v1/ssh/keys", request_body = KeyBody, security(("token" = [])),
-    responses((status = 201, body = KeyView), (status = 400, body = ErrorBody), (status = 409, description = "The key is registered already", body = ErrorBody)))]
+    responses((status = 201, body = KeyView),
+        (status = 400, description = "`bad_public_key` (not a key the proxy takes), `bad_key_proof` (the proof does not show the caller holds its private key)", body = ErrorBody),
+        (status = 409, description = "`key_registered`: the key is registered already", body = ErrorBody)))]
 pub async fn add_key(
     State(app): State<Shared>,
     who: Authed,
@@ -83,7 +85,8 @@ pub async fn list_keys(State(app): State<Shared>, who: Authed) -> Result<Json<Ke
 /// Removes one of the caller's keys.
 #[utoipa::path(delete, path = "/v1/ssh/keys/{fingerprint}", security(("token" = [])),
     params(("fingerprint" = String, Path, description = "The key's fingerprint as `GET /v1/ssh/keys` (`warden keys list`) shows it, `SHA256:` and base64: a `/` in it may be sent as it is or percent-encoded (`%2F`)", example = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s")),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, description = "`bad_fingerprint`: not a key's fingerprint", body = ErrorBody),
+        (status = 404, description = "`no_such_key`: the caller has no such key", body = ErrorBody)))]
 pub async fn remove_key(
     State(app): State<Shared>,
     who: Authed,
@@ -91,7 +94,7 @@ pub async fn remove_key(
 ) -> Result<StatusCode, ApiError> {
     match app.remove_ssh_key(who.caller(), &fingerprint).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(refuse(&app, &who, "ssh.key_remove", e.into()).await),
+        Err(e) => Err(refuse(&app, &who, "ssh.key_remove", typed(e)).await),
     }
 }
 
@@ -131,7 +134,10 @@ pub struct HostKey {
 /// target of another kind than ssh, or with no `connection.host`, is a 400; a target the
 /// policy does not define a 404; a host that cannot be reached or shows no key a 502.
 #[utoipa::path(post, path = "/v1/targets/{name}/host-key/scan", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 200, body = HostKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, body = HostKey), (status = 400, description = "`bad_target`, `not_an_ssh_target`, `no_connection` (no `connection.host`)", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody),
+        (status = 404, description = "`unknown_target`", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: the host cannot be reached or shows no key", body = ErrorBody)))]
 pub async fn scan_host_key(
     State(app): State<Shared>,
     who: Authed,
@@ -163,7 +169,10 @@ pub struct PinBody {
 /// target the policy does not define a 404; one whose policy pins its key
 /// (`connection.host_key`) a 409, since that is the key the proxy checks.
 #[utoipa::path(put, path = "/v1/targets/{name}/host-key", request_body = PinBody, security(("token" = [])),
-    responses((status = 200, body = HostKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = HostKey), (status = 400, description = "`bad_target`, `not_an_ssh_target`, `bad_public_key`, `fingerprint_mismatch` (the key's fingerprint is not the one confirmed)", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody),
+        (status = 404, description = "`unknown_target`", body = ErrorBody),
+        (status = 409, description = "`host_key_in_policy`: the policy pins the key (`connection.host_key`)", body = ErrorBody)))]
 pub async fn pin_host_key(
     State(app): State<Shared>,
     who: Authed,
@@ -184,7 +193,18 @@ pub async fn pin_host_key(
             public_key: None,
             fingerprint,
         })),
-        Err(e) => Err(refuse(&app, &who, "target.pin_host_key", e.into()).await),
+        Err(e) => Err(refuse(&app, &who, "target.pin_host_key", typed(e)).await),
+    }
+}
+
+/// The refusal of a key's fingerprint typed by the caller that is none, or not the key's, as
+/// [`ApiError::invalid`] refuses what does not parse: the caller reads what they typed, the
+/// audit log only its length, since a token pasted in place of a fingerprint would otherwise
+/// stay in the signed log for good.
+fn typed(e: crate::broker::Error) -> ApiError {
+    ApiError {
+        quotes_input: matches!(e, crate::broker::Error::Input { .. }),
+        ..e.into()
     }
 }
 
@@ -258,7 +278,10 @@ fn session_id(id: &str) -> Result<String, ApiError> {
 
 /// Ends a live session at once; the user is told who ended it.
 #[utoipa::path(post, path = "/v1/sessions/{id}/kill", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`already_ending`: another kill or the grant's end is ending it", body = ErrorBody)))]
+    responses((status = 204), (status = 400, description = "`bad_id`: not a session id", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: another user's session, by one who does not oversee sessions", body = ErrorBody),
+        (status = 404, description = "`no_such_session`: no such live session", body = ErrorBody),
+        (status = 409, description = "`already_ending`: another kill or the grant's end is ending it", body = ErrorBody)))]
 pub async fn kill(
     State(app): State<Shared>,
     who: Authed,
@@ -278,7 +301,9 @@ pub async fn kill(
 
 /// Streams a live session's terminal output from now on, until it ends.
 #[utoipa::path(get, path = "/v1/sessions/{id}/watch", security(("token" = [])),
-    responses((status = 200, content_type = "application/octet-stream"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/octet-stream"), (status = 400, description = "`bad_id`: not a session id", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: another user's session, by one who does not oversee sessions", body = ErrorBody),
+        (status = 404, description = "`no_such_session`: no such live session, or it ended", body = ErrorBody)))]
 pub async fn watch(
     State(app): State<Shared>,
     who: Authed,
@@ -326,7 +351,10 @@ pub async fn watch(
     responses((status = 200, content_type = "application/x-asciicast", headers(
             ("warden-recording" = String, description = "How the recording compares with the SHA-256 its session.ended event holds: intact, altered, live (still running) or unchecked (no digest to compare with)"),
             ("warden-recording-sha256" = String, description = "The SHA-256 (hex) of the recording served"))),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, description = "`bad_id`: not a session id", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators, session viewers and audit readers only", body = ErrorBody),
+        (status = 404, description = "`no_recording`: no such session was recorded", body = ErrorBody),
+        (status = 500, description = "`internal`: the recording could not be read; the server's log says why", body = ErrorBody)))]
 pub async fn recording(
     State(app): State<Shared>,
     who: Authed,

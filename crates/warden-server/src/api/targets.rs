@@ -30,7 +30,11 @@ fn yes() -> bool {
 /// Stores a target's admin credential, sealed under the master key, once it logs in to the
 /// target with what Warden needs (unless `verify` is false). Administrators.
 #[utoipa::path(put, path = "/v1/targets/{name}/credential", request_body = CredentialBody, security(("token" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204),
+        (status = 400, description = "`bad_target`, `bad_credential` (outside the limits of `username` or `password`), `no_admin_credential` (a target of a kind reached without one), `credential_not_working` (the target refused its login, a setting is wrong, or it lacks a privilege Warden needs: nothing was stored)", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody),
+        (status = 404, description = "`unknown_target`", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: the target could not be reached (or failed) to try the credential; nothing was stored", body = ErrorBody)))]
 pub async fn set_credential(
     State(app): State<Shared>,
     who: Authed,
@@ -59,7 +63,11 @@ pub async fn set_credential(
 
 /// Changes the target's admin password to a random one only Warden knows. Administrators.
 #[utoipa::path(post, path = "/v1/targets/{name}/rotate-root", request_body = Option<NoFields>, security(("token" = [])),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 204),
+        (status = 400, description = "`bad_target`, `no_admin_credential` (a target of a kind reached without one), `no_credential` (none stored yet: `PUT /v1/targets/{name}/credential`), `credential_not_working` (the target refused the stored login, or a setting is wrong; the old password stays)", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only", body = ErrorBody),
+        (status = 404, description = "`unknown_target`", body = ErrorBody),
+        (status = 502, description = "`issuer_failed`: the target could not be reached, or did not take the new password; the old one stays", body = ErrorBody)))]
 pub async fn rotate_root(
     State(app): State<Shared>,
     who: Authed,

@@ -34,8 +34,11 @@ pub struct RequestView {
     pub drill: bool,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Until when the request waits for approval before it times out: set on one that waits
+    /// or waited for approval, null on one granted at once (an `auto` tier, break-glass), which
+    /// never had a deadline to meet.
     #[schema(format = DateTime)]
-    pub pending_deadline: String,
+    pub pending_deadline: Option<String>,
     #[schema(format = DateTime)]
     pub activated_at: Option<String>,
     #[schema(format = DateTime)]
@@ -53,6 +56,11 @@ pub struct RequestView {
     /// made, or its requester left): it can only be denied or cancelled, or time out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unapprovable: Option<String>,
+    /// The SSH public key sent with the request (an OpenSSH public key line), kept with it
+    /// whatever the role: for an SSH role, the key its certificate certifies; for a role whose
+    /// grant is a database account, none is certified and the key has no use (the client sends
+    /// one before it knows which kind of role it asks for).
+    pub public_key: Option<String>,
     /// Public facts about the issued credential (e.g. the SSH certificate).
     #[schema(value_type = Option<Object>)]
     pub credential: Option<serde_json::Value>,
@@ -116,8 +124,9 @@ pub struct ReviewView {
     pub comment: String,
     #[schema(format = DateTime)]
     pub at: String,
-    /// Set on an approval of a pending request that counts for nothing under its tier now
-    /// (the tier changed, or its giver's groups did, since it was given).
+    /// Set on an approval that counts for nothing: of a pending request, under its tier now (the
+    /// tier changed, or its giver's groups did, since it was given); of one approved since,
+    /// under the tier that approved it, whatever changed after.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub void: bool,
 }
@@ -146,7 +155,7 @@ impl RequestView {
             breakglass: r.breakglass.is_some(),
             drill: r.breakglass.is_some_and(|b| b.drill),
             created_at: rfc3339(r.created_at),
-            pending_deadline: rfc3339(r.pending_deadline),
+            pending_deadline: waited(r).then(|| rfc3339(r.pending_deadline)),
             activated_at: r.activated_at.map(rfc3339),
             expires_at: r.expires_at.map(rfc3339),
             ended_at: r.ended_at.map(rfc3339),
@@ -170,6 +179,7 @@ impl RequestView {
                 standing.missing
             },
             unapprovable,
+            public_key: r.public_key.clone(),
             credential: r.credential.clone(),
             secret: None,
             security_notified: None,
@@ -182,6 +192,18 @@ impl RequestView {
         self.revocation = lease.and_then(RevocationView::of);
         self
     }
+}
+
+/// Whether `r` waits or waited for approval: it is pending, its tier needs approvals, someone
+/// reviewed it, or it was decided after it was made (its tier relaxed to `auto` while it
+/// waited). One granted at once, by an `auto` tier or break-glass, was decided as it was made.
+fn waited(r: &Request) -> bool {
+    r.state == State::Pending
+        || !r.requirement.is_auto()
+        || !r.reviews.is_empty()
+        || r.activated_at
+            .or(r.ended_at)
+            .is_some_and(|decided| decided > r.created_at)
 }
 
 /// How the API spells a verdict.

@@ -1,7 +1,7 @@
 //! Ending grants early: revocation by a person, offboarding, and users gone from the
 //! directory. An account at a target goes with its grant through the lease worker.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -81,7 +81,8 @@ impl App {
     }
 
     /// Ends a grant early. Allowed to the requester, administrators, the reviewers its
-    /// requirement names (a group's members, the manager) and those who approved it, and for
+    /// requirement names (a group's members, the manager) and those whose approval counted
+    /// toward it, and for
     /// break-glass grants the security group; not to readers of the audit log as such, nor to
     /// a two-person tier's "anyone else".
     pub async fn revoke(
@@ -112,7 +113,7 @@ impl App {
                 });
             if !may_end {
                 let e = Error::Forbidden(format!(
-                    "only its requester, administrators, the reviewers its tier names, those who approved it once granted, and security for break-glass can revoke request {id}"
+                    "only its requester, administrators, the reviewers its tier names, those whose approval counted toward it once granted, and security for break-glass can revoke request {id}"
                 ));
                 return Err(self.refused(refusal, e).await);
             }
@@ -136,7 +137,8 @@ impl App {
     }
 
     /// Ends the open extensions of the grant `r` just revoked, and theirs: each continues the
-    /// access the revocation ended, so none may be approved or run on. Returns how many.
+    /// access the revocation ended, so none may be approved or run on. Each is told of the grant
+    /// it extends itself: `r`, or an extension of it ended with it. Returns how many.
     pub(super) async fn end_extensions(&self, r: &Request, actor: Actor) -> Result<usize, Error> {
         let open = self
             .store
@@ -153,14 +155,31 @@ impl App {
         if chain.is_empty() {
             return Ok(0);
         }
-        let comment = format!("the grant it extends ({}) was revoked", r.id);
-        self.end_all(
-            Some(&r.requester),
-            |x| chain.contains(&x.id),
-            actor,
-            &comment,
-        )
-        .await
+        let extended: BTreeSet<RequestId> = open
+            .iter()
+            .filter(|x| chain.contains(&x.id))
+            .filter_map(|x| x.extends)
+            .collect();
+        let mut ended = 0;
+        for grant in extended {
+            let comment = if grant == r.id {
+                format!("the grant it extends ({grant}) was revoked")
+            } else {
+                format!(
+                    "the grant it extends ({grant}) continued grant {}, which was revoked, and ended with it",
+                    r.id
+                )
+            };
+            ended += self
+                .end_all(
+                    Some(&r.requester),
+                    |x| chain.contains(&x.id) && x.extends == Some(grant),
+                    actor.clone(),
+                    &comment,
+                )
+                .await?;
+        }
+        Ok(ended)
     }
 
     /// Stores a revocation made by [`end_grant`](Self::end_grant) and ends what the grant
@@ -215,7 +234,7 @@ impl App {
                 return Err(Error::Missing {
                     code: "unknown_user",
                     message: format!(
-                        "{:?} is not in the directory and has no open request: nothing to offboard (a typo?)",
+                        "user {:?} is not in the directory and has no open request: nothing to offboard; check the name",
                         user.as_str()
                     ),
                 });

@@ -133,7 +133,10 @@ impl App {
                 }
                 events.push(failed);
                 let mut why = format!("{}: {e}", warden_domain::request::UNISSUED);
-                if matches!(e, warden_issuers::Error::Unreached(_)) {
+                if matches!(
+                    e,
+                    warden_issuers::Error::Unreached(_) | warden_issuers::Error::Login(_)
+                ) {
                     why.push_str(&format!(
                         " (an administrator checks the target's connection in targets.toml and its stored credential: `warden target set-credential {}`)",
                         r.target

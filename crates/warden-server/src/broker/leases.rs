@@ -314,7 +314,7 @@ impl From<warden_issuers::Error> for Failed {
     fn from(e: warden_issuers::Error) -> Self {
         use warden_issuers::Error as E;
         match e {
-            E::Unreached(_) => Self::Unreached(e.to_string()),
+            E::Unreached(_) | E::Login(_) => Self::Unreached(e.to_string()),
             E::Target(_) | E::Undone(_) | E::Privilege(_) => Self::AtTarget(e.to_string()),
             _ => Self::Unasked(e.to_string()),
         }

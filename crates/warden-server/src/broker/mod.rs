@@ -102,6 +102,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A target an administrator named that the policy does not define: they add targets in
+    /// the policy directory, not through `warden targets`, which lists what they may request.
+    pub fn not_in_policy(target: &TargetName) -> Self {
+        Self::unknown_target(format!(
+            "unknown target {target}: targets.toml in the policy directory defines them"
+        ))
+    }
+
     pub fn unknown_target(message: String) -> Self {
         Error::Unknown {
             code: "unknown_target",
@@ -273,7 +281,7 @@ impl App {
             .map_err(|e| {
                 match e {
                     LookupError::UnknownTarget { target, .. } => Error::unknown_target(format!(
-                        "unknown target `{target}`: `warden targets` lists what you may request"
+                        "unknown target {target}: `warden targets` lists the ones you may request"
                     )),
                     LookupError::UnknownRole { target, role, .. } => Error::unknown_role(format!(
                         "target `{target}` has no role `{role}`: `warden targets` lists what you may request"
@@ -470,7 +478,8 @@ impl App {
     }
 
     /// How the approvals of pending request `r` stand under `requirement`, counting them as
-    /// the directory has their givers now ([`Request::review_standing`]).
+    /// the directory has their givers now; of one approved since, as they stood then
+    /// ([`Request::review_standing`]).
     pub fn review_standing(
         &self,
         r: &Request,

@@ -130,7 +130,7 @@ impl App {
                     "tier": r.requirement.to_string(),
                     "rules": r.rules,
                     "rules_before": rules_before,
-                    "approvers": self.counted_approvers(&r),
+                    "approvers": r.counted,
                     "why": "the approvals given meet the approval policy demands now",
                 })),
         ];
@@ -148,15 +148,6 @@ impl App {
             }
         }
         Ok(false)
-    }
-
-    /// Who approved `r` with an approval that still counts: a giver since offboarded or gone from
-    /// the directory is left out, as the tier's count leaves them out.
-    fn counted_approvers(&self, r: &Request) -> Vec<String> {
-        r.approvers(&self.reviewers())
-            .into_iter()
-            .map(|u| u.name.to_string())
-            .collect()
     }
 
     /// The state of grant `original` at `now` when it is no longer active: an extension
@@ -454,7 +445,7 @@ impl App {
                             .details(serde_json::json!({
                                 "tier": r.requirement.to_string(),
                                 "rules": r.rules,
-                                "approvers": self.counted_approvers(&r),
+                                "approvers": r.counted,
                             })),
                     );
                     let by = super::grant::Granter {

@@ -36,11 +36,14 @@
 //! [`crate::config_secret`]), it is read from there when the configuration is. Header values
 //! never appear in logs, the status or error messages.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::config_secret::ConfigSecret;
@@ -48,9 +51,8 @@ use crate::config_secret::ConfigSecret;
 /// Largest webhook batch; bigger POSTs gain nothing and risk receivers' body limits.
 const MAX_BATCH: usize = 10_000;
 
-/// One export destination.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+/// One export destination: a `[[sinks]]` table, its `kind` saying which.
+#[derive(Debug, Clone)]
 pub enum SinkConfig {
     File(FileConfig),
     Syslog(SyslogConfig),
@@ -115,10 +117,30 @@ pub struct WebhookConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Webhook headers. Their values are usually secrets, so `Debug` shows only the names, and each
-/// may be given as `{ file = "…" }` or `{ env = "…" }` (see [`ConfigSecret`]).
-#[derive(Clone, Default, Deserialize)]
+/// Webhook headers. Their values are usually secrets, so `Debug` shows only the names, an error
+/// names the header and never its value, and each may be given as `{ file = "…" }` or
+/// `{ env = "…" }` (see [`ConfigSecret`]).
+#[derive(Clone, Default)]
 pub struct Headers(pub BTreeMap<String, ConfigSecret>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Read whole first, so that no value of any shape reaches an error message.
+        let toml::Value::Table(table) = toml::Value::deserialize(d)? else {
+            // One value, which is likely the credential itself: refused without it.
+            return Err(de::Error::custom(
+                r#"write it as a table of header names and values, e.g. { "Authorization" = { env = "VARIABLE" } }"#,
+            ));
+        };
+        let mut headers = BTreeMap::new();
+        for (name, value) in table {
+            let value = ConfigSecret::deserialize(value)
+                .map_err(|e| de::Error::custom(format!("`{name}`: {}", e.message())))?;
+            headers.insert(name, value);
+        }
+        Ok(Headers(headers))
+    }
+}
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -270,46 +292,186 @@ fn check_address(address: &str) -> Result<(), String> {
     }
 }
 
-/// A configured sink, as a list of them is checked: each on its own, names unique.
-pub trait Named {
+/// A kind of configured sink (`[[sinks]]`, `[[notify]]`), as [`read_sinks`] reads a list of
+/// them.
+pub trait SinkTable: Sized {
+    /// How an error names one sink, e.g. `notify sink`, before its number and name.
+    const CALLED: &'static str;
+    /// The kinds there are, as an error lists them, e.g. `"webhook" or "smtp"`.
+    const KINDS: &'static str;
+    /// The sink of `kind` that `fields` configure, unchecked; `None` if there is no such kind.
+    fn read(kind: &str, fields: Fields) -> Option<Result<Self, String>>;
+    /// The sink's unique name.
     fn name(&self) -> &str;
     /// Why this sink cannot work, if it cannot.
     fn check(&self) -> Result<(), String>;
 }
 
-impl Named for SinkConfig {
+impl SinkTable for SinkConfig {
+    const CALLED: &'static str = "sink";
+    const KINDS: &'static str = r#""file", "syslog" or "webhook""#;
+
+    fn read(kind: &str, fields: Fields) -> Option<Result<Self, String>> {
+        Some(match kind {
+            "file" => fields.read().map(SinkConfig::File),
+            "syslog" => fields.read().map(SinkConfig::Syslog),
+            "webhook" => fields.read().map(SinkConfig::Webhook),
+            _ => return None,
+        })
+    }
+
     fn name(&self) -> &str {
         SinkConfig::name(self)
     }
+
     fn check(&self) -> Result<(), String> {
         SinkConfig::check(self)
     }
 }
 
-/// Checks every sink of a list (`what` names them in messages, e.g. `sink`) and that no two
-/// share a name.
-pub fn check_all<T: Named>(sinks: &[T], what: &str) -> Result<(), String> {
-    let mut names = BTreeSet::new();
-    for (i, s) in sinks.iter().enumerate() {
-        s.check()
-            .map_err(|m| format!("{what} {} ({:?}): {m}", i + 1, s.name()))?;
-        if !names.insert(s.name()) {
-            return Err(format!(
-                "{what} {}: the name {:?} is used by another sink; names must be unique",
-                i + 1,
-                s.name()
-            ));
-        }
-    }
-    Ok(())
+/// Deserializes the `sinks` list; see [`read_sinks`]. Names are unique since a name identifies
+/// a sink's stored cursor.
+pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SinkConfig>, D::Error> {
+    read_sinks(d)
 }
 
-/// Deserializes the `sinks` list and checks it: each sink on its own, and names unique since
-/// a name identifies a sink's stored cursor.
-pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SinkConfig>, D::Error> {
-    let sinks = Vec::<SinkConfig>::deserialize(d)?;
-    check_all(&sinks, "sink").map_err(serde::de::Error::custom)?;
-    Ok(sinks)
+/// Deserializes a list of sinks, each read and checked on its own as it comes, so that an
+/// error names the sink (its number and name) and the field, never a value, and the parser
+/// places it at that sink's table; no two may share a name.
+pub fn read_sinks<'de, D: Deserializer<'de>, T: SinkTable>(d: D) -> Result<Vec<T>, D::Error> {
+    d.deserialize_seq(SinkList(PhantomData))
+}
+
+/// Reads a list of sinks' tables in order.
+struct SinkList<T>(PhantomData<T>);
+
+impl<'de, T: SinkTable> Visitor<'de> for SinkList<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a list of {}s", T::CALLED)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut sinks = Vec::new();
+        while let Some(sink) = seq.next_element_seed(OneSink { before: &sinks })? {
+            sinks.push(sink);
+        }
+        Ok(sinks)
+    }
+}
+
+/// One sink's table, after the sinks `before` it. It is read whole, then made a sink: an error
+/// made then is the table's, which the parser places at its `[[…]]` line.
+struct OneSink<'a, T> {
+    before: &'a [T],
+}
+
+impl<'de, T: SinkTable> DeserializeSeed<'de> for OneSink<'_, T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: SinkTable> Visitor<'de> for OneSink<'_, T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} table", T::CALLED)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut table = toml::Table::new();
+        while let Some((key, value)) = map.next_entry::<String, toml::Value>()? {
+            table.insert(key, value);
+        }
+        let number = self.before.len() + 1;
+        let which = match table.get("name").and_then(toml::Value::as_str) {
+            Some(name) => format!("{} {number} ({name:?})", T::CALLED),
+            None => format!("{} {number}", T::CALLED),
+        };
+        self.sink(table)
+            .map_err(|m| de::Error::custom(format!("{which}: {m}")))
+    }
+}
+
+impl<T: SinkTable> OneSink<'_, T> {
+    /// The sink `table` configures, checked.
+    fn sink(&self, mut table: toml::Table) -> Result<T, String> {
+        let kind = table.remove("kind");
+        let sink = match &kind {
+            Some(toml::Value::String(k)) => T::read(k, Fields::new(table)),
+            Some(_) => None,
+            None => return Err(format!("missing field `kind`: {}", T::KINDS)),
+        };
+        let Some(sink) = sink else {
+            let kind = kind.map(|k| k.to_string()).unwrap_or_default();
+            return Err(format!("`kind` {kind} is not {}", T::KINDS));
+        };
+        let sink = sink?;
+        sink.check()?;
+        if self.before.iter().any(|s| s.name() == sink.name()) {
+            return Err("the name is used by another sink; names must be unique".into());
+        }
+        Ok(sink)
+    }
+}
+
+/// A sink's fields, as its kind's struct reads them: an error in one names the field.
+pub struct Fields {
+    entries: toml::map::IntoIter<String, toml::Value>,
+    value: Option<(String, toml::Value)>,
+}
+
+impl Fields {
+    fn new(table: toml::Table) -> Self {
+        Self {
+            entries: table.into_iter(),
+            value: None,
+        }
+    }
+
+    /// The fields read as a `T`, e.g. one kind's settings.
+    pub fn read<T: for<'de> Deserialize<'de>>(self) -> Result<T, String> {
+        T::deserialize(MapAccessDeserializer::new(self)).map_err(|e| e.message().to_owned())
+    }
+}
+
+/// Shows nothing of the fields, some of which are secrets.
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fields").finish_non_exhaustive()
+    }
+}
+
+impl<'de> MapAccess<'de> for Fields {
+    type Error = toml::de::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let read = seed.deserialize(key.clone().into_deserializer())?;
+        self.value = Some((key, value));
+        Ok(Some(read))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let (key, value) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("a value was asked for before its key"))?;
+        seed.deserialize(value)
+            .map_err(|e| de::Error::custom(format!("`{key}`: {}", e.message())))
+    }
 }
 
 #[cfg(test)]
@@ -442,5 +604,40 @@ mod tests {
         let dup = "[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/x\"\n\
                    [[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/y\"\n";
         assert!(parse(dup).unwrap_err().contains("names must be unique"));
+    }
+
+    /// A header value of the wrong type, likely the credential itself, is refused naming the
+    /// sink, `header` and the header, never the value, and placed at the sink's `[[sinks]]`.
+    #[test]
+    fn a_bad_header_names_its_sink_and_header_and_never_the_value() {
+        let first = "[[sinks]]\nname = \"f\"\nkind = \"file\"\npath = \"/x\"\n\n";
+        let webhook = "[[sinks]]\nname = \"w\"\nkind = \"webhook\"\n\
+                       url = \"https://siem.example.com/x\"\n";
+        let cases = [
+            (
+                r#"header = { "Authorization" = 987654321987 }"#,
+                r#"sink 2 ("w"): `header`: `Authorization`: a secret is text"#,
+            ),
+            (
+                r#"header = { "Authorization" = ["SECRETHDR"] }"#,
+                r#"sink 2 ("w"): `header`: `Authorization`: invalid type: sequence"#,
+            ),
+            (
+                r#"header = "Bearer SECRETHDR""#,
+                r#"sink 2 ("w"): `header`: write it as a table of header names and values"#,
+            ),
+        ];
+        for (header, expected) in cases {
+            let text = format!("{first}{webhook}{header}\n");
+            let e = toml::from_str::<Doc>(&text).unwrap_err();
+            let message = e.message();
+            assert!(message.starts_with(expected), "{message}");
+            assert!(
+                !message.contains("987654321987") && !message.contains("SECRETHDR"),
+                "{message}"
+            );
+            let at = e.span().expect("an error placed in the file").start;
+            assert_eq!(text[..at].matches('\n').count() + 1, 6, "{message}");
+        }
     }
 }

@@ -137,8 +137,8 @@ mod tests {
     fn a_file_sink_is_known_by_its_last_whole_record() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("audit.jsonl");
-        let config: SinkConfig =
-            toml::from_str(&format!("kind = \"file\"\nname = \"f\"\npath = {out:?}\n")).unwrap();
+        let config =
+            SinkConfig::File(toml::from_str(&format!("name = \"f\"\npath = {out:?}\n")).unwrap());
         assert!(delivered(dir.path(), &config).is_empty());
         let record = |seq: u64| {
             format!(

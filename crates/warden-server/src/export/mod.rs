@@ -32,7 +32,9 @@ use tokio::task::JoinHandle;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_store::Leaf;
 
-pub use config::{Headers, Named, SinkConfig, check_all, check_name, shown_url, sinks};
+pub use config::{
+    Fields, Headers, SinkConfig, SinkTable, check_name, read_sinks, shown_url, sinks,
+};
 
 use crate::state::{Shared, now};
 

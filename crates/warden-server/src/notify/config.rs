@@ -33,17 +33,14 @@
 //! never appears in logs, the status or error messages.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use warden_domain::Audience;
 
 use crate::config_secret::ConfigSecret;
-use crate::export::{Headers, check_name, shown_url};
+use crate::export::{Fields, Headers, SinkTable, check_name, read_sinks, shown_url};
 
 /// One notification destination: a `[[notify]]` table, its `kind` saying which.
 #[derive(Debug, Clone)]
@@ -317,133 +314,31 @@ impl NotifyConfig {
     }
 }
 
-/// Deserializes the `notify` list, each sink read and checked on its own as it comes, so that
-/// an error names the sink (its number and name) and the field, and the parser places it at
-/// that sink's `[[notify]]`; names are unique, as queued notifications are kept per sink name.
+impl SinkTable for NotifyConfig {
+    const CALLED: &'static str = "notify sink";
+    const KINDS: &'static str = r#""webhook" or "smtp""#;
+
+    fn read(kind: &str, fields: Fields) -> Option<Result<Self, String>> {
+        Some(match kind {
+            "webhook" => fields.read().map(NotifyConfig::Webhook),
+            "smtp" => fields.read().map(NotifyConfig::Smtp),
+            _ => return None,
+        })
+    }
+
+    fn name(&self) -> &str {
+        NotifyConfig::name(self)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        NotifyConfig::check(self)
+    }
+}
+
+/// Deserializes the `notify` list; see [`read_sinks`]. Names are unique, as queued
+/// notifications are kept per sink name.
 pub fn sinks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NotifyConfig>, D::Error> {
-    d.deserialize_seq(SinkList)
-}
-
-/// Reads the `[[notify]]` tables in order.
-struct SinkList;
-
-impl<'de> Visitor<'de> for SinkList {
-    type Value = Vec<NotifyConfig>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[[notify]] tables")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut sinks = Vec::new();
-        while let Some(sink) = seq.next_element_seed(OneSink { before: &sinks })? {
-            sinks.push(sink);
-        }
-        Ok(sinks)
-    }
-}
-
-/// One `[[notify]]` table, after the sinks `before` it. It is read whole, then made a sink:
-/// an error made then is the table's, which the parser places at its `[[notify]]` line.
-struct OneSink<'a> {
-    before: &'a [NotifyConfig],
-}
-
-impl<'de> DeserializeSeed<'de> for OneSink<'_> {
-    type Value = NotifyConfig;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<NotifyConfig, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OneSink<'_> {
-    type Value = NotifyConfig;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a [[notify]] table")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NotifyConfig, A::Error> {
-        let mut table = toml::Table::new();
-        while let Some((key, value)) = map.next_entry::<String, toml::Value>()? {
-            table.insert(key, value);
-        }
-        let number = self.before.len() + 1;
-        let which = match table.get("name").and_then(toml::Value::as_str) {
-            Some(name) => format!("notify sink {number} ({name:?})"),
-            None => format!("notify sink {number}"),
-        };
-        self.sink(table)
-            .map_err(|m| de::Error::custom(format!("{which}: {m}")))
-    }
-}
-
-impl OneSink<'_> {
-    /// The sink `table` configures, checked.
-    fn sink(&self, mut table: toml::Table) -> Result<NotifyConfig, String> {
-        let kind = table.remove("kind");
-        let fields = MapAccessDeserializer::new(Fields::new(table));
-        let read = |e: toml::de::Error| e.message().to_owned();
-        let sink = match kind {
-            Some(toml::Value::String(k)) if k == "webhook" => {
-                NotifyConfig::Webhook(WebhookConfig::deserialize(fields).map_err(read)?)
-            }
-            Some(toml::Value::String(k)) if k == "smtp" => {
-                NotifyConfig::Smtp(SmtpConfig::deserialize(fields).map_err(read)?)
-            }
-            Some(other) => return Err(format!("`kind` {other} is not \"webhook\" or \"smtp\"")),
-            None => return Err("missing field `kind`: \"webhook\" or \"smtp\"".into()),
-        };
-        sink.check()?;
-        if self.before.iter().any(|s| s.name() == sink.name()) {
-            return Err("the name is used by another sink; names must be unique".into());
-        }
-        Ok(sink)
-    }
-}
-
-/// A sink's fields, as its kind's struct reads them: an error in one names the field.
-struct Fields {
-    entries: toml::map::IntoIter<String, toml::Value>,
-    value: Option<(String, toml::Value)>,
-}
-
-impl Fields {
-    fn new(table: toml::Table) -> Self {
-        Self {
-            entries: table.into_iter(),
-            value: None,
-        }
-    }
-}
-
-impl<'de> MapAccess<'de> for Fields {
-    type Error = toml::de::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Self::Error> {
-        let Some((key, value)) = self.entries.next() else {
-            return Ok(None);
-        };
-        let read = seed.deserialize(key.clone().into_deserializer())?;
-        self.value = Some((key, value));
-        Ok(Some(read))
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, Self::Error> {
-        let (key, value) = self
-            .value
-            .take()
-            .ok_or_else(|| de::Error::custom("a value was asked for before its key"))?;
-        seed.deserialize(value)
-            .map_err(|e| de::Error::custom(format!("`{key}`: {}", e.message())))
-    }
+    read_sinks(d)
 }
 
 #[cfg(test)]
@@ -591,7 +486,7 @@ mod tests {
                     "{first}[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://h/\"\n\
                      header = {{ Authorization = \"\" }}\n"
                 ),
-                "notify sink 2 (\"hook\"): `header`: the secret is empty",
+                "notify sink 2 (\"hook\"): `header`: `Authorization`: the secret is empty",
             ),
         ];
         for (text, expected) in cases {

@@ -110,6 +110,16 @@ fn report(out: Output, what: &str, summary: Value, problems: &[String]) -> anyho
                     v["time"].as_str().unwrap_or("?")
                 ),
                 Value::String(s) => println!("{k}: {s}"),
+                // A list reads as its items, or as `none`, not as JSON.
+                Value::Array(items) if items.is_empty() => println!("{k}: none"),
+                Value::Array(items) => println!(
+                    "{k}: {}",
+                    items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 v => println!("{k}: {v}"),
             }
         }
@@ -1072,17 +1082,13 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
         .transpose()?;
     // The proof's own checkpoint must be the kept one where they are of one size: the server
     // could otherwise prove from a rewritten history it signed since.
-    let same_as_kept = |cp: &Checkpoint| -> anyhow::Result<()> {
+    let same_as_kept = |cp: &Checkpoint| -> Option<String> {
         match &kept {
-            Some(k) if k.size == cp.size && k.root != cp.root => Err(Failure::new(
-                exit::FAILURE,
-                format!(
-                    "the proof's checkpoint at size {} has another root than the one you kept: the log was rewritten since (a fork)",
-                    cp.size
-                ),
-            )
-            .into()),
-            _ => Ok(()),
+            Some(k) if k.size == cp.size && k.root != cp.root => Some(format!(
+                "the proof's checkpoint at size {} has another root than the one you kept: the log was rewritten since (a fork)",
+                cp.size
+            )),
+            _ => None,
         }
     };
     let v: Value = serde_json::from_str(&read_input(file)?).map_err(|e| {
@@ -1091,13 +1097,12 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
             format!("{} is not a proof file: {e}", file.display()),
         )
     })?;
-    let open = |field: &str| -> anyhow::Result<Checkpoint> {
+    // A checkpoint that is not validly signed is the proof's problem, reported as such.
+    let open = |field: &str| -> anyhow::Result<Result<Checkpoint, String>> {
         let note = v[field]
             .as_str()
             .with_context(|| format!("proof has no {field}"))?;
-        Checkpoint::open(note, &key).map_err(|e| {
-            Failure::new(exit::FAILURE, format!("{field} is not validly signed: {e}")).into()
-        })
+        Ok(Checkpoint::open(note, &key).map_err(|e| format!("{field} is not validly signed: {e}")))
     };
     let kind = v["kind"].as_str();
     if !matches!(kind, Some("inclusion" | "consistency")) {
@@ -1111,9 +1116,21 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
         .into());
     }
     let path = unhex(&v["proof"])?;
+    let mut problems = Vec::new();
     let summary = match kind {
         Some("inclusion") => {
-            let cp = open("checkpoint")?;
+            let seq = v["seq"].as_u64().context("proof has no seq")?;
+            let data = v["leaf_data"].as_str().context("proof has no leaf_data")?;
+            let cp = match open("checkpoint")? {
+                Ok(cp) => cp,
+                Err(problem) => {
+                    return proof_report(
+                        out,
+                        json!({ "kind": "inclusion", "seq": seq }),
+                        &[problem],
+                    );
+                }
+            };
             if let Some(k) = &kept
                 && k.size != cp.size
             {
@@ -1126,40 +1143,33 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
                 )
                 .into());
             }
-            same_as_kept(&cp)?;
-            let seq = v["seq"].as_u64().context("proof has no seq")?;
+            problems.extend(same_as_kept(&cp));
             if seq == 0 {
-                return Err(Failure::new(
-                    exit::FAILURE,
-                    "the proof is of seq 0: the log's sequence numbers start at 1",
-                )
-                .into());
-            }
-            let data = v["leaf_data"].as_str().context("proof has no leaf_data")?;
-            if claimed_seq(data) != Some(seq) {
-                return Err(Failure::new(
-                    exit::FAILURE,
-                    format!("the event claims another sequence number than {seq}"),
-                )
-                .into());
-            }
-            verify_inclusion(
+                problems.push(
+                    "the proof is of seq 0: the log's sequence numbers start at 1".to_owned(),
+                );
+            } else if claimed_seq(data) != Some(seq) {
+                problems.push(format!(
+                    "the event claims another sequence number than {seq}"
+                ));
+            } else if let Err(e) = verify_inclusion(
                 seq - 1,
                 cp.size,
                 &leaf_hash(data.as_bytes()),
                 &path,
                 &cp.root,
-            )
-            .map_err(|e| {
-                Failure::new(
-                    exit::FAILURE,
-                    format!("inclusion proof does not verify: {e}"),
-                )
-            })?;
-            json!({ "kind": "inclusion", "seq": seq, "checkpoint_size": cp.size, "valid": true })
+            ) {
+                problems.push(format!("inclusion proof does not verify: {e}"));
+            }
+            json!({ "kind": "inclusion", "seq": seq, "checkpoint_size": cp.size })
         }
         Some("consistency") => {
-            let new = open("new_checkpoint")?;
+            let new = match open("new_checkpoint")? {
+                Ok(cp) => cp,
+                Err(problem) => {
+                    return proof_report(out, json!({ "kind": "consistency" }), &[problem]);
+                }
+            };
             let old_size = v["old_size"].as_u64().ok_or_else(|| {
                 Failure::new(
                     exit::USAGE,
@@ -1194,26 +1204,29 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
                     )
                     .into());
                 }
-                _ => open("old_checkpoint")?,
+                _ => match open("old_checkpoint")? {
+                    Ok(cp) => cp,
+                    Err(problem) => {
+                        return proof_report(
+                            out,
+                            json!({ "kind": "consistency", "from": old_size, "to": new.size }),
+                            &[problem],
+                        );
+                    }
+                },
             };
+            problems.extend(same_as_kept(&old));
             if old.size != old_size {
-                return Err(Failure::new(
-                    exit::FAILURE,
-                    format!(
-                        "the proof claims to start at size {old_size} but its old checkpoint is of size {}",
-                        old.size
-                    ),
-                )
-                .into());
+                problems.push(format!(
+                    "the proof claims to start at size {old_size} but its old checkpoint is of size {}",
+                    old.size
+                ));
+            } else if let Err(e) =
+                verify_consistency(old.size, new.size, &old.root, &new.root, &path)
+            {
+                problems.push(format!("consistency proof does not verify: {e}"));
             }
-            same_as_kept(&old)?;
-            verify_consistency(old.size, new.size, &old.root, &new.root, &path).map_err(|e| {
-                Failure::new(
-                    exit::FAILURE,
-                    format!("consistency proof does not verify: {e}"),
-                )
-            })?;
-            json!({ "kind": "consistency", "from": old.size, "to": new.size, "valid": true })
+            json!({ "kind": "consistency", "from": old_size, "to": new.size })
         }
         _ => {
             return Err(Failure::new(
@@ -1223,7 +1236,16 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
             .into());
         }
     };
-    report(out, "the proof", summary, &[])
+    proof_report(out, summary, &problems)
+}
+
+/// Reports a proof's check like any other, but with the reason it fails on stderr: a proof
+/// fails for one reason or two, which say more than their count.
+fn proof_report(out: Output, summary: Value, problems: &[String]) -> anyhow::Result<()> {
+    report(out, "the proof", summary, problems).map_err(|e| match problems {
+        [] => e,
+        _ => Failure::new(exit::FAILURE, problems.join("; ")).into(),
+    })
 }
 
 /// The files of an export bundle.

@@ -107,6 +107,11 @@ pub fn save_secret(v: &Value, secret: &Value) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Whether this client keeps the secret of grant `id`.
+pub fn keeps_secret(id: &str) -> anyhow::Result<bool> {
+    Ok(grant_file(id)?.exists())
+}
+
 /// Removes the kept secrets of grants past their expiry. A file without a readable expiry
 /// (kept by an earlier client) stays: what it holds may still be in use.
 pub fn forget_expired() -> anyhow::Result<()> {

@@ -55,7 +55,12 @@ pub(crate) async fn active_grants(
     Err(if known {
         Failure::new(exit::REFUSED, format!("you hold no active grant for {target}: request one with `warden request create {target} --role ROLE --reason ... --ttl TTL` (`warden targets` lists the roles you may request and their longest TTL)"))
     } else {
-        Failure::new(exit::NOT_FOUND, format!("no target {target} that you may request (see `warden targets`)"))
+        // The client sees only what the caller may request, so it cannot tell a target the
+        // policy lacks from one hidden from them; the code is the server's for a missing one.
+        Failure {
+            api_code: Some("unknown_target".to_owned()),
+            ..Failure::new(exit::NOT_FOUND, format!("no target {target} that you may request: `warden targets` lists them"))
+        }
     }
     .into())
 }

@@ -292,11 +292,14 @@ fn link_key(key: &Path, id: &str) -> anyhow::Result<()> {
 }
 
 /// Writes an active grant's certificate to `WARDEN_HOME/ssh/ID-cert.pub` and returns its path.
-fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
+pub(super) fn save_certificate(v: &Value) -> anyhow::Result<Option<PathBuf>> {
     let Some(cert) = v.pointer("/credential/certificate").and_then(Value::as_str) else {
         return Ok(None);
     };
-    let id = v["id"].as_str().unwrap_or("grant");
+    // Named after the request: only an id makes a file name that stays in the folder.
+    let Some(id) = v["id"].as_str().filter(|id| id_like(id)) else {
+        return Ok(None);
+    };
     let path = ssh_dir()?.join(format!("{id}-cert.pub"));
     std::fs::write(&path, format!("{cert}\n"))?;
     // After the new certificate is in place: the key it certifies is a live one's, kept even
@@ -522,7 +525,9 @@ async fn poll_decided(c: &Client, id: &str, timeout: u64, out: Output) -> anyhow
 
 /// Prints request `v` and keeps what its grant hands over: the certificate beside the `key` it
 /// certifies, or, for a request made here (`asked_here`) with a key whose private half is
-/// elsewhere (an agent's, a hardware key's), on its own.
+/// elsewhere (an agent's, a hardware key's), on its own. Its requester (`asked_here`) shown an
+/// active database grant without its password, which this client does not keep either, is told
+/// how to get it.
 pub(super) fn finish(
     v: &Value,
     key: Option<&Path>,
@@ -581,6 +586,12 @@ pub(super) fn finish(
             "  {}",
             [program.to_owned(), args.join(" ")].join(" ").trim_end()
         );
+    } else if asked_here && v["state"] == "active" && has_password(v) {
+        let id = s(v, "id");
+        if id_like(&id) && !super::db::keeps_secret(&id)? {
+            println!();
+            println!("{}", pickup_hint(v));
+        }
     }
     if let Some(c) = cert {
         let principals = v
@@ -609,13 +620,41 @@ pub(super) fn finish(
             _ => String::new(),
         };
         let word = |p: &Path| crate::output::shell_word(&p.display().to_string());
-        let identity = key.map(|k| format!("-i {} ", word(k))).unwrap_or_default();
+        // Without its key, known only to the client that made the request, the certificate
+        // logs in nowhere: the command says which key it takes rather than leave it out.
+        let identity = key.map_or_else(|| "KEY".to_owned(), word);
         println!(
-            "Connect: ssh {port}{identity}-o {} {principals}@{host}",
+            "Connect: ssh {port}-i {identity} -o {} {principals}@{host}",
             crate::output::shell_word(&certificate_option(&c))
         );
+        if key.is_none() {
+            println!(
+                "Replace KEY with the private key whose public half was sent with the request (it is not on this client; with the key in ssh-agent, its public key file will do), or connect with `warden ssh {} --request {} -i KEY`",
+                s(v, "target"),
+                s(v, "id")
+            );
+        }
     }
     Ok(())
+}
+
+/// How the requester of active database grant `v` gets its password. The server does not say
+/// whether it was handed over already (to another client: this one keeps none), so neither
+/// does this.
+fn pickup_hint(v: &Value) -> String {
+    let (id, target) = (s(v, "id"), s(v, "target"));
+    format!(
+        "Password: if not yet picked up, get it (shown once) with `warden request credential {id}`, or connect with `warden db connect {target} --request {id}`"
+    )
+}
+
+/// Whether grant `v`'s credential has a password handed over apart from it, once: a database
+/// account's.
+fn has_password(v: &Value) -> bool {
+    matches!(
+        v.pointer("/credential/kind").and_then(Value::as_str),
+        Some("postgres" | "mariadb")
+    )
 }
 
 /// `CertificateFile=PATH` as ssh reads an `-o` value: it splits the value again, so a path with
@@ -710,11 +749,7 @@ pub(super) fn refused_if_ended(v: &Value) -> anyhow::Result<()> {
 /// Picks up the database credential of request `v`, active after a wait, into `v["secret"]`:
 /// the password is handed over once, to its requester.
 async fn pick_up_after_wait(c: &Client, v: &mut Value) -> anyhow::Result<()> {
-    let needs_pickup = matches!(
-        v.pointer("/credential/kind").and_then(Value::as_str),
-        Some("postgres" | "mariadb")
-    );
-    if v["state"] == "active" && needs_pickup && v.get("secret").is_none_or(Value::is_null) {
+    if v["state"] == "active" && has_password(v) && v.get("secret").is_none_or(Value::is_null) {
         v["secret"] = super::db::pickup(c, v).await?.unwrap_or(Value::Null);
     }
     Ok(())

@@ -494,7 +494,9 @@ pub async fn ssh(
     // registered key is ssh's own default otherwise).
     let certified = match (&request, identity) {
         (Some(id), key) => {
-            let (key, cert) = requested_certificate(&dir, id, key)?;
+            // The one grant of that id: `grants` holds nothing else by now.
+            let grant = grants.first().filter(|g| g["id"] == id.as_str());
+            let (key, cert) = requested_certificate(&dir, id, grant, key)?;
             Some((key, Some(cert)))
         }
         (None, Some(key)) => {
@@ -586,45 +588,56 @@ fn grant_certificate(
     })
 }
 
-/// The key and certificate that sign in under grant `id`, which `--request` named: the
-/// certificate `warden request create` saved in `dir`, with `key` or, without one, the key
-/// saved beside it. Refused when either is missing or they do not match: a key signing in
-/// without the grant's certificate would leave the proxy to pick among the caller's grants,
-/// not necessarily the one named.
+/// The key and certificate that sign in under grant `id`, which `--request` named: its
+/// certificate, saved in `dir` from the server's answer (`grant`) if this client had not yet,
+/// with `key` or, without one, the key saved beside it. Refused when the key is missing or the
+/// certificate does not certify it: a key signing in without the grant's certificate would
+/// leave the proxy to pick among the caller's grants, not necessarily the one named.
 fn requested_certificate(
     dir: &std::path::Path,
     id: &str,
+    grant: Option<&Value>,
     key: Option<PathBuf>,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cert = dir.join(format!("{id}-cert.pub"));
+    if certified_key(&cert).is_none()
+        && let Some(grant) = grant
+    {
+        super::requests::save_certificate(grant)?;
+    }
     let Some(certified) = certified_key(&cert) else {
         return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "the certificate of grant {id} is not saved on this client ({}): `warden request show {id}` saves it",
-                cert.display()
-            ),
+            exit::FAILURE,
+            format!("the server gave no SSH certificate for grant {id}: `warden ssh` signs in to targets of kind ssh"),
         )
         .into());
     };
     let fingerprint = certified.fingerprint(ssh_key::HashAlg::Sha256);
+    let saved = dir.join(id);
+    let saved_here = public_half(&saved).as_ref() == Some(&certified);
     let refusal = match key {
         Some(key) if public_half(&key).as_ref() == Some(&certified) => return Ok((key, cert)),
-        Some(key) => format!(
-            "-i {} does not hold the certificate of grant {id}, which certifies the key {fingerprint}: leave out -i to sign in with that key, or leave out --request to sign in with {} under the grant the proxy picks",
-            key.display(),
-            key.display()
-        ),
-        None => {
-            let key = dir.join(id);
-            if public_half(&key).as_ref() == Some(&certified) {
-                return Ok((key, cert));
-            }
+        Some(key) => {
+            // Where the certified key is: saved beside the certificate, or named by the user.
+            let instead = if saved_here {
+                "leave out -i to sign in with that key".to_owned()
+            } else {
+                format!(
+                    "name that key's private half with -i (it is not saved on this client at {})",
+                    saved.display()
+                )
+            };
             format!(
-                "the key grant {id} certifies ({fingerprint}) is not on this client at {}: name it with -i KEY",
+                "-i {} does not hold the certificate of grant {id}, which certifies the key {fingerprint}: {instead}, or leave out --request to sign in with {} under the grant the proxy picks",
+                key.display(),
                 key.display()
             )
         }
+        None if saved_here => return Ok((saved, cert)),
+        None => format!(
+            "the key grant {id} certifies ({fingerprint}) is not on this client at {}: name it with -i KEY",
+            saved.display()
+        ),
     };
     Err(Failure::new(exit::USAGE, refusal).into())
 }

@@ -24,6 +24,7 @@ use crate::output::Output;
 pub enum VaultCommand {
     /// Rotate the master key: re-wrap every sealed secret under a new key (server stopped).
     Rewrap {
+        /// The stopped server's data directory, whose master.key and sealed secrets it rewraps.
         #[arg(long, default_value = "warden-data")]
         data_dir: PathBuf,
     },
@@ -37,7 +38,12 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
     // Not where others could read or swap the new key: a server would refuse the dir anyway.
     warden_server::serve::check_private_dir(&data_dir)?;
     // A running server would keep sealing under the old key: it must be stopped.
-    let _lock = warden_server::serve::lock_data_dir(&data_dir)?;
+    let _lock = warden_server::serve::lock_data_dir(&data_dir).map_err(|e| {
+        match e.downcast::<warden_server::serve::DataDirInUse>() {
+            Ok(in_use) => Failure::new(exit::CONFLICT, in_use.to_string()).into(),
+            Err(e) => e,
+        }
+    })?;
     let sample = warden_store::a_sealed_value(&db)?;
     // A rotation cut short leaves master.key.new. If the secrets were re-wrapped under it (the
     // commit happened), the rotation only has its files to finish; if not, it is left over.
