@@ -121,24 +121,37 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> (Vec<(String, String)>, 
 
 /// Files that look meant as policy but would be passed over in silence, so that a `forbid`
 /// in one would never apply: a rule or targets file whose name differs only in case
-/// (`Access.CEDAR`), and `.cedar` files in a folder below `dir`, however deep (rules are read
-/// from the top level only). Folders whose names start with a dot keep files aside on purpose.
+/// (`Access.CEDAR`), `.cedar` files in a folder below `dir`, however deep (rules are read
+/// from the top level only), and any name at the top level that is not UTF-8 (a rule file
+/// named in Latin-1 would never be read). Folders whose names start with a dot keep files
+/// aside on purpose.
 fn misplaced(dir: &Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for (name, is_dir) in entries(dir) {
+    for entry in entries(dir) {
+        let name = &entry.name;
+        if !entry.utf8 {
+            out.push(file_diagnostic(
+                name,
+                "this name is not valid UTF-8, so it is never read (a rule in it would never apply): rename it in UTF-8; every name in a policy directory must be, so that no rule file is passed over (files kept aside on purpose go in a folder whose name starts with a dot)",
+            ));
+        }
         let lower = name.to_lowercase();
-        if is_dir {
-            out.extend(below(&dir.join(&name), &name, ".cedar").into_iter().map(|n| {
+        if entry.is_dir {
+            out.extend(below(&entry.path, name, entry.utf8, ".cedar").into_iter().map(|(n, utf8)| {
                 file_diagnostic(
                     &n,
-                    "rules are read from the policy directory's top level only: move this file there, or its rules never apply (rules kept aside on purpose go in a folder whose name starts with a dot)",
+                    format!(
+                        "rules are read from the policy directory's top level only: move this file there, or its rules never apply (rules kept aside on purpose go in a folder whose name starts with a dot){}",
+                        not_utf8_either(utf8)
+                    ),
                 )
             }));
-        } else if (lower.ends_with(".cedar") && !name.ends_with(".cedar"))
-            || (lower == targets::FILE && name != targets::FILE)
+        } else if entry.utf8
+            && ((lower.ends_with(".cedar") && !name.ends_with(".cedar"))
+                || (lower == targets::FILE && name != targets::FILE))
         {
             out.push(file_diagnostic(
-                &name,
+                name,
                 "policy files are named in lower case (`*.cedar`, `targets.toml`): rename it, or it is never read",
             ));
         }
@@ -147,20 +160,32 @@ fn misplaced(dir: &Path) -> Vec<Diagnostic> {
 }
 
 /// Fixture files `policy test` would pass over in silence, so that a policy repo's CI would
-/// pass without their cases: `*.toml` named in other case (`Cases.TOML`), and `.toml` files in
-/// a folder below `tests/`, however deep.
+/// pass without their cases: `*.toml` named in other case (`Cases.TOML`), `.toml` files in a
+/// folder below `tests/`, however deep, and any name in `tests/` that is not UTF-8.
 fn misplaced_fixtures(tests: &Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for (name, is_dir) in entries(tests) {
-        let here = format!("{TESTS_DIR}/{name}");
-        if is_dir {
-            out.extend(below(&tests.join(&name), &here, ".toml").into_iter().map(|n| {
+    for entry in entries(tests) {
+        let here = format!("{TESTS_DIR}/{}", entry.name);
+        if !entry.utf8 {
+            out.push(file_diagnostic(
+                &here,
+                "this name is not valid UTF-8, so it is never read (cases in it would never run): rename it in UTF-8; every name in tests/ must be, so that no fixture file is passed over",
+            ));
+        }
+        if entry.is_dir {
+            out.extend(below(&entry.path, &here, entry.utf8, ".toml").into_iter().map(|(n, utf8)| {
                 file_diagnostic(
                     &n,
-                    "fixtures are read from tests/ itself only: move this file there, or its cases never run",
+                    format!(
+                        "fixtures are read from tests/ itself only: move this file there, or its cases never run{}",
+                        not_utf8_either(utf8)
+                    ),
                 )
             }));
-        } else if name.to_lowercase().ends_with(".toml") && !name.ends_with(".toml") {
+        } else if entry.utf8
+            && entry.name.to_lowercase().ends_with(".toml")
+            && !entry.name.ends_with(".toml")
+        {
             out.push(file_diagnostic(
                 &here,
                 "fixture files are named `*.toml` in lower case: rename it, or its cases never run",
@@ -170,46 +195,85 @@ fn misplaced_fixtures(tests: &Path) -> Vec<Diagnostic> {
     out
 }
 
-/// The names in `dir` and whether each is a folder, sorted; hidden ones left out.
-fn entries(dir: &Path) -> Vec<(String, bool)> {
+/// What a misplaced file's problem adds when its path is not all UTF-8.
+fn not_utf8_either(utf8: bool) -> &'static str {
+    if utf8 {
+        ""
+    } else {
+        "; its path is not valid UTF-8 either: rename it in UTF-8"
+    }
+}
+
+/// A name in a folder, as [`entries`] lists it.
+struct Entry {
+    /// As shown: the name, with what is not UTF-8 in it replaced (`U+FFFD`).
+    name: String,
+    /// Whether the name is valid UTF-8.
+    utf8: bool,
+    path: std::path::PathBuf,
+    is_dir: bool,
+}
+
+/// The names in `dir`, sorted, those that are not UTF-8 included (shown lossily); hidden ones
+/// left out.
+fn entries(dir: &Path) -> Vec<Entry> {
     let Ok(read) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<(String, bool)> = read
+    let mut out: Vec<Entry> = read
         .filter_map(Result::ok)
         .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_owned();
-            (!name.starts_with('.')).then(|| (name, e.path().is_dir()))
+            let os = e.file_name();
+            if os.as_encoded_bytes().starts_with(b".") {
+                return None;
+            }
+            let path = e.path();
+            Some(Entry {
+                name: os.to_string_lossy().into_owned(),
+                utf8: os.to_str().is_some(),
+                is_dir: path.is_dir(),
+                path,
+            })
         })
         .collect();
-    out.sort();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
 /// The files below `dir` (shown as `shown/…`), however deep, whose names end in `suffix` in any
-/// case; hidden files and folders left out. Bounded in depth, for a folder that links to itself.
-fn below(dir: &Path, shown: &str, suffix: &str) -> Vec<String> {
-    fn walk(dir: &Path, shown: &str, suffix: &str, depth: usize, out: &mut Vec<String>) {
+/// case, each with whether its path is all UTF-8 (`dir`'s is when `utf8`); hidden files and
+/// folders left out. Bounded in depth, for a folder that links to itself.
+fn below(dir: &Path, shown: &str, utf8: bool, suffix: &str) -> Vec<(String, bool)> {
+    fn walk(
+        dir: &Path,
+        shown: &str,
+        utf8: bool,
+        suffix: &str,
+        depth: usize,
+        out: &mut Vec<(String, bool)>,
+    ) {
         if depth > 16 {
             return;
         }
-        for (name, is_dir) in entries(dir) {
-            let here = format!("{shown}/{name}");
-            if is_dir {
-                walk(&dir.join(&name), &here, suffix, depth + 1, out);
-            } else if name.to_lowercase().ends_with(suffix) {
-                out.push(here);
+        for entry in entries(dir) {
+            let here = format!("{shown}/{}", entry.name);
+            let utf8 = utf8 && entry.utf8;
+            if entry.is_dir {
+                walk(&entry.path, &here, utf8, suffix, depth + 1, out);
+            } else if entry.name.to_lowercase().ends_with(suffix) {
+                out.push((here, utf8));
             }
         }
     }
     let mut out = Vec::new();
-    walk(dir, shown, suffix, 0, &mut out);
+    walk(dir, shown, utf8, suffix, 0, &mut out);
     out
 }
 
 /// Names directly in `dir` that `wanted` picks, sorted: regular files and links to them. Hidden
 /// names (an editor's lock file `.#access.cedar`) and directories are passed over; a wanted
-/// link that leads nowhere is kept, so that reading it names it.
+/// link that leads nowhere is kept, so that reading it names it. Names that are not UTF-8 are
+/// passed over here: [`misplaced`] and [`misplaced_fixtures`] report them.
 fn list(dir: &Path, wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -1800,6 +1800,124 @@ fn a_check_reads_the_fixtures_without_running_them() {
     assert!(run_tests(dir.path(), NO_CHECK).unwrap().failed() > 0);
 }
 
+/// A name that is not UTF-8 cannot be told to be a rule file or not, so a rule file named in
+/// Latin-1 would never be read: every such name in the policy directory, and in `tests/`
+/// where fixtures are read, is an error naming it, not a `forbid` that never applies.
+#[test]
+fn a_name_that_is_not_utf8_is_an_error_not_a_file_passed_over() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in demo_files() {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let digest = Policy::load_dir(dir.path(), NO_CHECK)
+        .unwrap()
+        .digest()
+        .to_owned();
+    let at = |bytes: &[u8]| dir.path().join(OsStr::from_bytes(bytes));
+    let forbid = "@id(\"no-one\")\nforbid (principal, action, resource);\n";
+    std::fs::write(at(b"deny-caf\xe9.cedar"), forbid).unwrap();
+    let not_utf8 = "deny-caf\u{fffd}.cedar: this name is not valid UTF-8, so it is never read (a rule in it would never apply): rename it in UTF-8; every name in a policy directory must be, so that no rule file is passed over (files kept aside on purpose go in a folder whose name starts with a dot)";
+    for err in [
+        Policy::load_dir(dir.path(), NO_CHECK).unwrap_err(),
+        Policy::check_dir(dir.path(), NO_CHECK).unwrap_err(),
+        run_tests(dir.path(), NO_CHECK).unwrap_err(),
+    ] {
+        let got: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(got, [not_utf8], "{err}");
+        assert!(err.has_errors());
+    }
+    // Renamed, its rule applies: the digest changes.
+    std::fs::rename(at(b"deny-caf\xe9.cedar"), at(b"deny-cafe.cedar")).unwrap();
+    assert_ne!(
+        Policy::load_dir(dir.path(), NO_CHECK).unwrap().digest(),
+        digest
+    );
+    std::fs::remove_file(at(b"deny-cafe.cedar")).unwrap();
+
+    // Any other such name at the top level too, a folder's, and the rule files in it, which
+    // are misplaced as well; hidden ones are kept aside on purpose.
+    std::fs::write(at(b"notes-\xff.md"), "").unwrap();
+    std::fs::create_dir(at(b"r\xe8gles")).unwrap();
+    std::fs::write(at(b"r\xe8gles/deny.cedar"), forbid).unwrap();
+    std::fs::create_dir(at(b"old")).unwrap();
+    std::fs::write(at(b"old/d\xe9ny.CEDAR"), forbid).unwrap();
+    std::fs::write(at(b".caf\xe9.cedar.swp"), "").unwrap();
+    std::fs::create_dir(at(b".\xe9")).unwrap();
+    std::fs::write(at(b".\xe9/d\xe9ny.cedar"), forbid).unwrap();
+    let err = Policy::load_dir(dir.path(), NO_CHECK).unwrap_err();
+    let got: Vec<(&str, &str)> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.file.as_str(), d.message.as_str()))
+        .collect();
+    assert_eq!(got.len(), 4, "{err}");
+    assert_eq!(got[0].0, "notes-\u{fffd}.md", "{err}");
+    assert!(
+        got[0].1.starts_with("this name is not valid UTF-8"),
+        "{err}"
+    );
+    assert_eq!(
+        got[1],
+        (
+            "old/d\u{fffd}ny.CEDAR",
+            "rules are read from the policy directory's top level only: move this file there, or its rules never apply (rules kept aside on purpose go in a folder whose name starts with a dot); its path is not valid UTF-8 either: rename it in UTF-8"
+        ),
+        "{err}"
+    );
+    assert_eq!(got[2].0, "r\u{fffd}gles", "{err}");
+    assert!(
+        got[2].1.starts_with("this name is not valid UTF-8"),
+        "{err}"
+    );
+    assert_eq!(got[3].0, "r\u{fffd}gles/deny.cedar", "{err}");
+    assert!(
+        got[3]
+            .1
+            .ends_with("its path is not valid UTF-8 either: rename it in UTF-8")
+    );
+    for bytes in [
+        &b"notes-\xff.md"[..],
+        b"r\xe8gles/deny.cedar",
+        b"old/d\xe9ny.CEDAR",
+    ] {
+        std::fs::remove_file(at(bytes)).unwrap();
+    }
+    std::fs::remove_dir(at(b"r\xe8gles")).unwrap();
+    assert_eq!(
+        Policy::load_dir(dir.path(), NO_CHECK).unwrap().digest(),
+        digest
+    );
+
+    // In tests/, where a check and `policy test` read fixtures; a server reads none.
+    std::fs::write(at(b"tests/caf\xe9.toml"), "").unwrap();
+    std::fs::create_dir(at(b"tests/\xe9")).unwrap();
+    std::fs::write(at(b"tests/\xe9/more.toml"), "").unwrap();
+    for err in [
+        Policy::check_dir(dir.path(), NO_CHECK).unwrap_err(),
+        run_tests(dir.path(), NO_CHECK).unwrap_err(),
+    ] {
+        let got: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "tests/caf\u{fffd}.toml: this name is not valid UTF-8, so it is never read (cases in it would never run): rename it in UTF-8; every name in tests/ must be, so that no fixture file is passed over",
+                "tests/\u{fffd}: this name is not valid UTF-8, so it is never read (cases in it would never run): rename it in UTF-8; every name in tests/ must be, so that no fixture file is passed over",
+                "tests/\u{fffd}/more.toml: fixtures are read from tests/ itself only: move this file there, or its cases never run; its path is not valid UTF-8 either: rename it in UTF-8",
+            ],
+            "{err}"
+        );
+    }
+    assert_eq!(
+        Policy::load_dir(dir.path(), NO_CHECK).unwrap().digest(),
+        digest
+    );
+}
+
 #[test]
 fn a_backslash_written_once_in_a_ticket_pattern_is_told_how_to_write_it() {
     let found = problems(&files(&[(

@@ -317,6 +317,37 @@ fn check_reports_problems_that_used_to_hide_each_other() {
     );
 }
 
+/// A rule file whose name is not UTF-8 is named by a check, not passed over as if it were not
+/// there: its rules would never apply.
+#[test]
+fn check_names_a_rule_file_whose_name_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let cli = local_cli();
+    let shown = dir.path().to_str().unwrap();
+    assert_eq!(cli.json(&["policy", "check", shown])["valid"], true);
+    std::fs::write(
+        dir.path()
+            .join(std::ffi::OsStr::from_bytes(b"deny-caf\xe9.cedar")),
+        "@id(\"no-one\")\nforbid (principal, action, resource);\n",
+    )
+    .unwrap();
+    let out = cli.run(&["policy", "check", shown], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.lines().any(|l| l
+            .starts_with("deny-caf\u{fffd}.cedar: this name is not valid UTF-8")
+            && l.contains("rename it in UTF-8")),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn test_runs_fixture_cases() {
     let dir = tempfile::tempdir().unwrap();
@@ -733,6 +764,24 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
     std::fs::write(&notes, "notes").unwrap();
     std::os::unix::fs::chown(&notes, Some(65534), None).unwrap();
     ok(&admin, &["policy", "reload"]);
+    // A rule file whose name is not UTF-8 (a Latin-1 `deny-café.cedar`) is refused, naming it,
+    // not passed over with its forbid never applying.
+    let latin1 = env
+        .policy_dir()
+        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"deny-caf\xe9.cedar"));
+    std::fs::write(
+        &latin1,
+        "@id(\"no-one\")\nforbid (principal, action, resource);\n",
+    )
+    .unwrap();
+    let misnamed = fails(&admin, &["policy", "reload"], 1);
+    assert!(
+        misnamed.stderr.contains("deny-caf\u{fffd}.cedar")
+            && misnamed.stderr.contains("not valid UTF-8")
+            && misnamed.stderr.contains("rename it"),
+        "{misnamed:?}"
+    );
+    std::fs::remove_file(&latin1).unwrap();
     let alice = env.login("alice");
     let admin = env.login("admin");
     fails(&alice, &["policy", "reload"], 3);
@@ -813,8 +862,9 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
         &admin,
         &["audit", "search", "--code", "policy.reload_rejected"],
     );
-    // Five by the CLI (three for a policy others could change), one by SIGHUP.
-    assert_eq!(log["events"].as_array().unwrap().len(), 6, "{log}");
+    // Six by the CLI (three for a policy others could change, one for a file misnamed), one by
+    // SIGHUP.
+    assert_eq!(log["events"].as_array().unwrap().len(), 7, "{log}");
     assert!(before["digest"].as_str().unwrap().len() == 64);
     // A code that does not exist is told the codes of its family.
     let out = fails(&admin, &["audit", "search", "--code", "policy.reloaded"], 2);
