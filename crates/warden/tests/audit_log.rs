@@ -2721,3 +2721,125 @@ fn a_log_cut_back_under_a_stored_block_root_is_named_as_truncated() {
     let _ = server.terminate();
     assert_eq!(note_size(&latest_note(&f.data)), cut, "signed over it");
 }
+
+/// One event deleted from the middle of a stopped log, checked with a checkpoint kept while the
+/// server ran: the data dir's newest checkpoint, signed at the stop and now past the shortened
+/// log's end, cannot be compared with the log, so it is not taken for one signed again over it,
+/// and what changed is narrowed down as far as without the kept one.
+#[test]
+fn a_deleted_event_checked_with_a_kept_checkpoint_is_not_taken_for_a_signing_again() {
+    let f = fresh();
+    let (mut server, admin, early) = signed_history(&f, 1, 8);
+    let alice = login(&server, "alice");
+    create(&alice, "demo-ssh", "viewer", &[]);
+    checkpoint_reaching(&admin, early + 1);
+    let kept_note = admin.run(&["audit", "checkpoint"], None).stdout;
+    let kept_size = note_size(&kept_note);
+    assert!(kept_size > early, "{kept_size} <= {early}");
+    // Signed later than the kept one, so that the data dir holds checkpoints past it.
+    create(&alice, "demo-ssh", "viewer", &[]);
+    checkpoint_reaching(&admin, kept_size + 1);
+    assert!(server.terminate().success());
+    let kept = f.dir.path().join("kept.note");
+    std::fs::write(&kept, &kept_note).unwrap();
+    let db = rusqlite::Connection::open(f.data.join("warden.db")).unwrap();
+    let last: i64 = db
+        .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    drop(db);
+    assert_eq!(
+        note_size(&latest_note(&f.data)),
+        u64::try_from(last).unwrap(),
+        "the stop signs the whole log"
+    );
+
+    let deleted = early + 1;
+    tamper(&f.data, &format!("DELETE FROM audit WHERE seq = {deleted}"));
+    let narrowed = |v: &serde_json::Value| -> Vec<String> {
+        problems(v)
+            .into_iter()
+            .filter(|p| p.starts_with("what changed lies in events"))
+            .collect()
+    };
+    let (code, alone) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{alone}");
+    assert!(
+        narrowed(&alone)
+            .first()
+            .is_some_and(|p| p.starts_with(&format!("what changed lies in events {deleted}..="))),
+        "{alone}"
+    );
+    let (code, with_kept) = verify(&f.data, &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, 1, "{with_kept}");
+    let found = problems(&with_kept);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with(&format!("event {deleted} is missing"))),
+        "{with_kept}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.contains("signed again") || p.contains("fork")),
+        "{with_kept}"
+    );
+    assert_eq!(
+        narrowed(&with_kept),
+        narrowed(&alone),
+        "{alone} {with_kept}"
+    );
+}
+
+/// An archived log checked with a key other than the server's: none of its checkpoints
+/// verifies, and the note on events no checkpoint vouches for counts the live events checked,
+/// not the archived ones too, and points a search at the live ones.
+#[test]
+fn an_archived_log_checked_with_another_key_counts_only_its_live_events() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    let key = verifier_key(&admin);
+    let alice = login(&server, "alice");
+    create(&alice, "demo-ssh", "viewer", &[]);
+    checkpoint_reaching(&admin, 8);
+    let archived = archive_now(&admin);
+    assert!(archived > 0, "nothing archived");
+    create(&alice, "demo-ssh", "viewer", &[]);
+    checkpoint_reaching(&admin, archived + 1);
+    assert!(server.terminate().success());
+
+    let name = key.split('+').next().unwrap();
+    let other = warden_audit::NoteSigner::from_seed(name, &[7; 32])
+        .unwrap()
+        .verifier()
+        .to_string();
+    let (code, v) = verify(&f.data, &["--verifier-key", &other]);
+    assert_eq!(code, 1, "{v}");
+    let live = v["events_checked"].as_u64().unwrap();
+    assert_eq!(v["archived_before"]["seq"], archived + 1, "{v}");
+    assert_eq!(v["events_after_newest_checkpoint"], live, "{v}");
+    let out = Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+            "--verifier-key",
+            &other,
+        ],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("the last {live} events"))
+            && out
+                .stderr
+                .contains(&format!("warden audit search --after {archived}`")),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr
+            .contains(&format!("the last {} events", archived + live)),
+        "{out:?}"
+    );
+}

@@ -297,6 +297,7 @@ pub fn store(
     let segments = RefCell::new(SegmentRecords::default());
     let moved = RefCell::new(Vec::new());
     let start = tree.clone();
+    let start_size = start.size();
     let mut events = StoreEvents::new(&reader, base);
     let records = (&mut events).map(|(seq, data, hash)| {
         match claimed_seq(&data) {
@@ -406,12 +407,16 @@ pub fn store(
         .copied();
     // Signed again only if a checkpoint of the data dir contradicts a kept one, or matches the
     // log past where a kept one no longer does; where they flag the change themselves, they
-    // narrow it down as well as the kept ones.
+    // narrow it down as well as the kept ones. One the log does not reach (past its end, once
+    // events were deleted) was compared with nothing, so it matches nothing either.
+    let log_end = start_size + result.events_checked;
     let signed_again = since.filter(|&since| {
         !forks.is_empty()
-            || signed_here
-                .iter()
-                .any(|c| c.size >= since && !mismatched.contains(&c.size))
+            || signed_here.iter().any(|c| {
+                c.size >= since
+                    && (start_size..=log_end).contains(&c.size)
+                    && !mismatched.contains(&c.size)
+            })
     });
     match signed_again {
         Some(since) => problems.extend(changed_since_kept(since, &compared, &differ, base)),
@@ -481,19 +486,30 @@ pub fn store(
             result.events_checked
         ));
     }
-    // Events past every checkpoint are vouched for by none yet (the next one signs them).
+    // Live events past every checkpoint are vouched for by none yet (the next one signs them);
+    // archived ones are the segments' to vouch for, and are not counted.
     let newest_signed = checkpoints
         .iter()
         .chain(&outside)
         .map(|c| c.size)
         .max()
         .unwrap_or(0);
-    let unsigned = (base + result.events_checked).saturating_sub(newest_signed);
+    let vouched_to = newest_signed.max(base);
+    let unsigned = (base + result.events_checked).saturating_sub(vouched_to);
     if unsigned > 0 && !out.json {
-        eprintln!(
-            "Note: no signed checkpoint covers the last {} yet. A running server's next checkpoint signs them; in a stopped data dir nothing but the database vouches for them (a crash's last events, or `vault rewrap`'s), so look at them with `warden audit search --after {newest_signed}`.",
-            crate::output::count(usize::try_from(unsigned).unwrap_or(usize::MAX), "event")
-        );
+        let events = crate::output::count(usize::try_from(unsigned).unwrap_or(usize::MAX), "event");
+        // Stored checkpoints over them that did not verify were signed by another key, or
+        // altered: no next checkpoint is awaited.
+        if stored_checkpoints.iter().any(|c| c.size > vouched_to) {
+            eprintln!(
+                "Note: no checkpoint validly signed by {} covers the last {events}: those stored over them do not verify (see the problems), so nothing but the database vouches for them. If that is not the server's key, verify again with the one `warden audit verifier-key` prints; look at the events with `warden audit search --after {vouched_to}`.",
+                key.name()
+            );
+        } else {
+            eprintln!(
+                "Note: no signed checkpoint covers the last {events} yet. A running server's next checkpoint signs them; in a stopped data dir nothing but the database vouches for them (a crash's last events, or `vault rewrap`'s), so look at them with `warden audit search --after {vouched_to}`."
+            );
+        }
     }
     if !archived_unchecked.is_empty() && !out.json {
         let names: Vec<String> = archived_unchecked.iter().map(|&b| block_name(b)).collect();
