@@ -19,6 +19,7 @@ use warden_domain::{
 
 use crate::diagnostics::{Diagnostic, Report, Source};
 use crate::load::{self, TargetCheck};
+use crate::targets::{self, Lookup, Named};
 use crate::toml_doc::{self, Item};
 use crate::{Action, Context, Policy};
 
@@ -136,6 +137,16 @@ fn load_with_suites(
     check: TargetCheck<'_>,
 ) -> Result<(Policy, Vec<Suite>), Report> {
     let mut out = Vec::new();
+    // The targets and roles cases may name, as the policy has them; its problems are the
+    // policy's, reported when it is loaded below.
+    let named = files
+        .iter()
+        .find(|(n, _)| n == targets::FILE)
+        .and_then(|(_, text)| targets::parse(text, &mut Vec::new()));
+    let known = named.as_ref().map(|(targets, named)| KnownTargets {
+        named,
+        listed: targets.iter().map(|(name, _)| name.to_string()).collect(),
+    });
     let suites: Vec<Suite> = files
         .iter()
         .filter(|(n, _)| {
@@ -143,7 +154,7 @@ fn load_with_suites(
                 .and_then(|rest| rest.strip_prefix('/'))
                 .is_some_and(|rest| rest.ends_with(".toml") && !rest.contains('/'))
         })
-        .filter_map(|(name, text)| parse_suite(Source::new(name, text), &mut out))
+        .filter_map(|(name, text)| parse_suite(Source::new(name, text), known.as_ref(), &mut out))
         .collect();
     let policy = match load::load(files, check) {
         Ok(p) => p,
@@ -159,6 +170,13 @@ fn load_with_suites(
         return Err(Report::from_diagnostics(out).unwrap_or_default());
     }
     Ok((policy, suites))
+}
+
+/// The targets `targets.toml` names, and those among them that read whole (listed when a case
+/// names none of them).
+struct KnownTargets<'a> {
+    named: &'a Named,
+    listed: Vec<String>,
 }
 
 /// One fixture file.
@@ -231,7 +249,13 @@ const CASE_KEYS: [&str; 16] = [
 /// Expectations about the terms of a grant, which only an allowed decision has.
 const ALLOW_ONLY_KEYS: [&str; 4] = ["tier", "max_ttl", "mfa", "recording"];
 
-fn parse_suite(src: Source<'_>, out: &mut Vec<Diagnostic>) -> Option<Suite> {
+/// Reads a fixture file, appending every problem to `out`; a case naming a target or role that
+/// `known` (the policy's targets, when its targets.toml reads) has not is one.
+fn parse_suite(
+    src: Source<'_>,
+    known: Option<&KnownTargets<'_>>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Suite> {
     let before = out.len();
     let doc = toml_doc::parse(src, out)?;
     for key in doc.keys() {
@@ -258,7 +282,7 @@ fn parse_suite(src: Source<'_>, out: &mut Vec<Diagnostic>) -> Option<Suite> {
             let Some(table) = toml_doc::table(src, "each [[case]]", item, out) else {
                 continue;
             };
-            if let Some(case) = parse_case(src, i + 1, item, table, &users, out) {
+            if let Some(case) = parse_case(src, i + 1, item, table, &users, known, out) {
                 if !names.insert(case.name.clone()) {
                     out.push(toml_doc::at(
                         src,
@@ -362,6 +386,7 @@ fn parse_case(
     item: &Item<'_>,
     table: &DeTable<'_>,
     users: &BTreeMap<UserName, User>,
+    known: Option<&KnownTargets<'_>>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Case> {
     let before = out.len();
@@ -418,9 +443,40 @@ fn parse_case(
         ));
     }
     let target = required("target", out)
-        .and_then(|v| toml_doc::parsed::<TargetName>(src, &what("target"), v, out));
+        .and_then(|v| toml_doc::parsed::<TargetName>(src, &what("target"), v, out).map(|t| (t, v)));
     let role = required("role", out)
-        .and_then(|v| toml_doc::parsed::<RoleName>(src, &what("role"), v, out));
+        .and_then(|v| toml_doc::parsed::<RoleName>(src, &what("role"), v, out).map(|r| (r, v)));
+    // As `policy test` would find running the case, so that a check finds it too.
+    if let (Some(known), Some((t, v))) = (known, &target) {
+        match known.named.target(t.as_str()) {
+            Lookup::Unnamed => out.push(toml_doc::at(
+                src,
+                v.span(),
+                format!(
+                    "unknown target `{t}`; known targets: {}: name one of them, or define it in targets.toml",
+                    crate::policy::list(&known.listed)
+                ),
+            )),
+            Lookup::Named(Some(roles)) => {
+                if let Some((r, v)) = &role
+                    && !roles.contains(r.as_str())
+                {
+                    let roles: Vec<String> = roles.iter().cloned().collect();
+                    out.push(toml_doc::at(
+                        src,
+                        v.span(),
+                        format!(
+                            "target `{t}` has no role `{r}`; its roles: {}: name one of them, or define it in targets.toml as [targets.{t}.roles.{r}]",
+                            crate::policy::list(&roles)
+                        ),
+                    ));
+                }
+            }
+            // Which roles it has, or whether it is named at all, cannot be told: targets.toml's
+            // own problems say why.
+            Lookup::Named(None) | Lookup::Unknown => {}
+        }
+    }
     let allow = required("expect", out).and_then(|v| {
         match toml_doc::string(src, &what("expect"), v, out)? {
             "allow" => Some(true),
@@ -543,8 +599,8 @@ fn parse_case(
         name: name?.to_owned(),
         line: src.place(item.span().start).line,
         user: user?.0,
-        target: target?,
-        role: role?,
+        target: target?.0,
+        role: role?.0,
         action: action?,
         ttl: ttl?,
         ticket: ticket?,
@@ -779,7 +835,7 @@ mod tests {
     /// The problems of fixture file `tests/t.toml` holding `text`, as `policy test` shows them.
     fn problems(text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        parse_suite(Source::new("tests/t.toml", text), &mut out);
+        parse_suite(Source::new("tests/t.toml", text), None, &mut out);
         out.iter().map(ToString::to_string).collect()
     }
 

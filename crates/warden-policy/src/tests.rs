@@ -164,7 +164,7 @@ fn loads_a_directory_like_in_memory_files() {
     // `policy test` too, with the fixtures' own problems.
     std::fs::write(
         dir.path().join("tests/maybe.toml"),
-        "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"m\"\nuser = \"alice\"\ntarget = \"prod-web-1\"\nrole = \"viewer\"\nexpect = \"maybe\"\n",
+        "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"m\"\nuser = \"alice\"\ntarget = \"demo-ssh\"\nrole = \"viewer\"\nexpect = \"maybe\"\n",
     )
     .unwrap();
     let err = run_tests(dir.path(), NO_CHECK).unwrap_err();
@@ -789,6 +789,20 @@ target = "prod-web-1"
 role = "viewer"
 at = 9999-12-30T22:00:01Z
 expect = "allow"
+
+[[case]]
+name = "w"
+user = "alice"
+target = "prod-web-2"
+role = "viewer"
+expect = "deny"
+
+[[case]]
+name = "v"
+user = "alice"
+target = "prod-web-1"
+role = "root"
+expect = "deny"
 "#;
     let got = match fixtures::run_files(
         &files(&[("a.cedar", policy), ("tests/bad.toml", bad)]),
@@ -807,6 +821,8 @@ expect = "allow"
             "tests/bad.toml:12:11: `refusal` of case \"x\": unknown refusal code \"nope\"; use one of none, not_permitted, ttl_above_max, ticket_required, ticket_mismatch, mfa_required, no_approvers",
             "tests/bad.toml:14:1: case \"y\" has no `role`",
             "tests/bad.toml:25:6: `at` of case \"z\": \"9999-12-30T22:00:01Z\" is outside the years a case may be set in (1000 to 9000)",
+            "tests/bad.toml:31:10: unknown target `prod-web-2`; known targets: prod-web-1, stage-web-1: name one of them, or define it in targets.toml",
+            "tests/bad.toml:39:8: target `prod-web-1` has no role `root`; its roles: admin, viewer: name one of them, or define it in targets.toml as [targets.prod-web-1.roles.root]",
         ]
         .join("\n")
     );
@@ -865,13 +881,6 @@ user = "alice"
 target = "prod-web-1"
 role = "admin"
 expect = "allow"
-
-[[case]]
-name = "unknown role"
-user = "alice"
-target = "prod-web-1"
-role = "root"
-expect = "deny"
 "#;
     let stage_admin = "@id(\"stage-admins\")\n@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\n@mfa(\"required\")\npermit (principal, action, resource == Role::\"stage-web-1/admin\");\n";
     let report = fixtures::run_files(
@@ -907,13 +916,9 @@ expect = "deny"
                 "wrong verdict",
                 Some("expected allow, got deny (no permit matched)")
             ),
-            (
-                "unknown role",
-                Some("target `prod-web-1` has no role `root`; its roles: admin, viewer")
-            ),
         ]
     );
-    assert_eq!((report.passed(), report.failed()), (3, 3));
+    assert_eq!((report.passed(), report.failed()), (3, 2));
     assert_eq!(report.cases[0].file, "tests/t.toml");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["cases"][0]["passed"], true);
@@ -1916,6 +1921,76 @@ fn a_name_that_is_not_utf8_is_an_error_not_a_file_passed_over() {
         Policy::load_dir(dir.path(), NO_CHECK).unwrap().digest(),
         digest
     );
+}
+
+/// A case naming a target or role the policy has not cannot run: a check finds it at its line,
+/// as `policy test` does, with the policy's own problems in the same run.
+#[test]
+fn a_check_finds_cases_naming_targets_or_roles_the_policy_has_not() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in demo_files() {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let tests = dir.path().join("tests");
+    std::fs::write(
+        tests.join("names.toml"),
+        "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"no such target\"\nuser = \"alice\"\ntarget = \"nope\"\nrole = \"admin\"\nexpect = \"deny\"\n\n[[case]]\nname = \"no such role\"\nuser = \"alice\"\ntarget = \"demo-ssh\"\nrole = \"nope\"\nexpect = \"deny\"\n",
+    )
+    .unwrap();
+    let expected = [
+        "tests/names.toml:7:10: unknown target `nope`; known targets: demo-ssh: name one of them, or define it in targets.toml",
+        "tests/names.toml:15:8: target `demo-ssh` has no role `nope`; its roles: admin, deploy, root, viewer: name one of them, or define it in targets.toml as [targets.demo-ssh.roles.nope]",
+    ];
+    for err in [
+        Policy::check_dir(dir.path(), NO_CHECK).unwrap_err(),
+        run_tests(dir.path(), NO_CHECK).unwrap_err(),
+    ] {
+        let got: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(got, expected, "{err}");
+    }
+    // Fixtures decide nothing: a server loads the policy.
+    Policy::load_dir(dir.path(), NO_CHECK).unwrap();
+
+    // With the policy broken too, one check reports both.
+    std::fs::write(
+        dir.path().join("more.cedar"),
+        "permit (principal, action,\n",
+    )
+    .unwrap();
+    let err = Policy::check_dir(dir.path(), NO_CHECK).unwrap_err();
+    let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(
+        files,
+        ["more.cedar", "tests/names.toml", "tests/names.toml"],
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("more.cedar")).unwrap();
+
+    // A target whose definition has a problem is reported in targets.toml only: the case
+    // names it.
+    let targets = dir.path().join("targets.toml");
+    let text = std::fs::read_to_string(&targets).unwrap();
+    let broken = text.replacen(
+        "[targets.demo-ssh]\n",
+        "[targets.demo-ssh]\ncolour = 1\n",
+        1,
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&targets, broken).unwrap();
+    std::fs::write(
+        tests.join("names.toml"),
+        "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"fine\"\nuser = \"alice\"\ntarget = \"demo-ssh\"\nrole = \"admin\"\nexpect = \"deny\"\n",
+    )
+    .unwrap();
+    let err = Policy::check_dir(dir.path(), NO_CHECK).unwrap_err();
+    assert!(
+        err.diagnostics.iter().all(|d| d.file == "targets.toml"),
+        "{err}"
+    );
+    std::fs::write(&targets, text).unwrap();
+    Policy::check_dir(dir.path(), NO_CHECK).unwrap_or_else(|r| panic!("{r}"));
 }
 
 #[test]

@@ -348,6 +348,46 @@ fn check_names_a_rule_file_whose_name_is_not_utf8() {
     );
 }
 
+/// A fixture case naming a target or role the policy has not is a problem a check reports at
+/// its line, as `policy test` does, not an OK for a CI job that only checks.
+#[test]
+fn check_finds_fixture_cases_naming_unknown_targets_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"typo in target\"\nuser = \"alice\"\ntarget = \"nope\"\nrole = \"view\"\nexpect = \"deny\"\n\n[[case]]\nname = \"typo in role\"\nuser = \"alice\"\ntarget = \"web\"\nrole = \"nope\"\nexpect = \"deny\"\n";
+    write_policy(
+        dir.path(),
+        &[
+            ("targets.toml", TARGETS),
+            ("access.cedar", RULES),
+            ("tests/cases.toml", fixture),
+        ],
+    );
+    let cli = local_cli();
+    let shown = dir.path().to_str().unwrap();
+    for command in ["check", "test"] {
+        let out = cli.run(&["policy", command, shown], None);
+        assert_eq!(out.code, 1, "{out:?}");
+        for (place, what) in [
+            (
+                "tests/cases.toml:7:10:",
+                "unknown target `nope`; known targets: web",
+            ),
+            (
+                "tests/cases.toml:15:8:",
+                "target `web` has no role `nope`; its roles: admin, deploy, root, view",
+            ),
+        ] {
+            assert!(
+                out.stderr
+                    .lines()
+                    .any(|l| l.starts_with(place) && l.contains(what)),
+                "{command}: {place} {what}:\n{}",
+                out.stderr
+            );
+        }
+    }
+}
+
 #[test]
 fn test_runs_fixture_cases() {
     let dir = tempfile::tempdir().unwrap();
