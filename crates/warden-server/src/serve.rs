@@ -301,25 +301,81 @@ fn in_clear(addr: std::net::SocketAddr) -> Option<String> {
     ))
 }
 
-/// Refuses an SSH user CA other than the one this data dir's hosts were told to trust: its
-/// revocation list would name the wrong CA, and certificates the right one signed would no
-/// longer be revoked anywhere. The public half is kept beside it (`ssh_user_ca.pub`, written
-/// when first missing) for this check and for whoever sets up hosts.
-fn check_trusted_ca(data: &Path, ca: &UserCa) -> anyhow::Result<()> {
+/// The key of an OpenSSH public key line (its type and base64), without its comment.
+fn key_of(line: &str) -> Vec<&str> {
+    line.split_whitespace().take(2).collect()
+}
+
+/// Refuses an SSH user CA other than the one this data dir signs certificates with: hosts
+/// trust that one, and the revocation list names the CA it revokes for, so with another CA the
+/// certificates the right one signed (revoked ones among them) would no longer be revoked
+/// anywhere. The store says which CA that is: the one it records (`recorded`), or, before it
+/// records one (a new data dir, or one from before the record), the ones that signed the
+/// certificates it issued (`issued_by`). The public half kept beside the key
+/// (`ssh_user_ca.pub`, for whoever sets up hosts) must be the key's too. Reads only: the
+/// public half is written, and the CA recorded, once every check of the start passed.
+fn check_trusted_ca(
+    data: &Path,
+    ca: &UserCa,
+    recorded: Option<&str>,
+    issued_by: &[String],
+) -> anyhow::Result<()> {
+    let key = data.join("ssh_user_ca");
+    let fingerprint = ca.fingerprint();
+    let why = "hosts trust that CA (TrustedUserCAKeys), and `warden ssh-revoked-keys` names the CA it revokes for: with another one, certificates it signed, revoked ones among them, would no longer be revoked on any host. A new CA is made only for a new data dir";
+    if let Some(recorded) = recorded
+        && recorded != fingerprint
+    {
+        bail!(
+            "Not started: the SSH user CA key {} ({fingerprint}) is not the CA this data dir signs with: its store records {recorded}. Restore the key with that fingerprint from your backup (`ssh-keygen -lf FILE` shows a key's); {why}",
+            key.display()
+        );
+    }
+    let others: Vec<&str> = issued_by
+        .iter()
+        .map(String::as_str)
+        .filter(|f| *f != fingerprint)
+        .collect();
+    if recorded.is_none() && !others.is_empty() {
+        bail!(
+            "Not started: the SSH user CA key {} ({fingerprint}) is not the CA this data dir signed its SSH certificates with: its store holds certificates signed by {}. Restore the key with that fingerprint from your backup (`ssh-keygen -lf FILE` shows a key's); {why}",
+            key.display(),
+            others.join(", ")
+        );
+    }
     let kept = data.join("ssh_user_ca.pub");
     let public = ca.public_key();
     match std::fs::read_to_string(&kept) {
-        Ok(held) if held.trim() == public.trim() => Ok(()),
-        Ok(_) => bail!(
-            "the SSH user CA key {} is not the one this data dir's hosts trust ({} holds that one's public half): restore the key it belongs to from your backup; with another CA, certificates the trusted one signed could no longer be revoked",
-            data.join("ssh_user_ca").display(),
+        Ok(held) if key_of(&held) == key_of(public) => Ok(()),
+        // The store vouches for the key: the public half beside it is the odd one.
+        Ok(_) if recorded.is_some() || !issued_by.is_empty() => bail!(
+            "Not started: {} does not hold the public half of the SSH user CA key {} ({fingerprint}), which this data dir's store names as its CA: restore {} from your backup, or remove it to have it written anew from the key. Hosts that were given the key it holds do not trust this data dir's certificates",
+            kept.display(),
+            key.display(),
             kept.display()
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::durable_file::replace(&kept, format!("{}\n", public.trim()).as_bytes(), 0o644)
-        }
+        Ok(_) => bail!(
+            "Not started: the SSH user CA key {} ({fingerprint}) is not the one this data dir's hosts trust ({} holds that one's public half): restore the key it belongs to from your backup; {why}",
+            key.display(),
+            kept.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("reading {}", kept.display())),
     }
+}
+
+/// Writes the public half of the SSH user CA beside its key (`ssh_user_ca.pub`) when it is
+/// missing: only once [`check_trusted_ca`] found the key to be this data dir's.
+fn keep_ca_public_half(data: &Path, ca: &UserCa) -> anyhow::Result<()> {
+    let kept = data.join("ssh_user_ca.pub");
+    if kept.exists() {
+        return Ok(());
+    }
+    crate::durable_file::replace(
+        &kept,
+        format!("{}\n", ca.public_key().trim()).as_bytes(),
+        0o644,
+    )
 }
 
 /// The refusal of [`lock_data_dir`] when another process holds the data dir: a conflict with
@@ -555,12 +611,36 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let ca_path = data.join("ssh_user_ca");
     // Hosts trust the CA's public half, and the revoked-keys list names the CA it revokes for:
     // with a new CA, revocations would no longer reach certificates the old one signed.
-    if has_history && !ca_path.exists() {
-        bail!(
-            "the SSH user CA key {} is missing, but this data dir has issued access before: restore the key from your backup (hosts trust its public half in TrustedUserCAKeys, and revoking certificates it signed needs it). A new CA is made only for a new data dir",
-            ca_path.display()
-        );
+    let recorded_ca = history.as_ref().and_then(|h| h.ssh_user_ca.clone());
+    let issued_by = history
+        .as_ref()
+        .map(|h| h.issued_by.clone())
+        .unwrap_or_default();
+    let ca_public = data.join("ssh_user_ca.pub");
+    if !ca_path.exists() {
+        let known = if has_history || recorded_ca.is_some() || !issued_by.is_empty() {
+            Some("this data dir has issued access before".to_owned())
+        } else {
+            ca_public
+                .exists()
+                .then(|| format!("{} keeps its public half", ca_public.display()))
+        };
+        if let Some(known) = known {
+            bail!(
+                "the SSH user CA key {} is missing, but {known}: restore the key from your backup (hosts trust its public half in TrustedUserCAKeys, and revoking certificates it signed needs it). A new CA is made only for a new data dir",
+                ca_path.display()
+            );
+        }
     }
+    // The CA there is checked now, before any key or file is made: a refused start leaves the
+    // data dir as it was.
+    let found_ca = if ca_path.exists() {
+        let (ca, _) = UserCa::load_or_create(&ca_path)?;
+        check_trusted_ca(&data, &ca, recorded_ca.as_deref(), &issued_by)?;
+        Some(ca)
+    } else {
+        None
+    };
     let audit_key_path = data.join("audit_signing.key");
     // A log signed before, and no key: a new one would vouch for a history it never saw, and
     // no checkpoint anyone kept would verify with it. Refused, never replaced quietly.
@@ -644,10 +724,26 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if opts.dev {
         mark_dev(&data)?;
     }
-    let (ca, ca_created) = UserCa::load_or_create(&ca_path)?;
-    check_trusted_ca(&data, &ca)?;
+    let (ca, ca_created) = match found_ca {
+        Some(ca) => (ca, false),
+        // A new data dir's: nothing knew a CA, nor kept a public half.
+        None => UserCa::load_or_create(&ca_path)?,
+    };
+    keep_ca_public_half(&data, &ca)?;
     let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let schema = store.schema();
+    // From now on the store itself names the CA, whatever becomes of the public half beside it.
+    let recorded = store
+        .record_ssh_user_ca(ca.public_key(), ca.fingerprint())
+        .await
+        .with_context(|| format!("recording the SSH user CA in {}", db.display()))?;
+    if recorded != ca.fingerprint() {
+        bail!(
+            "Not started: the SSH user CA key {} ({}) is not the CA this data dir signs with: its store records {recorded}. Restore the key with that fingerprint from your backup",
+            ca_path.display(),
+            ca.fingerprint()
+        );
+    }
 
     let issuers = Registry::new([
         Arc::new(SshCertIssuer::new(ca.clone())) as Arc<dyn warden_issuers::Issuer>,

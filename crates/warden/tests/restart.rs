@@ -693,7 +693,7 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
         "DROP INDEX requests_revoked_until; ALTER TABLE requests DROP COLUMN revoked_until; \
          DROP TABLE live_sessions; ALTER TABLE outbox DROP COLUMN skipped; \
          ALTER TABLE user_secrets DROP COLUMN config_hash; DROP TABLE outbox_settled; \
-         DROP TABLE write_probe; PRAGMA user_version = 14",
+         DROP TABLE write_probe; DROP TABLE ssh_user_ca; PRAGMA user_version = 14",
     );
     refused_without(&["policy"], &["is missing", "restore the policy"]);
     assert_eq!(schema(""), 14);
@@ -1422,28 +1422,241 @@ fn a_start_with_the_master_key_a_rotation_replaced_says_where_the_new_one_is() {
     assert!(server.terminate().success());
 }
 
-/// Another SSH user CA put in place of the data dir's is refused: its revocation list would
-/// name a CA no host trusts, and certificates the trusted one signed would go unrevoked.
-#[test]
-fn another_ssh_user_ca_is_refused_at_start() {
-    let mut env = Env::start();
-    env.server.terminate();
-    let data = env.server.data_dir().to_path_buf();
-    let trusted = std::fs::read_to_string(data.join("ssh_user_ca.pub")).unwrap();
-    assert!(trusted.starts_with("ssh-ed25519 "), "{trusted}");
+/// The files of data dir `data` and what they hold, but for the lock file (it names the pid of
+/// each server that starts) and the database's log and index (a read of the stopped database
+/// opens them, and they hold nothing then).
+fn contents(data: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, into: &mut std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                walk(&path, into);
+            } else if !["warden.lock", "warden.db-wal", "warden.db-shm"].contains(&name.as_str()) {
+                into.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut files = std::collections::BTreeMap::new();
+    walk(data, &mut files);
+    files
+}
+
+/// The SSH user CA the store of data dir `data` records (its fingerprint), if it records one.
+fn recorded_ca(data: &Path) -> Option<String> {
+    use rusqlite::OptionalExtension;
+    rusqlite::Connection::open(data.join("warden.db"))
+        .unwrap()
+        .query_row("SELECT fingerprint FROM ssh_user_ca", [], |r| r.get(0))
+        .optional()
+        .unwrap()
+}
+
+/// The `ca_fingerprint` of the credentials the store of data dir `data` issued.
+fn issued_by(data: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    let mut stmt = c
+        .prepare(
+            "SELECT DISTINCT json_extract(body, '$.credential.ca_fingerprint') FROM requests
+             WHERE json_extract(body, '$.credential.ca_fingerprint') IS NOT NULL",
+        )
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// An SSH user CA key made apart from data dir `data`'s (as another data dir's would be), put
+/// in its place: with `with_public_half`, its public half replaces `ssh_user_ca.pub` too;
+/// without, `ssh_user_ca.pub` is removed.
+fn swap_ssh_user_ca(data: &Path, with_public_half: bool) {
     let elsewhere = tempfile::tempdir().unwrap();
+    let other = elsewhere.path().join("ssh_user_ca");
     let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(elsewhere.path().join("other_ca"))
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "warden-user-ca",
+            "-f",
+        ])
+        .arg(&other)
         .status()
         .unwrap();
     assert!(made.success());
-    std::fs::copy(elsewhere.path().join("other_ca"), data.join("ssh_user_ca")).unwrap();
+    std::fs::copy(&other, data.join("ssh_user_ca")).unwrap();
+    if with_public_half {
+        std::fs::copy(other.with_extension("pub"), data.join("ssh_user_ca.pub")).unwrap();
+    } else {
+        std::fs::remove_file(data.join("ssh_user_ca.pub")).unwrap();
+    }
+}
+
+/// A start on data dir `data` that must be refused for its SSH user CA, the one whose
+/// fingerprint is `trusted` being this data dir's: it exits non-zero, names the key and the CA
+/// to restore, and leaves the data dir as it found it (no public half written, no CA recorded,
+/// the schema as it was).
+fn refused_for_its_ca(data: &Path, trusted: &str) {
+    let before = contents(data);
+    let out = serve_to_its_end(&["--dev", "--data-dir", data.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let key = data.join("ssh_user_ca");
+    for says in [
+        "the SSH user CA key",
+        key.to_str().unwrap(),
+        trusted,
+        "Restore the key with that fingerprint from your backup",
+    ] {
+        assert!(said.contains(says), "{says}: {said}");
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    assert_eq!(
+        contents(data).keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        contents(data) == before,
+        "a refused start changed the data dir"
+    );
+}
+
+/// Another SSH user CA put in place of a data dir's is refused, whether the public half kept
+/// beside it is gone or replaced with the other's too: the store itself records the CA. Its
+/// revocation list would name a CA no host trusts, and certificates the trusted one signed (a
+/// revoked one here) would be revoked nowhere. A refused start changes nothing; with the key
+/// put back, the server starts and writes the public half anew.
+#[test]
+fn another_ssh_user_ca_is_refused_at_start() {
+    let mut env = Env::start();
+    let data = env.server.data_dir().to_path_buf();
+    let alice = env.login("alice");
+    let granted = create(&alice, "web", "view", &[]);
+    ok(&alice, &["request", "revoke", &id(&granted)]);
+    let public_half = alice.run(&["ssh-ca"], None).stdout;
+    assert!(public_half.starts_with("ssh-ed25519 "), "{public_half}");
+    assert!(env.server.terminate().success());
+    let trusted = recorded_ca(&data).expect("a started data dir records its SSH user CA");
+    assert!(trusted.starts_with("SHA256:"), "{trusted}");
+    // The same fingerprint as the certificates issued name.
+    assert_eq!(issued_by(&data), std::slice::from_ref(&trusted));
+    let kept = std::fs::read(data.join("ssh_user_ca")).unwrap();
+    let kept_public = std::fs::read(data.join("ssh_user_ca.pub")).unwrap();
+
+    // The key swapped, its public half removed: nothing beside the key says it is another.
+    swap_ssh_user_ca(&data, false);
+    refused_for_its_ca(&data, &trusted);
+    assert!(!data.join("ssh_user_ca.pub").exists());
+    // Both halves replaced.
+    swap_ssh_user_ca(&data, true);
+    refused_for_its_ca(&data, &trusted);
+    // The key alone swapped.
+    swap_ssh_user_ca(&data, false);
+    std::fs::write(data.join("ssh_user_ca.pub"), &kept_public).unwrap();
+    refused_for_its_ca(&data, &trusted);
+
+    // The right key back, its public half still missing: the server starts, and writes it anew.
+    std::fs::write(data.join("ssh_user_ca"), &kept).unwrap();
+    std::fs::remove_file(data.join("ssh_user_ca.pub")).unwrap();
+    env.server.restart();
+    assert_eq!(
+        std::fs::read(data.join("ssh_user_ca.pub")).unwrap(),
+        kept_public
+    );
+    let alice = env.login("alice");
+    assert_eq!(alice.run(&["ssh-ca"], None).stdout, public_half);
+    assert!(env.server.terminate().success());
+    assert_eq!(recorded_ca(&data).as_deref(), Some(trusted.as_str()));
+    // A public half beside the right key that is another's is refused too, saying which file
+    // is wrong.
+    swap_ssh_user_ca(&data, true);
+    std::fs::write(data.join("ssh_user_ca"), &kept).unwrap();
     let out = serve_to_its_end(&["--dev", "--data-dir", data.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
-        said.contains("is not the one this data dir's hosts trust"),
+        said.contains("does not hold the public half of the SSH user CA key")
+            && said.contains("restore"),
         "{said}"
     );
+}
+
+/// A data dir from before the store recorded its SSH user CA: the certificates it issued name
+/// the CA that signed them, and another key is refused by them, its schema left as it was. With
+/// the right key, the start records it.
+#[test]
+fn a_data_dir_from_before_the_record_is_checked_against_the_certificates_it_issued() {
+    let mut env = Env::start();
+    let data = env.server.data_dir().to_path_buf();
+    let alice = env.login("alice");
+    let granted = create(&alice, "web", "view", &[]);
+    ok(&alice, &["request", "revoke", &id(&granted)]);
+    assert!(env.server.terminate().success());
+    let trusted = recorded_ca(&data).unwrap();
+    let schema = |sql: &str| -> i64 {
+        let c = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+        c.execute_batch(sql).unwrap();
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    let current = schema("");
+    // As the Warden before this record left it.
+    let before = schema(&format!(
+        "DROP TABLE ssh_user_ca; PRAGMA user_version = {}",
+        current - 1
+    ));
+    let kept = std::fs::read(data.join("ssh_user_ca")).unwrap();
+
+    swap_ssh_user_ca(&data, false);
+    refused_for_its_ca(&data, &trusted);
+    swap_ssh_user_ca(&data, true);
+    refused_for_its_ca(&data, &trusted);
+    assert_eq!(schema(""), before);
+
+    std::fs::write(data.join("ssh_user_ca"), &kept).unwrap();
+    std::fs::remove_file(data.join("ssh_user_ca.pub")).unwrap();
+    env.server.restart();
+    assert!(env.server.terminate().success());
+    assert_eq!(schema(""), current);
+    assert_eq!(recorded_ca(&data).as_deref(), Some(trusted.as_str()));
+}
+
+/// A new data dir records the CA it makes; and one whose key is missing while its public half
+/// is still there is refused before any key is made.
+#[test]
+fn a_new_data_dir_records_its_ssh_user_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start_in(Path::new(BIN), &data, &["serve", "--dev"], &[]);
+    assert!(server.terminate().success());
+    let recorded = recorded_ca(&data).unwrap();
+    let listed = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(data.join("ssh_user_ca.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&recorded),
+        "{listed:?}"
+    );
+    // A plain restart goes through.
+    server.restart();
+    assert!(server.terminate().success());
+
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::copy(data.join("ssh_user_ca.pub"), fresh.join("ssh_user_ca.pub")).unwrap();
+    let out = serve_to_its_end(&["--dev", "--data-dir", fresh.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("SSH user CA key") && said.contains("restore the key"),
+        "{said}"
+    );
+    assert!(!fresh.join("ssh_user_ca").exists());
 }

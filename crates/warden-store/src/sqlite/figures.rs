@@ -377,6 +377,7 @@ mod tests {
                  DROP TABLE live_sessions;
                  DROP TABLE outbox_settled;
                  DROP TABLE write_probe;
+                 DROP TABLE ssh_user_ca;
                  ALTER TABLE outbox DROP COLUMN skipped;
                  ALTER TABLE user_secrets DROP COLUMN config_hash;
                  PRAGMA user_version = 11;",

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_config_hashes.sql"),
     include_str!("migrations/0020_settled_notices.sql"),
     include_str!("migrations/0021_write_probe.sql"),
+    include_str!("migrations/0022_ssh_user_ca.sql"),
 ];
 const READERS: usize = 8;
 
@@ -213,7 +214,18 @@ pub struct History {
     /// Whether a user's password was ever set here from the source `dev`: the demo password
     /// `warden serve --dev` gives, so a data dir it made whatever became of its marker file.
     pub demo_passwords: bool,
+    /// The fingerprint of the SSH user CA this store records (migration 0022,
+    /// [`SqliteStore::record_ssh_user_ca`]): `None` until a start records one, in a new data
+    /// dir or one from before that migration.
+    pub ssh_user_ca: Option<String>,
+    /// When no CA is recorded: the CA fingerprints (`ca_fingerprint`) of the SSH certificates
+    /// issued here, as requests' credentials and `credential.issued` events name them, at most
+    /// [`FEW_CAS`] of them; empty when a CA is recorded, which is then what counts.
+    pub issued_by: Vec<String>,
 }
+
+/// The most CA fingerprints [`History::issued_by`] lists.
+const FEW_CAS: u32 = 8;
 
 /// The most events [`History::unsigned_codes`] lists.
 const FEW_EVENTS: u64 = 64;
@@ -232,6 +244,21 @@ const HOLDS_LEAF: &str = "SELECT EXISTS (SELECT 1 FROM audit WHERE seq = ?1)
     OR (?1 % 1024 = 0 AND ?1 < COALESCE((SELECT MIN(seq) FROM audit), ?1 + 1))";
 const LATEST_CHECKPOINT: &str =
     "SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size DESC LIMIT 1";
+/// Whether the database has the table of migration 0022 (a start reads a database before it
+/// migrates it).
+const HAS_CA_RECORD: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ssh_user_ca')";
+const RECORDED_CA: &str = "SELECT fingerprint FROM ssh_user_ca WHERE id = 1";
+/// The distinct CA fingerprints of the SSH certificates issued (`?1`: the code of
+/// `credential.issued`), at most `?2`. A body that is no JSON (a damaged row, for the audit
+/// checks to name) says nothing.
+const ISSUED_BY: &str = "SELECT DISTINCT fp FROM (
+        SELECT CASE WHEN json_valid(body) THEN json_extract(body, '$.credential.ca_fingerprint') END
+            AS fp FROM requests
+        UNION ALL
+        SELECT CASE WHEN json_valid(body) THEN json_extract(body, '$.details.ca_fingerprint') END
+            FROM audit WHERE code = ?1
+    ) WHERE typeof(fp) = 'text' LIMIT ?2";
 
 /// The users offboarded whose password no administrator has set since. A name the directory
 /// could not hold is no one's to count.
@@ -296,6 +323,26 @@ impl SqliteStore {
                 r.get(0)
             })
             .map_err(backend)?;
+        let has_record: bool = conn
+            .query_row(HAS_CA_RECORD, [], |r| r.get(0))
+            .map_err(backend)?;
+        let ssh_user_ca = if has_record {
+            conn.query_row(RECORDED_CA, [], |r| r.get(0))
+                .optional()
+                .map_err(backend)?
+        } else {
+            None
+        };
+        let issued_by = if ssh_user_ca.is_none() {
+            let mut cas = conn.prepare(ISSUED_BY).map_err(backend)?;
+            cas.query_map(params![Code::CredentialIssued.number(), FEW_CAS], |r| {
+                r.get(0)
+            })
+            .and_then(Iterator::collect)
+            .map_err(backend)?
+        } else {
+            Vec::new()
+        };
         Ok(Some(History {
             last_seq,
             latest_checkpoint,
@@ -303,7 +350,28 @@ impl SqliteStore {
             offboarded,
             unsigned_codes,
             demo_passwords,
+            ssh_user_ca,
+            issued_by,
         }))
+    }
+
+    /// Records the SSH user CA (its OpenSSH public key and its fingerprint, as
+    /// [`History::ssh_user_ca`] reads it) when the store records none yet, and returns the
+    /// fingerprint of the one it records: another than `fingerprint` when it recorded one
+    /// before. A record is never replaced: the CA signed certificates that only it revokes.
+    pub async fn record_ssh_user_ca(&self, public_key: &str, fingerprint: &str) -> Result<String> {
+        let (public_key, fingerprint) = (public_key.to_owned(), fingerprint.to_owned());
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO ssh_user_ca (id, public_key, fingerprint) VALUES (1, ?1, ?2)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![public_key, fingerprint],
+                )
+                .map_err(backend)?;
+                c.query_row(RECORDED_CA, [], |r| r.get(0)).map_err(backend)
+            })
+            .await
     }
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.

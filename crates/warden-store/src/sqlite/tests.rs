@@ -710,7 +710,7 @@ async fn settled_notices_are_counted_and_removed_by_the_migration() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
-            "DROP TABLE outbox_settled; DROP TABLE write_probe;
+            "DROP TABLE outbox_settled; DROP TABLE write_probe; DROP TABLE ssh_user_ca;
              PRAGMA user_version = 19;
              INSERT INTO outbox (notice_id, sink, created_at, due_at, delivered_at, body, skipped)
              VALUES ('a', 'hook', 1, NULL, 2, '{}', 0), ('a', 'mail', 1, NULL, 2, '{}', 1),
@@ -1595,4 +1595,78 @@ async fn notices_of_the_sinks_configured_now_are_due_at_once() {
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].sink, "mail");
     assert_eq!(s.notices_due_by(&["mail".to_owned()], at).await.unwrap(), 0);
+}
+
+/// The store records one SSH user CA and never replaces it; before it records one, a start
+/// reads the CAs that signed the certificates it issued (requests' credentials and
+/// `credential.issued` events), in a database from before the record too, without migrating it.
+#[tokio::test]
+async fn the_ssh_user_ca_is_recorded_once_and_read_before_any_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let history = || SqliteStore::history(&path).unwrap().unwrap();
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        let mut r = request(1);
+        r.credential =
+            Some(serde_json::json!({"kind": "ssh-certificate", "ca_fingerprint": "SHA256:a"}));
+        s.insert_request(&r, vec![event(Code::RequestCreated)].into())
+            .await
+            .unwrap();
+        s.insert_request(&request(2), vec![].into()).await.unwrap();
+        s.append(vec![
+            event(Code::CredentialIssued)
+                .details(serde_json::json!({"ca_fingerprint": "SHA256:b"})),
+            event(Code::CredentialIssued).details(serde_json::json!({"kind": "postgres"})),
+            // Another code's field of that name names no CA that signed anything.
+            event(Code::ServerStarted).details(serde_json::json!({"ca_fingerprint": "SHA256:c"})),
+        ])
+        .await
+        .unwrap();
+    }
+    let read = history();
+    let mut issued = read.issued_by.clone();
+    issued.sort();
+    assert_eq!(
+        (read.ssh_user_ca, issued),
+        (None, vec!["SHA256:a".to_owned(), "SHA256:b".to_owned()])
+    );
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            s.record_ssh_user_ca("ssh-ed25519 AAAA a", "SHA256:a")
+                .await
+                .unwrap(),
+            "SHA256:a"
+        );
+        // A record is never replaced: the answer names the CA recorded first.
+        assert_eq!(
+            s.record_ssh_user_ca("ssh-ed25519 BBBB b", "SHA256:b")
+                .await
+                .unwrap(),
+            "SHA256:a"
+        );
+    }
+    let read = history();
+    assert_eq!(
+        (read.ssh_user_ca.as_deref(), read.issued_by.len()),
+        (Some("SHA256:a"), 0)
+    );
+    // As the Warden before the record left it: read as it is, and left so.
+    let version = |sql: &str| -> i64 {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(sql).unwrap();
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    let older = i64::try_from(super::MIGRATIONS.len()).unwrap() - 1;
+    assert_eq!(
+        version(&format!(
+            "DROP TABLE ssh_user_ca; PRAGMA user_version = {older}"
+        )),
+        older
+    );
+    let read = history();
+    assert_eq!((read.ssh_user_ca, read.issued_by.len()), (None, 2));
+    assert_eq!(version(""), older);
 }
