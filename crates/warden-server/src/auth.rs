@@ -35,7 +35,7 @@ pub enum AuthError {
     )]
     BadCredentials,
     #[error(
-        "a TOTP code is required for this user: pass it as `totp` (`--totp CODE` from the CLI)"
+        "the password is right, and this user has a second factor: pass the code your authenticator shows as `totp` (`--totp CODE` from the CLI)"
     )]
     TotpRequired,
     #[error(
@@ -84,6 +84,16 @@ fn claimed(name: &str, in_directory: impl Fn(&UserName) -> bool) -> String {
     } else {
         format!("(no such user, {} characters)", name.chars().count())
     }
+}
+
+/// The second factor of a sign-in, checked once its password passed.
+enum Factor<'a> {
+    /// The user has none.
+    None,
+    /// The user has one, and the sign-in brought no code: it is asked for.
+    Missing,
+    /// The user's factor, and the code the sign-in brought.
+    Given(Totp, &'a str),
 }
 
 /// Which of a user's TOTP secrets a code is checked against.
@@ -668,36 +678,17 @@ impl App {
             Some(u) => self.store.secrets(&u.name).await?,
             None => Default::default(),
         };
-        // A user with a second factor who sent no code is asked for it before the password is
-        // looked at: answered alike whether the password was right or wrong, a sign-in
-        // without the code tells no one whether they guessed the password. Not a wrong answer
-        // either: the CLI asks for the code and signs in again, so alerts on failed sign-ins
-        // can leave this code out.
+        // A user with a second factor who sent no code is asked for it only once the password
+        // is known to be right: a wrong one is answered as any wrong password is (counted
+        // towards the lockout and the address's budget), so the answer tells no one who has a
+        // factor without their password. Either way one password check is made, so the time of
+        // the answer tells no more.
         let factor = match (&user, secrets.totp.as_deref(), code) {
             (Some(u), Some(sealed), Some(code)) => self
                 .open_totp(&u.name, Some(sealed))?
-                .map(|totp| (totp, code)),
-            (Some(_), Some(_), None) => {
-                // Answered after as long as a password check takes, its outcome unused, so that
-                // the time of the answer tells no more than the answer of who has a factor.
-                let pw = password.to_owned();
-                let spent = self
-                    .argon2(
-                        || self.check_source(source.as_deref()),
-                        move || hash_password(&pw),
-                    )
-                    .await;
-                if let Err(throttled @ AuthError::Throttled(_)) = spent {
-                    return Err(throttled);
-                }
-                let e = refusal(
-                    "totp_required",
-                    "TOTP code missing (the password was not checked)",
-                );
-                self.store.append(vec![e]).await?;
-                return Err(AuthError::TotpRequired);
-            }
-            _ => None,
+                .map_or(Factor::None, |totp| Factor::Given(totp, code)),
+            (Some(_), Some(_), None) => Factor::Missing,
+            _ => Factor::None,
         };
         let gate = || self.check_source(source.as_deref());
         let checked = match (&user, &secrets.password_hash) {
@@ -766,7 +757,19 @@ impl App {
         // The factor of the same reading as the password: the token is stored only while both
         // are still the user's.
         match factor {
-            Some((totp, code)) => {
+            // The right password, and no code: asked for, on the record apart from wrong
+            // answers (the CLI asks for the code and signs in again), and counted as neither a
+            // failure nor a success; the user's run of wrong answers goes on until a code
+            // passes.
+            Factor::Missing => {
+                let e = refusal(
+                    "totp_required",
+                    "TOTP code missing (the password was right)",
+                );
+                self.store.append(vec![e]).await?;
+                return Err(AuthError::TotpRequired);
+            }
+            Factor::Given(totp, code) => {
                 let checked = match self
                     .check_code(&user.name, &totp, code, source.as_deref())
                     .await
@@ -781,7 +784,7 @@ impl App {
                     return Err(AuthError::BadCredentials);
                 }
             }
-            None => self.lockouts.clear(&user.name),
+            Factor::None => self.lockouts.clear(&user.name),
         }
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);

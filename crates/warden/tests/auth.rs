@@ -623,3 +623,104 @@ fn a_missing_target_or_user_has_one_code_and_says_how_to_fix_it() {
         "user \"nosuch\" is not in the directory and has no open request: nothing to offboard; check the name"
     );
 }
+
+/// Failed authentications an address may make before it waits (`BURST` in the domain).
+const BURST: usize = 20;
+
+/// A user with a second factor is asked for the code only once the password is right: a wrong
+/// password without it is answered, recorded and counted as any wrong password, so a sign-in
+/// tells no one without the password which names are real and have a factor; the right one
+/// without it is asked for the code, counted as neither a failure nor a success.
+#[test]
+fn the_code_is_asked_for_only_once_the_password_is_right() {
+    let env = Env::start_configured("trusted_proxies = [\"127.0.0.1\"]\n");
+    let port = env.server.port();
+    let uri = enroll_mfa(&env.login("alice"));
+    // Each address behind the proxy has a budget of its own.
+    let from = |client: &str, user: &str, password: &str, code: Option<&str>| {
+        let body = json!({ "user": user, "password": password, "totp": code }).to_string();
+        let said = warden_testkit::http_post_with(
+            port,
+            "/v1/auth/login",
+            &[("X-Forwarded-For", client)],
+            &body,
+        )
+        .unwrap();
+        (said.status, error_code(&said.body), said.body)
+    };
+    // A wrong password is answered alike for alice, who has a factor, bob, who has none, and
+    // a name no one has.
+    let wrong: Vec<_> = ["alice", "bob", "nobody"]
+        .into_iter()
+        .map(|user| from("198.51.100.1", user, "definitely-wrong", None))
+        .collect();
+    assert_eq!(wrong[0].0, 401, "{wrong:?}");
+    assert_eq!(wrong[0].1, "bad_credentials", "{wrong:?}");
+    assert!(wrong.iter().all(|w| *w == wrong[0]), "{wrong:?}");
+
+    // The right password without the code is asked for it, however often: no failure of
+    // alice's (five would lock her) nor of the address's (twenty would throttle it).
+    for _ in 0..=BURST {
+        let (status, code, body) = from("198.51.100.2", "alice", PASSWORD, None);
+        assert_eq!((status, code.as_str()), (401, "totp_required"), "{body}");
+        assert!(body.contains("--totp"), "{body}");
+    }
+    let (status, _, body) = from("198.51.100.2", "alice", PASSWORD, Some(&totp(&uri, 1)));
+    assert_eq!(status, 200, "{body}");
+
+    // Wrong passwords without the code lock her as any wrong ones do, and spend the address's
+    // budget: locked, the right password gets the answer of a wrong one, code or none.
+    for _ in 0..5 {
+        let (status, code, body) = from("198.51.100.3", "alice", "definitely-wrong", None);
+        assert_eq!((status, code.as_str()), (401, "bad_credentials"), "{body}");
+    }
+    for code in [None, Some(totp(&uri, 2))] {
+        let (status, said, body) = from("198.51.100.3", "alice", PASSWORD, code.as_deref());
+        assert_eq!((status, said.as_str()), (401, "bad_credentials"), "{body}");
+    }
+    for _ in 0..BURST - 7 {
+        let (status, _, body) = from("198.51.100.3", "alice", "definitely-wrong", None);
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, code, body) = from("198.51.100.3", "alice", "definitely-wrong", None);
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "too_many_failures"),
+        "{body}"
+    );
+
+    // On the record: each wrong password as a failed sign-in, each missing code apart.
+    let admin = env.login("admin");
+    let failed = audit_events(&admin, "auth.login_failed");
+    let of = |client: &str, code: &str| {
+        failed
+            .iter()
+            .filter(|e| e["actor"]["source"] == client && e["outcome"]["code"] == code)
+            .count()
+    };
+    assert_eq!(of("198.51.100.1", "bad_credentials"), 3);
+    assert_eq!(of("198.51.100.2", "totp_required"), BURST + 1);
+    assert_eq!(of("198.51.100.2", "bad_credentials"), 0);
+    assert_eq!(of("198.51.100.3", "bad_credentials"), BURST);
+    assert_eq!(
+        audit_values(&admin, "auth.user_locked", "/details/user"),
+        ["alice"]
+    );
+    let asked = failed
+        .iter()
+        .find(|e| e["outcome"]["code"] == "totp_required")
+        .unwrap();
+    assert!(
+        asked["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("password was right"),
+        "{asked}"
+    );
+
+    // The CLI asks for the code only when it is what is missing: a wrong password is told so.
+    let cli = env.server.cli();
+    let guessed = sign_in(&cli, "alice", "definitely-wrong", None);
+    assert_eq!(guessed.code, 5, "{guessed:?}");
+    assert!(!guessed.stderr.contains("--totp"), "{guessed:?}");
+}

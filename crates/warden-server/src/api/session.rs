@@ -106,8 +106,7 @@ pub struct PasswordSet {
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginBody,
     responses((status = 200, body = LoginResponse),
         (status = 400, description = "`field_too_long` (`user`, `password` or `totp`)", body = ErrorBody),
-        (status = 401, description = "`bad_credentials` (a wrong user, password or code, never saying which), `totp_required` (the user has a second factor: send `totp`)", body = ErrorBody),
-        (status = 403, description = "`locked`: too many wrong passwords or codes in a row", body = ErrorBody),
+        (status = 401, description = "`bad_credentials` (an unknown user, a wrong password or code, or a user locked after too many wrong ones in a row, never saying which), `totp_required` (the password is right and the user has a second factor: send it again with `totp`)", body = ErrorBody),
         (status = 503, body = ErrorBody),
         (status = 429, description = "`too_many_failures`: too many failed sign-ins, or calls with a missing or invalid token, from this address; see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
