@@ -186,7 +186,7 @@ pub struct SinkBacklogView {
 #[utoipa::path(post, path = "/v1/breakglass", operation_id = "breakglass", request_body = BreakGlassBody, security(("token" = [])),
     responses((status = 201, body = RequestView),
         (status = 400, description = "`bad_target`, `bad_role`, `bad_reason`, `bad_ticket`, `bad_ttl` (a field that does not parse), `field_too_long` (`public_key` or `totp`), `bad_credential_input` (a public key the role cannot take)", body = ErrorBody),
-        (status = 403, description = "`not_permitted` (no break-glass rule permits it), `ttl_above_max`, `ticket_required`, `ticket_mismatch`, `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row), `no_second_factor` (break-glass needs an enrolled second factor)", body = ErrorBody),
+        (status = 403, description = "`not_permitted` (no break-glass rule permits it), `ttl_above_max`, `ticket_required`, `ticket_mismatch`, `mfa_required` (send `totp`; a caller with no second factor is told to enrol one first, with `warden mfa enroll`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody),
         (status = 404, description = "`unknown_target`, `unknown_role`", body = ErrorBody),
         (status = 409, description = "`changed_concurrently`: the request changed while it was granted: read it again", body = ErrorBody),
         (status = 502, description = "`issuer_failed`: the credential could not be issued at the target", body = ErrorBody)))]
