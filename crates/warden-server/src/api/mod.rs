@@ -696,7 +696,7 @@ fn raw_param(parts: &Parts) -> Option<&str> {
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit. Every error is `{\"error\":{\"code\":…,\"message\":…}}`; besides those each operation lists, a path no operation has is 404 `no_route`, and a method a path does not take 405 `method_not_allowed` with `Allow`. Each error response names the codes it may carry: the operation's own, then those of the layers in front of every operation of its kind (a query it does not take, `bad_query`; a body, `bad_json`, `bad_body`, `unsupported_media_type`, `body_too_large`, `request_timeout`; a token, `unauthenticated` and `too_many_failures`; the store, `storage_unavailable` and `storage_full`)."),
+    info(title = "Warden API", description = "Just-in-time privileged access: request, approve, issue, revoke, audit. Every error is `{\"error\":{\"code\":…,\"message\":…}}`; besides those each operation lists, a path no operation has is 404 `no_route`, and a method a path does not take 405 `method_not_allowed` with `Allow`. Each error response names the codes it may carry: the operation's own, then those of the layers in front of every operation of its kind (a query it does not take, `bad_query`; a body, `bad_json`, `bad_body`, `unsupported_media_type`, `body_too_large`, `request_timeout`; a token, `unauthenticated` and `too_many_failures`; a token or a sign-in behind a trusted proxy, `bad_forwarded_for`; the store, `storage_unavailable` and `storage_full`)."),
     paths(
         meta::healthz, meta::readyz, meta::openapi, meta::ssh_ca, meta::ssh_revoked_keys,
         audit::search, audit::checkpoint, audit::verifier_key, audit::proof, audit::consistency, audit::export, audit::archive, audit::delete_segment,
@@ -796,7 +796,14 @@ struct Shape {
     token: bool,
     /// It takes a request body.
     body: bool,
+    /// It reads the caller's address (from `X-Forwarded-For` behind a trusted proxy): to
+    /// check a token, or to count a sign-in against it.
+    source: bool,
 }
+
+/// The operations that read the caller's address without an API token: a sign-in, whose
+/// failures count against it.
+const ADDRESS_READERS: &[&str] = &["/v1/auth/login"];
 
 /// The codes every operation of `shape` can answer with `status`, besides those its handler
 /// lists: they come from the layers in front of every handler (framing, size limits, the
@@ -811,7 +818,7 @@ fn common_codes(status: u16, shape: Shape) -> Vec<&'static str> {
             if shape.body {
                 codes.push("`bad_json` (the body is not a JSON object of the operation's fields: a field it does not take, or of the wrong type), `bad_body` (the body could not be read whole)");
             }
-            if shape.token {
+            if shape.source {
                 codes.push("`bad_forwarded_for` (a trusted proxy's `X-Forwarded-For` that does not parse)");
             }
             codes.push("`bad_framing`, `bad_host` (a request HTTP could read more than one way)");
@@ -893,10 +900,12 @@ impl utoipa::Modify for ErrorResponses {
                 let in_path = op.parameters.iter().flatten().any(
                     |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)),
                 );
+                let token = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let shape = Shape {
                     v1: path.starts_with("/v1/"),
-                    token: op.security.as_ref().is_some_and(|s| !s.is_empty()),
+                    token,
                     body: op.request_body.is_some(),
+                    source: token || ADDRESS_READERS.contains(&path.as_str()),
                 };
                 // Framing refused before any route ([`bad_framing`]): 400, 415, 417, 501.
                 let mut statuses = vec![400, 414, 415, 417, 431, 500, 501];
@@ -1486,6 +1495,39 @@ mod tests {
         assert!(list.token && list.query);
         let ca = OPERATIONS["GET /v1/ssh/ca"];
         assert!(!ca.token && !ca.query);
+    }
+
+    #[test]
+    fn a_sign_in_is_documented_with_what_it_answers() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let said = |path: &str, method: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["description"]
+                .as_str()
+                .map(str::to_owned)
+        };
+        // An address read behind a trusted proxy may be refused wherever it is read.
+        let login = said("/v1/auth/login", "post", "400").unwrap();
+        assert!(login.contains("`bad_forwarded_for`"), "{login}");
+        let whoami = said("/v1/auth/whoami", "get", "400").unwrap();
+        assert!(whoami.contains("`bad_forwarded_for`"), "{whoami}");
+        let ca = said("/v1/ssh/ca", "get", "400").unwrap();
+        assert!(!ca.contains("`bad_forwarded_for`"), "{ca}");
+        // A locked user's sign-in is answered as a wrong password is.
+        assert_eq!(said("/v1/auth/login", "post", "403"), None);
+        // A step-up without a factor is `mfa_required`, saying to enrol one.
+        for (path, method) in [
+            ("/v1/requests", "post"),
+            ("/v1/requests/{id}/extend", "post"),
+            ("/v1/breakglass", "post"),
+        ] {
+            let refused = said(path, method, "403").unwrap();
+            assert!(
+                refused.contains("`mfa_required`")
+                    && refused.contains("warden mfa enroll")
+                    && !refused.contains("no_second_factor"),
+                "{path}: {refused}"
+            );
+        }
     }
 
     /// Every operation as the document has it, with its path.
