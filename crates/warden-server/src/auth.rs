@@ -888,6 +888,26 @@ impl App {
         Err(AuthError::BadToken)
     }
 
+    /// The user a live `token` belongs to, or `None` for any other, with nothing put on the
+    /// record and nothing counted either way: for a refusal answered alike whatever the token
+    /// (a request refused for its size or framing before it is routed), to be recorded as its
+    /// holder's. An answer that does not depend on the token tells no guesser anything, so a
+    /// token that is none is no failed authentication here.
+    pub async fn token_holder(&self, token: &str) -> Result<Option<User>, AuthError> {
+        let hash = token_hash(token);
+        let t = now();
+        let record = match self.tokens.get(&hash) {
+            Some(cached) => Some(cached),
+            None if token.starts_with(TOKEN_PREFIX) && token.len() < 100 => {
+                self.store.token(hash).await?
+            }
+            None => None,
+        };
+        Ok(record
+            .filter(|r| !r.revoked && r.expires_at > t && !self.tokens.barred(r))
+            .and_then(|r| self.user(&r.user).cloned()))
+    }
+
     /// Whether a live `token` may be used: `None` when its user was signed out since it was
     /// made (read from the store before the revocation was written, say), else the change it
     /// makes counted in flight, if it is one.

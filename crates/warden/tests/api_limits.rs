@@ -1471,3 +1471,142 @@ fn a_public_key_sent_with_a_request_is_shown_with_it_whatever_the_role() {
         assert_eq!(shown["public_key"], key, "{target}: {shown}");
     }
 }
+
+/// A sign-in refused for its form before its handler reads it (a query, or framing refused
+/// before routing) is a failed sign-in: on the record, and counted against its address.
+#[test]
+fn a_sign_in_refused_before_its_handler_is_a_failed_one() {
+    let env = Env::start_configured("trusted_proxies = [\"127.0.0.1\"]\n");
+    let port = env.server.port();
+    let body = format!(r#"{{"user":"alice","password":"{PASSWORD}"}}"#);
+    let client = ("X-Forwarded-For", "203.0.113.5");
+    for _ in 0..BURST - 1 {
+        let r = http_post_with(port, "/v1/auth/login?user=alice", &[client], &body).unwrap();
+        assert_eq!((r.status, error_code(&r.body).as_str()), (400, "bad_query"));
+    }
+    let (status, said) = sent(
+        port,
+        "POST",
+        "/v1/auth/login",
+        &[client, ("Content-Encoding", "gzip")],
+        Some(&body),
+    );
+    assert_eq!(status, 415, "{said}");
+    assert_eq!(error_code(&said), "unsupported_content_encoding");
+    // The address has spent its failures: even the right password waits.
+    let r = http_post_with(port, "/v1/auth/login", &[client], &body).unwrap();
+    assert_eq!(r.status, 429, "{r:?}");
+    let admin = env.login("admin");
+    let failed = audit_events(&admin, "auth.login_failed");
+    let codes: Vec<&str> = failed
+        .iter()
+        .map(|e| e["outcome"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), BURST, "{codes:?}");
+    assert!(
+        codes[..BURST - 1].iter().all(|c| *c == "bad_query"),
+        "{codes:?}"
+    );
+    assert_eq!(codes[BURST - 1], "unsupported_content_encoding");
+    assert!(
+        failed.iter().all(|e| e["actor"]["source"] == "203.0.113.5"),
+        "{failed:?}"
+    );
+    assert_eq!(throttled_sources(&admin), ["203.0.113.5"]);
+}
+
+/// A signed-in caller's request refused before it is routed, for its size or its framing, is
+/// audited as other bad input is, naming the operation (and the request it is about); the same
+/// request without a live token gets the same answer, and puts nothing on the record.
+#[test]
+fn a_signed_in_callers_request_refused_before_routing_is_audited() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let admin = env.login("admin");
+    let pending = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    let cancel = format!("/v1/requests/{pending}/cancel");
+    let long_query = format!("/v1/audit?actor={}", "a".repeat(9 * 1024));
+    let padding = "p".repeat(17 * 1024);
+    let refusals = |auth: &[(&str, &str)]| -> Vec<(u16, String)> {
+        let with = |extra: (&'static str, &'static str)| {
+            let mut headers = auth.to_vec();
+            headers.push(extra);
+            headers
+        };
+        let mut padded = auth.to_vec();
+        padded.push(("X-Pad", padding.as_str()));
+        [
+            sent(
+                port,
+                "POST",
+                "/v1/requests",
+                &with(("Content-Encoding", "gzip")),
+                Some("{}"),
+            ),
+            sent(port, "POST", &cancel, &with(("Expect", "nope")), Some("{}")),
+            bare(port, "GET", &long_query, auth),
+            bare(port, "GET", "/v1/auth/whoami", &padded),
+        ]
+        .into_iter()
+        .map(|(status, body)| (status, error_code(&body)))
+        .collect()
+    };
+    let expected: Vec<(u16, String)> = [
+        (415, "unsupported_content_encoding"),
+        (417, "expectation_failed"),
+        (414, "uri_too_long"),
+        (431, "headers_too_large"),
+    ]
+    .into_iter()
+    .map(|(status, code)| (status, code.to_owned()))
+    .collect();
+    let refused = || audit_events(&admin, "request.action_refused");
+    let rejected = || audit_events(&admin, "auth.token_rejected").len();
+
+    // Without a token, or with one that is none, the answer is the same and nothing is
+    // recorded or counted.
+    let (before, rejected_before) = (refused().len(), rejected());
+    assert_eq!(refusals(&[]), expected);
+    assert_eq!(
+        refusals(&[("Authorization", "Bearer wdn_forged")]),
+        expected
+    );
+    assert_eq!(refused().len(), before);
+    assert_eq!(rejected(), rejected_before);
+
+    let bearer = format!("Bearer {}", token(&alice));
+    assert_eq!(refusals(&[("Authorization", bearer.as_str())]), expected);
+    let events = refused();
+    let new = &events[before..];
+    let seen: Vec<(&str, &str, &str)> = new
+        .iter()
+        .map(|e| {
+            (
+                e["actor"]["user"].as_str().unwrap(),
+                e["details"]["action"].as_str().unwrap(),
+                e["outcome"]["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("alice", "POST /v1/requests", "unsupported_content_encoding"),
+            (
+                "alice",
+                "POST /v1/requests/{id}/cancel",
+                "expectation_failed"
+            ),
+            ("alice", "GET /v1/audit", "uri_too_long"),
+            ("alice", "GET /v1/auth/whoami", "headers_too_large"),
+        ]
+    );
+    assert_eq!(new[1]["request_id"], pending.as_str(), "{}", new[1]);
+    // Nothing was done: the request is still pending, and the query's value is not kept.
+    assert_eq!(state(&alice, &pending), "pending");
+    assert!(
+        new.iter().all(|e| !e.to_string().contains("aaaaaaaa")),
+        "{new:?}"
+    );
+}

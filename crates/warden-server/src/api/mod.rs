@@ -57,10 +57,7 @@ pub fn router(app: Shared) -> Router {
         .route("/v1/ssh/keys", post(ssh::add_key).get(ssh::list_keys))
         // A fingerprint is written as `keys list` shows it (`SHA256:` and base64, which may
         // hold `/`), with its slashes as they are or percent-encoded.
-        .route(
-            "/v1/ssh/keys/{*fingerprint}",
-            axum::routing::delete(ssh::remove_key),
-        )
+        .route(KEY_ROUTE, axum::routing::delete(ssh::remove_key))
         .route("/v1/targets/{name}/host-key", put(ssh::pin_host_key))
         .route("/v1/targets/{name}/host-key/scan", post(ssh::scan_host_key))
         .route("/v1/sessions", get(ssh::list))
@@ -119,7 +116,10 @@ pub fn router(app: Shared) -> Router {
         .fallback(meta::not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(refuse_oversize))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            refuse_oversize,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -135,6 +135,11 @@ pub fn router(app: Shared) -> Router {
         .layer(axum::middleware::map_response(mark))
         .with_state(app)
 }
+
+/// The route of a key's removal, whose parameter (a fingerprint) is the rest of the path.
+const KEY_ROUTE: &str = "/v1/ssh/keys/{*fingerprint}";
+/// The routes whose last parameter is the rest of the path, however many segments it has.
+const WILDCARD_ROUTES: &[&str] = &[KEY_ROUTE];
 
 /// The header every answer of this API carries, with [`API_MARK_VALUE`]: the client takes an
 /// answer without it for another program's (a portal, a health check, a proxy's own page), whose
@@ -317,27 +322,42 @@ pub const URI_LIMIT: usize = 8 * 1024;
 pub const HEADERS_LIMIT: usize = 16 * 1024;
 
 /// Refuses, with a JSON error and before anything else is done, a request whose target is
-/// longer than [`URI_LIMIT`] (414) or whose headers are larger than [`HEADERS_LIMIT`] (431).
-/// Bodies are bounded by [`JsonBody`], which knows the caller and so audits the refusal: one
-/// declared larger than [`BODY_LIMIT`] is refused unread, one without a length where it passes
-/// the limit.
+/// longer than [`URI_LIMIT`] (414), whose headers are larger than [`HEADERS_LIMIT`] (431), or
+/// that is framed in a way not read as every proxy would ([`bad_framing`]); the refusal is
+/// audited as the handlers audit bad input ([`refused_before_routing`]). Bodies are bounded
+/// by [`JsonBody`], which knows the caller and so audits the refusal: one declared larger than
+/// [`BODY_LIMIT`] is refused unread, one without a length where it passes the limit.
 async fn refuse_oversize(
+    axum::extract::State(app): axum::extract::State<Shared>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::http::StatusCode;
     use axum::response::IntoResponse;
+    match oversize_or_misframed(&req) {
+        Some(err) => {
+            let (parts, _) = req.into_parts();
+            refused_before_routing(&app, &parts, err)
+                .await
+                .into_response()
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// Why `req` is refused before it is routed, if it is: its target or headers are too large, or
+/// its framing is read more than one way ([`bad_framing`]).
+fn oversize_or_misframed(req: &axum::extract::Request) -> Option<ApiError> {
+    use axum::http::StatusCode;
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target > URI_LIMIT {
-        return ApiError::new(
+        return Some(ApiError::new(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
             format!(
                 "the request's path and query are longer than {} KiB; send search terms that are shorter",
                 URI_LIMIT / 1024
             ),
-        )
-        .into_response();
+        ));
     }
     let headers: usize = req
         .headers()
@@ -345,20 +365,104 @@ async fn refuse_oversize(
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if headers > HEADERS_LIMIT {
-        return ApiError::new(
+        return Some(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!(
                 "the request's headers are larger than {} KiB together; send fewer or shorter ones",
                 HEADERS_LIMIT / 1024
             ),
-        )
-        .into_response();
+        ));
     }
-    if let Some(refusal) = bad_framing(req.version(), req.headers()) {
-        return refusal.into_response();
+    bad_framing(req.version(), req.headers())
+}
+
+/// Puts on the record `err`, the refusal of `parts` before it was routed, as the refusals of
+/// its operation's handler are: a sign-in's as a failed sign-in ([`refused_sign_in`]), and
+/// that of an operation that needs a token, when it carries a live one, as its holder's. The
+/// answer is `err` whatever the token (it is not checked as a call's would be: a request
+/// whose size or framing is refused is not looked at further), so one that is none is
+/// neither recorded nor counted; nor is a request to a path or with a method no operation
+/// has, as its 404 or 405 would not be. A refusal that cannot be recorded is answered with the
+/// storage error.
+async fn refused_before_routing(app: &Shared, parts: &Parts, err: ApiError) -> ApiError {
+    let Some(Routed {
+        name,
+        operation,
+        params,
+    }) = operation_at(&parts.method, parts.uri.path())
+    else {
+        return err;
+    };
+    if name == SIGN_IN {
+        return refused_sign_in(app, parts, err).await;
     }
-    next.run(req).await
+    let Some(token) = bearer(&parts.headers).filter(|_| operation.token) else {
+        return err;
+    };
+    let user = match app.token_holder(token).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return err,
+        Err(e) => return e.into(),
+    };
+    let source = match source(parts, app).await {
+        Ok(source) => source,
+        Err(refused) => return refused,
+    };
+    let mut event = Event::new(refusal_code(&name), Actor::user(user.name, source), now())
+        .details(serde_json::json!({ "action": name }));
+    event.request_id = request_named(&name, params.iter().map(|(k, v)| (*k, v.as_str())));
+    audited(app, event, err).await
+}
+
+/// The operation a request is routed to, found before it is routed ([`operation_at`]).
+#[derive(Debug)]
+struct Routed {
+    /// As the document names it.
+    name: String,
+    /// What the document says of it.
+    operation: Operation,
+    /// The path's parameters by name, still percent-encoded.
+    params: Vec<(&'static str, String)>,
+}
+
+/// The operation that a request of `method` to `path` is routed to; `None` for a path or
+/// method no operation has. `HEAD` is `GET`'s.
+fn operation_at(method: &Method, path: &str) -> Option<Routed> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    let wanted = format!("{method} ");
+    let segments: Vec<&str> = path.split('/').collect();
+    OPERATIONS.iter().find_map(|(name, operation)| {
+        let template = name.strip_prefix(&wanted)?;
+        let wildcard = WILDCARD_ROUTES
+            .iter()
+            .any(|route| route.replace("{*", "{") == template);
+        let parts: Vec<&'static str> = template.split('/').collect();
+        let mut params = Vec::new();
+        for (at, part) in parts.iter().enumerate() {
+            let Some(param) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) else {
+                if segments.get(at) != Some(part) {
+                    return None;
+                }
+                continue;
+            };
+            let value = if wildcard && at + 1 == parts.len() {
+                segments.get(at..).map(|rest| rest.join("/"))
+            } else {
+                segments.get(at).map(|s| (*s).to_owned())
+            };
+            params.push((param, value.filter(|v| !v.is_empty())?));
+        }
+        (wildcard || segments.len() == parts.len()).then(|| Routed {
+            name: name.clone(),
+            operation: *operation,
+            params,
+        })
+    })
 }
 
 /// The refusal of a request framed in a way this server does not read as every proxy would
@@ -604,33 +708,62 @@ async fn refuse_unknown_query(
         "bad_query",
         format!("{name} takes no query parameters{given}; see /v1/openapi.json"),
     );
+    let (mut parts, _) = req.into_parts();
     if !operation.token {
+        // A sign-in refused for its form is a failed one, on the record and counted against
+        // its address as the handler's own refusals of its form are; other calls without a
+        // token have no caller to put on the record.
+        if name == SIGN_IN {
+            return refused_sign_in(&app, &parts, err).await.into_response();
+        }
         return err.into_response();
     }
-    let (mut parts, _) = req.into_parts();
     let who = match Authed::from_request_parts(&mut parts, &app).await {
         Ok(who) => who,
         Err(refused) => return refused.into_response(),
     };
-    // On a request, the refusal is in its history too.
-    let request =
-        if route.starts_with("/v1/requests/{id}") || route.starts_with("/v1/postmortems/{id}") {
-            axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
-                .await
-                .ok()
-                .and_then(|params| {
-                    params
-                        .iter()
-                        .find(|(key, _)| *key == "id")
-                        .and_then(|(_, id)| id.parse().ok())
-                })
-        } else {
-            None
-        };
+    let request = axum::extract::RawPathParams::from_request_parts(&mut parts, &app)
+        .await
+        .ok()
+        .and_then(|params| request_named(&name, params.iter()));
     let mut event = Event::new(refusal_code(&name), who.actor(), now())
         .details(serde_json::json!({ "action": name, "query_parameters": names }));
     event.request_id = request;
     audited(&app, event, err).await.into_response()
+}
+
+/// The request a refusal of the operation `name` is about, when its path names one (by `id`
+/// among its `params`): a request's or a postmortem's, whose history then shows the refusal.
+fn request_named<'a>(
+    name: &str,
+    mut params: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<warden_domain::RequestId> {
+    let (_, route) = name.split_once(' ')?;
+    if !(route.starts_with("/v1/requests/{id}") || route.starts_with("/v1/postmortems/{id}")) {
+        return None;
+    }
+    params.find(|(key, _)| *key == "id")?.1.parse().ok()
+}
+
+/// The sign-in operation, as the document names it.
+const SIGN_IN: &str = "POST /v1/auth/login";
+
+/// Puts on the record `err`, the refusal of a sign-in (`parts`) for its form before its body
+/// was read, as a failed sign-in: counted against its address as a wrong password is. The
+/// answer is `err`, or the address's refusal when it has spent its failures (or its
+/// `X-Forwarded-For` does not parse), or a storage error when the record cannot be kept.
+async fn refused_sign_in(app: &Shared, parts: &Parts, err: ApiError) -> ApiError {
+    let source = match source(parts, app).await {
+        Ok(source) => source,
+        Err(refused) => return refused,
+    };
+    match app
+        .unreadable_login(source, None, &err.code, &err.recorded())
+        .await
+    {
+        Ok(()) => err,
+        Err(refused) => refused.into(),
+    }
 }
 
 /// The code a refusal of `operation` is audited under: break-glass and the close of its
@@ -1495,6 +1628,49 @@ mod tests {
         assert!(list.token && list.query);
         let ca = OPERATIONS["GET /v1/ssh/ca"];
         assert!(!ca.token && !ca.query);
+    }
+
+    #[test]
+    fn a_request_refused_before_routing_is_named_by_the_operation_it_is_for() {
+        let at = |method: Method, path: &str| {
+            operation_at(&method, path).map(|r| (r.name, r.operation.token, r.params))
+        };
+        let id = "0190c8a2-0000-7000-8000-000000000000";
+        let (name, token, params) =
+            at(Method::POST, &format!("/v1/requests/{id}/approve")).unwrap();
+        assert_eq!(name, "POST /v1/requests/{id}/approve");
+        assert!(token);
+        assert_eq!(params, [("id", id.to_owned())]);
+        assert!(
+            request_named(&name, params.iter().map(|(k, v)| (*k, v.as_str()))).is_some(),
+            "{params:?}"
+        );
+        // A fingerprint is the rest of the path, slashes and all.
+        let (name, _, params) = at(Method::DELETE, "/v1/ssh/keys/SHA256:ab/cd").unwrap();
+        assert_eq!(name, "DELETE /v1/ssh/keys/{fingerprint}");
+        assert_eq!(params, [("fingerprint", "SHA256:ab/cd".to_owned())]);
+        assert_eq!(
+            at(Method::HEAD, "/v1/requests").unwrap().0,
+            "GET /v1/requests"
+        );
+        let (name, token, _) = at(Method::POST, "/v1/auth/login").unwrap();
+        assert_eq!((name.as_str(), token), (SIGN_IN, false));
+        // What no operation has: a path, a method, an empty parameter, a trailing slash.
+        for (method, path) in [
+            (Method::GET, "/v1/requests/x/y"),
+            (Method::GET, "/v1/auth/whoami/"),
+            (Method::POST, "/v1/requests//approve"),
+            (Method::DELETE, "/v1/ssh/keys/"),
+            (Method::PATCH, "/v1/requests"),
+            (Method::GET, "/nowhere"),
+        ] {
+            assert!(at(method.clone(), path).is_none(), "{method} {path}");
+        }
+        // Routes whose last parameter is the rest of the path are the document's.
+        for route in WILDCARD_ROUTES {
+            let doc = format!("DELETE {}", route.replace("{*", "{"));
+            assert!(OPERATIONS.contains_key(&doc), "{doc}");
+        }
     }
 
     #[test]
