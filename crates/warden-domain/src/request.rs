@@ -249,6 +249,12 @@ pub struct Request {
     /// neither approvers nor Warden may grant it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stepped_up: bool,
+    /// Whether it was approved as it was made, with no wait for approval (an `auto` tier,
+    /// break-glass: [`Request::approve_automatically`]), or was made to wait (`false`, whatever
+    /// came of it: a tier relaxed to `auto` while it waited included). `None` on requests made
+    /// before this was recorded, which [`Request::waited`] judges by their times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_once: Option<bool>,
     /// Optimistic-concurrency counter; the store bumps it on every save.
     pub version: u64,
 }
@@ -426,6 +432,7 @@ impl Request {
             breakglass: None,
             warn_at: None,
             stepped_up: false,
+            at_once: Some(false),
             version: 0,
         }
     }
@@ -489,7 +496,27 @@ impl Request {
         }
         self.state = State::Approved;
         self.counted = Some(Vec::new());
+        self.at_once = Some(true);
         Ok(())
+    }
+
+    /// Whether this request waits or waited for approval, and so had a pending deadline to
+    /// meet: any but one approved as it was made ([`Request::at_once`]), however it ended
+    /// after (a credential whose issue failed, or was cut short by a crash and ended at the
+    /// next start, never waited for approval). One made before that was recorded is judged by
+    /// what it kept: pending, a tier that needs approvals, a review, or a decision after it was
+    /// made (its tier relaxed to `auto` while it waited).
+    pub fn waited(&self) -> bool {
+        if let Some(at_once) = self.at_once {
+            return !at_once;
+        }
+        self.state == State::Pending
+            || !self.requirement.is_auto()
+            || !self.reviews.is_empty()
+            || self
+                .activated_at
+                .or(self.ended_at)
+                .is_some_and(|decided| decided > self.created_at)
     }
 
     /// Records `approver`'s approval under `requirement` (the tier policy demands now), the
@@ -1060,6 +1087,48 @@ mod tests {
         );
         two.approve_as_met(&alice, req, &dir, just_before).unwrap();
         assert_eq!(two.state, State::Approved);
+    }
+
+    /// One approved as it was made never waited, however late it ended: a credential issue cut
+    /// short by a crash is ended at the next start, hours on.
+    #[test]
+    fn only_a_request_made_to_wait_waited_whenever_it_ended() {
+        let alice = user("alice", &["dev"], None);
+        let dir = Directory::new([alice.clone()]).unwrap();
+        let mut at_once = request("auto");
+        assert!(at_once.waited(), "pending, it waits");
+        at_once.approve_automatically().unwrap();
+        assert!(!at_once.waited());
+        let restart = at_once.created_at + time::Duration::hours(3);
+        at_once
+            .end_unissued(format!("{UNISSUED}: interrupted"), restart)
+            .unwrap();
+        assert_eq!(at_once.ended_at, Some(restart));
+        assert!(!at_once.waited());
+        // Stored and read back, it says so still.
+        let read: Request =
+            serde_json::from_str(&serde_json::to_string(&at_once).unwrap()).unwrap();
+        assert!(!read.waited());
+        // One made to wait, whose tier became `auto` meanwhile, waited, ended as it may.
+        let mut relaxed = request("peer(sre)");
+        let later = relaxed.created_at + time::Duration::minutes(5);
+        relaxed
+            .approve_as_met(&alice, "auto".parse().unwrap(), &dir, later)
+            .unwrap();
+        assert!(relaxed.requirement.is_auto() && relaxed.reviews.is_empty());
+        assert!(relaxed.waited());
+        relaxed
+            .end_unissued(format!("{UNISSUED}: target down"), later)
+            .unwrap();
+        assert!(relaxed.waited());
+        // One stored before this was recorded is judged by its times: decided as made, it
+        // did not wait.
+        let mut legacy = serde_json::to_value(&at_once).unwrap();
+        legacy.as_object_mut().unwrap().remove("at_once");
+        let mut legacy: Request = serde_json::from_value(legacy).unwrap();
+        assert_eq!(legacy.at_once, None);
+        legacy.ended_at = Some(legacy.created_at);
+        assert!(!legacy.waited());
     }
 
     #[test]

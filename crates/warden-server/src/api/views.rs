@@ -155,7 +155,7 @@ impl RequestView {
             breakglass: r.breakglass.is_some(),
             drill: r.breakglass.is_some_and(|b| b.drill),
             created_at: rfc3339(r.created_at),
-            pending_deadline: waited(r).then(|| rfc3339(r.pending_deadline)),
+            pending_deadline: r.waited().then(|| rfc3339(r.pending_deadline)),
             activated_at: r.activated_at.map(rfc3339),
             expires_at: r.expires_at.map(rfc3339),
             ended_at: r.ended_at.map(rfc3339),
@@ -192,18 +192,6 @@ impl RequestView {
         self.revocation = lease.and_then(RevocationView::of);
         self
     }
-}
-
-/// Whether `r` waits or waited for approval: it is pending, its tier needs approvals, someone
-/// reviewed it, or it was decided after it was made (its tier relaxed to `auto` while it
-/// waited). One granted at once, by an `auto` tier or break-glass, was decided as it was made.
-fn waited(r: &Request) -> bool {
-    r.state == State::Pending
-        || !r.requirement.is_auto()
-        || !r.reviews.is_empty()
-        || r.activated_at
-            .or(r.ended_at)
-            .is_some_and(|decided| decided > r.created_at)
 }
 
 /// How the API spells a verdict.
