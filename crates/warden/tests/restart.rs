@@ -922,6 +922,74 @@ fn a_user_removed_from_the_directory_loses_their_grants_at_restart() {
     );
 }
 
+/// A `--dev` server on `rules` whose config adds carol to `sre` (with bob, two SREs), its
+/// config file returned to change while it is down.
+fn with_carol_in_sre(dir: &Path, rules: &str) -> (Server, std::path::PathBuf) {
+    let data = dir.join("data");
+    write_policy(
+        &data.join("policy"),
+        &[("targets.toml", TARGETS), ("access.cedar", rules)],
+    );
+    let config = dir.join("warden.toml");
+    std::fs::write(&config, "[users.carol]\ngroups = [\"sre\"]\n").unwrap();
+    let server = Server::start_in(
+        Path::new(BIN),
+        &data,
+        &["serve", "--dev", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    (server, config)
+}
+
+/// The test policy with deploys needing two SREs, and waiting an hour for them.
+fn two_sres() -> String {
+    let rules = RULES
+        .replace(
+            "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+            "@approval(\"peer(sre, 2)\")\n@max_ttl(\"4h\")",
+        )
+        .replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    assert_ne!(rules, RULES);
+    rules
+}
+
+/// A pending request that no one left in the directory can approve still names the place it
+/// waits for, beside why no one may fill it: an empty list would read as nothing needed.
+#[test]
+fn a_request_no_one_left_can_approve_still_names_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, config) = with_carol_in_sre(dir.path(), &two_sres());
+    let (alice, bob) = (login(&server, "alice"), login(&server, "bob"));
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    let half = ok(&bob, &["request", "approve", &deploy]);
+    assert_eq!(
+        half["still_needed"],
+        serde_json::json!(["an approver from sre"]),
+        "{half}"
+    );
+    // carol leaves: bob is the one SRE left, and he approved already.
+    assert!(server.terminate().success());
+    std::fs::write(&config, "").unwrap();
+    server.restart();
+    let alice = login(&server, "alice");
+    let shown = ok(&alice, &["request", "show", &deploy]);
+    assert_eq!(shown["state"], "pending", "{shown}");
+    assert!(
+        shown["unapprovable"]
+            .as_str()
+            .is_some_and(|w| w.contains("lacks an approver from sre")),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["still_needed"],
+        serde_json::json!(["an approver from sre"]),
+        "{shown}"
+    );
+    let table = alice.run(&["request", "show", &deploy], None);
+    assert!(table.success(), "{table:?}");
+    assert!(table.stdout.contains("an approver from sre"), "{table:?}");
+}
+
 /// `warden serve ARGS` on free loopback ports, run to its end: for a start that is expected
 /// to be refused (at most 20 s).
 fn serve_to_its_end(args: &[&str]) -> std::process::Output {

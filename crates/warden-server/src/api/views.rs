@@ -50,7 +50,8 @@ pub struct RequestView {
     #[schema(format = Uuid)]
     pub extends: Option<String>,
     pub reviews: Vec<ReviewView>,
-    /// Approvals still needed, while pending.
+    /// Approvals still needed, while pending: each open place of its tier, also when no one
+    /// may approve it any more (`unapprovable` then says why).
     pub still_needed: Vec<String>,
     /// Why no one may approve this pending request any more (policy no longer permits it as
     /// made, or its requester left): it can only be denied or cancelled, or time out.
@@ -173,11 +174,9 @@ impl RequestView {
                     void: v.verdict == Verdict::Approve && standing.void.contains(&v.reviewer.name),
                 })
                 .collect(),
-            still_needed: if unapprovable.is_some() {
-                Vec::new()
-            } else {
-                standing.missing
-            },
+            // The open places whether or not anyone may fill them now: `unapprovable` says why
+            // no one may, and an empty list would read as nothing needed.
+            still_needed: standing.missing,
             unapprovable,
             public_key: r.public_key.clone(),
             credential: r.credential.clone(),
