@@ -906,6 +906,35 @@ fn a_reload_grants_what_the_approvals_given_now_meet() {
         serde_json::json!(["sam"]),
         "{by_policy}"
     );
+    // Each change of tier is on the record before the grant it brings, by Warden, `auto`
+    // included; and one relaxed to `auto` waited for approval all the same.
+    for (rid, before, after) in [
+        (&root, "two-person(security)", "peer(security)"),
+        (&deploy, "peer(sre)", "auto"),
+    ] {
+        let actions: Vec<String> = audit_actions(&admin, rid)
+            .into_iter()
+            .map(|(action, _)| action)
+            .filter(|a| a == "request.requirement_changed" || a == "request.approved")
+            .collect();
+        assert_eq!(
+            actions,
+            ["request.requirement_changed", "request.approved"],
+            "{rid}"
+        );
+        let changed = audit_events(&admin, "request.requirement_changed")
+            .into_iter()
+            .find(|e| e["request_id"] == rid.as_str())
+            .unwrap();
+        assert!(changed["actor"]["user"].is_null(), "{changed}");
+        assert_eq!(
+            (&changed["details"]["previous"], &changed["details"]["tier"]),
+            (&serde_json::json!(before), &serde_json::json!(after)),
+            "{changed}"
+        );
+    }
+    let shown = ok(&alice, &["request", "show", &deploy]);
+    assert!(shown["pending_deadline"].is_string(), "{shown}");
 }
 
 /// A reload takes over from the one before at once: the grants the earlier reload's pass would

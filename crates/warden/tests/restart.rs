@@ -953,6 +953,81 @@ fn two_sres() -> String {
     rules
 }
 
+/// The audit events of `code` about request `rid`.
+fn events_of(admin: &warden_testkit::Cli, code: &str, rid: &str) -> Vec<serde_json::Value> {
+    audit_events(admin, code)
+        .into_iter()
+        .filter(|e| e["request_id"] == rid)
+        .collect()
+}
+
+/// Pending requests whose tier a crash's restart finds relaxed (to what their approvals meet,
+/// or to `auto`) are granted by Warden, each with its change of tier on the record first: the
+/// tier it was made under and the one that granted it, and their rules.
+#[test]
+fn a_tier_relaxed_while_the_server_was_down_is_on_the_record_before_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = two_sres();
+    let (mut server, _) = with_carol_in_sre(dir.path(), &rules);
+    let (alice, bob) = (login(&server, "alice"), login(&server, "bob"));
+    let deploy = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    assert_eq!(
+        ok(&bob, &["request", "approve", &deploy])["state"],
+        "pending"
+    );
+    let root = id(&create(&alice, "web", "root", &[]));
+    server.kill_hard();
+    let relaxed = rules
+        .replace("peer(sre, 2)", "peer(sre)")
+        .replace("@approval(\"two-person(security)\")", "@approval(\"auto\")");
+    assert_ne!(relaxed, rules.replace("peer(sre, 2)", "peer(sre)"));
+    write_policy(
+        &dir.path().join("data/policy"),
+        &[("access.cedar", &relaxed)],
+    );
+    server.restart();
+    let admin = login(&server, "admin");
+    wait_until("both granted", std::time::Duration::from_secs(20), || {
+        state(&admin, &deploy) == "active" && state(&admin, &root) == "active"
+    });
+    for (rid, before, after, rule) in [
+        (&deploy, "peer(sre, 2)", "peer(sre)", "deploy-peer"),
+        (&root, "two-person(security)", "auto", "root-two-person"),
+    ] {
+        let actions: Vec<String> = audit_actions(&admin, rid)
+            .into_iter()
+            .map(|(action, _)| action)
+            .filter(|a| a.starts_with("request."))
+            .collect();
+        let reviewed = (rid == &deploy).then_some("request.reviewed");
+        let expected: Vec<&str> = ["request.created"]
+            .into_iter()
+            .chain(reviewed)
+            .chain(["request.requirement_changed", "request.approved"])
+            .collect();
+        assert_eq!(actions, expected, "{rid}");
+        let changed = events_of(&admin, "request.requirement_changed", rid);
+        let details = &changed[0]["details"];
+        assert!(changed[0]["actor"]["user"].is_null(), "{changed:?}");
+        assert_eq!(details["previous"], before, "{details}");
+        assert_eq!(details["tier"], after, "{details}");
+        assert_eq!(
+            details["previous_rules"],
+            serde_json::json!([rule]),
+            "{details}"
+        );
+        assert_eq!(details["rules"], serde_json::json!([rule]), "{details}");
+        // Granted at once, it is announced to no one.
+        assert_eq!(details["told"], serde_json::json!([]), "{details}");
+        let approved = events_of(&admin, "request.approved", rid);
+        assert!(approved[0]["actor"]["user"].is_null(), "{approved:?}");
+        assert_eq!(approved[0]["details"]["tier"], after, "{approved:?}");
+        // It waited for approval, whatever tier granted it.
+        let shown = ok(&alice, &["request", "show", rid]);
+        assert!(shown["pending_deadline"].is_string(), "{shown}");
+    }
+}
+
 /// A pending request that no one left in the directory can approve still names the place it
 /// waits for, beside why no one may fill it: an empty list would read as nothing needed.
 #[test]

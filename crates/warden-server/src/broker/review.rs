@@ -97,6 +97,10 @@ impl App {
         {
             return Ok(false);
         }
+        // The tier the reload or restart changed is on the record before Warden grants it under
+        // that tier, as before a person's approval counts against it ([`Self::review`]).
+        let rules_before = r.rules.clone();
+        let retiered = self.retier(&requester, &mut r, &decision, now);
         let met = r.approve_as_met(
             &requester,
             decision.requirement.clone(),
@@ -110,10 +114,7 @@ impl App {
         }
         if met.is_err() {
             let id = r.id;
-            match self
-                .announce_requirement(&requester, r, &decision, now)
-                .await
-            {
+            match self.announce_requirement(r, retiered).await {
                 Ok(()) | Err(Error::Store(warden_store::Error::Conflict)) => {}
                 Err(e) => {
                     tracing::warn!(request = %id, error = %e, "telling a request's new approvers failed")
@@ -121,9 +122,8 @@ impl App {
             }
             return Ok(false);
         }
-        r.recording = r.recording.max(decision.recording);
-        let rules_before = std::mem::replace(&mut r.rules, decision.rules.clone());
-        let events = vec![
+        let mut events: Vec<Event> = retiered.into_iter().map(Retiered::untold).collect();
+        events.push(
             Event::new(Code::RequestApproved, Actor::system(), now)
                 .for_request(&r)
                 .details(serde_json::json!({
@@ -133,7 +133,7 @@ impl App {
                     "approvers": r.counted,
                     "why": "the approvals given meet the approval policy demands now",
                 })),
-        ];
+        );
         let id = r.id;
         let by = super::grant::Granter {
             actor: Actor::system(),
@@ -170,17 +170,15 @@ impl App {
             }))
     }
 
-    /// Stores the tier `decision` demands of pending request `r`, where a reload or a restart
-    /// changed it, and tells the reviewers it names now who were not named before
-    /// ([`Self::retier`]).
+    /// Stores pending request `r` with the tier [`Self::retier`] gave it, where a reload or a
+    /// restart changed it (`retiered`), and tells the reviewers it names now who were not named
+    /// before.
     async fn announce_requirement(
         &self,
-        requester: &User,
-        mut r: Request,
-        decision: &Decision,
-        now: OffsetDateTime,
+        r: Request,
+        retiered: Option<Retiered>,
     ) -> Result<(), Error> {
-        let Some(retiered) = self.retier(requester, &mut r, decision, now) else {
+        let Some(retiered) = retiered else {
             return Ok(());
         };
         let notices = self.retier_notices(&r, &retiered, None);
@@ -423,10 +421,12 @@ impl App {
                     Approved::Partial(p) => p.missing.clone(),
                 };
                 if let Some(retiered) = retiered {
-                    if outcome != Approved::Complete {
+                    if outcome == Approved::Complete {
+                        events.push(retiered.untold());
+                    } else {
                         notices = self.retier_notices(&r, &retiered, Some(&caller.user.name));
+                        events.push(retiered.event);
                     }
-                    events.push(retiered.event);
                 }
                 events.push(
                     Event::new(Code::RequestReviewed, actor.clone(), now)
@@ -544,4 +544,15 @@ struct Retiered {
     event: Event,
     previous: String,
     newcomers: Vec<UserName>,
+}
+
+impl Retiered {
+    /// The event of a change of tier that the request is granted under at once: no reviewer
+    /// is told of it, as there is nothing left to review.
+    fn untold(mut self) -> Event {
+        if let Some(details) = self.event.details.as_object_mut() {
+            details.insert("told".into(), serde_json::json!([]));
+        }
+        self.event
+    }
 }
