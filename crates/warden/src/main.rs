@@ -161,7 +161,8 @@ enum Command {
     /// Administer users.
     #[command(subcommand)]
     User(commands::auth::UserCommand),
-    /// Hash a password read from stdin for a config file's `password_hash`.
+    /// Hash a password for a config file's `password_hash`: asked for without echo at a
+    /// terminal, else read from stdin.
     HashPassword,
 }
 

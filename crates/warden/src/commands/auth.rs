@@ -419,8 +419,11 @@ fn say_keys_removed(v: &Value) {
     }
 }
 
+/// `warden hash-password`: at a terminal the password is asked for without echo, as `login`
+/// and `user set-password` ask; piped in, it is read from stdin.
 pub fn hash_password(out: Output) -> anyhow::Result<()> {
-    let password = read_secret("password", true)?;
+    use std::io::IsTerminal;
+    let password = read_secret("password", !std::io::stdin().is_terminal())?;
     warden_domain::password::check(&password)
         .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     let phc = warden_server::auth::hash_password(&password)?;

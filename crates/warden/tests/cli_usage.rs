@@ -1,0 +1,98 @@
+//! The command line as a person meets it: what it asks at a terminal, what it says of an
+//! argument it does not take or cannot read, and which exit code it ends with.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use warden_testkit::Cli;
+
+/// A client of no server: what is tested here is refused before one is asked.
+fn offline() -> Cli {
+    Cli::new(Path::new(BIN), "http://127.0.0.1:9")
+}
+
+#[test]
+fn hash_password_at_a_terminal_asks_without_echo() {
+    const SECRET: &str = "correct horse battery staple";
+    // `script` runs it on a pseudo-terminal of its own, echoing what is typed as a terminal
+    // does, and passes on what is written to its standard input as typing.
+    let mut child = Command::new("script")
+        .args(["--quiet", "--return", "--echo", "always", "--command"])
+        .arg(format!("exec {} hash-password", sh_word(BIN)))
+        .arg("/dev/null")
+        .env_remove("WARDEN_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running script (util-linux)");
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let shown = Arc::clone(&screen);
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            shown
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    let prompted = Instant::now() + Duration::from_secs(30);
+    while !screen.lock().unwrap().contains("Password: ") {
+        if Instant::now() > prompted || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "hash-password at a terminal asked for no password: {:?}",
+                screen.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The prompt is written just before echo is turned off.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{SECRET}\r").as_bytes()).unwrap();
+    let ended = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > ended {
+            let _ = child.kill();
+            panic!("hash-password did not end: {:?}", screen.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    reader.join().unwrap();
+    let screen = screen.lock().unwrap().clone();
+    assert!(status.success(), "{status:?}: {screen:?}");
+    assert!(screen.contains("$argon2id$"), "{screen:?}");
+    assert!(
+        !screen.contains(SECRET),
+        "the password was echoed: {screen:?}"
+    );
+
+    // Not at a terminal, it reads standard input as before, prompting nothing.
+    let out = offline().run(&["hash-password"], Some(SECRET));
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.trim().starts_with("$argon2id$"), "{out:?}");
+    assert!(!out.stderr.contains("Password"), "{out:?}");
+}
+
+/// `path` as one word for `sh -c`.
+fn sh_word(path: &str) -> String {
+    format!("'{}'", path.replace('\'', "'\\''"))
+}
