@@ -330,13 +330,17 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         e.exit();
     }
-    let tipped = hyphen_tip(e);
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let unknown = unknown_option(e, &argv);
     if !asked_json {
-        let Some(tipped) = tipped else { e.exit() };
-        eprint!("{tipped}");
+        let Some(unknown) = unknown else { e.exit() };
+        eprint!("{}", unknown.rendered);
         return ExitCode::from(exit::USAGE);
     }
-    let rendered = tipped.unwrap_or_else(|| e.render().to_string());
+    let rendered = e.render().to_string();
     // The error is the first paragraph (a list of missing arguments runs over several lines);
     // usage and hints follow.
     let message = rendered
@@ -351,19 +355,37 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     let missing;
     let message = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         missing = missing_subcommand(&rendered);
-        &missing
+        missing
+    } else if let Some(unknown) = unknown {
+        format!("{message}: {}", unknown.tip)
     } else {
-        message
+        message.to_owned()
     };
     let body = serde_json::json!({ "error": { "code": exit::name_of(exit::USAGE), "message": message, "exit_code": exit::USAGE } });
     eprintln!("{body}");
     ExitCode::from(exit::USAGE)
 }
 
-/// `e` rendered with a true tip, when it refused a value that begins with `-` given to an
-/// option (a reason like "-1 node down"): clap's own (`-- VALUE`) is for positional arguments,
-/// and an option's value takes `=` instead. `None` for any other error.
-fn hyphen_tip(e: &clap::Error) -> Option<String> {
+/// An argument beginning with `-` that the command does not take, told with a true tip in
+/// place of clap's: its `-- VALUE` is for positional arguments, and its guess at a similar
+/// option can name one that does something else (`--json` for `--reason`).
+struct UnknownOption {
+    /// The tip alone, for a `--json` error's message.
+    tip: String,
+    /// The whole error as clap lays it out, with this tip.
+    rendered: String,
+}
+
+/// Options of one command given under another's name: approving, denying and revoking take a
+/// `--comment`, asking for access a `--reason`.
+const SAID_OTHERWISE: &[(&str, &str)] = &[("reason", "comment"), ("comment", "reason")];
+
+/// What `e`, an unknown argument in `argv` (the arguments after the program's name), means,
+/// when it begins with `-`: a value that begins with `-` given to the option before it, which
+/// takes it with `=` (a reason like "-1 node down", a TTL of -5m), or an option the command does
+/// not take, said with the options it does take. `None` for any other error.
+fn unknown_option(e: &clap::Error, argv: &[String]) -> Option<UnknownOption> {
+    use clap::CommandFactory;
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
         return None;
@@ -371,21 +393,154 @@ fn hyphen_tip(e: &clap::Error) -> Option<String> {
     if e.kind() != ErrorKind::UnknownArgument || !arg.starts_with('-') {
         return None;
     }
-    let rendered = e.render().to_string();
-    let tipped = rendered
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("tip: to pass") {
+    // The word as typed: clap names `--verbose` for `--verbose=1`, and `-5` for `-5m`.
+    let at = argv.iter().position(|w| {
+        w == arg
+            || w.strip_prefix(arg.as_str())
+                .is_some_and(|rest| rest.starts_with('=') || !arg.starts_with("--"))
+    });
+    let word = at.map_or(arg.as_str(), |i| argv[i].as_str());
+    // The command it was given to: the one named before it (`warden --verbose request list`
+    // gives it to `warden`).
+    let mut root = Cli::command();
+    root.build();
+    let (command, path) = command_of(&root, &argv[..at.unwrap_or(argv.len())]);
+    let name = std::iter::once("warden")
+        .chain(path.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let before = at.and_then(|i| i.checked_sub(1)).map(|i| argv[i].as_str());
+    let taking_value = before.and_then(|b| {
+        let option = if let Some(long) = b.strip_prefix("--") {
+            command.get_arguments().find(|a| {
+                !long.contains('=')
+                    && (a.get_long() == Some(long)
+                        || a.get_all_aliases().is_some_and(|all| all.contains(&long)))
+            })
+        } else {
+            let mut chars = b.strip_prefix('-')?.chars();
+            let short = chars.next().filter(|_| chars.next().is_none())?;
+            command
+                .get_arguments()
+                .find(|a| a.get_short() == Some(short))
+        }?;
+        option.get_action().takes_values().then_some(b)
+    });
+    let tip = if let Some(option) = taking_value {
+        format!(
+            "a value that begins with '-' is given to its option with '=': {option}={}",
+            output::shell_word(word)
+        )
+    } else {
+        let long = word
+            .strip_prefix("--")
+            .map(|l| l.split('=').next().unwrap_or(l));
+        let instead = long.and_then(|l| {
+            SAID_OTHERWISE
+                .iter()
+                .filter(|(asked, _)| *asked == l)
+                .find_map(|(_, meant)| {
+                    command
+                        .get_arguments()
+                        .find(|a| a.get_long() == Some(meant))
+                })
+        });
+        let shown = word.split('=').next().unwrap_or(word);
+        match instead {
+            Some(meant) => {
+                let what = meant.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let mut what = what.trim_end_matches('.').to_owned();
+                if let Some(first) = what.get_mut(0..1) {
+                    first.make_ascii_lowercase();
+                }
                 format!(
-                    "  tip: a value that begins with '-' is given to its option with '=', e.g. --reason='{arg} ...' or --ttl={arg}"
+                    "`{name}` takes no {shown}: use --{} instead ({what})",
+                    meant.get_long().unwrap_or_default()
                 )
-            } else {
-                l.to_owned()
             }
-        })
+            None => format!(
+                "`{name}` takes no option {shown}; it takes {} (`{name} --help` says what each does)",
+                options_of(command)
+            ),
+        }
+    };
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
         .collect::<Vec<_>>()
         .join("\n");
-    Some(tipped + "\n")
+    let usage = command.clone().render_usage().to_string();
+    let rendered = format!(
+        "{first}\n\n  tip: {tip}\n\n{}\n\nFor more information, try '--help'.\n",
+        usage.trim_end()
+    );
+    Some(UnknownOption { tip, rendered })
+}
+
+/// The command `argv` names (`warden request approve`: `approve` under `request`) and the
+/// names of the subcommands on the way to it.
+fn command_of<'c>(root: &'c clap::Command, argv: &[String]) -> (&'c clap::Command, Vec<String>) {
+    let mut command = root;
+    let mut path = Vec::new();
+    let mut words = argv.iter();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(long) = word.strip_prefix("--") {
+            // An option's value is no subcommand: skip it.
+            let takes_value = !long.contains('=')
+                && command
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(long) && a.get_action().takes_values());
+            if takes_value {
+                words.next();
+            }
+            continue;
+        }
+        if word.starts_with('-') {
+            let short = word.chars().nth(1);
+            let takes_value = word.chars().count() == 2
+                && command
+                    .get_arguments()
+                    .any(|a| a.get_short() == short && a.get_action().takes_values());
+            if takes_value {
+                words.next();
+            }
+            continue;
+        }
+        match command.find_subcommand(word) {
+            Some(sub) => {
+                path.push(sub.get_name().to_owned());
+                command = sub;
+            }
+            None => break,
+        }
+    }
+    (command, path)
+}
+
+/// The options `command` takes, as its help lists them: "--comment, --totp, --json, --server
+/// and --help".
+fn options_of(command: &clap::Command) -> String {
+    let mut names: Vec<String> = command
+        .get_arguments()
+        .filter(|a| !a.is_positional() && !a.is_hide_set())
+        .filter_map(|a| {
+            a.get_long()
+                .map(|l| format!("--{l}"))
+                .or_else(|| a.get_short().map(|s| format!("-{s}")))
+        })
+        .collect();
+    // Help last, as the help lists it.
+    names.retain(|n| n != "--help");
+    names.push("--help".to_owned());
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// Says which subcommands a group called without one has, from its rendered help.

@@ -96,3 +96,118 @@ fn hash_password_at_a_terminal_asks_without_echo() {
 fn sh_word(path: &str) -> String {
     format!("'{}'", path.replace('\'', "'\\''"))
 }
+
+/// Runs `warden ARGS` expecting a usage error (exit code 2): its standard error.
+fn usage(args: &[&str]) -> String {
+    let out = offline().run(args, None);
+    assert_eq!(out.code, 2, "`warden {}`: {out:?}", args.join(" "));
+    out.stderr
+}
+
+/// The `tip:` line of a usage error.
+fn tip(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .unwrap_or_else(|| panic!("no tip in {stderr}"))
+}
+
+const A_REQUEST: &str = "0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60";
+#[test]
+fn an_unknown_option_is_named_with_the_options_the_command_takes() {
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["request", "show", A_REQUEST, "--verbose"],
+            &["`warden request show` takes no option --verbose", "--json"],
+        ),
+        (
+            &["keys", "add", "--force", "x.pub"],
+            &["`warden keys add` takes no option --force", "--proof"],
+        ),
+        (
+            &["sessions", "kill", "--force", A_REQUEST],
+            &["`warden sessions kill` takes no option --force"],
+        ),
+        (
+            &[
+                "request", "extend", A_REQUEST, "--ttl", "2h", "--ticket", "CHG-9",
+            ],
+            &[
+                "`warden request extend` takes no option --ticket",
+                "--ttl, --reason, --totp",
+            ],
+        ),
+    ];
+    for (args, said) in cases {
+        let stderr = usage(args);
+        let tip = tip(&stderr);
+        for s in said {
+            assert!(tip.contains(s), "{args:?}: {s:?} in {stderr}");
+        }
+        assert!(!tip.contains("'='"), "{args:?}: {stderr}");
+    }
+
+    // What approving, denying and revoking record is a --comment, not a --reason.
+    for verb in ["approve", "deny", "revoke"] {
+        let stderr = usage(&["request", verb, A_REQUEST, "--reason", "ok"]);
+        let tip = tip(&stderr);
+        assert!(
+            tip.contains(&format!(
+                "`warden request {verb}` takes no --reason: use --comment instead"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("--json"), "{stderr}");
+    }
+    let stderr = usage(&[
+        "request",
+        "create",
+        "web",
+        "--role",
+        "view",
+        "--comment",
+        "x",
+    ]);
+    assert!(tip(&stderr).contains("use --reason instead"), "{stderr}");
+
+    // An option given before the subcommand is the group's.
+    let stderr = usage(&["request", "--verbose", "list"]);
+    assert!(
+        tip(&stderr).starts_with("`warden request` takes no option --verbose"),
+        "{stderr}"
+    );
+
+    // A value that begins with '-' after an option that takes one goes with '='.
+    let stderr = usage(&[
+        "request", "create", "web", "--role", "view", "--reason", "x", "--ttl", "-5m",
+    ]);
+    assert_eq!(
+        tip(&stderr),
+        "a value that begins with '-' is given to its option with '=': --ttl=-5m"
+    );
+    let stderr = usage(&[
+        "request",
+        "create",
+        "web",
+        "--role",
+        "view",
+        "--reason",
+        "-1 node down",
+        "--ttl",
+        "5m",
+    ]);
+    assert_eq!(
+        tip(&stderr),
+        "a value that begins with '-' is given to its option with '=': --reason='-1 node down'"
+    );
+
+    // With --json, the tip is in the error's message.
+    let out = offline().run(
+        &["--json", "request", "approve", A_REQUEST, "--reason", "ok"],
+        None,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("use --comment instead"), "{message}");
+}
