@@ -264,9 +264,18 @@ fn mark_dev(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A start refused for the options it was given (contradicting one another or the config
+/// file), not for anything found on this machine: the command line ends it as a usage error
+/// (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInvocation(pub String);
+
 /// Refuses the API and the SSH proxy on one port of one address (or of every address): the
 /// second to listen would fail with "Address already in use", and send the operator looking
-/// for another process. Port 0 asks for any free port, a different one for each.
+/// for another process. Port 0 asks for any free port, a different one for each. Refused as a
+/// [`BadInvocation`] when `--listen` or `--ssh-listen` gave one of them; as any other error in
+/// the config file when it gave both.
 fn check_listeners(config: &Config, opts: &ServeOptions) -> anyhow::Result<()> {
     let (api, ssh) = (config.listen, config.ssh_listen);
     let same_ip = api.ip() == ssh.ip() || api.ip().is_unspecified() || ssh.ip().is_unspecified();
@@ -286,11 +295,15 @@ fn check_listeners(config: &Config, opts: &ServeOptions) -> anyhow::Result<()> {
         }
         _ => String::new(),
     };
-    bail!(
+    let message = format!(
         "{} ({api}) and {} ({ssh}){file} are on the same port: the API and the SSH proxy each need their own, so give them different ports (e.g. listen = \"127.0.0.1:8443\" and ssh_listen = \"127.0.0.1:2222\")",
         name(opts.listen.is_some(), "listen"),
         name(opts.ssh_listen.is_some(), "ssh_listen"),
-    )
+    );
+    if opts.listen.is_some() || opts.ssh_listen.is_some() {
+        return Err(BadInvocation(message).into());
+    }
+    bail!(message)
 }
 
 /// What to say of an API address beyond loopback: Warden speaks plain HTTP, so whatever

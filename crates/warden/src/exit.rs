@@ -89,9 +89,16 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// Exit code for any error: a [`Failure`]'s own, or 1.
+/// Exit code for any error: a [`Failure`]'s own, a usage error for a server start refused for
+/// its options, or 1.
 pub fn code_of(e: &anyhow::Error) -> u8 {
-    e.downcast_ref::<Failure>()
-        .map(|f| f.code)
-        .unwrap_or(FAILURE)
+    if let Some(f) = e.downcast_ref::<Failure>() {
+        return f.code;
+    }
+    if e.chain()
+        .any(|c| c.is::<warden_server::serve::BadInvocation>())
+    {
+        return USAGE;
+    }
+    FAILURE
 }

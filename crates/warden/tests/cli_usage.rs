@@ -211,3 +211,48 @@ fn an_unknown_option_is_named_with_the_options_the_command_takes() {
     let message = v["error"]["message"].as_str().unwrap();
     assert!(message.contains("use --comment instead"), "{message}");
 }
+
+#[test]
+fn serve_on_one_port_for_both_listeners_is_a_usage_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let at = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = offline().run(
+        &[
+            "serve",
+            "--dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &at,
+            "--ssh-listen",
+            &at,
+        ],
+        None,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--listen") && out.stderr.contains("are on the same port"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn revoked_keys_out_to_a_directory_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = offline().run(
+        &["ssh-revoked-keys", "--out", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--out names the file") && out.stderr.contains("is a directory"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("os error"), "{out:?}");
+}

@@ -711,6 +711,18 @@ pub async fn revoked_keys(
         std::io::stdout().write_all(&fetch_revocation_list(server).await?)?;
         return Ok(());
     };
+    // Refused before the server is asked: the rename over it would fail only at the end.
+    if file.is_dir() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "--out names the file to write the revocation list to (the one sshd's RevokedKeys names), and {} is a directory: give a file in it, e.g. --out {}",
+                file.display(),
+                crate::output::shell_word(&file.join("revoked_keys").to_string_lossy())
+            ),
+        )
+        .into());
+    }
     let krl = fetch_revocation_list(server).await?;
     replace_file(file, &krl).with_context(|| format!("writing {}", file.display()))?;
     if out.json {
