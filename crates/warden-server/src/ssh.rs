@@ -561,10 +561,30 @@ impl App {
         );
         match self.store.add_ssh_key(&record, vec![event]).await {
             Ok(()) => Ok(record),
-            Err(warden_store::Error::Conflict) => Err(Error::Conflict {
-                code: "key_registered",
-                message: format!("the key {} is registered already", record.fingerprint),
-            }),
+            // Its owner is told it is theirs; anyone else only that it is taken, not by whom.
+            Err(warden_store::Error::Conflict) => {
+                let mine = self
+                    .store
+                    .ssh_keys(&caller.user.name)
+                    .await?
+                    .iter()
+                    .any(|k| k.fingerprint == record.fingerprint);
+                let message = if mine {
+                    format!(
+                        "the key {} is registered to you already: `warden keys list` shows it",
+                        record.fingerprint
+                    )
+                } else {
+                    format!(
+                        "the key {} is registered to another account: register a key pair of your own (`ssh-keygen -t ed25519` makes one)",
+                        record.fingerprint
+                    )
+                };
+                Err(Error::Conflict {
+                    code: "key_registered",
+                    message,
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -256,3 +256,63 @@ fn revoked_keys_out_to_a_directory_is_a_usage_error() {
     );
     assert!(!out.stderr.contains("os error"), "{out:?}");
 }
+
+/// Signs the proof that `key`'s holder registers it to `user`, as `warden keys add` does.
+fn key_proof(key: &Path, user: &str, file: &Path) {
+    let mut child = Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "warden-ssh-key", "-f"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let message = format!("register this SSH key to Warden user {user}\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let signed = child.wait_with_output().unwrap();
+    assert!(signed.status.success(), "{signed:?}");
+    std::fs::write(file, signed.stdout).unwrap();
+}
+
+#[test]
+fn a_key_registered_to_another_account_is_said_to_be_so() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "shared", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let public = format!("{}.pub", key.display());
+    ok(&alice, &["keys", "add", &public]);
+
+    // Bob holds the private half too, and proves it: the key is taken, by whom is not said.
+    let proof = keys.path().join("bob.sig");
+    key_proof(&key, "bob", &proof);
+    let out = fails(
+        &bob,
+        &["keys", "add", &public, "--proof", proof.to_str().unwrap()],
+        6,
+    );
+    assert!(
+        out.stderr.contains("is registered to another account")
+            && out.stderr.contains("a key pair of your own"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("alice"), "{out:?}");
+
+    // Its owner is told it is theirs.
+    let out = fails(&alice, &["keys", "add", &public], 6);
+    assert!(
+        out.stderr.contains("is registered to you already"),
+        "{out:?}"
+    );
+}
