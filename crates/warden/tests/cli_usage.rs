@@ -316,3 +316,14 @@ fn a_key_registered_to_another_account_is_said_to_be_so() {
         "{out:?}"
     );
 }
+
+#[test]
+fn the_ca_key_in_json_has_no_line_break() {
+    let env = Env::start();
+    let alice = env.login("alice");
+    // The CA key as one JSON string, without the line break that ends it as a file.
+    let line = alice.run(&["ssh-ca"], None);
+    assert!(line.success() && line.stdout.ends_with('\n'), "{line:?}");
+    let json = ok(&alice, &["ssh-ca"]);
+    assert_eq!(json["ca_public_key"], line.stdout.trim_end(), "{json}");
+}

@@ -683,6 +683,10 @@ pub async fn ca(server: Option<String>, out: Output) -> anyhow::Result<()> {
     if ssh_key::PublicKey::from_openssh(key.trim()).is_err() {
         return Err(client.not_a("SSH public key").into());
     }
+    if out.json {
+        // The key line alone: its line break is for a file, not part of the key.
+        return out.json(&json!({ "ca_public_key": key.trim_end() }));
+    }
     out.document("ca_public_key", &key)
 }
 
