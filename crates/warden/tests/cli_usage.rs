@@ -327,3 +327,37 @@ fn the_ca_key_in_json_has_no_line_break() {
     let json = ok(&alice, &["ssh-ca"]);
     assert_eq!(json["ca_public_key"], line.stdout.trim_end(), "{json}");
 }
+
+#[test]
+fn numbers_that_do_not_parse_say_what_is_expected() {
+    for (args, said) in [
+        (
+            &["request", "list", "--limit=-1"][..],
+            "--limit takes a whole number from 1 to 1000",
+        ),
+        (
+            &["request", "list", "--limit", "5000"],
+            "--limit takes a whole number from 1 to 1000",
+        ),
+        (
+            &["audit", "search", "--limit", "ten"],
+            "--limit takes a whole number from 1 to 10000",
+        ),
+        (
+            &["audit", "prove", "abc"],
+            "an event's sequence number is a whole number, as `warden audit search` shows it",
+        ),
+        (
+            &["audit", "search", "--after", "x"],
+            "an event's sequence number is a whole number",
+        ),
+        (
+            &["audit", "prove-consistency", "--from", "1k"],
+            "a checkpoint's size is a whole number of events",
+        ),
+    ] {
+        let stderr = usage(args);
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(!stderr.contains("invalid digit"), "{args:?}: {stderr}");
+    }
+}

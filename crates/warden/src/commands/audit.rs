@@ -32,10 +32,10 @@ pub enum AuditCommand {
         #[arg(long)]
         to: Option<String>,
         /// Only events after this sequence number: the next page, from the last one shown.
-        #[arg(long)]
+        #[arg(long, value_parser = super::sequence_number)]
         after: Option<u64>,
-        /// At most this many events, oldest first (at most 10000).
-        #[arg(long, default_value_t = 100)]
+        /// At most this many events, oldest first (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = super::events_limit)]
         limit: usize,
     },
     /// Print the newest signed checkpoint; keep copies elsewhere to detect truncation later.
@@ -65,20 +65,21 @@ pub enum AuditCommand {
     },
     /// Print an inclusion proof for event SEQ against a signed checkpoint.
     Prove {
-        /// The event's sequence number (`seq` in `audit search --json`).
+        /// The event's sequence number (SEQ in `audit search`, `seq` with --json).
+        #[arg(value_parser = super::sequence_number)]
         seq: u64,
         /// The checkpoint's size (default: the newest).
-        #[arg(long)]
+        #[arg(long, value_parser = super::log_size)]
         size: Option<u64>,
     },
     /// Print a consistency proof: the log at a checkpoint extends its first FROM events.
     ProveConsistency {
         /// The size to prove from: that of a checkpoint you kept (its second line), whether or
         /// not the server still has one of that size.
-        #[arg(long)]
+        #[arg(long, value_parser = super::log_size)]
         from: u64,
         /// The checkpoint's size to prove to (default: the newest).
-        #[arg(long)]
+        #[arg(long, value_parser = super::log_size)]
         to: Option<u64>,
     },
     /// Check a proof printed by `prove` or `prove-consistency`, offline.

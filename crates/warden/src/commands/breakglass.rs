@@ -47,8 +47,8 @@ pub enum PostmortemCommand {
         /// Closed ones too.
         #[arg(long)]
         all: bool,
-        /// At most this many, newest first.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many, newest first (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = super::postmortems_limit)]
         limit: usize,
         /// Only postmortems older than this one: the next page after a listing that ended there.
         #[arg(long, value_parser = super::request_id)]

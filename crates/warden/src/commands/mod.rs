@@ -160,6 +160,76 @@ pub fn read_secret(what: &str, from_stdin: bool) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// Most requests `request list --limit` asks for: the server returns no more at once.
+pub const REQUESTS_AT_ONCE: usize = 1000;
+/// Most postmortems `postmortem list --limit` asks for: the server returns no more at once.
+pub const POSTMORTEMS_AT_ONCE: usize = 1000;
+/// Most events `audit search --limit` asks for: the server returns no more at once.
+pub const EVENTS_AT_ONCE: usize = 10_000;
+
+/// A whole number as typed, or `None`: digits only (no sign), within `u64`.
+fn whole_number(text: &str) -> Option<u64> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A `--limit` of a listing that returns at most `max` at once: a whole number from 1 to it.
+fn limit_of(text: &str, max: usize, what: &str, more: &str) -> Result<usize, String> {
+    whole_number(text)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            format!("--limit takes a whole number from 1 to {max}: the most {what} shown at once ({more})")
+        })
+}
+
+/// `request list --limit`.
+pub fn requests_limit(text: &str) -> Result<usize, String> {
+    limit_of(
+        text,
+        REQUESTS_AT_ONCE,
+        "requests",
+        "--before ID shows those older than ID",
+    )
+}
+
+/// `postmortem list --limit`.
+pub fn postmortems_limit(text: &str) -> Result<usize, String> {
+    limit_of(
+        text,
+        POSTMORTEMS_AT_ONCE,
+        "postmortems",
+        "--before ID shows those older than ID",
+    )
+}
+
+/// `audit search --limit`.
+pub fn events_limit(text: &str) -> Result<usize, String> {
+    limit_of(
+        text,
+        EVENTS_AT_ONCE,
+        "events",
+        "--after SEQ shows those after event SEQ",
+    )
+}
+
+/// An event's sequence number (`audit prove SEQ`, `audit search --after`).
+pub fn sequence_number(text: &str) -> Result<u64, String> {
+    whole_number(text).ok_or_else(|| {
+        "an event's sequence number is a whole number, as `warden audit search` shows it in its SEQ column".to_owned()
+    })
+}
+
+/// The size of the log at a checkpoint (`audit prove --size`, `audit prove-consistency`).
+pub fn log_size(text: &str) -> Result<u64, String> {
+    whole_number(text).ok_or_else(|| {
+        "a checkpoint's size is a whole number of events: the second line of a checkpoint, as `warden audit checkpoint` prints it".to_owned()
+    })
+}
+
 /// Longest public key file read: an RSA key line of 16384 bits is under 3 KiB.
 const PUBLIC_KEY_FILE_MAX: u64 = 16 * 1024;
 
@@ -218,6 +288,28 @@ mod tests {
             assert!(totp_code(bad).unwrap_err().contains("6 digits"), "{bad}");
         }
         assert!(totp_code("").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn numbers_say_what_they_take() {
+        assert_eq!(requests_limit("1000"), Ok(1000));
+        assert_eq!(events_limit(" 10000 "), Ok(10_000));
+        for bad in [
+            "-1",
+            "0",
+            "1001",
+            "abc",
+            "",
+            "+5",
+            "1e3",
+            "99999999999999999999999",
+        ] {
+            let why = requests_limit(bad).unwrap_err();
+            assert!(why.contains("from 1 to 1000"), "{bad}: {why}");
+        }
+        assert_eq!(sequence_number("0"), Ok(0));
+        assert!(sequence_number("abc").unwrap_err().contains("SEQ column"));
+        assert!(log_size("-3").unwrap_err().contains("checkpoint"));
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub enum RequestCommand {
         /// would fill.
         #[arg(long)]
         reviewable: bool,
-        /// At most this many, newest first.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many, newest first (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = super::requests_limit)]
         limit: usize,
         /// Only requests older than this one: the next page after a listing that ended there.
         #[arg(long, value_parser = super::request_id)]
