@@ -1,7 +1,8 @@
 //! `warden`: the server (`warden serve`) and the command-line client in one binary.
 //!
-//! Every command accepts `--json` for machine-readable output. Exit codes are listed in
-//! [`exit`].
+//! Every client command accepts `--json` for machine-readable output (`serve`, no client,
+//! refuses it and `--server`; so does `sessions watch`, a live terminal). Exit codes are listed
+//! in [`exit`].
 
 mod client;
 mod commands;
@@ -116,6 +117,11 @@ enum Command {
         /// A remote command to run instead of a shell.
         #[arg(last = true)]
         command: Vec<String>,
+        /// Print a failure found before ssh starts (no grant for TARGET, not logged in) as
+        /// JSON; the session itself is ssh's.
+        // The global option under its own words: ssh's output is no table.
+        #[arg(long)]
+        json: bool,
     },
     /// List (the default), watch and end live SSH sessions.
     Sessions {
@@ -186,6 +192,38 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    // The global `--server` and `--json` are for clients: hidden from this command's help
+    // under its own, and refused ([`serve_alone`]).
+    #[arg(long, hide = true)]
+    server: Option<String>,
+    #[arg(long, hide = true)]
+    json: bool,
+}
+
+/// Refuses the client's options given to `warden serve`, which would otherwise start as if
+/// they were not there: `--server` (a server listens where `--listen` says) and `--json` (its
+/// log lines are JSON with `--log-format json`).
+fn serve_alone(server: bool, json: bool) -> anyhow::Result<()> {
+    let refused = match (server, json) {
+        (false, false) => return Ok(()),
+        (true, false) => "--server",
+        (false, true) => "--json",
+        (true, true) => "--server and --json",
+    };
+    let mut why = Vec::new();
+    if server {
+        why.push(
+            "--server names the server a client command talks to; the server listens where --listen (or the config's `listen`) says",
+        );
+    }
+    if json {
+        why.push("for log lines in JSON, pass --log-format json");
+    }
+    Err(exit::Failure::new(
+        exit::USAGE,
+        format!("`warden serve` takes no {refused}: {}", why.join("; ")),
+    )
+    .into())
 }
 
 /// Sets up the server's log lines. A `WARDEN_LOG` that does not parse stops the start: logging
@@ -234,6 +272,8 @@ fn libraries_above_debug(target: &str, level: tracing::Level) -> bool {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json };
+    // Given on the command line, not by WARDEN_SERVER, which a client's shell may well set.
+    let asked_server = cli.server.is_some();
     // An empty WARDEN_SERVER (a CI variable set but empty) is unset, as an empty WARDEN_HOME is.
     let server = match cli.server {
         Some(s) => Some(s),
@@ -252,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .filter(|s| !s.is_empty());
     match cli.command {
         Command::Serve(a) => {
+            serve_alone(asked_server, out.json)?;
             init_logging(a.log_format == "json")?;
             warden_server::serve(warden_server::ServeOptions {
                 config: a.config,
@@ -288,6 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             identity,
             terminal,
             command,
+            json: _,
         } => {
             let to = commands::ssh::To {
                 target,

@@ -361,3 +361,45 @@ fn numbers_that_do_not_parse_say_what_is_expected() {
         assert!(!stderr.contains("invalid digit"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn serve_takes_no_client_options_and_says_so() {
+    let help = offline().run(&["serve", "--help"], None);
+    assert!(help.success(), "{help:?}");
+    assert!(help.stdout.contains("--log-format"), "{help:?}");
+    for client_only in ["--server", "--json"] {
+        assert!(!help.stdout.contains(client_only), "{help:?}");
+    }
+    for (args, said) in [
+        (
+            &["serve", "--dev", "--server", "http://127.0.0.1:1"][..],
+            "`warden serve` takes no --server",
+        ),
+        (
+            &["--server", "http://127.0.0.1:1", "serve", "--dev"],
+            "`warden serve` takes no --server",
+        ),
+        (&["serve", "--dev", "--json"], "pass --log-format json"),
+        (&["--json", "serve", "--dev"], "pass --log-format json"),
+    ] {
+        let stderr = usage(args);
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+
+    // `sessions watch` refuses --json, and its help does not offer it.
+    let help = offline().run(&["sessions", "watch", "--help"], None);
+    assert!(
+        help.success() && !help.stdout.contains("--json"),
+        "{help:?}"
+    );
+    let stderr = usage(&["sessions", "watch", "--json", A_REQUEST]);
+    assert!(stderr.contains("has no --json form"), "{stderr}");
+    // `ssh` and `db connect` print only their own failures as JSON, and say so.
+    for args in [&["ssh", "--help"][..], &["db", "connect", "--help"]] {
+        let help = offline().run(args, None);
+        assert!(
+            help.stdout.contains("as JSON; the session itself is"),
+            "{help:?}"
+        );
+    }
+}

@@ -74,6 +74,11 @@ pub enum DbCommand {
         /// Extra arguments for the client, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
+        /// Print a failure found before the client starts (no grant for TARGET, not logged
+        /// in) as JSON; the session itself is the client's.
+        // The global option under its own words: the client's output is no table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -395,6 +400,7 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         role,
         request,
         args,
+        json: _,
     } = cmd;
     let c = Client::new(server)?;
     let (_, held) = super::active_grants(&c, &target).await?;

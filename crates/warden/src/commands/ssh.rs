@@ -45,6 +45,10 @@ pub enum SessionsCommand {
         /// The session's id, as `sessions list` shows it.
         #[arg(value_parser = super::session_id)]
         id: String,
+        // The global `--json`, which a live terminal has no form for: hidden from this
+        // command's help under its own, and refused.
+        #[arg(long, hide = true)]
+        json: bool,
     },
     /// End a live session at once.
     Kill {
@@ -173,6 +177,14 @@ pub async fn sessions(
     cmd: SessionsCommand,
     out: Output,
 ) -> anyhow::Result<()> {
+    // What streams is the session's terminal, which no JSON document can hold.
+    if matches!(cmd, SessionsCommand::Watch { .. }) && out.json {
+        return Err(Failure::new(
+            exit::USAGE,
+            "`sessions watch` streams the live terminal and has no --json form: for a session's events as JSON, use `warden --json replay ID` once it ends",
+        )
+        .into());
+    }
     let c = Client::new(server)?;
     match cmd {
         SessionsCommand::List => {
@@ -211,15 +223,7 @@ pub async fn sessions(
             );
             Ok(())
         }
-        SessionsCommand::Watch { id } => {
-            // What streams is the session's terminal, which no JSON document can hold.
-            if out.json {
-                return Err(Failure::new(
-                    exit::USAGE,
-                    "`sessions watch` streams the live terminal and has no --json form: for a session's events as JSON, use `warden --json replay ID` once it ends",
-                )
-                .into());
-            }
+        SessionsCommand::Watch { id, json: _ } => {
             let mut resp = c
                 .get_stream(&format!("/v1/sessions/{}/watch", segment(&id)))
                 .await?;
