@@ -8,14 +8,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use warden_domain::TargetName;
-use warden_domain::audit::Code;
+use warden_domain::audit::{Code, Event};
+use warden_domain::{RequestId, TargetName};
 
 use super::{
-    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, admitted, body, field,
-    refuse, refuse_4xx, refuse_on_session,
+    ApiError, Authed, ErrorBody, JsonBody, NoFields, OptionalJson, PathText, action_refused,
+    admitted, audited, body, field, refuse, refuse_4xx, refuse_on_session,
 };
-use crate::state::Shared;
+use crate::state::{Shared, now};
 
 /// A public key to register.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -314,9 +314,12 @@ pub async fn watch(
         Ok(id) => id,
         Err(e) => return Err(refuse(&app, &who, "session.watch", e).await),
     };
-    if let Err(e) = app.oversee(&caller, &id) {
-        return Err(refuse_on_session(&app, &who, "session.watch", Some(&id), e.into()).await);
-    }
+    let info = match app.oversee(&caller, &id) {
+        Ok(info) => info,
+        Err(e) => {
+            return Err(refuse_on_session(&app, &who, "session.watch", Some(&id), e.into()).await);
+        }
+    };
     let rx = app.sessions.watch(&id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -324,8 +327,15 @@ pub async fn watch(
             "the session ended",
         )
     })?;
-    app.audit_session_access(&caller, Code::SessionWatched, &id, None)
-        .await?;
+    let whose = Whose {
+        target: Some(info.target),
+        grant: Some(info.grant),
+    };
+    let event = whose.event(&who, Code::SessionWatched, &id);
+    app.store
+        .append(vec![event])
+        .await
+        .map_err(crate::broker::Error::from)?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -360,7 +370,6 @@ pub async fn recording(
     who: Authed,
     PathText(id): PathText,
 ) -> Result<Response, ApiError> {
-    let caller = who.caller();
     let id = session_id(&id);
     // Audit readers replay too: read-only, like the rest of what they see.
     if !app.may_oversee_sessions(&who.user) && !app.may_read_audit(&who.user) {
@@ -377,8 +386,10 @@ pub async fn recording(
     // The end is looked up before the file is read: a session that ends meanwhile leaves a
     // read of it unfinished, which its end's digest would wrongly call altered.
     let end = app.store.session_end(&id).await;
-    let end = end.map_err(crate::broker::Error::from)?;
-    let live = end.is_none() && app.sessions.get(&id).is_some();
+    let end = end.map_err(crate::broker::Error::from)?.map(|e| e.event);
+    let running = app.sessions.get(&id);
+    let live = end.is_none() && running.is_some();
+    let whose = Whose::find(&app, &id, end.as_ref(), running.as_ref()).await?;
     let recordings = app.recordings.clone();
     let rid = id.clone();
     // Read and hashed off the runtime's threads: a recording has no size limit.
@@ -400,7 +411,10 @@ pub async fn recording(
                     "no recording of session {id}: no such session was recorded (sessions of metadata-only roles and sftp sessions have none; `warden audit search --code session.started` lists the sessions, with their recording tier)"
                 ),
             );
-            return Err(refuse_on_session(&app, &who, "session.replay", Some(&id), e).await);
+            let mut event = action_refused(&who, "session.replay");
+            event.session_id = Some(id.clone());
+            whose.mark(&mut event);
+            return Err(audited(&app, event, e).await);
         }
         Err(e) => {
             return Err(ApiError::new(
@@ -410,8 +424,8 @@ pub async fn recording(
             ));
         }
     };
-    let check = match end {
-        Some(end) => RecordingCheck::against(&end.event.details, &sha256, data.len()),
+    let check = match &end {
+        Some(end) => RecordingCheck::against(&end.details, &sha256, data.len()),
         None if live => RecordingCheck::Live,
         None => RecordingCheck::Unchecked,
     };
@@ -421,8 +435,11 @@ pub async fn recording(
     let details = serde_json::json!({"recording": {
         "sha256": sha256, "bytes": data.len(), "check": check.name(),
     }});
-    app.audit_session_access(&caller, Code::RecordingRead, &id, Some(details))
-        .await?;
+    let event = whose.event(&who, Code::RecordingRead, &id).details(details);
+    app.store
+        .append(vec![event])
+        .await
+        .map_err(crate::broker::Error::from)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-asciicast".to_owned()),
@@ -432,6 +449,67 @@ pub async fn recording(
         data,
     )
         .into_response())
+}
+
+/// What an access to a session (a watch, a replay) names beside the session, as its kill
+/// does: its target and its grant, so that a search by either finds who watched or replayed
+/// it. Either is unknown only when the log no longer holds the session's start or end
+/// (archived), or there is no such session.
+#[derive(Debug, Default)]
+struct Whose {
+    target: Option<TargetName>,
+    grant: Option<RequestId>,
+}
+
+impl Whose {
+    /// Session `id`'s target and grant: from its end (`ended`), from the live session
+    /// (`running`), or from the start the store keeps of a session not yet ended.
+    async fn find(
+        app: &Shared,
+        id: &str,
+        ended: Option<&Event>,
+        running: Option<&warden_ssh_proxy::SessionInfo>,
+    ) -> Result<Self, ApiError> {
+        if let Some(end) = ended {
+            return Ok(Self {
+                target: end.target.clone(),
+                grant: end.request_id,
+            });
+        }
+        if let Some(info) = running {
+            return Ok(Self {
+                target: Some(info.target.clone()),
+                grant: Some(info.grant),
+            });
+        }
+        let unended = app
+            .store
+            .live_sessions()
+            .await
+            .map_err(crate::broker::Error::from)?;
+        Ok(unended
+            .into_iter()
+            .find(|started| started.session_id.as_deref() == Some(id))
+            .map(|started| Self {
+                target: started.target,
+                grant: started.request_id,
+            })
+            .unwrap_or_default())
+    }
+
+    /// Names the session's target and grant in `event`.
+    fn mark(&self, event: &mut Event) {
+        event.target.clone_from(&self.target);
+        event.request_id = self.grant;
+    }
+
+    /// The event `code` of `who`'s access to session `id`.
+    fn event(&self, who: &Authed, code: Code, id: &str) -> Event {
+        let mut event = Event::new(code, who.actor(), now());
+        event.session_id = Some(id.to_owned());
+        self.mark(&mut event);
+        event
+    }
 }
 
 /// The response header saying how a served recording compares with its session's end.
