@@ -1,17 +1,19 @@
 //! Recordings of SSH proxy sessions and the audit of who watched and replayed them, end to
-//! end with the real OpenSSH client and a real sshd on loopback: watch and replay events found
-//! by the session's target and grant.
+//! end with the real OpenSSH client and a real sshd on loopback: a recording whose file is gone
+//! though the signed log shows it was made, and watch and replay events found by the session's
+//! target and grant.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::path::PathBuf;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use warden_testkit::{Cli, Sshd, Tmux, ensure_local_user, ssh_base_args, ssh_keypair};
+use warden_testkit::{Cli, Sshd, Tmux, ensure_local_user, ssh_base_args, ssh_keypair, ssh_run};
 
 /// A Warden server whose recorded `web` target is a private sshd, and alice with a registered
 /// key.
@@ -73,6 +75,10 @@ impl Setup {
         }
     }
 
+    fn ssh(&self, command: &str) -> Output {
+        ssh_run(self.port, "alice:web", &self.key, command)
+    }
+
     /// An active grant of web/view for alice; its id.
     fn grant(&self) -> String {
         let v = create(&self.alice, "web", "view", &["--ttl", "30m"]);
@@ -114,6 +120,14 @@ impl Setup {
             .collect()
     }
 
+    fn recording(&self, session: &str) -> PathBuf {
+        self.env
+            .server
+            .data_dir()
+            .join("recordings")
+            .join(format!("{session}.cast"))
+    }
+
     /// `ssh -tt` to web running a shell on a terminal.
     fn interactive(&self) -> Tmux {
         let args: Vec<String> = ssh_base_args(self.port, &self.key)
@@ -135,6 +149,128 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The error `--json` printed to standard error.
+fn error(stderr: &str) -> Value {
+    let v: Value = serde_json::from_str(stderr.trim()).unwrap();
+    v["error"].clone()
+}
+
+/// A recording whose `session.ended` event holds its digest but whose file is gone was made
+/// and then lost or removed: it is refused as a missing recording (exit 1, as an altered one
+/// is), telling the administrator to restore it, and the read is audited as an altered one's
+/// is, not as a replay of a session never recorded.
+#[test]
+fn a_deleted_recording_is_told_as_missing_not_as_never_recorded() {
+    let s = Setup::start();
+    let grant = s.grant();
+    let out = s.ssh("echo recorded-once");
+    assert!(out.status.success(), "{out:?}");
+    let ended = s.wait_events("session.ended", 1).pop().unwrap();
+    let session = ended["session_id"].as_str().unwrap().to_owned();
+    let sha256 = ended["details"]["recording"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = s.recording(&session);
+    let original = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    let out = fails(&s.admin, &["replay", &session, "--speed", "100"], 1);
+    assert!(
+        out.stderr.contains("missing")
+            && out.stderr.contains("shows it was recorded")
+            && out.stderr.contains(&sha256)
+            && out.stderr.contains("from a backup"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr.contains("no such session was recorded"),
+        "{out:?}"
+    );
+    let out = fails(&s.admin, &["--json", "replay", &session], 1);
+    assert_eq!(error(&out.stderr)["code"], "recording_missing", "{out:?}");
+
+    // Audited as a read of the recording, its check `missing`, with the digest to restore
+    // against, and found by the session's target and grant; not as a refused action.
+    let reads = s.events("session.recording_read");
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    let read = reads.last().unwrap();
+    assert_eq!(read["session_id"], session.as_str(), "{read}");
+    assert_eq!(read["details"]["recording"]["check"], "missing", "{read}");
+    assert_eq!(
+        read["details"]["recording"]["recorded"]["sha256"],
+        sha256.as_str(),
+        "{read}"
+    );
+    assert_eq!(read["outcome"]["code"], "recording_missing", "{read}");
+    assert_eq!(read["target"], "web", "{read}");
+    assert_eq!(read["request_id"], grant.as_str(), "{read}");
+    let refused: Vec<Value> = s
+        .events("request.action_refused")
+        .into_iter()
+        .filter(|e| e["details"]["action"] == "session.replay")
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // Restored from a backup, it plays and checks as intact.
+    std::fs::write(&path, &original).unwrap();
+    let out = s.admin.run(&["replay", &session, "--speed", "100"], None);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("recorded-once"), "{out:?}");
+    let read = s.events("session.recording_read").pop().unwrap();
+    assert_eq!(read["details"]["recording"]["check"], "intact", "{read}");
+
+    // A session no one recorded is still told so (exit 4).
+    let out = fails(
+        &s.admin,
+        &["replay", "00000000-0000-0000-0000-000000000000"],
+        4,
+    );
+    assert!(
+        out.stderr.contains("no such session was recorded"),
+        "{out:?}"
+    );
+}
+
+/// A running session has no end, and so no digest, yet: its recording file missing is not
+/// called tampering; once it ends with the digest of what it recorded, it is.
+#[test]
+fn a_running_session_without_its_file_is_not_called_altered() {
+    let s = Setup::start();
+    let grant = s.grant();
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    let session = s.live_session();
+    std::fs::remove_file(s.recording(&session)).unwrap();
+
+    let out = fails(&s.admin, &["--json", "replay", &session], 4);
+    let said = error(&out.stderr);
+    assert_eq!(said["code"], "no_recording", "{out:?}");
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap()
+            .contains("the session has not ended"),
+        "{out:?}"
+    );
+    assert!(s.events("session.recording_read").is_empty());
+    // The refusal names the session's target and grant.
+    let refused = s.events("request.action_refused").pop().unwrap();
+    assert_eq!(refused["details"]["action"], "session.replay", "{refused}");
+    assert_eq!(refused["session_id"], session.as_str(), "{refused}");
+    assert_eq!(refused["target"], "web", "{refused}");
+    assert_eq!(refused["request_id"], grant.as_str(), "{refused}");
+
+    term.send_line("exit");
+    let ended = s.wait_events("session.ended", 1).pop().unwrap();
+    assert!(
+        ended["details"]["recording"]["sha256"].is_string(),
+        "{ended}"
+    );
+    let out = fails(&s.admin, &["--json", "replay", &session], 1);
+    assert_eq!(error(&out.stderr)["code"], "recording_missing", "{out:?}");
 }
 
 /// Who watched or replayed a session is found by the session's target and grant, as who

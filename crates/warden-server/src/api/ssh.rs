@@ -356,14 +356,17 @@ pub async fn watch(
 /// and audit readers; every read is audited. The `warden-recording` header says how it
 /// compares with the SHA-256 its `session.ended` event holds: `intact`, `altered`, `live`
 /// (still running) or `unchecked` (no digest to compare with); `warden-recording-sha256` is
-/// the served one's.
+/// the served one's. A recording whose `session.ended` event holds its digest, but whose file
+/// is gone, is a 410: the log shows it was recorded, and its loss is audited as an altered
+/// one's read is.
 #[utoipa::path(get, path = "/v1/sessions/{id}/recording", security(("token" = [])),
     responses((status = 200, content_type = "application/x-asciicast", headers(
             ("warden-recording" = String, description = "How the recording compares with the SHA-256 its session.ended event holds: intact, altered, live (still running) or unchecked (no digest to compare with)"),
             ("warden-recording-sha256" = String, description = "The SHA-256 (hex) of the recording served"))),
         (status = 400, description = "`bad_id`: not a session id", body = ErrorBody),
         (status = 403, description = "`not_permitted`: administrators, session viewers and audit readers only", body = ErrorBody),
-        (status = 404, description = "`no_recording`: no such session was recorded", body = ErrorBody),
+        (status = 404, description = "`no_recording`: no such session was recorded, or a session still running has no recording file", body = ErrorBody),
+        (status = 410, description = "`recording_missing`: the session's end in the audit log holds its recording's digest, but the file is gone from the recording store; restore it from a backup", body = ErrorBody),
         (status = 500, description = "`internal`: the recording could not be read; the server's log says why", body = ErrorBody)))]
 pub async fn recording(
     State(app): State<Shared>,
@@ -404,17 +407,16 @@ pub async fn recording(
     let (data, sha256) = match read {
         Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let e = ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_recording",
-                format!(
-                    "no recording of session {id}: no such session was recorded (sessions of metadata-only roles and sftp sessions have none; `warden audit search --code session.started` lists the sessions, with their recording tier)"
-                ),
-            );
-            let mut event = action_refused(&who, "session.replay");
-            event.session_id = Some(id.clone());
-            whose.mark(&mut event);
-            return Err(audited(&app, event, e).await);
+            return Err(match end.as_ref().and_then(recorded_digest) {
+                Some((want, bytes)) => missing(&app, &who, &whose, &id, want, bytes).await?,
+                None => {
+                    let e = not_recorded(&id, end.is_none() && (live || whose.grant.is_some()));
+                    let mut event = action_refused(&who, "session.replay");
+                    event.session_id = Some(id.clone());
+                    whose.mark(&mut event);
+                    audited(&app, event, e).await
+                }
+            });
         }
         Err(e) => {
             return Err(ApiError::new(
@@ -449,6 +451,67 @@ pub async fn recording(
         data,
     )
         .into_response())
+}
+
+/// The SHA-256 and length of the recording a `session.ended` event says its session left, if
+/// it says so: a session of a metadata-only role, an sftp session, or one whose recording
+/// failed has none.
+fn recorded_digest(ended: &Event) -> Option<(&str, Option<u64>)> {
+    let recorded = &ended.details["recording"];
+    Some((recorded["sha256"].as_str()?, recorded["bytes"].as_u64()))
+}
+
+/// The refusal of a replay of session `id` that has no recording file and whose end holds
+/// no digest of one: it was not recorded, or (`unended`) it is still running, or was cut
+/// short and is ended at the next start, and its file may be yet to come.
+fn not_recorded(id: &str, unended: bool) -> ApiError {
+    let message = if unended {
+        format!(
+            "no recording of session {id} yet: the session has not ended, and its recording file is not there (sessions of metadata-only roles and sftp sessions have none); its session.ended event will say whether it was recorded"
+        )
+    } else {
+        format!(
+            "no recording of session {id}: no such session was recorded (sessions of metadata-only roles and sftp sessions have none; `warden audit search --code session.started` lists the sessions, with their recording tier)"
+        )
+    };
+    ApiError::new(StatusCode::NOT_FOUND, "no_recording", message)
+}
+
+/// The answer to a replay of session `id`, whose `session.ended` event holds the digest of
+/// its recording (`sha256`, `bytes`), when the recording's file is gone: not "never recorded",
+/// which the signed log belies, but a recording lost or removed, audited as the read of an
+/// altered one is (`session.recording_read`, its check `missing`) and logged as a warning. The
+/// error is that of the audit write, should it fail.
+async fn missing(
+    app: &Shared,
+    who: &Authed,
+    whose: &Whose,
+    id: &str,
+    sha256: &str,
+    bytes: Option<u64>,
+) -> Result<ApiError, ApiError> {
+    tracing::warn!(session = %id, "the recording its session.ended event holds the digest of is gone from the recording store");
+    let e = ApiError::new(
+        StatusCode::GONE,
+        "recording_missing",
+        format!(
+            "the recording of session {id} is missing: its session.ended event in the audit log shows it was recorded ({}SHA-256 {sha256}), but its file is gone from the recording store, and the read is audited. Restore recordings/{id}.cast in the server's data directory from a backup (it must match that SHA-256), and check the log itself with `warden audit verify`",
+            bytes.map(|n| format!("{n} bytes, ")).unwrap_or_default()
+        ),
+    );
+    let details = serde_json::json!({"recording": {
+        "check": RecordingCheck::Missing.name(),
+        "recorded": {"sha256": sha256, "bytes": bytes},
+    }});
+    let event = whose
+        .event(who, Code::RecordingRead, id)
+        .details(details)
+        .failed(&e.code, e.message.clone());
+    app.store
+        .append(vec![event])
+        .await
+        .map_err(crate::broker::Error::from)?;
+    Ok(e)
 }
 
 /// What an access to a session (a watch, a replay) names beside the session, as its kill
@@ -531,6 +594,9 @@ enum RecordingCheck {
     /// Nothing to compare with: its end is no longer in the log (archived), or its recording
     /// failed and has no digest.
     Unchecked,
+    /// Its end holds its digest, but its file is gone: nothing is served, and the read is
+    /// audited with this check.
+    Missing,
 }
 
 impl RecordingCheck {
@@ -549,6 +615,7 @@ impl RecordingCheck {
             Self::Altered => "altered",
             Self::Live => "live",
             Self::Unchecked => "unchecked",
+            Self::Missing => "missing",
         }
     }
 }
