@@ -782,23 +782,6 @@ impl App {
         Ok(cut.len())
     }
 
-    /// Audits an access to a session's terminal (watch or replay).
-    pub async fn audit_session_access(
-        &self,
-        caller: &Caller<'_>,
-        code: Code,
-        id: &str,
-        details: Option<serde_json::Value>,
-    ) -> Result<(), Error> {
-        let mut event = Event::new(code, caller.actor(), now());
-        event.session_id = Some(id.to_owned());
-        if let Some(details) = details {
-            event = event.details(details);
-        }
-        self.store.append(vec![event]).await?;
-        Ok(())
-    }
-
     /// Ends the live sessions of a grant that just ended.
     pub fn end_sessions(&self, grant: RequestId, why: &str) {
         let n = self.sessions.end_grant(grant, why);
