@@ -1,9 +1,10 @@
 //! How an exec command reads as a shell would read it, for the controls that depend on what it
 //! runs: whether it names a file-transfer tool, runs `sftp-server`, or starts a shell that reads
 //! commands from its input; and the commands deny rules are matched against (a typed line's
-//! too). Quotes, escapes, `$'…'`, comments, here-documents, redirections, separators, keywords,
-//! `VAR=value` prefixes and wrappers (`env`, `exec`, `sudo`, `timeout`…) are followed, and so
-//! are nested commands (`sh -c`, `eval`, `su -c`, `$(…)`, backticks).
+//! too). Quotes, escapes, `$'…'`, comments, here-documents, redirections, separators, keywords
+//! (`coproc NAME { …; }` too), `VAR=value` prefixes and wrappers (`env`, `env -`, `exec`,
+//! `sudo`, `timeout`…) are followed, and so are nested commands (`sh -c`, `eval`, `trap`,
+//! `su -c`, `$(…)`, backticks).
 //! Names built from variables, globs or brace expansion, and commands run by other programs
 //! (`python -c`, `xargs`, `find -exec`), are out of reach: a guard rail, not a sandbox.
 
@@ -20,6 +21,9 @@ const SHELLS: [&str; 18] = [
 const KEYWORDS: [&str; 13] = [
     "!", "{", "}", "if", "then", "elif", "else", "fi", "do", "done", "while", "until", "coproc",
 ];
+
+/// Words that open a compound command: after `coproc NAME`, they tell `NAME` from a program.
+const COMPOUND_OPENERS: [&str; 8] = ["{", "if", "while", "until", "for", "select", "case", "[["];
 
 /// Characters that end a word outside quotes: the shell's operators.
 const OPERATORS: &str = ";&|()<>`";
@@ -380,7 +384,7 @@ struct Found {
 }
 
 /// Adds what `script` runs to `found`, with what the commands nested in it run (a shell's
-/// `-c`, `eval`, `su -c`, `env -S`, and command substitutions); false if some nest deeper than
+/// `-c`, `eval`, `trap`, `su -c`, `env -S`, and command substitutions); false if some nest deeper than
 /// [`MAX_NESTING`].
 fn collect_runs(script: &Script, depth: usize, found: &mut Found) -> bool {
     if depth > MAX_NESTING {
@@ -435,11 +439,17 @@ fn program(mut words: &[String], lines: &mut Vec<String>) -> Option<Run> {
     }
 }
 
-/// The words after a leading keyword (`if`, `!`, `function NAME`) or variable assignment, if
-/// they start with one.
+/// The words after a leading keyword (`if`, `!`, `function NAME`, `coproc NAME` before a
+/// compound command) or variable assignment, if they start with one.
 fn past_keyword_or_assignment(words: &[String]) -> Option<&[String]> {
     match words {
         [first, _name, rest @ ..] if first == "function" => Some(rest),
+        // `coproc NAME { …; }` names its compound command; `coproc cmd args` names none.
+        [first, _name, next, ..]
+            if first == "coproc" && COMPOUND_OPENERS.contains(&next.as_str()) =>
+        {
+            Some(&words[2..])
+        }
         [first, rest @ ..] if KEYWORDS.contains(&first.as_str()) || is_assignment(first) => {
             Some(rest)
         }
@@ -468,6 +478,8 @@ struct Wrapper {
     /// Options with which the words after its options are not a command it runs: `command -v`
     /// describes one, `env -S` takes one from a string, `sudo -l` lists what may be run.
     not_running: &'static [&'static str],
+    /// Whether a lone `-` is one of its options (`env -`, which is `env -i`), not its command.
+    dash_option: bool,
 }
 
 impl Wrapper {
@@ -478,6 +490,7 @@ impl Wrapper {
             long: &[],
             operands: 0,
             not_running: &[],
+            dash_option: false,
         }
     }
 }
@@ -487,6 +500,7 @@ const WRAPPERS: [Wrapper; 17] = [
         short: "uC",
         long: &["--unset", "--chdir"],
         not_running: &["-S", "--split-string"],
+        dash_option: true,
         ..Wrapper::new("env")
     },
     Wrapper {
@@ -586,7 +600,7 @@ fn after_options<'a>(mut args: &'a [String], wrapper: &Wrapper) -> &'a [String] 
         if first == "--" {
             return rest;
         }
-        if !first.starts_with('-') || first.len() == 1 {
+        if !first.starts_with('-') || (first.len() == 1 && !wrapper.dash_option) {
             break;
         }
         args = if takes_the_next_word(first, wrapper) {
@@ -658,6 +672,28 @@ fn is_shell_option(word: &str) -> bool {
     word.len() > 1 && (word.starts_with('-') || word.starts_with('+'))
 }
 
+/// The command a trap runs, its first operand past its options: none if it prints traps (`-p`,
+/// `-l`), resets them (`-`, or a first operand that is a signal number) or ignores them (`''`).
+fn trap_action(args: &[String]) -> Option<String> {
+    let mut operands = args;
+    while let [first, rest @ ..] = operands {
+        if first == "--" {
+            operands = rest;
+            break;
+        }
+        if !first.starts_with('-') || first.len() == 1 {
+            break;
+        }
+        if first.contains(['p', 'l', 'P']) {
+            return None;
+        }
+        operands = rest;
+    }
+    let action = operands.first()?;
+    let resets = action == "-" || action.chars().all(|c| c.is_ascii_digit());
+    (!resets).then(|| action.clone())
+}
+
 /// Whether a file name is the reader's own input.
 fn is_input(path: &str) -> bool {
     path == "/dev/stdin" || path.ends_with("/fd/0")
@@ -698,7 +734,7 @@ fn given_option<'a>(arg: &'a str, letter: char, long: &[&str]) -> Option<Option<
 
 impl Run {
     /// The command line it runs in turn, read as one of its own: a shell's `-c`, `eval`'s
-    /// words, `su -c`, `env -S`.
+    /// words, a trap's action, `su -c`, `env -S`.
     fn command_string(&self) -> Option<String> {
         let args = &self.args;
         match self.name.as_str() {
@@ -707,6 +743,7 @@ impl Run {
                 ShellRuns::Script | ShellRuns::Input => None,
             },
             "eval" => Some(args.join(" ")),
+            "trap" => trap_action(args),
             "su" | "runuser" => {
                 option_value(args, 'c', &["--command", "--session-command"]).map(|(c, _)| c)
             }
@@ -825,6 +862,52 @@ mod tests {
     }
 
     #[test]
+    fn commands_are_read_past_every_form_of_their_wrapper_or_keyword() {
+        let lines = command_lines;
+        for command in [
+            // `env -` is `env -i`, after other options too; and env's long options.
+            "env - rm -rf x",
+            "env -u HOME - rm -rf x",
+            "env -i - rm -rf x",
+            "env --ignore-environment rm -rf x",
+            "env --unset=HOME --chdir /tmp rm -rf x",
+            "env -S'rm -rf x'",
+            "env --split-string='rm -rf' x",
+            // A coprocess: named, its command compound; or a simple command, unnamed.
+            "coproc NAME { rm -rf x; }",
+            "coproc NAME while rm -rf x; do :; done",
+            "coproc { rm -rf x; }",
+            "coproc rm -rf x",
+            // A trap's action, read as `eval` reads its words.
+            "trap 'rm -rf x' EXIT",
+            "trap -- 'rm -rf x' INT TERM",
+            "trap 'true; rm -rf x' 0",
+            // Wrappers' options.
+            "command -p rm -rf x",
+            "command -- rm -rf x",
+            "exec -a NAME rm -rf x",
+            "exec -cl rm -rf x",
+            "nohup rm -rf x",
+            "time -p rm -rf x",
+            "builtin eval 'rm -rf x'",
+            "builtin command rm -rf x",
+        ] {
+            assert!(lines(command).iter().any(|l| l == "rm -rf x"), "{command}");
+        }
+        // Traps printed, reset or ignored run nothing.
+        for command in [
+            "trap -p 'rm -rf x'",
+            "trap -l",
+            "trap - EXIT",
+            "trap -- - EXIT",
+            "trap '' INT",
+            "trap 1 'rm -rf x'",
+        ] {
+            assert!(!lines(command).iter().any(|l| l == "rm -rf x"), "{command}");
+        }
+    }
+
+    #[test]
     fn a_command_whose_quotes_do_not_close_is_not_read_whole() {
         for c in [
             "echo 'it",
@@ -853,6 +936,8 @@ mod tests {
             "exec /usr/lib/openssh/sftp-server -l INFO",
             "/usr/lib/openssh/sftp-serv''er",
             "env -i sftp-server",
+            "env - sftp-server",
+            "trap /usr/lib/openssh/sftp-server EXIT",
             "sh -c /usr/lib/openssh/sftp-server",
         ] {
             assert!(read_exec(c).runs_sftp_server, "{c}");
@@ -914,6 +999,15 @@ mod tests {
             "su - root",
             "sudo -s",
             "sudo -i",
+            // Past every form of a wrapper or keyword, or run by a trap.
+            "env - bash",
+            "env -u HOME - bash",
+            "env --ignore-environment bash",
+            "coproc NAME { bash; }",
+            "trap bash EXIT",
+            "trap -- 'sh -i' EXIT",
+            "command -p bash",
+            "builtin eval bash",
         ] {
             assert!(read_exec(c).starts_a_shell, "{c}");
         }
@@ -936,6 +1030,9 @@ mod tests {
             "su - root -c id",
             "ls # bash",
             "cat <<'EOF'\nbash\nEOF",
+            "trap -p bash",
+            "trap - bash",
+            "trap '' bash",
         ] {
             assert!(!read_exec(c).starts_a_shell, "{c}");
         }

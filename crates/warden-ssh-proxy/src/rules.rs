@@ -258,6 +258,10 @@ mod tests {
             "env FOO=1 rm -rf /tmp/x",
             "ls && rm -rf /tmp/x",
             "echo \"$(rm -rf /tmp/x)\"",
+            "env - rm -rf /tmp/x",
+            "env -u HOME - rm -rf /tmp/x",
+            "coproc NAME { rm -rf /tmp/x; }",
+            "trap 'rm -rf /tmp/x' EXIT",
         ] {
             assert_eq!(r.denies(c), Some("^rm -rf"), "{c}");
         }
