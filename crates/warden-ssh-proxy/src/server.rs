@@ -607,6 +607,16 @@ impl server::Handler for Connection {
         Ok(false)
     }
 
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let at = plain(socket_path);
+        self.refuse("remote socket forwarding", at).await;
+        Ok(false)
+    }
+
     async fn agent_request(
         &mut self,
         _channel: russh::ChannelId,

@@ -1397,6 +1397,45 @@ fn an_sftp_request_id_used_again_before_its_reply_ends_the_session() {
     assert!(s.events("session.file_transfer").is_empty());
 }
 
+/// A Unix socket on the target forwarded back to the client (`ssh -R /path:host:port`) is
+/// refused and on record, as a port forwarded back is.
+#[test]
+fn remote_socket_forwarding_is_refused_and_audited() {
+    let s = Setup::start("metadata", "", true);
+    s.grant("30m");
+    let out = std::process::Command::new("timeout")
+        .arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(s.port, &s.key))
+        .args(["-o", "ExitOnForwardFailure=yes", "-N", "-R"])
+        .arg(format!(
+            "/tmp/warden-forwarded.sock:127.0.0.1:{}",
+            s.sshd.port()
+        ))
+        .arg("alice:web@127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let refused = s
+        .wait_events("session.refused", 1, Duration::from_secs(5))
+        .pop()
+        .unwrap();
+    assert_eq!(
+        refused["outcome"]["code"], "forwarding_refused",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["details"]["kind"], "remote socket forwarding",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["details"]["to"], "/tmp/warden-forwarded.sock",
+        "{refused}"
+    );
+    assert_eq!(refused["actor"]["user"], "alice", "{refused}");
+    assert_eq!(refused["target"], "web", "{refused}");
+}
+
 /// The proxy relays sessions only: a port forwarded either way, the client's agent or its X11
 /// display is refused, and each refusal is on record with what was asked for. A terminal the
 /// role does not give is refused as clearly.
