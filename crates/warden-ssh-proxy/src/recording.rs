@@ -179,8 +179,10 @@ impl Asciicast {
             "timestamp": header.timestamp,
             "title": header.title,
         });
+        // The terminal type the client asked for; the target's shell is not known here, so
+        // the header names none.
         if let Some(term) = &header.term {
-            h["env"] = serde_json::json!({ "TERM": term, "SHELL": "/bin/sh" });
+            h["env"] = serde_json::json!({ "TERM": term });
         }
         if let Some(command) = &header.command {
             h["command"] = serde_json::json!(command);
@@ -390,6 +392,24 @@ pub(crate) mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn the_header_names_the_terminal_and_no_shell_it_does_not_know() {
+        let out = Shared::default();
+        let header = Header {
+            width: 80,
+            height: 24,
+            timestamp: 1_700_000_000,
+            title: "alice on web".into(),
+            term: Some("xterm-256color".into()),
+            command: None,
+        };
+        Asciicast::start(Box::new(out.clone()), &header).unwrap();
+        let written = out.0.lock().unwrap().clone();
+        let first = written.split(|&b| b == b'\n').next().unwrap();
+        let h: serde_json::Value = serde_json::from_slice(first).unwrap();
+        assert_eq!(h["env"], serde_json::json!({ "TERM": "xterm-256color" }));
     }
 
     #[test]
