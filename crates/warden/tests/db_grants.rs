@@ -556,6 +556,104 @@ fn db_connect_uses_a_grant_whose_password_this_client_has() {
     );
 }
 
+/// Runs the real `psql` with connection URL `url` (and nothing of the test's own libpq
+/// environment), bounded to 20 s, never prompting.
+fn psql_url(url: &str, sql: &str) -> std::process::Output {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["20", "psql", "-X", "-w", url, "-Atc", sql]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.output().unwrap()
+}
+
+/// A PostgreSQL target reached at the server's socket directory, beside the TCP one.
+fn socket_policy(pg: &Postgres, socket_dir: &str) -> String {
+    let (targets, _) = policy(pg.port(), 1);
+    format!(
+        r#"{targets}
+[targets.pgsock]
+kind = "postgres"
+environment = "test"
+[targets.pgsock.connection]
+host = "{socket_dir}"
+port = {port}
+database = "app"
+[targets.pgsock.roles.read]
+grants = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}"]
+"#,
+        port = pg.port()
+    )
+}
+
+/// The URL a database grant hands over logs in, with the real psql, as the grant's account at
+/// the target's own server: over TCP, and at a socket directory, whose `/`s, left bare, would
+/// make libpq read an empty host and send the login to its default socket (another server,
+/// where there is one, given the grant's password).
+#[test]
+fn a_grants_url_reaches_its_targets_server_over_tcp_and_a_socket_directory() {
+    let pg = Postgres::start();
+    let socket_dir = pg.admin_query("SHOW unix_socket_directories");
+    assert!(socket_dir.starts_with('/'), "{socket_dir}");
+    let targets = socket_policy(&pg, &socket_dir);
+    let rules = format!(
+        "{}\n@id(\"sock-read\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n\
+         permit (principal, action == Action::\"request\", resource == Role::\"pgsock/read\");\n",
+        policy(1, 1).1
+    );
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    for target in ["pg", "pgsock"] {
+        set_credential(&admin, target, pg.admin_user(), pg.admin_password());
+    }
+    let alice = env.login("alice");
+    for target in ["pg", "pgsock"] {
+        let v = create(&alice, target, "read", &["--ttl", "10m"]);
+        assert_eq!(v["state"], "active", "{v}");
+        let user = v["credential"]["username"].as_str().unwrap();
+        let url = v["secret"]["url"].as_str().unwrap();
+        let out = psql_url(
+            url,
+            "SELECT current_user || ' ' || current_setting('port') || ' ' || \
+             (inet_server_addr() IS NULL)::text || ' ' || count(*) FROM items",
+        );
+        assert!(out.status.success(), "{target}: {url}: {out:?}");
+        let over_socket = target == "pgsock";
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{user} {} {over_socket} 1", pg.port()),
+            "{target}: {url}"
+        );
+    }
+    // The human output shows the same URL.
+    let out = alice.run(
+        &[
+            "request", "create", "pgsock", "--role", "read", "--reason", "r", "--ttl", "5m",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let url = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("postgresql://"))
+        .unwrap_or_else(|| panic!("no URL in {}", out.stdout));
+    let encoded = socket_dir.replace('/', "%2F");
+    assert!(
+        url.contains(&format!("@{encoded}:{}/app", pg.port())),
+        "{url}"
+    );
+    let out = psql_url(url, "SELECT current_user");
+    assert!(out.status.success(), "{url}: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("w_alice_"),
+        "{out:?}"
+    );
+}
+
 /// A grant's account is removed at the database it was made at, whatever the policy says of
 /// the target since: here its connection moved elsewhere before the grant was revoked.
 #[test]

@@ -238,8 +238,6 @@ pub(crate) fn require_password<'a>(
     Ok(password)
 }
 
-/// A connection URL such as `postgresql://user:password@host:port/database`, with every part
-/// percent-encoded so any password survives the trip through a URL parser.
 /// The public part of a database grant's credential: where and as whom to log in, and how to
 /// connect as strictly as Warden does (`tls`, and under `verify-full` with a `tls_ca_file` the
 /// CAs it holds, as PEM: certificates are public, and a client on another machine has no copy
@@ -267,11 +265,25 @@ pub(crate) fn public_credential(
     Ok(public)
 }
 
+/// A connection URL such as `postgresql://user:password@host:port/database`, with every part
+/// percent-encoded (RFC 3986) so it reaches the target's server whatever its parts hold: in
+/// the user name, password and database every byte but the unreserved ones, and the host is
+///
+/// - a socket directory (PostgreSQL's `host = "/run/postgresql"`) encoded whole, `/` too, as
+///   libpq reads it (`@%2Frun%2Fpostgresql:5432`): left as it is, its first `/` would end an
+///   empty host, and libpq would connect to its default socket, another server perhaps, with
+///   the grant's password;
+/// - an IPv6 address in brackets, its zone's `%` as `%25` (RFC 6874: `[fe80::1%25eth0]`);
+/// - else a name or IPv4 address, whatever is not unreserved encoded.
+///
+/// MariaDB targets are reached over TCP only (a path is refused as their host), so their
+/// `mysql://` URL never holds a socket.
 pub(crate) fn url(scheme: &str, user: &str, password: &str, conn: &Connection) -> String {
-    let host = if conn.host.contains(':') {
-        format!("[{}]", conn.host)
+    let host = if !conn.host.starts_with('/') && conn.host.contains(':') {
+        let literal = conn.host.split(':').map(percent_encode);
+        format!("[{}]", literal.collect::<Vec<_>>().join(":"))
     } else {
-        conn.host.clone()
+        percent_encode(&conn.host)
     };
     let mut url = format!(
         "{scheme}://{}:{}@{host}:{}",
@@ -500,6 +512,43 @@ mod tests {
         assert_eq!(
             url("postgresql", "w_a_000000000001", "p@ss:w/rd%?#é", &conn),
             "postgresql://w_a_000000000001:p%40ss%3Aw%2Frd%25%3F%23%C3%A9@[::1]:5432/my%20db"
+        );
+    }
+
+    /// A socket directory is the URL's host, encoded whole: libpq would read a bare `/` as the
+    /// end of an empty host and connect to its default socket instead.
+    #[test]
+    fn a_socket_directory_is_the_urls_host() {
+        let at = |host: &str, database: Option<&str>| {
+            let conn = Connection {
+                host: host.into(),
+                port: 23501,
+                database: database.map(Into::into),
+                tls: Tls::Disable,
+            };
+            url("postgresql", "w_alice_3f2a9c81d0b4", "pw", &conn)
+        };
+        assert_eq!(
+            at("/tmp/x/pg", Some("app")),
+            "postgresql://w_alice_3f2a9c81d0b4:pw@%2Ftmp%2Fx%2Fpg:23501/app"
+        );
+        // A colon, a space or an `@` in the directory stays inside the host.
+        assert_eq!(
+            at("/run/my pg:1@x", Some("odd db'x/y")),
+            "postgresql://w_alice_3f2a9c81d0b4:pw@%2Frun%2Fmy%20pg%3A1%40x:23501/odd%20db%27x%2Fy"
+        );
+        // An IPv6 address keeps its colons in brackets; its zone's `%` is encoded.
+        assert_eq!(
+            at("fe80::1%eth0", None),
+            "postgresql://w_alice_3f2a9c81d0b4:pw@[fe80::1%25eth0]:23501"
+        );
+        assert_eq!(
+            at("db.example.com", Some("app")),
+            "postgresql://w_alice_3f2a9c81d0b4:pw@db.example.com:23501/app"
+        );
+        assert_eq!(
+            at("127.0.0.1", Some("app")),
+            "postgresql://w_alice_3f2a9c81d0b4:pw@127.0.0.1:23501/app"
         );
     }
 
