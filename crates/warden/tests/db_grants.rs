@@ -654,6 +654,63 @@ fn a_grants_url_reaches_its_targets_server_over_tcp_and_a_socket_directory() {
     );
 }
 
+/// What `request create` prints to log in with a grant, pasted into bash, hands psql exactly
+/// the target's database, though its name holds a space and a quote; so does its URL.
+#[test]
+fn the_printed_login_lines_survive_a_database_name_with_a_quote_and_a_space() {
+    let pg = Postgres::start();
+    let odd = "odd db'x";
+    pg.admin_query(&format!(
+        "CREATE DATABASE \"{odd}\" OWNER {}",
+        pg.admin_user()
+    ));
+    let (targets, rules) = policy(pg.port(), 1);
+    let targets = targets.replacen(r#"database = "app""#, r#"database = "odd db'x""#, 1);
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+    let alice = env.login("alice");
+    let out = alice.run(
+        &[
+            "request", "create", "pg", "--role", "read", "--reason", "r", "--ttl", "5m",
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    let setup: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("export ") || l.starts_with("unset "))
+        .collect();
+    assert!(lines.contains(&"psql"), "{}", out.stdout);
+    let script = format!(
+        "set -e; {}; printf '%s\\n' \"$PGDATABASE\"; psql -X -w -Atc 'SELECT current_database()'",
+        setup.join("; ")
+    );
+    let mut bash = std::process::Command::new("timeout");
+    bash.args(["20", "bash", "--norc", "-c", &script]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            bash.env_remove(key);
+        }
+    }
+    let login = bash.output().unwrap();
+    assert!(login.status.success(), "{script}: {login:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&login.stdout),
+        format!("{odd}\n{odd}\n"),
+        "{script}"
+    );
+    let url = lines
+        .iter()
+        .find(|l| l.starts_with("postgresql://"))
+        .unwrap_or_else(|| panic!("no URL in {}", out.stdout));
+    let out = psql_url(url, "SELECT current_database()");
+    assert!(out.status.success(), "{url}: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), odd);
+}
+
 /// A grant's account is removed at the database it was made at, whatever the policy says of
 /// the target since: here its connection moved elsewhere before the grant was revoked.
 #[test]

@@ -328,6 +328,28 @@ pub fn client_command(public: &Value, ca: Option<&Path>) -> (&'static str, Vec<S
     }
 }
 
+/// The shell lines that log in with a database credential, as `request create` prints them:
+/// an `export` of each of [`env_lines`], for `psql` an `unset` of [`PSQL_OVERRIDES`], then the
+/// [`client_command`]. Every value and argument is one shell word ([`shell_word`]), so pasted or
+/// run with `eval` the client gets exactly them, whatever the database name or `WARDEN_HOME`
+/// holds (a space, a quote, a `$`).
+///
+/// [`shell_word`]: crate::output::shell_word
+pub fn shell_lines(public: &Value, secret: &Value, ca: Option<&Path>) -> Vec<String> {
+    use crate::output::shell_word;
+    let mut lines: Vec<String> = env_lines(public, secret, ca)
+        .into_iter()
+        .map(|(k, v)| format!("export {k}={}", shell_word(&v)))
+        .collect();
+    let (program, args) = client_command(public, ca);
+    if program == "psql" {
+        lines.push(format!("unset {}", PSQL_OVERRIDES.join(" ")));
+    }
+    let words = std::iter::once(program.to_owned()).chain(args.iter().map(|a| shell_word(a)));
+    lines.push(words.collect::<Vec<_>>().join(" "));
+    lines
+}
+
 /// Variables of the caller's environment that would make `psql` connect elsewhere than the
 /// grant's host (`PGHOSTADDR` wins over `PGHOST`) or take settings from a service file.
 pub const PSQL_OVERRIDES: [&str; 3] = ["PGHOSTADDR", "PGSERVICE", "PGSERVICEFILE"];
@@ -588,6 +610,76 @@ fn handed_over_elsewhere(target: &str, grants: &[&Value]) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `lines`, then `check`, in bash; its standard output.
+    fn in_bash(lines: &[String], check: &str) -> String {
+        let script = format!("set -e; {}; {check}", lines.join("; "));
+        let out = std::process::Command::new("bash")
+            .args(["--norc", "-c", &script])
+            .env_remove("BASH_ENV")
+            // To be unset by the lines, for psql.
+            .env("PGSERVICE", "elsewhere")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// What the shell lines set reaches the client exactly, whatever the database's name, the
+    /// password or the CA file's path hold.
+    #[test]
+    fn the_printed_shell_lines_hand_the_client_exact_values() {
+        let odd = "odd db'x $HOME `id` \"q\" \\ *";
+        let password = "p'w $(id)";
+        let secret = json!({ "password": password });
+        let ca = Path::new("/tmp/warden home's $x/grants/ca-1.pem");
+
+        let public = json!({
+            "kind": "postgres", "username": "w_a_000000000001", "host": "/tmp/pg sock",
+            "port": 5432, "database": odd, "tls": "verify-full",
+        });
+        let lines = shell_lines(&public, &secret, Some(ca));
+        assert_eq!(lines.last().map(String::as_str), Some("psql"), "{lines:?}");
+        let said = in_bash(
+            &lines[..lines.len() - 1],
+            "printf '%s\\0' \"$PGHOST\" \"$PGPORT\" \"$PGDATABASE\" \"$PGUSER\" \"$PGPASSWORD\" \
+             \"$PGSSLMODE\" \"$PGSSLROOTCERT\" \"${PGSERVICE-unset}\"",
+        );
+        let said: Vec<&str> = said.split_terminator('\0').collect();
+        assert_eq!(
+            said,
+            [
+                "/tmp/pg sock",
+                "5432",
+                odd,
+                "w_a_000000000001",
+                password,
+                "verify-full",
+                ca.to_str().unwrap(),
+                "unset",
+            ]
+        );
+
+        let public = json!({
+            "kind": "mariadb", "username": "w_a_000000000001", "host": "127.0.0.1",
+            "port": 3306, "database": odd, "tls": "verify-full",
+        });
+        let lines = shell_lines(&public, &secret, Some(ca));
+        let (program, args) = client_command(&public, Some(ca));
+        // The command's words, as the client would get them.
+        let (command, exports) = lines.split_last().unwrap();
+        let command = command
+            .strip_prefix(&format!("{program} "))
+            .unwrap_or_else(|| panic!("{command}"));
+        let said = in_bash(exports, &format!("printf '%s\\0' \"$MYSQL_PWD\" {command}"));
+        let said: Vec<&str> = said.split_terminator('\0').collect();
+        assert_eq!(said[0], password);
+        assert_eq!(said[1..], args);
+        assert!(
+            args.contains(&format!("--ssl-ca={}", ca.display())) && args.last().unwrap() == odd,
+            "{args:?}"
+        );
+    }
 
     fn grant(id: &str, role: &str) -> Value {
         json!({"id": id, "role": role, "expires_at": "2026-12-04T18:41:20.5Z",

@@ -575,17 +575,9 @@ pub(super) fn finish(
             println!("  {url}");
         }
         let ca = super::db::keep_ca(&v["credential"])?;
-        for (k, val) in super::db::env_lines(&v["credential"], secret, ca.as_deref()) {
-            println!("  export {k}={val}");
+        for line in super::db::shell_lines(&v["credential"], secret, ca.as_deref()) {
+            println!("  {line}");
         }
-        let (program, args) = super::db::client_command(&v["credential"], ca.as_deref());
-        if program == "psql" {
-            println!("  unset {}", super::db::PSQL_OVERRIDES.join(" "));
-        }
-        println!(
-            "  {}",
-            [program.to_owned(), args.join(" ")].join(" ").trim_end()
-        );
     } else if asked_here && v["state"] == "active" && has_password(v) {
         let id = s(v, "id");
         if id_like(&id) && !super::db::keeps_secret(&id)? {
