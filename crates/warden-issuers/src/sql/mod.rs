@@ -278,6 +278,13 @@ pub(crate) fn public_credential(
 ///
 /// MariaDB targets are reached over TCP only (a path is refused as their host), so their
 /// `mysql://` URL never holds a socket.
+///
+/// A `postgresql://` URL ends with the target's TLS mode (`?sslmode=verify-full`): without it
+/// libpq would try TLS and fall back to plaintext (`prefer`), weaker than what Warden itself
+/// demands of the target. `verify-full` then checks the server against the client's own roots
+/// (`~/.postgresql/root.crt`) unless `PGSSLROOTCERT` names others, as the CLI's printed
+/// `export` lines do; with neither, libpq refuses to connect rather than trust the server
+/// unchecked.
 pub(crate) fn url(scheme: &str, user: &str, password: &str, conn: &Connection) -> String {
     let host = if !conn.host.starts_with('/') && conn.host.contains(':') {
         let literal = conn.host.split(':').map(percent_encode);
@@ -294,6 +301,10 @@ pub(crate) fn url(scheme: &str, user: &str, password: &str, conn: &Connection) -
     if let Some(db) = &conn.database {
         url.push('/');
         url.push_str(&percent_encode(db));
+    }
+    if scheme == "postgresql" {
+        url.push_str("?sslmode=");
+        url.push_str(conn.tls.name());
     }
     url
 }
@@ -511,8 +522,16 @@ mod tests {
         };
         assert_eq!(
             url("postgresql", "w_a_000000000001", "p@ss:w/rd%?#é", &conn),
-            "postgresql://w_a_000000000001:p%40ss%3Aw%2Frd%25%3F%23%C3%A9@[::1]:5432/my%20db"
+            "postgresql://w_a_000000000001:p%40ss%3Aw%2Frd%25%3F%23%C3%A9@[::1]:5432/my%20db?sslmode=disable"
         );
+        // libpq is held to the target's TLS mode, not its default that falls back to
+        // plaintext; a mysql:// URL has no such parameter all its readers share.
+        let conn = Connection {
+            tls: Tls::VerifyFull { ca_file: None },
+            ..conn
+        };
+        assert!(url("postgresql", "u", "p", &conn).ends_with("/my%20db?sslmode=verify-full"));
+        assert!(url("mysql", "u", "p", &conn).ends_with("/my%20db"));
     }
 
     /// A socket directory is the URL's host, encoded whole: libpq would read a bare `/` as the
@@ -530,25 +549,25 @@ mod tests {
         };
         assert_eq!(
             at("/tmp/x/pg", Some("app")),
-            "postgresql://w_alice_3f2a9c81d0b4:pw@%2Ftmp%2Fx%2Fpg:23501/app"
+            "postgresql://w_alice_3f2a9c81d0b4:pw@%2Ftmp%2Fx%2Fpg:23501/app?sslmode=disable"
         );
         // A colon, a space or an `@` in the directory stays inside the host.
         assert_eq!(
             at("/run/my pg:1@x", Some("odd db'x/y")),
-            "postgresql://w_alice_3f2a9c81d0b4:pw@%2Frun%2Fmy%20pg%3A1%40x:23501/odd%20db%27x%2Fy"
+            "postgresql://w_alice_3f2a9c81d0b4:pw@%2Frun%2Fmy%20pg%3A1%40x:23501/odd%20db%27x%2Fy?sslmode=disable"
         );
         // An IPv6 address keeps its colons in brackets; its zone's `%` is encoded.
         assert_eq!(
             at("fe80::1%eth0", None),
-            "postgresql://w_alice_3f2a9c81d0b4:pw@[fe80::1%25eth0]:23501"
+            "postgresql://w_alice_3f2a9c81d0b4:pw@[fe80::1%25eth0]:23501?sslmode=disable"
         );
         assert_eq!(
             at("db.example.com", Some("app")),
-            "postgresql://w_alice_3f2a9c81d0b4:pw@db.example.com:23501/app"
+            "postgresql://w_alice_3f2a9c81d0b4:pw@db.example.com:23501/app?sslmode=disable"
         );
         assert_eq!(
             at("127.0.0.1", Some("app")),
-            "postgresql://w_alice_3f2a9c81d0b4:pw@127.0.0.1:23501/app"
+            "postgresql://w_alice_3f2a9c81d0b4:pw@127.0.0.1:23501/app?sslmode=disable"
         );
     }
 

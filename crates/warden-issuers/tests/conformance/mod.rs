@@ -194,15 +194,17 @@ async fn lifecycle(t: &impl Target) {
     let secret = out.secret.expect("the password is handed over as a secret");
     let secret = secret.expose();
     assert_eq!(secret["password"], g.password.expose().as_str());
-    let scheme = if kind == "postgres" {
-        "postgresql"
+    // A loopback target's TLS mode is `disable`, which libpq is told rather than left to try
+    // TLS and fall back.
+    let (scheme, query) = if kind == "postgres" {
+        ("postgresql", "?sslmode=disable")
     } else {
-        "mysql"
+        ("mysql", "")
     };
     assert_eq!(
         secret["url"],
         format!(
-            "{scheme}://{}:{}@127.0.0.1:{}/app",
+            "{scheme}://{}:{}@127.0.0.1:{}/app{query}",
             g.account,
             g.password.expose(),
             t.connection()["port"]
