@@ -261,4 +261,13 @@ pub trait Issuer: Send + Sync + fmt::Debug {
     async fn rotate_root(&self, _req: RotateRootRequest<'_>) -> Result<(), Error> {
         Err(Error::Unsupported("rotate-root"))
     }
+
+    /// Logs in to the target as the administrator on a new connection, never one kept from an
+    /// earlier call, and closes it: whether the target takes this password now. A kept
+    /// connection logged in before the password changed goes on answering, so it cannot
+    /// tell which password an interrupted rotation left. [`Error::Login`] is the target's
+    /// refusal.
+    async fn log_in(&self, _req: ListRequest<'_>) -> Result<(), Error> {
+        Err(Error::Unsupported("rotate-root"))
+    }
 }

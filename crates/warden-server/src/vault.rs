@@ -3,9 +3,15 @@
 //!
 //! A rotation stores the new password beside the old one before it changes the target. If it
 //! cannot tell whether the target took the change (a crash, no answer), both stay stored, and
-//! the next use of the credential settles it: it logs in with the new password, else the old
-//! one, and keeps the one the target takes. Rotations and settlements of one target run one at
-//! a time, so none stores a password another has just made stale.
+//! the next use of the credential settles it by finishing the rotation, never by undoing it:
+//! the change Warden sent may still be on its way (a network that held it past Warden's
+//! timeout delivers it later), and a Warden gone back to the old password would then be locked
+//! out. A new login decides, never a connection kept from before: if the target takes the new
+//! password, it is stored alone; if it refuses it, Warden logs in with the old one, sets the
+//! new one itself, and stores it alone once a new login with it works (a late delivery of the
+//! first change then sets the same password again). Until then both stay stored and each use
+//! tries again. Rotations, settlements and stored credentials of one target take turns, so
+//! none stores a password another has just made stale.
 
 use warden_domain::TargetName;
 use warden_domain::audit::{Actor, Code, Event};
@@ -101,12 +107,20 @@ impl App {
                 message: "the username may hold printable ASCII only, no spaces".into(),
             });
         }
+        // Not while a rotation or a settlement changes the password at the target.
+        let _rotating = self.rotations.lock(target.clone()).await;
         if verify {
             let admin = AdminCredential {
                 username: username.to_owned(),
                 password: Secret::new(password.to_owned()),
             };
-            if let Err(e) = logs_in(&t, issuer.as_ref(), &admin).await {
+            // A new login first: a connection kept from before the target's password changed
+            // would take a password the target no longer does.
+            let verified = match logs_in_afresh(&t, issuer.as_ref(), &admin).await {
+                Ok(()) => logs_in(&t, issuer.as_ref(), &admin).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = verified {
                 // An account that logged in but lacks a privilege is told only what to grant.
                 let check = if matches!(e, warden_issuers::Error::Privilege(_)) {
                     ""
@@ -176,8 +190,10 @@ impl App {
         parse_credential(&plain).map(Some)
     }
 
-    /// The credential the target takes, settling an interrupted rotation: the new password if
-    /// it logs in, else the old one; that one is stored alone. Run holding `rotations`.
+    /// The credential the target takes, settling an interrupted rotation by finishing it (see
+    /// the module documentation): the new password once a new login with it works, stored
+    /// alone. Until then both stay stored and this fails, to be tried again at the next use.
+    /// Run holding `rotations`.
     async fn settled_credential(
         &self,
         target: &TargetName,
@@ -193,31 +209,96 @@ impl App {
             username: current.username.clone(),
             password: next,
         };
-        let unsettled = |e: warden_issuers::Error| {
-            Error::Issuer(format!(
-                "a rotation of {target}'s admin password was interrupted, and neither password could be tried: {e}"
-            ))
-        };
-        let (kept, which) = match logs_in(&t, issuer.as_ref(), &new).await {
-            Ok(()) => (new, "new"),
-            Err(e) if e.left_target_untouched() => {
-                match logs_in(&t, issuer.as_ref(), &current).await {
-                    Ok(()) => (current, "old"),
-                    Err(e) => return Err(unsettled(e)),
-                }
+        let interrupted = format!("a rotation of {target}'s admin password was interrupted");
+        let both_kept = "Warden keeps both passwords and tries again at the next use";
+        let finished = match logs_in_afresh(&t, issuer.as_ref(), &new).await {
+            Ok(()) => false,
+            // The target refuses the new password, so far: Warden sets it.
+            Err(warden_issuers::Error::Login(_)) => {
+                self.finish_rotation(target, &t, issuer.as_ref(), &current, &new)
+                    .await?
             }
-            Err(e) => return Err(unsettled(e)),
+            Err(e) => {
+                return Err(Error::Issuer(format!(
+                    "{interrupted}, and whether the target took the new password could not be told: {e}; {both_kept}"
+                )));
+            }
         };
         let mut ev = Event::new(Code::TargetRootRotated, Actor::system(), now()).details(
-            serde_json::json!({ "username": kept.username, "settled": "an interrupted rotation", "kept": which }),
+            serde_json::json!({
+                "username": new.username,
+                "settled": "an interrupted rotation",
+                "kept": "new",
+                "finished": finished,
+            }),
         );
         ev.target = Some(target.clone());
-        let sealed = self.seal_credential(&kept.username, kept.password.expose())?;
+        let sealed = self.seal_credential(&new.username, new.password.expose())?;
         self.store
             .set_target_credential(target, sealed, vec![ev])
             .await?;
-        tracing::info!(%target, kept = which, "an interrupted rotation of the admin password was settled");
-        Ok(Some(kept))
+        tracing::info!(%target, finished, "an interrupted rotation of the admin password was settled: the new password is kept");
+        Ok(Some(new))
+    }
+
+    /// Finishes an interrupted rotation at a target that refused the new password at a new
+    /// login: logged in with the old password, sets the new one, and checks that a new login
+    /// with it works. Whether Warden set it (`false`: the change sent before landed meanwhile),
+    /// or why the new password cannot be kept yet. Changes made are audited with their outcome.
+    async fn finish_rotation(
+        &self,
+        target: &TargetName,
+        t: &warden_policy::Target,
+        issuer: &dyn warden_issuers::Issuer,
+        old: &AdminCredential,
+        new: &AdminCredential,
+    ) -> Result<bool, Error> {
+        let interrupted = format!("a rotation of {target}'s admin password was interrupted");
+        let both_kept = "Warden keeps both passwords and tries again at the next use";
+        let set = crate::broker::within_timeout(issuer.rotate_root(RotateRootRequest {
+            target,
+            connection: &t.connection,
+            admin: old,
+            new_password: &new.password,
+        }))
+        .await;
+        let why = match set {
+            Ok(()) => match logs_in_afresh(t, issuer, new).await {
+                Ok(()) => return Ok(true),
+                Err(e) => format!(
+                    "{interrupted}; logged in with the old password, Warden set the new one, but a new login with the new one failed: {e}; {both_kept}"
+                ),
+            },
+            // The old password is refused too: the change sent before may just have landed.
+            Err(refused @ warden_issuers::Error::Login(_)) => {
+                return match logs_in_afresh(t, issuer, new).await {
+                    Ok(()) => Ok(false),
+                    Err(_) => Err(not_working(
+                        &refused,
+                        format!(
+                            "{interrupted}, and {target} takes neither the new admin password nor the old one: {refused}. If the password was changed there by hand, store it with `warden target set-credential {target}`"
+                        ),
+                    )),
+                };
+            }
+            // Nothing was sent: the target is out of reach, which the next use may find back.
+            Err(e @ warden_issuers::Error::Unreached(_)) => {
+                return Err(Error::Issuer(format!(
+                    "{interrupted}, and finishing it failed: {e}; {both_kept}"
+                )));
+            }
+            Err(e) => format!(
+                "{interrupted}, and finishing it (setting the new password, logged in with the old one) failed: {e}; {both_kept}"
+            ),
+        };
+        let mut ev = Event::new(Code::TargetRootRotated, Actor::system(), now())
+            .details(serde_json::json!({
+                "username": new.username, "settled": "an interrupted rotation", "kept": "both",
+            }))
+            .failed("settle_failed", why.clone());
+        ev.target = Some(target.clone());
+        self.store.append(vec![ev]).await?;
+        Err(Error::Issuer(why))
     }
 
     /// Changes the admin password at `target` to a new random one that only Warden knows. The
@@ -284,14 +365,14 @@ impl App {
                     ),
                 ))
             }
-            // The target may have taken the new password: both stay stored until a login
-            // tells which.
+            // The target may have taken the new password, or take it later: both stay stored
+            // until the next use finishes the rotation.
             Err(e) => {
                 self.store
                     .append(vec![ev.failed("rotate_unsettled", e.to_string())])
                     .await?;
                 Err(Error::Issuer(format!(
-                    "{e}; it is not known whether {target} took the new password, so Warden keeps both and settles it at the next use"
+                    "{e}; it is not known whether {target} took the new password, so Warden keeps both and finishes the rotation at the next use (it never goes back to the old password, which the change sent may still replace)"
                 )))
             }
         }
@@ -311,6 +392,20 @@ fn not_working(e: &warden_issuers::Error, message: String) -> Error {
     } else {
         Error::Issuer(message)
     }
+}
+
+/// Whether target `t` takes `admin`'s password now: a new login, never a kept connection.
+async fn logs_in_afresh(
+    t: &warden_policy::Target,
+    issuer: &dyn warden_issuers::Issuer,
+    admin: &AdminCredential,
+) -> Result<(), warden_issuers::Error> {
+    crate::broker::within_timeout(issuer.log_in(ListRequest {
+        target: &t.name,
+        connection: &t.connection,
+        admin: Some(admin),
+    }))
+    .await
 }
 
 /// Whether `admin` logs in to target `t` with what Warden needs: tried by listing its

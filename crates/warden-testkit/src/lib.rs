@@ -17,6 +17,8 @@
 //! - [`SmtpSink`]: a real SMTP server (Python's `smtpd`) that keeps the messages it receives.
 //! - [`TestCa`] and [`TlsFront`]: a throwaway CA's certificate for 127.0.0.1, and `socat`
 //!   terminating TLS with it for a local port.
+//! - [`StallingRelay`]: a TCP relay that holds back, then delivers late, what a client sends
+//!   containing a given statement, as a network partition longer than the client waits does.
 //! - [`Tmux`]: a terminal program (e.g. an interactive `ssh`) driven through tmux.
 //! - [`free_port`], [`http_get`], [`http_get_with`] and [`http_post_with`]: small building
 //!   blocks of the above, and probes for tests that speak HTTP as an attacker or a proxy would.
@@ -35,6 +37,7 @@ mod process;
 mod server;
 mod smtp;
 mod sshd;
+mod stall;
 mod tls;
 mod tmux;
 mod webhook;
@@ -47,6 +50,7 @@ pub use postgres::Postgres;
 pub use server::Server;
 pub use smtp::{SmtpSink, SmtpTls};
 pub use sshd::{Sshd, ensure_local_user, ssh_base_args, ssh_keypair, ssh_login, ssh_run};
+pub use stall::StallingRelay;
 pub use tls::{TestCa, TlsFront};
 pub use tmux::Tmux;
 pub use webhook::WebhookReceiver;

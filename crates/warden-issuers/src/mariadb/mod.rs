@@ -802,6 +802,18 @@ impl Issuer for MariadbIssuer {
             .collect())
     }
 
+    async fn log_in(&self, req: ListRequest<'_>) -> Result<(), Error> {
+        let conn = connection_of(req.connection)?;
+        let admin = require_admin(req.admin, req.target)?;
+        with_conn(
+            &conn,
+            &admin.username,
+            admin.password.expose(),
+            async |_| Ok(()),
+        )
+        .await
+    }
+
     async fn rotate_root(&self, req: RotateRootRequest<'_>) -> Result<(), Error> {
         let conn = connection_of(req.connection)?;
         let new_password = require_password(Some(req.new_password), "administrator")?;
@@ -848,6 +860,40 @@ mod tests {
 
     fn settings(v: serde_json::Value) -> Settings {
         v.as_object().cloned().unwrap()
+    }
+
+    /// Which password the target takes is asked of a new login: a connection kept from a call
+    /// made before the administrator's password changed goes on answering.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_in_asks_a_new_login_never_a_kept_connection() {
+        let db = warden_testkit::Mariadb::start();
+        let connection = settings(serde_json::json!({
+            "host": "127.0.0.1", "port": db.port(), "database": db.database()
+        }));
+        let admin = crate::AdminCredential {
+            username: db.admin_user().into(),
+            password: Secret::new(db.admin_password().into()),
+        };
+        let target = "db".parse().unwrap();
+        let req = ListRequest {
+            target: &target,
+            connection: &connection,
+            admin: Some(&admin),
+        };
+        let issuer = MariadbIssuer::new();
+        issuer.log_in(req.clone()).await.unwrap();
+        issuer.list_accounts(req.clone()).await.unwrap();
+        db.admin_query("ALTER USER 'warden_admin'@'%' IDENTIFIED BY 'changed-by-hand'");
+        issuer
+            .list_accounts(req.clone())
+            .await
+            .expect("the kept connection still answers");
+        let refused = issuer.log_in(req).await.unwrap_err();
+        assert!(matches!(refused, Error::Login(_)), "{refused}");
+        assert!(
+            !refused.to_string().contains(db.admin_password()),
+            "{refused}"
+        );
     }
 
     #[test]
