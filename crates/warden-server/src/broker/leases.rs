@@ -76,9 +76,8 @@ impl App {
                 "target {} is no longer in the policy; remove account {} by hand",
                 lease.target, lease.account
             ))),
-            Some((made_at, issuer)) => {
-                let admin = self.admin_credential(&lease.target).await?;
-                super::within_timeout(issuer.revoke(RevokeRequest {
+            Some((made_at, issuer)) => match self.admin_credential(&lease.target).await {
+                Ok(admin) => super::within_timeout(issuer.revoke(RevokeRequest {
                     grant: lease.grant,
                     target: &lease.target,
                     role: &lease.role,
@@ -89,8 +88,13 @@ impl App {
                     admin: admin.as_ref(),
                 }))
                 .await
-                .map_err(Failed::from)
-            }
+                .map_err(Failed::from),
+                Err(e @ Error::Store(_)) => return Err(e),
+                // No password to log in with yet (an interrupted rotation the target cannot
+                // finish now): nothing ran there, so the lease backs off and is audited as at a
+                // target out of reach, rather than retried at once, again and again.
+                Err(e) => Err(Failed::Unreached(e.to_string())),
+            },
         };
         let answered = matches!(outcome, Ok(_) | Err(Failed::AtTarget(_)));
         let kind = made_at.map_or_else(|| "unknown".to_owned(), |m| m.kind);
@@ -238,8 +242,16 @@ impl App {
             if !makes_accounts(issuer.as_ref()) {
                 continue;
             }
-            let Some(admin) = self.admin_credential(&target.name).await? else {
-                continue;
+            // One target whose password cannot be settled now does not stop the others'
+            // reconciliation.
+            let admin = match self.admin_credential(&target.name).await {
+                Ok(Some(admin)) => admin,
+                Ok(None) => continue,
+                Err(e @ Error::Store(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(target = %target.name, error = %e, "reconciliation could not log in");
+                    continue;
+                }
             };
             // Leases first, accounts second: an account created after this read has a lease
             // (its intent) that the read may have missed, so never remove what is newer.
