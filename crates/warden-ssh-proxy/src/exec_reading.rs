@@ -84,6 +84,14 @@ pub fn command_lines(text: &str) -> Vec<String> {
     found.lines
 }
 
+/// Whether a shell reading `text` from a terminal, as lines typed so far, would wait for another
+/// line before running any of it, and then read them as one text: a line ending in a
+/// backslash, which joins the next to it, a quote left open, or a here-document whose
+/// delimiter has not come yet.
+pub fn continues_on_next_line(text: &str) -> bool {
+    parse(text).continued
+}
+
 /// A command line as a shell's parser leaves it, before anything is expanded: the words of its
 /// simple commands, quotes and escapes taken out.
 #[derive(Debug, Default)]
@@ -94,6 +102,10 @@ struct Script {
     other: Vec<String>,
     /// Whether every quote closed.
     whole: bool,
+    /// Whether a shell reading it from a terminal would read another line before running it:
+    /// it ends in a backslash, a quote left open, or a here-document still awaiting its
+    /// delimiter.
+    continued: bool,
 }
 
 impl Script {
@@ -204,7 +216,10 @@ impl Parser<'_> {
                 '\\' => match self.chars.next() {
                     Some('\n') => continue,
                     Some(c) => word.push(c),
-                    None => word.push('\\'),
+                    None => {
+                        word.push('\\');
+                        self.script.continued = true;
+                    }
                 },
                 '\'' => self.single_quoted(&mut word),
                 '"' => self.double_quoted(&mut word),
@@ -221,6 +236,7 @@ impl Parser<'_> {
     /// what comes before it was read as the shell reads it, yet the command is not read whole.
     fn unclosed(&mut self) {
         self.script.whole = false;
+        self.script.continued = true;
     }
 
     fn single_quoted(&mut self, word: &mut String) {
@@ -319,6 +335,7 @@ impl Parser<'_> {
     fn read_here_documents(&mut self) {
         for (delimiter, strip_tabs) in std::mem::take(&mut self.here_documents) {
             let mut body = String::new();
+            let mut delimited = false;
             while let Some(line) = self.line() {
                 let line = if strip_tabs {
                     line.trim_start_matches('\t')
@@ -326,11 +343,13 @@ impl Parser<'_> {
                     &line
                 };
                 if line == delimiter {
+                    delimited = true;
                     break;
                 }
                 body.push_str(line);
                 body.push('\n');
             }
+            self.script.continued |= !delimited;
             self.script.other.push(body);
         }
     }
@@ -926,6 +945,33 @@ mod tests {
             "true # it's",
         ] {
             assert!(read_exec(c).whole, "{c}");
+        }
+    }
+
+    #[test]
+    fn lines_a_shell_reads_on_from_are_told_apart() {
+        for text in [
+            "r\\",
+            "echo 'it",
+            "echo \"it",
+            "echo $'it",
+            "echo 'a\nb",
+            "cat <<EOF",
+            "cat <<EOF\nrm -rf x",
+            "cat <<-EOF\n\tbody",
+        ] {
+            assert!(continues_on_next_line(text), "{text:?}");
+        }
+        for text in [
+            "ls",
+            "r\\\nm -rf x",
+            "echo 'a\nb'",
+            "cat <<EOF\nbody\nEOF",
+            "cat <<-EOF\n\tbody\n\tEOF",
+            "true # it's \\",
+            "echo it\\'s",
+        ] {
+            assert!(!continues_on_next_line(text), "{text:?}");
         }
     }
 

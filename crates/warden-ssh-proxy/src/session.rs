@@ -23,7 +23,7 @@ use crate::inbox::{Inbox, Up};
 use crate::recorder::Recorder;
 use crate::recording::{Asciicast, Header, Kind};
 use crate::registry::Registration;
-use crate::rules::LineTracker;
+use crate::rules::{Blocked, LineTracker, Why};
 use crate::server::Context;
 use crate::sftp::{FileOp, Tracker};
 use crate::{Grant, SessionInfo, upstream};
@@ -1160,15 +1160,26 @@ async fn typed_data(
         return Ok(data);
     };
     let filtered = t.feed(&audit.grant.rules, &data);
-    for (line, pattern) in filtered.blocked {
-        let msg = format!(
-            "blocked: the line matches the deny rule /{pattern}/ of role {}",
-            audit.grant.role
-        );
+    for Blocked { line, why } in filtered.blocked {
+        let role = &audit.grant.role;
+        let (code, msg, details) = match why {
+            Why::Rule(pattern) => (
+                "command_denied",
+                format!("blocked: the line matches the deny rule /{pattern}/ of role {role}"),
+                serde_json::json!({"line": line, "rule": pattern, "kind": "shell"}),
+            ),
+            Why::Unfollowed(past) => (
+                "line_not_followed",
+                format!(
+                    "blocked: Warden cannot follow this line past {past}, so cannot check it against the deny rules of role {role}; type the command again"
+                ),
+                serde_json::json!({"line": line, "not_followed_past": past, "kind": "shell"}),
+            ),
+        };
         let ev = audit
             .event(Code::CommandBlocked)
-            .denied("command_denied", msg.clone())
-            .details(serde_json::json!({"line": line, "rule": pattern, "kind": "shell"}));
+            .denied(code, msg.clone())
+            .details(details);
         audit
             .ctx
             .backend

@@ -834,6 +834,57 @@ fn an_interactive_shell_is_recorded_and_a_denied_line_is_blocked() {
     term.send_line("exit");
 }
 
+/// Lines the shell joins, and lines edited with keys Warden cannot follow, are checked as
+/// typed lines are: the marker a joined `rm -rf` would remove survives, and each block is on
+/// record with why.
+#[test]
+fn an_interactive_line_joined_or_edited_out_of_reach_is_blocked() {
+    let s = Setup::start("metadata", "deny_commands = [\"^rm -rf\"]", true);
+    s.grant("30m");
+    let (_markers, marker) = removable_marker();
+    let marked = marker.display();
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    // A backslash at the end joins the next line to it: `rm -rf MARKER`.
+    term.send_line("r\\");
+    term.send_line(&format!("m -rf {marked}"));
+    term.wait_for("warden: blocked", 1, Duration::from_secs(10));
+    // The terminal's own word erase (Ctrl-W), which the login shell reads through, stops at
+    // the quotes: `r''m -rf MARKER`.
+    term.send_line(&format!("r''x\u{17}m -rf {marked}"));
+    term.wait_for("warden: blocked", 2, Duration::from_secs(10));
+    // Ctrl-T, which readline would use to turn "mr" into "rm".
+    term.send_line(&format!("mr\u{14} -rf {marked}"));
+    term.wait_for(
+        "cannot follow this line past Ctrl-T",
+        1,
+        Duration::from_secs(10),
+    );
+    term.send_line("echo after-$((1+1))");
+    term.wait_for("after-2", 1, Duration::from_secs(10));
+    assert!(marker.exists(), "a blocked line ran");
+    let blocked = s.wait_events("session.command_blocked", 3, Duration::from_secs(5));
+    assert_eq!(
+        blocked[0]["details"]["line"],
+        format!("r\\\nm -rf {marked}"),
+        "{blocked:?}"
+    );
+    assert_eq!(blocked[0]["details"]["rule"], "^rm -rf", "{blocked:?}");
+    assert_eq!(
+        blocked[1]["details"]["line"],
+        format!("r''m -rf {marked}"),
+        "{blocked:?}"
+    );
+    assert_eq!(
+        blocked[2]["outcome"]["code"], "line_not_followed",
+        "{blocked:?}"
+    );
+    assert_eq!(
+        blocked[2]["details"]["not_followed_past"], "Ctrl-T",
+        "{blocked:?}"
+    );
+}
+
 /// A file the target's login could remove, in a directory of its own: what a command that must
 /// not run would remove.
 fn removable_marker() -> (tempfile::TempDir, PathBuf) {
