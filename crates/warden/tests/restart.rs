@@ -1377,14 +1377,16 @@ fn the_api_and_the_ssh_proxy_on_one_port_are_refused() {
         ),
     )
     .unwrap();
-    let serve = |args: &[&str]| {
+    // A clash set in the config file fails the start (1), as every config error does; one the
+    // command line makes is a usage error (2).
+    let serve = |args: &[&str], code: i32| {
         let out = std::process::Command::new("timeout")
             .args(["20", BIN, "serve"])
             .args(args)
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert_eq!(out.status.code(), Some(code), "{said}");
         assert!(
             said.contains("give them different ports") && !said.contains("already in use"),
             "{said}"
@@ -1392,7 +1394,7 @@ fn the_api_and_the_ssh_proxy_on_one_port_are_refused() {
         assert!(!data.exists(), "{said}");
         said
     };
-    let said = serve(&["--config", config.to_str().unwrap()]);
+    let said = serve(&["--config", config.to_str().unwrap()], 1);
     assert!(
         said.contains(&format!(
             "`listen` (127.0.0.1:{port}) and `ssh_listen` (127.0.0.1:{port}) in config file {}",
@@ -1403,14 +1405,17 @@ fn the_api_and_the_ssh_proxy_on_one_port_are_refused() {
     let data_arg = data.to_str().unwrap();
     let all = format!("0.0.0.0:{port}");
     let one = format!("127.0.0.1:{port}");
-    let said = serve(&[
-        "--data-dir",
-        data_arg,
-        "--listen",
-        &all,
-        "--ssh-listen",
-        &one,
-    ]);
+    let said = serve(
+        &[
+            "--data-dir",
+            data_arg,
+            "--listen",
+            &all,
+            "--ssh-listen",
+            &one,
+        ],
+        2,
+    );
     assert!(
         said.contains(&format!("--listen ({all}) and --ssh-listen ({one}) are on")),
         "{said}"
