@@ -542,9 +542,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     check_listeners(&config, &opts)?;
     // Its users have a published password: nothing but this machine may reach them.
     if opts.dev && !(config.listen.ip().is_loopback() && config.ssh_listen.ip().is_loopback()) {
-        bail!(
+        let message = format!(
             "a --dev server listens on loopback addresses only (127.0.0.1, ::1): its users have the published password {DEV_PASSWORD:?}"
         );
+        // Given on the command line, the address is a usage error, as a clash of ports is.
+        let beyond =
+            |given: Option<std::net::SocketAddr>| given.is_some_and(|a| !a.ip().is_loopback());
+        if beyond(opts.listen) || beyond(opts.ssh_listen) {
+            return Err(BadInvocation(message).into());
+        }
+        bail!(message);
     }
     let made = create_private_dir(&config.data_dir)?;
     let data = config.data_dir.clone();

@@ -508,7 +508,8 @@ fn the_demo_password_stays_on_development_servers() {
         .args(["20", BIN, "serve", "--dev", "--listen", "0.0.0.0:0"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // A usage error: the address was given on the command line.
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("loopback addresses only"),
         "{out:?}"
