@@ -250,6 +250,31 @@ impl Setup {
         self.on_terminal("")
     }
 
+    /// The id of the one live session, once it shows.
+    fn live_session(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = ok(&self.admin, &["sessions", "list"]);
+            if let Some(id) = list["sessions"][0]["id"].as_str() {
+                return id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no live session showed up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Events with `code` a search also filtered by `filter` (`--target web`) finds.
+    fn search(&self, code: &str, filter: &[&str]) -> Vec<Value> {
+        let mut args = vec!["audit", "search", "--code", code];
+        args.extend_from_slice(filter);
+        ok(&self.admin, &args)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["event"].clone())
+            .collect()
+    }
+
     /// `ssh -tt` on a terminal, running `command` (a shell when empty).
     fn on_terminal(&self, command: &str) -> Tmux {
         let args: Vec<String> = ssh_base_args(self.port, &self.key)
@@ -2214,4 +2239,186 @@ fn warden_ssh_asks_for_a_terminal_with_t() {
     let screen = term.wait_for("on-a-terminal-42 /dev/pts/", 1, Duration::from_secs(10));
     assert!(!screen.contains("needs a terminal"), "{screen}");
     term.send_line("exit");
+}
+
+/// The error `--json` printed to standard error.
+fn error(stderr: &str) -> Value {
+    let v: Value = serde_json::from_str(stderr.trim()).unwrap();
+    v["error"].clone()
+}
+
+/// A recording whose `session.ended` event holds its digest but whose file is gone was made
+/// and then lost or removed: it is refused as a missing recording (exit 1, as an altered one
+/// is), telling the administrator to restore it, and the read is audited as an altered one's
+/// is, not as a replay of a session never recorded.
+#[test]
+fn a_deleted_recording_is_told_as_missing_not_as_never_recorded() {
+    let s = Setup::start("full", "", true);
+    let grant = id(&s.grant("30m"));
+    let out = s.ssh("echo recorded-once");
+    assert!(out.status.success(), "{out:?}");
+    let ended = s
+        .wait_events("session.ended", 1, Duration::from_secs(10))
+        .pop()
+        .unwrap();
+    let session = ended["session_id"].as_str().unwrap().to_owned();
+    let sha256 = ended["details"]["recording"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = s.recording(&session);
+    let original = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    let out = fails(&s.admin, &["replay", &session, "--speed", "100"], 1);
+    assert!(
+        out.stderr.contains("missing")
+            && out.stderr.contains("shows it was recorded")
+            && out.stderr.contains(&sha256)
+            && out.stderr.contains("from a backup"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr.contains("no such session was recorded"),
+        "{out:?}"
+    );
+    let out = fails(&s.admin, &["--json", "replay", &session], 1);
+    assert_eq!(error(&out.stderr)["code"], "recording_missing", "{out:?}");
+
+    // Audited as a read of the recording, its check `missing`, with the digest to restore
+    // against, and found by the session's target and grant; not as a refused action.
+    let reads = s.events("session.recording_read");
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    let read = reads.last().unwrap();
+    assert_eq!(read["session_id"], session.as_str(), "{read}");
+    assert_eq!(read["details"]["recording"]["check"], "missing", "{read}");
+    assert_eq!(
+        read["details"]["recording"]["recorded"]["sha256"],
+        sha256.as_str(),
+        "{read}"
+    );
+    assert_eq!(read["outcome"]["code"], "recording_missing", "{read}");
+    assert_eq!(read["target"], "web", "{read}");
+    assert_eq!(read["request_id"], grant.as_str(), "{read}");
+    let refused: Vec<Value> = s
+        .events("request.action_refused")
+        .into_iter()
+        .filter(|e| e["details"]["action"] == "session.replay")
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // Restored from a backup, it plays and checks as intact.
+    std::fs::write(&path, &original).unwrap();
+    let out = s.admin.run(&["replay", &session, "--speed", "100"], None);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("recorded-once"), "{out:?}");
+    let read = s.events("session.recording_read").pop().unwrap();
+    assert_eq!(read["details"]["recording"]["check"], "intact", "{read}");
+
+    // A session no one recorded is still told so (exit 4).
+    let out = fails(
+        &s.admin,
+        &["replay", "00000000-0000-0000-0000-000000000000"],
+        4,
+    );
+    assert!(
+        out.stderr.contains("no such session was recorded"),
+        "{out:?}"
+    );
+}
+
+/// A running session has no end, and so no digest, yet: its recording file missing is not
+/// called tampering; once it ends with the digest of what it recorded, it is.
+#[test]
+fn a_running_session_without_its_file_is_not_called_altered() {
+    let s = Setup::start("full", "", true);
+    let grant = id(&s.grant("30m"));
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    let session = s.live_session();
+    std::fs::remove_file(s.recording(&session)).unwrap();
+
+    let out = fails(&s.admin, &["--json", "replay", &session], 4);
+    let said = error(&out.stderr);
+    assert_eq!(said["code"], "no_recording", "{out:?}");
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap()
+            .contains("the session has not ended"),
+        "{out:?}"
+    );
+    assert!(s.events("session.recording_read").is_empty());
+    // The refusal names the session's target and grant.
+    let refused = s.events("request.action_refused").pop().unwrap();
+    assert_eq!(refused["details"]["action"], "session.replay", "{refused}");
+    assert_eq!(refused["session_id"], session.as_str(), "{refused}");
+    assert_eq!(refused["target"], "web", "{refused}");
+    assert_eq!(refused["request_id"], grant.as_str(), "{refused}");
+
+    term.send_line("exit");
+    let ended = s
+        .wait_events("session.ended", 1, Duration::from_secs(10))
+        .pop()
+        .unwrap();
+    assert!(
+        ended["details"]["recording"]["sha256"].is_string(),
+        "{ended}"
+    );
+    let out = fails(&s.admin, &["--json", "replay", &session], 1);
+    assert_eq!(error(&out.stderr)["code"], "recording_missing", "{out:?}");
+}
+
+/// Who watched or replayed a session is found by the session's target and grant, as who
+/// killed one is.
+#[test]
+fn watches_and_replays_are_found_by_target_and_grant() {
+    let s = Setup::start("full", "", true);
+    let grant = id(&s.grant("30m"));
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    let session = s.live_session();
+
+    let watch_out = s.env.dir.path().join("watch.out");
+    let mut watcher = std::process::Command::new(BIN)
+        .args(["sessions", "watch", &session])
+        .env("WARDEN_SERVER", s.admin.server_url())
+        .env("WARDEN_HOME", s.admin.home())
+        .stdout(std::fs::File::create(&watch_out).unwrap())
+        .spawn()
+        .unwrap();
+    let watched = s
+        .wait_events("session.watched", 1, Duration::from_secs(10))
+        .pop()
+        .unwrap();
+    assert_eq!(watched["session_id"], session.as_str(), "{watched}");
+    // A replay while it runs, and one once it ended.
+    let out = s.admin.run(&["replay", &session, "--speed", "100"], None);
+    assert!(out.success(), "{out:?}");
+    term.send_line("exit");
+    s.wait_events("session.ended", 1, Duration::from_secs(10));
+    assert!(watcher.wait().unwrap().success());
+    let out = s.admin.run(&["replay", &session, "--speed", "100"], None);
+    assert!(out.success(), "{out:?}");
+
+    for (code, count) in [("session.watched", 1), ("session.recording_read", 2)] {
+        for filter in [["--target", "web"], ["--request", grant.as_str()]] {
+            let found = s.search(code, &filter);
+            assert_eq!(found.len(), count, "{code} {filter:?}: {found:?}");
+            for e in &found {
+                assert_eq!(
+                    (e["target"].as_str(), e["request_id"].as_str()),
+                    (Some("web"), Some(grant.as_str())),
+                    "{e}"
+                );
+            }
+        }
+        assert!(s.search(code, &["--target", "elsewhere"]).is_empty());
+    }
+    let checks: Vec<Value> = s
+        .events("session.recording_read")
+        .iter()
+        .map(|e| e["details"]["recording"]["check"].clone())
+        .collect();
+    assert_eq!(checks, ["live", "intact"]);
 }
