@@ -300,10 +300,20 @@ fn check_listeners(config: &Config, opts: &ServeOptions) -> anyhow::Result<()> {
         name(opts.listen.is_some(), "listen"),
         name(opts.ssh_listen.is_some(), "ssh_listen"),
     );
-    if opts.listen.is_some() || opts.ssh_listen.is_some() {
-        return Err(BadInvocation(message).into());
+    Err(refusal(
+        message,
+        opts.listen.is_some() || opts.ssh_listen.is_some(),
+    ))
+}
+
+/// A start refused with `message`: a [`BadInvocation`] when the command line gave what it is
+/// refused for (`by_options`), else an error as those of the config file are.
+fn refusal(message: String, by_options: bool) -> anyhow::Error {
+    if by_options {
+        BadInvocation(message).into()
+    } else {
+        anyhow::anyhow!(message)
     }
-    bail!(message)
 }
 
 /// What to say of an API address beyond loopback: Warden speaks plain HTTP, so whatever
@@ -548,10 +558,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         // Given on the command line, the address is a usage error, as a clash of ports is.
         let beyond =
             |given: Option<std::net::SocketAddr>| given.is_some_and(|a| !a.ip().is_loopback());
-        if beyond(opts.listen) || beyond(opts.ssh_listen) {
-            return Err(BadInvocation(message).into());
-        }
-        bail!(message);
+        return Err(refusal(
+            message,
+            beyond(opts.listen) || beyond(opts.ssh_listen),
+        ));
     }
     let made = create_private_dir(&config.data_dir)?;
     let data = config.data_dir.clone();

@@ -209,8 +209,7 @@ impl App {
             username: current.username.clone(),
             password: next,
         };
-        let interrupted = format!("a rotation of {target}'s admin password was interrupted");
-        let both_kept = "Warden keeps both passwords and tries again at the next use";
+        let interrupted = interrupted(target);
         let finished = match logs_in_afresh(&t, issuer.as_ref(), &new).await {
             Ok(()) => false,
             // The target refuses the new password, so far: Warden sets it.
@@ -220,7 +219,7 @@ impl App {
             }
             Err(e) => {
                 return Err(Error::Issuer(format!(
-                    "{interrupted}, and whether the target took the new password could not be told: {e}; {both_kept}"
+                    "{interrupted}, and whether the target took the new password could not be told: {e}; {BOTH_KEPT}"
                 )));
             }
         };
@@ -253,8 +252,7 @@ impl App {
         old: &AdminCredential,
         new: &AdminCredential,
     ) -> Result<bool, Error> {
-        let interrupted = format!("a rotation of {target}'s admin password was interrupted");
-        let both_kept = "Warden keeps both passwords and tries again at the next use";
+        let interrupted = interrupted(target);
         let set = crate::broker::within_timeout(issuer.rotate_root(RotateRootRequest {
             target,
             connection: &t.connection,
@@ -266,7 +264,7 @@ impl App {
             Ok(()) => match logs_in_afresh(t, issuer, new).await {
                 Ok(()) => return Ok(true),
                 Err(e) => format!(
-                    "{interrupted}; logged in with the old password, Warden set the new one, but a new login with the new one failed: {e}; {both_kept}"
+                    "{interrupted}; logged in with the old password, Warden set the new one, but a new login with the new one failed: {e}; {BOTH_KEPT}"
                 ),
             },
             // The old password is refused too: the change sent before may just have landed.
@@ -284,11 +282,11 @@ impl App {
             // Nothing was sent: the target is out of reach, which the next use may find back.
             Err(e @ warden_issuers::Error::Unreached(_)) => {
                 return Err(Error::Issuer(format!(
-                    "{interrupted}, and finishing it failed: {e}; {both_kept}"
+                    "{interrupted}, and finishing it failed: {e}; {BOTH_KEPT}"
                 )));
             }
             Err(e) => format!(
-                "{interrupted}, and finishing it (setting the new password, logged in with the old one) failed: {e}; {both_kept}"
+                "{interrupted}, and finishing it (setting the new password, logged in with the old one) failed: {e}; {BOTH_KEPT}"
             ),
         };
         let mut ev = Event::new(Code::TargetRootRotated, Actor::system(), now())
@@ -378,6 +376,14 @@ impl App {
         }
     }
 }
+
+/// How a message about an interrupted rotation of `target`'s admin password begins.
+fn interrupted(target: &TargetName) -> String {
+    format!("a rotation of {target}'s admin password was interrupted")
+}
+
+/// How a message about an interrupted rotation not settled yet ends.
+const BOTH_KEPT: &str = "Warden keeps both passwords and tries again at the next use";
 
 /// `message` on `e`, a target's credential that did not work: invalid input
 /// (`credential_not_working`) when what was given is at fault (a login the target refused, a
