@@ -862,40 +862,6 @@ mod tests {
         v.as_object().cloned().unwrap()
     }
 
-    /// Which password the target takes is asked of a new login: a connection kept from a call
-    /// made before the administrator's password changed goes on answering.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn log_in_asks_a_new_login_never_a_kept_connection() {
-        let db = warden_testkit::Mariadb::start();
-        let connection = settings(serde_json::json!({
-            "host": "127.0.0.1", "port": db.port(), "database": db.database()
-        }));
-        let admin = crate::AdminCredential {
-            username: db.admin_user().into(),
-            password: Secret::new(db.admin_password().into()),
-        };
-        let target = "db".parse().unwrap();
-        let req = ListRequest {
-            target: &target,
-            connection: &connection,
-            admin: Some(&admin),
-        };
-        let issuer = MariadbIssuer::new();
-        issuer.log_in(req.clone()).await.unwrap();
-        issuer.list_accounts(req.clone()).await.unwrap();
-        db.admin_query("ALTER USER 'warden_admin'@'%' IDENTIFIED BY 'changed-by-hand'");
-        issuer
-            .list_accounts(req.clone())
-            .await
-            .expect("the kept connection still answers");
-        let refused = issuer.log_in(req).await.unwrap_err();
-        assert!(matches!(refused, Error::Login(_)), "{refused}");
-        assert!(
-            !refused.to_string().contains(db.admin_password()),
-            "{refused}"
-        );
-    }
-
     #[test]
     fn quoting_keeps_values_inside_their_quotes() {
         assert_eq!(literal("it's"), "'it''s'");

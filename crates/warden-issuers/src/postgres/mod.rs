@@ -1307,40 +1307,6 @@ mod tests {
         }
     }
 
-    /// Which password the target takes is asked of a new login: a connection kept from a call
-    /// made before the administrator's password changed goes on answering.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn log_in_asks_a_new_login_never_a_kept_connection() {
-        let pg = warden_testkit::Postgres::start();
-        let connection = settings(serde_json::json!({
-            "host": "127.0.0.1", "port": pg.port(), "database": pg.database()
-        }));
-        let admin = AdminCredential {
-            username: pg.admin_user().into(),
-            password: Secret::new(pg.admin_password().into()),
-        };
-        let target = "db".parse().unwrap();
-        let req = ListRequest {
-            target: &target,
-            connection: &connection,
-            admin: Some(&admin),
-        };
-        let issuer = PostgresIssuer::new();
-        issuer.log_in(req.clone()).await.unwrap();
-        issuer.list_accounts(req.clone()).await.unwrap();
-        pg.admin_query("ALTER ROLE warden_admin PASSWORD 'changed-by-hand'");
-        issuer
-            .list_accounts(req.clone())
-            .await
-            .expect("the kept connection still answers");
-        let refused = issuer.log_in(req).await.unwrap_err();
-        assert!(matches!(refused, Error::Login(_)), "{refused}");
-        assert!(
-            !refused.to_string().contains(pg.admin_password()),
-            "{refused}"
-        );
-    }
-
     #[test]
     fn quoting_keeps_values_inside_their_quotes() {
         assert_eq!(ident("w_a_000000000001"), "\"w_a_000000000001\"");

@@ -375,6 +375,15 @@ async fn a_refused_login_touches_nothing(t: &impl Target) {
 async fn rotate_root(t: &impl Target) {
     let (target, _) = names();
     let admin = t.admin();
+    let connection = t.connection();
+    let old_login = ListRequest {
+        target: &target,
+        connection: &connection,
+        admin: Some(&admin),
+    };
+    t.issuer().log_in(old_login.clone()).await.unwrap();
+    // A connection kept from this call outlives the password it logged in with.
+    t.issuer().list_accounts(old_login.clone()).await.unwrap();
     // Quotes, a backslash and URL delimiters, to prove the new password is quoted right.
     let new = Secret::new(format!("{}'\\\"@:%;", server_style_password()));
     t.issuer()
@@ -397,6 +406,30 @@ async fn rotate_root(t: &impl Target) {
         "the new administrator password does not work: {}",
         text(&now)
     );
+    // Which password the target takes is asked of a new login, never of a kept connection,
+    // which goes on answering.
+    t.issuer()
+        .list_accounts(old_login.clone())
+        .await
+        .expect("the kept connection still answers");
+    let refused = t.issuer().log_in(old_login).await.unwrap_err();
+    assert!(matches!(refused, Error::Login(_)), "{refused}");
+    assert!(
+        !refused.to_string().contains(admin.password.expose()),
+        "{refused}"
+    );
+    let new_admin = AdminCredential {
+        username: admin.username.clone(),
+        password: new,
+    };
+    t.issuer()
+        .log_in(ListRequest {
+            target: &target,
+            connection: &connection,
+            admin: Some(&new_admin),
+        })
+        .await
+        .unwrap();
 }
 
 /// What needs no server: a missing administrator credential is the operator's to fix, and a
