@@ -217,7 +217,7 @@ fn search_filter(
         from,
         to,
         after_seq: q.after_seq,
-        limit: super::limit(q.limit, 1000, 10_000)?,
+        limit: super::limit(q.limit, 1000, super::EVENTS_AT_ONCE)?,
     })
 }
 

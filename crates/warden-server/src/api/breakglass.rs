@@ -241,7 +241,11 @@ pub async fn list(
 ) -> Result<Json<PostmortemList>, ApiError> {
     let asked = super::query(raw).and_then(|q| {
         let before = q.before.as_deref().map(parse_id).transpose()?;
-        Ok((super::limit(q.limit, 100, 1000)?, before, q.all))
+        Ok((
+            super::limit(q.limit, 100, super::POSTMORTEMS_AT_ONCE)?,
+            before,
+            q.all,
+        ))
     });
     let (limit, before, all) = super::admitted(&app, &who, "postmortem.list", asked).await?;
     let found = app.postmortems(&who.caller(), !all, before, limit).await?;

@@ -1405,6 +1405,13 @@ fn named_unknown(cause: &str, noun: &str, none: &str) -> Option<String> {
     Some(format!("unknown {noun} {name}{after}"))
 }
 
+/// Most requests a listing returns at once (`GET /v1/requests`).
+pub const REQUESTS_AT_ONCE: usize = 1000;
+/// Most postmortems a listing returns at once (`GET /v1/postmortems`).
+pub const POSTMORTEMS_AT_ONCE: usize = 1000;
+/// Most events an audit search returns at once (`GET /v1/audit`).
+pub const EVENTS_AT_ONCE: usize = 10_000;
+
 /// The `limit` query parameter: `default` when absent, at most `max`, and never zero (which
 /// would ask for nothing).
 fn limit(given: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {

@@ -187,7 +187,7 @@ pub async fn list(
             .as_deref()
             .map(|r| field("bad_user", r.parse()))
             .transpose()?;
-        let limit = super::limit(q.limit, 100, 1000)?;
+        let limit = super::limit(q.limit, 100, super::REQUESTS_AT_ONCE)?;
         let before = q.before.as_deref().map(parse_id).transpose()?;
         Ok((q, states, requester, limit, before))
     });

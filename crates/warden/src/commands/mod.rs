@@ -14,6 +14,7 @@ pub mod vault;
 use std::io::Read;
 
 use serde_json::Value;
+use warden_server::api::{EVENTS_AT_ONCE, POSTMORTEMS_AT_ONCE, REQUESTS_AT_ONCE};
 
 use crate::client::{Client, segment};
 use crate::exit::{self, Failure};
@@ -159,13 +160,6 @@ pub fn read_secret(what: &str, from_stdin: bool) -> anyhow::Result<String> {
     }
     Ok(s)
 }
-
-/// Most requests `request list --limit` asks for: the server returns no more at once.
-pub const REQUESTS_AT_ONCE: usize = 1000;
-/// Most postmortems `postmortem list --limit` asks for: the server returns no more at once.
-pub const POSTMORTEMS_AT_ONCE: usize = 1000;
-/// Most events `audit search --limit` asks for: the server returns no more at once.
-pub const EVENTS_AT_ONCE: usize = 10_000;
 
 /// A whole number as typed, or `None`: digits only (no sign), within `u64`.
 fn whole_number(text: &str) -> Option<u64> {
