@@ -837,13 +837,7 @@ impl App {
     ) -> Result<Authenticated, AuthError> {
         let hash = token_hash(token);
         let t = now();
-        let (record, from_store) = match self.tokens.get(&hash).filter(|r| r.expires_at > t) {
-            Some(cached) => (Some(cached), false),
-            None if token.starts_with(TOKEN_PREFIX) && token.len() < 100 => {
-                (self.store.token(hash).await?, true)
-            }
-            None => (None, false),
-        };
+        let (record, from_store) = self.token_record(token, hash, t).await?;
         let why = match &record {
             None => "unknown token",
             Some(r) if r.revoked => "revoked token",
@@ -888,21 +882,32 @@ impl App {
         Err(AuthError::BadToken)
     }
 
+    /// The record of `token` (whose hash is `hash`) at time `t`: the cached one while it has
+    /// not expired, else the store's when the token is shaped like one Warden issues; and
+    /// whether it was read from the store, to be cached once found live.
+    async fn token_record(
+        &self,
+        token: &str,
+        hash: [u8; 32],
+        t: OffsetDateTime,
+    ) -> Result<(Option<Token>, bool), AuthError> {
+        Ok(match self.tokens.get(&hash).filter(|r| r.expires_at > t) {
+            Some(cached) => (Some(cached), false),
+            None if token.starts_with(TOKEN_PREFIX) && token.len() < 100 => {
+                (self.store.token(hash).await?, true)
+            }
+            None => (None, false),
+        })
+    }
+
     /// The user a live `token` belongs to, or `None` for any other, with nothing put on the
     /// record and nothing counted either way: for a refusal answered alike whatever the token
     /// (a request refused for its size or framing before it is routed), to be recorded as its
     /// holder's. An answer that does not depend on the token tells no guesser anything, so a
     /// token that is none is no failed authentication here.
     pub async fn token_holder(&self, token: &str) -> Result<Option<User>, AuthError> {
-        let hash = token_hash(token);
         let t = now();
-        let record = match self.tokens.get(&hash) {
-            Some(cached) => Some(cached),
-            None if token.starts_with(TOKEN_PREFIX) && token.len() < 100 => {
-                self.store.token(hash).await?
-            }
-            None => None,
-        };
+        let (record, _) = self.token_record(token, token_hash(token), t).await?;
         Ok(record
             .filter(|r| !r.revoked && r.expires_at > t && !self.tokens.barred(r))
             .and_then(|r| self.user(&r.user).cloned()))
