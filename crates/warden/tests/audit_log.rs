@@ -2843,3 +2843,62 @@ fn an_archived_log_checked_with_another_key_counts_only_its_live_events() {
         "{out:?}"
     );
 }
+
+/// The leaf hashes kept of the archived events of the block an archive cut into, one deleted
+/// or all: verification names each event whose hash is gone, and the server gives no proof or
+/// export that would not verify, failing as the server's fault rather than the caller's.
+#[test]
+fn a_deleted_kept_hash_of_an_archived_event_is_named_and_proves_nothing() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 400), 400);
+    checkpoint_reaching(&admin, 400);
+    let to = archive_now(&admin);
+    assert!((300..1024).contains(&to), "archived up to {to}");
+    assert_eq!(refused_requests(server.port(), &token(&admin), 20), 20);
+    let size = checkpoint_reaching(&admin, to + 20);
+    assert!(server.terminate().success());
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 0, "{v}");
+
+    tamper(&f.data, "DELETE FROM archived_leaves WHERE seq = 300");
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    let missing: Vec<String> = problems(&v)
+        .into_iter()
+        .filter(|p| p.contains("keeps no leaf hash"))
+        .collect();
+    assert_eq!(missing.len(), 1, "{v}");
+    assert!(
+        missing[0].starts_with("archived event 300: the log keeps no leaf hash of it")
+            && missing[0].contains("block of events 1..=1024"),
+        "{v}"
+    );
+
+    server.restart();
+    let admin = login(&server, "admin");
+    let live = (to + 1).to_string();
+    let proof = admin.run(
+        &["audit", "prove", &live, "--size", &size.to_string()],
+        None,
+    );
+    assert_eq!(proof.code, 1, "{proof:?}");
+    let bundle = f.dir.path().join("bundle");
+    let exported = admin.run(
+        &["audit", "export", bundle.to_str().unwrap(), "--json"],
+        None,
+    );
+    assert_eq!(exported.code, 1, "{exported:?}");
+    assert!(!bundle.join("events.jsonl").exists(), "{exported:?}");
+    assert!(server.terminate().success());
+
+    tamper(&f.data, "DELETE FROM archived_leaves");
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).iter().any(|p| p.starts_with(&format!(
+            "archived events 1..={to}: the log keeps no leaf hash of them"
+        ))),
+        "{v}"
+    );
+}

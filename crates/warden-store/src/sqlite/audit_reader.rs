@@ -91,6 +91,12 @@ impl AuditReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
 
+    /// Whether the database has the table of the kept leaf hashes of archived events
+    /// (migration 0013): one an older server last wrote has none, nor any to miss.
+    pub fn keeps_archived_leaves(&self) -> Result<bool> {
+        self.has_table("archived_leaves")
+    }
+
     /// The kept leaf hashes of archived events (seq, hash), in order: those of the block an
     /// archive cut into; none in a database older than them.
     pub fn archived_leaves(&self) -> Result<Vec<(u64, [u8; 32])>> {

@@ -242,6 +242,10 @@ const DEMO_PASSWORD_SET: &str = "SELECT EXISTS (SELECT 1 FROM audit WHERE code =
 const HOLDS_LEAF: &str = "SELECT EXISTS (SELECT 1 FROM audit WHERE seq = ?1)
     OR EXISTS (SELECT 1 FROM archived_leaves WHERE seq = ?1)
     OR (?1 % 1024 = 0 AND ?1 < COALESCE((SELECT MIN(seq) FROM audit), ?1 + 1))";
+/// The first event whose leaf hash the store holds (among the archived leaves kept for proofs,
+/// or in the live log), 0 for none: those before it were archived without their hashes.
+const FIRST_LEAF_HASH: &str =
+    "SELECT COALESCE((SELECT MIN(seq) FROM archived_leaves), (SELECT MIN(seq) FROM audit), 0)";
 const LATEST_CHECKPOINT: &str =
     "SELECT size, root, time, frontier, note FROM checkpoints ORDER BY size DESC LIMIT 1";
 /// Whether the database has the table of migration 0022 (a start reads a database before it
@@ -751,6 +755,60 @@ fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     })
 }
 
+/// The leaf hashes of events `after + 1 ..= upto` from the rows read (sequence number, hash, in
+/// order), `first` being the first event whose hash the store holds: a proof built from fewer
+/// hashes, or others, than those of its events would not verify, so each must be there once,
+/// or the read fails naming the event whose hash is not. A range wholly before `first` was
+/// archived without its hashes, and has none.
+fn contiguous_hashes(
+    after: u64,
+    upto: u64,
+    first: u64,
+    rows: Vec<(u64, [u8; 32])>,
+) -> Result<Vec<[u8; 32]>> {
+    if upto <= after || (first > 0 && upto < first) {
+        return Ok(Vec::new());
+    }
+    let fault = |what: String| {
+        Err(Error::Backend(format!(
+            "{what}: proofs through it would not verify, so none is given (a row of the audit log or of its archived leaves was deleted or added; check the log with `warden audit verify --data-dir`)"
+        )))
+    };
+    if first == 0 {
+        return fault(format!(
+            "the audit log holds no leaf hash of event {}, nor of any other",
+            after + 1
+        ));
+    }
+    if after + 1 < first {
+        return fault(format!(
+            "the audit log holds no leaf hash of events {}..{}, which a read of events up to {upto} needs (those before {first} were archived without them)",
+            after + 1,
+            first - 1
+        ));
+    }
+    let mut next = after + 1;
+    let mut hashes = Vec::with_capacity(rows.len());
+    for (seq, hash) in rows {
+        if seq < next {
+            return fault(format!(
+                "the audit log holds two leaf hashes of event {seq}"
+            ));
+        }
+        if seq > next {
+            break;
+        }
+        hashes.push(hash);
+        next += 1;
+    }
+    if next <= upto {
+        return fault(format!(
+            "the audit log holds no leaf hash of event {next}, though it holds those from event {first} on"
+        ));
+    }
+    Ok(hashes)
+}
+
 fn decode_checkpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
     let frontier: Vec<u8> = row.get(3)?;
     Ok(Checkpoint {
@@ -1216,18 +1274,30 @@ impl crate::Store for SqliteStore {
     async fn leaf_hashes(&self, after_seq: u64, upto_seq: u64) -> Result<Vec<[u8; 32]>> {
         let after = i64::try_from(after_seq).map_err(backend)?;
         let upto = i64::try_from(upto_seq).map_err(backend)?;
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT leaf_hash FROM (
-                   SELECT seq, leaf_hash FROM archived_leaves WHERE seq > ?1 AND seq <= ?2
-                   UNION ALL
-                   SELECT seq, leaf_hash FROM audit WHERE seq > ?1 AND seq <= ?2
-                 ) ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([after, upto], |r| hash32(r.get(0)?))?;
-            rows.collect()
-        })
-        .await
+        let read = self
+            .read(move |c| {
+                // One snapshot for both reads: an archive between them would move the first.
+                let tx = c.unchecked_transaction()?;
+                let first: i64 = tx.query_row(FIRST_LEAF_HASH, [], |r| r.get(0))?;
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, leaf_hash FROM (
+                       SELECT seq, leaf_hash FROM archived_leaves WHERE seq > ?1 AND seq <= ?2
+                       UNION ALL
+                       SELECT seq, leaf_hash FROM audit WHERE seq > ?1 AND seq <= ?2
+                     ) ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([after, upto], |r| {
+                    Ok((
+                        u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        hash32(r.get(1)?)?,
+                    ))
+                })?;
+                let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((u64::try_from(first).unwrap_or(0), rows))
+            })
+            .await?;
+        let (first, rows) = read;
+        contiguous_hashes(after_seq, upto_seq, first, rows)
     }
 
     async fn block_roots(&self, count: u64) -> Result<Vec<[u8; 32]>> {
@@ -1381,15 +1451,9 @@ impl crate::Store for SqliteStore {
     }
 
     async fn first_leaf_hash(&self) -> Result<u64> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT COALESCE((SELECT MIN(seq) FROM archived_leaves), (SELECT MIN(seq) FROM audit), 0)",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-        })
-        .await
-        .map(|v| u64::try_from(v).unwrap_or(0))
+        self.read(|c| c.query_row(FIRST_LEAF_HASH, [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|v| u64::try_from(v).unwrap_or(0))
     }
 
     async fn archive_audit(&self, upto: u64, events: Vec<Event>) -> Result<usize> {

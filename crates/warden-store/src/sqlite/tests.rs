@@ -1670,3 +1670,68 @@ async fn the_ssh_user_ca_is_recorded_once_and_read_before_any_migration() {
     assert_eq!((read.ssh_user_ca, read.issued_by.len()), (None, 2));
     assert_eq!(version(""), older);
 }
+
+/// The leaf hashes read for a proof are those of every event asked for, once each, or the read
+/// fails naming the event whose hash is gone: a kept hash of an archived event deleted, or a
+/// live event, would otherwise shift every later hash and yield a proof that does not verify.
+#[tokio::test]
+async fn leaf_hashes_are_read_whole_or_not_at_all() {
+    let (dir, s) = store();
+    s.append((0..1030).map(|_| event(Code::RequestCreated)).collect())
+        .await
+        .unwrap();
+    // Archived into block 1: the hashes of 1025..=1027 are kept, block 0's are not; the
+    // archive's own event is 1031.
+    s.archive_audit(1027, vec![event(Code::SegmentArchived)])
+        .await
+        .unwrap();
+    assert_eq!(s.first_leaf_hash().await.unwrap(), 1025);
+    assert_eq!(s.leaf_hashes(1024, 1031).await.unwrap().len(), 7);
+    assert_eq!(s.leaf_hashes(1028, 1029).await.unwrap().len(), 1);
+    // A range archived with its whole block has no hashes, as before.
+    assert_eq!(s.leaf_hashes(4, 5).await.unwrap(), Vec::<[u8; 32]>::new());
+    // One reaching back into it cannot be read whole.
+    let err = s.leaf_hashes(1000, 1030).await.unwrap_err().to_string();
+    assert!(err.contains("no leaf hash of events 1001..1024"), "{err}");
+
+    let fails_naming = |missing: u64| {
+        let s = s.clone();
+        async move {
+            let err = s.leaf_hashes(1024, 1031).await.unwrap_err();
+            assert!(matches!(err, Error::Backend(_)), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("no leaf hash of event {missing},"))
+                    && text.contains("warden audit verify --data-dir"),
+                "{text}"
+            );
+        }
+    };
+    let c = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+    c.execute("DELETE FROM archived_leaves WHERE seq = 1026", [])
+        .unwrap();
+    fails_naming(1026).await;
+    // Just the block a proof of event 1026 needs fails too, where it would have given a hash
+    // too few.
+    assert!(s.leaf_hashes(1025, 1026).await.is_err());
+    c.execute(
+        "INSERT INTO archived_leaves (seq, leaf_hash) VALUES (1026, zeroblob(32))",
+        [],
+    )
+    .unwrap();
+    assert_eq!(s.leaf_hashes(1024, 1031).await.unwrap().len(), 7);
+    // A live event deleted, in the middle or at the end.
+    c.execute("DELETE FROM audit WHERE seq = 1029", []).unwrap();
+    fails_naming(1029).await;
+    c.execute("DELETE FROM audit WHERE seq >= 1029", [])
+        .unwrap();
+    fails_naming(1029).await;
+    // A hash held twice.
+    c.execute(
+        "INSERT INTO archived_leaves (seq, leaf_hash) VALUES (1028, zeroblob(32))",
+        [],
+    )
+    .unwrap();
+    let err = s.leaf_hashes(1024, 1028).await.unwrap_err().to_string();
+    assert!(err.contains("two leaf hashes of event 1028"), "{err}");
+}

@@ -296,6 +296,7 @@ pub fn store(
     let archived_to = RefCell::new(0u64);
     let segments = RefCell::new(SegmentRecords::default());
     let moved = RefCell::new(Vec::new());
+    let upgraded = RefCell::new(None);
     let start = tree.clone();
     let start_size = start.size();
     let mut events = StoreEvents::new(&reader, base);
@@ -312,6 +313,9 @@ pub fn store(
         if let Some(to) = segments.borrow_mut().read(&data) {
             let mut a = archived_to.borrow_mut();
             *a = (*a).max(to);
+        }
+        if upgraded.borrow().is_none() && upgrades_to_kept_leaves(&data) {
+            *upgraded.borrow_mut() = Some(seq);
         }
         blocks.borrow_mut().add(seq, data.as_bytes());
         Record {
@@ -335,6 +339,8 @@ pub fn store(
         blocks: BlockCheck::new(reader.block_roots()?, 0),
         kept: kept_leaves.clone(),
         found: BTreeMap::new(),
+        keeps_leaves: reader.keeps_archived_leaves()?,
+        upgraded: upgraded.into_inner(),
     };
     // What an altered segment's events are checked against: every signed checkpoint, and the
     // leaf hashes kept.
@@ -1018,6 +1024,28 @@ fn segment_start(
     }
 }
 
+/// The schema version from which the store keeps the leaf hashes of the archived events of the
+/// block an archive cuts into (its migration `0013`).
+const KEPT_LEAVES_SCHEMA: i64 = 13;
+
+/// Whether event `data` is the start of a server that upgraded the store to keep the leaf
+/// hashes of archived events: archives made before it kept none.
+fn upgrades_to_kept_leaves(data: &str) -> bool {
+    if !data.contains("\"server.started\"") {
+        return false;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return false;
+    };
+    v["action"] == "server.started"
+        && v["details"]["schema"]
+            .as_i64()
+            .is_some_and(|s| s >= KEPT_LEAVES_SCHEMA)
+        && v["details"]["schema_upgraded_from"]
+            .as_i64()
+            .is_some_and(|s| s < KEPT_LEAVES_SCHEMA)
+}
+
 /// The archived events met in the segments, in sequence order: checked against the stored
 /// roots of their blocks, and against the leaf hashes the live log keeps of the block an
 /// archive cut into (`kept`; what was found of them in `found`).
@@ -1025,6 +1053,11 @@ struct ArchivedEvents {
     blocks: BlockCheck,
     kept: BTreeMap<u64, Hash>,
     found: BTreeMap<u64, Hash>,
+    /// Whether the store has the table of kept leaf hashes at all: one no Warden keeping
+    /// them has opened has none to miss.
+    keeps_leaves: bool,
+    /// The event of the start that upgraded the store to keep them, if the log holds one.
+    upgraded: Option<u64>,
 }
 
 impl ArchivedEvents {
@@ -1033,7 +1066,39 @@ impl ArchivedEvents {
         if self.kept.contains_key(&seq) {
             self.found.insert(seq, hash);
         }
+        if std::str::from_utf8(leaf_data).is_ok_and(upgrades_to_kept_leaves) {
+            self.upgraded = Some(self.upgraded.map_or(seq, |u| u.min(seq)));
+        }
         self.blocks.add_hash(seq, hash);
+    }
+
+    /// The archived events of the block the archive (the live log starting after `base`)
+    /// cut into whose leaf hash the log no longer keeps, as runs (first, last). Where an
+    /// archive was made before the store kept them (before the start that upgraded it), those
+    /// it took first have none: a run of them at the block's start is not missing.
+    fn missing(&self, base: u64) -> Vec<(u64, u64)> {
+        let block_len = 1u64 << warden_audit::merkle::BLOCK_HEIGHT;
+        let cut_start = base / block_len * block_len;
+        if !self.keeps_leaves || cut_start == base {
+            return Vec::new();
+        }
+        let first_kept = self
+            .kept
+            .range(cut_start + 1..=base)
+            .next()
+            .map_or(base + 1, |(seq, _)| *seq);
+        let from = match self.upgraded {
+            Some(upgraded) if first_kept <= upgraded => first_kept,
+            _ => cut_start + 1,
+        };
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for seq in (from..=base).filter(|seq| !self.kept.contains_key(seq)) {
+            match runs.last_mut() {
+                Some((_, last)) if *last + 1 == seq => *last = seq,
+                _ => runs.push((seq, seq)),
+            }
+        }
+        runs
     }
 
     /// After the segments: each kept leaf hash compared with its event where a segment still
@@ -1047,6 +1112,17 @@ impl ArchivedEvents {
             .map(|(seq, _)| format!(
                 "archived event {seq}: the leaf hash the log keeps of it differs from the event in its segment (altered; proofs of its block's live events fail)"
             ))
+            .chain(self.missing(base).into_iter().map(|(first, last)| {
+                let block = block_name(base >> warden_audit::merkle::BLOCK_HEIGHT);
+                let (events, them) = if first == last {
+                    (format!("event {first}"), "it")
+                } else {
+                    (format!("events {first}..={last}"), "them")
+                };
+                format!(
+                    "archived {events}: the log keeps no leaf hash of {them}, though an archive keeps those of every archived event of the block it cuts into, here the {block} (deleted from the database; proofs and exports of the block's live events fail)"
+                )
+            }))
             .collect();
         let last_seq = self.blocks.last_seq();
         for (&seq, &hash) in self.kept.range(last_seq + 1..) {
@@ -1614,7 +1690,47 @@ fn root_mismatches(problems: &[Problem]) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{key_shaped, sequence_problems};
+    use super::{ArchivedEvents, key_shaped, sequence_problems};
+    use std::collections::BTreeMap;
+    use warden_audit::BlockCheck;
+
+    #[test]
+    fn kept_hashes_missing_from_the_block_an_archive_cut_into_are_named_in_runs() {
+        let archived = |kept: &[u64], upgraded: Option<u64>, keeps_leaves: bool| ArchivedEvents {
+            blocks: BlockCheck::new(Vec::new(), 0),
+            kept: kept.iter().map(|&s| (s, [0; 32])).collect(),
+            found: BTreeMap::new(),
+            keeps_leaves,
+            upgraded,
+        };
+        let all: Vec<u64> = (1..=685).collect();
+        assert_eq!(archived(&all, None, true).missing(685), []);
+        let gaps: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|s| ![1, 300, 301, 685].contains(s))
+            .collect();
+        assert_eq!(
+            archived(&gaps, None, true).missing(685),
+            [(1, 1), (300, 301), (685, 685)]
+        );
+        assert_eq!(archived(&[], None, true).missing(685), [(1, 685)]);
+        // Into the second block; none to keep when the archive ended at a block's edge.
+        assert_eq!(archived(&[1025], None, true).missing(1027), [(1026, 1027)]);
+        assert_eq!(archived(&[], None, true).missing(1024), []);
+        // Archived before the store kept them (the upgrade comes after): those first archived
+        // have none, but those since must all be there.
+        let since: Vec<u64> = (401..=685).filter(|&s| s != 500).collect();
+        assert_eq!(archived(&since, Some(690), true).missing(685), [(500, 500)]);
+        assert_eq!(archived(&[], Some(690), true).missing(685), []);
+        // An upgrade before the first kept one excuses nothing.
+        assert_eq!(
+            archived(&since, Some(300), true).missing(685),
+            [(1, 400), (500, 500)]
+        );
+        // A store no Warden keeping them has opened.
+        assert_eq!(archived(&[], None, false).missing(685), []);
+    }
 
     #[test]
     fn only_an_argument_shaped_like_a_key_is_read_as_one() {
