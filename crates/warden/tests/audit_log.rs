@@ -2902,3 +2902,54 @@ fn a_deleted_kept_hash_of_an_archived_event_is_named_and_proves_nothing() {
         "{v}"
     );
 }
+
+/// A stopped copy of a data dir is verified without writing to it: no `-shm` or `-wal` file is
+/// made beside its database (a user who may only read the copy could make none), whatever
+/// its path holds; a database with a `-wal` beside it is still read with it.
+#[test]
+fn a_stopped_copy_is_verified_without_writing_beside_it() {
+    let (stopped, _server) = history();
+    assert!(!stopped.data.join("warden.db-wal").exists());
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("backup ?#%20 copy");
+    std::fs::create_dir(&copy).unwrap();
+    // The server stopped cleanly: all of it is in the database file.
+    std::fs::copy(stopped.data.join("warden.db"), copy.join("warden.db")).unwrap();
+    std::fs::copy(
+        stopped.data.join("audit_verifier.pub"),
+        copy.join("audit_verifier.pub"),
+    )
+    .unwrap();
+    let files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(&copy);
+    assert_eq!(before, ["audit_verifier.pub", "warden.db"]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let (code, v) = verify(&copy, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["events_checked"], stopped.size, "{v}");
+    assert_eq!(files(&copy), before);
+
+    // A -wal beside it (a server running, or killed) is read with it, as before.
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = rusqlite::Connection::open(copy.join("warden.db")).unwrap();
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    db.execute_batch(
+        "PRAGMA wal_autocheckpoint = 0; CREATE TABLE scratch (x); DROP TABLE scratch;",
+    )
+    .unwrap();
+    assert!(copy.join("warden.db-wal").exists());
+    let (code, v) = verify(&copy, &[]);
+    assert_eq!(code, 0, "{v}");
+    drop(db);
+}

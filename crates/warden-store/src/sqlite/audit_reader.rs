@@ -20,14 +20,57 @@ pub struct AuditReader {
 }
 
 impl AuditReader {
-    /// Opens `path` read-only.
+    /// Opens `path` read-only, writing nothing anywhere, so that a user who may only read a
+    /// copy (a backup in a directory they cannot write) can verify it.
+    ///
+    /// SQLite reads a database in WAL mode, as Warden's is, through its `-shm` index and its
+    /// `-wal` log, creating them beside it even for a read-only connection: that needs write
+    /// access to the directory, and leaves them behind. With no `-wal` file beside the
+    /// database, no server has it open and nothing committed lies outside the main file (a
+    /// clean stop folds the log into it and removes it; a copy made with `.backup` has none),
+    /// so it is opened `immutable`: read as it is, without locks, `-shm` or `-wal`. Otherwise
+    /// it is opened as a server's reader would be, and the `-wal` read; where that fails for
+    /// want of write access, the error says so and how to verify all the same.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let wal = sibling(path, "-wal");
+        let immutable = (!wal.exists())
+            .then(|| std::fs::canonicalize(path).ok())
+            .flatten()
+            .map(|full| format!("file:{}?immutable=1", uri_path(&full)));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match &immutable {
+            Some(uri) => Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI),
+            None => Connection::open_with_flags(path, flags),
+        }
         .map_err(|e| Error::Backend(format!("cannot open {}: {e}", path.display())))?;
-        Ok(Self { conn })
+        // The first read is where SQLite opens (or fails to create) the -shm and -wal files.
+        let read = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        match read {
+            Ok(_) => Ok(Self { conn }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if immutable.is_none()
+                    && matches!(
+                        e.code,
+                        rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen
+                    ) =>
+            {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                Err(Error::Backend(format!(
+                    "cannot read {} without write access ({e}): beside it lies {}, so a server has it open or stopped without folding its last writes in, and SQLite reads that through files it must create or write in {}. Verify a stopped copy instead (`sqlite3 {} \".backup COPY/warden.db\"`, then `--data-dir COPY`), or verify as a user who may write to {}",
+                    path.display(),
+                    wal.display(),
+                    dir.display(),
+                    path.display(),
+                    dir.display()
+                )))
+            }
+            Err(e) => Err(Error::Backend(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
     }
 
     /// Up to `limit` stored leaves (seq, data, stored hash) after `after_seq`, in seq order.
@@ -190,4 +233,27 @@ impl AuditReader {
         let rows = stmt.query_map([], decode_checkpoint).map_err(backend)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
     }
+}
+
+/// `path` with `suffix` added to its file name: `warden.db-wal` beside `warden.db`.
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// `path` as the path of a `file:` URI: every byte but letters, digits, `/`, `-`, `.`, `_` and
+/// `~` percent-encoded (a `?`, `#` or `%` in a file name would otherwise end or change it).
+fn uri_path(path: &Path) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            let _ = write!(uri, "%{b:02X}");
+        }
+    }
+    uri
 }
