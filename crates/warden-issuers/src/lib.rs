@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use warden_domain::{Recording, RequestId, RoleName, TargetName, UserName};
 
-pub use registry::{KINDS, Registry, check_connection, check_role};
+pub use registry::{KINDS, Registry, check_connection, check_role, records_sessions};
 pub use settings::SettingProblem;
 
 /// Issuer-specific settings of a role, from the targets file.
@@ -236,6 +236,16 @@ pub trait Issuer: Send + Sync + fmt::Debug {
         public_key: Option<&str>,
         holder: Holder,
     ) -> Result<(), Error>;
+
+    /// Whether Warden records the sessions of this kind's grants when policy asks it to
+    /// (`@recording("full")` or `("sampled")`, and every break-glass grant): true only where
+    /// every session of a recorded grant passes through Warden, as an SSH certificate for a
+    /// recorded grant logs in through Warden's SSH proxy alone, which records. A database
+    /// grant hands the requester a login that connects to the target directly, so Warden sees
+    /// none of its sessions: policy refuses a request whose rules demand a recording there,
+    /// rather than grant it unrecorded, and a break-glass grant there is said to be unrecorded.
+    /// Answered without an instance by [`records_sessions`], for checking a policy.
+    fn records_sessions(&self) -> bool;
 
     /// The account this issuer will create for a grant, or `None` if it creates no account at
     /// the target (SSH certificates). Names are derived from the grant id and carry a prefix

@@ -51,6 +51,18 @@ pub fn check_role(kind: &str, settings: &Settings) -> Vec<SettingProblem> {
     }
 }
 
+/// Whether Warden records the sessions of targets of `kind` ([`crate::Issuer::records_sessions`]),
+/// known without a running issuer, so that a policy learns it when it is loaded. A kind this
+/// build does not know records nothing.
+pub fn records_sessions(kind: &str) -> bool {
+    match kind {
+        "ssh" => ssh_cert::RECORDS_SESSIONS,
+        "postgres" => postgres::RECORDS_SESSIONS,
+        "mariadb" => mariadb::RECORDS_SESSIONS,
+        _ => false,
+    }
+}
+
 /// A kind of target this build does not know, as the one problem of a table of its settings.
 fn unknown_kind(kind: &str) -> Vec<SettingProblem> {
     vec![SettingProblem {

@@ -17,16 +17,19 @@
 //! A `permit` also states its terms: `@approval("peer(sre) & manager")` (the approval tier,
 //! `auto` for none — never implied) and `@max_ttl("4h")` are required; `@ticket("INC-[0-9]+")`
 //! (an anchored pattern the ticket must match), `@mfa("required")`,
-//! `@recording("full" | "sampled" | "metadata")` (default `metadata`) and
-//! `@pending_timeout("1h")` (default 24h) are optional. A `forbid` takes only `@id` and an
-//! optional `@reason`. Any other annotation is an error, so a typo cannot silently drop a term.
+//! `@recording("full" | "sampled" | "metadata")` (default `metadata`; Warden records the
+//! sessions of SSH targets only, so a rule demanding a recording must not reach others, see
+//! below) and `@pending_timeout("1h")` (default 24h) are optional. A `forbid` takes only `@id`
+//! and an optional `@reason`. Any other annotation is an error, so a typo cannot silently drop a
+//! term.
 //! Annotations, like the descriptions, environments, kinds and labels of `targets.toml`, are
 //! shown to people (a forbid's reason in its refusals): a control character (a line break
 //! included) or an invisible or text-reordering character in one is an error, naming it.
 //!
 //! A permit whose scope says `action == Action::"breakglass"` is a break-glass permit: its terms
-//! are fixed (granted at once, MFA step-up, full recording), so it takes only `@id`, a required
-//! `@max_ttl` of at most 4h and an optional `@ticket`. A permit naming both actions is refused.
+//! are fixed (granted at once, MFA step-up, full recording where Warden records sessions), so it
+//! takes only `@id`, a required `@max_ttl` of at most 4h and an optional `@ticket`. A permit
+//! naming both actions is refused.
 //!
 //! # How a decision is made
 //!
@@ -44,9 +47,16 @@
 //!    several match the strictest terms apply: approval requirements are combined with AND,
 //!    the smallest maximum TTL and pending timeout win, MFA is required if any permit requires
 //!    it, the most complete recording tier wins, and the ticket must match every pattern.
+//! 5. But at a target whose sessions Warden does not record (a database: which kinds it records
+//!    is their issuers' to say, through [`TargetCheck::records_sessions`]), a request that
+//!    matching permits demand `@recording("full")` or `("sampled")` of is **denied**, naming
+//!    those permits and why: granted, it would go unrecorded. `warden policy check` warns at
+//!    the `@recording` of each such permit, for each role it can grant there.
 //!
 //! A break-glass decision considers break-glass permits only: an ordinary permit, even one
-//! without an action constraint, never grants emergency access (forbids still apply).
+//! without an action constraint, never grants emergency access (forbids still apply). At a
+//! target whose sessions Warden does not record, break-glass is still allowed, as the way in
+//! for an emergency, and its decision says what is recorded: `metadata`.
 //!
 //! Whether a concrete request (its TTL, ticket and MFA proof) meets an allowed decision is
 //! [`warden_domain::Decision::check`]'s job; who must approve it is the approval tier's.

@@ -17,7 +17,7 @@ use cedar_policy::{Authorizer, Effect, PolicyId, PolicySet, Schema, ValidationMo
 use sha2::{Digest as _, Sha256};
 
 use crate::cedar_text::{self, Piece};
-use crate::diagnostics::{Diagnostic, Report, Source, file_diagnostic};
+use crate::diagnostics::{Diagnostic, Place, Report, Source, file_diagnostic};
 use crate::entities::{self, EntitySets, Vocabulary};
 use crate::free_text;
 use crate::literals::{self, Known, Locator};
@@ -310,9 +310,24 @@ impl Home<'_> {
     }
 }
 
-/// Problems with the targets that this crate cannot see (each target kind's own settings), found
-/// by the caller and reported with every other problem.
-pub type TargetCheck<'a> = &'a dyn Fn(&Targets) -> Vec<Diagnostic>;
+/// What the caller knows of the targets that this crate cannot, from each target kind's issuer.
+#[derive(Clone, Copy)]
+pub struct TargetCheck<'a> {
+    /// Problems with the targets (each target kind's own settings), reported with every other
+    /// problem.
+    pub problems: &'a dyn Fn(&Targets) -> Vec<Diagnostic>,
+    /// Whether Warden records the sessions of targets of a kind: a request whose rules demand a
+    /// recording at a target whose sessions it does not record is refused, and a break-glass
+    /// grant there is recorded as `metadata`, what it is.
+    pub records_sessions: &'a dyn Fn(&str) -> bool,
+}
+
+impl std::fmt::Debug for TargetCheck<'_> {
+    // Functions have nothing to show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetCheck").finish_non_exhaustive()
+    }
+}
 
 /// Builds a [`Policy`] from in-memory files; see [`Policy::from_files`].
 pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result<Policy, Report> {
@@ -323,7 +338,7 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
             match targets::parse(text, &mut out) {
                 Some((parsed, named)) => {
                     let whole = out.len() == before;
-                    out.extend(check(&parsed));
+                    out.extend((check.problems)(&parsed));
                     // A policy is built only from a targets.toml that read whole; the rules'
                     // references are checked either way, against the names it gives (those of
                     // targets whose definitions have problems too, so that a rule naming one
@@ -382,6 +397,7 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         set,
         terms,
         mentions,
+        recording_at,
         ..
     } = rules;
 
@@ -403,8 +419,14 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
         // Both are only missing after a problem was reported above.
         return Err(Report::default());
     };
+    let unrecorded = targets
+        .iter()
+        .filter(|(_, t)| !(check.records_sessions)(&t.kind))
+        .map(|(name, _)| name.clone())
+        .collect();
     let mut policy = Policy {
         digest: digest(files),
+        unrecorded,
         targets,
         set,
         terms,
@@ -417,6 +439,8 @@ pub(crate) fn load(files: &[(String, String)], check: TargetCheck<'_>) -> Result
     };
     let unrecorded = policy.unrecorded_input();
     policy.warnings.extend(unrecorded);
+    let undone = policy.unrecordable_warnings(&recording_at);
+    policy.warnings.extend(undone);
     Ok(policy)
 }
 
@@ -453,6 +477,9 @@ struct Rules<'a> {
     /// The rules' `User::` and `Group::` literals and the groups their `@approval` takes
     /// approvers from, for the server to check against the directory.
     mentions: Vec<Mention>,
+    /// Where each request permit that demands a recording writes its `@recording`, for warning
+    /// there about the targets whose sessions Warden does not record.
+    recording_at: HashMap<PolicyId, Place>,
 }
 
 impl<'a> Rules<'a> {
@@ -465,6 +492,7 @@ impl<'a> Rules<'a> {
             homes: HashMap::new(),
             terms: HashMap::new(),
             mentions: Vec::new(),
+            recording_at: HashMap::new(),
         }
     }
 
@@ -593,6 +621,11 @@ impl<'a> Rules<'a> {
                         scope: false,
                         place: home.src.place(home.offset + at),
                     });
+                }
+                if !t.breakglass && t.recording != warden_domain::Recording::Metadata {
+                    let at = annotation_offset(text, "recording").unwrap_or(0);
+                    self.recording_at
+                        .insert(pid.clone(), home.src.place(home.offset + at));
                 }
                 self.terms.insert(pid.clone(), t);
             }),

@@ -4,14 +4,14 @@
 //! per-request context (and the entities, unless a recent decision had the same), runs Cedar,
 //! and folds the matching rules' terms together.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 
 use cedar_policy::{Authorizer, Effect, Entities, PolicyId, PolicySet, Request};
 use warden_domain::{Decision, Directory, RoleName, TargetName, User};
 
-use crate::diagnostics::{Diagnostic, Report};
+use crate::diagnostics::{Diagnostic, Place, Report};
 use crate::entities::{self, EntitySets, TargetEntities, Vocabulary};
 use crate::fixtures;
 use crate::load::{self, TargetCheck};
@@ -26,6 +26,9 @@ use crate::{Action, Context};
 pub struct Policy {
     pub(crate) digest: String,
     pub(crate) targets: Targets,
+    /// The targets whose sessions Warden does not record (their kind's issuer says so: see
+    /// [`TargetCheck::records_sessions`]).
+    pub(crate) unrecorded: BTreeSet<TargetName>,
     pub(crate) set: PolicySet,
     /// The terms of every `permit`, by rule id. Forbids have none.
     pub(crate) terms: HashMap<PolicyId, Terms>,
@@ -120,10 +123,18 @@ impl Policy {
     }
 
     /// Loads from in-memory files given as (name relative to the policy directory, contents),
-    /// e.g. the embedded demo policy, with no checks beyond this crate's. Files other than
-    /// `targets.toml` and top-level `*.cedar` files (such as `tests/*.toml`) are ignored.
+    /// e.g. the embedded demo policy, with no checks beyond this crate's: no issuer is asked
+    /// about the targets, so every kind is taken to have its sessions recorded (a server loads
+    /// with [`Policy::load_dir`] and its issuers' answers). Files other than `targets.toml` and
+    /// top-level `*.cedar` files (such as `tests/*.toml`) are ignored.
     pub fn from_files(files: &[(String, String)]) -> Result<Policy, Report> {
-        load::load(files, &|_| Vec::new())
+        load::load(
+            files,
+            TargetCheck {
+                problems: &|_| Vec::new(),
+                records_sessions: &|_| true,
+            },
+        )
     }
 
     /// Hex SHA-256 over the names and contents of the files that make up the policy
@@ -268,11 +279,92 @@ impl Policy {
             return Ok(Decision::deny(Vec::new()));
         }
         let terms: Option<Vec<&Terms>> = matched.iter().map(|id| self.terms.get(*id)).collect();
-        Ok(match terms {
-            Some(terms) => rules::combine(ids(matched), &terms),
-            // Every permit has terms; a match without them would be a bug, so grant nothing.
-            None => Decision::deny(Vec::new()),
-        })
+        // Every permit has terms; a match without them would be a bug, so grant nothing.
+        let Some(terms) = terms else {
+            return Ok(Decision::deny(Vec::new()));
+        };
+        if self.unrecorded.contains(target) {
+            return Ok(self.unrecorded_decision(target, role, breakglass, &matched, &terms));
+        }
+        Ok(rules::combine(ids(matched), &terms))
+    }
+
+    /// The decision at a target whose sessions Warden does not record, by the permits
+    /// `matched` with their `terms`. A break-glass grant is still the emergency way in, but
+    /// its decision says what it gets: `metadata`, not the recording break-glass has where
+    /// Warden records. A request whose rules demand a recording is refused, naming those
+    /// rules and why, rather than granted unrecorded: no grant under them could be recorded.
+    fn unrecorded_decision(
+        &self,
+        target: &TargetName,
+        role: &RoleName,
+        breakglass: bool,
+        matched: &[&PolicyId],
+        terms: &[&Terms],
+    ) -> Decision {
+        if breakglass {
+            return Decision {
+                recording: warden_domain::Recording::Metadata,
+                ..rules::combine(ids(matched.to_vec()), terms)
+            };
+        }
+        let demanding: Vec<(&PolicyId, warden_domain::Recording)> = matched
+            .iter()
+            .zip(terms)
+            .filter(|(_, t)| t.recording != warden_domain::Recording::Metadata)
+            .map(|(id, t)| (*id, t.recording))
+            .collect();
+        if demanding.is_empty() {
+            return rules::combine(ids(matched.to_vec()), terms);
+        }
+        let kind = self.targets.get(target).map_or("", |t| t.kind.as_str());
+        let forbid_reasons = demanding
+            .iter()
+            .map(|(id, recording)| (id.to_string(), unrecordable(*recording, target, role, kind)))
+            .collect();
+        Decision {
+            forbid_reasons,
+            ..Decision::deny(ids(demanding.into_iter().map(|(id, _)| id).collect()))
+        }
+    }
+
+    /// Warnings, at each request permit's `@recording` (`recording_at`, by rule), about the
+    /// roles it can grant at targets whose sessions Warden does not record: a request for one
+    /// that the rule matches is refused ([`Policy::decide`]), since no grant under the rule
+    /// could be recorded as it demands.
+    pub(crate) fn unrecordable_warnings(
+        &self,
+        recording_at: &HashMap<PolicyId, Place>,
+    ) -> Vec<Diagnostic> {
+        if self.unrecorded.is_empty() || recording_at.is_empty() {
+            return Vec::new();
+        }
+        let nobody = self.vocab.nobody();
+        let action = self.vocab.action(Action::Request);
+        let mut out = Vec::new();
+        for p in self.set.policies() {
+            let (Some(at), Some(terms)) = (recording_at.get(p.id()), self.terms.get(p.id())) else {
+                continue;
+            };
+            let reach = Reach::of(p);
+            for name in &self.unrecorded {
+                let (Some(t), Some(target)) = (self.entities.get(name), self.targets.get(name))
+                else {
+                    continue;
+                };
+                for (role, entity) in &t.roles {
+                    if reach.applies(&self.authorizer, &nobody, action, t, entity) != Applies::Never
+                    {
+                        out.push(at.warning(format!(
+                            "permit {}: {}",
+                            p.id(),
+                            unrecordable(terms.recording, name, role, &target.kind)
+                        )));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Warnings about roles whose `record_input = true` no rule that can grant them honours:
@@ -384,6 +476,19 @@ impl Policy {
                 .is_authorized(&request, &self.set, &entities),
         )
     }
+}
+
+/// Why a rule demanding `recording` cannot have it for `role` of `target`, of kind `kind`, and
+/// what to do about it.
+fn unrecordable(
+    recording: warden_domain::Recording,
+    target: &TargetName,
+    role: &RoleName,
+    kind: &str,
+) -> String {
+    format!(
+        "it demands @recording(\"{recording}\") for role {role} of target {target}, whose sessions Warden does not record (kind {kind}: Warden records SSH sessions only; database sessions are not recorded by Warden), so a request it matches there is refused: scope the rule to SSH targets (e.g. `when {{ resource.target.kind == \"ssh\" }}`) or drop its @recording"
+    )
 }
 
 /// Rule ids as decisions report them: sorted and distinct.

@@ -24,7 +24,7 @@ const PERMIT_KEYS: [&str; 7] = [
 /// Annotations allowed on a `forbid`: a forbid only denies, so terms would mean nothing there.
 const FORBID_KEYS: [&str; 2] = ["id", "reason"];
 /// Annotations allowed on a break-glass `permit`: its other terms are fixed (granted at once,
-/// MFA step-up, full recording), so they cannot be written.
+/// MFA step-up, full recording where Warden records sessions), so they cannot be written.
 const BREAKGLASS_KEYS: [&str; 3] = ["id", "max_ttl", "ticket"];
 /// The longest break-glass grant a policy may allow: emergency access is short, and more time
 /// goes through the normal flow.
@@ -167,7 +167,9 @@ fn fixed_for_breakglass(key: &str) -> Option<&'static str> {
             "a break-glass permit grants at once, without approval: remove @approval (each use is reviewed afterwards in its postmortem)",
         ),
         "mfa" => Some("break-glass always requires MFA step-up: remove @mfa"),
-        "recording" => Some("break-glass sessions are always recorded in full: remove @recording"),
+        "recording" => Some(
+            "break-glass sessions are always recorded in full where Warden records sessions (SSH targets): remove @recording",
+        ),
         "pending_timeout" => {
             Some("break-glass grants at once, so nothing waits: remove @pending_timeout")
         }
@@ -177,7 +179,8 @@ fn fixed_for_breakglass(key: &str) -> Option<&'static str> {
 
 /// Reads the terms of a break-glass `permit` (`action == Action::"breakglass"`): a required
 /// `@max_ttl` of at most [`BREAKGLASS_MAX_TTL`] and an optional `@ticket`. Granted at once,
-/// always with MFA step-up and full recording.
+/// always with MFA step-up and full recording (`metadata` at a target whose sessions Warden does
+/// not record, which the decision says).
 pub(crate) fn breakglass_terms<'a>(
     id: &str,
     annotations: impl Iterator<Item = (&'a str, &'a str)>,

@@ -7,7 +7,10 @@ use warden_domain::{Recording, Ticket, User};
 use super::*;
 
 /// No problems of the targets beyond this crate's own checks (the server adds its issuers').
-const NO_CHECK: TargetCheck<'static> = &|_| Vec::new();
+const NO_CHECK: TargetCheck<'static> = TargetCheck {
+    problems: &|_| Vec::new(),
+    records_sessions: &|_| true,
+};
 
 const TARGETS: &str = r#"
 [targets.prod-web-1]
@@ -134,19 +137,19 @@ fn loads_a_directory_like_in_memory_files() {
         std::os::unix::fs::symlink("user@host.1234:1700000000", dir.path().join(lock)).unwrap();
     }
     std::os::unix::fs::symlink("nowhere", dir.path().join("README.cedar.bak")).unwrap();
-    let from_dir = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
+    let from_dir = Policy::load_dir(dir.path(), NO_CHECK).unwrap();
     let in_memory = Policy::from_files(&demo_files()).unwrap();
     assert_eq!(from_dir.digest(), in_memory.digest());
     let report = run_tests(dir.path(), NO_CHECK).unwrap();
     assert_eq!((report.passed(), report.failed()), (18, 0));
 
     std::fs::write(dir.path().join("extra.cedar"), "@id(\"x\")").unwrap();
-    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    let err = Policy::load_dir(dir.path(), NO_CHECK).unwrap_err();
     assert_eq!(err.diagnostics[0].file, "extra.cedar");
     // A policy file that is a dangling link is named.
     std::fs::remove_file(dir.path().join("extra.cedar")).unwrap();
     std::os::unix::fs::symlink("nowhere", dir.path().join("extra.cedar")).unwrap();
-    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    let err = Policy::load_dir(dir.path(), NO_CHECK).unwrap_err();
     assert_eq!(err.diagnostics[0].file, "extra.cedar");
     assert!(err.to_string().contains("cannot read"), "{err}");
 
@@ -158,7 +161,7 @@ fn loads_a_directory_like_in_memory_files() {
         "@id(\"typo\") @approval(\"manger\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n",
     )
     .unwrap();
-    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    let err = Policy::load_dir(dir.path(), NO_CHECK).unwrap_err();
     let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
     assert_eq!(files, ["latin1.cedar", "typo.cedar"], "{err}");
     // `policy test` too, with the fixtures' own problems.
@@ -188,7 +191,7 @@ fn loads_a_directory_like_in_memory_files() {
     std::fs::write(dir.path().join("more/.aside/old.cedar"), "").unwrap();
     std::fs::create_dir(dir.path().join(".aside")).unwrap();
     std::fs::write(dir.path().join(".aside/old.cedar"), "").unwrap();
-    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    let err = Policy::load_dir(dir.path(), NO_CHECK).unwrap_err();
     let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
     assert_eq!(
         files,
@@ -201,7 +204,7 @@ fn loads_a_directory_like_in_memory_files() {
     );
     std::fs::remove_file(dir.path().join("Forbid.CEDAR")).unwrap();
     std::fs::remove_dir_all(dir.path().join("more")).unwrap();
-    Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
+    Policy::load_dir(dir.path(), NO_CHECK).unwrap();
 
     // Fixtures `policy test` would pass over are named too, but only where fixtures are read:
     // a server loads the policy whatever its tests/ holds.
@@ -216,11 +219,11 @@ fn loads_a_directory_like_in_memory_files() {
         ["tests/More.TOML", "tests/sub/deeper/cases.toml"],
         "{err}"
     );
-    Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap();
+    Policy::load_dir(dir.path(), NO_CHECK).unwrap();
     std::fs::remove_file(dir.path().join("tests/More.TOML")).unwrap();
     std::fs::remove_dir_all(dir.path().join("tests/sub")).unwrap();
 
-    let missing = Policy::load_dir(&dir.path().join("nope"), &|_| Vec::new()).unwrap_err();
+    let missing = Policy::load_dir(&dir.path().join("nope"), NO_CHECK).unwrap_err();
     assert!(
         missing
             .to_string()
@@ -1100,7 +1103,7 @@ fn a_file_that_is_no_utf8_is_named_with_its_line() {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     std::fs::write(dir.path().join("a.cedar"), b"// one\n// two\n// caf\xe9\n").unwrap();
-    let err = Policy::load_dir(dir.path(), &|_| Vec::new()).unwrap_err();
+    let err = Policy::load_dir(dir.path(), NO_CHECK).unwrap_err();
     assert_eq!(
         err.diagnostics[0].to_string(),
         "a.cedar:3: not valid UTF-8 here: save the file as UTF-8 text"
@@ -1686,7 +1689,11 @@ fn issuer_problems(targets: &str) -> Vec<String> {
         ("targets.toml".to_owned(), targets.to_owned()),
         ("r.cedar".to_owned(), rule.to_owned()),
     ];
-    match load::load(&files, &issuers) {
+    let check = TargetCheck {
+        problems: &issuers,
+        ..NO_CHECK
+    };
+    match load::load(&files, check) {
         Ok(_) => panic!("loaded"),
         Err(r) => r.diagnostics.iter().map(ToString::to_string).collect(),
     }
@@ -2007,4 +2014,145 @@ permit (principal, action == Action::"request", resource == Role::"prod-web-1/vi
             .any(|p| p.contains("not a valid escape") && p.contains(r"`\\d` for the pattern `\d`")),
         "{found:?}"
     );
+}
+
+/// At a target whose sessions Warden does not record (its kind's issuer says so), a request
+/// whose rules demand a recording is refused by the decision itself, naming those rules and
+/// why, and `policy check` warns at each one's @recording for each role it can grant there; a
+/// rule demanding none still grants, and break-glass is still granted there, as what it is:
+/// `metadata`.
+#[test]
+fn a_recording_is_never_granted_where_warden_records_no_sessions() {
+    let targets = format!(
+        "{TARGETS}\n[targets.db]\nkind = \"postgres\"\nenvironment = \"production\"\n\n\
+         [targets.db.roles.ro]\ngrants = [\"x\"]\n\n[targets.db.roles.rw]\ngrants = [\"y\"]\n"
+    );
+    let rules = r#"@id("any-full") @approval("auto") @max_ttl("1h") @recording("full")
+permit (principal, action == Action::"request", resource) when { resource.name == "ro" || resource.name == "admin" };
+@id("db-sampled") @approval("auto") @max_ttl("1h") @recording("sampled")
+permit (principal, action == Action::"request", resource == Role::"db/ro");
+@id("db-plain") @approval("auto") @max_ttl("2h")
+permit (principal, action == Action::"request", resource in Target::"db");
+@id("bg") @max_ttl("1h")
+permit (principal, action == Action::"breakglass", resource);
+"#;
+    let files = vec![
+        ("targets.toml".to_owned(), targets),
+        ("a.cedar".to_owned(), rules.to_owned()),
+    ];
+    let check = TargetCheck {
+        records_sessions: &|kind| kind != "postgres",
+        ..NO_CHECK
+    };
+    let p = load::load(&files, check).unwrap_or_else(|r| panic!("{r}"));
+    let alice = user("alice", &[]);
+    let d = decide(&p, &alice, "db", "ro", &ctx());
+    assert!(!d.allowed);
+    assert_eq!(d.rules, ["any-full", "db-sampled"]);
+    let said = d.not_permitted().to_string();
+    assert_eq!(d.not_permitted().code(), "not_permitted");
+    for part in [
+        "any-full: it demands @recording(\"full\") for role ro of target db, whose sessions Warden does not record",
+        "db-sampled: it demands @recording(\"sampled\")",
+        "database sessions are not recorded by Warden",
+        "scope the rule to SSH targets",
+        "or drop its @recording",
+    ] {
+        assert!(said.contains(part), "{part:?} not in {said}");
+    }
+    // A request no rule demands a recording of is decided as ever.
+    let rw = decide(&p, &alice, "db", "rw", &ctx());
+    assert!(rw.allowed);
+    assert_eq!(rw.rules, ["db-plain"]);
+    assert_eq!(rw.recording, Recording::Metadata);
+    // Where Warden records, the rule's recording is granted.
+    let ssh = decide(&p, &alice, "prod-web-1", "admin", &ctx());
+    assert!(ssh.allowed);
+    assert_eq!(ssh.recording, Recording::Full);
+    // Break-glass stays the way in, reported as unrecorded at the database only.
+    let breakglass = |target: &str, role: &str| {
+        p.decide(
+            Action::Breakglass,
+            &alice,
+            &target.parse().unwrap(),
+            &role.parse().unwrap(),
+            &ctx(),
+        )
+        .unwrap()
+    };
+    let at_db = breakglass("db", "rw");
+    assert!(at_db.allowed && at_db.mfa);
+    assert_eq!(at_db.recording, Recording::Metadata);
+    assert_eq!(breakglass("prod-web-1", "admin").recording, Recording::Full);
+    // Warned at each rule's @recording, once for each role it can grant at the database.
+    let warnings: Vec<String> = p.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("a.cedar:1:50: warning: permit any-full: it demands @recording(\"full\") for role ro of target db,"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].starts_with("a.cedar:3:52: warning: permit db-sampled: it demands @recording(\"sampled\") for role ro of target db,"),
+        "{}",
+        warnings[1]
+    );
+    // Which kinds are recorded is the issuers' to say: told every kind is, the policy grants.
+    let told_recorded = load::load(&files, NO_CHECK).unwrap_or_else(|r| panic!("{r}"));
+    assert!(told_recorded.warnings().is_empty());
+    let d = decide(&told_recorded, &alice, "db", "ro", &ctx());
+    assert!(d.allowed);
+    assert_eq!(d.recording, Recording::Full);
+}
+
+/// Fixture users are judged as the server judges its config's: managers naming each other in
+/// a cycle are refused, where the first of them names the next; and a hint naming a table
+/// quotes a name with a dot, which TOML would read as two keys.
+#[test]
+fn fixture_manager_cycles_are_refused_and_hints_quote_dotted_names() {
+    let policy = "@id(\"viewers\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action, resource);\n";
+    let targets = "[targets.\"b.c\"]\nkind = \"ssh\"\nenvironment = \"production\"\n[targets.\"b.c\".roles.admin]\nprincipals = [\"root\"]\n";
+    let cases = r#"[users.a]
+manager = "b"
+
+[users.b]
+manager = "c"
+
+[users.c]
+manager = "b"
+
+[users.d]
+manager = "d"
+
+[users.e]
+manager = "f.g"
+
+[[case]]
+name = "x"
+user = "h.i"
+target = "b.c"
+role = "viewer"
+expect = "deny"
+"#;
+    let files = vec![
+        ("targets.toml".to_owned(), targets.to_owned()),
+        ("a.cedar".to_owned(), policy.to_owned()),
+        ("tests/t.toml".to_owned(), cases.to_owned()),
+    ];
+    for got in [
+        fixtures::run_files(&files, NO_CHECK).map(|_| ()),
+        fixtures::check_files(&files, NO_CHECK).map(|_| ()),
+    ] {
+        assert_eq!(
+            got.unwrap_err().to_string(),
+            [
+                "tests/t.toml:5:11: users b \u{2192} c \u{2192} b name each other as manager in a cycle: a chain of managers must end with someone who has none; remove `manager` from one of them, or name someone outside the cycle",
+                "tests/t.toml:10:8: user d names themself as manager",
+                "tests/t.toml:14:11: manager f.g is not declared: add a [users.\"f.g\"] table",
+                "tests/t.toml:18:8: user h.i is not declared: add a [users.\"h.i\"] table",
+                "tests/t.toml:20:8: target `b.c` has no role `viewer`; its roles: admin: name one of them, or define it in targets.toml as [targets.\"b.c\".roles.viewer]",
+            ]
+            .join("\n")
+        );
+    }
 }

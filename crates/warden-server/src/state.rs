@@ -11,7 +11,7 @@ use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::{Directory, RequestId, User, UserName};
 use warden_issuers::Registry;
 use warden_issuers::ssh_cert::UserCa;
-use warden_policy::{Diagnostic, Policy, Report, Severity, Targets, TestReport};
+use warden_policy::{Diagnostic, Policy, Report, Severity, TargetCheck, Targets, TestReport};
 use warden_store::Store;
 
 use crate::config::Config;
@@ -120,20 +120,20 @@ pub fn new_request_id() -> (RequestId, OffsetDateTime) {
 /// Loads a policy directory, checking every target's connection and role settings against
 /// its issuer, so that one run reports every problem.
 pub fn load_policy(dir: &Path) -> Result<Policy, Report> {
-    Policy::load_dir(dir, &check_issuers)
+    Policy::load_dir(dir, ISSUERS)
 }
 
 /// [`load_policy`] for `warden policy check`: the fixture files in `tests/` are read too (not
 /// run), so that a CI job checking the policy is not told OK beside fixtures `policy test`
 /// cannot read.
 pub fn check_policy(dir: &Path) -> Result<Policy, Report> {
-    Policy::check_dir(dir, &check_issuers)
+    Policy::check_dir(dir, ISSUERS)
 }
 
 /// Runs a policy directory's fixtures against it, loaded as [`load_policy`] loads it: one run
 /// reports every problem of the policy and of the fixture files together.
 pub fn test_policy(dir: &Path) -> Result<TestReport, Report> {
-    warden_policy::run_tests(dir, &check_issuers)
+    warden_policy::run_tests(dir, ISSUERS)
 }
 
 /// [`load_policy`] for the policy a server enforces: also refused when anyone but the
@@ -201,6 +201,13 @@ fn log_policy_warnings(warnings: &[Diagnostic]) {
         tracing::warn!("policy: {w}");
     }
 }
+
+/// What the issuers know of the targets: the problems with their connections and role
+/// settings, and whether Warden records their sessions.
+const ISSUERS: TargetCheck<'static> = TargetCheck {
+    problems: &check_issuers,
+    records_sessions: &warden_issuers::records_sessions,
+};
 
 /// Problems with connections and role settings that only the issuers can see.
 fn check_issuers(targets: &Targets) -> Vec<Diagnostic> {

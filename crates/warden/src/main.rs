@@ -61,8 +61,9 @@ enum Command {
     /// Create and act on access requests.
     #[command(subcommand)]
     Request(commands::requests::RequestCommand),
-    /// Emergency access: granted at once after MFA, recorded in full, security notified, and a
-    /// postmortem opened. `--drill` for a drill.
+    /// Emergency access: granted at once after MFA, recorded in full at SSH targets (Warden
+    /// records no database sessions), security notified, and a postmortem opened. `--drill` for
+    /// a drill.
     Breakglass(commands::breakglass::BreakglassArgs),
     /// List, show and close the postmortems of break-glass grants.
     #[command(subcommand)]

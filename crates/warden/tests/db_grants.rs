@@ -1565,3 +1565,118 @@ fn mariadb_grant_has_no_valid_until_so_the_lease_enforces_it() {
     assert_eq!(v["state"], "active", "{v}");
     ok(&alice, &["request", "revoke", &id(&v)]);
 }
+
+/// Warden records no database session: a request whose rule demands a recording at a
+/// PostgreSQL target is refused, on the record, rather than granted unrecorded, and
+/// `policy check` warns of the rule; break-glass there is still granted, and says everywhere
+/// that its sessions are not recorded.
+#[test]
+fn database_access_is_never_said_to_be_recorded() {
+    let pg = Postgres::start();
+    let (targets, rules) = policy(pg.port(), 1);
+    let targets = format!(
+        "{targets}\n[targets.pg.roles.recorded]\n\
+         grants = [\"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{{{name}}}}\"]\n"
+    );
+    let rules = format!(
+        "{rules}\n@id(\"pg-recorded\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n@recording(\"full\")\n\
+         permit (principal, action == Action::\"request\", resource == Role::\"pg/recorded\");\n\
+         @id(\"pg-breakglass\")\n@max_ttl(\"1h\")\n\
+         permit (principal in Group::\"sre\", action == Action::\"breakglass\", resource == Role::\"pg/read\");\n"
+    );
+    let env = Env::start_with(&[("targets.toml", &targets), ("access.cedar", &rules)], &[]);
+    let admin = env.login("admin");
+    set_credential(&admin, "pg", pg.admin_user(), pg.admin_password());
+
+    let alice = env.login("alice");
+    let out = fails(
+        &alice,
+        &[
+            "request", "create", "pg", "--role", "recorded", "--reason", "r", "--ttl", "30m",
+        ],
+        3,
+    );
+    for part in [
+        "pg-recorded: it demands @recording(\"full\") for role recorded of target pg",
+        "database sessions are not recorded by Warden",
+        "scope the rule to SSH targets",
+    ] {
+        assert!(out.stderr.contains(part), "{part:?}: {out:?}");
+    }
+    assert_eq!(accounts_of(&pg, "alice"), 0);
+    let refused = audit_events(&admin, "request.refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        refused[0]["outcome"]["code"], "not_permitted",
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused[0]["details"]["rules"][0], "pg-recorded",
+        "{refused:?}"
+    );
+    let checked = admin.run(
+        &["policy", "check", env.policy_dir().to_str().unwrap()],
+        None,
+    );
+    assert!(checked.success(), "{checked:?}");
+    assert!(
+        checked.stderr.contains("warning: permit pg-recorded: it demands @recording(\"full\") for role recorded of target pg"),
+        "{checked:?}"
+    );
+
+    let bob = env.login("bob");
+    let code = totp(&enroll_mfa(&bob), 1);
+    let out = bob.run(
+        &[
+            "breakglass",
+            "pg",
+            "--role",
+            "read",
+            "--reason",
+            "db fire",
+            "--ttl",
+            "30m",
+            "--totp",
+            &code,
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("BREAK-GLASS: granted at once; sessions at this target are not recorded (Warden records SSH sessions only); "),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("recorded in full"), "{out:?}");
+    let rid = out
+        .stdout
+        .split("postmortem ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let shown = ok(&bob, &["request", "show", &rid]);
+    assert_eq!(shown["state"], "active", "{shown}");
+    assert_eq!(shown["recording"], "metadata", "{shown}");
+    let human = bob.run(&["request", "show", &rid], None);
+    assert!(
+        human
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("recording") && l.trim_end().ends_with("metadata")),
+        "{human:?}"
+    );
+    let activated = audit_events(&admin, "breakglass.activated");
+    assert_eq!(
+        activated[0]["details"]["recording"], "metadata",
+        "{activated:?}"
+    );
+    let explained = ok(
+        &bob,
+        &["policy", "explain", "pg", "--role", "read", "--breakglass"],
+    );
+    assert_eq!(
+        explained["decision"]["recording"], "metadata",
+        "{explained}"
+    );
+    ok(&bob, &["request", "revoke", &rid]);
+}

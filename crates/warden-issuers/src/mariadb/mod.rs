@@ -658,10 +658,18 @@ fn left_behind(what: &str, e: &mysql_async::Error, harm: &str, needs: &str) -> E
     ))
 }
 
+/// Warden records none of this kind's sessions: a grant's login connects to the database
+/// directly, past Warden ([`crate::Issuer::records_sessions`]).
+pub const RECORDS_SESSIONS: bool = false;
+
 #[async_trait]
 impl Issuer for MariadbIssuer {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn records_sessions(&self) -> bool {
+        RECORDS_SESSIONS
     }
 
     fn check_request(

@@ -934,10 +934,18 @@ async fn end_sessions(client: &Client, role: &str, oid: u32) -> Result<(), Error
     }
 }
 
+/// Warden records none of this kind's sessions: a grant's login connects to the database
+/// directly, past Warden ([`crate::Issuer::records_sessions`]).
+pub const RECORDS_SESSIONS: bool = false;
+
 #[async_trait]
 impl Issuer for PostgresIssuer {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn records_sessions(&self) -> bool {
+        RECORDS_SESSIONS
     }
 
     fn check_request(

@@ -483,10 +483,18 @@ fn unix(t: time::OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 
+/// Warden records this kind's sessions: a recorded grant's certificate logs in to Warden's SSH
+/// proxy only, which records every session ([`Issuer::records_sessions`]).
+pub const RECORDS_SESSIONS: bool = true;
+
 #[async_trait]
 impl Issuer for SshCertIssuer {
     fn kind(&self) -> &'static str {
         "ssh"
+    }
+
+    fn records_sessions(&self) -> bool {
+        RECORDS_SESSIONS
     }
 
     fn check_request(

@@ -43,8 +43,10 @@ impl App {
     }
 
     /// Breaks the glass: decided by the break-glass rules alone, always after MFA step-up (a
-    /// user without a second factor is refused), granted at once and recorded in full; the
-    /// grant notifies security and opens a postmortem. A drill takes the same path, flagged.
+    /// user without a second factor is refused), granted at once and recorded in full where
+    /// Warden records sessions (at a database the decision, and so the grant and its
+    /// `breakglass.activated`, say `metadata`); the grant notifies security and opens a
+    /// postmortem. A drill takes the same path, flagged.
     pub async fn breakglass(
         &self,
         caller: Caller<'_>,

@@ -124,8 +124,14 @@ pub async fn breakglass(
         } else {
             "security is being notified"
         };
+        // As the grant says: break-glass is recorded in full where Warden records sessions.
+        let recorded = if v["recording"] == "full" {
+            "granted at once, recorded in full"
+        } else {
+            "granted at once; sessions at this target are not recorded (Warden records SSH sessions only)"
+        };
         println!(
-            "BREAK-GLASS{}: granted at once, recorded in full; {told}; postmortem {} is open.\n",
+            "BREAK-GLASS{}: {recorded}; {told}; postmortem {} is open.\n",
             if a.drill { " DRILL" } else { "" },
             s(&v, "id")
         );

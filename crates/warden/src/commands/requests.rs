@@ -1004,7 +1004,7 @@ pub async fn targets(server: Option<String>, out: Output) -> anyhow::Result<()> 
     if !emergency.is_empty() {
         println!();
         println!(
-            "Break-glass (`warden breakglass TARGET --role ROLE`; MFA, full recording, security notified):"
+            "Break-glass (`warden breakglass TARGET --role ROLE`; MFA, recorded in full at SSH targets, security notified):"
         );
         table(&["TARGET", "ROLE", "MAX TTL", "TICKET"], &emergency);
     }
