@@ -182,7 +182,8 @@ pub struct SinkBacklogView {
 }
 
 /// Breaks the glass: grants at once after MFA step-up under the break-glass rules, records in
-/// full, notifies security and opens a postmortem.
+/// full where Warden records sessions (SSH targets; a database grant says `metadata`), notifies
+/// security and opens a postmortem.
 #[utoipa::path(post, path = "/v1/breakglass", operation_id = "breakglass", request_body = BreakGlassBody, security(("token" = [])),
     responses((status = 201, body = RequestView),
         (status = 400, description = "`bad_target`, `bad_role`, `bad_reason`, `bad_ticket`, `bad_ttl` (a field that does not parse), `field_too_long` (`public_key` or `totp`), `bad_credential_input` (a public key the role cannot take)", body = ErrorBody),
