@@ -127,6 +127,7 @@ pub struct Config {
     pub notify: Vec<crate::notify::NotifyConfig>,
     /// The address people reach Warden at, for the links in notifications, e.g.
     /// `https://warden.example.com`. Default `http://` and the listen address.
+    #[serde(default, deserialize_with = "public_url")]
     pub public_url: Option<String>,
     /// How long before a grant ends its requester is told (only for grants longer than this).
     #[serde(default = "default_expiry_warning", deserialize_with = "duration")]
@@ -164,6 +165,52 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ttl, D::Error> {
     let text = String::deserialize(d)?;
     text.parse::<Ttl>()
         .map_err(|e| serde::de::Error::custom(e.of("the value")))
+}
+
+/// Reads `public_url`: an `http://` or `https://` address with a host, and nothing every
+/// notification's links must not carry, or that would break them: no user name or password
+/// (notifications never carry credentials), no query or fragment (the link's path comes after
+/// it), no space or control character. The value is never said back: it may hold a password.
+fn public_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    match public_url_problem(&text) {
+        None => Ok(Some(text)),
+        Some(why) => Err(serde::de::Error::custom(format!(
+            "`public_url` {why}, e.g. public_url = \"https://warden.example.com\" (a path may follow, as in \"https://example.com/warden\")"
+        ))),
+    }
+}
+
+/// What is wrong with `url` as `public_url`, if anything.
+fn public_url_problem(url: &str) -> Option<&'static str> {
+    let rest = ["https://", "http://"].iter().find_map(|scheme| {
+        url.get(..scheme.len())
+            .filter(|head| head.eq_ignore_ascii_case(scheme))
+            .map(|_| &url[scheme.len()..])
+    });
+    let Some(rest) = rest else {
+        return Some("must start with http:// or https://");
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(
+            "holds a space or control character, which a link cannot: percent-encode it (a space is %20)",
+        );
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Some(
+            "holds a user name or password (before an `@`), which every notification's links would carry to everyone told: give the address without them",
+        );
+    }
+    if authority.split(':').next().is_none_or(str::is_empty) {
+        return Some("has no host: give the host people reach Warden at");
+    }
+    if rest.contains(['?', '#']) {
+        return Some(
+            "has a query or fragment (from a `?` or `#`), which the path of every link would come after: give the address without it",
+        );
+    }
+    None
 }
 
 /// Reads a listen address: an IP address and a port, never a host name to resolve.
@@ -472,16 +519,6 @@ impl Config {
                 ),
             });
         }
-        if let Some(u) = &config.public_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err(ConfigError::Parse {
-                path: path.into(),
-                message: format!(
-                    "`public_url` {u:?} must start with http:// or https://, e.g. \"https://warden.example.com\""
-                ),
-            });
-        }
         config
             .directory(&[])
             .map_err(|problem| ConfigError::Directory {
@@ -682,6 +719,61 @@ mod tests {
                 "{line}: {said}"
             );
         }
+    }
+
+    /// `public_url` is refused, at its line and never quoted back, when its links would carry a
+    /// user name or password, or be broken by a query or fragment.
+    #[test]
+    fn a_public_url_with_credentials_a_query_or_a_fragment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        for (url, says) in [
+            (
+                "https://admin:PUBURLSECRET@warden.example.com",
+                "holds a user name or password",
+            ),
+            (
+                "https://PUBURLSECRET@warden.example.com/path",
+                "holds a user name or password",
+            ),
+            (
+                "https://warden.example.com/?token=PUBURLSECRET",
+                "has a query or fragment",
+            ),
+            (
+                "https://warden.example.com#PUBURLSECRET",
+                "has a query or fragment",
+            ),
+            (
+                "ftp://PUBURLSECRET.example.com",
+                "must start with http:// or https://",
+            ),
+            ("https://:PUBURLSECRET", "has no host"),
+            (
+                "https://warden.example.com/PUBURL SECRET",
+                "holds a space or control character",
+            ),
+        ] {
+            std::fs::write(&p, format!("token_ttl = \"8h\"\npublic_url = {url:?}\n")).unwrap();
+            let said = Config::load(&p).unwrap_err().to_string();
+            assert!(
+                said.contains(&format!("line 2, column 14: `public_url` {says}"))
+                    && said.contains("e.g. public_url = \"https://warden.example.com\""),
+                "{url}: {said}"
+            );
+            assert!(!said.contains("PUBURL"), "{url}: {said}");
+        }
+        for url in [
+            "https://warden.example.com",
+            "HTTP://warden.example.com:8443/",
+            "https://example.com/warden",
+            "http://[::1]:8443",
+        ] {
+            std::fs::write(&p, format!("public_url = {url:?}\n")).unwrap();
+            assert_eq!(Config::load(&p).unwrap().public_url.as_deref(), Some(url));
+        }
+        std::fs::write(&p, "token_ttl = \"8h\"\n").unwrap();
+        assert_eq!(Config::load(&p).unwrap().public_url, None);
     }
 
     #[test]

@@ -560,8 +560,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Notifications are queued by `Change::notices` (and `update_lease`), in the transaction of
     // the change that causes them; these methods deliver them and read postmortems.
 
-    /// Queued notifications due for delivery at `now`, oldest first.
-    async fn due_notices(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Delivery>>;
+    /// Queued notifications due for delivery at `now`, at most `limit`, but none for the `busy`
+    /// sinks (those that can take no more now): each sink's oldest first, then each one's
+    /// second, and so on, so that a sink with many waiting takes no other sink's place.
+    async fn due_notices(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        busy: &[String],
+    ) -> Result<Vec<Delivery>>;
 
     /// When the next queued notification is due, so the dispatcher can sleep until then.
     async fn next_notice_due(&self) -> Result<Option<OffsetDateTime>>;

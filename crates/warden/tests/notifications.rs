@@ -1976,3 +1976,55 @@ fn a_member_of_security_breaking_the_glass_is_not_security_told() {
     let n = &notices(&hook, "breakglass", &rid)[0];
     assert_eq!(n["recipients"], serde_json::json!(["sam"]), "{n}");
 }
+
+/// More notifications waiting for a sink that hangs than the dispatcher reads at once hold back
+/// no other sink's: a break-glass queued behind them reaches the healthy sink at once, well
+/// before the hung deliveries' 30 s are up.
+#[test]
+fn a_hung_sink_with_a_long_queue_holds_back_no_other_sinks_notices() {
+    let hole = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    // Connections are taken and kept open, unanswered, until the test ends.
+    let held = thread::spawn(move || hole.incoming().take(64).collect::<Vec<_>>());
+    let hook = WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"hole\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hole_port}/hook\"\n\
+             audiences = [\"approvers\"]\n\n\
+             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url()
+        ),
+    );
+    let (alice, bob) = (login(&server, "alice"), login(&server, "bob"));
+    let uri = enroll_mfa(&bob);
+    // Beyond the 64 read at once, each waiting for the hung sink.
+    let asked: Vec<String> = (0..90)
+        .map(|_| id(&common::create(&alice, "web", "deploy", &[])))
+        .collect();
+    let mut args = BREAK_GLASS_FOR_ADMIN.to_vec();
+    let code = totp(&uri, 1);
+    args.extend(["--totp", &code]);
+    let broken = id(&ok(&bob, &args));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while notices(&hook, "breakglass", &broken).is_empty()
+        || !asked
+            .iter()
+            .all(|rid| !notices(&hook, "approval_needed", rid).is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the healthy sink waited for the hung one: break-glass told: {}, {} of {} approvals told",
+            !notices(&hook, "breakglass", &broken).is_empty(),
+            asked
+                .iter()
+                .filter(|rid| !notices(&hook, "approval_needed", rid).is_empty())
+                .count(),
+            asked.len()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
+    drop(held);
+}

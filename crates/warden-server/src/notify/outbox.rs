@@ -205,16 +205,30 @@ async fn pass(
     // delivery's end takes, so that none ends unseen between the check and the choice.
     let mut left_waiting = false;
     let chosen = loop {
-        let (ended, running) = {
+        let (ended, under_way) = {
             let r = lock(&in_flight.running);
-            (r.ended, r.keys.len())
+            let under_way: Vec<String> = r.keys.iter().map(|(_, sink)| sink.clone()).collect();
+            (r.ended, under_way)
         };
-        // Those under way are due too: read past them.
-        let due = app.store.due_notices(now(), BATCH + running).await?;
+        // A sink with no place free takes nothing now: its rows are not read, so however many
+        // wait for it they fill no other sink's share of the read (and each sink's share is
+        // taken in turns, so one whose deliveries keep failing fast fills none either). Read
+        // after `ended`: a place freed since is seen, or the read is made again.
+        let busy: Vec<String> = in_flight
+            .per_sink
+            .iter()
+            .filter(|(_, limit)| limit.available_permits() == 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        // Those under way of the other sinks are due too: read past them.
+        let running = under_way.iter().filter(|s| !busy.contains(s)).count();
+        let due = app.store.due_notices(now(), BATCH + running, &busy).await?;
         let mut r = lock(&in_flight.running);
         if r.ended != ended {
             continue;
         }
+        // Those of a busy sink wait for a delivery under way, whose end wakes the dispatcher.
+        left_waiting |= !busy.is_empty();
         let mut chosen = Vec::new();
         for d in due {
             let key = (d.notice.id, d.sink.clone());

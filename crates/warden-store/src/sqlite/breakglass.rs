@@ -77,19 +77,30 @@ pub(super) fn write_postmortem(c: &Connection, row: &PostmortemRow) -> Result<()
 }
 
 impl SqliteStore {
+    /// The rows due by `now` of the sinks not `busy`, at most `n`, in turns: every sink's
+    /// first (oldest due), then every sink's second, and so on; each turn in due order.
     pub(super) async fn due_notices_at(
         &self,
         now: OffsetDateTime,
         n: usize,
+        busy: &[String],
     ) -> Result<Vec<Delivery>> {
         let now = ms(now);
+        let busy = serde_json::to_string(busy).map_err(backend)?;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT sink, attempts, body, json_extract(body, '$.reached') FROM outbox
-                 WHERE due_at IS NOT NULL AND due_at <= ?1
-                 ORDER BY due_at, created_at LIMIT ?2",
+                "SELECT sink, attempts, body, json_extract(body, '$.reached') FROM (
+                     SELECT sink, attempts, body, due_at, created_at,
+                            ROW_NUMBER() OVER (
+                                PARTITION BY sink ORDER BY due_at, created_at, notice_id
+                            ) AS turn
+                     FROM outbox
+                     WHERE due_at IS NOT NULL AND due_at <= ?1
+                       AND sink NOT IN (SELECT value FROM json_each(?3))
+                 )
+                 ORDER BY turn, due_at, created_at, sink LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now, limit(n)], |r| {
+            let rows = stmt.query_map(params![now, limit(n), busy], |r| {
                 Ok(Delivery {
                     sink: r.get(0)?,
                     attempts: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),

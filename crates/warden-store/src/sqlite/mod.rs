@@ -1730,8 +1730,13 @@ impl crate::Store for SqliteStore {
 
     // --- Notification outbox and break-glass postmortems (see `breakglass.rs`) ------------
 
-    async fn due_notices(&self, now: OffsetDateTime, n: usize) -> Result<Vec<Delivery>> {
-        self.due_notices_at(now, n).await
+    async fn due_notices(
+        &self,
+        now: OffsetDateTime,
+        n: usize,
+        busy: &[String],
+    ) -> Result<Vec<Delivery>> {
+        self.due_notices_at(now, n, busy).await
     }
 
     async fn next_notice_due(&self) -> Result<Option<OffsetDateTime>> {

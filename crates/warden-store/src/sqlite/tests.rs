@@ -549,7 +549,7 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         ..Default::default()
     };
     s.update_request(&r2, change).await.unwrap();
-    let due = s.due_notices(at, 10).await.unwrap();
+    let due = s.due_notices(at, 10, &[]).await.unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].notice, notice);
     assert_eq!(s.next_notice_due().await.unwrap(), Some(at));
@@ -577,7 +577,7 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
     s.notice_delivered(notice.id, "mail", at, false, Vec::new())
         .await
         .unwrap();
-    assert!(s.due_notices(at, 10).await.unwrap().is_empty());
+    assert!(s.due_notices(at, 10, &[]).await.unwrap().is_empty());
     let status = s.outbox_status().await.unwrap();
     // Delivered to one sink and waiting at the other: pending, not yet delivered.
     assert_eq!(
@@ -585,7 +585,7 @@ async fn notices_are_queued_with_their_change_retried_and_delivered_once() {
         (1, 1, 0)
     );
     assert_eq!(status.oldest_pending, Some(at));
-    let retry = s.due_notices(later, 10).await.unwrap();
+    let retry = s.due_notices(later, 10, &[]).await.unwrap();
     assert_eq!(
         (retry.len(), retry[0].attempts, retry[0].sink.as_str()),
         (1, 1, "hook")
@@ -658,7 +658,7 @@ async fn whom_a_failed_attempt_reached_is_kept_for_the_retry_across_a_restart() 
     };
     s.insert_request(&r, change).await.unwrap();
     assert_eq!(
-        s.due_notices(at, 10).await.unwrap()[0].reached,
+        s.due_notices(at, 10, &[]).await.unwrap()[0].reached,
         crate::Reached::default()
     );
 
@@ -676,7 +676,7 @@ async fn whom_a_failed_attempt_reached_is_kept_for_the_retry_across_a_restart() 
         .unwrap();
     drop(s);
     let s = SqliteStore::open(&path).unwrap();
-    let due = s.due_notices(later, 10).await.unwrap();
+    let due = s.due_notices(later, 10, &[]).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!((&due[0].notice, &due[0].reached), (&notice, &reached));
     assert!(due[0].reached.settled("dana@example.com"));
@@ -695,9 +695,65 @@ async fn whom_a_failed_attempt_reached_is_kept_for_the_retry_across_a_restart() 
     )
     .await
     .unwrap();
-    let due = s.due_notices(later, 10).await.unwrap();
+    let due = s.due_notices(later, 10, &[]).await.unwrap();
     assert_eq!((&due[0].notice, due[0].attempts), (&notice, 2));
     assert_eq!(due[0].reached, crate::Reached::default());
+}
+
+/// Due notices are read in turns, each sink's oldest first, and none of a sink said to be busy:
+/// many waiting for one sink fill no other's share of the read.
+#[tokio::test]
+async fn due_notices_are_read_sink_by_sink_but_for_the_busy_ones() {
+    use warden_domain::notice::Kind;
+    use warden_domain::{Audience, Notice};
+
+    let (_d, s) = store();
+    let r = request(8);
+    let at = datetime!(2026-01-01 10:00 UTC);
+    let queued = |n: u128, sink: &str| crate::Outgoing {
+        sink: sink.into(),
+        notice: Notice::about(
+            uuid::Uuid::from_u128(n),
+            &r,
+            Kind::ApprovalNeeded,
+            Audience::Approvers,
+            Vec::new(),
+            at + time::Duration::seconds(i64::try_from(n).unwrap()),
+        ),
+    };
+    let change = crate::Change {
+        events: vec![event(Code::RequestCreated)],
+        notices: (1..=5)
+            .map(|n| queued(n, "hole"))
+            .chain([queued(6, "mail")])
+            .collect(),
+        ..Default::default()
+    };
+    s.insert_request(&r, change).await.unwrap();
+    let later = at + time::Duration::minutes(1);
+    let read = |due: Vec<crate::Delivery>| {
+        due.iter()
+            .map(|d| (d.sink.clone(), d.notice.id.as_u128()))
+            .collect::<Vec<_>>()
+    };
+    let hole = |n| ("hole".to_owned(), n);
+    let mail = |n| ("mail".to_owned(), n);
+    assert_eq!(
+        read(s.due_notices(later, 3, &[]).await.unwrap()),
+        [hole(1), mail(6), hole(2)]
+    );
+    assert_eq!(
+        read(s.due_notices(later, 10, &[]).await.unwrap()),
+        [hole(1), mail(6), hole(2), hole(3), hole(4), hole(5)]
+    );
+    assert_eq!(
+        read(s.due_notices(later, 3, &["hole".to_owned()]).await.unwrap()),
+        [mail(6)]
+    );
+    assert_eq!(
+        read(s.due_notices(later, 3, &["mail".to_owned()]).await.unwrap()),
+        [hole(1), hole(2), hole(3)]
+    );
 }
 
 /// A store from before migration 0020 keeps its counts of settled notices, and loses their
@@ -1588,10 +1644,10 @@ async fn notices_of_the_sinks_configured_now_are_due_at_once() {
         .await
         .unwrap();
     }
-    assert!(s.due_notices(at, 10).await.unwrap().is_empty());
+    assert!(s.due_notices(at, 10, &[]).await.unwrap().is_empty());
     // Only the sink configured now is tried at once; one due sooner stays as it was.
     assert_eq!(s.notices_due_by(&["mail".to_owned()], at).await.unwrap(), 1);
-    let due = s.due_notices(at, 10).await.unwrap();
+    let due = s.due_notices(at, 10, &[]).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].sink, "mail");
     assert_eq!(s.notices_due_by(&["mail".to_owned()], at).await.unwrap(), 0);
