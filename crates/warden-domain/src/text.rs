@@ -11,10 +11,14 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Whether `c` would not show as itself: control characters (Cc), format characters (Cf: the
 /// bidirectional overrides that reorder what follows, the zero-width space, the byte order
-/// mark), line and paragraph separators, private-use, surrogate and unassigned code points.
-/// Text people read in a review, a terminal or the audit log may hold none of them. The
-/// zero-width (non-)joiner is the exception: Persian, Indic scripts and emoji need it, and it
-/// moves nothing.
+/// mark), line and paragraph separators, private-use, surrogate and unassigned code points,
+/// and whatever else Unicode says to draw as nothing (Default_Ignorable_Code_Point: the
+/// Hangul fillers, the variation selectors, the grapheme joiner). Text people read in a review, a
+/// terminal or the audit log may hold none of them. The zero-width (non-)joiner is the
+/// exception: Persian and Indic scripts need it, and it moves nothing. Emoji it joins pass
+/// when they hold no variation selector (`👩\u{200D}💻`, not `🏳\u{FE0F}\u{200D}🌈`): a
+/// selector only picks a look the emoji has anyway, and a run of them can carry text no one
+/// sees, as the tag characters (Cf) that spell flags of regions could.
 pub fn hidden(c: char) -> bool {
     // Every ASCII character but the controls shows as itself; most text is ASCII, and the
     // category table's search costs a grant's public key line a few microseconds.
@@ -22,7 +26,7 @@ pub fn hidden(c: char) -> bool {
         return c.is_ascii_control();
     }
     !matches!(c, '\u{200C}' | '\u{200D}')
-        && matches!(
+        && (matches!(
             c.general_category(),
             GeneralCategory::Control
                 | GeneralCategory::Format
@@ -31,25 +35,50 @@ pub fn hidden(c: char) -> bool {
                 | GeneralCategory::PrivateUse
                 | GeneralCategory::Surrogate
                 | GeneralCategory::Unassigned
-        )
+        ) || DEFAULT_IGNORABLE
+            .binary_search_by(|&(lo, hi)| {
+                if hi < c {
+                    std::cmp::Ordering::Less
+                } else if lo > c {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok())
 }
 
+/// The code points with the Unicode property Default_Ignorable_Code_Point (Unicode 16.0,
+/// DerivedCoreProperties.txt), in order: drawn as nothing, whatever their category. Most are
+/// Cf or unassigned, which [`hidden`] refuses anyway; the table holds them all, so that it
+/// reads against the property line by line.
+const DEFAULT_IGNORABLE: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),   // soft hyphen
+    ('\u{034F}', '\u{034F}'),   // combining grapheme joiner
+    ('\u{061C}', '\u{061C}'),   // Arabic letter mark
+    ('\u{115F}', '\u{1160}'),   // Hangul choseong and jungseong fillers
+    ('\u{17B4}', '\u{17B5}'),   // Khmer inherent vowels
+    ('\u{180B}', '\u{180F}'),   // Mongolian free variation selectors, vowel separator
+    ('\u{200B}', '\u{200F}'),   // zero-width space, (non-)joiner, directional marks
+    ('\u{202A}', '\u{202E}'),   // directional embeddings and overrides
+    ('\u{2060}', '\u{206F}'),   // word joiner, invisible operators, isolates, deprecated
+    ('\u{3164}', '\u{3164}'),   // Hangul filler
+    ('\u{FE00}', '\u{FE0F}'),   // variation selectors 1-16
+    ('\u{FEFF}', '\u{FEFF}'),   // zero-width no-break space (byte order mark)
+    ('\u{FFA0}', '\u{FFA0}'),   // halfwidth Hangul filler
+    ('\u{FFF0}', '\u{FFF8}'),   // unassigned
+    ('\u{1BCA0}', '\u{1BCA3}'), // shorthand format controls
+    ('\u{1D173}', '\u{1D17A}'), // musical symbol format controls
+    ('\u{E0000}', '\u{E0FFF}'), // tags, variation selectors 17-256, unassigned
+];
+
 /// Whether `c` shows on its own: not white space, not a mark that only changes the character
-/// before it (combining accents, variation selectors, the grapheme joiner), not a zero-width
-/// joiner, and not one of the letters Unicode defines as blank fillers (Hangul fillers, the
-/// blank Braille pattern). Text made of none of these looks empty.
+/// before it (combining accents), not a zero-width joiner, not the blank Braille pattern, and
+/// not [`hidden`] (which the Hangul fillers, the variation selectors and the grapheme joiner
+/// are). Text made of none of these looks empty.
 pub fn visible(c: char) -> bool {
     !c.is_whitespace()
-        && !matches!(
-            c,
-            '\u{115F}'
-                | '\u{1160}'
-                | '\u{3164}'
-                | '\u{FFA0}'
-                | '\u{2800}'
-                | '\u{200C}'
-                | '\u{200D}'
-        )
+        && !matches!(c, '\u{2800}' | '\u{200C}' | '\u{200D}')
         && !matches!(
             c.general_category(),
             GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark
@@ -406,9 +435,31 @@ mod tests {
 
     #[test]
     fn what_reads_differently_from_what_it_holds_is_refused() {
-        // Bidirectional override, zero-width space, byte order mark, line separator, NUL.
+        // Bidirectional override, zero-width space, byte order mark, line separator, NUL,
+        // private use; and what Unicode says to draw as nothing whatever its category: Hangul
+        // fillers, the grapheme joiner, Khmer inherent vowels, Mongolian and other variation
+        // selectors, the unassigned U+2065.
         for c in [
-            '\u{202E}', '\u{200B}', '\u{FEFF}', '\u{2028}', '\0', '\u{E000}',
+            '\u{202E}',
+            '\u{200B}',
+            '\u{FEFF}',
+            '\u{2028}',
+            '\0',
+            '\u{E000}',
+            '\u{3164}',
+            '\u{115F}',
+            '\u{1160}',
+            '\u{FFA0}',
+            '\u{034F}',
+            '\u{17B4}',
+            '\u{17B5}',
+            '\u{180B}',
+            '\u{180F}',
+            '\u{FE00}',
+            '\u{FE0F}',
+            '\u{E0100}',
+            '\u{E01EF}',
+            '\u{2065}',
         ] {
             let text = format!("rm{c}fr");
             assert!(
@@ -417,13 +468,12 @@ mod tests {
                 u32::from(c)
             );
         }
-        // Made only of blank fillers, joiners or marks: as good as empty.
+        // Made only of blank Braille, joiners or marks: as good as empty.
         for blank in [
-            "\u{3164}\u{2800} ",
+            "\u{2800} ",
             "\u{200D}",
-            "\u{034F}\u{FE0F}",
             "\u{0301}",
-            "\u{3164}\u{200D}",
+            "\u{2800}\u{200C}\u{0301}",
         ] {
             assert_eq!(
                 Reason::parse(blank),
@@ -441,6 +491,36 @@ mod tests {
             "👩\u{200D}💻",
         ] {
             assert_eq!(Reason::parse(ok).unwrap().as_str(), ok);
+        }
+        // An emoji's variation selector is refused like any other: the emoji shows without it.
+        assert_eq!(
+            Reason::parse("fix \u{2764}\u{FE0F}"),
+            Err(TextError::Hidden {
+                field: "reason",
+                what: "an invisible or text-reordering character",
+                code: 0xFE0F
+            })
+        );
+    }
+
+    #[test]
+    fn every_default_ignorable_code_point_is_hidden_but_the_joiners() {
+        // Ordered and apart, as the binary search needs.
+        for pair in DEFAULT_IGNORABLE.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "{pair:?}");
+        }
+        for &(lo, hi) in DEFAULT_IGNORABLE {
+            assert!(lo <= hi);
+            for c in lo..=hi {
+                let joiner = matches!(c, '\u{200C}' | '\u{200D}');
+                assert_eq!(hidden(c), !joiner, "U+{:04X}", u32::from(c));
+            }
+        }
+        // Just outside them, letters and marks that show.
+        for c in [
+            '\u{00AC}', '\u{00AE}', '\u{1161}', '\u{3165}', '\u{FE10}', '\u{17B6}',
+        ] {
+            assert!(!hidden(c), "U+{:04X}", u32::from(c));
         }
     }
 

@@ -15,7 +15,15 @@ pub const CEILING: Duration = Duration::from_secs(30 * 24 * 3600);
 #[serde(try_from = "String", into = "String")]
 pub struct Ttl(u64);
 
-/// Why a string is not a valid TTL.
+/// Most characters of a TTL read: room for any duration, however many leading zeros it is
+/// written with, while the work of reading one stays bounded whatever is sent.
+pub const MAX_LEN: usize = 128;
+
+/// Most characters of a refused TTL a message quotes; a longer one is cut, and said to be.
+const SHOWN: usize = 40;
+
+/// Why a string is not a valid TTL. Each holds the text as written (without surrounding white
+/// space), or for [`TtlError::TooLong`] its length in characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.of_request())]
 pub enum TtlError {
@@ -23,6 +31,7 @@ pub enum TtlError {
     Zero,
     NoUnit(String),
     AboveCeiling(String),
+    TooLong(usize),
 }
 
 impl TtlError {
@@ -41,15 +50,47 @@ impl TtlError {
     /// The problem, said of `what` (a TTL, or a setting that takes a duration).
     pub fn of(&self, what: &str) -> String {
         match self {
-            TtlError::Unparseable(s) => {
-                format!("{what} {s:?} is not a duration: write it like 90s, 15m, 1h30m or 2d")
-            }
+            TtlError::Unparseable(s) => format!(
+                "{what} {} is not a duration: write it like 90s, 15m, 1h30m or 2d",
+                quoted(s)
+            ),
             TtlError::Zero => format!("{what} must be longer than zero"),
             TtlError::NoUnit(s) => {
-                format!("{what} {s:?} has no unit: write {s}s, {s}m, {s}h or {s}d")
+                let n = s.trim_start_matches('0');
+                let fix = if n.len() <= 10 {
+                    format!("write {n}s, {n}m, {n}h or {n}d")
+                } else {
+                    "write it with a unit, like 90s, 15m, 1h30m or 2d".to_owned()
+                };
+                format!("{what} {} has no unit: {fix}", quoted(s))
             }
-            TtlError::AboveCeiling(s) => format!("{what} {s} is above Warden's ceiling of 30d"),
+            // Digits and units only, so shown as they are, but cut when long.
+            TtlError::AboveCeiling(s) => match cut(s) {
+                Some((head, len)) => format!(
+                    "{what} {head}… (the first {SHOWN} of its {len} characters) is above Warden's ceiling of 30d"
+                ),
+                None => format!("{what} {s} is above Warden's ceiling of 30d"),
+            },
+            TtlError::TooLong(len) => format!(
+                "{what} is {len} characters long, more than the {MAX_LEN} a duration may take: write it like 90s, 15m, 1h30m or 2d"
+            ),
         }
+    }
+}
+
+/// `s`'s first [`SHOWN`] characters and its length in characters, when it is longer.
+fn cut(s: &str) -> Option<(&str, usize)> {
+    let (end, _) = s.char_indices().nth(SHOWN)?;
+    Some((&s[..end], s.chars().count()))
+}
+
+/// `s` in quotes, its hidden characters escaped ([`crate::text::shown`]); when long, its first
+/// [`SHOWN`] characters, with how many there were.
+fn quoted(s: &str) -> String {
+    let shown = crate::text::shown(s, SHOWN);
+    match cut(s) {
+        Some((_, len)) => format!("{shown} (the first {SHOWN} of its {len} characters)"),
+        None => shown,
     }
 }
 
@@ -95,29 +136,29 @@ fn format_secs(mut s: u64) -> String {
 
 impl FromStr for Ttl {
     type Err = TtlError;
+    /// Judged by value: leading zeros add nothing, and a number too large to count is above the
+    /// ceiling once the whole text reads as a duration.
     fn from_str(s: &str) -> Result<Self, TtlError> {
-        let bad = || TtlError::Unparseable(s.chars().take(40).collect());
         let t = s.trim();
+        // Bounded work whatever is sent.
+        if t.chars().nth(MAX_LEN).is_some() {
+            return Err(TtlError::TooLong(t.chars().count()));
+        }
+        let bad = || TtlError::Unparseable(t.to_owned());
         if t.is_empty() {
             return Err(bad());
         }
-        // Bounded work whatever is sent; a long run of digits and units is one too large to
-        // count, said as such below, where anything else that long is no duration.
-        if t.len() > 64 {
-            let counted = t.chars().all(|c| c.is_ascii_digit() || "dhms".contains(c));
-            return Err(if counted {
-                TtlError::AboveCeiling(t.chars().take(40).collect())
-            } else {
-                bad()
-            });
-        }
+        // Past the ceiling, how far past does not matter: values stop growing there, and so
+        // never overflow.
+        let beyond = CEILING.as_secs() + 1;
         let mut total: u64 = 0;
-        let mut digits = String::new();
+        // The value of the digits since the last unit, if any.
+        let mut number: Option<u64> = None;
         // Units go from the largest down, each once: `1h1h` or `30s1m` is a typo, not a sum.
         let mut last_unit = u64::MAX;
         for c in t.chars() {
-            if c.is_ascii_digit() {
-                digits.push(c);
+            if let Some(d) = c.to_digit(10) {
+                number = Some((number.unwrap_or(0) * 10 + u64::from(d)).min(beyond));
                 continue;
             }
             let unit = match c {
@@ -127,28 +168,24 @@ impl FromStr for Ttl {
                 's' => 1,
                 _ => return Err(bad()),
             };
-            if digits.is_empty() || unit >= last_unit {
+            let Some(n) = number.take() else {
+                return Err(bad());
+            };
+            if unit >= last_unit {
                 return Err(bad());
             }
             last_unit = unit;
-            // Only digits: too many of them to count is far above the ceiling.
-            let n: u64 = digits
-                .parse()
-                .map_err(|_| TtlError::AboveCeiling(t.to_owned()))?;
-            digits.clear();
-            total = n
-                .checked_mul(unit)
-                .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| TtlError::AboveCeiling(t.to_owned()))?;
+            total = (total + n * unit).min(beyond);
         }
-        if !digits.is_empty() {
-            // A bare number is ambiguous (seconds? minutes?), so it is refused.
-            return Err(if digits.chars().all(|c| c == '0') {
-                TtlError::Zero
-            } else if digits == t {
-                TtlError::NoUnit(digits)
-            } else {
+        if let Some(n) = number {
+            // A bare number is ambiguous (seconds? minutes?), so it is refused; digits after
+            // the last unit (`1h30`) are no duration.
+            return Err(if last_unit != u64::MAX {
                 bad()
+            } else if n == 0 {
+                TtlError::Zero
+            } else {
+                TtlError::NoUnit(t.to_owned())
             });
         }
         Self::from_secs(total).map_err(|e| match e {
@@ -214,18 +251,88 @@ mod tests {
             "99999999999999999999d",
             "1d18446744073709551615s",
             "99999999999999999999999999999999d",
-            &"9".repeat(100),
+            &format!("{}d", "9".repeat(100)),
         ] {
             assert!(
                 matches!(long.parse::<Ttl>(), Err(TtlError::AboveCeiling(_))),
                 "{long}"
             );
         }
-        for bad in ["", "1x", "h", "-1h", "1.5h", "1h1h", "30s1m", "1m1h"] {
+        for bad in [
+            "", "1x", "h", "-1h", "1.5h", "1h1h", "30s1m", "1m1h", "1h0", "1h30", "１h",
+        ] {
             assert!(
                 matches!(bad.parse::<Ttl>(), Err(TtlError::Unparseable(_))),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn long_text_is_judged_by_its_value() {
+        // Leading zeros make no number bigger.
+        let zeros = format!("{}1h", "0".repeat(63));
+        assert_eq!(zeros.parse::<Ttl>().map(Ttl::as_secs), Ok(3600));
+        assert_eq!(
+            format!("{}30d", "0".repeat(120))
+                .parse::<Ttl>()
+                .map(Ttl::as_secs),
+            Ok(CEILING.as_secs())
+        );
+        assert_eq!("00".parse::<Ttl>(), Err(TtlError::Zero));
+        assert_eq!("0h0m".parse::<Ttl>(), Err(TtlError::Zero));
+        // Malformed however long: a unit repeated is no duration, not a big one.
+        let repeated = "1h".repeat(33);
+        assert_eq!(
+            repeated.parse::<Ttl>(),
+            Err(TtlError::Unparseable(repeated.clone()))
+        );
+        assert_eq!(
+            "1h".repeat(33).parse::<Ttl>().unwrap_err().to_string(),
+            format!(
+                "TTL \"{}\"… (the first 40 of its 66 characters) is not a duration: write it like 90s, 15m, 1h30m or 2d",
+                "1h".repeat(20)
+            )
+        );
+        // Above the ceiling, cut and said to be.
+        let big = format!("{}1d", "9".repeat(60));
+        assert_eq!(
+            big.parse::<Ttl>().unwrap_err().to_string(),
+            format!(
+                "TTL {}… (the first 40 of its 62 characters) is above Warden's ceiling of 30d; each role's own maximum is at most that: `warden targets` lists them",
+                "9".repeat(40)
+            )
+        );
+        assert_eq!(
+            "31d".parse::<Ttl>().unwrap_err().to_string(),
+            "TTL 31d is above Warden's ceiling of 30d; each role's own maximum is at most that: `warden targets` lists them"
+        );
+        // A bare number is told to take a unit, without its leading zeros.
+        assert_eq!(
+            "007".parse::<Ttl>().unwrap_err().of("@max_ttl"),
+            "@max_ttl \"007\" has no unit: write 7s, 7m, 7h or 7d"
+        );
+        assert_eq!(
+            "9".repeat(100).parse::<Ttl>().unwrap_err().of("@max_ttl"),
+            format!(
+                "@max_ttl \"{}\"… (the first 40 of its 100 characters) has no unit: write it with a unit, like 90s, 15m, 1h30m or 2d",
+                "9".repeat(40)
+            )
+        );
+        // Past MAX_LEN, too long, with its length, whatever it holds.
+        for long in [format!("{}1h", "0".repeat(MAX_LEN)), "x".repeat(10_000)] {
+            let len = long.chars().count();
+            assert_eq!(long.parse::<Ttl>(), Err(TtlError::TooLong(len)));
+        }
+        assert_eq!(
+            TtlError::TooLong(130).of("@pending_timeout"),
+            "@pending_timeout is 130 characters long, more than the 128 a duration may take: write it like 90s, 15m, 1h30m or 2d"
+        );
+        assert_eq!(
+            format!("  {}  ", "0".repeat(MAX_LEN - 2) + "1h")
+                .parse::<Ttl>()
+                .map(Ttl::as_secs),
+            Ok(3600)
+        );
     }
 }

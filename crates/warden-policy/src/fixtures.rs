@@ -13,8 +13,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use toml::de::{DeTable, DeValue};
+use warden_domain::directory::DirectoryError;
 use warden_domain::{
-    Decision, GroupName, Recording, Requirement, RoleName, TargetName, Ticket, Ttl, User, UserName,
+    Decision, Directory, GroupName, Recording, Requirement, RoleName, TargetName, Ticket, Ttl,
+    User, UserName,
 };
 
 use crate::diagnostics::{Diagnostic, Report, Source};
@@ -339,7 +341,7 @@ fn parse_users(
                 "manager" => {
                     manager = toml_doc::parsed::<UserName>(src, &field, v, out);
                     if let Some(m) = &manager {
-                        managers.push((m.clone(), v.span()));
+                        managers.push((name.clone(), m.clone(), v.span()));
                     }
                 }
                 _ => out.push(toml_doc::unknown_key(
@@ -368,14 +370,36 @@ fn parse_users(
             );
         }
     }
-    for (m, span) in managers {
-        if !users.contains_key(&m) {
+    for (_, m, span) in &managers {
+        if !users.contains_key(m) {
             out.push(toml_doc::at(
                 src,
-                span,
-                format!("manager {m} is not declared: add a [users.{m}] table"),
+                span.clone(),
+                format!(
+                    "manager {m} is not declared: add a [users.{}] table",
+                    targets::toml_key(m.as_str())
+                ),
             ));
         }
+    }
+    // Judged as the server judges its config's users: the managers named (but for those
+    // reported above) may not lead round to where they started.
+    let named = users.values().cloned().map(|mut u| {
+        if u.manager.as_ref() == Some(&u.name)
+            || u.manager.as_ref().is_some_and(|m| !users.contains_key(m))
+        {
+            u.manager = None;
+        }
+        u
+    });
+    // Named where the first of them names the next.
+    if let Err(e) = Directory::new(named)
+        && let DirectoryError::ManagerCycle(cycle) = &e
+        && let Some((_, _, span)) = managers
+            .iter()
+            .find(|(user, _, _)| user.as_ref() == cycle.first())
+    {
+        out.push(toml_doc::at(src, span.clone(), e.to_string()));
     }
     users
 }
@@ -439,7 +463,10 @@ fn parse_case(
         out.push(toml_doc::at(
             src,
             v.span(),
-            format!("user {u} is not declared: add a [users.{u}] table"),
+            format!(
+                "user {u} is not declared: add a [users.{}] table",
+                targets::toml_key(u.as_str())
+            ),
         ));
     }
     let target = required("target", out)
@@ -466,8 +493,10 @@ fn parse_case(
                         src,
                         v.span(),
                         format!(
-                            "target `{t}` has no role `{r}`; its roles: {}: name one of them, or define it in targets.toml as [targets.{t}.roles.{r}]",
-                            crate::policy::list(&roles)
+                            "target `{t}` has no role `{r}`; its roles: {}: name one of them, or define it in targets.toml as [targets.{}.roles.{}]",
+                            crate::policy::list(&roles),
+                            targets::toml_key(t.as_str()),
+                            targets::toml_key(r.as_str())
                         ),
                     ));
                 }

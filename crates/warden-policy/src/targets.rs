@@ -353,7 +353,8 @@ fn target(
             src,
             name_key,
             format!(
-                "target `{shown}` has no roles: add at least one [targets.{shown}.roles.NAME] table"
+                "target `{shown}` has no roles: add at least one [targets.{}.roles.NAME] table",
+                toml_key(shown)
             ),
         ));
     }
@@ -399,7 +400,10 @@ fn parse_roles(
         out.push(at_key(
             src,
             target_key,
-            format!("target `{target}` has no roles: add at least one [targets.{target}.roles.NAME] table"),
+            format!(
+                "target `{target}` has no roles: add at least one [targets.{}.roles.NAME] table",
+                toml_key(target)
+            ),
         ));
     }
     table
@@ -487,6 +491,36 @@ fn non_empty(
         return None;
     }
     Some(s.to_owned())
+}
+
+/// `name` as a key of a TOML table header: bare when TOML reads it so (letters, digits, `_`
+/// and `-`), else quoted, since `[targets.b.c]` is target `b`'s table `c` where
+/// `[targets."b.c"]` is target `b.c`. Hidden characters are escaped, so that the hint reads as
+/// what it holds and can be copied as it is.
+pub(crate) fn toml_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        return name.to_owned();
+    }
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if warden_domain::text::hidden(c) => {
+                out.push_str(&format!("\\U{:08X}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn at_key(src: Source<'_>, key: &Key<'_>, message: impl Into<String>) -> Diagnostic {
@@ -580,5 +614,33 @@ enviroment = "staging"
                 "targets.toml:1:10: target `web` has no roles: add at least one [targets.web.roles.NAME] table"
             ]
         );
+    }
+
+    #[test]
+    fn a_hint_quotes_a_target_name_as_toml_needs() {
+        for (text, at) in [
+            (
+                "[targets.\"b.c\"]\nkind = \"ssh\"\nenvironment = \"x\"\n",
+                "1:10",
+            ),
+            (
+                "[targets.\"b.c\"]\nkind = \"ssh\"\nenvironment = \"x\"\n[targets.\"b.c\".roles]\n",
+                "1:10",
+            ),
+        ] {
+            assert_eq!(
+                problems(text),
+                vec![format!(
+                    "targets.toml:{at}: target `b.c` has no roles: add at least one [targets.\"b.c\".roles.NAME] table"
+                )]
+            );
+        }
+        assert_eq!(toml_key("web-1_a"), "web-1_a");
+        assert_eq!(toml_key("a b\"\\\u{202E}"), "\"a b\\\"\\\\\\U0000202E\"");
+        // What it writes, TOML reads back as the same key.
+        for name in ["b.c", "a b\"\\x", "é"] {
+            let doc: toml::Table = format!("[t.{}]\n", toml_key(name)).parse().unwrap();
+            assert!(doc["t"].as_table().unwrap().contains_key(name), "{name}");
+        }
     }
 }

@@ -136,12 +136,24 @@ pub fn test_policy(dir: &Path) -> Result<TestReport, Report> {
     warden_policy::run_tests(dir, ISSUERS)
 }
 
-/// [`load_policy`] for the policy a server enforces: also refused when anyone but the
-/// server's user (and root) may change the directory, a policy file in it
-/// ([`warden_policy::is_policy_file`]: not the fixtures, nor a repository's other files), where
-/// a link leads, or a directory above any of them ([`others_may_change`]), since whoever can
-/// change the policy decides who gets access at the next reload.
+/// [`load_policy`] for the policy a server enforces: also refused for what
+/// [`open_to_others`] finds.
 pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
+    let open = open_to_others(dir, Severity::Error);
+    if open.is_empty() {
+        return load_policy(dir);
+    }
+    Err(Report { diagnostics: open })
+}
+
+/// Why a server refuses the policy in `dir` whatever it says: anyone but the server's user
+/// (and root) may change the directory, a policy file in it ([`warden_policy::is_policy_file`]:
+/// not the fixtures, nor a repository's other files), where a link leads, or a directory above
+/// any of them ([`others_may_change`]), since whoever can change the policy decides who gets
+/// access at the next reload. As errors for the server; as warnings for `warden policy check`,
+/// of a server running as the check does, since a policy checked out for CI is often writable
+/// by its group and no server loads that copy.
+pub fn open_to_others(dir: &Path, severity: Severity) -> Vec<Diagnostic> {
     let mut open: Vec<(PathBuf, String)> = Vec::new();
     if let Some(why) = others_may_change(dir, None) {
         open.push((dir.to_owned(), why));
@@ -162,26 +174,26 @@ pub fn load_served_policy(dir: &Path) -> Result<Policy, Report> {
             Some((path, why))
         }));
     }
-    if open.is_empty() {
-        return load_policy(dir);
-    }
-    Err(Report {
-        diagnostics: open
-            .into_iter()
-            .map(|(p, message)| Diagnostic {
-                // Named as its other problems are, relative to the policy directory.
-                file: p
-                    .strip_prefix(dir)
-                    .ok()
-                    .filter(|r| !r.as_os_str().is_empty())
-                    .map_or_else(|| dir.display().to_string(), |r| r.display().to_string()),
-                line: None,
-                column: None,
-                message,
-                severity: Severity::Error,
-            })
-            .collect(),
-    })
+    let me = rustix::process::geteuid().as_raw();
+    open.into_iter()
+        .map(|(p, why)| Diagnostic {
+            // Named as its other problems are, relative to the policy directory.
+            file: p
+                .strip_prefix(dir)
+                .ok()
+                .filter(|r| !r.as_os_str().is_empty())
+                .map_or_else(|| dir.display().to_string(), |r| r.display().to_string()),
+            line: None,
+            column: None,
+            message: match severity {
+                Severity::Error => why,
+                Severity::Warning => format!(
+                    "a server running as uid {me}, as this check does, would refuse to load this policy: {why}"
+                ),
+            },
+            severity,
+        })
+        .collect()
 }
 
 /// What the policy a server enforces says that most likely is not meant: its own warnings

@@ -975,3 +975,111 @@ fn a_sighup_during_the_start_reloads_once_the_server_is_up() {
     let log = reader.join().unwrap();
     assert!(log.contains("policy reloaded on SIGHUP"), "{log}");
 }
+
+/// What a server refuses to load a policy for whatever it says (a file others may write) is a
+/// warning of `policy check`, in the server's words: a policy checked out in CI is often
+/// writable by its group, and no server loads that copy.
+#[test]
+fn check_warns_of_what_a_server_would_refuse_to_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let rules = dir.path().join("access.cedar");
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let refused = warden_server::state::load_served_policy(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.starts_with("access.cedar: it is writable by group or others (mode 664):")
+            && refused.ends_with("run chmod go-w on it"),
+        "{refused}"
+    );
+    let cli = local_cli();
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with("OK: 4 rules, 1 target, 1 warning"),
+        "{out:?}"
+    );
+    let uid = rustix::process::geteuid().as_raw();
+    assert_eq!(
+        out.stderr.trim_end(),
+        refused.replacen(
+            "access.cedar: ",
+            &format!("access.cedar: warning: a server running as uid {uid}, as this check does, would refuse to load this policy: "),
+            1
+        ),
+        "{out:?}"
+    );
+    let json = cli.json(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["diagnostics"][0]["severity"], "warning", "{json}");
+    assert_eq!(json["diagnostics"][0]["file"], "access.cedar", "{json}");
+    // Beside an error, it is listed too, and the error alone fails the check.
+    write_policy(
+        dir.path(),
+        &[("more.cedar", "permit (principal, action,\n")],
+    );
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("access.cedar: warning: a server running as uid")
+            && out.stderr.contains("1 problem (and 1 warning) in"),
+        "{out:?}"
+    );
+    // Put right, nothing is said.
+    std::fs::remove_file(dir.path().join("more.cedar")).unwrap();
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+/// Durations are judged by value however they are written, and annotations may hold nothing
+/// Unicode says to draw as nothing.
+#[test]
+fn check_judges_durations_by_value_and_refuses_blank_fillers() {
+    let dir = tempfile::tempdir().unwrap();
+    let padded = format!("{}1h", "0".repeat(63));
+    let rules = |max_ttl: &str| {
+        format!(
+            "@id(\"a\")\n@approval(\"auto\")\n@max_ttl(\"{max_ttl}\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");\n"
+        )
+    };
+    write_policy(
+        dir.path(),
+        &[("targets.toml", TARGETS), ("access.cedar", &rules(&padded))],
+    );
+    let cli = local_cli();
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Malformed however long: not a duration, not one above the ceiling.
+    write_policy(dir.path(), &[("access.cedar", &rules(&"1h".repeat(33)))]);
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "\"{}\"… (the first 40 of its 66 characters) is not a duration",
+            "1h".repeat(20)
+        )) && !out.stderr.contains("ceiling"),
+        "{out:?}"
+    );
+    // A Hangul filler in a forbid's reason reads as nothing.
+    write_policy(
+        dir.path(),
+        &[(
+            "access.cedar",
+            &format!(
+                "{}\n@id(\"f\")\n@reason(\"x\u{3164}y\")\nforbid (principal, action, resource);\n",
+                rules("1h")
+            ),
+        )],
+    );
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("(U+3164)"), "{out:?}");
+}

@@ -79,40 +79,49 @@ fn problems(
 
 pub async fn run(server: Option<String>, cmd: PolicyCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
-        PolicyCommand::Check { dir } => match warden_server::state::check_policy(&dir) {
-            Ok(p) => {
-                let breakglass: Vec<String> = p
-                    .breakglass_roles()
-                    .iter()
-                    .map(|(t, r)| format!("{t}/{r}"))
-                    .collect();
-                // Warnings keep the policy valid: they are shown, and the exit status is 0.
-                let warnings = p.warnings();
-                if out.json {
-                    out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count(), "breakglass_roles": breakglass, "diagnostics": warnings }))
-                } else {
-                    for w in warnings {
-                        eprintln!("{w}");
-                    }
-                    let noted = if warnings.is_empty() {
-                        String::new()
+        PolicyCommand::Check { dir } => {
+            // What a server would refuse the directory for whatever it says is only a warning
+            // here: the copy checked (in CI, often writable by its group) is not the one served.
+            let open = warden_server::state::open_to_others(&dir, warden_policy::Severity::Warning);
+            match warden_server::state::check_policy(&dir) {
+                Ok(p) => {
+                    let breakglass: Vec<String> = p
+                        .breakglass_roles()
+                        .iter()
+                        .map(|(t, r)| format!("{t}/{r}"))
+                        .collect();
+                    // Warnings keep the policy valid: they are shown, and the exit status is 0.
+                    let mut warnings = p.warnings().to_vec();
+                    warnings.extend(open);
+                    if out.json {
+                        out.json(&json!({ "valid": true, "digest": p.digest(), "rules": p.rule_count(), "targets": p.targets().iter().count(), "breakglass_roles": breakglass, "diagnostics": warnings }))
                     } else {
-                        format!(", {}", count(warnings.len(), "warning"))
-                    };
-                    println!(
-                        "OK: {}, {}{noted} (digest {})",
-                        count(p.rule_count(), "rule"),
-                        count(p.targets().iter().count(), "target"),
-                        p.digest()
-                    );
-                    if !breakglass.is_empty() {
-                        println!("Break-glass roles: {}", breakglass.join(", "));
+                        for w in &warnings {
+                            eprintln!("{w}");
+                        }
+                        let noted = if warnings.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {}", count(warnings.len(), "warning"))
+                        };
+                        println!(
+                            "OK: {}, {}{noted} (digest {})",
+                            count(p.rule_count(), "rule"),
+                            count(p.targets().iter().count(), "target"),
+                            p.digest()
+                        );
+                        if !breakglass.is_empty() {
+                            println!("Break-glass roles: {}", breakglass.join(", "));
+                        }
+                        Ok(())
                     }
-                    Ok(())
+                }
+                Err(mut report) => {
+                    report.diagnostics.extend(open);
+                    problems(&report, &dir, out)
                 }
             }
-            Err(report) => problems(&report, &dir, out),
-        },
+        }
         PolicyCommand::Test { dir } => {
             let report = match warden_server::state::test_policy(&dir) {
                 Ok(r) => r,
