@@ -2953,3 +2953,139 @@ fn a_stopped_copy_is_verified_without_writing_beside_it() {
     assert_eq!(code, 0, "{v}");
     drop(db);
 }
+
+/// A copy of the whole data dir (database, keys, kept checkpoint, archive segments) to tamper
+/// with.
+fn copy_whole(data: &Path) -> tempfile::TempDir {
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(data, dir.path());
+    dir
+}
+
+/// Every "what changed lies in events A..=B" among `problems` is a range, A no greater than B.
+fn ranges_hold(problems: &[String]) -> bool {
+    problems.iter().all(|p| {
+        let Some(range) = p.strip_prefix("what changed lies in events ") else {
+            return true;
+        };
+        let (a, b) = range.split_once("..=").unwrap();
+        let b: String = b.chars().take_while(char::is_ascii_digit).collect();
+        a.parse::<u64>().unwrap() <= b.parse::<u64>().unwrap()
+    })
+}
+
+/// The checkpoint an archive cut the log at deleted, or the first live event after it: each is
+/// named for what it is, the archived events are not said to be deleted, and no range of
+/// events said to hold a change runs backwards or names a checkpoint that is not there.
+#[test]
+fn a_deleted_archive_boundary_is_named_for_what_it_is() {
+    let f = fresh();
+    let (mut server, admin) = serve_as_admin(&f.data, &f.cfg);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 100), 100);
+    checkpoint_reaching(&admin, 100);
+    // Archived up to a time before the next events: the first live event is one of them, not
+    // the archive's own.
+    let before = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert_eq!(refused_requests(server.port(), &token(&admin), 20), 20);
+    let archived = admin.json(&["audit", "archive", "--before", &before]);
+    let to = archived["to"].as_u64().unwrap();
+    assert!((100..1024).contains(&to), "archived up to {to}");
+    checkpoint_reaching(&admin, to + 21);
+    assert!(server.terminate().success());
+    let (code, v) = verify(&f.data, &[]);
+    assert_eq!(code, 0, "{v}");
+
+    // The checkpoint at the cut: the segment still ends there, so the live log resumes from it.
+    let cut = copy_whole(&f.data);
+    tamper(
+        cut.path(),
+        &format!("DELETE FROM checkpoints WHERE size = {to}"),
+    );
+    let (code, v) = verify(cut.path(), &[]);
+    assert_eq!(code, 1, "{v}");
+    let found = problems(&v);
+    assert_eq!(found.len(), 1, "{v}");
+    assert!(
+        found[0].starts_with(&format!(
+            "the checkpoint at size {to}, where the archive of the events before {} ended and the live log resumes, is missing from the database (deleted)",
+            to + 1
+        )),
+        "{v}"
+    );
+    assert_eq!(v["archived_before"]["seq"], to + 1, "{v}");
+
+    // Its segment gone too: nothing to resume from, which is said, and nothing else made up.
+    let segment = std::fs::read_dir(cut.path().join("archive"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&segment).unwrap();
+    let (code, v) = verify(cut.path(), &[]);
+    assert_eq!(code, 1, "{v}");
+    let found = problems(&v);
+    assert!(
+        found.iter().any(|p| p.starts_with(&format!(
+            "the checkpoint at size {to}, where the archive of the events before {} ended and the live log resumes, cannot be resumed from: it is missing from the database (deleted)",
+            to + 1
+        ))),
+        "{v}"
+    );
+    assert!(
+        found.iter().any(|p| p.contains("missing from")
+            && p.contains(segment.file_name().unwrap().to_str().unwrap())),
+        "{v}"
+    );
+    assert!(
+        !found.iter().any(|p| p.contains("deleted, not archived")
+            || p.starts_with("event 1 is missing")
+            || p.starts_with("what changed lies")
+            || p.contains("do not match the signed checkpoint")),
+        "{v}"
+    );
+
+    // The first live event.
+    let first = copy_whole(&f.data);
+    tamper(
+        first.path(),
+        &format!("DELETE FROM audit WHERE seq = {}", to + 1),
+    );
+    let (code, v) = verify(first.path(), &[]);
+    assert_eq!(code, 1, "{v}");
+    let found = problems(&v);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with(&format!("event {} is missing (1 event(s)", to + 1))),
+        "{v}"
+    );
+    assert!(ranges_hold(&found), "{v}");
+    assert!(
+        !found.iter().any(|p| p.contains("deleted, not archived")
+            || p.contains(&format!("the checkpoint at {}", to + 1))
+            || p.contains("without an audited archive")),
+        "{v}"
+    );
+    assert!(
+        found.iter().any(
+            |p| p.starts_with(&format!("what changed lies in events {}..=", to + 1))
+                && p.ends_with(&format!("the log still matches the checkpoint at {to}"))
+        ),
+        "{v}"
+    );
+}

@@ -272,26 +272,28 @@ pub fn store(
         .chain(server_file.clone())
         .collect();
 
-    // Events before the first stored one were archived: resume from the checkpoint there.
+    // Events before the first stored one were archived: resume from the checkpoint there, or,
+    // its row gone, from the end of the segment that holds them; failing both, from the last
+    // point before them that can be trusted, for what is missing since to be named.
     let first_live = reader.leaves(0, 1)?.into_iter().next();
-    let base = first_live
+    let live_from = first_live
         .as_ref()
         .map_or(0, |(seq, _, _)| seq.saturating_sub(1));
-    let tree = if base == 0 {
-        Tree::new()
-    } else {
-        match stored_checkpoints
-            .iter()
-            .find(|c| c.size == base)
-            .map(|c| Tree::from_frontier(c.size, c.frontier.clone()))
-        {
-            Some(Ok(tree)) => tree,
-            _ => {
-                problems.push(format!("events 1..{base} are missing and no checkpoint at {base} lets the log resume: deleted, not archived"));
-                Tree::new()
-            }
-        }
-    };
+    let (tree, resumed_from_segment) = resume_point(
+        live_from,
+        &stored_checkpoints,
+        &data_dir.join("archive"),
+        &key,
+    );
+    let base = tree.size();
+    if let Some(file) = &resumed_from_segment
+        && !stored_checkpoints.iter().any(|c| c.size == base)
+    {
+        problems.push(format!(
+            "the checkpoint at size {base}, where the archive of the events before {} ended and the live log resumes, is missing from the database (deleted): the live log was checked from the end of archive segment {file} instead; restore the row from a backup",
+            base + 1
+        ));
+    }
     let blocks = RefCell::new(BlockCheck::new(reader.block_roots()?, base));
     let archived_to = RefCell::new(0u64);
     let segments = RefCell::new(SegmentRecords::default());
@@ -324,11 +326,40 @@ pub fn store(
             stored_leaf_hash: hash,
         }
     });
-    let result = verify_log_from(tree, records, &checkpoints, &outside);
+    let mut result = verify_log_from(tree, records, &checkpoints, &outside);
     if let Some(e) = events.failed {
         return Err(e.into());
     }
     problems.extend(moved.into_inner());
+    // Events archived past where the log could resume: the tree where the live log starts is
+    // not known, so no root the live events make can be compared, and none is said to differ.
+    let archived_to = archived_to.into_inner();
+    let unresumed = archived_to > base;
+    if unresumed {
+        let why = if stored_checkpoints.iter().any(|c| c.size == archived_to) {
+            "its stored frontier is altered (see above)"
+        } else {
+            "it is missing from the database (deleted)"
+        };
+        problems.push(format!(
+            "the checkpoint at size {archived_to}, where the archive of the events before {} ended and the live log resumes, cannot be resumed from: {why}, and no intact archive segment ending there is at hand, so the live events could not be checked against the signed checkpoints; restore the row from a backup",
+            archived_to + 1
+        ));
+        // Those archived are not missing; any deleted past them still are.
+        result.problems = std::mem::take(&mut result.problems)
+            .into_iter()
+            .filter_map(|p| match p {
+                Problem::Missing { seq, count } if seq <= archived_to => {
+                    (seq + count > archived_to + 1).then(|| Problem::Missing {
+                        seq: archived_to + 1,
+                        count: seq + count - archived_to - 1,
+                    })
+                }
+                Problem::RootMismatch { .. } | Problem::Truncated { .. } => None,
+                p => Some(p),
+            })
+            .collect();
+    }
     // Kept checkpoints of archived sizes are checked against the segments' events; one whose
     // segment was deleted (past retention) cannot be, and is said so.
     let kept_archived: Vec<&Checkpoint> = outside.iter().filter(|c| c.size < base).collect();
@@ -365,7 +396,7 @@ pub fn store(
         .map(|c| c.size)
         .filter(|size| !compared.contains(size))
         .collect();
-    if base > 0 && archived_to.into_inner() != base {
+    if base > 0 && archived_to != base && !unresumed {
         problems.push(format!(
             "events 1..{base} left the live log without an audited archive ending at {base}"
         ));
@@ -549,6 +580,77 @@ pub fn store(
     report(out, "the audit log", summary, &problems)
 }
 
+/// The tree the live log's events are checked from, they following event `live_from`: that of
+/// the stored checkpoint there, as the server resumes; failing it, that of the end of an archive
+/// segment there (in `archive`), its events making the root its end checkpoint signed (the
+/// segment's file name is returned then); failing both, that of the latest such point before,
+/// or the empty tree, so that what is missing since is named.
+fn resume_point(
+    live_from: u64,
+    stored: &[warden_store::Checkpoint],
+    archive: &Path,
+    key: &NoteVerifier,
+) -> (Tree, Option<String>) {
+    let at_stored = |size: u64| {
+        stored
+            .iter()
+            .filter(|c| c.size <= size)
+            .filter_map(|c| Tree::from_frontier(c.size, c.frontier.clone()).ok())
+            .filter(|t| {
+                stored
+                    .iter()
+                    .any(|c| c.size == t.size() && c.root == t.root())
+            })
+            .max_by_key(Tree::size)
+    };
+    let stored_tree = at_stored(live_from).unwrap_or_default();
+    if stored_tree.size() == live_from {
+        return (stored_tree, None);
+    }
+    // Segments ending after that checkpoint and no later than the live log's start, latest
+    // first, by their names (segment-FROM-TO.json).
+    let mut ends: Vec<(u64, String)> = std::fs::read_dir(archive)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let to = name
+                .strip_prefix("segment-")?
+                .strip_suffix(".json")?
+                .split_once('-')?
+                .1
+                .parse()
+                .ok()?;
+            Some((to, name))
+        })
+        .filter(|(to, _)| (stored_tree.size() + 1..=live_from).contains(to))
+        .collect();
+    ends.sort_unstable_by(|a, b| b.cmp(a));
+    for (to, name) in ends {
+        let Ok(v) = std::fs::read(archive.join(&name))
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|_| ()))
+        else {
+            continue;
+        };
+        let (_, last, events, Some(mut tree)) = segment_parts(&v) else {
+            continue;
+        };
+        for data in &events {
+            tree.push(leaf_hash(data.as_bytes()));
+        }
+        let signed = Checkpoint::open(v["end"].as_str().unwrap_or_default(), key);
+        if last == to
+            && tree.size() == to
+            && signed.is_ok_and(|end| end.size == to && end.root == tree.root())
+        {
+            return (tree, Some(name));
+        }
+    }
+    (stored_tree, None)
+}
+
 /// Where the live log starts after an archive, as a search or an export says it: the oldest
 /// live event (`first_live`: its sequence number and text) and its time.
 fn archived_before((seq, data, _): (u64, String, [u8; 32])) -> Value {
@@ -658,7 +760,9 @@ fn forks(kept: &[(&Path, Checkpoint)], signed_here: &[&Checkpoint]) -> Vec<(u64,
 }
 
 /// Where what changed lies while every checkpoint is trusted: past the largest of `sizes`
-/// that still matches the log, up to the smallest that does not (`mismatched`).
+/// that still matches the log, or `base`, where its check started, up to the smallest that
+/// does not (`mismatched`). None where that is no range: a checkpoint of fewer events than
+/// the check started from was compared with nothing.
 fn changed_between(
     mismatched: &[u64],
     sizes: impl Iterator<Item = u64>,
@@ -669,6 +773,9 @@ fn changed_between(
         .filter(|&size| size < first_bad && !mismatched.contains(&size))
         .max()
         .unwrap_or(base);
+    if last_good >= first_bad {
+        return None;
+    }
     Some(format!(
         "what changed lies in events {}..={first_bad}: the log still matches the checkpoint at {last_good}",
         last_good + 1
@@ -1690,9 +1797,22 @@ fn root_mismatches(problems: &[Problem]) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ArchivedEvents, key_shaped, sequence_problems};
+    use super::{ArchivedEvents, changed_between, key_shaped, sequence_problems};
     use std::collections::BTreeMap;
     use warden_audit::BlockCheck;
+
+    #[test]
+    fn what_changed_is_narrowed_down_to_a_range_or_not_at_all() {
+        assert_eq!(
+            changed_between(&[700, 900], [650, 685, 800, 700].into_iter(), 685).as_deref(),
+            Some(
+                "what changed lies in events 686..=700: the log still matches the checkpoint at 685"
+            )
+        );
+        // A checkpoint of fewer events than the check started from matched nothing.
+        assert_eq!(changed_between(&[5], std::iter::empty(), 685), None);
+        assert_eq!(changed_between(&[], [5].into_iter(), 0), None);
+    }
 
     #[test]
     fn kept_hashes_missing_from_the_block_an_archive_cut_into_are_named_in_runs() {
