@@ -67,19 +67,24 @@ impl fmt::Display for RequestId {
     }
 }
 
-/// Text that is not a request id.
+/// Text that is not a request id, quoted as [`crate::text::shown`] quotes it: at most
+/// [`BAD_ID_SHOWN`] characters, and `…` after the quote when it went on, so that a record
+/// that keeps only its length ([`crate::text::unquoted`]) says "or more" of a longer one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a request id: write the whole id, as `warden request list` shows it (a UUID such as 0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60; ids are not shortened)"
+    "{0} is not a request id: write the whole id, as `warden request list` shows it (a UUID such as 0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60; ids are not shortened)"
 )]
 pub struct BadRequestId(String);
+
+/// Most characters of a bad request id its refusal quotes.
+const BAD_ID_SHOWN: usize = 40;
 
 impl FromStr for RequestId {
     type Err = BadRequestId;
     /// Only the hyphenated form Warden writes: one id, one spelling (braces, `urn:uuid:` and
     /// the bare 32 digits are refused).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadRequestId(s.chars().take(40).collect());
+        let bad = || BadRequestId(crate::text::shown(s, BAD_ID_SHOWN));
         if s.len() != 36 {
             return Err(bad());
         }
@@ -981,6 +986,33 @@ mod tests {
         ] {
             assert!(other.parse::<RequestId>().is_err(), "{other}");
         }
+    }
+
+    #[test]
+    fn a_bad_id_longer_than_its_quote_is_said_to_be_so() {
+        let refusal = |id: &str| id.parse::<RequestId>().unwrap_err().to_string();
+        let said = refusal(&"a".repeat(47));
+        assert!(
+            said.starts_with(&format!("\"{}\"… is not", "a".repeat(40))),
+            "{said}"
+        );
+        assert!(
+            crate::text::unquoted(&said)
+                .starts_with("(a value of 40 or more characters, not kept) is not a request id"),
+            "{said}"
+        );
+        // One no longer than the quote is counted exactly.
+        let short = refusal("not-a-uuid");
+        assert!(short.starts_with("\"not-a-uuid\" is not"), "{short}");
+        assert!(
+            crate::text::unquoted(&short).starts_with("(a value of 10 characters, not kept)"),
+            "{short}"
+        );
+        let forty = refusal(&"b".repeat(40));
+        assert!(
+            crate::text::unquoted(&forty).starts_with("(a value of 40 characters, not kept)"),
+            "{forty}"
+        );
     }
 
     fn user(name: &str, groups: &[&str], manager: Option<&str>) -> User {

@@ -28,19 +28,29 @@ pub fn others_may_change(path: &Path, checked: Option<&Path>) -> Option<String> 
 }
 
 /// The first entry of `dir` that another user owns (or, for a link, where it leads), named,
-/// with why that is refused: they could read or replace it (a key, the database). Modes are
-/// left to what reads each file (the keys must be 0600, the database is made private).
+/// with why that is refused: they could read or replace it (a key, the database). A link is
+/// judged by where it leads as a policy file's is ([`others_may_change`]): a key or database
+/// moved to a directory others may write, and linked from here, could be renamed or swapped
+/// there. Modes are otherwise left to what reads each file (the keys must be 0600, the database
+/// is made private).
 pub fn entry_owned_by_others(dir: &Path) -> Option<String> {
     let me = rustix::process::geteuid().as_raw();
     let foreign = |uid: u32| uid != me && uid != 0;
+    let checked = std::fs::canonicalize(dir).ok();
     std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
         let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
         let link = std::fs::symlink_metadata(&path).ok()?;
+        if link.file_type().is_symlink()
+            && let Some(why) = others_may_change(&path, checked.as_deref())
+        {
+            return Some(format!("{name}: {why}"));
+        }
         let target = std::fs::metadata(&path).map_or(link.uid(), |m| m.uid());
         let uid = [link.uid(), target].into_iter().find(|u| foreign(*u))?;
         Some(format!(
-            "{} is owned by uid {uid}, not by the server's user (uid {me}) or root, who could read or replace it: chown it to the server's user",
-            entry.file_name().to_string_lossy()
+            "{name} is owned by uid {uid}, not by the server's user (uid {me}) or root, who could read or replace it: chown it to the server's user"
         ))
     })
 }

@@ -80,6 +80,25 @@ fn dev_may_take(config: &Config, file: Option<&std::path::Path>) -> anyhow::Resu
     Ok(())
 }
 
+/// Refuses a `--dev` start without `--data-dir` on a config `file` that sets `data_dir`:
+/// `--dev` would serve from a temporary directory instead and delete it at exit, and whoever
+/// set the data dir would find nothing of that run in it. A usage error: the options contradict
+/// the config.
+fn refuse_configured_data_dir(file: &Path) -> anyhow::Result<()> {
+    // Read again as a plain table: the parsed config cannot tell the default from a setting.
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading config file {}", file.display()))?;
+    let sets = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("data_dir"));
+    if sets {
+        return Err(BadInvocation(format!(
+            "the config {} sets `data_dir`, but `--dev` serves from a temporary data dir, deleted at exit: remove `data_dir` from the config, or start without --dev to serve from it (or give --data-dir to keep a --dev server's data there)",
+            file.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// The config's own users that `--dev` gives the demo password (those without a
 /// `password_hash`), each with their groups, administrators' included: the banner names them
 /// beside the demo users, since anyone who knows the published password can sign in as them.
@@ -508,6 +527,25 @@ fn master_key(data: &Path) -> anyhow::Result<Sealer> {
     Ok(sealer)
 }
 
+/// `e`, the database of data dir `data` failing to open, with the free space of its disk when
+/// SQLite said no more than "disk I/O error" and the disk is nearly full: short of room for
+/// its shared-memory file (32 KiB) SQLite says only that, which sends an operator looking for
+/// a failing disk.
+fn with_free_space(e: anyhow::Error, data: &Path) -> anyhow::Error {
+    disk_full_said(e, crate::disk_space::free_bytes(data).ok())
+}
+
+/// [`with_free_space`] for a disk with `free` bytes left (`None`: unknown).
+fn disk_full_said(e: anyhow::Error, free: Option<u64>) -> anyhow::Error {
+    let io_error = e.chain().any(|c| c.to_string().contains("disk I/O error"));
+    match free.and_then(crate::disk_space::shortage) {
+        Some(short) if io_error => {
+            anyhow::anyhow!("{e:#}: most likely the disk is (nearly) full: {short}")
+        }
+        _ => e,
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
@@ -525,6 +563,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         dev_may_take(&config, opts.config.as_deref())?;
         // A throwaway data dir, unless the caller chose one.
         if opts.data_dir.is_none() {
+            if let Some(file) = &opts.config {
+                refuse_configured_data_dir(file)?;
+            }
             // Private like any data dir: it holds the audit log and the CA.
             let dir = tempfile::Builder::new()
                 .prefix("warden-dev-")
@@ -573,7 +614,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let db = data.join("warden.db");
     // Read, not migrated: the database is brought up to this version's schema only once every
     // check below passed, so a refused start leaves it as the Warden before could open it.
-    let history = SqliteStore::history(&db).with_context(|| format!("reading {}", db.display()))?;
+    let history = SqliteStore::history(&db)
+        .with_context(|| format!("reading {}", db.display()))
+        .map_err(|e| with_free_space(e, &data))?;
     check_dev_marker(
         &data,
         opts.dev,
@@ -701,6 +744,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             verifier_path.display()
         );
     }
+    // Nor, with that file missing, may a key that did not sign the log's newest checkpoint: it
+    // would write itself into the verifier, and never sign the log on. (With the checkpoint
+    // kept beside the log, `check_start` below tells a replaced key from a forged note; a
+    // stored checkpoint altered or signed under another name is the checkpointer's to refuse,
+    // and `warden audit verify`'s to explain.)
+    if !anchor.exists()
+        && let Some(c) = history.as_ref().and_then(|h| h.latest_checkpoint.as_ref())
+        && let Err(e @ warden_audit::CheckpointError::SignedByAnotherKey { .. }) =
+            warden_audit::Checkpoint::open(&c.note, &verifier)
+    {
+        bail!(
+            "Not started: {} is not the key that signed this log: the log's newest checkpoint (of {} events) was signed by another key ({e}). Restore the key from your backup (its public half is the one auditors hold); a new key is made only for a new log, in a new data dir",
+            audit_key_path.display(),
+            c.size
+        );
+    }
     // A database older than the newest checkpoint this server signed was restored from an older
     // copy or lost its write-ahead log: grants revoked and tokens ended since would work again.
     let events = history.as_ref().map_or(0, |h| h.last_seq);
@@ -760,7 +819,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         None => UserCa::load_or_create(&ca_path)?,
     };
     keep_ca_public_half(&data, &ca)?;
-    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let store = SqliteStore::open(&db)
+        .with_context(|| format!("opening {}", db.display()))
+        .map_err(|e| with_free_space(e, &data))?;
     let schema = store.schema();
     // From now on the store itself names the CA, whatever becomes of the public half beside it.
     let recorded = store
@@ -1057,6 +1118,34 @@ async fn reload_on_sighup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_io_error_on_a_nearly_full_disk_says_so() {
+        let failed = || {
+            anyhow::Error::from(warden_store::Error::Backend("disk I/O error".into()))
+                .context("reading d/warden.db")
+        };
+        let said = format!("{:#}", disk_full_said(failed(), Some(16 * 1024)));
+        assert!(
+            said.starts_with(
+                "reading d/warden.db: storage failure: disk I/O error: most likely the disk is (nearly) full: the data dir's disk has 16 KiB free"
+            ),
+            "{said}"
+        );
+        // Room enough, or no telling: the error as it was.
+        let roomy = format!("{:#}", disk_full_said(failed(), Some(1 << 40)));
+        assert_eq!(
+            roomy,
+            "reading d/warden.db: storage failure: disk I/O error"
+        );
+        assert!(!format!("{:#}", disk_full_said(failed(), None)).contains("full"));
+        // Nor is any other failure blamed on the disk.
+        let other = anyhow::anyhow!("file is not a database");
+        assert_eq!(
+            format!("{:#}", disk_full_said(other, Some(0))),
+            "file is not a database"
+        );
+    }
 
     #[test]
     fn an_api_address_beyond_loopback_is_said_to_carry_secrets_in_clear() {

@@ -217,19 +217,31 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 }
 
 /// `path` for the access log, a token pasted into it (in place of a request id, say) cut to
-/// its prefix.
+/// its prefix: each segment is cut where it holds the token's prefix once percent-decoded
+/// (`%77dn_…` is as much a token as `wdn_…`), and logged as `wdn_…` from there.
 fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.contains(crate::auth::TOKEN_PREFIX) {
+    let prefix = crate::auth::TOKEN_PREFIX;
+    if token_at(path).is_none() {
         return path.into();
     }
     path.split('/')
-        .map(|segment| match segment.find(crate::auth::TOKEN_PREFIX) {
-            Some(at) => format!("{}…", &segment[..at + crate::auth::TOKEN_PREFIX.len()]),
+        .map(|segment| match token_at(segment) {
+            Some(at) => format!("{}{prefix}…", &segment[..at]),
             None => segment.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("/")
         .into()
+}
+
+/// Where in `text`, still percent-encoded, the first token prefix begins once it is decoded.
+fn token_at(text: &str) -> Option<usize> {
+    let prefix = crate::auth::TOKEN_PREFIX.as_bytes();
+    let decoded = unescaped(text);
+    decoded
+        .windows(prefix.len())
+        .position(|w| w.iter().map(|(_, b)| b).eq(prefix.iter()))
+        .map(|i| decoded[i].0)
 }
 
 /// Longest part of a request's path written to the log.
@@ -629,6 +641,12 @@ fn recordable_name(name: String) -> String {
 
 /// `text` with its `%XX` escapes decoded; bytes that do not form UTF-8 become U+FFFD.
 fn percent_decoded(text: &str) -> String {
+    let out: Vec<u8> = unescaped(text).into_iter().map(|(_, b)| b).collect();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The bytes of `text` with its `%XX` escapes decoded, each with where in `text` it begins.
+fn unescaped(text: &str) -> Vec<(usize, u8)> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -639,16 +657,16 @@ fn percent_decoded(text: &str) -> String {
             .flatten();
         match escaped {
             Some((high, low)) => {
-                out.push(u8::try_from(high * 16 + low).unwrap_or_default());
+                out.push((i, u8::try_from(high * 16 + low).unwrap_or_default()));
                 i += 3;
             }
             None => {
-                out.push(bytes[i]);
+                out.push((i, bytes[i]));
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Refuses query parameters on a `/v1` endpoint that takes none, as those that take some refuse
@@ -1553,6 +1571,29 @@ mod tests {
             "/v1/requests/wdn_…/approve"
         );
         assert_eq!(logged_path(&format!("/v1/x{token}")), "/v1/xwdn_…");
+        // Percent-encoded, it is a token all the same, whatever part is escaped.
+        let rest = &token[4..];
+        for escaped in [
+            format!("%77dn_{rest}"),
+            format!("%77%64%6E%5f{rest}"),
+            format!("wdn%5F{rest}"),
+        ] {
+            assert_eq!(
+                logged_path(&format!("/v1/requests/{escaped}/approve")),
+                "/v1/requests/wdn_…/approve",
+                "{escaped}"
+            );
+        }
+        // What comes before it in its segment stays as it was sent.
+        assert_eq!(
+            logged_path(&format!("/v1/requests/a%2Fb%20%77dn_{rest}")),
+            "/v1/requests/a%2Fb%20wdn_…"
+        );
+        // Escapes that make no token are logged as they are.
+        assert_eq!(
+            logged_path("/v1/targets/db%2Fprimary/wd%6E"),
+            "/v1/targets/db%2Fprimary/wd%6E"
+        );
         assert_eq!(
             logged_path("/v1/requests/0190c8a2"),
             "/v1/requests/0190c8a2"

@@ -62,6 +62,17 @@ pub fn run(cmd: VaultCommand, out: Output) -> anyhow::Result<()> {
     }
     let old = match std::env::var(MASTER_KEY_ENV) {
         Ok(_) => Sealer::load_or_create(&current)?,
+        // Without the key the secrets were sealed under there is nothing to re-wrap them from.
+        Err(_) if !current.exists() => {
+            return Err(Failure::new(
+                exit::FAILURE,
+                format!(
+                    "{} does not exist: restore the master key from your backup into it, or set {MASTER_KEY_ENV} to the key (its base64), then run the rotation again; nothing was changed",
+                    current.display()
+                ),
+            )
+            .into());
+        }
         Err(_) => Sealer::load(&current)?,
     };
     if let Some(s) = &sample
