@@ -3089,3 +3089,21 @@ fn a_deleted_archive_boundary_is_named_for_what_it_is() {
         "{v}"
     );
 }
+
+/// `verify --segment` without a verifier key is a usage error, as `--bundle` is.
+#[test]
+fn a_segment_checked_without_a_verifier_key_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("segment-000000000001-000000000005.json");
+    std::fs::write(&file, "{}").unwrap();
+    let out = Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
+        &["audit", "verify", "--segment", file.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("pass --verifier-key")
+            && out.stderr.contains("warden audit verifier-key"),
+        "{out:?}"
+    );
+}

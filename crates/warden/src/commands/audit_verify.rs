@@ -1739,7 +1739,12 @@ pub fn segment(
     external: &[std::path::PathBuf],
     out: Output,
 ) -> anyhow::Result<()> {
-    let key = verifier(key.context("pass --verifier-key (the segment does not carry one)")?)?;
+    let key = verifier(key.ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            "pass --verifier-key: the server's key as you got it from `warden audit verifier-key` (or your own copy); a segment carries none",
+        )
+    })?)?;
     let v: Value = serde_json::from_str(&read_input(file)?).map_err(|e| {
         Failure::new(
             exit::USAGE,
