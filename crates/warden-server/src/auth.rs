@@ -293,6 +293,15 @@ impl TokenCache {
         self.cached().barred(token)
     }
 
+    /// Whether `user` has been signed out (offboarded, or given new credentials) at `at` or
+    /// since: a token that passed authentication before `at` no longer would.
+    pub(crate) fn signed_out_since(&self, user: &UserName, at: OffsetDateTime) -> bool {
+        self.cached()
+            .signed_out
+            .get(user)
+            .is_some_and(|out| *out >= at)
+    }
+
     fn put(&self, hash: [u8; 32], token: Token) {
         let mut c = self.cached();
         if c.barred(&token) {
@@ -419,7 +428,9 @@ impl App {
     /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT) (or, once an archive sealed them, the
     /// lockouts its `audit.segment_archived` event lists), less those a new password, a reset of
     /// the second factor or an administrator's unlock lifted since.
-    /// Only the log's tail is read, from the newest checkpoint made before that window.
+    /// Only the log's tail is read, from the newest checkpoint made before that window. Users
+    /// no longer in the directory are left out: gone, they have no sign-in to lock (put back,
+    /// they are locked again if the log still says so, unless given a password since).
     /// Returns how many users are locked.
     pub async fn restore_lockouts(&self) -> Result<usize, AuthError> {
         let t = now();
@@ -476,6 +487,7 @@ impl App {
                 }
             }
         }
+        locked.retain(|user, _| self.user(user).is_some());
         let count = locked.len();
         for (user, until) in locked {
             self.lockouts.lock(user, until);
@@ -1244,9 +1256,22 @@ impl App {
         theirs.len()
     }
 
-    /// The users whose password and code checks are locked now, and until when.
+    /// The users of the directory whose password and code checks are locked now, and until
+    /// when: one no longer in it has no sign-in to lock, nor can it be unlocked.
     pub fn locked_users(&self) -> Vec<(UserName, OffsetDateTime)> {
-        self.lockouts.locked(now())
+        let mut locked = self.lockouts.locked(now());
+        locked.retain(|(user, _)| self.user(user).is_some());
+        locked
+    }
+
+    /// Whether `user` has a password that signs in: one set, and not disabled by an
+    /// offboarding.
+    pub(crate) async fn has_password(&self, user: &UserName) -> Result<bool, AuthError> {
+        let secrets = self.store.secrets(user).await?;
+        Ok(secrets
+            .password_hash
+            .as_deref()
+            .is_some_and(|phc| PasswordHash::new(phc).is_ok()))
     }
 
     /// Lifts `target`'s lockout, if any, keeping their password: for the user who mistyped,

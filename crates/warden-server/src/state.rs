@@ -47,6 +47,10 @@ pub struct App {
     gates: Gates,
     /// Serialises archives of the audit log.
     pub(crate) archiving: Mutex<()>,
+    /// Held by an offboarding from its caller's check until it is done, so that two never
+    /// cross: each checks again, with it held, that its caller still stands and that an
+    /// administrator who can sign in remains.
+    pub(crate) offboarding: Mutex<()>,
     /// Held by a request's credential issue, and by whatever ends the request, so that a
     /// revocation waits for an issue under way and then removes what it made.
     pub(crate) issuing: crate::broker::Locks<RequestId>,
@@ -310,6 +314,7 @@ impl App {
             reload: Mutex::new(()),
             gates: Gates::default(),
             archiving: Mutex::new(()),
+            offboarding: Mutex::new(()),
             issuing: crate::broker::Locks::default(),
             reviewing: crate::broker::Locks::default(),
             chains: crate::broker::Locks::default(),
@@ -407,7 +412,9 @@ impl App {
 
     /// What a reload leaves as it was: when the config file's users, groups or managers are no
     /// longer those this server started with, which are read at start only, or its password
-    /// hashes changed ([`App::changed_password_hashes`]), a note saying so.
+    /// hashes changed ([`App::changed_password_hashes`]), a note saying so. The file is weighed
+    /// against the one read at start, both with the users offboarded now, so that who was
+    /// offboarded or given a password back since is not taken for a change of the file.
     pub async fn directory_drift(&self) -> Option<String> {
         let path = self.config.file.as_ref()?;
         let offboarded = self.store.offboarded_users().await.unwrap_or_default();
@@ -419,8 +426,14 @@ impl App {
             Ok(d) => d,
             Err(e) => return Some(format!("{}: {e}", path.display())),
         };
+        // What the file said at start, read with who is offboarded now: an offboarding or a new
+        // password since then changes whom the bootstrap admin stands in for, not the file.
+        let then = match self.config.directory(&offboarded) {
+            Ok(d) => d,
+            Err(_) => self.directory.clone(),
+        };
         let mut notes = Vec::new();
-        if now != self.directory {
+        if now != then {
             notes.push(format!(
                 "the users, groups or managers in {} changed since the server started: they take effect at its next start (`warden revoke --user NAME --all` ends a leaver's access now)",
                 path.display()

@@ -724,3 +724,197 @@ fn the_code_is_asked_for_only_once_the_password_is_right() {
     assert_eq!(guessed.code, 5, "{guessed:?}");
     assert!(!guessed.stderr.contains("--totp"), "{guessed:?}");
 }
+
+/// A deployment-style server (`--config FILE`, not `--dev`: no demo users, no bootstrap admin
+/// once the config names administrators who can sign in) with the test policy and `users` as
+/// its config's users. Returns it and the config file.
+fn serve_users(dir: &std::path::Path, users: &str) -> (warden_testkit::Server, std::path::PathBuf) {
+    let policy = dir.join("policy");
+    write_policy(
+        &policy,
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let config = dir.join("warden.toml");
+    let text = format!("policy_dir = {:?}\n\n{users}", policy.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    let server = warden_testkit::Server::start_in(
+        std::path::Path::new(BIN),
+        &dir.join("data"),
+        &["serve", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    (server, config)
+}
+
+/// Two administrators, the only ones, offboarding each other at the same instant: the
+/// offboardings take turns, the second finds its caller offboarded by the first and is refused
+/// (on the record), and the first does not wait out the drain for the refused call. One
+/// administrator remains, who can still sign in and administer.
+///
+/// root2's call is made to pass authentication first (its body held back), so that root1's
+/// offboarding of root2 finds it under way, as calls sent at the same instant would.
+#[test]
+fn administrators_offboarding_each_other_at_once_leave_one_standing() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["root1", "root2"];
+    let passwords = ["root1-password-1", "root2-password-1"];
+    let users: String = names
+        .iter()
+        .zip(passwords)
+        .map(|(name, pw)| {
+            format!(
+                "[users.{name}]\ngroups = [\"admins\"]\npassword_hash = {:?}\n\n",
+                password_hash(pw)
+            )
+        })
+        .collect();
+    let (server, _) = serve_users(dir.path(), &users);
+    let clis: Vec<_> = names
+        .iter()
+        .zip(passwords)
+        .map(|(name, pw)| {
+            let cli = server.cli();
+            let out = sign_in(&cli, name, pw, None);
+            assert!(out.success(), "{out:?}");
+            cli
+        })
+        .collect();
+    let tokens: Vec<String> = clis.iter().map(token).collect();
+    let port = server.port();
+
+    // root2 offboards root1: authenticated, counted under way, its body not sent yet.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/users/root1/revoke-all HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n",
+        tokens[1]
+    );
+    held.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (first, second, took) = std::thread::scope(|s| {
+        // root1 offboards root2, and waits for root2's call under way.
+        let first = s.spawn(|| {
+            call(
+                port,
+                "POST",
+                "/v1/users/root2/revoke-all",
+                Some(&tokens[0]),
+                "{}",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !first.is_finished(),
+            "root1's offboarding did not wait for root2's call"
+        );
+        let sent = Instant::now();
+        held.write_all(b"{}").unwrap();
+        let mut answer = String::new();
+        let _ = held.read_to_string(&mut answer);
+        let first = first.join().unwrap();
+        (first, answer, sent.elapsed())
+    });
+    assert_eq!(first.0, 200, "{first:?}");
+    assert!(second.starts_with("HTTP/1.1 403"), "{second}");
+    let body = second.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(error_code(body), "not_permitted", "{second}");
+    assert!(
+        body.contains("offboarded by another administrator"),
+        "{second}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the offboarding waited out its drain for the refused call: {took:?}"
+    );
+
+    // root1 still administers, and signs in again; root2 no longer does.
+    let root1 = &clis[0];
+    ok(root1, &["user", "locked"]);
+    let again = sign_in(&server.cli(), "root1", passwords[0], None);
+    assert!(again.success(), "{again:?}");
+    let gone = sign_in(&server.cli(), "root2", passwords[1], None);
+    assert_eq!(gone.code, 5, "{gone:?}");
+    assert_eq!(
+        audit_values(root1, "auth.user_offboarded", "/details/user"),
+        ["root2"]
+    );
+    let refused: Vec<_> = audit_events(root1, "request.action_refused")
+        .into_iter()
+        .filter(|e| e["details"]["action"] == "user.revoke_all")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["actor"]["user"], "root2");
+    assert_eq!(refused[0]["outcome"]["code"], "not_permitted");
+}
+
+/// A user locked after wrong passwords and then removed from the config is not listed as
+/// locked after the restart (an administrator could not unlock them: they are not in the
+/// directory), nor counted at start; put back, they sign in afresh, unlocked.
+#[test]
+fn a_locked_user_removed_from_the_config_is_not_listed_as_locked() {
+    let mut env = Env::start_configured("[users.eve]\ngroups = [\"dev\"]\n");
+    let config = env.dir.path().join("warden.toml");
+    let cli = env.server.cli();
+    for _ in 0..5 {
+        assert_eq!(sign_in(&cli, "eve", "definitely-wrong", None).code, 5);
+    }
+    let admin = env.login("admin");
+    assert_eq!(ok(&admin, &["user", "locked"])["locked"][0]["user"], "eve");
+
+    let restart = |env: &mut Env, config_text: &str| -> String {
+        std::fs::write(&config, config_text).unwrap();
+        let before = env.server.stderr().len();
+        assert!(env.server.terminate().success());
+        env.server.restart();
+        env.server.stderr()[before..].to_owned()
+    };
+    let said = restart(&mut env, "");
+    assert!(!said.contains("users still locked"), "{said}");
+    let admin = env.login("admin");
+    assert_eq!(ok(&admin, &["user", "locked"])["locked"], json!([]));
+    fails(&admin, &["user", "unlock", "eve"], 4);
+
+    restart(&mut env, "[users.eve]\ngroups = [\"dev\"]\n");
+    let admin = env.login("admin");
+    assert_eq!(ok(&admin, &["user", "locked"])["locked"], json!([]));
+    let back = sign_in(&env.server.cli(), "eve", PASSWORD, None);
+    assert!(back.success(), "{back:?}");
+}
+
+/// An offboarding since start, which changes whom the bootstrap admin stands in for, is no
+/// change of the config file: a reload says nothing of its users then, and still does once
+/// the file's users change.
+#[test]
+fn a_reload_says_the_configs_users_changed_only_when_the_file_did() {
+    let dir = tempfile::tempdir().unwrap();
+    // root1 is the only administrator the file gives a password; root2 gets one from root1.
+    let users = format!(
+        "[users.root1]\ngroups = [\"admins\"]\npassword_hash = {:?}\n\n[users.root2]\ngroups = [\"admins\"]\n\n",
+        password_hash("root1-password-1")
+    );
+    let (server, config) = serve_users(dir.path(), &users);
+    let root1 = server.cli();
+    assert!(sign_in(&root1, "root1", "root1-password-1", None).success());
+    let set = root1.run(
+        &["user", "set-password", "root2", "--password-stdin"],
+        Some("root2-password-1"),
+    );
+    assert!(set.success(), "{set:?}");
+    let root2 = server.cli();
+    assert!(sign_in(&root2, "root2", "root2-password-1", None).success());
+    ok(&root2, &["revoke", "--user", "root1", "--all"]);
+
+    let reload = || {
+        let out = root2.run(&["policy", "reload"], None);
+        assert!(out.success(), "{out:?}");
+        out.stderr
+    };
+    let said = reload();
+    assert!(!said.contains("changed since the server started"), "{said}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}[users.dave]\ngroups = [\"dev\"]\n")).unwrap();
+    let said = reload();
+    assert!(said.contains("changed since the server started"), "{said}");
+}

@@ -25,6 +25,11 @@ const END_ALL_PAGE: usize = 10_000;
 /// target takes a while) before it ends their requests.
 const OFFBOARD_DRAIN: Duration = Duration::from_secs(30);
 
+/// How often an offboarding waiting for its turn looks again whether its caller still stands:
+/// one whose caller is being offboarded meanwhile is refused at once, rather than hold up, as
+/// a call of theirs under way, the offboarding that waits for it.
+const TURN_LOOK: Duration = Duration::from_millis(5);
+
 impl App {
     /// Ends a grant (`by` is `None` for expiry). Credentials that die on their own (SSH
     /// certificates) need nothing more; an account at a target gets its lease moved to
@@ -207,7 +212,13 @@ impl App {
     /// Tokens first, so that the user can start nothing new; then the wait, so that a request
     /// that passed authentication just before is stored before the requests are looked up,
     /// and ended with them rather than outliving the offboarding.
+    ///
+    /// Offboardings take turns, server-wide. With the turn, the caller is checked again (one
+    /// offboarded or signed out meanwhile is refused, as their token now would be), and an
+    /// administrator's offboarding is refused when no other administrator could sign in after
+    /// it: two administrators offboarding each other at once leave one standing.
     pub async fn offboard(&self, caller: Caller<'_>, user: &UserName) -> Result<usize, Error> {
+        let began = now();
         if !self.is_admin(caller.user) {
             return Err(Error::Forbidden(
                 "only administrators can offboard users".into(),
@@ -240,6 +251,8 @@ impl App {
                 });
             }
         }
+        let _turn = self.offboarding_turn(&caller, began).await?;
+        self.keeps_an_administrator(user).await?;
         // From here on no approval of theirs counts, and then no change of theirs starts and
         // no sign-in of theirs earns a token.
         self.bar_reviewer(user).await;
@@ -275,6 +288,67 @@ impl App {
             .await?;
         tracing::info!(%user, ended, tokens = signed.tokens, ssh_keys = signed.ssh_keys, "user offboarded");
         Ok(ended)
+    }
+
+    /// The server's one offboarding turn ([`App::offboarding`]), for `caller`, whose call
+    /// began at `began`: refused, waiting or once held, as soon as the caller no longer stands
+    /// ([`App::caller_stands`]). Looking while it waits lets an offboarding of the caller that
+    /// holds the turn go on at once, rather than wait out [`OFFBOARD_DRAIN`] for this call.
+    async fn offboarding_turn(
+        &self,
+        caller: &Caller<'_>,
+        began: OffsetDateTime,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
+        let turn = self.offboarding.lock();
+        tokio::pin!(turn);
+        loop {
+            tokio::select! {
+                held = &mut turn => {
+                    self.caller_stands(caller, began)?;
+                    return Ok(held);
+                }
+                () = tokio::time::sleep(TURN_LOOK) => self.caller_stands(caller, began)?,
+            }
+        }
+    }
+
+    /// Refuses `caller`, whose call began at `began`, when they have been offboarded, or
+    /// signed out by new credentials, since: their token would now be refused.
+    fn caller_stands(&self, caller: &Caller<'_>, began: OffsetDateTime) -> Result<(), Error> {
+        let me = &caller.user.name;
+        if self.offboarded(me) {
+            return Err(Error::Forbidden(
+                "you were offboarded by another administrator while this offboarding waited for theirs to finish: nothing was done, and your token no longer works".into(),
+            ));
+        }
+        if self.tokens.signed_out_since(me, began) {
+            return Err(Error::Forbidden(
+                "your sign-in was ended (a new password or a reset of your second factor) while this offboarding waited for another to finish: nothing was done; sign in again with `warden login` and retry".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses the offboarding of `user`, an administrator, when no other administrator would
+    /// be left who can sign in (one not offboarded, with a password): an instance no one can
+    /// administer waits for a restart to get its bootstrap admin back. Run with the
+    /// offboarding turn held, so that no other offboarding changes the answer meanwhile.
+    async fn keeps_an_administrator(&self, user: &UserName) -> Result<(), Error> {
+        if !self.user(user).is_some_and(|u| self.is_admin(u)) {
+            return Ok(());
+        }
+        let others = self
+            .directory
+            .users()
+            .filter(|u| self.is_admin(u) && u.name != *user && !self.offboarded(&u.name));
+        for admin in others {
+            if self.has_password(&admin.name).await? {
+                return Ok(());
+            }
+        }
+        Err(Error::Forbidden(format!(
+            "offboarding {user} would leave no administrator who can sign in: give another administrator a password first (`warden user set-password NAME`), so that one always remains"
+        )))
     }
 
     /// Ends the open requests of users no longer in the directory (removed from the config
