@@ -3107,3 +3107,66 @@ fn a_segment_checked_without_a_verifier_key_is_a_usage_error() {
         "{out:?}"
     );
 }
+
+/// A kept checkpoint file is read as the note it holds: a blank line after it, or no newline
+/// at its end, as files are often saved, is no tampering; a file holding no checkpoint note is
+/// a usage error saying what one looks like; a note whose signed text was changed is still a
+/// problem of the log's.
+#[test]
+fn a_kept_checkpoint_file_is_read_whatever_its_last_line_ends_with() {
+    let (stopped, _server) = history();
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.note");
+    let note = stopped.checkpoint_note.clone();
+    assert!(note.ends_with('\n'));
+    for text in [
+        format!("{note}\n"),
+        format!("{note}\n\n  \n"),
+        note.trim_end().to_owned(),
+    ] {
+        std::fs::write(&kept, &text).unwrap();
+        let (code, v) = verify(&stopped.data, &["--checkpoint", kept.to_str().unwrap()]);
+        assert_eq!(code, 0, "{text:?}: {v}");
+        assert_eq!(v["external_checkpoints"], 2, "{v}");
+    }
+
+    let usage = |text: &str| {
+        std::fs::write(&kept, text).unwrap();
+        let out = Cli::new(Path::new(BIN), "http://127.0.0.1:9").run(
+            &[
+                "audit",
+                "verify",
+                "--data-dir",
+                stopped.data.to_str().unwrap(),
+                "--checkpoint",
+                kept.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(out.code, 2, "{text:?}: {out:?}");
+        assert!(
+            out.stderr
+                .contains("is not a checkpoint note, it is malformed")
+                && out.stderr.contains("a blank line, and signature lines")
+                && !out.stdout.contains("PROBLEM"),
+            "{out:?}"
+        );
+    };
+    usage("warden.local/audit\n12\n");
+    // Its signature lines cut off.
+    usage(note.split("\n\n").next().unwrap());
+
+    // The size changed under the signature: the log's problem, not the user's.
+    let lines: Vec<&str> = note.split('\n').collect();
+    let forged = [&[lines[0], "1"][..], &lines[2..]].concat().join("\n");
+    std::fs::write(&kept, forged).unwrap();
+    let (code, v) = verify(&stopped.data, &["--checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        problems(&v).iter().any(|p| p.starts_with(&format!(
+            "external checkpoint {}: not validly signed",
+            kept.display()
+        ))),
+        "{v}"
+    );
+}

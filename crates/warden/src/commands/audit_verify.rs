@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use warden_audit::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use warden_audit::{
-    BlockCheck, Checkpoint, Hash, NoteVerifier, Problem, Record, Tree, verify_log_from,
+    BlockCheck, Checkpoint, CheckpointError, Hash, NoteVerifier, Problem, Record, Tree,
+    verify_log_from,
 };
 use warden_store::AuditReader;
 
@@ -248,8 +249,12 @@ pub fn store(
     // still say what the log was once its key signed another history.
     let mut kept = Vec::new();
     for file in external {
-        if let Some(cp) = open_outside(file, &key, &mut problems)? {
-            kept.push((file.as_path(), cp));
+        match open_kept(file, &key)? {
+            Ok(cp) => kept.push((file.as_path(), cp)),
+            Err(e) => problems.push(format!(
+                "external checkpoint {}: not validly signed ({e})",
+                file.display()
+            )),
         }
     }
     // The server writes that file after the row of the checkpoint it holds: a row it names
@@ -658,6 +663,41 @@ fn archived_before((seq, data, _): (u64, String, [u8; 32])) -> Value {
         .ok()
         .map(|v| v["time"].clone());
     json!({ "seq": seq, "time": time.unwrap_or_default() })
+}
+
+/// The checkpoint kept in `file` (`--checkpoint`), checked to be signed by `key`: the error
+/// if it is not, for the caller to report. The file's trailing blank lines, or a missing final
+/// newline, are no part of the note (what is signed ends at its text, before the signature
+/// lines), and are let be; a file that holds no checkpoint note at all is a usage error.
+fn open_kept(
+    file: &Path,
+    key: &NoteVerifier,
+) -> anyhow::Result<Result<Checkpoint, CheckpointError>> {
+    let text = read_input(file)?;
+    let note = format!("{}\n", text.trim_end_matches([' ', '\t', '\r', '\n']));
+    match Checkpoint::open(&note, key) {
+        Ok(cp) => Ok(Ok(cp)),
+        Err(
+            e @ (CheckpointError::BadSignature
+            | CheckpointError::NotSignedByVerifier { .. }
+            | CheckpointError::SignedByAnotherKey { .. }),
+        ) => Ok(Err(e)),
+        Err(
+            e @ (CheckpointError::TooLarge { .. }
+            | CheckpointError::ControlCharacter
+            | CheckpointError::MissingSignatures
+            | CheckpointError::MalformedSignature { .. }
+            | CheckpointError::TooManySignatures
+            | CheckpointError::MalformedBody(_)),
+        ) => Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is not a checkpoint note, it is malformed ({e}): a checkpoint file holds a note as `warden audit checkpoint` prints it, the log's name, its size and its root on a line each, then a `time` line, a blank line, and signature lines beginning with `— `",
+                file.display()
+            ),
+        )
+        .into()),
+    }
 }
 
 /// The checkpoint in `file`, one kept outside the stored ones; one not validly signed by
@@ -1264,13 +1304,7 @@ pub fn proof(file: &Path, key: &str, kept: Option<&Path>, out: Output) -> anyhow
     let key = verifier(key)?;
     let kept = kept
         .map(|path| -> anyhow::Result<Checkpoint> {
-            let note = std::fs::read_to_string(path).map_err(|e| {
-                Failure::new(
-                    exit::USAGE,
-                    format!("cannot read the kept checkpoint {}: {e}", path.display()),
-                )
-            })?;
-            Checkpoint::open(&note, &key).map_err(|e| {
+            open_kept(path, &key)?.map_err(|e| {
                 Failure::new(
                     exit::FAILURE,
                     format!("{} is not validly signed: {e}", path.display()),
@@ -1595,7 +1629,7 @@ pub fn bundle(
     // where it is of that size: then the roots must agree, or the log was forked.
     let mut problems = Vec::new();
     for path in external {
-        let kept = Checkpoint::open(&read_input(path)?, &key).map_err(|e| {
+        let kept = open_kept(path, &key)?.map_err(|e| {
             Failure::new(
                 exit::FAILURE,
                 format!("{} is not validly signed: {e}", path.display()),
@@ -1754,7 +1788,7 @@ pub fn segment(
     let (from, to, _, _) = segment_parts(&v);
     let mut kept = Vec::new();
     for path in external {
-        let cp = Checkpoint::open(&read_input(path)?, &key).map_err(|e| {
+        let cp = open_kept(path, &key)?.map_err(|e| {
             Failure::new(
                 exit::FAILURE,
                 format!("{} is not validly signed: {e}", path.display()),
