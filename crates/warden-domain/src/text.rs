@@ -14,18 +14,19 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// mark), line and paragraph separators, private-use, surrogate and unassigned code points,
 /// and whatever else Unicode says to draw as nothing (Default_Ignorable_Code_Point: the
 /// Hangul fillers, the variation selectors, the grapheme joiner). Text people read in a review, a
-/// terminal or the audit log may hold none of them. The zero-width (non-)joiner is the
-/// exception: Persian and Indic scripts need it, and it moves nothing. Emoji it joins pass
-/// when they hold no variation selector (`👩\u{200D}💻`, not `🏳\u{FE0F}\u{200D}🌈`): a
-/// selector only picks a look the emoji has anyway, and a run of them can carry text no one
-/// sees, as the tag characters (Cf) that spell flags of regions could.
+/// terminal or the audit log may hold none of them. Four are the exception, as everyday text
+/// needs them and they move nothing: the zero-width (non-)joiner, which Persian and Indic
+/// scripts and joined emoji use (`👩\u{200D}💻`), and the two presentation selectors
+/// (U+FE0E, U+FE0F) that most emoji typed on a phone carry (`❤\u{FE0F}`). The other variation
+/// selectors, 254 of them, are refused: a run of them can carry text no one sees, as the tag
+/// characters (Cf) that spell flags of regions could.
 pub fn hidden(c: char) -> bool {
     // Every ASCII character but the controls shows as itself; most text is ASCII, and the
     // category table's search costs a grant's public key line a few microseconds.
     if c.is_ascii() {
         return c.is_ascii_control();
     }
-    !matches!(c, '\u{200C}' | '\u{200D}')
+    !shown_as_is(c)
         && (matches!(
             c.general_category(),
             GeneralCategory::Control
@@ -46,6 +47,12 @@ pub fn hidden(c: char) -> bool {
                 }
             })
             .is_ok())
+}
+
+/// The [`hidden`] code points text may hold all the same: the zero-width (non-)joiner and the
+/// text and emoji presentation selectors.
+fn shown_as_is(c: char) -> bool {
+    matches!(c, '\u{200C}' | '\u{200D}' | '\u{FE0E}' | '\u{FE0F}')
 }
 
 /// The code points with the Unicode property Default_Ignorable_Code_Point (Unicode 16.0,
@@ -456,7 +463,7 @@ mod tests {
             '\u{180B}',
             '\u{180F}',
             '\u{FE00}',
-            '\u{FE0F}',
+            '\u{FE0D}',
             '\u{E0100}',
             '\u{E01EF}',
             '\u{2065}',
@@ -492,19 +499,24 @@ mod tests {
         ] {
             assert_eq!(Reason::parse(ok).unwrap().as_str(), ok);
         }
-        // An emoji's variation selector is refused like any other: the emoji shows without it.
+        // An emoji's presentation selector passes, as phones type it; any other selector does not.
         assert_eq!(
-            Reason::parse("fix \u{2764}\u{FE0F}"),
+            Reason::parse("fix \u{2764}\u{FE0F}").unwrap().as_str(),
+            "fix \u{2764}\u{FE0F}"
+        );
+        assert_eq!(
+            Reason::parse("fix \u{2764}\u{FE01}"),
             Err(TextError::Hidden {
                 field: "reason",
                 what: "an invisible or text-reordering character",
-                code: 0xFE0F
+                code: 0xFE01
             })
         );
+        assert_eq!(Reason::parse("\u{FE0F}"), Err(TextError::Blank("reason")));
     }
 
     #[test]
-    fn every_default_ignorable_code_point_is_hidden_but_the_joiners() {
+    fn every_default_ignorable_code_point_is_hidden_but_joiners_and_presentation_selectors() {
         // Ordered and apart, as the binary search needs.
         for pair in DEFAULT_IGNORABLE.windows(2) {
             assert!(pair[0].1 < pair[1].0, "{pair:?}");
@@ -512,8 +524,7 @@ mod tests {
         for &(lo, hi) in DEFAULT_IGNORABLE {
             assert!(lo <= hi);
             for c in lo..=hi {
-                let joiner = matches!(c, '\u{200C}' | '\u{200D}');
-                assert_eq!(hidden(c), !joiner, "U+{:04X}", u32::from(c));
+                assert_eq!(hidden(c), !shown_as_is(c), "U+{:04X}", u32::from(c));
             }
         }
         // Just outside them, letters and marks that show.
