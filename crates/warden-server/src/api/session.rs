@@ -338,7 +338,7 @@ pub struct Offboarded {
 /// Administrators.
 #[utoipa::path(post, path = "/v1/users/{name}/revoke-all", request_body = Option<NoFields>, security(("token" = [])),
     responses((status = 200, body = Offboarded), (status = 400, description = "`bad_user` (not a user name)", body = ErrorBody),
-        (status = 403, description = "`not_permitted`: administrators only, and not their own", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: administrators only, not their own, not by a caller offboarded meanwhile, and never the last administrator who can sign in", body = ErrorBody),
         (status = 404, description = "`unknown_user`: the user is neither in the directory nor on an open request", body = ErrorBody)))]
 pub async fn revoke_all(
     State(app): State<Shared>,
