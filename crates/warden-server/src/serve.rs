@@ -82,19 +82,18 @@ fn dev_may_take(config: &Config, file: Option<&std::path::Path>) -> anyhow::Resu
 
 /// Refuses a `--dev` start without `--data-dir` on a config `file` that sets `data_dir`:
 /// `--dev` would serve from a temporary directory instead and delete it at exit, and whoever
-/// set the data dir would find nothing of that run in it. A usage error: the options contradict
-/// the config.
+/// set the data dir would find nothing of that run in it. Refused as [`dev_may_take`] refuses
+/// the config's other settings `--dev` brings its own of.
 fn refuse_configured_data_dir(file: &Path) -> anyhow::Result<()> {
     // Read again as a plain table: the parsed config cannot tell the default from a setting.
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading config file {}", file.display()))?;
     let sets = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("data_dir"));
     if sets {
-        return Err(BadInvocation(format!(
+        anyhow::bail!(
             "the config {} sets `data_dir`, but `--dev` serves from a temporary data dir, deleted at exit: remove `data_dir` from the config, or start without --dev to serve from it (or give --data-dir to keep a --dev server's data there)",
             file.display()
-        ))
-        .into());
+        );
     }
     Ok(())
 }

@@ -139,7 +139,7 @@ fn dev_refuses_a_config_that_sets_the_data_dir() {
     )
     .unwrap();
     // A usage error: served from a temporary dir instead, its data would be deleted at exit.
-    let said = serve_refused(&["--dev", "--config", config.to_str().unwrap()], 2);
+    let said = serve_refused(&["--dev", "--config", config.to_str().unwrap()], 1);
     assert!(
         said.contains(&format!("the config {} sets `data_dir`", config.display())),
         "{said}"
