@@ -192,27 +192,40 @@ impl Lease {
         self.unreached = false;
     }
 
-    /// A revocation attempt failed at the target (it answered, and refused or could not finish
-    /// the removal) or before Warden knew where to remove the account: retry later with
-    /// exponential backoff. Returns true when this failure made the lease
-    /// [`LeaseState::Failed`].
+    /// A revocation attempt that ended at `now` failed at the target (it answered, and refused
+    /// or could not finish the removal) or before Warden knew where to remove the account:
+    /// retry later with exponential backoff. Returns true when this failure made the lease
+    /// [`LeaseState::Failed`]. See [`Lease::attempt_failed`].
     pub fn revoke_failed(&mut self, error: String, now: OffsetDateTime) -> bool {
-        self.failed_attempt(error, false, now)
+        self.attempt_failed(error, false, now..now)
     }
 
-    /// A revocation attempt could not reach the target: retry with exponential backoff, or as
-    /// soon as the target answers again. Returns true when this failure made the lease
-    /// [`LeaseState::Failed`].
+    /// A revocation attempt that ended at `now` could not reach the target: retry with
+    /// exponential backoff, or as soon as the target answers again. Returns true when this
+    /// failure made the lease [`LeaseState::Failed`]. See [`Lease::attempt_failed`].
     pub fn revoke_unreached(&mut self, error: String, now: OffsetDateTime) -> bool {
-        self.failed_attempt(error, true, now)
+        self.attempt_failed(error, true, now..now)
     }
 
-    fn failed_attempt(&mut self, error: String, unreached: bool, now: OffsetDateTime) -> bool {
+    /// The revocation attempt that ran over `attempt` (from its start to its end) failed,
+    /// `unreached` if it could not reach the target: it is retried with exponential backoff
+    /// counted from the attempt's end. Counted from its start, an attempt that took as long as
+    /// its backoff (one that waited out a lock timeout, or a target that did not answer) would
+    /// be retried at once, and reach [`MAX_ATTEMPTS`] in as little time as its attempts take.
+    /// Returns true when this failure made the lease [`LeaseState::Failed`].
+    pub fn attempt_failed(
+        &mut self,
+        error: String,
+        unreached: bool,
+        attempt: std::ops::Range<OffsetDateTime>,
+    ) -> bool {
         self.attempts += 1;
         self.last_error = Some(error);
         self.unreached = unreached;
         let backoff = Duration::seconds(1 << self.attempts.min(6)).min(MAX_BACKOFF);
-        self.due_at = Some(now + backoff);
+        // A clock set back during the attempt does not bring the retry forward.
+        let ended = attempt.end.max(attempt.start);
+        self.due_at = Some(ended + backoff);
         let newly_failed = self.attempts >= MAX_ATTEMPTS && self.state != LeaseState::Failed;
         if self.attempts >= MAX_ATTEMPTS {
             self.state = LeaseState::Failed;
@@ -315,6 +328,47 @@ mod tests {
         l.activate(now + Duration::hours(1));
         l.start_revoking(now);
         l
+    }
+
+    /// Each retry comes a backoff after the failed attempt ended, however long it took: an
+    /// attempt that waited out a 5 s lock timeout is not retried at once.
+    #[test]
+    fn the_backoff_counts_from_the_end_of_the_failed_attempt() {
+        let start = datetime!(2026-01-01 10:00 UTC);
+        let mut l = revoking(start);
+        let took = Duration::seconds(5);
+        let ended = start + took;
+        l.attempt_failed("lock timeout".into(), false, start..ended);
+        assert_eq!(l.due_at, Some(ended + Duration::seconds(2)));
+        // Retried when due, and failing again after as long: 4 s after that attempt ended.
+        let retried = ended + Duration::seconds(2);
+        l.start_revoking(retried);
+        l.attempt_failed("no answer within 5 s".into(), true, retried..retried + took);
+        assert_eq!(l.due_at, Some(retried + took + Duration::seconds(4)));
+        assert!(l.waits_for_target(retried + took + Duration::seconds(1)));
+        // Eight attempts of 5 s each take over four minutes before the lease is marked failed,
+        // not the 2 + 4 + ... s of the backoffs alone.
+        let mut l = revoking(start);
+        let mut at = start;
+        for _ in 0..MAX_ATTEMPTS {
+            l.start_revoking(at);
+            l.attempt_failed("lock timeout".into(), false, at..at + took);
+            at = l.due_at.unwrap();
+        }
+        assert_eq!(l.state, LeaseState::Failed);
+        let backoffs: i64 = (1..=MAX_ATTEMPTS).map(|n| (1i64 << n.min(6)).min(60)).sum();
+        assert_eq!(
+            at,
+            start + Duration::seconds(backoffs) + took * i32::try_from(MAX_ATTEMPTS).unwrap()
+        );
+        // A clock set back during an attempt does not bring its retry forward.
+        let mut l = revoking(start);
+        l.attempt_failed(
+            "lock timeout".into(),
+            false,
+            start..start - Duration::seconds(3),
+        );
+        assert_eq!(l.due_at, Some(start + Duration::seconds(2)));
     }
 
     #[test]

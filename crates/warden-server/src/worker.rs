@@ -2,8 +2,9 @@
 //! credentials of leases that are due.
 //!
 //! It sleeps until the earliest deadline in the store rather than polling on a fixed interval,
-//! so a grant ends at its expiry, not up to a polling period later. Anything that may create an
-//! earlier deadline wakes it. Expired grants left over from a crash or downtime are due at once
+//! so a grant ends at its expiry, not up to a polling period later; the leases whose
+//! revocation is under way (at a target that hangs, say) are left out, each waking it as it
+//! ends. Anything that may create an earlier deadline wakes it. Expired grants left over from a crash or downtime are due at once
 //! on start.
 
 use std::collections::HashMap;
@@ -93,11 +94,22 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
         app.wake.passing();
         revoking.reap();
         asking.reap();
+        let pass_began = now();
         let ended = app.end_due_requests().await;
-        match app.due_leases(REVOKING_PER_TARGET).await {
-            Ok(due) => revoking.start(&app, due),
-            Err(e) => tracing::error!(error = %e, "worker cannot read due leases"),
-        }
+        // Every lease due by then is read (and those due a moment later may be): it is then
+        // under way, or waits for a revocation at its target (or any) to end, which wakes the
+        // worker.
+        let leases_read = now();
+        let leases_read = match app.due_leases(REVOKING_PER_TARGET).await {
+            Ok(due) => {
+                revoking.start(&app, due);
+                Some(leases_read)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "worker cannot read due leases");
+                None
+            }
+        };
         let waiting = match app.waiting_for_targets().await {
             Ok(waiting) => asking.start(&app, waiting, &revoking),
             Err(e) => {
@@ -105,7 +117,7 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
                 true
             }
         };
-        let sleep = pause_after(&app, ended).await;
+        let sleep = pause_after(&app, ended, pass_began, leases_read).await;
         let sleep = if waiting { sleep.min(ASK_EVERY) } else { sleep };
         app.wake.sleeping_until(now() + sleep);
         tokio::select! {
@@ -119,10 +131,18 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
     revoking.finish().await;
 }
 
-/// How long the worker may sleep after a pass that ended `ended` requests: until the next
-/// deadline, at once when more were due than one pass ends, or after a pause when something
-/// failed or a revocation is still under way.
-async fn pause_after(app: &Shared, ended: Result<usize, crate::broker::Error>) -> Duration {
+/// How long the worker may sleep after a pass that began at `pass_began`, ended `ended`
+/// requests and read the leases due by `leases_read`: until the next deadline of what is not
+/// under way, at once when more were due than one pass ends or something came due during the
+/// pass, or after a pause when something failed. Leases read as due are left out: their
+/// revocations are under way (or wait for one to end), each waking the worker as it ends, and
+/// their past deadlines would hide every later one, another grant's expiry say.
+async fn pause_after(
+    app: &Shared,
+    ended: Result<usize, crate::broker::Error>,
+    pass_began: OffsetDateTime,
+    leases_read: Option<OffsetDateTime>,
+) -> Duration {
     let handled = match ended {
         Ok(handled) => handled,
         Err(e) => {
@@ -130,22 +150,42 @@ async fn pause_after(app: &Shared, ended: Result<usize, crate::broker::Error>) -
             return RETRY;
         }
     };
-    match app.store.next_due().await {
-        Ok(Some(next)) => {
-            let wait = next - now();
-            if wait.is_negative() {
-                // Still due after a pass: more than one batch was due (go on at once), or a
-                // revocation is under way or failed (look again after a pause).
-                if handled > 0 { Duration::ZERO } else { RETRY }
-            } else {
-                Duration::try_from(wait).unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
-            }
-        }
+    // Due leases that could not be read: look again after a pause.
+    let Some(leases_read) = leases_read else {
+        return RETRY;
+    };
+    match app.store.next_due_after(leases_read).await {
+        Ok(Some(next)) => sleep_until(next, now(), pass_began, handled),
         Ok(None) => MAX_SLEEP,
         Err(e) => {
             tracing::error!(error = %e, "worker cannot read deadlines");
             RETRY
         }
+    }
+}
+
+/// How long to sleep at `now` for deadline `next`, after a pass that began at `pass_began` and
+/// ended `handled` requests.
+fn sleep_until(
+    next: OffsetDateTime,
+    now: OffsetDateTime,
+    pass_began: OffsetDateTime,
+    handled: usize,
+) -> Duration {
+    let wait = next - now;
+    if !wait.is_negative() {
+        return Duration::try_from(wait).unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
+    }
+    if next > pass_began {
+        // Came due during the pass, after the pass had read what was due.
+        Duration::ZERO
+    } else if handled > 0 {
+        // More were due than one pass ends.
+        Duration::ZERO
+    } else {
+        // Due before the pass, and still due after it: it failed, and is looked at again after
+        // a pause.
+        RETRY
     }
 }
 
@@ -396,6 +436,26 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn sleeps_until_the_next_deadline_and_after_a_pause_only_for_what_failed() {
+        let began = now();
+        let ms = time::Duration::milliseconds;
+        let at = began + ms(40);
+        assert_eq!(
+            sleep_until(at + ms(500), at, began, 0),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            sleep_until(at + time::Duration::hours(1), at, began, 0),
+            MAX_SLEEP
+        );
+        // Came due while the pass ran, after it read what was due: at once.
+        assert_eq!(sleep_until(began + ms(10), at, began, 0), Duration::ZERO);
+        // Due before the pass and still there: more than a pass ends, or it failed.
+        assert_eq!(sleep_until(began - ms(10), at, began, 3), Duration::ZERO);
+        assert_eq!(sleep_until(began - ms(10), at, began, 0), RETRY);
     }
 
     #[test]

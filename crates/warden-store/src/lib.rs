@@ -386,6 +386,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The earliest expiry, pending deadline or lease action, so workers can sleep until then.
     async fn next_due(&self) -> Result<Option<OffsetDateTime>>;
 
+    /// [`Store::next_due`] without the leases due by `leases_read`: the worker read those as
+    /// due then, and a lease whose revocation is under way keeps its past deadline until the
+    /// attempt ends, which would hide every later one (another grant's expiry, say).
+    async fn next_due_after(&self, leases_read: OffsetDateTime) -> Result<Option<OffsetDateTime>>;
+
     /// Whether the store takes writes now, for readiness: as the last transaction ended if it
     /// committed in the last seconds or failed in the last half minute, else as a one-row
     /// write of its own ends (an idle server's disk may have filled or gone read-only since

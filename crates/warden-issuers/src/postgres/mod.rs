@@ -37,6 +37,11 @@
 //! every other database of the cluster where the role made or was granted something (any role
 //! may connect to most of them and create a large object there); only databases that refuse
 //! connections are left, and then `DROP ROLE` fails saying where, the role unable to log in.
+//! Each of those transactions runs in its database's turn, which issues there take too (their
+//! changes to the same privilege rows would collide), and waits there at most 0.5 s for a lock:
+//! the tables the role owns, which `REASSIGN` locks exclusively, are waited for before the turn
+//! (at most 5 s, and let go again), so a drop that meets someone's long transaction gives up
+//! and is retried with backoff without holding up the database's other issues and drops.
 //!
 //! Every statement Warden writes runs with `search_path` set to `pg_catalog, pg_temp`: a
 //! grant that may create in a schema of the path could otherwise define a function or operator
@@ -104,6 +109,11 @@ const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest an administrator's statement runs (`statement_timeout`): under the 30 s Warden gives
 /// a call to a target, so the server never works on for a call Warden gave up.
 const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// Longest a statement run in a database's turn ([`PostgresIssuer::catalog_lock`]) while
+/// revoking waits for a lock: the locks it may wait long for were waited for before the turn,
+/// and the turn keeps that database's issues and other drops waiting.
+const TURN_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Attempts at a role's transaction when PostgreSQL reports a catalog conflict.
 const CATALOG_RETRIES: u64 = 5;
@@ -378,7 +388,10 @@ impl PostgresIssuer {
 
     /// The turn of the statements that rewrite privilege rows at the database `conn` names:
     /// role creation and the drop of what a role owns collide in PostgreSQL's catalog when
-    /// they run at once.
+    /// they run at once ("tuple concurrently updated"). A revoke waits for the locks of other
+    /// sessions before its turn, not in it ([`PostgresIssuer::in_turn`]), so that a drop
+    /// held up by someone's long transaction holds up none of the database's other issues
+    /// and drops.
     fn catalog_lock(&self, conn: &Connection) -> std::sync::Arc<tokio::sync::Mutex<()>> {
         let key = format!(
             "{}:{}/{}",
@@ -391,6 +404,44 @@ impl PostgresIssuer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(key).or_default().clone()
+    }
+
+    /// Runs `statements`, which hand over or drop what role `oid` owns and was granted, in one
+    /// transaction on `client`, connected to the database `at` names, in that database's turn
+    /// ([`PostgresIssuer::catalog_lock`]). `REASSIGN OWNED` locks the role's tables
+    /// exclusively, and a long transaction of someone else's that read one holds it up: so
+    /// those locks are first waited for outside the turn (as long as [`LOCK_TIMEOUT`], then
+    /// let go at once), and in its turn the transaction waits at most [`TURN_LOCK_TIMEOUT`]
+    /// for any lock. A drop held up by a table gives up without having kept the database's
+    /// issues and other drops waiting, and is retried with backoff.
+    async fn in_turn(
+        &self,
+        client: &Client,
+        at: &Connection,
+        oid: u32,
+        statements: &str,
+    ) -> Result<(), TurnFailure> {
+        wait_for_tables(client, oid)
+            .await
+            .map_err(TurnFailure::Waiting)?;
+        let lock = self.catalog_lock(at);
+        let _turn = lock.lock().await;
+        let ran = client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL lock_timeout = {}; {statements}",
+                TURN_LOCK_TIMEOUT.as_millis()
+            ))
+            .await;
+        match ran {
+            Ok(()) => client.batch_execute("COMMIT").await,
+            Err(e) => {
+                // A failed rollback leaves the connection unusable, and a failed call never
+                // returns its connection to the pool.
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+        .map_err(TurnFailure::Running)
     }
 
     /// Removes role `account` of `grant`, working on `kept`, connected as `admin` to `conn`.
@@ -452,9 +503,6 @@ impl PostgresIssuer {
         }
         disable_login(client, account, &role, oid).await?;
         end_sessions(client, account, oid).await?;
-        // DROP OWNED rewrites the same privilege rows role creation does: queue behind it.
-        let lock = self.catalog_lock(conn);
-        let _queued = lock.lock().await;
         // Whatever the role made or was granted in the cluster's other databases (any role
         // may connect to most of them, and a large object needs no privilege to create) would
         // keep DROP ROLE from working: it is handed over or removed there first.
@@ -482,6 +530,7 @@ impl PostgresIssuer {
             .get(0);
         let keeper_role = made_something.then(|| owner(account));
         if let Some(owner) = &keeper_role {
+            // A role of its own: no object's rows change, so this needs no turn.
             client
                 .batch_execute(&keeper(owner, grant))
                 .await
@@ -494,21 +543,20 @@ impl PostgresIssuer {
                 ..conn.clone()
             };
             let other = connect(&there, &admin.username, admin.password.expose()).await?;
-            other.client.batch_execute(&hand_over).await.map_err(|e| {
-                let what = format!("in database {database}, clearing");
-                with_warnings(failed(&what, e), other.heard.take())
-            })?;
+            self.in_turn(&other.client, &there, oid, &hand_over)
+                .await
+                .map_err(|f| {
+                    let what = format!("in database {database}, {}", f.what("clearing"));
+                    with_warnings(failed(&what, f.cause()), other.heard.take())
+                })?;
         }
         // The administrator lets go of the keeper it was made a member of for the hand-over:
         // a member inherits its owner's rights, and a later `GRANT ... ON ALL TABLES IN SCHEMA`
         // of the administrator's would hand one grant's leftovers to another grant.
-        client
-            .batch_execute(&format!(
-                "{hand_over}; DROP ROLE {role}; {}",
-                let_go(&owner(account))
-            ))
+        let drop = format!("{hand_over}; DROP ROLE {role}; {}", let_go(&owner(account)));
+        self.in_turn(client, conn, oid, &drop)
             .await
-            .map_err(|e| failed("dropping", e))?;
+            .map_err(|f| failed(&f.what("dropping"), f.cause()))?;
         Ok(RevokeResponse::Revoked)
     }
 }
@@ -890,6 +938,61 @@ async fn disable_login(client: &Client, account: &str, role: &str, oid: u32) -> 
                     &[],
                 ));
             }
+        }
+    }
+}
+
+/// Waits, as long as [`LOCK_TIMEOUT`] for each, until no one else holds a table that role
+/// `oid` owns in the database `client` is connected to, taking each as `REASSIGN OWNED` would
+/// (`ACCESS EXCLUSIVE`), then lets them go: it changes nothing. Views, materialized views and
+/// sequences cannot be locked on their own (a view's lock would take the tables it reads too);
+/// one of those held by someone is met in the turn, and waited for only as long as
+/// [`TURN_LOCK_TIMEOUT`].
+async fn wait_for_tables(client: &Client, oid: u32) -> Result<(), tokio_postgres::Error> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c \
+             WHERE c.relowner = $1 AND c.relkind IN ('r', 'p') ORDER BY c.oid",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    // Each name is `regclass`'s output: quoted where it must be, and schema-qualified.
+    let locked = client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE",
+            tables.join(", ")
+        ))
+        .await;
+    let let_go = client.batch_execute("ROLLBACK").await;
+    locked.and(let_go)
+}
+
+/// Why [`PostgresIssuer::in_turn`] failed.
+enum TurnFailure {
+    /// Waiting for the role's tables, before its turn.
+    Waiting(tokio_postgres::Error),
+    /// Running its statements, in its turn.
+    Running(tokio_postgres::Error),
+}
+
+impl TurnFailure {
+    /// What failed, `running` being what the statements do, said before the role's name.
+    fn what(&self, running: &str) -> String {
+        match self {
+            Self::Waiting(_) => format!("waiting, before {running}, for the tables owned by"),
+            Self::Running(_) => running.to_owned(),
+        }
+    }
+
+    fn cause(self) -> tokio_postgres::Error {
+        match self {
+            Self::Waiting(e) | Self::Running(e) => e,
         }
     }
 }

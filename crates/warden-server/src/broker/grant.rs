@@ -176,6 +176,10 @@ impl App {
                 return Err(Error::NotIssued { request: r.id, why });
             }
         };
+        // An issue that outlasted the grant's time made an account that is due to go already:
+        // its secret is handed to no one (a pickup would refuse it too), and the grant, stored
+        // active, is ended at once by the worker, its account revoked as at its expiry.
+        let ran_out = crate::state::now() >= valid_before;
         let mut public_facts = issued.public.clone();
         if let Some(obj) = public_facts.as_object_mut() {
             // The certificate itself is public but long; the audit log keeps its identifiers.
@@ -234,6 +238,7 @@ impl App {
             told = self.reach_someone(&notices);
         }
         let (secret, pickup) = match issued.secret {
+            _ if ran_out => (None, None),
             Some(secret) if !to_requester => {
                 let sealed = serde_json::to_vec(secret.expose())
                     .map_err(|e| Error::Issuer(e.to_string()))
@@ -269,6 +274,18 @@ impl App {
         self.wake.by(deadline);
         if queued {
             self.outbox.notify_one();
+        }
+        if ran_out && to_requester {
+            self.wake.now();
+            let ev = Event::new(Code::ActionRefused, actor, crate::state::now())
+                .for_request(&r)
+                .details(serde_json::json!({"action": "pickup"}));
+            let e = not_handed_over(
+                r.id,
+                &format!("expired at {}", warden_domain::rfc3339(valid_before)),
+                "; making its account at the target took longer than its time to live: ask again with a longer --ttl",
+            );
+            return Err(self.refused(ev, e).await);
         }
         Ok(Outcome {
             request: r,
@@ -330,13 +347,7 @@ impl App {
                 }
                 None => r.state.as_str().to_owned(),
             };
-            let e = Error::Conflict {
-                code: "grant_ended",
-                message: format!(
-                    "grant {id} is {state}: its credential no longer works, and is not handed over"
-                ),
-            };
-            return Err(self.refused(ev, e).await);
+            return Err(self.refused(ev, not_handed_over(id, &state, "")).await);
         }
         let ev = Event::new(Code::CredentialPickedUp, caller.actor(), now).for_request(&r);
         let Some(sealed) = self.store.take_pickup(id, vec![ev]).await? else {
@@ -384,5 +395,16 @@ impl App {
             .open(&sealed)
             .map_err(|e| Error::Issuer(e.to_string()))?;
         serde_json::from_slice(&plain).map_err(|e| Error::Issuer(e.to_string()))
+    }
+}
+
+/// The refusal to hand over the secret of grant `id`, which is `state` ("expired at ...", say),
+/// and `why` after it: one wording for a pickup and for an issue that outlasted its grant.
+fn not_handed_over(id: RequestId, state: &str, why: &str) -> Error {
+    Error::Conflict {
+        code: "grant_ended",
+        message: format!(
+            "grant {id} is {state}: its credential no longer works, and is not handed over{why}"
+        ),
     }
 }

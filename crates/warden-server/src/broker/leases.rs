@@ -120,12 +120,13 @@ impl App {
                 }))]
             }
             Err(failed) => {
-                let (e, newly_failed) = match failed {
-                    Failed::Unreached(e) => (e.clone(), lease.revoke_unreached(e, now)),
-                    Failed::AtTarget(e) | Failed::Unasked(e) => {
-                        (e.clone(), lease.revoke_failed(e, now))
-                    }
+                // The backoff counts from when the attempt ended: one that took as long as its
+                // backoff (a lock timeout, a target that did not answer) is not retried at once.
+                let (e, unreached) = match failed {
+                    Failed::Unreached(e) => (e, true),
+                    Failed::AtTarget(e) | Failed::Unasked(e) => (e, false),
                 };
+                let newly_failed = lease.attempt_failed(e.clone(), unreached, now..done);
                 tracing::error!(grant = %lease.grant, account = %lease.account, error = %e, "revocation failed; will retry");
                 // Security hears at the first failure (the account outlives its grant from
                 // now on) and again when Warden stops retrying.

@@ -1244,6 +1244,19 @@ impl crate::Store for SqliteStore {
         .map(|v| v.map(from_ms))
     }
 
+    async fn next_due_after(&self, leases_read: OffsetDateTime) -> Result<Option<OffsetDateTime>> {
+        let read = ms(leases_read);
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT MIN(d) FROM (SELECT MIN(due_at) AS d FROM requests WHERE due_at IS NOT NULL
+                                     UNION ALL SELECT MIN(due_at) FROM leases WHERE due_at > ?1)",
+            )?
+            .query_row([read], |r| r.get::<_, Option<i64>>(0))
+        })
+        .await
+        .map(|v| v.map(from_ms))
+    }
+
     async fn append(&self, events: Vec<Event>) -> Result<()> {
         let events = prepare(&events)?;
         self.writer.write(move |c| append_events(c, &events)).await
