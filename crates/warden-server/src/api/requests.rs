@@ -179,7 +179,7 @@ pub async fn list(
         if q.reviewable && states.iter().any(|s| *s != warden_domain::State::Pending) {
             return Err(ApiError::bad_request(
                 "bad_state",
-                "reviewable requests are pending ones: leave out state, or ask for state=pending",
+                "reviewable requests are pending ones: leave the state out, or ask for pending ones only",
             ));
         }
         let requester = q

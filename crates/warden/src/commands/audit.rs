@@ -312,7 +312,10 @@ pub async fn run(server: Option<String>, cmd: AuditCommand, out: Output) -> anyh
     }
     // A full page may have more after it: say how to read on rather than stop silently.
     if let Some(last) = next.filter(|_| shown >= limit.min(10_000)) {
-        eprintln!("{shown} events shown, oldest first; more may follow: add --after {last}");
+        eprintln!(
+            "{} shown, oldest first; more may follow: add --after {last}",
+            crate::output::count(shown, "event")
+        );
     }
     Ok(())
 }

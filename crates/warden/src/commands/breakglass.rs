@@ -208,7 +208,8 @@ pub async fn postmortem(
                 && let Some(last) = rows.last().and_then(|r| r.first())
             {
                 eprintln!(
-                    "{limit} postmortems shown, newest first; more may follow: add --before {last}"
+                    "{} shown, newest first; more may follow: add --before {last}",
+                    crate::output::count(limit, "postmortem")
                 );
             }
             Ok(())

@@ -868,7 +868,8 @@ pub async fn run(server: Option<String>, cmd: RequestCommand, out: Output) -> an
                 && let Some(last) = rows.last().and_then(|r| r.first())
             {
                 eprintln!(
-                    "{limit} requests shown, newest first; more may follow: add --before {last}"
+                    "{} shown, newest first; more may follow: add --before {last}",
+                    crate::output::count(limit, "request")
                 );
             }
             Ok(())
