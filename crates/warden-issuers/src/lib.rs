@@ -170,8 +170,9 @@ pub enum Error {
     /// trying again will not work until what was given is fixed.
     #[error("the target refused the login, or a setting for reaching it is wrong: {0}")]
     Login(String),
-    /// The target's administrator account lacks a privilege Warden needs; found before any
-    /// change was made.
+    /// The target's administrator account lacks a privilege Warden needs; an issue finds it
+    /// before any change is made, while a revoke may have locked the account and ended its
+    /// sessions first (it says so).
     #[error("the target's administrator account cannot do what Warden needs: {0}")]
     Privilege(String),
     #[error("the target could not be reached or refused the change: {0}")]

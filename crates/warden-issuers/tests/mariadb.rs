@@ -12,7 +12,8 @@ use mysql_async::prelude::Queryable;
 use time::OffsetDateTime;
 use warden_issuers::mariadb::MariadbIssuer;
 use warden_issuers::{
-    AdminCredential, Error, Issuer, RevokeResponse, RotateRootRequest, Secret, Settings,
+    AdminCredential, Error, Issuer, ListRequest, RevokeRequest, RevokeResponse, RotateRootRequest,
+    Secret, Settings,
 };
 use warden_testkit::{Mariadb, OpenSession};
 
@@ -362,4 +363,129 @@ async fn a_trigger_held_by_a_transaction_keeps_the_account_locked_until_the_retr
     assert!(matches!(revoked, RevokeResponse::Revoked), "{revoked:?}");
     assert!(!db.account_exists(&g.account));
     assert_eq!(triggers_on_orders(&db), "orders_audit");
+}
+
+/// An administrator without `SELECT` on `mysql.user` could not find an account to revoke it:
+/// it makes none, says so (as does listing, how a stored credential is tried), and a revoke
+/// whose lookup fails all the same locks the account where it was made (recorded in the
+/// credential, the role's `host` having changed since) and ends its session before failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_that_cannot_read_accounts_makes_none_and_still_locks_at_revoke() {
+    let db = Db {
+        server: Mariadb::start(),
+        issuer: MariadbIssuer::new(),
+    };
+    let admin = db.admin();
+    let admin_account = format!("{}@'%'", literal(&admin.username));
+    let g = Grant::new(&db.issuer, "ned");
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let mut made_at = grants(&db.read_grants());
+    made_at.insert("host".into(), "127.0.0.1".into());
+    let issued = issue(&db, &g, &made_at, end).await.unwrap();
+    let mut session = db.hold_session(&g.account, g.password.expose());
+    db.server
+        .admin_query(&format!("REVOKE SELECT ON mysql.user FROM {admin_account}"));
+
+    let other = Grant::new(&db.issuer, "olga");
+    let err = issue(&db, &other, &grants(&db.read_grants()), end)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Privilege(_)), "{err}");
+    assert!(
+        err.to_string().contains("GRANT SELECT ON mysql.user TO"),
+        "{err}"
+    );
+    assert!(err.left_target_untouched());
+    assert!(!db.account_exists(&other.account));
+
+    let (target, role) = ("db".parse().unwrap(), "reader".parse().unwrap());
+    // The role's `host` is back to its default: the account is where the credential says.
+    let (connection, settings) = (db.connection(), grants(&db.read_grants()));
+    let revoke = || {
+        db.issuer.revoke(RevokeRequest {
+            grant: g.id,
+            target: &target,
+            role: &role,
+            connection: &connection,
+            settings: &settings,
+            public: &issued.public,
+            account: Some(&g.account),
+            admin: Some(&admin),
+        })
+    };
+    let err = revoke().await.unwrap_err();
+    assert!(matches!(err, Error::Privilege(_)), "{err}");
+    let said = err.to_string();
+    for expected in [
+        "SELECT command denied",
+        "GRANT SELECT ON mysql.user",
+        "locked account",
+    ] {
+        assert!(said.contains(expected), "{expected:?} not in: {said}");
+    }
+    assert!(
+        session.wait(std::time::Duration::from_secs(10)).is_some(),
+        "the session goes on"
+    );
+    let login = db.run_sql(&g.account, g.password.expose(), "SELECT 1");
+    assert!(
+        String::from_utf8_lossy(&login.stderr).contains("locked"),
+        "the account is locked: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert!(db.account_exists(&g.account));
+
+    let err = db
+        .issuer
+        .list_accounts(ListRequest {
+            target: &target,
+            connection: &connection,
+            admin: Some(&admin),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Privilege(_)), "{err}");
+    assert!(
+        err.to_string().contains("GRANT SELECT ON mysql.user TO"),
+        "{err}"
+    );
+
+    db.server
+        .admin_query(&format!("GRANT SELECT ON mysql.user TO {admin_account}"));
+    let revoked = revoke().await.unwrap();
+    assert!(matches!(revoked, RevokeResponse::Revoked), "{revoked:?}");
+    assert!(!db.account_exists(&g.account));
+}
+
+/// User names are case-sensitive: revoking a grant leaves the session of another account whose
+/// name differs from the grant's only in case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_spares_an_account_named_the_same_but_for_case() {
+    let db = Db {
+        server: Mariadb::start(),
+        issuer: MariadbIssuer::new(),
+    };
+    let g = Grant::new(&db.issuer, "bob");
+    let upper = g.account.to_uppercase();
+    db.server.admin_query(&format!(
+        "CREATE USER {account} IDENTIFIED BY 'other'; GRANT SELECT ON app.* TO {account}",
+        account = format!("{}@'%'", literal(&upper))
+    ));
+    // Held first: the testkit finds a session by its name without case.
+    let mut other_session = db.hold_session(&upper, "other");
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    issue(&db, &g, &grants(&db.read_grants()), end)
+        .await
+        .unwrap();
+
+    let revoked = conformance::revoke(&db, &g).await.unwrap();
+    assert!(matches!(revoked, RevokeResponse::Revoked), "{revoked:?}");
+    assert!(!db.account_exists(&g.account));
+    assert!(
+        other_session
+            .wait(std::time::Duration::from_secs(2))
+            .is_none(),
+        "the other account's session was ended"
+    );
+    assert!(db.account_exists(&upper));
 }

@@ -47,7 +47,13 @@
 //! `mysql.user`, and `TRIGGER` and `EVENT` wherever grants get them (see above). Issuing and
 //! revoking check `PROCESS` (granted to the account itself, not through a role) first: without
 //! it the account's connections cannot be seen, and a revoke would report success while they
-//! went on.
+//! went on. Issuing also looks the account up in `mysql.user` before making it, as a revoke
+//! does, so an administrator that could not revoke an account makes none. Should the lookup
+//! fail at a revoke all the same (`SELECT` taken away since), the account is locked where it
+//! is likely to be (the host part recorded in the grant's credential as `account_host`, the
+//! role's `host`, `%`) and its connections killed before the revoke reports the failure, so a
+//! revoked account never stays usable. A privilege the server refuses the administrator is
+//! [`Error::Privilege`], with the `GRANT` that gives it.
 //!
 //! Connection (`[targets.NAME.connection]`):
 //! ```toml
@@ -127,6 +133,23 @@ const EVENTS_OF: &str = "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema
      WHERE CAST(DEFINER AS BINARY) = CAST(? AS BINARY)";
 const TRIGGERS_OF: &str = "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE \
      FROM information_schema.TRIGGERS WHERE CAST(DEFINER AS BINARY) = CAST(? AS BINARY)";
+/// The host parts of the accounts of a user name, which a revoke locks and drops. Issuing runs
+/// it too, so that an administrator that could not revoke an account never makes one.
+const HOSTS_OF: &str = "SELECT Host FROM mysql.user WHERE User = ?";
+/// The connections of a user name, compared as bytes like the definers above: the server
+/// lists `USER` without case, and another account whose name differs only in case is not the
+/// grant's.
+const CONNECTIONS_OF: &str =
+    "SELECT ID FROM information_schema.PROCESSLIST WHERE CAST(USER AS BINARY) = CAST(? AS BINARY)";
+const CONNECTION_COUNT_OF: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+     WHERE CAST(USER AS BINARY) = CAST(? AS BINARY)";
+/// The server's refusals of a statement for a privilege its account lacks: on a database
+/// (1044), access denied (1045), another's connection (1095, `KILL`), a table (1142), a column
+/// (1143), and a privilege such as `CREATE USER` (1227).
+const PRIVILEGE_REFUSALS: [u16; 6] = [1044, 1045, 1095, 1142, 1143, 1227];
+/// The key of a MariaDB grant's credential holding its account's host part, so that a revoke
+/// that cannot look the account up still knows where to lock it.
+const ACCOUNT_HOST: &str = "account_host";
 
 /// Creates MariaDB (or MySQL) accounts for grants.
 #[derive(Debug, Default)]
@@ -299,6 +322,44 @@ fn expires_literal(valid_before: OffsetDateTime) -> Result<String, Error> {
         ))
         .map(|t| literal(&t))
         .map_err(|e| Error::Internal(format!("formatting the grant's end: {e}")))
+}
+
+/// Whether `e` is the server refusing a statement for a privilege the administrator lacks.
+fn is_privilege_refusal(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if PRIVILEGE_REFUSALS.contains(&s.code))
+}
+
+/// What went wrong with `what`, run by the administrator `admin`: [`Error::Privilege`] saying
+/// what it needs (`needs`, the `GRANT` that gives it) when the server refused it a privilege,
+/// else [`Error::Target`].
+fn admin_error(what: &str, e: &mysql_async::Error, admin: &Admin, needs: &str) -> Error {
+    let said = describe(what, e, &[]);
+    if is_privilege_refusal(e) {
+        Error::Privilege(format!("{said}; {} needs {needs}", admin.name()))
+    } else {
+        Error::Target(said)
+    }
+}
+
+/// The administrator's account as the server matched it at login.
+struct Admin {
+    user: String,
+    host: String,
+}
+
+impl Admin {
+    /// `user@host`, as said in messages.
+    fn name(&self) -> String {
+        format!("{}@{}", self.user, self.host)
+    }
+
+    /// `GRANT privileges TO` the administrator, for the administrator to type.
+    fn grant(&self, privileges: &str) -> String {
+        format!(
+            "GRANT {privileges} TO {}",
+            account_to_type(&self.user, &self.host)
+        )
+    }
 }
 
 /// What went wrong with a statement holding `secrets`, with every one redacted. A parse error
@@ -479,7 +540,7 @@ async fn with_conn<T>(
 /// sessions would go on while the revoke reported success, or never succeeded. The account is
 /// looked up as bytes, as the definers are: another account whose name differs only in case
 /// holds nothing of this one's.
-async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
+async fn check_sees_connections(c: &mut Conn) -> Result<Admin, Error> {
     let failed =
         |e: mysql_async::Error| target_error("checking the administrator's privileges", &e, &[]);
     let current: Option<String> = c
@@ -520,21 +581,46 @@ async fn check_sees_connections(c: &mut Conn) -> Result<(), Error> {
             )));
         }
     }
-    Ok(())
+    Ok(Admin {
+        user: user.to_owned(),
+        host: host.to_owned(),
+    })
+}
+
+/// What the administrator needs to look accounts up, and the `GRANT` that gives it.
+fn needs_to_read_accounts(admin: &Admin) -> String {
+    format!(
+        "SELECT on mysql.user to find the accounts it revokes: {}",
+        admin.grant("SELECT ON mysql.user")
+    )
+}
+
+/// The host parts of the accounts named `name`.
+async fn hosts_of(c: &mut Conn, name: &str, admin: &Admin) -> Result<Vec<String>, Error> {
+    c.exec(HOSTS_OF, (name,)).await.map_err(|e| {
+        admin_error(
+            &format!("looking up account {name}"),
+            &e,
+            admin,
+            &needs_to_read_accounts(admin),
+        )
+    })
 }
 
 /// Kills every connection of `user`; returns how many there were.
-async fn kill_connections(c: &mut Conn, user: &str) -> Result<usize, Error> {
+async fn kill_connections(c: &mut Conn, user: &str, admin: &Admin) -> Result<usize, Error> {
     let failed = |e: mysql_async::Error| {
-        target_error(&format!("killing the connections of {user}"), &e, &[])
-    };
-    let ids: Vec<u64> = c
-        .exec(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
-            (user,),
+        admin_error(
+            &format!("killing the connections of {user}"),
+            &e,
+            admin,
+            &format!(
+                "PROCESS and CONNECTION ADMIN: {}",
+                admin.grant("PROCESS, CONNECTION ADMIN ON *.*")
+            ),
         )
-        .await
-        .map_err(failed)?;
+    };
+    let ids: Vec<u64> = c.exec(CONNECTIONS_OF, (user,)).await.map_err(failed)?;
     for id in &ids {
         match c.query_drop(format!("KILL CONNECTION {id}")).await {
             Err(mysql_async::Error::Server(s)) if s.code == ER_NO_SUCH_THREAD => {}
@@ -550,10 +636,7 @@ async fn wait_connections_gone(c: &mut Conn, user: &str) -> Result<(), Error> {
     let deadline = Instant::now() + SESSION_END_TIMEOUT;
     loop {
         let left: Option<u64> = c
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?",
-                (user,),
-            )
+            .exec_first(CONNECTION_COUNT_OF, (user,))
             .await
             .map_err(|e| target_error(&format!("counting the connections of {user}"), &e, &[]))?;
         match left {
@@ -566,6 +649,52 @@ async fn wait_connections_gone(c: &mut Conn, user: &str) -> Result<(), Error> {
             }
             Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
+    }
+}
+
+/// A revoke that could not look up the accounts named `name` (`failed`): so that none stays
+/// usable meanwhile, locks the account at each of `hosts` where there is one and kills every
+/// connection of the name, then returns `failed` saying what was done. The revoke is retried
+/// and drops the account once the lookup works.
+async fn lock_unlisted(
+    c: &mut Conn,
+    name: &str,
+    hosts: &[String],
+    admin: &Admin,
+    failed: Error,
+) -> Error {
+    let mut said = Vec::new();
+    for host in hosts {
+        let grantee = account(name, host);
+        match c
+            .query_drop(format!("ALTER USER IF EXISTS {grantee} ACCOUNT LOCK"))
+            .await
+        {
+            // A note, not an error, where there is no such account.
+            Ok(()) if c.get_warnings() == 0 => said.push(format!("locked account {grantee}")),
+            Ok(()) => said.push(format!("found no account {grantee}")),
+            Err(e) => said.push(describe(&format!("locking account {grantee}"), &e, &[])),
+        }
+    }
+    match kill_connections(c, name, admin).await {
+        Ok(n) => said.push(format!("killed {n} connection(s) of {name}")),
+        Err(e) => said.push(message(e)),
+    }
+    let said = format!(
+        "meanwhile, so that it cannot be used: {}; the account is dropped once a retry can look it up",
+        said.join(", ")
+    );
+    match failed {
+        Error::Privilege(m) => Error::Privilege(format!("{m}; {said}")),
+        other => Error::Target(format!("{}; {said}", message(other))),
+    }
+}
+
+/// What `e` says, without the words its kind begins with.
+fn message(e: Error) -> String {
+    match e {
+        Error::Privilege(m) | Error::Target(m) => m,
+        other => other.to_string(),
     }
 }
 
@@ -651,11 +780,16 @@ async fn drop_trigger(
 /// A revoked account's trigger or event that could not be dropped: what failed, the harm it
 /// would do left, and what dropping it `needs`. The account is kept, locked.
 fn left_behind(what: &str, e: &mysql_async::Error, harm: &str, needs: &str) -> Error {
-    Error::Target(format!(
+    let said = format!(
         "{}; left, {harm}, so the account is kept, locked, and the revoke is retried: {needs} \
          (or drop it by hand)",
         describe(what, e, &[])
-    ))
+    );
+    if is_privilege_refusal(e) {
+        Error::Privilege(said)
+    } else {
+        Error::Target(said)
+    }
 }
 
 /// Warden records none of this kind's sessions: a grant's login connects to the database
@@ -691,7 +825,9 @@ impl Issuer for MariadbIssuer {
         let settings = parse_settings(req.settings)?;
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
-        let public = public_credential(KIND, name, &conn)?;
+        let mut public = public_credential(KIND, name, &conn)?;
+        // For a revoke that cannot look the account up: see `revoke`.
+        public[ACCOUNT_HOST] = settings.host.clone().into();
         let password = require_password(req.password, "new account")?;
         let hash = native_password::hash(password);
         let secrets = [password, hash.as_str()];
@@ -704,8 +840,10 @@ impl Issuer for MariadbIssuer {
         };
 
         self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
-            // An account whose sessions could not be ended is not made at all.
-            check_sees_connections(c).await?;
+            // An account whose sessions could not be ended, or that could not be found to be
+            // revoked, is not made at all.
+            let admin = check_sees_connections(c).await?;
+            hosts_of(c, name, &admin).await?;
             let identified = identified(c, password, &hash).await?;
             c.query_drop(format!("CREATE USER {grantee} {identified}"))
                 .await
@@ -753,20 +891,40 @@ impl Issuer for MariadbIssuer {
         let conn = connection_of(req.connection)?;
         let admin = require_admin(req.admin, req.target)?;
         let name = require_account(req.account)?;
+        // Where the account is, should the server not say: where it was made, where the role
+        // makes accounts now, the default.
+        let mut likely_hosts: Vec<String> = Vec::new();
+        let recorded = req.public.get(ACCOUNT_HOST).and_then(|h| h.as_str());
+        let role = parse_settings(req.settings).ok().map(|s| s.host);
+        for host in [recorded, role.as_deref(), Some(DEFAULT_HOST)]
+            .into_iter()
+            .flatten()
+        {
+            if is_host_pattern(host) && !likely_hosts.iter().any(|h| h == host) {
+                likely_hosts.push(host.to_owned());
+            }
+        }
         self.with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
-            check_sees_connections(c).await?;
+            let admin = check_sees_connections(c).await?;
             // Every host part: the role's `host` setting may have changed since issuing.
-            let hosts: Vec<String> = c
-                .exec("SELECT Host FROM mysql.user WHERE User = ?", (name,))
-                .await
-                .map_err(|e| target_error(&format!("looking up account {name}"), &e, &[]))?;
+            let hosts = match hosts_of(c, name, &admin).await {
+                Ok(hosts) => hosts,
+                Err(e) => return Err(lock_unlisted(c, name, &likely_hosts, &admin, e).await),
+            };
             for host in &hosts {
                 let grantee = account(name, host);
                 c.query_drop(format!("ALTER USER {grantee} ACCOUNT LOCK"))
                     .await
-                    .map_err(|e| target_error(&format!("locking account {grantee}"), &e, &[]))?;
+                    .map_err(|e| {
+                        admin_error(
+                            &format!("locking account {grantee}"),
+                            &e,
+                            &admin,
+                            &format!("CREATE USER: {}", admin.grant("CREATE USER ON *.*")),
+                        )
+                    })?;
             }
-            let mut killed = kill_connections(c, name).await?;
+            let mut killed = kill_connections(c, name, &admin).await?;
             // Before the drop, so that a failure leaves the account locked for the retry.
             for host in &hosts {
                 drop_definer_objects(c, name, host).await?;
@@ -775,9 +933,16 @@ impl Issuer for MariadbIssuer {
                 let grantee = account(name, host);
                 c.query_drop(format!("DROP USER IF EXISTS {grantee}"))
                     .await
-                    .map_err(|e| target_error(&format!("dropping account {grantee}"), &e, &[]))?;
+                    .map_err(|e| {
+                        admin_error(
+                            &format!("dropping account {grantee}"),
+                            &e,
+                            &admin,
+                            &format!("CREATE USER: {}", admin.grant("CREATE USER ON *.*")),
+                        )
+                    })?;
             }
-            killed += kill_connections(c, name).await?;
+            killed += kill_connections(c, name, &admin).await?;
             wait_connections_gone(c, name).await?;
             Ok(if hosts.is_empty() && killed == 0 {
                 RevokeResponse::AlreadyGone
@@ -794,12 +959,19 @@ impl Issuer for MariadbIssuer {
         let users: Vec<String> = self
             .with_admin(&conn, &admin.username, admin.password.expose(), async |c| {
                 // Listing is how a stored credential is tried: it must do for revoking too.
-                check_sees_connections(c).await?;
+                let admin = check_sees_connections(c).await?;
                 c.query(
                     "SELECT DISTINCT User FROM mysql.user WHERE LEFT(User, 2) = 'w_' ORDER BY User",
                 )
                 .await
-                .map_err(|e| target_error("listing accounts", &e, &[]))
+                .map_err(|e| {
+                    admin_error(
+                        "listing accounts",
+                        &e,
+                        &admin,
+                        &needs_to_read_accounts(&admin),
+                    )
+                })
             })
             .await?;
         // MariaDB keeps no account comment, so the grant is not known from the target.
