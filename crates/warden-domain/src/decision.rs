@@ -161,7 +161,9 @@ pub enum Refusal {
     TtlAboveMax { requested: Ttl, max: Ttl },
     #[error("a ticket is required for this role; it must match {0}")]
     TicketRequired(String),
-    #[error("ticket {ticket:?} does not match: it must match {pattern}")]
+    /// The caller reads their ticket quoted back; the audit log keeps only its length
+    /// ([`Refusal::recorded`]).
+    #[error("{}", ticket_mismatch(&format!("{ticket:?}"), pattern))]
     TicketMismatch { ticket: String, pattern: String },
     #[error(
         "this role requires MFA step-up: pass the TOTP code your authenticator shows now as `totp` (`--totp CODE` from the CLI)"
@@ -200,6 +202,19 @@ impl Refusal {
         }
     }
 
+    /// This refusal as the audit log records it: a ticket that matched no pattern only by its
+    /// length, as the refusal of any other value the caller typed is
+    /// ([`crate::text::unquoted`]), since a token or password typed in its place would
+    /// otherwise stay in the signed log for good. The caller's own answer still quotes it.
+    pub fn recorded(&self) -> String {
+        match self {
+            Refusal::TicketMismatch { ticket, pattern } => {
+                ticket_mismatch(&crate::text::unquoted(&format!("{ticket:?}")), pattern)
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Why a request made earlier no longer passes, in words about that request: its requester
     /// would have to ask again, and the advice for someone asking now would mislead whoever
     /// reviews it.
@@ -211,6 +226,11 @@ impl Refusal {
             other => other.to_string(),
         }
     }
+}
+
+/// The refusal of a ticket, `shown` as quoted or as its length, that does not match `pattern`.
+fn ticket_mismatch(shown: &str, pattern: &str) -> String {
+    format!("ticket {shown} does not match: it must match {pattern}")
 }
 
 /// Why a request is not permitted: no permit matched, or the forbid rules that matched.
@@ -458,5 +478,27 @@ mod tests {
             );
         }
         assert_eq!(d.check(h, Some(&t("INC-42")), true), Ok(()));
+    }
+
+    #[test]
+    fn a_mismatched_ticket_is_recorded_by_its_length_alone() {
+        let d = allowed();
+        let h = "1h".parse::<Ttl>().unwrap();
+        let token = "wdn_d2itSECRET\\\"x";
+        let refusal = d
+            .check(h, Some(&Ticket::parse(token).unwrap()), true)
+            .unwrap_err();
+        assert_eq!(
+            refusal.to_string(),
+            format!("ticket {token:?} does not match: it must match INC-[0-9]+")
+        );
+        assert_eq!(
+            refusal.recorded(),
+            "ticket (a value of 17 characters, not kept) does not match: it must match INC-[0-9]+"
+        );
+        assert_eq!(
+            Refusal::MfaRequired.recorded(),
+            Refusal::MfaRequired.to_string()
+        );
     }
 }

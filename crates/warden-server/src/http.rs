@@ -26,6 +26,8 @@ use tower_http::timeout::RequestBodyDeadline;
 
 use crate::write_stall::WriteStall;
 
+pub mod framing;
+
 /// How long an accept error that is not one connection's (out of file descriptors, say) stops
 /// the loop before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -86,12 +88,20 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot turn off Nagle's algorithm on a connection");
         }
-        // What `ConnectInfo<SocketAddr>` extracts: the client's address for the audit log.
+        // What `ConnectInfo<SocketAddr>` extracts: the client's address for the audit log;
+        // and what the connection's request heads named that hyper does not hand on.
+        let heads = framing::Heads::default();
         let service = RequestBodyDeadline::new(
-            AddExtension::new(router.clone(), ConnectInfo::<SocketAddr>(peer)),
+            AddExtension::new(
+                AddExtension::new(router.clone(), ConnectInfo::<SocketAddr>(peer)),
+                heads.clone(),
+            ),
             read_timeout,
         );
-        let io = WriteStall::new(TokioIo::new(tcp), read_timeout);
+        let io = WriteStall::new(
+            TokioIo::new(framing::Watched::new(tcp, heads)),
+            read_timeout,
+        );
         let connection =
             graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
         tokio::spawn(async move {

@@ -1610,3 +1610,196 @@ fn a_signed_in_callers_request_refused_before_routing_is_audited() {
         "{new:?}"
     );
 }
+
+#[test]
+fn a_token_typed_as_a_ticket_is_audited_only_by_its_length() {
+    let rules = breakglass_rules();
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let bob = env.login("bob");
+    let sam = env.login("sam");
+    let pasted = token(&alice);
+    let kept = format!(
+        "(a value of {} characters, not kept)",
+        pasted.chars().count()
+    );
+    let secret = &pasted["wdn_".len()..];
+
+    // A request (`CHG-[0-9]+`) and a break-glass attempt (`INC-[0-9]+`, with a code so that
+    // the ticket is what is refused) with alice's token as the ticket: the caller reads it.
+    let ask = |ask: serde_json::Value| {
+        let mut b = serde_json::json!({ "reason": "outage", "ttl": "1h", "ticket": pasted });
+        b.as_object_mut()
+            .unwrap()
+            .extend(ask.as_object().unwrap().clone());
+        b.to_string()
+    };
+    for (who, path, body) in [
+        (
+            &alice,
+            "/v1/requests",
+            ask(serde_json::json!({ "target": "web", "role": "deploy" })),
+        ),
+        (
+            &bob,
+            "/v1/breakglass",
+            ask(serde_json::json!({ "target": "web", "role": "root", "totp": "000000" })),
+        ),
+    ] {
+        let auth = format!("Bearer {}", token(who));
+        let (status, answer) = sent(port, "POST", path, &[("Authorization", &auth)], Some(&body));
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert_eq!(error_code(&answer), "ticket_mismatch", "{path}: {answer}");
+        assert!(answer.contains(&pasted), "{path}: {answer}");
+    }
+    // So does an explanation's.
+    let auth = format!("Bearer {}", token(&alice));
+    let body =
+        serde_json::json!({ "target": "web", "role": "deploy", "ticket": pasted }).to_string();
+    let (status, answer) = sent(
+        port,
+        "POST",
+        "/v1/policy/explain",
+        &[("Authorization", &auth)],
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(&pasted), "{answer}");
+
+    // The audit log, as its reader searches it, has its length alone.
+    for code in ["request.refused", "breakglass.refused"] {
+        let events = audit_events(&sam, code);
+        let e = events
+            .iter()
+            .find(|e| e["outcome"]["code"] == "ticket_mismatch")
+            .unwrap_or_else(|| panic!("no ticket_mismatch among {code}: {events:?}"));
+        let reason = e["outcome"]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!("ticket {kept} does not match: it must match")),
+            "{code}: {reason}"
+        );
+    }
+    let everything = ok(&sam, &["audit", "search", "--limit", "1000"]).to_string();
+    assert!(!everything.contains(secret), "{everything}");
+}
+
+/// Sends `request`, raw, and reads the answer to the end (the server closes the connection).
+fn raw_answer(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_request_with_both_a_length_and_a_transfer_coding_is_refused() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let bearer = token(&alice);
+    let body = r#"{"target":"web","role":"view"}"#;
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let head = |framing: &str| {
+        format!(
+            "POST /v1/policy/explain HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\n{framing}\r\n"
+        )
+    };
+    // Either order of the two, and whatever length is named.
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n".to_owned(),
+        format!(
+            "Transfer-Encoding: chunked\r\ncontent-length: {}\r\n",
+            chunked.len()
+        ),
+    ] {
+        let answer = raw_answer(port, format!("{}{chunked}", head(&framing)).as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{framing}: {answer}");
+        assert!(answer.contains(r#""code":"bad_framing""#), "{answer}");
+        assert!(
+            answer.contains("Content-Length and Transfer-Encoding"),
+            "{answer}"
+        );
+    }
+    // Requests before and after one framed one way on the same connection are served, bodies
+    // of either framing followed between them.
+    let one_way = format!(
+        "{}{chunked}{}{body}{}",
+        head("Transfer-Encoding: chunked\r\n"),
+        head(&format!("Content-Length: {}\r\n", body.len())),
+        head("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n"),
+    );
+    let answer = raw_answer(port, format!("{one_way}{chunked}").as_bytes());
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{answer}");
+    // Refused before it was carried out, and on the record as the caller's.
+    let admin = env.login("admin");
+    let refused = audit_events(&admin, "request.action_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["outcome"]["code"] == "bad_framing" && e["actor"]["user"] == "alice"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn only_the_headers_the_client_sent_count_towards_their_limit() {
+    let env = Env::start();
+    let port = env.server.port();
+    let alice = env.login("alice");
+    let auth = format!("Bearer {}", token(&alice));
+    // Headers of exactly the limit, as the server counts them (name, value and 4), the
+    // request's own Host and Connection lines included; with one more byte, refused.
+    let fixed = [
+        ("host", "127.0.0.1"),
+        ("authorization", auth.as_str()),
+        ("connection", "close"),
+    ];
+    let used: usize = fixed.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let pad = |extra: usize| "p".repeat(16 * 1024 - used - "x-pad".len() - 4 + extra);
+    let exact = pad(0);
+    let (status, body) = bare(
+        port,
+        "GET",
+        "/v1/auth/whoami",
+        &[("Authorization", &auth), ("X-Pad", &exact)],
+    );
+    assert_eq!(status, 200, "{body}");
+    let over = pad(1);
+    let (status, body) = bare(
+        port,
+        "GET",
+        "/v1/auth/whoami",
+        &[("Authorization", &auth), ("X-Pad", &over)],
+    );
+    assert_eq!(status, 431, "{body}");
+    assert_eq!(error_code(&body), "headers_too_large");
+}
+
+#[test]
+fn the_document_says_which_fields_are_bounded_in_bytes_and_every_code_explain_answers() {
+    let env = Env::start();
+    let port = env.server.port();
+    let doc = warden_testkit::http_get(port, "/v1/openapi.json").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    let link = &v["components"]["schemas"]["CloseBody"]["properties"]["link"];
+    assert!(
+        link["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("At most 2048 bytes")),
+        "{link}"
+    );
+    let explain = &v["paths"]["/v1/policy/explain"]["post"]["responses"]["400"]["description"];
+    assert!(
+        explain.as_str().is_some_and(|d| d.contains("`bad_ticket`")),
+        "{explain}"
+    );
+}

@@ -131,6 +131,8 @@ pub fn router(app: Shared) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .layer(axum::middleware::from_fn(drop_bad_request_ids))
+        // Before anything adds to the headers or takes from them.
+        .layer(axum::middleware::from_fn(note_client_head))
         // Outermost, so that a request refused before it is routed is marked too.
         .layer(axum::middleware::map_response(mark))
         .with_state(app)
@@ -177,6 +179,45 @@ impl MakeRequestId for NewRequestId {
             .ok()
             .map(RequestId::new)
     }
+}
+
+/// What the client's own request head held, noted before the server adds a correlation id
+/// to its headers or drops the client's ([`note_client_head`]).
+#[derive(Debug, Clone, Copy)]
+struct ClientHead {
+    /// Bytes of its header lines as [`HEADERS_LIMIT`] counts them.
+    header_bytes: usize,
+    /// Whether it named both `Content-Length` and `Transfer-Encoding`, which hyper does not
+    /// hand on ([`crate::http::framing`]).
+    framed_both_ways: bool,
+}
+
+/// Bytes of `headers` as [`HEADERS_LIMIT`] counts them: each name and value, and 4 for the
+/// colon, space and line end.
+fn header_bytes(headers: &axum::http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+/// Notes what the client's request head held ([`ClientHead`]), for [`refuse_oversize`] to judge
+/// the request by: the correlation id the server adds is not the client's to count, and every
+/// request takes its own head's note of its framing, refused or not.
+async fn note_client_head(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let framed_both_ways = req
+        .extensions()
+        .get::<crate::http::framing::Heads>()
+        .is_some_and(crate::http::framing::Heads::next_framed_both_ways);
+    let head = ClientHead {
+        header_bytes: header_bytes(req.headers()),
+        framed_both_ways,
+    };
+    req.extensions_mut().insert(head);
+    next.run(req).await
 }
 
 /// Removes a caller's correlation id that is too long, has characters other than letters,
@@ -371,12 +412,16 @@ fn oversize_or_misframed(req: &axum::extract::Request) -> Option<ApiError> {
             ),
         ));
     }
-    let headers: usize = req
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if headers > HEADERS_LIMIT {
+    // As the client sent them (a request that did not pass [`note_client_head`] has its own).
+    let head = req
+        .extensions()
+        .get::<ClientHead>()
+        .copied()
+        .unwrap_or_else(|| ClientHead {
+            header_bytes: header_bytes(req.headers()),
+            framed_both_ways: false,
+        });
+    if head.header_bytes > HEADERS_LIMIT {
         return Some(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
@@ -384,6 +429,13 @@ fn oversize_or_misframed(req: &axum::extract::Request) -> Option<ApiError> {
                 "the request's headers are larger than {} KiB together; send fewer or shorter ones",
                 HEADERS_LIMIT / 1024
             ),
+        ));
+    }
+    if head.framed_both_ways {
+        return Some(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_framing",
+            "the request names both Content-Length and Transfer-Encoding, which a proxy could read as two different bodies: send one of them",
         ));
     }
     bad_framing(req.version(), req.headers())
@@ -478,7 +530,8 @@ fn operation_at(method: &Method, path: &str) -> Option<Routed> {
 }
 
 /// The refusal of a request framed in a way this server does not read as every proxy would
-/// (RFC 9112): a transfer coding other than `chunked` once (a proxy that applies the other
+/// (RFC 9112), besides one that names both a length and a transfer coding, which hyper does
+/// not hand on ([`ClientHead`]): a transfer coding other than `chunked` once (a proxy that applies the other
 /// would see another body), a body encoding it would not decode, an expectation it cannot
 /// meet, or an HTTP/1.1 request without exactly one `Host`.
 fn bad_framing(version: axum::http::Version, headers: &axum::http::HeaderMap) -> Option<ApiError> {
@@ -1152,7 +1205,7 @@ impl utoipa::Modify for FieldLimits {
                 (_, "reason") => chars(Reason::MAX),
                 (_, "comment" | "note") => chars(Comment::MAX),
                 (_, "ticket") => chars(Ticket::MAX),
-                (_, "link") => chars(warden_domain::Link::MAX),
+                (_, "link") => bytes(None, warden_domain::Link::MAX),
                 (_, "totp" | "code") => bytes(None, requests::MAX_TOTP),
                 (_, "public_key") => bytes(None, requests::MAX_PUBLIC_KEY),
                 // A new password; signing in takes whatever password the user has, within the

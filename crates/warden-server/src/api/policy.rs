@@ -141,7 +141,7 @@ pub async fn status(State(app): State<Shared>, _who: Authed) -> Json<PolicyStatu
 
 /// Explains what policy would decide for a request, naming the rules.
 #[utoipa::path(post, path = "/v1/policy/explain", request_body = ExplainBody, security(("token" = [])),
-    responses((status = 200, body = Explanation), (status = 400, description = "`bad_user`, `bad_target`, `bad_role`, `bad_ttl`", body = ErrorBody),
+    responses((status = 200, body = Explanation), (status = 400, description = "`bad_user`, `bad_target`, `bad_role`, `bad_ttl`, `bad_ticket` (a field that does not parse)", body = ErrorBody),
         (status = 403, description = "`not_permitted`: another user's decisions, by a non-administrator", body = ErrorBody),
         (status = 404, description = "`unknown_user` (the user is not in the directory), `unknown_target`, `unknown_role`", body = ErrorBody)))]
 pub async fn explain(

@@ -252,9 +252,10 @@ impl App {
             self.wake.now();
         }
         // Input that does not parse or validate is recorded by its length alone, as the API's
-        // is (`ApiError::invalid`).
+        // is (`ApiError::invalid`), and so is a ticket policy refused (`Refusal::recorded`).
         let reason = match &err {
             Error::Input { message, .. } => warden_domain::text::unquoted(message),
+            Error::Refused(r) => r.recorded(),
             other => other.to_string(),
         };
         let event = event.denied(err.code(), reason);

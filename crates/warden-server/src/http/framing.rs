@@ -1,0 +1,342 @@
+//! What hyper does not tell: whether a request's head named both `Content-Length` and
+//! `Transfer-Encoding`.
+//!
+//! hyper reads such a request by its chunked coding alone and drops the `Content-Length`
+//! before the router sees the head (as RFC 9112 allows), so a proxy in front that read it by
+//! its length would see another body, and the next request in another place. The API refuses
+//! it (`400 bad_framing`), and learns of it from this reader of the connection's bytes: it
+//! follows the requests' framing as hyper reads it (heads, bodies by length or by chunk) and
+//! notes of each head, in order, whether it named both. The framing it cannot follow (a head
+//! or chunk line hyper would refuse itself) ends its watch: hyper answers such a request and
+//! closes the connection.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Longest request head followed: larger than any hyper reads (it refuses longer ones itself).
+const HEAD_MAX: usize = 512 * 1024;
+/// Longest chunk-size line (with its extensions) or trailer line followed.
+const LINE_MAX: usize = 64 * 1024;
+
+/// Of each request head read on one connection, in order, whether it named both
+/// `Content-Length` and `Transfer-Encoding`; shared by the connection's reader and its requests.
+#[derive(Debug, Clone, Default)]
+pub struct Heads(Arc<Mutex<VecDeque<bool>>>);
+
+impl Heads {
+    /// Whether the next request hyper hands on named both lengths: each request takes its own
+    /// head's answer, in the order they were read. `false` when the framing was not followed.
+    pub fn next_framed_both_ways(&self) -> bool {
+        self.0
+            .lock()
+            .map(|mut q| q.pop_front().unwrap_or(false))
+            .unwrap_or(false)
+    }
+
+    fn push(&self, both: bool) {
+        if let Ok(mut q) = self.0.lock() {
+            q.push_back(both);
+        }
+    }
+}
+
+/// Where in the stream of requests the reader is.
+#[derive(Debug)]
+enum At {
+    /// In a head, whose bytes so far are kept.
+    Head(Vec<u8>),
+    /// In a body of this many more bytes.
+    Body(u64),
+    /// In a chunk-size line, kept so far.
+    ChunkSize(Vec<u8>),
+    /// In a chunk's data, this many bytes more, then its line end.
+    ChunkData(u64),
+    /// At the line end after a chunk's data.
+    ChunkEnd,
+    /// In the trailers after the last chunk: the current line so far.
+    Trailers(Vec<u8>),
+    /// Framing this reader does not follow (hyper refuses it): nothing more is noted.
+    Lost,
+}
+
+/// `io`, whose bytes read are followed as requests ([`Heads`]).
+#[derive(Debug)]
+pub struct Watched<T> {
+    io: T,
+    at: At,
+    heads: Heads,
+}
+
+impl<T> Watched<T> {
+    /// `io`, noting into `heads` what its request heads name.
+    pub fn new(io: T, heads: Heads) -> Self {
+        Self {
+            io,
+            at: At::Head(Vec::new()),
+            heads,
+        }
+    }
+
+    /// Follows `bytes`, the next read from the connection.
+    fn follow(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let at = std::mem::replace(&mut self.at, At::Lost);
+            self.at = match at {
+                At::Lost => return,
+                At::Head(mut head) => match line_end(bytes) {
+                    Some(n) => {
+                        head.extend_from_slice(&bytes[..n]);
+                        bytes = &bytes[n..];
+                        if head_complete(&head) {
+                            self.end_of_head(&head)
+                        } else if head.len() > HEAD_MAX {
+                            At::Lost
+                        } else {
+                            At::Head(head)
+                        }
+                    }
+                    None => {
+                        head.extend_from_slice(bytes);
+                        bytes = &[];
+                        if head.len() > HEAD_MAX {
+                            At::Lost
+                        } else {
+                            At::Head(head)
+                        }
+                    }
+                },
+                At::Body(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    bytes = &bytes[n..];
+                    match left - n as u64 {
+                        0 => At::Head(Vec::new()),
+                        more => At::Body(more),
+                    }
+                }
+                At::ChunkSize(mut line) => {
+                    let (taken, ended) = take_line(bytes);
+                    line.extend_from_slice(&bytes[..taken]);
+                    bytes = &bytes[taken..];
+                    if !ended {
+                        if line.len() > LINE_MAX {
+                            At::Lost
+                        } else {
+                            At::ChunkSize(line)
+                        }
+                    } else {
+                        match chunk_size(&line) {
+                            Some(0) => At::Trailers(Vec::new()),
+                            Some(size) => At::ChunkData(size),
+                            None => At::Lost,
+                        }
+                    }
+                }
+                At::ChunkData(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    bytes = &bytes[n..];
+                    match left - n as u64 {
+                        0 => At::ChunkEnd,
+                        more => At::ChunkData(more),
+                    }
+                }
+                At::ChunkEnd => match bytes[0] {
+                    b'\r' => {
+                        bytes = &bytes[1..];
+                        At::ChunkEnd
+                    }
+                    b'\n' => {
+                        bytes = &bytes[1..];
+                        At::ChunkSize(Vec::new())
+                    }
+                    _ => At::Lost,
+                },
+                At::Trailers(mut line) => {
+                    let (taken, ended) = take_line(bytes);
+                    line.extend_from_slice(&bytes[..taken]);
+                    bytes = &bytes[taken..];
+                    if !ended {
+                        if line.len() > LINE_MAX {
+                            At::Lost
+                        } else {
+                            At::Trailers(line)
+                        }
+                    } else if trim_line(&line).is_empty() {
+                        At::Head(Vec::new())
+                    } else {
+                        At::Trailers(Vec::new())
+                    }
+                }
+            };
+        }
+    }
+
+    /// Notes what `head`, a whole request head, names, and says where its body takes the reader.
+    fn end_of_head(&mut self, head: &[u8]) -> At {
+        let mut lines = head.split(|b| *b == b'\n').map(trim_line);
+        // Empty lines before a request line are skipped, as hyper skips them.
+        if lines.by_ref().find(|l| !l.is_empty()).is_none() {
+            return At::Head(Vec::new());
+        }
+        let mut lengths = Vec::new();
+        let mut codings = Vec::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                return At::Lost;
+            };
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            let value = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                lengths.push(value);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                codings.extend(value.split(',').map(|c| c.trim().to_owned()));
+            }
+        }
+        let te = !codings.is_empty();
+        self.heads.push(te && !lengths.is_empty());
+        if te {
+            return match codings.last().map(String::as_str) {
+                Some("chunked") => At::ChunkSize(Vec::new()),
+                _ => At::Lost,
+            };
+        }
+        let mut length = None;
+        for v in lengths.iter().flat_map(|v| v.split(',')) {
+            match (v.trim().parse::<u64>().ok(), length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return At::Lost,
+            }
+        }
+        match length {
+            Some(n) if n > 0 => At::Body(n),
+            _ => At::Head(Vec::new()),
+        }
+    }
+}
+
+/// How many bytes of `bytes` up to and including the first line feed, if there is one.
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == b'\n').map(|at| at + 1)
+}
+
+/// How many bytes of `bytes` belong to the current line, and whether it ended in them.
+fn take_line(bytes: &[u8]) -> (usize, bool) {
+    match line_end(bytes) {
+        Some(n) => (n, true),
+        None => (bytes.len(), false),
+    }
+}
+
+/// `line` without its line feed and carriage return.
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Whether `head` (whole lines) ends in the empty line that ends a request head, not counting
+/// empty lines before its request line.
+fn head_complete(head: &[u8]) -> bool {
+    let content = head
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .map_or(&[][..], |at| &head[at..]);
+    !content.is_empty() && (content.ends_with(b"\n\r\n") || content.ends_with(b"\n\n"))
+}
+
+/// The size a chunk-size line gives, without its extensions.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = trim_line(line);
+    let digits = line.split(|b| *b == b';').next().unwrap_or(line);
+    let digits = std::str::from_utf8(digits).ok()?.trim();
+    u64::from_str_radix(digits, 16).ok()
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = buf.filled()[before..].to_vec();
+            this.follow(&read);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn followed(chunks: &[&[u8]]) -> Vec<bool> {
+        let heads = Heads::default();
+        let mut w = Watched::new((), heads.clone());
+        for c in chunks {
+            w.follow(c);
+        }
+        let q = heads.0.lock().unwrap();
+        q.iter().copied().collect()
+    }
+
+    #[test]
+    fn each_head_is_noted_in_order_through_bodies_of_either_framing() {
+        let plain = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        let both = b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhe\r\nl\r\n0\r\nTrailer: t\r\n\r\n";
+        let reversed =
+            b"POST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n";
+        let get = b"\r\nGET /d HTTP/1.1\nHost: x\n\n";
+        let all = [&plain[..], both, reversed, get, plain].concat();
+        assert_eq!(followed(&[&all]), [false, true, true, false, false]);
+        // However the bytes are cut into reads.
+        let bytewise: Vec<&[u8]> = all.chunks(1).collect();
+        assert_eq!(followed(&bytewise), [false, true, true, false, false]);
+    }
+
+    #[test]
+    fn framing_hyper_would_refuse_ends_the_watch() {
+        let bad = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let next = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(followed(&[bad, next]), [false]);
+        let heads = Heads::default();
+        assert!(!heads.next_framed_both_ways());
+    }
+}
