@@ -2422,3 +2422,103 @@ fn watches_and_replays_are_found_by_target_and_grant() {
         .collect();
     assert_eq!(checks, ["live", "intact"]);
 }
+
+/// A tmpfs mounted over a directory, unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    /// Mounts a tmpfs of `size` over `dir`; fails the test, saying why, where mounting is not
+    /// permitted: a test that cannot fill its recording store proves nothing.
+    fn tmpfs(dir: &Path, size: &str) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test fills the recording store by mounting a {size} tmpfs over {} and needs root with permission to mount (run it as root, outside a container that forbids mounts): {}",
+            dir.display(),
+            text(&out.stderr)
+        );
+        Mounted(dir.to_owned())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The output events of a recording, joined; a last line cut short by a full disk is left out.
+fn recorded_output(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "o")
+        .flat_map(|e| e[2].as_str().unwrap().as_bytes().to_vec())
+        .collect()
+}
+
+/// A recording store that fills up mid-session ends the session at the first failed write:
+/// the user gets no output the recording does not hold, and the end is on record as Warden's,
+/// for the recording.
+#[test]
+fn a_recording_store_that_fills_up_ends_the_session_before_unrecorded_output() {
+    let s = Setup::start("full", "", true);
+    s.grant("30m");
+    let _full = Mounted::tmpfs(&s.env.server.data_dir().join("recordings"), "64k");
+    // About 125 KB of output, twice what the store holds.
+    let out = s.ssh(
+        "for i in $(seq 1 3000); do echo line $i padding padding padding padding; done; echo DONE",
+    );
+    let got = out.stdout.clone();
+    let ended = s.wait_event("session.ended", Duration::from_secs(15));
+    let session = ended["session_id"].as_str().unwrap();
+    let path = s.recording(session);
+    let recorded = recorded_output(&path);
+    assert!(
+        got.len() <= recorded.len() && recorded.starts_with(&got),
+        "the client got {} bytes, the recording ({} bytes on disk) holds {} of output",
+        got.len(),
+        std::fs::metadata(&path).unwrap().len(),
+        recorded.len()
+    );
+    assert!(!text(&got).contains("DONE"), "the session ran to its end");
+    assert!(
+        got.len() > 1000,
+        "the session ended before any output: {out:?}"
+    );
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("the recording could not be written"),
+        "the user is told why: {out:?}"
+    );
+    assert_eq!(ended["details"]["ended_by"], "warden", "{ended}");
+    assert!(
+        ended["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("recording could not be written"),
+        "{ended}"
+    );
+    let failed = s.wait_event("session.recording_failed", Duration::from_secs(5));
+    assert_eq!(failed["session_id"], session, "{failed}");
+    assert!(
+        failed.to_string().contains("No space left on device"),
+        "{failed}"
+    );
+}
