@@ -75,7 +75,7 @@ impl Recordings for FsRecordings {
                 .create(&self.dir)
                 .map_err(|e| at(e, &self.dir))?;
         }
-        let file = crate::direct_file::RecordingFile::create(&path).map_err(|e| at(e, &path))?;
+        let file = crate::recording_file::RecordingFile::create(&path).map_err(|e| at(e, &path))?;
         Ok(Box::new(file))
     }
 
