@@ -6,8 +6,10 @@
 //! (`exec_reading.rs`): quotes taken out, past separators, keywords and wrappers, into `sh -c`
 //! and `eval`. Exec requests are checked so; interactive shells line by line, from a
 //! reconstruction of what the user typed, and the keys go on as they were sent, byte for
-//! byte; on Enter the line is matched and, if denied, the Enter is not sent and Ctrl-E,
-//! Ctrl-U and Ctrl-C are sent instead, so the shell discards the line. The reconstruction
+//! byte; on Enter the line is matched and, if denied, the Enter is not sent, nor anything typed
+//! after it, and the session discards the line at the shell: Ctrl-E and Ctrl-U, then, once the
+//! shell has taken them, Ctrl-C (see [`ERASE_LINE`]); what the user types until the shell
+//! has dealt with it all is dropped. The reconstruction
 //! follows bash's readline with its default keys (printable characters, the cursor moved
 //! with Ctrl-A/B/E/F, arrows, Home and End, Backspace, Ctrl-D, Ctrl-K, Ctrl-U, Ctrl-W,
 //! quoted inserts, bracketed pastes, a history search's own keys) and, at once, a terminal's
@@ -88,15 +90,24 @@ impl Rules {
     }
 }
 
-/// What replaces the Enter of a denied line. Ctrl-E puts readline's cursor at the end of the
-/// line and Ctrl-U, readline's unix-line-discard and the terminal's line-kill key, empties it
-/// (of a shell whose interrupt key is off, `stty intr undef`, too, which would otherwise keep
-/// it for the next Enter; a terminal's own line editing takes Ctrl-E as a character of the
-/// line, which Ctrl-U empties with the rest); Ctrl-C then interrupts what is left, and the
-/// shell starts afresh at a new prompt. In this order: after a Ctrl-U that follows the
-/// interrupt, bash drops the next key typed, which this proxy would still count, so a line it
-/// read as `Xrm -rf /` would run as `rm -rf /`.
-const DISCARD_LINE: [u8; 3] = [0x05, 0x15, 0x03];
+/// What replaces the Enter of a denied line, the first step of discarding it. Ctrl-E puts
+/// readline's cursor at the end of the line and Ctrl-U, readline's unix-line-discard and the
+/// terminal's line-kill key, empties it (of a shell whose interrupt key is off, `stty intr
+/// undef`, or that ignores interrupts, too, which would otherwise keep it for the next Enter;
+/// a terminal's own line editing takes Ctrl-E as a character of the line, which Ctrl-U
+/// empties with the rest). Once the shell has taken them, [`INTERRUPT`] follows.
+///
+/// Nothing typed goes on between these keys and until the shell has dealt with the interrupt:
+/// the interrupt has the terminal discard input the shell has not read yet (the erasing keys,
+/// were they sent with it), and readline acts on it only at its next read, so an Enter right
+/// behind it would run what the line still holds (bash even drops its first character). And in
+/// this order: after a Ctrl-U that follows the interrupt, bash drops the next key typed, which
+/// this proxy would still count, so a line it read as `Xrm -rf /` would run as `rm -rf /`.
+pub const ERASE_LINE: [u8; 2] = [0x05, 0x15];
+
+/// The second step of discarding a denied line: Ctrl-C interrupts what is left (the lines it
+/// continues), and the shell starts afresh at a new prompt.
+pub const INTERRUPT: [u8; 1] = [0x03];
 
 /// How much of a command continued over several lines is held to be checked as a whole; a
 /// longer one is refused.
@@ -135,10 +146,14 @@ fn control_key(byte: u8) -> &'static str {
 /// What to do with a chunk of interactive input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Filtered {
-    /// Bytes to send to the target.
+    /// Bytes to send to the target: what came before a blocked line's Enter, and
+    /// [`ERASE_LINE`] in its place.
     pub forward: Vec<u8>,
-    /// Lines that were kept from running.
-    pub blocked: Vec<Blocked>,
+    /// The line that was kept from running, if one was: nothing more of the chunk goes on, and
+    /// nothing typed after it should until the shell has discarded it ([`INTERRUPT`] too).
+    pub blocked: Option<Blocked>,
+    /// How many bytes of the chunk came after the blocked line's Enter, and are not sent.
+    pub dropped: usize,
 }
 
 /// A line kept from running: what it held, as far as it was followed (the lines it continues
@@ -161,7 +176,7 @@ pub enum Why {
 
 /// Follows the line being typed in an interactive shell. It only watches: every byte the user
 /// sends goes on as sent, apart from the Enter of a line that is denied or that it could not
-/// follow.
+/// follow, and what comes after that Enter.
 ///
 /// What a key does depends on what reads it: bash's readline edits the line itself (moving the
 /// cursor, killing words up to a blank), a shell without a line editor (`dash`, `sh`) reads
@@ -186,13 +201,16 @@ impl Default for LineTracker {
 
 impl LineTracker {
     /// Feeds keystrokes; the Enter of a submitted line that `rules` deny, or that could not be
-    /// followed, is replaced by [`DISCARD_LINE`].
+    /// followed, is replaced by [`ERASE_LINE`], and what follows it is left out. The tracker
+    /// then reads a new line after an interrupt: the caller sends [`INTERRUPT`] once the shell
+    /// has taken the erasing keys, and feeds nothing typed before the shell has dealt with it.
     pub fn feed(&mut self, rules: &Rules, input: &[u8]) -> Filtered {
         let mut out = Filtered {
             forward: Vec::with_capacity(input.len()),
-            blocked: Vec::new(),
+            blocked: None,
+            dropped: 0,
         };
-        for &byte in input {
+        for (at, &byte) in input.iter().enumerate() {
             let mut next: Vec<Reading> = Vec::with_capacity(self.readings.len());
             let mut blocked = None;
             let mut after = Vec::new();
@@ -207,10 +225,11 @@ impl LineTracker {
                 }
             }
             if let Some(b) = blocked {
-                out.forward.extend_from_slice(&DISCARD_LINE);
-                out.blocked.push(b);
+                out.forward.extend_from_slice(&ERASE_LINE);
+                out.blocked = Some(b);
+                out.dropped = input.len() - at - 1;
                 self.readings = Reading::afresh();
-                continue;
+                break;
             }
             if next.len() > READINGS_LIMIT {
                 next = vec![Reading {
@@ -733,32 +752,32 @@ mod tests {
         let r = rules();
         let cases: &[(&[u8], &[u8], usize)] = &[
             (b"ls\r", b"ls\r", 0),
-            (b"rm -rf /tmp/x\r", b"rm -rf /tmp/x\x05\x15\x03", 1),
+            (b"rm -rf /tmp/x\r", b"rm -rf /tmp/x\x05\x15", 1),
             // Backspace turns "rm -rx" into "rm -r" + "f": still denied.
-            (b"rm -rx\x7ff /\r", b"rm -rx\x7ff /\x05\x15\x03", 1),
+            (b"rm -rx\x7ff /\r", b"rm -rx\x7ff /\x05\x15", 1),
             // Ctrl-U discards what was typed before it.
             (b"shutdown\x15echo hi\r", b"shutdown\x15echo hi\r", 0),
             // Arrow keys are passed on and do not end up in the line.
-            (b"\x1b[Ashutdown\r", b"\x1b[Ashutdown\x05\x15\x03", 1),
+            (b"\x1b[Ashutdown\r", b"\x1b[Ashutdown\x05\x15", 1),
             // A Meta key (readline's numeric argument, which repeats the next key) leaves the
             // line unknown.
-            (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x05\x15\x03", 1),
+            (b"\x1b1rm -rf /\r", b"\x1b1rm -rf /\x05\x15", 1),
             // Ctrl-O runs the line too.
-            (b"rm -rf /\x0f", b"rm -rf /\x05\x15\x03", 1),
+            (b"rm -rf /\x0f", b"rm -rf /\x05\x15", 1),
             // Each command of the line, read as the shell reads it.
-            (b"true; r''m -rf /\r", b"true; r''m -rf /\x05\x15\x03", 1),
+            (b"true; r''m -rf /\r", b"true; r''m -rf /\x05\x15", 1),
             (b"echo 'rm -rf /'\r", b"echo 'rm -rf /'\r", 0),
             // A quoted Ctrl-U (Ctrl-V first) is a character of the line, not its erasure: once
             // backspaced away, the line is what it was. After Ctrl-Q, which the terminal may
             // keep from the shell, the line is unknown.
             (
                 b"rm -rf /tmp/vic\x16\x15\x7ftim\r",
-                b"rm -rf /tmp/vic\x16\x15\x7ftim\x05\x15\x03",
+                b"rm -rf /tmp/vic\x16\x15\x7ftim\x05\x15",
                 1,
             ),
             (
                 b"shut\x11\x15\x08down\r",
-                b"shut\x11\x15\x08down\x05\x15\x03",
+                b"shut\x11\x15\x08down\x05\x15",
                 1,
             ),
         ];
@@ -767,7 +786,7 @@ mod tests {
             let f = t.feed(&r, input);
             assert_eq!(&f.forward, forward, "{:?}", String::from_utf8_lossy(input));
             assert_eq!(
-                f.blocked.len(),
+                usize::from(f.blocked.is_some()),
                 *blocked,
                 "{:?}",
                 String::from_utf8_lossy(input)
@@ -777,7 +796,11 @@ mod tests {
 
     /// What `input`, typed into a fresh tracker, has kept from running: the line and why.
     fn blocked(input: &[u8]) -> Vec<Blocked> {
-        LineTracker::default().feed(&rules(), input).blocked
+        LineTracker::default()
+            .feed(&rules(), input)
+            .blocked
+            .into_iter()
+            .collect()
     }
 
     fn denied(line: &str) -> Blocked {
@@ -870,7 +893,7 @@ mod tests {
         ] {
             let f = LineTracker::default().feed(&r, input);
             assert_eq!(f.forward, input, "{:?}", String::from_utf8_lossy(input));
-            assert!(f.blocked.is_empty(), "{:?}", String::from_utf8_lossy(input));
+            assert!(f.blocked.is_none(), "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -882,34 +905,34 @@ mod tests {
         assert_eq!(t.feed(&r, b"r\\\r").forward, b"r\\\r");
         assert_eq!(
             t.feed(&r, b"m -rf /tmp/x\r").blocked,
-            [denied("r\\\nm -rf /tmp/x")]
+            Some(denied("r\\\nm -rf /tmp/x"))
         );
         // As does a quote left open.
         let mut t = LineTracker::default();
-        assert!(t.feed(&r, b"echo \"\r").blocked.is_empty());
+        assert!(t.feed(&r, b"echo \"\r").blocked.is_none());
         assert_eq!(
             t.feed(&r, b"\"; rm -rf /tmp/x\r").blocked,
-            [denied("echo \"\n\"; rm -rf /tmp/x")]
+            Some(denied("echo \"\n\"; rm -rf /tmp/x"))
         );
         // A here-document's quote is not one: once it ends, lines are checked on their own.
         let mut t = LineTracker::default();
-        assert!(t.feed(&r, b"cat <<EOF\rit's\rEOF\r").blocked.is_empty());
+        assert!(t.feed(&r, b"cat <<EOF\rit's\rEOF\r").blocked.is_none());
         assert_eq!(
             t.feed(&r, b"rm -rf /tmp/x\r").blocked,
-            [denied("rm -rf /tmp/x")]
+            Some(denied("rm -rf /tmp/x"))
         );
         // Still, a line is checked on its own as well, should the quote be misread.
         let mut t = LineTracker::default();
-        assert!(t.feed(&r, b"echo '\r").blocked.is_empty());
+        assert!(t.feed(&r, b"echo '\r").blocked.is_none());
         assert_eq!(
             t.feed(&r, b"true; rm -rf /tmp/x\r").blocked,
-            [denied("echo '\ntrue; rm -rf /tmp/x")]
+            Some(denied("echo '\ntrue; rm -rf /tmp/x"))
         );
         // A blocked line discards the lines it continued.
         let mut t = LineTracker::default();
         t.feed(&r, b"echo \\\r");
         t.feed(&r, b"rm -rf /tmp/x\r");
-        assert!(t.feed(&r, b"ls\r").blocked.is_empty());
+        assert!(t.feed(&r, b"ls\r").blocked.is_none());
     }
 
     #[test]
@@ -922,11 +945,14 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["rm -rf /tmp/x"]
         );
-        // So may the key after a blocked line's discarding.
+        // So may the key after a blocked line's discarding, once keys go on again: what came
+        // right behind its Enter is left out.
         let r = rules();
         let mut t = LineTracker::default();
         let f = t.feed(&r, b"shutdown\rXrm -rf /tmp/x\r");
-        assert_eq!(f.blocked.len(), 2, "{f:?}");
+        assert!(f.blocked.is_some(), "{f:?}");
+        assert_eq!((&f.forward[..], f.dropped), (&b"shutdown\x05\x15"[..], 15));
+        assert!(t.feed(&r, b"Xrm -rf /tmp/x\r").blocked.is_some());
         // A quoted Ctrl-C interrupts, or goes in the line: either way is checked.
         assert_eq!(blocked(b"ls\x16\x03Xrm -rf /tmp/x\r").len(), 1);
         assert_eq!(
@@ -952,7 +978,7 @@ mod tests {
         // characters of the line.
         let r = Rules::new(&["^shutdown$".into()], true, false).unwrap();
         let f = LineTracker::default().feed(&r, b"shutdown\x1b[D\x08\x08\x08\r");
-        assert_eq!(f.blocked.len(), 1, "{f:?}");
+        assert!(f.blocked.is_some(), "{f:?}");
     }
 
     #[test]
@@ -970,8 +996,9 @@ mod tests {
         // A paste right after a blocked line, whose first byte the shell may drop, too.
         let r = rules();
         let mut t = LineTracker::default();
-        let f = t.feed(&r, b"shutdown\r\x1b[200~echo hi\x1b[201~\r");
-        assert_eq!(f.blocked.len(), 1, "{f:?}");
+        assert!(t.feed(&r, b"shutdown\r").blocked.is_some());
+        let f = t.feed(&r, b"\x1b[200~echo hi\x1b[201~\r");
+        assert!(f.blocked.is_none(), "{f:?}");
         // What only looked like the paste's end is pasted.
         let input = b"\x1b[200~echo \x1b[20x\x1b[201~\r";
         let f = LineTracker::default().feed(&r, input);
@@ -987,7 +1014,7 @@ mod tests {
             assert!(t.readings.len() <= READINGS_LIMIT);
         }
         let f = t.feed(&r, b"ls\r");
-        assert_eq!(f.blocked.len(), 1, "{f:?}");
+        assert!(f.blocked.is_some(), "{f:?}");
     }
 
     #[test]
@@ -998,22 +1025,22 @@ mod tests {
         // are in is not followed.
         assert_eq!(t.feed(&r, b"echo \xc3").forward, b"echo \xc3");
         let f = t.feed(&r, b"\xa9\xff\r");
-        assert_eq!(f.forward, b"\xa9\xff\x05\x15\x03");
-        assert_eq!(f.blocked, [unfollowed("echo ", BEYOND_ASCII)]);
+        assert_eq!(f.forward, b"\xa9\xff\x05\x15");
+        assert_eq!(f.blocked, Some(unfollowed("echo ", BEYOND_ASCII)));
     }
 
     #[test]
     fn a_line_may_arrive_in_pieces() {
         let r = rules();
         let mut t = LineTracker::default();
-        assert!(t.feed(&r, b"shut").blocked.is_empty());
+        assert!(t.feed(&r, b"shut").blocked.is_none());
         let f = t.feed(&r, b"down\r");
         assert_eq!(
             f.blocked,
-            [Blocked {
+            Some(Blocked {
                 line: "shutdown".into(),
                 why: Why::Rule("shutdown".into())
-            }]
+            })
         );
     }
 }

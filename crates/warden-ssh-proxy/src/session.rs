@@ -23,7 +23,7 @@ use crate::inbox::{Inbox, Up};
 use crate::recorder::Recorder;
 use crate::recording::{Asciicast, Header, Kind};
 use crate::registry::Registration;
-use crate::rules::{Blocked, LineTracker, Why};
+use crate::rules::{Blocked, INTERRUPT, LineTracker, Why};
 use crate::server::Context;
 use crate::sftp::{FileOp, Tracker};
 use crate::{Grant, SessionInfo, upstream};
@@ -611,6 +611,9 @@ struct Shared {
     /// Set when a recording write failed; the session must end.
     recording_failed: Arc<Notify>,
     output: tokio::sync::broadcast::Sender<Bytes>,
+    /// Told of each piece of the target's output, for a discard of a blocked line to see the
+    /// shell act on it ([`Discard`]).
+    heard: tokio::sync::watch::Sender<()>,
     sftp: Option<Mutex<Tracker>>,
 }
 
@@ -707,6 +710,7 @@ impl Open {
             recorder: recording.map(|r| Recorder::spawn(r, recording_failed.clone())),
             recording_failed,
             output: registration.output.clone(),
+            heard: tokio::sync::watch::Sender::new(()),
             sftp: request
                 .speaks_sftp()
                 .then(|| Mutex::new(Tracker::default())),
@@ -1030,6 +1034,7 @@ async fn output_loop(
                         return unrecorded().await;
                     }
                     let _ = shared.output.send(data.clone());
+                    shared.heard.send_replace(());
                 }
                 client.data(None, data).await;
             }
@@ -1038,6 +1043,7 @@ async fn output_loop(
                     return unrecorded().await;
                 }
                 let _ = shared.output.send(data.clone());
+                shared.heard.send_replace(());
                 client.data(Some(ext), data).await;
             }
             Some(ChannelMsg::ExitStatus { exit_status }) => {
@@ -1091,9 +1097,66 @@ enum Left {
     Warden(String),
 }
 
+/// How long each step of discarding a blocked line ([`Discard`]) waits at most for the target
+/// to show it took it.
+const DISCARD_LIMIT: Duration = Duration::from_secs(1);
+/// How long the target's output must pause, after it began to answer a step of a discard, for
+/// that step to count as taken.
+const DISCARD_QUIET: Duration = Duration::from_millis(150);
+
+/// A blocked line being discarded at the target. The erasing keys went on in place of its
+/// Enter; once the target has answered them (output since, then a pause of [`DISCARD_QUIET`])
+/// or [`DISCARD_LIMIT`] has passed, the interrupt follows, and once the target has answered
+/// that too the user is told of the block. Until then, what the client types is dropped, not
+/// queued: keys the terminal discards with the interrupt, or that readline reads before it acts
+/// on it, would run the line (an Enter) or stay in it unseen by the tracker.
+struct Discard {
+    /// Whether the interrupt went on.
+    interrupted: bool,
+    /// When the current step went on, and when the target's output came last since then.
+    since: tokio::time::Instant,
+    heard: Option<tokio::time::Instant>,
+    /// What the user is told once it is done.
+    notice: String,
+    /// Bytes typed after the blocked line's Enter and dropped.
+    dropped: usize,
+}
+
+impl Discard {
+    fn new(notice: String, dropped: usize) -> Self {
+        Self {
+            interrupted: false,
+            since: tokio::time::Instant::now(),
+            heard: None,
+            notice,
+            dropped,
+        }
+    }
+
+    /// When the current step counts as taken, unless the target's output goes on.
+    fn deadline(&self) -> tokio::time::Instant {
+        let limit = self.since + DISCARD_LIMIT;
+        self.heard
+            .map_or(limit, |at| (at + DISCARD_QUIET).min(limit))
+    }
+
+    /// The notice of the block, and of what was dropped, if anything was.
+    fn told(&self) -> Bytes {
+        let mut text = format!("\r\nwarden: {}\r\n", self.notice);
+        if self.dropped > 0 {
+            text.push_str(&format!(
+                "warden: what was typed after that line while the shell discarded it ({} byte{}) was dropped; type it again\r\n",
+                self.dropped,
+                if self.dropped == 1 { "" } else { "s" }
+            ));
+        }
+        Bytes::from(text)
+    }
+}
+
 /// User → Warden: keystrokes (checked against deny rules), resizes, signals, SFTP requests,
 /// read as they come and queued for the target in `inbox`. Waits for nothing the client or
-/// the target does (see [`crate::inbox`]).
+/// the target does (see [`crate::inbox`]), but a blocked line's [`Discard`].
 async fn take_input(
     mut down_rx: russh::ChannelReadHalf,
     inbox: Arc<Inbox>,
@@ -1102,16 +1165,71 @@ async fn take_input(
     audit: AuditCtx,
     typed: bool,
 ) -> Left {
+    let mut heard = shared.heard.subscribe();
+    let mut discard: Option<Discard> = None;
     loop {
-        let item = match down_rx.wait().await {
+        let msg = match &mut discard {
+            None => down_rx.wait().await,
+            Some(d) => {
+                let deadline = d.deadline();
+                tokio::select! {
+                    msg = down_rx.wait() => msg,
+                    Ok(()) = heard.changed() => {
+                        d.heard = Some(tokio::time::Instant::now());
+                        continue;
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        if d.interrupted {
+                            if let Some(d) = discard.take() {
+                                tell(&inbox, &shared, d.told()).await;
+                            }
+                        } else {
+                            d.interrupted = true;
+                            d.since = tokio::time::Instant::now();
+                            d.heard = None;
+                            heard.borrow_and_update();
+                            if !inbox.push(Up::Data(BytesMut::from(&INTERRUPT[..]))) {
+                                return overfull();
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let item = match msg {
             None | Some(ChannelMsg::Close) => return Left::Closed,
+            Some(ChannelMsg::Data { data }) if discard.is_some() => {
+                if audit.grant.rules.record_input {
+                    shared.record(Kind::Input, data.clone()).await;
+                }
+                if let Some(d) = &mut discard {
+                    d.dropped += data.len();
+                }
+                continue;
+            }
             Some(ChannelMsg::Data { data }) => {
-                match typed_data(data, &inbox, &shared, tracker.as_mut(), &audit, typed).await {
-                    Ok(data) => Up::Data(BytesMut::from(&data[..])),
+                match typed_data(data, &shared, tracker.as_mut(), &audit, typed).await {
+                    Ok((data, blocked)) => {
+                        if let Some(d) = blocked {
+                            heard.borrow_and_update();
+                            discard = Some(d);
+                        }
+                        Up::Data(BytesMut::from(&data[..]))
+                    }
                     Err(left) => return left,
                 }
             }
-            Some(ChannelMsg::Eof) => Up::Eof,
+            // The line is discarded before the input ends.
+            Some(ChannelMsg::Eof) => {
+                if let Some(d) = discard.take() {
+                    if !d.interrupted && !inbox.push(Up::Data(BytesMut::from(&INTERRUPT[..]))) {
+                        return overfull();
+                    }
+                    tell(&inbox, &shared, d.told()).await;
+                }
+                Up::Eof
+            }
             Some(ChannelMsg::WindowChange {
                 col_width,
                 row_height,
@@ -1130,24 +1248,36 @@ async fn take_input(
             Some(_) => continue,
         };
         if !inbox.push(item) {
-            return Left::Warden(format!(
-                "the target took none of the last {} MiB sent to it",
-                crate::inbox::LIMIT / (1024 * 1024)
-            ));
+            return overfull();
         }
     }
 }
 
-/// What of the client's `data` goes on to the target: SFTP requests audited, lines matching a
-/// deny rule replaced (the user told why, through `inbox`), keystrokes recorded.
+/// Why a session whose target takes no input ends.
+fn overfull() -> Left {
+    Left::Warden(format!(
+        "the target took none of the last {} MiB sent to it",
+        crate::inbox::LIMIT / (1024 * 1024)
+    ))
+}
+
+/// Shows the user a notice from Warden, in its turn with what goes to the target, and records
+/// it with the session's output.
+async fn tell(inbox: &Inbox, shared: &Shared, notice: Bytes) {
+    shared.record(Kind::Output, notice.clone()).await;
+    inbox.push(Up::Notice(notice));
+}
+
+/// What of the client's `data` goes on to the target: SFTP requests audited, a line matching a
+/// deny rule replaced, and what follows it left out (its discard to go on, and the user told
+/// why, once the target has taken what goes before), keystrokes recorded.
 async fn typed_data(
     data: Bytes,
-    inbox: &Inbox,
     shared: &Shared,
     tracker: Option<&mut LineTracker>,
     audit: &AuditCtx,
     typed: bool,
-) -> Result<Bytes, Left> {
+) -> Result<(Bytes, Option<Discard>), Left> {
     let unaudited = || Left::Warden("the audit log cannot be written".into());
     if let Some(t) = &shared.sftp {
         let ops = t
@@ -1172,16 +1302,17 @@ async fn typed_data(
                 )));
             }
         }
-        return Ok(data);
+        return Ok((data, None));
     }
     let Some(t) = tracker else {
         if audit.grant.rules.record_input && typed {
             shared.record(Kind::Input, data.clone()).await;
         }
-        return Ok(data);
+        return Ok((data, None));
     };
     let filtered = t.feed(&audit.grant.rules, &data);
-    for Blocked { line, why } in filtered.blocked {
+    let mut discard = None;
+    if let Some(Blocked { line, why }) = filtered.blocked {
         let role = &audit.grant.role;
         let (code, msg, details) = match why {
             Why::Rule(pattern) => (
@@ -1207,14 +1338,12 @@ async fn typed_data(
             .audit(vec![ev])
             .await
             .map_err(|_| unaudited())?;
-        let notice = Bytes::from(format!("\r\nwarden: {msg}\r\n"));
-        shared.record(Kind::Output, notice.clone()).await;
-        inbox.push(Up::Notice(notice));
+        discard = Some(Discard::new(msg, filtered.dropped));
     }
     if audit.grant.rules.record_input {
         shared.record(Kind::Input, data.clone()).await;
     }
-    Ok(Bytes::from(filtered.forward))
+    Ok((Bytes::from(filtered.forward), discard))
 }
 
 /// Warden → target: what [`take_input`] queued, as the target's window takes it; notices to

@@ -2522,3 +2522,127 @@ fn a_recording_store_that_fills_up_ends_the_session_before_unrecorded_output() {
         "{failed}"
     );
 }
+
+/// Keys that come right behind a blocked line's Enter do not run it: the line stays
+/// discarded, what came behind it is dropped (the user told so), and the directory the line
+/// would remove survives bash's readline.
+#[test]
+fn keys_right_behind_a_blocked_line_do_not_run_it() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::start("full", "deny_commands = [\"^rm -rf\"]", true);
+    s.grant("30m");
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = parent.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let shown = dir.display();
+
+    // `ssh -tt` whose keys are written here, each burst in one write.
+    let mut ssh = KilledOnDrop(
+        std::process::Command::new("timeout")
+            .args(["-s", "KILL", "90", "ssh", "-tt"])
+            .args(ssh_base_args(s.port, &s.key))
+            .args(["alice:web@127.0.0.1", "bash --norc"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut keys = ssh.0.stdin.take().unwrap();
+    let mut out = ssh.0.stdout.take().unwrap();
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let screen = screen.clone();
+        move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = out.read(&mut buf) {
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let wait_for = |wanted: &str, times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen = text(&screen.lock().unwrap());
+            if seen.matches(wanted).count() >= times {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal did not show {wanted:?} {times}x:\n{seen}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+    let count = |wanted: &str| text(&screen.lock().unwrap()).matches(wanted).count();
+    let mut type_keys = |burst: &[u8]| {
+        keys.write_all(burst).unwrap();
+        keys.flush().unwrap();
+    };
+
+    type_keys(b"echo ready-$((1+2))\r");
+    wait_for("ready-3", 1);
+    // The line and two Enters in one write.
+    type_keys(format!("rm -rf {shown}\r\r").as_bytes());
+    wait_for("warden: blocked", 1);
+    type_keys(b"echo one-$((1+1))\r");
+    let seen = wait_for("one-2", 1);
+    assert!(
+        dir.exists(),
+        "the blocked line ran at the Enter behind it:\n{seen}"
+    );
+    // The line typed first, then two Enters in one write.
+    let line = format!("rm -rf {shown}");
+    let before = count(&line);
+    type_keys(line.as_bytes());
+    wait_for(&line, before + 1);
+    type_keys(b"\r\r");
+    wait_for("warden: blocked", 2);
+    type_keys(b"echo two-$((2+2))\r");
+    let seen = wait_for("two-4", 1);
+    assert!(
+        dir.exists(),
+        "the blocked line ran at the Enters behind it:\n{seen}"
+    );
+    // Two characters deleted at the start, the second Ctrl-D (which a terminal's own line
+    // editing takes as the end of the line) blocking it, and Enter right behind, in one write.
+    let line = format!("echo x; rm -rf {shown}");
+    let before = count(&line);
+    type_keys(line.as_bytes());
+    wait_for(&line, before + 1);
+    type_keys(b"\x01\x04\x04\r");
+    wait_for("warden: blocked", 3);
+    type_keys(b"echo three-$((3+3))\r");
+    let seen = wait_for("three-6", 1);
+    assert!(
+        dir.exists(),
+        "the blocked line ran after Ctrl-A Ctrl-D Ctrl-D Enter:\n{seen}"
+    );
+    // A key right behind the Enter does not stay in a line the proxy believes empty, for a
+    // later Enter to run.
+    let line = format!("rm -rf {}", parent.path().join("").display());
+    let before = count(&line);
+    type_keys(line.as_bytes());
+    wait_for(&line, before + 1);
+    type_keys(b"\rd");
+    wait_for("warden: blocked", 4);
+    type_keys(b"\r");
+    type_keys(b"echo four-$((4+4))\r");
+    let seen = wait_for("four-8", 1);
+    assert!(
+        dir.exists(),
+        "a key behind a blocked line completed it:\n{seen}"
+    );
+    assert!(seen.contains("was dropped"), "the user is told:\n{seen}");
+    type_keys(b"exit\r");
+
+    let blocked = s.wait_events("session.command_blocked", 4, Duration::from_secs(5));
+    assert_eq!(blocked.len(), 4, "{blocked:?}");
+    for b in &blocked {
+        assert_eq!(b["outcome"]["code"], "command_denied", "{b}");
+        assert_eq!(b["details"]["rule"], "^rm -rf", "{b}");
+    }
+}
