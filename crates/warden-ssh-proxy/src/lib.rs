@@ -12,12 +12,12 @@
 //! The crate knows neither HTTP nor SQL: everything durable goes through [`Backend`].
 
 mod backend;
+mod direct_file;
 mod error;
 mod exec_reading;
 mod inbox;
 mod recorder;
 pub mod recording;
-mod recording_file;
 mod registry;
 pub mod rules;
 mod server;

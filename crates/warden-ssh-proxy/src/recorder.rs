@@ -2,12 +2,9 @@
 //!
 //! Escaping, hashing and writing a recording cost about as much CPU as relaying the bytes
 //! themselves. Done inline, they sit in the relay's path and halve a bulk transfer; done by a
-//! task of their own, they run on another core while the relay does the rest of its work.
-//! Output is let through to the user only once it is written ([`Recorder::written`]): the relay
-//! hands a chunk over and waits for its acknowledgement alone, so a recorder that falls behind
-//! slows the session down, and a failed write ends the session before the output it failed on
-//! reaches anyone. Keystrokes ([`Recorder::data`]) are queued without waiting, at most [`QUEUE`]
-//! entries ahead of the recorder.
+//! task of their own, they run on another core while the relay moves the next chunk. The
+//! queue between the two is bounded, so a recorder that falls behind slows the session down
+//! instead of letting output through unrecorded, and at most [`QUEUE`] chunks are in flight.
 
 use std::io;
 use std::sync::Arc;
@@ -17,12 +14,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::recording::{Asciicast, Kind};
 
-/// Entries queued for the recorder at most (a chunk is one SSH data message, ≤ 32 KiB).
+/// Chunks queued for the recorder at most (a chunk is one SSH data message, ≤ 32 KiB).
 const QUEUE: usize = 64;
 
 enum Entry {
-    /// Terminal data, and who waits for it to be written.
-    Data(Kind, Bytes, Option<oneshot::Sender<()>>),
+    Data(Kind, Bytes),
     Resize(u32, u32),
     Flush,
     Finish(oneshot::Sender<io::Result<(String, u64)>>),
@@ -36,32 +32,14 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     /// Starts the task that writes `recording`; `failed` is notified if a write fails (the
-    /// session must then end). After a failed write nothing more is written: data is dropped
-    /// unacknowledged, and [`Recorder::finish`] returns the write's error.
+    /// session must then end).
     pub(crate) fn spawn(mut recording: Asciicast, failed: Arc<Notify>) -> Self {
         let (tx, mut rx) = mpsc::channel(QUEUE);
         let notify = failed.clone();
         tokio::spawn(async move {
-            let mut failure: Option<(io::ErrorKind, String)> = None;
             while let Some(entry) = rx.recv().await {
-                if let Some((kind, message)) = &failure {
-                    if let Entry::Finish(done) = entry {
-                        let _ = done.send(Err(io::Error::new(*kind, message.clone())));
-                        return;
-                    }
-                    // Data's acknowledgement is dropped unsent: not written.
-                    continue;
-                }
                 let written = match entry {
-                    Entry::Data(kind, data, ack) => {
-                        let written = recording.data(kind, &data);
-                        if written.is_ok()
-                            && let Some(ack) = ack
-                        {
-                            let _ = ack.send(());
-                        }
-                        written
-                    }
+                    Entry::Data(kind, data) => recording.data(kind, &data),
                     Entry::Resize(cols, rows) => recording.resize(cols, rows),
                     Entry::Flush => recording.flush_if_due(),
                     Entry::Finish(done) => {
@@ -71,41 +49,31 @@ impl Recorder {
                 };
                 if let Err(e) = written {
                     tracing::error!(error = %e, "recording write failed; ending the session");
-                    failure = Some((e.kind(), e.to_string()));
                     notify.notify_one();
+                    return;
                 }
             }
         });
         Self { tx, failed }
     }
 
-    /// Queues terminal data to be recorded, without waiting for it to be written; waits while
-    /// the recorder is [`QUEUE`] entries behind.
+    /// Queues terminal data; waits while the recorder is [`QUEUE`] chunks behind.
     pub(crate) async fn data(&self, kind: Kind, data: Bytes) {
-        self.send(Entry::Data(kind, data, None)).await;
-    }
-
-    /// Records terminal data and waits until it is written (the write returned: the OS took
-    /// it). False if it was not, the recording having failed: it must then not be let through,
-    /// and the session ends.
-    pub(crate) async fn written(&self, kind: Kind, data: Bytes) -> bool {
-        let (ack, written) = oneshot::channel();
-        self.send(Entry::Data(kind, data, Some(ack))).await;
-        written.await.is_ok()
+        self.send(Entry::Data(kind, data)).await;
     }
 
     pub(crate) async fn resize(&self, cols: u32, rows: u32) {
         self.send(Entry::Resize(cols, rows)).await;
     }
 
-    /// Asks for the recording to be flushed if the last flush is a second old. Skipped when
-    /// the queue is full: the recorder is busy and flushes when due after each chunk.
+    /// Asks for buffered data to reach the store if the last flush is a second old. Skipped
+    /// when the queue is full: the recorder is busy and flushes when due after each chunk.
     pub(crate) fn flush(&self) {
         let _ = self.tx.try_send(Entry::Flush);
     }
 
     /// Writes everything queued before this call and returns the recording's SHA-256 (hex)
-    /// and size, or the error of the write that failed. Data queued after it is not recorded.
+    /// and size. Data queued after it is not recorded.
     pub(crate) async fn finish(&self) -> io::Result<(String, u64)> {
         let (done, result) = oneshot::channel();
         let gone = || io::Error::other("the recording ended early after a failed write");
@@ -118,7 +86,8 @@ impl Recorder {
 
     async fn send(&self, entry: Entry) {
         if self.tx.send(entry).await.is_err() {
-            // The recorder is gone (it was finished); say so in case someone still records.
+            // The recorder stopped after a failed write (and said so); say it again in case
+            // nobody was waiting then.
             self.failed.notify_one();
         }
     }
@@ -189,39 +158,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn output_is_acknowledged_once_in_the_store_and_not_after_a_failed_write() {
-        // The header and one event take the writes that succeed; the next event's write fails.
-        let rec = Asciicast::start(Box::new(Full(2)), &header()).unwrap();
+    async fn a_failed_write_is_reported_and_finish_fails() {
+        // The header takes the one write that succeeds; a chunk above the write threshold is
+        // written at once, and fails.
+        let rec = Asciicast::start(Box::new(Full(1)), &header()).unwrap();
         let failed = Arc::new(Notify::new());
         let recorder = Recorder::spawn(rec, failed.clone());
-        assert!(recorder.written(Kind::Output, Bytes::from("fits\n")).await);
-        assert!(
-            !recorder.written(Kind::Output, Bytes::from("x")).await,
-            "a failed write is not acknowledged"
-        );
+        recorder
+            .data(Kind::Output, Bytes::from(vec![b'x'; 1 << 20]))
+            .await;
         tokio::time::timeout(std::time::Duration::from_secs(5), failed.notified())
             .await
             .expect("the failure is reported");
-        assert!(!recorder.written(Kind::Output, Bytes::from("y")).await);
-        let e = recorder.finish().await.unwrap_err();
-        assert_eq!(e.to_string(), "disk full", "the write's own error");
-    }
-
-    #[tokio::test]
-    async fn written_data_is_in_the_store_when_acknowledged() {
-        let buf = Shared::default();
-        let rec = Asciicast::start(Box::new(buf.clone()), &header()).unwrap();
-        let recorder = Recorder::spawn(rec, Arc::new(Notify::new()));
-        for i in 0..10 {
-            let chunk = format!("chunk-{i}-end");
-            assert!(
-                recorder
-                    .written(Kind::Output, Bytes::from(chunk.clone()))
-                    .await
-            );
-            let stored = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-            assert!(stored.contains(&chunk), "{stored}");
-        }
-        recorder.finish().await.unwrap();
+        assert!(recorder.finish().await.is_err());
     }
 }

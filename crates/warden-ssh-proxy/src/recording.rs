@@ -1,9 +1,8 @@
 //! Session recordings: asciicast v2 written as the session runs, behind a storage trait.
 //!
 //! A recording is one JSON header line, then one `[seconds, "o"|"i"|"r", data]` line per
-//! event. Each event is written through to the store as it comes, so a crash loses nothing
-//! the store accepted, and a store that fails (a full disk) fails the write of the very event
-//! that did not fit; the SHA-256 of every byte written is computed on the way and goes into the
+//! event. Output is buffered and flushed at least every second, so a crash loses at most the
+//! last second; the SHA-256 of every byte written is computed on the way and goes into the
 //! session-end audit event (after a crash, the server hashes what the file holds instead).
 //! Terminal output that is not valid UTF-8 is written with U+FFFD in place of the bad bytes (a
 //! sequence split between two chunks is kept whole).
@@ -14,15 +13,13 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// How often a recording is flushed, at least (events are written through as they come: a
-/// store that buffers gets its buffer flushed this often).
+/// How often buffered recording data reaches the store, at least.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where recordings are kept. Implementations: [`FsRecordings`].
 pub trait Recordings: Send + Sync + std::fmt::Debug {
-    /// Creates the recording of session `id` for writing; fails if it cannot be written. A
-    /// write returns once the store took what was written (or failed to), unbuffered: output
-    /// is let through to the user only once its write returned.
+    /// Creates the recording of session `id` for writing; fails if it cannot be written. What
+    /// is written may be buffered: it is in the store once `flush` returns.
     fn create(&self, id: &str) -> io::Result<Box<dyn Write + Send>>;
 
     /// Reads a finished (or still running) recording.
@@ -75,7 +72,7 @@ impl Recordings for FsRecordings {
                 .create(&self.dir)
                 .map_err(|e| at(e, &self.dir))?;
         }
-        let file = crate::recording_file::RecordingFile::create(&path).map_err(|e| at(e, &path))?;
+        let file = crate::direct_file::DirectFile::create(&path).map_err(|e| at(e, &path))?;
         Ok(Box::new(file))
     }
 
@@ -127,11 +124,14 @@ impl Kind {
     }
 }
 
+/// Buffered recording data is written once there is this much of it (or a flush is due):
+/// writing the page cache in big pieces costs the kernel far less per byte than in small ones.
+const WRITE_AT: usize = 256 * 1024;
+
 /// An asciicast v2 recording being written.
 pub struct Asciicast {
     out: Box<dyn Write + Send>,
-    /// The event line being made (hashed, then written at once); kept between events so that
-    /// its allocation is reused, and grows only as far as bulk output needs.
+    /// Event lines not written yet (already hashed); grows only as far as bulk output needs.
     pending: Vec<u8>,
     hasher: Sha256,
     start: Instant,
@@ -193,13 +193,16 @@ impl Asciicast {
         Ok(rec)
     }
 
-    /// Hashes, counts and writes what was appended to `pending` from `from` on. Written through
-    /// at once: an event is in the store (or its write failed) when this returns.
+    /// Hashes and counts what was appended to `pending` from `from` on; writes `pending` out
+    /// once it is big enough.
     fn appended(&mut self, from: usize) -> io::Result<()> {
         let line = &self.pending[from..];
         self.hasher.update(line);
         self.bytes += line.len() as u64;
-        self.write_pending()
+        if self.pending.len() >= WRITE_AT {
+            self.write_pending()?;
+        }
+        Ok(())
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
@@ -208,8 +211,7 @@ impl Asciicast {
         written
     }
 
-    /// Appends terminal data of `kind` and writes it through. The last bytes of `data` stay
-    /// behind when they begin a UTF-8 sequence that the next data completes (3 at most).
+    /// Appends terminal data of `kind`.
     pub fn data(&mut self, kind: Kind, data: &[u8]) -> io::Result<()> {
         let slot = usize::from(kind == Kind::Input);
         if self.carry[slot].is_empty() {
@@ -259,12 +261,11 @@ impl Asciicast {
         self.last_flush = Instant::now();
         self.write_pending()?;
         // A session that went quiet after bulk output need not keep a big buffer.
-        self.pending.shrink_to(64 * 1024);
+        self.pending.shrink_to(WRITE_AT / 4);
         self.out.flush()
     }
 
-    /// Writes what is left (an incomplete UTF-8 sequence) and returns the SHA-256 (hex) and
-    /// size of the recording.
+    /// Writes what is buffered and returns the SHA-256 (hex) and size of the recording.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         for slot in 0..2 {
             let rest = std::mem::take(&mut self.carry[slot]);

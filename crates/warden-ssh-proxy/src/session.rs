@@ -625,16 +625,6 @@ impl Shared {
         }
     }
 
-    /// Records the target's output and waits until it is written: false if the recording
-    /// failed, and the output must not reach the user (the session then ends, through
-    /// `recording_failed`).
-    async fn record_output(&self, data: Bytes) -> bool {
-        match &self.recorder {
-            Some(recorder) => recorder.written(Kind::Output, data).await,
-            None => true,
-        }
-    }
-
     async fn resize(&self, cols: u32, rows: u32) {
         if let Some(recorder) = &self.recorder {
             recorder.resize(cols, rows).await;
@@ -1030,18 +1020,14 @@ async fn output_loop(
                         break;
                     }
                 } else {
-                    if !shared.record_output(data.clone()).await {
-                        return unrecorded().await;
-                    }
+                    shared.record(Kind::Output, data.clone()).await;
                     let _ = shared.output.send(data.clone());
                     shared.heard.send_replace(());
                 }
                 client.data(None, data).await;
             }
             Some(ChannelMsg::ExtendedData { data, ext }) => {
-                if !shared.record_output(data.clone()).await {
-                    return unrecorded().await;
-                }
+                shared.record(Kind::Output, data.clone()).await;
                 let _ = shared.output.send(data.clone());
                 shared.heard.send_replace(());
                 client.data(Some(ext), data).await;
@@ -1067,13 +1053,6 @@ async fn output_loop(
     }
     client.close().await;
     exit
-}
-
-/// Output whose recording failed: nothing more reaches the user, and the relay, told of the
-/// failure, ends the session as Warden's doing (this never returns, so that the target's end
-/// cannot be taken for the session's).
-async fn unrecorded() -> Option<u32> {
-    std::future::pending().await
 }
 
 /// How long a command ended by Warden has between `TERM` and `KILL`.
