@@ -110,40 +110,23 @@ impl<T> Watched<T> {
                         }
                     }
                 },
-                At::Body(left) => {
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    bytes = &bytes[n..];
-                    match left - n as u64 {
-                        0 => At::Head(Vec::new()),
-                        more => At::Body(more),
-                    }
-                }
-                At::ChunkSize(mut line) => {
-                    let (taken, ended) = take_line(bytes);
-                    line.extend_from_slice(&bytes[..taken]);
-                    bytes = &bytes[taken..];
-                    if !ended {
-                        if line.len() > LINE_MAX {
-                            At::Lost
-                        } else {
-                            At::ChunkSize(line)
-                        }
-                    } else {
-                        match chunk_size(&line) {
-                            Some(0) => At::Trailers(Vec::new()),
-                            Some(size) => At::ChunkData(size),
-                            None => At::Lost,
-                        }
-                    }
-                }
-                At::ChunkData(left) => {
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    bytes = &bytes[n..];
-                    match left - n as u64 {
-                        0 => At::ChunkEnd,
-                        more => At::ChunkData(more),
-                    }
-                }
+                At::Body(left) => match skip(&mut bytes, left) {
+                    0 => At::Head(Vec::new()),
+                    more => At::Body(more),
+                },
+                At::ChunkSize(line) => match line_so_far(line, &mut bytes) {
+                    Line::Ended(line) => match chunk_size(&line) {
+                        Some(0) => At::Trailers(Vec::new()),
+                        Some(size) => At::ChunkData(size),
+                        None => At::Lost,
+                    },
+                    Line::Partial(line) => At::ChunkSize(line),
+                    Line::TooLong => At::Lost,
+                },
+                At::ChunkData(left) => match skip(&mut bytes, left) {
+                    0 => At::ChunkEnd,
+                    more => At::ChunkData(more),
+                },
                 At::ChunkEnd => match bytes[0] {
                     b'\r' => {
                         bytes = &bytes[1..];
@@ -155,22 +138,12 @@ impl<T> Watched<T> {
                     }
                     _ => At::Lost,
                 },
-                At::Trailers(mut line) => {
-                    let (taken, ended) = take_line(bytes);
-                    line.extend_from_slice(&bytes[..taken]);
-                    bytes = &bytes[taken..];
-                    if !ended {
-                        if line.len() > LINE_MAX {
-                            At::Lost
-                        } else {
-                            At::Trailers(line)
-                        }
-                    } else if trim_line(&line).is_empty() {
-                        At::Head(Vec::new())
-                    } else {
-                        At::Trailers(Vec::new())
-                    }
-                }
+                At::Trailers(line) => match line_so_far(line, &mut bytes) {
+                    Line::Ended(line) if trim_line(&line).is_empty() => At::Head(Vec::new()),
+                    Line::Ended(_) => At::Trailers(Vec::new()),
+                    Line::Partial(line) => At::Trailers(line),
+                    Line::TooLong => At::Lost,
+                },
             };
         }
     }
@@ -224,11 +197,35 @@ fn line_end(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|b| *b == b'\n').map(|at| at + 1)
 }
 
-/// How many bytes of `bytes` belong to the current line, and whether it ended in them.
-fn take_line(bytes: &[u8]) -> (usize, bool) {
-    match line_end(bytes) {
+/// Passes over up to `left` bytes of `bytes` (a body's or a chunk's), saying how many are left.
+fn skip(bytes: &mut &[u8], left: u64) -> u64 {
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+    *bytes = &bytes[n..];
+    left - n as u64
+}
+
+/// A chunk-size or trailer line, read on from where an earlier read left it.
+enum Line {
+    Ended(Vec<u8>),
+    Partial(Vec<u8>),
+    /// Longer than [`LINE_MAX`] without ending: not followed further.
+    TooLong,
+}
+
+/// `line` so far with what `bytes` holds of it taken from them.
+fn line_so_far(mut line: Vec<u8>, bytes: &mut &[u8]) -> Line {
+    let (taken, ended) = match line_end(bytes) {
         Some(n) => (n, true),
         None => (bytes.len(), false),
+    };
+    line.extend_from_slice(&bytes[..taken]);
+    *bytes = &bytes[taken..];
+    if ended {
+        Line::Ended(line)
+    } else if line.len() > LINE_MAX {
+        Line::TooLong
+    } else {
+        Line::Partial(line)
     }
 }
 
