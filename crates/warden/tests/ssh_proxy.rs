@@ -2494,15 +2494,23 @@ fn keys_right_behind_a_blocked_line_do_not_run_it() {
         dir.exists(),
         "the blocked line ran at the Enter behind it:\n{seen}"
     );
+    // `line` typed and shown first, then `behind` in one write, blocked as the `nth` block;
+    // `then` typed after it, and what the shell shows once it has run `check` returned.
+    let mut blocked_behind =
+        |line: &str, behind: &[u8], nth: usize, then: &[&[u8]], check: &str| {
+            let before = count(line);
+            type_keys(line.as_bytes());
+            wait_for(line, before + 1);
+            type_keys(behind);
+            wait_for("warden: blocked", nth);
+            for keys in then {
+                type_keys(keys);
+            }
+            wait_for(check, 1)
+        };
     // The line typed first, then two Enters in one write.
     let line = format!("rm -rf {shown}");
-    let before = count(&line);
-    type_keys(line.as_bytes());
-    wait_for(&line, before + 1);
-    type_keys(b"\r\r");
-    wait_for("warden: blocked", 2);
-    type_keys(b"echo two-$((2+2))\r");
-    let seen = wait_for("two-4", 1);
+    let seen = blocked_behind(&line, b"\r\r", 2, &[b"echo two-$((2+2))\r"], "two-4");
     assert!(
         dir.exists(),
         "the blocked line ran at the Enters behind it:\n{seen}"
@@ -2510,13 +2518,13 @@ fn keys_right_behind_a_blocked_line_do_not_run_it() {
     // Two characters deleted at the start, the second Ctrl-D (which a terminal's own line
     // editing takes as the end of the line) blocking it, and Enter right behind, in one write.
     let line = format!("echo x; rm -rf {shown}");
-    let before = count(&line);
-    type_keys(line.as_bytes());
-    wait_for(&line, before + 1);
-    type_keys(b"\x01\x04\x04\r");
-    wait_for("warden: blocked", 3);
-    type_keys(b"echo three-$((3+3))\r");
-    let seen = wait_for("three-6", 1);
+    let seen = blocked_behind(
+        &line,
+        b"\x01\x04\x04\r",
+        3,
+        &[b"echo three-$((3+3))\r"],
+        "three-6",
+    );
     assert!(
         dir.exists(),
         "the blocked line ran after Ctrl-A Ctrl-D Ctrl-D Enter:\n{seen}"
@@ -2524,14 +2532,13 @@ fn keys_right_behind_a_blocked_line_do_not_run_it() {
     // A key right behind the Enter does not stay in a line the proxy believes empty, for a
     // later Enter to run.
     let line = format!("rm -rf {}", parent.path().join("").display());
-    let before = count(&line);
-    type_keys(line.as_bytes());
-    wait_for(&line, before + 1);
-    type_keys(b"\rd");
-    wait_for("warden: blocked", 4);
-    type_keys(b"\r");
-    type_keys(b"echo four-$((4+4))\r");
-    let seen = wait_for("four-8", 1);
+    let seen = blocked_behind(
+        &line,
+        b"\rd",
+        4,
+        &[b"\r", b"echo four-$((4+4))\r"],
+        "four-8",
+    );
     assert!(
         dir.exists(),
         "a key behind a blocked line completed it:\n{seen}"
