@@ -217,6 +217,38 @@ fn check_reports_every_problem_of_a_connection_at_its_setting() {
     }
 }
 
+/// A role naming more principals than OpenSSH reads in a certificate is reported at its
+/// `principals` line, as it would fail every grant.
+#[test]
+fn check_refuses_a_role_with_more_principals_than_a_certificate_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let view_only = "@id(\"a\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/view\");\n";
+    let targets = |n: usize| {
+        let accounts: Vec<String> = (0..n).map(|i| format!("\"u{i}\"")).collect();
+        format!(
+            "[targets.web]\nkind = \"ssh\"\nenvironment = \"t\"\n[targets.web.roles.view]\nprincipals = [{}]\n",
+            accounts.join(", ")
+        )
+    };
+    let cli = local_cli();
+    write_policy(
+        dir.path(),
+        &[("access.cedar", view_only), ("targets.toml", &targets(256))],
+    );
+    let good = cli.json(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(good["valid"], true, "{good}");
+    write_policy(dir.path(), &[("targets.toml", &targets(257))]);
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with("targets.toml:5:")
+            && l.contains("role view: the role lists 257 principals")
+            && l.contains("more than 256")),
+        "{}",
+        out.stderr
+    );
+}
+
 /// One run of `policy check` reports every problem, however they mix: a TOML problem in
 /// targets.toml hides no rule's reference problem, a rule too deep for Cedar or one Cedar
 /// cannot parse hides no other rule of its file, and text shown to people that holds control

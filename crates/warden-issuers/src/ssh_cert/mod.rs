@@ -40,12 +40,14 @@
 //! was confirmed, instead of `host_key`.
 
 mod ca;
+#[cfg(test)]
+mod key_tests;
 pub mod krl;
 
 use async_trait::async_trait;
 use ssh_key::PublicKey;
 use ssh_key::certificate::{Builder, CertType};
-use ssh_key::public::KeyData;
+use ssh_key::public::{EcdsaPublicKey, KeyData};
 
 pub use ca::{CaError, UserCa};
 use warden_domain::Recording;
@@ -63,6 +65,10 @@ const KNOWN_EXTENSIONS: [&str; 5] = [
     "permit-port-forwarding",
     "permit-user-rc",
 ];
+
+/// Most principals a certificate may name: OpenSSH refuses a certificate with more
+/// (`SSHKEY_CERT_MAX_PRINCIPALS`), so a role with more is refused when the policy is checked.
+const MAX_PRINCIPALS: usize = 256;
 
 /// Clock skew tolerated between Warden and targets: certificates are valid from this long
 /// before the grant starts, and a revoked one stays in the revocation list this long after its
@@ -233,6 +239,15 @@ fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
         None => Vec::new(),
     };
     let principals = first_of_each(principals);
+    if principals.len() > MAX_PRINCIPALS {
+        problems.add(
+            Some("principals"),
+            format!(
+                "the role lists {} principals, but OpenSSH refuses a certificate naming more than {MAX_PRINCIPALS}, so no grant of such a role could log in: split its accounts between roles of at most {MAX_PRINCIPALS} each",
+                principals.len()
+            ),
+        );
+    }
     for p in principals.iter().filter(|p| {
         p.is_empty()
             || p.len() > 64
@@ -399,7 +414,8 @@ const RSA_MAX_BITS: u32 = 16384;
 
 /// A user's OpenSSH public key line, for a certificate or the SSH proxy: nothing hidden in it,
 /// no key too weak to stand for a person (RSA under 2048 bits, DSA), and none OpenSSH cannot
-/// read (RSA over 16384 bits, an ECDSA point off its curve).
+/// read (RSA over 16384 bits, an ECDSA point compressed or off its curve, a security key's
+/// included); nor a security key whose application string OpenSSH's ssh-keygen would not make.
 pub fn user_key(text: &str) -> Result<PublicKey, String> {
     let line = warden_domain::text::key_line(text)?;
     let key = PublicKey::from_openssh(line).map_err(|_| {
@@ -448,11 +464,26 @@ pub fn user_key(text: &str) -> Result<PublicKey, String> {
             "the Ed25519 key is not a point any key pair has (all zero, or of small order): send the public key ssh-keygen made with your private key".into(),
         );
     }
-    if let Some(ecdsa) = key.key_data().ecdsa()
-        && !on_its_curve(ecdsa)
-    {
+    let ecdsa = match key.key_data() {
+        KeyData::Ecdsa(k) => Some(*k),
+        KeyData::SkEcdsaSha2NistP256(k) => Some(EcdsaPublicKey::NistP256(*k.ec_point())),
+        _ => None,
+    };
+    if let Some(problem) = ecdsa.as_ref().and_then(ecdsa_problem) {
+        return Err(problem.into());
+    }
+    let application = match key.key_data() {
+        KeyData::SkEd25519(k) => Some(k.application()),
+        KeyData::SkEcdsaSha2NistP256(k) => Some(k.application()),
+        _ => None,
+    };
+    if let Some(problem) = application.and_then(application_problem) {
+        return Err(problem);
+    }
+    // A type ssh-key parses without knowing it (`NAME@DOMAIN`), such as no OpenSSH reads.
+    if key.key_data().other().is_some() {
         return Err(
-            "the ECDSA key is not a point of its curve: send the public key ssh-keygen made with your private key".into(),
+            "that key type is not one OpenSSH reads: send an Ed25519 key (ssh-keygen -t ed25519), or an ECDSA, RSA or security-key (ed25519-sk, ecdsa-sk) one".into(),
         );
     }
     if key.key_data().dsa().is_some() {
@@ -461,15 +492,78 @@ pub fn user_key(text: &str) -> Result<PublicKey, String> {
     Ok(key)
 }
 
-/// Whether an ECDSA public key is a point of its curve: a certificate for one that is not is
-/// refused by every sshd, a grant that works nowhere.
-fn on_its_curve(key: &ssh_key::public::EcdsaPublicKey) -> bool {
-    use ssh_key::public::EcdsaPublicKey;
-    match key {
-        EcdsaPublicKey::NistP256(_) => p256::ecdsa::VerifyingKey::try_from(key).is_ok(),
-        EcdsaPublicKey::NistP384(_) => p384::ecdsa::VerifyingKey::try_from(key).is_ok(),
-        EcdsaPublicKey::NistP521(_) => p521::ecdsa::VerifyingKey::try_from(key).is_ok(),
+/// What keeps OpenSSH from reading an ECDSA public key (plain or a security key's), if any: a
+/// certificate for it would be refused by every sshd, a grant that works nowhere. OpenSSH reads
+/// uncompressed points only, and of those only a point of its curve (not the identity) whose
+/// coordinates both have more bits than half the group order's and are below the order less
+/// one (`sshkey_ec_validate_public`): every key pair ssh-keygen makes has such a point.
+fn ecdsa_problem(key: &EcdsaPublicKey) -> Option<&'static str> {
+    let (on_curve, in_range): (bool, fn(&[u8]) -> bool) = match key {
+        EcdsaPublicKey::NistP256(_) => (
+            p256::ecdsa::VerifyingKey::try_from(key).is_ok(),
+            coordinates_in_range::<p256::Scalar>,
+        ),
+        EcdsaPublicKey::NistP384(_) => (
+            p384::ecdsa::VerifyingKey::try_from(key).is_ok(),
+            coordinates_in_range::<p384::Scalar>,
+        ),
+        EcdsaPublicKey::NistP521(_) => (
+            p521::ecdsa::VerifyingKey::try_from(key).is_ok(),
+            coordinates_in_range::<p521::Scalar>,
+        ),
+    };
+    match key.as_sec1_bytes().split_first() {
+        Some((2 | 3, _)) => Some(
+            "the ECDSA key's point is compressed, which OpenSSH does not read: send the public key line as ssh-keygen writes it (ssh-keygen -y -f YOUR_PRIVATE_KEY prints it)",
+        ),
+        Some((4, xy)) if on_curve && in_range(xy) => None,
+        Some((4, _)) if on_curve => Some(
+            "the ECDSA key is a point OpenSSH refuses (a coordinate too small, or not below the curve's order), which no key pair ssh-keygen makes has: send the public key ssh-keygen made with your private key",
+        ),
+        _ => Some(
+            "the ECDSA key is not a point of its curve: send the public key ssh-keygen made with your private key",
+        ),
     }
+}
+
+/// Whether both coordinates of `xy`, an uncompressed point's (x then y, big-endian, each as wide
+/// as the field's scalars `S`), are in the range OpenSSH takes: more bits than half the group
+/// order's, and below the order less one. (The order is odd, so the order less one has as many
+/// bits as the order.)
+fn coordinates_in_range<S: p256::elliptic_curve::PrimeField>(xy: &[u8]) -> bool {
+    let last = (-S::ONE).to_repr();
+    let last = last.as_ref();
+    let half = modulus_bits(last) / 2;
+    xy.len() == 2 * last.len()
+        && xy
+            .chunks(last.len())
+            // Of equal length, big-endian numbers order as their bytes do.
+            .all(|c| modulus_bits(c) > half && c < last)
+}
+
+/// What is wrong with a security key's FIDO application string, if anything. OpenSSH reads any
+/// string without a NUL byte, but ssh-keygen makes no key whose string does not begin `ssh:`
+/// (it refuses `-O application=` otherwise), so one that does not was made for something else
+/// (a web site's login) or forged, and is refused. So is a control or invisible character,
+/// which could forge a log line or terminal output wherever the string is shown. The message
+/// never quotes the string.
+fn application_problem(application: &str) -> Option<String> {
+    if let Some(c) = application
+        .chars()
+        .find(|c| warden_domain::text::hidden(*c))
+    {
+        return Some(format!(
+            "the security key's application string holds {} (U+{:04X}), which no key ssh-keygen makes has: send the public key line ssh-keygen wrote for your security key (e.g. ~/.ssh/id_ed25519_sk.pub)",
+            warden_domain::text::hidden_kind(c),
+            u32::from(c)
+        ));
+    }
+    if !application.starts_with("ssh:") {
+        return Some(
+            "the security key's application string does not begin with \"ssh:\", as every key ssh-keygen makes does (a key made for a web site's login is not an SSH key): make an SSH key on your security key with ssh-keygen -t ed25519-sk and send its .pub file".into(),
+        );
+    }
+    None
 }
 
 impl SshCertIssuer {
