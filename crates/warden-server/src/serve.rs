@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::sync::watch;
+use warden_domain::UserName;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_issuers::Registry;
 use warden_issuers::ssh_cert::{SshCertIssuer, UserCa};
@@ -863,7 +864,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if !has_history {
         crate::checkpoints::anchor_empty_log(&anchor, &app.audit_signer, &config.audit_origin)?;
     }
-    bootstrap_passwords(&app, &config, opts.dev).await?;
+    let given_dev_password = bootstrap_passwords(&app, &config, opts.dev).await?;
     let locked = app.restore_lockouts().await?;
     if locked > 0 {
         tracing::info!(
@@ -910,7 +911,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 configured.join(", ")
             );
         }
-        say!("    all have the password {DEV_PASSWORD:?}.");
+        let note = dev_password_note(&app, &config, &given_dev_password).await?;
+        say!("    {note}");
     }
     say!(
         "Warden listening on http://{addr} (data dir {})",
@@ -1018,8 +1020,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets initial passwords: config hashes, demo passwords, and the bootstrap admin's.
-async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::Result<()> {
+/// Sets initial passwords: config hashes, demo passwords, and the bootstrap admin's. Returns
+/// the users given the demo password by this start.
+async fn bootstrap_passwords(
+    app: &App,
+    config: &Config,
+    dev: bool,
+) -> anyhow::Result<Vec<UserName>> {
+    let mut given_dev_password = Vec::new();
     for (name, u) in &config.users {
         let hash = match (&u.password_hash, dev) {
             (Some(h), _) => h.clone(),
@@ -1029,7 +1037,10 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         let event = Event::new(Code::PasswordSet, Actor::system(), now()).details(
             serde_json::json!({ "user": name, "source": if dev { "dev" } else { "config" } }),
         );
-        app.store.init_password(name, hash, vec![event]).await?;
+        let set = app.store.init_password(name, hash, vec![event]).await?;
+        if set && u.password_hash.is_none() {
+            given_dev_password.push(name.clone());
+        }
     }
     if let Some(note) = app.changed_password_hashes(config).await {
         tracing::warn!("{note}");
@@ -1049,7 +1060,7 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
         if given.is_some() {
             tracing::warn!(user = %admin, "{BOOTSTRAP_PASSWORD_ENV} is ignored: {why}");
         }
-        return Ok(());
+        return Ok(given_dev_password);
     }
     let from_env = given.is_some();
     let password = match given {
@@ -1071,7 +1082,64 @@ async fn bootstrap_passwords(app: &App, config: &Config, dev: bool) -> anyhow::R
             "Bootstrap admin '{admin}' created. One-time password (shown only now; change it with `warden user set-password {admin}`): {password}"
         );
     }
-    Ok(())
+    Ok(given_dev_password)
+}
+
+/// What the `--dev` banner says of the demo password: which of the users `--dev` gives it to
+/// (the demo users and the config's without a `password_hash`) have it now. Those this start
+/// gave it to have it; on a kept data dir, the others' stored hashes are checked against it,
+/// since an administrator may have changed their password since, or offboarding disabled it.
+async fn dev_password_note(
+    app: &App,
+    config: &Config,
+    given_now: &[UserName],
+) -> anyhow::Result<String> {
+    let (mut have, mut lost) = (Vec::new(), Vec::new());
+    for (name, u) in &config.users {
+        if u.password_hash.is_some() {
+            continue;
+        }
+        let has = if given_now.contains(name) {
+            true
+        } else {
+            let hash = app.store.secrets(name).await?.password_hash;
+            // An argon2 check takes tens of milliseconds: not on the runtime's threads.
+            tokio::task::spawn_blocking(move || hash.is_some_and(|h| is_dev_password(&h))).await?
+        };
+        if has {
+            have.push(name.to_string());
+        } else {
+            lost.push(name.to_string());
+        }
+    }
+    let verb = |names: &[String], one: &'static str, more: &'static str| {
+        if names.len() == 1 { one } else { more }
+    };
+    Ok(if lost.is_empty() {
+        format!("all have the password {DEV_PASSWORD:?}.")
+    } else if have.is_empty() {
+        format!(
+            "none of them has the password {DEV_PASSWORD:?} any more: each one's was changed, or disabled by offboarding, since a --dev server on this data dir gave it."
+        )
+    } else {
+        format!(
+            "of them, {} {} the password {DEV_PASSWORD:?}; {} no longer {} (changed, or disabled by offboarding, since a --dev server on this data dir gave it).",
+            have.join(", "),
+            verb(&have, "has", "have"),
+            lost.join(", "),
+            verb(&lost, "does", "do"),
+        )
+    })
+}
+
+/// Whether `phc`, a stored password hash, is that of [`DEV_PASSWORD`].
+fn is_dev_password(phc: &str) -> bool {
+    use argon2::{Argon2, PasswordHash, PasswordVerifier};
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(DEV_PASSWORD.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// Listens for SIGTERM and SIGINT from now on, and completes at the first. Registered at the

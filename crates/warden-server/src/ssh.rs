@@ -110,6 +110,10 @@ impl Backend for ProxyBackend {
         Ok(Some(owner))
     }
 
+    fn is_user(&self, name: &UserName) -> bool {
+        self.0.user(name).is_some()
+    }
+
     async fn authenticate_certificate(
         &self,
         cert: &Certificate,

@@ -71,6 +71,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The Warden user a verified public key is registered to, if any.
     async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError>;
 
+    /// Whether `name` is a user in Warden's directory: a refused sign-in's audit event keeps
+    /// the name it claimed as typed only then, else by its length alone, since a name no one
+    /// has is as likely a password typed there. A backend that cannot tell says no.
+    fn is_user(&self, _name: &UserName) -> bool {
+        false
+    }
+
     /// Whom a certificate (ownership verified) was issued to and for which grant, if Warden's
     /// user CA signed it and it is valid now; why it is not, if Warden signed it.
     async fn authenticate_certificate(&self, cert: &Certificate)

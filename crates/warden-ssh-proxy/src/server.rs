@@ -410,6 +410,40 @@ pub(crate) fn recorded_target(target: &str) -> String {
     }
 }
 
+/// A claimed Warden user name no user in the directory has, as the audit log records it: by
+/// its length alone, as the API's sign-in records one.
+fn no_such_user(name: &str) -> String {
+    format!("(no such user, {} characters)", name.chars().count())
+}
+
+/// `message` with each place it names `value` as a word of its own (not a part of a longer
+/// name or word) replaced by `with`; a full stop after it ends a sentence unless a name goes
+/// on past it.
+fn withhold(message: &str, value: &str, with: &str) -> String {
+    let in_name = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || "_-.".contains(c));
+    let goes_on = |after: &str| {
+        let mut next = after.chars();
+        match next.next() {
+            Some('.') => in_name(next.next()),
+            c => in_name(c),
+        }
+    };
+    if value.is_empty() {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(value) {
+        let (before, after) = (&rest[..at], &rest[at + value.len()..]);
+        out.push_str(before);
+        let alone = !in_name(before.chars().next_back()) && !goes_on(after);
+        out.push_str(if alone { with } else { value });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The forwarding refusals of one connection that are audited, each; a client asking on and
 /// on is not let fill the log (the first ones show what it was after).
 const REFUSALS_AUDITED: u32 = 16;
@@ -497,10 +531,20 @@ impl Connection {
         if self.sign_in_refusals > SIGN_IN_REFUSALS_AUDITED {
             return refused;
         }
-        // What is not shaped as a name is kept by its length alone: a password typed where the
-        // SSH user name goes would stay in the signed log for good.
+        // What names no user in the directory is kept by its length alone, as the API's sign-in
+        // keeps it: a password typed where the SSH user name goes would stay in the signed log
+        // for good, and a lower-case passphrase is shaped like a name as well as any.
+        let mut reason = denied.message;
         let (claimed, target) = match parse_user(user) {
-            Some((claimed, target, _)) => (claimed.to_string(), Some(recorded_target(&target))),
+            Some((claimed, target, _)) if self.ctx.backend.is_user(&claimed) => {
+                (claimed.to_string(), Some(recorded_target(&target)))
+            }
+            Some((claimed, target, _)) => {
+                let typed = claimed.as_str();
+                let withheld = no_such_user(typed);
+                reason = withhold(&reason, typed, &withheld);
+                (withheld, Some(recorded_target(&target)))
+            }
             None => (
                 format!(
                     "(not WARDEN_USER:TARGET, {} characters)",
@@ -519,7 +563,7 @@ impl Connection {
             actor,
             warden_domain::to_millisecond(time::OffsetDateTime::now_utc()),
         )
-        .denied(denied.code, denied.message)
+        .denied(denied.code, reason)
         .details(serde_json::json!({
             "via": "ssh",
             "claimed_user": claimed,
@@ -751,6 +795,27 @@ impl server::Handler for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_no_user_has_is_withheld_where_it_stands_alone() {
+        let with = no_such_user("sshtypedsecret-88");
+        assert_eq!(with, "(no such user, 17 characters)");
+        assert_eq!(
+            withhold(
+                "the certificate of grant g was issued to alice, not sshtypedsecret-88: sign in as alice:TARGET",
+                "sshtypedsecret-88",
+                &with
+            ),
+            "the certificate of grant g was issued to alice, not (no such user, 17 characters): sign in as alice:TARGET"
+        );
+        // Inside a longer name it is another name, and stays.
+        assert_eq!(withhold("bobby is not bob.", "bob", "X"), "bobby is not X.");
+        assert_eq!(
+            withhold("bob.smith, not bob", "bob", "X"),
+            "bob.smith, not X"
+        );
+        assert_eq!(withhold("nothing here", "", "X"), "nothing here");
+    }
 
     #[test]
     fn connections_not_signed_in_are_capped_by_address_and_in_all() {

@@ -527,6 +527,40 @@ fn a_development_server_names_the_configs_users_it_gives_the_demo_password() {
     assert_eq!(sign_in(&env.server.cli(), "dave", PASSWORD, None).code, 5);
 }
 
+/// A `--dev` server started again on its data dir names as having the demo password only the
+/// users who still have it: not one whose password an administrator changed, nor one
+/// offboarded since.
+#[test]
+fn a_development_server_on_a_kept_data_dir_names_who_still_has_the_demo_password() {
+    let mut env = Env::start();
+    let admin = env.login("admin");
+    let set = admin.run(
+        &["user", "set-password", "bob", "--password-stdin"],
+        Some("bob's own password 7"),
+    );
+    assert!(set.success(), "{set:?}");
+    ok(&admin, &["revoke", "--user", "sam", "--all"]);
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    let banner = env.server.stdout();
+    // The second start's banner, after the first's.
+    let said = banner
+        .lines()
+        .rev()
+        .find(|l| l.contains("the password \"warden-dev\""))
+        .unwrap_or_else(|| panic!("{banner}"));
+    assert_eq!(
+        said.trim(),
+        "of them, admin, alice, mallory have the password \"warden-dev\"; bob, sam no longer do (changed, or disabled by offboarding, since a --dev server on this data dir gave it).",
+        "{banner}"
+    );
+    // As it says.
+    let cli = env.server.cli();
+    assert!(sign_in(&cli, "alice", PASSWORD, None).success());
+    assert_eq!(sign_in(&cli, "bob", PASSWORD, None).code, 5);
+    assert_eq!(sign_in(&cli, "sam", PASSWORD, None).code, 5);
+}
+
 /// `--json` error of a command expected to find nothing (exit code 4): its code and message.
 fn not_found(cli: &Cli, args: &[&str], stdin: Option<&str>) -> (String, String) {
     let out = cli.run(&[args, &["--json"]].concat(), stdin);

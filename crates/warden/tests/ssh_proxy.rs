@@ -1954,12 +1954,38 @@ fn refused_certificate_sign_ins_are_audited() {
     // Found by the target it was aimed at, as every refusal is.
     assert_eq!(e["target"], "web", "{e}");
 
-    ok(&s.alice, &["request", "revoke", &id]);
-    let out = with_certificate("alice:web");
+    // A name shaped like one that no user has is kept by its length alone, as a sign-in
+    // through the API keeps it: it may be a password typed where the name goes.
+    let out = with_certificate("sshtypedsecret-88:web");
     assert_eq!(out.status.code(), Some(255), "{out:?}");
     let failed = refusals(2);
     assert_eq!(failed.len(), 2, "{failed:?}");
     let e = &failed[1];
+    assert!(!e.to_string().contains("sshtypedsecret"), "{e}");
+    assert_eq!(e["outcome"]["code"], "certificate_of_another_user", "{e}");
+    assert_eq!(
+        e["actor"]["claimed"], "(no such user, 17 characters)",
+        "{e}"
+    );
+    assert_eq!(
+        e["details"]["claimed_user"], "(no such user, 17 characters)",
+        "{e}"
+    );
+    assert!(
+        e["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("not (no such user, 17 characters): sign in as alice:TARGET"),
+        "{e}"
+    );
+    assert_eq!(e["details"]["target"], "web", "{e}");
+
+    ok(&s.alice, &["request", "revoke", &id]);
+    let out = with_certificate("alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let failed = refusals(3);
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    let e = &failed[2];
     assert_eq!(e["outcome"]["code"], "grant_revoked", "{e}");
     assert!(
         e["outcome"]["reason"]
@@ -1971,7 +1997,7 @@ fn refused_certificate_sign_ins_are_audited() {
     assert_eq!(e["details"]["claimed_user"], "alice", "{e}");
     assert_eq!(e["details"]["grant"], id.as_str(), "{e}");
     // A password typed where the user name or the target goes is kept by its length alone.
-    for (user, n) in [("S3cretPassw0rd:web", 3), ("alice:S3cretPassw0rd", 4)] {
+    for (user, n) in [("S3cretPassw0rd:web", 4), ("alice:S3cretPassw0rd", 5)] {
         let out = with_certificate(user);
         assert_eq!(out.status.code(), Some(255), "{out:?}");
         let failed = refusals(n);
@@ -1980,7 +2006,7 @@ fn refused_certificate_sign_ins_are_audited() {
         assert!(!e.contains("S3cret"), "{e}");
         assert!(e.contains("characters)"), "{e}");
     }
-    let failed = refusals(4);
+    let failed = refusals(5);
     let certificate = std::fs::read_to_string(grant["certificate_file"].as_str().unwrap()).unwrap();
     let blob = certificate.split_whitespace().nth(1).unwrap();
     for e in &failed {

@@ -122,7 +122,10 @@ pub fn router(app: Shared) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span)
+                .make_span_with({
+                    let app = app.clone();
+                    move |req: &axum::http::Request<axum::body::Body>| request_span(&app, req)
+                })
                 .on_response(log_response)
                 // The access log's line says a server error once, as a warning: a target that
                 // is down is no error of Warden's to page anyone about twice.
@@ -244,17 +247,62 @@ async fn drop_bad_request_ids(
 }
 
 /// The span every log line of one HTTP request is written in: its correlation id, method and
-/// path (never the query, which may carry search terms).
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+/// path (never the query, which may carry search terms), the path cut to its first
+/// [`LOGGED_PATH_MAX`] bytes and with a name no user has withheld ([`users_withheld`]).
+fn request_span(app: &Shared, req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     let id = req
         .extensions()
         .get::<RequestId>()
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or("-");
     // A request refused for its length is still logged, with the start of its path.
-    let path = req.uri().path();
-    let path = path.get(..LOGGED_PATH_MAX).unwrap_or(path);
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %logged_path(path))
+    let path = capped(req.uri().path(), LOGGED_PATH_MAX);
+    let path = users_withheld(path, |name| app.user(name).is_some());
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %logged_path(&path))
+}
+
+/// The first `max` bytes of `text`, or fewer where byte `max` falls inside a character: cut
+/// at the last character boundary at or before it.
+fn capped(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The route prefix whose next segment names a user (`/v1/users/{name}/…`).
+const USERS_PREFIX: &str = "/v1/users/";
+
+/// `path` for the access log with the user name of a `/v1/users/{name}/…` path kept as sent
+/// only when it names a user in the directory (once percent-decoded, in any letter case, as
+/// the audit log's `claimed` does), else written as `(no such user, N characters)`: a name
+/// no one has is as likely a password typed in its place, which the audit log withholds and
+/// the access log must not keep either. `/v1/users/locked` is a route of its own, kept.
+fn users_withheld(
+    path: &str,
+    in_directory: impl Fn(&warden_domain::UserName) -> bool,
+) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = path.strip_prefix(USERS_PREFIX) else {
+        return path.into();
+    };
+    let (segment, tail) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+    if segment.is_empty() || (segment == "locked" && tail.is_empty()) {
+        return path.into();
+    }
+    let name = percent_decoded(segment);
+    let known = name
+        .to_ascii_lowercase()
+        .parse::<warden_domain::UserName>()
+        .is_ok_and(|n| in_directory(&n));
+    if known {
+        return path.into();
+    }
+    format!(
+        "{USERS_PREFIX}(no such user, {} characters){tail}",
+        name.chars().count()
+    )
+    .into()
 }
 
 /// `path` for the access log, a token pasted into it (in place of a request id, say) cut to
@@ -1651,6 +1699,67 @@ mod tests {
             logged_path("/v1/requests/0190c8a2"),
             "/v1/requests/0190c8a2"
         );
+    }
+
+    #[test]
+    fn a_logged_path_is_cut_at_the_cap_whatever_character_stands_there() {
+        // Byte 256 inside a two-byte character: cut before it, not left whole.
+        let path = format!("/v1/{}é{}", "a".repeat(251), "b".repeat(60_000));
+        let cut = capped(&path, LOGGED_PATH_MAX);
+        assert_eq!(cut.len(), 255);
+        assert_eq!(cut, format!("/v1/{}", "a".repeat(251)));
+        // On a boundary, exactly the cap; shorter paths whole.
+        let ascii = format!("/v1/{}", "a".repeat(1000));
+        assert_eq!(capped(&ascii, LOGGED_PATH_MAX).len(), LOGGED_PATH_MAX);
+        assert_eq!(capped("/v1/é", LOGGED_PATH_MAX), "/v1/é");
+        // A character of four bytes across the cap, and one ending just at it.
+        let four = format!("{}😀{}", "a".repeat(254), "b".repeat(10));
+        assert_eq!(capped(&four, LOGGED_PATH_MAX), "a".repeat(254));
+        let ends = format!("{}é{}", "a".repeat(254), "b".repeat(10));
+        assert_eq!(
+            capped(&ends, LOGGED_PATH_MAX),
+            format!("{}é", "a".repeat(254))
+        );
+    }
+
+    #[test]
+    fn a_user_path_names_only_a_user_of_the_directory() {
+        let directory = |n: &warden_domain::UserName| ["alice", "bob"].contains(&n.as_str());
+        let logged = |path: &str| users_withheld(path, directory).into_owned();
+        assert_eq!(
+            logged("/v1/users/hunter2-secret-pass/password"),
+            "/v1/users/(no such user, 19 characters)/password"
+        );
+        assert_eq!(
+            logged("/v1/users/correct-horse-battery/unlock"),
+            "/v1/users/(no such user, 21 characters)/unlock"
+        );
+        assert_eq!(
+            logged("/v1/users/tr0ub4dor-and-3/revoke-all"),
+            "/v1/users/(no such user, 15 characters)/revoke-all"
+        );
+        // Percent-encoded, or not shaped like a name at all, it is withheld the same.
+        assert_eq!(
+            logged("/v1/users/s%65cret/mfa/reset"),
+            "/v1/users/(no such user, 6 characters)/mfa/reset"
+        );
+        assert_eq!(
+            logged("/v1/users/Pass%20word%21"),
+            "/v1/users/(no such user, 10 characters)"
+        );
+        // The directory's users as sent, in any letter case; other paths as they are.
+        assert_eq!(logged("/v1/users/bob/unlock"), "/v1/users/bob/unlock");
+        assert_eq!(
+            logged("/v1/users/Alice/password"),
+            "/v1/users/Alice/password"
+        );
+        assert_eq!(logged("/v1/users/locked"), "/v1/users/locked");
+        assert_eq!(
+            logged("/v1/users/locked/unlock"),
+            "/v1/users/(no such user, 6 characters)/unlock"
+        );
+        assert_eq!(logged("/v1/targets/hunter2"), "/v1/targets/hunter2");
+        assert_eq!(logged("/v1/users/"), "/v1/users/");
     }
 
     #[test]
