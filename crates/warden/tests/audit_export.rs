@@ -448,6 +448,10 @@ struct Inbox {
     largest_batch: usize,
     /// While true, every POST is answered 503.
     down: bool,
+    /// While true, POSTs are answered 502 and 200 by turns, 502 first.
+    flap: bool,
+    /// POSTs answered 502 while flapping.
+    flapped: usize,
     /// Pause before answering, to keep deliveries in flight.
     delay: Duration,
     /// Request lines or headers that were not as configured.
@@ -525,8 +529,12 @@ fn serve_posts(conn: TcpStream, inbox: &Mutex<Inbox>) -> std::io::Result<()> {
                     "{request_line:?} {authorization:?} {content_type:?}"
                 ));
             }
+            let flop = inbox.flap && (inbox.posts + inbox.flapped).is_multiple_of(2);
             if inbox.down {
                 ("503 Service Unavailable", inbox.delay)
+            } else if flop {
+                inbox.flapped += 1;
+                ("502 Bad Gateway", inbox.delay)
             } else {
                 let v: Value = serde_json::from_slice(&body).unwrap();
                 let events = v["events"].as_array().unwrap();
@@ -649,15 +657,87 @@ fn webhook_sink_survives_an_outage_and_a_crash_without_gaps() {
 fn bad_sinks_stop_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("warden.toml");
+    let d = dir.path().display();
     std::fs::write(
         &config,
-        "[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/tmp/x\"\n\n\
-         [[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n",
+        format!(
+            "[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"{d}/x\"\n\n\
+             [[sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n"
+        ),
     )
     .unwrap();
     let out = common::serve_refusing(&config, &dir.path().join("data"));
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("names must be unique"), "{out:?}");
+
+    // Sinks that would fail at every batch, for good: refused at the line of their table.
+    let first = format!("[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"{d}/a.jsonl\"\n\n");
+    for (second, expected) in [
+        (
+            "kind = \"syslog\"\naddress = \"127.0.0.1:0\"".to_owned(),
+            "line 6, column 1: sink 2 (\"b\"): `address` \"127.0.0.1:0\" has port 0".to_owned(),
+        ),
+        (
+            format!("kind = \"file\"\npath = \"{d}\""),
+            format!("line 6, column 1: sink 2 (\"b\"): `path` {d} is a directory"),
+        ),
+        (
+            format!("kind = \"file\"\npath = \"{d}/a.jsonl\""),
+            format!(
+                "line 6, column 1: sink 2 (\"b\"): `path` {d}/a.jsonl is the file of sink 1 (\"a\") too"
+            ),
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!("{first}[[sinks]]\nname = \"b\"\n{second}\n"),
+        )
+        .unwrap();
+        let out = common::serve_refusing(&config, &dir.path().join("data"));
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stderr.contains(&expected), "{expected}: {out:?}");
+    }
+}
+
+/// A receiver that fails every other POST (a flapping one) makes a failure event at the
+/// first failure, and no more for a while: each event is exported through that very sink, so
+/// an event per failure, or per streak of failures, would fail again and never stop coming.
+#[test]
+fn a_flapping_webhook_does_not_flood_the_audit_log() {
+    let (port, inbox) = webhook_receiver();
+    inbox.lock().unwrap().flap = true;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"flapping\"\nkind = \"webhook\"\n\
+             url = \"http://127.0.0.1:{port}/ingest\"\nbatch = 5\n"
+        ),
+    );
+    let admin = login(&server, "admin");
+    // Several deliveries, each failing first.
+    for _ in 0..4 {
+        assert_eq!(refused_requests(server.port(), &token(&admin), 1), 1);
+        thread::sleep(Duration::from_millis(500));
+    }
+    let caught_up = || {
+        let latest = latest_seq(&admin);
+        complete(&Inbox::seqs(&inbox), latest)
+            && sink_status(&admin, "flapping")["cursor"].as_u64() == Some(latest)
+    };
+    wait_for("the sink to catch up", caught_up);
+    // With nobody doing anything, the log stays as it is.
+    let settled = latest_seq(&admin);
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(latest_seq(&admin), settled, "the log kept growing");
+    let flapped = inbox.lock().unwrap().flapped;
+    assert!(flapped >= 4, "only {flapped} POSTs were refused");
+    let failed = common::audit_events(&admin, "audit.export_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["details"]["sink"], "flapping");
+    assert_eq!(failed[0]["details"]["failures"], 1);
+    let reason = failed[0]["outcome"]["reason"].as_str().unwrap();
+    assert!(reason.contains("answered 502"), "{reason}");
 }
 
 /// The newest signed checkpoint's size (its note's second line).
@@ -667,6 +747,222 @@ fn checkpoint_size(admin: &Cli) -> u64 {
         .nth(1)
         .and_then(|l| l.parse().ok())
         .unwrap_or(0)
+}
+
+/// The verifier key, as `warden audit verifier-key` prints it.
+fn verifier_key(admin: &Cli) -> String {
+    let out = admin.run(&["audit", "verifier-key"], None);
+    assert!(out.success(), "{out:?}");
+    out.stdout.trim().to_owned()
+}
+
+/// `warden audit verify --bundle DIR --verifier-key KEY`.
+fn verify_bundle(admin: &Cli, bundle: &Path, key: &str) -> warden_testkit::CliOutput {
+    admin.run(
+        &[
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--verifier-key",
+            key,
+        ],
+        None,
+    )
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// An event's time is taken before the log numbers it, so under load some events are numbered
+/// after others timed later (made here through the store, as the server's writer does it under
+/// load). A range by time is exported as the run of events from the first in it to the last,
+/// with those between whose times are just outside it, so that the untouched bundle verifies:
+/// a gap would be read as events taken out.
+#[test]
+fn a_bundle_of_a_time_range_holds_the_events_numbered_within_it_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), "checkpoint_interval = \"1s\"\n");
+    let admin = login(&server, "admin");
+    let key = verifier_key(&admin);
+    assert!(server.terminate().success());
+
+    // Ten minutes ago, before anything the server wrote: nothing else is in the range.
+    let from = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
+        - time::Duration::minutes(10);
+    let to = from + time::Duration::seconds(1);
+    let ms = time::Duration::milliseconds;
+    // In the order the log numbers them: before, in, early, early, in, late, in (the last of
+    // the range), late.
+    let times = [
+        from - ms(5),
+        from + ms(10),
+        from - ms(2),
+        from - ms(1),
+        from + ms(20),
+        to + ms(1),
+        to - ms(1),
+        to + ms(5),
+    ];
+    let appended = {
+        use warden_domain::audit::{Actor, Code, Event};
+        use warden_store::Store;
+        let store = warden_store::SqliteStore::open(&dir.path().join("data/warden.db")).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let first = store.last_seq().await.unwrap() + 1;
+            for (n, t) in times.iter().enumerate() {
+                let event = Event::new(Code::ActionRefused, Actor::system(), *t)
+                    .denied("test", format!("timed out of order, {n}"));
+                store.append(vec![event]).await.unwrap();
+            }
+            store.flush_log().await.unwrap();
+            first
+        })
+    };
+    let seq = |n: u64| appended + n;
+
+    server.restart();
+    let admin = login(&server, "admin");
+    wait_for("a checkpoint of the appended events", || {
+        checkpoint_size(&admin) >= seq(7)
+    });
+    let bundle = dir.path().join("bundle");
+    let out = admin.run(
+        &[
+            "--json",
+            "audit",
+            "export",
+            bundle.to_str().unwrap(),
+            "--from",
+            &rfc3339(from),
+            "--to",
+            &rfc3339(to),
+        ],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let written: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(written["held_back"].is_null(), "{written}");
+    let held: Vec<u64> = std::fs::read_to_string(bundle.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(held, (seq(1)..=seq(6)).collect::<Vec<_>>());
+    let note = std::fs::read_to_string(bundle.join("checkpoint.note")).unwrap();
+    assert!(
+        note.contains(&format!("\nexport {} {} 6\n", seq(1), seq(6))),
+        "{note}"
+    );
+    assert!(
+        note.contains(&format!(
+            "\nexport-period {} {}\n",
+            warden_domain::rfc3339(from),
+            warden_domain::rfc3339(to)
+        )),
+        "{note}"
+    );
+
+    let verified = verify_bundle(&admin, &bundle, &key);
+    assert!(verified.success(), "{verified:?}");
+    assert!(
+        verified.stdout.contains(&format!(
+            "period: events from the first at or after {} to the last before {}, and every event between them",
+            warden_domain::rfc3339(from),
+            warden_domain::rfc3339(to)
+        )),
+        "{verified:?}"
+    );
+    // A gap is still events taken out.
+    let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
+    let gapped: String = events
+        .lines()
+        .enumerate()
+        .filter(|(n, _)| *n != 2)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(bundle.join("events.jsonl"), gapped).unwrap();
+    let broken = verify_bundle(&admin, &bundle, &key);
+    assert_eq!(broken.code, 1, "{broken:?}");
+    assert!(
+        broken
+            .stdout
+            .contains(&format!("event {} is missing from the bundle", seq(3))),
+        "{broken:?}"
+    );
+}
+
+/// Events of the range that no checkpoint covers yet are not in the bundle, and the export
+/// says how many and when the next checkpoint, which will cover them, is due.
+#[test]
+fn an_export_says_which_events_of_its_range_no_checkpoint_covers_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "checkpoint_interval = \"1h\"\n");
+    let from = rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(1));
+    let admin = login(&server, "admin");
+    let key = verifier_key(&admin);
+    // The start's checkpoint, then events it does not cover for an hour.
+    wait_for("the first checkpoint", || checkpoint_size(&admin) > 0);
+    let signed = checkpoint_size(&admin);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 3), 3);
+    let latest = latest_seq(&admin);
+    assert!(latest > signed, "{latest} after {signed}");
+
+    let bundle = dir.path().join("bundle");
+    let out = admin.run(
+        &["audit", "export", bundle.to_str().unwrap(), "--from", &from],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    let uncovered = latest - signed;
+    assert!(
+        out.stderr.contains(&format!(
+            "note: {uncovered} events of the range, from {} on, are not in the bundle: no signed checkpoint covers them yet; the next, due by ",
+            signed + 1
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(
+            "(one is signed every 3600 s while events come), will: export again after it"
+        ),
+        "{out:?}"
+    );
+    let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    assert_eq!(last["seq"].as_u64(), Some(signed));
+    let verified = verify_bundle(&admin, &bundle, &key);
+    assert!(verified.success(), "{verified:?}");
+    assert!(
+        verified
+            .stdout
+            .contains(&format!("held_back: {uncovered} later events")),
+        "{verified:?}"
+    );
+
+    // Likewise with --json, the time the next checkpoint is due by in the future.
+    let again = dir.path().join("again");
+    let v = admin.json(&["audit", "export", again.to_str().unwrap(), "--from", &from]);
+    assert_eq!(v["held_back"]["events"], uncovered, "{v}");
+    assert_eq!(v["held_back"]["from_seq"], signed + 1, "{v}");
+    let by = time::OffsetDateTime::parse(
+        v["held_back"]["next_checkpoint_by"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(by > time::OffsetDateTime::now_utc(), "{v}");
 }
 
 /// Archives `warden audit archive --before NOW`.

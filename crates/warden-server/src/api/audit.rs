@@ -641,23 +641,96 @@ pub struct ExportedEvent {
 }
 
 /// A self-contained bundle: events, each provably in the log of the signed checkpoint.
+///
+/// It holds a run of consecutive events: from the first whose time is at or after `from` to
+/// the last whose time is before `to`, and every event between them. An event's time is taken
+/// just before the log numbers it, so under load a few events between them are a few
+/// milliseconds outside the range: they are in the bundle too, which never has a gap.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Bundle {
     pub verifier_key: String,
     /// The newest checkpoint, signed again with an `export FIRST LAST COUNT` line (or `export
-    /// none`) naming the events the bundle holds.
+    /// none`) naming the run of consecutive events the bundle holds, an `export-period FROM TO`
+    /// line naming the range they were chosen by (RFC 3339, `-` for an open end), and, when
+    /// events of the range were left out because no checkpoint covered them yet, an
+    /// `export-held-back N` line.
     pub checkpoint: String,
     pub events: Vec<ExportedEvent>,
     /// Present when the range reaches back to archived events, which the bundle leaves out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_before: Option<ArchivedBefore>,
+    /// Present when events of the range came after the newest checkpoint, which the bundle
+    /// leaves out since nothing signed proves them yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<HeldBack>,
+}
+
+/// Events of an export's range that no signed checkpoint covered yet: not in the bundle.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeldBack {
+    /// How many.
+    pub events: u64,
+    /// The first of them, just after the newest checkpoint's last event.
+    pub from_seq: u64,
+    /// RFC 3339: by when the next checkpoint, which will cover them, is due; `null` when the
+    /// server's checkpoints are failing.
+    #[schema(format = DateTime)]
+    pub next_checkpoint_by: Option<String>,
+    /// What to do about them.
+    pub message: String,
 }
 
 /// Most events in one export.
 const EXPORT_MAX: usize = 100_000;
 
-/// Exports events in a time range, each with an inclusion proof against the newest signed
-/// checkpoint. Administrators and audit readers.
+/// An export's time bound as its signed `export-period` line shows it.
+fn period_end(t: Option<OffsetDateTime>) -> String {
+    t.map_or_else(|| "-".to_owned(), warden_domain::rfc3339)
+}
+
+/// What to say of the events `first..=last` of an export's range that the checkpoint of
+/// `size` does not cover, if there are any.
+fn uncovered(app: &Shared, size: u64, first: u64, last: u64) -> Option<HeldBack> {
+    let from_seq = size.max(first - 1) + 1;
+    if last < from_seq {
+        return None;
+    }
+    let events = last - from_seq + 1;
+    let interval = app.config.checkpoint_interval.as_secs();
+    let failing = match app.checkpoint_failure.lock() {
+        Ok(failure) => failure.is_some(),
+        Err(_) => true,
+    };
+    // The checkpointer looks for new events every `interval`: by then at the latest (and a
+    // second for the signing).
+    let by = (!failing).then(|| {
+        let wait = time::Duration::seconds(i64::try_from(interval).unwrap_or(i64::MAX / 2) + 1);
+        warden_domain::rfc3339(warden_domain::to_millisecond(crate::state::now()) + wait)
+    });
+    let which = match events {
+        1 => format!("event {from_seq} of the range is"),
+        n => format!("{n} events of the range, from {from_seq} on, are"),
+    };
+    let message = match &by {
+        Some(by) => format!(
+            "{which} not in the bundle: no signed checkpoint covers them yet; the next, due by {by} (one is signed every {interval} s while events come), will: export again after it, into a new directory"
+        ),
+        None => format!(
+            "{which} not in the bundle: no signed checkpoint covers them yet, and the server's checkpoints are failing (its log says why, and /readyz): export again once one is signed"
+        ),
+    };
+    Some(HeldBack {
+        events,
+        from_seq,
+        next_checkpoint_by: by,
+        message,
+    })
+}
+
+/// Exports the events of a time range, each with an inclusion proof against the newest signed
+/// checkpoint: a run of consecutive events, from the first at or after `from` to the last
+/// before `to` (see [`Bundle`]), as far as that checkpoint covers them (`held_back` counts the
+/// rest). Administrators and audit readers.
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("token" = [])),
     responses((status = 200, body = Bundle), (status = 400, description = "`bad_time` (`from` or `to`), `bad_period` (`from` is not before `to`)", body = ErrorBody), (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody),
         (status = 409, description = "`archived` (the events it needs were archived: verify them with their archive segment)", body = ErrorBody),
@@ -674,6 +747,15 @@ pub async fn export(
     let (from, to) = admitted(&app, &who, "audit.export", asked).await?;
     let cp = checkpoint_at(&app, None).await?;
     let archived_before = archived_behind(&app, from, None).await?;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "range_too_large",
+            format!(
+                "the range holds more than {EXPORT_MAX} events, more than one bundle holds: export it in shorter ranges (--from and --to)"
+            ),
+        )
+    };
     let whole = app.store.audit_whole(
         AuditFilter {
             from,
@@ -684,38 +766,47 @@ pub async fn export(
     );
     let events = match whole.await.map_err(crate::broker::Error::from)? {
         Some(events) => events,
-        None => {
-            let e = ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "range_too_large",
-                format!(
-                    "the range holds more than {EXPORT_MAX} events, more than one bundle holds: export it in shorter ranges (--from and --to)"
-                ),
-            );
-            return Err(refuse_4xx(&app, &who, "audit.export", e).await);
-        }
+        None => return Err(refuse_4xx(&app, &who, "audit.export", too_large()).await),
     };
     if let Err(e) = refuse_unprovable(&app, &events).await {
         return Err(refuse_4xx(&app, &who, "audit.export", e).await);
     }
-    let seqs: Vec<u64> = events
-        .iter()
-        .map(|e| e.seq)
-        .filter(|&seq| seq <= cp.size)
-        .collect();
+    // The run of events from the first in the range to the last: those between them whose
+    // times fall just outside it (numbered a little later or earlier than timed) are in it too,
+    // or the bundle would have gaps that tell of events taken out.
+    let run = match (events.first(), events.last()) {
+        (Some(first), Some(last)) => Some((first.seq, last.seq)),
+        _ => None,
+    };
+    drop(events);
+    if run.is_some_and(|(first, last)| last - first >= EXPORT_MAX as u64) {
+        return Err(refuse_4xx(&app, &who, "audit.export", too_large()).await);
+    }
+    let held_back = run.and_then(|(first, last)| uncovered(&app, cp.size, first, last));
+    // Only what the checkpoint signs: the events after it have no proof yet.
+    let run = run
+        .map(|(first, last)| (first, last.min(cp.size)))
+        .filter(|(first, end)| first <= end);
     let verifier_key = std::fs::read_to_string(app.config.data_dir.join("audit_verifier.pub"))
         .unwrap_or_default()
         .trim()
         .to_owned();
-    // The checkpoint again, signed with the range of events the bundle holds: no event can
-    // be taken out of the bundle unseen.
-    let held = match (seqs.first(), seqs.last()) {
-        (Some(first), Some(last)) => format!("export {first} {last} {}", seqs.len()),
-        _ => "export none".to_owned(),
-    };
+    // The checkpoint again, signed with the run of events the bundle holds and the range they
+    // were chosen by: no event can be taken out of the bundle unseen, nor the bundle passed off
+    // as another range's.
+    let mut lines = vec![
+        match run {
+            Some((first, end)) => format!("export {first} {end} {}", end - first + 1),
+            None => "export none".to_owned(),
+        },
+        format!("export-period {} {}", period_end(from), period_end(to)),
+    ];
+    if let Some(h) = &held_back {
+        lines.push(format!("export-held-back {}", h.events));
+    }
     let checkpoint = warden_audit::Checkpoint::open(&cp.note, &app.audit_signer.verifier())
         .and_then(|mut signed| {
-            signed.extensions.push(held);
+            signed.extensions.extend(lines);
             signed.sign(&app.audit_signer)
         })
         .map_err(|e| crate::broker::Error::Issuer(format!("signing the export: {e}")))?;
@@ -725,32 +816,50 @@ pub async fn export(
             checkpoint,
             events,
             archived_before,
+            held_back,
         })
     };
     // No event, no proof to build (nor to refuse for the archive behind it).
-    if seqs.is_empty() {
+    let Some((first, end)) = run else {
         return Ok(bundle(Vec::new()));
-    }
-    let indexes: Vec<u64> = seqs.iter().map(|seq| seq - 1).collect();
+    };
+    let indexes: Vec<u64> = (first - 1..end).collect();
     let tree = tree_for(&app, cp.size, inclusion_blocks(cp.size, &indexes)).await?;
-    let mut out = Vec::with_capacity(seqs.len());
-    // The events' exact bytes, read a run of consecutive sequence numbers at a time.
-    for run in seqs.chunk_by(|a, b| a + 1 == *b) {
+    let mut out = Vec::with_capacity(usize::try_from(end - first + 1).unwrap_or(0));
+    // The events' exact bytes, read on until the run is whole; one missing is a damaged log,
+    // never a bundle short of it.
+    let mut next = first;
+    while next <= end {
+        let want = usize::try_from(end - next + 1).unwrap_or(usize::MAX);
         let leaves = app
             .store
-            .audit_leaves(run[0] - 1, run.len())
+            .audit_leaves(next - 1, want.min(warden_store::READ_MAX))
             .await
             .map_err(crate::broker::Error::from)?;
-        for leaf in leaves {
+        if leaves.is_empty() {
+            return Err(missing_event(next));
+        }
+        for leaf in leaves.into_iter().take_while(|l| l.seq <= end) {
+            if leaf.seq != next {
+                return Err(missing_event(next));
+            }
             let proof = tree.inclusion(leaf.seq - 1).map_err(proof_error)?;
             out.push(ExportedEvent {
                 seq: leaf.seq,
                 leaf_data: leaf.data,
                 proof: hexes(&proof),
             });
+            next += 1;
         }
     }
     Ok(bundle(out))
+}
+
+/// The error of an export whose run of events lacks event `seq` in the live log.
+fn missing_event(seq: u64) -> ApiError {
+    internal(format!(
+        "the audit log's event {seq} is missing, though a checkpoint covers it: run `warden audit verify` on the data dir"
+    ))
 }
 
 /// What an archive sealed: the segment file and the range of events in it, or, with `file`

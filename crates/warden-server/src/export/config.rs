@@ -31,6 +31,10 @@
 //! A sink's cursor is stored under its name: renaming a sink exports the whole log to it
 //! again.
 //!
+//! What could only fail at every batch is refused at start too: a file sink's `path` that is a
+//! directory, or the file (or one of the rotated files) of another file sink, and a syslog
+//! `address` with port 0.
+//!
 //! A webhook `header` usually holds a credential. Given inline, it makes the configuration file
 //! a secret, readable only by Warden's user; given as `{ file = "…" }` or `{ env = "…" }` (see
 //! [`crate::config_secret`]), it is read from there when the configuration is. Header values
@@ -40,7 +44,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
@@ -206,6 +210,14 @@ impl SinkConfig {
                 if c.path.as_os_str().is_empty() {
                     return Err("`path` is empty".into());
                 }
+                // Opening a directory to append to fails at every batch, for good.
+                if c.path.is_dir() {
+                    return Err(format!(
+                        "`path` {} is a directory: give the path of a file in it, e.g. {}",
+                        c.path.display(),
+                        c.path.join("audit.jsonl").display()
+                    ));
+                }
                 // The file is made at the first export, its directory never: a typo would
                 // otherwise only show as an export failing for good.
                 let dir = c.path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -272,13 +284,20 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Accepts `ip:port`, `[ipv6]:port` and `hostname:port`; a host name is resolved at each
-/// connection, so a receiver may move.
+/// Accepts `ip:port`, `[ipv6]:port` and `hostname:port`, the port not 0 (no receiver listens
+/// there: every batch would fail); a host name is resolved at each connection, so a receiver
+/// may move.
 fn check_address(address: &str) -> Result<(), String> {
-    if address.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
     let bad = || format!("`address` {address:?} must be host:port, e.g. \"127.0.0.1:6514\"");
+    if let Ok(at) = address.parse::<SocketAddr>() {
+        return match at.port() {
+            0 => Err(format!(
+                "`address` {address:?} has port 0, where no receiver listens: give the receiver's port, e.g. \"{}\"",
+                SocketAddr::new(at.ip(), 6514)
+            )),
+            _ => Ok(()),
+        };
+    }
     let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
     let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
     let host_ok = !host.is_empty()
@@ -305,6 +324,11 @@ pub trait SinkTable: Sized {
     fn name(&self) -> &str;
     /// Why this sink cannot work, if it cannot.
     fn check(&self) -> Result<(), String>;
+    /// Why this sink cannot work beside `other`, a sink configured before it that is called
+    /// `called` (e.g. `sink 1 ("a")`), if it cannot: both would write one file, say.
+    fn clash(&self, _other: &Self, _called: &str) -> Option<String> {
+        None
+    }
 }
 
 impl SinkTable for SinkConfig {
@@ -327,6 +351,73 @@ impl SinkTable for SinkConfig {
     fn check(&self) -> Result<(), String> {
         SinkConfig::check(self)
     }
+
+    /// Two file sinks writing one file, or one rotating its file onto the other's, would mix
+    /// and overwrite each other's records, and their rollback marks (the last record) would
+    /// contradict each other.
+    fn clash(&self, other: &Self, called: &str) -> Option<String> {
+        let (SinkConfig::File(me), SinkConfig::File(them)) = (self, other) else {
+            return None;
+        };
+        let (mine, theirs) = (file_key(&me.path), file_key(&them.path));
+        let fix = "give each file sink a path of its own";
+        if mine == theirs {
+            return Some(format!(
+                "`path` {} is the file of {called} too: {fix}",
+                me.path.display()
+            ));
+        }
+        if let Some(n) = rotated_as(&theirs, them.keep, &mine) {
+            return Some(format!(
+                "`path` {} is where {called} rotates its file {} to (as its number {n}; it keeps {}): {fix}",
+                me.path.display(),
+                them.path.display(),
+                them.keep
+            ));
+        }
+        if let Some(n) = rotated_as(&mine, me.keep, &theirs) {
+            return Some(format!(
+                "this sink would rotate its file {} to {}, the file of {called} (as its number {n}; `keep` is {}): {fix}",
+                me.path.display(),
+                them.path.display(),
+                me.keep
+            ));
+        }
+        None
+    }
+}
+
+/// The file `path` names, as far as it can be told before the file exists: the path with its
+/// directory's links resolved (the directory exists: [`SinkConfig::check`]), and the file's
+/// own link too when it exists.
+fn file_key(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_owned(),
+    }
+}
+
+/// Which of the rotated files of `file` that a sink keeping `keep` of them makes (`FILE.1` …
+/// `FILE.keep`) is `other`, if one is.
+fn rotated_as(file: &Path, keep: u32, other: &Path) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    if file.parent() != other.parent() {
+        return None;
+    }
+    let name = file.file_name()?.as_bytes();
+    let suffix = other.file_name()?.as_bytes().strip_prefix(name)?;
+    let n: u32 = std::str::from_utf8(suffix.strip_prefix(b".")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    ((1..=keep).contains(&n) && format!(".{n}").as_bytes() == suffix).then_some(n)
 }
 
 /// Deserializes the `sinks` list; see [`read_sinks`]. Names are unique since a name identifies
@@ -414,6 +505,12 @@ impl<T: SinkTable> OneSink<'_, T> {
         sink.check()?;
         if self.before.iter().any(|s| s.name() == sink.name()) {
             return Err("the name is used by another sink; names must be unique".into());
+        }
+        for (n, other) in self.before.iter().enumerate() {
+            let called = format!("{} {} ({:?})", T::CALLED, n + 1, other.name());
+            if let Some(why) = sink.clash(other, &called) {
+                return Err(why);
+            }
         }
         Ok(sink)
     }
@@ -604,6 +701,70 @@ mod tests {
         let dup = "[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/x\"\n\
                    [[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"/y\"\n";
         assert!(parse(dup).unwrap_err().contains("names must be unique"));
+    }
+
+    /// Mistakes that would only show as a sink failing at every batch, for good, are refused
+    /// when the file is read, placed at the sink's `[[sinks]]` line like every sink error.
+    #[test]
+    fn sinks_that_could_never_deliver_are_refused_at_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let first = format!("[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"{d}/a.jsonl\"\n\n");
+        let cases = [
+            (
+                "kind = \"syslog\"\naddress = \"127.0.0.1:0\"".to_owned(),
+                r#"sink 2 ("b"): `address` "127.0.0.1:0" has port 0, where no receiver listens: give the receiver's port, e.g. "127.0.0.1:6514""#.to_owned(),
+            ),
+            (
+                "kind = \"syslog\"\naddress = \"[::1]:0\"".to_owned(),
+                r#"sink 2 ("b"): `address` "[::1]:0" has port 0"#.to_owned(),
+            ),
+            (
+                format!("kind = \"file\"\npath = \"{d}\""),
+                format!("sink 2 (\"b\"): `path` {d} is a directory: give the path of a file in it, e.g. {d}/audit.jsonl"),
+            ),
+            (
+                format!("kind = \"file\"\npath = \"{d}/a.jsonl\""),
+                format!("sink 2 (\"b\"): `path` {d}/a.jsonl is the file of sink 1 (\"a\") too: give each file sink a path of its own"),
+            ),
+            // The same file by another spelling.
+            (
+                format!("kind = \"file\"\npath = \"{d}/./a.jsonl\""),
+                format!("sink 2 (\"b\"): `path` {d}/./a.jsonl is the file of sink 1 (\"a\") too"),
+            ),
+            (
+                format!("kind = \"file\"\npath = \"{d}/a.jsonl.3\""),
+                format!("sink 2 (\"b\"): `path` {d}/a.jsonl.3 is where sink 1 (\"a\") rotates its file {d}/a.jsonl to (as its number 3; it keeps 10)"),
+            ),
+        ];
+        let cases = cases
+            .into_iter()
+            .map(|(body, expected)| (first.clone(), body, expected));
+        // The other way round: the later sink's rotated files would overwrite the earlier's.
+        let before =
+            format!("[[sinks]]\nname = \"a\"\nkind = \"file\"\npath = \"{d}/c.log.2\"\n\n");
+        let rotating = (
+            before,
+            format!("kind = \"file\"\npath = \"{d}/c.log\"\nkeep = 2"),
+            format!(
+                "sink 2 (\"b\"): this sink would rotate its file {d}/c.log to {d}/c.log.2, the file of sink 1 (\"a\") (as its number 2; `keep` is 2): give each file sink a path of its own"
+            ),
+        );
+        for (first, body, expected) in cases.chain([rotating]) {
+            let text = format!("{first}[[sinks]]\nname = \"b\"\n{body}\n");
+            let e = toml::from_str::<Doc>(&text).unwrap_err();
+            let message = e.message();
+            assert!(message.starts_with(&expected), "{message}");
+            let at = e.span().expect("an error placed in the file").start;
+            assert_eq!(text[..at].matches('\n').count() + 1, 6, "{message}");
+        }
+        // Files that are not each other's pass: another name, a rotated number past `keep`,
+        // or one that is no rotation's (`.01`).
+        for path in ["b.jsonl", "a.jsonl.11", "a.jsonl.01", "a.jsonl.x"] {
+            let text =
+                format!("{first}[[sinks]]\nname = \"b\"\nkind = \"file\"\npath = \"{d}/{path}\"\n");
+            assert!(toml::from_str::<Doc>(&text).is_ok(), "{path}");
+        }
     }
 
     /// A header value of the wrong type, likely the credential itself, is refused naming the

@@ -1,6 +1,7 @@
 //! The file sink: one JSON record per line (see `json_record`), appended to a file that is
 //! rotated by size — `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2`, … and the oldest
-//! beyond `keep` is dropped. A batch counts as delivered once it is written and fsynced.
+//! beyond `keep` is dropped. A batch counts as delivered once it is written and fsynced, and,
+//! when the file was made for it, once the directory was fsynced too.
 //!
 //! Rotation renames from the oldest down, each rename atomic, so a crash part-way leaves at
 //! worst a missing number, never a lost or overwritten newer file. A line torn by a crash is
@@ -118,13 +119,27 @@ impl Target {
         })
     }
 
+    /// Opens the file at the path to append to, making it if there is none (the first export,
+    /// after a rotation, after another tool moved it away); a file made is made durable in its
+    /// directory before anything written to it counts as delivered, or a crash could lose the
+    /// file, and the batches synced into it, with the directory's entry.
     fn open(&self) -> std::io::Result<Output> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(0o640)
-            .open(&self.path)?;
+        let open = |new: bool| {
+            OpenOptions::new()
+                .create_new(new)
+                .read(true)
+                .append(true)
+                .mode(0o640)
+                .open(&self.path)
+        };
+        let mut file = match open(true) {
+            Ok(file) => {
+                self.sync_dir()?;
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open(false)?,
+            Err(e) => return Err(e),
+        };
         let mut size = file.metadata()?.len();
         if size > 0 {
             let mut last = [0u8];
@@ -150,6 +165,11 @@ impl Target {
         }
         rename_if_present(&self.path, &self.rotated(1))?;
         // Make the renames themselves durable.
+        self.sync_dir()
+    }
+
+    /// Makes the entries of the file's directory (files made, renamed) durable.
+    fn sync_dir(&self) -> std::io::Result<()> {
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),

@@ -29,6 +29,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_store::Leaf;
 
@@ -48,6 +49,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// Leaves read per query while measuring the log.
 const HEAD_BATCH: usize = 1000;
+/// At most one `audit.export_failed` per sink this often (see [`FailureEvents`]).
+const FAILURE_EVENT_EVERY: Duration = Duration::from_secs(300);
 
 /// A destination for audit records.
 pub trait Sink: Send + 'static {
@@ -134,15 +137,12 @@ impl Status {
         f.head = f.head.max(seq);
     }
 
-    /// Records a failure; returns whether it starts a streak.
-    fn failed(&self, name: &str, error: &str) -> bool {
-        let mut first = false;
+    /// Records a failure.
+    fn failed(&self, name: &str, error: &str) {
         self.update(name, |s| {
-            first = s.failures == 0;
             s.failures += 1;
             s.last_error = Some(error.to_owned());
         });
-        first
     }
 
     fn delivered(&self, name: &str, cursor: u64) {
@@ -174,6 +174,7 @@ impl Exporter {
                 kind: config.kind(),
                 draining: drain_rx.clone(),
                 start_at: rolled_back.get(config.name()).copied(),
+                failures: FailureEvents::default(),
             };
             app.export.lock().sinks.push(SinkFigures {
                 name: task.name.clone(),
@@ -245,6 +246,45 @@ pub async fn log_head(app: &Shared, known: u64) -> Result<u64, warden_store::Err
     }
 }
 
+/// When a sink's failures are written to the audit log: the first at once, then at most one
+/// event every [`FAILURE_EVENT_EVERY`], naming how many failures there were since the last one.
+/// Each event is itself exported, through the very sink that fails: one event per failure, or per
+/// streak of failures, would let a sink that fails every other batch (a flapping receiver)
+/// append events without end, each new one failing again. A success does not re-arm it; only
+/// time does.
+#[derive(Debug, Default)]
+struct FailureEvents {
+    /// When the last event was appended.
+    said_at: Option<Instant>,
+    /// Failures since then, not named in an event yet.
+    unsaid: u64,
+    /// The last of them.
+    last_error: String,
+}
+
+impl FailureEvents {
+    /// Counts a failure at `now`; returns how many failures to name in an event now, if one is
+    /// due.
+    fn failed(&mut self, error: &str, now: Instant) -> Option<u64> {
+        self.unsaid += 1;
+        error.clone_into(&mut self.last_error);
+        self.due(now)
+    }
+
+    /// How many failures to name in an event at `now`, if one is due: some were not named yet,
+    /// and the last event is [`FAILURE_EVENT_EVERY`] old, or there was none.
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        let recent = self
+            .said_at
+            .is_some_and(|at| now.saturating_duration_since(at) < FAILURE_EVENT_EVERY);
+        if self.unsaid == 0 || recent {
+            return None;
+        }
+        self.said_at = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
+    }
+}
+
 /// One sink's export loop.
 struct Task {
     app: Shared,
@@ -254,6 +294,8 @@ struct Task {
     draining: watch::Receiver<bool>,
     /// Where to export from, when the log ends before the stored cursor (see [`rolled_back`]).
     start_at: Option<u64>,
+    /// Which failures are still to be audited.
+    failures: FailureEvents,
 }
 
 /// Where each sink must export from when the log was rolled back under it: the log ends before
@@ -360,6 +402,11 @@ impl Task {
         }
         status.update(&self.name, |s| s.cursor = cursor);
         loop {
+            // Failures left unsaid while the sink recovered (a flapping one) are said once
+            // their time comes, whatever the sink does then.
+            if let Some(count) = self.failures.due(Instant::now()) {
+                self.audit_failures(count, None).await;
+            }
             let leaves = match self.app.store.audit_leaves(cursor, sink.batch()).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -415,35 +462,55 @@ impl Task {
         }
     }
 
-    /// Records a failure, audits the first of a streak (one event per streak, so a dead sink
-    /// cannot flood the log it exports), and waits out the backoff. Returns false when the task
+    /// Records a failure, audits it when an event is due (the first, then at most one every
+    /// five minutes: see [`FailureEvents`], so that neither a dead sink nor a flapping one can
+    /// flood the log it exports), and waits out the backoff. Returns false when the task
     /// should stop instead: during shutdown a failing sink gives up at once, and the events it
     /// missed are sent on the next start.
     async fn fail(&mut self, error: &str, pending: Option<u64>, backoff: &mut Duration) -> bool {
-        let first = self.app.export.failed(&self.name, error);
+        self.app.export.failed(&self.name, error);
         if *self.draining.borrow() {
             tracing::warn!(sink = %self.name, error, "audit export failed at shutdown; resuming at the next start");
             return false;
         }
         tracing::warn!(sink = %self.name, error, "audit export failed; retrying");
-        if first {
-            let event = Event::new(Code::ExportFailed, Actor::system(), now())
-                .failed(
-                    "export_failed",
-                    format!("sink {} cannot deliver: {error}", self.name),
-                )
-                .details(serde_json::json!({
-                    "sink": self.name,
-                    "kind": self.kind,
-                    "pending_from_seq": pending,
-                }));
-            if let Err(e) = self.app.store.append(vec![event]).await {
-                tracing::error!(sink = %self.name, error = %e, "cannot audit an export failure");
-            }
+        if let Some(count) = self.failures.failed(error, Instant::now()) {
+            self.audit_failures(count, pending).await;
         }
         let wait = *backoff;
         *backoff = (*backoff * 2).min(BACKOFF_MAX);
         self.pause(wait).await
+    }
+
+    /// Appends the `audit.export_failed` event naming the last `count` failures, the last of
+    /// which was [`FailureEvents::last_error`]; `pending`: the first event not delivered, when
+    /// the sink is failing now.
+    async fn audit_failures(&self, count: u64, pending: Option<u64>) {
+        let error = &self.failures.last_error;
+        let reason = match (count, pending) {
+            (1, _) => format!("sink {} cannot deliver: {error}", self.name),
+            (n, Some(_)) => format!(
+                "sink {} cannot deliver: {error} ({n} failures since this sink's last such event; at most one is written every {} minutes)",
+                self.name,
+                FAILURE_EVENT_EVERY.as_secs() / 60
+            ),
+            (n, None) => format!(
+                "sink {} failed {n} times since this sink's last such event (at most one is written every {} minutes), the last with: {error}; it has delivered since",
+                self.name,
+                FAILURE_EVENT_EVERY.as_secs() / 60
+            ),
+        };
+        let event = Event::new(Code::ExportFailed, Actor::system(), now())
+            .failed("export_failed", reason)
+            .details(serde_json::json!({
+                "sink": self.name,
+                "kind": self.kind,
+                "pending_from_seq": pending,
+                "failures": count,
+            }));
+        if let Err(e) = self.app.store.append(vec![event]).await {
+            tracing::error!(sink = %self.name, error = %e, "cannot audit an export failure");
+        }
     }
 
     /// Sleeps for `d`; returns false if shutdown began meanwhile.
@@ -473,6 +540,34 @@ mod tests {
         assert!(r.ends_with(&format!("\"event\":{}}}", leaf.data)));
     }
 
+    /// A sink that fails every other batch gets one event, then one per five minutes naming
+    /// every failure since: a success in between does not re-arm it.
+    #[test]
+    fn failures_are_audited_at_most_once_every_five_minutes() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut f = FailureEvents::default();
+        assert_eq!(f.due(at(0)), None, "nothing failed yet");
+        assert_eq!(f.failed("502", at(0)), Some(1));
+        // Fails, recovers, fails again, every second for almost five minutes: nothing said.
+        for s in 1..300 {
+            assert_eq!(f.failed("502", at(s)), None, "at {s} s");
+            assert_eq!(f.due(at(s)), None, "at {s} s");
+        }
+        assert_eq!(f.last_error, "502");
+        // Then the 299 failures since the first event are named once, whatever comes next.
+        assert_eq!(f.due(at(300)), Some(299));
+        assert_eq!(f.due(at(301)), None);
+        assert_eq!(f.failed("refused", at(301)), None);
+        assert_eq!(f.failed("refused", at(599)), None);
+        assert_eq!(f.failed("refused", at(600)), Some(3));
+        assert_eq!(f.last_error, "refused");
+        // A sink that then works says nothing more.
+        assert_eq!(f.due(at(10_000)), None);
+        // And one that fails again long after is said at once.
+        assert_eq!(f.failed("down", at(20_000)), Some(1));
+    }
+
     #[test]
     fn lag_is_measured_against_the_newest_event_seen() {
         let s = Status::default();
@@ -486,8 +581,8 @@ mod tests {
             last_success: None,
         });
         s.saw(10);
-        assert!(s.failed("a", "down"));
-        assert!(!s.failed("a", "still down"));
+        s.failed("a", "down");
+        s.failed("a", "still down");
         let snap = s.snapshot();
         assert_eq!((snap.log_size, snap.sinks[0].failures), (10, 2));
         s.delivered("a", 12);

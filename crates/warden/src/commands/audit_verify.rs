@@ -110,6 +110,9 @@ fn report(out: Output, what: &str, summary: Value, problems: &[String]) -> anyho
                     v["seq"],
                     v["time"].as_str().unwrap_or("?")
                 ),
+                _ if k == "held_back" => println!(
+                    "held_back: {v} later events of the period were not in the bundle: no checkpoint covered them yet at export"
+                ),
                 Value::String(s) => println!("{k}: {s}"),
                 // A list reads as its items, or as `none`, not as JSON.
                 Value::Array(items) if items.is_empty() => println!("{k}: none"),
@@ -1561,8 +1564,10 @@ pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
     write("events.jsonl", lines)?;
     if out.json {
         let mut written = json!({ "dir": dir.display().to_string(), "events": events.len() });
-        if v["archived_before"].is_object() {
-            written["archived_before"] = v["archived_before"].clone();
+        for said in ["archived_before", "held_back"] {
+            if v[said].is_object() {
+                written[said] = v[said].clone();
+            }
         }
         out.json(&written)
     } else {
@@ -1574,6 +1579,9 @@ pub fn write_bundle(dir: &Path, v: &Value, out: Output) -> anyhow::Result<()> {
         );
         if let Some(note) = archived_note(v, "exported") {
             eprintln!("{note}");
+        }
+        if let Some(message) = v["held_back"]["message"].as_str() {
+            eprintln!("note: {message}");
         }
         Ok(())
     }
@@ -1727,8 +1735,32 @@ pub fn bundle(
             "the bundle's checkpoint does not say which events were exported (it is not the one `warden audit export` signs): events may have been taken out".into(),
         ),
     }
-    let summary =
+    let mut summary =
         json!({ "events_checked": checked, "checkpoint_size": cp.size, "verifier": key.name() });
+    // What the signed range was chosen by, and what it left out (bundles exported before these
+    // lines were signed have neither).
+    let signed = |name: &str| {
+        cp.extensions
+            .iter()
+            .find_map(|e| e.strip_prefix(name)?.strip_prefix(' '))
+    };
+    if let Some((from, to)) = signed("export-period").and_then(|p| p.split_once(' ')) {
+        let end = |t: &str, open: &str| {
+            if t == "-" {
+                open.to_owned()
+            } else {
+                t.to_owned()
+            }
+        };
+        summary["period"] = json!(format!(
+            "events from the first at or after {} to the last before {}, and every event between them",
+            end(from, "the log's start"),
+            end(to, "the checkpoint")
+        ));
+    }
+    if let Some(n) = signed("export-held-back").and_then(|n| n.parse::<u64>().ok()) {
+        summary["held_back"] = json!(n);
+    }
     report(out, "the bundle", summary, &problems)
 }
 
