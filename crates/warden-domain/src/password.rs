@@ -1,6 +1,7 @@
 //! What a password someone chooses must be: long enough, made of characters that show, and not
 //! a few characters repeated. No composition rules (a passphrase is fine); the length and the
-//! lockout do the rest.
+//! lockout do the rest. A password is normalised ([`normalized`]) before it is checked, hashed
+//! or verified, so that one typed on another keyboard or system is the same password.
 
 /// Fewest characters that show (spaces, joiners and combining marks aside).
 pub const MIN_CHARS: usize = 12;
@@ -24,8 +25,23 @@ pub enum PasswordError {
     Repetitive(usize),
 }
 
-/// Checks a password being set (not one being tried at sign-in).
+/// `password` in Unicode normalisation form NFKC (NIST SP 800-63B, 5.1.1.2), as it is
+/// hashed and verified: an accented letter typed as one character (`é`, as most keyboards
+/// send it) or as a letter and a combining mark (`e` and U+0301, as some systems send it), or a
+/// letter in its full-width form (`ｐ`, as input methods of East Asian scripts may send it),
+/// is one password whichever way it comes.
+pub fn normalized(password: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::UnicodeNormalization;
+    match unicode_normalization::is_nfkc_quick(password.chars()) {
+        unicode_normalization::IsNormalized::Yes => std::borrow::Cow::Borrowed(password),
+        _ => std::borrow::Cow::Owned(password.nfkc().collect()),
+    }
+}
+
+/// Checks a password being set (not one being tried at sign-in), in the form it is hashed in
+/// ([`normalized`]).
 pub fn check(password: &str) -> Result<(), PasswordError> {
+    let password = &*normalized(password);
     if password.chars().any(crate::text::hidden) {
         return Err(PasswordError::Hidden);
     }
@@ -71,5 +87,30 @@ mod tests {
         assert_eq!(check("長い合言葉は安全です"), Err(PasswordError::Length));
         assert_eq!(check("長い合言葉はとても安全です"), Ok(()));
         assert_eq!(check("pass\u{202E}word-long"), Err(PasswordError::Hidden));
+    }
+
+    #[test]
+    fn composed_and_decomposed_forms_are_one_password() {
+        let composed = "caf\u{E9} cr\u{E8}me br\u{FB}l\u{E9}e";
+        let decomposed = "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e";
+        assert_ne!(composed, decomposed);
+        assert_eq!(normalized(composed), normalized(decomposed));
+        assert_eq!(normalized(decomposed), composed);
+        // Already normal: not copied.
+        assert!(matches!(
+            normalized(composed),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // Full-width letters and digits are the ASCII ones.
+        assert_eq!(
+            normalized("\u{FF50}\u{FF41}\u{FF53}\u{FF53}\u{FF11}"),
+            "pass1"
+        );
+        // The check counts the characters the hash is made of.
+        assert_eq!(check(decomposed), Ok(()));
+        assert_eq!(
+            check("\u{FB01}\u{FB01}\u{FB01}\u{FB01}\u{FB01}\u{FB01}"),
+            Err(PasswordError::Repetitive(2))
+        );
     }
 }

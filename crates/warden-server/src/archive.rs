@@ -181,10 +181,12 @@ impl App {
         // The lockouts in force, whose `auth.user_locked` events may be among those sealed:
         // a restart reads them back from here (see `App::restore_lockouts`).
         let locks: Vec<serde_json::Value> = self
-            .locked_users()
+            .locks_in_force()
             .into_iter()
-            .map(|(user, until)| {
-                serde_json::json!({ "user": user, "until": warden_domain::rfc3339(until) })
+            .map(|(user, kind, until)| {
+                serde_json::json!({
+                    "user": user, "kind": kind.as_str(), "until": warden_domain::rfc3339(until),
+                })
             })
             .collect();
         let ev = Event::new(Code::SegmentArchived, actor, now()).details(serde_json::json!({

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use totp_rs::{Secret, Totp};
 use warden_domain::audit::{Actor, Code, Event};
-use warden_domain::lockout::Lockout;
+use warden_domain::lockout::{Kind, Lockout};
 use warden_domain::{User, UserName};
 use warden_store::{AuditFilter, Checked, Reset, Token};
 
@@ -53,8 +53,10 @@ pub enum AuthError {
     /// apart from a missing one, for whoever watches the audit log for guessing.
     #[error("{0}")]
     WrongCode(String),
+    /// Only step-ups are told so (a locked sign-in is answered as a wrong password is), and
+    /// only a step-up's lock refuses them.
     #[error(
-        "too many wrong passwords or TOTP codes in a row: this user's checks are refused until {}",
+        "too many wrong TOTP codes in a row at step-up, from a signed-in session (which suggests a stolen token): this user's step-ups and sign-ins are refused until {}",
         warden_domain::rfc3339(*.0)
     )]
     Locked(OffsetDateTime),
@@ -105,8 +107,10 @@ enum WhichSecret {
     Confirming,
 }
 
-/// Hashes a password with argon2id and a random salt.
+/// Hashes a password, in its normal form ([`warden_domain::password::normalized`]), with
+/// argon2id and a random salt.
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let password = warden_domain::password::normalized(password);
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     Argon2::default()
@@ -145,20 +149,78 @@ pub(crate) fn argon2id_hash_problem(phc: &str) -> Option<String> {
     })
 }
 
-/// Whether `password` matches the hash `phc`. A stored hash that is no PHC string (an
-/// offboarded user's disabled password) matches nothing, after as much work as a real check,
-/// so the time of a refusal does not tell an offboarded user from a wrong password.
-fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => {
-            let _ = hash_password(password);
-            false
+/// Whether `password` matches the stored hash `phc`. A name with no password that signs in
+/// (`None`: no such user, or none set; or a stored hash that is no PHC string, an offboarded
+/// user's disabled password) matches nothing, after the same work against `dummy`
+/// ([`SignInDummy`]), so the time of a refusal tells none of them from a wrong password.
+///
+/// The password is tried in its normal form ([`warden_domain::password::normalized`]), as
+/// hashes are made, and also as typed when that differs, for a hash made from it before
+/// passwords were normalised; so is the dummy, so that the time depends on the input only.
+fn verify_password(password: &str, phc: Option<&str>, dummy: &PasswordHash) -> bool {
+    let stored = phc.and_then(|phc| PasswordHash::new(phc).ok());
+    let hash = stored.as_ref().unwrap_or(dummy);
+    let normal = warden_domain::password::normalized(password);
+    let mut forms = std::iter::once(&*normal).chain((*normal != *password).then_some(password));
+    let matched = forms.any(|form| {
+        Argon2::default()
+            .verify_password(form.as_bytes(), hash)
+            .is_ok()
+    });
+    matched && stored.is_some()
+}
+
+/// The argon2 work a check against `hash` costs: its memory blocks times its passes (lanes
+/// share the memory). `None` for a hash argon2 cannot check.
+fn hash_cost(hash: &PasswordHash) -> Option<u64> {
+    let params = argon2::Params::try_from(hash).ok()?;
+    Some(u64::from(params.m_cost()) * u64::from(params.t_cost()))
+}
+
+/// A hash no password matches with the algorithm, version and parameters of the costliest of
+/// `hashes` that argon2 can check (the first of those that cost the most), or of the hashes
+/// Warden makes when there is none: a random salt and output.
+fn dummy_like<'a>(hashes: impl IntoIterator<Item = &'a str>) -> Result<PasswordHash, AuthError> {
+    let mut costliest: Option<(u64, PasswordHash)> = None;
+    for hash in hashes.into_iter().filter_map(|h| PasswordHash::new(h).ok()) {
+        let Some(cost) = hash_cost(&hash) else {
+            continue;
+        };
+        if costliest.as_ref().is_none_or(|(most, _)| cost > *most) {
+            costliest = Some((cost, hash));
         }
     }
+    let internal = |e: argon2::password_hash::phc::Error| AuthError::Internal(e.to_string());
+    let mut dummy = match costliest {
+        Some((_, hash)) => hash,
+        None => PasswordHash {
+            algorithm: argon2::Algorithm::Argon2id.ident(),
+            version: Some(argon2::Version::V0x13.into()),
+            params: (&argon2::Params::default())
+                .try_into()
+                .map_err(|e: argon2::password_hash::Error| AuthError::Internal(e.to_string()))?,
+            salt: None,
+            hash: None,
+        },
+    };
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    dummy.salt = Some(argon2::password_hash::phc::Salt::new(&salt).map_err(internal)?);
+    let len = dummy.hash.as_ref().map_or(32, |h| h.len());
+    let mut output = vec![0u8; len];
+    rand::rng().fill_bytes(&mut output);
+    dummy.hash = Some(argon2::password_hash::phc::Output::new(&output).map_err(internal)?);
+    Ok(dummy)
 }
+
+/// What the password of a sign-in is checked against when its name has none that signs in
+/// (no such user, none set, or one disabled by an offboarding): a hash as costly as the
+/// costliest stored for the directory's users, so that a name is not told from an unknown one
+/// by the time a wrong password takes, even when a config's `password_hash` costs more than the
+/// hashes Warden makes. Made once, at the first such sign-in (the config's hashes are stored
+/// at start, before any), from the stored hashes: those are what sign-ins check.
+#[derive(Debug, Default)]
+pub struct SignInDummy(tokio::sync::OnceCell<PasswordHash>);
 
 /// When a lockout recorded in the audit log ends: RFC 3339 text, or Unix seconds as earlier
 /// versions wrote it.
@@ -348,9 +410,10 @@ pub struct Authenticated {
     pub in_flight: Option<ChangeInFlight>,
 }
 
-/// Each user's run of wrong passwords and TOTP codes ([`Lockout`]). Kept in memory, holding
-/// directory users only: a restart forgets runs that locked no one, and reads the lockouts in
-/// force back from the audit log ([`App::restore_lockouts`]).
+/// Each user's runs of wrong passwords and TOTP codes, at sign-in and at step-up apart
+/// ([`Lockout`]). Kept in memory, holding directory users only: a restart forgets runs that
+/// locked no one, and reads the lockouts in force, with their kind, back from the audit log
+/// ([`App::restore_lockouts`]).
 #[derive(Debug, Default)]
 pub struct Lockouts {
     map: std::sync::Mutex<std::collections::HashMap<UserName, Lockout>>,
@@ -363,32 +426,73 @@ impl Lockouts {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The end of `user`'s lockout in force at `now`, of either kind (the one that ends last).
     fn locked_until(&self, user: &UserName, now: OffsetDateTime) -> Option<OffsetDateTime> {
-        self.runs().get(user).and_then(|l| l.locked_until(now))
+        self.refusing(user, Kind::SignIn, now)
+            .map(|(_, until)| until)
     }
 
-    fn failed(&self, user: &UserName, now: OffsetDateTime) -> Option<OffsetDateTime> {
-        self.runs().entry(user.clone()).or_default().failed(now)
+    /// The lock that refuses `user` a check of `kind` at `now`, with its own kind.
+    fn refusing(
+        &self,
+        user: &UserName,
+        kind: Kind,
+        now: OffsetDateTime,
+    ) -> Option<(Kind, OffsetDateTime)> {
+        self.runs().get(user).and_then(|l| l.refusing(kind, now))
     }
 
-    /// Ends `user`'s run: a right answer, or an administrator lifting a lock.
+    fn failed(&self, user: &UserName, kind: Kind, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.runs()
+            .entry(user.clone())
+            .or_default()
+            .failed(kind, now)
+    }
+
+    /// A right answer to a check of `kind`: ends that run of `user`'s wrong ones.
+    fn succeeded(&self, user: &UserName, kind: Kind) {
+        let mut runs = self.runs();
+        if let Some(l) = runs.get_mut(user) {
+            l.succeeded(kind);
+            if *l == Lockout::default() {
+                runs.remove(user);
+            }
+        }
+    }
+
+    /// Ends `user`'s runs and locks of both kinds: an administrator lifting a lock.
     fn clear(&self, user: &UserName) {
         self.runs().remove(user);
     }
 
-    fn lock(&self, user: UserName, until: OffsetDateTime) {
-        self.runs().insert(user, Lockout::until(until));
+    fn restore(&self, user: UserName, lockout: Lockout) {
+        self.runs().insert(user, lockout);
     }
 
-    /// The users locked at `now` and until when, by name.
+    /// The users locked at `now` and until when (the lock that ends last), by name.
     fn locked(&self, now: OffsetDateTime) -> Vec<(UserName, OffsetDateTime)> {
         let mut locked: Vec<_> = self
             .runs()
             .iter()
-            .filter_map(|(user, l)| Some((user.clone(), l.locked_until(now)?)))
+            .filter_map(|(user, l)| Some((user.clone(), l.locked_until(Kind::SignIn, now)?)))
             .collect();
         locked.sort();
         locked
+    }
+
+    /// The locks in force at `now`, each with its user and kind, by name.
+    fn locks(&self, now: OffsetDateTime) -> Vec<(UserName, Kind, OffsetDateTime)> {
+        let mut locks: Vec<_> = self
+            .runs()
+            .iter()
+            .flat_map(|(user, l)| {
+                l.locks(now)
+                    .into_iter()
+                    .map(|(kind, until)| (user.clone(), kind, until))
+            })
+            .collect();
+        locks.sort();
+        locks
     }
 }
 
@@ -427,7 +531,8 @@ impl App {
     /// restart is no way around one: the `auth.user_locked` events of the last
     /// [`LOCKOUT`](warden_domain::lockout::LOCKOUT) (or, once an archive sealed them, the
     /// lockouts its `audit.segment_archived` event lists), less those a new password, a reset of
-    /// the second factor or an administrator's unlock lifted since.
+    /// the second factor or an administrator's unlock lifted since. Each lock keeps its kind
+    /// ([`Kind`]): one recorded without it refuses every check, as all did before.
     /// Only the log's tail is read, from the newest checkpoint made before that window. Users
     /// no longer in the directory are left out: gone, they have no sign-in to lock (put back,
     /// they are locked again if the log still says so, unless given a password since).
@@ -436,7 +541,7 @@ impl App {
         let t = now();
         let since = t - warden_domain::lockout::LOCKOUT;
         let mut after_seq = self.store.checkpoint_before(since).await?.map(|c| c.size);
-        let mut locked = std::collections::HashMap::new();
+        let mut locked: HashMap<UserName, Lockout> = HashMap::new();
         loop {
             let page = self
                 .store
@@ -468,7 +573,8 @@ impl App {
                                 .and_then(|u| u.parse::<UserName>().ok()),
                             lock_end(&lock["until"]).filter(|until| *until > t),
                         ) {
-                            locked.insert(user, until);
+                            let kind = Kind::recorded(lock["kind"].as_str());
+                            locked.entry(user).or_default().lock(kind, until);
                         }
                     }
                     continue;
@@ -483,14 +589,16 @@ impl App {
                     locked.remove(&user);
                 } else if let Some(until) = lock_end(&e.details["until"]).filter(|until| *until > t)
                 {
-                    locked.insert(user, until);
+                    // Without its kind, written by a version whose locks refused every check.
+                    let kind = Kind::recorded(e.details["kind"].as_str());
+                    locked.entry(user).or_default().lock(kind, until);
                 }
             }
         }
         locked.retain(|user, _| self.user(user).is_some());
         let count = locked.len();
-        for (user, until) in locked {
-            self.lockouts.lock(user, until);
+        for (user, lockout) in locked {
+            self.lockouts.restore(user, lockout);
         }
         Ok(count)
     }
@@ -538,32 +646,37 @@ impl App {
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
-    /// Checks a TOTP code for `user`, sent from `source`, and burns its time step. False for a
-    /// wrong or reused code.
+    /// Checks a TOTP code for `user`, sent from `source` at a check of `kind` (a sign-in or a
+    /// step-up), and burns its time step. False for a wrong or reused code.
     async fn check_code(
         &self,
         user: &UserName,
         totp: &Totp,
         code: &str,
+        kind: Kind,
         source: Option<&str>,
     ) -> Result<bool, AuthError> {
-        self.check_code_of(user, totp, code, WhichSecret::InUse, source)
+        self.check_code_of(user, totp, code, WhichSecret::InUse, kind, source)
             .await
     }
 
     /// [`App::check_code`] for `secret`: the time step a code burns is the user's, shared by
     /// their secrets, and the first code of a new one, being confirmed, may come from the step
     /// the old one just used (to replace it); it is no replay, and still burns the step.
+    /// Refused while a lock refuses checks of `kind`: at a step-up, only one begun by wrong
+    /// codes at step-ups, so that a user whom others keep from signing in can still step up
+    /// (break glass) with the session they have.
     async fn check_code_of(
         &self,
         user: &UserName,
         totp: &Totp,
         code: &str,
         secret: WhichSecret,
+        kind: Kind,
         source: Option<&str>,
     ) -> Result<bool, AuthError> {
         let t = now();
-        if let Some(until) = self.lockouts.locked_until(user, t) {
+        if let Some((_, until)) = self.lockouts.refusing(user, kind, t) {
             return Err(AuthError::Locked(until));
         }
         let (ok, replayed) = match u64::try_from(t.unix_timestamp())
@@ -581,36 +694,40 @@ impl App {
         // being confirmed, which whoever confirms it was just shown: a wrong one guesses at
         // nothing, and a right one proves no more than the token did.
         if secret == WhichSecret::InUse && (ok || !replayed) {
-            self.count(user, ok, t, source).await?;
+            self.count(user, ok, kind, t, source).await?;
         }
         Ok(ok)
     }
 
-    /// Records a check of `user`'s last factor: a right answer ends their run of wrong ones,
-    /// and the wrong answer that locks them is audited ([`App::audit_lock`]). A wrong TOTP
-    /// code's refusal is stored by its caller, after the lock.
+    /// Records a check of `user`'s last factor at a check of `kind`: a right answer ends their
+    /// run of wrong ones of that kind, and the wrong answer that locks them is audited
+    /// ([`App::audit_lock`]). A wrong TOTP code's refusal is stored by its caller, after the
+    /// lock.
     async fn count(
         &self,
         user: &UserName,
         ok: bool,
+        kind: Kind,
         t: OffsetDateTime,
         source: Option<&str>,
     ) -> Result<(), AuthError> {
         if ok {
-            self.lockouts.clear(user);
+            self.lockouts.succeeded(user, kind);
             return Ok(());
         }
-        if let Some(until) = self.lockouts.failed(user, t) {
-            self.audit_lock(user, until, t, source).await?;
+        if let Some(until) = self.lockouts.failed(user, kind, t) {
+            self.audit_lock(user, kind, until, t, source).await?;
         }
         Ok(())
     }
 
-    /// Audits the lockout of `user` until `until`, which the wrong answer from `source` at `t`
-    /// began.
+    /// Audits the lockout of `user`'s checks of `kind` (and what it refuses) until `until`,
+    /// which the wrong answer from `source` at `t` began: its kind is read back after a
+    /// restart.
     async fn audit_lock(
         &self,
         user: &UserName,
+        kind: Kind,
         until: OffsetDateTime,
         t: OffsetDateTime,
         source: Option<&str>,
@@ -619,6 +736,8 @@ impl App {
             "user": user,
             "failures": warden_domain::lockout::MAX_FAILURES,
             "until": warden_domain::rfc3339(until),
+            "kind": kind.as_str(),
+            "refuses": kind.refuses(),
             "last_failure_from": source,
         }));
         self.store.append(vec![event]).await?;
@@ -645,7 +764,10 @@ impl App {
             ));
         };
         let Some(code) = code else { return Ok(false) };
-        if self.check_code(user, &totp, code, source).await? {
+        if self
+            .check_code(user, &totp, code, Kind::StepUp, source)
+            .await?
+        {
             return Ok(true);
         }
         let digits = code.trim();
@@ -703,19 +825,14 @@ impl App {
             _ => Factor::None,
         };
         let gate = || self.check_source(source.as_deref());
-        let checked = match (&user, &secrets.password_hash) {
-            (Some(_), Some(phc)) => {
-                let (pw, phc) = (password.to_owned(), phc.clone());
-                self.argon2(gate, move || verify_password(&pw, &phc)).await
-            }
-            _ => {
-                // Spend the same time as a real check so timing does not reveal user names.
-                let pw = password.to_owned();
-                self.argon2(gate, move || hash_password(&pw))
-                    .await
-                    .map(|_| false)
-            }
-        };
+        // A name with no password that signs in is checked against the dummy, as costly as the
+        // dearest stored hash, so that timing does not reveal user names.
+        let phc = secrets.password_hash.clone();
+        let dummy = self.sign_in_dummy().await?;
+        let pw = password.to_owned();
+        let checked = self
+            .argon2(gate, move || verify_password(&pw, phc.as_deref(), &dummy))
+            .await;
         let ok = match checked {
             Ok(ok) => ok,
             Err(throttled @ AuthError::Throttled(_)) => return Err(throttled),
@@ -724,10 +841,10 @@ impl App {
         // A locked user is told nothing a wrong password would not tell them; the audit log
         // says why. Looked at once the hash is done: guesses sent all at once were all on their
         // way before the lockout began, and those that finish after it learn nothing, right
-        // or wrong.
+        // or wrong. Either kind of lock refuses a sign-in (a step-up's refuses both).
         let locked = user
             .as_ref()
-            .and_then(|u| self.lockouts.locked_until(&u.name, now()));
+            .and_then(|u| self.lockouts.refusing(&u.name, Kind::SignIn, now()));
         let ok = ok && locked.is_none();
         let (user, password_hash) = match (user, secrets.password_hash) {
             (Some(u), Some(phc)) if ok => (u, phc),
@@ -739,8 +856,12 @@ impl App {
                     (Some(_), _) if gone => {
                         "the user was offboarded: their password no longer signs in".to_owned()
                     }
-                    (Some(_), Some(until)) => format!(
-                        "user locked until {} after wrong passwords or TOTP codes",
+                    (Some(_), Some((Kind::SignIn, until))) => format!(
+                        "sign-in locked until {} after wrong passwords or TOTP codes at sign-in",
+                        warden_domain::rfc3339(until)
+                    ),
+                    (Some(_), Some((Kind::StepUp, until))) => format!(
+                        "user locked until {} after wrong TOTP codes at step-up, which refuses sign-ins too",
                         warden_domain::rfc3339(until)
                     ),
                     (Some(_), None) => "wrong password".to_owned(),
@@ -755,12 +876,12 @@ impl App {
                 // at: guesses whose hashes finish while this one's refusal is stored find the
                 // lock it began. The lock's event follows the refusal's.
                 let locks = match (&refused, locked, gone) {
-                    (Some(u), None, false) => self.lockouts.failed(&u.name, t),
+                    (Some(u), None, false) => self.lockouts.failed(&u.name, Kind::SignIn, t),
                     _ => None,
                 };
                 self.auth_failed(refusal(code, &why)).await?;
                 if let (Some(u), Some(until)) = (refused, locks) {
-                    self.audit_lock(&u.name, until, t, source.as_deref())
+                    self.audit_lock(&u.name, Kind::SignIn, until, t, source.as_deref())
                         .await?;
                 }
                 return Err(AuthError::BadCredentials);
@@ -783,7 +904,7 @@ impl App {
             }
             Factor::Given(totp, code) => {
                 let checked = match self
-                    .check_code(&user.name, &totp, code, source.as_deref())
+                    .check_code(&user.name, &totp, code, Kind::SignIn, source.as_deref())
                     .await
                 {
                     // Locked by a concurrent guess since the password was checked: answered
@@ -796,7 +917,7 @@ impl App {
                     return Err(AuthError::BadCredentials);
                 }
             }
-            Factor::None => self.lockouts.clear(&user.name),
+            Factor::None => self.lockouts.succeeded(&user.name, Kind::SignIn),
         }
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
@@ -1033,7 +1154,7 @@ impl App {
         if let Some(totp) = self.user_totp(&user.name, false).await? {
             let ok = match code {
                 Some(c) => {
-                    self.check_code(&user.name, &totp, c, source.as_deref())
+                    self.check_code(&user.name, &totp, c, Kind::StepUp, source.as_deref())
                         .await?
                 }
                 None => false,
@@ -1082,6 +1203,7 @@ impl App {
                 &totp,
                 code,
                 WhichSecret::Confirming,
+                Kind::StepUp,
                 source.as_deref(),
             )
             .await?
@@ -1256,12 +1378,36 @@ impl App {
         theirs.len()
     }
 
-    /// The users of the directory whose password and code checks are locked now, and until
+    /// The users of the directory whose sign-ins (and maybe step-ups) are locked now, and until
     /// when: one no longer in it has no sign-in to lock, nor can it be unlocked.
     pub fn locked_users(&self) -> Vec<(UserName, OffsetDateTime)> {
         let mut locked = self.lockouts.locked(now());
         locked.retain(|(user, _)| self.user(user).is_some());
         locked
+    }
+
+    /// The locks in force now of the directory's users, each with its kind, as an archive of
+    /// the events that began them keeps them for [`App::restore_lockouts`].
+    pub fn locks_in_force(&self) -> Vec<(UserName, Kind, OffsetDateTime)> {
+        let mut locks = self.lockouts.locks(now());
+        locks.retain(|(user, _, _)| self.user(user).is_some());
+        locks
+    }
+
+    /// The hash a sign-in's password is checked against when its name has none that signs in
+    /// ([`SignInDummy`]), made at the first such sign-in.
+    async fn sign_in_dummy(&self) -> Result<PasswordHash, AuthError> {
+        self.sign_in_dummy
+            .0
+            .get_or_try_init(|| async {
+                let mut stored = Vec::new();
+                for user in self.directory.users() {
+                    stored.extend(self.store.secrets(&user.name).await?.password_hash);
+                }
+                dummy_like(stored.iter().map(String::as_str))
+            })
+            .await
+            .cloned()
     }
 
     /// Whether `user` has a password that signs in: one set, and not disabled by an
@@ -1389,8 +1535,77 @@ mod tests {
     fn passwords_hash_and_verify() {
         let h = hash_password("correct horse").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &h));
-        assert!(!verify_password("wrong", &h));
-        assert!(!verify_password("x", "not a hash"));
+        let dummy = dummy_like([h.as_str()]).unwrap();
+        assert!(verify_password("correct horse", Some(&h), &dummy));
+        assert!(!verify_password("wrong", Some(&h), &dummy));
+        assert!(!verify_password("x", Some("not a hash"), &dummy));
+        assert!(!verify_password("correct horse", None, &dummy));
+        // The dummy is no hash of the password whose parameters it has.
+        assert!(!verify_password(
+            "correct horse",
+            Some(&dummy.to_string()),
+            &dummy
+        ));
+    }
+
+    #[test]
+    fn a_password_is_one_in_any_unicode_form() {
+        let composed = "caf\u{E9} cr\u{E8}me br\u{FB}l\u{E9}e";
+        let decomposed = "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e";
+        let dummy = dummy_like([]).unwrap();
+        for (set, typed) in [(composed, decomposed), (decomposed, composed)] {
+            let h = hash_password(set).unwrap();
+            assert!(
+                verify_password(typed, Some(&h), &dummy),
+                "{set:?} {typed:?}"
+            );
+        }
+        // A hash made from a password as typed, before passwords were normalised, still
+        // takes it as typed.
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let legacy = Argon2::default()
+            .hash_password_with_salt(decomposed.as_bytes(), &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password(decomposed, Some(&legacy), &dummy));
+    }
+
+    /// The costliest of the parameters the directory's hashes have, whatever their order; with
+    /// none, those of the hashes Warden makes.
+    #[test]
+    fn the_dummy_costs_what_the_costliest_stored_hash_does() {
+        let params = |h: &PasswordHash| argon2::Params::try_from(h).unwrap();
+        let default = hash_password("a default password").unwrap();
+        // Dearer than the default: more memory, more passes, and more lanes (which cost
+        // nothing more: they share the memory).
+        let made = |m, t, p| {
+            let params = argon2::Params::new(m, t, p, None).unwrap();
+            let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            argon
+                .hash_password_with_salt(b"a password", b"saltsaltsaltsalt")
+                .unwrap()
+                .to_string()
+        };
+        let dear = made(32 * 1024, 3, 1);
+        let dearest = made(24 * 1024, 5, 2);
+        let more_lanes = made(19 * 1024, 2, 4);
+        for order in [
+            [&default, &dear, &dearest, &more_lanes],
+            [&dearest, &more_lanes, &dear, &default],
+            [&more_lanes, &default, &dearest, &dear],
+        ] {
+            let dummy = dummy_like(order.iter().map(|h| h.as_str()).chain(["disabled"])).unwrap();
+            let dearest = PasswordHash::new(&dearest).unwrap();
+            assert_eq!(params(&dummy), params(&dearest));
+            assert_eq!(dummy.algorithm, dearest.algorithm);
+            assert_eq!(dummy.version, dearest.version);
+            assert_ne!(dummy.salt, dearest.salt);
+            assert_ne!(dummy.hash, dearest.hash);
+            assert!(argon2id_hash_problem(&dummy.to_string()).is_none());
+        }
+        let none = dummy_like(["not a hash"]).unwrap();
+        assert_eq!(params(&none), params(&PasswordHash::new(&default).unwrap()));
+        assert_eq!(params(&none).m_cost(), argon2::Params::DEFAULT_M_COST);
     }
 }

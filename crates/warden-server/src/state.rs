@@ -67,6 +67,8 @@ pub struct App {
     pub tokens: crate::auth::TokenCache,
     /// Runs of wrong passwords and TOTP codes, per user.
     pub(crate) lockouts: crate::auth::Lockouts,
+    /// What a sign-in's password is checked against when its name has none that signs in.
+    pub(crate) sign_in_dummy: crate::auth::SignInDummy,
     /// Failed authentications per client address.
     pub(crate) throttles: crate::throttle::SourceThrottles,
     /// Bounds the argon2id hashes computed at once to the cores: each holds 19 MiB and a core
@@ -321,6 +323,7 @@ impl App {
             rotations: crate::broker::Locks::default(),
             tokens: crate::auth::TokenCache::default(),
             lockouts: crate::auth::Lockouts::default(),
+            sign_in_dummy: crate::auth::SignInDummy::default(),
             throttles: crate::throttle::SourceThrottles::default(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),

@@ -952,3 +952,180 @@ fn a_reload_says_the_configs_users_changed_only_when_the_file_did() {
     let said = reload();
     assert!(said.contains("changed since the server started"), "{said}");
 }
+
+/// The test policy, with break-glass for SREs to web/root and web/admin.
+fn with_breakglass() -> String {
+    format!(
+        r#"{RULES}
+@id("bg-root")
+@max_ttl("1h")
+permit (principal in Group::"sre", action == Action::"breakglass", resource == Role::"web/root");
+
+@id("bg-admin")
+@max_ttl("1h")
+permit (principal in Group::"sre", action == Action::"breakglass", resource == Role::"web/admin");
+"#
+    )
+}
+
+/// Wrong passwords sent for a name, by anyone who knows it, lock its sign-in only: the user,
+/// signed in already, still steps up and breaks the glass with the token they hold, before
+/// and after a restart (an archive of the events that locked them included), while their
+/// sign-in stays locked. Wrong codes at a step-up, sent with a token, lock step-ups and
+/// sign-ins both, across a restart too.
+#[test]
+fn wrong_passwords_for_a_name_lock_its_sign_in_but_not_a_sessions_step_up() {
+    let rules = with_breakglass();
+    let mut env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &rules)], &[]);
+    let bob = env.login("bob");
+    let alice = env.login("alice");
+    let bob_uri = enroll_mfa(&bob);
+    let alice_uri = enroll_mfa(&alice);
+
+    // Someone without a login sends five wrong passwords for each name, from another client.
+    let stranger = env.server.cli();
+    for user in ["bob", "alice"] {
+        for _ in 0..5 {
+            assert_eq!(sign_in(&stranger, user, "a wrong guess", None).code, 5);
+        }
+    }
+    let signs_in = |env: &Env, user: &str, uri: &str| {
+        // Refused before the code is looked at: the code is not used up.
+        let out = sign_in(&env.server.cli(), user, PASSWORD, Some(&totp(uri, 1)));
+        assert_eq!(out.code, 5, "{user} signed in while locked: {out:?}");
+    };
+    signs_in(&env, "bob", &bob_uri);
+    // bob, signed in, breaks the glass with the right code.
+    let bg = |role: &'static str, code: &str| -> Vec<String> {
+        [
+            "breakglass",
+            "web",
+            "--role",
+            role,
+            "--reason",
+            "site down",
+            "--ttl",
+            "30m",
+            "--totp",
+            code,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let bob_code = totp(&bob_uri, 1);
+    let args = bg("root", &bob_code);
+    let v = ok(&bob, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(v["state"], "active", "{v}");
+    signs_in(&env, "bob", &bob_uri);
+    let admin = env.login("admin");
+    assert_eq!(
+        audit_values(&admin, "auth.user_locked", "/details/kind"),
+        ["sign_in", "sign_in"]
+    );
+
+    // After a restart, alice's sign-in is locked still, and her step-up is not.
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    signs_in(&env, "alice", &alice_uri);
+    signs_in(&env, "bob", &bob_uri);
+    let step_up = |code: &str| {
+        alice.run(
+            &[
+                "request", "create", "web", "--role", "admin", "--reason", "fix", "--ttl", "1h",
+                "--totp", code,
+            ],
+            None,
+        )
+    };
+    let stepped_up = step_up(&totp(&alice_uri, 1));
+    assert!(stepped_up.success(), "{stepped_up:?}");
+
+    // Wrong codes from her session lock her step-ups, and sign-ins, saying which lock it is.
+    let valid: Vec<String> = (0..3).map(|k| totp(&alice_uri, k)).collect();
+    let wrong = (0..10u32)
+        .map(|k| format!("{:06}", (k * 99_991) % 1_000_000))
+        .filter(|c| !valid.contains(c))
+        .take(5);
+    for code in wrong {
+        let out = step_up(&code);
+        assert_eq!(out.code, 3, "{out:?}");
+        assert!(out.stderr.contains("TOTP code is wrong"), "{out:?}");
+    }
+    let locked = |env: &Env| {
+        let out = step_up(&totp(&alice_uri, 2));
+        assert_eq!(out.code, 3, "{out:?}");
+        for said in [
+            "at step-up",
+            "step-ups and sign-ins are refused until",
+            "warden user unlock",
+        ] {
+            assert!(out.stderr.contains(said), "{said}: {out:?}");
+        }
+        signs_in(env, "alice", &alice_uri);
+    };
+    locked(&env);
+    let admin = env.login("admin");
+    assert_eq!(
+        audit_values(&admin, "auth.user_locked", "/details/kind"),
+        ["sign_in", "sign_in", "step_up"]
+    );
+    // The sign-in is refused for the lock that ends last: the step-up's.
+    let reasons = audit_values(&admin, "auth.login_failed", "/outcome/reason");
+    assert!(
+        reasons
+            .last()
+            .unwrap()
+            .contains("wrong TOTP codes at step-up"),
+        "{reasons:?}"
+    );
+
+    // Still so after a restart; and once the events that locked them are archived, read
+    // from the archive's record, each lock with its kind.
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    locked(&env);
+    signs_in(&env, "bob", &bob_uri);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    ok(&admin, &["audit", "archive", "--before", &now]);
+    assert!(audit_events(&admin, "auth.user_locked").is_empty());
+    assert!(env.server.terminate().success());
+    env.server.restart();
+    locked(&env);
+    signs_in(&env, "bob", &bob_uri);
+    // bob's next code comes with the next 30-second step.
+    wait_until("the next TOTP step", Duration::from_secs(35), || {
+        totp(&bob_uri, 1) != bob_code
+    });
+    let args = bg("admin", &totp(&bob_uri, 1));
+    let v = ok(&bob, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(v["state"], "active", "{v}");
+    signs_in(&env, "bob", &bob_uri);
+}
+
+/// A password is the same whether its accented letters come composed (NFC, as most keyboards
+/// send them) or decomposed (NFD, a letter and a combining mark): set in one form, it signs in
+/// typed in the other.
+#[test]
+fn a_password_signs_in_in_either_unicode_form() {
+    let env = Env::start();
+    let admin = env.login("admin");
+    let composed = "caf\u{E9} cr\u{E8}me br\u{FB}l\u{E9}e";
+    let decomposed = "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e";
+    for (user, set, typed) in [
+        ("bob", composed, decomposed),
+        ("alice", decomposed, composed),
+    ] {
+        let out = admin.run(
+            &["user", "set-password", user, "--password-stdin"],
+            Some(set),
+        );
+        assert!(out.success(), "{out:?}");
+        let cli = env.server.cli();
+        let signed_in = sign_in(&cli, user, typed, None);
+        assert!(signed_in.success(), "{user}: {signed_in:?}");
+        assert!(sign_in(&cli, user, set, None).success());
+    }
+    assert!(audit_events(&admin, "auth.login_failed").is_empty());
+}
