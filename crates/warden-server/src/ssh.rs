@@ -319,6 +319,32 @@ fn certificate_expired(id: RequestId) -> Denied {
     }
 }
 
+/// Active grants of one user at one target read per query when a registered key signs in
+/// ([`App::longest_grant`]), and most such queries one sign-in makes: one holds a page at a
+/// time, and reads at most 10,000 rows through the state index.
+const ACTIVE_GRANTS_PAGE: usize = 1000;
+const ACTIVE_GRANTS_PAGES: usize = 10;
+
+/// What [`App::longest_grant`] found.
+enum Longest {
+    Found(warden_domain::Request),
+    /// Active grants there are, but none of a role that logs in as this.
+    NoneLogsIn(String),
+    /// Only grants of a role the policy no longer defines there: the newest of them.
+    RoleGone(warden_domain::Request),
+    /// More active grants than are read, and none read suits.
+    TooMany,
+    None,
+}
+
+/// Whether grant `r` at target `t` logs in as `login`.
+fn logs_in_as(t: &warden_policy::Target, r: &warden_domain::Request, login: &str) -> bool {
+    t.roles
+        .get(&r.role)
+        .and_then(|role| ssh_cert::role_settings(&role.settings).ok())
+        .is_some_and(|s| s.principals.iter().any(|p| p == login))
+}
+
 fn denied<T>(code: &'static str, message: String) -> Result<Result<T, Denied>, BackendError> {
     Ok(Err(Denied { code, message }))
 }
@@ -380,21 +406,9 @@ impl App {
             );
         }
         let now = now();
-        let grants = self
-            .store
-            .requests(RequestFilter {
-                requester: Some(user.clone()),
-                target: Some(name.clone()),
-                states: vec![State::Active],
-                before: None,
-                limit: 100,
-            })
-            .await
-            .map_err(store_err)?;
-        let (live, unknown_role): (Vec<_>, Vec<_>) = grants
-            .into_iter()
-            .filter(|r| r.expires_at.is_some_and(|e| e > now))
-            .partition(|r| t.roles.contains_key(&r.role));
+        let live = |r: &warden_domain::Request| {
+            r.state == State::Active && r.expires_at.is_some_and(|e| e > now)
+        };
         // A grant of a role a reload removed stays active until it ends, and opens nothing.
         let role_gone = |r: &warden_domain::Request| {
             denied(
@@ -405,54 +419,70 @@ impl App {
                 ),
             )
         };
-        let logs_in_as = |r: &warden_domain::Request, login: &str| {
-            t.roles
-                .get(&r.role)
-                .and_then(|role| ssh_cert::role_settings(&role.settings).ok())
-                .is_some_and(|s| s.principals.iter().any(|p| p == login))
-        };
-        let best = match (grant, login) {
-            (Some(id), _) => {
-                let Some(r) = live.iter().find(|r| r.id == id) else {
-                    if let Some(r) = unknown_role.iter().find(|r| r.id == id) {
-                        return role_gone(r);
-                    }
-                    return denied(
-                        "certificate_not_for_target",
-                        format!(
-                            "the certificate you signed in with is for grant {id}, which is no active grant of yours for {name}: sign in with that target's certificate or your registered key"
-                        ),
-                    );
-                };
-                Some(r)
+        let r = if let Some(id) = grant {
+            // The certificate names its grant: that one is read, however many others its
+            // holder has.
+            let found = self.store.request(id).await.map_err(store_err)?;
+            let Some(r) = found.filter(|r| r.requester == *user) else {
+                return denied(
+                    "certificate_not_for_target",
+                    format!(
+                        "the certificate you signed in with is for grant {id}, which is no grant of yours: sign in with {name}'s certificate or your registered key"
+                    ),
+                );
+            };
+            if r.target != name {
+                return denied(
+                    "certificate_not_for_target",
+                    format!(
+                        "the certificate you signed in with is for grant {id}, which is for {}, not {name}: sign in with {name}'s certificate (`warden ssh {name}`) or your registered key",
+                        r.target
+                    ),
+                );
             }
-            (None, Some(login)) if !live.is_empty() => {
-                let Some(r) = live
-                    .iter()
-                    .filter(|r| logs_in_as(r, login))
-                    .max_by_key(|r| r.expires_at)
-                else {
+            if !live(&r) {
+                return denied(
+                    "grant_not_active",
+                    format!(
+                        "your grant {id} for {name} has ended ({}): request new access with `warden request create`",
+                        r.state
+                    ),
+                );
+            }
+            if !t.roles.contains_key(&r.role) {
+                return role_gone(&r);
+            }
+            r
+        } else {
+            match self.longest_grant(user, &name, t, login, now).await? {
+                Longest::Found(r) => r,
+                Longest::RoleGone(r) => return role_gone(&r),
+                Longest::NoneLogsIn(login) => {
                     return denied(
                         "login_not_granted",
                         format!(
                             "none of your active grants for {name} logs in as {login:?}: request a role that does (`warden targets`)"
                         ),
                     );
-                };
-                Some(r)
+                }
+                Longest::TooMany => {
+                    return denied(
+                        "too_many_grants",
+                        format!(
+                            "you hold more than {} active grants for {name}, more than a sign-in with a registered key looks through, and none of those read suits it: sign in with the certificate of the grant to use (`warden ssh {name} --request ID`), or revoke the grants you no longer need",
+                            ACTIVE_GRANTS_PAGE * ACTIVE_GRANTS_PAGES
+                        ),
+                    );
+                }
+                Longest::None => {
+                    return denied(
+                        "no_active_grant",
+                        format!(
+                            "{user} has no active grant for {name}. Request one: warden request create {name} --role ROLE --reason \"…\" --ttl TTL   (`warden targets` lists the roles you may request and their longest TTL)"
+                        ),
+                    );
+                }
             }
-            _ => live.iter().max_by_key(|r| r.expires_at),
-        };
-        let Some(r) = best else {
-            if let Some(r) = unknown_role.first() {
-                return role_gone(r);
-            }
-            return denied(
-                "no_active_grant",
-                format!(
-                    "{user} has no active grant for {name}. Request one: warden request create {name} --role ROLE --reason \"…\" --ttl TTL   (`warden targets` lists the roles you may request and their longest TTL)"
-                ),
-            );
         };
         // How the target is reached is told only to those holding a grant for it.
         let upstream = match self.upstream(&name, &t.connection).await? {
@@ -484,6 +514,66 @@ impl App {
             rules,
             recording: r.recording,
         }))
+    }
+
+    /// The active grant of `user` at `name` (`t` in the policy) that lasts longest, of those
+    /// that log in as `login` when one is asked for: what a sign-in with a registered key runs
+    /// under. All of the user's active grants there are looked through, a page at a time and
+    /// keeping only the best so far, up to [`ACTIVE_GRANTS_PAGES`] pages.
+    async fn longest_grant(
+        &self,
+        user: &UserName,
+        name: &TargetName,
+        t: &warden_policy::Target,
+        login: Option<&str>,
+        now: time::OffsetDateTime,
+    ) -> Result<Longest, BackendError> {
+        let mut filter = RequestFilter {
+            requester: Some(user.clone()),
+            target: Some(name.clone()),
+            states: vec![State::Active],
+            before: None,
+            limit: ACTIVE_GRANTS_PAGE,
+        };
+        let mut live = false;
+        let mut best: Option<warden_domain::Request> = None;
+        let mut role_gone = None;
+        for _ in 0..ACTIVE_GRANTS_PAGES {
+            let page = self
+                .store
+                .requests(filter.clone())
+                .await
+                .map_err(store_err)?;
+            let full = page.len() == ACTIVE_GRANTS_PAGE;
+            filter.before = page.last().map(|r| r.id);
+            for r in page {
+                if r.state != State::Active || r.expires_at.is_none_or(|e| e <= now) {
+                    continue;
+                }
+                if !t.roles.contains_key(&r.role) {
+                    role_gone.get_or_insert(r);
+                    continue;
+                }
+                live = true;
+                if login.is_some_and(|l| !logs_in_as(t, &r, l)) {
+                    continue;
+                }
+                // Newest first: of those ending together, the oldest.
+                if best.as_ref().is_none_or(|b| r.expires_at >= b.expires_at) {
+                    best = Some(r);
+                }
+            }
+            if !full {
+                return Ok(match (best, login, role_gone) {
+                    (Some(r), _, _) => Longest::Found(r),
+                    (None, Some(login), _) if live => Longest::NoneLogsIn(login.to_owned()),
+                    (None, _, Some(r)) => Longest::RoleGone(r),
+                    (None, _, None) => Longest::None,
+                });
+            }
+        }
+        // Past the pages read, a grant that suits may be among those not read.
+        Ok(best.map_or(Longest::TooMany, Longest::Found))
     }
 
     /// Where target `name`, whose policy gives it `connection`, is reached, and the host key

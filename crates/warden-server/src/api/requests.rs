@@ -76,6 +76,8 @@ pub struct ListQuery {
     pub state: Option<String>,
     /// Only requests by this user.
     pub requester: Option<String>,
+    /// Only requests for this target.
+    pub target: Option<String>,
     /// Only pending requests waiting for this caller's review: those whose tier names the
     /// caller (a member of its groups, the requester's manager) and still has a place their
     /// approval would fill. A two-person tier's second approver may be anyone, who approves by
@@ -164,7 +166,7 @@ pub async fn create(
 
 /// Lists requests the caller may see, newest first.
 #[utoipa::path(get, path = "/v1/requests", operation_id = "list_requests", params(ListQuery), security(("token" = [])), responses((status = 200, body = RequestList),
-    (status = 400, description = "`bad_state`, `bad_user`, `bad_id` (`before`), `bad_limit`", body = ErrorBody)))]
+    (status = 400, description = "`bad_state`, `bad_user`, `bad_target`, `bad_id` (`before`), `bad_limit`", body = ErrorBody)))]
 pub async fn list(
     State(app): State<Shared>,
     who: Authed,
@@ -187,11 +189,16 @@ pub async fn list(
             .as_deref()
             .map(|r| field("bad_user", r.parse()))
             .transpose()?;
+        let target = q
+            .target
+            .as_deref()
+            .map(|t| field("bad_target", t.parse()))
+            .transpose()?;
         let limit = super::limit(q.limit, 100, super::REQUESTS_AT_ONCE)?;
         let before = q.before.as_deref().map(parse_id).transpose()?;
-        Ok((q, states, requester, limit, before))
+        Ok((q, states, requester, target, limit, before))
     });
-    let (q, states, requester, limit, before) =
+    let (q, states, requester, target, limit, before) =
         super::admitted(&app, &who, "request.list", asked).await?;
     let shown = |r: &Request| {
         if q.reviewable {
@@ -205,7 +212,7 @@ pub async fn list(
     // hide older ones of the caller's. Reviewable requests are pending, so only those are read.
     let mut filter = RequestFilter {
         requester,
-        target: None,
+        target,
         states: if q.reviewable {
             vec![warden_domain::State::Pending]
         } else {
@@ -223,9 +230,15 @@ pub async fn list(
             .map_err(crate::broker::Error::from)?;
         let full = page.len() == LIST_PAGE;
         filter.before = page.last().map(|r| r.id);
+        // A grant whose time is up is shown expired before the worker records it, and is not
+        // listed among the active ones.
+        let now = crate::state::now();
+        let in_state = |r: &Request| {
+            filter.states.is_empty() || filter.states.contains(&super::views::shown_state(r, now))
+        };
         requests.extend(
             page.iter()
-                .filter(|r| shown(r))
+                .filter(|r| shown(r) && in_state(r))
                 .take(limit - requests.len())
                 .map(|r| RequestView::new(r, &app)),
         );

@@ -425,7 +425,7 @@ pub async fn db(server: Option<String>, cmd: DbCommand) -> anyhow::Result<()> {
         json: _,
     } = cmd;
     let c = Client::new(server)?;
-    let (_, held) = super::active_grants(&c, &target).await?;
+    let (_, held) = super::active_grants(&c, &target, request.as_deref()).await?;
     let held: Vec<&Value> = held.iter().collect();
     refuse_unless_database(&target, &held)?;
     let found = chosen(&target, &held, role.as_deref(), request.as_deref())?;

@@ -19,28 +19,61 @@ use warden_server::api::{EVENTS_AT_ONCE, POSTMORTEMS_AT_ONCE, REQUESTS_AT_ONCE};
 use crate::client::{Client, segment};
 use crate::exit::{self, Failure};
 
-/// The caller's active grants for `target`, the one that ends last first. None is a refusal
-/// with the documented exit codes: no active grant for a target they may request (3), or no
-/// such target (4).
+/// Active grants read per page of the listing [`active_grants`] follows, and most pages it
+/// reads: a target's grants past these are reached with `--request ID`.
+const GRANT_PAGE: usize = REQUESTS_AT_ONCE;
+const GRANT_PAGES: usize = 10;
+
+/// The caller's active grants for `target`, the one that ends last first; with `request`,
+/// that grant alone, read by its id. None is a refusal with the documented exit codes: no
+/// active grant for a target they may request (3), no such target or no such grant of theirs
+/// for it (4).
 pub(crate) async fn active_grants(
     c: &Client,
     target: &str,
+    request: Option<&str>,
 ) -> anyhow::Result<(String, Vec<Value>)> {
     let me: Value = c.get("/v1/auth/whoami").await?;
     let user = me["user"].as_str().unwrap_or_default().to_owned();
-    let list: Value = c
-        .get(&format!(
-            "/v1/requests?state=active&requester={}",
-            segment(&user)
-        ))
-        .await?;
-    let mut grants: Vec<Value> = list["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["target"] == target)
-        .cloned()
-        .collect();
+    if let Some(id) = request {
+        let grant = requested_grant(c, &user, target, id).await?;
+        return Ok((user, vec![grant]));
+    }
+    let mut grants: Vec<Value> = Vec::new();
+    let mut before: Option<String> = None;
+    let mut read_all = false;
+    for _ in 0..GRANT_PAGES {
+        let mut path = format!(
+            "/v1/requests?state=active&requester={}&target={}&limit={GRANT_PAGE}",
+            segment(&user),
+            segment(target)
+        );
+        if let Some(id) = &before {
+            path.push_str(&format!("&before={}", segment(id)));
+        }
+        let list: Value = c.get(&path).await?;
+        let page = list["requests"].as_array().cloned().unwrap_or_default();
+        before = page
+            .last()
+            .and_then(|r| r["id"].as_str())
+            .map(str::to_owned);
+        let full = page.len() == GRANT_PAGE && before.is_some();
+        grants.extend(page.into_iter().filter(|r| r["target"] == target));
+        if !full {
+            read_all = true;
+            break;
+        }
+    }
+    if !read_all {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "you hold more than {} active grants for {target}, more than are looked through to pick one: name the grant to use with --request ID (`warden request list --state active` lists them), or revoke those you no longer need",
+                GRANT_PAGE * GRANT_PAGES
+            ),
+        )
+        .into());
+    }
     grants.sort_by_key(|r| {
         std::cmp::Reverse(r["expires_at"].as_str().unwrap_or_default().to_owned())
     });
@@ -64,6 +97,52 @@ pub(crate) async fn active_grants(
         }
     }
     .into())
+}
+
+/// Grant `id` of `user`'s for `target`, read by its id, if it is an active one; else a
+/// refusal saying what it is instead.
+async fn requested_grant(c: &Client, user: &str, target: &str, id: &str) -> anyhow::Result<Value> {
+    let not_yours = || -> anyhow::Error {
+        Failure::new(
+            exit::NOT_FOUND,
+            format!("{id} is none of your active grants for {target} (`warden request list --state active` lists them)"),
+        )
+        .into()
+    };
+    let r: Value = match c.get(&format!("/v1/requests/{}", segment(id))).await {
+        Ok(r) => r,
+        Err(e)
+            if e.downcast_ref::<Failure>()
+                .is_some_and(|f| f.code == exit::NOT_FOUND) =>
+        {
+            return Err(not_yours());
+        }
+        Err(e) => return Err(e),
+    };
+    if r["requester"] != user {
+        return Err(not_yours());
+    }
+    if r["target"] != target {
+        return Err(Failure::new(
+            exit::NOT_FOUND,
+            format!(
+                "{id} is your grant for {}, not {target}: name a grant for {target} (`warden request list --state active` lists them)",
+                r["target"].as_str().unwrap_or_default()
+            ),
+        )
+        .into());
+    }
+    if r["state"] != "active" {
+        return Err(Failure::new(
+            exit::NOT_FOUND,
+            format!(
+                "{id} is {}, not active: request new access with `warden request create {target} --role ROLE --reason ... --ttl TTL`",
+                r["state"].as_str().unwrap_or_default()
+            ),
+        )
+        .into());
+    }
+    Ok(r)
 }
 
 /// `DIR/warden.db`, the database an offline command reads, or a usage error saying that `dir`

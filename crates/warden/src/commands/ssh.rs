@@ -450,17 +450,7 @@ pub async fn ssh(
     let c = Client::new(server)?;
     // Refused here with the documented exit codes, before ssh runs (its own are 255 or the
     // remote command's).
-    let (user, mut grants) = super::active_grants(&c, &target).await?;
-    if let Some(id) = &request {
-        grants.retain(|r| r["id"] == id.as_str());
-        if grants.is_empty() {
-            return Err(Failure::new(
-                exit::NOT_FOUND,
-                format!("{id} is none of your active grants for {target} (`warden request list --state active` lists them)"),
-            )
-            .into());
-        }
-    }
+    let (user, mut grants) = super::active_grants(&c, &target, request.as_deref()).await?;
     if let Some(l) = &login {
         grants = grants_logging_in_as(grants, &target, l)?;
     }
