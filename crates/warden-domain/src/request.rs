@@ -177,6 +177,12 @@ pub struct Review {
     pub comment: Comment,
     #[serde(with = "crate::timestamp")]
     pub at: OffsetDateTime,
+    /// Whether an approver was the requester's manager when they approved: a manager's place
+    /// is filled only by one who was then and is now ([`Request::approvers`]). `None` on
+    /// approvals recorded before this was (weighed as the directory has the requester's manager
+    /// now), and on denials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_manager: Option<bool>,
 }
 
 /// What a user asks for.
@@ -282,7 +288,7 @@ pub enum TransitionError {
     #[error("you have already reviewed this request")]
     AlreadyReviewed,
     #[error(
-        "your approval of this request is on record but no longer counts: its tier changed, or your groups did, since you gave it, and approving again would not count either; {}",
+        "your approval of this request is on record but no longer counts: its tier changed, or your groups or who you manage did, since you gave it, and approving again would not count either; {}",
         still_needed(.0)
     )]
     ApprovalVoid(Vec<String>),
@@ -470,7 +476,9 @@ impl Request {
     /// The approvals that count now: each giver as `directory` has them now *and* as they
     /// were when they approved, with only the groups of both. An approval stops counting when
     /// its giver leaves the directory or the group they approved as, and never counts for a
-    /// group they joined later.
+    /// group they joined later. Likewise for the manager's place, which the requester's
+    /// manager fills only if they were so when they approved, as [`Request::weighed`] has the
+    /// requester: the requirement is weighed against both.
     pub fn approvers(&self, directory: &Directory) -> Vec<User> {
         self.reviews
             .iter()
@@ -489,6 +497,27 @@ impl Request {
                 })
             })
             .collect()
+    }
+
+    /// `requester` as this request's approvals are weighed: their manager of now fills the
+    /// manager's place only if they were the requester's manager when they approved
+    /// ([`Review::as_manager`]). One who approved before they became so is, for this request, no
+    /// manager: their approval counts as their groups' alone, and the place stays open, as no
+    /// one else could fill it (nor they, who approved already). An approval recorded before
+    /// that was known is weighed as the directory has the manager now.
+    pub fn weighed(&self, requester: &User) -> User {
+        let mut weighed = requester.clone();
+        let came_later = |manager: &UserName| {
+            self.reviews.iter().any(|r| {
+                r.verdict == Verdict::Approve
+                    && r.reviewer.name == *manager
+                    && r.as_manager == Some(false)
+            })
+        };
+        if requester.manager.as_ref().is_some_and(came_later) {
+            weighed.manager = None;
+        }
+        weighed
     }
 
     /// Moves an `auto`-tier request straight to approved.
@@ -537,6 +566,8 @@ impl Request {
     ) -> Result<Approved, TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
         self.expect_in_time(now)?;
+        let as_manager = requester.manager.as_ref() == Some(&approver.name);
+        let requester = &self.weighed(requester);
         let standing = self.review_standing(requester, &requirement, directory);
         if standing.void.contains(&approver.name) {
             return Err(TransitionError::ApprovalVoid(standing.missing));
@@ -557,6 +588,7 @@ impl Request {
             verdict: Verdict::Approve,
             comment,
             at: now,
+            as_manager: Some(as_manager),
         });
         let mut approvers = approvers;
         approvers.push(approver.clone());
@@ -606,6 +638,7 @@ impl Request {
     ) -> Result<(), TransitionError> {
         self.expect(&[State::Pending], "approved", "pending")?;
         self.expect_in_time(now)?;
+        let requester = &self.weighed(requester);
         let approvers = self.approvers(directory);
         let progress = requirement.progress(requester, &approvers);
         if !progress.satisfied {
@@ -675,6 +708,7 @@ impl Request {
         directory: &Directory,
         candidate: &User,
     ) -> bool {
+        let requester = &self.weighed(requester);
         self.state == State::Pending
             && requirement.names_reviewer(requester, candidate)
             && requirement.would_count(requester, &self.approvers(directory), candidate)
@@ -714,6 +748,7 @@ impl Request {
             verdict: Verdict::Deny,
             comment: comment.clone(),
             at: now,
+            as_manager: None,
         });
         self.finish(
             State::Denied,
@@ -921,6 +956,7 @@ impl Request {
                 void,
             };
         }
+        let requester = &self.weighed(requester);
         let approvers = self.approvers(directory);
         let progress = requirement.progress(requester, &approvers);
         ReviewStanding {
@@ -1346,6 +1382,7 @@ mod tests {
             verdict: Verdict::Approve,
             comment: c(),
             at: t,
+            as_manager: Some(false),
         });
         assert_eq!(r.review_standing(&alice, &req, &joined).missing.len(), 1);
 
@@ -1421,6 +1458,83 @@ mod tests {
             vec![old.name.clone()]
         );
         assert!(!r.may_end(&now, &tier, &old));
+    }
+
+    /// The manager's place is filled by one who was the requester's manager when they approved
+    /// and is now: bob, who approved as an SRE before he became alice's manager, fills an SRE's
+    /// place only, and dave's approval as the other SRE would count for nothing. An approval
+    /// stored before this was recorded is weighed as the directory has the manager now.
+    #[test]
+    fn a_managers_place_is_filled_only_by_an_approval_given_as_the_manager() {
+        let then = user("alice", &["dev"], Some("mallory"));
+        let now = user("alice", &["dev"], Some("bob"));
+        let mallory = user("mallory", &["managers"], None);
+        let bob = user("bob", &["sre"], None);
+        let dave = user("dave", &["sre"], None);
+        let c = || Comment::parse("").unwrap();
+        let t = datetime!(2026-01-01 10:01 UTC);
+        let before =
+            Directory::new([then.clone(), mallory.clone(), bob.clone(), dave.clone()]).unwrap();
+        let after = Directory::new([now.clone(), mallory, bob.clone(), dave.clone()]).unwrap();
+        let mut r = request("peer(sre) & manager");
+        let tier = r.requirement.clone();
+        assert!(matches!(
+            r.approve(&bob, &then, tier.clone(), &before, c(), t),
+            Ok(Approved::Partial(_))
+        ));
+        assert_eq!(r.reviews[0].as_manager, Some(false));
+        let manager = vec!["the requester's manager".to_owned()];
+
+        // bob is alice's manager now: his approval still fills the SRE's place, not the
+        // manager's, which no one else could fill.
+        let standing = r.review_standing(&now, &tier, &after);
+        assert_eq!((standing.missing, standing.void), (manager.clone(), vec![]));
+        assert!(!r.awaits(&now, &tier, &after, &dave));
+        assert_eq!(
+            r.clone().approve(&dave, &now, tier.clone(), &after, c(), t),
+            Err(TransitionError::NotEligible(manager.clone()))
+        );
+        assert_eq!(
+            r.clone().approve(&bob, &now, tier.clone(), &after, c(), t),
+            Err(TransitionError::AlreadyReviewed)
+        );
+        assert_eq!(
+            r.clone().approve_as_met(&now, tier.clone(), &after, t),
+            Err(TransitionError::NotEligible(manager))
+        );
+        // He may still end it as her manager, as any reviewer the tier names may.
+        assert!(r.may_end(&now, &tier, &bob));
+
+        // Stored before whether he was her manager was recorded, his approval is weighed as
+        // the directory has it now.
+        let mut legacy = serde_json::to_value(&r).unwrap();
+        let review = legacy["reviews"][0].as_object_mut().unwrap();
+        assert_eq!(review.remove("as_manager"), Some(serde_json::json!(false)));
+        let mut legacy: Request = serde_json::from_value(legacy).unwrap();
+        assert_eq!(legacy.reviews[0].as_manager, None);
+        assert_eq!(
+            legacy.approve(&dave, &now, tier.clone(), &after, c(), t),
+            Ok(Approved::Complete)
+        );
+        assert_eq!(
+            legacy.counted,
+            Some(vec![bob.name.clone(), dave.name.clone()])
+        );
+
+        // Her manager when he approved, and still, he fills the manager's place.
+        let mut r = request("peer(sre) & manager");
+        assert!(matches!(
+            r.approve(&bob, &now, tier.clone(), &after, c(), t),
+            Ok(Approved::Partial(_))
+        ));
+        assert_eq!(r.reviews[0].as_manager, Some(true));
+        let read: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(read, r);
+        assert_eq!(
+            r.approve(&dave, &now, tier, &after, c(), t),
+            Ok(Approved::Complete)
+        );
+        assert_eq!(r.counted, Some(vec![bob.name.clone(), dave.name.clone()]));
     }
 
     #[test]

@@ -1230,7 +1230,8 @@ impl App {
     /// `code` of the administrator's own second factor when the user is another: see
     /// [`App::step_up_over`]). A new password ends the sessions of the old one, SSH keys
     /// included: a reset after a suspected compromise must not leave a stolen token, or a key
-    /// registered with one, working.
+    /// registered with one, working, nor an approval given with either counting
+    /// ([`App::withdraw_approvals`]; not for one's own new password).
     pub async fn set_password(
         &self,
         admin: &User,
@@ -1248,13 +1249,20 @@ impl App {
             Event::new(Code::PasswordSet, actor.clone(), at)
                 .details(serde_json::json!({ "user": target })),
         ];
-        let signed = self
-            .reset_user(target, Reset::Password(phc), &actor, why, events)
-            .await?;
+        // Another's password is known to whoever set it ([`App::password_set_by`]).
+        let other = admin.name != *target;
+        let set_by = other.then(|| admin.name.clone());
+        let reset = Reset::Password { hash: phc, set_by };
+        let signed = self.reset_user(target, reset, &actor, why, events).await?;
         // A new password from an administrator is a way out of a lockout, and of an
         // offboarding: the user's approvals count again (those given before it were withdrawn).
         self.lockouts.clear(target);
         self.refresh_reviewers().await?;
+        // What the old password approved counts no more: they approve afresh.
+        if other {
+            self.withdraw_approvals(target, "their password was reset")
+                .await?;
+        }
         Ok(signed)
     }
 
@@ -1262,7 +1270,8 @@ impl App {
     /// their own code: [`App::step_up_over`]), for a user who lost it, or whose account had one
     /// bound by someone holding a stolen token: the user's sessions and SSH keys go with it,
     /// their lock (wrong passwords or codes: the lock tells them not apart) is lifted, and they
-    /// sign in with their password alone and enrol again. Returns whether they had one
+    /// sign in with their password alone and enrol again; their approvals of requests still
+    /// pending are withdrawn ([`App::withdraw_approvals`]). Returns whether they had one
     /// (confirmed or being enrolled), until when they were locked, and what ended.
     pub async fn reset_mfa(
         &self,
@@ -1289,6 +1298,10 @@ impl App {
             .reset_user(target, Reset::SecondFactor, &actor, why, events)
             .await?;
         self.lockouts.clear(target);
+        // What the old factor approved counts no more: they approve afresh.
+        if admin.name != *target {
+            self.withdraw_approvals(target, why).await?;
+        }
         Ok((had, locked_until, signed))
     }
 

@@ -70,7 +70,8 @@ impl App {
 
     /// Closes a postmortem with the write-up's link and a note. Security and administrators
     /// only, and not the one who broke the glass (someone else reviews what they did; a
-    /// drill's may be closed by whoever ran it); every refusal is audited.
+    /// drill's may be closed by whoever ran it), nor one whose password they last set, and so
+    /// know; every refusal is audited.
     pub async fn close_postmortem(
         &self,
         caller: Caller<'_>,
@@ -97,6 +98,18 @@ impl App {
             let e = Error::Forbidden(format!(
                 "you broke the glass of {id}: its postmortem is closed by another member of {} or an administrator, who reviews what was done",
                 self.config.security_group
+            ));
+            return Err(self.refused(refusal, e).await);
+        }
+        // Who set the closer's password knows it: a close signed in with it could be theirs.
+        if !pm.drill
+            && self
+                .password_set_by(&caller.user.name, &pm.requester)
+                .await?
+        {
+            let e = Error::Forbidden(format!(
+                "your password was last set by {}, who broke the glass of {id}, so your close of its postmortem cannot count on it: another administrator can set you a new password",
+                pm.requester
             ));
             return Err(self.refused(refusal, e).await);
         }

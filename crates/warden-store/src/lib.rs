@@ -259,6 +259,10 @@ pub struct UserSecrets {
     pub totp_pending: Option<String>,
     /// The `password_hash` the config file gave when the server last read it.
     pub config_hash: Option<String>,
+    /// The administrator who last set the password ([`Reset::Password`]), who knows it; `None`
+    /// for one the user set themselves, the config's, the bootstrap's, and one set before this
+    /// was recorded.
+    pub password_set_by: Option<UserName>,
 }
 
 /// The credentials a sign-in checked, as the store held them when it began: the token it earns
@@ -275,8 +279,14 @@ pub struct Checked {
 /// ([`Store::reset_user`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reset {
-    /// A new password (an argon2id PHC string), which also lifts an offboarding.
-    Password(String),
+    /// A new password, which also lifts an offboarding.
+    Password {
+        /// An argon2id PHC string.
+        hash: String,
+        /// The administrator who set it, when it is not the user themselves: they know it
+        /// ([`UserSecrets::password_set_by`]).
+        set_by: Option<UserName>,
+    },
     /// The second factor removed, confirmed and pending.
     SecondFactor,
     /// Offboarding: the password disabled, so none matches it until a new one is set.

@@ -474,8 +474,9 @@ impl App {
     /// Withdraws the approvals of the givers `gave` names from every request still pending
     /// (`request.approvals_voided`, saying `why`), so that they never count again: an
     /// offboarding's must not come back with the user's new password, nor a departed user's
-    /// with their name. Returns how many requests lost approvals.
-    async fn void_approvals(
+    /// with their name, nor a password's or second factor's a new one replaced
+    /// ([`App::withdraw_approvals`]). Returns how many requests lost approvals.
+    pub(super) async fn void_approvals(
         &self,
         gave: impl Fn(&UserName, OffsetDateTime) -> bool,
         why: &str,

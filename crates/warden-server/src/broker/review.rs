@@ -14,6 +14,11 @@ use crate::state::{App, Deciding, now};
 /// Pending requests read at a time when they are decided again.
 const PAGE: usize = 1000;
 
+/// Longest a change of a user's credentials by another waits for the user's calls under way
+/// before it withdraws their approvals a second time ([`App::withdraw_approvals`]), as long as
+/// an offboarding waits.
+const CREDENTIALS_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs [`redecide_pending`] in the background: after a reload, or a user back from offboarding.
 pub fn grant_met_requests_later(app: &crate::state::Shared) {
     let app = app.clone();
@@ -36,6 +41,59 @@ pub async fn redecide_pending(app: &crate::state::Shared) {
 }
 
 impl App {
+    /// Withdraws the approvals `user` gave to requests still pending, once an administrator
+    /// gave them a new password or reset their second factor (`request.approvals_voided`,
+    /// saying `why`), as an offboarding does: what the old credentials approved (a thief's
+    /// token's, or, for a password an administrator set, whoever knew it) counts no more, and
+    /// they approve afresh. An approval of theirs under way with the old credentials as they
+    /// changed is withdrawn too: their calls under way are waited for (at most
+    /// [`CREDENTIALS_DRAIN`]), and their approvals withdrawn again after. Returns how many
+    /// requests lost approvals.
+    pub(crate) async fn withdraw_approvals(
+        &self,
+        user: &UserName,
+        why: &str,
+    ) -> Result<usize, warden_store::Error> {
+        let store_error = |e: Error| match e {
+            Error::Store(e) => e,
+            other => warden_store::Error::backend(other.to_string()),
+        };
+        let theirs = |giver: &UserName, _| giver == user;
+        let mut changed = self
+            .void_approvals(theirs, why)
+            .await
+            .map_err(store_error)?;
+        if self.tokens.changes_in_flight(user) > 0 {
+            let deadline = tokio::time::Instant::now() + CREDENTIALS_DRAIN;
+            while self.tokens.changes_in_flight(user) > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user),
+                        "withdrawing the approvals of a user whose credentials changed went on without waiting longer for their calls under way; check the pending requests they approved once those end");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            changed += self
+                .void_approvals(theirs, why)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(changed)
+    }
+
+    /// Whether `holder` last set `user`'s password ([`warden_store::UserSecrets::password_set_by`]):
+    /// they know it, and an approval of `holder`'s request, or the close of their break-glass
+    /// grant's postmortem, signed in with it could be `holder`'s own. Refused, one person would
+    /// otherwise act as two.
+    pub(crate) async fn password_set_by(
+        &self,
+        user: &UserName,
+        holder: &UserName,
+    ) -> Result<bool, Error> {
+        let secrets = self.store.secrets(user).await?;
+        Ok(secrets.password_set_by.as_ref() == Some(holder))
+    }
+
     /// Grants the pending requests whose approvals already meet the approval policy demands
     /// now: a reload or a restart relaxed it (or made it `auto`), so no one could approve them
     /// further and they would only wait out their timeout. Of the others, those whose tier
@@ -344,6 +402,20 @@ impl App {
                 let e = Error::Forbidden(format!(
                     "{} was offboarded while this review was under way: it does not count",
                     caller.user.name
+                ));
+                return Err(self.refused(refusal, e).await);
+            }
+            // An administrator who set the approver's password knows it: an approval of their
+            // own request signed in with it could be their own.
+            if approve
+                && r.state == State::Pending
+                && self
+                    .password_set_by(&caller.user.name, &r.requester)
+                    .await?
+            {
+                let e = Error::Forbidden(format!(
+                    "your password was last set by {}, who made this request, so your approval cannot count on it: another administrator can set you a new password",
+                    r.requester
                 ));
                 return Err(self.refused(refusal, e).await);
             }

@@ -380,6 +380,7 @@ mod tests {
                  DROP TABLE ssh_user_ca;
                  ALTER TABLE outbox DROP COLUMN skipped;
                  ALTER TABLE user_secrets DROP COLUMN config_hash;
+                 ALTER TABLE user_secrets DROP COLUMN password_set_by;
                  PRAGMA user_version = 11;",
             )
             .unwrap();

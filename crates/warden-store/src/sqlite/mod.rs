@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0020_settled_notices.sql"),
     include_str!("migrations/0021_write_probe.sql"),
     include_str!("migrations/0022_ssh_user_ca.sql"),
+    include_str!("migrations/0023_password_set_by.sql"),
 ];
 const READERS: usize = 8;
 
@@ -560,22 +561,25 @@ fn revoke_user_tokens(c: &Connection, user: &str) -> Result<usize> {
 
 /// Writes `reset` into `user`'s secrets.
 fn apply_reset(c: &Connection, user: &str, reset: Reset) -> Result<()> {
-    let set_password = |hash: &str| {
+    let set_password = |hash: &str, by: Option<&str>| {
         c.execute(
-            "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
-             ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash",
-            params![user, hash],
+            "INSERT INTO user_secrets (user, password_hash, password_set_by) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash,
+                 password_set_by = excluded.password_set_by",
+            params![user, hash, by],
         )
     };
     match reset {
-        Reset::Password(hash) => set_password(&hash),
+        Reset::Password { hash, set_by } => {
+            set_password(&hash, set_by.as_ref().map(UserName::as_str))
+        }
         Reset::SecondFactor => c.execute(
             "UPDATE user_secrets SET totp = NULL, totp_pending = NULL WHERE user = ?1",
             [user],
         ),
         // Not a hash at all, so no password matches it, and not NULL, so a start does not set
         // it again from the config.
-        Reset::Offboarded => set_password(DISABLED_PASSWORD),
+        Reset::Offboarded => set_password(DISABLED_PASSWORD, None),
         Reset::Departed => c.execute("DELETE FROM user_secrets WHERE user = ?1", [user]),
     }
     .map_err(backend)?;
@@ -1613,20 +1617,30 @@ impl crate::Store for SqliteStore {
         let user = user.to_string();
         self.read(move |c| {
             c.query_row(
-                "SELECT password_hash, totp, totp_pending, config_hash FROM user_secrets WHERE user = ?1",
+                "SELECT password_hash, totp, totp_pending, config_hash, password_set_by
+                 FROM user_secrets WHERE user = ?1",
                 [user],
                 |r| {
-                    Ok(UserSecrets {
-                        password_hash: r.get(0)?,
-                        totp: r.get(1)?,
-                        totp_pending: r.get(2)?,
-                        config_hash: r.get(3)?,
-                    })
+                    Ok((
+                        UserSecrets {
+                            password_hash: r.get(0)?,
+                            totp: r.get(1)?,
+                            totp_pending: r.get(2)?,
+                            config_hash: r.get(3)?,
+                            password_set_by: None,
+                        },
+                        r.get::<_, Option<String>>(4)?,
+                    ))
                 },
             )
             .optional()
         })
-        .await
+        .await?
+        .map(|(mut secrets, set_by)| {
+            secrets.password_set_by = set_by.map(|n| n.parse()).transpose().map_err(backend)?;
+            Ok(secrets)
+        })
+        .transpose()
         .map(Option::unwrap_or_default)
     }
 
@@ -1643,7 +1657,8 @@ impl crate::Store for SqliteStore {
                 let n = c
                     .execute(
                         "INSERT INTO user_secrets (user, password_hash) VALUES (?1, ?2)
-                         ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash
+                         ON CONFLICT (user) DO UPDATE SET password_hash = excluded.password_hash,
+                             password_set_by = NULL
                          WHERE password_hash IS NULL",
                         params![user, hash],
                     )

@@ -354,7 +354,10 @@ async fn a_token_is_stored_only_while_the_credentials_its_sign_in_checked_hold()
         )
     };
     issue(1, checked("h1", None)).await.unwrap();
-    let reset = Reset::Password("h2".into());
+    let reset = Reset::Password {
+        hash: "h2".into(),
+        set_by: None,
+    };
     assert_eq!(s.reset_user(&u, reset, &[], vec![]).await.unwrap(), 1);
     assert!(s.token([1; 32]).await.unwrap().unwrap().revoked);
     let logins = || async {
@@ -401,6 +404,50 @@ async fn a_token_is_stored_only_while_the_credentials_its_sign_in_checked_hold()
     assert_eq!(logins().await, 3);
 }
 
+/// Who last set a password is kept with it: the administrator who set another's, no one for
+/// one's own, the config's or the bootstrap's, and no one once an offboarding disabled it.
+#[tokio::test]
+async fn the_administrator_who_set_a_password_is_kept_with_it() {
+    use crate::Reset;
+    let (_d, s) = store();
+    let (sam, admin): (warden_domain::UserName, warden_domain::UserName) =
+        ("sam".parse().unwrap(), "admin".parse().unwrap());
+    assert!(s.init_password(&sam, "h1".into(), vec![]).await.unwrap());
+    assert_eq!(s.secrets(&sam).await.unwrap().password_set_by, None);
+    let by = |hash: &str, set_by: Option<&warden_domain::UserName>| Reset::Password {
+        hash: hash.into(),
+        set_by: set_by.cloned(),
+    };
+    s.reset_user(&sam, by("h2", Some(&admin)), &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.secrets(&sam).await.unwrap().password_set_by,
+        Some(admin.clone())
+    );
+    // A second factor reset leaves the password, and who set it, as they were.
+    s.reset_user(&sam, Reset::SecondFactor, &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.secrets(&sam).await.unwrap().password_set_by,
+        Some(admin.clone())
+    );
+    s.reset_user(&sam, by("h3", None), &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.secrets(&sam).await.unwrap().password_set_by, None);
+    s.reset_user(&sam, by("h4", Some(&admin)), &[], vec![])
+        .await
+        .unwrap();
+    s.reset_user(&sam, Reset::Offboarded, &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.secrets(&sam).await.unwrap().password_set_by, None);
+    // A user with no secrets at all has no one's password.
+    assert_eq!(s.secrets(&admin).await.unwrap().password_set_by, None);
+}
+
 #[tokio::test]
 async fn a_reset_removes_the_users_ssh_keys_as_found_or_nothing() {
     use crate::{Reset, SshKey};
@@ -428,7 +475,10 @@ async fn a_reset_removes_the_users_ssh_keys_as_found_or_nothing() {
     let stale = s
         .reset_user(
             &alice,
-            Reset::Password("h2".into()),
+            Reset::Password {
+                hash: "h2".into(),
+                set_by: None,
+            },
             &["SHA256:a1".into()],
             vec![event(Code::PasswordSet)],
         )
@@ -441,9 +491,17 @@ async fn a_reset_removes_the_users_ssh_keys_as_found_or_nothing() {
     );
     assert!(!s.token([1; 32]).await.unwrap().unwrap().revoked);
     let found = ["SHA256:a2".to_owned(), "SHA256:a1".to_owned()];
-    s.reset_user(&alice, Reset::Password("h2".into()), &found, vec![])
-        .await
-        .unwrap();
+    s.reset_user(
+        &alice,
+        Reset::Password {
+            hash: "h2".into(),
+            set_by: None,
+        },
+        &found,
+        vec![],
+    )
+    .await
+    .unwrap();
     assert!(s.ssh_keys(&alice).await.unwrap().is_empty());
     assert!(s.token([1; 32]).await.unwrap().unwrap().revoked);
     assert_eq!(s.ssh_keys(&bob).await.unwrap().len(), 1);
@@ -767,6 +825,7 @@ async fn settled_notices_are_counted_and_removed_by_the_migration() {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
             "DROP TABLE outbox_settled; DROP TABLE write_probe; DROP TABLE ssh_user_ca;
+             ALTER TABLE user_secrets DROP COLUMN password_set_by;
              PRAGMA user_version = 19;
              INSERT INTO outbox (notice_id, sink, created_at, due_at, delivered_at, body, skipped)
              VALUES ('a', 'hook', 1, NULL, 2, '{}', 0), ('a', 'mail', 1, NULL, 2, '{}', 1),
@@ -1715,7 +1774,12 @@ async fn the_ssh_user_ca_is_recorded_once_and_read_before_any_migration() {
         c.pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap()
     };
-    let older = i64::try_from(super::MIGRATIONS.len()).unwrap() - 1;
+    // The version before the migration that made the record.
+    let older = super::MIGRATIONS
+        .iter()
+        .position(|m| m.contains("CREATE TABLE ssh_user_ca"))
+        .map(|i| i64::try_from(i).unwrap())
+        .unwrap();
     assert_eq!(
         version(&format!(
             "DROP TABLE ssh_user_ca; PRAGMA user_version = {older}"
