@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
@@ -37,7 +38,30 @@ struct Budgets {
     /// When a full table was last swept of whole budgets. Budgets grow back one failure per
     /// [`REFILL`], so a sweep sooner than that after one that freed too little would free
     /// hardly more, at the cost of a pass over the whole table for every newcomer of a flood.
-    swept_at: Option<OffsetDateTime>,
+    swept_at: Option<Instant>,
+}
+
+/// A moment as both clocks read it: budgets are counted on the monotonic clock, which no step
+/// of the wall clock moves, and the throttles they start are told (audited, and sent as
+/// `Retry-After`) in wall-clock time, as the same distance from `wall`.
+#[derive(Debug, Clone, Copy)]
+struct Clocks {
+    mono: Instant,
+    wall: OffsetDateTime,
+}
+
+impl Clocks {
+    fn now() -> Self {
+        Self {
+            mono: Instant::now(),
+            wall: now(),
+        }
+    }
+
+    /// The wall-clock time of `at`, a monotonic instant no earlier than this moment.
+    fn wall_at(&self, at: Instant) -> OffsetDateTime {
+        self.wall + at.saturating_duration_since(self.mono)
+    }
 }
 
 /// The key an address is counted under, or `None` for an unknown one.
@@ -56,14 +80,20 @@ impl SourceThrottles {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn throttled_until(&self, source: Option<&str>, t: OffsetDateTime) -> Option<OffsetDateTime> {
+    fn throttled_until(&self, source: Option<&str>, at: Clocks) -> Option<OffsetDateTime> {
         let key = key(source)?;
-        self.budgets().by_address.get(&key)?.throttled_until(t)
+        let until = self
+            .budgets()
+            .by_address
+            .get(&key)?
+            .throttled_until(at.mono)?;
+        Some(at.wall_at(until))
     }
 
     /// Counts a failure; returns the end of the throttle it starts, if it spends the budget.
-    fn failed(&self, source: Option<&str>, t: OffsetDateTime) -> Option<OffsetDateTime> {
+    fn failed(&self, source: Option<&str>, at: Clocks) -> Option<OffsetDateTime> {
         let key = key(source)?;
+        let t = at.mono;
         let mut b = self.budgets();
         if b.by_address.len() >= MAX_ADDRESSES && !b.by_address.contains_key(&key) {
             if b.swept_at.is_some_and(|at| t < at + REFILL) {
@@ -75,14 +105,15 @@ impl SourceThrottles {
                 return None;
             }
         }
-        b.by_address.entry(key).or_default().failed(t)
+        let until = b.by_address.entry(key).or_default().failed(t)?;
+        Some(at.wall_at(until))
     }
 }
 
 impl App {
     /// Refuses an authentication attempt from an address that has spent its failures.
     pub(crate) fn check_source(&self, source: Option<&str>) -> Result<(), AuthError> {
-        match self.throttles.throttled_until(source, now()) {
+        match self.throttles.throttled_until(source, Clocks::now()) {
             Some(until) => {
                 self.metrics.add(&metrics::AUTH_THROTTLED, &[], 1);
                 Err(AuthError::Throttled(until))
@@ -97,8 +128,9 @@ impl App {
     pub(crate) async fn auth_failed(&self, event: Event) -> Result<(), AuthError> {
         let source = event.actor.source.clone();
         let mut events = vec![event];
-        let t = now();
-        if let Some(until) = self.throttles.failed(source.as_deref(), t) {
+        let at = Clocks::now();
+        let t = at.wall;
+        if let Some(until) = self.throttles.failed(source.as_deref(), at) {
             events.push(
                 Event::new(
                     Code::SourceThrottled,
@@ -139,7 +171,8 @@ mod tests {
     #[test]
     fn a_full_table_drops_whole_budgets_and_leaves_new_addresses_uncounted_while_all_are_spent() {
         let throttles = SourceThrottles::default();
-        let t = OffsetDateTime::UNIX_EPOCH;
+        let at = Clocks::now();
+        let t = at.mono;
         {
             let mut b = throttles.budgets();
             let mut spent = FailureBudget::default();
@@ -152,14 +185,52 @@ mod tests {
         }
         let newcomer = Some("203.0.113.9");
         for _ in 0..BURST {
-            assert_eq!(throttles.failed(newcomer, t), None);
+            assert_eq!(throttles.failed(newcomer, at), None);
         }
-        assert_eq!(throttles.throttled_until(newcomer, t), None);
+        assert_eq!(throttles.throttled_until(newcomer, at), None);
         // The table was swept once, not once per failure.
         assert_eq!(throttles.budgets().swept_at, Some(t));
         // Once the others' budgets are whole again, the newcomer is counted.
-        let later = t + REFILL * BURST;
+        let later = Clocks {
+            mono: t + REFILL * BURST,
+            wall: at.wall + REFILL * BURST,
+        };
         throttles.failed(newcomer, later);
         assert_eq!(throttles.budgets().by_address.len(), 1);
+    }
+
+    /// The wall clock stepped ten minutes back between an address's failures and its next
+    /// attempt, a second later: one failure throttles it for nothing, and a spent budget for
+    /// the two seconds left of its refill, not for the step.
+    #[test]
+    fn a_step_back_of_the_wall_clock_neither_throttles_nor_lengthens_a_throttle() {
+        let throttles = SourceThrottles::default();
+        let before = Clocks::now();
+        let after = Clocks {
+            mono: before.mono + std::time::Duration::from_secs(1),
+            wall: before.wall - time::Duration::minutes(10) + time::Duration::seconds(1),
+        };
+        let once = Some("198.51.100.1");
+        assert_eq!(throttles.failed(once, before), None);
+        assert_eq!(throttles.throttled_until(once, after), None);
+
+        let spent = Some("198.51.100.2");
+        for _ in 0..BURST - 1 {
+            assert_eq!(throttles.failed(spent, before), None);
+        }
+        assert_eq!(
+            throttles.failed(spent, before),
+            Some(before.wall + REFILL),
+            "the throttle ends a refill after the failure that started it"
+        );
+        assert_eq!(
+            throttles.throttled_until(spent, after),
+            Some(after.wall + time::Duration::seconds(2))
+        );
+        let whole = Clocks {
+            mono: before.mono + REFILL,
+            wall: after.wall + time::Duration::seconds(2),
+        };
+        assert_eq!(throttles.throttled_until(spent, whole), None);
     }
 }

@@ -14,15 +14,19 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long readiness waits for the store to answer a read.
+const STORE_ANSWERS_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Readiness: the store answers reads and takes writes, its disk has room for them, and the
 /// audit log's checkpoints are being signed. A server that cannot write grants nothing and
 /// audits nothing: a load balancer should send callers elsewhere, and its operator hear of it.
 /// Writes are shown by the last transaction (one committed in the last seconds, or one that
 /// failed in the last half minute), else by a one-row write of the check's own
 /// ([`warden_store::Store::check_writes`]): an idle server whose disk went read-only or full
-/// is not ready before its first caller is refused.
+/// is not ready before its first caller is refused. Nothing here waits on the store for long:
+/// writes that hang (a frozen filesystem) make the server unready within seconds, as do reads.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, content_type = "text/plain", body = String),
-    (status = 503, description = "`not_ready`: the store does not answer or cannot write, its disk has under 64 MiB free, or audit checkpoints fail; the message says which", body = ErrorBody)))]
+    (status = 503, description = "`not_ready`: the store does not answer or cannot write (writes fail, or are stalled), its disk has under 64 MiB free, or audit checkpoints fail; the message says which", body = ErrorBody)))]
 pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError> {
     let unready = |why: String| {
         tracing::warn!(why = %why, "not ready");
@@ -32,8 +36,15 @@ pub async fn readyz(State(app): State<Shared>) -> Result<&'static str, ApiError>
             format!("not ready: {why}"),
         )
     };
-    if let Err(e) = app.store.next_due().await {
-        return Err(unready(format!("the store does not answer: {e}")));
+    match tokio::time::timeout(STORE_ANSWERS_WITHIN, app.store.next_due()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(unready(format!("the store does not answer: {e}"))),
+        Err(_) => {
+            return Err(unready(format!(
+                "the store does not answer: a one-row read did not end within {} s",
+                STORE_ANSWERS_WITHIN.as_secs()
+            )));
+        }
     }
     if let Err(why) = app.store.check_writes().await {
         return Err(unready(format!("the store cannot write: {why}")));

@@ -1,6 +1,9 @@
 //! JSON shapes of the API. Times are RFC 3339 strings in UTC.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use warden_domain::lease::Removal;
@@ -133,8 +136,10 @@ pub struct ReviewView {
 }
 
 impl RequestView {
-    /// `r` as `app` shows it: a pending request with the approval policy demands now.
+    /// `r` as `app` shows it: a pending request with the approval policy demands now, and a
+    /// grant whose time is up as expired ([`as_of`]).
     pub fn new(r: &Request, app: &App) -> Self {
+        let r = &*as_of(r, crate::state::now());
         let crate::broker::Standing {
             requirement,
             rules,
@@ -190,6 +195,28 @@ impl RequestView {
     pub fn with_revocation(mut self, lease: Option<&Lease>) -> Self {
         self.revocation = lease.and_then(RevocationView::of);
         self
+    }
+}
+
+/// `r` as it stands at `now`: a grant whose time is up has ended, at its expiry, whether or not
+/// the worker has recorded it yet (after a restart it has many to record, and on a full disk it
+/// cannot), so it is shown expired as the worker will record it.
+pub(crate) fn as_of(r: &Request, now: OffsetDateTime) -> Cow<'_, Request> {
+    if r.ran_out(now).is_none() {
+        return Cow::Borrowed(r);
+    }
+    let mut ended = r.clone();
+    match ended.expire(now) {
+        Ok(()) => Cow::Owned(ended),
+        Err(_) => Cow::Borrowed(r),
+    }
+}
+
+/// The state `r` is shown in at `now` ([`as_of`]), for lists filtered by state.
+pub(crate) fn shown_state(r: &Request, now: OffsetDateTime) -> State {
+    match r.ran_out(now) {
+        Some(_) => State::Expired,
+        None => r.state,
     }
 }
 
@@ -377,6 +404,60 @@ mod tests {
         let mut active = ended();
         active.activate(datetime!(2026-01-01 11:00 UTC));
         assert!(RevocationView::of(&active).is_none());
+    }
+
+    /// Alice's grant of `web/view` for an hour, granted at 10:00.
+    fn granted() -> Request {
+        let at = datetime!(2026-01-01 10:00 UTC);
+        let mut d = Decision::deny(vec![]);
+        d.allowed = true;
+        d.requirement = "auto".parse().unwrap();
+        d.max_ttl = "8h".parse().unwrap();
+        let mut r = Request::new(
+            RequestId::from_uuid(uuid::Uuid::nil()),
+            "alice".parse().unwrap(),
+            warden_domain::request::Ask {
+                target: "web".parse().unwrap(),
+                role: "view".parse().unwrap(),
+                reason: warden_domain::Reason::parse("debug").unwrap(),
+                ticket: None,
+                ttl: "1h".parse().unwrap(),
+            },
+            &d,
+            None,
+            None,
+            at,
+        );
+        r.approve_automatically().unwrap();
+        r.activate(None, at).unwrap();
+        r
+    }
+
+    #[test]
+    fn a_grant_past_its_expiry_is_shown_expired_before_the_worker_records_it() {
+        let r = granted();
+        let before = datetime!(2026-01-01 10:59:59.999 UTC);
+        assert_eq!(as_of(&r, before).state, State::Active);
+        assert_eq!(shown_state(&r, before), State::Active);
+        let after = datetime!(2026-01-01 11:00:05 UTC);
+        let shown = as_of(&r, after);
+        assert_eq!(shown.state, State::Expired);
+        assert_eq!(shown.ended_at, Some(datetime!(2026-01-01 11:00 UTC)));
+        assert_eq!(shown.ended_by, None);
+        assert_eq!(shown_state(&r, after), State::Expired);
+        // What is stored is left as it is, for the worker to record.
+        assert_eq!(r.state, State::Active);
+        // One ended otherwise is shown as it ended.
+        let mut revoked = granted();
+        revoked
+            .revoke(
+                Some(&"alice".parse().unwrap()),
+                warden_domain::Comment::parse("done").unwrap(),
+                datetime!(2026-01-01 10:30 UTC),
+            )
+            .unwrap();
+        assert_eq!(as_of(&revoked, after).state, State::Revoked);
+        assert_eq!(shown_state(&revoked, after), State::Revoked);
     }
 
     #[test]

@@ -856,15 +856,20 @@ impl crate::Store for SqliteStore {
             writer::Writes::Unknown => {}
         }
         let at = ms(OffsetDateTime::now_utc());
-        self.writer
-            .write(move |c| {
-                c.prepare_cached("INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?1)")
-                    .and_then(|mut s| s.execute([at]))
-                    .map(|_| ())
-                    .map_err(backend)
-            })
-            .await
-            .map_err(|e| e.to_string())
+        let probe = self.writer.write(move |c| {
+            c.prepare_cached("INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?1)")
+                .and_then(|mut s| s.execute([at]))
+                .map(|_| ())
+                .map_err(backend)
+        });
+        // A write that hangs (a frozen filesystem) is answered for, not waited on.
+        match tokio::time::timeout(writer::STALLED_AFTER, probe).await {
+            Ok(written) => written.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "storage writes are stalled: a one-row write did not end within {} s (the data dir's filesystem frozen or hung, or the database locked by another process)",
+                writer::STALLED_AFTER.as_secs()
+            )),
+        }
     }
 
     async fn flush_log(&self) -> Result<()> {

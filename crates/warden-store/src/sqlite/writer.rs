@@ -38,9 +38,12 @@ pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
     /// How the last transaction tried ended, and when.
     last: Last,
+    /// When the writer took the batch it works on, while it does.
+    busy: Busy,
 }
 
 type Last = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Ended)>>>;
+type Busy = std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>;
 
 /// How a transaction ended.
 #[derive(Debug, Clone)]
@@ -58,11 +61,17 @@ const COMMITTED_LATELY: std::time::Duration = std::time::Duration::from_secs(5);
 /// a readiness check's own may pass where the changes callers make do not.
 const FAILURE_SHOWN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a batch may take before the store's writes are said to be stalled (a frozen or
+/// hung filesystem, or another process holding the database's write lock): also how long a
+/// readiness check waits for a write of its own. A batch takes milliseconds.
+pub(crate) const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the last transaction says of the store's writes, for readiness.
 pub(crate) enum Writes {
     /// One committed within [`COMMITTED_LATELY`].
     Taken,
-    /// One failed within [`FAILURE_SHOWN`], for this reason.
+    /// One failed within [`FAILURE_SHOWN`], or the one under way has taken longer than
+    /// [`STALLED_AFTER`], for this reason.
     Failing(String),
     /// Nothing recent either way: a write of its own tells.
     Unknown,
@@ -82,6 +91,8 @@ impl Writer {
         let (done, checkpointed) = mpsc::channel::<()>();
         let last = Last::default();
         let ended = last.clone();
+        let busy = Busy::default();
+        let working = busy.clone();
         let spawned = thread::Builder::new()
             .name("warden-store-checkpoint".into())
             .spawn(move || checkpoint(&checkpoints, &nudged, &done))
@@ -89,14 +100,22 @@ impl Writer {
                 let (jobs, rx) = mpsc::channel::<Job>();
                 thread::Builder::new()
                     .name("warden-store-writer".into())
-                    .spawn(move || run(conn, rx, nudge, checkpointed, &ended))
-                    .map(|_| Self { jobs, last })
+                    .spawn(move || run(conn, rx, nudge, checkpointed, &ended, &working))
+                    .map(|_| Self { jobs, last, busy })
             });
         spawned.map_err(|e| failed(&e))
     }
 
     /// What the last transaction tried says of the store's writes.
     pub(crate) fn writes(&self) -> Writes {
+        // A batch that does not end says more than how the one before it ended.
+        let busy = self.busy.lock().ok().and_then(|b| *b);
+        if let Some(since) = busy.filter(|since| since.elapsed() >= STALLED_AFTER) {
+            return Writes::Failing(format!(
+                "storage writes are stalled: a transaction has been under way for {} s without ending (the data dir's filesystem frozen or hung, or the database locked by another process); writes wait until it ends",
+                since.elapsed().as_secs()
+            ));
+        }
         let last = self.last.lock().ok().and_then(|l| l.clone());
         match last {
             Some((at, Ended::Committed)) if at.elapsed() < COMMITTED_LATELY => Writes::Taken,
@@ -186,14 +205,23 @@ fn run(
     nudge: mpsc::SyncSender<()>,
     checkpointed: mpsc::Receiver<()>,
     last: &Last,
+    busy: &Busy,
 ) {
     let record = |ended: Ended| {
         if let Ok(mut l) = last.lock() {
             *l = Some((std::time::Instant::now(), ended));
         }
     };
+    let work = |since: Option<std::time::Instant>| {
+        if let Ok(mut b) = busy.lock() {
+            *b = since;
+        }
+    };
     let mut since_checkpoint = 0;
-    while let Ok(first) = rx.recv() {
+    loop {
+        work(None);
+        let Ok(first) = rx.recv() else { break };
+        work(Some(std::time::Instant::now()));
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -248,5 +276,52 @@ fn run(
                 tracing::warn!(error = %e, "checkpoint failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_that_does_not_end_shows_writes_stalled_until_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let w = Writer::start(conn, Connection::open(&path).unwrap()).unwrap();
+        let sql = |c: &Connection, sql: &str| {
+            c.execute_batch(sql)
+                .map_err(|e| Error::Backend(e.to_string()))
+        };
+        w.write(move |c| sql(c, "CREATE TABLE t (x)"))
+            .await
+            .unwrap();
+        assert!(matches!(w.writes(), Writes::Taken));
+        // A change that hangs, as one on a frozen filesystem does.
+        let (release, held) = mpsc::channel::<()>();
+        let stuck = tokio::spawn({
+            let w = w.clone();
+            async move {
+                w.write(move |c| {
+                    let _ = held.recv();
+                    sql(c, "INSERT INTO t VALUES (1)")
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(STALLED_AFTER / 2).await;
+        assert!(matches!(w.writes(), Writes::Taken), "not stalled yet");
+        tokio::time::sleep(STALLED_AFTER).await;
+        match w.writes() {
+            Writes::Failing(why) => assert!(
+                why.starts_with("storage writes are stalled: a transaction has been under way for"),
+                "{why}"
+            ),
+            _ => panic!("a batch under way for longer than {STALLED_AFTER:?} is not stalled"),
+        }
+        release.send(()).unwrap();
+        stuck.await.unwrap().unwrap();
+        assert!(matches!(w.writes(), Writes::Taken));
     }
 }

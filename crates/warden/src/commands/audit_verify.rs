@@ -413,24 +413,82 @@ pub fn store(
     // An event changed with its stored hash forged to match shows only as a root that no longer
     // matches: the checkpoints that still do narrow down where.
     let mismatched = root_mismatches(&result.problems);
+    let signed_here: Vec<&Checkpoint> = checkpoints.iter().chain(&server_file).collect();
+    let forks = forks(&kept, &signed_here);
     // Sizes only grow: a stored checkpoint signed after a kept one of a larger size was signed
-    // over a log rolled back past it, so it vouches for a fork and narrows nothing down.
-    let resigned: Vec<u64> = checkpoints
-        .iter()
-        .filter(|c| {
-            outside.iter().any(|k| {
-                k.size > c.size && matches!((c.time(), k.time()), (Some(ct), Some(kt)) if ct > kt)
-            })
-        })
-        .map(|c| c.size)
-        .collect();
+    // over a log rolled back past it, so it vouches for a fork and narrows nothing down; unless
+    // the events still make the larger one's root (a log rolled back has lost or changed events
+    // it covers), when the signer's clock went back, or the same events were signed again.
+    let holds = |k: &Checkpoint| {
+        let differs = |p: &Problem| match p {
+            Problem::RootMismatch { size } => *size == k.size,
+            Problem::Truncated {
+                checkpoint_size, ..
+            } => *checkpoint_size == k.size,
+            _ => false,
+        };
+        let archived_differs = format!("kept checkpoint at size {}: ", k.size);
+        !forks.iter().any(|(size, _)| *size == k.size)
+            && if k.size < base {
+                compared.contains(&k.size)
+                    && !problems.iter().any(|p| p.starts_with(&archived_differs))
+            } else {
+                !unresumed && !result.problems.iter().any(differs)
+            }
+    };
+    let mut resigned = Vec::new();
+    let mut clock_back = Vec::new();
+    for c in &checkpoints {
+        let later = |k: &&Checkpoint| {
+            k.size > c.size && matches!((c.time(), k.time()), (Some(ct), Some(kt)) if ct > kt)
+        };
+        let before: Vec<&Checkpoint> = outside.iter().filter(later).collect();
+        if before.iter().all(|k| holds(k)) {
+            clock_back.extend(before.into_iter().map(|k| (c, k)));
+        } else {
+            resigned.push(c.size);
+        }
+    }
     problems.extend(resigned.iter().map(|size| {
         format!(
             "checkpoint at size {size} was signed after a kept checkpoint of a larger size: the log was rolled back and signed again (a fork)"
         )
     }));
-    let signed_here: Vec<&Checkpoint> = checkpoints.iter().chain(&server_file).collect();
-    let forks = forks(&kept, &signed_here);
+    // One warning for each kept checkpoint, naming those signed after it.
+    let warnings: Vec<String> = outside
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let after: Vec<&Checkpoint> = clock_back
+                .iter()
+                .filter(|(_, kk)| std::ptr::eq(*kk, k))
+                .map(|(c, _)| *c)
+                .collect();
+            let last = after.iter().max_by_key(|c| c.time())?;
+            // Those given on the command line first, then the server's file.
+            let file = kept.get(i).map_or(anchor.as_path(), |(file, _)| file);
+            let these = match after.as_slice() {
+                [c] => format!(
+                    "the data dir's checkpoint at size {} (signed {}) was",
+                    c.size,
+                    signed_at(c)
+                ),
+                _ => format!(
+                    "{} of the data dir's checkpoints, of sizes {} to {} (the last signed {}), were",
+                    after.len(),
+                    after.iter().map(|c| c.size).min().unwrap_or_default(),
+                    after.iter().map(|c| c.size).max().unwrap_or_default(),
+                    signed_at(last)
+                ),
+            };
+            Some(format!(
+                "{these} signed after the checkpoint at size {} in {} (signed {}), though sizes only grow: the signer's clock went back (or the log was signed again over the same events); the events still make every root, so this is no fork",
+                k.size,
+                file.display(),
+                signed_at(k)
+            ))
+        })
+        .collect();
     problems.extend(forks.iter().map(|(_, fork)| fork.clone()));
     // Which kept checkpoints the live log itself does not match (those of archived events are
     // checked against the segments): a second pass over it, made only when some checkpoint
@@ -585,7 +643,24 @@ pub fn store(
     if let Some(before) = first_live.filter(|_| base > 0).map(archived_before) {
         summary["archived_before"] = before;
     }
+    if out.json {
+        if !warnings.is_empty() {
+            summary["warnings"] = json!(warnings);
+        }
+    } else {
+        for w in &warnings {
+            eprintln!("Warning: {w}");
+        }
+    }
     report(out, "the audit log", summary, &problems)
+}
+
+/// When a checkpoint says it was signed, by the signer's clock.
+fn signed_at(cp: &Checkpoint) -> String {
+    cp.time()
+        .and_then(|t| i64::try_from(t).ok())
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .map_or_else(|| "at an unknown time".to_owned(), warden_domain::rfc3339)
 }
 
 /// The tree the live log's events are checked from, they following event `live_from`: that of
