@@ -404,7 +404,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether the store takes writes now, for readiness: as the last transaction ended if it
     /// committed in the last seconds or failed in the last half minute, else as a one-row
     /// write of its own ends (an idle server's disk may have filled or gone read-only since
-    /// its last write). The error says why it cannot.
+    /// its last write). A write that does not end within 2 s, or a batch under way that long,
+    /// is reported as stalled. The error says why it cannot.
     async fn check_writes(&self) -> std::result::Result<(), String>;
 
     /// Copies everything the write-ahead log holds into the database file and empties the log,
