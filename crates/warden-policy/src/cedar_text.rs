@@ -44,6 +44,10 @@ pub(crate) struct Piece {
     /// annotation's `@`, or at `permit (` or `forbid (`: a rule left unfinished runs on over
     /// the next up to its `;`).
     pub runs_on: Option<usize>,
+    /// Byte offset of the opening quote of the first string in the piece that holds a line
+    /// break: most likely a string left open, which runs on over what follows (a Cedar string
+    /// may hold line breaks, but an annotation's may not, and a condition's seldom does).
+    pub multiline: Option<usize>,
 }
 
 impl Piece {
@@ -80,6 +84,7 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
     let mut problem: Option<(usize, String)> = None;
     // The piece's [`Piece::runs_on`], and where its brackets still open were opened.
     let (mut runs_on, mut open) = (None, Vec::new());
+    let mut multiline = None;
     let (mut depth, mut ifs, mut operators, mut accesses) = (0usize, 0usize, 0usize, 0usize);
     // Open `{` blocks (conditions, and records in them), and whether what came last ended an
     // operand, so that a `-` after it subtracts rather than negates.
@@ -127,6 +132,9 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
                     if matches!(c, ';' | '\n' | '\r') {
                         runs_on = runs_on.or(Some(quote));
                     }
+                    if matches!(c, '\n' | '\r') {
+                        multiline = multiline.or(Some(quote));
+                    }
                 }
             }
             // Cedar's comments end at either line break.
@@ -160,8 +168,9 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
                 pieces.push(Piece {
                     range: start..at + 1,
                     runs_on,
+                    multiline,
                 });
-                (start, runs_on) = (at + 1, None);
+                (start, runs_on, multiline) = (at + 1, None, None);
                 open.clear();
                 if depth == 0 {
                     if let Some((at, message)) = problem.take() {
@@ -222,6 +231,7 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
         pieces.push(Piece {
             range: start..text.len(),
             runs_on,
+            multiline,
         });
     }
     if let Some((at, message)) = problem {
@@ -236,7 +246,7 @@ pub(crate) fn split(text: &str) -> (Vec<Piece>, Vec<TooDeep>) {
 
 /// Whether a rule begins at byte `at` (outside strings and comments): at an annotation's `@`,
 /// or at `permit (` or `forbid (`.
-fn begins_rule(text: &str, at: usize) -> bool {
+pub(crate) fn begins_rule(text: &str, at: usize) -> bool {
     let rest = &text[at..];
     if rest.starts_with('@') {
         return true;

@@ -83,7 +83,8 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> (Vec<(String, String)>, 
     }
     out.extend(misplaced(dir));
     let tests = dir.join(TESTS_DIR);
-    if with_tests && tests.is_dir() {
+    // A `tests` that links to a folder is not followed ([`misplaced`] says so).
+    if with_tests && std::fs::symlink_metadata(&tests).is_ok_and(|m| m.is_dir()) {
         out.extend(misplaced_fixtures(&tests));
         match list(&tests, |name| name.ends_with(".toml")) {
             Ok(names) => {
@@ -124,7 +125,7 @@ pub(crate) fn read_dir(dir: &Path, with_tests: bool) -> (Vec<(String, String)>, 
 /// (`Access.CEDAR`), `.cedar` files in a folder below `dir`, however deep (rules are read
 /// from the top level only), and any name at the top level that is not UTF-8 (a rule file
 /// named in Latin-1 would never be read). Folders whose names start with a dot keep files
-/// aside on purpose.
+/// aside on purpose. A link to a folder is not followed, and named once ([`linked_folder`]).
 fn misplaced(dir: &Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for entry in entries(dir) {
@@ -136,8 +137,11 @@ fn misplaced(dir: &Path) -> Vec<Diagnostic> {
             ));
         }
         let lower = name.to_lowercase();
-        if entry.is_dir {
-            out.extend(below(&entry.path, name, entry.utf8, ".cedar").into_iter().map(|(n, utf8)| {
+        if entry.kind == Kind::FolderLink {
+            out.push(linked_folder(name));
+        } else if entry.kind == Kind::Folder {
+            let (files, links) = below(&entry.path, name, entry.utf8, ".cedar");
+            out.extend(files.into_iter().map(|(n, utf8)| {
                 file_diagnostic(
                     &n,
                     format!(
@@ -146,6 +150,7 @@ fn misplaced(dir: &Path) -> Vec<Diagnostic> {
                     ),
                 )
             }));
+            out.extend(links.iter().map(|n| linked_folder(n)));
         } else if entry.utf8
             && ((lower.ends_with(".cedar") && !name.ends_with(".cedar"))
                 || (lower == targets::FILE && name != targets::FILE))
@@ -172,8 +177,11 @@ fn misplaced_fixtures(tests: &Path) -> Vec<Diagnostic> {
                 "this name is not valid UTF-8, so it is never read (cases in it would never run): rename it in UTF-8; every name in tests/ must be, so that no fixture file is passed over",
             ));
         }
-        if entry.is_dir {
-            out.extend(below(&entry.path, &here, entry.utf8, ".toml").into_iter().map(|(n, utf8)| {
+        if entry.kind == Kind::FolderLink {
+            out.push(linked_folder(&here));
+        } else if entry.kind == Kind::Folder {
+            let (files, links) = below(&entry.path, &here, entry.utf8, ".toml");
+            out.extend(files.into_iter().map(|(n, utf8)| {
                 file_diagnostic(
                     &n,
                     format!(
@@ -182,6 +190,7 @@ fn misplaced_fixtures(tests: &Path) -> Vec<Diagnostic> {
                     ),
                 )
             }));
+            out.extend(links.iter().map(|n| linked_folder(n)));
         } else if entry.utf8
             && entry.name.to_lowercase().ends_with(".toml")
             && !entry.name.ends_with(".toml")
@@ -204,6 +213,30 @@ fn not_utf8_either(utf8: bool) -> &'static str {
     }
 }
 
+/// The problem of `name`, a link to a folder, which the search for misplaced files does not
+/// follow: a link may lead out of the policy directory (to `/`, and on through every file
+/// system mounted there) or back into it (`..`, a loop), and a check must neither read
+/// another host's files nor run without end. A file it leads to could hold rules or cases
+/// that would never apply or run, so the link is refused, as such a file would be (the same
+/// words wherever the search finds it, so that it is named once).
+fn linked_folder(name: &str) -> Diagnostic {
+    file_diagnostic(
+        name,
+        "this is a link to a folder, which is not followed (it may lead out of the policy directory, or round in a loop), so a rule or fixture file in that folder would never be read nor be said to be misplaced: remove the link or put the folder itself here; links kept aside on purpose go in a folder whose name starts with a dot",
+    )
+}
+
+/// What a name in a folder is, links to folders apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A folder itself, not a link to one.
+    Folder,
+    /// A link to a folder (the folder it leads to is not searched).
+    FolderLink,
+    /// A file, a link to one, or a link that leads nowhere.
+    Other,
+}
+
 /// A name in a folder, as [`entries`] lists it.
 struct Entry {
     /// As shown: the name, with what is not UTF-8 in it replaced (`U+FFFD`).
@@ -211,7 +244,7 @@ struct Entry {
     /// Whether the name is valid UTF-8.
     utf8: bool,
     path: std::path::PathBuf,
-    is_dir: bool,
+    kind: Kind,
 }
 
 /// The names in `dir`, sorted, those that are not UTF-8 included (shown lossily); hidden ones
@@ -228,11 +261,25 @@ fn entries(dir: &Path) -> Vec<Entry> {
                 return None;
             }
             let path = e.path();
+            // What the name is itself (`file_type` does not follow links), then where a link
+            // leads.
+            let kind = match e.file_type() {
+                Ok(t) if t.is_dir() => Kind::Folder,
+                Ok(t) if t.is_symlink() && path.is_dir() => Kind::FolderLink,
+                Ok(_) => Kind::Other,
+                // Not known: taken for what it leads to, so that a folder is never passed over;
+                // a link is never taken for a folder to search.
+                Err(_) => match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => Kind::Folder,
+                    Ok(m) if m.file_type().is_symlink() && path.is_dir() => Kind::FolderLink,
+                    _ => Kind::Other,
+                },
+            };
             Some(Entry {
                 name: os.to_string_lossy().into_owned(),
                 utf8: os.to_str().is_some(),
-                is_dir: path.is_dir(),
                 path,
+                kind,
             })
         })
         .collect();
@@ -241,33 +288,38 @@ fn entries(dir: &Path) -> Vec<Entry> {
 }
 
 /// The files below `dir` (shown as `shown/…`), however deep, whose names end in `suffix` in any
-/// case, each with whether its path is all UTF-8 (`dir`'s is when `utf8`); hidden files and
-/// folders left out. Bounded in depth, for a folder that links to itself.
-fn below(dir: &Path, shown: &str, utf8: bool, suffix: &str) -> Vec<(String, bool)> {
-    fn walk(
-        dir: &Path,
-        shown: &str,
-        utf8: bool,
-        suffix: &str,
-        depth: usize,
-        out: &mut Vec<(String, bool)>,
-    ) {
+/// case, each with whether its path is all UTF-8 (`dir`'s is when `utf8`); and the links to
+/// folders found on the way, which are not followed, so that the search never leaves the
+/// policy directory nor goes round a loop. Hidden files and folders left out. Bounded in depth
+/// too, for a folder mounted inside itself.
+fn below(dir: &Path, shown: &str, utf8: bool, suffix: &str) -> (Vec<(String, bool)>, Vec<String>) {
+    struct Found {
+        files: Vec<(String, bool)>,
+        links: Vec<String>,
+    }
+    fn walk(dir: &Path, shown: &str, utf8: bool, suffix: &str, depth: usize, out: &mut Found) {
         if depth > 16 {
             return;
         }
         for entry in entries(dir) {
             let here = format!("{shown}/{}", entry.name);
             let utf8 = utf8 && entry.utf8;
-            if entry.is_dir {
-                walk(&entry.path, &here, utf8, suffix, depth + 1, out);
-            } else if entry.name.to_lowercase().ends_with(suffix) {
-                out.push((here, utf8));
+            match entry.kind {
+                Kind::Folder => walk(&entry.path, &here, utf8, suffix, depth + 1, out),
+                Kind::FolderLink => out.links.push(here),
+                Kind::Other if entry.name.to_lowercase().ends_with(suffix) => {
+                    out.files.push((here, utf8));
+                }
+                Kind::Other => {}
             }
         }
     }
-    let mut out = Vec::new();
+    let mut out = Found {
+        files: Vec::new(),
+        links: Vec::new(),
+    };
     walk(dir, shown, utf8, suffix, 0, &mut out);
-    out
+    (out.files, out.links)
 }
 
 /// Names directly in `dir` that `wanted` picks, sorted: regular files and links to them. Hidden
@@ -660,10 +712,16 @@ impl<'a> Rules<'a> {
 
     /// Whether a permit is a break-glass permit: one whose scope names only
     /// `Action::"breakglass"`. A permit naming both actions is refused, since the two have
-    /// different terms; one with no action constraint is about the normal flow.
+    /// different terms; one with no action constraint is about the normal flow, and refused
+    /// when its conditions test the action: it is taken for a request permit whatever they
+    /// say, so one meant for break-glass access would never apply (nor, as written, to
+    /// requests).
     fn scope(&self, policy: &cedar_policy::Policy) -> Result<bool, String> {
         let breakglass = self.vocab.action(crate::Action::Breakglass);
         match policy.action_constraint() {
+            cedar_policy::ActionConstraint::Any if conditions_read_action(policy) => Err(
+                "tests `action` in its conditions, but its scope leaves the action open, so Warden takes it for a request permit whatever the conditions say (a condition that asks for Action::\"breakglass\" makes it apply to nothing): name the action in the scope instead, `permit (principal, action == Action::\"request\", resource)` or `action == Action::\"breakglass\"`, with one permit for each".into(),
+            ),
             cedar_policy::ActionConstraint::Any => Ok(false),
             cedar_policy::ActionConstraint::Eq(a) => Ok(&a == breakglass),
             cedar_policy::ActionConstraint::In(actions) => {
@@ -806,6 +864,20 @@ enum Item {
     Template(String),
 }
 
+/// Whether a rule's `when` or `unless` conditions read the `action` variable.
+fn conditions_read_action(policy: &cedar_policy::Policy) -> bool {
+    // Every policy Cedar parsed has a JSON form; without one the conditions cannot be read,
+    // and the rule is taken to test the action, so that it is refused rather than let through.
+    let Ok(json) = policy.to_json() else {
+        return true;
+    };
+    json["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| crate::est::reads(&c["body"], "action"))
+}
+
 /// Reports annotations whose text holds a character that does not show as itself (a
 /// forbid's `@reason` is shown in refusals, a ticket pattern or an approval tier is quoted
 /// back to people too), at that character. `@id` is checked with the ids.
@@ -941,18 +1013,25 @@ fn parse_rest<'t>(
             let mut d = miette_diagnostic(src, e, 0);
             match offset.and_then(|o| cedar_text::containing(pieces, o).map(|i| (o, i))) {
                 Some((o, i)) if !blank[i] || set_aside_now.contains(&i) => {
+                    d.message
+                        .push_str(no_comment(&src.text[o.min(src.text.len())..]));
                     if !set_aside_now.contains(&i) {
                         set_aside_now.push(i);
                         // The first problem of a piece says if other rules were set aside.
                         let piece = &pieces[i];
-                        let note = set_aside(
-                            src,
-                            piece.may_hold_more(),
-                            piece.runs_on,
-                            piece.range.end,
-                            o,
-                        );
-                        d.message.push_str(&note);
+                        match piece.multiline.filter(|_| unclosed_string(src.text, o, e)) {
+                            // Said where the string opens, not where Cedar gave up reading.
+                            Some(quote) => {
+                                d = unclosed_at(src, quote, o, e, piece.range.end);
+                            }
+                            None => d.message.push_str(&set_aside(
+                                src,
+                                piece.may_hold_more(),
+                                piece.runs_on,
+                                piece.range.end,
+                                o,
+                            )),
+                        }
                     }
                 }
                 _ => placed = false,
@@ -978,26 +1057,56 @@ fn parse_rest<'t>(
     None
 }
 
-/// What a problem at byte `at` that sets the text up to byte `end` aside says when that text
-/// may hold `more` rules than the one the problem is in: that none of them was checked, naming
-/// those it finds after where what took them in opens (`runs_on`, else `at`), and, when that
-/// is a bracket left open, where it is.
-fn set_aside(src: Source<'_>, more: bool, runs_on: Option<usize>, end: usize, at: usize) -> String {
-    if !more {
-        return String::new();
-    }
-    let span = if end >= src.text.len() {
-        "after this point in the file".to_owned()
+/// Whether Cedar's problem `e`, at byte `at` of `text`, is a string it finds no end to: then
+/// an earlier string most likely was left open, and Cedar read on with every quote after it
+/// taken the wrong way round.
+fn unclosed_string(text: &str, at: usize, e: &dyn miette::Diagnostic) -> bool {
+    text.get(at..).is_some_and(|rest| rest.starts_with('"'))
+        && e.to_string().contains("invalid token")
+}
+
+/// Cedar's problem `e` at byte `at`, found to follow from the string that opens at byte
+/// `quote` holding a line break: said there, as a bracket left open is, with the rules it
+/// took in, up to byte `end`.
+fn unclosed_at(
+    src: Source<'_>,
+    quote: usize,
+    at: usize,
+    e: &dyn miette::Diagnostic,
+    end: usize,
+) -> Diagnostic {
+    let gave_up = if src.place(at) == src.place(quote) {
+        String::new()
     } else {
-        let line = src.place(end.saturating_sub(1).max(at)).line;
-        format!("from here to line {line}")
+        let place = src.place(at);
+        format!(" (at line {}, column {}: {e})", place.line, place.column)
     };
-    let from = runs_on.unwrap_or(at).min(end);
-    let skipped = ids_in(&src.text[from..end]);
-    let named = match skipped.as_slice() {
-        [] => String::new(),
-        [one] => format!(" (policy {one})"),
-        many => format!(" (policies {})", crate::policy::list(many)),
+    // What a string left open takes in always runs on past it.
+    let (span, named) = unchecked(src, true, Some(quote), end, quote).unwrap_or_default();
+    src.at(
+        quote,
+        format!(
+            "this string is not closed: it runs on over the line break after it, so Cedar cannot read the rest of the file{gave_up}; no rule {span} was checked{named}: close the string, then check again"
+        ),
+    )
+}
+
+/// What a problem at byte `text`'s start adds when it is a comment as other languages write
+/// them (`#`, `/* … */`), which Cedar does not read as one.
+fn no_comment(text: &str) -> &'static str {
+    if text.starts_with('#') || text.starts_with("/*") {
+        " (a Cedar comment starts with `//` and ends with its line: `#` and `/* … */` are no comments in Cedar)"
+    } else {
+        ""
+    }
+}
+
+/// What a problem at byte `at` that sets the text up to byte `end` aside says when that text
+/// holds rules other than the one the problem is in ([`unchecked`]): that none of them was
+/// checked, naming them, and, when what took them in is a bracket left open, where it is.
+fn set_aside(src: Source<'_>, more: bool, runs_on: Option<usize>, end: usize, at: usize) -> String {
+    let Some((span, named)) = unchecked(src, more, runs_on, end, at) else {
+        return String::new();
     };
     let bracket = runs_on
         .and_then(|o| src.text[o..].chars().next().map(|c| (o, c)))
@@ -1012,6 +1121,73 @@ fn set_aside(src: Source<'_>, more: bool, runs_on: Option<usize>, end: usize, at
         }
         None => format!("; no rule {span} was checked{named}: fix this, then check again"),
     }
+}
+
+/// Which text a problem at byte `at` that sets the text up to byte `end` aside kept from being
+/// checked (`after this point in the file`, or `from here to line N`) and the rules it holds
+/// (` (policies a, b)`), when it holds any other than the one the problem is in: when it may
+/// hold `more` (what opens at `runs_on` takes in the rules after it), or when a rule begins
+/// after `at` (a problem before a rule, such as a stray line above it). The rules are named by
+/// their `@id`s after where what took them in opens (`runs_on`, else `at`); one with none, by
+/// its line.
+fn unchecked(
+    src: Source<'_>,
+    more: bool,
+    runs_on: Option<usize>,
+    end: usize,
+    at: usize,
+) -> Option<(String, String)> {
+    let from = runs_on.unwrap_or(at).min(end);
+    let after = if more {
+        None
+    } else {
+        Some(rule_after(src.text, from, end)?)
+    };
+    let span = if end >= src.text.len() {
+        "after this point in the file".to_owned()
+    } else {
+        let line = src.place(end.saturating_sub(1).max(at)).line;
+        format!("from here to line {line}")
+    };
+    let skipped = ids_in(&src.text[from..end]);
+    let named = match (skipped.as_slice(), after) {
+        ([], None) => String::new(),
+        ([], Some(rule)) => format!(" (the rule at line {})", src.place(rule).line),
+        ([one], _) => format!(" (policy {one})"),
+        (many, _) => format!(" (policies {})", crate::policy::list(many)),
+    };
+    Some((span, named))
+}
+
+/// Byte offset of the first rule that begins in `text[from..end]` (at an annotation's `@`, or
+/// at `permit (` or `forbid (`), outside strings and `//` comments.
+fn rule_after(text: &str, from: usize, end: usize) -> Option<usize> {
+    let mut chars = text.get(from..end)?.char_indices();
+    while let Some((i, c)) = chars.next() {
+        let at = from + i;
+        match c {
+            '"' => {
+                // To the closing quote, minding escapes.
+                while let Some((_, c)) = chars.next() {
+                    if c == '\\' {
+                        chars.next();
+                    } else if c == '"' {
+                        break;
+                    }
+                }
+            }
+            '/' if text[at..].starts_with("//") => {
+                for (_, c) in chars.by_ref() {
+                    if c == '\n' || c == '\r' {
+                        break;
+                    }
+                }
+            }
+            '@' | 'p' | 'f' if cedar_text::begins_rule(text, at) => return Some(at),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The ids of the `@id("…")` annotations in `text`, in order.

@@ -1349,17 +1349,14 @@ fn a_rule_that_cannot_be_read_hides_no_other_rule() {
     assert!(!got.iter().any(|g| g.contains("was checked")), "{got:?}");
 
     // A string left open runs on over the rules after it: the problem says they were not
-    // checked, so that the author knows to check again.
+    // checked, so that the author knows to check again, and where the string opens.
     let open = "@id(\"a\") @approval(\"auto\") @max_ttl(\"1h\") permit (principal, action, resource) when { context.ticket == \"INC };\n@id(\"b\") @approval(\"boss\") @max_ttl(\"1h\") permit (principal, action, resource);\n";
     let got = problems(&files(&[("open.cedar", open)]));
     assert_eq!(got.len(), 1, "{}", got.join("\n"));
-    assert!(
-        got[0].starts_with("open.cedar:2:40: invalid token")
-            && got[0].ends_with(
-                "no rule after this point in the file was checked (policy b): fix this, then check again"
-            ),
-        "{}",
-        got[0]
+    // Where it opens, as a bracket left open is.
+    assert_eq!(
+        got[0],
+        "open.cedar:1:105: this string is not closed: it runs on over the line break after it, so Cedar cannot read the rest of the file (at line 2, column 40: invalid token); no rule after this point in the file was checked (policy b): close the string, then check again"
     );
     // So does a rule too deep whose brackets, left open, take in the rules after it.
     let open = format!(
@@ -2155,4 +2152,265 @@ expect = "deny"
             .join("\n")
         );
     }
+}
+
+/// The search for misplaced rule and fixture files follows no link to a folder: a link to `/`
+/// would have it read the whole host (and every file system mounted there), links to `..` make
+/// loops whose paths grow with every level. Each such link is one problem, named, and the
+/// search ends at once.
+#[test]
+fn links_to_folders_are_named_once_and_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in demo_files() {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let at = |name: &str| dir.path().join(name);
+    let digest = Policy::load_dir(dir.path(), NO_CHECK)
+        .unwrap()
+        .digest()
+        .to_owned();
+    std::fs::create_dir_all(at("docs")).unwrap();
+    std::os::unix::fs::symlink("/", at("docs/rootfs")).unwrap();
+    std::fs::create_dir_all(at("sub")).unwrap();
+    for n in 1..=6 {
+        std::os::unix::fs::symlink("..", at(&format!("sub/l{n}"))).unwrap();
+    }
+    std::fs::create_dir_all(at("tests/more")).unwrap();
+    std::os::unix::fs::symlink("../..", at("tests/more/up")).unwrap();
+    // A rule file in a real folder is still found, and a link to a file is no folder.
+    std::fs::create_dir_all(at("old")).unwrap();
+    std::fs::write(at("old/deny.cedar"), "").unwrap();
+    std::os::unix::fs::symlink("../targets.toml", at("old/targets.toml")).unwrap();
+    let links = [
+        "docs/rootfs",
+        "sub/l1",
+        "sub/l2",
+        "sub/l3",
+        "sub/l4",
+        "sub/l5",
+        "sub/l6",
+        "tests/more/up",
+    ];
+    let started = std::time::Instant::now();
+    for (with_tests, err) in [
+        (false, Policy::load_dir(dir.path(), NO_CHECK).unwrap_err()),
+        (true, Policy::check_dir(dir.path(), NO_CHECK).unwrap_err()),
+        (true, run_tests(dir.path(), NO_CHECK).unwrap_err()),
+    ] {
+        let mut want: Vec<&str> = links.to_vec();
+        want.push("old/deny.cedar");
+        // A server reads no fixtures, but a rule file in tests/ would be misplaced too.
+        if !with_tests {
+            assert!(err.diagnostics.iter().any(|d| d.file == "tests/more/up"));
+        }
+        want.sort_unstable();
+        let files: Vec<&str> = err.diagnostics.iter().map(|d| d.file.as_str()).collect();
+        assert_eq!(files, want, "{err}");
+        for d in &err.diagnostics {
+            assert!(d.is_error(), "{d}");
+            if d.file != "old/deny.cedar" {
+                assert!(
+                    d.message
+                        .starts_with("this is a link to a folder, which is not followed")
+                        && d.message.contains("remove the link"),
+                    "{d}"
+                );
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // `tests` itself, a link, is not followed either: its fixtures are not read.
+    for name in links {
+        std::fs::remove_file(at(name)).unwrap();
+    }
+    std::fs::remove_dir_all(at("old")).unwrap();
+    let fixtures = dir.path().with_file_name(format!(
+        "{}-fixtures",
+        dir.path().file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::rename(at("tests"), &fixtures).unwrap();
+    std::os::unix::fs::symlink(&fixtures, at("tests")).unwrap();
+    let err = run_tests(dir.path(), NO_CHECK).unwrap_err();
+    let got: Vec<(&str, bool)> = err
+        .diagnostics
+        .iter()
+        .map(|d| {
+            (
+                d.file.as_str(),
+                d.message.starts_with("this is a link to a folder"),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("tests", true)], "{err}");
+    std::fs::remove_file(at("tests")).unwrap();
+    std::fs::rename(&fixtures, at("tests")).unwrap();
+    // Kept aside on purpose, in a folder whose name starts with a dot, a link is no problem.
+    std::fs::create_dir_all(at(".aside")).unwrap();
+    std::os::unix::fs::symlink("/", at(".aside/rootfs")).unwrap();
+    assert_eq!(
+        Policy::load_dir(dir.path(), NO_CHECK).unwrap().digest(),
+        digest
+    );
+    assert_eq!(run_tests(dir.path(), NO_CHECK).unwrap().failed(), 0);
+}
+
+/// A problem Cedar finds before a rule begins (a line commented as other languages do) sets
+/// the rule aside with it: the problem names that rule, so that no rule goes unchecked
+/// unsaid, and tells how Cedar comments are written.
+#[test]
+fn a_problem_before_a_rule_names_the_rule_it_sets_aside() {
+    let rule = |id: &str, tier: &str| {
+        format!(
+            "@id(\"{id}\") @approval(\"{tier}\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"prod-web-1/viewer\");\n"
+        )
+    };
+    for (comment, at) in [
+        ("# no tier yet", "a.cedar:4:1: "),
+        ("/* no tier yet */", "a.cedar:4:1: "),
+    ] {
+        let text = format!("{}\n{comment}\n{}", rule("t1", "auto"), rule("t2", "boss"));
+        let got = problems(&files(&[("a.cedar", &text)]));
+        assert_eq!(got.len(), 1, "{}", got.join("\n"));
+        assert!(
+            got[0].starts_with(at)
+                && got[0].contains("a Cedar comment starts with `//`")
+                && got[0].ends_with(
+                    "; no rule from here to line 6 was checked (policy t2): fix this, then check again"
+                ),
+            "{}",
+            got[0]
+        );
+        // Written as Cedar has it, the rule is checked, and its own problem shown.
+        let fixed = text.replace(comment, "// no tier yet");
+        let got = problems(&files(&[("a.cedar", &fixed)]));
+        assert_eq!(got.len(), 1, "{}", got.join("\n"));
+        assert!(
+            got[0].starts_with("a.cedar:5:11: @approval: invalid approval tier \"boss\""),
+            "{}",
+            got[0]
+        );
+    }
+    // A rule with no @id is named by its line.
+    let text = format!(
+        "{}\n# x\n@approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource);\n",
+        rule("t1", "auto")
+    );
+    let got = problems(&files(&[("a.cedar", &text)]));
+    assert!(
+        got[0].ends_with("no rule from here to line 6 was checked (the rule at line 5): fix this, then check again"),
+        "{}",
+        got.join("\n")
+    );
+}
+
+/// A string left open is reported where it opens, as a bracket left open is, not where Cedar,
+/// having read every quote after it the wrong way round, stops; and the rules it took in are
+/// named.
+#[test]
+fn a_string_left_open_is_reported_where_it_opens() {
+    let text = r#"@id("t1") @approval("auto") @max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"prod-web-1/viewer");
+
+@id("t2")
+@reason("no root at night)
+forbid (principal, action, resource == Role::"prod-web-1/admin")
+when { context.now.hour < 6 };
+
+@id("t3") @approval("auto") @max_ttl("1h")
+permit (principal, action == Action::"request", resource == Role::"stage-web-1/admin");
+
+@id("t4") @approval("auto") @max_ttl("1h")
+permit (principal, action == Action::"request", resource) when { context.ticket == "x" };
+"#;
+    let got = problems(&files(&[("b.cedar", text)]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("b.cedar:5:9: this string is not closed: it runs on over the line break after it, so Cedar cannot read the rest of the file (at line 13, column ")
+            && got[0].ends_with(
+                "; no rule after this point in the file was checked (policies t3, t4): close the string, then check again"
+            ),
+        "{}",
+        got[0]
+    );
+    // Closed, every rule is checked.
+    let closed = text.replace("night)", "night\")");
+    load(&[("b.cedar", &closed)]);
+    // A string that is closed, beside another problem, is not said to be open.
+    let other = closed
+        .replace("night\")", "night;\nnot before 6\")")
+        .replace("hour < 6", "hour < < 6");
+    let got = problems(&files(&[("b.cedar", &other)]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("b.cedar:8:27: unexpected token `<`")
+            && !got[0].contains("string is not closed"),
+        "{}",
+        got[0]
+    );
+
+    // The last string of a file left open is said where it opens too, once.
+    let last = format!(
+        "{}@id(\"t5\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource) when {{ context.ticket == \"y }};\n",
+        closed
+    );
+    let got = problems(&files(&[("b.cedar", &last)]));
+    assert_eq!(
+        got,
+        [
+            "b.cedar:15:84: this string is not closed: it runs on over the line break after it, so Cedar cannot read the rest of the file; no rule after this point in the file was checked: close the string, then check again"
+        ],
+        "{}",
+        got.join("\n")
+    );
+}
+
+/// A permit whose scope leaves the action open is taken for a request permit, whatever its
+/// conditions say of the action: one that asks for `Action::"breakglass"` there would apply to
+/// nothing, so it is refused, and told to name the action in its scope.
+#[test]
+fn a_permit_that_tests_the_action_only_in_its_conditions_is_refused() {
+    let text = "@id(\"bg\") @max_ttl(\"1h\")\npermit (principal in Group::\"sre\", action, resource == Role::\"prod-web-1/admin\") when { action == Action::\"breakglass\" };\n";
+    let got = problems(&files(&[("a.cedar", text)]));
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(
+        got[0].starts_with("a.cedar:1:1: permit bg tests `action` in its conditions, but its scope leaves the action open")
+            && got[0].contains("name the action in the scope instead"),
+        "{}",
+        got[0]
+    );
+    // In `unless` too, and whatever action it asks for.
+    let unless = "@id(\"req\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action, resource) unless { action == Action::\"breakglass\" };\n";
+    let got = problems(&files(&[("a.cedar", unless)]));
+    assert!(
+        got[0].contains("permit req tests `action`"),
+        "{}",
+        got.join("\n")
+    );
+    // With the action in the scope, it applies: to break-glass access.
+    let scoped = text
+        .replace(", action,", ", action == Action::\"breakglass\",")
+        .replace(" when { action == Action::\"breakglass\" }", "");
+    let p = load(&[("a.cedar", &scoped)]);
+    let d = p
+        .decide(
+            Action::Breakglass,
+            &user("bob", &["sre"]),
+            &"prod-web-1".parse().unwrap(),
+            &"admin".parse().unwrap(),
+            &ctx(),
+        )
+        .unwrap();
+    assert_eq!(d.rules, ["bg"]);
+    // A forbid may test the action in its conditions: it applies to both.
+    load(&[(
+        "a.cedar",
+        "@id(\"ok\") @approval(\"auto\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource);\n@id(\"no-bg\") forbid (principal, action, resource) when { action == Action::\"breakglass\" };\n",
+    )]);
 }

@@ -531,10 +531,28 @@ impl App {
                 Ok((digest, warnings))
             }
             Err(report) => {
-                // The reasons for the refusal; its warnings would be read as more of them.
-                let report = report.errors();
+                // The reasons for the refusal; its warnings would be read as more of them. The
+                // first hundred, and how many more: the audit event, the log line and the answer
+                // each hold them, and a directory gone wrong can hold thousands.
+                const LISTED: usize = 100;
+                let mut report = report.errors();
+                let all = report.diagnostics.len();
+                if all > LISTED {
+                    report.diagnostics.truncate(LISTED);
+                    let dir = self.policy_dir.display();
+                    report.diagnostics.push(Diagnostic {
+                        file: dir.to_string(),
+                        line: None,
+                        column: None,
+                        message: format!(
+                            "and {} more problem(s), not listed here: `warden policy check {dir}` lists them all",
+                            all - LISTED
+                        ),
+                        severity: Severity::Error,
+                    });
+                }
                 let event = Event::new(Code::PolicyReloadRejected, actor, now())
-                    .denied("invalid_policy", format!("{} problem(s); the previous policy stays live", report.diagnostics.len()))
+                    .denied("invalid_policy", format!("{all} problem(s); the previous policy stays live"))
                     .details(serde_json::json!({
                         "live_digest": old,
                         "problems": report.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -1115,3 +1115,125 @@ fn check_judges_durations_by_value_and_refuses_blank_fillers() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("(U+3164)"), "{out:?}");
 }
+
+/// Links to folders in a policy directory (to `/`, or `..` making loops) are named once each
+/// and not followed: a check ends at once, and so does a reload, whose refusal the server's
+/// log records, as it does a reload that goes live. A reload refused for many problems lists
+/// the first hundred, in its answer, its audit event and the log, and counts the rest.
+#[test]
+fn links_to_folders_are_named_once_and_a_refused_reload_is_logged_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &[("targets.toml", TARGETS), ("access.cedar", RULES)],
+    );
+    let add_links = |dir: &Path| {
+        std::fs::create_dir_all(dir.join("docs")).unwrap();
+        std::os::unix::fs::symlink("/", dir.join("docs/rootfs")).unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for n in 1..=6 {
+            std::os::unix::fs::symlink("..", dir.join(format!("sub/l{n}"))).unwrap();
+        }
+    };
+    add_links(dir.path());
+    let started = std::time::Instant::now();
+    let out = local_cli().run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let named: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_once(": this is a link to a folder, which is not followed"))
+        .map(|(file, _)| file)
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "docs/rootfs",
+            "sub/l1",
+            "sub/l2",
+            "sub/l3",
+            "sub/l4",
+            "sub/l5",
+            "sub/l6"
+        ],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 8, "{}", out.stderr);
+
+    let env = Env::start();
+    let admin = env.login("admin");
+    add_links(&env.policy_dir());
+    let out = fails(&admin, &["policy", "reload"], 1);
+    assert!(
+        out.stderr
+            .contains("docs/rootfs: this is a link to a folder")
+            && !out.stderr.contains("rootfs/"),
+        "{out:?}"
+    );
+    // The problems follow the line that says so, one a line, as a SIGHUP's do.
+    let log = env.server.stderr();
+    let refused = log
+        .rfind("policy reload over the API refused; the previous policy stays live")
+        .map(|at| &log[at..])
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        refused.contains("sub/l6: this is a link to a folder") && refused.contains("by=admin"),
+        "{refused}"
+    );
+    std::fs::remove_dir_all(env.policy_dir().join("docs")).unwrap();
+    std::fs::remove_dir_all(env.policy_dir().join("sub")).unwrap();
+
+    // 150 rule files out of place: the first hundred are listed, and the rest counted.
+    let old = env.policy_dir().join("old");
+    std::fs::create_dir(&old).unwrap();
+    for n in 0..150 {
+        std::fs::write(old.join(format!("r{n:03}.cedar")), "").unwrap();
+    }
+    let out = fails(&admin, &["--json", "policy", "reload"], 1);
+    let v: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    let problems = v["error"]["diagnostics"].as_array().unwrap();
+    assert_eq!(problems.len(), 101, "{v}");
+    assert_eq!(problems[99]["file"], "old/r099.cedar", "{v}");
+    let more = format!(
+        "and 50 more problem(s), not listed here: `warden policy check {}` lists them all",
+        env.policy_dir().display()
+    );
+    assert_eq!(problems[100]["message"], more.as_str(), "{v}");
+    let audited = audit_events(&admin, "policy.reload_rejected");
+    let last = audited.last().unwrap();
+    let listed = last["details"]["problems"].as_array().unwrap();
+    assert_eq!(listed.len(), 101, "{last}");
+    assert!(
+        listed[100].as_str().unwrap().ends_with(&more)
+            && last.to_string().contains("150 problem(s)"),
+        "{last}"
+    );
+    let log = env.server.stderr();
+    let refused = log
+        .rfind("policy reload over the API refused; the previous policy stays live")
+        .map(|at| &log[at..])
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        refused.contains("old/r099.cedar")
+            && !refused.contains("old/r100.cedar")
+            && refused.contains("and 50 more problem(s)"),
+        "{refused}"
+    );
+
+    // A reload that goes live is logged too.
+    std::fs::remove_dir_all(&old).unwrap();
+    let reloaded = ok(&admin, &["policy", "reload"]);
+    let digest = reloaded["digest"].as_str().unwrap();
+    let log = env.server.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("policy reloaded over the API") && l.contains(digest)),
+        "{log}"
+    );
+}

@@ -231,11 +231,14 @@ pub async fn reload(
         )
         .await);
     }
+    // Each outcome is in the server's log too, as a SIGHUP's is: the caller's terminal is not
+    // the record. (A refusal's problems are bounded by the reload.)
+    let by = &who.user.name;
     match app.reload_policy(who.actor()).await {
         Ok((digest, warnings)) => {
+            tracing::info!(%digest, %by, "policy reloaded over the API");
             crate::broker::grant_met_requests_later(&app);
             let drift = app.directory_drift().await;
-            // In the server's log too, as a SIGHUP's is: the caller's terminal is not the record.
             // (The reload logged the policy's warnings.)
             if let Some(n) = &drift {
                 tracing::warn!("{n}");
@@ -248,20 +251,28 @@ pub async fn reload(
             let notice = (!notes.is_empty()).then(|| notes.join("\n"));
             Ok(Json(ReloadResult { digest, notice }))
         }
-        Err(ReloadError::Invalid(report)) => Err(ApiError {
-            diagnostics: Some(Box::new(
-                report.diagnostics.iter().map(Into::into).collect(),
-            )),
-            ..ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_policy",
-                format!("the new policy was rejected and the previous one stays live:\n{report}"),
-            )
-        }),
-        Err(e @ ReloadError::Unstored(_)) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            format!("{e}; the previous policy stays live: reload again once the store works"),
-        )),
+        Err(ReloadError::Invalid(report)) => {
+            tracing::error!(error = %report, %by, "policy reload over the API refused; the previous policy stays live");
+            Err(ApiError {
+                diagnostics: Some(Box::new(
+                    report.diagnostics.iter().map(Into::into).collect(),
+                )),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_policy",
+                    format!(
+                        "the new policy was rejected and the previous one stays live:\n{report}"
+                    ),
+                )
+            })
+        }
+        Err(e @ ReloadError::Unstored(_)) => {
+            tracing::error!(error = %e, %by, "policy reload over the API failed; the previous policy stays live");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!("{e}; the previous policy stays live: reload again once the store works"),
+            ))
+        }
     }
 }
