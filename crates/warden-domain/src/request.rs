@@ -183,6 +183,25 @@ pub struct Review {
     /// now), and on denials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_manager: Option<bool>,
+    /// Why the approval was withdrawn while the request was pending ([`Request::void_approvals`]:
+    /// its giver offboarded or gone from the directory, their password or second factor reset
+    /// by an administrator). It stays on record, void, and counts for nothing; its giver may
+    /// approve afresh where they still can, the new approval taking its place, so one person
+    /// still counts once. `None` on an approval that stands, and on denials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<String>,
+}
+
+impl Review {
+    /// Whether this is an approval that has not been withdrawn.
+    fn approves(&self) -> bool {
+        self.verdict == Verdict::Approve && self.withdrawn.is_none()
+    }
+
+    /// Whether this is an approval withdrawn while the request was pending.
+    fn withdrawn_approval(&self) -> bool {
+        self.verdict == Verdict::Approve && self.withdrawn.is_some()
+    }
 }
 
 /// What a user asks for.
@@ -217,6 +236,12 @@ pub struct Request {
     pub requirement: Requirement,
     /// Ids of the policy rules that decided the request.
     pub rules: Vec<String>,
+    /// The rules it was asked under, kept the first time a reload or the clock decided it
+    /// under others (`rules` then names those): `request.approved` says what they were.
+    /// `None` while `rules` are those it was made under, and on requests re-decided before
+    /// this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_asked: Option<Vec<String>>,
     pub recording: Recording,
     pub reviews: Vec<Review>,
     /// Who counted toward the grant, fixed as the request is approved: the approvers whose
@@ -427,6 +452,7 @@ impl Request {
             state: State::Pending,
             requirement: decision.requirement.clone(),
             rules: decision.rules.clone(),
+            rules_asked: None,
             recording: decision.recording,
             reviews: Vec::new(),
             counted: None,
@@ -482,7 +508,7 @@ impl Request {
     pub fn approvers(&self, directory: &Directory) -> Vec<User> {
         self.reviews
             .iter()
-            .filter(|r| r.verdict == Verdict::Approve)
+            .filter(|r| r.approves())
             .filter_map(|r| {
                 let now = directory.get(&r.reviewer.name)?;
                 Some(User {
@@ -508,11 +534,9 @@ impl Request {
     pub fn weighed(&self, requester: &User) -> User {
         let mut weighed = requester.clone();
         let came_later = |manager: &UserName| {
-            self.reviews.iter().any(|r| {
-                r.verdict == Verdict::Approve
-                    && r.reviewer.name == *manager
-                    && r.as_manager == Some(false)
-            })
+            self.reviews
+                .iter()
+                .any(|r| r.approves() && r.reviewer.name == *manager && r.as_manager == Some(false))
         };
         if requester.manager.as_ref().is_some_and(came_later) {
             weighed.manager = None;
@@ -569,7 +593,9 @@ impl Request {
         let as_manager = requester.manager.as_ref() == Some(&approver.name);
         let requester = &self.weighed(requester);
         let standing = self.review_standing(requester, &requirement, directory);
-        if standing.void.contains(&approver.name) {
+        // One whose approval was withdrawn approves afresh; one whose approval stands void
+        // would add nothing.
+        if standing.void.contains(&approver.name) && !self.withdrew(&approver.name) {
             return Err(TransitionError::ApprovalVoid(standing.missing));
         }
         self.check_reviewer(approver)?;
@@ -583,12 +609,16 @@ impl Request {
                 requirement.progress(requester, &approvers).missing,
             ));
         }
+        // The new approval takes the place of one withdrawn: one person, one approval.
+        self.reviews
+            .retain(|r| !(r.withdrawn_approval() && r.reviewer.name == approver.name));
         self.reviews.push(Review {
             reviewer: approver.clone(),
             verdict: Verdict::Approve,
             comment,
             at: now,
             as_manager: Some(as_manager),
+            withdrawn: None,
         });
         let mut approvers = approvers;
         approvers.push(approver.clone());
@@ -606,25 +636,49 @@ impl Request {
     }
 
     /// Withdraws from a pending request the approvals `gone` picks by giver and time (those of
-    /// users removed from the directory, or offboarded since), so that put back later they
-    /// count no more than their old password signs them in: they approve again, afresh.
-    /// Returns whose were withdrawn.
+    /// users removed from the directory, or offboarded since, or whose password or second
+    /// factor an administrator reset), so that put back later they count no more than their
+    /// old password signs them in: they approve again, afresh. Each stays on record, marked
+    /// void with `why` ([`Review::withdrawn`]). Returns whose were withdrawn.
     pub fn void_approvals(
         &mut self,
         gone: impl Fn(&UserName, OffsetDateTime) -> bool,
+        why: &str,
     ) -> Vec<UserName> {
         if self.state != State::Pending {
             return Vec::new();
         }
         let mut voided = Vec::new();
-        self.reviews.retain(|r| {
-            let void = r.verdict == Verdict::Approve && gone(&r.reviewer.name, r.at);
-            if void {
+        for r in &mut self.reviews {
+            if r.approves() && gone(&r.reviewer.name, r.at) {
+                r.withdrawn = Some(why.to_owned());
                 voided.push(r.reviewer.name.clone());
             }
-            !void
-        });
+        }
         voided
+    }
+
+    /// Whether `user`'s approval of this request was withdrawn ([`Request::void_approvals`]).
+    fn withdrew(&self, user: &UserName) -> bool {
+        self.reviews
+            .iter()
+            .any(|r| r.withdrawn_approval() && r.reviewer.name == *user)
+    }
+
+    /// Gives a pending request the rules that decide it now, keeping those it was asked under
+    /// ([`Request::rules_asked`]) the first time they change. Returns the rules it had.
+    pub fn redecide_rules(&mut self, rules: Vec<String>) -> Vec<String> {
+        let previous = std::mem::replace(&mut self.rules, rules);
+        if self.rules_asked.is_none() && previous != self.rules {
+            self.rules_asked = Some(previous.clone());
+        }
+        previous
+    }
+
+    /// The rules this request was asked under: those it was made under, where a reload or the
+    /// clock changed them since ([`Request::rules_asked`]), else those of now.
+    pub fn asked_under(&self) -> &[String] {
+        self.rules_asked.as_deref().unwrap_or(&self.rules)
     }
 
     /// Approves a pending request whose approvals already meet `requirement`, the approval
@@ -687,10 +741,11 @@ impl Request {
         if reviewer.name == self.requester {
             return Err(TransitionError::OwnRequest);
         }
+        // An approval withdrawn is no review: its giver approves (or denies) afresh.
         if self
             .reviews
             .iter()
-            .any(|r| r.reviewer.name == reviewer.name)
+            .any(|r| r.reviewer.name == reviewer.name && !r.withdrawn_approval())
         {
             return Err(TransitionError::AlreadyReviewed);
         }
@@ -749,6 +804,7 @@ impl Request {
             comment: comment.clone(),
             at: now,
             as_manager: None,
+            withdrawn: None,
         });
         self.finish(
             State::Denied,
@@ -941,16 +997,20 @@ impl Request {
         requirement: &Requirement,
         directory: &Directory,
     ) -> ReviewStanding {
+        let withdrawn = self
+            .reviews
+            .iter()
+            .filter(|r| r.withdrawn_approval())
+            .map(|r| r.reviewer.name.clone());
         if self.state != State::Pending {
-            let void = self.counted.as_ref().map_or_else(Vec::new, |counted| {
+            let mut void: Vec<UserName> = self.counted.as_ref().map_or_else(Vec::new, |counted| {
                 self.reviews
                     .iter()
-                    .filter(|r| {
-                        r.verdict == Verdict::Approve && !counted.contains(&r.reviewer.name)
-                    })
+                    .filter(|r| r.approves() && !counted.contains(&r.reviewer.name))
                     .map(|r| r.reviewer.name.clone())
                     .collect()
             });
+            void.extend(withdrawn);
             return ReviewStanding {
                 missing: Vec::new(),
                 void,
@@ -959,8 +1019,10 @@ impl Request {
         let requester = &self.weighed(requester);
         let approvers = self.approvers(directory);
         let progress = requirement.progress(requester, &approvers);
+        let mut void = void_among(requester, requirement, &approvers, &progress);
+        void.extend(withdrawn);
         ReviewStanding {
-            void: void_among(requester, requirement, &approvers, &progress),
+            void,
             missing: progress.missing,
         }
     }
@@ -992,8 +1054,9 @@ pub struct ReviewStanding {
     /// Who may still act, as text for people: e.g. `an approver from sre`.
     pub missing: Vec<String>,
     /// Who approved to no effect: a tier changed, or a group left, since they approved (and,
-    /// once granted, before it was). Their approval stays on record; approving again would not
-    /// count either.
+    /// once granted, before it was); their approval stays on record, and approving again would
+    /// not count either. Also those whose approval was withdrawn ([`Review::withdrawn`]), who
+    /// may approve afresh.
     pub void: Vec<UserName>,
 }
 
@@ -1307,7 +1370,7 @@ mod tests {
 
     /// The approvals of a giver removed from the directory are withdrawn from a pending
     /// request, so that put back they count for nothing; others' stand, and a request decided
-    /// already keeps its record.
+    /// already keeps its record. A withdrawn approval stays on record, void and saying why.
     #[test]
     fn approvals_of_givers_gone_from_the_directory_are_withdrawn_while_pending() {
         let alice = user("alice", &["dev"], None);
@@ -1323,20 +1386,173 @@ mod tests {
         let mut decided = r.clone();
         let carol_gone = |u: &UserName| u.as_str() == "carol";
         assert_eq!(
-            r.void_approvals(|u, _| carol_gone(u)),
+            r.void_approvals(|u, _| carol_gone(u), "offboarded"),
             vec![carol.name.clone()]
         );
-        assert!(r.reviews.is_empty());
-        assert!(r.void_approvals(|u, _| carol_gone(u)).is_empty());
-        // Put back, carol's approval of before does not complete it with sam's.
+        assert_eq!(r.reviews.len(), 1);
+        assert_eq!(r.reviews[0].withdrawn.as_deref(), Some("offboarded"));
+        assert!(r.approvers(&all).is_empty());
+        assert_eq!(
+            r.review_standing(&alice, &req, &all).void,
+            vec![carol.name.clone()]
+        );
+        assert!(
+            r.void_approvals(|u, _| carol_gone(u), "offboarded")
+                .is_empty()
+        );
+        // Put back, carol's approval of before does not complete it with sam's, and stays void.
+        let mut with_sam = r.clone();
         assert!(matches!(
-            r.approve(&sam, &alice, req.clone(), &all, c(), t),
+            with_sam.approve(&sam, &alice, req.clone(), &all, c(), t),
             Ok(Approved::Partial(_))
         ));
+        assert_eq!(
+            with_sam.review_standing(&alice, &req, &all).void,
+            vec![carol.name.clone()]
+        );
         decided.approve(&sam, &alice, req, &all, c(), t).unwrap();
         assert_eq!(decided.state, State::Approved);
-        assert!(decided.void_approvals(|u, _| carol_gone(u)).is_empty());
+        assert!(
+            decided
+                .void_approvals(|u, _| carol_gone(u), "offboarded")
+                .is_empty()
+        );
         assert_eq!(decided.reviews.len(), 2);
+        assert!(decided.reviews.iter().all(|v| v.withdrawn.is_none()));
+    }
+
+    /// One whose approval was withdrawn (a password reset) approves afresh: the new approval
+    /// takes the old one's place and counts, once; they may deny instead; and a withdrawn
+    /// approval stays void on a request ended since, whether or not who counted is known.
+    #[test]
+    fn a_withdrawn_approval_is_replaced_by_a_fresh_one_that_counts_once() {
+        let alice = user("alice", &["dev"], Some("mgr"));
+        let mgr = user("mgr", &["managers"], None);
+        let bob = user("bob", &["sre"], None);
+        let dir = Directory::new([alice.clone(), mgr.clone(), bob.clone()]).unwrap();
+        let c = || Comment::parse("").unwrap();
+        let t = datetime!(2026-01-01 10:01 UTC);
+        let later = datetime!(2026-01-01 10:05 UTC);
+        let mut r = request("peer(sre) & manager");
+        let tier = r.requirement.clone();
+        r.approve(&bob, &alice, tier.clone(), &dir, c(), t).unwrap();
+        let bobs = |u: &UserName, _| u.as_str() == "bob";
+        assert_eq!(
+            r.void_approvals(bobs, "their password was reset"),
+            vec![bob.name.clone()]
+        );
+        // Withdrawn, bob's approval is void and waits for him again.
+        let standing = r.review_standing(&alice, &tier, &dir);
+        assert_eq!(standing.void, vec![bob.name.clone()]);
+        assert_eq!(standing.missing.len(), 2, "{standing:?}");
+        assert!(r.awaits(&alice, &tier, &dir, &bob));
+        assert!(r.may_deny(&alice, &tier, &bob));
+
+        // He approves afresh: counted, once, in place of the withdrawn one.
+        let mut fresh = r.clone();
+        assert!(matches!(
+            fresh.approve(&bob, &alice, tier.clone(), &dir, c(), later),
+            Ok(Approved::Partial(_))
+        ));
+        assert_eq!(fresh.reviews.len(), 1);
+        assert_eq!(fresh.reviews[0].withdrawn, None);
+        assert_eq!(fresh.reviews[0].at, later);
+        assert!(fresh.review_standing(&alice, &tier, &dir).void.is_empty());
+        assert_eq!(
+            fresh
+                .clone()
+                .approve(&bob, &alice, tier.clone(), &dir, c(), later),
+            Err(TransitionError::AlreadyReviewed)
+        );
+        assert_eq!(
+            fresh.approve(&mgr, &alice, tier.clone(), &dir, c(), later),
+            Ok(Approved::Complete)
+        );
+        assert_eq!(
+            fresh.counted,
+            Some(vec![bob.name.clone(), mgr.name.clone()])
+        );
+
+        // The manager's approval, withdrawn, neither fills the place nor keeps him from it.
+        let mut m = request("peer(sre) & manager");
+        m.approve(&mgr, &alice, tier.clone(), &dir, c(), t).unwrap();
+        m.void_approvals(|u, _| u.as_str() == "mgr", "their second factor was reset");
+        m.approve(&bob, &alice, tier.clone(), &dir, c(), t).unwrap();
+        assert_eq!(
+            m.approve(&mgr, &alice, tier.clone(), &dir, c(), later),
+            Ok(Approved::Complete)
+        );
+
+        // Denied instead, or approved by others before he came back, his withdrawn approval
+        // stays void on the record.
+        let mut denied = r.clone();
+        denied
+            .deny(
+                &bob,
+                &alice,
+                &tier,
+                &dir,
+                Comment::parse("no").unwrap(),
+                later,
+            )
+            .unwrap();
+        assert_eq!(denied.reviews.len(), 2);
+        assert_eq!(
+            denied.review_standing(&alice, &tier, &dir).void,
+            vec![bob.name.clone()]
+        );
+        let carl = user("carl", &["sre"], None);
+        let dir = Directory::new([alice.clone(), mgr.clone(), bob.clone(), carl.clone()]).unwrap();
+        let mut others = r.clone();
+        others
+            .approve(&carl, &alice, tier.clone(), &dir, c(), later)
+            .unwrap();
+        others
+            .approve(&mgr, &alice, tier.clone(), &dir, c(), later)
+            .unwrap();
+        assert_eq!(others.state, State::Approved);
+        assert_eq!(
+            others.counted,
+            Some(vec![carl.name.clone(), mgr.name.clone()])
+        );
+        assert_eq!(
+            others.review_standing(&alice, &tier, &dir).void,
+            vec![bob.name.clone()]
+        );
+        others.counted = None;
+        assert_eq!(
+            others.review_standing(&alice, &tier, &dir).void,
+            vec![bob.name.clone()]
+        );
+        // Stored and read back, it keeps why.
+        let read: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(
+            read.reviews[0].withdrawn.as_deref(),
+            Some("their password was reset")
+        );
+    }
+
+    /// The rules a request was asked under are kept the first time others decide it, however
+    /// often they change after.
+    #[test]
+    fn the_rules_asked_under_are_kept_through_changes() {
+        let mut r = request("peer(sre)");
+        r.rules = vec!["ops-peer".to_owned()];
+        assert_eq!(r.asked_under(), ["ops-peer"]);
+        assert_eq!(r.redecide_rules(vec!["ops-peer".to_owned()]), ["ops-peer"]);
+        assert_eq!(r.rules_asked, None);
+        assert_eq!(
+            r.redecide_rules(vec!["ops-peer-v2".to_owned()]),
+            ["ops-peer"]
+        );
+        assert_eq!(
+            r.redecide_rules(vec!["ops-peer-v3".to_owned()]),
+            ["ops-peer-v2"]
+        );
+        assert_eq!(r.rules, ["ops-peer-v3"]);
+        assert_eq!(r.asked_under(), ["ops-peer"]);
+        let read: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(read, r);
     }
 
     /// An approval counts as its giver is now and was when they gave it: one who left the
@@ -1383,6 +1599,7 @@ mod tests {
             comment: c(),
             at: t,
             as_manager: Some(false),
+            withdrawn: None,
         });
         assert_eq!(r.review_standing(&alice, &req, &joined).missing.len(), 1);
 

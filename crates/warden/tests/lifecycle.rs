@@ -2428,7 +2428,10 @@ fn an_offboarded_approvers_approval_no_longer_counts() {
     );
     assert!(back.success(), "{back:?}");
     let v = ok(&bob, &["request", "show", &rid3]);
-    assert_eq!(v["reviews"], serde_json::json!([]), "{v}");
+    // Withdrawn, his approval of before stays on record, void.
+    assert_eq!(v["reviews"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["reviews"][0]["reviewer"], "bob", "{v}");
+    assert_eq!(v["reviews"][0]["void"], true, "{v}");
     assert_eq!(v["still_needed"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(ok(&bob, &["request", "approve", &rid2])["state"], "pending");
     let sam = env.login("sam");
@@ -2488,7 +2491,13 @@ fn approvals_kept_through_an_offboarding_are_withdrawn_at_start() {
     assert_eq!(voided[1]["request_id"], rid.as_str(), "{voided:?}");
     assert_eq!(voided[1]["details"]["why"], "offboarded", "{voided:?}");
     let shown = ok(&admin, &["request", "show", &rid]);
-    assert_eq!(shown["reviews"], serde_json::json!([]), "{shown}");
+    assert_eq!(shown["reviews"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["reviews"][0]["void"], true, "{shown}");
+    assert_eq!(
+        shown["still_needed"].as_array().unwrap().len(),
+        2,
+        "{shown}"
+    );
 }
 
 /// An approval racing its giver's offboarding is stored before the offboarding, and counts, or

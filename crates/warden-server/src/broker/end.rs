@@ -484,7 +484,7 @@ impl App {
         let mut changed = 0;
         for mut r in self.pending().await? {
             for _ in 0..CONFLICT_RETRIES {
-                let voided = r.void_approvals(&gave);
+                let voided = r.void_approvals(&gave, why);
                 if voided.is_empty() {
                     break;
                 }

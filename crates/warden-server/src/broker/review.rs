@@ -20,9 +20,11 @@ const PAGE: usize = 1000;
 const CREDENTIALS_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs [`redecide_pending`] in the background: after a reload, or a user back from offboarding.
+/// It logs in the span of the call that asked for it, so its lines carry that call's request id.
 pub fn grant_met_requests_later(app: &crate::state::Shared) {
+    use tracing::Instrument as _;
     let app = app.clone();
-    tokio::spawn(async move { redecide_pending(&app).await });
+    tokio::spawn(async move { redecide_pending(&app).await }.instrument(tracing::Span::current()));
 }
 
 /// Decides the pending requests again under the policy of this moment
@@ -157,8 +159,8 @@ impl App {
         }
         // The tier the reload or restart changed is on the record before Warden grants it under
         // that tier, as before a person's approval counts against it ([`Self::review`]).
-        let rules_before = r.rules.clone();
         let retiered = self.retier(&requester, &mut r, &decision, now);
+        let rules_before = r.asked_under().to_vec();
         let met = r.approve_as_met(
             &requester,
             decision.requirement.clone(),
@@ -290,7 +292,7 @@ impl App {
             .map(|u| u.name.clone())
             .collect();
         let previous = std::mem::replace(&mut r.requirement, requirement);
-        let previous_rules = std::mem::replace(&mut r.rules, decision.rules.clone());
+        let previous_rules = r.redecide_rules(decision.rules.clone());
         r.recording = recording;
         let event = Event::new(Code::RequirementChanged, Actor::system(), now)
             .for_request(r)
@@ -431,6 +433,16 @@ impl App {
                             "{why}; unless that changes before its deadline ({}: a time window that opens, a reload), it can only be denied or cancelled, and its requester may make a new one",
                             warden_domain::rfc3339(r.pending_deadline)
                         ));
+                        // The rules that refused it (a forbid's id), as data, as
+                        // `request.refused` names them.
+                        let rules = self
+                            .decide_as_made(policy, &requester, &r, now)
+                            .map(|d| d.rules)
+                            .unwrap_or_default();
+                        let refusal = refusal.details(serde_json::json!({
+                            "verdict": verdict,
+                            "rules": rules,
+                        }));
                         return Err(self.refused(refusal, e).await);
                     }
                     Err(_) => Decision::deny(Vec::new()),
@@ -517,6 +529,7 @@ impl App {
                             .details(serde_json::json!({
                                 "tier": r.requirement.to_string(),
                                 "rules": r.rules,
+                                "rules_before": r.asked_under(),
                                 "approvers": r.counted,
                             })),
                     );

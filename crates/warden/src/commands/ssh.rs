@@ -224,6 +224,12 @@ pub async fn sessions(
             Ok(())
         }
         SessionsCommand::Watch { id, json: _ } => {
+            // Whether it is recorded, as the live sessions say as the watch begins: the stream
+            // does not say, and once it ends the session is no longer listed.
+            let recorded = match c.get::<Value>("/v1/sessions").await {
+                Ok(v) => recorded_as_listed(&v, &id),
+                Err(_) => None,
+            };
             let mut resp = c
                 .get_stream(&format!("/v1/sessions/{}/watch", segment(&id)))
                 .await?;
@@ -233,9 +239,7 @@ pub async fn sessions(
                 stdout.flush()?;
             }
             // The stream ends with the session: said, so a watcher is not left guessing.
-            eprintln!(
-                "\r\nSession {id} ended: `warden replay {id}` plays it whole, and its session.ended event says how it ended."
-            );
+            eprintln!("\r\n{}", watch_ended(&id, recorded));
             Ok(())
         }
         SessionsCommand::Kill { id } => {
@@ -249,6 +253,33 @@ pub async fn sessions(
                 Ok(())
             }
         }
+    }
+}
+
+/// Whether live session `id` is recorded, as the session list `listed` (`GET /v1/sessions`)
+/// says; `None` when it does not list it.
+fn recorded_as_listed(listed: &Value, id: &str) -> Option<bool> {
+    listed["sessions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["id"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(id)))?["recorded"]
+        .as_bool()
+}
+
+/// What `sessions watch` says once session `id` ended: where to see it whole, if it was
+/// `recorded`, else where its end is on record. Not known whether it was (`None`), it offers
+/// no replay that may not be there.
+fn watch_ended(id: &str, recorded: Option<bool>) -> String {
+    match recorded {
+        Some(true) => format!(
+            "Session {id} ended: `warden replay {id}` plays it whole, and its session.ended event (`warden audit search --code session.ended`) says how it ended."
+        ),
+        Some(false) => format!(
+            "Session {id} ended. It was not recorded (its role records sessions' start and end only, or a share of them this one was not in, or it was an sftp session), so there is nothing to replay: `warden audit search --code session.ended` shows how it ended."
+        ),
+        None => format!(
+            "Session {id} ended: `warden audit search --code session.ended` shows how it ended and whether it was recorded (if it was, `warden replay {id}` plays it whole)."
+        ),
     }
 }
 
@@ -865,6 +896,43 @@ pub async fn pin_host_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A watch offers the replay of a session only when the session list said it is recorded:
+    /// a metadata-only one points to its end in the audit log instead.
+    #[test]
+    fn a_watch_offers_a_replay_only_of_a_recorded_session() {
+        let id = "0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f60";
+        let listed = json!({"sessions": [
+            {"id": "0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f61", "recorded": true},
+            {"id": id, "recorded": false},
+        ]});
+        assert_eq!(recorded_as_listed(&listed, id), Some(false));
+        assert_eq!(recorded_as_listed(&listed, &id.to_uppercase()), Some(false));
+        assert_eq!(
+            recorded_as_listed(&listed, "0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f61"),
+            Some(true)
+        );
+        assert_eq!(
+            recorded_as_listed(&listed, "0190c8a2-7c1e-7def-8b1a-2f6c3d4e5f62"),
+            None
+        );
+        assert_eq!(recorded_as_listed(&json!({}), id), None);
+
+        let replay = format!("`warden replay {id}`");
+        let search = "`warden audit search --code session.ended`";
+        let recorded = watch_ended(id, Some(true));
+        assert!(
+            recorded.contains(&format!("{replay} plays it whole")),
+            "{recorded}"
+        );
+        let metadata = watch_ended(id, Some(false));
+        assert!(!metadata.contains("warden replay"), "{metadata}");
+        assert!(metadata.contains("not recorded"), "{metadata}");
+        assert!(metadata.contains(search), "{metadata}");
+        let unknown = watch_ended(id, None);
+        assert!(unknown.contains(search), "{unknown}");
+        assert!(unknown.contains("if it was"), "{unknown}");
+    }
 
     fn grant(id: &str, role: &str, logins: &[&str]) -> Value {
         json!({"id": id, "role": role, "credential": {"logins": logins}})
