@@ -889,7 +889,9 @@ fn guesses_sent_all_at_once_get_no_more_answers_than_the_lockout_allows() {
         "{answered} of {burst} guesses were checked and answered: {reasons:?}"
     );
     assert!(
-        reasons.iter().any(|r| r.starts_with("user locked until")),
+        reasons
+            .iter()
+            .any(|r| r.starts_with("sign-in locked until")),
         "{reasons:?}"
     );
 }

@@ -694,7 +694,8 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
         "DROP INDEX requests_revoked_until; ALTER TABLE requests DROP COLUMN revoked_until; \
          DROP TABLE live_sessions; ALTER TABLE outbox DROP COLUMN skipped; \
          ALTER TABLE user_secrets DROP COLUMN config_hash; DROP TABLE outbox_settled; \
-         DROP TABLE write_probe; DROP TABLE ssh_user_ca; PRAGMA user_version = 14",
+         DROP TABLE write_probe; DROP TABLE ssh_user_ca; \
+         ALTER TABLE user_secrets DROP COLUMN password_set_by; PRAGMA user_version = 14",
     );
     refused_without(&["policy"], &["is missing", "restore the policy"]);
     assert_eq!(schema(""), 14);
@@ -1753,10 +1754,11 @@ fn a_data_dir_from_before_the_record_is_checked_against_the_certificates_it_issu
             .unwrap()
     };
     let current = schema("");
-    // As the Warden before this record left it.
+    // As the Warden before this record (migration 0022) left it, without what came later.
     let before = schema(&format!(
-        "DROP TABLE ssh_user_ca; PRAGMA user_version = {}",
-        current - 1
+        "DROP TABLE ssh_user_ca; ALTER TABLE user_secrets DROP COLUMN password_set_by; \
+         PRAGMA user_version = {}",
+        current - 2
     ));
     let kept = std::fs::read(data.join("ssh_user_ca")).unwrap();
 
