@@ -219,7 +219,6 @@ fn run(
     };
     let mut since_checkpoint = 0;
     loop {
-        work(None);
         let Ok(first) = rx.recv() else { break };
         work(Some(std::time::Instant::now()));
         let mut batch = vec![first];
@@ -233,6 +232,7 @@ fn run(
             let msg = e.to_string();
             record(Ended::Failed(format!("cannot begin a transaction: {msg}")));
             tracing::error!(error = %msg, "cannot begin a storage transaction");
+            work(None);
             // Run nothing; tell every caller why.
             for job in batch {
                 job(Err(&msg)).1(None);
@@ -259,6 +259,8 @@ fn run(
             None if wrote => record(Ended::Committed),
             None => {}
         }
+        // Ended before any caller hears so: one that asks at once finds no batch under way.
+        work(None);
         for c in completions {
             c(err.as_deref());
         }
