@@ -21,9 +21,10 @@ const END_ALL_LOOKS: usize = 5;
 /// Open requests ended per look.
 const END_ALL_PAGE: usize = 10_000;
 
-/// Longest offboarding waits for the user's calls under way (a grant's issue at a slow
-/// target takes a while) before it ends their requests.
-const OFFBOARD_DRAIN: Duration = Duration::from_secs(30);
+/// Longest a change of a user's standing (an offboarding, new credentials from an
+/// administrator) waits for the user's calls under way (a grant's issue at a slow target takes
+/// a while) before it goes on: [`App::drain_calls_of`].
+const CALLS_DRAIN: Duration = Duration::from_secs(30);
 
 /// How often an offboarding waiting for its turn looks again whether its caller still stands:
 /// one whose caller is being offboarded meanwhile is refused at once, rather than hold up, as
@@ -269,15 +270,8 @@ impl App {
             .await?;
         // From here on, what they approved waits for someone else.
         self.refresh_reviewers().await?;
-        let deadline = tokio::time::Instant::now() + OFFBOARD_DRAIN;
-        while self.tokens.changes_in_flight(user) > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user),
-                    "offboarding went on without waiting longer for the user's calls under way; check the user's requests once they end");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.drain_calls_of(user, "offboarding", "the user's requests")
+            .await;
         let ended = self
             .end_all(Some(user), |_| true, caller.actor(), "offboarded")
             .await?;
@@ -293,7 +287,7 @@ impl App {
     /// The server's one offboarding turn ([`App::offboarding`]), for `caller`, whose call
     /// began at `began`: refused, waiting or once held, as soon as the caller no longer stands
     /// ([`App::caller_stands`]). Looking while it waits lets an offboarding of the caller that
-    /// holds the turn go on at once, rather than wait out [`OFFBOARD_DRAIN`] for this call.
+    /// holds the turn go on at once, rather than wait out [`CALLS_DRAIN`] for this call.
     async fn offboarding_turn(
         &self,
         caller: &Caller<'_>,
@@ -469,6 +463,21 @@ impl App {
                 limit: END_ALL_PAGE,
             })
             .await?)
+    }
+
+    /// Waits, at most [`CALLS_DRAIN`], until no call of `user`'s that may write is under way
+    /// ([`crate::auth::ChangeInFlight`]), for `what` (an offboarding, say) to go on once what
+    /// those calls did is stored; past that it goes on, and the log says to look at `check`.
+    pub(super) async fn drain_calls_of(&self, user: &UserName, what: &str, check: &str) {
+        let deadline = tokio::time::Instant::now() + CALLS_DRAIN;
+        while self.tokens.changes_in_flight(user) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user),
+                    "{what} went on without waiting longer for the user's calls under way; check {check} once they end");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Withdraws the approvals of the givers `gave` names from every request still pending

@@ -14,11 +14,6 @@ use crate::state::{App, Deciding, now};
 /// Pending requests read at a time when they are decided again.
 const PAGE: usize = 1000;
 
-/// Longest a change of a user's credentials by another waits for the user's calls under way
-/// before it withdraws their approvals a second time ([`App::withdraw_approvals`]), as long as
-/// an offboarding waits.
-const CREDENTIALS_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Runs [`redecide_pending`] in the background: after a reload, or a user back from offboarding.
 /// It logs in the span of the call that asked for it, so its lines carry that call's request id.
 pub fn grant_met_requests_later(app: &crate::state::Shared) {
@@ -48,8 +43,8 @@ impl App {
     /// saying `why`), as an offboarding does: what the old credentials approved (a thief's
     /// token's, or, for a password an administrator set, whoever knew it) counts no more, and
     /// they approve afresh. An approval of theirs under way with the old credentials as they
-    /// changed is withdrawn too: their calls under way are waited for (at most
-    /// [`CREDENTIALS_DRAIN`]), and their approvals withdrawn again after. Returns how many
+    /// changed is withdrawn too: their calls under way are waited for
+    /// ([`App::drain_calls_of`]), and their approvals withdrawn again after. Returns how many
     /// requests lost approvals.
     pub(crate) async fn withdraw_approvals(
         &self,
@@ -66,15 +61,12 @@ impl App {
             .await
             .map_err(store_error)?;
         if self.tokens.changes_in_flight(user) > 0 {
-            let deadline = tokio::time::Instant::now() + CREDENTIALS_DRAIN;
-            while self.tokens.changes_in_flight(user) > 0 {
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user),
-                        "withdrawing the approvals of a user whose credentials changed went on without waiting longer for their calls under way; check the pending requests they approved once those end");
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            self.drain_calls_of(
+                user,
+                "withdrawing the approvals of a user whose credentials changed",
+                "the pending requests they approved",
+            )
+            .await;
             changed += self
                 .void_approvals(theirs, why)
                 .await
