@@ -570,10 +570,13 @@ fn an_administrator_resets_a_lost_or_planted_second_factor() {
             5
         );
     }
-    assert_eq!(
-        ok(&admin, &["user", "locked"])["locked"][0]["user"],
-        "alice"
-    );
+    // Wrong codes at sign-in lock her sign-in alone, and the list says so.
+    let locked = &ok(&admin, &["user", "locked"])["locked"][0];
+    assert_eq!(locked["user"], "alice");
+    assert_eq!(locked["kind"], "sign_in");
+    assert_eq!(locked["refuses"], "sign-ins");
+    let table = admin.run(&["user", "locked"], None);
+    assert!(table.stdout.contains("REFUSES"), "{table:?}");
     // Only an administrator, and not of their own factor.
     fails(&alice, &["user", "reset-mfa", "alice"], 3);
     let own = fails(&admin, &["user", "reset-mfa", "admin"], 3);

@@ -372,6 +372,11 @@ pub async fn revoke_all(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LockedUser {
     pub user: String,
+    /// Where the wrong answers that began the lock were given: `sign_in` (it refuses sign-ins
+    /// only) or `step_up` (it refuses step-ups and sign-ins). A user may have one of each.
+    pub kind: String,
+    /// What the lock refuses, as said to people.
+    pub refuses: String,
     /// RFC 3339.
     #[schema(format = DateTime)]
     pub until: String,
@@ -383,17 +388,20 @@ pub struct LockedUsers {
     pub locked: Vec<LockedUser>,
 }
 
-/// Lists the users locked now and until when. Administrators and audit readers.
+/// Lists the locks in force now, whom they refuse what, and until when. Administrators and
+/// audit readers.
 #[utoipa::path(get, path = "/v1/users/locked", security(("token" = [])),
     responses((status = 200, body = LockedUsers), (status = 403, description = "`not_permitted`: administrators and audit readers only", body = ErrorBody)))]
 pub async fn locked(State(app): State<Shared>, who: Authed) -> Result<Json<LockedUsers>, ApiError> {
     let allowed = super::require_audit_reader(&app, &who, "list locked users");
     super::admitted(&app, &who, "user.locked", allowed).await?;
     let locked = app
-        .locked_users()
+        .locks_in_force()
         .into_iter()
-        .map(|(user, until)| LockedUser {
+        .map(|(user, kind, until)| LockedUser {
             user: user.to_string(),
+            kind: kind.as_str().to_owned(),
+            refuses: kind.refuses().to_owned(),
             until: rfc3339(until),
         })
         .collect();

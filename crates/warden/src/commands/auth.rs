@@ -344,12 +344,12 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|l| vec![s(l, "user"), instant(l, "until")])
+                .map(|l| vec![s(l, "user"), s(l, "refuses"), instant(l, "until")])
                 .collect();
             if rows.is_empty() {
                 println!("No user is locked.");
             } else {
-                table(&["USER", "LOCKED UNTIL"], &rows);
+                table(&["USER", "REFUSES", "LOCKED UNTIL"], &rows);
             }
             Ok(())
         }
