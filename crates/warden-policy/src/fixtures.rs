@@ -251,6 +251,9 @@ const CASE_KEYS: [&str; 16] = [
 /// Expectations about the terms of a grant, which only an allowed decision has.
 const ALLOW_ONLY_KEYS: [&str; 4] = ["tier", "max_ttl", "mfa", "recording"];
 
+/// Why a fixture file with no case is refused, and what to do.
+const NO_CASES: &str = "no [[case]] in this fixture file, so it tests nothing: add at least one [[case]] (with name, user, target, role and expect; see the demo policy's tests/access.toml), or remove the file";
+
 /// Reads a fixture file, appending every problem to `out`; a case naming a target or role that
 /// `known` (the policy's targets, when its targets.toml reads) has not is one.
 fn parse_suite(
@@ -275,10 +278,13 @@ fn parse_suite(
         None => BTreeMap::new(),
     };
     let mut cases = Vec::new();
-    if let Some(items) = doc
-        .get("case")
-        .and_then(|item| toml_doc::array(src, "`case`", item, out))
+    let case_item = doc.get("case");
+    if let Some(item) = case_item
+        && let Some(items) = toml_doc::array(src, "`case`", item, out)
     {
+        if items.is_empty() {
+            out.push(toml_doc::at(src, item.span(), NO_CASES));
+        }
         let mut names = BTreeSet::new();
         for (i, item) in items.iter().enumerate() {
             let Some(table) = toml_doc::table(src, "each [[case]]", item, out) else {
@@ -295,6 +301,10 @@ fn parse_suite(
                 cases.push(case);
             }
         }
+    }
+    if case_item.is_none() {
+        // Users alone (or nothing) would pass `policy test` having checked nothing.
+        out.push(src.whole(NO_CASES));
     }
     (out.len() == before).then(|| Suite {
         file: src.name.to_owned(),
@@ -589,21 +599,30 @@ fn parse_case(
         Some(v) => toml_doc::boolean(src, &what("mfa_verified"), v, out),
     };
     let rules = optional(field("rules"), |v| {
-        toml_doc::strings(src, &what("rules"), v, out).map(|r| {
-            r.into_iter()
-                .map(|(s, span)| {
-                    // Quoted in a failed case's message.
-                    toml_doc::check_shown(
-                        src,
-                        &format!("each entry of {}", what("rules")),
-                        s,
-                        &span,
-                        out,
-                    );
-                    s.to_owned()
-                })
-                .collect::<BTreeSet<_>>()
-        })
+        let listed = toml_doc::strings(src, &what("rules"), v, out)?;
+        let mut rules = BTreeSet::new();
+        for (s, span) in listed {
+            // Quoted in a failed case's message.
+            toml_doc::check_shown(
+                src,
+                &format!("each entry of {}", what("rules")),
+                s,
+                &span,
+                out,
+            );
+            // A set is compared: a rule listed twice would read as expected twice.
+            if !rules.insert(s.to_owned()) {
+                out.push(toml_doc::at(
+                    src,
+                    span,
+                    format!(
+                        "{}: rule {s:?} is listed twice; list each rule id once",
+                        what("rules")
+                    ),
+                ));
+            }
+        }
+        Some(rules)
     });
     let refusal = optional(field("refusal"), |v| {
         let code = toml_doc::string(src, &what("refusal"), v, out)?;
@@ -912,6 +931,32 @@ mod tests {
                 .parse::<ExpectedTier>()
                 .is_err_and(|e| e.contains("include another clause's"))
         );
+    }
+
+    #[test]
+    fn a_file_without_cases_is_refused() {
+        let refused = format!("tests/t.toml: {NO_CASES}");
+        // Users alone, or nothing at all, would pass having tested nothing.
+        for text in [USERS, ""] {
+            assert_eq!(problems(text), [refused.as_str()]);
+        }
+        assert_eq!(
+            problems(&format!("case = []\n{USERS}")),
+            [format!("tests/t.toml:1:8: {NO_CASES}")]
+        );
+        assert!(NO_CASES.contains("add at least one [[case]]"), "{NO_CASES}");
+        assert!(problems(&case("name = \"n\"\n")).is_empty());
+    }
+
+    #[test]
+    fn a_rule_expected_twice_is_refused_where_it_repeats() {
+        assert_eq!(
+            problems(&case("name = \"n\"\nrules = [\"a\", \"b\",\n  \"a\"]\n")),
+            [
+                "tests/t.toml:11:3: `rules` of case \"n\": rule \"a\" is listed twice; list each rule id once"
+            ]
+        );
+        assert!(problems(&case("name = \"n\"\nrules = [\"a\", \"b\"]\n")).is_empty());
     }
 
     #[test]

@@ -420,6 +420,71 @@ fn check_finds_fixture_cases_naming_unknown_targets_and_roles() {
     }
 }
 
+/// A fixture file with users but no case would pass having tested nothing, and a rule expected
+/// twice would read as checked twice: both are refused by `check` and `test`, in the file.
+#[test]
+fn fixture_files_that_test_nothing_or_repeat_a_rule_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[users.alice]\ngroups = [\"dev\"]\n\n[[case]]\nname = \"view is automatic\"\nuser = \"alice\"\ntarget = \"web\"\nrole = \"view\"\nexpect = \"allow\"\nrules = [\"view-auto\"]\n";
+    write_policy(
+        dir.path(),
+        &[
+            ("targets.toml", TARGETS),
+            ("access.cedar", RULES),
+            ("tests/good.toml", good),
+            ("tests/users-only.toml", "[users.bob]\ngroups = [\"sre\"]\n"),
+        ],
+    );
+    let cli = local_cli();
+    let shown = dir.path().to_str().unwrap();
+    for command in ["check", "test"] {
+        let out = cli.run(&["policy", command, shown], None);
+        assert_eq!(out.code, 1, "{command}: {out:?}");
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(
+                "tests/users-only.toml: no [[case]] in this fixture file, so it tests nothing: add at least one [[case]]"
+            )),
+            "{command}: {}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("passed"), "{command}: {out:?}");
+    }
+
+    std::fs::remove_file(dir.path().join("tests/users-only.toml")).unwrap();
+    let repeated = good.replace(
+        "rules = [\"view-auto\"]",
+        "rules = [\"view-auto\",\n  \"view-auto\"]",
+    );
+    assert_ne!(repeated, good);
+    write_policy(dir.path(), &[("tests/good.toml", &repeated)]);
+    for command in ["check", "test"] {
+        let out = cli.run(&["--json", "policy", command, shown], None);
+        assert_eq!(out.code, 1, "{command}: {out:?}");
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let d = &v["diagnostics"][0];
+        assert_eq!(
+            (
+                d["file"].as_str(),
+                d["line"].as_u64(),
+                d["message"].as_str()
+            ),
+            (
+                Some("tests/good.toml"),
+                Some(11),
+                Some(
+                    "`rules` of case \"view is automatic\": rule \"view-auto\" is listed twice; list each rule id once"
+                )
+            ),
+            "{command}: {v}"
+        );
+    }
+
+    write_policy(dir.path(), &[("tests/good.toml", good)]);
+    let out = cli.run(&["policy", "test", shown], None);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("1 passed, 0 failed"), "{}", out.stdout);
+}
+
 #[test]
 fn test_runs_fixture_cases() {
     let dir = tempfile::tempdir().unwrap();
