@@ -373,12 +373,25 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// The file is fine, but others than the server's user may change it: refused as a data
+    /// dir or policy open to others is, for what this machine lets happen, not for what the
+    /// file says.
+    #[error("config file {path}: {why}")]
+    OpenToOthers { path: PathBuf, why: String },
     // Not a `source`: the message already holds it, and error chains would print it twice.
     #[error("config file {path}: {problem}")]
     Directory {
         path: PathBuf,
         problem: DirectoryError,
     },
+}
+
+impl ConfigError {
+    /// Whether the file given is the problem (it cannot be read, or says something invalid),
+    /// which a start reports as invalid input, rather than the machine it is on.
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, Self::OpenToOthers { .. })
+    }
 }
 
 /// A TOML error as `line L, column C: message`, without the quoted line the parser would show:
@@ -497,9 +510,9 @@ impl Config {
         // It names the administrators and their first passwords: whoever else may change it
         // may make themselves one.
         if let Some(why) = crate::owner_only::others_may_change(path, None) {
-            return Err(ConfigError::Parse {
+            return Err(ConfigError::OpenToOthers {
                 path: path.into(),
-                message: why,
+                why,
             });
         }
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {

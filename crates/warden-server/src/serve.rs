@@ -58,7 +58,8 @@ fn demo_users() -> anyhow::Result<Vec<(&'static str, UserConfig)>> {
 
 /// Refuses a `--dev` start on a config that defines what `--dev` brings its own of: the demo
 /// users and the policy. Replaced without a word, they would decide differently from what the
-/// config says, and its author would not know why.
+/// config says, and its author would not know why. A [`BadInvocation`]: the options contradict
+/// the config.
 fn dev_may_take(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let demo = demo_users()?;
     let taken: Vec<&str> = demo
@@ -68,15 +69,17 @@ fn dev_may_take(config: &Config, file: Option<&std::path::Path>) -> anyhow::Resu
         .collect();
     let file = file.map_or_else(String::new, |f| format!(" {}", f.display()));
     if !taken.is_empty() {
-        anyhow::bail!(
+        return Err(BadInvocation(format!(
             "the config{file} defines {}, which `--dev` defines as a demo user: rename them there, or start without --dev",
             taken.join(", ")
-        );
+        ))
+        .into());
     }
     if config.policy_dir.is_some() {
-        anyhow::bail!(
+        return Err(BadInvocation(format!(
             "the config{file} sets `policy_dir`, and `--dev` serves its demo policy: remove the setting, or start without --dev to serve that policy"
-        );
+        ))
+        .into());
     }
     Ok(())
 }
@@ -91,10 +94,11 @@ fn refuse_configured_data_dir(file: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("reading config file {}", file.display()))?;
     let sets = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("data_dir"));
     if sets {
-        anyhow::bail!(
+        return Err(BadInvocation(format!(
             "the config {} sets `data_dir`, but `--dev` serves from a temporary data dir, deleted at exit: remove `data_dir` from the config, or start without --dev to serve from it (or give --data-dir to keep a --dev server's data there)",
             file.display()
-        );
+        ))
+        .into());
     }
     Ok(())
 }
@@ -284,8 +288,9 @@ fn mark_dev(data: &Path) -> anyhow::Result<()> {
 }
 
 /// A start refused for the options it was given (contradicting one another or the config
-/// file), not for anything found on this machine: the command line ends it as a usage error
-/// (exit code 2).
+/// file) or for what its config file says, not for anything found on this machine: the command
+/// line ends it as a usage error (exit code 2), as it ends a config file that cannot be read
+/// or does not parse ([`crate::config::ConfigError::is_invalid_input`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadInvocation(pub String);
@@ -293,8 +298,7 @@ pub struct BadInvocation(pub String);
 /// Refuses the API and the SSH proxy on one port of one address (or of every address): the
 /// second to listen would fail with "Address already in use", and send the operator looking
 /// for another process. Port 0 asks for any free port, a different one for each. Refused as a
-/// [`BadInvocation`] when `--listen` or `--ssh-listen` gave one of them; as any other error in
-/// the config file when it gave both.
+/// [`BadInvocation`], whether `--listen`, `--ssh-listen` or the config file gave them.
 fn check_listeners(config: &Config, opts: &ServeOptions) -> anyhow::Result<()> {
     let (api, ssh) = (config.listen, config.ssh_listen);
     let same_ip = api.ip() == ssh.ip() || api.ip().is_unspecified() || ssh.ip().is_unspecified();
@@ -319,20 +323,7 @@ fn check_listeners(config: &Config, opts: &ServeOptions) -> anyhow::Result<()> {
         name(opts.listen.is_some(), "listen"),
         name(opts.ssh_listen.is_some(), "ssh_listen"),
     );
-    Err(refusal(
-        message,
-        opts.listen.is_some() || opts.ssh_listen.is_some(),
-    ))
-}
-
-/// A start refused with `message`: a [`BadInvocation`] when the command line gave what it is
-/// refused for (`by_options`), else an error as those of the config file are.
-fn refusal(message: String, by_options: bool) -> anyhow::Error {
-    if by_options {
-        BadInvocation(message).into()
-    } else {
-        anyhow::anyhow!(message)
-    }
+    Err(BadInvocation(message).into())
 }
 
 /// What to say of an API address beyond loopback: Warden speaks plain HTTP, so whatever
@@ -596,13 +587,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let message = format!(
             "a --dev server listens on loopback addresses only (127.0.0.1, ::1): its users have the published password {DEV_PASSWORD:?}"
         );
-        // Given on the command line, the address is a usage error, as a clash of ports is.
-        let beyond =
-            |given: Option<std::net::SocketAddr>| given.is_some_and(|a| !a.ip().is_loopback());
-        return Err(refusal(
-            message,
-            beyond(opts.listen) || beyond(opts.ssh_listen),
-        ));
+        // Given on the command line or in the config, the address is a usage error, as a
+        // clash of ports is.
+        return Err(BadInvocation(message).into());
     }
     let made = create_private_dir(&config.data_dir)?;
     let data = config.data_dir.clone();
@@ -628,7 +615,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .as_ref()
         .map(|h| h.offboarded.clone())
         .unwrap_or_default();
-    let directory = config.directory(&offboarded)?;
+    // What the config's users say (with `--dev`'s demo users beside them), as at reading it.
+    let directory = config.directory(&offboarded).map_err(|e| {
+        let file = opts
+            .config
+            .as_ref()
+            .map_or_else(String::new, |f| format!("config file {}: ", f.display()));
+        BadInvocation(format!("{file}{e}"))
+    })?;
     let anchor = data.join(crate::checkpoints::ANCHOR_FILE);
     // A data dir that has served before (its log, or the checkpoint kept beside it, says so):
     // its keys and policy are never replaced by new ones. Every refusal of what was given (an
@@ -660,10 +654,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 .config
                 .as_ref()
                 .map_or_else(String::new, |f| format!(" in config file {}", f.display()));
-            bail!(
+            // The config names nothing there, as a `--config` naming no file would.
+            return Err(BadInvocation(format!(
                 "`policy_dir` {}{file} does not exist: create it with your policy (targets.toml and .cedar files), or fix the path",
                 policy_dir.display()
-            );
+            ))
+            .into());
         }
         // The example policy grants at once; written over a lost policy, it would hand out
         // access the real one never allowed.

@@ -89,15 +89,19 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// Exit code for any error: a [`Failure`]'s own, a usage error for a server start refused for
-/// its options, or 1.
+/// Exit code for any error: a [`Failure`]'s own, invalid input for a server start refused for
+/// its options or its config file (one that cannot be read, does not parse, or says something
+/// invalid), or 1, as for what the start found on this machine (an address in use, a data dir
+/// it cannot write).
 pub fn code_of(e: &anyhow::Error) -> u8 {
     if let Some(f) = e.downcast_ref::<Failure>() {
         return f.code;
     }
-    if e.chain()
-        .any(|c| c.is::<warden_server::serve::BadInvocation>())
-    {
+    if e.chain().any(|c| {
+        c.is::<warden_server::serve::BadInvocation>()
+            || c.downcast_ref::<warden_server::config::ConfigError>()
+                .is_some_and(warden_server::config::ConfigError::is_invalid_input)
+    }) {
         return USAGE;
     }
     FAILURE

@@ -525,7 +525,11 @@ fn the_demo_password_stays_on_development_servers() {
         ("policy_dir = \"/srv/policy\"\n", "sets `policy_dir`"),
     ] {
         std::fs::write(&config, text).unwrap();
-        refused(&["--dev", "--config", config_arg], said);
+        // Invalid input: the options contradict the config.
+        let out = serve_to_its_end(&["--dev", "--config", config_arg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(said), "{said}: {stderr}");
     }
 
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -1379,8 +1383,8 @@ fn the_api_and_the_ssh_proxy_on_one_port_are_refused() {
         ),
     )
     .unwrap();
-    // A clash set in the config file fails the start (1), as every config error does; one the
-    // command line makes is a usage error (2).
+    // A clash is invalid input (2), as every invalid config is, whether the config file sets
+    // it or the command line makes it.
     let serve = |args: &[&str], code: i32| {
         let out = std::process::Command::new("timeout")
             .args(["20", BIN, "serve"])
@@ -1396,7 +1400,7 @@ fn the_api_and_the_ssh_proxy_on_one_port_are_refused() {
         assert!(!data.exists(), "{said}");
         said
     };
-    let said = serve(&["--config", config.to_str().unwrap()], 1);
+    let said = serve(&["--config", config.to_str().unwrap()], 2);
     assert!(
         said.contains(&format!(
             "`listen` (127.0.0.1:{port}) and `ssh_listen` (127.0.0.1:{port}) in config file {}",
@@ -1435,7 +1439,8 @@ fn an_empty_data_dir_or_a_missing_policy_dir_is_refused_naming_the_setting() {
     let refused = |args: &[&str], says: &str| {
         let out = serve_to_its_end(args);
         let said = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{said}");
+        // Invalid input: the config names no directory, or one that is not there.
+        assert_eq!(out.status.code(), Some(2), "{said}");
         assert!(said.contains(says), "{said}");
         assert!(!data.exists(), "{said}");
     };

@@ -26,13 +26,19 @@ fn warden(args: &[&str]) -> CliOutput {
 /// `warden serve ARGS` on any free ports, expected to refuse before it serves with exit code
 /// `code`: its stderr. Cut off after 20 s, should it serve after all.
 fn serve_refused(args: &[&str], code: i32) -> String {
+    let mut args = args.to_vec();
+    for flag in ["--listen", "--ssh-listen"] {
+        if !args.contains(&flag) {
+            args.extend([flag, "127.0.0.1:0"]);
+        }
+    }
+    serve_exits(&args, code)
+}
+
+/// `warden serve ARGS` as given, expected to end with exit code `code`: its stderr.
+fn serve_exits(args: &[&str], code: i32) -> String {
     let mut cmd = std::process::Command::new("timeout");
-    cmd.args(["20", BIN, "serve"]).args(args).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--ssh-listen",
-        "127.0.0.1:0",
-    ]);
+    cmd.args(["20", BIN, "serve"]).args(args);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("WARDEN_") {
             cmd.env_remove(key);
@@ -139,7 +145,7 @@ fn dev_refuses_a_config_that_sets_the_data_dir() {
     )
     .unwrap();
     // A usage error: served from a temporary dir instead, its data would be deleted at exit.
-    let said = serve_refused(&["--dev", "--config", config.to_str().unwrap()], 1);
+    let said = serve_refused(&["--dev", "--config", config.to_str().unwrap()], 2);
     assert!(
         said.contains(&format!("the config {} sets `data_dir`", config.display())),
         "{said}"
@@ -151,6 +157,144 @@ fn dev_refuses_a_config_that_sets_the_data_dir() {
     assert!(said.contains("remove `data_dir` from the config"), "{said}");
     assert!(said.contains("start without --dev"), "{said}");
     assert!(!configured.exists());
+}
+
+/// A config file that cannot be read, does not parse or says something invalid is invalid
+/// input (exit code 2, as the README's table gives it), refused before the data dir is made;
+/// what the start finds on this machine (an address in use, a data dir it cannot make, a
+/// config file others may change) is a failure (1).
+#[test]
+fn invalid_configuration_is_invalid_input_and_what_the_machine_refuses_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let config = dir.path().join("warden.toml");
+    let config_arg = config.to_str().unwrap();
+    let port = warden_testkit::free_port();
+    let nowhere = dir.path().join("no-policy");
+    let invalid = [
+        ("", "cannot read config file"),
+        (
+            "listen = \"127.0.0.1:8443\"\nlisten = ",
+            "line 2, column 10",
+        ),
+        (
+            "listen = \"localhost:8443\"\n",
+            "\"localhost:8443\" is not an IP address and port",
+        ),
+        ("token_tl = \"8h\"\n", "unknown field `token_tl`"),
+        (
+            "[users.ann]\nmanager = \"ben\"\n[users.ben]\nmanager = \"ann\"\n",
+            "users ann \u{2192} ben \u{2192} ann name each other as manager in a cycle",
+        ),
+        (
+            &format!("listen = \"127.0.0.1:{port}\"\nssh_listen = \"127.0.0.1:{port}\"\n"),
+            "are on the same port",
+        ),
+        (
+            &format!("policy_dir = {:?}\n", nowhere.to_str().unwrap()),
+            "does not exist: create it with your policy",
+        ),
+    ];
+    for (text, said) in invalid {
+        // An empty text stands for no file at all.
+        let _ = std::fs::remove_file(&config);
+        if !text.is_empty() {
+            std::fs::write(&config, text).unwrap();
+        }
+        let args = ["--config", config_arg, "--data-dir", data_arg];
+        // The clash is the config's own: no flag may override its addresses.
+        let stderr = if said.contains("same port") {
+            serve_exits(&args, 2)
+        } else {
+            serve_refused(&args, 2)
+        };
+        assert!(stderr.contains(said), "{text}: {stderr}");
+        assert!(
+            stderr.contains(&format!("config file {config_arg}")),
+            "{text}: {stderr}"
+        );
+        assert!(!data.exists(), "{text}: the refused start left {data:?}");
+    }
+    // With --dev, the options contradicting the config are invalid input too.
+    std::fs::write(&config, "[users.bob]\ngroups = [\"sre\"]\n").unwrap();
+    let stderr = serve_refused(&["--dev", "--config", config_arg], 2);
+    assert!(
+        stderr.contains("defines bob, which `--dev` defines"),
+        "{stderr}"
+    );
+
+    // A valid config on an address in use: the machine's doing.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = taken.local_addr().unwrap().to_string();
+    std::fs::write(&config, format!("listen = {in_use:?}\n")).unwrap();
+    // The config's address, which no `--listen` overrides.
+    let stderr = serve_exits(
+        &[
+            "--config",
+            config_arg,
+            "--data-dir",
+            data_arg,
+            "--ssh-listen",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen on {in_use}")),
+        "{stderr}"
+    );
+    drop(taken);
+    // A data dir that cannot be made: below a file, not a directory.
+    std::fs::write(&config, "").unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let below = file.join("data");
+    let stderr = serve_refused(
+        &[
+            "--config",
+            config_arg,
+            "--data-dir",
+            below.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains(&format!("creating data dir {}", below.display())),
+        "{stderr}"
+    );
+    // A config file others may change is refused as a data dir others may change is.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let stderr = serve_refused(&["--config", config_arg, "--data-dir", data_arg], 1);
+    assert!(stderr.contains("writable by group or others"), "{stderr}");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(!data.exists());
+    // On a read-only disk, where even root cannot write, when one can be mounted here.
+    let disk = dir.path().join("ro");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        eprintln!(
+            "read-only disk skipped: cannot mount a tmpfs here: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        return;
+    }
+    let _unmount = Mounted(&disk);
+    let stderr = serve_refused(
+        &[
+            "--config",
+            config_arg,
+            "--data-dir",
+            disk.join("data").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
 }
 
 #[test]
