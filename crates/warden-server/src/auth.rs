@@ -56,7 +56,7 @@ pub enum AuthError {
     /// Only step-ups are told so (a locked sign-in is answered as a wrong password is), and
     /// only a step-up's lock refuses them.
     #[error(
-        "too many wrong TOTP codes in a row at step-up, from a signed-in session (which suggests a stolen token): this user's step-ups and sign-ins are refused until {}",
+        "too many wrong TOTP codes (or current passwords, to change one's own) in a row at step-up, from a signed-in session (which suggests a stolen token): this user's step-ups and sign-ins are refused until {}",
         warden_domain::rfc3339(*.0)
     )]
     Locked(OffsetDateTime),
@@ -519,6 +519,15 @@ fn signed_out(actor: &Actor, user: &UserName, why: &str, at: OffsetDateTime) -> 
         .details(serde_json::json!({ "user": user, "why": why }))
 }
 
+/// When an administrator last gave users new credentials ([`App::credential_resets`]).
+#[derive(Debug, Default)]
+pub(crate) struct CredentialResets {
+    /// A password set by another user, by user.
+    pub password: HashMap<UserName, OffsetDateTime>,
+    /// A reset of the second factor, by user.
+    pub second_factor: HashMap<UserName, OffsetDateTime>,
+}
+
 /// A token just issued: shown to the user once.
 #[derive(Debug)]
 pub struct Issued {
@@ -861,7 +870,7 @@ impl App {
                         warden_domain::rfc3339(until)
                     ),
                     (Some(_), Some((Kind::StepUp, until))) => format!(
-                        "user locked until {} after wrong TOTP codes at step-up, which refuses sign-ins too",
+                        "user locked until {} after wrong TOTP codes at step-up (or wrong current passwords at a change of their own), which refuses sign-ins too",
                         warden_domain::rfc3339(until)
                     ),
                     (Some(_), None) => "wrong password".to_owned(),
@@ -1226,12 +1235,84 @@ impl App {
         Ok(())
     }
 
-    /// Sets a user's password (administrators only; checked by the caller, as is the fresh
-    /// `code` of the administrator's own second factor when the user is another: see
-    /// [`App::step_up_over`]). A new password ends the sessions of the old one, SSH keys
-    /// included: a reset after a suspected compromise must not leave a stolen token, or a key
-    /// registered with one, working, nor an approval given with either counting
-    /// ([`App::withdraw_approvals`]; not for one's own new password).
+    /// Checks what `user` gives, from a session of their own, to change their own password:
+    /// their `current` password, then a fresh `code` of their second factor when they have
+    /// one. `Ok(false)` for a wrong current password; a missing or wrong code is an error
+    /// saying which ([`App::step_up`]), as is a lock in force ([`AuthError::Locked`]).
+    ///
+    /// A wrong current password counts towards the user's lockout as a wrong answer at a
+    /// step-up ([`Kind::StepUp`]), not at a sign-in: only a caller holding one of the user's
+    /// tokens reaches this check, so wrong passwords here suggest a stolen token guessing its
+    /// way to the account, as wrong step-up codes do, and their lock refuses step-ups (this
+    /// check included) and sign-ins both. Counted as a sign-in's, the guesses would share
+    /// their run with wrong sign-ins that anyone who knows the name can send, so a stranger
+    /// could keep a signed-in user from changing their password, and the lock would not stop
+    /// the token's holder from stepping up elsewhere. A right password ends no run of wrong
+    /// answers by itself: the whole check must pass, or a thief who knows the password would
+    /// reset the count of the codes they guess.
+    pub async fn own_step_up(
+        &self,
+        user: &UserName,
+        current: &str,
+        code: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<bool, AuthError> {
+        let t = now();
+        if let Some((_, until)) = self.lockouts.refusing(user, Kind::StepUp, t) {
+            return Err(AuthError::Locked(until));
+        }
+        // A password disabled by an offboarding, or none, matches nothing.
+        let phc = self
+            .store
+            .secrets(user)
+            .await?
+            .password_hash
+            .filter(|phc| PasswordHash::new(phc).is_ok());
+        let right = match phc {
+            Some(phc) => {
+                let pw = current.to_owned();
+                self.argon2(
+                    || Ok(()),
+                    move || {
+                        PasswordHash::new(&phc)
+                            .is_ok_and(|hash| verify_password(&pw, Some(&phc), &hash))
+                    },
+                )
+                .await?
+            }
+            None => false,
+        };
+        // Locked by a concurrent guess while this one was checked: refused as locked.
+        if let Some((_, until)) = self.lockouts.refusing(user, Kind::StepUp, now()) {
+            return Err(AuthError::Locked(until));
+        }
+        if !right {
+            self.count(user, false, Kind::StepUp, t, source).await?;
+            return Ok(false);
+        }
+        if self.user_totp(user, false).await?.is_none() {
+            self.lockouts.succeeded(user, Kind::StepUp);
+            return Ok(true);
+        }
+        if self.step_up(user, code, source).await? {
+            return Ok(true);
+        }
+        Err(AuthError::Mfa(
+            "changing your own password takes a fresh code of your second factor too: pass the one your authenticator shows now as `totp` (`--totp CODE` from the CLI)".into(),
+        ))
+    }
+
+    /// Sets `target`'s password, for `admin`: an administrator, for anyone (checked by the
+    /// caller, as is the fresh `code` of the administrator's own second factor when the user
+    /// is another: [`App::step_up_over`]); or the user themselves, whose current password and
+    /// code the caller checked ([`App::own_step_up`]). A new password ends the sessions of the old one, SSH
+    /// keys included: a reset after a suspected compromise must not leave a stolen token, or a
+    /// key registered with one, working, nor an approval given with either counting
+    /// ([`App::withdraw_approvals`]; not for one's own new password). One's own new password
+    /// also clears the record of the administrator who set the one before
+    /// ([`warden_store::UserSecrets::password_set_by`]): they know it no more. Either lifts the
+    /// user's lock: one's own is set only once the step-up passed, which no step-up's lock
+    /// allows, so only a sign-in's can be in force, and the user proved more than a sign-in.
     pub async fn set_password(
         &self,
         admin: &User,
@@ -1421,6 +1502,70 @@ impl App {
             })
             .await
             .cloned()
+    }
+
+    /// When an administrator last gave each user new credentials, from the audit log: a
+    /// password set by another user (`auth.password_set`; one's own is no reset), and a reset
+    /// of the second factor (`auth.mfa_reset`), each since the oldest approval still standing
+    /// on a pending request (none is read when there is none). An approval given before is
+    /// one of the old credentials: the start-time sweep withdraws it, for a stop that cut
+    /// short the change between storing it and withdrawing the user's approvals
+    /// ([`App::withdraw_approvals`]).
+    pub(crate) async fn credential_resets(&self) -> Result<CredentialResets, AuthError> {
+        let pending = self
+            .store
+            .requests(warden_store::RequestFilter {
+                states: vec![warden_domain::State::Pending],
+                limit: warden_store::READ_MAX,
+                ..Default::default()
+            })
+            .await?;
+        let oldest = pending
+            .iter()
+            .flat_map(|r| r.reviews.iter())
+            .filter(|v| {
+                v.verdict == warden_domain::request::Verdict::Approve && v.withdrawn.is_none()
+            })
+            .map(|v| v.at)
+            .min();
+        let mut resets = CredentialResets::default();
+        let Some(since) = oldest else {
+            return Ok(resets);
+        };
+        let mut after_seq = None;
+        loop {
+            let page = self
+                .store
+                .audit(AuditFilter {
+                    codes: vec![Code::PasswordSet, Code::MfaReset],
+                    from: Some(since),
+                    after_seq,
+                    limit: RESTORE_PAGE,
+                    ..AuditFilter::default()
+                })
+                .await?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return Ok(resets);
+            };
+            after_seq = Some(last);
+            for e in page.into_iter().map(|s| s.event) {
+                let Some(user) = e.details["user"]
+                    .as_str()
+                    .and_then(|u| u.parse::<UserName>().ok())
+                else {
+                    continue;
+                };
+                let latest = match e.code {
+                    Code::PasswordSet if e.actor.user.as_ref() != Some(&user) => {
+                        &mut resets.password
+                    }
+                    Code::MfaReset => &mut resets.second_factor,
+                    _ => continue,
+                };
+                // Oldest first: the last one read is the latest.
+                latest.insert(user, e.time);
+            }
+        }
     }
 
     /// Whether `user` has a password that signs in: one set, and not disabled by an

@@ -235,15 +235,17 @@ fn changing_another_users_credentials_takes_the_administrators_fresh_code() {
     let admin2 = env.server.cli();
     let back = sign_in(&admin2, "admin2", new_password, None);
     assert!(back.success(), "{back:?}");
-    // An administrator with no second factor has no code to give, and is asked for none; one's
-    // own password needs none either.
+    // An administrator with no second factor has no code to give, and is asked for none. One's
+    // own password takes the current one and, with a second factor, a fresh code of it too
+    // (see own_password.rs).
     assert_eq!(ok(&admin2, &["whoami"])["mfa_enrolled"], false);
     ok(&admin2, &["user", "reset-mfa", "alice"]);
     let own = admin.run(
         &["user", "set-password", "admin", "--password-stdin"],
-        Some("admin's fresh password 1"),
+        Some(&format!("{PASSWORD}\nadmin's fresh password 1")),
     );
-    assert!(own.success(), "{own:?}");
+    assert_eq!(own.code, 3, "{own:?}");
+    assert!(own.stderr.contains("--totp CODE"), "{own:?}");
 }
 
 /// A policy whose `web` target is the sshd at `port` with `host_key`, its role `view` granted

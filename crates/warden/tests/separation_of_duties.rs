@@ -236,7 +236,11 @@ fn new_credentials_from_an_administrator_withdraw_the_approvals_the_old_ones_gav
     assert!(void_reviewers(&admin, &by_bob).is_empty());
 
     // An administrator's own new password withdraws nothing of theirs.
-    set_password(&admin, "admin", "admin's own password 1");
+    set_password(
+        &admin,
+        "admin",
+        &format!("{}\nadmin's own password 1", common::PASSWORD),
+    );
     let admin = signed_in(&server, "admin", "admin's own password 1");
     assert_eq!(reviewers(&admin, &by_admin), ["admin"]);
     assert!(voided(&admin, &by_admin).is_empty());
@@ -340,4 +344,60 @@ fn the_managers_place_is_not_filled_by_an_approval_given_before() {
         ok(&dave, &["request", "approve", &fresh])["state"],
         "active"
     );
+}
+
+/// A stop that cuts an administrator's new password, or reset of a second factor, short
+/// between storing it and withdrawing the user's approvals leaves none of them standing: the
+/// next start withdraws what the old credentials approved, saying why, and keeps what the new
+/// ones approved since.
+#[test]
+fn approvals_a_stop_left_standing_after_new_credentials_are_withdrawn_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _) = start(dir.path(), "mona");
+    let (alice, bob, sam) = (
+        login(&server, "alice"),
+        login(&server, "bob"),
+        login(&server, "sam"),
+    );
+    let admin = login(&server, "admin");
+    let by_bob = id(&create(&alice, "web", "root", &[]));
+    let by_sam = id(&create(&alice, "web", "root", &[]));
+    let later = id(&create(&alice, "web", "root", &[]));
+    ok(&bob, &["request", "approve", &by_bob]);
+    ok(&sam, &["request", "approve", &by_sam]);
+    set_password(&admin, "bob", "bob's new password 1");
+    ok(&admin, &["user", "reset-mfa", "sam"]);
+    let bob = signed_in(&server, "bob", "bob's new password 1");
+    ok(&bob, &["request", "approve", &later]);
+    assert!(server.terminate().success());
+
+    // What a stop right after the new credentials were stored leaves: the approvals standing.
+    let db = rusqlite::Connection::open(server.data_dir().join("warden.db")).unwrap();
+    for rid in [&by_bob, &by_sam] {
+        let n = db
+            .execute(
+                "UPDATE requests SET body = json_remove(body, '$.reviews[0].withdrawn') WHERE id = ?1",
+                [rid.as_str()],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    drop(db);
+    server.restart();
+    let admin = login(&server, "admin");
+    assert_eq!(void_reviewers(&admin, &by_bob), ["bob"]);
+    assert_eq!(void_reviewers(&admin, &by_sam), ["sam"]);
+    assert_eq!(reviewers(&admin, &later), ["bob"]);
+    assert!(void_reviewers(&admin, &later).is_empty());
+    for (rid, who, why) in [
+        (&by_bob, "bob", "their password was reset"),
+        (&by_sam, "sam", "their second factor was reset"),
+    ] {
+        let v = voided(&admin, rid);
+        // Once as the change was made, and again at the start after the stop.
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!(v[1]["details"]["approvers"], serde_json::json!([who]));
+        assert_eq!(v[1]["details"]["why"], why);
+    }
+    assert!(voided(&admin, &later).is_empty());
 }

@@ -1262,7 +1262,9 @@ impl utoipa::Modify for FieldLimits {
                     Some(warden_domain::password::MIN_CHARS),
                     warden_domain::password::MAX_BYTES,
                 ),
-                ("LoginBody", "password") => bytes(None, warden_domain::password::MAX_BYTES),
+                ("LoginBody", "password") | ("PasswordBody", "current_password") => {
+                    bytes(None, warden_domain::password::MAX_BYTES)
+                }
                 // A target's administrator account, as the vault takes it.
                 ("CredentialBody", "username") => Limits {
                     pattern: Some(GRAPHIC),
@@ -2030,6 +2032,8 @@ mod tests {
         let schemas = &json["components"]["schemas"];
         let password = &schemas["PasswordBody"]["properties"]["password"];
         assert_eq!(password["maxLength"], 1024, "{password}");
+        let current = &schemas["PasswordBody"]["properties"]["current_password"];
+        assert_eq!(current["maxLength"], 1024, "{current}");
         assert!(
             password["description"]
                 .as_str()

@@ -79,8 +79,11 @@ pub struct CodeBody {
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
     pub password: String,
-    /// A fresh code of the caller's own second factor, when they have one and set another
-    /// user's password.
+    /// The caller's current password, required to change their own: a stolen token alone
+    /// must not take the account over. Not used for another user's.
+    pub current_password: Option<String>,
+    /// A fresh code of the caller's own second factor, when they have one: to change their
+    /// own password, or as an administrator another user's.
     pub totp: Option<String>,
 }
 
@@ -288,10 +291,12 @@ async fn stepped_up(
 }
 
 /// Sets a user's password, and ends their sessions, SSH keys and live SSH sessions included.
-/// Administrators only, with MFA step-up for another user's when they have a second factor.
+/// Any user their own, with their current password (`current_password`) and, when they have a
+/// second factor, a fresh code (`totp`); administrators anyone's, with MFA step-up for another
+/// user's when they have a second factor.
 #[utoipa::path(put, path = "/v1/users/{name}/password", request_body = PasswordBody, security(("token" = [])),
-    responses((status = 200, body = PasswordSet), (status = 400, description = "`bad_user` (not a user name), `weak_password`, `field_too_long` (`totp`)", body = ErrorBody),
-        (status = 403, description = "`not_permitted` (another user's, by a non-administrator), `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes in a row)", body = ErrorBody),
+    responses((status = 200, body = PasswordSet), (status = 400, description = "`bad_user` (not a user name), `weak_password`, `field_too_long` (`current_password` or `totp`)", body = ErrorBody),
+        (status = 403, description = "`not_permitted` (another user's, by a non-administrator), `current_password_required` (one's own, without `current_password`), `current_password_wrong` (a wrong one: counted towards the lockout as a wrong step-up code is), `mfa_required` (send `totp`), `mfa_failed` (a wrong code), `locked` (too many wrong codes or current passwords in a row)", body = ErrorBody),
         (status = 404, description = "`unknown_user`: the user is not in the directory", body = ErrorBody),
         (status = 409, description = "`changed_concurrently`: the user's credentials changed meanwhile; try again", body = ErrorBody)))]
 pub async fn set_password(
@@ -301,10 +306,33 @@ pub async fn set_password(
     raw: Result<JsonBody<PasswordBody>, ApiError>,
 ) -> Result<Json<PasswordSet>, ApiError> {
     let b = body(&app, &who, "user.set_password", raw).await?;
+    let own = name.parse::<UserName>().is_ok_and(|n| n == who.user.name);
     let checked = (|| {
-        let name = directory_user(&app, &who, &name, "set passwords")?;
+        let name = if own {
+            who.user.name.clone()
+        } else if !app.is_admin(&who.user) {
+            return Err(ApiError::forbidden(
+                "only administrators can set another user's password: change your own with `warden user set-password` (no name)",
+            ));
+        } else {
+            directory_user(&app, &who, &name, "set passwords")?
+        };
         if let Err(e) = warden_domain::password::check(&b.password) {
             return Err(ApiError::bad_request("weak_password", e.to_string()));
+        }
+        if own {
+            let current = super::requests::bounded(
+                "current_password",
+                b.current_password.as_deref(),
+                MAX_PASSWORD,
+            )?;
+            if current.is_none_or(str::is_empty) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "current_password_required",
+                    "changing your own password takes your current password as `current_password` (the CLI asks for it, or reads it from the first line of stdin with `--password-stdin`), so that a token alone cannot take your account",
+                ));
+            }
         }
         Ok(name)
     })();
@@ -312,7 +340,11 @@ pub async fn set_password(
         Ok(n) => n,
         Err(e) => return Err(refuse(&app, &who, "user.set_password", e).await),
     };
-    stepped_up(&app, &who, &name, b.totp.as_deref(), "user.set_password").await?;
+    if own {
+        own_step_up(&app, &who, &b).await?;
+    } else {
+        stepped_up(&app, &who, &name, b.totp.as_deref(), "user.set_password").await?;
+    }
     let signed = app
         .set_password(&who.user, &name, &b.password, who.source.clone())
         .await?;
@@ -324,6 +356,38 @@ pub async fn set_password(
         ssh_keys_removed: signed.ssh_keys,
         sessions_ended: signed.sessions,
     }))
+}
+
+/// Checks the current password and code that `who` gives to change their own password
+/// ([`App::own_step_up`](crate::state::App::own_step_up)); a refusal is on the record as
+/// `user.set_password`'s, a wrong current password as `current_password_wrong`.
+async fn own_step_up(app: &Shared, who: &Authed, b: &PasswordBody) -> Result<(), ApiError> {
+    let checked =
+        match super::requests::bounded("totp", b.totp.as_deref(), super::requests::MAX_TOTP) {
+            Ok(totp) => app
+                .own_step_up(
+                    &who.user.name,
+                    b.current_password.as_deref().unwrap_or_default(),
+                    totp,
+                    who.source.as_deref(),
+                )
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+    let e = match checked {
+        Ok(true) => return Ok(()),
+        Ok(false) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "current_password_wrong",
+            format!(
+                "your current password is wrong: give the one you sign in with (five wrong ones, or wrong codes, in a row lock your step-ups and sign-ins for {} minutes)",
+                warden_domain::lockout::LOCKOUT.whole_minutes()
+            ),
+        ),
+        Err(e) => e,
+    };
+    Err(refuse(app, who, "user.set_password", e).await)
 }
 
 /// How many requests offboarding ended.

@@ -390,7 +390,9 @@ impl App {
     /// new password, they approve afresh. Run at start, before anything else changes requests:
     /// it also finishes an offboarding a stop cut short before its approvals were withdrawn,
     /// and withdraws what a version that left them in place kept, when the user was let back in
-    /// since (their offboarding is on the record). Returns how many requests lost approvals.
+    /// since (their offboarding is on the record); and an administrator's new password or
+    /// reset of a second factor a stop cut short before the user's approvals were withdrawn
+    /// ([`App::credential_resets`]). Returns how many requests lost approvals.
     async fn void_departed_approvals(&self) -> Result<usize, Error> {
         let gone = self
             .void_approvals(
@@ -409,7 +411,18 @@ impl App {
                 "offboarded",
             )
             .await?;
-        Ok(gone + offboarded)
+        // A new password or second factor from an administrator that a stop cut short before
+        // the user's approvals were withdrawn.
+        let resets = self.credential_resets().await?;
+        let mut reset = 0;
+        for (latest, why) in [
+            (&resets.password, "their password was reset"),
+            (&resets.second_factor, "their second factor was reset"),
+        ] {
+            let before = |giver: &UserName, at| latest.get(giver).is_some_and(|last| at <= *last);
+            reset += self.void_approvals(before, why).await?;
+        }
+        Ok(gone + offboarded + reset)
     }
 
     /// When each user was last offboarded, from the audit log (`auth.user_offboarded`): read

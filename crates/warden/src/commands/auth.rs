@@ -41,16 +41,19 @@ pub enum MfaCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Set a user's password (administrators), ending their sessions: their tokens, live SSH
-    /// sessions and registered SSH keys.
+    /// Change your own password (anyone; no NAME, or your own), or set another user's
+    /// (administrators), ending that user's sessions: their tokens, live SSH sessions and
+    /// registered SSH keys. Your own takes your current password too, and a fresh code once
+    /// you have a second factor.
     SetPassword {
-        /// The user, as the directory names them.
-        name: String,
-        /// Read the password from stdin instead of prompting.
+        /// The user, as the directory names them; without it, yourself.
+        name: Option<String>,
+        /// Read the passwords from stdin instead of prompting: for your own, two lines (your
+        /// current password, then the new one); for another user's, one line (the new one).
         #[arg(long)]
         password_stdin: bool,
-        /// A fresh code of your own second factor, for another user's password once you have
-        /// enrolled one.
+        /// A fresh code of your own second factor, once you have enrolled one: for your own
+        /// password (asked for at a terminal when missing), or another user's.
         #[arg(long, value_parser = super::totp_code)]
         totp: Option<String>,
     },
@@ -290,6 +293,33 @@ pub async fn mfa(server: Option<String>, cmd: MfaCommand, out: Output) -> anyhow
     }
 }
 
+/// The current and the new password of a change of one's own: asked for without echo, or read
+/// from stdin as two lines, the current one first (a password holds no line break).
+fn own_passwords(from_stdin: bool) -> anyhow::Result<(String, String)> {
+    if !from_stdin {
+        let current = read_secret("current password", false)?;
+        return Ok((current, read_secret("new password", false)?));
+    }
+    let both = read_secret("current and new passwords", true)?;
+    let mut lines = both.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some(current), Some(new), None) if !current.is_empty() && !new.is_empty() => {
+            Ok((current.to_owned(), new.to_owned()))
+        }
+        _ => Err(Failure::new(
+            exit::USAGE,
+            "to change your own password, --password-stdin reads two lines: your current password, then the new one",
+        )
+        .into()),
+    }
+}
+
+/// Whether the server refused a change only for want of a fresh TOTP code.
+fn mfa_required(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Failure>()
+        .is_some_and(|f| f.api_code.as_deref() == Some("mfa_required"))
+}
+
 /// Whether the server refused a sign-in only for want of a TOTP code.
 fn totp_required(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Failure>()
@@ -303,26 +333,55 @@ pub async fn user(server: Option<String>, cmd: UserCommand, out: Output) -> anyh
             password_stdin,
             totp,
         } => {
-            let password = read_secret("new password", password_stdin)?;
             let c = Client::new(server)?;
-            let v: Value = c
-                .put(
-                    &format!("/v1/users/{}/password", segment(&name)),
-                    &json!({ "password": password, "totp": totp }),
+            if !c.logged_in() {
+                // Refused before anything is asked for, saying why (no login, one expired or
+                // for another server).
+                c.get::<Value>("/v1/auth/whoami").await?;
+            }
+            let me = c.user().map(str::to_owned);
+            let own = name.is_none() || name == me;
+            let Some(name) = name.or(me) else {
+                return Err(Failure::new(
+                    exit::UNAUTHENTICATED,
+                    "not logged in: run `warden login --user NAME` first",
                 )
-                .await?;
+                .into());
+            };
+            let (current, password) = if own {
+                let (current, new) = own_passwords(password_stdin)?;
+                (Some(current), new)
+            } else {
+                (None, read_secret("new password", password_stdin)?)
+            };
+            let path = format!("/v1/users/{}/password", segment(&name));
+            let attempt = async |totp: Option<String>| {
+                let body =
+                    json!({ "password": password, "current_password": current, "totp": totp });
+                c.put::<Value>(&path, &body).await
+            };
+            let v = match attempt(totp.clone()).await {
+                // At a terminal, ask for the code rather than send the user back to type it all
+                // again.
+                Err(e) if own && totp.is_none() && !password_stdin && mfa_required(&e) => {
+                    let code = read_secret("TOTP code", false)?;
+                    let code =
+                        super::totp_code(&code).map_err(|why| Failure::new(exit::USAGE, why))?;
+                    attempt(Some(code)).await?
+                }
+                r => r?,
+            };
             // A new password ends the user's sessions, this one too when it is theirs.
-            let signed_out = c.user() == Some(name.as_str());
-            if signed_out {
+            if own {
                 client::forget()?;
             }
             if out.json {
                 let mut v = v;
                 v["password_set"] = true.into();
-                v["signed_out"] = signed_out.into();
+                v["signed_out"] = own.into();
                 return out.json(&v);
             }
-            if signed_out {
+            if own {
                 println!(
                     "Password set for {name}. Your sessions were ended with it: sign in again with `warden login`."
                 );
