@@ -188,7 +188,11 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-/// When the final approval of a request that needed approval was given, if it was.
+/// When the final approval of a request that needed approval was given, if it was: the last of
+/// the approvals that counted toward its grant ([`Request::counted`], where it is recorded). An
+/// approval withdrawn while the request waited (its giver offboarded, their password or second
+/// factor reset) counted for nothing, however late it was given: the one its giver gave afresh,
+/// or another's, approved the request.
 fn approved_at(r: &Request) -> Option<OffsetDateTime> {
     let granted = r.activated_at.is_some() || r.state == State::Approved;
     if r.requirement.is_auto() || !granted {
@@ -196,7 +200,12 @@ fn approved_at(r: &Request) -> Option<OffsetDateTime> {
     }
     r.reviews
         .iter()
-        .filter(|v| v.verdict == Verdict::Approve)
+        .filter(|v| v.verdict == Verdict::Approve && v.withdrawn.is_none())
+        .filter(|v| {
+            r.counted
+                .as_ref()
+                .is_none_or(|counted| counted.contains(&v.reviewer.name))
+        })
         .map(|v| v.at)
         .max()
 }
@@ -552,6 +561,55 @@ mod tests {
         g.revoke(None, Comment::parse("done").unwrap(), T0 + min(50))
             .unwrap();
         assert_eq!(score(&g), Some(1200.0));
+    }
+
+    /// An approval withdrawn while the request waited counts for nothing, however late it was
+    /// given: the approval time is that of the last approval that counted toward the grant,
+    /// whether its giver approved afresh or the tier relaxed to what the others met.
+    #[test]
+    fn withdrawn_approvals_do_not_time_the_approval() {
+        let bob = user("bob", &["sre"], None);
+        let carol = user("carol", &["sre"], None);
+        let sam = user("sam", &["security"], None);
+        let mallory = user("mallory", &["managers"], None);
+        let dir =
+            Directory::new([alice(), bob.clone(), carol.clone(), sam.clone(), mallory]).unwrap();
+        let approve = |r: &mut Request, who: &User, at: i64| {
+            let req = r.requirement.clone();
+            let when = r.created_at + min(at);
+            r.approve(who, &alice(), req, &dir, Comment::parse("").unwrap(), when)
+                .unwrap();
+        };
+        let reset = |r: &mut Request, who: &User| {
+            let gone = r.void_approvals(|giver, _| *giver == who.name, "their password was reset");
+            assert_eq!(gone, std::slice::from_ref(&who.name));
+        };
+        // Bob approves after 3 minutes, has his approval withdrawn, and gives it again after
+        // 9; carol's at 6 completes nothing alone: approved at 9.
+        let mut again = request(1, 0, "peer(sre, 2)", None);
+        approve(&mut again, &bob, 3);
+        reset(&mut again, &bob);
+        approve(&mut again, &carol, 6);
+        approve(&mut again, &bob, 9);
+        assert_eq!(again.state, State::Approved);
+        again.activate(None, again.created_at + min(9)).unwrap();
+        // Bob approves after 5 minutes, sam after 12; sam's is withdrawn, and the tier relaxed
+        // to what bob's meets: bob's approval made it approved, not sam's.
+        let mut relaxed = request(2, 0, "peer(sre) & peer(security) & manager", None);
+        approve(&mut relaxed, &bob, 5);
+        approve(&mut relaxed, &sam, 12);
+        reset(&mut relaxed, &sam);
+        let at = relaxed.created_at + min(20);
+        relaxed
+            .approve_as_met(&alice(), "peer(sre)".parse().unwrap(), &dir, at)
+            .unwrap();
+        relaxed.activate(None, at).unwrap();
+        assert_eq!(approved_at(&again), Some(again.created_at + min(9)));
+        assert_eq!(approved_at(&relaxed), Some(relaxed.created_at + min(5)));
+        let c = card(&[again, relaxed], &[], &[]);
+        assert_eq!(c.approval_median_seconds.count, 2);
+        assert_eq!(c.approval_median_seconds.value, Some(300.0));
+        assert_eq!(c.approval_p90_seconds.value, Some(540.0));
     }
 
     #[test]

@@ -184,7 +184,9 @@ pub struct Drill {
 pub struct RequestFilter {
     pub requester: Option<UserName>,
     pub target: Option<TargetName>,
-    /// Empty means every state.
+    /// Empty means every state. `Expired` (without `Active`) takes in the active grants due by
+    /// about now too, whose expiry may have passed before the worker recorded it: the caller
+    /// keeps those that ran out ([`Request::ran_out`](warden_domain::Request::ran_out)).
     pub states: Vec<State>,
     /// Only requests older than this one: the next page after a listing that ended there.
     pub before: Option<RequestId>,

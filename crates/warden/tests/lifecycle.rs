@@ -3080,3 +3080,129 @@ fn public_key_alone(dir: &std::path::Path) -> String {
     std::fs::remove_file(&private).unwrap();
     format!("{}.pub", private.display())
 }
+
+/// The stored state of request `rid` in the database of data dir `data`, read beside the
+/// server (or while it is stopped).
+fn stored_state(data: &std::path::Path, rid: &str) -> String {
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.query_row("SELECT state FROM requests WHERE id = ?1", [rid], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// The ids `warden request list ARGS --json` lists, newest first.
+fn listed(cli: &warden_testkit::Cli, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["request", "list"];
+    all.extend_from_slice(args);
+    ok(cli, &all)["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A grant whose expiry passed while the server was stopped has expired at once when it is
+/// back, before the worker records it (here it cannot: the row refuses its update, as a full
+/// disk would refuse any): `request list --state expired` lists it, once, beside one expired on
+/// record, paging through both; the active ones leave it out; the report counts it expired.
+#[test]
+fn a_grant_that_expired_while_the_server_was_down_is_listed_expired_before_it_is_recorded() {
+    use time::format_description::well_known::Rfc3339;
+    let mut env = Env::start();
+    let alice = env.login("alice");
+    let data = env.server.data_dir().to_path_buf();
+    let recorded = id(&create(&alice, "web", "view", &["--ttl", "1s"]));
+    wait_until(
+        "the first grant's expiry on record",
+        std::time::Duration::from_secs(20),
+        || stored_state(&data, &recorded) == "expired",
+    );
+    let v = create(&alice, "web", "view", &["--ttl", "4s"]);
+    let unrecorded = id(&v);
+    assert!(env.server.terminate().success());
+    assert_eq!(
+        stored_state(&data, &unrecorded),
+        "active",
+        "the grant expired before the server stopped: the test needs it to expire while down"
+    );
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    db.execute_batch(&format!(
+        "CREATE TRIGGER hold_expiry BEFORE UPDATE ON requests WHEN old.id = '{unrecorded}'
+         BEGIN SELECT RAISE(ABORT, 'held by the test'); END;"
+    ))
+    .unwrap();
+    drop(db);
+    let ends = time::OffsetDateTime::parse(v["expires_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    let wait = ends - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(200);
+    std::thread::sleep(wait.try_into().unwrap_or_default());
+    env.server.restart_unready();
+    let alice = env.login("alice");
+
+    let both = [unrecorded.clone(), recorded.clone()];
+    assert_eq!(listed(&alice, &["--state", "expired"]), both);
+    assert_eq!(
+        listed(&alice, &["--state", "expired", "--limit", "1"]),
+        std::slice::from_ref(&unrecorded)
+    );
+    assert_eq!(
+        listed(
+            &alice,
+            &[
+                "--state",
+                "expired",
+                "--limit",
+                "1",
+                "--before",
+                &unrecorded
+            ]
+        ),
+        std::slice::from_ref(&recorded)
+    );
+    assert!(listed(&alice, &["--state", "active"]).is_empty());
+    let all = ok(&alice, &["request", "list"]);
+    let states: Vec<(&str, &str)> = all["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (unrecorded.as_str(), "expired"),
+            (recorded.as_str(), "expired")
+        ]
+    );
+    let table = alice.run(&["request", "list", "--state", "expired"], None);
+    assert!(table.success(), "{table:?}");
+    assert_eq!(
+        table.stdout.matches(&unrecorded).count(),
+        1,
+        "{}",
+        table.stdout
+    );
+    let admin = env.login("admin");
+    let card = ok(&admin, &["report"]);
+    assert_eq!(
+        card["requests"],
+        serde_json::json!({"expired": 2}),
+        "{card}"
+    );
+    // All of it while the expiry was still unrecorded.
+    assert_eq!(stored_state(&data, &unrecorded), "active");
+
+    // Once the worker may record it, it does, and the list is the same.
+    let db = rusqlite::Connection::open(data.join("warden.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute_batch("DROP TRIGGER hold_expiry").unwrap();
+    drop(db);
+    wait_until(
+        "the second grant's expiry on record",
+        std::time::Duration::from_secs(40),
+        || stored_state(&data, &unrecorded) == "expired",
+    );
+    assert_eq!(listed(&alice, &["--state", "expired"]), both);
+}

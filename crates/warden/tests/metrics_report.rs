@@ -254,6 +254,73 @@ fn scorecard_and_metrics_follow_a_scripted_history() {
     );
 }
 
+/// Milliseconds from RFC 3339 time `a` to `b`, as the API writes them.
+fn ms_between(a: &Value, b: &Value) -> i128 {
+    use time::format_description::well_known::Rfc3339;
+    let at = |v: &Value| time::OffsetDateTime::parse(v.as_str().unwrap(), &Rfc3339).unwrap();
+    (at(b) - at(a)).whole_milliseconds()
+}
+
+/// The report times a request's approval by the approvals that counted toward its grant: one
+/// withdrawn while it waited (its giver's password reset by an administrator) counts for
+/// nothing, however late it was given. Here the tier is then relaxed to what the earlier
+/// approval meets, and Warden grants it.
+#[test]
+fn a_withdrawn_approval_does_not_time_the_approval() {
+    let deploy = "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")";
+    let three = RULES
+        .replace(
+            deploy,
+            "@approval(\"peer(sre) & peer(security) & manager\")\n@max_ttl(\"4h\")",
+        )
+        .replace("@pending_timeout(\"3s\")", "@pending_timeout(\"1h\")");
+    assert_ne!(three, RULES);
+    let env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", &three)], &[]);
+    let (alice, bob, sam, admin) = (
+        env.login("alice"),
+        env.login("bob"),
+        env.login("sam"),
+        env.login("admin"),
+    );
+    let rid = id(&create(&alice, "web", "deploy", &["--ticket", "CHG-1"]));
+    assert_eq!(ok(&bob, &["request", "approve", &rid])["state"], "pending");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ok(&sam, &["request", "approve", &rid])["state"], "pending");
+    // An administrator's new password for sam withdraws his approval.
+    let out = admin.run(
+        &["user", "set-password", "sam", "--password-stdin"],
+        Some("sam's new password 12"),
+    );
+    assert!(out.success(), "{out:?}");
+    let shown = ok(&admin, &["request", "show", &rid]);
+    assert_eq!(shown["reviews"][1]["withdrawn"], "their password was reset");
+    // Relaxed to what bob's approval meets, the request is granted by Warden.
+    let relaxed = three.replace("peer(sre) & peer(security) & manager", "peer(sre)");
+    write_policy(&env.policy_dir(), &[("access.cedar", &relaxed)]);
+    ok(&admin, &["policy", "reload"]);
+    wait_until(
+        "the relaxed request's grant",
+        Duration::from_secs(10),
+        || state(&admin, &rid) == "active",
+    );
+    let shown = ok(&admin, &["request", "show", &rid]);
+    let reviews = shown["reviews"].as_array().unwrap();
+    assert_eq!(reviews[0]["reviewer"], "bob", "{shown}");
+    assert_eq!(reviews[1]["reviewer"], "sam", "{shown}");
+    let bobs = ms_between(&shown["created_at"], &reviews[0]["at"]);
+    let sams = ms_between(&shown["created_at"], &reviews[1]["at"]);
+    assert!(sams - bobs >= 1000, "{shown}");
+
+    let card = ok(&admin, &["report"]);
+    let median = figure(&card, "approval_median_seconds");
+    assert_eq!(median["count"], 1, "{card}");
+    let seconds = median["value"].as_f64().unwrap();
+    assert!(
+        (seconds * 1000.0 - bobs as f64).abs() < 1.0,
+        "approval timed at {seconds} s, bob's approval came after {bobs} ms and sam's withdrawn one after {sams} ms: {card}"
+    );
+}
+
 #[test]
 fn database_revocation_is_timed_in_report_and_metrics() {
     let pg = Postgres::start();

@@ -29,6 +29,16 @@ fn reviews(cli: &warden_testkit::Cli, rid: &str) -> Vec<(String, String, bool)> 
         .collect()
 }
 
+/// Why each review of request `rid` was withdrawn, as `request show` gives it.
+fn withdrawn(cli: &warden_testkit::Cli, rid: &str) -> Vec<Option<String>> {
+    ok(cli, &["request", "show", rid])["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["withdrawn"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// `user` signs in with `password`.
 fn signed_in(env: &Env, user: &str, password: &str) -> warden_testkit::Cli {
     let cli = env.server.cli();
@@ -50,7 +60,7 @@ fn events_of(admin: &warden_testkit::Cli, code: &str, rid: &str) -> Vec<Value> {
 
 /// An approval withdrawn by a password reset stays on the request marked void, and its giver's
 /// fresh approval takes its place and counts, once; one withdrawn by an offboarding stays on
-/// it marked void too, and the table says it no longer counts.
+/// it marked void too, and the table says it no longer counts. Each says why it was withdrawn.
 #[test]
 fn withdrawn_approvals_stay_on_record_void_and_their_giver_approves_afresh() {
     let env = Env::start();
@@ -77,6 +87,17 @@ fn withdrawn_approvals_stay_on_record_void_and_their_giver_approves_afresh() {
         reviews(&admin, &reset),
         [("bob".into(), "approve".into(), true)]
     );
+    assert_eq!(
+        withdrawn(&admin, &reset),
+        [Some("their password was reset".into())]
+    );
+    let table = admin.run(&["request", "show", &reset], None);
+    assert!(
+        table
+            .stdout
+            .contains("bob approve (withdrawn: their password was reset; no longer counts)"),
+        "{table:?}"
+    );
     let shown = ok(&admin, &["request", "show", &reset]);
     assert_eq!(
         shown["still_needed"].as_array().unwrap().len(),
@@ -96,6 +117,7 @@ fn withdrawn_approvals_stay_on_record_void_and_their_giver_approves_afresh() {
         reviews(&admin, &reset),
         [("bob".into(), "approve".into(), false)]
     );
+    assert_eq!(withdrawn(&admin, &reset), [None]);
     let twice = fails(&bob, &["request", "approve", &reset], 6);
     assert!(twice.stderr.contains("already reviewed"), "{twice:?}");
     assert_eq!(ok(&sam, &["request", "approve", &reset])["state"], "active");
@@ -125,9 +147,31 @@ fn withdrawn_approvals_stay_on_record_void_and_their_giver_approves_afresh() {
         reviews(&admin, &left),
         [("bob".into(), "approve".into(), true)]
     );
+    assert_eq!(withdrawn(&admin, &left), [Some("offboarded".into())]);
     let table = admin.run(&["request", "show", &left], None);
     assert!(table.success(), "{table:?}");
-    assert!(table.stdout.contains("(no longer counts)"), "{table:?}");
+    assert!(
+        table
+            .stdout
+            .contains("bob approve (withdrawn: offboarded; no longer counts)"),
+        "{table:?}"
+    );
+    // The API's view says it as the CLI's JSON does.
+    let bearer = format!("Bearer {}", common::token(&admin));
+    let answer = warden_testkit::http_get_with(
+        env.server.port(),
+        &format!("/v1/requests/{left}"),
+        &[("Authorization", bearer.as_str())],
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let view: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        view["reviews"][0],
+        json!({"reviewer": "bob", "verdict": "approve", "comment": "", "at": view["reviews"][0]["at"],
+               "void": true, "withdrawn": "offboarded"}),
+        "{view}"
+    );
     // sam's approval alone does not grant it: bob's counts for nothing.
     assert_eq!(ok(&sam, &["request", "approve", &left])["state"], "pending");
     assert_eq!(state(&admin, &left), "pending");

@@ -1,6 +1,8 @@
 //! `GET /metrics` (Prometheus text format) and `GET /v1/report` (the zero-standing-privilege
 //! scorecard of a period).
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -110,7 +112,7 @@ pub async fn report(
         Ok(p) => p,
         Err(e) => return Err(refuse(&app, &who, "report", e).await),
     };
-    let period = app
+    let mut period = app
         .store
         .period(from, to, MAX_REQUESTS + 1)
         .await
@@ -123,6 +125,14 @@ pub async fn report(
             ),
         );
         return Err(refuse(&app, &who, "report", err).await);
+    }
+    // Counted by their state now, as the views show them: a grant whose expiry has passed has
+    // expired, whether or not the worker has recorded it yet.
+    let now = now();
+    for r in &mut period.requests {
+        if let Cow::Owned(ended) = super::views::as_of(r, now) {
+            *r = ended;
+        }
     }
     Ok(Json(Scorecard::compute(Input {
         from,

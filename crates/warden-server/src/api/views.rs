@@ -133,6 +133,13 @@ pub struct ReviewView {
     /// under the tier that approved it, whatever changed after.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub void: bool,
+    /// Why the approval was withdrawn while the request was pending, on one that was: its giver
+    /// `offboarded`, `no longer in the directory`, or an administrator reset their password
+    /// (`their password was reset`) or second factor (`their second factor was reset`). Such an
+    /// approval is void and stays on record; its giver, where they still may, approves afresh,
+    /// the new approval taking its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<String>,
 }
 
 impl RequestView {
@@ -176,7 +183,12 @@ impl RequestView {
                     verdict: verdict_name(v.verdict).to_owned(),
                     comment: v.comment.to_string(),
                     at: rfc3339(v.at),
-                    void: v.verdict == Verdict::Approve && standing.void.contains(&v.reviewer.name),
+                    void: v.verdict == Verdict::Approve
+                        && (v.withdrawn.is_some() || standing.void.contains(&v.reviewer.name)),
+                    withdrawn: v
+                        .withdrawn
+                        .clone()
+                        .filter(|_| v.verdict == Verdict::Approve),
                 })
                 .collect(),
             // The open places whether or not anyone may fill them now: `unapprovable` says why
@@ -458,6 +470,27 @@ mod tests {
             .unwrap();
         assert_eq!(as_of(&revoked, after).state, State::Revoked);
         assert_eq!(shown_state(&revoked, after), State::Revoked);
+    }
+
+    #[test]
+    fn the_document_says_why_an_approval_was_withdrawn() {
+        let doc = serde_json::to_value(crate::api::ApiDoc::openapi()).unwrap();
+        let review = &doc["components"]["schemas"]["ReviewView"];
+        let withdrawn = &review["properties"]["withdrawn"];
+        assert_eq!(
+            withdrawn["type"],
+            serde_json::json!(["string", "null"]),
+            "{review}"
+        );
+        let said = withdrawn["description"].as_str().unwrap();
+        assert!(said.contains("their password was reset"), "{said}");
+        assert!(
+            !review["required"]
+                .as_array()
+                .unwrap()
+                .contains(&"withdrawn".into()),
+            "{review}"
+        );
     }
 
     #[test]

@@ -840,12 +840,18 @@ const LIST_LIVE: &str = "SELECT body, version FROM requests
      ORDER BY id DESC LIMIT ?4";
 
 /// Requests in any states (`?3`; `[]` for all), newest first: walking the history from its end.
+/// With `?6`, active grants due by then too: those whose expiry may have passed unrecorded.
 const LIST_ANY: &str = "SELECT body, version FROM requests
      WHERE (?1 IS NULL OR requester = ?1)
        AND (?2 IS NULL OR target = ?2)
-       AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3)))
+       AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3))
+            OR (?6 IS NOT NULL AND state = 'active' AND due_at <= ?6))
        AND (?5 IS NULL OR id < ?5)
      ORDER BY id DESC LIMIT ?4";
+
+/// How far past the store's clock [`LIST_ANY`] looks for active grants whose expiry may have
+/// passed: the caller judges them by its own clock, read after the store's.
+const RAN_OUT_MARGIN: time::Duration = time::Duration::minutes(1);
 
 #[async_trait]
 impl crate::Store for SqliteStore {
@@ -1198,18 +1204,32 @@ impl crate::Store for SqliteStore {
             // size: find them by the state index and sort them. Any other listing walks the
             // newest first and stops at the limit, which the history's size does not slow.
             let live = !f.states.is_empty() && f.states.iter().all(|s| !s.is_final());
-            let mut stmt = c.prepare_cached(if live { LIST_LIVE } else { LIST_ANY })?;
-            let rows = stmt.query_map(
-                params![
-                    f.requester.as_ref().map(UserName::as_str),
-                    f.target.as_ref().map(|t| t.as_str().to_owned()),
-                    states_json,
-                    limit(f.limit),
-                    f.before.map(|id| id.to_string())
-                ],
-                |row| decode_request(row.get(0)?, row.get(1)?),
-            )?;
-            rows.collect()
+            // A grant whose expiry has passed has expired, recorded or not (after a restart the
+            // worker has many to record, on a full disk it cannot): asked for expired ones, the
+            // active grants due by now come too, for the caller to tell apart by their expiry.
+            let ran_out = (f.states.contains(&State::Expired)
+                && !f.states.contains(&State::Active))
+            .then(|| ms(OffsetDateTime::now_utc() + RAN_OUT_MARGIN));
+            let (requester, target, before) = (
+                f.requester.as_ref().map(UserName::as_str),
+                f.target.as_ref().map(|t| t.as_str().to_owned()),
+                f.before.map(|id| id.to_string()),
+            );
+            let n = limit(f.limit);
+            let decode = |row: &rusqlite::Row<'_>| decode_request(row.get(0)?, row.get(1)?);
+            if live {
+                let mut stmt = c.prepare_cached(LIST_LIVE)?;
+                let rows =
+                    stmt.query_map(params![requester, target, states_json, n, before], decode)?;
+                rows.collect()
+            } else {
+                let mut stmt = c.prepare_cached(LIST_ANY)?;
+                let rows = stmt.query_map(
+                    params![requester, target, states_json, n, before, ran_out],
+                    decode,
+                )?;
+                rows.collect()
+            }
         })
         .await
     }

@@ -1073,20 +1073,19 @@ async fn live_requests_are_found_by_state_and_listed_newest_first() {
 
     // Live states are read through the state index, not by walking the whole history.
     let plan = |sql: &str| -> String {
-        rusqlite::Connection::open(dir.path().join("w.db"))
-            .unwrap()
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(
-                rusqlite::params![
-                    None::<String>,
-                    None::<String>,
-                    "[\"pending\"]",
-                    10,
-                    None::<String>
-                ],
-                |r| r.get::<_, String>(3),
-            )
+        let db = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // LIST_ANY takes one more: the time active grants must be due by.
+        let params = rusqlite::params![
+            None::<String>,
+            None::<String>,
+            "[\"pending\"]",
+            10,
+            None::<String>,
+            None::<i64>
+        ];
+        let n = stmt.parameter_count();
+        stmt.query_map(&params[..n], |r| r.get::<_, String>(3))
             .unwrap()
             .map(Result::unwrap)
             .collect::<Vec<_>>()
@@ -1101,6 +1100,72 @@ async fn live_requests_are_found_by_state_and_listed_newest_first() {
     assert!(
         any.contains("SCAN requests USING INDEX sqlite_autoindex"),
         "{any}"
+    );
+}
+
+/// Asked for expired requests, the store gives the active grants due by now too, for the
+/// caller to keep those whose expiry passed before the worker recorded it; not those due
+/// later, and none twice however the pages fall.
+#[tokio::test]
+async fn expired_requests_come_with_the_active_grants_whose_expiry_may_have_passed() {
+    let (_dir, s) = store();
+    let now = warden_domain::to_millisecond(time::OffsetDateTime::now_utc());
+    let granted = |n: u128, created: time::OffsetDateTime| {
+        let mut r = request_decided(n, &allowed(), created);
+        r.approve_automatically().unwrap();
+        r.activate(None, created).unwrap();
+        r
+    };
+    // Oldest first: one expired on record, one past its expiry unrecorded, one still running,
+    // one revoked.
+    let mut recorded = granted(1, now - time::Duration::hours(3));
+    recorded.expire(recorded.expires_at.unwrap()).unwrap();
+    let unrecorded = granted(2, now - time::Duration::hours(2));
+    let running = granted(3, now - time::Duration::minutes(1));
+    let mut revoked = granted(4, now - time::Duration::seconds(30));
+    revoked
+        .revoke(None, warden_domain::Comment::parse("done").unwrap(), now)
+        .unwrap();
+    for r in [&recorded, &unrecorded, &running, &revoked] {
+        s.insert_request(r, Vec::new().into()).await.unwrap();
+    }
+    let listed = |states: Vec<State>, limit: usize, before: Option<RequestId>| {
+        let s = s.clone();
+        async move {
+            s.requests(RequestFilter {
+                states,
+                limit,
+                before,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(vec![State::Expired], 10, None).await,
+        [unrecorded.id, recorded.id]
+    );
+    assert_eq!(listed(vec![State::Expired], 1, None).await, [unrecorded.id]);
+    assert_eq!(
+        listed(vec![State::Expired], 10, Some(unrecorded.id)).await,
+        [recorded.id]
+    );
+    assert_eq!(
+        listed(vec![State::Expired, State::Revoked], 10, None).await,
+        [revoked.id, unrecorded.id, recorded.id]
+    );
+    // Active ones are listed as stored: the caller leaves out those that ran out.
+    assert_eq!(
+        listed(vec![State::Active], 10, None).await,
+        [running.id, unrecorded.id]
+    );
+    assert_eq!(
+        listed(vec![State::Expired, State::Active], 10, None).await,
+        [running.id, unrecorded.id, recorded.id]
     );
 }
 

@@ -19,6 +19,8 @@ pub enum RequestCommand {
     /// audit readers).
     List {
         /// Only this state: pending, approved, active, expired, revoked, denied, cancelled, timed-out.
+        /// A grant whose expiry has passed is expired, whether or not the server has recorded it
+        /// yet.
         #[arg(long)]
         state: Option<String>,
         /// Only requests by this user.
@@ -322,10 +324,11 @@ fn print_request(v: &Value) {
         .into_iter()
         .flatten()
         .map(|r| {
-            let void = if r["void"] == true {
-                " (no longer counts)"
-            } else {
-                ""
+            // A withdrawn approval says why: its giver may approve afresh.
+            let void = match (r["void"] == true, r["withdrawn"].as_str()) {
+                (_, Some(why)) => format!(" (withdrawn: {why}; no longer counts)"),
+                (true, None) => " (no longer counts)".to_owned(),
+                (false, None) => String::new(),
             };
             format!(
                 "{} {}{void} {}",
