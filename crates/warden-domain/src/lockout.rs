@@ -26,8 +26,8 @@ pub enum Kind {
     /// At sign-in (a wrong password, or a wrong code after the right password): sent by
     /// anyone, so its lock refuses sign-ins only.
     SignIn,
-    /// At a step-up (or a re-enrolment) by a caller signed in as the user: its lock refuses
-    /// step-ups and sign-ins.
+    /// At a step-up (a re-enrolment, or a change of one's own password) by a caller signed in
+    /// as the user: its lock refuses step-ups and sign-ins.
     StepUp,
 }
 
