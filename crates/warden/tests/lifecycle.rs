@@ -2087,7 +2087,7 @@ fn a_new_password_ends_the_old_sessions() {
     // One's own new password ends this session too, and the client says so and forgets it.
     let own = admin.run(
         &["user", "set-password", "admin", "--password-stdin"],
-        Some("admin's fresh password 1"),
+        Some(&format!("{PASSWORD}\nadmin's fresh password 1")),
     );
     assert!(own.success(), "{own:?}");
     assert!(own.stdout.contains("sign in again"), "{own:?}");
