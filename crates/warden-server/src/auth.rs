@@ -217,10 +217,27 @@ fn dummy_like<'a>(hashes: impl IntoIterator<Item = &'a str>) -> Result<PasswordH
 /// (no such user, none set, or one disabled by an offboarding): a hash as costly as the
 /// costliest stored for the directory's users, so that a name is not told from an unknown one
 /// by the time a wrong password takes, even when a config's `password_hash` costs more than the
-/// hashes Warden makes. Made once, at the first such sign-in (the config's hashes are stored
-/// at start, before any), from the stored hashes: those are what sign-ins check.
+/// hashes Warden makes. Made from the stored hashes (those are what sign-ins check) at the
+/// first such sign-in, and again at the first after any of them changed ([`SignInDummy::forget`]:
+/// a password set, one disabled by an offboarding, a departed user's forgotten), so that it
+/// follows the costliest at all times: a costly config hash replaced by a cheaper password
+/// must not leave unknown names slower than known ones, nor a costlier one leave them quicker.
 #[derive(Debug, Default)]
-pub struct SignInDummy(tokio::sync::OnceCell<PasswordHash>);
+pub struct SignInDummy {
+    /// The dummy, with the count of [`Self::changes`] it was made after.
+    made: tokio::sync::Mutex<Option<(u64, PasswordHash)>>,
+    /// How many times a stored password hash changed.
+    changes: std::sync::atomic::AtomicU64,
+}
+
+impl SignInDummy {
+    /// Says that a stored password hash changed (once the change is written): the next
+    /// check makes the dummy anew.
+    pub(crate) fn forget(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// When a lockout recorded in the audit log ends: RFC 3339 text, or Unix seconds as earlier
 /// versions wrote it.
@@ -467,17 +484,6 @@ impl Lockouts {
 
     fn restore(&self, user: UserName, lockout: Lockout) {
         self.runs().insert(user, lockout);
-    }
-
-    /// The users locked at `now` and until when (the lock that ends last), by name.
-    fn locked(&self, now: OffsetDateTime) -> Vec<(UserName, OffsetDateTime)> {
-        let mut locked: Vec<_> = self
-            .runs()
-            .iter()
-            .filter_map(|(user, l)| Some((user.clone(), l.locked_until(Kind::SignIn, now)?)))
-            .collect();
-        locked.sort();
-        locked
     }
 
     /// The locks in force at `now`, each with its user and kind, by name.
@@ -1442,6 +1448,8 @@ impl App {
             }));
             match self.store.reset_user(user, reset.clone(), &keys, all).await {
                 Ok(tokens) => {
+                    // Their password hash may be the costliest no more, or be it now.
+                    self.sign_in_dummy.forget();
                     self.tokens.sign_out(user, now());
                     return Ok(Signed {
                         tokens,
@@ -1472,16 +1480,10 @@ impl App {
         theirs.len()
     }
 
-    /// The users of the directory whose sign-ins (and maybe step-ups) are locked now, and until
-    /// when: one no longer in it has no sign-in to lock, nor can it be unlocked.
-    pub fn locked_users(&self) -> Vec<(UserName, OffsetDateTime)> {
-        let mut locked = self.lockouts.locked(now());
-        locked.retain(|(user, _)| self.user(user).is_some());
-        locked
-    }
-
-    /// The locks in force now of the directory's users, each with its kind, as an archive of
-    /// the events that began them keeps them for [`App::restore_lockouts`].
+    /// The locks in force now of the directory's users, each with its kind, by name, as an
+    /// archive of the events that began them keeps them for [`App::restore_lockouts`]: one no
+    /// longer in the directory has no sign-in to lock, nor can it be unlocked. Each lock
+    /// refuses sign-ins; a user locked both ways is named twice.
     pub fn locks_in_force(&self) -> Vec<(UserName, Kind, OffsetDateTime)> {
         let mut locks = self.lockouts.locks(now());
         locks.retain(|(user, _, _)| self.user(user).is_some());
@@ -1491,17 +1493,27 @@ impl App {
     /// The hash a sign-in's password is checked against when its name has none that signs in
     /// ([`SignInDummy`]), made at the first such sign-in.
     async fn sign_in_dummy(&self) -> Result<PasswordHash, AuthError> {
-        self.sign_in_dummy
-            .0
-            .get_or_try_init(|| async {
-                let mut stored = Vec::new();
-                for user in self.directory.users() {
-                    stored.extend(self.store.secrets(&user.name).await?.password_hash);
-                }
-                dummy_like(stored.iter().map(String::as_str))
-            })
-            .await
-            .cloned()
+        // Held while the dummy is made: sign-ins at the same time wait for it rather than each
+        // read every hash.
+        let mut made = self.sign_in_dummy.made.lock().await;
+        // Read before the hashes: a change written while they are read is counted after this,
+        // so the dummy made of them is made again at the next check.
+        let changes = self
+            .sign_in_dummy
+            .changes
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((after, dummy)) = made.as_ref()
+            && *after == changes
+        {
+            return Ok(dummy.clone());
+        }
+        let mut stored = Vec::new();
+        for user in self.directory.users() {
+            stored.extend(self.store.secrets(&user.name).await?.password_hash);
+        }
+        let dummy = dummy_like(stored.iter().map(String::as_str))?;
+        *made = Some((changes, dummy.clone()));
+        Ok(dummy)
     }
 
     /// When an administrator last gave each user new credentials, from the audit log: a
@@ -1765,5 +1777,86 @@ mod tests {
         let none = dummy_like(["not a hash"]).unwrap();
         assert_eq!(params(&none), params(&PasswordHash::new(&default).unwrap()));
         assert_eq!(params(&none).m_cost(), argon2::Params::DEFAULT_M_COST);
+    }
+
+    /// A server on a new data dir in `dir` whose directory holds `users`, serving the demo
+    /// policy.
+    fn app_in(dir: &std::path::Path, users: &[&str]) -> App {
+        let directory = warden_domain::Directory::new(users.iter().map(|u| User {
+            name: u.parse().unwrap(),
+            groups: Default::default(),
+            manager: None,
+        }))
+        .unwrap();
+        let audit_key = crate::keys::audit_signing_key(&dir.join("audit_signing.key")).unwrap();
+        App::new(
+            Arc::new(warden_store::SqliteStore::open(&dir.join("warden.db")).unwrap()),
+            warden_policy::Policy::from_files(&warden_policy::demo_files()).unwrap(),
+            dir.join("policy"),
+            directory,
+            &[],
+            warden_issuers::Registry::new([]),
+            warden_issuers::ssh_cert::UserCa::load_or_create(&dir.join("ssh_user_ca"))
+                .unwrap()
+                .0,
+            crate::checkpoints::signer("warden.test/audit", &audit_key).unwrap(),
+            crate::keys::Sealer::load_or_create(&dir.join("master.key")).unwrap(),
+            crate::config::Config {
+                data_dir: dir.to_owned(),
+                ..Default::default()
+            },
+            crate::metrics::Metrics::new().unwrap(),
+        )
+    }
+
+    /// The dummy is made again once a password changes, so that it costs what the costliest
+    /// hash stored costs now: not what a costly config hash, replaced since, cost.
+    #[tokio::test]
+    async fn the_dummy_follows_the_costliest_stored_hash_as_passwords_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(dir.path(), &["alice", "bob"]);
+        let (alice, bob): (UserName, UserName) = ("alice".parse().unwrap(), "bob".parse().unwrap());
+        let made = |m, t| {
+            let params = argon2::Params::new(m, t, 1, None).unwrap();
+            Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password_with_salt(b"a password", b"saltsaltsaltsalt")
+                .unwrap()
+                .to_string()
+        };
+        let cost = |h: PasswordHash| {
+            let p = argon2::Params::try_from(&h).unwrap();
+            (p.m_cost(), p.t_cost())
+        };
+        let default = (
+            argon2::Params::DEFAULT_M_COST,
+            argon2::Params::DEFAULT_T_COST,
+        );
+        // A config's costly hash for alice, stored at a first start, as bob's of Warden's own.
+        let ours = hash_password("bob's first password").unwrap();
+        assert!(
+            app.store
+                .init_password(&alice, made(32 * 1024, 3), vec![])
+                .await
+                .unwrap()
+        );
+        assert!(app.store.init_password(&bob, ours, vec![]).await.unwrap());
+        assert_eq!(cost(app.sign_in_dummy().await.unwrap()), (32 * 1024, 3));
+        let reset = async |user: &UserName, reset: Reset| {
+            app.reset_user(user, reset, &Actor::system(), "a test", vec![])
+                .await
+                .unwrap();
+            cost(app.sign_in_dummy().await.unwrap())
+        };
+        let password = |hash: String| Reset::Password { hash, set_by: None };
+        // alice's replaced by a password Warden hashes: no stored hash costs more than that.
+        let new = hash_password("alice's new password").unwrap();
+        assert_eq!(reset(&alice, password(new)).await, default);
+        // A costlier one than any before: the dummy costs as much.
+        assert_eq!(
+            reset(&bob, password(made(32 * 1024, 4))).await,
+            (32 * 1024, 4)
+        );
+        // That one disabled by an offboarding: no sign-in checks it.
+        assert_eq!(reset(&bob, Reset::Offboarded).await, default);
     }
 }

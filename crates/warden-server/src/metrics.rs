@@ -254,7 +254,13 @@ impl Metrics {
             self.set(&EXPORT_LAG, &[&sink.name], lag as f64);
         }
 
-        self.set(&USERS_LOCKED, &[], app.locked_users().len() as f64);
+        // Users, not locks: one locked both ways is one user whose sign-ins are refused.
+        let locked: std::collections::BTreeSet<_> = app
+            .locks_in_force()
+            .into_iter()
+            .map(|(user, _, _)| user)
+            .collect();
+        self.set(&USERS_LOCKED, &[], locked.len() as f64);
         self.set(&SESSIONS_ACTIVE, &[], app.sessions.active() as f64);
         self.absolute(&SESSIONS_RECORDED, &[], app.sessions.recorded_total());
         self.absolute(&RECORDING_FAILURES, &[], app.sessions.recording_failures());
