@@ -101,7 +101,7 @@ macro_rules! series {
 }
 
 series! {
-    REQUESTS = gauge("warden_requests", "Requests by state and approval tier, counted in the store at scrape time.", &["state", "tier"]);
+    REQUESTS = gauge("warden_requests", "Requests by state and approval tier, counted in the store at scrape time (a grant past its expiry counts as expired).", &["state", "tier"]);
     REQUESTS_CREATED = counter("warden_requests_created_total", "Requests created since start, by approval tier.", &["tier"]);
     TIME_TO_GRANT = histogram("warden_time_to_grant_seconds", "Time from a request's creation to its grant becoming active.", &["tier"], GRANT_BUCKETS);
     APPROVAL_LATENCY = histogram("warden_approval_latency_seconds", "Time from a request's creation to its final approval, for tiers that need approval (healthy median 5-15 minutes).", &["tier"], APPROVAL_BUCKETS);
@@ -223,7 +223,7 @@ impl Metrics {
 
     /// Reads the scrape-time figures and renders every series.
     pub async fn render(&self, app: &App) -> Result<String, warden_store::Error> {
-        let counts = app.store.count_requests().await?;
+        let counts = app.store.count_requests(crate::state::now()).await?;
         let mut tiers: Vec<&'static str> = vec![warden_domain::Requirement::auto().tier()];
         let mut table = std::collections::HashMap::new();
         for (state, requirement, n) in &counts {

@@ -554,9 +554,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // --- Figures for metrics and the zero-standing-privilege report --------------------------
     // Read-only, cheap grouped counts: the metrics endpoint calls them at every scrape.
 
-    /// How many requests are in each state, by the approval requirement they carry as policy
-    /// wrote it (e.g. `peer(sre) & manager`, `auto`).
-    async fn count_requests(&self) -> Result<Vec<(State, String, u64)>>;
+    /// How many requests are in each state at `now`, by the approval requirement they carry as
+    /// policy wrote it (e.g. `peer(sre) & manager`, `auto`): an active grant past its expiry
+    /// counts as expired, recorded or not.
+    async fn count_requests(&self, now: OffsetDateTime) -> Result<Vec<(State, String, u64)>>;
 
     /// How many leases are marked failed (revocation keeps failing; still retried).
     async fn count_failed_leases(&self) -> Result<u64>;

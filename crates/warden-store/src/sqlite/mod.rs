@@ -1760,8 +1760,8 @@ impl crate::Store for SqliteStore {
 
     // Figures: see `figures.rs`.
 
-    async fn count_requests(&self) -> Result<Vec<(State, String, u64)>> {
-        SqliteStore::count_requests(self).await
+    async fn count_requests(&self, now: OffsetDateTime) -> Result<Vec<(State, String, u64)>> {
+        SqliteStore::count_requests(self, now).await
     }
 
     async fn count_failed_leases(&self) -> Result<u64> {
