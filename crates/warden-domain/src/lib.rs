@@ -11,6 +11,7 @@ pub mod directory;
 pub mod lease;
 pub mod lockout;
 pub mod names;
+pub mod net;
 pub mod notice;
 pub mod password;
 pub mod postmortem;

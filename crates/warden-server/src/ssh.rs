@@ -114,6 +114,11 @@ impl Backend for ProxyBackend {
         self.0.user(name).is_some()
     }
 
+    fn is_target(&self, name: &str) -> bool {
+        name.parse::<TargetName>()
+            .is_ok_and(|t| self.0.policy.load().targets().get(&t).is_some())
+    }
+
     async fn authenticate_certificate(
         &self,
         cert: &Certificate,
@@ -191,37 +196,20 @@ impl Backend for ProxyBackend {
         user: &UserName,
         key: &PublicKey,
     ) -> Result<Option<(RequestId, Denied)>, BackendError> {
-        let key = fingerprint(key);
-        let requests = self
+        // The grant whose certificate of this key ended last, however many requests the user
+        // made since (an extension certifies its original's key anew).
+        let last = self
             .0
             .store
-            .requests(RequestFilter {
-                requester: Some(user.clone()),
-                target: None,
-                states: Vec::new(),
-                before: None,
-                limit: CERTIFIED_KEYS_SEARCHED,
-            })
+            .key_certified_last(user, &fingerprint(key))
             .await
             .map_err(store_err)?;
-        // Newest first; an extension certifies its original's key anew.
-        let certified: Vec<(RequestId, Certificate)> = requests
-            .iter()
-            .filter_map(|r| {
-                let credential = r.credential.as_ref()?;
-                if credential["key_fingerprint"] != key.as_str() {
-                    return None;
-                }
-                let cert = Certificate::from_openssh(credential["certificate"].as_str()?).ok()?;
-                Some((r.id, cert))
-            })
-            .collect();
-        if certified.iter().any(|(_, cert)| valid_now(cert)) {
-            return Ok(None);
+        match last {
+            // One of its certificates is valid still: the key alone was offered for itself.
+            Some((_, ends)) if ends > now() => Ok(None),
+            Some((id, _)) => Ok(Some((id, certificate_expired(id)))),
+            None => Ok(None),
         }
-        Ok(certified
-            .first()
-            .map(|(id, _)| (*id, certificate_expired(*id))))
     }
 
     async fn authorize(
@@ -298,10 +286,6 @@ impl Backend for ProxyBackend {
         .map_err(store_err)
     }
 }
-
-/// How many of a user's latest requests are searched for the certificate of a key that signs
-/// in alone ([`Backend::expired_certificate`]).
-const CERTIFIED_KEYS_SEARCHED: usize = 100;
 
 /// Whether `cert` is within its validity now.
 fn valid_now(cert: &Certificate) -> bool {
@@ -513,6 +497,7 @@ impl App {
             upstream,
             rules,
             recording: r.recording,
+            source_address: settings.source_address,
         }))
     }
 

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use russh::keys::ssh_key::{Certificate, PublicKey};
 use time::OffsetDateTime;
 use warden_domain::audit::Event;
+use warden_domain::net::AddressBlock;
 use warden_domain::{Recording, RequestId, RoleName, TargetName, UserName};
 
 use crate::Rules;
@@ -63,6 +64,10 @@ pub struct Grant {
     pub recording: Recording,
     /// Whether the role gives a terminal (`permit-pty`): the target refuses one otherwise.
     pub terminal: bool,
+    /// Where the user may use the grant from (the role's `source_address`); `None`: anywhere.
+    /// The proxy checks the address the user's connection comes from against it: its upstream
+    /// certificates carry no `source-address`, as they come from the proxy's own address.
+    pub source_address: Option<Vec<AddressBlock>>,
 }
 
 /// The server side of the proxy: identity, authorization, signing and the audit log.
@@ -75,6 +80,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// the name it claimed as typed only then, else by its length alone, since a name no one
     /// has is as likely a password typed there. A backend that cannot tell says no.
     fn is_user(&self, _name: &UserName) -> bool {
+        false
+    }
+
+    /// Whether `name` is a target in the policy: a refused sign-in's audit event keeps the
+    /// target its SSH user name names as typed only then, else by its length alone, as it
+    /// keeps a user name no user has. A backend that cannot tell says no.
+    fn is_target(&self, _name: &str) -> bool {
         false
     }
 

@@ -410,6 +410,20 @@ pub(crate) fn recorded_target(target: &str) -> String {
     }
 }
 
+/// The target a refused sign-in's SSH user name names, as the audit log records it: as it is
+/// when it is a target in the policy (`known`), else by its length alone, whether shaped like a
+/// name or not, as a claimed user name no user has is kept: a lower-case passphrase typed there
+/// is shaped like a name as well as any.
+fn refused_target(target: &str, known: bool) -> String {
+    if known {
+        return target.to_owned();
+    }
+    match target.parse::<warden_domain::TargetName>() {
+        Ok(_) => format!("(no such target, {} characters)", target.chars().count()),
+        Err(_) => recorded_target(target),
+    }
+}
+
 /// A claimed Warden user name no user in the directory has, as the audit log records it: by
 /// its length alone, as the API's sign-in records one.
 fn no_such_user(name: &str) -> String {
@@ -536,14 +550,20 @@ impl Connection {
         // for good, and a lower-case passphrase is shaped like a name as well as any.
         let mut reason = denied.message;
         let (claimed, target) = match parse_user(user) {
-            Some((claimed, target, _)) if self.ctx.backend.is_user(&claimed) => {
-                (claimed.to_string(), Some(recorded_target(&target)))
-            }
             Some((claimed, target, _)) => {
-                let typed = claimed.as_str();
-                let withheld = no_such_user(typed);
-                reason = withhold(&reason, typed, &withheld);
-                (withheld, Some(recorded_target(&target)))
+                let backend = &self.ctx.backend;
+                let recorded = refused_target(&target, backend.is_target(&target));
+                if recorded != target {
+                    reason = withhold(&reason, &target, &recorded);
+                }
+                if backend.is_user(&claimed) {
+                    (claimed.to_string(), Some(recorded))
+                } else {
+                    let typed = claimed.as_str();
+                    let withheld = no_such_user(typed);
+                    reason = withhold(&reason, typed, &withheld);
+                    (withheld, Some(recorded))
+                }
             }
             None => (
                 format!(
@@ -815,6 +835,20 @@ mod tests {
             "bob.smith, not X"
         );
         assert_eq!(withhold("nothing here", "", "X"), "nothing here");
+    }
+
+    #[test]
+    fn a_refused_sign_ins_target_is_kept_only_when_the_policy_has_it() {
+        assert_eq!(refused_target("web", true), "web");
+        // Shaped like a name, but no target's: a lower-case passphrase would be too.
+        assert_eq!(
+            refused_target("hunter2passphrase", false),
+            "(no such target, 17 characters)"
+        );
+        assert_eq!(
+            refused_target("S3cret Passw0rd", false),
+            "(not a target name, 15 characters)"
+        );
     }
 
     #[test]

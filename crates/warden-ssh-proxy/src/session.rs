@@ -406,6 +406,23 @@ impl Start<'_> {
             );
             return Err(self.refuse(refused("login_not_granted", &msg), msg).await);
         }
+        // The role's `source_address`, which the proxy's upstream certificate does not carry
+        // (it comes from the proxy's address): checked here against the user's.
+        if let Some(allowed) = &grant.source_address
+            && !allowed.iter().any(|b| b.contains(self.who.peer.ip()))
+        {
+            let listed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+            let msg = format!(
+                "role {} on {} is used only from {}; your connection comes from {}: connect from one of those addresses",
+                grant.role,
+                grant.target,
+                listed.join(", "),
+                self.who.peer.ip().to_canonical()
+            );
+            return Err(self
+                .refuse(refused("source_address_not_allowed", &msg), msg)
+                .await);
+        }
         // The client was told it has a terminal before its grant was known: one the role does
         // not give is refused here, as the target would, rather than left half-working.
         if self.pty.is_some() && !grant.terminal {

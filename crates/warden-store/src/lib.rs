@@ -665,6 +665,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn ssh_keys(&self, user: &UserName) -> Result<Vec<SshKey>>;
     /// The key with `fingerprint`, whoever registered it.
     async fn ssh_key(&self, fingerprint: &str) -> Result<Option<SshKey>>;
+    /// The grant of `requester` whose certificate for the SSH key `fingerprint` (`SHA256:…`)
+    /// ends last, and when it ends; read through an index, however many requests they made.
+    async fn key_certified_last(
+        &self,
+        requester: &UserName,
+        fingerprint: &str,
+    ) -> Result<Option<(RequestId, OffsetDateTime)>>;
     /// Pins a target's upstream host key (an OpenSSH public key line).
     async fn set_host_key(
         &self,

@@ -303,3 +303,213 @@ fn early_revoke_reaches_sshd_through_revoked_keys() {
     let json = alice.run(&["ssh-revoked-keys", "--json"], None);
     assert_eq!(json.code, 2, "{json:?}");
 }
+
+/// A role whose certificates carry critical options, at a target of its own: `web`'s host.
+fn with_options(role: &str, options: &str) -> String {
+    format!(
+        "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\n[targets.web.roles.{role}]\nprincipals = [\"{LOCAL_USER}\"]\n{options}\n"
+    )
+}
+
+/// Auto-approved grants of `web`'s `roles`.
+fn auto_rules(roles: &[&str]) -> String {
+    roles
+        .iter()
+        .map(|r| {
+            format!(
+                "@id(\"{r}-auto\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/{r}\");\n"
+            )
+        })
+        .collect()
+}
+
+/// `source_address` and `force_command` are written as the certificate's critical options,
+/// and the host's sshd holds a session to them: a sign-in from an address the role does not
+/// list is refused, and a session runs the forced command whatever it asks for.
+#[test]
+fn critical_options_of_a_role_hold_at_the_host() {
+    let targets = [
+        with_options("near", "source_address = [\"127.0.0.1/32\"]"),
+        with_options(
+            "far",
+            "source_address = [\"10.9.9.9/32\", \"192.0.2.0/24\"]",
+        )
+        .replace(
+            "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\n",
+            "",
+        ),
+        with_options("forced", "force_command = \"echo forced\"").replace(
+            "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\n",
+            "",
+        ),
+    ]
+    .concat();
+    let env = Env::start_with(
+        &[
+            ("targets.toml", &targets),
+            ("access.cedar", &auto_rules(&["near", "far", "forced"])),
+        ],
+        &[],
+    );
+    let alice = env.login("alice");
+    ensure_local_user(LOCAL_USER);
+    let ca = alice.run(&["ssh-ca"], None);
+    let sshd = Sshd::start(ca.stdout.trim(), "web");
+    let login = |v: &serde_json::Value, command: &str| {
+        let key = Path::new(v["private_key_file"].as_str().unwrap()).to_owned();
+        let cert = Path::new(v["certificate_file"].as_str().unwrap()).to_owned();
+        ssh_login(sshd.port(), LOCAL_USER, &key, &cert, command)
+    };
+
+    let near = create(&alice, "web", "near", &[]);
+    assert_eq!(
+        near["credential"]["critical_options"],
+        serde_json::json!({"source-address": "127.0.0.1/32"}),
+        "{near}"
+    );
+    let out = login(&near, "echo near-$(whoami)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("near-{LOCAL_USER}"),
+        "{out:?}\n{}",
+        sshd.log()
+    );
+
+    // From 127.0.0.1, which the role does not list: sshd refuses the certificate.
+    let far = create(&alice, "web", "far", &[]);
+    let out = login(&far, "echo far");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "{out:?}"
+    );
+    assert!(
+        sshd.log()
+            .contains("with valid certificate but not from a permitted source address (127.0.0.1)"),
+        "{}",
+        sshd.log()
+    );
+
+    let forced = create(&alice, "web", "forced", &[]);
+    let out = login(&forced, "whoami");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "forced",
+        "{out:?}\n{}",
+        sshd.log()
+    );
+    // The grant's audit event says what the certificate holds to.
+    let admin = env.login("admin");
+    let issued = audit_events(&admin, "credential.issued");
+    let forced_issued = issued
+        .iter()
+        .find(|e| e["request_id"] == forced["id"])
+        .unwrap();
+    assert_eq!(
+        forced_issued["details"]["critical_options"]["force-command"], "echo forced",
+        "{forced_issued}"
+    );
+}
+
+/// Critical option settings a host could not hold to are refused where they are written.
+#[test]
+fn bad_critical_option_settings_are_refused_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &[
+            (
+                "targets.toml",
+                "[targets.web]\nkind = \"ssh\"\nenvironment = \"t\"\n[targets.web.roles.view]\nprincipals = [\"root\"]\nsource_address = [\"10.0.0.0/8\", \"10.1.2.3/16\", \"web01\"]\nforce_command = \"echo a\\nrm -rf /\"\n[targets.web.roles.edit]\nprincipals = [\"root\"]\nsource_address = []\nforce_command = \"\"\n",
+            ),
+            ("access.cedar", &auto_rules(&["view", "edit"])),
+        ],
+    );
+    let cli = warden_testkit::Cli::new(Path::new(BIN), "http://127.0.0.1:9");
+    let out = cli.run(&["policy", "check", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    for (line, what) in [
+        (
+            6,
+            "source_address entry \"10.1.2.3/16\" has address bits set past its /16 prefix, which OpenSSH refuses: write the network as 10.1.0.0/16",
+        ),
+        (
+            6,
+            "source_address entry \"web01\" is not an IPv4 or IPv6 address",
+        ),
+        (7, "`force_command` holds a control character (U+000A)"),
+        (10, "`source_address` is empty"),
+        (11, "`force_command` is empty"),
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("targets.toml:{line}:")) && l.contains(what)),
+            "line {line}, {what}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// A pending request whose stored key a check added since would refuse is judged again as it
+/// is approved: no certificate is issued, and the request ends saying why, on the record.
+#[test]
+fn a_stored_key_refused_since_is_judged_again_at_approval() {
+    let rules = "@id(\"deploy-peer\")\n@approval(\"peer(sre)\")\n@max_ttl(\"1h\")\n@pending_timeout(\"1h\")\npermit (principal in Group::\"dev\", action == Action::\"request\", resource == Role::\"web/deploy\");\n";
+    let mut env = Env::start_with(&[("targets.toml", TARGETS), ("access.cedar", rules)], &[]);
+    let alice = env.login("alice");
+    let pending = create(&alice, "web", "deploy", &[]);
+    assert_eq!(pending["state"], "pending", "{pending}");
+    let rid = id(&pending);
+    // As a Warden before the 2048-bit floor stored it: a 1024-bit RSA key.
+    let weak = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDNm0SALAjUA6Hc+hTSCls69q2hZSznWSoX+pzlQ0nsJRy7JDmLlqNFmDtm36bdDPVmJTqVCoPhBDTz87yhuMTwz/yNfwx143DwhmJq9BigqhyxehiwE371QV4xW6KkEqn0WJqa9VciBji2TYtFeKHDlSUOl4oHJS8SQeqzwohegQ==";
+    assert!(env.server.terminate().success());
+    {
+        let db = rusqlite::Connection::open(env.server.data_dir().join("warden.db")).unwrap();
+        let body: String = db
+            .query_row("SELECT body FROM requests WHERE id = ?1", [&rid], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let mut r: serde_json::Value = serde_json::from_str(&body).unwrap();
+        r["public_key"] = weak.into();
+        db.execute(
+            "UPDATE requests SET body = ?1 WHERE id = ?2",
+            [r.to_string(), rid.clone()],
+        )
+        .unwrap();
+    }
+    env.server.restart();
+    let bob = env.login("bob");
+    let out = bob.run(&["request", "approve", &rid, "--json"], None);
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("the RSA key has 1024 bits; at least 2048 are needed"),
+        "{out:?}"
+    );
+    let alice = env.login("alice");
+    let shown = ok(&alice, &["request", "show", &rid]);
+    assert_eq!(shown["state"], "revoked", "{shown}");
+    assert!(shown["credential"].is_null(), "{shown}");
+    let comment = shown["end_comment"].as_str().unwrap_or_default();
+    assert!(
+        comment.starts_with("the credential could not be issued: what the request was made with is refused now: the RSA key has 1024 bits")
+            && comment.contains("make a new request"),
+        "{shown}"
+    );
+    let admin = env.login("admin");
+    let failed = audit_events(&admin, "credential.issue_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["request_id"], rid.as_str(), "{failed:?}");
+    assert!(
+        failed[0]["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1024 bits"),
+        "{failed:?}"
+    );
+    assert!(audit_events(&admin, "credential.issued").is_empty());
+    // Nothing of the key but its size is said.
+    assert!(!failed[0].to_string().contains("AAAAB3Nza"), "{failed:?}");
+}

@@ -2006,7 +2006,20 @@ fn refused_certificate_sign_ins_are_audited() {
         assert!(!e.contains("S3cret"), "{e}");
         assert!(e.contains("characters)"), "{e}");
     }
-    let failed = refusals(5);
+    // A target's name no target has is kept by its length alone too: a lower-case passphrase
+    // is shaped like a name as well as any.
+    let out = with_certificate("bob:hunter2passphrase");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let failed = refusals(6);
+    let e = &failed[5];
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    assert_eq!(e["actor"]["claimed"], "bob", "{e}");
+    assert_eq!(
+        e["details"]["target"], "(no such target, 17 characters)",
+        "{e}"
+    );
+    assert!(e["target"].is_null(), "{e}");
+    let failed = refusals(6);
     let certificate = std::fs::read_to_string(grant["certificate_file"].as_str().unwrap()).unwrap();
     let blob = certificate.split_whitespace().nth(1).unwrap();
     for e in &failed {
@@ -2578,4 +2591,152 @@ fn keys_right_behind_a_blocked_line_do_not_run_it() {
         assert_eq!(b["outcome"]["code"], "command_denied", "{b}");
         assert_eq!(b["details"]["rule"], "^rm -rf", "{b}");
     }
+}
+
+/// `ssh` to the proxy as alice at web from the loopback address `from`, with her registered
+/// key, running `command`; killed after 30 s.
+fn ssh_from(s: &Setup, from: &str, command: &str) -> Output {
+    std::process::Command::new("timeout")
+        .arg("30")
+        .arg("ssh")
+        .args(ssh_base_args(s.port, &s.key))
+        .args(["-o", &format!("BindAddress={from}")])
+        .arg("alice:web@127.0.0.1")
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+/// A role's `source_address` holds through the proxy: the proxy checks where the user comes
+/// from, and its own certificate for the host, which comes from the proxy's address, carries
+/// no source address (the host would refuse it) but does carry `force_command`. sshd's log tells
+/// the proxy's certificate from the user's by its key id and serial.
+#[test]
+fn a_roles_critical_options_hold_through_the_proxy() {
+    let s = Setup::start(
+        "metadata",
+        "source_address = [\"127.0.0.2/32\"]\nforce_command = \"echo forced\"",
+        true,
+    );
+    let grant = s.grant("30m");
+    let id = id(&grant);
+
+    // From an address the role does not list: refused before the host is reached.
+    let out = ssh_from(&s, "127.0.0.1", "whoami");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!text(&out.stdout).contains("forced"), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(
+            "role view on web is used only from 127.0.0.2/32; your connection comes from 127.0.0.1"
+        ),
+        "{out:?}"
+    );
+    let e = s.wait_event("session.refused", Duration::from_secs(5));
+    assert_eq!(e["outcome"]["code"], "source_address_not_allowed", "{e}");
+    assert_eq!(e["request_id"], id.as_str(), "{e}");
+    assert!(
+        !s.sshd.log().contains(&format!("ID {id}")),
+        "{}",
+        s.sshd.log()
+    );
+
+    // From the listed address: the proxy connects from 127.0.0.1, and the host takes its
+    // certificate and runs the forced command, whatever was asked.
+    let out = ssh_from(&s, "127.0.0.2", "whoami");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "forced",
+        "{out:?}\n{}",
+        s.sshd.log()
+    );
+    let serial: u64 = grant["credential"]["serial"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = s.sshd.log();
+    assert!(
+        log.contains(&format!("ID {id}:proxy (serial {})", serial ^ (1 << 63))),
+        "{log}"
+    );
+    assert!(!log.contains(&format!("ID {id} (serial")), "{log}");
+    // The user's own certificate names the grant alone, and its own serial.
+    let shown = std::process::Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(grant["certificate_file"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let shown = text(&shown.stdout);
+    assert!(
+        shown.contains(&format!("Key ID: \"{id}\""))
+            && shown.contains(&format!("Serial: {serial}")),
+        "{shown}"
+    );
+}
+
+/// Makes `n` auto-granted requests of web's view role through the API, each certifying
+/// `public_key`, over one connection.
+fn many_grants(port: u16, bearer: &str, public_key: &str, n: usize) {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({
+        "target": "web",
+        "role": "view",
+        "reason": "many grants",
+        "ttl": "30m",
+        "public_key": public_key,
+    })
+    .to_string();
+    let request = format!(
+        "POST /v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..n {
+        s.write_all(request.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "the connection closed");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 201"), "grant {i}: {head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap();
+        let mut rest = vec![0u8; length];
+        s.read_exact(&mut rest).unwrap();
+    }
+}
+
+/// The grant whose certificate a sign-in offers past its end is named however many requests
+/// its holder made since: not only when it is among their latest hundred.
+#[test]
+fn an_expired_certificate_is_named_past_a_hundred_newer_requests() {
+    let s = Setup::start("metadata", "", true);
+    let grant = s.grant("3s");
+    let id = id(&grant);
+    let ended = Instant::now() + Duration::from_secs(4);
+    let other = tempfile::tempdir().unwrap();
+    let (_, public) = ssh_keypair(other.path(), "other");
+    many_grants(s.env.server.port(), &token(&s.alice), &public, 105);
+    std::thread::sleep(ended.saturating_duration_since(Instant::now()));
+
+    let key = Path::new(grant["private_key_file"].as_str().unwrap());
+    let out = ssh_as_a_person(s.port, key, grant["certificate_file"].as_str(), "alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "warden: the certificate of grant {id} is not valid now"
+        )),
+        "{out:?}"
+    );
+    let e = s.wait_event("auth.login_failed", Duration::from_secs(5));
+    assert_eq!(e["outcome"]["code"], "certificate_expired", "{e}");
+    assert_eq!(e["request_id"], id.as_str(), "{e}");
 }

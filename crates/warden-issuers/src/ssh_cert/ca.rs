@@ -195,11 +195,12 @@ impl UserCa {
         &self.fingerprint
     }
 
-    /// A key revocation list of this CA's certificates with the given key ids (see
-    /// [`super::krl`]).
-    pub fn revocation_list(&self, key_ids: &[String], version: u64) -> Result<Vec<u8>, String> {
+    /// A key revocation list of this CA's certificates for the given grants (their ids): the
+    /// certificate handed to the user and the SSH proxy's own for each (see [`super::krl`]).
+    pub fn revocation_list(&self, grants: &[String], version: u64) -> Result<Vec<u8>, String> {
+        let key_ids = super::krl::key_ids_of(grants);
         PublicKey::from_openssh(&self.public)
-            .and_then(|ca| super::krl::revoked_key_ids(&ca, key_ids, version))
+            .and_then(|ca| super::krl::revoked_key_ids(&ca, &key_ids, version))
             .map_err(|e| e.to_string())
     }
 

@@ -1,10 +1,11 @@
 //! OpenSSH key revocation lists (`PROTOCOL.krl`), for sshd's `RevokedKeys`.
 //!
-//! A grant revoked before its end is listed by its certificates' key id (the grant id, which
-//! every certificate Warden signs for it carries, the SSH proxy's own included). So one grant is
-//! cut off at hosts and no other: not a later grant certifying the same public key (an
-//! extension, or a user's own key passed to several requests), which a list of plain keys would
-//! also cut off.
+//! A grant revoked before its end is listed by its certificates' key ids: the grant id, which
+//! the certificate handed to the user carries, and the grant id with
+//! [`super::PROXY_KEY_ID_SUFFIX`], which the SSH proxy's own certificates for its sessions
+//! carry ([`key_ids_of`]). So one grant is cut off at hosts, however it is reached, and no
+//! other: not a later grant certifying the same public key (an extension, or a user's own key
+//! passed to several requests), which a list of plain keys would also cut off.
 
 use ssh_key::PublicKey;
 
@@ -13,6 +14,15 @@ const MAGIC: &[u8; 8] = b"SSHKRL\n\0";
 const FORMAT_VERSION: u32 = 1;
 const SECTION_CERTIFICATES: u8 = 1;
 const CERT_SECTION_KEY_ID: u8 = 0x23;
+
+/// The key ids of every certificate Warden signs for `grants` (their ids): the user's and the
+/// SSH proxy's, for each.
+pub fn key_ids_of(grants: &[String]) -> Vec<String> {
+    grants
+        .iter()
+        .flat_map(|g| [g.clone(), super::proxy_key_id(g)])
+        .collect()
+}
 
 /// A KRL revoking the certificates signed by `ca` whose key id is one of `key_ids`. `version`
 /// must grow from one list to the next (the time it was made, in seconds, does).

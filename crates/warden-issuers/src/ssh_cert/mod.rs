@@ -2,7 +2,11 @@
 //!
 //! A grant for an `ssh` role signs the requester's public key with the CA: its principals are
 //! the role's accounts scoped to the target, `TARGET:ACCOUNT`, the validity window is the grant's, the key id is the grant's id and the serial is
-//! derived from it, so sshd's log lines lead back to the request. sshd checks validity at
+//! derived from it, so sshd's log lines lead back to the request. The SSH proxy's own
+//! certificates for the grant's sessions are told apart from it in sshd's log and in a key
+//! revocation list: their key id is the grant's id followed by [`PROXY_KEY_ID_SUFFIX`], and
+//! their serial is the grant's with its top bit flipped ([`proxy_serial`]). The revocation list
+//! of a grant names both key ids ([`krl`]). sshd checks validity at
 //! login, so an expired certificate opens no new session; closing sessions that are already
 //! open is the SSH proxy's job. Revoking is a no-op that reports
 //! [`RevokeResponse::AlreadyGone`]: the certificate dies on its own at `valid_before`.
@@ -23,6 +27,9 @@
 //! ```toml
 //! principals = ["root"]                       # required: the Unix users the certificate may log in as
 //! extensions = ["permit-pty", "permit-agent-forwarding"]   # optional; default ["permit-pty"]
+//! # Critical options, enforced by the host's sshd (optional):
+//! source_address = ["10.0.0.0/8", "192.0.2.7"] # where the user may sign in from (addresses, CIDRs)
+//! force_command = "/usr/local/bin/run-report"  # the one command sessions run, whatever is asked
 //! # Controls the SSH proxy enforces (a role with any of them is reached through the proxy only):
 //! deny_commands = ["^rm -rf", "shutdown"]     # regexes; matching exec requests and shell lines are blocked
 //! file_transfer = false                       # scp/sftp through the proxy; default true
@@ -38,6 +45,25 @@
 //! ```
 //! `warden target pin-host-key TARGET` fetches the key and stores it after the fingerprint
 //! was confirmed, instead of `host_key`.
+//!
+//! # Critical options and the SSH proxy
+//!
+//! `source_address` (the `source-address` critical option) says where the *user* may be:
+//! it is written in every certificate handed to the user (one for the host, and one for the
+//! proxy alone), and never in the certificates the proxy signs for itself to log in upstream.
+//! Those come from the proxy's own address (127.0.0.1 when it runs beside the host), which no
+//! user's list need name: written there, the option would either break every proxied session or
+//! make administrators add the proxy's address, which lets in anyone who reaches the proxy. The
+//! proxy enforces the role's list itself instead, against the address the user's connection
+//! comes from, for every session it opens (whatever the user signed in with: the proxy's SSH
+//! library does not read critical options). So a role's `source_address` holds wherever the
+//! user connects, and a security team's list never has to name Warden's own address.
+//!
+//! `force_command` (the `force-command` critical option) says what *runs at the target*: it
+//! is written in every certificate, the proxy's upstream ones included, so the host's sshd runs
+//! that command and nothing else however the session is reached. The proxy still checks what
+//! the user asked for against the role's controls (`deny_commands`, `file_transfer`) and
+//! records the session as usual.
 
 mod ca;
 #[cfg(test)]
@@ -48,6 +74,7 @@ use async_trait::async_trait;
 use ssh_key::PublicKey;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::public::{EcdsaPublicKey, KeyData};
+use warden_domain::net::AddressBlock;
 
 pub use ca::{CaError, UserCa};
 use warden_domain::Recording;
@@ -65,6 +92,31 @@ const KNOWN_EXTENSIONS: [&str; 5] = [
     "permit-port-forwarding",
     "permit-user-rc",
 ];
+
+/// Longest `force_command` accepted, in bytes: a command, not a script.
+const MAX_FORCE_COMMAND: usize = 4096;
+
+/// What follows the grant's id in the key id of the SSH proxy's own certificates for it, so
+/// that sshd's log and a revocation list tell them from the certificate handed to the user.
+pub const PROXY_KEY_ID_SUFFIX: &str = ":proxy";
+
+/// The key id of the SSH proxy's own certificates for `grant` (the user's is the grant's id).
+pub fn proxy_key_id(grant: &str) -> String {
+    format!("{grant}{PROXY_KEY_ID_SUFFIX}")
+}
+
+/// The serial of a certificate handed to the user for `grant`: the low 64 bits of its id,
+/// random in a UUIDv7 (unique enough for KRLs) and always with the top two bits `10`, the UUID
+/// variant.
+pub fn user_serial(grant: warden_domain::RequestId) -> u64 {
+    grant.as_u128() as u64
+}
+
+/// The serial of the SSH proxy's own certificates for `grant`: the user's with its top bit
+/// flipped. It is never the user's, nor (the variant bits differing) any grant's user serial.
+pub fn proxy_serial(grant: warden_domain::RequestId) -> u64 {
+    user_serial(grant) ^ (1 << 63)
+}
 
 /// Most principals a certificate may name: OpenSSH refuses a certificate with more
 /// (`SSHKEY_CERT_MAX_PRINCIPALS`), so a role with more is refused when the policy is checked.
@@ -90,6 +142,10 @@ pub struct RoleSettings {
     pub deny_commands: Vec<String>,
     pub file_transfer: bool,
     pub record_input: bool,
+    /// Where the user may use a grant from (`source-address`); `None`: anywhere.
+    pub source_address: Option<Vec<AddressBlock>>,
+    /// The one command a session runs at the target (`force-command`); `None`: as asked.
+    pub force_command: Option<String>,
 }
 
 impl RoleSettings {
@@ -186,12 +242,14 @@ fn read_connection(c: &Settings, problems: &mut Problems) -> Option<Connection> 
 }
 
 /// The settings an ssh role may have.
-const ROLE_KEYS: [&str; 5] = [
+const ROLE_KEYS: [&str; 7] = [
     "principals",
     "extensions",
     "deny_commands",
     "file_transfer",
     "record_input",
+    "source_address",
+    "force_command",
 ];
 
 fn parse_settings(s: &Settings) -> Result<RoleSettings, Error> {
@@ -295,6 +353,93 @@ fn read_settings(s: &Settings, problems: &mut Problems) -> RoleSettings {
         record_input: problems
             .check("record_input", flag(s, "record_input", false))
             .unwrap_or(false),
+        source_address: read_source_address(s, problems),
+        force_command: read_force_command(s, problems),
+    }
+}
+
+/// The role's `source_address`, noting each problem: a list of one or more IPv4 or IPv6
+/// addresses or networks (CIDR), as sshd reads a certificate's `source-address`. An empty list
+/// is refused rather than read as "anywhere" or "nowhere": neither is what writing it says.
+fn read_source_address(s: &Settings, problems: &mut Problems) -> Option<Vec<AddressBlock>> {
+    let listed = problems
+        .check("source_address", strings(s, "source_address"))
+        .flatten()?;
+    if listed.is_empty() {
+        problems.add(
+            Some("source_address"),
+            "`source_address` is empty: list the addresses or networks grants may be used from (e.g. [\"10.0.0.0/8\", \"192.0.2.7\"]), or leave the setting out to allow any".into(),
+        );
+        return None;
+    }
+    let mut blocks = Vec::new();
+    let mut unread = false;
+    for entry in &listed {
+        match entry.parse::<AddressBlock>() {
+            Ok(b) if !blocks.contains(&b) => blocks.push(b),
+            // Listed twice lets in no more: dropped, as a repeated principal is.
+            Ok(_) => {}
+            Err(e) => {
+                unread = true;
+                problems.add(Some("source_address"), format!("source_address entry {e}"));
+            }
+        }
+    }
+    (!unread).then_some(blocks)
+}
+
+/// The critical options of a certificate held by `holder` for a role with `settings`, by name
+/// (see the module's doc: the proxy's own certificates carry no `source-address`).
+fn critical_options(settings: &RoleSettings, holder: Holder) -> Vec<(&'static str, String)> {
+    let mut options = Vec::new();
+    if let Some(command) = &settings.force_command {
+        options.push(("force-command", command.clone()));
+    }
+    if let (Some(blocks), Holder::Requester(_)) = (&settings.source_address, holder) {
+        let list: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+        options.push(("source-address", list.join(",")));
+    }
+    options
+}
+
+/// The role's `force_command`, noting each problem: one line of visible text, at most
+/// [`MAX_FORCE_COMMAND`] bytes.
+fn read_force_command(s: &Settings, problems: &mut Problems) -> Option<String> {
+    let command = match s.get("force_command")? {
+        serde_json::Value::String(c) => c,
+        _ => {
+            problems.add(
+                Some("force_command"),
+                "`force_command` must be a string: the command sessions of this role run, e.g. \"/usr/local/bin/report\"".into(),
+            );
+            return None;
+        }
+    };
+    let problem = if !command.chars().any(warden_domain::text::visible) {
+        Some("`force_command` is empty: give the command sessions of this role run, or leave the setting out".to_owned())
+    } else if command.len() > MAX_FORCE_COMMAND {
+        Some(format!(
+            "`force_command` is {} bytes long, more than the {MAX_FORCE_COMMAND} allowed: put the commands in a script on the host and force that",
+            command.len()
+        ))
+    } else {
+        command
+            .char_indices()
+            .find(|(_, c)| warden_domain::text::hidden(*c))
+            .map(|(at, c)| {
+                format!(
+                    "`force_command` holds {} (U+{:04X}) at byte {at}: it must be one line of visible text; put multi-line commands in a script on the host",
+                    warden_domain::text::hidden_kind(c),
+                    u32::from(c)
+                )
+            })
+    };
+    match problem {
+        Some(p) => {
+            problems.add(Some("force_command"), p);
+            None
+        }
+        None => Some(command.clone()),
     }
 }
 
@@ -388,9 +533,10 @@ fn check_proxy_key(key: &PublicKey, proxy_only: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// The key a request was made with. [`user_key`] judged it when the request was made
-/// (`check_request`, which every request passes before it is stored): it is read here, not
-/// judged again on every grant's path (a point's decompression alone costs microseconds).
+/// The key a request was made with. [`user_key`] judged it when the request was made and
+/// again as it is granted (`check_request`, which every request passes before it is stored, and
+/// the broker runs once more before the issue, so that a key stored before a stricter check is
+/// refused): it is read here, not judged a third time.
 fn request_key(text: Option<&str>) -> Result<PublicKey, Error> {
     text.and_then(|t| PublicKey::from_openssh(t.trim()).ok())
         .ok_or_else(|| Error::Internal("the request holds no OpenSSH public key".into()))
@@ -620,6 +766,15 @@ impl Issuer for SshCertIssuer {
         };
         let valid_after = unix(req.valid_after - time::Duration::seconds(SKEW_SECS));
         let valid_before = unix(req.valid_before);
+        let options = critical_options(&settings, req.holder);
+        // The user's certificate and the proxy's own are told apart in sshd's log and a KRL.
+        let (serial, key_id) = match req.holder {
+            Holder::Requester(_) => (user_serial(req.grant), req.grant.to_string()),
+            Holder::Proxy => (
+                proxy_serial(req.grant),
+                proxy_key_id(&req.grant.to_string()),
+            ),
+        };
         let mut rng = rand::rng();
         let mut build = || -> Result<_, ssh_key::Error> {
             let mut b = Builder::new_with_random_nonce(
@@ -628,11 +783,9 @@ impl Issuer for SshCertIssuer {
                 valid_after,
                 valid_before,
             )?;
-            // The low 64 bits of the UUIDv7 grant id are random: unique enough for KRLs.
-            let serial = req.grant.as_u128() as u64;
             b.serial(serial)?
                 .cert_type(CertType::User)?
-                .key_id(req.grant.to_string())?
+                .key_id(key_id.clone())?
                 .comment(format!("warden grant {} for {}", req.grant, req.user))?;
             for p in &principals {
                 b.valid_principal(p.clone())?;
@@ -640,10 +793,12 @@ impl Issuer for SshCertIssuer {
             for e in &extensions {
                 b.extension(e.clone(), "")?;
             }
-            Ok((b, serial))
+            for (name, value) in &options {
+                b.critical_option(*name, value.clone())?;
+            }
+            Ok(b)
         };
-        let (builder, serial) =
-            build().map_err(|e| Error::Internal(format!("building certificate: {e}")))?;
+        let builder = build().map_err(|e| Error::Internal(format!("building certificate: {e}")))?;
         let cert = self
             .ca
             .sign(builder)
@@ -659,11 +814,19 @@ impl Issuer for SshCertIssuer {
             // In decimal text: a 64-bit number is more than JSON numbers hold exactly in
             // many clients (JavaScript's).
             "serial": serial.to_string(),
-            "key_id": req.grant.to_string(),
+            "key_id": key_id,
             "ca_fingerprint": self.ca.fingerprint(),
             // The certified key, as sshd logs it at each login.
             "key_fingerprint": key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
         });
+        // What sshd enforces beyond the principals, for the grant's view and audit event.
+        if !options.is_empty() {
+            public["critical_options"] = options
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), serde_json::Value::from(value.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         // Where the certificate logs in, when the target names its host and the certificate
         // is for the host itself.
         if let Some(c) = reach.filter(|_| !proxy_only) {
@@ -1000,6 +1163,229 @@ mod tests {
             role_settings(&role).unwrap().principals,
             ["warden-viewer", "ops"]
         );
+    }
+
+    #[test]
+    fn critical_option_settings_are_checked_each_where_it_is() {
+        let problems = |v: serde_json::Value| -> Vec<(Option<String>, String)> {
+            check_role(&settings(v))
+                .into_iter()
+                .map(|p| (p.key, p.message))
+                .collect()
+        };
+        let with = |key: &str, value: serde_json::Value| {
+            let mut role = serde_json::json!({"principals": ["root"]});
+            role[key] = value;
+            problems(role)
+        };
+        let one = |key: &str, value: serde_json::Value| {
+            let found = with(key, value.clone());
+            assert_eq!(found.len(), 1, "{value}: {found:?}");
+            assert_eq!(found[0].0.as_deref(), Some(key), "{found:?}");
+            found[0].1.clone()
+        };
+        // Good ones.
+        for ok in [
+            serde_json::json!(["127.0.0.1/32"]),
+            serde_json::json!(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]),
+        ] {
+            assert!(with("source_address", ok.clone()).is_empty(), "{ok}");
+        }
+        assert!(with("force_command", "echo forced".into()).is_empty());
+        // The setting and the entry named, with what to write instead.
+        let empty = one("source_address", serde_json::json!([]));
+        assert!(empty.contains("`source_address` is empty"), "{empty}");
+        let not_list = one("source_address", "10.0.0.0/8".into());
+        assert!(not_list.contains("must be a list of strings"), "{not_list}");
+        let bad = one("source_address", serde_json::json!(["10.0.0.0/8", "web01"]));
+        assert!(
+            bad.starts_with("source_address entry \"web01\" is not an IPv4 or IPv6 address"),
+            "{bad}"
+        );
+        let prefix = one("source_address", serde_json::json!(["10.0.0.0/40"]));
+        assert!(
+            prefix.contains("\"10.0.0.0/40\"") && prefix.contains("from 0 to 32"),
+            "{prefix}"
+        );
+        let host_bits = one("source_address", serde_json::json!(["10.1.2.3/8"]));
+        assert!(host_bits.contains("10.0.0.0/8"), "{host_bits}");
+        // Each bad entry is its own problem.
+        assert_eq!(
+            with(
+                "source_address",
+                serde_json::json!(["x", "10.0.0.0/8", "y"])
+            )
+            .len(),
+            2
+        );
+        for (value, said) in [
+            (serde_json::json!(""), "`force_command` is empty"),
+            (serde_json::json!("   "), "`force_command` is empty"),
+            (serde_json::json!(["echo"]), "must be a string"),
+            (
+                serde_json::json!("echo a\nrm -rf /"),
+                "a control character (U+000A) at byte 6",
+            ),
+            (
+                serde_json::json!("echo\u{202e}x"),
+                "an invisible or text-reordering character",
+            ),
+            (
+                serde_json::json!("x".repeat(MAX_FORCE_COMMAND + 1)),
+                "4097 bytes long, more than the 4096 allowed",
+            ),
+        ] {
+            let found = one("force_command", value.clone());
+            assert!(found.contains(said), "{value}: {found}");
+        }
+        assert!(with("force_command", "x".repeat(MAX_FORCE_COMMAND).into()).is_empty());
+        let read = role_settings(&settings(serde_json::json!({
+            "principals": ["root"],
+            "source_address": ["192.0.2.7", "10.0.0.0/8", "192.0.2.7/32"],
+            "force_command": "echo forced",
+        })))
+        .unwrap();
+        let listed: Vec<String> = read
+            .source_address
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(listed, ["192.0.2.7/32", "10.0.0.0/8"]);
+        assert_eq!(read.force_command.as_deref(), Some("echo forced"));
+    }
+
+    /// A certificate issued for `holder` of a grant of a role with `role`'s settings.
+    async fn issued(
+        ca: &UserCa,
+        grant: RequestId,
+        role: serde_json::Value,
+        holder: Holder,
+    ) -> (Certificate, serde_json::Value) {
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let pk = key.public_key().to_openssh().unwrap();
+        let out = SshCertIssuer::new(ca.clone())
+            .issue(IssueRequest {
+                grant,
+                user: &"alice".parse().unwrap(),
+                target: &"web".parse().unwrap(),
+                role: &"admin".parse().unwrap(),
+                connection: &Settings::new(),
+                settings: &settings(role),
+                valid_after: time::OffsetDateTime::now_utc(),
+                valid_before: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+                public_key: Some(&pk),
+                account: None,
+                password: None,
+                admin: None,
+                holder,
+            })
+            .await
+            .unwrap();
+        let text = out.public["certificate"].as_str().unwrap();
+        (Certificate::from_openssh(text).unwrap(), out.public)
+    }
+
+    #[tokio::test]
+    async fn critical_options_are_written_where_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = UserCa::load_or_create(&dir.path().join("ca")).unwrap();
+        let grant = RequestId::from_uuid(uuid::Uuid::now_v7());
+        let role = serde_json::json!({
+            "principals": ["root"],
+            "source_address": ["10.0.0.0/8", "192.0.2.7"],
+            "force_command": "echo forced",
+        });
+        let options = |c: &Certificate| -> Vec<(String, String)> {
+            c.critical_options()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let both = [
+            ("force-command".to_owned(), "echo forced".to_owned()),
+            (
+                "source-address".to_owned(),
+                "10.0.0.0/8,192.0.2.7/32".to_owned(),
+            ),
+        ];
+        // Handed to the user, for the host or for the proxy alone: both options.
+        for recording in [Recording::Metadata, Recording::Full] {
+            let (cert, public) =
+                issued(&ca, grant, role.clone(), Holder::Requester(recording)).await;
+            assert_eq!(options(&cert), both, "{recording:?}");
+            assert_eq!(
+                public["critical_options"],
+                serde_json::json!({"force-command": "echo forced", "source-address": "10.0.0.0/8,192.0.2.7/32"})
+            );
+        }
+        // The proxy's own, which log in from the proxy's address: the command alone.
+        let (cert, _) = issued(&ca, grant, role.clone(), Holder::Proxy).await;
+        assert_eq!(options(&cert), both[..1]);
+        // None set, none written, none shown.
+        let (cert, public) = issued(
+            &ca,
+            grant,
+            serde_json::json!({"principals": ["root"]}),
+            Holder::Requester(Recording::Metadata),
+        )
+        .await;
+        assert!(cert.critical_options().is_empty());
+        assert!(public.get("critical_options").is_none(), "{public}");
+    }
+
+    #[tokio::test]
+    async fn the_proxys_certificates_are_told_apart_and_revoked_with_the_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = UserCa::load_or_create(&dir.path().join("ca")).unwrap();
+        let grant = RequestId::from_uuid(uuid::Uuid::now_v7());
+        let other = RequestId::from_uuid(uuid::Uuid::now_v7());
+        let role = serde_json::json!({"principals": ["root"]});
+        let (user, public) = issued(
+            &ca,
+            grant,
+            role.clone(),
+            Holder::Requester(Recording::Metadata),
+        )
+        .await;
+        let (proxy, proxy_public) = issued(&ca, grant, role.clone(), Holder::Proxy).await;
+        let (others, _) = issued(
+            &ca,
+            other,
+            role.clone(),
+            Holder::Requester(Recording::Metadata),
+        )
+        .await;
+        assert_eq!(user.key_id(), grant.to_string());
+        assert_eq!(proxy.key_id(), format!("{grant}:proxy"));
+        assert_eq!(user.serial(), grant.as_u128() as u64);
+        assert_ne!(proxy.serial(), user.serial());
+        // Never any grant's user serial: those all carry the UUID variant in their top bits.
+        assert_eq!(user.serial() >> 62, 0b10);
+        assert_eq!(proxy.serial() >> 62, 0b00);
+        assert_eq!(public["serial"], user.serial().to_string());
+        assert_eq!(proxy_public["key_id"], proxy.key_id());
+        assert_eq!(proxy_public["serial"], proxy.serial().to_string());
+        // The revocation list of the grant revokes both, as OpenSSH reads it, and no other.
+        let krl = dir.path().join("krl");
+        std::fs::write(&krl, ca.revocation_list(&[grant.to_string()], 1).unwrap()).unwrap();
+        let revoked = |cert: &Certificate| {
+            let path = dir.path().join("c-cert.pub");
+            std::fs::write(&path, cert.to_openssh().unwrap()).unwrap();
+            let out = std::process::Command::new("ssh-keygen")
+                .arg("-Q")
+                .arg("-f")
+                .arg(&krl)
+                .arg(&path)
+                .output()
+                .expect("ssh-keygen (OpenSSH) is needed to read the revocation list");
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(said.contains("REVOKED") || said.contains(": ok"), "{out:?}");
+            said.contains("REVOKED")
+        };
+        assert!(revoked(&user));
+        assert!(revoked(&proxy));
+        assert!(!revoked(&others));
     }
 
     #[test]

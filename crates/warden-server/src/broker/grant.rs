@@ -86,7 +86,21 @@ impl App {
             self.save(&mut r, &mut stored, change).await?;
             gate = None;
         }
-        let issued = super::within_timeout(issuer.issue(IssueRequest {
+        // Judged again as when the request was made (`check_request`): a key stored before a
+        // stricter check, or a role changed since, ends the request unissued, not granted.
+        let judged = issuer
+            .check_request(
+                &role.settings,
+                r.public_key.as_deref(),
+                Holder::Requester(r.recording),
+            )
+            .map_err(|e| match e {
+                warden_issuers::Error::Input(why) => warden_issuers::Error::Input(format!(
+                    "what the request was made with is refused now: {why}; make a new request"
+                )),
+                other => other,
+            });
+        let issue = super::within_timeout(issuer.issue(IssueRequest {
             grant: r.id,
             user: &r.requester,
             target: &r.target,
@@ -100,8 +114,14 @@ impl App {
             password: password.as_ref(),
             admin: admin.as_ref(),
             holder: Holder::Requester(r.recording),
-        }))
-        .await;
+        }));
+        let issued = match judged {
+            Ok(()) => issue.await,
+            Err(e) => {
+                drop(issue);
+                Err(e)
+            }
+        };
         let held = gate.or_else(|| self.still_deciding(policy));
         let issued = match issued {
             Ok(_) if held.is_none() => Err(warden_issuers::Error::Abandoned(

@@ -59,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0021_write_probe.sql"),
     include_str!("migrations/0022_ssh_user_ca.sql"),
     include_str!("migrations/0023_password_set_by.sql"),
+    include_str!("migrations/0024_certified_keys.sql"),
 ];
 const READERS: usize = 8;
 
@@ -909,6 +910,7 @@ impl crate::Store for SqliteStore {
             r.approval(),
         );
         let (created, due, until) = (ms(r.created_at), due_at(r), revoked_until(r));
+        let certified = ssh::CertifiedKey::of(r);
         let extras = Extras::of(&change)?;
         let events = prepare(&change.events)?;
         let bound = change
@@ -936,6 +938,9 @@ impl crate::Store for SqliteStore {
                     s.execute(params![id, requester, target, state, requirement, created, due, until, body])
                 })
                 .map_err(backend)?;
+                if let Some(k) = &certified {
+                    k.write(c)?;
+                }
                 write_extras(c, &id, extras)?;
                 append_events(c, &events)
             })
@@ -956,6 +961,7 @@ impl crate::Store for SqliteStore {
         // A credential left for its requester's pickup goes with the grant: an ended grant's is
         // never handed over, and no sealed secret is kept longer than it can be of use.
         let ended = r.state.is_final();
+        let certified = ssh::CertifiedKey::of(r);
         let extras = Extras::of(&change)?;
         let events = prepare(&change.events)?;
         self.writer
@@ -971,6 +977,9 @@ impl crate::Store for SqliteStore {
                     .map_err(backend)?;
                 if n == 0 {
                     return Err(Error::Conflict);
+                }
+                if let Some(k) = &certified {
+                    k.write(c)?;
                 }
                 write_extras(c, &id, extras)?;
                 if ended {
@@ -1883,6 +1892,13 @@ impl crate::Store for SqliteStore {
     }
     async fn ssh_key(&self, fingerprint: &str) -> Result<Option<SshKey>> {
         self.select_ssh_key(fingerprint).await
+    }
+    async fn key_certified_last(
+        &self,
+        requester: &UserName,
+        fingerprint: &str,
+    ) -> Result<Option<(RequestId, OffsetDateTime)>> {
+        self.select_key_certified_last(requester, fingerprint).await
     }
     async fn set_host_key(
         &self,
