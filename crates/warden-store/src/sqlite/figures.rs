@@ -10,12 +10,15 @@ use warden_domain::{RequestId, State};
 use super::{SqliteStore, decode_request, json, ms};
 use crate::{Period, Result};
 
+/// A row of the grouped request count: state, requirement, how many.
+type StateCount = (String, String, i64);
+
 impl SqliteStore {
     pub(super) async fn count_requests(
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(State, String, u64)>> {
-        let (rows, ran_out): (Vec<(String, String, i64)>, Vec<(String, i64)>) = self
+        let (rows, ran_out): (Vec<StateCount>, Vec<(String, i64)>) = self
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT state, requirement, COUNT(*) FROM requests GROUP BY state, requirement",
