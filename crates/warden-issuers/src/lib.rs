@@ -228,9 +228,11 @@ pub trait Issuer: Send + Sync + fmt::Debug {
 
     /// Checks a request's inputs before it is stored, so a request that could never be
     /// issued is refused up front rather than after approval (and before a step-up code is
-    /// spent on it). Every request passes it, so [`Issuer::issue`] takes the inputs as judged
-    /// here; `holder` is who would hold the credential as the request is decided now (its
-    /// recording may still rise by the time it is granted, which the issue judges again).
+    /// spent on it). Every request passes it, and a pending one again when it is granted (its
+    /// inputs may have been stored before a stricter check), so [`Issuer::issue`] takes the
+    /// inputs as judged here; `holder` is who would hold the credential as the request is
+    /// decided now (its recording may still rise by the time it is granted, which the issue
+    /// judges again).
     fn check_request(
         &self,
         settings: &Settings,
