@@ -26,14 +26,30 @@ impl SqliteStore {
                 let rows = stmt
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<rusqlite::Result<_>>()?;
-                // Read by the due index, apart from the grouped count its covering index answers.
+                // Active grants due by now, read by the due index apart from the grouped count
+                // its covering index answers: an active grant is due at its expiry warning, so
+                // each is judged by its own expiry.
                 let mut stmt = c.prepare_cached(
-                    "SELECT requirement, COUNT(*) FROM requests
-                     WHERE due_at <= ?1 AND state = 'active' GROUP BY requirement",
+                    "SELECT requirement, body, version FROM requests
+                     WHERE due_at <= ?1 AND state = 'active'",
                 )?;
-                let ran_out = stmt
-                    .query_map(params![ms(now)], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
+                let mut ran_out: Vec<(String, i64)> = Vec::new();
+                let due = stmt.query_map(params![ms(now)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        decode_request(r.get(1)?, r.get(2)?)?,
+                    ))
+                })?;
+                for row in due {
+                    let (requirement, request) = row?;
+                    if request.expires_at.is_none_or(|e| e > now) {
+                        continue;
+                    }
+                    match ran_out.iter_mut().find(|(r, _)| *r == requirement) {
+                        Some((_, n)) => *n += 1,
+                        None => ran_out.push((requirement, 1)),
+                    }
+                }
                 Ok((rows, ran_out))
             })
             .await?;
@@ -187,6 +203,8 @@ mod tests {
             let mut r = request(n, "auto", 0);
             r.approve_automatically().unwrap();
             r.activate(None, T0 + Duration::minutes(n as i64)).unwrap();
+            // Warned 5 minutes before its end: due then, but not expired.
+            r.warn_before("5m".parse().unwrap());
             ends.push(r.expires_at.unwrap());
             s.insert_request(&r, Vec::new().into()).await.unwrap();
         }
@@ -211,6 +229,13 @@ mod tests {
             c
         };
         assert_eq!(counted(T0).await, by_state(3, 0));
+        // Every grant's warning is due, none has ended.
+        let warned = ends[2] - Duration::minutes(5);
+        assert!(warned > ends[0] - Duration::minutes(5) && warned < ends[0]);
+        assert_eq!(
+            counted(ends[0] - Duration::seconds(1)).await,
+            by_state(3, 0)
+        );
         assert_eq!(counted(ends[0]).await, by_state(2, 1));
         assert_eq!(counted(ends[2]).await, by_state(0, 3));
     }
