@@ -84,8 +84,16 @@ impl FromStr for AddressBlock {
         if let IpAddr::V6(v6) = network
             && let Some(v4) = v6.to_ipv4_mapped()
         {
+            // The IPv4 form keeps the network: a mapped /104 is a /8.
+            let written = match prefix.map(str::parse::<u8>) {
+                None => v4.to_string(),
+                Some(Ok(p @ 96..=128)) => format!("{v4}/{}", p - 96),
+                Some(_) => return Err(wrong(
+                    "mixes IPv4 written as IPv6 with a prefix shorter than /96, which sshd never matches: write the IPv4 network as such (e.g. 10.0.0.0/8)".into(),
+                )),
+            };
             return Err(wrong(format!(
-                "is an IPv4 address written as IPv6, which sshd never matches: write it as {v4}"
+                "is an IPv4 address written as IPv6, which sshd never matches: write it as {written}"
             )));
         }
         let width = width(network);
@@ -166,6 +174,11 @@ mod tests {
             assert!(refused(bad).contains("not an IPv4 or IPv6"), "{bad:?}");
         }
         assert!(refused("::ffff:10.0.0.1").contains("write it as 10.0.0.1"));
+        // A mapped network's hint keeps its size.
+        assert!(refused("::ffff:10.0.0.0/104").contains("write it as 10.0.0.0/8"));
+        assert!(refused("::ffff:0:0/96").contains("write it as 0.0.0.0/0"));
+        assert!(refused("::ffff:10.0.0.1/128").contains("write it as 10.0.0.1/32"));
+        assert!(refused("::ffff:0:0/95").contains("prefix shorter than /96"));
     }
 
     #[test]

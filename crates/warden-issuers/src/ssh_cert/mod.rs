@@ -122,6 +122,11 @@ pub fn proxy_serial(grant: warden_domain::RequestId) -> u64 {
 /// (`SSHKEY_CERT_MAX_PRINCIPALS`), so a role with more is refused when the policy is checked.
 const MAX_PRINCIPALS: usize = 256;
 
+/// The most entries a role's `source_address` may list. Each is written into every
+/// certificate, and OpenSSH drops a login whose certificate passes its packet limit (about
+/// 7000 IPv6 addresses did; 1000 still logged in): a bound well inside it, as for principals.
+const MAX_SOURCE_ADDRESSES: usize = 256;
+
 /// Clock skew tolerated between Warden and targets: certificates are valid from this long
 /// before the grant starts, and a revoked one stays in the revocation list this long after its
 /// end. Their end is never moved.
@@ -369,6 +374,16 @@ fn read_source_address(s: &Settings, problems: &mut Problems) -> Option<Vec<Addr
         problems.add(
             Some("source_address"),
             "`source_address` is empty: list the addresses or networks grants may be used from (e.g. [\"10.0.0.0/8\", \"192.0.2.7\"]), or leave the setting out to allow any".into(),
+        );
+        return None;
+    }
+    if listed.len() > MAX_SOURCE_ADDRESSES {
+        problems.add(
+            Some("source_address"),
+            format!(
+                "`source_address` lists {} entries, but a certificate holding that many is too large for OpenSSH to carry through a login: list at most {MAX_SOURCE_ADDRESSES}, joining hosts into networks (e.g. 10.0.0.0/8)",
+                listed.len()
+            ),
         );
         return None;
     }
@@ -1209,6 +1224,22 @@ mod tests {
         );
         let host_bits = one("source_address", serde_json::json!(["10.1.2.3/8"]));
         assert!(host_bits.contains("10.0.0.0/8"), "{host_bits}");
+        // A list too long for a certificate OpenSSH carries through a login; the bound itself passes.
+        let hosts = |n: u32| {
+            serde_json::Value::from(
+                (0..n)
+                    .map(|i| {
+                        std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)).to_string()
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let many = one("source_address", hosts(MAX_SOURCE_ADDRESSES as u32 + 1));
+        assert!(
+            many.contains("lists 257 entries") && many.contains("at most 256"),
+            "{many}"
+        );
+        assert!(with("source_address", hosts(MAX_SOURCE_ADDRESSES as u32)).is_empty());
         // Each bad entry is its own problem.
         assert_eq!(
             with(
