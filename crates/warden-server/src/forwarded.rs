@@ -41,7 +41,7 @@ impl TryFrom<Vec<String>> for TrustedProxies {
 }
 
 impl TrustedProxies {
-    fn trusts(&self, addr: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, addr: IpAddr) -> bool {
         let addr = match addr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 => v4,

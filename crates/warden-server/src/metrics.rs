@@ -122,6 +122,8 @@ series! {
     USERS_LOCKED = gauge("warden_users_locked", "Users whose password and TOTP checks are locked now after wrong answers in a row (see warden user locked).", &[]);
     AUTH_THROTTLED = counter("warden_auth_throttled_total", "Sign-ins and invalid tokens refused since start, unchecked and unaudited, because their address had spent its failed authentications (each throttle's start is audited as auth.source_throttled).", &[]);
     OUTBOX_LAG = gauge("warden_notifications_lag_seconds", "Age of the oldest undelivered notification (0 when none).", &[]);
+    API_CONNECTIONS = gauge("warden_api_connections", "API connections open now.", &[]);
+    API_CONNECTIONS_REFUSED = counter("warden_api_connections_refused_total", "API connections closed unread since start because their address (an IPv6 /64) held as many open as it may (reason address; trusted proxies apart) or all addresses together did (reason total).", &["reason"]);
     DATA_DIR_FREE = gauge("warden_data_dir_free_bytes", "Free space on the data dir's disk; under 64 MiB the server is not ready.", &[]);
 }
 

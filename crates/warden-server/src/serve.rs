@@ -537,6 +537,38 @@ fn disk_full_said(e: anyhow::Error, free: Option<u64>) -> anyhow::Error {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit, and returns the limit in
+/// force. Every API and SSH connection holds a descriptor (a proxied session two), and the
+/// soft limit a shell or service manager starts a process with (often 1024, kept low for
+/// programs that use `select`, which Warden does not) runs out long before memory or CPU; the
+/// caps on connections ([`crate::http::Caps`]) are set from what this returns. A limit that
+/// cannot be raised is kept, and said.
+fn raise_open_files_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is no limit.
+    let soft = limit.current.unwrap_or(u64::MAX);
+    let Some(hard) = limit.maximum.filter(|hard| *hard > soft) else {
+        return soft;
+    };
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => hard,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                soft,
+                hard,
+                "cannot raise the open file limit to its hard limit; connections are capped by the soft one"
+            );
+            soft
+        }
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
@@ -629,6 +661,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // address, a password, a key, a policy) comes before any key is made, so it leaves nothing
     // new behind; only a failure to write the keys or the example policy leaves the keys.
     let has_history = history.as_ref().is_some_and(|h| h.last_seq > 0) || anchor.exists();
+    let open_files = raise_open_files_limit();
+    let api_caps = crate::http::Caps::for_descriptors(open_files);
+    tracing::info!(
+        open_files,
+        api_connections = api_caps.total,
+        api_connections_per_address = api_caps.per_address,
+        "open file limit in force, and the API's connection caps taken from it"
+    );
     // Both addresses are taken before anything is said or written: one in use, or a host key
     // others can read, stops the server before a key is made, a one-time password printed, or
     // a `server.started` is in the log.
@@ -969,6 +1009,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     crate::http::serve(
         listener,
         router,
+        app.clone(),
+        api_caps,
         config.http_read_timeout.as_duration(),
         shutdown,
     )
@@ -1208,6 +1250,24 @@ mod tests {
             format!("{:#}", disk_full_said(other, Some(0))),
             "file is not a database"
         );
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_its_hard_limit() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        // No hard limit: nothing to raise the soft one to.
+        let Some(hard) = getrlimit(Resource::Nofile).maximum else {
+            return;
+        };
+        let lowered = Rlimit {
+            current: Some((hard / 2).max(256).min(hard)),
+            maximum: Some(hard),
+        };
+        setrlimit(Resource::Nofile, lowered).unwrap();
+        assert_eq!(raise_open_files_limit(), hard);
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+        // Already there: left as it is.
+        assert_eq!(raise_open_files_limit(), hard);
     }
 
     #[test]

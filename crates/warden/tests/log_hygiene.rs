@@ -58,7 +58,8 @@ fn a_name_no_user_has_in_a_user_path_is_not_logged() {
 #[test]
 fn a_long_path_is_logged_cut_whatever_character_stands_at_the_cap() {
     let env = Env::start();
-    let path = format!("/v1/{}é{}", "a".repeat(251), "b".repeat(60_000));
+    // Within the 32 KiB a request head may take, so that the API sees it and answers.
+    let path = format!("/v1/{}é{}", "a".repeat(251), "b".repeat(20_000));
     let answer = warden_testkit::http_get(env.server.port(), &path).unwrap();
     assert_eq!(answer.status, 414, "{answer:?}");
     let log = || env.server.stderr();

@@ -9,6 +9,10 @@
 //! notes of each head, in order, whether it named both. The framing it cannot follow (a head
 //! or chunk line hyper would refuse itself) ends its watch: hyper answers such a request and
 //! closes the connection.
+//!
+//! Its cost is linear in the bytes read: each is looked at a bounded number of times, however
+//! the bytes are cut into reads (empty lines before a request line are passed over once and
+//! not kept), and it holds no more of a head than hyper does ([`HEAD_LIMIT`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,8 +22,13 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Longest request head followed: larger than any hyper reads (it refuses longer ones itself).
-const HEAD_MAX: usize = 512 * 1024;
+/// Longest request head read, the empty lines before its request line included: hyper's
+/// `max_buf_size`, so hyper refuses a longer one itself (`431`, and the connection closed), and
+/// neither it nor this reader holds more of a head than this. Room for a request target at its
+/// limit ([`URI_LIMIT`](crate::api::URI_LIMIT), 8 KiB) and headers at theirs
+/// ([`HEADERS_LIMIT`](crate::api::HEADERS_LIMIT), 16 KiB), with 8 KiB to spare, so that a head
+/// just over either limit still reaches the API, which tells what was too large and audits it.
+pub const HEAD_LIMIT: usize = crate::api::URI_LIMIT + crate::api::HEADERS_LIMIT + 8 * 1024;
 /// Longest chunk-size line (with its extensions) or trailer line followed.
 const LINE_MAX: usize = 64 * 1024;
 
@@ -45,11 +54,21 @@ impl Heads {
     }
 }
 
+/// A request head read so far.
+#[derive(Debug, Default)]
+struct Head {
+    /// Bytes of the empty lines before its request line (hyper skips them): counted towards
+    /// [`HEAD_LIMIT`], not kept.
+    blank: usize,
+    /// The head from its request line on.
+    kept: Vec<u8>,
+}
+
 /// Where in the stream of requests the reader is.
 #[derive(Debug)]
 enum At {
-    /// In a head, whose bytes so far are kept.
-    Head(Vec<u8>),
+    /// In a head.
+    Head(Head),
     /// In a body of this many more bytes.
     Body(u64),
     /// In a chunk-size line, kept so far.
@@ -77,7 +96,7 @@ impl<T> Watched<T> {
     pub fn new(io: T, heads: Heads) -> Self {
         Self {
             io,
-            at: At::Head(Vec::new()),
+            at: At::Head(Head::default()),
             heads,
         }
     }
@@ -88,30 +107,26 @@ impl<T> Watched<T> {
             let at = std::mem::replace(&mut self.at, At::Lost);
             self.at = match at {
                 At::Lost => return,
-                At::Head(mut head) => match line_end(bytes) {
-                    Some(n) => {
-                        head.extend_from_slice(&bytes[..n]);
-                        bytes = &bytes[n..];
-                        if head_complete(&head) {
-                            self.end_of_head(&head)
-                        } else if head.len() > HEAD_MAX {
-                            At::Lost
-                        } else {
-                            At::Head(head)
-                        }
+                At::Head(mut head) => {
+                    if head.kept.is_empty() {
+                        // Empty lines before a request line: passed over once, never kept.
+                        let blank = blank_prefix(bytes);
+                        head.blank += blank;
+                        bytes = &bytes[blank..];
                     }
-                    None => {
-                        head.extend_from_slice(bytes);
-                        bytes = &[];
-                        if head.len() > HEAD_MAX {
-                            At::Lost
-                        } else {
-                            At::Head(head)
-                        }
+                    let taken = line_end(bytes).unwrap_or(bytes.len());
+                    head.kept.extend_from_slice(&bytes[..taken]);
+                    bytes = &bytes[taken..];
+                    if head.blank + head.kept.len() > HEAD_LIMIT {
+                        At::Lost
+                    } else if head_complete(&head.kept) {
+                        self.end_of_head(&head.kept)
+                    } else {
+                        At::Head(head)
                     }
-                },
+                }
                 At::Body(left) => match skip(&mut bytes, left) {
-                    0 => At::Head(Vec::new()),
+                    0 => At::Head(Head::default()),
                     more => At::Body(more),
                 },
                 At::ChunkSize(line) => match line_so_far(line, &mut bytes) {
@@ -139,7 +154,7 @@ impl<T> Watched<T> {
                     _ => At::Lost,
                 },
                 At::Trailers(line) => match line_so_far(line, &mut bytes) {
-                    Line::Ended(line) if trim_line(&line).is_empty() => At::Head(Vec::new()),
+                    Line::Ended(line) if trim_line(&line).is_empty() => At::Head(Head::default()),
                     Line::Ended(_) => At::Trailers(Vec::new()),
                     Line::Partial(line) => At::Trailers(line),
                     Line::TooLong => At::Lost,
@@ -148,12 +163,14 @@ impl<T> Watched<T> {
         }
     }
 
-    /// Notes what `head`, a whole request head, names, and says where its body takes the reader.
+    /// Notes what `head`, a whole request head from its request line on, names, and says where
+    /// its body takes the reader.
     fn end_of_head(&mut self, head: &[u8]) -> At {
+        examined(head.len());
         let mut lines = head.split(|b| *b == b'\n').map(trim_line);
-        // Empty lines before a request line are skipped, as hyper skips them.
-        if lines.by_ref().find(|l| !l.is_empty()).is_none() {
-            return At::Head(Vec::new());
+        // The request line.
+        if lines.next().is_none() {
+            return At::Head(Head::default());
         }
         let mut lengths = Vec::new();
         let mut codings = Vec::new();
@@ -187,15 +204,42 @@ impl<T> Watched<T> {
         }
         match length {
             Some(n) if n > 0 => At::Body(n),
-            _ => At::Head(Vec::new()),
+            _ => At::Head(Head::default()),
         }
     }
 }
 
 /// How many bytes of `bytes` up to and including the first line feed, if there is one.
 fn line_end(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == b'\n').map(|at| at + 1)
+    let end = bytes.iter().position(|b| *b == b'\n').map(|at| at + 1);
+    examined(end.unwrap_or(bytes.len()));
+    end
 }
+
+/// How many bytes `bytes` begins with that are carriage returns and line feeds.
+fn blank_prefix(bytes: &[u8]) -> usize {
+    let blank = bytes
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(bytes.len());
+    examined((blank + 1).min(bytes.len()));
+    blank
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes looked at by this thread's readers: the tests hold it to the bytes read.
+    static EXAMINED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts `n` bytes looked at (in tests).
+#[cfg(test)]
+fn examined(n: usize) {
+    EXAMINED.with(|e| e.set(e.get() + n));
+}
+
+#[cfg(not(test))]
+fn examined(_: usize) {}
 
 /// Passes over up to `left` bytes of `bytes` (a body's or a chunk's), saying how many are left.
 fn skip(bytes: &mut &[u8], left: u64) -> u64 {
@@ -235,14 +279,11 @@ fn trim_line(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Whether `head` (whole lines) ends in the empty line that ends a request head, not counting
-/// empty lines before its request line.
+/// Whether `head`, read from its request line on, ends in the empty line that ends a request
+/// head. Only its last bytes are looked at.
 fn head_complete(head: &[u8]) -> bool {
-    let content = head
-        .iter()
-        .position(|b| !matches!(b, b'\r' | b'\n'))
-        .map_or(&[][..], |at| &head[at..]);
-    !content.is_empty() && (content.ends_with(b"\n\r\n") || content.ends_with(b"\n\n"))
+    examined(head.len().min(3));
+    head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n")
 }
 
 /// The size a chunk-size line gives, without its extensions.
@@ -263,8 +304,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let read = buf.filled()[before..].to_vec();
-            this.follow(&read);
+            this.follow(&buf.filled()[before..]);
         }
         polled
     }
@@ -335,5 +375,53 @@ mod tests {
         assert_eq!(followed(&[bad, next]), [false]);
         let heads = Heads::default();
         assert!(!heads.next_framed_both_ways());
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_line_are_looked_at_once_each_and_not_kept() {
+        let heads = Heads::default();
+        let mut w = Watched::new((), heads.clone());
+        let request = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let blank = HEAD_LIMIT - request.len();
+        EXAMINED.with(|e| e.set(0));
+        // A line at a time, as a client trickling them sends them, then the head a byte at a
+        // time: each read looks at its own bytes, not again at those before it.
+        for _ in 0..blank {
+            w.follow(b"\n");
+        }
+        assert!(matches!(&w.at, At::Head(h) if h.blank == blank && h.kept.capacity() == 0));
+        for b in request {
+            w.follow(std::slice::from_ref(b));
+        }
+        let looked = EXAMINED.with(std::cell::Cell::get);
+        let read = blank + request.len();
+        assert!(
+            looked <= 3 * read,
+            "{looked} bytes looked at for {read} read"
+        );
+        // A head of exactly the limit, empty lines included, is followed.
+        assert!(heads.next_framed_both_ways());
+    }
+
+    #[test]
+    fn a_head_longer_than_hyper_reads_is_let_go() {
+        // Empty lines alone: at the limit still followed, past it let go.
+        let mut w = Watched::new((), Heads::default());
+        w.follow(&vec![b'\n'; HEAD_LIMIT]);
+        assert!(matches!(&w.at, At::Head(h) if h.blank == HEAD_LIMIT));
+        w.follow(b"\r\n");
+        assert!(matches!(w.at, At::Lost));
+        // A header line that never ends, read in pieces: nothing more is kept of it.
+        let mut w = Watched::new((), Heads::default());
+        w.follow(b"GET / HTTP/1.1\r\nX-Pad: ");
+        for _ in 0..HEAD_LIMIT / 1024 {
+            w.follow(&[b'p'; 1024]);
+        }
+        assert!(matches!(w.at, At::Lost));
+        // Empty lines and a head past the limit together.
+        let mut w = Watched::new((), Heads::default());
+        w.follow(&vec![b'\n'; HEAD_LIMIT - 10]);
+        w.follow(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(matches!(w.at, At::Lost));
     }
 }
