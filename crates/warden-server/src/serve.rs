@@ -133,12 +133,39 @@ fn write_demo_policy(dir: &Path) -> anyhow::Result<()> {
     crate::durable_file::create_dir(dir, &warden_policy::demo_files(), 0o755, 0o644)
 }
 
+/// Why an address cannot be listened on, and what to do about it: `setting` names the flag
+/// and config key that choose it.
+pub(crate) fn listen_refused(
+    addr: std::net::SocketAddr,
+    setting: &str,
+    e: &std::io::Error,
+) -> anyhow::Error {
+    let fix = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another process listens there (`ss -ltnp` names it): stop it, or choose another address with {setting} in the config"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need privileges: choose a port from 1024 up with {setting} in the config"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "no interface of this machine has that address: choose one it has (e.g. 127.0.0.1) with {setting} in the config"
+        ),
+        _ => format!("choose another address with {setting} in the config"),
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}; {fix}")
+}
+
 /// Creates the data dir private to the server's user, or checks that no one else may change
 /// an existing one ([`others_may_change`]) nor owns anything in it ([`entry_owned_by_others`]):
 /// whoever can write it can put a policy of their own in place for the next reload, or swap
 /// the database or the keys. Returns what it made, for a refused start to take away.
 fn create_private_dir(dir: &Path) -> anyhow::Result<MadeDirs> {
-    let made = make_dirs(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let made = make_dirs(dir).with_context(|| {
+        format!(
+            "cannot create data dir {}: give a path under a directory this user may write (--data-dir or `data_dir` in the config)",
+            dir.display()
+        )
+    })?;
     let made = MadeDirs {
         data: dir.to_owned(),
         dirs: made,
@@ -674,7 +701,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // a `server.started` is in the log.
     let listener = crate::http::listen(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .map_err(|e| listen_refused(config.listen, "--listen or `listen`", &e))?;
     let addr = listener.local_addr()?;
     let ssh_tcp = crate::ssh::listen(&config).await?;
     crate::ssh::check_host_key(&config)?;
@@ -687,13 +714,21 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{BOOTSTRAP_PASSWORD_ENV}: {e}"))?;
     }
     let policy_dir = config.policy_dir();
+    let in_config = opts
+        .config
+        .as_ref()
+        .map_or_else(String::new, |f| format!(" in config file {}", f.display()));
+    if policy_dir.exists() && !policy_dir.is_dir() {
+        return Err(BadInvocation(format!(
+            "policy dir {}{in_config} is not a directory: point `policy_dir` at the directory holding your policy (targets.toml and .cedar files)",
+            policy_dir.display()
+        ))
+        .into());
+    }
     let new_policy = !policy_dir.exists();
     if new_policy {
         if config.policy_dir.is_some() {
-            let file = opts
-                .config
-                .as_ref()
-                .map_or_else(String::new, |f| format!(" in config file {}", f.display()));
+            let file = &in_config;
             // The config names nothing there, as a `--config` naming no file would.
             return Err(BadInvocation(format!(
                 "`policy_dir` {}{file} does not exist: create it with your policy (targets.toml and .cedar files), or fix the path",

@@ -172,6 +172,8 @@ fn invalid_configuration_is_invalid_input_and_what_the_machine_refuses_is_a_fail
     let config_arg = config.to_str().unwrap();
     let port = warden_testkit::free_port();
     let nowhere = dir.path().join("no-policy");
+    let a_file = dir.path().join("policy-file");
+    std::fs::write(&a_file, "").unwrap();
     let invalid = [
         ("", "cannot read config file"),
         (
@@ -194,6 +196,10 @@ fn invalid_configuration_is_invalid_input_and_what_the_machine_refuses_is_a_fail
         (
             &format!("policy_dir = {:?}\n", nowhere.to_str().unwrap()),
             "does not exist: create it with your policy",
+        ),
+        (
+            &format!("policy_dir = {:?}\n", a_file.to_str().unwrap()),
+            "is not a directory: point `policy_dir` at the directory holding your policy",
         ),
     ];
     for (text, said) in invalid {
@@ -241,7 +247,9 @@ fn invalid_configuration_is_invalid_input_and_what_the_machine_refuses_is_a_fail
         1,
     );
     assert!(
-        stderr.contains(&format!("cannot listen on {in_use}")),
+        stderr.contains(&format!("cannot listen on {in_use}"))
+            && stderr.contains("another process listens there")
+            && stderr.contains("--listen or `listen` in the config"),
         "{stderr}"
     );
     drop(taken);
@@ -260,7 +268,8 @@ fn invalid_configuration_is_invalid_input_and_what_the_machine_refuses_is_a_fail
         1,
     );
     assert!(
-        stderr.contains(&format!("creating data dir {}", below.display())),
+        stderr.contains(&format!("cannot create data dir {}", below.display()))
+            && stderr.contains("--data-dir or `data_dir` in the config"),
         "{stderr}"
     );
     // A config file others may change is refused as a data dir others may change is.
