@@ -1328,7 +1328,19 @@ impl App {
     ) -> Result<Signed, AuthError> {
         let pw = password.to_owned();
         let phc = self.argon2(|| Ok(()), move || hash_password(&pw)).await??;
-        let at = now();
+        // Another's password is known to whoever set it ([`App::password_set_by`]).
+        let other = admin.name != *target;
+        // What the old password approved counts no more from before the new one is stored
+        // until it is withdrawn: they approve afresh ([`App::hold_approvals`]).
+        let held = if other {
+            Some(
+                self.hold_approvals(target, "their password was reset")
+                    .await,
+            )
+        } else {
+            None
+        };
+        let at = held.as_ref().map_or_else(now, |h| h.at());
         let actor = Actor::user(admin.name.clone(), source);
         let why = "a new password was set";
         let events = vec![
@@ -1336,19 +1348,24 @@ impl App {
             Event::new(Code::PasswordSet, actor.clone(), at)
                 .details(serde_json::json!({ "user": target })),
         ];
-        // Another's password is known to whoever set it ([`App::password_set_by`]).
-        let other = admin.name != *target;
         let set_by = other.then(|| admin.name.clone());
         let reset = Reset::Password { hash: phc, set_by };
-        let signed = self.reset_user(target, reset, &actor, why, events).await?;
+        let signed = match self.reset_user(target, reset, &actor, why, events).await {
+            Ok(signed) => signed,
+            Err(e) => {
+                // Nothing changed: what they approved stands.
+                if let Some(held) = held {
+                    held.release();
+                }
+                return Err(e);
+            }
+        };
         // A new password from an administrator is a way out of a lockout, and of an
         // offboarding: the user's approvals count again (those given before it were withdrawn).
         self.lockouts.clear(target);
         self.refresh_reviewers().await?;
-        // What the old password approved counts no more: they approve afresh.
-        if other {
-            self.withdraw_approvals(target, "their password was reset")
-                .await?;
+        if let Some(held) = held {
+            self.withdraw_approvals(held).await?;
         }
         Ok(signed)
     }
@@ -1368,11 +1385,18 @@ impl App {
     ) -> Result<(bool, Option<OffsetDateTime>, Signed), AuthError> {
         let secrets = self.store.secrets(target).await?;
         let had = secrets.totp.is_some() || secrets.totp_pending.is_some();
-        let at = now();
-        let locked_until = self.lockouts.locked_until(target, at);
-        let actor = Actor::user(admin.name.clone(), source);
         // Whoever bound the factor may hold a session.
         let why = "their second factor was reset";
+        // What the old factor approved counts no more from before the reset is stored until
+        // it is withdrawn: they approve afresh ([`App::hold_approvals`]).
+        let held = if admin.name == *target {
+            None
+        } else {
+            Some(self.hold_approvals(target, why).await)
+        };
+        let at = held.as_ref().map_or_else(now, |h| h.at());
+        let locked_until = self.lockouts.locked_until(target, at);
+        let actor = Actor::user(admin.name.clone(), source);
         let events = vec![
             signed_out(&actor, target, why, at),
             Event::new(Code::MfaReset, actor.clone(), at).details(serde_json::json!({
@@ -1381,13 +1405,22 @@ impl App {
                 "was_locked_until": locked_until.map(warden_domain::rfc3339),
             })),
         ];
-        let signed = self
+        let signed = match self
             .reset_user(target, Reset::SecondFactor, &actor, why, events)
-            .await?;
+            .await
+        {
+            Ok(signed) => signed,
+            Err(e) => {
+                // Nothing changed: what they approved stands.
+                if let Some(held) = held {
+                    held.release();
+                }
+                return Err(e);
+            }
+        };
         self.lockouts.clear(target);
-        // What the old factor approved counts no more: they approve afresh.
-        if admin.name != *target {
-            self.withdraw_approvals(target, why).await?;
+        if let Some(held) = held {
+            self.withdraw_approvals(held).await?;
         }
         Ok((had, locked_until, signed))
     }

@@ -1,8 +1,8 @@
 //! What a decision holds from its reading of the policy and the directory until its outcome is
-//! stored, and what a policy reload and an offboarding wait for: no decision made under the
-//! old policy is stored after the new one is live, and none made after an offboarding counts
-//! the user's approval (one under way stores its outcome first: the approval was given
-//! before).
+//! stored, and what a policy reload, an offboarding and an administrator's change of a user's
+//! credentials wait for: no decision made under the old policy is stored after the new one is
+//! live, and none made after an offboarding, or once the credentials change, counts the user's
+//! approval (one under way stores its outcome first: the approval was given before).
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -11,7 +11,8 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub struct Gates {
     /// Write-held by a reload while it makes another policy live.
     policy: RwLock<()>,
-    /// Write-held by an offboarding while it bars the user's approvals. Apart from `policy`
+    /// Write-held by an offboarding while it bars the user's approvals, and by a change of
+    /// credentials while it holds them (`App::hold_approvals`). Apart from `policy`
     /// so that an offboarding does not withdraw the grants being issued meanwhile
     /// ([`Gates::again`]), whose approvals were counted before it.
     reviewers: RwLock<()>,
@@ -54,7 +55,8 @@ impl Gates {
         self.policy.write().await
     }
 
-    /// Held while a user's approvals are barred, once the decisions under way are stored.
+    /// Held while a user's approvals are barred (an offboarding) or held (new credentials),
+    /// once the decisions under way are stored.
     pub async fn barring_reviewer(&self) -> RwLockWriteGuard<'_, ()> {
         self.reviewers.write().await
     }

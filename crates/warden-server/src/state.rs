@@ -1,7 +1,8 @@
 //! The server's shared state and the policy it enforces.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
@@ -27,8 +28,11 @@ pub struct App {
     pub policy_dir: PathBuf,
     pub directory: Directory,
     /// The directory as approvals are counted: without the users offboarded (and given no new
-    /// password since), so that an approval they gave before no longer fills a place.
+    /// password since), nor those whose credentials an administrator is changing
+    /// ([`App::hold_approvals`]), so that an approval they gave before no longer fills a place.
     reviewers: ArcSwap<Directory>,
+    /// Whom `reviewers` leaves out: changed only with `reviewers` made again under its lock.
+    left_out: std::sync::Mutex<LeftOut>,
     /// Serialises [`App::refresh_reviewers`], so that an older reading is never stored last.
     refreshing_reviewers: Mutex<()>,
     pub issuers: Registry,
@@ -89,6 +93,86 @@ pub struct App {
     pub recordings: Arc<dyn warden_ssh_proxy::Recordings>,
     /// Where the SSH proxy listens and the host key it presents, once it listens.
     pub ssh_proxy: std::sync::OnceLock<SshProxy>,
+}
+
+/// Whom the directory as approvals are counted ([`App::reviewers`]) leaves out.
+#[derive(Debug, Default)]
+struct LeftOut {
+    /// The users offboarded (and given no new password since), as last read from the store,
+    /// and those an offboarding under way barred ([`App::bar_reviewer`]).
+    offboarded: HashSet<UserName>,
+    /// The users whose approvals an administrator's change of their credentials holds
+    /// ([`App::hold_approvals`]), with how many such holds there are.
+    held: HashMap<UserName, usize>,
+    /// The holds the change that took them left in place ([`ApprovalsHeld`] dropped unreleased).
+    lingering: Vec<Lingering>,
+}
+
+/// A hold on a user's approvals that outlived the change of credentials that took it: the
+/// change was cut short, or went on before the user's calls under way ended, or could not
+/// withdraw what the old credentials approved. Kept until
+/// [`App::release_lingering`](crate::state::App::release_lingering) finds the user's calls
+/// ended and has withdrawn the approvals they gave until `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lingering {
+    pub user: UserName,
+    /// When the credentials changed: the approvals given until then are the old ones'.
+    pub at: OffsetDateTime,
+    /// Why those approvals are withdrawn, as `request.approvals_voided` says it.
+    pub why: String,
+}
+
+/// A hold on `user`'s approvals while an administrator changes their credentials
+/// ([`App::hold_approvals`]): none of theirs counts, and none of theirs is stored, until it
+/// is released. Dropped unreleased (withdrawing failed once the change was stored, the change
+/// was cut short, or the user's calls under way outlasted the wait), it stays in place, failing
+/// closed, as a [`Lingering`] hold.
+#[derive(Debug)]
+pub(crate) struct ApprovalsHeld<'a> {
+    app: &'a App,
+    user: UserName,
+    at: OffsetDateTime,
+    why: String,
+    released: bool,
+}
+
+impl ApprovalsHeld<'_> {
+    /// Whose approvals are held.
+    pub fn user(&self) -> &UserName {
+        &self.user
+    }
+
+    /// When the hold was taken: the time of the change of credentials. Every approval of the
+    /// user's stored before it is no later; none is stored after it while it holds.
+    pub fn at(&self) -> OffsetDateTime {
+        self.at
+    }
+
+    /// Why the approvals the old credentials gave are withdrawn.
+    pub fn why(&self) -> &str {
+        &self.why
+    }
+
+    /// Lets the user's approvals count again: once what the old credentials approved is
+    /// withdrawn, and no call made with them is under way; or when the change was not stored.
+    pub fn release(mut self) {
+        self.released = true;
+        self.app.unhold(&self.user);
+    }
+}
+
+impl Drop for ApprovalsHeld<'_> {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        tracing::warn!(user = %self.user, "the approvals of a user whose credentials changed stay held until their calls under way end and what they approved before is withdrawn");
+        self.app.left_out().lingering.push(Lingering {
+            user: self.user.clone(),
+            at: self.at,
+            why: self.why.clone(),
+        });
+    }
 }
 
 /// A decision's hold on the policy it reads ([`App::deciding`]): a reload waits until it is
@@ -305,6 +389,10 @@ impl App {
             policy: ArcSwap::from_pointee(policy),
             policy_dir,
             reviewers: ArcSwap::from_pointee(directory.without(offboarded)),
+            left_out: std::sync::Mutex::new(LeftOut {
+                offboarded: offboarded.iter().cloned().collect(),
+                ..LeftOut::default()
+            }),
             refreshing_reviewers: Mutex::new(()),
             directory,
             issuers,
@@ -346,6 +434,18 @@ impl App {
         self.reviewers.load_full()
     }
 
+    /// Whom the reviewers leave out, to read or change (then [`Self::rebuild_reviewers`]).
+    fn left_out(&self) -> MutexGuard<'_, LeftOut> {
+        self.left_out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the directory as approvals are counted again, from `left` ([`Self::left_out`],
+    /// held).
+    fn rebuild_reviewers(&self, left: &LeftOut) {
+        let out = left.offboarded.iter().chain(left.held.keys());
+        self.reviewers.store(Arc::new(self.directory.without(out)));
+    }
+
     /// Stops counting `user`'s approvals, before their offboarding is stored: a decision under
     /// way stores its outcome first (its approval was given before the offboarding), and one
     /// after does not count theirs. Should the offboarding fail, they stay left out (failing
@@ -353,16 +453,77 @@ impl App {
     pub async fn bar_reviewer(&self, user: &UserName) {
         let _barring = self.gates.barring_reviewer().await;
         let _turn = self.refreshing_reviewers.lock().await;
-        let now = self.reviewers.load_full();
-        self.reviewers.store(Arc::new(now.without([user])));
+        let mut left = self.left_out();
+        left.offboarded.insert(user.clone());
+        self.rebuild_reviewers(&left);
+    }
+
+    /// Stops counting `user`'s approvals, and storing any, while an administrator changes their
+    /// password or second factor, as an offboarding bars them ([`Self::bar_reviewer`]): taken
+    /// before the change is stored, once the decisions under way are, so that no decision
+    /// after it counts an approval the old credentials gave, however long withdrawing those
+    /// takes, and none of theirs is stored meanwhile ([`Self::resetting`]). `why` says why the
+    /// approvals it withdraws are withdrawn. Until released ([`ApprovalsHeld::release`]).
+    pub(crate) async fn hold_approvals(&self, user: &UserName, why: &str) -> ApprovalsHeld<'_> {
+        let _barring = self.gates.barring_reviewer().await;
+        let mut left = self.left_out();
+        *left.held.entry(user.clone()).or_default() += 1;
+        self.rebuild_reviewers(&left);
+        ApprovalsHeld {
+            app: self,
+            user: user.clone(),
+            at: now(),
+            why: why.to_owned(),
+            released: false,
+        }
+    }
+
+    /// Gives back one hold on `user`'s approvals.
+    fn unhold(&self, user: &UserName) {
+        let mut left = self.left_out();
+        if let Some(n) = left.held.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                left.held.remove(user);
+            }
+        }
+        self.rebuild_reviewers(&left);
+    }
+
+    /// Whether an administrator's change of `user`'s credentials holds their approvals
+    /// ([`Self::hold_approvals`]): one of theirs under way now was made with the old ones, or
+    /// before they were withdrawn, and does not count.
+    pub fn resetting(&self, user: &UserName) -> bool {
+        self.left_out().held.contains_key(user)
+    }
+
+    /// The holds on approvals their changes left in place ([`Lingering`]).
+    pub(crate) fn lingering(&self) -> Vec<Lingering> {
+        self.left_out().lingering.clone()
+    }
+
+    /// Gives back `hold`, a lingering hold, once the approvals it holds are withdrawn.
+    pub(crate) fn release_lingering_hold(&self, hold: &Lingering) {
+        let found = {
+            let mut left = self.left_out();
+            let found = left.lingering.iter().position(|l| l == hold);
+            if let Some(i) = found {
+                left.lingering.remove(i);
+            }
+            found.is_some()
+        };
+        if found {
+            self.unhold(&hold.user);
+        }
     }
 
     /// Reads again which users are offboarded, after an offboarding or a new password.
     pub async fn refresh_reviewers(&self) -> Result<(), warden_store::Error> {
         let _turn = self.refreshing_reviewers.lock().await;
         let gone = self.store.offboarded_users().await?;
-        self.reviewers
-            .store(Arc::new(self.directory.without(gone.iter())));
+        let mut left = self.left_out();
+        left.offboarded = gone.into_iter().collect();
+        self.rebuild_reviewers(&left);
         Ok(())
     }
 
@@ -388,7 +549,7 @@ impl App {
     /// Whether `user` was offboarded (and given no new password since): nothing of theirs may
     /// be granted, and their approvals do not count.
     pub fn offboarded(&self, user: &UserName) -> bool {
-        self.user(user).is_some() && self.reviewers.load().get(user).is_none()
+        self.user(user).is_some() && self.left_out().offboarded.contains(user)
     }
 
     /// Whether `user` administers Warden.
@@ -563,5 +724,75 @@ impl App {
                 Err(ReloadError::Invalid(report))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on a new data dir in `dir` whose directory holds `users`, serving the demo
+    /// policy.
+    fn app_in(dir: &Path, users: &[&str]) -> App {
+        let directory = Directory::new(users.iter().map(|u| User {
+            name: u.parse().unwrap(),
+            groups: Default::default(),
+            manager: None,
+        }))
+        .unwrap();
+        let audit_key = crate::keys::audit_signing_key(&dir.join("audit_signing.key")).unwrap();
+        App::new(
+            Arc::new(warden_store::SqliteStore::open(&dir.join("warden.db")).unwrap()),
+            Policy::from_files(&warden_policy::demo_files()).unwrap(),
+            dir.join("policy"),
+            directory,
+            &[],
+            Registry::new([]),
+            UserCa::load_or_create(&dir.join("ssh_user_ca")).unwrap().0,
+            crate::checkpoints::signer("warden.test/audit", &audit_key).unwrap(),
+            Sealer::load_or_create(&dir.join("master.key")).unwrap(),
+            Config {
+                data_dir: dir.to_owned(),
+                ..Default::default()
+            },
+            crate::metrics::Metrics::new().unwrap(),
+        )
+    }
+
+    /// A change of credentials holds the user's approvals until it gives them back; one cut
+    /// short (its hold dropped unreleased) leaves them held, failing closed, until a later pass
+    /// finds no call of theirs under way and has withdrawn what they approved until then.
+    #[tokio::test]
+    async fn a_hold_cut_short_lingers_until_a_pass_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(dir.path(), &["alice", "bob"]);
+        let bob: UserName = "bob".parse().unwrap();
+        let counted = |app: &App| app.reviewers().get(&bob).is_some();
+        assert!(counted(&app));
+
+        // Two changes at once: bob counts again only once both gave theirs back.
+        let first = app.hold_approvals(&bob, "their password was reset").await;
+        let second = app
+            .hold_approvals(&bob, "their second factor was reset")
+            .await;
+        assert!(!counted(&app) && app.resetting(&bob) && !app.offboarded(&bob));
+        first.release();
+        assert!(!counted(&app) && app.resetting(&bob));
+        let at = second.at();
+        drop(second);
+        assert!(!counted(&app) && app.resetting(&bob));
+        assert_eq!(
+            app.lingering(),
+            [Lingering {
+                user: bob.clone(),
+                at,
+                why: "their second factor was reset".into(),
+            }]
+        );
+
+        assert_eq!(app.release_lingering().await.unwrap(), 1);
+        assert!(counted(&app) && !app.resetting(&bob) && app.lingering().is_empty());
+        // The decision gate was given back: a decision goes on.
+        drop(app.deciding().await);
     }
 }

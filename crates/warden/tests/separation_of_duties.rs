@@ -1,16 +1,23 @@
 //! Separation of duties through the real binary: an administrator cannot approve their own
 //! request, nor close their own break-glass postmortem, through users whose passwords they set;
 //! a new password or second factor set by an administrator withdraws what the old ones
-//! approved; and the manager's place is filled only by one who was the requester's manager
-//! when they approved.
+//! approved, even as other approvals race the change; and the manager's place is filled only
+//! by one who was the requester's manager when they approved.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
-use common::{BIN, TARGETS, audit_events, create, enroll_mfa, fails, id, login, ok, state, totp};
+use common::{
+    BIN, TARGETS, audit_events, audit_records, create, enroll_mfa, fails, id, login, ok, state,
+    token, totp,
+};
 use serde_json::Value;
 use warden_testkit::{Cli, Server};
 
@@ -400,4 +407,319 @@ fn approvals_a_stop_left_standing_after_new_credentials_are_withdrawn_at_start()
         assert_eq!(v[1]["details"]["why"], why);
     }
     assert!(voided(&admin, &later).is_empty());
+}
+
+/// The public key the requests made straight through the API certify.
+const PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM/1grFR8R7u1dMuDKhv3Zf699ElHEkRib9iffsL+qvK race";
+
+/// Sends an API call, `method path` with `body`, as the holder of `bearer`: its answer is read
+/// with [`answer`], so that what should follow its sending can.
+fn send(port: u16, method: &str, path: &str, bearer: &str, body: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Bounded: a call that never answers fails the test rather than hang it.
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let call = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(call.as_bytes()).unwrap();
+    s
+}
+
+/// The status and JSON body of the answer to a call [`send`] sent.
+fn answer(mut s: TcpStream) -> (u16, Value) {
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// An API call and its answer.
+fn call(port: u16, method: &str, path: &str, bearer: &str, body: &str) -> (u16, Value) {
+    answer(send(port, method, path, bearer, body))
+}
+
+/// A two-person request for web/root by the holder of `bearer`, approved by the holder of
+/// `approver`'s: pending, waiting for one more. Its id.
+fn approved_once(port: u16, bearer: &str, approver: &str) -> String {
+    let create = serde_json::json!({
+        "target": "web", "role": "root", "reason": "racing a reset", "ttl": "30m",
+        "public_key": PUBLIC_KEY,
+    });
+    let (status, v) = call(port, "POST", "/v1/requests", bearer, &create.to_string());
+    assert_eq!(status, 201, "{v}");
+    let rid = v["id"].as_str().unwrap().to_owned();
+    let (status, v) = call(
+        port,
+        "POST",
+        &format!("/v1/requests/{rid}/approve"),
+        approver,
+        "{}",
+    );
+    assert_eq!((status, v["state"].as_str()), (200, Some("pending")), "{v}");
+    rid
+}
+
+/// How an administrator resets bob's credentials in [`a_reset_racing_other_approvals`].
+struct Reset {
+    method: &'static str,
+    path: &'static str,
+    body: &'static str,
+    /// The audit event that stores it.
+    code: &'static str,
+    /// Why the approvals it withdraws were withdrawn.
+    why: &'static str,
+}
+
+/// Requests per requester that bob approved before his reset.
+const RACED: usize = 80;
+/// Requests per requester that sam approved, which bob approves as his reset goes on.
+const IN_FLIGHT: usize = 10;
+/// Threads approving as sam.
+const APPROVERS: usize = 4;
+
+/// An administrator resets bob's credentials (`reset`) while sam approves, as fast as four
+/// clients can, hundreds of pending requests bob approved before, oldest first (the withdrawal
+/// of bob's approvals walks them newest first), and while bob, with his old token, approves
+/// others that sam approved. Once the reset is on the record, no request is granted counting
+/// an approval of bob's: every request granted counting him was granted before it, and every
+/// one still pending holds his approval void, withdrawn for the reset's reason.
+fn a_reset_racing_other_approvals(reset: &Reset) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start(dir.path(), "mona");
+    let port = server.port();
+    let admin = login(&server, "admin");
+    let [alice, rita, ada, bob, sam] =
+        ["alice", "rita", "ada", "bob", "sam"].map(|u| token(&login(&server, u)));
+    let requesters = [&alice, &rita, &ada];
+    let raced: Vec<String> = (0..RACED)
+        .flat_map(|_| requesters.map(|r| approved_once(port, r, &bob)))
+        .collect();
+    let in_flight: Vec<String> = (0..IN_FLIGHT)
+        .flat_map(|_| requesters.map(|r| approved_once(port, r, &sam)))
+        .collect();
+
+    let start = Arc::new(Barrier::new(APPROVERS + 2));
+    let admin_token = token(&admin);
+    let resetter = {
+        let start = Arc::clone(&start);
+        let (method, path, body, bearer) =
+            (reset.method, reset.path, reset.body, admin_token.clone());
+        std::thread::spawn(move || {
+            let sent = send(port, method, path, &bearer, body);
+            start.wait();
+            answer(sent)
+        })
+    };
+    let approving = |who: String, rids: Vec<String>| {
+        let start = Arc::clone(&start);
+        std::thread::spawn(move || {
+            start.wait();
+            rids.iter()
+                .map(|rid| {
+                    let path = format!("/v1/requests/{rid}/approve");
+                    call(port, "POST", &path, &who, "{}")
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let by_sam: Vec<_> = (0..APPROVERS)
+        .map(|i| {
+            let theirs = raced.iter().skip(i).step_by(APPROVERS).cloned().collect();
+            approving(sam.clone(), theirs)
+        })
+        .collect();
+    let by_bob = approving(bob.clone(), in_flight.clone());
+    let (status, v) = resetter.join().unwrap();
+    assert_eq!(status, 200, "{v}");
+    for a in by_sam {
+        a.join().unwrap();
+    }
+    // bob's approvals as his credentials changed: stored before, or refused saying why.
+    for (status, v) in by_bob.join().unwrap() {
+        match status {
+            200 => assert_eq!(v["state"], "active", "{v}"),
+            401 => assert_eq!(v["error"]["code"], "unauthenticated", "{v}"),
+            403 => assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("an administrator is resetting bob's password or second factor"),
+                "{v}"
+            ),
+            _ => panic!("{status}: {v}"),
+        }
+    }
+
+    let resets: Vec<Value> = audit_records(&admin, reset.code)
+        .into_iter()
+        .filter(|r| {
+            r["event"]["details"]["user"] == "bob" && r["event"]["actor"]["user"] == "admin"
+        })
+        .collect();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    let reset_seq = resets[0]["seq"].as_u64().unwrap();
+    let approved = audit_records(&admin, "request.approved");
+    let counted_bob = |r: &&Value| {
+        r["event"]["details"]["approvers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "bob")
+    };
+    // sam's approvals went on past the reset: the race was run.
+    let reviewed = audit_records(&admin, "request.reviewed");
+    assert!(
+        reviewed
+            .iter()
+            .any(|r| r["seq"].as_u64().unwrap() > reset_seq && r["event"]["actor"]["user"] == "sam"),
+        "no approval of sam's came after the reset: nothing raced it"
+    );
+    let late: Vec<String> = approved
+        .iter()
+        .filter(|r| r["seq"].as_u64().unwrap() > reset_seq)
+        .filter(counted_bob)
+        .map(|r| r["event"]["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} request(s) granted after bob's reset (seq {reset_seq}) counting his approval, {:?} among them",
+        late.len(),
+        &late[..late.len().min(3)]
+    );
+    let voided = audit_events(&admin, "request.approvals_voided");
+    for rid in raced.iter().chain(&in_flight) {
+        let (status, v) = call(
+            port,
+            "GET",
+            &format!("/v1/requests/{rid}"),
+            &admin_token,
+            "",
+        );
+        assert_eq!(status, 200, "{v}");
+        let bobs: Vec<&Value> = v["reviews"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["reviewer"] == "bob")
+            .collect();
+        match v["state"].as_str().unwrap() {
+            // Granted before the reset, counting him then.
+            "active" => assert!(
+                approved
+                    .iter()
+                    .any(|r| r["event"]["request_id"] == rid.as_str()
+                        && r["seq"].as_u64().unwrap() < reset_seq),
+                "{v}"
+            ),
+            "pending" => {
+                // Withdrawn for the reset, if he approved it before; none stands.
+                assert!(
+                    bobs.iter()
+                        .all(|r| r["void"] == true && r["withdrawn"] == reset.why),
+                    "{v}"
+                );
+                if raced.contains(rid) {
+                    assert_eq!(bobs.len(), 1, "{v}");
+                    let why: Vec<&Value> = voided
+                        .iter()
+                        .filter(|e| e["request_id"] == rid.as_str())
+                        .map(|e| &e["details"]["why"])
+                        .collect();
+                    assert_eq!(why, [reset.why], "{v}");
+                }
+            }
+            other => panic!("request {rid} is {other}: {v}"),
+        }
+    }
+}
+
+/// [`a_reset_racing_other_approvals`] for an administrator's reset of bob's second factor.
+#[test]
+fn a_second_factor_reset_lets_no_old_approval_count_however_many_are_pending() {
+    a_reset_racing_other_approvals(&Reset {
+        method: "POST",
+        path: "/v1/users/bob/mfa/reset",
+        body: "{}",
+        code: "auth.mfa_reset",
+        why: "their second factor was reset",
+    });
+}
+
+/// [`a_reset_racing_other_approvals`] for a new password an administrator sets bob.
+#[test]
+fn a_new_password_lets_no_old_approval_count_however_many_are_pending() {
+    a_reset_racing_other_approvals(&Reset {
+        method: "PUT",
+        path: "/v1/users/bob/password",
+        body: r#"{"password": "bob's new password, raced"}"#,
+        code: "auth.password_set",
+        why: "their password was reset",
+    });
+}
+
+/// An approval under way with bob's old credentials as an administrator resets his second
+/// factor does not count: it passed authentication before the reset (its body still to come),
+/// and reaches its decision once the reset is stored. It is refused, saying why and what to do,
+/// and the request sam approved waits for another approver.
+#[test]
+fn an_approval_under_way_as_the_credentials_change_does_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start(dir.path(), "mona");
+    let port = server.port();
+    let admin = login(&server, "admin");
+    let [alice, bob, sam, admin_token] =
+        ["alice", "bob", "sam", "admin"].map(|u| token(&login(&server, u)));
+    let rid = approved_once(port, &alice, &sam);
+
+    // bob's approval: authenticated as its headers arrive, decided once its body does.
+    let mut approval = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    approval
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/requests/{rid}/approve HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bob}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+    );
+    approval.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let reset = send(port, "POST", "/v1/users/bob/mfa/reset", &admin_token, "{}");
+    common::wait_until("bob's reset on the record", Duration::from_secs(20), || {
+        audit_events(&admin, "auth.mfa_reset")
+            .iter()
+            .any(|e| e["details"]["user"] == "bob")
+    });
+    approval.write_all(b"{}").unwrap();
+    let (status, v) = answer(approval);
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "not_permitted", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(
+            "an administrator is resetting bob's password or second factor: an approval made as that goes on does not count"
+        ),
+        "{v}"
+    );
+    let (status, v) = answer(reset);
+    assert_eq!(status, 200, "{v}");
+
+    let (_, v) = call(
+        port,
+        "GET",
+        &format!("/v1/requests/{rid}"),
+        &admin_token,
+        "",
+    );
+    assert_eq!(v["state"], "pending", "{v}");
+    assert_eq!(reviewers(&admin, &rid), ["sam"]);
+    assert!(audit_events(&admin, "request.approved").is_empty());
+    let refused: Vec<Value> = audit_events(&admin, "request.review_refused")
+        .into_iter()
+        .filter(|e| e["request_id"] == rid.as_str())
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["actor"]["user"], "bob");
+    assert_eq!(refused[0]["outcome"]["code"], "not_permitted");
 }

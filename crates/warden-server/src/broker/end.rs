@@ -419,10 +419,27 @@ impl App {
             (&resets.password, "their password was reset"),
             (&resets.second_factor, "their second factor was reset"),
         ] {
-            let before = |giver: &UserName, at| latest.get(giver).is_some_and(|last| at <= *last);
-            reset += self.void_approvals(before, why).await?;
+            reset += self.void_given_until(latest, why).await?;
         }
         Ok(gone + offboarded + reset)
+    }
+
+    /// Withdraws, saying `why`, every approval of a request still pending given by a user
+    /// `latest` names at or before the time it gives them: when an administrator last gave them
+    /// new credentials. The one rule for what the old credentials approved, as the change is
+    /// made ([`App::withdraw_approvals`]), after a stop cut it short (at start), and once a
+    /// hold on the user's approvals that outlived its change is given back
+    /// ([`App::release_lingering`]). Returns how many requests lost approvals.
+    pub(crate) async fn void_given_until(
+        &self,
+        latest: &HashMap<UserName, OffsetDateTime>,
+        why: &str,
+    ) -> Result<usize, Error> {
+        if latest.is_empty() {
+            return Ok(0);
+        }
+        let before = |giver: &UserName, at| latest.get(giver).is_some_and(|last| at <= *last);
+        self.void_approvals(before, why).await
     }
 
     /// When each user was last offboarded, from the audit log (`auth.user_offboarded`): read
@@ -481,16 +498,18 @@ impl App {
     /// Waits, at most [`CALLS_DRAIN`], until no call of `user`'s that may write is under way
     /// ([`crate::auth::ChangeInFlight`]), for `what` (an offboarding, say) to go on once what
     /// those calls did is stored; past that it goes on, and the log says to look at `check`.
-    pub(super) async fn drain_calls_of(&self, user: &UserName, what: &str, check: &str) {
+    /// Returns whether none is under way.
+    pub(super) async fn drain_calls_of(&self, user: &UserName, what: &str, check: &str) -> bool {
         let deadline = tokio::time::Instant::now() + CALLS_DRAIN;
         while self.tokens.changes_in_flight(user) > 0 {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(%user, in_flight = self.tokens.changes_in_flight(user),
                     "{what} went on without waiting longer for the user's calls under way; check {check} once they end");
-                return;
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        true
     }
 
     /// Withdraws the approvals of the givers `gave` names from every request still pending

@@ -1,6 +1,8 @@
 //! Reviewing and cancelling pending requests: approvals counted against the tier policy
 //! requires at the time of each review, denials, and withdrawals by the requester.
 
+use std::collections::HashMap;
+
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
@@ -38,41 +40,63 @@ pub async fn redecide_pending(app: &crate::state::Shared) {
 }
 
 impl App {
-    /// Withdraws the approvals `user` gave to requests still pending, once an administrator
-    /// gave them a new password or reset their second factor (`request.approvals_voided`,
-    /// saying `why`), as an offboarding does: what the old credentials approved (a thief's
-    /// token's, or, for a password an administrator set, whoever knew it) counts no more, and
-    /// they approve afresh. An approval of theirs under way with the old credentials as they
-    /// changed is withdrawn too: their calls under way are waited for
-    /// ([`App::drain_calls_of`]), and their approvals withdrawn again after. Returns how many
-    /// requests lost approvals.
+    /// Withdraws the approvals `held`'s user gave to requests still pending, once an
+    /// administrator gave them a new password or reset their second factor
+    /// (`request.approvals_voided`, saying why), as an offboarding does: what the old
+    /// credentials approved (a thief's token's, or, for a password an administrator set,
+    /// whoever knew it) counts no more, and they approve afresh.
+    ///
+    /// `held` was taken before the change was stored ([`App::hold_approvals`]), so that from
+    /// then on no decision counts an approval of theirs, however many requests there are to
+    /// withdraw them from, and none of theirs is stored; the approvals withdrawn are those
+    /// given until then ([`App::void_given_until`]). It is given back once no call of theirs
+    /// made with the old credentials is under way either ([`App::drain_calls_of`]): an
+    /// approval under way as they changed is refused while it holds. Should withdrawing fail,
+    /// or their calls outlast the wait, it stays in place ([`App::release_lingering`] gives it
+    /// back later). Returns how many requests lost approvals.
     pub(crate) async fn withdraw_approvals(
         &self,
-        user: &UserName,
-        why: &str,
+        held: crate::state::ApprovalsHeld<'_>,
     ) -> Result<usize, warden_store::Error> {
         let store_error = |e: Error| match e {
             Error::Store(e) => e,
             other => warden_store::Error::backend(other.to_string()),
         };
-        let theirs = |giver: &UserName, _| giver == user;
-        let mut changed = self
-            .void_approvals(theirs, why)
+        let user = held.user().clone();
+        let until = HashMap::from([(user.clone(), held.at())]);
+        let changed = self
+            .void_given_until(&until, held.why())
             .await
             .map_err(store_error)?;
-        if self.tokens.changes_in_flight(user) > 0 {
-            self.drain_calls_of(
-                user,
-                "withdrawing the approvals of a user whose credentials changed",
-                "the pending requests they approved",
+        let drained = self
+            .drain_calls_of(
+                &user,
+                "a change of credentials",
+                "that the user's approvals, held until then, count again",
             )
             .await;
-            changed += self
-                .void_approvals(theirs, why)
-                .await
-                .map_err(store_error)?;
+        if drained {
+            held.release();
         }
         Ok(changed)
+    }
+
+    /// Gives back the holds on approvals their changes of credentials left in place
+    /// ([`crate::state::Lingering`]) whose users have no call under way any more, once the
+    /// approvals given until the change are withdrawn. Run with each pass that decides the
+    /// pending requests again ([`Self::grant_met_requests`]). Returns how many it gave back.
+    pub(crate) async fn release_lingering(&self) -> Result<usize, Error> {
+        let mut released = 0;
+        for hold in self.lingering() {
+            if self.tokens.changes_in_flight(&hold.user) > 0 {
+                continue;
+            }
+            let until = HashMap::from([(hold.user.clone(), hold.at)]);
+            self.void_given_until(&until, &hold.why).await?;
+            self.release_lingering_hold(&hold);
+            released += 1;
+        }
+        Ok(released)
     }
 
     /// Whether `holder` last set `user`'s password ([`warden_store::UserSecrets::password_set_by`]):
@@ -95,6 +119,11 @@ impl App {
     /// each reload, at start and every minute (a rule on the time of day changes a tier with no
     /// reload); returns how many were granted.
     pub async fn grant_met_requests(&self) -> Result<usize, Error> {
+        // Approvals a change of credentials left held count again first, what the old
+        // credentials approved withdrawn.
+        if let Err(e) = self.release_lingering().await {
+            tracing::warn!(error = %e, "giving back held approvals failed: they stay held until the next pass");
+        }
         let mut granted = 0;
         // Page by page, so that no pending request is left out however many there are.
         let mut before = None;
@@ -395,6 +424,16 @@ impl App {
             if self.offboarded(&caller.user.name) {
                 let e = Error::Forbidden(format!(
                     "{} was offboarded while this review was under way: it does not count",
+                    caller.user.name
+                ));
+                return Err(self.refused(refusal, e).await);
+            }
+            // Likewise while an administrator changes the approver's credentials
+            // ([`App::hold_approvals`]): an approval under way as that began may be of the old
+            // ones, and what they approved is being withdrawn.
+            if approve && self.resetting(&caller.user.name) {
+                let e = Error::Forbidden(format!(
+                    "an administrator is resetting {}'s password or second factor: an approval made as that goes on does not count, and what the old credentials approved is withdrawn; sign in again (`warden login`) and approve afresh in a moment",
                     caller.user.name
                 ));
                 return Err(self.refused(refusal, e).await);
