@@ -65,6 +65,20 @@ pub enum AuthError {
         warden_domain::rfc3339(*.0)
     )]
     Throttled(OffsetDateTime),
+    /// Refused unchecked ([`crate::throttle::SignInQueue`]): the address has as many sign-ins
+    /// under way as one may; another may be sent after the seconds given.
+    #[error(
+        "too many sign-ins from your address are under way at once (at most {}): this one was not checked and counts as no failure; wait for their answers, then sign in again",
+        crate::throttle::PER_ADDRESS
+    )]
+    SignInsFromAddress(u64),
+    /// Refused unchecked ([`crate::throttle::SignInQueue`]): too many sign-ins wait for a
+    /// password check, or this one waited too long; it may be sent again after the seconds
+    /// given.
+    #[error(
+        "the server has too many sign-ins waiting for a password check: this one was not checked and counts as no failure; sign in again in {0} seconds"
+    )]
+    SignInsBusy(u64),
     #[error("{0}")]
     Store(#[from] warden_store::Error),
     #[error("internal error: {0}")]
@@ -661,6 +675,20 @@ impl App {
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
+    /// [`App::argon2`] for a sign-in, once its turn among those waiting for a hash comes
+    /// ([`crate::throttle::SignInQueue`]), from `place`: refused unchecked when it waited too
+    /// long or gave its place up. Other argon2 work is a signed-in user's (a password set, one's
+    /// own checked at its change) and waits for a hashing slot only, ahead of queued sign-ins.
+    async fn argon2_in_turn<R: Send + 'static>(
+        &self,
+        place: crate::throttle::Waiting<'_>,
+        gate: impl FnOnce() -> Result<(), AuthError>,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, AuthError> {
+        let _turn = self.sign_in_turn(place).await?;
+        self.argon2(gate, work).await
+    }
+
     /// Checks a TOTP code for `user`, sent from `source` at a check of `kind` (a sign-in or a
     /// step-up), and burns its time step. False for a wrong or reused code.
     async fn check_code(
@@ -818,6 +846,9 @@ impl App {
         // An address that has spent its failures is refused at once, without queueing for a
         // hashing slot (and looked at again once it has one: see `argon2`).
         self.check_source(source.as_deref())?;
+        // A place among the sign-ins waiting for a hash, taken before the name is looked at so
+        // that the queue treats every name alike, or a refusal at once, unchecked.
+        let place = self.sign_in_place(source.as_deref())?;
         let user = name
             .parse::<UserName>()
             .ok()
@@ -846,11 +877,17 @@ impl App {
         let dummy = self.sign_in_dummy().await?;
         let pw = password.to_owned();
         let checked = self
-            .argon2(gate, move || verify_password(&pw, phc.as_deref(), &dummy))
+            .argon2_in_turn(place, gate, move || {
+                verify_password(&pw, phc.as_deref(), &dummy)
+            })
             .await;
         let ok = match checked {
             Ok(ok) => ok,
-            Err(throttled @ AuthError::Throttled(_)) => return Err(throttled),
+            Err(
+                refused @ (AuthError::Throttled(_)
+                | AuthError::SignInsBusy(_)
+                | AuthError::SignInsFromAddress(_)),
+            ) => return Err(refused),
             Err(_) => false,
         };
         // A locked user is told nothing a wrong password would not tell them; the audit log
@@ -960,7 +997,11 @@ impl App {
             .insert_token(token_hash(&token), record, checked, vec![event])
             .await
         {
-            Ok(()) => Ok(Issued { token, expires_at }),
+            Ok(()) => {
+                // Its address goes first among sign-ins waiting for a hash for a while.
+                self.throttles.sign_ins.signed_in(source.as_deref());
+                Ok(Issued { token, expires_at })
+            }
             // A new password, a reset of the factor or an offboarding came while this sign-in
             // was checked (a burst of sign-ins queued for the hashing slots widens that window):
             // what it checked no longer signs anyone in.

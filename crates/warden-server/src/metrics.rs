@@ -121,6 +121,7 @@ series! {
     RECORDING_FAILURES = counter("warden_recording_failures_total", "SSH sessions refused or ended since start because their recording could not be written.", &[]);
     USERS_LOCKED = gauge("warden_users_locked", "Users whose password and TOTP checks are locked now after wrong answers in a row (see warden user locked).", &[]);
     AUTH_THROTTLED = counter("warden_auth_throttled_total", "Sign-ins and invalid tokens refused since start, unchecked and unaudited, because their address had spent its failed authentications (each throttle's start is audited as auth.source_throttled).", &[]);
+    SIGN_INS_SHED = counter("warden_sign_ins_shed_total", "Sign-ins refused unchecked since start because too many waited for a password check: the queue was full, their address had 20 under way, or they waited 15 s (none counts against its address or user, nor is audited).", &[]);
     OUTBOX_LAG = gauge("warden_notifications_lag_seconds", "Age of the oldest undelivered notification (0 when none).", &[]);
     API_CONNECTIONS = gauge("warden_api_connections", "API connections open now.", &[]);
     API_CONNECTIONS_REFUSED = counter("warden_api_connections_refused_total", "API connections closed unread since start because their address (an IPv6 /64) held as many open as it may (reason address; trusted proxies apart) or all addresses together did (reason total).", &["reason"]);

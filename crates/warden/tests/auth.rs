@@ -1104,3 +1104,159 @@ fn a_password_signs_in_in_either_unicode_form() {
     }
     assert!(audit_events(&admin, "auth.login_failed").is_empty());
 }
+
+/// Addresses a flood of wrong sign-ins comes from, and the sign-ins each sends at once: its
+/// whole budget of failures, so that no throttle cuts the flood short.
+const FLOOD_ADDRESSES: u8 = 20;
+const FLOOD_EACH: u8 = 20;
+
+/// The answer to a sign-in: its status, body and `Retry-After`, and when it came.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+    retry_after: Option<u64>,
+    at: Instant,
+}
+
+/// One HTTP/1.1 call from `local`, a loopback address of the test's choosing (every 127.x.y.z
+/// is one on Linux), so that the server counts it against that address.
+async fn call_from(port: u16, local: std::net::Ipv4Addr, head: &str, body: &str) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((local, 0).into()).unwrap();
+    let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let request = format!(
+        "{head} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let at = Instant::now();
+    let answer = String::from_utf8_lossy(&raw);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    Answer {
+        status: head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        body: body.to_owned(),
+        retry_after: head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("retry-after")
+                .then(|| value.trim().parse().ok())?
+        }),
+        at,
+    }
+}
+
+/// The value of the sample `series` (name and labels, as rendered) at `/metrics`, if there.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, text) = call(port, "GET", "/metrics", None, "");
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A flood of wrong sign-ins with made-up names, from many addresses each within its budget of
+/// failures, all sent at once, is not all hashed one after another: past what the queue of
+/// sign-ins waiting for a hash holds, it is refused at once, unchecked (`503 sign_ins_busy`,
+/// with `Retry-After`, counted in a metric and not audited one by one). A real sign-in from
+/// another address sent once the queue is full gets a place and its token within one round
+/// of the addresses waiting, ahead of most of the flood rather than behind all of it.
+#[test]
+fn a_real_sign_in_gets_through_a_flood_of_wrong_ones_from_many_addresses() {
+    let env = Env::start();
+    let port = env.server.port();
+    let admin = env.login("admin");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (flood, real) = runtime.block_on(async move {
+        let sign_in = |local, user: String, password: &'static str| {
+            let body = sign_in_body(&user, password);
+            async move { call_from(port, local, "POST /v1/auth/login", &body).await }
+        };
+        let flood: Vec<_> = (1..=FLOOD_ADDRESSES)
+            .flat_map(|a| (0..FLOOD_EACH).map(move |i| (a, i)))
+            .map(|(a, i)| {
+                let local = std::net::Ipv4Addr::new(127, 1, a, 1);
+                tokio::spawn(sign_in(local, format!("nobody-{a}-{i}"), "Winter2026!"))
+            })
+            .collect();
+        // Sent once the queue is full, which the first refusal shows.
+        let full = Instant::now();
+        while tokio::task::spawn_blocking(move || metric(port, "warden_sign_ins_shed_total"))
+            .await
+            .unwrap()
+            .unwrap_or(0.0)
+            == 0.0
+        {
+            assert!(
+                full.elapsed() < Duration::from_secs(60),
+                "no sign-in of the flood was refused"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let real = tokio::time::timeout(
+            Duration::from_secs(60),
+            sign_in(
+                std::net::Ipv4Addr::new(127, 2, 0, 1),
+                "alice".into(),
+                PASSWORD,
+            ),
+        )
+        .await
+        .expect("the real sign-in was not answered within 60 s");
+        let mut answers = Vec::new();
+        for f in flood {
+            let answer = tokio::time::timeout(Duration::from_secs(120), f)
+                .await
+                .expect("a sign-in of the flood was not answered within 120 s");
+            answers.push(answer.unwrap());
+        }
+        (answers, real)
+    });
+    assert_eq!(real.status, 200, "{}", real.body);
+    let token: serde_json::Value = serde_json::from_str(&real.body).unwrap();
+    let (status, _) = call(port, "GET", "/v1/auth/whoami", token["token"].as_str(), "");
+    assert_eq!(status, 200);
+
+    let checked = flood.iter().filter(|a| a.status == 401).count();
+    let busy: Vec<&Answer> = flood.iter().filter(|a| a.status == 503).collect();
+    assert_eq!(checked + busy.len(), flood.len(), "{flood:?}");
+    assert!(!busy.is_empty() && checked > 0, "{checked} checked");
+    for a in &busy {
+        assert_eq!(error_code(&a.body), "sign_ins_busy", "{a:?}");
+        assert!(a.body.contains("sign in again"), "{a:?}");
+        assert!(
+            a.retry_after.is_some_and(|s| (1..=30).contains(&s)),
+            "{a:?}"
+        );
+    }
+    // Most of the flood that was let in was answered after the real sign-in: its turn came
+    // within a round of the flood's addresses, not behind every sign-in queued before it.
+    let after = flood
+        .iter()
+        .filter(|a| a.status == 401 && a.at > real.at)
+        .count();
+    assert!(
+        after * 2 >= checked,
+        "only {after} of the flood's {checked} checked sign-ins were answered after the real one"
+    );
+    // Counted, each; audited, only those checked.
+    assert_eq!(
+        metric(port, "warden_sign_ins_shed_total"),
+        Some(busy.len() as f64)
+    );
+    let failed = audit_events(&admin, "auth.login_failed");
+    assert_eq!(failed.len(), checked, "{failed:?}");
+}

@@ -271,6 +271,22 @@ impl From<AuthError> for ApiError {
                     )
                 }
             }
+            AuthError::SignInsFromAddress(secs) => Self {
+                retry_after: Some(secs),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sign_ins",
+                    e.to_string(),
+                )
+            },
+            AuthError::SignInsBusy(secs) => Self {
+                retry_after: Some(secs),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sign_ins_busy",
+                    e.to_string(),
+                )
+            },
             AuthError::Store(s) => Self::from(broker::Error::Store(s)),
             AuthError::Internal(d) => Self::internal(d),
         }

@@ -110,8 +110,8 @@ pub struct PasswordSet {
     responses((status = 200, body = LoginResponse),
         (status = 400, description = "`field_too_long` (`user`, `password` or `totp`)", body = ErrorBody),
         (status = 401, description = "`bad_credentials` (an unknown user, a wrong password or code, or a user locked after too many wrong ones in a row, never saying which), `totp_required` (the password is right and the user has a second factor: send it again with `totp`)", body = ErrorBody),
-        (status = 503, body = ErrorBody),
-        (status = 429, description = "`too_many_failures`: too many failed sign-ins, or calls with a missing or invalid token, from this address; see `Retry-After`", body = ErrorBody)))]
+        (status = 503, description = "`sign_ins_busy`: too many sign-ins are waiting for a password check, or this one waited 15 s: it was not checked and counts as no failure; send it again after `Retry-After` seconds; `storage_unavailable`: the store cannot be read or written, or holds a record it cannot read (the server's log says which); `storage_full`: the disk of the store's data dir is full; either way nothing was changed, and the call may be made again", body = ErrorBody),
+        (status = 429, description = "`too_many_failures`: too many failed sign-ins, or calls with a missing or invalid token, from this address; `too_many_sign_ins`: 20 sign-ins from this address are under way already (this one was not checked and counts as no failure); see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
     State(app): State<Shared>,
     Source(source): Source,
