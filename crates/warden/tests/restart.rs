@@ -260,6 +260,15 @@ fn health_readiness_and_openapi() {
                     "{here}"
                 );
             }
+            // A refusal that asks to be sent again later says when.
+            for (code, r) in op["responses"].as_object().unwrap() {
+                let later = r["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("sign_ins_busy"));
+                if code == "429" || later {
+                    assert!(r["headers"]["Retry-After"].is_object(), "{here} {code}");
+                }
+            }
         }
     }
     // Fields that take one of a few values list them.

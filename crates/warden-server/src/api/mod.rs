@@ -1118,14 +1118,19 @@ impl utoipa::Modify for ErrorResponses {
         use utoipa::openapi::path::ParameterIn;
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-        // The header a refusal of this status carries, which a client needs to act on it.
-        let header_of = |status: &str| {
+        // The header a refusal of this status (with this description of its codes) carries,
+        // which a client needs to act on it.
+        let header_of = |status: &str, codes: &str| {
             let (name, why) = match status {
                 "401" => (
                     "WWW-Authenticate",
                     "`Bearer`: the call needs `Authorization: Bearer <token>`",
                 ),
                 "429" => ("Retry-After", "Seconds until this address may try again"),
+                "503" if codes.contains("sign_ins_busy") => (
+                    "Retry-After",
+                    "With `sign_ins_busy`: seconds until a sign-in is likely to be checked",
+                ),
                 _ => return None,
             };
             let header = HeaderBuilder::new()
@@ -1206,7 +1211,7 @@ impl utoipa::Modify for ErrorResponses {
                             .unwrap_or("Response")
                             .to_owned();
                     }
-                    if let Some((name, header)) = header_of(code) {
+                    if let Some((name, header)) = header_of(code, &r.description) {
                         r.headers.entry(name.to_owned()).or_insert(RefOr::T(header));
                     }
                 }
