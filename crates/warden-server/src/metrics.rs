@@ -117,6 +117,7 @@ series! {
     POSTMORTEMS_OPEN = gauge("warden_postmortems_open", "Postmortems opened and not yet closed.", &[]);
     OUTBOX_PENDING = gauge("warden_notifications_pending", "Notifications queued and not yet delivered to every sink; retrying: those that failed at least once.", &["state"]);
     SESSIONS_ACTIVE = gauge("warden_sessions_active", "SSH sessions open through the proxy now.", &[]);
+    SSH_CONNECTIONS_REFUSED = counter("warden_ssh_connections_refused_total", "SSH connections the proxy refused or closed since start to stay within its limits, by reason: waiting_per_address, waiting_total (not yet signed in), signed_in_per_user, signed_in_per_address, signed_in_total, sessions_per_connection (a session channel refused), idle (signed in with no session for 30 s, closed), accept_failed (not accepted, such as for want of file descriptors).", &["reason"]);
     SESSIONS_RECORDED = counter("warden_sessions_recorded_total", "SSH sessions recorded since start.", &[]);
     RECORDING_FAILURES = counter("warden_recording_failures_total", "SSH sessions refused or ended since start because their recording could not be written.", &[]);
     USERS_LOCKED = gauge("warden_users_locked", "Users whose password and TOTP checks are locked now after wrong answers in a row (see warden user locked).", &[]);
@@ -267,6 +268,9 @@ impl Metrics {
         self.set(&SESSIONS_ACTIVE, &[], app.sessions.active() as f64);
         self.absolute(&SESSIONS_RECORDED, &[], app.sessions.recorded_total());
         self.absolute(&RECORDING_FAILURES, &[], app.sessions.recording_failures());
+        for (reason, n) in app.sessions.connections_refused() {
+            self.absolute(&SSH_CONNECTIONS_REFUSED, &[reason], n);
+        }
 
         let outbox = app.store.outbox_status().await?;
         self.set(

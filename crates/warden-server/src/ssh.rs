@@ -1,6 +1,7 @@
 //! The SSH proxy's side of the server: the [`Backend`] it talks to (keys, grants, signing,
 //! audit), registered user keys, pinned host keys, and live session control.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -76,7 +77,11 @@ fn check_key_proof(key: &PublicKey, user: &str, proof: &str) -> Result<(), Strin
 
 #[async_trait]
 impl Backend for ProxyBackend {
-    async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError> {
+    async fn authenticate(
+        &self,
+        key: &PublicKey,
+        source: IpAddr,
+    ) -> Result<Option<UserName>, BackendError> {
         let found = self
             .0
             .store
@@ -88,10 +93,11 @@ impl Backend for ProxyBackend {
             return Ok(None);
         };
         // Nor one of someone offboarded (a key kept from before offboarding removed keys): on
-        // the record as their other refused sign-ins are.
+        // the record as their other refused sign-ins are, and counted as they are.
         if self.0.offboarded(&owner) {
             let claimed = Actor {
                 claimed: Some(owner.to_string()),
+                source: Some(source.to_string()),
                 ..Actor::default()
             };
             let refused = Event::new(Code::LoginFailed, claimed, now())
@@ -100,11 +106,7 @@ impl Backend for ProxyBackend {
                     format!("{owner} was offboarded: their SSH keys sign no one in"),
                 )
                 .details(serde_json::json!({ "via": "ssh", "fingerprint": fingerprint(key) }));
-            self.0
-                .store
-                .append(vec![refused])
-                .await
-                .map_err(store_err)?;
+            self.refused_sign_in(refused).await?;
             return Ok(None);
         }
         Ok(Some(owner))
@@ -112,6 +114,32 @@ impl Backend for ProxyBackend {
 
     fn is_user(&self, name: &UserName) -> bool {
         self.0.user(name).is_some()
+    }
+
+    /// The API's throttle: an address that spent its budget of failed sign-ins, at the API or
+    /// here, is refused here too, before any check, each try counted in
+    /// `warden_auth_throttled_total`.
+    fn throttled(&self, source: IpAddr) -> Option<Denied> {
+        match self.0.check_source(Some(&source.to_string())) {
+            Err(throttled) => Some(Denied {
+                code: "source_throttled",
+                message: throttled.to_string(),
+            }),
+            Ok(()) => None,
+        }
+    }
+
+    /// Counted against the address's budget as the API's failed sign-ins are; an address that
+    /// has spent it is not audited once per refusal (the throttle's start is, with the failure
+    /// that spent it), only counted in `warden_auth_throttled_total`.
+    async fn refused_sign_in(&self, event: Event) -> Result<(), BackendError> {
+        if self.0.check_source(event.actor.source.as_deref()).is_err() {
+            return Ok(());
+        }
+        self.0
+            .auth_failed(event)
+            .await
+            .map_err(|e| BackendError(format!("audit: {e}")))
     }
 
     fn is_target(&self, name: &str) -> bool {
@@ -945,6 +973,7 @@ impl Bound {
             registry: app.sessions.clone(),
             recordings: app.recordings.clone(),
             sign_in_deadline: warden_ssh_proxy::SIGN_IN_DEADLINE,
+            limits: warden_ssh_proxy::Limits::default(),
         };
         let listener = self.listener;
         tokio::spawn(async move {

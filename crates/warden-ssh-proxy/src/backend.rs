@@ -1,5 +1,7 @@
 //! What the proxy needs from the rest of Warden, as one small trait.
 
+use std::net::IpAddr;
+
 use async_trait::async_trait;
 use russh::keys::ssh_key::{Certificate, PublicKey};
 use time::OffsetDateTime;
@@ -73,8 +75,30 @@ pub struct Grant {
 /// The server side of the proxy: identity, authorization, signing and the audit log.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
-    /// The Warden user a verified public key is registered to, if any.
-    async fn authenticate(&self, key: &PublicKey) -> Result<Option<UserName>, BackendError>;
+    /// The Warden user a verified public key, offered from `source`, is registered to, if
+    /// any. A key that signs no one in for a reason worth the record (its owner offboarded) is
+    /// put on it as [`Backend::refused_sign_in`] puts refusals.
+    async fn authenticate(
+        &self,
+        key: &PublicKey,
+        source: IpAddr,
+    ) -> Result<Option<UserName>, BackendError>;
+
+    /// Why sign-ins from `source` are refused before any check, if they are: the address has
+    /// spent its budget of failed sign-ins (the API's and the proxy's together). Each call that
+    /// says so counts one refused attempt (in the metrics, not the audit log). A backend that
+    /// throttles nothing says nothing.
+    fn throttled(&self, _source: IpAddr) -> Option<Denied> {
+        None
+    }
+
+    /// Puts a refused sign-in (`auth.login_failed`, its actor's source set) on the record and
+    /// counts it against its address's budget of failed sign-ins; once that is spent, further
+    /// refusals are counted in the metrics and not recorded one by one (the throttle's start
+    /// is). By default, recorded as any event.
+    async fn refused_sign_in(&self, event: Event) -> Result<(), BackendError> {
+        self.audit(vec![event]).await
+    }
 
     /// Whether `name` is a user in Warden's directory: a refused sign-in's audit event keeps
     /// the name it claimed as typed only then, else by its length alone, since a name no one
@@ -110,7 +134,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The grant under which `user` may open a session on `target` now: `grant` when the user
     /// signed in with that grant's certificate, else one that logs in as `login` when one was
-    /// asked for.
+    /// asked for. Asked at sign-in (a refusal signs no one in) and again for every session.
     async fn authorize(
         &self,
         user: &UserName,

@@ -1,7 +1,7 @@
 //! The live sessions: who is connected where, and the handles to watch and end them.
 //!
-//! Also keeps the counters a metrics endpoint reads: sessions active, recorded, and
-//! recording failures.
+//! Also keeps the counters a metrics endpoint reads: sessions active, recorded, recording
+//! failures, and connections refused or closed to keep within the proxy's limits.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,6 +47,7 @@ pub struct SessionRegistry {
     live: Mutex<HashMap<String, Live>>,
     recorded_total: AtomicU64,
     recording_failures: AtomicU64,
+    refusals: crate::limits::Refusals,
 }
 
 impl std::fmt::Debug for SessionRegistry {
@@ -163,6 +164,19 @@ impl SessionRegistry {
     /// How many sessions were refused or ended because their recording could not be written.
     pub fn recording_failures(&self) -> u64 {
         self.recording_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn refusals(&self) -> &crate::limits::Refusals {
+        &self.refusals
+    }
+
+    /// How many connections (and session channels) were refused or closed since start to keep
+    /// within the proxy's limits, by reason: `waiting_per_address`, `waiting_total`,
+    /// `signed_in_per_user`, `signed_in_per_address`, `signed_in_total`,
+    /// `sessions_per_connection`, `idle` (closed) and `accept_failed` (left unaccepted, such as
+    /// when the process is out of file descriptors).
+    pub fn connections_refused(&self) -> Vec<(&'static str, u64)> {
+        self.refusals.totals()
     }
 }
 

@@ -129,57 +129,77 @@ pub(crate) async fn run(
     let id = channel.id();
     let (mut down_rx, down_tx) = channel.split();
     let mut pty: Option<PtyRequest> = None;
-    let request = loop {
-        match down_rx.wait().await {
-            None | Some(ChannelMsg::Close) | Some(ChannelMsg::Eof) => return,
-            Some(ChannelMsg::RequestPty {
-                want_reply,
-                term,
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-                terminal_modes,
-            }) => {
-                pty = Some(PtyRequest {
+    // A channel that asks for nothing within the idle limit is closed, as a connection with no
+    // channel is: it would hold the connection open for nothing.
+    let asked = tokio::time::timeout(ctx.limits.idle, async {
+        loop {
+            match down_rx.wait().await {
+                None | Some(ChannelMsg::Close) | Some(ChannelMsg::Eof) => return None,
+                Some(ChannelMsg::RequestPty {
+                    want_reply,
                     term,
-                    cols: col_width,
-                    rows: row_height,
-                    px: pix_width,
-                    py: pix_height,
-                    modes: terminal_modes,
-                });
-                if want_reply {
-                    let _ = handle.channel_success(id).await;
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                    terminal_modes,
+                }) => {
+                    pty = Some(PtyRequest {
+                        term,
+                        cols: col_width,
+                        rows: row_height,
+                        px: pix_width,
+                        py: pix_height,
+                        modes: terminal_modes,
+                    });
+                    if want_reply {
+                        let _ = handle.channel_success(id).await;
+                    }
                 }
-            }
-            Some(ChannelMsg::WindowChange {
-                col_width,
-                row_height,
-                ..
-            }) => {
-                if let Some(p) = pty.as_mut() {
-                    p.cols = col_width;
-                    p.rows = row_height;
+                Some(ChannelMsg::WindowChange {
+                    col_width,
+                    row_height,
+                    ..
+                }) => {
+                    if let Some(p) = pty.as_mut() {
+                        p.cols = col_width;
+                        p.rows = row_height;
+                    }
                 }
-            }
-            Some(ChannelMsg::RequestShell { .. }) => break Request::Shell,
-            Some(ChannelMsg::Exec { command, .. }) => {
-                break Request::exec(String::from_utf8_lossy(&command).into_owned());
-            }
-            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
-                break Request::Sftp;
-            }
-            Some(ChannelMsg::RequestSubsystem { want_reply, .. }) => {
-                if want_reply {
-                    let _ = handle.channel_failure(id).await;
+                Some(ChannelMsg::RequestShell { .. }) => return Some(Request::Shell),
+                Some(ChannelMsg::Exec { command, .. }) => {
+                    return Some(Request::exec(
+                        String::from_utf8_lossy(&command).into_owned(),
+                    ));
                 }
+                Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
+                    return Some(Request::Sftp);
+                }
+                Some(ChannelMsg::RequestSubsystem { want_reply, .. }) => {
+                    if want_reply {
+                        let _ = handle.channel_failure(id).await;
+                    }
+                }
+                // Environment, agent and X11 requests are not passed on (the connection audits
+                // the last two as refused forwardings), and get no reply here: the library
+                // reports `want_reply` as true for them whatever the client sent, and an unasked
+                // reply would be taken as the answer to the next request.
+                Some(_) => {}
             }
-            // Environment, agent and X11 requests are not passed on (the connection audits
-            // the last two as refused forwardings), and get no reply here: the library
-            // reports `want_reply` as true for them whatever the client sent, and an unasked
-            // reply would be taken as the answer to the next request.
-            Some(_) => {}
+        }
+    })
+    .await;
+    let request = match asked {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(_) => {
+            let text = format!(
+                "warden: no shell, command or subsystem was asked for within {} s\r\n",
+                ctx.limits.idle.as_secs()
+            );
+            let _ = down_tx.extended_data_bytes(1, Bytes::from(text)).await;
+            let _ = down_tx.close().await;
+            return;
         }
     };
     // Replies to the shell/exec/subsystem request come after the upstream answered; the

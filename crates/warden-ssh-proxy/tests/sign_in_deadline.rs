@@ -1,7 +1,7 @@
 //! The proxy's sign-in deadline holds at every stage a client may stall in: connections that
 //! sent their identification string and nothing more are closed at the deadline too, and the
 //! places they held among the connections not yet signed in go to others (a real `ssh` from
-//! the same address then signs in).
+//! the same address then gets as far as signing in).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,15 +21,19 @@ use warden_ssh_proxy::{
     SessionRegistry, load_or_create_host_key,
 };
 
-/// Signs anyone in as alice and grants nothing: a signed-in session is refused, saying so.
+/// Takes any key as alice's and grants nothing: the sign-in is refused, saying so.
 #[derive(Debug)]
 struct SignsInOnly;
 
-const REFUSAL: &str = "signed in; no grant here";
+const REFUSAL: &str = "key taken; no grant here";
 
 #[async_trait]
 impl Backend for SignsInOnly {
-    async fn authenticate(&self, _key: &PublicKey) -> Result<Option<UserName>, BackendError> {
+    async fn authenticate(
+        &self,
+        _key: &PublicKey,
+        _source: std::net::IpAddr,
+    ) -> Result<Option<UserName>, BackendError> {
         Ok(Some("alice".parse().unwrap()))
     }
 
@@ -80,6 +84,7 @@ async fn proxy(dir: &Path) -> u16 {
         registry: Arc::new(SessionRegistry::default()),
         recordings: Arc::new(FsRecordings::new(dir.join("recordings"))),
         sign_in_deadline: DEADLINE,
+        limits: warden_ssh_proxy::Limits::default(),
     };
     tokio::spawn(Listener::new(tcp, key).run(config, std::future::pending()));
     port
@@ -135,11 +140,11 @@ async fn connections_stalled_after_their_identification_are_closed_at_the_deadli
         started.elapsed()
     );
 
-    // Their places are free again: a client from the same address signs in, and hears that it
-    // holds no grant.
+    // Their places are free again: a client from the same address gets its key taken, and
+    // hears that it holds no grant (which a client in batch mode would not show).
     let out = tokio::task::spawn_blocking(move || {
         Command::new("timeout")
-            .args(["30", "ssh", "-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(["30", "ssh", "-F", "/dev/null", "-o", "BatchMode=no"])
             .args([
                 "-o",
                 "StrictHostKeyChecking=no",
@@ -149,14 +154,15 @@ async fn connections_stalled_after_their_identification_are_closed_at_the_deadli
             .args(["-o", "IdentitiesOnly=yes", "-i"])
             .arg(&key)
             .args(["-p", &port.to_string(), "alice:web@127.0.0.1", "true"])
+            .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(REFUSAL),
+        String::from_utf8_lossy(&out.stderr).contains(&format!("warden: {REFUSAL}")),
         "{out:?}"
     );
 }

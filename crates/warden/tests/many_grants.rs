@@ -208,10 +208,10 @@ fn an_old_grant_signs_in_behind_many_newer_ones() {
             .contains(&format!("{} is your grant for files, not web", id(&files))),
         "{refused:?}"
     );
-    // Its certificate at the proxy is refused as one for another target, and said so.
+    // Its certificate at the proxy is refused, at sign-in, as one for another target.
     let out = ssh_with_certificate(proxy, &files, "alice:web", "echo no");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let refusal = audit_events(&admin, "session.refused").pop().unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let refusal = audit_events(&admin, "auth.login_failed").pop().unwrap();
     assert_eq!(refusal["outcome"]["code"], "certificate_not_for_target");
     assert!(
         refusal["outcome"]["reason"]

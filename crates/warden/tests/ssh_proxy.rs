@@ -359,8 +359,8 @@ fn sha256_hex(path: &Path) -> String {
         .to_owned()
 }
 
-/// A grant of a role a reload removed stays active but opens no session, and the refusal says
-/// why rather than that there is no grant.
+/// A grant of a role a reload removed stays active but signs no one in at the proxy, and the
+/// refusal says why rather than that there is no grant.
 #[test]
 fn a_grant_of_a_removed_role_is_refused_naming_the_role() {
     let s = Setup::start("metadata", "", true);
@@ -384,8 +384,8 @@ fn a_grant_of_a_removed_role_is_refused_naming_the_role() {
         ],
     );
     ok(&s.admin, &["policy", "reload"]);
-    let out = s.ssh("echo hi");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = ssh_as_a_person(s.port, &s.key, None, "alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -394,7 +394,7 @@ fn a_grant_of_a_removed_role_is_refused_naming_the_role() {
         )) && err.contains("no longer defines"),
         "{err}"
     );
-    let refused = s.wait_event("session.refused", Duration::from_secs(5));
+    let refused = s.wait_event("auth.login_failed", Duration::from_secs(5));
     assert_eq!(refused["outcome"]["code"], "role_not_in_policy");
 }
 
@@ -402,17 +402,19 @@ fn a_grant_of_a_removed_role_is_refused_naming_the_role() {
 fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     let s = Setup::start("full", "", true);
 
-    // No grant: refused, and told what to request.
-    let out = s.ssh("echo hi");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // No grant: the sign-in is refused, and told what to request.
+    let out = ssh_as_a_person(s.port, &s.key, None, "alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
     let err = text(&out.stderr);
     assert!(err.contains("no active grant for web"), "{err}");
+    // (ssh escapes what is not ASCII outside a UTF-8 locale: the "…" after --reason.)
     assert!(
-        err.contains("warden request create web --role ROLE --reason \"…\" --ttl TTL")
+        err.contains("warden request create web --role ROLE --reason \"")
+            && err.contains("\" --ttl TTL")
             && err.contains("`warden targets` lists the roles you may request"),
         "{err}"
     );
-    let refused = s.wait_event("session.refused", Duration::from_secs(5));
+    let refused = s.wait_event("auth.login_failed", Duration::from_secs(5));
     assert_eq!(refused["outcome"]["code"], "no_active_grant");
     // Found by the target it was aimed at, as every refusal is.
     assert_eq!(refused["target"], "web", "{refused}");
@@ -425,10 +427,10 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     fails(&s.alice, &["ssh", "nosuch"], 4);
     fails(&s.alice, &["ssh", "web", "-i", "/nonexistent/key"], 2);
     // A password typed where the target goes is kept by its length alone.
-    let out = ssh_run(s.port, "alice:S3cretPassw0rd", &s.key, "echo hi");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = ssh_as_a_person(s.port, &s.key, None, "alice:S3cretPassw0rd");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
     assert!(text(&out.stderr).contains("is no target's name"), "{out:?}");
-    let refused = s.wait_events("session.refused", 2, Duration::from_secs(5));
+    let refused = s.wait_events("auth.login_failed", 2, Duration::from_secs(5));
     let refused = refused.last().unwrap().to_string();
     assert!(
         !refused.contains("S3cret") && refused.contains("14 characters"),
@@ -605,13 +607,18 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
         |port: u16, login: &str, command: &str| ssh_with_certificate(port, &grant, login, command);
     let out = with_certificate(s.port, "alice:web", "echo by-certificate");
     assert_eq!(text(&out.stdout).trim(), "by-certificate", "{out:?}");
-    // Aimed at another target it is refused, and the refusal is found by either.
+    // Aimed at a target the policy lacks it signs no one in, and the refusal is found by its
+    // grant; the target is kept by its length alone, as any name that names nothing is.
     let out = with_certificate(s.port, "alice:elsewhere", "echo elsewhere");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let refused = s.events("session.refused").pop().unwrap();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let refused = s.events("auth.login_failed").pop().unwrap();
+    assert_eq!(refused["outcome"]["code"], "unknown_target", "{refused}");
     assert_eq!(
-        (refused["target"].as_str(), refused["request_id"].as_str()),
-        (Some("elsewhere"), grant["id"].as_str()),
+        (
+            refused["details"]["target"].as_str(),
+            refused["request_id"].as_str()
+        ),
+        (Some("(no such target, 9 characters)"), grant["id"].as_str()),
         "{refused}"
     );
     // With a longer grant beside it, the certificate's session still runs under its own grant;
@@ -622,10 +629,10 @@ fn exec_needs_a_grant_and_is_relayed_recorded_and_audited() {
     let started = s.events("session.started").pop().unwrap();
     assert_eq!(started["request_id"], grant["id"], "{started}");
     assert_ne!(started["request_id"], longer["id"]);
-    let out = ssh_run(s.port, "alice:web:nobody", &s.key, "echo no");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = ssh_as_a_person(s.port, &s.key, None, "alice:web:nobody");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
     assert!(
-        text(&out.stderr).contains("none of your active grants for web logs in as \"nobody\""),
+        text(&out.stderr).contains("none of your active grants for web logs in as"),
         "{out:?}"
     );
     // `warden ssh --login` says so before ssh runs, and takes the certificate of a grant that
@@ -1594,19 +1601,22 @@ fn forwarding_and_a_terminal_the_role_lacks_are_refused_and_audited() {
 #[test]
 fn host_keys_are_pinned_only_after_confirmation() {
     let s = Setup::start("full", "", false);
-    // How the target is reached is no business of a user without a grant for it.
-    let out = s.ssh("echo hi");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // How the target is reached is no business of a user without a grant for it. With one, a
+    // target the proxy cannot reach yet signs no one in either, saying what is missing.
+    let out = ssh_as_a_person(s.port, &s.key, None, "alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
     let err = text(&out.stderr);
     assert!(err.contains("no active grant for web"), "{err}");
     assert!(!err.contains("host key"), "{err}");
     s.grant("30m");
-    let out = s.ssh("echo hi");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = ssh_as_a_person(s.port, &s.key, None, "alice:web");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
     assert!(
         text(&out.stderr).contains("warden target pin-host-key web"),
         "{out:?}"
     );
+    let refused = s.events("auth.login_failed").pop().unwrap();
+    assert_eq!(refused["outcome"]["code"], "host_key_not_pinned");
 
     let fp = std::process::Command::new("ssh-keygen")
         .arg("-lf")
