@@ -73,7 +73,7 @@ pub struct App {
     pub(crate) lockouts: crate::auth::Lockouts,
     /// What a sign-in's password is checked against when its name has none that signs in.
     pub(crate) sign_in_dummy: crate::auth::SignInDummy,
-    /// Failed authentications per client address.
+    /// Failed authentications per client address, and the sign-ins waiting for a password hash.
     pub(crate) throttles: crate::throttle::SourceThrottles,
     /// Bounds the argon2id hashes computed at once to the cores: each holds 19 MiB and a core
     /// for tens of milliseconds, and anyone who reaches the API can ask for one by signing in.
