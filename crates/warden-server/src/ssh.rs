@@ -909,7 +909,9 @@ pub struct Bound {
 pub async fn listen(config: &crate::config::Config) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(config.ssh_listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for SSH on {}: {e}", config.ssh_listen))
+        .map_err(|e| {
+            crate::serve::listen_refused(config.ssh_listen, "--ssh-listen or `ssh_listen`", &e)
+        })
 }
 
 /// Refuses a host key the proxy would refuse at [`bind`] (one others can read, one damaged),

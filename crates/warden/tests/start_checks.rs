@@ -252,6 +252,26 @@ fn invalid_configuration_is_invalid_input_and_what_the_machine_refuses_is_a_fail
             && stderr.contains("--listen or `listen` in the config"),
         "{stderr}"
     );
+    // The SSH proxy's address in use: the same message, naming its own setting.
+    let stderr = serve_exits(
+        &[
+            "--config",
+            config_arg,
+            "--data-dir",
+            data_arg,
+            "--listen",
+            "127.0.0.1:0",
+            "--ssh-listen",
+            &in_use,
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen on {in_use}"))
+            && stderr.contains("another process listens there")
+            && stderr.contains("--ssh-listen or `ssh_listen` in the config"),
+        "{stderr}"
+    );
     drop(taken);
     // A data dir that cannot be made: below a file, not a directory.
     std::fs::write(&config, "").unwrap();
