@@ -1356,8 +1356,10 @@ impl App {
     /// keys included: a reset after a suspected compromise must not leave a stolen token, or a
     /// key registered with one, working, nor an approval given with either counting
     /// ([`App::withdraw_approvals`]; not for one's own new password). One's own new password
-    /// also clears the record of the administrator who set the one before
-    /// ([`warden_store::UserSecrets::password_set_by`]): they know it no more. Either lifts the
+    /// keeps the record of the administrator who set the one before
+    /// ([`warden_store::UserSecrets::password_set_by`]): that administrator knew the old one,
+    /// so the change may be theirs, made signed in as the user to lift the refusals the record
+    /// stands for; only another administrator's new password clears it. Either lifts the
     /// user's lock: one's own is set only once the step-up passed, which no step-up's lock
     /// allows, so only a sign-in's can be in force, and the user proved more than a sign-in.
     pub async fn set_password(
@@ -1389,7 +1391,11 @@ impl App {
             Event::new(Code::PasswordSet, actor.clone(), at)
                 .details(serde_json::json!({ "user": target })),
         ];
-        let set_by = other.then(|| admin.name.clone());
+        let set_by = if other {
+            Some(admin.name.clone())
+        } else {
+            self.store.secrets(target).await?.password_set_by
+        };
         let reset = Reset::Password { hash: phc, set_by };
         let signed = match self.reset_user(target, reset, &actor, why, events).await {
             Ok(signed) => signed,
