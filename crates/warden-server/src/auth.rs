@@ -1859,42 +1859,12 @@ mod tests {
         assert_eq!(params(&none).m_cost(), argon2::Params::DEFAULT_M_COST);
     }
 
-    /// A server on a new data dir in `dir` whose directory holds `users`, serving the demo
-    /// policy.
-    fn app_in(dir: &std::path::Path, users: &[&str]) -> App {
-        let directory = warden_domain::Directory::new(users.iter().map(|u| User {
-            name: u.parse().unwrap(),
-            groups: Default::default(),
-            manager: None,
-        }))
-        .unwrap();
-        let audit_key = crate::keys::audit_signing_key(&dir.join("audit_signing.key")).unwrap();
-        App::new(
-            Arc::new(warden_store::SqliteStore::open(&dir.join("warden.db")).unwrap()),
-            warden_policy::Policy::from_files(&warden_policy::demo_files()).unwrap(),
-            dir.join("policy"),
-            directory,
-            &[],
-            warden_issuers::Registry::new([]),
-            warden_issuers::ssh_cert::UserCa::load_or_create(&dir.join("ssh_user_ca"))
-                .unwrap()
-                .0,
-            crate::checkpoints::signer("warden.test/audit", &audit_key).unwrap(),
-            crate::keys::Sealer::load_or_create(&dir.join("master.key")).unwrap(),
-            crate::config::Config {
-                data_dir: dir.to_owned(),
-                ..Default::default()
-            },
-            crate::metrics::Metrics::new().unwrap(),
-        )
-    }
-
     /// The dummy is made again once a password changes, so that it costs what the costliest
     /// hash stored costs now: not what a costly config hash, replaced since, cost.
     #[tokio::test]
     async fn the_dummy_follows_the_costliest_stored_hash_as_passwords_change() {
         let dir = tempfile::tempdir().unwrap();
-        let app = app_in(dir.path(), &["alice", "bob"]);
+        let app = crate::state::tests::app_in(dir.path(), &["alice", "bob"]);
         let (alice, bob): (UserName, UserName) = ("alice".parse().unwrap(), "bob".parse().unwrap());
         let made = |m, t| {
             let params = argon2::Params::new(m, t, 1, None).unwrap();

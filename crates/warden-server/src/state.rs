@@ -728,12 +728,12 @@ impl App {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A server on a new data dir in `dir` whose directory holds `users`, serving the demo
-    /// policy.
-    fn app_in(dir: &Path, users: &[&str]) -> App {
+    /// policy: for the unit tests of every module that need a whole server.
+    pub(crate) fn app_in(dir: &Path, users: &[&str]) -> App {
         let directory = Directory::new(users.iter().map(|u| User {
             name: u.parse().unwrap(),
             groups: Default::default(),
