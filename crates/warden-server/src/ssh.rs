@@ -246,8 +246,11 @@ impl Backend for ProxyBackend {
         target: &str,
         login: Option<&str>,
         grant: Option<RequestId>,
+        source: IpAddr,
     ) -> Result<Result<Grant, Denied>, BackendError> {
-        self.0.authorize_ssh(user, target, login, grant).await
+        self.0
+            .authorize_ssh(user, target, login, grant, source)
+            .await
     }
 
     async fn still_active(&self, grant: RequestId) -> Result<bool, BackendError> {
@@ -349,6 +352,21 @@ enum Longest {
     None,
 }
 
+/// Whether grant `r` at target `t` may be used only from other addresses than `source` (its
+/// role's `source_address`). A role whose settings do not read is not said to be: it is
+/// refused later, with its reason, when chosen.
+fn used_only_elsewhere(
+    t: &warden_policy::Target,
+    r: &warden_domain::Request,
+    source: IpAddr,
+) -> bool {
+    t.roles
+        .get(&r.role)
+        .and_then(|role| ssh_cert::role_settings(&role.settings).ok())
+        .and_then(|s| s.source_address)
+        .is_some_and(|allowed| !allowed.iter().any(|b| b.contains(source)))
+}
+
 /// Whether grant `r` at target `t` logs in as `login`.
 fn logs_in_as(t: &warden_policy::Target, r: &warden_domain::Request, login: &str) -> bool {
     t.roles
@@ -385,14 +403,15 @@ fn ssh_target<'p>(
 impl App {
     /// The grant under which `user` may open an SSH session on `target` now: `grant`, whose
     /// certificate they signed in with, if given; else the active one that lasts longest among
-    /// those that log in as `login` (any, if none was asked for). Refusals say what to request
-    /// instead.
+    /// those that log in as `login` (any, if none was asked for), preferring those that may be
+    /// used from `source`, the client's address. Refusals say what to request instead.
     async fn authorize_ssh(
         &self,
         user: &UserName,
         target: &str,
         login: Option<&str>,
         grant: Option<RequestId>,
+        source: IpAddr,
     ) -> Result<Result<Grant, Denied>, BackendError> {
         let policy = self.policy.load();
         // Text that is no name is not quoted: a password typed there would stay in the log.
@@ -466,7 +485,10 @@ impl App {
             }
             r
         } else {
-            match self.longest_grant(user, &name, t, login, now).await? {
+            match self
+                .longest_grant(user, &name, t, login, source, now)
+                .await?
+            {
                 Longest::Found(r) => r,
                 Longest::RoleGone(r) => return role_gone(&r),
                 Longest::NoneLogsIn(login) => {
@@ -530,15 +552,20 @@ impl App {
     }
 
     /// The active grant of `user` at `name` (`t` in the policy) that lasts longest, of those
-    /// that log in as `login` when one is asked for: what a sign-in with a registered key runs
-    /// under. All of the user's active grants there are looked through, a page at a time and
-    /// keeping only the best so far, up to [`ACTIVE_GRANTS_PAGES`] pages.
+    /// that log in as `login` when one is asked for and whose role may be used from `source`
+    /// (its `source_address`): what a sign-in with a registered key runs under. A grant usable
+    /// only from elsewhere never stands in the way of one the client may use; when every one
+    /// is, the longest of them is chosen, for the session to refuse naming why. Past the pages
+    /// read, only a grant usable from `source` is chosen. All of the user's active grants
+    /// there are looked through, a page at a time and keeping only the best so far, up to
+    /// [`ACTIVE_GRANTS_PAGES`] pages.
     async fn longest_grant(
         &self,
         user: &UserName,
         name: &TargetName,
         t: &warden_policy::Target,
         login: Option<&str>,
+        source: IpAddr,
         now: time::OffsetDateTime,
     ) -> Result<Longest, BackendError> {
         let mut filter = RequestFilter {
@@ -551,6 +578,7 @@ impl App {
         let mut live = false;
         let mut best: Option<warden_domain::Request> = None;
         let mut role_gone = None;
+        let mut elsewhere = None;
         for _ in 0..ACTIVE_GRANTS_PAGES {
             let page = self
                 .store
@@ -572,12 +600,19 @@ impl App {
                     continue;
                 }
                 // Newest first: of those ending together, the oldest.
-                if best.as_ref().is_none_or(|b| r.expires_at >= b.expires_at) {
-                    best = Some(r);
+                let kept = if used_only_elsewhere(t, &r, source) {
+                    &mut elsewhere
+                } else {
+                    &mut best
+                };
+                if kept.as_ref().is_none_or(|b| r.expires_at >= b.expires_at) {
+                    *kept = Some(r);
                 }
             }
             if !full {
-                return Ok(match (best, login, role_gone) {
+                // None usable from here: the longest of those usable elsewhere, which the
+                // session then refuses, naming its role's addresses and the client's.
+                return Ok(match (best.or(elsewhere), login, role_gone) {
                     (Some(r), _, _) => Longest::Found(r),
                     (None, Some(login), _) if live => Longest::NoneLogsIn(login.to_owned()),
                     (None, _, Some(r)) => Longest::RoleGone(r),

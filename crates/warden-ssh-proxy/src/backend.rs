@@ -132,15 +132,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
-    /// The grant under which `user` may open a session on `target` now: `grant` when the user
-    /// signed in with that grant's certificate, else one that logs in as `login` when one was
-    /// asked for. Asked at sign-in (a refusal signs no one in) and again for every session.
+    /// The grant under which `user`, connected from `source`, may open a session on `target`
+    /// now: `grant` when the user signed in with that grant's certificate, else one that logs
+    /// in as `login` when one was asked for, one that may be used from `source` (its role's
+    /// `source_address`) before any that may not, so that a grant usable only from elsewhere
+    /// never stands in the way of one usable here (the session refuses one usable only from
+    /// elsewhere, naming why). Asked at sign-in (a refusal signs no one in) and again for
+    /// every session.
     async fn authorize(
         &self,
         user: &UserName,
         target: &str,
         login: Option<&str>,
         grant: Option<RequestId>,
+        source: IpAddr,
     ) -> Result<Result<Grant, Denied>, BackendError>;
 
     /// Whether `grant` is still active now: asked once more after a session registers, since

@@ -564,7 +564,7 @@ impl Connection {
         let allowed = self
             .ctx
             .backend
-            .authorize(&claimed, &target, login.as_deref(), grant)
+            .authorize(&claimed, &target, login.as_deref(), grant, self.peer.ip())
             .await;
         match allowed {
             Ok(Ok(_)) => {

@@ -388,6 +388,7 @@ impl Start<'_> {
                 &self.who.target,
                 self.who.login.as_deref(),
                 self.who.grant,
+                self.who.peer.ip(),
             )
             .await
         {

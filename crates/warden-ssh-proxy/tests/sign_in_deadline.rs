@@ -50,6 +50,7 @@ impl Backend for SignsInOnly {
         _target: &str,
         _login: Option<&str>,
         _grant: Option<RequestId>,
+        _source: std::net::IpAddr,
     ) -> Result<Result<Grant, Denied>, BackendError> {
         Ok(Err(Denied {
             code: "no_active_grant",

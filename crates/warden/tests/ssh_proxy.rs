@@ -2750,3 +2750,61 @@ fn an_expired_certificate_is_named_past_a_hundred_newer_requests() {
     assert_eq!(e["outcome"]["code"], "certificate_expired", "{e}");
     assert_eq!(e["request_id"], id.as_str(), "{e}");
 }
+
+/// A sign-in with a registered key runs under a grant the client may use from its address:
+/// one of a role whose `source_address` leaves it out is passed over, however much longer it
+/// lasts, and only when every grant is such one is the session refused, naming why.
+#[test]
+fn a_registered_key_signs_in_under_a_grant_usable_from_its_address() {
+    let s = Setup::start("metadata", "", true);
+    let connection = format!(
+        "host = \"127.0.0.1\"\nport = {}\nhost_key = \"{}\"",
+        s.sshd.port(),
+        s.sshd.host_public_key()
+    );
+    let roles = format!(
+        "[targets.web]\nkind = \"ssh\"\nenvironment = \"test\"\n[targets.web.connection]\n{connection}\n[targets.web.roles.srcok]\n{}\n[targets.web.roles.srcbad]\n{}\n",
+        role_settings("source_address = [\"127.0.0.0/8\", \"::1\"]"),
+        role_settings("source_address = [\"10.0.0.0/8\"]"),
+    );
+    let access: String = ["srcok", "srcbad"]
+        .iter()
+        .map(|role| {
+            format!(
+                "@id(\"{role}-auto\")\n@approval(\"auto\")\n@max_ttl(\"1h\")\n@recording(\"metadata\")\npermit (principal, action == Action::\"request\", resource == Role::\"web/{role}\");\n"
+            )
+        })
+        .collect();
+    write_policy(
+        &s.env.policy_dir(),
+        &[("targets.toml", &roles), ("access.cedar", &access)],
+    );
+    ok(&s.admin, &["policy", "reload"]);
+    let usable = create(&s.alice, "web", "srcok", &["--ttl", "10m"]);
+    assert_eq!(usable["state"], "active", "{usable}");
+    let elsewhere = create(&s.alice, "web", "srcbad", &["--ttl", "20m"]);
+    assert_eq!(elsewhere["state"], "active", "{elsewhere}");
+
+    let out = s.ssh("echo in");
+    assert_eq!(text(&out.stdout).trim(), "in", "{out:?}");
+    let started = s.wait_event("session.started", Duration::from_secs(5));
+    assert_eq!(started["request_id"], id(&usable).as_str(), "{started}");
+    assert_eq!(started["role"], "srcok", "{started}");
+
+    // With the usable one gone, the other is refused, naming its addresses and the client's.
+    ok(&s.alice, &["request", "revoke", &id(&usable)]);
+    let out = s.ssh("echo in");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(
+            "role srcbad on web is used only from 10.0.0.0/8; your connection comes from 127.0.0.1"
+        ),
+        "{out:?}"
+    );
+    let refused = s.wait_event("session.refused", Duration::from_secs(5));
+    assert_eq!(
+        refused["outcome"]["code"], "source_address_not_allowed",
+        "{refused}"
+    );
+    assert_eq!(refused["request_id"], id(&elsewhere).as_str(), "{refused}");
+}
