@@ -548,6 +548,7 @@ impl App {
             rules,
             recording: r.recording,
             source_address: settings.source_address,
+            force_command: settings.force_command,
         }))
     }
 

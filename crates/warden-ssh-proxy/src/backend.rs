@@ -70,6 +70,10 @@ pub struct Grant {
     /// The proxy checks the address the user's connection comes from against it: its upstream
     /// certificates carry no `source-address`, as they come from the proxy's own address.
     pub source_address: Option<Vec<AddressBlock>>,
+    /// The role's `force_command`: the one command the target runs, whatever is asked (its
+    /// sshd runs it from the upstream certificate). Events and recordings name it beside what
+    /// was asked, and the deny rules judge it too.
+    pub force_command: Option<String>,
 }
 
 /// The server side of the proxy: identity, authorization, signing and the audit log.

@@ -123,6 +123,7 @@ mod tests {
             title: "t".into(),
             term: None,
             command: Some("cat".into()),
+            forced_command: None,
         }
     }
 

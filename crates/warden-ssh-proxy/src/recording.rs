@@ -157,7 +157,11 @@ pub struct Header {
     pub timestamp: i64,
     pub title: String,
     pub term: Option<String>,
+    /// The command the client asked for, if any.
     pub command: Option<String>,
+    /// The role's `force_command`, which the target runs instead of whatever was asked: the
+    /// header says so, so that a recording of one command is not read as another's.
+    pub forced_command: Option<String>,
 }
 
 impl Asciicast {
@@ -186,6 +190,9 @@ impl Asciicast {
         }
         if let Some(command) = &header.command {
             h["command"] = serde_json::json!(command);
+        }
+        if let Some(forced) = &header.forced_command {
+            h["forced_command"] = serde_json::json!(forced);
         }
         writeln!(rec.pending, "{h}")?;
         rec.appended(0)?;
@@ -404,6 +411,7 @@ pub(crate) mod tests {
             title: "alice on web".into(),
             term: Some("xterm-256color".into()),
             command: None,
+            forced_command: None,
         };
         Asciicast::start(Box::new(out.clone()), &header).unwrap();
         let written = out.0.lock().unwrap().clone();
@@ -458,6 +466,7 @@ pub(crate) mod tests {
             title: "alice on web".into(),
             term: Some("xterm".into()),
             command: None,
+            forced_command: None,
         };
         let mut rec = Asciicast::start(Box::new(buf.clone()), &header).unwrap();
         rec.data(Kind::Output, b"hello \xe2\x82").unwrap();

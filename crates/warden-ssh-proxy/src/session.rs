@@ -363,19 +363,40 @@ impl Start<'_> {
         Some(("terminal_required", msg, serde_json::Value::Null))
     }
 
+    /// The deny rules judge both what was asked and, for a role with `force_command`, what
+    /// runs, and refuse the session if either matches:
+    /// - what was asked, because a forced command is no reason to let it through: sshd hands
+    ///   it to the forced command (`SSH_ORIGINAL_COMMAND`), which may well run it (wrappers
+    ///   that check and run what was asked are what `force_command` is often used for), and a
+    ///   request the rules refuse is on the record as refused either way;
+    /// - the forced command, because it is what runs at the target, for every session of the
+    ///   role (a shell or a subsystem asked for included). One a deny rule matches opens no
+    ///   session of the role at all: the policy contradicts itself, and the refusal says which
+    ///   setting to change rather than run what the rules forbid.
     fn denied_command(&self, grant: &Grant) -> Option<Breach> {
-        let Request::Exec { command, .. } = self.request else {
-            return None;
-        };
-        let pattern = grant.rules.denies(command)?;
+        if let Request::Exec { command, .. } = self.request
+            && let Some(pattern) = grant.rules.denies(command)
+        {
+            let msg = format!(
+                "command blocked: it matches the deny rule /{pattern}/ of role {} on {}",
+                grant.role, grant.target
+            );
+            return Some((
+                "command_denied",
+                msg,
+                serde_json::json!({ "rule": pattern }),
+            ));
+        }
+        let forced = grant.force_command.as_deref()?;
+        let pattern = grant.rules.denies(forced)?;
         let msg = format!(
-            "command blocked: it matches the deny rule /{pattern}/ of role {} on {}",
+            "session blocked: role {} on {} runs the forced command {forced:?} whatever is asked, and it matches the role's deny rule /{pattern}/; an administrator must change the role's force_command or deny_commands in the policy",
             grant.role, grant.target
         );
         Some((
             "command_denied",
             msg,
-            serde_json::json!({ "rule": pattern }),
+            serde_json::json!({ "rule": pattern, "forced_command": forced }),
         ))
     }
 
@@ -477,6 +498,7 @@ impl Start<'_> {
                     Request::Exec { command, .. } => Some(command.clone()),
                     _ => None,
                 },
+                forced_command: grant.force_command.clone(),
             };
             let started = self
                 .ctx
@@ -539,6 +561,10 @@ impl Start<'_> {
         if let Some(note) = input_unrecorded(&grant) {
             started["record_input"] = serde_json::json!(note);
         }
+        // What ran, when the role forces it: `command` is only what was asked.
+        if let Some(forced) = &grant.force_command {
+            started["forced_command"] = serde_json::json!(forced);
+        }
         let mut events = vec![
             self.event(Code::SessionStarted, Some(&grant), Some(&session))
                 .details(self.details(started)),
@@ -546,7 +572,12 @@ impl Start<'_> {
         if let Request::Exec { command, .. } = self.request {
             events.push(
                 self.event(Code::SessionExec, Some(&grant), Some(&session))
-                    .details(serde_json::json!({ "command": command })),
+                    .details(match &grant.force_command {
+                        Some(forced) => {
+                            serde_json::json!({ "command": command, "forced_command": forced })
+                        }
+                        None => serde_json::json!({ "command": command }),
+                    }),
             );
         }
         if let Err(e) = self.ctx.backend.audit(events).await {

@@ -2808,3 +2808,64 @@ fn a_registered_key_signs_in_under_a_grant_usable_from_its_address() {
     );
     assert_eq!(refused["request_id"], id(&elsewhere).as_str(), "{refused}");
 }
+
+/// A role's `force_command` runs whatever is asked: the session's events and its recording's
+/// header name it beside the command asked for, so that no one reads the recording as the
+/// asked command's. The deny rules judge both: an asked command they refuse is refused though
+/// it would not have run, and a forced command they match opens no session of the role.
+#[test]
+fn a_forced_command_is_named_in_events_and_recordings_and_judged_by_the_deny_rules() {
+    let forced = "echo FORCED-REC";
+    let s = Setup::start(
+        "full",
+        &format!("force_command = \"{forced}\"\ndeny_commands = [\"^rm \"]"),
+        true,
+    );
+    s.grant("30m");
+    let asked = "echo via-proxy-$(id -un)";
+    let out = s.ssh(asked);
+    assert_eq!(text(&out.stdout).trim(), "FORCED-REC", "{out:?}");
+
+    let ended = s.wait_event("session.ended", Duration::from_secs(5));
+    let session = ended["session_id"].as_str().unwrap().to_owned();
+    let started = s.events("session.started").pop().unwrap();
+    assert_eq!(started["session_id"], session.as_str(), "{started}");
+    assert_eq!(started["details"]["command"], asked, "{started}");
+    assert_eq!(started["details"]["forced_command"], forced, "{started}");
+    let exec = s.events("session.exec").pop().unwrap();
+    assert_eq!(exec["details"]["command"], asked, "{exec}");
+    assert_eq!(exec["details"]["forced_command"], forced, "{exec}");
+    let path = s.recording(&session);
+    let cast = std::fs::read_to_string(&path).unwrap();
+    let header: Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
+    assert_eq!(header["command"], asked, "{header}");
+    assert_eq!(header["forced_command"], forced, "{header}");
+    assert!(asciinema_cat(&path).contains("FORCED-REC"));
+
+    // An asked command the rules refuse is refused, forced command or not.
+    let out = s.ssh("rm -f /tmp/warden-never");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!text(&out.stdout).contains("FORCED-REC"), "{out:?}");
+    assert!(text(&out.stderr).contains("command blocked"), "{out:?}");
+    let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
+    assert_eq!(blocked["details"]["rule"], "^rm ", "{blocked}");
+
+    // A forced command the rules match runs for no one, whatever is asked.
+    s.repin(
+        s.sshd.host_public_key(),
+        "force_command = \"rm -f /tmp/warden-never\"\ndeny_commands = [\"^rm \"]",
+    );
+    let out = s.ssh("echo harmless");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("runs the forced command")
+            && text(&out.stderr).contains("change the role's force_command or deny_commands"),
+        "{out:?}"
+    );
+    let blocked = s.wait_events("session.command_blocked", 2, Duration::from_secs(5));
+    let blocked = blocked.last().unwrap();
+    assert_eq!(
+        blocked["details"]["forced_command"], "rm -f /tmp/warden-never",
+        "{blocked}"
+    );
+}
