@@ -62,8 +62,9 @@
 //! `force_command` (the `force-command` critical option) says what *runs at the target*: it
 //! is written in every certificate, the proxy's upstream ones included, so the host's sshd runs
 //! that command and nothing else however the session is reached. The proxy still checks what
-//! the user asked for against the role's controls (`deny_commands`, `file_transfer`) and
-//! records the session as usual.
+//! the user asked for against the role's controls (`deny_commands`, `file_transfer`), and the
+//! forced command against its deny rules, and records the session as usual; events and
+//! recordings name that command as `forced_command`.
 
 mod ca;
 #[cfg(test)]
