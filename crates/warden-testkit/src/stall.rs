@@ -189,6 +189,11 @@ mod tests {
         let mut buf = [0u8; 7];
         c.read_exact(&mut buf).unwrap();
         assert!(started.elapsed() >= Duration::from_millis(500));
+        // The echo can come back before the relay's thread counts its write as delivered.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while relay.delivered() < 1 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!((relay.held(), relay.delivered()), (1, 1));
 
         // Held while its client gives up and goes: delivered all the same.
