@@ -569,61 +569,46 @@ impl App {
     pub async fn restore_lockouts(&self) -> Result<usize, AuthError> {
         let t = now();
         let since = t - warden_domain::lockout::LOCKOUT;
-        let mut after_seq = self.store.checkpoint_before(since).await?.map(|c| c.size);
+        let after_seq = self.store.checkpoint_before(since).await?.map(|c| c.size);
         let mut locked: HashMap<UserName, Lockout> = HashMap::new();
-        loop {
-            let page = self
-                .store
-                .audit(AuditFilter {
-                    codes: vec![
-                        Code::UserLocked,
-                        Code::PasswordSet,
-                        Code::UserUnlocked,
-                        Code::MfaReset,
-                        Code::SegmentArchived,
-                    ],
-                    from: Some(since),
-                    after_seq,
-                    limit: RESTORE_PAGE,
-                    ..AuditFilter::default()
-                })
-                .await?;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            after_seq = Some(last);
-            for e in page.into_iter().map(|s| s.event) {
-                if e.code == Code::SegmentArchived {
-                    // Lockouts whose events the archive sealed.
-                    for lock in e.details["locks"].as_array().into_iter().flatten() {
-                        if let (Some(user), Some(until)) = (
-                            lock["user"]
-                                .as_str()
-                                .and_then(|u| u.parse::<UserName>().ok()),
-                            lock_end(&lock["until"]).filter(|until| *until > t),
-                        ) {
-                            let kind = Kind::recorded(lock["kind"].as_str());
-                            locked.entry(user).or_default().lock(kind, until);
-                        }
+        let codes = [
+            Code::UserLocked,
+            Code::PasswordSet,
+            Code::UserUnlocked,
+            Code::MfaReset,
+            Code::SegmentArchived,
+        ];
+        self.each_audited(&codes, since, after_seq, |e| {
+            if e.code == Code::SegmentArchived {
+                // Lockouts whose events the archive sealed.
+                for lock in e.details["locks"].as_array().into_iter().flatten() {
+                    if let (Some(user), Some(until)) = (
+                        lock["user"]
+                            .as_str()
+                            .and_then(|u| u.parse::<UserName>().ok()),
+                        lock_end(&lock["until"]).filter(|until| *until > t),
+                    ) {
+                        let kind = Kind::recorded(lock["kind"].as_str());
+                        locked.entry(user).or_default().lock(kind, until);
                     }
-                    continue;
                 }
-                let Some(user) = e.details["user"]
-                    .as_str()
-                    .and_then(|u| u.parse::<UserName>().ok())
-                else {
-                    continue;
-                };
-                if e.code != Code::UserLocked {
-                    locked.remove(&user);
-                } else if let Some(until) = lock_end(&e.details["until"]).filter(|until| *until > t)
-                {
-                    // Without its kind, written by a version whose locks refused every check.
-                    let kind = Kind::recorded(e.details["kind"].as_str());
-                    locked.entry(user).or_default().lock(kind, until);
-                }
+                return;
             }
-        }
+            let Some(user) = e.details["user"]
+                .as_str()
+                .and_then(|u| u.parse::<UserName>().ok())
+            else {
+                return;
+            };
+            if e.code != Code::UserLocked {
+                locked.remove(&user);
+            } else if let Some(until) = lock_end(&e.details["until"]).filter(|until| *until > t) {
+                // Without its kind, written by a version whose locks refused every check.
+                let kind = Kind::recorded(e.details["kind"].as_str());
+                locked.entry(user).or_default().lock(kind, until);
+            }
+        })
+        .await?;
         locked.retain(|user, _| self.user(user).is_some());
         let count = locked.len();
         for (user, lockout) in locked {
@@ -1624,12 +1609,40 @@ impl App {
         let Some(since) = oldest else {
             return Ok(resets);
         };
-        let mut after_seq = None;
+        self.each_audited(&[Code::PasswordSet, Code::MfaReset], since, None, |e| {
+            let Some(user) = e.details["user"]
+                .as_str()
+                .and_then(|u| u.parse::<UserName>().ok())
+            else {
+                return;
+            };
+            let latest = match e.code {
+                Code::PasswordSet if e.actor.user.as_ref() != Some(&user) => &mut resets.password,
+                Code::MfaReset => &mut resets.second_factor,
+                _ => return,
+            };
+            // Oldest first: the last one read is the latest.
+            latest.insert(user, e.time);
+        })
+        .await?;
+        Ok(resets)
+    }
+
+    /// Hands `each` the audit events with one of `codes` timed from `since` on (after event
+    /// `after_seq`, when given), oldest first, read a page at a time so that a long log is
+    /// never held whole.
+    async fn each_audited(
+        &self,
+        codes: &[Code],
+        since: OffsetDateTime,
+        mut after_seq: Option<u64>,
+        mut each: impl FnMut(Event),
+    ) -> Result<(), AuthError> {
         loop {
             let page = self
                 .store
                 .audit(AuditFilter {
-                    codes: vec![Code::PasswordSet, Code::MfaReset],
+                    codes: codes.to_vec(),
                     from: Some(since),
                     after_seq,
                     limit: RESTORE_PAGE,
@@ -1637,26 +1650,10 @@ impl App {
                 })
                 .await?;
             let Some(last) = page.last().map(|e| e.seq) else {
-                return Ok(resets);
+                return Ok(());
             };
             after_seq = Some(last);
-            for e in page.into_iter().map(|s| s.event) {
-                let Some(user) = e.details["user"]
-                    .as_str()
-                    .and_then(|u| u.parse::<UserName>().ok())
-                else {
-                    continue;
-                };
-                let latest = match e.code {
-                    Code::PasswordSet if e.actor.user.as_ref() != Some(&user) => {
-                        &mut resets.password
-                    }
-                    Code::MfaReset => &mut resets.second_factor,
-                    _ => continue,
-                };
-                // Oldest first: the last one read is the latest.
-                latest.insert(user, e.time);
-            }
+            page.into_iter().for_each(|s| each(s.event));
         }
     }
 
