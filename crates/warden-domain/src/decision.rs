@@ -130,8 +130,9 @@ impl Eq for TicketPattern {}
 pub struct Decision {
     /// Whether any access is allowed at all.
     pub allowed: bool,
-    /// Ids of the rules that produced the decision: the matching permits when allowed, the
-    /// matching forbids (or none) when denied.
+    /// Ids of the rules that produced the decision: the matching permits when allowed; when
+    /// denied, the rules that refused (matching forbids, rules that could not be evaluated,
+    /// permits whose demands cannot be met there), or none when nothing permitted.
     pub rules: Vec<String>,
     pub requirement: Requirement,
     pub max_ttl: Ttl,
@@ -140,7 +141,8 @@ pub struct Decision {
     pub recording: Recording,
     /// How long a request may wait for approval before it times out.
     pub pending_timeout: Ttl,
-    /// The `@reason` of each matching forbid that gives one, by rule id, to show people why.
+    /// Why each refusing rule refused, by rule id, to show people: a matching forbid's
+    /// `@reason` when it gives one, or what kept a rule from being evaluated or met.
     pub forbid_reasons: Vec<(String, String)>,
 }
 
@@ -192,10 +194,10 @@ impl Refusal {
     /// read as refused for no reason.
     pub fn in_flow(self, breakglass: bool, extension: bool) -> Self {
         match self {
-            Refusal::NotPermitted(forbids) if forbids.is_empty() && breakglass => {
+            Refusal::NotPermitted(rules) if rules.is_empty() && breakglass => {
                 Refusal::NoBreakGlassRule
             }
-            Refusal::NotPermitted(forbids) if forbids.is_empty() && extension => {
+            Refusal::NotPermitted(rules) if rules.is_empty() && extension => {
                 Refusal::NoExtensionRule
             }
             other => other,
@@ -233,14 +235,17 @@ fn ticket_mismatch(shown: &str, pattern: &str) -> String {
     format!("ticket {shown} does not match: it must match {pattern}")
 }
 
-/// Why a request is not permitted: no permit matched, or the forbid rules that matched.
-fn not_permitted(forbids: &[String]) -> String {
-    if forbids.is_empty() {
+/// Why a request is not permitted: no permit matched, or the rules that refused it. Those may
+/// be forbids, but also permits (one that could not be evaluated, or whose demand cannot be
+/// met at the target), so the message says "refused", not "forbidden": an auditor must not go
+/// looking for a forbid that does not exist.
+fn not_permitted(refusing: &[String]) -> String {
+    if refusing.is_empty() {
         "no policy rule permits this request: `warden targets` lists what you may request"
             .to_owned()
     } else {
-        let rules = if forbids.len() == 1 { "rule" } else { "rules" };
-        format!("forbidden by policy {rules} {}", forbids.join("; "))
+        let rules = if refusing.len() == 1 { "rule" } else { "rules" };
+        format!("refused by policy {rules} {}", refusing.join("; "))
     }
 }
 
@@ -262,7 +267,7 @@ impl Refusal {
 }
 
 impl Decision {
-    /// A denial with the ids of the forbid rules that caused it (empty when nothing permitted).
+    /// A denial with the ids of the rules that caused it (empty when nothing permitted).
     pub fn deny(rules: Vec<String>) -> Self {
         Self {
             allowed: false,
@@ -277,8 +282,8 @@ impl Decision {
         }
     }
 
-    /// The refusal of a request this decision does not allow: the rules that forbid it, each
-    /// with its reason when it gives one.
+    /// The refusal of a request this decision does not allow: the rules that refuse it, each
+    /// with its reason when there is one.
     pub fn not_permitted(&self) -> Refusal {
         Refusal::NotPermitted(
             self.rules
@@ -456,7 +461,7 @@ mod tests {
             .check(h("1h"), None, true)
             .unwrap_err()
             .to_string();
-        assert_eq!(msg, "forbidden by policy rule no-prod");
+        assert_eq!(msg, "refused by policy rule no-prod");
     }
 
     #[test]

@@ -36,11 +36,17 @@
 //! Cedar evaluates every policy for the request: principal `User::"<name>"` (a member of its
 //! groups), action `Action::"request"` or `Action::"breakglass"`, resource
 //! `Role::"<target>/<role>"` (a member of its target), and a context with the requested TTL,
-//! the ticket, and the current UTC time for time windows. Then:
+//! the ticket, and the current time as read in the target's `timezone` (UTC if it has none),
+//! for time windows. Then:
 //!
-//! 1. If any policy fails to evaluate, the request is **denied** and the decision's rules name
-//!    the failing policies (with any matching forbids): a broken rule must never grant access,
-//!    and it might have been a forbid.
+//! 1. If a policy that could take part in this decision fails to evaluate, the request is
+//!    **denied** and the decision's rules name the failing policies (with any matching
+//!    forbids): a broken rule must never grant access, and it might have been a forbid or
+//!    demanded stricter terms. Those are every `forbid`, and the permits of the request's own
+//!    kind: break-glass permits for a break-glass request, ordinary permits (those without an
+//!    action constraint included) for an ordinary one. A failing permit of the other kind could
+//!    never take part, so it is ignored here, though it still denies every request of its own
+//!    kind.
 //! 2. If any `forbid` matches, the request is **denied**; the decision names the forbids.
 //! 3. If no `permit` matches, the request is **denied** with no rules.
 //! 4. Otherwise it is **allowed**; the decision names every matching permit (sorted), and when
@@ -54,9 +60,10 @@
 //!    the `@recording` of each such permit, for each role it can grant there.
 //!
 //! A break-glass decision considers break-glass permits only: an ordinary permit, even one
-//! without an action constraint, never grants emergency access (forbids still apply). At a
-//! target whose sessions Warden does not record, break-glass is still allowed, as the way in
-//! for an emergency, and its decision says what is recorded: `metadata`.
+//! without an action constraint, never grants emergency access, nor refuses it by failing to
+//! evaluate (forbids still apply, a failing one included). At a target whose sessions Warden
+//! does not record, break-glass is still allowed, as the way in for an emergency, and its
+//! decision says what is recorded: `metadata`.
 //!
 //! Whether a concrete request (its TTL, ticket and MFA proof) meets an allowed decision is
 //! [`warden_domain::Decision::check`]'s job; who must approve it is the approval tier's.
@@ -114,7 +121,8 @@ impl Action {
 /// The circumstances of a would-be request, which policies can test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
-    /// When the decision is made; policies see it in UTC.
+    /// When the decision is made; policies see it (`context.now`) in the target's `timezone`,
+    /// or in UTC when the target has none.
     pub now: OffsetDateTime,
     /// The TTL asked for.
     pub ttl: Ttl,

@@ -223,6 +223,16 @@ impl Policy {
         let denied = response.decision() == cedar_policy::Decision::Deny;
         // Sorted, so decisions (and the combined terms) do not depend on Cedar's report order.
         let mut matched: Vec<&PolicyId> = diagnostics.reason().collect();
+        // A permit without an action constraint is about the normal flow; break-glass is
+        // decided by break-glass permits alone. Forbids (which have no terms) apply to both.
+        let breakglass = action == Action::Breakglass;
+        let takes_part = |id: &PolicyId| {
+            self.terms
+                .get(id)
+                .is_none_or(|t| t.breakglass == breakglass)
+        };
+        // Only the rules that could take part in this decision: a permit of the other flow
+        // that cannot be evaluated could neither grant nor set terms here.
         let failures: Vec<(&PolicyId, String)> = diagnostics
             .errors()
             .map(|e| match e {
@@ -230,10 +240,12 @@ impl Policy {
                     (p.policy_id(), p.inner().to_string())
                 }
             })
+            .filter(|(id, _)| takes_part(id))
             .collect();
         if !failures.is_empty() {
-            // A rule that cannot be evaluated might have been a forbid: fail closed, naming
-            // the broken rules, and why each failed, and any forbids that matched anyway.
+            // A rule that cannot be evaluated might have been a forbid, or a permit of this
+            // flow demanding stricter terms: fail closed, naming the broken rules, and why each
+            // failed, and any forbids that matched anyway.
             let mut erroring: Vec<&PolicyId> = failures.iter().map(|(id, _)| *id).collect();
             if denied {
                 erroring.extend(matched);
@@ -267,14 +279,7 @@ impl Policy {
         }
         matched.sort();
         matched.dedup();
-        // A permit without an action constraint is about the normal flow; break-glass is
-        // decided by break-glass permits alone.
-        let breakglass = action == Action::Breakglass;
-        matched.retain(|id| {
-            self.terms
-                .get(*id)
-                .is_none_or(|t| t.breakglass == breakglass)
-        });
+        matched.retain(|id| takes_part(id));
         if matched.is_empty() {
             return Ok(Decision::deny(Vec::new()));
         }

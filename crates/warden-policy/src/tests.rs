@@ -319,7 +319,7 @@ when { resource.name == "admin" };
     );
     assert_eq!(
         d.check(ctx().ttl, None, true).unwrap_err().to_string(),
-        "forbidden by policy rules no-admin-for-contractors; no-web-for-contractors: contractors work on staging only"
+        "refused by policy rules no-admin-for-contractors; no-web-for-contractors: contractors work on staging only"
     );
     assert_eq!(
         decide(&p, &carol, "prod-web-1", "viewer", &ctx()).rules,
@@ -388,6 +388,114 @@ when { context.ttl_seconds * 9223372036854775807 > 0 };
     assert!(!d.allowed);
     assert_eq!(d.rules, vec!["forbid-overflows"]);
     assert!(decide(&p, &alice, "prod-web-1", "viewer", &ctx()).allowed);
+}
+
+/// The demo targets with `rules` as their only Cedar file: the policy directory of the
+/// reproduction below.
+fn demo_targets_with(rules: &str, cases: &str) -> Vec<(String, String)> {
+    let targets = demo_files()
+        .into_iter()
+        .find(|(name, _)| name == "targets.toml")
+        .unwrap();
+    let mut files = vec![targets, ("access.cedar".to_owned(), rules.to_owned())];
+    if !cases.is_empty() {
+        files.push(("tests/t.toml".to_owned(), cases.to_owned()));
+    }
+    files
+}
+
+/// A 30-minute request makes this condition overflow: 1800 * 10^16 is past a Cedar Long.
+const OVERFLOWS: &str = "context.ttl_seconds * 10000000000000000 > 0";
+
+#[test]
+fn a_failing_rule_refuses_only_the_decisions_it_could_take_part_in() {
+    let bg = "@id(\"bg\") @max_ttl(\"1h\")\npermit (principal, action == Action::\"breakglass\", resource == Role::\"demo-ssh/root\");\n";
+    let long = format!(
+        "@id(\"long-requests\") @approval(\"peer(sre)\") @max_ttl(\"8h\")\npermit (principal, action, resource)\nwhen {{ {OVERFLOWS} }};\n"
+    );
+    let bob = user("bob", &["sre"]);
+    let half_hour = Context {
+        ttl: "30m".parse().unwrap(),
+        ..ctx()
+    };
+    let decide_as = |p: &Policy, action: Action| {
+        p.decide(
+            action,
+            &bob,
+            &"demo-ssh".parse().unwrap(),
+            &"root".parse().unwrap(),
+            &half_hour,
+        )
+        .unwrap()
+    };
+    let p = Policy::from_files(&demo_targets_with(&format!("{bg}\n{long}"), ""))
+        .unwrap_or_else(|r| panic!("{r}"));
+
+    // An ordinary permit that cannot be evaluated could never grant break-glass access, nor set
+    // its terms: the break-glass permit decides.
+    let d = decide_as(&p, Action::Breakglass);
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.rules, ["bg"]);
+    assert!(d.check("30m".parse().unwrap(), None, true).is_ok());
+
+    // The same permit still refuses the ordinary request it might have set stricter terms for,
+    // and the refusal says it was refused, not forbidden: no forbid exists.
+    let d = decide_as(&p, Action::Request);
+    assert!(!d.allowed);
+    assert_eq!(d.rules, ["long-requests"]);
+    let said = d.not_permitted().to_string();
+    assert!(
+        said.starts_with("refused by policy rule long-requests: it could not be evaluated (")
+            && said.contains("overflow"),
+        "{said}"
+    );
+
+    // A forbid that cannot be evaluated still refuses break-glass.
+    let forbid = format!(
+        "@id(\"broken-forbid\")\nforbid (principal, action, resource)\nwhen {{ {OVERFLOWS} }};\n"
+    );
+    let p = Policy::from_files(&demo_targets_with(&format!("{bg}\n{long}\n{forbid}"), ""))
+        .unwrap_or_else(|r| panic!("{r}"));
+    let d = decide_as(&p, Action::Breakglass);
+    assert!(!d.allowed);
+    assert_eq!(d.rules, ["broken-forbid"]);
+    let said = d.not_permitted().to_string();
+    assert!(
+        said.starts_with("refused by policy rule broken-forbid: it could not be evaluated ("),
+        "{said}"
+    );
+
+    // So does a break-glass permit that cannot be evaluated: it might have been the one whose
+    // shorter TTL or ticket applies.
+    let broken_bg = format!(
+        "@id(\"bg-broken\") @max_ttl(\"15m\")\npermit (principal, action == Action::\"breakglass\", resource)\nwhen {{ {OVERFLOWS} }};\n"
+    );
+    let p = Policy::from_files(&demo_targets_with(
+        &format!("{bg}\n{long}\n{broken_bg}"),
+        "",
+    ))
+    .unwrap_or_else(|r| panic!("{r}"));
+    let d = decide_as(&p, Action::Breakglass);
+    assert!(!d.allowed);
+    assert_eq!(d.rules, ["bg-broken"]);
+
+    // `policy test` decides alike: the break-glass case passes, and the ordinary one still
+    // shows the rule that cannot be evaluated.
+    let cases = "[users.bob]\ngroups = [\"sre\"]\n\n[[case]]\nname = \"break-glass\"\nuser = \"bob\"\ntarget = \"demo-ssh\"\nrole = \"root\"\naction = \"breakglass\"\nttl = \"30m\"\nexpect = \"allow\"\nrules = [\"bg\"]\n\n[[case]]\nname = \"request\"\nuser = \"bob\"\ntarget = \"demo-ssh\"\nrole = \"root\"\nttl = \"30m\"\nexpect = \"allow\"\n";
+    let report = fixtures::run_files(
+        &demo_targets_with(&format!("{bg}\n{long}"), cases),
+        NO_CHECK,
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+    assert!(report.cases[0].passed, "{:#?}", report.cases[0]);
+    assert!(!report.cases[1].passed);
+    let message = report.cases[1].message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "expected allow, got deny (by [long-requests]; long-requests: it could not be evaluated ("
+        ),
+        "{message}"
+    );
 }
 
 #[test]
