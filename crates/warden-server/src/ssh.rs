@@ -899,11 +899,14 @@ impl App {
             };
             let recordings = self.recordings.clone();
             let rid = id.clone();
-            let digest = tokio::task::spawn_blocking(move || recordings.digest(&rid))
+            // Cut back to its last complete line first: a crash can tear the last one.
+            let digest = tokio::task::spawn_blocking(move || recordings.close_cut(&rid))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
             let recording = match digest {
-                Ok(Some((sha256, bytes))) => serde_json::json!({"sha256": sha256, "bytes": bytes}),
+                Ok(Some(r)) => serde_json::json!({
+                    "sha256": r.sha256, "bytes": r.bytes, "dropped_bytes": r.dropped,
+                }),
                 Ok(None) => serde_json::Value::Null,
                 Err(e) => serde_json::json!({"error": e.to_string()}),
             };

@@ -3,7 +3,8 @@
 //! A recording is one JSON header line, then one `[seconds, "o"|"i"|"r", data]` line per
 //! event. Output is buffered and flushed at least every second, so a crash loses at most the
 //! last second; the SHA-256 of every byte written is computed on the way and goes into the
-//! session-end audit event (after a crash, the server hashes what the file holds instead).
+//! session-end audit event (after a crash, the server cuts the file back to its last complete
+//! line and hashes what it then holds instead).
 //! Terminal output that is not valid UTF-8 is written with U+FFFD in place of the bad bytes (a
 //! sequence split between two chunks is kept whole).
 
@@ -28,10 +29,23 @@ pub trait Recordings: Send + Sync + std::fmt::Debug {
     /// Removes the recording of a session that never started (its header, nothing relayed).
     fn discard(&self, id: &str) -> io::Result<()>;
 
-    /// The SHA-256 (hex) and length of what the recording of session `id` holds, as its
-    /// `session.ended` event records them; `None` if there is none. For a session whose end a
-    /// crash kept from being recorded.
-    fn digest(&self, id: &str) -> io::Result<Option<(String, u64)>>;
+    /// Closes the recording of session `id`, whose end a crash kept from being recorded: cuts
+    /// it back, durably, to its last complete line (a crash can cut the last line written in
+    /// half, or leave zeros past it), so that what is certified is an asciicast players read,
+    /// and returns the SHA-256 and length of what it then holds, as its `session.ended` event
+    /// records them, and how many bytes were cut; `None` if there is none.
+    fn close_cut(&self, id: &str) -> io::Result<Option<CutRecording>>;
+}
+
+/// A recording a crash cut short, as [`Recordings::close_cut`] left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutRecording {
+    /// The SHA-256 (hex) of what the recording holds.
+    pub sha256: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// How many bytes were cut from its end: a line the crash cut off, and any zeros after it.
+    pub dropped: u64,
 }
 
 /// Recordings as files `<dir>/<session id>.cast`, mode 0600.
@@ -84,26 +98,89 @@ impl Recordings for FsRecordings {
         std::fs::remove_file(self.path(id)?)
     }
 
-    fn digest(&self, id: &str) -> io::Result<Option<(String, u64)>> {
-        use sha2::Digest;
-        let mut file = match std::fs::File::open(self.path(id)?) {
+    fn close_cut(&self, id: &str) -> io::Result<Option<CutRecording>> {
+        let path = self.path(id)?;
+        let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut hasher = sha2::Sha256::new();
-        let mut piece = vec![0u8; 1 << 16];
-        let mut bytes = 0u64;
-        loop {
-            let n = io::Read::read(&mut file, &mut piece)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&piece[..n]);
-            bytes += n as u64;
+        let whole = whole_lines(&mut file)?;
+        let len = file.metadata()?.len();
+        let dropped = len.saturating_sub(whole.bytes);
+        if dropped > 0 {
+            tracing::warn!(
+                session = %id,
+                dropped,
+                "the recording of a session a crash cut short ended in a partial line or zeros: cut back to its last complete line"
+            );
+            let cut = || {
+                let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                file.set_len(whole.bytes)?;
+                file.sync_all()
+            };
+            cut().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: cutting it back to its last complete line: {e}",
+                        path.display()
+                    ),
+                )
+            })?;
+        } else {
+            // What the digest certifies is on disk, should the host go down next.
+            file.sync_all()?;
         }
-        Ok(Some((hex::encode(hasher.finalize()), bytes)))
+        Ok(Some(CutRecording {
+            sha256: whole.sha256,
+            bytes: whole.bytes,
+            dropped,
+        }))
     }
+}
+
+/// The SHA-256 and length of the leading complete lines of a recording: up to its last newline
+/// before its first zero byte. A recording never holds a zero byte (JSON escapes it), so one is
+/// padding or a block the disk never got, not data.
+fn whole_lines(file: &mut impl io::Read) -> io::Result<WholeLines> {
+    // `running` hashes every byte read; `whole` is its state at the last newline.
+    let mut running = Sha256::new();
+    let mut whole = running.clone();
+    let mut whole_bytes = 0u64;
+    let mut read = 0u64;
+    let mut piece = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let zero = piece[..n].iter().position(|&b| b == 0);
+        let data = &piece[..zero.unwrap_or(n)];
+        if let Some(last) = data.iter().rposition(|&b| b == b'\n') {
+            running.update(&data[..=last]);
+            whole = running.clone();
+            whole_bytes = read + last as u64 + 1;
+            running.update(&data[last + 1..]);
+        } else {
+            running.update(data);
+        }
+        read += data.len() as u64;
+        if zero.is_some() {
+            break;
+        }
+    }
+    Ok(WholeLines {
+        sha256: hex::encode(whole.finalize()),
+        bytes: whole_bytes,
+    })
+}
+
+struct WholeLines {
+    sha256: String,
+    bytes: u64,
 }
 
 /// The kinds of asciicast events.
@@ -491,6 +568,110 @@ pub(crate) mod tests {
         assert_eq!(lines[3][1], "r");
         assert_eq!(lines[3][2], "100x30");
         assert_eq!(lines[4][1], "i");
+    }
+
+    /// A recording a crash cut short: a header and two whole lines, then `tail`.
+    fn cut_recording(tail: &[u8]) -> (tempfile::TempDir, FsRecordings, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsRecordings::new(dir.path().to_owned());
+        let whole = b"{\"version\": 2, \"width\": 80, \"height\": 24}\n[0.100000, \"o\", \"1\\r\\n2\\r\\n\"]\n[0.200000, \"o\", \"3\\r\\n\"]\n".to_vec();
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(tail);
+        std::fs::write(dir.path().join("s-1.cast"), &bytes).unwrap();
+        (dir, store, whole)
+    }
+
+    #[test]
+    fn a_recording_a_crash_cut_is_closed_at_its_last_complete_line() {
+        let partial = b"[0.300000, \"o\", \"4\\r\\n5\\r".as_slice();
+        let padded = |tail: &[u8], to: usize| {
+            let mut v = tail.to_vec();
+            v.resize(to, 0);
+            v
+        };
+        let cases: [(&str, Vec<u8>); 6] = [
+            ("a partial line", partial.to_vec()),
+            ("zero padding", padded(b"", 4000)),
+            ("a partial line and zero padding", padded(partial, 4000)),
+            (
+                "a whole line cut before its newline",
+                b"[0.3, \"o\", \"x\"]".to_vec(),
+            ),
+            // Zeros where a block never reached the disk, and lines after them.
+            ("zeros, then lines", {
+                let mut v = padded(partial, 4096);
+                v.extend_from_slice(b"\", \"x\"]\n[0.4, \"o\", \"y\"]\n");
+                v
+            }),
+            ("nothing", Vec::new()),
+        ];
+        for (what, tail) in cases {
+            let (dir, store, whole) = cut_recording(&tail);
+            let closed = store.close_cut("s-1").unwrap().unwrap();
+            let kept = std::fs::read(dir.path().join("s-1.cast")).unwrap();
+            assert_eq!(kept, whole, "{what}");
+            assert_eq!(closed.bytes, kept.len() as u64, "{what}");
+            assert_eq!(closed.sha256, hex::encode(Sha256::digest(&kept)), "{what}");
+            assert_eq!(closed.dropped, tail.len() as u64, "{what}");
+            for line in kept.split_inclusive(|&b| b == b'\n') {
+                assert!(line.ends_with(b"\n"), "{what}");
+                serde_json::from_slice::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("{what}: {e}: {line:?}"));
+            }
+            // Closed again (a start that stopped before recording the end), it stays so.
+            let again = store.close_cut("s-1").unwrap().unwrap();
+            assert_eq!((again.sha256, again.dropped), (closed.sha256, 0), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_recording_cut_inside_its_header_is_closed_empty_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsRecordings::new(dir.path().to_owned());
+        let torn = b"{\"version\": 2, \"wid";
+        std::fs::write(dir.path().join("s-1.cast"), torn).unwrap();
+        let closed = store.close_cut("s-1").unwrap().unwrap();
+        assert_eq!((closed.bytes, closed.dropped), (0, torn.len() as u64));
+        assert_eq!(closed.sha256, hex::encode(Sha256::digest(b"")));
+        assert_eq!(std::fs::read(dir.path().join("s-1.cast")).unwrap(), b"");
+        assert_eq!(store.close_cut("s-2").unwrap(), None);
+        assert!(store.close_cut("../s-1").is_err());
+    }
+
+    /// A recording written by the recorder and cut at every length closes at the last
+    /// complete line before the cut.
+    #[test]
+    fn a_recording_cut_anywhere_closes_at_the_line_before_the_cut() {
+        let buf = Shared::default();
+        let header = Header {
+            width: 80,
+            height: 24,
+            timestamp: 1_700_000_000,
+            title: "alice on web".into(),
+            term: None,
+            command: None,
+            forced_command: None,
+        };
+        let mut rec = Asciicast::start(Box::new(buf.clone()), &header).unwrap();
+        for i in 0..40 {
+            rec.data(Kind::Output, format!("line {i}\r\n\"\u{e9}").as_bytes())
+                .unwrap();
+        }
+        rec.finish().unwrap();
+        let full = buf.0.lock().unwrap().clone();
+        for cut in 0..=full.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsRecordings::new(dir.path().to_owned());
+            std::fs::write(dir.path().join("s-1.cast"), &full[..cut]).unwrap();
+            let closed = store.close_cut("s-1").unwrap().unwrap();
+            let want = full[..cut]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            assert_eq!(closed.bytes, want as u64, "cut at {cut}");
+            assert_eq!(closed.dropped, (cut - want) as u64, "cut at {cut}");
+            assert_eq!(closed.sha256, hex::encode(Sha256::digest(&full[..want])));
+        }
     }
 
     #[test]

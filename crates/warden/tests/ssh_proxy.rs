@@ -1166,11 +1166,49 @@ fn a_session_a_crash_cut_short_is_closed_at_the_next_start() {
     }
     s.env.server.kill_hard();
     long.join().unwrap();
+    // What a crash amid output leaves: the last line cut in half, and (should the host go
+    // down too) zeros where a block never reached the disk.
+    let torn = b"[1.250000, \"o\", \"half a li";
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(torn).unwrap();
+        file.write_all(&[0; 3000]).unwrap();
+    }
     s.env.server.restart();
     let ended = s.wait_event("session.ended", Duration::from_secs(5));
     assert_eq!(ended["session_id"], session.as_str(), "{ended}");
     assert_eq!(ended["details"]["ended_by"], "warden", "{ended}");
     assert_eq!(ended["details"]["recording"]["sha256"], sha256_hex(&path));
+    // Cut back to its last whole line, durably, and the event says by how much.
+    let dropped = (torn.len() + 3000) as u64;
+    assert_eq!(
+        ended["details"]["recording"]["dropped_bytes"], dropped,
+        "{ended}"
+    );
+    assert!(!ended.to_string().contains("half a li"), "{ended}");
+    let kept = std::fs::read(&path).unwrap();
+    assert_eq!(
+        ended["details"]["recording"]["bytes"],
+        kept.len() as u64,
+        "{ended}"
+    );
+    assert_every_line_is_json(&kept);
+    assert!(String::from_utf8_lossy(&kept).contains("begun"));
+    // `warden replay` certifies and gives the closed recording whole.
+    let saved = s.env.dir.path().join("cut.cast");
+    let out = s.admin.run(
+        &["replay", &session, "--out", saved.to_str().unwrap()],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert_eq!(std::fs::read(&saved).unwrap(), kept);
+    let printed = s.admin.run(&["--json", "replay", &session], None);
+    assert!(printed.success(), "{printed:?}");
+    assert_every_line_is_json(printed.stdout.as_bytes());
     let played = asciinema_cat(&path);
     assert!(
         played.contains("begun"),
@@ -1180,6 +1218,67 @@ fn a_session_a_crash_cut_short_is_closed_at_the_next_start() {
     assert!(s.env.server.terminate().success());
     s.env.server.restart();
     assert_eq!(s.events("session.ended").len(), 1);
+}
+
+/// Every line of `recording` is whole and parses as JSON, as asciicast players read it.
+fn assert_every_line_is_json(recording: &[u8]) {
+    assert!(!recording.is_empty());
+    for (n, line) in recording.split_inclusive(|&b| b == b'\n').enumerate() {
+        assert!(line.ends_with(b"\n"), "line {n} is not whole");
+        if let Err(e) = serde_json::from_slice::<Value>(line) {
+            panic!("line {n} of the recording is not JSON: {e}");
+        }
+    }
+}
+
+/// A crash amid heavy output cuts the recording's last line in half (whole blocks reach the
+/// disk as they fill, the rest once a second): the next start cuts the recording back to its
+/// last whole line before it certifies it, so that players read every line of it.
+#[test]
+fn a_recording_a_crash_cut_mid_line_is_closed_at_its_last_whole_line() {
+    let mut s = Setup::start("full", "", true);
+    s.grant("30m");
+    let mut ssh = std::process::Command::new("timeout");
+    ssh.args(["30", "ssh"])
+        .args(ssh_base_args(s.port, &s.key))
+        .arg("alice:web@127.0.0.1")
+        .arg("timeout 20 sh -c 'while true; do seq 1 30000; done'")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut bulk = KilledOnDrop(ssh.spawn().unwrap());
+    let started = s.wait_event("session.started", Duration::from_secs(10));
+    let session = started["session_id"].as_str().unwrap().to_owned();
+    let path = s.recording(&session);
+    // Until several megabytes of output are in the recording.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < 4 << 20 {
+        assert!(Instant::now() < deadline, "the output was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.env.server.kill_hard();
+    let _ = bulk.0.wait();
+    let left = std::fs::metadata(&path).unwrap().len();
+    s.env.server.restart();
+    let ended = s.wait_event("session.ended", Duration::from_secs(10));
+    assert_eq!(ended["session_id"], session.as_str(), "{ended}");
+    let recorded = &ended["details"]["recording"];
+    let kept = std::fs::read(&path).unwrap();
+    assert_eq!(recorded["sha256"], sha256_hex(&path), "{ended}");
+    assert_eq!(recorded["bytes"], kept.len() as u64, "{ended}");
+    assert_eq!(
+        recorded["dropped_bytes"],
+        left - kept.len() as u64,
+        "{ended}"
+    );
+    assert_every_line_is_json(&kept);
+    let saved = s.env.dir.path().join("bulk.cast");
+    let out = s.admin.run(
+        &["replay", &session, "--out", saved.to_str().unwrap()],
+        None,
+    );
+    assert!(out.success(), "{out:?}");
+    assert_every_line_is_json(&std::fs::read(&saved).unwrap());
 }
 
 /// A TCP relay to loopback port `to` that holds each connection for `delay` before
