@@ -973,6 +973,127 @@ fn archive_now(admin: &Cli) -> warden_testkit::CliOutput {
     admin.run(&["--json", "audit", "archive", "--before", &now], None)
 }
 
+/// A bundle whose period reaches back before the live log leaves the archived events out, and
+/// its signed note says from which event on it holds the period: `verify` names the events
+/// left out as in archive segments, not in the bundle, and a note with that line taken out or
+/// changed fails its signature.
+#[test]
+fn a_bundle_signs_that_the_archived_events_of_its_period_are_not_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let server = start(dir.path(), "checkpoint_interval = \"1s\"\n");
+    let admin = login(&server, "admin");
+    let key = verifier_key(&admin);
+    assert_eq!(refused_requests(server.port(), &token(&admin), 20), 20);
+    let before = latest_seq(&admin);
+    wait_for("a checkpoint of the first events", || {
+        checkpoint_size(&admin) >= before
+    });
+    let archived = archive_now(&admin);
+    assert!(archived.success(), "{archived:?}");
+    let to = serde_json::from_str::<Value>(&archived.stdout).unwrap()["to"]
+        .as_u64()
+        .unwrap();
+    assert!(to > 1, "{archived:?}");
+    assert_eq!(refused_requests(server.port(), &token(&admin), 5), 5);
+    let latest = latest_seq(&admin);
+    wait_for("a checkpoint of the later events", || {
+        checkpoint_size(&admin) >= latest
+    });
+
+    let until = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    let period = [
+        "--from".to_owned(),
+        rfc3339(from),
+        "--to".to_owned(),
+        rfc3339(until),
+    ];
+    for (name, range) in [("period", &period[..]), ("whole", &[][..])] {
+        let bundle = dir.path().join(name);
+        let mut args = vec!["audit", "export", bundle.to_str().unwrap()];
+        args.extend(range.iter().map(String::as_str));
+        let out = admin.run(&args, None);
+        assert!(out.success(), "{out:?}");
+        let note = std::fs::read_to_string(bundle.join("checkpoint.note")).unwrap();
+        assert!(
+            note.contains(&format!("\nexport-archived-before {}\n", to + 1)),
+            "{note}"
+        );
+        let first: Value = serde_json::from_str(
+            std::fs::read_to_string(bundle.join("events.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["seq"].as_u64(), Some(to + 1), "{first}");
+
+        let verified = verify_bundle(&admin, &bundle, &key);
+        assert!(verified.success(), "{verified:?}");
+        let start = if range.is_empty() {
+            "the log's start".to_owned()
+        } else {
+            warden_domain::rfc3339(from)
+        };
+        assert!(
+            verified.stdout.contains(&format!(
+                "period: events from the first at or after {start} to the last before {}, except those before event {}, which were archived",
+                if range.is_empty() {
+                    "the checkpoint".to_owned()
+                } else {
+                    warden_domain::rfc3339(until)
+                },
+                to + 1
+            )),
+            "{verified:?}"
+        );
+        assert!(
+            verified.stdout.contains(&format!(
+                "the events of the period before event {} are in the server's archive segments and NOT in this bundle",
+                to + 1
+            )),
+            "{verified:?}"
+        );
+        assert!(
+            !verified.stdout.contains("and every event between them"),
+            "{verified:?}"
+        );
+        let v = admin.json(&[
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--verifier-key",
+            &key,
+        ]);
+        assert_eq!(v["valid"], true, "{v}");
+        assert_eq!(v["archived_before_seq"], to + 1, "{v}");
+
+        // The line taken out, or naming another event, is not what was signed.
+        let line = format!("export-archived-before {}\n", to + 1);
+        for (how, tampered) in [
+            ("taken out", note.replace(&line, "")),
+            (
+                "changed",
+                note.replace(&line, &format!("export-archived-before {}\n", 1)),
+            ),
+        ] {
+            assert_ne!(tampered, note, "{how}");
+            std::fs::write(bundle.join("checkpoint.note"), &tampered).unwrap();
+            let broken = verify_bundle(&admin, &bundle, &key);
+            assert_eq!(broken.code, 1, "{how}: {broken:?}");
+            assert!(
+                broken
+                    .stderr
+                    .contains("the bundle's checkpoint is not validly signed"),
+                "{how}: {broken:?}"
+            );
+        }
+        std::fs::write(bundle.join("checkpoint.note"), &note).unwrap();
+    }
+}
+
 #[test]
 fn the_archive_keeps_what_a_sink_has_not_delivered() {
     let (port, inbox) = webhook_receiver();

@@ -651,9 +651,10 @@ pub struct Bundle {
     pub verifier_key: String,
     /// The newest checkpoint, signed again with an `export FIRST LAST COUNT` line (or `export
     /// none`) naming the run of consecutive events the bundle holds, an `export-period FROM TO`
-    /// line naming the range they were chosen by (RFC 3339, `-` for an open end), and, when
-    /// events of the range were left out because no checkpoint covered them yet, an
-    /// `export-held-back N` line.
+    /// line naming the range they were chosen by (RFC 3339, `-` for an open end), when events
+    /// of the range were archived and so left out, an `export-archived-before SEQ` line (the
+    /// oldest live event: the bundle holds none before it), and, when events of the range were
+    /// left out because no checkpoint covered them yet, an `export-held-back N` line.
     pub checkpoint: String,
     pub events: Vec<ExportedEvent>,
     /// Present when the range reaches back to archived events, which the bundle leaves out.
@@ -746,7 +747,6 @@ pub async fn export(
         .and_then(|q| period(q.from.as_deref(), q.to.as_deref()));
     let (from, to) = admitted(&app, &who, "audit.export", asked).await?;
     let cp = checkpoint_at(&app, None).await?;
-    let archived_before = archived_behind(&app, from, None).await?;
     let too_large = || {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -771,6 +771,9 @@ pub async fn export(
     if let Err(e) = refuse_unprovable(&app, &events).await {
         return Err(refuse_4xx(&app, &who, "audit.export", e).await);
     }
+    // Where the live log starts, read after its events: an archive made while they were read
+    // is said too, never a bundle silently short of the events it took.
+    let archived_before = archived_behind(&app, from, None).await?;
     // The run of events from the first in the range to the last: those between them whose
     // times fall just outside it (numbered a little later or earlier than timed) are in it too,
     // or the bundle would have gaps that tell of events taken out.
@@ -781,6 +784,20 @@ pub async fn export(
     drop(events);
     if run.is_some_and(|(first, last)| last - first >= EXPORT_MAX as u64) {
         return Err(refuse_4xx(&app, &who, "audit.export", too_large()).await);
+    }
+    if let (Some((first, _)), Some(a)) = (run, &archived_before)
+        && first < a.seq
+    {
+        let err = ApiError::new(
+            StatusCode::CONFLICT,
+            "archived",
+            format!(
+                "events {first}..{} of the range were archived while the export read them: export again (the bundle then starts at event {})",
+                a.seq - 1,
+                a.seq
+            ),
+        );
+        return Err(refuse_4xx(&app, &who, "audit.export", err).await);
     }
     let held_back = run.and_then(|(first, last)| uncovered(&app, cp.size, first, last));
     // Only what the checkpoint signs: the events after it have no proof yet.
@@ -801,6 +818,11 @@ pub async fn export(
         },
         format!("export-period {} {}", period_end(from), period_end(to)),
     ];
+    // Events of the range archived before the live log starts are in archive segments, not in
+    // the bundle: signed, so that no verification takes the bundle for the whole range.
+    if let Some(a) = &archived_before {
+        lines.push(format!("export-archived-before {}", a.seq));
+    }
     if let Some(h) = &held_back {
         lines.push(format!("export-held-back {}", h.events));
     }

@@ -1819,6 +1819,27 @@ pub fn bundle(
             .iter()
             .find_map(|e| e.strip_prefix(name)?.strip_prefix(' '))
     };
+    // Events of the period archived before the live log's start, which the bundle leaves out:
+    // signed, so a bundle is never taken for the whole period when it holds only its live part.
+    let archived = match signed("export-archived-before") {
+        None => None,
+        Some(n) => match n.parse::<u64>() {
+            Ok(seq) if seq > 0 => Some(seq),
+            _ => {
+                problems.push(format!(
+                    "the bundle's checkpoint says events before {n:?} were archived, which is no event's sequence number: it is not the line `warden audit export` signs, so what the bundle leaves out is unknown"
+                ));
+                None
+            }
+        },
+    };
+    if let (Some(seq), Some(first)) = (archived, found.0)
+        && first < seq
+    {
+        problems.push(format!(
+            "the bundle's checkpoint says the events before {seq} were archived and left out, but the bundle holds event {first}: it is not the bundle that was signed"
+        ));
+    }
     if let Some((from, to)) = signed("export-period").and_then(|p| p.split_once(' ')) {
         let end = |t: &str, open: &str| {
             if t == "-" {
@@ -1827,11 +1848,21 @@ pub fn bundle(
                 t.to_owned()
             }
         };
-        summary["period"] = json!(format!(
-            "events from the first at or after {} to the last before {}, and every event between them",
-            end(from, "the log's start"),
-            end(to, "the checkpoint")
+        let (from, to) = (end(from, "the log's start"), end(to, "the checkpoint"));
+        summary["period"] = json!(match archived {
+            Some(seq) => format!(
+                "events from the first at or after {from} to the last before {to}, except those before event {seq}, which were archived: from event {seq} on, every event of the period"
+            ),
+            None => format!(
+                "events from the first at or after {from} to the last before {to}, and every event between them"
+            ),
+        });
+    }
+    if let Some(seq) = archived {
+        summary["archived"] = json!(format!(
+            "the events of the period before event {seq} are in the server's archive segments and NOT in this bundle (check a segment with `warden audit verify --segment FILE --verifier-key KEY`)"
         ));
+        summary["archived_before_seq"] = json!(seq);
     }
     if let Some(n) = signed("export-held-back").and_then(|n| n.parse::<u64>().ok()) {
         summary["held_back"] = json!(n);
