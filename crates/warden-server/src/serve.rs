@@ -943,6 +943,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "users still locked after wrong passwords or TOTP codes (`warden user locked` lists them, `warden user unlock` lifts a lock)"
         );
     }
+    // A segment an archive cut short left beside the live events it holds goes before anyone
+    // reads the archive directory.
+    app.remove_unsealed_segments().await?;
     store
         .append(vec![
             Event::new(Code::ServerStarted, Actor::system(), now()).details(serde_json::json!({

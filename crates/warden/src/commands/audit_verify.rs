@@ -280,6 +280,9 @@ pub fn store(
         .chain(server_file.clone())
         .collect();
 
+    // What is in the archive directory, listed before the log is read: a segment an archive
+    // puts in place meanwhile is not listed, or its seal record is read.
+    let listed = archive_listing(&data_dir.join("archive"));
     // Events before the first stored one were archived: resume from the checkpoint there, or,
     // its row gone, from the end of the segment that holds them; failing both, from the last
     // point before them that can be trusted, for what is missing since to be named.
@@ -389,13 +392,18 @@ pub fn store(
         signed: &signed,
         kept: &kept_leaves,
     };
-    let (segments_checked, segment_problems, compared) = segments.into_inner().check(
+    let mut segments = segments.into_inner();
+    let (segments_checked, segment_problems, compared) = segments.check(
         &data_dir.join("archive"),
         &kept_archived,
         &vouchers,
         &mut archived,
     );
     problems.extend(segment_problems);
+    let first_live_seq = first_live.as_ref().map_or(u64::MAX, |(seq, _, _)| *seq);
+    let (unaccounted, unrecorded) =
+        segments.unaccounted(&data_dir.join("archive"), &listed, first_live_seq);
+    problems.extend(unaccounted);
     if base > 0 {
         problems.extend(archived.finish(base, &reader)?);
     }
@@ -455,7 +463,7 @@ pub fn store(
         )
     }));
     // One warning for each kept checkpoint, naming those signed after it.
-    let warnings: Vec<String> = outside
+    let mut warnings: Vec<String> = outside
         .iter()
         .enumerate()
         .filter_map(|(i, k)| {
@@ -489,6 +497,7 @@ pub fn store(
             ))
         })
         .collect();
+    warnings.extend(unrecorded);
     problems.extend(forks.iter().map(|(_, fork)| fork.clone()));
     // Which kept checkpoints the live log itself does not match (those of archived events are
     // checked against the segments): a second pass over it, made only when some checkpoint
@@ -1021,7 +1030,7 @@ impl SegmentRecords {
     /// segment against its events. Returns how many segments were checked, the problems, and
     /// the sizes of the kept checkpoints compared.
     fn check(
-        mut self,
+        &mut self,
         dir: &Path,
         kept: &[&Checkpoint],
         vouchers: &Vouchers<'_>,
@@ -1054,6 +1063,73 @@ impl SegmentRecords {
             }
         }
         (found.len(), problems, compared)
+    }
+
+    /// The files `listed` in the archive directory `dir` that the log does not account for
+    /// (called after [`SegmentRecords::check`] has read every seal record at hand), the live log
+    /// starting at event `first_live`: each named with what it is likely to be and what to do,
+    /// as a problem, since whoever reads the directory as the archive would take it for sealed
+    /// events (a segment an archive cut short left beside its still live events, read as
+    /// archived, counts them twice); as a warning only a segment whose seal record may have gone
+    /// with a later segment deleted past retention. One gone by now (an archive under way put it
+    /// in place, or a start removed it) is not named.
+    fn unaccounted(
+        &self,
+        dir: &Path,
+        listed: &[String],
+        first_live: u64,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+        let sealed: Vec<(u64, u64, &str)> = self
+            .sealed
+            .keys()
+            .filter(|f| !self.deleted.contains(*f))
+            .filter_map(|f| segment_range(f).map(|(from, to)| (from, to, f.as_str())))
+            .collect();
+        let deleted: Vec<(u64, &str)> = self
+            .deleted
+            .iter()
+            .filter_map(|f| segment_range(f).map(|(from, _)| (from, f.as_str())))
+            .collect();
+        for name in listed {
+            if (self.sealed.contains_key(name) && !self.deleted.contains(name))
+                || std::fs::symlink_metadata(dir.join(name)).is_err()
+            {
+                continue;
+            }
+            let what = if self.deleted.contains(name) {
+                format!(
+                    "the log records its deletion, yet it is still there (a deletion cut short, or the file put back): delete it again with `warden audit delete-segment {name}`"
+                )
+            } else if let Some((from, to)) = name.strip_suffix(".new").and_then(segment_range) {
+                format!(
+                    "a segment of events {from}..{to} written aside and never put in place, so no record vouches for it: left by an archive cut short (the server removes it at its next start or archive), or one under way"
+                )
+            } else if let Some((from, to)) = segment_range(name) {
+                if to >= first_live {
+                    format!(
+                        "not a segment the log records as sealed, and its events {from}..{to} are still in the live log, which starts at event {first_live}: left by an archive cut short before they left it (the server removes it at its next start or archive, if its bytes are those the live log seals; move it out of the archive directory otherwise), or one under way; read as archived, its events would be counted twice"
+                    )
+                } else if let Some((_, _, other)) =
+                    sealed.iter().find(|(f, t, _)| from <= *t && *f <= to)
+                {
+                    format!(
+                        "not a segment the log records as sealed, and its events {from}..{to} overlap those of the sealed segment {other}: left by an archive cut short whose events were archived again since, or put there by hand; move it out of the archive directory"
+                    )
+                } else if let Some((_, by)) = deleted.iter().find(|(f, _)| *f > to) {
+                    warnings.push(format!(
+                        "archive/{name}: no record of its seal is at hand, which the segment {by}, deleted since, may have held; check it on its own with `warden audit verify --segment`"
+                    ));
+                    continue;
+                } else {
+                    "not a segment the log records as sealed: put there by hand, or left by an archive cut short whose events were archived again since; move it out of the archive directory".to_owned()
+                }
+            } else {
+                "not an archive segment: only the segments the server seals (segment-FROM-TO.json) belong there; move it out of the archive directory".to_owned()
+            };
+            problems.push(format!("archive/{name}: {what}"));
+        }
+        (problems, warnings)
     }
 
     /// Every segment sealed and not deleted, each found in `dir` as sealed (first event, file
@@ -1096,6 +1172,32 @@ impl SegmentRecords {
         }
         found
     }
+}
+
+/// The names of what the archive directory `dir` holds, sorted (none when there is none).
+fn archive_listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The events a segment named `segment-FROM-TO.json` holds (both numbers in 12 digits, as
+/// archiving names them), by its name.
+fn segment_range(name: &str) -> Option<(u64, u64)> {
+    let (from, to) = name
+        .strip_prefix("segment-")?
+        .strip_suffix(".json")?
+        .split_once('-')?;
+    let digits = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(from) || !digits(to) {
+        return None;
+    }
+    Some((from.parse().ok()?, to.parse().ok()?))
 }
 
 /// Why a sealed segment could not be read as sealed.
@@ -1974,7 +2076,10 @@ fn root_mismatches(problems: &[Problem]) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ArchivedEvents, changed_between, key_shaped, sequence_problems};
+    use super::{
+        ArchivedEvents, SegmentRecords, changed_between, key_shaped, segment_range,
+        sequence_problems,
+    };
     use std::collections::BTreeMap;
     use warden_audit::BlockCheck;
 
@@ -2074,5 +2179,85 @@ mod tests {
         );
         // From where the events are due: those missing before the first found too.
         assert_eq!(found(&[3, 4], Some(0)), (Vec::new(), vec![(1, 2)]));
+    }
+
+    #[test]
+    fn every_file_in_the_archive_the_log_does_not_account_for_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |from: u64, to: u64| format!("segment-{from:012}-{to:012}.json");
+        let mut records = SegmentRecords::default();
+        for (from, to) in [(1, 100), (201, 300)] {
+            records.sealed.insert(name(from, to), String::new());
+        }
+        records.sealed.insert(name(101, 200), String::new());
+        records.deleted.insert(name(101, 200));
+        let files = [
+            name(1, 100),
+            name(201, 300),
+            // Left by archives cut short: beside live events, aside, beside a sealed one.
+            name(301, 350),
+            format!("{}.new", name(301, 350)),
+            name(1, 80),
+            // Deleted on record, yet there.
+            name(101, 200),
+            "notes.txt".to_owned(),
+        ];
+        for f in &files {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let mut listed = files.to_vec();
+        listed.push(name(351, 360)); // gone since it was listed
+        listed.sort();
+        let (problems, warnings) = records.unaccounted(dir.path(), &listed, 301);
+        let said = |f: &str, what: &str| {
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("archive/{f}: {what}")))
+        };
+        assert!(
+            said(
+                &name(301, 350),
+                "not a segment the log records as sealed, and its events 301..350 are still in the live log"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            said(
+                &format!("{}.new", name(301, 350)),
+                "a segment of events 301..350 written aside"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            said(
+                &name(1, 80),
+                "not a segment the log records as sealed, and its events 1..80 overlap those of the sealed segment segment-000000000001-000000000100.json"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            said(
+                &name(101, 200),
+                "the log records its deletion, yet it is still there"
+            ),
+            "{problems:?}"
+        );
+        assert!(said("notes.txt", "not an archive segment"), "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        // A segment whose seal record a later segment held, deleted since, is only warned of.
+        std::fs::remove_file(dir.path().join(name(1, 100))).unwrap();
+        records.sealed.remove(&name(1, 100));
+        let listed = [name(1, 100)];
+        std::fs::write(dir.path().join(&listed[0]), "").unwrap();
+        let (problems, warnings) = records.unaccounted(dir.path(), &listed, 301);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("segment-000000000101-000000000200.json, deleted since"),
+            "{warnings:?}"
+        );
+        assert_eq!(segment_range("segment-1-2.json"), None);
     }
 }
