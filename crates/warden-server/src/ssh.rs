@@ -147,6 +147,17 @@ impl Backend for ProxyBackend {
             .is_ok_and(|t| self.0.policy.load().targets().get(&t).is_some())
     }
 
+    fn is_login(&self, target: &str, login: &str) -> bool {
+        let Ok(name) = target.parse::<TargetName>() else {
+            return false;
+        };
+        let policy = self.0.policy.load();
+        policy
+            .targets()
+            .get(&name)
+            .is_some_and(|t| names_login(t, login))
+    }
+
     async fn authenticate_certificate(
         &self,
         cert: &Certificate,
@@ -268,6 +279,7 @@ impl Backend for ProxyBackend {
             .roles
             .get(&grant.role)
             .ok_or_else(|| BackendError(format!("role {} left the policy", grant.role)))?;
+        let settings = self.grant_settings(grant, role).await?;
         let issuer = self
             .0
             .issuers
@@ -283,7 +295,7 @@ impl Backend for ProxyBackend {
                 target: &grant.target,
                 role: &grant.role,
                 connection: &target.connection,
-                settings: &role.settings,
+                settings: &settings,
                 valid_after: now(),
                 valid_before: grant.expires_at,
                 public_key: Some(&public),
@@ -318,6 +330,41 @@ impl Backend for ProxyBackend {
     }
 }
 
+impl ProxyBackend {
+    /// The settings the proxy's certificate for a session under `grant` (of `role`) is issued
+    /// with: the role's, held to the grant's terms ([`App::authorize_ssh`]), so that it logs in
+    /// as no account, runs no other command and carries no extension the grant was not issued
+    /// with, whatever a reload gave the role since.
+    async fn grant_settings(
+        &self,
+        grant: &Grant,
+        role: &warden_policy::Role,
+    ) -> Result<warden_issuers::Settings, BackendError> {
+        let stored = self
+            .0
+            .store
+            .request(grant.id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| BackendError(format!("grant {} is unknown", grant.id)))?;
+        let now = ssh_cert::role_settings(&role.settings)
+            .map_err(|e| BackendError(format!("role {}: {e}", grant.role)))?;
+        let extensions: Vec<String> = extensions(&now.extensions, &stored)
+            .map_err(|refusal| BackendError(refusal.message))?
+            .into_iter()
+            .filter(|e| grant.terminal || e != "permit-pty")
+            .collect();
+        let mut settings = role.settings.clone();
+        settings.insert("principals".into(), serde_json::json!(grant.principals));
+        settings.insert("extensions".into(), serde_json::json!(extensions));
+        match &grant.force_command {
+            Some(command) => settings.insert("force_command".into(), command.clone().into()),
+            None => settings.remove("force_command"),
+        };
+        Ok(settings)
+    }
+}
+
 /// Whether `cert` is within its validity now.
 fn valid_now(cert: &Certificate) -> bool {
     let at = u64::try_from(now().unix_timestamp()).unwrap_or(0);
@@ -343,8 +390,9 @@ const ACTIVE_GRANTS_PAGES: usize = 10;
 /// What [`App::longest_grant`] found.
 enum Longest {
     Found(warden_domain::Request),
-    /// Active grants there are, but none of a role that logs in as this.
-    NoneLogsIn(String),
+    /// Active grants there are, but none that logs in as this now; one that was issued to,
+    /// before its role stopped naming it, if any.
+    NoneLogsIn(String, Option<warden_domain::Request>),
     /// Only grants of a role the policy no longer defines there: the newest of them.
     RoleGone(warden_domain::Request),
     /// More active grants than are read, and none read suits.
@@ -352,27 +400,204 @@ enum Longest {
     None,
 }
 
-/// Whether grant `r` at target `t` may be used only from other addresses than `source` (its
-/// role's `source_address`). A role whose settings do not read is not said to be: it is
-/// refused later, with its reason, when chosen.
-fn used_only_elsewhere(
-    t: &warden_policy::Target,
-    r: &warden_domain::Request,
-    source: IpAddr,
-) -> bool {
-    t.roles
-        .get(&r.role)
-        .and_then(|role| ssh_cert::role_settings(&role.settings).ok())
-        .and_then(|s| s.source_address)
-        .is_some_and(|allowed| !allowed.iter().any(|b| b.contains(source)))
+/// Whether some role of target `t` logs in as `login`: only then is a login the SSH user name
+/// asks for named in a refusal and its audit event, else by its length alone, since a text no
+/// role names is as likely a password typed into the wrong field.
+fn names_login(t: &warden_policy::Target, login: &str) -> bool {
+    t.kind == "ssh"
+        && t.roles.values().any(|role| {
+            ssh_cert::role_settings(&role.settings)
+                .is_ok_and(|s| s.principals.iter().any(|p| p == login))
+        })
 }
 
-/// Whether grant `r` at target `t` logs in as `login`.
-fn logs_in_as(t: &warden_policy::Target, r: &warden_domain::Request, login: &str) -> bool {
-    t.roles
-        .get(&r.role)
-        .and_then(|role| ssh_cert::role_settings(&role.settings).ok())
-        .is_some_and(|s| s.principals.iter().any(|p| p == login))
+/// `login` as a refusal at target `t` quotes it: named when some role of `t` logs in as it
+/// ([`names_login`]), else by its length alone.
+fn shown_login(t: &warden_policy::Target, login: &str) -> String {
+    if names_login(t, login) {
+        format!("{login:?}")
+    } else {
+        format!("(no such login, {} characters)", login.chars().count())
+    }
+}
+
+/// What an active grant was issued with, as its credential records it: the accounts it logs
+/// in as and its certificate's critical options (for extensions, see [`extensions`]). The
+/// deny rules, `file_transfer` and `record_input` in force at issue are not recorded.
+struct Issued {
+    logins: Vec<String>,
+    force_command: Option<String>,
+    source_address: Option<Vec<warden_domain::net::AddressBlock>>,
+}
+
+/// Why grant `id`'s recorded terms cannot be read: it opens nothing, since what it may do
+/// could not be kept within what it was issued for.
+fn terms_unknown(id: RequestId, what: &str) -> Denied {
+    Denied {
+        code: "grant_terms_unknown",
+        message: format!(
+            "grant {id} does not record {what}, so Warden cannot keep its sessions within what it was issued for: request new access with `warden request create`"
+        ),
+    }
+}
+
+/// What grant `r` was issued with (see [`Issued`]).
+fn issued(r: &warden_domain::Request) -> Result<Issued, Denied> {
+    let credential = r
+        .credential
+        .as_ref()
+        .ok_or_else(|| terms_unknown(r.id, "the credential it was issued"))?;
+    let logins = credential["logins"]
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .map(|l| l.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| terms_unknown(r.id, "the accounts it was issued for"))?;
+    // Options written into its certificate, recorded since roles could have any: a
+    // credential without them was issued without them.
+    let options = &credential["critical_options"];
+    let force_command = match &options["force-command"] {
+        serde_json::Value::Null => None,
+        v => Some(
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| terms_unknown(r.id, "a readable force-command"))?,
+        ),
+    };
+    let source_address = match &options["source-address"] {
+        serde_json::Value::Null => None,
+        v => Some(
+            v.as_str()
+                .and_then(|list| {
+                    list.split(',')
+                        .map(|b| b.parse::<warden_domain::net::AddressBlock>().ok())
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| terms_unknown(r.id, "a readable source-address"))?,
+        ),
+    };
+    Ok(Issued {
+        logins,
+        force_command,
+        source_address,
+    })
+}
+
+/// Of the certificate extensions `role` gives now, those grant `r` was issued with too: its
+/// certificate's, when it logs in to hosts itself; a certificate for the proxy only holds
+/// none, so then the role's own (those at issue are not recorded). Read only for the grant a
+/// session runs under: a certificate is not parsed for every grant looked through.
+fn extensions(role: &[String], r: &warden_domain::Request) -> Result<Vec<String>, Denied> {
+    let credential = r.credential.as_ref();
+    let certificate = credential
+        .filter(|c| c["proxy_only"] == false)
+        .and_then(|c| c["certificate"].as_str());
+    let Some(text) = certificate else {
+        return Ok(role.to_vec());
+    };
+    let given = Certificate::from_openssh(text)
+        .map_err(|_| terms_unknown(r.id, "a readable certificate"))?;
+    Ok(role
+        .iter()
+        .filter(|e| given.extensions().contains_key(*e))
+        .cloned()
+        .collect())
+}
+
+/// What an active grant may do now (see [`terms`]).
+struct Terms {
+    /// Its role's settings as they apply to it.
+    settings: ssh_cert::RoleSettings,
+    /// The accounts it was issued for that its role no longer names.
+    dropped: Vec<String>,
+}
+
+impl Terms {
+    /// Whether the grant logs in as `login` now.
+    fn logs_in_as(&self, login: &str) -> bool {
+        self.settings.principals.iter().any(|p| p == login)
+    }
+
+    /// Whether the grant was issued to log in as `login` and its role no longer names it.
+    fn dropped(&self, login: &str) -> bool {
+        self.dropped.iter().any(|d| d == login)
+    }
+
+    /// Whether the grant may be used only from other addresses than `source`.
+    fn used_only_elsewhere(&self, source: IpAddr) -> bool {
+        self.settings
+            .source_address
+            .as_ref()
+            .is_some_and(|allowed| !allowed.iter().any(|b| b.contains(source)))
+    }
+}
+
+/// The addresses both `a` and `b` allow (`None`: anywhere). Two networks either hold one
+/// another or share no address, so each pair gives the narrower one or nothing.
+fn both_allow(
+    a: Option<Vec<warden_domain::net::AddressBlock>>,
+    b: Option<Vec<warden_domain::net::AddressBlock>>,
+) -> Option<Vec<warden_domain::net::AddressBlock>> {
+    use warden_domain::net::AddressBlock;
+    let holds = |wide: &AddressBlock, narrow: &AddressBlock| {
+        wide.prefix() <= narrow.prefix() && wide.contains(narrow.network())
+    };
+    match (a, b) {
+        (None, other) | (other, None) => other,
+        (Some(a), Some(b)) => {
+            let mut both: Vec<AddressBlock> = Vec::new();
+            for x in &a {
+                for y in &b {
+                    let narrower = if holds(x, y) {
+                        Some(*y)
+                    } else if holds(y, x) {
+                        Some(*x)
+                    } else {
+                        None
+                    };
+                    if let Some(n) = narrower.filter(|n| !both.contains(n)) {
+                        both.push(n);
+                    }
+                }
+            }
+            Some(both)
+        }
+    }
+}
+
+/// What active grant `r` of `role` may do now: what it was issued with ([`issued`]), narrowed
+/// by what its role says now, so that a reload only ever narrows a grant. It logs in as the
+/// accounts it was issued for that the role still names (the first still the default), runs
+/// the `force_command` it was issued with (the role's, if it had none and the role gained
+/// one), and is used only from addresses both its issued and the role's `source_address`
+/// allow. Deny rules, `file_transfer` and `record_input` are the role's: those in force at
+/// issue are not recorded. Its certificate extensions are the role's here, narrowed by
+/// [`extensions`] for the grant a session runs under.
+fn terms(
+    role: &warden_policy::Role,
+    r: &warden_domain::Request,
+) -> Result<Result<Terms, Denied>, BackendError> {
+    let now = ssh_cert::role_settings(&role.settings)
+        .map_err(|e| BackendError(format!("role {}: {e}", r.role)))?;
+    let issued = match issued(r) {
+        Ok(issued) => issued,
+        Err(denied) => return Ok(Err(denied)),
+    };
+    let (principals, dropped): (Vec<String>, Vec<String>) = issued
+        .logins
+        .into_iter()
+        .partition(|l| now.principals.contains(l));
+    Ok(Ok(Terms {
+        settings: ssh_cert::RoleSettings {
+            principals,
+            source_address: both_allow(issued.source_address, now.source_address.clone()),
+            force_command: issued.force_command.or(now.force_command.clone()),
+            ..now
+        },
+        dropped,
+    }))
 }
 
 fn denied<T>(code: &'static str, message: String) -> Result<Result<T, Denied>, BackendError> {
@@ -491,12 +716,20 @@ impl App {
             {
                 Longest::Found(r) => r,
                 Longest::RoleGone(r) => return role_gone(&r),
-                Longest::NoneLogsIn(login) => {
+                Longest::NoneLogsIn(login, dropped) => {
+                    let shown = shown_login(t, &login);
+                    let why = match dropped {
+                        Some(g) => format!(
+                            "your grant {} for {name} was issued to log in as {shown}, but the policy no longer grants that: role {} does not log in as it now, and none of your other active grants for {name} does",
+                            g.id, g.role
+                        ),
+                        None => {
+                            format!("none of your active grants for {name} logs in as {shown}")
+                        }
+                    };
                     return denied(
                         "login_not_granted",
-                        format!(
-                            "none of your active grants for {name} logs in as {login:?}: request a role that does (`warden targets`)"
-                        ),
+                        format!("{why}: request a role that does (`warden targets`)"),
                     );
                 }
                 Longest::TooMany => {
@@ -518,24 +751,82 @@ impl App {
                 }
             }
         };
+        let role = t
+            .roles
+            .get(&r.role)
+            .ok_or_else(|| BackendError("role vanished".into()))?;
+        // What it was issued with, narrowed by what its role says now: a reload never widens
+        // it.
+        let terms = match terms(role, &r)? {
+            Ok(terms) => terms,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if terms.settings.principals.is_empty() {
+            let issued: Vec<String> = terms.dropped.iter().map(|l| shown_login(t, l)).collect();
+            return denied(
+                "login_not_granted",
+                format!(
+                    "your grant {} for {name} was issued to log in as {}, and the policy no longer grants any of that: role {} logs in as none of those now, so no session opens for the grant; request access again (`warden targets` lists the roles)",
+                    r.id,
+                    issued.join(", "),
+                    r.role
+                ),
+            );
+        }
+        // A login the grant does not give is refused here, at sign-in, so that it is never
+        // taken further (nor quoted, unless some role of the target names it).
+        if let Some(login) = login.filter(|l| !terms.logs_in_as(l)) {
+            let now_as = terms.settings.principals.join(", ");
+            let shown = shown_login(t, login);
+            let why = if terms.dropped(login) {
+                format!(
+                    "your grant {} for {name} was issued to log in as {shown}, but the policy no longer grants that: role {} logs in as {now_as} now",
+                    r.id, r.role
+                )
+            } else {
+                format!(
+                    "your grant {} for {name} (role {}) logs in as {now_as}, not as {shown}",
+                    r.id, r.role
+                )
+            };
+            return denied(
+                "login_not_granted",
+                format!(
+                    "{why}: sign in as one of those, or request a role that logs in as you asked (`warden targets`)"
+                ),
+            );
+        }
+        if terms
+            .settings
+            .source_address
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            return denied(
+                "source_address_not_allowed",
+                format!(
+                    "your grant {} for {name} was issued for use from addresses that role {}'s source_address no longer allows, and no address is in both: no session opens for the grant; request access again (`warden request create`)",
+                    r.id, r.role
+                ),
+            );
+        }
+        let extensions = match extensions(&terms.settings.extensions, &r) {
+            Ok(extensions) => extensions,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         // How the target is reached is told only to those holding a grant for it.
         let upstream = match self.upstream(&name, &t.connection).await? {
             Ok(upstream) => upstream,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let role = t
-            .roles
-            .get(&r.role)
-            .ok_or_else(|| BackendError("role vanished".into()))?;
-        let settings = ssh_cert::role_settings(&role.settings)
-            .map_err(|e| BackendError(format!("role {}: {e}", r.role)))?;
+        let settings = terms.settings;
         let rules = Rules::new(
             &settings.deny_commands,
             settings.file_transfer,
             settings.record_input,
         )
         .map_err(|e| BackendError(format!("role {}: {e}", r.role)))?;
-        let terminal = settings.extensions.iter().any(|e| e == "permit-pty");
+        let terminal = extensions.iter().any(|e| e == "permit-pty");
         Ok(Ok(Grant {
             terminal,
             id: r.id,
@@ -580,6 +871,8 @@ impl App {
         let mut best: Option<warden_domain::Request> = None;
         let mut role_gone = None;
         let mut elsewhere = None;
+        let mut dropped = None;
+        let mut unusable = None;
         for _ in 0..ACTIVE_GRANTS_PAGES {
             let page = self
                 .store
@@ -597,11 +890,29 @@ impl App {
                     continue;
                 }
                 live = true;
-                if login.is_some_and(|l| !logs_in_as(t, &r, l)) {
+                // Its terms, read once: what it logs in as now, and from where.
+                let terms = t
+                    .roles
+                    .get(&r.role)
+                    .and_then(|role| terms(role, &r).ok()?.ok());
+                let Some(usable) = terms.as_ref().filter(|x| !x.settings.principals.is_empty())
+                else {
+                    // No account left to log in as, or terms that do not read: chosen only
+                    // when no other is, to be refused naming why.
+                    if login.is_some_and(|l| terms.as_ref().is_some_and(|x| x.dropped(l))) {
+                        dropped.get_or_insert_with(|| r.clone());
+                    }
+                    unusable.get_or_insert(r);
+                    continue;
+                };
+                if let Some(l) = login.filter(|l| !usable.logs_in_as(l)) {
+                    if usable.dropped(l) {
+                        dropped.get_or_insert(r);
+                    }
                     continue;
                 }
                 // Newest first: of those ending together, the oldest.
-                let kept = if used_only_elsewhere(t, &r, source) {
+                let kept = if usable.used_only_elsewhere(source) {
                     &mut elsewhere
                 } else {
                     &mut best
@@ -613,9 +924,14 @@ impl App {
             if !full {
                 // None usable from here: the longest of those usable elsewhere, which the
                 // session then refuses, naming its role's addresses and the client's.
-                return Ok(match (best.or(elsewhere), login, role_gone) {
+                let chosen = best
+                    .or(elsewhere)
+                    .or_else(|| unusable.filter(|_| login.is_none()));
+                return Ok(match (chosen, login, role_gone) {
                     (Some(r), _, _) => Longest::Found(r),
-                    (None, Some(login), _) if live => Longest::NoneLogsIn(login.to_owned()),
+                    (None, Some(login), _) if live => {
+                        Longest::NoneLogsIn(login.to_owned(), dropped)
+                    }
                     (None, _, Some(r)) => Longest::RoleGone(r),
                     (None, _, None) => Longest::None,
                 });
@@ -1026,5 +1342,36 @@ impl Bound {
                 .await;
         });
         Ok(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(list: &[&str]) -> Option<Vec<warden_domain::net::AddressBlock>> {
+        Some(list.iter().map(|b| b.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn a_grants_addresses_are_those_both_lists_allow() {
+        assert_eq!(both_allow(None, None), None);
+        assert_eq!(
+            both_allow(blocks(&["10.0.0.0/8"]), None),
+            blocks(&["10.0.0.0/8"])
+        );
+        assert_eq!(both_allow(None, blocks(&["::1"])), blocks(&["::1"]));
+        assert_eq!(
+            both_allow(
+                blocks(&["127.0.0.2", "127.0.4.0/24", "2001:db8::/32"]),
+                blocks(&["127.0.4.7", "127.0.0.0/30", "10.0.0.0/8", "2001:db8:1::/48"]),
+            ),
+            blocks(&["127.0.0.2/32", "127.0.4.7/32", "2001:db8:1::/48"])
+        );
+        // Nothing in common: no address at all, not any.
+        assert_eq!(
+            both_allow(blocks(&["10.0.0.0/8"]), blocks(&["192.0.2.7"])),
+            Some(Vec::new())
+        );
     }
 }

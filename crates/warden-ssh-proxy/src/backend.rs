@@ -118,6 +118,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// Whether some role of target `target` logs in as `login`: a refused sign-in's audit
+    /// event keeps the login its SSH user name asks for as typed only then, else by its length
+    /// alone, as it keeps a target no policy has. A backend that cannot tell says no.
+    fn is_login(&self, _target: &str, _login: &str) -> bool {
+        false
+    }
+
     /// Whom a certificate (ownership verified) was issued to and for which grant, if Warden's
     /// user CA signed it and it is valid now; why it is not, if Warden signed it.
     async fn authenticate_certificate(&self, cert: &Certificate)

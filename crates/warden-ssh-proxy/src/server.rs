@@ -483,6 +483,13 @@ fn withhold(message: &str, value: &str, with: &str) -> String {
     out
 }
 
+/// A login an SSH user name asks for that no role of its target logs in as, as the audit log
+/// records it: by its length alone, as a target no policy has, since it may be a password
+/// typed there.
+fn no_such_login(login: &str) -> String {
+    format!("(no such login, {} characters)", login.chars().count())
+}
+
 /// The forwarding refusals of one connection that are audited, each; a client asking on and
 /// on is not let fill the log (the first ones show what it was after).
 const REFUSALS_AUDITED: u32 = 16;
@@ -612,21 +619,36 @@ impl Connection {
         // What names no user in the directory is kept by its length alone, as the API's sign-in
         // keeps it: a password typed where the SSH user name goes would stay in the signed log
         // for good, and a lower-case passphrase is shaped like a name as well as any.
+        // So is a login no role of the target logs in as.
         let mut reason = denied.message;
-        let (claimed, target) = match parse_user(user) {
-            Some((claimed, target, _)) => {
+        let (claimed, target, login) = match parse_user(user) {
+            Some((claimed, target, login)) => {
                 let backend = &self.ctx.backend;
-                let recorded = refused_target(&target, backend.is_target(&target));
+                let known_target = backend.is_target(&target);
+                let recorded = refused_target(&target, known_target);
                 if recorded != target {
                     reason = withhold(&reason, &target, &recorded);
                 }
-                if backend.is_user(&claimed) {
-                    (claimed.to_string(), Some(recorded))
+                let known_user = backend.is_user(&claimed);
+                let recorded_login = login.map(|login| {
+                    // Text kept already as the user's or the target's name is no secret.
+                    let named = backend.is_login(&target, &login)
+                        || (known_target && login == target)
+                        || (known_user && login == claimed.as_str());
+                    if named {
+                        return login;
+                    }
+                    let withheld = no_such_login(&login);
+                    reason = withhold(&reason, &login, &withheld);
+                    withheld
+                });
+                if known_user {
+                    (claimed.to_string(), Some(recorded), recorded_login)
                 } else {
                     let typed = claimed.as_str();
                     let withheld = no_such_user(typed);
                     reason = withhold(&reason, typed, &withheld);
-                    (withheld, Some(recorded))
+                    (withheld, Some(recorded), recorded_login)
                 }
             }
             None => (
@@ -634,6 +656,7 @@ impl Connection {
                     "(not WARDEN_USER:TARGET, {} characters)",
                     user.chars().count()
                 ),
+                None,
                 None,
             ),
         };
@@ -652,6 +675,7 @@ impl Connection {
             "via": "ssh",
             "claimed_user": claimed,
             "target": target,
+            "login": login,
             "grant": grant,
         }));
         e.request_id = grant;

@@ -2949,11 +2949,15 @@ fn a_forced_command_is_named_in_events_and_recordings_and_judged_by_the_deny_rul
     let blocked = s.wait_event("session.command_blocked", Duration::from_secs(5));
     assert_eq!(blocked["details"]["rule"], "^rm ", "{blocked}");
 
-    // A forced command the rules match runs for no one, whatever is asked.
+    // A forced command the rules match runs for no one, whatever is asked. (A grant active
+    // before the reload keeps the command it was issued with.)
     s.repin(
         s.sshd.host_public_key(),
         "force_command = \"rm -f /tmp/warden-never\"\ndeny_commands = [\"^rm \"]",
     );
+    let out = s.ssh("echo harmless");
+    assert_eq!(text(&out.stdout).trim(), "FORCED-REC", "{out:?}");
+    s.grant("40m");
     let out = s.ssh("echo harmless");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
