@@ -11,6 +11,8 @@
 //! rewritten history. `warden audit verify --data-dir` checks the log against that file too.
 
 use std::path::Path;
+
+use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -344,6 +346,147 @@ pub(crate) fn check_start(
     Ok(unanchored)
 }
 
+/// Fails when the data dir shows it has served beyond its log, whose events end at `events`
+/// (0: none): a segment in `archive/` (sealed, or one being written aside) of events past that
+/// end, or, with no event at all, rows of `served_rows` (tables only a serving server writes,
+/// [`warden_store::sqlite::SERVED_TABLES`]). Its history was lost (`warden.db` gone, or its
+/// log emptied) or it was restarted from 1 on top of it: started, it would number events from 1
+/// again, under the audit key that signed the old ones if that is still there (a fork of the
+/// log signed by the server itself), and with `warden.db` lost the revocation list is gone too.
+/// Checked before anything is written, and before the start's removal of segments an archive
+/// cut short (`App::remove_unsealed_segments`) reads the archive directory. A first start cut
+/// short after making its keys, before its first event or note, leaves neither: it starts.
+pub(crate) fn check_served(
+    data: &Path,
+    events: u64,
+    served_rows: &[(&'static str, u64)],
+) -> anyhow::Result<()> {
+    let segments = segments_past(&crate::archive::dir(data), events)?;
+    let rows: Vec<String> = if events == 0 {
+        served_rows
+            .iter()
+            .map(|(table, n)| format!("{n} {}", row_name(table, *n)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if segments.is_empty() && rows.is_empty() {
+        return Ok(());
+    }
+    let mut found = Vec::new();
+    if let Some(&(_, to)) = segments.iter().max_by_key(|(_, to)| *to) {
+        const NAMED: usize = 3;
+        let named: Vec<&str> = segments
+            .iter()
+            .take(NAMED)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let named = named.join(", ");
+        let (held, more) = match segments.len() {
+            1 => ("a segment".to_owned(), String::new()),
+            n if n <= NAMED => (format!("{n} segments"), String::new()),
+            n => (format!("{n} segments"), format!(" and {} more", n - NAMED)),
+        };
+        found.push(format!(
+            "archive/ holds {held} of events up to {to} ({named}{more})"
+        ));
+    }
+    if !rows.is_empty() {
+        found.push(format!("warden.db holds {}", rows.join(", ")));
+    }
+    let found = found.join(", and ");
+    let key = if data.join("audit_signing.key").exists() {
+        ", under the audit signing key that signed them (audit_signing.key is still there): a fork of the log, signed by the server itself"
+    } else {
+        ""
+    };
+    let restore = "Restore warden.db (with its warden.db-wal) and audit_checkpoint.note from your backup, or the whole data dir";
+    let fresh = "to start afresh instead, move this data dir aside (keep it: it holds what is left of the old log, and hosts may still trust its SSH user CA) and start on a new one";
+    if events == 0 {
+        let lost = if data.join("warden.db").exists() {
+            "warden.db's audit log was emptied"
+        } else {
+            "warden.db is missing, and with it the revocation list: grants revoked and tokens ended would work again"
+        };
+        let note = if data.join(ANCHOR_FILE).exists() {
+            ""
+        } else {
+            ", and audit_checkpoint.note is missing too"
+        };
+        anyhow::bail!(
+            "Not started: the audit log holds no events, but this data dir has served: {found}. {lost}{note}. Started, it would number events from 1 again, reusing the sequence numbers of events already signed{key}. {restore}; {fresh}"
+        );
+    }
+    anyhow::bail!(
+        "Not started: the audit log's events end at {events}, but this data dir has served further: {found}. Its log was lost or cut back and begun again from 1, reusing the sequence numbers of the events those segments sealed{key}. {restore} (one that holds the log which sealed them); if those segments are not this data dir's, move them out of archive/ and start again; {fresh}"
+    )
+}
+
+/// The segments in the archive directory `dir` (`segment-FROM-TO.json`, sealed, or
+/// `segment-FROM-TO.json.new`, being written aside) of events past `events`, by name with the
+/// last event they hold, sorted: a live log that ends at `events` never sealed them (an archive
+/// records itself in the live log after the events it seals, and one cut short leaves its
+/// segment beside events still live). An archive directory that cannot be read is an error.
+fn segments_past(dir: &Path, events: u64) -> anyhow::Result<Vec<(String, u64)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(anyhow::Error::from(e).context(format!(
+                "reading the archive directory {} (a start checks that it holds no segment the log does not account for): make it readable by the server's user",
+                dir.display()
+            )));
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.with_context(|| format!("reading the archive directory {}", dir.display()))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some(to) = segment_end(&name)
+            && to > events
+        {
+            found.push((name, to));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The last event a segment named `segment-FROM-TO.json` (or `.json.new`) holds, by its name.
+fn segment_end(name: &str) -> Option<u64> {
+    let digits = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit());
+    let name = name.strip_suffix(".new").unwrap_or(name);
+    let (from, to) = name
+        .strip_prefix("segment-")?
+        .strip_suffix(".json")?
+        .split_once('-')?;
+    (digits(from) && digits(to))
+        .then(|| to.parse().ok())
+        .flatten()
+}
+
+/// What a row of `table` (one of [`warden_store::sqlite::SERVED_TABLES`]) is, for `n` of them.
+fn row_name(table: &str, n: u64) -> &'static str {
+    let one = n == 1;
+    match table {
+        "requests" if one => "request",
+        "requests" => "requests",
+        "tokens" if one => "sign-in token",
+        "tokens" => "sign-in tokens",
+        "leases" if one => "lease of a grant's account",
+        "leases" => "leases of grants' accounts",
+        "audit_blocks" if one => "root of a block of signed events",
+        "audit_blocks" => "roots of blocks of signed events",
+        "archived_leaves" if one => "hash of an archived event",
+        "archived_leaves" => "hashes of archived events",
+        _ if one => "row",
+        _ => "rows",
+    }
+}
+
 /// The events a start writes before it serves anyone: the passwords the config, `--dev` or
 /// the bootstrap give, then `server.started` and `policy.loaded`.
 pub const START_CODES: [Code; 3] = [Code::PasswordSet, Code::ServerStarted, Code::PolicyLoaded];
@@ -486,6 +629,55 @@ pub async fn run(app: Shared, mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Segments past the log's end, or rows only a serving server writes beside an empty log,
+    /// refuse a start; a segment the live log still reaches, a file that is no segment, or rows
+    /// beside a log of events do not.
+    #[test]
+    fn a_data_dir_that_served_beyond_its_log_is_told_from_a_new_one() {
+        let data = tempfile::tempdir().unwrap();
+        let data = data.path();
+        check_served(data, 0, &[]).unwrap();
+        std::fs::write(data.join("audit_signing.key"), b"key").unwrap();
+        check_served(data, 0, &[]).unwrap();
+        let archive = crate::archive::dir(data);
+        std::fs::create_dir(&archive).unwrap();
+        std::fs::write(archive.join("notes.txt"), b"").unwrap();
+        std::fs::write(archive.join("segment-1-9.json"), b"").unwrap();
+        check_served(data, 0, &[]).unwrap();
+
+        std::fs::write(data.join("warden.db"), b"").unwrap();
+        let rows = [("requests", 1), ("tokens", 2)];
+        let e = check_served(data, 0, &rows).unwrap_err().to_string();
+        assert!(
+            e.contains("has served: warden.db holds 1 request, 2 sign-in tokens."),
+            "{e}"
+        );
+        assert!(e.contains("warden.db's audit log was emptied"), "{e}");
+        assert!(e.contains("a fork of the log"), "{e}");
+        check_served(data, 5, &rows).unwrap();
+
+        std::fs::write(archive.join("segment-000000000001-000000000059.json"), b"").unwrap();
+        check_served(data, 60, &[]).unwrap();
+        check_served(data, 59, &[]).unwrap();
+        let e = check_served(data, 58, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("the audit log's events end at 58, but this data dir has served further: archive/ holds a segment of events up to 59 (segment-000000000001-000000000059.json)"),
+            "{e}"
+        );
+        std::fs::remove_file(data.join("warden.db")).unwrap();
+        std::fs::write(
+            archive.join("segment-000000000060-000000000070.json.new"),
+            b"",
+        )
+        .unwrap();
+        let e = check_served(data, 0, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("archive/ holds 2 segments of events up to 70 (segment-000000000001-000000000059.json, segment-000000000060-000000000070.json.new)"),
+            "{e}"
+        );
+        assert!(e.contains("warden.db is missing"), "{e}");
+    }
 
     fn signed_note(signer: &NoteSigner, size: u64) -> String {
         Checkpoint {

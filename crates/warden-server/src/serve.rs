@@ -688,6 +688,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // address, a password, a key, a policy) comes before any key is made, so it leaves nothing
     // new behind; only a failure to write the keys or the example policy leaves the keys.
     let has_history = history.as_ref().is_some_and(|h| h.last_seq > 0) || anchor.exists();
+    // Nor may one whose log is gone (or begun again from 1) pass for a new one: a data dir whose
+    // archive holds segments past its log's end, or whose empty log sits beside requests and
+    // tokens, has served. Refused before anything is made or written, and before the start's
+    // removal of segments an archive cut short (`remove_unsealed_segments`) reads the archive.
+    crate::checkpoints::check_served(
+        &data,
+        history.as_ref().map_or(0, |h| h.last_seq),
+        history.as_ref().map_or(&[][..], |h| &h.served_rows[..]),
+    )?;
     let open_files = raise_open_files_limit();
     let api_caps = crate::http::Caps::for_descriptors(open_files);
     tracing::info!(

@@ -197,6 +197,28 @@ fn make_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The tables of [`SERVED_TABLES`] that hold rows, with their counts (a table an older schema
+/// does not have yet holds none).
+fn served_rows(conn: &Connection) -> rusqlite::Result<Vec<(&'static str, u64)>> {
+    let mut found = Vec::new();
+    for table in SERVED_TABLES {
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [table],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            continue;
+        }
+        let rows: i64 =
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+        if rows > 0 {
+            found.push((table, u64::try_from(rows).unwrap_or(0)));
+        }
+    }
+    Ok(found)
+}
+
 /// What a start checks of a database before it changes anything in it (see
 /// [`SqliteStore::history`]).
 #[derive(Debug, Clone)]
@@ -224,7 +246,23 @@ pub struct History {
     /// issued here, as requests' credentials and `credential.issued` events name them, at most
     /// [`FEW_CAS`] of them; empty when a CA is recorded, which is then what counts.
     pub issued_by: Vec<String>,
+    /// When the log holds no event: the tables of [`SERVED_TABLES`] that hold rows, and how
+    /// many (empty otherwise). Only a server that served writes them, so with an empty log they
+    /// show that its history was lost, not that the data dir is new.
+    pub served_rows: Vec<(&'static str, u64)>,
 }
+
+/// The tables only a server that has served writes: requests and their leases, sign-in tokens,
+/// and what checkpoints and archives keep of the log (block roots, archived leaf hashes). None
+/// is written by a start before its log begins (the SSH user CA's record, the bootstrap
+/// passwords are, or may be), so a first start cut short leaves them empty.
+pub const SERVED_TABLES: [&str; 5] = [
+    "requests",
+    "tokens",
+    "leases",
+    "audit_blocks",
+    "archived_leaves",
+];
 
 /// The most CA fingerprints [`History::issued_by`] lists.
 const FEW_CAS: u32 = 8;
@@ -349,6 +387,11 @@ impl SqliteStore {
         } else {
             Vec::new()
         };
+        let served_rows = if last_seq == 0 {
+            served_rows(&conn).map_err(backend)?
+        } else {
+            Vec::new()
+        };
         Ok(Some(History {
             last_seq,
             latest_checkpoint,
@@ -358,6 +401,7 @@ impl SqliteStore {
             demo_passwords,
             ssh_user_ca,
             issued_by,
+            served_rows,
         }))
     }
 
