@@ -401,8 +401,8 @@ pub fn store(
     );
     problems.extend(segment_problems);
     let first_live_seq = first_live.as_ref().map_or(u64::MAX, |(seq, _, _)| *seq);
-    let (unaccounted, unrecorded) =
-        segments.unaccounted(&data_dir.join("archive"), &listed, first_live_seq);
+    let live = first_live_seq..=start_size + result.events_checked;
+    let (unaccounted, unrecorded) = segments.unaccounted(&data_dir.join("archive"), &listed, live);
     problems.extend(unaccounted);
     if base > 0 {
         problems.extend(archived.finish(base, &reader)?);
@@ -1067,7 +1067,7 @@ impl SegmentRecords {
 
     /// The files `listed` in the archive directory `dir` that the log does not account for
     /// (called after [`SegmentRecords::check`] has read every seal record at hand), the live log
-    /// starting at event `first_live`: each named with what it is likely to be and what to do,
+    /// holding the events `live`: each named with what it is likely to be and what to do,
     /// as a problem, since whoever reads the directory as the archive would take it for sealed
     /// events (a segment an archive cut short left beside its still live events, read as
     /// archived, counts them twice); as a warning only a segment whose seal record may have gone
@@ -1077,8 +1077,9 @@ impl SegmentRecords {
         &self,
         dir: &Path,
         listed: &[String],
-        first_live: u64,
+        live: std::ops::RangeInclusive<u64>,
     ) -> (Vec<String>, Vec<String>) {
+        let (first_live, last) = (*live.start(), *live.end());
         let (mut problems, mut warnings) = (Vec::new(), Vec::new());
         let sealed: Vec<(u64, u64, &str)> = self
             .sealed
@@ -1106,7 +1107,11 @@ impl SegmentRecords {
                     "a segment of events {from}..{to} written aside and never put in place, so no record vouches for it: left by an archive cut short (the server removes it at its next start or archive), or one under way"
                 )
             } else if let Some((from, to)) = segment_range(name) {
-                if to >= first_live {
+                if to > last {
+                    format!(
+                        "not a segment the log records as sealed, and its events {from}..{to} run past the log's last event ({last}): sealed from a log this one is not (warden.db lost or emptied and a new log begun from 1, which the server refuses to start beside), or put there from another data dir; restore warden.db and audit_checkpoint.note from a backup, or move it out of the archive directory if it belongs elsewhere"
+                    )
+                } else if to >= first_live {
                     format!(
                         "not a segment the log records as sealed, and its events {from}..{to} are still in the live log, which starts at event {first_live}: left by an archive cut short before they left it (the server removes it at its next start or archive, if its bytes are those the live log seals; move it out of the archive directory otherwise), or one under way; read as archived, its events would be counted twice"
                     )
@@ -2198,6 +2203,8 @@ mod tests {
             name(301, 350),
             format!("{}.new", name(301, 350)),
             name(1, 80),
+            // Past the log's end: sealed from another log.
+            name(351, 450),
             // Deleted on record, yet there.
             name(101, 200),
             "notes.txt".to_owned(),
@@ -2208,7 +2215,7 @@ mod tests {
         let mut listed = files.to_vec();
         listed.push(name(351, 360)); // gone since it was listed
         listed.sort();
-        let (problems, warnings) = records.unaccounted(dir.path(), &listed, 301);
+        let (problems, warnings) = records.unaccounted(dir.path(), &listed, 301..=400);
         let said = |f: &str, what: &str| {
             problems
                 .iter()
@@ -2242,8 +2249,15 @@ mod tests {
             ),
             "{problems:?}"
         );
+        assert!(
+            said(
+                &name(351, 450),
+                "not a segment the log records as sealed, and its events 351..450 run past the log's last event (400)"
+            ),
+            "{problems:?}"
+        );
         assert!(said("notes.txt", "not an archive segment"), "{problems:?}");
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert_eq!(problems.len(), 6, "{problems:?}");
         assert!(warnings.is_empty(), "{warnings:?}");
 
         // A segment whose seal record a later segment held, deleted since, is only warned of.
@@ -2251,7 +2265,7 @@ mod tests {
         records.sealed.remove(&name(1, 100));
         let listed = [name(1, 100)];
         std::fs::write(dir.path().join(&listed[0]), "").unwrap();
-        let (problems, warnings) = records.unaccounted(dir.path(), &listed, 301);
+        let (problems, warnings) = records.unaccounted(dir.path(), &listed, 301..=400);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
