@@ -420,6 +420,157 @@ fn a_notice_retried_after_an_outage_is_not_told_to_those_who_left_meanwhile() {
     );
 }
 
+/// The sinks of the tests of notices held back by an outage: a webhook and a mail relay at
+/// `relay_port`, mailing each person at example.com.
+fn held_back_sinks(hook: &WebhookReceiver, relay_port: u16) -> String {
+    format!(
+        "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {relay_port}\n\
+         from = \"warden@example.com\"\nuser_domain = \"example.com\"\n",
+        hook.url()
+    )
+}
+
+/// A notice held back by an outage is told only to those who may still be told of it when it
+/// goes: an approver moved out of the request's group before a restart is not mailed its reason
+/// and ticket (a request they can no longer see), nor is one moved out of security told of a
+/// break-glass.
+#[test]
+fn a_notice_held_back_is_not_told_to_those_moved_out_of_its_group_meanwhile() {
+    let hook = WebhookReceiver::start();
+    let smtp = SmtpSink::start();
+    let relay_port = warden_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = held_back_sinks(&hook, relay_port);
+    let users = |carol: &str, dave: &str| {
+        format!(
+            "[users.carol]\ngroups = [\"{carol}\"]\n\n[users.dave]\ngroups = [\"{dave}\"]\n\n{sinks}"
+        )
+    };
+    let mut server = start(dir.path(), &users("sre", "security"));
+    let (alice, bob, admin) = (
+        login(&server, "alice"),
+        login(&server, "bob"),
+        login(&server, "admin"),
+    );
+
+    hook.answer(500);
+    let rid = id(&common::create(
+        &alice,
+        "web",
+        "deploy",
+        &["--ticket", "OPS-4711"],
+    ));
+    let bg = break_glass_for_admin(&bob);
+    wait_for("every first failure", || {
+        audit_records(&admin, "notification.failed").len() >= 4
+    });
+    // carol leaves the sre group, dave security, both staying in the directory.
+    server.terminate();
+    let refused = hook.refused();
+    std::fs::write(dir.path().join("warden.toml"), users("dev", "dev")).unwrap();
+    server.restart();
+    wait_for("the webhook's tries at the start", || {
+        hook.refused() >= refused + 2
+    });
+    let carol = login(&server, "carol");
+    let shown = carol.run(&["request", "show", &rid], None);
+    assert!(!shown.success(), "{shown:?}");
+
+    hook.answer(200);
+    forward(relay_port, smtp.port());
+    let m = mail(&smtp, "alice asks for web/deploy");
+    assert!(m.contains("OPS-4711"), "{m}");
+    let to = header(&m, "To");
+    assert!(
+        to.contains("bob@example.com") && !to.contains("carol"),
+        "{to}"
+    );
+    let m = mail(&smtp, "BREAK-GLASS: bob took web/admin");
+    let to = header(&m, "To");
+    assert!(
+        to.contains("sam@example.com") && !to.contains("dave"),
+        "{to}"
+    );
+    wait_for("the webhook's notices", || {
+        !notices(&hook, "approval_needed", &rid).is_empty()
+            && !notices(&hook, "breakglass", &bg).is_empty()
+    });
+    let n = &notices(&hook, "approval_needed", &rid)[0];
+    assert_eq!(n["recipients"], serde_json::json!(["bob"]), "{n}");
+    let n = &notices(&hook, "breakglass", &bg)[0];
+    assert_eq!(n["recipients"], serde_json::json!(["sam"]), "{n}");
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| !m.contains("carol@example.com") && !m.contains("dave@example.com")),
+        "{:?}",
+        smtp.messages()
+    );
+}
+
+/// A prompt held back by an outage goes only to the reviewers the request's tier names when it
+/// goes: one a reload took out of the tier is not asked, nor told its reason.
+#[test]
+fn a_prompt_held_back_is_not_told_to_reviewers_a_reload_took_out_of_its_tier() {
+    let hook = WebhookReceiver::start();
+    let smtp = SmtpSink::start();
+    let relay_port = warden_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let either = RULES.replace(
+        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@approval(\"peer(sre|security)\")\n@max_ttl(\"4h\")",
+    );
+    assert_ne!(either, RULES);
+    let server = start_with(
+        dir.path(),
+        TARGETS,
+        &either,
+        &held_back_sinks(&hook, relay_port),
+    );
+    let (alice, admin) = (login(&server, "alice"), login(&server, "admin"));
+
+    hook.answer(500);
+    let rid = id(&common::create(&alice, "web", "deploy", &[]));
+    wait_for("both sinks' first failures", || {
+        audit_records(&admin, "notification.failed").len() >= 2
+    });
+    let security_only = RULES.replace(
+        "@approval(\"peer(sre)\")\n@max_ttl(\"4h\")",
+        "@approval(\"peer(security)\")\n@max_ttl(\"4h\")",
+    );
+    write_policy(
+        &dir.path().join("data/policy"),
+        &[("access.cedar", &security_only)],
+    );
+    ok(&admin, &["policy", "reload"]);
+    wait_for("the tier's change", || {
+        ok(&alice, &["request", "show", &rid])["tier"] == "peer(security)"
+    });
+
+    hook.answer(200);
+    forward(relay_port, smtp.port());
+    let m = mail(&smtp, "alice asks for web/deploy");
+    let to = header(&m, "To");
+    assert!(
+        to.contains("sam@example.com") && !to.contains("bob"),
+        "{to}"
+    );
+    wait_for("the webhook's notice", || {
+        !notices(&hook, "approval_needed", &rid).is_empty()
+    });
+    for n in notices(&hook, "approval_needed", &rid) {
+        assert_eq!(n["recipients"], serde_json::json!(["sam"]), "{n}");
+    }
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| !m.contains("bob@example.com")),
+        "{:?}",
+        smtp.messages()
+    );
+}
+
 /// A webhook taking security's notices reaches no one when the security group holds no one
 /// but whoever broke the glass: the CLI says so, and so does the record.
 #[test]

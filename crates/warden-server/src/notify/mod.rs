@@ -17,7 +17,7 @@ mod webhook;
 
 use uuid::Uuid;
 use warden_domain::notice::Kind;
-use warden_domain::{Audience, Directory, Notice, Request, UserName};
+use warden_domain::{Audience, Notice, Request, UserName};
 use warden_store::Outgoing;
 
 pub use config::{NotifyConfig, sinks};
@@ -56,13 +56,17 @@ impl Links {
     }
 }
 
-/// `n` as `sink` is to be sent it now: without the recipients no longer among the `reachable`
-/// (offboarded, or gone from the directory, since it was queued), as a leaver is told of
-/// nothing more; `None` when, so addressed, `sink` would not take it (its only addressees were
-/// those people). A sink's own addresses for the audience are no one's, and stay.
-fn readdressed(n: &Notice, reachable: &Directory, sink: &NotifyConfig) -> Option<Notice> {
+/// `n` as `sink` is to be sent it now: only to the recipients `still` keeps (those who may
+/// still be told of it, [`App::still_told`]); `None` when, so addressed, `sink` would not take
+/// it (its only addressees were people no longer meant). A sink's own addresses for the
+/// audience are no one's, and stay.
+fn readdressed(
+    n: &Notice,
+    still: impl Fn(&UserName) -> bool,
+    sink: &NotifyConfig,
+) -> Option<Notice> {
     let mut n = n.clone();
-    n.recipients.retain(|u| reachable.get(u).is_some());
+    n.recipients.retain(|u| still(u));
     sink.wants(n.audience, n.recipients.len()).then_some(n)
 }
 
@@ -131,6 +135,30 @@ impl App {
                 .collect(),
         };
         self.notices_to(r, kind, audience, recipients, detail)
+    }
+
+    /// Whether `u`, a recipient of notice `n`, may still be told of it, as the rules stand
+    /// now rather than when it was queued: someone in the directory and not offboarded, and
+    /// for an approval prompt a reviewer the tier of `request` (the request `n` is about, as
+    /// stored now) names at this moment ([`App::requirement_now`], as the API lets a reviewer
+    /// see it), for security's notices a member of the security group, for a requester's
+    /// notice its requester. Whoever moved out of the group, or a tier changed by a reload or
+    /// a restart no longer names, hears no request's reason or ticket any more.
+    pub(crate) fn still_told(&self, n: &Notice, request: Option<&Request>, u: &UserName) -> bool {
+        let Some(user) = self.user(u).filter(|_| !self.offboarded(u)) else {
+            return false;
+        };
+        match n.audience {
+            Audience::Requester => *u == n.requester,
+            Audience::Security => user.in_group(&self.config.security_group) && *u != n.requester,
+            Audience::Approvers => request
+                .filter(|r| r.id == n.request)
+                .and_then(|r| {
+                    let requester = self.user(&r.requester)?;
+                    Some(self.requirement_now(r).names_reviewer(requester, user))
+                })
+                .unwrap_or(false),
+        }
     }
 
     /// Whether `notices` reach someone: people named as recipients, or a sink's own addresses
@@ -214,7 +242,7 @@ mod tests {
             manager: None,
         };
         // carol was offboarded, dave removed from the directory: only bob is left.
-        let directory = Directory::new([user("bob"), user("carol")]).unwrap();
+        let directory = warden_domain::Directory::new([user("bob"), user("carol")]).unwrap();
         let reachable = directory.without([&"carol".parse().unwrap()]);
         let notice = |to: &[&str]| -> Notice {
             serde_json::from_value(serde_json::json!({
@@ -227,7 +255,7 @@ mod tests {
             .unwrap()
         };
         let told = |n: &Notice, sink: &NotifyConfig| {
-            readdressed(n, &reachable, sink).map(|n| {
+            readdressed(n, |u| reachable.get(u).is_some(), sink).map(|n| {
                 n.recipients
                     .iter()
                     .map(ToString::to_string)

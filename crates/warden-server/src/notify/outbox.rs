@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use warden_domain::audit::{Actor, Code, Event};
 use warden_domain::notice::Kind;
-use warden_domain::{Notice, State};
+use warden_domain::{Audience, Notice, State};
 use warden_store::{Delivery, Reached};
 
 use super::smtp::{SmtpSink, refusals};
@@ -268,12 +268,13 @@ async fn pass(
                 // A prompt retried after an outage that no longer holds (the request was
                 // decided, the grant ended) would send its reader after nothing: it is dropped.
                 Some(_) if stale(&app, &d).await => Ok(Sent::Skipped),
-                Some(sink) => match addressed_now(&app, &d, sink) {
-                    Some(notice) => sink
+                Some(sink) => match addressed_now(&app, &d, sink).await {
+                    Ok(Some(notice)) => sink
                         .deliver(&notice, &base, &mut reached)
                         .await
                         .map(Sent::Delivered),
-                    None => Ok(Sent::Skipped),
+                    Ok(None) => Ok(Sent::Skipped),
+                    Err(e) => Err(e),
                 },
                 None => Err(format!(
                     "notify sink {:?} is no longer configured; it stays queued until it is",
@@ -348,14 +349,35 @@ async fn stale(app: &Shared, d: &Delivery) -> bool {
     }
 }
 
-/// `d`'s notice as its `sink` is to be sent it now, told to no one offboarded or gone from the
-/// directory since it was queued ([`readdressed`]); `None` when no one it was for is left.
-fn addressed_now(app: &Shared, d: &Delivery, sink: &Sink) -> Option<Notice> {
-    let notice = readdressed(&d.notice, &app.reviewers(), &sink.config);
-    if notice.is_none() {
-        tracing::info!(sink = %d.sink, notice = %d.notice.id, "no one a notification was for may still be told; not sent");
+/// `d`'s notice as its `sink` is to be sent it now, told only to those it was for who may
+/// still be told of it ([`App::still_told`]: not offboarded or gone from the directory, and
+/// still a reviewer of the request as it stands, in the security group, or its requester);
+/// `None` when no one it was for is left. An error when the request a prompt is about cannot
+/// be read: the delivery is tried again later rather than sent to whoever it named.
+async fn addressed_now(app: &Shared, d: &Delivery, sink: &Sink) -> Result<Option<Notice>, String> {
+    let n = &d.notice;
+    let request = if n.audience == Audience::Approvers && !n.recipients.is_empty() {
+        app.store.request(n.request).await.map_err(|e| {
+            format!(
+                "cannot read request {} to check who may still be told of it: {e}",
+                n.request
+            )
+        })?
+    } else {
+        None
+    };
+    let notice = readdressed(n, |u| app.still_told(n, request.as_ref(), u), &sink.config);
+    match &notice {
+        None => {
+            tracing::info!(sink = %d.sink, notice = %n.id, "no one a notification was for may still be told; not sent");
+        }
+        Some(m) if m.recipients.len() < n.recipients.len() => {
+            let left_out = n.recipients.len() - m.recipients.len();
+            tracing::info!(sink = %d.sink, notice = %n.id, left_out, "a notification is not told to those it was for who may no longer be told");
+        }
+        Some(_) => {}
     }
-    notice
+    Ok(notice)
 }
 
 /// What became of a notice a sink was due to be sent.
