@@ -548,3 +548,170 @@ async fn a_revocation_does_not_wait_long_for_a_locked_table() {
     );
     assert!(!pg.account_exists(&g.account));
 }
+
+/// Whether `issued` was refused because the administrator may not grant the table `table`.
+fn refused_for(
+    issued: &Result<warden_issuers::IssueResponse, warden_issuers::Error>,
+    table: &str,
+) -> bool {
+    issued.as_ref().is_err_and(|e| {
+        e.to_string()
+            .contains(&format!("permission denied for table {table}"))
+    })
+}
+
+/// The grants' roles and keepers whose rights Warden's administrator has, as the server says.
+fn rights_of_grants(pg: &Pg) -> String {
+    pg.server.admin_query(&format!(
+        "SELECT count(*) FROM pg_roles WHERE (rolname LIKE 'w\\_%' OR rolname LIKE 'warden\\_owned\\_%') \
+         AND pg_has_role({}, oid, 'USAGE')",
+        literal(pg.server.admin_user())
+    ))
+}
+
+/// While a grant's revocation is failing (someone's long transaction holds a table the grant
+/// made), and after it, Warden's administrator is no member of the grant's role or keeper: a
+/// later grant's `GRANT SELECT ON ALL TABLES IN SCHEMA` of that schema is refused and is never
+/// handed the table. A membership a revocation cut short left behind (a crash) is given up by
+/// the next issue before its grant statements, and one that cannot be given up refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_revocation_lends_the_administrator_nothing() {
+    let pg = Pg::start();
+    let admin = pg.server.admin_user();
+    pg.server.admin_query(&format!(
+        "CREATE SCHEMA s2 AUTHORIZATION {admin}; CREATE ROLE lockholder LOGIN PASSWORD 'lock-pw'"
+    ));
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let creator = vec!["GRANT CREATE, USAGE ON SCHEMA s2 TO {{name}}".to_owned()];
+    let all = grants(&[
+        "GRANT USAGE ON SCHEMA s2 TO {{name}}".to_owned(),
+        "GRANT SELECT ON ALL TABLES IN SCHEMA s2 TO {{name}}".to_owned(),
+    ]);
+    let alice = Grant::new(&pg.issuer, "alice");
+    issue(&pg, &alice, &grants(&creator), end).await.unwrap();
+    let made = pg.run_sql(
+        &alice.account,
+        alice.password.expose(),
+        "CREATE TABLE s2.alice_private AS SELECT 'ALICE-PRIVATE-DATA'::text AS v",
+    );
+    assert!(made.status.success(), "{made:?}");
+    let bob = Grant::new(&pg.issuer, "bob");
+    let issued = issue(&pg, &bob, &all, end).await;
+    assert!(refused_for(&issued, "alice_private"), "{issued:?}");
+
+    // Someone's long transaction on the table makes the revocation fail.
+    pg.server.admin_query(
+        "GRANT USAGE ON SCHEMA s2 TO lockholder; GRANT SELECT ON s2.alice_private TO lockholder",
+    );
+    let holder = pg.server.hold_transaction(
+        "lockholder",
+        "lock-pw",
+        "SELECT count(*) FROM s2.alice_private",
+    );
+    let err = conformance::revoke(&pg, &alice).await.unwrap_err();
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    assert_eq!(rights_of_grants(&pg), "0");
+    let members = format!(
+        "SELECT count(*) FROM pg_auth_members WHERE member = {}::regrole",
+        literal(admin)
+    );
+    let before = pg.server.admin_query(&members);
+    let bob = Grant::new(&pg.issuer, "bob");
+    let issued = issue(&pg, &bob, &all, end).await;
+    assert!(refused_for(&issued, "alice_private"), "{issued:?}");
+    assert!(!pg.account_exists(&bob.account));
+
+    // Once the transaction is over, the role goes, and its table is still no one's to hand on.
+    drop(holder);
+    pg.server.admin_query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE usename = 'lockholder'",
+    );
+    assert_eq!(
+        conformance::revoke(&pg, &alice).await.unwrap(),
+        RevokeResponse::Revoked
+    );
+    assert_eq!(rights_of_grants(&pg), "0");
+    assert_eq!(pg.server.admin_query(&members), before);
+    let bob = Grant::new(&pg.issuer, "bob");
+    let issued = issue(&pg, &bob, &all, end).await;
+    assert!(refused_for(&issued, "alice_private"), "{issued:?}");
+    let acl = pg
+        .server
+        .admin_query("SELECT relacl::text FROM pg_class WHERE relname = 'alice_private'");
+    assert!(!acl.contains("w_bob"), "{acl}");
+
+    // A membership left committed (a revocation cut short by a crash) is given up by the next
+    // issue, before its grant statements, even though that issue is refused.
+    let keeper = format!("warden_owned_{}", &alice.account[2..]);
+    pg.server.admin_query(&format!("GRANT {keeper} TO {admin}"));
+    assert_eq!(rights_of_grants(&pg), "1");
+    let bob = Grant::new(&pg.issuer, "bob");
+    let issued = issue(&pg, &bob, &all, end).await;
+    assert!(refused_for(&issued, "alice_private"), "{issued:?}");
+    assert_eq!(rights_of_grants(&pg), "0");
+
+    // One Warden cannot give up (through another role) refuses every issue, saying how to fix it.
+    pg.server.admin_query(&format!(
+        "CREATE ROLE middle NOLOGIN; GRANT {keeper} TO middle; GRANT middle TO {admin}"
+    ));
+    let reads = grants(&["GRANT SELECT ON public.items TO {{name}}".to_owned()]);
+    let carl = Grant::new(&pg.issuer, "carl");
+    let err = issue(&pg, &carl, &reads, end).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("has the rights of role {keeper}"))
+            && err.to_string().contains("REVOKE"),
+        "{err}"
+    );
+    assert!(!pg.account_exists(&carl.account));
+    pg.server.admin_query("DROP ROLE middle");
+    issue(&pg, &carl, &reads, end).await.unwrap();
+    conformance::revoke(&pg, &carl).await.unwrap();
+}
+
+/// Warden itself, not only PostgreSQL's permission check, refuses an issue whose grant
+/// statements would give its role a table another grant made: here the maker lent it to the
+/// administrator with the grant option, and `GRANT ... ON ALL TABLES IN SCHEMA` would pass it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grant_is_given_a_table_another_grant_made() {
+    let pg = Pg::start();
+    let admin = pg.server.admin_user();
+    pg.server
+        .admin_query(&format!("CREATE SCHEMA s3 AUTHORIZATION {admin}"));
+    let end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let maker = Grant::new(&pg.issuer, "alice");
+    let creator = vec!["GRANT CREATE, USAGE ON SCHEMA s3 TO {{name}}".to_owned()];
+    issue(&pg, &maker, &grants(&creator), end).await.unwrap();
+    let made = pg.run_sql(
+        &maker.account,
+        maker.password.expose(),
+        &format!(
+            "CREATE TABLE s3.alice_shared AS SELECT 'ALICE-DATA'::text AS v; \
+             GRANT SELECT ON s3.alice_shared TO {admin} WITH GRANT OPTION"
+        ),
+    );
+    assert!(made.status.success(), "{made:?}");
+    let all = grants(&[
+        "GRANT USAGE ON SCHEMA s3 TO {{name}}".to_owned(),
+        "GRANT SELECT ON ALL TABLES IN SCHEMA s3 TO {{name}}".to_owned(),
+    ]);
+    let bob = Grant::new(&pg.issuer, "bob");
+    let err = issue(&pg, &bob, &all, end).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "privileges on s3.alice_shared, which role {} owns",
+            maker.account
+        )),
+        "{err}"
+    );
+    assert!(!pg.account_exists(&bob.account));
+    conformance::revoke(&pg, &maker).await.unwrap();
+    let bob = Grant::new(&pg.issuer, "bob");
+    let err = issue(&pg, &bob, &all, end).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("privileges on s3.alice_shared, which role warden_owned_"),
+        "{err}"
+    );
+}

@@ -18,10 +18,8 @@
 //! has 16 rounds, not 4096: the password is random, and the rounds would cost every issue and
 //! every login (see `scram.rs`).
 //!
-//! Revoking, in order: make the administrator a member of the role (PostgreSQL 15 and older
-//! demand it of a `CREATEROLE` administrator for what follows; 16 made the creator one
-//! already), roll back the role's prepared transactions (acting as the role: they outlive every
-//! session and keep their locks), end its sessions and `ALTER ROLE ... NOLOGIN` (ending them
+//! Revoking, in order: roll back the role's prepared transactions (acting as the role: they
+//! outlive every session and keep their locks), end its sessions and `ALTER ROLE ... NOLOGIN` (ending them
 //! again should one hold the lock on the role's row, as a session that changed its own
 //! password and keeps its transaction open does), end whatever connected meanwhile and wait
 //! until no session is left, then in one transaction turn the role's `SECURITY DEFINER`
@@ -37,6 +35,19 @@
 //! every other database of the cluster where the role made or was granted something (any role
 //! may connect to most of them and create a large object there); only databases that refuse
 //! connections are left, and then `DROP ROLE` fails saying where, the role unable to log in.
+//! The administrator acts as the role and as its keeper as their member (PostgreSQL 15 and
+//! older demand it of a `CREATEROLE` administrator; as a member it also inherits their rights)
+//! only within the transactions that need it: it grants itself the membership at their start
+//! and gives it up (or drops the role) before they commit, so no other session ever sees it,
+//! and a failing revocation leaves none behind. The one exception, rolling back a prepared
+//! transaction (only outside a transaction, as the role), commits the membership, gives it up
+//! whatever happens, and holds the server's issues off meanwhile. Issuing, as the crash-proof
+//! guarantee, first gives up (committed on its own) any membership the administrator has in a
+//! grant's role or keeper (`w_...`, `warden_owned_...`), then in its transaction fails if it
+//! still has the rights of one (through another role, say) before any grant statement runs; and
+//! after them it fails if they gave the new role a privilege on a table, view or sequence that
+//! another grant's role or keeper owns (the administrator may hold one with the grant option
+//! only if that grant lent it).
 //! Each of those transactions runs in its database's turn, which issues there take too (their
 //! changes to the same privilege rows would collide), and waits there at most 0.5 s for a lock:
 //! the tables the role owns, which `REASSIGN` locks exclusively, are waited for before the turn
@@ -121,9 +132,10 @@ const CATALOG_RETRIES: u64 = 5;
 /// One statement of a role's transaction: what it does, said when it fails, and its SQL.
 type Step = (String, String);
 
-/// A role's transaction: Warden's statements before the role's grant statements, those, and
-/// Warden's after them.
+/// A role's transaction: Warden's statements before it (each its own transaction), those in
+/// it before the role's grant statements, those, and Warden's after them.
 struct Plan {
+    prelude: Vec<Step>,
     before: Vec<Step>,
     grants: Vec<Step>,
     after: Vec<Step>,
@@ -139,9 +151,14 @@ struct Plan {
 async fn create_role(admin: &Admin, plan: &Plan) -> Result<(), Failure> {
     let client = &admin.client;
     let begin = ("starting a transaction".to_owned(), "BEGIN".to_owned());
-    let opening: Vec<&Step> = std::iter::once(&begin).chain(&plan.before).collect();
+    let opening: Vec<&Step> = plan
+        .prelude
+        .iter()
+        .chain(std::iter::once(&begin))
+        .chain(&plan.before)
+        .collect();
     let answers = pipeline(client, &opening).await;
-    let begun = answers.first().is_some_and(Result::is_ok);
+    let begun = answers.get(plan.prelude.len()).is_some_and(Result::is_ok);
     let mut ran = first_refusal(&opening, answers);
     if ran.is_ok() {
         ran = run_grants(admin, &plan.grants).await;
@@ -343,6 +360,14 @@ pub struct PostgresIssuer {
     /// tables anyway, and queueing them here avoids the conflicts concurrent ones run into.
     catalogs:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per server (cluster): roles and their memberships are the whole cluster's.
+    /// An issue holds it shared while its transaction runs; a revocation holds it exclusively
+    /// while the administrator is, for a moment and committed, a member of a grant's role (to
+    /// roll back the role's prepared transactions, which only the role may), so that no
+    /// issue's grant statements ever run with that role's rights.
+    memberships: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::RwLock<()>>>,
+    >,
     /// Administrator connections between calls.
     pool: Pool<Admin>,
 }
@@ -406,6 +431,17 @@ impl PostgresIssuer {
         map.entry(key).or_default().clone()
     }
 
+    /// The lock of the server `conn` names that keeps issues from running while the
+    /// administrator holds a committed membership in a grant's role ([`PostgresIssuer`]).
+    fn membership_lock(&self, conn: &Connection) -> std::sync::Arc<tokio::sync::RwLock<()>> {
+        let key = format!("{}:{}", conn.host, conn.port);
+        let mut map = self
+            .memberships
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(key).or_default().clone()
+    }
+
     /// Runs `statements`, which hand over or drop what role `oid` owns and was granted, in one
     /// transaction on `client`, connected to the database `at` names, in that database's turn
     /// ([`PostgresIssuer::catalog_lock`]). `REASSIGN OWNED` locks the role's tables
@@ -414,14 +450,20 @@ impl PostgresIssuer {
     /// let go at once), and in its turn the transaction waits at most [`TURN_LOCK_TIMEOUT`]
     /// for any lock. A drop held up by a table gives up without having kept the database's
     /// issues and other drops waiting, and is retried with backoff.
+    ///
+    /// The administrator becomes a member of the role (`role`, quoted) only within each of
+    /// these transactions, which `statements` must end by giving the membership up (or
+    /// dropping the role): it is never committed, so no other session, an issue's above all,
+    /// ever runs with the role's rights, and a failure anywhere leaves none behind.
     async fn in_turn(
         &self,
         client: &Client,
         at: &Connection,
         oid: u32,
+        role: &str,
         statements: &str,
     ) -> Result<(), TurnFailure> {
-        wait_for_tables(client, oid)
+        wait_for_tables(client, oid, role)
             .await
             .map_err(TurnFailure::Waiting)?;
         let lock = self.catalog_lock(at);
@@ -476,30 +518,32 @@ impl PostgresIssuer {
         }
 
         let role = ident(account);
-        // A member of the role may act as it: roll back its prepared transactions, hand over
-        // what it made.
-        client
-            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
-            .await
-            .map_err(|e| failed("taking over", e))?;
         // A prepared transaction outlives every session, and one that changed the role's own
         // password holds the lock `NOLOGIN` needs.
-        for (gid, database) in prepared_transactions(client, account)
+        let prepared = prepared_transactions(client, account)
             .await
-            .map_err(|e| failed("finding the prepared transactions of", e))?
-        {
-            let there = Connection {
-                database: Some(database.clone()),
-                ..conn.clone()
-            };
-            let other = connect(&there, &admin.username, admin.password.expose()).await?;
-            roll_back_prepared(&other.client, &role, &gid)
-                .await
-                .map_err(|e| {
-                    let what =
-                        format!("in database {database}, rolling back a prepared transaction of");
-                    with_warnings(failed(&what, e), other.heard.take())
-                })?;
+            .map_err(|e| failed("finding the prepared transactions of", e))?;
+        if !prepared.is_empty() {
+            // Only the role may roll them back, and `ROLLBACK PREPARED` runs outside any
+            // transaction: the administrator's membership is committed for that long, while
+            // no issue at the server runs, and given up whatever happens.
+            let lock = self.membership_lock(conn);
+            let _alone = lock.write().await;
+            for (gid, database) in prepared {
+                let there = Connection {
+                    database: Some(database.clone()),
+                    ..conn.clone()
+                };
+                let other = connect(&there, &admin.username, admin.password.expose()).await?;
+                roll_back_prepared(&other.client, &role, &gid)
+                    .await
+                    .map_err(|e| {
+                        let what = format!(
+                            "in database {database}, rolling back a prepared transaction of"
+                        );
+                        with_warnings(failed(&what, e), other.heard.take())
+                    })?;
+            }
         }
         disable_login(client, account, &role, oid).await?;
         end_sessions(client, account, oid).await?;
@@ -537,24 +581,49 @@ impl PostgresIssuer {
                 .map_err(|e| failed("preparing the owner of what was made by", e))?;
         }
         let hand_over = hand_over(&role, oid, keeper_role.as_deref());
+        // A member of the role and of its keeper may act as both: hand over what the role
+        // made. Taken and given up within each transaction (the role's membership by dropping
+        // it, in the last), so never held once a transaction ends, however it ends.
+        let (take_over, give_up) = match &keeper_role {
+            Some(owner) => (
+                format!(
+                    "GRANT {role} TO CURRENT_USER; GRANT {} TO CURRENT_USER",
+                    ident(owner)
+                ),
+                format!("{}; REVOKE {role} FROM CURRENT_USER", let_go(owner)),
+            ),
+            None => (
+                format!("GRANT {role} TO CURRENT_USER"),
+                format!("REVOKE {role} FROM CURRENT_USER"),
+            ),
+        };
         for database in &elsewhere {
             let there = Connection {
                 database: Some(database.clone()),
                 ..conn.clone()
             };
             let other = connect(&there, &admin.username, admin.password.expose()).await?;
-            self.in_turn(&other.client, &there, oid, &hand_over)
+            let clear = format!("{take_over}; {hand_over}; {give_up}");
+            self.in_turn(&other.client, &there, oid, &role, &clear)
                 .await
                 .map_err(|f| {
                     let what = format!("in database {database}, {}", f.what("clearing"));
                     with_warnings(failed(&what, f.cause()), other.heard.take())
                 })?;
         }
-        // The administrator lets go of the keeper it was made a member of for the hand-over:
-        // a member inherits its owner's rights, and a later `GRANT ... ON ALL TABLES IN SCHEMA`
-        // of the administrator's would hand one grant's leftovers to another grant.
-        let drop = format!("{hand_over}; DROP ROLE {role}; {}", let_go(&owner(account)));
-        self.in_turn(client, conn, oid, &drop)
+        // The administrator lets go of the keeper it was made a member of for the hand-over
+        // (an earlier attempt's too, should one have been committed): a member inherits its
+        // owner's rights, and a later `GRANT ... ON ALL TABLES IN SCHEMA` of the
+        // administrator's would hand one grant's leftovers to another grant.
+        let keep = keeper_role
+            .as_deref()
+            .map(|owner| format!("GRANT {} TO CURRENT_USER; ", ident(owner)))
+            .unwrap_or_default();
+        let drop = format!(
+            "GRANT {role} TO CURRENT_USER; {keep}{hand_over}; DROP ROLE {role}; {}",
+            let_go(&owner(account))
+        );
+        self.in_turn(client, conn, oid, &role, &drop)
             .await
             .map_err(|f| failed(&f.what("dropping"), f.cause()))?;
         Ok(RevokeResponse::Revoked)
@@ -641,7 +710,8 @@ fn owner(account: &str) -> String {
     )
 }
 
-/// Makes `owner`, marked as `grant`'s, and lets the administrator hand things to it. One of
+/// Makes `owner`, marked as `grant`'s (the administrator becomes a member only within the
+/// transactions that hand things to it, [`PostgresIssuer::in_turn`]). One of
 /// that name already there is used only if it bears the mark (an earlier attempt at the same
 /// revocation made it): a role someone else made may have rights, and is refused.
 fn keeper(owner: &str, grant: RequestId) -> String {
@@ -656,8 +726,71 @@ fn keeper(owner: &str, grant: RequestId) -> String {
              IS DISTINCT FROM {mark} THEN \
              RAISE EXCEPTION 'role % exists but was not made by Warden for this grant: rename it', {name}; \
            END IF; \
-         END$$; \
-         GRANT {owner} TO CURRENT_USER"
+         END$$"
+    )
+}
+
+/// Whether the role named by the `rolname` column in scope is a grant's account or the keeper
+/// of what one left: the names Warden gives them, which README asks to keep for Warden alone.
+const GRANTS_ROLE: &str = "(left(rolname, 2) = 'w_' OR left(rolname, 13) = 'warden_owned_')";
+
+/// Gives up every membership of the administrator's own in a grant's role or keeper through
+/// which it has that role's rights (as a revocation cut short may have left one), then fails
+/// as [`no_grants_rights`] does if it still has some.
+fn sweep_memberships() -> String {
+    format!(
+        "DO $$DECLARE r text; BEGIN \
+         FOR r IN SELECT rolname FROM pg_roles WHERE {GRANTS_ROLE} \
+           AND oid IN (SELECT roleid FROM pg_auth_members WHERE member = \
+             (SELECT oid FROM pg_roles WHERE rolname = CURRENT_USER)) \
+           AND pg_has_role(CURRENT_USER, oid, 'USAGE') LOOP \
+           EXECUTE format('REVOKE %I FROM CURRENT_USER', r); \
+         END LOOP; END$$; {}",
+        no_grants_rights()
+    )
+}
+
+/// Fails if the administrator has the rights of a grant's role or keeper (by a membership
+/// of its own or of a role it is a member of): its grant statements would hand on what that
+/// grant made. A superuser has every role's rights and is not held to this (nothing keeps
+/// its grant statements from granting anything); [`nothing_of_other_grants`] still is.
+fn no_grants_rights() -> String {
+    format!(
+        "DO $$DECLARE r text; BEGIN \
+         IF (SELECT rolsuper FROM pg_roles WHERE rolname = CURRENT_USER) THEN RETURN; END IF; \
+         SELECT rolname INTO r FROM pg_roles WHERE {GRANTS_ROLE} \
+           AND pg_has_role(CURRENT_USER, oid, 'USAGE') ORDER BY rolname LIMIT 1; \
+         IF r IS NOT NULL THEN \
+           RAISE EXCEPTION 'Warden''s administrator % has the rights of role %, a grant''s \
+account or what one left behind, so its grant statements could hand on what that grant made', \
+             CURRENT_USER, r \
+             USING HINT = format('find the membership that gives them (SELECT roleid::regrole, \
+member::regrole FROM pg_auth_members) and revoke it, e.g. REVOKE %I FROM %I; on PostgreSQL 16 \
+and later keep inherit out of createrole_self_grant', r, CURRENT_USER); \
+         END IF; END$$"
+    )
+}
+
+/// Fails if the grant statements just run gave role `account` a privilege on a table, view
+/// or sequence that another grant's role made, or that one left behind: a
+/// `GRANT ... ON ALL TABLES IN SCHEMA` is refused while such a table is in that schema, even
+/// where the administrator was itself granted it with the grant option.
+fn nothing_of_other_grants(account: &str) -> String {
+    let name = literal(account);
+    format!(
+        "DO $$DECLARE t text; o text; BEGIN \
+         SELECT c.oid::regclass::text, w.rolname INTO t, o FROM pg_class c \
+           JOIN (SELECT oid, rolname FROM pg_roles WHERE {GRANTS_ROLE} AND rolname <> {name}) w \
+             ON w.oid = c.relowner \
+           WHERE EXISTS (SELECT FROM aclexplode(c.relacl) a \
+             WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = {name})) \
+           ORDER BY 1 LIMIT 1; \
+         IF t IS NOT NULL THEN \
+           RAISE EXCEPTION 'the grant statements gave role % privileges on %, which role % \
+owns: another grant made it, and what one grant makes is not handed to another', {name}, t, o \
+             USING HINT = 'name the tables in the statements instead of granting ON ALL \
+TABLES IN SCHEMA, or keep the schemas grants create in apart from the ones granted whole'; \
+         END IF; END$$"
     )
 }
 
@@ -896,18 +1029,31 @@ async fn prepared_transactions(
 }
 
 /// Rolls back prepared transaction `gid` of `role` (a quoted identifier), acting as the role,
-/// as only its owner may; `client` is connected to the transaction's database.
+/// as only its owner may; `client` is connected to the transaction's database. The
+/// administrator is made a member of the role for this and gives the membership up again,
+/// whether the rollback worked or not (should that fail too, the next issue at the server
+/// gives it up before its grant statements: [`sweep_memberships`]).
 async fn roll_back_prepared(
     client: &Client,
     role: &str,
     gid: &str,
 ) -> Result<(), tokio_postgres::Error> {
     // One statement each: ROLLBACK PREPARED runs outside any transaction block.
-    client.batch_execute(&format!("SET ROLE {role}")).await?;
-    client
-        .batch_execute(&format!("ROLLBACK PREPARED {}", literal(gid)))
-        .await?;
-    client.batch_execute("RESET ROLE").await
+    let acted = async {
+        client
+            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
+            .await?;
+        client.batch_execute(&format!("SET ROLE {role}")).await?;
+        client
+            .batch_execute(&format!("ROLLBACK PREPARED {}", literal(gid)))
+            .await
+    }
+    .await;
+    let reset = client.batch_execute("RESET ROLE").await;
+    let given_up = client
+        .batch_execute(&format!("REVOKE {role} FROM CURRENT_USER"))
+        .await;
+    acted.and(reset).and(given_up)
 }
 
 /// Attempts at `NOLOGIN` while the role's sessions hold the lock on its row.
@@ -943,12 +1089,18 @@ async fn disable_login(client: &Client, account: &str, role: &str, oid: u32) -> 
 }
 
 /// Waits, as long as [`LOCK_TIMEOUT`] for each, until no one else holds a table that role
-/// `oid` owns in the database `client` is connected to, taking each as `REASSIGN OWNED` would
-/// (`ACCESS EXCLUSIVE`), then lets them go: it changes nothing. Views, materialized views and
+/// `oid` (`role`, quoted) owns in the database `client` is connected to, taking each as
+/// `REASSIGN OWNED` would (`ACCESS EXCLUSIVE`), then lets them go: it changes nothing. The
+/// administrator may lock them as a member of the role, which it is within that transaction
+/// alone. Views, materialized views and
 /// sequences cannot be locked on their own (a view's lock would take the tables it reads too);
 /// one of those held by someone is met in the turn, and waited for only as long as
 /// [`TURN_LOCK_TIMEOUT`].
-async fn wait_for_tables(client: &Client, oid: u32) -> Result<(), tokio_postgres::Error> {
+async fn wait_for_tables(
+    client: &Client,
+    oid: u32,
+    role: &str,
+) -> Result<(), tokio_postgres::Error> {
     let tables: Vec<String> = client
         .query(
             "SELECT c.oid::regclass::text FROM pg_class c \
@@ -965,7 +1117,7 @@ async fn wait_for_tables(client: &Client, oid: u32) -> Result<(), tokio_postgres
     // Each name is `regclass`'s output: quoted where it must be, and schema-qualified.
     let locked = client
         .batch_execute(&format!(
-            "BEGIN; LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE",
+            "BEGIN; GRANT {role} TO CURRENT_USER; LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE",
             tables.join(", ")
         ))
         .await;
@@ -1105,8 +1257,28 @@ impl Issuer for PostgresIssuer {
             format!("setting the search_path back after the grant statements of role {account}"),
             format!("SET search_path = {SAFE_SEARCH_PATH}"),
         );
+        // The administrator gives up any membership in a grant's role or keeper that a
+        // revocation cut short left committed (committed on its own, so it is given up even
+        // if this issue fails), and the transaction makes sure it holds none of their rights
+        // before the grant statements: as a member, its `GRANT ... ON ALL TABLES IN SCHEMA`
+        // would hand on the tables another grant made.
         let plan = Plan {
-            before: vec![(format!("creating role {account}"), create), usual_path],
+            prelude: vec![(
+                format!(
+                    "giving up the administrator's memberships in grants' roles before creating                      role {account}; nothing was created"
+                ),
+                sweep_memberships(),
+            )],
+            before: vec![
+                (
+                    format!(
+                        "checking that the administrator holds no grant's rights before creating                          role {account}; nothing was created"
+                    ),
+                    no_grants_rights(),
+                ),
+                (format!("creating role {account}"), create),
+                usual_path,
+            ],
             grants: grants
                 .iter()
                 .enumerate()
@@ -1123,6 +1295,13 @@ impl Issuer for PostgresIssuer {
                 .collect(),
             after: vec![
                 safe_path,
+                (
+                    format!(
+                        "checking what the grant statements gave role {account}; nothing was \
+                         created"
+                    ),
+                    nothing_of_other_grants(account),
+                ),
                 (format!("marking role {account} as Warden's"), comment),
             ],
         };
@@ -1130,6 +1309,9 @@ impl Issuer for PostgresIssuer {
         // concurrently updated"); the whole transaction rolled back, so it is simply retried.
         let lock = self.catalog_lock(&conn);
         let _queued = lock.lock().await;
+        // No revocation holds a committed membership in a grant's role meanwhile.
+        let members = self.membership_lock(&conn);
+        let _no_member = members.read().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
