@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::names::{RoleName, TargetName, UserName};
-use crate::request::{Request, RequestId};
+use crate::request::{Request, RequestId, Verdict};
 use crate::text::{Reason, Ticket};
 use crate::ttl::Ttl;
 
@@ -36,6 +36,9 @@ pub enum Kind {
     RevokeFailed,
     /// An approved or break-glass request ended without its credential: the issuer failed.
     IssueFailed,
+    /// Someone else ended the request: withdrew it before it was granted, or revoked the
+    /// grant.
+    Revoked,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::BreakGlass => "breakglass",
             Kind::RevokeFailed => "revoke_failed",
             Kind::IssueFailed => "issue_failed",
+            Kind::Revoked => "revoked",
         }
     }
 }
@@ -111,6 +115,10 @@ pub struct Notice {
     pub expires_at: Option<OffsetDateTime>,
     /// A reviewer's comment or a failure's reason, when there is one.
     pub detail: Option<String>,
+    /// Who decided or ended it, when people did: the approvers whose approval counted toward
+    /// an approved request, whoever withdrew or revoked a revoked one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by: Vec<UserName>,
 }
 
 impl Notice {
@@ -140,6 +148,72 @@ impl Notice {
             drill: r.breakglass.is_some_and(|b| b.drill),
             expires_at: r.expires_at,
             detail: None,
+            by: Self::deciders(r, kind),
+        }
+    }
+
+    /// Who made `r` what a notice of `kind` tells: for an approval, the approvers whose
+    /// approval counted (those that stand, where it records none); for a revocation, whoever
+    /// ended it. No one for other kinds.
+    fn deciders(r: &Request, kind: Kind) -> Vec<UserName> {
+        match kind {
+            Kind::Approved => r.counted.clone().unwrap_or_else(|| {
+                r.reviews
+                    .iter()
+                    .filter(|v| v.verdict == Verdict::Approve && v.withdrawn.is_none())
+                    .map(|v| v.reviewer.name.clone())
+                    .collect()
+            }),
+            Kind::Revoked => r.ended_by.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What those who decided `r` said, for a notice of `kind` that has no detail of its own:
+    /// each approver's comment (`bob: looks right; sam: ok`), or the comment of whoever
+    /// withdrew or revoked it; `None` when they said nothing.
+    pub fn said(r: &Request, kind: Kind) -> Option<String> {
+        let said = match kind {
+            Kind::Approved => {
+                let by = Self::deciders(r, kind);
+                r.reviews
+                    .iter()
+                    .filter(|v| {
+                        v.verdict == Verdict::Approve
+                            && v.withdrawn.is_none()
+                            && by.contains(&v.reviewer.name)
+                            && !v.comment.as_str().is_empty()
+                    })
+                    .map(|v| format!("{}: {}", v.reviewer.name, v.comment.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+            Kind::Revoked => r
+                .end_comment
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        (!said.is_empty()).then_some(said)
+    }
+
+    /// Those of [`Notice::by`], for a sentence: `bob`, `bob and sam`, `bob, carol and sam`.
+    fn by_names(&self) -> String {
+        let names: Vec<&str> = self.by.iter().map(UserName::as_str).collect();
+        match names.split_last() {
+            None => String::new(),
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        }
+    }
+
+    /// ` by NAMES`, or nothing when no one is named.
+    fn by_whom(&self) -> String {
+        if self.by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", self.by_names())
         }
     }
 
@@ -154,7 +228,10 @@ impl Notice {
                     self.requester
                 )
             }
-            Kind::Approved => format!("[Warden] your request for {what} was approved"),
+            Kind::Approved => format!(
+                "[Warden] your request for {what} was approved{}",
+                self.by_whom()
+            ),
             Kind::Denied => format!("[Warden] your request for {what} was denied"),
             Kind::TimedOut => {
                 format!("[Warden] your request for {what} timed out waiting for approval")
@@ -172,6 +249,17 @@ impl Notice {
                 self.requester
             ),
             Kind::IssueFailed => format!("[Warden] the credential for {what} could not be issued"),
+            // A grant has its end once it was active: before, nothing was granted yet.
+            Kind::Revoked if self.expires_at.is_some() => {
+                format!(
+                    "[Warden] your access to {what} was revoked{}",
+                    self.by_whom()
+                )
+            }
+            Kind::Revoked => format!(
+                "[Warden] your request for {what} was withdrawn{}",
+                self.by_whom()
+            ),
         }
     }
 
@@ -196,6 +284,9 @@ impl Notice {
                 "break-glass",
                 if self.drill { "drill" } else { "yes" }.into(),
             ));
+        }
+        if !self.by.is_empty() {
+            out.push(("by", self.by_names()));
         }
         if let Some(d) = &self.detail {
             out.push(("detail", d.clone()));

@@ -571,6 +571,100 @@ fn a_prompt_held_back_is_not_told_to_reviewers_a_reload_took_out_of_its_tier() {
     );
 }
 
+/// The requester hears who approved their request and what they said; that a reviewer
+/// withdrew it while it waited, or an administrator revoked the grant, by whom and why; and
+/// nothing of a request they withdrew themselves.
+#[test]
+fn a_requester_hears_who_approved_withdrew_or_revoked_their_request() {
+    let hook = WebhookReceiver::start();
+    let smtp = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+             [[notify]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             from = \"warden@example.com\"\nuser_domain = \"example.com\"\n",
+            hook.url(),
+            smtp.port()
+        ),
+    );
+    let (alice, bob, admin) = (
+        login(&server, "alice"),
+        login(&server, "bob"),
+        login(&server, "admin"),
+    );
+
+    // A reviewer withdraws a pending request.
+    let pending = id(&common::create(&alice, "web", "deploy", &[]));
+    ok(
+        &bob,
+        &[
+            "request",
+            "revoke",
+            &pending,
+            "--comment",
+            "not during the freeze",
+        ],
+    );
+    wait_for("the withdrawal's notice", || {
+        !notices(&hook, "revoked", &pending).is_empty()
+    });
+    let n = &notices(&hook, "revoked", &pending)[0];
+    assert_eq!(n["audience"], "requester", "{n}");
+    assert_eq!(n["recipients"], serde_json::json!(["alice"]), "{n}");
+    assert_eq!(n["by"], serde_json::json!(["bob"]), "{n}");
+    assert_eq!(n["detail"], "not during the freeze", "{n}");
+    assert_eq!(
+        n["subject"], "[Warden] your request for web/deploy was withdrawn by bob",
+        "{n}"
+    );
+    let m = mail(&smtp, "your request for web/deploy was withdrawn by bob");
+    assert_eq!(header(&m, "To"), "alice@example.com");
+    assert!(m.contains("not during the freeze"), "{m}");
+
+    // Approved: the notice names the approver and their comment.
+    let granted = id(&common::create(&alice, "web", "deploy", &[]));
+    ok(
+        &bob,
+        &["request", "approve", &granted, "--comment", "ship it"],
+    );
+    wait_for("the approval's notice", || {
+        !notices(&hook, "approved", &granted).is_empty()
+    });
+    let n = &notices(&hook, "approved", &granted)[0];
+    assert_eq!(n["by"], serde_json::json!(["bob"]), "{n}");
+    assert_eq!(n["detail"], "bob: ship it", "{n}");
+    mail(&smtp, "your request for web/deploy was approved by bob");
+
+    // An administrator revokes the active grant.
+    ok(
+        &admin,
+        &["request", "revoke", &granted, "--comment", "incident over"],
+    );
+    wait_for("the revocation's notice", || {
+        !notices(&hook, "revoked", &granted).is_empty()
+    });
+    let n = &notices(&hook, "revoked", &granted)[0];
+    assert_eq!(n["by"], serde_json::json!(["admin"]), "{n}");
+    assert_eq!(n["detail"], "incident over", "{n}");
+    let m = mail(&smtp, "your access to web/deploy was revoked by admin");
+    assert_eq!(header(&m, "To"), "alice@example.com");
+    assert!(m.contains("incident over"), "{m}");
+
+    // Her own withdrawal is news to no one.
+    let own = id(&common::create(&alice, "web", "deploy", &[]));
+    ok(
+        &alice,
+        &["request", "revoke", &own, "--comment", "not needed"],
+    );
+    wait_for("the prompt of her last request", || {
+        !notices(&hook, "approval_needed", &own).is_empty()
+    });
+    thread::sleep(Duration::from_millis(500));
+    assert!(notices(&hook, "revoked", &own).is_empty());
+}
+
 /// A webhook taking security's notices reaches no one when the security group holds no one
 /// but whoever broke the glass: the CLI says so, and so does the record.
 #[test]

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use warden_domain::audit::{Actor, Code, Event};
+use warden_domain::notice::Kind;
 use warden_domain::request::Verdict;
-use warden_domain::{Comment, Request, RequestId, State, UserName};
+use warden_domain::{Audience, Comment, Request, RequestId, State, UserName};
 use warden_store::{Change, Reset};
 
 use super::{CONFLICT_RETRIES, Caller, Error};
@@ -123,14 +124,24 @@ impl App {
                 ));
                 return Err(self.refused(refusal, e).await);
             }
-            let change = match self
+            let mut change = match self
                 .end_grant(&mut r, Some((caller.actor(), comment.clone())), now)
                 .await
             {
                 Ok(change) => change,
                 Err(e) => return Err(self.refused(refusal, e).await),
             };
+            // Its requester hears that someone else withdrew the request or revoked the grant,
+            // by whom and why, queued with the revocation; not of one they ended themselves,
+            // nor of a grant whose time ran out first (recorded expired).
+            if r.state == State::Revoked && caller.user.name != r.requester {
+                change.notices = self.notices(&r, Kind::Revoked, Audience::Requester, None);
+            }
+            let told = !change.notices.is_empty();
             if self.store_revoked(&mut r, change).await? {
+                if told {
+                    self.outbox.notify_one();
+                }
                 // A grant whose time ran out first was recorded expired, not revoked: its
                 // extensions carry on the access it would have had.
                 if r.state == State::Revoked {

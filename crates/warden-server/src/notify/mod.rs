@@ -187,7 +187,9 @@ impl App {
         detail: Option<String>,
     ) -> Vec<Outgoing> {
         let mut notice = Notice::about(Uuid::now_v7(), r, kind, audience, recipients, now());
-        notice.detail = detail;
+        // What the deciders said, where the change has no detail of its own: an approver's
+        // comment, or why someone else withdrew or revoked it.
+        notice.detail = detail.or_else(|| Notice::said(r, kind));
         self.config
             .notify
             .iter()

@@ -148,6 +148,7 @@ impl WebhookSink {
                     "expires_at": n.expires_at.map(rfc3339),
                 },
                 "detail": n.detail,
+                "by": n.by,
                 "links": { "request": links.request, "commands": links.commands },
             }),
             Format::Slack => {
