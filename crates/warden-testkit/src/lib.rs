@@ -49,7 +49,9 @@ pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 pub use server::Server;
 pub use smtp::{SmtpSink, SmtpTls};
-pub use sshd::{Sshd, ensure_local_user, ssh_base_args, ssh_keypair, ssh_login, ssh_run};
+pub use sshd::{
+    Sshd, ensure_local_user, ssh_base_args, ssh_keypair, ssh_login, ssh_person_args, ssh_run,
+};
 pub use stall::StallingRelay;
 pub use tls::{TestCa, TlsFront};
 pub use tmux::Tmux;

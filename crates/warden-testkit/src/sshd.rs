@@ -337,6 +337,19 @@ pub fn ssh_base_args(port: u16, key_path: &Path) -> Vec<String> {
     .collect()
 }
 
+/// [`ssh_base_args`] as a person runs ssh, not a script: no batch mode and the client's
+/// default log level, which show what the server says at sign-in.
+pub fn ssh_person_args(port: u16, key_path: &Path) -> Vec<String> {
+    ssh_base_args(port, key_path)
+        .into_iter()
+        .map(|a| match a.as_str() {
+            "BatchMode=yes" => "BatchMode=no".to_owned(),
+            "LogLevel=ERROR" => "LogLevel=INFO".to_owned(),
+            _ => a,
+        })
+        .collect()
+}
+
 /// Runs `ssh -p port LOGIN@127.0.0.1 command` with the private key at `key_path`, bounded
 /// to 30 s (exit status 124 then).
 pub fn ssh_run(port: u16, login: &str, key_path: &Path, command: &str) -> Output {

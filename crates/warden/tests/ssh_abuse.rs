@@ -18,7 +18,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use warden_testkit::{Cli, Sshd, ensure_local_user, http_get, ssh_base_args, ssh_keypair};
+use warden_testkit::{
+    Cli, Sshd, ensure_local_user, http_get, ssh_base_args, ssh_keypair, ssh_person_args,
+};
 
 /// As many connections as one user may hold signed in (`Limits::default`).
 const PER_USER: usize = 64;
@@ -100,13 +102,11 @@ impl Setup {
         limit_secs: u32,
     ) -> Command {
         // The first value ssh reads for an option is the one it keeps.
-        let args = ssh_base_args(self.port, key)
-            .into_iter()
-            .map(|a| match a.as_str() {
-                "BatchMode=yes" if person => "BatchMode=no".to_owned(),
-                "LogLevel=ERROR" if person => "LogLevel=INFO".to_owned(),
-                _ => a,
-            });
+        let args = if person {
+            ssh_person_args(self.port, key)
+        } else {
+            ssh_base_args(self.port, key)
+        };
         let mut ssh = Command::new("timeout");
         ssh.args(["-s", "KILL", &limit_secs.to_string(), "ssh"])
             .args(args)

@@ -12,7 +12,7 @@ use std::process::Output;
 
 use common::*;
 use serde_json::Value;
-use warden_testkit::{Cli, Sshd, ensure_local_user, ssh_base_args, ssh_keypair};
+use warden_testkit::{Cli, Sshd, ensure_local_user, ssh_keypair, ssh_person_args};
 
 /// A second Unix account at the target, beside [`LOCAL_USER`].
 const OTHER_USER: &str = "warden-it2";
@@ -113,13 +113,7 @@ impl Setup {
         let key = grant.map_or(self.key.clone(), |g| {
             PathBuf::from(g["private_key_file"].as_str().unwrap())
         });
-        let args = ssh_base_args(self.port, &key)
-            .into_iter()
-            .map(|a| match a.as_str() {
-                "BatchMode=yes" => "BatchMode=no".to_owned(),
-                "LogLevel=ERROR" => "LogLevel=INFO".to_owned(),
-                _ => a,
-            });
+        let args = ssh_person_args(self.port, &key);
         let mut ssh = std::process::Command::new("timeout");
         ssh.args(["30", "ssh"]).args(args);
         if let Some(g) = grant {

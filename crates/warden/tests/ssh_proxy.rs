@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use warden_testkit::{Cli, Sshd, Tmux, ensure_local_user, ssh_base_args, ssh_keypair, ssh_run};
+use warden_testkit::{
+    Cli, Sshd, Tmux, ensure_local_user, ssh_base_args, ssh_keypair, ssh_person_args, ssh_run,
+};
 
 /// A Warden server whose `web` target is a private sshd, and alice with a registered key.
 struct Setup {
@@ -328,13 +330,7 @@ fn ssh_with_certificate(port: u16, grant: &Value, login: &str, command: &str) ->
 /// [`ssh_with_certificate`] as a person runs ssh, not a script: with the client's default log
 /// level and no batch mode, which show what the server says at sign-in.
 fn ssh_as_a_person(port: u16, key: &Path, certificate: Option<&str>, login: &str) -> Output {
-    let args = ssh_base_args(port, key)
-        .into_iter()
-        .map(|a| match a.as_str() {
-            "BatchMode=yes" => "BatchMode=no".to_owned(),
-            "LogLevel=ERROR" => "LogLevel=INFO".to_owned(),
-            _ => a,
-        });
+    let args = ssh_person_args(port, key);
     let mut ssh = std::process::Command::new("timeout");
     ssh.args(["30", "ssh"]).args(args);
     if let Some(certificate) = certificate {
