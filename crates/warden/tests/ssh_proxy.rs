@@ -2513,6 +2513,53 @@ fn a_running_session_without_its_file_is_not_called_altered() {
     assert_eq!(error(&out.stderr)["code"], "recording_missing", "{out:?}");
 }
 
+/// A watch shows the terminal only while its watcher may see it: once the watcher's token is
+/// revoked (here signed out; offboarding and a new password revoke it too), the stream ends
+/// and nothing typed afterwards reaches it, though the session runs on.
+#[test]
+fn a_watch_ends_when_its_watchers_token_does() {
+    let s = Setup::start("full", "", true);
+    s.grant("30m");
+    let term = s.interactive();
+    term.wait_for("$ ", 1, Duration::from_secs(15));
+    let session = s.live_session();
+    let admin = s.env.login("admin");
+    let watch_out = s.env.dir.path().join("watch.out");
+    let mut watcher = std::process::Command::new(BIN)
+        .args(["sessions", "watch", &session])
+        .env("WARDEN_SERVER", admin.server_url())
+        .env("WARDEN_HOME", admin.home())
+        .stdout(std::fs::File::create(&watch_out).unwrap())
+        .spawn()
+        .unwrap();
+    s.wait_events("session.watched", 1, Duration::from_secs(10));
+    let seen = |text: &str| std::fs::read_to_string(&watch_out).unwrap().contains(text);
+    term.send_line("echo before-$((6*7))");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen("before-42") {
+        assert!(Instant::now() < deadline, "the watcher saw no live output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = admin.run(&["logout"], None);
+    assert!(out.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watcher.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the watch went on after its token was revoked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    term.send_line("echo after-$((6*7))");
+    term.wait_for("after-42", 1, Duration::from_secs(10));
+    assert!(!seen("after-42"), "a revoked watcher saw the terminal");
+    assert!(
+        ok(&s.admin, &["sessions", "list"])["sessions"][0]["id"] == session.as_str(),
+        "the session itself ended"
+    );
+}
+
 /// Who watched or replayed a session is found by the session's target and grant, as who
 /// killed one is.
 #[test]

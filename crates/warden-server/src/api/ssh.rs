@@ -336,12 +336,34 @@ pub async fn watch(
         .append(vec![event])
         .await
         .map_err(crate::broker::Error::from)?;
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(bytes) => return Some((Ok::<_, std::io::Error>(bytes), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+    // The terminal is shown only while the watcher still may see it: a token revoked, run out
+    // or signed out with its user (offboarding, a new password), or a watcher no longer allowed
+    // to oversee sessions, ends the stream within a check's interval.
+    let watcher = Watcher {
+        app: app.clone(),
+        token: who.token.clone(),
+        user: who.user.name.clone(),
+        source: who.source.clone(),
+        session: id.clone(),
+    };
+    let every = tokio::time::interval(WATCH_RECHECK);
+    let stream = futures_util::stream::unfold((rx, every), move |(mut rx, mut every)| {
+        let watcher = watcher.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Ok(bytes) => return Some((Ok::<_, std::io::Error>(bytes), (rx, every))),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = every.tick() => {
+                        if !watcher.may_go_on().await {
+                            tracing::info!(session = %watcher.session, user = %watcher.user, "a session watch ended: its watcher may no longer see the session");
+                            return None;
+                        }
+                    }
+                }
             }
         }
     });
@@ -350,6 +372,34 @@ pub async fn watch(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// How often a watch checks that its watcher may still see the session.
+const WATCH_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Who watches a session, as the stream checks them again and again.
+#[derive(Clone)]
+struct Watcher {
+    app: Shared,
+    token: String,
+    user: warden_domain::UserName,
+    source: Option<String>,
+    session: String,
+}
+
+impl Watcher {
+    /// Whether the watch's token is still live, still its user's, and that user still may
+    /// oversee the session. A store that cannot tell ends the watch: fail closed.
+    async fn may_go_on(&self) -> bool {
+        let Ok(Some(user)) = self.app.token_holder(&self.token).await else {
+            return false;
+        };
+        let caller = crate::broker::Caller {
+            user: &user,
+            source: self.source.clone(),
+        };
+        user.name == self.user && self.app.oversee(&caller, &self.session).is_ok()
+    }
 }
 
 /// A session's asciicast v2 recording (also while it runs). Administrators, session viewers
