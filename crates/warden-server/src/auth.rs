@@ -315,7 +315,19 @@ struct Cached {
     signed_out: HashMap<UserName, OffsetDateTime>,
     /// Changes in flight by user; a user with none has no entry.
     changing: HashMap<UserName, usize>,
+    /// Ended tokens still sent, by hash: when a use was last put on the record, and how many
+    /// uses since were not ([`TokenCache::record_stale_use`]).
+    stale_uses: HashMap<[u8; 32], (OffsetDateTime, u64)>,
 }
+
+/// How often the use of one ended token is put on the record: a client that keeps sending a
+/// revoked or expired token (a departed user's script) would otherwise write an audit event
+/// per call, at the speed of its loop, for as long as the token's record is kept.
+const STALE_USE_RECORDED_EVERY: time::Duration = time::Duration::MINUTE;
+
+/// Most ended tokens whose last recorded use is remembered; past it, those recorded longer ago
+/// than [`STALE_USE_RECORDED_EVERY`] are forgotten, and if none was, every use is recorded.
+const STALE_TOKENS_REMEMBERED: usize = 4096;
 
 impl Cached {
     fn barred(&self, token: &Token) -> bool {
@@ -352,6 +364,34 @@ impl Drop for ChangeInFlight {
 impl TokenCache {
     fn cached(&self) -> MutexGuard<'_, Cached> {
         lock(&self.map)
+    }
+
+    /// Whether a use at `t` of the ended token whose hash is `hash` goes on the record, with
+    /// how many of its uses since the last recorded one did not; `None` within
+    /// [`STALE_USE_RECORDED_EVERY`] of that one.
+    fn record_stale_use(&self, hash: [u8; 32], t: OffsetDateTime) -> Option<u64> {
+        let mut c = self.cached();
+        if c.stale_uses.len() >= STALE_TOKENS_REMEMBERED && !c.stale_uses.contains_key(&hash) {
+            c.stale_uses
+                .retain(|_, (at, _)| t - *at < STALE_USE_RECORDED_EVERY);
+            if c.stale_uses.len() >= STALE_TOKENS_REMEMBERED {
+                return Some(0);
+            }
+        }
+        match c.stale_uses.get_mut(&hash) {
+            Some((at, unrecorded)) if t - *at < STALE_USE_RECORDED_EVERY => {
+                *unrecorded += 1;
+                None
+            }
+            Some((at, unrecorded)) => {
+                *at = t;
+                Some(std::mem::take(unrecorded))
+            }
+            None => {
+                c.stale_uses.insert(hash, (t, 0));
+                Some(0)
+            }
+        }
     }
 
     /// Counts a change by the holder of `token` until the result is dropped; `None` when the
@@ -1047,9 +1087,16 @@ impl App {
         )
         .denied("bad_token", why);
         // A token this server issued, ended since, is no guess: a client that still holds it
-        // (a stale login, a replaced one being revoked) is audited but not throttled.
+        // (a stale login, a replaced one being revoked) is audited but not throttled, its
+        // uses at most once a minute, with how many since went unrecorded.
         if issued {
-            self.store.append(vec![event]).await?;
+            if let Some(unrecorded) = self.tokens.record_stale_use(hash, t) {
+                let event = match unrecorded {
+                    0 => event,
+                    n => event.details(serde_json::json!({ "uses_unrecorded_since_last": n })),
+                };
+                self.store.append(vec![event]).await?;
+            }
         } else {
             self.auth_failed(event).await?;
         }
@@ -1704,6 +1751,37 @@ mod tests {
             expires_at: created_at + time::Duration::hours(8),
             revoked: false,
         }
+    }
+
+    #[test]
+    fn an_ended_tokens_uses_are_recorded_once_a_minute_with_those_left_unrecorded() {
+        let cache = TokenCache::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let s = time::Duration::SECOND;
+        assert_eq!(cache.record_stale_use([1; 32], t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(cache.record_stale_use([1; 32], t0 + s * i), None);
+        }
+        // Another token is its own.
+        assert_eq!(cache.record_stale_use([2; 32], t0 + s), Some(0));
+        assert_eq!(cache.record_stale_use([1; 32], t0 + s * 60), Some(5));
+        assert_eq!(cache.record_stale_use([1; 32], t0 + s * 61), None);
+        // Remembering as many as it may, the oldest recorded are forgotten for a new one;
+        // with none to forget, every use is recorded.
+        let later = t0 + s * 200;
+        for i in 0..STALE_TOKENS_REMEMBERED - 2 {
+            let mut hash = [3; 32];
+            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert_eq!(cache.record_stale_use(hash, later), Some(0));
+        }
+        assert_eq!(cache.record_stale_use([4; 32], later), Some(0));
+        assert_eq!(cache.record_stale_use([4; 32], later), None);
+        // The first two were forgotten: recorded anew.
+        assert_eq!(cache.record_stale_use([1; 32], later), Some(0));
+        let full = cache.cached().stale_uses.len();
+        assert_eq!(full, STALE_TOKENS_REMEMBERED);
+        assert_eq!(cache.record_stale_use([5; 32], later), Some(0));
+        assert_eq!(cache.record_stale_use([5; 32], later), Some(0));
     }
 
     #[test]
