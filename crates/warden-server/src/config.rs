@@ -23,7 +23,7 @@ data_dir = "/var/lib/warden"     # database, keys, default policy
 policy_dir = "/etc/warden/policy" # a git checkout of your policy repo
 token_ttl = "8h"                 # lifetime of API tokens from `warden login`
 admin_group = "admins"           # members may reload policy and manage users
-bootstrap_admin = "admin"        # created with a one-time password on first start
+bootstrap_admin = "admin"        # created with a generated password, printed once, on first start
 security_group = "security"      # told of break-glass; closes postmortems; reads `warden report`
 # metrics_token = { file = "/etc/warden/metrics-token" }  # optional: bearer token `GET /metrics` then requires
 audit_origin = "warden.example.com/audit"  # the audit log's name in its signed checkpoints
@@ -91,7 +91,7 @@ pub struct Config {
     /// Members of this group may reload policy, set passwords and see every request.
     #[serde(default = "default_admin_group")]
     pub admin_group: GroupName,
-    /// The administrator created on first start; their one-time password is printed once
+    /// The administrator created on first start; their generated password is printed once
     /// (or taken from `WARDEN_BOOTSTRAP_PASSWORD`).
     #[serde(default = "default_bootstrap_admin")]
     pub bootstrap_admin: UserName,

@@ -706,7 +706,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         "open file limit in force, and the API's connection caps taken from it"
     );
     // Both addresses are taken before anything is said or written: one in use, or a host key
-    // others can read, stops the server before a key is made, a one-time password printed, or
+    // others can read, stops the server before a key is made, an initial password printed, or
     // a `server.started` is in the log.
     let listener = crate::http::listen(config.listen)
         .await
@@ -1164,7 +1164,7 @@ async fn bootstrap_passwords(
         .await?;
     if set && !from_env {
         say!(
-            "Bootstrap admin '{admin}' created. One-time password (shown only now; change it with `warden user set-password {admin}`): {password}"
+            "Bootstrap admin '{admin}' created. Initial password (shown only now; change it with `warden user set-password {admin}`): {password}"
         );
     }
     Ok(given_dev_password)

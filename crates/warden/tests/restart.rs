@@ -169,7 +169,7 @@ fn state_survives_restart_and_sigterm_is_graceful() {
     let starts = actions.iter().filter(|a| **a == "server.started").count();
     assert_eq!(starts, 2, "{actions:?}");
     // The bootstrap password is not reset on restart.
-    assert!(!server.stdout().contains("One-time password"));
+    assert!(!server.stdout().contains("Initial password"));
 }
 
 #[test]
@@ -645,7 +645,7 @@ fn a_rolled_back_database_or_a_lost_ca_or_policy_is_refused_at_start() {
     assert!(data.is_dir(), "{out:?}");
     assert!(!dir.path().join("srv/new").exists(), "{out:?}");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
-    // The one-time password is still to be printed, by the start that serves.
+    // The initial password is still to be printed, by the start that serves.
     let mut server = Server::start_in(Path::new(BIN), &data, &["serve"], &[]);
     assert!(server.stdout().contains("Bootstrap admin 'admin' created."));
     assert!(server.terminate().success());
