@@ -279,7 +279,7 @@ impl Backend for ProxyBackend {
             .roles
             .get(&grant.role)
             .ok_or_else(|| BackendError(format!("role {} left the policy", grant.role)))?;
-        let settings = self.grant_settings(grant, role).await?;
+        let settings = grant_settings(grant, role);
         let issuer = self
             .0
             .issuers
@@ -330,39 +330,19 @@ impl Backend for ProxyBackend {
     }
 }
 
-impl ProxyBackend {
-    /// The settings the proxy's certificate for a session under `grant` (of `role`) is issued
-    /// with: the role's, held to the grant's terms ([`App::authorize_ssh`]), so that it logs in
-    /// as no account, runs no other command and carries no extension the grant was not issued
-    /// with, whatever a reload gave the role since.
-    async fn grant_settings(
-        &self,
-        grant: &Grant,
-        role: &warden_policy::Role,
-    ) -> Result<warden_issuers::Settings, BackendError> {
-        let stored = self
-            .0
-            .store
-            .request(grant.id)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| BackendError(format!("grant {} is unknown", grant.id)))?;
-        let now = ssh_cert::role_settings(&role.settings)
-            .map_err(|e| BackendError(format!("role {}: {e}", grant.role)))?;
-        let extensions: Vec<String> = extensions(&now.extensions, &stored)
-            .map_err(|refusal| BackendError(refusal.message))?
-            .into_iter()
-            .filter(|e| grant.terminal || e != "permit-pty")
-            .collect();
-        let mut settings = role.settings.clone();
-        settings.insert("principals".into(), serde_json::json!(grant.principals));
-        settings.insert("extensions".into(), serde_json::json!(extensions));
-        match &grant.force_command {
-            Some(command) => settings.insert("force_command".into(), command.clone().into()),
-            None => settings.remove("force_command"),
-        };
-        Ok(settings)
-    }
+/// The settings the proxy's certificate for a session under `grant` (of `role`) is issued
+/// with: the role's, held to the grant's terms ([`App::authorize_ssh`]), so that it logs in as
+/// no account, runs no other command and carries no extension the grant was not issued with,
+/// whatever a reload gave the role since.
+fn grant_settings(grant: &Grant, role: &warden_policy::Role) -> warden_issuers::Settings {
+    let mut settings = role.settings.clone();
+    settings.insert("principals".into(), serde_json::json!(grant.principals));
+    settings.insert("extensions".into(), serde_json::json!(grant.extensions));
+    match &grant.force_command {
+        Some(command) => settings.insert("force_command".into(), command.clone().into()),
+        None => settings.remove("force_command"),
+    };
+    settings
 }
 
 /// Whether `cert` is within its validity now.
@@ -826,9 +806,8 @@ impl App {
             settings.record_input,
         )
         .map_err(|e| BackendError(format!("role {}: {e}", r.role)))?;
-        let terminal = extensions.iter().any(|e| e == "permit-pty");
         Ok(Ok(Grant {
-            terminal,
+            extensions,
             id: r.id,
             user: user.clone(),
             target: name,

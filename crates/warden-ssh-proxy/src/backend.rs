@@ -64,8 +64,9 @@ pub struct Grant {
     pub upstream: Upstream,
     pub rules: Rules,
     pub recording: Recording,
-    /// Whether the role gives a terminal (`permit-pty`): the target refuses one otherwise.
-    pub terminal: bool,
+    /// The certificate extensions its sessions' upstream certificates carry: those both its
+    /// issue and its role give.
+    pub extensions: Vec<String>,
     /// Where the user may use the grant from (the role's `source_address`); `None`: anywhere.
     /// The proxy checks the address the user's connection comes from against it: its upstream
     /// certificates carry no `source-address`, as they come from the proxy's own address.
@@ -74,6 +75,13 @@ pub struct Grant {
     /// sshd runs it from the upstream certificate). Events and recordings name it beside what
     /// was asked, and the deny rules judge it too.
     pub force_command: Option<String>,
+}
+
+impl Grant {
+    /// Whether it gives a terminal (`permit-pty`): the target refuses one otherwise.
+    pub fn terminal(&self) -> bool {
+        self.extensions.iter().any(|e| e == "permit-pty")
+    }
 }
 
 /// The server side of the proxy: identity, authorization, signing and the audit log.

@@ -467,7 +467,7 @@ impl Start<'_> {
         }
         // The client was told it has a terminal before its grant was known: one the role does
         // not give is refused here, as the target would, rather than left half-working.
-        if self.pty.is_some() && !grant.terminal {
+        if self.pty.is_some() && !grant.terminal() {
             let msg = format!(
                 "role {} gives no terminal (its extensions lack permit-pty): run a command without one, `ssh -T ... COMMAND`",
                 grant.role
